@@ -1,0 +1,207 @@
+/*
+ * mambabyte.h — the C ABI between the TypeScript model and the C/CUDA kernels.
+ *
+ * Rules (see DESIGN.md):
+ * - Plain C. Every function returns an int status (MB_OK = 0); mb_last_error() gives the message of
+ *   the last failure on the calling thread.
+ * - An opaque context per backend instance owns the threads (CPU) or the stream, cuBLAS handle and
+ *   graphs (CUDA). All tensors passed to ops live in memory allocated through that context
+ *   (mb_alloc); host memory is only touched by the explicit copy functions.
+ * - Layout is row-major (batch, length, channels). A view such as x and z inside xz is passed with a
+ *   leading dimension ("ld", in elements): row r of x starts at x + r * ldx.
+ * - Activations are float32. The large matrices (embedding, in_proj, x_proj, dt_proj, out_proj,
+ *   lm_head) may be float32 or bfloat16 (wdtype); every other parameter is float32.
+ * - Sizes are int64_t; ops accept zero-sized inputs and do nothing for them.
+ */
+#ifndef MAMBABYTE_H
+#define MAMBABYTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MB_ABI_VERSION 1
+
+/* Status codes. */
+#define MB_OK 0
+#define MB_ERR_INVALID 1     /* a bad argument: null pointer, negative size, unknown enum */
+#define MB_ERR_OOM 2         /* an allocation failed */
+#define MB_ERR_UNSUPPORTED 3 /* not built into this library (e.g. CUDA), or not on this backend */
+#define MB_ERR_DEVICE 4      /* a device or driver error (no GPU, launch failure) */
+#define MB_ERR_INTERNAL 5
+
+/* Backends. */
+#define MB_BACKEND_CPU 0
+#define MB_BACKEND_CUDA 1
+
+/* Weight dtypes. */
+#define MB_DTYPE_F32 0
+#define MB_DTYPE_BF16 1
+
+/* Norm kinds. */
+#define MB_NORM_LAYER 0 /* LayerNorm with weight and (optional) bias: MambaByte */
+#define MB_NORM_RMS 1   /* RMSNorm with weight: mamba_ssm, transformers */
+
+/* Context flags (mb_ctx_set_flags). */
+#define MB_FLAG_ALLOW_TF32 1u /* CUDA: fp32 GEMMs may use TF32 tensor cores */
+
+typedef struct mb_ctx mb_ctx;
+
+/* ---- library ---------------------------------------------------------------------------------- */
+
+/** Message of the last failed call on this thread ("" when none). Never NULL. */
+const char *mb_last_error(void);
+/** MB_ABI_VERSION of the built library. */
+int mb_abi_version(void);
+/** 1 when the library was built with the CUDA backend, else 0. */
+int mb_has_cuda(void);
+/** Number of CUDA devices usable by this library (0 without CUDA support or without a GPU). */
+int mb_cuda_device_count(int *out_count);
+
+/* ---- context ---------------------------------------------------------------------------------- */
+
+/**
+ * Creates a context. backend: MB_BACKEND_*. device: the CUDA device index (ignored on CPU).
+ * num_threads: CPU threads (0 = all cores; ignored on CUDA).
+ */
+int mb_ctx_create(int backend, int device, int num_threads, mb_ctx **out_ctx);
+int mb_ctx_destroy(mb_ctx *ctx);
+/** Waits for all work queued on the context. */
+int mb_ctx_synchronize(mb_ctx *ctx);
+/** Sets MB_FLAG_* bits (replaces the previous flags). */
+int mb_ctx_set_flags(mb_ctx *ctx, uint32_t flags);
+/** Writes a NUL-terminated JSON object describing the context (backend, threads, device name,
+ * blas, ...) into buf (truncated to cap bytes). */
+int mb_ctx_info(mb_ctx *ctx, char *buf, size_t cap);
+
+/* ---- memory ----------------------------------------------------------------------------------- */
+
+/** Allocates bytes (64-byte aligned on CPU). *out is NULL when bytes == 0. */
+int mb_alloc(mb_ctx *ctx, size_t bytes, void **out);
+/** Frees memory from mb_alloc (NULL is accepted). */
+int mb_free(mb_ctx *ctx, void *ptr);
+/** Copies host -> context memory. Returns once the host buffer may be reused. */
+int mb_memcpy_h2d(mb_ctx *ctx, void *dst, const void *host_src, size_t bytes);
+/** Copies context memory -> host; synchronous (the data is in host_dst on return). */
+int mb_memcpy_d2h(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes);
+/** Queues a copy context memory -> host; host_dst must stay valid until mb_ctx_synchronize. */
+int mb_memcpy_d2h_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes);
+/** Copies within context memory. */
+int mb_memcpy_d2d(mb_ctx *ctx, void *dst, const void *src, size_t bytes);
+/** Sets bytes of context memory to the byte value. */
+int mb_memset(mb_ctx *ctx, void *dst, int value, size_t bytes);
+
+/* ---- ops -------------------------------------------------------------------------------------- */
+
+/** out[i, :] = float(table[ids[i], :]) for i < n. ids are int32 in [0, vocab). table: (vocab, d). */
+int mb_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const void *table, int wdtype,
+                 int64_t vocab, int64_t d, float *out);
+
+/**
+ * Fused residual add + norm over rows of width d:
+ *   residual[i] = (accumulate ? residual[i] : 0) + x[i]      (fp32)
+ *   out[i]      = norm(residual[i]) * weight + bias          (bias may be NULL)
+ * norm_kind: MB_NORM_LAYER (mean/variance) or MB_NORM_RMS. x may equal out.
+ */
+int mb_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate, const float *weight,
+                const float *bias, int norm_kind, float eps, int64_t n, int64_t d, float *out);
+
+/**
+ * y[i, o] = sum_k x[i, k] * w[o, k] + bias[o]   for i < n, o < out_f   (bias may be NULL).
+ * w: (out_f, in_f) row-major, PyTorch's nn.Linear layout, float32 or bfloat16; fp32 accumulation.
+ */
+int mb_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype, const float *bias,
+              int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy);
+
+/**
+ * Causal depthwise conv1d over `batch` sequences of `len` positions and d channels, kernel width k:
+ *   pre[b, t, c] = bias[c] + sum_j w[c, j] * xin[b, t - (k-1) + j, c]
+ * where positions before 0 come from conv_state (b, c, 0..k-2), oldest first (zeros when
+ * conv_state is NULL). out = silu(pre) (ld ldo); out_preact, when not NULL, receives pre
+ * (contiguous, (batch*len, d)). conv_state, when not NULL, is updated to hold the last k-1 inputs.
+ * w: (d, k) float32. bias may be NULL. x is read with leading dimension ldx.
+ */
+int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w, const float *bias,
+                     float *conv_state, int64_t batch, int64_t len, int64_t d, int64_t k, float *out,
+                     int64_t ldo, float *out_preact);
+
+/**
+ * Selective scan (mamba_ssm's selective_scan_fn) over `batch` sequences of `len` positions, d
+ * channels, n states. For each b, t, c:
+ *   dt   = delta_softplus ? softplus(delta[b,t,c]) : delta[b,t,c]      (torch softplus, threshold 20)
+ *   h[c, s] = exp(dt * A[c, s]) * h[c, s] + dt * Bm[b,t,s] * u[b,t,c]
+ *   y[b,t,c] = sum_s Cm[b,t,s] * h[c, s] + Dskip[c] * u[b,t,c]
+ *   if z: y[b,t,c] *= silu(z[b,t,c])
+ * state (batch, d, n): the initial state on entry (zeros when NULL), the final state on return.
+ * states_all (batch, len, d, n), when not NULL, receives the state after every position
+ * (speculative verification resumes from any position). Dskip and z may be NULL.
+ * Row r = b*len + t of u, delta, Bm, Cm, z, y is read/written at base + r * ld.
+ */
+int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
+                      const float *A, const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
+                      const float *Dskip, const float *z, int64_t ldz, float *state,
+                      float *states_all, int64_t batch, int64_t len, int64_t d, int64_t n,
+                      int delta_softplus, float *y, int64_t ldy);
+
+/**
+ * One decoding step of the SSM (mamba_ssm's selective_state_update): mb_selective_scan with
+ * len = 1 and a required state. Rows are the batch entries.
+ */
+int mb_selective_state_update(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
+                              int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
+                              const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+                              int64_t ldz, float *state, int64_t batch, int64_t d, int64_t n,
+                              int delta_softplus, float *y, int64_t ldy);
+
+/** out[i, :] = log_softmax(logits[i, :]) over v columns, rows of n. out may equal logits. */
+int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);
+
+/**
+ * For each row i < n: out_logprob[i] = log_softmax(logits[i])[targets[i]] and
+ * out_rank[i] = number of columns whose logit is strictly greater than logits[i, targets[i]].
+ */
+int mb_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, const int32_t *targets,
+                    float *out_logprob, int32_t *out_rank);
+
+/**
+ * Draws one id per row of logits (batch, v) as mamba_ssm's sample():
+ *   top_k == 1: argmax (lowest index on ties);
+ *   else: keep the top_k largest logits (top_k <= 0 or > v: all), divide by temperature, drop the
+ *   tail whose cumulative probability (ascending order) is <= 1 - top_p (top_p >= 1: keep all;
+ *   the most probable is always kept), renormalise, draw with uniform u.
+ * The uniform for row b is mb_uniform(seed, (*counter) * batch + b); the op then increments
+ * *counter (an int64 in context memory, so the op can be replayed inside a graph).
+ * out_ids (batch) int32 in context memory.
+ */
+int mb_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v, float temperature,
+              int32_t top_k, float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids);
+
+/**
+ * The counter-based uniform in [0, 1) used by mb_sample: splitmix64(seed ^ splitmix64(index)),
+ * top 24 bits * 2^-24. Identical on every backend (host function).
+ */
+float mb_uniform(uint64_t seed, uint64_t index);
+
+/** Reads every byte of p once and writes a float checksum to *sink (both context memory): a
+ * read-bandwidth probe for benchmarks. bytes must be a multiple of 64. */
+int mb_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink);
+
+/* ---- graphs (CUDA only; CPU returns MB_ERR_UNSUPPORTED) --------------------------------------- */
+
+/** Starts capturing the ops issued on the context into a graph. */
+int mb_graph_begin(mb_ctx *ctx);
+/** Ends the capture; *out_graph is an id for mb_graph_launch. */
+int mb_graph_end(mb_ctx *ctx, int *out_graph);
+/** Replays a captured graph on the context's stream (asynchronous). */
+int mb_graph_launch(mb_ctx *ctx, int graph);
+/** Releases a captured graph. */
+int mb_graph_destroy(mb_ctx *ctx, int graph);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MAMBABYTE_H */
