@@ -1,0 +1,482 @@
+/**
+ * A backend instance (CPU or CUDA) over the native library: explicit memory and one method per op
+ * of the C ABI, with named arguments that mirror the C signatures (sizes in elements).
+ *
+ * @module
+ */
+
+import { check, native, NativeError, Status } from "../native/lib.ts";
+
+/** A pointer into a backend's memory (host memory for CPU, device memory for CUDA). */
+export type Ptr = Deno.PointerValue;
+/** The backend kinds. */
+export type DeviceKind = "cpu" | "cuda";
+/** Dtypes of the large weight matrices. */
+export type WeightDType = "f32" | "bf16";
+/** Norm kinds understood by {@link Backend.addNorm}. */
+export type NormKindCode = "layernorm" | "rmsnorm";
+
+const BACKEND_CODE: Record<DeviceKind, number> = { cpu: 0, cuda: 1 };
+const WDTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1 };
+const NORM_CODE: Record<NormKindCode, number> = { layernorm: 0, rmsnorm: 1 };
+
+/** Context flag: fp32 GEMMs may use TF32 tensor cores (CUDA). */
+export const FLAG_ALLOW_TF32 = 1;
+
+/** Offsets a pointer by a number of bytes (null stays null). */
+export function offsetPtr(p: Ptr, bytes: number): Ptr {
+  if (p === null || bytes === 0) return p;
+  return Deno.UnsafePointer.offset(p as Deno.PointerObject, bytes);
+}
+
+/** True when the library was built with CUDA support. */
+export function hasCuda(): boolean {
+  return native().mb_has_cuda() === 1;
+}
+
+/** Number of CUDA devices the library can use (0 without CUDA support or GPU). */
+export function cudaDeviceCount(): number {
+  const out = new Int32Array(1);
+  check(native().mb_cuda_device_count(out), "cuda_device_count");
+  return out[0];
+}
+
+/** The sampling uniform of the native library (identical on every backend). */
+export function uniform(seed: bigint, index: bigint): number {
+  return native().mb_uniform(BigInt.asUintN(64, seed), BigInt.asUintN(64, index));
+}
+
+/** Options for {@link Backend.create}. */
+export interface BackendOptions {
+  /** CUDA device index (default 0). */
+  device?: number;
+  /** CPU threads (default 0 = all cores). */
+  threads?: number;
+}
+
+/**
+ * One backend instance: owns a native context. Memory is allocated and freed explicitly; close()
+ * releases the context (and with it nothing else: free your buffers first or let close end the
+ * process's use of them).
+ */
+export class Backend {
+  /** "cpu" or "cuda". */
+  readonly kind: DeviceKind;
+  #ctx: Deno.PointerObject | null;
+  #lib = native();
+
+  private constructor(kind: DeviceKind, ctx: Deno.PointerObject) {
+    this.kind = kind;
+    this.#ctx = ctx;
+  }
+
+  /** Creates a backend of the given kind; throws a NativeError when it is unavailable. */
+  static create(kind: DeviceKind, options: BackendOptions = {}): Backend {
+    const lib = native();
+    const out = new BigUint64Array(1);
+    check(
+      lib.mb_ctx_create(BACKEND_CODE[kind], options.device ?? 0, options.threads ?? 0, out),
+      "ctx_create",
+    );
+    const ctx = Deno.UnsafePointer.create(out[0]);
+    if (!ctx) throw new NativeError("ctx_create", Status.INTERNAL, "null context");
+    return new Backend(kind, ctx);
+  }
+
+  get #c(): Deno.PointerObject {
+    if (!this.#ctx) throw new Error("backend is closed");
+    return this.#ctx;
+  }
+
+  /** Describes the context (backend, threads or device name, BLAS, ...). */
+  info(): Record<string, unknown> {
+    const buf = new Uint8Array(1024);
+    check(this.#lib.mb_ctx_info(this.#c, buf, BigInt(buf.length)), "ctx_info");
+    const end = buf.indexOf(0);
+    return JSON.parse(new TextDecoder().decode(buf.subarray(0, end < 0 ? buf.length : end)));
+  }
+
+  /** Replaces the context flags (e.g. {@link FLAG_ALLOW_TF32}). */
+  setFlags(flags: number): void {
+    check(this.#lib.mb_ctx_set_flags(this.#c, flags >>> 0), "ctx_set_flags");
+  }
+
+  /** Waits for all queued work. */
+  sync(): void {
+    check(this.#lib.mb_ctx_synchronize(this.#c), "ctx_synchronize");
+  }
+
+  /** Releases the context. Idempotent. */
+  close(): void {
+    if (!this.#ctx) return;
+    const ctx = this.#ctx;
+    this.#ctx = null;
+    check(this.#lib.mb_ctx_destroy(ctx), "ctx_destroy");
+  }
+
+  // ---- memory ------------------------------------------------------------------------------
+
+  /** Allocates `bytes` of backend memory (null for 0 bytes). */
+  alloc(bytes: number): Ptr {
+    const out = new BigUint64Array(1);
+    check(this.#lib.mb_alloc(this.#c, BigInt(bytes), out), "alloc");
+    return Deno.UnsafePointer.create(out[0]);
+  }
+
+  /** Frees memory from {@link alloc}. */
+  free(p: Ptr): void {
+    if (p !== null) check(this.#lib.mb_free(this.#c, p), "free");
+  }
+
+  /** Copies a host array into backend memory at dst. */
+  upload(dst: Ptr, src: ArrayBufferView): void {
+    if (src.byteLength === 0) return;
+    check(
+      this.#lib.mb_memcpy_h2d(this.#c, dst, viewBytes(src), BigInt(src.byteLength)),
+      "memcpy_h2d",
+    );
+  }
+
+  /** Copies backend memory at src into a host array (synchronous). */
+  download(dst: ArrayBufferView, src: Ptr): void {
+    if (dst.byteLength === 0) return;
+    check(
+      this.#lib.mb_memcpy_d2h(this.#c, viewBytes(dst), src, BigInt(dst.byteLength)),
+      "memcpy_d2h",
+    );
+  }
+
+  /** Queues a copy into a host array; valid after {@link sync}. Keep dst alive until then. */
+  downloadAsync(dst: ArrayBufferView, src: Ptr): void {
+    if (dst.byteLength === 0) return;
+    check(
+      this.#lib.mb_memcpy_d2h_async(this.#c, viewBytes(dst), src, BigInt(dst.byteLength)),
+      "memcpy_d2h_async",
+    );
+  }
+
+  /** Copies bytes within backend memory. */
+  copy(dst: Ptr, src: Ptr, bytes: number): void {
+    if (bytes > 0) check(this.#lib.mb_memcpy_d2d(this.#c, dst, src, BigInt(bytes)), "memcpy_d2d");
+  }
+
+  /** Sets bytes of backend memory to a byte value. */
+  memset(dst: Ptr, value: number, bytes: number): void {
+    if (bytes > 0) check(this.#lib.mb_memset(this.#c, dst, value, BigInt(bytes)), "memset");
+  }
+
+  // ---- ops ---------------------------------------------------------------------------------
+
+  /** out[i, :] = table[ids[i], :] as fp32. */
+  embedding(a: {
+    ids: Ptr;
+    n: number;
+    table: Ptr;
+    wdtype: WeightDType;
+    vocab: number;
+    d: number;
+    out: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_embedding(
+        this.#c,
+        a.ids,
+        I(a.n),
+        a.table,
+        WDTYPE_CODE[a.wdtype],
+        I(a.vocab),
+        I(a.d),
+        a.out,
+      ),
+      "embedding",
+    );
+  }
+
+  /** residual (+)= x; out = norm(residual) * weight + bias. */
+  addNorm(a: {
+    x: Ptr;
+    residual: Ptr;
+    accumulate: boolean;
+    weight: Ptr;
+    bias: Ptr;
+    normKind: NormKindCode;
+    eps: number;
+    n: number;
+    d: number;
+    out: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_add_norm(
+        this.#c,
+        a.x,
+        a.residual,
+        a.accumulate ? 1 : 0,
+        a.weight,
+        a.bias,
+        NORM_CODE[a.normKind],
+        a.eps,
+        I(a.n),
+        I(a.d),
+        a.out,
+      ),
+      "add_norm",
+    );
+  }
+
+  /** y = x W^T + bias, W (outF, inF). ldx defaults to inF, ldy to outF. */
+  linear(a: {
+    x: Ptr;
+    ldx?: number;
+    w: Ptr;
+    wdtype: WeightDType;
+    bias: Ptr;
+    n: number;
+    inF: number;
+    outF: number;
+    y: Ptr;
+    ldy?: number;
+  }): void {
+    check(
+      this.#lib.mb_linear(
+        this.#c,
+        a.x,
+        I(a.ldx ?? I(a.inF)),
+        a.w,
+        WDTYPE_CODE[a.wdtype],
+        a.bias,
+        I(a.n),
+        I(a.inF),
+        I(a.outF),
+        a.y,
+        I(a.ldy ?? I(a.outF)),
+      ),
+      "linear",
+    );
+  }
+
+  /** Causal depthwise conv1d with state; out = silu(conv), outPreact = conv (optional). */
+  conv1d(a: {
+    x: Ptr;
+    ldx: number;
+    w: Ptr;
+    bias: Ptr;
+    state: Ptr;
+    batch: number;
+    len: number;
+    d: number;
+    k: number;
+    out: Ptr;
+    ldo: number;
+    outPreact: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_causal_conv1d(
+        this.#c,
+        a.x,
+        I(a.ldx),
+        a.w,
+        a.bias,
+        a.state,
+        I(a.batch),
+        I(a.len),
+        I(a.d),
+        I(a.k),
+        a.out,
+        I(a.ldo),
+        a.outPreact,
+      ),
+      "causal_conv1d",
+    );
+  }
+
+  /** Selective scan with initial/final state and optional every-position states. */
+  selectiveScan(a: {
+    u: Ptr;
+    ldu: number;
+    delta: Ptr;
+    ldDelta: number;
+    A: Ptr;
+    B: Ptr;
+    ldb: number;
+    C: Ptr;
+    ldc: number;
+    D: Ptr;
+    z: Ptr;
+    ldz: number;
+    state: Ptr;
+    statesAll: Ptr;
+    batch: number;
+    len: number;
+    d: number;
+    n: number;
+    deltaSoftplus: boolean;
+    y: Ptr;
+    ldy: number;
+  }): void {
+    check(
+      this.#lib.mb_selective_scan(
+        this.#c,
+        a.u,
+        I(a.ldu),
+        a.delta,
+        I(a.ldDelta),
+        a.A,
+        a.B,
+        I(a.ldb),
+        a.C,
+        I(a.ldc),
+        a.D,
+        a.z,
+        I(a.ldz),
+        a.state,
+        a.statesAll,
+        I(a.batch),
+        I(a.len),
+        I(a.d),
+        I(a.n),
+        a.deltaSoftplus ? 1 : 0,
+        a.y,
+        I(a.ldy),
+      ),
+      "selective_scan",
+    );
+  }
+
+  /** One SSM decoding step for `batch` rows (state required). */
+  stateUpdate(a: {
+    u: Ptr;
+    ldu: number;
+    delta: Ptr;
+    ldDelta: number;
+    A: Ptr;
+    B: Ptr;
+    ldb: number;
+    C: Ptr;
+    ldc: number;
+    D: Ptr;
+    z: Ptr;
+    ldz: number;
+    state: Ptr;
+    batch: number;
+    d: number;
+    n: number;
+    deltaSoftplus: boolean;
+    y: Ptr;
+    ldy: number;
+  }): void {
+    check(
+      this.#lib.mb_selective_state_update(
+        this.#c,
+        a.u,
+        I(a.ldu),
+        a.delta,
+        I(a.ldDelta),
+        a.A,
+        a.B,
+        I(a.ldb),
+        a.C,
+        I(a.ldc),
+        a.D,
+        a.z,
+        I(a.ldz),
+        a.state,
+        I(a.batch),
+        I(a.d),
+        I(a.n),
+        a.deltaSoftplus ? 1 : 0,
+        a.y,
+        I(a.ldy),
+      ),
+      "selective_state_update",
+    );
+  }
+
+  /** Row-wise log-softmax. */
+  logSoftmax(a: { logits: Ptr; n: number; v: number; out: Ptr }): void {
+    check(this.#lib.mb_log_softmax(this.#c, a.logits, I(a.n), I(a.v), a.out), "log_softmax");
+  }
+
+  /** Log-probability and rank of each row's target. */
+  logprobRank(a: {
+    logits: Ptr;
+    n: number;
+    v: number;
+    targets: Ptr;
+    logprob: Ptr;
+    rank: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_logprob_rank(this.#c, a.logits, I(a.n), I(a.v), a.targets, a.logprob, a.rank),
+      "logprob_rank",
+    );
+  }
+
+  /** Draws one id per row (mamba_ssm's sample()); counter is an int64 in backend memory. */
+  sample(a: {
+    logits: Ptr;
+    batch: number;
+    v: number;
+    temperature: number;
+    topK: number;
+    topP: number;
+    seed: bigint;
+    counter: Ptr;
+    out: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_sample(
+        this.#c,
+        a.logits,
+        I(a.batch),
+        I(a.v),
+        a.temperature,
+        a.topK,
+        a.topP,
+        BigInt.asUintN(64, a.seed),
+        a.counter,
+        a.out,
+      ),
+      "sample",
+    );
+  }
+
+  /** Reads `bytes` at p once (bandwidth probe); writes a checksum float at sink. */
+  readProbe(p: Ptr, bytes: number, sink: Ptr): void {
+    check(this.#lib.mb_read_probe(this.#c, p, BigInt(bytes), sink), "read_probe");
+  }
+
+  // ---- graphs (CUDA) -------------------------------------------------------------------------
+
+  /** True when this backend can capture and replay graphs. */
+  get supportsGraphs(): boolean {
+    return this.kind === "cuda";
+  }
+
+  /** Starts capturing the following ops into a graph. */
+  graphBegin(): void {
+    check(this.#lib.mb_graph_begin(this.#c), "graph_begin");
+  }
+
+  /** Ends the capture and returns the graph id. */
+  graphEnd(): number {
+    const out = new Int32Array(1);
+    check(this.#lib.mb_graph_end(this.#c, out), "graph_end");
+    return out[0];
+  }
+
+  /** Replays a captured graph. */
+  graphLaunch(graph: number): void {
+    check(this.#lib.mb_graph_launch(this.#c, graph), "graph_launch");
+  }
+
+  /** Releases a captured graph. */
+  graphDestroy(graph: number): void {
+    check(this.#lib.mb_graph_destroy(this.#c, graph), "graph_destroy");
+  }
+}
+
+const I = BigInt;
+
+function viewBytes(v: ArrayBufferView): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(v.buffer as ArrayBuffer, v.byteOffset, v.byteLength);
+}

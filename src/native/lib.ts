@@ -1,0 +1,281 @@
+/**
+ * The one place that calls `Deno.dlopen`: the symbol table of csrc/include/mambabyte.h, the library
+ * lookup, and the translation of a non-zero status into a thrown {@link NativeError}.
+ *
+ * @module
+ */
+
+/** The symbol table: one entry per function of the C ABI (mambabyte.h), same order. */
+export const SYMBOLS = {
+  mb_last_error: { parameters: [], result: "pointer" },
+  mb_abi_version: { parameters: [], result: "i32" },
+  mb_has_cuda: { parameters: [], result: "i32" },
+  mb_cuda_device_count: { parameters: ["buffer"], result: "i32" },
+  mb_ctx_create: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  mb_ctx_destroy: { parameters: ["pointer"], result: "i32" },
+  mb_ctx_synchronize: { parameters: ["pointer"], result: "i32" },
+  mb_ctx_set_flags: { parameters: ["pointer", "u32"], result: "i32" },
+  mb_ctx_info: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
+  mb_alloc: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
+  mb_free: { parameters: ["pointer", "pointer"], result: "i32" },
+  mb_memcpy_h2d: { parameters: ["pointer", "pointer", "buffer", "usize"], result: "i32" },
+  mb_memcpy_d2h: { parameters: ["pointer", "buffer", "pointer", "usize"], result: "i32" },
+  mb_memcpy_d2h_async: { parameters: ["pointer", "buffer", "pointer", "usize"], result: "i32" },
+  mb_memcpy_d2d: { parameters: ["pointer", "pointer", "pointer", "usize"], result: "i32" },
+  mb_memset: { parameters: ["pointer", "pointer", "i32", "usize"], result: "i32" },
+  mb_embedding: {
+    parameters: ["pointer", "pointer", "i64", "pointer", "i32", "i64", "i64", "pointer"],
+    result: "i32",
+  },
+  mb_add_norm: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "pointer", // residual
+      "i32", // accumulate
+      "pointer", // weight
+      "pointer", // bias
+      "i32", // norm_kind
+      "f32", // eps
+      "i64", // n
+      "i64", // d
+      "pointer", // out
+    ],
+    result: "i32",
+  },
+  mb_linear: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "i64", // ldx
+      "pointer", // w
+      "i32", // wdtype
+      "pointer", // bias
+      "i64", // n
+      "i64", // in_f
+      "i64", // out_f
+      "pointer", // y
+      "i64", // ldy
+    ],
+    result: "i32",
+  },
+  mb_causal_conv1d: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "i64", // ldx
+      "pointer", // w
+      "pointer", // bias
+      "pointer", // conv_state
+      "i64", // batch
+      "i64", // len
+      "i64", // d
+      "i64", // k
+      "pointer", // out
+      "i64", // ldo
+      "pointer", // out_preact
+    ],
+    result: "i32",
+  },
+  mb_selective_scan: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // u
+      "i64", // ldu
+      "pointer", // delta
+      "i64", // ld_delta
+      "pointer", // A
+      "pointer", // Bm
+      "i64", // ldb
+      "pointer", // Cm
+      "i64", // ldc
+      "pointer", // Dskip
+      "pointer", // z
+      "i64", // ldz
+      "pointer", // state
+      "pointer", // states_all
+      "i64", // batch
+      "i64", // len
+      "i64", // d
+      "i64", // n
+      "i32", // delta_softplus
+      "pointer", // y
+      "i64", // ldy
+    ],
+    result: "i32",
+  },
+  mb_selective_state_update: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // u
+      "i64", // ldu
+      "pointer", // delta
+      "i64", // ld_delta
+      "pointer", // A
+      "pointer", // Bm
+      "i64", // ldb
+      "pointer", // Cm
+      "i64", // ldc
+      "pointer", // Dskip
+      "pointer", // z
+      "i64", // ldz
+      "pointer", // state
+      "i64", // batch
+      "i64", // d
+      "i64", // n
+      "i32", // delta_softplus
+      "pointer", // y
+      "i64", // ldy
+    ],
+    result: "i32",
+  },
+  mb_log_softmax: {
+    parameters: ["pointer", "pointer", "i64", "i64", "pointer"],
+    result: "i32",
+  },
+  mb_logprob_rank: {
+    parameters: ["pointer", "pointer", "i64", "i64", "pointer", "pointer", "pointer"],
+    result: "i32",
+  },
+  mb_sample: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // logits
+      "i64", // batch
+      "i64", // v
+      "f32", // temperature
+      "i32", // top_k
+      "f32", // top_p
+      "u64", // seed
+      "pointer", // counter
+      "pointer", // out_ids
+    ],
+    result: "i32",
+  },
+  mb_uniform: { parameters: ["u64", "u64"], result: "f32" },
+  mb_read_probe: { parameters: ["pointer", "pointer", "usize", "pointer"], result: "i32" },
+  mb_graph_begin: { parameters: ["pointer"], result: "i32" },
+  mb_graph_end: { parameters: ["pointer", "buffer"], result: "i32" },
+  mb_graph_launch: { parameters: ["pointer", "i32"], result: "i32" },
+  mb_graph_destroy: { parameters: ["pointer", "i32"], result: "i32" },
+} as const;
+
+/** The loaded library's symbols, typed from {@link SYMBOLS}. */
+export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+/** The ABI version these bindings were written for (MB_ABI_VERSION). */
+export const ABI_VERSION = 1;
+
+/** Status codes of the C ABI. */
+export const Status = {
+  OK: 0,
+  INVALID: 1,
+  OOM: 2,
+  UNSUPPORTED: 3,
+  DEVICE: 4,
+  INTERNAL: 5,
+} as const;
+
+/** The command that builds the native library, quoted in every "not found" message. */
+export const BUILD_COMMAND = "deno task build";
+
+/** A failure reported by the native library: names the op and carries the C status. */
+export class NativeError extends Error {
+  /** The op that failed, e.g. "linear". */
+  readonly op: string;
+  /** The C status (see {@link Status}). */
+  readonly status: number;
+  /** Creates the error for `op` with the library's message. */
+  constructor(op: string, status: number, message: string) {
+    super(`${op}: ${message}`);
+    this.name = "NativeError";
+    this.op = op;
+    this.status = status;
+  }
+}
+
+/** The native library could not be found or loaded. */
+export class NativeLibraryError extends Error {
+  /** Creates the error with a message that says how to build the library. */
+  constructor(message: string) {
+    super(message);
+    this.name = "NativeLibraryError";
+  }
+}
+
+function libraryFileName(): string {
+  switch (Deno.build.os) {
+    case "darwin":
+      return "libmambabyte.dylib";
+    case "windows":
+      return "mambabyte.dll";
+    default:
+      return "libmambabyte.so";
+  }
+}
+
+/** Where the library is looked for, in order: $MAMBABYTE_LIB, the repo's build/, ./build/. */
+export function libraryCandidates(): string[] {
+  const out: string[] = [];
+  const fromEnv = Deno.env.get("MAMBABYTE_LIB");
+  if (fromEnv) out.push(fromEnv);
+  const name = libraryFileName();
+  const here = new URL(import.meta.url);
+  if (here.protocol === "file:") {
+    out.push(decodeURIComponent(new URL(`../../build/${name}`, here).pathname));
+  }
+  out.push(`${Deno.cwd()}/build/${name}`);
+  return [...new Set(out)];
+}
+
+function exists(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+let loaded: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+
+/** Opens the native library once and returns its symbols; throws {@link NativeLibraryError}. */
+export function native(): NativeSymbols {
+  if (loaded) return loaded.symbols;
+  const candidates = libraryCandidates();
+  const path = candidates.find(exists);
+  if (!path) {
+    throw new NativeLibraryError(
+      `native library not found (looked at ${candidates.join(", ")}); build it with ` +
+        `\`${BUILD_COMMAND}\` in the project folder, or set MAMBABYTE_LIB to its path`,
+    );
+  }
+  let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  try {
+    lib = Deno.dlopen(path, SYMBOLS);
+  } catch (e) {
+    throw new NativeLibraryError(
+      `cannot load ${path}: ${(e as Error).message}; rebuild it with \`${BUILD_COMMAND}\``,
+    );
+  }
+  const version = lib.symbols.mb_abi_version();
+  if (version !== ABI_VERSION) {
+    lib.close();
+    throw new NativeLibraryError(
+      `${path} has ABI version ${version}, expected ${ABI_VERSION}; rebuild it with ` +
+        `\`${BUILD_COMMAND}\``,
+    );
+  }
+  loaded = lib;
+  return lib.symbols;
+}
+
+/** The library's message for the last failure on this thread. */
+export function lastError(): string {
+  const p = native().mb_last_error();
+  return p ? new Deno.UnsafePointerView(p).getCString() : "";
+}
+
+/** Throws a {@link NativeError} naming `op` when `status` is not OK. */
+export function check(status: number, op: string): void {
+  if (status !== Status.OK) throw new NativeError(op, status, lastError() || `status ${status}`);
+}
