@@ -1,0 +1,49 @@
+/**
+ * mambabyte: MambaByte, the token-free byte-level Mamba language model, for Deno.
+ *
+ * Load a configured model (a checkpoint, or random weights as the original initialises them),
+ * run it over bytes with taps on its modules, score bytes, and generate.
+ *
+ * @example
+ * ```ts
+ * import { loadModel } from "./mod.ts";
+ *
+ * const model = await loadModel({ modelId: "test-48x2", device: "cpu" });
+ * const bytes = new TextEncoder().encode("ROMEO:");
+ * const { logits, taps } = await model.forward(bytes, { taps: ["dt_proj"], layers: [0] });
+ * console.log(logits.length / 256, taps.get("dt_proj")!.get(0)!.length);
+ * const { logProbs, ranks } = await model.logProbs(bytes);
+ * const [sample] = await model.generate(bytes, { maxNewTokens: 8, topK: 1 });
+ * console.log(logProbs.length, ranks.length, sample.length);
+ * model.close();
+ * ```
+ *
+ * @module
+ */
+
+export { loadModel, type LoadModelOptions, Model, resolveDevice } from "./src/api.ts";
+export {
+  type DeviceSetting,
+  type DTypeSetting,
+  loadConfig,
+  type MambaByteConfig,
+  type ModelConfig,
+  parseConfig,
+  type RuntimeConfig,
+} from "./src/config/config.ts";
+export { completeDims, type ModelDims, type NormKind } from "./src/config/dims.ts";
+export { MambaByteError } from "./src/errors.ts";
+export {
+  type ForwardChunksOptions,
+  type ForwardResult,
+  type LogProbResult,
+  MambaByteLM,
+  TAP_NAMES,
+  type TapChunk,
+  type TapName,
+  tapWidth,
+} from "./src/model/model.ts";
+export { RecurrentState, Workspace } from "./src/model/workspace.ts";
+export { generateBytes, type GenerateOptions } from "./src/generate/decode.ts";
+export { Backend, type DeviceKind, type WeightDType } from "./src/backend/backend.ts";
+export { Tensor } from "./src/backend/tensor.ts";
