@@ -47,6 +47,8 @@ export interface LoadModelOptions {
   threads?: number;
   /** Forbid TF32 in fp32 GEMMs on CUDA (default false: allowed, as the original sets allow_tf32). */
   strictFp32?: boolean;
+  /** Forward chunk length in positions (default: the config's chunk_size). */
+  chunkSize?: number;
   /** Called while weights upload: tensors done, total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -141,7 +143,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
     );
     const lm = new MambaByteLM(backend, mc.dims, weights, {
       eps: mc.normEpsilon,
-      chunkSize: mc.chunkSize,
+      chunkSize: options.chunkSize ?? mc.chunkSize,
     });
     return new Model(lm, mc, path ?? `random(seed=${seed})`, backend);
   } catch (e) {

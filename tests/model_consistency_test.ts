@@ -1,0 +1,138 @@
+/**
+ * The model against itself on random weights: byte-by-byte stepping equals the forward, a chunked
+ * forward equals an unchunked one, greedy generation equals repeated forwards, sampling is
+ * reproducible from the seed.
+ */
+import assert from "node:assert/strict";
+import { loadModel, type Model } from "../mod.ts";
+import { maxRelError } from "./helpers/compare.ts";
+
+const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
+const TEXT = new TextEncoder().encode("MambaByte reads bytes: ÆØÅ — ünïcödé, 12345.\n".repeat(3));
+
+function load(chunkSize?: number, modelId = "test-64x3"): Promise<Model> {
+  return loadModel({ configPath: CONFIG, modelId, device: "cpu", seed: 7, chunkSize });
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+Deno.test("chunked forward equals one chunk, taps included", async () => {
+  const whole = await load(4096);
+  const chunked = await load(17);
+  try {
+    const a = await whole.forward(TEXT, { taps: ["dt_proj", "conv1d", "mixer"], layers: [0, 2] });
+    const b = await chunked.forward(TEXT, { taps: ["dt_proj", "conv1d", "mixer"], layers: [0, 2] });
+    assert.ok(maxRelError(b.logits, a.logits) < 1e-5);
+    for (const tap of ["dt_proj", "conv1d", "mixer"] as const) {
+      for (const layer of [0, 2]) {
+        const e = maxRelError(b.taps.get(tap)!.get(layer)!, a.taps.get(tap)!.get(layer)!);
+        assert.ok(e < 1e-5, `${tap}.${layer}: ${e}`);
+      }
+    }
+  } finally {
+    whole.close();
+    chunked.close();
+  }
+});
+
+Deno.test("stepping byte by byte equals the forward", async () => {
+  const model = await load();
+  try {
+    const { logits } = await model.forward(TEXT);
+    const lm = model.lm;
+    const ws = lm.newWorkspace(1);
+    const state = lm.newState(1);
+    const row = new Float32Array(256);
+    let worst = 0;
+    for (let t = 0; t < TEXT.length; t++) {
+      lm.backend.upload(ws.ids.ptr, Int32Array.of(TEXT[t]));
+      lm.embed(ws, 1);
+      lm.runLayers(ws, state, 1, 1);
+      lm.runHead(ws, 1);
+      lm.backend.download(row, ws.logits.ptr);
+      worst = Math.max(worst, maxRelError(row, logits.subarray(t * 256, (t + 1) * 256)));
+    }
+    ws.free();
+    state.free();
+    assert.ok(worst < 1e-5, `step vs forward: ${worst}`);
+  } finally {
+    model.close();
+  }
+});
+
+Deno.test("greedy generation equals argmax of repeated forwards", async () => {
+  const model = await load();
+  try {
+    const prompt = TEXT.subarray(0, 20);
+    const [gen] = await model.generate(prompt, { maxNewTokens: 12, topK: 1 });
+    const seq = [...prompt];
+    for (let i = 0; i < 12; i++) {
+      const { logits } = await model.forward(Uint8Array.from(seq));
+      const next = argmax(logits.subarray((seq.length - 1) * 256, seq.length * 256));
+      assert.equal(gen[i], next, `byte ${i}`);
+      seq.push(next);
+    }
+  } finally {
+    model.close();
+  }
+});
+
+Deno.test("sampling is reproducible from the seed; samples of a batch differ", async () => {
+  const model = await load();
+  try {
+    const prompt = TEXT.subarray(0, 10);
+    const opts = { maxNewTokens: 24, numSamples: 3, seed: 11, topK: 0, topP: 1, temperature: 1.5 };
+    const a = await model.generate(prompt, opts);
+    const b = await model.generate(prompt, opts);
+    assert.deepEqual(a, b);
+    assert.notDeepEqual(a[0], a[1]);
+    const c = await model.generate(prompt, { ...opts, seed: 12 });
+    assert.notDeepEqual(a, c);
+    const streamed: number[][] = [[], [], []];
+    await model.generate(prompt, {
+      ...opts,
+      onBytes: (bytes) => bytes.forEach((v, i) => streamed[i].push(v)),
+    });
+    assert.deepEqual(streamed.map((s) => Uint8Array.from(s)), a);
+  } finally {
+    model.close();
+  }
+});
+
+Deno.test("log-probabilities agree with the forward's log-softmax", async () => {
+  const model = await load(13);
+  try {
+    const { logits } = await model.forward(TEXT);
+    const { logProbs, ranks } = await model.logProbs(TEXT);
+    assert.equal(logProbs.length, TEXT.length - 1);
+    for (let t = 0; t < TEXT.length - 1; t++) {
+      const row = logits.subarray(t * 256, (t + 1) * 256);
+      const m = Math.max(...row);
+      const lse = m + Math.log(row.reduce((s, v) => s + Math.exp(v - m), 0));
+      const target = TEXT[t + 1];
+      assert.ok(Math.abs(logProbs[t] - (row[target] - lse)) < 1e-4);
+      assert.equal(ranks[t], row.filter((v) => v > row[target]).length);
+    }
+  } finally {
+    model.close();
+  }
+});
+
+Deno.test("bad inputs give clear errors", async () => {
+  await assert.rejects(
+    () => loadModel({ configPath: CONFIG, modelId: "nope", device: "cpu" }),
+    /unknown model id 'nope'/,
+  );
+  const model = await load();
+  try {
+    await assert.rejects(() => model.forward(TEXT, { layers: [3] }), /out of range/);
+    await assert.rejects(() => model.generate(TEXT, { topP: 1.5 }), /top_p/);
+    await assert.rejects(() => model.generate(new Uint8Array(0)), /empty/);
+  } finally {
+    model.close();
+  }
+});

@@ -1,0 +1,93 @@
+/**
+ * The whole model against independent references (tests/fixtures, made by
+ * tools/fixtures/make_fixtures.py on the GPU machine): a float64 PyTorch implementation of the
+ * original MambaByte block (LayerNorm with bias) and transformers' MambaForCausalLM (RMSNorm), in
+ * all three naming schemes and file formats.
+ */
+import assert from "node:assert/strict";
+import { loadModel } from "../mod.ts";
+import { openCheckpoint } from "../src/checkpoint/mod.ts";
+import { maxRelError } from "./helpers/compare.ts";
+
+const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
+const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
+const MODEL_ID = "test-48x2";
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const haveFixtures = await exists(`${FIXTURES}expected.safetensors`);
+if (!haveFixtures) {
+  console.warn("model_reference_test: tests/fixtures/expected.safetensors missing; skipped");
+}
+
+async function expected(): Promise<Map<string, Float32Array | Int32Array>> {
+  const ck = await openCheckpoint(`${FIXTURES}expected.safetensors`);
+  const out = new Map<string, Float32Array | Int32Array>();
+  for (const [name, t] of ck.tensors) {
+    const raw = await t.read();
+    const copy = raw.slice().buffer;
+    out.set(name, t.dtype === "I32" ? new Int32Array(copy) : new Float32Array(copy));
+  }
+  ck.close();
+  return out;
+}
+
+const CASES: { kind: "ln" | "rms"; label: string; path: string }[] = [
+  { kind: "ln", label: "LayerNorm, original names, .pt (DDP prefix)", path: "ln_model.pt" },
+  { kind: "ln", label: "LayerNorm, mamba_ssm names, .safetensors", path: "ln_model.safetensors" },
+  { kind: "rms", label: "RMSNorm, transformers folder (tied lm_head)", path: "rms_hf" },
+  { kind: "rms", label: "RMSNorm, transformers names, .pt", path: "rms_model.pt" },
+];
+
+for (const c of CASES) {
+  Deno.test({
+    name: `reference logits and dt_proj: ${c.label}`,
+    ignore: !haveFixtures,
+    async fn() {
+      const exp = await expected();
+      const ids = exp.get(`${c.kind}.input_ids`) as Int32Array;
+      const bytes = Uint8Array.from(ids);
+      const model = await loadModel({
+        configPath: CONFIG,
+        modelId: MODEL_ID,
+        checkpoint: `${FIXTURES}${c.path}`,
+        device: "cpu",
+      });
+      try {
+        assert.equal(model.lm.weights.normKind, c.kind === "ln" ? "layernorm" : "rmsnorm");
+        const r = await model.forward(bytes, { taps: ["dt_proj", "in_proj"], layers: [0, 1] });
+        const logitErr = maxRelError(r.logits, exp.get(`${c.kind}.logits`) as Float32Array);
+        assert.ok(logitErr < 1e-4, `logits relative error ${logitErr}`);
+        for (const layer of [0, 1]) {
+          const e = maxRelError(
+            r.taps.get("dt_proj")!.get(layer)!,
+            exp.get(`${c.kind}.dt_proj.${layer}`) as Float32Array,
+          );
+          assert.ok(e < 1e-4, `dt_proj.${layer} relative error ${e}`);
+        }
+        const inErr = maxRelError(
+          r.taps.get("in_proj")!.get(0)!,
+          exp.get(`${c.kind}.in_proj.0`) as Float32Array,
+        );
+        assert.ok(inErr < 1e-4, `in_proj.0 relative error ${inErr}`);
+
+        const lp = await model.logProbs(bytes);
+        const lpErr = maxRelError(lp.logProbs, exp.get(`${c.kind}.logprobs`) as Float32Array);
+        assert.ok(lpErr < 1e-4, `log-prob relative error ${lpErr}`);
+        assert.deepEqual([...lp.ranks], [...(exp.get(`${c.kind}.ranks`) as Int32Array)]);
+
+        const [greedy] = await model.generate(bytes, { maxNewTokens: 32, topK: 1 });
+        assert.deepEqual([...greedy], [...(exp.get(`${c.kind}.greedy`) as Int32Array)]);
+      } finally {
+        model.close();
+      }
+    },
+  });
+}
