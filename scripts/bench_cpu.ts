@@ -1,0 +1,145 @@
+/**
+ * CPU benchmark (`deno task bench:cpu`): a 353M-shaped MambaByte with random weights.
+ *
+ * Prints, measured in the same run on the same machine:
+ * - the read bandwidth (mb_read_probe over a buffer far larger than the caches) and the sgemm rate
+ *   (mb_linear at the prefill shape 2048 x 1024 -> 4096, fp32);
+ * - decode bytes/s (batch 1) in fp32 and bf16 and the ratio to the memory roofline: weight bytes
+ *   read per step / read bandwidth;
+ * - prefill bytes/s over 2048 bytes and its achieved GFLOP/s over the measured sgemm rate.
+ *
+ * Usage: deno task bench:cpu [--model_id 353M] [--decode_steps 24] [--prefill 2048] [--threads N]
+ */
+import { ArgumentParser } from "argparse";
+import { Backend } from "../src/backend/backend.ts";
+import { Tensor } from "../src/backend/tensor.ts";
+import { loadModel, type Model } from "../src/api.ts";
+import type { ModelDims } from "../src/config/dims.ts";
+
+const parser = new ArgumentParser({ prog: "bench_cpu", description: "CPU speed vs roofline" });
+parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
+parser.add_argument("--model_id", { default: "353M" });
+parser.add_argument("--decode_steps", { type: "int", default: 24 });
+parser.add_argument("--prefill", { type: "int", default: 2048 });
+parser.add_argument("--threads", { type: "int", default: 0 });
+const args = parser.parse_args(Deno.args);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+function time(fn: () => void, reps: number): number {
+  const out: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    fn();
+    out.push((performance.now() - t0) / 1000);
+  }
+  return median(out);
+}
+
+/** Bytes of weights a decode step reads: every matrix once, one embedding row, small vectors. */
+function weightBytesPerStep(d: ModelDims, bytesPerWeight: number): number {
+  const perLayer = 2 * d.dInner * d.dModel + (d.dtRank + 2 * d.dState) * d.dInner +
+    d.dInner * d.dtRank + d.dModel * d.dInner;
+  const vectors = (d.dInner * (d.dConv + 1 + 1 + 1 + d.dState) + 2 * d.dModel) * 4;
+  return d.nLayer * (perLayer * bytesPerWeight + vectors) + (256 + 1) * d.dModel * bytesPerWeight;
+}
+
+/** FLOPs of a forward per position (matrix products dominate; scan and conv added). */
+function flopsPerPosition(d: ModelDims): number {
+  const mat = 2 * (2 * d.dInner * d.dModel + (d.dtRank + 2 * d.dState) * d.dInner +
+    d.dInner * d.dtRank + d.dModel * d.dInner);
+  const scan = 9 * d.dInner * d.dState + 2 * d.dInner * d.dConv;
+  return d.nLayer * (mat + scan) + 2 * 256 * d.dModel;
+}
+
+const be = Backend.create("cpu", { threads: args.threads });
+const info = be.info();
+
+// Read bandwidth: 1 GiB, well beyond any cache.
+const probeBytes = 1 << 30;
+const buf = be.alloc(probeBytes);
+be.memset(buf, 1, probeBytes);
+const sink = be.alloc(64);
+const tRead = time(() => be.readProbe(buf, probeBytes, sink), 5);
+const readBw = probeBytes / tRead;
+be.free(buf);
+
+// sgemm rate at the prefill shape of in_proj.
+const [gn, gk, gm] = [2048, 1024, 4096];
+const x = Tensor.fromHost(be, new Float32Array(gn * gk).fill(0.5), [gn, gk]);
+const w = Tensor.fromHost(be, new Float32Array(gm * gk).fill(0.25), [gm, gk]);
+const y = Tensor.empty(be, "f32", [gn, gm]);
+const gemm = () =>
+  be.linear({ x: x.ptr, w: w.ptr, wdtype: "f32", bias: null, n: gn, inF: gk, outF: gm, y: y.ptr });
+gemm();
+const tGemm = time(gemm, 5);
+const sgemmRate = (2 * gn * gk * gm) / tGemm;
+for (const t of [x, w, y]) t.free();
+be.free(sink);
+be.close();
+
+console.log(`machine: ${JSON.stringify(info)}`);
+console.log(`read bandwidth: ${(readBw / 1e9).toFixed(2)} GB/s (mb_read_probe, 1 GiB)`);
+console.log(`sgemm: ${(sgemmRate / 1e9).toFixed(1)} GFLOP/s (${gn}x${gk} . ${gk}x${gm})`);
+
+const prompt = new TextEncoder().encode("High up on the hillside in the midst of a rugged group");
+const rows: string[][] = [];
+
+async function benchDecode(dtype: "fp32" | "bf16") {
+  const model: Model = await loadModel({
+    configPath: args.config_path,
+    modelId: args.model_id,
+    checkpoint: null,
+    device: "cpu",
+    dtype,
+    threads: args.threads,
+  });
+  try {
+    await model.generate(prompt, { maxNewTokens: 2, topK: 1 }); // warm-up
+    const stamps: number[] = [];
+    await model.generate(prompt, {
+      maxNewTokens: args.decode_steps + 1,
+      topK: 1,
+      onBytes: () => {
+        stamps.push(performance.now());
+      },
+    });
+    const steps: number[] = [];
+    for (let i = 1; i < stamps.length; i++) steps.push((stamps[i] - stamps[i - 1]) / 1000);
+    const perStep = median(steps);
+    const bytesPerStep = weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
+    const roofline = readBw / bytesPerStep;
+    rows.push([
+      `decode ${dtype}`,
+      `${(1 / perStep).toFixed(2)} bytes/s`,
+      `roofline ${roofline.toFixed(2)} bytes/s (${(bytesPerStep / 1e6).toFixed(0)} MB/step)`,
+      `ratio ${((1 / perStep) / roofline).toFixed(2)}`,
+    ]);
+    if (dtype === "fp32") {
+      const text = new Uint8Array(args.prefill).map((_, i) => 32 + (i * 7) % 90);
+      await model.lm.forwardChunks(text.subarray(0, 64)).then((s) => s.free()); // warm-up
+      const t0 = performance.now();
+      const st = await model.lm.forwardChunks(text);
+      const secs = (performance.now() - t0) / 1000;
+      st.free();
+      const gflops = (flopsPerPosition(model.lm.dims) * args.prefill) / secs;
+      rows.push([
+        `prefill ${args.prefill} fp32`,
+        `${(args.prefill / secs).toFixed(0)} bytes/s`,
+        `${(gflops / 1e9).toFixed(1)} GFLOP/s`,
+        `ratio to sgemm ${(gflops / sgemmRate).toFixed(2)}`,
+      ]);
+    }
+  } finally {
+    model.close();
+  }
+}
+
+await benchDecode("fp32");
+await benchDecode("bf16");
+console.log("");
+console.log(`model ${args.model_id} (random weights), CPU threads: ${info.threads}`);
+for (const r of rows) console.log(r.join(" | "));
