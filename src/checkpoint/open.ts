@@ -1,0 +1,152 @@
+/**
+ * One entry point for every checkpoint layout: a Hugging Face style folder, a safetensors file,
+ * or a torch.save file; the kind is chosen from the path, then from the file's first bytes.
+ *
+ * @module
+ */
+
+import { basename, extname, join } from "node:path";
+import { FileByteSource } from "./byte_source.ts";
+import type { RawTensor } from "./dtypes.ts";
+import { CheckpointError } from "./errors.ts";
+import { type HfDims, readHfConfig } from "./hf_config.ts";
+import { readPytorch } from "./pytorch.ts";
+import { readSafetensors } from "./safetensors.ts";
+
+/** Checkpoint layouts. */
+export type CheckpointFormat = "safetensors" | "pytorch" | "hf-folder";
+
+/** An open checkpoint: tensors under their names in the file, read on demand until `close()`. */
+export interface OpenedCheckpoint {
+  tensors: Map<string, RawTensor>;
+  format: CheckpointFormat;
+  /** Dimensions from the folder's config.json (HF folders only). */
+  hfDims?: HfDims;
+  /** Closes every file; tensors cannot be read afterwards. */
+  close(): void;
+}
+
+const PYTORCH_EXTS = new Set([".pt", ".bin", ".pth", ".ckpt"]);
+const HF_WEIGHT_FILES = [
+  "model.safetensors.index.json",
+  "model.safetensors",
+  "pytorch_model.bin.index.json",
+  "pytorch_model.bin",
+];
+
+/** Opens the checkpoint at `path` (a file or a Hugging Face style folder). */
+export async function openCheckpoint(path: string): Promise<OpenedCheckpoint> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CheckpointError(`checkpoint not found: ${path}`);
+    }
+    throw new CheckpointError(`${path}: cannot open (${(e as Error).message})`);
+  }
+  if (info.isDirectory) return await openHfFolder(path);
+  const { tensors, close, format } = await openFile(path);
+  return { tensors, format, close };
+}
+
+async function openFile(
+  path: string,
+): Promise<{ tensors: Map<string, RawTensor>; format: "safetensors" | "pytorch"; close(): void }> {
+  let src: FileByteSource;
+  try {
+    src = await FileByteSource.open(path);
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
+    if (e instanceof Deno.errors.NotFound) {
+      throw new CheckpointError(`checkpoint not found: ${path}`);
+    }
+    throw new CheckpointError(`${path}: cannot open (${(e as Error).message})`);
+  }
+  try {
+    const ext = extname(path).toLowerCase();
+    let format: "safetensors" | "pytorch";
+    if (ext === ".safetensors") format = "safetensors";
+    else if (PYTORCH_EXTS.has(ext)) format = "pytorch";
+    else {
+      const head = await src.read(0, Math.min(4, src.size));
+      const zip = head.length === 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 3 &&
+        head[3] === 4;
+      format = zip || head[0] === 0x80 ? "pytorch" : "safetensors";
+    }
+    const tensors = format === "safetensors"
+      ? (await readSafetensors(src)).tensors
+      : await readPytorch(src);
+    return { tensors, format, close: () => src.close() };
+  } catch (e) {
+    src.close();
+    throw e;
+  }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(p)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+async function openHfFolder(dir: string): Promise<OpenedCheckpoint> {
+  const hfDims = await readHfConfig(join(dir, "config.json"));
+  let weights: string | undefined;
+  for (const f of HF_WEIGHT_FILES) {
+    if (await exists(join(dir, f))) {
+      weights = f;
+      break;
+    }
+  }
+  if (!weights) {
+    throw new CheckpointError(
+      `${dir}: folder has no model.safetensors or pytorch_model.bin (or a sharded index)`,
+    );
+  }
+  const files = weights.endsWith(".index.json") ? await shardFiles(join(dir, weights)) : [weights];
+  const tensors = new Map<string, RawTensor>();
+  const closers: (() => void)[] = [];
+  const close = () => closers.forEach((c) => c());
+  try {
+    for (const f of files) {
+      const opened = await openFile(join(dir, f));
+      closers.push(opened.close);
+      for (const [name, t] of opened.tensors) {
+        if (tensors.has(name)) {
+          throw new CheckpointError(`${dir}: tensor "${name}" is in two shards`);
+        }
+        tensors.set(name, t);
+      }
+    }
+  } catch (e) {
+    close();
+    throw e;
+  }
+  return { tensors, format: "hf-folder", hfDims, close };
+}
+
+/** The distinct shard files of an index.json, each a plain name inside the folder. */
+async function shardFiles(indexPath: string): Promise<string[]> {
+  let index: unknown;
+  try {
+    index = JSON.parse(await Deno.readTextFile(indexPath));
+  } catch (e) {
+    throw new CheckpointError(`${indexPath}: invalid index (${(e as Error).message})`);
+  }
+  const map = (index as { weight_map?: unknown })?.weight_map;
+  if (typeof map !== "object" || map === null) {
+    throw new CheckpointError(`${indexPath}: index has no weight_map`);
+  }
+  const files = [...new Set(Object.values(map as Record<string, unknown>))];
+  for (const f of files) {
+    if (typeof f !== "string" || f !== basename(f) || f === "." || f === "..") {
+      throw new CheckpointError(
+        `${indexPath}: shard name ${JSON.stringify(f)} is not a file in the folder`,
+      );
+    }
+  }
+  return files as string[];
+}

@@ -1,0 +1,242 @@
+/**
+ * safetensors: an 8-byte little-endian header length, a JSON header, then the tensors' bytes.
+ * The reader validates every field of the (untrusted) header; the writer is atomic.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+import { type ByteSource, FileByteSource } from "./byte_source.ts";
+import { DTYPE_SIZE, isDType, numel, type RawTensor, type SafetensorsDType } from "./dtypes.ts";
+import { CheckpointError } from "./errors.ts";
+
+/** Largest header accepted (the reference implementation's limit). */
+export const MAX_HEADER_BYTES = 100_000_000;
+
+/** The parsed header of a safetensors file, with lazy access to each tensor. */
+export interface SafetensorsContents {
+  /** Tensors in file order. */
+  tensors: Map<string, RawTensor>;
+  /** The `__metadata__` string map ({} when absent). */
+  metadata: Record<string, string>;
+}
+
+/** A tensor to write. */
+export interface SafetensorsEntry {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: number[];
+  /** Little-endian, row-major; exactly prod(shape) * itemsize bytes. */
+  data: Uint8Array;
+}
+
+interface HeaderEntry {
+  name: string;
+  dtype: SafetensorsDType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+/** Parses and validates the header of a safetensors source; tensors are read on demand. */
+export async function readSafetensors(src: ByteSource): Promise<SafetensorsContents> {
+  const label = src.label;
+  const fail = (msg: string): never => {
+    throw new CheckpointError(`${label}: ${msg}`);
+  };
+  if (src.size < 8) fail(`truncated safetensors file (${src.size} bytes, no header length)`);
+  const lenBytes = await src.read(0, 8);
+  const headerLen = new DataView(lenBytes.buffer).getBigUint64(0, true);
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) {
+    fail(`safetensors header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  }
+  if (headerLen > BigInt(src.size - 8)) {
+    fail(
+      `safetensors header length ${headerLen} runs past the end of the file (${src.size} bytes)`,
+    );
+  }
+  const n = Number(headerLen);
+  const dataStart = 8 + n;
+  const dataSize = src.size - dataStart;
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(await src.read(8, n)));
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
+    fail(`safetensors header is not valid UTF-8 JSON (${(e as Error).message})`);
+  }
+  if (typeof header !== "object" || header === null || Array.isArray(header)) {
+    fail("safetensors header is not a JSON object");
+  }
+  const metadata: Record<string, string> = {};
+  const entries: HeaderEntry[] = [];
+  for (const [name, value] of Object.entries(header as Record<string, unknown>)) {
+    if (name === "__metadata__") {
+      if (typeof value !== "object" || value === null || Array.isArray(value)) {
+        fail("__metadata__ is not a string map");
+      }
+      for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+        if (typeof v !== "string") fail(`__metadata__ value of "${k}" is not a string`);
+        metadata[k] = v as string;
+      }
+      continue;
+    }
+    entries.push(parseEntry(name, value, dataSize, fail));
+  }
+  // No two tensors may share bytes: sort by start and compare neighbours (empty tensors skipped).
+  const spans = entries.filter((e) => e.end > e.begin).sort((a, b) => a.begin - b.begin);
+  for (let i = 1; i < spans.length; i++) {
+    if (spans[i].begin < spans[i - 1].end) {
+      fail(`tensors "${spans[i - 1].name}" and "${spans[i].name}" overlap in the data area`);
+    }
+  }
+  const tensors = new Map<string, RawTensor>();
+  for (const e of entries) {
+    const offset = dataStart + e.begin;
+    const length = e.end - e.begin;
+    tensors.set(e.name, {
+      name: e.name,
+      dtype: e.dtype,
+      shape: e.shape,
+      byteLength: length,
+      read: () => src.read(offset, length),
+      storageKey: `${label}@${offset}`,
+    });
+  }
+  return { tensors, metadata };
+}
+
+function parseEntry(
+  name: string,
+  value: unknown,
+  dataSize: number,
+  fail: (msg: string) => never,
+): HeaderEntry {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    fail(`tensor "${name}": header entry is not an object`);
+  }
+  const v = value as Record<string, unknown>;
+  if (!isDType(v.dtype)) fail(`tensor "${name}": unsupported dtype ${JSON.stringify(v.dtype)}`);
+  const dtype = v.dtype as SafetensorsDType;
+  if (!Array.isArray(v.shape) || !v.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    fail(
+      `tensor "${name}": shape ${JSON.stringify(v.shape)} is not a list of non-negative integers`,
+    );
+  }
+  const shape = v.shape as number[];
+  const offs = v.data_offsets;
+  if (
+    !Array.isArray(offs) || offs.length !== 2 ||
+    !offs.every((o) => Number.isSafeInteger(o) && o >= 0)
+  ) {
+    fail(`tensor "${name}": data_offsets ${JSON.stringify(offs)} is not two non-negative integers`);
+  }
+  const [begin, end] = offs as number[];
+  if (begin > end) fail(`tensor "${name}": data_offsets begin ${begin} > end ${end}`);
+  if (end > dataSize) {
+    fail(
+      `tensor "${name}": data_offsets [${begin}, ${end}] run past the data area (${dataSize} bytes)`,
+    );
+  }
+  const count = numel(shape);
+  const expected = count * DTYPE_SIZE[dtype];
+  if (!Number.isSafeInteger(expected) || expected !== end - begin) {
+    fail(
+      `tensor "${name}": ${
+        end - begin
+      } bytes stored but shape [${shape}] of ${dtype} needs ${expected}`,
+    );
+  }
+  return { name, dtype, shape, begin, end };
+}
+
+/** Opens a safetensors file; call `close()` on the result's source when done. */
+export async function openSafetensors(
+  path: string,
+): Promise<SafetensorsContents & { close(): void }> {
+  const src = await FileByteSource.open(path);
+  try {
+    return { ...(await readSafetensors(src)), close: () => src.close() };
+  } catch (e) {
+    src.close();
+    throw e;
+  }
+}
+
+/** Encodes the header bytes (length prefix + JSON padded with spaces to a multiple of 8). */
+export function encodeSafetensorsHeader(
+  tensors: readonly Omit<SafetensorsEntry, "data">[],
+  byteLengths: readonly number[],
+  metadata?: Record<string, string>,
+): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+  let offset = 0;
+  tensors.forEach((t, i) => {
+    if (t.name === "__metadata__") {
+      throw new CheckpointError(`tensor name "__metadata__" is reserved`);
+    }
+    if (Object.hasOwn(header, t.name)) {
+      throw new CheckpointError(`duplicate tensor name "${t.name}"`);
+    }
+    header[t.name] = {
+      dtype: t.dtype,
+      shape: t.shape,
+      data_offsets: [offset, offset + byteLengths[i]],
+    };
+    offset += byteLengths[i];
+  });
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const padded = Math.ceil(json.length / 8) * 8;
+  const out = new Uint8Array(8 + padded).fill(0x20, 8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);
+  out.set(json, 8);
+  return out;
+}
+
+/**
+ * Writes tensors (in the order given) and optional metadata as a safetensors file. The file is
+ * written under a temporary name beside `path` and renamed, so `path` is never half-written;
+ * parent directories are created.
+ */
+export async function writeSafetensors(
+  path: string,
+  tensors: { name: string; dtype: SafetensorsDType; shape: number[]; data: Uint8Array }[],
+  metadata?: Record<string, string>,
+): Promise<void> {
+  for (const t of tensors) {
+    if (!Object.hasOwn(DTYPE_SIZE, t.dtype)) {
+      throw new CheckpointError(`${path}: tensor "${t.name}" has unsupported dtype ${t.dtype}`);
+    }
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new CheckpointError(`${path}: tensor "${t.name}" has invalid shape [${t.shape}]`);
+    }
+    const need = numel(t.shape) * DTYPE_SIZE[t.dtype];
+    if (t.data.length !== need) {
+      throw new CheckpointError(
+        `${path}: tensor "${t.name}" has ${t.data.length} bytes, shape [${t.shape}] of ${t.dtype} needs ${need}`,
+      );
+    }
+  }
+  const header = encodeSafetensorsHeader(tensors, tensors.map((t) => t.data.length), metadata);
+  await Deno.mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  const file = await Deno.open(tmp, { write: true, createNew: true });
+  try {
+    try {
+      await writeAll(file, header);
+      for (const t of tensors) await writeAll(file, t.data);
+    } finally {
+      file.close();
+    }
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < data.length) done += await file.write(data.subarray(done));
+}
