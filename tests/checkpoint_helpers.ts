@@ -24,6 +24,11 @@ export class PickleWriter {
     for (const x of b) this.#out.push(x);
     return this;
   }
+  /** `byte` repeated `n` times (bombs). */
+  repeat(byte: number, n: number): this {
+    for (let i = 0; i < n; i++) this.#out.push(byte);
+    return this;
+  }
   /** PROTO n. */
   proto(n = 2): this {
     return this.raw(0x80, n);

@@ -29,7 +29,7 @@ const SIG_CENTRAL = 0x02014b50;
 const SIG_LOCAL = 0x04034b50;
 const MAX_CENTRAL_DIR = 64 << 20;
 /** Largest DEFLATE entry we inflate; torch never compresses tensor data. */
-const MAX_INFLATED = 1 << 30;
+const MAX_INFLATED = 256 << 20;
 
 /** The central directory of an archive, with reads of its entries. */
 export class ZipArchive {
