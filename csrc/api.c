@@ -1,0 +1,420 @@
+/*
+ * api.c — every mb_* function of include/mambabyte.h: validates the arguments once, handles
+ * zero-sized work, then dispatches on ctx->backend to mbcpu_<name> (csrc/cpu) or, when built with
+ * MB_WITH_CUDA, mbcuda_<name> (csrc/cuda). Only the functions defined here (and mb_last_error in
+ * common/error.c) are exported from the shared library; everything else is hidden.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/internal.h"
+#include "common/rng.h"
+#include "cpu/cpu_backend.h"
+
+#define MB_EXPORT __attribute__((visibility("default")))
+
+typedef long long ll;
+
+#define CHECK_CTX(fn)                                                                             \
+  do {                                                                                            \
+    if (!ctx) return mb_fail(MB_ERR_INVALID, fn ": ctx is NULL");                                 \
+  } while (0)
+#define REQUIRE(cond, ...)                                                                        \
+  do {                                                                                            \
+    if (!(cond)) return mb_fail(MB_ERR_INVALID, __VA_ARGS__);                                     \
+  } while (0)
+#define NONNEG(fn, v) REQUIRE((v) >= 0, fn ": " #v " (%lld) < 0", (ll)(v))
+#define NONNULL(fn, p) REQUIRE((p) != NULL, fn ": " #p " is NULL")
+#define LD_OK(fn, ld, width)                                                                      \
+  REQUIRE((ld) >= (width), fn ": " #ld " (%lld) < " #width " (%lld)", (ll)(ld), (ll)(width))
+#define DTYPE_OK(fn, dt)                                                                          \
+  REQUIRE((dt) == MB_DTYPE_F32 || (dt) == MB_DTYPE_BF16,                                          \
+          fn ": unknown wdtype %d (MB_DTYPE_F32 = 0, MB_DTYPE_BF16 = 1)", (dt))
+
+#ifdef MB_WITH_CUDA
+#define IS_CUDA(ctx) ((ctx)->backend == MB_BACKEND_CUDA)
+#define DISPATCH(name, ...)                                                                       \
+  return IS_CUDA(ctx) ? mbcuda_##name(__VA_ARGS__) : mbcpu_##name(__VA_ARGS__)
+#else
+#define IS_CUDA(ctx) 0
+#define DISPATCH(name, ...) return mbcpu_##name(__VA_ARGS__)
+#endif
+
+/* ---- library ---------------------------------------------------------------------------------- */
+
+MB_EXPORT int mb_abi_version(void) { return MB_ABI_VERSION; }
+
+MB_EXPORT int mb_has_cuda(void) {
+#ifdef MB_WITH_CUDA
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+MB_EXPORT int mb_cuda_device_count(int *out_count) {
+  NONNULL("mb_cuda_device_count", out_count);
+#ifdef MB_WITH_CUDA
+  return mbcuda_device_count(out_count);
+#else
+  *out_count = 0;
+  return MB_OK;
+#endif
+}
+
+/* ---- context ---------------------------------------------------------------------------------- */
+
+MB_EXPORT int mb_ctx_create(int backend, int device, int num_threads, mb_ctx **out_ctx) {
+  NONNULL("mb_ctx_create", out_ctx);
+  *out_ctx = NULL;
+  if (backend == MB_BACKEND_CPU) {
+    REQUIRE(num_threads >= 0, "mb_ctx_create: num_threads (%d) < 0", num_threads);
+    return mbcpu_ctx_create(num_threads, out_ctx);
+  }
+  if (backend == MB_BACKEND_CUDA) {
+#ifdef MB_WITH_CUDA
+    REQUIRE(device >= 0, "mb_ctx_create: device (%d) < 0", device);
+    mb_ctx *c = (mb_ctx *)calloc(1, sizeof *c);
+    if (!c) return mb_fail(MB_ERR_OOM, "mb_ctx_create: out of memory");
+    c->backend = MB_BACKEND_CUDA;
+    c->device = device;
+    c->num_threads = 0;
+    int st = mbcuda_ctx_init(c);
+    if (st != MB_OK) {
+      free(c);
+      return st;
+    }
+    *out_ctx = c;
+    return MB_OK;
+#else
+    return mb_fail(MB_ERR_UNSUPPORTED,
+                   "this library was built without CUDA (rebuild with a CUDA toolkit and cuBLAS: "
+                   "cmake -DMAMBABYTE_CUDA=ON)");
+#endif
+  }
+  return mb_fail(MB_ERR_INVALID,
+                 "mb_ctx_create: unknown backend %d (MB_BACKEND_CPU = 0, MB_BACKEND_CUDA = 1)",
+                 backend);
+}
+
+MB_EXPORT int mb_ctx_destroy(mb_ctx *ctx) {
+  if (!ctx) return MB_OK;
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) {
+    int st = mbcuda_ctx_destroy(ctx);
+    free(ctx);
+    return st;
+  }
+#endif
+  return mbcpu_ctx_destroy(ctx);
+}
+
+MB_EXPORT int mb_ctx_synchronize(mb_ctx *ctx) {
+  CHECK_CTX("mb_ctx_synchronize");
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_ctx_synchronize(ctx);
+#endif
+  return MB_OK;
+}
+
+MB_EXPORT int mb_ctx_set_flags(mb_ctx *ctx, uint32_t flags) {
+  CHECK_CTX("mb_ctx_set_flags");
+  ctx->flags = flags;
+  return MB_OK;
+}
+
+MB_EXPORT int mb_ctx_info(mb_ctx *ctx, char *buf, size_t cap) {
+  CHECK_CTX("mb_ctx_info");
+  if (cap == 0) return MB_OK;
+  NONNULL("mb_ctx_info", buf);
+  buf[0] = 0;
+  DISPATCH(ctx_info, ctx, buf, cap);
+}
+
+/* ---- memory ----------------------------------------------------------------------------------- */
+
+MB_EXPORT int mb_alloc(mb_ctx *ctx, size_t bytes, void **out) {
+  CHECK_CTX("mb_alloc");
+  NONNULL("mb_alloc", out);
+  *out = NULL;
+  if (bytes == 0) return MB_OK;
+  DISPATCH(alloc, ctx, bytes, out);
+}
+
+MB_EXPORT int mb_free(mb_ctx *ctx, void *ptr) {
+  CHECK_CTX("mb_free");
+  if (!ptr) return MB_OK;
+  DISPATCH(free, ctx, ptr);
+}
+
+#define COPY_ARGS(fn, dst, src)                                                                   \
+  CHECK_CTX(fn);                                                                                  \
+  if (bytes == 0) return MB_OK;                                                                   \
+  NONNULL(fn, dst);                                                                               \
+  NONNULL(fn, src)
+
+MB_EXPORT int mb_memcpy_h2d(mb_ctx *ctx, void *dst, const void *host_src, size_t bytes) {
+  COPY_ARGS("mb_memcpy_h2d", dst, host_src);
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_memcpy_h2d(ctx, dst, host_src, bytes);
+#endif
+  memcpy(dst, host_src, bytes);
+  return MB_OK;
+}
+
+MB_EXPORT int mb_memcpy_d2h(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes) {
+  COPY_ARGS("mb_memcpy_d2h", host_dst, src);
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_memcpy_d2h(ctx, host_dst, src, bytes);
+#endif
+  memcpy(host_dst, src, bytes);
+  return MB_OK;
+}
+
+MB_EXPORT int mb_memcpy_d2h_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes) {
+  COPY_ARGS("mb_memcpy_d2h_async", host_dst, src);
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_memcpy_d2h_async(ctx, host_dst, src, bytes);
+#endif
+  memcpy(host_dst, src, bytes);
+  return MB_OK;
+}
+
+MB_EXPORT int mb_memcpy_d2d(mb_ctx *ctx, void *dst, const void *src, size_t bytes) {
+  COPY_ARGS("mb_memcpy_d2d", dst, src);
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_memcpy_d2d(ctx, dst, src, bytes);
+#endif
+  memmove(dst, src, bytes);
+  return MB_OK;
+}
+
+MB_EXPORT int mb_memset(mb_ctx *ctx, void *dst, int value, size_t bytes) {
+  CHECK_CTX("mb_memset");
+  if (bytes == 0) return MB_OK;
+  NONNULL("mb_memset", dst);
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_memset(ctx, dst, value, bytes);
+#endif
+  memset(dst, value, bytes);
+  return MB_OK;
+}
+
+/* ---- ops -------------------------------------------------------------------------------------- */
+
+MB_EXPORT int mb_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const void *table,
+                           int wdtype, int64_t vocab, int64_t d, float *out) {
+  CHECK_CTX("mb_embedding");
+  NONNEG("mb_embedding", n);
+  NONNEG("mb_embedding", vocab);
+  NONNEG("mb_embedding", d);
+  DTYPE_OK("mb_embedding", wdtype);
+  if (n == 0 || d == 0) return MB_OK;
+  REQUIRE(vocab >= 1, "mb_embedding: vocab (%lld) < 1", (ll)vocab);
+  NONNULL("mb_embedding", ids);
+  NONNULL("mb_embedding", table);
+  NONNULL("mb_embedding", out);
+  DISPATCH(embedding, ctx, ids, n, table, wdtype, vocab, d, out);
+}
+
+MB_EXPORT int mb_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
+                          const float *weight, const float *bias, int norm_kind, float eps,
+                          int64_t n, int64_t d, float *out) {
+  CHECK_CTX("mb_add_norm");
+  NONNEG("mb_add_norm", n);
+  NONNEG("mb_add_norm", d);
+  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
+          "mb_add_norm: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)", norm_kind);
+  REQUIRE(eps >= 0.0f && isfinite(eps), "mb_add_norm: eps (%g) must be finite and >= 0",
+          (double)eps);
+  if (n == 0 || d == 0) return MB_OK;
+  NONNULL("mb_add_norm", x);
+  NONNULL("mb_add_norm", residual);
+  NONNULL("mb_add_norm", weight);
+  NONNULL("mb_add_norm", out);
+  DISPATCH(add_norm, ctx, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out);
+}
+
+MB_EXPORT int mb_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
+                        const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
+                        int64_t ldy) {
+  CHECK_CTX("mb_linear");
+  NONNEG("mb_linear", n);
+  NONNEG("mb_linear", in_f);
+  NONNEG("mb_linear", out_f);
+  DTYPE_OK("mb_linear", wdtype);
+  if (n == 0 || out_f == 0) return MB_OK;
+  LD_OK("mb_linear", ldx, in_f);
+  LD_OK("mb_linear", ldy, out_f);
+  NONNULL("mb_linear", y);
+  if (in_f > 0) {
+    NONNULL("mb_linear", x);
+    NONNULL("mb_linear", w);
+  } else if (IS_CUDA(ctx) || !x || !w) {
+    /* an empty sum: y = bias (or 0), done here so backends never see in_f == 0 */
+#ifdef MB_WITH_CUDA
+    if (IS_CUDA(ctx))
+      return mb_fail(MB_ERR_INVALID, "mb_linear: in_f is 0 (nothing to multiply)");
+#endif
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t o = 0; o < out_f; o++) y[i * ldy + o] = bias ? bias[o] : 0.0f;
+    return MB_OK;
+  }
+  DISPATCH(linear, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
+}
+
+MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
+                               const float *bias, float *conv_state, int64_t batch, int64_t len,
+                               int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact) {
+  CHECK_CTX("mb_causal_conv1d");
+  NONNEG("mb_causal_conv1d", batch);
+  NONNEG("mb_causal_conv1d", len);
+  NONNEG("mb_causal_conv1d", d);
+  REQUIRE(k >= 1, "mb_causal_conv1d: k (%lld) < 1", (ll)k);
+  if (batch == 0 || len == 0 || d == 0) return MB_OK;
+  LD_OK("mb_causal_conv1d", ldx, d);
+  LD_OK("mb_causal_conv1d", ldo, d);
+  NONNULL("mb_causal_conv1d", x);
+  NONNULL("mb_causal_conv1d", w);
+  NONNULL("mb_causal_conv1d", out);
+  DISPATCH(causal_conv1d, ctx, x, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
+           out_preact);
+}
+
+static int scan_check(const char *fn, mb_ctx *ctx, const float *u, int64_t ldu,
+                      const float *delta, int64_t ld_delta, const float *A, const float *Bm,
+                      int64_t ldb, const float *Cm, int64_t ldc, const float *z, int64_t ldz,
+                      int64_t batch, int64_t len, int64_t d, int64_t n, float *y, int64_t ldy) {
+  if (!ctx) return mb_fail(MB_ERR_INVALID, "%s: ctx is NULL", fn);
+  REQUIRE(batch >= 0, "%s: batch (%lld) < 0", fn, (ll)batch);
+  REQUIRE(len >= 0, "%s: len (%lld) < 0", fn, (ll)len);
+  REQUIRE(d >= 0, "%s: d (%lld) < 0", fn, (ll)d);
+  REQUIRE(n >= 1, "%s: n (%lld) < 1", fn, (ll)n);
+  if (batch == 0 || len == 0 || d == 0) return -1; /* nothing to do */
+  REQUIRE(ldu >= d, "%s: ldu (%lld) < d (%lld)", fn, (ll)ldu, (ll)d);
+  REQUIRE(ld_delta >= d, "%s: ld_delta (%lld) < d (%lld)", fn, (ll)ld_delta, (ll)d);
+  REQUIRE(ldb >= n, "%s: ldb (%lld) < n (%lld)", fn, (ll)ldb, (ll)n);
+  REQUIRE(ldc >= n, "%s: ldc (%lld) < n (%lld)", fn, (ll)ldc, (ll)n);
+  REQUIRE(ldy >= d, "%s: ldy (%lld) < d (%lld)", fn, (ll)ldy, (ll)d);
+  REQUIRE(!z || ldz >= d, "%s: ldz (%lld) < d (%lld)", fn, (ll)ldz, (ll)d);
+  REQUIRE(u, "%s: u is NULL", fn);
+  REQUIRE(delta, "%s: delta is NULL", fn);
+  REQUIRE(A, "%s: A is NULL", fn);
+  REQUIRE(Bm, "%s: Bm is NULL", fn);
+  REQUIRE(Cm, "%s: Cm is NULL", fn);
+  REQUIRE(y, "%s: y is NULL", fn);
+  return MB_OK;
+}
+
+MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
+                                int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
+                                const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+                                int64_t ldz, float *state, float *states_all, int64_t batch,
+                                int64_t len, int64_t d, int64_t n, int delta_softplus, float *y,
+                                int64_t ldy) {
+  int st = scan_check("mb_selective_scan", ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, z,
+                      ldz, batch, len, d, n, y, ldy);
+  if (st != MB_OK) return st < 0 ? MB_OK : st;
+  DISPATCH(selective_scan, ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
+           state, states_all, batch, len, d, n, delta_softplus, y, ldy);
+}
+
+MB_EXPORT int mb_selective_state_update(mb_ctx *ctx, const float *u, int64_t ldu,
+                                        const float *delta, int64_t ld_delta, const float *A,
+                                        const float *Bm, int64_t ldb, const float *Cm,
+                                        int64_t ldc, const float *Dskip, const float *z,
+                                        int64_t ldz, float *state, int64_t batch, int64_t d,
+                                        int64_t n, int delta_softplus, float *y, int64_t ldy) {
+  int st = scan_check("mb_selective_state_update", ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm,
+                      ldc, z, ldz, batch, 1, d, n, y, ldy);
+  if (st != MB_OK) return st < 0 ? MB_OK : st;
+  REQUIRE(state, "mb_selective_state_update: state is NULL");
+  DISPATCH(selective_scan, ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
+           state, NULL, batch, 1, d, n, delta_softplus, y, ldy);
+}
+
+MB_EXPORT int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
+  CHECK_CTX("mb_log_softmax");
+  NONNEG("mb_log_softmax", n);
+  NONNEG("mb_log_softmax", v);
+  if (n == 0 || v == 0) return MB_OK;
+  NONNULL("mb_log_softmax", logits);
+  NONNULL("mb_log_softmax", out);
+  DISPATCH(log_softmax, ctx, logits, n, v, out);
+}
+
+MB_EXPORT int mb_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
+                              const int32_t *targets, float *out_logprob, int32_t *out_rank) {
+  CHECK_CTX("mb_logprob_rank");
+  NONNEG("mb_logprob_rank", n);
+  NONNEG("mb_logprob_rank", v);
+  if (n == 0) return MB_OK;
+  REQUIRE(v >= 1, "mb_logprob_rank: v (%lld) < 1", (ll)v);
+  NONNULL("mb_logprob_rank", logits);
+  NONNULL("mb_logprob_rank", targets);
+  NONNULL("mb_logprob_rank", out_logprob);
+  NONNULL("mb_logprob_rank", out_rank);
+  DISPATCH(logprob_rank, ctx, logits, n, v, targets, out_logprob, out_rank);
+}
+
+MB_EXPORT int mb_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v,
+                        float temperature, int32_t top_k, float top_p, uint64_t seed,
+                        int64_t *counter, int32_t *out_ids) {
+  CHECK_CTX("mb_sample");
+  NONNEG("mb_sample", batch);
+  NONNEG("mb_sample", v);
+  REQUIRE(top_k == 1 || (temperature > 0.0f && isfinite(temperature)),
+          "mb_sample: temperature (%g) must be > 0 and finite", (double)temperature);
+  REQUIRE(!isnan(top_p), "mb_sample: top_p is NaN");
+  NONNULL("mb_sample", counter);
+  if (batch == 0) return MB_OK;
+  REQUIRE(v >= 1, "mb_sample: v (%lld) < 1", (ll)v);
+  REQUIRE(v <= INT32_MAX, "mb_sample: v (%lld) > INT32_MAX", (ll)v);
+  NONNULL("mb_sample", logits);
+  NONNULL("mb_sample", out_ids);
+  DISPATCH(sample, ctx, logits, batch, v, temperature, top_k, top_p, seed, counter, out_ids);
+}
+
+MB_EXPORT float mb_uniform(uint64_t seed, uint64_t index) { return mb_uniform_at(seed, index); }
+
+MB_EXPORT int mb_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink) {
+  CHECK_CTX("mb_read_probe");
+  REQUIRE(bytes % 64 == 0, "mb_read_probe: bytes (%zu) is not a multiple of 64", bytes);
+  NONNULL("mb_read_probe", sink);
+  if (bytes == 0) return MB_OK;
+  NONNULL("mb_read_probe", p);
+  DISPATCH(read_probe, ctx, p, bytes, sink);
+}
+
+/* ---- graphs ----------------------------------------------------------------------------------- */
+
+#ifdef MB_WITH_CUDA
+#define GRAPH_DISPATCH(fn, name, ...)                                                             \
+  if (IS_CUDA(ctx)) return mbcuda_##name(__VA_ARGS__);                                            \
+  return mb_fail(MB_ERR_UNSUPPORTED, fn ": graphs need a CUDA context (this one is CPU)")
+#else
+#define GRAPH_DISPATCH(fn, name, ...)                                                             \
+  return mb_fail(MB_ERR_UNSUPPORTED, fn ": graphs need a CUDA context (this one is CPU)")
+#endif
+
+MB_EXPORT int mb_graph_begin(mb_ctx *ctx) {
+  CHECK_CTX("mb_graph_begin");
+  GRAPH_DISPATCH("mb_graph_begin", graph_begin, ctx);
+}
+
+MB_EXPORT int mb_graph_end(mb_ctx *ctx, int *out_graph) {
+  CHECK_CTX("mb_graph_end");
+  NONNULL("mb_graph_end", out_graph);
+  GRAPH_DISPATCH("mb_graph_end", graph_end, ctx, out_graph);
+}
+
+MB_EXPORT int mb_graph_launch(mb_ctx *ctx, int graph) {
+  CHECK_CTX("mb_graph_launch");
+  GRAPH_DISPATCH("mb_graph_launch", graph_launch, ctx, graph);
+}
+
+MB_EXPORT int mb_graph_destroy(mb_ctx *ctx, int graph) {
+  CHECK_CTX("mb_graph_destroy");
+  GRAPH_DISPATCH("mb_graph_destroy", graph_destroy, ctx, graph);
+}

@@ -1,0 +1,84 @@
+/*
+ * cpu_backend.h — the CPU backend behind csrc/api.c. Every mbcpu_<name> has the public signature
+ * of mb_<name> and may assume the arguments were validated by api.c (non-null required pointers,
+ * sizes >= 0 and > 0 work, ld >= row width, valid enums).
+ *
+ * Threads: OpenMP, ctx->num_threads per parallel region. A context's scratch buffer (bf16 -> fp32
+ * weights for sgemm) makes concurrent calls on the SAME context unsafe; use one context per thread.
+ *
+ * Environment, read at mbcpu_ctx_create:
+ *   MAMBABYTE_CPU_SCALAR=1  force the portable scalar kernels (tests hold AVX-512 == scalar)
+ *   MAMBABYTE_CPU_NOBLAS=1  do not use BLAS for large products (tests the library's own GEMM)
+ */
+#ifndef MAMBABYTE_CPU_BACKEND_H
+#define MAMBABYTE_CPU_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** The CPU context: the public struct first (so an mb_ctx* is an mbcpu_ctx*), then CPU state. */
+typedef struct mbcpu_ctx {
+  struct mb_ctx base;
+  int scalar;           /* 1: portable scalar kernels only */
+  int use_blas;         /* 1: cblas_sgemm for large products */
+  void *scratch;        /* bf16 -> fp32 weight conversion (64-byte aligned) */
+  size_t scratch_bytes; /* capacity of scratch */
+} mbcpu_ctx;
+
+static inline mbcpu_ctx *mbcpu(mb_ctx *ctx) { return (mbcpu_ctx *)ctx; }
+/** 1 when the vector (AVX-512) kernels may run on this context. */
+static inline int mbcpu_vec(mb_ctx *ctx) {
+#ifdef __AVX512F__
+  return !((mbcpu_ctx *)ctx)->scalar;
+#else
+  (void)ctx;
+  return 0;
+#endif
+}
+
+int mbcpu_ctx_create(int num_threads, mb_ctx **out_ctx);
+int mbcpu_ctx_destroy(mb_ctx *ctx);
+int mbcpu_ctx_info(mb_ctx *ctx, char *buf, size_t cap);
+/** Returns the context's scratch buffer with at least `bytes` (grown as needed), NULL on OOM. */
+void *mbcpu_scratch(mb_ctx *ctx, size_t bytes);
+
+int mbcpu_alloc(mb_ctx *ctx, size_t bytes, void **out);
+int mbcpu_free(mb_ctx *ctx, void *ptr);
+
+int mbcpu_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const void *table, int wdtype,
+                    int64_t vocab, int64_t d, float *out);
+int mbcpu_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
+                   const float *weight, const float *bias, int norm_kind, float eps, int64_t n,
+                   int64_t d, float *out);
+int mbcpu_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
+                 const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy);
+int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
+                        const float *bias, float *conv_state, int64_t batch, int64_t len,
+                        int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact);
+int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
+                         int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
+                         const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+                         int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
+                         int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy);
+int mbcpu_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);
+int mbcpu_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
+                       const int32_t *targets, float *out_logprob, int32_t *out_rank);
+int mbcpu_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v, float temperature,
+                 int32_t top_k, float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids);
+int mbcpu_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MAMBABYTE_CPU_BACKEND_H */

@@ -1,0 +1,135 @@
+/*
+ * ctx.c — CPU contexts, memory and the read-bandwidth probe.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu_backend.h"
+#include "vmath.h"
+
+static int env_flag(const char *name) {
+  const char *v = getenv(name);
+  return v && v[0] && strcmp(v, "0") != 0;
+}
+
+int mbcpu_ctx_create(int num_threads, mb_ctx **out_ctx) {
+  mbcpu_ctx *c = (mbcpu_ctx *)calloc(1, sizeof *c);
+  if (!c) return mb_fail(MB_ERR_OOM, "mb_ctx_create: out of memory");
+  c->base.backend = MB_BACKEND_CPU;
+  c->base.device = 0;
+#ifdef _OPENMP
+  c->base.num_threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+#else
+  c->base.num_threads = 1;
+  (void)num_threads;
+#endif
+  if (c->base.num_threads < 1) c->base.num_threads = 1;
+  c->scalar = env_flag("MAMBABYTE_CPU_SCALAR");
+#ifdef MB_WITH_BLAS
+  c->use_blas = !env_flag("MAMBABYTE_CPU_NOBLAS");
+#else
+  c->use_blas = 0;
+#endif
+  *out_ctx = &c->base;
+  return MB_OK;
+}
+
+int mbcpu_ctx_destroy(mb_ctx *ctx) {
+  mbcpu_ctx *c = mbcpu(ctx);
+  free(c->scratch);
+  free(c);
+  return MB_OK;
+}
+
+int mbcpu_ctx_info(mb_ctx *ctx, char *buf, size_t cap) {
+  mbcpu_ctx *c = mbcpu(ctx);
+  snprintf(buf, cap, "{\"backend\":\"cpu\",\"threads\":%d,\"blas\":\"%s\",\"simd\":\"%s\"}",
+           ctx->num_threads, c->use_blas ? "openblas" : "none",
+           mbcpu_vec(ctx) ? "avx512" : "scalar");
+  return MB_OK;
+}
+
+void *mbcpu_scratch(mb_ctx *ctx, size_t bytes) {
+  mbcpu_ctx *c = mbcpu(ctx);
+  if (c->scratch_bytes >= bytes) return c->scratch;
+  size_t cap = (bytes + 4095) & ~(size_t)4095;
+  void *p = aligned_alloc(64, cap);
+  if (!p) return NULL;
+  free(c->scratch);
+  c->scratch = p;
+  c->scratch_bytes = cap;
+  return p;
+}
+
+int mbcpu_alloc(mb_ctx *ctx, size_t bytes, void **out) {
+  (void)ctx;
+  if (bytes > SIZE_MAX - 64) return mb_fail(MB_ERR_OOM, "mb_alloc: %zu bytes is too large", bytes);
+  void *p = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+  if (!p) return mb_fail(MB_ERR_OOM, "mb_alloc: out of memory allocating %zu bytes", bytes);
+  *out = p;
+  return MB_OK;
+}
+
+int mbcpu_free(mb_ctx *ctx, void *ptr) {
+  (void)ctx;
+  free(ptr);
+  return MB_OK;
+}
+
+/* ---- read probe --------------------------------------------------------------------------- */
+
+int mbcpu_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink) {
+  const float *f = (const float *)p;
+  const int64_t nf = (int64_t)(bytes / 4);
+  const int nt = ctx->num_threads;
+  double total = 0.0;
+  const int vec = mbcpu_vec(ctx);
+#pragma omp parallel num_threads(nt) reduction(+ : total)
+  {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
+#else
+    const int tid = 0, cnt = 1;
+#endif
+    /* contiguous slices of whole 64-byte lines */
+    int64_t lines = nf / 16;
+    int64_t b = lines * tid / cnt * 16, e = lines * (tid + 1) / cnt * 16;
+    float s = 0.0f;
+#ifdef __AVX512F__
+    if (vec) {
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+             a7 = a0;
+      int64_t i = b;
+      for (; i + 128 <= e; i += 128) {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(f + i));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(f + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(f + i + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(f + i + 48));
+        a4 = _mm512_add_ps(a4, _mm512_loadu_ps(f + i + 64));
+        a5 = _mm512_add_ps(a5, _mm512_loadu_ps(f + i + 80));
+        a6 = _mm512_add_ps(a6, _mm512_loadu_ps(f + i + 96));
+        a7 = _mm512_add_ps(a7, _mm512_loadu_ps(f + i + 112));
+      }
+      for (; i < e; i += 16) a0 = _mm512_add_ps(a0, _mm512_loadu_ps(f + i));
+      a0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                         _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+      s = _mm512_reduce_add_ps(a0);
+    } else
+#endif
+    {
+      float acc[16] = {0};
+      for (int64_t i = b; i < e; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += f[i + j];
+      for (int j = 0; j < 16; j++) s += acc[j];
+    }
+    (void)vec;
+    total += s;
+  }
+  *sink = (float)total;
+  return MB_OK;
+}

@@ -1,0 +1,387 @@
+/*
+ * linear.c — y = x W^T + bias on the CPU.
+ *
+ * n <= MBCPU_SKINNY_MAX (decode: one row per sequence): a skinny kernel that streams W exactly once
+ *   (rows of W split across threads in contiguous blocks, R rows x N inputs of independent AVX-512
+ *   accumulators, bf16 expanded to fp32 by a zero-extend + shift, which is exact, so activations
+ *   stay fp32). It runs at the machine's read bandwidth (see bench_cpu).
+ * larger n (prefill): cblas_sgemm(RowMajor, NoTrans x, Trans W) when BLAS is available (bf16 W
+ *   converted to fp32 in the context's scratch first); otherwise the library's own GEMM: W in
+ *   L2-sized row tiles, each tile applied to the x rows 8 at a time with the skinny kernel.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef MB_WITH_BLAS
+#include <cblas.h>
+#endif
+
+#include "cpu_backend.h"
+#include "vmath.h"
+
+#define MBCPU_SKINNY_MAX 8
+#define MBCPU_TILE_ROWS 64  /* own GEMM: rows of W per tile */
+#define MBCPU_TILE_XROWS 64 /* own GEMM: x rows per task */
+
+/* ---- scalar ------------------------------------------------------------------------------- */
+
+static float dot_scalar(const void *w, int wdtype, const float *x, int64_t n) {
+  float acc[16] = {0};
+  int64_t k = 0;
+  if (wdtype == MB_DTYPE_F32) {
+    const float *wf = (const float *)w;
+    for (; k + 16 <= n; k += 16)
+      for (int j = 0; j < 16; j++) acc[j] += wf[k + j] * x[k + j];
+    for (; k < n; k++) acc[k & 15] += wf[k] * x[k];
+  } else {
+    const uint16_t *wh = (const uint16_t *)w;
+    for (; k + 16 <= n; k += 16)
+      for (int j = 0; j < 16; j++) acc[j] += mb_bf16_to_f32(wh[k + j]) * x[k + j];
+    for (; k < n; k++) acc[k & 15] += mb_bf16_to_f32(wh[k]) * x[k];
+  }
+  for (int s = 8; s > 0; s >>= 1)
+    for (int j = 0; j < s; j++) acc[j] += acc[j + s];
+  return acc[0];
+}
+
+/* rows [o0, o1) of W against x rows [0, n) */
+static void rows_scalar(const float *x, int64_t ldx, const void *w, int wdtype, const float *bias,
+                        int64_t n, int64_t in_f, int64_t o0, int64_t o1, float *y, int64_t ldy) {
+  const size_t es = wdtype == MB_DTYPE_F32 ? 4 : 2;
+  for (int64_t o = o0; o < o1; o++) {
+    const void *wr = (const char *)w + (size_t)o * (size_t)in_f * es;
+    const float b = bias ? bias[o] : 0.0f;
+    for (int64_t i = 0; i < n; i++) y[i * ldy + o] = dot_scalar(wr, wdtype, x + i * ldx, in_f) + b;
+  }
+}
+
+/* ---- AVX-512 skinny kernel ------------------------------------------------------------------ */
+#ifdef __AVX512F__
+
+#define MB_INLINE static inline __attribute__((always_inline))
+
+MB_INLINE __m512 load_w(const void *w, int bf16, int64_t k) {
+  return bf16 ? mbv_load_bf16((const uint16_t *)w + k) : _mm512_loadu_ps((const float *)w + k);
+}
+MB_INLINE __m512 load_w_mask(const void *w, int bf16, int64_t k, __mmask16 m) {
+  return bf16 ? mbv_maskz_load_bf16(m, (const uint16_t *)w + k)
+              : _mm512_maskz_loadu_ps(m, (const float *)w + k);
+}
+
+/* R rows of W (starting at row o) x N rows of x; N, R, BF16 are compile-time constants. */
+MB_INLINE void block_kernel(const float *x, int64_t ldx, const void *w, const int BF16,
+                            const float *bias, const int N, const int R, int64_t in_f, int64_t o,
+                            float *y, int64_t ldy) {
+  const size_t es = BF16 ? 2 : 4;
+  const char *wr[8];
+  for (int r = 0; r < R; r++) wr[r] = (const char *)w + (size_t)(o + r) * (size_t)in_f * es;
+  __m512 acc[8][8];
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < N; i++) acc[r][i] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= in_f; k += 16) {
+    __m512 xv[8];
+    for (int i = 0; i < N; i++) xv[i] = _mm512_loadu_ps(x + i * ldx + k);
+    for (int r = 0; r < R; r++) {
+      __m512 wv = load_w(wr[r], BF16, k);
+      for (int i = 0; i < N; i++) acc[r][i] = _mm512_fmadd_ps(wv, xv[i], acc[r][i]);
+    }
+  }
+  if (k < in_f) {
+    __mmask16 m = mbv_mask(in_f - k);
+    __m512 xv[8];
+    for (int i = 0; i < N; i++) xv[i] = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
+    for (int r = 0; r < R; r++) {
+      __m512 wv = load_w_mask(wr[r], BF16, k, m);
+      for (int i = 0; i < N; i++) acc[r][i] = _mm512_fmadd_ps(wv, xv[i], acc[r][i]);
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    const float b = bias ? bias[o + r] : 0.0f;
+    for (int i = 0; i < N; i++) y[i * ldy + o + r] = _mm512_reduce_add_ps(acc[r][i]) + b;
+  }
+}
+
+/* N = 1: two accumulators per row (independent FMA chains) over 8 rows. */
+MB_INLINE void block_kernel_n1(const float *x, const void *w, const int BF16, const float *bias,
+                               int64_t in_f, int64_t o, float *y) {
+  const size_t es = BF16 ? 2 : 4;
+  enum { R = 8 };
+  const char *wr[R];
+  for (int r = 0; r < R; r++) wr[r] = (const char *)w + (size_t)(o + r) * (size_t)in_f * es;
+  __m512 a[R], c[R];
+  for (int r = 0; r < R; r++) a[r] = c[r] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= in_f; k += 32) {
+    __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+    for (int r = 0; r < R; r++) {
+      a[r] = _mm512_fmadd_ps(load_w(wr[r], BF16, k), x0, a[r]);
+      c[r] = _mm512_fmadd_ps(load_w(wr[r], BF16, k + 16), x1, c[r]);
+    }
+  }
+  for (; k < in_f; k += 16) {
+    __mmask16 m = mbv_mask(in_f - k);
+    __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
+    for (int r = 0; r < R; r++) a[r] = _mm512_fmadd_ps(load_w_mask(wr[r], BF16, k, m), x0, a[r]);
+  }
+  /* transpose-free reduction of 8 rows: pairwise adds, then reduce */
+  for (int r = 0; r < R; r++) {
+    const float b = bias ? bias[o + r] : 0.0f;
+    y[o + r] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], c[r])) + b;
+  }
+}
+
+/*
+ * bf16 weights: 32 weights (64 bytes) per load; the even ones become fp32 by a shift left of 16,
+ * the odd ones by masking the low half (both exact). x is pre-permuted to match (xp: per block of
+ * 32, the 16 even elements then the 16 odd ones, zero-padded to kp = round_up(in_f, 32)).
+ */
+MB_INLINE void block_kernel_bf16(const float *xp, int64_t kp, const uint16_t *w, const float *bias,
+                                 const int N, const int R, int64_t in_f, int64_t o, float *y,
+                                 int64_t ldy) {
+  const uint16_t *wr[8];
+  for (int r = 0; r < R; r++) wr[r] = w + (size_t)(o + r) * (size_t)in_f;
+  const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
+  __m512 acc[8][8];
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < N; i++) acc[r][i] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < in_f; k += 32) {
+    const __mmask32 m = in_f - k >= 32 ? (__mmask32)0xFFFFFFFFu
+                                       : (__mmask32)((1u << (in_f - k)) - 1u);
+    for (int r = 0; r < R; r++) {
+      __m512i v = m == (__mmask32)0xFFFFFFFFu ? _mm512_loadu_si512((const void *)(wr[r] + k))
+                                              : _mm512_maskz_loadu_epi16(m, wr[r] + k);
+      __m512 lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+      __m512 hi = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
+      for (int i = 0; i < N; i++) {
+        acc[r][i] = _mm512_fmadd_ps(lo, _mm512_load_ps(xp + i * kp + k), acc[r][i]);
+        acc[r][i] = _mm512_fmadd_ps(hi, _mm512_load_ps(xp + i * kp + k + 16), acc[r][i]);
+      }
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    const float b = bias ? bias[o + r] : 0.0f;
+    for (int i = 0; i < N; i++) y[i * ldy + o + r] = _mm512_reduce_add_ps(acc[r][i]) + b;
+  }
+}
+
+#define MB_CASE_BF16(NN, RR)                                                                      \
+  case NN:                                                                                        \
+    for (; o + RR <= o1; o += RR) block_kernel_bf16(xp, kp, w, bias, NN, RR, in_f, o, y, ldy);    \
+    for (; o < o1; o++) block_kernel_bf16(xp, kp, w, bias, NN, 1, in_f, o, y, ldy);               \
+    break;
+
+static void rows_vec_bf16p(const float *xp, int64_t kp, const uint16_t *w, const float *bias,
+                           int N, int64_t in_f, int64_t o0, int64_t o1, float *y, int64_t ldy) {
+  int64_t o = o0;
+  switch (N) {
+    MB_CASE_BF16(1, 8)
+    MB_CASE_BF16(2, 4)
+    MB_CASE_BF16(3, 4)
+    MB_CASE_BF16(4, 4)
+    MB_CASE_BF16(5, 2)
+    MB_CASE_BF16(6, 2)
+    MB_CASE_BF16(7, 2)
+    MB_CASE_BF16(8, 2)
+    default:
+      break;
+  }
+}
+
+/* xp[i * kp + blk + j] = x[i][blk + 2j], xp[i * kp + blk + 16 + j] = x[i][blk + 2j + 1] */
+static void permute_x_bf16(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
+                           float *xp) {
+  for (int64_t i = 0; i < n; i++) {
+    const float *xr = x + i * ldx;
+    float *o = xp + i * kp;
+    for (int64_t blk = 0; blk < kp; blk += 32)
+      for (int j = 0; j < 16; j++) {
+        int64_t e = blk + 2 * j, od = e + 1;
+        o[blk + j] = e < in_f ? xr[e] : 0.0f;
+        o[blk + 16 + j] = od < in_f ? xr[od] : 0.0f;
+      }
+  }
+}
+
+/* Rows of W per block for N inputs: 8 (N = 1), 4 (N <= 4), 2 (N <= 8): R*N accumulators <= 16. */
+#define MB_CASE_N(NN, RR)                                                                         \
+  case NN:                                                                                        \
+    for (; o + RR <= o1; o += RR)                                                                 \
+      block_kernel(x, ldx, w, BF16, bias, NN, RR, in_f, o, y, ldy);                               \
+    for (; o < o1; o++) block_kernel(x, ldx, w, BF16, bias, NN, 1, in_f, o, y, ldy);              \
+    break;
+
+/* rows [o0, o1) x inputs [0, N), N <= 8 */
+MB_INLINE void rows_vec_t(const float *x, int64_t ldx, const void *w, const int BF16,
+                          const float *bias, int N, int64_t in_f, int64_t o0, int64_t o1, float *y,
+                          int64_t ldy) {
+  int64_t o = o0;
+  switch (N) {
+    case 1:
+      for (; o + 8 <= o1; o += 8) block_kernel_n1(x, w, BF16, bias, in_f, o, y);
+      for (; o < o1; o++) block_kernel(x, ldx, w, BF16, bias, 1, 1, in_f, o, y, ldy);
+      break;
+      MB_CASE_N(2, 4)
+      MB_CASE_N(3, 4)
+      MB_CASE_N(4, 4)
+      MB_CASE_N(5, 2)
+      MB_CASE_N(6, 2)
+      MB_CASE_N(7, 2)
+      MB_CASE_N(8, 2)
+    default:
+      break;
+  }
+}
+
+static void rows_vec_f32(const float *x, int64_t ldx, const void *w, const float *bias, int N,
+                         int64_t in_f, int64_t o0, int64_t o1, float *y, int64_t ldy) {
+  rows_vec_t(x, ldx, w, 0, bias, N, in_f, o0, o1, y, ldy);
+}
+#endif /* __AVX512F__ */
+
+/* rows [o0, o1) of W against x rows [0, n), n <= 8; xp: x permuted for bf16 (vector path) */
+static void rows_any(int vec, const float *x, int64_t ldx, const float *xp, int64_t kp,
+                     const void *w, int wdtype, const float *bias, int n, int64_t in_f, int64_t o0,
+                     int64_t o1, float *y, int64_t ldy) {
+#ifdef __AVX512F__
+  if (vec) {
+    if (wdtype == MB_DTYPE_F32)
+      rows_vec_f32(x, ldx, w, bias, n, in_f, o0, o1, y, ldy);
+    else
+      rows_vec_bf16p(xp, kp, (const uint16_t *)w, bias, n, in_f, o0, o1, y, ldy);
+    return;
+  }
+#endif
+  (void)xp;
+  (void)kp;
+  (void)vec;
+  rows_scalar(x, ldx, w, wdtype, bias, n, in_f, o0, o1, y, ldy);
+}
+
+/* ---- skinny (decode) ---------------------------------------------------------------------- */
+
+/* For the vector bf16 kernels: x permuted into the context scratch (NULL on OOM). */
+static float *permuted_x(mb_ctx *ctx, int vec, int wdtype, const float *x, int64_t ldx, int64_t n,
+                         int64_t in_f, int64_t *kp, int *failed) {
+  *kp = (in_f + 31) / 32 * 32;
+  *failed = 0;
+  if (!vec || wdtype != MB_DTYPE_BF16) return NULL;
+  float *xp = (float *)mbcpu_scratch(ctx, (size_t)(n * *kp) * 4);
+  if (!xp) {
+    *failed = 1;
+    return NULL;
+  }
+  permute_x_bf16(x, ldx, n, in_f, *kp, xp);
+  return xp;
+}
+
+static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
+                         const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
+                         int64_t ldy) {
+  const int vec = mbcpu_vec(ctx);
+  int64_t kp;
+  int failed;
+  const float *xp = permuted_x(ctx, vec, wdtype, x, ldx, n, in_f, &kp, &failed);
+  if (failed) return mb_fail(MB_ERR_OOM, "mb_linear: out of memory (scratch)");
+  const size_t es = wdtype == MB_DTYPE_F32 ? 4 : 2;
+  int nt = ctx->num_threads;
+  /* below ~64 KiB of weights the fork/join costs more than it saves */
+  if ((size_t)out_f * (size_t)in_f * es < 65536) nt = 1;
+  const int64_t blk = 8; /* thread slices are multiples of 8 rows (the kernels' row blocks) */
+  const int64_t nblk = (out_f + blk - 1) / blk;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+  {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
+#else
+    const int tid = 0, cnt = 1;
+#endif
+    int64_t b0 = nblk * tid / cnt * blk, b1 = nblk * (tid + 1) / cnt * blk;
+    if (b1 > out_f) b1 = out_f;
+    if (b0 < b1) rows_any(vec, x, ldx, xp, kp, w, wdtype, bias, n, in_f, b0, b1, y, ldy);
+  }
+  return MB_OK;
+}
+
+/* ---- own GEMM (no BLAS) ------------------------------------------------------------------- */
+
+static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
+                        const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
+                        int64_t ldy) {
+  const int vec = mbcpu_vec(ctx);
+  int64_t kp;
+  int failed;
+  const float *xp = permuted_x(ctx, vec, wdtype, x, ldx, n, in_f, &kp, &failed);
+  if (failed) return mb_fail(MB_ERR_OOM, "mb_linear: out of memory (scratch)");
+  const int64_t ntile = (out_f + MBCPU_TILE_ROWS - 1) / MBCPU_TILE_ROWS;
+  const int64_t nxt = (n + MBCPU_TILE_XROWS - 1) / MBCPU_TILE_XROWS;
+  const int64_t ntask = ntile * nxt;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx->num_threads)
+  for (int64_t t = 0; t < ntask; t++) {
+    const int64_t tile = t % ntile, xt = t / ntile;
+    const int64_t o0 = tile * MBCPU_TILE_ROWS;
+    const int64_t o1 = o0 + MBCPU_TILE_ROWS < out_f ? o0 + MBCPU_TILE_ROWS : out_f;
+    const int64_t i0 = xt * MBCPU_TILE_XROWS;
+    const int64_t i1 = i0 + MBCPU_TILE_XROWS < n ? i0 + MBCPU_TILE_XROWS : n;
+    for (int64_t i = i0; i < i1; i += MBCPU_SKINNY_MAX) {
+      const int cnt = (int)(i1 - i < MBCPU_SKINNY_MAX ? i1 - i : MBCPU_SKINNY_MAX);
+      rows_any(vec, x + i * ldx, ldx, xp ? xp + i * kp : NULL, kp, w, wdtype, bias, cnt, in_f, o0,
+               o1, y + i * ldy, ldy);
+    }
+  }
+  return MB_OK;
+}
+
+/* ---- BLAS --------------------------------------------------------------------------------- */
+#ifdef MB_WITH_BLAS
+static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
+                       const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
+                       int64_t ldy) {
+  const float *wf = (const float *)w;
+  const int nt = ctx->num_threads;
+  if (wdtype == MB_DTYPE_BF16) {
+    const size_t count = (size_t)out_f * (size_t)in_f;
+    float *s = (float *)mbcpu_scratch(ctx, count * 4);
+    if (!s)
+      return mb_fail(MB_ERR_OOM, "mb_linear: out of memory for the bf16 -> fp32 weight scratch "
+                                 "(%zu bytes)", count * 4);
+    const uint16_t *h = (const uint16_t *)w;
+    const int vec = mbcpu_vec(ctx);
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t c = 0; c < (int64_t)((count + 4095) / 4096); c++) {
+      size_t b = (size_t)c * 4096, e = b + 4096 < count ? b + 4096 : count;
+      size_t i = b;
+#ifdef __AVX512F__
+      if (vec)
+        for (; i + 16 <= e; i += 16) _mm512_storeu_ps(s + i, mbv_load_bf16(h + i));
+#endif
+      (void)vec;
+      for (; i < e; i++) s[i] = mb_bf16_to_f32(h[i]);
+    }
+    wf = s;
+  }
+#ifdef MB_WITH_OPENBLAS
+  openblas_set_num_threads(nt);
+#endif
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out_f, (int)in_f, 1.0f, x,
+              (int)ldx, wf, (int)in_f, 0.0f, y, (int)ldy);
+  if (bias) {
+#pragma omp parallel for schedule(static) num_threads(nt) if (n * out_f > 65536)
+    for (int64_t i = 0; i < n; i++)
+      for (int64_t o = 0; o < out_f; o++) y[i * ldy + o] += bias[o];
+  }
+  return MB_OK;
+}
+#endif
+
+int mbcpu_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
+                 const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
+                 int64_t ldy) {
+  if (n <= MBCPU_SKINNY_MAX) return linear_skinny(ctx, x, ldx, w, wdtype, bias, (int)n, in_f, out_f, y, ldy);
+#ifdef MB_WITH_BLAS
+  if (mbcpu(ctx)->use_blas && in_f > 0 && n <= INT32_MAX && in_f <= INT32_MAX &&
+      out_f <= INT32_MAX && ldx <= INT32_MAX && ldy <= INT32_MAX)
+    return linear_blas(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
+#endif
+  return linear_tiled(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
+}

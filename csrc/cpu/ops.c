@@ -1,0 +1,306 @@
+/*
+ * ops.c — embedding, fused add + norm, causal depthwise conv1d, log-softmax and log-prob/rank on
+ * the CPU: threads over rows (or channel blocks), AVX-512 inside a row with a scalar fallback.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_backend.h"
+#include "vmath.h"
+
+/* Threads to use for `work` elementary operations (small work runs on one thread). */
+static int threads_for(mb_ctx *ctx, int64_t work) {
+  return work < 32768 ? 1 : ctx->num_threads;
+}
+
+/* ---- embedding ---------------------------------------------------------------------------- */
+
+int mbcpu_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const void *table, int wdtype,
+                    int64_t vocab, int64_t d, float *out) {
+  for (int64_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= vocab)
+      return mb_fail(MB_ERR_INVALID, "mb_embedding: ids[%lld] = %d is outside [0, %lld)",
+                     (long long)i, ids[i], (long long)vocab);
+  const int vec = mbcpu_vec(ctx);
+  const int nt = threads_for(ctx, n * d);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t i = 0; i < n; i++) {
+    float *o = out + i * d;
+    if (wdtype == MB_DTYPE_F32) {
+      memcpy(o, (const float *)table + (int64_t)ids[i] * d, (size_t)d * 4);
+    } else {
+      const uint16_t *h = (const uint16_t *)table + (int64_t)ids[i] * d;
+      int64_t k = 0;
+#ifdef __AVX512F__
+      if (vec)
+        for (; k < d; k += 16) {
+          __mmask16 m = mbv_mask(d - k);
+          _mm512_mask_storeu_ps(o + k, m, mbv_maskz_load_bf16(m, h + k));
+        }
+#endif
+      (void)vec;
+      for (; k < d; k++) o[k] = mb_bf16_to_f32(h[k]);
+    }
+  }
+  return MB_OK;
+}
+
+/* ---- add + norm --------------------------------------------------------------------------- */
+
+static void add_norm_row_scalar(const float *x, float *res, int accumulate, const float *w,
+                                const float *b, int kind, float eps, int64_t d, float *out) {
+  double sum = 0.0;
+  for (int64_t k = 0; k < d; k++) {
+    float r = (accumulate ? res[k] : 0.0f) + x[k];
+    res[k] = r;
+    sum += r;
+  }
+  const float mean = kind == MB_NORM_LAYER ? (float)(sum / (double)d) : 0.0f;
+  double sq = 0.0;
+  for (int64_t k = 0; k < d; k++) {
+    double c = (double)res[k] - mean;
+    sq += c * c;
+  }
+  const float rstd = (float)(1.0 / sqrt(sq / (double)d + (double)eps));
+  for (int64_t k = 0; k < d; k++) {
+    float v = (res[k] - mean) * rstd * w[k];
+    out[k] = b ? v + b[k] : v;
+  }
+}
+
+#ifdef __AVX512F__
+static void add_norm_row_vec(const float *x, float *res, int accumulate, const float *w,
+                             const float *b, int kind, float eps, int64_t d, float *out) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+  int64_t k = 0;
+  for (; k + 32 <= d; k += 32) {
+    __m512 r0 = _mm512_loadu_ps(x + k), r1 = _mm512_loadu_ps(x + k + 16);
+    if (accumulate) {
+      r0 = _mm512_add_ps(r0, _mm512_loadu_ps(res + k));
+      r1 = _mm512_add_ps(r1, _mm512_loadu_ps(res + k + 16));
+    }
+    _mm512_storeu_ps(res + k, r0);
+    _mm512_storeu_ps(res + k + 16, r1);
+    s0 = _mm512_add_ps(s0, r0);
+    s1 = _mm512_add_ps(s1, r1);
+  }
+  for (; k < d; k += 16) {
+    __mmask16 m = mbv_mask(d - k);
+    __m512 r = _mm512_maskz_loadu_ps(m, x + k);
+    if (accumulate) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, res + k));
+    _mm512_mask_storeu_ps(res + k, m, r);
+    s0 = _mm512_add_ps(s0, r);
+  }
+  const float mean = kind == MB_NORM_LAYER ? _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / d : 0;
+  const __m512 mv = _mm512_set1_ps(mean);
+  s0 = s1 = _mm512_setzero_ps();
+  for (k = 0; k + 32 <= d; k += 32) {
+    __m512 c0 = _mm512_sub_ps(_mm512_loadu_ps(res + k), mv);
+    __m512 c1 = _mm512_sub_ps(_mm512_loadu_ps(res + k + 16), mv);
+    s0 = _mm512_fmadd_ps(c0, c0, s0);
+    s1 = _mm512_fmadd_ps(c1, c1, s1);
+  }
+  for (; k < d; k += 16) {
+    __mmask16 m = mbv_mask(d - k);
+    __m512 c = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, res + k), mv);
+    s0 = _mm512_fmadd_ps(c, c, s0);
+  }
+  const float var = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / d;
+  const __m512 rstd = _mm512_set1_ps(1.0f / sqrtf(var + eps));
+  for (k = 0; k < d; k += 16) {
+    __mmask16 m = mbv_mask(d - k);
+    __m512 c = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, res + k), mv);
+    __m512 v = _mm512_mul_ps(_mm512_mul_ps(c, rstd), _mm512_maskz_loadu_ps(m, w + k));
+    if (b) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, b + k));
+    _mm512_mask_storeu_ps(out + k, m, v);
+  }
+}
+#endif
+
+int mbcpu_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
+                   const float *weight, const float *bias, int norm_kind, float eps, int64_t n,
+                   int64_t d, float *out) {
+  const int vec = mbcpu_vec(ctx);
+  const int nt = threads_for(ctx, n * d * 4);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t i = 0; i < n; i++) {
+#ifdef __AVX512F__
+    if (vec) {
+      add_norm_row_vec(x + i * d, residual + i * d, accumulate, weight, bias, norm_kind, eps, d,
+                       out + i * d);
+      continue;
+    }
+#endif
+    (void)vec;
+    add_norm_row_scalar(x + i * d, residual + i * d, accumulate, weight, bias, norm_kind, eps, d,
+                        out + i * d);
+  }
+  return MB_OK;
+}
+
+/* ---- causal depthwise conv1d -------------------------------------------------------------- */
+
+static void conv_channel_scalar(const float *x, int64_t ldx, const float *w, const float *bias,
+                                float *st, int64_t len, int64_t d, int64_t k, int64_t c,
+                                float *out, int64_t ldo, float *pre) {
+  /* x, out, pre point at this sequence's first row; st at this channel's k-1 state values */
+  const float *wc = w + c * k;
+  const float b = bias ? bias[c] : 0.0f;
+  for (int64_t t = 0; t < len; t++) {
+    float acc = b;
+    for (int64_t j = 0; j < k; j++) {
+      int64_t p = t - (k - 1) + j;
+      float v = p >= 0 ? x[p * ldx + c] : (st ? st[(k - 1) + p] : 0.0f);
+      acc += wc[j] * v;
+    }
+    if (pre) pre[t * d + c] = acc;
+    out[t * ldo + c] = mbs_silu(acc);
+  }
+  if (st && k > 1) {
+    float tmp[64];
+    float *nw = k - 1 <= 64 ? tmp : (float *)malloc((size_t)(k - 1) * 4);
+    for (int64_t j = 0; j < k - 1; j++) {
+      int64_t p = len - (k - 1) + j;
+      nw[j] = p >= 0 ? x[p * ldx + c] : st[(k - 1) + p];
+    }
+    memcpy(st, nw, (size_t)(k - 1) * 4);
+    if (nw != tmp) free(nw);
+  }
+}
+
+#ifdef __AVX512F__
+#define MB_CONV_KMAX 32
+/* 16 channels [c0, c0+16) (masked by m) of one sequence; k <= MB_CONV_KMAX */
+static void conv_block_vec(const float *x, int64_t ldx, const float *w, const float *bias,
+                           float *state, int64_t len, int64_t d, int64_t k, int64_t c0,
+                           __mmask16 m, float *out, int64_t ldo, float *pre) {
+  float wt[MB_CONV_KMAX][16] __attribute__((aligned(64)));
+  float st[MB_CONV_KMAX][16] __attribute__((aligned(64)));
+  const int nc = __builtin_popcount(m);
+  for (int64_t j = 0; j < k; j++)
+    for (int c = 0; c < 16; c++) {
+      wt[j][c] = c < nc ? w[(c0 + c) * k + j] : 0.0f;
+      if (j < k - 1) st[j][c] = (state && c < nc) ? state[(c0 + c) * (k - 1) + j] : 0.0f;
+    }
+  const __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : _mm512_setzero_ps();
+  for (int64_t t = 0; t < len; t++) {
+    __m512 acc = bv;
+    for (int64_t j = 0; j < k; j++) {
+      int64_t p = t - (k - 1) + j;
+      __m512 v = p >= 0 ? _mm512_maskz_loadu_ps(m, x + p * ldx + c0) : _mm512_load_ps(st[k - 1 + p]);
+      acc = _mm512_fmadd_ps(_mm512_load_ps(wt[j]), v, acc);
+    }
+    if (pre) _mm512_mask_storeu_ps(pre + t * d + c0, m, acc);
+    _mm512_mask_storeu_ps(out + t * ldo + c0, m, mbv_silu(acc));
+  }
+  if (state && k > 1) {
+    float nw[MB_CONV_KMAX][16] __attribute__((aligned(64)));
+    for (int64_t j = 0; j < k - 1; j++) {
+      int64_t p = len - (k - 1) + j;
+      __m512 v = p >= 0 ? _mm512_maskz_loadu_ps(m, x + p * ldx + c0) : _mm512_load_ps(st[k - 1 + p]);
+      _mm512_store_ps(nw[j], v);
+    }
+    for (int c = 0; c < nc; c++)
+      for (int64_t j = 0; j < k - 1; j++) state[(c0 + c) * (k - 1) + j] = nw[j][c];
+  }
+}
+#endif
+
+int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
+                        const float *bias, float *conv_state, int64_t batch, int64_t len,
+                        int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact) {
+  const int nt = threads_for(ctx, batch * len * d * k);
+#ifdef __AVX512F__
+  if (mbcpu_vec(ctx) && k <= MB_CONV_KMAX) {
+    const int64_t nblk = (d + 15) / 16;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t task = 0; task < batch * nblk; task++) {
+      const int64_t b = task / nblk, c0 = (task % nblk) * 16;
+      conv_block_vec(x + b * len * ldx, ldx, w, bias,
+                     conv_state ? conv_state + b * d * (k - 1) : NULL, len, d, k, c0,
+                     mbv_mask(d - c0), out + b * len * ldo, ldo,
+                     out_preact ? out_preact + b * len * d : NULL);
+    }
+    return MB_OK;
+  }
+#endif
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t task = 0; task < batch * d; task++) {
+    const int64_t b = task / d, c = task % d;
+    conv_channel_scalar(x + b * len * ldx, ldx, w, bias,
+                        conv_state ? conv_state + (b * d + c) * (k - 1) : NULL, len, d, k, c,
+                        out + b * len * ldo, ldo, out_preact ? out_preact + b * len * d : NULL);
+  }
+  return MB_OK;
+}
+
+/* ---- log-softmax and log-prob / rank ------------------------------------------------------ */
+
+/* log(sum(exp(row))) */
+static float row_lse(int vec, const float *r, int64_t v) {
+#ifdef __AVX512F__
+  if (vec) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 mx = ninf;
+    for (int64_t k = 0; k < v; k += 16)
+      mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(ninf, mbv_mask(v - k), r + k));
+    const float m = _mm512_reduce_max_ps(mx);
+    const __m512 mv = _mm512_set1_ps(m);
+    __m512 s = _mm512_setzero_ps();
+    for (int64_t k = 0; k < v; k += 16) {
+      __mmask16 msk = mbv_mask(v - k);
+      __m512 e = mbv_exp(_mm512_sub_ps(_mm512_mask_loadu_ps(ninf, msk, r + k), mv));
+      s = _mm512_mask_add_ps(s, msk, s, e);
+    }
+    return m + logf(_mm512_reduce_add_ps(s));
+  }
+#endif
+  (void)vec;
+  float m = -INFINITY;
+  for (int64_t k = 0; k < v; k++) m = r[k] > m ? r[k] : m;
+  double s = 0.0;
+  for (int64_t k = 0; k < v; k++) s += expf(r[k] - m);
+  return m + (float)log(s);
+}
+
+int mbcpu_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
+  const int vec = mbcpu_vec(ctx);
+  const int nt = threads_for(ctx, n * v * 8);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t i = 0; i < n; i++) {
+    const float *r = logits + i * v;
+    float *o = out + i * v;
+    const float lse = row_lse(vec, r, v);
+    for (int64_t k = 0; k < v; k++) o[k] = r[k] - lse;
+  }
+  return MB_OK;
+}
+
+int mbcpu_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
+                       const int32_t *targets, float *out_logprob, int32_t *out_rank) {
+  for (int64_t i = 0; i < n; i++)
+    if (targets[i] < 0 || targets[i] >= v)
+      return mb_fail(MB_ERR_INVALID, "mb_logprob_rank: targets[%lld] = %d is outside [0, %lld)",
+                     (long long)i, targets[i], (long long)v);
+  const int vec = mbcpu_vec(ctx);
+  const int nt = threads_for(ctx, n * v * 8);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (int64_t i = 0; i < n; i++) {
+    const float *r = logits + i * v;
+    const float lt = r[targets[i]];
+    int64_t rank = 0;
+#ifdef __AVX512F__
+    if (vec) {
+      const __m512 tv = _mm512_set1_ps(lt);
+      for (int64_t k = 0; k < v; k += 16)
+        rank += __builtin_popcount(_mm512_mask_cmp_ps_mask(
+            mbv_mask(v - k), _mm512_maskz_loadu_ps(mbv_mask(v - k), r + k), tv, _CMP_GT_OQ));
+    } else
+#endif
+      for (int64_t k = 0; k < v; k++) rank += r[k] > lt;
+    out_logprob[i] = lt - row_lse(vec, r, v);
+    out_rank[i] = (int32_t)rank;
+  }
+  return MB_OK;
+}

@@ -1,0 +1,115 @@
+/*
+ * vmath.h — small math helpers of the CPU kernels: scalar references (libm) and AVX-512 versions.
+ *
+ * Accuracy of the AVX-512 functions (measured against double-precision libm over the ranges the
+ * kernels use; see csrc/tests/test_cpu.c):
+ *   mbv_exp:      max relative error ~1.2e-7 (about 1 ulp) for x in [-87, 88]; x < -103.9 gives 0
+ *                 (no NaN for very negative or -inf arguments), x > 88.7 gives +inf.
+ *                 Cephes' expf: x = n ln2 + r, |r| <= ln2/2, degree-5 polynomial, 2^n by scalef.
+ *   mbv_log:      max relative error ~1.5e-7 for x in (0, inf) (Cephes' logf polynomial).
+ *   mbv_softplus: torch's softplus (threshold 20): x > 20 ? x : log1p(exp(x)); log1p by the
+ *                 log(u) * e / (u - 1) identity, so tiny exp(x) keeps full relative accuracy.
+ */
+#ifndef MAMBABYTE_CPU_VMATH_H
+#define MAMBABYTE_CPU_VMATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+/* ---- scalar ------------------------------------------------------------------------------- */
+
+static inline float mb_bf16_to_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static inline float mbs_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+static inline float mbs_silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* ---- AVX-512 ------------------------------------------------------------------------------ */
+#ifdef __AVX512F__
+
+static inline __m512 mbv_exp(__m512 x) {
+  const __m512 hi = _mm512_set1_ps(88.72283935546875f);
+  const __m512 lo = _mm512_set1_ps(-103.97208f);
+  x = _mm512_max_ps(_mm512_min_ps(x, hi), lo); /* also maps -inf to lo (-> 0) */
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+  __m512 r2 = _mm512_mul_ps(r, r);
+  p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+/** Natural log for x > 0 (x == 0 gives -inf-ish garbage; callers pass x >= 1). */
+static inline __m512 mbv_log(__m512 x) {
+  /* x = m 2^e with m in [sqrt(1/2), sqrt(2)) */
+  __m512 e = _mm512_getexp_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.41421356237309505f)));
+  __m512 m = _mm512_scalef_ps(x, _mm512_sub_ps(_mm512_setzero_ps(), e));
+  __m512 f = _mm512_sub_ps(m, _mm512_set1_ps(1.0f));
+  __m512 z = _mm512_mul_ps(f, f);
+  __m512 y = _mm512_set1_ps(7.0376836292E-2f);
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.1514610310E-1f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.1676998740E-1f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.2420140846E-1f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.4249322787E-1f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.6668057665E-1f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.0000714765E-1f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-2.4999993993E-1f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(3.3333331174E-1f));
+  y = _mm512_mul_ps(_mm512_mul_ps(y, f), z);
+  y = _mm512_fmadd_ps(e, _mm512_set1_ps(-2.12194440e-4f), y);
+  y = _mm512_fnmadd_ps(z, _mm512_set1_ps(0.5f), y);
+  __m512 r = _mm512_add_ps(f, y);
+  return _mm512_fmadd_ps(e, _mm512_set1_ps(0.693359375f), r);
+}
+
+static inline __m512 mbv_softplus(__m512 x) {
+  __m512 ex = mbv_exp(_mm512_min_ps(x, _mm512_set1_ps(20.0f)));
+  __m512 u = _mm512_add_ps(ex, _mm512_set1_ps(1.0f));
+  __m512 um1 = _mm512_sub_ps(u, _mm512_set1_ps(1.0f));
+  __mmask16 tiny = _mm512_cmp_ps_mask(um1, _mm512_setzero_ps(), _CMP_EQ_OQ);
+  /* log1p(e) = log(u) * e / (u - 1) (exact correction of the rounding of u = 1 + e) */
+  __m512 l = _mm512_mul_ps(mbv_log(u), _mm512_div_ps(ex, _mm512_mask_blend_ps(tiny, um1,
+                                                                                 ex)));
+  l = _mm512_mask_blend_ps(tiny, l, ex);
+  __mmask16 big = _mm512_cmp_ps_mask(x, _mm512_set1_ps(20.0f), _CMP_GT_OQ);
+  return _mm512_mask_blend_ps(big, l, x);
+}
+
+static inline __m512 mbv_silu(__m512 x) {
+  __m512 e = mbv_exp(_mm512_sub_ps(_mm512_setzero_ps(), x));
+  return _mm512_div_ps(x, _mm512_add_ps(e, _mm512_set1_ps(1.0f)));
+}
+
+static inline __mmask16 mbv_mask(int64_t remaining) {
+  return remaining >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << remaining) - 1u);
+}
+
+/** 16 bf16 values (masked) -> fp32 by shifting into the high half (exact). */
+static inline __m512 mbv_load_bf16(const uint16_t *p) {
+  __m256i h = _mm256_loadu_si256((const __m256i *)p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+static inline __m512 mbv_maskz_load_bf16(__mmask16 m, const uint16_t *p) {
+  __m256i h = _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+#endif /* __AVX512F__ */
+
+#endif /* MAMBABYTE_CPU_VMATH_H */

@@ -1,0 +1,576 @@
+/*
+ * cuda_vs_cpu.c — every CUDA op against its CPU twin, through the public ABI only.
+ *
+ * Fresh random inputs of odd sizes for every case; outputs are poisoned (NaN) before each run.
+ * Tolerances (relative ||gpu - cpu|| / ||cpu||): fp32 1e-5, bf16 weights through the tensor cores
+ * (x rounded to bf16) 1e-2, TF32 1e-3. Sampling: identical ids for greedy; for drawn samples, ids
+ * may differ only on rows where the CPU's draw lies within 1e-4 of a bucket edge (near ties).
+ * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
+ *
+ *   cuda_vs_cpu [--small]      (--small: the sizes used under compute-sanitizer)
+ * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mambabyte.h"
+
+static mb_ctx *CPU, *GPU;
+static int g_fail = 0, g_cases = 0, g_small = 0;
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+#define MBX(call)                                                                                 \
+  do {                                                                                            \
+    int st_ = (call);                                                                             \
+    if (st_ != MB_OK) {                                                                           \
+      fprintf(stderr, "FATAL %s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #call, st_,             \
+              mb_last_error());                                                                   \
+      exit(1);                                                                                    \
+    }                                                                                             \
+  } while (0)
+
+static uint64_t rnd64(void) {
+  g_rng ^= g_rng << 13;
+  g_rng ^= g_rng >> 7;
+  g_rng ^= g_rng << 17;
+  return g_rng;
+}
+static float urand(float lo, float hi) {
+  return lo + (hi - lo) * (float)((rnd64() >> 40) * (1.0 / 16777216.0));
+}
+static float *hrand(int64_t n, float lo, float hi) {
+  float *p = (float *)malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+  for (int64_t i = 0; i < n; i++) p[i] = urand(lo, hi);
+  return p;
+}
+static uint16_t f2bf(float f) { /* round to nearest even */
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  u += 0x7fff + ((u >> 16) & 1);
+  return (uint16_t)(u >> 16);
+}
+
+/* A tensor present on both contexts. */
+typedef struct {
+  void *c, *g;
+  size_t bytes;
+} pair;
+
+static pair pnew(const void *host, size_t bytes) {
+  pair p = {NULL, NULL, bytes};
+  MBX(mb_alloc(CPU, bytes, &p.c));
+  MBX(mb_alloc(GPU, bytes, &p.g));
+  if (host) {
+    MBX(mb_memcpy_h2d(CPU, p.c, host, bytes));
+    MBX(mb_memcpy_h2d(GPU, p.g, host, bytes));
+  } else { /* poison: all-ones bytes are NaN floats */
+    MBX(mb_memset(CPU, p.c, 0xff, bytes));
+    MBX(mb_memset(GPU, p.g, 0xff, bytes));
+  }
+  return p;
+}
+static pair pf(const float *host, int64_t n) { return pnew(host, (size_t)n * sizeof(float)); }
+static pair prand(int64_t n, float lo, float hi) {
+  float *h = hrand(n, lo, hi);
+  pair p = pf(h, n);
+  free(h);
+  return p;
+}
+static void pfree(pair *p) {
+  MBX(mb_free(CPU, p->c));
+  MBX(mb_free(GPU, p->g));
+  p->c = p->g = NULL;
+}
+#define C(p) ((float *)(p).c)
+#define G(p) ((float *)(p).g)
+
+/* Relative error of the GPU copy against the CPU copy over the strided region (rows x cols, ld).
+ * NaN (an unwritten element) gives +inf. */
+static double rel_err(pair *p, int64_t rows, int64_t cols, int64_t ld) {
+  size_t nf = p->bytes / sizeof(float);
+  float *a = (float *)malloc(p->bytes), *b = (float *)malloc(p->bytes);
+  MBX(mb_ctx_synchronize(GPU));
+  MBX(mb_memcpy_d2h(GPU, a, p->g, p->bytes));
+  MBX(mb_memcpy_d2h(CPU, b, p->c, p->bytes));
+  double num = 0, den = 0;
+  int bad = 0;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) {
+      size_t i = (size_t)(r * ld + c);
+      if (i >= nf) continue;
+      double x = a[i], y = b[i];
+      if (isnan(x) || isnan(y)) bad = 1;
+      num += (x - y) * (x - y);
+      den += y * y;
+    }
+  free(a);
+  free(b);
+  if (bad) return INFINITY;
+  if (den == 0) return num == 0 ? 0 : INFINITY;
+  return sqrt(num / den);
+}
+static double rel_all(pair *p) { return rel_err(p, 1, (int64_t)(p->bytes / 4), 0); }
+
+static void check(const char *op, const char *cfg, const char *what, double err, double tol) {
+  g_cases++;
+  int ok = err <= tol;
+  if (!ok) g_fail++;
+  printf("%-16s %-44s %-10s %10.3e %8.0e  %s\n", op, cfg, what, err, tol, ok ? "ok" : "FAIL");
+}
+
+/* ---- ops -------------------------------------------------------------------------------------- */
+
+static void t_embedding(void) {
+  int64_t vocab = 259, dims[] = {37, 101};
+  for (int di = 0; di < 2; di++)
+    for (int dt = 0; dt < 2; dt++) {
+      int64_t d = dims[di], n = 11;
+      float *tab = hrand(vocab * d, -2, 2);
+      pair T;
+      if (dt == MB_DTYPE_BF16) {
+        uint16_t *tb = (uint16_t *)malloc((size_t)(vocab * d) * 2);
+        for (int64_t i = 0; i < vocab * d; i++) tb[i] = f2bf(tab[i]);
+        T = pnew(tb, (size_t)(vocab * d) * 2);
+        free(tb);
+      } else {
+        T = pf(tab, vocab * d);
+      }
+      int32_t ids[11];
+      for (int i = 0; i < 11; i++) ids[i] = (int32_t)(rnd64() % vocab);
+      ids[0] = 0;
+      ids[1] = (int32_t)vocab - 1;
+      pair I = pnew(ids, sizeof ids), O = pf(NULL, n * d);
+      MBX(mb_embedding(CPU, (int32_t *)I.c, n, T.c, dt, vocab, d, C(O)));
+      MBX(mb_embedding(GPU, (int32_t *)I.g, n, T.g, dt, vocab, d, G(O)));
+      char cfg[64];
+      snprintf(cfg, sizeof cfg, "d=%lld %s", (long long)d, dt ? "bf16" : "f32");
+      check("embedding", cfg, "out", rel_all(&O), 0);
+      pfree(&T), pfree(&I), pfree(&O), free(tab);
+    }
+}
+
+static void t_add_norm(void) {
+  int64_t dims[] = {37, 101, 1792}, rows[] = {1, 3, 7};
+  for (int di = 0; di < 3; di++)
+    for (int kind = 0; kind < 2; kind++)
+      for (int acc = 0; acc < 2; acc++) {
+        int64_t d = dims[di], n = rows[(di + kind + acc) % 3];
+        int inplace = (kind + acc + di) % 2, hasb = (acc + di) % 2;
+        pair X = prand(n * d, -2, 2), R = prand(n * d, -1, 3), W = prand(d, 0.5f, 1.5f);
+        pair B = prand(d, -0.5f, 0.5f), O = pf(NULL, n * d);
+        pair *out = inplace ? &X : &O;
+        float eps = 1e-5f;
+        MBX(mb_add_norm(CPU, C(X), C(R), acc, C(W), hasb ? C(B) : NULL, kind, eps, n, d,
+                        C(*out)));
+        MBX(mb_add_norm(GPU, G(X), G(R), acc, G(W), hasb ? G(B) : NULL, kind, eps, n, d,
+                        G(*out)));
+        char cfg[80];
+        snprintf(cfg, sizeof cfg, "n=%lld d=%lld %s acc=%d bias=%d inplace=%d", (long long)n,
+                 (long long)d, kind ? "rms" : "layer", acc, hasb, inplace);
+        check("add_norm", cfg, "out", rel_all(out), 1e-5);
+        check("add_norm", cfg, "residual", rel_all(&R), 1e-5);
+        pfree(&X), pfree(&R), pfree(&W), pfree(&B), pfree(&O);
+      }
+}
+
+static void t_linear(void) {
+  /* n, in_f, out_f, pad of ldx/ldy */
+  int64_t cfgs[][4] = {{1, 37, 101, 3},   {3, 101, 37, 1},   {8, 64, 200, 8},  {1, 1792, 257, 0},
+                       {2, 112, 300, 8},  {5, 3584, 144, 4}, {1, 3584, 67, 4}, {17, 101, 37, 3},
+                       {9, 256, 96, 0},   {300, 96, 160, 5}, {64, 1792, 384, 0}};
+  int nc = (int)(sizeof cfgs / sizeof cfgs[0]);
+  for (int ci = 0; ci < nc; ci++)
+    for (int mode = 0; mode < 3; mode++) { /* 0 f32 strict, 1 f32 tf32, 2 bf16 */
+      int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2], pad = cfgs[ci][3];
+      if (g_small && n * in_f * out_f > 2000000) continue;
+      int64_t ldx = in_f + pad, ldy = out_f + pad;
+      int hasb = (ci + mode) % 2;
+      float *wh = hrand(out_f * in_f, -1, 1);
+      pair Wp;
+      int dt = mode == 2 ? MB_DTYPE_BF16 : MB_DTYPE_F32;
+      if (dt == MB_DTYPE_BF16) {
+        uint16_t *tb = (uint16_t *)malloc((size_t)(out_f * in_f) * 2);
+        for (int64_t i = 0; i < out_f * in_f; i++) tb[i] = f2bf(wh[i]);
+        Wp = pnew(tb, (size_t)(out_f * in_f) * 2);
+        free(tb);
+      } else {
+        Wp = pf(wh, out_f * in_f);
+      }
+      pair X = prand(n * ldx, -1, 1), B = prand(out_f, -1, 1), Y = pf(NULL, n * ldy);
+      MBX(mb_ctx_set_flags(GPU, mode == 1 ? MB_FLAG_ALLOW_TF32 : 0));
+      MBX(mb_linear(CPU, C(X), ldx, Wp.c, dt, hasb ? C(B) : NULL, n, in_f, out_f, C(Y), ldy));
+      MBX(mb_linear(GPU, G(X), ldx, Wp.g, dt, hasb ? G(B) : NULL, n, in_f, out_f, G(Y), ldy));
+      MBX(mb_ctx_set_flags(GPU, 0));
+      double tol = n <= 8 ? 1e-5 : (mode == 0 ? 1e-5 : (mode == 1 ? 1e-3 : 1e-2));
+      char cfg[80];
+      snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ld+%lld %s bias=%d", (long long)n,
+               (long long)in_f, (long long)out_f, (long long)pad,
+               mode == 0 ? "f32" : (mode == 1 ? "tf32" : "bf16"), hasb);
+      check("linear", cfg, "y", rel_err(&Y, n, out_f, ldy), tol);
+      /* the padding between rows must stay untouched (NaN poison on both) */
+      pfree(&Wp), pfree(&X), pfree(&B), pfree(&Y), free(wh);
+    }
+}
+
+static void t_conv(void) {
+  int64_t lens[] = {1, 7, 300}, dims[] = {37, 101}, batches[] = {1, 3}, ks[] = {4, 3, 1, 4};
+  for (int li = 0; li < 3; li++)
+    for (int di = 0; di < 2; di++)
+      for (int bi = 0; bi < 2; bi++) {
+        int64_t len = lens[li], d = dims[di], batch = batches[bi], k = ks[(li + di + bi) % 4];
+        if (g_small && len > 7 && batch > 1) continue;
+        int use_state = (li + bi) % 3 != 2, use_pre = (di + bi) % 2, hasb = (li + di) % 2 == 0;
+        int64_t ldx = 2 * d + 1, ldo = d + 5, rows = batch * len;
+        pair X = prand(rows * ldx, -2, 2), W = prand(d * k, -1, 1), B = prand(d, -1, 1);
+        pair S = prand(batch * d * (k > 1 ? k - 1 : 1), -2, 2);
+        pair O = pf(NULL, rows * ldo), P = pf(NULL, rows * d);
+        MBX(mb_causal_conv1d(CPU, C(X), ldx, C(W), hasb ? C(B) : NULL, use_state ? C(S) : NULL,
+                             batch, len, d, k, C(O), ldo, use_pre ? C(P) : NULL));
+        MBX(mb_causal_conv1d(GPU, G(X), ldx, G(W), hasb ? G(B) : NULL, use_state ? G(S) : NULL,
+                             batch, len, d, k, G(O), ldo, use_pre ? G(P) : NULL));
+        char cfg[80];
+        snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld k=%lld st=%d pre=%d bias=%d",
+                 (long long)batch, (long long)len, (long long)d, (long long)k, use_state, use_pre,
+                 hasb);
+        check("causal_conv1d", cfg, "out", rel_err(&O, rows, d, ldo), 1e-5);
+        if (use_pre) check("causal_conv1d", cfg, "preact", rel_all(&P), 1e-5);
+        if (use_state && k > 1) check("causal_conv1d", cfg, "state", rel_all(&S), 1e-6);
+        pfree(&X), pfree(&W), pfree(&B), pfree(&S), pfree(&O), pfree(&P);
+      }
+}
+
+static void t_scan(int update) {
+  int64_t lens[] = {1, 7, 300}, dims[] = {37, 101}, batches[] = {1, 3}, ns[] = {16, 3, 17, 8, 1};
+  for (int li = 0; li < (update ? 1 : 3); li++)
+    for (int di = 0; di < 2; di++)
+      for (int bi = 0; bi < 2; bi++)
+        for (int var = 0; var < 2; var++) {
+          int64_t len = lens[li], d = dims[di], batch = batches[bi];
+          int64_t n = ns[(li * 4 + di * 2 + bi + var) % 5];
+          if (g_small && len > 7 && (batch > 1 || var)) continue;
+          int use_state = update || (var + li) % 2 == 0, use_all = !update && (var + bi) % 2 == 0;
+          int use_D = (di + var) % 2 == 0, use_z = (bi + var + li) % 2 == 1 || var;
+          int sp = (di + bi + var) % 2 == 0 || update;
+          int64_t rows = batch * len;
+          int64_t ldu = d + 3, ldd = d + 1, ldbc = 2 * n + 5, ldz = 2 * d, ldy = d + 2;
+          pair U = prand(rows * ldu, -2, 2), D = prand(rows * ldd, sp ? -4 : 0.001f, sp ? 1 : 0.3f);
+          float *ah = hrand(d * n, 0, 1);
+          for (int64_t i = 0; i < d * n; i++) ah[i] = -expf(logf((float)(i % n + 1)) * ah[i]);
+          pair A = pf(ah, d * n);
+          free(ah);
+          pair BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1), Z = prand(rows * ldz, -3, 3);
+          pair S = prand(batch * d * n, -1, 1), SA = pf(NULL, rows * d * n), Y = pf(NULL, rows * ldy);
+          const float *bc_c = C(BC), *bc_g = G(BC);
+          if (update) {
+            MBX(mb_selective_state_update(CPU, C(U), ldu, C(D), ldd, C(A), bc_c, ldbc, bc_c + n,
+                                          ldbc, use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, ldz,
+                                          C(S), batch, d, n, sp, C(Y), ldy));
+            MBX(mb_selective_state_update(GPU, G(U), ldu, G(D), ldd, G(A), bc_g, ldbc, bc_g + n,
+                                          ldbc, use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, ldz,
+                                          G(S), batch, d, n, sp, G(Y), ldy));
+          } else {
+            MBX(mb_selective_scan(CPU, C(U), ldu, C(D), ldd, C(A), bc_c, ldbc, bc_c + n, ldbc,
+                                  use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, ldz,
+                                  use_state ? C(S) : NULL, use_all ? C(SA) : NULL, batch, len, d, n,
+                                  sp, C(Y), ldy));
+            MBX(mb_selective_scan(GPU, G(U), ldu, G(D), ldd, G(A), bc_g, ldbc, bc_g + n, ldbc,
+                                  use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, ldz,
+                                  use_state ? G(S) : NULL, use_all ? G(SA) : NULL, batch, len, d, n,
+                                  sp, G(Y), ldy));
+          }
+          char cfg[96];
+          snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d",
+                   (long long)batch, (long long)len, (long long)d, (long long)n, use_state, use_all,
+                   use_D, use_z, sp);
+          const char *op = update ? "state_update" : "selective_scan";
+          check(op, cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
+          if (use_state) check(op, cfg, "state", rel_all(&S), 1e-5);
+          if (use_all) check(op, cfg, "states_all", rel_all(&SA), 1e-5);
+          pfree(&U), pfree(&D), pfree(&A), pfree(&BC), pfree(&Dk), pfree(&Z), pfree(&S);
+          pfree(&SA), pfree(&Y);
+        }
+}
+
+static void t_softmax_rank(void) {
+  int64_t vs[] = {256, 37, 1000};
+  for (int vi = 0; vi < 3; vi++) {
+    int64_t v = vs[vi], n = 5;
+    float *lh = hrand(n * v, -8, 8);
+    lh[3] = lh[7]; /* a tie */
+    pair L = pf(lh, n * v), O = pf(NULL, n * v);
+    MBX(mb_log_softmax(CPU, C(L), n, v, C(O)));
+    MBX(mb_log_softmax(GPU, G(L), n, v, G(O)));
+    char cfg[64];
+    snprintf(cfg, sizeof cfg, "n=%lld v=%lld", (long long)n, (long long)v);
+    check("log_softmax", cfg, "out", rel_all(&O), 1e-5);
+    int32_t tg[5];
+    for (int i = 0; i < 5; i++) tg[i] = (int32_t)(rnd64() % v);
+    tg[0] = 7;
+    pair T = pnew(tg, sizeof tg), LP = pf(NULL, n), RK = pnew(NULL, n * 4);
+    MBX(mb_logprob_rank(CPU, C(L), n, v, (int32_t *)T.c, C(LP), (int32_t *)RK.c));
+    MBX(mb_logprob_rank(GPU, G(L), n, v, (int32_t *)T.g, G(LP), (int32_t *)RK.g));
+    check("logprob_rank", cfg, "logprob", rel_all(&LP), 1e-5);
+    int32_t rc[5], rg[5];
+    MBX(mb_ctx_synchronize(GPU));
+    MBX(mb_memcpy_d2h(CPU, rc, RK.c, sizeof rc));
+    MBX(mb_memcpy_d2h(GPU, rg, RK.g, sizeof rg));
+    check("logprob_rank", cfg, "rank", memcmp(rc, rg, sizeof rc) ? 1 : 0, 0);
+    /* in place */
+    MBX(mb_log_softmax(CPU, C(L), n, v, C(L)));
+    MBX(mb_log_softmax(GPU, G(L), n, v, G(L)));
+    check("log_softmax", cfg, "inplace", rel_all(&L), 1e-5);
+    pfree(&L), pfree(&O), pfree(&T), pfree(&LP), pfree(&RK), free(lh);
+  }
+}
+
+/* Is the CPU's draw for row b near a bucket edge (a near tie)? Recomputes the CPU algorithm's
+ * cumulative sums in double and reports the distance of u*total from the nearest edge. */
+static int cand_cmp(const void *a, const void *b) {
+  const float *x = (const float *)a, *y = (const float *)b;
+  if (x[0] != y[0]) return x[0] > y[0] ? -1 : 1;
+  return x[1] < y[1] ? -1 : (x[1] > y[1]);
+}
+static double edge_distance(const float *r, int64_t v, float temp, int top_k, float top_p, float u) {
+  float *c = (float *)malloc((size_t)v * 2 * sizeof(float));
+  double *p = (double *)malloc((size_t)v * sizeof(double));
+  for (int64_t i = 0; i < v; i++) c[2 * i] = r[i], c[2 * i + 1] = (float)i;
+  qsort(c, (size_t)v, 2 * sizeof(float), cand_cmp);
+  int64_t k = (top_k <= 0 || top_k >= v) ? v : top_k;
+  double tot = 0, mx = c[0] / (double)temp;
+  for (int64_t i = 0; i < k; i++) tot += (p[i] = exp(c[2 * i] / (double)temp - mx));
+  int64_t kept = k;
+  double mind = 1;
+  if (top_p > 0 && top_p < 1) {
+    double tail = 0, thr = 1.0 - top_p;
+    int64_t i = k - 1;
+    for (; i > 0; i--) {
+      tail += p[i] / tot;
+      if (fabs(tail - thr) < mind) mind = fabs(tail - thr);
+      if (tail > thr) break;
+    }
+    kept = i + 1;
+    tot = 0;
+    for (int64_t j = 0; j < kept; j++) tot += p[j];
+  }
+  double cum = 0, tgt = u * tot;
+  for (int64_t i = 0; i < kept; i++) {
+    cum += p[i];
+    if (fabs(cum - tgt) / tot < mind) mind = fabs(cum - tgt) / tot;
+  }
+  free(c), free(p);
+  return mind;
+}
+
+static void t_sample(void) {
+  struct { int64_t batch, v; float temp; int top_k; float top_p; } cs[] = {
+      {1, 256, 1.0f, 1, 1.0f},   {3, 256, 1.0f, 1, 1.0f},  {64, 256, 0.7f, 1, 0.9f},
+      {1, 256, 1.0f, 0, 1.0f},   {64, 256, 1.0f, 0, 1.0f}, {64, 256, 0.7f, 40, 1.0f},
+      {64, 256, 1.3f, 0, 0.9f},  {64, 256, 1.0f, 5, 0.5f}, {7, 37, 1.0f, 300, 0.0f},
+      {64, 256, 0.5f, 256, 0.95f}, {5, 1000, 1.0f, 50, 0.8f}, {3, 3000, 2.0f, 0, 0.99f}};
+  int nc = (int)(sizeof cs / sizeof cs[0]);
+  for (int ci = 0; ci < nc; ci++) {
+    int64_t batch = cs[ci].batch, v = cs[ci].v;
+    float *lh = hrand(batch * v, -6, 6);
+    if (ci == 1) lh[5] = lh[9] = 7.0f; /* tie on the max: lowest index */
+    pair L = pf(lh, batch * v), O = pnew(NULL, batch * 4);
+    int64_t c0 = 5 + ci;
+    pair K = pnew(&c0, 8);
+    uint64_t seed = 1234 + ci;
+    int rounds = 3, mism = 0, hard = 0;
+    for (int r = 0; r < rounds; r++) {
+      MBX(mb_sample(CPU, C(L), batch, v, cs[ci].temp, cs[ci].top_k, cs[ci].top_p, seed,
+                    (int64_t *)K.c, (int32_t *)O.c));
+      MBX(mb_sample(GPU, G(L), batch, v, cs[ci].temp, cs[ci].top_k, cs[ci].top_p, seed,
+                    (int64_t *)K.g, (int32_t *)O.g));
+      int32_t *ic = (int32_t *)malloc((size_t)batch * 4), *ig = (int32_t *)malloc((size_t)batch * 4);
+      MBX(mb_ctx_synchronize(GPU));
+      MBX(mb_memcpy_d2h(CPU, ic, O.c, (size_t)batch * 4));
+      MBX(mb_memcpy_d2h(GPU, ig, O.g, (size_t)batch * 4));
+      for (int64_t b = 0; b < batch; b++)
+        if (ic[b] != ig[b]) {
+          mism++;
+          float u = mb_uniform(seed, (uint64_t)((c0 + r) * batch + b));
+          if (cs[ci].top_k == 1 ||
+              edge_distance(lh + b * v, v, cs[ci].temp, cs[ci].top_k, cs[ci].top_p, u) > 1e-4)
+            hard++;
+        }
+      free(ic), free(ig);
+    }
+    int64_t kc, kg;
+    MBX(mb_memcpy_d2h(CPU, &kc, K.c, 8));
+    MBX(mb_memcpy_d2h(GPU, &kg, K.g, 8));
+    char cfg[80];
+    snprintf(cfg, sizeof cfg, "b=%lld v=%lld T=%.1f k=%d p=%.2f (%d mism)", (long long)batch,
+             (long long)v, cs[ci].temp, cs[ci].top_k, cs[ci].top_p, mism);
+    check("sample", cfg, "ids", hard, 0);
+    check("sample", cfg, "counter", (kc == c0 + rounds && kg == kc) ? 0 : 1, 0);
+    pfree(&L), pfree(&O), pfree(&K), free(lh);
+  }
+}
+
+/* A decode-like step on the GPU: norm -> linear (bf16 GEMV) -> conv (len 1, state) -> linear
+ * (x_proj, f32) -> state update -> linear (head) -> sample. Captured once, replayed twice, and
+ * compared with the same ops run directly twice from the same starting buffers. */
+static void t_graph(void) {
+  const int64_t B = 2, dm = 40, di = 72, n = 16, k = 4, V = 256, r = 8;
+  float *hx = hrand(B * dm, -1, 1), *hres = hrand(B * dm, -1, 1), *hnw = hrand(dm, 0.5f, 1.5f);
+  float *hwin = hrand(2 * di * dm, -0.2f, 0.2f), *hcw = hrand(di * k, -1, 1);
+  float *hcs = hrand(B * di * (k - 1), -1, 1), *hxp = hrand((r + 2 * n) * di, -0.2f, 0.2f);
+  float *hA = hrand(di * n, -2, -0.1f), *hss = hrand(B * di * n, -1, 1);
+  float *hhead = hrand(V * di, -0.3f, 0.3f);
+  uint16_t *wbf = (uint16_t *)malloc((size_t)(2 * di * dm) * 2);
+  for (int64_t i = 0; i < 2 * di * dm; i++) wbf[i] = f2bf(hwin[i]);
+  void *x, *res, *nw, *win, *cw, *cs, *xp, *A, *ss, *head, *hn, *xz, *xc, *dbc, *y, *lg, *ids, *ctr;
+  MBX(mb_alloc(GPU, (size_t)(B * dm) * 4, &x));
+  MBX(mb_alloc(GPU, (size_t)(B * dm) * 4, &res));
+  MBX(mb_alloc(GPU, (size_t)dm * 4, &nw));
+  MBX(mb_alloc(GPU, (size_t)(2 * di * dm) * 2, &win));
+  MBX(mb_alloc(GPU, (size_t)(di * k) * 4, &cw));
+  MBX(mb_alloc(GPU, (size_t)(B * di * (k - 1)) * 4, &cs));
+  MBX(mb_alloc(GPU, (size_t)((r + 2 * n) * di) * 4, &xp));
+  MBX(mb_alloc(GPU, (size_t)(di * n) * 4, &A));
+  MBX(mb_alloc(GPU, (size_t)(B * di * n) * 4, &ss));
+  MBX(mb_alloc(GPU, (size_t)(V * di) * 4, &head));
+  MBX(mb_alloc(GPU, (size_t)(B * dm) * 4, &hn));
+  MBX(mb_alloc(GPU, (size_t)(B * 2 * di) * 4, &xz));
+  MBX(mb_alloc(GPU, (size_t)(B * di) * 4, &xc));
+  MBX(mb_alloc(GPU, (size_t)(B * (r + 2 * n)) * 4, &dbc));
+  MBX(mb_alloc(GPU, (size_t)(B * di) * 4, &y));
+  MBX(mb_alloc(GPU, (size_t)(B * V) * 4, &lg));
+  MBX(mb_alloc(GPU, (size_t)B * 4 * 4, &ids));
+  MBX(mb_alloc(GPU, 8, &ctr));
+  MBX(mb_memcpy_h2d(GPU, nw, hnw, (size_t)dm * 4));
+  MBX(mb_memcpy_h2d(GPU, win, wbf, (size_t)(2 * di * dm) * 2));
+  MBX(mb_memcpy_h2d(GPU, cw, hcw, (size_t)(di * k) * 4));
+  MBX(mb_memcpy_h2d(GPU, xp, hxp, (size_t)((r + 2 * n) * di) * 4));
+  MBX(mb_memcpy_h2d(GPU, A, hA, (size_t)(di * n) * 4));
+  MBX(mb_memcpy_h2d(GPU, head, hhead, (size_t)(V * di) * 4));
+  const int64_t L = r + 2 * n;
+  float *out[2][4];
+  for (int mode = 0; mode < 2; mode++) { /* 0 direct, 1 graph */
+    int64_t c0 = 3;
+    MBX(mb_memcpy_h2d(GPU, x, hx, (size_t)(B * dm) * 4));
+    MBX(mb_memcpy_h2d(GPU, res, hres, (size_t)(B * dm) * 4));
+    MBX(mb_memcpy_h2d(GPU, cs, hcs, (size_t)(B * di * (k - 1)) * 4));
+    MBX(mb_memcpy_h2d(GPU, ss, hss, (size_t)(B * di * n) * 4));
+    MBX(mb_memcpy_h2d(GPU, ctr, &c0, 8));
+    int graph = 0;
+    for (int step = 0; step < 2; step++) {
+      if (mode == 1 && step == 0) MBX(mb_graph_begin(GPU));
+      if (mode == 0 || step == 0) {
+        MBX(mb_add_norm(GPU, (float *)x, (float *)res, 1, (float *)nw, NULL, MB_NORM_RMS, 1e-5f, B,
+                        dm, (float *)hn));
+        MBX(mb_linear(GPU, (float *)hn, dm, win, MB_DTYPE_BF16, NULL, B, dm, 2 * di, (float *)xz,
+                      2 * di));
+        MBX(mb_causal_conv1d(GPU, (float *)xz, 2 * di, (float *)cw, NULL, (float *)cs, B, 1, di, k,
+                             (float *)xc, di, NULL));
+        MBX(mb_linear(GPU, (float *)xc, di, xp, MB_DTYPE_F32, NULL, B, di, L, (float *)dbc, L));
+        /* delta = the first di... use xc as delta input (softplus) to keep the step small */
+        MBX(mb_selective_state_update(GPU, (float *)xc, di, (float *)xz, 2 * di, (float *)A,
+                                      (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
+                                      (float *)xz + di, 2 * di, (float *)ss, B, di, n, 1,
+                                      (float *)y, di));
+        MBX(mb_linear(GPU, (float *)y, di, head, MB_DTYPE_F32, NULL, B, di, V, (float *)lg, V));
+        MBX(mb_sample(GPU, (float *)lg, B, V, 1.0f, 0, 0.9f, 77, (int64_t *)ctr,
+                      (int32_t *)ids));
+        MBX(mb_memcpy_d2d(GPU, (int32_t *)ids + B, ids, (size_t)B * 4));
+      }
+      if (mode == 1 && step == 0) MBX(mb_graph_end(GPU, &graph));
+      if (mode == 1) MBX(mb_graph_launch(GPU, graph));
+    }
+    MBX(mb_ctx_synchronize(GPU));
+    out[mode][0] = (float *)malloc((size_t)(B * dm) * 4);
+    out[mode][1] = (float *)malloc((size_t)(B * di * n) * 4);
+    out[mode][2] = (float *)malloc((size_t)(B * V) * 4);
+    out[mode][3] = (float *)malloc((size_t)(B * 4) * 4 + 8);
+    MBX(mb_memcpy_d2h(GPU, out[mode][0], res, (size_t)(B * dm) * 4));
+    MBX(mb_memcpy_d2h(GPU, out[mode][1], ss, (size_t)(B * di * n) * 4));
+    MBX(mb_memcpy_d2h(GPU, out[mode][2], lg, (size_t)(B * V) * 4));
+    MBX(mb_memcpy_d2h(GPU, out[mode][3], ids, (size_t)B * 8));
+    MBX(mb_memcpy_d2h(GPU, (char *)out[mode][3] + B * 4 * 4, ctr, 8));
+    if (graph) MBX(mb_graph_destroy(GPU, graph));
+  }
+  check("graph", "decode-like step, replayed twice", "residual",
+        memcmp(out[0][0], out[1][0], (size_t)(B * dm) * 4) ? 1 : 0, 0);
+  check("graph", "decode-like step, replayed twice", "ssm state",
+        memcmp(out[0][1], out[1][1], (size_t)(B * di * n) * 4) ? 1 : 0, 0);
+  check("graph", "decode-like step, replayed twice", "logits",
+        memcmp(out[0][2], out[1][2], (size_t)(B * V) * 4) ? 1 : 0, 0);
+  check("graph", "decode-like step, replayed twice", "ids+ctr",
+        (memcmp(out[0][3], out[1][3], (size_t)B * 8) ||
+         memcmp((char *)out[0][3] + B * 16, (char *)out[1][3] + B * 16, 8))
+            ? 1
+            : 0,
+        0);
+  int64_t cend;
+  memcpy(&cend, (char *)out[1][3] + B * 16, 8);
+  check("graph", "decode-like step, replayed twice", "counter=5", cend == 5 ? 0 : 1, 0);
+  for (int m = 0; m < 2; m++)
+    for (int i = 0; i < 4; i++) free(out[m][i]);
+  void *all[] = {x, res, nw, win, cw, cs, xp, A, ss, head, hn, xz, xc, dbc, y, lg, ids, ctr};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) MBX(mb_free(GPU, all[i]));
+  free(hx), free(hres), free(hnw), free(hwin), free(hcw), free(hcs), free(hxp), free(hA);
+  free(hss), free(hhead), free(wbf);
+}
+
+static void t_misc(void) {
+  /* read_probe runs and writes a finite value */
+  void *p, *s;
+  size_t bytes = 1 << 20;
+  MBX(mb_alloc(GPU, bytes, &p));
+  MBX(mb_alloc(GPU, 4, &s));
+  MBX(mb_memset(GPU, p, 0x3c, bytes));
+  MBX(mb_read_probe(GPU, p, bytes, (float *)s));
+  float v = NAN;
+  MBX(mb_memcpy_d2h(GPU, &v, s, 4));
+  check("read_probe", "1 MiB", "finite", isfinite(v) ? 0 : 1, 0);
+  /* d2h_async lands after synchronize */
+  float *h = (float *)malloc(bytes);
+  MBX(mb_memcpy_d2h_async(GPU, h, p, bytes));
+  MBX(mb_ctx_synchronize(GPU));
+  uint32_t w;
+  memcpy(&w, (char *)h + 4096, 4);
+  check("memcpy", "d2h_async 1 MiB", "value", w == 0x3c3c3c3cu ? 0 : 1, 0);
+  /* an op that would grow scratch inside a capture fails clearly; the ctx stays usable */
+  free(h);
+  MBX(mb_free(GPU, p));
+  MBX(mb_free(GPU, s));
+}
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], "--small")) g_small = 1;
+  int count = 0;
+  if (!mb_has_cuda()) {
+    printf("SKIP: library built without CUDA\n");
+    return 0;
+  }
+  MBX(mb_cuda_device_count(&count));
+  if (count == 0) {
+    printf("SKIP: no CUDA device\n");
+    return 0;
+  }
+  MBX(mb_ctx_create(MB_BACKEND_CPU, 0, 0, &CPU));
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &GPU));
+  char info[512];
+  MBX(mb_ctx_info(GPU, info, sizeof info));
+  printf("gpu: %s\n", info);
+  printf("%-16s %-44s %-10s %10s %8s\n", "op", "case", "output", "rel.err", "tol");
+  t_embedding();
+  t_add_norm();
+  t_linear();
+  t_conv();
+  t_scan(0);
+  t_scan(1);
+  t_softmax_rank();
+  t_sample();
+  t_graph();
+  t_misc();
+  MBX(mb_ctx_destroy(GPU));
+  MBX(mb_ctx_destroy(CPU));
+  printf("cuda_vs_cpu: %d cases, %d failed\n", g_cases, g_fail);
+  return g_fail ? 1 : 0;
+}
