@@ -1,0 +1,194 @@
+/**
+ * The three extractions of the original scripts, as library functions over a model (no files, no
+ * flags): module outputs, discrete-A (reduced on the fly), and discrete-A's similarity with the
+ * input; each optionally with per-byte log-probabilities and ranks from the same pass.
+ *
+ * @module
+ */
+
+import { MambaByteError } from "../errors.ts";
+import type { HostTensor } from "../io/tensor.ts";
+import { type MambaByteLM, type TapChunk, type TapName, tapWidth } from "../model/model.ts";
+import { DiscreteAReducer, InputSimilarity, type Reduction, reducedShape } from "./discrete_a.ts";
+import { applyNonlinearity } from "./nonlinearity.ts";
+
+/** Options shared by every extraction. */
+export interface ExtractCommon {
+  /** Layers to extract (default all). */
+  layers?: readonly number[];
+  /** Also compute log p(next byte). */
+  logProbs?: boolean;
+  /** Also compute the rank of each next byte. */
+  ranks?: boolean;
+  /** Progress: positions done, total. */
+  onProgress?: (done: number, total: number) => void;
+  /** Refuse results larger than this many bytes (default: 80% of free memory). */
+  maxResultBytes?: number;
+}
+
+/** Per-layer results plus the optional per-byte scores. */
+export interface Extraction {
+  /** result.get(layer) */
+  perLayer: Map<number, HostTensor>;
+  logProbs?: HostTensor;
+  ranks?: HostTensor;
+}
+
+/** Module ids accepted by the module-output extraction ("mixer.dt_proj" and "dt_proj" alike). */
+export function parseModuleId(id: string): TapName {
+  const name = id.startsWith("mixer.") ? id.slice("mixer.".length) : id;
+  const known = ["norm", "in_proj", "conv1d", "x_proj", "dt_proj", "out_proj", "mixer"];
+  if (!known.includes(name)) {
+    throw new MambaByteError(`unknown module '${id}': choose from ${known.join(", ")}`, 2);
+  }
+  return name as TapName;
+}
+
+function checkLayers(lm: MambaByteLM, layers?: readonly number[]): number[] {
+  const n = lm.dims.nLayer;
+  const out = layers ? [...layers] : [...Array(n).keys()];
+  for (const l of out) {
+    if (!Number.isInteger(l) || l < 0 || l >= n) {
+      throw new MambaByteError(`layer index ${l} is out of range: the model has ${n} layers (0..${n - 1})`, 2);
+    }
+  }
+  return [...new Set(out)].sort((a, b) => a - b);
+}
+
+function availableBytes(): number {
+  try {
+    const m = Deno.systemMemoryInfo();
+    return m.available > 0 ? m.available : m.free;
+  } catch {
+    return 8 * 2 ** 30;
+  }
+}
+
+/** Throws before any computation when the results would not fit in memory. */
+export function ensureFits(bytes: number, what: string, limit?: number): void {
+  const cap = limit ?? 0.8 * availableBytes();
+  if (bytes > cap) {
+    const gb = (x: number) => `${(x / 2 ** 30).toFixed(2)} GiB`;
+    throw new MambaByteError(
+      `${what} would need ${gb(bytes)} of memory but only ${gb(cap)} is available: ` +
+        `choose fewer layers (--layer_idxs), a reduction (--reduction), or a shorter prompt`,
+    );
+  }
+}
+
+/** Runs one pass: taps go to `onTap`, scores are collected when asked. */
+async function pass(
+  lm: MambaByteLM,
+  bytes: Uint8Array,
+  taps: TapName[],
+  layers: number[],
+  common: ExtractCommon,
+  onTap: (c: TapChunk) => void,
+): Promise<{ logProbs?: HostTensor; ranks?: HostTensor }> {
+  const wantScores = !!(common.logProbs || common.ranks);
+  const n = Math.max(0, bytes.length - 1);
+  const lp = new Float32Array(n);
+  const rk = new Int32Array(n);
+  const collector = wantScores ? lm.logProbCollector(bytes, lp, rk) : undefined;
+  try {
+    const state = await lm.forwardChunks(bytes, {
+      taps,
+      layers,
+      onTap,
+      skipHead: !wantScores,
+      onDeviceLogits: collector?.onDeviceLogits,
+      onProgress: common.onProgress,
+    });
+    state.free();
+  } finally {
+    collector?.free();
+  }
+  const out: { logProbs?: HostTensor; ranks?: HostTensor } = {};
+  if (common.logProbs) out.logProbs = { dtype: "float32", shape: [n], data: lp };
+  if (common.ranks) {
+    out.ranks = { dtype: "int64", shape: [n], data: BigInt64Array.from(rk, (v) => BigInt(v)) };
+  }
+  return out;
+}
+
+/** Module outputs (L, features) of each module in each layer, with a nonlinearity applied. */
+export async function extractModuleOutputs(
+  lm: MambaByteLM,
+  bytes: Uint8Array,
+  options: ExtractCommon & { modules: readonly TapName[]; nonlinearity?: string },
+): Promise<{ modules: Map<TapName, Map<number, HostTensor>>; logProbs?: HostTensor; ranks?: HostTensor }> {
+  const layers = checkLayers(lm, options.layers);
+  const modules = [...new Set(options.modules)];
+  const L = bytes.length;
+  const total = modules.reduce((s, m) => s + L * tapWidth(m, lm.dims) * 4 * layers.length, 0);
+  ensureFits(total, "the requested module outputs", options.maxResultBytes);
+  const result = new Map<TapName, Map<number, HostTensor>>();
+  for (const m of modules) {
+    const perLayer = new Map<number, HostTensor>();
+    for (const l of layers) {
+      const w = tapWidth(m, lm.dims);
+      perLayer.set(l, { dtype: "float32", shape: [L, w], data: new Float32Array(L * w) });
+    }
+    result.set(m, perLayer);
+  }
+  const nl = options.nonlinearity ?? "linear";
+  const scores = await pass(lm, bytes, modules, layers, options, (c) => {
+    const data = applyNonlinearity(nl, c.data, c.rows, c.cols);
+    (result.get(c.tap)!.get(c.layer)!.data as Float32Array).set(data, c.start * c.cols);
+  });
+  return { modules: result, ...scores };
+}
+
+/** discrete_A = exp(softplus(dt_proj) ⊗ A) per layer, reduced as torch would. */
+export async function extractDiscreteA(
+  lm: MambaByteLM,
+  bytes: Uint8Array,
+  options: ExtractCommon & { reduction?: Reduction | null; reductionDim?: number | null },
+): Promise<Extraction> {
+  const layers = checkLayers(lm, options.layers);
+  const { dInner: D, dState: N } = lm.dims;
+  const L = bytes.length;
+  const reduction = options.reduction ?? null;
+  const dim = options.reductionDim ?? null;
+  const shape = reducedShape([L, D, N], reduction, dim);
+  const bytesNeeded = shape.reduce((a, b) => a * b, 1) * 4 * layers.length;
+  ensureFits(bytesNeeded, "discrete_A for these layers", options.maxResultBytes);
+  const reducers = new Map<number, DiscreteAReducer>();
+  for (const l of layers) {
+    reducers.set(l, new DiscreteAReducer(L, lm.weights.hostA[l], D, N, reduction, dim));
+  }
+  const scores = await pass(lm, bytes, ["dt_proj"], layers, options, (c) => {
+    reducers.get(c.layer)!.push(c.data, c.rows);
+  });
+  const perLayer = new Map<number, HostTensor>();
+  for (const [l, r] of reducers) perLayer.set(l, r.result());
+  return { perLayer, ...scores };
+}
+
+/** Cosine similarity over d_inner of discrete_A with the mixer input x: (L, d_state) per layer. */
+export async function extractInputSimilarity(
+  lm: MambaByteLM,
+  bytes: Uint8Array,
+  options: ExtractCommon,
+): Promise<Extraction> {
+  const layers = checkLayers(lm, options.layers);
+  const { dInner: D, dState: N } = lm.dims;
+  const L = bytes.length;
+  ensureFits(L * N * 4 * layers.length, "input similarity", options.maxResultBytes);
+  const sims = new Map<number, InputSimilarity>();
+  for (const l of layers) sims.set(l, new InputSimilarity(L, lm.weights.hostA[l], D, N));
+  // in_proj and dt_proj of a layer arrive one after the other for each chunk.
+  const pendingX = new Map<number, TapChunk>();
+  const scores = await pass(lm, bytes, ["in_proj", "dt_proj"], layers, options, (c) => {
+    if (c.tap === "in_proj") {
+      pendingX.set(c.layer, c);
+      return;
+    }
+    const x = pendingX.get(c.layer)!;
+    sims.get(c.layer)!.push(c.data, x.data, c.rows, x.cols);
+    pendingX.delete(c.layer);
+  });
+  const perLayer = new Map<number, HostTensor>();
+  for (const [l, s] of sims) perLayer.set(l, s.result());
+  return { perLayer, ...scores };
+}
