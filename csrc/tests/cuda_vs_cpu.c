@@ -468,7 +468,7 @@ static void t_graph(void) {
         MBX(mb_causal_conv1d(GPU, (float *)xz, 2 * di, (float *)cw, NULL, (float *)cs, B, 1, di, k,
                              (float *)xc, di, NULL));
         MBX(mb_linear(GPU, (float *)xc, di, xp, MB_DTYPE_F32, NULL, B, di, L, (float *)dbc, L));
-        /* delta = the first di... use xc as delta input (softplus) to keep the step small */
+        /* delta: the pre-conv x half of xz (softplus), to keep the step small */
         MBX(mb_selective_state_update(GPU, (float *)xc, di, (float *)xz, 2 * di, (float *)A,
                                       (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
                                       (float *)xz + di, 2 * di, (float *)ss, B, di, n, 1,

@@ -1,0 +1,260 @@
+/*
+ * context.cu — CUDA backend: devices, contexts (stream, cuBLAS, scratch), memory and graphs.
+ *
+ * Every op of the backend only enqueues work on the context's stream (no synchronisation, no
+ * allocation), so a decode step can be captured into a CUDA graph and replayed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_internal.cuh"
+
+#define MBCUDA_SCRATCH_INIT (16u << 20)
+#define MBCUDA_BLAS_WS (32u << 20)
+
+extern "C" int mbcuda_device_count(int *out_count) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorInitializationError
+#if CUDART_VERSION >= 12000
+      || e == cudaErrorSystemNotReady || e == cudaErrorSystemDriverMismatch
+#endif
+  ) {
+    (void)cudaGetLastError();
+    *out_count = 0;
+    return MB_OK;
+  }
+  MBCUDA_CHECK(e, "cudaGetDeviceCount");
+  *out_count = n;
+  return MB_OK;
+}
+
+static void mbcuda_free_state(mbcuda_state *st) {
+  if (!st) return;
+  for (int i = 0; i < MBCUDA_MAX_GRAPHS; i++)
+    if (st->graphs[i]) cudaGraphExecDestroy(st->graphs[i]);
+  if (st->stream) cudaStreamSynchronize(st->stream);
+  if (st->scratch) cudaFree(st->scratch);
+  if (st->blas_ws) cudaFree(st->blas_ws);
+  if (st->done) cudaFree(st->done);
+  if (st->stream) cudaStreamDestroy(st->stream);
+  free(st);
+}
+
+extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
+  int count = 0;
+  int rc = mbcuda_device_count(&count);
+  if (rc) return rc;
+  if (count == 0) return mb_fail(MB_ERR_DEVICE, "cuda: no CUDA device is present");
+  if (ctx->device < 0 || ctx->device >= count)
+    return mb_fail(MB_ERR_INVALID, "cuda: device %d does not exist (%d present)", ctx->device,
+                   count);
+  MBCUDA_CHECK(cudaSetDevice(ctx->device), "cudaSetDevice");
+  mbcuda_state *st = (mbcuda_state *)calloc(1, sizeof(mbcuda_state));
+  if (!st) return mb_fail(MB_ERR_OOM, "cuda: out of host memory");
+  ctx->cuda = st;
+  cudaDeviceProp prop;
+  cudaError_t e = cudaGetDeviceProperties(&prop, ctx->device);
+  if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking);
+  if (e == cudaSuccess) e = cudaMalloc(&st->scratch, MBCUDA_SCRATCH_INIT);
+  if (e == cudaSuccess) e = cudaMalloc(&st->blas_ws, MBCUDA_BLAS_WS);
+  if (e == cudaSuccess) e = cudaMalloc((void **)&st->done, 256);
+  if (e == cudaSuccess) e = cudaMemset(st->done, 0, 256);
+  if (e != cudaSuccess) {
+    mbcuda_free_state(st);
+    ctx->cuda = NULL;
+    return mb_fail(e == cudaErrorMemoryAllocation ? MB_ERR_OOM : MB_ERR_DEVICE,
+                   "cuda: context creation: %s", cudaGetErrorString(e));
+  }
+  st->scratch_bytes = MBCUDA_SCRATCH_INIT;
+  st->blas_ws_bytes = MBCUDA_BLAS_WS;
+  st->sm_count = prop.multiProcessorCount;
+  st->cc_major = prop.major;
+  st->cc_minor = prop.minor;
+  snprintf(st->name, sizeof st->name, "%s", prop.name);
+  rc = mbcuda_blas_init(ctx);
+  if (rc) {
+    mbcuda_free_state(st);
+    ctx->cuda = NULL;
+    return rc;
+  }
+  return MB_OK;
+}
+
+extern "C" int mbcuda_ctx_destroy(mb_ctx *ctx) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (!st) return MB_OK;
+  if (st->capturing) {
+    cudaGraph_t g = NULL;
+    cudaStreamEndCapture(st->stream, &g);
+    if (g) cudaGraphDestroy(g);
+    (void)cudaGetLastError();
+  }
+  if (st->stream) cudaStreamSynchronize(st->stream);
+  mbcuda_blas_destroy(ctx);
+  mbcuda_free_state(st);
+  ctx->cuda = NULL;
+  return MB_OK;
+}
+
+extern "C" int mbcuda_ctx_synchronize(mb_ctx *ctx) {
+  MBCUDA_CHECK(cudaStreamSynchronize(mbcuda_stream(ctx)), "synchronize");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_ctx_info(mb_ctx *ctx, char *buf, size_t cap) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  char name[256];
+  size_t j = 0;
+  for (size_t i = 0; st->name[i] && j + 2 < sizeof name; i++) { /* JSON-escape the name */
+    char c = st->name[i];
+    if (c == '"' || c == '\\') name[j++] = '\\';
+    name[j++] = (c >= 0x20) ? c : ' ';
+  }
+  name[j] = 0;
+  if (cap == 0) return MB_OK;
+  snprintf(buf, cap,
+           "{\"backend\":\"cuda\",\"device\":%d,\"name\":\"%s\",\"sm\":%d,"
+           "\"multiprocessors\":%d,\"blas\":\"cublas\",\"tf32\":%s}",
+           ctx->device, name, st->cc_major * 10 + st->cc_minor, st->sm_count,
+           (ctx->flags & MB_FLAG_ALLOW_TF32) ? "true" : "false");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_alloc(mb_ctx *ctx, size_t bytes, void **out) {
+  (void)ctx;
+  *out = NULL;
+  if (bytes == 0) return MB_OK;
+  if (mbcuda_st(ctx)->capturing)
+    return mb_fail(MB_ERR_INVALID, "cuda: alloc: not allowed while a graph is being captured");
+  MBCUDA_CHECK(cudaMalloc(out, bytes), "cudaMalloc");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_free(mb_ctx *ctx, void *ptr) {
+  if (!ptr) return MB_OK;
+  /* cudaFree may run before queued work that reads ptr finishes on a non-blocking stream. */
+  MBCUDA_CHECK(cudaStreamSynchronize(mbcuda_stream(ctx)), "free (synchronize)");
+  MBCUDA_CHECK(cudaFree(ptr), "cudaFree");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_memcpy_h2d(mb_ctx *ctx, void *dst, const void *host_src, size_t bytes) {
+  if (bytes == 0) return MB_OK;
+  cudaStream_t s = mbcuda_stream(ctx);
+  MBCUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s), "memcpy_h2d");
+  MBCUDA_CHECK(cudaStreamSynchronize(s), "memcpy_h2d (synchronize)");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_memcpy_d2h(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes) {
+  if (bytes == 0) return MB_OK;
+  cudaStream_t s = mbcuda_stream(ctx);
+  MBCUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s), "memcpy_d2h");
+  MBCUDA_CHECK(cudaStreamSynchronize(s), "memcpy_d2h (synchronize)");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_memcpy_d2h_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes) {
+  if (bytes == 0) return MB_OK;
+  MBCUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, mbcuda_stream(ctx)),
+               "memcpy_d2h_async");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_memcpy_d2d(mb_ctx *ctx, void *dst, const void *src, size_t bytes) {
+  if (bytes == 0) return MB_OK;
+  MBCUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, mbcuda_stream(ctx)),
+               "memcpy_d2d");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_memset(mb_ctx *ctx, void *dst, int value, size_t bytes) {
+  if (bytes == 0) return MB_OK;
+  MBCUDA_CHECK(cudaMemsetAsync(dst, value, bytes, mbcuda_stream(ctx)), "memset");
+  return MB_OK;
+}
+
+int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (bytes > st->scratch_bytes) {
+    if (st->capturing)
+      return mb_fail(MB_ERR_INVALID,
+                     "cuda: %s: needs %zu bytes of scratch (has %zu) while a graph is being "
+                     "captured; run the op once at this size before capturing",
+                     op, bytes, st->scratch_bytes);
+    size_t nb = bytes + bytes / 4;
+    MBCUDA_CHECK(cudaStreamSynchronize(st->stream), "scratch (synchronize)");
+    MBCUDA_CHECK(cudaFree(st->scratch), "scratch (cudaFree)");
+    st->scratch = NULL;
+    st->scratch_bytes = 0;
+    MBCUDA_CHECK(cudaMalloc(&st->scratch, nb), "scratch (cudaMalloc)");
+    st->scratch_bytes = nb;
+  }
+  *out = st->scratch;
+  return MB_OK;
+}
+
+/* ---- graphs ---------------------------------------------------------------------------------- */
+
+extern "C" int mbcuda_graph_begin(mb_ctx *ctx) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (st->capturing) return mb_fail(MB_ERR_INVALID, "cuda: graph_begin: already capturing");
+  MBCUDA_CHECK(cudaStreamBeginCapture(st->stream, cudaStreamCaptureModeThreadLocal),
+               "cudaStreamBeginCapture");
+  st->capturing = 1;
+  return MB_OK;
+}
+
+extern "C" int mbcuda_graph_end(mb_ctx *ctx, int *out_graph) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (!st->capturing) return mb_fail(MB_ERR_INVALID, "cuda: graph_end: no capture in progress");
+  st->capturing = 0;
+  cudaGraph_t g = NULL;
+  cudaError_t e = cudaStreamEndCapture(st->stream, &g);
+  if (e != cudaSuccess) {
+    if (g) cudaGraphDestroy(g);
+    (void)cudaGetLastError();
+    return mb_fail(MB_ERR_DEVICE, "cuda: cudaStreamEndCapture: %s (an op failed during capture?)",
+                   cudaGetErrorString(e));
+  }
+  int slot = -1;
+  for (int i = 0; i < MBCUDA_MAX_GRAPHS; i++)
+    if (!st->graphs[i]) { slot = i; break; }
+  if (slot < 0) {
+    cudaGraphDestroy(g);
+    return mb_fail(MB_ERR_OOM, "cuda: graph_end: more than %d live graphs", MBCUDA_MAX_GRAPHS);
+  }
+  cudaGraphExec_t ex = NULL;
+  e = cudaGraphInstantiate(&ex, g, 0);
+  cudaGraphDestroy(g);
+  MBCUDA_CHECK(e, "cudaGraphInstantiate");
+  st->graphs[slot] = ex;
+  *out_graph = slot + 1; /* ids start at 1 */
+  return MB_OK;
+}
+
+static cudaGraphExec_t mbcuda_graph_get(mbcuda_state *st, int graph) {
+  if (graph < 1 || graph > MBCUDA_MAX_GRAPHS) return NULL;
+  return st->graphs[graph - 1];
+}
+
+extern "C" int mbcuda_graph_launch(mb_ctx *ctx, int graph) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  cudaGraphExec_t ex = mbcuda_graph_get(st, graph);
+  if (!ex) return mb_fail(MB_ERR_INVALID, "cuda: graph_launch: unknown graph %d", graph);
+  if (st->capturing) return mb_fail(MB_ERR_INVALID, "cuda: graph_launch: a capture is in progress");
+  MBCUDA_CHECK(cudaGraphLaunch(ex, st->stream), "cudaGraphLaunch");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_graph_destroy(mb_ctx *ctx, int graph) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  cudaGraphExec_t ex = mbcuda_graph_get(st, graph);
+  if (!ex) return mb_fail(MB_ERR_INVALID, "cuda: graph_destroy: unknown graph %d", graph);
+  MBCUDA_CHECK(cudaStreamSynchronize(st->stream), "graph_destroy (synchronize)");
+  MBCUDA_CHECK(cudaGraphExecDestroy(ex), "cudaGraphExecDestroy");
+  st->graphs[graph - 1] = NULL;
+  return MB_OK;
+}

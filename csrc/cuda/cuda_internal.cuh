@@ -1,0 +1,64 @@
+/*
+ * cuda_internal.cuh — state and helpers shared by the files of the CUDA backend (csrc/cuda).
+ *
+ * Only gemm.cu includes cuBLAS; the handle is kept here as an opaque pointer so that every other
+ * file compiles without the cuBLAS headers.
+ */
+#ifndef MAMBABYTE_CUDA_INTERNAL_CUH
+#define MAMBABYTE_CUDA_INTERNAL_CUH
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include "../common/internal.h"
+
+#define MBCUDA_MAX_GRAPHS 256
+
+struct mbcuda_state {
+  cudaStream_t stream;
+  void *blas;            /* cublasHandle_t, owned by gemm.cu */
+  void *blas_ws;         /* cuBLAS workspace (set once so that capture never allocates) */
+  size_t blas_ws_bytes;
+  void *scratch;         /* bf16 copies of x for the tensor-core path of mb_linear */
+  size_t scratch_bytes;
+  unsigned int *done;    /* device counter for the last-block pattern of mb_sample */
+  cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
+  int capturing;
+  int sm_count;
+  int cc_major, cc_minor;
+  char name[256];
+};
+
+static inline mbcuda_state *mbcuda_st(mb_ctx *ctx) { return (mbcuda_state *)ctx->cuda; }
+static inline cudaStream_t mbcuda_stream(mb_ctx *ctx) { return mbcuda_st(ctx)->stream; }
+
+/* Checks a runtime call; on failure records "cuda: <op>: <message>" and returns MB_ERR_DEVICE
+ * (MB_ERR_OOM for cudaErrorMemoryAllocation). */
+#define MBCUDA_CHECK(call, op)                                                                   \
+  do {                                                                                           \
+    cudaError_t mbcuda_e_ = (call);                                                              \
+    if (mbcuda_e_ != cudaSuccess) {                                                              \
+      return mb_fail(mbcuda_e_ == cudaErrorMemoryAllocation ? MB_ERR_OOM : MB_ERR_DEVICE,        \
+                     "cuda: %s: %s", (op), cudaGetErrorString(mbcuda_e_));                       \
+    }                                                                                            \
+  } while (0)
+
+/* After a kernel launch: checks the launch error (not a sync). */
+#define MBCUDA_LAUNCHED(op) MBCUDA_CHECK(cudaGetLastError(), op)
+
+/* Ensures the scratch buffer holds at least bytes; grows it only outside graph capture. */
+int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out);
+
+/* gemm.cu: cuBLAS handle lifetime. */
+int mbcuda_blas_init(mb_ctx *ctx);
+void mbcuda_blas_destroy(mb_ctx *ctx);
+
+static inline unsigned int mbcuda_blocks(int64_t work, int threads) {
+  int64_t b = (work + threads - 1) / threads;
+  if (b < 1) b = 1;
+  if (b > 0x7fffffff) b = 0x7fffffff;
+  return (unsigned int)b;
+}
+
+#endif

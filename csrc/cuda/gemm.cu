@@ -1,0 +1,312 @@
+/*
+ * gemm.cu — mb_linear on CUDA: y = x w^T + bias, w (out_f, in_f) row-major, fp32 or bf16.
+ *
+ * n <= 8 (decoding): a GEMV kernel that streams the weights once with 16-byte loads and keeps
+ * the n input rows' accumulators in registers (fp32 math): bound by reading the weights.
+ * n > 8: cuBLAS. fp32 weights: CUBLAS_COMPUTE_32F (strict) or CUBLAS_COMPUTE_32F_FAST_TF32 when
+ * the context allows TF32. bf16 weights: x is rounded to bf16 into the context's scratch and the
+ * product runs on the bf16 tensor cores with fp32 accumulation and output.
+ * The bias is added by a separate small kernel after cuBLAS, fused in the GEMV.
+ *
+ * This is the only file of the backend that includes cuBLAS.
+ */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+#include "cuda_internal.cuh"
+
+static const char *blas_status_str(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "architecture mismatch";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "mapping error";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "unknown cuBLAS status";
+  }
+}
+
+#define BLAS_CHECK(call, op)                                                                   \
+  do {                                                                                         \
+    cublasStatus_t bs_ = (call);                                                               \
+    if (bs_ != CUBLAS_STATUS_SUCCESS)                                                          \
+      return mb_fail(bs_ == CUBLAS_STATUS_ALLOC_FAILED ? MB_ERR_OOM : MB_ERR_DEVICE,           \
+                     "cuda: %s: cuBLAS %s", (op), blas_status_str(bs_));                       \
+  } while (0)
+
+int mbcuda_blas_init(mb_ctx *ctx) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  cublasHandle_t h = NULL;
+  BLAS_CHECK(cublasCreate(&h), "cublasCreate");
+  st->blas = h;
+  BLAS_CHECK(cublasSetStream(h, st->stream), "cublasSetStream");
+  BLAS_CHECK(cublasSetWorkspace(h, st->blas_ws, st->blas_ws_bytes), "cublasSetWorkspace");
+  BLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  return MB_OK;
+}
+
+void mbcuda_blas_destroy(mb_ctx *ctx) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (st && st->blas) {
+    cublasDestroy((cublasHandle_t)st->blas);
+    st->blas = NULL;
+  }
+}
+
+/* ---- GEMV (n <= 8) --------------------------------------------------------------------------- */
+
+__device__ __forceinline__ void unpack(const uint4 &q, float (&f)[8], uint16_t) {
+  const uint32_t v[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    f[2 * i] = __uint_as_float(v[i] << 16);
+    f[2 * i + 1] = __uint_as_float(v[i] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ void unpack(const uint4 &q, float (&f)[4], float) {
+  f[0] = __uint_as_float(q.x);
+  f[1] = __uint_as_float(q.y);
+  f[2] = __uint_as_float(q.z);
+  f[3] = __uint_as_float(q.w);
+}
+__device__ __forceinline__ float wload(const uint16_t *p) { return __uint_as_float(((uint32_t)*p) << 16); }
+__device__ __forceinline__ float wload(const float *p) { return *p; }
+
+#define GEMV_THREADS 256
+#define GEMV_UNROLL 4
+
+/* A group of G consecutive threads computes one output row for all N inputs. VEC: 16-byte
+ * loads of w (EPC elements) and x (aligned, in_f a multiple of EPC, ldx a multiple of 4). */
+template <typename WT, int N, int G, bool VEC>
+__global__ void __launch_bounds__(GEMV_THREADS)
+k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
+       const float *__restrict__ bias, int n, int64_t in_f, int64_t out_f, float *__restrict__ y,
+       int64_t ldy) {
+  constexpr int EPC = 16 / (int)sizeof(WT);
+  constexpr int RPB = GEMV_THREADS / G;
+  const int g = threadIdx.x % G;
+  int64_t row = (int64_t)blockIdx.x * RPB + threadIdx.x / G;
+  const bool valid = row < out_f;
+  if (!valid) row = out_f - 1; /* keep the group's lanes in the shuffles */
+  const WT *wr = w + row * in_f;
+  float acc[N];
+#pragma unroll
+  for (int j = 0; j < N; j++) acc[j] = 0.f;
+  if (VEC) {
+    const int64_t nch = in_f / EPC;
+    const uint4 *w4 = (const uint4 *)wr;
+    for (int64_t base = g; base < nch; base += (int64_t)G * GEMV_UNROLL) {
+      uint4 q[GEMV_UNROLL];
+#pragma unroll
+      for (int u = 0; u < GEMV_UNROLL; u++) {
+        int64_t ch = base + (int64_t)u * G;
+        q[u] = ch < nch ? __ldcs(w4 + ch) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < GEMV_UNROLL; u++) {
+        int64_t ch = base + (int64_t)u * G;
+        if (ch < nch) {
+          float wf[EPC];
+          unpack(q[u], wf, WT());
+#pragma unroll
+          for (int j = 0; j < N; j++) {
+            if (j < n) {
+              const float4 *xp = (const float4 *)(x + j * ldx + ch * EPC);
+#pragma unroll
+              for (int e = 0; e < EPC / 4; e++) {
+                float4 xv = __ldg(xp + e);
+                acc[j] += wf[4 * e] * xv.x + wf[4 * e + 1] * xv.y + wf[4 * e + 2] * xv.z +
+                          wf[4 * e + 3] * xv.w;
+              }
+            }
+          }
+        }
+      }
+    }
+  } else {
+    for (int64_t k = g; k < in_f; k += G) {
+      float wv = wload(wr + k);
+#pragma unroll
+      for (int j = 0; j < N; j++)
+        if (j < n) acc[j] += wv * __ldg(x + j * ldx + k);
+    }
+  }
+  /* reduce over the group */
+  constexpr int WG = G < 32 ? G : 32;
+#pragma unroll
+  for (int j = 0; j < N; j++) {
+#pragma unroll
+    for (int o = WG / 2; o > 0; o >>= 1) acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], o, WG);
+  }
+  if constexpr (G > 32) {
+    constexpr int NW = G / 32;
+    __shared__ float red[NW][N];
+    const int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) {
+#pragma unroll
+      for (int j = 0; j < N; j++) red[wid][j] = acc[j];
+    }
+    __syncthreads();
+    if (threadIdx.x < N && threadIdx.x < n && valid) {
+      float s = 0.f;
+#pragma unroll
+      for (int i = 0; i < NW; i++) s += red[i][threadIdx.x];
+      y[threadIdx.x * ldy + row] = s + (bias ? bias[row] : 0.f);
+    }
+  } else {
+    if (g == 0 && valid) {
+      float b = bias ? bias[row] : 0.f;
+#pragma unroll
+      for (int j = 0; j < N; j++)
+        if (j < n) y[j * ldy + row] = acc[j] + b;
+    }
+  }
+}
+
+template <typename WT, int N, int G>
+static void gemv_launch_g(bool vec, const float *x, int64_t ldx, const WT *w, const float *bias,
+                          int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
+                          cudaStream_t s) {
+  constexpr int RPB = GEMV_THREADS / G;
+  unsigned blocks = (unsigned)((out_f + RPB - 1) / RPB);
+  if (vec)
+    k_gemv<WT, N, G, true><<<blocks, GEMV_THREADS, 0, s>>>(x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  else
+    k_gemv<WT, N, G, false><<<blocks, GEMV_THREADS, 0, s>>>(x, ldx, w, bias, n, in_f, out_f, y, ldy);
+}
+
+template <typename WT, int N>
+static void gemv_launch_n(int sms, const float *x, int64_t ldx, const WT *w, const float *bias,
+                          int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
+                          cudaStream_t s) {
+  constexpr int EPC = 16 / (int)sizeof(WT);
+  bool vec = (in_f % EPC) == 0 && (ldx % 4) == 0 && ((uintptr_t)x % 16) == 0 &&
+             ((uintptr_t)w % 16) == 0;
+  int64_t units = vec ? in_f / EPC : in_f; /* loads per row */
+  /* few rows: a whole block per row (split over the inner dimension) */
+  if (out_f * 32 < (int64_t)sms * GEMV_THREADS * 2 && units >= 512)
+    gemv_launch_g<WT, N, 256>(vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
+  else if (units >= 128)
+    gemv_launch_g<WT, N, 32>(vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
+  else if (units >= 32)
+    gemv_launch_g<WT, N, 8>(vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
+  else
+    gemv_launch_g<WT, N, 4>(vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
+}
+
+template <typename WT>
+static void gemv(int sms, const float *x, int64_t ldx, const WT *w, const float *bias, int n,
+                 int64_t in_f, int64_t out_f, float *y, int64_t ldy, cudaStream_t s) {
+  if (n == 1)
+    gemv_launch_n<WT, 1>(sms, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
+  else if (n == 2)
+    gemv_launch_n<WT, 2>(sms, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
+  else if (n <= 4)
+    gemv_launch_n<WT, 4>(sms, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
+  else
+    gemv_launch_n<WT, 8>(sms, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
+}
+
+/* ---- helpers for the cuBLAS path ------------------------------------------------------------- */
+
+__global__ void k_to_bf16(const float *__restrict__ x, int64_t ldx, int64_t n, int64_t k,
+                          __nv_bfloat16 *__restrict__ out) {
+  int64_t total = n * k;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / k, c = i - r * k;
+    out[i] = __float2bfloat16_rn(x[r * ldx + c]);
+  }
+}
+
+__global__ void k_to_bf16_v4(const float *__restrict__ x, int64_t ldx, int64_t n, int64_t k4,
+                             __nv_bfloat16 *__restrict__ out) {
+  int64_t total = n * k4;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / k4, c = i - r * k4;
+    float4 v = *(const float4 *)(x + r * ldx + 4 * c);
+    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+    uint2 o;
+    o.x = *(uint32_t *)&a;
+    o.y = *(uint32_t *)&b;
+    *(uint2 *)(out + 4 * i) = o;
+  }
+}
+
+__global__ void k_add_bias(float *y, int64_t ldy, const float *__restrict__ bias, int64_t n,
+                           int64_t m) {
+  int64_t total = n * m;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / m, c = i - r * m;
+    y[r * ldy + c] += bias[c];
+  }
+}
+
+static unsigned grid_cap(mb_ctx *ctx, int64_t work) {
+  unsigned b = mbcuda_blocks(work, 256);
+  unsigned cap = (unsigned)mbcuda_st(ctx)->sm_count * 16;
+  return b < cap ? b : cap;
+}
+
+extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
+                             const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
+                             int64_t ldy) {
+  if (n <= 0 || out_f <= 0) return MB_OK;
+  mbcuda_state *st = mbcuda_st(ctx);
+  cudaStream_t s = st->stream;
+  if (in_f <= 0) { /* y = bias (or 0) */
+    for (int64_t r = 0; r < n; r++)
+      MBCUDA_CHECK(cudaMemsetAsync(y + r * ldy, 0, (size_t)out_f * sizeof(float), s), "linear");
+    if (bias) {
+      k_add_bias<<<grid_cap(ctx, n * out_f), 256, 0, s>>>(y, ldy, bias, n, out_f);
+      MBCUDA_LAUNCHED("linear (bias)");
+    }
+    return MB_OK;
+  }
+  if (n <= 8) {
+    if (wdtype == MB_DTYPE_BF16)
+      gemv<uint16_t>(st->sm_count, x, ldx, (const uint16_t *)w, bias, (int)n, in_f, out_f, y, ldy, s);
+    else
+      gemv<float>(st->sm_count, x, ldx, (const float *)w, bias, (int)n, in_f, out_f, y, ldy, s);
+    MBCUDA_LAUNCHED("linear (gemv)");
+    return MB_OK;
+  }
+  if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear: dimensions beyond 2^31");
+  cublasHandle_t h = (cublasHandle_t)st->blas;
+  const float alpha = 1.f, beta = 0.f;
+  if (wdtype == MB_DTYPE_BF16) {
+    void *scr = NULL;
+    int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * 2, "linear", &scr);
+    if (rc) return rc;
+    __nv_bfloat16 *xb = (__nv_bfloat16 *)scr;
+    if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
+      k_to_bf16_v4<<<grid_cap(ctx, n * in_f / 4), 256, 0, s>>>(x, ldx, n, in_f / 4, xb);
+    else
+      k_to_bf16<<<grid_cap(ctx, n * in_f), 256, 0, s>>>(x, ldx, n, in_f, xb);
+    MBCUDA_LAUNCHED("linear (x to bf16)");
+    BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
+                            CUDA_R_16BF, (int)in_f, xb, CUDA_R_16BF, (int)in_f, &beta, y,
+                            CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+               "linear (cublasGemmEx bf16)");
+  } else {
+    cublasComputeType_t ct =
+        (ctx->flags & MB_FLAG_ALLOW_TF32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
+                            CUDA_R_32F, (int)in_f, x, CUDA_R_32F, (int)ldx, &beta, y, CUDA_R_32F,
+                            (int)ldy, ct, CUBLAS_GEMM_DEFAULT),
+               "linear (cublasGemmEx fp32)");
+  }
+  if (bias) {
+    k_add_bias<<<grid_cap(ctx, n * out_f), 256, 0, s>>>(y, ldy, bias, n, out_f);
+    MBCUDA_LAUNCHED("linear (bias)");
+  }
+  return MB_OK;
+}

@@ -1,0 +1,743 @@
+/*
+ * ops.cu — CUDA kernels for every op except mb_linear (gemm.cu): embedding, add_norm,
+ * causal_conv1d, selective_scan / state update, log_softmax, logprob_rank, sample, read_probe.
+ * Each op enqueues on the context's stream only (graph-capturable). The CPU versions in
+ * csrc/cpu are the reference; csrc/tests/cuda_vs_cpu.c holds the two equal.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#include "../common/rng.h"
+#include "cuda_internal.cuh"
+
+/* ---- helpers --------------------------------------------------------------------------------- */
+
+__device__ __forceinline__ float mb_bf16_to_f32(uint16_t v) {
+  return __uint_as_float(((uint32_t)v) << 16);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/* Block-wide sum/max; every thread gets the result. red must hold 32 floats. */
+__device__ float block_sum(float v, float *red) {
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) red[wid] = v;
+  __syncthreads();
+  v = (threadIdx.x < nw) ? red[threadIdx.x] : 0.f;
+  if (wid == 0) {
+    v = warp_sum(v);
+    if (lane == 0) red[0] = v;
+  }
+  __syncthreads();
+  return red[0];
+}
+__device__ float block_max(float v, float *red) {
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) red[wid] = v;
+  __syncthreads();
+  v = (threadIdx.x < nw) ? red[threadIdx.x] : -INFINITY;
+  if (wid == 0) {
+    v = warp_max(v);
+    if (lane == 0) red[0] = v;
+  }
+  __syncthreads();
+  return red[0];
+}
+
+__device__ __forceinline__ float mb_softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+__device__ __forceinline__ float mb_silu(float x) { return x / (1.f + expf(-x)); }
+
+static int row_threads(int64_t d) {
+  int t = 32;
+  while (t < 256 && t < d) t <<= 1;
+  return t;
+}
+
+/* ---- embedding ------------------------------------------------------------------------------- */
+
+template <typename T>
+__global__ void k_embedding(const int32_t *__restrict__ ids, int64_t n, const T *__restrict__ table,
+                            int64_t d, float *__restrict__ out) {
+  int64_t total = n * d;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / d, c = i - r * d;
+    int64_t id = ids[r];
+    if constexpr (sizeof(T) == 2)
+      out[i] = mb_bf16_to_f32(table[id * d + c]);
+    else
+      out[i] = table[id * d + c];
+  }
+}
+
+extern "C" int mbcuda_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const void *table,
+                                int wdtype, int64_t vocab, int64_t d, float *out) {
+  (void)vocab;
+  if (n <= 0 || d <= 0) return MB_OK;
+  int64_t total = n * d;
+  unsigned int blocks = mbcuda_blocks(total, 256);
+  if (blocks > 65535u * 8) blocks = 65535u * 8;
+  if (wdtype == MB_DTYPE_BF16)
+    k_embedding<uint16_t><<<blocks, 256, 0, mbcuda_stream(ctx)>>>(ids, n, (const uint16_t *)table,
+                                                                 d, out);
+  else
+    k_embedding<float><<<blocks, 256, 0, mbcuda_stream(ctx)>>>(ids, n, (const float *)table, d, out);
+  MBCUDA_LAUNCHED("embedding");
+  return MB_OK;
+}
+
+/* ---- add_norm -------------------------------------------------------------------------------- */
+
+__global__ void k_add_norm(const float *x, float *residual, int accumulate,
+                           const float *__restrict__ weight, const float *__restrict__ bias,
+                           int norm_kind, float eps, int64_t d, float *out) {
+  __shared__ float red[32];
+  int64_t row = blockIdx.x;
+  const float *xr = x + row * d;
+  float *rr = residual + row * d;
+  float *orow = out + row * d;
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+    float r = (accumulate ? rr[c] : 0.f) + xr[c];
+    rr[c] = r;
+    s += (norm_kind == MB_NORM_RMS) ? r * r : r;
+  }
+  s = block_sum(s, red);
+  float mean = 0.f, rstd;
+  if (norm_kind == MB_NORM_RMS) {
+    rstd = 1.f / sqrtf(s / (float)d + eps);
+  } else {
+    mean = s / (float)d;
+    float v = 0.f;
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+      float t = rr[c] - mean;
+      v += t * t;
+    }
+    v = block_sum(v, red);
+    rstd = 1.f / sqrtf(v / (float)d + eps);
+  }
+  for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+    float o = (rr[c] - mean) * rstd * weight[c];
+    if (bias) o += bias[c];
+    orow[c] = o;
+  }
+}
+
+extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
+                               const float *weight, const float *bias, int norm_kind, float eps,
+                               int64_t n, int64_t d, float *out) {
+  if (n <= 0 || d <= 0) return MB_OK;
+  if (n > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: add_norm: too many rows");
+  k_add_norm<<<(unsigned)n, row_threads(d), 0, mbcuda_stream(ctx)>>>(
+      x, residual, accumulate, weight, bias, norm_kind, eps, d, out);
+  MBCUDA_LAUNCHED("add_norm");
+  return MB_OK;
+}
+
+/* ---- causal_conv1d --------------------------------------------------------------------------- */
+
+#define CONV_KMAX 8
+
+/* One thread per (b, c), sequential over t, the window in registers (k <= CONV_KMAX): one launch,
+ * used for short lengths (decoding). */
+__global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
+                           const float *__restrict__ bias, float *conv_state, int64_t batch,
+                           int64_t len, int64_t d, int k, float *__restrict__ out, int64_t ldo,
+                           float *__restrict__ pre_out) {
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= batch * d) return;
+  int64_t b = i / d, c = i - b * d;
+  float win[CONV_KMAX], wc[CONV_KMAX];
+  float *st = conv_state ? conv_state + (b * d + c) * (k - 1) : nullptr;
+#pragma unroll
+  for (int j = 0; j < CONV_KMAX; j++) {
+    wc[j] = j < k ? w[c * k + j] : 0.f;
+    win[j] = (j < k - 1 && st) ? st[j] : 0.f;
+  }
+  float bc = bias ? bias[c] : 0.f;
+  for (int64_t t = 0; t < len; t++) {
+    int64_t r = b * len + t;
+    float xv = x[r * ldx + c];
+    /* window positions t-(k-1) .. t: win[0..k-2] then xv */
+    float acc = bc;
+#pragma unroll
+    for (int j = 0; j < CONV_KMAX; j++) {
+      if (j < k - 1) acc += wc[j] * win[j];
+      else if (j == k - 1) acc += wc[j] * xv;
+    }
+#pragma unroll
+    for (int j = 0; j < CONV_KMAX - 1; j++) {
+      if (j < k - 2) win[j] = win[j + 1];
+      else if (j == k - 2) win[j] = xv;
+    }
+    out[r * ldo + c] = mb_silu(acc);
+    if (pre_out) pre_out[r * d + c] = acc;
+  }
+  if (st) {
+#pragma unroll
+    for (int j = 0; j < CONV_KMAX; j++)
+      if (j < k - 1) st[j] = win[j];
+  }
+}
+
+/* One thread per (b, t, c): fully parallel over positions (prefill). */
+__global__ void k_conv_par(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
+                           const float *__restrict__ bias, const float *__restrict__ conv_state,
+                           int64_t batch, int64_t len, int64_t d, int k, float *__restrict__ out,
+                           int64_t ldo, float *__restrict__ pre_out) {
+  int64_t total = batch * len * d;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    int64_t r = i / d, c = i - r * d;
+    int64_t b = r / len, t = r - b * len;
+    float acc = bias ? bias[c] : 0.f;
+    for (int j = 0; j < k; j++) {
+      int64_t p = t - (k - 1) + j;
+      float v;
+      if (p >= 0) v = x[(b * len + p) * ldx + c];
+      else v = conv_state ? conv_state[(b * d + c) * (k - 1) + (k - 1) + p] : 0.f;
+      acc += w[c * k + j] * v;
+    }
+    out[r * ldo + c] = mb_silu(acc);
+    if (pre_out) pre_out[r * d + c] = acc;
+  }
+}
+
+/* After k_conv_par: the state keeps the last k-1 inputs (in place, ascending j is safe). */
+__global__ void k_conv_state(const float *__restrict__ x, int64_t ldx, float *conv_state,
+                             int64_t batch, int64_t len, int64_t d, int k) {
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= batch * d) return;
+  int64_t b = i / d, c = i - b * d;
+  float *st = conv_state + (b * d + c) * (k - 1);
+  for (int j = 0; j < k - 1; j++) {
+    int64_t p = len - (k - 1) + j;
+    st[j] = p >= 0 ? x[(b * len + p) * ldx + c] : st[len + j];
+  }
+}
+
+extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
+                                    const float *bias, float *conv_state, int64_t batch,
+                                    int64_t len, int64_t d, int64_t k, float *out, int64_t ldo,
+                                    float *out_preact) {
+  if (batch <= 0 || len <= 0 || d <= 0 || k <= 0) return MB_OK;
+  cudaStream_t s = mbcuda_stream(ctx);
+  int64_t chans = batch * d;
+  if (k <= CONV_KMAX && (len <= 8 || chans >= 65536)) {
+    k_conv_seq<<<mbcuda_blocks(chans, 128), 128, 0, s>>>(x, ldx, w, bias, conv_state, batch, len,
+                                                          d, (int)k, out, ldo, out_preact);
+    MBCUDA_LAUNCHED("causal_conv1d");
+    return MB_OK;
+  }
+  int64_t total = chans * len;
+  unsigned int blocks = mbcuda_blocks(total, 256);
+  unsigned int cap = (unsigned)mbcuda_st(ctx)->sm_count * 16;
+  if (blocks > cap) blocks = cap;
+  k_conv_par<<<blocks, 256, 0, s>>>(x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo,
+                                    out_preact);
+  MBCUDA_LAUNCHED("causal_conv1d");
+  if (conv_state && k > 1) {
+    k_conv_state<<<mbcuda_blocks(chans, 128), 128, 0, s>>>(x, ldx, conv_state, batch, len, d,
+                                                            (int)k);
+    MBCUDA_LAUNCHED("causal_conv1d (state)");
+  }
+  return MB_OK;
+}
+
+/* ---- selective scan -------------------------------------------------------------------------- */
+
+struct ScanArgs {
+  const float *u; int64_t ldu;
+  const float *delta; int64_t ld_delta;
+  const float *A;
+  const float *Bm; int64_t ldb;
+  const float *Cm; int64_t ldc;
+  const float *Dskip;
+  const float *z; int64_t ldz;
+  float *state;
+  float *states_all;
+  int64_t batch, len, d;
+  int n;
+  int softplus;
+  float *y; int64_t ldy;
+  /* chunked scan */
+  int64_t chunk;      /* positions per chunk */
+  int64_t nchunks;
+  float *hloc;        /* (batch, nchunks, d, n): chunk-local end state, then the state entering */
+  float *dtsum;       /* (batch, nchunks, d): sum of dt over the chunk */
+};
+
+/* Runs positions [t0, t1) of channel (b, c) from h; writes y (and states_all) when OUT, and
+ * returns the dt sum. */
+template <int NMAX, bool OUT>
+__device__ __forceinline__ float scan_range(const ScanArgs &a, int64_t b, int64_t c, int64_t t0,
+                                            int64_t t1, float (&h)[NMAX]) {
+  const int n = a.n;
+  float Ac[NMAX];
+#pragma unroll
+  for (int s = 0; s < NMAX; s++) Ac[s] = s < n ? a.A[c * n + s] : 0.f;
+  float Dc = a.Dskip ? a.Dskip[c] : 0.f;
+  float dts = 0.f;
+  for (int64_t t = t0; t < t1; t++) {
+    int64_t r = b * a.len + t;
+    float uu = __ldg(a.u + r * a.ldu + c);
+    float dt = __ldg(a.delta + r * a.ld_delta + c);
+    if (a.softplus) dt = mb_softplus(dt);
+    dts += dt;
+    const float *Br = a.Bm + r * a.ldb;
+    const float *Cr = a.Cm + r * a.ldc;
+    float du = dt * uu;
+    float yv = 0.f;
+#pragma unroll
+    for (int s = 0; s < NMAX; s++) {
+      if (s < n) {
+        float dA = expf(dt * Ac[s]);
+        h[s] = dA * h[s] + __ldg(Br + s) * du;
+        if (OUT) yv += __ldg(Cr + s) * h[s];
+      }
+    }
+    if (OUT) {
+      yv += Dc * uu;
+      if (a.z) yv *= mb_silu(__ldg(a.z + r * a.ldz + c));
+      a.y[r * a.ldy + c] = yv;
+      if (a.states_all) {
+        float *sa = a.states_all + (r * a.d + c) * n;
+#pragma unroll
+        for (int s = 0; s < NMAX; s++)
+          if (s < n) sa[s] = h[s];
+      }
+    }
+  }
+  return dts;
+}
+
+/* One thread per (b, c), sequential over the whole length. */
+template <int NMAX>
+__global__ void k_scan_seq(ScanArgs a) {
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= a.batch * a.d) return;
+  int64_t b = i / a.d, c = i - b * a.d;
+  float h[NMAX];
+  float *st = a.state ? a.state + (b * a.d + c) * a.n : nullptr;
+#pragma unroll
+  for (int s = 0; s < NMAX; s++) h[s] = (st && s < a.n) ? st[s] : 0.f;
+  scan_range<NMAX, true>(a, b, c, 0, a.len, h);
+  if (st) {
+#pragma unroll
+    for (int s = 0; s < NMAX; s++)
+      if (s < a.n) st[s] = h[s];
+  }
+}
+
+/* Chunked pass 1: per (b, chunk, c), the chunk's end state from zero and its dt sum. */
+template <int NMAX>
+__global__ void k_scan_chunk_local(ScanArgs a) {
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= a.batch * a.nchunks * a.d) return;
+  int64_t c = i % a.d, bk = i / a.d, k = bk % a.nchunks, b = bk / a.nchunks;
+  if (k == a.nchunks - 1) return; /* the last chunk's local state is never needed */
+  float h[NMAX];
+#pragma unroll
+  for (int s = 0; s < NMAX; s++) h[s] = 0.f;
+  int64_t t0 = k * a.chunk, t1 = t0 + a.chunk < a.len ? t0 + a.chunk : a.len;
+  float dts = scan_range<NMAX, false>(a, b, c, t0, t1, h);
+  float *hl = a.hloc + i * a.n;
+#pragma unroll
+  for (int s = 0; s < NMAX; s++)
+    if (s < a.n) hl[s] = h[s];
+  a.dtsum[i] = dts;
+}
+
+/* Chunked pass 2: per (b, c), carries the state across chunks; hloc becomes the entering state. */
+template <int NMAX>
+__global__ void k_scan_chunk_carry(ScanArgs a) {
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= a.batch * a.d) return;
+  int64_t b = i / a.d, c = i - b * a.d;
+  float h[NMAX], Ac[NMAX];
+  float *st = a.state ? a.state + (b * a.d + c) * a.n : nullptr;
+#pragma unroll
+  for (int s = 0; s < NMAX; s++) {
+    h[s] = (st && s < a.n) ? st[s] : 0.f;
+    Ac[s] = s < a.n ? a.A[c * a.n + s] : 0.f;
+  }
+  for (int64_t k = 0; k < a.nchunks; k++) {
+    int64_t j = (b * a.nchunks + k) * a.d + c;
+    float *hl = a.hloc + j * a.n;
+    float dts = k < a.nchunks - 1 ? a.dtsum[j] : 0.f;
+#pragma unroll
+    for (int s = 0; s < NMAX; s++) {
+      if (s < a.n) {
+        float loc = k < a.nchunks - 1 ? hl[s] : 0.f;
+        hl[s] = h[s];
+        h[s] = expf(dts * Ac[s]) * h[s] + loc;
+      }
+    }
+  }
+}
+
+/* Chunked pass 3: per (b, chunk, c), reruns the chunk from its entering state with outputs. */
+template <int NMAX>
+__global__ void k_scan_chunk_out(ScanArgs a) {
+  int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= a.batch * a.nchunks * a.d) return;
+  int64_t c = i % a.d, bk = i / a.d, k = bk % a.nchunks, b = bk / a.nchunks;
+  float h[NMAX];
+  const float *hl = a.hloc + i * a.n;
+#pragma unroll
+  for (int s = 0; s < NMAX; s++) h[s] = s < a.n ? hl[s] : 0.f;
+  int64_t t0 = k * a.chunk, t1 = t0 + a.chunk < a.len ? t0 + a.chunk : a.len;
+  scan_range<NMAX, true>(a, b, c, t0, t1, h);
+  if (k == a.nchunks - 1 && a.state) {
+    float *st = a.state + (b * a.d + c) * a.n;
+#pragma unroll
+    for (int s = 0; s < NMAX; s++)
+      if (s < a.n) st[s] = h[s];
+  }
+}
+
+template <int NMAX>
+static int scan_launch(mb_ctx *ctx, ScanArgs &a) {
+  cudaStream_t s = mbcuda_stream(ctx);
+  int64_t chans = a.batch * a.d;
+  int64_t target = (int64_t)mbcuda_st(ctx)->sm_count * 1024;
+  int64_t nchunks = 1;
+  if (a.len >= 64 && chans < target) {
+    nchunks = (target + chans - 1) / chans;
+    int64_t maxc = a.len / 32;
+    if (nchunks > maxc) nchunks = maxc;
+    if (nchunks < 1) nchunks = 1;
+  }
+  if (nchunks <= 1) {
+    k_scan_seq<NMAX><<<mbcuda_blocks(chans, 128), 128, 0, s>>>(a);
+    MBCUDA_LAUNCHED("selective_scan");
+    return MB_OK;
+  }
+  a.chunk = (a.len + nchunks - 1) / nchunks;
+  a.nchunks = (a.len + a.chunk - 1) / a.chunk;
+  size_t hl_bytes = (size_t)(a.batch * a.nchunks * a.d * a.n) * sizeof(float);
+  size_t dt_bytes = (size_t)(a.batch * a.nchunks * a.d) * sizeof(float);
+  hl_bytes = (hl_bytes + 255) & ~(size_t)255;
+  void *scr = NULL;
+  int rc = mbcuda_scratch(ctx, hl_bytes + dt_bytes, "selective_scan", &scr);
+  if (rc) return rc;
+  a.hloc = (float *)scr;
+  a.dtsum = (float *)((char *)scr + hl_bytes);
+  int64_t work = a.batch * a.nchunks * a.d;
+  k_scan_chunk_local<NMAX><<<mbcuda_blocks(work, 128), 128, 0, s>>>(a);
+  MBCUDA_LAUNCHED("selective_scan (chunk local)");
+  k_scan_chunk_carry<NMAX><<<mbcuda_blocks(chans, 128), 128, 0, s>>>(a);
+  MBCUDA_LAUNCHED("selective_scan (chunk carry)");
+  k_scan_chunk_out<NMAX><<<mbcuda_blocks(work, 128), 128, 0, s>>>(a);
+  MBCUDA_LAUNCHED("selective_scan (chunk out)");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
+                                     int64_t ld_delta, const float *A, const float *Bm,
+                                     int64_t ldb, const float *Cm, int64_t ldc,
+                                     const float *Dskip, const float *z, int64_t ldz,
+                                     float *state, float *states_all, int64_t batch, int64_t len,
+                                     int64_t d, int64_t n, int delta_softplus, float *y,
+                                     int64_t ldy) {
+  if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
+  ScanArgs a = {u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, states_all,
+                batch, len, d, (int)n, delta_softplus, y, ldy, 0, 0, nullptr, nullptr};
+  if (n <= 0) {
+    /* no states: y = D u (* silu z) */
+    a.n = 0;
+    return scan_launch<1>(ctx, a);
+  }
+  if (n <= 4) return scan_launch<4>(ctx, a);
+  if (n <= 8) return scan_launch<8>(ctx, a);
+  if (n <= 16) return scan_launch<16>(ctx, a);
+  if (n <= 32) return scan_launch<32>(ctx, a);
+  if (n <= 64) return scan_launch<64>(ctx, a);
+  return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_scan: d_state %lld > 64 is not supported",
+                 (long long)n);
+}
+
+/* ---- log_softmax, logprob_rank --------------------------------------------------------------- */
+
+__global__ void k_log_softmax(const float *logits, int64_t v, float *out) {
+  __shared__ float red[32];
+  const float *row = logits + blockIdx.x * v;
+  float *orow = out + blockIdx.x * v;
+  float m = -INFINITY;
+  for (int64_t c = threadIdx.x; c < v; c += blockDim.x) m = fmaxf(m, row[c]);
+  m = block_max(m, red);
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < v; c += blockDim.x) s += expf(row[c] - m);
+  s = block_sum(s, red);
+  float lse = m + logf(s);
+  for (int64_t c = threadIdx.x; c < v; c += blockDim.x) orow[c] = row[c] - lse;
+}
+
+extern "C" int mbcuda_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
+                                  float *out) {
+  if (n <= 0 || v <= 0) return MB_OK;
+  if (n > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: log_softmax: too many rows");
+  k_log_softmax<<<(unsigned)n, row_threads(v), 0, mbcuda_stream(ctx)>>>(logits, v, out);
+  MBCUDA_LAUNCHED("log_softmax");
+  return MB_OK;
+}
+
+__global__ void k_logprob_rank(const float *__restrict__ logits, int64_t v,
+                               const int32_t *__restrict__ targets, float *out_lp,
+                               int32_t *out_rank) {
+  __shared__ float red[32];
+  const float *row = logits + blockIdx.x * v;
+  float tv = row[targets[blockIdx.x]];
+  float m = -INFINITY, cnt = 0.f;
+  for (int64_t c = threadIdx.x; c < v; c += blockDim.x) {
+    float x = row[c];
+    m = fmaxf(m, x);
+    cnt += x > tv ? 1.f : 0.f;
+  }
+  m = block_max(m, red);
+  cnt = block_sum(cnt, red); /* exact: counts stay far below 2^24 */
+  float s = 0.f;
+  for (int64_t c = threadIdx.x; c < v; c += blockDim.x) s += expf(row[c] - m);
+  s = block_sum(s, red);
+  if (threadIdx.x == 0) {
+    out_lp[blockIdx.x] = tv - (m + logf(s));
+    out_rank[blockIdx.x] = (int32_t)cnt;
+  }
+}
+
+extern "C" int mbcuda_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
+                                   const int32_t *targets, float *out_logprob, int32_t *out_rank) {
+  if (n <= 0 || v <= 0) return MB_OK;
+  if (n > 0x7fffffff || v >= (1 << 24))
+    return mb_fail(MB_ERR_INVALID, "cuda: logprob_rank: too large");
+  k_logprob_rank<<<(unsigned)n, row_threads(v), 0, mbcuda_stream(ctx)>>>(logits, v, targets,
+                                                                        out_logprob, out_rank);
+  MBCUDA_LAUNCHED("logprob_rank");
+  return MB_OK;
+}
+
+/* ---- sample ---------------------------------------------------------------------------------- */
+
+#define SAMPLE_VMAX 4096
+#define SAMPLE_THREADS 256
+
+/* Sorted order: larger logit first, lower index first on ties. */
+__device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
+  return va > vb || (va == vb && ia < ib);
+}
+
+/* Counter handling: every block reads *counter; the last block to finish increments it (the
+ * "done" counter in context memory returns to 0), so the op replays inside a graph. */
+__device__ void sample_finish(int64_t *counter, unsigned int *done) {
+  __shared__ bool last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    unsigned int prev = atomicAdd(done, 1u);
+    last = (prev == gridDim.x - 1);
+    if (last) {
+      *done = 0;
+      *(volatile int64_t *)counter = *(volatile int64_t *)counter + 1;
+      __threadfence();
+    }
+  }
+}
+
+__global__ void k_sample_greedy(const float *__restrict__ logits, int64_t v, int32_t *out_ids,
+                                int64_t *counter, unsigned int *done) {
+  __shared__ float sv[32];
+  __shared__ int si[32];
+  const float *row = logits + blockIdx.x * v;
+  float bv = -INFINITY;
+  int bi = 0x7fffffff;
+  for (int64_t c = threadIdx.x; c < v; c += blockDim.x) {
+    float x = row[c];
+    if (bi == 0x7fffffff || before(x, (int)c, bv, bi)) { bv = x; bi = (int)c; }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (oi != 0x7fffffff && (bi == 0x7fffffff || before(ov, oi, bv, bi))) { bv = ov; bi = oi; }
+  }
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  if (lane == 0) { sv[wid] = bv; si[wid] = bi; }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < nw; w++)
+      if (si[w] != 0x7fffffff && (bi == 0x7fffffff || before(sv[w], si[w], bv, bi))) {
+        bv = sv[w]; bi = si[w];
+      }
+    out_ids[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
+  }
+  sample_finish(counter, done);
+}
+
+/* One block per row: bitonic sort of the row (padded to a power of two), then top-k,
+ * temperature, top-p and the draw, as the CPU does (csrc/cpu). */
+__global__ void __launch_bounds__(SAMPLE_THREADS)
+k_sample(const float *__restrict__ logits, int64_t batch, int v, int P, float temperature,
+         int top_k, float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids,
+         unsigned int *done) {
+  extern __shared__ unsigned char smem[];
+  float *val = (float *)smem; /* sorted logits, then (in place) their exp-weights */
+  int *idx = (int *)(val + P);
+  float *p = val;
+  __shared__ float red[32];
+  const int64_t b = blockIdx.x;
+  const float *row = logits + b * v;
+  const int64_t ctr = *(volatile int64_t *)counter;
+  for (int i = threadIdx.x; i < P; i += blockDim.x) {
+    val[i] = i < v ? row[i] : -INFINITY;
+    idx[i] = i < v ? i : 0x7fffffff;
+  }
+  __syncthreads();
+  /* bitonic sort, "before" order */
+  for (int size = 2; size <= P; size <<= 1) {
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int i = threadIdx.x; i < P; i += blockDim.x) {
+        int j = i ^ stride;
+        if (j > i) {
+          bool up = (i & size) == 0;
+          float vi = val[i], vj = val[j];
+          int ii = idx[i], ij = idx[j];
+          bool jfirst = before(vj, ij, vi, ii);
+          if (jfirst == up) {
+            val[i] = vj; val[j] = vi; idx[i] = ij; idx[j] = ii;
+          }
+        }
+      }
+      __syncthreads();
+    }
+  }
+  int k = (top_k <= 0 || top_k > v) ? v : top_k;
+  /* probabilities of the kept top-k after temperature, relative to the largest */
+  float s0 = val[0] / temperature;
+  __syncthreads(); /* everyone has read val[0] before it is overwritten */
+  float part = 0.f;
+  for (int i = threadIdx.x; i < k; i += blockDim.x) {
+    float e = expf(val[i] / temperature - s0);
+    p[i] = e;
+    part += e;
+  }
+  float total = block_sum(part, red);
+  /* top-p: drop the tail whose cumulative probability (ascending) is <= 1 - top_p */
+  if (threadIdx.x < 32) {
+    int lane = threadIdx.x;
+    int kept = k;
+    if (top_p > 0.f && top_p < 1.f) {
+      float thr = 1.f - top_p;
+      float carry = 0.f; /* sum of p over indices above the current chunk, normalised */
+      kept = 1;
+      for (int base = ((k - 1) / 32) * 32; base >= 0; base -= 32) {
+        int i = base + lane;
+        float x = i < k ? p[i] / total : 0.f;
+        /* suffix sum within the chunk: sum over lanes >= lane */
+        float sfx = x;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          float t = __shfl_down_sync(0xffffffffu, sfx, o);
+          if (lane + o < 32) sfx += t;
+        }
+        float cum = carry + sfx;
+        bool keep = (i < k) && (i == 0 || cum > thr);
+        unsigned m = __ballot_sync(0xffffffffu, keep);
+        if (m) { /* cum decreases with i: the kept set is a prefix */
+          int hi = 31 - __clz(m);
+          kept = max(kept, base + hi + 1);
+        }
+        carry += __shfl_sync(0xffffffffu, sfx, 0);
+      }
+    }
+    /* draw over the kept prefix in sorted order */
+    float sub = 0.f;
+    for (int i = lane; i < kept; i += 32) sub += p[i];
+    sub = warp_sum(sub);
+    float target = mb_uniform_at(seed, (uint64_t)(ctr * batch + b)) * sub;
+    int chosen = kept - 1;
+    float run = 0.f;
+    for (int base = 0; base < kept; base += 32) {
+      int i = base + lane;
+      float x = i < kept ? p[i] : 0.f;
+      float inc = x;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        float t = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += t;
+      }
+      unsigned m = __ballot_sync(0xffffffffu, i < kept && run + inc > target);
+      if (m) { chosen = base + __ffs(m) - 1; break; }
+      run += __shfl_sync(0xffffffffu, inc, 31);
+    }
+    if (lane == 0) out_ids[b] = idx[chosen];
+  }
+  sample_finish(counter, done);
+}
+
+extern "C" int mbcuda_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v,
+                             float temperature, int32_t top_k, float top_p, uint64_t seed,
+                             int64_t *counter, int32_t *out_ids) {
+  if (batch <= 0) return MB_OK;
+  if (batch > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: sample: batch too large");
+  cudaStream_t s = mbcuda_stream(ctx);
+  unsigned int *done = mbcuda_st(ctx)->done;
+  if (top_k == 1 || temperature <= 0.f) {
+    k_sample_greedy<<<(unsigned)batch, 256, 0, s>>>(logits, v, out_ids, counter, done);
+    MBCUDA_LAUNCHED("sample (greedy)");
+    return MB_OK;
+  }
+  if (v > SAMPLE_VMAX)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: sample: vocabulary %lld > %d with top_k != 1",
+                   (long long)v, SAMPLE_VMAX);
+  int P = 32;
+  while (P < v) P <<= 1;
+  size_t sm = (size_t)P * (sizeof(float) + sizeof(int));
+  k_sample<<<(unsigned)batch, SAMPLE_THREADS, sm, s>>>(logits, batch, (int)v, P, temperature,
+                                                      top_k, top_p, seed, counter, out_ids, done);
+  MBCUDA_LAUNCHED("sample");
+  return MB_OK;
+}
+
+/* ---- read_probe ------------------------------------------------------------------------------ */
+
+__global__ void k_read_probe(const uint4 *__restrict__ p, size_t n16, float *sink) {
+  __shared__ float red[32];
+  uint32_t acc = 0;
+  size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  size_t stride = (size_t)gridDim.x * blockDim.x;
+  for (; i + 3 * stride < n16; i += 4 * stride) {
+    uint4 a = __ldcs(p + i), b = __ldcs(p + i + stride), c = __ldcs(p + i + 2 * stride),
+          d = __ldcs(p + i + 3 * stride);
+    acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^
+           d.z ^ d.w;
+  }
+  for (; i < n16; i += stride) {
+    uint4 a = __ldcs(p + i);
+    acc ^= a.x ^ a.y ^ a.z ^ a.w;
+  }
+  float s = block_sum((float)(acc & 0xffff), red);
+  if (threadIdx.x == 0) atomicAdd(sink, s);
+}
+
+extern "C" int mbcuda_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink) {
+  cudaStream_t s = mbcuda_stream(ctx);
+  MBCUDA_CHECK(cudaMemsetAsync(sink, 0, sizeof(float), s), "read_probe (memset)");
+  if (bytes == 0) return MB_OK;
+  unsigned int blocks = (unsigned)mbcuda_st(ctx)->sm_count * 8;
+  k_read_probe<<<blocks, 256, 0, s>>>((const uint4 *)p, bytes / 16, sink);
+  MBCUDA_LAUNCHED("read_probe");
+  return MB_OK;
+}

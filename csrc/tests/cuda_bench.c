@@ -1,0 +1,394 @@
+/*
+ * cuda_bench.c — CUDA micro-benchmarks for a 972M-shaped MambaByte, through the public ABI.
+ *
+ * Measured in the same run:
+ *   copy   device-to-device copy of 2 GiB (bytes read + written): the bandwidth roofline
+ *   gemv   mb_linear with n = 1 on each 972M layer shape, bf16 and fp32 weights, weights rotated
+ *          over >= 512 MiB so L2 never holds them, 200 calls captured in a graph: achieved
+ *          bandwidth and its ratio to the copy bandwidth
+ *   decode the whole per-byte step (embedding, 48 x [add_norm, in_proj, conv1d len 1, x_proj,
+ *          dt_proj, state update, out_proj], final norm, lm_head (tied), sample) captured in one
+ *          graph and replayed: bytes/s and the weight-bandwidth roofline ratio
+ *   forward 8192 positions, batch 1, bf16 weights and fp32 weights with TF32: milliseconds
+ * The table is printed last. Times: wall clock around synchronised batches; median of repeats.
+ *
+ *   cuda_bench [--quick]
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mambabyte.h"
+
+#define MBX(call)                                                                                 \
+  do {                                                                                            \
+    int st_ = (call);                                                                             \
+    if (st_ != MB_OK) {                                                                           \
+      fprintf(stderr, "FATAL %s:%d: %s -> %d: %s\n", __FILE__, __LINE__, #call, st_,             \
+              mb_last_error());                                                                   \
+      exit(1);                                                                                    \
+    }                                                                                             \
+  } while (0)
+
+static mb_ctx *G;
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+static int dcmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, dcmp);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* ---- random fill from host pools ---- */
+#define POOL_F (4u << 20) /* floats */
+static float *pool_f;
+static uint16_t *pool_b;
+static uint64_t rng = 88172645463325252ull;
+static uint64_t rnd(void) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return rng;
+}
+static void pools(void) {
+  pool_f = (float *)malloc(POOL_F * 4);
+  pool_b = (uint16_t *)malloc(POOL_F * 2);
+  for (size_t i = 0; i < POOL_F; i++) {
+    float f = ((float)(rnd() >> 40) / 16777216.0f * 2.0f - 1.0f) * 0.03f;
+    pool_f[i] = f;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    pool_b[i] = (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+  }
+}
+static void *wnew(size_t elems, int dtype) {
+  size_t es = dtype == MB_DTYPE_BF16 ? 2 : 4, bytes = elems * es, done = 0;
+  void *p;
+  MBX(mb_alloc(G, bytes, &p));
+  const char *src = dtype == MB_DTYPE_BF16 ? (const char *)pool_b : (const char *)pool_f;
+  size_t pool_bytes = (size_t)POOL_F * es;
+  while (done < bytes) {
+    size_t off = (rnd() % (POOL_F / 2)) * es, n = pool_bytes - off;
+    if (n > bytes - done) n = bytes - done;
+    MBX(mb_memcpy_h2d(G, (char *)p + done, src + off, n));
+    done += n;
+  }
+  return p;
+}
+static float *fconst(size_t n, float v) {
+  float *h = (float *)malloc(n * 4);
+  for (size_t i = 0; i < n; i++) h[i] = v;
+  void *p;
+  MBX(mb_alloc(G, n * 4, &p));
+  MBX(mb_memcpy_h2d(G, p, h, n * 4));
+  free(h);
+  return (float *)p;
+}
+static float *fbuf(size_t n) {
+  void *p;
+  MBX(mb_alloc(G, n * 4, &p));
+  MBX(mb_memset(G, p, 0, n * 4));
+  return (float *)p;
+}
+
+/* ---- results table ---- */
+static char table[64][160];
+static int nrows = 0;
+#define ROW(...) snprintf(table[nrows++], sizeof table[0], __VA_ARGS__)
+
+static double copy_bw(void) {
+  size_t bytes = (size_t)2 << 30;
+  void *a, *b;
+  MBX(mb_alloc(G, bytes, &a));
+  MBX(mb_alloc(G, bytes, &b));
+  MBX(mb_memset(G, a, 1, bytes));
+  MBX(mb_memset(G, b, 2, bytes));
+  MBX(mb_memcpy_d2d(G, b, a, bytes));
+  MBX(mb_ctx_synchronize(G));
+  double t[9];
+  for (int r = 0; r < 9; r++) {
+    double t0 = now();
+    MBX(mb_memcpy_d2d(G, b, a, bytes));
+    MBX(mb_ctx_synchronize(G));
+    t[r] = now() - t0;
+  }
+  double bw = 2.0 * bytes / median(t, 9);
+  /* read probe: read-only bandwidth */
+  float *sink = fbuf(1);
+  for (int r = 0; r < 9; r++) {
+    double t0 = now();
+    MBX(mb_read_probe(G, a, bytes, sink));
+    MBX(mb_ctx_synchronize(G));
+    t[r] = now() - t0;
+  }
+  double rbw = bytes / median(t, 9);
+  MBX(mb_free(G, a));
+  MBX(mb_free(G, b));
+  MBX(mb_free(G, sink));
+  ROW("%-34s %12.1f GB/s  (read probe %.1f GB/s)", "copy d2d 2 GiB (read+write)", bw / 1e9,
+      rbw / 1e9);
+  return bw;
+}
+
+static void gemv_bench(double bw, const char *name, int64_t out_f, int64_t in_f, int dtype) {
+  size_t es = dtype == MB_DTYPE_BF16 ? 2 : 4, wb = (size_t)(out_f * in_f) * es;
+  int copies = (int)((512u << 20) / wb) + 1;
+  if (copies > 200) copies = 200;
+  void **w = (void **)malloc(sizeof(void *) * copies);
+  for (int i = 0; i < copies; i++) w[i] = wnew((size_t)(out_f * in_f), dtype);
+  float *x = fbuf((size_t)in_f), *y = fbuf((size_t)out_f);
+  MBX(mb_memcpy_d2d(G, x, w[0], (size_t)in_f * 2)); /* some nonzero values */
+  const int calls = 200;
+  MBX(mb_linear(G, x, in_f, w[0], dtype, NULL, 1, in_f, out_f, y, out_f));
+  int graph;
+  MBX(mb_graph_begin(G));
+  for (int c = 0; c < calls; c++)
+    MBX(mb_linear(G, x, in_f, w[c % copies], dtype, NULL, 1, in_f, out_f, y, out_f));
+  MBX(mb_graph_end(G, &graph));
+  MBX(mb_graph_launch(G, graph));
+  MBX(mb_ctx_synchronize(G));
+  double t[7];
+  for (int r = 0; r < 7; r++) {
+    double t0 = now();
+    MBX(mb_graph_launch(G, graph));
+    MBX(mb_ctx_synchronize(G));
+    t[r] = (now() - t0) / calls;
+  }
+  double tm = median(t, 7), gbs = (wb + in_f * 4 + out_f * 4) / tm;
+  ROW("gemv %-10s %-5s %5lldx%-5lld %7.2f us %7.1f GB/s %5.1f%% of copy", name,
+      dtype ? "bf16" : "f32", (long long)out_f, (long long)in_f, tm * 1e6, gbs / 1e9,
+      100 * gbs / bw);
+  MBX(mb_graph_destroy(G, graph));
+  for (int i = 0; i < copies; i++) MBX(mb_free(G, w[i]));
+  MBX(mb_free(G, x));
+  MBX(mb_free(G, y));
+  free(w);
+}
+
+/* ---- the model ---- */
+enum { DM = 1792, DI = 3584, NS = 16, R = 112, KC = 4, V = 256, NL = 48, XP = R + 2 * NS };
+typedef struct {
+  float *nw, *nb, *cw, *cb, *dtb, *A, *D;
+  void *in, *xp, *dt, *out;
+} layer;
+typedef struct {
+  int dtype;
+  layer l[NL];
+  void *emb;
+  float *nfw, *nfb;
+  double weight_bytes;
+} model;
+
+static void model_init(model *m, int dtype) {
+  m->dtype = dtype;
+  size_t es = dtype ? 2 : 4;
+  m->weight_bytes = 0;
+  float *ah = (float *)malloc(DI * NS * 4);
+  for (int c = 0; c < DI; c++)
+    for (int s = 0; s < NS; s++) ah[c * NS + s] = -(float)(s + 1);
+  for (int i = 0; i < NL; i++) {
+    layer *L = &m->l[i];
+    L->nw = fconst(DM, 1.0f);
+    L->nb = fconst(DM, 0.0f);
+    L->in = wnew((size_t)2 * DI * DM, dtype);
+    L->cw = (float *)wnew((size_t)DI * KC, MB_DTYPE_F32);
+    L->cb = fconst(DI, 0.01f);
+    L->xp = wnew((size_t)XP * DI, dtype);
+    L->dt = wnew((size_t)DI * R, dtype);
+    L->dtb = fconst(DI, -4.6f);
+    L->A = fbuf(DI * NS);
+    MBX(mb_memcpy_h2d(G, L->A, ah, DI * NS * 4));
+    L->D = fconst(DI, 1.0f);
+    L->out = wnew((size_t)DM * DI, dtype);
+    m->weight_bytes += (double)es * (2.0 * DI * DM + XP * DI + DI * R + DM * DI) +
+                       4.0 * (2 * DM + DI * KC + DI + DI + DI * NS + DI);
+  }
+  m->emb = wnew((size_t)V * DM, dtype);
+  m->nfw = fconst(DM, 1.0f);
+  m->nfb = fconst(DM, 0.0f);
+  m->weight_bytes += (double)es * V * DM + 8.0 * DM;
+  free(ah);
+}
+static void model_free(model *m) {
+  for (int i = 0; i < NL; i++) {
+    layer *L = &m->l[i];
+    void *p[] = {L->nw, L->nb, L->in, L->cw, L->cb, L->xp, L->dt, L->dtb, L->A, L->D, L->out};
+    for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) MBX(mb_free(G, p[j]));
+  }
+  MBX(mb_free(G, m->emb));
+  MBX(mb_free(G, m->nfw));
+  MBX(mb_free(G, m->nfb));
+}
+
+typedef struct {
+  int64_t B; /* rows (batch, or positions for the forward) */
+  float *h, *res, *hn, *xz, *xc, *dbc, *dt, *y, *logits;
+  float *conv_state, *ssm_state; /* NL x batch x ... */
+  int32_t *ids;
+  int64_t *ctr;
+} acts;
+static void acts_init(acts *a, int64_t B, int64_t seqs) {
+  a->B = B;
+  a->h = fbuf(B * DM), a->res = fbuf(B * DM), a->hn = fbuf(B * DM);
+  a->xz = fbuf(B * 2 * DI), a->xc = fbuf(B * DI), a->dbc = fbuf(B * XP), a->dt = fbuf(B * DI);
+  a->y = fbuf(B * DI), a->logits = fbuf(B * V);
+  a->conv_state = fbuf((size_t)NL * seqs * DI * (KC - 1));
+  a->ssm_state = fbuf((size_t)NL * seqs * DI * NS);
+  void *p;
+  MBX(mb_alloc(G, (size_t)B * 4, &p));
+  MBX(mb_memset(G, p, 0, (size_t)B * 4));
+  a->ids = (int32_t *)p;
+  MBX(mb_alloc(G, 8, &p));
+  MBX(mb_memset(G, p, 0, 8));
+  a->ctr = (int64_t *)p;
+}
+static void acts_free(acts *a) {
+  void *p[] = {a->h, a->res, a->hn, a->xz, a->xc, a->dbc, a->dt, a->y, a->logits,
+               a->conv_state, a->ssm_state, a->ids, a->ctr};
+  for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) MBX(mb_free(G, p[j]));
+}
+
+/* One pass over `len` positions of `batch` sequences (rows = batch*len); decode: len = 1. */
+static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample) {
+  int64_t rows = batch * len;
+  int dt = m->dtype;
+  MBX(mb_embedding(G, a->ids, rows, m->emb, dt, V, DM, a->h));
+  for (int i = 0; i < NL; i++) {
+    layer *L = &m->l[i];
+    float *cs = a->conv_state + (size_t)i * batch * DI * (KC - 1);
+    float *ss = a->ssm_state + (size_t)i * batch * DI * NS;
+    MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a->hn));
+    MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
+    MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI, NULL));
+    MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
+    MBX(mb_linear(G, a->dbc, XP, L->dt, dt, L->dtb, rows, R, DI, a->dt, DI));
+    if (len == 1)
+      MBX(mb_selective_state_update(G, a->xc, DI, a->dt, DI, L->A, a->dbc + R, XP,
+                                    a->dbc + R + NS, XP, L->D, a->xz + DI, 2 * DI, ss, batch, DI,
+                                    NS, 1, a->y, DI));
+    else
+      MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
+                            L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI));
+    MBX(mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
+  }
+  MBX(mb_add_norm(G, a->h, a->res, 1, m->nfw, m->nfb, MB_NORM_LAYER, 1e-5f, rows, DM, a->hn));
+  if (sample) {
+    MBX(mb_linear(G, a->hn, DM, m->emb, dt, NULL, rows, DM, V, a->logits, V));
+    MBX(mb_sample(G, a->logits, batch, V, 1.0f, 0, 1.0f, 42, a->ctr, a->ids));
+  }
+}
+
+static void decode_bench(model *m, double bw, int64_t batch, const char *label) {
+  acts a;
+  acts_init(&a, batch, batch);
+  model_pass(m, &a, batch, 1, 1); /* warm-up outside capture (grows scratch if needed) */
+  int graph;
+  MBX(mb_graph_begin(G));
+  model_pass(m, &a, batch, 1, 1);
+  MBX(mb_graph_end(G, &graph));
+  MBX(mb_graph_launch(G, graph));
+  MBX(mb_ctx_synchronize(G));
+  const int steps = 100;
+  double t[5];
+  for (int r = 0; r < 5; r++) {
+    double t0 = now();
+    for (int s = 0; s < steps; s++) MBX(mb_graph_launch(G, graph));
+    MBX(mb_ctx_synchronize(G));
+    t[r] = (now() - t0) / steps;
+  }
+  double ts = median(t, 5);
+  /* bytes per step: weights + recurrent state read and written */
+  double state = (double)batch * NL * DI * (KC - 1 + NS) * 4 * 2;
+  double bytes = m->weight_bytes + state;
+  double roof = bytes / bw;
+  int32_t ids[4] = {0};
+  MBX(mb_memcpy_d2h(G, ids, a.ids, 4));
+  ROW("decode %-9s b=%-3lld %7.3f ms/step %9.0f bytes/s  roofline %7.0f (%4.1f%%)", label,
+      (long long)batch, ts * 1e3, batch / ts, batch / roof, 100 * roof / ts);
+  fprintf(stderr, "decode %s b=%lld: step %.3f ms, %.3f GB moved, id[0]=%d\n", label,
+          (long long)batch, ts * 1e3, bytes / 1e9, ids[0]);
+  MBX(mb_graph_destroy(G, graph));
+  acts_free(&a);
+}
+
+static void forward_bench(model *m, int64_t len, const char *label) {
+  acts a;
+  acts_init(&a, len, 1);
+  {
+    int32_t *h = (int32_t *)malloc((size_t)len * 4);
+    for (int64_t i = 0; i < len; i++) h[i] = (int32_t)(rnd() % V);
+    MBX(mb_memcpy_h2d(G, a.ids, h, (size_t)len * 4));
+    free(h);
+  }
+  model_pass(m, &a, 1, len, 0);
+  MBX(mb_ctx_synchronize(G));
+  double t[5];
+  for (int r = 0; r < 5; r++) {
+    double t0 = now();
+    model_pass(m, &a, 1, len, 0);
+    MBX(mb_ctx_synchronize(G));
+    t[r] = now() - t0;
+  }
+  double ts = median(t, 5);
+  double flops = 2.0 * len * NL * (2.0 * DI * DM + XP * DI + DI * R + DM * DI);
+  ROW("forward %-8s len=%-5lld %8.2f ms  GEMM %6.1f TFLOP/s effective", label, (long long)len,
+      ts * 1e3, flops / ts / 1e12);
+  acts_free(&a);
+}
+
+int main(int argc, char **argv) {
+  int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  int count = 0;
+  if (!mb_has_cuda()) {
+    printf("SKIP: library built without CUDA\n");
+    return 0;
+  }
+  MBX(mb_cuda_device_count(&count));
+  if (!count) {
+    printf("SKIP: no CUDA device\n");
+    return 0;
+  }
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &G));
+  char info[512];
+  MBX(mb_ctx_info(G, info, sizeof info));
+  fprintf(stderr, "%s\n", info);
+  pools();
+  double bw = copy_bw();
+  int64_t shapes[4][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}, {DI, R}};
+  const char *names[4] = {"in_proj", "out_proj", "x_proj", "dt_proj"};
+  for (int dt = 1; dt >= 0; dt--)
+    for (int i = 0; i < 4; i++) gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], dt);
+  {
+    model m;
+    model_init(&m, MB_DTYPE_BF16);
+    fprintf(stderr, "bf16 model: %.3f GB of weights\n", m.weight_bytes / 1e9);
+    decode_bench(&m, bw, 1, "bf16");
+    if (!quick) decode_bench(&m, bw, 64, "bf16");
+    forward_bench(&m, 8192, "bf16");
+    model_free(&m);
+  }
+  {
+    model m;
+    model_init(&m, MB_DTYPE_F32);
+    decode_bench(&m, bw, 1, "f32");
+    MBX(mb_ctx_set_flags(G, MB_FLAG_ALLOW_TF32));
+    forward_bench(&m, 8192, "tf32");
+    MBX(mb_ctx_set_flags(G, 0));
+    if (!quick) forward_bench(&m, 8192, "f32");
+    model_free(&m);
+  }
+  MBX(mb_ctx_destroy(G));
+  printf("\n==== cuda_bench (targets: decode b1 bf16 >= 1700 B/s, b1 f32 >= 900, b64 bf16 >= "
+         "50000; forward 8192 bf16 <= 30 ms, tf32 <= 60 ms) ====\n");
+  for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
+  return 0;
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# cuda_check.sh — one command for the GPU machine: build with CUDA ON, run the CUDA-vs-CPU test,
+# the micro-benchmarks, then compute-sanitizer memcheck and racecheck on the test's small sizes.
+# Logs go to $OUT (or ./cuda_check_out); the summary table is printed last.
+#
+#   tools/device/cuda_check.sh [--no-sanitize] [--quick]
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/cuda_check_out}"
+mkdir -p "$OUT"
+SAN=1
+QUICK=""
+for a in "$@"; do
+  case "$a" in
+    --no-sanitize) SAN=0 ;;
+    --quick) QUICK=--quick ;;
+  esac
+done
+BUILD=build-cuda
+status=0
+step() { echo "== $1 ($(date +%T))"; }
+
+step "device"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv | tee "$OUT/gpu.txt"
+
+step "configure + build"
+t0=$(date +%s)
+if ! { cmake -S csrc -B $BUILD -DCMAKE_BUILD_TYPE=Release -DMAMBABYTE_CUDA=ON -DMAMBABYTE_TESTS=ON &&
+       cmake --build $BUILD -j 16; } >"$OUT/build.log" 2>&1; then
+  tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1
+fi
+echo "build: $(( $(date +%s) - t0 )) s"
+grep -E "mambabyte:" "$OUT/build.log"
+
+step "cuda_vs_cpu"
+timeout 240 ./$BUILD/cuda_vs_cpu >"$OUT/test.log" 2>&1; rc=$?
+grep -E "FAIL|FATAL|cases" "$OUT/test.log" | head -40
+echo "cuda_vs_cpu rc=$rc"; [ $rc -ne 0 ] && status=1
+
+step "cuda_bench"
+timeout 300 ./$BUILD/cuda_bench $QUICK >"$OUT/bench.log" 2>"$OUT/bench.err"; rc=$?
+echo "cuda_bench rc=$rc"; [ $rc -ne 0 ] && { status=1; tail -5 "$OUT/bench.err"; }
+
+if [ $SAN -eq 1 ]; then
+  step "compute-sanitizer memcheck (--small)"
+  timeout 240 compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
+    ./$BUILD/cuda_vs_cpu --small >"$OUT/memcheck.log" 2>&1; rc=$?
+  grep -E "ERROR SUMMARY|LEAK SUMMARY|cases|FATAL" "$OUT/memcheck.log" | head; echo "memcheck rc=$rc"
+  [ $rc -ne 0 ] && status=1
+  step "compute-sanitizer racecheck (--small)"
+  timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 \
+    ./$BUILD/cuda_vs_cpu --small >"$OUT/racecheck.log" 2>&1; rc=$?
+  grep -E "RACECHECK SUMMARY|ERROR SUMMARY|cases|FATAL" "$OUT/racecheck.log" | head; echo "racecheck rc=$rc"
+  [ $rc -ne 0 ] && status=1
+fi
+
+echo
+cat "$OUT/bench.log"
+exit $status
