@@ -5,15 +5,16 @@
  * @module
  */
 
+import { MambaByteError } from "../errors.ts";
+
 /** A user-facing output error; the command-line layer prints its message as one line. */
-export class OutputError extends Error {
+export class OutputError extends MambaByteError {
   /** Marks the error as caused by user input (see src/cli/main.ts). */
   readonly userFacing = true;
-  /** Process exit code. */
-  readonly exitCode = 1;
   /** Creates the error with a one-line message. */
   constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
+    super(message, 1);
+    if (options?.cause !== undefined) this.cause = options.cause;
     this.name = "OutputError";
   }
 }

@@ -1,0 +1,102 @@
+/**
+ * The shapes a result record may take, and the helpers the writers share to walk one: containers
+ * (plain objects, Maps, arrays, tuples), tensors, and leaves.
+ *
+ * @module
+ */
+
+import { OutputError } from "./errors.ts";
+import { type HostDType, type HostTensor, isHostTensor, numel } from "./tensor.ts";
+
+/** A Python tuple in a result record (msgpack and safetensors treat it as a list). */
+export class PyTuple {
+  /** The elements. */
+  readonly items: readonly unknown[];
+  /** Wraps the elements. */
+  constructor(items: readonly unknown[]) {
+    this.items = items;
+  }
+}
+
+/** Builds a {@link PyTuple}. */
+export function tuple(...items: unknown[]): PyTuple {
+  return new PyTuple(items);
+}
+
+/** True for `{...}` object literals (not class instances, arrays or typed arrays). */
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== "object" || v === null) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** A mapping's entries (a Map keeps its key types; an object has string keys), or null. */
+export function mappingEntries(v: unknown): [unknown, unknown][] | null {
+  if (v instanceof Map) return [...v.entries()];
+  if (isPlainObject(v)) return Object.entries(v);
+  return null;
+}
+
+/** A sequence's elements (arrays and tuples), or null. */
+export function sequenceItems(v: unknown): readonly unknown[] | null {
+  if (Array.isArray(v)) return v;
+  if (v instanceof PyTuple) return v.items;
+  return null;
+}
+
+/**
+ * The tensor `v` stands for: a HostTensor, or a bare typed array other than Uint8Array (taken as
+ * 1-D). Uint8Array alone means bytes, not a tensor. Null when `v` is not a tensor.
+ */
+export function asTensor(v: unknown): HostTensor | null {
+  if (isHostTensor(v)) return v;
+  let dtype: HostDType | null = null;
+  if (v instanceof Float32Array) dtype = "float32";
+  else if (v instanceof Float64Array) dtype = "float64";
+  else if (v instanceof BigInt64Array) dtype = "int64";
+  else if (v instanceof Int32Array) dtype = "int32";
+  if (dtype === null) return null;
+  const data = v as HostTensor["data"];
+  return { dtype, shape: [data.length], data };
+}
+
+/** A short type name for error messages. */
+export function typeName(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v !== "object") return typeof v;
+  return (v as object).constructor?.name ?? "object";
+}
+
+/** Renders a key path like `discrete_A[3].x` for error messages. */
+export function keyPath(path: readonly unknown[]): string {
+  let s = "";
+  for (const k of path) s += typeof k === "string" ? (s ? `.${k}` : k) : `[${String(k)}]`;
+  return s || "<root>";
+}
+
+/** {@link asTensor}, but an inconsistent tensor (length vs shape, array vs dtype) is an error. */
+export function checkedTensor(v: unknown, path: readonly unknown[]): HostTensor | null {
+  const t = asTensor(v);
+  if (t === null) return null;
+  const want = ARRAY_OF[t.dtype];
+  if (!(t.data instanceof want)) {
+    throw new OutputError(
+      `${keyPath(path)}: dtype ${t.dtype} needs a ${want.name}, got ${typeName(t.data)}`,
+    );
+  }
+  if (t.data.length !== numel(t.shape) || t.shape.some((d) => !Number.isSafeInteger(d) || d < 0)) {
+    throw new OutputError(
+      `${keyPath(path)}: shape [${t.shape}] does not match ${t.data.length} elements`,
+    );
+  }
+  return t;
+}
+
+const ARRAY_OF: Record<HostDType, abstract new (...args: never[]) => object> = {
+  float32: Float32Array,
+  float64: Float64Array,
+  int64: BigInt64Array,
+  int32: Int32Array,
+  uint8: Uint8Array,
+  bool: Uint8Array,
+};

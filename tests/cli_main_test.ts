@@ -1,0 +1,113 @@
+// runMain exit codes and stderr, checked by running tiny scripts in a child Deno process.
+
+import assert from "node:assert/strict";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const SCRIPT = `
+import { addExtractionFlags, addPromptFlags, createParser, parseArgs } from "${ROOT}src/cli/args.ts";
+import { runMain, UserError } from "${ROOT}src/cli/main.ts";
+import { resolvePrompt } from "${ROOT}src/cli/prompt.ts";
+import { writeOutputs } from "${ROOT}src/io/mod.ts";
+
+await runMain(async (argv) => {
+  const [mode, ...rest] = argv;
+  const p = createParser("tiny.ts", "A tiny script.");
+  addPromptFlags(p);
+  addExtractionFlags(p);
+  const args = parseArgs<Record<string, string | null>>(p, rest);
+  if (mode === "ok") console.log("fine");
+  if (mode === "prompt") await resolvePrompt(args);
+  if (mode === "user") throw new UserError("bad\\nthing");
+  if (mode === "output") await writeOutputs("/tmp/x.json", {});
+  if (mode === "fs") await Deno.readFile("/nonexistent/mambabyte");
+  if (mode === "bug") (null as unknown as { x: number }).x;
+});
+`;
+
+let scriptPath: string | null = null;
+
+async function run(args: string[], env: Record<string, string> = {}) {
+  if (scriptPath === null) {
+    scriptPath = await Deno.makeTempFile({ prefix: "mambabyte_cli_", suffix: ".ts" });
+    await Deno.writeTextFile(scriptPath, SCRIPT);
+  }
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", "--config", `${ROOT}deno.json`, scriptPath, ...args],
+    cwd: ROOT,
+    env: { NO_COLOR: "1", MAMBABYTE_DEBUG: "0", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+function lines(s: string): string[] {
+  return s.split("\n").filter((l) => l.length > 0);
+}
+
+Deno.test("runMain: exit codes and one-line stderr", async (t) => {
+  try {
+    await t.step("success -> 0", async () => {
+      const r = await run(["ok", "--layer_idxs", "0", "1"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "fine\n");
+      assert.equal(r.stderr, "");
+    });
+    await t.step("unknown flag -> 2, '<prog>: error: ...'", async () => {
+      const r = await run(["ok", "--bogus"]);
+      assert.equal(r.code, 2);
+      assert.deepEqual(lines(r.stderr), ["tiny.ts: error: unrecognized arguments: --bogus"]);
+    });
+    await t.step("bad choice -> 2", async () => {
+      const r = await run(["ok", "--reduction", "median"]);
+      assert.equal(r.code, 2);
+      assert.equal(lines(r.stderr).length, 1);
+      assert.match(r.stderr, /^tiny\.ts: error: argument --reduction: invalid choice: 'median'/);
+    });
+    await t.step("--help -> 0, help on stdout", async () => {
+      const r = await run(["ok", "--help"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^usage: tiny\.ts/);
+      assert.match(r.stdout, /--layer_idxs LAYER_IDXS \[LAYER_IDXS \.\.\.\]/);
+      assert.match(r.stdout, /--module_id MODULE_IDS/);
+      assert.equal(r.stderr, "");
+    });
+    await t.step("missing prompt file -> 1, 'error: prompt file not found: <path>'", async () => {
+      const r = await run(["prompt", "--prompt_file", "/nope/p.txt"]);
+      assert.equal(r.code, 1);
+      assert.deepEqual(lines(r.stderr), ["error: prompt file not found: /nope/p.txt"]);
+    });
+    await t.step("UserError -> 1, newlines folded into one line", async () => {
+      const r = await run(["user"]);
+      assert.equal(r.code, 1);
+      assert.deepEqual(lines(r.stderr), ["error: bad thing"]);
+    });
+    await t.step("OutputError (bad extension) -> 1, one line", async () => {
+      const r = await run(["output"]);
+      assert.equal(r.code, 1);
+      assert.equal(lines(r.stderr).length, 1);
+      assert.match(r.stderr, /^error: unsupported output extension for \/tmp\/x\.json/);
+    });
+    await t.step("filesystem error -> 1, one line", async () => {
+      const r = await run(["fs"]);
+      assert.equal(r.code, 1);
+      assert.equal(lines(r.stderr).length, 1);
+      assert.match(r.stderr, /^error: .*No such file/);
+    });
+    await t.step("bug -> 1, one line without a stack", async () => {
+      const r = await run(["bug"]);
+      assert.equal(r.code, 1);
+      assert.equal(lines(r.stderr).length, 1, r.stderr);
+      assert.match(r.stderr, /^error: internal error \(TypeError\): .*MAMBABYTE_DEBUG=1/);
+    });
+    await t.step("bug with MAMBABYTE_DEBUG=1 -> the stack too", async () => {
+      const r = await run(["bug"], { MAMBABYTE_DEBUG: "1" });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^error: internal error \(TypeError\)/);
+      assert.match(r.stderr, /\n\s+at /);
+    });
+  } finally {
+    if (scriptPath !== null) await Deno.remove(scriptPath);
+  }
+});
