@@ -55,6 +55,21 @@ static void rows_scalar(const float *x, int64_t ldx, const void *w, int wdtype, 
   }
 }
 
+/* xp[i * kp + blk + j] = x[i][blk + 2j], xp[i * kp + blk + 16 + j] = x[i][blk + 2j + 1] */
+static void permute_x_bf16(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
+                           float *xp) {
+  for (int64_t i = 0; i < n; i++) {
+    const float *xr = x + i * ldx;
+    float *o = xp + i * kp;
+    for (int64_t blk = 0; blk < kp; blk += 32)
+      for (int j = 0; j < 16; j++) {
+        int64_t e = blk + 2 * j, od = e + 1;
+        o[blk + j] = e < in_f ? xr[e] : 0.0f;
+        o[blk + 16 + j] = od < in_f ? xr[od] : 0.0f;
+      }
+  }
+}
+
 /* ---- AVX-512 skinny kernel ------------------------------------------------------------------ */
 #ifdef __AVX512F__
 
@@ -185,21 +200,6 @@ static void rows_vec_bf16p(const float *xp, int64_t kp, const uint16_t *w, const
     MB_CASE_BF16(8, 2)
     default:
       break;
-  }
-}
-
-/* xp[i * kp + blk + j] = x[i][blk + 2j], xp[i * kp + blk + 16 + j] = x[i][blk + 2j + 1] */
-static void permute_x_bf16(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
-                           float *xp) {
-  for (int64_t i = 0; i < n; i++) {
-    const float *xr = x + i * ldx;
-    float *o = xp + i * kp;
-    for (int64_t blk = 0; blk < kp; blk += 32)
-      for (int j = 0; j < 16; j++) {
-        int64_t e = blk + 2 * j, od = e + 1;
-        o[blk + j] = e < in_f ? xr[e] : 0.0f;
-        o[blk + 16 + j] = od < in_f ? xr[od] : 0.0f;
-      }
   }
 }
 

@@ -170,8 +170,10 @@ int mb_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, cons
  * Draws one id per row of logits (batch, v) as mamba_ssm's sample():
  *   top_k == 1: argmax (lowest index on ties);
  *   else: keep the top_k largest logits (top_k <= 0 or > v: all), divide by temperature, drop the
- *   tail whose cumulative probability (ascending order) is <= 1 - top_p (top_p >= 1: keep all;
- *   the most probable is always kept), renormalise, draw with uniform u.
+ *   tail whose cumulative probability (ascending order) is <= 1 - top_p (top_p >= 1 or <= 0: keep
+ *   all; the most probable is always kept), renormalise, draw with uniform u: walk the kept ids
+ *   in descending logit order (ties: lower index first) and take the first whose cumulative
+ *   probability exceeds u * (sum of kept probabilities). temperature must be > 0 unless top_k == 1.
  * The uniform for row b is mb_uniform(seed, (*counter) * batch + b); the op then increments
  * *counter (an int64 in context memory, so the op can be replayed inside a graph).
  * out_ids (batch) int32 in context memory.

@@ -1,0 +1,962 @@
+/**
+ * CPU kernels against naive float64 references written from mambabyte.h's formulas, on random
+ * inputs with odd sizes and leading dimensions. Every op runs on three CPU contexts: the default
+ * (AVX-512 + OpenBLAS), MAMBABYTE_CPU_SCALAR=1 (the portable scalar kernels) and
+ * MAMBABYTE_CPU_NOBLAS=1 (the library's own GEMM); the vector and scalar paths are also compared
+ * directly with each other.
+ *
+ * Run after `deno task build`: deno test --allow-all tests/kernels_cpu_test.ts
+ */
+import assert from "node:assert/strict";
+import { Backend, hasCuda, type Ptr, uniform } from "../src/backend/backend.ts";
+import { NativeError, Status } from "../src/native/lib.ts";
+
+// ---- contexts ------------------------------------------------------------------------------
+
+function withEnv(name: string, value: string, f: () => Backend): Backend {
+  const old = Deno.env.get(name);
+  Deno.env.set(name, value);
+  try {
+    return f();
+  } finally {
+    if (old === undefined) Deno.env.delete(name);
+    else Deno.env.set(name, old);
+  }
+}
+
+const VEC = Backend.create("cpu");
+const SCALAR = withEnv("MAMBABYTE_CPU_SCALAR", "1", () => Backend.create("cpu"));
+const NOBLAS = withEnv("MAMBABYTE_CPU_NOBLAS", "1", () => Backend.create("cpu"));
+const ALL: [string, Backend][] = [["vector", VEC], ["scalar", SCALAR], ["noblas", NOBLAS]];
+
+// ---- helpers -------------------------------------------------------------------------------
+
+/** mulberry32: a small seeded PRNG. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randArray(r: () => number, n: number, lo = -1, hi = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = lo + (hi - lo) * r();
+  return a;
+}
+
+const f32buf = new Float32Array(1);
+const u32buf = new Uint32Array(f32buf.buffer);
+/** float32 -> bfloat16 bits, round to nearest even. */
+function toBf16(a: Float32Array): Uint16Array {
+  const out = new Uint16Array(a.length);
+  for (let i = 0; i < a.length; i++) {
+    f32buf[0] = a[i];
+    const u = u32buf[0];
+    out[i] = ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+  }
+  return out;
+}
+function fromBf16(h: Uint16Array): Float32Array {
+  const out = new Float32Array(h.length);
+  const u = new Uint32Array(out.buffer);
+  for (let i = 0; i < h.length; i++) u[i] = h[i] << 16;
+  return out;
+}
+
+/** Tracks backend buffers of one test so they are freed at the end. */
+class Mem {
+  #ptrs: Ptr[] = [];
+  constructor(readonly be: Backend) {}
+  put(a: ArrayBufferView): Ptr {
+    const p = this.be.alloc(Math.max(a.byteLength, 4));
+    this.#ptrs.push(p);
+    this.be.upload(p, a);
+    return p;
+  }
+  zeros(bytes: number): Ptr {
+    const p = this.be.alloc(Math.max(bytes, 4));
+    this.#ptrs.push(p);
+    this.be.memset(p, 0, Math.max(bytes, 4));
+    return p;
+  }
+  f32(p: Ptr, n: number): Float32Array {
+    const a = new Float32Array(n);
+    this.be.download(a, p);
+    return a;
+  }
+  i32(p: Ptr, n: number): Int32Array {
+    const a = new Int32Array(n);
+    this.be.download(a, p);
+    return a;
+  }
+  free(): void {
+    for (const p of this.#ptrs) this.be.free(p);
+    this.#ptrs = [];
+  }
+}
+
+function withMem<T>(be: Backend, f: (m: Mem) => T): T {
+  const m = new Mem(be);
+  try {
+    return f(m);
+  } finally {
+    m.free();
+  }
+}
+
+/** |a - e| <= atol + rtol * scale (scale defaults to |e|) for every element. */
+function assertClose(
+  what: string,
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  rtol = 1e-5,
+  atol = 1e-6,
+  scale?: ArrayLike<number>,
+): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i], e = expected[i];
+    const s = scale ? scale[i] : Math.abs(e);
+    const ok = (a === e) || Math.abs(a - e) <= atol + rtol * s;
+    if (!ok) {
+      assert.fail(`${what}: element ${i}: got ${a}, expected ${e} (scale ${s})`);
+    }
+  }
+}
+
+function assertInvalid(f: () => void, pattern: RegExp, status: number = Status.INVALID): void {
+  assert.throws(f, (e: unknown) => {
+    assert.ok(e instanceof NativeError, `not a NativeError: ${e}`);
+    assert.equal(e.status, status, e.message);
+    assert.match(e.message, pattern);
+    return true;
+  });
+}
+
+const softplus = (x: number) => x > 20 ? x : Math.log1p(Math.exp(x));
+const silu = (x: number) => x / (1 + Math.exp(-x));
+
+// ---- context, errors -----------------------------------------------------------------------
+
+Deno.test("cpu context: info, flags, CUDA without CUDA, graphs unsupported", () => {
+  const info = VEC.info();
+  assert.equal(info.backend, "cpu");
+  assert.ok((info.threads as number) >= 1);
+  assert.ok(["openblas", "none"].includes(info.blas as string));
+  assert.ok(["avx512", "scalar"].includes(info.simd as string));
+  assert.equal(SCALAR.info().simd, "scalar");
+  assert.equal(NOBLAS.info().blas, "none");
+  VEC.setFlags(1);
+  VEC.setFlags(0);
+  VEC.sync();
+  if (!hasCuda()) {
+    assertInvalid(() => Backend.create("cuda"), /built without CUDA/, Status.UNSUPPORTED);
+  }
+  assertInvalid(() => VEC.graphBegin(), /CUDA/, Status.UNSUPPORTED);
+  const t1 = Backend.create("cpu", { threads: 1 });
+  assert.equal(t1.info().threads, 1);
+  t1.close();
+  assert.equal(VEC.alloc(0), null);
+});
+
+Deno.test("argument validation: one clear message per bad argument", () => {
+  withMem(VEC, (m) => {
+    const x = m.zeros(4096), w = m.zeros(4096), y = m.zeros(4096);
+    const lin = (o: Record<string, number>) =>
+      VEC.linear({ x, w, wdtype: "f32", bias: null, y, n: 2, inF: 4, outF: 3, ...o });
+    assertInvalid(() => lin({ ldx: 3 }), /ldx \(3\) < in_f \(4\)/);
+    assertInvalid(() => lin({ ldy: 2 }), /ldy \(2\) < out_f \(3\)/);
+    assertInvalid(() => lin({ n: -1 }), /n \(-1\) < 0/);
+    lin({ n: 0 }); // zero-size: nothing to do
+    assertInvalid(
+      () => VEC.linear({ x: null, w, wdtype: "f32", bias: null, y, n: 1, inF: 4, outF: 3 }),
+      /x is NULL/,
+    );
+    assertInvalid(
+      () =>
+        VEC.conv1d({
+          x,
+          ldx: 4,
+          w,
+          bias: null,
+          state: null,
+          batch: 1,
+          len: 2,
+          d: 4,
+          k: 0,
+          out: y,
+          ldo: 4,
+          outPreact: null,
+        }),
+      /k \(0\) < 1/,
+    );
+    const ids = m.put(new Int32Array([0, 9]));
+    assertInvalid(
+      () => VEC.embedding({ ids, n: 2, table: w, wdtype: "f32", vocab: 4, d: 2, out: y }),
+      /ids\[1\] = 9/,
+    );
+    const cnt = m.zeros(8);
+    assertInvalid(
+      () =>
+        VEC.sample({
+          logits: x,
+          batch: 1,
+          v: 4,
+          temperature: 0,
+          topK: 0,
+          topP: 1,
+          seed: 1n,
+          counter: cnt,
+          out: y,
+        }),
+      /temperature/,
+    );
+    assertInvalid(() => VEC.readProbe(x, 100, y), /multiple of 64/);
+  });
+});
+
+// ---- embedding -----------------------------------------------------------------------------
+
+function checkEmbedding(be: Backend, seed: number): void {
+  const r = rng(seed);
+  for (const wdtype of ["f32", "bf16"] as const) {
+    for (const [n, vocab, d] of [[1, 3, 1], [5, 7, 37], [9, 256, 64]]) {
+      withMem(be, (m) => {
+        const table = randArray(r, vocab * d);
+        const ids = Int32Array.from({ length: n }, () => Math.floor(r() * vocab));
+        const tbl = wdtype === "f32" ? table : toBf16(table);
+        const ref = wdtype === "f32" ? table : fromBf16(tbl as Uint16Array);
+        const out = m.zeros(n * d * 4);
+        be.embedding({ ids: m.put(ids), n, table: m.put(tbl), wdtype, vocab, d, out });
+        const exp = new Float32Array(n * d);
+        for (let i = 0; i < n; i++) exp.set(ref.subarray(ids[i] * d, ids[i] * d + d), i * d);
+        assert.deepEqual(m.f32(out, n * d), exp);
+      });
+    }
+  }
+}
+
+// ---- add + norm ----------------------------------------------------------------------------
+
+function checkAddNorm(be: Backend, seed: number): void {
+  const r = rng(seed);
+  for (const normKind of ["layernorm", "rmsnorm"] as const) {
+    for (const [n, d] of [[1, 1], [3, 37], [2, 1024], [4, 2048]]) {
+      for (const accumulate of [false, true]) {
+        for (const withBias of [false, true]) {
+          for (const alias of [false, true]) {
+            withMem(be, (m) => {
+              const x = randArray(r, n * d, -2, 2);
+              const res = randArray(r, n * d, -3, 3);
+              const w = randArray(r, d, 0.5, 1.5);
+              const b = randArray(r, d);
+              const eps = 1e-5;
+              const xp = m.put(x), rp = m.put(res);
+              const out = alias ? xp : m.zeros(n * d * 4);
+              be.addNorm({
+                x: xp,
+                residual: rp,
+                accumulate,
+                weight: m.put(w),
+                bias: withBias ? m.put(b) : null,
+                normKind,
+                eps,
+                n,
+                d,
+                out,
+              });
+              const expRes = new Float64Array(n * d), expOut = new Float64Array(n * d);
+              for (let i = 0; i < n; i++) {
+                let mean = 0;
+                for (let k = 0; k < d; k++) {
+                  const v = Math.fround((accumulate ? res[i * d + k] : 0) + x[i * d + k]);
+                  expRes[i * d + k] = v;
+                  mean += v;
+                }
+                mean = normKind === "layernorm" ? mean / d : 0;
+                let sq = 0;
+                for (let k = 0; k < d; k++) sq += (expRes[i * d + k] - mean) ** 2;
+                const rstd = 1 / Math.sqrt(sq / d + eps);
+                for (let k = 0; k < d; k++) {
+                  expOut[i * d + k] = (expRes[i * d + k] - mean) * rstd * w[k] +
+                    (withBias ? b[k] : 0);
+                }
+              }
+              const tag = `add_norm ${normKind} n=${n} d=${d} acc=${accumulate}`;
+              assertClose(`${tag} residual`, m.f32(rp, n * d), expRes, 0, 0);
+              // normalised values are O(1): absolute tolerance scaled by the weight
+              assertClose(`${tag} out`, m.f32(out, n * d), expOut, 2e-5, 2e-5);
+            });
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- linear --------------------------------------------------------------------------------
+
+function checkLinear(be: Backend, seed: number): void {
+  const r = rng(seed);
+  const shapes = [
+    [1, 1, 1],
+    [1, 37, 13],
+    [2, 64, 67],
+    [3, 100, 17],
+    [5, 33, 9],
+    [8, 129, 40],
+    [9, 37, 13],
+    [33, 70, 67],
+    [70, 48, 130],
+    [1, 2048, 96],
+  ];
+  for (const wdtype of ["f32", "bf16"] as const) {
+    for (const [n, inF, outF] of shapes) {
+      for (const padded of [false, true]) {
+        withMem(be, (m) => {
+          const ldx = inF + (padded ? 3 : 0), ldy = outF + (padded ? 5 : 0);
+          const x = randArray(r, n * ldx);
+          const w32 = randArray(r, outF * inF);
+          const wb = toBf16(w32);
+          const wref = wdtype === "f32" ? w32 : fromBf16(wb);
+          const bias = padded ? randArray(r, outF) : null;
+          const yInit = randArray(r, n * ldy);
+          const y = m.put(yInit);
+          be.linear({
+            x: m.put(x),
+            ldx,
+            w: m.put(wdtype === "f32" ? w32 : wb),
+            wdtype,
+            bias: bias ? m.put(bias) : null,
+            n,
+            inF,
+            outF,
+            y,
+            ldy,
+          });
+          const got = m.f32(y, n * ldy);
+          const exp = Float64Array.from(yInit), scale = new Float64Array(n * ldy);
+          for (let i = 0; i < n; i++) {
+            for (let o = 0; o < outF; o++) {
+              let s = bias ? bias[o] : 0, a = bias ? Math.abs(bias[o]) : 0;
+              for (let k = 0; k < inF; k++) {
+                const p = x[i * ldx + k] * wref[o * inF + k];
+                s += p;
+                a += Math.abs(p);
+              }
+              exp[i * ldy + o] = s;
+              scale[i * ldy + o] = a;
+            }
+          }
+          // padding columns of y stay untouched (exact), products within 1e-5 of sum |x w|
+          assertClose(
+            `linear ${wdtype} n=${n} in=${inF} out=${outF} ldx=${ldx}`,
+            got,
+            exp,
+            1e-5,
+            1e-6,
+            scale,
+          );
+        });
+      }
+    }
+  }
+}
+
+// ---- causal conv1d -------------------------------------------------------------------------
+
+interface ConvCase {
+  batch: number;
+  len: number;
+  d: number;
+  k: number;
+  ldx: number;
+  ldo: number;
+  x: Float32Array;
+  w: Float32Array;
+  bias: Float32Array | null;
+  state: Float32Array | null;
+}
+
+function convRef(c: ConvCase): { out: Float64Array; pre: Float64Array; state: Float64Array } {
+  const { batch, len, d, k, ldx, ldo, x, w, bias, state } = c;
+  const out = new Float64Array(batch * len * ldo), pre = new Float64Array(batch * len * d);
+  const st = new Float64Array(batch * d * (k - 1));
+  for (let b = 0; b < batch; b++) {
+    for (let ch = 0; ch < d; ch++) {
+      // the extended input: k-1 state values (oldest first), then the len inputs
+      const ext: number[] = [];
+      for (let j = 0; j < k - 1; j++) ext.push(state ? state[(b * d + ch) * (k - 1) + j] : 0);
+      for (let t = 0; t < len; t++) ext.push(x[(b * len + t) * ldx + ch]);
+      for (let t = 0; t < len; t++) {
+        let s = bias ? bias[ch] : 0;
+        for (let j = 0; j < k; j++) s += w[ch * k + j] * ext[t + j];
+        pre[(b * len + t) * d + ch] = s;
+        out[(b * len + t) * ldo + ch] = silu(s);
+      }
+      for (let j = 0; j < k - 1; j++) st[(b * d + ch) * (k - 1) + j] = ext[len + j];
+    }
+  }
+  return { out, pre, state: st };
+}
+
+function runConv(be: Backend, c: ConvCase, withPre: boolean) {
+  return withMem(be, (m) => {
+    const stBytes = c.batch * c.d * (c.k - 1) * 4;
+    const sp = c.state ? m.put(c.state) : null;
+    const out = m.zeros(c.batch * c.len * c.ldo * 4);
+    const pre = withPre ? m.zeros(c.batch * c.len * c.d * 4) : null;
+    be.conv1d({
+      x: m.put(c.x),
+      ldx: c.ldx,
+      w: m.put(c.w),
+      bias: c.bias ? m.put(c.bias) : null,
+      state: sp,
+      batch: c.batch,
+      len: c.len,
+      d: c.d,
+      k: c.k,
+      out,
+      ldo: c.ldo,
+      outPreact: pre,
+    });
+    return {
+      out: m.f32(out, c.batch * c.len * c.ldo),
+      pre: pre ? m.f32(pre, c.batch * c.len * c.d) : null,
+      state: sp && stBytes > 0 ? m.f32(sp, c.batch * c.d * (c.k - 1)) : null,
+    };
+  });
+}
+
+function convCase(
+  r: () => number,
+  batch: number,
+  len: number,
+  d: number,
+  k: number,
+  pad: number,
+  withState: boolean,
+): ConvCase {
+  const ldx = d + pad, ldo = d + 2 * pad;
+  return {
+    batch,
+    len,
+    d,
+    k,
+    ldx,
+    ldo,
+    x: randArray(r, batch * len * ldx, -2, 2),
+    w: randArray(r, d * k),
+    bias: r() < 0.5 ? randArray(r, d) : null,
+    state: withState ? randArray(r, batch * d * (k - 1), -2, 2) : null,
+  };
+}
+
+function checkConv(be: Backend, seed: number): void {
+  const r = rng(seed);
+  for (const batch of [1, 3]) {
+    for (const len of [1, 5, 129]) {
+      for (const [d, k] of [[37, 4], [16, 1], [40, 2], [5, 5], [33, 3]]) {
+        for (const withState of [false, true]) {
+          const c = convCase(r, batch, len, d, k, len % 2 ? 3 : 0, withState);
+          const got = runConv(be, c, true);
+          const exp = convRef(c);
+          const tag = `conv1d b=${batch} len=${len} d=${d} k=${k} state=${withState}`;
+          assertClose(`${tag} pre`, got.pre!, exp.pre, 1e-5, 1e-6);
+          // out's padding columns are never written (zeros)
+          assertClose(`${tag} out`, got.out, exp.out, 1e-5, 1e-6);
+          if (withState && k > 1) assertClose(`${tag} state`, got.state!, exp.state, 0, 0);
+        }
+      }
+    }
+  }
+  // continuity: a call over a positions then one over b == one call over a + b
+  for (const [a, b, k] of [[1, 1, 4], [2, 7, 4], [5, 1, 3], [3, 40, 4]]) {
+    const d = 21, batch = 2;
+    const whole = convCase(r, batch, a + b, d, k, 0, true);
+    const one = runConv(be, whole, false);
+    const sliceX = (t0: number, n: number) => {
+      const out = new Float32Array(batch * n * d);
+      for (let bb = 0; bb < batch; bb++) {
+        out.set(
+          whole.x.subarray((bb * (a + b) + t0) * d, (bb * (a + b) + t0 + n) * d),
+          bb * n * d,
+        );
+      }
+      return out;
+    };
+    const first = runConv(be, { ...whole, len: a, x: sliceX(0, a) }, false);
+    const second = runConv(be, { ...whole, len: b, x: sliceX(a, b), state: first.state }, false);
+    assertClose(`conv continuity ${a}+${b} state`, second.state!, one.state!, 0, 0);
+    for (let bb = 0; bb < batch; bb++) {
+      assertClose(
+        `conv continuity ${a}+${b} out`,
+        [
+          ...first.out.subarray(bb * a * d, (bb + 1) * a * d),
+          ...second.out.subarray(bb * b * d, (bb + 1) * b * d),
+        ],
+        one.out.subarray(bb * (a + b) * d, (bb + 1) * (a + b) * d),
+        0,
+        0,
+      );
+    }
+  }
+}
+
+// ---- selective scan ------------------------------------------------------------------------
+
+interface ScanCase {
+  batch: number;
+  len: number;
+  d: number;
+  n: number;
+  ld: number; // ld of u, delta, z, y (>= d)
+  ldbc: number; // ld of B and C (>= n)
+  u: Float32Array;
+  delta: Float32Array;
+  A: Float32Array;
+  B: Float32Array;
+  C: Float32Array;
+  D: Float32Array | null;
+  z: Float32Array | null;
+  state: Float32Array | null;
+  softplus: boolean;
+}
+
+function scanCase(
+  r: () => number,
+  batch: number,
+  len: number,
+  d: number,
+  n: number,
+  opts: { pad?: number; D?: boolean; z?: boolean; state?: boolean; softplus?: boolean } = {},
+): ScanCase {
+  const pad = opts.pad ?? 0, ld = d + pad, ldbc = n + pad, rows = batch * len;
+  const A = new Float32Array(d * n);
+  for (let i = 0; i < d * n; i++) A[i] = -Math.exp(Math.log(1 + (i % n)) + 0.3 * (r() - 0.5));
+  const softplus = opts.softplus ?? true;
+  return {
+    batch,
+    len,
+    d,
+    n,
+    ld,
+    ldbc,
+    u: randArray(r, rows * ld, -2, 2),
+    // before softplus: around log(expm1(dt)) for dt in [0.001, 0.1], plus some large values
+    delta: softplus ? randArray(r, rows * ld, -7, 3) : randArray(r, rows * ld, 0.001, 0.3),
+    A,
+    B: randArray(r, rows * ldbc),
+    C: randArray(r, rows * ldbc),
+    D: opts.D ?? true ? randArray(r, d) : null,
+    z: opts.z ?? true ? randArray(r, rows * ld, -3, 3) : null,
+    state: opts.state ?? true ? randArray(r, batch * d * n) : null,
+    softplus,
+  };
+}
+
+function scanRef(c: ScanCase) {
+  const { batch, len, d, n, ld, ldbc } = c;
+  const y = new Float64Array(batch * len * ld);
+  const state = new Float64Array(batch * d * n);
+  const all = new Float64Array(batch * len * d * n);
+  for (let b = 0; b < batch; b++) {
+    for (let ch = 0; ch < d; ch++) {
+      const h = new Float64Array(n);
+      if (c.state) { for (let s = 0; s < n; s++) h[s] = c.state[(b * d + ch) * n + s]; }
+      for (let t = 0; t < len; t++) {
+        const row = b * len + t;
+        const u = c.u[row * ld + ch];
+        let dt = c.delta[row * ld + ch];
+        if (c.softplus) dt = softplus(dt);
+        let acc = 0;
+        for (let s = 0; s < n; s++) {
+          h[s] = Math.exp(dt * c.A[ch * n + s]) * h[s] + dt * c.B[row * ldbc + s] * u;
+          acc += c.C[row * ldbc + s] * h[s];
+          all[(row * d + ch) * n + s] = h[s];
+        }
+        let yy = acc + (c.D ? c.D[ch] * u : 0);
+        if (c.z) yy *= silu(c.z[row * ld + ch]);
+        y[row * ld + ch] = yy;
+      }
+      for (let s = 0; s < n; s++) state[(b * d + ch) * n + s] = h[s];
+    }
+  }
+  return { y, state, all };
+}
+
+function runScan(be: Backend, c: ScanCase, withAll: boolean, stateUpdate = false) {
+  return withMem(be, (m) => {
+    const rows = c.batch * c.len;
+    const sp = c.state ? m.put(c.state) : null;
+    const ap = withAll ? m.zeros(rows * c.d * c.n * 4) : null;
+    const y = m.zeros(rows * c.ld * 4);
+    const common = {
+      u: m.put(c.u),
+      ldu: c.ld,
+      delta: m.put(c.delta),
+      ldDelta: c.ld,
+      A: m.put(c.A),
+      B: m.put(c.B),
+      ldb: c.ldbc,
+      C: m.put(c.C),
+      ldc: c.ldbc,
+      D: c.D ? m.put(c.D) : null,
+      z: c.z ? m.put(c.z) : null,
+      ldz: c.ld,
+      state: sp,
+      d: c.d,
+      n: c.n,
+      deltaSoftplus: c.softplus,
+      y,
+      ldy: c.ld,
+    };
+    if (stateUpdate) be.stateUpdate({ ...common, batch: c.batch });
+    else be.selectiveScan({ ...common, statesAll: ap, batch: c.batch, len: c.len });
+    return {
+      y: m.f32(y, rows * c.ld),
+      state: sp ? m.f32(sp, c.batch * c.d * c.n) : null,
+      all: ap ? m.f32(ap, rows * c.d * c.n) : null,
+    };
+  });
+}
+
+const SCAN_RTOL = 2e-5;
+
+function checkScan(be: Backend, seed: number): void {
+  const r = rng(seed);
+  let i = 0;
+  for (const batch of [1, 3]) {
+    for (const len of [1, 5, 129]) {
+      for (const [d, n] of [[37, 16], [16, 3], [20, 17], [5, 33]]) {
+        const opts = {
+          pad: i % 3,
+          D: i % 2 === 0,
+          z: i % 4 !== 1,
+          state: i % 5 !== 2,
+          softplus: i % 6 !== 3,
+        };
+        i++;
+        const c = scanCase(r, batch, len, d, n, opts);
+        const got = runScan(be, c, true);
+        const exp = scanRef(c);
+        const tag = `scan b=${batch} len=${len} d=${d} n=${n} ${JSON.stringify(opts)}`;
+        // y: relative to sum |C h| + |D u| (the magnitude it is made of)
+        const scale = new Float64Array(exp.y.length);
+        for (let row = 0; row < batch * len; row++) {
+          for (let ch = 0; ch < d; ch++) {
+            let s = 0;
+            for (let k = 0; k < n; k++) {
+              s += Math.abs(c.C[row * c.ldbc + k] * exp.all[(row * d + ch) * n + k]);
+            }
+            s += c.D ? Math.abs(c.D[ch] * c.u[row * c.ld + ch]) : 0;
+            scale[row * c.ld + ch] = s;
+          }
+        }
+        assertClose(`${tag} y`, got.y, exp.y, SCAN_RTOL, 1e-6, scale);
+        if (c.state) assertClose(`${tag} state`, got.state!, exp.state, SCAN_RTOL, 1e-6);
+        assertClose(`${tag} states_all`, got.all!, exp.all, SCAN_RTOL, 1e-6);
+      }
+    }
+  }
+  // continuity: len a then len b (state carried) == len a + b; states_all[t] == final state of t+1
+  for (const [a, b] of [[1, 1], [4, 9], [17, 3]]) {
+    const batch = 2, d = 19, n = 16;
+    const whole = scanCase(r, batch, a + b, d, n, { pad: 1 });
+    const one = runScan(be, whole, true);
+    const rowsOf = (arr: Float32Array, width: number, t0: number, cnt: number) => {
+      const out = new Float32Array(batch * cnt * width);
+      for (let bb = 0; bb < batch; bb++) {
+        const src = (bb * (a + b) + t0) * width;
+        out.set(arr.subarray(src, src + cnt * width), bb * cnt * width);
+      }
+      return out;
+    };
+    const part = (t0: number, cnt: number, state: Float32Array | null): ScanCase => ({
+      ...whole,
+      len: cnt,
+      u: rowsOf(whole.u, whole.ld, t0, cnt),
+      delta: rowsOf(whole.delta, whole.ld, t0, cnt),
+      z: rowsOf(whole.z!, whole.ld, t0, cnt),
+      B: rowsOf(whole.B, whole.ldbc, t0, cnt),
+      C: rowsOf(whole.C, whole.ldbc, t0, cnt),
+      state,
+    });
+    const first = runScan(be, part(0, a, whole.state), false);
+    const second = runScan(be, part(a, b, first.state), false);
+    assertClose(`scan continuity ${a}+${b} state`, second.state!, one.state!, 1e-6, 1e-7);
+    const ySplit = [...rowsOf(one.y, whole.ld, a, b)];
+    assertClose(`scan continuity ${a}+${b} y`, second.y, ySplit, 1e-6, 1e-7);
+    for (let t = 0; t < a + b; t++) {
+      const upTo = runScan(be, part(0, t + 1, whole.state), false);
+      for (let bb = 0; bb < batch; bb++) {
+        const at = one.all!.subarray(
+          ((bb * (a + b)) + t) * d * n,
+          ((bb * (a + b)) + t + 1) * d * n,
+        );
+        assertClose(
+          `states_all[${t}]`,
+          at,
+          upTo.state!.subarray(bb * d * n, (bb + 1) * d * n),
+          1e-6,
+          1e-7,
+        );
+      }
+    }
+  }
+  // selective_state_update == scan with len 1
+  for (const [batch, d, n] of [[1, 37, 16], [3, 8, 5]]) {
+    const c = scanCase(r, batch, 1, d, n, { pad: 2 });
+    const su = runScan(be, c, false, true);
+    const sc = runScan(be, c, false);
+    assert.deepEqual(su.y, sc.y);
+    assert.deepEqual(su.state, sc.state);
+  }
+}
+
+// ---- log-softmax, log-prob and rank ----------------------------------------------------------
+
+function checkLogSoftmax(be: Backend, seed: number): void {
+  const r = rng(seed);
+  for (const [n, v] of [[1, 1], [3, 17], [4, 256], [2, 1000]]) {
+    withMem(be, (m) => {
+      const logits = randArray(r, n * v, -8, 8);
+      // ties for the rank
+      for (let i = 0; i < n; i++) logits[i * v + (v - 1)] = logits[i * v];
+      const lp = m.put(logits);
+      const out = m.zeros(n * v * 4);
+      be.logSoftmax({ logits: lp, n, v, out });
+      const targets = Int32Array.from({ length: n }, (_, i) => i === 0 ? 0 : Math.floor(r() * v));
+      const lpOut = m.zeros(n * 4), rank = m.zeros(n * 4);
+      be.logprobRank({ logits: lp, n, v, targets: m.put(targets), logprob: lpOut, rank });
+      const exp = new Float64Array(n * v), expLp: number[] = [], expRank: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const row = logits.subarray(i * v, (i + 1) * v);
+        const mx = Math.max(...row);
+        let s = 0;
+        for (const x of row) s += Math.exp(x - mx);
+        const lse = mx + Math.log(s);
+        for (let k = 0; k < v; k++) exp[i * v + k] = row[k] - lse;
+        expLp.push(row[targets[i]] - lse);
+        expRank.push(row.filter((x) => x > row[targets[i]]).length);
+      }
+      assertClose(`log_softmax n=${n} v=${v}`, m.f32(out, n * v), exp, 1e-5, 2e-6);
+      assertClose(`logprob n=${n} v=${v}`, m.f32(lpOut, n), expLp, 1e-5, 2e-6);
+      assert.deepEqual([...m.i32(rank, n)], expRank);
+      // in place
+      be.logSoftmax({ logits: lp, n, v, out: lp });
+      assertClose(`log_softmax in place`, m.f32(lp, n * v), exp, 1e-5, 2e-6);
+    });
+  }
+}
+
+// ---- sample --------------------------------------------------------------------------------
+
+/** mamba_ssm's sample() with the ABI's draw rule (descending order, first cum > u * total). */
+function sampleRef(
+  row: Float32Array,
+  temperature: number,
+  topK: number,
+  topP: number,
+  u: number,
+): number {
+  const v = row.length;
+  if (topK === 1) {
+    let best = 0;
+    for (let i = 1; i < v; i++) if (row[i] > row[best]) best = i;
+    return best;
+  }
+  const k = topK <= 0 || topK >= v ? v : topK;
+  const idx = Array.from({ length: v }, (_, i) => i).sort((a, b) => row[b] - row[a] || a - b)
+    .slice(0, k);
+  const mx = row[idx[0]] / temperature;
+  const p = idx.map((i) => Math.exp(row[i] / temperature - mx));
+  let total = p.reduce((a, b) => a + b, 0);
+  let kept = k;
+  if (topP > 0 && topP < 1) {
+    // ascending cumulative probability; drop where <= 1 - top_p (keep the most probable)
+    let tail = 0;
+    kept = 1;
+    for (let i = k - 1; i > 0; i--) {
+      tail += p[i] / total;
+      if (tail > 1 - topP) {
+        kept = i + 1;
+        break;
+      }
+    }
+    total = p.slice(0, kept).reduce((a, b) => a + b, 0);
+  }
+  let cum = 0;
+  for (let i = 0; i < kept; i++) {
+    cum += p[i];
+    if (cum > u * total) return idx[i];
+  }
+  return idx[kept - 1];
+}
+
+function checkSample(be: Backend, seed: number): void {
+  const r = rng(seed);
+  const settings: [number, number, number][] = [
+    [1, 1, 1], // greedy
+    [1.0, 0, 1.0], // plain multinomial
+    [0.7, 0, 0.9],
+    [1.3, 5, 1.0],
+    [1.0, 40, 0.98],
+    [0.5, 300, 0.5],
+    [1.0, 2, 0.1],
+  ];
+  for (const [batch, v] of [[1, 1], [3, 256], [5, 37]]) {
+    for (const [temperature, topK, topP] of settings) {
+      withMem(be, (m) => {
+        const logits = randArray(r, batch * v, -4, 4);
+        if (v > 3) logits[2] = logits[0] = Math.max(...logits.subarray(0, v)) + 1; // a tie for argmax
+        const lp = m.put(logits);
+        const counter = m.put(new BigInt64Array([7n]));
+        const out = m.zeros(batch * 4);
+        const seedB = BigInt(Math.floor(r() * 2 ** 32)) << 16n;
+        for (let step = 7; step < 10; step++) {
+          be.sample({ logits: lp, batch, v, temperature, topK, topP, seed: seedB, counter, out });
+          const got = [...m.i32(out, batch)];
+          const exp = got.map((_, b) =>
+            sampleRef(
+              logits.subarray(b * v, (b + 1) * v),
+              temperature,
+              topK,
+              topP,
+              uniform(seedB, BigInt(step * batch + b)),
+            )
+          );
+          assert.deepEqual(got, exp, `sample v=${v} T=${temperature} k=${topK} p=${topP}`);
+          if (topK === 1 && v > 3) assert.equal(got[0], 0); // lowest index on ties
+        }
+        const c = new BigInt64Array(1);
+        be.download(c, counter);
+        assert.equal(c[0], 10n);
+      });
+    }
+  }
+  // uniform: deterministic, in [0, 1), 24 bits
+  const u = uniform(4740n, 3n);
+  assert.equal(u, uniform(4740n, 3n));
+  assert.ok(u >= 0 && u < 1 && Number.isInteger(u * 2 ** 24));
+}
+
+// ---- read probe ------------------------------------------------------------------------------
+
+function checkReadProbe(be: Backend, seed: number): void {
+  const r = rng(seed);
+  withMem(be, (m) => {
+    const a = randArray(r, 16 * 1001, 0, 1);
+    const sink = m.zeros(4);
+    be.readProbe(m.put(a), a.byteLength, sink);
+    const s = a.reduce((x, y) => x + y, 0);
+    assertClose("read_probe checksum", m.f32(sink, 1), [s], 1e-5, 0);
+  });
+}
+
+// ---- registration --------------------------------------------------------------------------
+
+const CHECKS: [string, (be: Backend, seed: number) => void][] = [
+  ["embedding", checkEmbedding],
+  ["add_norm", checkAddNorm],
+  ["linear", checkLinear],
+  ["causal_conv1d", checkConv],
+  ["selective_scan", checkScan],
+  ["log_softmax + logprob_rank", checkLogSoftmax],
+  ["sample", checkSample],
+  ["read_probe", checkReadProbe],
+];
+
+const SEED = Number(Deno.env.get("MB_TEST_SEED") ?? Date.now() % 100000);
+
+for (const [name, check] of CHECKS) {
+  for (const [label, be] of ALL) {
+    Deno.test(`${name} (${label}) matches the float64 reference [seed ${SEED}]`, () => {
+      check(be, SEED);
+    });
+  }
+}
+
+Deno.test("vector kernels equal the scalar kernels on the same inputs", () => {
+  const r = rng(SEED + 1);
+  // linear (skinny and GEMM sizes, both dtypes), scan, conv, add_norm, log_softmax
+  const run = (be: Backend, f: (m: Mem) => Float32Array) => withMem(be, f);
+  // [name, run, tolerance, scale (default: |expected| + 1, values are O(1))]
+  const cases: [string, (be: Backend) => Float32Array, number, Float64Array?][] = [];
+  for (const wdtype of ["f32", "bf16"] as const) {
+    for (const [n, inF, outF] of [[1, 1000, 77], [4, 77, 50], [40, 256, 96]]) {
+      const x = randArray(r, n * inF), w = randArray(r, outF * inF), b = randArray(r, outF);
+      const wdata = wdtype === "f32" ? w : toBf16(w);
+      const wref = wdtype === "f32" ? w : fromBf16(wdata as Uint16Array);
+      // dot products cancel: the tolerance is relative to sum |x w| + |b|
+      const scale = new Float64Array(n * outF);
+      for (let i = 0; i < n; i++) {
+        for (let o = 0; o < outF; o++) {
+          let a = Math.abs(b[o]);
+          for (let k = 0; k < inF; k++) a += Math.abs(x[i * inF + k] * wref[o * inF + k]);
+          scale[i * outF + o] = a;
+        }
+      }
+      cases.push([
+        `linear ${wdtype} n=${n}`,
+        (be) =>
+          run(be, (m) => {
+            const y = m.zeros(n * outF * 4);
+            be.linear({ x: m.put(x), w: m.put(wdata), wdtype, bias: m.put(b), n, inF, outF, y });
+            return m.f32(y, n * outF);
+          }),
+        1e-5,
+        scale,
+      ]);
+    }
+  }
+  const sc = scanCase(r, 2, 33, 37, 16, { pad: 1 });
+  cases.push(["selective_scan", (be) => {
+    const o = runScan(be, sc, true);
+    return Float32Array.from([...o.y, ...o.state!, ...o.all!]);
+  }, 2e-5]);
+  const cc = convCase(r, 2, 33, 37, 4, 1, true);
+  cases.push(["causal_conv1d", (be) => {
+    const o = runConv(be, cc, true);
+    return Float32Array.from([...o.out, ...o.pre!, ...o.state!]);
+  }, 1e-5]);
+  const nx = randArray(r, 3 * 1000), nw = randArray(r, 1000);
+  cases.push(["add_norm", (be) =>
+    run(be, (m) => {
+      const res = m.put(nx), out = m.zeros(3 * 1000 * 4);
+      be.addNorm({
+        x: m.put(nx),
+        residual: res,
+        accumulate: true,
+        weight: m.put(nw),
+        bias: null,
+        normKind: "layernorm",
+        eps: 1e-5,
+        n: 3,
+        d: 1000,
+        out,
+      });
+      return m.f32(out, 3000);
+    }), 2e-5]);
+  const lg = randArray(r, 3 * 256, -10, 10);
+  cases.push(["log_softmax", (be) =>
+    run(be, (m) => {
+      const out = m.zeros(lg.byteLength);
+      be.logSoftmax({ logits: m.put(lg), n: 3, v: 256, out });
+      return m.f32(out, lg.length);
+    }), 1e-5]);
+  for (const [name, f, tol, scale] of cases) {
+    const a = f(VEC), b = f(SCALAR);
+    const s = scale ?? Float64Array.from(b, (v) => Math.abs(v) + 1);
+    assertClose(`${name}: vector vs scalar`, a, b, tol, 0, s);
+  }
+});
+
+Deno.test("close the test contexts", () => {
+  for (const [, be] of ALL) be.close();
+});
