@@ -164,6 +164,8 @@ MB_INLINE void block_kernel_bf16(const float *xp, int64_t kp, const uint16_t *w,
     const __mmask32 m = in_f - k >= 32 ? (__mmask32)0xFFFFFFFFu
                                        : (__mmask32)((1u << (in_f - k)) - 1u);
     for (int r = 0; r < R; r++) {
+      /* rows are short streams (2 KiB for in_f = 1024): prefetch the next block's rows */
+      _mm_prefetch((const char *)(wr[r] + k + (int64_t)R * in_f), _MM_HINT_T0);
       __m512i v = m == (__mmask32)0xFFFFFFFFu ? _mm512_loadu_si512((const void *)(wr[r] + k))
                                               : _mm512_maskz_loadu_epi16(m, wr[r] + k);
       __m512 lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
