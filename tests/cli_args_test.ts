@@ -140,8 +140,8 @@ Deno.test("defaults of every shared flag", () => {
   const a = parseArgs<All & GenerationArgs>(p, []);
   assert.equal(a.config_path, "configs/mambabyte_lm.yml");
   assert.equal(a.seed, 4740);
-  assert.equal(a.device, "auto");
-  assert.equal(a.dtype, "fp32");
+  assert.equal(a.device, null); // null: the config decides
+  assert.equal(a.dtype, null);
   assert.equal(a.prompt, null);
   assert.equal(a.prompt_file, null);
   assert.equal(a.layer_idxs, null);

@@ -9,8 +9,9 @@
 import { MambaByteError } from "../errors.ts";
 import type { HostTensor } from "../io/tensor.ts";
 import { type MambaByteLM, type TapChunk, type TapName, tapWidth } from "../model/model.ts";
-import { DiscreteAReducer, InputSimilarity, type Reduction, reducedShape } from "./discrete_a.ts";
-import { applyNonlinearity } from "./nonlinearity.ts";
+import { DiscreteAReducer, InputSimilarity, reducedShape } from "./discrete_a.ts";
+import type { Reduction } from "./reductions.ts";
+import { applyNonlinearity, type Nonlinearity } from "./nonlinearity.ts";
 
 /** Options shared by every extraction. */
 export interface ExtractCommon {
@@ -49,7 +50,10 @@ function checkLayers(lm: MambaByteLM, layers?: readonly number[]): number[] {
   const out = layers ? [...layers] : [...Array(n).keys()];
   for (const l of out) {
     if (!Number.isInteger(l) || l < 0 || l >= n) {
-      throw new MambaByteError(`layer index ${l} is out of range: the model has ${n} layers (0..${n - 1})`, 2);
+      throw new MambaByteError(
+        `layer index ${l} is out of range: the model has ${n} layers (0..${n - 1})`,
+        2,
+      );
     }
   }
   return [...new Set(out)].sort((a, b) => a - b);
@@ -115,8 +119,10 @@ async function pass(
 export async function extractModuleOutputs(
   lm: MambaByteLM,
   bytes: Uint8Array,
-  options: ExtractCommon & { modules: readonly TapName[]; nonlinearity?: string },
-): Promise<{ modules: Map<TapName, Map<number, HostTensor>>; logProbs?: HostTensor; ranks?: HostTensor }> {
+  options: ExtractCommon & { modules: readonly TapName[]; nonlinearity?: Nonlinearity },
+): Promise<
+  { modules: Map<TapName, Map<number, HostTensor>>; logProbs?: HostTensor; ranks?: HostTensor }
+> {
   const layers = checkLayers(lm, options.layers);
   const modules = [...new Set(options.modules)];
   const L = bytes.length;
@@ -131,7 +137,7 @@ export async function extractModuleOutputs(
     }
     result.set(m, perLayer);
   }
-  const nl = options.nonlinearity ?? "linear";
+  const nl: Nonlinearity = options.nonlinearity ?? "linear";
   const scores = await pass(lm, bytes, modules, layers, options, (c) => {
     const data = applyNonlinearity(nl, c.data, c.rows, c.cols);
     (result.get(c.tap)!.get(c.layer)!.data as Float32Array).set(data, c.start * c.cols);

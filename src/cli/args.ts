@@ -107,10 +107,10 @@ export interface ModelArgs {
   model_id: string | null;
   /** Seed of random init and sampling. */
   seed: number;
-  /** Where to run. */
-  device: "auto" | "cpu" | "cuda";
-  /** Weight / activation precision. */
-  dtype: "fp32" | "bf16";
+  /** Where to run (null: the config's). */
+  device: "auto" | "cpu" | "cuda" | null;
+  /** Storage of the large matrices (null: the config's). */
+  dtype: "fp32" | "bf16" | null;
 }
 
 /** Adds --config_path, --pretrained_model_filepath, --model_id, --seed, --device, --dtype. */
@@ -126,8 +126,16 @@ export function addModelFlags(p: Parser): void {
   });
   g.add_argument("--model_id", { default: null, help: "model id in the config, e.g. 972M" });
   g.add_argument("--seed", { type: TYPES.int, default: 4740, help: "random seed" });
-  g.add_argument("--device", { choices: ["auto", "cpu", "cuda"], default: "auto", help: "device" });
-  g.add_argument("--dtype", { choices: ["fp32", "bf16"], default: "fp32", help: "precision" });
+  g.add_argument("--device", {
+    choices: ["auto", "cpu", "cuda"],
+    default: null,
+    help: "device (default: the config's general.device)",
+  });
+  g.add_argument("--dtype", {
+    choices: ["fp32", "bf16"],
+    default: null,
+    help: "storage of the large weight matrices (default: the config's general.dtype)",
+  });
 }
 
 /** Flags from {@link addPromptFlags}; see src/cli/prompt.ts to resolve them. */

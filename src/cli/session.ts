@@ -1,0 +1,115 @@
+/**
+ * What every task script does around its job: open the model its flags name (with progress),
+ * check the output path before any work, store a result record, and print a short summary.
+ *
+ * @module
+ */
+
+import { dirname } from "node:path";
+import { loadModel, type Model } from "../api.ts";
+import { loadConfig } from "../config/config.ts";
+import { isHostTensor } from "../io/tensor.ts";
+import { OUTPUT_EXTENSIONS, writeOutputs } from "../io/write.ts";
+import type { ModelArgs } from "./args.ts";
+import { UsageError, UserError } from "./errors.ts";
+import { progress } from "./progress.ts";
+
+/** Loads the model named by the common model flags; the config supplies what they leave out. */
+export async function openModel(prog: string, args: ModelArgs, quiet: boolean): Promise<Model> {
+  const cfg = await loadConfig(args.config_path);
+  if (args.model_id !== null && !cfg.modelIds.includes(args.model_id)) {
+    throw new UsageError(
+      prog,
+      `argument --model_id: invalid choice: '${args.model_id}' (choose from ${
+        cfg.modelIds.map((m) => `'${m}'`).join(", ")
+      })`,
+      "",
+    );
+  }
+  const bar = progressCallback("loading weights", quiet);
+  try {
+    return await loadModel({
+      configPath: args.config_path,
+      modelId: args.model_id ?? undefined,
+      checkpoint: args.pretrained_model_filepath ?? undefined,
+      device: args.device ?? undefined,
+      dtype: args.dtype ?? undefined,
+      seed: args.seed,
+      onProgress: bar.update,
+    });
+  } finally {
+    bar.done();
+  }
+}
+
+/** A (done, total) callback drawing a progress bar on a terminal stderr; `done()` ends it. */
+export function progressCallback(
+  label: string,
+  quiet: boolean,
+): { update: (done: number, total: number) => void; done: () => void } {
+  let bar: ReturnType<typeof progress> | undefined;
+  let seen = 0;
+  return {
+    update: (done, total) => {
+      bar ??= progress(label, total, { quiet });
+      bar.tick(done - seen);
+      seen = done;
+    },
+    done: () => bar?.done(),
+  };
+}
+
+/**
+ * Checks an output path before any computation: a known extension (else a usage error) and a
+ * folder that exists or can be made and written to (else a runtime error).
+ */
+export async function checkOutputPath(prog: string, path: string | null): Promise<void> {
+  if (path === null) return;
+  const base = path.slice(path.lastIndexOf("/") + 1);
+  const ext = base.includes(".") ? base.slice(base.lastIndexOf(".")).toLowerCase() : "";
+  if (!OUTPUT_EXTENSIONS.includes(ext)) {
+    throw new UsageError(
+      prog,
+      `argument --filepath_to_store_outputs: unsupported extension '${ext || base}' (use ${
+        OUTPUT_EXTENSIONS.join(", ")
+      })`,
+      "",
+    );
+  }
+  const dir = dirname(path);
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+    const probe = await Deno.makeTempFile({ dir, prefix: ".mambabyte-probe-" });
+    await Deno.remove(probe);
+  } catch (e) {
+    throw new UserError(`cannot write outputs to ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Stores the record (format by extension) and says where on stderr unless quiet. */
+export async function storeOutputs(
+  path: string,
+  record: Record<string, unknown>,
+  quiet: boolean,
+): Promise<void> {
+  await writeOutputs(path, record);
+  if (!quiet) console.error(`stored outputs in ${path}`);
+}
+
+/** One line per field: tensors by dtype and shape, per-layer maps by layer. */
+export function summarize(record: Record<string, unknown>): string[] {
+  const lines: string[] = [];
+  const describe = (v: unknown): string => {
+    if (isHostTensor(v)) return `${v.dtype}[${v.shape.join(", ")}]`;
+    if (typeof v === "string") return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
+    return JSON.stringify(v);
+  };
+  for (const [k, v] of Object.entries(record)) {
+    if (v instanceof Map) {
+      for (const [layer, t] of v) lines.push(`${k}[${layer}]: ${describe(t)}`);
+    } else {
+      lines.push(`${k}: ${describe(v)}`);
+    }
+  }
+  return lines;
+}
