@@ -67,6 +67,10 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     return mb_fail(e == cudaErrorMemoryAllocation ? MB_ERR_OOM : MB_ERR_DEVICE,
                    "cuda: context creation: %s", cudaGetErrorString(e));
   }
+  {
+    const char *e_pdl = getenv("MAMBABYTE_CUDA_PDL");
+    st->pdl = !(e_pdl && e_pdl[0] == '0') && prop.major >= 9;
+  }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;
   st->sm_count = prop.multiProcessorCount;
@@ -116,9 +120,9 @@ extern "C" int mbcuda_ctx_info(mb_ctx *ctx, char *buf, size_t cap) {
   if (cap == 0) return MB_OK;
   snprintf(buf, cap,
            "{\"backend\":\"cuda\",\"device\":%d,\"name\":\"%s\",\"sm\":%d,"
-           "\"multiprocessors\":%d,\"blas\":\"cublas\",\"tf32\":%s}",
+           "\"multiprocessors\":%d,\"blas\":\"cublas\",\"pdl\":%s,\"tf32\":%s}",
            ctx->device, name, st->cc_major * 10 + st->cc_minor, st->sm_count,
-           (ctx->flags & MB_FLAG_ALLOW_TF32) ? "true" : "false");
+           st->pdl ? "true" : "false", (ctx->flags & MB_FLAG_ALLOW_TF32) ? "true" : "false");
   return MB_OK;
 }
 

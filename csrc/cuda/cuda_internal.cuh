@@ -25,6 +25,7 @@ struct mbcuda_state {
   unsigned int *done;    /* device counter for the last-block pattern of mb_sample */
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
   int capturing;
+  int pdl;               /* launch with programmatic dependent launch (MAMBABYTE_CUDA_PDL=0: off) */
   int sm_count;
   int cc_major, cc_minor;
   char name[256];
@@ -53,6 +54,46 @@ int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out);
 /* gemm.cu: cuBLAS handle lifetime. */
 int mbcuda_blas_init(mb_ctx *ctx);
 void mbcuda_blas_destroy(mb_ctx *ctx);
+
+/* Programmatic dependent launch (Hopper): every kernel of the backend starts with
+ * mb_pdl_trigger() (the next kernel in the stream may be scheduled now) and calls mb_pdl_wait()
+ * before it touches memory written by earlier work (it returns once the previous grid has
+ * completed and its writes are visible). Without the launch attribute both are no-ops. Reading
+ * constant weights before the wait is allowed: nothing in the stream writes them. */
+__device__ __forceinline__ void mb_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mb_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+#define MB_PDL_ENTRY() \
+  do {                 \
+    mb_pdl_trigger();  \
+    mb_pdl_wait();     \
+  } while (0)
+
+/* Launches kern on the context's stream, with the programmatic-serialization attribute when the
+ * context uses PDL. */
+template <typename... KArgs, typename... Args>
+static inline cudaError_t mbcuda_launch(mb_ctx *ctx, void (*kern)(KArgs...), dim3 grid, dim3 block,
+                                        size_t smem, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = mbcuda_stream(ctx);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = mbcuda_st(ctx)->pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
+}
+#define MBCUDA_LAUNCH(op, ...) MBCUDA_CHECK(mbcuda_launch(ctx, __VA_ARGS__), op)
 
 static inline unsigned int mbcuda_blocks(int64_t work, int threads) {
   int64_t b = (work + threads - 1) / threads;

@@ -77,20 +77,27 @@ __device__ __forceinline__ void unpack(const uint4 &q, float (&f)[4], float) {
 __device__ __forceinline__ float wload(const uint16_t *p) { return __uint_as_float(((uint32_t)*p) << 16); }
 __device__ __forceinline__ float wload(const float *p) { return *p; }
 
-#define GEMV_THREADS 256
 #define GEMV_UNROLL 4
 
-/* A group of G consecutive threads computes one output row for all N inputs. VEC: 16-byte
- * loads of w (EPC elements) and x (aligned, in_f a multiple of EPC, ldx a multiple of 4). */
+__device__ __forceinline__ void prefetch_l2(const void *p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+/* A group of G consecutive threads computes one output row for all N inputs (G = 256: the whole
+ * block, reduced through shared memory; else blockDim.x / G rows per block). VEC: 16-byte loads
+ * of w (EPC elements) and x (aligned, in_f a multiple of EPC, ldx a multiple of 4).
+ * Before the PDL wait the first GEMV_UNROLL weight chunks of each thread are loaded and the rest
+ * of its row prefetched into L2: the weights stream while the previous kernel finishes. */
 template <typename WT, int N, int G, bool VEC>
-__global__ void __launch_bounds__(GEMV_THREADS)
+__global__ void __launch_bounds__(256)
 k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
        const float *__restrict__ bias, int n, int64_t in_f, int64_t out_f, float *__restrict__ y,
        int64_t ldy) {
+  mb_pdl_trigger();
   constexpr int EPC = 16 / (int)sizeof(WT);
-  constexpr int RPB = GEMV_THREADS / G;
+  const int rpb = blockDim.x / G;
   const int g = threadIdx.x % G;
-  int64_t row = (int64_t)blockIdx.x * RPB + threadIdx.x / G;
+  int64_t row = (int64_t)blockIdx.x * rpb + threadIdx.x / G;
   const bool valid = row < out_f;
   if (!valid) row = out_f - 1; /* keep the group's lanes in the shuffles */
   const WT *wr = w + row * in_f;
@@ -100,12 +107,21 @@ k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
   if (VEC) {
     const int64_t nch = in_f / EPC;
     const uint4 *w4 = (const uint4 *)wr;
-    for (int64_t base = g; base < nch; base += (int64_t)G * GEMV_UNROLL) {
-      uint4 q[GEMV_UNROLL];
+    uint4 q[GEMV_UNROLL];
 #pragma unroll
-      for (int u = 0; u < GEMV_UNROLL; u++) {
-        int64_t ch = base + (int64_t)u * G;
-        q[u] = ch < nch ? __ldcs(w4 + ch) : make_uint4(0, 0, 0, 0);
+    for (int u = 0; u < GEMV_UNROLL; u++) {
+      int64_t ch = g + (int64_t)u * G;
+      q[u] = ch < nch ? __ldcs(w4 + ch) : make_uint4(0, 0, 0, 0);
+    }
+    for (int64_t ch = g + (int64_t)GEMV_UNROLL * G; ch < nch; ch += G) prefetch_l2(w4 + ch);
+    mb_pdl_wait();
+    for (int64_t base = g; base < nch; base += (int64_t)G * GEMV_UNROLL) {
+      if (base != g) {
+#pragma unroll
+        for (int u = 0; u < GEMV_UNROLL; u++) {
+          int64_t ch = base + (int64_t)u * G;
+          q[u] = ch < nch ? __ldcs(w4 + ch) : make_uint4(0, 0, 0, 0);
+        }
       }
 #pragma unroll
       for (int u = 0; u < GEMV_UNROLL; u++) {
@@ -129,6 +145,7 @@ k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
       }
     }
   } else {
+    mb_pdl_wait();
     for (int64_t k = g; k < in_f; k += G) {
       float wv = wload(wr + k);
 #pragma unroll
@@ -169,53 +186,56 @@ k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
 }
 
 template <typename WT, int N, int G>
-static void gemv_launch_g(bool vec, const float *x, int64_t ldx, const WT *w, const float *bias,
-                          int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
-                          cudaStream_t s) {
-  constexpr int RPB = GEMV_THREADS / G;
-  unsigned blocks = (unsigned)((out_f + RPB - 1) / RPB);
+static cudaError_t gemv_launch_g(mb_ctx *ctx, bool vec, const float *x, int64_t ldx, const WT *w,
+                                 const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
+                                 int64_t ldy) {
+  int threads = 256;
+  if (G < 256) { /* smaller blocks when there are few rows, so that every SM gets work */
+    const int64_t want = 2 * (int64_t)mbcuda_st(ctx)->sm_count;
+    while (threads > 64 && threads > G && (out_f * G + threads - 1) / threads < want) threads >>= 1;
+  }
+  const int rpb = threads / G;
+  dim3 grid((unsigned)((out_f + rpb - 1) / rpb)), block((unsigned)threads);
   if (vec)
-    k_gemv<WT, N, G, true><<<blocks, GEMV_THREADS, 0, s>>>(x, ldx, w, bias, n, in_f, out_f, y, ldy);
-  else
-    k_gemv<WT, N, G, false><<<blocks, GEMV_THREADS, 0, s>>>(x, ldx, w, bias, n, in_f, out_f, y, ldy);
+    return mbcuda_launch(ctx, k_gemv<WT, N, G, true>, grid, block, 0, x, ldx, w, bias, n, in_f,
+                         out_f, y, ldy);
+  return mbcuda_launch(ctx, k_gemv<WT, N, G, false>, grid, block, 0, x, ldx, w, bias, n, in_f,
+                       out_f, y, ldy);
 }
 
 template <typename WT, int N>
-static void gemv_launch_n(int sms, const float *x, int64_t ldx, const WT *w, const float *bias,
-                          int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
-                          cudaStream_t s) {
+static cudaError_t gemv_launch_n(mb_ctx *ctx, const float *x, int64_t ldx, const WT *w,
+                                 const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
+                                 int64_t ldy) {
   constexpr int EPC = 16 / (int)sizeof(WT);
+  const int64_t sms = mbcuda_st(ctx)->sm_count;
   bool vec = (in_f % EPC) == 0 && (ldx % 4) == 0 && ((uintptr_t)x % 16) == 0 &&
              ((uintptr_t)w % 16) == 0;
   int64_t units = vec ? in_f / EPC : in_f; /* loads per row */
-  /* few rows: a whole block per row (split over the inner dimension) */
-  if (out_f * 32 < (int64_t)sms * GEMV_THREADS * 2 && units >= 512)
-    gemv_launch_g<WT, N, 256>(vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
-  else if (units >= 128)
-    gemv_launch_g<WT, N, 32>(vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
-  else if (units >= 32)
-    gemv_launch_g<WT, N, 8>(vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
-  else
-    gemv_launch_g<WT, N, 4>(vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
+  /* few rows (under ~16 per SM): a whole block per row, split over the inner dimension */
+  if (out_f < 16 * sms && units >= 128)
+    return gemv_launch_g<WT, N, 256>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  if (units >= 128)
+    return gemv_launch_g<WT, N, 32>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  if (units >= 32)
+    return gemv_launch_g<WT, N, 8>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  return gemv_launch_g<WT, N, 4>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy);
 }
 
 template <typename WT>
-static void gemv(int sms, const float *x, int64_t ldx, const WT *w, const float *bias, int n,
-                 int64_t in_f, int64_t out_f, float *y, int64_t ldy, cudaStream_t s) {
-  if (n == 1)
-    gemv_launch_n<WT, 1>(sms, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
-  else if (n == 2)
-    gemv_launch_n<WT, 2>(sms, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
-  else if (n <= 4)
-    gemv_launch_n<WT, 4>(sms, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
-  else
-    gemv_launch_n<WT, 8>(sms, x, ldx, w, bias, n, in_f, out_f, y, ldy, s);
+static cudaError_t gemv(mb_ctx *ctx, const float *x, int64_t ldx, const WT *w, const float *bias,
+                        int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy) {
+  if (n == 1) return gemv_launch_n<WT, 1>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  if (n == 2) return gemv_launch_n<WT, 2>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  if (n <= 4) return gemv_launch_n<WT, 4>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  return gemv_launch_n<WT, 8>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
 }
 
 /* ---- helpers for the cuBLAS path ------------------------------------------------------------- */
 
 __global__ void k_to_bf16(const float *__restrict__ x, int64_t ldx, int64_t n, int64_t k,
                           __nv_bfloat16 *__restrict__ out) {
+  MB_PDL_ENTRY();
   int64_t total = n * k;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -226,6 +246,7 @@ __global__ void k_to_bf16(const float *__restrict__ x, int64_t ldx, int64_t n, i
 
 __global__ void k_to_bf16_v4(const float *__restrict__ x, int64_t ldx, int64_t n, int64_t k4,
                              __nv_bfloat16 *__restrict__ out) {
+  MB_PDL_ENTRY();
   int64_t total = n * k4;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -241,6 +262,7 @@ __global__ void k_to_bf16_v4(const float *__restrict__ x, int64_t ldx, int64_t n
 
 __global__ void k_add_bias(float *y, int64_t ldy, const float *__restrict__ bias, int64_t n,
                            int64_t m) {
+  MB_PDL_ENTRY();
   int64_t total = n * m;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -265,17 +287,15 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     for (int64_t r = 0; r < n; r++)
       MBCUDA_CHECK(cudaMemsetAsync(y + r * ldy, 0, (size_t)out_f * sizeof(float), s), "linear");
     if (bias) {
-      k_add_bias<<<grid_cap(ctx, n * out_f), 256, 0, s>>>(y, ldy, bias, n, out_f);
-      MBCUDA_LAUNCHED("linear (bias)");
+      MBCUDA_LAUNCH("linear (bias)", k_add_bias, dim3(grid_cap(ctx, n * out_f)), dim3(256), 0, y, ldy, bias, n, out_f);
     }
     return MB_OK;
   }
   if (n <= 8) {
-    if (wdtype == MB_DTYPE_BF16)
-      gemv<uint16_t>(st->sm_count, x, ldx, (const uint16_t *)w, bias, (int)n, in_f, out_f, y, ldy, s);
-    else
-      gemv<float>(st->sm_count, x, ldx, (const float *)w, bias, (int)n, in_f, out_f, y, ldy, s);
-    MBCUDA_LAUNCHED("linear (gemv)");
+    cudaError_t e = wdtype == MB_DTYPE_BF16
+                        ? gemv<uint16_t>(ctx, x, ldx, (const uint16_t *)w, bias, (int)n, in_f, out_f, y, ldy)
+                        : gemv<float>(ctx, x, ldx, (const float *)w, bias, (int)n, in_f, out_f, y, ldy);
+    MBCUDA_CHECK(e, "linear (gemv)");
     return MB_OK;
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
@@ -288,10 +308,9 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     if (rc) return rc;
     __nv_bfloat16 *xb = (__nv_bfloat16 *)scr;
     if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
-      k_to_bf16_v4<<<grid_cap(ctx, n * in_f / 4), 256, 0, s>>>(x, ldx, n, in_f / 4, xb);
+      MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16_v4, dim3(grid_cap(ctx, n * in_f / 4)), dim3(256), 0, x, ldx, n, in_f / 4, xb);
     else
-      k_to_bf16<<<grid_cap(ctx, n * in_f), 256, 0, s>>>(x, ldx, n, in_f, xb);
-    MBCUDA_LAUNCHED("linear (x to bf16)");
+      MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16, dim3(grid_cap(ctx, n * in_f)), dim3(256), 0, x, ldx, n, in_f, xb);
     BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
                             CUDA_R_16BF, (int)in_f, xb, CUDA_R_16BF, (int)in_f, &beta, y,
                             CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
@@ -305,8 +324,7 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
                "linear (cublasGemmEx fp32)");
   }
   if (bias) {
-    k_add_bias<<<grid_cap(ctx, n * out_f), 256, 0, s>>>(y, ldy, bias, n, out_f);
-    MBCUDA_LAUNCHED("linear (bias)");
+    MBCUDA_LAUNCH("linear (bias)", k_add_bias, dim3(grid_cap(ctx, n * out_f)), dim3(256), 0, y, ldy, bias, n, out_f);
   }
   return MB_OK;
 }

@@ -71,6 +71,7 @@ static int row_threads(int64_t d) {
 template <typename T>
 __global__ void k_embedding(const int32_t *__restrict__ ids, int64_t n, const T *__restrict__ table,
                             int64_t d, float *__restrict__ out) {
+  MB_PDL_ENTRY();
   int64_t total = n * d;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -91,11 +92,9 @@ extern "C" int mbcuda_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, cons
   unsigned int blocks = mbcuda_blocks(total, 256);
   if (blocks > 65535u * 8) blocks = 65535u * 8;
   if (wdtype == MB_DTYPE_BF16)
-    k_embedding<uint16_t><<<blocks, 256, 0, mbcuda_stream(ctx)>>>(ids, n, (const uint16_t *)table,
-                                                                 d, out);
+    MBCUDA_LAUNCH("embedding", k_embedding<uint16_t>, dim3(blocks), dim3(256), 0, ids, n, (const uint16_t *)table, d, out);
   else
-    k_embedding<float><<<blocks, 256, 0, mbcuda_stream(ctx)>>>(ids, n, (const float *)table, d, out);
-  MBCUDA_LAUNCHED("embedding");
+    MBCUDA_LAUNCH("embedding", k_embedding<float>, dim3(blocks), dim3(256), 0, ids, n, (const float *)table, d, out);
   return MB_OK;
 }
 
@@ -104,6 +103,7 @@ extern "C" int mbcuda_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, cons
 __global__ void k_add_norm(const float *x, float *residual, int accumulate,
                            const float *__restrict__ weight, const float *__restrict__ bias,
                            int norm_kind, float eps, int64_t d, float *out) {
+  MB_PDL_ENTRY();
   __shared__ float red[32];
   int64_t row = blockIdx.x;
   const float *xr = x + row * d;
@@ -141,15 +141,14 @@ extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int
                                int64_t n, int64_t d, float *out) {
   if (n <= 0 || d <= 0) return MB_OK;
   if (n > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: add_norm: too many rows");
-  k_add_norm<<<(unsigned)n, row_threads(d), 0, mbcuda_stream(ctx)>>>(
-      x, residual, accumulate, weight, bias, norm_kind, eps, d, out);
-  MBCUDA_LAUNCHED("add_norm");
+  MBCUDA_LAUNCH("add_norm", k_add_norm, dim3((unsigned)n), dim3(row_threads(d)), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out);
   return MB_OK;
 }
 
 /* ---- causal_conv1d --------------------------------------------------------------------------- */
 
 #define CONV_KMAX 8
+#define MB_LOG2E 1.4426950408889634f
 
 /* One thread per (b, c), sequential over t, the window in registers (k <= CONV_KMAX): one launch,
  * used for short lengths (decoding). */
@@ -157,6 +156,7 @@ __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float
                            const float *__restrict__ bias, float *conv_state, int64_t batch,
                            int64_t len, int64_t d, int k, float *__restrict__ out, int64_t ldo,
                            float *__restrict__ pre_out) {
+  MB_PDL_ENTRY();
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= batch * d) return;
   int64_t b = i / d, c = i - b * d;
@@ -198,6 +198,7 @@ __global__ void k_conv_par(const float *__restrict__ x, int64_t ldx, const float
                            const float *__restrict__ bias, const float *__restrict__ conv_state,
                            int64_t batch, int64_t len, int64_t d, int k, float *__restrict__ out,
                            int64_t ldo, float *__restrict__ pre_out) {
+  MB_PDL_ENTRY();
   int64_t total = batch * len * d;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
        i += (int64_t)gridDim.x * blockDim.x) {
@@ -219,6 +220,7 @@ __global__ void k_conv_par(const float *__restrict__ x, int64_t ldx, const float
 /* After k_conv_par: the state keeps the last k-1 inputs (in place, ascending j is safe). */
 __global__ void k_conv_state(const float *__restrict__ x, int64_t ldx, float *conv_state,
                              int64_t batch, int64_t len, int64_t d, int k) {
+  MB_PDL_ENTRY();
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= batch * d) return;
   int64_t b = i / d, c = i - b * d;
@@ -237,22 +239,16 @@ extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, co
   cudaStream_t s = mbcuda_stream(ctx);
   int64_t chans = batch * d;
   if (k <= CONV_KMAX && (len <= 8 || chans >= 65536)) {
-    k_conv_seq<<<mbcuda_blocks(chans, 128), 128, 0, s>>>(x, ldx, w, bias, conv_state, batch, len,
-                                                          d, (int)k, out, ldo, out_preact);
-    MBCUDA_LAUNCHED("causal_conv1d");
+    MBCUDA_LAUNCH("causal_conv1d", k_conv_seq, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact);
     return MB_OK;
   }
   int64_t total = chans * len;
   unsigned int blocks = mbcuda_blocks(total, 256);
   unsigned int cap = (unsigned)mbcuda_st(ctx)->sm_count * 16;
   if (blocks > cap) blocks = cap;
-  k_conv_par<<<blocks, 256, 0, s>>>(x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo,
-                                    out_preact);
-  MBCUDA_LAUNCHED("causal_conv1d");
+  MBCUDA_LAUNCH("causal_conv1d", k_conv_par, dim3(blocks), dim3(256), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact);
   if (conv_state && k > 1) {
-    k_conv_state<<<mbcuda_blocks(chans, 128), 128, 0, s>>>(x, ldx, conv_state, batch, len, d,
-                                                            (int)k);
-    MBCUDA_LAUNCHED("causal_conv1d (state)");
+    MBCUDA_LAUNCH("causal_conv1d (state)", k_conv_state, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, conv_state, batch, len, d, (int)k);
   }
   return MB_OK;
 }
@@ -288,7 +284,7 @@ __device__ __forceinline__ float scan_range(const ScanArgs &a, int64_t b, int64_
   const int n = a.n;
   float Ac[NMAX];
 #pragma unroll
-  for (int s = 0; s < NMAX; s++) Ac[s] = s < n ? a.A[c * n + s] : 0.f;
+  for (int s = 0; s < NMAX; s++) Ac[s] = s < n ? a.A[c * n + s] * MB_LOG2E : 0.f; /* exp via exp2 */
   float Dc = a.Dskip ? a.Dskip[c] : 0.f;
   float dts = 0.f;
   for (int64_t t = t0; t < t1; t++) {
@@ -304,7 +300,7 @@ __device__ __forceinline__ float scan_range(const ScanArgs &a, int64_t b, int64_
 #pragma unroll
     for (int s = 0; s < NMAX; s++) {
       if (s < n) {
-        float dA = expf(dt * Ac[s]);
+        float dA = exp2f(dt * Ac[s]);
         h[s] = dA * h[s] + __ldg(Br + s) * du;
         if (OUT) yv += __ldg(Cr + s) * h[s];
       }
@@ -327,6 +323,7 @@ __device__ __forceinline__ float scan_range(const ScanArgs &a, int64_t b, int64_
 /* One thread per (b, c), sequential over the whole length. */
 template <int NMAX>
 __global__ void k_scan_seq(ScanArgs a) {
+  MB_PDL_ENTRY();
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= a.batch * a.d) return;
   int64_t b = i / a.d, c = i - b * a.d;
@@ -345,6 +342,7 @@ __global__ void k_scan_seq(ScanArgs a) {
 /* Chunked pass 1: per (b, chunk, c), the chunk's end state from zero and its dt sum. */
 template <int NMAX>
 __global__ void k_scan_chunk_local(ScanArgs a) {
+  MB_PDL_ENTRY();
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= a.batch * a.nchunks * a.d) return;
   int64_t c = i % a.d, bk = i / a.d, k = bk % a.nchunks, b = bk / a.nchunks;
@@ -364,6 +362,7 @@ __global__ void k_scan_chunk_local(ScanArgs a) {
 /* Chunked pass 2: per (b, c), carries the state across chunks; hloc becomes the entering state. */
 template <int NMAX>
 __global__ void k_scan_chunk_carry(ScanArgs a) {
+  MB_PDL_ENTRY();
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= a.batch * a.d) return;
   int64_t b = i / a.d, c = i - b * a.d;
@@ -372,7 +371,7 @@ __global__ void k_scan_chunk_carry(ScanArgs a) {
 #pragma unroll
   for (int s = 0; s < NMAX; s++) {
     h[s] = (st && s < a.n) ? st[s] : 0.f;
-    Ac[s] = s < a.n ? a.A[c * a.n + s] : 0.f;
+    Ac[s] = s < a.n ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
   }
   for (int64_t k = 0; k < a.nchunks; k++) {
     int64_t j = (b * a.nchunks + k) * a.d + c;
@@ -383,7 +382,7 @@ __global__ void k_scan_chunk_carry(ScanArgs a) {
       if (s < a.n) {
         float loc = k < a.nchunks - 1 ? hl[s] : 0.f;
         hl[s] = h[s];
-        h[s] = expf(dts * Ac[s]) * h[s] + loc;
+        h[s] = exp2f(dts * Ac[s]) * h[s] + loc;
       }
     }
   }
@@ -392,6 +391,7 @@ __global__ void k_scan_chunk_carry(ScanArgs a) {
 /* Chunked pass 3: per (b, chunk, c), reruns the chunk from its entering state with outputs. */
 template <int NMAX>
 __global__ void k_scan_chunk_out(ScanArgs a) {
+  MB_PDL_ENTRY();
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= a.batch * a.nchunks * a.d) return;
   int64_t c = i % a.d, bk = i / a.d, k = bk % a.nchunks, b = bk / a.nchunks;
@@ -422,8 +422,7 @@ static int scan_launch(mb_ctx *ctx, ScanArgs &a) {
     if (nchunks < 1) nchunks = 1;
   }
   if (nchunks <= 1) {
-    k_scan_seq<NMAX><<<mbcuda_blocks(chans, 128), 128, 0, s>>>(a);
-    MBCUDA_LAUNCHED("selective_scan");
+    MBCUDA_LAUNCH("selective_scan", k_scan_seq<NMAX>, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, a);
     return MB_OK;
   }
   a.chunk = (a.len + nchunks - 1) / nchunks;
@@ -437,12 +436,9 @@ static int scan_launch(mb_ctx *ctx, ScanArgs &a) {
   a.hloc = (float *)scr;
   a.dtsum = (float *)((char *)scr + hl_bytes);
   int64_t work = a.batch * a.nchunks * a.d;
-  k_scan_chunk_local<NMAX><<<mbcuda_blocks(work, 128), 128, 0, s>>>(a);
-  MBCUDA_LAUNCHED("selective_scan (chunk local)");
-  k_scan_chunk_carry<NMAX><<<mbcuda_blocks(chans, 128), 128, 0, s>>>(a);
-  MBCUDA_LAUNCHED("selective_scan (chunk carry)");
-  k_scan_chunk_out<NMAX><<<mbcuda_blocks(work, 128), 128, 0, s>>>(a);
-  MBCUDA_LAUNCHED("selective_scan (chunk out)");
+  MBCUDA_LAUNCH("selective_scan (chunk local)", k_scan_chunk_local<NMAX>, dim3(mbcuda_blocks(work, 128)), dim3(128), 0, a);
+  MBCUDA_LAUNCH("selective_scan (chunk carry)", k_scan_chunk_carry<NMAX>, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, a);
+  MBCUDA_LAUNCH("selective_scan (chunk out)", k_scan_chunk_out<NMAX>, dim3(mbcuda_blocks(work, 128)), dim3(128), 0, a);
   return MB_OK;
 }
 
@@ -473,6 +469,7 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, c
 /* ---- log_softmax, logprob_rank --------------------------------------------------------------- */
 
 __global__ void k_log_softmax(const float *logits, int64_t v, float *out) {
+  MB_PDL_ENTRY();
   __shared__ float red[32];
   const float *row = logits + blockIdx.x * v;
   float *orow = out + blockIdx.x * v;
@@ -490,14 +487,14 @@ extern "C" int mbcuda_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, i
                                   float *out) {
   if (n <= 0 || v <= 0) return MB_OK;
   if (n > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: log_softmax: too many rows");
-  k_log_softmax<<<(unsigned)n, row_threads(v), 0, mbcuda_stream(ctx)>>>(logits, v, out);
-  MBCUDA_LAUNCHED("log_softmax");
+  MBCUDA_LAUNCH("log_softmax", k_log_softmax, dim3((unsigned)n), dim3(row_threads(v)), 0, logits, v, out);
   return MB_OK;
 }
 
 __global__ void k_logprob_rank(const float *__restrict__ logits, int64_t v,
                                const int32_t *__restrict__ targets, float *out_lp,
                                int32_t *out_rank) {
+  MB_PDL_ENTRY();
   __shared__ float red[32];
   const float *row = logits + blockIdx.x * v;
   float tv = row[targets[blockIdx.x]];
@@ -523,9 +520,7 @@ extern "C" int mbcuda_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, 
   if (n <= 0 || v <= 0) return MB_OK;
   if (n > 0x7fffffff || v >= (1 << 24))
     return mb_fail(MB_ERR_INVALID, "cuda: logprob_rank: too large");
-  k_logprob_rank<<<(unsigned)n, row_threads(v), 0, mbcuda_stream(ctx)>>>(logits, v, targets,
-                                                                        out_logprob, out_rank);
-  MBCUDA_LAUNCHED("logprob_rank");
+  MBCUDA_LAUNCH("logprob_rank", k_logprob_rank, dim3((unsigned)n), dim3(row_threads(v)), 0, logits, v, targets, out_logprob, out_rank);
   return MB_OK;
 }
 
@@ -558,6 +553,7 @@ __device__ void sample_finish(int64_t *counter, unsigned int *done) {
 
 __global__ void k_sample_greedy(const float *__restrict__ logits, int64_t v, int32_t *out_ids,
                                 int64_t *counter, unsigned int *done) {
+  MB_PDL_ENTRY();
   __shared__ float sv[32];
   __shared__ int si[32];
   const float *row = logits + blockIdx.x * v;
@@ -592,6 +588,7 @@ __global__ void __launch_bounds__(SAMPLE_THREADS)
 k_sample(const float *__restrict__ logits, int64_t batch, int v, int P, float temperature,
          int top_k, float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids,
          unsigned int *done) {
+  MB_PDL_ENTRY();
   extern __shared__ unsigned char smem[];
   float *val = (float *)smem; /* sorted logits, then (in place) their exp-weights */
   int *idx = (int *)(val + P);
@@ -695,8 +692,7 @@ extern "C" int mbcuda_sample(mb_ctx *ctx, const float *logits, int64_t batch, in
   cudaStream_t s = mbcuda_stream(ctx);
   unsigned int *done = mbcuda_st(ctx)->done;
   if (top_k == 1 || temperature <= 0.f) {
-    k_sample_greedy<<<(unsigned)batch, 256, 0, s>>>(logits, v, out_ids, counter, done);
-    MBCUDA_LAUNCHED("sample (greedy)");
+    MBCUDA_LAUNCH("sample (greedy)", k_sample_greedy, dim3((unsigned)batch), dim3(256), 0, logits, v, out_ids, counter, done);
     return MB_OK;
   }
   if (v > SAMPLE_VMAX)
@@ -705,15 +701,14 @@ extern "C" int mbcuda_sample(mb_ctx *ctx, const float *logits, int64_t batch, in
   int P = 32;
   while (P < v) P <<= 1;
   size_t sm = (size_t)P * (sizeof(float) + sizeof(int));
-  k_sample<<<(unsigned)batch, SAMPLE_THREADS, sm, s>>>(logits, batch, (int)v, P, temperature,
-                                                      top_k, top_p, seed, counter, out_ids, done);
-  MBCUDA_LAUNCHED("sample");
+  MBCUDA_LAUNCH("sample", k_sample, dim3((unsigned)batch), dim3(SAMPLE_THREADS), sm, logits, batch, (int)v, P, temperature, top_k, top_p, seed, counter, out_ids, done);
   return MB_OK;
 }
 
 /* ---- read_probe ------------------------------------------------------------------------------ */
 
 __global__ void k_read_probe(const uint4 *__restrict__ p, size_t n16, float *sink) {
+  MB_PDL_ENTRY();
   __shared__ float red[32];
   uint32_t acc = 0;
   size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -737,7 +732,6 @@ extern "C" int mbcuda_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float
   MBCUDA_CHECK(cudaMemsetAsync(sink, 0, sizeof(float), s), "read_probe (memset)");
   if (bytes == 0) return MB_OK;
   unsigned int blocks = (unsigned)mbcuda_st(ctx)->sm_count * 8;
-  k_read_probe<<<blocks, 256, 0, s>>>((const uint4 *)p, bytes / 16, sink);
-  MBCUDA_LAUNCHED("read_probe");
+  MBCUDA_LAUNCH("read_probe", k_read_probe, dim3(blocks), dim3(256), 0, (const uint4 *)p, bytes / 16, sink);
   return MB_OK;
 }

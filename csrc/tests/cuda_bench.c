@@ -345,6 +345,49 @@ static void forward_bench(model *m, int64_t len, const char *label) {
   acts_free(&a);
 }
 
+
+/* Per-op times of one layer (layer 0), each op repeated back to back: where the time goes. */
+static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
+  acts a;
+  int64_t rows = batch * len;
+  acts_init(&a, rows, batch);
+  MBX(mb_memset(G, a.ids, 0, (size_t)rows * 4));
+  model_pass(m, &a, batch, len, 0); /* warm-up, fills activations */
+  MBX(mb_ctx_synchronize(G));
+  layer *L = &m->l[0];
+  int dt = m->dtype, reps = len > 1 ? 5 : 50;
+  const char *names[7] = {"add_norm", "in_proj", "conv1d", "x_proj", "dt_proj", "scan", "out_proj"};
+  char line[160];
+  int off = snprintf(line, sizeof line, "layer ops %-6s b=%lld len=%lld us:", label,
+                     (long long)batch, (long long)len);
+  double total = 0;
+  for (int op = 0; op < 7; op++) {
+    double t[3];
+    for (int r = 0; r < 3; r++) {
+      double t0 = now();
+      for (int i = 0; i < reps; i++) {
+        switch (op) {
+          case 0: MBX(mb_add_norm(G, a.h, a.res, 1, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a.hn)); break;
+          case 1: MBX(mb_linear(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI)); break;
+          case 2: MBX(mb_causal_conv1d(G, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL)); break;
+          case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
+          case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, L->dtb, rows, R, DI, a.dt, DI)); break;
+          case 5: MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI)); break;
+          default: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
+        }
+      }
+      MBX(mb_ctx_synchronize(G));
+      t[r] = (now() - t0) / reps;
+    }
+    double tm = median(t, 3);
+    total += tm;
+    off += snprintf(line + off, sizeof line - (size_t)off, " %s %.1f", names[op], tm * 1e6);
+  }
+  snprintf(line + off, sizeof line - (size_t)off, " | sum %.1f", total * 1e6);
+  ROW("%s", line);
+  acts_free(&a);
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   int count = 0;
@@ -372,8 +415,21 @@ int main(int argc, char **argv) {
     model_init(&m, MB_DTYPE_BF16);
     fprintf(stderr, "bf16 model: %.3f GB of weights\n", m.weight_bytes / 1e9);
     decode_bench(&m, bw, 1, "bf16");
+    {
+      mb_ctx *g1 = G, *g2;
+      setenv("MAMBABYTE_CUDA_PDL", "0", 1);
+      MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g2));
+      unsetenv("MAMBABYTE_CUDA_PDL");
+      G = g2;
+      decode_bench(&m, bw, 1, "bf16,noPDL");
+      G = g1;
+      MBX(mb_ctx_destroy(g2));
+    }
     if (!quick) decode_bench(&m, bw, 64, "bf16");
     forward_bench(&m, 8192, "bf16");
+    breakdown(&m, 1, 1, "bf16");
+    if (!quick) breakdown(&m, 64, 1, "bf16");
+    breakdown(&m, 1, 8192, "bf16");
     model_free(&m);
   }
   {
@@ -382,6 +438,7 @@ int main(int argc, char **argv) {
     decode_bench(&m, bw, 1, "f32");
     MBX(mb_ctx_set_flags(G, MB_FLAG_ALLOW_TF32));
     forward_bench(&m, 8192, "tf32");
+    breakdown(&m, 1, 8192, "tf32");
     MBX(mb_ctx_set_flags(G, 0));
     if (!quick) forward_bench(&m, 8192, "f32");
     model_free(&m);
