@@ -125,7 +125,9 @@ export async function generateBytes(
       }
       await options.onBytes?.(stepBytes.slice(), s);
       if (s + 1 === o.maxNewTokens) break;
-      if (o.useGraphs && be.supportsGraphs) {
+      // The first step runs directly (kernels load, scratch reaches its size); later steps
+      // replay a graph captured on the second.
+      if (o.useGraphs && be.supportsGraphs && s > 0) {
         if (graph === undefined) {
           be.graphBegin();
           try {
