@@ -1,0 +1,155 @@
+/**
+ * The model on the CUDA backend against the CPU backend (its reference) and against the
+ * independent fixtures. Skipped, saying why, where the library has no CUDA or there is no GPU.
+ * Per-op CUDA-vs-CPU checks on random inputs live in csrc/tests/cuda_vs_cpu.c (tools/device).
+ */
+import assert from "node:assert/strict";
+import { loadModel, type Model } from "../mod.ts";
+import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
+import { openCheckpoint } from "../src/checkpoint/mod.ts";
+import { maxRelError } from "./helpers/compare.ts";
+
+const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
+const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
+
+function gpuReason(): string | null {
+  try {
+    if (!hasCuda()) return "the native library was built without CUDA";
+    if (cudaDeviceCount() === 0) return "no CUDA GPU is present";
+    return null;
+  } catch (e) {
+    return `native library unavailable: ${(e as Error).message}`;
+  }
+}
+
+const reason = gpuReason();
+if (reason) console.warn(`cuda_model_test: skipped: ${reason}`);
+const ignore = reason !== null;
+
+const TEXT = new TextEncoder().encode(
+  "GPU and CPU must agree — ÆØÅ ünïcödé 0123456789.\n".repeat(4),
+);
+
+async function pair(
+  dtype: "fp32" | "bf16",
+  strictFp32: boolean,
+  chunkSize = 64,
+): Promise<[Model, Model]> {
+  const common = { configPath: CONFIG, modelId: "test-64x3", seed: 3, dtype, chunkSize };
+  const cpu = await loadModel({ ...common, device: "cpu" });
+  const gpu = await loadModel({ ...common, device: "cuda", strictFp32 });
+  return [cpu, gpu];
+}
+
+for (
+  const [label, dtype, strict, tol] of [
+    ["fp32 strict", "fp32", true, 1e-5],
+    ["fp32 TF32", "fp32", false, 1e-3],
+    ["bf16 weights", "bf16", false, 1e-2],
+  ] as const
+) {
+  Deno.test({
+    name: `cuda forward and taps equal the CPU: ${label}`,
+    ignore,
+    async fn() {
+      const [cpu, gpu] = await pair(dtype, strict);
+      try {
+        const opts = { taps: ["dt_proj", "conv1d", "mixer"] as const, layers: [0, 2] };
+        const a = await cpu.forward(TEXT, opts);
+        const b = await gpu.forward(TEXT, opts);
+        const e = maxRelError(b.logits, a.logits);
+        assert.ok(e < tol, `logits ${e}`);
+        for (const tap of opts.taps) {
+          for (const l of opts.layers) {
+            const et = maxRelError(b.taps.get(tap)!.get(l)!, a.taps.get(tap)!.get(l)!);
+            assert.ok(et < tol, `${tap}.${l}: ${et}`);
+          }
+        }
+      } finally {
+        cpu.close();
+        gpu.close();
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "cuda greedy generation (graph replay, batch 1 and 3) equals the CPU's",
+  ignore,
+  async fn() {
+    const [cpu, gpu] = await pair("fp32", true);
+    try {
+      for (const numSamples of [1, 3]) {
+        const opts = { maxNewTokens: 40, topK: 1, numSamples };
+        const a = await cpu.generate(TEXT.subarray(0, 30), opts);
+        const b = await gpu.generate(TEXT.subarray(0, 30), opts);
+        assert.deepEqual(b, a);
+        const c = await gpu.generate(TEXT.subarray(0, 30), { ...opts, useGraphs: false });
+        assert.deepEqual(c, a);
+      }
+      const s1 = await gpu.generate(TEXT.subarray(0, 30), {
+        maxNewTokens: 30,
+        seed: 5,
+        numSamples: 2,
+      });
+      const s2 = await gpu.generate(TEXT.subarray(0, 30), {
+        maxNewTokens: 30,
+        seed: 5,
+        numSamples: 2,
+      });
+      assert.deepEqual(s1, s2);
+    } finally {
+      cpu.close();
+      gpu.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "cuda log-probs and ranks equal the CPU's",
+  ignore,
+  async fn() {
+    const [cpu, gpu] = await pair("fp32", true, 50);
+    try {
+      const a = await cpu.logProbs(TEXT);
+      const b = await gpu.logProbs(TEXT);
+      assert.ok(maxRelError(b.logProbs, a.logProbs) < 1e-5);
+      let mismatched = 0;
+      for (let i = 0; i < a.ranks.length; i++) if (a.ranks[i] !== b.ranks[i]) mismatched++;
+      assert.ok(mismatched <= 1, `${mismatched} ranks differ`); // ties within rounding only
+    } finally {
+      cpu.close();
+      gpu.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "cuda matches the independent references (fixtures)",
+  ignore: ignore || !(await Deno.stat(`${FIXTURES}expected.safetensors`).catch(() => null)),
+  async fn() {
+    const ck = await openCheckpoint(`${FIXTURES}expected.safetensors`);
+    const get = async (k: string) => (await ck.tensors.get(k)!.read()).slice().buffer;
+    for (const [kind, path] of [["ln", "ln_model.safetensors"], ["rms", "rms_hf"]] as const) {
+      const ids = new Int32Array(await get(`${kind}.input_ids`));
+      const model = await loadModel({
+        configPath: CONFIG,
+        modelId: "test-48x2",
+        checkpoint: `${FIXTURES}${path}`,
+        device: "cuda",
+        strictFp32: true,
+      });
+      try {
+        const bytes = Uint8Array.from(ids);
+        const { logits } = await model.forward(bytes);
+        const e = maxRelError(logits, new Float32Array(await get(`${kind}.logits`)));
+        assert.ok(e < 1e-4, `${kind} logits ${e}`);
+        const [greedy] = await model.generate(bytes, { maxNewTokens: 32, topK: 1 });
+        assert.deepEqual([...greedy], [...new Int32Array(await get(`${kind}.greedy`))]);
+      } finally {
+        model.close();
+      }
+    }
+    ck.close();
+  },
+});
