@@ -65,8 +65,8 @@ async function main(argv: string[]): Promise<void> {
     Object.assign(record, {
       model_id: model.config.id,
       module_id: args.module_ids.length === 1 ? args.module_ids[0] : args.module_ids,
-      layer_idxs: args.layer_idxs ?? [...Array(model.lm.dims.nLayer).keys()],
-      nonlinearity: args.nonlinearity,
+      layer_idxs: [...r.modules.get(modules[0])!.keys()],
+      nonlinearity: args.nonlinearity ?? "linear",
       pretrained_model_filepath: args.pretrained_model_filepath,
     });
     if (args.filepath_to_store_outputs) {

@@ -76,9 +76,21 @@ export async function checkOutputPath(prog: string, path: string | null): Promis
       "",
     );
   }
-  const dir = dirname(path);
+  // Probe the nearest existing folder without creating anything: a rejected run leaves no trace.
+  let dir = dirname(path);
+  for (;;) {
+    const info = await Deno.stat(dir).catch(() => null);
+    if (info) {
+      if (!info.isDirectory) {
+        throw new UserError(`cannot write outputs to ${path}: ${dir} is not a folder`);
+      }
+      break;
+    }
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
   try {
-    await Deno.mkdir(dir, { recursive: true });
     const probe = await Deno.makeTempFile({ dir, prefix: ".mambabyte-probe-" });
     await Deno.remove(probe);
   } catch (e) {
