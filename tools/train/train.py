@@ -1,0 +1,619 @@
+#!/usr/bin/env python3
+"""Train small byte-level MambaByte models in plain PyTorch (no mamba_ssm, no custom kernels).
+
+Architecture (exactly the toolkit's): byte embedding (256, d); n_layer blocks
+``residual = h + residual`` (fp32), ``h = LayerNorm(residual)`` (with bias), ``h = Mixer(h)``;
+``norm_f(h + residual)``; ``lm_head``. Mixer = Mamba-1 (d_inner = 2 d, dt_rank = ceil(d/16),
+d_state 16, d_conv 4, no in/out_proj bias, conv bias).
+
+The selective scan is a chunked scan: within chunks of T positions a short loop over T runs for
+all chunks at once (from a zero state), the cumulative decay inside each chunk is exp(cumsum(delta*A))
+(<= 1, cannot overflow), and a loop over the chunks carries the state:
+h = H_local + P * h_chunk_start. About T + L/T Python steps instead of L. ``--self_test`` checks it
+against the sequential definition (values and gradients, float64).
+
+Output: ``<out_dir>/<name>.safetensors`` with the mamba_ssm names (backbone.embedding.weight,
+backbone.layers.{i}.norm.{weight,bias}, backbone.layers.{i}.mixer.*, backbone.norm_f.{weight,bias},
+lm_head.weight) and ``<out_dir>/<name>.json`` (config, schedule, losses, held-out bits per byte,
+timings, the exact command).
+
+Held-out: the last 5% of the bytes (from offset floor(0.95 n)). Bits per byte are computed over the
+whole held-out text, first byte unscored (as the toolkit's bits_per_byte does), with the recurrent
+state carried across segments.
+
+    python3 tools/train/train.py --self_test
+    python3 tools/train/train.py --preset tiny  --data tinyshakespeare.txt --out_dir out
+    python3 tools/train/train.py --preset small --data tinyshakespeare.txt --out_dir out --max_minutes 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import struct
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LN2 = math.log(2.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Selective scan
+# ----------------------------------------------------------------------------------------------
+def selective_scan_ref(x, delta, A, B, C, D, h0=None):
+    """Sequential definition. x, delta: (b, l, di); A: (di, n); B, C: (b, l, n); D: (di,).
+    Returns y (b, l, di) and the final state (b, di, n)."""
+    b, l, di = x.shape
+    h = x.new_zeros(b, di, A.shape[1]) if h0 is None else h0
+    ys = []
+    for t in range(l):
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * x[:, t])[:, :, None] * B[:, t, None, :]
+        ys.append(torch.einsum("bdn,bn->bd", h, C[:, t]))
+    return torch.stack(ys, 1) + x * D, h
+
+
+def selective_scan_chunked(x, delta, A, B, C, D, chunk=32, h0=None):
+    """Same result as selective_scan_ref, with ~chunk + l/chunk sequential steps."""
+    b, l, di = x.shape
+    n = A.shape[1]
+    T = max(1, min(int(chunk), l))
+    pad = (-l) % T
+    if pad:  # delta = 0 on padding: decay 1, input 0, so the final state is unchanged
+        xp, dp, Bp, Cp = (F.pad(t, (0, 0, 0, pad)) for t in (x, delta, B, C))
+    else:
+        xp, dp, Bp, Cp = x, delta, B, C
+    nc = (l + pad) // T
+    dA = torch.exp(dp[..., None] * A).view(b, nc, T, di, n)  # exp(delta*A) in (0, 1]
+    u = ((dp * xp)[..., None] * Bp[:, :, None, :]).view(b, nc, T, di, n)
+    # 1) Inside every chunk from a zero state: a loop over T, all chunks at once.
+    # unbind (not u[:, :, t]): its backward stacks the slice gradients once, whereas indexing would
+    # build a full-size zero gradient per slice (T times the memory traffic).
+    dA_t, u_t = dA.unbind(2), u.unbind(2)
+    hs = []
+    h = None
+    for t in range(T):
+        h = u_t[t] if h is None else dA_t[t] * h + u_t[t]
+        hs.append(h)
+    H = torch.stack(hs, 2)  # (b, nc, T, di, n)
+    # 2) Decay from the chunk start to each position: sum_{s<=t} delta_s*A = A * cumsum(delta) <= 0.
+    cd = torch.cumsum(dp.view(b, nc, T, di), dim=2)  # (b, nc, T, di), small
+    P = torch.exp(cd[..., None] * A)  # (b, nc, T, di, n), in (0, 1]
+    # 3) State entering each chunk: a loop over the chunks.
+    carry = x.new_zeros(b, di, n) if h0 is None else h0
+    P_last, H_last = P[:, :, -1].unbind(1), hs[-1].unbind(1)
+    starts = []
+    for c in range(nc):
+        starts.append(carry)
+        carry = P_last[c] * carry + H_last[c]
+    S = torch.stack(starts, 1)  # (b, nc, di, n)
+    Cc = Cp.reshape(b, nc, T, n)
+    # y_t = C_t . (H_t + P_t * S_chunk), as two contractions over n (no full-size sum tensor).
+    y = torch.einsum("bctdn,bctn->bctd", H, Cc) + torch.einsum("bctdn,bctn->bctd", P * S[:, :, None], Cc)
+    y = y.reshape(b, nc * T, di)
+    if pad:
+        y = y[:, :l]
+    return y + x * D, carry
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class ModelArgs:
+    d_model: int = 128
+    n_layer: int = 4
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    vocab_size: int = 256
+    dt_rank: int = 0  # 0: ceil(d_model / 16)
+    norm_eps: float = 1e-5
+    chunk: int = 32
+    dropout: float = 0.0
+    ckpt_scan: bool = False
+
+    def __post_init__(self):
+        if self.dt_rank <= 0:
+            self.dt_rank = math.ceil(self.d_model / 16)
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+
+class Mixer(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.a = a
+        di, n, r = a.d_inner, a.d_state, a.dt_rank
+        self.in_proj = nn.Linear(a.d_model, 2 * di, bias=False)
+        self.conv1d = nn.Conv1d(di, di, a.d_conv, groups=di, bias=True, padding=0)
+        self.x_proj = nn.Linear(di, r + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(r, di, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(di, 1))
+        self.D = nn.Parameter(torch.ones(di))
+        self.out_proj = nn.Linear(di, a.d_model, bias=False)
+
+    def forward(self, h, state=None):
+        """h: (b, l, d). state: (conv_state (b, di, d_conv-1), ssm_state (b, di, n)) or None."""
+        a = self.a
+        b, l, _ = h.shape
+        di, n, r, k = a.d_inner, a.d_state, a.dt_rank, a.d_conv
+        xz = self.in_proj(h)
+        x, z = xz.split(di, dim=-1)
+        xt = x.transpose(1, 2)
+        prev = xt.new_zeros(b, di, k - 1) if state is None else state[0].to(xt.dtype)
+        xx = torch.cat([prev, xt], dim=-1)  # causal: k-1 earlier inputs (zeros at the start)
+        x = F.silu(F.conv1d(xx, self.conv1d.weight, self.conv1d.bias, groups=di)).transpose(1, 2)
+        dt, Bm, Cm = self.x_proj(x).split([r, n, n], dim=-1)
+        dt = self.dt_proj(dt)  # before softplus
+        sdt = torch.float64 if h.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            delta = F.softplus(dt.to(sdt))
+            A = -torch.exp(self.A_log.to(sdt))
+            args = (x.to(sdt), delta, A, Bm.to(sdt), Cm.to(sdt), self.D.to(sdt))
+            h0 = None if state is None else state[1]
+            if a.ckpt_scan and torch.is_grad_enabled() and h0 is None:
+                from torch.utils.checkpoint import checkpoint
+
+                y, last = checkpoint(selective_scan_chunked, *args, a.chunk, use_reentrant=False)
+            else:
+                y, last = selective_scan_chunked(*args, chunk=a.chunk, h0=h0)
+            y = y * F.silu(z.to(sdt))
+        out = self.out_proj(y if torch.is_autocast_enabled() else y.to(self.out_proj.weight.dtype))
+        return out, (xx[..., -(k - 1):], last)
+
+
+class Block(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.norm = nn.LayerNorm(a.d_model, eps=a.norm_eps)
+        self.mixer = Mixer(a)
+
+
+class Backbone(nn.Module):
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.embedding = nn.Embedding(a.vocab_size, a.d_model)
+        self.layers = nn.ModuleList([Block(a) for _ in range(a.n_layer)])
+        self.norm_f = nn.LayerNorm(a.d_model, eps=a.norm_eps)
+
+
+class MambaLM(nn.Module):
+    """state_dict names are mamba_ssm's: backbone.embedding.weight, backbone.layers.{i}.norm.*,
+    backbone.layers.{i}.mixer.*, backbone.norm_f.*, lm_head.weight."""
+
+    def __init__(self, a: ModelArgs):
+        super().__init__()
+        self.a = a
+        self.backbone = Backbone(a)
+        self.lm_head = nn.Linear(a.d_model, a.vocab_size, bias=False)
+        self.drop = nn.Dropout(a.dropout)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, dt_min=0.001, dt_max=0.1, dt_floor=1e-4):
+        """mamba_ssm's initialisation."""
+        a = self.a
+        nn.init.normal_(self.backbone.embedding.weight, std=0.02)
+        for layer in self.backbone.layers:
+            m = layer.mixer
+            std = a.dt_rank ** -0.5
+            nn.init.uniform_(m.dt_proj.weight, -std, std)
+            dt = torch.exp(torch.rand(a.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = dt.clamp(min=dt_floor)
+            m.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+            m.A_log.copy_(torch.log(torch.arange(1, a.d_state + 1, dtype=torch.float32)).repeat(a.d_inner, 1))
+            m.D.fill_(1.0)
+            m.out_proj.weight.div_(math.sqrt(a.n_layer))  # rescale_prenorm_residual
+
+    def forward(self, ids, state=None, return_state=False):
+        """ids: (b, l) int64 -> logits (b, l, vocab) [, new state]."""
+        bb = self.backbone
+        rdt = torch.float64 if bb.embedding.weight.dtype == torch.float64 else torch.float32
+        h = bb.embedding(ids)
+        residual = None
+        new_state = []
+        for i, layer in enumerate(bb.layers):
+            residual = h.to(rdt) if residual is None else h.to(rdt) + residual
+            h, st = layer.mixer(layer.norm(residual), None if state is None else state[i])
+            h = self.drop(h)
+            new_state.append(st)
+        h = bb.norm_f(h.to(rdt) + residual)
+        logits = self.lm_head(h)
+        return (logits, new_state) if return_state else logits
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint writing
+# ----------------------------------------------------------------------------------------------
+_ST = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64"}
+
+
+def save_safetensors(tensors: dict, path: str, metadata: dict):
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tmp = path + ".tmp"
+    try:
+        from safetensors.torch import save_file
+
+        save_file(tensors, tmp, metadata=metadata)
+    except ImportError:  # the format is simple: 8-byte header size, JSON header, raw bytes
+        header = {"__metadata__": metadata}
+        blobs, off = [], 0
+        for k in sorted(tensors):
+            t = tensors[k]
+            raw = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().tobytes()
+            header[k] = {"dtype": _ST[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
+            blobs.append(raw)
+            off += len(raw)
+        hb = json.dumps(header, separators=(",", ":")).encode()
+        hb += b" " * ((8 - len(hb) % 8) % 8)
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(hb)) + hb)
+            for blob in blobs:
+                f.write(blob)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def held_out_nats(model: MambaLM, data: np.ndarray, device, segment: int, amp_dtype=None):
+    """Sum of -ln p over bytes 1..N-1 of ``data`` (byte 0 unscored), state carried across segments."""
+    was_training = model.training
+    model.eval()
+    ids = torch.from_numpy(data.astype(np.int64)).to(device)[None, :]
+    inp, tgt = ids[:, :-1], ids[:, 1:]
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    state = None
+    for s in range(0, inp.shape[1], segment):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            logits, state = model(inp[:, s : s + segment], state=state, return_state=True)
+        total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt[:, s : s + segment].reshape(-1),
+                                 reduction="sum").double()
+    model.train(was_training)
+    return float(total), int(tgt.shape[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Self test
+# ----------------------------------------------------------------------------------------------
+def self_test(device) -> int:
+    torch.manual_seed(0)
+    ok = True
+    f64 = torch.float64
+
+    def report(name, err, tol):
+        nonlocal ok
+        good = err <= tol
+        ok &= good
+        print(f"  {'ok ' if good else 'BAD'} {name}: {err:.3e} (tol {tol:.0e})", flush=True)
+
+    print("[self_test] chunked scan vs sequential definition (float64)", flush=True)
+    for (b, l, di, n, T, with_h0) in [(2, 37, 8, 4, 8, False), (1, 64, 6, 16, 16, True), (3, 5, 4, 3, 32, True),
+                                      (2, 50, 5, 16, 7, False)]:
+        x = torch.randn(b, l, di, dtype=f64, device=device, requires_grad=True)
+        delta = F.softplus(torch.randn(b, l, di, dtype=f64, device=device) + 0.5).requires_grad_()
+        A = (-torch.exp(torch.randn(di, n, dtype=f64, device=device) + 1.0)).requires_grad_()
+        Bm = torch.randn(b, l, n, dtype=f64, device=device, requires_grad=True)
+        Cm = torch.randn(b, l, n, dtype=f64, device=device, requires_grad=True)
+        Dv = torch.randn(di, dtype=f64, device=device, requires_grad=True)
+        h0 = torch.randn(b, di, n, dtype=f64, device=device, requires_grad=True) if with_h0 else None
+        ins = [x, delta, A, Bm, Cm, Dv] + ([h0] if with_h0 else [])
+        y1, s1 = selective_scan_ref(x, delta, A, Bm, Cm, Dv, h0)
+        y2, s2 = selective_scan_chunked(x, delta, A, Bm, Cm, Dv, chunk=T, h0=h0)
+        report(f"values b{b} l{l} di{di} n{n} T{T} h0={with_h0}",
+               max(float((y1 - y2).abs().max()), float((s1 - s2).abs().max())), 1e-10)
+        gy, gs = torch.randn_like(y1), torch.randn_like(s1)
+        g1 = torch.autograd.grad((y1 * gy).sum() + (s1 * gs).sum(), ins)
+        g2 = torch.autograd.grad((y2 * gy).sum() + (s2 * gs).sum(), ins)
+        report("  gradients", max(float((p - q).abs().max()) for p, q in zip(g1, g2)), 1e-9)
+
+    print("[self_test] model: one forward vs segments with carried state; checkpointed scan", flush=True)
+    a = ModelArgs(d_model=32, n_layer=2, chunk=8)
+    m = MambaLM(a).to(device).double()
+    ids = torch.randint(0, 256, (2, 45), device=device)
+    with torch.no_grad():
+        full = m(ids)
+        parts, st = [], None
+        for s in range(0, 45, 13):
+            lg, st = m(ids[:, s : s + 13], state=st, return_state=True)
+            parts.append(lg)
+        report("segmented logits", float((full - torch.cat(parts, 1)).abs().max()), 1e-10)
+    loss = F.cross_entropy(m(ids).reshape(-1, 256), ids.roll(-1, 1).reshape(-1))
+    g1 = torch.autograd.grad(loss, list(m.parameters()))
+    m.a.ckpt_scan = True
+    loss2 = F.cross_entropy(m(ids).reshape(-1, 256), ids.roll(-1, 1).reshape(-1))
+    g2 = torch.autograd.grad(loss2, list(m.parameters()))
+    m.a.ckpt_scan = False
+    report("checkpointed-scan gradients", max(float((p - q).abs().max()) for p, q in zip(g1, g2)), 1e-10)
+    names = set(m.state_dict())
+    want = {"backbone.embedding.weight", "backbone.norm_f.weight", "backbone.norm_f.bias", "lm_head.weight",
+            "backbone.layers.0.norm.weight", "backbone.layers.0.norm.bias", "backbone.layers.1.mixer.in_proj.weight",
+            "backbone.layers.1.mixer.conv1d.weight", "backbone.layers.1.mixer.conv1d.bias",
+            "backbone.layers.1.mixer.x_proj.weight", "backbone.layers.1.mixer.dt_proj.weight",
+            "backbone.layers.1.mixer.dt_proj.bias", "backbone.layers.1.mixer.A_log", "backbone.layers.1.mixer.D",
+            "backbone.layers.1.mixer.out_proj.weight"}
+    report("mamba_ssm names present (missing count)", float(len(want - names)), 0)
+    report("conv1d weight shape (d_inner,1,4)",
+           0.0 if tuple(m.state_dict()["backbone.layers.0.mixer.conv1d.weight"].shape) == (64, 1, 4) else 1.0, 0)
+    print(f"[self_test] {'PASSED' if ok else 'FAILED'}", flush=True)
+    return 0 if ok else 1
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+PRESETS = {
+    # Step counts are upper bounds: with --max_minutes and --fit_steps_to_time they are lowered to fit.
+    # Measured on one H200 (torch 2.11, bf16 autocast): tiny ~59 ms/step, small (512x5) ~171 ms/step.
+    # 0.77M params, fp32 file 3.1 MB
+    "tiny": dict(d_model=128, n_layer=6, batch_size=32, seq_len=512, steps=1500, lr=2e-3, warmup=100,
+                 dropout=0.0, save_dtype="float32", chunk=32, ckpt_scan=False),
+    # 8.06M params, bf16 file 15.4 MiB (files that come back from the GPU machine must be < 16 MiB).
+    # Wide and shallow on purpose: the scan's cost per byte grows with n_layer * d_inner while the
+    # parameters grow with n_layer * d_model^2.
+    "small": dict(d_model=448, n_layer=6, batch_size=32, seq_len=512, steps=1600, lr=1.5e-3, warmup=100,
+                  dropout=0.1, save_dtype="bfloat16", chunk=32, ckpt_scan=False),
+}
+DEFAULTS = dict(d_model=128, n_layer=4, batch_size=16, seq_len=256, steps=1000, lr=1e-3, warmup=100,
+                dropout=0.0, save_dtype="float32", chunk=16, ckpt_scan=False)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=["tiny", "small", "custom"], default="custom")
+    p.add_argument("--data", help="training text (bytes); the last 5%% is held out")
+    p.add_argument("--out_dir", default=".")
+    p.add_argument("--name", default=None, help="output base name (default mambabyte_<preset>_shakespeare)")
+    for k in ("d_model", "n_layer", "batch_size", "seq_len", "steps", "warmup", "chunk"):
+        p.add_argument("--" + k, type=int, default=None)
+    for k in ("lr", "dropout"):
+        p.add_argument("--" + k, type=float, default=None)
+    p.add_argument("--save_dtype", choices=["float32", "bfloat16"], default=None)
+    p.add_argument("--ckpt_scan", choices=["on", "off"], default=None, help="recompute the scan in backward")
+    p.add_argument("--min_lr_ratio", type=float, default=0.1)
+    p.add_argument("--weight_decay", type=float, default=0.1)
+    p.add_argument("--grad_clip", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--max_minutes", type=float, default=None,
+                   help="wall-clock budget (from start) for training; then evaluate and save anyway")
+    p.add_argument("--fit_steps_to_time", action="store_true",
+                   help="after a short timing window (inside warmup), lower the planned steps so the cosine "
+                        "schedule ends within --max_minutes (the final step count is logged)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast (auto: on for CUDA)")
+    p.add_argument("--log_every", type=int, default=50)
+    p.add_argument("--eval_every", type=int, default=500)
+    p.add_argument("--eval_segment", type=int, default=8192)
+    p.add_argument("--eval_limit", type=int, default=0, help="score only the first N held-out bytes (tests)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--self_test", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    t_start = time.time()
+    args = parse_args(argv)
+    command = "python3 " + " ".join(shlex.quote(x) for x in ([sys.argv[0]] + (sys.argv[1:] if argv is None else argv)))
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.self_test:
+        return self_test(device)
+    if not args.data:
+        print("error: --data is required", file=sys.stderr)
+        return 2
+
+    cfg = dict(DEFAULTS)
+    cfg.update(PRESETS.get(args.preset, {}))
+    for k in list(cfg):
+        v = getattr(args, k, None)
+        if v is not None:
+            cfg[k] = (v == "on") if k == "ckpt_scan" else v
+    name = args.name or f"mambabyte_{args.preset}_shakespeare"
+    use_amp = (args.amp == "on") or (args.amp == "auto" and device.type == "cuda")
+    amp_dtype = torch.bfloat16 if use_amp else None
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    # Data
+    raw = np.fromfile(args.data, dtype=np.uint8)
+    n = len(raw)
+    split = int(n * 0.95)
+    train_np, val_np = raw[:split], raw[split:]
+    if args.eval_limit:
+        val_np = val_np[: args.eval_limit]
+    L, Bsz = cfg["seq_len"], cfg["batch_size"]
+    train_t = torch.from_numpy(train_np.astype(np.int64)).to(device)
+    data_gen = torch.Generator().manual_seed(args.seed + 1)
+    arangeL = torch.arange(L + 1)
+
+    def get_batch():
+        off = torch.randint(0, split - L - 1, (Bsz,), generator=data_gen)
+        seq = train_t[(off[:, None] + arangeL).to(device)]
+        return seq[:, :-1], seq[:, 1:]
+
+    # Fixed held-out windows for the periodic estimate (the final number uses the whole text).
+    vg = torch.Generator().manual_seed(args.seed + 2)
+    val_t = torch.from_numpy(val_np.astype(np.int64)).to(device)
+    vwin = min(L, len(val_np) - 1)
+    voff = torch.randint(0, max(1, len(val_np) - vwin - 1), (16,), generator=vg)
+    vseq = val_t[(voff[:, None] + torch.arange(vwin + 1)).to(device)]
+
+    # Model
+    torch.manual_seed(args.seed)
+    margs = ModelArgs(d_model=cfg["d_model"], n_layer=cfg["n_layer"], chunk=cfg["chunk"], dropout=cfg["dropout"],
+                      ckpt_scan=cfg["ckpt_scan"])
+    model = MambaLM(margs).to(device)
+    n_params = count_params(model)
+    decay, no_decay = [], []
+    for pn, p in model.named_parameters():
+        (no_decay if (p.ndim < 2 or pn.endswith(".A_log") or pn.endswith(".D") or pn.endswith(".bias")) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    opt = None
+    if device.type == "cuda":
+        try:
+            opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(0.9, 0.95), eps=1e-8, fused=True)
+        except (TypeError, RuntimeError):
+            opt = None
+    if opt is None:
+        opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(0.9, 0.95), eps=1e-8)
+
+    planned = cfg["steps"]
+    total_steps = planned
+    warmup = cfg["warmup"]
+    min_lr = cfg["lr"] * args.min_lr_ratio
+
+    def lr_at(step):
+        if step < warmup:
+            return cfg["lr"] * (step + 1) / warmup
+        prog = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return min_lr + 0.5 * (cfg["lr"] - min_lr) * (1.0 + math.cos(math.pi * prog))
+
+    deadline = t_start + args.max_minutes * 60.0 if args.max_minutes else None
+    print(f"[{name}] device={device} amp={use_amp} params={n_params} ({n_params/1e6:.2f}M) cfg={json.dumps(cfg)} "
+          f"train_bytes={split} held_out_bytes={len(val_np)}", flush=True)
+
+    log = {"name": name, "command": command, "preset": args.preset, "config": cfg, "model_args": asdict(margs),
+           "params": n_params, "seed": args.seed, "data": {"path": os.path.abspath(args.data), "bytes": n,
+           "sha256": hashlib.sha256(raw.tobytes()).hexdigest(), "held_out_offset": split,
+           "held_out_bytes": int(len(val_np)), "held_out_rule": "bytes[floor(0.95*n):], first byte unscored"},
+           "optimizer": {"type": "AdamW", "betas": [0.9, 0.95], "weight_decay": args.weight_decay,
+                         "grad_clip": args.grad_clip, "min_lr_ratio": args.min_lr_ratio, "warmup": warmup},
+           "env": {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+                   "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None, "amp_bf16": use_amp},
+           "train_curve": [], "val_curve": []}
+
+    model.train()
+    step = 0
+    t_loop = time.time()
+    loss_acc = torch.zeros((), device=device)
+    loss_n = 0
+    calib = (20, 60)
+    t_calib = None
+    stopped_early = False
+    last_loss = float("nan")
+    while step < total_steps:
+        if deadline is not None and time.time() > deadline:
+            stopped_early = True
+            print(f"[{name}] --max_minutes reached at step {step}/{total_steps}", flush=True)
+            break
+        lr = lr_at(step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = get_batch()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        opt.step()
+        loss_acc += loss.detach()
+        loss_n += 1
+        step += 1
+
+        if step == calib[0] or step == calib[1]:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if step == calib[0]:
+                t_calib = time.time()
+            else:
+                rate = (time.time() - t_calib) / (calib[1] - calib[0])
+                log["sec_per_step_calibrated"] = rate
+                if deadline is not None and args.fit_steps_to_time:
+                    fit = step + int(max(0.0, deadline - time.time()) / rate * 0.95)
+                    if fit < total_steps:
+                        print(f"[{name}] {rate*1000:.1f} ms/step: planned steps {total_steps} -> {fit} to fit "
+                              f"--max_minutes {args.max_minutes}", flush=True)
+                        total_steps = max(step + 1, fit)
+                    else:
+                        print(f"[{name}] {rate*1000:.1f} ms/step: {total_steps} steps fit the budget", flush=True)
+                    log["steps_fitted_to_time"] = total_steps
+
+        if step % args.log_every == 0 or step == total_steps:
+            last_loss = float(loss_acc) / max(1, loss_n)
+            el = time.time() - t_loop
+            print(f"[{name}] step {step}/{total_steps} loss {last_loss:.4f} ({last_loss/LN2:.3f} bits) lr {lr:.2e} "
+                  f"{el/step*1000:.0f} ms/step elapsed {time.time()-t_start:.0f}s", flush=True)
+            log["train_curve"].append([step, round(last_loss, 5), round(time.time() - t_start, 1)])
+            loss_acc.zero_()
+            loss_n = 0
+        if args.eval_every and (step % args.eval_every == 0):
+            model.eval()
+            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                vl = model(vseq[:, :-1])
+                vloss = float(F.cross_entropy(vl.float().reshape(-1, vl.shape[-1]), vseq[:, 1:].reshape(-1)))
+            model.train()
+            print(f"[{name}] step {step} held-out sample loss {vloss:.4f} ({vloss/LN2:.3f} bits/byte)", flush=True)
+            log["val_curve"].append([step, round(vloss / LN2, 4)])
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    train_time = time.time() - t_loop
+    log.update(steps_planned=planned, steps_schedule=total_steps, steps_done=step, stopped_early=stopped_early,
+               train_seconds=round(train_time, 1), final_train_loss_nats=last_loss,
+               tokens_seen=step * Bsz * L)
+
+    # Held-out bits per byte over the whole held-out text, fp32 compute.
+    t_eval = time.time()
+    model.eval()
+    nats, scored = held_out_nats(model, val_np, device, args.eval_segment)
+    bpb_trained = nats / scored / LN2
+    save_dtype = torch.bfloat16 if cfg["save_dtype"] == "bfloat16" else torch.float32
+    sd = {k: v.detach().to(save_dtype).contiguous() for k, v in model.state_dict().items()}
+    if save_dtype != torch.float32:  # the numbers a loader of the saved file will see
+        model.load_state_dict({k: v.float() for k, v in sd.items()})
+        nats_s, _ = held_out_nats(model, val_np, device, args.eval_segment)
+        bpb_saved = nats_s / scored / LN2
+    else:
+        bpb_saved = bpb_trained
+    log.update(held_out_scored_bytes=scored, held_out_bits_per_byte=bpb_saved,
+               held_out_bits_per_byte_fp32_weights=bpb_trained, eval_seconds=round(time.time() - t_eval, 1),
+               save_dtype=cfg["save_dtype"])
+    print(f"[{name}] held-out bits/byte: {bpb_saved:.4f} (saved {cfg['save_dtype']} weights), "
+          f"{bpb_trained:.4f} (fp32 weights); {scored} bytes scored; eval {time.time()-t_eval:.1f}s", flush=True)
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    st_path = os.path.join(args.out_dir, name + ".safetensors")
+    meta = {"format": "pt", "architecture": "mambabyte", "norm": "layernorm",
+            "config": json.dumps({"d_model": margs.d_model, "n_layer": margs.n_layer, "d_state": margs.d_state,
+                                  "d_conv": margs.d_conv, "expand": margs.expand, "dt_rank": margs.dt_rank,
+                                  "vocab_size": margs.vocab_size, "norm_eps": margs.norm_eps, "tied": False}),
+            "held_out_bits_per_byte": f"{bpb_saved:.4f}"}
+    save_safetensors(sd, st_path, meta)
+    log.update(checkpoint=os.path.basename(st_path), checkpoint_bytes=os.path.getsize(st_path),
+               total_seconds=round(time.time() - t_start, 1))
+    with open(os.path.join(args.out_dir, name + ".json.tmp"), "w") as f:
+        json.dump(log, f, indent=2)
+        f.write("\n")
+    os.replace(os.path.join(args.out_dir, name + ".json.tmp"), os.path.join(args.out_dir, name + ".json"))
+    print(f"[{name}] wrote {st_path} ({os.path.getsize(st_path)} bytes); steps {step}; "
+          f"total {time.time()-t_start:.0f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
