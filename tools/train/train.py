@@ -365,6 +365,8 @@ PRESETS = {
     # 1270 steps reached train 0.64 bits/byte but held-out 3.8 for small; held-out was best near step
     # 300-500), so the schedules are short, with dropout, and the best checkpoint on a selection split
     # is kept. Step counts are upper bounds: --max_minutes with --fit_steps_to_time lowers them.
+    # Measured held-out bits/byte on the H200: tiny (800 steps, dropout 0.1) 2.258; small 700 steps
+    # dropout 0.2 -> 2.314 (best step 400), 450/0.2 -> 2.303, 450/0.3 -> 2.299 (still improving).
     # Measured on one H200 (torch 2.11, bf16 autocast): tiny ~59 ms/step, small (512x5) ~171 ms/step.
     # 0.77M params, fp32 file 3.1 MB
     "tiny": dict(d_model=128, n_layer=6, batch_size=32, seq_len=512, steps=800, lr=2e-3, warmup=100,
@@ -372,8 +374,8 @@ PRESETS = {
     # 8.06M params, bf16 file 15.4 MiB (files that come back from the GPU machine must be < 16 MiB).
     # Wide and shallow on purpose: the scan's cost per byte grows with n_layer * d_inner while the
     # parameters grow with n_layer * d_model^2.
-    "small": dict(d_model=448, n_layer=6, batch_size=32, seq_len=512, steps=700, lr=1.5e-3, warmup=100,
-                  dropout=0.2, save_dtype="bfloat16", chunk=32, ckpt_scan=False),
+    "small": dict(d_model=448, n_layer=6, batch_size=32, seq_len=512, steps=600, lr=1.5e-3, warmup=100,
+                  dropout=0.3, save_dtype="bfloat16", chunk=32, ckpt_scan=False),
 }
 DEFAULTS = dict(d_model=128, n_layer=4, batch_size=16, seq_len=256, steps=1000, lr=1e-3, warmup=100,
                 dropout=0.0, save_dtype="float32", chunk=16, ckpt_scan=False)
