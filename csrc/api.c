@@ -282,6 +282,36 @@ MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const f
            out_preact);
 }
 
+MB_EXPORT int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
+                                    int wdtype, const float *bias, int64_t n, int64_t in_f,
+                                    int64_t out_f, float *y, int64_t ldy, const float *conv_w,
+                                    const float *conv_bias, float *conv_state, int64_t d_conv,
+                                    int64_t k, float *xc, int64_t ldo) {
+  static const char fn[] = "mb_linear_conv1d_step";
+  CHECK_CTX("mb_linear_conv1d_step");
+  NONNEG("mb_linear_conv1d_step", n);
+  NONNEG("mb_linear_conv1d_step", out_f);
+  NONNEG("mb_linear_conv1d_step", d_conv);
+  DTYPE_OK("mb_linear_conv1d_step", wdtype);
+  REQUIRE(in_f >= 1, "%s: in_f (%lld) < 1", fn, (ll)in_f);
+  REQUIRE(k >= 1, "%s: k (%lld) < 1", fn, (ll)k);
+  REQUIRE(d_conv <= out_f, "%s: d_conv (%lld) > out_f (%lld)", fn, (ll)d_conv, (ll)out_f);
+  if (n == 0 || out_f == 0) return MB_OK;
+  LD_OK("mb_linear_conv1d_step", ldx, in_f);
+  LD_OK("mb_linear_conv1d_step", ldy, out_f);
+  NONNULL("mb_linear_conv1d_step", x);
+  NONNULL("mb_linear_conv1d_step", w);
+  NONNULL("mb_linear_conv1d_step", y);
+  if (d_conv > 0) {
+    LD_OK("mb_linear_conv1d_step", ldo, d_conv);
+    NONNULL("mb_linear_conv1d_step", conv_w);
+    NONNULL("mb_linear_conv1d_step", conv_state);
+    NONNULL("mb_linear_conv1d_step", xc);
+  }
+  DISPATCH(linear_conv1d_step, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy, conv_w,
+           conv_bias, conv_state, d_conv, k, xc, ldo);
+}
+
 static int scan_check(const char *fn, mb_ctx *ctx, const float *u, int64_t ldu,
                       const float *delta, int64_t ld_delta, const float *A, const float *Bm,
                       int64_t ldb, const float *Cm, int64_t ldc, const float *z, int64_t ldz,
@@ -332,6 +362,34 @@ MB_EXPORT int mb_selective_state_update(mb_ctx *ctx, const float *u, int64_t ldu
   REQUIRE(state, "mb_selective_state_update: state is NULL");
   DISPATCH(selective_scan, ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
            state, NULL, batch, 1, d, n, delta_softplus, y, ldy);
+}
+
+MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu,
+                                           const float *x_dbl, int64_t ld_xdbl, const void *dt_w,
+                                           int wdtype, const float *dt_bias, int64_t dt_rank,
+                                           const float *A, const float *Bm, int64_t ldb,
+                                           const float *Cm, int64_t ldc, const float *Dskip,
+                                           const float *z, int64_t ldz, float *state,
+                                           int64_t batch, int64_t d, int64_t n,
+                                           int delta_softplus, float *delta_out, float *y,
+                                           int64_t ldy) {
+  static const char fn[] = "mb_selective_state_update_dt";
+  CHECK_CTX("mb_selective_state_update_dt");
+  NONNEG("mb_selective_state_update_dt", dt_rank);
+  REQUIRE(x_dbl || batch <= 0 || d <= 0, "%s: x_dbl is NULL", fn);
+  /* delta (batch, d) is computed, not read: validate the rest as the plain update with ld d */
+  int st = scan_check(fn, ctx, u, ldu, x_dbl, d, A, Bm, ldb, Cm, ldc, z, ldz, batch, 1, d, n, y,
+                      ldy);
+  if (st != MB_OK) return st < 0 ? MB_OK : st;
+  REQUIRE(dt_rank >= 1, "%s: dt_rank (%lld) < 1", fn, (ll)dt_rank);
+  REQUIRE(ld_xdbl >= dt_rank, "%s: ld_xdbl (%lld) < dt_rank (%lld)", fn, (ll)ld_xdbl,
+          (ll)dt_rank);
+  REQUIRE(dt_w, "%s: dt_w is NULL", fn);
+  REQUIRE(state, "%s: state is NULL", fn);
+  DTYPE_OK("mb_selective_state_update_dt", wdtype);
+  DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
+           A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n, delta_softplus, delta_out, y,
+           ldy);
 }
 
 MB_EXPORT int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {

@@ -8,7 +8,7 @@
  * Run after `deno task build`: deno test --allow-all tests/kernels_cpu_test.ts
  */
 import assert from "node:assert/strict";
-import { Backend, hasCuda, type Ptr, uniform } from "../src/backend/backend.ts";
+import { Backend, hasCuda, offsetPtr, type Ptr, uniform } from "../src/backend/backend.ts";
 import { NativeError, Status } from "../src/native/lib.ts";
 
 // ---- contexts ------------------------------------------------------------------------------
@@ -719,6 +719,232 @@ function checkScan(be: Backend, seed: number): void {
   }
 }
 
+// ---- selective_state_update_dt (dt_proj fused into the decoding step) ----------------------
+
+function checkStateUpdateDt(be: Backend, seed: number): void {
+  const r = rng(seed);
+  const cases: [number, number, number, number, "f32" | "bf16", boolean, boolean][] = [
+    // batch, d, n, dtRank, wdtype, bias + D + z, deltaOut
+    [1, 37, 16, 8, "f32", true, true],
+    [3, 21, 16, 13, "bf16", false, true],
+    [2, 19, 5, 40, "bf16", true, false],
+    [1, 12, 33, 7, "f32", true, true],
+  ];
+  for (const [batch, d, n, R, wdtype, opt, withDelta] of cases) {
+    const ldu = d + 1, ldx = R + 2 * n + 2, ldz = 2 * d, ldy = d + 3;
+    const u = randArray(r, batch * ldu, -2, 2), x = randArray(r, batch * ldx);
+    const z = randArray(r, batch * ldz, -3, 3);
+    const w32 = randArray(r, d * R, -0.5, 0.5);
+    const wdata = wdtype === "f32" ? w32 : toBf16(w32);
+    const w = wdtype === "f32" ? w32 : fromBf16(wdata as Uint16Array);
+    const bias = randArray(r, d, -4, -1), D = randArray(r, d);
+    const A = new Float32Array(d * n);
+    for (let i = 0; i < d * n; i++) A[i] = -Math.exp(Math.log(1 + (i % n)) + 0.3 * (r() - 0.5));
+    const state = randArray(r, batch * d * n);
+    // float64 reference
+    const expY = new Float64Array(batch * ldy), expS = new Float64Array(batch * d * n);
+    const expDelta = new Float64Array(batch * d);
+    for (let b = 0; b < batch; b++) {
+      for (let c = 0; c < d; c++) {
+        let dot = opt ? bias[c] : 0;
+        for (let k = 0; k < R; k++) dot += x[b * ldx + k] * w[c * R + k];
+        expDelta[b * d + c] = dot;
+        const dt = softplus(dot), uu = u[b * ldu + c];
+        let acc = 0;
+        for (let s = 0; s < n; s++) {
+          const h = Math.exp(dt * A[c * n + s]) * state[(b * d + c) * n + s] +
+            dt * x[b * ldx + R + s] * uu;
+          expS[(b * d + c) * n + s] = h;
+          acc += x[b * ldx + R + n + s] * h;
+        }
+        let yy = acc + (opt ? D[c] * uu : 0);
+        if (opt) yy *= silu(z[b * ldz + c]);
+        expY[b * ldy + c] = yy;
+      }
+    }
+    withMem(be, (m) => {
+      const xp = m.put(x), sp = m.put(state), yp = m.zeros(batch * ldy * 4);
+      const dp = withDelta ? m.zeros(batch * d * 4) : null;
+      be.stateUpdateDt({
+        u: m.put(u),
+        ldu,
+        xDbl: xp,
+        ldXDbl: ldx,
+        dtW: m.put(wdata),
+        wdtype,
+        dtBias: opt ? m.put(bias) : null,
+        dtRank: R,
+        A: m.put(A),
+        B: offsetPtr(xp, R * 4),
+        ldb: ldx,
+        C: offsetPtr(xp, (R + n) * 4),
+        ldc: ldx,
+        D: opt ? m.put(D) : null,
+        z: opt ? m.put(z) : null,
+        ldz,
+        state: sp,
+        batch,
+        d,
+        n,
+        deltaSoftplus: true,
+        deltaOut: dp,
+        y: yp,
+        ldy,
+      });
+      const tag = `state_update_dt b=${batch} d=${d} n=${n} R=${R} ${wdtype}`;
+      const y = m.f32(yp, batch * ldy);
+      for (let b = 0; b < batch; b++) {
+        assertClose(
+          `${tag} y`,
+          y.subarray(b * ldy, b * ldy + d),
+          expY.subarray(b * ldy, b * ldy + d),
+          SCAN_RTOL,
+          1e-5,
+        );
+      }
+      assertClose(`${tag} state`, m.f32(sp, batch * d * n), expS, SCAN_RTOL, 1e-5);
+      if (dp) assertClose(`${tag} delta`, m.f32(dp, batch * d), expDelta, 1e-5, 1e-5);
+    });
+  }
+  // argument validation
+  withMem(be, (m) => {
+    const p = m.zeros(4096);
+    const base = {
+      u: p,
+      ldu: 4,
+      xDbl: p,
+      ldXDbl: 8,
+      dtW: p,
+      wdtype: "f32" as const,
+      dtBias: null,
+      dtRank: 4,
+      A: p,
+      B: p,
+      ldb: 2,
+      C: p,
+      ldc: 2,
+      D: null,
+      z: null,
+      ldz: 4,
+      state: p,
+      batch: 1,
+      d: 4,
+      n: 2,
+      deltaSoftplus: true,
+      deltaOut: null,
+      y: p,
+      ldy: 4,
+    };
+    assertInvalid(() => be.stateUpdateDt({ ...base, ldXDbl: 3 }), /ld_xdbl \(3\) < dt_rank \(4\)/);
+    assertInvalid(() => be.stateUpdateDt({ ...base, state: null }), /state is NULL/);
+    assertInvalid(() => be.stateUpdateDt({ ...base, dtW: null }), /dt_w is NULL/);
+    assertInvalid(() => be.stateUpdateDt({ ...base, xDbl: null }), /x_dbl is NULL/);
+    assertInvalid(() => be.stateUpdateDt({ ...base, dtRank: 0 }), /dt_rank \(0\) < 1/);
+  });
+}
+
+// ---- linear_conv1d_step (in_proj + conv step, decoding) -------------------------------------
+
+function checkLinearConv1dStep(be: Backend, seed: number): void {
+  const r = rng(seed);
+  const cases: [number, number, number, number, number, "f32" | "bf16", boolean][] = [
+    // n, inF, outF, dConv, k, wdtype, biases
+    [1, 24, 40, 20, 4, "f32", true],
+    [3, 17, 30, 30, 3, "bf16", false],
+    [2, 9, 12, 5, 1, "f32", true],
+    [10, 16, 8, 4, 4, "bf16", true],
+  ];
+  for (const [n, inF, outF, dc, k, wdtype, opt] of cases) {
+    const ldx = inF + 1, ldy = outF + 2, ldo = dc + 3, km = Math.max(k - 1, 1);
+    const x = randArray(r, n * ldx), w32 = randArray(r, outF * inF, -0.3, 0.3);
+    const wdata = wdtype === "f32" ? w32 : toBf16(w32);
+    const w = wdtype === "f32" ? w32 : fromBf16(wdata as Uint16Array);
+    const bias = randArray(r, outF), cw = randArray(r, dc * k), cb = randArray(r, dc);
+    const st = randArray(r, n * dc * km);
+    const expY = new Float64Array(n * outF), expXc = new Float64Array(n * dc);
+    const expSt = Float64Array.from(st);
+    for (let i = 0; i < n; i++) {
+      for (let o = 0; o < outF; o++) {
+        let acc = opt ? bias[o] : 0;
+        for (let j = 0; j < inF; j++) acc += x[i * ldx + j] * w[o * inF + j];
+        expY[i * outF + o] = acc;
+      }
+      for (let c = 0; c < dc; c++) {
+        const s0 = (i * dc + c) * (k - 1);
+        let acc = opt ? cb[c] : 0;
+        for (let j = 0; j < k - 1; j++) acc += cw[c * k + j] * st[s0 + j];
+        const xv = Math.fround(expY[i * outF + c]);
+        acc += cw[c * k + k - 1] * xv;
+        expXc[i * dc + c] = silu(acc);
+        for (let j = 0; j < k - 1; j++) expSt[s0 + j] = j + 1 < k - 1 ? st[s0 + j + 1] : xv;
+      }
+    }
+    withMem(be, (m) => {
+      const yp = m.zeros(n * ldy * 4), xcp = m.zeros(n * ldo * 4), sp = m.put(st);
+      be.linearConv1dStep({
+        x: m.put(x),
+        ldx,
+        w: m.put(wdata),
+        wdtype,
+        bias: opt ? m.put(bias) : null,
+        n,
+        inF,
+        outF,
+        y: yp,
+        ldy,
+        convW: m.put(cw),
+        convBias: opt ? m.put(cb) : null,
+        convState: sp,
+        dConv: dc,
+        k,
+        xc: xcp,
+        ldo,
+      });
+      const tag = `linear_conv1d_step n=${n} ${outF}x${inF} dc=${dc} k=${k} ${wdtype}`;
+      const y = m.f32(yp, n * ldy), xc = m.f32(xcp, n * ldo);
+      for (let i = 0; i < n; i++) {
+        assertClose(
+          `${tag} y`,
+          y.subarray(i * ldy, i * ldy + outF),
+          expY.subarray(i * outF, (i + 1) * outF),
+          1e-5,
+          1e-5,
+        );
+        assertClose(
+          `${tag} xc`,
+          xc.subarray(i * ldo, i * ldo + dc),
+          expXc.subarray(i * dc, (i + 1) * dc),
+          1e-5,
+          1e-5,
+        );
+      }
+      if (k > 1) assertClose(`${tag} state`, m.f32(sp, n * dc * (k - 1)), expSt, 1e-5, 1e-5);
+    });
+  }
+  withMem(be, (m) => {
+    const p = m.zeros(4096);
+    const base = {
+      x: p,
+      w: p,
+      wdtype: "f32" as const,
+      bias: null,
+      n: 1,
+      inF: 4,
+      outF: 8,
+      y: p,
+      convW: p,
+      convBias: null,
+      convState: p,
+      dConv: 4,
+      k: 4,
+      xc: p,
+    };
+    assertInvalid(() => be.linearConv1dStep({ ...base, dConv: 9 }), /d_conv \(9\) > out_f \(8\)/);
+    assertInvalid(() => be.linearConv1dStep({ ...base, convState: null }), /conv_state is NULL/);
+    assertInvalid(() => be.linearConv1dStep({ ...base, k: 0 }), /k \(0\) < 1/);
+  });
+}
+
 // ---- log-softmax, log-prob and rank ----------------------------------------------------------
 
 function checkLogSoftmax(be: Backend, seed: number): void {
@@ -867,6 +1093,8 @@ const CHECKS: [string, (be: Backend, seed: number) => void][] = [
   ["linear", checkLinear],
   ["causal_conv1d", checkConv],
   ["selective_scan", checkScan],
+  ["selective_state_update_dt", checkStateUpdateDt],
+  ["linear_conv1d_step", checkLinearConv1dStep],
   ["log_softmax + logprob_rank", checkLogSoftmax],
   ["sample", checkSample],
   ["read_probe", checkReadProbe],

@@ -55,12 +55,25 @@ int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int w
 int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
                          const float *bias, float *conv_state, int64_t batch, int64_t len,
                          int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact);
+int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
+                              int wdtype, const float *bias, int64_t n, int64_t in_f,
+                              int64_t out_f, float *y, int64_t ldy, const float *conv_w,
+                              const float *conv_bias, float *conv_state, int64_t d_conv,
+                              int64_t k, float *xc, int64_t ldo);
 int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
                           int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
                           const float *Cm, int64_t ldc, const float *Dskip, const float *z,
                           int64_t ldz, float *state, float *states_all, int64_t batch,
                           int64_t len, int64_t d, int64_t n, int delta_softplus, float *y,
                           int64_t ldy);
+int mbcuda_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu,
+                                     const float *x_dbl, int64_t ld_xdbl, const void *dt_w,
+                                     int wdtype, const float *dt_bias, int64_t dt_rank,
+                                     const float *A, const float *Bm, int64_t ldb,
+                                     const float *Cm, int64_t ldc, const float *Dskip,
+                                     const float *z, int64_t ldz, float *state, int64_t batch,
+                                     int64_t d, int64_t n, int delta_softplus, float *delta_out,
+                                     float *y, int64_t ldy);
 int mbcuda_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);
 int mbcuda_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
                         const int32_t *targets, float *out_logprob, int32_t *out_rank);

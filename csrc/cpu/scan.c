@@ -161,3 +161,36 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *
   if (failed) return mb_fail(MB_ERR_OOM, "mb_selective_scan: out of memory (state buffer)");
   return MB_OK;
 }
+
+/* The fused decoding op's CPU twin: literally mb_linear (dt_proj) then the state update, so the
+ * CUDA kernel is held equal to the unfused pair. */
+int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
+                                    int64_t ld_xdbl, const void *dt_w, int wdtype,
+                                    const float *dt_bias, int64_t dt_rank, const float *A,
+                                    const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
+                                    const float *Dskip, const float *z, int64_t ldz, float *state,
+                                    int64_t batch, int64_t d, int64_t n, int delta_softplus,
+                                    float *delta_out, float *y, int64_t ldy) {
+  float *delta = delta_out;
+  if (!delta) {
+    delta = (float *)malloc((size_t)(batch * d) * sizeof(float));
+    if (!delta) return mb_fail(MB_ERR_OOM, "mb_selective_state_update_dt: out of memory (delta)");
+  }
+  int st = mbcpu_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
+  if (st == MB_OK)
+    st = mbcpu_selective_scan(ctx, u, ldu, delta, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
+                              NULL, batch, 1, d, n, delta_softplus, y, ldy);
+  if (delta != delta_out) free(delta);
+  return st;
+}
+
+/* The fused in_proj + conv step's CPU twin: mb_linear then mb_causal_conv1d (len 1). */
+int mbcpu_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
+                             int wdtype, const float *bias, int64_t n, int64_t in_f, int64_t out_f,
+                             float *y, int64_t ldy, const float *conv_w, const float *conv_bias,
+                             float *conv_state, int64_t d_conv, int64_t k, float *xc, int64_t ldo) {
+  int st = mbcpu_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
+  if (st != MB_OK || d_conv == 0) return st;
+  return mbcpu_causal_conv1d(ctx, y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo,
+                             NULL);
+}

@@ -79,6 +79,37 @@ __device__ __forceinline__ float wload(const float *p) { return *p; }
 
 #define GEMV_UNROLL 4
 
+/* Optional GEMV epilogue (mb_linear_conv1d_step): for output rows < dc, the decoding step of the
+ * causal depthwise conv1d on the value just computed, by the thread that writes it (state of
+ * sequence j at state + (j * dc + row) * (k - 1), oldest first; out = silu(pre)). w == NULL: off. */
+struct ConvEpi {
+  const float *w, *b;
+  float *state, *out;
+  int64_t ldo, dc;
+  int k;
+};
+#define CONV_EPI_KMAX 4
+
+__device__ __forceinline__ void conv_epi(const ConvEpi &ce, const float (&cw)[CONV_EPI_KMAX],
+                                         float cb, int j, int64_t row, float xv) {
+  float *st = ce.state + ((int64_t)j * ce.dc + row) * (ce.k - 1);
+  const int k = ce.k;
+  float acc = cb;
+  if (k <= CONV_EPI_KMAX) {
+#pragma unroll
+    for (int i = 0; i < CONV_EPI_KMAX - 1; i++)
+      if (i < k - 1) acc = fmaf(cw[i], st[i], acc);
+    acc = fmaf(cw[CONV_EPI_KMAX - 1], xv, acc); /* cw holds the last tap at index KMAX-1 */
+  } else {
+    const float *w = ce.w + row * k;
+    for (int i = 0; i < k - 1; i++) acc = fmaf(w[i], st[i], acc);
+    acc = fmaf(w[k - 1], xv, acc);
+  }
+  for (int i = 0; i + 1 < k - 1; i++) st[i] = st[i + 1];
+  if (k > 1) st[k - 2] = xv;
+  ce.out[(int64_t)j * ce.ldo + row] = acc / (1.f + expf(-acc));
+}
+
 __device__ __forceinline__ void prefetch_l2(const void *p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
@@ -88,11 +119,11 @@ __device__ __forceinline__ void prefetch_l2(const void *p) {
  * of w (EPC elements) and x (aligned, in_f a multiple of EPC, ldx a multiple of 4).
  * Before the PDL wait the first GEMV_UNROLL weight chunks of each thread are loaded and the rest
  * of its row prefetched into L2: the weights stream while the previous kernel finishes. */
-template <typename WT, int N, int G, bool VEC>
+template <typename WT, int N, int G, bool VEC, bool CONV>
 __global__ void __launch_bounds__(256)
 k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
        const float *__restrict__ bias, int n, int64_t in_f, int64_t out_f, float *__restrict__ y,
-       int64_t ldy) {
+       int64_t ldy, ConvEpi ce) {
   mb_pdl_trigger();
   constexpr int EPC = 16 / (int)sizeof(WT);
   const int rpb = blockDim.x / G;
@@ -101,6 +132,16 @@ k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
   const bool valid = row < out_f;
   if (!valid) row = out_f - 1; /* keep the group's lanes in the shuffles */
   const WT *wr = w + row * in_f;
+  /* conv epilogue constants (before the PDL wait): taps 0..k-2 at 0.., the last at KMAX-1 */
+  const bool conv = CONV && valid && row < ce.dc;
+  float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
+  if (conv && ce.k <= CONV_EPI_KMAX) {
+#pragma unroll
+    for (int i = 0; i < CONV_EPI_KMAX - 1; i++)
+      if (i < ce.k - 1) cw[i] = ce.w[row * ce.k + i];
+    cw[CONV_EPI_KMAX - 1] = ce.w[row * ce.k + ce.k - 1];
+  }
+  if (conv && ce.b) cb = ce.b[row];
   float acc[N];
 #pragma unroll
   for (int j = 0; j < N; j++) acc[j] = 0.f;
@@ -173,14 +214,19 @@ k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
       float s = 0.f;
 #pragma unroll
       for (int i = 0; i < NW; i++) s += red[i][threadIdx.x];
-      y[threadIdx.x * ldy + row] = s + (bias ? bias[row] : 0.f);
+      s += bias ? bias[row] : 0.f;
+      y[threadIdx.x * ldy + row] = s;
+      if (conv) conv_epi(ce, cw, cb, threadIdx.x, row, s);
     }
   } else {
     if (g == 0 && valid) {
       float b = bias ? bias[row] : 0.f;
 #pragma unroll
       for (int j = 0; j < N; j++)
-        if (j < n) y[j * ldy + row] = acc[j] + b;
+        if (j < n) {
+          y[j * ldy + row] = acc[j] + b;
+          if (conv) conv_epi(ce, cw, cb, j, row, acc[j] + b);
+        }
     }
   }
 }
@@ -188,7 +234,7 @@ k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
 template <typename WT, int N, int G>
 static cudaError_t gemv_launch_g(mb_ctx *ctx, bool vec, const float *x, int64_t ldx, const WT *w,
                                  const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
-                                 int64_t ldy) {
+                                 int64_t ldy, const ConvEpi &ce) {
   int threads = 256;
   if (G < 256) { /* smaller blocks when there are few rows, so that every SM gets work */
     const int64_t want = 2 * (int64_t)mbcuda_st(ctx)->sm_count;
@@ -196,17 +242,24 @@ static cudaError_t gemv_launch_g(mb_ctx *ctx, bool vec, const float *x, int64_t 
   }
   const int rpb = threads / G;
   dim3 grid((unsigned)((out_f + rpb - 1) / rpb)), block((unsigned)threads);
+  if (ce.w) { /* conv epilogue: its own instantiation, so plain GEMVs keep their registers */
+    if (vec)
+      return mbcuda_launch(ctx, k_gemv<WT, N, G, true, true>, grid, block, 0, x, ldx, w, bias, n,
+                           in_f, out_f, y, ldy, ce);
+    return mbcuda_launch(ctx, k_gemv<WT, N, G, false, true>, grid, block, 0, x, ldx, w, bias, n,
+                         in_f, out_f, y, ldy, ce);
+  }
   if (vec)
-    return mbcuda_launch(ctx, k_gemv<WT, N, G, true>, grid, block, 0, x, ldx, w, bias, n, in_f,
-                         out_f, y, ldy);
-  return mbcuda_launch(ctx, k_gemv<WT, N, G, false>, grid, block, 0, x, ldx, w, bias, n, in_f,
-                       out_f, y, ldy);
+    return mbcuda_launch(ctx, k_gemv<WT, N, G, true, false>, grid, block, 0, x, ldx, w, bias, n,
+                         in_f, out_f, y, ldy, ce);
+  return mbcuda_launch(ctx, k_gemv<WT, N, G, false, false>, grid, block, 0, x, ldx, w, bias, n,
+                       in_f, out_f, y, ldy, ce);
 }
 
 template <typename WT, int N>
 static cudaError_t gemv_launch_n(mb_ctx *ctx, const float *x, int64_t ldx, const WT *w,
                                  const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
-                                 int64_t ldy) {
+                                 int64_t ldy, const ConvEpi &ce) {
   constexpr int EPC = 16 / (int)sizeof(WT);
   const int64_t sms = mbcuda_st(ctx)->sm_count;
   bool vec = (in_f % EPC) == 0 && (ldx % 4) == 0 && ((uintptr_t)x % 16) == 0 &&
@@ -214,21 +267,22 @@ static cudaError_t gemv_launch_n(mb_ctx *ctx, const float *x, int64_t ldx, const
   int64_t units = vec ? in_f / EPC : in_f; /* loads per row */
   /* few rows (under ~16 per SM): a whole block per row, split over the inner dimension */
   if (out_f < 16 * sms && units >= 128)
-    return gemv_launch_g<WT, N, 256>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+    return gemv_launch_g<WT, N, 256>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
   if (units >= 128)
-    return gemv_launch_g<WT, N, 32>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+    return gemv_launch_g<WT, N, 32>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
   if (units >= 32)
-    return gemv_launch_g<WT, N, 8>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-  return gemv_launch_g<WT, N, 4>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+    return gemv_launch_g<WT, N, 8>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+  return gemv_launch_g<WT, N, 4>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
 }
 
 template <typename WT>
 static cudaError_t gemv(mb_ctx *ctx, const float *x, int64_t ldx, const WT *w, const float *bias,
-                        int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy) {
-  if (n == 1) return gemv_launch_n<WT, 1>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-  if (n == 2) return gemv_launch_n<WT, 2>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-  if (n <= 4) return gemv_launch_n<WT, 4>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-  return gemv_launch_n<WT, 8>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+                        int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
+                        const ConvEpi &ce) {
+  if (n == 1) return gemv_launch_n<WT, 1>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+  if (n == 2) return gemv_launch_n<WT, 2>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+  if (n <= 4) return gemv_launch_n<WT, 4>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+  return gemv_launch_n<WT, 8>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
 }
 
 /* ---- helpers for the cuBLAS path ------------------------------------------------------------- */
@@ -292,9 +346,10 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     return MB_OK;
   }
   if (n <= 8) {
+    const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
     cudaError_t e = wdtype == MB_DTYPE_BF16
-                        ? gemv<uint16_t>(ctx, x, ldx, (const uint16_t *)w, bias, (int)n, in_f, out_f, y, ldy)
-                        : gemv<float>(ctx, x, ldx, (const float *)w, bias, (int)n, in_f, out_f, y, ldy);
+                        ? gemv<uint16_t>(ctx, x, ldx, (const uint16_t *)w, bias, (int)n, in_f, out_f, y, ldy, none)
+                        : gemv<float>(ctx, x, ldx, (const float *)w, bias, (int)n, in_f, out_f, y, ldy, none);
     MBCUDA_CHECK(e, "linear (gemv)");
     return MB_OK;
   }
@@ -326,5 +381,28 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   if (bias) {
     MBCUDA_LAUNCH("linear (bias)", k_add_bias, dim3(grid_cap(ctx, n * out_f)), dim3(256), 0, y, ldy, bias, n, out_f);
   }
+  return MB_OK;
+}
+
+/* mb_linear_conv1d_step: in_proj with the decoding conv step in the GEMV epilogue (n <= 8);
+ * larger n: the two ops. */
+extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
+                                         int wdtype, const float *bias, int64_t n, int64_t in_f,
+                                         int64_t out_f, float *y, int64_t ldy,
+                                         const float *conv_w, const float *conv_bias,
+                                         float *conv_state, int64_t d_conv, int64_t k, float *xc,
+                                         int64_t ldo) {
+  if (n <= 0 || out_f <= 0) return MB_OK;
+  if (n > 8 || d_conv <= 0) {
+    int rc = mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
+    if (rc || d_conv <= 0) return rc;
+    return mbcuda_causal_conv1d(ctx, y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc,
+                                ldo, NULL);
+  }
+  const ConvEpi ce = {conv_w, conv_bias, conv_state, xc, ldo, d_conv, (int)k};
+  cudaError_t e = wdtype == MB_DTYPE_BF16
+                      ? gemv<uint16_t>(ctx, x, ldx, (const uint16_t *)w, bias, (int)n, in_f, out_f, y, ldy, ce)
+                      : gemv<float>(ctx, x, ldx, (const float *)w, bias, (int)n, in_f, out_f, y, ldy, ce);
+  MBCUDA_CHECK(e, "linear_conv1d_step (gemv)");
   return MB_OK;
 }

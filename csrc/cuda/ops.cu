@@ -6,6 +6,8 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "../common/rng.h"
 #include "cuda_internal.cuh"
@@ -136,11 +138,74 @@ __global__ void k_add_norm(const float *x, float *residual, int accumulate,
   }
 }
 
+/* Rows of d <= VPT * blockDim.x (decoding): the row stays in registers (no re-read of the
+ * residual), weight and bias are loaded before the PDL wait, the same two-pass statistics. */
+template <int VPT>
+__global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
+                               const float *__restrict__ weight, const float *__restrict__ bias,
+                               int norm_kind, float eps, int64_t d, float *out) {
+  mb_pdl_trigger();
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x;
+  float wv[VPT], bv[VPT], rv[VPT];
+#pragma unroll
+  for (int i = 0; i < VPT; i++) {
+    int64_t c = threadIdx.x + (int64_t)i * blockDim.x;
+    wv[i] = c < d ? weight[c] : 0.f;
+    bv[i] = (c < d && bias) ? bias[c] : 0.f;
+  }
+  mb_pdl_wait();
+  const float *xr = x + row * d;
+  float *rr = residual + row * d;
+  float *orow = out + row * d;
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < VPT; i++) {
+    int64_t c = threadIdx.x + (int64_t)i * blockDim.x;
+    float r = 0.f;
+    if (c < d) {
+      r = (accumulate ? rr[c] : 0.f) + xr[c];
+      rr[c] = r;
+    }
+    rv[i] = r;
+    s += (norm_kind == MB_NORM_RMS) ? r * r : r;
+  }
+  s = block_sum(s, red);
+  float mean = 0.f, rstd;
+  if (norm_kind == MB_NORM_RMS) {
+    rstd = 1.f / sqrtf(s / (float)d + eps);
+  } else {
+    mean = s / (float)d;
+    float v = 0.f;
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+      int64_t c = threadIdx.x + (int64_t)i * blockDim.x;
+      float t = rv[i] - mean;
+      if (c < d) v += t * t;
+    }
+    v = block_sum(v, red);
+    rstd = 1.f / sqrtf(v / (float)d + eps);
+  }
+#pragma unroll
+  for (int i = 0; i < VPT; i++) {
+    int64_t c = threadIdx.x + (int64_t)i * blockDim.x;
+    if (c < d) orow[c] = (rv[i] - mean) * rstd * wv[i] + bv[i];
+  }
+}
+
 extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                                const float *weight, const float *bias, int norm_kind, float eps,
                                int64_t n, int64_t d, float *out) {
   if (n <= 0 || d <= 0) return MB_OK;
   if (n > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: add_norm: too many rows");
+  if (d <= 8 * 256) {
+    int thr = d <= 4 * 256 ? row_threads((d + 3) / 4) : 256;
+    if (d <= 4 * (int64_t)thr)
+      MBCUDA_LAUNCH("add_norm", k_add_norm_reg<4>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out);
+    else
+      MBCUDA_LAUNCH("add_norm", k_add_norm_reg<8>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out);
+    return MB_OK;
+  }
   MBCUDA_LAUNCH("add_norm", k_add_norm, dim3((unsigned)n), dim3(row_threads(d)), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out);
   return MB_OK;
 }
@@ -156,18 +221,19 @@ __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float
                            const float *__restrict__ bias, float *conv_state, int64_t batch,
                            int64_t len, int64_t d, int k, float *__restrict__ out, int64_t ldo,
                            float *__restrict__ pre_out) {
-  MB_PDL_ENTRY();
+  mb_pdl_trigger();
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= batch * d) return;
   int64_t b = i / d, c = i - b * d;
   float win[CONV_KMAX], wc[CONV_KMAX];
   float *st = conv_state ? conv_state + (b * d + c) * (k - 1) : nullptr;
+  /* weights and bias are constant: load them before the PDL wait */
 #pragma unroll
-  for (int j = 0; j < CONV_KMAX; j++) {
-    wc[j] = j < k ? w[c * k + j] : 0.f;
-    win[j] = (j < k - 1 && st) ? st[j] : 0.f;
-  }
+  for (int j = 0; j < CONV_KMAX; j++) wc[j] = j < k ? w[c * k + j] : 0.f;
   float bc = bias ? bias[c] : 0.f;
+  mb_pdl_wait();
+#pragma unroll
+  for (int j = 0; j < CONV_KMAX; j++) win[j] = (j < k - 1 && st) ? st[j] : 0.f;
   for (int64_t t = 0; t < len; t++) {
     int64_t r = b * len + t;
     float xv = x[r * ldx + c];
@@ -217,6 +283,50 @@ __global__ void k_conv_par(const float *__restrict__ x, int64_t ldx, const float
   }
 }
 
+/* One thread per (b, c, tile of CONV_TT positions), channels across the block (coalesced): the
+ * window slides in registers, so each input is read ~(1 + (k-1)/CONV_TT) times instead of k, and
+ * the index math is per tile, not per element (prefill, k <= CONV_KMAX). */
+#define CONV_TT 16
+template <int K>
+__global__ void k_conv_tile(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
+                            const float *__restrict__ bias, const float *__restrict__ conv_state,
+                            int64_t len, int64_t d, float *__restrict__ out, int64_t ldo,
+                            float *__restrict__ pre_out) {
+  mb_pdl_trigger();
+  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  const int64_t t0 = (int64_t)blockIdx.y * CONV_TT, b = blockIdx.z;
+  if (c >= d) return;
+  float wc[K], win[K];
+#pragma unroll
+  for (int j = 0; j < K; j++) wc[j] = w[c * K + j];
+  const float bc = bias ? bias[c] : 0.f;
+  mb_pdl_wait();
+  /* win[j], j < K-1: the input at t0 - (K-1) + j */
+#pragma unroll
+  for (int j = 0; j < K - 1; j++) {
+    int64_t p = t0 - (K - 1) + j;
+    if (p >= 0) win[j] = x[(b * len + p) * ldx + c];
+    else win[j] = conv_state ? conv_state[(b * d + c) * (K - 1) + (K - 1) + p] : 0.f;
+  }
+  const int nt = (int)(len - t0 < CONV_TT ? len - t0 : CONV_TT);
+  const float *xp = x + (b * len + t0) * ldx + c;
+  float *op = out + (b * len + t0) * ldo + c;
+  float *pp = pre_out ? pre_out + (b * len + t0) * d + c : nullptr;
+#pragma unroll
+  for (int i = 0; i < CONV_TT; i++) {
+    if (i < nt) {
+      win[K - 1] = __ldg(xp + i * ldx);
+      float acc = bc;
+#pragma unroll
+      for (int j = 0; j < K; j++) acc = fmaf(wc[j], win[j], acc);
+#pragma unroll
+      for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+      op[i * ldo] = mb_silu(acc);
+      if (pp) pp[i * d] = acc;
+    }
+  }
+}
+
 /* After k_conv_par: the state keeps the last k-1 inputs (in place, ascending j is safe). */
 __global__ void k_conv_state(const float *__restrict__ x, int64_t ldx, float *conv_state,
                              int64_t batch, int64_t len, int64_t d, int k) {
@@ -242,11 +352,21 @@ extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, co
     MBCUDA_LAUNCH("causal_conv1d", k_conv_seq, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact);
     return MB_OK;
   }
-  int64_t total = chans * len;
-  unsigned int blocks = mbcuda_blocks(total, 256);
-  unsigned int cap = (unsigned)mbcuda_st(ctx)->sm_count * 16;
-  if (blocks > cap) blocks = cap;
-  MBCUDA_LAUNCH("causal_conv1d", k_conv_par, dim3(blocks), dim3(256), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact);
+  if (k >= 2 && k <= 4 && batch <= 65535 && (len + CONV_TT - 1) / CONV_TT <= 65535) {
+    dim3 grid(mbcuda_blocks(d, 128), (unsigned)((len + CONV_TT - 1) / CONV_TT), (unsigned)batch);
+    if (k == 4)
+      MBCUDA_LAUNCH("causal_conv1d", k_conv_tile<4>, grid, dim3(128), 0, x, ldx, w, bias, conv_state, len, d, out, ldo, out_preact);
+    else if (k == 3)
+      MBCUDA_LAUNCH("causal_conv1d", k_conv_tile<3>, grid, dim3(128), 0, x, ldx, w, bias, conv_state, len, d, out, ldo, out_preact);
+    else
+      MBCUDA_LAUNCH("causal_conv1d", k_conv_tile<2>, grid, dim3(128), 0, x, ldx, w, bias, conv_state, len, d, out, ldo, out_preact);
+  } else {
+    int64_t total = chans * len;
+    unsigned int blocks = mbcuda_blocks(total, 256);
+    unsigned int cap = (unsigned)mbcuda_st(ctx)->sm_count * 16;
+    if (blocks > cap) blocks = cap;
+    MBCUDA_LAUNCH("causal_conv1d", k_conv_par, dim3(blocks), dim3(256), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact);
+  }
   if (conv_state && k > 1) {
     MBCUDA_LAUNCH("causal_conv1d (state)", k_conv_state, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, conv_state, batch, len, d, (int)k);
   }
@@ -442,6 +562,240 @@ static int scan_launch(mb_ctx *ctx, ScanArgs &a) {
   return MB_OK;
 }
 
+/* ---- selective scan, v3: tiled, (channel, state pair) per lane ------------------------------ *
+ * L lanes per channel, P = 2 states per lane (L * P >= n, L a power of two <= 32): the 16 states
+ * of a 972M channel are spread over 8 lanes, so batch 1 x 3584 channels gives 28,672 threads with
+ * no time chunking (the recurrence runs once). A block of `threads` lanes holds CB = threads / L
+ * channels of one sequence and walks the sequence in tiles of T positions: the tile's u, delta, z
+ * (CB channels) and B, C (n states) are copied into shared memory with cp.async (double buffered:
+ * tile k+1 is in flight while tile k is computed), transformed once per (t, c) in place (softplus,
+ * silu), then the recurrence reads only shared memory. y goes through shared memory to coalesced
+ * stores. Invalid positions/channels are neutral (dt = 0, u = 0, B = C = 0) so every lane runs the
+ * same loop and the shuffles see a full warp. */
+#define SCAN_P 2
+
+__device__ __forceinline__ void cp_async4(float *dst, const float *src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  unsigned sa = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(sa), "l"(src) : "memory");
+#else
+  *dst = *src;
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+
+struct TileGeom {
+  int T, CB, NP; /* positions per tile, channels per block, padded states (L * P) */
+  /* floats per stage: u, dt, g (T*CB each), B, C (T*NP each) */
+  __host__ __device__ int stage() const { return 3 * T * CB + 2 * T * NP; }
+};
+
+/* Issues the copies of tile (t0 .. t0+T) for channels c0 .. c0+CB of sequence b into stage sm. */
+__device__ __forceinline__ void scan_tile_issue(const ScanArgs &a, const TileGeom &g, float *sm,
+                                                int64_t b, int64_t c0, int64_t t0) {
+  float *su = sm, *sdt = sm + g.T * g.CB, *sg = sm + 2 * g.T * g.CB;
+  float *sB = sm + 3 * g.T * g.CB, *sC = sB + g.T * g.NP;
+  const int nthr = blockDim.x;
+  const int cw = g.CB;
+  for (int e = threadIdx.x; e < g.T * cw; e += nthr) {
+    int t = e / cw, cl = e - t * cw;
+    int64_t tt = t0 + t, c = c0 + cl;
+    if (tt < a.len && c < a.d) {
+      int64_t r = b * a.len + tt;
+      cp_async4(su + e, a.u + r * a.ldu + c);
+      cp_async4(sdt + e, a.delta + r * a.ld_delta + c);
+      if (a.z) cp_async4(sg + e, a.z + r * a.ldz + c);
+    }
+  }
+  for (int e = threadIdx.x; e < g.T * a.n; e += nthr) {
+    int t = e / a.n, s = e - t * a.n;
+    int64_t tt = t0 + t;
+    if (tt < a.len) {
+      int64_t r = b * a.len + tt;
+      cp_async4(sB + t * g.NP + s, a.Bm + r * a.ldb + s);
+      cp_async4(sC + t * g.NP + s, a.Cm + r * a.ldc + s);
+    }
+  }
+}
+
+/* In place: dt = softplus(delta), g = silu(z) (1 without z); neutral values where invalid. */
+__device__ __forceinline__ void scan_tile_prep(const ScanArgs &a, const TileGeom &g, float *sm,
+                                               int64_t c0, int64_t t0) {
+  float *su = sm, *sdt = sm + g.T * g.CB, *sg = sm + 2 * g.T * g.CB;
+  float *sB = sm + 3 * g.T * g.CB, *sC = sB + g.T * g.NP;
+  const int nthr = blockDim.x;
+  for (int e = threadIdx.x; e < g.T * g.CB; e += nthr) {
+    int t = e / g.CB, cl = e - t * g.CB;
+    bool ok = t0 + t < a.len && c0 + cl < a.d;
+    if (ok) {
+      float dt = sdt[e];
+      sdt[e] = a.softplus ? mb_softplus(dt) : dt;
+      sg[e] = a.z ? mb_silu(sg[e]) : 1.f;
+    } else {
+      su[e] = 0.f;
+      sdt[e] = 0.f;
+      sg[e] = 0.f;
+    }
+  }
+  for (int e = threadIdx.x; e < g.T * g.NP; e += nthr) {
+    int t = e / g.NP, s = e - t * g.NP;
+    if (!(t0 + t < a.len && s < a.n)) {
+      sB[e] = 0.f;
+      sC[e] = 0.f;
+    }
+  }
+}
+
+template <int L>
+__global__ void k_scan_tile(ScanArgs a, TileGeom g) {
+  extern __shared__ __align__(16) float smem_scan[];
+  mb_pdl_trigger();
+  const int lane_c = threadIdx.x / L, gi = threadIdx.x % L;
+  const int64_t b = blockIdx.y, c0 = (int64_t)blockIdx.x * g.CB, c = c0 + lane_c;
+  const bool cok = c < a.d;
+  /* constants before the PDL wait */
+  float Ac[SCAN_P];
+#pragma unroll
+  for (int p = 0; p < SCAN_P; p++) {
+    int s = gi * SCAN_P + p;
+    Ac[p] = (cok && s < a.n) ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
+  }
+  const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
+  mb_pdl_wait();
+  float h[SCAN_P];
+  float *st = (cok && a.state) ? a.state + (b * a.d + c) * a.n : nullptr;
+#pragma unroll
+  for (int p = 0; p < SCAN_P; p++) {
+    int s = gi * SCAN_P + p;
+    h[p] = (st && s < a.n) ? st[s] : 0.f;
+  }
+  const int stage = g.stage();
+  float *sy = smem_scan + 2 * stage;
+  const int64_t ntiles = (a.len + g.T - 1) / g.T;
+  scan_tile_issue(a, g, smem_scan, b, c0, 0);
+  cp_async_commit();
+  for (int64_t k = 0; k < ntiles; k++) {
+    float *sm = smem_scan + (k & 1) * stage;
+    const int64_t t0 = k * g.T;
+    if (k + 1 < ntiles) {
+      scan_tile_issue(a, g, smem_scan + ((k + 1) & 1) * stage, b, c0, t0 + g.T);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    scan_tile_prep(a, g, sm, c0, t0);
+    __syncthreads();
+    const float *su = sm, *sdt = sm + g.T * g.CB, *sg = sm + 2 * g.T * g.CB;
+    const float *sB = sm + 3 * g.T * g.CB, *sC = sB + g.T * g.NP;
+    const int tl = (int)(a.len - t0 < g.T ? a.len - t0 : g.T);
+#pragma unroll 4
+    for (int t = 0; t < tl; t++) {
+      const float dt = sdt[t * g.CB + lane_c], uu = su[t * g.CB + lane_c];
+      const float du = dt * uu;
+      const float2 bv = *(const float2 *)(sB + t * g.NP + gi * SCAN_P);
+      const float2 cv = *(const float2 *)(sC + t * g.NP + gi * SCAN_P);
+      h[0] = fmaf(exp2f(dt * Ac[0]), h[0], du * bv.x);
+      h[1] = fmaf(exp2f(dt * Ac[1]), h[1], du * bv.y);
+      float yp = fmaf(cv.y, h[1], cv.x * h[0]);
+#pragma unroll
+      for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);
+      if (gi == 0) sy[t * g.CB + lane_c] = (yp + Dc * uu) * sg[t * g.CB + lane_c];
+      if (a.states_all && cok) {
+        float *sa = a.states_all + ((b * a.len + t0 + t) * a.d + c) * a.n + gi * SCAN_P;
+        if (gi * SCAN_P < a.n) sa[0] = h[0];
+        if (gi * SCAN_P + 1 < a.n) sa[1] = h[1];
+      }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < tl * g.CB; e += blockDim.x) {
+      int t = e / g.CB, cl = e - t * g.CB;
+      if (c0 + cl < a.d) a.y[(b * a.len + t0 + t) * a.ldy + c0 + cl] = sy[e];
+    }
+    /* the next iteration's copies target the other stage; this stage is rewritten two tiles on,
+     * after the __syncthreads above */
+  }
+  if (st) {
+#pragma unroll
+    for (int p = 0; p < SCAN_P; p++) {
+      int s = gi * SCAN_P + p;
+      if (s < a.n) st[s] = h[p];
+    }
+  }
+}
+
+static int scan_lanes(int64_t n) {
+  int L = 1;
+  while (L * SCAN_P < n) L <<= 1;
+  return L;
+}
+
+template <int L>
+static int scan_tile_launch_l(mb_ctx *ctx, ScanArgs &a, int threads, int T) {
+  TileGeom g;
+  g.T = T;
+  g.CB = threads / L;
+  g.NP = L * SCAN_P;
+  size_t smem = (size_t)(2 * g.stage() + g.T * g.CB) * sizeof(float);
+  if (smem > 48 * 1024) {
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<L>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)smem),
+                 "selective_scan (smem attribute)");
+  }
+  dim3 grid((unsigned)((a.d + g.CB - 1) / g.CB), (unsigned)a.batch);
+  MBCUDA_LAUNCH("selective_scan", k_scan_tile<L>, grid, dim3(threads), smem, a, g);
+  return MB_OK;
+}
+
+/* The tiled scan for any len (decoding steps too). threads per block: MAMBABYTE_CUDA_SCAN_THREADS
+ * (32/64/128/256) or the largest of 128/64/32 whose grid still has >= 4 blocks per SM. T: positions
+ * per tile, MAMBABYTE_CUDA_SCAN_T or 32 (at most len). */
+static int scan_tile_launch(mb_ctx *ctx, ScanArgs &a) {
+  const int L = scan_lanes(a.n);
+  int sm = mbcuda_st(ctx)->sm_count;
+  int threads = 0, T = 32;
+  const char *e = getenv("MAMBABYTE_CUDA_SCAN_THREADS");
+  if (e && *e) threads = atoi(e);
+  if (threads != 32 && threads != 64 && threads != 128 && threads != 256) threads = 0;
+  if (threads && threads < L) threads = 0;
+  if (!threads) {
+    threads = 32;
+    for (int cand = 128; cand >= 32; cand >>= 1) {
+      if (cand < L) break;
+      int64_t blocks = (a.d + cand / L - 1) / (cand / L) * a.batch;
+      if (blocks >= 4 * (int64_t)sm) { threads = cand; break; }
+    }
+    if (threads < L) threads = L < 32 ? 32 : L;
+  }
+  const char *et = getenv("MAMBABYTE_CUDA_SCAN_T");
+  if (et && *et) {
+    int v = atoi(et);
+    if (v >= 1 && v <= 256) T = v;
+  }
+  if (a.len < T) T = (int)a.len;
+  if (a.batch > 65535) return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_scan: batch > 65535");
+  switch (L) {
+    case 1: return scan_tile_launch_l<1>(ctx, a, threads, T);
+    case 2: return scan_tile_launch_l<2>(ctx, a, threads, T);
+    case 4: return scan_tile_launch_l<4>(ctx, a, threads, T);
+    case 8: return scan_tile_launch_l<8>(ctx, a, threads, T);
+    case 16: return scan_tile_launch_l<16>(ctx, a, threads, T);
+    case 32: return scan_tile_launch_l<32>(ctx, a, threads, T);
+  }
+  return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_scan: d_state %d > 64 is not supported", a.n);
+}
+
 extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
                                      int64_t ld_delta, const float *A, const float *Bm,
                                      int64_t ldb, const float *Cm, int64_t ldc,
@@ -452,6 +806,8 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, c
   if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
   ScanArgs a = {u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, states_all,
                 batch, len, d, (int)n, delta_softplus, y, ldy, 0, 0, nullptr, nullptr};
+  const char *e_old = getenv("MAMBABYTE_CUDA_SCAN");
+  if (n >= 1 && n <= 64 && !(e_old && !strcmp(e_old, "old"))) return scan_tile_launch(ctx, a);
   if (n <= 0) {
     /* no states: y = D u (* silu z) */
     a.n = 0;
@@ -464,6 +820,179 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, c
   if (n <= 64) return scan_launch<64>(ctx, a);
   return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_scan: d_state %lld > 64 is not supported",
                  (long long)n);
+}
+
+/* ---- state update with dt_proj fused (decoding) --------------------------------------------- *
+ * mb_selective_state_update_dt: per (b, c) the L lanes of channel c split the dt_rank-long dot
+ * product x_dbl[b, :R] . dt_w[c, :] (16-byte weight loads, prefetched into registers before the
+ * PDL wait: the weights are constant), reduce it with shuffles, add the bias, then update the
+ * channel's n states (P = 2 per lane) exactly as the tiled scan does for one position. x_dbl's
+ * first R columns and the B, C rows are staged in shared memory once per block. */
+struct SsuDtArgs {
+  const float *u; int64_t ldu;
+  const float *xdbl; int64_t ldx;
+  const void *w; const float *wbias; int R; int wvec;
+  const float *A;
+  const float *Bm; int64_t ldb;
+  const float *Cm; int64_t ldc;
+  const float *Dskip;
+  const float *z; int64_t ldz;
+  float *state;
+  int64_t d; int n; int softplus;
+  float *delta_out;
+  float *y; int64_t ldy;
+};
+
+#define SSU_MAXC 4
+
+__device__ __forceinline__ float dot16(uint4 w, const float *x, float) {
+  float4 a = *(const float4 *)x;
+  return __uint_as_float(w.x) * a.x + __uint_as_float(w.y) * a.y + __uint_as_float(w.z) * a.z +
+         __uint_as_float(w.w) * a.w;
+}
+__device__ __forceinline__ float dot16(uint4 w, const float *x, uint16_t) {
+  float4 a = *(const float4 *)x, b = *(const float4 *)(x + 4);
+  float s = __uint_as_float(w.x << 16) * a.x;
+  s = fmaf(__uint_as_float(w.x & 0xffff0000u), a.y, s);
+  s = fmaf(__uint_as_float(w.y << 16), a.z, s);
+  s = fmaf(__uint_as_float(w.y & 0xffff0000u), a.w, s);
+  s = fmaf(__uint_as_float(w.z << 16), b.x, s);
+  s = fmaf(__uint_as_float(w.z & 0xffff0000u), b.y, s);
+  s = fmaf(__uint_as_float(w.w << 16), b.z, s);
+  s = fmaf(__uint_as_float(w.w & 0xffff0000u), b.w, s);
+  return s;
+}
+__device__ __forceinline__ float wval(const float *w, int64_t i) { return __ldg(w + i); }
+__device__ __forceinline__ float wval(const uint16_t *w, int64_t i) { return mb_bf16_to_f32(__ldg(w + i)); }
+
+template <int L, typename WT>
+__global__ void k_ssu_dt(SsuDtArgs a) {
+  extern __shared__ __align__(16) float smem_ssu[];
+  mb_pdl_trigger();
+  constexpr int EPV = 16 / sizeof(WT);
+  const int lane_c = threadIdx.x / L, gi = threadIdx.x % L, CB = blockDim.x / L;
+  const int64_t b = blockIdx.y, c = (int64_t)blockIdx.x * CB + lane_c;
+  const bool cok = c < a.d;
+  const int R = a.R, Rp = (R + 7) & ~7, NP = L * SCAN_P;
+  float *xs = smem_ssu, *sB = smem_ssu + Rp, *sC = sB + NP;
+  /* constants before the PDL wait */
+  float Ac[SCAN_P];
+#pragma unroll
+  for (int p = 0; p < SCAN_P; p++) {
+    int s = gi * SCAN_P + p;
+    Ac[p] = (cok && s < a.n) ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
+  }
+  const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
+  const float bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
+  const WT *wrow = (const WT *)a.w + (cok ? c : 0) * (int64_t)R;
+  const int nch = a.wvec ? R / EPV : 0;
+  uint4 wr[SSU_MAXC];
+#pragma unroll
+  for (int q = 0; q < SSU_MAXC; q++) {
+    int j = gi + q * L;
+    wr[q] = (cok && j < nch) ? __ldg((const uint4 *)wrow + j) : make_uint4(0, 0, 0, 0);
+  }
+  mb_pdl_wait();
+  for (int e = threadIdx.x; e < Rp; e += blockDim.x) xs[e] = e < R ? a.xdbl[b * a.ldx + e] : 0.f;
+  for (int e = threadIdx.x; e < NP; e += blockDim.x) {
+    sB[e] = e < a.n ? a.Bm[b * a.ldb + e] : 0.f;
+    sC[e] = e < a.n ? a.Cm[b * a.ldc + e] : 0.f;
+  }
+  float uu = 0.f, zz = 0.f;
+  float h[SCAN_P];
+  float *st = a.state + (b * a.d + (cok ? c : 0)) * a.n;
+  if (cok) {
+    uu = a.u[b * a.ldu + c];
+    if (a.z) zz = a.z[b * a.ldz + c];
+  }
+#pragma unroll
+  for (int p = 0; p < SCAN_P; p++) {
+    int s = gi * SCAN_P + p;
+    h[p] = (cok && s < a.n) ? st[s] : 0.f;
+  }
+  __syncthreads();
+  float dot = 0.f;
+  if (a.wvec) {
+#pragma unroll
+    for (int q = 0; q < SSU_MAXC; q++) {
+      int j = gi + q * L;
+      if (j < nch) dot += dot16(wr[q], xs + j * EPV, WT());
+    }
+    if (cok)
+      for (int j = gi + SSU_MAXC * L; j < nch; j += L)
+        dot += dot16(__ldg((const uint4 *)wrow + j), xs + j * EPV, WT());
+  } else if (cok) {
+    for (int k = gi; k < R; k += L) dot = fmaf(wval(wrow, k), xs[k], dot);
+  }
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+  const float draw = dot + bc;
+  if (gi == 0 && cok && a.delta_out) a.delta_out[b * a.d + c] = draw;
+  const float dt = a.softplus ? mb_softplus(draw) : draw;
+  const float du = dt * uu;
+  const float2 bv = *(const float2 *)(sB + gi * SCAN_P);
+  const float2 cv = *(const float2 *)(sC + gi * SCAN_P);
+  h[0] = fmaf(exp2f(dt * Ac[0]), h[0], du * bv.x);
+  h[1] = fmaf(exp2f(dt * Ac[1]), h[1], du * bv.y);
+  float yp = fmaf(cv.y, h[1], cv.x * h[0]);
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);
+  if (cok) {
+#pragma unroll
+    for (int p = 0; p < SCAN_P; p++) {
+      int s = gi * SCAN_P + p;
+      if (s < a.n) st[s] = h[p];
+    }
+    if (gi == 0) {
+      float yv = yp + Dc * uu;
+      if (a.z) yv *= mb_silu(zz);
+      a.y[b * a.ldy + c] = yv;
+    }
+  }
+}
+
+template <int L>
+static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch) {
+  const int threads = L > 64 ? L : 64;
+  const int CB = threads / L;
+  size_t smem = (size_t)(((a.R + 7) & ~7) + 2 * L * SCAN_P) * sizeof(float);
+  dim3 grid((unsigned)((a.d + CB - 1) / CB), (unsigned)batch);
+  if (wdtype == MB_DTYPE_BF16) {
+    if (smem > 48 * 1024)
+      MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt<L, uint16_t>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
+    MBCUDA_LAUNCH("selective_state_update_dt", k_ssu_dt<L, uint16_t>, grid, dim3(threads), smem, a);
+  } else {
+    if (smem > 48 * 1024)
+      MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt<L, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
+    MBCUDA_LAUNCH("selective_state_update_dt", k_ssu_dt<L, float>, grid, dim3(threads), smem, a);
+  }
+  return MB_OK;
+}
+
+extern "C" int mbcuda_selective_state_update_dt(
+    mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl, int64_t ld_xdbl,
+    const void *dt_w, int wdtype, const float *dt_bias, int64_t dt_rank, const float *A,
+    const float *Bm, int64_t ldb, const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+    int64_t ldz, float *state, int64_t batch, int64_t d, int64_t n, int delta_softplus,
+    float *delta_out, float *y, int64_t ldy) {
+  if (batch <= 0 || d <= 0) return MB_OK;
+  if (n > 64)
+    return mb_fail(MB_ERR_UNSUPPORTED,
+                   "cuda: selective_state_update_dt: d_state %lld > 64 is not supported", (long long)n);
+  if (batch > 65535 || dt_rank > 8192)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_state_update_dt: batch > 65535 or dt_rank > 8192");
+  const size_t es = wdtype == MB_DTYPE_BF16 ? 2 : 4;
+  const int wvec = ((size_t)dt_rank * es) % 16 == 0 && ((uintptr_t)dt_w & 15) == 0;
+  SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
+                 Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy};
+  switch (scan_lanes(n)) {
+    case 1: return ssu_dt_launch_l<1>(ctx, a, wdtype, batch);
+    case 2: return ssu_dt_launch_l<2>(ctx, a, wdtype, batch);
+    case 4: return ssu_dt_launch_l<4>(ctx, a, wdtype, batch);
+    case 8: return ssu_dt_launch_l<8>(ctx, a, wdtype, batch);
+    case 16: return ssu_dt_launch_l<16>(ctx, a, wdtype, batch);
+    default: return ssu_dt_launch_l<32>(ctx, a, wdtype, batch);
+  }
 }
 
 /* ---- log_softmax, logprob_rank --------------------------------------------------------------- */

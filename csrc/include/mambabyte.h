@@ -129,6 +129,19 @@ int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w, c
                      int64_t ldo, float *out_preact);
 
 /**
+ * Decoding: mb_linear then the conv1d step on the first d_conv output columns, in one kernel on
+ * CUDA for n <= 8 (the conv runs in the GEMV's epilogue: in_proj -> x, z, then conv(x)):
+ *   mb_linear(x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
+ *   mb_causal_conv1d(y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo, NULL);
+ * (n rows = n sequences of one position each). conv_state (n, d_conv, k-1) is required;
+ * d_conv <= out_f; xc must not overlap y.
+ */
+int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
+                          const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
+                          int64_t ldy, const float *conv_w, const float *conv_bias,
+                          float *conv_state, int64_t d_conv, int64_t k, float *xc, int64_t ldo);
+
+/**
  * Selective scan (mamba_ssm's selective_scan_fn) over `batch` sequences of `len` positions, d
  * channels, n states. For each b, t, c:
  *   dt   = delta_softplus ? softplus(delta[b,t,c]) : delta[b,t,c]      (torch softplus, threshold 20)
@@ -155,6 +168,22 @@ int mb_selective_state_update(mb_ctx *ctx, const float *u, int64_t ldu, const fl
                               const float *Cm, int64_t ldc, const float *Dskip, const float *z,
                               int64_t ldz, float *state, int64_t batch, int64_t d, int64_t n,
                               int delta_softplus, float *y, int64_t ldy);
+
+/**
+ * mb_selective_state_update with dt_proj fused in (one decoding kernel instead of two):
+ *   delta[b, c] = sum_{k < dt_rank} x_dbl[b * ld_xdbl + k] * dt_w[c, k] + dt_bias[c]
+ * (dt_w: (d, dt_rank) row-major, float32 or bfloat16 (wdtype); dt_bias may be NULL), i.e. exactly
+ * mb_linear(x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d), then
+ * mb_selective_state_update(u, delta, ...) with that delta (softplus when delta_softplus).
+ * delta_out (batch, d), when not NULL, receives delta (before softplus, as mb_linear writes it).
+ */
+int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
+                                 int64_t ld_xdbl, const void *dt_w, int wdtype,
+                                 const float *dt_bias, int64_t dt_rank, const float *A,
+                                 const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
+                                 const float *Dskip, const float *z, int64_t ldz, float *state,
+                                 int64_t batch, int64_t d, int64_t n, int delta_softplus,
+                                 float *delta_out, float *y, int64_t ldy);
 
 /** out[i, :] = log_softmax(logits[i, :]) over v columns, rows of n. out may equal logits. */
 int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);

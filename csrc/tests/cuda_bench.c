@@ -6,9 +6,10 @@
  *   gemv   mb_linear with n = 1 on each 972M layer shape, bf16 and fp32 weights, weights rotated
  *          over >= 512 MiB so L2 never holds them, 200 calls captured in a graph: achieved
  *          bandwidth and its ratio to the copy bandwidth
- *   decode the whole per-byte step (embedding, 48 x [add_norm, in_proj, conv1d len 1, x_proj,
- *          dt_proj, state update, out_proj], final norm, lm_head (tied), sample) captured in one
- *          graph and replayed: bytes/s and the weight-bandwidth roofline ratio
+ *   decode the whole per-byte step (embedding, 48 x [add_norm, in_proj + conv1d step
+ *          (mb_linear_conv1d_step), x_proj, dt_proj + state update (mb_selective_state_update_dt),
+ *          out_proj], final norm, lm_head (tied), sample) captured in one graph and replayed:
+ *          bytes/s and the weight-bandwidth roofline ratio; "unfus": the 7-op layer of v2
  *   forward 8192 positions, batch 1, bf16 weights and fp32 weights with TF32: milliseconds
  * The table is printed last. Times: wall clock around synchronised batches; median of repeats.
  *
@@ -34,6 +35,7 @@
   } while (0)
 
 static mb_ctx *G;
+static int g_fused = 1; /* decode: mb_selective_state_update_dt instead of dt_proj + update */
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -101,9 +103,13 @@ static float *fbuf(size_t n) {
 }
 
 /* ---- results table ---- */
-static char table[64][160];
+static char table[64][200];
 static int nrows = 0;
-#define ROW(...) snprintf(table[nrows++], sizeof table[0], __VA_ARGS__)
+#define ROW(...)                                                                                  \
+  do {                                                                                            \
+    snprintf(table[nrows], sizeof table[0], __VA_ARGS__);                                         \
+    fprintf(stderr, "ROW %s\n", table[nrows++]);                                                  \
+  } while (0)
 
 static double copy_bw(void) {
   size_t bytes = (size_t)2 << 30;
@@ -267,6 +273,16 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     float *cs = a->conv_state + (size_t)i * batch * DI * (KC - 1);
     float *ss = a->ssm_state + (size_t)i * batch * DI * NS;
     MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a->hn));
+    if (len == 1 && g_fused) { /* 5 kernels: norm, in_proj+conv, x_proj, dt_proj+update, out */
+      MBX(mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI,
+                                L->cw, L->cb, cs, DI, KC, a->xc, DI));
+      MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
+      MBX(mb_selective_state_update_dt(G, a->xc, DI, a->dbc, XP, L->dt, dt, L->dtb, R, L->A,
+                                       a->dbc + R, XP, a->dbc + R + NS, XP, L->D, a->xz + DI,
+                                       2 * DI, ss, batch, DI, NS, 1, NULL, a->y, DI));
+      MBX(mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
+      continue;
+    }
     MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
     MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI, NULL));
     MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
@@ -356,12 +372,13 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
   MBX(mb_ctx_synchronize(G));
   layer *L = &m->l[0];
   int dt = m->dtype, reps = len > 1 ? 5 : 50;
-  const char *names[7] = {"add_norm", "in_proj", "conv1d", "x_proj", "dt_proj", "scan", "out_proj"};
-  char line[160];
+  const char *names[9] = {"add_norm", "in_proj", "conv1d", "x_proj", "dt_proj", "scan", "out_proj", "ssu_dt", "in+conv"};
+  int nops = len == 1 ? 9 : 7;
+  char line[200];
   int off = snprintf(line, sizeof line, "layer ops %-6s b=%lld len=%lld us:", label,
                      (long long)batch, (long long)len);
   double total = 0;
-  for (int op = 0; op < 7; op++) {
+  for (int op = 0; op < nops; op++) {
     double t[3];
     for (int r = 0; r < 3; r++) {
       double t0 = now();
@@ -373,17 +390,59 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
           case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
           case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, L->dtb, rows, R, DI, a.dt, DI)); break;
           case 5: MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI)); break;
-          default: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
+          case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
+          case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
+          default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI)); break;
         }
       }
       MBX(mb_ctx_synchronize(G));
       t[r] = (now() - t0) / reps;
     }
     double tm = median(t, 3);
-    total += tm;
+    if (op < 7) total += tm;
     off += snprintf(line + off, sizeof line - (size_t)off, " %s %.1f", names[op], tm * 1e6);
   }
   snprintf(line + off, sizeof line - (size_t)off, " | sum %.1f", total * 1e6);
+  ROW("%s", line);
+  acts_free(&a);
+}
+
+/* The forward's selective scan alone (len 8192, batch 1, layer 0's inputs) under each block
+ * shape of the tiled kernel (env read per call) and the v2 chunked kernels ("old"). */
+static void scan_variants(model *m, int64_t len) {
+  acts a;
+  acts_init(&a, len, 1);
+  MBX(mb_memset(G, a.ids, 0, (size_t)len * 4));
+  model_pass(m, &a, 1, len, 0);
+  MBX(mb_ctx_synchronize(G));
+  layer *L = &m->l[0];
+  static const char *cfg[][3] = {{"default", "", ""}, {"thr32 T32", "32", "32"},
+                                 {"thr64 T32", "64", "32"}, {"thr128 T32", "128", "32"},
+                                 {"thr32 T64", "32", "64"}, {"thr64 T16", "64", "16"},
+                                 {"old", "", ""}};
+  char line[200];
+  int off = snprintf(line, sizeof line, "scan len=%lld us:", (long long)len);
+  for (size_t v = 0; v < sizeof cfg / sizeof cfg[0]; v++) {
+    if (cfg[v][1][0]) {
+      setenv("MAMBABYTE_CUDA_SCAN_THREADS", cfg[v][1], 1);
+      setenv("MAMBABYTE_CUDA_SCAN_T", cfg[v][2], 1);
+    }
+    if (!strcmp(cfg[v][0], "old")) setenv("MAMBABYTE_CUDA_SCAN", "old", 1);
+    double t[5];
+    for (int r = 0; r < 5; r++) {
+      double t0 = now();
+      for (int i = 0; i < 3; i++)
+        MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
+                              a.xz + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI));
+      MBX(mb_ctx_synchronize(G));
+      t[r] = (now() - t0) / 3;
+    }
+    unsetenv("MAMBABYTE_CUDA_SCAN_THREADS");
+    unsetenv("MAMBABYTE_CUDA_SCAN_T");
+    unsetenv("MAMBABYTE_CUDA_SCAN");
+    off += snprintf(line + off, sizeof line - (size_t)off, " %s %.0f", cfg[v][0],
+                    median(t, 5) * 1e6);
+  }
   ROW("%s", line);
   acts_free(&a);
 }
@@ -415,6 +474,14 @@ int main(int argc, char **argv) {
     model_init(&m, MB_DTYPE_BF16);
     fprintf(stderr, "bf16 model: %.3f GB of weights\n", m.weight_bytes / 1e9);
     decode_bench(&m, bw, 1, "bf16");
+    g_fused = 0;
+    decode_bench(&m, bw, 1, "bf16,unfus");
+    g_fused = 1;
+    if (!quick) {
+      g_fused = 0;
+      decode_bench(&m, bw, 64, "bf16,unfus");
+      g_fused = 1;
+    }
     {
       mb_ctx *g1 = G, *g2;
       setenv("MAMBABYTE_CUDA_PDL", "0", 1);
@@ -430,12 +497,17 @@ int main(int argc, char **argv) {
     breakdown(&m, 1, 1, "bf16");
     if (!quick) breakdown(&m, 64, 1, "bf16");
     breakdown(&m, 1, 8192, "bf16");
+    forward_bench(&m, 8192, "bf16 #2");
+    scan_variants(&m, 8192);
     model_free(&m);
   }
   {
     model m;
     model_init(&m, MB_DTYPE_F32);
     decode_bench(&m, bw, 1, "f32");
+    g_fused = 0;
+    decode_bench(&m, bw, 1, "f32,unfus");
+    g_fused = 1;
     MBX(mb_ctx_set_flags(G, MB_FLAG_ALLOW_TF32));
     forward_bench(&m, 8192, "tf32");
     breakdown(&m, 1, 8192, "tf32");

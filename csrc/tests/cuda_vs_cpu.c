@@ -243,14 +243,16 @@ static void t_conv(void) {
 }
 
 static void t_scan(int update) {
-  int64_t lens[] = {1, 7, 300}, dims[] = {37, 101}, batches[] = {1, 3}, ns[] = {16, 3, 17, 8, 1};
-  for (int li = 0; li < (update ? 1 : 3); li++)
+  int64_t lens[] = {1, 7, 300, 2100}, dims[] = {37, 101}, batches[] = {1, 3};
+  int64_t ns[] = {16, 3, 17, 8, 1, 64, 33};
+  for (int li = 0; li < (update ? 1 : 4); li++)
     for (int di = 0; di < 2; di++)
       for (int bi = 0; bi < 2; bi++)
         for (int var = 0; var < 2; var++) {
           int64_t len = lens[li], d = dims[di], batch = batches[bi];
-          int64_t n = ns[(li * 4 + di * 2 + bi + var) % 5];
+          int64_t n = ns[(li * 4 + di * 2 + bi + var) % 7];
           if (g_small && len > 7 && (batch > 1 || var)) continue;
+          if (len > 300 && (batch > 1 || g_small)) continue;
           int use_state = update || (var + li) % 2 == 0, use_all = !update && (var + bi) % 2 == 0;
           int use_D = (di + var) % 2 == 0, use_z = (bi + var + li) % 2 == 1 || var;
           int sp = (di + bi + var) % 2 == 0 || update;
@@ -292,6 +294,106 @@ static void t_scan(int update) {
           pfree(&U), pfree(&D), pfree(&A), pfree(&BC), pfree(&Dk), pfree(&Z), pfree(&S);
           pfree(&SA), pfree(&Y);
         }
+}
+
+/* mb_linear_conv1d_step: GPU (conv in the GEMV epilogue for n <= 8) vs CPU (linear + conv). */
+static void t_linear_conv(void) {
+  struct { int64_t n, in_f, out_f, dc, k; int wdt, bias, cbias; } cs[] = {
+      {1, 64, 144, 72, 4, MB_DTYPE_BF16, 0, 1},  {3, 40, 100, 50, 4, MB_DTYPE_F32, 1, 1},
+      {1, 1792, 7168, 3584, 4, MB_DTYPE_BF16, 0, 1}, {2, 33, 30, 30, 3, MB_DTYPE_F32, 0, 0},
+      {8, 128, 96, 48, 1, MB_DTYPE_BF16, 1, 1},  {5, 72, 4000, 2000, 5, MB_DTYPE_F32, 1, 1},
+      {12, 64, 200, 100, 4, MB_DTYPE_F32, 1, 1}, {1, 256, 90, 0, 4, MB_DTYPE_BF16, 1, 1},
+  };
+  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+    int64_t n = cs[ci].n, in_f = cs[ci].in_f, out_f = cs[ci].out_f, dc = cs[ci].dc, k = cs[ci].k;
+    if (g_small && out_f > 1000) continue;
+    int64_t ldx = in_f + 4, ldy = out_f + 3, ldo = dc + 1;
+    pair X = prand(n * ldx, -1, 1), Bi = prand(out_f, -1, 1), CW = prand((dc ? dc : 1) * k, -1, 1);
+    pair CB = prand(dc ? dc : 1, -1, 1), CS = prand(n * (dc ? dc : 1) * (k > 1 ? k - 1 : 1), -1, 1);
+    pair Y = pf(NULL, n * ldy), XC = pf(NULL, n * (ldo ? ldo : 1));
+    float *wh = hrand(out_f * in_f, -0.1f, 0.1f);
+    pair W;
+    if (cs[ci].wdt == MB_DTYPE_BF16) {
+      uint16_t *wb = (uint16_t *)malloc((size_t)(out_f * in_f) * 2);
+      for (int64_t i = 0; i < out_f * in_f; i++) wb[i] = f2bf(wh[i]);
+      W = pnew(wb, (size_t)(out_f * in_f) * 2);
+      free(wb);
+    } else {
+      W = pf(wh, out_f * in_f);
+    }
+    free(wh);
+    MBX(mb_linear_conv1d_step(CPU, C(X), ldx, W.c, cs[ci].wdt, cs[ci].bias ? C(Bi) : NULL, n,
+                              in_f, out_f, C(Y), ldy, C(CW), cs[ci].cbias ? C(CB) : NULL, C(CS),
+                              dc, k, C(XC), ldo));
+    MBX(mb_linear_conv1d_step(GPU, G(X), ldx, W.g, cs[ci].wdt, cs[ci].bias ? G(Bi) : NULL, n,
+                              in_f, out_f, G(Y), ldy, G(CW), cs[ci].cbias ? G(CB) : NULL, G(CS),
+                              dc, k, G(XC), ldo));
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "n=%lld %lldx%lld dc=%lld k=%lld %s", (long long)n,
+             (long long)out_f, (long long)in_f, (long long)dc, (long long)k,
+             cs[ci].wdt ? "bf16" : "f32");
+    /* n > 8 runs cuBLAS (bf16: x rounded to bf16) */
+    double tol = n > 8 ? (cs[ci].wdt ? 1e-2 : 1e-3) : 1e-5;
+    check("linear_conv", cfg, "y", rel_err(&Y, n, out_f, ldy), tol);
+    if (dc) {
+      check("linear_conv", cfg, "xc", rel_err(&XC, n, dc, ldo), tol);
+      if (k > 1) check("linear_conv", cfg, "conv_state", rel_all(&CS), tol);
+    }
+    pfree(&X), pfree(&Bi), pfree(&CW), pfree(&CB), pfree(&CS), pfree(&Y), pfree(&XC), pfree(&W);
+  }
+}
+
+/* mb_selective_state_update_dt: GPU (fused kernel) vs CPU (linear + state update). */
+static void t_ssu_dt(void) {
+  struct { int64_t batch, d, n, R; int wdt, bias, Dz, dout; } cs[] = {
+      {1, 37, 16, 8, MB_DTYPE_F32, 1, 1, 1},   {3, 101, 16, 112, MB_DTYPE_BF16, 1, 0, 0},
+      {1, 101, 3, 112, MB_DTYPE_BF16, 0, 1, 1}, {2, 37, 17, 13, MB_DTYPE_BF16, 1, 1, 0},
+      {1, 70, 33, 40, MB_DTYPE_F32, 1, 0, 1},  {2, 50, 64, 40, MB_DTYPE_BF16, 1, 1, 1},
+      {1, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1}, {64, 300, 16, 112, MB_DTYPE_F32, 1, 1, 0},
+      {5, 33, 1, 112, MB_DTYPE_F32, 1, 1, 1},
+  };
+  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+    int64_t B = cs[ci].batch, d = cs[ci].d, n = cs[ci].n, R = cs[ci].R;
+    if (g_small && (d > 1000 || B > 8)) continue;
+    int64_t ldu = d + 3, ldx = R + 2 * n + 1, ldz = 2 * d, ldy = d + 2;
+    pair U = prand(B * ldu, -2, 2), X = prand(B * ldx, -1, 1), Z = prand(B * ldz, -3, 3);
+    float *wh = hrand(d * R, -0.5f, 0.5f);
+    pair W;
+    if (cs[ci].wdt == MB_DTYPE_BF16) {
+      uint16_t *wb = (uint16_t *)malloc((size_t)(d * R) * 2);
+      for (int64_t i = 0; i < d * R; i++) wb[i] = f2bf(wh[i]);
+      W = pnew(wb, (size_t)(d * R) * 2);
+      free(wb);
+    } else {
+      W = pf(wh, d * R);
+    }
+    free(wh);
+    pair Bi = prand(d, -4, -1), Dk = prand(d, -1, 1);
+    float *ah = hrand(d * n, 0, 1);
+    for (int64_t i = 0; i < d * n; i++) ah[i] = -expf(logf((float)(i % n + 1)) * ah[i]);
+    pair A = pf(ah, d * n);
+    free(ah);
+    pair S = prand(B * d * n, -1, 1), Y = pf(NULL, B * ldy), DO = pf(NULL, B * d);
+    const float *xc = C(X), *xg = G(X);
+    int D = cs[ci].Dz;
+    MBX(mb_selective_state_update_dt(CPU, C(U), ldu, xc, ldx, W.c, cs[ci].wdt,
+                                     cs[ci].bias ? C(Bi) : NULL, R, C(A), xc + R, ldx,
+                                     xc + R + n, ldx, D ? C(Dk) : NULL, D ? C(Z) : NULL, ldz,
+                                     C(S), B, d, n, 1, cs[ci].dout ? C(DO) : NULL, C(Y), ldy));
+    MBX(mb_selective_state_update_dt(GPU, G(U), ldu, xg, ldx, W.g, cs[ci].wdt,
+                                     cs[ci].bias ? G(Bi) : NULL, R, G(A), xg + R, ldx,
+                                     xg + R + n, ldx, D ? G(Dk) : NULL, D ? G(Z) : NULL, ldz,
+                                     G(S), B, d, n, 1, cs[ci].dout ? G(DO) : NULL, G(Y), ldy));
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "b=%lld d=%lld n=%lld R=%lld %s bias=%d Dz=%d", (long long)B,
+             (long long)d, (long long)n, (long long)R, cs[ci].wdt ? "bf16" : "f32", cs[ci].bias,
+             D);
+    check("ssu_dt", cfg, "y", rel_err(&Y, B, d, ldy), 1e-5);
+    check("ssu_dt", cfg, "state", rel_all(&S), 1e-5);
+    if (cs[ci].dout) check("ssu_dt", cfg, "delta", rel_all(&DO), 1e-5);
+    pfree(&U), pfree(&X), pfree(&Z), pfree(&W), pfree(&Bi), pfree(&Dk), pfree(&A), pfree(&S);
+    pfree(&Y), pfree(&DO);
+  }
 }
 
 static void t_softmax_rank(void) {
@@ -414,16 +516,21 @@ static void t_sample(void) {
 /* A decode-like step on the GPU: norm -> linear (bf16 GEMV) -> conv (len 1, state) -> linear
  * (x_proj, f32) -> state update -> linear (head) -> sample. Captured once, replayed twice, and
  * compared with the same ops run directly twice from the same starting buffers. */
-static void t_graph(void) {
+static void t_graph(int fused) {
   const int64_t B = 2, dm = 40, di = 72, n = 16, k = 4, V = 256, r = 8;
+  const char *gcase = fused ? "fused decode-like step, replayed twice"
+                            : "decode-like step, replayed twice";
   float *hx = hrand(B * dm, -1, 1), *hres = hrand(B * dm, -1, 1), *hnw = hrand(dm, 0.5f, 1.5f);
   float *hwin = hrand(2 * di * dm, -0.2f, 0.2f), *hcw = hrand(di * k, -1, 1);
   float *hcs = hrand(B * di * (k - 1), -1, 1), *hxp = hrand((r + 2 * n) * di, -0.2f, 0.2f);
   float *hA = hrand(di * n, -2, -0.1f), *hss = hrand(B * di * n, -1, 1);
-  float *hhead = hrand(V * di, -0.3f, 0.3f);
+  float *hhead = hrand(V * di, -0.3f, 0.3f), *hdtw = hrand(di * r, -0.5f, 0.5f);
   uint16_t *wbf = (uint16_t *)malloc((size_t)(2 * di * dm) * 2);
   for (int64_t i = 0; i < 2 * di * dm; i++) wbf[i] = f2bf(hwin[i]);
   void *x, *res, *nw, *win, *cw, *cs, *xp, *A, *ss, *head, *hn, *xz, *xc, *dbc, *y, *lg, *ids, *ctr;
+  void *dtw;
+  MBX(mb_alloc(GPU, (size_t)(di * r) * 4, &dtw));
+  MBX(mb_memcpy_h2d(GPU, dtw, hdtw, (size_t)(di * r) * 4));
   MBX(mb_alloc(GPU, (size_t)(B * dm) * 4, &x));
   MBX(mb_alloc(GPU, (size_t)(B * dm) * 4, &res));
   MBX(mb_alloc(GPU, (size_t)dm * 4, &nw));
@@ -463,16 +570,27 @@ static void t_graph(void) {
       if (mode == 0 || step == 0) {
         MBX(mb_add_norm(GPU, (float *)x, (float *)res, 1, (float *)nw, NULL, MB_NORM_RMS, 1e-5f, B,
                         dm, (float *)hn));
-        MBX(mb_linear(GPU, (float *)hn, dm, win, MB_DTYPE_BF16, NULL, B, dm, 2 * di, (float *)xz,
-                      2 * di));
-        MBX(mb_causal_conv1d(GPU, (float *)xz, 2 * di, (float *)cw, NULL, (float *)cs, B, 1, di, k,
-                             (float *)xc, di, NULL));
+        if (fused) {
+          MBX(mb_linear_conv1d_step(GPU, (float *)hn, dm, win, MB_DTYPE_BF16, NULL, B, dm, 2 * di,
+                                    (float *)xz, 2 * di, (float *)cw, NULL, (float *)cs, di, k,
+                                    (float *)xc, di));
+        } else {
+          MBX(mb_linear(GPU, (float *)hn, dm, win, MB_DTYPE_BF16, NULL, B, dm, 2 * di,
+                        (float *)xz, 2 * di));
+          MBX(mb_causal_conv1d(GPU, (float *)xz, 2 * di, (float *)cw, NULL, (float *)cs, B, 1, di,
+                               k, (float *)xc, di, NULL));
+        }
         MBX(mb_linear(GPU, (float *)xc, di, xp, MB_DTYPE_F32, NULL, B, di, L, (float *)dbc, L));
-        /* delta: the pre-conv x half of xz (softplus), to keep the step small */
-        MBX(mb_selective_state_update(GPU, (float *)xc, di, (float *)xz, 2 * di, (float *)A,
-                                      (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
-                                      (float *)xz + di, 2 * di, (float *)ss, B, di, n, 1,
-                                      (float *)y, di));
+        if (fused) /* delta = dt_proj(dbc[:, :r]) inside the update */
+          MBX(mb_selective_state_update_dt(GPU, (float *)xc, di, (float *)dbc, L, dtw,
+                                           MB_DTYPE_F32, NULL, r, (float *)A, (float *)dbc + r, L,
+                                           (float *)dbc + r + n, L, NULL, (float *)xz + di, 2 * di,
+                                           (float *)ss, B, di, n, 1, NULL, (float *)y, di));
+        else /* delta: the pre-conv x half of xz (softplus), to keep the step small */
+          MBX(mb_selective_state_update(GPU, (float *)xc, di, (float *)xz, 2 * di, (float *)A,
+                                        (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
+                                        (float *)xz + di, 2 * di, (float *)ss, B, di, n, 1,
+                                        (float *)y, di));
         MBX(mb_linear(GPU, (float *)y, di, head, MB_DTYPE_F32, NULL, B, di, V, (float *)lg, V));
         MBX(mb_sample(GPU, (float *)lg, B, V, 1.0f, 0, 0.9f, 77, (int64_t *)ctr,
                       (int32_t *)ids));
@@ -493,13 +611,13 @@ static void t_graph(void) {
     MBX(mb_memcpy_d2h(GPU, (char *)out[mode][3] + B * 4 * 4, ctr, 8));
     if (graph) MBX(mb_graph_destroy(GPU, graph));
   }
-  check("graph", "decode-like step, replayed twice", "residual",
+  check("graph", gcase, "residual",
         memcmp(out[0][0], out[1][0], (size_t)(B * dm) * 4) ? 1 : 0, 0);
-  check("graph", "decode-like step, replayed twice", "ssm state",
+  check("graph", gcase, "ssm state",
         memcmp(out[0][1], out[1][1], (size_t)(B * di * n) * 4) ? 1 : 0, 0);
-  check("graph", "decode-like step, replayed twice", "logits",
+  check("graph", gcase, "logits",
         memcmp(out[0][2], out[1][2], (size_t)(B * V) * 4) ? 1 : 0, 0);
-  check("graph", "decode-like step, replayed twice", "ids+ctr",
+  check("graph", gcase, "ids+ctr",
         (memcmp(out[0][3], out[1][3], (size_t)B * 8) ||
          memcmp((char *)out[0][3] + B * 16, (char *)out[1][3] + B * 16, 8))
             ? 1
@@ -507,13 +625,13 @@ static void t_graph(void) {
         0);
   int64_t cend;
   memcpy(&cend, (char *)out[1][3] + B * 16, 8);
-  check("graph", "decode-like step, replayed twice", "counter=5", cend == 5 ? 0 : 1, 0);
+  check("graph", gcase, "counter=5", cend == 5 ? 0 : 1, 0);
   for (int m = 0; m < 2; m++)
     for (int i = 0; i < 4; i++) free(out[m][i]);
-  void *all[] = {x, res, nw, win, cw, cs, xp, A, ss, head, hn, xz, xc, dbc, y, lg, ids, ctr};
+  void *all[] = {x, res, nw, win, cw, cs, xp, A, ss, head, hn, xz, xc, dbc, y, lg, ids, ctr, dtw};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) MBX(mb_free(GPU, all[i]));
   free(hx), free(hres), free(hnw), free(hwin), free(hcw), free(hcs), free(hxp), free(hA);
-  free(hss), free(hhead), free(wbf);
+  free(hss), free(hhead), free(wbf), free(hdtw);
 }
 
 static void t_misc(void) {
@@ -565,9 +683,21 @@ int main(int argc, char **argv) {
   t_conv();
   t_scan(0);
   t_scan(1);
+  /* the tiled scan's other block shapes and tile lengths (read per call) */
+  setenv("MAMBABYTE_CUDA_SCAN_THREADS", "128", 1);
+  setenv("MAMBABYTE_CUDA_SCAN_T", "5", 1);
+  t_scan(0);
+  setenv("MAMBABYTE_CUDA_SCAN_THREADS", "64", 1);
+  setenv("MAMBABYTE_CUDA_SCAN_T", "64", 1);
+  t_scan(0);
+  unsetenv("MAMBABYTE_CUDA_SCAN_THREADS");
+  unsetenv("MAMBABYTE_CUDA_SCAN_T");
+  t_ssu_dt();
+  t_linear_conv();
   t_softmax_rank();
   t_sample();
-  t_graph();
+  t_graph(0);
+  t_graph(1);
   t_misc();
   MBX(mb_ctx_destroy(GPU));
   MBX(mb_ctx_destroy(CPU));

@@ -289,6 +289,54 @@ export class Backend {
     );
   }
 
+  /**
+   * Decoding: {@link Backend.linear} (x -> y) then the conv1d step ({@link Backend.conv1d} with
+   * len 1, `n` sequences) on y's first `dConv` columns into `xc` (one kernel on CUDA for n <= 8).
+   */
+  linearConv1dStep(a: {
+    x: Ptr;
+    ldx?: number;
+    w: Ptr;
+    wdtype: WeightDType;
+    bias: Ptr;
+    n: number;
+    inF: number;
+    outF: number;
+    y: Ptr;
+    ldy?: number;
+    convW: Ptr;
+    convBias: Ptr;
+    convState: Ptr;
+    dConv: number;
+    k: number;
+    xc: Ptr;
+    ldo?: number;
+  }): void {
+    check(
+      this.#lib.mb_linear_conv1d_step(
+        this.#c,
+        a.x,
+        I(a.ldx ?? a.inF),
+        a.w,
+        WDTYPE_CODE[a.wdtype],
+        a.bias,
+        I(a.n),
+        I(a.inF),
+        I(a.outF),
+        a.y,
+        I(a.ldy ?? a.outF),
+        a.convW,
+        a.convBias,
+        a.convState,
+        I(a.dConv),
+        I(a.k),
+        a.xc,
+        I(a.ldo ?? a.dConv),
+      ),
+      "linear_conv1d_step",
+    );
+  }
+
   /** Selective scan with initial/final state and optional every-position states. */
   selectiveScan(a: {
     u: Ptr;
@@ -388,6 +436,69 @@ export class Backend {
         I(a.ldy),
       ),
       "selective_state_update",
+    );
+  }
+
+  /**
+   * One SSM decoding step with dt_proj fused in (one kernel on CUDA): delta =
+   * xDbl[:, :dtRank] @ dtW^T + dtBias (what {@link Backend.linear} would write), then
+   * {@link Backend.stateUpdate} with it. `deltaOut` (batch, d), when given, receives delta.
+   */
+  stateUpdateDt(a: {
+    u: Ptr;
+    ldu: number;
+    xDbl: Ptr;
+    ldXDbl: number;
+    dtW: Ptr;
+    wdtype: WeightDType;
+    dtBias: Ptr;
+    dtRank: number;
+    A: Ptr;
+    B: Ptr;
+    ldb: number;
+    C: Ptr;
+    ldc: number;
+    D: Ptr;
+    z: Ptr;
+    ldz: number;
+    state: Ptr;
+    batch: number;
+    d: number;
+    n: number;
+    deltaSoftplus: boolean;
+    deltaOut: Ptr;
+    y: Ptr;
+    ldy: number;
+  }): void {
+    check(
+      this.#lib.mb_selective_state_update_dt(
+        this.#c,
+        a.u,
+        I(a.ldu),
+        a.xDbl,
+        I(a.ldXDbl),
+        a.dtW,
+        WDTYPE_CODE[a.wdtype],
+        a.dtBias,
+        I(a.dtRank),
+        a.A,
+        a.B,
+        I(a.ldb),
+        a.C,
+        I(a.ldc),
+        a.D,
+        a.z,
+        I(a.ldz),
+        a.state,
+        I(a.batch),
+        I(a.d),
+        I(a.n),
+        a.deltaSoftplus ? 1 : 0,
+        a.deltaOut,
+        a.y,
+        I(a.ldy),
+      ),
+      "selective_state_update_dt",
     );
   }
 

@@ -77,6 +77,29 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  mb_linear_conv1d_step: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "i64", // ldx
+      "pointer", // w
+      "i32", // wdtype
+      "pointer", // bias
+      "i64", // n
+      "i64", // in_f
+      "i64", // out_f
+      "pointer", // y
+      "i64", // ldy
+      "pointer", // conv_w
+      "pointer", // conv_bias
+      "pointer", // conv_state
+      "i64", // d_conv
+      "i64", // k
+      "pointer", // xc
+      "i64", // ldo
+    ],
+    result: "i32",
+  },
   mb_selective_scan: {
     parameters: [
       "pointer", // ctx
@@ -124,6 +147,36 @@ export const SYMBOLS = {
       "i64", // d
       "i64", // n
       "i32", // delta_softplus
+      "pointer", // y
+      "i64", // ldy
+    ],
+    result: "i32",
+  },
+  mb_selective_state_update_dt: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // u
+      "i64", // ldu
+      "pointer", // x_dbl
+      "i64", // ld_xdbl
+      "pointer", // dt_w
+      "i32", // wdtype
+      "pointer", // dt_bias
+      "i64", // dt_rank
+      "pointer", // A
+      "pointer", // Bm
+      "i64", // ldb
+      "pointer", // Cm
+      "i64", // ldc
+      "pointer", // Dskip
+      "pointer", // z
+      "i64", // ldz
+      "pointer", // state
+      "i64", // batch
+      "i64", // d
+      "i64", // n
+      "i32", // delta_softplus
+      "pointer", // delta_out
       "pointer", // y
       "i64", // ldy
     ],
