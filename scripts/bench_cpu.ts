@@ -10,19 +10,20 @@
  *
  * Usage: deno task bench:cpu [--model_id 353M] [--decode_steps 24] [--prefill 2048] [--threads N]
  */
-import { ArgumentParser } from "argparse";
+import { createParser, parseArgs } from "../src/cli/mod.ts";
 import { Backend } from "../src/backend/backend.ts";
 import { Tensor } from "../src/backend/tensor.ts";
 import { loadModel, type Model } from "../src/api.ts";
 import type { ModelDims } from "../src/config/dims.ts";
 
-const parser = new ArgumentParser({ prog: "bench_cpu", description: "CPU speed vs roofline" });
+const parser = createParser("bench_cpu", "CPU speed vs roofline");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
 parser.add_argument("--model_id", { default: "353M" });
 parser.add_argument("--decode_steps", { type: "int", default: 24 });
 parser.add_argument("--prefill", { type: "int", default: 2048 });
 parser.add_argument("--threads", { type: "int", default: 0 });
-const args = parser.parse_args(Deno.args);
+// deno-lint-ignore no-explicit-any
+const args = parseArgs<Record<string, any>>(parser, Deno.args);
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -58,14 +59,19 @@ function flopsPerPosition(d: ModelDims): number {
 const be = Backend.create("cpu", { threads: args.threads });
 const info = be.info();
 
-// Read bandwidth: 1 GiB, well beyond any cache.
+// Read bandwidth: 1 GiB, well beyond any cache. This host's bandwidth moves with its neighbours'
+// load, so every case is framed by probes taken just before and after it.
 const probeBytes = 1 << 30;
-const buf = be.alloc(probeBytes);
-be.memset(buf, 1, probeBytes);
+const probeBuf = be.alloc(probeBytes);
+be.memset(probeBuf, 1, probeBytes);
 const sink = be.alloc(64);
-const tRead = time(() => be.readProbe(buf, probeBytes, sink), 5);
-const readBw = probeBytes / tRead;
-be.free(buf);
+const probeRates: number[] = [];
+function probe(): number {
+  const t = time(() => be.readProbe(probeBuf, probeBytes, sink), 3);
+  probeRates.push(probeBytes / t);
+  return probeBytes / t;
+}
+const readBw = probe();
 
 // sgemm rate at the prefill shape of in_proj.
 const [gn, gk, gm] = [2048, 1024, 4096];
@@ -78,8 +84,6 @@ gemm();
 const tGemm = time(gemm, 5);
 const sgemmRate = (2 * gn * gk * gm) / tGemm;
 for (const t of [x, w, y]) t.free();
-be.free(sink);
-be.close();
 
 console.log(`machine: ${JSON.stringify(info)}`);
 console.log(`read bandwidth: ${(readBw / 1e9).toFixed(2)} GB/s (mb_read_probe, 1 GiB)`);
@@ -99,6 +103,7 @@ async function benchDecode(dtype: "fp32" | "bf16") {
   });
   try {
     await model.generate(prompt, { maxNewTokens: 2, topK: 1 }); // warm-up
+    const before = probe();
     const stamps: number[] = [];
     await model.generate(prompt, {
       maxNewTokens: args.decode_steps + 1,
@@ -110,12 +115,15 @@ async function benchDecode(dtype: "fp32" | "bf16") {
     const steps: number[] = [];
     for (let i = 1; i < stamps.length; i++) steps.push((stamps[i] - stamps[i - 1]) / 1000);
     const perStep = median(steps);
+    const bw = median([before, probe()]);
     const bytesPerStep = weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
-    const roofline = readBw / bytesPerStep;
+    const roofline = bw / bytesPerStep;
     rows.push([
       `decode ${dtype}`,
       `${(1 / perStep).toFixed(2)} bytes/s`,
-      `roofline ${roofline.toFixed(2)} bytes/s (${(bytesPerStep / 1e6).toFixed(0)} MB/step)`,
+      `roofline ${roofline.toFixed(2)} bytes/s (${(bytesPerStep / 1e6).toFixed(0)} MB/step at ${
+        (bw / 1e9).toFixed(1)
+      } GB/s)`,
       `ratio ${((1 / perStep) / roofline).toFixed(2)}`,
     ]);
     if (dtype === "fp32") {
@@ -140,6 +148,11 @@ async function benchDecode(dtype: "fp32" | "bf16") {
 
 await benchDecode("fp32");
 await benchDecode("bf16");
+be.free(probeBuf);
+be.free(sink);
+be.close();
+const lo = Math.min(...probeRates) / 1e9, hi = Math.max(...probeRates) / 1e9;
 console.log("");
+console.log(`read bandwidth over the run: ${lo.toFixed(1)} .. ${hi.toFixed(1)} GB/s`);
 console.log(`model ${args.model_id} (random weights), CPU threads: ${info.threads}`);
 for (const r of rows) console.log(r.join(" | "));

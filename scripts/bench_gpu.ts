@@ -9,18 +9,19 @@
  *
  * Usage: deno task bench:gpu [--model_id 972M] [--decode_steps 200] [--forward_len 8192]
  */
-import { ArgumentParser } from "argparse";
+import { createParser, parseArgs } from "../src/cli/mod.ts";
 import { loadModel, type Model } from "../src/api.ts";
 import { Backend } from "../src/backend/backend.ts";
 import type { ModelDims } from "../src/config/dims.ts";
 
-const parser = new ArgumentParser({ prog: "bench_gpu", description: "GPU speed vs roofline" });
+const parser = createParser("bench_gpu", "GPU speed vs roofline");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
 parser.add_argument("--model_id", { default: "972M" });
 parser.add_argument("--decode_steps", { type: "int", default: 200 });
 parser.add_argument("--forward_len", { type: "int", default: 8192 });
 parser.add_argument("--cases", { default: "b1-bf16,b1-fp32,b64-bf16,fwd-bf16,fwd-tf32" });
-const args = parser.parse_args(Deno.args);
+// deno-lint-ignore no-explicit-any
+const args = parseArgs<Record<string, any>>(parser, Deno.args);
 const cases = new Set(String(args.cases).split(","));
 
 function median(xs: number[]): number {
