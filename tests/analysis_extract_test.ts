@@ -1,0 +1,94 @@
+/**
+ * Extraction drivers: a result that cannot fit is refused before any computation, with the size it
+ * would need; module ids accept the "mixer." prefix; results do not depend on the chunk length.
+ */
+import assert from "node:assert/strict";
+import { loadModel } from "../mod.ts";
+import {
+  extractDiscreteA,
+  extractInputSimilarity,
+  extractModuleOutputs,
+  parseModuleId,
+} from "../src/analysis/extract.ts";
+import { maxRelError } from "./helpers/compare.ts";
+
+const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
+const TEXT = new TextEncoder().encode(
+  "Results must not depend on how the input is chunked. ".repeat(4),
+);
+
+Deno.test("a result that cannot fit is refused up front, naming the size", async () => {
+  const model = await loadModel({ configPath: CONFIG, modelId: "test-48x2", device: "cpu" });
+  try {
+    let progressed = false;
+    await assert.rejects(
+      () =>
+        extractDiscreteA(model.lm, TEXT, {
+          maxResultBytes: 1000,
+          onProgress: () => (progressed = true),
+        }),
+      /discrete_A for these layers would need 0\.00\d* GiB .*--reduction/,
+    );
+    assert.equal(progressed, false, "nothing may be computed before the check");
+    await assert.rejects(
+      () => extractModuleOutputs(model.lm, TEXT, { modules: ["in_proj"], maxResultBytes: 10 }),
+      /would need/,
+    );
+    // The same request reduced per position fits.
+    const r = await extractDiscreteA(model.lm, TEXT, { reduction: "fro", maxResultBytes: 10_000 });
+    assert.deepEqual(r.perLayer.get(0)!.shape, [TEXT.length]);
+  } finally {
+    model.close();
+  }
+});
+
+Deno.test("module ids: plain and mixer.-prefixed names; unknown ones are usage errors", () => {
+  assert.equal(parseModuleId("dt_proj"), "dt_proj");
+  assert.equal(parseModuleId("mixer.x_proj"), "x_proj");
+  assert.throws(() => parseModuleId("attention"), (e: Error & { exitCode?: number }) => {
+    assert.match(e.message, /unknown module 'attention'/);
+    assert.equal(e.exitCode, 2);
+    return true;
+  });
+});
+
+Deno.test("extractions do not depend on the chunk length", async () => {
+  const opts = { configPath: CONFIG, modelId: "test-48x2", device: "cpu" as const };
+  const a = await loadModel({ ...opts, chunkSize: 4096 });
+  const b = await loadModel({ ...opts, chunkSize: 7 });
+  try {
+    for (const reduction of [null, "mean", "nuc"] as const) {
+      const ra = await extractDiscreteA(a.lm, TEXT, {
+        reduction,
+        reductionDim: -2,
+        logProbs: true,
+      });
+      const rb = await extractDiscreteA(b.lm, TEXT, {
+        reduction,
+        reductionDim: -2,
+        logProbs: true,
+      });
+      for (const l of [0, 1]) {
+        const e = maxRelError(
+          rb.perLayer.get(l)!.data as Float32Array,
+          ra.perLayer.get(l)!.data as Float32Array,
+        );
+        assert.ok(e < 1e-5, `${reduction} layer ${l}: ${e}`);
+      }
+      assert.ok(
+        maxRelError(rb.logProbs!.data as Float32Array, ra.logProbs!.data as Float32Array) < 1e-5,
+      );
+    }
+    const sa = await extractInputSimilarity(a.lm, TEXT, { layers: [1] });
+    const sb = await extractInputSimilarity(b.lm, TEXT, { layers: [1] });
+    assert.ok(
+      maxRelError(
+        sb.perLayer.get(1)!.data as Float32Array,
+        sa.perLayer.get(1)!.data as Float32Array,
+      ) < 1e-5,
+    );
+  } finally {
+    a.close();
+    b.close();
+  }
+});
