@@ -7,69 +7,35 @@
  *   --return_log_probs --return_ranks --filepath_to_store_outputs artefacts/dA_860_fro.pkl
  */
 import { extractDiscreteA } from "../src/analysis/extract.ts";
-import {
-  addExtractionFlags,
-  addModelFlags,
-  addOutputFlags,
-  addPromptFlags,
-  createParser,
-  type ExtractionArgs,
-  type ModelArgs,
-  type OutputArgs,
-  parseArgs,
-  type PromptArgs,
-  resolvePrompt,
-  runMain,
-} from "../src/cli/mod.ts";
-import {
-  checkOutputPath,
-  openModel,
-  progressCallback,
-  storeOutputs,
-  summarize,
-} from "../src/cli/session.ts";
+import { runMain } from "../src/cli/mod.ts";
+import { runExtractionScript, scoreFields } from "../src/cli/session.ts";
 
-const PROG = "extract_discrete_A.ts";
-
-async function main(argv: string[]): Promise<void> {
-  const p = createParser(PROG, "Extract discrete-A (exp(delta * A)) of a MambaByte model.");
-  addModelFlags(p);
-  addPromptFlags(p);
-  addExtractionFlags(p, { modules: false, nonlinearity: false });
-  addOutputFlags(p);
-  const args = parseArgs<ModelArgs & PromptArgs & ExtractionArgs & OutputArgs>(p, argv);
-  await checkOutputPath(PROG, args.filepath_to_store_outputs);
-  const prompt = await resolvePrompt(args);
-  const model = await openModel(PROG, args, args.quiet);
-  try {
-    const bar = progressCallback("extracting discrete_A", args.quiet);
-    const r = await extractDiscreteA(model.lm, prompt.bytes, {
-      layers: args.layer_idxs ?? undefined,
-      reduction: args.reduction,
-      reductionDim: args.reduction_dim,
-      logProbs: args.return_log_probs,
-      ranks: args.return_ranks,
-      onProgress: bar.update,
-    });
-    bar.done();
-    const record: Record<string, unknown> = { prompt: prompt.text, discrete_A: r.perLayer };
-    if (r.logProbs) record.log_probs = r.logProbs;
-    if (r.ranks) record.ranks = r.ranks;
-    Object.assign(record, {
-      model_id: model.config.id,
-      layer_idxs: [...r.perLayer.keys()],
-      reduction: args.reduction,
-      reduction_dim: args.reduction_dim,
-      pretrained_model_filepath: args.pretrained_model_filepath,
-    });
-    if (args.filepath_to_store_outputs) {
-      await storeOutputs(args.filepath_to_store_outputs, record, args.quiet);
-    } else {
-      console.log(summarize(record).join("\n"));
-    }
-  } finally {
-    model.close();
-  }
+if (import.meta.main) {
+  await runMain((argv) =>
+    runExtractionScript({
+      prog: "extract_discrete_A.ts",
+      description: "Extract discrete-A (exp(delta * A)) of a MambaByte model.",
+      flags: { modules: false, nonlinearity: false },
+      label: "extracting discrete_A",
+      compute: async (model, prompt, args, onProgress) => {
+        const r = await extractDiscreteA(model.lm, prompt.bytes, {
+          layers: args.layer_idxs ?? undefined,
+          reduction: args.reduction,
+          reductionDim: args.reduction_dim,
+          logProbs: args.return_log_probs,
+          ranks: args.return_ranks,
+          onProgress,
+        });
+        return {
+          discrete_A: r.perLayer,
+          ...scoreFields(r),
+          model_id: model.config.id,
+          layer_idxs: [...r.perLayer.keys()],
+          reduction: args.reduction,
+          reduction_dim: args.reduction_dim,
+          pretrained_model_filepath: args.pretrained_model_filepath,
+        };
+      },
+    }, argv)
+  );
 }
-
-if (import.meta.main) await runMain(main);

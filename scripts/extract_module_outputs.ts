@@ -8,75 +8,46 @@
  *   --filepath_to_store_outputs artefacts/out.pkl
  */
 import { extractModuleOutputs, parseModuleId } from "../src/analysis/extract.ts";
-import {
-  addExtractionFlags,
-  addModelFlags,
-  addOutputFlags,
-  addPromptFlags,
-  createParser,
-  type ExtractionArgs,
-  type ModelArgs,
-  type OutputArgs,
-  parseArgs,
-  type PromptArgs,
-  resolvePrompt,
-  runMain,
-  UsageError,
-} from "../src/cli/mod.ts";
-import {
-  checkOutputPath,
-  openModel,
-  progressCallback,
-  storeOutputs,
-  summarize,
-} from "../src/cli/session.ts";
+import { runMain, UsageError } from "../src/cli/mod.ts";
+import { runExtractionScript, scoreFields } from "../src/cli/session.ts";
 
 const PROG = "extract_module_outputs.ts";
 
-async function main(argv: string[]): Promise<void> {
-  const p = createParser(PROG, "Extract module outputs of a MambaByte model.");
-  addModelFlags(p);
-  addPromptFlags(p);
-  addExtractionFlags(p, { reduction: false });
-  addOutputFlags(p);
-  const args = parseArgs<ModelArgs & PromptArgs & ExtractionArgs & OutputArgs>(p, argv);
-  if (!args.module_ids) {
-    throw new UsageError(PROG, "the following arguments are required: --module_id", "");
-  }
-  const modules = args.module_ids.map(parseModuleId);
-  await checkOutputPath(PROG, args.filepath_to_store_outputs);
-  const prompt = await resolvePrompt(args);
-  const model = await openModel(PROG, args, args.quiet);
-  try {
-    const bar = progressCallback("extracting", args.quiet);
-    const r = await extractModuleOutputs(model.lm, prompt.bytes, {
-      modules,
-      layers: args.layer_idxs ?? undefined,
-      nonlinearity: args.nonlinearity ?? "linear",
-      logProbs: args.return_log_probs,
-      ranks: args.return_ranks,
-      onProgress: bar.update,
-    });
-    bar.done();
-    const record: Record<string, unknown> = { prompt: prompt.text };
-    args.module_ids.forEach((id, i) => (record[id] = r.modules.get(modules[i])));
-    if (r.logProbs) record.log_probs = r.logProbs;
-    if (r.ranks) record.ranks = r.ranks;
-    Object.assign(record, {
-      model_id: model.config.id,
-      module_id: args.module_ids.length === 1 ? args.module_ids[0] : args.module_ids,
-      layer_idxs: [...r.modules.get(modules[0])!.keys()],
-      nonlinearity: args.nonlinearity ?? "linear",
-      pretrained_model_filepath: args.pretrained_model_filepath,
-    });
-    if (args.filepath_to_store_outputs) {
-      await storeOutputs(args.filepath_to_store_outputs, record, args.quiet);
-    } else {
-      console.log(summarize(record).join("\n"));
-    }
-  } finally {
-    model.close();
-  }
+if (import.meta.main) {
+  await runMain((argv) =>
+    runExtractionScript({
+      prog: PROG,
+      description: "Extract module outputs of a MambaByte model.",
+      flags: { reduction: false },
+      label: "extracting",
+      validate: (args) => {
+        if (!args.module_ids) {
+          throw new UsageError(PROG, "the following arguments are required: --module_id", "");
+        }
+        args.module_ids.forEach(parseModuleId);
+      },
+      compute: async (model, prompt, args, onProgress) => {
+        const ids = args.module_ids!;
+        const modules = ids.map(parseModuleId);
+        const r = await extractModuleOutputs(model.lm, prompt.bytes, {
+          modules,
+          layers: args.layer_idxs ?? undefined,
+          nonlinearity: args.nonlinearity ?? "linear",
+          logProbs: args.return_log_probs,
+          ranks: args.return_ranks,
+          onProgress,
+        });
+        const results = Object.fromEntries(ids.map((id, i) => [id, r.modules.get(modules[i])]));
+        return {
+          ...results,
+          ...scoreFields(r),
+          model_id: model.config.id,
+          module_id: ids.length === 1 ? ids[0] : ids,
+          layer_idxs: [...r.modules.get(modules[0])!.keys()],
+          nonlinearity: args.nonlinearity ?? "linear",
+          pretrained_model_filepath: args.pretrained_model_filepath,
+        };
+      },
+    }, argv)
+  );
 }
-
-if (import.meta.main) await runMain(main);

@@ -8,11 +8,24 @@
 import { dirname } from "node:path";
 import { loadModel, type Model } from "../api.ts";
 import { loadConfig } from "../config/config.ts";
-import { isHostTensor } from "../io/tensor.ts";
+import { type HostTensor, isHostTensor } from "../io/tensor.ts";
 import { OUTPUT_EXTENSIONS, writeOutputs } from "../io/write.ts";
-import type { ModelArgs } from "./args.ts";
+import {
+  addExtractionFlags,
+  addModelFlags,
+  addOutputFlags,
+  addPromptFlags,
+  createParser,
+  type ExtractionArgs,
+  type ExtractionFlagOptions,
+  type ModelArgs,
+  type OutputArgs,
+  parseArgs,
+  type PromptArgs,
+} from "./args.ts";
 import { UsageError, UserError } from "./errors.ts";
 import { progress } from "./progress.ts";
+import { type ResolvedPrompt, resolvePrompt } from "./prompt.ts";
 
 /** Loads the model named by the common model flags; the config supplies what they leave out. */
 export async function openModel(prog: string, args: ModelArgs, quiet: boolean): Promise<Model> {
@@ -124,4 +137,68 @@ export function summarize(record: Record<string, unknown>): string[] {
     }
   }
   return lines;
+}
+
+/** What an extraction script supplies to {@link runExtractionScript}. */
+export interface ExtractionScript {
+  /** Script name for messages, e.g. "extract_discrete_A.ts". */
+  prog: string;
+  /** One-line description for --help. */
+  description: string;
+  /** Which extraction flags the script takes. */
+  flags: ExtractionFlagOptions;
+  /** Progress label. */
+  label: string;
+  /** Checks the flags before anything is loaded (throw a UsageError for a bad combination). */
+  validate?: (args: ModelArgs & PromptArgs & ExtractionArgs & OutputArgs) => void;
+  /**
+   * Computes the record's fields after `prompt` (result key, log_probs, ranks, then metadata),
+   * in the order they should be stored.
+   */
+  compute: (
+    model: Model,
+    prompt: ResolvedPrompt,
+    args: ModelArgs & PromptArgs & ExtractionArgs & OutputArgs,
+    onProgress: (done: number, total: number) => void,
+  ) => Promise<Record<string, unknown>>;
+}
+
+/**
+ * The whole life of an extraction script: flags, output-path check, prompt, model, computation
+ * with progress, then the record stored (or summarised on stdout when no output path is given).
+ */
+export async function runExtractionScript(s: ExtractionScript, argv: string[]): Promise<void> {
+  const p = createParser(s.prog, s.description);
+  addModelFlags(p);
+  addPromptFlags(p);
+  addExtractionFlags(p, s.flags);
+  addOutputFlags(p);
+  const args = parseArgs<ModelArgs & PromptArgs & ExtractionArgs & OutputArgs>(p, argv);
+  s.validate?.(args);
+  await checkOutputPath(s.prog, args.filepath_to_store_outputs);
+  const prompt = await resolvePrompt(args);
+  const model = await openModel(s.prog, args, args.quiet);
+  try {
+    const bar = progressCallback(s.label, args.quiet);
+    const fields = await s.compute(model, prompt, args, bar.update);
+    bar.done();
+    const record = { prompt: prompt.text, ...fields };
+    if (args.filepath_to_store_outputs) {
+      await storeOutputs(args.filepath_to_store_outputs, record, args.quiet);
+    } else {
+      console.log(summarize(record).join("\n"));
+    }
+  } finally {
+    model.close();
+  }
+}
+
+/** The optional per-byte scores of an extraction, under the original's keys. */
+export function scoreFields(
+  r: { logProbs?: HostTensor; ranks?: HostTensor },
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (r.logProbs) out.log_probs = r.logProbs;
+  if (r.ranks) out.ranks = r.ranks;
+  return out;
 }
