@@ -38,7 +38,9 @@ function weightBytesPerStep(d: ModelDims, bytesPerWeight: number): number {
 function memUsedGB(model: Model): string {
   const info = (model.lm.backend.info() ?? {}) as Record<string, number>;
   if (typeof info.mem_total === "number" && typeof info.mem_free === "number") {
-    return `${((info.mem_total - info.mem_free) / 1e9).toFixed(2)} GB in use`;
+    return `${
+      ((info.mem_total - info.mem_free) / 1e9).toFixed(2)
+    } GB device memory in use after the case`;
   }
   return "memory n/a";
 }

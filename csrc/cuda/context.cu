@@ -118,11 +118,19 @@ extern "C" int mbcuda_ctx_info(mb_ctx *ctx, char *buf, size_t cap) {
   }
   name[j] = 0;
   if (cap == 0) return MB_OK;
+  /* device memory in use (all processes), for the benchmark's memory column; 0/0 if unavailable */
+  size_t mem_free = 0, mem_total = 0;
+  if (cudaSetDevice(ctx->device) != cudaSuccess || cudaMemGetInfo(&mem_free, &mem_total) != cudaSuccess) {
+    (void)cudaGetLastError();
+    mem_free = mem_total = 0;
+  }
   snprintf(buf, cap,
            "{\"backend\":\"cuda\",\"device\":%d,\"name\":\"%s\",\"sm\":%d,"
-           "\"multiprocessors\":%d,\"blas\":\"cublas\",\"pdl\":%s,\"tf32\":%s}",
+           "\"multiprocessors\":%d,\"blas\":\"cublas\",\"pdl\":%s,\"tf32\":%s,"
+           "\"mem_free\":%zu,\"mem_total\":%zu}",
            ctx->device, name, st->cc_major * 10 + st->cc_minor, st->sm_count,
-           st->pdl ? "true" : "false", (ctx->flags & MB_FLAG_ALLOW_TF32) ? "true" : "false");
+           st->pdl ? "true" : "false", (ctx->flags & MB_FLAG_ALLOW_TF32) ? "true" : "false",
+           mem_free, mem_total);
   return MB_OK;
 }
 
