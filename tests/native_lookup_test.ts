@@ -1,0 +1,66 @@
+/**
+ * The native library lookup: $MAMBABYTE_LIB first, and when the library is nowhere the error says
+ * the exact command that builds it.
+ */
+import assert from "node:assert/strict";
+import { libraryCandidates } from "../src/native/lib.ts";
+
+Deno.test("MAMBABYTE_LIB is looked at first", () => {
+  const before = Deno.env.get("MAMBABYTE_LIB");
+  try {
+    Deno.env.set("MAMBABYTE_LIB", "/opt/custom/libmambabyte.so");
+    assert.equal(libraryCandidates()[0], "/opt/custom/libmambabyte.so");
+  } finally {
+    if (before === undefined) Deno.env.delete("MAMBABYTE_LIB");
+    else Deno.env.set("MAMBABYTE_LIB", before);
+  }
+});
+
+Deno.test("a missing library is one clear error naming the build command", async () => {
+  // A copy of the binding module outside the repository, run from an empty folder: no build/.
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(`${dir}/src/native`, { recursive: true });
+    await Deno.copyFile(
+      new URL("../src/native/lib.ts", import.meta.url),
+      `${dir}/src/native/lib.ts`,
+    );
+    await Deno.writeTextFile(
+      `${dir}/probe.ts`,
+      `import { native } from "./src/native/lib.ts";
+try { native(); console.log("loaded"); } catch (e) { console.log(e.name + ": " + e.message); }`,
+    );
+    const env = { ...Deno.env.toObject() };
+    delete env.MAMBABYTE_LIB;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--no-config", `${dir}/probe.ts`],
+      cwd: dir,
+      env,
+      clearEnv: true,
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    assert.match(text, /^NativeLibraryError: native library not found/);
+    assert.match(text, /`deno task build`/);
+    assert.match(text, /MAMBABYTE_LIB/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("asking for CUDA where there is none is one clear error", async () => {
+  const { cudaDeviceCount, hasCuda } = await import("../src/backend/backend.ts");
+  if (hasCuda() && cudaDeviceCount() > 0) {
+    console.warn("native_lookup_test: a GPU is present; the no-GPU error is not exercised here");
+    return;
+  }
+  const { loadModel } = await import("../mod.ts");
+  await assert.rejects(
+    () =>
+      loadModel({
+        configPath: new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname,
+        modelId: "test-48x2",
+        device: "cuda",
+      }),
+    /device cuda: (this build of the native library has no CUDA backend|no CUDA GPU found)/,
+  );
+});
