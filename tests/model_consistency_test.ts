@@ -136,3 +136,18 @@ Deno.test("bad inputs give clear errors", async () => {
     model.close();
   }
 });
+
+Deno.test("bf16 weights give logits close to fp32 (same random weights)", async () => {
+  const common = { configPath: CONFIG, modelId: "test-64x3", device: "cpu" as const, seed: 7 };
+  const f32 = await loadModel({ ...common, dtype: "fp32" });
+  const b16 = await loadModel({ ...common, dtype: "bf16" });
+  try {
+    const a = await f32.forward(TEXT);
+    const b = await b16.forward(TEXT);
+    const e = maxRelError(b.logits, a.logits);
+    assert.ok(e > 0 && e < 2e-2, `bf16 vs fp32 logits: ${e}`);
+  } finally {
+    f32.close();
+    b16.close();
+  }
+});
