@@ -118,24 +118,34 @@ static void add_norm_row_vec(const float *x, float *res, int accumulate, const f
 }
 #endif
 
+static inline void add_norm_row(int vec, const float *x, float *residual, int accumulate,
+                                const float *weight, const float *bias, int norm_kind, float eps,
+                                int64_t d, float *out, int64_t i) {
+#ifdef __AVX512F__
+  if (vec) {
+    add_norm_row_vec(x + i * d, residual + i * d, accumulate, weight, bias, norm_kind, eps, d,
+                     out + i * d);
+    return;
+  }
+#endif
+  (void)vec;
+  add_norm_row_scalar(x + i * d, residual + i * d, accumulate, weight, bias, norm_kind, eps, d,
+                      out + i * d);
+}
+
 int mbcpu_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                    const float *weight, const float *bias, int norm_kind, float eps, int64_t n,
                    int64_t d, float *out) {
   const int vec = mbcpu_vec(ctx);
   const int nt = threads_for(ctx, n * d * 4);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t i = 0; i < n; i++) {
-#ifdef __AVX512F__
-    if (vec) {
-      add_norm_row_vec(x + i * d, residual + i * d, accumulate, weight, bias, norm_kind, eps, d,
-                       out + i * d);
-      continue;
-    }
-#endif
-    (void)vec;
-    add_norm_row_scalar(x + i * d, residual + i * d, accumulate, weight, bias, norm_kind, eps, d,
-                        out + i * d);
+  if (nt == 1) { /* no OpenMP region at all: even a serialised one costs ~1 us (libgomp) */
+    for (int64_t i = 0; i < n; i++)
+      add_norm_row(vec, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, i);
+    return MB_OK;
   }
+#pragma omp parallel for schedule(static) num_threads(nt)
+  for (int64_t i = 0; i < n; i++)
+    add_norm_row(vec, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, i);
   return MB_OK;
 }
 
@@ -205,6 +215,166 @@ static void conv_block_vec(const float *x, int64_t ldx, const float *w, const fl
       for (int64_t j = 0; j < k - 1; j++) state[(c0 + c) * (k - 1) + j] = nw[j][c];
   }
 }
+
+/*
+ * Decoding (len == 1), k <= MB_CONV1_KMAX. w (d, k) and the state (d, k-1) are read straight from
+ * memory, 16 channels at a time: the block's k (k-1) registers of w (state) hold the taps
+ * channel-major, and tap j for the 16 channels is gathered in registers by k (k-1) masked
+ * permutes (the index and mask tables are built once per call). The new state is the old one
+ * shifted by one element (valignd) with the new input permuted into every (k-1)-th lane. Same FMA
+ * order as conv_block_vec, so len 1 == one position of a longer call, bit for bit.
+ */
+#define MB_CONV1_KMAX 8
+typedef struct {
+  __m512i wi[MB_CONV1_KMAX];    /* tap j: lane c reads w element (c*k + j) & 15 ... */
+  __mmask16 wm[MB_CONV1_KMAX][MB_CONV1_KMAX]; /* ... of register r where wm[j][r] is set */
+  __m512i si[MB_CONV1_KMAX];    /* the same for the state (stride k-1) */
+  __mmask16 sm[MB_CONV1_KMAX][MB_CONV1_KMAX];
+  __m512i xi[MB_CONV1_KMAX];    /* new state register q: lanes from x (channel index) ... */
+  __mmask16 xm[MB_CONV1_KMAX];  /* ... where set */
+} conv1_tables;
+
+static void conv1_tables_init(conv1_tables *t, int64_t k) {
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i vk = _mm512_set1_epi32((int)k), vk1 = _mm512_set1_epi32((int)(k - 1));
+  for (int64_t j = 0; j < k; j++) {
+    __m512i e = _mm512_add_epi32(_mm512_mullo_epi32(iota, vk), _mm512_set1_epi32((int)j));
+    t->wi[j] = _mm512_and_si512(e, _mm512_set1_epi32(15));
+    __m512i reg = _mm512_srli_epi32(e, 4);
+    for (int64_t r = 0; r < k; r++)
+      t->wm[j][r] = _mm512_cmpeq_epi32_mask(reg, _mm512_set1_epi32((int)r));
+    if (j < k - 1) {
+      e = _mm512_add_epi32(_mm512_mullo_epi32(iota, vk1), _mm512_set1_epi32((int)j));
+      t->si[j] = _mm512_and_si512(e, _mm512_set1_epi32(15));
+      reg = _mm512_srli_epi32(e, 4);
+      for (int64_t r = 0; r < k - 1; r++)
+        t->sm[j][r] = _mm512_cmpeq_epi32_mask(reg, _mm512_set1_epi32((int)r));
+    }
+  }
+  for (int64_t q = 0; q < k - 1; q++) {
+    int32_t ci[16];
+    __mmask16 m = 0;
+    for (int l = 0; l < 16; l++) {
+      const int64_t e = 16 * q + l;
+      ci[l] = (int32_t)(e / (k - 1));
+      if (e % (k - 1) == k - 2) m |= (__mmask16)(1u << l);
+    }
+    t->xi[q] = _mm512_loadu_si512(ci);
+    t->xm[q] = m;
+  }
+}
+
+static inline __mmask16 mask_from(int64_t remaining) {
+  return remaining <= 0 ? (__mmask16)0 : mbv_mask(remaining);
+}
+
+static void conv1_block(const conv1_tables *t, const float *x, const float *w, const float *bias,
+                        float *state, int64_t k, int64_t c0, int nc, float *out, float *pre) {
+  const __mmask16 m = mbv_mask(nc);
+  __m512 wr[MB_CONV1_KMAX], sr[MB_CONV1_KMAX + 1];
+  for (int64_t r = 0; r < k; r++)
+    wr[r] = _mm512_maskz_loadu_ps(mask_from((int64_t)nc * k - 16 * r), w + c0 * k + 16 * r);
+  const int64_t k1 = k - 1;
+  for (int64_t r = 0; r < k1; r++)
+    sr[r] = state ? _mm512_maskz_loadu_ps(mask_from((int64_t)nc * k1 - 16 * r),
+                                          state + c0 * k1 + 16 * r)
+                  : _mm512_setzero_ps();
+  sr[k1] = _mm512_setzero_ps();
+  const __m512 xv = _mm512_maskz_loadu_ps(m, x + c0);
+  __m512 acc = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : _mm512_setzero_ps();
+  for (int64_t j = 0; j < k1; j++) {
+    __m512 wj = _mm512_setzero_ps(), sj = _mm512_setzero_ps();
+    for (int64_t r = 0; r < k; r++) wj = _mm512_mask_permutexvar_ps(wj, t->wm[j][r], t->wi[j], wr[r]);
+    for (int64_t r = 0; r < k1; r++)
+      sj = _mm512_mask_permutexvar_ps(sj, t->sm[j][r], t->si[j], sr[r]);
+    acc = _mm512_fmadd_ps(wj, sj, acc);
+  }
+  {
+    __m512 wj = _mm512_setzero_ps();
+    for (int64_t r = 0; r < k; r++)
+      wj = _mm512_mask_permutexvar_ps(wj, t->wm[k1][r], t->wi[k1], wr[r]);
+    acc = _mm512_fmadd_ps(wj, xv, acc);
+  }
+  if (pre) _mm512_mask_storeu_ps(pre + c0, m, acc);
+  _mm512_mask_storeu_ps(out + c0, m, mbv_silu(acc));
+  if (state)
+    for (int64_t q = 0; q < k1; q++) {
+      __m512 sh = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(sr[q + 1]),
+                                                          _mm512_castps_si512(sr[q]), 1));
+      sh = _mm512_mask_permutexvar_ps(sh, t->xm[q], t->xi[q], xv);
+      _mm512_mask_storeu_ps(state + c0 * k1 + 16 * q, mask_from((int64_t)nc * k1 - 16 * q), sh);
+    }
+}
+
+/* k == 4 (every Mamba): the same values by two-source permutes, all in registers */
+static void conv1_block_k4(const float *x, const float *w, const float *bias, float *state,
+                           int64_t c0, int nc, float *out, float *pre) {
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i i4 = _mm512_slli_epi32(iota, 2), i3 = _mm512_mullo_epi32(iota, _mm512_set1_epi32(3));
+  const __mmask16 m = mbv_mask(nc);
+  const __mmask16 full = (__mmask16)0xFFFF;
+  const __m512 w0 = _mm512_maskz_loadu_ps(nc >= 16 ? full : mask_from(nc * 4), w + c0 * 4);
+  const __m512 w1 = _mm512_maskz_loadu_ps(nc >= 16 ? full : mask_from(nc * 4 - 16), w + c0 * 4 + 16);
+  const __m512 w2 = _mm512_maskz_loadu_ps(nc >= 16 ? full : mask_from(nc * 4 - 32), w + c0 * 4 + 32);
+  const __m512 w3 = _mm512_maskz_loadu_ps(nc >= 16 ? full : mask_from(nc * 4 - 48), w + c0 * 4 + 48);
+  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0;
+  if (state) {
+    s0 = _mm512_maskz_loadu_ps(nc >= 16 ? full : mask_from(nc * 3), state + c0 * 3);
+    s1 = _mm512_maskz_loadu_ps(nc >= 16 ? full : mask_from(nc * 3 - 16), state + c0 * 3 + 16);
+    s2 = _mm512_maskz_loadu_ps(nc >= 16 ? full : mask_from(nc * 3 - 32), state + c0 * 3 + 32);
+  }
+  const __m512 xv = _mm512_maskz_loadu_ps(m, x + c0);
+  __m512 acc = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : _mm512_setzero_ps();
+  const __m512i i31 = _mm512_set1_epi32(31), i15 = _mm512_set1_epi32(15);
+#define MB_WTAP(j)                                                                                \
+  _mm512_mask_blend_ps(                                                                           \
+      (__mmask16)0xFF00,                                                                          \
+      _mm512_permutex2var_ps(w0, _mm512_and_si512(_mm512_add_epi32(i4, _mm512_set1_epi32(j)), i31), w1), \
+      _mm512_permutex2var_ps(w2, _mm512_and_si512(_mm512_add_epi32(i4, _mm512_set1_epi32(j)), i31), w3))
+  for (int j = 0; j < 3; j++) {
+    const __m512i e = _mm512_add_epi32(i3, _mm512_set1_epi32(j));
+    __m512 sj = _mm512_permutex2var_ps(s0, _mm512_and_si512(e, i31), s1);
+    sj = _mm512_mask_permutexvar_ps(sj, _mm512_cmpgt_epi32_mask(e, i31), _mm512_and_si512(e, i15),
+                                    s2);
+    acc = _mm512_fmadd_ps(MB_WTAP(j), sj, acc);
+  }
+  acc = _mm512_fmadd_ps(MB_WTAP(3), xv, acc);
+#undef MB_WTAP
+  if (pre) _mm512_mask_storeu_ps(pre + c0, m, acc);
+  _mm512_mask_storeu_ps(out + c0, m, mbv_silu(acc));
+  if (state) {
+    /* new state element e = 3c + i: old element e + 1 (i < 2), x[c] (i == 2) */
+    const __m512 z = _mm512_setzero_ps();
+    const __m512i xi0 = _mm512_setr_epi32(0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5);
+    const __m512i xi1 = _mm512_setr_epi32(5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10);
+    const __m512i xi2 = _mm512_setr_epi32(10, 11, 11, 11, 12, 12, 12, 13, 13, 13, 14, 14, 14, 15, 15, 15);
+#define MB_SHIFT(a, b) \
+  _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(b), _mm512_castps_si512(a), 1))
+    const __m512 n0 = _mm512_mask_permutexvar_ps(MB_SHIFT(s0, s1), (__mmask16)0x4924, xi0, xv);
+    const __m512 n1 = _mm512_mask_permutexvar_ps(MB_SHIFT(s1, s2), (__mmask16)0x2492, xi1, xv);
+    const __m512 n2 = _mm512_mask_permutexvar_ps(MB_SHIFT(s2, z), (__mmask16)0x9249, xi2, xv);
+#undef MB_SHIFT
+    _mm512_mask_storeu_ps(state + c0 * 3, nc >= 16 ? full : mask_from(nc * 3), n0);
+    _mm512_mask_storeu_ps(state + c0 * 3 + 16, nc >= 16 ? full : mask_from(nc * 3 - 16), n1);
+    _mm512_mask_storeu_ps(state + c0 * 3 + 32, nc >= 16 ? full : mask_from(nc * 3 - 32), n2);
+  }
+}
+
+static void conv1_rows(const conv1_tables *t, const float *x, int64_t ldx, const float *w,
+                       const float *bias, float *conv_state, int64_t d, int64_t k, float *out,
+                       int64_t ldo, float *out_preact, int64_t task0, int64_t task1) {
+  const int64_t nblk = (d + 15) / 16;
+  for (int64_t task = task0; task < task1; task++) {
+    const int64_t b = task / nblk, c0 = (task % nblk) * 16;
+    const int nc = (int)(d - c0 < 16 ? d - c0 : 16);
+    float *st = conv_state ? conv_state + b * d * (k - 1) : NULL;
+    float *pre = out_preact ? out_preact + b * d : NULL;
+    if (k == 4)
+      conv1_block_k4(x + b * ldx, w, bias, st, c0, nc, out + b * ldo, pre);
+    else
+      conv1_block(t, x + b * ldx, w, bias, st, k, c0, nc, out + b * ldo, pre);
+  }
+}
 #endif
 
 int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
@@ -212,6 +382,26 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w
                         int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact) {
   const int nt = threads_for(ctx, batch * len * d * k);
 #ifdef __AVX512F__
+  if (mbcpu_vec(ctx) && len == 1 && k <= MB_CONV1_KMAX) {
+    conv1_tables t;
+    if (k != 4) conv1_tables_init(&t, k); /* k == 4 has its own kernel */
+    const int64_t ntask = batch * ((d + 15) / 16);
+    if (batch * d < 65536) {
+      conv1_rows(&t, x, ldx, w, bias, conv_state, d, k, out, ldo, out_preact, 0, ntask);
+      return MB_OK;
+    }
+#pragma omp parallel num_threads(ctx->num_threads)
+    {
+#ifdef _OPENMP
+      const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
+#else
+      const int tid = 0, cnt = 1;
+#endif
+      conv1_rows(&t, x, ldx, w, bias, conv_state, d, k, out, ldo, out_preact,
+                 ntask * tid / cnt, ntask * (tid + 1) / cnt);
+    }
+    return MB_OK;
+  }
   if (mbcpu_vec(ctx) && k <= MB_CONV_KMAX) {
     const int64_t nblk = (d + 15) / 16;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)

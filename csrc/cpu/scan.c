@@ -41,6 +41,94 @@ static void scan_channel_scalar(const float *u, int64_t ldu, const float *delta,
 }
 
 #ifdef __AVX512F__
+#define MB_INLINE static inline __attribute__((always_inline))
+#ifndef MB_SU_THR
+#define MB_SU_THR 131072
+#endif
+
+/* Lane-pair swaps used by the 16-vector reduction below. */
+MB_INLINE __m512 swap1(__m512 v) { return _mm512_permute_ps(v, 0xB1); }
+MB_INLINE __m512 swap2(__m512 v) { return _mm512_permute_ps(v, 0x4E); }
+MB_INLINE __m512 swap4(__m512 v) { return _mm512_shuffle_f32x4(v, v, 0xB1); }
+MB_INLINE __m512 swap8(__m512 v) { return _mm512_shuffle_f32x4(v, v, 0x4E); }
+/* lanes of a where mask is clear, of b where set, plus the same for the swapped halves */
+#define MB_HSTEP(a, b, msk, sw)                                                                   \
+  _mm512_add_ps(_mm512_mask_blend_ps((__mmask16)(msk), a, b),                                   \
+                sw(_mm512_mask_blend_ps((__mmask16)(msk), b, a)))
+
+/* out[c] = sum over the 16 lanes of p[c], for 16 vectors, in 15 adds (no horizontal reduce). */
+MB_INLINE __m512 reduce16(const __m512 p[16]) {
+  __m512 q[8], r[4], s[2];
+  for (int i = 0; i < 8; i++) q[i] = MB_HSTEP(p[2 * i], p[2 * i + 1], 0xAAAA, swap1);
+  for (int i = 0; i < 4; i++) r[i] = MB_HSTEP(q[2 * i], q[2 * i + 1], 0xCCCC, swap2);
+  for (int i = 0; i < 2; i++) s[i] = MB_HSTEP(r[2 * i], r[2 * i + 1], 0xF0F0, swap4);
+  return MB_HSTEP(s[0], s[1], 0xFF00, swap8);
+}
+
+/*
+ * One position of a full block of 16 channels, n <= 16 states (masked by ms): h[c] at
+ * h + c * hs, A rows at a + c * n. dA = exp(dt * A) for the 16 channels are independent, so the
+ * unrolled loop keeps several zmm exps in flight; y's 16 dot products by one reduce16.
+ * Returns y before the D skip and gate. Shared by the decode step (h = the state itself) and the
+ * scan (h = the block's buffer), so both give the same bits.
+ */
+MB_INLINE __m512 step16(float *h, int64_t hs, const float *a, int64_t n, __mmask16 ms,
+                        const float *dts, const float *dus, const float *b, const float *cm,
+                        float *sa) {
+  const __m512 bv = _mm512_maskz_loadu_ps(ms, b), cv = _mm512_maskz_loadu_ps(ms, cm);
+  /* n == 16 (every Mamba): plain loads and stores */
+  const int full = n == 16;
+  __m512 p[16];
+  /* G channels at a time, each step of mbv_exp written for the G of them in turn: the exp is one
+   * long dependency chain, and interleaving keeps the FP scheduler fed (same arithmetic, same
+   * bits as mbv_exp). */
+  enum { G = 4 };
+  for (int c0 = 0; c0 < 16; c0 += G) {
+    __m512 x[G], nn[G], r[G], q[G], r2[G];
+    for (int g = 0; g < G; g++) {
+      const int c = c0 + g;
+      const __m512 av = full ? _mm512_loadu_ps(a + c * n) : _mm512_maskz_loadu_ps(ms, a + c * n);
+      x[g] = _mm512_mul_ps(_mm512_set1_ps(dts[c]), av);
+    }
+    for (int g = 0; g < G; g++)
+      x[g] = _mm512_max_ps(_mm512_min_ps(x[g], _mm512_set1_ps(88.72283935546875f)),
+                           _mm512_set1_ps(-103.97208f));
+    for (int g = 0; g < G; g++)
+      nn[g] = _mm512_roundscale_ps(_mm512_mul_ps(x[g], _mm512_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    for (int g = 0; g < G; g++) r[g] = _mm512_fnmadd_ps(nn[g], _mm512_set1_ps(0.693359375f), x[g]);
+    for (int g = 0; g < G; g++)
+      r[g] = _mm512_fnmadd_ps(nn[g], _mm512_set1_ps(-2.12194440e-4f), r[g]);
+    for (int g = 0; g < G; g++) q[g] = _mm512_set1_ps(1.9875691500E-4f);
+    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(1.3981999507E-3f));
+    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(8.3334519073E-3f));
+    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(4.1665795894E-2f));
+    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(1.6666665459E-1f));
+    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(5.0000001201E-1f));
+    for (int g = 0; g < G; g++) r2[g] = _mm512_mul_ps(r[g], r[g]);
+    for (int g = 0; g < G; g++)
+      q[g] = _mm512_fmadd_ps(q[g], r2[g], _mm512_add_ps(r[g], _mm512_set1_ps(1.0f)));
+    for (int g = 0; g < G; g++) {
+      const int c = c0 + g;
+      const __m512 dA = _mm512_scalef_ps(q[g], nn[g]);
+      __m512 hv = full ? _mm512_loadu_ps(h + c * hs) : _mm512_maskz_loadu_ps(ms, h + c * hs);
+      hv = _mm512_fmadd_ps(dA, hv, _mm512_mul_ps(_mm512_set1_ps(dus[c]), bv));
+      if (full)
+        _mm512_storeu_ps(h + c * hs, hv);
+      else
+        _mm512_mask_storeu_ps(h + c * hs, ms, hv);
+      if (sa) {
+        if (full)
+          _mm512_storeu_ps(sa + c * n, hv);
+        else
+          _mm512_mask_storeu_ps(sa + c * n, ms, hv);
+      }
+      p[c] = _mm512_mul_ps(hv, cv);
+    }
+  }
+  return reduce16(p);
+}
+
 /* channels [c0, c0 + popcount(m)) of one sequence; hb: 16 x npad floats (64-byte aligned) */
 static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
                            const float *A, const float *Bm, int64_t ldb, const float *Cm,
@@ -68,7 +156,11 @@ static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int6
     _mm512_store_ps(dus, _mm512_mul_ps(dt, uv));
     const float *b = Bm + t * ldb, *cm = Cm + t * ldc;
     float *sa = states_all ? states_all + (t * d + c0) * n : NULL;
-    if (n <= 16) {
+    if (n <= 16 && nc == 16) {
+      const __m512 yv0 = n == 16 ? step16(hb, 16, A + c0 * 16, 16, mbv_mask(n), dts, dus, b, cm, sa)
+                                 : step16(hb, npad, A + c0 * n, n, mbv_mask(n), dts, dus, b, cm, sa);
+      _mm512_store_ps(ys, yv0);
+    } else if (n <= 16) {
       const __mmask16 ms = mbv_mask(n);
       const __m512 bv = _mm512_maskz_loadu_ps(ms, b), cv = _mm512_maskz_loadu_ps(ms, cm);
       for (int c = 0; c < nc; c++) {
@@ -106,6 +198,44 @@ static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int6
 }
 #endif
 
+/*
+ * Decoding (len == 1, n <= 16): the state is updated in place (no buffer, no copies), full
+ * blocks by step16; partial blocks (d % 16) by scan_block_vec. Blocks [t0, t1) of `batch`.
+ */
+static void step_blocks_vec(const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
+                            const float *A, const float *Bm, int64_t ldb, const float *Cm,
+                            int64_t ldc, const float *Dskip, const float *z, int64_t ldz,
+                            float *state, int64_t d, int64_t n, int delta_softplus, float *y,
+                            int64_t ldy, int64_t t0, int64_t t1, float *hb) {
+  const int64_t nblk = (d + 15) / 16;
+  const __mmask16 ms = mbv_mask(n);
+  float dts[16] __attribute__((aligned(64)));
+  float dus[16] __attribute__((aligned(64)));
+  for (int64_t task = t0; task < t1; task++) {
+    const int64_t b = task / nblk, c0 = (task % nblk) * 16;
+    if (d - c0 < 16) {
+      scan_block_vec(u + b * ldu, ldu, delta + b * ld_delta, ld_delta, A, Bm + b * ldb, ldb,
+                     Cm + b * ldc, ldc, Dskip, z ? z + b * ldz : NULL, ldz, state + b * d * n,
+                     NULL, 1, d, n, delta_softplus, y + b * ldy, ldy, c0, mbv_mask(d - c0), hb,
+                     16);
+      continue;
+    }
+    const __m512 uv = _mm512_loadu_ps(u + b * ldu + c0);
+    __m512 dt = _mm512_loadu_ps(delta + b * ld_delta + c0);
+    if (delta_softplus) dt = mbv_softplus(dt);
+    _mm512_store_ps(dts, dt);
+    _mm512_store_ps(dus, _mm512_mul_ps(dt, uv));
+    __m512 yv = n == 16 ? step16(state + (b * d + c0) * 16, 16, A + c0 * 16, 16, ms, dts, dus,
+                                 Bm + b * ldb, Cm + b * ldc, NULL)
+                        : step16(state + (b * d + c0) * n, n, A + c0 * n, n, ms, dts, dus,
+                                 Bm + b * ldb, Cm + b * ldc, NULL);
+    const __m512 dv_skip = Dskip ? _mm512_loadu_ps(Dskip + c0) : _mm512_setzero_ps();
+    yv = _mm512_fmadd_ps(dv_skip, uv, yv);
+    if (z) yv = _mm512_mul_ps(yv, mbv_silu(_mm512_loadu_ps(z + b * ldz + c0)));
+    _mm512_storeu_ps(y + b * ldy + c0, yv);
+  }
+}
+
 int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
                          int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
                          const float *Cm, int64_t ldc, const float *Dskip, const float *z,
@@ -115,6 +245,27 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *
   const int nt = work < 16384 ? 1 : ctx->num_threads;
   int failed = 0;
 #ifdef __AVX512F__
+  if (mbcpu_vec(ctx) && len == 1 && n <= 16 && !states_all && state) {
+    float hb[16 * 16] __attribute__((aligned(64)));
+    const int64_t ntask = batch * ((d + 15) / 16);
+    if (work < MB_SU_THR) { /* ~20 us and less: no OpenMP region */
+      step_blocks_vec(u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, d, n,
+                      delta_softplus, y, ldy, 0, ntask, hb);
+      return MB_OK;
+    }
+#pragma omp parallel num_threads(ctx->num_threads)
+    {
+#ifdef _OPENMP
+      const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
+#else
+      const int tid = 0, cnt = 1;
+#endif
+      float hbt[16 * 16] __attribute__((aligned(64)));
+      step_blocks_vec(u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, d, n,
+                      delta_softplus, y, ldy, ntask * tid / cnt, ntask * (tid + 1) / cnt, hbt);
+    }
+    return MB_OK;
+  }
   if (mbcpu_vec(ctx)) {
     const int64_t nblk = (d + 15) / 16, npad = (n + 15) / 16 * 16;
 #pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : failed)
