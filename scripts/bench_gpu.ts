@@ -9,9 +9,9 @@
  *
  * Usage: deno task bench:gpu [--model_id 972M] [--decode_steps 200] [--forward_len 8192]
  */
-import { createParser, parseArgs } from "../src/cli/mod.ts";
+import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel, type Model } from "../src/api.ts";
-import { Backend } from "../src/backend/backend.ts";
+import { Backend, cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
 import type { ModelDims } from "../src/config/dims.ts";
 
 const parser = createParser("bench_gpu", "GPU speed vs roofline");
@@ -21,8 +21,7 @@ parser.add_argument("--decode_steps", { type: "int", default: 200 });
 parser.add_argument("--forward_len", { type: "int", default: 8192 });
 parser.add_argument("--cases", { default: "b1-bf16,b1-fp32,b64-bf16,fwd-bf16,fwd-tf32" });
 // deno-lint-ignore no-explicit-any
-const args = parseArgs<Record<string, any>>(parser, Deno.args);
-const cases = new Set(String(args.cases).split(","));
+type Args = Record<string, any>;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -45,95 +44,105 @@ function memUsedGB(model: Model): string {
   return "memory n/a";
 }
 
-// Copy bandwidth: 2 GiB device-to-device, counting bytes read and written.
-const be = Backend.create("cuda");
-console.log(`device: ${JSON.stringify(be.info())}`);
-const n = 1 << 31;
-const a = be.alloc(n);
-const b = be.alloc(n);
-be.memset(a, 1, n);
-const copies: number[] = [];
-for (let i = 0; i < 6; i++) {
-  be.sync();
-  const t0 = performance.now();
-  be.copy(b, a, n);
-  be.sync();
-  copies.push((performance.now() - t0) / 1000);
-}
-const copyBw = (2 * n) / median(copies.slice(1));
-be.free(a);
-be.free(b);
-be.close();
-console.log(`d2d copy bandwidth: ${(copyBw / 1e12).toFixed(2)} TB/s (read + write)`);
-
-const rows: string[] = [];
-const prompt = new TextEncoder().encode("High up on the hillside in the midst of a rugged group");
-
-async function withModel(dtype: "fp32" | "bf16", strict: boolean, fn: (m: Model) => Promise<void>) {
-  const model = await loadModel({
-    configPath: args.config_path,
-    modelId: args.model_id,
-    checkpoint: null,
-    device: "cuda",
-    dtype,
-    strictFp32: strict,
-  });
-  try {
-    await fn(model);
-  } finally {
-    model.close();
-  }
-}
-
-async function decode(label: string, dtype: "fp32" | "bf16", batch: number) {
-  await withModel(dtype, true, async (model) => {
-    await model.generate(prompt, { maxNewTokens: 4, numSamples: batch, topK: 1 });
+async function main(argv: string[]): Promise<void> {
+  const args = parseArgs<Args>(parser, argv);
+  const cases = new Set(String(args.cases).split(","));
+  if (!hasCuda()) throw new UserError("bench:gpu: the native library was built without CUDA");
+  if (cudaDeviceCount() === 0) throw new UserError("bench:gpu: no CUDA GPU is present");
+  // Each row is printed as soon as it is measured: a run cut short still reports.
+  const report = (row: string) => console.log(`model ${args.model_id} (random weights) | ${row}`);
+  // Copy bandwidth: 2 GiB device-to-device, counting bytes read and written.
+  const be = Backend.create("cuda");
+  console.log(`device: ${JSON.stringify(be.info())}`);
+  const n = 1 << 31;
+  const a = be.alloc(n);
+  const b = be.alloc(n);
+  be.memset(a, 1, n);
+  const copies: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    be.sync();
     const t0 = performance.now();
-    await model.generate(prompt, { maxNewTokens: args.decode_steps, numSamples: batch, topK: 1 });
-    const prefill = performance.now();
-    await model.generate(prompt, { maxNewTokens: 1, numSamples: batch, topK: 1 });
-    const prefillMs = performance.now() - prefill;
-    const secs = (prefill - t0 - prefillMs) / 1000;
-    const steps = args.decode_steps - 1;
-    const stepsPerS = steps / secs;
-    const roofline = copyBw / 2 / weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
-    rows.push(
-      `${label} | ${(stepsPerS * batch).toFixed(0)} bytes/s | roofline ${
-        (roofline * batch).toFixed(0)
-      } | ratio ${(stepsPerS / roofline).toFixed(2)} | ${memUsedGB(model)}`,
-    );
-  });
-}
+    be.copy(b, a, n);
+    be.sync();
+    copies.push((performance.now() - t0) / 1000);
+  }
+  const copyBw = (2 * n) / median(copies.slice(1));
+  be.free(a);
+  be.free(b);
+  be.close();
+  console.log(`d2d copy bandwidth: ${(copyBw / 1e12).toFixed(2)} TB/s (read + write)`);
 
-async function forward(label: string, dtype: "fp32" | "bf16", strict: boolean) {
-  await withModel(dtype, strict, async (model) => {
-    const text = new Uint8Array(args.forward_len).map((_, i) => 32 + (i * 7) % 90);
-    const run = async () => {
-      const st = await model.lm.forwardChunks(text, { skipHead: false });
-      model.lm.backend.sync();
-      st.free();
-    };
-    await run();
-    const times: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      const t0 = performance.now();
-      await run();
-      times.push(performance.now() - t0);
+  const prompt = new TextEncoder().encode("High up on the hillside in the midst of a rugged group");
+
+  async function withModel(
+    dtype: "fp32" | "bf16",
+    strict: boolean,
+    fn: (m: Model) => Promise<void>,
+  ) {
+    const model = await loadModel({
+      configPath: args.config_path,
+      modelId: args.model_id,
+      checkpoint: null,
+      device: "cuda",
+      dtype,
+      strictFp32: strict,
+    });
+    try {
+      await fn(model);
+    } finally {
+      model.close();
     }
-    const ms = median(times);
-    rows.push(
-      `${label} | ${ms.toFixed(1)} ms | ${(args.forward_len / (ms / 1000)).toFixed(0)} bytes/s | ${
-        memUsedGB(model)
-      }`,
-    );
-  });
+  }
+
+  async function decode(label: string, dtype: "fp32" | "bf16", batch: number) {
+    await withModel(dtype, true, async (model) => {
+      await model.generate(prompt, { maxNewTokens: 4, numSamples: batch, topK: 1 });
+      const t0 = performance.now();
+      await model.generate(prompt, { maxNewTokens: args.decode_steps, numSamples: batch, topK: 1 });
+      const prefill = performance.now();
+      await model.generate(prompt, { maxNewTokens: 1, numSamples: batch, topK: 1 });
+      const prefillMs = performance.now() - prefill;
+      const secs = (prefill - t0 - prefillMs) / 1000;
+      const steps = args.decode_steps - 1;
+      const stepsPerS = steps / secs;
+      const roofline = copyBw / 2 / weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
+      report(
+        `${label} | ${(stepsPerS * batch).toFixed(0)} bytes/s | roofline ${
+          (roofline * batch).toFixed(0)
+        } | ratio ${(stepsPerS / roofline).toFixed(2)} | ${memUsedGB(model)}`,
+      );
+    });
+  }
+
+  async function forward(label: string, dtype: "fp32" | "bf16", strict: boolean) {
+    await withModel(dtype, strict, async (model) => {
+      const text = new Uint8Array(args.forward_len).map((_, i) => 32 + (i * 7) % 90);
+      const run = async () => {
+        const st = await model.lm.forwardChunks(text, { skipHead: false });
+        model.lm.backend.sync();
+        st.free();
+      };
+      await run();
+      const times: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const t0 = performance.now();
+        await run();
+        times.push(performance.now() - t0);
+      }
+      const ms = median(times);
+      report(
+        `${label} | ${ms.toFixed(1)} ms | ${
+          (args.forward_len / (ms / 1000)).toFixed(0)
+        } bytes/s | ${memUsedGB(model)}`,
+      );
+    });
+  }
+
+  if (cases.has("b1-bf16")) await decode("decode b1 bf16", "bf16", 1);
+  if (cases.has("b1-fp32")) await decode("decode b1 fp32", "fp32", 1);
+  if (cases.has("b64-bf16")) await decode("decode b64 bf16", "bf16", 64);
+  if (cases.has("fwd-bf16")) await forward(`forward ${args.forward_len} bf16`, "bf16", false);
+  if (cases.has("fwd-tf32")) await forward(`forward ${args.forward_len} fp32/tf32`, "fp32", false);
 }
 
-if (cases.has("b1-bf16")) await decode("decode b1 bf16", "bf16", 1);
-if (cases.has("b1-fp32")) await decode("decode b1 fp32", "fp32", 1);
-if (cases.has("b64-bf16")) await decode("decode b64 bf16", "bf16", 64);
-if (cases.has("fwd-bf16")) await forward(`forward ${args.forward_len} bf16`, "bf16", false);
-if (cases.has("fwd-tf32")) await forward(`forward ${args.forward_len} fp32/tf32`, "fp32", false);
-console.log("");
-console.log(`model ${args.model_id} (random weights)`);
-for (const r of rows) console.log(r);
+if (import.meta.main) await runMain(main);
