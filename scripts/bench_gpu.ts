@@ -54,7 +54,7 @@ async function main(argv: string[]): Promise<void> {
   // Copy bandwidth: 2 GiB device-to-device, counting bytes read and written.
   const be = Backend.create("cuda");
   console.log(`device: ${JSON.stringify(be.info())}`);
-  const n = 1 << 31;
+  const n = 2 ** 31; // not 1 << 31: that is a negative int32 in JS
   const a = be.alloc(n);
   const b = be.alloc(n);
   be.memset(a, 1, n);
@@ -105,7 +105,9 @@ async function main(argv: string[]): Promise<void> {
       const secs = (prefill - t0 - prefillMs) / 1000;
       const steps = args.decode_steps - 1;
       const stepsPerS = steps / secs;
-      const roofline = copyBw / 2 / weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
+      // A copy moves (read + written) bytes at the HBM rate; a decoding step reads its weights at
+      // that same rate, so the roofline is steps/s = copy bandwidth / weight bytes per step.
+      const roofline = copyBw / weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
       report(
         `${label} | ${(stepsPerS * batch).toFixed(0)} bytes/s | roofline ${
           (roofline * batch).toFixed(0)

@@ -609,15 +609,19 @@ __device__ __forceinline__ void cp_async_wait() {
 
 struct TileGeom {
   int T, CB, NP; /* positions per tile, channels per block, padded states (L * P) */
-  /* floats per stage: u, dt, g (T*CB each), B, C (T*NP each) */
-  __host__ __device__ int stage() const { return 3 * T * CB + 2 * T * NP; }
+  /* Segment starts are kept 16-byte aligned: B and C are read as float2, and T * CB is odd for a
+   * short sequence (T = len) in a one-channel block (a misaligned-address fault on the H200). */
+  __host__ __device__ int seg() const { return (T * CB + 3) & ~3; }
+  __host__ __device__ int bseg() const { return (T * NP + 3) & ~3; }
+  /* floats per stage: u, dt, g (seg each), B, C (bseg each) */
+  __host__ __device__ int stage() const { return 3 * seg() + 2 * bseg(); }
 };
 
 /* Issues the copies of tile (t0 .. t0+T) for channels c0 .. c0+CB of sequence b into stage sm. */
 __device__ __forceinline__ void scan_tile_issue(const ScanArgs &a, const TileGeom &g, float *sm,
                                                 int64_t b, int64_t c0, int64_t t0) {
-  float *su = sm, *sdt = sm + g.T * g.CB, *sg = sm + 2 * g.T * g.CB;
-  float *sB = sm + 3 * g.T * g.CB, *sC = sB + g.T * g.NP;
+  float *su = sm, *sdt = sm + g.seg(), *sg = sm + 2 * g.seg();
+  float *sB = sm + 3 * g.seg(), *sC = sB + g.bseg();
   const int nthr = blockDim.x;
   const int cw = g.CB;
   for (int e = threadIdx.x; e < g.T * cw; e += nthr) {
@@ -644,8 +648,8 @@ __device__ __forceinline__ void scan_tile_issue(const ScanArgs &a, const TileGeo
 /* In place: dt = softplus(delta), g = silu(z) (1 without z); neutral values where invalid. */
 __device__ __forceinline__ void scan_tile_prep(const ScanArgs &a, const TileGeom &g, float *sm,
                                                int64_t c0, int64_t t0) {
-  float *su = sm, *sdt = sm + g.T * g.CB, *sg = sm + 2 * g.T * g.CB;
-  float *sB = sm + 3 * g.T * g.CB, *sC = sB + g.T * g.NP;
+  float *su = sm, *sdt = sm + g.seg(), *sg = sm + 2 * g.seg();
+  float *sB = sm + 3 * g.seg(), *sC = sB + g.bseg();
   const int nthr = blockDim.x;
   for (int e = threadIdx.x; e < g.T * g.CB; e += nthr) {
     int t = e / g.CB, cl = e - t * g.CB;
@@ -710,8 +714,8 @@ __global__ void k_scan_tile(ScanArgs a, TileGeom g) {
     __syncthreads();
     scan_tile_prep(a, g, sm, c0, t0);
     __syncthreads();
-    const float *su = sm, *sdt = sm + g.T * g.CB, *sg = sm + 2 * g.T * g.CB;
-    const float *sB = sm + 3 * g.T * g.CB, *sC = sB + g.T * g.NP;
+    const float *su = sm, *sdt = sm + g.seg(), *sg = sm + 2 * g.seg();
+    const float *sB = sm + 3 * g.seg(), *sC = sB + g.bseg();
     const int tl = (int)(a.len - t0 < g.T ? a.len - t0 : g.T);
 #pragma unroll 4
     for (int t = 0; t < tl; t++) {
@@ -760,7 +764,7 @@ static int scan_tile_launch_l(mb_ctx *ctx, ScanArgs &a, int threads, int T) {
   g.T = T;
   g.CB = threads / L;
   g.NP = L * SCAN_P;
-  size_t smem = (size_t)(2 * g.stage() + g.T * g.CB) * sizeof(float);
+  size_t smem = (size_t)(2 * g.stage() + g.seg()) * sizeof(float);
   if (smem > 48 * 1024) {
     MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<L>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)smem),

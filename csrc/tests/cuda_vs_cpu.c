@@ -659,6 +659,7 @@ static void t_misc(void) {
 }
 
 int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0); /* a FATAL on stderr lands after the last case that ran */
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], "--small")) g_small = 1;
   int count = 0;
