@@ -1,3 +1,4 @@
+// deno-lint-ignore-file no-import-prefix -- see the argparse import below
 /**
  * Command-line flags shared by the task scripts, over npm:argparse (the port of Python's
  * argparse, so nargs "+", choices, store_true and negative-number values behave as in the
@@ -8,8 +9,9 @@
  * @module
  */
 
-// @ts-types="@types/argparse"
-import { ArgumentDefaultsHelpFormatter, ArgumentParser } from "argparse";
+// Versioned inline: a project importing mod.ts by URL does not see our deno.json import map.
+// @ts-types="npm:@types/argparse@2.0.17"
+import { ArgumentDefaultsHelpFormatter, ArgumentParser } from "npm:argparse@2.0.1";
 import { NONLINEARITIES, type Nonlinearity } from "../analysis/nonlinearity.ts";
 import { type Reduction, REDUCTIONS } from "../analysis/reductions.ts";
 import { HelpExit, UsageError } from "./errors.ts";

@@ -4,7 +4,9 @@
  *
  * @module
  */
-import { parse } from "yaml";
+// Versioned inline: a project importing mod.ts by URL does not see our deno.json import map.
+// deno-lint-ignore no-import-prefix
+import { parse } from "npm:yaml@2.9.1";
 
 /** Parses a YAML document into plain JS values. */
 export function parseYaml(text: string): unknown {

@@ -8,7 +8,9 @@
  * @module
  */
 
-import { Encoder } from "@msgpack/msgpack";
+// Versioned inline: a project importing mod.ts by URL does not see our deno.json import map.
+// deno-lint-ignore no-import-prefix
+import { Encoder } from "npm:@msgpack/msgpack@3.1.3";
 import { atomicWrite } from "./atomic.ts";
 import { OutputError } from "./errors.ts";
 import { ByteSink, type ByteWriter, MemoryWriter } from "./sink.ts";
