@@ -64,3 +64,43 @@ Deno.test("asking for CUDA where there is none is one clear error", async () => 
     /device cuda: (this build of the native library has no CUDA backend|no CUDA GPU found)/,
   );
 });
+
+/** The library that `native()` would load: the first candidate that exists. */
+function loadedLibraryPath(): string | null {
+  for (const p of libraryCandidates()) {
+    try {
+      if (Deno.statSync(p).isFile) return p;
+    } catch { /* next */ }
+  }
+  return null;
+}
+
+Deno.test("the library is never unmapped: linked with -z nodelete (DF_1_NODELETE)", async () => {
+  // Deno dlcloses the library at exit while OpenMP/OpenBLAS worker threads may still sit in its
+  // code; without NODELETE that crashed the process after the last test (SIGSEGV, exit 139).
+  const lib = loadedLibraryPath();
+  assert.ok(lib, "no built library found (run `deno task build`)");
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command("readelf", { args: ["-d", lib] }).output();
+  } catch {
+    console.warn("native_lookup_test: readelf not found; the NODELETE flag is not checked");
+    return;
+  }
+  const text = new TextDecoder().decode(out.stdout);
+  assert.match(text, /FLAGS_1\)\s+Flags:.*\bNODELETE\b/, `${lib} lacks NODELETE:\n${text}`);
+});
+
+Deno.test("a process that ran threaded kernels exits cleanly (5 runs)", async () => {
+  const probe = new URL("./helpers/threaded_exit_probe.ts", import.meta.url).pathname;
+  for (let i = 0; i < 5; i++) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", probe],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, `run ${i}: exit ${out.code} (signal ${out.signal}): ${err}`);
+    assert.equal(new TextDecoder().decode(out.stdout).trim(), "ok");
+  }
+});
