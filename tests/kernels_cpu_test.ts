@@ -729,6 +729,11 @@ function checkStateUpdateDt(be: Backend, seed: number): void {
     [3, 21, 16, 13, "bf16", false, true],
     [2, 19, 5, 40, "bf16", true, false],
     [1, 12, 33, 7, "f32", true, true],
+    // large enough for the threaded fused path (>= 64 KiB of dt_proj weights), d % 16 != 0
+    [2, 600, 16, 64, "bf16", true, false],
+    [1, 1100, 16, 40, "f32", false, true],
+    // more sequences than the skinny kernels take: the unfused fallback
+    [9, 40, 16, 8, "f32", true, false],
   ];
   for (const [batch, d, n, R, wdtype, opt, withDelta] of cases) {
     const ldu = d + 1, ldx = R + 2 * n + 2, ldz = 2 * d, ldy = d + 3;
@@ -853,6 +858,9 @@ function checkLinearConv1dStep(be: Backend, seed: number): void {
     [3, 17, 30, 30, 3, "bf16", false],
     [2, 9, 12, 5, 1, "f32", true],
     [10, 16, 8, 4, 4, "bf16", true],
+    // threaded (>= 64 KiB of weights): each thread convolves the channels of its own rows
+    [2, 160, 330, 165, 4, "bf16", true],
+    [1, 100, 400, 200, 3, "f32", false],
   ];
   for (const [n, inF, outF, dc, k, wdtype, opt] of cases) {
     const ldx = inF + 1, ldy = outF + 2, ldo = dc + 3, km = Math.max(k - 1, 1);
@@ -1182,6 +1190,129 @@ Deno.test("vector kernels equal the scalar kernels on the same inputs", () => {
     const a = f(VEC), b = f(SCALAR);
     const s = scale ?? Float64Array.from(b, (v) => Math.abs(v) + 1);
     assertClose(`${name}: vector vs scalar`, a, b, tol, 0, s);
+  }
+});
+
+Deno.test("fused decoding ops give the bits of the unfused pair (dt_proj + state update)", () => {
+  const r = rng(SEED + 2);
+  for (
+    const [batch, d, n, R, wdtype] of [
+      [1, 2048, 16, 64, "bf16"],
+      [3, 600, 16, 40, "f32"],
+      [2, 37, 16, 8, "bf16"],
+      [1, 1100, 13, 70, "f32"],
+    ] as const
+  ) {
+    withMem(VEC, (m) => {
+      const ldx = R + 2 * n, ldz = 2 * d;
+      const u = m.put(randArray(r, batch * d, -2, 2)), x = m.put(randArray(r, batch * ldx));
+      const z = m.put(randArray(r, batch * ldz, -3, 3)), Dk = m.put(randArray(r, d));
+      const w32 = randArray(r, d * R, -0.5, 0.5);
+      const w = m.put(wdtype === "f32" ? w32 : toBf16(w32));
+      const bias = m.put(randArray(r, d, -4, -1));
+      const Ah = new Float32Array(d * n).map((_, i) => -(1 + (i % n)));
+      const A = m.put(Ah);
+      const s0 = randArray(r, batch * d * n);
+      const common = {
+        u,
+        ldu: d,
+        A,
+        B: offsetPtr(x, R * 4),
+        ldb: ldx,
+        C: offsetPtr(x, (R + n) * 4),
+        ldc: ldx,
+        D: Dk,
+        z,
+        ldz,
+        batch,
+        d,
+        n,
+        deltaSoftplus: true,
+      };
+      // fused
+      const sf = m.put(s0), yf = m.zeros(batch * d * 4), df = m.zeros(batch * d * 4);
+      VEC.stateUpdateDt({
+        ...common,
+        xDbl: x,
+        ldXDbl: ldx,
+        dtW: w,
+        wdtype,
+        dtBias: bias,
+        dtRank: R,
+        state: sf,
+        deltaOut: df,
+        y: yf,
+        ldy: d,
+      });
+      // unfused: linear then the one-step scan
+      const su = m.put(s0), yu = m.zeros(batch * d * 4), du = m.zeros(batch * d * 4);
+      VEC.linear({ x, ldx, w, wdtype, bias, n: batch, inF: R, outF: d, y: du });
+      VEC.selectiveScan({
+        ...common,
+        ldDelta: d,
+        delta: du,
+        state: su,
+        statesAll: null,
+        len: 1,
+        y: yu,
+        ldy: d,
+      });
+      const tag = `b=${batch} d=${d} n=${n} R=${R} ${wdtype}`;
+      assert.deepEqual(m.f32(df, batch * d), m.f32(du, batch * d), `${tag}: delta`);
+      assert.deepEqual(m.f32(yf, batch * d), m.f32(yu, batch * d), `${tag}: y`);
+      assert.deepEqual(m.f32(sf, batch * d * n), m.f32(su, batch * d * n), `${tag}: state`);
+    });
+  }
+});
+
+Deno.test("fused decoding ops give the bits of the unfused pair (in_proj + conv step)", () => {
+  const r = rng(SEED + 3);
+  for (
+    const [n, inF, outF, dc, k, wdtype] of [
+      [1, 1024, 4096, 2048, 4, "bf16"],
+      [3, 160, 330, 165, 4, "f32"],
+      [2, 64, 96, 37, 3, "bf16"],
+      [1, 200, 600, 300, 2, "f32"],
+    ] as const
+  ) {
+    withMem(VEC, (m) => {
+      const x = m.put(randArray(r, n * inF)), w32 = randArray(r, outF * inF, -0.3, 0.3);
+      const w = m.put(wdtype === "f32" ? w32 : toBf16(w32)), bias = m.put(randArray(r, outF));
+      const cw = m.put(randArray(r, dc * k)), cb = m.put(randArray(r, dc));
+      const st0 = randArray(r, n * dc * (k - 1));
+      const lin = { x, w, wdtype, bias, n, inF, outF };
+      const sf = m.put(st0), yf = m.zeros(n * outF * 4), xf = m.zeros(n * dc * 4);
+      VEC.linearConv1dStep({
+        ...lin,
+        y: yf,
+        convW: cw,
+        convBias: cb,
+        convState: sf,
+        dConv: dc,
+        k,
+        xc: xf,
+      });
+      const su = m.put(st0), yu = m.zeros(n * outF * 4), xu = m.zeros(n * dc * 4);
+      VEC.linear({ ...lin, y: yu });
+      VEC.conv1d({
+        x: yu,
+        ldx: outF,
+        w: cw,
+        bias: cb,
+        state: su,
+        batch: n,
+        len: 1,
+        d: dc,
+        k,
+        out: xu,
+        ldo: dc,
+        outPreact: null,
+      });
+      const tag = `n=${n} ${inF}->${outF} dConv=${dc} k=${k} ${wdtype}`;
+      assert.deepEqual(m.f32(yf, n * outF), m.f32(yu, n * outF), `${tag}: y`);
+      assert.deepEqual(m.f32(xf, n * dc), m.f32(xu, n * dc), `${tag}: conv out`);
+      assert.deepEqual(m.f32(sf, n * dc * (k - 1)), m.f32(su, n * dc * (k - 1)), `${tag}: state`);
+    });
   }
 });
 

@@ -74,6 +74,22 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *
                          const float *Cm, int64_t ldc, const float *Dskip, const float *z,
                          int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
                          int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy);
+/** mb_linear's skinny (decoding) path: at most this many input rows. */
+#define MBCPU_SKINNY_MAX 8
+
+/** linear.c, for fused decoding ops: x permuted for the vector bf16 kernels (kp = in_f rounded up
+ * to 32, xp 64-byte aligned), and rows [o0, o1) of W x for n <= MBCPU_SKINNY_MAX inputs. */
+void mbcpu_linear_permute_x(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
+                            float *xp);
+void mbcpu_linear_rows(int vec, const float *x, int64_t ldx, const float *xp, int64_t kp,
+                       const void *w, int wdtype, const float *bias, int n, int64_t in_f,
+                       int64_t o0, int64_t o1, float *y, int64_t ldy);
+/** ops.c, for the fused in_proj + conv step: whether the len-1 vector conv applies, and that conv
+ * over channels [c0, c1) (c0 a multiple of 16) of `batch` sequences. */
+int mbcpu_conv1_step_applies(mb_ctx *ctx, int64_t k);
+void mbcpu_conv1_step_range(const float *x, int64_t ldx, const float *w, const float *bias,
+                            float *conv_state, int64_t batch, int64_t d, int64_t k, float *out,
+                            int64_t ldo, int64_t c0, int64_t c1);
 int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
                                     int64_t ld_xdbl, const void *dt_w, int wdtype,
                                     const float *dt_bias, int64_t dt_rank, const float *A,

@@ -19,7 +19,6 @@
 #include "cpu_backend.h"
 #include "vmath.h"
 
-#define MBCPU_SKINNY_MAX 8
 #define MBCPU_TILE_ROWS 64  /* own GEMM: rows of W per tile */
 #define MBCPU_TILE_XROWS 64 /* own GEMM: x rows per task */
 
@@ -260,6 +259,19 @@ static void rows_any(int vec, const float *x, int64_t ldx, const float *xp, int6
   rows_scalar(x, ldx, w, wdtype, bias, n, in_f, o0, o1, y, ldy);
 }
 
+/* For fused decoding ops elsewhere (scan.c): the same row kernels as mb_linear's skinny path, so a
+ * fused op gives the bits of the unfused pair. */
+void mbcpu_linear_permute_x(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
+                            float *xp) {
+  permute_x_bf16(x, ldx, n, in_f, kp, xp);
+}
+
+void mbcpu_linear_rows(int vec, const float *x, int64_t ldx, const float *xp, int64_t kp,
+                       const void *w, int wdtype, const float *bias, int n, int64_t in_f,
+                       int64_t o0, int64_t o1, float *y, int64_t ldy) {
+  rows_any(vec, x, ldx, xp, kp, w, wdtype, bias, n, in_f, o0, o1, y, ldy);
+}
+
 /* ---- skinny (decode) ---------------------------------------------------------------------- */
 
 /* For the vector bf16 kernels: x permuted into the context scratch (NULL on OOM). */
@@ -277,9 +289,17 @@ static float *permuted_x(mb_ctx *ctx, int vec, int wdtype, const float *x, int64
   return xp;
 }
 
+/* The conv1d step fused into the skinny product's epilogue (mb_linear_conv1d_step). */
+typedef struct {
+  const float *w, *bias;
+  float *state;
+  int64_t d, k, ldo;
+  float *out;
+} conv_step;
+
 static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                          const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
-                         int64_t ldy) {
+                         int64_t ldy, const conv_step *cv) {
   const int vec = mbcpu_vec(ctx);
   int64_t kp;
   int failed;
@@ -289,7 +309,9 @@ static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w
   int nt = ctx->num_threads;
   /* below ~64 KiB of weights the fork/join costs more than it saves */
   if ((size_t)out_f * (size_t)in_f * es < 65536) nt = 1;
-  const int64_t blk = 8; /* thread slices are multiples of 8 rows (the kernels' row blocks) */
+  /* thread slices are multiples of 8 rows (the kernels' row blocks), of 16 with the conv (its
+   * channel blocks): each thread convolves the channels whose in_proj rows it has just written */
+  const int64_t blk = cv ? 16 : 8;
   const int64_t nblk = (out_f + blk - 1) / blk;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
@@ -301,8 +323,26 @@ static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w
     int64_t b0 = nblk * tid / cnt * blk, b1 = nblk * (tid + 1) / cnt * blk;
     if (b1 > out_f) b1 = out_f;
     if (b0 < b1) rows_any(vec, x, ldx, xp, kp, w, wdtype, bias, n, in_f, b0, b1, y, ldy);
+    if (cv && b0 < cv->d)
+      mbcpu_conv1_step_range(y, ldy, cv->w, cv->bias, cv->state, n, cv->d, cv->k, cv->out,
+                             cv->ldo, b0, b1 < cv->d ? b1 : cv->d);
   }
   return MB_OK;
+}
+
+int mbcpu_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
+                             int wdtype, const float *bias, int64_t n, int64_t in_f, int64_t out_f,
+                             float *y, int64_t ldy, const float *conv_w, const float *conv_bias,
+                             float *conv_state, int64_t d_conv, int64_t k, float *xc, int64_t ldo) {
+  if (d_conv > 0 && n <= MBCPU_SKINNY_MAX && mbcpu_conv1_step_applies(ctx, k)) {
+    const conv_step cv = {conv_w, conv_bias, conv_state, d_conv, k, ldo, xc};
+    return linear_skinny(ctx, x, ldx, w, wdtype, bias, (int)n, in_f, out_f, y, ldy, &cv);
+  }
+  /* Elsewhere the unfused pair: mb_linear then the len-1 conv. */
+  int st = mbcpu_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
+  if (st != MB_OK || d_conv == 0) return st;
+  return mbcpu_causal_conv1d(ctx, y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo,
+                             NULL);
 }
 
 /* ---- own GEMM (no BLAS) ------------------------------------------------------------------- */
@@ -379,7 +419,7 @@ static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, 
 int mbcpu_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                  const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
                  int64_t ldy) {
-  if (n <= MBCPU_SKINNY_MAX) return linear_skinny(ctx, x, ldx, w, wdtype, bias, (int)n, in_f, out_f, y, ldy);
+  if (n <= MBCPU_SKINNY_MAX) return linear_skinny(ctx, x, ldx, w, wdtype, bias, (int)n, in_f, out_f, y, ldy, NULL);
 #ifdef MB_WITH_BLAS
   if (mbcpu(ctx)->use_blas && in_f > 0 && n <= INT32_MAX && in_f <= INT32_MAX &&
       out_f <= INT32_MAX && ldx <= INT32_MAX && ldy <= INT32_MAX)

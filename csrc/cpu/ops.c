@@ -377,6 +377,34 @@ static void conv1_rows(const conv1_tables *t, const float *x, int64_t ldx, const
 }
 #endif
 
+/* For the fused in_proj + conv step (linear.c): channels [c0, c1) (c0 a multiple of 16) of the
+ * len-1 conv of `batch` sequences, by the kernels of mb_causal_conv1d's decoding path (same bits). */
+int mbcpu_conv1_step_applies(mb_ctx *ctx, int64_t k) {
+#ifdef __AVX512F__
+  return mbcpu_vec(ctx) && k >= 1 && k <= MB_CONV1_KMAX;
+#else
+  (void)ctx;
+  (void)k;
+  return 0;
+#endif
+}
+
+void mbcpu_conv1_step_range(const float *x, int64_t ldx, const float *w, const float *bias,
+                            float *conv_state, int64_t batch, int64_t d, int64_t k, float *out,
+                            int64_t ldo, int64_t c0, int64_t c1) {
+#ifdef __AVX512F__
+  conv1_tables t;
+  if (k != 4) conv1_tables_init(&t, k);
+  const int64_t nblk = (d + 15) / 16, j0 = c0 / 16, j1 = (c1 + 15) / 16;
+  for (int64_t b = 0; b < batch; b++)
+    conv1_rows(&t, x, ldx, w, bias, conv_state, d, k, out, ldo, NULL, b * nblk + j0,
+               b * nblk + j1);
+#else
+  (void)x, (void)ldx, (void)w, (void)bias, (void)conv_state, (void)batch, (void)d, (void)k;
+  (void)out, (void)ldo, (void)c0, (void)c1;
+#endif
+}
+
 int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
                         const float *bias, float *conv_state, int64_t batch, int64_t len,
                         int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact) {

@@ -17,6 +17,15 @@ import { MambaByteError } from "../errors.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
 import { RecurrentState, Workspace } from "./workspace.ts";
 
+/** True when the environment variable is set to 1 (false where env access is not granted). */
+function envFlag(name: string): boolean {
+  try {
+    return Deno.env.get(name) === "1";
+  } catch {
+    return false;
+  }
+}
+
 /** Module outputs that can be tapped, per layer. */
 export const TAP_NAMES = [
   "norm",
@@ -109,6 +118,7 @@ export class MambaByteLM {
   readonly chunkSize: number;
   #chunkWs: Workspace | undefined;
   #closed = false;
+  readonly #fusedSteps: boolean;
 
   /** Binds uploaded weights to the backend; prefer loadModel() from mod.ts. */
   constructor(
@@ -122,6 +132,10 @@ export class MambaByteLM {
     this.weights = weights;
     this.eps = options.eps;
     this.chunkSize = options.chunkSize;
+    // The fused decoding ops (in_proj + conv step, dt_proj + state update) give the CPU's unfused
+    // bits and are used there; their CUDA kernels have not yet run on a GPU (docs/cuda_notes.md),
+    // so CUDA takes them only when MAMBABYTE_CUDA_FUSED=1.
+    this.#fusedSteps = backend.kind === "cpu" || envFlag("MAMBABYTE_CUDA_FUSED");
   }
 
   /** A zero recurrent state for `batch` sequences. */
@@ -176,30 +190,54 @@ export class MambaByteLM {
         d,
         out: ws.normed.ptr,
       });
-      be.linear({
-        x: ws.normed.ptr,
-        w: w.inProj.ptr,
-        wdtype: wd,
-        bias: w.inProjBias?.ptr ?? null,
-        n: rows,
-        inF: d,
-        outF: 2 * di,
-        y: ws.xz.ptr,
-      });
-      be.conv1d({
-        x: ws.xz.ptr,
-        ldx: 2 * di,
-        w: w.convWeight.ptr,
-        bias: w.convBias?.ptr ?? null,
-        state: state.conv[i].ptr,
-        batch,
-        len,
-        d: di,
-        k,
-        out: ws.xConv.ptr,
-        ldo: di,
-        outPreact: wantConvPre(i) ? ws.convPre.ptr : null,
-      });
+      // One position per sequence (decoding) without a conv1d tap: the fused ops.
+      const fused = len === 1 && this.#fusedSteps && !wantConvPre(i);
+      if (fused) {
+        be.linearConv1dStep({
+          x: ws.normed.ptr,
+          w: w.inProj.ptr,
+          wdtype: wd,
+          bias: w.inProjBias?.ptr ?? null,
+          n: rows,
+          inF: d,
+          outF: 2 * di,
+          y: ws.xz.ptr,
+          convW: w.convWeight.ptr,
+          convBias: w.convBias?.ptr ?? null,
+          convState: state.conv[i].ptr,
+          dConv: di,
+          k,
+          xc: ws.xConv.ptr,
+          ldo: di,
+        });
+      } else {
+        be.linear({
+          x: ws.normed.ptr,
+          w: w.inProj.ptr,
+          wdtype: wd,
+          bias: w.inProjBias?.ptr ?? null,
+          n: rows,
+          inF: d,
+          outF: 2 * di,
+          y: ws.xz.ptr,
+        });
+      }
+      if (!fused) {
+        be.conv1d({
+          x: ws.xz.ptr,
+          ldx: 2 * di,
+          w: w.convWeight.ptr,
+          bias: w.convBias?.ptr ?? null,
+          state: state.conv[i].ptr,
+          batch,
+          len,
+          d: di,
+          k,
+          out: ws.xConv.ptr,
+          ldo: di,
+          outPreact: wantConvPre(i) ? ws.convPre.ptr : null,
+        });
+      }
       be.linear({
         x: ws.xConv.ptr,
         w: w.xProj.ptr,
@@ -210,40 +248,70 @@ export class MambaByteLM {
         outF: xdblCols,
         y: ws.xDbl.ptr,
       });
-      be.linear({
-        x: ws.xDbl.ptr,
-        ldx: xdblCols,
-        w: w.dtProj.ptr,
-        wdtype: wd,
-        bias: w.dtProjBias.ptr,
-        n: rows,
-        inF: r,
-        outF: di,
-        y: ws.delta.ptr,
-      });
-      be.selectiveScan({
-        u: ws.xConv.ptr,
-        ldu: di,
-        delta: ws.delta.ptr,
-        ldDelta: di,
-        A: w.A.ptr,
-        B: ws.xDbl.at(r),
-        ldb: xdblCols,
-        C: ws.xDbl.at(r + n),
-        ldc: xdblCols,
-        D: w.D.ptr,
-        z: ws.xz.at(di),
-        ldz: 2 * di,
-        state: state.ssm[i].ptr,
-        statesAll: null,
-        batch,
-        len,
-        d: di,
-        n,
-        deltaSoftplus: true,
-        y: ws.y.ptr,
-        ldy: di,
-      });
+      if (fused) {
+        // delta (dt_proj's output) is still written: a dt_proj tap of a 1-position chunk reads it
+        be.stateUpdateDt({
+          u: ws.xConv.ptr,
+          ldu: di,
+          xDbl: ws.xDbl.ptr,
+          ldXDbl: xdblCols,
+          dtW: w.dtProj.ptr,
+          wdtype: wd,
+          dtBias: w.dtProjBias.ptr,
+          dtRank: r,
+          A: w.A.ptr,
+          B: ws.xDbl.at(r),
+          ldb: xdblCols,
+          C: ws.xDbl.at(r + n),
+          ldc: xdblCols,
+          D: w.D.ptr,
+          z: ws.xz.at(di),
+          ldz: 2 * di,
+          state: state.ssm[i].ptr,
+          batch: rows,
+          d: di,
+          n,
+          deltaSoftplus: true,
+          deltaOut: ws.delta.ptr,
+          y: ws.y.ptr,
+          ldy: di,
+        });
+      } else {
+        be.linear({
+          x: ws.xDbl.ptr,
+          ldx: xdblCols,
+          w: w.dtProj.ptr,
+          wdtype: wd,
+          bias: w.dtProjBias.ptr,
+          n: rows,
+          inF: r,
+          outF: di,
+          y: ws.delta.ptr,
+        });
+        be.selectiveScan({
+          u: ws.xConv.ptr,
+          ldu: di,
+          delta: ws.delta.ptr,
+          ldDelta: di,
+          A: w.A.ptr,
+          B: ws.xDbl.at(r),
+          ldb: xdblCols,
+          C: ws.xDbl.at(r + n),
+          ldc: xdblCols,
+          D: w.D.ptr,
+          z: ws.xz.at(di),
+          ldz: 2 * di,
+          state: state.ssm[i].ptr,
+          statesAll: null,
+          batch,
+          len,
+          d: di,
+          n,
+          deltaSoftplus: true,
+          y: ws.y.ptr,
+          ldy: di,
+        });
+      }
       be.linear({
         x: ws.y.ptr,
         w: w.outProj.ptr,
