@@ -5,8 +5,7 @@
  * - the read bandwidth (mb_read_probe over a buffer far larger than the caches) and the sgemm rate
  *   (mb_linear at the prefill shape 2048 x 1024 -> 4096, fp32);
  * - decode bytes/s (batch 1) in fp32 and bf16 and the ratio to the memory roofline: weight bytes
- *   read per step / read bandwidth, once with the bandwidth probed around the whole case and once
- *   with every step paired with the probes taken right before and after it (median over steps);
+ *   read per step / read bandwidth;
  * - prefill bytes/s over 2048 bytes and its achieved GFLOP/s over the measured sgemm rate.
  *
  * Usage: deno task bench:cpu [--model_id 353M] [--decode_steps 24] [--prefill 2048] [--threads N]
@@ -73,12 +72,6 @@ function probe(): number {
   return probeBytes / t;
 }
 const readBw = probe();
-const shortBytes = 256 << 20; // still 8x the last-level cache
-function shortProbe(): number {
-  const t0 = performance.now();
-  be.readProbe(probeBuf, shortBytes, sink);
-  return shortBytes / ((performance.now() - t0) / 1000);
-}
 
 // sgemm rate at the prefill shape of in_proj.
 const [gn, gk, gm] = [2048, 1024, 4096];
@@ -110,8 +103,6 @@ async function benchDecode(dtype: "fp32" | "bf16") {
   });
   try {
     await model.generate(prompt, { maxNewTokens: 2, topK: 1 }); // warm-up
-    const bytesPerStep = weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
-    // (1) Steps back to back, framed by the 1 GiB probes taken just before and after the case.
     const before = probe();
     const stamps: number[] = [];
     await model.generate(prompt, {
@@ -125,26 +116,8 @@ async function benchDecode(dtype: "fp32" | "bf16") {
     for (let i = 1; i < stamps.length; i++) steps.push((stamps[i] - stamps[i - 1]) / 1000);
     const perStep = median(steps);
     const bw = median([before, probe()]);
+    const bytesPerStep = weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
     const roofline = bw / bytesPerStep;
-    // (2) This host's bandwidth swings by a third within seconds, so each step is also paired with
-    // short probes (256 MiB) taken right before and right after it: ratio = (weight bytes / step
-    // time) / (mean of the two probes); the median over the steps is reported.
-    const paired: number[] = [];
-    let last = shortProbe();
-    let t0 = performance.now();
-    let first = true;
-    await model.generate(prompt, {
-      maxNewTokens: args.decode_steps + 1,
-      topK: 1,
-      onBytes: () => {
-        const secs = (performance.now() - t0) / 1000;
-        const now = shortProbe();
-        if (!first) paired.push(bytesPerStep / secs / ((last + now) / 2));
-        first = false;
-        last = shortProbe();
-        t0 = performance.now();
-      },
-    });
     rows.push([
       `decode ${dtype}`,
       `${(1 / perStep).toFixed(2)} bytes/s`,
@@ -152,9 +125,6 @@ async function benchDecode(dtype: "fp32" | "bf16") {
         (bw / 1e9).toFixed(1)
       } GB/s)`,
       `ratio ${((1 / perStep) / roofline).toFixed(2)}`,
-      `ratio with per-step paired probes ${median(paired).toFixed(2)} (${
-        Math.min(...paired).toFixed(2)
-      } .. ${Math.max(...paired).toFixed(2)})`,
     ]);
     if (dtype === "fp32") {
       const text = new Uint8Array(args.prefill).map((_, i) => 32 + (i * 7) % 90);
