@@ -221,8 +221,6 @@ export class MambaByteLM {
           outF: 2 * di,
           y: ws.xz.ptr,
         });
-      }
-      if (!fused) {
         be.conv1d({
           x: ws.xz.ptr,
           ldx: 2 * di,
