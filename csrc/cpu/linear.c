@@ -69,6 +69,49 @@ static void permute_x_bf16(const float *x, int64_t ldx, int64_t n, int64_t in_f,
   }
 }
 
+/* With AVX512-BF16 a single x row is split into bf16 hi + lo (hi + lo = x within ~2^-17
+ * relative) so bf16 weights take vdpbf16ps: half the instructions of expanding every weight to
+ * fp32, which lets one sequence's decoding GEMV keep up with memory. */
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#define MB_BF16_DP 1
+#else
+#define MB_BF16_DP 0
+#endif
+
+/* x's layout for the vector bf16 kernels of a call with n rows: 1 = split (xs: kp hi then kp lo
+ * bf16 values), 0 = permuted fp32 rows. */
+static int bf16_x_split(int64_t n) { return MB_BF16_DP && n == 1; }
+
+#if MB_BF16_DP
+static void split_x_bf16(const float *x, int64_t in_f, int64_t kp, uint16_t *xs) {
+  for (int64_t k = 0; k < kp; k += 32) {
+    const int64_t r0 = in_f - k, r1 = in_f - k - 16;
+    const __m512 x0 = _mm512_maskz_loadu_ps(r0 > 0 ? mbv_mask(r0) : 0, x + k);
+    const __m512 x1 = _mm512_maskz_loadu_ps(r1 > 0 ? mbv_mask(r1) : 0, x + k + 16);
+    const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
+    const __m512 h0 = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
+    const __m512 h1 = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
+    const __m512i l = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0));
+    _mm512_store_si512((void *)(xs + k), h);
+    _mm512_store_si512((void *)(xs + kp + k), l);
+  }
+}
+#endif
+
+/* x prepared for the vector bf16 kernels into buf (n * kp floats; 64-byte aligned). */
+static void prepare_x_bf16(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
+                           float *buf) {
+#if MB_BF16_DP
+  if (bf16_x_split(n)) {
+    split_x_bf16(x, in_f, kp, (uint16_t *)buf);
+    return;
+  }
+#endif
+  permute_x_bf16(x, ldx, n, in_f, kp, buf);
+}
+
 /* ---- AVX-512 skinny kernel ------------------------------------------------------------------ */
 #ifdef __AVX512F__
 
@@ -116,33 +159,121 @@ MB_INLINE void block_kernel(const float *x, int64_t ldx, const void *w, const in
   }
 }
 
-/* N = 1: two accumulators per row (independent FMA chains) over 8 rows. */
-MB_INLINE void block_kernel_n1(const float *x, const void *w, const int BF16, const float *bias,
-                               int64_t in_f, int64_t o, float *y) {
-  const size_t es = BF16 ? 2 : 4;
-  enum { R = 8 };
-  const char *wr[R];
-  for (int r = 0; r < R; r++) wr[r] = (const char *)w + (size_t)(o + r) * (size_t)in_f * es;
-  __m512 a[R], c[R];
+/*
+ * N = 1 (decoding one sequence): R rows at a time (row r's weights at wr[r], its output at
+ * y[yo[r]]), two accumulators per row. The caller hands each of the 8 lanes its own contiguous run
+ * of rows (lane r: rows s + r*per, s + r*per + 1, ...), so every lane reads one long sequential
+ * stream instead of restarting every row: on the machines measured that streams ~20% faster than
+ * 8 adjacent rows per block. A row's arithmetic does not depend on its lane or on R, so any
+ * partition of the rows gives the same bits.
+ */
+MB_INLINE void lanes_n1_f32(const float *x, const float *const *wr, const int64_t *yo, const int R,
+                            const float *bias, int64_t in_f, float *y) {
+  __m512 a[8], c[8];
   for (int r = 0; r < R; r++) a[r] = c[r] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 32 <= in_f; k += 32) {
-    __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+    const __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
     for (int r = 0; r < R; r++) {
-      a[r] = _mm512_fmadd_ps(load_w(wr[r], BF16, k), x0, a[r]);
-      c[r] = _mm512_fmadd_ps(load_w(wr[r], BF16, k + 16), x1, c[r]);
+      a[r] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[r] + k), x0, a[r]);
+      c[r] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[r] + k + 16), x1, c[r]);
     }
   }
   for (; k < in_f; k += 16) {
-    __mmask16 m = mbv_mask(in_f - k);
-    __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
-    for (int r = 0; r < R; r++) a[r] = _mm512_fmadd_ps(load_w_mask(wr[r], BF16, k, m), x0, a[r]);
+    const __mmask16 m = mbv_mask(in_f - k);
+    const __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
+    for (int r = 0; r < R; r++)
+      a[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wr[r] + k), x0, a[r]);
   }
-  /* transpose-free reduction of 8 rows: pairwise adds, then reduce */
-  for (int r = 0; r < R; r++) {
-    const float b = bias ? bias[o + r] : 0.0f;
-    y[o + r] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], c[r])) + b;
+  for (int r = 0; r < R; r++)
+    y[yo[r]] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], c[r])) + (bias ? bias[yo[r]] : 0.0f);
+}
+
+/* bf16, N = 1, the same lanes; x permuted (xp, zero-padded to a multiple of 32): per 32 weights the
+ * even ones become fp32 by a shift left of 16, the odd ones by masking the low half (both exact). */
+MB_INLINE void lanes_n1_bf16(const float *xp, const uint16_t *const *wr, const int64_t *yo,
+                             const int R, const float *bias, int64_t in_f, float *y) {
+  const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
+  __m512 a[8], c[8];
+  for (int r = 0; r < R; r++) a[r] = c[r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < in_f; k += 32) {
+    const __mmask32 m = in_f - k >= 32 ? (__mmask32)0xFFFFFFFFu
+                                       : (__mmask32)((1u << (in_f - k)) - 1u);
+    const __m512 x0 = _mm512_load_ps(xp + k), x1 = _mm512_load_ps(xp + k + 16);
+    for (int r = 0; r < R; r++) {
+      const __m512i v = m == (__mmask32)0xFFFFFFFFu ? _mm512_loadu_si512((const void *)(wr[r] + k))
+                                                     : _mm512_maskz_loadu_epi16(m, wr[r] + k);
+      a[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), x0, a[r]);
+      c[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi_mask)), x1, c[r]);
+    }
   }
+  for (int r = 0; r < R; r++)
+    y[yo[r]] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], c[r])) + (bias ? bias[yo[r]] : 0.0f);
+}
+
+#if MB_BF16_DP
+/* bf16, N = 1, the same lanes, x split (xs: hi then lo, kp each): two vdpbf16ps per 32 weights. */
+MB_INLINE void lanes_n1_bf16dp(const uint16_t *xs, int64_t kp, const uint16_t *const *wr,
+                               const int64_t *yo, const int R, const float *bias, int64_t in_f,
+                               float *y) {
+  __m512 a[8], c[8];
+  for (int r = 0; r < R; r++) a[r] = c[r] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < in_f; k += 32) {
+    const __mmask32 m = in_f - k >= 32 ? (__mmask32)0xFFFFFFFFu
+                                       : (__mmask32)((1u << (in_f - k)) - 1u);
+    const __m512bh h = (__m512bh)_mm512_load_si512((const void *)(xs + k));
+    const __m512bh l = (__m512bh)_mm512_load_si512((const void *)(xs + kp + k));
+    for (int r = 0; r < R; r++) {
+      const __m512i v = m == (__mmask32)0xFFFFFFFFu ? _mm512_loadu_si512((const void *)(wr[r] + k))
+                                                     : _mm512_maskz_loadu_epi16(m, wr[r] + k);
+      a[r] = _mm512_dpbf16_ps(a[r], (__m512bh)v, h);
+      c[r] = _mm512_dpbf16_ps(c[r], (__m512bh)v, l);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    y[yo[r]] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], c[r])) + (bias ? bias[yo[r]] : 0.0f);
+}
+#endif
+
+/* Rows [o0, o1), N = 1: 8 lanes of `per` consecutive rows each, then the remainder one by one. */
+MB_INLINE void rows_n1(const float *x, const float *xp, const uint16_t *xs, int64_t kp,
+                       const void *w, const int BF16, const float *bias, int64_t in_f, int64_t o0,
+                       int64_t o1, float *y) {
+  const int64_t per = (o1 - o0) / 8;
+  const size_t es = BF16 ? 2 : 4;
+  const char *base = (const char *)w;
+#define MB_LANES(WR, YO, R)                                                                        \
+  do {                                                                                            \
+    if (!BF16)                                                                                    \
+      lanes_n1_f32(x, (const float *const *)(WR), YO, R, bias, in_f, y);                          \
+    else if (MB_BF16_DP && xs)                                                                    \
+      MB_DP_CALL(WR, YO, R);                                                                      \
+    else                                                                                          \
+      lanes_n1_bf16(xp, (const uint16_t *const *)(WR), YO, R, bias, in_f, y);                     \
+  } while (0)
+#if MB_BF16_DP
+#define MB_DP_CALL(WR, YO, R)                                                                     \
+  lanes_n1_bf16dp(xs, kp, (const uint16_t *const *)(WR), YO, R, bias, in_f, y)
+#else
+#define MB_DP_CALL(WR, YO, R) ((void)0)
+#endif
+  for (int64_t j = 0; j < per; j++) {
+    int64_t yo[8];
+    const void *wr[8];
+    for (int r = 0; r < 8; r++) {
+      yo[r] = o0 + r * per + j;
+      wr[r] = base + (size_t)yo[r] * (size_t)in_f * es;
+    }
+    MB_LANES(wr, yo, 8);
+  }
+  for (int64_t o = o0 + 8 * per; o < o1; o++) {
+    const void *wr1 = base + (size_t)o * (size_t)in_f * es;
+    MB_LANES(&wr1, &o, 1);
+  }
+#undef MB_DP_CALL
+#undef MB_LANES
+  (void)kp;
+  (void)xs;
 }
 
 /*
@@ -187,11 +318,15 @@ MB_INLINE void block_kernel_bf16(const float *xp, int64_t kp, const uint16_t *w,
     for (; o < o1; o++) block_kernel_bf16(xp, kp, w, bias, NN, 1, in_f, o, y, ldy);               \
     break;
 
-static void rows_vec_bf16p(const float *xp, int64_t kp, const uint16_t *w, const float *bias,
-                           int N, int64_t in_f, int64_t o0, int64_t o1, float *y, int64_t ldy) {
+static void rows_vec_bf16p(const float *xp, int xsplit, int64_t kp, const uint16_t *w,
+                           const float *bias, int N, int64_t in_f, int64_t o0, int64_t o1, float *y,
+                           int64_t ldy) {
   int64_t o = o0;
   switch (N) {
-    MB_CASE_BF16(1, 8)
+    case 1:
+      rows_n1(NULL, xsplit ? NULL : xp, xsplit ? (const uint16_t *)xp : NULL, kp, w, 1, bias,
+              in_f, o0, o1, y);
+      break;
     MB_CASE_BF16(2, 4)
     MB_CASE_BF16(3, 4)
     MB_CASE_BF16(4, 4)
@@ -219,8 +354,7 @@ MB_INLINE void rows_vec_t(const float *x, int64_t ldx, const void *w, const int 
   int64_t o = o0;
   switch (N) {
     case 1:
-      for (; o + 8 <= o1; o += 8) block_kernel_n1(x, w, BF16, bias, in_f, o, y);
-      for (; o < o1; o++) block_kernel(x, ldx, w, BF16, bias, 1, 1, in_f, o, y, ldy);
+      rows_n1(x, NULL, NULL, 0, w, BF16, bias, in_f, o0, o1, y);
       break;
       MB_CASE_N(2, 4)
       MB_CASE_N(3, 4)
@@ -241,19 +375,20 @@ static void rows_vec_f32(const float *x, int64_t ldx, const void *w, const float
 #endif /* __AVX512F__ */
 
 /* rows [o0, o1) of W against x rows [0, n), n <= 8; xp: x permuted for bf16 (vector path) */
-static void rows_any(int vec, const float *x, int64_t ldx, const float *xp, int64_t kp,
-                     const void *w, int wdtype, const float *bias, int n, int64_t in_f, int64_t o0,
-                     int64_t o1, float *y, int64_t ldy) {
+static void rows_any(int vec, const float *x, int64_t ldx, const float *xp, int xsplit,
+                     int64_t kp, const void *w, int wdtype, const float *bias, int n, int64_t in_f,
+                     int64_t o0, int64_t o1, float *y, int64_t ldy) {
 #ifdef __AVX512F__
   if (vec) {
     if (wdtype == MB_DTYPE_F32)
       rows_vec_f32(x, ldx, w, bias, n, in_f, o0, o1, y, ldy);
     else
-      rows_vec_bf16p(xp, kp, (const uint16_t *)w, bias, n, in_f, o0, o1, y, ldy);
+      rows_vec_bf16p(xp, xsplit, kp, (const uint16_t *)w, bias, n, in_f, o0, o1, y, ldy);
     return;
   }
 #endif
   (void)xp;
+  (void)xsplit;
   (void)kp;
   (void)vec;
   rows_scalar(x, ldx, w, wdtype, bias, n, in_f, o0, o1, y, ldy);
@@ -263,13 +398,13 @@ static void rows_any(int vec, const float *x, int64_t ldx, const float *xp, int6
  * fused op gives the bits of the unfused pair. */
 void mbcpu_linear_permute_x(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
                             float *xp) {
-  permute_x_bf16(x, ldx, n, in_f, kp, xp);
+  prepare_x_bf16(x, ldx, n, in_f, kp, xp);
 }
 
 void mbcpu_linear_rows(int vec, const float *x, int64_t ldx, const float *xp, int64_t kp,
                        const void *w, int wdtype, const float *bias, int n, int64_t in_f,
                        int64_t o0, int64_t o1, float *y, int64_t ldy) {
-  rows_any(vec, x, ldx, xp, kp, w, wdtype, bias, n, in_f, o0, o1, y, ldy);
+  rows_any(vec, x, ldx, xp, bf16_x_split(n), kp, w, wdtype, bias, n, in_f, o0, o1, y, ldy);
 }
 
 /* ---- skinny (decode) ---------------------------------------------------------------------- */
@@ -285,7 +420,7 @@ static float *permuted_x(mb_ctx *ctx, int vec, int wdtype, const float *x, int64
     *failed = 1;
     return NULL;
   }
-  permute_x_bf16(x, ldx, n, in_f, *kp, xp);
+  prepare_x_bf16(x, ldx, n, in_f, *kp, xp);
   return xp;
 }
 
@@ -322,7 +457,8 @@ static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w
 #endif
     int64_t b0 = nblk * tid / cnt * blk, b1 = nblk * (tid + 1) / cnt * blk;
     if (b1 > out_f) b1 = out_f;
-    if (b0 < b1) rows_any(vec, x, ldx, xp, kp, w, wdtype, bias, n, in_f, b0, b1, y, ldy);
+    if (b0 < b1)
+      rows_any(vec, x, ldx, xp, bf16_x_split(n), kp, w, wdtype, bias, n, in_f, b0, b1, y, ldy);
     if (cv && b0 < cv->d)
       mbcpu_conv1_step_range(y, ldy, cv->w, cv->bias, cv->state, n, cv->d, cv->k, cv->out,
                              cv->ldo, b0, b1 < cv->d ? b1 : cv->d);
@@ -367,7 +503,7 @@ static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
     const int64_t i1 = i0 + MBCPU_TILE_XROWS < n ? i0 + MBCPU_TILE_XROWS : n;
     for (int64_t i = i0; i < i1; i += MBCPU_SKINNY_MAX) {
       const int cnt = (int)(i1 - i < MBCPU_SKINNY_MAX ? i1 - i : MBCPU_SKINNY_MAX);
-      rows_any(vec, x + i * ldx, ldx, xp ? xp + i * kp : NULL, kp, w, wdtype, bias, cnt, in_f, o0,
+      rows_any(vec, x + i * ldx, ldx, xp ? xp + i * kp : NULL, 0, kp, w, wdtype, bias, cnt, in_f, o0,
                o1, y + i * ldy, ldy);
     }
   }
