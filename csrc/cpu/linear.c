@@ -236,27 +236,32 @@ MB_INLINE void lanes_n1_bf16dp(const uint16_t *xs, int64_t kp, const uint16_t *c
 #endif
 
 /* Rows [o0, o1), N = 1: 8 lanes of `per` consecutive rows each, then the remainder one by one. */
+/* One group of R lanes (R = 8, or 1 for the remainder) by the kernel for the weights' type and x's
+ * layout (xs: split for vdpbf16ps; xp: permuted fp32). */
+MB_INLINE void lanes_n1(const float *x, const float *xp, const uint16_t *xs, int64_t kp,
+                        const int BF16, const void *const *wr, const int64_t *yo, const int R,
+                        const float *bias, int64_t in_f, float *y) {
+  if (!BF16) {
+    lanes_n1_f32(x, (const float *const *)wr, yo, R, bias, in_f, y);
+    return;
+  }
+#if MB_BF16_DP
+  if (xs) {
+    lanes_n1_bf16dp(xs, kp, (const uint16_t *const *)wr, yo, R, bias, in_f, y);
+    return;
+  }
+#endif
+  (void)xs;
+  (void)kp;
+  lanes_n1_bf16(xp, (const uint16_t *const *)wr, yo, R, bias, in_f, y);
+}
+
 MB_INLINE void rows_n1(const float *x, const float *xp, const uint16_t *xs, int64_t kp,
                        const void *w, const int BF16, const float *bias, int64_t in_f, int64_t o0,
                        int64_t o1, float *y) {
   const int64_t per = (o1 - o0) / 8;
   const size_t es = BF16 ? 2 : 4;
   const char *base = (const char *)w;
-#define MB_LANES(WR, YO, R)                                                                        \
-  do {                                                                                            \
-    if (!BF16)                                                                                    \
-      lanes_n1_f32(x, (const float *const *)(WR), YO, R, bias, in_f, y);                          \
-    else if (MB_BF16_DP && xs)                                                                    \
-      MB_DP_CALL(WR, YO, R);                                                                      \
-    else                                                                                          \
-      lanes_n1_bf16(xp, (const uint16_t *const *)(WR), YO, R, bias, in_f, y);                     \
-  } while (0)
-#if MB_BF16_DP
-#define MB_DP_CALL(WR, YO, R)                                                                     \
-  lanes_n1_bf16dp(xs, kp, (const uint16_t *const *)(WR), YO, R, bias, in_f, y)
-#else
-#define MB_DP_CALL(WR, YO, R) ((void)0)
-#endif
   for (int64_t j = 0; j < per; j++) {
     int64_t yo[8];
     const void *wr[8];
@@ -264,16 +269,12 @@ MB_INLINE void rows_n1(const float *x, const float *xp, const uint16_t *xs, int6
       yo[r] = o0 + r * per + j;
       wr[r] = base + (size_t)yo[r] * (size_t)in_f * es;
     }
-    MB_LANES(wr, yo, 8);
+    lanes_n1(x, xp, xs, kp, BF16, wr, yo, 8, bias, in_f, y);
   }
   for (int64_t o = o0 + 8 * per; o < o1; o++) {
     const void *wr1 = base + (size_t)o * (size_t)in_f * es;
-    MB_LANES(&wr1, &o, 1);
+    lanes_n1(x, xp, xs, kp, BF16, &wr1, &o, 1, bias, in_f, y);
   }
-#undef MB_DP_CALL
-#undef MB_LANES
-  (void)kp;
-  (void)xs;
 }
 
 /*
