@@ -112,9 +112,11 @@ int mbcpu_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink) {
       for (int64_t i = 0; i < per; i += 32)
         for (int q = 0; q < S; q++) {
           const float *p = f + b + q * per + i;
-          acc[q] = _mm512_add_ps(acc[q], _mm512_add_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16)));
+          const __m512 two = _mm512_add_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16));
+          acc[q] = _mm512_add_ps(acc[q], two);
         }
-      for (int64_t i = b + S * per; i < e; i += 16) acc[0] = _mm512_add_ps(acc[0], _mm512_loadu_ps(f + i));
+      for (int64_t i = b + S * per; i < e; i += 16)
+        acc[0] = _mm512_add_ps(acc[0], _mm512_loadu_ps(f + i));
       __m512 t = acc[0];
       for (int q = 1; q < S; q++) t = _mm512_add_ps(t, acc[q]);
       s = _mm512_reduce_add_ps(t);

@@ -189,8 +189,9 @@ MB_INLINE void lanes_n1_f32(const float *x, const float *const *wr, const int64_
     y[yo[r]] = _mm512_reduce_add_ps(_mm512_add_ps(a[r], c[r])) + (bias ? bias[yo[r]] : 0.0f);
 }
 
-/* bf16, N = 1, the same lanes; x permuted (xp, zero-padded to a multiple of 32): per 32 weights the
- * even ones become fp32 by a shift left of 16, the odd ones by masking the low half (both exact). */
+/* bf16, N = 1, the same lanes; x permuted (xp, zero-padded to a multiple of 32): per 32 weights
+ * the even ones become fp32 by a shift left of 16, the odd ones by masking the low half (both
+ * exact). */
 MB_INLINE void lanes_n1_bf16(const float *xp, const uint16_t *const *wr, const int64_t *yo,
                              const int R, const float *bias, int64_t in_f, float *y) {
   const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
@@ -504,8 +505,8 @@ static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
     const int64_t i1 = i0 + MBCPU_TILE_XROWS < n ? i0 + MBCPU_TILE_XROWS : n;
     for (int64_t i = i0; i < i1; i += MBCPU_SKINNY_MAX) {
       const int cnt = (int)(i1 - i < MBCPU_SKINNY_MAX ? i1 - i : MBCPU_SKINNY_MAX);
-      rows_any(vec, x + i * ldx, ldx, xp ? xp + i * kp : NULL, 0, kp, w, wdtype, bias, cnt, in_f, o0,
-               o1, y + i * ldy, ldy);
+      rows_any(vec, x + i * ldx, ldx, xp ? xp + i * kp : NULL, 0, kp, w, wdtype, bias, cnt, in_f,
+               o0, o1, y + i * ldy, ldy);
     }
   }
   return MB_OK;
@@ -556,7 +557,8 @@ static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, 
 int mbcpu_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                  const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
                  int64_t ldy) {
-  if (n <= MBCPU_SKINNY_MAX) return linear_skinny(ctx, x, ldx, w, wdtype, bias, (int)n, in_f, out_f, y, ldy, NULL);
+  if (n <= MBCPU_SKINNY_MAX)
+    return linear_skinny(ctx, x, ldx, w, wdtype, bias, (int)n, in_f, out_f, y, ldy, NULL);
 #ifdef MB_WITH_BLAS
   if (mbcpu(ctx)->use_blas && in_f > 0 && n <= INT32_MAX && in_f <= INT32_MAX &&
       out_f <= INT32_MAX && ldx <= INT32_MAX && ldy <= INT32_MAX)
