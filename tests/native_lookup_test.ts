@@ -3,7 +3,7 @@
  * the exact command that builds it.
  */
 import assert from "node:assert/strict";
-import { libraryCandidates } from "../src/native/lib.ts";
+import { findLibrary, libraryCandidates } from "../src/native/lib.ts";
 
 Deno.test("MAMBABYTE_LIB is looked at first", () => {
   const before = Deno.env.get("MAMBABYTE_LIB");
@@ -65,20 +65,10 @@ Deno.test("asking for CUDA where there is none is one clear error", async () => 
   );
 });
 
-/** The library that `native()` would load: the first candidate that exists. */
-function loadedLibraryPath(): string | null {
-  for (const p of libraryCandidates()) {
-    try {
-      if (Deno.statSync(p).isFile) return p;
-    } catch { /* next */ }
-  }
-  return null;
-}
-
 Deno.test("the library is never unmapped: linked with -z nodelete (DF_1_NODELETE)", async () => {
   // Deno dlcloses the library at exit while OpenMP/OpenBLAS worker threads may still sit in its
   // code; without NODELETE that crashed the process after the last test (SIGSEGV, exit 139).
-  const lib = loadedLibraryPath();
+  const lib = findLibrary();
   assert.ok(lib, "no built library found (run `deno task build`)");
   let out: Deno.CommandOutput;
   try {

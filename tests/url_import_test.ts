@@ -4,9 +4,10 @@
  * tiny model through that URL and generates with it.
  */
 import assert from "node:assert/strict";
+import { findLibrary } from "../src/native/lib.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
-const LIB = Deno.env.get("MAMBABYTE_LIB") ?? `${ROOT}build/libmambabyte.so`;
+const LIB = findLibrary() ?? `${ROOT}build/libmambabyte.so`;
 
 function contentType(path: string): string {
   if (path.endsWith(".ts")) return "application/typescript";

@@ -289,16 +289,20 @@ function exists(path: string): boolean {
   }
 }
 
+/** The first of {@link libraryCandidates} that exists (the file `native()` opens), if any. */
+export function findLibrary(): string | undefined {
+  return libraryCandidates().find(exists);
+}
+
 let loaded: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
 
 /** Opens the native library once and returns its symbols; throws {@link NativeLibraryError}. */
 export function native(): NativeSymbols {
   if (loaded) return loaded.symbols;
-  const candidates = libraryCandidates();
-  const path = candidates.find(exists);
+  const path = findLibrary();
   if (!path) {
     throw new NativeLibraryError(
-      `native library not found (looked at ${candidates.join(", ")}); build it with ` +
+      `native library not found (looked at ${libraryCandidates().join(", ")}); build it with ` +
         `\`${BUILD_COMMAND}\` in the project folder, or set MAMBABYTE_LIB to its path`,
     );
   }
