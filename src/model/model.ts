@@ -192,16 +192,19 @@ export class MambaByteLM {
       });
       // One position per sequence (decoding) without a conv1d tap: the fused ops.
       const fused = len === 1 && this.#fusedSteps && !wantConvPre(i);
+      const inProj = {
+        x: ws.normed.ptr,
+        w: w.inProj.ptr,
+        wdtype: wd,
+        bias: w.inProjBias?.ptr ?? null,
+        n: rows,
+        inF: d,
+        outF: 2 * di,
+        y: ws.xz.ptr,
+      };
       if (fused) {
         be.linearConv1dStep({
-          x: ws.normed.ptr,
-          w: w.inProj.ptr,
-          wdtype: wd,
-          bias: w.inProjBias?.ptr ?? null,
-          n: rows,
-          inF: d,
-          outF: 2 * di,
-          y: ws.xz.ptr,
+          ...inProj,
           convW: w.convWeight.ptr,
           convBias: w.convBias?.ptr ?? null,
           convState: state.conv[i].ptr,
@@ -211,16 +214,7 @@ export class MambaByteLM {
           ldo: di,
         });
       } else {
-        be.linear({
-          x: ws.normed.ptr,
-          w: w.inProj.ptr,
-          wdtype: wd,
-          bias: w.inProjBias?.ptr ?? null,
-          n: rows,
-          inF: d,
-          outF: 2 * di,
-          y: ws.xz.ptr,
-        });
+        be.linear(inProj);
         be.conv1d({
           x: ws.xz.ptr,
           ldx: 2 * di,
@@ -246,33 +240,37 @@ export class MambaByteLM {
         outF: xdblCols,
         y: ws.xDbl.ptr,
       });
+      // The recurrence's operands, the same for the fused step and the unfused scan.
+      const scan = {
+        u: ws.xConv.ptr,
+        ldu: di,
+        A: w.A.ptr,
+        B: ws.xDbl.at(r),
+        ldb: xdblCols,
+        C: ws.xDbl.at(r + n),
+        ldc: xdblCols,
+        D: w.D.ptr,
+        z: ws.xz.at(di),
+        ldz: 2 * di,
+        state: state.ssm[i].ptr,
+        d: di,
+        n,
+        deltaSoftplus: true,
+        y: ws.y.ptr,
+        ldy: di,
+      };
       if (fused) {
         // delta (dt_proj's output) is still written: a dt_proj tap of a 1-position chunk reads it
         be.stateUpdateDt({
-          u: ws.xConv.ptr,
-          ldu: di,
+          ...scan,
           xDbl: ws.xDbl.ptr,
           ldXDbl: xdblCols,
           dtW: w.dtProj.ptr,
           wdtype: wd,
           dtBias: w.dtProjBias.ptr,
           dtRank: r,
-          A: w.A.ptr,
-          B: ws.xDbl.at(r),
-          ldb: xdblCols,
-          C: ws.xDbl.at(r + n),
-          ldc: xdblCols,
-          D: w.D.ptr,
-          z: ws.xz.at(di),
-          ldz: 2 * di,
-          state: state.ssm[i].ptr,
           batch: rows,
-          d: di,
-          n,
-          deltaSoftplus: true,
           deltaOut: ws.delta.ptr,
-          y: ws.y.ptr,
-          ldy: di,
         });
       } else {
         be.linear({
@@ -287,27 +285,12 @@ export class MambaByteLM {
           y: ws.delta.ptr,
         });
         be.selectiveScan({
-          u: ws.xConv.ptr,
-          ldu: di,
+          ...scan,
           delta: ws.delta.ptr,
           ldDelta: di,
-          A: w.A.ptr,
-          B: ws.xDbl.at(r),
-          ldb: xdblCols,
-          C: ws.xDbl.at(r + n),
-          ldc: xdblCols,
-          D: w.D.ptr,
-          z: ws.xz.at(di),
-          ldz: 2 * di,
-          state: state.ssm[i].ptr,
           statesAll: null,
           batch,
           len,
-          d: di,
-          n,
-          deltaSoftplus: true,
-          y: ws.y.ptr,
-          ldy: di,
         });
       }
       be.linear({
