@@ -36,6 +36,18 @@ typedef struct mbcpu_ctx {
 } mbcpu_ctx;
 
 static inline mbcpu_ctx *mbcpu(mb_ctx *ctx) { return (mbcpu_ctx *)ctx; }
+/** Inside a parallel region: this thread's contiguous share [*b, *e) of n items, split evenly
+ * (all of them outside a region or without OpenMP). */
+static inline void mbcpu_thread_range(int64_t n, int64_t *b, int64_t *e) {
+#ifdef _OPENMP
+  const int64_t tid = omp_get_thread_num(), cnt = omp_get_num_threads();
+#else
+  const int64_t tid = 0, cnt = 1;
+#endif
+  *b = n * tid / cnt;
+  *e = n * (tid + 1) / cnt;
+}
+
 /** 1 when the vector (AVX-512) kernels may run on this context. */
 static inline int mbcpu_vec(mb_ctx *ctx) {
 #ifdef __AVX512F__
@@ -77,9 +89,13 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *
 /** mb_linear's skinny (decoding) path: at most this many input rows. */
 #define MBCPU_SKINNY_MAX 8
 
-/** linear.c, for fused decoding ops: x permuted for the vector bf16 kernels (kp = in_f rounded up
- * to 32, xp 64-byte aligned), and rows [o0, o1) of W x for n <= MBCPU_SKINNY_MAX inputs. */
-void mbcpu_linear_permute_x(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
+/** The vector bf16 kernels' padded row length of x: in_f rounded up to 32. */
+static inline int64_t mbcpu_linear_kp(int64_t in_f) { return (in_f + 31) / 32 * 32; }
+
+/** linear.c, for fused decoding ops: x prepared for the vector bf16 kernels into xp (n * kp
+ * floats, 64-byte aligned; permuted, or split into bf16 hi + lo for one row), and rows [o0, o1)
+ * of W x for n <= MBCPU_SKINNY_MAX inputs. */
+void mbcpu_linear_prepare_x(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
                             float *xp);
 void mbcpu_linear_rows(int vec, const float *x, int64_t ldx, const float *xp, int64_t kp,
                        const void *w, int wdtype, const float *bias, int n, int64_t in_f,

@@ -91,14 +91,11 @@ int mbcpu_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink) {
   const int vec = mbcpu_vec(ctx);
 #pragma omp parallel num_threads(nt) reduction(+ : total)
   {
-#ifdef _OPENMP
-    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
-#else
-    const int tid = 0, cnt = 1;
-#endif
     /* contiguous slices of whole 64-byte lines */
-    int64_t lines = nf / 16;
-    int64_t b = lines * tid / cnt * 16, e = lines * (tid + 1) / cnt * 16;
+    int64_t b, e;
+    mbcpu_thread_range(nf / 16, &b, &e);
+    b *= 16;
+    e *= 16;
     float s = 0.0f;
 #ifdef __AVX512F__
     if (vec) {

@@ -398,7 +398,7 @@ static void rows_any(int vec, const float *x, int64_t ldx, const float *xp, int 
 
 /* For fused decoding ops elsewhere (scan.c): the same row kernels as mb_linear's skinny path, so a
  * fused op gives the bits of the unfused pair. */
-void mbcpu_linear_permute_x(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
+void mbcpu_linear_prepare_x(const float *x, int64_t ldx, int64_t n, int64_t in_f, int64_t kp,
                             float *xp) {
   prepare_x_bf16(x, ldx, n, in_f, kp, xp);
 }
@@ -414,7 +414,7 @@ void mbcpu_linear_rows(int vec, const float *x, int64_t ldx, const float *xp, in
 /* For the vector bf16 kernels: x permuted into the context scratch (NULL on OOM). */
 static float *permuted_x(mb_ctx *ctx, int vec, int wdtype, const float *x, int64_t ldx, int64_t n,
                          int64_t in_f, int64_t *kp, int *failed) {
-  *kp = (in_f + 31) / 32 * 32;
+  *kp = mbcpu_linear_kp(in_f);
   *failed = 0;
   if (!vec || wdtype != MB_DTYPE_BF16) return NULL;
   float *xp = (float *)mbcpu_scratch(ctx, (size_t)(n * *kp) * 4);
@@ -452,13 +452,10 @@ static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w
   const int64_t nblk = (out_f + blk - 1) / blk;
 #pragma omp parallel num_threads(nt) if (nt > 1)
   {
-#ifdef _OPENMP
-    const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
-#else
-    const int tid = 0, cnt = 1;
-#endif
-    int64_t b0 = nblk * tid / cnt * blk, b1 = nblk * (tid + 1) / cnt * blk;
-    if (b1 > out_f) b1 = out_f;
+    int64_t b0, b1;
+    mbcpu_thread_range(nblk, &b0, &b1);
+    b0 *= blk;
+    b1 = b1 * blk < out_f ? b1 * blk : out_f;
     if (b0 < b1)
       rows_any(vec, x, ldx, xp, bf16_x_split(n), kp, w, wdtype, bias, n, in_f, b0, b1, y, ldy);
     if (cv && b0 < cv->d)

@@ -420,13 +420,9 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w
     }
 #pragma omp parallel num_threads(ctx->num_threads)
     {
-#ifdef _OPENMP
-      const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
-#else
-      const int tid = 0, cnt = 1;
-#endif
-      conv1_rows(&t, x, ldx, w, bias, conv_state, d, k, out, ldo, out_preact,
-                 ntask * tid / cnt, ntask * (tid + 1) / cnt);
+      int64_t t0, t1;
+      mbcpu_thread_range(ntask, &t0, &t1);
+      conv1_rows(&t, x, ldx, w, bias, conv_state, d, k, out, ldo, out_preact, t0, t1);
     }
     return MB_OK;
   }

@@ -196,7 +196,6 @@ static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int6
   if (state)
     for (int c = 0; c < nc; c++) memcpy(state + (c0 + c) * n, hb + c * npad, (size_t)n * 4);
 }
-#endif
 
 /*
  * Decoding (len == 1, n <= 16): the state is updated in place (no buffer, no copies), full
@@ -235,6 +234,7 @@ static void step_blocks_vec(const float *u, int64_t ldu, const float *delta, int
     _mm512_storeu_ps(y + b * ldy + c0, yv);
   }
 }
+#endif /* __AVX512F__ */
 
 int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
                          int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
@@ -255,14 +255,11 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *
     }
 #pragma omp parallel num_threads(ctx->num_threads)
     {
-#ifdef _OPENMP
-      const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
-#else
-      const int tid = 0, cnt = 1;
-#endif
       float hbt[16 * 16] __attribute__((aligned(64)));
+      int64_t t0, t1;
+      mbcpu_thread_range(ntask, &t0, &t1);
       step_blocks_vec(u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, d, n,
-                      delta_softplus, y, ldy, ntask * tid / cnt, ntask * (tid + 1) / cnt, hbt);
+                      delta_softplus, y, ldy, t0, t1, hbt);
     }
     return MB_OK;
   }
@@ -328,26 +325,22 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
    * instead of two, and delta never leaves the thread's cache. */
   if (mbcpu_vec(ctx) && n <= 16 && batch <= MBCPU_SKINNY_MAX) {
     const int bf16 = wdtype == MB_DTYPE_BF16;
-    const int64_t kp = (dt_rank + 31) / 32 * 32;
+    const int64_t kp = mbcpu_linear_kp(dt_rank);
     const size_t xfl = bf16 ? (size_t)(batch * kp) : 0;
     const size_t dfl = delta_out ? 0 : (size_t)(batch * d);
     float *scr = (float *)mbcpu_scratch(ctx, (xfl + dfl) * sizeof(float));
     if (!scr && xfl + dfl > 0)
       return mb_fail(MB_ERR_OOM, "mb_selective_state_update_dt: out of memory (scratch)");
     float *xp = bf16 ? scr : NULL;
-    if (bf16) mbcpu_linear_permute_x(x_dbl, ld_xdbl, batch, dt_rank, kp, xp);
+    if (bf16) mbcpu_linear_prepare_x(x_dbl, ld_xdbl, batch, dt_rank, kp, xp);
     float *delta = delta_out ? delta_out : scr + xfl;
     const int64_t nblk = (d + 15) / 16;
     const size_t wbytes = (size_t)d * (size_t)dt_rank * (bf16 ? 2 : 4);
     const int nt = wbytes < 65536 && batch * d * n < MB_SU_THR ? 1 : ctx->num_threads;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-#ifdef _OPENMP
-      const int tid = omp_get_thread_num(), cnt = omp_get_num_threads();
-#else
-      const int tid = 0, cnt = 1;
-#endif
-      const int64_t j0 = nblk * tid / cnt, j1 = nblk * (tid + 1) / cnt;
+      int64_t j0, j1;
+      mbcpu_thread_range(nblk, &j0, &j1);
       const int64_t o0 = j0 * 16, o1 = j1 * 16 < d ? j1 * 16 : d;
       if (o0 < o1) {
         float hb[16 * 16] __attribute__((aligned(64)));
