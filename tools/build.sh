@@ -21,7 +21,7 @@ if [ -f "$out" ] && [ -z "$(find csrc -newer "$out" -name '*.[ch]' | head -1)" ]
 fi
 flags=(-std=c11 -O3 -fPIC -shared -fvisibility=hidden -fno-math-errno -D_POSIX_C_SOURCE=200809L
   -march=native -Icsrc -Icsrc/include)
-libs=(-lm -Wl,-z,nodelete) # pinned: see csrc/CMakeLists.txt (no unmapping under live worker threads)
+libs=(-lm -pthread -Wl,-z,nodelete) # pinned: see csrc/CMakeLists.txt (no unmapping under live worker threads)
 probe() { printf '%s\n' "$1" | "$CC" -x c - -o /dev/null "${@:2}" >/dev/null 2>&1; }
 if probe 'int main(void){return 0;}' -fopenmp; then flags+=(-fopenmp); fi
 for inc in /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas /usr/include; do

@@ -3,8 +3,9 @@
  * of mb_<name> and may assume the arguments were validated by api.c (non-null required pointers,
  * sizes >= 0 and > 0 work, ld >= row width, valid enums).
  *
- * Threads: OpenMP, ctx->num_threads per parallel region. A context's scratch buffer (bf16 -> fp32
- * weights for sgemm) makes concurrent calls on the SAME context unsafe; use one context per thread.
+ * Threads: ctx->num_threads per parallel region: OpenMP for the large (prefill) kernels, the
+ * context's own pool (pool.c, cheaper to fork and join) for the decoding ones. A context's scratch
+ * buffer and its pool make concurrent calls on the SAME context unsafe; use one per thread.
  *
  * Environment, read at mbcpu_ctx_create:
  *   MAMBABYTE_CPU_SCALAR=1  force the portable scalar kernels (tests hold AVX-512 == scalar)
@@ -26,27 +27,43 @@
 extern "C" {
 #endif
 
+struct mbcpu_pool;
+
 /** The CPU context: the public struct first (so an mb_ctx* is an mbcpu_ctx*), then CPU state. */
 typedef struct mbcpu_ctx {
   struct mb_ctx base;
-  int scalar;           /* 1: portable scalar kernels only */
-  int use_blas;         /* 1: cblas_sgemm for large products */
-  void *scratch;        /* bf16 -> fp32 weight conversion (64-byte aligned) */
-  size_t scratch_bytes; /* capacity of scratch */
+  int scalar;              /* 1: portable scalar kernels only */
+  int use_blas;            /* 1: cblas_sgemm for large products */
+  void *scratch;           /* bf16 -> fp32 weight conversion (64-byte aligned) */
+  size_t scratch_bytes;    /* capacity of scratch */
+  struct mbcpu_pool *pool; /* decoding kernels' threads, started on first use (pool.c) */
+  int pool_failed;         /* 1: threads could not be started; jobs run on the caller's thread */
 } mbcpu_ctx;
 
 static inline mbcpu_ctx *mbcpu(mb_ctx *ctx) { return (mbcpu_ctx *)ctx; }
-/** Inside a parallel region: this thread's contiguous share [*b, *e) of n items, split evenly
- * (all of them outside a region or without OpenMP). */
+/** Thread tid's contiguous share [*b, *e) of n items among nt threads, split evenly. */
+static inline void mbcpu_range(int64_t n, int tid, int nt, int64_t *b, int64_t *e) {
+  *b = n * tid / nt;
+  *e = n * (tid + 1) / nt;
+}
+
+/** Inside an OpenMP parallel region: this thread's share of n items (all of them outside a
+ * region or without OpenMP). */
 static inline void mbcpu_thread_range(int64_t n, int64_t *b, int64_t *e) {
 #ifdef _OPENMP
-  const int64_t tid = omp_get_thread_num(), cnt = omp_get_num_threads();
+  mbcpu_range(n, omp_get_thread_num(), omp_get_num_threads(), b, e);
 #else
-  const int64_t tid = 0, cnt = 1;
+  mbcpu_range(n, 0, 1, b, e);
 #endif
-  *b = n * tid / cnt;
-  *e = n * (tid + 1) / cnt;
 }
+
+/** A job of mbcpu_parallel: runs once on each thread tid in [0, nt). */
+typedef void (*mbcpu_pool_fn)(void *arg, int tid, int nt);
+/** Runs fn on min(nt, ctx->num_threads) threads of the context's pool (the caller is thread 0)
+ * and returns when all are done. */
+void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg);
+/** Stops the pool's threads (mbcpu_ctx_destroy). */
+void mbcpu_pool_release(mb_ctx *ctx);
 
 /** 1 when the vector (AVX-512) kernels may run on this context. */
 static inline int mbcpu_vec(mb_ctx *ctx) {

@@ -275,6 +275,10 @@ MB_INLINE void rows_n1(const float *x, const float *xp, const uint16_t *xs, int6
   const int64_t per = (o1 - o0) / lanes;
   const size_t es = BF16 ? 2 : 4;
   const char *base = (const char *)w;
+  /* the lanes' first MBCPU_N1_PREFETCH bytes, which their running prefetch never covers */
+  for (int r = 0; r < lanes && per > 0; r++)
+    for (int b = 0; b < MBCPU_N1_PREFETCH; b += 64)
+      _mm_prefetch(base + (size_t)(o0 + r * per) * (size_t)in_f * es + b, _MM_HINT_T0);
   for (int64_t j = 0; j < per; j++) {
     int64_t yo[MBCPU_N1_LANES];
     const void *wr[MBCPU_N1_LANES];
@@ -446,6 +450,32 @@ typedef struct {
   float *out;
 } conv_step;
 
+/* One skinny product as a pool job: thread slices of `blk` rows. */
+typedef struct {
+  int vec, n, xsplit;
+  const float *x, *xp, *bias;
+  int64_t ldx, kp, in_f, out_f, ldy, blk;
+  const void *w;
+  int wdtype;
+  float *y;
+  const conv_step *cv;
+} skinny_job;
+
+static void skinny_slice(void *raw, int tid, int nt) {
+  const skinny_job *j = (const skinny_job *)raw;
+  int64_t b0, b1;
+  mbcpu_range((j->out_f + j->blk - 1) / j->blk, tid, nt, &b0, &b1);
+  b0 *= j->blk;
+  b1 = b1 * j->blk < j->out_f ? b1 * j->blk : j->out_f;
+  if (b0 < b1)
+    rows_any(j->vec, j->x, j->ldx, j->xp, j->xsplit, j->kp, j->w, j->wdtype, j->bias, j->n,
+             j->in_f, b0, b1, j->y, j->ldy);
+  const conv_step *cv = j->cv;
+  if (cv && b0 < cv->d)
+    mbcpu_conv1_step_range(j->y, j->ldy, cv->w, cv->bias, cv->state, j->n, cv->d, cv->k, cv->out,
+                           cv->ldo, b0, b1 < cv->d ? b1 : cv->d);
+}
+
 static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                          const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
                          int64_t ldy, const conv_step *cv) {
@@ -460,20 +490,9 @@ static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w
   if ((size_t)out_f * (size_t)in_f * es < 65536) nt = 1;
   /* thread slices are multiples of 8 rows (the kernels' row blocks), of 16 with the conv (its
    * channel blocks): each thread convolves the channels whose in_proj rows it has just written */
-  const int64_t blk = cv ? 16 : 8;
-  const int64_t nblk = (out_f + blk - 1) / blk;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    int64_t b0, b1;
-    mbcpu_thread_range(nblk, &b0, &b1);
-    b0 *= blk;
-    b1 = b1 * blk < out_f ? b1 * blk : out_f;
-    if (b0 < b1)
-      rows_any(vec, x, ldx, xp, bf16_x_split(n), kp, w, wdtype, bias, n, in_f, b0, b1, y, ldy);
-    if (cv && b0 < cv->d)
-      mbcpu_conv1_step_range(y, ldy, cv->w, cv->bias, cv->state, n, cv->d, cv->k, cv->out,
-                             cv->ldo, b0, b1 < cv->d ? b1 : cv->d);
-  }
+  skinny_job job = {vec,  n,     bf16_x_split(n), x,     xp,     bias, ldx, kp, in_f,
+                    out_f, ldy, cv ? 16 : 8,      w,     wdtype, y,    cv};
+  mbcpu_parallel(ctx, nt, skinny_slice, &job);
   return MB_OK;
 }
 

@@ -312,6 +312,48 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *
 
 /* The fused decoding op's CPU twin: literally mb_linear (dt_proj) then the state update, so the
  * CUDA kernel is held equal to the unfused pair. */
+#ifdef __AVX512F__
+/* The fused dt_proj + state update as a pool job: thread slices of 16-channel blocks. */
+typedef struct {
+  const float *u;
+  int64_t ldu;
+  const float *x_dbl;
+  int64_t ld_xdbl;
+  const float *xp;
+  int64_t kp;
+  const void *dt_w;
+  int wdtype;
+  const float *dt_bias;
+  int64_t dt_rank;
+  const float *A, *Bm;
+  int64_t ldb;
+  const float *Cm;
+  int64_t ldc;
+  const float *Dskip, *z;
+  int64_t ldz;
+  float *state;
+  int64_t batch, d, n;
+  int delta_softplus;
+  float *delta, *y;
+  int64_t ldy, nblk;
+} update_dt_job;
+
+static void update_dt_slice(void *raw, int tid, int nt) {
+  const update_dt_job *j = (const update_dt_job *)raw;
+  int64_t j0, j1;
+  mbcpu_range(j->nblk, tid, nt, &j0, &j1);
+  const int64_t o0 = j0 * 16, o1 = j1 * 16 < j->d ? j1 * 16 : j->d;
+  if (o0 >= o1) return;
+  float hb[16 * 16] __attribute__((aligned(64)));
+  mbcpu_linear_rows(1, j->x_dbl, j->ld_xdbl, j->xp, j->kp, j->dt_w, j->wdtype, j->dt_bias,
+                    (int)j->batch, j->dt_rank, o0, o1, j->delta, j->d);
+  for (int64_t b = 0; b < j->batch; b++)
+    step_blocks_vec(j->u, j->ldu, j->delta, j->d, j->A, j->Bm, j->ldb, j->Cm, j->ldc, j->Dskip,
+                    j->z, j->ldz, j->state, j->d, j->n, j->delta_softplus, j->y, j->ldy,
+                    b * j->nblk + j0, b * j->nblk + j1, hb);
+}
+#endif
+
 int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
                                     int64_t ld_xdbl, const void *dt_w, int wdtype,
                                     const float *dt_bias, int64_t dt_rank, const float *A,
@@ -337,20 +379,10 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
     const int64_t nblk = (d + 15) / 16;
     const size_t wbytes = (size_t)d * (size_t)dt_rank * (bf16 ? 2 : 4);
     const int nt = wbytes < 65536 && batch * d * n < MB_SU_THR ? 1 : ctx->num_threads;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-      int64_t j0, j1;
-      mbcpu_thread_range(nblk, &j0, &j1);
-      const int64_t o0 = j0 * 16, o1 = j1 * 16 < d ? j1 * 16 : d;
-      if (o0 < o1) {
-        float hb[16 * 16] __attribute__((aligned(64)));
-        mbcpu_linear_rows(1, x_dbl, ld_xdbl, xp, kp, dt_w, wdtype, dt_bias, (int)batch, dt_rank,
-                          o0, o1, delta, d);
-        for (int64_t b = 0; b < batch; b++)
-          step_blocks_vec(u, ldu, delta, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, d, n,
-                          delta_softplus, y, ldy, b * nblk + j0, b * nblk + j1, hb);
-      }
-    }
+    update_dt_job job = {u,      ldu,     x_dbl,   ld_xdbl, xp,    kp,   dt_w, wdtype, dt_bias,
+                         dt_rank, A,      Bm,      ldb,     Cm,    ldc,  Dskip, z,     ldz,
+                         state,  batch,   d,       n,       delta_softplus, delta, y, ldy, nblk};
+    mbcpu_parallel(ctx, nt, update_dt_slice, &job);
     return MB_OK;
   }
 #endif

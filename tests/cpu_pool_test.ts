@@ -1,0 +1,184 @@
+/**
+ * The CPU context's own thread pool (csrc/cpu/pool.c), which runs the decoding kernels: every
+ * slice runs exactly once for any thread count, workers that fell asleep wake for the next job,
+ * back-to-back jobs do not race, and destroying a context stops its threads.
+ *
+ * A row's arithmetic does not depend on how rows are split between threads, so results must be
+ * bit-identical across thread counts; a skipped or doubled slice shows as a difference (outputs
+ * start as NaN, and the state update is not idempotent).
+ *
+ * Run after `deno task build`: deno test --allow-all tests/cpu_pool_test.ts
+ */
+import assert from "node:assert/strict";
+import { Backend, offsetPtr, type Ptr } from "../src/backend/backend.ts";
+
+const D_MODEL = 512, D_INNER = 1100, N = 16, R = 40;
+
+/** mulberry32 */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function rand(r: () => number, n: number, lo = -1, hi = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => lo + (hi - lo) * r());
+}
+
+/** bf16 bits by truncation (any bf16 values will do here). */
+function bf16(a: Float32Array): Uint16Array {
+  return Uint16Array.from(new Uint32Array(a.buffer), (u) => u >>> 16);
+}
+
+const r = rng(20261129);
+const inputs = {
+  x: rand(r, D_MODEL),
+  w: bf16(rand(r, 2 * D_INNER * D_MODEL, -0.2, 0.2)), // 2.2 MB: threaded
+  u: rand(r, D_INNER, -2, 2),
+  xDbl: rand(r, R + 2 * N),
+  z: rand(r, D_INNER, -3, 3),
+  dtW: rand(r, D_INNER * R, -0.5, 0.5), // fp32, 176 KB: threaded
+  dtBias: rand(r, D_INNER, -4, -1),
+  A: Float32Array.from({ length: D_INNER * N }, (_, i) => -(1 + (i % N))),
+  D: rand(r, D_INNER),
+  state: rand(r, D_INNER * N),
+};
+
+/** One decoding layer's threaded ops on a context; returns (in_proj out, y, state). */
+class Job {
+  readonly #ptrs: Ptr[] = [];
+  readonly #p: Record<string, Ptr> = {};
+  constructor(readonly be: Backend) {
+    for (const [k, v] of Object.entries(inputs)) this.#p[k] = this.#put(v);
+    this.#p.xz = this.#put(new Float32Array(2 * D_INNER).fill(NaN));
+    this.#p.y = this.#put(new Float32Array(D_INNER).fill(NaN));
+  }
+  #put(a: ArrayBufferView): Ptr {
+    const p = this.be.alloc(a.byteLength);
+    this.be.upload(p, a);
+    this.#ptrs.push(p);
+    return p;
+  }
+  run(steps: number): { xz: Float32Array; y: Float32Array; state: Float32Array } {
+    const p = this.#p, be = this.be;
+    for (let s = 0; s < steps; s++) {
+      be.linear({
+        x: p.x,
+        w: p.w,
+        wdtype: "bf16",
+        bias: null,
+        n: 1,
+        inF: D_MODEL,
+        outF: 2 * D_INNER,
+        y: p.xz,
+      });
+      be.stateUpdateDt({
+        u: p.u,
+        ldu: D_INNER,
+        xDbl: p.xDbl,
+        ldXDbl: R + 2 * N,
+        dtW: p.dtW,
+        wdtype: "f32",
+        dtBias: p.dtBias,
+        dtRank: R,
+        A: p.A,
+        B: offsetPtr(p.xDbl, R * 4),
+        ldb: R + 2 * N,
+        C: offsetPtr(p.xDbl, (R + N) * 4),
+        ldc: R + 2 * N,
+        D: p.D,
+        z: p.z,
+        ldz: D_INNER,
+        state: p.state,
+        batch: 1,
+        d: D_INNER,
+        n: N,
+        deltaSoftplus: true,
+        deltaOut: null,
+        y: p.y,
+        ldy: D_INNER,
+      });
+    }
+    const get = (ptr: Ptr, n: number) => {
+      const a = new Float32Array(n);
+      be.download(a, ptr);
+      return a;
+    };
+    return { xz: get(p.xz, 2 * D_INNER), y: get(p.y, D_INNER), state: get(p.state, D_INNER * N) };
+  }
+  free(): void {
+    for (const p of this.#ptrs) this.be.free(p);
+  }
+}
+
+function withJob<T>(threads: number, f: (job: Job) => T): T {
+  const be = Backend.create("cpu", { threads });
+  const job = new Job(be);
+  try {
+    return f(job);
+  } finally {
+    job.free();
+    be.close();
+  }
+}
+
+const reference = withJob(1, (job) => job.run(5));
+
+Deno.test("pool: every thread count gives the single-thread bits", () => {
+  assert.ok(reference.xz.every(Number.isFinite) && reference.y.every(Number.isFinite));
+  for (const threads of [2, 3, 5]) {
+    const got = withJob(threads, (job) => job.run(5));
+    assert.deepEqual(got, reference, `${threads} threads`);
+  }
+});
+
+Deno.test("pool: workers asleep after an idle spell wake for the next job", async () => {
+  const be = Backend.create("cpu", { threads: 2 });
+  const job = new Job(be);
+  try {
+    for (let i = 0; i < 5; i++) {
+      job.run(1);
+      await new Promise((res) => setTimeout(res, 15)); // idle workers sleep after ~2 ms
+    }
+    assert.deepEqual(job.run(0), reference);
+  } finally {
+    job.free();
+    be.close();
+  }
+});
+
+Deno.test("pool: thousands of back-to-back jobs do not race", () => {
+  const many = withJob(2, (job) => job.run(1500));
+  const single = withJob(1, (job) => job.run(1500));
+  assert.deepEqual(many, single);
+});
+
+/** Threads of this process (Linux), or null elsewhere. */
+function threadCount(): number | null {
+  try {
+    const m = Deno.readTextFileSync("/proc/self/status").match(/^Threads:\s+(\d+)/m);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+Deno.test("pool: closing a context stops its threads", { ignore: threadCount() === null }, () => {
+  // the first threaded job also starts OpenMP/BLAS threads elsewhere; count from after one
+  withJob(4, (job) => job.run(1));
+  const before = threadCount()!;
+  for (let i = 0; i < 20; i++) withJob(4, (job) => job.run(1));
+  assert.equal(threadCount(), before);
+  const be = Backend.create("cpu", { threads: 4 });
+  const job = new Job(be);
+  job.run(1);
+  assert.equal(threadCount(), before + 3, "a 4-thread context runs 3 pool workers");
+  job.free();
+  be.close();
+  assert.equal(threadCount(), before);
+});
