@@ -169,7 +169,7 @@ function threadCount(): number | null {
 }
 
 Deno.test("pool: closing a context stops its threads", { ignore: threadCount() === null }, () => {
-  // the first threaded job also starts OpenMP/BLAS threads elsewhere; count from after one
+  // count from after one threaded job (a first product may start threads elsewhere)
   withJob(4, (job) => job.run(1));
   const before = threadCount()!;
   for (let i = 0; i < 20; i++) withJob(4, (job) => job.run(1));

@@ -24,7 +24,6 @@ Deno.test("the CPU library compiles without AVX-512 (portable build)", async () 
           "-std=c11",
           "-fsyntax-only",
           "-Werror=implicit-function-declaration",
-          "-fopenmp",
           "-D_POSIX_C_SOURCE=200809L",
           `-I${ROOT}csrc`,
           `-I${ROOT}csrc/include`,

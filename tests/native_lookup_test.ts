@@ -66,7 +66,7 @@ Deno.test("asking for CUDA where there is none is one clear error", async () => 
 });
 
 Deno.test("the library is never unmapped: linked with -z nodelete (DF_1_NODELETE)", async () => {
-  // Deno dlcloses the library at exit while OpenMP/OpenBLAS worker threads may still sit in its
+  // Deno dlcloses the library at exit while pool/OpenBLAS worker threads may still sit in its
   // code; without NODELETE that crashed the process after the last test (SIGSEGV, exit 139).
   const lib = findLibrary();
   assert.ok(lib, "no built library found (run `deno task build`)");

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds build/libmambabyte.so (what `deno task build` runs).
 # With CMake: the full build (incremental; OpenBLAS and CUDA when found). Without CMake, a machine
-# with only a C compiler still gets the CPU library, compiled here directly (OpenMP and OpenBLAS
-# when the compiler finds them), so the README's two set-up commands work wherever gcc does.
+# with only a C compiler still gets the CPU library, compiled here directly (with OpenBLAS when
+# the compiler finds it), so the README's two set-up commands work wherever gcc does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +23,6 @@ flags=(-std=c11 -O3 -fPIC -shared -fvisibility=hidden -fno-math-errno -D_POSIX_C
   -march=native -Icsrc -Icsrc/include)
 libs=(-lm -pthread -Wl,-z,nodelete) # pinned: see csrc/CMakeLists.txt (no unmapping under live worker threads)
 probe() { printf '%s\n' "$1" | "$CC" -x c - -o /dev/null "${@:2}" >/dev/null 2>&1; }
-if probe 'int main(void){return 0;}' -fopenmp; then flags+=(-fopenmp); fi
 for inc in /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas /usr/include; do
   if [ -f "$inc/cblas.h" ] && probe '#include <cblas.h>
 int main(void){cblas_sgemm(CblasRowMajor,CblasNoTrans,CblasTrans,1,1,1,1,0,1,0,1,0,0,1);return 0;}' \

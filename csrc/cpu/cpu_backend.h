@@ -3,9 +3,9 @@
  * of mb_<name> and may assume the arguments were validated by api.c (non-null required pointers,
  * sizes >= 0 and > 0 work, ld >= row width, valid enums).
  *
- * Threads: ctx->num_threads per parallel region: OpenMP for the large (prefill) kernels, the
- * context's own pool (pool.c, cheaper to fork and join) for the decoding ones. A context's scratch
- * buffer and its pool make concurrent calls on the SAME context unsafe; use one per thread.
+ * Threads: every parallel kernel runs on the context's own pool (pool.c), up to ctx->num_threads
+ * threads; OpenBLAS, when used, runs its own. A context's scratch buffer and its pool make
+ * concurrent calls on the SAME context unsafe; use one context per thread.
  *
  * Environment, read at mbcpu_ctx_create:
  *   MAMBABYTE_CPU_SCALAR=1  force the portable scalar kernels (tests hold AVX-512 == scalar)
@@ -18,10 +18,6 @@
 #include <stdint.h>
 
 #include "../common/internal.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -47,21 +43,16 @@ static inline void mbcpu_range(int64_t n, int tid, int nt, int64_t *b, int64_t *
   *e = n * (tid + 1) / nt;
 }
 
-/** Inside an OpenMP parallel region: this thread's share of n items (all of them outside a
- * region or without OpenMP). */
-static inline void mbcpu_thread_range(int64_t n, int64_t *b, int64_t *e) {
-#ifdef _OPENMP
-  mbcpu_range(n, omp_get_thread_num(), omp_get_num_threads(), b, e);
-#else
-  mbcpu_range(n, 0, 1, b, e);
-#endif
-}
-
 /** A job of mbcpu_parallel: runs once on each thread tid in [0, nt). */
 typedef void (*mbcpu_pool_fn)(void *arg, int tid, int nt);
 /** Runs fn on min(nt, ctx->num_threads) threads of the context's pool (the caller is thread 0)
  * and returns when all are done. */
 void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg);
+/** A loop body of mbcpu_parallel_for: items [i0, i1). */
+typedef void (*mbcpu_for_fn)(void *arg, int64_t i0, int64_t i1);
+/** Items [0, n) in contiguous slices over min(nt, n) threads of the pool (OpenMP's static
+ * schedule); nt <= 1 runs the whole range on the caller's thread. */
+void mbcpu_parallel_for(mb_ctx *ctx, int nt, int64_t n, mbcpu_for_fn fn, void *arg);
 /** Stops the pool's threads (mbcpu_ctx_destroy). */
 void mbcpu_pool_release(mb_ctx *ctx);
 

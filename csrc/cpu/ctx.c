@@ -1,13 +1,13 @@
 /*
  * ctx.c — CPU contexts, memory and the read-bandwidth probe.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT (Linux); elsewhere sysconf alone */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <sched.h>
+#include <unistd.h>
 
 #include "cpu_backend.h"
 #include "vmath.h"
@@ -17,18 +17,28 @@ static int env_flag(const char *name) {
   return v && v[0] && strcmp(v, "0") != 0;
 }
 
+/* OMP_NUM_THREADS when set (the usual knob, honoured as before the pool replaced OpenMP), else
+ * the CPUs this process may run on (its affinity mask: taskset and cgroup cpusets shrink it). */
+static int default_threads(void) {
+  const char *env = getenv("OMP_NUM_THREADS");
+  if (env && env[0]) {
+    const long v = strtol(env, NULL, 10);
+    if (v >= 1 && v <= 4096) return (int)v;
+  }
+#ifdef CPU_COUNT
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 1) return CPU_COUNT(&set);
+#endif
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n >= 1 ? (int)n : 1;
+}
+
 int mbcpu_ctx_create(int num_threads, mb_ctx **out_ctx) {
   mbcpu_ctx *c = (mbcpu_ctx *)calloc(1, sizeof *c);
   if (!c) return mb_fail(MB_ERR_OOM, "mb_ctx_create: out of memory");
   c->base.backend = MB_BACKEND_CPU;
   c->base.device = 0;
-#ifdef _OPENMP
-  c->base.num_threads = num_threads > 0 ? num_threads : omp_get_max_threads();
-#else
-  c->base.num_threads = 1;
-  (void)num_threads;
-#endif
-  if (c->base.num_threads < 1) c->base.num_threads = 1;
+  c->base.num_threads = num_threads > 0 ? num_threads : default_threads();
   c->scalar = env_flag("MAMBABYTE_CPU_SCALAR");
 #ifdef MB_WITH_BLAS
   c->use_blas = !env_flag("MAMBABYTE_CPU_NOBLAS");
@@ -84,54 +94,65 @@ int mbcpu_free(mb_ctx *ctx, void *ptr) {
 
 /* ---- read probe --------------------------------------------------------------------------- */
 
-int mbcpu_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink) {
-  const float *f = (const float *)p;
-  const int64_t nf = (int64_t)(bytes / 4);
-  const int nt = ctx->num_threads;
-  double total = 0.0;
-  const int vec = mbcpu_vec(ctx);
-#pragma omp parallel num_threads(nt) reduction(+ : total)
-  {
-    /* contiguous slices of whole 64-byte lines */
-    int64_t b, e;
-    mbcpu_thread_range(nf / 16, &b, &e);
-    b *= 16;
-    e *= 16;
-    float s = 0.0f;
+typedef struct {
+  const float *f;
+  int64_t nf;
+  int vec;
+  double *partial; /* one sum per thread */
+} probe_job;
+
+static void probe_slice(void *raw, int tid, int nt) {
+  const probe_job *j = (const probe_job *)raw;
+  const float *f = j->f;
+  /* contiguous slices of whole 64-byte lines */
+  int64_t b, e;
+  mbcpu_range(j->nf / 16, tid, nt, &b, &e);
+  b *= 16;
+  e *= 16;
+  float s = 0.0f;
 #ifdef __AVX512F__
-    if (vec) {
-      /* Four streams per thread, two lines from each per visit, each stream prefetched 1 KiB
-       * ahead: the fastest read pattern found here (a harness over 1 GiB, 2 threads: 8 streams
-       * without prefetch ~48 GB/s, 8 with ~50, 4 without ~56, 4 with 1-2 KiB ~66, 2 or 6 with
-       * ~52-60). It is the decoding GEMV's pattern; a slower probe would flatter every ratio. */
-      enum { S = 4, PF = 1024 };
-      const int64_t per = (e - b) / (S * 32) * 32; /* floats per stream, whole 128-byte runs */
-      __m512 acc[S];
-      for (int q = 0; q < S; q++) acc[q] = _mm512_setzero_ps();
-      for (int64_t i = 0; i < per; i += 32)
-        for (int q = 0; q < S; q++) {
-          const float *p = f + b + q * per + i;
-          _mm_prefetch((const char *)p + PF, _MM_HINT_T0);
-          _mm_prefetch((const char *)p + PF + 64, _MM_HINT_T0);
-          const __m512 two = _mm512_add_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16));
-          acc[q] = _mm512_add_ps(acc[q], two);
-        }
-      for (int64_t i = b + S * per; i < e; i += 16)
-        acc[0] = _mm512_add_ps(acc[0], _mm512_loadu_ps(f + i));
-      __m512 t = acc[0];
-      for (int q = 1; q < S; q++) t = _mm512_add_ps(t, acc[q]);
-      s = _mm512_reduce_add_ps(t);
-    } else
+  if (j->vec) {
+    /* Four streams per thread, two lines from each per visit, each stream prefetched 1 KiB
+     * ahead: the fastest read pattern found here (a harness over 1 GiB, 2 threads: 8 streams
+     * without prefetch ~48 GB/s, 8 with ~50, 4 without ~56, 4 with 1-2 KiB ~66, 2 or 6 with
+     * ~52-60). It is the decoding GEMV's pattern; a slower probe would flatter every ratio. */
+    enum { S = 4, PF = 1024 };
+    const int64_t per = (e - b) / (S * 32) * 32; /* floats per stream, whole 128-byte runs */
+    __m512 acc[S];
+    for (int q = 0; q < S; q++) acc[q] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < per; i += 32)
+      for (int q = 0; q < S; q++) {
+        const float *p = f + b + q * per + i;
+        _mm_prefetch((const char *)p + PF, _MM_HINT_T0);
+        _mm_prefetch((const char *)p + PF + 64, _MM_HINT_T0);
+        const __m512 two = _mm512_add_ps(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16));
+        acc[q] = _mm512_add_ps(acc[q], two);
+      }
+    for (int64_t i = b + S * per; i < e; i += 16)
+      acc[0] = _mm512_add_ps(acc[0], _mm512_loadu_ps(f + i));
+    __m512 t = acc[0];
+    for (int q = 1; q < S; q++) t = _mm512_add_ps(t, acc[q]);
+    s = _mm512_reduce_add_ps(t);
+  } else
 #endif
-    {
-      float acc[16] = {0};
-      for (int64_t i = b; i < e; i += 16)
-        for (int j = 0; j < 16; j++) acc[j] += f[i + j];
-      for (int j = 0; j < 16; j++) s += acc[j];
-    }
-    (void)vec;
-    total += s;
+  {
+    float acc[16] = {0};
+    for (int64_t i = b; i < e; i += 16)
+      for (int k = 0; k < 16; k++) acc[k] += f[i + k];
+    for (int k = 0; k < 16; k++) s += acc[k];
   }
+  j->partial[tid] = s;
+}
+
+int mbcpu_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink) {
+  const int nt = ctx->num_threads;
+  double *partial = (double *)calloc((size_t)nt, sizeof(double));
+  if (!partial) return mb_fail(MB_ERR_OOM, "mb_read_probe: out of memory");
+  probe_job job = {(const float *)p, (int64_t)(bytes / 4), mbcpu_vec(ctx), partial};
+  mbcpu_parallel(ctx, nt, probe_slice, &job);
+  double total = 0.0;
+  for (int t = 0; t < nt; t++) total += partial[t];
+  free(partial);
   *sink = (float)total;
   return MB_OK;
 }

@@ -9,6 +9,7 @@
  *   converted to fp32 in the context's scratch first); otherwise the library's own GEMM: W in
  *   L2-sized row tiles, each tile applied to the x rows 8 at a time with the skinny kernel.
  */
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -513,6 +514,37 @@ int mbcpu_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const voi
 
 /* ---- own GEMM (no BLAS) ------------------------------------------------------------------- */
 
+/* Tiles handed out one at a time (OpenMP's dynamic schedule): the last x rows' tiles are short. */
+typedef struct {
+  int vec;
+  const float *x, *xp, *bias;
+  int64_t ldx, kp, n, in_f, out_f, ldy, ntile, ntask;
+  const void *w;
+  int wdtype;
+  float *y;
+  atomic_llong next;
+} tiled_job;
+
+static void tiled_worker(void *raw, int tid, int nt) {
+  (void)tid;
+  (void)nt;
+  tiled_job *j = (tiled_job *)raw;
+  for (;;) {
+    const int64_t t = (int64_t)atomic_fetch_add(&j->next, 1);
+    if (t >= j->ntask) return;
+    const int64_t tile = t % j->ntile, xt = t / j->ntile;
+    const int64_t o0 = tile * MBCPU_TILE_ROWS;
+    const int64_t o1 = o0 + MBCPU_TILE_ROWS < j->out_f ? o0 + MBCPU_TILE_ROWS : j->out_f;
+    const int64_t i0 = xt * MBCPU_TILE_XROWS;
+    const int64_t i1 = i0 + MBCPU_TILE_XROWS < j->n ? i0 + MBCPU_TILE_XROWS : j->n;
+    for (int64_t i = i0; i < i1; i += MBCPU_SKINNY_MAX) {
+      const int cnt = (int)(i1 - i < MBCPU_SKINNY_MAX ? i1 - i : MBCPU_SKINNY_MAX);
+      rows_any(j->vec, j->x + i * j->ldx, j->ldx, j->xp ? j->xp + i * j->kp : NULL, 0, j->kp,
+               j->w, j->wdtype, j->bias, cnt, j->in_f, o0, o1, j->y + i * j->ldy, j->ldy);
+    }
+  }
+}
+
 static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                         const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
                         int64_t ldy) {
@@ -523,25 +555,48 @@ static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
   if (failed) return mb_fail(MB_ERR_OOM, "mb_linear: out of memory (scratch)");
   const int64_t ntile = (out_f + MBCPU_TILE_ROWS - 1) / MBCPU_TILE_ROWS;
   const int64_t nxt = (n + MBCPU_TILE_XROWS - 1) / MBCPU_TILE_XROWS;
-  const int64_t ntask = ntile * nxt;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(ctx->num_threads)
-  for (int64_t t = 0; t < ntask; t++) {
-    const int64_t tile = t % ntile, xt = t / ntile;
-    const int64_t o0 = tile * MBCPU_TILE_ROWS;
-    const int64_t o1 = o0 + MBCPU_TILE_ROWS < out_f ? o0 + MBCPU_TILE_ROWS : out_f;
-    const int64_t i0 = xt * MBCPU_TILE_XROWS;
-    const int64_t i1 = i0 + MBCPU_TILE_XROWS < n ? i0 + MBCPU_TILE_XROWS : n;
-    for (int64_t i = i0; i < i1; i += MBCPU_SKINNY_MAX) {
-      const int cnt = (int)(i1 - i < MBCPU_SKINNY_MAX ? i1 - i : MBCPU_SKINNY_MAX);
-      rows_any(vec, x + i * ldx, ldx, xp ? xp + i * kp : NULL, 0, kp, w, wdtype, bias, cnt, in_f,
-               o0, o1, y + i * ldy, ldy);
-    }
-  }
+  tiled_job job = {vec, x, xp, bias, ldx, kp, n, in_f, out_f, ldy, ntile, ntile * nxt, w, wdtype,
+                   y,   0};
+  mbcpu_parallel(ctx, ctx->num_threads, tiled_worker, &job);
   return MB_OK;
 }
 
 /* ---- BLAS --------------------------------------------------------------------------------- */
 #ifdef MB_WITH_BLAS
+/* bf16 weights widened to fp32 for sgemm, in chunks of 4096 */
+typedef struct {
+  const uint16_t *h;
+  float *s;
+  size_t count;
+  int vec;
+} widen_job;
+
+static void widen_chunks(void *raw, int64_t c0, int64_t c1) {
+  const widen_job *j = (const widen_job *)raw;
+  for (int64_t c = c0; c < c1; c++) {
+    size_t b = (size_t)c * 4096, e = b + 4096 < j->count ? b + 4096 : j->count;
+    size_t i = b;
+#ifdef __AVX512F__
+    if (j->vec)
+      for (; i + 16 <= e; i += 16) _mm512_storeu_ps(j->s + i, mbv_load_bf16(j->h + i));
+#endif
+    for (; i < e; i++) j->s[i] = mb_bf16_to_f32(j->h[i]);
+  }
+}
+
+typedef struct {
+  const float *bias;
+  int64_t out_f;
+  float *y;
+  int64_t ldy;
+} bias_job;
+
+static void add_bias_rows(void *raw, int64_t i0, int64_t i1) {
+  const bias_job *j = (const bias_job *)raw;
+  for (int64_t i = i0; i < i1; i++)
+    for (int64_t o = 0; o < j->out_f; o++) j->y[i * j->ldy + o] += j->bias[o];
+}
+
 static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                        const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
                        int64_t ldy) {
@@ -553,19 +608,8 @@ static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, 
     if (!s)
       return mb_fail(MB_ERR_OOM, "mb_linear: out of memory for the bf16 -> fp32 weight scratch "
                                  "(%zu bytes)", count * 4);
-    const uint16_t *h = (const uint16_t *)w;
-    const int vec = mbcpu_vec(ctx);
-#pragma omp parallel for schedule(static) num_threads(nt)
-    for (int64_t c = 0; c < (int64_t)((count + 4095) / 4096); c++) {
-      size_t b = (size_t)c * 4096, e = b + 4096 < count ? b + 4096 : count;
-      size_t i = b;
-#ifdef __AVX512F__
-      if (vec)
-        for (; i + 16 <= e; i += 16) _mm512_storeu_ps(s + i, mbv_load_bf16(h + i));
-#endif
-      (void)vec;
-      for (; i < e; i++) s[i] = mb_bf16_to_f32(h[i]);
-    }
+    widen_job job = {(const uint16_t *)w, s, count, mbcpu_vec(ctx)};
+    mbcpu_parallel_for(ctx, nt, (int64_t)((count + 4095) / 4096), widen_chunks, &job);
     wf = s;
   }
 #ifdef MB_WITH_OPENBLAS
@@ -574,9 +618,8 @@ static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, 
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out_f, (int)in_f, 1.0f, x,
               (int)ldx, wf, (int)in_f, 0.0f, y, (int)ldy);
   if (bias) {
-#pragma omp parallel for schedule(static) num_threads(nt) if (n * out_f > 65536)
-    for (int64_t i = 0; i < n; i++)
-      for (int64_t o = 0; o < out_f; o++) y[i * ldy + o] += bias[o];
+    bias_job job = {bias, out_f, y, ldy};
+    mbcpu_parallel_for(ctx, n * out_f > 65536 ? nt : 1, n, add_bias_rows, &job);
   }
   return MB_OK;
 }

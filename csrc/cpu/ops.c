@@ -16,33 +16,45 @@ static int threads_for(mb_ctx *ctx, int64_t work) {
 
 /* ---- embedding ---------------------------------------------------------------------------- */
 
+typedef struct {
+  const int32_t *ids;
+  const void *table;
+  int wdtype;
+  int64_t d;
+  float *out;
+  int vec;
+} embed_job;
+
+static void embed_rows(void *raw, int64_t i0, int64_t i1) {
+  const embed_job *j = (const embed_job *)raw;
+  const int64_t d = j->d;
+  for (int64_t i = i0; i < i1; i++) {
+    float *o = j->out + i * d;
+    if (j->wdtype == MB_DTYPE_F32) {
+      memcpy(o, (const float *)j->table + (int64_t)j->ids[i] * d, (size_t)d * 4);
+    } else {
+      const uint16_t *h = (const uint16_t *)j->table + (int64_t)j->ids[i] * d;
+      int64_t k = 0;
+#ifdef __AVX512F__
+      if (j->vec)
+        for (; k < d; k += 16) {
+          __mmask16 m = mbv_mask(d - k);
+          _mm512_mask_storeu_ps(o + k, m, mbv_maskz_load_bf16(m, h + k));
+        }
+#endif
+      for (; k < d; k++) o[k] = mb_bf16_to_f32(h[k]);
+    }
+  }
+}
+
 int mbcpu_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const void *table, int wdtype,
                     int64_t vocab, int64_t d, float *out) {
   for (int64_t i = 0; i < n; i++)
     if (ids[i] < 0 || ids[i] >= vocab)
       return mb_fail(MB_ERR_INVALID, "mb_embedding: ids[%lld] = %d is outside [0, %lld)",
                      (long long)i, ids[i], (long long)vocab);
-  const int vec = mbcpu_vec(ctx);
-  const int nt = threads_for(ctx, n * d);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t i = 0; i < n; i++) {
-    float *o = out + i * d;
-    if (wdtype == MB_DTYPE_F32) {
-      memcpy(o, (const float *)table + (int64_t)ids[i] * d, (size_t)d * 4);
-    } else {
-      const uint16_t *h = (const uint16_t *)table + (int64_t)ids[i] * d;
-      int64_t k = 0;
-#ifdef __AVX512F__
-      if (vec)
-        for (; k < d; k += 16) {
-          __mmask16 m = mbv_mask(d - k);
-          _mm512_mask_storeu_ps(o + k, m, mbv_maskz_load_bf16(m, h + k));
-        }
-#endif
-      (void)vec;
-      for (; k < d; k++) o[k] = mb_bf16_to_f32(h[k]);
-    }
-  }
+  embed_job job = {ids, table, wdtype, d, out, mbcpu_vec(ctx)};
+  mbcpu_parallel_for(ctx, threads_for(ctx, n * d), n, embed_rows, &job);
   return MB_OK;
 }
 
@@ -133,19 +145,30 @@ static inline void add_norm_row(int vec, const float *x, float *residual, int ac
                       out + i * d);
 }
 
+typedef struct {
+  int vec;
+  const float *x;
+  float *residual;
+  int accumulate;
+  const float *weight, *bias;
+  int norm_kind;
+  float eps;
+  int64_t d;
+  float *out;
+} add_norm_job;
+
+static void add_norm_rows(void *raw, int64_t i0, int64_t i1) {
+  const add_norm_job *j = (const add_norm_job *)raw;
+  for (int64_t i = i0; i < i1; i++)
+    add_norm_row(j->vec, j->x, j->residual, j->accumulate, j->weight, j->bias, j->norm_kind,
+                 j->eps, j->d, j->out, i);
+}
+
 int mbcpu_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                    const float *weight, const float *bias, int norm_kind, float eps, int64_t n,
                    int64_t d, float *out) {
-  const int vec = mbcpu_vec(ctx);
-  const int nt = threads_for(ctx, n * d * 4);
-  if (nt == 1) { /* no OpenMP region at all: even a serialised one costs ~1 us (libgomp) */
-    for (int64_t i = 0; i < n; i++)
-      add_norm_row(vec, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, i);
-    return MB_OK;
-  }
-#pragma omp parallel for schedule(static) num_threads(nt)
-  for (int64_t i = 0; i < n; i++)
-    add_norm_row(vec, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, i);
+  add_norm_job job = {mbcpu_vec(ctx), x, residual, accumulate, weight, bias, norm_kind, eps, d, out};
+  mbcpu_parallel_for(ctx, threads_for(ctx, n * d * 4), n, add_norm_rows, &job);
   return MB_OK;
 }
 
@@ -405,47 +428,75 @@ void mbcpu_conv1_step_range(const float *x, int64_t ldx, const float *w, const f
 #endif
 }
 
+/* The conv's three kernels as pool jobs: items are 16-channel blocks (len == 1, or any len) or
+ * single channels (scalar), over all sequences. */
+typedef struct {
+  int kind; /* 0: len-1 step blocks, 1: vector blocks, 2: scalar channels */
+#ifdef __AVX512F__
+  const conv1_tables *tables;
+#endif
+  const float *x;
+  int64_t ldx;
+  const float *w, *bias;
+  float *state;
+  int64_t batch, len, d, k;
+  float *out;
+  int64_t ldo;
+  float *pre;
+} conv_job;
+
+static void conv_items(void *raw, int64_t t0, int64_t t1) {
+  const conv_job *j = (const conv_job *)raw;
+  const int64_t len = j->len, d = j->d, k = j->k, ldx = j->ldx, ldo = j->ldo;
+#ifdef __AVX512F__
+  if (j->kind == 0) {
+    conv1_rows(j->tables, j->x, ldx, j->w, j->bias, j->state, d, k, j->out, ldo, j->pre, t0, t1);
+    return;
+  }
+  if (j->kind == 1) {
+    const int64_t nblk = (d + 15) / 16;
+    for (int64_t task = t0; task < t1; task++) {
+      const int64_t b = task / nblk, c0 = (task % nblk) * 16;
+      conv_block_vec(j->x + b * len * ldx, ldx, j->w, j->bias,
+                     j->state ? j->state + b * d * (k - 1) : NULL, len, d, k, c0,
+                     mbv_mask(d - c0), j->out + b * len * ldo, ldo,
+                     j->pre ? j->pre + b * len * d : NULL);
+    }
+    return;
+  }
+#endif
+  for (int64_t task = t0; task < t1; task++) {
+    const int64_t b = task / d, c = task % d;
+    conv_channel_scalar(j->x + b * len * ldx, ldx, j->w, j->bias,
+                        j->state ? j->state + (b * d + c) * (k - 1) : NULL, len, d, k, c,
+                        j->out + b * len * ldo, ldo, j->pre ? j->pre + b * len * d : NULL);
+  }
+}
+
 int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
                         const float *bias, float *conv_state, int64_t batch, int64_t len,
                         int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact) {
-  const int nt = threads_for(ctx, batch * len * d * k);
+  int nt = threads_for(ctx, batch * len * d * k);
+  conv_job job = {2,
 #ifdef __AVX512F__
+                  NULL,
+#endif
+                  x,     ldx,   w,   bias, conv_state, batch, len, d, k, out, ldo, out_preact};
+  int64_t items = batch * d;
+#ifdef __AVX512F__
+  conv1_tables t;
   if (mbcpu_vec(ctx) && len == 1 && k <= MB_CONV1_KMAX) {
-    conv1_tables t;
     if (k != 4) conv1_tables_init(&t, k); /* k == 4 has its own kernel */
-    const int64_t ntask = batch * ((d + 15) / 16);
-    if (batch * d < 65536) {
-      conv1_rows(&t, x, ldx, w, bias, conv_state, d, k, out, ldo, out_preact, 0, ntask);
-      return MB_OK;
-    }
-#pragma omp parallel num_threads(ctx->num_threads)
-    {
-      int64_t t0, t1;
-      mbcpu_thread_range(ntask, &t0, &t1);
-      conv1_rows(&t, x, ldx, w, bias, conv_state, d, k, out, ldo, out_preact, t0, t1);
-    }
-    return MB_OK;
-  }
-  if (mbcpu_vec(ctx) && k <= MB_CONV_KMAX) {
-    const int64_t nblk = (d + 15) / 16;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t task = 0; task < batch * nblk; task++) {
-      const int64_t b = task / nblk, c0 = (task % nblk) * 16;
-      conv_block_vec(x + b * len * ldx, ldx, w, bias,
-                     conv_state ? conv_state + b * d * (k - 1) : NULL, len, d, k, c0,
-                     mbv_mask(d - c0), out + b * len * ldo, ldo,
-                     out_preact ? out_preact + b * len * d : NULL);
-    }
-    return MB_OK;
+    job.kind = 0;
+    job.tables = &t;
+    items = batch * ((d + 15) / 16);
+    nt = batch * d < 65536 ? 1 : ctx->num_threads;
+  } else if (mbcpu_vec(ctx) && k <= MB_CONV_KMAX) {
+    job.kind = 1;
+    items = batch * ((d + 15) / 16);
   }
 #endif
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t task = 0; task < batch * d; task++) {
-    const int64_t b = task / d, c = task % d;
-    conv_channel_scalar(x + b * len * ldx, ldx, w, bias,
-                        conv_state ? conv_state + (b * d + c) * (k - 1) : NULL, len, d, k, c,
-                        out + b * len * ldo, ldo, out_preact ? out_preact + b * len * d : NULL);
-  }
+  mbcpu_parallel_for(ctx, nt, items, conv_items, &job);
   return MB_OK;
 }
 
@@ -478,31 +529,40 @@ static float row_lse(int vec, const float *r, int64_t v) {
   return m + (float)log(s);
 }
 
-int mbcpu_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
-  const int vec = mbcpu_vec(ctx);
-  const int nt = threads_for(ctx, n * v * 8);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t i = 0; i < n; i++) {
-    const float *r = logits + i * v;
-    float *o = out + i * v;
-    const float lse = row_lse(vec, r, v);
+typedef struct {
+  int vec;
+  const float *logits;
+  int64_t v;
+  float *out;
+  const int32_t *targets;
+  float *logprob;
+  int32_t *rank;
+} softmax_job;
+
+static void log_softmax_rows(void *raw, int64_t i0, int64_t i1) {
+  const softmax_job *j = (const softmax_job *)raw;
+  const int64_t v = j->v;
+  for (int64_t i = i0; i < i1; i++) {
+    const float *r = j->logits + i * v;
+    float *o = j->out + i * v;
+    const float lse = row_lse(j->vec, r, v);
     for (int64_t k = 0; k < v; k++) o[k] = r[k] - lse;
   }
+}
+
+int mbcpu_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
+  softmax_job job = {mbcpu_vec(ctx), logits, v, out, NULL, NULL, NULL};
+  mbcpu_parallel_for(ctx, threads_for(ctx, n * v * 8), n, log_softmax_rows, &job);
   return MB_OK;
 }
 
-int mbcpu_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
-                       const int32_t *targets, float *out_logprob, int32_t *out_rank) {
-  for (int64_t i = 0; i < n; i++)
-    if (targets[i] < 0 || targets[i] >= v)
-      return mb_fail(MB_ERR_INVALID, "mb_logprob_rank: targets[%lld] = %d is outside [0, %lld)",
-                     (long long)i, targets[i], (long long)v);
-  const int vec = mbcpu_vec(ctx);
-  const int nt = threads_for(ctx, n * v * 8);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t i = 0; i < n; i++) {
-    const float *r = logits + i * v;
-    const float lt = r[targets[i]];
+static void logprob_rank_rows(void *raw, int64_t i0, int64_t i1) {
+  const softmax_job *j = (const softmax_job *)raw;
+  const int64_t v = j->v;
+  const int vec = j->vec;
+  for (int64_t i = i0; i < i1; i++) {
+    const float *r = j->logits + i * v;
+    const float lt = r[j->targets[i]];
     int64_t rank = 0;
 #ifdef __AVX512F__
     if (vec) {
@@ -513,8 +573,18 @@ int mbcpu_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
     } else
 #endif
       for (int64_t k = 0; k < v; k++) rank += r[k] > lt;
-    out_logprob[i] = lt - row_lse(vec, r, v);
-    out_rank[i] = (int32_t)rank;
+    j->logprob[i] = lt - row_lse(vec, r, v);
+    j->rank[i] = (int32_t)rank;
   }
+}
+
+int mbcpu_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
+                       const int32_t *targets, float *out_logprob, int32_t *out_rank) {
+  for (int64_t i = 0; i < n; i++)
+    if (targets[i] < 0 || targets[i] >= v)
+      return mb_fail(MB_ERR_INVALID, "mb_logprob_rank: targets[%lld] = %d is outside [0, %lld)",
+                     (long long)i, targets[i], (long long)v);
+  softmax_job job = {mbcpu_vec(ctx), logits, v, NULL, targets, out_logprob, out_rank};
+  mbcpu_parallel_for(ctx, threads_for(ctx, n * v * 8), n, logprob_rank_rows, &job);
   return MB_OK;
 }

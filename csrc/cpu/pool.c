@@ -166,3 +166,28 @@ void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg) {
   fn(arg, 0, nt);
   while (atomic_load_explicit(&p->done, memory_order_acquire) < p->workers) MB_SPIN_PAUSE();
 }
+
+/* ---- loops over items --------------------------------------------------------------------- */
+
+typedef struct {
+  mbcpu_for_fn fn;
+  void *arg;
+  int64_t n;
+} for_job;
+
+static void for_slice(void *raw, int tid, int nt) {
+  const for_job *j = (const for_job *)raw;
+  int64_t b, e;
+  mbcpu_range(j->n, tid, nt, &b, &e);
+  if (b < e) j->fn(j->arg, b, e);
+}
+
+void mbcpu_parallel_for(mb_ctx *ctx, int nt, int64_t n, mbcpu_for_fn fn, void *arg) {
+  if (n <= 0) return;
+  if (nt <= 1 || n == 1) {
+    fn(arg, 0, n);
+    return;
+  }
+  for_job job = {fn, arg, n};
+  mbcpu_parallel(ctx, nt < n ? nt : (int)n, for_slice, &job);
+}

@@ -1,5 +1,5 @@
 /*
- * sample.c — mamba_ssm's sample() on the CPU, one row per thread.
+ * sample.c — mamba_ssm's sample() on the CPU, rows split over the pool's threads.
  *
  *   top_k == 1: argmax (lowest index on ties).
  *   else: candidates = the top_k largest logits (all when top_k <= 0 or >= v), ordered by
@@ -11,6 +11,7 @@
  *   u = mb_uniform(seed, counter * batch + row). Probabilities in double.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "../common/rng.h"
@@ -102,30 +103,44 @@ static int32_t sample_row(const float *r, int64_t v, float temperature, int32_t 
   return c[kept - 1].i;
 }
 
+typedef struct {
+  const float *logits;
+  int64_t v;
+  float temperature;
+  int32_t top_k;
+  float top_p;
+  uint64_t seed, base;
+  int32_t *out_ids;
+  atomic_int failed;
+} sample_job;
+
+static void sample_rows(void *raw, int64_t b0, int64_t b1) {
+  sample_job *j = (sample_job *)raw;
+  const int64_t v = j->v;
+  cand *c = NULL;
+  double *p = NULL;
+  if (j->top_k != 1) {
+    c = (cand *)malloc((size_t)v * sizeof *c);
+    p = (double *)malloc((size_t)v * sizeof *p);
+    if (!c || !p) {
+      atomic_store(&j->failed, 1);
+      b1 = b0;
+    }
+  }
+  for (int64_t b = b0; b < b1; b++)
+    j->out_ids[b] = sample_row(j->logits + b * v, v, j->temperature, j->top_k, j->top_p,
+                               mb_uniform_at(j->seed, j->base + (uint64_t)b), c, p);
+  free(c);
+  free(p);
+}
+
 int mbcpu_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v, float temperature,
                  int32_t top_k, float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids) {
   const uint64_t base = (uint64_t)(*counter) * (uint64_t)batch;
   const int nt = batch > 1 && batch * v > 4096 ? ctx->num_threads : 1;
-  int failed = 0;
-#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : failed)
-  {
-    cand *c = NULL;
-    double *p = NULL;
-    if (top_k != 1) {
-      c = (cand *)malloc((size_t)v * sizeof *c);
-      p = (double *)malloc((size_t)v * sizeof *p);
-      if (!c || !p) failed = 1;
-    }
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < batch; b++) {
-      if (top_k != 1 && (!c || !p)) continue;
-      out_ids[b] = sample_row(logits + b * v, v, temperature, top_k, top_p,
-                              mb_uniform_at(seed, base + (uint64_t)b), c, p);
-    }
-    free(c);
-    free(p);
-  }
-  if (failed) return mb_fail(MB_ERR_OOM, "mb_sample: out of memory");
+  sample_job job = {logits, v, temperature, top_k, top_p, seed, base, out_ids, 0};
+  mbcpu_parallel_for(ctx, nt, batch, sample_rows, &job);
+  if (atomic_load(&job.failed)) return mb_fail(MB_ERR_OOM, "mb_sample: out of memory");
   *counter += 1;
   return MB_OK;
 }

@@ -8,6 +8,7 @@
  * The scalar path is the plain formula with libm's expf/log1pf.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -236,77 +237,105 @@ static void step_blocks_vec(const float *u, int64_t ldu, const float *delta, int
 }
 #endif /* __AVX512F__ */
 
+/* The scan's three kernels as pool jobs: items are 16-channel blocks of one sequence (the
+ * decoding step, the vector scan) or single channels (scalar), over all sequences. */
+typedef struct {
+  int kind; /* 0: len-1 step blocks, 1: vector blocks, 2: scalar channels */
+  const float *u;
+  int64_t ldu;
+  const float *delta;
+  int64_t ld_delta;
+  const float *A, *Bm;
+  int64_t ldb;
+  const float *Cm;
+  int64_t ldc;
+  const float *Dskip, *z;
+  int64_t ldz;
+  float *state, *states_all;
+  int64_t len, d, n;
+  int delta_softplus;
+  float *y;
+  int64_t ldy;
+  atomic_int failed;
+} scan_job;
+
+static void scan_items(void *raw, int64_t t0, int64_t t1) {
+  scan_job *j = (scan_job *)raw;
+  const int64_t len = j->len, d = j->d, n = j->n;
+#ifdef __AVX512F__
+  if (j->kind == 0) {
+    float hb[16 * 16] __attribute__((aligned(64)));
+    step_blocks_vec(j->u, j->ldu, j->delta, j->ld_delta, j->A, j->Bm, j->ldb, j->Cm, j->ldc,
+                    j->Dskip, j->z, j->ldz, j->state, d, n, j->delta_softplus, j->y, j->ldy, t0,
+                    t1, hb);
+    return;
+  }
+  if (j->kind == 1) {
+    const int64_t nblk = (d + 15) / 16, npad = (n + 15) / 16 * 16;
+    float *hb = (float *)aligned_alloc(64, (size_t)(16 * npad) * 4);
+    if (!hb) {
+      atomic_store(&j->failed, 1);
+      return;
+    }
+    for (int64_t task = t0; task < t1; task++) {
+      const int64_t b = task / nblk, c0 = (task % nblk) * 16, r = b * len;
+      scan_block_vec(j->u + r * j->ldu, j->ldu, j->delta + r * j->ld_delta, j->ld_delta, j->A,
+                     j->Bm + r * j->ldb, j->ldb, j->Cm + r * j->ldc, j->ldc, j->Dskip,
+                     j->z ? j->z + r * j->ldz : NULL, j->ldz, j->state ? j->state + b * d * n : NULL,
+                     j->states_all ? j->states_all + r * d * n : NULL, len, d, n,
+                     j->delta_softplus, j->y + r * j->ldy, j->ldy, c0, mbv_mask(d - c0), hb,
+                     npad);
+    }
+    free(hb);
+    return;
+  }
+#endif
+  float *h = (float *)malloc((size_t)n * 4);
+  if (!h) {
+    atomic_store(&j->failed, 1);
+    return;
+  }
+  for (int64_t task = t0; task < t1; task++) {
+    const int64_t b = task / d, c = task % d, r = b * len;
+    float *st = j->state ? j->state + (b * d + c) * n : NULL;
+    if (st)
+      memcpy(h, st, (size_t)n * 4);
+    else
+      memset(h, 0, (size_t)n * 4);
+    scan_channel_scalar(j->u + r * j->ldu, j->ldu, j->delta + r * j->ld_delta, j->ld_delta, j->A,
+                        j->Bm + r * j->ldb, j->ldb, j->Cm + r * j->ldc, j->ldc, j->Dskip,
+                        j->z ? j->z + r * j->ldz : NULL, j->ldz, h,
+                        j->states_all ? j->states_all + r * d * n : NULL, len, d, n,
+                        j->delta_softplus, j->y + r * j->ldy, j->ldy, c);
+    if (st) memcpy(st, h, (size_t)n * 4);
+  }
+  free(h);
+}
+
 int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
                          int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
                          const float *Cm, int64_t ldc, const float *Dskip, const float *z,
                          int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
                          int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy) {
   const int64_t work = batch * len * d * n;
-  const int nt = work < 16384 ? 1 : ctx->num_threads;
-  int failed = 0;
+  int nt = work < 16384 ? 1 : ctx->num_threads;
+  scan_job job = {2,     u,   ldu,   delta, ld_delta, A,   Bm, ldb, Cm,
+                  ldc,   Dskip, z,   ldz,   state,    states_all, len, d, n,
+                  delta_softplus, y, ldy, 0};
+  int64_t items = batch * d;
 #ifdef __AVX512F__
   if (mbcpu_vec(ctx) && len == 1 && n <= 16 && !states_all && state) {
-    float hb[16 * 16] __attribute__((aligned(64)));
-    const int64_t ntask = batch * ((d + 15) / 16);
-    if (work < MB_SU_THR) { /* ~20 us and less: no OpenMP region */
-      step_blocks_vec(u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, d, n,
-                      delta_softplus, y, ldy, 0, ntask, hb);
-      return MB_OK;
-    }
-#pragma omp parallel num_threads(ctx->num_threads)
-    {
-      float hbt[16 * 16] __attribute__((aligned(64)));
-      int64_t t0, t1;
-      mbcpu_thread_range(ntask, &t0, &t1);
-      step_blocks_vec(u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, d, n,
-                      delta_softplus, y, ldy, t0, t1, hbt);
-    }
-    return MB_OK;
-  }
-  if (mbcpu_vec(ctx)) {
-    const int64_t nblk = (d + 15) / 16, npad = (n + 15) / 16 * 16;
-#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : failed)
-    {
-      float *hb = (float *)aligned_alloc(64, (size_t)(16 * npad) * 4);
-      if (!hb) failed = 1;
-#pragma omp for schedule(static)
-      for (int64_t task = 0; task < batch * nblk; task++) {
-        if (!hb) continue;
-        const int64_t b = task / nblk, c0 = (task % nblk) * 16, r = b * len;
-        scan_block_vec(u + r * ldu, ldu, delta + r * ld_delta, ld_delta, A, Bm + r * ldb, ldb,
-                       Cm + r * ldc, ldc, Dskip, z ? z + r * ldz : NULL, ldz,
-                       state ? state + b * d * n : NULL,
-                       states_all ? states_all + r * d * n : NULL, len, d, n, delta_softplus,
-                       y + r * ldy, ldy, c0, mbv_mask(d - c0), hb, npad);
-      }
-      free(hb);
-    }
-    if (failed) return mb_fail(MB_ERR_OOM, "mb_selective_scan: out of memory (state buffer)");
-    return MB_OK;
+    job.kind = 0;
+    items = batch * ((d + 15) / 16);
+    nt = work < MB_SU_THR ? 1 : ctx->num_threads; /* ~20 us and less: one thread */
+  } else if (mbcpu_vec(ctx)) {
+    job.kind = 1;
+    items = batch * ((d + 15) / 16);
   }
 #endif
-#pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : failed)
-  {
-    float *h = (float *)malloc((size_t)n * 4);
-    if (!h) failed = 1;
-#pragma omp for schedule(static)
-    for (int64_t task = 0; task < batch * d; task++) {
-      if (!h) continue;
-      const int64_t b = task / d, c = task % d, r = b * len;
-      float *st = state ? state + (b * d + c) * n : NULL;
-      if (st)
-        memcpy(h, st, (size_t)n * 4);
-      else
-        memset(h, 0, (size_t)n * 4);
-      scan_channel_scalar(u + r * ldu, ldu, delta + r * ld_delta, ld_delta, A, Bm + r * ldb, ldb,
-                          Cm + r * ldc, ldc, Dskip, z ? z + r * ldz : NULL, ldz, h,
-                          states_all ? states_all + r * d * n : NULL, len, d, n, delta_softplus,
-                          y + r * ldy, ldy, c);
-      if (st) memcpy(st, h, (size_t)n * 4);
-    }
-    free(h);
-  }
-  if (failed) return mb_fail(MB_ERR_OOM, "mb_selective_scan: out of memory (state buffer)");
+  mbcpu_parallel_for(ctx, nt, items, scan_items, &job);
+  if (atomic_load(&job.failed))
+    return mb_fail(MB_ERR_OOM, "mb_selective_scan: out of memory (state buffer)");
   return MB_OK;
 }
 

@@ -1,5 +1,5 @@
 /**
- * Runs a threaded product (OpenMP + OpenBLAS workers start) and returns from main at once, so the
+ * Runs a threaded product (pool + OpenBLAS workers start) and returns from main at once, so the
  * library is closed at exit with its worker threads alive: see native_lookup_test.ts.
  */
 import { Backend } from "../../src/backend/backend.ts";
