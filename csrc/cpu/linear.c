@@ -491,8 +491,9 @@ static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w
   if ((size_t)out_f * (size_t)in_f * es < 65536) nt = 1;
   /* thread slices are multiples of 8 rows (the kernels' row blocks), of 16 with the conv (its
    * channel blocks): each thread convolves the channels whose in_proj rows it has just written */
-  skinny_job job = {vec,  n,     bf16_x_split(n), x,     xp,     bias, ldx, kp, in_f,
-                    out_f, ldy, cv ? 16 : 8,      w,     wdtype, y,    cv};
+  skinny_job job = {.vec = vec, .n = n, .xsplit = bf16_x_split(n), .x = x, .xp = xp,
+                    .bias = bias, .ldx = ldx, .kp = kp, .in_f = in_f, .out_f = out_f, .ldy = ldy,
+                    .blk = cv ? 16 : 8, .w = w, .wdtype = wdtype, .y = y, .cv = cv};
   mbcpu_parallel(ctx, nt, skinny_slice, &job);
   return MB_OK;
 }
@@ -555,8 +556,9 @@ static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
   if (failed) return mb_fail(MB_ERR_OOM, "mb_linear: out of memory (scratch)");
   const int64_t ntile = (out_f + MBCPU_TILE_ROWS - 1) / MBCPU_TILE_ROWS;
   const int64_t nxt = (n + MBCPU_TILE_XROWS - 1) / MBCPU_TILE_XROWS;
-  tiled_job job = {vec, x, xp, bias, ldx, kp, n, in_f, out_f, ldy, ntile, ntile * nxt, w, wdtype,
-                   y,   0};
+  tiled_job job = {.vec = vec, .x = x, .xp = xp, .bias = bias, .ldx = ldx, .kp = kp, .n = n,
+                   .in_f = in_f, .out_f = out_f, .ldy = ldy, .ntile = ntile,
+                   .ntask = ntile * nxt, .w = w, .wdtype = wdtype, .y = y};
   mbcpu_parallel(ctx, ctx->num_threads, tiled_worker, &job);
   return MB_OK;
 }

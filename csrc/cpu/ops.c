@@ -53,7 +53,8 @@ int mbcpu_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const void *tabl
     if (ids[i] < 0 || ids[i] >= vocab)
       return mb_fail(MB_ERR_INVALID, "mb_embedding: ids[%lld] = %d is outside [0, %lld)",
                      (long long)i, ids[i], (long long)vocab);
-  embed_job job = {ids, table, wdtype, d, out, mbcpu_vec(ctx)};
+  embed_job job = {.ids = ids, .table = table, .wdtype = wdtype, .d = d, .out = out,
+                   .vec = mbcpu_vec(ctx)};
   mbcpu_parallel_for(ctx, threads_for(ctx, n * d), n, embed_rows, &job);
   return MB_OK;
 }
@@ -167,7 +168,9 @@ static void add_norm_rows(void *raw, int64_t i0, int64_t i1) {
 int mbcpu_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                    const float *weight, const float *bias, int norm_kind, float eps, int64_t n,
                    int64_t d, float *out) {
-  add_norm_job job = {mbcpu_vec(ctx), x, residual, accumulate, weight, bias, norm_kind, eps, d, out};
+  add_norm_job job = {.vec = mbcpu_vec(ctx), .x = x, .residual = residual,
+                      .accumulate = accumulate, .weight = weight, .bias = bias,
+                      .norm_kind = norm_kind, .eps = eps, .d = d, .out = out};
   mbcpu_parallel_for(ctx, threads_for(ctx, n * d * 4), n, add_norm_rows, &job);
   return MB_OK;
 }
@@ -477,11 +480,9 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w
                         const float *bias, float *conv_state, int64_t batch, int64_t len,
                         int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact) {
   int nt = threads_for(ctx, batch * len * d * k);
-  conv_job job = {2,
-#ifdef __AVX512F__
-                  NULL,
-#endif
-                  x,     ldx,   w,   bias, conv_state, batch, len, d, k, out, ldo, out_preact};
+  conv_job job = {.kind = 2, .x = x, .ldx = ldx, .w = w, .bias = bias, .state = conv_state,
+                  .batch = batch, .len = len, .d = d, .k = k, .out = out, .ldo = ldo,
+                  .pre = out_preact};
   int64_t items = batch * d;
 #ifdef __AVX512F__
   conv1_tables t;
@@ -551,7 +552,7 @@ static void log_softmax_rows(void *raw, int64_t i0, int64_t i1) {
 }
 
 int mbcpu_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
-  softmax_job job = {mbcpu_vec(ctx), logits, v, out, NULL, NULL, NULL};
+  softmax_job job = {.vec = mbcpu_vec(ctx), .logits = logits, .v = v, .out = out};
   mbcpu_parallel_for(ctx, threads_for(ctx, n * v * 8), n, log_softmax_rows, &job);
   return MB_OK;
 }
@@ -584,7 +585,8 @@ int mbcpu_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
     if (targets[i] < 0 || targets[i] >= v)
       return mb_fail(MB_ERR_INVALID, "mb_logprob_rank: targets[%lld] = %d is outside [0, %lld)",
                      (long long)i, targets[i], (long long)v);
-  softmax_job job = {mbcpu_vec(ctx), logits, v, NULL, targets, out_logprob, out_rank};
+  softmax_job job = {.vec = mbcpu_vec(ctx), .logits = logits, .v = v, .targets = targets,
+                     .logprob = out_logprob, .rank = out_rank};
   mbcpu_parallel_for(ctx, threads_for(ctx, n * v * 8), n, logprob_rank_rows, &job);
   return MB_OK;
 }

@@ -138,7 +138,8 @@ int mbcpu_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v, flo
                  int32_t top_k, float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids) {
   const uint64_t base = (uint64_t)(*counter) * (uint64_t)batch;
   const int nt = batch > 1 && batch * v > 4096 ? ctx->num_threads : 1;
-  sample_job job = {logits, v, temperature, top_k, top_p, seed, base, out_ids, 0};
+  sample_job job = {.logits = logits, .v = v, .temperature = temperature, .top_k = top_k,
+                    .top_p = top_p, .seed = seed, .base = base, .out_ids = out_ids};
   mbcpu_parallel_for(ctx, nt, batch, sample_rows, &job);
   if (atomic_load(&job.failed)) return mb_fail(MB_ERR_OOM, "mb_sample: out of memory");
   *counter += 1;

@@ -281,7 +281,8 @@ static void scan_items(void *raw, int64_t t0, int64_t t1) {
       const int64_t b = task / nblk, c0 = (task % nblk) * 16, r = b * len;
       scan_block_vec(j->u + r * j->ldu, j->ldu, j->delta + r * j->ld_delta, j->ld_delta, j->A,
                      j->Bm + r * j->ldb, j->ldb, j->Cm + r * j->ldc, j->ldc, j->Dskip,
-                     j->z ? j->z + r * j->ldz : NULL, j->ldz, j->state ? j->state + b * d * n : NULL,
+                     j->z ? j->z + r * j->ldz : NULL, j->ldz,
+                     j->state ? j->state + b * d * n : NULL,
                      j->states_all ? j->states_all + r * d * n : NULL, len, d, n,
                      j->delta_softplus, j->y + r * j->ldy, j->ldy, c0, mbv_mask(d - c0), hb,
                      npad);
@@ -319,9 +320,10 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *
                          int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy) {
   const int64_t work = batch * len * d * n;
   int nt = work < 16384 ? 1 : ctx->num_threads;
-  scan_job job = {2,     u,   ldu,   delta, ld_delta, A,   Bm, ldb, Cm,
-                  ldc,   Dskip, z,   ldz,   state,    states_all, len, d, n,
-                  delta_softplus, y, ldy, 0};
+  scan_job job = {.kind = 2, .u = u, .ldu = ldu, .delta = delta, .ld_delta = ld_delta, .A = A,
+                  .Bm = Bm, .ldb = ldb, .Cm = Cm, .ldc = ldc, .Dskip = Dskip, .z = z, .ldz = ldz,
+                  .state = state, .states_all = states_all, .len = len, .d = d, .n = n,
+                  .delta_softplus = delta_softplus, .y = y, .ldy = ldy};
   int64_t items = batch * d;
 #ifdef __AVX512F__
   if (mbcpu_vec(ctx) && len == 1 && n <= 16 && !states_all && state) {
@@ -408,9 +410,12 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
     const int64_t nblk = (d + 15) / 16;
     const size_t wbytes = (size_t)d * (size_t)dt_rank * (bf16 ? 2 : 4);
     const int nt = wbytes < 65536 && batch * d * n < MB_SU_THR ? 1 : ctx->num_threads;
-    update_dt_job job = {u,      ldu,     x_dbl,   ld_xdbl, xp,    kp,   dt_w, wdtype, dt_bias,
-                         dt_rank, A,      Bm,      ldb,     Cm,    ldc,  Dskip, z,     ldz,
-                         state,  batch,   d,       n,       delta_softplus, delta, y, ldy, nblk};
+    update_dt_job job = {.u = u, .ldu = ldu, .x_dbl = x_dbl, .ld_xdbl = ld_xdbl, .xp = xp,
+                         .kp = kp, .dt_w = dt_w, .wdtype = wdtype, .dt_bias = dt_bias,
+                         .dt_rank = dt_rank, .A = A, .Bm = Bm, .ldb = ldb, .Cm = Cm, .ldc = ldc,
+                         .Dskip = Dskip, .z = z, .ldz = ldz, .state = state, .batch = batch,
+                         .d = d, .n = n, .delta_softplus = delta_softplus, .delta = delta, .y = y,
+                         .ldy = ldy, .nblk = nblk};
     mbcpu_parallel(ctx, nt, update_dt_slice, &job);
     return MB_OK;
   }
