@@ -102,9 +102,9 @@ extern "C" int mbcuda_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, cons
 
 /* ---- add_norm -------------------------------------------------------------------------------- */
 
-/* The v3 kernels (tiled scan, register add_norm, tiled prefill conv) were written after the last
- * GPU session and have not yet been run on a GPU: they stay opt-in (MAMBABYTE_CUDA_V3=1) until
- * cuda_vs_cpu has held them equal to the CPU there. The default path is the verified v2 one. */
+/* The v3 kernels (tiled scan, register add_norm, tiled prefill conv) pass cuda_vs_cpu on an H200
+ * (session 3) and speed decoding up (bf16 b1 685 -> 776 B/s) but slow the 8192-byte forward
+ * (183 -> 236 ms; docs/cuda_notes.md), so they stay opt-in (MAMBABYTE_CUDA_V3=1). */
 static int v3_kernels(void) {
   static int cached = -1;
   if (cached < 0) {

@@ -2,12 +2,14 @@
 # gpu_session.sh — one call on the GPU machine that checks the toolkit end to end through Deno:
 #   1. build the library with CUDA (and the C test programs),
 #   2. the model on CUDA vs the CPU and vs the independent fixtures (tests/cuda_model_test.ts),
-#   3. the per-op CUDA-vs-CPU test with the v3 kernels (MAMBABYTE_CUDA_V3=1),
-#   4. `scripts/bench_gpu.ts` (the bench:gpu task) with fewer decoding steps.
+#   3. the per-op CUDA-vs-CPU test with the default kernels, then with the v3 ones
+#      (MAMBABYTE_CUDA_V3=1),
+#   4. the model test again without the fused CUDA decoding ops (MAMBABYTE_CUDA_FUSED=0),
+#   5. `scripts/bench_gpu.ts` (the bench:gpu task) with fewer decoding steps (BENCH=0 skips it).
 # Every step writes its log into $OUT as it runs, so a call cut short still reports what it reached.
 # Prepare here first: `../shared/tools/gpu-pack.sh mod.ts tests/cuda_model_test.ts scripts/bench_gpu.ts`,
 # then run with carry [".gpu"]:  bash tools/device/gpu_session.sh
-# Step limits (seconds): MODEL_T (90), TEST_T (60), BENCH_T (240).
+# Step limits (seconds): MODEL_T (90 per model run), TEST_T (60 per cuda_vs_cpu run), BENCH_T (240).
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/gpu_session_out}"
@@ -36,11 +38,20 @@ timeout "${MODEL_T:-90}" deno test --cached-only --no-check --allow-all tests/cu
 echo "rc=$?" >>"$OUT/model_test.log"
 grep -E "\.\.\. |passed|rc=" "$OUT/model_test.log" | tee -a "$OUT/steps.txt"
 
-step "cuda_vs_cpu (v3 kernels)"
-MAMBABYTE_CUDA_V3=1 timeout "${TEST_T:-60}" ./build-cuda/cuda_vs_cpu >"$OUT/v3_test.log" 2>&1
-echo "rc=$?" >>"$OUT/v3_test.log"
-grep -E "FAIL|FATAL|cases|rc=" "$OUT/v3_test.log" | head -40 | tee -a "$OUT/steps.txt"
+for v3 in 0 1; do
+  step "cuda_vs_cpu (MAMBABYTE_CUDA_V3=$v3)"
+  MAMBABYTE_CUDA_V3=$v3 timeout "${TEST_T:-60}" ./build-cuda/cuda_vs_cpu >"$OUT/ops_v$v3.log" 2>&1
+  echo "rc=$?" >>"$OUT/ops_v$v3.log"
+  grep -E "FAIL|FATAL|cases|rc=" "$OUT/ops_v$v3.log" | head -40 | tee -a "$OUT/steps.txt"
+done
 
+step "tests/cuda_model_test.ts (MAMBABYTE_CUDA_FUSED=0)"
+MAMBABYTE_CUDA_FUSED=0 timeout "${MODEL_T:-90}" deno test --cached-only --no-check --allow-all \
+  tests/cuda_model_test.ts >"$OUT/model_test_unfused.log" 2>&1
+echo "rc=$?" >>"$OUT/model_test_unfused.log"
+grep -E "\.\.\. |passed|rc=" "$OUT/model_test_unfused.log" | tee -a "$OUT/steps.txt"
+
+[ "${BENCH:-1}" = 0 ] && { step "done"; exit 0; }
 step "bench_gpu"
 timeout "${BENCH_T:-240}" deno run --cached-only --no-check --allow-all scripts/bench_gpu.ts \
   --decode_steps "${DECODE_STEPS:-60}" >"$OUT/bench.log" 2>&1
