@@ -1,7 +1,8 @@
 /**
- * The CPU context's own thread pool (csrc/cpu/pool.c), which runs the decoding kernels: every
- * slice runs exactly once for any thread count, workers that fell asleep wake for the next job,
- * back-to-back jobs do not race, and destroying a context stops its threads.
+ * The CPU context's own thread pool (csrc/cpu/pool.c), which runs every parallel CPU kernel:
+ * every slice runs exactly once for any thread count, workers that fell asleep (idle, or parked
+ * for a BLAS product) wake for the next job, back-to-back jobs do not race, and destroying a
+ * context stops its threads.
  *
  * A row's arithmetic does not depend on how rows are split between threads, so results must be
  * bit-identical across thread counts; a skipped or doubled slice shows as a difference (outputs
@@ -147,6 +148,26 @@ Deno.test("pool: workers asleep after an idle spell wake for the next job", asyn
     }
     assert.deepEqual(job.run(0), reference);
   } finally {
+    job.free();
+    be.close();
+  }
+});
+
+Deno.test("pool: jobs right after a BLAS product (workers parked) give the same bits", () => {
+  const be = Backend.create("cpu", { threads: 2 });
+  const job = new Job(be);
+  const [n, k, m] = [64, 256, 512]; // large enough for the BLAS path, which parks the workers
+  const x = be.alloc(n * k * 4), w = be.alloc(m * k * 4), y = be.alloc(n * m * 4);
+  try {
+    be.memset(x, 0, n * k * 4);
+    be.memset(w, 0, m * k * 4);
+    for (let i = 0; i < 5; i++) {
+      be.linear({ x, w, wdtype: "f32", bias: null, n, inF: k, outF: m, y });
+      job.run(1);
+    }
+    assert.deepEqual(job.run(0), reference);
+  } finally {
+    for (const p of [x, w, y]) be.free(p);
     job.free();
     be.close();
   }

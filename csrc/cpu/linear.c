@@ -617,6 +617,7 @@ static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, 
 #ifdef MB_WITH_OPENBLAS
   openblas_set_num_threads(nt);
 #endif
+  mbcpu_pool_park(ctx); /* the pool's workers sleep while BLAS's own threads run */
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out_f, (int)in_f, 1.0f, x,
               (int)ldx, wf, (int)in_f, 0.0f, y, (int)ldy);
   if (bias) {

@@ -1,12 +1,17 @@
 /*
- * pool.c — the context's own thread pool for the decoding kernels.
+ * pool.c — the context's own thread pool: every parallel CPU kernel runs on it.
  *
  * A decoding step runs ~4 short parallel regions per layer (10-150 us each). An OpenMP region
  * costs ~3.7 us to fork and join on the 2-vCPU VMs measured (empty region, libgomp, with or
  * without OMP_WAIT_POLICY=active), a hand-off through one spinning worker ~1 us: over 53 layers
- * that is ~0.6 ms of a ~13 ms bf16 step. Workers spin for a while after each job (the next one
- * comes microseconds later while decoding) and then sleep on a condition variable, so an idle
- * context costs no CPU. The caller is thread 0 and runs its share itself.
+ * that is ~0.6 ms of a ~13 ms bf16 step. And two runtimes of spinning threads starve each other
+ * on few cores (libgomp's idle workers spin for milliseconds: batch-8 decoding ran 6.5x slower
+ * with OpenMP regions between pool jobs), so OpenMP is not used at all.
+ *
+ * Workers spin for a while after each job (the next one comes microseconds later while decoding)
+ * and then sleep on a condition variable, so an idle context costs no CPU; before OpenBLAS runs a
+ * product, mbcpu_pool_park sends them to sleep at once, so they do not compete with its threads.
+ * The caller is thread 0 and runs its share itself.
  *
  * Not reentrant: one job at a time per context (contexts are not shared between threads).
  */
@@ -38,6 +43,7 @@ struct mbcpu_pool {
   _Alignas(64) atomic_uint generation;
   _Alignas(64) atomic_int done; /* workers finished with the current generation */
   _Alignas(64) atomic_int sleepers;
+  atomic_int park; /* 1: idle workers sleep now instead of spinning */
   atomic_int quit;
   pthread_mutex_t mu;
   pthread_cond_t wake;
@@ -59,6 +65,7 @@ static unsigned wait_generation(struct mbcpu_pool *p, unsigned seen) {
   for (unsigned spins = 0;; spins++) {
     g = atomic_load_explicit(&p->generation, memory_order_acquire);
     if (g != seen) return g;
+    if (atomic_load_explicit(&p->park, memory_order_relaxed)) break;
     MB_SPIN_PAUSE();
     if ((spins & 1023) == 1023) {
       const long long t = now_ns();
@@ -119,6 +126,7 @@ static struct mbcpu_pool *pool_create(int workers) {
   atomic_init(&p->generation, 0);
   atomic_init(&p->done, 0);
   atomic_init(&p->sleepers, 0);
+  atomic_init(&p->park, 0);
   atomic_init(&p->quit, 0);
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->wake, NULL);
@@ -140,6 +148,11 @@ void mbcpu_pool_release(mb_ctx *ctx) {
   c->pool = NULL;
 }
 
+void mbcpu_pool_park(mb_ctx *ctx) {
+  mbcpu_ctx *c = mbcpu(ctx);
+  if (c->pool) atomic_store_explicit(&c->pool->park, 1, memory_order_relaxed);
+}
+
 void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg) {
   mbcpu_ctx *c = mbcpu(ctx);
   if (nt > ctx->num_threads) nt = ctx->num_threads;
@@ -156,6 +169,7 @@ void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg) {
   p->fn = fn;
   p->arg = arg;
   p->nt = nt;
+  atomic_store_explicit(&p->park, 0, memory_order_relaxed);
   atomic_store_explicit(&p->done, 0, memory_order_relaxed);
   atomic_fetch_add(&p->generation, 1); /* publishes fn, arg, nt (seq_cst) */
   if (atomic_load(&p->sleepers) > 0) {
