@@ -247,8 +247,8 @@ MB_INLINE void lanes_n1_bf16dp(const uint16_t *xs, int64_t kp, const uint16_t *c
 }
 #endif
 
-/* One group of R lanes (R = 8, or 1 for the remainder) by the kernel for the weights' type and x's
- * layout (xs: split for vdpbf16ps; xp: permuted fp32). */
+/* One group of R lanes (R = MBCPU_N1_LANES, or 1 for the remainder) by the kernel for the
+ * weights' type and x's layout (xs: split for vdpbf16ps; xp: permuted fp32). */
 MB_INLINE void lanes_n1(const float *x, const float *xp, const uint16_t *xs, int64_t kp,
                         const int BF16, const void *const *wr, const int64_t *yo, const int R,
                         const float *bias, int64_t in_f, float *y) {
