@@ -102,9 +102,10 @@ extern "C" int mbcuda_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, cons
 
 /* ---- add_norm -------------------------------------------------------------------------------- */
 
-/* The v3 kernels (tiled scan, register add_norm, tiled prefill conv) pass cuda_vs_cpu on an H200
- * (session 3) and speed decoding up (bf16 b1 685 -> 776 B/s) but slow the 8192-byte forward
- * (183 -> 236 ms; docs/cuda_notes.md), so they stay opt-in (MAMBABYTE_CUDA_V3=1). */
+/* The v3 kernels pass cuda_vs_cpu on an H200 (session 3). The register add_norm is the default
+ * (it is what sped decoding up: bf16 b1 685 -> 776 B/s with all of v3); the tiled scan and the
+ * tiled prefill conv slowed the 8192-byte forward (183 -> 236 ms; docs/cuda_notes.md), so they
+ * stay opt-in (MAMBABYTE_CUDA_V3=1). */
 static int v3_kernels(void) {
   static int cached = -1;
   if (cached < 0) {
@@ -210,7 +211,7 @@ extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int
                                int64_t n, int64_t d, float *out) {
   if (n <= 0 || d <= 0) return MB_OK;
   if (n > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: add_norm: too many rows");
-  if (v3_kernels() && d <= 8 * 256) {
+  if (d <= 8 * 256) { /* rows held in registers (v3; the default) */
     int thr = d <= 4 * 256 ? row_threads((d + 3) / 4) : 256;
     if (d <= 4 * (int64_t)thr)
       MBCUDA_LAUNCH("add_norm", k_add_norm_reg<4>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out);
