@@ -9,16 +9,19 @@
  * with OpenMP regions between pool jobs), so OpenMP is not used at all.
  *
  * Workers spin for a while after each job (the next one comes microseconds later while decoding)
- * and then sleep on a condition variable, so an idle context costs no CPU; before OpenBLAS runs a
- * product, mbcpu_pool_park sends them to sleep at once, so they do not compete with its threads.
- * The caller is thread 0 and runs its share itself.
+ * and then sleep on a condition variable, so an idle context costs no CPU. With more threads than
+ * CPUs they sleep at once (spinning would take the CPUs the busy threads need), and before
+ * OpenBLAS runs a product mbcpu_pool_park sends them to sleep, so they do not compete with its
+ * threads. The caller is thread 0 and runs its share itself.
  *
  * Not reentrant: one job at a time per context (contexts are not shared between threads).
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cpu_backend.h"
 
@@ -34,7 +37,8 @@
 #define MB_POOL_SPIN_NS 2000000LL
 
 struct mbcpu_pool {
-  int workers; /* threads besides the caller */
+  int workers;        /* threads besides the caller */
+  int oversubscribed; /* more threads than CPUs: nobody spins (workers sleep, the caller yields) */
   pthread_t *threads;
   /* the job: published by bumping `generation` */
   mbcpu_pool_fn fn;
@@ -62,7 +66,7 @@ static long long now_ns(void) {
 static unsigned wait_generation(struct mbcpu_pool *p, unsigned seen) {
   unsigned g;
   long long deadline = 0;
-  for (unsigned spins = 0;; spins++) {
+  for (unsigned spins = 0; !p->oversubscribed; spins++) {
     g = atomic_load_explicit(&p->generation, memory_order_acquire);
     if (g != seen) return g;
     if (atomic_load_explicit(&p->park, memory_order_relaxed)) break;
@@ -123,6 +127,8 @@ static struct mbcpu_pool *pool_create(int workers) {
     return NULL;
   }
   p->workers = workers;
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  p->oversubscribed = cpus >= 1 && workers + 1 > cpus;
   atomic_init(&p->generation, 0);
   atomic_init(&p->done, 0);
   atomic_init(&p->sleepers, 0);
@@ -178,7 +184,12 @@ void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg) {
     pthread_mutex_unlock(&p->mu);
   }
   fn(arg, 0, nt);
-  while (atomic_load_explicit(&p->done, memory_order_acquire) < p->workers) MB_SPIN_PAUSE();
+  while (atomic_load_explicit(&p->done, memory_order_acquire) < p->workers) {
+    if (p->oversubscribed)
+      sched_yield(); /* the workers need this CPU */
+    else
+      MB_SPIN_PAUSE();
+  }
 }
 
 /* ---- loops over items --------------------------------------------------------------------- */
