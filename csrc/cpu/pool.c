@@ -14,7 +14,8 @@
  * OpenBLAS runs a product mbcpu_pool_park sends them to sleep, so they do not compete with its
  * threads. The caller is thread 0 and runs its share itself.
  *
- * Not reentrant: one job at a time per context (contexts are not shared between threads).
+ * One job at a time per context (contexts are not shared between threads); a job that itself
+ * asks for a parallel region runs it on its own thread.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -85,6 +86,9 @@ static unsigned wait_generation(struct mbcpu_pool *p, unsigned seen) {
   return g;
 }
 
+/* 1 on a thread while it runs a job's share: a nested mbcpu_parallel runs inline */
+static _Thread_local int in_job;
+
 typedef struct {
   struct mbcpu_pool *pool;
   int tid;
@@ -99,7 +103,11 @@ static void *worker_main(void *raw) {
   for (;;) {
     seen = wait_generation(p, seen);
     if (atomic_load(&p->quit)) return NULL;
-    if (tid < p->nt) p->fn(p->arg, tid, p->nt);
+    if (tid < p->nt) {
+      in_job = 1;
+      p->fn(p->arg, tid, p->nt);
+      in_job = 0;
+    }
     atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
   }
 }
@@ -167,7 +175,7 @@ void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg) {
     c->pool_failed = c->pool == NULL;
   }
   struct mbcpu_pool *p = c->pool;
-  if (nt <= 1 || !p) {
+  if (nt <= 1 || !p || in_job) {
     /* one thread: the whole job here, as thread 0 of 1 */
     fn(arg, 0, 1);
     return;
@@ -183,7 +191,9 @@ void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg) {
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
   }
+  in_job = 1;
   fn(arg, 0, nt);
+  in_job = 0;
   while (atomic_load_explicit(&p->done, memory_order_acquire) < p->workers) {
     if (p->oversubscribed)
       sched_yield(); /* the workers need this CPU */
