@@ -12,42 +12,30 @@
  */
 import assert from "node:assert/strict";
 import { Backend, offsetPtr, type Ptr } from "../src/backend/backend.ts";
+import { randomFloats } from "./helpers/compare.ts";
 
 const D_MODEL = 512, D_INNER = 1100, N = 16, R = 40;
-
-/** mulberry32 */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function rand(r: () => number, n: number, lo = -1, hi = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => lo + (hi - lo) * r());
-}
 
 /** bf16 bits by truncation (any bf16 values will do here). */
 function bf16(a: Float32Array): Uint16Array {
   return Uint16Array.from(new Uint32Array(a.buffer), (u) => u >>> 16);
 }
 
-const r = rng(20261129);
+const SEED = 20261129;
+/** Uniform in [lo, hi) from the shared seeded generator; `k` picks an independent stream. */
+const rand = (k: number, n: number, lo = -1, hi = 1) =>
+  randomFloats(n, SEED + k).map((v) => lo + (hi - lo) * (v + 1) / 2);
 const inputs = {
-  x: rand(r, D_MODEL),
-  w: bf16(rand(r, 2 * D_INNER * D_MODEL, -0.2, 0.2)), // 2.2 MB: threaded
-  u: rand(r, D_INNER, -2, 2),
-  xDbl: rand(r, R + 2 * N),
-  z: rand(r, D_INNER, -3, 3),
-  dtW: rand(r, D_INNER * R, -0.5, 0.5), // fp32, 176 KB: threaded
-  dtBias: rand(r, D_INNER, -4, -1),
+  x: rand(0, D_MODEL),
+  w: bf16(rand(1, 2 * D_INNER * D_MODEL, -0.2, 0.2)), // 2.2 MB: threaded
+  u: rand(2, D_INNER, -2, 2),
+  xDbl: rand(3, R + 2 * N),
+  z: rand(4, D_INNER, -3, 3),
+  dtW: rand(5, D_INNER * R, -0.5, 0.5), // fp32, 176 KB: threaded
+  dtBias: rand(6, D_INNER, -4, -1),
   A: Float32Array.from({ length: D_INNER * N }, (_, i) => -(1 + (i % N))),
-  D: rand(r, D_INNER),
-  state: rand(r, D_INNER * N),
+  D: rand(7, D_INNER),
+  state: rand(8, D_INNER * N),
 };
 
 /** One decoding layer's threaded ops on a context; returns (in_proj out, y, state). */

@@ -610,7 +610,7 @@ static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, 
     if (!s)
       return mb_fail(MB_ERR_OOM, "mb_linear: out of memory for the bf16 -> fp32 weight scratch "
                                  "(%zu bytes)", count * 4);
-    widen_job job = {(const uint16_t *)w, s, count, mbcpu_vec(ctx)};
+    widen_job job = {.h = (const uint16_t *)w, .s = s, .count = count, .vec = mbcpu_vec(ctx)};
     mbcpu_parallel_for(ctx, nt, (int64_t)((count + 4095) / 4096), widen_chunks, &job);
     wf = s;
   }
@@ -621,7 +621,7 @@ static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, 
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out_f, (int)in_f, 1.0f, x,
               (int)ldx, wf, (int)in_f, 0.0f, y, (int)ldy);
   if (bias) {
-    bias_job job = {bias, out_f, y, ldy};
+    bias_job job = {.bias = bias, .out_f = out_f, .y = y, .ldy = ldy};
     mbcpu_parallel_for(ctx, n * out_f > 65536 ? nt : 1, n, add_bias_rows, &job);
   }
   return MB_OK;

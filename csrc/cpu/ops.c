@@ -442,7 +442,7 @@ typedef struct {
   int64_t ldx;
   const float *w, *bias;
   float *state;
-  int64_t batch, len, d, k;
+  int64_t len, d, k;
   float *out;
   int64_t ldo;
   float *pre;
@@ -481,7 +481,7 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w
                         int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact) {
   int nt = threads_for(ctx, batch * len * d * k);
   conv_job job = {.kind = 2, .x = x, .ldx = ldx, .w = w, .bias = bias, .state = conv_state,
-                  .batch = batch, .len = len, .d = d, .k = k, .out = out, .ldo = ldo,
+                  .len = len, .d = d, .k = k, .out = out, .ldo = ldo,
                   .pre = out_preact};
   int64_t items = batch * d;
 #ifdef __AVX512F__

@@ -344,10 +344,10 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *
 /* The fused decoding op's CPU twin: literally mb_linear (dt_proj) then the state update, so the
  * CUDA kernel is held equal to the unfused pair. */
 #ifdef __AVX512F__
-/* The fused dt_proj + state update as a pool job: thread slices of 16-channel blocks. */
+/* The fused dt_proj + state update as a pool job: thread slices of 16-channel blocks; the update
+ * half is the one-step scan's own job (scan_items, kind 0) over those blocks. */
 typedef struct {
-  const float *u;
-  int64_t ldu;
+  scan_job update; /* delta: dt_proj's output, written here */
   const float *x_dbl;
   int64_t ld_xdbl;
   const float *xp;
@@ -355,33 +355,20 @@ typedef struct {
   const void *dt_w;
   int wdtype;
   const float *dt_bias;
-  int64_t dt_rank;
-  const float *A, *Bm;
-  int64_t ldb;
-  const float *Cm;
-  int64_t ldc;
-  const float *Dskip, *z;
-  int64_t ldz;
-  float *state;
-  int64_t batch, d, n;
-  int delta_softplus;
-  float *delta, *y;
-  int64_t ldy, nblk;
+  int64_t dt_rank, batch, nblk;
 } update_dt_job;
 
 static void update_dt_slice(void *raw, int tid, int nt) {
-  const update_dt_job *j = (const update_dt_job *)raw;
+  update_dt_job *j = (update_dt_job *)raw;
+  const int64_t d = j->update.d;
   int64_t j0, j1;
   mbcpu_range(j->nblk, tid, nt, &j0, &j1);
-  const int64_t o0 = j0 * 16, o1 = j1 * 16 < j->d ? j1 * 16 : j->d;
+  const int64_t o0 = j0 * 16, o1 = j1 * 16 < d ? j1 * 16 : d;
   if (o0 >= o1) return;
-  float hb[16 * 16] __attribute__((aligned(64)));
   mbcpu_linear_rows(1, j->x_dbl, j->ld_xdbl, j->xp, j->kp, j->dt_w, j->wdtype, j->dt_bias,
-                    (int)j->batch, j->dt_rank, o0, o1, j->delta, j->d);
+                    (int)j->batch, j->dt_rank, o0, o1, (float *)j->update.delta, d);
   for (int64_t b = 0; b < j->batch; b++)
-    step_blocks_vec(j->u, j->ldu, j->delta, j->d, j->A, j->Bm, j->ldb, j->Cm, j->ldc, j->Dskip,
-                    j->z, j->ldz, j->state, j->d, j->n, j->delta_softplus, j->y, j->ldy,
-                    b * j->nblk + j0, b * j->nblk + j1, hb);
+    scan_items(&j->update, b * j->nblk + j0, b * j->nblk + j1);
 }
 #endif
 
@@ -410,12 +397,14 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
     const int64_t nblk = (d + 15) / 16;
     const size_t wbytes = (size_t)d * (size_t)dt_rank * (bf16 ? 2 : 4);
     const int nt = wbytes < 65536 && batch * d * n < MB_SU_THR ? 1 : ctx->num_threads;
-    update_dt_job job = {.u = u, .ldu = ldu, .x_dbl = x_dbl, .ld_xdbl = ld_xdbl, .xp = xp,
-                         .kp = kp, .dt_w = dt_w, .wdtype = wdtype, .dt_bias = dt_bias,
-                         .dt_rank = dt_rank, .A = A, .Bm = Bm, .ldb = ldb, .Cm = Cm, .ldc = ldc,
-                         .Dskip = Dskip, .z = z, .ldz = ldz, .state = state, .batch = batch,
-                         .d = d, .n = n, .delta_softplus = delta_softplus, .delta = delta, .y = y,
-                         .ldy = ldy, .nblk = nblk};
+    update_dt_job job = {.update = {.kind = 0, .u = u, .ldu = ldu, .delta = delta, .ld_delta = d,
+                                    .A = A, .Bm = Bm, .ldb = ldb, .Cm = Cm, .ldc = ldc,
+                                    .Dskip = Dskip, .z = z, .ldz = ldz, .state = state, .len = 1,
+                                    .d = d, .n = n, .delta_softplus = delta_softplus, .y = y,
+                                    .ldy = ldy},
+                         .x_dbl = x_dbl, .ld_xdbl = ld_xdbl, .xp = xp, .kp = kp, .dt_w = dt_w,
+                         .wdtype = wdtype, .dt_bias = dt_bias, .dt_rank = dt_rank,
+                         .batch = batch, .nblk = nblk};
     mbcpu_parallel(ctx, nt, update_dt_slice, &job);
     return MB_OK;
   }

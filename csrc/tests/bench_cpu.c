@@ -7,23 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "mambabyte.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-#define CK(x)                                                                                     \
-  do {                                                                                            \
-    if ((x) != MB_OK) {                                                                           \
-      fprintf(stderr, "%s failed: %s\n", #x, mb_last_error());                                    \
-      exit(1);                                                                                    \
-    }                                                                                             \
-  } while (0)
+#include "bench_util.h"
 
 static const long long SH[5][2] = {{4096, 1024}, {1024, 2048}, {96, 2048}, {2048, 64}, {256, 1024}};
 

@@ -9,25 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "mambabyte.h"
+#include "bench_util.h"
 
 enum { D = 1024, DI = 2048, N = 16, R = 64, K = 4, L = 53, XD = R + 2 * N };
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-#define CK(x)                                                                                     \
-  do {                                                                                            \
-    if ((x) != MB_OK) {                                                                           \
-      fprintf(stderr, "%s failed: %s\n", #x, mb_last_error());                                    \
-      exit(1);                                                                                    \
-    }                                                                                             \
-  } while (0)
 
 static mb_ctx *ctx;
 

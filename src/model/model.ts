@@ -17,7 +17,6 @@ import { MambaByteError } from "../errors.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
 import { RecurrentState, Workspace } from "./workspace.ts";
 
-/** True when the environment variable is set to 1 (false where env access is not granted). */
 /** The value of an environment variable, or undefined when unset or not readable. */
 function envValue(name: string): string | undefined {
   try {
