@@ -1,7 +1,7 @@
 /**
  * The CPU context's own thread pool (csrc/cpu/pool.c), which runs every parallel CPU kernel:
- * every slice runs exactly once for any thread count, workers that fell asleep (idle, or parked
- * for a BLAS product) wake for the next job, back-to-back jobs do not race, and destroying a
+ * every slice runs exactly once for any thread count, workers that fell asleep wake for the next
+ * job, back-to-back jobs do not race, no thread stays busy after a BLAS product, and destroying a
  * context stops its threads.
  *
  * A row's arithmetic does not depend on how rows are split between threads, so results must be
@@ -141,10 +141,10 @@ Deno.test("pool: workers asleep after an idle spell wake for the next job", asyn
   }
 });
 
-Deno.test("pool: jobs right after a BLAS product (workers parked) give the same bits", () => {
+Deno.test("pool: jobs right after a BLAS product give the same bits", () => {
   const be = Backend.create("cpu", { threads: 2 });
   const job = new Job(be);
-  const [n, k, m] = [64, 256, 512]; // large enough for the BLAS path, which parks the workers
+  const [n, k, m] = [64, 256, 512]; // large enough for the BLAS path (sgemm slices on the pool)
   const x = be.alloc(n * k * 4), w = be.alloc(m * k * 4), y = be.alloc(n * m * 4);
   try {
     be.memset(x, 0, n * k * 4);
@@ -165,6 +165,48 @@ Deno.test("pool: thousands of back-to-back jobs do not race", () => {
   const many = withJob(2, (job) => job.run(1500));
   const single = withJob(1, (job) => job.run(1500));
   assert.deepEqual(many, single);
+});
+
+/** CPU time (clock ticks) of each thread of this process but the calling one (Linux). */
+function otherThreadTicks(): number {
+  let ticks = 0;
+  for (const e of Deno.readDirSync("/proc/self/task")) {
+    if (e.name === String(Deno.pid)) continue; // the main thread
+    try {
+      const st = Deno.readTextFileSync(`/proc/self/task/${e.name}/stat`);
+      const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(f[11]) + Number(f[12]); // utime + stime
+    } catch { /* the thread ended */ }
+  }
+  return ticks;
+}
+
+Deno.test({
+  name: "pool: after a BLAS-sized product no thread keeps a CPU busy",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    // OpenBLAS's own threads spin for ~0.1 s after each product; on few cores they took the CPU
+    // from the pool's workers (decoding steps right after a prefill ran 500x slower). Products
+    // now run as single-threaded sgemm slices on the pool, whose workers sleep ~2 ms after a job.
+    const be = Backend.create("cpu", { threads: 2 });
+    const [n, k, m] = [256, 512, 1024];
+    const x = be.alloc(n * k * 4), w = be.alloc(m * k * 4), y = be.alloc(n * m * 4);
+    try {
+      be.memset(x, 0, n * k * 4);
+      be.memset(w, 0, m * k * 4);
+      for (let i = 0; i < 3; i++) {
+        be.linear({ x, w, wdtype: "f32", bias: null, n, inF: k, outF: m, y });
+      }
+      await new Promise((res) => setTimeout(res, 10));
+      const before = otherThreadTicks();
+      await new Promise((res) => setTimeout(res, 300));
+      const busy = otherThreadTicks() - before;
+      assert.ok(busy <= 5, `other threads used ${busy} ticks of the 300 ms idle window`);
+    } finally {
+      for (const p of [x, w, y]) be.free(p);
+      be.close();
+    }
+  },
 });
 
 /** Threads of this process (Linux), or null elsewhere. */

@@ -53,9 +53,6 @@ typedef void (*mbcpu_for_fn)(void *arg, int64_t i0, int64_t i1);
 /** Items [0, n) in contiguous slices over min(nt, n) threads of the pool (OpenMP's static
  * schedule); nt <= 1 runs the whole range on the caller's thread. */
 void mbcpu_parallel_for(mb_ctx *ctx, int nt, int64_t n, mbcpu_for_fn fn, void *arg);
-/** Sends the pool's idle workers to sleep now instead of after their spin (before another
- * runtime's threads, OpenBLAS's, take the cores). The next job wakes them. */
-void mbcpu_pool_park(mb_ctx *ctx);
 /** Stops the pool's threads (mbcpu_ctx_destroy). */
 void mbcpu_pool_release(mb_ctx *ctx);
 

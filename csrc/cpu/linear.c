@@ -599,6 +599,40 @@ static void add_bias_rows(void *raw, int64_t i0, int64_t i1) {
     for (int64_t o = 0; o < j->out_f; o++) j->y[i * j->ldy + o] += j->bias[o];
 }
 
+/*
+ * The BLAS product on the pool: each thread runs a single-threaded sgemm on its slice of the rows
+ * of x (or of W, whichever is longer). OpenBLAS's own threads are never used: after a product
+ * they spin for ~0.1 s (its THREAD_TIMEOUT), and on few cores that starved the pool's decoding
+ * jobs that follow a prefill (steps of 50 ms instead of 0.1 ms on the tiny model, the caller
+ * waiting 4-7 ms per job for a worker that had no CPU).
+ */
+typedef struct {
+  const float *x, *wf;
+  int64_t ldx, n, in_f, out_f, ldy;
+  float *y;
+  int split_rows;
+} sgemm_job;
+
+static void sgemm_slice(void *raw, int tid, int nt) {
+  const sgemm_job *j = (const sgemm_job *)raw;
+  int64_t b, e;
+  if (j->split_rows) {
+    mbcpu_range(j->n, tid, nt, &b, &e);
+    if (b < e)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(e - b), (int)j->out_f,
+                  (int)j->in_f, 1.0f, j->x + b * j->ldx, (int)j->ldx, j->wf, (int)j->in_f, 0.0f,
+                  j->y + b * j->ldy, (int)j->ldy);
+    return;
+  }
+  mbcpu_range((j->out_f + 15) / 16, tid, nt, &b, &e);
+  b *= 16; /* output columns in blocks of 16 */
+  e = e * 16 < j->out_f ? e * 16 : j->out_f;
+  if (b < e)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)(e - b), (int)j->in_f,
+                1.0f, j->x, (int)j->ldx, j->wf + b * j->in_f, (int)j->in_f, 0.0f, j->y + b,
+                (int)j->ldy);
+}
+
 static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                        const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
                        int64_t ldy) {
@@ -615,11 +649,11 @@ static int linear_blas(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, 
     wf = s;
   }
 #ifdef MB_WITH_OPENBLAS
-  openblas_set_num_threads(nt);
+  openblas_set_num_threads(1);
 #endif
-  mbcpu_pool_park(ctx); /* the pool's workers sleep while BLAS's own threads run */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out_f, (int)in_f, 1.0f, x,
-              (int)ldx, wf, (int)in_f, 0.0f, y, (int)ldy);
+  sgemm_job job = {.x = x, .ldx = ldx, .wf = wf, .n = n, .in_f = in_f, .out_f = out_f, .y = y,
+                   .ldy = ldy, .split_rows = n >= out_f};
+  mbcpu_parallel(ctx, nt, sgemm_slice, &job);
   if (bias) {
     bias_job job = {.bias = bias, .out_f = out_f, .y = y, .ldy = ldy};
     mbcpu_parallel_for(ctx, n * out_f > 65536 ? nt : 1, n, add_bias_rows, &job);

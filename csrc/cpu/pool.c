@@ -10,9 +10,9 @@
  *
  * Workers spin for a while after each job (the next one comes microseconds later while decoding)
  * and then sleep on a condition variable, so an idle context costs no CPU. With more threads than
- * CPUs they sleep at once (spinning would take the CPUs the busy threads need), and before
- * OpenBLAS runs a product mbcpu_pool_park sends them to sleep, so they do not compete with its
- * threads. The caller is thread 0 and runs its share itself.
+ * CPUs they sleep at once (spinning would take the CPUs the busy threads need). OpenBLAS products
+ * run as single-threaded slices on this pool too (linear.c), so no other runtime's threads spin
+ * beside it. The caller is thread 0 and runs its share itself.
  *
  * One job at a time per context (contexts are not shared between threads); a job that itself
  * asks for a parallel region runs it on its own thread.
@@ -48,7 +48,6 @@ struct mbcpu_pool {
   _Alignas(64) atomic_uint generation;
   _Alignas(64) atomic_int done; /* workers finished with the current generation */
   _Alignas(64) atomic_int sleepers;
-  atomic_int park; /* 1: idle workers sleep now instead of spinning */
   atomic_int quit;
   pthread_mutex_t mu;
   pthread_cond_t wake;
@@ -70,7 +69,6 @@ static unsigned wait_generation(struct mbcpu_pool *p, unsigned seen) {
   for (unsigned spins = 0; !p->oversubscribed; spins++) {
     g = atomic_load_explicit(&p->generation, memory_order_acquire);
     if (g != seen) return g;
-    if (atomic_load_explicit(&p->park, memory_order_relaxed)) break;
     MB_SPIN_PAUSE();
     if ((spins & 1023) == 1023) {
       const long long t = now_ns();
@@ -140,7 +138,6 @@ static struct mbcpu_pool *pool_create(int workers) {
   atomic_init(&p->generation, 0);
   atomic_init(&p->done, 0);
   atomic_init(&p->sleepers, 0);
-  atomic_init(&p->park, 0);
   atomic_init(&p->quit, 0);
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->wake, NULL);
@@ -162,11 +159,6 @@ void mbcpu_pool_release(mb_ctx *ctx) {
   c->pool = NULL;
 }
 
-void mbcpu_pool_park(mb_ctx *ctx) {
-  mbcpu_ctx *c = mbcpu(ctx);
-  if (c->pool) atomic_store_explicit(&c->pool->park, 1, memory_order_relaxed);
-}
-
 void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg) {
   mbcpu_ctx *c = mbcpu(ctx);
   if (nt > ctx->num_threads) nt = ctx->num_threads;
@@ -183,7 +175,6 @@ void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg) {
   p->fn = fn;
   p->arg = arg;
   p->nt = nt;
-  atomic_store_explicit(&p->park, 0, memory_order_relaxed);
   atomic_store_explicit(&p->done, 0, memory_order_relaxed);
   atomic_fetch_add(&p->generation, 1); /* publishes fn, arg, nt (seq_cst) */
   if (atomic_load(&p->sleepers) > 0) {
