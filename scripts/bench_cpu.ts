@@ -5,12 +5,15 @@
  * - the read bandwidth (mb_read_probe over a buffer far larger than the caches) and the sgemm rate
  *   (mb_linear at the prefill shape 2048 x 1024 -> 4096, fp32);
  * - decode bytes/s (batch 1) in fp32 and bf16 and the ratio to the memory roofline: weight bytes
- *   read per step / read bandwidth;
+ *   read per step / read bandwidth. The host's bandwidth can move by 2x within seconds, so decoding
+ *   runs in `--repeats` segments, each framed by its own probes; the row gives the median segment
+ *   and the range of ratios and bandwidths;
  * - prefill bytes/s over 2048 bytes and its achieved GFLOP/s over the measured sgemm rate.
  *
- * Usage: deno task bench:cpu [--model_id 353M] [--decode_steps 24] [--prefill 2048] [--threads N]
+ * Usage: deno task bench:cpu [--model_id 353M] [--decode_steps 24] [--repeats 5] [--prefill 2048]
+ *        [--threads N]
  */
-import { createParser, parseArgs } from "../src/cli/mod.ts";
+import { createParser, parseArgs, runMain, UsageError } from "../src/cli/mod.ts";
 import { Backend } from "../src/backend/backend.ts";
 import { Tensor } from "../src/backend/tensor.ts";
 import { loadModel, type Model } from "../src/api.ts";
@@ -20,10 +23,11 @@ const parser = createParser("bench_cpu", "CPU speed vs roofline");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
 parser.add_argument("--model_id", { default: "353M" });
 parser.add_argument("--decode_steps", { type: "int", default: 24 });
+parser.add_argument("--repeats", { type: "int", default: 5 });
 parser.add_argument("--prefill", { type: "int", default: 2048 });
 parser.add_argument("--threads", { type: "int", default: 0 });
 // deno-lint-ignore no-explicit-any
-const args = parseArgs<Record<string, any>>(parser, Deno.args);
+type Args = Record<string, any>;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -56,103 +60,131 @@ function flopsPerPosition(d: ModelDims): number {
   return d.nLayer * (mat + scan) + 2 * 256 * d.dModel;
 }
 
-const be = Backend.create("cpu", { threads: args.threads });
-const info = be.info();
-
-// Read bandwidth: 1 GiB, well beyond any cache. This host's bandwidth moves with its neighbours'
-// load, so every case is framed by probes taken just before and after it.
-const probeBytes = 1 << 30;
-const probeBuf = be.alloc(probeBytes);
-be.memset(probeBuf, 1, probeBytes);
-const sink = be.alloc(64);
-const probeRates: number[] = [];
-function probe(): number {
-  const t = time(() => be.readProbe(probeBuf, probeBytes, sink), 3);
-  probeRates.push(probeBytes / t);
-  return probeBytes / t;
-}
-const readBw = probe();
-
-// sgemm rate at the prefill shape of in_proj.
-const [gn, gk, gm] = [2048, 1024, 4096];
-const x = Tensor.fromHost(be, new Float32Array(gn * gk).fill(0.5), [gn, gk]);
-const w = Tensor.fromHost(be, new Float32Array(gm * gk).fill(0.25), [gm, gk]);
-const y = Tensor.empty(be, "f32", [gn, gm]);
-const gemm = () =>
-  be.linear({ x: x.ptr, w: w.ptr, wdtype: "f32", bias: null, n: gn, inF: gk, outF: gm, y: y.ptr });
-gemm();
-const tGemm = time(gemm, 5);
-const sgemmRate = (2 * gn * gk * gm) / tGemm;
-for (const t of [x, w, y]) t.free();
-
-console.log(`machine: ${JSON.stringify(info)}`);
-console.log(`read bandwidth: ${(readBw / 1e9).toFixed(2)} GB/s (mb_read_probe, 1 GiB)`);
-console.log(`sgemm: ${(sgemmRate / 1e9).toFixed(1)} GFLOP/s (${gn}x${gk} . ${gk}x${gm})`);
-
-const prompt = new TextEncoder().encode("High up on the hillside in the midst of a rugged group");
-const rows: string[][] = [];
-
-async function benchDecode(dtype: "fp32" | "bf16") {
-  const model: Model = await loadModel({
-    configPath: args.config_path,
-    modelId: args.model_id,
-    checkpoint: null,
-    device: "cpu",
-    dtype,
-    threads: args.threads,
-  });
-  try {
-    await model.generate(prompt, { maxNewTokens: 2, topK: 1 }); // warm-up
-    const before = probe();
-    const stamps: number[] = [];
-    await model.generate(prompt, {
-      maxNewTokens: args.decode_steps + 1,
-      topK: 1,
-      onBytes: () => {
-        stamps.push(performance.now());
-      },
-    });
-    const steps: number[] = [];
-    for (let i = 1; i < stamps.length; i++) steps.push((stamps[i] - stamps[i - 1]) / 1000);
-    const perStep = median(steps);
-    const bw = median([before, probe()]);
-    const bytesPerStep = weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
-    const roofline = bw / bytesPerStep;
-    rows.push([
-      `decode ${dtype}`,
-      `${(1 / perStep).toFixed(2)} bytes/s`,
-      `roofline ${roofline.toFixed(2)} bytes/s (${(bytesPerStep / 1e6).toFixed(0)} MB/step at ${
-        (bw / 1e9).toFixed(1)
-      } GB/s)`,
-      `ratio ${((1 / perStep) / roofline).toFixed(2)}`,
-    ]);
-    if (dtype === "fp32") {
-      const text = new Uint8Array(args.prefill).map((_, i) => 32 + (i * 7) % 90);
-      await model.lm.forwardChunks(text.subarray(0, 64)).then((s) => s.free()); // warm-up
-      const t0 = performance.now();
-      const st = await model.lm.forwardChunks(text);
-      const secs = (performance.now() - t0) / 1000;
-      st.free();
-      const gflops = (flopsPerPosition(model.lm.dims) * args.prefill) / secs;
-      rows.push([
-        `prefill ${args.prefill} fp32`,
-        `${(args.prefill / secs).toFixed(0)} bytes/s`,
-        `${(gflops / 1e9).toFixed(1)} GFLOP/s`,
-        `ratio to sgemm ${(gflops / sgemmRate).toFixed(2)}`,
-      ]);
+async function main(argv: string[]): Promise<void> {
+  const args = parseArgs<Args>(parser, argv);
+  for (const [flag, min] of [["decode_steps", 2], ["repeats", 1], ["prefill", 1]] as const) {
+    if (!(args[flag] >= min)) {
+      throw new UsageError("bench_cpu", `argument --${flag}: must be >= ${min}`, "");
     }
-  } finally {
-    model.close();
   }
+  const be = Backend.create("cpu", { threads: args.threads });
+  const info = be.info();
+
+  // Read bandwidth: 1 GiB, well beyond any cache. This host's bandwidth moves with its neighbours'
+  // load, so every case is framed by probes taken just before and after it.
+  const probeBytes = 1 << 30;
+  const probeBuf = be.alloc(probeBytes);
+  be.memset(probeBuf, 1, probeBytes);
+  const sink = be.alloc(64);
+  const probeRates: number[] = [];
+  function probe(): number {
+    const t = time(() => be.readProbe(probeBuf, probeBytes, sink), 3);
+    probeRates.push(probeBytes / t);
+    return probeBytes / t;
+  }
+  const readBw = probe();
+
+  // sgemm rate at the prefill shape of in_proj.
+  const [gn, gk, gm] = [2048, 1024, 4096];
+  const x = Tensor.fromHost(be, new Float32Array(gn * gk).fill(0.5), [gn, gk]);
+  const w = Tensor.fromHost(be, new Float32Array(gm * gk).fill(0.25), [gm, gk]);
+  const y = Tensor.empty(be, "f32", [gn, gm]);
+  const gemm = () =>
+    be.linear({
+      x: x.ptr,
+      w: w.ptr,
+      wdtype: "f32",
+      bias: null,
+      n: gn,
+      inF: gk,
+      outF: gm,
+      y: y.ptr,
+    });
+  gemm();
+  const tGemm = time(gemm, 5);
+  const sgemmRate = (2 * gn * gk * gm) / tGemm;
+  for (const t of [x, w, y]) t.free();
+
+  console.log(`machine: ${JSON.stringify(info)}`);
+  console.log(`read bandwidth: ${(readBw / 1e9).toFixed(2)} GB/s (mb_read_probe, 1 GiB)`);
+  console.log(`sgemm: ${(sgemmRate / 1e9).toFixed(1)} GFLOP/s (${gn}x${gk} . ${gk}x${gm})`);
+
+  const prompt = new TextEncoder().encode("High up on the hillside in the midst of a rugged group");
+  const rows: string[][] = [];
+
+  async function benchDecode(dtype: "fp32" | "bf16") {
+    const model: Model = await loadModel({
+      configPath: args.config_path,
+      modelId: args.model_id,
+      checkpoint: null,
+      device: "cpu",
+      dtype,
+      threads: args.threads,
+    });
+    try {
+      await model.generate(prompt, { maxNewTokens: 2, topK: 1 }); // warm-up
+      const bytesPerStep = weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
+      const segments: { rate: number; bw: number; ratio: number }[] = [];
+      for (let r = 0; r < args.repeats; r++) {
+        const before = probe();
+        const stamps: number[] = [];
+        await model.generate(prompt, {
+          maxNewTokens: args.decode_steps + 1,
+          topK: 1,
+          onBytes: () => {
+            stamps.push(performance.now());
+          },
+        });
+        const steps: number[] = [];
+        for (let i = 1; i < stamps.length; i++) steps.push((stamps[i] - stamps[i - 1]) / 1000);
+        const rate = 1 / median(steps);
+        const bw = median([before, probe()]);
+        segments.push({ rate, bw, ratio: rate / (bw / bytesPerStep) });
+      }
+      const mid = [...segments].sort((a, b) => a.ratio - b.ratio)[Math.floor(segments.length / 2)];
+      const span = (xs: number[], f: (x: number) => string) =>
+        `${f(Math.min(...xs))}..${f(Math.max(...xs))}`;
+      const ratios = segments.map((g) => g.ratio), bws = segments.map((g) => g.bw / 1e9);
+      rows.push([
+        `decode ${dtype}`,
+        `${mid.rate.toFixed(2)} bytes/s`,
+        `roofline ${(mid.bw / bytesPerStep).toFixed(2)} bytes/s (${
+          (bytesPerStep / 1e6).toFixed(0)
+        } MB/step at ${(mid.bw / 1e9).toFixed(1)} GB/s)`,
+        `ratio ${mid.ratio.toFixed(2)} (median of ${segments.length} segments; ${
+          span(ratios, (x) => x.toFixed(2))
+        } at ${span(bws, (x) => x.toFixed(0))} GB/s)`,
+      ]);
+      if (dtype === "fp32") {
+        const text = new Uint8Array(args.prefill).map((_, i) => 32 + (i * 7) % 90);
+        await model.lm.forwardChunks(text.subarray(0, 64)).then((s) => s.free()); // warm-up
+        const t0 = performance.now();
+        const st = await model.lm.forwardChunks(text);
+        const secs = (performance.now() - t0) / 1000;
+        st.free();
+        const gflops = (flopsPerPosition(model.lm.dims) * args.prefill) / secs;
+        rows.push([
+          `prefill ${args.prefill} fp32`,
+          `${(args.prefill / secs).toFixed(0)} bytes/s`,
+          `${(gflops / 1e9).toFixed(1)} GFLOP/s`,
+          `ratio to sgemm ${(gflops / sgemmRate).toFixed(2)}`,
+        ]);
+      }
+    } finally {
+      model.close();
+    }
+  }
+
+  await benchDecode("fp32");
+  await benchDecode("bf16");
+  be.free(probeBuf);
+  be.free(sink);
+  be.close();
+  const lo = Math.min(...probeRates) / 1e9, hi = Math.max(...probeRates) / 1e9;
+  console.log("");
+  console.log(`read bandwidth over the run: ${lo.toFixed(1)} .. ${hi.toFixed(1)} GB/s`);
+  console.log(`model ${args.model_id} (random weights), CPU threads: ${info.threads}`);
+  for (const r of rows) console.log(r.join(" | "));
 }
 
-await benchDecode("fp32");
-await benchDecode("bf16");
-be.free(probeBuf);
-be.free(sink);
-be.close();
-const lo = Math.min(...probeRates) / 1e9, hi = Math.max(...probeRates) / 1e9;
-console.log("");
-console.log(`read bandwidth over the run: ${lo.toFixed(1)} .. ${hi.toFixed(1)} GB/s`);
-console.log(`model ${args.model_id} (random weights), CPU threads: ${info.threads}`);
-for (const r of rows) console.log(r.join(" | "));
+if (import.meta.main) await runMain(main);
