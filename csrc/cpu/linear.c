@@ -606,8 +606,8 @@ static void add_bias_rows(void *raw, int64_t i0, int64_t i1) {
  * jobs that follow a prefill (steps of 50 ms instead of 0.1 ms on the tiny model, the caller
  * waiting 4-7 ms per job for a worker that had no CPU). Concurrent single-threaded calls are
  * OpenBLAS's documented way to run inside a threaded program (thread-safe since 0.3.7; Debian
- * bookworm ships 0.3.21). Same-run sgemm rate at the prefill shape: ~186 GFLOP/s against ~195
- * with OpenBLAS's threads (build/bench_cpu).
+ * bookworm ships 0.3.21). The sgemm rate at the prefill shape is unchanged: 174-181 GFLOP/s
+ * either way (build/bench_cpu, three runs alternating the two libraries).
  */
 typedef struct {
   const float *x, *wf;
