@@ -62,7 +62,12 @@ function flopsPerPosition(d: ModelDims): number {
 
 async function main(argv: string[]): Promise<void> {
   const args = parseArgs<Args>(parser, argv);
-  for (const [flag, min] of [["decode_steps", 2], ["repeats", 1], ["prefill", 1]] as const) {
+  for (
+    const [flag, min] of [["decode_steps", 2], ["repeats", 1], ["prefill", 1], [
+      "threads",
+      0,
+    ]] as const
+  ) {
     if (!(args[flag] >= min)) {
       throw new UsageError("bench_cpu", `argument --${flag}: must be >= ${min}`, "");
     }

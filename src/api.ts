@@ -124,6 +124,10 @@ export class Model {
 
 /** Loads a model from a configuration (and optionally a checkpoint) onto a backend. */
 export async function loadModel(options: LoadModelOptions = {}): Promise<Model> {
+  const threads = options.threads;
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 0)) {
+    throw new MambaByteError(`threads must be an integer >= 0 (0 = all cores; got ${threads})`);
+  }
   const cfg = await loadConfig(options.configPath ?? DEFAULT_CONFIG_PATH);
   const mc = cfg.model(options.modelId);
   const seed = options.seed ?? cfg.general.seed;
@@ -131,7 +135,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
   const kind = resolveDevice(options.device ?? cfg.general.device);
   const path = options.checkpoint === null ? undefined : options.checkpoint ?? mc.checkpoint;
   const reader = path ? await loadWeights(path, mc.dims) : randomWeights(mc.dims, seed, mc.norm);
-  const backend = Backend.create(kind, { threads: options.threads ?? cfg.general.threads });
+  const backend = Backend.create(kind, { threads: threads ?? cfg.general.threads });
   try {
     if (kind === "cuda" && !options.strictFp32) backend.setFlags(FLAG_ALLOW_TF32);
     const weights = await uploadWeights(

@@ -127,6 +127,12 @@ Deno.test("bad inputs give clear errors", async () => {
     () => loadModel({ configPath: CONFIG, modelId: "nope", device: "cpu" }),
     /unknown model id 'nope'/,
   );
+  for (const threads of [-1, 1.5]) {
+    await assert.rejects(
+      () => loadModel({ configPath: CONFIG, modelId: "test-48x2", device: "cpu", threads }),
+      /threads must be an integer >= 0/,
+    );
+  }
   const model = await load();
   try {
     await assert.rejects(() => model.forward(TEXT, { layers: [3] }), /out of range/);

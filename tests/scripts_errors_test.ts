@@ -186,3 +186,21 @@ Deno.test("scripts errors: --help exits 0 and prints the original flag names", a
     assert.match(r.stdout, new RegExp(flag));
   }
 });
+
+Deno.test("scripts errors: bench:cpu checks its flags before it measures", async () => {
+  for (
+    const [args, says] of [
+      [["--repeats", "0"], /--repeats: must be >= 1/],
+      [["--threads", "-1"], /--threads: must be >= 0/],
+      [["--decode_steps", "1"], /--decode_steps: must be >= 2/],
+      [["--bogus"], /--bogus/],
+    ] as const
+  ) {
+    const r = await runScript("bench_cpu.ts", [...args]);
+    const lines = r.stderr.split("\n").filter((l) => l.trim() !== "");
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], says);
+    assert.equal(r.stdout.trim(), "", "nothing measured");
+  }
+});
