@@ -141,21 +141,30 @@ Deno.test("pool: workers asleep after an idle spell wake for the next job", asyn
   }
 });
 
+/** A zero-filled fp32 product (n x k) . (m x k)^T on `be`, large enough for the BLAS path (sgemm
+ * slices on the pool): `run()` computes it, `free()` releases its buffers. */
+function blasProduct(be: Backend, n: number, k: number, m: number) {
+  const x = be.alloc(n * k * 4), w = be.alloc(m * k * 4), y = be.alloc(n * m * 4);
+  be.memset(x, 0, n * k * 4);
+  be.memset(w, 0, m * k * 4);
+  return {
+    run: () => be.linear({ x, w, wdtype: "f32", bias: null, n, inF: k, outF: m, y }),
+    free: () => [x, w, y].forEach((p) => be.free(p)),
+  };
+}
+
 Deno.test("pool: jobs right after a BLAS product give the same bits", () => {
   const be = Backend.create("cpu", { threads: 2 });
   const job = new Job(be);
-  const [n, k, m] = [64, 256, 512]; // large enough for the BLAS path (sgemm slices on the pool)
-  const x = be.alloc(n * k * 4), w = be.alloc(m * k * 4), y = be.alloc(n * m * 4);
+  const product = blasProduct(be, 64, 256, 512);
   try {
-    be.memset(x, 0, n * k * 4);
-    be.memset(w, 0, m * k * 4);
     for (let i = 0; i < 5; i++) {
-      be.linear({ x, w, wdtype: "f32", bias: null, n, inF: k, outF: m, y });
+      product.run();
       job.run(1);
     }
     assert.deepEqual(job.run(0), reference);
   } finally {
-    for (const p of [x, w, y]) be.free(p);
+    product.free();
     job.free();
     be.close();
   }
@@ -189,21 +198,16 @@ Deno.test({
     // from the pool's workers (decoding steps right after a prefill ran 500x slower). Products
     // now run as single-threaded sgemm slices on the pool, whose workers sleep ~2 ms after a job.
     const be = Backend.create("cpu", { threads: 2 });
-    const [n, k, m] = [256, 512, 1024];
-    const x = be.alloc(n * k * 4), w = be.alloc(m * k * 4), y = be.alloc(n * m * 4);
+    const product = blasProduct(be, 256, 512, 1024);
     try {
-      be.memset(x, 0, n * k * 4);
-      be.memset(w, 0, m * k * 4);
-      for (let i = 0; i < 3; i++) {
-        be.linear({ x, w, wdtype: "f32", bias: null, n, inF: k, outF: m, y });
-      }
+      for (let i = 0; i < 3; i++) product.run();
       await new Promise((res) => setTimeout(res, 10));
       const before = otherThreadTicks();
       await new Promise((res) => setTimeout(res, 300));
       const busy = otherThreadTicks() - before;
       assert.ok(busy <= 5, `other threads used ${busy} ticks of the 300 ms idle window`);
     } finally {
-      for (const p of [x, w, y]) be.free(p);
+      product.free();
       be.close();
     }
   },

@@ -4,8 +4,9 @@
  * sizes >= 0 and > 0 work, ld >= row width, valid enums).
  *
  * Threads: every parallel kernel runs on the context's own pool (pool.c), up to ctx->num_threads
- * threads; OpenBLAS, when used, runs its own. A context's scratch buffer and its pool make
- * concurrent calls on the SAME context unsafe; use one context per thread.
+ * threads; OpenBLAS, when used, runs single-threaded on slices there (linear.c). A context's
+ * scratch buffer and its pool make concurrent calls on the SAME context unsafe; use one context
+ * per thread.
  *
  * Environment, read at mbcpu_ctx_create:
  *   MAMBABYTE_CPU_SCALAR=1  force the portable scalar kernels (tests hold AVX-512 == scalar)
@@ -32,7 +33,7 @@ typedef struct mbcpu_ctx {
   int use_blas;            /* 1: cblas_sgemm for large products */
   void *scratch;           /* bf16 -> fp32 weight conversion (64-byte aligned) */
   size_t scratch_bytes;    /* capacity of scratch */
-  struct mbcpu_pool *pool; /* decoding kernels' threads, started on first use (pool.c) */
+  struct mbcpu_pool *pool; /* the kernels' threads, started on first use (pool.c) */
   int pool_failed;         /* 1: threads could not be started; jobs run on the caller's thread */
 } mbcpu_ctx;
 
@@ -41,6 +42,14 @@ static inline mbcpu_ctx *mbcpu(mb_ctx *ctx) { return (mbcpu_ctx *)ctx; }
 static inline void mbcpu_range(int64_t n, int tid, int nt, int64_t *b, int64_t *e) {
   *b = n * tid / nt;
   *e = n * (tid + 1) / nt;
+}
+
+/** Thread tid's share [*b, *e) of n items in whole blocks of blk (the last one clipped to n). */
+static inline void mbcpu_range_blocks(int64_t n, int64_t blk, int tid, int nt, int64_t *b,
+                                      int64_t *e) {
+  mbcpu_range((n + blk - 1) / blk, tid, nt, b, e);
+  *b *= blk;
+  *e = *e * blk < n ? *e * blk : n;
 }
 
 /** A job of mbcpu_parallel: runs once on each thread tid in [0, nt). */

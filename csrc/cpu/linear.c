@@ -6,8 +6,9 @@
  *   accumulators, bf16 expanded to fp32 by a zero-extend + shift, which is exact, so activations
  *   stay fp32). It runs at the machine's read bandwidth (see bench_cpu).
  * larger n (prefill): cblas_sgemm(RowMajor, NoTrans x, Trans W) when BLAS is available (bf16 W
- *   converted to fp32 in the context's scratch first); otherwise the library's own GEMM: W in
- *   L2-sized row tiles, each tile applied to the x rows 8 at a time with the skinny kernel.
+ *   converted to fp32 in the context's scratch first), one single-threaded call per pool thread
+ *   on its slice; otherwise the library's own GEMM: W in L2-sized row tiles, each tile applied to
+ *   the x rows 8 at a time with the skinny kernel.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -465,9 +466,7 @@ typedef struct {
 static void skinny_slice(void *raw, int tid, int nt) {
   const skinny_job *j = (const skinny_job *)raw;
   int64_t b0, b1;
-  mbcpu_range((j->out_f + j->blk - 1) / j->blk, tid, nt, &b0, &b1);
-  b0 *= j->blk;
-  b1 = b1 * j->blk < j->out_f ? b1 * j->blk : j->out_f;
+  mbcpu_range_blocks(j->out_f, j->blk, tid, nt, &b0, &b1);
   if (b0 < b1)
     rows_any(j->vec, j->x, j->ldx, j->xp, j->xsplit, j->kp, j->w, j->wdtype, j->bias, j->n,
              j->in_f, b0, b1, j->y, j->ldy);
@@ -627,9 +626,7 @@ static void sgemm_slice(void *raw, int tid, int nt) {
                   j->y + b * j->ldy, (int)j->ldy);
     return;
   }
-  mbcpu_range((j->out_f + 15) / 16, tid, nt, &b, &e);
-  b *= 16; /* output columns in blocks of 16 */
-  e = e * 16 < j->out_f ? e * 16 : j->out_f;
+  mbcpu_range_blocks(j->out_f, 16, tid, nt, &b, &e); /* output columns in blocks of 16 */
   if (b < e)
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)(e - b), (int)j->in_f,
                 1.0f, j->x, (int)j->ldx, j->wf + b * j->in_f, (int)j->in_f, 0.0f, j->y + b,
