@@ -201,38 +201,68 @@ static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int6
 /*
  * Decoding (len == 1, n <= 16): the state is updated in place (no buffer, no copies), full
  * blocks by step16; partial blocks (d % 16) by scan_block_vec. Blocks [t0, t1) of `batch`.
+ * Runs of up to MB_SB_RUN full blocks in two passes: first dt (softplus), dt * u and the gate
+ * silu(z) of the whole run, then step16 per block. step16 broadcasts dt and dt * u one channel at
+ * a time from memory; written just before, those loads wait on store forwarding, and the
+ * softplus and silu chains would sit between the exps (measured: ~2.4 ns a channel of 5.7).
+ * In a decoding step A and the state come from memory (the weights' stream has evicted them):
+ * each block prefetches the rows of the block MB_SB_PF ahead (dt_proj + update 17.8 -> 15.7 us
+ * a layer of the 353M model; 2, 4 and 8 blocks alike within noise).
  */
+#define MB_SB_RUN 32
+#define MB_SB_PF 2
 static void step_blocks_vec(const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
                             const float *A, const float *Bm, int64_t ldb, const float *Cm,
                             int64_t ldc, const float *Dskip, const float *z, int64_t ldz,
                             float *state, int64_t d, int64_t n, int delta_softplus, float *y,
                             int64_t ldy, int64_t t0, int64_t t1, float *hb) {
-  const int64_t nblk = (d + 15) / 16;
+  const int64_t nblk = (d + 15) / 16, nfull = d / 16;
   const __mmask16 ms = mbv_mask(n);
-  float dts[16] __attribute__((aligned(64)));
-  float dus[16] __attribute__((aligned(64)));
-  for (int64_t task = t0; task < t1; task++) {
-    const int64_t b = task / nblk, c0 = (task % nblk) * 16;
-    if (d - c0 < 16) {
+  float dts[MB_SB_RUN * 16] __attribute__((aligned(64)));
+  float dus[MB_SB_RUN * 16] __attribute__((aligned(64)));
+  float gate[MB_SB_RUN * 16] __attribute__((aligned(64)));
+  for (int64_t task = t0; task < t1;) {
+    const int64_t b = task / nblk, j0 = task % nblk;
+    if (j0 >= nfull) { /* the partial last block */
       scan_block_vec(u + b * ldu, ldu, delta + b * ld_delta, ld_delta, A, Bm + b * ldb, ldb,
                      Cm + b * ldc, ldc, Dskip, z ? z + b * ldz : NULL, ldz, state + b * d * n,
-                     NULL, 1, d, n, delta_softplus, y + b * ldy, ldy, c0, mbv_mask(d - c0), hb,
-                     16);
+                     NULL, 1, d, n, delta_softplus, y + b * ldy, ldy, j0 * 16,
+                     mbv_mask(d - j0 * 16), hb, 16);
+      task++;
       continue;
     }
-    const __m512 uv = _mm512_loadu_ps(u + b * ldu + c0);
-    __m512 dt = _mm512_loadu_ps(delta + b * ld_delta + c0);
-    if (delta_softplus) dt = mbv_softplus(dt);
-    _mm512_store_ps(dts, dt);
-    _mm512_store_ps(dus, _mm512_mul_ps(dt, uv));
-    __m512 yv = n == 16 ? step16(state + (b * d + c0) * 16, 16, A + c0 * 16, 16, ms, dts, dus,
-                                 Bm + b * ldb, Cm + b * ldc, NULL)
-                        : step16(state + (b * d + c0) * n, n, A + c0 * n, n, ms, dts, dus,
-                                 Bm + b * ldb, Cm + b * ldc, NULL);
-    const __m512 dv_skip = Dskip ? _mm512_loadu_ps(Dskip + c0) : _mm512_setzero_ps();
-    yv = _mm512_fmadd_ps(dv_skip, uv, yv);
-    if (z) yv = _mm512_mul_ps(yv, mbv_silu(_mm512_loadu_ps(z + b * ldz + c0)));
-    _mm512_storeu_ps(y + b * ldy + c0, yv);
+    int64_t j1 = j0 + (t1 - task);
+    if (j1 > nfull) j1 = nfull;
+    if (j1 - j0 > MB_SB_RUN) j1 = j0 + MB_SB_RUN;
+    const float *ub = u + b * ldu, *zb = z ? z + b * ldz : NULL;
+    for (int64_t j = j0; j < j1; j++) {
+      const int64_t c0 = j * 16, o = (j - j0) * 16;
+      __m512 dt = _mm512_loadu_ps(delta + b * ld_delta + c0);
+      if (delta_softplus) dt = mbv_softplus(dt);
+      _mm512_store_ps(dts + o, dt);
+      _mm512_store_ps(dus + o, _mm512_mul_ps(dt, _mm512_loadu_ps(ub + c0)));
+      if (zb) _mm512_store_ps(gate + o, mbv_silu(_mm512_loadu_ps(zb + c0)));
+    }
+    for (int64_t j = j0; j < j1; j++) {
+      const int64_t c0 = j * 16, o = (j - j0) * 16;
+      if (j + MB_SB_PF < nfull) {
+        const char *pa = (const char *)(A + (c0 + MB_SB_PF * 16) * n);
+        const char *ps = (const char *)(state + (b * d + c0 + MB_SB_PF * 16) * n);
+        for (int64_t q = 0; q < 16 * n * 4; q += 64) {
+          _mm_prefetch(pa + q, _MM_HINT_T0);
+          _mm_prefetch(ps + q, _MM_HINT_T0);
+        }
+      }
+      __m512 yv = n == 16 ? step16(state + (b * d + c0) * 16, 16, A + c0 * 16, 16, ms, dts + o,
+                                   dus + o, Bm + b * ldb, Cm + b * ldc, NULL)
+                          : step16(state + (b * d + c0) * n, n, A + c0 * n, n, ms, dts + o,
+                                   dus + o, Bm + b * ldb, Cm + b * ldc, NULL);
+      const __m512 dv_skip = Dskip ? _mm512_loadu_ps(Dskip + c0) : _mm512_setzero_ps();
+      yv = _mm512_fmadd_ps(dv_skip, _mm512_loadu_ps(ub + c0), yv);
+      if (zb) yv = _mm512_mul_ps(yv, _mm512_load_ps(gate + o));
+      _mm512_storeu_ps(y + b * ldy + c0, yv);
+    }
+    task += j1 - j0;
   }
 }
 #endif /* __AVX512F__ */
