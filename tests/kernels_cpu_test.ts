@@ -732,6 +732,8 @@ function checkStateUpdateDt(be: Backend, seed: number): void {
     // large enough for the threaded fused path (>= 64 KiB of dt_proj weights), d % 16 != 0
     [2, 600, 16, 64, "bf16", true, false],
     [1, 1100, 16, 40, "f32", false, true],
+    // the update's runs of 32 blocks (and its prefetch) with n < 16: 33 full blocks + a partial one
+    [2, 530, 7, 8, "f32", true, true],
     // more sequences than the skinny kernels take: the unfused fallback
     [9, 40, 16, 8, "f32", true, false],
   ];
