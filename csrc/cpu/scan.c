@@ -207,7 +207,8 @@ static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int6
  * softplus and silu chains would sit between the exps (measured: ~2.4 ns a channel of 5.7).
  * In a decoding step A and the state come from memory (the weights' stream has evicted them):
  * each block prefetches the rows of the block MB_SB_PF ahead (dt_proj + update 17.8 -> 15.7 us
- * a layer of the 353M model; 2, 4 and 8 blocks alike within noise).
+ * a layer of the 353M model over three alternating runs, 16.4-18.0 us in four later ones: at the
+ * edge of this host's noise; 2, 4 and 8 blocks alike).
  */
 #define MB_SB_RUN 32
 #define MB_SB_PF 2
