@@ -6,12 +6,16 @@
  */
 
 import { Backend, cudaDeviceCount, FLAG_ALLOW_TF32, hasCuda } from "./backend/backend.ts";
-import { loadWeights, randomWeights } from "./checkpoint/mod.ts";
+import { basename } from "node:path";
+import { checkpointModel, describeShape, sameDims } from "./checkpoint/describe.ts";
+import { openCheckpoint, randomWeights, type WeightSource, weightSourceFromTensors } from "./checkpoint/mod.ts";
+import { checkBounded } from "./config/defaults.ts";
 import {
   DEFAULT_CONFIG_PATH,
   type DeviceSetting,
   type DTypeSetting,
   loadConfig,
+  type MambaByteConfig,
   type ModelConfig,
 } from "./config/config.ts";
 import { MambaByteError } from "./errors.ts";
@@ -23,6 +27,7 @@ import {
   MambaByteLM,
   type TapName,
 } from "./model/model.ts";
+import { ensureMemory, weightBytes } from "./model/memory.ts";
 import { uploadWeights } from "./model/weights.ts";
 import type { RecurrentState } from "./model/workspace.ts";
 
@@ -30,7 +35,11 @@ import type { RecurrentState } from "./model/workspace.ts";
 export interface LoadModelOptions {
   /** YAML configuration (default configs/mambabyte_lm.yml). */
   configPath?: string;
-  /** A model id of the configuration (default: its default_model_id). */
+  /**
+   * A model id of the configuration. Default: with a checkpoint, the checkpoint's own dimensions
+   * (and the id of a config entry of that shape, if any); without, model.default_model_id.
+   * Given with a checkpoint, it must have the checkpoint's dimensions.
+   */
   modelId?: string;
   /**
    * A .safetensors, .pt/.bin or Hugging Face folder. Default: the config entry's checkpoint, or
@@ -51,6 +60,11 @@ export interface LoadModelOptions {
   chunkSize?: number;
   /** Called while weights upload: tensors done, total. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Called once the model is known (its configuration, with the checkpoint's dimensions) and
+   * before any memory is allocated or weights read: the place to refuse work that cannot fit.
+   */
+  beforeAllocate?: (config: ModelConfig) => void;
 }
 
 /** Picks the backend for a device setting; throws a clear error when CUDA is asked for but absent. */
@@ -122,22 +136,102 @@ export class Model {
   }
 }
 
+/** The model a load resolves to, before any weights move: its configuration and weight reader. */
+interface ResolvedModel {
+  config: ModelConfig;
+  reader: WeightSource;
+  /** Where the weights come from: a path, or "random(seed=N)". */
+  source: string;
+}
+
+/**
+ * Picks the model: a checkpoint defines its own dimensions (from its tensors and config.json), and
+ * a model id given with it must agree; without a checkpoint the id's entry in the config is used
+ * (with the entry's own checkpoint, else random weights from `seed`).
+ */
+async function resolveModel(
+  cfg: MambaByteConfig,
+  options: LoadModelOptions,
+  seed: number,
+): Promise<ResolvedModel> {
+  const named = options.modelId === undefined ? undefined : cfg.model(options.modelId);
+  const path = options.checkpoint === null
+    ? undefined
+    : options.checkpoint ?? (named ?? cfg.model()).checkpoint;
+  if (!path) {
+    const mc = named ?? cfg.model();
+    return { config: mc, reader: randomWeights(mc.dims, seed, mc.norm), source: `random(seed=${seed})` };
+  }
+  const ckpt = await openCheckpoint(path);
+  try {
+    const found = checkpointModel(ckpt.tensors, ckpt.hfDims, path);
+    let mc: ModelConfig;
+    if (named) {
+      if (!sameDims(named.dims, found.dims)) {
+        throw new MambaByteError(
+          `checkpoint ${path} has ${describeShape(found.dims)}, but model '${named.id}' of ` +
+            `${cfg.path} has ${describeShape(named.dims)}: leave out --model_id to use the ` +
+            `checkpoint's own dimensions`,
+        );
+      }
+      mc = named;
+    } else {
+      // A config entry of the same shape lends its id and settings (the default id first).
+      const ids = [cfg.defaultModelId, ...cfg.modelIds.filter((i) => i !== cfg.defaultModelId)];
+      const match = ids.map((i) => cfg.model(i)).find((m) => sameDims(m.dims, found.dims));
+      mc = match ?? { id: checkpointStem(path), dims: found.dims, ...cfg.commonSettings() };
+    }
+    if (found.normEpsilon !== undefined) mc = { ...mc, normEpsilon: found.normEpsilon };
+    const reader = weightSourceFromTensors(ckpt.tensors, mc.dims, {
+      label: path,
+      modelName: mc.id,
+      close: ckpt.close,
+    });
+    return { config: mc, reader, source: path };
+  } catch (e) {
+    ckpt.close();
+    throw e;
+  }
+}
+
+/** The checkpoint's name without folders and extension (the id of a model no config names). */
+function checkpointStem(path: string): string {
+  const base = basename(path.replace(/[/@]+$/, "").split("@")[0]);
+  return base.replace(/\.(safetensors|pt|pth|bin|ckpt)$/i, "") || "checkpoint";
+}
+
 /** Loads a model from a configuration (and optionally a checkpoint) onto a backend. */
 export async function loadModel(options: LoadModelOptions = {}): Promise<Model> {
   const threads = options.threads;
-  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 0)) {
-    throw new MambaByteError(`threads must be an integer >= 0 (0 = all cores; got ${threads})`);
+  if (threads !== undefined) {
+    const bad = checkBounded("threads", threads, "threads (0 = all cores)");
+    if (bad) throw new MambaByteError(bad);
+  }
+  if (options.chunkSize !== undefined) {
+    const bad = checkBounded("chunk_size", options.chunkSize, "chunkSize");
+    if (bad) throw new MambaByteError(bad);
   }
   const cfg = await loadConfig(options.configPath ?? DEFAULT_CONFIG_PATH);
-  const mc = cfg.model(options.modelId);
   const seed = options.seed ?? cfg.general.seed;
   const dtype = options.dtype ?? cfg.general.dtype;
   const kind = resolveDevice(options.device ?? cfg.general.device);
-  const path = options.checkpoint === null ? undefined : options.checkpoint ?? mc.checkpoint;
-  const reader = path ? await loadWeights(path, mc.dims) : randomWeights(mc.dims, seed, mc.norm);
-  const backend = Backend.create(kind, { threads: threads ?? cfg.general.threads });
+  const { config: mc, reader, source } = await resolveModel(cfg, options, seed);
+  let backend: Backend | undefined;
   try {
-    if (kind === "cuda" && !options.strictFp32) backend.setFlags(FLAG_ALLOW_TF32);
+    options.beforeAllocate?.(mc);
+    const matrixBytes = dtype === "bf16" ? 2 : 4;
+    const need = weightBytes(mc.dims, matrixBytes, {
+      vocabRows: reader.has("embedding.weight") ? reader.shape("embedding.weight")[0] : undefined,
+      untiedHead: !reader.lmHeadTied,
+    });
+    const hint = "use a smaller model, --dtype bf16, or another device";
+    ensureMemory(need, `model '${mc.id}' (${describeShape(mc.dims)})`, hint);
+    backend = Backend.create(kind, { threads: threads ?? cfg.general.threads });
+    if (kind === "cuda") {
+      const free = Number(backend.info().mem_free ?? 0);
+      if (free > 0) ensureMemory(need, `model '${mc.id}'`, hint, 0.95 * free, "GPU memory");
+      if (!options.strictFp32) backend.setFlags(FLAG_ALLOW_TF32);
+    }
     const weights = await uploadWeights(
       backend,
       reader,
@@ -149,9 +243,9 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
       eps: mc.normEpsilon,
       chunkSize: options.chunkSize ?? mc.chunkSize,
     });
-    return new Model(lm, mc, path ?? `random(seed=${seed})`, backend);
+    return new Model(lm, mc, source, backend);
   } catch (e) {
-    backend.close();
+    backend?.close();
     throw e;
   } finally {
     reader.close();

@@ -8,6 +8,7 @@
  */
 
 import type { HostTensor } from "../io/tensor.ts";
+import { ArgReducer } from "./arg_reduce.ts";
 import { cosineSimOverD, normalizeDim, Reducer, type Reduction } from "./reductions.ts";
 
 /** Positions materialised at once: keeps the scratch small (16 x 3584 x 16 floats = 3.7 MB). */
@@ -58,11 +59,15 @@ export class DiscreteAReducer {
   readonly #N: number;
   readonly #A: Float32Array;
   readonly #reducer: Reducer | null;
+  readonly #arg: ArgReducer | null;
   readonly #whole: Float32Array | null;
   readonly #scratch: Float32Array;
   #pos = 0;
 
-  /** For a layer with A (D, N) = -exp(A_log) and L positions in all. */
+  /**
+   * For a layer with A (D, N) = -exp(A_log) and L positions in all. With `withIndices`, min and
+   * max over a dimension also keep torch's indices ({@link indices}).
+   */
   constructor(
     L: number,
     A: Float32Array,
@@ -70,13 +75,18 @@ export class DiscreteAReducer {
     N: number,
     reduction: Reduction | null,
     dim: number | null,
+    withIndices = false,
   ) {
     if (A.length !== D * N) throw new Error(`A has ${A.length} values, expected ${D * N}`);
     this.#L = L;
     this.#D = D;
     this.#N = N;
     this.#A = A;
-    this.#reducer = reduction === null ? null : new Reducer(reduction, [D, N], dim);
+    const arg = withIndices && (reduction === "min" || reduction === "max") && dim !== null;
+    this.#arg = arg
+      ? new ArgReducer(reduction as "min" | "max", L, [D, N], normalizeDim(dim!, 3) as 0 | 1 | 2)
+      : null;
+    this.#reducer = reduction === null || arg ? null : new Reducer(reduction, [D, N], dim);
     this.#whole = reduction === null ? new Float32Array(L * D * N) : null;
     this.#scratch = new Float32Array(reduction === null ? 0 : BLOCK * D * N);
   }
@@ -93,7 +103,8 @@ export class DiscreteAReducer {
         const p = Math.min(BLOCK, rows - r);
         const block = this.#scratch.subarray(0, p * D * N);
         discreteA(delta.subarray(r * ld), p, ld, this.#A, D, N, block);
-        this.#reducer!.push(block, p);
+        if (this.#arg) this.#arg.push(block, p);
+        else this.#reducer!.push(block, p);
       }
     }
     this.#pos += rows;
@@ -105,8 +116,20 @@ export class DiscreteAReducer {
     if (this.#whole) {
       return { dtype: "float32", shape: [this.#L, this.#D, this.#N], data: this.#whole };
     }
-    const r = this.#reducer!.finish();
-    return { dtype: "float32", shape: r.shape, data: r.data };
+    const r = this.#arg ? this.#arg.finish() : null;
+    if (r) {
+      this.#indices = { dtype: "int64", shape: r.shape, data: r.indices };
+      return { dtype: "float32", shape: r.shape, data: r.values };
+    }
+    const red = this.#reducer!.finish();
+    return { dtype: "float32", shape: red.shape, data: red.data };
+  }
+
+  #indices: HostTensor | null = null;
+
+  /** torch's indices of a min / max over a dimension (after {@link result}; else null). */
+  get indices(): HostTensor | null {
+    return this.#indices;
   }
 }
 

@@ -8,6 +8,7 @@
 
 import { MambaByteError } from "../errors.ts";
 import type { HostTensor } from "../io/tensor.ts";
+import { availableHostBytes, ensureMemory } from "../model/memory.ts";
 import { type MambaByteLM, type TapChunk, type TapName, tapWidth } from "../model/model.ts";
 import { DiscreteAReducer, InputSimilarity, reducedShape } from "./discrete_a.ts";
 import type { Reduction } from "./reductions.ts";
@@ -31,6 +32,8 @@ export interface ExtractCommon {
 export interface Extraction {
   /** result.get(layer) */
   perLayer: Map<number, HostTensor>;
+  /** torch's int64 indices of a min / max reduction over a dimension, when asked for. */
+  indices?: Map<number, HostTensor>;
   logProbs?: HostTensor;
   ranks?: HostTensor;
 }
@@ -45,8 +48,11 @@ export function parseModuleId(id: string): TapName {
   return name as TapName;
 }
 
-function checkLayers(lm: MambaByteLM, layers?: readonly number[]): number[] {
-  const n = lm.dims.nLayer;
+/**
+ * The layers to extract, sorted and without repeats (all when `layers` is absent); an index
+ * outside 0..n_layer-1 is a usage error (exit code 2: it comes from --layer_idxs).
+ */
+export function checkLayerIndices(layers: readonly number[] | undefined, n: number): number[] {
   const out = layers ? [...layers] : [...Array(n).keys()];
   for (const l of out) {
     if (!Number.isInteger(l) || l < 0 || l >= n) {
@@ -59,25 +65,18 @@ function checkLayers(lm: MambaByteLM, layers?: readonly number[]): number[] {
   return [...new Set(out)].sort((a, b) => a - b);
 }
 
-function availableBytes(): number {
-  try {
-    const m = Deno.systemMemoryInfo();
-    return m.available > 0 ? m.available : m.free;
-  } catch {
-    return 8 * 2 ** 30;
-  }
+function checkLayers(lm: MambaByteLM, layers?: readonly number[]): number[] {
+  return checkLayerIndices(layers, lm.dims.nLayer);
 }
 
 /** Throws before any computation when the results would not fit in memory. */
 export function ensureFits(bytes: number, what: string, limit?: number): void {
-  const cap = limit ?? 0.8 * availableBytes();
-  if (bytes > cap) {
-    const gb = (x: number) => `${(x / 2 ** 30).toFixed(2)} GiB`;
-    throw new MambaByteError(
-      `${what} would need ${gb(bytes)} of memory but only ${gb(cap)} is available: ` +
-        `choose fewer layers (--layer_idxs), a reduction (--reduction), or a shorter prompt`,
-    );
-  }
+  ensureMemory(
+    bytes,
+    what,
+    "choose fewer layers (--layer_idxs), a reduction (--reduction), or a shorter prompt",
+    limit ?? 0.8 * availableHostBytes(),
+  );
 }
 
 /** Runs one pass: taps go to `onTap`, scores are collected when asked. */
@@ -149,7 +148,12 @@ export async function extractModuleOutputs(
 export async function extractDiscreteA(
   lm: MambaByteLM,
   bytes: Uint8Array,
-  options: ExtractCommon & { reduction?: Reduction | null; reductionDim?: number | null },
+  options: ExtractCommon & {
+    reduction?: Reduction | null;
+    reductionDim?: number | null;
+    /** Also return the indices of a min / max over a dimension (torch's (values, indices)). */
+    indices?: boolean;
+  },
 ): Promise<Extraction> {
   const layers = checkLayers(lm, options.layers);
   const { dInner: D, dState: N } = lm.dims;
@@ -161,14 +165,21 @@ export async function extractDiscreteA(
   ensureFits(bytesNeeded, "discrete_A for these layers", options.maxResultBytes);
   const reducers = new Map<number, DiscreteAReducer>();
   for (const l of layers) {
-    reducers.set(l, new DiscreteAReducer(L, lm.weights.hostA[l], D, N, reduction, dim));
+    reducers.set(
+      l,
+      new DiscreteAReducer(L, lm.weights.hostA[l], D, N, reduction, dim, options.indices),
+    );
   }
   const scores = await pass(lm, bytes, ["dt_proj"], layers, options, (c) => {
     reducers.get(c.layer)!.push(c.data, c.rows);
   });
   const perLayer = new Map<number, HostTensor>();
-  for (const [l, r] of reducers) perLayer.set(l, r.result());
-  return { perLayer, ...scores };
+  const indices = new Map<number, HostTensor>();
+  for (const [l, r] of reducers) {
+    perLayer.set(l, r.result());
+    if (r.indices) indices.set(l, r.indices);
+  }
+  return { perLayer, ...(indices.size ? { indices } : {}), ...scores };
 }
 
 /** Cosine similarity over d_inner of discrete_A with the mixer input x: (L, d_state) per layer. */

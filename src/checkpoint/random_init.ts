@@ -1,5 +1,7 @@
 /**
- * Random weights initialised as mamba_ssm and the original MambaByte code initialise a Mamba LM,
+ * Random weights initialised as the original MambaByte code initialises its model (PyTorch's module
+ * defaults plus Mamba's dt/A/D initialisation; no _init_weights pass, so unlike mamba_ssm: the
+ * embedding is N(0, 1), lm_head is a separate untied Linear, out_proj is not rescaled),
  * served through the same WeightSource interface as a checkpoint. Each tensor is generated on
  * demand from (seed, name), so the result does not depend on read order and a large model never
  * needs two copies in host memory.
@@ -18,9 +20,8 @@ import type { WeightSource } from "./weights.ts";
 const DT_MIN = 0.001;
 const DT_MAX = 0.1;
 const DT_FLOOR = 1e-4;
-const EMBEDDING_STD = 0.02;
 
-/** A randomly initialised Mamba LM for `dims`, deterministic in `seed`; lm_head is tied. */
+/** A randomly initialised MambaByte LM for `dims`, deterministic in `seed`; lm_head is untied. */
 export function randomWeights(
   dims: ModelDims,
   seed: number,
@@ -28,20 +29,19 @@ export function randomWeights(
 ): WeightSource {
   const names = new Map<string, number[]>();
   for (const [name, e] of expectedTensors(dims, normKind)) {
-    // mamba_ssm's Mamba has conv1d.bias but no in_proj / out_proj biases; lm_head is tied.
+    // Mamba has conv1d.bias but no in_proj / out_proj biases.
     if (!e.required && !name.endsWith("conv1d.bias")) continue;
     names.set(name, name.endsWith("conv1d.weight") ? [dims.dInner, dims.dConv] : e.shapes[0]);
   }
-  names.set("lm_head.weight", names.get("embedding.weight")!);
+  names.set("lm_head.weight", [dims.vocabSize, dims.dModel]);
   const generate = (name: string): Float32Array => {
     const shape = names.get(name);
     if (!shape) throw new CheckpointError(`random weights have no tensor ${name}`);
-    const key = name === "lm_head.weight" ? "embedding.weight" : name;
-    return initTensor(key, shape, dims, new Xoshiro128(seed, hashString(key)));
+    return initTensor(name, shape, dims, new Xoshiro128(seed, hashString(name)));
   };
   return {
     normKind,
-    lmHeadTied: true,
+    lmHeadTied: false,
     has: (name) => names.has(name),
     shape: (name) => {
       const s = names.get(name);
@@ -66,8 +66,8 @@ function initTensor(name: string, shape: number[], dims: ModelDims, rng: Xoshiro
   const uniform = (bound: number) => fill(n, () => rng.uniformIn(-bound, bound));
   const leaf = name.replace(/^layers\.\d+\./, "");
   switch (leaf) {
-    case "embedding.weight":
-      return fill(n, () => EMBEDDING_STD * rng.normal());
+    case "embedding.weight": // nn.Embedding: N(0, 1)
+      return fill(n, () => rng.normal());
     case "norm.weight":
     case "norm_f.weight":
     case "mixer.D":
@@ -78,14 +78,9 @@ function initTensor(name: string, shape: number[], dims: ModelDims, rng: Xoshiro
     // nn.Linear / nn.Conv1d defaults: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
     case "mixer.in_proj.weight":
     case "mixer.x_proj.weight":
+    case "mixer.out_proj.weight":
+    case "lm_head.weight":
       return uniform(1 / Math.sqrt(shape[1]));
-    case "mixer.out_proj.weight": {
-      // mamba_ssm's rescale_prenorm_residual: divide by sqrt(n_layer).
-      const w = uniform(1 / Math.sqrt(shape[1]));
-      const s = 1 / Math.sqrt(dims.nLayer);
-      for (let i = 0; i < n; i++) w[i] *= s;
-      return w;
-    }
     case "mixer.conv1d.weight":
     case "mixer.conv1d.bias":
       return uniform(1 / Math.sqrt(dims.dConv));

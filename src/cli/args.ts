@@ -11,9 +11,11 @@
 
 // Versioned inline: a project importing mod.ts by URL does not see our deno.json import map.
 // @ts-types="npm:@types/argparse@2.0.17"
-import { ArgumentDefaultsHelpFormatter, ArgumentParser } from "npm:argparse@2.0.1";
+import { ArgumentParser } from "npm:argparse@2.0.1";
 import { NONLINEARITIES, type Nonlinearity } from "../analysis/nonlinearity.ts";
 import { type Reduction, REDUCTIONS } from "../analysis/reductions.ts";
+import { DEFAULTS } from "../config/defaults.ts";
+import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
 import { HelpExit, UsageError } from "./errors.ts";
 
 export { HelpExit, UsageError };
@@ -32,26 +34,6 @@ const TYPES: Record<string, (s: string) => number> = {
     if (s.trim() === "" || Number.isNaN(x)) throw new TypeError(`not a number: ${s}`);
     return x;
   },
-  positive_int: (s) => {
-    const x = TYPES.int(s);
-    if (x < 1) throw new TypeError(`not positive: ${s}`);
-    return x;
-  },
-  nonnegative_int: (s) => {
-    const x = TYPES.int(s);
-    if (x < 0) throw new TypeError(`negative: ${s}`);
-    return x;
-  },
-  nonnegative_float: (s) => {
-    const x = TYPES.float(s);
-    if (!(x >= 0) || !Number.isFinite(x)) throw new TypeError(`negative: ${s}`);
-    return x;
-  },
-  probability: (s) => {
-    const x = TYPES.float(s);
-    if (!(x > 0 && x <= 1)) throw new TypeError(`not in (0, 1]: ${s}`);
-    return x;
-  },
 };
 
 /** An argparse parser whose errors throw instead of exiting the process. */
@@ -61,7 +43,8 @@ export class Parser extends ArgumentParser {
 
   /** Use {@link createParser}. */
   constructor(prog: string, description: string) {
-    super({ prog, description, formatter_class: ArgumentDefaultsHelpFormatter });
+    // Each help text states its own default: several come from the config file, not from here.
+    super({ prog, description });
     this.prog = prog;
   }
 
@@ -79,7 +62,7 @@ export class Parser extends ArgumentParser {
 }
 
 /**
- * Creates a parser for one script; `--help` shows each flag's default.
+ * Creates a parser for one script.
  *
  * @example
  * ```ts
@@ -99,44 +82,73 @@ export function parseArgs<T>(parser: Parser, argv: string[]): T {
   return { ...parser.parse_args(argv) } as T;
 }
 
-/** Flags from {@link addModelFlags}. */
+/** Flags from {@link addModelFlags}; null means not given (the config or a default decides). */
 export interface ModelArgs {
-  /** YAML config of the model and runtime. */
-  config_path: string;
-  /** Checkpoint (.pt, .bin, .safetensors or a Hugging Face folder); random init when null. */
+  /** YAML config of the model and runtime (null: the toolkit's configs/mambabyte_lm.yml). */
+  config_path: string | null;
+  /** Checkpoint (.pt, .bin, .safetensors, a Hugging Face folder or hf:// repo). */
   pretrained_model_filepath: string | null;
   /** Model name from the config, e.g. "972M". */
   model_id: string | null;
-  /** Seed of random init and sampling. */
-  seed: number;
+  /** Seed of random init and sampling (null: general.seed, else 4740). */
+  seed: number | null;
   /** Where to run (null: the config's). */
   device: "auto" | "cpu" | "cuda" | null;
   /** Storage of the large matrices (null: the config's). */
   dtype: "fp32" | "bf16" | null;
 }
 
+/** The ids of the shipped configuration, for help texts (empty if it cannot be read). */
+function shippedModelIds(): string {
+  try {
+    const text = Deno.readTextFileSync(DEFAULT_CONFIG_PATH);
+    const ids: string[] = [];
+    let inModel = false;
+    for (const line of text.split("\n")) {
+      if (/^\S/.test(line)) inModel = line.startsWith("model:");
+      const m = inModel ? /^ {2}([^\s#:][^:]*):/.exec(line) : null;
+      if (m && m[1] !== "common" && m[1] !== "default_model_id") ids.push(m[1]);
+    }
+    return ids.join(", ");
+  } catch {
+    return "";
+  }
+}
+
 /** Adds --config_path, --pretrained_model_filepath, --model_id, --seed, --device, --dtype. */
 export function addModelFlags(p: Parser): void {
   const g = p.add_argument_group({ title: "model" });
   g.add_argument("--config_path", {
-    default: "configs/mambabyte_lm.yml",
-    help: "YAML config with the model sizes and runtime settings",
+    default: null,
+    help: "YAML config with the model sizes and runtime settings (default: the toolkit's " +
+      "configs/mambabyte_lm.yml, wherever you run from)",
   });
   g.add_argument("--pretrained_model_filepath", {
     default: null,
-    help: "checkpoint (.pt, .bin, .safetensors or a Hugging Face folder); random init if absent",
+    help: "checkpoint: .pt/.bin, .safetensors, a Hugging Face folder, or hf://owner/name; it " +
+      "defines the model's dimensions (default: the model id's checkpoint in the config, else " +
+      "random initialisation from --seed)",
   });
-  g.add_argument("--model_id", { default: null, help: "model id in the config, e.g. 972M" });
-  g.add_argument("--seed", { type: TYPES.int, default: 4740, help: "random seed" });
+  const ids = shippedModelIds();
+  g.add_argument("--model_id", {
+    default: null,
+    help: `a model id of the config${ids ? ` (shipped: ${ids})` : ""}; with a checkpoint, ` +
+      "optional and checked against it (default: model.default_model_id, else 972M)",
+  });
+  g.add_argument("--seed", {
+    type: TYPES.int,
+    default: null,
+    help: `random seed of initialisation and sampling (default: general.seed, else ${DEFAULTS.seed})`,
+  });
   g.add_argument("--device", {
     choices: ["auto", "cpu", "cuda"],
     default: null,
-    help: "device (default: the config's general.device)",
+    help: `device (default: general.device, else ${DEFAULTS.device})`,
   });
   g.add_argument("--dtype", {
     choices: ["fp32", "bf16"],
     default: null,
-    help: "storage of the large weight matrices (default: the config's general.dtype)",
+    help: `storage of the large weight matrices (default: general.dtype, else ${DEFAULTS.dtype})`,
   });
 }
 
@@ -148,12 +160,22 @@ export interface PromptArgs {
   prompt_file: string | null;
 }
 
-/** Adds --prompt and --prompt_file (mutually exclusive). */
-export function addPromptFlags(p: Parser): void {
+/**
+ * Adds --prompt and --prompt_file (mutually exclusive); with `required`, one of them must be given
+ * (the extraction scripts), else both may be absent (generate.ts: unconditional generation).
+ */
+export function addPromptFlags(p: Parser, required = true): void {
   const g = p.add_argument_group({ title: "prompt" });
-  const x = g.add_mutually_exclusive_group({ required: false });
-  x.add_argument("--prompt", { default: null, help: "prompt text" });
-  x.add_argument("--prompt_file", { default: null, help: "file whose bytes are the prompt" });
+  const x = g.add_mutually_exclusive_group({ required });
+  x.add_argument("--prompt", {
+    default: null,
+    help: required ? "prompt text (required unless --prompt_file)" : "prompt text (default: none, " +
+      "unconditional generation)",
+  });
+  x.add_argument("--prompt_file", {
+    default: null,
+    help: "file whose bytes are the prompt (e.g. a PG19 sample)",
+  });
 }
 
 /** Flags from {@link addExtractionFlags} (absent ones stay undefined). */
@@ -194,21 +216,22 @@ export function addExtractionFlags(p: Parser, opts: ExtractionFlagOptions = {}):
     type: TYPES.int,
     nargs: "+",
     default: null,
-    help: "layer indices to extract from (default: all layers)",
+    help: "layer indices to extract from, 0-based (default: all layers)",
   });
   if (opts.modules ?? true) {
     g.add_argument("--module_id", "--module_ids", {
       dest: "module_ids",
       nargs: "+",
       default: null,
-      help: "mixer modules whose outputs to extract, e.g. dt_proj",
+      help: "mixer modules whose outputs to extract: norm, in_proj, conv1d, x_proj, dt_proj, " +
+        "out_proj, mixer (a mixer. prefix is accepted)",
     });
   }
   if (opts.nonlinearity ?? true) {
     g.add_argument("--nonlinearity", {
       choices: [...NONLINEARITIES],
       default: null,
-      help: "nonlinearity applied to the extracted outputs",
+      help: "nonlinearity applied to the extracted outputs (default: none)",
     });
   }
   g.add_argument("--return_log_probs", {
@@ -220,70 +243,94 @@ export function addExtractionFlags(p: Parser, opts: ExtractionFlagOptions = {}):
     g.add_argument("--reduction", {
       choices: [...REDUCTIONS],
       default: null,
-      help: "reduce discrete-A per position instead of storing it whole",
+      help: "reduce discrete-A instead of storing it whole: mean/min/max/norm over " +
+        "--reduction_dim, fro/nuc one matrix norm per position (default: none)",
     });
     g.add_argument("--reduction_dim", {
       type: TYPES.int,
       default: null,
-      help: "dimension to reduce over (negative counts from the end)",
+      help: "dimension of (L, d_inner, d_state) to reduce over, -3..2 (default: all elements; " +
+        "fro and nuc always reduce the last two)",
     });
   }
 }
 
-/** Flags from {@link addGenerationFlags}. */
+/** Flags from {@link addGenerationFlags}; null means not given (the config or a default decides). */
 export interface GenerationArgs {
   /** Bytes to generate per sample. */
-  max_new_tokens: number;
+  max_new_tokens: number | null;
   /** Number of samples. */
-  num_samples: number;
-  /** Softmax temperature. */
-  temperature: number;
-  /** Keep the k most likely bytes (0 disables). */
-  top_k: number;
-  /** Nucleus sampling mass. */
-  top_p: number;
+  num_samples: number | null;
+  /** Softmax temperature (0: greedy, with top_k 1). */
+  temperature: number | null;
+  /** Keep the k most likely bytes (0: off; 1: greedy). */
+  top_k: number | null;
+  /** Nucleus sampling mass (0: off). */
+  top_p: number | null;
 }
 
 /** Adds --max_new_tokens, --num_samples, --temperature, --top_k, --top_p. */
 export function addGenerationFlags(p: Parser): void {
-  const g = p.add_argument_group({ title: "generation" });
+  const g = p.add_argument_group({
+    title: "generation",
+    description: "defaults come from the config's generation section, else the values shown",
+  });
   g.add_argument("--max_new_tokens", {
-    type: TYPES.nonnegative_int,
-    default: 100,
-    help: "bytes to generate",
+    type: TYPES.int,
+    default: null,
+    help: `bytes to generate per sample (default: ${DEFAULTS.max_new_tokens})`,
   });
   g.add_argument("--num_samples", {
-    type: TYPES.positive_int,
-    default: 1,
-    help: "samples to draw",
+    type: TYPES.int,
+    default: null,
+    help: `samples to draw, decoded as one batch (default: ${DEFAULTS.num_samples})`,
   });
   g.add_argument("--temperature", {
-    type: TYPES.nonnegative_float,
-    default: 1.0,
-    help: "sampling temperature",
+    type: TYPES.float,
+    default: null,
+    help: `sampling temperature; 0 needs --top_k 1 (default: ${DEFAULTS.temperature})`,
   });
   g.add_argument("--top_k", {
-    type: TYPES.nonnegative_int,
-    default: 256,
-    help: "keep the k most likely bytes (0: all)",
+    type: TYPES.int,
+    default: null,
+    help: `keep the k most likely bytes, 0..256; 0: off, 1: greedy (default: ${DEFAULTS.top_k})`,
   });
-  g.add_argument("--top_p", { type: TYPES.probability, default: 0.98, help: "nucleus mass" });
+  g.add_argument("--top_p", {
+    type: TYPES.float,
+    default: null,
+    help: `keep the smallest set of bytes whose probability reaches p, 0..1; 0 or 1: off ` +
+      `(default: ${DEFAULTS.top_p})`,
+  });
 }
+
+/** How a stored record is laid out. */
+export type OutputLayout = "default" | "original";
 
 /** Flags from {@link addOutputFlags}. */
 export interface OutputArgs {
   /** Where to store results (.pkl, .pickle, .msgpack, .safetensors). */
   filepath_to_store_outputs: string | null;
+  /** The record's layout (extraction scripts only; generate.ts has no such flag). */
+  output_layout?: OutputLayout;
   /** No progress display. */
   quiet: boolean;
 }
 
-/** Adds --filepath_to_store_outputs and --quiet. */
-export function addOutputFlags(p: Parser): void {
+/** Adds --filepath_to_store_outputs, --quiet and, with `layouts`, --output_layout. */
+export function addOutputFlags(p: Parser, layouts = false): void {
   const g = p.add_argument_group({ title: "output" });
   g.add_argument("--filepath_to_store_outputs", {
     default: null,
-    help: "output file: .pkl/.pickle, .msgpack or .safetensors",
+    help: "output file: .pkl/.pickle, .msgpack or .safetensors (default: a summary on stdout)",
   });
+  if (layouts) {
+    g.add_argument("--output_layout", {
+      choices: ["default", "original"],
+      default: "default",
+      help: "default: numpy arrays, natural-log log_probs; original: exactly what the original " +
+        "scripts pickle (torch tensors, probabilities under log_probs, None for what was not " +
+        "asked), .pkl/.pickle only (default: default)",
+    });
+  }
   g.add_argument("--quiet", { action: "store_true", help: "no progress display on stderr" });
 }

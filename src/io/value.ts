@@ -100,3 +100,43 @@ const ARRAY_OF: Record<HostDType, abstract new (...args: never[]) => object> = {
   uint8: Uint8Array,
   bool: Uint8Array,
 };
+
+/** A tensor that a pickle stores as a `torch.Tensor` (other formats: the plain tensor). */
+export class TorchTensor {
+  /** The tensor's data. */
+  readonly tensor: HostTensor;
+  /** Wraps a tensor. */
+  constructor(tensor: HostTensor) {
+    this.tensor = tensor;
+  }
+}
+
+/** Builds a {@link TorchTensor}. */
+export function torchTensor(t: HostTensor): TorchTensor {
+  return new TorchTensor(t);
+}
+
+/** torch.min / torch.max over a dimension: a `torch.return_types.min|max` (values, indices). */
+export class TorchMinMax {
+  /** Which reduction. */
+  readonly kind: "min" | "max";
+  /** The values. */
+  readonly values: HostTensor;
+  /** int64 indices along the reduced dimension. */
+  readonly indices: HostTensor;
+  /** Wraps the pair. */
+  constructor(kind: "min" | "max", values: HostTensor, indices: HostTensor) {
+    this.kind = kind;
+    this.values = values;
+    this.indices = indices;
+  }
+}
+
+/** Builds a {@link TorchMinMax}. */
+export function torchMinMax(
+  kind: "min" | "max",
+  values: HostTensor,
+  indices: HostTensor,
+): TorchMinMax {
+  return new TorchMinMax(kind, values, indices);
+}

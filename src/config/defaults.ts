@@ -1,0 +1,84 @@
+/**
+ * The one table of defaults and bounds. A setting comes from the command-line flag, else the
+ * config file, else {@link DEFAULTS}; the bounds keep every value inside what the kernels and the
+ * host can do, so a bad value is refused before any work (never an internal error later).
+ *
+ * @module
+ */
+
+/** Built-in defaults (the original scripts' where they have one). */
+export const DEFAULTS = {
+  /** general.device */
+  device: "auto",
+  /** general.dtype */
+  dtype: "fp32",
+  /** --seed / general.seed (the original scripts' default). */
+  seed: 4740,
+  /** general.threads: 0 = every CPU this process may run on. */
+  threads: 0,
+  /** --max_new_tokens / generation.max_new_tokens */
+  max_new_tokens: 100,
+  /** --num_samples / generation.num_samples */
+  num_samples: 1,
+  /** --temperature / generation.temperature */
+  temperature: 1.0,
+  /** --top_k / generation.top_k (0: off) */
+  top_k: 256,
+  /** --top_p / generation.top_p (0: off) */
+  top_p: 0.98,
+  /** model.*.norm_epsilon / norm_eps */
+  norm_epsilon: 1e-5,
+  /** model.*.chunk_size: positions per forward chunk */
+  chunk_size: 2048,
+  /** The model id used when neither --model_id nor model.default_model_id names one. */
+  model_id: "972M",
+} as const;
+
+/** Inclusive bounds of integer settings; the upper bounds are far above any MambaByte. */
+export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = {
+  vocab_size: [256, 65536],
+  d_model: [1, 16384],
+  n_layer: [1, 1024],
+  d_state: [1, 256],
+  d_conv: [1, 64],
+  expand: [1, 16],
+  dt_rank: [1, 4096],
+  chunk_size: [1, 1 << 20],
+  threads: [0, 1024],
+  max_new_tokens: [0, 1 << 30],
+  num_samples: [1, 4096],
+  top_k: [0, 256],
+  context: [1, 1 << 24],
+};
+
+/** Temperatures outside this range overflow or underflow float32 logits (0 is greedy). */
+export const TEMPERATURE_RANGE = [1e-6, 1e6] as const;
+
+/** Prompt and text files larger than this are refused (the whole file is held in memory). */
+export const MAX_TEXT_FILE_BYTES = 1 << 30;
+
+/** Config files larger than this are not configuration files. */
+export const MAX_CONFIG_FILE_BYTES = 1 << 20;
+
+/**
+ * Checks an integer setting against {@link BOUNDS}; returns an error message, or null when fine.
+ * `name` is the key in BOUNDS; `label` is how the message names the setting.
+ */
+export function checkBounded(name: string, value: unknown, label = name): string | null {
+  const [lo, hi] = BOUNDS[name];
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < lo || value > hi) {
+    return `${label} must be an integer from ${lo} to ${hi} (got ${describe(value)})`;
+  }
+  return null;
+}
+
+/** A value as a short string for messages (never more than 40 characters). */
+export function describe(value: unknown): string {
+  let s: string;
+  try {
+    s = typeof value === "number" ? String(value) : JSON.stringify(value) ?? String(value);
+  } catch {
+    s = String(value);
+  }
+  return s.length > 40 ? `${s.slice(0, 37)}...` : s;
+}
