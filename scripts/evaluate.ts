@@ -2,11 +2,11 @@
  * Bits per byte of a model over text files (the paper's measure), with the state carried across
  * chunks of --context bytes, next to xz -9e and gzip -9 on the same bytes for scale.
  *
- * deno task evaluate --text_files ../shared/pg19_samples/860.txt --model_id tiny \
+ * deno task evaluate --text_files pg19_samples/860.txt --model_id tiny \
  *   [--context 2048] [--filepath_to_store_outputs results/eval.json]
  */
 import { baselineBitsPerByte, modelBitsPerByte } from "../src/analysis/bits_per_byte.ts";
-import { loadConfig } from "../src/config/config.ts";
+import { checkBounded } from "../src/config/defaults.ts";
 import {
   addModelFlags,
   addOutputFlags,
@@ -18,7 +18,13 @@ import {
   UsageError,
   UserError,
 } from "../src/cli/mod.ts";
-import { checkOutputPath, openModel, progressCallback, storeOutputs } from "../src/cli/session.ts";
+import {
+  checkOutputPath,
+  openConfig,
+  openModel,
+  progressCallback,
+  storeOutputs,
+} from "../src/cli/session.ts";
 import { atomicReplace } from "../src/io/atomic.ts";
 import { MambaByteLM } from "../src/model/model.ts";
 
@@ -54,8 +60,9 @@ async function main(argv: string[]): Promise<void> {
   });
   addOutputFlags(p);
   const args = parseArgs<EvalArgs>(p, argv);
-  if (args.context !== null && args.context < 1) {
-    throw new UsageError(PROG, "argument --context: must be >= 1", "");
+  const badContext = args.context === null ? null : checkBounded("context", args.context, "value");
+  if (badContext) {
+    throw new UsageError(PROG, `argument --context: ${badContext.replace(/^value /, "")}`);
   }
   const out = args.filepath_to_store_outputs;
   if (out !== null && !out.toLowerCase().endsWith(".json")) await checkOutputPath(PROG, out);
@@ -67,8 +74,8 @@ async function main(argv: string[]): Promise<void> {
       throw new UserError(`cannot read text file ${file}: ${(e as Error).message}`);
     }
   }
-  const cfg = await loadConfig(args.config_path);
-  const model = await openModel(PROG, args, args.quiet);
+  const cfg = await openConfig(PROG, args);
+  const model = await openModel(args, cfg, args.quiet);
   try {
     const lm = args.context === null ? model.lm : new MambaByteLM(
       model.lm.backend,
@@ -95,7 +102,7 @@ async function main(argv: string[]): Promise<void> {
     const nats = rows.reduce((s, r) => s + r.nats, 0);
     const scored = rows.reduce((s, r) => s + r.scored, 0);
     const overall = scored ? nats / Math.LN2 / scored : NaN;
-    const modelId = args.model_id ?? cfg.defaultModelId;
+    const modelId = model.config.id;
     console.log(`model ${modelId} (${model.source}), context ${lm.chunkSize}`);
     console.log("file | bytes | model bits/byte | xz -9e | gzip -9");
     for (const r of rows) {

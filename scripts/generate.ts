@@ -1,7 +1,8 @@
 /**
- * Generates bytes from a prompt (the original generate script's flags). The first sample streams to
- * stdout as it is made, UTF-8 decoded across steps (invalid sequences show as U+FFFD); the final
- * layout is the original's: PROMPT, GENERATIONS, samples separated by 80 dashes.
+ * Generates bytes after a prompt (the original generate script's flags and printed layout:
+ * PROMPT, GENERATIONS, each sample followed by 80 dashes). The first sample streams to stdout as it
+ * is made, UTF-8 decoded across steps (invalid sequences show as U+FFFD). Without a prompt the
+ * generation is unconditional (see GenerateOptions in src/generate/decode.ts).
  *
  * deno task generate --prompt "ROMEO:" [--model_id tiny] [--max_new_tokens 100] [--top_k 256] ...
  */
@@ -19,45 +20,54 @@ import {
   resolvePrompt,
   runMain,
 } from "../src/cli/mod.ts";
-import { checkOutputPath, openModel, storeOutputs } from "../src/cli/session.ts";
+import { checkOutputPath, openConfig, openModel, storeOutputs } from "../src/cli/session.ts";
+import { resolveGeneration, resolveSeed } from "../src/cli/settings.ts";
 import { uint8 } from "../src/io/tensor.ts";
+import { ensureMemory, stateBytes } from "../src/model/memory.ts";
 
 const PROG = "generate.ts";
 const SEPARATOR = "-".repeat(80);
 
 async function main(argv: string[]): Promise<void> {
-  const p = createParser(PROG, "Generate bytes with a MambaByte model.");
+  const p = createParser(PROG, "Generate (text) bytes with a MambaByte model.");
   addModelFlags(p);
-  addPromptFlags(p);
+  addPromptFlags(p, false);
   addGenerationFlags(p);
   addOutputFlags(p);
   const args = parseArgs<ModelArgs & PromptArgs & GenerationArgs & OutputArgs>(p, argv);
   await checkOutputPath(PROG, args.filepath_to_store_outputs);
-  const prompt = await resolvePrompt(args);
-  const model = await openModel(PROG, args, args.quiet);
-  const out = Deno.stdout;
+  const cfg = await openConfig(PROG, args);
+  const gen = resolveGeneration(PROG, args, cfg.generation(args.model_id ?? undefined));
+  const seed = resolveSeed(args.seed, cfg);
+  const prompt = args.prompt === null && args.prompt_file === null
+    ? { bytes: new Uint8Array(0), text: "" }
+    : await resolvePrompt(args);
+  const model = await openModel(args, cfg, args.quiet, (mc) => {
+    // Per sample: its bytes, its recurrent state, and a workspace row of activations and logits.
+    const perSample = gen.maxNewTokens + stateBytes(mc.dims) + 4 * (6 * mc.dims.dInner + 512);
+    ensureMemory(
+      gen.numSamples * perSample,
+      `${gen.numSamples} samples of ${gen.maxNewTokens} bytes`,
+      "ask for fewer --num_samples or --max_new_tokens",
+    );
+  });
   const enc = new TextEncoder();
-  const write = (s: string) => out.writeSync(enc.encode(s));
+  const write = (s: string) => Deno.stdout.writeSync(enc.encode(s));
   try {
-    write(`PROMPT:\n${prompt.text}\n${SEPARATOR}\nGENERATIONS:\n`);
+    write(`PROMPT\n${"=".repeat(6)}\n${prompt.text}\n\nGENERATIONS\n${"=".repeat(11)}\n`);
     const decoder = new TextDecoder("utf-8", { fatal: false });
     const samples = await model.generate(prompt.bytes, {
-      maxNewTokens: args.max_new_tokens,
-      numSamples: args.num_samples,
-      temperature: args.temperature,
-      topK: args.top_k,
-      topP: args.top_p,
-      seed: args.seed,
+      ...gen,
+      seed,
       onBytes: (bytes) => {
         const text = decoder.decode(bytes.subarray(0, 1), { stream: true });
         if (text) write(text);
       },
     });
-    write(decoder.decode());
+    write(`${decoder.decode()}\n${SEPARATOR}\n`);
     for (let s = 1; s < samples.length; s++) {
-      write(`\n${SEPARATOR}\n${new TextDecoder().decode(samples[s])}`);
+      write(`${new TextDecoder().decode(samples[s])}\n${SEPARATOR}\n`);
     }
-    write("\n");
     if (args.filepath_to_store_outputs) {
       await storeOutputs(args.filepath_to_store_outputs, {
         prompt: prompt.text,
@@ -66,12 +76,12 @@ async function main(argv: string[]): Promise<void> {
         generated_bytes: new Map(samples.map((s, i) => [i, uint8([s.length], s)])),
         model_id: model.config.id,
         pretrained_model_filepath: args.pretrained_model_filepath,
-        max_new_tokens: args.max_new_tokens,
-        num_samples: args.num_samples,
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        seed: args.seed,
+        max_new_tokens: gen.maxNewTokens,
+        num_samples: gen.numSamples,
+        temperature: gen.temperature,
+        top_k: gen.topK,
+        top_p: gen.topP,
+        seed,
       }, args.quiet);
     }
   } finally {

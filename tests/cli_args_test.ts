@@ -17,13 +17,14 @@ import {
   type PromptArgs,
   UsageError,
 } from "../src/cli/args.ts";
+import { resolveGeneration } from "../src/cli/settings.ts";
 
 type All = ModelArgs & PromptArgs & ExtractionArgs & OutputArgs;
 
-function extractionParser(prog = "extract_module_outputs.ts"): Parser {
+function extractionParser(prog = "extract_module_outputs.ts", promptRequired = false): Parser {
   const p = createParser(prog, "Extract module outputs.");
   addModelFlags(p);
-  addPromptFlags(p);
+  addPromptFlags(p, promptRequired);
   addExtractionFlags(p);
   addOutputFlags(p);
   return p;
@@ -134,42 +135,78 @@ Deno.test("--module_id and --module_ids are one flag taking one or more values",
   ]);
 });
 
-Deno.test("defaults of every shared flag", () => {
+Deno.test("flags not given stay null: the config or the defaults table decides", () => {
   const p = extractionParser("gen.ts");
   addGenerationFlags(p);
   const a = parseArgs<All & GenerationArgs>(p, []);
-  assert.equal(a.config_path, "configs/mambabyte_lm.yml");
-  assert.equal(a.seed, 4740);
-  assert.equal(a.device, null); // null: the config decides
-  assert.equal(a.dtype, null);
-  assert.equal(a.prompt, null);
-  assert.equal(a.prompt_file, null);
-  assert.equal(a.layer_idxs, null);
-  assert.equal(a.module_ids, null);
-  assert.equal(a.nonlinearity, null);
+  for (
+    const k of [
+      "config_path",
+      "seed",
+      "device",
+      "dtype",
+      "prompt",
+      "prompt_file",
+      "layer_idxs",
+      "module_ids",
+      "nonlinearity",
+      "reduction_dim",
+      "filepath_to_store_outputs",
+      "max_new_tokens",
+      "num_samples",
+      "temperature",
+      "top_k",
+      "top_p",
+    ] as const
+  ) assert.equal(a[k], null, k);
   assert.equal(a.return_log_probs, false);
   assert.equal(a.return_ranks, false);
-  assert.equal(a.reduction_dim, null);
-  assert.equal(a.filepath_to_store_outputs, null);
   assert.equal(a.quiet, false);
-  assert.equal(a.max_new_tokens, 100);
-  assert.equal(a.num_samples, 1);
-  assert.equal(a.temperature, 1.0);
-  assert.equal(a.top_k, 256);
-  assert.equal(a.top_p, 0.98);
-  const g = parseArgs<GenerationArgs>(p, [
-    "--max_new_tokens=7",
-    "--temperature",
-    "0.7",
-    "--top_k",
-    "0",
-    "--top_p",
-    "1",
-  ]);
+  // flag > config > built-in default
+  assert.deepEqual(resolveGeneration("gen.ts", a, {}), {
+    maxNewTokens: 100,
+    numSamples: 1,
+    temperature: 1.0,
+    topK: 256,
+    topP: 0.98,
+  });
+  const g = parseArgs<GenerationArgs>(p, ["--max_new_tokens=7", "--top_k", "0", "--top_p", "0"]);
   assert.deepEqual(
-    [g.max_new_tokens, g.temperature, g.top_k, g.top_p, g.num_samples],
-    [7, 0.7, 0, 1, 1],
+    resolveGeneration("gen.ts", g, { max_new_tokens: 50, temperature: 0.5, top_p: 0.9 }),
+    { maxNewTokens: 7, numSamples: 1, temperature: 0.5, topK: 0, topP: 0 },
   );
+});
+
+Deno.test("generation values: bounds, top_k 1 greedy at temperature 0, usage errors", () => {
+  const p = createParser("generate.ts", "g");
+  addGenerationFlags(p);
+  const check = (argv: string[]) => resolveGeneration("generate.ts", parseArgs(p, argv), {});
+  assert.equal(check(["--temperature", "0", "--top_k", "1"]).temperature, 0);
+  const bad = (argv: string[], message: RegExp) =>
+    assert.throws(() => check(argv), (e: unknown) => {
+      assert.ok(e instanceof UsageError, String(e));
+      assert.equal(e.exitCode, 2);
+      assert.match(e.message, message);
+      return true;
+    });
+  bad(["--temperature", "0"], /--temperature: 0 means greedy decoding and needs --top_k 1/);
+  bad(["--top_p", "1.5"], /--top_p: must be a number from 0 to 1/);
+  bad(["--top_p", "-0.1"], /--top_p/);
+  bad(["--num_samples", "0"], /--num_samples: must be an integer from 1 to 4096/);
+  bad(["--num_samples", "2147483648"], /--num_samples/);
+  bad(["--top_k", "2147483648"], /--top_k: must be an integer from 0 to 256/);
+  bad(["--max_new_tokens", "-1"], /--max_new_tokens/);
+  bad(["--temperature", "-1"], /--temperature: must be 0 or a number from 0.000001 to 1000000/);
+  bad(["--temperature", "1e-300"], /--temperature/);
+  bad(["--temperature", "1e39"], /--temperature/);
+  bad(["--temperature", "nan"], /--temperature/);
+});
+
+Deno.test("the extraction scripts require a prompt; generate.ts does not", () => {
+  const p = extractionParser("extract_module_outputs.ts", true);
+  assert.throws(() => parseArgs(p, []), /one of the arguments --prompt --prompt_file is required/);
+  assert.equal(parseArgs<All>(p, ["--prompt", "x"]).prompt, "x");
+  assert.equal(parseArgs<All>(extractionParser(), []).prompt, null);
 });
 
 function usageError(p: Parser, argv: string[], message: RegExp): void {
@@ -198,7 +235,6 @@ Deno.test("bad command lines throw UsageError with argparse's message", () => {
   usageError(p, ["stray"], /unrecognized arguments: stray/);
   const g = createParser("extract_module_outputs.ts", "g");
   addGenerationFlags(g);
-  usageError(g, ["--top_p", "1.5"], /invalid probability value/);
-  usageError(g, ["--num_samples", "0"], /invalid positive_int value/);
-  usageError(g, ["--temperature", "-1"], /invalid nonnegative_float value/);
+  usageError(g, ["--top_p", "x"], /invalid float value/);
+  usageError(g, ["--num_samples", "1.5"], /invalid int value/);
 });

@@ -12,7 +12,7 @@ import { writeOutputs } from "${ROOT}src/io/mod.ts";
 await runMain(async (argv) => {
   const [mode, ...rest] = argv;
   const p = createParser("tiny.ts", "A tiny script.");
-  addPromptFlags(p);
+  addPromptFlags(p, false);
   addExtractionFlags(p);
   const args = parseArgs<Record<string, string | null>>(p, rest);
   if (mode === "ok") console.log("fine");

@@ -5,6 +5,8 @@
 # the compiler finds it), so the README's two set-up commands work wherever gcc does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Build chatter goes to stderr: `deno task generate ... > out.txt` keeps stdout for results.
+exec 1>&2
 
 if command -v cmake >/dev/null 2>&1; then
   cmake -S csrc -B build -DCMAKE_BUILD_TYPE=Release "$@"

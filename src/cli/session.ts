@@ -6,12 +6,20 @@
  */
 
 import { dirname } from "node:path";
+import { checkLayerIndices, ensureFits } from "../analysis/extract.ts";
 import { loadModel, type Model } from "../api.ts";
-import { loadConfig } from "../config/config.ts";
+import {
+  DEFAULT_CONFIG_PATH,
+  loadConfig,
+  type MambaByteConfig,
+  type ModelConfig,
+} from "../config/config.ts";
+import type { ModelDims } from "../config/dims.ts";
 import { type HostTensor, isHostTensor } from "../io/tensor.ts";
 import { OUTPUT_EXTENSIONS, writeOutputs } from "../io/write.ts";
 import {
   addExtractionFlags,
+  type OutputLayout,
   addModelFlags,
   addOutputFlags,
   addPromptFlags,
@@ -24,31 +32,55 @@ import {
   type PromptArgs,
 } from "./args.ts";
 import { UsageError, UserError } from "./errors.ts";
+import { checkReductionDim } from "./settings.ts";
+import { formatBytes } from "../model/memory.ts";
+
+/** msgpack's bin 32 holds at most 2^32 - 1 bytes per value. */
+const MSGPACK_MAX_BIN = 2 ** 32;
 import { progress } from "./progress.ts";
 import { type ResolvedPrompt, resolvePrompt } from "./prompt.ts";
 
-/** Loads the model named by the common model flags; the config supplies what they leave out. */
-export async function openModel(prog: string, args: ModelArgs, quiet: boolean): Promise<Model> {
-  const cfg = await loadConfig(args.config_path);
+/** Loads the configuration the flags name (the toolkit's own file by default). */
+export async function openConfig(prog: string, args: ModelArgs): Promise<MambaByteConfig> {
+  const cfg = await loadConfig(args.config_path ?? DEFAULT_CONFIG_PATH);
   if (args.model_id !== null && !cfg.modelIds.includes(args.model_id)) {
     throw new UsageError(
       prog,
-      `argument --model_id: invalid choice: '${args.model_id}' (choose from ${
+      `argument --model_id: invalid choice: '${args.model_id}' (${cfg.path} defines ${
         cfg.modelIds.map((m) => `'${m}'`).join(", ")
       })`,
-      "",
     );
   }
-  const bar = progressCallback("loading weights", quiet);
+  return cfg;
+}
+
+/**
+ * Loads the model named by the common model flags; the config supplies what they leave out.
+ * `beforeAllocate` sees the resolved model before any memory is taken (checks of the work).
+ */
+export async function openModel(
+  args: ModelArgs,
+  cfg: MambaByteConfig,
+  quiet: boolean,
+  beforeAllocate?: (config: ModelConfig) => void,
+): Promise<Model> {
+  const seed = args.seed ?? cfg.general.seed;
+  const checkpoint = args.pretrained_model_filepath ??
+    (args.model_id === null ? cfg.model() : cfg.model(args.model_id)).checkpoint;
+  const label = checkpoint
+    ? `loading ${checkpoint}`
+    : `initialising random weights (seed ${seed})`;
+  const bar = progressCallback(label, quiet);
   try {
     return await loadModel({
-      configPath: args.config_path,
+      configPath: cfg.path,
       modelId: args.model_id ?? undefined,
       checkpoint: args.pretrained_model_filepath ?? undefined,
       device: args.device ?? undefined,
       dtype: args.dtype ?? undefined,
-      seed: args.seed,
+      seed,
       onProgress: bar.update,
+      beforeAllocate,
     });
   } finally {
     bar.done();
@@ -76,17 +108,32 @@ export function progressCallback(
  * Checks an output path before any computation: a known extension (else a usage error) and a
  * folder that exists or can be made and written to (else a runtime error).
  */
-export async function checkOutputPath(prog: string, path: string | null): Promise<void> {
+export async function checkOutputPath(
+  prog: string,
+  path: string | null,
+  layout: OutputLayout = "default",
+): Promise<void> {
   if (path === null) return;
+  const flag = "argument --filepath_to_store_outputs";
   const base = path.slice(path.lastIndexOf("/") + 1);
   const ext = base.includes(".") ? base.slice(base.lastIndexOf(".")).toLowerCase() : "";
   if (!OUTPUT_EXTENSIONS.includes(ext)) {
     throw new UsageError(
       prog,
-      `argument --filepath_to_store_outputs: unsupported extension '${ext || base}' (use ${
-        OUTPUT_EXTENSIONS.join(", ")
-      })`,
-      "",
+      `${flag}: unsupported extension '${ext || base}' (use ${OUTPUT_EXTENSIONS.join(", ")})`,
+    );
+  }
+  if (base.length === ext.length) {
+    throw new UsageError(prog, `${flag}: '${base}' has an extension but no name`);
+  }
+  // The temporary name adds ~24 bytes; most filesystems allow 255 per name.
+  if (new TextEncoder().encode(base).length > 200) {
+    throw new UsageError(prog, `${flag}: the file name is longer than 200 bytes`);
+  }
+  if (layout === "original" && ext !== ".pkl" && ext !== ".pickle") {
+    throw new UsageError(
+      prog,
+      `argument --output_layout: original is the original's pickle: use a .pkl or .pickle file`,
     );
   }
   // Probe the nearest existing folder without creating anything: a rejected run leaves no trace.
@@ -152,6 +199,16 @@ export interface ExtractionScript {
   /** Checks the flags before anything is loaded (throw a UsageError for a bad combination). */
   validate?: (args: ModelArgs & PromptArgs & ExtractionArgs & OutputArgs) => void;
   /**
+   * Bytes of each result tensor for a model of `dims`, `positions` bytes and these layers, so
+   * memory and format limits are checked before the model's weights are even read.
+   */
+  resultBytes: (
+    dims: ModelDims,
+    positions: number,
+    layers: number[],
+    args: ExtractionArgs & OutputArgs,
+  ) => number[];
+  /**
    * Computes the record's fields after `prompt` (result key, log_probs, ranks, then metadata),
    * in the order they should be stored.
    */
@@ -172,12 +229,32 @@ export async function runExtractionScript(s: ExtractionScript, argv: string[]): 
   addModelFlags(p);
   addPromptFlags(p);
   addExtractionFlags(p, s.flags);
-  addOutputFlags(p);
+  addOutputFlags(p, true);
   const args = parseArgs<ModelArgs & PromptArgs & ExtractionArgs & OutputArgs>(p, argv);
   s.validate?.(args);
-  await checkOutputPath(s.prog, args.filepath_to_store_outputs);
+  if (s.flags.reduction !== false) checkReductionDim(s.prog, args.reduction, args.reduction_dim);
+  const out = args.filepath_to_store_outputs;
+  await checkOutputPath(s.prog, out, args.output_layout);
+  const cfg = await openConfig(s.prog, args);
   const prompt = await resolvePrompt(args);
-  const model = await openModel(s.prog, args, args.quiet);
+  if (prompt.bytes.length === 0) {
+    throw new UsageError(s.prog, "argument --prompt: the prompt is empty: give at least one byte");
+  }
+  const checkWork = (mc: ModelConfig) => {
+    const layers = checkLayerIndices(args.layer_idxs ?? undefined, mc.dims.nLayer);
+    const sizes = s.resultBytes(mc.dims, prompt.bytes.length, layers, args);
+    ensureFits(sizes.reduce((a, b) => a + b, 0), "the requested outputs");
+    const largest = Math.max(0, ...sizes);
+    if (out?.toLowerCase().endsWith(".msgpack") && largest >= MSGPACK_MAX_BIN) {
+      throw new UsageError(
+        s.prog,
+        `argument --filepath_to_store_outputs: one result tensor would be ${
+          formatBytes(largest)
+        }, beyond msgpack's 4 GiB limit per value: use .pkl or .safetensors`,
+      );
+    }
+  };
+  const model = await openModel(args, cfg, args.quiet, checkWork);
   try {
     const bar = progressCallback(s.label, args.quiet);
     const fields = await s.compute(model, prompt, args, bar.update);

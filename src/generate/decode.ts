@@ -8,22 +8,31 @@
  */
 
 import { Tensor } from "../backend/tensor.ts";
+import { temperatureError, topPError } from "../config/config.ts";
+import { checkBounded, DEFAULTS } from "../config/defaults.ts";
 import { MambaByteError } from "../errors.ts";
 import type { MambaByteLM } from "../model/model.ts";
 
+/**
+ * What an empty prompt conditions on: MambaByte has no beginning-of-text token, so unconditional
+ * generation starts from the zero state after one newline byte (a paragraph boundary, as between
+ * the documents it was trained on). The newline is not part of the output.
+ */
+export const UNCONDITIONAL_CONTEXT: Uint8Array = Uint8Array.of(0x0a);
+
 /** Sampling and length settings; defaults are the original generate script's. */
 export interface GenerateOptions {
-  /** Bytes to generate per sample (default 100). */
+  /** Bytes to generate per sample, 0..2^30 (default 100). */
   maxNewTokens?: number;
-  /** Softmax temperature (default 1.0). */
+  /** Softmax temperature, 0 (greedy; needs topK 1) or 1e-6..1e6 (default 1.0). */
   temperature?: number;
-  /** Keep the k most likely bytes; 1 = greedy, 0 or >= 256 = all (default 256). */
+  /** Keep the k most likely bytes, 0..256; 1 = greedy whatever the temperature, 0 = off (256). */
   topK?: number;
-  /** Nucleus threshold in (0, 1] (default 0.98). */
+  /** Nucleus threshold in [0, 1]; 0 and 1 = off (default 0.98). */
   topP?: number;
   /** Seed of the sampler (default 4740). */
   seed?: number;
-  /** Independent samples, decoded together as one batch (default 1). */
+  /** Independent samples, decoded together as one batch, 1..4096 (default 1). */
   numSamples?: number;
   /** Called after every step with the new byte of each sample (index = sample). */
   onBytes?: (bytes: Uint8Array, step: number) => void | Promise<void>;
@@ -31,36 +40,31 @@ export interface GenerateOptions {
   useGraphs?: boolean;
 }
 
-/** Checks sampling settings, throwing a one-line MambaByteError for a bad value. */
+/** Checks sampling settings (the same bounds as the flags), throwing one-line errors. */
 export function validateGenerateOptions(
   o: GenerateOptions,
 ): Required<Omit<GenerateOptions, "onBytes">> {
   const r = {
-    maxNewTokens: o.maxNewTokens ?? 100,
-    temperature: o.temperature ?? 1.0,
-    topK: o.topK ?? 256,
-    topP: o.topP ?? 0.98,
-    seed: o.seed ?? 4740,
-    numSamples: o.numSamples ?? 1,
+    maxNewTokens: o.maxNewTokens ?? DEFAULTS.max_new_tokens,
+    temperature: o.temperature ?? DEFAULTS.temperature,
+    topK: o.topK ?? DEFAULTS.top_k,
+    topP: o.topP ?? DEFAULTS.top_p,
+    seed: o.seed ?? DEFAULTS.seed,
+    numSamples: o.numSamples ?? DEFAULTS.num_samples,
     useGraphs: o.useGraphs ?? true,
   };
-  if (!Number.isInteger(r.maxNewTokens) || r.maxNewTokens < 0) {
-    throw new MambaByteError(`max_new_tokens must be an integer >= 0 (got ${r.maxNewTokens})`);
+  const bad = checkBounded("max_new_tokens", r.maxNewTokens) ??
+    checkBounded("num_samples", r.numSamples) ?? checkBounded("top_k", r.topK);
+  if (bad) throw new MambaByteError(bad, 2);
+  const t = temperatureError(r.temperature);
+  if (t) throw new MambaByteError(`temperature ${t}`, 2);
+  const p = topPError(r.topP);
+  if (p) throw new MambaByteError(`top_p ${p}`, 2);
+  if (r.temperature === 0 && r.topK !== 1) {
+    throw new MambaByteError("temperature 0 means greedy decoding and needs topK 1", 2);
   }
-  if (!Number.isInteger(r.numSamples) || r.numSamples < 1) {
-    throw new MambaByteError(`num_samples must be an integer >= 1 (got ${r.numSamples})`);
-  }
-  if (!(r.temperature > 0) || !Number.isFinite(r.temperature)) {
-    throw new MambaByteError(`temperature must be > 0 (got ${r.temperature})`);
-  }
-  if (!Number.isInteger(r.topK) || r.topK < 0) {
-    throw new MambaByteError(`top_k must be an integer >= 0 (got ${r.topK})`);
-  }
-  if (!(r.topP > 0 && r.topP <= 1)) {
-    throw new MambaByteError(`top_p must be in (0, 1] (got ${r.topP})`);
-  }
-  if (!Number.isInteger(r.seed)) {
-    throw new MambaByteError(`seed must be an integer (got ${r.seed})`);
+  if (!Number.isSafeInteger(r.seed)) {
+    throw new MambaByteError(`seed must be an integer (got ${r.seed})`, 2);
   }
   return r;
 }
@@ -72,7 +76,7 @@ export async function generateBytes(
   options: GenerateOptions = {},
 ): Promise<Uint8Array[]> {
   const o = validateGenerateOptions(options);
-  if (prompt.length === 0) throw new MambaByteError("the prompt is empty: give at least one byte");
+  if (prompt.length === 0) prompt = UNCONDITIONAL_CONTEXT;
   const B = o.numSamples;
   const out = Array.from({ length: B }, () => new Uint8Array(o.maxNewTokens));
   if (o.maxNewTokens === 0) return out;
@@ -100,7 +104,8 @@ export async function generateBytes(
         logits: ws.logits.ptr,
         batch: B,
         v: 256,
-        temperature: o.temperature,
+        // top_k 1 ignores the temperature; the kernel only needs it positive.
+        temperature: o.topK === 1 ? 1 : o.temperature,
         topK: o.topK,
         topP: o.topP,
         seed: BigInt(o.seed),
