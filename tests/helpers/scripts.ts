@@ -34,11 +34,11 @@ export interface ScriptResult {
 export async function runScript(
   script: string,
   args: string[],
-  opts: { env?: Record<string, string> } = {},
+  opts: { env?: Record<string, string>; cwd?: string } = {},
 ): Promise<ScriptResult> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `scripts/${script}`, ...args],
-    cwd: REPO_ROOT,
+    args: ["run", "-A", `${REPO_ROOT}/scripts/${script}`, ...args],
+    cwd: opts.cwd ?? REPO_ROOT,
     env: { NO_COLOR: "1", ...opts.env },
     stdin: "null",
     stdout: "piped",
