@@ -8,7 +8,12 @@
 import { Backend, cudaDeviceCount, FLAG_ALLOW_TF32, hasCuda } from "./backend/backend.ts";
 import { basename } from "node:path";
 import { checkpointModel, describeShape, sameDims } from "./checkpoint/describe.ts";
-import { openCheckpoint, randomWeights, type WeightSource, weightSourceFromTensors } from "./checkpoint/mod.ts";
+import {
+  openCheckpoint,
+  randomWeights,
+  type WeightSource,
+  weightSourceFromTensors,
+} from "./checkpoint/mod.ts";
 import { checkBounded } from "./config/defaults.ts";
 import {
   DEFAULT_CONFIG_PATH,
@@ -160,7 +165,11 @@ async function resolveModel(
     : options.checkpoint ?? (named ?? cfg.model()).checkpoint;
   if (!path) {
     const mc = named ?? cfg.model();
-    return { config: mc, reader: randomWeights(mc.dims, seed, mc.norm), source: `random(seed=${seed})` };
+    return {
+      config: mc,
+      reader: randomWeights(mc.dims, seed, mc.norm),
+      source: `random(seed=${seed})`,
+    };
   }
   const ckpt = await openCheckpoint(path);
   try {

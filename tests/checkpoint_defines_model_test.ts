@@ -43,7 +43,10 @@ Deno.test("checkpoint defines the model: a mamba_ssm HF folder loads without --m
     await Deno.copyFile(`${FIXTURES}/rms_model.pt`, join(dir, "pytorch_model.bin"));
     await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(mambaSsmConfig(48, 2)));
     const viaFolder = await logitsOf({ checkpoint: dir });
-    const viaFile = await logitsOf({ checkpoint: `${FIXTURES}/rms_model.pt`, modelId: "test-48x2" });
+    const viaFile = await logitsOf({
+      checkpoint: `${FIXTURES}/rms_model.pt`,
+      modelId: "test-48x2",
+    });
     assert.equal(viaFolder.id, "test-48x2", "the config entry of the same shape lends its id");
     assert.deepEqual(viaFolder.logits, viaFile.logits);
     // config.json that disagrees with the weights is refused.
@@ -61,7 +64,14 @@ Deno.test("checkpoint defines the model: padded vocabulary, unknown shape, wrong
   const dir = await Deno.makeTempDir({ prefix: "mb-pad-" });
   try {
     // 264 rows (pad_vocab_size_multiple 8 of a 260-token vocabulary): the first 256 are bytes.
-    const dims = completeDims({ vocabSize: 264, dModel: 40, nLayer: 3, dState: 8, dConv: 3, expand: 2 });
+    const dims = completeDims({
+      vocabSize: 264,
+      dModel: 40,
+      nLayer: 3,
+      dState: 8,
+      dConv: 3,
+      expand: 2,
+    });
     const path = join(dir, "padded.safetensors");
     const ts = await modelTensors(dims, "rmsnorm", "mamba_ssm", { lmHead: true });
     await writeSafetensors(path, ts.map((t) => ({ ...t, dtype: "F32" as const })));

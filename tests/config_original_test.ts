@@ -105,7 +105,10 @@ Deno.test("config: every mistake is one error naming the key and the file", () =
       assert.ok(!e.message.includes("\n"));
       return true;
     });
-  bad(base + "  m: {d_model: 32, num_layers: 2, n_layer: 3}\n", /'num_layers' \(2\) and 'n_layer' \(3\)/);
+  bad(
+    base + "  m: {d_model: 32, num_layers: 2, n_layer: 3}\n",
+    /'num_layers' \(2\) and 'n_layer' \(3\)/,
+  );
   bad(base + "  m: {d_model: 32, n_layer: 2, norm_eps: 0.5, norm_epsilon: 0.1}\n", /norm_eps/);
   bad(base + "  m: {d_model: 32, n_layer: 2, d_modle: 3}\n", /unknown key 'd_modle' in model\.m/);
   bad(base + "  m: {d_model: 32, n_layer: 2}\ngeneration: {top_kk: 3}\n", /unknown key 'top_kk'/);
@@ -120,7 +123,10 @@ Deno.test("config: every mistake is one error naming the key and the file", () =
   bad(base + "  m: {d_model: 32, n_layer: 2, expand: 1000000}\n", /'expand'/);
   bad(base + "  m: {d_model: 32, n_layer: 2, dt_rank: 100000000}\n", /'dt_rank'/);
   bad(base + "  m: {d_model: 9007199254740993, n_layer: 2}\n", /'d_model'/);
-  bad(base + "  m: {d_model: 32, n_layer: 2, vocab_size: 16}\n", /'vocab_size' must be an integer from 256/);
+  bad(
+    base + "  m: {d_model: 32, n_layer: 2, vocab_size: 16}\n",
+    /'vocab_size' must be an integer from 256/,
+  );
   bad(base + "  m: {d_model: 32, n_layer: 2, norm_epsilon: .inf}\n", /'norm_epsilon'/);
   bad(base + "  m: {d_model: 32, n_layer: 2, chunk_size: 1000000000000}\n", /'chunk_size'/);
   bad(base + "  m: {d_model: 32, n_layer: 2}\ngeneral: {threads: 4294967297}\n", /threads/);

@@ -116,6 +116,67 @@ const CASES: BadCase[] = [
     code: 2,
     says: /--bogus_flag/,
   },
+  // Every value is checked before the model is loaded, and a bad flag is a usage error (2).
+  ...([
+    [GEN, ["--top_k", "2147483648"], /--top_k: must be an integer from 0 to 256/],
+    [GEN, ["--top_k", "257"], /--top_k/],
+    [GEN, ["--temperature", "0"], /--temperature: 0 means greedy decoding and needs --top_k 1/],
+    [GEN, ["--temperature", "1e-300"], /--temperature: must be 0 or a number/],
+    [GEN, ["--temperature", "1e39"], /--temperature/],
+    [GEN, ["--num_samples", "2147483648"], /--num_samples: must be an integer from 1 to 4096/],
+    [GEN, ["--max_new_tokens", "1000000000000"], /--max_new_tokens/],
+    [DA, ["--reduction", "mean", "--reduction_dim", "5"], /--reduction_dim: 5 is not a dimension/],
+    [DA, ["--reduction", "fro", "--reduction_dim", "99"], /--reduction_dim: 99/],
+    [DA, ["--reduction_dim", "3"], /--reduction_dim: 3/],
+    [DA, ["--output_layout", "original"], /--output_layout: original .*\.pkl/],
+    [
+      EXTRACT,
+      ["--module_ids", "dt_proj", "x_proj", "--output_layout", "original"],
+      /one --module_id/,
+    ],
+    ["evaluate.ts", ["--text_files", "OUT/x.txt", "--context", "1000000000000"], /--context/],
+  ] as [string, string[], RegExp][]).map(([script, args, says]): BadCase => ({
+    name: `${script} ${args.join(" ")}`,
+    script,
+    args: [
+      ...(script === "evaluate.ts" ? [] : P),
+      ...(script === EXTRACT && !args.includes("--module_ids") ? ["--module_ids", "dt_proj"] : []),
+      ...args,
+      ...(args.includes("--output_layout") ? ["--filepath_to_store_outputs", "OUT/o.msgpack"] : []),
+    ],
+    code: 2,
+    says,
+  })),
+  ...([
+    [[], /one of the arguments --prompt --prompt_file is required/],
+    [["--prompt", ""], /the prompt is empty/],
+    [
+      ["--prompt", "x", "--filepath_to_store_outputs", "OUT/.msgpack"],
+      /'\.msgpack' has an extension but no name/,
+    ],
+    [
+      ["--prompt", "x", "--filepath_to_store_outputs", `OUT/${"n".repeat(250)}.pkl`],
+      /longer than 200 bytes/,
+    ],
+  ] as [string[], RegExp][]).map(([args, says]): BadCase => ({
+    name: `extract_discrete_A.ts ${args.join(" ").slice(0, 60)}`,
+    script: DA,
+    args,
+    code: 2,
+    says,
+  })),
+  {
+    name: "unreduced discrete-A beyond msgpack's 4 GiB, refused before any work",
+    script: DA,
+    args: [
+      ...["--prompt_file", "OUT/big.txt", "--filepath_to_store_outputs", "OUT/o.msgpack"],
+      ...["--model_id", "972M", "--layer_idxs", "0"],
+    ],
+    code: 2,
+    says: /msgpack's 4 GiB limit/,
+    // 18,800 bytes x 3584 x 16 floats = 4.0 GiB for one layer of the 972M shape.
+    setup: (dir) => Deno.writeTextFile(`${dir}/big.txt`, "a".repeat(18_800)),
+  },
   {
     name: "missing checkpoint file",
     script: DA,
@@ -165,7 +226,8 @@ Deno.test("scripts errors: one line on stderr, exit 2 (usage) or 1 (runtime), no
         if (JSON.stringify(after) !== JSON.stringify(before)) {
           why.push(`left behind: ${after.filter((f) => !before.includes(f)).join(", ")}`);
         }
-        if (c.setup && (await Deno.readTextFile(`${dir}/file`)) !== "keep me\n") {
+        const kept = await Deno.readTextFile(`${dir}/file`).catch(() => null);
+        if (kept !== null && kept !== "keep me\n") {
           why.push("the existing file was changed");
         }
         if (why.length > 0) {
@@ -185,6 +247,20 @@ Deno.test("scripts errors: --help exits 0 and prints the original flag names", a
   for (const flag of ["--reduction_dim", "--return_log_probs", "--filepath_to_store_outputs"]) {
     assert.match(r.stdout, new RegExp(flag));
   }
+  // The prompt is required (argparse shows a required group in parentheses).
+  assert.match(r.stdout, /\(--prompt PROMPT \| --prompt_file PROMPT_FILE\)/);
+  const g = await runScript(GEN, ["--help"]);
+  assert.equal(g.code, 0, g.stderr);
+  const help = g.stdout.replace(/\s+/g, " ");
+  assert.doesNotMatch(help, /default: (null|undefined)/);
+  assert.doesNotMatch(help, /\(default: [^)]*\) \(default:/, "one default per flag");
+  assert.match(help, /shipped: 353M, 972M, tiny, small/);
+  assert.match(
+    help,
+    /--top_k TOP_K keep the k most likely bytes, 0\.\.256; 0: off, 1: greedy \(default: 256\)/,
+  );
+  assert.match(help, /0 or 1: off \(default: 0\.98\)/);
+  assert.match(help, /\[--prompt PROMPT \| --prompt_file PROMPT_FILE\]/, "optional for generate");
 });
 
 Deno.test("scripts errors: bench:cpu checks its flags before it measures", async () => {

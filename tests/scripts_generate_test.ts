@@ -216,3 +216,16 @@ for i in range(ARG["n"]):
     ids.append(b)
 finish(greedy=out, trusted=ARG["n"] if trusted is None else trusted)
 `;
+
+Deno.test("deno task generate: stdout holds only the results (the build talks on stderr)", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "generate", "--prompt", "hi", "--max_new_tokens", "3", "--quiet"],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.ok(stdout.startsWith(`PROMPT\n${"=".repeat(6)}\nhi\n`), stdout.slice(0, 200));
+});

@@ -70,7 +70,9 @@ export function originalModuleOutput(
   }
   const cols = shape[shape.length - 1];
   const rows = data.length / cols;
-  const result = nonlinearity === "linear" ? data : applyNonlinearity(nonlinearity, data, rows, cols);
+  const result = nonlinearity === "linear"
+    ? data
+    : applyNonlinearity(nonlinearity, data, rows, cols);
   return torchTensor({ dtype: "float32", shape, data: result });
 }
 

@@ -71,7 +71,9 @@ export function checkpointModel(
   }
   if (hf) {
     const wrong: string[] = [];
-    for (const [key, name] of [...DIM_FIELDS, ["dInner", "d_inner"]] as [keyof ModelDims, string][]) {
+    for (
+      const [key, name] of [...DIM_FIELDS, ["dInner", "d_inner"]] as [keyof ModelDims, string][]
+    ) {
       if (hf[key] !== undefined && hf[key] !== dims[key]) {
         wrong.push(`${name} ${hf[key]} (weights: ${dims[key]})`);
       }

@@ -138,7 +138,8 @@ export function addModelFlags(p: Parser): void {
   g.add_argument("--seed", {
     type: TYPES.int,
     default: null,
-    help: `random seed of initialisation and sampling (default: general.seed, else ${DEFAULTS.seed})`,
+    help:
+      `random seed of initialisation and sampling (default: general.seed, else ${DEFAULTS.seed})`,
   });
   g.add_argument("--device", {
     choices: ["auto", "cpu", "cuda"],
@@ -169,8 +170,10 @@ export function addPromptFlags(p: Parser, required = true): void {
   const x = g.add_mutually_exclusive_group({ required });
   x.add_argument("--prompt", {
     default: null,
-    help: required ? "prompt text (required unless --prompt_file)" : "prompt text (default: none, " +
-      "unconditional generation)",
+    help: required
+      ? "prompt text (required unless --prompt_file)"
+      : "prompt text (default: none, " +
+        "unconditional generation)",
   });
   x.add_argument("--prompt_file", {
     default: null,
@@ -321,7 +324,7 @@ export function addOutputFlags(p: Parser, layouts = false): void {
   const g = p.add_argument_group({ title: "output" });
   g.add_argument("--filepath_to_store_outputs", {
     default: null,
-    help: "output file: .pkl/.pickle, .msgpack or .safetensors (default: a summary on stdout)",
+    help: "output file: .pkl/.pickle, .msgpack or .safetensors (default: nothing stored)",
   });
   if (layouts) {
     g.add_argument("--output_layout", {

@@ -19,7 +19,6 @@ import { type HostTensor, isHostTensor } from "../io/tensor.ts";
 import { OUTPUT_EXTENSIONS, writeOutputs } from "../io/write.ts";
 import {
   addExtractionFlags,
-  type OutputLayout,
   addModelFlags,
   addOutputFlags,
   addPromptFlags,
@@ -28,6 +27,7 @@ import {
   type ExtractionFlagOptions,
   type ModelArgs,
   type OutputArgs,
+  type OutputLayout,
   parseArgs,
   type PromptArgs,
 } from "./args.ts";
@@ -67,9 +67,7 @@ export async function openModel(
   const seed = args.seed ?? cfg.general.seed;
   const checkpoint = args.pretrained_model_filepath ??
     (args.model_id === null ? cfg.model() : cfg.model(args.model_id)).checkpoint;
-  const label = checkpoint
-    ? `loading ${checkpoint}`
-    : `initialising random weights (seed ${seed})`;
+  const label = checkpoint ? `loading ${checkpoint}` : `initialising random weights (seed ${seed})`;
   const bar = progressCallback(label, quiet);
   try {
     return await loadModel({
@@ -243,7 +241,6 @@ export async function runExtractionScript(s: ExtractionScript, argv: string[]): 
   const checkWork = (mc: ModelConfig) => {
     const layers = checkLayerIndices(args.layer_idxs ?? undefined, mc.dims.nLayer);
     const sizes = s.resultBytes(mc.dims, prompt.bytes.length, layers, args);
-    ensureFits(sizes.reduce((a, b) => a + b, 0), "the requested outputs");
     const largest = Math.max(0, ...sizes);
     if (out?.toLowerCase().endsWith(".msgpack") && largest >= MSGPACK_MAX_BIN) {
       throw new UsageError(
@@ -253,6 +250,7 @@ export async function runExtractionScript(s: ExtractionScript, argv: string[]): 
         }, beyond msgpack's 4 GiB limit per value: use .pkl or .safetensors`,
       );
     }
+    ensureFits(sizes.reduce((a, b) => a + b, 0), "the requested outputs");
   };
   const model = await openModel(args, cfg, args.quiet, checkWork);
   try {

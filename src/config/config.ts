@@ -124,7 +124,10 @@ const GENERATION_KEYS = ["max_new_tokens", "num_samples", "temperature", "top_k"
 const TOP_LEVEL_KEYS = ["general", "model", "generation", "visualization"];
 const RESERVED_MODEL_KEYS = new Set(["common", "default_model_id"]);
 /** Spellings of one setting: the original's first, then mamba_ssm's. */
-const ALIASES: readonly [string, string][] = [["num_layers", "n_layer"], ["norm_eps", "norm_epsilon"]];
+const ALIASES: readonly [string, string][] = [["num_layers", "n_layer"], [
+  "norm_eps",
+  "norm_epsilon",
+]];
 
 type Mapping = Record<string, unknown>;
 
@@ -233,10 +236,19 @@ function mergeForModel(
   return { ...pick("common"), ...(id !== "" && Object.hasOwn(raw, id) ? pick(id) : {}) };
 }
 
-function checkKeys(m: Mapping, allowed: readonly string[], where: string, fail: (m: string) => never) {
+function checkKeys(
+  m: Mapping,
+  allowed: readonly string[],
+  where: string,
+  fail: (m: string) => never,
+) {
   for (const k of Object.keys(m)) {
     if (!allowed.includes(k)) {
-      fail(`unknown key '${describe(k).replace(/^"|"$/g, "")}' in ${where} (known: ${allowed.join(", ")})`);
+      fail(
+        `unknown key '${describe(k).replace(/^"|"$/g, "")}' in ${where} (known: ${
+          allowed.join(", ")
+        })`,
+      );
     }
   }
 }
@@ -355,7 +367,9 @@ function parseSwitches(m: Mapping, where: string, fail: (m: string) => never): O
   const out: OriginalSwitches = {};
   for (const k of SWITCH_KEYS) {
     if (m[k] === undefined || m[k] === null) continue;
-    if (typeof m[k] !== "boolean") fail(`${where}: '${k}' must be true or false (got ${describe(m[k])})`);
+    if (typeof m[k] !== "boolean") {
+      fail(`${where}: '${k}' must be true or false (got ${describe(m[k])})`);
+    }
     out[k] = m[k] as boolean;
   }
   return out;
