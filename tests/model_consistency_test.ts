@@ -127,17 +127,22 @@ Deno.test("bad inputs give clear errors", async () => {
     () => loadModel({ configPath: CONFIG, modelId: "nope", device: "cpu" }),
     /unknown model id 'nope'/,
   );
-  for (const threads of [-1, 1.5]) {
+  for (const threads of [-1, 1.5, 2 ** 32 + 1]) {
     await assert.rejects(
       () => loadModel({ configPath: CONFIG, modelId: "test-48x2", device: "cpu", threads }),
-      /threads must be an integer >= 0/,
+      /threads \(0 = all cores\) must be an integer from 0 to 1024/,
     );
   }
   const model = await load();
   try {
     await assert.rejects(() => model.forward(TEXT, { layers: [3] }), /out of range/);
     await assert.rejects(() => model.generate(TEXT, { topP: 1.5 }), /top_p/);
-    await assert.rejects(() => model.generate(new Uint8Array(0)), /empty/);
+    await assert.rejects(() => model.generate(TEXT, { topK: 2 ** 31 }), /top_k/);
+    await assert.rejects(() => model.generate(TEXT, { temperature: 0 }), /needs topK 1/);
+    // An empty prompt is unconditional generation (after one newline), as generate.ts.
+    const [a] = await model.generate(new Uint8Array(0), { maxNewTokens: 8, topK: 1 });
+    const [b] = await model.generate(Uint8Array.of(10), { maxNewTokens: 8, topK: 1 });
+    assert.deepEqual(a, b);
   } finally {
     model.close();
   }
