@@ -1,6 +1,7 @@
 /**
  * One entry point for every checkpoint layout: a Hugging Face style folder, a safetensors file,
- * or a torch.save file; the kind is chosen from the path, then from the file's first bytes.
+ * a torch.save file, or a Hugging Face hub repo (`hf://owner/name[@revision]`, resolved to its
+ * cached snapshot folder first); the kind is chosen from the path, then from the file's first bytes.
  *
  * @module
  */
@@ -10,6 +11,7 @@ import { FileByteSource } from "./byte_source.ts";
 import type { RawTensor } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
 import { type HfDims, readHfConfig } from "./hf_config.ts";
+import { type HubOptions, isHubSpec, resolveHubSnapshot } from "./hub.ts";
 import { readPytorch } from "./pytorch.ts";
 import { readSafetensors } from "./safetensors.ts";
 import { HF_WEIGHT_FILES, readShardIndex } from "./shard_index.ts";
@@ -27,10 +29,21 @@ export interface OpenedCheckpoint {
   close(): void;
 }
 
+/** Options of {@link openCheckpoint}; they matter only for `hf://` specs (see hub.ts). */
+export type OpenCheckpointOptions = HubOptions;
+
 const PYTORCH_EXTS = new Set([".pt", ".bin", ".pth", ".ckpt"]);
 
-/** Opens the checkpoint at `path` (a file or a Hugging Face style folder). */
-export async function openCheckpoint(path: string): Promise<OpenedCheckpoint> {
+/**
+ * Opens the checkpoint at `path`: a file, a Hugging Face style folder, or `hf://owner/name` (with
+ * an optional `@revision`), which is downloaded once into the Hugging Face cache and then read from
+ * there (`options.onDownload` reports the transfer).
+ */
+export async function openCheckpoint(
+  path: string,
+  options: OpenCheckpointOptions = {},
+): Promise<OpenedCheckpoint> {
+  if (isHubSpec(path)) return await openHfFolder(await resolveHubSnapshot(path, options));
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);

@@ -7,6 +7,7 @@
  */
 
 import { dirname, isAbsolute, join } from "node:path";
+import { isHubSpec } from "../checkpoint/hub.ts";
 import { MambaByteError } from "../errors.ts";
 import { completeDims, type ModelDims, type NormKind } from "./dims.ts";
 import { parseYaml } from "./yaml.ts";
@@ -35,7 +36,7 @@ export interface ModelConfig {
   norm: NormKind;
   /** Forward chunk length in positions. */
   chunkSize: number;
-  /** Default checkpoint, resolved against the config file's folder. */
+  /** Default checkpoint, resolved against the config file's folder (an `hf://` spec as is). */
   checkpoint?: string;
 }
 
@@ -174,7 +175,7 @@ export function parseConfig(text: string, path: string): MambaByteConfig {
       norm: choice(m["norm"], ["layernorm", "rmsnorm"] as const, `${where}: 'norm'`, "layernorm"),
       chunkSize: m["chunk_size"] === undefined ? 2048 : intField(m, "chunk_size", where),
       checkpoint: typeof ckpt === "string"
-        ? (isAbsolute(ckpt) ? ckpt : join(baseDir, ckpt))
+        ? (isAbsolute(ckpt) || isHubSpec(ckpt) ? ckpt : join(baseDir, ckpt))
         : undefined,
     };
   };
