@@ -6,7 +6,7 @@
  */
 
 import { Backend, cudaDeviceCount, FLAG_ALLOW_TF32, hasCuda } from "./backend/backend.ts";
-import { loadWeights, randomWeights } from "./checkpoint/mod.ts";
+import { type DownloadCallback, loadWeights, randomWeights } from "./checkpoint/mod.ts";
 import {
   DEFAULT_CONFIG_PATH,
   type DeviceSetting,
@@ -33,7 +33,8 @@ export interface LoadModelOptions {
   /** A model id of the configuration (default: its default_model_id). */
   modelId?: string;
   /**
-   * A .safetensors, .pt/.bin or Hugging Face folder. Default: the config entry's checkpoint, or
+   * A .safetensors, .pt/.bin or Hugging Face folder, or a hub repo `hf://owner/name[@revision]`
+   * (downloaded once into the Hugging Face cache). Default: the config entry's checkpoint, or
    * random initialisation from `seed` when it has none. Pass null to force random weights.
    */
   checkpoint?: string | null;
@@ -51,6 +52,8 @@ export interface LoadModelOptions {
   chunkSize?: number;
   /** Called while weights upload: tensors done, total. */
   onProgress?: (done: number, total: number) => void;
+  /** Called while an `hf://` checkpoint downloads: bytes done, total, file name. */
+  onDownload?: DownloadCallback;
 }
 
 /** Picks the backend for a device setting; throws a clear error when CUDA is asked for but absent. */
@@ -134,7 +137,9 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
   const dtype = options.dtype ?? cfg.general.dtype;
   const kind = resolveDevice(options.device ?? cfg.general.device);
   const path = options.checkpoint === null ? undefined : options.checkpoint ?? mc.checkpoint;
-  const reader = path ? await loadWeights(path, mc.dims) : randomWeights(mc.dims, seed, mc.norm);
+  const reader = path
+    ? await loadWeights(path, mc.dims, { onDownload: options.onDownload })
+    : randomWeights(mc.dims, seed, mc.norm);
   const backend = Backend.create(kind, { threads: threads ?? cfg.general.threads });
   try {
     if (kind === "cuda" && !options.strictFp32) backend.setFlags(FLAG_ALLOW_TF32);

@@ -40,6 +40,23 @@ export async function openModel(prog: string, args: ModelArgs, quiet: boolean): 
     );
   }
   const bar = progressCallback("loading weights", quiet);
+  // An hf:// checkpoint's download: one bar per file.
+  let fileBar: ReturnType<typeof progressCallback> | undefined;
+  let barFile = "";
+  const onDownload = (done: number, total: number, file: string) => {
+    if (file !== barFile) {
+      fileBar?.done();
+      fileBar = progressCallback(`downloading ${file}`, quiet);
+      barFile = file;
+    }
+    fileBar!.update(done, total);
+  };
+  // Downloads are over once the upload reports; end their bar before that one draws.
+  const onProgress = (done: number, total: number) => {
+    fileBar?.done();
+    fileBar = undefined;
+    bar.update(done, total);
+  };
   try {
     return await loadModel({
       configPath: args.config_path,
@@ -48,9 +65,11 @@ export async function openModel(prog: string, args: ModelArgs, quiet: boolean): 
       device: args.device ?? undefined,
       dtype: args.dtype ?? undefined,
       seed: args.seed,
-      onProgress: bar.update,
+      onProgress,
+      onDownload,
     });
   } finally {
+    fileBar?.done();
     bar.done();
   }
 }
