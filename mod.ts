@@ -22,6 +22,7 @@
  */
 
 export { loadModel, type LoadModelOptions, Model, resolveDevice } from "./src/api.ts";
+export type { DownloadCallback } from "./src/checkpoint/hub.ts";
 export {
   type DeviceSetting,
   type DTypeSetting,

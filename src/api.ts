@@ -9,6 +9,7 @@ import { Backend, cudaDeviceCount, FLAG_ALLOW_TF32, hasCuda } from "./backend/ba
 import { basename } from "node:path";
 import { checkpointModel, describeShape, sameDims } from "./checkpoint/describe.ts";
 import {
+  type DownloadCallback,
   openCheckpoint,
   randomWeights,
   type WeightSource,
@@ -47,7 +48,8 @@ export interface LoadModelOptions {
    */
   modelId?: string;
   /**
-   * A .safetensors, .pt/.bin or Hugging Face folder. Default: the config entry's checkpoint, or
+   * A .safetensors, .pt/.bin or Hugging Face folder, or a hub repo `hf://owner/name[@revision]`
+   * (downloaded once into the Hugging Face cache). Default: the config entry's checkpoint, or
    * random initialisation from `seed` when it has none. Pass null to force random weights.
    */
   checkpoint?: string | null;
@@ -70,6 +72,8 @@ export interface LoadModelOptions {
    * before any memory is allocated or weights read: the place to refuse work that cannot fit.
    */
   beforeAllocate?: (config: ModelConfig) => void;
+  /** Called while an `hf://` checkpoint downloads: bytes done, total, file name. */
+  onDownload?: DownloadCallback;
 }
 
 /** Picks the backend for a device setting; throws a clear error when CUDA is asked for but absent. */
@@ -171,7 +175,7 @@ async function resolveModel(
       source: `random(seed=${seed})`,
     };
   }
-  const ckpt = await openCheckpoint(path);
+  const ckpt = await openCheckpoint(path, { onDownload: options.onDownload });
   try {
     const found = checkpointModel(ckpt.tensors, ckpt.hfDims, path);
     let mc: ModelConfig;

@@ -1,7 +1,7 @@
 /**
  * Checkpoints: safetensors (read and write), PyTorch torch.save archives (zip + restricted
- * unpickler), Hugging Face style folders, canonical tensor names, validation against model
- * dimensions, and random initialisation.
+ * unpickler), Hugging Face style folders and hub repos (`hf://owner/name`, cached), canonical tensor
+ * names, validation against model dimensions, and random initialisation.
  *
  * @example
  * ```ts ignore
@@ -26,8 +26,23 @@ export {
 export { CheckpointError } from "./errors.ts";
 export { describeDims, expectedTensors, inferDims } from "./expected.ts";
 export { type HfDims, parseHfConfig } from "./hf_config.ts";
+export {
+  type DownloadCallback,
+  type HubOptions,
+  type HubSettings,
+  hubSettings,
+  type HubSpec,
+  isHubSpec,
+  parseHubSpec,
+  resolveHubSnapshot,
+} from "./hub.ts";
 export { canonicalizeTensors, canonicalName } from "./names.ts";
-export { type CheckpointFormat, openCheckpoint, type OpenedCheckpoint } from "./open.ts";
+export {
+  type CheckpointFormat,
+  openCheckpoint,
+  type OpenCheckpointOptions,
+  type OpenedCheckpoint,
+} from "./open.ts";
 export { openPytorch, readPytorch } from "./pytorch.ts";
 export { randomWeights } from "./random_init.ts";
 export {

@@ -1,17 +1,20 @@
 /**
  * One entry point for every checkpoint layout: a Hugging Face style folder, a safetensors file,
- * or a torch.save file; the kind is chosen from the path, then from the file's first bytes.
+ * a torch.save file, or a Hugging Face hub repo (`hf://owner/name[@revision]`, resolved to its
+ * cached snapshot folder first); the kind is chosen from the path, then from the file's first bytes.
  *
  * @module
  */
 
-import { basename, extname, join } from "node:path";
+import { extname, join } from "node:path";
 import { FileByteSource } from "./byte_source.ts";
 import type { RawTensor } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
 import { type HfDims, readHfConfig } from "./hf_config.ts";
+import { type HubOptions, isHubSpec, resolveHubSnapshot } from "./hub.ts";
 import { readPytorch } from "./pytorch.ts";
 import { readSafetensors } from "./safetensors.ts";
+import { HF_WEIGHT_FILES, readShardIndex } from "./shard_index.ts";
 
 /** Checkpoint layouts. */
 export type CheckpointFormat = "safetensors" | "pytorch" | "hf-folder";
@@ -26,16 +29,21 @@ export interface OpenedCheckpoint {
   close(): void;
 }
 
-const PYTORCH_EXTS = new Set([".pt", ".bin", ".pth", ".ckpt"]);
-const HF_WEIGHT_FILES = [
-  "model.safetensors.index.json",
-  "model.safetensors",
-  "pytorch_model.bin.index.json",
-  "pytorch_model.bin",
-];
+/** Options of {@link openCheckpoint}; they matter only for `hf://` specs (see hub.ts). */
+export type OpenCheckpointOptions = HubOptions;
 
-/** Opens the checkpoint at `path` (a file or a Hugging Face style folder). */
-export async function openCheckpoint(path: string): Promise<OpenedCheckpoint> {
+const PYTORCH_EXTS = new Set([".pt", ".bin", ".pth", ".ckpt"]);
+
+/**
+ * Opens the checkpoint at `path`: a file, a Hugging Face style folder, or `hf://owner/name` (with
+ * an optional `@revision`), which is downloaded once into the Hugging Face cache and then read from
+ * there (`options.onDownload` reports the transfer).
+ */
+export async function openCheckpoint(
+  path: string,
+  options: OpenCheckpointOptions = {},
+): Promise<OpenedCheckpoint> {
+  if (isHubSpec(path)) return await openHfFolder(await resolveHubSnapshot(path, options));
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);
@@ -106,7 +114,9 @@ async function openHfFolder(dir: string): Promise<OpenedCheckpoint> {
       `${dir}: folder has no model.safetensors or pytorch_model.bin (or a sharded index)`,
     );
   }
-  const files = weights.endsWith(".index.json") ? await shardFiles(join(dir, weights)) : [weights];
+  const files = weights.endsWith(".index.json")
+    ? await readShardIndex(join(dir, weights))
+    : [weights];
   const tensors = new Map<string, RawTensor>();
   const closers: (() => void)[] = [];
   const close = () => closers.forEach((c) => c());
@@ -126,27 +136,4 @@ async function openHfFolder(dir: string): Promise<OpenedCheckpoint> {
     throw e;
   }
   return { tensors, format: "hf-folder", hfDims, close };
-}
-
-/** The distinct shard files of an index.json, each a plain name inside the folder. */
-async function shardFiles(indexPath: string): Promise<string[]> {
-  let index: unknown;
-  try {
-    index = JSON.parse(await Deno.readTextFile(indexPath));
-  } catch (e) {
-    throw new CheckpointError(`${indexPath}: invalid index (${(e as Error).message})`);
-  }
-  const map = (index as { weight_map?: unknown })?.weight_map;
-  if (typeof map !== "object" || map === null) {
-    throw new CheckpointError(`${indexPath}: index has no weight_map`);
-  }
-  const files = [...new Set(Object.values(map as Record<string, unknown>))];
-  for (const f of files) {
-    if (typeof f !== "string" || f !== basename(f) || f === "." || f === "..") {
-      throw new CheckpointError(
-        `${indexPath}: shard name ${JSON.stringify(f)} is not a file in the folder`,
-      );
-    }
-  }
-  return files as string[];
 }

@@ -10,6 +10,7 @@ import { isFloatDType, type RawTensor, toBFloat16, toFloat32 } from "./dtypes.ts
 import { CheckpointError } from "./errors.ts";
 import { describeDims, expectedTensors, inferDims } from "./expected.ts";
 import { canonicalizeTensors } from "./names.ts";
+import type { HubOptions } from "./hub.ts";
 import { openCheckpoint } from "./open.ts";
 
 /** Parameters under canonical names, converted on read. */
@@ -30,8 +31,8 @@ export interface WeightSource {
   close(): void;
 }
 
-/** Options of {@link loadWeights}. */
-export interface LoadWeightsOptions {
+/** Options of {@link loadWeights}; the hub options matter only for `hf://` paths. */
+export interface LoadWeightsOptions extends HubOptions {
   /** The model id named in mismatch errors (e.g. "353M"). */
   modelName?: string;
 }
@@ -40,13 +41,16 @@ const NORM_WEIGHT = /^(layers\.\d+\.norm|norm_f)\.weight$/;
 /** Names listed per category before "(N more)". */
 const LIST_LIMIT = 12;
 
-/** Opens the checkpoint at `path`, checks it against `dims`, and returns its weights. */
+/**
+ * Opens the checkpoint at `path` (a file, a Hugging Face folder, or `hf://owner/name[@revision]`),
+ * checks it against `dims`, and returns its weights.
+ */
 export async function loadWeights(
   path: string,
   dims: ModelDims,
   opts: LoadWeightsOptions = {},
 ): Promise<WeightSource> {
-  const ckpt = await openCheckpoint(path);
+  const ckpt = await openCheckpoint(path, opts);
   try {
     return weightSourceFromTensors(ckpt.tensors, dims, {
       label: path,

@@ -69,6 +69,23 @@ export async function openModel(
     (args.model_id === null ? cfg.model() : cfg.model(args.model_id)).checkpoint;
   const label = checkpoint ? `loading ${checkpoint}` : `initialising random weights (seed ${seed})`;
   const bar = progressCallback(label, quiet);
+  // An hf:// checkpoint's download: one bar per file.
+  let fileBar: ReturnType<typeof progressCallback> | undefined;
+  let barFile = "";
+  const onDownload = (done: number, total: number, file: string) => {
+    if (file !== barFile) {
+      fileBar?.done();
+      fileBar = progressCallback(`downloading ${file}`, quiet);
+      barFile = file;
+    }
+    fileBar!.update(done, total);
+  };
+  // Downloads are over once the upload reports; end their bar before that one draws.
+  const onProgress = (done: number, total: number) => {
+    fileBar?.done();
+    fileBar = undefined;
+    bar.update(done, total);
+  };
   try {
     return await loadModel({
       configPath: cfg.path,
@@ -77,10 +94,12 @@ export async function openModel(
       device: args.device ?? undefined,
       dtype: args.dtype ?? undefined,
       seed,
-      onProgress: bar.update,
+      onProgress,
+      onDownload,
       beforeAllocate,
     });
   } finally {
+    fileBar?.done();
     bar.done();
   }
 }
