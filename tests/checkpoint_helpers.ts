@@ -147,6 +147,10 @@ export interface TorchPickleOptions {
   storageNumelOverride?: number;
   /** Put an argparse.Namespace under "args" in the wrapper. */
   withNamespace?: boolean;
+  /** Legacy-format persistent ids: a sixth element, view_metadata (None unless `views`). */
+  legacy?: boolean;
+  /** Old torch's storage views: tensor name -> (view key, element offset, elements). */
+  views?: Record<string, [string, number, number]>;
 }
 
 function contiguous(shape: number[]): number[] {
@@ -191,7 +195,11 @@ export function torchSavePickle(
     keys.set(t.name, st);
     // Persistent id: ('storage', torch.<X>Storage, key, 'cpu', numel)
     w.mark().str("storage").global("torch", STORAGE_CLASS[st.dtype]).str(st.key).str("cpu")
-      .int(st.numel).op(0x74);
+      .int(st.numel);
+    const view = opts.views?.[t.name];
+    if (view) w.mark().str(view[0]).int(view[1]).int(view[2]).op(0x74);
+    else if (opts.legacy) w.op(0x4e);
+    w.op(0x74);
     w.put();
     w.op(0x51); // BINPERSID
     w.int(t.storageOffset ?? 0);
@@ -482,6 +490,86 @@ export async function modelTensors(
       ? new Uint8Array((await src.readBF16(n)).buffer)
       : new Uint8Array((await src.readF32(n)).buffer);
     out.push({ name: schemeName(n, scheme), dtype: opts.dtype ?? "F32", shape, data });
+  }
+  return out;
+}
+
+/** Options of {@link legacyTorchFile}. */
+export interface LegacyFileOptions extends TorchPickleOptions {
+  /** The storage key list to write (default: every storage, in order). */
+  keys?: string[];
+  /** Element counts to write in the data headers instead of the true ones. */
+  counts?: Record<string, bigint>;
+  /** The object pickle to write instead of the state dict's (hostile files). */
+  objectPickle?: Uint8Array;
+  /** The protocol version pickled after the magic number (default 1001). */
+  version?: number;
+}
+
+/** torch's legacy magic number 0x1950a86a20f9469cfc6c, pickled as torch.save writes it. */
+export const LEGACY_MAGIC_PICKLE = Uint8Array.of(
+  0x80,
+  0x02,
+  0x8a,
+  0x0a,
+  0x6c,
+  0xfc,
+  0x9c,
+  0x46,
+  0xf9,
+  0x20,
+  0x6a,
+  0xa8,
+  0x50,
+  0x19,
+  0x2e,
+);
+
+/**
+ * A torch.save file in the legacy (non-zip) layout: the magic number, protocol version and
+ * sys_info pickles, the object pickle, the storage key list, then per key an int64 element count
+ * and the data.
+ */
+export function legacyTorchFile(tensors: FakeTensor[], opts: LegacyFileOptions = {}): Uint8Array {
+  const { pkl, storages } = torchSavePickle(tensors, { ...opts, legacy: true });
+  const version = new PickleWriter().proto(2).int(opts.version ?? 1001).op(0x2e).bytes();
+  const sys = new PickleWriter().proto(2).op(0x7d);
+  sys.put();
+  sys.mark().str("protocol_version").int(1001).str("little_endian").op(0x88).str("type_sizes");
+  sys.op(0x7d);
+  sys.put();
+  sys.mark().str("short").int(2).str("int").int(4).str("long").int(4).op(0x75).op(0x75).op(0x2e);
+  const keys = opts.keys ?? [...storages.keys()];
+  const list = new PickleWriter().proto(2).op(0x5d);
+  list.put();
+  list.mark();
+  for (const k of keys) list.str(k);
+  list.op(0x65).op(0x2e);
+  const parts: Uint8Array[] = [
+    LEGACY_MAGIC_PICKLE,
+    version,
+    sys.bytes(),
+    opts.objectPickle ?? pkl,
+    list.bytes(),
+  ];
+  // Storage j belongs to the j-th tensor that shares nothing (torchSavePickle's numbering).
+  const dtypeOfKey = new Map<string, SafetensorsDType>();
+  tensors.filter((t) => !t.shareWith).forEach((t, j) => dtypeOfKey.set(String(j), t.dtype));
+  for (const key of keys) {
+    const data = storages.get(key);
+    if (!data) continue;
+    const head = new Uint8Array(8);
+    const count = opts.counts?.[key] ?? BigInt(data.length / ITEMSIZE[dtypeOfKey.get(key)!]);
+    new DataView(head.buffer).setBigInt64(0, count, true);
+    parts.push(head, data);
+  }
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  n = 0;
+  for (const p of parts) {
+    out.set(p, n);
+    n += p.length;
   }
   return out;
 }

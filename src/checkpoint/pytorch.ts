@@ -1,40 +1,36 @@
 /**
- * PyTorch checkpoints written by torch.save (>= 1.6): a zip holding `<prefix>/data.pkl` (the
- * pickled object, with tensors as persistent ids) and `<prefix>/data/<key>` (raw storages). The
- * pickle is read by the restricted unpickler; tensors stay in the file until read.
+ * PyTorch checkpoints written by torch.save: the zip layout (torch >= 1.6), a zip holding
+ * `<prefix>/data.pkl` (the pickled object, with tensors as persistent ids) and `<prefix>/data/<key>`
+ * (raw storages), and the legacy layout (src/checkpoint/pytorch_legacy.ts), tried for any file that
+ * is not a zip. Both pickles are read by the same restricted unpickler; tensors stay in the file
+ * until read.
  *
  * @module
  */
 
 import { type ByteSource, FileByteSource } from "./byte_source.ts";
-import { DTYPE_SIZE, numel, type RawTensor } from "./dtypes.ts";
+import { DTYPE_SIZE, type RawTensor } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
-import {
-  PickledTensor,
-  PyGlobal,
-  type PyValue,
-  StorageRef,
-  TORCH_STORAGE_DTYPES,
-  unpickle,
-} from "./unpickle.ts";
+import { readLegacyPytorch } from "./pytorch_legacy.ts";
+import { findStateDict, parseStorageId, stateDictTensors } from "./torch_storage.ts";
+import { type PyValue, StorageRef, unpickle } from "./unpickle.ts";
 import { ZipArchive } from "./zip.ts";
 
 /** Largest data.pkl accepted: a state dict's pickle is kilobytes to a few megabytes. */
 const MAX_PICKLE_BYTES = 256 << 20;
-/** Keys under which training scripts nest the state dict. */
-const WRAPPER_KEYS = ["model", "state_dict", "model_state_dict", "module"];
 
-/** Reads the tensors of a torch.save zip archive from `src`. */
+/** Reads the tensors of a torch.save file (zip or legacy layout) from `src`. */
 export async function readPytorch(src: ByteSource): Promise<Map<string, RawTensor>> {
+  const magic = await src.read(0, Math.min(4, src.size));
+  if (magic.length === 4 && magic[0] === 0x50 && magic[1] === 0x4b) return await readZip(src);
+  return await readLegacyPytorch(src);
+}
+
+async function readZip(src: ByteSource): Promise<Map<string, RawTensor>> {
   const label = src.label;
   const fail = (msg: string): never => {
     throw new CheckpointError(`${label}: ${msg}`);
   };
-  const magic = await src.read(0, Math.min(4, src.size));
-  if (magic[0] !== 0x50 || magic[1] !== 0x4b) {
-    if (magic[0] === 0x80) fail("legacy PyTorch format: re-save with torch>=1.6 (zip format)");
-    fail("not a PyTorch checkpoint (no zip signature)");
-  }
   const zip = await ZipArchive.open(src);
   const pkls = [...zip.entries.keys()].filter((n) => /^([^/]+\/)?data\.pkl$/.test(n));
   if (pkls.length !== 1) {
@@ -56,18 +52,7 @@ export async function readPytorch(src: ByteSource): Promise<Map<string, RawTenso
   if (pklEntry.size > MAX_PICKLE_BYTES) fail(`data.pkl of ${pklEntry.size} bytes is too large`);
   const storages = new Map<string, StorageRef>();
   const persistentLoad = (pid: PyValue): PyValue => {
-    if (!Array.isArray(pid) || pid.length < 5 || pid[0] !== "storage") {
-      return fail("unsupported persistent id in data.pkl (expected a 'storage' tuple)");
-    }
-    const [, type, key, location, count] = pid;
-    const dtype = type instanceof PyGlobal && type.module === "torch"
-      ? TORCH_STORAGE_DTYPES[type.name]
-      : undefined;
-    if (!dtype) return fail("storage of an unsupported type in data.pkl");
-    if (typeof key !== "string" || !/^[\w.-]+$/.test(key)) return fail("malformed storage key");
-    if (typeof count !== "number" || !Number.isSafeInteger(count) || count < 0) {
-      return fail(`storage "${key}" has an invalid element count`);
-    }
+    const { dtype, key, location, numel: count } = parseStorageId(pid, "data.pkl", fail);
     const known = storages.get(key);
     if (known) {
       if (known.dtype !== dtype || known.numel !== count) {
@@ -84,50 +69,20 @@ export async function readPytorch(src: ByteSource): Promise<Map<string, RawTenso
           `but the archive holds ${entry.size} bytes`,
       );
     }
-    const ref = new StorageRef(key, dtype, count, typeof location === "string" ? location : "");
+    const ref = new StorageRef(key, dtype, count, location);
     storages.set(key, ref);
     return ref;
   };
   const root = unpickle(await zip.read(pklEntry.name), { label, persistentLoad });
   const sd = findStateDict(root);
   if (!sd) fail("no tensors found (expected a state dict, or one under 'model' / 'state_dict')");
-  const tensors = new Map<string, RawTensor>();
-  for (const [k, v] of sd!) {
-    if (typeof k !== "string" || !(v instanceof PickledTensor)) continue; // non-tensor entries
-    const isz = DTYPE_SIZE[v.storage.dtype];
-    const entryName = `${prefix}data/${v.storage.key}`;
-    const offset = v.storageOffset * isz;
-    const length = numel(v.shape) * isz;
-    tensors.set(k, {
-      name: k,
-      dtype: v.storage.dtype,
-      shape: v.shape,
-      byteLength: length,
+  return stateDictTensors(sd!, (t, offset, length) => {
+    const entryName = `${prefix}data/${t.storage.key}`;
+    return {
       read: () => zip.read(entryName, offset, length),
       storageKey: `${label}:${entryName}@${offset}`,
-    });
-  }
-  return tensors;
-}
-
-function tensorCount(v: PyValue): number {
-  if (!(v instanceof Map)) return 0;
-  let n = 0;
-  for (const x of v.values()) if (x instanceof PickledTensor) n++;
-  return n;
-}
-
-/** The state dict itself, or one nested (at most three deep) under a wrapper key. */
-function findStateDict(root: PyValue): Map<PyValue, PyValue> | null {
-  let cur: PyValue = root;
-  for (let level = 0; level < 4 && cur instanceof Map; level++) {
-    if (tensorCount(cur) > 0) return cur;
-    const m: Map<PyValue, PyValue> = cur;
-    const next = WRAPPER_KEYS.map((k) => m.get(k)).find((v) => v instanceof Map);
-    if (next === undefined) return null;
-    cur = next;
-  }
-  return null;
+    };
+  });
 }
 
 /** Opens a torch.save file; the result's `close()` closes the file. */

@@ -11,6 +11,18 @@
 import { DTYPE_SIZE, numel, type SafetensorsDType } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
 
+/**
+ * The pickle ended before its STOP. Readers that parse a window of a larger file catch it to
+ * retry with a bigger window; everyone else sees an ordinary one-line CheckpointError.
+ */
+export class TruncatedPickleError extends CheckpointError {
+  /** Creates the error with a one-line message. */
+  constructor(message: string) {
+    super(message);
+    this.name = "TruncatedPickleError";
+  }
+}
+
 /** A resolved, allow-listed global (a class or function name; never imported or called). */
 export class PyGlobal {
   /** The dotted module and the attribute, as written in the pickle. */
@@ -148,6 +160,18 @@ export function isAllowedGlobal(module: string, name: string): boolean {
 
 /** Unpickles `data` under the restrictions above; returns the pickled object. */
 export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
+  return unpickleAt(data, 0, opts).value;
+}
+
+/**
+ * Unpickles the pickle starting at byte `start` of `data` (several pickles may follow one another,
+ * as in torch's legacy format); returns the object and the offset just past its STOP.
+ */
+export function unpickleAt(
+  data: Uint8Array,
+  start: number,
+  opts: UnpickleOptions,
+): { value: PyValue; end: number } {
   const lim = { ...DEFAULT_LIMITS, ...opts.limits };
   const label = opts.label;
   const fail = (msg: string): never => {
@@ -156,14 +180,18 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const utf8 = new TextDecoder("utf-8", { fatal: true });
   const latin1 = new TextDecoder("latin1");
-  let pos = 0;
+  let pos = start;
   let stack: PyValue[] = [];
   const metastack: PyValue[][] = [];
   const memo = new Map<number, PyValue>();
   const depth = new WeakMap<object, number>();
 
+  const truncated = (msg: string): never => {
+    throw new TruncatedPickleError(`${label}: ${msg}`);
+  };
   const need = (n: number) => {
-    if (n < 0 || pos + n > data.length) fail(`truncated pickle at byte ${pos}`);
+    if (n < 0) fail(`negative length in pickle at byte ${pos}`);
+    if (pos + n > data.length) truncated(`truncated pickle at byte ${pos}`);
   };
   const u8 = () => (need(1), data[pos++]);
   const u16 = () => (need(2), pos += 2, dv.getUint16(pos - 2, true));
@@ -173,7 +201,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
     need(8);
     const v = dv.getBigUint64(pos, true);
     pos += 8;
-    if (v > BigInt(data.length)) fail(`pickle length ${v} exceeds the data`);
+    if (v > BigInt(data.length)) truncated(`pickle length ${v} exceeds the data`);
     return Number(v);
   };
   const bytes = (n: number) => (need(n), pos += n, data.subarray(pos - n, pos));
@@ -187,7 +215,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
   };
   const line = () => {
     const end = data.indexOf(0x0a, pos);
-    if (end < 0) fail("truncated GLOBAL in pickle");
+    if (end < 0) truncated("truncated GLOBAL in pickle");
     const s = latin1.decode(data.subarray(pos, end));
     pos = end + 1;
     return s;
@@ -444,7 +472,7 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): PyValue {
           // Python tolerates leftovers; a torch pickle never has them, so say so clearly.
           fail("pickle stops with values left on its stack");
         }
-        return result;
+        return { value: result, end: pos };
       }
       default:
         fail(

@@ -7,7 +7,7 @@
 
 export * from "./tensor.ts";
 export { OutputError } from "./errors.ts";
-export { PyTuple, tuple } from "./value.ts";
+export { PyTuple, TorchMinMax, torchMinMax, TorchTensor, torchTensor, tuple } from "./value.ts";
 export { OUTPUT_EXTENSIONS, writeOutputs } from "./write.ts";
 export { dumpPickle, encodePickle, writePickle } from "./pickle.ts";
 export { dumpMsgpack, encodeMsgpack, writeMsgpack } from "./msgpack.ts";

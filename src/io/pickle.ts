@@ -4,6 +4,13 @@
  * rebuilt as `numpy.reshape(numpy.frombuffer(builtins.bytearray(<bytes>), '<f4'), shape)`
  * (bytearray so the array is writable).
  *
+ * The torch markers of value.ts are written exactly as torch pickles its own objects, so loading
+ * needs torch (pickle imports it): a {@link TorchTensor} as
+ * `torch._utils._rebuild_tensor_v2(torch.storage._load_from_bytes(<legacy torch.save bytes>), 0,
+ * size, stride, False, collections.OrderedDict())`, a {@link TorchMinMax} as
+ * `torch.return_types.min((values, indices), {})` (or `max`): the structure torch 1.x and 2.x both
+ * write and read.
+ *
  * Small opcodes are grouped into FRAMEs of about 64 KiB; large byte payloads are written outside
  * frames straight from the tensor's memory, as CPython's pickler does, so a multi-gigabyte tensor
  * is never copied into one big buffer.
@@ -15,9 +22,18 @@ import { atomicWrite } from "./atomic.ts";
 import { OutputError } from "./errors.ts";
 import { ByteSink, type ByteWriter, MemoryWriter } from "./sink.ts";
 import { type HostDType, type HostTensor, tensorBytes } from "./tensor.ts";
-import { checkedTensor, keyPath, mappingEntries, sequenceItems, typeName } from "./value.ts";
+import { contiguousStrides, legacyStorageParts } from "./torch_legacy.ts";
+import {
+  checkedTensor,
+  keyPath,
+  mappingEntries,
+  sequenceItems,
+  TorchMinMax,
+  TorchTensor,
+  typeName,
+} from "./value.ts";
 
-export { PyTuple, tuple } from "./value.ts";
+export { PyTuple, TorchMinMax, torchMinMax, TorchTensor, torchTensor, tuple } from "./value.ts";
 
 // Opcodes (see CPython Lib/pickle.py).
 const PROTO = 0x80, FRAME = 0x95, STOP = 0x2e, MARK = 0x28;
@@ -26,7 +42,7 @@ const BININT = 0x4a, BININT1 = 0x4b, BININT2 = 0x4d, LONG1 = 0x8a, LONG4 = 0x8b,
 const SHORT_BINUNICODE = 0x8c, BINUNICODE = 0x58, BINUNICODE8 = 0x8d;
 const SHORT_BINBYTES = 0x43, BINBYTES = 0x42, BINBYTES8 = 0x8e;
 const EMPTY_LIST = 0x5d, APPENDS = 0x65, EMPTY_DICT = 0x7d, SETITEMS = 0x75;
-const EMPTY_TUPLE = 0x29, TUPLE = 0x74, TUPLE1 = 0x85, TUPLE2 = 0x86;
+const EMPTY_TUPLE = 0x29, TUPLE = 0x74, TUPLE1 = 0x85, TUPLE2 = 0x86, TUPLE3 = 0x87;
 const STACK_GLOBAL = 0x93, REDUCE = 0x52;
 
 /** Frame size CPython aims for; payloads at least this big bypass the frame. */
@@ -127,28 +143,35 @@ export class PickleWriter {
   }
 
   /** A length-prefixed payload (str or bytes) choosing the 1-, 4- or 8-byte length opcode. */
-  async #payload(p: Uint8Array, ops: [number, number, number]): Promise<void> {
-    const large = p.length >= FRAME_TARGET;
+  #payload(p: Uint8Array, ops: [number, number, number]): Promise<void> {
+    return this.#payloadParts([p], ops);
+  }
+
+  /** One payload given as consecutive parts, each written from its own memory when large. */
+  async #payloadParts(parts: Uint8Array[], ops: [number, number, number]): Promise<void> {
+    let length = 0;
+    for (const p of parts) length += p.length;
+    const large = length >= FRAME_TARGET;
     // A large payload goes outside any frame, its opcode header too (as CPython's framer).
     if (large) await this.#commit();
     const [short, mid, long] = ops;
-    if (p.length < 256) {
+    if (length < 256) {
       this.#byte(short);
-      this.#uint(p.length, 1);
-    } else if (p.length <= 0xffffffff) {
+      this.#uint(length, 1);
+    } else if (length <= 0xffffffff) {
       this.#byte(mid);
-      this.#uint(p.length, 4);
+      this.#uint(length, 4);
     } else {
       this.#byte(long);
-      this.#uint(p.length, 8);
+      this.#uint(length, 8);
     }
     if (!large) {
-      this.#bytes(p);
+      for (const p of parts) this.#bytes(p);
       return;
     }
     await this.#sink.write(this.#frame.slice(0, this.#len));
     this.#len = 0;
-    await this.#sink.write(p);
+    for (const p of parts) await this.#sink.write(p);
   }
 
   #int(n: number | bigint): void {
@@ -201,13 +224,45 @@ export class PickleWriter {
     await this.#str(NUMPY_DTYPE[t.dtype]);
     this.#byte(TUPLE2);
     this.#byte(REDUCE);
-    if (t.shape.length === 0) {
-      this.#byte(EMPTY_TUPLE);
-    } else {
-      this.#byte(MARK);
-      for (const d of t.shape) this.#int(d);
-      this.#byte(TUPLE);
-    }
+    this.#intTuple(t.shape);
+    this.#byte(TUPLE2);
+    this.#byte(REDUCE);
+  }
+
+  /** A tuple of ints as CPython writes it: EMPTY_TUPLE, TUPLE1-3, or MARK ... TUPLE. */
+  #intTuple(xs: readonly number[]): void {
+    if (xs.length === 0) return this.#byte(EMPTY_TUPLE);
+    if (xs.length > 3) this.#byte(MARK);
+    for (const x of xs) this.#int(x);
+    this.#byte(xs.length > 3 ? TUPLE : [TUPLE1, TUPLE2, TUPLE3][xs.length - 1]);
+  }
+
+  /** A torch.Tensor, pickled as `Tensor.__reduce_ex__` does (see the module comment). */
+  async #torchTensor(t: HostTensor): Promise<void> {
+    await this.#global("torch._utils", "_rebuild_tensor_v2");
+    this.#byte(MARK);
+    await this.#global("torch.storage", "_load_from_bytes");
+    await this.#payloadParts(legacyStorageParts(t), [SHORT_BINBYTES, BINBYTES, BINBYTES8]);
+    this.#byte(TUPLE1);
+    this.#byte(REDUCE);
+    this.#int(0); // storage_offset
+    this.#intTuple(t.shape);
+    this.#intTuple(contiguousStrides(t.shape));
+    this.#byte(NEWFALSE); // requires_grad
+    await this.#global("collections", "OrderedDict"); // backward hooks: none
+    this.#byte(EMPTY_TUPLE);
+    this.#byte(REDUCE);
+    this.#byte(TUPLE);
+    this.#byte(REDUCE);
+  }
+
+  /** torch.return_types.min/max: a structseq, pickled as `cls((values, indices), {})`. */
+  async #torchMinMax(m: TorchMinMax, path: unknown[]): Promise<void> {
+    await this.#global("torch.return_types", m.kind);
+    await this.#torchTensor(checkedTensor(m.values, [...path, "values"])!);
+    await this.#torchTensor(checkedTensor(m.indices, [...path, "indices"])!);
+    this.#byte(TUPLE2);
+    this.#byte(EMPTY_DICT);
     this.#byte(TUPLE2);
     this.#byte(REDUCE);
   }
@@ -225,6 +280,9 @@ export class PickleWriter {
       case "string":
         return await this.#str(v);
     }
+    // Markers first: to the other writers they look like a plain tensor / a mapping.
+    if (v instanceof TorchTensor) return await this.#torchTensor(checkedTensor(v, path)!);
+    if (v instanceof TorchMinMax) return await this.#torchMinMax(v, path);
     const t = checkedTensor(v, path);
     if (t !== null) return await this.#tensor(t);
     if (v instanceof Uint8Array) {

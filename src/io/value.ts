@@ -23,6 +23,65 @@ export function tuple(...items: unknown[]): PyTuple {
   return new PyTuple(items);
 }
 
+/**
+ * A tensor to be written as a real `torch.Tensor` in a pickle (what `--output_layout original`
+ * stores); msgpack and safetensors write it as its plain tensor.
+ */
+export class TorchTensor {
+  /** The tensor's data. */
+  readonly tensor: HostTensor;
+  /** Wraps `tensor` (not copied). */
+  constructor(tensor: HostTensor) {
+    this.tensor = tensor;
+  }
+}
+
+/** Marks `t` to be pickled as a `torch.Tensor`. */
+export function torchTensor(t: HostTensor): TorchTensor {
+  return new TorchTensor(t);
+}
+
+/**
+ * The `(values, indices)` pair `torch.min(x, dim)` / `torch.max(x, dim)` return, pickled as a
+ * `torch.return_types.min` / `max` of two tensors; msgpack writes it as the map
+ * `{"values": ..., "indices": ...}` and safetensors as the entries `<key>.values`, `<key>.indices`.
+ */
+export class TorchMinMax {
+  /** Which reduction produced it. */
+  readonly kind: "min" | "max";
+  /** The reduced values. */
+  readonly values: HostTensor;
+  /** Where each value was found along the reduced dimension (int64). */
+  readonly indices: HostTensor;
+  /** Wraps the pair; throws when `indices` is not int64 or the shapes differ. */
+  constructor(kind: "min" | "max", values: HostTensor, indices: HostTensor) {
+    if (kind !== "min" && kind !== "max") throw new TypeError(`kind must be min or max: ${kind}`);
+    if (indices.dtype !== "int64") {
+      throw new TypeError(`torch.return_types.${kind} indices must be int64, got ${indices.dtype}`);
+    }
+    if (
+      values.shape.length !== indices.shape.length ||
+      values.shape.some((d, i) => d !== indices.shape[i])
+    ) {
+      throw new RangeError(
+        `torch.return_types.${kind}: values [${values.shape}] and indices [${indices.shape}] differ`,
+      );
+    }
+    this.kind = kind;
+    this.values = values;
+    this.indices = indices;
+  }
+}
+
+/** Builds a {@link TorchMinMax}: `torch.return_types.<kind>(values, indices)`. */
+export function torchMinMax(
+  kind: "min" | "max",
+  values: HostTensor,
+  indices: HostTensor,
+): TorchMinMax {
+  return new TorchMinMax(kind, values, indices);
+}
+
 /** True for `{...}` object literals (not class instances, arrays or typed arrays). */
 export function isPlainObject(v: unknown): v is Record<string, unknown> {
   if (typeof v !== "object" || v === null) return false;
@@ -33,6 +92,8 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
 /** A mapping's entries (a Map keeps its key types; an object has string keys), or null. */
 export function mappingEntries(v: unknown): [unknown, unknown][] | null {
   if (v instanceof Map) return [...v.entries()];
+  // Writers without torch types see a min/max pair as {values, indices}.
+  if (v instanceof TorchMinMax) return [["values", v.values], ["indices", v.indices]];
   if (isPlainObject(v)) return Object.entries(v);
   return null;
 }
@@ -45,11 +106,13 @@ export function sequenceItems(v: unknown): readonly unknown[] | null {
 }
 
 /**
- * The tensor `v` stands for: a HostTensor, or a bare typed array other than Uint8Array (taken as
- * 1-D). Uint8Array alone means bytes, not a tensor. Null when `v` is not a tensor.
+ * The tensor `v` stands for: a HostTensor, a {@link TorchTensor}'s tensor, or a bare typed array
+ * other than Uint8Array (taken as 1-D). Uint8Array alone means bytes, not a tensor. Null when `v`
+ * is not a tensor.
  */
 export function asTensor(v: unknown): HostTensor | null {
   if (isHostTensor(v)) return v;
+  if (v instanceof TorchTensor) return v.tensor;
   let dtype: HostDType | null = null;
   if (v instanceof Float32Array) dtype = "float32";
   else if (v instanceof Float64Array) dtype = "float64";
@@ -100,43 +163,3 @@ const ARRAY_OF: Record<HostDType, abstract new (...args: never[]) => object> = {
   uint8: Uint8Array,
   bool: Uint8Array,
 };
-
-/** A tensor that a pickle stores as a `torch.Tensor` (other formats: the plain tensor). */
-export class TorchTensor {
-  /** The tensor's data. */
-  readonly tensor: HostTensor;
-  /** Wraps a tensor. */
-  constructor(tensor: HostTensor) {
-    this.tensor = tensor;
-  }
-}
-
-/** Builds a {@link TorchTensor}. */
-export function torchTensor(t: HostTensor): TorchTensor {
-  return new TorchTensor(t);
-}
-
-/** torch.min / torch.max over a dimension: a `torch.return_types.min|max` (values, indices). */
-export class TorchMinMax {
-  /** Which reduction. */
-  readonly kind: "min" | "max";
-  /** The values. */
-  readonly values: HostTensor;
-  /** int64 indices along the reduced dimension. */
-  readonly indices: HostTensor;
-  /** Wraps the pair. */
-  constructor(kind: "min" | "max", values: HostTensor, indices: HostTensor) {
-    this.kind = kind;
-    this.values = values;
-    this.indices = indices;
-  }
-}
-
-/** Builds a {@link TorchMinMax}. */
-export function torchMinMax(
-  kind: "min" | "max",
-  values: HostTensor,
-  indices: HostTensor,
-): TorchMinMax {
-  return new TorchMinMax(kind, values, indices);
-}
