@@ -16,6 +16,7 @@ import {
 } from "../config/config.ts";
 import type { ModelDims } from "../config/dims.ts";
 import { type HostTensor, isHostTensor } from "../io/tensor.ts";
+import { TorchMinMax, TorchTensor } from "../io/value.ts";
 import { OUTPUT_EXTENSIONS, writeOutputs } from "../io/write.ts";
 import {
   addExtractionFlags,
@@ -189,6 +190,8 @@ export async function storeOutputs(
 export function summarize(record: Record<string, unknown>): string[] {
   const lines: string[] = [];
   const describe = (v: unknown): string => {
+    if (v instanceof TorchTensor) return `torch.${describe(v.tensor)}`;
+    if (v instanceof TorchMinMax) return `torch.return_types.${v.kind}(${describe(v.values)}, ...)`;
     if (isHostTensor(v)) return `${v.dtype}[${v.shape.join(", ")}]`;
     if (typeof v === "string") return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v);
     return JSON.stringify(v);
