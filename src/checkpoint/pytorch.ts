@@ -9,6 +9,8 @@
 import { type ByteSource, FileByteSource } from "./byte_source.ts";
 import { DTYPE_SIZE, numel, type RawTensor } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
+import { MAX_TENSORS } from "./limits.ts";
+import { quote } from "./show.ts";
 import {
   PickledTensor,
   PyGlobal,
@@ -41,16 +43,15 @@ export async function readPytorch(src: ByteSource): Promise<Map<string, RawTenso
     fail(
       pkls.length === 0
         ? "zip archive has no data.pkl: not a torch.save checkpoint"
-        : `zip archive has several pickles (${pkls.join(", ")})`,
+        : `zip archive has several pickles (${pkls.slice(0, 3).map((n) => quote(n)).join(", ")})`,
     );
   }
   const prefix = pkls[0].slice(0, -"data.pkl".length);
   const byteorder = zip.entries.get(`${prefix}byteorder`);
   if (byteorder && byteorder.size <= 16) {
     const order = new TextDecoder().decode(await zip.read(byteorder.name)).trim();
-    if (order !== "little") {
-      fail(`tensors are stored ${order}-endian; only little-endian is supported`);
-    }
+    if (order === "big") fail("tensors are stored big-endian; only little-endian is supported");
+    if (order !== "little") fail(`the byteorder record says neither "little" nor "big"`);
   }
   const pklEntry = zip.entries.get(pkls[0])!;
   if (pklEntry.size > MAX_PICKLE_BYTES) fail(`data.pkl of ${pklEntry.size} bytes is too large`);
@@ -65,22 +66,27 @@ export async function readPytorch(src: ByteSource): Promise<Map<string, RawTenso
       : undefined;
     if (!dtype) return fail("storage of an unsupported type in data.pkl");
     if (typeof key !== "string" || !/^[\w.-]+$/.test(key)) return fail("malformed storage key");
+    const shown = quote(key);
     if (typeof count !== "number" || !Number.isSafeInteger(count) || count < 0) {
-      return fail(`storage "${key}" has an invalid element count`);
+      return fail(`storage ${shown} has an invalid element count`);
     }
     const known = storages.get(key);
     if (known) {
       if (known.dtype !== dtype || known.numel !== count) {
-        fail(`storage "${key}" is described inconsistently`);
+        fail(`storage ${shown} is described inconsistently`);
       }
       return known;
     }
     const entry = zip.entries.get(`${prefix}data/${key}`);
-    if (!entry) return fail(`storage "${key}" is missing from the archive (${prefix}data/${key})`);
+    if (!entry) {
+      return fail(
+        `storage ${shown} is missing from the archive (${quote(`${prefix}data/${key}`)})`,
+      );
+    }
     const bytes = count * DTYPE_SIZE[dtype];
     if (bytes > entry.size) {
       fail(
-        `storage "${key}" claims ${count} ${dtype} elements (${bytes} bytes) ` +
+        `storage ${shown} claims ${count} ${dtype} elements (${bytes} bytes) ` +
           `but the archive holds ${entry.size} bytes`,
       );
     }
@@ -88,16 +94,25 @@ export async function readPytorch(src: ByteSource): Promise<Map<string, RawTenso
     storages.set(key, ref);
     return ref;
   };
-  const root = unpickle(await zip.read(pklEntry.name), { label, persistentLoad });
+  const pickle = await zip.read(pklEntry.name, 0, undefined, { keep: false });
+  const root = unpickle(pickle, { label, persistentLoad });
   const sd = findStateDict(root);
   if (!sd) fail("no tensors found (expected a state dict, or one under 'model' / 'state_dict')");
+  const count = tensorCount(sd!);
+  if (count > MAX_TENSORS) {
+    fail(`state dict has ${count} tensors; a checkpoint has at most ${MAX_TENSORS}`);
+  }
   const tensors = new Map<string, RawTensor>();
+  // Bytes of each storage that its tensors use: a compressed entry is inflated whole, so it may
+  // hold no more than that (else a small file could make every load inflate a large entry).
+  const used = new Map<string, number>();
   for (const [k, v] of sd!) {
     if (typeof k !== "string" || !(v instanceof PickledTensor)) continue; // non-tensor entries
     const isz = DTYPE_SIZE[v.storage.dtype];
     const entryName = `${prefix}data/${v.storage.key}`;
     const offset = v.storageOffset * isz;
     const length = numel(v.shape) * isz;
+    if (length > 0) used.set(entryName, Math.max(used.get(entryName) ?? 0, offset + length));
     tensors.set(k, {
       name: k,
       dtype: v.storage.dtype,
@@ -106,6 +121,15 @@ export async function readPytorch(src: ByteSource): Promise<Map<string, RawTenso
       read: () => zip.read(entryName, offset, length),
       storageKey: `${label}:${entryName}@${offset}`,
     });
+  }
+  for (const [name, bytes] of used) {
+    const e = zip.entries.get(name)!;
+    if (e.method !== 0 && e.size > bytes) {
+      fail(
+        `zip entry ${quote(name)} is compressed and inflates to ${e.size} bytes, but its tensors ` +
+          `use ${bytes}; re-save the checkpoint with torch.save (uncompressed)`,
+      );
+    }
   }
   return tensors;
 }
