@@ -1,15 +1,20 @@
 /**
  * One entry point for every checkpoint layout: a Hugging Face style folder, a safetensors file,
- * or a torch.save file; the kind is chosen from the path, then from the file's first bytes.
+ * or a torch.save file. A file's kind comes from its first bytes, whatever its extension says, and
+ * anything else is "not a checkpoint" (its bytes are never shown, nor read as a header length).
  *
  * @module
  */
 
-import { basename, extname, join } from "node:path";
-import { FileByteSource } from "./byte_source.ts";
+import { basename, join } from "node:path";
+import { readTextFileLimited } from "../io/read_limited.ts";
+import { type ByteSource, FileByteSource } from "./byte_source.ts";
 import type { RawTensor } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
 import { type HfDims, readHfConfig } from "./hf_config.ts";
+import { JsonSyntaxError, parseJsonStrict } from "./json.ts";
+import { MAX_HF_INDEX_BYTES } from "./limits.ts";
+import { kindOf, quote } from "./show.ts";
 import { readPytorch } from "./pytorch.ts";
 import { readSafetensors } from "./safetensors.ts";
 
@@ -26,7 +31,6 @@ export interface OpenedCheckpoint {
   close(): void;
 }
 
-const PYTORCH_EXTS = new Set([".pt", ".bin", ".pth", ".ckpt"]);
 const HF_WEIGHT_FILES = [
   "model.safetensors.index.json",
   "model.safetensors",
@@ -64,15 +68,12 @@ async function openFile(
     throw new CheckpointError(`${path}: cannot open (${(e as Error).message})`);
   }
   try {
-    const ext = extname(path).toLowerCase();
-    let format: "safetensors" | "pytorch";
-    if (ext === ".safetensors") format = "safetensors";
-    else if (PYTORCH_EXTS.has(ext)) format = "pytorch";
-    else {
-      const head = await src.read(0, Math.min(4, src.size));
-      const zip = head.length === 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 3 &&
-        head[3] === 4;
-      format = zip || head[0] === 0x80 ? "pytorch" : "safetensors";
+    const format = await sniff(src);
+    if (!format) {
+      throw new CheckpointError(
+        `${path} is not a checkpoint (expected .safetensors, a PyTorch .pt/.bin, ` +
+          `or a Hugging Face folder)`,
+      );
     }
     const tensors = format === "safetensors"
       ? (await readSafetensors(src)).tensors
@@ -84,9 +85,29 @@ async function openFile(
   }
 }
 
+/**
+ * The format a file's first bytes announce: a zip local header (torch.save >= 1.6), a pickle
+ * PROTO opcode (legacy torch.save), or an 8-byte length followed by '{' (safetensors; a UTF-8 BOM
+ * there is let through so that the reader can name it).
+ */
+async function sniff(src: ByteSource): Promise<"safetensors" | "pytorch" | null> {
+  const head = await src.read(0, Math.min(12, src.size));
+  if (head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 3 && head[3] === 4) {
+    return "pytorch";
+  }
+  if (head.length >= 2 && head[0] === 0x80 && head[1] >= 2 && head[1] <= 5) return "pytorch";
+  if (head.length >= 10 && head[8] === 0x7b) return "safetensors";
+  if (head.length >= 12 && head[8] === 0xef && head[9] === 0xbb && head[10] === 0xbf) {
+    return "safetensors";
+  }
+  return null;
+}
+
+/** True when something is at `p` (a non-file there is reported when it is opened). */
 async function exists(p: string): Promise<boolean> {
   try {
-    return (await Deno.stat(p)).isFile;
+    await Deno.lstat(p);
+    return true;
   } catch {
     return false;
   }
@@ -116,7 +137,7 @@ async function openHfFolder(dir: string): Promise<OpenedCheckpoint> {
       closers.push(opened.close);
       for (const [name, t] of opened.tensors) {
         if (tensors.has(name)) {
-          throw new CheckpointError(`${dir}: tensor "${name}" is in two shards`);
+          throw new CheckpointError(`${dir}: tensor ${quote(name)} is in two shards`);
         }
         tensors.set(name, t);
       }
@@ -130,11 +151,15 @@ async function openHfFolder(dir: string): Promise<OpenedCheckpoint> {
 
 /** The distinct shard files of an index.json, each a plain name inside the folder. */
 async function shardFiles(indexPath: string): Promise<string[]> {
+  const text = await readTextFileLimited(indexPath, MAX_HF_INDEX_BYTES, "shard index", {
+    makeError: (message) => new CheckpointError(message),
+  });
   let index: unknown;
   try {
-    index = JSON.parse(await Deno.readTextFile(indexPath));
+    index = parseJsonStrict(text);
   } catch (e) {
-    throw new CheckpointError(`${indexPath}: invalid index (${(e as Error).message})`);
+    if (!(e instanceof JsonSyntaxError)) throw e;
+    throw new CheckpointError(`${indexPath}: invalid index (${e.message})`);
   }
   const map = (index as { weight_map?: unknown })?.weight_map;
   if (typeof map !== "object" || map === null) {
@@ -144,7 +169,9 @@ async function shardFiles(indexPath: string): Promise<string[]> {
   for (const f of files) {
     if (typeof f !== "string" || f !== basename(f) || f === "." || f === "..") {
       throw new CheckpointError(
-        `${indexPath}: shard name ${JSON.stringify(f)} is not a file in the folder`,
+        `${indexPath}: shard name ${
+          typeof f === "string" ? quote(f) : kindOf(f)
+        } is not a file in the folder`,
       );
     }
   }
