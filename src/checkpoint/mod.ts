@@ -36,6 +36,7 @@ export {
   type SafetensorsContents,
   type SafetensorsEntry,
   writeSafetensors,
+  writeSafetensorsTo,
 } from "./safetensors.ts";
 export {
   detectNormKind,

@@ -5,13 +5,13 @@
  * @module
  */
 
-import { dirname } from "node:path";
 import { type ByteSource, FileByteSource } from "./byte_source.ts";
 import { DTYPE_SIZE, isDType, numel, type RawTensor, type SafetensorsDType } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
 import { JsonSyntaxError, parseJsonStrict } from "./json.ts";
 import { MAX_SAFETENSORS_HEADER_BYTES, MAX_TENSORS } from "./limits.ts";
 import { kindOf, quote, showInts } from "./show.ts";
+import { atomicWrite } from "../io/atomic.ts";
 import { formatBytes } from "../io/read_limited.ts";
 
 /** Largest header accepted: {@link MAX_SAFETENSORS_HEADER_BYTES} (see limits.ts for why). */
@@ -233,47 +233,66 @@ export function encodeSafetensorsHeader(
 
 /**
  * Writes tensors (in the order given) and optional metadata as a safetensors file. The file is
- * written under a temporary name beside `path` and renamed, so `path` is never half-written;
- * parent directories are created.
+ * written under a temporary name beside `path` and renamed (src/io/atomic.ts), so `path` is never
+ * half-written, not even when the process is interrupted; parent directories are created.
  */
 export async function writeSafetensors(
   path: string,
-  tensors: { name: string; dtype: SafetensorsDType; shape: number[]; data: Uint8Array }[],
+  tensors: SafetensorsEntry[],
   metadata?: Record<string, string>,
 ): Promise<void> {
+  const header = checkedHeader(path, tensors, metadata);
+  await atomicWrite(path, (file) => writeBody(file, header, tensors));
+}
+
+/**
+ * Writes a safetensors file's bytes to an open file, for callers that manage the temporary file
+ * themselves (`label` names the output in errors).
+ */
+export async function writeSafetensorsTo(
+  file: { write(p: Uint8Array): Promise<number> },
+  tensors: SafetensorsEntry[],
+  metadata: Record<string, string> | undefined,
+  label: string,
+): Promise<void> {
+  await writeBody(file, checkedHeader(label, tensors, metadata), tensors);
+}
+
+function checkedHeader(
+  label: string,
+  tensors: SafetensorsEntry[],
+  metadata?: Record<string, string>,
+): Uint8Array {
   for (const t of tensors) {
     if (!Object.hasOwn(DTYPE_SIZE, t.dtype)) {
-      throw new CheckpointError(`${path}: tensor "${t.name}" has unsupported dtype ${t.dtype}`);
+      throw new CheckpointError(`${label}: tensor "${t.name}" has unsupported dtype ${t.dtype}`);
     }
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new CheckpointError(`${path}: tensor "${t.name}" has invalid shape [${t.shape}]`);
+      throw new CheckpointError(`${label}: tensor "${t.name}" has invalid shape [${t.shape}]`);
     }
     const need = numel(t.shape) * DTYPE_SIZE[t.dtype];
     if (t.data.length !== need) {
       throw new CheckpointError(
-        `${path}: tensor "${t.name}" has ${t.data.length} bytes, shape [${t.shape}] of ${t.dtype} needs ${need}`,
+        `${label}: tensor "${t.name}" has ${t.data.length} bytes, shape [${t.shape}] of ${t.dtype} needs ${need}`,
       );
     }
   }
-  const header = encodeSafetensorsHeader(tensors, tensors.map((t) => t.data.length), metadata);
-  await Deno.mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  const file = await Deno.open(tmp, { write: true, createNew: true });
-  try {
-    try {
-      await writeAll(file, header);
-      for (const t of tensors) await writeAll(file, t.data);
-    } finally {
-      file.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+  return encodeSafetensorsHeader(tensors, tensors.map((t) => t.data.length), metadata);
 }
 
-async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+async function writeBody(
+  file: { write(p: Uint8Array): Promise<number> },
+  header: Uint8Array,
+  tensors: SafetensorsEntry[],
+): Promise<void> {
+  await writeAll(file, header);
+  for (const t of tensors) await writeAll(file, t.data);
+}
+
+async function writeAll(
+  file: { write(p: Uint8Array): Promise<number> },
+  data: Uint8Array,
+): Promise<void> {
   let done = 0;
   while (done < data.length) done += await file.write(data.subarray(done));
 }
