@@ -354,6 +354,10 @@ Deno.test("an HF folder's config.json and index are read under a cap, never from
 
 // ---- 6. no file contents in messages -----------------------------------------------------------
 
+function hasControl(s: string): boolean {
+  return [...s].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f);
+}
+
 const SECRET = "root:$y$j9T$Zx8hunter2secretSECRET:19000:0:99999:7:::";
 
 Deno.test("a file that is not a checkpoint is named as such, whatever its extension", async () => {
@@ -392,7 +396,7 @@ Deno.test("checkpoint errors do not echo the file's bytes", async () => {
       assert.ok(!msg.includes(word), `message echoes the file: ${msg}`);
     }
     assert.ok(msg.length < 400, `message of ${msg.length} characters`);
-    assert.ok(!/[\x00-\x1f\x7f]/.test(msg), `control characters in: ${JSON.stringify(msg)}`);
+    assert.ok(!hasControl(msg), `control characters in: ${JSON.stringify(msg)}`);
   };
   // A safetensors header that is not JSON: JSON.parse's own message quotes the input.
   let err = await errorOf(readSafetensors(
@@ -427,7 +431,7 @@ Deno.test("checkpoint errors do not echo the file's bytes", async () => {
     ),
   ));
   assert.match(err.message, /^s\.safetensors: tensor "root:.{70,}"\.\.\. \(10605 characters\): /);
-  assert.ok(err.message.length < 200 && !/[\x00-\x1f]/.test(err.message), err.message);
+  assert.ok(err.message.length < 200 && !hasControl(err.message), err.message);
   // A pickled storage offset that is a string, and a byteorder record with odd contents.
   const { pkl, storages } = torchSavePickle([
     { name: "w", dtype: "F32", shape: [1], data: f32Bytes([1]) },
