@@ -26,9 +26,15 @@ import {
   storeOutputs,
 } from "../src/cli/session.ts";
 import { atomicReplace } from "../src/io/atomic.ts";
+import { readFileLimited } from "../src/io/read_limited.ts";
 import { MambaByteLM } from "../src/model/model.ts";
 
 const PROG = "evaluate.ts";
+/**
+ * Largest text file scored: 256 MiB. Scoring runs at thousands of bytes a second at best (hours
+ * for this much), and the xz/gzip baselines hold the file in memory; split larger corpora.
+ */
+const MAX_TEXT_FILE_BYTES = 256 << 20;
 
 interface EvalArgs extends ModelArgs, OutputArgs {
   text_files: string[];
@@ -68,11 +74,10 @@ async function main(argv: string[]): Promise<void> {
   if (out !== null && !out.toLowerCase().endsWith(".json")) await checkOutputPath(PROG, out);
   const texts: { file: string; bytes: Uint8Array }[] = [];
   for (const file of args.text_files) {
-    try {
-      texts.push({ file, bytes: await Deno.readFile(file) });
-    } catch (e) {
-      throw new UserError(`cannot read text file ${file}: ${(e as Error).message}`);
-    }
+    const bytes = await readFileLimited(file, MAX_TEXT_FILE_BYTES, "text file", {
+      makeError: (message) => new UserError(message),
+    });
+    texts.push({ file, bytes });
   }
   const cfg = await openConfig(PROG, args);
   const model = await openModel(args, cfg, args.quiet);

@@ -170,7 +170,7 @@ Deno.test({
         );
         await rejects(
           await fileWith("text.bin", new TextEncoder().encode("hello")),
-          /not a PyTorch/,
+          /text\.bin is not a checkpoint \(expected \.safetensors, a PyTorch \.pt\/\.bin/,
         );
         await rejects(join(dir, "nope.pt"), /^checkpoint not found: .*nope\.pt$/);
         const zipNoPkl = await buildZip([{ name: "a/b.txt", data: new Uint8Array(3) }]);

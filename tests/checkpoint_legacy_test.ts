@@ -317,10 +317,14 @@ Deno.test("legacy: hostile and broken files, each one clear CheckpointError", as
         const p = await file(name, bytes);
         const err = await load(p).then(() => null, (e) => e);
         assert.ok(err instanceof CheckpointError, `${name}: ${err}`);
-        assert.equal(
+        // openCheckpoint sniffs the content first; readPytorch says the same of a pickle stream.
+        assert.match(
           err.message,
-          `${p} is not a PyTorch checkpoint (neither a torch.save zip nor the legacy format)`,
+          new RegExp(
+            `^${p.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} is not a (PyTorch )?checkpoint \\(`,
+          ),
         );
+        assert.ok(!err.message.includes("hello") && !err.message.includes("\u001b"));
       }
     });
   } finally {

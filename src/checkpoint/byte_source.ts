@@ -6,6 +6,7 @@
  * @module
  */
 
+import { describeFileKind } from "../io/read_limited.ts";
 import { CheckpointError } from "./errors.ts";
 
 /** A sized, randomly readable run of bytes. */
@@ -33,6 +34,10 @@ export function checkRange(label: string, size: number, offset: number, length: 
   }
 }
 
+function notRegular(path: string, info: Deno.FileInfo): CheckpointError {
+  return new CheckpointError(`${path} is ${describeFileKind(info)}, not a regular file`);
+}
+
 /** A ByteSource over an open Deno file. Reads are serialised because they share the seek position. */
 export class FileByteSource implements ByteSource {
   readonly label: string;
@@ -46,12 +51,17 @@ export class FileByteSource implements ByteSource {
     this.size = size;
   }
 
-  /** Opens `path` read-only. */
+  /**
+   * Opens `path` read-only. The kind of file is checked with stat first: opening a FIFO blocks
+   * until a writer appears, and a device never ends.
+   */
   static async open(path: string): Promise<FileByteSource> {
+    const before = await Deno.stat(path);
+    if (!before.isFile) throw notRegular(path, before);
     const file = await Deno.open(path, { read: true });
     try {
       const info = await file.stat();
-      if (!info.isFile) throw new CheckpointError(`${path}: not a regular file`);
+      if (!info.isFile) throw notRegular(path, info);
       return new FileByteSource(path, file, info.size);
     } catch (e) {
       file.close();

@@ -7,7 +7,10 @@
  */
 
 import type { ModelDims, NormKind } from "../config/dims.ts";
+import { InputFileError, readTextFileLimited } from "../io/read_limited.ts";
 import { CheckpointError } from "./errors.ts";
+import { JsonSyntaxError, parseJsonStrict } from "./json.ts";
+import { MAX_HF_CONFIG_BYTES } from "./limits.ts";
 
 /** What a config.json says about the model; fields it does not give are absent. */
 export type HfDims = Partial<ModelDims> & {
@@ -61,20 +64,21 @@ export function parseHfConfig(json: unknown, label: string): HfDims {
   return out;
 }
 
-/** Reads and parses `<dir>/config.json`; undefined when the folder has none. */
+/** Reads and parses `<dir>/config.json` (at most 1 MiB); undefined when the folder has none. */
 export async function readHfConfig(path: string): Promise<HfDims | undefined> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = await readTextFileLimited(path, MAX_HF_CONFIG_BYTES, "Hugging Face config");
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw new CheckpointError(`${path}: cannot read (${(e as Error).message})`);
+    if (e instanceof InputFileError && e.reason === "missing") return undefined;
+    throw new CheckpointError((e as Error).message);
   }
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = parseJsonStrict(text);
   } catch (e) {
-    throw new CheckpointError(`${path}: invalid JSON (${(e as Error).message})`);
+    if (!(e instanceof JsonSyntaxError)) throw e;
+    throw new CheckpointError(`${path}: invalid JSON (${e.message})`);
   }
   return parseHfConfig(json, path);
 }

@@ -51,6 +51,7 @@ export {
   type SafetensorsContents,
   type SafetensorsEntry,
   writeSafetensors,
+  writeSafetensorsTo,
 } from "./safetensors.ts";
 export {
   detectNormKind,

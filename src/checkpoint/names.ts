@@ -9,6 +9,7 @@
 
 import type { RawTensor } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
+import { quote, showName } from "./show.ts";
 
 const ROOT_PREFIXES = ["backbone.", "mambabyte.", "model."];
 const FIRST_COMPONENT: Readonly<Record<string, string>> = {
@@ -45,7 +46,7 @@ export function canonicalizeTensors(
     const prev = out.get(c);
     if (prev) {
       throw new CheckpointError(
-        `${label}: tensors "${prev.name}" and "${name}" both map to ${c}`,
+        `${label}: tensors ${quote(prev.name)} and ${quote(name)} both map to ${showName(c)}`,
       );
     }
     out.set(c, t);

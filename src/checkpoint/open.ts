@@ -1,18 +1,21 @@
 /**
  * One entry point for every checkpoint layout: a Hugging Face style folder, a safetensors file,
  * a torch.save file, or a Hugging Face hub repo (`hf://owner/name[@revision]`, resolved to its
- * cached snapshot folder first); the kind is chosen from the path, then from the file's first bytes.
+ * cached snapshot folder first). A file's kind comes from its first bytes, whatever its extension
+ * says, and anything else is "not a checkpoint" (its bytes are never shown, nor read as a header
+ * length).
  *
  * @module
  */
 
-import { extname, join } from "node:path";
-import { FileByteSource } from "./byte_source.ts";
+import { join } from "node:path";
+import { type ByteSource, FileByteSource } from "./byte_source.ts";
 import type { RawTensor } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
 import { type HfDims, readHfConfig } from "./hf_config.ts";
 import { type HubOptions, isHubSpec, resolveHubSnapshot } from "./hub.ts";
 import { readPytorch } from "./pytorch.ts";
+import { quote } from "./show.ts";
 import { readSafetensors } from "./safetensors.ts";
 import { HF_WEIGHT_FILES, readShardIndex } from "./shard_index.ts";
 
@@ -31,8 +34,6 @@ export interface OpenedCheckpoint {
 
 /** Options of {@link openCheckpoint}; they matter only for `hf://` specs (see hub.ts). */
 export type OpenCheckpointOptions = HubOptions;
-
-const PYTORCH_EXTS = new Set([".pt", ".bin", ".pth", ".ckpt"]);
 
 /**
  * Opens the checkpoint at `path`: a file, a Hugging Face style folder, or `hf://owner/name` (with
@@ -72,15 +73,12 @@ async function openFile(
     throw new CheckpointError(`${path}: cannot open (${(e as Error).message})`);
   }
   try {
-    const ext = extname(path).toLowerCase();
-    let format: "safetensors" | "pytorch";
-    if (ext === ".safetensors") format = "safetensors";
-    else if (PYTORCH_EXTS.has(ext)) format = "pytorch";
-    else {
-      const head = await src.read(0, Math.min(4, src.size));
-      const zip = head.length === 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 3 &&
-        head[3] === 4;
-      format = zip || head[0] === 0x80 ? "pytorch" : "safetensors";
+    const format = await sniff(src);
+    if (!format) {
+      throw new CheckpointError(
+        `${path} is not a checkpoint (expected .safetensors, a PyTorch .pt/.bin, ` +
+          `or a Hugging Face folder)`,
+      );
     }
     const tensors = format === "safetensors"
       ? (await readSafetensors(src)).tensors
@@ -92,9 +90,29 @@ async function openFile(
   }
 }
 
+/**
+ * The format a file's first bytes announce: a zip local header (torch.save >= 1.6), a pickle
+ * PROTO opcode (legacy torch.save), or an 8-byte length followed by '{' (safetensors; a UTF-8 BOM
+ * there is let through so that the reader can name it).
+ */
+async function sniff(src: ByteSource): Promise<"safetensors" | "pytorch" | null> {
+  const head = await src.read(0, Math.min(12, src.size));
+  if (head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 3 && head[3] === 4) {
+    return "pytorch";
+  }
+  if (head.length >= 2 && head[0] === 0x80 && head[1] >= 2 && head[1] <= 5) return "pytorch";
+  if (head.length >= 10 && head[8] === 0x7b) return "safetensors";
+  if (head.length >= 12 && head[8] === 0xef && head[9] === 0xbb && head[10] === 0xbf) {
+    return "safetensors";
+  }
+  return null;
+}
+
+/** True when something is at `p` (a non-file there is reported when it is opened). */
 async function exists(p: string): Promise<boolean> {
   try {
-    return (await Deno.stat(p)).isFile;
+    await Deno.lstat(p);
+    return true;
   } catch {
     return false;
   }
@@ -126,7 +144,7 @@ async function openHfFolder(dir: string): Promise<OpenedCheckpoint> {
       closers.push(opened.close);
       for (const [name, t] of opened.tensors) {
         if (tensors.has(name)) {
-          throw new CheckpointError(`${dir}: tensor "${name}" is in two shards`);
+          throw new CheckpointError(`${dir}: tensor ${quote(name)} is in two shards`);
         }
         tensors.set(name, t);
       }

@@ -5,13 +5,17 @@
  * @module
  */
 
-import { dirname } from "node:path";
 import { type ByteSource, FileByteSource } from "./byte_source.ts";
 import { DTYPE_SIZE, isDType, numel, type RawTensor, type SafetensorsDType } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
+import { JsonSyntaxError, parseJsonStrict } from "./json.ts";
+import { MAX_SAFETENSORS_HEADER_BYTES, MAX_TENSORS } from "./limits.ts";
+import { kindOf, quote, showInts } from "./show.ts";
+import { atomicWrite } from "../io/atomic.ts";
+import { formatBytes } from "../io/read_limited.ts";
 
-/** Largest header accepted (the reference implementation's limit). */
-export const MAX_HEADER_BYTES = 100_000_000;
+/** Largest header accepted: {@link MAX_SAFETENSORS_HEADER_BYTES} (see limits.ts for why). */
+export const MAX_HEADER_BYTES = MAX_SAFETENSORS_HEADER_BYTES;
 
 /** The parsed header of a safetensors file, with lazy access to each tensor. */
 export interface SafetensorsContents {
@@ -47,26 +51,46 @@ export async function readSafetensors(src: ByteSource): Promise<SafetensorsConte
   if (src.size < 8) fail(`truncated safetensors file (${src.size} bytes, no header length)`);
   const lenBytes = await src.read(0, 8);
   const headerLen = new DataView(lenBytes.buffer).getBigUint64(0, true);
-  if (headerLen > BigInt(MAX_HEADER_BYTES)) {
-    fail(`safetensors header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  }
+  // The declared length is not shown: for a file that is not safetensors it is 8 bytes of text.
   if (headerLen > BigInt(src.size - 8)) {
+    fail(`safetensors header runs past the end of the file (${src.size} bytes)`);
+  }
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) {
     fail(
-      `safetensors header length ${headerLen} runs past the end of the file (${src.size} bytes)`,
+      `safetensors header of ${headerLen} bytes exceeds the ${formatBytes(MAX_HEADER_BYTES)} ` +
+        `limit (a checkpoint's is well under 1 MiB)`,
     );
   }
   const n = Number(headerLen);
   const dataStart = 8 + n;
   const dataSize = src.size - dataStart;
+  const raw = await src.read(8, n);
+  if (raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf) {
+    fail("safetensors header starts with a UTF-8 byte-order mark; it must start with '{'");
+  }
+  if (raw[0] !== 0x7b) fail("safetensors header does not start with '{'");
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(await src.read(8, n)));
+    // Strict: duplicate keys are refused (JSON.parse keeps the last one silently, so two readers
+    // could load different weights), and errors never quote the header.
+    header = parseJsonStrict(new TextDecoder("utf-8", { fatal: true }).decode(raw));
   } catch (e) {
-    if (e instanceof CheckpointError) throw e;
-    fail(`safetensors header is not valid UTF-8 JSON (${(e as Error).message})`);
+    if (e instanceof JsonSyntaxError && e.message.startsWith("duplicate key")) {
+      fail(`safetensors header has a ${e.message}`);
+    }
+    fail(
+      e instanceof JsonSyntaxError
+        ? `safetensors header is not valid JSON (${e.message})`
+        : "safetensors header is not valid UTF-8 JSON (invalid UTF-8)",
+    );
   }
   if (typeof header !== "object" || header === null || Array.isArray(header)) {
     fail("safetensors header is not a JSON object");
+  }
+  const names = Object.keys(header as object);
+  const count = names.length - (names.includes("__metadata__") ? 1 : 0);
+  if (count > MAX_TENSORS) {
+    fail(`safetensors header lists ${count} tensors; a checkpoint has at most ${MAX_TENSORS}`);
   }
   const metadata: Record<string, string> = {};
   const entries: HeaderEntry[] = [];
@@ -76,7 +100,7 @@ export async function readSafetensors(src: ByteSource): Promise<SafetensorsConte
         fail("__metadata__ is not a string map");
       }
       for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-        if (typeof v !== "string") fail(`__metadata__ value of "${k}" is not a string`);
+        if (typeof v !== "string") fail(`__metadata__ value of ${quote(k)} is not a string`);
         metadata[k] = v as string;
       }
       continue;
@@ -87,7 +111,9 @@ export async function readSafetensors(src: ByteSource): Promise<SafetensorsConte
   const spans = entries.filter((e) => e.end > e.begin).sort((a, b) => a.begin - b.begin);
   for (let i = 1; i < spans.length; i++) {
     if (spans[i].begin < spans[i - 1].end) {
-      fail(`tensors "${spans[i - 1].name}" and "${spans[i].name}" overlap in the data area`);
+      fail(
+        `tensors ${quote(spans[i - 1].name)} and ${quote(spans[i].name)} overlap in the data area`,
+      );
     }
   }
   const tensors = new Map<string, RawTensor>();
@@ -112,15 +138,24 @@ function parseEntry(
   dataSize: number,
   fail: (msg: string) => never,
 ): HeaderEntry {
+  const t = `tensor ${quote(name)}`;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    fail(`tensor "${name}": header entry is not an object`);
+    fail(`${t}: header entry is not an object`);
   }
   const v = value as Record<string, unknown>;
-  if (!isDType(v.dtype)) fail(`tensor "${name}": unsupported dtype ${JSON.stringify(v.dtype)}`);
+  if (!isDType(v.dtype)) {
+    fail(
+      `${t}: unsupported dtype ${
+        typeof v.dtype === "string" && /^\w{1,12}$/.test(v.dtype) ? quote(v.dtype) : kindOf(v.dtype)
+      }`,
+    );
+  }
   const dtype = v.dtype as SafetensorsDType;
   if (!Array.isArray(v.shape) || !v.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     fail(
-      `tensor "${name}": shape ${JSON.stringify(v.shape)} is not a list of non-negative integers`,
+      `${t}: shape ${
+        Array.isArray(v.shape) ? showInts(v.shape) : kindOf(v.shape)
+      } is not a list of non-negative integers`,
     );
   }
   const shape = v.shape as number[];
@@ -129,22 +164,24 @@ function parseEntry(
     !Array.isArray(offs) || offs.length !== 2 ||
     !offs.every((o) => Number.isSafeInteger(o) && o >= 0)
   ) {
-    fail(`tensor "${name}": data_offsets ${JSON.stringify(offs)} is not two non-negative integers`);
+    fail(
+      `${t}: data_offsets ${
+        Array.isArray(offs) ? showInts(offs) : kindOf(offs)
+      } is not two non-negative integers`,
+    );
   }
   const [begin, end] = offs as number[];
-  if (begin > end) fail(`tensor "${name}": data_offsets begin ${begin} > end ${end}`);
+  if (begin > end) fail(`${t}: data_offsets begin ${begin} > end ${end}`);
   if (end > dataSize) {
-    fail(
-      `tensor "${name}": data_offsets [${begin}, ${end}] run past the data area (${dataSize} bytes)`,
-    );
+    fail(`${t}: data_offsets [${begin}, ${end}] run past the data area (${dataSize} bytes)`);
   }
   const count = numel(shape);
   const expected = count * DTYPE_SIZE[dtype];
   if (!Number.isSafeInteger(expected) || expected !== end - begin) {
     fail(
-      `tensor "${name}": ${
-        end - begin
-      } bytes stored but shape [${shape}] of ${dtype} needs ${expected}`,
+      `${t}: ${end - begin} bytes stored but shape ${
+        showInts(shape)
+      } of ${dtype} needs ${expected}`,
     );
   }
   return { name, dtype, shape, begin, end };
@@ -196,47 +233,66 @@ export function encodeSafetensorsHeader(
 
 /**
  * Writes tensors (in the order given) and optional metadata as a safetensors file. The file is
- * written under a temporary name beside `path` and renamed, so `path` is never half-written;
- * parent directories are created.
+ * written under a temporary name beside `path` and renamed (src/io/atomic.ts), so `path` is never
+ * half-written, not even when the process is interrupted; parent directories are created.
  */
 export async function writeSafetensors(
   path: string,
-  tensors: { name: string; dtype: SafetensorsDType; shape: number[]; data: Uint8Array }[],
+  tensors: SafetensorsEntry[],
   metadata?: Record<string, string>,
 ): Promise<void> {
+  const header = checkedHeader(path, tensors, metadata);
+  await atomicWrite(path, (file) => writeBody(file, header, tensors));
+}
+
+/**
+ * Writes a safetensors file's bytes to an open file, for callers that manage the temporary file
+ * themselves (`label` names the output in errors).
+ */
+export async function writeSafetensorsTo(
+  file: { write(p: Uint8Array): Promise<number> },
+  tensors: SafetensorsEntry[],
+  metadata: Record<string, string> | undefined,
+  label: string,
+): Promise<void> {
+  await writeBody(file, checkedHeader(label, tensors, metadata), tensors);
+}
+
+function checkedHeader(
+  label: string,
+  tensors: SafetensorsEntry[],
+  metadata?: Record<string, string>,
+): Uint8Array {
   for (const t of tensors) {
     if (!Object.hasOwn(DTYPE_SIZE, t.dtype)) {
-      throw new CheckpointError(`${path}: tensor "${t.name}" has unsupported dtype ${t.dtype}`);
+      throw new CheckpointError(`${label}: tensor "${t.name}" has unsupported dtype ${t.dtype}`);
     }
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new CheckpointError(`${path}: tensor "${t.name}" has invalid shape [${t.shape}]`);
+      throw new CheckpointError(`${label}: tensor "${t.name}" has invalid shape [${t.shape}]`);
     }
     const need = numel(t.shape) * DTYPE_SIZE[t.dtype];
     if (t.data.length !== need) {
       throw new CheckpointError(
-        `${path}: tensor "${t.name}" has ${t.data.length} bytes, shape [${t.shape}] of ${t.dtype} needs ${need}`,
+        `${label}: tensor "${t.name}" has ${t.data.length} bytes, shape [${t.shape}] of ${t.dtype} needs ${need}`,
       );
     }
   }
-  const header = encodeSafetensorsHeader(tensors, tensors.map((t) => t.data.length), metadata);
-  await Deno.mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  const file = await Deno.open(tmp, { write: true, createNew: true });
-  try {
-    try {
-      await writeAll(file, header);
-      for (const t of tensors) await writeAll(file, t.data);
-    } finally {
-      file.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+  return encodeSafetensorsHeader(tensors, tensors.map((t) => t.data.length), metadata);
 }
 
-async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+async function writeBody(
+  file: { write(p: Uint8Array): Promise<number> },
+  header: Uint8Array,
+  tensors: SafetensorsEntry[],
+): Promise<void> {
+  await writeAll(file, header);
+  for (const t of tensors) await writeAll(file, t.data);
+}
+
+async function writeAll(
+  file: { write(p: Uint8Array): Promise<number> },
+  data: Uint8Array,
+): Promise<void> {
   let done = 0;
   while (done < data.length) done += await file.write(data.subarray(done));
 }

@@ -7,7 +7,11 @@
  */
 
 import { basename } from "node:path";
+import { readTextFileLimited } from "../io/read_limited.ts";
 import { CheckpointError } from "./errors.ts";
+import { JsonSyntaxError, parseJsonStrict } from "./json.ts";
+import { MAX_HF_INDEX_BYTES } from "./limits.ts";
+import { kindOf, quote } from "./show.ts";
 
 /** The weight files of a Hugging Face folder, in the order they are looked for. */
 export const HF_WEIGHT_FILES = [
@@ -21,9 +25,10 @@ export const HF_WEIGHT_FILES = [
 export function parseShardIndex(text: string, label: string): string[] {
   let index: unknown;
   try {
-    index = JSON.parse(text);
+    index = parseJsonStrict(text);
   } catch (e) {
-    throw new CheckpointError(`${label}: invalid index (${(e as Error).message})`);
+    if (!(e instanceof JsonSyntaxError)) throw e;
+    throw new CheckpointError(`${label}: invalid index (${e.message})`);
   }
   const map = (index as { weight_map?: unknown })?.weight_map;
   if (typeof map !== "object" || map === null) {
@@ -33,7 +38,9 @@ export function parseShardIndex(text: string, label: string): string[] {
   for (const f of files) {
     if (typeof f !== "string" || f !== basename(f) || f === "" || f === "." || f === "..") {
       throw new CheckpointError(
-        `${label}: shard name ${JSON.stringify(f)} is not a file in the folder`,
+        `${label}: shard name ${
+          typeof f === "string" ? quote(f) : kindOf(f)
+        } is not a file in the folder`,
       );
     }
   }
@@ -42,11 +49,8 @@ export function parseShardIndex(text: string, label: string): string[] {
 
 /** Reads the index at `path` and returns its shard files. */
 export async function readShardIndex(path: string): Promise<string[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new CheckpointError(`${path}: cannot read index (${(e as Error).message})`);
-  }
+  const text = await readTextFileLimited(path, MAX_HF_INDEX_BYTES, "shard index", {
+    makeError: (message) => new CheckpointError(message),
+  });
   return parseShardIndex(text, path);
 }

@@ -2,14 +2,16 @@
  * A restricted unpickler for the pickles torch.save writes (protocols 2-5). It never executes
  * anything: GLOBAL resolves only names on an allow-list, and REDUCE / NEWOBJ apply only the few
  * constructors implemented here (OrderedDict, torch's tensor rebuilders, a few inert records).
- * Stack, memo and nesting sizes are bounded so a hostile pickle cannot exhaust memory or recursion,
- * and every opcode consumes input, so it always terminates.
+ * The stack (all MARK frames together), the memo, the items put in containers, the bytes of
+ * strings, and nesting are bounded in total, so a hostile pickle cannot exhaust memory or
+ * recursion however it repeats DUP or MEMOIZE; every opcode consumes input, so it terminates.
  *
  * @module
  */
 
 import { DTYPE_SIZE, numel, type SafetensorsDType } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
+import { kindOf, quote, showInts } from "./show.ts";
 
 /**
  * The pickle ended before its STOP. Readers that parse a window of a larger file catch it to
@@ -79,19 +81,30 @@ export type PyValue =
 export interface UnpickleLimits {
   /** Nested MARKs. */
   maxMarkDepth: number;
-  /** Values on the stack. */
+  /** Values on the stack, counting every MARK frame. */
   maxStack: number;
   /** Memo entries. */
   maxMemo: number;
+  /** Items put into lists, tuples and dicts (a dict entry counts as two), over the whole pickle. */
+  maxItems: number;
+  /** Bytes of all strings and bytes objects made, over the whole pickle. */
+  maxBytes: number;
   /** Nesting of containers inside containers. */
   maxNesting: number;
 }
 
-/** Defaults far above anything torch.save writes for a state dict. */
+/**
+ * Defaults far above anything torch.save writes: a state dict of N tensors pickles about 30
+ * values, 10 memo entries, 20 container items and its names' bytes per tensor, all on a stack
+ * a few dozen deep (Python's pickler batches APPENDS/SETITEMS by 1000). At the caps, the
+ * unpickled values take at most a few hundred MB.
+ */
 export const DEFAULT_LIMITS: UnpickleLimits = {
   maxMarkDepth: 1000,
-  maxStack: 1 << 22,
-  maxMemo: 1 << 22,
+  maxStack: 1 << 20,
+  maxMemo: 1 << 20,
+  maxItems: 1 << 22,
+  maxBytes: 64 << 20,
   maxNesting: 1000,
 };
 
@@ -183,6 +196,10 @@ export function unpickleAt(
   let pos = start;
   let stack: PyValue[] = [];
   const metastack: PyValue[][] = [];
+  /** Values on the stack including every MARK frame below the current one. */
+  let held = 0;
+  let items = 0;
+  let madeBytes = 0;
   const memo = new Map<number, PyValue>();
   const depth = new WeakMap<object, number>();
 
@@ -204,7 +221,16 @@ export function unpickleAt(
     if (v > BigInt(data.length)) truncated(`pickle length ${v} exceeds the data`);
     return Number(v);
   };
-  const bytes = (n: number) => (need(n), pos += n, data.subarray(pos - n, pos));
+  const bytes = (n: number) => {
+    need(n);
+    // A string or bytes object is made from these: count them against the total.
+    madeBytes += n;
+    if (madeBytes > lim.maxBytes) {
+      fail(`pickle makes more than ${lim.maxBytes} bytes of strings and bytes objects`);
+    }
+    pos += n;
+    return data.subarray(pos - n, pos);
+  };
   const text = (n: number) => {
     try {
       return utf8.decode(bytes(n));
@@ -221,23 +247,30 @@ export function unpickleAt(
     return s;
   };
   const push = (v: PyValue) => {
-    if (stack.length >= lim.maxStack) fail(`pickle stack exceeds ${lim.maxStack} values`);
+    if (held >= lim.maxStack) fail(`pickle stack exceeds ${lim.maxStack} values in all`);
     stack.push(v);
+    held++;
   };
   const pop = (): PyValue => {
     if (stack.length === 0) fail(`pickle stack underflow at byte ${pos - 1}`);
+    held--;
     return stack.pop()!;
+  };
+  const addItems = (n: number) => {
+    items += n;
+    if (items > lim.maxItems) fail(`pickle holds more than ${lim.maxItems} items in containers`);
   };
   const top = (): PyValue => {
     if (stack.length === 0) fail(`pickle stack underflow at byte ${pos - 1}`);
     return stack[stack.length - 1];
   };
   const popMark = (): PyValue[] => {
-    const items = stack;
+    const frame = stack;
     const prev = metastack.pop();
     if (!prev) fail(`pickle pops a MARK that was never set (byte ${pos - 1})`);
     stack = prev!;
-    return items;
+    held -= frame.length;
+    return frame;
   };
   const nestIn = (container: object, child: PyValue) => {
     if (typeof child !== "object" || child === null) return;
@@ -245,9 +278,10 @@ export function unpickleAt(
     if (d > lim.maxNesting) fail(`pickle nests containers deeper than ${lim.maxNesting} levels`);
     if (d > (depth.get(container) ?? 0)) depth.set(container, d);
   };
-  const tuple = (items: PyValue[]): PyValue[] => {
-    for (const it of items) nestIn(items, it);
-    return items;
+  const tuple = (elems: PyValue[]): PyValue[] => {
+    addItems(elems.length);
+    for (const it of elems) nestIn(elems, it);
+    return elems;
   };
   const memoPut = (i: number) => {
     if (!memo.has(i) && memo.size >= lim.maxMemo) {
@@ -262,14 +296,16 @@ export function unpickleAt(
   const setItems = (dict: PyValue, kv: PyValue[]) => {
     if (!(dict instanceof Map)) return fail("SETITEM(S) on something that is not a dict");
     if (kv.length % 2) fail("SETITEMS with an odd number of values");
+    addItems(kv.length);
     for (let i = 0; i < kv.length; i += 2) {
       nestIn(dict, kv[i + 1]);
       dict.set(kv[i], kv[i + 1]);
     }
   };
-  const appendItems = (list: PyValue, items: PyValue[]) => {
+  const appendItems = (list: PyValue, elems: PyValue[]) => {
     if (!Array.isArray(list)) return fail("APPEND(S) on something that is not a list");
-    for (const it of items) {
+    addItems(elems.length);
+    for (const it of elems) {
       nestIn(list, it);
       list.push(it);
     }
@@ -457,8 +493,7 @@ export function unpickleAt(
         push(opts.persistentLoad(pop()));
         break;
       case 0x30: // POP
-        if (stack.length === 0) fail("pickle stack underflow");
-        stack.pop();
+        pop();
         break;
       case 0x31: // POP_MARK
         popMark();
@@ -536,31 +571,34 @@ function rebuildTensor(args: PyValue[], fail: (m: string) => never): PickledTens
   const [storage, offset, size, stride] = args;
   if (!(storage instanceof StorageRef)) return fail("_rebuild_tensor_v2 without a storage");
   if (typeof offset !== "number" || !Number.isSafeInteger(offset) || offset < 0) {
-    return fail(`tensor storage_offset ${String(offset)} is not a non-negative integer`);
+    const shown = typeof offset === "number" ? String(offset) : kindOf(offset);
+    return fail(`tensor storage_offset (${shown}) is not a non-negative integer`);
   }
   if (!isIntList(size) || size.some((d) => d < 0)) {
     return fail("tensor size is not a tuple of non-negative integers");
   }
   if (!isIntList(stride) || stride.length !== size.length) {
-    return fail(`tensor stride does not match its size [${size}]`);
+    return fail(`tensor stride does not match its size ${showInts(size)}`);
   }
   // Only contiguous row-major views: what state_dict() holds and what we read in one piece.
   let expect = 1;
   for (let i = size.length - 1; i >= 0; i--) {
     if (size[i] !== 1 && stride[i] !== expect) {
       return fail(
-        `tensor of size [${size}] has non-contiguous stride [${stride}]; save it contiguous`,
+        `tensor of size ${showInts(size)} has non-contiguous stride ${showInts(stride)}; ` +
+          `save it contiguous`,
       );
     }
     expect *= size[i];
   }
   const n = numel(size);
   if (!Number.isSafeInteger(n) || !Number.isSafeInteger(n * DTYPE_SIZE[storage.dtype])) {
-    return fail(`tensor size [${size}] is too large`);
+    return fail(`tensor size ${showInts(size)} is too large`);
   }
   if (n > 0 && offset + n > storage.numel) {
     return fail(
-      `tensor of size [${size}] at offset ${offset} does not fit in storage "${storage.key}" ` +
+      `tensor of size ${showInts(size)} at offset ${offset} does not fit in storage ` +
+        `${quote(storage.key)} ` +
         `of ${storage.numel} elements`,
     );
   }

@@ -11,6 +11,7 @@ import { CheckpointError } from "./errors.ts";
 import { describeDims, expectedTensors, inferDims } from "./expected.ts";
 import { canonicalizeTensors } from "./names.ts";
 import type { HubOptions } from "./hub.ts";
+import { showInts, showName } from "./show.ts";
 import { openCheckpoint } from "./open.ts";
 
 /** Parameters under canonical names, converted on read. */
@@ -114,12 +115,12 @@ export function weightSourceFromTensors(
       shapes = [[vocabRows, dims.dModel]];
     }
     if (!shapes.some((s) => sameShape(s, t.shape))) {
-      wrong.push(`${name} has shape [${t.shape}], expected [${shapes[0]}]`);
+      wrong.push(`${name} has shape ${showInts(t.shape)}, expected [${shapes[0]}]`);
     } else if (!isFloatDType(t.dtype)) {
       wrong.push(`${name} has dtype ${t.dtype}, expected a floating-point type`);
     }
   }
-  for (const name of canon.keys()) if (!expected.has(name)) unexpected.push(name);
+  for (const name of canon.keys()) if (!expected.has(name)) unexpected.push(showName(name));
   if (missing.length + unexpected.length + wrong.length > 0) {
     const model = opts.modelName ? `model ${opts.modelName}` : "the model";
     const parts = [
@@ -193,12 +194,12 @@ class TensorWeights implements WeightSource {
 
   async readF32(name: string): Promise<Float32Array> {
     const t = this.#get(name);
-    return toFloat32(await t.read(), t.dtype, `${t.name}`);
+    return toFloat32(await t.read(), t.dtype, showName(t.name));
   }
 
   async readBF16(name: string): Promise<Uint16Array> {
     const t = this.#get(name);
-    return toBFloat16(await t.read(), t.dtype, `${t.name}`);
+    return toBFloat16(await t.read(), t.dtype, showName(t.name));
   }
 
   close(): void {

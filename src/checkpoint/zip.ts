@@ -1,14 +1,19 @@
 /**
  * A read-only zip reader for torch.save archives: finds the end-of-central-directory record in the
  * last 64 KiB, reads the central directory (ZIP64 included, for files over 4 GB), and serves
- * entries by offset. STORED entries (what torch writes) are read in place; DEFLATE entries are
- * inflated with a cap at their declared size. Every offset and size is checked against the file.
+ * entries by offset. STORED entries (what torch writes) are read in place; a DEFLATE entry is
+ * inflated once (tensors that are views of one storage share the result), to no more than its
+ * declared size, and the archive's inflated total is capped. Every offset and size is checked
+ * against the file, and each local header must name the entry the central directory names.
  *
  * @module
  */
 
+import { formatBytes } from "../io/read_limited.ts";
 import { type ByteSource, checkRange } from "./byte_source.ts";
 import { CheckpointError } from "./errors.ts";
+import { MAX_CENTRAL_DIR_BYTES, MAX_INFLATED_BYTES, MAX_ZIP_ENTRIES } from "./limits.ts";
+import { quote } from "./show.ts";
 
 /** One file inside the archive. */
 export interface ZipEntry {
@@ -27,47 +32,75 @@ const SIG_EOCD64 = 0x06064b50;
 const SIG_LOC64 = 0x07064b50;
 const SIG_CENTRAL = 0x02014b50;
 const SIG_LOCAL = 0x04034b50;
-const MAX_CENTRAL_DIR = 64 << 20;
-/** Largest DEFLATE entry we inflate; torch never compresses tensor data. */
-const MAX_INFLATED = 256 << 20;
+/** DEFLATE's largest expansion: 258 bytes per 2-bit code, ~1032:1 (plus block overhead). */
+const MAX_DEFLATE_RATIO = 1032;
+
+/** Options of {@link ZipArchive.open}. */
+export interface ZipOptions {
+  /** Most bytes inflated from the archive in total (default {@link MAX_INFLATED_BYTES}). */
+  maxInflatedBytes?: number;
+}
 
 /** The central directory of an archive, with reads of its entries. */
 export class ZipArchive {
   /** Entries by name. */
   readonly entries: Map<string, ZipEntry>;
   readonly #src: ByteSource;
+  readonly #maxInflated: number;
+  #inflatedTotal = 0;
+  /** Inflated DEFLATE entries, each inflated once and kept for the archive's other reads. */
+  readonly #inflated = new Map<string, Promise<Uint8Array>>();
 
-  private constructor(src: ByteSource, entries: Map<string, ZipEntry>) {
+  private constructor(src: ByteSource, entries: Map<string, ZipEntry>, maxInflated: number) {
     this.#src = src;
     this.entries = entries;
+    this.#maxInflated = maxInflated;
   }
 
   /** Reads and validates the central directory of `src`. */
-  static async open(src: ByteSource): Promise<ZipArchive> {
-    return new ZipArchive(src, await readDirectory(src));
+  static async open(src: ByteSource, opts: ZipOptions = {}): Promise<ZipArchive> {
+    const max = opts.maxInflatedBytes ?? MAX_INFLATED_BYTES;
+    return new ZipArchive(src, await readDirectory(src), max);
   }
 
-  /** Reads `length` bytes at `offset` of entry `name`'s uncompressed data (default: all). */
-  async read(name: string, offset = 0, length?: number): Promise<Uint8Array> {
+  /**
+   * Reads `length` bytes at `offset` of entry `name`'s uncompressed data (default: all). A DEFLATE
+   * entry is inflated on its first read and kept, unless `keep` is false (a one-off read such as
+   * the pickle) and nothing kept it before.
+   */
+  async read(
+    name: string,
+    offset = 0,
+    length?: number,
+    opts: { keep?: boolean } = {},
+  ): Promise<Uint8Array> {
+    const label = this.#src.label;
     const e = this.entries.get(name);
-    if (!e) throw new CheckpointError(`${this.#src.label}: zip entry "${name}" not found`);
+    if (!e) throw new CheckpointError(`${label}: zip entry ${quote(name)} not found`);
     const len = length ?? e.size - offset;
-    checkRange(`${this.#src.label}: zip entry "${name}"`, e.size, offset, len);
+    checkRange(`${label}: zip entry ${quote(name)}`, e.size, offset, len);
+    if (len === 0) return new Uint8Array(0);
     if (e.method === 0) return await this.#src.read(e.dataOffset + offset, len);
-    const all = await inflate(
-      await this.#src.read(e.dataOffset, e.compressedSize),
-      e,
-      this.#src.label,
-    );
-    return all.slice(offset, offset + len);
+    let all = this.#inflated.get(name);
+    if (!all) {
+      if (this.#inflatedTotal + e.size > this.#maxInflated) {
+        throw new CheckpointError(
+          `${label}: inflating ${quote(name)} would exceed the limit of ` +
+            `${formatBytes(this.#maxInflated)} of decompressed data per archive`,
+        );
+      }
+      this.#inflatedTotal += e.size;
+      all = this.#src.read(e.dataOffset, e.compressedSize).then((d) => inflate(d, e, label));
+      if (opts.keep !== false) this.#inflated.set(name, all);
+    }
+    return (await all).slice(offset, offset + len);
   }
 }
 
 async function inflate(data: Uint8Array, e: ZipEntry, label: string): Promise<Uint8Array> {
   const fail = (why: string): never => {
-    throw new CheckpointError(`${label}: zip entry "${e.name}" ${why}`);
+    throw new CheckpointError(`${label}: zip entry ${quote(e.name)} ${why}`);
   };
-  if (e.size > MAX_INFLATED) fail(`is a ${e.size}-byte compressed entry, too large to inflate`);
   const out = new Uint8Array(e.size);
   let got = 0;
   const reader = new Blob([data as Uint8Array<ArrayBuffer>]).stream()
@@ -126,10 +159,20 @@ async function readDirectory(src: ByteSource): Promise<Map<string, ZipEntry>> {
     cdSize = safeU64(r, 40, fail);
     cdOffset = safeU64(r, 48, fail);
   }
+  if (count > MAX_ZIP_ENTRIES) {
+    throw new CheckpointError(
+      `${label}: zip archive has ${count} entries; a checkpoint has at most ${MAX_ZIP_ENTRIES}`,
+    );
+  }
   if (cdOffset + cdSize > src.size) {
     fail(`central directory [${cdOffset}, +${cdSize}] runs past the end of the file`);
   }
-  if (cdSize > MAX_CENTRAL_DIR) fail(`central directory of ${cdSize} bytes is implausibly large`);
+  if (cdSize > MAX_CENTRAL_DIR_BYTES) {
+    fail(
+      `central directory of ${cdSize} bytes is larger than a checkpoint's can be ` +
+        `(${formatBytes(MAX_CENTRAL_DIR_BYTES)})`,
+    );
+  }
   if (count * 46 > cdSize) {
     fail(`${count} entries cannot fit in a ${cdSize}-byte central directory`);
   }
@@ -137,6 +180,7 @@ async function readDirectory(src: ByteSource): Promise<Map<string, ZipEntry>> {
   const dv = new DataView(cd.buffer);
   const dec = new TextDecoder();
   const entries = new Map<string, ZipEntry>();
+  const rawNames = new Map<ZipEntry, Uint8Array>();
   let p = 0;
   for (let i = 0; i < count; i++) {
     if (p + 46 > cdSize || dv.getUint32(p, true) !== SIG_CENTRAL) {
@@ -152,18 +196,20 @@ async function readDirectory(src: ByteSource): Promise<Map<string, ZipEntry>> {
     let localOffset = dv.getUint32(p + 42, true);
     const end = p + 46 + nameLen + extraLen + commentLen;
     if (end > cdSize) fail(`central directory entry ${i} runs past the directory`);
-    const name = dec.decode(cd.subarray(p + 46, p + 46 + nameLen));
+    const rawName = cd.subarray(p + 46, p + 46 + nameLen);
+    const name = dec.decode(rawName);
+    const shown = quote(name);
     // ZIP64 extra field (id 1): the 64-bit values of the fields saturated at 0xffffffff, in order.
     let x = p + 46 + nameLen;
     const xEnd = x + extraLen;
     while (x + 4 <= xEnd) {
       const id = dv.getUint16(x, true);
       const sz = dv.getUint16(x + 2, true);
-      if (x + 4 + sz > xEnd) fail(`entry "${name}" has a malformed extra field`);
+      if (x + 4 + sz > xEnd) fail(`entry ${shown} has a malformed extra field`);
       if (id === 1) {
         let q = x + 4;
         const take = (): number => {
-          if (q + 8 > x + 4 + sz) fail(`entry "${name}" has a short ZIP64 extra field`);
+          if (q + 8 > x + 4 + sz) fail(`entry ${shown} has a short ZIP64 extra field`);
           const v = safeU64(dv, q, fail);
           q += 8;
           return v;
@@ -175,29 +221,43 @@ async function readDirectory(src: ByteSource): Promise<Map<string, ZipEntry>> {
       x += 4 + sz;
     }
     p = end;
-    if (flags & 1) fail(`entry "${name}" is encrypted`);
+    if (flags & 1) fail(`entry ${shown} is encrypted`);
     if (method !== 0 && method !== 8) {
-      fail(`entry "${name}" uses unsupported compression ${method}`);
+      fail(`entry ${shown} uses unsupported compression ${method}`);
     }
-    if (method === 0 && csize !== usize) fail(`stored entry "${name}" has differing sizes`);
-    if (entries.has(name)) fail(`duplicate entry "${name}"`);
-    entries.set(name, {
-      name,
-      method,
-      compressedSize: csize,
-      size: usize,
-      dataOffset: localOffset,
-    });
+    if (method === 0 && csize !== usize) fail(`stored entry ${shown} has differing sizes`);
+    // A bomb is refused before any inflation: no DEFLATE stream expands by more than ~1032x.
+    if (method === 8 && usize > csize * MAX_DEFLATE_RATIO + 1024) {
+      fail(`entry ${shown} cannot inflate to its declared ${usize} bytes from ${csize}`);
+    }
+    if (entries.has(name)) fail(`duplicate entry ${shown}`);
+    const entry = { name, method, compressedSize: csize, size: usize, dataOffset: localOffset };
+    entries.set(name, entry);
+    rawNames.set(entry, rawName);
   }
-  // Resolve each local header: its own name/extra lengths (torch pads the extra field to align data).
+  // Resolve each local header: its own name/extra lengths (torch pads the extra field to align
+  // data). Its name and method must be the central directory's, or two zip readers would disagree
+  // about which bytes an entry holds.
   for (const e of entries.values()) {
     const at = e.dataOffset;
-    if (at + 30 > src.size) fail(`entry "${e.name}" has a local header past the end of the file`);
-    const lh = new DataView((await src.read(at, 30)).buffer);
-    if (lh.getUint32(0, true) !== SIG_LOCAL) fail(`entry "${e.name}" has no local header`);
+    const shown = quote(e.name);
+    const want = rawNames.get(e)!;
+    if (at + 30 + want.length > src.size) {
+      fail(`entry ${shown} has a local header past the end of the file`);
+    }
+    const head = await src.read(at, 30 + want.length);
+    const lh = new DataView(head.buffer);
+    if (lh.getUint32(0, true) !== SIG_LOCAL) fail(`entry ${shown} has no local header`);
+    const localName = head.subarray(30, 30 + lh.getUint16(26, true));
+    if (localName.length !== want.length || !localName.every((b, i) => b === want[i])) {
+      fail(`the local header of entry ${shown} names ${quote(dec.decode(localName))}`);
+    }
+    if (lh.getUint16(8, true) !== e.method) {
+      fail(`the local header of entry ${shown} gives another compression method`);
+    }
     e.dataOffset = at + 30 + lh.getUint16(26, true) + lh.getUint16(28, true);
     if (e.dataOffset + e.compressedSize > src.size) {
-      fail(`entry "${e.name}" (${e.compressedSize} bytes) runs past the end of the file`);
+      fail(`entry ${shown} (${e.compressedSize} bytes) runs past the end of the file`);
     }
   }
   return entries;

@@ -7,8 +7,8 @@
  * @module
  */
 
-import { writeSafetensors } from "../checkpoint/safetensors.ts";
-import { atomicReplace } from "./atomic.ts";
+import { writeSafetensorsTo } from "../checkpoint/safetensors.ts";
+import { atomicWrite } from "./atomic.ts";
 import { OutputError } from "./errors.ts";
 import { type HostDType, type HostTensor, tensorBytes } from "./tensor.ts";
 import {
@@ -30,7 +30,7 @@ export const SAFETENSORS_DTYPE = {
   bool: "BOOL",
 } as const satisfies Record<HostDType, string>;
 
-/** One tensor entry, in the form `writeSafetensors` takes. */
+/** One tensor entry, in the form `writeSafetensorsTo` takes. */
 export interface SafetensorsEntryOut {
   /** Dotted name, e.g. `discrete_A.3`. */
   name: string;
@@ -126,5 +126,6 @@ export async function writeSafetensorsRecord(
   record: Record<string, unknown>,
 ): Promise<void> {
   const { tensors, metadata } = flattenRecord(record);
-  await atomicReplace(path, (tmp) => writeSafetensors(tmp, tensors, metadata));
+  // One temporary file (atomicWrite's): writeSafetensors would add a second of its own.
+  await atomicWrite(path, (file) => writeSafetensorsTo(file, tensors, metadata, path));
 }
