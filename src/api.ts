@@ -137,7 +137,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
   const reader = path ? await loadWeights(path, mc.dims) : randomWeights(mc.dims, seed, mc.norm);
   const backend = Backend.create(kind, { threads: threads ?? cfg.general.threads });
   try {
-    if (kind === "cuda" && !options.strictFp32) backend.setFlags(FLAG_ALLOW_TF32);
+    if (kind === "cuda" && !options.strictFp32) backend.setFlags(backend.flags | FLAG_ALLOW_TF32);
     const weights = await uploadWeights(
       backend,
       reader,
