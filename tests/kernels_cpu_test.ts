@@ -18,6 +18,7 @@ import {
   uniform,
 } from "../src/backend/backend.ts";
 import { NativeError, Status } from "../src/native/lib.ts";
+import { mulberry32, testSeed } from "./helpers/compare.ts";
 
 // ---- contexts ------------------------------------------------------------------------------
 
@@ -36,20 +37,14 @@ const VEC = Backend.create("cpu");
 const SCALAR = withEnv("MAMBABYTE_CPU_SCALAR", "1", () => Backend.create("cpu"));
 const NOBLAS = withEnv("MAMBABYTE_CPU_NOBLAS", "1", () => Backend.create("cpu"));
 const ALL: [string, Backend][] = [["vector", VEC], ["scalar", SCALAR], ["noblas", NOBLAS]];
+// Released once this file's tests are done (also when a filter runs only some of them).
+Deno.test.afterAll(() => {
+  for (const [, be] of ALL) be.close();
+});
 
 // ---- helpers -------------------------------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function randArray(r: () => number, n: number, lo = -1, hi = 1): Float32Array {
   const a = new Float32Array(n);
@@ -1109,7 +1104,7 @@ const CHECKS: [string, (be: Backend, seed: number) => void][] = [
   ["read_probe", checkReadProbe],
 ];
 
-const SEED = Number(Deno.env.get("MB_TEST_SEED") ?? Date.now() % 100000);
+const SEED = testSeed();
 
 for (const [name, check] of CHECKS) {
   for (const [label, be] of ALL) {
@@ -1411,8 +1406,4 @@ Deno.test("MAMBABYTE_CUDA_FUSED=0 asks CUDA contexts for FLAG_UNFUSED_STEPS", ()
     if (old === undefined) Deno.env.delete("MAMBABYTE_CUDA_FUSED");
     else Deno.env.set("MAMBABYTE_CUDA_FUSED", old);
   }
-});
-
-Deno.test("close the test contexts", () => {
-  for (const [, be] of ALL) be.close();
 });
