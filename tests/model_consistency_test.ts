@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { loadModel, type Model } from "../mod.ts";
 import { FLAG_UNFUSED_STEPS } from "../src/backend/backend.ts";
+import { MambaByteError } from "../src/errors.ts";
 import { maxRelError } from "./helpers/compare.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
@@ -174,7 +175,12 @@ Deno.test("bad inputs give clear errors", async () => {
   }
   const model = await load();
   try {
-    await assert.rejects(() => model.forward(TEXT, { layers: [3] }), /out of range/);
+    // one check for every path (model, extractions), a usage error: exit code 2
+    await assert.rejects(
+      () => model.forward(TEXT, { layers: [3] }),
+      (e: unknown) =>
+        e instanceof MambaByteError && /out of range/.test(e.message) && e.exitCode === 2,
+    );
     await assert.rejects(() => model.generate(TEXT, { topP: 1.5 }), /top_p/);
     await assert.rejects(() => model.generate(new Uint8Array(0)), /empty/);
   } finally {

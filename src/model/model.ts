@@ -30,6 +30,24 @@ export const TAP_NAMES = [
 /** A tappable module: the normalised mixer input, a mixer sub-module, or the mixer output. */
 export type TapName = typeof TAP_NAMES[number];
 
+/**
+ * The layers to run taps on: `layers` (default all), checked against a model of `nLayer` layers,
+ * sorted, without repeats. An index out of range is a {@link MambaByteError} with exit code 2, a
+ * usage error, since layers come from the command line's --layer_idxs.
+ */
+export function layerIndices(nLayer: number, layers?: readonly number[]): number[] {
+  const chosen = layers ?? [...Array(nLayer).keys()];
+  for (const l of chosen) {
+    if (!Number.isInteger(l) || l < 0 || l >= nLayer) {
+      throw new MambaByteError(
+        `layer index ${l} is out of range: the model has ${nLayer} layers (0..${nLayer - 1})`,
+        2,
+      );
+    }
+  }
+  return [...new Set(chosen)].sort((a, b) => a - b);
+}
+
 /** Width (features) of a tap's output for the given dims. */
 export function tapWidth(tap: TapName, dims: ModelDims): number {
   switch (tap) {
@@ -430,18 +448,7 @@ export class MambaByteLM {
   }
 
   #layerSet(layers?: readonly number[]): Set<number> {
-    const all = [...Array(this.dims.nLayer).keys()];
-    const chosen = layers ?? all;
-    for (const l of chosen) {
-      if (!Number.isInteger(l) || l < 0 || l >= this.dims.nLayer) {
-        throw new MambaByteError(
-          `layer index ${l} is out of range: the model has ${this.dims.nLayer} layers (0..${
-            this.dims.nLayer - 1
-          })`,
-        );
-      }
-    }
-    return new Set(chosen);
+    return new Set(layerIndices(this.dims.nLayer, layers));
   }
 
   #readTap(ws: Workspace, tap: TapName, layer: number, start: number, rows: number): TapChunk {
@@ -471,7 +478,7 @@ export class MambaByteLM {
     const L = bytes.length;
     const logits = new Float32Array(L * 256);
     const taps = new Map<TapName, Map<number, Float32Array>>();
-    const layers = [...this.#layerSet(options.layers)].sort((a, b) => a - b);
+    const layers = layerIndices(this.dims.nLayer, options.layers);
     for (const tap of options.taps ?? []) {
       const m = new Map<number, Float32Array>();
       for (const l of layers) m.set(l, new Float32Array(L * tapWidth(tap, this.dims)));
