@@ -231,7 +231,11 @@ export const Flag = {
 /** The command that builds the native library, quoted in every "not found" message. */
 export const BUILD_COMMAND = "deno task build";
 
-/** A failure reported by the native library: names the op and carries the C status. */
+/**
+ * A failure reported by the native library: names the op and carries the C status. Out of memory
+ * and a device failure come from the machine, not from a bug: {@link NativeError.userMessage}
+ * says so for them, and the command-line layer reports them as one line with exit code 1.
+ */
 export class NativeError extends Error {
   /** The op that failed, e.g. "linear". */
   readonly op: string;
@@ -243,6 +247,25 @@ export class NativeError extends Error {
     this.name = "NativeError";
     this.op = op;
     this.status = status;
+  }
+
+  /** True for a failure of the machine (out of memory, a device or driver error), not a bug. */
+  get machineFailure(): boolean {
+    return this.status === Status.OOM || this.status === Status.DEVICE;
+  }
+
+  /** The line a user reads: what happened and what to try, then the library's message. */
+  get userMessage(): string {
+    switch (this.status) {
+      case Status.OOM:
+        return `out of memory (${this.message}): free some memory, or use a smaller model, ` +
+          `bf16 weights or fewer samples`;
+      case Status.DEVICE:
+        return `the device failed (${this.message}): check the GPU and its driver ` +
+          `(nvidia-smi), or run on the CPU`;
+      default:
+        return this.message;
+    }
   }
 }
 
