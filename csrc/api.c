@@ -1,7 +1,8 @@
 /*
  * api.c — every mb_* function of include/mambabyte.h: validates the arguments once, handles
  * zero-sized work, then dispatches on ctx->backend to mbcpu_<name> (csrc/cpu) or, when built with
- * MB_WITH_CUDA, mbcuda_<name> (csrc/cuda). Only the functions defined here (and mb_last_error in
+ * MB_WITH_CUDA, mbcuda_<name> (csrc/cuda); those are declared from the list in common/ops.def with
+ * the types of the functions here. Only the functions defined here (and mb_last_error in
  * common/error.c) are exported from the shared library; everything else is hidden.
  */
 #include <math.h>
@@ -172,15 +173,6 @@ MB_EXPORT int mb_memcpy_d2h(mb_ctx *ctx, void *host_dst, const void *src, size_t
   return MB_OK;
 }
 
-MB_EXPORT int mb_memcpy_d2h_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes) {
-  COPY_ARGS("mb_memcpy_d2h_async", host_dst, src);
-#ifdef MB_WITH_CUDA
-  if (IS_CUDA(ctx)) return mbcuda_memcpy_d2h_async(ctx, host_dst, src, bytes);
-#endif
-  memcpy(host_dst, src, bytes);
-  return MB_OK;
-}
-
 MB_EXPORT int mb_memcpy_d2d(mb_ctx *ctx, void *dst, const void *src, size_t bytes) {
   COPY_ARGS("mb_memcpy_d2d", dst, src);
 #ifdef MB_WITH_CUDA
@@ -308,6 +300,12 @@ MB_EXPORT int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, co
     NONNULL("mb_linear_conv1d_step", conv_state);
     NONNULL("mb_linear_conv1d_step", xc);
   }
+  if (ctx->flags & MB_FLAG_UNFUSED_STEPS) { /* the two plain ops, as the header spells them */
+    int st = mb_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
+    if (st != MB_OK || d_conv == 0) return st;
+    return mb_causal_conv1d(ctx, y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo,
+                            NULL);
+  }
   DISPATCH(linear_conv1d_step, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy, conv_w,
            conv_bias, conv_state, d_conv, k, xc, ldo);
 }
@@ -350,20 +348,6 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const 
            state, states_all, batch, len, d, n, delta_softplus, y, ldy);
 }
 
-MB_EXPORT int mb_selective_state_update(mb_ctx *ctx, const float *u, int64_t ldu,
-                                        const float *delta, int64_t ld_delta, const float *A,
-                                        const float *Bm, int64_t ldb, const float *Cm,
-                                        int64_t ldc, const float *Dskip, const float *z,
-                                        int64_t ldz, float *state, int64_t batch, int64_t d,
-                                        int64_t n, int delta_softplus, float *y, int64_t ldy) {
-  int st = scan_check("mb_selective_state_update", ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm,
-                      ldc, z, ldz, batch, 1, d, n, y, ldy);
-  if (st != MB_OK) return st < 0 ? MB_OK : st;
-  REQUIRE(state, "mb_selective_state_update: state is NULL");
-  DISPATCH(selective_scan, ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
-           state, NULL, batch, 1, d, n, delta_softplus, y, ldy);
-}
-
 MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu,
                                            const float *x_dbl, int64_t ld_xdbl, const void *dt_w,
                                            int wdtype, const float *dt_bias, int64_t dt_rank,
@@ -387,6 +371,13 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
   REQUIRE(dt_w, "%s: dt_w is NULL", fn);
   REQUIRE(state, "%s: state is NULL", fn);
   DTYPE_OK("mb_selective_state_update_dt", wdtype);
+  if (ctx->flags & MB_FLAG_UNFUSED_STEPS) { /* the two plain ops, as the header spells them */
+    REQUIRE(delta_out, "%s: delta_out is NULL (MB_FLAG_UNFUSED_STEPS keeps delta there)", fn);
+    int st = mb_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta_out, d);
+    if (st != MB_OK) return st;
+    return mb_selective_scan(ctx, u, ldu, delta_out, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
+                             NULL, batch, 1, d, n, delta_softplus, y, ldy);
+  }
   DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
            A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n, delta_softplus, delta_out, y,
            ldy);

@@ -18,6 +18,7 @@ import { Backend } from "../src/backend/backend.ts";
 import { Tensor } from "../src/backend/tensor.ts";
 import { loadModel, type Model } from "../src/api.ts";
 import type { ModelDims } from "../src/config/dims.ts";
+import { median, weightBytesPerStep } from "./lib/bench.ts";
 
 const parser = createParser("bench_cpu", "CPU speed vs roofline");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
@@ -29,11 +30,6 @@ parser.add_argument("--threads", { type: "int", default: 0 });
 // deno-lint-ignore no-explicit-any
 type Args = Record<string, any>;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
 function time(fn: () => void, reps: number): number {
   const out: number[] = [];
   for (let i = 0; i < reps; i++) {
@@ -42,14 +38,6 @@ function time(fn: () => void, reps: number): number {
     out.push((performance.now() - t0) / 1000);
   }
   return median(out);
-}
-
-/** Bytes of weights a decode step reads: every matrix once, one embedding row, small vectors. */
-function weightBytesPerStep(d: ModelDims, bytesPerWeight: number): number {
-  const perLayer = 2 * d.dInner * d.dModel + (d.dtRank + 2 * d.dState) * d.dInner +
-    d.dInner * d.dtRank + d.dModel * d.dInner;
-  const vectors = (d.dInner * (d.dConv + 1 + 1 + 1 + d.dState) + 2 * d.dModel) * 4;
-  return d.nLayer * (perLayer * bytesPerWeight + vectors) + (256 + 1) * d.dModel * bytesPerWeight;
 }
 
 /** FLOPs of a forward per position (matrix products dominate; scan and conv added). */

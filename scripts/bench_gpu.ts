@@ -12,7 +12,7 @@
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel, type Model } from "../src/api.ts";
 import { Backend, cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
-import type { ModelDims } from "../src/config/dims.ts";
+import { median, weightBytesPerStep } from "./lib/bench.ts";
 
 const parser = createParser("bench_gpu", "GPU speed vs roofline");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
@@ -22,17 +22,6 @@ parser.add_argument("--forward_len", { type: "int", default: 8192 });
 parser.add_argument("--cases", { default: "b1-bf16,b1-fp32,b64-bf16,fwd-bf16,fwd-tf32" });
 // deno-lint-ignore no-explicit-any
 type Args = Record<string, any>;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-function weightBytesPerStep(d: ModelDims, bytesPerWeight: number): number {
-  const perLayer = 2 * d.dInner * d.dModel + (d.dtRank + 2 * d.dState) * d.dInner +
-    d.dInner * d.dtRank + d.dModel * d.dInner;
-  return d.nLayer * perLayer * bytesPerWeight + 257 * d.dModel * bytesPerWeight;
-}
 
 function memUsedGB(model: Model): string {
   const info = (model.lm.backend.info() ?? {}) as Record<string, number>;

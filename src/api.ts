@@ -243,7 +243,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
     if (kind === "cuda") {
       const free = Number(backend.info().mem_free ?? 0);
       if (free > 0) ensureMemory(need, `model '${mc.id}'`, hint, 0.95 * free, "GPU memory");
-      if (!options.strictFp32) backend.setFlags(FLAG_ALLOW_TF32);
+      if (!options.strictFp32) backend.setFlags(backend.flags | FLAG_ALLOW_TF32);
     }
     const weights = await uploadWeights(
       backend,

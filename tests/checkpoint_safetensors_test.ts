@@ -8,6 +8,7 @@ import {
   readSafetensors,
   writeSafetensors,
 } from "../src/checkpoint/safetensors.ts";
+import { PYTHON, skipWithoutPython } from "./helpers/python.ts";
 
 const ALL: { dtype: SafetensorsDType; isz: number }[] = [
   { dtype: "F64", isz: 8 },
@@ -84,20 +85,12 @@ Deno.test("safetensors: a failed write leaves neither the file nor a temp file",
   }
 });
 
-Deno.test("safetensors: Debian python + numpy parses what we write", async (t) => {
-  const py = "/usr/bin/python3";
-  try {
-    await Deno.stat(py);
-  } catch {
-    console.log("SKIPPED: /usr/bin/python3 not found");
-    return;
-  }
-  const check = await new Deno.Command(py, { args: ["-c", "import numpy"], stderr: "null" })
-    .output();
-  if (!check.success) {
-    console.log("SKIPPED: numpy not importable by /usr/bin/python3");
-    return;
-  }
+const noNumpy = await skipWithoutPython(["numpy"]);
+
+Deno.test({
+  name: "safetensors: Debian python + numpy parses what we write",
+  ignore: noNumpy,
+}, async (t) => {
   await t.step("numpy reader", async () => {
     const dir = await Deno.makeTempDir();
     try {
@@ -120,7 +113,7 @@ for k, v in h.items():
     out[k] = np.frombuffer(raw[base + b:base + e], dtype=types[v["dtype"]]).reshape(v["shape"]).tolist()
 print(json.dumps(out))
 `;
-      const res = await new Deno.Command(py, { args: ["-c", script, path] }).output();
+      const res = await new Deno.Command(PYTHON, { args: ["-c", script, path] }).output();
       assert.ok(res.success, new TextDecoder().decode(res.stderr));
       const got = JSON.parse(new TextDecoder().decode(res.stdout));
       assert.deepEqual(got, {

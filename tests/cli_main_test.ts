@@ -8,6 +8,8 @@ import { addExtractionFlags, addPromptFlags, createParser, parseArgs } from "${R
 import { runMain, UserError } from "${ROOT}src/cli/main.ts";
 import { resolvePrompt } from "${ROOT}src/cli/prompt.ts";
 import { writeOutputs } from "${ROOT}src/io/mod.ts";
+import { Backend } from "${ROOT}src/backend/backend.ts";
+import { NativeError, Status } from "${ROOT}src/native/lib.ts";
 
 await runMain(async (argv) => {
   const [mode, ...rest] = argv;
@@ -21,6 +23,9 @@ await runMain(async (argv) => {
   if (mode === "output") await writeOutputs("/tmp/x.json", {});
   if (mode === "fs") await Deno.readFile("/nonexistent/mambabyte");
   if (mode === "bug") (null as unknown as { x: number }).x;
+  if (mode === "oom") Backend.create("cpu").alloc(2 ** 52); // 4 PiB: the library says OOM
+  if (mode === "device") throw new NativeError("linear", Status.DEVICE, "cuda: gemm: launch failed");
+  if (mode === "invalid") throw new NativeError("linear", Status.INVALID, "mb_linear: n (-1) < 0");
 });
 `;
 
@@ -100,6 +105,26 @@ Deno.test("runMain: exit codes and one-line stderr", async (t) => {
       assert.equal(r.code, 1);
       assert.equal(lines(r.stderr).length, 1, r.stderr);
       assert.match(r.stderr, /^error: internal error \(TypeError\): .*MAMBABYTE_DEBUG=1/);
+    });
+    await t.step("out of memory in the library -> 1, one line saying so", async () => {
+      const r = await run(["oom"]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(lines(r.stderr).length, 1, r.stderr);
+      assert.match(r.stderr, /^error: out of memory \(alloc: .*\): free some memory/);
+      assert.doesNotMatch(r.stderr, /internal error/);
+    });
+    await t.step("a device failure -> 1, one line saying so", async () => {
+      const r = await run(["device"]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.deepEqual(lines(r.stderr), [
+        "error: the device failed (linear: cuda: gemm: launch failed): check the GPU and its " +
+        "driver (nvidia-smi), or run on the CPU",
+      ]);
+    });
+    await t.step("another library status is a bug -> internal error", async () => {
+      const r = await run(["invalid"]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^error: internal error \(NativeError\): linear: mb_linear/);
     });
     await t.step("bug with MAMBABYTE_DEBUG=1 -> the stack too", async () => {
       const r = await run(["bug"], { MAMBABYTE_DEBUG: "1" });

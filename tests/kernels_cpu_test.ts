@@ -8,8 +8,17 @@
  * Run after `deno task build`: deno test --allow-all tests/kernels_cpu_test.ts
  */
 import assert from "node:assert/strict";
-import { Backend, hasCuda, offsetPtr, type Ptr, uniform } from "../src/backend/backend.ts";
+import {
+  Backend,
+  envFlags,
+  FLAG_UNFUSED_STEPS,
+  hasCuda,
+  offsetPtr,
+  type Ptr,
+  uniform,
+} from "../src/backend/backend.ts";
 import { NativeError, Status } from "../src/native/lib.ts";
+import { mulberry32, testSeed } from "./helpers/compare.ts";
 
 // ---- contexts ------------------------------------------------------------------------------
 
@@ -28,20 +37,14 @@ const VEC = Backend.create("cpu");
 const SCALAR = withEnv("MAMBABYTE_CPU_SCALAR", "1", () => Backend.create("cpu"));
 const NOBLAS = withEnv("MAMBABYTE_CPU_NOBLAS", "1", () => Backend.create("cpu"));
 const ALL: [string, Backend][] = [["vector", VEC], ["scalar", SCALAR], ["noblas", NOBLAS]];
+// Released once this file's tests are done (also when a filter runs only some of them).
+Deno.test.afterAll(() => {
+  for (const [, be] of ALL) be.close();
+});
 
 // ---- helpers -------------------------------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 function randArray(r: () => number, n: number, lo = -1, hi = 1): Float32Array {
   const a = new Float32Array(n);
@@ -590,7 +593,7 @@ function scanRef(c: ScanCase) {
   return { y, state, all };
 }
 
-function runScan(be: Backend, c: ScanCase, withAll: boolean, stateUpdate = false) {
+function runScan(be: Backend, c: ScanCase, withAll: boolean) {
   return withMem(be, (m) => {
     const rows = c.batch * c.len;
     const sp = c.state ? m.put(c.state) : null;
@@ -616,8 +619,7 @@ function runScan(be: Backend, c: ScanCase, withAll: boolean, stateUpdate = false
       y,
       ldy: c.ld,
     };
-    if (stateUpdate) be.stateUpdate({ ...common, batch: c.batch });
-    else be.selectiveScan({ ...common, statesAll: ap, batch: c.batch, len: c.len });
+    be.selectiveScan({ ...common, statesAll: ap, batch: c.batch, len: c.len });
     return {
       y: m.f32(y, rows * c.ld),
       state: sp ? m.f32(sp, c.batch * c.d * c.n) : null,
@@ -708,14 +710,6 @@ function checkScan(be: Backend, seed: number): void {
         );
       }
     }
-  }
-  // selective_state_update == scan with len 1
-  for (const [batch, d, n] of [[1, 37, 16], [3, 8, 5]]) {
-    const c = scanCase(r, batch, 1, d, n, { pad: 2 });
-    const su = runScan(be, c, false, true);
-    const sc = runScan(be, c, false);
-    assert.deepEqual(su.y, sc.y);
-    assert.deepEqual(su.state, sc.state);
   }
 }
 
@@ -1110,7 +1104,7 @@ const CHECKS: [string, (be: Backend, seed: number) => void][] = [
   ["read_probe", checkReadProbe],
 ];
 
-const SEED = Number(Deno.env.get("MB_TEST_SEED") ?? Date.now() % 100000);
+const SEED = testSeed();
 
 for (const [name, check] of CHECKS) {
   for (const [label, be] of ALL) {
@@ -1318,6 +1312,98 @@ Deno.test("fused decoding ops give the bits of the unfused pair (in_proj + conv 
   }
 });
 
-Deno.test("close the test contexts", () => {
-  for (const [, be] of ALL) be.close();
+Deno.test("FLAG_UNFUSED_STEPS: the fused ops run as their plain pair (same results)", () => {
+  const r = rng(SEED + 4);
+  const [batch, d, n, R, inF, k] = [2, 40, 16, 8, 24, 4];
+  const ldx = R + 2 * n;
+  const inputs = {
+    x: randArray(r, batch * inF),
+    w: randArray(r, 2 * d * inF, -0.3, 0.3),
+    cw: randArray(r, d * k),
+    cs: randArray(r, batch * d * (k - 1)),
+    xDbl: randArray(r, batch * ldx),
+    dtW: randArray(r, d * R, -0.5, 0.5),
+    dtBias: randArray(r, d, -4, -1),
+    A: new Float32Array(d * n).map((_, i) => -(1 + (i % n))),
+    s: randArray(r, batch * d * n),
+  };
+  // One decoding layer's two fused ops; returns every output.
+  const run = (flags: number) => {
+    VEC.setFlags(flags);
+    try {
+      return withMem(VEC, (m) => {
+        const xz = m.zeros(batch * 2 * d * 4), xc = m.zeros(batch * d * 4);
+        const cs = m.put(inputs.cs), xDbl = m.put(inputs.xDbl), s = m.put(inputs.s);
+        const delta = m.zeros(batch * d * 4), y = m.zeros(batch * d * 4);
+        VEC.linearConv1dStep({
+          x: m.put(inputs.x),
+          w: m.put(inputs.w),
+          wdtype: "f32",
+          bias: null,
+          n: batch,
+          inF,
+          outF: 2 * d,
+          y: xz,
+          convW: m.put(inputs.cw),
+          convBias: null,
+          convState: cs,
+          dConv: d,
+          k,
+          xc,
+        });
+        const step = {
+          u: xc,
+          ldu: d,
+          xDbl,
+          ldXDbl: ldx,
+          dtW: m.put(inputs.dtW),
+          wdtype: "f32" as const,
+          dtBias: m.put(inputs.dtBias),
+          dtRank: R,
+          A: m.put(inputs.A),
+          B: offsetPtr(xDbl, R * 4),
+          ldb: ldx,
+          C: offsetPtr(xDbl, (R + n) * 4),
+          ldc: ldx,
+          D: null,
+          z: offsetPtr(xz, d * 4),
+          ldz: 2 * d,
+          state: s,
+          batch,
+          d,
+          n,
+          deltaSoftplus: true,
+          y,
+          ldy: d,
+        };
+        VEC.stateUpdateDt({ ...step, deltaOut: delta });
+        if (flags & FLAG_UNFUSED_STEPS) {
+          // the plain pair keeps delta in deltaOut, so it is required
+          assertInvalid(() => VEC.stateUpdateDt({ ...step, deltaOut: null }), /delta_out is NULL/);
+        }
+        const sizes = [2 * d, d, d * (k - 1), d, d, d * n].map((x) => batch * x);
+        return [xz, xc, cs, delta, y, s].map((p, i) => m.f32(p, sizes[i]));
+      });
+    } finally {
+      VEC.setFlags(0);
+    }
+  };
+  const fused = run(0), plain = run(FLAG_UNFUSED_STEPS);
+  const names = ["xz", "conv out", "conv state", "delta", "y", "ssm state"];
+  for (let i = 0; i < names.length; i++) assert.deepEqual(plain[i], fused[i], names[i]);
+});
+
+Deno.test("MAMBABYTE_CUDA_FUSED=0 asks CUDA contexts for FLAG_UNFUSED_STEPS", () => {
+  const old = Deno.env.get("MAMBABYTE_CUDA_FUSED");
+  try {
+    Deno.env.set("MAMBABYTE_CUDA_FUSED", "0");
+    assert.equal(envFlags("cuda"), FLAG_UNFUSED_STEPS);
+    assert.equal(envFlags("cpu"), 0); // the CPU's fused ops are its unfused bits
+    Deno.env.set("MAMBABYTE_CUDA_FUSED", "1");
+    assert.equal(envFlags("cuda"), 0);
+    assert.equal(VEC.flags, 0);
+  } finally {
+    if (old === undefined) Deno.env.delete("MAMBABYTE_CUDA_FUSED");
+    else Deno.env.set("MAMBABYTE_CUDA_FUSED", old);
+  }
 });

@@ -1,10 +1,13 @@
 /**
  * The model against itself on random weights: byte-by-byte stepping equals the forward, a chunked
- * forward equals an unchunked one, greedy generation equals repeated forwards, sampling is
- * reproducible from the seed.
+ * forward equals an unchunked one (one-position chunks, decoding steps, too), greedy generation
+ * equals repeated forwards, sampling is reproducible from the seed, with and without the fused
+ * decoding ops.
  */
 import assert from "node:assert/strict";
 import { loadModel, type Model } from "../mod.ts";
+import { FLAG_UNFUSED_STEPS } from "../src/backend/backend.ts";
+import { MambaByteError } from "../src/errors.ts";
 import { maxRelError } from "./helpers/compare.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
@@ -51,7 +54,7 @@ Deno.test("stepping byte by byte equals the forward", async () => {
     for (let t = 0; t < TEXT.length; t++) {
       lm.backend.upload(ws.ids.ptr, Int32Array.of(TEXT[t]));
       lm.embed(ws, 1);
-      lm.runLayers(ws, state, 1, 1);
+      lm.stepLayers(ws, state, 1);
       lm.runHead(ws, 1);
       lm.backend.download(row, ws.logits.ptr);
       worst = Math.max(worst, maxRelError(row, logits.subarray(t * 256, (t + 1) * 256)));
@@ -59,6 +62,43 @@ Deno.test("stepping byte by byte equals the forward", async () => {
     ws.free();
     state.free();
     assert.ok(worst < 1e-5, `step vs forward: ${worst}`);
+  } finally {
+    model.close();
+  }
+});
+
+Deno.test("a one-position chunk (a decoding step) and taps of it equal the scan path's", async () => {
+  // chunk size 1: every chunk goes through stepLayers, except with a conv1d tap (forwardLayers)
+  const steps = await load(1);
+  const scan = await load(4096);
+  try {
+    const text = TEXT.subarray(0, 40);
+    const taps = ["in_proj", "x_proj", "dt_proj", "mixer"] as const;
+    const a = await scan.forward(text, { taps, layers: [1] });
+    const b = await steps.forward(text, { taps, layers: [1] });
+    assert.ok(maxRelError(b.logits, a.logits) < 1e-5);
+    for (const tap of taps) {
+      const e = maxRelError(b.taps.get(tap)!.get(1)!, a.taps.get(tap)!.get(1)!);
+      assert.ok(e < 1e-5, `${tap}: ${e}`);
+    }
+    const c = await steps.forward(text, { taps: ["conv1d"], layers: [0] });
+    const d = await scan.forward(text, { taps: ["conv1d"], layers: [0] });
+    assert.ok(maxRelError(c.taps.get("conv1d")!.get(0)!, d.taps.get("conv1d")!.get(0)!) < 1e-5);
+  } finally {
+    steps.close();
+    scan.close();
+  }
+});
+
+Deno.test("FLAG_UNFUSED_STEPS decodes with the same bits on the CPU", async () => {
+  const model = await load();
+  try {
+    const prompt = TEXT.subarray(0, 20);
+    const opts = { maxNewTokens: 16, numSamples: 2, seed: 3, topK: 0, topP: 1 };
+    const fused = await model.generate(prompt, opts);
+    model.lm.backend.setFlags(model.lm.backend.flags | FLAG_UNFUSED_STEPS);
+    const plain = await model.generate(prompt, opts);
+    assert.deepEqual(plain, fused);
   } finally {
     model.close();
   }
@@ -135,7 +175,12 @@ Deno.test("bad inputs give clear errors", async () => {
   }
   const model = await load();
   try {
-    await assert.rejects(() => model.forward(TEXT, { layers: [3] }), /out of range/);
+    // one check for every path (model, extractions), a usage error: exit code 2
+    await assert.rejects(
+      () => model.forward(TEXT, { layers: [3] }),
+      (e: unknown) =>
+        e instanceof MambaByteError && /out of range/.test(e.message) && e.exitCode === 2,
+    );
     await assert.rejects(() => model.generate(TEXT, { topP: 1.5 }), /top_p/);
     await assert.rejects(() => model.generate(TEXT, { topK: 2 ** 31 }), /top_k/);
     await assert.rejects(() => model.generate(TEXT, { temperature: 0 }), /needs topK 1/);

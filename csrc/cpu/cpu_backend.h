@@ -75,34 +75,16 @@ static inline int mbcpu_vec(mb_ctx *ctx) {
 #endif
 }
 
+/* mbcpu_<name> for every MB_OP of ops.def, with the type of mb_<name> (mambabyte.h). */
+#define MB_OP(name) MB_DECLARE_AS(mbcpu_##name, mb_##name);
+#include "../common/ops.def"
+
+/** Creates a CPU context of num_threads threads (0: OMP_NUM_THREADS, else the CPUs this process
+ * may run on). */
 int mbcpu_ctx_create(int num_threads, mb_ctx **out_ctx);
-int mbcpu_ctx_destroy(mb_ctx *ctx);
-int mbcpu_ctx_info(mb_ctx *ctx, char *buf, size_t cap);
 /** Returns the context's scratch buffer with at least `bytes` (grown as needed), NULL on OOM. */
 void *mbcpu_scratch(mb_ctx *ctx, size_t bytes);
 
-int mbcpu_alloc(mb_ctx *ctx, size_t bytes, void **out);
-int mbcpu_free(mb_ctx *ctx, void *ptr);
-
-int mbcpu_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const void *table, int wdtype,
-                    int64_t vocab, int64_t d, float *out);
-int mbcpu_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
-                   const float *weight, const float *bias, int norm_kind, float eps, int64_t n,
-                   int64_t d, float *out);
-int mbcpu_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
-                 const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy);
-int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
-                        const float *bias, float *conv_state, int64_t batch, int64_t len,
-                        int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact);
-int mbcpu_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
-                             int wdtype, const float *bias, int64_t n, int64_t in_f, int64_t out_f,
-                             float *y, int64_t ldy, const float *conv_w, const float *conv_bias,
-                             float *conv_state, int64_t d_conv, int64_t k, float *xc, int64_t ldo);
-int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
-                         int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
-                         const float *Cm, int64_t ldc, const float *Dskip, const float *z,
-                         int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
-                         int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy);
 /** mb_linear's skinny (decoding) path: at most this many input rows. */
 #define MBCPU_SKINNY_MAX 8
 
@@ -123,19 +105,6 @@ int mbcpu_conv1_step_applies(mb_ctx *ctx, int64_t k);
 void mbcpu_conv1_step_range(const float *x, int64_t ldx, const float *w, const float *bias,
                             float *conv_state, int64_t batch, int64_t d, int64_t k, float *out,
                             int64_t ldo, int64_t c0, int64_t c1);
-int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
-                                    int64_t ld_xdbl, const void *dt_w, int wdtype,
-                                    const float *dt_bias, int64_t dt_rank, const float *A,
-                                    const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
-                                    const float *Dskip, const float *z, int64_t ldz, float *state,
-                                    int64_t batch, int64_t d, int64_t n, int delta_softplus,
-                                    float *delta_out, float *y, int64_t ldy);
-int mbcpu_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);
-int mbcpu_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
-                       const int32_t *targets, float *out_logprob, int32_t *out_rank);
-int mbcpu_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v, float temperature,
-                 int32_t top_k, float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids);
-int mbcpu_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink);
 
 #ifdef __cplusplus
 }

@@ -168,13 +168,6 @@ extern "C" int mbcuda_memcpy_d2h(mb_ctx *ctx, void *host_dst, const void *src, s
   return MB_OK;
 }
 
-extern "C" int mbcuda_memcpy_d2h_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes) {
-  if (bytes == 0) return MB_OK;
-  MBCUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, mbcuda_stream(ctx)),
-               "memcpy_d2h_async");
-  return MB_OK;
-}
-
 extern "C" int mbcuda_memcpy_d2d(mb_ctx *ctx, void *dst, const void *src, size_t bytes) {
   if (bytes == 0) return MB_OK;
   MBCUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, mbcuda_stream(ctx)),

@@ -102,7 +102,7 @@ extern "C" int mbcuda_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, cons
 
 /* ---- add_norm -------------------------------------------------------------------------------- */
 
-/* The v3 kernels pass cuda_vs_cpu on an H200 (session 3). The register add_norm is the default
+/* The v3 kernels pass cuda_vs_cpu on an H200. The register add_norm is the default
  * (it is what sped decoding up: bf16 b1 685 -> 776 B/s with all of v3); the tiled scan and the
  * tiled prefill conv slowed the 8192-byte forward (183 -> 236 ms; docs/cuda_notes.md), so they
  * stay opt-in (MAMBABYTE_CUDA_V3=1). */
@@ -825,13 +825,9 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, c
   ScanArgs a = {u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, states_all,
                 batch, len, d, (int)n, delta_softplus, y, ldy, 0, 0, nullptr, nullptr};
   const char *e_old = getenv("MAMBABYTE_CUDA_SCAN");
-  if (v3_kernels() && n >= 1 && n <= 64 && !(e_old && !strcmp(e_old, "old")))
+  /* n >= 1 here: api.c rejects n < 1 */
+  if (v3_kernels() && n <= 64 && !(e_old && !strcmp(e_old, "old")))
     return scan_tile_launch(ctx, a);
-  if (n <= 0) {
-    /* no states: y = D u (* silu z) */
-    a.n = 0;
-    return scan_launch<1>(ctx, a);
-  }
   if (n <= 4) return scan_launch<4>(ctx, a);
   if (n <= 8) return scan_launch<8>(ctx, a);
   if (n <= 16) return scan_launch<16>(ctx, a);

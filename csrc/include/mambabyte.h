@@ -1,7 +1,7 @@
 /*
  * mambabyte.h — the C ABI between the TypeScript model and the C/CUDA kernels.
  *
- * Rules (see DESIGN.md):
+ * Rules (docs/DESIGN.md has them all, and how to add an op):
  * - Plain C. Every function returns an int status (MB_OK = 0); mb_last_error() gives the message of
  *   the last failure on the calling thread.
  * - An opaque context per backend instance owns the threads (CPU) or the stream, cuBLAS handle and
@@ -12,6 +12,9 @@
  * - Activations are float32. The large matrices (embedding, in_proj, x_proj, dt_proj, out_proj,
  *   lm_head) may be float32 or bfloat16 (wdtype); every other parameter is float32.
  * - Sizes are int64_t; ops accept zero-sized inputs and do nothing for them.
+ * - This header is the one place a signature is written: the backends' prototypes are derived
+ *   from it (csrc/common/ops.def), and tests/abi_header_test.ts holds src/native/lib.ts to it.
+ *   Functions under "test-only" are called by tests alone, not by the toolkit.
  */
 #ifndef MAMBABYTE_H
 #define MAMBABYTE_H
@@ -23,7 +26,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 1
+#define MB_ABI_VERSION 2
 
 /* Status codes. */
 #define MB_OK 0
@@ -46,7 +49,8 @@ extern "C" {
 #define MB_NORM_RMS 1   /* RMSNorm with weight: mamba_ssm, transformers */
 
 /* Context flags (mb_ctx_set_flags). */
-#define MB_FLAG_ALLOW_TF32 1u /* CUDA: fp32 GEMMs may use TF32 tensor cores */
+#define MB_FLAG_ALLOW_TF32 1u    /* CUDA: fp32 GEMMs may use TF32 tensor cores */
+#define MB_FLAG_UNFUSED_STEPS 2u /* the fused decoding ops run as their two plain ops (A/B runs) */
 
 typedef struct mb_ctx mb_ctx;
 
@@ -87,8 +91,6 @@ int mb_free(mb_ctx *ctx, void *ptr);
 int mb_memcpy_h2d(mb_ctx *ctx, void *dst, const void *host_src, size_t bytes);
 /** Copies context memory -> host; synchronous (the data is in host_dst on return). */
 int mb_memcpy_d2h(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes);
-/** Queues a copy context memory -> host; host_dst must stay valid until mb_ctx_synchronize. */
-int mb_memcpy_d2h_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes);
 /** Copies within context memory. */
 int mb_memcpy_d2d(mb_ctx *ctx, void *dst, const void *src, size_t bytes);
 /** Sets bytes of context memory to the byte value. */
@@ -134,7 +136,7 @@ int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w, c
  *   mb_linear(x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
  *   mb_causal_conv1d(y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo, NULL);
  * (n rows = n sequences of one position each). conv_state (n, d_conv, k-1) is required;
- * d_conv <= out_f; xc must not overlap y.
+ * d_conv <= out_f; xc must not overlap y. With MB_FLAG_UNFUSED_STEPS it runs as those two calls.
  */
 int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                           const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
@@ -160,22 +162,15 @@ int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *del
                       int delta_softplus, float *y, int64_t ldy);
 
 /**
- * One decoding step of the SSM (mamba_ssm's selective_state_update): mb_selective_scan with
- * len = 1 and a required state. Rows are the batch entries.
- */
-int mb_selective_state_update(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
-                              int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
-                              const float *Cm, int64_t ldc, const float *Dskip, const float *z,
-                              int64_t ldz, float *state, int64_t batch, int64_t d, int64_t n,
-                              int delta_softplus, float *y, int64_t ldy);
-
-/**
- * mb_selective_state_update with dt_proj fused in (one decoding kernel instead of two):
+ * One decoding step of the SSM (mamba_ssm's selective_state_update) with dt_proj fused in (one
+ * decoding kernel instead of two); rows are the batch entries, the state is required:
  *   delta[b, c] = sum_{k < dt_rank} x_dbl[b * ld_xdbl + k] * dt_w[c, k] + dt_bias[c]
  * (dt_w: (d, dt_rank) row-major, float32 or bfloat16 (wdtype); dt_bias may be NULL), i.e. exactly
- * mb_linear(x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d), then
- * mb_selective_state_update(u, delta, ...) with that delta (softplus when delta_softplus).
+ *   mb_linear(x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
+ *   mb_selective_scan(u, ldu, delta, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, NULL,
+ *                     batch, 1, d, n, delta_softplus, y, ldy);
  * delta_out (batch, d), when not NULL, receives delta (before softplus, as mb_linear writes it).
+ * With MB_FLAG_UNFUSED_STEPS it runs as those two calls, delta_out (then required) holding delta.
  */
 int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
                                  int64_t ld_xdbl, const void *dt_w, int wdtype,
@@ -210,12 +205,6 @@ int mb_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, cons
 int mb_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v, float temperature,
               int32_t top_k, float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids);
 
-/**
- * The counter-based uniform in [0, 1) used by mb_sample: splitmix64(seed ^ splitmix64(index)),
- * top 24 bits * 2^-24. Identical on every backend (host function).
- */
-float mb_uniform(uint64_t seed, uint64_t index);
-
 /** Reads every byte of p once and writes a float checksum to *sink (both context memory): a
  * read-bandwidth probe for benchmarks. bytes must be a multiple of 64. */
 int mb_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink);
@@ -230,6 +219,14 @@ int mb_graph_end(mb_ctx *ctx, int *out_graph);
 int mb_graph_launch(mb_ctx *ctx, int graph);
 /** Releases a captured graph. */
 int mb_graph_destroy(mb_ctx *ctx, int graph);
+
+/* ---- test-only: called by tests (to check mb_sample's draws), not by the toolkit -------------- */
+
+/**
+ * The counter-based uniform in [0, 1) used by mb_sample: splitmix64(seed ^ splitmix64(index)),
+ * top 24 bits * 2^-24. Identical on every backend (host function).
+ */
+float mb_uniform(uint64_t seed, uint64_t index);
 
 #ifdef __cplusplus
 }

@@ -287,13 +287,8 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI, NULL));
     MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
     MBX(mb_linear(G, a->dbc, XP, L->dt, dt, L->dtb, rows, R, DI, a->dt, DI));
-    if (len == 1)
-      MBX(mb_selective_state_update(G, a->xc, DI, a->dt, DI, L->A, a->dbc + R, XP,
-                                    a->dbc + R + NS, XP, L->D, a->xz + DI, 2 * DI, ss, batch, DI,
-                                    NS, 1, a->y, DI));
-    else
-      MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
-                            L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI));
+    MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
+                          L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI));
     MBX(mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
   }
   MBX(mb_add_norm(G, a->h, a->res, 1, m->nfw, m->nfb, MB_NORM_LAYER, 1e-5f, rows, DM, a->hn));

@@ -9,7 +9,14 @@
 import { MambaByteError } from "../errors.ts";
 import type { HostTensor } from "../io/tensor.ts";
 import { availableHostBytes, ensureMemory } from "../model/memory.ts";
-import { type MambaByteLM, type TapChunk, type TapName, tapWidth } from "../model/model.ts";
+import {
+  layerIndices,
+  type MambaByteLM,
+  TAP_NAMES,
+  type TapChunk,
+  type TapName,
+  tapWidth,
+} from "../model/model.ts";
 import { DiscreteAReducer, InputSimilarity, reducedShape } from "./discrete_a.ts";
 import type { Reduction } from "./reductions.ts";
 import { applyNonlinearity, type Nonlinearity } from "./nonlinearity.ts";
@@ -41,32 +48,10 @@ export interface Extraction {
 /** Module ids accepted by the module-output extraction ("mixer.dt_proj" and "dt_proj" alike). */
 export function parseModuleId(id: string): TapName {
   const name = id.startsWith("mixer.") ? id.slice("mixer.".length) : id;
-  const known = ["norm", "in_proj", "conv1d", "x_proj", "dt_proj", "out_proj", "mixer"];
-  if (!known.includes(name)) {
-    throw new MambaByteError(`unknown module '${id}': choose from ${known.join(", ")}`, 2);
+  if (!(TAP_NAMES as readonly string[]).includes(name)) {
+    throw new MambaByteError(`unknown module '${id}': choose from ${TAP_NAMES.join(", ")}`, 2);
   }
   return name as TapName;
-}
-
-/**
- * The layers to extract, sorted and without repeats (all when `layers` is absent); an index
- * outside 0..n_layer-1 is a usage error (exit code 2: it comes from --layer_idxs).
- */
-export function checkLayerIndices(layers: readonly number[] | undefined, n: number): number[] {
-  const out = layers ? [...layers] : [...Array(n).keys()];
-  for (const l of out) {
-    if (!Number.isInteger(l) || l < 0 || l >= n) {
-      throw new MambaByteError(
-        `layer index ${l} is out of range: the model has ${n} layers (0..${n - 1})`,
-        2,
-      );
-    }
-  }
-  return [...new Set(out)].sort((a, b) => a - b);
-}
-
-function checkLayers(lm: MambaByteLM, layers?: readonly number[]): number[] {
-  return checkLayerIndices(layers, lm.dims.nLayer);
 }
 
 /** Throws before any computation when the results would not fit in memory. */
@@ -122,7 +107,7 @@ export async function extractModuleOutputs(
 ): Promise<
   { modules: Map<TapName, Map<number, HostTensor>>; logProbs?: HostTensor; ranks?: HostTensor }
 > {
-  const layers = checkLayers(lm, options.layers);
+  const layers = layerIndices(lm.dims.nLayer, options.layers);
   const modules = [...new Set(options.modules)];
   const L = bytes.length;
   const total = modules.reduce((s, m) => s + L * tapWidth(m, lm.dims) * 4 * layers.length, 0);
@@ -155,7 +140,7 @@ export async function extractDiscreteA(
     indices?: boolean;
   },
 ): Promise<Extraction> {
-  const layers = checkLayers(lm, options.layers);
+  const layers = layerIndices(lm.dims.nLayer, options.layers);
   const { dInner: D, dState: N } = lm.dims;
   const L = bytes.length;
   const reduction = options.reduction ?? null;
@@ -188,7 +173,7 @@ export async function extractInputSimilarity(
   bytes: Uint8Array,
   options: ExtractCommon,
 ): Promise<Extraction> {
-  const layers = checkLayers(lm, options.layers);
+  const layers = layerIndices(lm.dims.nLayer, options.layers);
   const { dInner: D, dState: N } = lm.dims;
   const L = bytes.length;
   ensureFits(L * N * 4 * layers.length, "input similarity", options.maxResultBytes);

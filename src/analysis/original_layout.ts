@@ -87,8 +87,8 @@ function paddedConv(
 ): Float32Array {
   const k = lm.dims.dConv;
   const lw = lm.weights.layers[layer];
-  const w = lw.convWeight.toFloat32(); // (d, k)
-  const bias = lw.convBias ? lw.convBias.toFloat32() : new Float32Array(d);
+  const w = lw.convWeight.toHost() as Float32Array; // (d, k)
+  const bias = lw.convBias ? lw.convBias.toHost() as Float32Array : new Float32Array(d);
   const x = inProj.data as Float32Array; // (L, 2d): x is the first half
   const width = L + k - 1;
   const out = new Float32Array(d * width);

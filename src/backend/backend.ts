@@ -5,7 +5,16 @@
  * @module
  */
 
-import { check, native, NativeError, Status } from "../native/lib.ts";
+import {
+  BackendCode,
+  check,
+  DTypeCode,
+  Flag,
+  native,
+  NativeError,
+  NormCode,
+  Status,
+} from "../native/lib.ts";
 
 /** A pointer into a backend's memory (host memory for CPU, device memory for CUDA). */
 export type Ptr = Deno.PointerValue;
@@ -16,17 +25,39 @@ export type WeightDType = "f32" | "bf16";
 /** Norm kinds understood by {@link Backend.addNorm}. */
 export type NormKindCode = "layernorm" | "rmsnorm";
 
-const BACKEND_CODE: Record<DeviceKind, number> = { cpu: 0, cuda: 1 };
-const WDTYPE_CODE: Record<WeightDType, number> = { f32: 0, bf16: 1 };
-const NORM_CODE: Record<NormKindCode, number> = { layernorm: 0, rmsnorm: 1 };
+const BACKEND_CODE: Record<DeviceKind, number> = { cpu: BackendCode.CPU, cuda: BackendCode.CUDA };
+const WDTYPE_CODE: Record<WeightDType, number> = { f32: DTypeCode.F32, bf16: DTypeCode.BF16 };
+const NORM_CODE: Record<NormKindCode, number> = {
+  layernorm: NormCode.LAYER,
+  rmsnorm: NormCode.RMS,
+};
 
 /** Context flag: fp32 GEMMs may use TF32 tensor cores (CUDA). */
-export const FLAG_ALLOW_TF32 = 1;
+export const FLAG_ALLOW_TF32: number = Flag.ALLOW_TF32;
+/** Context flag: the fused decoding ops run as their two plain ops (set from MAMBABYTE_CUDA_FUSED). */
+export const FLAG_UNFUSED_STEPS: number = Flag.UNFUSED_STEPS;
+
+/** The value of an environment variable, or undefined when unset or not readable. */
+function envValue(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined;
+  }
+}
 
 /** Offsets a pointer by a number of bytes (null stays null). */
 export function offsetPtr(p: Ptr, bytes: number): Ptr {
   if (p === null || bytes === 0) return p;
   return Deno.UnsafePointer.offset(p as Deno.PointerObject, bytes);
+}
+
+/**
+ * The context flags the environment asks for on a new backend of `kind`:
+ * {@link FLAG_UNFUSED_STEPS} for CUDA when MAMBABYTE_CUDA_FUSED=0, else none.
+ */
+export function envFlags(kind: DeviceKind): number {
+  return kind === "cuda" && envValue("MAMBABYTE_CUDA_FUSED") === "0" ? FLAG_UNFUSED_STEPS : 0;
 }
 
 /** True when the library was built with CUDA support. */
@@ -41,7 +72,7 @@ export function cudaDeviceCount(): number {
   return out[0];
 }
 
-/** The sampling uniform of the native library (identical on every backend). */
+/** The sampling uniform of the native library (identical on every backend); test-only. */
 export function uniform(seed: bigint, index: bigint): number {
   return native().mb_uniform(BigInt.asUintN(64, seed), BigInt.asUintN(64, index));
 }
@@ -64,13 +95,21 @@ export class Backend {
   readonly kind: DeviceKind;
   #ctx: Deno.PointerObject | null;
   #lib = native();
+  #flags = 0;
 
   private constructor(kind: DeviceKind, ctx: Deno.PointerObject) {
     this.kind = kind;
     this.#ctx = ctx;
   }
 
-  /** Creates a backend of the given kind; throws a NativeError when it is unavailable. */
+  /**
+   * Creates a backend of the given kind; throws a NativeError when it is unavailable.
+   *
+   * The fused decoding ops (in_proj + conv step, dt_proj + state update) are used unless the
+   * context has {@link FLAG_UNFUSED_STEPS}, set here for CUDA when MAMBABYTE_CUDA_FUSED=0 (A/B
+   * runs): the CPU's fused ops give the unfused bits, and the CUDA ones were held equal to the
+   * CPU on an H200 (cuda_vs_cpu, the model tests) and decode faster there.
+   */
   static create(kind: DeviceKind, options: BackendOptions = {}): Backend {
     const lib = native();
     const out = new BigUint64Array(1);
@@ -80,7 +119,10 @@ export class Backend {
     );
     const ctx = Deno.UnsafePointer.create(out[0]);
     if (!ctx) throw new NativeError("ctx_create", Status.INTERNAL, "null context");
-    return new Backend(kind, ctx);
+    const backend = new Backend(kind, ctx);
+    const flags = envFlags(kind);
+    if (flags !== 0) backend.setFlags(flags);
+    return backend;
   }
 
   get #c(): Deno.PointerObject {
@@ -96,9 +138,15 @@ export class Backend {
     return JSON.parse(new TextDecoder().decode(buf.subarray(0, end < 0 ? buf.length : end)));
   }
 
-  /** Replaces the context flags (e.g. {@link FLAG_ALLOW_TF32}). */
+  /** The context flags (MB_FLAG_* bits), as last set. */
+  get flags(): number {
+    return this.#flags;
+  }
+
+  /** Replaces the context flags (e.g. `backend.flags | FLAG_ALLOW_TF32`). */
   setFlags(flags: number): void {
     check(this.#lib.mb_ctx_set_flags(this.#c, flags >>> 0), "ctx_set_flags");
+    this.#flags = flags >>> 0;
   }
 
   /** Waits for all queued work. */
@@ -143,15 +191,6 @@ export class Backend {
     check(
       this.#lib.mb_memcpy_d2h(this.#c, viewBytes(dst), src, BigInt(dst.byteLength)),
       "memcpy_d2h",
-    );
-  }
-
-  /** Queues a copy into a host array; valid after {@link sync}. Keep dst alive until then. */
-  downloadAsync(dst: ArrayBufferView, src: Ptr): void {
-    if (dst.byteLength === 0) return;
-    check(
-      this.#lib.mb_memcpy_d2h_async(this.#c, viewBytes(dst), src, BigInt(dst.byteLength)),
-      "memcpy_d2h_async",
     );
   }
 
@@ -390,59 +429,11 @@ export class Backend {
     );
   }
 
-  /** One SSM decoding step for `batch` rows (state required). */
-  stateUpdate(a: {
-    u: Ptr;
-    ldu: number;
-    delta: Ptr;
-    ldDelta: number;
-    A: Ptr;
-    B: Ptr;
-    ldb: number;
-    C: Ptr;
-    ldc: number;
-    D: Ptr;
-    z: Ptr;
-    ldz: number;
-    state: Ptr;
-    batch: number;
-    d: number;
-    n: number;
-    deltaSoftplus: boolean;
-    y: Ptr;
-    ldy: number;
-  }): void {
-    check(
-      this.#lib.mb_selective_state_update(
-        this.#c,
-        a.u,
-        I(a.ldu),
-        a.delta,
-        I(a.ldDelta),
-        a.A,
-        a.B,
-        I(a.ldb),
-        a.C,
-        I(a.ldc),
-        a.D,
-        a.z,
-        I(a.ldz),
-        a.state,
-        I(a.batch),
-        I(a.d),
-        I(a.n),
-        a.deltaSoftplus ? 1 : 0,
-        a.y,
-        I(a.ldy),
-      ),
-      "selective_state_update",
-    );
-  }
-
   /**
-   * One SSM decoding step with dt_proj fused in (one kernel on CUDA): delta =
-   * xDbl[:, :dtRank] @ dtW^T + dtBias (what {@link Backend.linear} would write), then
-   * {@link Backend.stateUpdate} with it. `deltaOut` (batch, d), when given, receives delta.
+   * One SSM decoding step for `batch` rows (state required) with dt_proj fused in (one kernel on
+   * CUDA): delta = xDbl[:, :dtRank] @ dtW^T + dtBias (what {@link Backend.linear} would write),
+   * then {@link Backend.selectiveScan} over one position with it. `deltaOut` (batch, d), when
+   * given, receives delta (required with {@link FLAG_UNFUSED_STEPS}).
    */
   stateUpdateDt(a: {
     u: Ptr;

@@ -1,6 +1,6 @@
 /**
  * Tensor: a handle (pointer + dtype + shape) into a backend's memory. Memory is explicit: a tensor
- * lives until free() (ggml-style), and a view shares its parent's memory.
+ * owns its memory until free() (ggml-style); sub-ranges are passed to ops as pointers (at()).
  *
  * @module
  */
@@ -39,26 +39,19 @@ export class Tensor {
   readonly shape: readonly number[];
   /** Pointer to the first element (null when empty). */
   readonly ptr: Ptr;
-  #owned: boolean;
+  #owned = true;
 
-  private constructor(
-    backend: Backend,
-    dtype: ElemType,
-    shape: readonly number[],
-    ptr: Ptr,
-    owned: boolean,
-  ) {
+  private constructor(backend: Backend, dtype: ElemType, shape: readonly number[], ptr: Ptr) {
     this.backend = backend;
     this.dtype = dtype;
     this.shape = shape;
     this.ptr = ptr;
-    this.#owned = owned;
   }
 
   /** Allocates an uninitialised tensor. */
   static empty(backend: Backend, dtype: ElemType, shape: readonly number[]): Tensor {
     const numel = shape.reduce((a, b) => a * b, 1);
-    return new Tensor(backend, dtype, [...shape], backend.alloc(numel * ELEM_BYTES[dtype]), true);
+    return new Tensor(backend, dtype, [...shape], backend.alloc(numel * ELEM_BYTES[dtype]));
   }
 
   /** Allocates a zero-filled tensor. */
@@ -100,18 +93,6 @@ export class Tensor {
     return offsetPtr(this.ptr, index * ELEM_BYTES[this.dtype]);
   }
 
-  /** A view of `count` rows starting at `row` (outermost dimension); shares memory. */
-  rows(row: number, count: number): Tensor {
-    const inner = this.shape.slice(1).reduce((a, b) => a * b, 1);
-    return new Tensor(
-      this.backend,
-      this.dtype,
-      [count, ...this.shape.slice(1)],
-      this.at(row * inner),
-      false,
-    );
-  }
-
   /** Copies the whole tensor to a new host array. */
   toHost(): HostArray {
     const out = hostArray(this.dtype, this.numel);
@@ -119,13 +100,7 @@ export class Tensor {
     return out;
   }
 
-  /** Copies the tensor into a Float32Array (f32 tensors only). */
-  toFloat32(): Float32Array {
-    if (this.dtype !== "f32") throw new Error(`toFloat32 on a ${this.dtype} tensor`);
-    return this.toHost() as Float32Array;
-  }
-
-  /** Frees the memory (views free nothing). Idempotent. */
+  /** Frees the memory. Idempotent. */
   free(): void {
     if (this.#owned) {
       this.#owned = false;

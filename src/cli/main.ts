@@ -1,12 +1,14 @@
 /**
  * runMain: the wrapper every script's entry point goes through, turning errors into one line on
- * stderr and an exit code — 2 for a bad command line, 1 for anything else — never a raw stack
- * trace unless MAMBABYTE_DEBUG=1.
+ * stderr and an exit code — 2 for a bad command line, 1 for anything else (a user-facing error,
+ * the machine running out of memory or its GPU failing, or a bug) — never a raw stack trace unless
+ * MAMBABYTE_DEBUG=1.
  *
  * @module
  */
 
 import { MambaByteError } from "../errors.ts";
+import { NativeError } from "../native/lib.ts";
 import { HelpExit, UsageError } from "./errors.ts";
 
 export { HelpExit, UsageError, UserError } from "./errors.ts";
@@ -50,6 +52,11 @@ export function describeError(
   if (err instanceof HelpExit) return { code: err.status, lines: [] };
   if (err instanceof UsageError) {
     return { code: 2, lines: [`${err.prog}: error: ${oneLine(err.message)}`] };
+  }
+  if (err instanceof NativeError && err.machineFailure) { // out of memory, a device failure
+    const lines = [`error: ${oneLine(err.userMessage)}`];
+    if (debug && err.stack) lines.push(err.stack);
+    return { code: 1, lines };
   }
   if (isUserFacing(err)) {
     const code = (err as { exitCode?: unknown }).exitCode;

@@ -6,7 +6,7 @@
  */
 
 import { dirname } from "node:path";
-import { checkLayerIndices, ensureFits } from "../analysis/extract.ts";
+import { ensureFits } from "../analysis/extract.ts";
 import { loadModel, type Model } from "../api.ts";
 import {
   DEFAULT_CONFIG_PATH,
@@ -35,6 +35,7 @@ import {
 import { UsageError, UserError } from "./errors.ts";
 import { checkReductionDim } from "./settings.ts";
 import { formatBytes } from "../model/memory.ts";
+import { layerIndices } from "../model/model.ts";
 
 /** msgpack's bin 32 holds at most 2^32 - 1 bytes per value. */
 const MSGPACK_MAX_BIN = 2 ** 32;
@@ -261,7 +262,7 @@ export async function runExtractionScript(s: ExtractionScript, argv: string[]): 
     throw new UsageError(s.prog, "argument --prompt: the prompt is empty: give at least one byte");
   }
   const checkWork = (mc: ModelConfig) => {
-    const layers = checkLayerIndices(args.layer_idxs ?? undefined, mc.dims.nLayer);
+    const layers = layerIndices(mc.dims.nLayer, args.layer_idxs ?? undefined);
     const sizes = s.resultBytes(mc.dims, prompt.bytes.length, layers, args);
     const largest = Math.max(0, ...sizes);
     if (out?.toLowerCase().endsWith(".msgpack") && largest >= MSGPACK_MAX_BIN) {

@@ -114,7 +114,7 @@ export async function generateBytes(
       });
     const step = () => {
       model.embed(ws, B);
-      model.runLayers(ws, state, B, 1);
+      model.stepLayers(ws, state, B);
       model.runHead(ws, B);
       sample();
     };

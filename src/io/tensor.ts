@@ -31,7 +31,8 @@ export const HOST_DTYPE_BYTES: Readonly<Record<HostDType, number>> = {
   bool: 1,
 };
 
-const ARRAY_OF: Record<HostDType, new (n: number) => HostData> = {
+/** The typed-array class that holds each dtype's data. */
+export const ARRAY_OF: Readonly<Record<HostDType, new (n: number) => HostData>> = {
   float32: Float32Array,
   float64: Float64Array,
   int64: BigInt64Array,

@@ -6,7 +6,7 @@
  */
 
 import { OutputError } from "./errors.ts";
-import { type HostDType, type HostTensor, isHostTensor, numel } from "./tensor.ts";
+import { ARRAY_OF, type HostDType, type HostTensor, isHostTensor, numel } from "./tensor.ts";
 
 /** A Python tuple in a result record (msgpack and safetensors treat it as a list). */
 export class PyTuple {
@@ -154,12 +154,3 @@ export function checkedTensor(v: unknown, path: readonly unknown[]): HostTensor 
   }
   return t;
 }
-
-const ARRAY_OF: Record<HostDType, abstract new (...args: never[]) => object> = {
-  float32: Float32Array,
-  float64: Float64Array,
-  int64: BigInt64Array,
-  int32: Int32Array,
-  uint8: Uint8Array,
-  bool: Uint8Array,
-};

@@ -17,15 +17,6 @@ import { MambaByteError } from "../errors.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
 import { RecurrentState, Workspace } from "./workspace.ts";
 
-/** The value of an environment variable, or undefined when unset or not readable. */
-function envValue(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined;
-  }
-}
-
 /** Module outputs that can be tapped, per layer. */
 export const TAP_NAMES = [
   "norm",
@@ -38,6 +29,24 @@ export const TAP_NAMES = [
 ] as const;
 /** A tappable module: the normalised mixer input, a mixer sub-module, or the mixer output. */
 export type TapName = typeof TAP_NAMES[number];
+
+/**
+ * The layers to run taps on: `layers` (default all), checked against a model of `nLayer` layers,
+ * sorted, without repeats. An index out of range is a {@link MambaByteError} with exit code 2, a
+ * usage error, since layers come from the command line's --layer_idxs.
+ */
+export function layerIndices(nLayer: number, layers?: readonly number[]): number[] {
+  const chosen = layers ?? [...Array(nLayer).keys()];
+  for (const l of chosen) {
+    if (!Number.isInteger(l) || l < 0 || l >= nLayer) {
+      throw new MambaByteError(
+        `layer index ${l} is out of range: the model has ${nLayer} layers (0..${nLayer - 1})`,
+        2,
+      );
+    }
+  }
+  return [...new Set(chosen)].sort((a, b) => a - b);
+}
 
 /** Width (features) of a tap's output for the given dims. */
 export function tapWidth(tap: TapName, dims: ModelDims): number {
@@ -118,7 +127,6 @@ export class MambaByteLM {
   readonly chunkSize: number;
   #chunkWs: Workspace | undefined;
   #closed = false;
-  readonly #fusedSteps: boolean;
 
   /** Binds uploaded weights to the backend; prefer loadModel() from mod.ts. */
   constructor(
@@ -132,10 +140,6 @@ export class MambaByteLM {
     this.weights = weights;
     this.eps = options.eps;
     this.chunkSize = options.chunkSize;
-    // The fused decoding ops (in_proj + conv step, dt_proj + state update): the CPU's give its
-    // unfused bits; the CUDA ones were held equal to the CPU on an H200 (cuda_vs_cpu, the model
-    // tests) and decode faster there. MAMBABYTE_CUDA_FUSED=0 turns them off on CUDA (A/B runs).
-    this.#fusedSteps = backend.kind === "cpu" || envValue("MAMBABYTE_CUDA_FUSED") !== "0";
   }
 
   /** A zero recurrent state for `batch` sequences. */
@@ -159,152 +163,195 @@ export class MambaByteLM {
   }
 
   /**
-   * Runs the layers over `rows` = batch*len positions already embedded in ws.hidden. For a
-   * forward chunk batch is 1 and len the chunk length; for a decoding step len is 1.
-   * `tapped(layer)` says which taps to fill for a layer (pre-activation conv output on request).
+   * The layers over a sequence (mamba_simple's `forward`): `len` positions of one sequence,
+   * already embedded in ws.hidden, with the conv and SSM state carried in `state` (batch 1).
+   * `convPre(layer)` asks for the conv output before SiLU in ws.convPre (the conv1d tap);
+   * `afterLayer(layer)` runs once the layer's module outputs are in ws (where taps read them).
    */
-  runLayers(
+  forwardLayers(
     ws: Workspace,
     state: RecurrentState,
-    batch: number,
     len: number,
-    wantConvPre: (layer: number) => boolean = () => false,
+    convPre: (layer: number) => boolean = () => false,
     afterLayer?: (layer: number) => void,
   ): void {
     const be = this.backend;
-    const { dModel: d, dInner: di, dState: n, dtRank: r, dConv: k } = this.dims;
-    const rows = batch * len;
-    const xdblCols = r + 2 * n;
-    const wd = this.weights.wdtype;
+    const { dInner: di, dtRank: r, dConv: k } = this.dims;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
-      be.addNorm({
-        x: ws.hidden.ptr,
-        residual: ws.residual.ptr,
-        accumulate: i > 0,
-        weight: w.normWeight.ptr,
-        bias: w.normBias?.ptr ?? null,
-        normKind: this.weights.normKind,
-        eps: this.eps,
-        n: rows,
-        d,
-        out: ws.normed.ptr,
-      });
-      // One position per sequence (decoding) without a conv1d tap: the fused ops.
-      const fused = len === 1 && this.#fusedSteps && !wantConvPre(i);
-      const inProj = {
-        x: ws.normed.ptr,
-        w: w.inProj.ptr,
-        wdtype: wd,
-        bias: w.inProjBias?.ptr ?? null,
-        n: rows,
-        inF: d,
-        outF: 2 * di,
-        y: ws.xz.ptr,
-      };
-      if (fused) {
-        be.linearConv1dStep({
-          ...inProj,
-          convW: w.convWeight.ptr,
-          convBias: w.convBias?.ptr ?? null,
-          convState: state.conv[i].ptr,
-          dConv: di,
-          k,
-          xc: ws.xConv.ptr,
-          ldo: di,
-        });
-      } else {
-        be.linear(inProj);
-        be.conv1d({
-          x: ws.xz.ptr,
-          ldx: 2 * di,
-          w: w.convWeight.ptr,
-          bias: w.convBias?.ptr ?? null,
-          state: state.conv[i].ptr,
-          batch,
-          len,
-          d: di,
-          k,
-          out: ws.xConv.ptr,
-          ldo: di,
-          outPreact: wantConvPre(i) ? ws.convPre.ptr : null,
-        });
-      }
-      be.linear({
-        x: ws.xConv.ptr,
-        w: w.xProj.ptr,
-        wdtype: wd,
-        bias: null,
-        n: rows,
-        inF: di,
-        outF: xdblCols,
-        y: ws.xDbl.ptr,
-      });
-      // The recurrence's operands, the same for the fused step and the unfused scan.
-      const scan = {
-        u: ws.xConv.ptr,
-        ldu: di,
-        A: w.A.ptr,
-        B: ws.xDbl.at(r),
-        ldb: xdblCols,
-        C: ws.xDbl.at(r + n),
-        ldc: xdblCols,
-        D: w.D.ptr,
-        z: ws.xz.at(di),
-        ldz: 2 * di,
-        state: state.ssm[i].ptr,
+      this.#norm(ws, i, len);
+      be.linear(this.#inProj(ws, i, len));
+      be.conv1d({
+        x: ws.xz.ptr,
+        ldx: 2 * di,
+        w: w.convWeight.ptr,
+        bias: w.convBias?.ptr ?? null,
+        state: state.conv[i].ptr,
+        batch: 1,
+        len,
         d: di,
-        n,
-        deltaSoftplus: true,
-        y: ws.y.ptr,
-        ldy: di,
-      };
-      if (fused) {
-        // delta (dt_proj's output) is still written: a dt_proj tap of a 1-position chunk reads it
-        be.stateUpdateDt({
-          ...scan,
-          xDbl: ws.xDbl.ptr,
-          ldXDbl: xdblCols,
-          dtW: w.dtProj.ptr,
-          wdtype: wd,
-          dtBias: w.dtProjBias.ptr,
-          dtRank: r,
-          batch: rows,
-          deltaOut: ws.delta.ptr,
-        });
-      } else {
-        be.linear({
-          x: ws.xDbl.ptr,
-          ldx: xdblCols,
-          w: w.dtProj.ptr,
-          wdtype: wd,
-          bias: w.dtProjBias.ptr,
-          n: rows,
-          inF: r,
-          outF: di,
-          y: ws.delta.ptr,
-        });
-        be.selectiveScan({
-          ...scan,
-          delta: ws.delta.ptr,
-          ldDelta: di,
-          statesAll: null,
-          batch,
-          len,
-        });
-      }
-      be.linear({
-        x: ws.y.ptr,
-        w: w.outProj.ptr,
-        wdtype: wd,
-        bias: w.outProjBias?.ptr ?? null,
-        n: rows,
-        inF: di,
-        outF: d,
-        y: ws.hidden.ptr,
+        k,
+        out: ws.xConv.ptr,
+        ldo: di,
+        outPreact: convPre(i) ? ws.convPre.ptr : null,
       });
+      this.#xProj(ws, i, len);
+      be.linear({
+        x: ws.xDbl.ptr,
+        ldx: this.#xDblCols,
+        w: w.dtProj.ptr,
+        wdtype: this.weights.wdtype,
+        bias: w.dtProjBias.ptr,
+        n: len,
+        inF: r,
+        outF: di,
+        y: ws.delta.ptr,
+      });
+      be.selectiveScan({
+        ...this.#scanOperands(ws, state, i),
+        delta: ws.delta.ptr,
+        ldDelta: di,
+        statesAll: null,
+        batch: 1,
+        len,
+      });
+      this.#outProj(ws, i, len);
       afterLayer?.(i);
     }
+  }
+
+  /**
+   * One decoding step (mamba_simple's `step`): one position of each of `batch` sequences, already
+   * embedded in ws.hidden, through the fused decoding ops (in_proj + conv step, dt_proj + state
+   * update; the context's FLAG_UNFUSED_STEPS runs each as its two plain ops). ws.delta receives
+   * dt_proj's output. `afterLayer(layer)` runs once the layer's module outputs are in ws.
+   */
+  stepLayers(
+    ws: Workspace,
+    state: RecurrentState,
+    batch: number,
+    afterLayer?: (layer: number) => void,
+  ): void {
+    const be = this.backend;
+    const { dInner: di, dtRank: r, dConv: k } = this.dims;
+    for (let i = 0; i < this.dims.nLayer; i++) {
+      const w = this.weights.layers[i];
+      this.#norm(ws, i, batch);
+      be.linearConv1dStep({
+        ...this.#inProj(ws, i, batch),
+        convW: w.convWeight.ptr,
+        convBias: w.convBias?.ptr ?? null,
+        convState: state.conv[i].ptr,
+        dConv: di,
+        k,
+        xc: ws.xConv.ptr,
+        ldo: di,
+      });
+      this.#xProj(ws, i, batch);
+      be.stateUpdateDt({
+        ...this.#scanOperands(ws, state, i),
+        xDbl: ws.xDbl.ptr,
+        ldXDbl: this.#xDblCols,
+        dtW: w.dtProj.ptr,
+        wdtype: this.weights.wdtype,
+        dtBias: w.dtProjBias.ptr,
+        dtRank: r,
+        batch,
+        deltaOut: ws.delta.ptr,
+      });
+      this.#outProj(ws, i, batch);
+      afterLayer?.(i);
+    }
+  }
+
+  /** Columns of x_proj's output: dt | B | C. */
+  get #xDblCols(): number {
+    return this.dims.dtRank + 2 * this.dims.dState;
+  }
+
+  /** Layer i's residual add and norm: ws.hidden (+ ws.residual) -> ws.normed. */
+  #norm(ws: Workspace, i: number, rows: number): void {
+    const w = this.weights.layers[i];
+    this.backend.addNorm({
+      x: ws.hidden.ptr,
+      residual: ws.residual.ptr,
+      accumulate: i > 0,
+      weight: w.normWeight.ptr,
+      bias: w.normBias?.ptr ?? null,
+      normKind: this.weights.normKind,
+      eps: this.eps,
+      n: rows,
+      d: this.dims.dModel,
+      out: ws.normed.ptr,
+    });
+  }
+
+  /** Layer i's in_proj: ws.normed -> ws.xz (x | z). */
+  #inProj(ws: Workspace, i: number, rows: number) {
+    const w = this.weights.layers[i];
+    return {
+      x: ws.normed.ptr,
+      w: w.inProj.ptr,
+      wdtype: this.weights.wdtype,
+      bias: w.inProjBias?.ptr ?? null,
+      n: rows,
+      inF: this.dims.dModel,
+      outF: 2 * this.dims.dInner,
+      y: ws.xz.ptr,
+    };
+  }
+
+  /** Layer i's x_proj: ws.xConv -> ws.xDbl (dt | B | C). */
+  #xProj(ws: Workspace, i: number, rows: number): void {
+    this.backend.linear({
+      x: ws.xConv.ptr,
+      w: this.weights.layers[i].xProj.ptr,
+      wdtype: this.weights.wdtype,
+      bias: null,
+      n: rows,
+      inF: this.dims.dInner,
+      outF: this.#xDblCols,
+      y: ws.xDbl.ptr,
+    });
+  }
+
+  /** The recurrence's operands of layer i, the same for the scan and the decoding step. */
+  #scanOperands(ws: Workspace, state: RecurrentState, i: number) {
+    const w = this.weights.layers[i];
+    const { dInner: di, dtRank: r, dState: n } = this.dims;
+    return {
+      u: ws.xConv.ptr,
+      ldu: di,
+      A: w.A.ptr,
+      B: ws.xDbl.at(r),
+      ldb: this.#xDblCols,
+      C: ws.xDbl.at(r + n),
+      ldc: this.#xDblCols,
+      D: w.D.ptr,
+      z: ws.xz.at(di),
+      ldz: 2 * di,
+      state: state.ssm[i].ptr,
+      d: di,
+      n,
+      deltaSoftplus: true,
+      y: ws.y.ptr,
+      ldy: di,
+    };
+  }
+
+  /** Layer i's out_proj: ws.y -> ws.hidden (the mixer's output). */
+  #outProj(ws: Workspace, i: number, rows: number): void {
+    const w = this.weights.layers[i];
+    this.backend.linear({
+      x: ws.y.ptr,
+      w: w.outProj.ptr,
+      wdtype: this.weights.wdtype,
+      bias: w.outProjBias?.ptr ?? null,
+      n: rows,
+      inF: this.dims.dInner,
+      outF: this.dims.dModel,
+      y: ws.hidden.ptr,
+    });
   }
 
   /** norm_f(h + residual) then lm_head into ws.logits (first 256 vocabulary rows). */
@@ -370,19 +417,21 @@ export class MambaByteLM {
       this.backend.upload(ws.ids.ptr, ids.subarray(0, rows));
       this.embed(ws, rows);
       const pending: TapChunk[] = [];
-      this.runLayers(
-        ws,
-        state,
-        1,
-        rows,
-        (i) => wantTaps && layerSet.has(i) && taps.includes("conv1d"),
-        wantTaps
-          ? (i) => {
-            if (!layerSet.has(i)) return;
-            for (const tap of taps) pending.push(this.#readTap(ws, tap, i, start, rows));
-          }
-          : undefined,
-      );
+      const convPre = (i: number) => wantTaps && layerSet.has(i) && taps.includes("conv1d");
+      const afterLayer = wantTaps
+        ? (i: number) => {
+          if (!layerSet.has(i)) return;
+          for (const tap of taps) pending.push(this.#readTap(ws, tap, i, start, rows));
+        }
+        : undefined;
+      // A one-position chunk is a decoding step (as mamba_simple's forward hands a single cached
+      // position to step), unless a conv1d tap needs the pre-activation conv only the scan path
+      // writes.
+      if (rows === 1 && !(wantTaps && taps.includes("conv1d"))) {
+        this.stepLayers(ws, state, 1, afterLayer);
+      } else {
+        this.forwardLayers(ws, state, rows, convPre, afterLayer);
+      }
       for (const c of pending) await options.onTap!(c);
       if (!options.skipHead) {
         this.runHead(ws, rows);
@@ -399,18 +448,7 @@ export class MambaByteLM {
   }
 
   #layerSet(layers?: readonly number[]): Set<number> {
-    const all = [...Array(this.dims.nLayer).keys()];
-    const chosen = layers ?? all;
-    for (const l of chosen) {
-      if (!Number.isInteger(l) || l < 0 || l >= this.dims.nLayer) {
-        throw new MambaByteError(
-          `layer index ${l} is out of range: the model has ${this.dims.nLayer} layers (0..${
-            this.dims.nLayer - 1
-          })`,
-        );
-      }
-    }
-    return new Set(chosen);
+    return new Set(layerIndices(this.dims.nLayer, layers));
   }
 
   #readTap(ws: Workspace, tap: TapName, layer: number, start: number, rows: number): TapChunk {
@@ -440,7 +478,7 @@ export class MambaByteLM {
     const L = bytes.length;
     const logits = new Float32Array(L * 256);
     const taps = new Map<TapName, Map<number, Float32Array>>();
-    const layers = [...this.#layerSet(options.layers)].sort((a, b) => a - b);
+    const layers = layerIndices(this.dims.nLayer, options.layers);
     for (const tap of options.taps ?? []) {
       const m = new Map<number, Float32Array>();
       for (const l of layers) m.set(l, new Float32Array(L * tapWidth(tap, this.dims)));

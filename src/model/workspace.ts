@@ -106,11 +106,6 @@ export class RecurrentState {
     }
   }
 
-  /** Reads one layer's SSM state to the host, (batch, d_inner, d_state). */
-  ssmToHost(layer: number): Float32Array {
-    return this.ssm[layer].toFloat32();
-  }
-
   /** Frees the state. */
   free(): void {
     for (const t of [...this.conv, ...this.ssm]) t.free();

@@ -5,7 +5,11 @@
  * @module
  */
 
-/** The symbol table: one entry per function of the C ABI (mambabyte.h), same order. */
+/**
+ * The symbol table: one entry per function of the C ABI (csrc/include/mambabyte.h), same order;
+ * tests/abi_header_test.ts holds it to the header (names, argument kinds, result). Entries named
+ * in {@link TEST_ONLY_SYMBOLS} are called by tests alone.
+ */
 export const SYMBOLS = {
   mb_last_error: { parameters: [], result: "pointer" },
   mb_abi_version: { parameters: [], result: "i32" },
@@ -20,7 +24,6 @@ export const SYMBOLS = {
   mb_free: { parameters: ["pointer", "pointer"], result: "i32" },
   mb_memcpy_h2d: { parameters: ["pointer", "pointer", "buffer", "usize"], result: "i32" },
   mb_memcpy_d2h: { parameters: ["pointer", "buffer", "pointer", "usize"], result: "i32" },
-  mb_memcpy_d2h_async: { parameters: ["pointer", "buffer", "pointer", "usize"], result: "i32" },
   mb_memcpy_d2d: { parameters: ["pointer", "pointer", "pointer", "usize"], result: "i32" },
   mb_memset: { parameters: ["pointer", "pointer", "i32", "usize"], result: "i32" },
   mb_embedding: {
@@ -127,31 +130,6 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
-  mb_selective_state_update: {
-    parameters: [
-      "pointer", // ctx
-      "pointer", // u
-      "i64", // ldu
-      "pointer", // delta
-      "i64", // ld_delta
-      "pointer", // A
-      "pointer", // Bm
-      "i64", // ldb
-      "pointer", // Cm
-      "i64", // ldc
-      "pointer", // Dskip
-      "pointer", // z
-      "i64", // ldz
-      "pointer", // state
-      "i64", // batch
-      "i64", // d
-      "i64", // n
-      "i32", // delta_softplus
-      "pointer", // y
-      "i64", // ldy
-    ],
-    result: "i32",
-  },
   mb_selective_state_update_dt: {
     parameters: [
       "pointer", // ctx
@@ -205,21 +183,25 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
-  mb_uniform: { parameters: ["u64", "u64"], result: "f32" },
   mb_read_probe: { parameters: ["pointer", "pointer", "usize", "pointer"], result: "i32" },
   mb_graph_begin: { parameters: ["pointer"], result: "i32" },
   mb_graph_end: { parameters: ["pointer", "buffer"], result: "i32" },
   mb_graph_launch: { parameters: ["pointer", "i32"], result: "i32" },
   mb_graph_destroy: { parameters: ["pointer", "i32"], result: "i32" },
+  // test-only (the header's last section): the uniform behind mb_sample's draws
+  mb_uniform: { parameters: ["u64", "u64"], result: "f32" },
 } as const;
+
+/** Symbols that only tests call (the header's "test-only" section); the toolkit never does. */
+export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform"];
 
 /** The loaded library's symbols, typed from {@link SYMBOLS}. */
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
-/** Status codes of the C ABI. */
+/** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {
   OK: 0,
   INVALID: 1,
@@ -229,10 +211,31 @@ export const Status = {
   INTERNAL: 5,
 } as const;
 
+/** Backend kinds of mb_ctx_create (MB_BACKEND_*). */
+export const BackendCode = { CPU: 0, CUDA: 1 } as const;
+
+/** Storage types of the large weight matrices (MB_DTYPE_*). */
+export const DTypeCode = { F32: 0, BF16: 1 } as const;
+
+/** Norm kinds of mb_add_norm (MB_NORM_*). */
+export const NormCode = { LAYER: 0, RMS: 1 } as const;
+
+/** Context flags of mb_ctx_set_flags (MB_FLAG_*). */
+export const Flag = {
+  /** CUDA: fp32 GEMMs may use TF32 tensor cores. */
+  ALLOW_TF32: 1,
+  /** The fused decoding ops run as their two plain ops (A/B runs; MAMBABYTE_CUDA_FUSED=0). */
+  UNFUSED_STEPS: 2,
+} as const;
+
 /** The command that builds the native library, quoted in every "not found" message. */
 export const BUILD_COMMAND = "deno task build";
 
-/** A failure reported by the native library: names the op and carries the C status. */
+/**
+ * A failure reported by the native library: names the op and carries the C status. Out of memory
+ * and a device failure come from the machine, not from a bug: {@link NativeError.userMessage}
+ * says so for them, and the command-line layer reports them as one line with exit code 1.
+ */
 export class NativeError extends Error {
   /** The op that failed, e.g. "linear". */
   readonly op: string;
@@ -244,6 +247,25 @@ export class NativeError extends Error {
     this.name = "NativeError";
     this.op = op;
     this.status = status;
+  }
+
+  /** True for a failure of the machine (out of memory, a device or driver error), not a bug. */
+  get machineFailure(): boolean {
+    return this.status === Status.OOM || this.status === Status.DEVICE;
+  }
+
+  /** The line a user reads: what happened and what to try, then the library's message. */
+  get userMessage(): string {
+    switch (this.status) {
+      case Status.OOM:
+        return `out of memory (${this.message}): free some memory, or use a smaller model, ` +
+          `bf16 weights or fewer samples`;
+      case Status.DEVICE:
+        return `the device failed (${this.message}): check the GPU and its driver ` +
+          `(nvidia-smi), or run on the CPU`;
+      default:
+        return this.message;
+    }
   }
 }
 
