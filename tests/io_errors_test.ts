@@ -105,3 +105,22 @@ Deno.test("safetensors: two values on one name is an error", async () => {
     assert.deepEqual(names(dir), []);
   });
 });
+
+Deno.test("a record nested too deep, or cyclic, is one OutputError, not a stack overflow", async () => {
+  // Found by tests/fuzz: safetensors metadata went through JSON.stringify and overflowed.
+  await withDir(async (dir) => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 5000; i++) deep = [deep];
+    const cyclic: unknown[] = [];
+    cyclic.push(new Map([[0, cyclic]]));
+    for (const ext of [".pkl", ".msgpack", ".safetensors"]) {
+      for (const rec of [{ deep }, { cyclic }]) {
+        await assert.rejects(
+          writeOutputs(`${dir}/out${ext}`, rec),
+          (e: Error) => e instanceof OutputError && /nest deeper than 200 levels$/.test(e.message),
+        );
+      }
+    }
+    assert.deepEqual(names(dir), []);
+  });
+});

@@ -154,3 +154,27 @@ export function checkedTensor(v: unknown, path: readonly unknown[]): HostTensor 
   }
   return t;
 }
+
+/** Deepest nesting of containers a record may have (CPython's pickle fails near 1000). */
+export const MAX_RECORD_DEPTH = 200;
+
+/**
+ * Throws an OutputError if containers nest deeper than {@link MAX_RECORD_DEPTH} (a cycle nests
+ * forever): the writers and JSON.stringify recurse, and would overflow the stack instead.
+ * Iterative, so it cannot overflow itself.
+ */
+export function checkDepth(record: unknown): void {
+  const todo: [unknown, unknown[]][] = [[record, []]];
+  while (todo.length > 0) {
+    const [v, path] = todo.pop()!;
+    if (asTensor(v) !== null) continue;
+    const children = mappingEntries(v) ?? sequenceItems(v)?.map((x, i) => [i, x] as const);
+    if (!children) continue;
+    if (path.length >= MAX_RECORD_DEPTH) {
+      throw new OutputError(
+        `${keyPath(path.slice(0, 8))}...: containers nest deeper than ${MAX_RECORD_DEPTH} levels`,
+      );
+    }
+    for (const [k, x] of children) todo.push([x, [...path, k]]);
+  }
+}

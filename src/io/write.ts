@@ -8,6 +8,7 @@ import { OutputError } from "./errors.ts";
 import { writeMsgpack } from "./msgpack.ts";
 import { writePickle } from "./pickle.ts";
 import { writeSafetensorsRecord } from "./safetensors.ts";
+import { checkDepth } from "./value.ts";
 
 type Writer = (path: string, record: Record<string, unknown>) => Promise<void>;
 
@@ -47,5 +48,6 @@ export async function writeOutputs(path: string, record: Record<string, unknown>
       `unsupported output extension for ${path}; use one of ${OUTPUT_EXTENSIONS.join(", ")}`,
     );
   }
+  checkDepth(record);
   await writer(path, record);
 }
