@@ -38,7 +38,7 @@ async function main(argv: string[]): Promise<void> {
   await checkOutputPath(PROG, args.filepath_to_store_outputs);
   const cfg = await openConfig(PROG, args);
   const gen = resolveGeneration(PROG, args, cfg.generation(args.model_id ?? undefined));
-  const seed = resolveSeed(args.seed, cfg);
+  const seed = resolveSeed(PROG, args.seed, cfg);
   const prompt = args.prompt === null && args.prompt_file === null
     ? { bytes: new Uint8Array(0), text: "" }
     : await resolvePrompt(args);

@@ -33,7 +33,7 @@ import {
   type PromptArgs,
 } from "./args.ts";
 import { UsageError, UserError } from "./errors.ts";
-import { checkReductionDim } from "./settings.ts";
+import { checkReductionDim, resolveSeed } from "./settings.ts";
 import { formatBytes } from "../model/memory.ts";
 import { layerIndices } from "../model/model.ts";
 
@@ -257,6 +257,7 @@ export async function runExtractionScript(s: ExtractionScript, argv: string[]): 
   const out = args.filepath_to_store_outputs;
   await checkOutputPath(s.prog, out, args.output_layout);
   const cfg = await openConfig(s.prog, args);
+  resolveSeed(s.prog, args.seed, cfg);
   const prompt = await resolvePrompt(args);
   if (prompt.bytes.length === 0) {
     throw new UsageError(s.prog, "argument --prompt: the prompt is empty: give at least one byte");

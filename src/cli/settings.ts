@@ -68,8 +68,10 @@ export function resolveGeneration(
 }
 
 /** The seed: --seed, else general.seed, else the default. */
-export function resolveSeed(seed: number | null, cfg: MambaByteConfig): number {
-  if (seed !== null && !Number.isSafeInteger(seed)) flagError("", "seed", "not a safe integer");
+export function resolveSeed(prog: string, seed: number | null, cfg: MambaByteConfig): number {
+  if (seed !== null && !Number.isSafeInteger(seed)) {
+    flagError(prog, "seed", `${seed} is not an integer JavaScript can hold exactly`);
+  }
   return seed ?? cfg.general.seed ?? DEFAULTS.seed;
 }
 
