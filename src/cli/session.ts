@@ -34,7 +34,7 @@ import {
 } from "./args.ts";
 import { UsageError, UserError } from "./errors.ts";
 import { checkReductionDim, resolveSeed } from "./settings.ts";
-import { formatBytes } from "../model/memory.ts";
+import { approxSize } from "../model/memory.ts";
 import { layerIndices } from "../model/model.ts";
 
 /** msgpack's bin 32 holds at most 2^32 - 1 bytes per value. */
@@ -270,7 +270,7 @@ export async function runExtractionScript(s: ExtractionScript, argv: string[]): 
       throw new UsageError(
         s.prog,
         `argument --filepath_to_store_outputs: one result tensor would be ${
-          formatBytes(largest)
+          approxSize(largest)
         }, beyond msgpack's 4 GiB limit per value: use .pkl or .safetensors`,
       );
     }

@@ -12,16 +12,10 @@
 import { dirname, isAbsolute, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { MambaByteError } from "../errors.ts";
-import {
-  BOUNDS,
-  checkBounded,
-  DEFAULTS,
-  describe,
-  MAX_CONFIG_FILE_BYTES,
-  TEMPERATURE_RANGE,
-} from "./defaults.ts";
+import { BOUNDS, checkBounded, DEFAULTS, describe, TEMPERATURE_RANGE } from "./defaults.ts";
 import { completeDims, type ModelDims, type NormKind } from "./dims.ts";
-import { parseYaml } from "./yaml.ts";
+import { readTextFileLimited } from "../io/read_limited.ts";
+import { MAX_CONFIG_BYTES, parseYaml } from "./yaml.ts";
 
 /** Where a model runs: "auto" picks CUDA when the library has it and a GPU is present. */
 export type DeviceSetting = "auto" | "cpu" | "cuda";
@@ -417,25 +411,9 @@ export function topPError(p: unknown): string | null {
 export async function loadConfig(path: string): Promise<MambaByteConfig> {
   if (/^https?:\/\//.test(path)) return parseConfig(await fetchConfig(path), path);
   const file = path.startsWith("file:") ? fileURLToPath(path) : path;
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(file);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new ConfigError(`config file not found: ${file}`);
-    throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
-  }
-  if (!info.isFile) throw new ConfigError(`config file ${file} is not a regular file`);
-  if (info.size > MAX_CONFIG_FILE_BYTES) {
-    throw new ConfigError(
-      `config file ${file} is ${info.size} bytes; a configuration is at most ${MAX_CONFIG_FILE_BYTES}`,
-    );
-  }
-  let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (e) {
-    throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
-  }
+  const text = await readTextFileLimited(file, MAX_CONFIG_BYTES, "config file", {
+    makeError: (message) => new ConfigError(message),
+  });
   return parseConfig(text, file);
 }
 
@@ -451,8 +429,8 @@ async function fetchConfig(url: string): Promise<string> {
     throw new ConfigError(`cannot fetch config ${url}: HTTP ${res.status}`);
   }
   const body = new Uint8Array(await res.arrayBuffer());
-  if (body.length > MAX_CONFIG_FILE_BYTES) {
-    throw new ConfigError(`config ${url} is larger than ${MAX_CONFIG_FILE_BYTES} bytes`);
+  if (body.length > MAX_CONFIG_BYTES) {
+    throw new ConfigError(`config ${url} is larger than ${MAX_CONFIG_BYTES} bytes`);
   }
   return new TextDecoder().decode(body);
 }

@@ -54,12 +54,6 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = {
 /** Temperatures outside this range overflow or underflow float32 logits (0 is greedy). */
 export const TEMPERATURE_RANGE = [1e-6, 1e6] as const;
 
-/** Prompt and text files larger than this are refused (the whole file is held in memory). */
-export const MAX_TEXT_FILE_BYTES = 1 << 30;
-
-/** Config files larger than this are not configuration files. */
-export const MAX_CONFIG_FILE_BYTES = 1 << 20;
-
 /**
  * Checks an integer setting against {@link BOUNDS}; returns an error message, or null when fine.
  * `name` is the key in BOUNDS; `label` is how the message names the setting.

@@ -39,8 +39,8 @@ export function availableHostBytes(): number {
   }
 }
 
-/** "1.23 GiB" */
-export function formatBytes(bytes: number): string {
+/** A size for messages, rounded: "1.23 GiB", "2.5 MiB", "3 KiB". */
+export function approxSize(bytes: number): string {
   if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
   if (bytes >= 2 ** 20) return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
   return `${Math.ceil(bytes / 1024)} KiB`;
@@ -59,8 +59,8 @@ export function ensureMemory(
 ): void {
   if (need > available) {
     throw new MambaByteError(
-      `${what} needs about ${formatBytes(need)} of ${where} but only ${
-        formatBytes(available)
+      `${what} needs about ${approxSize(need)} of ${where} but only ${
+        approxSize(available)
       } is available: ${hint}`,
     );
   }
