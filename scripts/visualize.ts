@@ -80,6 +80,16 @@ function usage(message: string): UsageError {
   return new UsageError(PROG, message, "");
 }
 
+/** Runs `f`, reporting its flag errors (MambaByteError with exit code 2) as usage errors. */
+function asUsage<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof MambaByteError && e.exitCode === 2) throw usage(e.message);
+    throw e;
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   const p = createParser(
     PROG,
@@ -102,13 +112,13 @@ async function main(argv: string[]): Promise<void> {
   g.add_argument("--layer", {
     type: int,
     default: null,
-    help: "layer of discrete_A / delta for the colours and the line plot (default: the first)",
+    help: "layer of discrete_A / delta for the colours and the line plot; null: the first",
   });
   g.add_argument("--layer_quantity", {
     choices: [...LAYER_QUANTITIES],
     default: null,
-    help: "per-layer quantity of the heatmap and the second line plot (default: --color_by " +
-      "when it is one, else discrete_A)",
+    help: "per-layer quantity of the heatmap and the second line plot; null: --color_by " +
+      "when it is one, else discrete_A",
   });
   g.add_argument("--heatmap_scale", {
     choices: ["row", "global"],
@@ -127,12 +137,12 @@ async function main(argv: string[]): Promise<void> {
   g.add_argument("--cell_width", {
     type: float,
     default: null,
-    help: "pixels per byte in the heatmap and plots (default: html 2-12, svg/png fit 1200 px)",
+    help: "pixels per byte in the heatmap and plots; null: html 2-12, svg/png fit 1200 px",
   });
   g.add_argument("--format", {
     choices: [...VIZ_FORMATS],
     default: null,
-    help: "output format (default: from --output's extension, else html)",
+    help: "output format; null: from --output's extension, else html",
   });
   g.add_argument("--output", {
     required: true,
@@ -178,7 +188,7 @@ async function main(argv: string[]): Promise<void> {
   if (fromModel) {
     const prompt = await resolvePrompt(args);
     if (prompt.bytes.length < 2) throw usage("the prompt needs at least 2 bytes (one to predict)");
-    parseRange(args.range, prompt.bytes.length);
+    asUsage(() => parseRange(args.range, prompt.bytes.length));
     const model = await openModel(PROG, args, args.quiet);
     try {
       const n = model.lm.dims.nLayer;
@@ -196,7 +206,9 @@ async function main(argv: string[]): Promise<void> {
         checkpoint: model.source,
         device: model.device,
         dtype: args.dtype ?? cfg.general.dtype,
-        prompt_source: prompt.source === "prompt_file" ? args.prompt_file! : "--prompt",
+        prompt_source: prompt.source === "prompt_file"
+          ? args.prompt_file!
+          : `--prompt (${prompt.bytes.length} bytes)`,
         command,
       };
     } finally {
@@ -218,9 +230,8 @@ async function main(argv: string[]): Promise<void> {
   }
   const layerMap = layerQuantity === "discrete_A" ? inputs.discreteA! : inputs.delta!;
   const layer = args.layer ?? Math.min(...layerMap.keys());
-  let data;
-  try {
-    data = assembleViz(inputs, {
+  const data = asUsage(() =>
+    assembleViz(inputs, {
       colorBy: args.color_by,
       layer,
       layerQuantity,
@@ -228,11 +239,8 @@ async function main(argv: string[]): Promise<void> {
       range: parseRange(args.range, inputs.bytes.length),
       heatmapScale: args.heatmap_scale,
       source,
-    });
-  } catch (e) {
-    if (e instanceof MambaByteError && e.exitCode === 2) throw usage(e.message);
-    throw e;
-  }
+    })
+  );
   const t0 = performance.now();
   const written = await writeVisualization(data, {
     format,

@@ -232,6 +232,15 @@ Deno.test("visualize: error paths give one line, exit 2 or 1, and no output", as
         assert.equal(r.stdout, "");
       });
     }
+    await t.step("--help exits 0 and lists the flags", async () => {
+      const r = await runScript("visualize.ts", ["--help"]);
+      assert.equal(r.code, 0, r.stderr);
+      for (
+        const f of ["--from_outputs", "--color_by", "--layer_quantity", "--window", "--format"]
+      ) {
+        assert.ok(r.stdout.includes(f), f);
+      }
+    });
     // No case left an output file (or a temporary one) behind.
     const left = [];
     for await (const e of Deno.readDir(dir)) if (/^\.?o\./.test(e.name)) left.push(e.name);

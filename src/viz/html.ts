@@ -106,11 +106,16 @@ function summary(d: VizData): string {
     ` · text coloured by ${what}`;
 }
 
-/** The page's title: the prompt's file name, or the first words of the text. */
+/** The page's title: the prompt file's name, or the text's first words. */
 function pageTitle(d: VizData): string {
   const src = d.settings.prompt_source;
-  const name = src.slice(src.lastIndexOf("/") + 1);
-  return `MambaByte internals: ${name}`;
+  if (src.startsWith("--prompt")) {
+    // 48 bytes may cut a character: drop its replacement character.
+    const head = new TextDecoder().decode(Uint8Array.from(d.bytes.slice(0, 48)));
+    const text = head.replace(/\s+/g, " ").replace(/\ufffd+$/, "");
+    return `MambaByte internals: "${text.trim()}${d.bytes.length > 48 ? "..." : ""}"`;
+  }
+  return `MambaByte internals: ${src.slice(src.lastIndexOf("/") + 1)}`;
 }
 
 /** Renders the page. */
