@@ -152,6 +152,13 @@ const CASES: Case[] = [
     says: /^error: --format png needs headless Chromium: MAMBABYTE_CHROMIUM names \/nonexistent/,
     env: { MAMBABYTE_CHROMIUM: "/nonexistent/chromium" },
   },
+  {
+    name: "--format png with a Chromium that does not start",
+    args: (d) => [...MODEL, ...PROMPT, "--output", `${d}/o.png`],
+    code: 1,
+    says: /^error: cannot start \/bin\/false: it exited/,
+    env: { MAMBABYTE_CHROMIUM: "/bin/false" },
+  },
 ];
 
 Deno.test("visualize: error paths give one line, exit 2 or 1, and no output", async (t) => {

@@ -101,22 +101,29 @@ export class Browser {
       stderr: "piped",
     }).spawn();
     const tail: string[] = [];
-    let endpoint: string;
-    try {
-      endpoint = await readEndpoint(proc, tail, opts.timeoutMs ?? 30_000);
-    } catch (e) {
+    const giveUp = async (why: string): Promise<never> => {
       try {
         proc.kill("SIGKILL");
       } catch { /* already gone */ }
       await proc.status;
       await Deno.remove(profile, { recursive: true }).catch(() => {});
-      throw new MambaByteError(`cannot start ${exe}: ${(e as Error).message}`);
+      throw new MambaByteError(`cannot start ${exe}: ${why}`);
+    };
+    let endpoint = "";
+    try {
+      endpoint = await readEndpoint(proc, tail, opts.timeoutMs ?? 30_000);
+    } catch (e) {
+      await giveUp((e as Error).message);
     }
     const ws = new WebSocket(endpoint);
-    await new Promise<void>((resolve, reject) => {
-      ws.onopen = () => resolve();
-      ws.onerror = () => reject(new MambaByteError(`cannot connect to ${exe} at ${endpoint}`));
-    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ws.onopen = () => resolve();
+        ws.onerror = () => reject(new Error(`no DevTools connection at ${endpoint}`));
+      });
+    } catch (e) {
+      await giveUp((e as Error).message);
+    }
     return new Browser(proc, ws, profile, tail);
   }
 
