@@ -37,7 +37,13 @@ import {
 import { chromiumMissing } from "../src/viz/chromium.ts";
 import { vizInputsFromModel } from "../src/viz/from_model.ts";
 import { vizInputsFromOutputs } from "../src/viz/from_outputs.ts";
-import { formatOfPath, VIZ_FORMATS, type VizFormat, writeVisualization } from "../src/viz/write.ts";
+import {
+  checkOutputFolder,
+  formatOfPath,
+  VIZ_FORMATS,
+  type VizFormat,
+  writeVisualization,
+} from "../src/viz/write.ts";
 
 const PROG = "visualize.ts";
 
@@ -172,6 +178,7 @@ async function main(argv: string[]): Promise<void> {
   if (format === "png" && chromiumMissing() !== null) {
     throw new UserError(`--format png needs headless Chromium: ${chromiumMissing()}`);
   }
+  await checkOutputFolder(output);
   const colorLayered = args.color_by === "discrete_A" || args.color_by === "delta";
   const layerQuantity: LayerQuantity = args.layer_quantity ??
     (colorLayered ? args.color_by as LayerQuantity : "discrete_A");

@@ -153,6 +153,12 @@ const CASES: Case[] = [
     env: { MAMBABYTE_CHROMIUM: "/nonexistent/chromium" },
   },
   {
+    name: "an output folder that is a file",
+    args: (d) => [...MODEL, ...PROMPT, "--output", `${d}/notes.txt/o.html`],
+    code: 1,
+    says: /^error: cannot write .*notes\.txt\/o\.html: .*notes\.txt is not a folder$/,
+  },
+  {
     name: "--format png with a Chromium that does not start",
     args: (d) => [...MODEL, ...PROMPT, "--output", `${d}/o.png`],
     code: 1,

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { dirname } from "node:path";
+import { MambaByteError } from "../errors.ts";
 import { atomicReplace } from "../io/atomic.ts";
 import type { VizData } from "./data.ts";
 import { renderHtml } from "./html.ts";
@@ -43,6 +45,30 @@ export function svgPaths(output: string, data: VizData): string[] {
     `${stem}.surprisal.svg`,
     `${stem}.${s.layer_quantity}_layer${s.layer}.svg`,
   ];
+}
+
+/**
+ * Checks, before any work, that files can be written next to `output`: its nearest existing
+ * folder is a folder and takes a file (probed with a temporary one, removed at once).
+ */
+export async function checkOutputFolder(output: string): Promise<void> {
+  let dir = dirname(output);
+  for (;;) {
+    const info = await Deno.stat(dir).catch(() => null);
+    if (info) {
+      if (!info.isDirectory) {
+        throw new MambaByteError(`cannot write ${output}: ${dir} is not a folder`);
+      }
+      break;
+    }
+    if (dirname(dir) === dir) break;
+    dir = dirname(dir);
+  }
+  try {
+    await Deno.remove(await Deno.makeTempFile({ dir, prefix: ".mambabyte-probe-" }));
+  } catch (e) {
+    throw new MambaByteError(`cannot write ${output}: ${(e as Error).message}`);
+  }
 }
 
 /** Writes `data` as `format` to `output`; returns the paths written. */
