@@ -53,3 +53,18 @@ Deno.test("yaml: duplicate keys, also after conversion to property names, are re
   );
   assert.deepEqual(parseYaml("a: &x [1]\nb: *x\n"), { a: [1], b: [1] });
 });
+
+Deno.test("yaml: mapping keys with control characters or over 256 characters are refused", () => {
+  // Found by tests/fuzz: config messages repeat keys ("model.<id> must be a mapping").
+  assert.match(
+    configError('model:\n  "a\\u0000\\u001b[2J": 5\n').message,
+    /^c\.yml: invalid YAML: a mapping key holds control characters$/,
+  );
+  assert.match(
+    configError(`model:\n  ${"k".repeat(300)}: 5\n`).message,
+    /a mapping key is longer than 256 characters$/,
+  );
+  assert.deepEqual(parseYaml("model:\n  972M: {d_model: 1792}\n"), {
+    model: { "972M": { d_model: 1792 } },
+  });
+});

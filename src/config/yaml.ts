@@ -18,6 +18,17 @@ import { isMap, isScalar, parseDocument, visit } from "npm:yaml@2.9.1";
  */
 export const MAX_CONFIG_BYTES = 256 << 10;
 
+/** Longest mapping key accepted. */
+const MAX_KEY_CHARS = 256;
+
+function hasControl(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || (c >= 0x7f && c < 0xa0)) return true;
+  }
+  return false;
+}
+
 /** Parses a YAML document into plain JS values; throws an Error with a one-line reason. */
 export function parseYaml(text: string): unknown {
   if (text.length > MAX_CONFIG_BYTES) {
@@ -36,6 +47,11 @@ export function parseYaml(text: string): unknown {
         }
         // Keys become object property names: 1 and "1" are the same key once parsed.
         const name = String(k);
+        // Keys are names (model ids, settings) that messages repeat: keep them short and plain.
+        if (name.length > MAX_KEY_CHARS) {
+          throw new Error(`a mapping key is longer than ${MAX_KEY_CHARS} characters`);
+        }
+        if (hasControl(name)) throw new Error("a mapping key holds control characters");
         if (seen.has(name)) throw new Error(`duplicate key ${JSON.stringify(name.slice(0, 80))}`);
         seen.add(name);
       }
