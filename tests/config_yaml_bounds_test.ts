@@ -68,3 +68,12 @@ Deno.test("yaml: mapping keys with control characters or over 256 characters are
     model: { "972M": { d_model: 1792 } },
   });
 });
+
+Deno.test("yaml: string values with control characters other than line breaks and tabs are refused", () => {
+  // Found by tests/fuzz: "default_model_id '<value>' is not a model id" printed them raw.
+  assert.match(
+    configError('model:\n  default_model_id: "fu\\u0011zz\\u007f"\n  fuzz: {d_model: 8}\n').message,
+    /^c\.yml: invalid YAML: a string value holds control characters$/,
+  );
+  assert.deepEqual(parseYaml("p: |\n  two\n  \tlines\n"), { p: "two\n\tlines\n" });
+});
