@@ -53,3 +53,27 @@ Deno.test("yaml: duplicate keys, also after conversion to property names, are re
   );
   assert.deepEqual(parseYaml("a: &x [1]\nb: *x\n"), { a: [1], b: [1] });
 });
+
+Deno.test("yaml: mapping keys with control characters or over 256 characters are refused", () => {
+  // Found by tests/fuzz: config messages repeat keys ("model.<id> must be a mapping").
+  assert.match(
+    configError('model:\n  "a\\u0000\\u001b[2J": 5\n').message,
+    /^c\.yml: invalid YAML: a mapping key holds control characters$/,
+  );
+  assert.match(
+    configError(`model:\n  ${"k".repeat(300)}: 5\n`).message,
+    /a mapping key is longer than 256 characters$/,
+  );
+  assert.deepEqual(parseYaml("model:\n  972M: {d_model: 1792}\n"), {
+    model: { "972M": { d_model: 1792 } },
+  });
+});
+
+Deno.test("yaml: string values with control characters other than line breaks and tabs are refused", () => {
+  // Found by tests/fuzz: "default_model_id '<value>' is not a model id" printed them raw.
+  assert.match(
+    configError('model:\n  default_model_id: "fu\\u0011zz\\u007f"\n  fuzz: {d_model: 8}\n').message,
+    /^c\.yml: invalid YAML: a string value holds control characters$/,
+  );
+  assert.deepEqual(parseYaml("p: |\n  two\n  \tlines\n"), { p: "two\n\tlines\n" });
+});

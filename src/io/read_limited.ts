@@ -55,9 +55,9 @@ function reasonOf(err: unknown): string {
 
 /**
  * Reads the regular file at `path` if it holds at most `maxBytes` bytes. `what` names the file in
- * errors ("prompt file", "config.json"): "<what> not found: <path>", "<what> <path> is a FIFO, not
- * a regular file", "<what> <path> is 70 MiB, over the 64 MiB limit", "cannot read <what> <path>:
- * <reason>".
+ * errors ("prompt file", "config.json"): "<what> not found: <path>", "<what> <path> is a FIFO,
+ * not a regular file", "<what> <path> is 73400320 bytes, over the 64 MiB limit", "cannot read
+ * <what> <path>: <reason>".
  */
 export async function readFileLimited(
   path: string,

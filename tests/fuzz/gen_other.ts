@@ -1,0 +1,158 @@
+/**
+ * Fuzz generators of files that are not checkpoints at all, and of output records to write.
+ *
+ * @module
+ */
+
+import { float32, type HostTensor, tuple } from "../../src/io/mod.ts";
+import { enc, type FuzzCase, nastyString } from "./case.ts";
+import type { Rng } from "./rng.ts";
+
+// ---- not checkpoints at all --------------------------------------------------------------------
+
+/** A file (or FIFO, folder, link) that is not a checkpoint. */
+export function genRaw(rng: Rng): FuzzCase {
+  const kind = rng.pick([
+    "random",
+    "text",
+    "shadow",
+    "empty",
+    "fifo",
+    "dir",
+    "devzero",
+    "loop",
+    "sparse",
+    "prefix",
+  ]);
+  const name = rng.pick(["x.safetensors", "x.pt", "x.bin", "x", "README.md"]);
+  const file = (data: Uint8Array): FuzzCase => ({
+    target: "raw",
+    desc: `raw ${kind}`,
+    files: [{ path: name, data }],
+    entry: name,
+  });
+  switch (kind) {
+    case "random":
+      return file(rng.bytes(rng.size(4096)));
+    case "text":
+      return file(
+        enc.encode("# mambabyte\n\nA Deno toolkit for MambaByte.\n".repeat(rng.size(50))),
+      );
+    case "shadow":
+      return file(enc.encode("root:$y$j9T$Zx8hunter2secretSECRET:19000:0:99999:7:::\n"));
+    case "empty":
+      return file(new Uint8Array());
+    case "fifo":
+      return {
+        target: "raw",
+        desc: "raw fifo",
+        files: [{ path: name, kind: "fifo" }],
+        entry: name,
+      };
+    case "dir":
+      return { target: "raw", desc: "raw dir", files: [{ path: name, kind: "dir" }], entry: name };
+    case "devzero":
+      return {
+        target: "raw",
+        desc: "raw /dev/zero",
+        files: [{ path: name, kind: "symlink", link: "/dev/zero" }],
+        entry: name,
+      };
+    case "loop":
+      return {
+        target: "raw",
+        desc: "raw symlink loop",
+        files: [{ path: name, kind: "symlink", link: name }],
+        entry: name,
+      };
+    case "sparse": {
+      // A large file (sparse, all zeros): it must not be read whole.
+      const size = rng.pick([1 << 30, 2 ** 40]);
+      return {
+        target: "raw",
+        desc: `raw sparse ${size}`,
+        files: [{ path: name, data: rng.bytes(16), size }],
+        entry: name,
+      };
+    }
+    default: {
+      const prefix = rng.pick([
+        Uint8Array.of(0x50, 0x4b, 3, 4),
+        Uint8Array.of(0x80, 2),
+        Uint8Array.of(2, 0, 0, 0, 0, 0, 0, 0, 0x7b, 0x7d),
+        Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7b),
+      ]);
+      return file(Uint8Array.from([...prefix, ...rng.bytes(rng.size(2048))]));
+    }
+  }
+}
+
+// ---- output records ----------------------------------------------------------------------------
+
+function randomValue(rng: Rng, depth: number): unknown {
+  const k = rng.int(depth > 6 ? 8 : 12);
+  switch (k) {
+    case 0:
+      return rng.pick<unknown>([0, -1, 1.5, NaN, Infinity, -0, 2 ** 53 + 1, 1e308]);
+    case 1:
+      return rng.pick([0n, -1n, 2n ** 64n, -(2n ** 70n)]);
+    case 2:
+      return nastyString(rng).slice(0, 1000);
+    case 3:
+      return rng.pick([true, false, null, undefined]);
+    case 4:
+      return rng.bytes(rng.size(64));
+    case 5: {
+      const n = rng.size(64);
+      return float32([n], new Float32Array(n).fill(rng.next()));
+    }
+    case 6: {
+      // A tensor whose shape and data disagree, or with an odd shape.
+      const t: HostTensor = {
+        dtype: rng.pick(["float32", "int64", "bool", "float16" as "float32"]),
+        shape: rng.pick([[2], [-1], [1.5], [2 ** 31, 2 ** 31], []]),
+        data: new Float32Array(rng.size(8)),
+      };
+      return t;
+    }
+    case 7:
+      return rng.pick<unknown>([new Date(0), () => 1, Symbol("s"), new Set([1]), /re/]);
+    case 8:
+      return Array.from({ length: rng.size(5) }, () => randomValue(rng, depth + 1));
+    case 9:
+      return tuple(...Array.from({ length: rng.size(4) }, () => randomValue(rng, depth + 1)));
+    case 10:
+      return new Map(
+        Array.from({ length: rng.size(4) }, (_, i) => [
+          rng.pick<unknown>([i, `k${i}`, 1.5, -i, null, 2n ** 70n]),
+          randomValue(rng, depth + 1),
+        ]),
+      );
+    default:
+      return Object.fromEntries(
+        Array.from(
+          { length: rng.size(4) },
+          (_, i) => [rng.pick([`k${i}`, "__proto__", "", "a.b", "0"]), randomValue(rng, depth + 1)],
+        ),
+      );
+  }
+}
+
+/** A record to write with writeOutputs. */
+export function genWrite(rng: Rng): FuzzCase {
+  const record: Record<string, unknown> = {};
+  for (let i = rng.range(1, 4); i > 0; i--) {
+    record[rng.pick(["prompt", "discrete_A", "log_probs", "x", "__metadata__", "a.b"])] =
+      randomValue(rng, 0);
+  }
+  if (rng.chance(0.05)) {
+    // Deep nesting.
+    let v: unknown = 1;
+    for (let i = rng.pick([100, 3000]); i > 0; i--) v = [v];
+    record.deep = v;
+  }
+  const out = rng.pick(["o.pkl", "o.msgpack", "o.safetensors", "o.pickle", "o.json", "sub/o.pkl"]);
+  return { target: "write", desc: `write ${out}`, files: [], entry: out, record };
+}
+
+/** Builds case `seed` for `target` (chosen by the caller). */

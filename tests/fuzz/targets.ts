@@ -1,0 +1,241 @@
+/**
+ * Runs one fuzz case against the project's entry points (openCheckpoint and loadWeights for
+ * checkpoints, unpickle for raw pickles, parseConfig for YAML, writeOutputs for records, and the
+ * command line for a sample of checkpoints) and classifies what happened.
+ *
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import { StorageRef } from "../../src/checkpoint/unpickle.ts";
+import { CheckpointError } from "../../src/checkpoint/errors.ts";
+import { openCheckpoint } from "../../src/checkpoint/open.ts";
+import { unpickle } from "../../src/checkpoint/unpickle.ts";
+import { loadWeights } from "../../src/checkpoint/weights.ts";
+import { parseConfig } from "../../src/config/config.ts";
+import { MambaByteError } from "../../src/errors.ts";
+import { writeOutputs } from "../../src/io/mod.ts";
+import { FUZZ_DIMS, type FuzzCase } from "./generators.ts";
+
+/** What a case did. Only "clean-error" and "success" are acceptable. */
+export type Outcome =
+  | "clean-error"
+  | "success"
+  | "crash"
+  | "hang"
+  | "memory"
+  | "stack-trace"
+  | "partial-file"
+  | "bad-message";
+
+/** All outcomes, in report order. */
+export const OUTCOMES: readonly Outcome[] = [
+  "clean-error",
+  "success",
+  "crash",
+  "hang",
+  "memory",
+  "stack-trace",
+  "partial-file",
+  "bad-message",
+];
+
+/** The outcome of a case and a short explanation of anything unacceptable. */
+export interface Verdict {
+  outcome: Outcome;
+  detail?: string;
+}
+
+/** The config the command-line cases run with: one model of the fuzz dimensions. */
+const CLI_CONFIG = `general: {device: cpu, dtype: fp32, seed: 1, threads: 1}
+model:
+  default_model_id: fuzz
+  common: {vocab_size: 256, d_state: 4, d_conv: 4, expand: 2, chunk_size: 64}
+  fuzz: {d_model: 8, n_layer: 2}
+`;
+
+const REPO = new URL("../../", import.meta.url).pathname;
+
+async function materialise(c: FuzzCase, dir: string): Promise<void> {
+  for (const f of c.files) {
+    const p = join(dir, f.path);
+    await Deno.mkdir(dirname(p), { recursive: true });
+    if (f.kind === "fifo") {
+      const r = await new Deno.Command("mkfifo", { args: [p] }).output();
+      if (!r.success) throw new Error(`mkfifo ${p} failed`);
+    } else if (f.kind === "dir") await Deno.mkdir(p, { recursive: true });
+    else if (f.kind === "symlink") await Deno.symlink(f.link!, p);
+    else {
+      await Deno.writeFile(p, f.data ?? new Uint8Array());
+      if (f.size !== undefined) await Deno.truncate(p, f.size);
+    }
+  }
+}
+
+/** Regular files under `dir` (relative paths); FIFOs, links and folders are not listed. */
+async function filesUnder(dir: string, rel = ""): Promise<string[]> {
+  const out: string[] = [];
+  for await (const e of Deno.readDir(join(dir, rel))) {
+    const p = rel ? `${rel}/${e.name}` : e.name;
+    if (e.isDirectory) out.push(...await filesUnder(dir, p));
+    else if (e.isFile) out.push(p);
+  }
+  return out;
+}
+
+function hasControl(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}
+
+/** A user-facing error is clean when its message is one short printable line. */
+function judgeError(e: unknown): Verdict {
+  if (!(e instanceof MambaByteError)) {
+    const err = e instanceof Error ? e : new Error(String(e));
+    const where = err.stack?.split("\n").find((l) => l.includes("/src/"))?.trim() ?? "";
+    return { outcome: "crash", detail: `${err.name}: ${err.message.slice(0, 300)} ${where}` };
+  }
+  const m = e.message;
+  if (m.length > 2000 || hasControl(m)) {
+    return { outcome: "bad-message", detail: JSON.stringify(m.slice(0, 300)) };
+  }
+  return { outcome: "clean-error" };
+}
+
+/** Opens and reads every tensor, then loads the weights for the fuzz model and reads them. */
+async function readCheckpoint(path: string): Promise<void> {
+  const ck = await openCheckpoint(path);
+  try {
+    for (const t of ck.tensors.values()) await t.read();
+  } finally {
+    ck.close();
+  }
+  const w = await loadWeights(path, FUZZ_DIMS, { modelName: "fuzz" });
+  try {
+    for (const name of ["embedding.weight", "layers.0.mixer.in_proj.weight", "lm_head.weight"]) {
+      if (w.has(name)) await w.readF32(name);
+    }
+  } finally {
+    w.close();
+  }
+}
+
+function persistentLoad(pid: unknown): StorageRef {
+  if (!Array.isArray(pid) || pid[0] !== "storage") throw new CheckpointError("fuzz: bad pid");
+  const n = typeof pid[4] === "number" && Number.isSafeInteger(pid[4]) ? pid[4] : 0;
+  return new StorageRef(String(pid[2]).slice(0, 20), "F32", n, "cpu");
+}
+
+async function runTarget(c: FuzzCase, dir: string): Promise<void> {
+  const entry = join(dir, c.entry);
+  switch (c.target) {
+    case "pickle":
+      if (c.pickle) {
+        unpickle(c.pickle, { label: "fuzz.pkl", persistentLoad });
+        return;
+      }
+      return await readCheckpoint(entry);
+    case "yaml": {
+      const cfg = parseConfig(c.yaml!, join(dir, "fuzz.yml"));
+      for (const id of cfg.modelIds) cfg.model(id);
+      return;
+    }
+    case "write":
+      return await writeOutputs(entry, c.record!);
+    default:
+      return await readCheckpoint(entry);
+  }
+}
+
+/** Runs the command line on the case's checkpoint: one error line or success, nothing else. */
+async function runCli(c: FuzzCase, dir: string, timeoutMs: number): Promise<Verdict> {
+  const config = join(dir, "fuzz-cli.yml");
+  await Deno.writeTextFile(config, CLI_CONFIG);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      join(REPO, "scripts/generate.ts"),
+      "--config_path",
+      config,
+      "--model_id",
+      "fuzz",
+      "--pretrained_model_filepath",
+      join(dir, c.entry),
+      "--prompt",
+      "a",
+      "--max_new_tokens",
+      "1",
+      "--device",
+      "cpu",
+      "--quiet",
+    ],
+    cwd: REPO,
+    env: { NO_COLOR: "1", OMP_NUM_THREADS: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const out = await child.output();
+  clearTimeout(timer);
+  await Deno.remove(config);
+  const stderr = new TextDecoder().decode(out.stderr).trim();
+  if (out.signal === "SIGKILL") return { outcome: "hang", detail: "command line timed out" };
+  if (out.code === 0) return { outcome: "success" };
+  const lines = stderr.split("\n");
+  if (/^\s+at /m.test(stderr)) return { outcome: "stack-trace", detail: lines[0] };
+  if (out.code !== 1 && out.code !== 2) {
+    return { outcome: "crash", detail: `exit ${out.code}: ${lines[0]?.slice(0, 200)}` };
+  }
+  if (lines.length !== 1 || !/^(\S+: )?error: /.test(lines[0])) {
+    return { outcome: "bad-message", detail: JSON.stringify(stderr.slice(0, 300)) };
+  }
+  if (lines[0].includes("internal error")) return { outcome: "crash", detail: lines[0] };
+  return { outcome: "clean-error" };
+}
+
+/** Runs case `c` in the empty folder `dir`; never throws. */
+export async function runCase(
+  c: FuzzCase,
+  dir: string,
+  opts: { cliTimeoutMs?: number; onStart?: () => void } = {},
+): Promise<Verdict> {
+  await materialise(c, dir);
+  const before = new Set(await filesUnder(dir));
+  opts.onStart?.();
+  // Anything printed while the case runs: the library itself must print nothing.
+  const printed: string[] = [];
+  const saved = { error: console.error, warn: console.warn, log: console.log };
+  const capture = (...args: unknown[]) => void printed.push(args.map(String).join(" "));
+  console.error = console.warn = console.log = capture;
+  let verdict: Verdict;
+  try {
+    await runTarget(c, dir);
+    verdict = { outcome: "success" };
+  } catch (e) {
+    verdict = judgeError(e);
+  } finally {
+    Object.assign(console, saved);
+  }
+  const text = printed.join("\n");
+  if (/^\s+at /m.test(text)) {
+    return { outcome: "stack-trace", detail: text.split("\n")[0].slice(0, 200) };
+  }
+  const after = await filesUnder(dir);
+  const made = after.filter((f) => !before.has(f));
+  const expected = c.target === "write" && verdict.outcome === "success" ? [c.entry] : [];
+  const extra = made.filter((f) => !expected.includes(f));
+  if (extra.length > 0) return { outcome: "partial-file", detail: extra.join(", ").slice(0, 300) };
+  if (expected.length && !made.includes(c.entry)) {
+    return { outcome: "partial-file", detail: `success without ${c.entry}` };
+  }
+  if (c.cli && verdict.outcome !== "crash") {
+    const cli = await runCli(c, dir, opts.cliTimeoutMs ?? 60_000);
+    if (cli.outcome !== "success" && cli.outcome !== "clean-error") return cli;
+  }
+  return verdict;
+}
