@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { HostData, HostDType, HostTensor } from "./tensor.ts";
+import { ARRAY_OF, type HostData, type HostDType, type HostTensor } from "./tensor.ts";
 
 /** numpy dtype strings our writer uses -> result dtypes. */
 const DTYPES: Record<string, HostDType> = {
@@ -19,15 +19,6 @@ const DTYPES: Record<string, HostDType> = {
   "<i4": "int32",
   "|u1": "uint8",
   "|b1": "bool",
-};
-
-const ARRAYS: Record<HostDType, { new (b: ArrayBuffer): HostData; BYTES_PER_ELEMENT: number }> = {
-  float32: Float32Array,
-  float64: Float64Array,
-  int64: BigInt64Array,
-  int32: Int32Array,
-  uint8: Uint8Array,
-  bool: Uint8Array,
 };
 
 /** A global our pickles name; resolved to a marker, never imported. */
@@ -284,7 +275,7 @@ function apply(fn: unknown, args: unknown, fail: (m: string) => never): unknown 
     if (!(buf instanceof ByteArray) || dtype === undefined) {
       return fail(`frombuffer with unsupported arguments (dtype ${String(dt)})`);
     }
-    const A = ARRAYS[dtype];
+    const A = ARRAY_OF[dtype];
     if (buf.bytes.length % A.BYTES_PER_ELEMENT) fail(`buffer is not a whole number of ${dt}`);
     // A copy: aligned for the typed array, and independent of the file's buffer.
     const copy = buf.bytes.slice();

@@ -12,7 +12,13 @@ import { Decoder } from "npm:@msgpack/msgpack@3.1.3";
 import { openSafetensors } from "../checkpoint/safetensors.ts";
 import { MambaByteError } from "../errors.ts";
 import { readPickleBytes } from "./pickle_read.ts";
-import { HOST_DTYPE_BYTES, type HostData, type HostDType, type HostTensor } from "./tensor.ts";
+import {
+  ARRAY_OF,
+  HOST_DTYPE_BYTES,
+  type HostData,
+  type HostDType,
+  type HostTensor,
+} from "./tensor.ts";
 import { isPlainObject } from "./value.ts";
 
 /** A problem with an outputs file a user gave (missing, unreadable, not ours); exit code 1. */
@@ -35,15 +41,6 @@ export const READABLE_EXTENSIONS: readonly string[] = [
   ".safetensors",
 ];
 
-const ARRAYS: Record<HostDType, new (b: ArrayBuffer) => HostData> = {
-  float32: Float32Array,
-  float64: Float64Array,
-  int64: BigInt64Array,
-  int32: Int32Array,
-  uint8: Uint8Array,
-  bool: Uint8Array,
-};
-
 const SAFETENSORS_HOST: Record<string, HostDType> = {
   F32: "float32",
   F64: "float64",
@@ -65,7 +62,7 @@ function tensorFrom(dtype: HostDType, shape: number[], bytes: Uint8Array, where:
   if (n * HOST_DTYPE_BYTES[dtype] !== bytes.length) {
     throw new Error(`${where}: ${bytes.length} bytes do not hold [${shape}] ${dtype}`);
   }
-  const t: HostTensor = { dtype, shape, data: new ARRAYS[dtype](bytes.slice().buffer) };
+  const t: HostTensor = { dtype, shape, data: new ARRAY_OF[dtype](bytes.slice().buffer) };
   return t;
 }
 
@@ -113,8 +110,8 @@ function normalise(v: unknown, where: string): unknown {
 /** A decoded tensor already (pickle); msgpack's maps hold raw bytes and fail the type check. */
 function isHostTensor(v: object): v is HostTensor {
   const t = v as Partial<HostTensor>;
-  return typeof t.dtype === "string" && t.dtype in ARRAYS && Array.isArray(t.shape) &&
-    t.data instanceof ARRAYS[t.dtype as HostDType] &&
+  return typeof t.dtype === "string" && t.dtype in ARRAY_OF && Array.isArray(t.shape) &&
+    t.data instanceof ARRAY_OF[t.dtype as HostDType] &&
     t.data.length === t.shape.reduce((a: number, b: number) => a * b, 1);
 }
 

@@ -31,8 +31,15 @@ export const HOST_DTYPE_BYTES: Readonly<Record<HostDType, number>> = {
   bool: 1,
 };
 
+/** A typed-array class: built from a length or over an ArrayBuffer. */
+export interface HostArrayClass {
+  new (n: number): HostData;
+  new (b: ArrayBuffer): HostData;
+  readonly BYTES_PER_ELEMENT: number;
+}
+
 /** The typed-array class that holds each dtype's data. */
-export const ARRAY_OF: Readonly<Record<HostDType, new (n: number) => HostData>> = {
+export const ARRAY_OF: Readonly<Record<HostDType, HostArrayClass>> = {
   float32: Float32Array,
   float64: Float64Array,
   int64: BigInt64Array,
