@@ -15,7 +15,6 @@ import { readPickleBytes } from "./pickle_read.ts";
 import {
   ARRAY_OF,
   HOST_DTYPE_BYTES,
-  type HostData,
   type HostDType,
   type HostTensor,
 } from "./tensor.ts";
