@@ -12,12 +12,7 @@ import { Decoder } from "npm:@msgpack/msgpack@3.1.3";
 import { openSafetensors } from "../checkpoint/safetensors.ts";
 import { MambaByteError } from "../errors.ts";
 import { readPickleBytes } from "./pickle_read.ts";
-import {
-  ARRAY_OF,
-  HOST_DTYPE_BYTES,
-  type HostDType,
-  type HostTensor,
-} from "./tensor.ts";
+import { ARRAY_OF, HOST_DTYPE_BYTES, type HostDType, type HostTensor } from "./tensor.ts";
 import { isPlainObject } from "./value.ts";
 
 /** A problem with an outputs file a user gave (missing, unreadable, not ours); exit code 1. */
