@@ -7,7 +7,8 @@
  * may differ only on rows where the CPU's draw lies within 1e-4 of a bucket edge (near ties).
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  *
- *   cuda_vs_cpu [--small]      (--small: the sizes used under compute-sanitizer)
+ *   cuda_vs_cpu [--small] [--only discrete_a]
+ *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
  */
 #include <math.h>
@@ -19,7 +20,7 @@
 #include "mambabyte.h"
 
 static mb_ctx *CPU, *GPU;
-static int g_fail = 0, g_cases = 0, g_small = 0;
+static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0;
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 #define MBX(call)                                                                                 \
@@ -787,8 +788,11 @@ static void t_misc(void) {
 
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* a FATAL on stderr lands after the last case that ran */
-  for (int i = 1; i < argc; i++)
+  for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--small")) g_small = 1;
+    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "discrete_a"))
+      g_only_da = 1;
+  }
   int count = 0;
   if (!mb_has_cuda()) {
     printf("SKIP: library built without CUDA\n");
@@ -805,6 +809,13 @@ int main(int argc, char **argv) {
   MBX(mb_ctx_info(GPU, info, sizeof info));
   printf("gpu: %s\n", info);
   printf("%-16s %-44s %-10s %10s %8s\n", "op", "case", "output", "rel.err", "tol");
+  if (g_only_da) {
+    t_discrete_a();
+    MBX(mb_ctx_destroy(GPU));
+    MBX(mb_ctx_destroy(CPU));
+    printf("cuda_vs_cpu (discrete_a only): %d cases, %d failed\n", g_cases, g_fail);
+    return g_fail ? 1 : 0;
+  }
   t_embedding();
   t_add_norm();
   t_linear();
