@@ -407,6 +407,51 @@ MB_EXPORT int mb_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64
   DISPATCH(logprob_rank, ctx, logits, n, v, targets, out_logprob, out_rank);
 }
 
+MB_EXPORT int mb_discrete_a(mb_ctx *ctx, const float *delta, int64_t ld_delta, const float *A,
+                            int64_t len, int64_t d, int64_t n, int reduction, int dim,
+                            int64_t pos0, double *acc, float *out, int64_t *out_idx) {
+  static const char fn[] = "mb_discrete_a";
+  CHECK_CTX("mb_discrete_a");
+  NONNEG("mb_discrete_a", len);
+  NONNEG("mb_discrete_a", pos0);
+  REQUIRE(d >= 1, "%s: d (%lld) < 1", fn, (ll)d);
+  REQUIRE(n >= 1, "%s: n (%lld) < 1", fn, (ll)n);
+  REQUIRE(reduction >= MB_REDUCE_NONE && reduction <= MB_REDUCE_NUC,
+          "%s: unknown reduction %d (MB_REDUCE_NONE = 0 .. MB_REDUCE_NUC = 6)", fn, reduction);
+  const int per_dim = reduction >= MB_REDUCE_MEAN && reduction <= MB_REDUCE_NORM;
+  REQUIRE(!per_dim || (dim >= -1 && dim <= 2),
+          "%s: dim (%d) must be 0, 1, 2 or -1 (all elements)", fn, dim);
+  if (len == 0) return MB_OK;
+  LD_OK("mb_discrete_a", ld_delta, d);
+  NONNULL("mb_discrete_a", delta);
+  NONNULL("mb_discrete_a", A);
+  NONNULL("mb_discrete_a", out);
+  const int sums = reduction == MB_REDUCE_MEAN || reduction == MB_REDUCE_NORM;
+  REQUIRE(!(sums && (dim == 0 || dim == -1)) || acc,
+          "%s: acc is NULL (mean and norm over dim %d keep their sums there)", fn, dim);
+  DISPATCH(discrete_a, ctx, delta, ld_delta, A, len, d, n, reduction, dim, pos0, acc, out,
+           out_idx);
+}
+
+MB_EXPORT int mb_discrete_a_input_sim(mb_ctx *ctx, const float *delta, int64_t ld_delta,
+                                      const float *A, const float *x, int64_t ldx, int64_t len,
+                                      int64_t d, int64_t n, float eps, float *out) {
+  static const char fn[] = "mb_discrete_a_input_sim";
+  CHECK_CTX("mb_discrete_a_input_sim");
+  NONNEG("mb_discrete_a_input_sim", len);
+  REQUIRE(d >= 1, "%s: d (%lld) < 1", fn, (ll)d);
+  REQUIRE(n >= 1, "%s: n (%lld) < 1", fn, (ll)n);
+  REQUIRE(eps >= 0.0f && isfinite(eps), "%s: eps (%g) must be finite and >= 0", fn, (double)eps);
+  if (len == 0) return MB_OK;
+  LD_OK("mb_discrete_a_input_sim", ld_delta, d);
+  LD_OK("mb_discrete_a_input_sim", ldx, d);
+  NONNULL("mb_discrete_a_input_sim", delta);
+  NONNULL("mb_discrete_a_input_sim", A);
+  NONNULL("mb_discrete_a_input_sim", x);
+  NONNULL("mb_discrete_a_input_sim", out);
+  DISPATCH(discrete_a_input_sim, ctx, delta, ld_delta, A, x, ldx, len, d, n, eps, out);
+}
+
 MB_EXPORT int mb_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v,
                         float temperature, int32_t top_k, float top_p, uint64_t seed,
                         int64_t *counter, int32_t *out_ids) {

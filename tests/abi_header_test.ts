@@ -12,6 +12,7 @@ import {
   DTypeCode,
   Flag,
   NormCode,
+  ReduceCode,
   Status,
   SYMBOLS,
   TEST_ONLY_SYMBOLS,
@@ -116,6 +117,7 @@ const BINDINGS: Bindings = {
     ["MB_BACKEND_", BackendCode],
     ["MB_DTYPE_", DTypeCode],
     ["MB_NORM_", NormCode],
+    ["MB_REDUCE_", ReduceCode],
     ["MB_FLAG_", Flag],
   ],
 };

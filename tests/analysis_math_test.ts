@@ -1,5 +1,6 @@
-// Nonlinearities, reductions of discrete-A and the input cosine similarity, checked against numpy
-// (float64) computed by the system Python on the same random input.
+// Nonlinearities, the native reductions of discrete-A (mb_discrete_a) and the input cosine
+// similarity (mb_discrete_a_input_sim), checked against numpy (float64) computed by the system
+// Python on the same random input.
 
 import assert from "node:assert/strict";
 import {
@@ -8,15 +9,9 @@ import {
   NONLINEARITIES,
   type Nonlinearity,
 } from "../src/analysis/nonlinearity.ts";
-import {
-  cosineSimOverD,
-  isPerPosition,
-  reduce,
-  reduceChunk,
-  Reducer,
-  type Reduction,
-  REDUCTIONS,
-} from "../src/analysis/reductions.ts";
+import { normalizeDim, REDUCTIONS } from "../src/analysis/reductions.ts";
+import { reducedShape } from "../src/analysis/discrete_a.ts";
+import { Backend, type DiscreteAReduction, offsetPtr, type Ptr } from "../src/backend/backend.ts";
 import { MambaByteError } from "../src/errors.ts";
 import { runPythonJson, skipWithoutPython } from "./helpers/python.ts";
 
@@ -128,15 +123,65 @@ Deno.test("nonlinearities: in place, NaN propagation, bad sizes", () => {
   assertClose([erf(1e-10)], [1.1283791670955126e-10], "erf small", 1e-12);
 });
 
-// ---------------------------------------------------------------- reductions
+// ---------------------------------------------------------------- discrete-A reductions
+
+const BE = Backend.create("cpu");
+Deno.test.afterAll(() => BE.close());
+
+/** Runs `f` with the arrays uploaded to the CPU backend; frees them after. */
+function withBuffers<T>(arrays: ArrayBufferView[], f: (ptrs: Ptr[]) => T): T {
+  const ptrs = arrays.map((a) => {
+    const p = BE.alloc(Math.max(a.byteLength, 8));
+    BE.upload(p, a);
+    return p;
+  });
+  try {
+    return f(ptrs);
+  } finally {
+    for (const p of ptrs) BE.free(p);
+  }
+}
+
+/** mb_discrete_a over a whole (L, D, N) input in one call; dim as torch's (negative counts back). */
+function nativeReduce(
+  kind: DiscreteAReduction,
+  delta: Float32Array,
+  A: Float32Array,
+  [L, D, N]: [number, number, number],
+  dim: number | null,
+): { shape: number[]; data: Float32Array } {
+  const perDim = kind === "mean" || kind === "min" || kind === "max" || kind === "norm";
+  const shape = reducedShape([L, D, N], kind === "none" ? null : kind, perDim ? dim : null);
+  const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  withBuffers([delta, A, out, new Float64Array(D * N)], ([dp, ap, op, acc]) => {
+    BE.discreteA({
+      delta: dp,
+      ldDelta: D,
+      A: ap,
+      len: L,
+      d: D,
+      n: N,
+      reduction: kind,
+      dim: perDim ? (dim === null ? -1 : normalizeDim(dim, 3)) : 0,
+      pos0: 0,
+      acc,
+      out: op,
+      outIdx: null,
+    });
+    BE.download(out, op);
+  });
+  return { shape, data: out };
+}
 
 const REDUCE_PY = `
 import json, sys
 import numpy as np
-x = np.fromfile(sys.argv[1], dtype="<f4").astype(np.float64)
+raw = np.fromfile(sys.argv[1], dtype="<f4").astype(np.float64)
 L, D, N = (int(a) for a in sys.argv[2:5])
-x = x.reshape(L, D, N)
-out = {}
+delta, A = raw[:L * D].reshape(L, D), raw[L * D:].reshape(D, N)
+sp = np.where(delta > 20, delta, np.log1p(np.exp(np.minimum(delta, 20))))
+x = np.exp(sp[:, :, None] * A[None])
+out = {"none": x}
 for dim in [None, 0, 1, 2, -1, -2, -3]:
     k = "all" if dim is None else str(dim)
     out["mean/" + k] = np.mean(x, axis=dim)
@@ -159,23 +204,33 @@ const SHAPES: [number, number, number][] = [
 
 for (const [L, D, N] of SHAPES) {
   Deno.test({
-    name: `reductions of (${L}, ${D}, ${N}) match numpy for every kind and dim`,
+    name: `mb_discrete_a of (${L}, ${D}, ${N}) matches numpy for every kind and dim`,
     ignore,
     fn: async () => {
-      const x = randn(L * D * N, L * 1000 + D * 10 + N);
+      // delta in [-4, 1], A in [-8, -0.1]: |softplus(delta) * A| <= 11, so float32's E is within
+      // (4 * 11 + 4) 2^-24 < 3e-6 of float64's (tests/helpers/discrete_a_ref.ts)
+      const delta = Float32Array.from(randn(L * D, L * 1000 + D * 10 + N), (v) => -1.5 + v);
+      delta.forEach((v, i) => (delta[i] = Math.min(1, Math.max(-4, v))));
+      const A = Float32Array.from(
+        randn(D * N, 7 + N),
+        (v) => -0.1 - Math.min(7.9, Math.abs(v) * 3),
+      );
+      const both = new Float32Array(delta.length + A.length);
+      both.set(delta);
+      both.set(A, delta.length);
       const want = await withFile(
-        x,
+        both,
         (p) => runPythonJson(REDUCE_PY, [p, String(L), String(D), String(N)]),
       ) as Record<string, { shape: number[]; data: number[] }>;
+      const none = nativeReduce("none", delta, A, [L, D, N], null);
+      assertClose(none.data, want.none.data, "none", 1e-5, 1e-30);
       for (const kind of REDUCTIONS) {
-        const dims: (number | undefined)[] = kind === "fro" || kind === "nuc"
-          ? [undefined, -2]
-          : [undefined, 0, 1, 2, -1, -2, -3];
+        const dims: (number | null)[] = kind === "fro" || kind === "nuc"
+          ? [null]
+          : [null, 0, 1, 2, -1, -2, -3];
         for (const dim of dims) {
-          const key = kind === "fro" || kind === "nuc"
-            ? kind
-            : `${kind}/${dim === undefined ? "all" : dim}`;
-          const got = reduce(kind, x, [L, D, N], dim);
+          const key = kind === "fro" || kind === "nuc" ? kind : `${kind}/${dim ?? "all"}`;
+          const got = nativeReduce(kind, delta, A, [L, D, N], dim);
           assert.deepEqual(got.shape, want[key].shape, `${key} shape`);
           assertClose(got.data, want[key].data, `${key} dim=${dim}`, 1e-5, 1e-6);
         }
@@ -184,57 +239,15 @@ for (const [L, D, N] of SHAPES) {
   });
 }
 
-Deno.test("reductions: chunked (Reducer, reduceChunk) equals one-shot, bit for bit", () => {
-  const [L, D, N] = [11, 19, 16];
-  const x = randn(L * D * N, 99);
-  const splits = [3, 1, 4, 0, 3];
-  for (const kind of REDUCTIONS) {
-    for (const dim of [undefined, 0, 1, 2, -1, -2]) {
-      const whole = reduce(kind, x, [L, D, N], dim);
-      const r = new Reducer(kind, [D, N], dim);
-      let p = 0;
-      const parts: Float32Array[] = [];
-      for (const n of splits) {
-        const chunk = x.subarray(p * D * N, (p + n) * D * N);
-        r.push(chunk, n);
-        if (isPerPosition(kind, dim)) parts.push(reduceChunk(kind, chunk, [n, D, N], dim));
-        p += n;
-      }
-      const got = r.finish();
-      assert.deepEqual(got.shape, whole.shape);
-      assert.deepEqual(got.data, whole.data, `${kind} dim=${dim}`);
-      if (isPerPosition(kind, dim)) {
-        const cat = new Float32Array(whole.data.length);
-        let off = 0;
-        for (const c of parts) {
-          cat.set(c, off);
-          off += c.length;
-        }
-        assert.deepEqual(cat, whole.data);
-      } else {
-        assert.throws(() => reduceChunk(kind, x, [L, D, N], dim), MambaByteError);
-      }
-    }
-  }
-});
-
-Deno.test("reductions: torch-style errors and edge cases", () => {
-  const x = new Float32Array(2 * 3 * 4);
+Deno.test("reductions: torch-style dimension errors", () => {
   for (const dim of [3, -4, 1.5]) {
-    assert.throws(() => reduce("mean", x, [2, 3, 4], dim), /dimension out of range/);
+    assert.throws(() => normalizeDim(dim, 3), MambaByteError);
+    assert.throws(() => reducedShape([2, 3, 4], "mean", dim), /dimension out of range/);
   }
-  assert.throws(() => reduce("median" as Reduction, x, [2, 3, 4]), MambaByteError);
-  assert.throws(() => reduce("mean", new Float32Array(5), [2, 3, 4]), RangeError);
-  // min / max propagate NaN.
-  const y = Float32Array.of(1, NaN, 3, 4);
-  assert.ok(Number.isNaN(reduce("max", y, [1, 2, 2]).data[0]));
-  assert.ok(Number.isNaN(reduce("min", y, [1, 2, 2], -1).data[0]));
-  assert.equal(reduce("min", y, [1, 2, 2], -1).data[1], 3);
-  // Zero positions: per-position results are empty; across positions min has no identity.
-  assert.deepEqual(reduce("nuc", new Float32Array(0), [0, 3, 4]).shape, [0]);
-  assert.throws(() => reduce("min", new Float32Array(0), [0, 3, 4], 0), MambaByteError);
-  // A zero matrix has nuclear norm 0 (clamped eigenvalues, no NaN).
-  assert.deepEqual([...reduce("nuc", new Float32Array(12), [1, 3, 4]).data], [0]);
+  assert.deepEqual(reducedShape([2, 3, 4], "max", -1), [2, 3]);
+  assert.deepEqual(reducedShape([2, 3, 4], "nuc", 1), [2]);
+  assert.deepEqual(reducedShape([2, 3, 4], "mean", null), []);
+  assert.deepEqual(reducedShape([2, 3, 4], null, null), [2, 3, 4]);
 });
 
 // ---------------------------------------------------------------- cosine similarity
@@ -244,8 +257,10 @@ import json, sys
 import numpy as np
 a = np.fromfile(sys.argv[1], dtype="<f4").astype(np.float64)
 L, D, N, stride, off = (int(v) for v in sys.argv[2:7])
-dA = a[:L * D * N].reshape(L, D, N)
-buf = a[L * D * N:]
+delta, A = a[:L * D].reshape(L, D), a[L * D:L * D + D * N].reshape(D, N)
+sp = np.where(delta > 20, delta, np.log1p(np.exp(np.minimum(delta, 20))))
+dA = np.exp(sp[:, :, None] * A[None])
+buf = a[L * D + D * N:]
 x = np.stack([buf[off + l * stride: off + l * stride + D] for l in range(L)])
 eps = 1e-8
 na = np.maximum(np.linalg.norm(dA, axis=1), eps)            # (L, N)
@@ -255,25 +270,40 @@ json.dump(cos.ravel().tolist(), sys.stdout)
 `;
 
 Deno.test({
-  name: "cosineSimOverD matches torch's cosine_similarity(dA, x[..., None], dim=-2)",
+  name: "mb_discrete_a_input_sim matches torch's cosine_similarity(dA, x[..., None], dim=-2)",
   ignore,
   fn: async () => {
     const [L, D, N] = [6, 41, 16];
     const stride = 2 * D + 3, off = 5; // x is a view into a wider buffer (as x inside xz)
-    const dA = randn(L * D * N, 3);
+    const delta = Float32Array.from(randn(L * D, 3), (v) => Math.min(1, Math.max(-4, v - 1.5)));
+    const A = Float32Array.from(randn(D * N, 5), (v) => -0.1 - Math.min(7.9, Math.abs(v) * 3));
     const buf = randn(off + (L - 1) * stride + D, 4);
     buf.fill(0, off + 2 * stride, off + 2 * stride + D); // a zero input row: eps clamp
-    dA.fill(0, 3 * D * N, 4 * D * N); // a zero discrete-A position
-    const both = new Float32Array(dA.length + buf.length);
-    both.set(dA);
-    both.set(buf, dA.length);
+    const all = new Float32Array(delta.length + A.length + buf.length);
+    all.set(delta);
+    all.set(A, delta.length);
+    all.set(buf, delta.length + A.length);
     const want = await withFile(
-      both,
+      all,
       (p) => runPythonJson(COS_PY, [p, ...[L, D, N, stride, off].map(String)]),
     ) as number[];
-    const got = cosineSimOverD(dA, buf, [L, D, N], { xStride: stride, xOffset: off });
+    const got = new Float32Array(L * N);
+    withBuffers([delta, A, buf, got], ([dp, ap, xp, op]) => {
+      BE.discreteAInputSim({
+        delta: dp,
+        ldDelta: D,
+        A: ap,
+        x: offsetPtr(xp, off * 4),
+        ldx: stride,
+        len: L,
+        d: D,
+        n: N,
+        eps: 1e-8,
+        out: op,
+      });
+      BE.download(got, op);
+    });
     assertClose(got, want, "cos", 1e-5, 1e-6);
     for (let n = 0; n < N; n++) assert.equal(got[2 * N + n], 0);
-    assert.throws(() => cosineSimOverD(dA, buf.subarray(0, 10), [L, D, N]), RangeError);
   },
 });

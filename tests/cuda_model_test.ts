@@ -6,6 +6,11 @@
 import assert from "node:assert/strict";
 import { loadModel, type Model } from "../mod.ts";
 import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
+import {
+  extractDiscreteA,
+  extractInputSimilarity,
+  extractModuleOutputs,
+} from "../src/analysis/extract.ts";
 import { openCheckpoint } from "../src/checkpoint/mod.ts";
 import { maxRelError } from "./helpers/compare.ts";
 
@@ -117,6 +122,78 @@ Deno.test({
       let mismatched = 0;
       for (let i = 0; i < a.ranks.length; i++) if (a.ranks[i] !== b.ranks[i]) mismatched++;
       assert.ok(mismatched <= 1, `${mismatched} ranks differ`); // ties within rounding only
+    } finally {
+      cpu.close();
+      gpu.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cuda extractions (discrete-A, every reduction; input similarity; module outputs) equal the CPU's",
+  ignore,
+  async fn() {
+    // chunk 50 over 200 bytes: 4 chunks, so reductions across positions carry between chunks
+    const [cpu, gpu] = await pair("fp32", true, 50);
+    try {
+      const cases: [string | null, number | null][] = [
+        [null, null],
+        ["fro", null],
+        ["nuc", null],
+        ...(["mean", "min", "max", "norm"] as const).flatMap((
+          r,
+        ) => [null, 0, 1, -1].map((d) => [r, d] as [string, number | null])),
+      ];
+      for (const [reduction, dim] of cases) {
+        const opts = {
+          reduction: reduction as "mean" | null,
+          reductionDim: dim,
+          indices: true,
+          logProbs: true,
+          layers: [0, 2],
+        };
+        const a = await extractDiscreteA(cpu.lm, TEXT, opts);
+        const b = await extractDiscreteA(gpu.lm, TEXT, opts);
+        for (const l of [0, 2]) {
+          // dt_proj differs by ~1e-6 between the backends; E = exp(softplus(dt) A) by |A| times
+          // that relatively
+          const e = maxRelError(
+            b.perLayer.get(l)!.data as Float32Array,
+            a.perLayer.get(l)!.data as Float32Array,
+          );
+          assert.ok(e < 1e-4, `${reduction} dim ${dim} layer ${l}: ${e}`);
+          const ia = a.indices?.get(l)?.data as BigInt64Array | undefined;
+          const ib = b.indices?.get(l)?.data as BigInt64Array | undefined;
+          assert.equal(!ia, !ib);
+          if (ia && ib) {
+            let differ = 0;
+            for (let i = 0; i < ia.length; i++) if (ia[i] !== ib[i]) differ++;
+            assert.ok(differ <= ia.length / 100, `${reduction} dim ${dim}: ${differ} indices`);
+          }
+        }
+        assert.ok(
+          maxRelError(b.logProbs!.data as Float32Array, a.logProbs!.data as Float32Array) < 1e-5,
+        );
+      }
+      const sa = await extractInputSimilarity(cpu.lm, TEXT, { layers: [1] });
+      const sb = await extractInputSimilarity(gpu.lm, TEXT, { layers: [1] });
+      const es = maxRelError(
+        sb.perLayer.get(1)!.data as Float32Array,
+        sa.perLayer.get(1)!.data as Float32Array,
+      );
+      assert.ok(es < 1e-4, `input similarity ${es}`);
+      const ma = await extractModuleOutputs(cpu.lm, TEXT, { modules: ["dt_proj", "in_proj"] });
+      const mb = await extractModuleOutputs(gpu.lm, TEXT, { modules: ["dt_proj", "in_proj"] });
+      for (const m of ["dt_proj", "in_proj"] as const) {
+        for (const l of [0, 1, 2]) {
+          const e = maxRelError(
+            mb.modules.get(m)!.get(l)!.data as Float32Array,
+            ma.modules.get(m)!.get(l)!.data as Float32Array,
+          );
+          assert.ok(e < 1e-5, `${m}.${l}: ${e}`);
+        }
+      }
     } finally {
       cpu.close();
       gpu.close();

@@ -4,7 +4,7 @@
  * Accuracy of the AVX-512 functions (measured against double-precision libm over the ranges the
  * kernels use; see csrc/tests/test_cpu.c):
  *   mbv_exp:      max relative error ~1.2e-7 (about 1 ulp) for x in [-87, 88]; x < -103.9 gives 0
- *                 (no NaN for very negative or -inf arguments), x > 88.7 gives +inf.
+ *                 (no NaN for very negative or -inf arguments), x > 88.7 gives +inf, NaN gives NaN.
  *                 Cephes' expf: x = n ln2 + r, |r| <= ln2/2, degree-5 polynomial, 2^n by scalef.
  *   mbv_log:      max relative error ~1.5e-7 for x in (0, inf) (Cephes' logf polynomial).
  *   mbv_softplus: torch's softplus (threshold 20): x > 20 ? x : log1p(exp(x)); log1p by the
@@ -39,7 +39,10 @@ static inline float mbs_silu(float x) { return x / (1.0f + expf(-x)); }
 static inline __m512 mbv_exp(__m512 x) {
   const __m512 hi = _mm512_set1_ps(88.72283935546875f);
   const __m512 lo = _mm512_set1_ps(-103.97208f);
-  x = _mm512_max_ps(_mm512_min_ps(x, hi), lo); /* also maps -inf to lo (-> 0) */
+  /* also maps -inf to lo (-> 0); the clamp constants come first so that a NaN x passes through
+   * (vminps/vmaxps return their second operand when either is NaN) */
+  x = _mm512_max_ps(lo, _mm512_min_ps(hi, x));
+  const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LE_OQ); /* exp(lo) would round to 2^-147 */
   __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -52,7 +55,7 @@ static inline __m512 mbv_exp(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
   __m512 r2 = _mm512_mul_ps(r, r);
   p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
+  return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(p, n));
 }
 
 /** Natural log for x > 0 (x == 0 gives -inf-ish garbage; callers pass x >= 1). */
@@ -79,7 +82,7 @@ static inline __m512 mbv_log(__m512 x) {
 }
 
 static inline __m512 mbv_softplus(__m512 x) {
-  __m512 ex = mbv_exp(_mm512_min_ps(x, _mm512_set1_ps(20.0f)));
+  __m512 ex = mbv_exp(_mm512_min_ps(_mm512_set1_ps(20.0f), x)); /* NaN passes (see mbv_exp) */
   __m512 u = _mm512_add_ps(ex, _mm512_set1_ps(1.0f));
   __m512 um1 = _mm512_sub_ps(u, _mm512_set1_ps(1.0f));
   __mmask16 tiny = _mm512_cmp_ps_mask(um1, _mm512_setzero_ps(), _CMP_EQ_OQ);

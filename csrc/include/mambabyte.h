@@ -48,6 +48,15 @@ extern "C" {
 #define MB_NORM_LAYER 0 /* LayerNorm with weight and (optional) bias: MambaByte */
 #define MB_NORM_RMS 1   /* RMSNorm with weight: mamba_ssm, transformers */
 
+/* Reductions of discrete-A (mb_discrete_a). */
+#define MB_REDUCE_NONE 0 /* no reduction: the whole (len, d, n) tensor */
+#define MB_REDUCE_MEAN 1
+#define MB_REDUCE_MIN 2
+#define MB_REDUCE_MAX 3
+#define MB_REDUCE_NORM 4 /* 2-norm: sqrt of the sum of squares */
+#define MB_REDUCE_FRO 5  /* Frobenius norm of each position's (d, n) matrix */
+#define MB_REDUCE_NUC 6  /* nuclear norm (sum of singular values) of each position's (d, n) matrix */
+
 /* Context flags (mb_ctx_set_flags). */
 #define MB_FLAG_ALLOW_TF32 1u    /* CUDA: fp32 GEMMs may use TF32 tensor cores */
 #define MB_FLAG_UNFUSED_STEPS 2u /* the fused decoding ops run as their two plain ops (A/B runs) */
@@ -189,6 +198,43 @@ int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float
  */
 int mb_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, const int32_t *targets,
                     float *out_logprob, int32_t *out_rank);
+
+/**
+ * discrete-A of a layer, reduced as it is made (the (len, d, n) tensor is written out only for
+ * MB_REDUCE_NONE):
+ *   E[t, c, s] = exp(softplus(delta[t * ld_delta + c]) * A[c * n + s])   (torch softplus, threshold 20)
+ * for len positions t, d channels c, n states s; delta is dt_proj's output (bias included), A is
+ * (d, n). reduction (MB_REDUCE_*) and dim (0, 1, 2, or -1 for all elements) as torch reduces E:
+ *   NONE            out (len, d, n); dim ignored.
+ *   FRO, NUC        out (len): each position's matrix norm (dim ignored). NUC: the square roots of
+ *                   the eigenvalues of the (n, n) Gram matrix E[t]^T E[t], accumulated in float64,
+ *                   summed (Jacobi eigenvalues in float64).
+ *   MEAN, MIN, MAX, NORM over dim 1 -> out (len, n), over dim 2 -> out (len, d): per position.
+ *   ... over dim 0 -> out (d, n), over dim -1 -> out (1): across positions, carried across calls:
+ *                   pos0 is the position of delta's first row in the sequence; pos0 == 0 starts a
+ *                   new reduction, pos0 > 0 continues the previous call's (same out, out_idx, acc),
+ *                   and after every call out holds the reduction of positions [0, pos0 + len).
+ *                   MEAN and NORM keep float64 sums in acc (d * n doubles for dim 0, 1 for -1;
+ *                   required); acc is not read otherwise (may be NULL).
+ * Sums (mean, norm, fro, the Gram matrix) accumulate in float64. MIN and MAX propagate NaN (a NaN
+ * wins and stays); out_idx (int64, out's shape; may be NULL), for MIN and MAX over dim 0, 1 or 2,
+ * receives torch's indices along dim (the first on ties, the first NaN), over dim 0 counted from
+ * the sequence's start (pos0 + t); it is not written otherwise. d >= 1 and n >= 1.
+ */
+int mb_discrete_a(mb_ctx *ctx, const float *delta, int64_t ld_delta, const float *A, int64_t len,
+                  int64_t d, int64_t n, int reduction, int dim, int64_t pos0, double *acc,
+                  float *out, int64_t *out_idx);
+
+/**
+ * Cosine similarity over the d channels between each state column of discrete-A (E of
+ * mb_discrete_a) and the mixer input x, as torch's cosine_similarity(E, x[..., None], dim=-2, eps):
+ *   out[t * n + s] = sum_c E[t,c,s] x[t,c] / (max(||E[t,:,s]||, eps) * max(||x[t,:]||, eps))
+ * for len positions (out (len, n)); x row t at x + t * ldx (x inside in_proj's output: ldx = 2 d).
+ * Dot products and norms accumulate in float64. d >= 1 and n >= 1.
+ */
+int mb_discrete_a_input_sim(mb_ctx *ctx, const float *delta, int64_t ld_delta, const float *A,
+                            const float *x, int64_t ldx, int64_t len, int64_t d, int64_t n,
+                            float eps, float *out);
 
 /**
  * Draws one id per row of logits (batch, v) as mamba_ssm's sample():

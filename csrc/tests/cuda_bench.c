@@ -11,6 +11,8 @@
  *          out_proj], final norm, lm_head (tied), sample) captured in one graph and replayed:
  *          bytes/s and the weight-bandwidth roofline ratio; "unfus": the 7-op layer of v2
  *   forward 8192 positions, batch 1, bf16 weights and fp32 weights with TF32: milliseconds
+ *   discrete_a one 2048-position chunk of one layer (d_inner 3584, d_state 16) per reduction:
+ *          microseconds per call, and x 48 layers x 4 chunks (a PG19 sample's 7,850 bytes)
  * The table is printed last. Times: wall clock around synchronised batches; median of repeats.
  *
  *   cuda_bench [--quick]
@@ -442,6 +444,42 @@ static void scan_variants(model *m, int64_t len) {
   acts_free(&a);
 }
 
+/* mb_discrete_a on one forward chunk of one 972M layer, per reduction. */
+static void discrete_a_bench(void) {
+  const int64_t len = 2048, d = DI, n = 16;
+  float *delta = fconst((size_t)(len * d), -3.0f), *A = fconst((size_t)(d * n), -4.0f);
+  float *x = fconst((size_t)(len * 2 * d), 0.5f), *out = fbuf((size_t)(len * d * n));
+  void *acc, *idx;
+  MBX(mb_alloc(G, (size_t)(d * n) * 8, &acc));
+  MBX(mb_alloc(G, (size_t)(len * d) * 8, &idx));
+  struct { const char *name; int red, dim; } cs[] = {
+      {"fro", MB_REDUCE_FRO, 0},    {"nuc", MB_REDUCE_NUC, 0},   {"mean/0", MB_REDUCE_MEAN, 0},
+      {"max/0", MB_REDUCE_MAX, 0},  {"norm/1", MB_REDUCE_NORM, 1}, {"min/1", MB_REDUCE_MIN, 1},
+      {"mean/2", MB_REDUCE_MEAN, 2}, {"max/2", MB_REDUCE_MAX, 2}, {"mean/-1", MB_REDUCE_MEAN, -1},
+      {"none", MB_REDUCE_NONE, 0},  {"input_sim", -1, 0}};
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    double t[5];
+    for (int r = -1; r < 5; r++) {
+      MBX(mb_ctx_synchronize(G));
+      double t0 = now();
+      for (int k = 0; k < 10; k++) {
+        if (cs[i].red < 0)
+          MBX(mb_discrete_a_input_sim(G, delta, d, A, x, 2 * d, len, d, n, 1e-8f, out));
+        else
+          MBX(mb_discrete_a(G, delta, d, A, len, d, n, cs[i].red, cs[i].dim, 0, (double *)acc,
+                            out, (int64_t *)idx));
+      }
+      MBX(mb_ctx_synchronize(G));
+      if (r >= 0) t[r] = (now() - t0) / 10;
+    }
+    const double us = median(t, 5) * 1e6;
+    ROW("discrete_a %-9s 2048x3584x16 %8.1f us/call  x 48 layers x 4 chunks %7.2f ms",
+        cs[i].name, us, us * 192 / 1e3);
+  }
+  void *all[] = {delta, A, x, out, acc, idx};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) MBX(mb_free(G, all[i]));
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   int count = 0;
@@ -510,6 +548,7 @@ int main(int argc, char **argv) {
     if (!quick) forward_bench(&m, 8192, "f32");
     model_free(&m);
   }
+  discrete_a_bench();
   MBX(mb_ctx_destroy(G));
   printf("\n==== cuda_bench (targets: decode b1 bf16 >= 1700 B/s, b1 f32 >= 900, b64 bf16 >= "
          "50000; forward 8192 bf16 <= 30 ms, tf32 <= 60 ms) ====\n");

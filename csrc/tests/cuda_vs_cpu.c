@@ -7,7 +7,8 @@
  * may differ only on rows where the CPU's draw lies within 1e-4 of a bucket edge (near ties).
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  *
- *   cuda_vs_cpu [--small]      (--small: the sizes used under compute-sanitizer)
+ *   cuda_vs_cpu [--small] [--only discrete_a]
+ *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
  */
 #include <math.h>
@@ -19,7 +20,7 @@
 #include "mambabyte.h"
 
 static mb_ctx *CPU, *GPU;
-static int g_fail = 0, g_cases = 0, g_small = 0;
+static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0;
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 #define MBX(call)                                                                                 \
@@ -514,6 +515,134 @@ static void t_sample(void) {
   }
 }
 
+/* mb_discrete_a / mb_discrete_a_input_sim: every reduction and dim, fed in chunks (positions
+ * carried across calls), GPU vs CPU. Values: relative error over the whole output <= 1e-5 (both
+ * sum in float64; E differs by expf's rounding, ~2 ulp). Indices (min / max over dim 0, 1, 2):
+ * equal, except where the two picked elements are within 1e-6 of each other in float64 (a near tie
+ * that the two exps may order differently). */
+static double da_e(const float *delta, int64_t ld, const float *A, int64_t n, int64_t t, int64_t c,
+                   int64_t s) {
+  double x = delta[t * ld + c];
+  double sp = x > 20 ? x : log1p(exp(x));
+  return exp(sp * (double)A[c * n + s]);
+}
+
+static void t_discrete_a(void) {
+  struct { int64_t len, d, n, pad; int initA; } cs[] = {
+      {7, 37, 16, 3, 0}, {300, 101, 16, 1, 1}, {5, 19, 5, 0, 0},      {4, 33, 17, 2, 0},
+      {3, 40, 64, 0, 1}, {2, 9, 70, 1, 0},     {2048, 3584, 16, 0, 1}, /* a 972M chunk */
+  };
+  const int reds[] = {MB_REDUCE_NONE, MB_REDUCE_FRO, MB_REDUCE_NUC, MB_REDUCE_MEAN,
+                      MB_REDUCE_MIN,  MB_REDUCE_MAX, MB_REDUCE_NORM};
+  const char *names[] = {"none", "mean", "min", "max", "norm", "fro", "nuc"};
+  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+    const int64_t len = cs[ci].len, d = cs[ci].d, n = cs[ci].n, ld = d + cs[ci].pad;
+    if (g_small && len * d > 100000) continue;
+    float *hd = hrand(len * ld, -7, 3), *ha = hrand(d * n, 0, 1);
+    for (int64_t i = 0; i < d * n; i++)
+      ha[i] = cs[ci].initA ? -(float)(i % n + 1) : -expf(logf(16.0f) * ha[i]);
+    if (ci == 0) { /* a NaN row and a NaN state: min / max must agree on NaN and its index */
+      hd[2 * ld + 5] = NAN;
+      ha[7 * n + 3] = NAN;
+    }
+    pair D = pf(hd, len * ld), A = pf(ha, d * n);
+    int64_t parts[4] = {1, 0, len - 3, 2};
+    int np = len >= 3 ? 4 : 1;
+    if (len < 3) parts[0] = len;
+    for (size_t ri = 0; ri < sizeof reds / sizeof reds[0]; ri++) {
+      const int red = reds[ri];
+      const int per_dim = red >= MB_REDUCE_MEAN && red <= MB_REDUCE_NORM;
+      const int ndims = per_dim ? 4 : 1;
+      for (int di = 0; di < ndims; di++) {
+        const int dim = per_dim ? di - 1 : 0; /* -1, 0, 1, 2 */
+        if (red == MB_REDUCE_NONE && len * d * n > 4000000) continue;
+        int64_t size, width;
+        if (red == MB_REDUCE_NONE) size = len * d * n, width = d * n;
+        else if (!per_dim) size = len, width = 1;
+        else if (dim == -1) size = 1, width = 0;
+        else if (dim == 0) size = d * n, width = 0;
+        else if (dim == 1) size = len * n, width = n;
+        else size = len * d, width = d;
+        const int minmax = red == MB_REDUCE_MIN || red == MB_REDUCE_MAX;
+        const int with_idx = minmax && per_dim && dim >= 0;
+        pair O = pf(NULL, size), I = pnew(NULL, (size_t)size * 8), AC = pnew(NULL, (size_t)(d * n) * 8);
+        int64_t pos = 0;
+        for (int k = 0; k < np; k++) {
+          const int64_t m = parts[k];
+          for (int g = 0; g < 2; g++) {
+            mb_ctx *ctx = g ? GPU : CPU;
+            const float *dp = (const float *)(g ? D.g : D.c) + pos * ld;
+            float *op = (float *)(g ? O.g : O.c) + (width ? pos * width : 0);
+            int64_t *ip = (int64_t *)(g ? I.g : I.c) + (width ? pos * width : 0);
+            MBX(mb_discrete_a(ctx, dp, ld, g ? G(A) : C(A), m, d, n, red, dim, pos,
+                              (double *)(g ? AC.g : AC.c), op, with_idx ? ip : NULL));
+          }
+          pos += m;
+        }
+        char cfg[96];
+        snprintf(cfg, sizeof cfg, "len=%lld d=%lld n=%lld %s dim=%d%s", (long long)len,
+                 (long long)d, (long long)n, names[red], dim, cs[ci].initA ? " A=-(1..n)" : "");
+        /* NaN positions (case 0) make the norm-wise error NaN: compare the finite part */
+        float *oc = (float *)malloc((size_t)size * 4), *og = (float *)malloc((size_t)size * 4);
+        MBX(mb_ctx_synchronize(GPU));
+        MBX(mb_memcpy_d2h(CPU, oc, O.c, (size_t)size * 4));
+        MBX(mb_memcpy_d2h(GPU, og, O.g, (size_t)size * 4));
+        double num = 0, den = 0;
+        int nanbad = 0;
+        for (int64_t i = 0; i < size; i++) {
+          if (isnan(oc[i]) || isnan(og[i])) {
+            nanbad += isnan(oc[i]) != isnan(og[i]);
+            continue;
+          }
+          num += ((double)og[i] - oc[i]) * ((double)og[i] - oc[i]);
+          den += (double)oc[i] * oc[i];
+        }
+        double err = nanbad ? INFINITY : (den > 0 ? sqrt(num / den) : sqrt(num));
+        check("discrete_a", cfg, "out", err, 1e-5);
+        if (with_idx) {
+          int64_t *ic = (int64_t *)malloc((size_t)size * 8), *ig = (int64_t *)malloc((size_t)size * 8);
+          MBX(mb_memcpy_d2h(CPU, ic, I.c, (size_t)size * 8));
+          MBX(mb_memcpy_d2h(GPU, ig, I.g, (size_t)size * 8));
+          int64_t hard = 0, ties = 0;
+          for (int64_t i = 0; i < size; i++) {
+            if (ic[i] == ig[i]) continue;
+            /* the two picked elements, in float64 */
+            int64_t t1, c1, s1, t2, c2, s2;
+            if (dim == 0) t1 = ic[i], t2 = ig[i], c1 = c2 = i / n, s1 = s2 = i % n;
+            else if (dim == 1) c1 = ic[i], c2 = ig[i], t1 = t2 = i / n, s1 = s2 = i % n;
+            else s1 = ic[i], s2 = ig[i], t1 = t2 = i / d, c1 = c2 = i % d;
+            int ok = ig[i] >= 0 && ig[i] < (dim == 0 ? len : dim == 1 ? d : n);
+            if (ok) {
+              double e1 = da_e(hd, ld, ha, n, t1, c1, s1), e2 = da_e(hd, ld, ha, n, t2, c2, s2);
+              ok = fabs(e1 - e2) <= 1e-6 * fabs(e1);
+            }
+            if (ok) ties++;
+            else hard++;
+          }
+          char what[32];
+          snprintf(what, sizeof what, "idx(%lld tie)", (long long)ties);
+          check("discrete_a", cfg, what, (double)hard, 0);
+          free(ic), free(ig);
+        }
+        free(oc), free(og);
+        pfree(&O), pfree(&I), pfree(&AC);
+      }
+    }
+    /* input similarity, x inside a wider buffer (ldx = 2 d + 1) */
+    const int64_t ldx = 2 * d + 1;
+    pair X = prand(len * ldx, -1, 1), S = pf(NULL, len * n);
+    MBX(mb_discrete_a_input_sim(CPU, C(D), ld, C(A), C(X), ldx, len, d, n, 1e-8f, C(S)));
+    MBX(mb_discrete_a_input_sim(GPU, G(D), ld, G(A), G(X), ldx, len, d, n, 1e-8f, G(S)));
+    if (ci != 0) { /* case 0 holds NaNs */
+      char cfg[96];
+      snprintf(cfg, sizeof cfg, "len=%lld d=%lld n=%lld", (long long)len, (long long)d,
+               (long long)n);
+      check("discrete_a_sim", cfg, "out", rel_all(&S), 1e-5);
+    }
+    pfree(&X), pfree(&S), pfree(&D), pfree(&A), free(hd), free(ha);
+  }
+}
+
 /* A decode-like step on the GPU: norm -> linear (bf16 GEMV) -> conv (len 1, state) -> linear
  * (x_proj, f32) -> state update -> linear (head) -> sample. Captured once, replayed twice, and
  * compared with the same ops run directly twice from the same starting buffers. */
@@ -659,8 +788,11 @@ static void t_misc(void) {
 
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* a FATAL on stderr lands after the last case that ran */
-  for (int i = 1; i < argc; i++)
+  for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--small")) g_small = 1;
+    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "discrete_a"))
+      g_only_da = 1;
+  }
   int count = 0;
   if (!mb_has_cuda()) {
     printf("SKIP: library built without CUDA\n");
@@ -677,6 +809,13 @@ int main(int argc, char **argv) {
   MBX(mb_ctx_info(GPU, info, sizeof info));
   printf("gpu: %s\n", info);
   printf("%-16s %-44s %-10s %10s %8s\n", "op", "case", "output", "rel.err", "tol");
+  if (g_only_da) {
+    t_discrete_a();
+    MBX(mb_ctx_destroy(GPU));
+    MBX(mb_ctx_destroy(CPU));
+    printf("cuda_vs_cpu (discrete_a only): %d cases, %d failed\n", g_cases, g_fail);
+    return g_fail ? 1 : 0;
+  }
   t_embedding();
   t_add_norm();
   t_linear();
@@ -695,6 +834,7 @@ int main(int argc, char **argv) {
   t_ssu_dt();
   t_linear_conv();
   t_softmax_rank();
+  t_discrete_a();
   t_sample();
   t_graph(0);
   t_graph(1);

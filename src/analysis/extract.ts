@@ -10,14 +10,14 @@ import { MambaByteError } from "../errors.ts";
 import type { HostTensor } from "../io/tensor.ts";
 import { availableHostBytes, ensureMemory } from "../model/memory.ts";
 import {
+  type ForwardChunksOptions,
   layerIndices,
   type MambaByteLM,
   TAP_NAMES,
-  type TapChunk,
   type TapName,
   tapWidth,
 } from "../model/model.ts";
-import { DiscreteAReducer, InputSimilarity, reducedShape } from "./discrete_a.ts";
+import { DiscreteAExtraction, InputSimilarityExtraction, reducedShape } from "./discrete_a.ts";
 import type { Reduction } from "./reductions.ts";
 import { applyNonlinearity, type Nonlinearity } from "./nonlinearity.ts";
 
@@ -64,14 +64,18 @@ export function ensureFits(bytes: number, what: string, limit?: number): void {
   );
 }
 
-/** Runs one pass: taps go to `onTap`, scores are collected when asked. */
+/**
+ * Runs one pass over `bytes`: the taps of `layers` go to `onDeviceTap` (in backend memory, right
+ * after each layer), `onChunkDone` runs after each chunk, and log-probabilities and ranks are
+ * collected on the backend when asked.
+ */
 async function pass(
   lm: MambaByteLM,
   bytes: Uint8Array,
   taps: TapName[],
   layers: number[],
   common: ExtractCommon,
-  onTap: (c: TapChunk) => void,
+  hooks: Pick<ForwardChunksOptions, "onDeviceTap" | "onChunkDone">,
 ): Promise<{ logProbs?: HostTensor; ranks?: HostTensor }> {
   const wantScores = !!(common.logProbs || common.ranks);
   const n = Math.max(0, bytes.length - 1);
@@ -82,7 +86,7 @@ async function pass(
     const state = await lm.forwardChunks(bytes, {
       taps,
       layers,
-      onTap,
+      ...hooks,
       skipHead: !wantScores,
       onDeviceLogits: collector?.onDeviceLogits,
       onProgress: common.onProgress,
@@ -99,7 +103,10 @@ async function pass(
   return out;
 }
 
-/** Module outputs (L, features) of each module in each layer, with a nonlinearity applied. */
+/**
+ * Module outputs (L, features) of each module in each layer, with a nonlinearity applied. Each
+ * layer's chunk is downloaded straight into its place in the result.
+ */
 export async function extractModuleOutputs(
   lm: MambaByteLM,
   bytes: Uint8Array,
@@ -122,14 +129,21 @@ export async function extractModuleOutputs(
     result.set(m, perLayer);
   }
   const nl: Nonlinearity = options.nonlinearity ?? "linear";
-  const scores = await pass(lm, bytes, modules, layers, options, (c) => {
-    const data = applyNonlinearity(nl, c.data, c.rows, c.cols);
-    (result.get(c.tap)!.get(c.layer)!.data as Float32Array).set(data, c.start * c.cols);
+  const scores = await pass(lm, bytes, modules, layers, options, {
+    onDeviceTap: (t) => {
+      const all = result.get(t.tap)!.get(t.layer)!.data as Float32Array;
+      const dst = all.subarray(t.start * t.cols, (t.start + t.rows) * t.cols);
+      lm.backend.download(dst, t.ptr);
+      if (nl !== "linear") applyNonlinearity(nl, dst, t.rows, t.cols, dst);
+    },
   });
   return { modules: result, ...scores };
 }
 
-/** discrete_A = exp(softplus(dt_proj) ⊗ A) per layer, reduced as torch would. */
+/**
+ * discrete_A = exp(softplus(dt_proj) ⊗ A) per layer, reduced as torch would, computed on the
+ * model's backend from dt_proj's output as the forward produces it (mb_discrete_a).
+ */
 export async function extractDiscreteA(
   lm: MambaByteLM,
   bytes: Uint8Array,
@@ -148,23 +162,17 @@ export async function extractDiscreteA(
   const shape = reducedShape([L, D, N], reduction, dim);
   const bytesNeeded = shape.reduce((a, b) => a * b, 1) * 4 * layers.length;
   ensureFits(bytesNeeded, "discrete_A for these layers", options.maxResultBytes);
-  const reducers = new Map<number, DiscreteAReducer>();
-  for (const l of layers) {
-    reducers.set(
-      l,
-      new DiscreteAReducer(L, lm.weights.hostA[l], D, N, reduction, dim, options.indices),
-    );
+  const ex = new DiscreteAExtraction(lm, layers, L, reduction, dim, options.indices);
+  try {
+    const scores = await pass(lm, bytes, ["dt_proj"], layers, options, {
+      onDeviceTap: (t) => ex.push(t.layer, t.ptr, t.ld, t.start, t.rows),
+      onChunkDone: () => ex.flush(),
+    });
+    const { values, indices } = ex.results();
+    return { perLayer: values, ...(indices.size ? { indices } : {}), ...scores };
+  } finally {
+    ex.free();
   }
-  const scores = await pass(lm, bytes, ["dt_proj"], layers, options, (c) => {
-    reducers.get(c.layer)!.push(c.data, c.rows);
-  });
-  const perLayer = new Map<number, HostTensor>();
-  const indices = new Map<number, HostTensor>();
-  for (const [l, r] of reducers) {
-    perLayer.set(l, r.result());
-    if (r.indices) indices.set(l, r.indices);
-  }
-  return { perLayer, ...(indices.size ? { indices } : {}), ...scores };
 }
 
 /** Cosine similarity over d_inner of discrete_A with the mixer input x: (L, d_state) per layer. */
@@ -174,23 +182,28 @@ export async function extractInputSimilarity(
   options: ExtractCommon,
 ): Promise<Extraction> {
   const layers = layerIndices(lm.dims.nLayer, options.layers);
-  const { dInner: D, dState: N } = lm.dims;
+  const N = lm.dims.dState;
   const L = bytes.length;
   ensureFits(L * N * 4 * layers.length, "input similarity", options.maxResultBytes);
-  const sims = new Map<number, InputSimilarity>();
-  for (const l of layers) sims.set(l, new InputSimilarity(L, lm.weights.hostA[l], D, N));
-  // in_proj and dt_proj of a layer arrive one after the other for each chunk.
-  const pendingX = new Map<number, TapChunk>();
-  const scores = await pass(lm, bytes, ["in_proj", "dt_proj"], layers, options, (c) => {
-    if (c.tap === "in_proj") {
-      pendingX.set(c.layer, c);
-      return;
-    }
-    const x = pendingX.get(c.layer)!;
-    sims.get(c.layer)!.push(c.data, x.data, c.rows, x.cols);
-    pendingX.delete(c.layer);
-  });
-  const perLayer = new Map<number, HostTensor>();
-  for (const [l, s] of sims) perLayer.set(l, s.result());
-  return { perLayer, ...scores };
+  const sim = new InputSimilarityExtraction(lm, layers, L);
+  try {
+    // in_proj and dt_proj of a layer arrive one after the other, before the next layer runs
+    let x: { layer: number; ptr: Deno.PointerValue; ld: number } | null = null;
+    const scores = await pass(lm, bytes, ["in_proj", "dt_proj"], layers, options, {
+      onDeviceTap: (t) => {
+        if (t.tap === "in_proj") {
+          x = { layer: t.layer, ptr: t.ptr, ld: t.ld };
+          return;
+        }
+        const xi = x!;
+        if (xi.layer !== t.layer) throw new Error("in_proj and dt_proj of different layers");
+        sim.push(t.layer, t.ptr, t.ld, xi.ptr, xi.ld, t.start, t.rows);
+        x = null;
+      },
+      onChunkDone: () => sim.flush(),
+    });
+    return { perLayer: sim.results(), ...scores };
+  } finally {
+    sim.free();
+  }
 }

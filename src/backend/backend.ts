@@ -13,6 +13,7 @@ import {
   native,
   NativeError,
   NormCode,
+  ReduceCode,
   Status,
 } from "../native/lib.ts";
 
@@ -30,6 +31,18 @@ const WDTYPE_CODE: Record<WeightDType, number> = { f32: DTypeCode.F32, bf16: DTy
 const NORM_CODE: Record<NormKindCode, number> = {
   layernorm: NormCode.LAYER,
   rmsnorm: NormCode.RMS,
+};
+
+/** Reductions of {@link Backend.discreteA}: "none" writes the whole (len, d, n) tensor. */
+export type DiscreteAReduction = "none" | "mean" | "min" | "max" | "norm" | "fro" | "nuc";
+const REDUCE_CODE: Record<DiscreteAReduction, number> = {
+  none: ReduceCode.NONE,
+  mean: ReduceCode.MEAN,
+  min: ReduceCode.MIN,
+  max: ReduceCode.MAX,
+  norm: ReduceCode.NORM,
+  fro: ReduceCode.FRO,
+  nuc: ReduceCode.NUC,
 };
 
 /** Context flag: fp32 GEMMs may use TF32 tensor cores (CUDA). */
@@ -510,6 +523,83 @@ export class Backend {
     check(
       this.#lib.mb_logprob_rank(this.#c, a.logits, I(a.n), I(a.v), a.targets, a.logprob, a.rank),
       "logprob_rank",
+    );
+  }
+
+  /**
+   * discrete-A of a layer, E = exp(softplus(delta) * A) over `len` positions (delta (len, d) with
+   * row stride `ldDelta`, A (d, n)), reduced as it is made (mb_discrete_a): "none" writes E
+   * (len, d, n); "fro" / "nuc" one matrix norm per position (len); mean / min / max / norm over
+   * `dim` 1 (len, n) or 2 (len, d), or across positions over `dim` 0 (d, n) or -1 (everything, 1
+   * value), carried across calls: `pos0` is delta's first position in the sequence (0 starts a new
+   * reduction) and mean / norm keep float64 sums in `acc` (d * n or 1 doubles). `outIdx` (int64,
+   * out's shape, or null) receives torch's indices of min / max over dim 0, 1 or 2.
+   */
+  discreteA(a: {
+    delta: Ptr;
+    ldDelta: number;
+    A: Ptr;
+    len: number;
+    d: number;
+    n: number;
+    reduction: DiscreteAReduction;
+    dim: number;
+    pos0: number;
+    acc: Ptr;
+    out: Ptr;
+    outIdx: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_discrete_a(
+        this.#c,
+        a.delta,
+        I(a.ldDelta),
+        a.A,
+        I(a.len),
+        I(a.d),
+        I(a.n),
+        REDUCE_CODE[a.reduction],
+        a.dim,
+        I(a.pos0),
+        a.acc,
+        a.out,
+        a.outIdx,
+      ),
+      "discrete_a",
+    );
+  }
+
+  /**
+   * Cosine similarity over d between each state column of discrete-A and the input x (row t at
+   * x + t * ldx), torch's cosine_similarity(E, x[..., None], dim=-2, eps): out (len, n).
+   */
+  discreteAInputSim(a: {
+    delta: Ptr;
+    ldDelta: number;
+    A: Ptr;
+    x: Ptr;
+    ldx: number;
+    len: number;
+    d: number;
+    n: number;
+    eps: number;
+    out: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_discrete_a_input_sim(
+        this.#c,
+        a.delta,
+        I(a.ldDelta),
+        a.A,
+        a.x,
+        I(a.ldx),
+        I(a.len),
+        I(a.d),
+        I(a.n),
+        a.eps,
+        a.out,
+      ),
+      "discrete_a_input_sim",
     );
   }
 

@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { Backend } from "../backend/backend.ts";
+import type { Backend, Ptr } from "../backend/backend.ts";
 import type { Tensor } from "../backend/tensor.ts";
 import type { ModelDims } from "../config/dims.ts";
 import { MambaByteError } from "../errors.ts";
@@ -77,6 +77,24 @@ export interface TapChunk {
   data: Float32Array;
 }
 
+/**
+ * A module output of one layer in backend memory (a view into the forward's workspace): rows
+ * [start, start + rows) of the layer's (L, cols) output, row r at `ptr + r * ld` floats. For ops
+ * that consume it where the model runs, so nothing crosses to the host.
+ */
+export interface DeviceTap {
+  layer: number;
+  tap: TapName;
+  /** First position of the chunk. */
+  start: number;
+  rows: number;
+  cols: number;
+  /** The first row, in backend memory. */
+  ptr: Ptr;
+  /** Row stride in floats. */
+  ld: number;
+}
+
 /** Options of {@link MambaByteLM.forwardChunks}. */
 export interface ForwardChunksOptions {
   /** Modules to tap (default none). */
@@ -85,6 +103,15 @@ export interface ForwardChunksOptions {
   layers?: readonly number[];
   /** Receives every tapped chunk, in position order per layer. */
   onTap?: (chunk: TapChunk) => void | Promise<void>;
+  /**
+   * Receives every tapped chunk in backend memory, right after its layer ran and in `taps` order
+   * (all taps of a layer before the next layer runs). The view is valid until the forward moves
+   * on to the next layer: enqueue backend ops on it (they run before the workspace is written
+   * again), or download it, but do not keep it.
+   */
+  onDeviceTap?: (tap: DeviceTap) => void;
+  /** Called after each chunk (its layers, taps and head), before the next chunk. */
+  onChunkDone?: (start: number, rows: number) => void | Promise<void>;
   /** Receives the logits of every chunk (rows, 256). */
   onLogits?: (start: number, logits: Float32Array) => void | Promise<void>;
   /** Called with the device logits tensor of each chunk (rows valid) before the next chunk. */
@@ -410,7 +437,8 @@ export class MambaByteLM {
     const state = options.state ?? this.newState(1);
     const L = bytes.length;
     const ids = new Int32Array(ws.rows);
-    const wantTaps = taps.length > 0 && options.onTap !== undefined;
+    const wantTaps = taps.length > 0 &&
+      (options.onTap !== undefined || options.onDeviceTap !== undefined);
     for (let start = 0; start < L; start += ws.rows) {
       const rows = Math.min(ws.rows, L - start);
       for (let t = 0; t < rows; t++) ids[t] = bytes[start + t];
@@ -421,7 +449,10 @@ export class MambaByteLM {
       const afterLayer = wantTaps
         ? (i: number) => {
           if (!layerSet.has(i)) return;
-          for (const tap of taps) pending.push(this.#readTap(ws, tap, i, start, rows));
+          for (const tap of taps) {
+            if (options.onDeviceTap) options.onDeviceTap(this.#deviceTap(ws, tap, i, start, rows));
+            if (options.onTap) pending.push(this.#readTap(ws, tap, i, start, rows));
+          }
         }
         : undefined;
       // A one-position chunk is a decoding step (as mamba_simple's forward hands a single cached
@@ -442,6 +473,7 @@ export class MambaByteLM {
           await options.onLogits(start, out);
         }
       }
+      if (options.onChunkDone) await options.onChunkDone(start, rows);
       options.onProgress?.(start + rows, L);
     }
     return state;
@@ -451,9 +483,9 @@ export class MambaByteLM {
     return new Set(layerIndices(this.dims.nLayer, layers));
   }
 
-  #readTap(ws: Workspace, tap: TapName, layer: number, start: number, rows: number): TapChunk {
-    const cols = tapWidth(tap, this.dims);
-    const src = {
+  /** The workspace buffer that holds a tap's output after its layer (rows of tapWidth floats). */
+  #tapSource(ws: Workspace, tap: TapName): Tensor {
+    return {
       norm: ws.normed,
       in_proj: ws.xz,
       conv1d: ws.convPre,
@@ -462,8 +494,17 @@ export class MambaByteLM {
       out_proj: ws.hidden,
       mixer: ws.hidden,
     }[tap];
+  }
+
+  #deviceTap(ws: Workspace, tap: TapName, layer: number, start: number, rows: number): DeviceTap {
+    const cols = tapWidth(tap, this.dims);
+    return { layer, tap, start, rows, cols, ptr: this.#tapSource(ws, tap).ptr, ld: cols };
+  }
+
+  #readTap(ws: Workspace, tap: TapName, layer: number, start: number, rows: number): TapChunk {
+    const cols = tapWidth(tap, this.dims);
     const data = new Float32Array(rows * cols);
-    this.backend.download(data, src.ptr);
+    this.backend.download(data, this.#tapSource(ws, tap).ptr);
     return { layer, tap, start, rows, cols, data };
   }
 

@@ -168,6 +168,40 @@ export const SYMBOLS = {
     parameters: ["pointer", "pointer", "i64", "i64", "pointer", "pointer", "pointer"],
     result: "i32",
   },
+  mb_discrete_a: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // delta
+      "i64", // ld_delta
+      "pointer", // A
+      "i64", // len
+      "i64", // d
+      "i64", // n
+      "i32", // reduction
+      "i32", // dim
+      "i64", // pos0
+      "pointer", // acc
+      "pointer", // out
+      "pointer", // out_idx
+    ],
+    result: "i32",
+  },
+  mb_discrete_a_input_sim: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // delta
+      "i64", // ld_delta
+      "pointer", // A
+      "pointer", // x
+      "i64", // ldx
+      "i64", // len
+      "i64", // d
+      "i64", // n
+      "f32", // eps
+      "pointer", // out
+    ],
+    result: "i32",
+  },
   mb_sample: {
     parameters: [
       "pointer", // ctx
@@ -219,6 +253,17 @@ export const DTypeCode = { F32: 0, BF16: 1 } as const;
 
 /** Norm kinds of mb_add_norm (MB_NORM_*). */
 export const NormCode = { LAYER: 0, RMS: 1 } as const;
+
+/** Reductions of mb_discrete_a (MB_REDUCE_*). */
+export const ReduceCode = {
+  NONE: 0,
+  MEAN: 1,
+  MIN: 2,
+  MAX: 3,
+  NORM: 4,
+  FRO: 5,
+  NUC: 6,
+} as const;
 
 /** Context flags of mb_ctx_set_flags (MB_FLAG_*). */
 export const Flag = {

@@ -1,0 +1,604 @@
+/*
+ * discrete_a.cu — the CUDA twins of csrc/cpu/discrete_a.c: discrete-A of a layer,
+ * E[t, c, s] = exp(softplus(delta[t, c]) * A[c, s]), reduced as it is made (mb_discrete_a), and its
+ * cosine similarity with the input (mb_discrete_a_input_sim). E lives only in registers and shared
+ * memory unless MB_REDUCE_NONE asks for it. Sums accumulate in float64 (the H200 runs float64 FMAs
+ * at half the float32 rate; the exps dominate anyway), as on the CPU, so the two backends differ
+ * only by expf's rounding (CUDA's expf: <= 2 ulp) and the order of float64 additions.
+ *
+ * Kernels (each op only enqueues on the context's stream; partials go to the context's scratch):
+ *   NONE                one thread per element (coalesced stores of the (len, d, n) tensor).
+ *   dim 2               one thread per (t, c): its n states in a loop.
+ *   FRO, dim 1, sim     one block per position: threads over channels, float64 partials, then a
+ *                       block reduction (min / max with index: ties to the lower index, NaN first,
+ *                       an order-free rule, so the result does not depend on the reduction tree).
+ *   dim 0               threads over (c, s) x splits of the positions (partials in scratch), then
+ *                       one thread per (c, s) merges the splits in order with the carried result.
+ *   dim -1              one partial per block of (t, c) rows, then one block merges them in a
+ *                       fixed order with the carried result (acc / out).
+ *   NUC                 one block per position accumulates the (n, n) Gram matrix in float64
+ *                       from tiles of E in shared memory into scratch; then one thread per
+ *                       position runs the CPU's cyclic Jacobi (float64) on it in place.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#include "cuda_internal.cuh"
+
+#define DA_THREADS 256
+#define DA_WARPS (DA_THREADS / 32)
+
+__device__ __forceinline__ float da_softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+
+/* Does x replace the running best b (torch's rule, as the CPU's better())? */
+__device__ __forceinline__ bool da_better(bool is_max, float x, float b) {
+  if (isnan(b)) return false;
+  if (isnan(x)) return true;
+  return is_max ? x > b : x < b;
+}
+
+/* Order-free merge of (v, i) with (v2, i2) for min / max with indices: a NaN beats a number, ties
+ * go to the lower index; i < 0 marks "no value yet". */
+__device__ __forceinline__ void da_merge(bool is_max, float &v, long long &i, float v2,
+                                         long long i2) {
+  if (i2 < 0) return;
+  bool take;
+  if (i < 0) {
+    take = true;
+  } else {
+    const bool n1 = isnan(v), n2 = isnan(v2);
+    if (n1 || n2)
+      take = n2 && (!n1 || i2 < i);
+    else if (v2 == v)
+      take = i2 < i;
+    else
+      take = is_max ? v2 > v : v2 < v;
+  }
+  if (take) v = v2, i = i2;
+}
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+/* Sum over the block of K values per thread; the result in v[] of thread 0 (and every thread of
+ * warp 0). red: DA_WARPS * K doubles of shared memory. */
+template <int K>
+__device__ void block_sum_d(double (&v)[K], double *red) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+#pragma unroll
+  for (int k = 0; k < K; k++) v[k] = warp_sum_d(v[k]);
+  __syncthreads();
+  if (lane == 0)
+#pragma unroll
+    for (int k = 0; k < K; k++) red[wid * K + k] = v[k];
+  __syncthreads();
+  if (wid == 0)
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+      double x = lane < DA_WARPS ? red[lane * K + k] : 0.0;
+      v[k] = warp_sum_d(x);
+    }
+}
+
+/* ---- NONE: one thread per element ------------------------------------------------------------ */
+
+__global__ void k_da_none(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
+                          int64_t len, int64_t d, int64_t n, float *__restrict__ out) {
+  MB_PDL_ENTRY();
+  const int64_t total = len * d * n;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t row = i / n, s = i - row * n, t = row / d, c = row - t * d;
+    out[i] = expf(da_softplus(delta[t * ld + c]) * A[c * n + s]);
+  }
+}
+
+/* ---- dim 2: one thread per (t, c) ------------------------------------------------------------- */
+
+__global__ void k_da_dim2(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
+                          int64_t len, int64_t d, int64_t n, int red, float *__restrict__ out,
+                          int64_t *__restrict__ idx) {
+  MB_PDL_ENTRY();
+  const int64_t rows = len * d;
+  const bool minmax = red == MB_REDUCE_MIN || red == MB_REDUCE_MAX, is_max = red == MB_REDUCE_MAX;
+  for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r < rows;
+       r += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t t = r / d, c = r - t * d;
+    const float sp = da_softplus(delta[t * ld + c]);
+    const float *a = A + c * n;
+    if (minmax) {
+      float b = expf(sp * a[0]);
+      int64_t bi = 0;
+      for (int64_t s = 1; s < n; s++) {
+        const float e = expf(sp * a[s]);
+        if (da_better(is_max, e, b)) b = e, bi = s;
+      }
+      out[r] = b;
+      if (idx) idx[r] = bi;
+    } else {
+      double acc = 0.0;
+      for (int64_t s = 0; s < n; s++) {
+        const double e = expf(sp * a[s]);
+        acc += red == MB_REDUCE_NORM ? e * e : e;
+      }
+      out[r] = (float)(red == MB_REDUCE_NORM ? sqrt(acc) : acc / (double)n);
+    }
+  }
+}
+
+/* ---- FRO: one block per position -------------------------------------------------------------- */
+
+__global__ void __launch_bounds__(DA_THREADS)
+    k_da_fro(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A, int64_t d,
+             int64_t n, float *__restrict__ out) {
+  MB_PDL_ENTRY();
+  __shared__ double red[DA_WARPS];
+  const int64_t t = blockIdx.x;
+  double acc[1] = {0.0};
+  for (int64_t c = threadIdx.x; c < d; c += DA_THREADS) {
+    const float sp = da_softplus(delta[t * ld + c]);
+    const float *a = A + c * n;
+    for (int64_t s = 0; s < n; s++) {
+      const double e = expf(sp * a[s]);
+      acc[0] += e * e;
+    }
+  }
+  block_sum_d<1>(acc, red);
+  if (threadIdx.x == 0) out[t] = (float)sqrt(acc[0]);
+}
+
+/* ---- dim 1: one block per position, 16 states at a time ---------------------------------------- */
+
+__global__ void __launch_bounds__(DA_THREADS)
+    k_da_dim1(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A, int64_t d,
+              int64_t n, int red, float *__restrict__ out, int64_t *__restrict__ idx) {
+  MB_PDL_ENTRY();
+  __shared__ double sred[DA_WARPS * 16];
+  __shared__ float sval[DA_WARPS * 16];
+  __shared__ long long sidx[DA_WARPS * 16];
+  const int64_t t = blockIdx.x;
+  const bool minmax = red == MB_REDUCE_MIN || red == MB_REDUCE_MAX, is_max = red == MB_REDUCE_MAX;
+  const bool sq = red == MB_REDUCE_NORM;
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  for (int64_t s0 = 0; s0 < n; s0 += 16) {
+    const int cnt = (int)(n - s0 < 16 ? n - s0 : 16);
+    double acc[16];
+    float bv[16];
+    long long bi[16];
+#pragma unroll
+    for (int k = 0; k < 16; k++) acc[k] = 0.0, bv[k] = 0.f, bi[k] = -1;
+    for (int64_t c = threadIdx.x; c < d; c += DA_THREADS) {
+      const float sp = da_softplus(delta[t * ld + c]);
+      const float *a = A + c * n + s0;
+#pragma unroll
+      for (int k = 0; k < 16; k++) {
+        if (k >= cnt) break;
+        const float e = expf(sp * a[k]);
+        if (minmax) {
+          if (bi[k] < 0 || da_better(is_max, e, bv[k])) bv[k] = e, bi[k] = c;
+        } else {
+          acc[k] += sq ? (double)e * e : (double)e;
+        }
+      }
+    }
+    if (minmax) {
+      /* warp: shuffle-merge, then the warps' results through shared memory */
+#pragma unroll
+      for (int k = 0; k < 16; k++)
+        for (int o = 16; o > 0; o >>= 1) {
+          const float v2 = __shfl_xor_sync(0xffffffffu, bv[k], o);
+          const long long i2 = __shfl_xor_sync(0xffffffffu, bi[k], o);
+          da_merge(is_max, bv[k], bi[k], v2, i2);
+        }
+      if (lane == 0)
+#pragma unroll
+        for (int k = 0; k < 16; k++) sval[wid * 16 + k] = bv[k], sidx[wid * 16 + k] = bi[k];
+      __syncthreads();
+      if (threadIdx.x < cnt) {
+        float v = sval[threadIdx.x];
+        long long i = sidx[threadIdx.x];
+        for (int w = 1; w < DA_WARPS; w++)
+          da_merge(is_max, v, i, sval[w * 16 + threadIdx.x], sidx[w * 16 + threadIdx.x]);
+        out[t * n + s0 + threadIdx.x] = v;
+        if (idx) idx[t * n + s0 + threadIdx.x] = i;
+      }
+      __syncthreads();
+    } else {
+      block_sum_d<16>(acc, sred);
+      if (threadIdx.x == 0)
+#pragma unroll
+        for (int k = 0; k < 16; k++) /* constant indices: acc stays in registers */
+          if (k < cnt) out[t * n + s0 + k] = (float)(sq ? sqrt(acc[k]) : acc[k] / (double)d);
+      __syncthreads();
+    }
+  }
+}
+
+/* ---- dim 0: (c, s) x splits of the positions, then a merge ------------------------------------- */
+
+__global__ void k_da_dim0_part(const float *__restrict__ delta, int64_t ld,
+                               const float *__restrict__ A, int64_t len, int64_t d, int64_t n,
+                               int red, int64_t pos0, int splits, double *__restrict__ psum,
+                               float *__restrict__ pval, long long *__restrict__ pidx) {
+  MB_PDL_ENTRY();
+  const int64_t dn = d * n;
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= dn) return;
+  const int k = blockIdx.y;
+  const int64_t t0 = len * k / splits, t1 = len * (k + 1) / splits;
+  const int64_t c = i / n;
+  const float a = A[i];
+  const bool minmax = red == MB_REDUCE_MIN || red == MB_REDUCE_MAX, is_max = red == MB_REDUCE_MAX;
+  const bool sq = red == MB_REDUCE_NORM;
+  double acc = 0.0;
+  float b = 0.f;
+  long long bi = -1;
+  for (int64_t t = t0; t < t1; t++) {
+    const float e = expf(da_softplus(delta[t * ld + c]) * a);
+    if (minmax) {
+      if (bi < 0 || da_better(is_max, e, b)) b = e, bi = pos0 + t;
+    } else {
+      acc += sq ? (double)e * e : (double)e;
+    }
+  }
+  if (minmax) {
+    pval[k * dn + i] = b;
+    pidx[k * dn + i] = bi;
+  } else {
+    psum[k * dn + i] = acc;
+  }
+}
+
+__global__ void k_da_dim0_merge(int64_t len, int64_t dn, int red, int64_t pos0, int splits,
+                                const double *__restrict__ psum, const float *__restrict__ pval,
+                                const long long *__restrict__ pidx, double *acc, float *out,
+                                int64_t *idx) {
+  MB_PDL_ENTRY();
+  const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (i >= dn) return;
+  const bool minmax = red == MB_REDUCE_MIN || red == MB_REDUCE_MAX, is_max = red == MB_REDUCE_MAX;
+  if (minmax) {
+    float b = pos0 > 0 ? out[i] : 0.f;
+    long long bi = pos0 > 0 ? (idx ? (long long)idx[i] : 0) : -1;
+    /* splits in order: later positions replace only when strictly better (NaN rule) */
+    for (int k = 0; k < splits; k++) {
+      const float v = pval[k * dn + i];
+      if (bi < 0 || da_better(is_max, v, b)) b = v, bi = pidx[k * dn + i];
+    }
+    out[i] = b;
+    if (idx) idx[i] = bi;
+  } else {
+    double s = pos0 > 0 ? acc[i] : 0.0;
+    for (int k = 0; k < splits; k++) s += psum[k * dn + i];
+    acc[i] = s;
+    out[i] = (float)(red == MB_REDUCE_NORM ? sqrt(s) : s / (double)(pos0 + len));
+  }
+}
+
+/* ---- dim -1: block partials over (t, c) rows, then one block merges ---------------------------- */
+
+__global__ void __launch_bounds__(DA_THREADS)
+    k_da_all_part(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
+                  int64_t len, int64_t d, int64_t n, int red, double *__restrict__ psum,
+                  float *__restrict__ pval, int *__restrict__ phas) {
+  MB_PDL_ENTRY();
+  __shared__ double sred[DA_WARPS];
+  __shared__ float sv[DA_WARPS];
+  __shared__ int sh[DA_WARPS];
+  const bool minmax = red == MB_REDUCE_MIN || red == MB_REDUCE_MAX, is_max = red == MB_REDUCE_MAX;
+  const bool sq = red == MB_REDUCE_NORM;
+  const int64_t r = blockIdx.x * (int64_t)DA_THREADS + threadIdx.x;
+  double acc[1] = {0.0};
+  float b = 0.f;
+  long long has = -1; /* da_merge's "no value" marker; the index itself is not used */
+  if (r < len * d) {
+    const int64_t t = r / d, c = r - t * d;
+    const float sp = da_softplus(delta[t * ld + c]);
+    for (int64_t s = 0; s < n; s++) {
+      const float e = expf(sp * A[c * n + s]);
+      if (minmax) {
+        if (has < 0 || da_better(is_max, e, b)) b = e, has = 0;
+      } else {
+        acc[0] += sq ? (double)e * e : (double)e;
+      }
+    }
+  }
+  if (minmax) {
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+      const float v2 = __shfl_xor_sync(0xffffffffu, b, o);
+      const long long h2 = __shfl_xor_sync(0xffffffffu, has, o);
+      da_merge(is_max, b, has, v2, h2);
+    }
+    if (lane == 0) sv[wid] = b, sh[wid] = has >= 0;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float v = 0.f;
+      long long h = -1;
+      for (int w = 0; w < DA_WARPS; w++) da_merge(is_max, v, h, sv[w], sh[w] ? 0 : -1);
+      pval[blockIdx.x] = v;
+      phas[blockIdx.x] = h >= 0;
+    }
+  } else {
+    block_sum_d<1>(acc, sred);
+    if (threadIdx.x == 0) psum[blockIdx.x] = acc[0];
+  }
+}
+
+#define DA_MERGE_THREADS 1024
+
+__global__ void __launch_bounds__(DA_MERGE_THREADS)
+    k_da_all_merge(int64_t blocks, int64_t count, int red, int64_t pos0,
+                   const double *__restrict__ psum, const float *__restrict__ pval,
+                   const int *__restrict__ phas, double *acc, float *out) {
+  MB_PDL_ENTRY();
+  __shared__ double sd[DA_MERGE_THREADS];
+  __shared__ float sv[DA_MERGE_THREADS];
+  __shared__ int sh[DA_MERGE_THREADS];
+  const bool minmax = red == MB_REDUCE_MIN || red == MB_REDUCE_MAX, is_max = red == MB_REDUCE_MAX;
+  double s = 0.0;
+  float b = 0.f;
+  int has = 0;
+  for (int64_t k = threadIdx.x; k < blocks; k += DA_MERGE_THREADS) {
+    if (minmax) {
+      if (phas[k] && (!has || da_better(is_max, pval[k], b))) b = pval[k], has = 1;
+    } else {
+      s += psum[k];
+    }
+  }
+  sd[threadIdx.x] = s, sv[threadIdx.x] = b, sh[threadIdx.x] = has;
+  __syncthreads();
+  for (int w = DA_MERGE_THREADS / 2; w > 0; w >>= 1) { /* a fixed tree: deterministic */
+    if (threadIdx.x < w) {
+      const int o = threadIdx.x + w;
+      if (minmax) {
+        if (sh[o] && (!sh[threadIdx.x] || da_better(is_max, sv[o], sv[threadIdx.x])))
+          sv[threadIdx.x] = sv[o], sh[threadIdx.x] = 1;
+      } else {
+        sd[threadIdx.x] += sd[o];
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    if (minmax) {
+      float v = sv[0];
+      if (pos0 > 0 && !da_better(is_max, v, out[0])) v = out[0];
+      out[0] = v;
+    } else {
+      const double tot = (pos0 > 0 ? acc[0] : 0.0) + sd[0];
+      acc[0] = tot;
+      out[0] = (float)(red == MB_REDUCE_NORM ? sqrt(tot) : tot / (double)count);
+    }
+  }
+}
+
+/* ---- NUC: Gram matrices, then Jacobi ----------------------------------------------------------- */
+
+/* Elements of E per shared-memory tile (16 KiB). */
+#define DA_TILE 4096
+
+__global__ void __launch_bounds__(DA_THREADS)
+    k_da_gram(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A, int64_t d,
+              int64_t n, double *__restrict__ gram) {
+  MB_PDL_ENTRY();
+  __shared__ float tile[DA_TILE];
+  __shared__ float sps[DA_TILE];
+  const int64_t t = blockIdx.x;
+  const int64_t tc = DA_TILE / n > 0 ? DA_TILE / n : 1; /* channels per tile (n <= DA_TILE) */
+  const int64_t nn = n * n;
+  double *g = gram + t * nn;
+  for (int64_t p0 = 0; p0 < nn; p0 += DA_THREADS) { /* up to 256 (i, j) pairs per pass */
+    const int64_t p = p0 + threadIdx.x;
+    const int64_t i = p / n, j = p - i * n;
+    double acc = 0.0;
+    for (int64_t c0 = 0; c0 < d; c0 += tc) {
+      const int64_t cc = d - c0 < tc ? d - c0 : tc;
+      __syncthreads();
+      for (int64_t k = threadIdx.x; k < cc; k += DA_THREADS)
+        sps[k] = da_softplus(delta[t * ld + c0 + k]);
+      __syncthreads();
+      for (int64_t k = threadIdx.x; k < cc * n; k += DA_THREADS)
+        tile[k] = expf(sps[k / n] * A[c0 * n + k]);
+      __syncthreads();
+      if (p < nn && j >= i)
+        for (int64_t k = 0; k < cc; k++) acc += (double)tile[k * n + i] * (double)tile[k * n + j];
+    }
+    if (p < nn && j >= i) g[i * n + j] = g[j * n + i] = acc;
+  }
+}
+
+/* The CPU's nuclear_from_gram (csrc/cpu/discrete_a.c), on a matrix in global memory. */
+__device__ double da_nuclear_from_gram(double *a, int64_t n) {
+  double tr = 0.0;
+  for (int64_t i = 0; i < n; i++) tr += a[i * n + i];
+  if (!isfinite(tr)) return tr;
+  if (tr <= 0.0) return 0.0;
+  const double tiny = 1e-17 * tr;
+  for (int sweep = 0; sweep < 100; sweep++) {
+    bool rotated = false;
+    for (int64_t p = 0; p < n - 1; p++)
+      for (int64_t q = p + 1; q < n; q++) {
+        const double apq = a[p * n + q];
+        if (fabs(apq) <= tiny) continue;
+        rotated = true;
+        const double app = a[p * n + p], aqq = a[q * n + q];
+        const double theta = (aqq - app) / (2.0 * apq);
+        const double tt = fabs(theta) > 1e150
+                              ? 0.5 / theta
+                              : (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+        const double c = 1.0 / sqrt(tt * tt + 1.0), s = tt * c;
+        for (int64_t k = 0; k < n; k++) {
+          if (k == p || k == q) continue;
+          const double akp = a[k * n + p], akq = a[k * n + q];
+          const double np = c * akp - s * akq, nq = s * akp + c * akq;
+          a[k * n + p] = np;
+          a[p * n + k] = np;
+          a[k * n + q] = nq;
+          a[q * n + k] = nq;
+        }
+        a[p * n + p] = app - tt * apq;
+        a[q * n + q] = aqq + tt * apq;
+        a[p * n + q] = 0.0;
+        a[q * n + p] = 0.0;
+      }
+    if (!rotated) break;
+  }
+  double s = 0.0;
+  for (int64_t i = 0; i < n; i++) s += sqrt(fmax(a[i * n + i], 0.0));
+  return s;
+}
+
+__global__ void k_da_jacobi(int64_t len, int64_t n, double *__restrict__ gram,
+                            float *__restrict__ out) {
+  MB_PDL_ENTRY();
+  const int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (t < len) out[t] = (float)da_nuclear_from_gram(gram + t * n * n, n);
+}
+
+/* ---- input similarity: one block per position, 16 states at a time ----------------------------- */
+
+__global__ void __launch_bounds__(DA_THREADS)
+    k_da_sim(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
+             const float *__restrict__ x, int64_t ldx, int64_t d, int64_t n, float eps,
+             float *__restrict__ out) {
+  MB_PDL_ENTRY();
+  __shared__ double sred[DA_WARPS * 33];
+  const int64_t t = blockIdx.x;
+  for (int64_t s0 = 0; s0 < n; s0 += 16) {
+    const int cnt = (int)(n - s0 < 16 ? n - s0 : 16);
+    double v[33]; /* dot[16], squares[16], x^2 */
+#pragma unroll
+    for (int k = 0; k < 33; k++) v[k] = 0.0;
+    for (int64_t c = threadIdx.x; c < d; c += DA_THREADS) {
+      const float sp = da_softplus(delta[t * ld + c]);
+      const double xv = x[t * ldx + c];
+      const float *a = A + c * n + s0;
+      v[32] += xv * xv;
+#pragma unroll
+      for (int k = 0; k < 16; k++) {
+        if (k >= cnt) break;
+        const double e = expf(sp * a[k]);
+        v[k] += e * xv;
+        v[16 + k] += e * e;
+      }
+    }
+    block_sum_d<33>(v, sred);
+    if (threadIdx.x == 0) {
+      double nx = sqrt(v[32]);
+      nx = nx < (double)eps ? (double)eps : nx; /* torch's clamp; a NaN stays NaN */
+#pragma unroll
+      for (int k = 0; k < 16; k++) { /* constant indices: v stays in registers */
+        if (k >= cnt) break;
+        double ne = sqrt(v[16 + k]);
+        ne = ne < (double)eps ? (double)eps : ne;
+        out[t * n + s0 + k] = (float)(v[k] / (ne * nx));
+      }
+    }
+    __syncthreads();
+  }
+}
+
+/* ---- entry points ------------------------------------------------------------------------------- */
+
+static unsigned int da_grid(int64_t work, int threads) {
+  unsigned int b = mbcuda_blocks(work, threads);
+  return b > 65535u * 16 ? 65535u * 16 : b;
+}
+
+extern "C" int mbcuda_discrete_a(mb_ctx *ctx, const float *delta, int64_t ld_delta,
+                                 const float *A, int64_t len, int64_t d, int64_t n, int reduction,
+                                 int dim, int64_t pos0, double *acc, float *out,
+                                 int64_t *out_idx) {
+  if (len <= 0) return MB_OK;
+  if (len > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: discrete_a: len too large");
+  const int per_dim = reduction >= MB_REDUCE_MEAN && reduction <= MB_REDUCE_NORM;
+  const int minmax = reduction == MB_REDUCE_MIN || reduction == MB_REDUCE_MAX;
+  int64_t *idx = minmax && per_dim && dim >= 0 ? out_idx : NULL;
+  const dim3 blk(DA_THREADS);
+  if (reduction == MB_REDUCE_NONE) {
+    MBCUDA_LAUNCH("discrete_a", k_da_none, dim3(da_grid(len * d * n, DA_THREADS)), blk, 0,
+                  delta, ld_delta, A, len, d, n, out);
+    return MB_OK;
+  }
+  if (reduction == MB_REDUCE_FRO) {
+    MBCUDA_LAUNCH("discrete_a", k_da_fro, dim3((unsigned)len), blk, 0, delta, ld_delta, A, d, n,
+                  out);
+    return MB_OK;
+  }
+  if (reduction == MB_REDUCE_NUC) {
+    if (n > DA_TILE)
+      return mb_fail(MB_ERR_UNSUPPORTED, "cuda: discrete_a: nuc needs n <= %d (n = %lld)",
+                     DA_TILE, (long long)n);
+    void *g;
+    int st = mbcuda_scratch(ctx, (size_t)(len * n * n) * sizeof(double), "discrete_a", &g);
+    if (st != MB_OK) return st;
+    MBCUDA_LAUNCH("discrete_a", k_da_gram, dim3((unsigned)len), blk, 0, delta, ld_delta, A, d, n,
+                  (double *)g);
+    MBCUDA_LAUNCH("discrete_a", k_da_jacobi, dim3(mbcuda_blocks(len, 64)), dim3(64), 0, len, n,
+                  (double *)g, out);
+    return MB_OK;
+  }
+  if (dim == 2) {
+    MBCUDA_LAUNCH("discrete_a", k_da_dim2, dim3(da_grid(len * d, DA_THREADS)), blk, 0, delta,
+                  ld_delta, A, len, d, n, reduction, out, idx);
+    return MB_OK;
+  }
+  if (dim == 1) {
+    MBCUDA_LAUNCH("discrete_a", k_da_dim1, dim3((unsigned)len), blk, 0, delta, ld_delta, A, d, n,
+                  reduction, out, idx);
+    return MB_OK;
+  }
+  if (dim == 0) {
+    const int64_t dn = d * n;
+    const int sms = mbcuda_st(ctx)->sm_count > 0 ? mbcuda_st(ctx)->sm_count : 100;
+    int64_t splits = (sms * 2048LL + dn - 1) / dn; /* enough threads to fill the GPU */
+    if (splits > (len + 15) / 16) splits = (len + 15) / 16; /* >= 16 positions per split */
+    if (splits > 1024) splits = 1024;
+    if (splits < 1) splits = 1;
+    const size_t per = minmax ? sizeof(float) + sizeof(long long) : sizeof(double);
+    void *p;
+    int st = mbcuda_scratch(ctx, (size_t)(splits * dn) * per + 256, "discrete_a", &p);
+    if (st != MB_OK) return st;
+    double *psum = (double *)p;
+    long long *pidx = (long long *)p;
+    float *pval = (float *)(pidx + splits * dn);
+    if (dn > 0x7fffffffLL * DA_THREADS)
+      return mb_fail(MB_ERR_INVALID, "cuda: discrete_a: d * n too large");
+    MBCUDA_LAUNCH("discrete_a", k_da_dim0_part,
+                  dim3(mbcuda_blocks(dn, DA_THREADS), (unsigned)splits), blk, 0, delta, ld_delta,
+                  A, len, d, n, reduction, pos0, (int)splits, psum, pval, pidx);
+    MBCUDA_LAUNCH("discrete_a", k_da_dim0_merge, dim3(mbcuda_blocks(dn, DA_THREADS)), blk, 0,
+                  len, dn, reduction, pos0, (int)splits, psum, pval, pidx, acc, out, idx);
+    return MB_OK;
+  }
+  /* dim -1 */
+  const int64_t blocks = (len * d + DA_THREADS - 1) / DA_THREADS;
+  if (blocks > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: discrete_a: len * d too large");
+  void *p;
+  int st = mbcuda_scratch(ctx, (size_t)blocks * (sizeof(double) + sizeof(float) + sizeof(int)) + 256,
+                          "discrete_a", &p);
+  if (st != MB_OK) return st;
+  double *psum = (double *)p;
+  float *pval = (float *)(psum + blocks);
+  int *phas = (int *)(pval + blocks);
+  MBCUDA_LAUNCH("discrete_a", k_da_all_part, dim3((unsigned)blocks), blk, 0, delta, ld_delta, A,
+                len, d, n, reduction, psum, pval, phas);
+  MBCUDA_LAUNCH("discrete_a", k_da_all_merge, dim3(1), dim3(DA_MERGE_THREADS), 0, blocks,
+                (pos0 + len) * d * n, reduction, pos0, psum, pval, phas, acc, out);
+  return MB_OK;
+}
+
+extern "C" int mbcuda_discrete_a_input_sim(mb_ctx *ctx, const float *delta, int64_t ld_delta,
+                                           const float *A, const float *x, int64_t ldx,
+                                           int64_t len, int64_t d, int64_t n, float eps,
+                                           float *out) {
+  if (len <= 0) return MB_OK;
+  if (len > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: discrete_a_input_sim: len too large");
+  MBCUDA_LAUNCH("discrete_a_input_sim", k_da_sim, dim3((unsigned)len), dim3(DA_THREADS), 0, delta,
+                ld_delta, A, x, ldx, d, n, eps, out);
+  return MB_OK;
+}

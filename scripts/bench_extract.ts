@@ -1,0 +1,150 @@
+/**
+ * Extraction benchmark (`deno task bench:extract`): with the model loaded, over a PG19-sized input
+ * (7,850 bytes: PG19 sample 860 when ../shared/pg19_samples/860.txt or pg19_samples/860.txt
+ * exists, else seeded random bytes of that length), times
+ *   forward    the plain forward (layers and head, logits left on the backend),
+ *   discrete-A extractDiscreteA: fro per position, all layers, with log-probabilities and ranks,
+ *   modules    extractModuleOutputs: dt_proj, all layers (every (L, d_inner) output on the host),
+ * each run in turn `--repeats` times (so the three see the same machine load), and prints the
+ * median of each and the median over repeats of each extraction's ratio to the forward of its own
+ * repeat (target: <= 2). On the CPU it also prints CPU time (user + system of this process),
+ * which the neighbours' load disturbs less than wall time.
+ *
+ * Usage: deno task bench:extract [--model_id tiny] [--device auto|cpu|cuda] [--dtype fp32|bf16]
+ *        [--len 7850] [--prompt_file F] [--repeats 5] [--threads N] [--chunk_size N]
+ */
+import process from "node:process";
+import { loadModel } from "../src/api.ts";
+import { extractDiscreteA, extractModuleOutputs } from "../src/analysis/extract.ts";
+import { createParser, parseArgs, runMain, UsageError } from "../src/cli/mod.ts";
+import { median } from "./lib/bench.ts";
+
+const parser = createParser("bench_extract", "discrete-A and module-output extraction vs forward");
+parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
+parser.add_argument("--model_id", { default: "tiny" });
+parser.add_argument("--device", { default: "auto" });
+parser.add_argument("--dtype", { default: "fp32" });
+parser.add_argument("--len", { type: "int", default: 7850 });
+parser.add_argument("--prompt_file", { default: null });
+parser.add_argument("--repeats", { type: "int", default: 5 });
+parser.add_argument("--threads", { type: "int", default: 0 });
+parser.add_argument("--chunk_size", { type: "int", default: null });
+// deno-lint-ignore no-explicit-any
+type Args = Record<string, any>;
+
+/** The input bytes and where they came from. */
+async function input(args: Args): Promise<{ bytes: Uint8Array; what: string }> {
+  const root = new URL("../", import.meta.url);
+  const candidates = args.prompt_file ? [args.prompt_file] : [
+    new URL("../shared/pg19_samples/860.txt", root).pathname,
+    new URL("pg19_samples/860.txt", root).pathname,
+  ];
+  for (const path of candidates) {
+    try {
+      const data = await Deno.readFile(path);
+      const bytes = data.subarray(0, args.len);
+      return { bytes, what: `${path} (${bytes.length} bytes)` };
+    } catch (e) {
+      if (args.prompt_file) throw e;
+    }
+  }
+  let s = 860;
+  const bytes = new Uint8Array(args.len).map(() => {
+    s = (s * 1103515245 + 12345) >>> 0;
+    return 32 + (s >>> 16) % 95;
+  });
+  return { bytes, what: `random printable bytes (${bytes.length}; no PG19 sample 860 found)` };
+}
+
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const args = parseArgs<Args>(parser, argv);
+  for (const [flag, min] of [["len", 2], ["repeats", 1], ["threads", 0]] as const) {
+    if (!(args[flag] >= min)) {
+      throw new UsageError("bench_extract", `argument --${flag}: must be >= ${min}`, "");
+    }
+  }
+  const { bytes, what } = await input(args);
+  const model = await loadModel({
+    configPath: args.config_path,
+    modelId: args.model_id,
+    device: args.device,
+    dtype: args.dtype,
+    threads: args.threads,
+    ...(args.chunk_size ? { chunkSize: args.chunk_size } : {}),
+  });
+  try {
+    const lm = model.lm, be = lm.backend, dims = lm.dims;
+    console.log(`machine: ${JSON.stringify(be.info())}`);
+    console.log(`input: ${what}`);
+    console.log(
+      `model ${model.config.id} (${model.source}), ${args.dtype}, ` +
+        `${dims.nLayer} layers, d_model ${dims.dModel}, d_inner ${dims.dInner}, d_state ` +
+        `${dims.dState}, chunk ${lm.chunkSize}, on ${be.kind}`,
+    );
+    const cases: [string, () => Promise<unknown>][] = [
+      ["forward", async () => {
+        const st = await lm.forwardChunks(bytes, { skipHead: false });
+        be.sync();
+        st.free();
+      }],
+      [
+        "discrete-A",
+        () => extractDiscreteA(lm, bytes, { reduction: "fro", logProbs: true, ranks: true }),
+      ],
+      ["modules", () => extractModuleOutputs(lm, bytes, { modules: ["dt_proj"] })],
+    ];
+    // warm-up: every path once on a short input (allocations, thread pool, kernels)
+    const warm = bytes.subarray(0, Math.min(bytes.length, 300));
+    await lm.forwardChunks(warm).then((s) => s.free());
+    await extractDiscreteA(lm, warm, { reduction: "fro", logProbs: true, ranks: true });
+    await extractModuleOutputs(lm, warm, { modules: ["dt_proj"] });
+    const wall = new Map<string, number[]>(), cpu = new Map<string, number[]>();
+    for (const [name] of cases) wall.set(name, []), cpu.set(name, []);
+    for (let r = 0; r < args.repeats; r++) {
+      for (const [name, run] of cases) {
+        const c0 = cpuSeconds(), t0 = performance.now();
+        await run();
+        be.sync();
+        wall.get(name)!.push((performance.now() - t0) / 1000);
+        cpu.get(name)!.push(cpuSeconds() - c0);
+      }
+    }
+    const fw = wall.get("forward")!, fc = cpu.get("forward")!;
+    const fmt = (x: number) => x < 1 ? `${(x * 1000).toFixed(1)} ms` : `${x.toFixed(3)} s`;
+    const span = (xs: number[]) => `${Math.min(...xs).toFixed(2)}..${Math.max(...xs).toFixed(2)}`;
+    const labels: Record<string, string> = {
+      forward: "plain forward (layers + head)",
+      "discrete-A": "discrete-A fro, all layers, log-probs + ranks",
+      modules: "module outputs dt_proj, all layers",
+    };
+    console.log("");
+    console.log(`${args.repeats} repeats, each case in turn; medians:`);
+    for (const [name] of cases) {
+      const w = wall.get(name)!, c = cpu.get(name)!;
+      let line = `${labels[name].padEnd(46)} wall ${fmt(median(w)).padStart(9)}`;
+      if (be.kind === "cpu") line += ` | cpu ${fmt(median(c)).padStart(9)}`;
+      if (name !== "forward") {
+        const rw = w.map((x, i) => x / fw[i]);
+        line += ` | ratio to forward: wall ${median(rw).toFixed(2)} (${span(rw)})`;
+        if (be.kind === "cpu") {
+          const rc = c.map((x, i) => x / fc[i]);
+          line += `, cpu ${median(rc).toFixed(2)} (${span(rc)})`;
+        }
+      }
+      console.log(line);
+    }
+    const dtBytes = bytes.length * dims.dInner * 4 * dims.nLayer;
+    console.log(
+      `(module outputs move ${(dtBytes / 1e6).toFixed(1)} MB to the host; target ratio <= 2)`,
+    );
+  } finally {
+    model.close();
+  }
+}
+
+if (import.meta.main) await runMain(main);
