@@ -423,3 +423,25 @@ Deno.test("speculative generation refuses what it cannot do", async () => {
     tiny.close();
   }
 });
+
+Deno.test("Model.generate with a draft model (the API) equals plain generation and reports stats", async () => {
+  const { loadDraftModel } = await import("../mod.ts");
+  const small = await loadCpu("small");
+  const draft = await loadDraftModel({ configPath: CONFIG, modelId: "tiny", device: "cpu" });
+  try {
+    assert.equal(draft.kind, "bytes");
+    const o = { maxNewTokens: 64, seed: 5, topK: 20, temperature: 0.9 };
+    const [plain] = await small.generate(PROMPT, o);
+    let stats: import("../mod.ts").SpeculativeStats | undefined;
+    const [spec] = await small.generate(PROMPT, {
+      ...o,
+      draft: { model: draft, length: 4, onStats: (s) => stats = s },
+    });
+    assert.deepEqual(spec, plain);
+    assert.equal(stats?.draftLength, 4);
+    assert.equal(stats?.bytes, 64);
+  } finally {
+    draft.close();
+    small.close();
+  }
+});
