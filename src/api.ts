@@ -370,6 +370,12 @@ export async function loadDraftModel(options: LoadDraftModelOptions = {}): Promi
   const { tokenizer: tokOpt, ...rest } = options;
   const tokPath = tokOpt === null ? undefined : tokOpt ?? await folderTokenizer(options.checkpoint);
   const tokenizer = tokPath === undefined ? undefined : await SubwordTokenizer.load(tokPath);
-  const model = await loadModel({ ...rest, vocabOut: tokenizer?.vocabSize });
+  // One thread on the CPU unless asked: a drafter's steps are small, and the target's pool
+  // workers spin between its own ops (two pools of spinning workers starve each other).
+  const model = await loadModel({
+    ...rest,
+    threads: rest.threads ?? 1,
+    vocabOut: tokenizer?.vocabSize,
+  });
   return new DraftModel(model, tokenizer);
 }
