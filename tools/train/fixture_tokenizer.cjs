@@ -34,7 +34,12 @@ for (let b = 0xa1; b <= 0xac; b++) bs.push(b);
 for (let b = 0xae; b <= 0xff; b++) bs.push(b);
 const cs = [...bs];
 let n = 0;
-for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
+for (let b = 0; b < 256; b++) {
+  if (!bs.includes(b)) {
+    bs.push(b);
+    cs.push(256 + n++);
+  }
+}
 let next = V;
 for (const c of cs) {
   const ch = String.fromCodePoint(c);
