@@ -97,7 +97,7 @@ d = sys.argv[1]
 cfg = json.load(open(os.path.join(d, "config.json")))
 try:
     from transformers import MambaForCausalLM
-    hf = MambaForCausalLM.from_pretrained(d, torch_dtype=torch.float32).eval()
+    hf = MambaForCausalLM.from_pretrained(d).float().eval()
 except Exception as e:
     print("transformers could not load it:", e); sys.exit(0)
 a = ModelArgs(d_model=cfg["hidden_size"], n_layer=cfg["num_hidden_layers"], vocab_size=cfg["vocab_size"],
