@@ -6,7 +6,8 @@
 #
 # Trains one after the other (tools/train/train.py; each with --max_minutes and
 # --fit_steps_to_time, shares of [minutes], default 7):
-#   1. small       448 x 6  (8.1M)  and small_deep 320 x 10 (6.7M), both with embedding dropout; the
+#   1. small       448 x 6  (8.1M)  and small_deep 320 x 10 (6.7M), both with embedding dropout and
+#                  an EMA of the weights scored beside them; the
 #                  one with the better selection-split bits/byte becomes `small` (target: <= 2.2 on
 #                  the held-out text; the held-out text is never used to choose);
 #   2. target      384 x 24 (22M, bf16 44 MB): the byte-level target, clearly larger than small;
@@ -56,9 +57,9 @@ run() { # name preset minutes [flags...]
 }
 
 rc_all=0
-run small small "$(share 0.17)" || rc_all=1
-run small_deep small_deep "$(share 0.17)" || rc_all=1
-run target target "$(share 0.34)" || rc_all=1
+run small small "$(share 0.2)" || rc_all=1
+run small_deep small_deep "$(share 0.2)" || rc_all=1
+run target target "$(share 0.3)" || rc_all=1
 run draft_bytes draft_bytes "$(share 0.12)" || rc_all=1
 run draft_subword draft_subword "$(share 0.14)" --hf_out "$PM/spec/draft_subword" || rc_all=1
 

@@ -504,15 +504,15 @@ PRESETS = {
     # Wide and shallow on purpose: the scan's cost per byte grows with n_layer * d_inner while the
     # parameters grow with n_layer * d_model^2.
     "small": dict(d_model=448, n_layer=6, batch_size=32, seq_len=512, steps=600, lr=1.5e-3, warmup=100,
-                  dropout=0.3, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1),
+                  dropout=0.3, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1, ema=0.99),
     # For speculative decoding (tools/device/train_spec.sh). `small` above gets a sibling to pick from
     # by the selection split: deeper and narrower, 6.7M params, bf16 file 13 MiB.
     "small_deep": dict(d_model=320, n_layer=10, batch_size=32, seq_len=512, steps=600, lr=1.5e-3, warmup=100,
-                       dropout=0.3, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1),
+                       dropout=0.3, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1, ema=0.99),
     # The target: clearly larger than small (22M params) and deep (24 layers: decoding one byte is 24
     # layers of small kernels on a GPU, where verifying 8 positions costs about what one step does).
     "target": dict(d_model=384, n_layer=24, batch_size=32, seq_len=512, steps=400, lr=1e-3, warmup=60,
-                   dropout=0.25, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1),
+                   dropout=0.25, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1, ema=0.99),
     # The byte-level drafter: 2 layers, so a drafting step costs a small part of a target step.
     "draft_bytes": dict(d_model=256, n_layer=2, batch_size=32, seq_len=512, steps=1000, lr=2e-3, warmup=100,
                         dropout=0.1, save_dtype="float32", chunk=32, ckpt_scan=False),
@@ -522,7 +522,7 @@ PRESETS = {
                           dropout=0.1, save_dtype="float32", chunk=32, ckpt_scan=False, norm="rmsnorm", tie=True,
                           tokenizer_vocab=2048),
 }
-DEFAULTS = dict(d_model=128, n_layer=4, batch_size=16, seq_len=256, steps=1000, lr=1e-3, warmup=100,
+DEFAULTS = dict(ema=0.0, d_model=128, n_layer=4, batch_size=16, seq_len=256, steps=1000, lr=1e-3, warmup=100,
                 dropout=0.0, save_dtype="float32", chunk=16, ckpt_scan=False, emb_dropout=0.0, norm="layernorm",
                 tie=False, tokenizer_vocab=0)
 
@@ -553,6 +553,9 @@ def parse_args(argv=None):
     p.add_argument("--weight_decay", type=float, default=0.1)
     p.add_argument("--grad_clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--ema", type=float, default=None,
+                   help="also keep an exponential moving average of the weights with this decay (e.g. 0.99); "
+                        "each evaluation scores both, and the better one on the selection split can be kept")
     p.add_argument("--max_minutes", type=float, default=None,
                    help="wall-clock budget (from start) for training; then evaluate and save anyway")
     p.add_argument("--fit_steps_to_time", action="store_true",
@@ -684,6 +687,8 @@ def main(argv=None) -> int:
                    "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None, "amp_bf16": use_amp},
            "train_curve": [], "val_curve": []}
 
+    params = [p for p in model.parameters() if p.requires_grad]
+    ema = [p.detach().float().clone() for p in params] if cfg["ema"] else None
     model.train()
     step = 0
     t_loop = time.time()
@@ -711,6 +716,10 @@ def main(argv=None) -> int:
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_mul_(ema, cfg["ema"])
+                torch._foreach_add_(ema, [p.detach().float() for p in params], alpha=1.0 - cfg["ema"])
         loss_acc += loss.detach()
         loss_n += 1
         step += 1
@@ -749,6 +758,21 @@ def main(argv=None) -> int:
                 best = (sbpb, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
             print(f"[{name}] step {step} selection-split bits/byte {sbpb:.4f}{' (best)' if better else ''}", flush=True)
             log["val_curve"].append([step, round(sbpb, 4)])
+            if ema is not None:  # the averaged weights, scored the same way
+                raw_w = [p.detach().clone() for p in params]
+                with torch.no_grad():
+                    for p, e in zip(params, ema):
+                        p.copy_(e)
+                enats, _ = held_out_nats(model, sel_np, device, args.eval_segment, amp_dtype)
+                ebpb = per_byte(enats, sel_np)
+                if ebpb < best[0]:
+                    best = (ebpb, f"{step} (ema)", {k: v.detach().clone() for k, v in model.state_dict().items()})
+                    print(f"[{name}] step {step} selection-split bits/byte {ebpb:.4f} with the EMA weights (best)",
+                          flush=True)
+                log.setdefault("val_curve_ema", []).append([step, round(ebpb, 4)])
+                with torch.no_grad():
+                    for p, r in zip(params, raw_w):
+                        p.copy_(r)
 
     if device.type == "cuda":
         torch.cuda.synchronize()
