@@ -141,8 +141,8 @@ async function main(argv: string[]): Promise<void> {
         top_k: gen.topK,
         top_p: gen.topP,
         seed,
-        bytes_per_second: bytesPerSecond,
         ...(stats && {
+          bytes_per_second: bytesPerSecond,
           draft_model_id: drafter!.model.config.id,
           draft_pretrained_model_filepath: draft!.checkpoint,
           draft_tokenizer: drafter!.tokenizer?.path ?? null,
