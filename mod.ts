@@ -21,7 +21,23 @@
  * @module
  */
 
-export { loadModel, type LoadModelOptions, Model, resolveDevice } from "./src/api.ts";
+export {
+  DraftModel,
+  type DraftOptions,
+  loadDraftModel,
+  type LoadDraftModelOptions,
+  loadModel,
+  type LoadModelOptions,
+  Model,
+  type ModelGenerateOptions,
+  resolveDevice,
+} from "./src/api.ts";
+export {
+  type Drafter,
+  generateSpeculative,
+  type SpeculativeOptions,
+  type SpeculativeStats,
+} from "./src/generate/speculative.ts";
 export type { DownloadCallback } from "./src/checkpoint/hub.ts";
 export {
   type DeviceSetting,

@@ -383,6 +383,45 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
            ldy);
 }
 
+MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
+                                   int64_t ld_xdbl, const void *dt_w, int wdtype,
+                                   const float *dt_bias, int64_t dt_rank, const float *A,
+                                   const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
+                                   const float *Dskip, const float *z, int64_t ldz, float *state,
+                                   float *states_all, int64_t batch, int64_t len, int64_t d,
+                                   int64_t n, int delta_softplus, float *delta_out, float *y,
+                                   int64_t ldy) {
+  static const char fn[] = "mb_selective_scan_dt";
+  CHECK_CTX("mb_selective_scan_dt");
+  NONNEG("mb_selective_scan_dt", dt_rank);
+  REQUIRE(x_dbl || batch <= 0 || len <= 0 || d <= 0, "%s: x_dbl is NULL", fn);
+  /* delta (batch * len, d) is computed, not read: validate the rest as the plain scan with ld d */
+  int st = scan_check(fn, ctx, u, ldu, x_dbl, d, A, Bm, ldb, Cm, ldc, z, ldz, batch, len, d, n, y,
+                      ldy);
+  if (st != MB_OK) return st < 0 ? MB_OK : st;
+  REQUIRE(dt_rank >= 1, "%s: dt_rank (%lld) < 1", fn, (ll)dt_rank);
+  REQUIRE(ld_xdbl >= dt_rank, "%s: ld_xdbl (%lld) < dt_rank (%lld)", fn, (ll)ld_xdbl,
+          (ll)dt_rank);
+  REQUIRE(dt_w, "%s: dt_w is NULL", fn);
+  REQUIRE(state, "%s: state is NULL", fn);
+  DTYPE_OK("mb_selective_scan_dt", wdtype);
+  if (ctx->flags & MB_FLAG_UNFUSED_STEPS) { /* the two plain ops, as the header spells them */
+    REQUIRE(delta_out, "%s: delta_out is NULL (MB_FLAG_UNFUSED_STEPS keeps delta there)", fn);
+    const int64_t rows = batch * len;
+    for (int64_t r = 0; r < rows; r += 8) {
+      const int64_t m = rows - r < 8 ? rows - r : 8;
+      int st = mb_linear(ctx, x_dbl + r * ld_xdbl, ld_xdbl, dt_w, wdtype, dt_bias, m, dt_rank, d,
+                         delta_out + r * d, d);
+      if (st != MB_OK) return st;
+    }
+    return mb_selective_scan(ctx, u, ldu, delta_out, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
+                             states_all, batch, len, d, n, delta_softplus, y, ldy);
+  }
+  DISPATCH(selective_scan_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A, Bm,
+           ldb, Cm, ldc, Dskip, z, ldz, state, states_all, batch, len, d, n, delta_softplus,
+           delta_out, y, ldy);
+}
+
 MB_EXPORT int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
   CHECK_CTX("mb_log_softmax");
   NONNEG("mb_log_softmax", n);

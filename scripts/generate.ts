@@ -5,13 +5,18 @@
  * generation is unconditional (see GenerateOptions in src/generate/decode.ts).
  *
  * deno task generate --prompt "ROMEO:" [--model_id tiny] [--max_new_tokens 100] [--top_k 256] ...
+ *
+ * Speculative decoding: --draft_model_id tiny (or --draft_pretrained_model_filepath, with
+ * --draft_tokenizer for a subword drafter) and --draft_length k; the bytes are the same.
  */
 import {
+  addDraftFlags,
   addGenerationFlags,
   addModelFlags,
   addOutputFlags,
   addPromptFlags,
   createParser,
+  type DraftArgs,
   type GenerationArgs,
   type ModelArgs,
   type OutputArgs,
@@ -20,8 +25,16 @@ import {
   resolvePrompt,
   runMain,
 } from "../src/cli/mod.ts";
-import { checkOutputPath, openConfig, openModel, storeOutputs } from "../src/cli/session.ts";
-import { resolveGeneration, resolveSeed } from "../src/cli/settings.ts";
+import {
+  checkOutputPath,
+  openConfig,
+  openModel,
+  progressCallback,
+  storeOutputs,
+} from "../src/cli/session.ts";
+import { resolveDraft, resolveGeneration, resolveSeed } from "../src/cli/settings.ts";
+import { type DraftModel, loadDraftModel } from "../src/api.ts";
+import type { SpeculativeStats } from "../src/generate/speculative.ts";
 import { uint8 } from "../src/io/tensor.ts";
 import { ensureMemory, stateBytes } from "../src/model/memory.ts";
 
@@ -33,12 +46,14 @@ async function main(argv: string[]): Promise<void> {
   addModelFlags(p);
   addPromptFlags(p, false);
   addGenerationFlags(p);
+  addDraftFlags(p);
   addOutputFlags(p);
-  const args = parseArgs<ModelArgs & PromptArgs & GenerationArgs & OutputArgs>(p, argv);
+  const args = parseArgs<ModelArgs & PromptArgs & GenerationArgs & DraftArgs & OutputArgs>(p, argv);
   await checkOutputPath(PROG, args.filepath_to_store_outputs);
   const cfg = await openConfig(PROG, args);
   const gen = resolveGeneration(PROG, args, cfg.generation(args.model_id ?? undefined));
   const seed = resolveSeed(PROG, args.seed, cfg);
+  const draft = await resolveDraft(PROG, args, cfg, gen);
   const prompt = args.prompt === null && args.prompt_file === null
     ? { bytes: new Uint8Array(0), text: "" }
     : await resolvePrompt(args);
@@ -53,18 +68,62 @@ async function main(argv: string[]): Promise<void> {
   });
   const enc = new TextEncoder();
   const write = (s: string) => Deno.stdout.writeSync(enc.encode(s));
+  let drafter: DraftModel | undefined;
   try {
+    if (draft) {
+      const label = `loading the drafter ${draft.checkpoint ?? draft.modelId}`;
+      const bar = progressCallback(label, args.quiet);
+      try {
+        drafter = await loadDraftModel({
+          configPath: cfg.path,
+          modelId: draft.modelId ?? undefined,
+          checkpoint: draft.checkpoint ?? undefined,
+          tokenizer: draft.tokenizer ?? undefined,
+          device: args.device ?? undefined,
+          dtype: args.dtype ?? undefined,
+          seed,
+          onProgress: bar.update,
+        });
+      } finally {
+        bar.done();
+      }
+    }
     write(`PROMPT\n${"=".repeat(6)}\n${prompt.text}\n\nGENERATIONS\n${"=".repeat(11)}\n`);
     const decoder = new TextDecoder("utf-8", { fatal: false });
+    let stats: SpeculativeStats | undefined;
+    let first = 0;
+    const t0 = performance.now();
     const samples = await model.generate(prompt.bytes, {
       ...gen,
       seed,
-      onBytes: (bytes) => {
+      onBytes: (bytes, step) => {
+        if (step === 0) first = performance.now();
         const text = decoder.decode(bytes.subarray(0, 1), { stream: true });
         if (text) write(text);
       },
+      draft: drafter && {
+        model: drafter,
+        length: draft!.length,
+        onStats: (s) => stats = s,
+      },
     });
+    const seconds = (performance.now() - (first || t0)) / 1000;
+    const bytesPerSecond = stats?.bytesPerSecond ??
+      (seconds > 0 ? Math.max(0, gen.maxNewTokens - 1) * gen.numSamples / seconds : 0);
     write(`${decoder.decode()}\n${SEPARATOR}\n`);
+    if (args.verbose) {
+      const rate = `${bytesPerSecond.toFixed(1)} bytes/s after the first byte`;
+      console.error(
+        stats
+          ? `speculative decoding (${stats.drafter} drafter '${drafter!.model.config.id}', ` +
+            `k=${stats.draftLength}): ${stats.bytes} bytes in ${stats.rounds} verification ` +
+            `passes, acceptance rate ${stats.acceptanceRate.toFixed(3)} (${stats.accepted}/` +
+            `${stats.drafted}), mean accepted length ${
+              stats.meanAcceptedLength.toFixed(2)
+            }, ${rate}`
+          : `decoding: ${gen.numSamples} x ${gen.maxNewTokens} bytes, ${rate}`,
+      );
+    }
     for (let s = 1; s < samples.length; s++) {
       write(`${new TextDecoder().decode(samples[s])}\n${SEPARATOR}\n`);
     }
@@ -82,9 +141,23 @@ async function main(argv: string[]): Promise<void> {
         top_k: gen.topK,
         top_p: gen.topP,
         seed,
+        ...(stats && {
+          bytes_per_second: bytesPerSecond,
+          draft_model_id: drafter!.model.config.id,
+          draft_pretrained_model_filepath: draft!.checkpoint,
+          draft_tokenizer: drafter!.tokenizer?.path ?? null,
+          drafter: stats.drafter,
+          draft_length: stats.draftLength,
+          verification_rounds: stats.rounds,
+          drafted_bytes: stats.drafted,
+          accepted_bytes: stats.accepted,
+          acceptance_rate: stats.acceptanceRate,
+          mean_accepted_length: stats.meanAcceptedLength,
+        }),
       }, args.quiet);
     }
   } finally {
+    drafter?.close();
     model.close();
   }
 }

@@ -26,6 +26,13 @@ import {
 } from "./config/config.ts";
 import { MambaByteError } from "./errors.ts";
 import { generateBytes, type GenerateOptions } from "./generate/decode.ts";
+import { ModelDrafter } from "./generate/drafter.ts";
+import {
+  type Drafter,
+  generateSpeculative,
+  type SpeculativeStats,
+} from "./generate/speculative.ts";
+import { SubwordTokenizer } from "./generate/tokenizer.ts";
 import {
   type ForwardChunksOptions,
   type ForwardResult,
@@ -74,6 +81,30 @@ export interface LoadModelOptions {
   beforeAllocate?: (config: ModelConfig) => void;
   /** Called while an `hf://` checkpoint downloads: bytes done, total, file name. */
   onDownload?: DownloadCallback;
+  /**
+   * Logits per position (default 256: the bytes). A subword drafter's model scores its whole
+   * vocabulary: its tokenizer's size (at most the embedding's rows).
+   */
+  vocabOut?: number;
+}
+
+/** A drafter for {@link Model.generate}'s speculative decoding: see {@link loadDraftModel}. */
+export interface DraftOptions {
+  /** The drafting model (and its tokenizer, for a subword drafter). */
+  model: DraftModel;
+  /** Bytes drafted per verification pass, 1..64 (default 7). */
+  length?: number;
+  /** Receives the statistics once the generation is done. */
+  onStats?: (stats: SpeculativeStats) => void;
+}
+
+/** Options of {@link Model.generate}. */
+export interface ModelGenerateOptions extends GenerateOptions {
+  /**
+   * Speculative decoding: draft with this model, verify with this one; the bytes are exactly
+   * those of plain decoding (same options and seed), one sample (numSamples 1).
+   */
+  draft?: DraftOptions;
 }
 
 /** Picks the backend for a device setting; throws a clear error when CUDA is asked for but absent. */
@@ -133,9 +164,24 @@ export class Model {
     return this.lm.logProbs(bytes);
   }
 
-  /** Generates bytes after the prompt; one Uint8Array per sample. */
-  generate(prompt: Uint8Array, options: GenerateOptions = {}): Promise<Uint8Array[]> {
-    return generateBytes(this.lm, prompt, options);
+  /**
+   * Generates bytes after the prompt; one Uint8Array per sample. With `draft`, speculatively
+   * (the same bytes, fewer passes of this model).
+   */
+  async generate(prompt: Uint8Array, options: ModelGenerateOptions = {}): Promise<Uint8Array[]> {
+    const { draft, ...rest } = options;
+    if (!draft) return await generateBytes(this.lm, prompt, rest);
+    const drafter = draft.model.drafter();
+    try {
+      const { bytes, stats } = await generateSpeculative(this.lm, prompt, drafter, {
+        ...rest,
+        draftLength: draft.length,
+      });
+      draft.onStats?.(stats);
+      return [bytes];
+    } finally {
+      drafter.free();
+    }
   }
 
   /** Frees the weights and the backend. Idempotent. */
@@ -255,6 +301,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
     const lm = new MambaByteLM(backend, mc.dims, weights, {
       eps: mc.normEpsilon,
       chunkSize: options.chunkSize ?? mc.chunkSize,
+      vocabOut: options.vocabOut,
     });
     return new Model(lm, mc, source, backend);
   } catch (e) {
@@ -263,4 +310,72 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
   } finally {
     reader.close();
   }
+}
+
+/** A drafting model for speculative decoding: byte-level, or subword with its tokenizer. */
+export class DraftModel {
+  /** The model. */
+  readonly model: Model;
+  /** The tokenizer of a subword drafter (undefined: byte-level). */
+  readonly tokenizer: SubwordTokenizer | undefined;
+
+  /** Use {@link loadDraftModel}. */
+  constructor(model: Model, tokenizer?: SubwordTokenizer) {
+    this.model = model;
+    this.tokenizer = tokenizer;
+  }
+
+  /** "bytes" or "subword". */
+  get kind(): "bytes" | "subword" {
+    return this.tokenizer ? "subword" : "bytes";
+  }
+
+  /** A fresh drafter over this model (free it after use). */
+  drafter(): Drafter {
+    return new ModelDrafter(this.model.lm, this.tokenizer);
+  }
+
+  /** Closes the model. */
+  close(): void {
+    this.model.close();
+  }
+}
+
+/** Options of {@link loadDraftModel}: a model's, plus its tokenizer. */
+export interface LoadDraftModelOptions extends LoadModelOptions {
+  /**
+   * A subword drafter's tokenizer.json (or a folder holding one). Default: the checkpoint
+   * folder's tokenizer.json when it has one, else the drafter is byte-level. null: byte-level.
+   */
+  tokenizer?: string | null;
+}
+
+/** The tokenizer.json a local checkpoint folder holds, if any. */
+async function folderTokenizer(checkpoint: string | null | undefined): Promise<string | undefined> {
+  if (!checkpoint || checkpoint.startsWith("hf://")) return undefined;
+  const path = `${checkpoint.replace(/\/+$/, "")}/tokenizer.json`;
+  try {
+    return (await Deno.stat(path)).isFile ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Loads a drafter for speculative decoding ({@link Model.generate}'s `draft`): any smaller
+ * MambaByte model (byte-level), or a subword Mamba language model in the Hugging Face layout with
+ * its tokenizer.json, run by our own model code over its whole vocabulary.
+ */
+export async function loadDraftModel(options: LoadDraftModelOptions = {}): Promise<DraftModel> {
+  const { tokenizer: tokOpt, ...rest } = options;
+  const tokPath = tokOpt === null ? undefined : tokOpt ?? await folderTokenizer(options.checkpoint);
+  const tokenizer = tokPath === undefined ? undefined : await SubwordTokenizer.load(tokPath);
+  // One thread on the CPU unless asked: a drafter's steps are small, and the target's pool
+  // workers spin between its own ops (two pools of spinning workers starve each other).
+  const model = await loadModel({
+    ...rest,
+    threads: rest.threads ?? 1,
+    vocabOut: tokenizer?.vocabSize,
+  });
+  return new DraftModel(model, tokenizer);
 }

@@ -230,3 +230,100 @@ Deno.test({
     ck.close();
   },
 });
+
+// ---- speculative decoding on CUDA: bit-exact verification, the same bytes as plain decoding ----
+
+const SPEC_PROMPT = new TextEncoder().encode("KING RICHARD III:\nNow is the winter of our ");
+
+for (const dtype of ["fp32", "bf16"] as const) {
+  Deno.test({
+    name: `cuda: a verification pass equals stepping bit for bit and resumes anywhere (${dtype})`,
+    ignore,
+    async fn() {
+      const { VerifyBuffers } = await import("../src/model/workspace.ts");
+      const gpu = await loadModel({ configPath: CONFIG, modelId: "small", device: "cuda", dtype });
+      const lm = gpu.lm, be = lm.backend, M = 10;
+      const ws = lm.newWorkspace(M), ws1 = lm.newWorkspace(1);
+      const saved = new VerifyBuffers(be, lm.dims, M);
+      const bits = (t: { toHost(): unknown }) =>
+        new Uint32Array((t.toHost() as Float32Array).buffer);
+      try {
+        for (const pos of [0, 3, M - 1]) {
+          const base = await lm.forwardChunks(SPEC_PROMPT);
+          const stepped = lm.newState(1), verified = lm.newState(1);
+          stepped.broadcastFrom(base);
+          verified.broadcastFrom(base);
+          base.free();
+          const rows = new TextEncoder().encode("discontent");
+          be.upload(ws.ids.ptr, Int32Array.from(rows));
+          lm.embed(ws, M);
+          lm.verifyLayers(ws, verified, M, saved);
+          lm.verifyHead(ws, M);
+          const logits = bits(ws.logits);
+          let at: Uint32Array[] = [];
+          for (let t = 0; t < M; t++) {
+            be.upload(ws1.ids.ptr, Int32Array.of(rows[t]));
+            lm.embed(ws1, 1);
+            lm.stepLayers(ws1, stepped, 1);
+            lm.runHead(ws1, 1);
+            assert.deepEqual(logits.subarray(t * 256, (t + 1) * 256), bits(ws1.logits), `row ${t}`);
+            if (t === pos) at = [...stepped.conv, ...stepped.ssm].map(bits);
+          }
+          lm.resumeLayers(ws, verified, saved, pos, M);
+          [...verified.conv, ...verified.ssm].forEach((t, i) =>
+            assert.deepEqual(bits(t), at[i], `state ${i} after position ${pos}`)
+          );
+          stepped.free();
+          verified.free();
+        }
+      } finally {
+        ws.free();
+        ws1.free();
+        saved.free();
+        gpu.close();
+      }
+    },
+  });
+
+  Deno.test({
+    name: `cuda: speculative generation returns plain generation's bytes (${dtype})`,
+    ignore,
+    async fn() {
+      const { loadDraftModel } = await import("../mod.ts");
+      const small = await loadModel({
+        configPath: CONFIG,
+        modelId: "small",
+        device: "cuda",
+        dtype,
+      });
+      const tiny = await loadDraftModel({
+        configPath: CONFIG,
+        modelId: "tiny",
+        device: "cuda",
+        dtype,
+      });
+      try {
+        for (
+          const s of [
+            { topK: 1 },
+            { topK: 256, topP: 0.98, temperature: 1.0 },
+            { topK: 40, topP: 0.9, temperature: 0.7 },
+          ]
+        ) {
+          for (const length of [7, 12]) {
+            const o = { maxNewTokens: 300, seed: 4740, ...s };
+            const [plain] = await small.generate(SPEC_PROMPT, o);
+            const [spec] = await small.generate(SPEC_PROMPT, {
+              ...o,
+              draft: { model: tiny, length },
+            });
+            assert.deepEqual(spec, plain, `${JSON.stringify(s)} k=${length}`);
+          }
+        }
+      } finally {
+        tiny.close();
+        small.close();
+      }
+    },
+  });
+}

@@ -5,6 +5,10 @@
  *   (rows of W split across threads in contiguous blocks, R rows x N inputs of independent AVX-512
  *   accumulators, bf16 expanded to fp32 by a zero-extend + shift, which is exact, so activations
  *   stay fp32). It runs at the machine's read bandwidth (see bench_cpu).
+ *   Every row of x is computed with the arithmetic of n = 1 whatever n (two accumulators per
+ *   output, the same loads, the same reduction), so a row's result does not depend on how many
+ *   rows share the call: speculative decoding verifies several positions in one call and needs
+ *   the bits of one-position decoding steps.
  * larger n (prefill): cblas_sgemm(RowMajor, NoTrans x, Trans W) when BLAS is available (bf16 W
  *   converted to fp32 in the context's scratch first), one single-threaded call per pool thread
  *   on its slice; otherwise the library's own GEMM: W in L2-sized row tiles, each tile applied to
@@ -80,9 +84,10 @@ static void permute_x_bf16(const float *x, int64_t ldx, int64_t n, int64_t in_f,
 #define MB_BF16_DP 0
 #endif
 
-/* x's layout for the vector bf16 kernels of a call with n rows: 1 = split (xs: kp hi then kp lo
- * bf16 values), 0 = permuted fp32 rows. */
-static int bf16_x_split(int64_t n) { return MB_BF16_DP && n == 1; }
+/* x's layout for the vector bf16 kernels of a call with n rows: 1 = split (xs: per row, kp hi then
+ * kp lo bf16 values), 0 = permuted fp32 rows. The skinny path splits whenever the machine has
+ * vdpbf16ps (every row as n = 1 computes it); the tiled GEMM (n > 8) permutes. */
+static int bf16_x_split(int64_t n) { return MB_BF16_DP && n <= MBCPU_SKINNY_MAX; }
 
 #if MB_BF16_DP
 static void split_x_bf16(const float *x, int64_t in_f, int64_t kp, uint16_t *xs) {
@@ -107,7 +112,7 @@ static void prepare_x_bf16(const float *x, int64_t ldx, int64_t n, int64_t in_f,
                            float *buf) {
 #if MB_BF16_DP
   if (bf16_x_split(n)) {
-    split_x_bf16(x, in_f, kp, (uint16_t *)buf);
+    for (int64_t i = 0; i < n; i++) split_x_bf16(x + i * ldx, in_f, kp, (uint16_t *)(buf + i * kp));
     return;
   }
 #endif
@@ -127,38 +132,40 @@ MB_INLINE __m512 load_w_mask(const void *w, int bf16, int64_t k, __mmask16 m) {
               : _mm512_maskz_loadu_ps(m, (const float *)w + k);
 }
 
-/* R rows of W (starting at row o) x N rows of x; N, R, BF16 are compile-time constants. */
-MB_INLINE void block_kernel(const float *x, int64_t ldx, const void *w, const int BF16,
-                            const float *bias, const int N, const int R, int64_t in_f, int64_t o,
-                            float *y, int64_t ldy) {
-  const size_t es = BF16 ? 2 : 4;
-  const char *wr[8];
-  for (int r = 0; r < R; r++) wr[r] = (const char *)w + (size_t)(o + r) * (size_t)in_f * es;
-  __m512 acc[8][8];
+/* R rows of W (starting at row o) x N rows of x, fp32 weights; N and R are compile-time
+ * constants. Each (row, input) pair has lanes_n1_f32's arithmetic: elements [k, k+16) of every
+ * 32 into one accumulator, [k+16, k+32) into another, the 16-wide masked tail into the first,
+ * then reduce(a + c) + bias; so each row gives the bits of a one-row call. */
+MB_INLINE void block_kernel(const float *x, int64_t ldx, const float *w, const float *bias,
+                            const int N, const int R, int64_t in_f, int64_t o, float *y,
+                            int64_t ldy) {
+  const float *wr[8];
+  for (int r = 0; r < R; r++) wr[r] = w + (size_t)(o + r) * (size_t)in_f;
+  __m512 a[4][8], c[4][8];
   for (int r = 0; r < R; r++)
-    for (int i = 0; i < N; i++) acc[r][i] = _mm512_setzero_ps();
+    for (int i = 0; i < N; i++) a[r][i] = c[r][i] = _mm512_setzero_ps();
   int64_t k = 0;
-  for (; k + 16 <= in_f; k += 16) {
-    __m512 xv[8];
-    for (int i = 0; i < N; i++) xv[i] = _mm512_loadu_ps(x + i * ldx + k);
+  for (; k + 32 <= in_f; k += 32) {
     for (int r = 0; r < R; r++) {
-      __m512 wv = load_w(wr[r], BF16, k);
-      for (int i = 0; i < N; i++) acc[r][i] = _mm512_fmadd_ps(wv, xv[i], acc[r][i]);
+      const __m512 w0 = _mm512_loadu_ps(wr[r] + k), w1 = _mm512_loadu_ps(wr[r] + k + 16);
+      for (int i = 0; i < N; i++) {
+        a[r][i] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i * ldx + k), a[r][i]);
+        c[r][i] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i * ldx + k + 16), c[r][i]);
+      }
     }
   }
-  if (k < in_f) {
-    __mmask16 m = mbv_mask(in_f - k);
-    __m512 xv[8];
-    for (int i = 0; i < N; i++) xv[i] = _mm512_maskz_loadu_ps(m, x + i * ldx + k);
+  for (; k < in_f; k += 16) {
+    const __mmask16 m = mbv_mask(in_f - k);
     for (int r = 0; r < R; r++) {
-      __m512 wv = load_w_mask(wr[r], BF16, k, m);
-      for (int i = 0; i < N; i++) acc[r][i] = _mm512_fmadd_ps(wv, xv[i], acc[r][i]);
+      const __m512 w0 = _mm512_maskz_loadu_ps(m, wr[r] + k);
+      for (int i = 0; i < N; i++)
+        a[r][i] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + i * ldx + k), a[r][i]);
     }
   }
-  for (int r = 0; r < R; r++) {
-    const float b = bias ? bias[o + r] : 0.0f;
-    for (int i = 0; i < N; i++) y[i * ldy + o + r] = _mm512_reduce_add_ps(acc[r][i]) + b;
-  }
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < N; i++)
+      y[i * ldy + o + r] =
+          _mm512_reduce_add_ps(_mm512_add_ps(a[r][i], c[r][i])) + (bias ? bias[o + r] : 0.0f);
 }
 
 /*
@@ -299,7 +306,9 @@ MB_INLINE void rows_n1(const float *x, const float *xp, const uint16_t *xs, int6
 /*
  * bf16 weights: 32 weights (64 bytes) per load; the even ones become fp32 by a shift left of 16,
  * the odd ones by masking the low half (both exact). x is pre-permuted to match (xp: per block of
- * 32, the 16 even elements then the 16 odd ones, zero-padded to kp = round_up(in_f, 32)).
+ * 32, the 16 even elements then the 16 odd ones, zero-padded to kp = round_up(in_f, 32)). The even
+ * products go to one accumulator, the odd ones to another, as in lanes_n1_bf16 (same bits as a
+ * one-row call).
  */
 MB_INLINE void block_kernel_bf16(const float *xp, int64_t kp, const uint16_t *w, const float *bias,
                                  const int N, const int R, int64_t in_f, int64_t o, float *y,
@@ -307,9 +316,9 @@ MB_INLINE void block_kernel_bf16(const float *xp, int64_t kp, const uint16_t *w,
   const uint16_t *wr[8];
   for (int r = 0; r < R; r++) wr[r] = w + (size_t)(o + r) * (size_t)in_f;
   const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
-  __m512 acc[8][8];
+  __m512 a[4][8], c[4][8];
   for (int r = 0; r < R; r++)
-    for (int i = 0; i < N; i++) acc[r][i] = _mm512_setzero_ps();
+    for (int i = 0; i < N; i++) a[r][i] = c[r][i] = _mm512_setzero_ps();
   for (int64_t k = 0; k < in_f; k += 32) {
     const __mmask32 m = in_f - k >= 32 ? (__mmask32)0xFFFFFFFFu
                                        : (__mmask32)((1u << (in_f - k)) - 1u);
@@ -321,21 +330,63 @@ MB_INLINE void block_kernel_bf16(const float *xp, int64_t kp, const uint16_t *w,
       __m512 lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
       __m512 hi = _mm512_castsi512_ps(_mm512_and_si512(v, hi_mask));
       for (int i = 0; i < N; i++) {
-        acc[r][i] = _mm512_fmadd_ps(lo, _mm512_load_ps(xp + i * kp + k), acc[r][i]);
-        acc[r][i] = _mm512_fmadd_ps(hi, _mm512_load_ps(xp + i * kp + k + 16), acc[r][i]);
+        a[r][i] = _mm512_fmadd_ps(lo, _mm512_load_ps(xp + i * kp + k), a[r][i]);
+        c[r][i] = _mm512_fmadd_ps(hi, _mm512_load_ps(xp + i * kp + k + 16), c[r][i]);
       }
     }
   }
-  for (int r = 0; r < R; r++) {
-    const float b = bias ? bias[o + r] : 0.0f;
-    for (int i = 0; i < N; i++) y[i * ldy + o + r] = _mm512_reduce_add_ps(acc[r][i]) + b;
-  }
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < N; i++)
+      y[i * ldy + o + r] =
+          _mm512_reduce_add_ps(_mm512_add_ps(a[r][i], c[r][i])) + (bias ? bias[o + r] : 0.0f);
 }
 
+#if MB_BF16_DP
+/* bf16 weights, x split per row (xs + i * 2 kp: hi then lo): lanes_n1_bf16dp's arithmetic for
+ * every (row, input) pair. */
+MB_INLINE void block_kernel_bf16dp(const uint16_t *xs, int64_t kp, const uint16_t *w,
+                                   const float *bias, const int N, const int R, int64_t in_f,
+                                   int64_t o, float *y, int64_t ldy) {
+  const uint16_t *wr[8];
+  for (int r = 0; r < R; r++) wr[r] = w + (size_t)(o + r) * (size_t)in_f;
+  __m512 a[4][8], c[4][8];
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < N; i++) a[r][i] = c[r][i] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < in_f; k += 32) {
+    const __mmask32 m = in_f - k >= 32 ? (__mmask32)0xFFFFFFFFu
+                                       : (__mmask32)((1u << (in_f - k)) - 1u);
+    for (int r = 0; r < R; r++) {
+      _mm_prefetch((const char *)(wr[r] + k + (int64_t)R * in_f), _MM_HINT_T0);
+      const __m512i v = m == (__mmask32)0xFFFFFFFFu ? _mm512_loadu_si512((const void *)(wr[r] + k))
+                                                     : _mm512_maskz_loadu_epi16(m, wr[r] + k);
+      for (int i = 0; i < N; i++) {
+        const uint16_t *xi = xs + (size_t)i * 2 * (size_t)kp;
+        const __m512bh h = (__m512bh)_mm512_load_si512((const void *)(xi + k));
+        const __m512bh l = (__m512bh)_mm512_load_si512((const void *)(xi + kp + k));
+        a[r][i] = _mm512_dpbf16_ps(a[r][i], (__m512bh)v, h);
+        c[r][i] = _mm512_dpbf16_ps(c[r][i], (__m512bh)v, l);
+      }
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < N; i++)
+      y[i * ldy + o + r] =
+          _mm512_reduce_add_ps(_mm512_add_ps(a[r][i], c[r][i])) + (bias ? bias[o + r] : 0.0f);
+}
+#endif
+
+/* Rows of W per block for N inputs: 4 (N = 2), 2 (N <= 4), 1 (N <= 8): 2*R*N accumulators <= 16. */
+#if MB_BF16_DP
+#define MB_BF16_BLOCK(NN, RR, oo)                                                                 \
+  (xsplit ? block_kernel_bf16dp((const uint16_t *)xp, kp, w, bias, NN, RR, in_f, oo, y, ldy)      \
+          : block_kernel_bf16(xp, kp, w, bias, NN, RR, in_f, oo, y, ldy))
+#else
+#define MB_BF16_BLOCK(NN, RR, oo) block_kernel_bf16(xp, kp, w, bias, NN, RR, in_f, oo, y, ldy)
+#endif
 #define MB_CASE_BF16(NN, RR)                                                                      \
   case NN:                                                                                        \
-    for (; o + RR <= o1; o += RR) block_kernel_bf16(xp, kp, w, bias, NN, RR, in_f, o, y, ldy);    \
-    for (; o < o1; o++) block_kernel_bf16(xp, kp, w, bias, NN, 1, in_f, o, y, ldy);               \
+    for (; o + RR <= o1; o += RR) MB_BF16_BLOCK(NN, RR, o);                                       \
+    for (; o < o1; o++) MB_BF16_BLOCK(NN, 1, o);                                                  \
     break;
 
 static void rows_vec_bf16p(const float *xp, int xsplit, int64_t kp, const uint16_t *w,
@@ -348,23 +399,21 @@ static void rows_vec_bf16p(const float *xp, int xsplit, int64_t kp, const uint16
               in_f, o0, o1, y);
       break;
     MB_CASE_BF16(2, 4)
-    MB_CASE_BF16(3, 4)
-    MB_CASE_BF16(4, 4)
-    MB_CASE_BF16(5, 2)
-    MB_CASE_BF16(6, 2)
-    MB_CASE_BF16(7, 2)
-    MB_CASE_BF16(8, 2)
+    MB_CASE_BF16(3, 2)
+    MB_CASE_BF16(4, 2)
+    MB_CASE_BF16(5, 1)
+    MB_CASE_BF16(6, 1)
+    MB_CASE_BF16(7, 1)
+    MB_CASE_BF16(8, 1)
     default:
       break;
   }
 }
 
-/* Rows of W per block for N inputs: 8 (N = 1), 4 (N <= 4), 2 (N <= 8): R*N accumulators <= 16. */
 #define MB_CASE_N(NN, RR)                                                                         \
   case NN:                                                                                        \
-    for (; o + RR <= o1; o += RR)                                                                 \
-      block_kernel(x, ldx, w, BF16, bias, NN, RR, in_f, o, y, ldy);                               \
-    for (; o < o1; o++) block_kernel(x, ldx, w, BF16, bias, NN, 1, in_f, o, y, ldy);              \
+    for (; o + RR <= o1; o += RR) block_kernel(x, ldx, (const float *)w, bias, NN, RR, in_f, o, y, ldy); \
+    for (; o < o1; o++) block_kernel(x, ldx, (const float *)w, bias, NN, 1, in_f, o, y, ldy);     \
     break;
 
 /* rows [o0, o1) x inputs [0, N), N <= 8 */
@@ -377,12 +426,12 @@ MB_INLINE void rows_vec_t(const float *x, int64_t ldx, const void *w, const int 
       rows_n1(x, NULL, NULL, 0, w, BF16, bias, in_f, o0, o1, y);
       break;
       MB_CASE_N(2, 4)
-      MB_CASE_N(3, 4)
-      MB_CASE_N(4, 4)
-      MB_CASE_N(5, 2)
-      MB_CASE_N(6, 2)
-      MB_CASE_N(7, 2)
-      MB_CASE_N(8, 2)
+      MB_CASE_N(3, 2)
+      MB_CASE_N(4, 2)
+      MB_CASE_N(5, 1)
+      MB_CASE_N(6, 1)
+      MB_CASE_N(7, 1)
+      MB_CASE_N(8, 1)
     default:
       break;
   }

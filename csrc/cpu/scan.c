@@ -454,3 +454,33 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
   return st;
 }
 
+
+/* mb_selective_scan_dt on the CPU: dt_proj by mb_linear in calls of at most 8 rows (each row with
+ * the bits of a one-row call, as the fused decoding op computes it), then the scan, whose
+ * positions run step16 / scan_block_vec / the scalar channel loop exactly as the one-position
+ * decoding update does: every position has the bits of a decoding step. */
+int mbcpu_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
+                            int64_t ld_xdbl, const void *dt_w, int wdtype, const float *dt_bias,
+                            int64_t dt_rank, const float *A, const float *Bm, int64_t ldb,
+                            const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+                            int64_t ldz, float *state, float *states_all, int64_t batch,
+                            int64_t len, int64_t d, int64_t n, int delta_softplus,
+                            float *delta_out, float *y, int64_t ldy) {
+  const int64_t rows = batch * len;
+  float *delta = delta_out;
+  if (!delta) {
+    delta = (float *)malloc((size_t)(rows * d) * sizeof(float));
+    if (!delta) return mb_fail(MB_ERR_OOM, "mb_selective_scan_dt: out of memory (delta)");
+  }
+  int st = MB_OK;
+  for (int64_t r = 0; r < rows && st == MB_OK; r += MBCPU_SKINNY_MAX) {
+    const int64_t m = rows - r < MBCPU_SKINNY_MAX ? rows - r : MBCPU_SKINNY_MAX;
+    st = mbcpu_linear(ctx, x_dbl + r * ld_xdbl, ld_xdbl, dt_w, wdtype, dt_bias, m, dt_rank, d,
+                      delta + r * d, d);
+  }
+  if (st == MB_OK)
+    st = mbcpu_selective_scan(ctx, u, ldu, delta, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
+                              states_all, batch, len, d, n, delta_softplus, y, ldy);
+  if (delta != delta_out) free(delta);
+  return st;
+}

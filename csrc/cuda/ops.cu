@@ -856,6 +856,8 @@ struct SsuDtArgs {
   int64_t d; int n; int softplus;
   float *delta_out;
   float *y; int64_t ldy;
+  int64_t len;        /* positions per sequence: 1 for the decoding step, more for mb_selective_scan_dt */
+  float *states_all;  /* (batch, len, d, n) or NULL */
 };
 
 #define SSU_MAXC 4
@@ -880,6 +882,9 @@ __device__ __forceinline__ float dot16(uint4 w, const float *x, uint16_t) {
 __device__ __forceinline__ float wval(const float *w, int64_t i) { return __ldg(w + i); }
 __device__ __forceinline__ float wval(const uint16_t *w, int64_t i) { return mb_bf16_to_f32(__ldg(w + i)); }
 
+/* One block row per sequence b; positions t = 0..len-1 run in order, the state in registers
+ * between them, each with the arithmetic of the one-position decoding step (mb_selective_scan_dt
+ * gives every position the bits of mb_selective_state_update_dt: the same code runs both). */
 template <int L, typename WT>
 __global__ void k_ssu_dt(SsuDtArgs a) {
   extern __shared__ __align__(16) float smem_ssu[];
@@ -908,60 +913,74 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
     wr[q] = (cok && j < nch) ? __ldg((const uint4 *)wrow + j) : make_uint4(0, 0, 0, 0);
   }
   mb_pdl_wait();
-  for (int e = threadIdx.x; e < Rp; e += blockDim.x) xs[e] = e < R ? a.xdbl[b * a.ldx + e] : 0.f;
-  for (int e = threadIdx.x; e < NP; e += blockDim.x) {
-    sB[e] = e < a.n ? a.Bm[b * a.ldb + e] : 0.f;
-    sC[e] = e < a.n ? a.Cm[b * a.ldc + e] : 0.f;
-  }
-  float uu = 0.f, zz = 0.f;
   float h[SCAN_P];
   float *st = a.state + (b * a.d + (cok ? c : 0)) * a.n;
-  if (cok) {
-    uu = a.u[b * a.ldu + c];
-    if (a.z) zz = a.z[b * a.ldz + c];
-  }
 #pragma unroll
   for (int p = 0; p < SCAN_P; p++) {
     int s = gi * SCAN_P + p;
     h[p] = (cok && s < a.n) ? st[s] : 0.f;
   }
-  __syncthreads();
-  float dot = 0.f;
-  if (a.wvec) {
-#pragma unroll
-    for (int q = 0; q < SSU_MAXC; q++) {
-      int j = gi + q * L;
-      if (j < nch) dot += dot16(wr[q], xs + j * EPV, WT());
+  for (int64_t t = 0; t < a.len; t++) {
+    const int64_t r = b * a.len + t;
+    if (t > 0) __syncthreads(); /* every lane is done with the previous position's rows */
+    for (int e = threadIdx.x; e < Rp; e += blockDim.x) xs[e] = e < R ? a.xdbl[r * a.ldx + e] : 0.f;
+    for (int e = threadIdx.x; e < NP; e += blockDim.x) {
+      sB[e] = e < a.n ? a.Bm[r * a.ldb + e] : 0.f;
+      sC[e] = e < a.n ? a.Cm[r * a.ldc + e] : 0.f;
     }
-    if (cok)
-      for (int j = gi + SSU_MAXC * L; j < nch; j += L)
-        dot += dot16(__ldg((const uint4 *)wrow + j), xs + j * EPV, WT());
-  } else if (cok) {
-    for (int k = gi; k < R; k += L) dot = fmaf(wval(wrow, k), xs[k], dot);
+    float uu = 0.f, zz = 0.f;
+    if (cok) {
+      uu = a.u[r * a.ldu + c];
+      if (a.z) zz = a.z[r * a.ldz + c];
+    }
+    __syncthreads();
+    float dot = 0.f;
+    if (a.wvec) {
+#pragma unroll
+      for (int q = 0; q < SSU_MAXC; q++) {
+        int j = gi + q * L;
+        if (j < nch) dot += dot16(wr[q], xs + j * EPV, WT());
+      }
+      if (cok)
+        for (int j = gi + SSU_MAXC * L; j < nch; j += L)
+          dot += dot16(__ldg((const uint4 *)wrow + j), xs + j * EPV, WT());
+    } else if (cok) {
+      for (int k = gi; k < R; k += L) dot = fmaf(wval(wrow, k), xs[k], dot);
+    }
+#pragma unroll
+    for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    const float draw = dot + bc;
+    if (gi == 0 && cok && a.delta_out) a.delta_out[r * a.d + c] = draw;
+    const float dt = a.softplus ? mb_softplus(draw) : draw;
+    const float du = dt * uu;
+    const float2 bv = *(const float2 *)(sB + gi * SCAN_P);
+    const float2 cv = *(const float2 *)(sC + gi * SCAN_P);
+    h[0] = fmaf(exp2f(dt * Ac[0]), h[0], du * bv.x);
+    h[1] = fmaf(exp2f(dt * Ac[1]), h[1], du * bv.y);
+    float yp = fmaf(cv.y, h[1], cv.x * h[0]);
+#pragma unroll
+    for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);
+    if (cok) {
+      if (a.states_all) {
+        float *sa = a.states_all + (r * a.d + c) * a.n;
+#pragma unroll
+        for (int p = 0; p < SCAN_P; p++) {
+          int s = gi * SCAN_P + p;
+          if (s < a.n) sa[s] = h[p];
+        }
+      }
+      if (gi == 0) {
+        float yv = yp + Dc * uu;
+        if (a.z) yv *= mb_silu(zz);
+        a.y[r * a.ldy + c] = yv;
+      }
+    }
   }
-#pragma unroll
-  for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-  const float draw = dot + bc;
-  if (gi == 0 && cok && a.delta_out) a.delta_out[b * a.d + c] = draw;
-  const float dt = a.softplus ? mb_softplus(draw) : draw;
-  const float du = dt * uu;
-  const float2 bv = *(const float2 *)(sB + gi * SCAN_P);
-  const float2 cv = *(const float2 *)(sC + gi * SCAN_P);
-  h[0] = fmaf(exp2f(dt * Ac[0]), h[0], du * bv.x);
-  h[1] = fmaf(exp2f(dt * Ac[1]), h[1], du * bv.y);
-  float yp = fmaf(cv.y, h[1], cv.x * h[0]);
-#pragma unroll
-  for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);
   if (cok) {
 #pragma unroll
     for (int p = 0; p < SCAN_P; p++) {
       int s = gi * SCAN_P + p;
       if (s < a.n) st[s] = h[p];
-    }
-    if (gi == 0) {
-      float yv = yp + Dc * uu;
-      if (a.z) yv *= mb_silu(zz);
-      a.y[b * a.ldy + c] = yv;
     }
   }
 }
@@ -984,6 +1003,8 @@ static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch)
   return MB_OK;
 }
 
+static int ssu_dt_launch(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch);
+
 extern "C" int mbcuda_selective_state_update_dt(
     mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl, int64_t ld_xdbl,
     const void *dt_w, int wdtype, const float *dt_bias, int64_t dt_rank, const float *A,
@@ -999,8 +1020,33 @@ extern "C" int mbcuda_selective_state_update_dt(
   const size_t es = wdtype == MB_DTYPE_BF16 ? 2 : 4;
   const int wvec = ((size_t)dt_rank * es) % 16 == 0 && ((uintptr_t)dt_w & 15) == 0;
   SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
-                 Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy};
-  switch (scan_lanes(n)) {
+                 Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, 1, nullptr};
+  return ssu_dt_launch(ctx, a, wdtype, batch);
+}
+
+/* mb_selective_scan_dt: the decoding step's kernel with a.len positions per sequence. */
+extern "C" int mbcuda_selective_scan_dt(
+    mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl, int64_t ld_xdbl,
+    const void *dt_w, int wdtype, const float *dt_bias, int64_t dt_rank, const float *A,
+    const float *Bm, int64_t ldb, const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+    int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len, int64_t d, int64_t n,
+    int delta_softplus, float *delta_out, float *y, int64_t ldy) {
+  if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
+  if (n > 64)
+    return mb_fail(MB_ERR_UNSUPPORTED,
+                   "cuda: selective_scan_dt: d_state %lld > 64 is not supported", (long long)n);
+  if (batch > 65535 || dt_rank > 8192)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_scan_dt: batch > 65535 or dt_rank > 8192");
+  const size_t es = wdtype == MB_DTYPE_BF16 ? 2 : 4;
+  const int wvec = ((size_t)dt_rank * es) % 16 == 0 && ((uintptr_t)dt_w & 15) == 0;
+  SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
+                 Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, len,
+                 states_all};
+  return ssu_dt_launch(ctx, a, wdtype, batch);
+}
+
+static int ssu_dt_launch(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch) {
+  switch (scan_lanes(a.n)) {
     case 1: return ssu_dt_launch_l<1>(ctx, a, wdtype, batch);
     case 2: return ssu_dt_launch_l<2>(ctx, a, wdtype, batch);
     case 4: return ssu_dt_launch_l<4>(ctx, a, wdtype, batch);

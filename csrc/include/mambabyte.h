@@ -123,6 +123,8 @@ int mb_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate, co
 /**
  * y[i, o] = sum_k x[i, k] * w[o, k] + bias[o]   for i < n, o < out_f   (bias may be NULL).
  * w: (out_f, in_f) row-major, PyTorch's nn.Linear layout, float32 or bfloat16; fp32 accumulation.
+ * For n <= 8 every row of y has the bits it has in a call with n = 1 (on each backend), so
+ * several positions can be run as one product with the results of one-position decoding steps.
  */
 int mb_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype, const float *bias,
               int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy);
@@ -188,6 +190,26 @@ int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const
                                  const float *Dskip, const float *z, int64_t ldz, float *state,
                                  int64_t batch, int64_t d, int64_t n, int delta_softplus,
                                  float *delta_out, float *y, int64_t ldy);
+
+/**
+ * mb_selective_state_update_dt over `len` positions of each of `batch` sequences, position after
+ * position: row r = b * len + t of u, x_dbl, Bm, Cm, z, y (and of delta_out, (batch * len, d))
+ * is one decoding step of sequence b from the state its previous position left, with exactly the
+ * arithmetic of mb_selective_state_update_dt, so every position gives the bits that a decoding
+ * step gives (speculative decoding verifies several drafted bytes in one call and resumes from
+ * any of them). state (batch, d, n) is required: the state before the first position on entry,
+ * after the last on return. states_all (batch, len, d, n), when not NULL, receives the state
+ * after every position. With MB_FLAG_UNFUSED_STEPS (delta_out then required) it runs as
+ *   mb_linear(x_dbl rows, in calls of at most 8 rows, ...) -> delta_out; then
+ *   mb_selective_scan(u, ldu, delta_out, d, ..., state, states_all, batch, len, ...).
+ */
+int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
+                         int64_t ld_xdbl, const void *dt_w, int wdtype, const float *dt_bias,
+                         int64_t dt_rank, const float *A, const float *Bm, int64_t ldb,
+                         const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+                         int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
+                         int64_t d, int64_t n, int delta_softplus, float *delta_out, float *y,
+                         int64_t ldy);
 
 /** out[i, :] = log_softmax(logits[i, :]) over v columns, rows of n. out may equal logits. */
 int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);

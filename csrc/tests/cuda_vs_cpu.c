@@ -398,6 +398,150 @@ static void t_ssu_dt(void) {
   }
 }
 
+/* ---- speculative decoding: what verification relies on ----------------------------------------
+ * mb_selective_scan_dt GPU vs CPU; and on the GPU, bit for bit: scan_dt over len positions equals
+ * len decoding steps (mb_selective_state_update_dt), every row of an n <= 8 mb_linear equals the
+ * one-row call, and mb_linear (n rows) + mb_causal_conv1d (len n) equal n mb_linear_conv1d_step
+ * calls (the conv in the GEMV's epilogue). */
+static float *dl(mb_ctx *ctx, const void *p, size_t bytes) {
+  float *h = (float *)malloc(bytes ? bytes : 4);
+  MBX(mb_ctx_synchronize(ctx));
+  MBX(mb_memcpy_d2h(ctx, h, p, bytes));
+  return h;
+}
+/* 0 when the two GPU buffers hold the same bits, else 1 (reported as the error) */
+static double diff_bits(const void *a, const void *b, size_t bytes) {
+  float *x = dl(GPU, a, bytes), *y = dl(GPU, b, bytes);
+  int d = memcmp(x, y, bytes) != 0;
+  free(x), free(y);
+  return d;
+}
+static pair weights(int64_t rows, int64_t cols, int wdt, float lo, float hi) {
+  float *wh = hrand(rows * cols, lo, hi);
+  pair W;
+  if (wdt == MB_DTYPE_BF16) {
+    uint16_t *wb = (uint16_t *)malloc((size_t)(rows * cols) * 2);
+    for (int64_t i = 0; i < rows * cols; i++) wb[i] = f2bf(wh[i]);
+    W = pnew(wb, (size_t)(rows * cols) * 2);
+    free(wb);
+  } else {
+    W = pf(wh, rows * cols);
+  }
+  free(wh);
+  return W;
+}
+
+static void t_spec(void) {
+  /* scan_dt: GPU vs CPU, and GPU scan_dt == len GPU ssu_dt steps */
+  struct { int64_t batch, len, d, n, R; int wdt; } cs[] = {
+      {1, 8, 37, 16, 8, MB_DTYPE_F32},     {1, 8, 896, 16, 28, MB_DTYPE_BF16},
+      {2, 5, 101, 16, 112, MB_DTYPE_BF16}, {1, 17, 70, 33, 40, MB_DTYPE_F32},
+      {1, 8, 3584, 16, 112, MB_DTYPE_BF16}, {1, 3, 50, 64, 40, MB_DTYPE_BF16},
+  };
+  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+    int64_t B = cs[ci].batch, L = cs[ci].len, d = cs[ci].d, n = cs[ci].n, R = cs[ci].R;
+    if (g_small && d > 1000) continue;
+    int64_t rows = B * L, ldu = d + 3, ldx = R + 2 * n + 1, ldz = 2 * d, ldy = d + 2;
+    pair U = prand(rows * ldu, -2, 2), X = prand(rows * ldx, -1, 1), Z = prand(rows * ldz, -3, 3);
+    pair W = weights(d, R, cs[ci].wdt, -0.5f, 0.5f);
+    pair Bi = prand(d, -4, -1), Dk = prand(d, -1, 1);
+    float *ah = hrand(d * n, 0, 1);
+    for (int64_t i = 0; i < d * n; i++) ah[i] = -expf(logf((float)(i % n + 1)) * ah[i]);
+    pair A = pf(ah, d * n);
+    free(ah);
+    float *sh = hrand(B * d * n, -1, 1);
+    pair S = pf(sh, B * d * n), S2 = pf(sh, B * d * n);
+    free(sh);
+    pair SA = pf(NULL, rows * d * n), Y = pf(NULL, rows * ldy), DO = pf(NULL, rows * d);
+    pair Y2 = pf(NULL, rows * ldy), DO2 = pf(NULL, rows * d), SA2 = pf(NULL, rows * d * n);
+    const float *xc = C(X), *xg = G(X);
+    int dt = cs[ci].wdt;
+    MBX(mb_selective_scan_dt(CPU, C(U), ldu, xc, ldx, W.c, dt, C(Bi), R, C(A), xc + R, ldx,
+                             xc + R + n, ldx, C(Dk), C(Z), ldz, C(S), C(SA), B, L, d, n, 1, C(DO),
+                             C(Y), ldy));
+    MBX(mb_selective_scan_dt(GPU, G(U), ldu, xg, ldx, W.g, dt, G(Bi), R, G(A), xg + R, ldx,
+                             xg + R + n, ldx, G(Dk), G(Z), ldz, G(S), G(SA), B, L, d, n, 1, G(DO),
+                             G(Y), ldy));
+    /* the same positions as decoding steps, one at a time, on the GPU */
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t t = 0; t < L; t++) {
+        int64_t r = b * L + t;
+        MBX(mb_selective_state_update_dt(GPU, G(U) + r * ldu, ldu, xg + r * ldx, ldx, W.g, dt,
+                                         G(Bi), R, G(A), xg + r * ldx + R, ldx,
+                                         xg + r * ldx + R + n, ldx, G(Dk), G(Z) + r * ldz, ldz,
+                                         G(S2) + b * d * n, 1, d, n, 1, G(DO2) + r * d,
+                                         G(Y2) + r * ldy, ldy));
+        MBX(mb_memcpy_d2d(GPU, G(SA2) + r * d * n, G(S2) + b * d * n, (size_t)(d * n) * 4));
+      }
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld R=%lld %s", (long long)B,
+             (long long)L, (long long)d, (long long)n, (long long)R, dt ? "bf16" : "f32");
+    check("scan_dt", cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
+    check("scan_dt", cfg, "states_all", rel_all(&SA), 1e-5);
+    check("scan_dt", cfg, "state", rel_all(&S), 1e-5);
+    check("scan_dt", cfg, "delta", rel_all(&DO), 1e-5);
+    check("scan_dt=steps", cfg, "y bits", diff_bits(G(Y), G(Y2), Y.bytes), 0);
+    check("scan_dt=steps", cfg, "sa bits", diff_bits(G(SA), G(SA2), SA.bytes), 0);
+    check("scan_dt=steps", cfg, "dt bits", diff_bits(G(DO), G(DO2), DO.bytes), 0);
+    pfree(&U), pfree(&X), pfree(&Z), pfree(&W), pfree(&Bi), pfree(&Dk), pfree(&A), pfree(&S);
+    pfree(&S2), pfree(&SA), pfree(&Y), pfree(&DO), pfree(&Y2), pfree(&DO2), pfree(&SA2);
+  }
+
+  /* linear rows: n <= 8 rows == n one-row calls (the shapes of the bundled and paper models) */
+  int64_t ls[][2] = {{448, 1792}, {896, 60}, {28, 896}, {448, 256}, {1792, 7168}, {3584, 1792},
+                     {37, 101}, {1024, 256}};
+  for (size_t li = 0; li < sizeof ls / sizeof ls[0]; li++)
+    for (int dt = 0; dt < 2; dt++) {
+      int64_t in_f = ls[li][0], out_f = ls[li][1];
+      if (g_small && in_f * out_f > 1000000) continue;
+      pair W = weights(out_f, in_f, dt, -0.1f, 0.1f), Bi = prand(out_f, -1, 1);
+      pair X = prand(8 * in_f, -1, 1), Y = pf(NULL, 8 * out_f), Y1 = pf(NULL, 8 * out_f);
+      for (int64_t r = 0; r < 8; r++)
+        MBX(mb_linear(GPU, G(X) + r * in_f, in_f, W.g, dt, G(Bi), 1, in_f, out_f,
+                      G(Y1) + r * out_f, out_f));
+      for (int64_t nn = 2; nn <= 8; nn++) {
+        MBX(mb_linear(GPU, G(X), in_f, W.g, dt, G(Bi), nn, in_f, out_f, G(Y), out_f));
+        char cfg[96];
+        snprintf(cfg, sizeof cfg, "n=%lld %lldx%lld %s", (long long)nn, (long long)out_f,
+                 (long long)in_f, dt ? "bf16" : "f32");
+        check("linear rows", cfg, "y bits", diff_bits(G(Y), G(Y1), (size_t)(nn * out_f) * 4), 0);
+      }
+      pfree(&W), pfree(&Bi), pfree(&X), pfree(&Y), pfree(&Y1);
+    }
+
+  /* in_proj + conv: linear (n rows) + conv (len n) == n linear_conv1d_step calls */
+  struct { int64_t len, in_f, di, k; int wdt; } vs[] = {
+      {8, 448, 896, 4, MB_DTYPE_F32}, {8, 448, 896, 4, MB_DTYPE_BF16}, {5, 128, 256, 4, MB_DTYPE_F32},
+      {8, 1792, 3584, 4, MB_DTYPE_BF16}, {3, 64, 100, 3, MB_DTYPE_F32},
+  };
+  for (size_t vi = 0; vi < sizeof vs / sizeof vs[0]; vi++) {
+    int64_t L = vs[vi].len, in_f = vs[vi].in_f, di = vs[vi].di, k = vs[vi].k, out_f = 2 * di;
+    if (g_small && di > 1000) continue;
+    int dt = vs[vi].wdt;
+    pair W = weights(out_f, in_f, dt, -0.1f, 0.1f), X = prand(L * in_f, -1, 1);
+    pair CW = prand(di * k, -1, 1), CB = prand(di, -1, 1);
+    float *st = hrand(di * (k - 1), -1, 1);
+    pair CS = pf(st, di * (k - 1)), CS2 = pf(st, di * (k - 1));
+    free(st);
+    pair Y = pf(NULL, L * out_f), XC = pf(NULL, L * di), Y2 = pf(NULL, L * out_f),
+         XC2 = pf(NULL, L * di);
+    MBX(mb_linear(GPU, G(X), in_f, W.g, dt, NULL, L, in_f, out_f, G(Y), out_f));
+    MBX(mb_causal_conv1d(GPU, G(Y), out_f, G(CW), G(CB), G(CS), 1, L, di, k, G(XC), di, NULL));
+    for (int64_t t = 0; t < L; t++)
+      MBX(mb_linear_conv1d_step(GPU, G(X) + t * in_f, in_f, W.g, dt, NULL, 1, in_f, out_f,
+                                G(Y2) + t * out_f, out_f, G(CW), G(CB), G(CS2), di, k,
+                                G(XC2) + t * di, di));
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "len=%lld %lldx%lld k=%lld %s", (long long)L, (long long)out_f,
+             (long long)in_f, (long long)k, dt ? "bf16" : "f32");
+    check("conv=steps", cfg, "y bits", diff_bits(G(Y), G(Y2), Y.bytes), 0);
+    check("conv=steps", cfg, "xc bits", diff_bits(G(XC), G(XC2), XC.bytes), 0);
+    check("conv=steps", cfg, "state bits", diff_bits(G(CS), G(CS2), CS.bytes), 0);
+    pfree(&W), pfree(&X), pfree(&CW), pfree(&CB), pfree(&CS), pfree(&CS2), pfree(&Y), pfree(&XC);
+    pfree(&Y2), pfree(&XC2);
+  }
+}
+
 static void t_softmax_rank(void) {
   int64_t vs[] = {256, 37, 1000};
   for (int vi = 0; vi < 3; vi++) {
@@ -833,6 +977,7 @@ int main(int argc, char **argv) {
   unsetenv("MAMBABYTE_CUDA_SCAN_T");
   t_ssu_dt();
   t_linear_conv();
+  t_spec();
   t_softmax_rank();
   t_discrete_a();
   t_sample();

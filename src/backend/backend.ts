@@ -506,6 +506,74 @@ export class Backend {
     );
   }
 
+  /**
+   * {@link Backend.stateUpdateDt} over `len` positions of each of `batch` sequences in one call,
+   * position after position (rows b * len + t), each with the bits of a decoding step;
+   * `statesAll` (batch, len, d, n), when given, receives the state after every position
+   * (speculative verification resumes from any of them). `deltaOut` is (batch * len, d).
+   */
+  scanDt(a: {
+    u: Ptr;
+    ldu: number;
+    xDbl: Ptr;
+    ldXDbl: number;
+    dtW: Ptr;
+    wdtype: WeightDType;
+    dtBias: Ptr;
+    dtRank: number;
+    A: Ptr;
+    B: Ptr;
+    ldb: number;
+    C: Ptr;
+    ldc: number;
+    D: Ptr;
+    z: Ptr;
+    ldz: number;
+    state: Ptr;
+    statesAll: Ptr;
+    batch: number;
+    len: number;
+    d: number;
+    n: number;
+    deltaSoftplus: boolean;
+    deltaOut: Ptr;
+    y: Ptr;
+    ldy: number;
+  }): void {
+    check(
+      this.#lib.mb_selective_scan_dt(
+        this.#c,
+        a.u,
+        I(a.ldu),
+        a.xDbl,
+        I(a.ldXDbl),
+        a.dtW,
+        WDTYPE_CODE[a.wdtype],
+        a.dtBias,
+        I(a.dtRank),
+        a.A,
+        a.B,
+        I(a.ldb),
+        a.C,
+        I(a.ldc),
+        a.D,
+        a.z,
+        I(a.ldz),
+        a.state,
+        a.statesAll,
+        I(a.batch),
+        I(a.len),
+        I(a.d),
+        I(a.n),
+        a.deltaSoftplus ? 1 : 0,
+        a.deltaOut,
+        a.y,
+        I(a.ldy),
+      ),
+      "selective_scan_dt",
+    );
+  }
+
   /** Row-wise log-softmax. */
   logSoftmax(a: { logits: Ptr; n: number; v: number; out: Ptr }): void {
     check(this.#lib.mb_log_softmax(this.#c, a.logits, I(a.n), I(a.v), a.out), "log_softmax");

@@ -306,6 +306,57 @@ export function addGenerationFlags(p: Parser): void {
   });
 }
 
+/** Flags from {@link addDraftFlags}; null means not given. */
+export interface DraftArgs {
+  /** The drafter's checkpoint (speculative decoding). */
+  draft_pretrained_model_filepath: string | null;
+  /** The drafter's model id in the config. */
+  draft_model_id: string | null;
+  /** A subword drafter's tokenizer.json. */
+  draft_tokenizer: string | null;
+  /** Bytes drafted per verification pass. */
+  draft_length: number | null;
+  /** Statistics on stderr. */
+  verbose: boolean;
+}
+
+/**
+ * Adds the speculative decoding flags: --draft_pretrained_model_filepath, --draft_model_id,
+ * --draft_tokenizer, --draft_length, and --verbose.
+ */
+export function addDraftFlags(p: Parser): void {
+  const g = p.add_argument_group({
+    title: "speculative decoding",
+    description: "a drafter proposes bytes, this model verifies them in one pass: the output is " +
+      "exactly that of plain decoding with the same seed",
+  });
+  g.add_argument("--draft_pretrained_model_filepath", {
+    default: null,
+    help: "the drafter's checkpoint: a smaller MambaByte model, or a subword Mamba model " +
+      "(Hugging Face folder with config.json, weights and tokenizer.json) (default: no drafter)",
+  });
+  g.add_argument("--draft_model_id", {
+    default: null,
+    help: "the drafter's model id in the config (e.g. tiny); with a checkpoint, optional and " +
+      "checked against it",
+  });
+  g.add_argument("--draft_tokenizer", {
+    default: null,
+    help: "a subword drafter's tokenizer.json (default: the one in the drafter's folder, else " +
+      "the drafter is byte-level)",
+  });
+  g.add_argument("--draft_length", {
+    type: TYPES.int,
+    default: null,
+    help: `bytes drafted per verification pass, 1..64 (default: ${DEFAULTS.draft_length})`,
+  });
+  g.add_argument("--verbose", {
+    action: "store_true",
+    help: "print decoding statistics on stderr (bytes/s; with a drafter the acceptance rate " +
+      "and mean accepted length)",
+  });
+}
+
 /** How a stored record is laid out. */
 export type OutputLayout = "default" | "original";
 

@@ -14,8 +14,8 @@ import {
   topPError,
 } from "../config/config.ts";
 import { checkBounded, DEFAULTS } from "../config/defaults.ts";
-import type { GenerationArgs } from "./args.ts";
-import { UsageError } from "./errors.ts";
+import type { DraftArgs, GenerationArgs } from "./args.ts";
+import { UsageError, UserError } from "./errors.ts";
 
 /** Sampling settings after flags, config and defaults are merged. */
 export interface GenerationSettings {
@@ -93,4 +93,75 @@ export function checkReductionDim(
         (reduction === "fro" || reduction === "nuc" ? ` (${reduction} reduces the last two)` : ""),
     );
   }
+}
+
+/** The speculative decoding settings; absent when no drafter is asked for. */
+export interface DraftSettings {
+  checkpoint: string | null;
+  modelId: string | null;
+  tokenizer: string | null;
+  length: number;
+}
+
+/**
+ * Checks the drafter flags before anything is loaded: a drafter needs a checkpoint or a model id
+ * of the config, draft_length is bounded, a tokenizer file must exist, and speculative decoding
+ * draws one sample. Returns undefined when no drafter is asked for (then the other draft flags
+ * must be absent).
+ */
+export async function resolveDraft(
+  prog: string,
+  args: DraftArgs,
+  cfg: MambaByteConfig,
+  gen: GenerationSettings,
+): Promise<DraftSettings | undefined> {
+  if (args.draft_length !== null) {
+    const bad = checkBounded("draft_length", args.draft_length, "value");
+    if (bad) flagError(prog, "draft_length", bad.replace(/^value /, ""));
+  }
+  if (args.draft_model_id !== null && !cfg.modelIds.includes(args.draft_model_id)) {
+    flagError(
+      prog,
+      "draft_model_id",
+      `invalid choice: '${args.draft_model_id}' (${cfg.path} defines ${
+        cfg.modelIds.map((m) => `'${m}'`).join(", ")
+      })`,
+    );
+  }
+  const wanted = args.draft_pretrained_model_filepath !== null || args.draft_model_id !== null;
+  if (!wanted) {
+    for (const k of ["draft_tokenizer", "draft_length"] as const) {
+      if (args[k] !== null) {
+        flagError(
+          prog,
+          k,
+          "needs a drafter: --draft_pretrained_model_filepath or --draft_model_id",
+        );
+      }
+    }
+    return undefined;
+  }
+  if (args.draft_model_id !== null && args.draft_pretrained_model_filepath === null) {
+    if (!cfg.model(args.draft_model_id).checkpoint) {
+      flagError(
+        prog,
+        "draft_model_id",
+        `model '${args.draft_model_id}' has no checkpoint in ${cfg.path}: a drafter needs trained ` +
+          "weights (give --draft_pretrained_model_filepath)",
+      );
+    }
+  }
+  if (gen.numSamples !== 1) {
+    flagError(prog, "num_samples", `speculative decoding draws one sample (got ${gen.numSamples})`);
+  }
+  if (args.draft_tokenizer !== null) {
+    const info = await Deno.stat(args.draft_tokenizer).catch(() => null);
+    if (!info) throw new UserError(`tokenizer not found: ${args.draft_tokenizer}`);
+  }
+  return {
+    checkpoint: args.draft_pretrained_model_filepath,
+    modelId: args.draft_model_id,
+    tokenizer: args.draft_tokenizer,
+    length: args.draft_length ?? DEFAULTS.draft_length,
+  };
 }

@@ -26,6 +26,8 @@ export const DEFAULTS = {
   top_k: 256,
   /** --top_p / generation.top_p (0: off) */
   top_p: 0.98,
+  /** --draft_length: bytes drafted per verification pass in speculative decoding */
+  draft_length: 7,
   /** model.*.norm_epsilon / norm_eps */
   norm_epsilon: 1e-5,
   /** model.*.chunk_size: positions per forward chunk */
@@ -48,6 +50,7 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = {
   max_new_tokens: [0, 1 << 30],
   num_samples: [1, 4096],
   top_k: [0, 256],
+  draft_length: [1, 64],
   context: [1, 1 << 24],
 };
 

@@ -10,12 +10,18 @@
  * @module
  */
 
-import type { Backend, Ptr } from "../backend/backend.ts";
+import { type Backend, offsetPtr, type Ptr } from "../backend/backend.ts";
 import type { Tensor } from "../backend/tensor.ts";
 import type { ModelDims } from "../config/dims.ts";
 import { MambaByteError } from "../errors.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
-import { RecurrentState, Workspace } from "./workspace.ts";
+import { RecurrentState, type VerifyBuffers, Workspace } from "./workspace.ts";
+
+/**
+ * Rows per product in a verification pass: mb_linear gives every row of a call of at most 8 rows
+ * the bits of a one-row call (the header's promise), which one-position decoding steps make.
+ */
+export const VERIFY_BLOCK = 8;
 
 /** Module outputs that can be tapped, per layer. */
 export const TAP_NAMES = [
@@ -112,7 +118,7 @@ export interface ForwardChunksOptions {
   onDeviceTap?: (tap: DeviceTap) => void;
   /** Called after each chunk (its layers, taps and head), before the next chunk. */
   onChunkDone?: (start: number, rows: number) => void | Promise<void>;
-  /** Receives the logits of every chunk (rows, 256). */
+  /** Receives the logits of every chunk (rows, vocabOut). */
   onLogits?: (start: number, logits: Float32Array) => void | Promise<void>;
   /** Called with the device logits tensor of each chunk (rows valid) before the next chunk. */
   onDeviceLogits?: (start: number, rows: number, logits: Tensor) => void | Promise<void>;
@@ -126,7 +132,7 @@ export interface ForwardChunksOptions {
 
 /** Result of {@link MambaByteLM.forward}. */
 export interface ForwardResult {
-  /** (L, 256) row-major. */
+  /** (L, vocabOut) row-major: (L, 256) for a byte model. */
   logits: Float32Array;
   /** taps.get(tap).get(layer) = (L, width) row-major. */
   taps: Map<TapName, Map<number, Float32Array>>;
@@ -152,6 +158,11 @@ export class MambaByteLM {
   readonly eps: number;
   /** Forward chunk length. */
   readonly chunkSize: number;
+  /**
+   * Logits per position: 256 (the bytes; rows of a padded vocabulary beyond them are never
+   * scored), or a subword model's whole vocabulary (a speculative drafter's).
+   */
+  readonly vocabOut: number;
   #chunkWs: Workspace | undefined;
   #closed = false;
 
@@ -160,13 +171,22 @@ export class MambaByteLM {
     backend: Backend,
     dims: ModelDims,
     weights: ModelWeights,
-    options: { eps: number; chunkSize: number },
+    options: { eps: number; chunkSize: number; vocabOut?: number },
   ) {
     this.backend = backend;
     this.dims = dims;
     this.weights = weights;
     this.eps = options.eps;
     this.chunkSize = options.chunkSize;
+    this.vocabOut = options.vocabOut ?? 256;
+    if (
+      !Number.isSafeInteger(this.vocabOut) || this.vocabOut < 1 ||
+      this.vocabOut > weights.vocabRows
+    ) {
+      throw new MambaByteError(
+        `vocabOut ${this.vocabOut} is outside 1..${weights.vocabRows} (the embedding's rows)`,
+      );
+    }
   }
 
   /** A zero recurrent state for `batch` sequences. */
@@ -176,7 +196,7 @@ export class MambaByteLM {
 
   /** A workspace for `rows` positions (forward chunks or a decoding batch). */
   newWorkspace(rows: number): Workspace {
-    return new Workspace(this.backend, this.dims, rows);
+    return new Workspace(this.backend, this.dims, rows, this.vocabOut);
   }
 
   #workspace(): Workspace {
@@ -291,6 +311,163 @@ export class MambaByteLM {
     }
   }
 
+  /**
+   * Verification (speculative decoding): `len` positions of one sequence, embedded in ws.hidden,
+   * each with exactly the arithmetic of a decoding step ({@link stepLayers}) from `state`, so the
+   * logits equal those of `len` steps bit for bit: the products run in calls of at most
+   * {@link VERIFY_BLOCK} rows (a row's bits do not depend on the rows beside it), the conv over
+   * the positions (the same FMA order as its step), and dt_proj with the state update position
+   * after position (Backend.scanDt, the decoding step's kernel). Afterwards `state`'s SSM states
+   * are those after the last position while its conv windows are still those before the first;
+   * `saved` keeps what {@link resumeLayers} needs to move `state` to just after any position.
+   */
+  verifyLayers(ws: Workspace, state: RecurrentState, len: number, saved: VerifyBuffers): void {
+    const be = this.backend;
+    const { dInner: di, dtRank: r, dConv: k } = this.dims;
+    if (len > saved.rows || len > ws.rows) {
+      throw new MambaByteError(`verifyLayers: ${len} positions exceed the buffers' rows`);
+    }
+    for (let i = 0; i < this.dims.nLayer; i++) {
+      const w = this.weights.layers[i];
+      const xz = saved.xz[i];
+      this.#norm(ws, i, len);
+      this.#linearRows({ ...this.#inProj(ws, i, len), y: xz.ptr });
+      be.copy(saved.conv.ptr, state.conv[i].ptr, saved.conv.bytes);
+      be.conv1d({
+        x: xz.ptr,
+        ldx: 2 * di,
+        w: w.convWeight.ptr,
+        bias: w.convBias?.ptr ?? null,
+        state: saved.conv.ptr,
+        batch: 1,
+        len,
+        d: di,
+        k,
+        out: ws.xConv.ptr,
+        ldo: di,
+        outPreact: null,
+      });
+      this.#linearRows({
+        x: ws.xConv.ptr,
+        w: w.xProj.ptr,
+        wdtype: this.weights.wdtype,
+        bias: null,
+        n: len,
+        inF: di,
+        outF: this.#xDblCols,
+        y: ws.xDbl.ptr,
+      });
+      be.scanDt({
+        ...this.#scanOperands(ws, state, i),
+        z: xz.at(di),
+        xDbl: ws.xDbl.ptr,
+        ldXDbl: this.#xDblCols,
+        dtW: w.dtProj.ptr,
+        wdtype: this.weights.wdtype,
+        dtBias: w.dtProjBias.ptr,
+        dtRank: r,
+        statesAll: saved.ssm[i].ptr,
+        batch: 1,
+        len,
+        deltaOut: ws.delta.ptr,
+      });
+      this.#linearRows({
+        x: ws.y.ptr,
+        w: w.outProj.ptr,
+        wdtype: this.weights.wdtype,
+        bias: w.outProjBias?.ptr ?? null,
+        n: len,
+        inF: di,
+        outF: this.dims.dModel,
+        y: ws.hidden.ptr,
+      });
+    }
+  }
+
+  /**
+   * After {@link verifyLayers} over `len` positions: moves `state` to just after position `pos`
+   * (0-based), as if positions 0..pos alone had been stepped. The SSM state is copied from the
+   * saved states; the conv window is shifted along the saved conv inputs of the last d_conv-1
+   * positions up to `pos` (its outputs go to ws.xConv and are not used).
+   */
+  resumeLayers(
+    ws: Workspace,
+    state: RecurrentState,
+    saved: VerifyBuffers,
+    pos: number,
+    len: number,
+  ) {
+    const be = this.backend;
+    const { dInner: di, dState: n, dConv: k } = this.dims;
+    if (!(Number.isInteger(pos) && pos >= 0 && pos < len && len <= saved.rows)) {
+      throw new MambaByteError(`resumeLayers: position ${pos} is not one of ${len} verified`);
+    }
+    // Inputs before `from` cannot reach the window after pos (it holds the last k-1 inputs).
+    const from = Math.max(0, pos - (k - 2));
+    for (let i = 0; i < this.dims.nLayer; i++) {
+      const w = this.weights.layers[i];
+      if (k > 1) {
+        be.conv1d({
+          x: saved.xz[i].at(from * 2 * di),
+          ldx: 2 * di,
+          w: w.convWeight.ptr,
+          bias: w.convBias?.ptr ?? null,
+          state: state.conv[i].ptr,
+          batch: 1,
+          len: pos + 1 - from,
+          d: di,
+          k,
+          out: ws.xConv.ptr,
+          ldo: di,
+          outPreact: null,
+        });
+      }
+      if (pos !== len - 1) be.copy(state.ssm[i].ptr, saved.ssm[i].at(pos * di * n), di * n * 4);
+    }
+  }
+
+  /** norm_f + lm_head of `rows` positions in calls of at most VERIFY_BLOCK rows (verification). */
+  verifyHead(ws: Workspace, rows: number): void {
+    const d = this.dims.dModel;
+    this.backend.addNorm({
+      x: ws.hidden.ptr,
+      residual: ws.residual.ptr,
+      accumulate: this.dims.nLayer > 0,
+      weight: this.weights.normFWeight.ptr,
+      bias: this.weights.normFBias?.ptr ?? null,
+      normKind: this.weights.normKind,
+      eps: this.eps,
+      n: rows,
+      d,
+      out: ws.normed.ptr,
+    });
+    this.#linearRows({
+      x: ws.normed.ptr,
+      w: this.weights.lmHead.ptr,
+      wdtype: this.weights.wdtype,
+      bias: null,
+      n: rows,
+      inF: d,
+      outF: this.vocabOut,
+      y: ws.logits.ptr,
+    });
+  }
+
+  /** Backend.linear in calls of at most VERIFY_BLOCK rows (x and y row-contiguous). */
+  #linearRows(a: Parameters<Backend["linear"]>[0]): void {
+    const ldx = a.ldx ?? a.inF, ldy = a.ldy ?? a.outF;
+    for (let r0 = 0; r0 < a.n; r0 += VERIFY_BLOCK) {
+      this.backend.linear({
+        ...a,
+        x: offsetPtr(a.x, r0 * ldx * 4),
+        ldx,
+        n: Math.min(VERIFY_BLOCK, a.n - r0),
+        y: offsetPtr(a.y, r0 * ldy * 4),
+        ldy,
+      });
+    }
+  }
+
   /** Columns of x_proj's output: dt | B | C. */
   get #xDblCols(): number {
     return this.dims.dtRank + 2 * this.dims.dState;
@@ -381,7 +558,7 @@ export class MambaByteLM {
     });
   }
 
-  /** norm_f(h + residual) then lm_head into ws.logits (first 256 vocabulary rows). */
+  /** norm_f(h + residual) then lm_head into ws.logits (the first vocabOut vocabulary rows). */
   runHead(ws: Workspace, rows: number): void {
     const be = this.backend;
     const d = this.dims.dModel;
@@ -404,7 +581,7 @@ export class MambaByteLM {
       bias: null,
       n: rows,
       inF: d,
-      outF: 256,
+      outF: this.vocabOut,
       y: ws.logits.ptr,
     });
   }
@@ -425,10 +602,10 @@ export class MambaByteLM {
   /**
    * Runs the model over `bytes` chunk by chunk (state carried across chunks), streaming tapped
    * module outputs and logits to callbacks. Returns the final state (owned by the caller unless
-   * it was passed in).
+   * it was passed in). A subword model (a drafter) reads token ids as an Int32Array.
    */
   async forwardChunks(
-    bytes: Uint8Array,
+    bytes: Uint8Array | Int32Array,
     options: ForwardChunksOptions = {},
   ): Promise<RecurrentState> {
     const ws = this.#workspace();
@@ -468,7 +645,7 @@ export class MambaByteLM {
         this.runHead(ws, rows);
         if (options.onDeviceLogits) await options.onDeviceLogits(start, rows, ws.logits);
         if (options.onLogits) {
-          const out = new Float32Array(rows * 256);
+          const out = new Float32Array(rows * this.vocabOut);
           this.backend.download(out, ws.logits.ptr);
           await options.onLogits(start, out);
         }
@@ -517,7 +694,8 @@ export class MambaByteLM {
     options: { taps?: readonly TapName[]; layers?: readonly number[] } = {},
   ): Promise<ForwardResult> {
     const L = bytes.length;
-    const logits = new Float32Array(L * 256);
+    const V = this.vocabOut;
+    const logits = new Float32Array(L * V);
     const taps = new Map<TapName, Map<number, Float32Array>>();
     const layers = layerIndices(this.dims.nLayer, options.layers);
     for (const tap of options.taps ?? []) {
@@ -529,7 +707,7 @@ export class MambaByteLM {
       taps: options.taps,
       layers,
       onTap: (c) => taps.get(c.tap)!.get(c.layer)!.set(c.data, c.start * c.cols),
-      onLogits: (start, chunk) => logits.set(chunk, start * 256),
+      onLogits: (start, chunk) => logits.set(chunk, start * V),
     });
     state.free();
     return { logits, taps };
@@ -582,7 +760,14 @@ export class MambaByteLM {
         if (m <= 0) return;
         for (let t = 0; t < m; t++) hostTargets[t] = bytes[start + t + 1];
         be.upload(targets, hostTargets.subarray(0, m));
-        be.logprobRank({ logits: logits.ptr, n: m, v: 256, targets, logprob: lp, rank: rk });
+        be.logprobRank({
+          logits: logits.ptr,
+          n: m,
+          v: this.vocabOut,
+          targets,
+          logprob: lp,
+          rank: rk,
+        });
         be.download(logProbs.subarray(start, start + m), lp);
         be.download(ranks.subarray(start, start + m), rk);
       },

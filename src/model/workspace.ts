@@ -34,12 +34,12 @@ export class Workspace {
   readonly delta: Tensor;
   /** Gated scan output, (rows, d_inner). */
   readonly y: Tensor;
-  /** Logits, (rows, 256). */
+  /** Logits, (rows, logitsWidth): 256 bytes, or a subword model's whole vocabulary. */
   readonly logits: Tensor;
   readonly #all: Tensor[];
 
-  /** Allocates buffers for `rows` positions. */
-  constructor(backend: Backend, dims: ModelDims, rows: number) {
+  /** Allocates buffers for `rows` positions (logits of `logitsWidth` columns, default 256). */
+  constructor(backend: Backend, dims: ModelDims, rows: number, logitsWidth = 256) {
     this.rows = rows;
     const f = (cols: number) => Tensor.empty(backend, "f32", [rows, cols]);
     this.ids = Tensor.zeros(backend, "i32", [rows]);
@@ -52,7 +52,7 @@ export class Workspace {
     this.xDbl = f(dims.dtRank + 2 * dims.dState);
     this.delta = f(dims.dInner);
     this.y = f(dims.dInner);
-    this.logits = f(256);
+    this.logits = f(logitsWidth);
     this.#all = [
       this.ids,
       this.hidden,
@@ -109,5 +109,39 @@ export class RecurrentState {
   /** Frees the state. */
   free(): void {
     for (const t of [...this.conv, ...this.ssm]) t.free();
+  }
+}
+
+/**
+ * What a verification pass over up to `rows` positions keeps so the state can be moved to just
+ * after any of them (speculative decoding; MambaByteLM.verifyLayers and resumeLayers): per layer
+ * the in_proj rows (x | z: the conv's inputs) and the SSM state after every position, and one
+ * scratch conv window the pass runs on (the state's own windows stay where the pass started).
+ */
+export class VerifyBuffers {
+  /** Positions the buffers hold. */
+  readonly rows: number;
+  /** Per layer: in_proj's output x | z, (rows, 2*d_inner). */
+  readonly xz: Tensor[];
+  /** Per layer: the SSM state after every position, (rows, d_inner, d_state). */
+  readonly ssm: Tensor[];
+  /** The conv window the pass advances, (d_inner, d_conv-1). */
+  readonly conv: Tensor;
+
+  /** Allocates the buffers for `rows` positions. */
+  constructor(backend: Backend, dims: ModelDims, rows: number) {
+    this.rows = rows;
+    this.xz = [];
+    this.ssm = [];
+    for (let i = 0; i < dims.nLayer; i++) {
+      this.xz.push(Tensor.empty(backend, "f32", [rows, 2 * dims.dInner]));
+      this.ssm.push(Tensor.empty(backend, "f32", [rows, dims.dInner, dims.dState]));
+    }
+    this.conv = Tensor.zeros(backend, "f32", [dims.dInner, dims.dConv - 1]);
+  }
+
+  /** Frees the buffers. */
+  free(): void {
+    for (const t of [...this.xz, ...this.ssm, this.conv]) t.free();
   }
 }

@@ -160,6 +160,38 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  mb_selective_scan_dt: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // u
+      "i64", // ldu
+      "pointer", // x_dbl
+      "i64", // ld_xdbl
+      "pointer", // dt_w
+      "i32", // wdtype
+      "pointer", // dt_bias
+      "i64", // dt_rank
+      "pointer", // A
+      "pointer", // Bm
+      "i64", // ldb
+      "pointer", // Cm
+      "i64", // ldc
+      "pointer", // Dskip
+      "pointer", // z
+      "i64", // ldz
+      "pointer", // state
+      "pointer", // states_all
+      "i64", // batch
+      "i64", // len
+      "i64", // d
+      "i64", // n
+      "i32", // delta_softplus
+      "pointer", // delta_out
+      "pointer", // y
+      "i64", // ldy
+    ],
+    result: "i32",
+  },
   mb_log_softmax: {
     parameters: ["pointer", "pointer", "i64", "i64", "pointer"],
     result: "i32",

@@ -9,7 +9,6 @@
  */
 
 import { applyNonlinearity } from "../analysis/nonlinearity.ts";
-import { reduceChunk } from "../analysis/reductions.ts";
 import { MambaByteError } from "../errors.ts";
 import { readOutputs } from "../io/read.ts";
 import { type HostTensor, isHostTensor } from "../io/tensor.ts";
@@ -55,6 +54,17 @@ function layerField(rec: Record<string, unknown>, key: string, path: string) {
   return v as Map<number, HostTensor>;
 }
 
+/** The Frobenius norm of each position's (D, N) matrix in an unreduced (L, D, N) tensor. */
+function frobeniusPerPosition(x: Float32Array, L: number, perPosition: number): Float32Array {
+  const out = new Float32Array(L);
+  for (let p = 0; p < L; p++) {
+    let s = 0;
+    for (let i = p * perPosition; i < (p + 1) * perPosition; i++) s += x[i] * x[i];
+    out[p] = Math.sqrt(s);
+  }
+  return out;
+}
+
 /** discrete-A's Frobenius norm per position from one file's `discrete_A`. */
 function discreteAFro(rec: Record<string, unknown>, path: string, L: number) {
   const reduction = rec.reduction ?? null;
@@ -68,7 +78,7 @@ function discreteAFro(rec: Record<string, unknown>, path: string, L: number) {
       out.set(l, floatData(t, what));
     } else if (reduction === null && t.shape.length === 3 && t.shape[0] === L) {
       const [, D, N] = t.shape;
-      out.set(l, reduceChunk("fro", floatData(t, what), [L, D, N]));
+      out.set(l, frobeniusPerPosition(floatData(t, what), L, D * N));
     } else {
       throw missing(
         `${path}: discrete_A was reduced with '${String(reduction)}'; the page needs one ` +

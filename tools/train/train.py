@@ -122,6 +122,9 @@ class ModelArgs:
     chunk: int = 32
     dropout: float = 0.0
     ckpt_scan: bool = False
+    norm: str = "layernorm"  # layernorm (MambaByte) | rmsnorm (transformers' Mamba)
+    tie: bool = False  # lm_head shares the embedding (transformers' default)
+    emb_dropout: float = 0.0  # dropout on the embedding output
 
     def __post_init__(self):
         if self.dt_rank <= 0:
@@ -175,10 +178,29 @@ class Mixer(nn.Module):
         return out, (xx[..., -(k - 1):], last)
 
 
+class RMSNorm(nn.Module):
+    """transformers' MambaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight (no bias)."""
+
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):
+        dt = x.dtype
+        x = x.float() if dt != torch.float64 else x
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dt)
+
+
+def make_norm(a: ModelArgs):
+    return RMSNorm(a.d_model, a.norm_eps) if a.norm == "rmsnorm" else nn.LayerNorm(a.d_model, eps=a.norm_eps)
+
+
 class Block(nn.Module):
     def __init__(self, a: ModelArgs):
         super().__init__()
-        self.norm = nn.LayerNorm(a.d_model, eps=a.norm_eps)
+        self.norm = make_norm(a)
         self.mixer = Mixer(a)
 
 
@@ -187,7 +209,7 @@ class Backbone(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(a.vocab_size, a.d_model)
         self.layers = nn.ModuleList([Block(a) for _ in range(a.n_layer)])
-        self.norm_f = nn.LayerNorm(a.d_model, eps=a.norm_eps)
+        self.norm_f = make_norm(a)
 
 
 class MambaLM(nn.Module):
@@ -200,7 +222,10 @@ class MambaLM(nn.Module):
         self.backbone = Backbone(a)
         self.lm_head = nn.Linear(a.d_model, a.vocab_size, bias=False)
         self.drop = nn.Dropout(a.dropout)
+        self.emb_drop = nn.Dropout(a.emb_dropout)
         self.reset_parameters()
+        if a.tie:
+            self.lm_head.weight = self.backbone.embedding.weight
 
     @torch.no_grad()
     def reset_parameters(self, dt_min=0.001, dt_max=0.1, dt_floor=1e-4):
@@ -222,7 +247,7 @@ class MambaLM(nn.Module):
         """ids: (b, l) int64 -> logits (b, l, vocab) [, new state]."""
         bb = self.backbone
         rdt = torch.float64 if bb.embedding.weight.dtype == torch.float64 else torch.float32
-        h = bb.embedding(ids)
+        h = self.emb_drop(bb.embedding(ids))
         residual = None
         new_state = []
         for i, layer in enumerate(bb.layers):
@@ -358,6 +383,110 @@ def self_test(device) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# Subword data and the Hugging Face layout
+# ----------------------------------------------------------------------------------------------
+def byte_level_table():
+    """GPT-2's bytes_to_unicode(), inverted: character -> byte (byte-level BPE token spelling)."""
+    bs = list(range(0x21, 0x7F)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def token_byte_lengths(tokenizer_json: str) -> np.ndarray:
+    """Bytes each token of a byte-level BPE tokenizer.json spells (added tokens: 0)."""
+    j = json.load(open(tokenizer_json, encoding="utf-8"))
+    vocab = j["model"]["vocab"]
+    table = byte_level_table()
+    added = {a["id"] for a in j.get("added_tokens", [])}
+    size = max(list(vocab.values()) + list(added) + [-1]) + 1
+    out = np.zeros(size, dtype=np.int64)
+    for tok, i in vocab.items():
+        if i not in added:
+            out[i] = sum(1 if ch in table else len(ch.encode("utf-8")) for ch in tok)
+    return out
+
+
+def train_tokenizer(text_bytes: bytes, vocab: int, path: str):
+    """A byte-level BPE (GPT-2 style, all 256 bytes in the alphabet) trained with the tokenizers
+    library on the training bytes only."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  special_tokens=[], show_progress=False)
+    lines = text_bytes.decode("utf-8", errors="replace").splitlines(keepends=True)
+    tok.train_from_iterator((("".join(lines[i:i + 1000])) for i in range(0, len(lines), 1000)), trainer=trainer)
+    tok.save(path)
+
+
+def subword_data(args, cfg, raw, sel, split, val_np, name):
+    """Token ids of [0, sel), [sel, split) and the held-out bytes; the tokenizer.json used; the bytes
+    each token spells."""
+    out_tok = os.path.join(args.out_dir, name + ".tokenizer.json")
+    os.makedirs(args.out_dir, exist_ok=True)
+    parts = [raw[:sel].tobytes(), raw[sel:split].tobytes(), raw[split:].tobytes()]
+    if args.token_files:
+        if not args.tokenizer:
+            raise SystemExit("error: --token_files needs --tokenizer")
+        tok_path = args.tokenizer
+        ids = [np.fromfile(f"{args.token_files}.{k}.i32", dtype="<i4") for k in ("train", "select", "heldout")]
+    else:
+        from tokenizers import Tokenizer
+
+        if args.tokenizer:
+            tok_path = args.tokenizer
+        else:
+            train_tokenizer(parts[0], cfg["tokenizer_vocab"], out_tok)
+            tok_path = out_tok
+        tok = Tokenizer.from_file(tok_path)
+        ids = [np.array(tok.encode(p.decode("utf-8", errors="replace"), add_special_tokens=False).ids,
+                        dtype=np.int64) for p in parts]
+    tok_len = token_byte_lengths(tok_path)
+    for k, (p, i) in enumerate(zip(parts, ids)):
+        spelled = int(tok_len[i].sum())
+        if spelled != len(p):
+            print(f"[{name}] warning: part {k}: tokens spell {spelled} bytes of {len(p)}", flush=True)
+    print(f"[{name}] tokenizer {tok_path}: {len(tok_len)} tokens; train {len(ids[0])} tokens "
+          f"({len(parts[0]) / max(1, len(ids[0])):.2f} bytes/token)", flush=True)
+    return tok_path, ids, tok_len
+
+
+def save_hf(sd: dict, a: ModelArgs, out_dir: str, tok_path, log: dict):
+    """A folder transformers' MambaForCausalLM loads: config.json, model.safetensors (its names:
+    backbone.embeddings.weight, ...), tokenizer.json, and train.json (the training log)."""
+    if a.norm != "rmsnorm":
+        raise SystemExit("error: --hf_out needs --norm rmsnorm (transformers' Mamba uses RMSNorm)")
+    os.makedirs(out_dir, exist_ok=True)
+    tensors = {k.replace("backbone.embedding.", "backbone.embeddings."): v for k, v in sd.items()}
+    save_safetensors(tensors, os.path.join(out_dir, "model.safetensors"), {"format": "pt"})
+    config = {"architectures": ["MambaForCausalLM"], "model_type": "mamba", "vocab_size": a.vocab_size,
+              "hidden_size": a.d_model, "intermediate_size": a.d_inner, "state_size": a.d_state,
+              "num_hidden_layers": a.n_layer, "layer_norm_epsilon": a.norm_eps, "conv_kernel": a.d_conv,
+              "expand": a.expand, "time_step_rank": a.dt_rank, "use_bias": False, "use_conv_bias": True,
+              "hidden_act": "silu", "residual_in_fp32": True, "tie_word_embeddings": a.tie,
+              "rescale_prenorm_residual": False, "use_cache": True, "torch_dtype": "float32",
+              "bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    if tok_path:
+        import shutil
+
+        shutil.copyfile(tok_path, os.path.join(out_dir, "tokenizer.json"))
+    with open(os.path.join(out_dir, "train.json"), "w") as f:
+        json.dump(log, f, indent=2)
+        f.write("\n")
+
+
+# ----------------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------------
 PRESETS = {
@@ -375,28 +504,58 @@ PRESETS = {
     # Wide and shallow on purpose: the scan's cost per byte grows with n_layer * d_inner while the
     # parameters grow with n_layer * d_model^2.
     "small": dict(d_model=448, n_layer=6, batch_size=32, seq_len=512, steps=600, lr=1.5e-3, warmup=100,
-                  dropout=0.3, save_dtype="bfloat16", chunk=32, ckpt_scan=False),
+                  dropout=0.3, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1, ema=0.99),
+    # For speculative decoding (tools/device/train_spec.sh). `small` above gets a sibling to pick from
+    # by the selection split: deeper and narrower, 6.7M params, bf16 file 13 MiB.
+    "small_deep": dict(d_model=320, n_layer=10, batch_size=32, seq_len=512, steps=600, lr=1.5e-3, warmup=100,
+                       dropout=0.3, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1, ema=0.99),
+    # The target: clearly larger than small (22M params) and deep (24 layers: decoding one byte is 24
+    # layers of small kernels on a GPU, where verifying 8 positions costs about what one step does).
+    "target": dict(d_model=384, n_layer=24, batch_size=32, seq_len=512, steps=400, lr=1e-3, warmup=60,
+                   dropout=0.25, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1, ema=0.99),
+    # The byte-level drafter: 2 layers, so a drafting step costs a small part of a target step.
+    "draft_bytes": dict(d_model=256, n_layer=2, batch_size=32, seq_len=512, steps=1000, lr=2e-3, warmup=100,
+                        dropout=0.1, save_dtype="float32", chunk=32, ckpt_scan=False),
+    # The subword drafter (the paper's kind): a transformers-format Mamba (RMSNorm, tied embeddings)
+    # over a byte-level BPE of 2048 tokens trained on the training bytes; seq_len counts tokens.
+    "draft_subword": dict(d_model=256, n_layer=2, batch_size=32, seq_len=256, steps=1000, lr=2e-3, warmup=100,
+                          dropout=0.1, save_dtype="float32", chunk=32, ckpt_scan=False, norm="rmsnorm", tie=True,
+                          tokenizer_vocab=2048),
 }
-DEFAULTS = dict(d_model=128, n_layer=4, batch_size=16, seq_len=256, steps=1000, lr=1e-3, warmup=100,
-                dropout=0.0, save_dtype="float32", chunk=16, ckpt_scan=False)
+DEFAULTS = dict(ema=0.0, d_model=128, n_layer=4, batch_size=16, seq_len=256, steps=1000, lr=1e-3, warmup=100,
+                dropout=0.0, save_dtype="float32", chunk=16, ckpt_scan=False, emb_dropout=0.0, norm="layernorm",
+                tie=False, tokenizer_vocab=0)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=["tiny", "small", "custom"], default="custom")
+    p.add_argument("--preset", choices=sorted(PRESETS) + ["custom"], default="custom")
     p.add_argument("--data", help="training text (bytes); the last 5%% is held out")
     p.add_argument("--out_dir", default=".")
     p.add_argument("--name", default=None, help="output base name (default mambabyte_<preset>_shakespeare)")
-    for k in ("d_model", "n_layer", "batch_size", "seq_len", "steps", "warmup", "chunk"):
+    for k in ("d_model", "n_layer", "batch_size", "seq_len", "steps", "warmup", "chunk", "tokenizer_vocab"):
         p.add_argument("--" + k, type=int, default=None)
-    for k in ("lr", "dropout"):
+    for k in ("lr", "dropout", "emb_dropout"):
         p.add_argument("--" + k, type=float, default=None)
+    p.add_argument("--norm", choices=["layernorm", "rmsnorm"], default=None)
+    p.add_argument("--tie", choices=["on", "off"], default=None, help="lm_head shares the embedding")
+    p.add_argument("--tokenizer", default=None,
+                   help="subword model: an existing tokenizer.json (else one is trained when tokenizer_vocab > 0)")
+    p.add_argument("--token_files", default=None,
+                   help="subword model without the tokenizers library: PREFIX.{train,select,heldout}.i32 hold the "
+                        "token ids of the three byte ranges (little-endian int32), with --tokenizer for the bytes")
+    p.add_argument("--hf_out", default=None,
+                   help="also write a Hugging Face folder (config.json, model.safetensors in transformers' "
+                        "MambaForCausalLM names, tokenizer.json) here")
     p.add_argument("--save_dtype", choices=["float32", "bfloat16"], default=None)
     p.add_argument("--ckpt_scan", choices=["on", "off"], default=None, help="recompute the scan in backward")
     p.add_argument("--min_lr_ratio", type=float, default=0.1)
     p.add_argument("--weight_decay", type=float, default=0.1)
     p.add_argument("--grad_clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--ema", type=float, default=None,
+                   help="also keep an exponential moving average of the weights with this decay (e.g. 0.99); "
+                        "each evaluation scores both, and the better one on the selection split can be kept")
     p.add_argument("--max_minutes", type=float, default=None,
                    help="wall-clock budget (from start) for training; then evaluate and save anyway")
     p.add_argument("--fit_steps_to_time", action="store_true",
@@ -437,7 +596,7 @@ def main(argv=None) -> int:
     for k in list(cfg):
         v = getattr(args, k, None)
         if v is not None:
-            cfg[k] = (v == "on") if k == "ckpt_scan" else v
+            cfg[k] = (v == "on") if k in ("ckpt_scan", "tie") else v
     name = args.name or f"mambabyte_{args.preset}_shakespeare"
     use_amp = (args.amp == "on") or (args.amp == "auto" and device.type == "cuda")
     amp_dtype = torch.bfloat16 if use_amp else None
@@ -454,12 +613,27 @@ def main(argv=None) -> int:
     if args.eval_limit:
         val_np = val_np[: args.eval_limit]
     L, Bsz = cfg["seq_len"], cfg["batch_size"]
+    # Subword: the three byte ranges tokenized apart (no token spans a boundary); bits per byte divide
+    # by the bytes the scored tokens spell.
+    vocab_size, tok_path, tok_len = 256, None, None
+    val_bytes = len(val_np)
+    if cfg["tokenizer_vocab"] or args.tokenizer or args.token_files:
+        tok_path, (train_np, sel_np, val_np), tok_len = subword_data(args, cfg, raw, sel, split, val_np, name)
+        vocab_size = len(tok_len)
+        if args.eval_limit:  # tests: a shorter held-out (in tokens)
+            val_np = val_np[: args.eval_limit]
     train_t = torch.from_numpy(train_np.astype(np.int64)).to(device)
     data_gen = torch.Generator().manual_seed(args.seed + 1)
     arangeL = torch.arange(L + 1)
+    n_train = len(train_np)
+
+    def per_byte(nats_scored, part):
+        """bits per byte of `part` (tokens or bytes) from the nats of its tokens 1..N-1"""
+        nbytes = int(tok_len[part[1:]].sum()) if tok_len is not None else len(part) - 1
+        return nats_scored / max(1, nbytes) / LN2
 
     def get_batch():
-        off = torch.randint(0, sel - L - 1, (Bsz,), generator=data_gen)
+        off = torch.randint(0, n_train - L - 1, (Bsz,), generator=data_gen)
         seq = train_t[(off[:, None] + arangeL).to(device)]
         return seq[:, :-1], seq[:, 1:]
 
@@ -467,7 +641,8 @@ def main(argv=None) -> int:
     # Model
     torch.manual_seed(args.seed)
     margs = ModelArgs(d_model=cfg["d_model"], n_layer=cfg["n_layer"], chunk=cfg["chunk"], dropout=cfg["dropout"],
-                      ckpt_scan=cfg["ckpt_scan"])
+                      ckpt_scan=cfg["ckpt_scan"], vocab_size=vocab_size, norm=cfg["norm"], tie=cfg["tie"],
+                      emb_dropout=cfg["emb_dropout"])
     model = MambaLM(margs).to(device)
     n_params = count_params(model)
     decay, no_decay = [], []
@@ -512,6 +687,8 @@ def main(argv=None) -> int:
                    "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None, "amp_bf16": use_amp},
            "train_curve": [], "val_curve": []}
 
+    params = [p for p in model.parameters() if p.requires_grad]
+    ema = [p.detach().float().clone() for p in params] if cfg["ema"] else None
     model.train()
     step = 0
     t_loop = time.time()
@@ -539,6 +716,10 @@ def main(argv=None) -> int:
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
+        if ema is not None:
+            with torch.no_grad():
+                torch._foreach_mul_(ema, cfg["ema"])
+                torch._foreach_add_(ema, [p.detach().float() for p in params], alpha=1.0 - cfg["ema"])
         loss_acc += loss.detach()
         loss_n += 1
         step += 1
@@ -571,12 +752,27 @@ def main(argv=None) -> int:
             loss_n = 0
         if len(sel_np) > 1 and args.eval_every and (step % args.eval_every == 0 or step == total_steps):
             snats, sn = held_out_nats(model, sel_np, device, args.eval_segment, amp_dtype)
-            sbpb = snats / sn / LN2
+            sbpb = per_byte(snats, sel_np)
             better = sbpb < best[0]
             if better:
                 best = (sbpb, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
             print(f"[{name}] step {step} selection-split bits/byte {sbpb:.4f}{' (best)' if better else ''}", flush=True)
             log["val_curve"].append([step, round(sbpb, 4)])
+            if ema is not None:  # the averaged weights, scored the same way
+                raw_w = [p.detach().clone() for p in params]
+                with torch.no_grad():
+                    for p, e in zip(params, ema):
+                        p.copy_(e)
+                enats, _ = held_out_nats(model, sel_np, device, args.eval_segment, amp_dtype)
+                ebpb = per_byte(enats, sel_np)
+                if ebpb < best[0]:
+                    best = (ebpb, f"{step} (ema)", {k: v.detach().clone() for k, v in model.state_dict().items()})
+                    print(f"[{name}] step {step} selection-split bits/byte {ebpb:.4f} with the EMA weights (best)",
+                          flush=True)
+                log.setdefault("val_curve_ema", []).append([step, round(ebpb, 4)])
+                with torch.no_grad():
+                    for p, r in zip(params, raw_w):
+                        p.copy_(r)
 
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -593,13 +789,14 @@ def main(argv=None) -> int:
     t_eval = time.time()
     model.eval()
     nats, scored = held_out_nats(model, val_np, device, args.eval_segment)
-    bpb_trained = nats / scored / LN2
+    bpb_trained = per_byte(nats, val_np)
     save_dtype = torch.bfloat16 if cfg["save_dtype"] == "bfloat16" else torch.float32
-    sd = {k: v.detach().to(save_dtype).contiguous() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().to(save_dtype).contiguous() for k, v in model.state_dict().items()
+          if not (margs.tie and k == "lm_head.weight")}
     if save_dtype != torch.float32:  # the numbers a loader of the saved file will see
-        model.load_state_dict({k: v.float() for k, v in sd.items()})
+        model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=not margs.tie)
         nats_s, _ = held_out_nats(model, val_np, device, args.eval_segment)
-        bpb_saved = nats_s / scored / LN2
+        bpb_saved = per_byte(nats_s, val_np)
     else:
         bpb_saved = bpb_trained
     log.update(held_out_scored_bytes=scored, held_out_bits_per_byte=bpb_saved,
@@ -610,14 +807,21 @@ def main(argv=None) -> int:
 
     os.makedirs(args.out_dir, exist_ok=True)
     st_path = os.path.join(args.out_dir, name + ".safetensors")
-    meta = {"format": "pt", "architecture": "mambabyte", "norm": "layernorm",
+    meta = {"format": "pt", "architecture": "mambabyte", "norm": margs.norm,
             "config": json.dumps({"d_model": margs.d_model, "n_layer": margs.n_layer, "d_state": margs.d_state,
                                   "d_conv": margs.d_conv, "expand": margs.expand, "dt_rank": margs.dt_rank,
-                                  "vocab_size": margs.vocab_size, "norm_eps": margs.norm_eps, "tied": False}),
+                                  "vocab_size": margs.vocab_size, "norm_eps": margs.norm_eps, "tied": margs.tie}),
             "held_out_bits_per_byte": f"{bpb_saved:.4f}"}
     save_safetensors(sd, st_path, meta)
-    log.update(checkpoint=os.path.basename(st_path), checkpoint_bytes=os.path.getsize(st_path),
-               total_seconds=round(time.time() - t_start, 1))
+    log.update(checkpoint=os.path.basename(st_path), checkpoint_bytes=os.path.getsize(st_path))
+    if tok_path is not None:
+        log.update(tokenizer=tok_path, vocab_size=vocab_size, held_out_tokens=int(len(val_np)),
+                   held_out_bytes_scored=int(tok_len[val_np[1:]].sum()),
+                   bits_per_byte_rule="nats of held-out tokens 1..N-1 / the bytes they spell / ln 2")
+    if args.hf_out:
+        save_hf(sd, margs, args.hf_out, tok_path, log)
+        log.update(hf_folder=args.hf_out)
+    log.update(total_seconds=round(time.time() - t_start, 1))
     with open(os.path.join(args.out_dir, name + ".json.tmp"), "w") as f:
         json.dump(log, f, indent=2)
         f.write("\n")

@@ -1,0 +1,190 @@
+/**
+ * Speculative decoding benchmark (`deno task bench:spec`): plain vs speculative decoding of the
+ * same bytes (same prompt from the Tiny Shakespeare held-out text, same seed), with each drafter,
+ * greedy and sampled, on each device: bytes/s of both, the speedup, the acceptance rate, the mean
+ * accepted length, and whether the bytes are identical (they must be, in every case; the script
+ * exits 1 otherwise).
+ *
+ * Models (defaults): the target pretrained_models/spec/target.safetensors when it has been built
+ * (tools/device/train_spec.sh), else the bundled `small`; the byte-level drafter
+ * pretrained_models/spec/draft_bytes.safetensors, else `tiny`; the subword drafter
+ * pretrained_models/spec/draft_subword (a Hugging Face folder with its tokenizer.json), skipped
+ * when absent.
+ *
+ * Usage: deno task bench:spec [--devices cpu,cuda] [--max_new_tokens 512] [--draft_length 7]
+ *        [--target PATH|ID] [--byte_drafter PATH|ID] [--subword_drafter DIR] [--dtype bf16]
+ *        [--repeats 3] [--json results.json]
+ */
+import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
+import { type DraftModel, loadDraftModel, loadModel, type Model } from "../src/api.ts";
+import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
+import type { SpeculativeStats } from "../src/generate/speculative.ts";
+import { median } from "./lib/bench.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const CONFIG = `${ROOT}configs/mambabyte_lm.yml`;
+const SPEC = `${ROOT}pretrained_models/spec`;
+
+/** 300 bytes of the held-out text (bytes [floor(0.95 n) + 1000, +300) of tinyshakespeare.txt). */
+const PROMPT = " Pisa.\n\nBAPTISTA:\nI follow you.\n\nBIONDELLO:\nCambio!\n\nLUCENTIO:\nWhat " +
+  "sayest thou, Biondello?\n\nBIONDELLO:\nYou saw my master wink and laugh upon you?\n\n" +
+  "LUCENTIO:\nBiondello, what of that?\n\nBIONDELLO:\nFaith, nothing; but has left me here " +
+  "behind, to\nexpound the meaning or moral of his signs and tokens.\n\nLU";
+
+const parser = createParser("bench_spec", "plain vs speculative decoding, same bytes");
+parser.add_argument("--devices", { default: "auto" });
+parser.add_argument("--max_new_tokens", { type: "int", default: 512 });
+parser.add_argument("--draft_length", { type: "int", default: 7 });
+parser.add_argument("--target", { default: null });
+parser.add_argument("--byte_drafter", { default: null });
+parser.add_argument("--subword_drafter", { default: null });
+parser.add_argument("--dtype", { choices: ["fp32", "bf16"], default: "fp32" });
+parser.add_argument("--repeats", { type: "int", default: 3 });
+parser.add_argument("--seed", { type: "int", default: 4740 });
+parser.add_argument("--json", { default: null });
+// deno-lint-ignore no-explicit-any
+type Args = Record<string, any>;
+
+const exists = (p: string) => {
+  try {
+    Deno.statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** A checkpoint path, or a config id when the argument names no file. */
+function source(arg: string | null, fallbackPath: string, fallbackId: string) {
+  const v = arg ?? (exists(fallbackPath) ? fallbackPath : fallbackId);
+  return exists(v) ? { checkpoint: v, label: v.replace(ROOT, "") } : { modelId: v, label: v };
+}
+
+const SAMPLINGS = [
+  { name: "greedy", opts: { topK: 1 } },
+  { name: "sampled (top_k 256, top_p 0.98, T 1)", opts: { topK: 256, topP: 0.98, temperature: 1 } },
+];
+
+interface Row {
+  device: string;
+  drafter: string;
+  sampling: string;
+  plainBytesPerSecond: number;
+  specBytesPerSecond: number;
+  speedup: number;
+  acceptanceRate: number;
+  meanAcceptedLength: number;
+  identical: boolean;
+}
+
+async function timeIt(f: () => Promise<Uint8Array>, repeats: number) {
+  const times: number[] = [];
+  let out: Uint8Array = new Uint8Array(0);
+  for (let r = 0; r < repeats; r++) {
+    const t0 = performance.now();
+    out = await f();
+    times.push((performance.now() - t0) / 1000);
+  }
+  return { out, seconds: median(times) };
+}
+
+async function main(argv: string[]): Promise<void> {
+  const args = parseArgs<Args>(parser, argv);
+  const gpu = hasCuda() && cudaDeviceCount() > 0;
+  const devices = args.devices === "auto"
+    ? (gpu ? ["cuda", "cpu"] : ["cpu"])
+    : String(args.devices).split(",");
+  if (devices.includes("cuda") && !gpu) throw new UserError("bench:spec: no CUDA GPU here");
+  const target = source(args.target, `${SPEC}/target.safetensors`, "small");
+  const byteDraft = source(args.byte_drafter, `${SPEC}/draft_bytes.safetensors`, "tiny");
+  const subDir = args.subword_drafter ??
+    (exists(`${SPEC}/draft_subword`) ? `${SPEC}/draft_subword` : null);
+  const prompt = new TextEncoder().encode(PROMPT);
+  const N = args.max_new_tokens, K = args.draft_length;
+  const rows: Row[] = [];
+  let allSame = true;
+  console.log(
+    `target ${target.label}; drafters: bytes ${byteDraft.label}, subword ${
+      subDir ? subDir.replace(ROOT, "") : "none (no pretrained_models/spec/draft_subword)"
+    }; ${N} bytes, k=${K}, seed ${args.seed}, ${args.dtype}, median of ${args.repeats}`,
+  );
+  console.log(
+    "device | drafter | sampling | plain B/s | spec B/s | speedup | acceptance | mean accepted | identical",
+  );
+  for (const device of devices) {
+    const common = {
+      configPath: CONFIG,
+      device: device as "cpu" | "cuda",
+      dtype: args.dtype as "fp32" | "bf16",
+    };
+    const model: Model = await loadModel({ ...common, ...target });
+    const drafters: [string, DraftModel][] = [];
+    try {
+      drafters.push([
+        `bytes ${byteDraft.label}`,
+        await loadDraftModel({ ...common, ...byteDraft }),
+      ]);
+      if (subDir) {
+        drafters.push([
+          `subword ${subDir.replace(ROOT, "")}`,
+          await loadDraftModel({ ...common, checkpoint: subDir }),
+        ]);
+      }
+      for (const s of SAMPLINGS) {
+        const o = { maxNewTokens: N, seed: args.seed, ...s.opts };
+        await model.generate(prompt, { ...o, maxNewTokens: 16 }); // warm-up (kernels, graphs)
+        const plain = await timeIt(async () => (await model.generate(prompt, o))[0], args.repeats);
+        for (const [name, draft] of drafters) {
+          let stats: SpeculativeStats | undefined;
+          const gen = async () =>
+            (await model.generate(prompt, {
+              ...o,
+              draft: { model: draft, length: K, onStats: (st) => stats = st },
+            }))[0];
+          await model.generate(prompt, {
+            ...o,
+            maxNewTokens: 3 * (K + 1),
+            draft: { model: draft, length: K },
+          }); // warm-up
+          const spec = await timeIt(gen, args.repeats);
+          const identical = spec.out.length === plain.out.length &&
+            spec.out.every((b, i) => b === plain.out[i]);
+          allSame &&= identical;
+          const row: Row = {
+            device,
+            drafter: name,
+            sampling: s.name,
+            plainBytesPerSecond: N / plain.seconds,
+            specBytesPerSecond: N / spec.seconds,
+            speedup: plain.seconds / spec.seconds,
+            acceptanceRate: stats!.acceptanceRate,
+            meanAcceptedLength: stats!.meanAcceptedLength,
+            identical,
+          };
+          rows.push(row);
+          console.log(
+            `${device} | ${name} | ${s.name} | ${row.plainBytesPerSecond.toFixed(1)} | ${
+              row.specBytesPerSecond.toFixed(1)
+            } | ${row.speedup.toFixed(2)}x | ${row.acceptanceRate.toFixed(3)} | ${
+              row.meanAcceptedLength.toFixed(2)
+            } of ${K} | ${identical ? "yes" : "NO"}`,
+          );
+        }
+      }
+    } finally {
+      for (const [, d] of drafters) d.close();
+      model.close();
+    }
+  }
+  if (args.json) {
+    await Deno.writeTextFile(
+      args.json,
+      JSON.stringify({ target: target.label, maxNewTokens: N, draftLength: K, rows }, null, 2) +
+        "\n",
+    );
+  }
+  console.log(allSame ? "all outputs identical to plain decoding" : "OUTPUTS DIFFER");
+  if (!allSame) Deno.exit(1);
+}
+
+if (import.meta.main) await runMain(main);

@@ -1,0 +1,251 @@
+/**
+ * Drafters for speculative decoding ({@link Drafter}): a language model run greedily by our own
+ * model code, either byte-level (any MambaByte checkpoint, e.g. `tiny` drafting for `small`) or a
+ * subword Mamba model with its tokenizer (the paper's drafter), detokenized to bytes.
+ *
+ * A subword drafter keeps the tokens of the text so far except the last one, whose bytes stay
+ * pending: the next bytes may still merge into it. Its first draft token must extend the pending
+ * bytes (it is chosen among the tokens that start with them, as "token healing" does); after each
+ * verification pass the drafter goes back to where the pass started and reads the accepted bytes,
+ * retokenizing only the pending tail. The drafter's choices never change the output, only how
+ * many bytes each verification pass settles.
+ *
+ * @module
+ */
+
+import type { Backend } from "../backend/backend.ts";
+import { Tensor } from "../backend/tensor.ts";
+import type { MambaByteLM } from "../model/model.ts";
+import type { RecurrentState, Workspace } from "../model/workspace.ts";
+import type { Drafter } from "./speculative.ts";
+import type { SubwordTokenizer } from "./tokenizer.ts";
+
+/** The most tokens one proposal drafts after its first (each is at least one byte). */
+const MAX_STEPS = 64;
+
+/**
+ * A greedy drafter over a model of ours: byte-level without a tokenizer (its first 256 logits are
+ * the bytes), subword with one (its logits span the tokenizer's vocabulary).
+ */
+export class ModelDrafter implements Drafter {
+  readonly kind: "bytes" | "subword";
+  readonly #lm: MambaByteLM;
+  readonly #tok: SubwordTokenizer | undefined;
+  readonly #be: Backend;
+  readonly #V: number;
+  readonly #ws: Workspace;
+  readonly #state: RecurrentState;
+  readonly #snap: RecurrentState;
+  /** The logits after the text so far (a copy of the last row the model produced). */
+  readonly #logits: Tensor;
+  readonly #snapLogits: Tensor;
+  readonly #counter: Tensor;
+  readonly #drafts: Tensor;
+  readonly #graphs = new Map<number, number>();
+  readonly #seen = new Set<number>();
+  /** Subword: bytes of the text not yet read by the model (the last token's, and any partial). */
+  #pending = new Uint8Array(0);
+  /** Bytes: the last proposal; the model has read all of it but its last byte. */
+  #proposal = new Uint8Array(0);
+
+  /** `lm` with vocabOut 256 (bytes) or the tokenizer's vocabulary size (subword). */
+  constructor(lm: MambaByteLM, tokenizer?: SubwordTokenizer) {
+    this.#lm = lm;
+    this.#tok = tokenizer;
+    this.kind = tokenizer ? "subword" : "bytes";
+    this.#be = lm.backend;
+    this.#V = lm.vocabOut;
+    this.#ws = lm.newWorkspace(1);
+    this.#state = lm.newState(1);
+    this.#snap = lm.newState(1);
+    this.#logits = Tensor.zeros(this.#be, "f32", [this.#V]);
+    this.#snapLogits = Tensor.zeros(this.#be, "f32", [this.#V]);
+    this.#counter = Tensor.zeros(this.#be, "i64", [1]);
+    this.#drafts = Tensor.zeros(this.#be, "i32", [MAX_STEPS + 1]);
+  }
+
+  /** Reads `ids` (bytes or token ids) from the current state; the last logits into #logits. */
+  async #read(ids: Uint8Array | Int32Array): Promise<void> {
+    if (ids.length === 0) return;
+    const V = this.#V;
+    await this.#lm.forwardChunks(ids, {
+      state: this.#state,
+      onDeviceLogits: (start, rows, logits) => {
+        if (start + rows === ids.length) {
+          this.#be.copy(this.#logits.ptr, logits.at((rows - 1) * V), V * 4);
+        }
+      },
+    });
+  }
+
+  #clear(): void {
+    for (const t of [...this.#state.conv, ...this.#state.ssm]) this.#be.memset(t.ptr, 0, t.bytes);
+  }
+
+  async start(context: Uint8Array): Promise<void> {
+    this.#clear();
+    this.#proposal = new Uint8Array(0);
+    if (!this.#tok) return await this.#read(context);
+    this.#pending = new Uint8Array(0);
+    await this.#readText(context, true);
+  }
+
+  /**
+   * Subword: tokenizes `pending + bytes` and reads every token but the last (whose bytes stay
+   * pending, with any incomplete UTF-8 tail); at the start, a single token is read too (there is
+   * nothing before it to condition on).
+   */
+  async #readText(bytes: Uint8Array, atStart: boolean): Promise<void> {
+    const tok = this.#tok!;
+    const text = new Uint8Array(this.#pending.length + bytes.length);
+    text.set(this.#pending);
+    text.set(bytes, this.#pending.length);
+    const { ids, rest } = tok.encodeBytes(text);
+    let keep = ids.length > 0 ? 1 : 0;
+    if (atStart && ids.length === 1) keep = 0;
+    const read = ids.slice(0, ids.length - keep);
+    // Pending: the held-back token's bytes and the incomplete tail, when the tokens spell the
+    // text; else (a tokenizer that drops bytes) only the tail.
+    let spelled = 0;
+    for (const id of ids) spelled += tok.tokenBytes(id).length;
+    const exact = spelled === text.length - rest.length;
+    if (!exact) {
+      await this.#read(Int32Array.from(ids));
+      this.#pending = text.slice(text.length - rest.length);
+      return;
+    }
+    await this.#read(Int32Array.from(read));
+    this.#pending = text.slice(
+      text.length - rest.length - (keep ? tok.tokenBytes(ids.at(-1)!).length : 0),
+    );
+  }
+
+  #snapshot(): void {
+    this.#snap.broadcastFrom(this.#state);
+    this.#be.copy(this.#snapLogits.ptr, this.#logits.ptr, this.#V * 4);
+  }
+
+  #restore(): void {
+    this.#state.broadcastFrom(this.#snap);
+    this.#be.copy(this.#logits.ptr, this.#snapLogits.ptr, this.#V * 4);
+  }
+
+  /**
+   * On the device: the greedy token after the current logits into drafts[0], then `steps` times
+   * read it and draw the next into drafts[i] (one CUDA graph per step count, from its second use).
+   */
+  #draftSteps(steps: number): void {
+    const be = this.#be, lm = this.#lm, ws = this.#ws;
+    const body = () => {
+      const greedy = (logits: Tensor | Workspace["logits"], out: number) =>
+        be.sample({
+          logits: logits.ptr,
+          batch: 1,
+          v: this.#V,
+          temperature: 1,
+          topK: 1,
+          topP: 0,
+          seed: 0n,
+          counter: this.#counter.ptr,
+          out: this.#drafts.at(out),
+        });
+      greedy(this.#logits, 0);
+      for (let i = 1; i <= steps; i++) {
+        be.copy(ws.ids.ptr, this.#drafts.at(i - 1), 4);
+        lm.embed(ws, 1);
+        lm.stepLayers(ws, this.#state, 1);
+        lm.runHead(ws, 1);
+        greedy(ws.logits, i);
+      }
+    };
+    if (!be.supportsGraphs) return body();
+    let g = this.#graphs.get(steps);
+    if (g === undefined && !this.#seen.has(steps)) {
+      this.#seen.add(steps);
+      return body();
+    }
+    if (g === undefined) {
+      be.graphBegin();
+      try {
+        body();
+      } finally {
+        g = be.graphEnd();
+        this.#graphs.set(steps, g);
+      }
+    }
+    be.graphLaunch(g);
+  }
+
+  propose(k: number): Promise<Uint8Array> {
+    return Promise.resolve(this.#tok ? this.#proposeSubword(k) : this.#proposeBytes(k));
+  }
+
+  #proposeBytes(k: number): Uint8Array {
+    k = Math.min(k, MAX_STEPS);
+    this.#snapshot();
+    this.#draftSteps(k - 1);
+    const ids = new Int32Array(k);
+    this.#be.download(ids, this.#drafts.ptr);
+    this.#proposal = Uint8Array.from(ids);
+    return this.#proposal;
+  }
+
+  #proposeSubword(k: number): Uint8Array {
+    const tok = this.#tok!;
+    this.#snapshot();
+    // The first token extends the pending bytes: the best of the tokens that start with them.
+    const logits = new Float32Array(this.#V);
+    this.#be.download(logits, this.#logits.ptr);
+    const first = tok.bestExtension(logits, this.#pending);
+    if (first === undefined) return new Uint8Array(0);
+    const head = tok.tokenBytes(first).subarray(this.#pending.length);
+    const steps = Math.min(MAX_STEPS, Math.max(0, k - head.length));
+    // Read the first token, then draft `steps` more greedily on the device.
+    this.#be.upload(this.#logits.ptr, logitsOf(first, this.#V));
+    this.#draftSteps(steps);
+    const ids = new Int32Array(steps + 1);
+    this.#be.download(ids, this.#drafts.ptr);
+    const out = new Uint8Array(k);
+    let n = 0;
+    for (const b of head) if (n < k) out[n++] = b;
+    for (let i = 1; i <= steps && n < k; i++) {
+      const bytes = tok.tokenBytes(ids[i]);
+      if (bytes.length === 0) break; // a special token: no text
+      for (const b of bytes) if (n < k) out[n++] = b;
+    }
+    return out.subarray(0, n);
+  }
+
+  async accept(bytes: Uint8Array): Promise<void> {
+    if (!this.#tok) {
+      // All drafts accepted: the model has read all but the last of them; read it and the rest.
+      const p = this.#proposal;
+      const all = p.length > 0 && bytes.length === p.length + 1 &&
+        p.every((b, i) => bytes[i] === b);
+      if (all) return await this.#read(bytes.subarray(p.length - 1));
+      this.#restore();
+      return await this.#read(bytes);
+    }
+    this.#restore();
+    await this.#readText(bytes, false);
+  }
+
+  free(): void {
+    for (const g of this.#graphs.values()) this.#be.graphDestroy(g);
+    this.#graphs.clear();
+    this.#ws.free();
+    this.#state.free();
+    this.#snap.free();
+    this.#logits.free();
+    this.#snapLogits.free();
+    this.#counter.free();
+    this.#drafts.free();
+  }
+}
+
+/** Logits whose greedy choice is `id`: how the chosen first token is fed to the device steps. */
+function logitsOf(id: number, V: number): Float32Array {
+  const l = new Float32Array(V);
+  l[id] = 1;
+  return l;
+}

@@ -1,0 +1,447 @@
+/**
+ * Speculative decoding on the CPU: the pieces verification relies on hold bit for bit (a product's
+ * rows do not depend on the rows beside them; mb_selective_scan_dt's positions equal decoding
+ * steps; a verification pass's logits equal stepping's, and resuming from any verified position
+ * gives the stepped state), and speculative generation returns exactly the bytes of plain
+ * generation, greedy and sampled, with the bundled models and random ones, on every CPU context.
+ */
+import assert from "node:assert/strict";
+import { loadModel, type Model } from "../mod.ts";
+import { Backend, FLAG_UNFUSED_STEPS, type Ptr } from "../src/backend/backend.ts";
+import { Tensor } from "../src/backend/tensor.ts";
+import { ModelDrafter } from "../src/generate/drafter.ts";
+import { generateSpeculative } from "../src/generate/speculative.ts";
+import { VerifyBuffers } from "../src/model/workspace.ts";
+import { MambaByteError } from "../src/errors.ts";
+import { mulberry32, testSeed } from "./helpers/compare.ts";
+
+const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
+const SEED = testSeed();
+
+function withEnv<T>(name: string, value: string, f: () => T): T {
+  const old = Deno.env.get(name);
+  Deno.env.set(name, value);
+  try {
+    return f();
+  } finally {
+    if (old === undefined) Deno.env.delete(name);
+    else Deno.env.set(name, old);
+  }
+}
+
+function rand(r: () => number, n: number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (r() * 2 - 1) * scale;
+  return a;
+}
+
+function toBf16(a: Float32Array): Uint16Array {
+  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  const out = new Uint16Array(a.length);
+  for (let i = 0; i < a.length; i++) {
+    f[0] = a[i];
+    out[i] = ((u[0] + 0x7fff + ((u[0] >>> 16) & 1)) >>> 16) & 0xffff;
+  }
+  return out;
+}
+
+/** Bitwise equality of two float arrays (NaN payloads and signed zeros included). */
+function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
+  assert.equal(a.length, b.length, `${what}: length`);
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < ua.length; i++) {
+    if (ua[i] !== ub[i]) assert.fail(`${what}: element ${i} differs (${a[i]} vs ${b[i]})`);
+  }
+}
+
+const CONTEXTS: [string, () => Backend][] = [
+  ["vector", () => Backend.create("cpu")],
+  ["scalar", () => withEnv("MAMBABYTE_CPU_SCALAR", "1", () => Backend.create("cpu"))],
+  ["noblas", () => withEnv("MAMBABYTE_CPU_NOBLAS", "1", () => Backend.create("cpu"))],
+];
+
+for (const [label, make] of CONTEXTS) {
+  Deno.test(`linear: each row of an n <= 8 call has the bits of a one-row call (${label}) [seed ${SEED}]`, () => {
+    const be = make();
+    const r = mulberry32(SEED);
+    try {
+      for (const [inF, outF] of [[64, 48], [37, 19], [448, 896], [200, 256], [28, 896]]) {
+        for (const wdtype of ["f32", "bf16"] as const) {
+          const wf = rand(r, outF * inF, 0.2);
+          const w = wdtype === "f32"
+            ? Tensor.fromHost(be, wf, [outF, inF])
+            : Tensor.fromHost(be, toBf16(wf), [outF, inF], "bf16");
+          const bias = Tensor.fromHost(be, rand(r, outF), [outF]);
+          const x = Tensor.fromHost(be, rand(r, 8 * inF), [8, inF]);
+          const y = Tensor.zeros(be, "f32", [8, outF]);
+          const y1 = Tensor.zeros(be, "f32", [outF]);
+          try {
+            for (let n = 2; n <= 8; n++) {
+              be.linear({ x: x.ptr, w: w.ptr, wdtype, bias: bias.ptr, n, inF, outF, y: y.ptr });
+              const all = y.toHost() as Float32Array;
+              for (let i = 0; i < n; i++) {
+                be.linear({
+                  x: x.at(i * inF),
+                  w: w.ptr,
+                  wdtype,
+                  bias: bias.ptr,
+                  n: 1,
+                  inF,
+                  outF,
+                  y: y1.ptr,
+                });
+                assertSameBits(
+                  all.subarray(i * outF, (i + 1) * outF),
+                  y1.toHost() as Float32Array,
+                  `${wdtype} ${inF}x${outF} n=${n} row ${i}`,
+                );
+              }
+            }
+          } finally {
+            for (const t of [w, bias, x, y, y1]) t.free();
+          }
+        }
+      }
+    } finally {
+      be.close();
+    }
+  });
+
+  Deno.test(`selective_scan_dt: every position equals a decoding step (${label}) [seed ${SEED}]`, () => {
+    const be = make();
+    const r = mulberry32(SEED + 1);
+    try {
+      for (const unfused of [false, true]) {
+        be.setFlags(unfused ? FLAG_UNFUSED_STEPS : 0);
+        for (
+          const [d, n, R, len, wdtype] of [[40, 16, 5, 9, "f32"], [64, 16, 8, 4, "bf16"], [
+            24,
+            7,
+            3,
+            3,
+            "f32",
+          ], [16, 20, 4, 5, "bf16"]] as const
+        ) {
+          const cols = R + 2 * n;
+          const xDbl = rand(r, len * cols);
+          const u = rand(r, len * d), z = rand(r, len * d);
+          const A = rand(r, d * n).map((v) => -Math.exp(v));
+          const D = rand(r, d), dtB = rand(r, d), dtWf = rand(r, d * R, 0.5);
+          const h0 = rand(r, d * n);
+          const T = (a: Float32Array) => Tensor.fromHost(be, a, [a.length]);
+          const dtW = wdtype === "f32"
+            ? T(dtWf)
+            : Tensor.fromHost(be, toBf16(dtWf), [dtWf.length], "bf16");
+          const bufs = [T(xDbl), T(u), T(z), T(A), T(D), T(dtB), dtW];
+          const [tx, tu, tz, tA, tD, tb] = bufs;
+          const stateA = T(h0), stateB = T(h0);
+          const all = Tensor.zeros(be, "f32", [len * d * n]);
+          const yA = Tensor.zeros(be, "f32", [len * d]), yB = Tensor.zeros(be, "f32", [len * d]);
+          const dA = Tensor.zeros(be, "f32", [len * d]), dB = Tensor.zeros(be, "f32", [len * d]);
+          const at = (t: Tensor, i: number): Ptr => t.at(i);
+          try {
+            const common = {
+              ldu: d,
+              ldXDbl: cols,
+              dtW: dtW.ptr,
+              wdtype,
+              dtBias: tb.ptr,
+              dtRank: R,
+              A: tA.ptr,
+              ldb: cols,
+              ldc: cols,
+              D: tD.ptr,
+              ldz: d,
+              d,
+              n,
+              deltaSoftplus: true,
+              ldy: d,
+            };
+            be.scanDt({
+              ...common,
+              u: tu.ptr,
+              xDbl: tx.ptr,
+              B: tx.at(R),
+              C: tx.at(R + n),
+              z: tz.ptr,
+              state: stateA.ptr,
+              statesAll: all.ptr,
+              batch: 1,
+              len,
+              deltaOut: dA.ptr,
+              y: yA.ptr,
+            });
+            const states = all.toHost() as Float32Array;
+            for (let t = 0; t < len; t++) {
+              be.stateUpdateDt({
+                ...common,
+                u: at(tu, t * d),
+                xDbl: at(tx, t * cols),
+                B: at(tx, t * cols + R),
+                C: at(tx, t * cols + R + n),
+                z: at(tz, t * d),
+                state: stateB.ptr,
+                batch: 1,
+                deltaOut: at(dB, t * d),
+                y: at(yB, t * d),
+              });
+              assertSameBits(
+                states.subarray(t * d * n, (t + 1) * d * n),
+                stateB.toHost() as Float32Array,
+                `states_all[${t}] d=${d} n=${n} ${wdtype} unfused=${unfused}`,
+              );
+            }
+            assertSameBits(yA.toHost() as Float32Array, yB.toHost() as Float32Array, "y");
+            assertSameBits(dA.toHost() as Float32Array, dB.toHost() as Float32Array, "delta");
+            assertSameBits(
+              stateA.toHost() as Float32Array,
+              stateB.toHost() as Float32Array,
+              "final state",
+            );
+          } finally {
+            for (const t of [...bufs, stateA, stateB, all, yA, yB, dA, dB]) t.free();
+          }
+        }
+      }
+    } finally {
+      be.close();
+    }
+  });
+}
+
+function loadCpu(
+  modelId: string,
+  opts: { seed?: number; dtype?: "fp32" | "bf16"; checkpoint?: null } = {},
+): Promise<Model> {
+  return loadModel({ configPath: CONFIG, modelId, device: "cpu", ...opts });
+}
+
+Deno.test("a verification pass equals stepping, and resumes at any position with the stepped state", async () => {
+  for (
+    const [id, dtype] of [["test-64x3", "fp32"], ["test-64x3", "bf16"], ["tiny", "fp32"]] as const
+  ) {
+    const model = await loadCpu(id, { seed: 11, dtype });
+    const lm = model.lm;
+    const be = lm.backend;
+    const text = new TextEncoder().encode("To be, or not to be: that is the question.");
+    const M = 10; // two row blocks
+    const ws = lm.newWorkspace(M), ws1 = lm.newWorkspace(1);
+    const saved = new VerifyBuffers(be, lm.dims, M);
+    const prefix = text.subarray(0, 7);
+    try {
+      for (const pos of [0, 1, 2, 5, M - 1]) {
+        const base = await lm.forwardChunks(prefix);
+        const stepped = lm.newState(1);
+        const verified = lm.newState(1);
+        stepped.broadcastFrom(base);
+        verified.broadcastFrom(base);
+        base.free();
+        const rows = text.subarray(7, 7 + M);
+        be.upload(ws.ids.ptr, Int32Array.from(rows));
+        lm.embed(ws, M);
+        lm.verifyLayers(ws, verified, M, saved);
+        lm.verifyHead(ws, M);
+        const logits = ws.logits.toHost() as Float32Array;
+        let at: { conv: Float32Array[]; ssm: Float32Array[] } | undefined;
+        for (let t = 0; t < M; t++) {
+          be.upload(ws1.ids.ptr, Int32Array.of(rows[t]));
+          lm.embed(ws1, 1);
+          lm.stepLayers(ws1, stepped, 1);
+          lm.runHead(ws1, 1);
+          assertSameBits(
+            logits.subarray(t * 256, (t + 1) * 256),
+            ws1.logits.toHost() as Float32Array,
+            `${id} ${dtype} logits ${t}`,
+          );
+          if (t === pos) {
+            at = {
+              conv: stepped.conv.map((c) => c.toHost() as Float32Array),
+              ssm: stepped.ssm.map((c) => c.toHost() as Float32Array),
+            };
+          }
+        }
+        lm.resumeLayers(ws, verified, saved, pos, M);
+        for (let i = 0; i < lm.dims.nLayer; i++) {
+          assertSameBits(
+            verified.conv[i].toHost() as Float32Array,
+            at!.conv[i],
+            `${id} conv ${i} at ${pos}`,
+          );
+          assertSameBits(
+            verified.ssm[i].toHost() as Float32Array,
+            at!.ssm[i],
+            `${id} ssm ${i} at ${pos}`,
+          );
+        }
+        stepped.free();
+        verified.free();
+      }
+    } finally {
+      ws.free();
+      ws1.free();
+      saved.free();
+      model.close();
+    }
+  }
+});
+
+const PROMPT = new TextEncoder().encode("KING RICHARD III:\nNow is the winter of our discontent\n");
+const SAMPLINGS = [
+  { topK: 1 },
+  { topK: 256, topP: 0.98, temperature: 1.0 },
+  { topK: 40, topP: 0.9, temperature: 0.7 },
+  { topK: 0, topP: 0, temperature: 1.3 },
+];
+
+async function checkSame(
+  target: Model,
+  drafter: Model,
+  label: string,
+  opts: {
+    maxNewTokens: number;
+    draftLength: number;
+    prompt?: Uint8Array;
+    samplings?: typeof SAMPLINGS;
+  },
+): Promise<{ rounds: number; accepted: number }> {
+  let rounds = 0, accepted = 0;
+  for (const s of opts.samplings ?? SAMPLINGS) {
+    const o = { maxNewTokens: opts.maxNewTokens, seed: SEED, ...s };
+    const prompt = opts.prompt ?? PROMPT;
+    const [plain] = await target.generate(prompt, o);
+    const d = new ModelDrafter(drafter.lm);
+    const streamed: number[] = [];
+    try {
+      const { bytes, stats } = await generateSpeculative(target.lm, prompt, d, {
+        ...o,
+        draftLength: opts.draftLength,
+        onBytes: (b, step) => {
+          assert.equal(step, streamed.length);
+          streamed.push(b[0]);
+        },
+      });
+      assert.deepEqual(bytes, plain, `${label} ${JSON.stringify(s)} k=${opts.draftLength}`);
+      assert.deepEqual(Uint8Array.from(streamed), plain, `${label}: streamed bytes`);
+      assert.equal(stats.bytes, opts.maxNewTokens);
+      assert.ok(stats.accepted <= stats.drafted);
+      rounds += stats.rounds;
+      accepted += stats.accepted;
+    } finally {
+      d.free();
+    }
+  }
+  return { rounds, accepted };
+}
+
+Deno.test("speculative generation returns plain generation's bytes: tiny drafting for small (fp32, bf16)", async () => {
+  for (const dtype of ["fp32", "bf16"] as const) {
+    const small = await loadCpu("small", { dtype });
+    const tiny = await loadCpu("tiny", { dtype });
+    try {
+      const r = await checkSame(small, tiny, `small<-tiny ${dtype}`, {
+        maxNewTokens: 100,
+        draftLength: dtype === "fp32" ? 7 : 3,
+        samplings: dtype === "fp32" ? SAMPLINGS : SAMPLINGS.slice(0, 2),
+      });
+      assert.ok(r.accepted > 0, "the drafter is accepted sometimes");
+    } finally {
+      small.close();
+      tiny.close();
+    }
+  }
+});
+
+Deno.test("speculative generation: the target drafting for itself (every draft accepted greedily), long drafts, edge lengths", async () => {
+  const tiny = await loadCpu("tiny");
+  const copy = await loadCpu("tiny");
+  try {
+    for (const k of [1, 9, 16]) {
+      const r = await checkSame(tiny, copy, "tiny<-tiny", {
+        maxNewTokens: 120,
+        draftLength: k,
+        samplings: [{ topK: 1 }],
+      });
+      // Every pass settles accepted + 1 bytes of the 119 after the first.
+      assert.ok(r.accepted + r.rounds >= 119 && r.accepted + r.rounds <= 119 + k);
+      assert.ok(r.accepted >= 0.9 * (r.rounds - 1) * k, `greedy self-drafts are accepted (k=${k})`);
+    }
+    for (const n of [1, 2, 3, 9]) {
+      await checkSame(tiny, copy, `tiny<-tiny N=${n}`, { maxNewTokens: n, draftLength: 7 });
+    }
+    await checkSame(tiny, copy, "unconditional", {
+      maxNewTokens: 40,
+      draftLength: 5,
+      prompt: new Uint8Array(0),
+    });
+  } finally {
+    tiny.close();
+    copy.close();
+  }
+});
+
+Deno.test("speculative generation on random models, every CPU context", async () => {
+  for (
+    const env of [[], ["MAMBABYTE_CPU_SCALAR", "1"], ["MAMBABYTE_CPU_NOBLAS", "1"]] as string[][]
+  ) {
+    const load = (id: string, seed: number) =>
+      env.length
+        ? withEnv(env[0], env[1], () => loadCpu(id, { seed, checkpoint: null }))
+        : loadCpu(id, { seed, checkpoint: null });
+    const target = await load("test-64x3", 3);
+    const drafter = await load("test-48x2", 4);
+    try {
+      await checkSame(target, drafter, `random ${env.join("=") || "vector"}`, {
+        maxNewTokens: 60,
+        draftLength: 4,
+      });
+    } finally {
+      target.close();
+      drafter.close();
+    }
+  }
+});
+
+Deno.test("speculative generation refuses what it cannot do", async () => {
+  const tiny = await loadCpu("tiny");
+  const d = new ModelDrafter(tiny.lm);
+  try {
+    await assert.rejects(
+      generateSpeculative(tiny.lm, PROMPT, d, { numSamples: 2 }),
+      MambaByteError,
+    );
+    await assert.rejects(
+      generateSpeculative(tiny.lm, PROMPT, d, { draftLength: 0 }),
+      /draft length/,
+    );
+    await assert.rejects(
+      generateSpeculative(tiny.lm, PROMPT, d, { draftLength: 65 }),
+      /draft length/,
+    );
+  } finally {
+    d.free();
+    tiny.close();
+  }
+});
+
+Deno.test("Model.generate with a draft model (the API) equals plain generation and reports stats", async () => {
+  const { loadDraftModel } = await import("../mod.ts");
+  const small = await loadCpu("small");
+  const draft = await loadDraftModel({ configPath: CONFIG, modelId: "tiny", device: "cpu" });
+  try {
+    assert.equal(draft.kind, "bytes");
+    const o = { maxNewTokens: 64, seed: 5, topK: 20, temperature: 0.9 };
+    const [plain] = await small.generate(PROMPT, o);
+    let stats: import("../mod.ts").SpeculativeStats | undefined;
+    const [spec] = await small.generate(PROMPT, {
+      ...o,
+      draft: { model: draft, length: 4, onStats: (s) => stats = s },
+    });
+    assert.deepEqual(spec, plain);
+    assert.equal(stats?.draftLength, 4);
+    assert.equal(stats?.bytes, 64);
+  } finally {
+    draft.close();
+    small.close();
+  }
+});

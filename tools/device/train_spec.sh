@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# train_spec.sh — the models of speculative decoding, trained on Tiny Shakespeare in one command
+# on a GPU machine (PyTorch, the tokenizers library; no network), from the repository root:
+#
+#   bash tools/device/train_spec.sh <tinyshakespeare.txt> <outdir> [minutes]
+#
+# Trains one after the other (tools/train/train.py; each with --max_minutes and
+# --fit_steps_to_time, shares of [minutes], default 7):
+#   1. small       448 x 6  (8.1M)  and small_deep 320 x 10 (6.7M), both with embedding dropout and
+#                  an EMA of the weights scored beside them; the
+#                  one with the better selection-split bits/byte becomes `small` (target: <= 2.2 on
+#                  the held-out text; the held-out text is never used to choose);
+#   2. target      384 x 24 (22M, bf16 44 MB): the byte-level target, clearly larger than small;
+#   3. draft_bytes 256 x 2  (0.8M): the byte-level drafter;
+#   4. draft_subword 256 x 2 over a byte-level BPE of 2048 tokens trained on the training bytes
+#                  (the tokenizers library), saved as a transformers MambaForCausalLM folder
+#                  (config.json, model.safetensors, tokenizer.json); checked by loading it with
+#                  transformers and comparing its logits with the training model's.
+# Writes <outdir>/pretrained_models/ laid out as the repository's: small.{safetensors,json} and
+# spec/{draft_bytes.{safetensors,json}, draft_subword/, target.json, target.safetensors}; copy
+# it over the repository's pretrained_models/ (`cp -r <outdir>/pretrained_models/. pretrained_models/`).
+# Files over 15.5 MiB (the target) are split into <name>.part-aa, -ab, ... for the trip back
+# (rejoin: cat target.safetensors.part-* > target.safetensors); the target is not committed (the
+# same command rebuilds it). Logs: <outdir>/logs.tar; a summary table is printed last.
+set -u
+DATA=${1:?usage: train_spec.sh <tinyshakespeare.txt> <outdir> [minutes]}
+OUT=${2:?usage: train_spec.sh <tinyshakespeare.txt> <outdir> [minutes]}
+MIN=${3:-7}
+PY=${PYTHON:-python3}
+EXTRA=${TRAIN_ARGS:-} # extra train.py flags for every run (tests: "--d_model 32 --steps 20 ...")
+PM="$OUT/pretrained_models"
+mkdir -p "$PM/spec" "$OUT/runs"
+LOGS=$(mktemp -d)
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+T0=$(date +%s)
+share() { awk "BEGIN{print $MIN*$1}"; }
+
+{
+  echo "== $(date -u +%FT%TZ) train_spec.sh $*"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || true
+  "$PY" -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
+  for m in tokenizers transformers safetensors; do
+    "$PY" -c "import $m; print('$m', $m.__version__)" 2>&1 | tail -1
+  done
+} | tee "$LOGS/env.txt"
+
+run() { # name preset minutes [flags...]
+  local name=$1 preset=$2 min=$3
+  shift 3
+  echo "== $name ($preset, $min min)"
+  "$PY" tools/train/train.py --preset "$preset" --data "$DATA" --out_dir "$OUT/runs" --name "$name" \
+    --max_minutes "$min" --fit_steps_to_time "$@" $EXTRA >"$LOGS/$name.log" 2>&1
+  local rc=$?
+  grep -E "params=|ms/step:|held-out|best checkpoint|wrote|Error|error|Traceback" "$LOGS/$name.log" | tail -8
+  echo "$name exit $rc"
+  return $rc
+}
+
+rc_all=0
+run small small "$(share 0.2)" || rc_all=1
+run small_deep small_deep "$(share 0.2)" || rc_all=1
+run target target "$(share 0.3)" || rc_all=1
+run draft_bytes draft_bytes "$(share 0.12)" || rc_all=1
+run draft_subword draft_subword "$(share 0.14)" --hf_out "$PM/spec/draft_subword" || rc_all=1
+
+echo "== choose small by the selection split; place the files"
+"$PY" - "$OUT/runs" "$PM" <<'PYEOF'
+import json, os, shutil, sys
+runs, pm = sys.argv[1], sys.argv[2]
+def log(name):
+    p = os.path.join(runs, name + ".json")
+    return json.load(open(p)) if os.path.exists(p) else None
+cands = [(log(n)["best_selection_bits_per_byte"], n) for n in ("small", "small_deep") if log(n)]
+if cands:
+    best = min(cands)[1]
+    for n in ("small", "small_deep"):
+        l = log(n)
+        if l:
+            print(f"  {n}: selection {l['best_selection_bits_per_byte']:.4f}, held-out {l['held_out_bits_per_byte']:.4f}"
+                  f"{'  <- small' if n == best else ''}")
+    shutil.copyfile(os.path.join(runs, best + ".safetensors"), os.path.join(pm, "small.safetensors"))
+    shutil.copyfile(os.path.join(runs, best + ".json"), os.path.join(pm, "small.json"))
+for n in ("target", "draft_bytes"):
+    for ext in (".safetensors", ".json"):
+        p = os.path.join(runs, n + ext)
+        if os.path.exists(p):
+            shutil.copyfile(p, os.path.join(pm, "spec", n + ext))
+PYEOF
+
+echo "== the subword drafter loads in transformers and gives the training model's logits"
+"$PY" - "$PM/spec/draft_subword" <<'PYEOF' 2>&1 | grep -v Warning
+import json, sys, os
+sys.path.insert(0, "tools/train")
+import torch
+from safetensors.torch import load_file
+from train import MambaLM, ModelArgs
+d = sys.argv[1]
+cfg = json.load(open(os.path.join(d, "config.json")))
+try:
+    from transformers import MambaForCausalLM
+    hf = MambaForCausalLM.from_pretrained(d).float().eval()
+except Exception as e:
+    print("transformers could not load it:", e); sys.exit(0)
+a = ModelArgs(d_model=cfg["hidden_size"], n_layer=cfg["num_hidden_layers"], vocab_size=cfg["vocab_size"],
+              d_state=cfg["state_size"], d_conv=cfg["conv_kernel"], expand=cfg["expand"],
+              dt_rank=cfg["time_step_rank"], norm="rmsnorm", tie=cfg["tie_word_embeddings"])
+m = MambaLM(a).eval()
+sd = {k.replace("backbone.embeddings.", "backbone.embedding."): v for k, v in load_file(os.path.join(d, "model.safetensors")).items()}
+m.load_state_dict(sd, strict=False)
+ids = torch.randint(0, cfg["vocab_size"], (1, 200))
+with torch.no_grad():
+    e = (hf(ids).logits - m(ids)).abs().max().item()
+print(f"  max |logits(transformers) - logits(train.py)| = {e:.2e} ({'ok' if e < 1e-3 else 'MISMATCH'})")
+PYEOF
+
+tar -cf "$OUT/logs.tar" -C "$LOGS" .
+find "$PM" -type f -size +15872k | while read -r f; do
+  echo "splitting $f (over 15.5 MiB)"
+  split -b 15M "$f" "$f.part-" && rm "$f"
+done
+echo "== summary ($(($(date +%s) - T0)) s)"
+"$PY" - "$OUT/runs" <<'PYEOF'
+import json, os, sys
+print(f"{'model':14} {'params':>8} {'steps':>6} {'train s':>8} {'held-out bits/byte':>19}")
+for n in ("small", "small_deep", "target", "draft_bytes", "draft_subword"):
+    p = os.path.join(sys.argv[1], n + ".json")
+    if os.path.exists(p):
+        l = json.load(open(p))
+        print(f"{n:14} {l['params']/1e6:7.2f}M {l['steps_done']:6} {l['train_seconds']:8.0f} {l['held_out_bits_per_byte']:19.4f}")
+    else:
+        print(f"{n:14} (failed: see logs.tar)")
+PYEOF
+find "$PM" -type f -exec ls -la {} +
+exit $rc_all
