@@ -21,7 +21,13 @@
  * @module
  */
 
-export { loadModel, type LoadModelOptions, Model, resolveDevice } from "./src/api.ts";
+export {
+  loadModel,
+  type LoadModelOptions,
+  Model,
+  resolveDevice,
+  resolveDeviceIndex,
+} from "./src/api.ts";
 export type { DownloadCallback } from "./src/checkpoint/hub.ts";
 export {
   type DeviceSetting,

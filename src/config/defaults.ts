@@ -49,6 +49,8 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = {
   num_samples: [1, 4096],
   top_k: [0, 256],
   context: [1, 1 << 24],
+  /** N of --device cuda:N (far above the GPUs of one host). */
+  device_index: [0, 1023],
 };
 
 /** Temperatures outside this range overflow or underflow float32 logits (0 is greedy). */
