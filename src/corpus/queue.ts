@@ -45,6 +45,8 @@ type JobResult = DocResult & { computed: boolean; attempt: number };
 
 /** How long to wait for Redis before saying it cannot be reached. */
 const CONNECT_TIMEOUT_MS = 10_000;
+/** How often a worker lets its timers run while a document computes (at most). */
+const YIELD_MS = 250;
 /** How long closing a connection may take. */
 const CLOSE_TIMEOUT_MS = 2000;
 /** Progress updates (one Redis call each) at most this often per document. */
@@ -334,6 +336,8 @@ export async function runQueueWorker(s: WorkerSettings): Promise<void> {
           job.updateProgress({ done, total }).catch(() => {});
         },
         shouldStop: () => lost.has(job.id!),
+        // The lock is renewed by a timer: let it run well within the lock's life.
+        yieldMs: Math.min(YIELD_MS, s.lockMs / 8),
       }, spec);
       const bpb = typeof r.bits_per_byte === "number"
         ? `, ${r.bits_per_byte.toFixed(4)} bits/byte`

@@ -39,6 +39,11 @@ export interface RunHooks {
   onProgress?: (done: number, total: number) => void;
   /** Polled once per chunk: a true answer stops the computation (nothing is written). */
   shouldStop?: () => boolean;
+  /**
+   * Let the event loop run (timers: a queue lock's renewal) at least this often while the
+   * document runs; each time costs about a millisecond. Default: never.
+   */
+  yieldMs?: number;
 }
 
 /** A document that cannot succeed however often it is tried (so it is not retried). */
@@ -69,9 +74,6 @@ export function isPermanent(err: unknown): boolean {
   if (err instanceof InputFileError) return err.reason !== "unreadable";
   return err instanceof MambaByteError && err.exitCode === 2;
 }
-
-/** Yield to the event loop (timers, messages) at most this often while a document runs. */
-const YIELD_MS = 25;
 
 function macrotask(): Promise<void> {
   return new Promise((r) => setTimeout(r, 0));
@@ -142,7 +144,7 @@ export class DocumentRunner {
       hooks.onProgress?.(done, total);
       // The forward runs synchronously chunk after chunk: let timers (a queue lock's renewal)
       // and messages through now and then, and stop here when asked to.
-      if (performance.now() - last >= YIELD_MS) {
+      if (hooks.yieldMs !== undefined && performance.now() - last >= hooks.yieldMs) {
         await macrotask();
         last = performance.now();
       }
