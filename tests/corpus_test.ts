@@ -300,6 +300,16 @@ Deno.test("embedded: one result per document, resume computes nothing, other set
     assert.deepEqual(after, mtimes);
     const third = await runCorpus(["--inputs", `${dir}/corpus`, "--output_dir", out, ...CPU]);
     assert.match(third.stdout, /8 done \(8 before this run\)/);
+    // An output folder inside the corpus: its files are not documents.
+    const inside = `${dir}/corpus/results`;
+    const nested = await runCorpus(["--inputs", `${dir}/corpus`, "--output_dir", inside, ...CPU]);
+    assert.match(nested.stdout, /^8 documents: 8 done \(0 before this run\)/);
+    const again2 = await runCorpus(["--inputs", `${dir}/corpus`, "--output_dir", inside, ...CPU]);
+    assert.match(again2.stdout, /^8 documents: 8 done \(8 before this run\)/);
+    assert.ok(
+      again2.stderr.some((l) => /9 files under --output_dir left out/.test(l)),
+      again2.stderr.join("\n"),
+    );
     assert.ok(!third.stderr.some((l) => /worker/.test(l)), third.stderr.join("\n"));
     // Results of another model are not mixed in.
     const other = await runCorpus([

@@ -30,7 +30,12 @@ export async function runCorpus(s: CoordinatorSettings): Promise<Summary> {
   const spec = s.spec;
   // The config and model id are checked here, before any worker loads anything.
   const cfg = await openConfig(PROG, { ...spec.model, device: null });
-  const { documents } = await listDocuments(s.inputs);
+  const listed = (await listDocuments(s.inputs)).documents;
+  // Results kept inside the corpus's folder are not documents of it.
+  const documents = listed.filter((d) => !d.path.startsWith(`${s.outputDir}/`));
+  if (documents.length === 0) {
+    throw new UserError(`--inputs ${s.inputs} lists no document outside --output_dir`);
+  }
   const out = new OutputFolder(s.outputDir, spec.format);
   const clash = documents.find((d) => out.resultName(d.name) === SUMMARY_FILE);
   if (clash) {
@@ -50,6 +55,9 @@ export async function runCorpus(s: CoordinatorSettings): Promise<Summary> {
   }
   const totalBytes = documents.reduce((n, d) => n + d.bytes, 0);
   const reporter = new RunReporter(documents.length, totalBytes, before.length, s.quiet);
+  if (listed.length > documents.length) {
+    reporter.note(`${listed.length - documents.length} files under --output_dir left out`);
+  }
   if (before.length > 0) {
     reporter.note(`${before.length} of ${documents.length} documents were done before: kept`);
   }
