@@ -31,6 +31,7 @@ export {
   Model,
   type ModelGenerateOptions,
   resolveDevice,
+  resolveDeviceIndex,
 } from "./src/api.ts";
 export {
   type Drafter,

@@ -18,6 +18,7 @@ import {
 import { checkBounded } from "./config/defaults.ts";
 import {
   DEFAULT_CONFIG_PATH,
+  deviceIndex,
   type DeviceSetting,
   type DTypeSetting,
   loadConfig,
@@ -60,7 +61,7 @@ export interface LoadModelOptions {
    * random initialisation from `seed` when it has none. Pass null to force random weights.
    */
   checkpoint?: string | null;
-  /** auto | cpu | cuda (default: the config's general.device). */
+  /** auto | cpu | cuda | cuda:N (default: the config's general.device); cuda is cuda:0. */
   device?: DeviceSetting;
   /** Storage of the large matrices, fp32 | bf16 (default: the config's general.dtype). */
   dtype?: DTypeSetting;
@@ -109,18 +110,33 @@ export interface ModelGenerateOptions extends GenerateOptions {
 
 /** Picks the backend for a device setting; throws a clear error when CUDA is asked for but absent. */
 export function resolveDevice(device: DeviceSetting): "cpu" | "cuda" {
-  if (device === "cpu") return "cpu";
+  return resolveDeviceIndex(device).kind;
+}
+
+/**
+ * The backend and GPU index of a device setting (index 0 for the CPU, auto and cuda); throws a
+ * clear error when CUDA is asked for but absent, or cuda:N names a GPU this process cannot see.
+ */
+export function resolveDeviceIndex(device: DeviceSetting): { kind: "cpu" | "cuda"; index: number } {
+  if (device === "cpu") return { kind: "cpu", index: 0 };
   const built = hasCuda();
   const gpus = built ? cudaDeviceCount() : 0;
-  if (device === "auto") return gpus > 0 ? "cuda" : "cpu";
+  if (device === "auto") return { kind: gpus > 0 ? "cuda" : "cpu", index: 0 };
   if (!built) {
     throw new MambaByteError(
-      "device cuda: this build of the native library has no CUDA backend (rebuild on a machine " +
-        "with the CUDA toolkit and cuBLAS: deno task build), or use --device cpu",
+      `device ${device}: this build of the native library has no CUDA backend (rebuild on a ` +
+        "machine with the CUDA toolkit and cuBLAS: deno task build), or use --device cpu",
     );
   }
-  if (gpus === 0) throw new MambaByteError("device cuda: no CUDA GPU found; use --device cpu");
-  return "cuda";
+  if (gpus === 0) throw new MambaByteError(`device ${device}: no CUDA GPU found; use --device cpu`);
+  const index = deviceIndex(device);
+  if (index >= gpus) {
+    throw new MambaByteError(
+      `device ${device}: this process sees ${gpus} CUDA GPU${gpus === 1 ? "" : "s"} ` +
+        `(cuda:0 to cuda:${gpus - 1}; CUDA_VISIBLE_DEVICES may hide others)`,
+    );
+  }
+  return { kind: "cuda", index };
 }
 
 /** A loaded MambaByte model with its backend. */
@@ -144,6 +160,11 @@ export class Model {
   /** "cpu" or "cuda". */
   get device(): "cpu" | "cuda" {
     return this.#backend.kind;
+  }
+
+  /** The GPU index of a CUDA model (0 for the CPU). */
+  get deviceIndex(): number {
+    return this.#backend.device;
   }
 
   /** Logits (L, 256) and tapped module outputs ((L, width) per tap and layer). */
@@ -273,7 +294,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
   const cfg = await loadConfig(options.configPath ?? DEFAULT_CONFIG_PATH);
   const seed = options.seed ?? cfg.general.seed;
   const dtype = options.dtype ?? cfg.general.dtype;
-  const kind = resolveDevice(options.device ?? cfg.general.device);
+  const { kind, index } = resolveDeviceIndex(options.device ?? cfg.general.device);
   const { config: mc, reader, source } = await resolveModel(cfg, options, seed);
   let backend: Backend | undefined;
   try {
@@ -285,7 +306,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
     });
     const hint = "use a smaller model, --dtype bf16, or another device";
     ensureMemory(need, `model '${mc.id}' (${describeShape(mc.dims)})`, hint);
-    backend = Backend.create(kind, { threads: threads ?? cfg.general.threads });
+    backend = Backend.create(kind, { threads: threads ?? cfg.general.threads, device: index });
     if (kind === "cuda") {
       const free = Number(backend.info().mem_free ?? 0);
       if (free > 0) ensureMemory(need, `model '${mc.id}'`, hint, 0.95 * free, "GPU memory");

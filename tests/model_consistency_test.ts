@@ -207,3 +207,35 @@ Deno.test("bf16 weights give logits close to fp32 (same random weights)", async 
     b16.close();
   }
 });
+
+Deno.test("a forward awaits its progress callback between chunks, and stops when it throws", async () => {
+  const model = await load(17);
+  try {
+    // Timers run while the callback waits: what lets a queue worker renew its lock mid-document.
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    const seen: number[] = [];
+    const r = await model.lm.logProbs(TEXT, async (done) => {
+      seen.push(ticks);
+      await new Promise((res) => setTimeout(res, 2));
+      assert.ok(done <= TEXT.length);
+    });
+    clearInterval(timer);
+    assert.equal(seen.length, Math.ceil(TEXT.length / 17));
+    assert.ok(seen.at(-1)! > seen[0], `timers ran ${seen.at(-1)! - seen[0]} times during the pass`);
+    assert.equal(r.logProbs.length, TEXT.length - 1);
+    // Stopped after the second chunk: the error comes through and the next pass is unaffected.
+    let calls = 0;
+    await assert.rejects(
+      model.lm.logProbs(TEXT, () => {
+        if (++calls === 2) throw new Error("stop here");
+      }),
+      /stop here/,
+    );
+    assert.equal(calls, 2);
+    const again = await model.lm.logProbs(TEXT);
+    assert.deepEqual(again.logProbs, r.logProbs);
+  } finally {
+    model.close();
+  }
+});

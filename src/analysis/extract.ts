@@ -29,7 +29,7 @@ export interface ExtractCommon {
   logProbs?: boolean;
   /** Also compute the rank of each next byte. */
   ranks?: boolean;
-  /** Progress: positions done, total. */
+  /** Progress: positions done, total; a returned promise is awaited before the next chunk. */
   onProgress?: (done: number, total: number) => void;
   /** Refuse results larger than this many bytes (default: 80% of free memory). */
   maxResultBytes?: number;

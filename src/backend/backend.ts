@@ -106,12 +106,15 @@ export interface BackendOptions {
 export class Backend {
   /** "cpu" or "cuda". */
   readonly kind: DeviceKind;
+  /** The CUDA device index (0 for the CPU). */
+  readonly device: number;
   #ctx: Deno.PointerObject | null;
   #lib = native();
   #flags = 0;
 
-  private constructor(kind: DeviceKind, ctx: Deno.PointerObject) {
+  private constructor(kind: DeviceKind, ctx: Deno.PointerObject, device: number) {
     this.kind = kind;
+    this.device = device;
     this.#ctx = ctx;
   }
 
@@ -132,7 +135,7 @@ export class Backend {
     );
     const ctx = Deno.UnsafePointer.create(out[0]);
     if (!ctx) throw new NativeError("ctx_create", Status.INTERNAL, "null context");
-    const backend = new Backend(kind, ctx);
+    const backend = new Backend(kind, ctx, kind === "cuda" ? options.device ?? 0 : 0);
     const flags = envFlags(kind);
     if (flags !== 0) backend.setFlags(flags);
     return backend;

@@ -11,11 +11,16 @@
 
 // Versioned inline: a project importing mod.ts by URL does not see our deno.json import map.
 // @ts-types="npm:@types/argparse@2.0.17"
-import { ArgumentParser } from "npm:argparse@2.0.1";
+import { ArgumentParser, ArgumentTypeError } from "npm:argparse@2.0.1";
 import { NONLINEARITIES, type Nonlinearity } from "../analysis/nonlinearity.ts";
 import { type Reduction, REDUCTIONS } from "../analysis/reductions.ts";
 import { DEFAULTS } from "../config/defaults.ts";
-import { DEFAULT_CONFIG_PATH } from "../config/config.ts";
+import {
+  DEFAULT_CONFIG_PATH,
+  DEVICE_CHOICES,
+  type DeviceSetting,
+  parseDeviceSetting,
+} from "../config/config.ts";
 import { HelpExit, UsageError } from "./errors.ts";
 
 export { HelpExit, UsageError };
@@ -35,6 +40,15 @@ const TYPES: Record<string, (s: string) => number> = {
     return x;
   },
 };
+
+/** Argparse type converter of --device: auto, cpu, cuda or cuda:N. */
+function device(s: string): DeviceSetting {
+  const d = parseDeviceSetting(s.trim());
+  if (d === null) {
+    throw new ArgumentTypeError(`invalid choice: '${s}' (choose from ${DEVICE_CHOICES})`);
+  }
+  return d;
+}
 
 /** An argparse parser whose errors throw instead of exiting the process. */
 export class Parser extends ArgumentParser {
@@ -92,8 +106,8 @@ export interface ModelArgs {
   model_id: string | null;
   /** Seed of random init and sampling (null: general.seed, else 4740). */
   seed: number | null;
-  /** Where to run (null: the config's). */
-  device: "auto" | "cpu" | "cuda" | null;
+  /** Where to run: auto, cpu, cuda or cuda:N (null: the config's). */
+  device: DeviceSetting | null;
   /** Storage of the large matrices (null: the config's). */
   dtype: "fp32" | "bf16" | null;
 }
@@ -142,9 +156,10 @@ export function addModelFlags(p: Parser): void {
       `random seed of initialisation and sampling (default: general.seed, else ${DEFAULTS.seed})`,
   });
   g.add_argument("--device", {
-    choices: ["auto", "cpu", "cuda"],
+    type: device,
     default: null,
-    help: `device (default: general.device, else ${DEFAULTS.device})`,
+    help:
+      `auto, cpu, cuda or cuda:N, the N-th visible GPU (default: general.device, else ${DEFAULTS.device})`,
   });
   g.add_argument("--dtype", {
     choices: ["fp32", "bf16"],

@@ -242,6 +242,33 @@ export interface ExtractionScript {
 }
 
 /**
+ * Refuses, before any computation, an extraction of `positions` bytes whose results cannot be
+ * stored (one msgpack value over 4 GiB, when `out` is a .msgpack file; `flag` names the output in
+ * the message) or cannot fit in memory.
+ */
+export function checkExtractionWork(
+  s: ExtractionScript,
+  args: ExtractionArgs & OutputArgs,
+  mc: ModelConfig,
+  positions: number,
+  out: string | null,
+  flag: string,
+): void {
+  const layers = layerIndices(mc.dims.nLayer, args.layer_idxs ?? undefined);
+  const sizes = s.resultBytes(mc.dims, positions, layers, args);
+  const largest = Math.max(0, ...sizes);
+  if (out?.toLowerCase().endsWith(".msgpack") && largest >= MSGPACK_MAX_BIN) {
+    throw new UsageError(
+      s.prog,
+      `argument ${flag}: one result tensor would be ${
+        approxSize(largest)
+      }, beyond msgpack's 4 GiB limit per value: use .pkl or .safetensors`,
+    );
+  }
+  ensureFits(sizes.reduce((a, b) => a + b, 0), "the requested outputs");
+}
+
+/**
  * The whole life of an extraction script: flags, output-path check, prompt, model, computation
  * with progress, then the record stored (or summarised on stdout when no output path is given).
  */
@@ -262,20 +289,8 @@ export async function runExtractionScript(s: ExtractionScript, argv: string[]): 
   if (prompt.bytes.length === 0) {
     throw new UsageError(s.prog, "argument --prompt: the prompt is empty: give at least one byte");
   }
-  const checkWork = (mc: ModelConfig) => {
-    const layers = layerIndices(mc.dims.nLayer, args.layer_idxs ?? undefined);
-    const sizes = s.resultBytes(mc.dims, prompt.bytes.length, layers, args);
-    const largest = Math.max(0, ...sizes);
-    if (out?.toLowerCase().endsWith(".msgpack") && largest >= MSGPACK_MAX_BIN) {
-      throw new UsageError(
-        s.prog,
-        `argument --filepath_to_store_outputs: one result tensor would be ${
-          approxSize(largest)
-        }, beyond msgpack's 4 GiB limit per value: use .pkl or .safetensors`,
-      );
-    }
-    ensureFits(sizes.reduce((a, b) => a + b, 0), "the requested outputs");
-  };
+  const checkWork = (mc: ModelConfig) =>
+    checkExtractionWork(s, args, mc, prompt.bytes.length, out, "--filepath_to_store_outputs");
   const model = await openModel(args, cfg, args.quiet, checkWork);
   try {
     const bar = progressCallback(s.label, args.quiet);

@@ -17,8 +17,30 @@ import { completeDims, type ModelDims, type NormKind } from "./dims.ts";
 import { readTextFileLimited } from "../io/read_limited.ts";
 import { MAX_CONFIG_BYTES, parseYaml } from "./yaml.ts";
 
-/** Where a model runs: "auto" picks CUDA when the library has it and a GPU is present. */
-export type DeviceSetting = "auto" | "cpu" | "cuda";
+/**
+ * Where a model runs: "auto" picks CUDA when the library has it and a GPU is present; "cuda" is
+ * the first visible GPU, "cuda:N" the N-th (as PyTorch and CUDA_VISIBLE_DEVICES number them).
+ */
+export type DeviceSetting = "auto" | "cpu" | "cuda" | `cuda:${number}`;
+
+/** The device settings {@link parseDeviceSetting} accepts, for messages. */
+export const DEVICE_CHOICES = "auto, cpu, cuda, cuda:N";
+
+/**
+ * A device setting from text ("auto", "cpu", "cuda", "cuda:N" with N from 0 to the bound of
+ * device_index), or null when the text is none of them.
+ */
+export function parseDeviceSetting(text: unknown): DeviceSetting | null {
+  if (text === "auto" || text === "cpu" || text === "cuda") return text;
+  const m = typeof text === "string" ? /^cuda:(0|[1-9][0-9]{0,5})$/.exec(text) : null;
+  if (!m || checkBounded("device_index", Number(m[1])) !== null) return null;
+  return `cuda:${Number(m[1])}`;
+}
+
+/** The backend and device index a device setting names (auto and cuda: index 0). */
+export function deviceIndex(device: DeviceSetting): number {
+  return device.startsWith("cuda:") ? Number(device.slice(5)) : 0;
+}
 /** Storage of the large weight matrices. */
 export type DTypeSetting = "fp32" | "bf16";
 
@@ -274,12 +296,18 @@ function parseGeneral(g: Mapping, fail: (m: string) => never): RuntimeConfig {
   const bad = checkBounded("threads", threads, "general.threads");
   if (bad) fail(bad);
   return {
-    device: choice(g.device, ["auto", "cpu", "cuda"] as const, "general.device", fail) ??
-      DEFAULTS.device,
+    device: deviceChoice(g.device, fail) ?? DEFAULTS.device,
     dtype: choice(g.dtype, ["fp32", "bf16"] as const, "general.dtype", fail) ?? DEFAULTS.dtype,
     seed: seed as number,
     threads: threads as number,
   };
+}
+
+function deviceChoice(v: unknown, fail: (m: string) => never): DeviceSetting | undefined {
+  if (v === undefined || v === null) return undefined;
+  const device = parseDeviceSetting(v);
+  if (device === null) fail(`general.device must be one of ${DEVICE_CHOICES} (got ${describe(v)})`);
+  return device;
 }
 
 function choice<T extends string>(

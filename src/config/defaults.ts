@@ -34,6 +34,18 @@ export const DEFAULTS = {
   chunk_size: 2048,
   /** The model id used when neither --model_id nor model.default_model_id names one. */
   model_id: "972M",
+  /** run_corpus.ts --attempts: tries per document before it is recorded as failed. */
+  attempts: 3,
+  /** run_corpus.ts --backoff_ms: the first retry's delay, doubled for each later one. */
+  backoff_ms: 1000,
+  /**
+   * run_corpus.ts --lock_ms: how long a queue worker's claim on a document lasts unless renewed
+   * (it is renewed every half of it while the document runs); a killed worker's document is
+   * taken again after at most this plus two --stalled_ms.
+   */
+  lock_ms: 60_000,
+  /** run_corpus.ts --stalled_ms: how often queue workers look for documents of dead workers. */
+  stalled_ms: 30_000,
 } as const;
 
 /** Inclusive bounds of integer settings; the upper bounds are far above any MambaByte. */
@@ -52,10 +64,26 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = {
   top_k: [0, 256],
   draft_length: [1, 64],
   context: [1, 1 << 24],
+  /** N of --device cuda:N (far above the GPUs of one host). */
+  device_index: [0, 1023],
+  attempts: [1, 100],
+  backoff_ms: [0, 3_600_000],
+  // A lock shorter than a second is lost to a busy event loop; a day is beyond any document.
+  lock_ms: [1000, 86_400_000],
+  stalled_ms: [100, 86_400_000],
 };
 
 /** Temperatures outside this range overflow or underflow float32 logits (0 is greedy). */
 export const TEMPERATURE_RANGE = [1e-6, 1e6] as const;
+
+/** Prompt and text files larger than this are refused (the whole file is held in memory). */
+export const MAX_TEXT_FILE_BYTES = 1 << 30;
+
+/** Documents of a corpus run: more than this is a listing gone wrong (split the corpus). */
+export const MAX_CORPUS_DOCUMENTS = 1_000_000;
+
+/** A manifest of a corpus run (one path per line) larger than this is not a manifest. */
+export const MAX_MANIFEST_BYTES = 256 << 20;
 
 /**
  * Checks an integer setting against {@link BOUNDS}; returns an error message, or null when fine.

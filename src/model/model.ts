@@ -124,8 +124,11 @@ export interface ForwardChunksOptions {
   onDeviceLogits?: (start: number, rows: number, logits: Tensor) => void | Promise<void>;
   /** Skip the head (norm_f + lm_head) when no logits are needed. */
   skipHead?: boolean;
-  /** Progress callback: positions done, total. */
-  onProgress?: (done: number, total: number) => void;
+  /**
+   * Progress callback: positions done, total. A returned promise is awaited before the next chunk,
+   * so a caller can yield to the event loop there (timers, messages) or stop the pass by throwing.
+   */
+  onProgress?: (done: number, total: number) => void | Promise<void>;
   /** Start from (and update) this state instead of a fresh one (batch 1). */
   state?: RecurrentState;
 }
@@ -616,42 +619,50 @@ export class MambaByteLM {
     const ids = new Int32Array(ws.rows);
     const wantTaps = taps.length > 0 &&
       (options.onTap !== undefined || options.onDeviceTap !== undefined);
-    for (let start = 0; start < L; start += ws.rows) {
-      const rows = Math.min(ws.rows, L - start);
-      for (let t = 0; t < rows; t++) ids[t] = bytes[start + t];
-      this.backend.upload(ws.ids.ptr, ids.subarray(0, rows));
-      this.embed(ws, rows);
-      const pending: TapChunk[] = [];
-      const convPre = (i: number) => wantTaps && layerSet.has(i) && taps.includes("conv1d");
-      const afterLayer = wantTaps
-        ? (i: number) => {
-          if (!layerSet.has(i)) return;
-          for (const tap of taps) {
-            if (options.onDeviceTap) options.onDeviceTap(this.#deviceTap(ws, tap, i, start, rows));
-            if (options.onTap) pending.push(this.#readTap(ws, tap, i, start, rows));
+    try {
+      for (let start = 0; start < L; start += ws.rows) {
+        const rows = Math.min(ws.rows, L - start);
+        for (let t = 0; t < rows; t++) ids[t] = bytes[start + t];
+        this.backend.upload(ws.ids.ptr, ids.subarray(0, rows));
+        this.embed(ws, rows);
+        const pending: TapChunk[] = [];
+        const convPre = (i: number) => wantTaps && layerSet.has(i) && taps.includes("conv1d");
+        const afterLayer = wantTaps
+          ? (i: number) => {
+            if (!layerSet.has(i)) return;
+            for (const tap of taps) {
+              if (options.onDeviceTap) {
+                options.onDeviceTap(this.#deviceTap(ws, tap, i, start, rows));
+              }
+              if (options.onTap) pending.push(this.#readTap(ws, tap, i, start, rows));
+            }
+          }
+          : undefined;
+        // A one-position chunk is a decoding step (as mamba_simple's forward hands a single cached
+        // position to step), unless a conv1d tap needs the pre-activation conv only the scan path
+        // writes.
+        if (rows === 1 && !(wantTaps && taps.includes("conv1d"))) {
+          this.stepLayers(ws, state, 1, afterLayer);
+        } else {
+          this.forwardLayers(ws, state, rows, convPre, afterLayer);
+        }
+        for (const c of pending) await options.onTap!(c);
+        if (!options.skipHead) {
+          this.runHead(ws, rows);
+          if (options.onDeviceLogits) await options.onDeviceLogits(start, rows, ws.logits);
+          if (options.onLogits) {
+            const out = new Float32Array(rows * this.vocabOut);
+            this.backend.download(out, ws.logits.ptr);
+            await options.onLogits(start, out);
           }
         }
-        : undefined;
-      // A one-position chunk is a decoding step (as mamba_simple's forward hands a single cached
-      // position to step), unless a conv1d tap needs the pre-activation conv only the scan path
-      // writes.
-      if (rows === 1 && !(wantTaps && taps.includes("conv1d"))) {
-        this.stepLayers(ws, state, 1, afterLayer);
-      } else {
-        this.forwardLayers(ws, state, rows, convPre, afterLayer);
+        if (options.onChunkDone) await options.onChunkDone(start, rows);
+        await options.onProgress?.(start + rows, L);
       }
-      for (const c of pending) await options.onTap!(c);
-      if (!options.skipHead) {
-        this.runHead(ws, rows);
-        if (options.onDeviceLogits) await options.onDeviceLogits(start, rows, ws.logits);
-        if (options.onLogits) {
-          const out = new Float32Array(rows * this.vocabOut);
-          this.backend.download(out, ws.logits.ptr);
-          await options.onLogits(start, out);
-        }
-      }
-      if (options.onChunkDone) await options.onChunkDone(start, rows);
-      options.onProgress?.(start + rows, L);
+    } catch (err) {
+      // A callback stopped the pass: a state made here is nobody else's to free.
+      if (!options.state) state.free();
+      throw err;
     }
     return state;
   }
@@ -726,12 +737,15 @@ export class MambaByteLM {
     const logProbs = new Float32Array(n);
     const ranks = new Int32Array(n);
     const collector = this.logProbCollector(bytes, logProbs, ranks);
-    const state = await this.forwardChunks(bytes, {
-      onDeviceLogits: collector.onDeviceLogits,
-      onProgress,
-    });
-    collector.free();
-    state.free();
+    try {
+      const state = await this.forwardChunks(bytes, {
+        onDeviceLogits: collector.onDeviceLogits,
+        onProgress,
+      });
+      state.free();
+    } finally {
+      collector.free();
+    }
     return { logProbs, ranks };
   }
 
