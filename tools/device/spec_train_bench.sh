@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
 # spec_train_bench.sh — the speculative-decoding models trained and measured in one GPU call:
-# tools/device/train_spec.sh with PARALLEL=1 over Tiny Shakespeare (the five models at once, MIN
-# minutes, default 6), the results placed in pretrained_models/, then tools/device/spec_session.sh
-# (build, the CUDA checks, bench:spec on CUDA with the trained target and both drafters).
+# tools/device/train_spec.sh with PARALLEL=1 over Tiny Shakespeare (two or three models at a time,
+# MIN minutes in all, default 6.6), the results placed in pretrained_models/, then
+# tools/device/spec_session.sh (build, the CUDA checks, bench:spec on CUDA with the trained target
+# and both drafters).
 # The corpus must be in the tree: copy tinyshakespeare.txt to .gpu/ (carried) first.
 #   bash tools/device/spec_train_bench.sh     # with carry [".gpu"]
-# The trained files come back under $OUT/train/pretrained_models (the target split in parts).
+# Back in $OUT (the device returns at most 8 files): small.{safetensors,json},
+# draft_bytes.{safetensors,json}, draft_subword.tar, target.json, bench_spec.json and logs.tar (the
+# training and session logs). The target's weights (44 MB) stay there: the same command rebuilds them.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/spec_train_out}"
 DATA="${DATA:-.gpu/tinyshakespeare.txt}"
 [ -f "$DATA" ] || { echo "no $DATA: copy tinyshakespeare.txt there and carry .gpu"; exit 1; }
-PARALLEL=1 bash tools/device/train_spec.sh "$DATA" "$OUT/train" "${MIN:-6}"
-cp -r "$OUT/train/pretrained_models/." pretrained_models/
-OUT="$OUT/session" BENCH_ARGS="--devices cuda --repeats 1 ${BENCH_ARGS:-}" \
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+PARALLEL=1 bash tools/device/train_spec.sh "$DATA" "$WORK/train" "${MIN:-6.6}"
+cp -r "$WORK/train/pretrained_models/." pretrained_models/
+OUT="$WORK/session" BENCH_ARGS="--devices cuda --repeats 1 ${BENCH_ARGS:-}" \
   bash tools/device/spec_session.sh
+PM=pretrained_models
+for f in small.safetensors small.json spec/draft_bytes.safetensors spec/draft_bytes.json \
+  spec/target.json; do
+  [ -f "$PM/$f" ] && cp "$PM/$f" "$OUT/"
+done
+[ -d "$PM/spec/draft_subword" ] && tar -cf "$OUT/draft_subword.tar" -C "$PM/spec" draft_subword
+cp "$WORK/session/bench_spec.json" "$OUT/" 2>/dev/null
+tar -cf "$OUT/logs.tar" -C "$WORK" --exclude='*.safetensors*' --exclude='*.tokenizer.json' .
+ls -la "$OUT"
