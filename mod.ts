@@ -2,7 +2,9 @@
  * mambabyte: MambaByte, the token-free byte-level Mamba language model, for Deno.
  *
  * Load a configured model (a checkpoint, or random weights as the original initialises them),
- * run it over bytes with taps on its modules, score bytes, and generate.
+ * run it over bytes with taps on its modules, score bytes, and generate. The model loadModel
+ * returns is a {@link MambaByteLM}: the same object serves the lower-level work (chunked forwards,
+ * recurrent states, workspaces) and the analyses.
  *
  * @example
  * ```ts
@@ -28,7 +30,7 @@ export {
   type LoadDraftModelOptions,
   loadModel,
   type LoadModelOptions,
-  Model,
+  type Model,
   type ModelGenerateOptions,
   resolveDevice,
   resolveDeviceIndex,
@@ -56,6 +58,7 @@ export {
   type ForwardResult,
   type LogProbResult,
   MambaByteLM,
+  type MambaByteLMOptions,
   TAP_NAMES,
   type TapChunk,
   type TapName,

@@ -16,7 +16,8 @@
 import { createParser, parseArgs, runMain, UsageError } from "../src/cli/mod.ts";
 import { Backend } from "../src/backend/backend.ts";
 import { Tensor } from "../src/backend/tensor.ts";
-import { loadModel, type Model } from "../src/api.ts";
+import { loadModel } from "../src/api.ts";
+import type { MambaByteLM } from "../src/model/model.ts";
 import type { ModelDims } from "../src/config/dims.ts";
 import { median, weightBytesPerStep } from "./lib/bench.ts";
 
@@ -106,7 +107,7 @@ async function main(argv: string[]): Promise<void> {
   const rows: string[][] = [];
 
   async function benchDecode(dtype: "fp32" | "bf16") {
-    const model: Model = await loadModel({
+    const model: MambaByteLM = await loadModel({
       configPath: args.config_path,
       modelId: args.model_id,
       checkpoint: null,
@@ -116,7 +117,7 @@ async function main(argv: string[]): Promise<void> {
     });
     try {
       await model.generate(prompt, { maxNewTokens: 2, topK: 1 }); // warm-up
-      const bytesPerStep = weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
+      const bytesPerStep = weightBytesPerStep(model.dims, dtype === "bf16" ? 2 : 4);
       const segments: { rate: number; bw: number; ratio: number }[] = [];
       for (let r = 0; r < args.repeats; r++) {
         const before = probe();
@@ -150,12 +151,12 @@ async function main(argv: string[]): Promise<void> {
       ]);
       if (dtype === "fp32") {
         const text = new Uint8Array(args.prefill).map((_, i) => 32 + (i * 7) % 90);
-        await model.lm.forwardChunks(text.subarray(0, 64)).then((s) => s.free()); // warm-up
+        await model.forwardChunks(text.subarray(0, 64)).then((s) => s.free()); // warm-up
         const t0 = performance.now();
-        const st = await model.lm.forwardChunks(text);
+        const st = await model.forwardChunks(text);
         const secs = (performance.now() - t0) / 1000;
         st.free();
-        const gflops = (flopsPerPosition(model.lm.dims) * args.prefill) / secs;
+        const gflops = (flopsPerPosition(model.dims) * args.prefill) / secs;
         rows.push([
           `prefill ${args.prefill} fp32`,
           `${(args.prefill / secs).toFixed(0)} bytes/s`,

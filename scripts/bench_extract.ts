@@ -78,31 +78,31 @@ async function main(argv: string[]): Promise<void> {
     ...(args.chunk_size ? { chunkSize: args.chunk_size } : {}),
   });
   try {
-    const lm = model.lm, be = lm.backend, dims = lm.dims;
+    const be = model.backend, dims = model.dims;
     console.log(`machine: ${JSON.stringify(be.info())}`);
     console.log(`input: ${what}`);
     console.log(
       `model ${model.config.id} (${model.source}), ${args.dtype}, ` +
         `${dims.nLayer} layers, d_model ${dims.dModel}, d_inner ${dims.dInner}, d_state ` +
-        `${dims.dState}, chunk ${lm.chunkSize}, on ${be.kind}`,
+        `${dims.dState}, chunk ${model.chunkSize}, on ${be.kind}`,
     );
     const cases: [string, () => Promise<unknown>][] = [
       ["forward", async () => {
-        const st = await lm.forwardChunks(bytes, { skipHead: false });
+        const st = await model.forwardChunks(bytes, { skipHead: false });
         be.sync();
         st.free();
       }],
       [
         "discrete-A",
-        () => extractDiscreteA(lm, bytes, { reduction: "fro", logProbs: true, ranks: true }),
+        () => extractDiscreteA(model, bytes, { reduction: "fro", logProbs: true, ranks: true }),
       ],
-      ["modules", () => extractModuleOutputs(lm, bytes, { modules: ["dt_proj"] })],
+      ["modules", () => extractModuleOutputs(model, bytes, { modules: ["dt_proj"] })],
     ];
     // warm-up: every path once on a short input (allocations, thread pool, kernels)
     const warm = bytes.subarray(0, Math.min(bytes.length, 300));
-    await lm.forwardChunks(warm).then((s) => s.free());
-    await extractDiscreteA(lm, warm, { reduction: "fro", logProbs: true, ranks: true });
-    await extractModuleOutputs(lm, warm, { modules: ["dt_proj"] });
+    await model.forwardChunks(warm).then((s) => s.free());
+    await extractDiscreteA(model, warm, { reduction: "fro", logProbs: true, ranks: true });
+    await extractModuleOutputs(model, warm, { modules: ["dt_proj"] });
     const wall = new Map<string, number[]>(), cpu = new Map<string, number[]>();
     for (const [name] of cases) wall.set(name, []), cpu.set(name, []);
     for (let r = 0; r < args.repeats; r++) {

@@ -10,7 +10,8 @@
  * Usage: deno task bench:gpu [--model_id 972M] [--decode_steps 200] [--forward_len 8192]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
-import { loadModel, type Model } from "../src/api.ts";
+import { loadModel } from "../src/api.ts";
+import type { MambaByteLM } from "../src/model/model.ts";
 import { Backend, cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
 import { median, weightBytesPerStep } from "./lib/bench.ts";
 
@@ -23,8 +24,8 @@ parser.add_argument("--cases", { default: "b1-bf16,b1-fp32,b64-bf16,fwd-bf16,fwd
 // deno-lint-ignore no-explicit-any
 type Args = Record<string, any>;
 
-function memUsedGB(model: Model): string {
-  const info = (model.lm.backend.info() ?? {}) as Record<string, number>;
+function memUsedGB(model: MambaByteLM): string {
+  const info = (model.backend.info() ?? {}) as Record<string, number>;
   if (typeof info.mem_total === "number" && typeof info.mem_free === "number") {
     return `${
       ((info.mem_total - info.mem_free) / 1e9).toFixed(2)
@@ -66,7 +67,7 @@ async function main(argv: string[]): Promise<void> {
   async function withModel(
     dtype: "fp32" | "bf16",
     strict: boolean,
-    fn: (m: Model) => Promise<void>,
+    fn: (m: MambaByteLM) => Promise<void>,
   ) {
     const model = await loadModel({
       configPath: args.config_path,
@@ -96,7 +97,7 @@ async function main(argv: string[]): Promise<void> {
       const stepsPerS = steps / secs;
       // A copy moves (read + written) bytes at the HBM rate; a decoding step reads its weights at
       // that same rate, so the roofline is steps/s = copy bandwidth / weight bytes per step.
-      const roofline = copyBw / weightBytesPerStep(model.lm.dims, dtype === "bf16" ? 2 : 4);
+      const roofline = copyBw / weightBytesPerStep(model.dims, dtype === "bf16" ? 2 : 4);
       report(
         `${label} | ${(stepsPerS * batch).toFixed(0)} bytes/s | roofline ${
           (roofline * batch).toFixed(0)
@@ -109,8 +110,8 @@ async function main(argv: string[]): Promise<void> {
     await withModel(dtype, strict, async (model) => {
       const text = new Uint8Array(args.forward_len).map((_, i) => 32 + (i * 7) % 90);
       const run = async () => {
-        const st = await model.lm.forwardChunks(text, { skipHead: false });
-        model.lm.backend.sync();
+        const st = await model.forwardChunks(text, { skipHead: false });
+        model.backend.sync();
         st.free();
       };
       await run();

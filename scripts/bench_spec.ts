@@ -16,7 +16,8 @@
  *        [--repeats 3] [--json results.json]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
-import { type DraftModel, loadDraftModel, loadModel, type Model } from "../src/api.ts";
+import { type DraftModel, loadDraftModel, loadModel } from "../src/api.ts";
+import type { MambaByteLM } from "../src/model/model.ts";
 import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
 import type { SpeculativeStats } from "../src/generate/speculative.ts";
 import { median } from "./lib/bench.ts";
@@ -117,7 +118,7 @@ async function main(argv: string[]): Promise<void> {
       device: device as "cpu" | "cuda",
       dtype: args.dtype as "fp32" | "bf16",
     };
-    const model: Model = await loadModel({ ...common, ...target });
+    const model: MambaByteLM = await loadModel({ ...common, ...target });
     const drafters: [string, DraftModel][] = [];
     try {
       drafters.push([

@@ -82,11 +82,13 @@ async function main(argv: string[]): Promise<void> {
   const cfg = await openConfig(PROG, args);
   const model = await openModel(args, cfg, args.quiet);
   try {
-    const lm = args.context === null ? model.lm : new MambaByteLM(
-      model.lm.backend,
-      model.lm.dims,
-      model.lm.weights,
-      { eps: model.lm.eps, chunkSize: args.context },
+    // --context: a second view of the same weights with another chunk length (never closed: the
+    // weights and the backend are the loaded model's).
+    const lm = args.context === null ? model : new MambaByteLM(
+      model.backend,
+      model.config,
+      model.weights,
+      { source: model.source, chunkSize: args.context },
     );
     const rows: Row[] = [];
     for (const t of texts) {

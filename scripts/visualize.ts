@@ -203,7 +203,7 @@ async function main(argv: string[]): Promise<void> {
       }
     });
     try {
-      inputs = await vizInputsFromModel(model.lm, prompt.bytes, {
+      inputs = await vizInputsFromModel(model, prompt.bytes, {
         discreteA: quantities.includes("discrete_A"),
         delta: quantities.includes("delta"),
         progress: (label) => progressCallback(label, args.quiet),

@@ -26,24 +26,14 @@ import {
   type ModelConfig,
 } from "./config/config.ts";
 import { MambaByteError } from "./errors.ts";
-import { generateBytes, type GenerateOptions } from "./generate/decode.ts";
 import { ModelDrafter } from "./generate/drafter.ts";
-import {
-  type Drafter,
-  generateSpeculative,
-  type SpeculativeStats,
-} from "./generate/speculative.ts";
+import type { Drafter } from "./generate/speculative.ts";
 import { SubwordTokenizer } from "./generate/tokenizer.ts";
-import {
-  type ForwardChunksOptions,
-  type ForwardResult,
-  type LogProbResult,
-  MambaByteLM,
-  type TapName,
-} from "./model/model.ts";
+import { MambaByteLM } from "./model/model.ts";
 import { ensureMemory, weightBytes } from "./model/memory.ts";
 import { uploadWeights } from "./model/weights.ts";
-import type { RecurrentState } from "./model/workspace.ts";
+
+export type { DraftOptions, ModelGenerateOptions } from "./model/model.ts";
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
@@ -89,25 +79,6 @@ export interface LoadModelOptions {
   vocabOut?: number;
 }
 
-/** A drafter for {@link Model.generate}'s speculative decoding: see {@link loadDraftModel}. */
-export interface DraftOptions {
-  /** The drafting model (and its tokenizer, for a subword drafter). */
-  model: DraftModel;
-  /** Bytes drafted per verification pass, 1..64 (default 7). */
-  length?: number;
-  /** Receives the statistics once the generation is done. */
-  onStats?: (stats: SpeculativeStats) => void;
-}
-
-/** Options of {@link Model.generate}. */
-export interface ModelGenerateOptions extends GenerateOptions {
-  /**
-   * Speculative decoding: draft with this model, verify with this one; the bytes are exactly
-   * those of plain decoding (same options and seed), one sample (numSamples 1).
-   */
-  draft?: DraftOptions;
-}
-
 /** Picks the backend for a device setting; throws a clear error when CUDA is asked for but absent. */
 export function resolveDevice(device: DeviceSetting): "cpu" | "cuda" {
   return resolveDeviceIndex(device).kind;
@@ -139,78 +110,11 @@ export function resolveDeviceIndex(device: DeviceSetting): { kind: "cpu" | "cuda
   return { kind: "cuda", index };
 }
 
-/** A loaded MambaByte model with its backend. */
-export class Model {
-  /** The network (for lower-level work: chunked forwards, states, workspaces). */
-  readonly lm: MambaByteLM;
-  /** The configuration entry it was built from. */
-  readonly config: ModelConfig;
-  /** Where the weights came from: a path, or "random(seed=N)". */
-  readonly source: string;
-  #backend: Backend;
-
-  /** Use {@link loadModel}. */
-  constructor(lm: MambaByteLM, config: ModelConfig, source: string, backend: Backend) {
-    this.lm = lm;
-    this.config = config;
-    this.source = source;
-    this.#backend = backend;
-  }
-
-  /** "cpu" or "cuda". */
-  get device(): "cpu" | "cuda" {
-    return this.#backend.kind;
-  }
-
-  /** The GPU index of a CUDA model (0 for the CPU). */
-  get deviceIndex(): number {
-    return this.#backend.device;
-  }
-
-  /** Logits (L, 256) and tapped module outputs ((L, width) per tap and layer). */
-  forward(
-    bytes: Uint8Array,
-    options: { taps?: readonly TapName[]; layers?: readonly number[] } = {},
-  ): Promise<ForwardResult> {
-    return this.lm.forward(bytes, options);
-  }
-
-  /** Streams a chunked forward (bounded memory); see MambaByteLM.forwardChunks. */
-  forwardChunks(bytes: Uint8Array, options: ForwardChunksOptions = {}): Promise<RecurrentState> {
-    return this.lm.forwardChunks(bytes, options);
-  }
-
-  /** Natural-log probability and rank of each next byte, (L-1,) each. */
-  logProbs(bytes: Uint8Array): Promise<LogProbResult> {
-    return this.lm.logProbs(bytes);
-  }
-
-  /**
-   * Generates bytes after the prompt; one Uint8Array per sample. With `draft`, speculatively
-   * (the same bytes, fewer passes of this model).
-   */
-  async generate(prompt: Uint8Array, options: ModelGenerateOptions = {}): Promise<Uint8Array[]> {
-    const { draft, ...rest } = options;
-    if (!draft) return await generateBytes(this.lm, prompt, rest);
-    const drafter = draft.model.drafter();
-    try {
-      const { bytes, stats } = await generateSpeculative(this.lm, prompt, drafter, {
-        ...rest,
-        draftLength: draft.length,
-      });
-      draft.onStats?.(stats);
-      return [bytes];
-    } finally {
-      drafter.free();
-    }
-  }
-
-  /** Frees the weights and the backend. Idempotent. */
-  close(): void {
-    this.lm.close();
-    this.#backend.close();
-  }
-}
+/**
+ * A loaded model: an alias of {@link MambaByteLM}, the one model type, kept so that
+ * `import { type Model }` still type-checks. Not a second type.
+ */
+export type Model = MambaByteLM;
 
 /** The model a load resolves to, before any weights move: its configuration and weight reader. */
 interface ResolvedModel {
@@ -281,7 +185,7 @@ function checkpointStem(path: string): string {
 }
 
 /** Loads a model from a configuration (and optionally a checkpoint) onto a backend. */
-export async function loadModel(options: LoadModelOptions = {}): Promise<Model> {
+export async function loadModel(options: LoadModelOptions = {}): Promise<MambaByteLM> {
   const threads = options.threads;
   if (threads !== undefined) {
     const bad = checkBounded("threads", threads, "threads (0 = all cores)");
@@ -319,12 +223,12 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
       dtype === "bf16" ? "bf16" : "f32",
       options.onProgress,
     );
-    const lm = new MambaByteLM(backend, mc.dims, weights, {
-      eps: mc.normEpsilon,
-      chunkSize: options.chunkSize ?? mc.chunkSize,
+    return new MambaByteLM(backend, mc, weights, {
+      source,
+      chunkSize: options.chunkSize,
       vocabOut: options.vocabOut,
+      ownsBackend: true,
     });
-    return new Model(lm, mc, source, backend);
   } catch (e) {
     backend?.close();
     throw e;
@@ -336,12 +240,12 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<Model> 
 /** A drafting model for speculative decoding: byte-level, or subword with its tokenizer. */
 export class DraftModel {
   /** The model. */
-  readonly model: Model;
+  readonly model: MambaByteLM;
   /** The tokenizer of a subword drafter (undefined: byte-level). */
   readonly tokenizer: SubwordTokenizer | undefined;
 
   /** Use {@link loadDraftModel}. */
-  constructor(model: Model, tokenizer?: SubwordTokenizer) {
+  constructor(model: MambaByteLM, tokenizer?: SubwordTokenizer) {
     this.model = model;
     this.tokenizer = tokenizer;
   }
@@ -353,7 +257,7 @@ export class DraftModel {
 
   /** A fresh drafter over this model (free it after use). */
   drafter(): Drafter {
-    return new ModelDrafter(this.model.lm, this.tokenizer);
+    return new ModelDrafter(this.model, this.tokenizer);
   }
 
   /** Closes the model. */
@@ -383,7 +287,7 @@ async function folderTokenizer(checkpoint: string | null | undefined): Promise<s
 }
 
 /**
- * Loads a drafter for speculative decoding ({@link Model.generate}'s `draft`): any smaller
+ * Loads a drafter for speculative decoding ({@link MambaByteLM.generate}'s `draft`): any smaller
  * MambaByte model (byte-level), or a subword Mamba language model in the Hugging Face layout with
  * its tokenizer.json, run by our own model code over its whole vocabulary.
  */

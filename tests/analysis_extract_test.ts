@@ -23,7 +23,7 @@ Deno.test("a result that cannot fit is refused up front, naming the size", async
     let progressed = false;
     await assert.rejects(
       () =>
-        extractDiscreteA(model.lm, TEXT, {
+        extractDiscreteA(model, TEXT, {
           maxResultBytes: 1000,
           onProgress: () => (progressed = true),
         }),
@@ -31,11 +31,11 @@ Deno.test("a result that cannot fit is refused up front, naming the size", async
     );
     assert.equal(progressed, false, "nothing may be computed before the check");
     await assert.rejects(
-      () => extractModuleOutputs(model.lm, TEXT, { modules: ["in_proj"], maxResultBytes: 10 }),
+      () => extractModuleOutputs(model, TEXT, { modules: ["in_proj"], maxResultBytes: 10 }),
       /needs about/,
     );
     // The same request reduced per position fits.
-    const r = await extractDiscreteA(model.lm, TEXT, { reduction: "fro", maxResultBytes: 10_000 });
+    const r = await extractDiscreteA(model, TEXT, { reduction: "fro", maxResultBytes: 10_000 });
     assert.deepEqual(r.perLayer.get(0)!.shape, [TEXT.length]);
   } finally {
     model.close();
@@ -58,12 +58,12 @@ Deno.test("extractions do not depend on the chunk length", async () => {
   const b = await loadModel({ ...opts, chunkSize: 7 });
   try {
     for (const reduction of [null, "mean", "nuc"] as const) {
-      const ra = await extractDiscreteA(a.lm, TEXT, {
+      const ra = await extractDiscreteA(a, TEXT, {
         reduction,
         reductionDim: -2,
         logProbs: true,
       });
-      const rb = await extractDiscreteA(b.lm, TEXT, {
+      const rb = await extractDiscreteA(b, TEXT, {
         reduction,
         reductionDim: -2,
         logProbs: true,
@@ -79,8 +79,8 @@ Deno.test("extractions do not depend on the chunk length", async () => {
         maxRelError(rb.logProbs!.data as Float32Array, ra.logProbs!.data as Float32Array) < 1e-5,
       );
     }
-    const sa = await extractInputSimilarity(a.lm, TEXT, { layers: [1] });
-    const sb = await extractInputSimilarity(b.lm, TEXT, { layers: [1] });
+    const sa = await extractInputSimilarity(a, TEXT, { layers: [1] });
+    const sb = await extractInputSimilarity(b, TEXT, { layers: [1] });
     assert.ok(
       maxRelError(
         sb.perLayer.get(1)!.data as Float32Array,

@@ -79,10 +79,10 @@ Deno.test("checkpoint defines the model: padded vocabulary, unknown shape, wrong
     try {
       assert.equal(model.config.id, "padded", "no config entry has this shape: the file's name");
       assert.deepEqual(
-        [model.lm.dims.dModel, model.lm.dims.nLayer, model.lm.dims.dState, model.lm.dims.dConv],
+        [model.dims.dModel, model.dims.nLayer, model.dims.dState, model.dims.dConv],
         [40, 3, 8, 3],
       );
-      assert.equal(model.lm.weights.vocabRows, 264);
+      assert.equal(model.weights.vocabRows, 264);
       const { logits } = await model.forward(TEXT);
       assert.equal(logits.length, TEXT.length * 256);
     } finally {

@@ -147,7 +147,7 @@ Deno.test("config: norm_eps takes effect (eps 0.5 computes differently from 1e-5
       );
       const model = await loadModel({ configPath: path, device: "cpu", seed: 1 });
       try {
-        assert.equal(model.lm.eps, Number(eps));
+        assert.equal(model.eps, Number(eps));
         logits.push((await model.forward(new TextEncoder().encode("abc"))).logits);
       } finally {
         model.close();

@@ -4,7 +4,7 @@
  * Per-op CUDA-vs-CPU checks on random inputs live in csrc/tests/cuda_vs_cpu.c (tools/device).
  */
 import assert from "node:assert/strict";
-import { loadModel, type Model } from "../mod.ts";
+import { loadModel, type MambaByteLM } from "../mod.ts";
 import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
 import {
   extractDiscreteA,
@@ -39,7 +39,7 @@ async function pair(
   dtype: "fp32" | "bf16",
   strictFp32: boolean,
   chunkSize = 64,
-): Promise<[Model, Model]> {
+): Promise<[MambaByteLM, MambaByteLM]> {
   const common = { configPath: CONFIG, modelId: "test-64x3", seed: 3, dtype, chunkSize };
   const cpu = await loadModel({ ...common, device: "cpu" });
   const gpu = await loadModel({ ...common, device: "cuda", strictFp32 });
@@ -170,8 +170,8 @@ Deno.test({
           logProbs: true,
           layers: [0, 2],
         };
-        const a = await extractDiscreteA(cpu.lm, TEXT, opts);
-        const b = await extractDiscreteA(gpu.lm, TEXT, opts);
+        const a = await extractDiscreteA(cpu, TEXT, opts);
+        const b = await extractDiscreteA(gpu, TEXT, opts);
         for (const l of [0, 2]) {
           // dt_proj differs by ~1e-6 between the backends; E = exp(softplus(dt) A) by |A| times
           // that relatively
@@ -203,15 +203,15 @@ Deno.test({
           maxRelError(b.logProbs!.data as Float32Array, a.logProbs!.data as Float32Array) < 1e-5,
         );
       }
-      const sa = await extractInputSimilarity(cpu.lm, TEXT, { layers: [1] });
-      const sb = await extractInputSimilarity(gpu.lm, TEXT, { layers: [1] });
+      const sa = await extractInputSimilarity(cpu, TEXT, { layers: [1] });
+      const sb = await extractInputSimilarity(gpu, TEXT, { layers: [1] });
       const es = maxRelError(
         sb.perLayer.get(1)!.data as Float32Array,
         sa.perLayer.get(1)!.data as Float32Array,
       );
       assert.ok(es < 1e-4, `input similarity ${es}`);
-      const ma = await extractModuleOutputs(cpu.lm, TEXT, { modules: ["dt_proj", "in_proj"] });
-      const mb = await extractModuleOutputs(gpu.lm, TEXT, { modules: ["dt_proj", "in_proj"] });
+      const ma = await extractModuleOutputs(cpu, TEXT, { modules: ["dt_proj", "in_proj"] });
+      const mb = await extractModuleOutputs(gpu, TEXT, { modules: ["dt_proj", "in_proj"] });
       for (const m of ["dt_proj", "in_proj"] as const) {
         for (const l of [0, 1, 2]) {
           const e = maxRelError(
@@ -269,34 +269,34 @@ for (const dtype of ["fp32", "bf16"] as const) {
     async fn() {
       const { VerifyBuffers } = await import("../src/model/workspace.ts");
       const gpu = await loadModel({ configPath: CONFIG, modelId: "small", device: "cuda", dtype });
-      const lm = gpu.lm, be = lm.backend, M = 10;
-      const ws = lm.newWorkspace(M), ws1 = lm.newWorkspace(1);
-      const saved = new VerifyBuffers(be, lm.dims, M);
+      const be = gpu.backend, M = 10;
+      const ws = gpu.newWorkspace(M), ws1 = gpu.newWorkspace(1);
+      const saved = new VerifyBuffers(be, gpu.dims, M);
       const bits = (t: { toHost(): unknown }) =>
         new Uint32Array((t.toHost() as Float32Array).buffer);
       try {
         for (const pos of [0, 3, M - 1]) {
-          const base = await lm.forwardChunks(SPEC_PROMPT);
-          const stepped = lm.newState(1), verified = lm.newState(1);
+          const base = await gpu.forwardChunks(SPEC_PROMPT);
+          const stepped = gpu.newState(1), verified = gpu.newState(1);
           stepped.broadcastFrom(base);
           verified.broadcastFrom(base);
           base.free();
           const rows = new TextEncoder().encode("discontent");
           be.upload(ws.ids.ptr, Int32Array.from(rows));
-          lm.embed(ws, M);
-          lm.verifyLayers(ws, verified, M, saved);
-          lm.verifyHead(ws, M);
+          gpu.embed(ws, M);
+          gpu.verifyLayers(ws, verified, M, saved);
+          gpu.verifyHead(ws, M);
           const logits = bits(ws.logits);
           let at: Uint32Array[] = [];
           for (let t = 0; t < M; t++) {
             be.upload(ws1.ids.ptr, Int32Array.of(rows[t]));
-            lm.embed(ws1, 1);
-            lm.stepLayers(ws1, stepped, 1);
-            lm.runHead(ws1, 1);
+            gpu.embed(ws1, 1);
+            gpu.stepLayers(ws1, stepped, 1);
+            gpu.runHead(ws1, 1);
             assert.deepEqual(logits.subarray(t * 256, (t + 1) * 256), bits(ws1.logits), `row ${t}`);
             if (t === pos) at = [...stepped.conv, ...stepped.ssm].map(bits);
           }
-          lm.resumeLayers(ws, verified, saved, pos, M);
+          gpu.resumeLayers(ws, verified, saved, pos, M);
           [...verified.conv, ...verified.ssm].forEach((t, i) =>
             assert.deepEqual(bits(t), at[i], `state ${i} after position ${pos}`)
           );

@@ -5,7 +5,7 @@
  * decoding ops.
  */
 import assert from "node:assert/strict";
-import { loadModel, type Model } from "../mod.ts";
+import { loadModel, MambaByteLM } from "../mod.ts";
 import { FLAG_UNFUSED_STEPS } from "../src/backend/backend.ts";
 import { MambaByteError } from "../src/errors.ts";
 import { maxRelError } from "./helpers/compare.ts";
@@ -13,7 +13,7 @@ import { maxRelError } from "./helpers/compare.ts";
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
 const TEXT = new TextEncoder().encode("MambaByte reads bytes: ÆØÅ — ünïcödé, 12345.\n".repeat(3));
 
-function load(chunkSize?: number, modelId = "test-64x3"): Promise<Model> {
+function load(chunkSize?: number, modelId = "test-64x3"): Promise<MambaByteLM> {
   return loadModel({ configPath: CONFIG, modelId, device: "cpu", seed: 7, chunkSize });
 }
 
@@ -46,17 +46,16 @@ Deno.test("stepping byte by byte equals the forward", async () => {
   const model = await load();
   try {
     const { logits } = await model.forward(TEXT);
-    const lm = model.lm;
-    const ws = lm.newWorkspace(1);
-    const state = lm.newState(1);
+    const ws = model.newWorkspace(1);
+    const state = model.newState(1);
     const row = new Float32Array(256);
     let worst = 0;
     for (let t = 0; t < TEXT.length; t++) {
-      lm.backend.upload(ws.ids.ptr, Int32Array.of(TEXT[t]));
-      lm.embed(ws, 1);
-      lm.stepLayers(ws, state, 1);
-      lm.runHead(ws, 1);
-      lm.backend.download(row, ws.logits.ptr);
+      model.backend.upload(ws.ids.ptr, Int32Array.of(TEXT[t]));
+      model.embed(ws, 1);
+      model.stepLayers(ws, state, 1);
+      model.runHead(ws, 1);
+      model.backend.download(row, ws.logits.ptr);
       worst = Math.max(worst, maxRelError(row, logits.subarray(t * 256, (t + 1) * 256)));
     }
     ws.free();
@@ -96,7 +95,7 @@ Deno.test("FLAG_UNFUSED_STEPS decodes with the same bits on the CPU", async () =
     const prompt = TEXT.subarray(0, 20);
     const opts = { maxNewTokens: 16, numSamples: 2, seed: 3, topK: 0, topP: 1 };
     const fused = await model.generate(prompt, opts);
-    model.lm.backend.setFlags(model.lm.backend.flags | FLAG_UNFUSED_STEPS);
+    model.backend.setFlags(model.backend.flags | FLAG_UNFUSED_STEPS);
     const plain = await model.generate(prompt, opts);
     assert.deepEqual(plain, fused);
   } finally {
@@ -215,7 +214,7 @@ Deno.test("a forward awaits its progress callback between chunks, and stops when
     let ticks = 0;
     const timer = setInterval(() => ticks++, 0);
     const seen: number[] = [];
-    const r = await model.lm.logProbs(TEXT, async (done) => {
+    const r = await model.logProbs(TEXT, async (done) => {
       seen.push(ticks);
       await new Promise((res) => setTimeout(res, 2));
       assert.ok(done <= TEXT.length);
@@ -227,15 +226,39 @@ Deno.test("a forward awaits its progress callback between chunks, and stops when
     // Stopped after the second chunk: the error comes through and the next pass is unaffected.
     let calls = 0;
     await assert.rejects(
-      model.lm.logProbs(TEXT, () => {
+      model.logProbs(TEXT, () => {
         if (++calls === 2) throw new Error("stop here");
       }),
       /stop here/,
     );
     assert.equal(calls, 2);
-    const again = await model.lm.logProbs(TEXT);
+    const again = await model.logProbs(TEXT);
     assert.deepEqual(again.logProbs, r.logProbs);
   } finally {
     model.close();
   }
+});
+
+Deno.test("close() closes the backend a model owns (loadModel's), not a caller's", async () => {
+  const model = await load();
+  assert.equal(model.ownsBackend, true);
+  assert.equal(model.device, "cpu");
+  assert.equal(model.deviceIndex, 0);
+  // A second model on the same backend and weights (as evaluate's --context builds): the caller's
+  // backend, left open by its close().
+  const view = new MambaByteLM(model.backend, model.config, model.weights, {
+    source: model.source,
+    chunkSize: 5,
+  });
+  assert.equal(view.ownsBackend, false);
+  assert.equal(view.chunkSize, 5);
+  assert.equal(view.eps, model.eps);
+  const a = await model.logProbs(TEXT);
+  const b = await view.logProbs(TEXT);
+  assert.ok(maxRelError(b.logProbs, a.logProbs) < 1e-4);
+  view.close();
+  model.backend.free(model.backend.alloc(64)); // still open
+  model.close();
+  assert.throws(() => model.backend.alloc(64), /backend is closed/);
+  model.close(); // idempotent
 });

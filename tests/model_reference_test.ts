@@ -61,7 +61,7 @@ for (const c of CASES) {
         device: "cpu",
       });
       try {
-        assert.equal(model.lm.weights.normKind, c.kind === "ln" ? "layernorm" : "rmsnorm");
+        assert.equal(model.weights.normKind, c.kind === "ln" ? "layernorm" : "rmsnorm");
         const r = await model.forward(bytes, { taps: ["dt_proj", "in_proj"], layers: [0, 1] });
         const logitErr = maxRelError(r.logits, exp.get(`${c.kind}.logits`) as Float32Array);
         assert.ok(logitErr < 1e-4, `logits relative error ${logitErr}`);

@@ -26,7 +26,7 @@ for (const id of ["tiny", "small"]) {
     const model = await loadModel({ configPath: CONFIG, modelId: id, device: "cpu" });
     try {
       assert.match(model.source, new RegExp(`pretrained_models/${id}\\.safetensors$`));
-      assert.equal(model.lm.weights.normKind, "layernorm");
+      assert.equal(model.weights.normKind, "layernorm");
     } finally {
       model.close();
     }
@@ -39,7 +39,7 @@ for (const id of ["tiny", "small"]) {
       const log = JSON.parse(await Deno.readTextFile(`${ROOT}pretrained_models/${id}.json`));
       const model = await loadModel({ configPath: CONFIG, modelId: id, device: "cpu" });
       try {
-        const r = await modelBitsPerByte(model.lm, heldOut(corpus!));
+        const r = await modelBitsPerByte(model, heldOut(corpus!));
         assert.equal(r.scored, log.held_out_scored_bytes);
         const diff = Math.abs(r.bitsPerByte - log.held_out_bits_per_byte);
         assert.ok(

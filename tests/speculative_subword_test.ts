@@ -52,11 +52,11 @@ Deno.test({
   const draft = await loadDraftModel({ checkpoint: DRAFTER, device: "cpu" });
   try {
     assert.equal(draft.kind, "subword");
-    assert.equal(draft.model.lm.vocabOut, 703);
+    assert.equal(draft.model.vocabOut, 703);
     const ids = Int32Array.from({ length: 40 }, (_, i) => (i * 37 + 5) % 703);
     const V = 703;
     const ours = new Float32Array(ids.length * V);
-    const st = await draft.model.lm.forwardChunks(ids, {
+    const st = await draft.model.forwardChunks(ids, {
       onLogits: (start, l) => ours.set(l, start * V),
     });
     st.free();

@@ -6,7 +6,7 @@
  * generation, greedy and sampled, with the bundled models and random ones, on every CPU context.
  */
 import assert from "node:assert/strict";
-import { loadModel, type Model } from "../mod.ts";
+import { loadModel, type MambaByteLM } from "../mod.ts";
 import { Backend, FLAG_UNFUSED_STEPS, type Ptr } from "../src/backend/backend.ts";
 import { Tensor } from "../src/backend/tensor.ts";
 import { ModelDrafter } from "../src/generate/drafter.ts";
@@ -213,7 +213,7 @@ for (const [label, make] of CONTEXTS) {
 function loadCpu(
   modelId: string,
   opts: { seed?: number; dtype?: "fp32" | "bf16"; checkpoint?: null } = {},
-): Promise<Model> {
+): Promise<MambaByteLM> {
   return loadModel({ configPath: CONFIG, modelId, device: "cpu", ...opts });
 }
 
@@ -222,33 +222,32 @@ Deno.test("a verification pass equals stepping, and resumes at any position with
     const [id, dtype] of [["test-64x3", "fp32"], ["test-64x3", "bf16"], ["tiny", "fp32"]] as const
   ) {
     const model = await loadCpu(id, { seed: 11, dtype });
-    const lm = model.lm;
-    const be = lm.backend;
+    const be = model.backend;
     const text = new TextEncoder().encode("To be, or not to be: that is the question.");
     const M = 10; // two row blocks
-    const ws = lm.newWorkspace(M), ws1 = lm.newWorkspace(1);
-    const saved = new VerifyBuffers(be, lm.dims, M);
+    const ws = model.newWorkspace(M), ws1 = model.newWorkspace(1);
+    const saved = new VerifyBuffers(be, model.dims, M);
     const prefix = text.subarray(0, 7);
     try {
       for (const pos of [0, 1, 2, 5, M - 1]) {
-        const base = await lm.forwardChunks(prefix);
-        const stepped = lm.newState(1);
-        const verified = lm.newState(1);
+        const base = await model.forwardChunks(prefix);
+        const stepped = model.newState(1);
+        const verified = model.newState(1);
         stepped.broadcastFrom(base);
         verified.broadcastFrom(base);
         base.free();
         const rows = text.subarray(7, 7 + M);
         be.upload(ws.ids.ptr, Int32Array.from(rows));
-        lm.embed(ws, M);
-        lm.verifyLayers(ws, verified, M, saved);
-        lm.verifyHead(ws, M);
+        model.embed(ws, M);
+        model.verifyLayers(ws, verified, M, saved);
+        model.verifyHead(ws, M);
         const logits = ws.logits.toHost() as Float32Array;
         let at: { conv: Float32Array[]; ssm: Float32Array[] } | undefined;
         for (let t = 0; t < M; t++) {
           be.upload(ws1.ids.ptr, Int32Array.of(rows[t]));
-          lm.embed(ws1, 1);
-          lm.stepLayers(ws1, stepped, 1);
-          lm.runHead(ws1, 1);
+          model.embed(ws1, 1);
+          model.stepLayers(ws1, stepped, 1);
+          model.runHead(ws1, 1);
           assertSameBits(
             logits.subarray(t * 256, (t + 1) * 256),
             ws1.logits.toHost() as Float32Array,
@@ -261,8 +260,8 @@ Deno.test("a verification pass equals stepping, and resumes at any position with
             };
           }
         }
-        lm.resumeLayers(ws, verified, saved, pos, M);
-        for (let i = 0; i < lm.dims.nLayer; i++) {
+        model.resumeLayers(ws, verified, saved, pos, M);
+        for (let i = 0; i < model.dims.nLayer; i++) {
           assertSameBits(
             verified.conv[i].toHost() as Float32Array,
             at!.conv[i],
@@ -295,8 +294,8 @@ const SAMPLINGS = [
 ];
 
 async function checkSame(
-  target: Model,
-  drafter: Model,
+  target: MambaByteLM,
+  drafter: MambaByteLM,
   label: string,
   opts: {
     maxNewTokens: number;
@@ -310,10 +309,10 @@ async function checkSame(
     const o = { maxNewTokens: opts.maxNewTokens, seed: SEED, ...s };
     const prompt = opts.prompt ?? PROMPT;
     const [plain] = await target.generate(prompt, o);
-    const d = new ModelDrafter(drafter.lm);
+    const d = new ModelDrafter(drafter);
     const streamed: number[] = [];
     try {
-      const { bytes, stats } = await generateSpeculative(target.lm, prompt, d, {
+      const { bytes, stats } = await generateSpeculative(target, prompt, d, {
         ...o,
         draftLength: opts.draftLength,
         onBytes: (b, step) => {
@@ -404,18 +403,18 @@ Deno.test("speculative generation on random models, every CPU context", async ()
 
 Deno.test("speculative generation refuses what it cannot do", async () => {
   const tiny = await loadCpu("tiny");
-  const d = new ModelDrafter(tiny.lm);
+  const d = new ModelDrafter(tiny);
   try {
     await assert.rejects(
-      generateSpeculative(tiny.lm, PROMPT, d, { numSamples: 2 }),
+      generateSpeculative(tiny, PROMPT, d, { numSamples: 2 }),
       MambaByteError,
     );
     await assert.rejects(
-      generateSpeculative(tiny.lm, PROMPT, d, { draftLength: 0 }),
+      generateSpeculative(tiny, PROMPT, d, { draftLength: 0 }),
       /draft length/,
     );
     await assert.rejects(
-      generateSpeculative(tiny.lm, PROMPT, d, { draftLength: 65 }),
+      generateSpeculative(tiny, PROMPT, d, { draftLength: 65 }),
       /draft length/,
     );
   } finally {
@@ -424,7 +423,7 @@ Deno.test("speculative generation refuses what it cannot do", async () => {
   }
 });
 
-Deno.test("Model.generate with a draft model (the API) equals plain generation and reports stats", async () => {
+Deno.test("MambaByteLM.generate with a draft model (the API) equals plain generation and reports stats", async () => {
   const { loadDraftModel } = await import("../mod.ts");
   const small = await loadCpu("small");
   const draft = await loadDraftModel({ configPath: CONFIG, modelId: "tiny", device: "cpu" });

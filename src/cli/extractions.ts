@@ -45,7 +45,7 @@ export const EXTRACT_DISCRETE_A: ExtractionScript = {
   },
   compute: async (model, prompt, args, onProgress) => {
     const original = args.output_layout === "original";
-    const r = await extractDiscreteA(model.lm, prompt.bytes, {
+    const r = await extractDiscreteA(model, prompt.bytes, {
       layers: args.layer_idxs ?? undefined,
       reduction: args.reduction,
       reductionDim: args.reduction_dim,
@@ -116,7 +116,7 @@ export const EXTRACT_MODULE_OUTPUTS: ExtractionScript = {
     // The original's conv1d output includes the padded tail, which needs x from in_proj.
     const taps: TapName[] = original && modules[0] === "conv1d" ? ["conv1d", "in_proj"] : modules;
     const nonlinearity = args.nonlinearity ?? "linear";
-    const r = await extractModuleOutputs(model.lm, prompt.bytes, {
+    const r = await extractModuleOutputs(model, prompt.bytes, {
       modules: taps,
       layers: args.layer_idxs ?? undefined,
       nonlinearity: original ? "linear" : nonlinearity,
@@ -130,7 +130,7 @@ export const EXTRACT_MODULE_OUTPUTS: ExtractionScript = {
       const perLayer = new Map(layers.map((l) => [
         l,
         originalModuleOutput(
-          model.lm,
+          model,
           tap,
           l,
           r.modules.get(tap)!.get(l)!,
@@ -168,7 +168,7 @@ export const EXTRACT_INPUT_SIM: ExtractionScript = {
   label: "extracting input similarity",
   resultBytes: (dims, L, layers) => layers.map(() => L * dims.dState * 4),
   compute: async (model, prompt, args, onProgress) => {
-    const r = await extractInputSimilarity(model.lm, prompt.bytes, {
+    const r = await extractInputSimilarity(model, prompt.bytes, {
       layers: args.layer_idxs ?? undefined,
       logProbs: args.return_log_probs,
       ranks: args.return_ranks,

@@ -7,7 +7,8 @@
 
 import { dirname } from "node:path";
 import { ensureFits } from "../analysis/extract.ts";
-import { loadModel, type Model } from "../api.ts";
+import { loadModel } from "../api.ts";
+import type { MambaByteLM } from "../model/model.ts";
 import {
   DEFAULT_CONFIG_PATH,
   loadConfig,
@@ -65,7 +66,7 @@ export async function openModel(
   cfg: MambaByteConfig,
   quiet: boolean,
   beforeAllocate?: (config: ModelConfig) => void,
-): Promise<Model> {
+): Promise<MambaByteLM> {
   const seed = args.seed ?? cfg.general.seed;
   const checkpoint = args.pretrained_model_filepath ??
     (args.model_id === null ? cfg.model() : cfg.model(args.model_id)).checkpoint;
@@ -234,7 +235,7 @@ export interface ExtractionScript {
    * in the order they should be stored.
    */
   compute: (
-    model: Model,
+    model: MambaByteLM,
     prompt: ResolvedPrompt,
     args: ModelArgs & PromptArgs & ExtractionArgs & OutputArgs,
     onProgress: (done: number, total: number) => void,

@@ -9,7 +9,8 @@
 
 import { basename } from "node:path";
 import { modelBitsPerByte } from "../analysis/bits_per_byte.ts";
-import { loadModel, type Model } from "../api.ts";
+import { loadModel } from "../api.ts";
+import type { MambaByteLM } from "../model/model.ts";
 import type { ExtractionArgs, ModelArgs, OutputArgs, PromptArgs } from "../cli/args.ts";
 import { EXTRACTIONS } from "../cli/extractions.ts";
 import { checkExtractionWork } from "../cli/session.ts";
@@ -89,11 +90,11 @@ export class DocumentRunner {
   /** The task. */
   readonly spec: TaskSpec;
   /** The loaded model. */
-  readonly model: Model;
+  readonly model: MambaByteLM;
   /** `<host>:<pid>/<device>`, recorded with each result. */
   readonly label: string;
 
-  private constructor(spec: TaskSpec, model: Model, label: string) {
+  private constructor(spec: TaskSpec, model: MambaByteLM, label: string) {
     this.spec = spec;
     this.model = model;
     this.label = label;
@@ -176,7 +177,7 @@ export class DocumentRunner {
     bytes: Uint8Array,
     onProgress: (done: number, total: number) => Promise<void>,
   ): Promise<{ record: Record<string, unknown>; scores: Partial<DocResult> }> {
-    const r = await modelBitsPerByte(this.model.lm, bytes, onProgress);
+    const r = await modelBitsPerByte(this.model, bytes, onProgress);
     const bpb = r.scored ? r.bitsPerByte : null;
     const scores = { scored: r.scored, nats: r.nats, bits_per_byte: bpb };
     const record = {
@@ -185,7 +186,7 @@ export class DocumentRunner {
       ...scores,
       model_id: this.model.config.id,
       source: this.model.source,
-      context: this.model.lm.chunkSize,
+      context: this.model.chunkSize,
     };
     return { record, scores };
   }

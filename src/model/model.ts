@@ -1,8 +1,8 @@
 /**
- * MambaByteLM: the byte-level Mamba language model in TypeScript over the backend ops. A forward
- * runs chunk by chunk with the conv and SSM state carried across chunks, so memory is bounded
- * however long the input; taps return module outputs of chosen layers; a recurrent state with
- * single-byte steps serves decoding.
+ * MambaByteLM: the byte-level Mamba language model in TypeScript over the backend ops, the one
+ * public model type (loadModel returns one). A forward runs chunk by chunk with the conv and SSM
+ * state carried across chunks, so memory is bounded however long the input; taps return module
+ * outputs of chosen layers; a recurrent state with single-byte steps serves decoding.
  *
  * Block semantics (MambaByte / mamba_ssm): residual = h + residual (fp32), h = norm(residual),
  * h = mixer(h); at the end norm_f(h + residual) and lm_head.
@@ -10,10 +10,16 @@
  * @module
  */
 
+import type { DraftModel } from "../api.ts";
 import { type Backend, offsetPtr, type Ptr } from "../backend/backend.ts";
 import type { Tensor } from "../backend/tensor.ts";
+import type { ModelConfig } from "../config/config.ts";
 import type { ModelDims } from "../config/dims.ts";
 import { MambaByteError } from "../errors.ts";
+// Value imports of src/generate/ are safe here: those modules import only types from this one,
+// so evaluating them does not need this module first.
+import { generateBytes, type GenerateOptions } from "../generate/decode.ts";
+import { generateSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
 import { RecurrentState, type VerifyBuffers, Workspace } from "./workspace.ts";
 
@@ -149,11 +155,53 @@ export interface LogProbResult {
   ranks: Int32Array;
 }
 
-/** The byte-level Mamba LM bound to a backend. */
+/** A drafter for {@link MambaByteLM.generate}'s speculative decoding: see loadDraftModel. */
+export interface DraftOptions {
+  /** The drafting model (and its tokenizer, for a subword drafter). */
+  model: DraftModel;
+  /** Bytes drafted per verification pass, 1..64 (default 7). */
+  length?: number;
+  /** Receives the statistics once the generation is done. */
+  onStats?: (stats: SpeculativeStats) => void;
+}
+
+/** Options of {@link MambaByteLM.generate}. */
+export interface ModelGenerateOptions extends GenerateOptions {
+  /**
+   * Speculative decoding: draft with this model, verify with this one; the bytes are exactly
+   * those of plain decoding (same options and seed), one sample (numSamples 1).
+   */
+  draft?: DraftOptions;
+}
+
+/** Options of the {@link MambaByteLM} constructor. */
+export interface MambaByteLMOptions {
+  /** Where the weights came from: a path, or "random(seed=N)". */
+  source: string;
+  /** Forward chunk length in positions (default: the config's chunkSize). */
+  chunkSize?: number;
+  /** Logits per position (default 256: the bytes); see {@link MambaByteLM.vocabOut}. */
+  vocabOut?: number;
+  /**
+   * Whether the model owns the backend, so that {@link MambaByteLM.close} closes it too (default
+   * false: the backend is the caller's, and stays open).
+   */
+  ownsBackend?: boolean;
+}
+
+/**
+ * The byte-level Mamba LM bound to a backend: what loadModel returns. Besides forwards,
+ * log-probabilities and generation, it exposes the lower-level pieces (chunked forwards, states,
+ * workspaces, the layer loops) that the analyses and decoders build on.
+ */
 export class MambaByteLM {
   /** The backend the model runs on. */
   readonly backend: Backend;
-  /** Network shape. */
+  /** The configuration entry it was built from (with the checkpoint's dimensions). */
+  readonly config: ModelConfig;
+  /** Where the weights came from: a path, or "random(seed=N)". */
+  readonly source: string;
+  /** Network shape (the config's dims). */
   readonly dims: ModelDims;
   /** Parameters in backend memory. */
   readonly weights: ModelWeights;
@@ -166,22 +214,30 @@ export class MambaByteLM {
    * scored), or a subword model's whole vocabulary (a speculative drafter's).
    */
   readonly vocabOut: number;
+  /** Whether close() closes the backend too (a backend loadModel created for this model). */
+  readonly ownsBackend: boolean;
   #chunkWs: Workspace | undefined;
   #closed = false;
 
-  /** Binds uploaded weights to the backend; prefer loadModel() from mod.ts. */
+  /**
+   * Binds weights uploaded for `config.dims` to the backend (norm epsilon and chunk length from
+   * the config unless options say otherwise); prefer loadModel() from mod.ts.
+   */
   constructor(
     backend: Backend,
-    dims: ModelDims,
+    config: ModelConfig,
     weights: ModelWeights,
-    options: { eps: number; chunkSize: number; vocabOut?: number },
+    options: MambaByteLMOptions,
   ) {
     this.backend = backend;
-    this.dims = dims;
+    this.config = config;
+    this.source = options.source;
+    this.dims = config.dims;
     this.weights = weights;
-    this.eps = options.eps;
-    this.chunkSize = options.chunkSize;
+    this.eps = config.normEpsilon;
+    this.chunkSize = options.chunkSize ?? config.chunkSize;
     this.vocabOut = options.vocabOut ?? 256;
+    this.ownsBackend = options.ownsBackend ?? false;
     if (
       !Number.isSafeInteger(this.vocabOut) || this.vocabOut < 1 ||
       this.vocabOut > weights.vocabRows
@@ -190,6 +246,16 @@ export class MambaByteLM {
         `vocabOut ${this.vocabOut} is outside 1..${weights.vocabRows} (the embedding's rows)`,
       );
     }
+  }
+
+  /** "cpu" or "cuda". */
+  get device(): "cpu" | "cuda" {
+    return this.backend.kind;
+  }
+
+  /** The GPU index of a CUDA model (0 for the CPU). */
+  get deviceIndex(): number {
+    return this.backend.device;
   }
 
   /** A zero recurrent state for `batch` sequences. */
@@ -793,11 +859,35 @@ export class MambaByteLM {
     };
   }
 
-  /** Releases the weights and buffers. Idempotent; the backend stays open. */
+  /**
+   * Generates bytes after the prompt; one Uint8Array per sample. With `draft`, speculatively
+   * (the same bytes, fewer passes of this model).
+   */
+  async generate(prompt: Uint8Array, options: ModelGenerateOptions = {}): Promise<Uint8Array[]> {
+    const { draft, ...rest } = options;
+    if (!draft) return await generateBytes(this, prompt, rest);
+    const drafter = draft.model.drafter();
+    try {
+      const { bytes, stats } = await generateSpeculative(this, prompt, drafter, {
+        ...rest,
+        draftLength: draft.length,
+      });
+      draft.onStats?.(stats);
+      return [bytes];
+    } finally {
+      drafter.free();
+    }
+  }
+
+  /**
+   * Releases the weights and buffers, then the backend when the model owns it (as a model from
+   * loadModel does); a backend the caller passed in stays open. Idempotent.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#chunkWs?.free();
     freeWeights(this.weights);
+    if (this.ownsBackend) this.backend.close();
   }
 }
