@@ -161,7 +161,7 @@ Deno.test({
           r,
         ) => [null, 0, 1, -1].map((d) => [r, d] as [string, number | null])),
       ];
-      const full = await extractDiscreteA(cpu.lm, TEXT, { reduction: null, layers: [0, 2] });
+      const full = await extractDiscreteA(cpu, TEXT, { reduction: null, layers: [0, 2] });
       for (const [reduction, dim] of cases) {
         const opts = {
           reduction: reduction as "mean" | null,
