@@ -333,6 +333,40 @@ async function checkSame(
   return { rounds, accepted };
 }
 
+Deno.test("a byte drafter resumes after any accepted prefix as if it had read the text from the start", async () => {
+  const tiny = await loadCpu("tiny");
+  const resumed = new ModelDrafter(tiny);
+  try {
+    const context = PROMPT.slice();
+    await resumed.start(context);
+    let text = context;
+    // The verifier's answers: a mismatch at the first byte, in the middle, at the last drafted
+    // byte, and every draft kept plus the byte after them.
+    for (const kept of [0, 3, 6, 7, 2, 7]) {
+      const p = await resumed.propose(7);
+      assert.equal(p.length, 7);
+      const next = kept < 7 ? (p[kept] + 1) % 256 : 0x20;
+      const accepted = Uint8Array.from([...p.subarray(0, kept), next]);
+      await resumed.accept(accepted);
+      text = Uint8Array.from([...text, ...accepted]);
+      const fresh = new ModelDrafter(tiny);
+      try {
+        await fresh.start(text);
+        assert.deepEqual(await resumed.propose(7), await fresh.propose(7), `after keeping ${kept}`);
+        // propose() again from the same state: both drafters are where the loop expects them.
+        await resumed.accept(Uint8Array.of(0x65));
+        await fresh.accept(Uint8Array.of(0x65));
+        text = Uint8Array.from([...text, 0x65]);
+      } finally {
+        fresh.free();
+      }
+    }
+  } finally {
+    resumed.free();
+    tiny.close();
+  }
+});
+
 Deno.test("speculative generation returns plain generation's bytes: tiny drafting for small (fp32, bf16)", async () => {
   for (const dtype of ["fp32", "bf16"] as const) {
     const small = await loadCpu("small", { dtype });

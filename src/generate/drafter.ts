@@ -17,6 +17,7 @@ import type { Backend } from "../backend/backend.ts";
 import { Tensor } from "../backend/tensor.ts";
 import type { MambaByteLM } from "../model/model.ts";
 import type { RecurrentState, Workspace } from "../model/workspace.ts";
+import { GraphCache } from "./graphs.ts";
 import type { Drafter } from "./speculative.ts";
 import type { SubwordTokenizer } from "./tokenizer.ts";
 
@@ -41,8 +42,12 @@ export class ModelDrafter implements Drafter {
   readonly #snapLogits: Tensor;
   readonly #counter: Tensor;
   readonly #drafts: Tensor;
-  readonly #graphs = new Map<number, number>();
-  readonly #seen = new Set<number>();
+  /** Bytes to read, staged on the device for {@link ModelDrafter.#stepRead}. */
+  readonly #toRead: Tensor;
+  /** Bytes: #after[i] is the state after reading the first i bytes of the proposal (i >= 1). */
+  readonly #after: RecurrentState[] = [];
+  readonly #draftGraphs: GraphCache<number>;
+  readonly #readGraphs: GraphCache<number>;
   /** Subword: bytes of the text not yet read by the model (the last token's, and any partial). */
   #pending = new Uint8Array(0);
   /** Bytes: the last proposal; the model has read all of it but its last byte. */
@@ -62,6 +67,9 @@ export class ModelDrafter implements Drafter {
     this.#snapLogits = Tensor.zeros(this.#be, "f32", [this.#V]);
     this.#counter = Tensor.zeros(this.#be, "i64", [1]);
     this.#drafts = Tensor.zeros(this.#be, "i32", [MAX_STEPS + 1]);
+    this.#toRead = Tensor.zeros(this.#be, "i32", [MAX_STEPS + 1]);
+    this.#draftGraphs = new GraphCache(this.#be);
+    this.#readGraphs = new GraphCache(this.#be);
   }
 
   /** Reads `ids` (bytes or token ids) from the current state; the last logits into #logits. */
@@ -136,7 +144,13 @@ export class ModelDrafter implements Drafter {
    */
   #draftSteps(steps: number): void {
     const be = this.#be, lm = this.#lm, ws = this.#ws;
-    const body = () => {
+    // Bytes: keep the state after each step, so that accept() resumes from the last agreed byte
+    // instead of reading the accepted bytes again.
+    const keep = !this.#tok;
+    if (keep) {
+      while (this.#after.length <= steps) this.#after.push(lm.newState(1));
+    }
+    this.#draftGraphs.run(steps, () => {
       const greedy = (logits: Tensor | Workspace["logits"], out: number) =>
         be.sample({
           logits: logits.ptr,
@@ -154,26 +168,29 @@ export class ModelDrafter implements Drafter {
         be.copy(ws.ids.ptr, this.#drafts.at(i - 1), 4);
         lm.embed(ws, 1);
         lm.stepLayers(ws, this.#state, 1);
+        if (keep) this.#after[i].broadcastFrom(this.#state);
         lm.runHead(ws, 1);
         greedy(ws.logits, i);
       }
-    };
-    if (!be.supportsGraphs) return body();
-    let g = this.#graphs.get(steps);
-    if (g === undefined && !this.#seen.has(steps)) {
-      this.#seen.add(steps);
-      return body();
-    }
-    if (g === undefined) {
-      be.graphBegin();
-      try {
-        body();
-      } finally {
-        g = be.graphEnd();
-        this.#graphs.set(steps, g);
+    });
+  }
+
+  /**
+   * Reads `bytes` (at most MAX_STEPS + 1) one decoding step each from the current state, the
+   * last logits into #logits: one upload, then one graph per length.
+   */
+  #stepRead(bytes: Uint8Array): void {
+    const be = this.#be, lm = this.#lm, ws = this.#ws, n = bytes.length;
+    be.upload(this.#toRead.ptr, Int32Array.from(bytes));
+    this.#readGraphs.run(n, () => {
+      for (let i = 0; i < n; i++) {
+        be.copy(ws.ids.ptr, this.#toRead.at(i), 4);
+        lm.embed(ws, 1);
+        lm.stepLayers(ws, this.#state, 1);
       }
-    }
-    be.graphLaunch(g);
+      lm.runHead(ws, 1);
+      be.copy(this.#logits.ptr, ws.logits.ptr, this.#V * 4);
+    });
   }
 
   propose(k: number): Promise<Uint8Array> {
@@ -218,21 +235,32 @@ export class ModelDrafter implements Drafter {
 
   async accept(bytes: Uint8Array): Promise<void> {
     if (!this.#tok) {
-      // All drafts accepted: the model has read all but the last of them; read it and the rest.
+      // The model has read all of the proposal p but its last byte, keeping the state after each
+      // of them: resume after the longest agreed prefix (m bytes) and read the rest.
       const p = this.#proposal;
-      const all = p.length > 0 && bytes.length === p.length + 1 &&
-        p.every((b, i) => bytes[i] === b);
-      if (all) return await this.#read(bytes.subarray(p.length - 1));
-      this.#restore();
-      return await this.#read(bytes);
+      if (p.length === 0 || bytes.length === 0) {
+        this.#restore();
+        return await this.#read(bytes);
+      }
+      let m = 0;
+      const most = Math.min(p.length - 1, bytes.length - 1);
+      while (m < most && bytes[m] === p[m]) m++;
+      if (m === 0) this.#restore();
+      else if (m < p.length - 1) this.#state.broadcastFrom(this.#after[m]);
+      const rest = bytes.subarray(m);
+      if (rest.length > MAX_STEPS + 1) return await this.#read(rest);
+      return this.#stepRead(rest);
     }
     this.#restore();
     await this.#readText(bytes, false);
   }
 
   free(): void {
-    for (const g of this.#graphs.values()) this.#be.graphDestroy(g);
-    this.#graphs.clear();
+    this.#draftGraphs.free();
+    this.#readGraphs.free();
+    for (const st of this.#after) st.free();
+    this.#after.length = 0;
+    this.#toRead.free();
     this.#ws.free();
     this.#state.free();
     this.#snap.free();

@@ -17,6 +17,7 @@
  * @module
  */
 
+import { GraphCache } from "./graphs.ts";
 import { Tensor } from "../backend/tensor.ts";
 import { MambaByteError } from "../errors.ts";
 import type { MambaByteLM } from "../model/model.ts";
@@ -118,29 +119,8 @@ export async function generateSpeculative(
   const state = model.newState(1);
   const counters = Tensor.zeros(be, "i64", [M]);
   const sampled = Tensor.zeros(be, "i32", [M]);
-  const graphs = new Map<string, number>();
-  const seen = new Set<string>();
-  const useGraphs = o.useGraphs && be.supportsGraphs;
-  // The first run of a sequence is direct (kernels load, scratch reaches its size); the second
-  // captures it into a graph, replayed from then on.
-  const run = (key: string, f: () => void) => {
-    if (!useGraphs) return f();
-    let g = graphs.get(key);
-    if (g === undefined && !seen.has(key)) {
-      seen.add(key);
-      return f();
-    }
-    if (g === undefined) {
-      be.graphBegin();
-      try {
-        f();
-      } finally {
-        g = be.graphEnd();
-        graphs.set(key, g);
-      }
-    }
-    be.graphLaunch(g);
-  };
+  const graphs = new GraphCache<string>(be, o.useGraphs);
+  const run = (key: string, f: () => void) => graphs.run(key, f);
   const sampleRow = (row: number) =>
     be.sample({
       logits: ws.logits.at(row * 256),
@@ -217,7 +197,7 @@ export async function generateSpeculative(
     stats.meanAcceptedLength = stats.rounds > 0 ? stats.accepted / stats.rounds : 0;
     return { bytes: out, stats };
   } finally {
-    for (const g of graphs.values()) be.graphDestroy(g);
+    graphs.free();
     sampled.free();
     counters.free();
     state.free();
