@@ -47,7 +47,7 @@ export class ModelDrafter implements Drafter {
   /** Bytes: #after[i] is the state after reading the first i bytes of the proposal (i >= 1). */
   readonly #after: RecurrentState[] = [];
   readonly #draftGraphs: GraphCache<number>;
-  readonly #readGraphs: GraphCache<number>;
+  readonly #readGraphs: GraphCache<string>;
   /** Subword: bytes of the text not yet read by the model (the last token's, and any partial). */
   #pending = new Uint8Array(0);
   /** Bytes: the last proposal; the model has read all of it but its last byte. */
@@ -151,6 +151,8 @@ export class ModelDrafter implements Drafter {
       while (this.#after.length <= steps) this.#after.push(lm.newState(1));
     }
     this.#draftGraphs.run(steps, () => {
+      // Bytes: the state before the proposal, in the graph (the subword drafter snapshots first).
+      if (keep) this.#snapshot();
       const greedy = (logits: Tensor | Workspace["logits"], out: number) =>
         be.sample({
           logits: logits.ptr,
@@ -176,13 +178,16 @@ export class ModelDrafter implements Drafter {
   }
 
   /**
-   * Reads `bytes` (at most MAX_STEPS + 1) one decoding step each from the current state, the
-   * last logits into #logits: one upload, then one graph per length.
+   * Reads `bytes` (at most MAX_STEPS + 1) one decoding step each, starting from the state after
+   * the first `from` bytes of the proposal (0: the state before it, #snap), the last logits into
+   * #logits: one upload, then one graph per (from, length).
    */
-  #stepRead(bytes: Uint8Array): void {
+  #stepRead(from: number, bytes: Uint8Array): void {
     const be = this.#be, lm = this.#lm, ws = this.#ws, n = bytes.length;
+    const current = from === this.#proposal.length - 1;
     be.upload(this.#toRead.ptr, Int32Array.from(bytes));
-    this.#readGraphs.run(n, () => {
+    this.#readGraphs.run(`${current ? "current" : from}:${n}`, () => {
+      if (!current) this.#state.broadcastFrom(from === 0 ? this.#snap : this.#after[from]);
       for (let i = 0; i < n; i++) {
         be.copy(ws.ids.ptr, this.#toRead.at(i), 4);
         lm.embed(ws, 1);
@@ -199,7 +204,6 @@ export class ModelDrafter implements Drafter {
 
   #proposeBytes(k: number): Uint8Array {
     k = Math.min(k, MAX_STEPS);
-    this.#snapshot();
     this.#draftSteps(k - 1);
     const ids = new Int32Array(k);
     this.#be.download(ids, this.#drafts.ptr);
@@ -245,11 +249,11 @@ export class ModelDrafter implements Drafter {
       let m = 0;
       const most = Math.min(p.length - 1, bytes.length - 1);
       while (m < most && bytes[m] === p[m]) m++;
+      const rest = bytes.subarray(m);
+      if (rest.length <= MAX_STEPS + 1) return this.#stepRead(m, rest);
       if (m === 0) this.#restore();
       else if (m < p.length - 1) this.#state.broadcastFrom(this.#after[m]);
-      const rest = bytes.subarray(m);
-      if (rest.length > MAX_STEPS + 1) return await this.#read(rest);
-      return this.#stepRead(rest);
+      return await this.#read(rest);
     }
     this.#restore();
     await this.#readText(bytes, false);
