@@ -26,12 +26,14 @@ import {
   type ModelConfig,
 } from "./config/config.ts";
 import { MambaByteError } from "./errors.ts";
-import { ModelDrafter } from "./generate/drafter.ts";
-import type { Drafter } from "./generate/speculative.ts";
+import { DraftModel } from "./generate/drafter.ts";
 import { SubwordTokenizer } from "./generate/tokenizer.ts";
 import { MambaByteLM } from "./model/model.ts";
 import { ensureMemory, weightBytes } from "./model/memory.ts";
 import { uploadWeights } from "./model/weights.ts";
+
+/** Re-exported: mod.ts and scripts take it from here. */
+export { DraftModel };
 
 export type { DraftOptions, ModelGenerateOptions } from "./model/model.ts";
 
@@ -234,35 +236,6 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<MambaBy
     throw e;
   } finally {
     reader.close();
-  }
-}
-
-/** A drafting model for speculative decoding: byte-level, or subword with its tokenizer. */
-export class DraftModel {
-  /** The model. */
-  readonly model: MambaByteLM;
-  /** The tokenizer of a subword drafter (undefined: byte-level). */
-  readonly tokenizer: SubwordTokenizer | undefined;
-
-  /** Use {@link loadDraftModel}. */
-  constructor(model: MambaByteLM, tokenizer?: SubwordTokenizer) {
-    this.model = model;
-    this.tokenizer = tokenizer;
-  }
-
-  /** "bytes" or "subword". */
-  get kind(): "bytes" | "subword" {
-    return this.tokenizer ? "subword" : "bytes";
-  }
-
-  /** A fresh drafter over this model (free it after use). */
-  drafter(): Drafter {
-    return new ModelDrafter(this.model, this.tokenizer);
-  }
-
-  /** Closes the model. */
-  close(): void {
-    this.model.close();
   }
 }
 

@@ -281,3 +281,32 @@ function logitsOf(id: number, V: number): Float32Array {
   l[id] = 1;
   return l;
 }
+
+/** A drafting model for speculative decoding: byte-level, or subword with its tokenizer. */
+export class DraftModel {
+  /** The model. */
+  readonly model: MambaByteLM;
+  /** The tokenizer of a subword drafter (undefined: byte-level). */
+  readonly tokenizer: SubwordTokenizer | undefined;
+
+  /** Use `loadDraftModel` (mod.ts). */
+  constructor(model: MambaByteLM, tokenizer?: SubwordTokenizer) {
+    this.model = model;
+    this.tokenizer = tokenizer;
+  }
+
+  /** "bytes" or "subword". */
+  get kind(): "bytes" | "subword" {
+    return this.tokenizer ? "subword" : "bytes";
+  }
+
+  /** A fresh drafter over this model (free it after use). */
+  drafter(): Drafter {
+    return new ModelDrafter(this.model, this.tokenizer);
+  }
+
+  /** Closes the model. */
+  close(): void {
+    this.model.close();
+  }
+}

@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { DraftModel } from "../api.ts";
+import type { DraftModel } from "../generate/drafter.ts";
 import { type Backend, offsetPtr, type Ptr } from "../backend/backend.ts";
 import type { Tensor } from "../backend/tensor.ts";
 import type { ModelConfig } from "../config/config.ts";
