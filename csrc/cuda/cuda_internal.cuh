@@ -119,4 +119,63 @@ static inline unsigned int mbcuda_blocks(int64_t work, int threads) {
   return (unsigned int)b;
 }
 
+/* ---- device helpers shared by the op files ---------------------------------------------------- */
+
+#define MB_LOG2E 1.4426950408889634f
+
+__device__ __forceinline__ float mb_bf16_to_f32(uint16_t v) {
+  return __uint_as_float(((uint32_t)v) << 16);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/* Block-wide sum/max; every thread gets the result. red must hold 32 floats. */
+static __device__ float block_sum(float v, float *red) {
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) red[wid] = v;
+  __syncthreads();
+  v = (threadIdx.x < nw) ? red[threadIdx.x] : 0.f;
+  if (wid == 0) {
+    v = warp_sum(v);
+    if (lane == 0) red[0] = v;
+  }
+  __syncthreads();
+  return red[0];
+}
+static __device__ float block_max(float v, float *red) {
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) red[wid] = v;
+  __syncthreads();
+  v = (threadIdx.x < nw) ? red[threadIdx.x] : -INFINITY;
+  if (wid == 0) {
+    v = warp_max(v);
+    if (lane == 0) red[0] = v;
+  }
+  __syncthreads();
+  return red[0];
+}
+
+__device__ __forceinline__ float mb_softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+__device__ __forceinline__ float mb_silu(float x) { return x / (1.f + expf(-x)); }
+
+static inline int row_threads(int64_t d) {
+  int t = 32;
+  while (t < 256 && t < d) t <<= 1;
+  return t;
+}
+
+
 #endif

@@ -409,43 +409,24 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
   acts_free(&a);
 }
 
-/* The forward's selective scan alone (len 8192, batch 1, layer 0's inputs) under each block
- * shape of the tiled kernel (env read per call) and the v2 chunked kernels ("old"). */
-static void scan_variants(model *m, int64_t len) {
+/* The forward's selective scan alone (len 8192, batch 1, layer 0's inputs). */
+static void scan_alone(model *m, int64_t len) {
   acts a;
   acts_init(&a, len, 1);
   MBX(mb_memset(G, a.ids, 0, (size_t)len * 4));
   model_pass(m, &a, 1, len, 0);
   MBX(mb_ctx_synchronize(G));
   layer *L = &m->l[0];
-  static const char *cfg[][3] = {{"default", "", ""}, {"thr32 T32", "32", "32"},
-                                 {"thr64 T32", "64", "32"}, {"thr128 T32", "128", "32"},
-                                 {"thr32 T64", "32", "64"}, {"thr64 T16", "64", "16"},
-                                 {"old", "", ""}};
-  char line[200];
-  int off = snprintf(line, sizeof line, "scan len=%lld us:", (long long)len);
-  for (size_t v = 0; v < sizeof cfg / sizeof cfg[0]; v++) {
-    if (cfg[v][1][0]) {
-      setenv("MAMBABYTE_CUDA_SCAN_THREADS", cfg[v][1], 1);
-      setenv("MAMBABYTE_CUDA_SCAN_T", cfg[v][2], 1);
-    }
-    if (!strcmp(cfg[v][0], "old")) setenv("MAMBABYTE_CUDA_SCAN", "old", 1);
-    double t[5];
-    for (int r = 0; r < 5; r++) {
-      double t0 = now();
-      for (int i = 0; i < 3; i++)
-        MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
-                              a.xz + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI));
-      MBX(mb_ctx_synchronize(G));
-      t[r] = (now() - t0) / 3;
-    }
-    unsetenv("MAMBABYTE_CUDA_SCAN_THREADS");
-    unsetenv("MAMBABYTE_CUDA_SCAN_T");
-    unsetenv("MAMBABYTE_CUDA_SCAN");
-    off += snprintf(line + off, sizeof line - (size_t)off, " %s %.0f", cfg[v][0],
-                    median(t, 5) * 1e6);
+  double t[5];
+  for (int r = 0; r < 5; r++) {
+    double t0 = now();
+    for (int i = 0; i < 3; i++)
+      MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
+                            a.xz + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI));
+    MBX(mb_ctx_synchronize(G));
+    t[r] = (now() - t0) / 3;
   }
-  ROW("%s", line);
+  ROW("scan len=%lld: %.0f us", (long long)len, median(t, 5) * 1e6);
   acts_free(&a);
 }
 
@@ -610,7 +591,7 @@ int main(int argc, char **argv) {
     breakdown(&m, 1, 1, "bf16");
     breakdown(&m, 1, 8192, "bf16");
     forward_bench(&m, 8192, "bf16 #2");
-    scan_variants(&m, 8192);
+    scan_alone(&m, 8192);
     model_free(&m);
   }
   {

@@ -1080,15 +1080,6 @@ int main(int argc, char **argv) {
   t_conv();
   t_scan(0);
   t_scan(1);
-  /* the tiled scan's other block shapes and tile lengths (read per call) */
-  setenv("MAMBABYTE_CUDA_SCAN_THREADS", "128", 1);
-  setenv("MAMBABYTE_CUDA_SCAN_T", "5", 1);
-  t_scan(0);
-  setenv("MAMBABYTE_CUDA_SCAN_THREADS", "64", 1);
-  setenv("MAMBABYTE_CUDA_SCAN_T", "64", 1);
-  t_scan(0);
-  unsetenv("MAMBABYTE_CUDA_SCAN_THREADS");
-  unsetenv("MAMBABYTE_CUDA_SCAN_T");
   t_ssu_dt();
   t_linear_conv();
   t_spec();
