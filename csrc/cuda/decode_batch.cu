@@ -2,7 +2,7 @@
  * decode_batch.cu — the decoding state update with dt_proj fused (mb_selective_state_update_dt)
  * for batch > 1 (issue 13).
  *
- * The batch-1 kernel (ops.cu, k_ssu_dt) runs one block row per sequence, so at batch B every
+ * The batch-1 kernel (step.cu, k_ssu_dt) runs one block row per sequence, so at batch B every
  * block re-reads its channels' dt_proj rows (B x 800 KB per 972M layer, from L2) and each thread
  * waits on one sequence's loads at a time. Here a block holds CB channels x BB sequences:
  *
@@ -35,7 +35,7 @@
 #include "cuda_internal.cuh"
 
 #define DB_LOG2E 1.4426950408889634f
-#define DB_P 2       /* states per lane, as SCAN_P in ops.cu */
+#define DB_P 2       /* states per lane, as SCAN_P in step.cu */
 #define DB_MAXC 4    /* 16-byte weight chunks per lane kept in registers, as SSU_MAXC */
 #define DB_THREADS 256
 #define DB_SG 2      /* sequence groups per block */
