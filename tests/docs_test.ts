@@ -34,7 +34,7 @@ Deno.test("README's environment table lists every variable the code reads", asyn
     for (const m of (await Deno.readTextFile(`${ROOT}${f}`)).matchAll(pattern)) read.set(m[1], f);
   }
   assert.ok(
-    read.has("MAMBABYTE_LIB") && read.has("MAMBABYTE_CUDA_SCAN_T"),
+    read.has("MAMBABYTE_LIB") && read.has("MAMBABYTE_CUDA_PDL"),
     [...read.keys()].join(),
   );
   const table = README.slice(README.indexOf("### Environment variables"));

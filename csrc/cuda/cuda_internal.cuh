@@ -14,6 +14,7 @@
 #include "../common/internal.h"
 
 #define MBCUDA_MAX_GRAPHS 256
+#define MBCUDA_DONE_BYTES 65536
 
 struct mbcuda_state {
   cudaStream_t stream;
@@ -22,7 +23,8 @@ struct mbcuda_state {
   size_t blas_ws_bytes;
   void *scratch;         /* bf16 copies of x for the tensor-core path of mb_linear */
   size_t scratch_bytes;
-  unsigned int *done;    /* device counter for the last-block pattern of mb_sample */
+  unsigned int *done;    /* MBCUDA_DONE_BYTES of counters for last-block patterns, kept at 0 between
+                            kernels: [0] mb_sample's, [64..] the tensor-core linear's (gemv_tc.cu) */
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
   int capturing;
   int pdl;               /* launch with programmatic dependent launch (MAMBABYTE_CUDA_PDL=0: off) */
@@ -51,6 +53,21 @@ static inline cudaStream_t mbcuda_stream(mb_ctx *ctx) { return mbcuda_st(ctx)->s
 /* Ensures the scratch buffer holds at least bytes; grows it only outside graph capture. */
 int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out);
 
+/* Batch > 1 decoding kernels (issue 13): decode_batch.cu (the fused dt_proj + state update) and
+ * gemv_tc.cu (bf16 tensor-core linear for 8 < n <= 256). They return MBCUDA_NOT_HANDLED when the
+ * caller should run its previous path, which MAMBABYTE_CUDA_DECODE_BATCH=old (read per call,
+ * mbcuda_decode_batch_enabled) asks for every time. */
+#define MBCUDA_NOT_HANDLED (-1)
+int mbcuda_decode_batch_enabled(void);
+int mbcuda_ssu_dt_batch(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
+                        int64_t ld_xdbl, const void *dt_w, int wdtype, const float *dt_bias,
+                        int64_t dt_rank, const float *A, const float *Bm, int64_t ldb,
+                        const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+                        int64_t ldz, float *state, int64_t batch, int64_t d, int64_t n,
+                        int delta_softplus, float *delta_out, float *y, int64_t ldy);
+int mbcuda_linear_tc(mb_ctx *ctx, const float *x, int64_t ldx, const uint16_t *w,
+                     const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
+                     int64_t ldy);
 /* gemm.cu: cuBLAS handle lifetime. */
 int mbcuda_blas_init(mb_ctx *ctx);
 void mbcuda_blas_destroy(mb_ctx *ctx);
@@ -101,5 +118,64 @@ static inline unsigned int mbcuda_blocks(int64_t work, int threads) {
   if (b > 0x7fffffff) b = 0x7fffffff;
   return (unsigned int)b;
 }
+
+/* ---- device helpers shared by the op files ---------------------------------------------------- */
+
+#define MB_LOG2E 1.4426950408889634f
+
+__device__ __forceinline__ float mb_bf16_to_f32(uint16_t v) {
+  return __uint_as_float(((uint32_t)v) << 16);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+/* Block-wide sum/max; every thread gets the result. red must hold 32 floats. */
+static __device__ float block_sum(float v, float *red) {
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) red[wid] = v;
+  __syncthreads();
+  v = (threadIdx.x < nw) ? red[threadIdx.x] : 0.f;
+  if (wid == 0) {
+    v = warp_sum(v);
+    if (lane == 0) red[0] = v;
+  }
+  __syncthreads();
+  return red[0];
+}
+static __device__ float block_max(float v, float *red) {
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) red[wid] = v;
+  __syncthreads();
+  v = (threadIdx.x < nw) ? red[threadIdx.x] : -INFINITY;
+  if (wid == 0) {
+    v = warp_max(v);
+    if (lane == 0) red[0] = v;
+  }
+  __syncthreads();
+  return red[0];
+}
+
+__device__ __forceinline__ float mb_softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+__device__ __forceinline__ float mb_silu(float x) { return x / (1.f + expf(-x)); }
+
+static inline int row_threads(int64_t d) {
+  int t = 32;
+  while (t < 256 && t < d) t <<= 1;
+  return t;
+}
+
 
 #endif

@@ -2,8 +2,7 @@
 # gpu_session.sh — one call on the GPU machine that checks the toolkit end to end through Deno:
 #   1. build the library with CUDA (and the C test programs),
 #   2. the model on CUDA vs the CPU and vs the independent fixtures (tests/cuda_model_test.ts),
-#   3. the per-op CUDA-vs-CPU test with the default kernels, then with the v3 ones
-#      (MAMBABYTE_CUDA_V3=1),
+#   3. the per-op CUDA-vs-CPU test (cuda_vs_cpu),
 #   4. the model test again without the fused CUDA decoding ops (MAMBABYTE_CUDA_FUSED=0),
 #   5. `scripts/bench_gpu.ts` (the bench:gpu task) with fewer decoding steps (BENCH=0 skips it).
 # Every step writes its log into $OUT as it runs, so a call cut short still reports what it reached.
@@ -38,12 +37,10 @@ timeout "${MODEL_T:-90}" deno test --cached-only --no-check --allow-all tests/cu
 echo "rc=$?" >>"$OUT/model_test.log"
 grep -E "\.\.\. |passed|rc=" "$OUT/model_test.log" | tee -a "$OUT/steps.txt"
 
-for v3 in 0 1; do
-  step "cuda_vs_cpu (MAMBABYTE_CUDA_V3=$v3)"
-  MAMBABYTE_CUDA_V3=$v3 timeout "${TEST_T:-60}" ./build-cuda/cuda_vs_cpu >"$OUT/ops_v$v3.log" 2>&1
-  echo "rc=$?" >>"$OUT/ops_v$v3.log"
-  grep -E "FAIL|FATAL|cases|rc=" "$OUT/ops_v$v3.log" | head -40 | tee -a "$OUT/steps.txt"
-done
+step "cuda_vs_cpu"
+timeout "${TEST_T:-60}" ./build-cuda/cuda_vs_cpu >"$OUT/ops.log" 2>&1
+echo "rc=$?" >>"$OUT/ops.log"
+grep -E "FAIL|FATAL|cases|rc=" "$OUT/ops.log" | head -40 | tee -a "$OUT/steps.txt"
 
 step "tests/cuda_model_test.ts (MAMBABYTE_CUDA_FUSED=0)"
 MAMBABYTE_CUDA_FUSED=0 timeout "${MODEL_T:-90}" deno test --cached-only --no-check --allow-all \

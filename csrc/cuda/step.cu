@@ -1,0 +1,243 @@
+/*
+ * step.cu — the fused decoding ops on CUDA: mb_selective_state_update_dt (dt_proj inside the state
+ * update) and mb_selective_scan_dt (the same kernel over len positions). The CPU twins (csrc/cpu)
+ * are the unfused pairs; csrc/tests/cuda_vs_cpu.c holds the two equal.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#include "cuda_internal.cuh"
+
+/* L lanes per channel, SCAN_P = 2 states per lane (L * SCAN_P >= n, L a power of two <= 32). */
+#define SCAN_P 2
+
+static int scan_lanes(int64_t n) {
+  int L = 1;
+  while (L * SCAN_P < n) L <<= 1;
+  return L;
+}
+
+/* ---- state update with dt_proj fused (decoding) --------------------------------------------- *
+ * mb_selective_state_update_dt: per (b, c) the L lanes of channel c split the dt_rank-long dot
+ * product x_dbl[b, :R] . dt_w[c, :] (16-byte weight loads, prefetched into registers before the
+ * PDL wait: the weights are constant), reduce it with shuffles, add the bias, then update the
+ * channel's n states (P = 2 per lane, SCAN_P) with exp2f of dt * A * log2(e). x_dbl's
+ * first R columns and the B, C rows are staged in shared memory once per block. */
+struct SsuDtArgs {
+  const float *u; int64_t ldu;
+  const float *xdbl; int64_t ldx;
+  const void *w; const float *wbias; int R; int wvec;
+  const float *A;
+  const float *Bm; int64_t ldb;
+  const float *Cm; int64_t ldc;
+  const float *Dskip;
+  const float *z; int64_t ldz;
+  float *state;
+  int64_t d; int n; int softplus;
+  float *delta_out;
+  float *y; int64_t ldy;
+  int64_t len;        /* positions per sequence: 1 for the decoding step, more for mb_selective_scan_dt */
+  float *states_all;  /* (batch, len, d, n) or NULL */
+};
+
+#define SSU_MAXC 4
+
+__device__ __forceinline__ float dot16(uint4 w, const float *x, float) {
+  float4 a = *(const float4 *)x;
+  return __uint_as_float(w.x) * a.x + __uint_as_float(w.y) * a.y + __uint_as_float(w.z) * a.z +
+         __uint_as_float(w.w) * a.w;
+}
+__device__ __forceinline__ float dot16(uint4 w, const float *x, uint16_t) {
+  float4 a = *(const float4 *)x, b = *(const float4 *)(x + 4);
+  float s = __uint_as_float(w.x << 16) * a.x;
+  s = fmaf(__uint_as_float(w.x & 0xffff0000u), a.y, s);
+  s = fmaf(__uint_as_float(w.y << 16), a.z, s);
+  s = fmaf(__uint_as_float(w.y & 0xffff0000u), a.w, s);
+  s = fmaf(__uint_as_float(w.z << 16), b.x, s);
+  s = fmaf(__uint_as_float(w.z & 0xffff0000u), b.y, s);
+  s = fmaf(__uint_as_float(w.w << 16), b.z, s);
+  s = fmaf(__uint_as_float(w.w & 0xffff0000u), b.w, s);
+  return s;
+}
+__device__ __forceinline__ float wval(const float *w, int64_t i) { return __ldg(w + i); }
+__device__ __forceinline__ float wval(const uint16_t *w, int64_t i) { return mb_bf16_to_f32(__ldg(w + i)); }
+
+/* One block row per sequence b; positions t = 0..len-1 run in order, the state in registers
+ * between them, each with the arithmetic of the one-position decoding step (mb_selective_scan_dt
+ * gives every position the bits of mb_selective_state_update_dt: the same code runs both). */
+template <int L, typename WT>
+__global__ void k_ssu_dt(SsuDtArgs a) {
+  extern __shared__ __align__(16) float smem_ssu[];
+  mb_pdl_trigger();
+  constexpr int EPV = 16 / sizeof(WT);
+  const int lane_c = threadIdx.x / L, gi = threadIdx.x % L, CB = blockDim.x / L;
+  const int64_t b = blockIdx.y, c = (int64_t)blockIdx.x * CB + lane_c;
+  const bool cok = c < a.d;
+  const int R = a.R, Rp = (R + 7) & ~7, NP = L * SCAN_P;
+  float *xs = smem_ssu, *sB = smem_ssu + Rp, *sC = sB + NP;
+  /* constants before the PDL wait */
+  float Ac[SCAN_P];
+#pragma unroll
+  for (int p = 0; p < SCAN_P; p++) {
+    int s = gi * SCAN_P + p;
+    Ac[p] = (cok && s < a.n) ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
+  }
+  const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
+  const float bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
+  const WT *wrow = (const WT *)a.w + (cok ? c : 0) * (int64_t)R;
+  const int nch = a.wvec ? R / EPV : 0;
+  uint4 wr[SSU_MAXC];
+#pragma unroll
+  for (int q = 0; q < SSU_MAXC; q++) {
+    int j = gi + q * L;
+    wr[q] = (cok && j < nch) ? __ldg((const uint4 *)wrow + j) : make_uint4(0, 0, 0, 0);
+  }
+  mb_pdl_wait();
+  float h[SCAN_P];
+  float *st = a.state + (b * a.d + (cok ? c : 0)) * a.n;
+#pragma unroll
+  for (int p = 0; p < SCAN_P; p++) {
+    int s = gi * SCAN_P + p;
+    h[p] = (cok && s < a.n) ? st[s] : 0.f;
+  }
+  for (int64_t t = 0; t < a.len; t++) {
+    const int64_t r = b * a.len + t;
+    if (t > 0) __syncthreads(); /* every lane is done with the previous position's rows */
+    for (int e = threadIdx.x; e < Rp; e += blockDim.x) xs[e] = e < R ? a.xdbl[r * a.ldx + e] : 0.f;
+    for (int e = threadIdx.x; e < NP; e += blockDim.x) {
+      sB[e] = e < a.n ? a.Bm[r * a.ldb + e] : 0.f;
+      sC[e] = e < a.n ? a.Cm[r * a.ldc + e] : 0.f;
+    }
+    float uu = 0.f, zz = 0.f;
+    if (cok) {
+      uu = a.u[r * a.ldu + c];
+      if (a.z) zz = a.z[r * a.ldz + c];
+    }
+    __syncthreads();
+    float dot = 0.f;
+    if (a.wvec) {
+#pragma unroll
+      for (int q = 0; q < SSU_MAXC; q++) {
+        int j = gi + q * L;
+        if (j < nch) dot += dot16(wr[q], xs + j * EPV, WT());
+      }
+      if (cok)
+        for (int j = gi + SSU_MAXC * L; j < nch; j += L)
+          dot += dot16(__ldg((const uint4 *)wrow + j), xs + j * EPV, WT());
+    } else if (cok) {
+      for (int k = gi; k < R; k += L) dot = fmaf(wval(wrow, k), xs[k], dot);
+    }
+#pragma unroll
+    for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+    const float draw = dot + bc;
+    if (gi == 0 && cok && a.delta_out) a.delta_out[r * a.d + c] = draw;
+    const float dt = a.softplus ? mb_softplus(draw) : draw;
+    const float du = dt * uu;
+    const float2 bv = *(const float2 *)(sB + gi * SCAN_P);
+    const float2 cv = *(const float2 *)(sC + gi * SCAN_P);
+    h[0] = fmaf(exp2f(dt * Ac[0]), h[0], du * bv.x);
+    h[1] = fmaf(exp2f(dt * Ac[1]), h[1], du * bv.y);
+    float yp = fmaf(cv.y, h[1], cv.x * h[0]);
+#pragma unroll
+    for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);
+    if (cok) {
+      if (a.states_all) {
+        float *sa = a.states_all + (r * a.d + c) * a.n;
+#pragma unroll
+        for (int p = 0; p < SCAN_P; p++) {
+          int s = gi * SCAN_P + p;
+          if (s < a.n) sa[s] = h[p];
+        }
+      }
+      if (gi == 0) {
+        float yv = yp + Dc * uu;
+        if (a.z) yv *= mb_silu(zz);
+        a.y[r * a.ldy + c] = yv;
+      }
+    }
+  }
+  if (cok) {
+#pragma unroll
+    for (int p = 0; p < SCAN_P; p++) {
+      int s = gi * SCAN_P + p;
+      if (s < a.n) st[s] = h[p];
+    }
+  }
+}
+
+template <int L>
+static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch) {
+  const int threads = L > 64 ? L : 64;
+  const int CB = threads / L;
+  size_t smem = (size_t)(((a.R + 7) & ~7) + 2 * L * SCAN_P) * sizeof(float);
+  dim3 grid((unsigned)((a.d + CB - 1) / CB), (unsigned)batch);
+  if (wdtype == MB_DTYPE_BF16) {
+    if (smem > 48 * 1024)
+      MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt<L, uint16_t>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
+    MBCUDA_LAUNCH("selective_state_update_dt", k_ssu_dt<L, uint16_t>, grid, dim3(threads), smem, a);
+  } else {
+    if (smem > 48 * 1024)
+      MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt<L, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
+    MBCUDA_LAUNCH("selective_state_update_dt", k_ssu_dt<L, float>, grid, dim3(threads), smem, a);
+  }
+  return MB_OK;
+}
+
+static int ssu_dt_launch(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch);
+
+extern "C" int mbcuda_selective_state_update_dt(
+    mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl, int64_t ld_xdbl,
+    const void *dt_w, int wdtype, const float *dt_bias, int64_t dt_rank, const float *A,
+    const float *Bm, int64_t ldb, const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+    int64_t ldz, float *state, int64_t batch, int64_t d, int64_t n, int delta_softplus,
+    float *delta_out, float *y, int64_t ldy) {
+  if (batch <= 0 || d <= 0) return MB_OK;
+  if (n > 64)
+    return mb_fail(MB_ERR_UNSUPPORTED,
+                   "cuda: selective_state_update_dt: d_state %lld > 64 is not supported", (long long)n);
+  if (batch > 65535 || dt_rank > 8192)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_state_update_dt: batch > 65535 or dt_rank > 8192");
+  { /* batch > 1: decode_batch.cu (MAMBABYTE_CUDA_DECODE_BATCH=old: the kernel below) */
+    int rc = mbcuda_ssu_dt_batch(ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A,
+                                 Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n,
+                                 delta_softplus, delta_out, y, ldy);
+    if (rc != MBCUDA_NOT_HANDLED) return rc;
+  }
+  const size_t es = wdtype == MB_DTYPE_BF16 ? 2 : 4;
+  const int wvec = ((size_t)dt_rank * es) % 16 == 0 && ((uintptr_t)dt_w & 15) == 0;
+  SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
+                 Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, 1, nullptr};
+  return ssu_dt_launch(ctx, a, wdtype, batch);
+}
+
+/* mb_selective_scan_dt: the decoding step's kernel with a.len positions per sequence. */
+extern "C" int mbcuda_selective_scan_dt(
+    mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl, int64_t ld_xdbl,
+    const void *dt_w, int wdtype, const float *dt_bias, int64_t dt_rank, const float *A,
+    const float *Bm, int64_t ldb, const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+    int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len, int64_t d, int64_t n,
+    int delta_softplus, float *delta_out, float *y, int64_t ldy) {
+  if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
+  if (n > 64)
+    return mb_fail(MB_ERR_UNSUPPORTED,
+                   "cuda: selective_scan_dt: d_state %lld > 64 is not supported", (long long)n);
+  if (batch > 65535 || dt_rank > 8192)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_scan_dt: batch > 65535 or dt_rank > 8192");
+  const size_t es = wdtype == MB_DTYPE_BF16 ? 2 : 4;
+  const int wvec = ((size_t)dt_rank * es) % 16 == 0 && ((uintptr_t)dt_w & 15) == 0;
+  SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
+                 Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, len,
+                 states_all};
+  return ssu_dt_launch(ctx, a, wdtype, batch);
+}
+
+static int ssu_dt_launch(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch) {
+  switch (scan_lanes(a.n)) {
+    case 1: return ssu_dt_launch_l<1>(ctx, a, wdtype, batch);
+    case 2: return ssu_dt_launch_l<2>(ctx, a, wdtype, batch);
+    case 4: return ssu_dt_launch_l<4>(ctx, a, wdtype, batch);
+    case 8: return ssu_dt_launch_l<8>(ctx, a, wdtype, batch);
+    case 16: return ssu_dt_launch_l<16>(ctx, a, wdtype, batch);
+    default: return ssu_dt_launch_l<32>(ctx, a, wdtype, batch);
+  }
+}
