@@ -193,6 +193,54 @@ MB_EXPORT int mb_memset(mb_ctx *ctx, void *dst, int value, size_t bytes) {
   return MB_OK;
 }
 
+MB_EXPORT int mb_host_alloc(mb_ctx *ctx, size_t bytes, void **out) {
+  CHECK_CTX("mb_host_alloc");
+  NONNULL("mb_host_alloc", out);
+  *out = NULL;
+  if (bytes == 0) return MB_OK;
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_host_alloc(ctx, bytes, out);
+#endif
+  return mbcpu_alloc(ctx, bytes, out);
+}
+
+MB_EXPORT int mb_host_free(mb_ctx *ctx, void *ptr) {
+  CHECK_CTX("mb_host_free");
+  if (!ptr) return MB_OK;
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_host_free(ctx, ptr);
+#endif
+  return mbcpu_free(ctx, ptr);
+}
+
+MB_EXPORT int mb_download_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes,
+                                uint64_t *out_ticket) {
+  CHECK_CTX("mb_download_async");
+  NONNULL("mb_download_async", out_ticket);
+  *out_ticket = 0;
+  if (bytes > 0) {
+    NONNULL("mb_download_async", host_dst);
+    NONNULL("mb_download_async", src);
+  }
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_download_async(ctx, host_dst, src, bytes, out_ticket);
+#endif
+  if (bytes > 0) memcpy(host_dst, src, bytes);
+  *out_ticket = ++ctx->downloads;
+  return MB_OK;
+}
+
+MB_EXPORT int mb_download_wait(mb_ctx *ctx, uint64_t ticket) {
+  CHECK_CTX("mb_download_wait");
+  REQUIRE(ticket >= 1 && ticket <= ctx->downloads,
+          "mb_download_wait: ticket %llu was not issued (last issued: %llu)",
+          (unsigned long long)ticket, (unsigned long long)ctx->downloads);
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_download_wait(ctx, ticket);
+#endif
+  return MB_OK;
+}
+
 /* ---- ops -------------------------------------------------------------------------------------- */
 
 MB_EXPORT int mb_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const void *table,

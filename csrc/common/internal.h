@@ -23,6 +23,7 @@ struct mb_ctx {
   int num_threads; /* CPU threads actually used */
   uint32_t flags;  /* MB_FLAG_* */
   void *cuda;      /* CUDA backend state (stream, cuBLAS handle, graphs), owned by csrc/cuda */
+  uint64_t downloads; /* tickets issued by mb_download_async */
 };
 
 /** Records a printf-style message as this thread's last error and returns status. */

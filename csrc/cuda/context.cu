@@ -1,5 +1,6 @@
 /*
- * context.cu — CUDA backend: devices, contexts (stream, cuBLAS, scratch), memory and graphs.
+ * context.cu — CUDA backend: devices, contexts (stream, cuBLAS, scratch), memory, downloads
+ * overlapped with compute (a copy stream and staging buffers) and graphs.
  *
  * Every op of the backend only enqueues work on the context's stream (no synchronisation, no
  * allocation), so a decode step can be captured into a CUDA graph and replayed.
@@ -35,6 +36,13 @@ static void mbcuda_free_state(mbcuda_state *st) {
   for (int i = 0; i < MBCUDA_MAX_GRAPHS; i++)
     if (st->graphs[i]) cudaGraphExecDestroy(st->graphs[i]);
   if (st->stream) cudaStreamSynchronize(st->stream);
+  if (st->copy_stream) cudaStreamSynchronize(st->copy_stream);
+  for (int i = 0; i < MBCUDA_DL_SLOTS; i++) {
+    if (st->dl[i].buf) cudaFree(st->dl[i].buf);
+    if (st->dl[i].ready) cudaEventDestroy(st->dl[i].ready);
+    if (st->dl[i].done) cudaEventDestroy(st->dl[i].done);
+  }
+  if (st->copy_stream) cudaStreamDestroy(st->copy_stream);
   if (st->scratch) cudaFree(st->scratch);
   if (st->blas_ws) cudaFree(st->blas_ws);
   if (st->done) cudaFree(st->done);
@@ -178,6 +186,86 @@ extern "C" int mbcuda_memcpy_d2d(mb_ctx *ctx, void *dst, const void *src, size_t
 extern "C" int mbcuda_memset(mb_ctx *ctx, void *dst, int value, size_t bytes) {
   if (bytes == 0) return MB_OK;
   MBCUDA_CHECK(cudaMemsetAsync(dst, value, bytes, mbcuda_stream(ctx)), "memset");
+  return MB_OK;
+}
+
+/* ---- downloads overlapped with compute (mb_download_async) ----------------------------------- *
+ * Ticket t uses staging slot t % MBCUDA_DL_SLOTS. On the compute stream: wait until the slot's
+ * previous host copy is done (a device-side wait), copy src into the slot, record `ready`. On the
+ * copy stream: wait for `ready`, copy the slot to the host, record `done`. Every ticket records its
+ * slot's `done` (a zero-byte one too), and the copy stream runs them in order, so waiting on the
+ * `done` of ticket t's slot (which a later ticket may have re-recorded) covers t and all before. */
+
+extern "C" int mbcuda_host_alloc(mb_ctx *ctx, size_t bytes, void **out) {
+  if (mbcuda_st(ctx)->capturing)
+    return mb_fail(MB_ERR_INVALID, "cuda: host_alloc: not allowed while a graph is being captured");
+  MBCUDA_CHECK(cudaHostAlloc(out, bytes, cudaHostAllocPortable), "cudaHostAlloc");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_host_free(mb_ctx *ctx, void *ptr) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (st->copy_stream) MBCUDA_CHECK(cudaStreamSynchronize(st->copy_stream), "host_free (synchronize)");
+  MBCUDA_CHECK(cudaFreeHost(ptr), "cudaFreeHost");
+  return MB_OK;
+}
+
+static int mbcuda_dl_init(mbcuda_state *st) {
+  if (st->copy_stream) return MB_OK;
+  for (int i = 0; i < MBCUDA_DL_SLOTS; i++) {
+    MBCUDA_CHECK(cudaEventCreateWithFlags(&st->dl[i].ready, cudaEventDisableTiming),
+                 "download_async (event)");
+    MBCUDA_CHECK(cudaEventCreateWithFlags(&st->dl[i].done, cudaEventDisableTiming),
+                 "download_async (event)");
+  }
+  MBCUDA_CHECK(cudaStreamCreateWithFlags(&st->copy_stream, cudaStreamNonBlocking),
+               "download_async (copy stream)");
+  return MB_OK;
+}
+
+extern "C" int mbcuda_download_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes,
+                                     uint64_t *out_ticket) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (st->capturing)
+    return mb_fail(MB_ERR_INVALID,
+                   "cuda: download_async: not allowed while a graph is being captured");
+  int rc = mbcuda_dl_init(st);
+  if (rc) return rc;
+  const uint64_t ticket = ctx->downloads + 1;
+  mbcuda_dl_slot *sl = &st->dl[ticket % MBCUDA_DL_SLOTS];
+  if (bytes > 0) {
+    if (bytes > sl->bytes) { /* grow: the slot's last host copy must be over first */
+      size_t nb = (bytes + 255) & ~(size_t)255;
+      MBCUDA_CHECK(cudaEventSynchronize(sl->done), "download_async (grow: wait)");
+      if (sl->buf) MBCUDA_CHECK(cudaFree(sl->buf), "download_async (grow: cudaFree)");
+      sl->buf = NULL;
+      sl->bytes = 0;
+      MBCUDA_CHECK(cudaMalloc(&sl->buf, nb), "download_async (staging cudaMalloc)");
+      sl->bytes = nb;
+    } else if (sl->ticket) {
+      MBCUDA_CHECK(cudaStreamWaitEvent(st->stream, sl->done, 0), "download_async (wait slot)");
+    }
+    MBCUDA_CHECK(cudaMemcpyAsync(sl->buf, src, bytes, cudaMemcpyDeviceToDevice, st->stream),
+                 "download_async (device copy)");
+  }
+  MBCUDA_CHECK(cudaEventRecord(sl->ready, st->stream), "download_async (record)");
+  MBCUDA_CHECK(cudaStreamWaitEvent(st->copy_stream, sl->ready, 0), "download_async (wait ready)");
+  if (bytes > 0)
+    MBCUDA_CHECK(cudaMemcpyAsync(host_dst, sl->buf, bytes, cudaMemcpyDeviceToHost, st->copy_stream),
+                 "download_async (host copy)");
+  MBCUDA_CHECK(cudaEventRecord(sl->done, st->copy_stream), "download_async (record)");
+  sl->ticket = ticket;
+  ctx->downloads = ticket;
+  *out_ticket = ticket;
+  return MB_OK;
+}
+
+extern "C" int mbcuda_download_wait(mb_ctx *ctx, uint64_t ticket) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (ticket <= st->dl_done) return MB_OK;
+  mbcuda_dl_slot *sl = &st->dl[ticket % MBCUDA_DL_SLOTS];
+  MBCUDA_CHECK(cudaEventSynchronize(sl->done), "download_wait");
+  if (sl->ticket > st->dl_done) st->dl_done = sl->ticket;
   return MB_OK;
 }
 

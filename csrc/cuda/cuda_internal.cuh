@@ -15,6 +15,17 @@
 
 #define MBCUDA_MAX_GRAPHS 256
 #define MBCUDA_DONE_BYTES 65536
+#define MBCUDA_DL_SLOTS 8 /* staging buffers of mb_download_async (downloads in flight) */
+
+/* One staging buffer of mb_download_async: src is copied here on the compute stream, then to the
+ * host on the copy stream. `ready`: recorded on the compute stream after the device copy; `done`:
+ * on the copy stream after the host copy (the compute stream waits on it before reusing the slot). */
+struct mbcuda_dl_slot {
+  void *buf;
+  size_t bytes;
+  cudaEvent_t ready, done;
+  uint64_t ticket; /* the last download that used the slot (0: none) */
+};
 
 struct mbcuda_state {
   cudaStream_t stream;
@@ -31,6 +42,9 @@ struct mbcuda_state {
   int sm_count;
   int cc_major, cc_minor;
   char name[256];
+  cudaStream_t copy_stream; /* mb_download_async's device-to-host copies (created on first use) */
+  mbcuda_dl_slot dl[MBCUDA_DL_SLOTS];
+  uint64_t dl_done;         /* every download up to this ticket is known to be in host memory */
 };
 
 static inline mbcuda_state *mbcuda_st(mb_ctx *ctx) { return (mbcuda_state *)ctx->cuda; }

@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 2
+#define MB_ABI_VERSION 3
 
 /* Status codes. */
 #define MB_OK 0
@@ -104,6 +104,27 @@ int mb_memcpy_d2h(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes);
 int mb_memcpy_d2d(mb_ctx *ctx, void *dst, const void *src, size_t bytes);
 /** Sets bytes of context memory to the byte value. */
 int mb_memset(mb_ctx *ctx, void *dst, int value, size_t bytes);
+/**
+ * Allocates bytes of host memory for mb_download_async: page-locked on CUDA (the device copies
+ * into it without the host), 64-byte aligned on CPU. *out is NULL when bytes == 0.
+ */
+int mb_host_alloc(mb_ctx *ctx, size_t bytes, void **out);
+/** Frees memory from mb_host_alloc (NULL is accepted); waits for the context's downloads first. */
+int mb_host_free(mb_ctx *ctx, void *ptr);
+/**
+ * Starts copying bytes of context memory at src to host_dst and returns a ticket (1, 2, ... in call
+ * order). The bytes copied are src's as the work queued before this call leaves them: ops queued
+ * after it may overwrite src at once. CUDA: src is copied on the context's stream into a staging
+ * buffer of the context, then from there to host_dst on a second (copy) stream, so the transfer
+ * overlaps the ops queued after this call; host_dst should come from mb_host_alloc (other host
+ * memory works but the call then waits for the copy). CPU: a plain copy, done on return.
+ * host_dst must not be read, freed or reused before mb_download_wait(ctx, ticket). Not allowed
+ * while a graph is being captured.
+ */
+int mb_download_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes,
+                      uint64_t *out_ticket);
+/** Returns once download `ticket` and every earlier one of the context are in host memory. */
+int mb_download_wait(mb_ctx *ctx, uint64_t ticket);
 
 /* ---- ops -------------------------------------------------------------------------------------- */
 

@@ -6,6 +6,7 @@
  * (x rounded to bf16) 1e-2, TF32 1e-3. Sampling: identical ids for greedy; for drawn samples, ids
  * may differ only on rows where the CPU's draw lies within 1e-4 of a bucket edge (near ties).
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
+ * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
  *
  *   cuda_vs_cpu [--small] [--only discrete_a | --only decode_batch]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
@@ -1035,6 +1036,63 @@ static void t_misc(void) {
   MBX(mb_free(GPU, s));
 }
 
+/* mb_download_async / mb_download_wait: each download gets src as the ops queued before it left
+ * it, although src is overwritten right after the call; more downloads than staging slots, growing
+ * sizes, zero bytes, pageable memory, waits out of order; the CPU twin gives the same bytes. */
+static void t_download(void) {
+  enum { ND = 21 };
+  const size_t maxb = g_small ? (size_t)256 << 10 : (size_t)24 << 20;
+  size_t sizes[ND];
+  for (int i = 0; i < ND; i++) {
+    size_t b = (size_t)(i * 37 + 1) * 4099; /* odd sizes, growing, some past maxb get clamped */
+    if (i % 7 == 3) b = 0;
+    if (i % 5 == 4) b = maxb;
+    sizes[i] = b > maxb ? maxb - (size_t)i : b;
+  }
+  mb_ctx *ctxs[2] = {CPU, GPU};
+  unsigned char *host[2][ND];
+  uint64_t tickets[2][ND];
+  for (int k = 0; k < 2; k++) {
+    mb_ctx *c = ctxs[k];
+    void *src;
+    MBX(mb_alloc(c, maxb, &src));
+    for (int i = 0; i < ND; i++) {
+      const int pageable = i == 6;
+      if (pageable) host[k][i] = (unsigned char *)malloc(sizes[i] ? sizes[i] : 1);
+      else MBX(mb_host_alloc(c, sizes[i], (void **)&host[k][i]));
+      if (sizes[i]) memset(host[k][i], 0x5a, sizes[i]);
+      MBX(mb_memset(c, src, (i * 29 + 1) & 0xff, maxb)); /* the value this download must see */
+      if (sizes[i] > 64) MBX(mb_memset(c, (char *)src + 64, (i * 31 + 7) & 0xff, sizes[i] / 2));
+      MBX(mb_download_async(c, host[k][i], src, sizes[i], &tickets[k][i]));
+      MBX(mb_memset(c, src, 0xee, maxb)); /* overwritten at once */
+      if (i % 4 == 2) MBX(mb_download_wait(c, tickets[k][i - 1]));
+    }
+    for (int i = ND - 1; i >= ND / 2; i--) MBX(mb_download_wait(c, tickets[k][i]));
+    MBX(mb_free(c, src));
+  }
+  for (int i = 0; i < ND; i++) {
+    char cfg[64];
+    snprintf(cfg, sizeof cfg, "#%d %zu bytes%s", i, sizes[i], i == 6 ? " pageable" : "");
+    size_t bad = 0;
+    for (size_t j = 0; j < sizes[i]; j++) bad += host[0][i][j] != host[1][i][j];
+    /* the CPU copy itself holds the expected pattern */
+    unsigned char want = (unsigned char)((i * 29 + 1) & 0xff);
+    if (sizes[i] && host[0][i][0] != want) bad++;
+    check("download_async", cfg, "bytes", (double)bad, 0);
+    check("download_async", cfg, "ticket", tickets[1][i] == tickets[0][i] - tickets[0][0] + tickets[1][0] ? 0 : 1, 0);
+    for (int k = 0; k < 2; k++) {
+      if (i == 6) free(host[k][i]);
+      else MBX(mb_host_free(ctxs[k], host[k][i]));
+    }
+  }
+  /* a ticket that was not issued is an error on both */
+  for (int k = 0; k < 2; k++) {
+    int st = mb_download_wait(ctxs[k], tickets[k][ND - 1] + 1);
+    check("download_wait", k ? "cuda: unissued ticket" : "cpu: unissued ticket", "status",
+          st == MB_ERR_INVALID ? 0 : 1, 0);
+  }
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* a FATAL on stderr lands after the last case that ran */
   for (int i = 1; i < argc; i++) {
@@ -1090,6 +1148,7 @@ int main(int argc, char **argv) {
   t_graph(0);
   t_graph(1);
   t_misc();
+  t_download();
   MBX(mb_ctx_destroy(GPU));
   MBX(mb_ctx_destroy(CPU));
   printf("cuda_vs_cpu: %d cases, %d failed\n", g_cases, g_fail);

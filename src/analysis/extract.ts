@@ -66,7 +66,8 @@ export function ensureFits(bytes: number, what: string, limit?: number): void {
 
 /**
  * Runs one pass over `bytes`: the taps of `layers` go to `onDeviceTap` (in backend memory, right
- * after each layer), `onChunkDone` runs after each chunk, and log-probabilities and ranks are
+ * after each layer) and to `onTap` (downloaded into `tapTarget`'s arrays), `onChunkDone` runs
+ * after each chunk, and log-probabilities and ranks are
  * collected on the backend when asked.
  */
 async function pass(
@@ -75,7 +76,7 @@ async function pass(
   taps: TapName[],
   layers: number[],
   common: ExtractCommon,
-  hooks: Pick<ForwardChunksOptions, "onDeviceTap" | "onChunkDone">,
+  hooks: Pick<ForwardChunksOptions, "onDeviceTap" | "onChunkDone" | "onTap" | "tapTarget">,
 ): Promise<{ logProbs?: HostTensor; ranks?: HostTensor }> {
   const wantScores = !!(common.logProbs || common.ranks);
   const n = Math.max(0, bytes.length - 1);
@@ -105,7 +106,8 @@ async function pass(
 
 /**
  * Module outputs (L, features) of each module in each layer, with a nonlinearity applied. Each
- * layer's chunk is downloaded straight into its place in the result.
+ * layer's chunk is downloaded into its place in the result (on CUDA through page-locked buffers
+ * while the next layers run: forwardChunks' overlapTaps).
  */
 export async function extractModuleOutputs(
   lm: MambaByteLM,
@@ -130,11 +132,12 @@ export async function extractModuleOutputs(
   }
   const nl: Nonlinearity = options.nonlinearity ?? "linear";
   const scores = await pass(lm, bytes, modules, layers, options, {
-    onDeviceTap: (t) => {
+    tapTarget: (t) => {
       const all = result.get(t.tap)!.get(t.layer)!.data as Float32Array;
-      const dst = all.subarray(t.start * t.cols, (t.start + t.rows) * t.cols);
-      lm.backend.download(dst, t.ptr);
-      if (nl !== "linear") applyNonlinearity(nl, dst, t.rows, t.cols, dst);
+      return all.subarray(t.start * t.cols, (t.start + t.rows) * t.cols);
+    },
+    onTap: (t) => {
+      if (nl !== "linear") applyNonlinearity(nl, t.data, t.rows, t.cols, t.data);
     },
   });
   return { modules: result, ...scores };

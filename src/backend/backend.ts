@@ -210,6 +210,39 @@ export class Backend {
     );
   }
 
+  /**
+   * Allocates `bytes` of host memory for {@link downloadAsync} (page-locked on CUDA; null for 0
+   * bytes). Read it through `Deno.UnsafePointerView`; free it with {@link hostFree}.
+   */
+  hostAlloc(bytes: number): Ptr {
+    const out = new BigUint64Array(1);
+    check(this.#lib.mb_host_alloc(this.#c, BigInt(bytes), out), "host_alloc");
+    return Deno.UnsafePointer.create(out[0]);
+  }
+
+  /** Frees memory from {@link hostAlloc} (after waiting for the downloads in flight). */
+  hostFree(p: Ptr): void {
+    if (p !== null) check(this.#lib.mb_host_free(this.#c, p), "host_free");
+  }
+
+  /**
+   * Starts copying `bytes` of backend memory at src into host memory at dst (from
+   * {@link hostAlloc}) and returns a ticket for {@link downloadWait}. The bytes are src's as the
+   * ops issued before this call leave it; ops issued after it may overwrite src at once, and on
+   * CUDA the transfer overlaps them (a staging copy, then a second stream). dst must not be read
+   * before `downloadWait(ticket)`. On the CPU the copy is done on return.
+   */
+  downloadAsync(dst: Ptr, src: Ptr, bytes: number): bigint {
+    const out = new BigUint64Array(1);
+    check(this.#lib.mb_download_async(this.#c, dst, src, BigInt(bytes), out), "download_async");
+    return out[0];
+  }
+
+  /** Returns once download `ticket` (and every earlier one) is in host memory. */
+  downloadWait(ticket: bigint): void {
+    check(this.#lib.mb_download_wait(this.#c, ticket), "download_wait");
+  }
+
   /** Copies bytes within backend memory. */
   copy(dst: Ptr, src: Ptr, bytes: number): void {
     if (bytes > 0) check(this.#lib.mb_memcpy_d2d(this.#c, dst, src, BigInt(bytes)), "memcpy_d2d");

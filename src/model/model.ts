@@ -21,6 +21,7 @@ import { MambaByteError } from "../errors.ts";
 import { generateBytes, type GenerateOptions } from "../generate/decode.ts";
 import { generateSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
+import { TapPipeline } from "./tap_pipeline.ts";
 import { RecurrentState, type VerifyBuffers, Workspace } from "./workspace.ts";
 
 /**
@@ -115,6 +116,17 @@ export interface ForwardChunksOptions {
   layers?: readonly number[];
   /** Receives every tapped chunk, in position order per layer. */
   onTap?: (chunk: TapChunk) => void | Promise<void>;
+  /**
+   * Where an onTap chunk's data lands: a (rows * cols)-float array (e.g. a view into the caller's
+   * result, so nothing is copied twice) or undefined for a fresh array.
+   */
+  tapTarget?: (meta: Omit<TapChunk, "data">) => Float32Array | undefined;
+  /**
+   * onTap chunks are downloaded through page-locked host buffers while the next layers run
+   * ({@link TapPipeline}; default: on CUDA). Off: each is downloaded synchronously after its layer.
+   * The data are the same either way.
+   */
+  overlapTaps?: boolean;
   /**
    * Receives every tapped chunk in backend memory, right after its layer ran and in `taps` order
    * (all taps of a layer before the next layer runs). The view is valid until the forward moves
@@ -217,6 +229,7 @@ export class MambaByteLM {
   /** Whether close() closes the backend too (a backend loadModel created for this model). */
   readonly ownsBackend: boolean;
   #chunkWs: Workspace | undefined;
+  #tapPipe: TapPipeline | undefined;
   #closed = false;
 
   /**
@@ -685,6 +698,10 @@ export class MambaByteLM {
     const ids = new Int32Array(ws.rows);
     const wantTaps = taps.length > 0 &&
       (options.onTap !== undefined || options.onDeviceTap !== undefined);
+    const pipe = wantTaps && options.onTap &&
+        (options.overlapTaps ?? this.backend.kind === "cuda")
+      ? (this.#tapPipe ??= new TapPipeline(this.backend))
+      : undefined;
     try {
       for (let start = 0; start < L; start += ws.rows) {
         const rows = Math.min(ws.rows, L - start);
@@ -700,7 +717,20 @@ export class MambaByteLM {
               if (options.onDeviceTap) {
                 options.onDeviceTap(this.#deviceTap(ws, tap, i, start, rows));
               }
-              if (options.onTap) pending.push(this.#readTap(ws, tap, i, start, rows));
+              if (!options.onTap) continue;
+              const meta = { layer: i, tap, start, rows, cols: tapWidth(tap, this.dims) };
+              const dst = options.tapTarget?.(meta) ?? new Float32Array(rows * meta.cols);
+              if (dst.length !== rows * meta.cols) {
+                throw new RangeError(
+                  `tapTarget gave ${dst.length} floats for ${tap} (${rows} x ${meta.cols})`,
+                );
+              }
+              const src = this.#tapSource(ws, tap).ptr;
+              if (pipe) pipe.push(src, dst, (data) => pending.push({ ...meta, data }));
+              else {
+                this.backend.download(dst, src);
+                pending.push({ ...meta, data: dst });
+              }
             }
           }
           : undefined;
@@ -712,6 +742,7 @@ export class MambaByteLM {
         } else {
           this.forwardLayers(ws, state, rows, convPre, afterLayer);
         }
+        pipe?.drain();
         for (const c of pending) await options.onTap!(c);
         if (!options.skipHead) {
           this.runHead(ws, rows);
@@ -726,6 +757,7 @@ export class MambaByteLM {
         await options.onProgress?.(start + rows, L);
       }
     } catch (err) {
+      pipe?.abandon();
       // A callback stopped the pass: a state made here is nobody else's to free.
       if (!options.state) state.free();
       throw err;
@@ -755,13 +787,6 @@ export class MambaByteLM {
     return { layer, tap, start, rows, cols, ptr: this.#tapSource(ws, tap).ptr, ld: cols };
   }
 
-  #readTap(ws: Workspace, tap: TapName, layer: number, start: number, rows: number): TapChunk {
-    const cols = tapWidth(tap, this.dims);
-    const data = new Float32Array(rows * cols);
-    this.backend.download(data, this.#tapSource(ws, tap).ptr);
-    return { layer, tap, start, rows, cols, data };
-  }
-
   /**
    * Logits of every position, (L, 256), and the tapped module outputs of the chosen layers, each
    * (L, width). For long inputs prefer {@link forwardChunks}, which streams.
@@ -783,7 +808,10 @@ export class MambaByteLM {
     const state = await this.forwardChunks(bytes, {
       taps: options.taps,
       layers,
-      onTap: (c) => taps.get(c.tap)!.get(c.layer)!.set(c.data, c.start * c.cols),
+      // each chunk lands in its place in the result; nothing is left to do when it arrives
+      tapTarget: (c) =>
+        taps.get(c.tap)!.get(c.layer)!.subarray(c.start * c.cols, (c.start + c.rows) * c.cols),
+      onTap: () => {},
       onLogits: (start, chunk) => logits.set(chunk, start * V),
     });
     state.free();
@@ -887,6 +915,7 @@ export class MambaByteLM {
     if (this.#closed) return;
     this.#closed = true;
     this.#chunkWs?.free();
+    this.#tapPipe?.free();
     freeWeights(this.weights);
     if (this.ownsBackend) this.backend.close();
   }

@@ -26,6 +26,13 @@ export const SYMBOLS = {
   mb_memcpy_d2h: { parameters: ["pointer", "buffer", "pointer", "usize"], result: "i32" },
   mb_memcpy_d2d: { parameters: ["pointer", "pointer", "pointer", "usize"], result: "i32" },
   mb_memset: { parameters: ["pointer", "pointer", "i32", "usize"], result: "i32" },
+  mb_host_alloc: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
+  mb_host_free: { parameters: ["pointer", "pointer"], result: "i32" },
+  mb_download_async: {
+    parameters: ["pointer", "pointer", "pointer", "usize", "buffer"],
+    result: "i32",
+  },
+  mb_download_wait: { parameters: ["pointer", "u64"], result: "i32" },
   mb_embedding: {
     parameters: ["pointer", "pointer", "i64", "pointer", "i32", "i64", "i64", "pointer"],
     result: "i32",
@@ -265,7 +272,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {

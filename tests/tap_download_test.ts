@@ -1,0 +1,162 @@
+/**
+ * Downloads overlapped with compute (mb_download_async / mb_download_wait, TapPipeline, and
+ * forwardChunks' overlapTaps) on the CPU backend: the same bytes as synchronous downloads, the
+ * source's value at the call (not after later writes), tickets in order, the pipeline's delivery
+ * order. The CUDA side is held to the CPU by csrc/tests/cuda_vs_cpu.c (t_download) and, through
+ * Deno, by tests/cuda_model_test.ts.
+ */
+import assert from "node:assert/strict";
+import { loadModel, type MambaByteLM } from "../mod.ts";
+import { Backend } from "../src/backend/backend.ts";
+import { TapPipeline } from "../src/model/tap_pipeline.ts";
+import { extractModuleOutputs } from "../src/analysis/extract.ts";
+
+const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
+const TEXT = new TextEncoder().encode(
+  "Taps come back while the next layer runs. ÆØÅ 123\n".repeat(4),
+);
+
+function load(chunkSize?: number): Promise<MambaByteLM> {
+  return loadModel({
+    configPath: CONFIG,
+    modelId: "test-64x3",
+    device: "cpu",
+    seed: 11,
+    chunkSize,
+  });
+}
+
+function hostView(p: Deno.PointerValue, floats: number): Float32Array {
+  return new Float32Array(Deno.UnsafePointerView.getArrayBuffer(p!, floats * 4));
+}
+
+Deno.test("downloadAsync copies the source as it was at the call; tickets count up", () => {
+  const be = Backend.create("cpu", { threads: 2 });
+  try {
+    const n = 1000;
+    const src = be.alloc(n * 4);
+    const hosts = [be.hostAlloc(n * 4), be.hostAlloc(n * 4), be.hostAlloc(n * 4)];
+    const tickets: bigint[] = [];
+    for (let k = 0; k < 3; k++) {
+      be.upload(src, Float32Array.from({ length: n }, (_, i) => i * (k + 1) + 0.5));
+      tickets.push(be.downloadAsync(hosts[k], src, n * 4));
+      be.memset(src, 0xff, n * 4); // overwritten right after the call
+    }
+    assert.deepEqual(tickets.map((t) => t - tickets[0]), [0n, 1n, 2n]);
+    be.downloadWait(tickets[2]);
+    be.downloadWait(tickets[0]); // an earlier ticket after a later one: done already
+    for (let k = 0; k < 3; k++) {
+      const v = hostView(hosts[k], n);
+      for (const i of [0, 1, 499, 999]) assert.equal(v[i], i * (k + 1) + 0.5);
+    }
+    // zero bytes still gets a ticket; an unissued ticket is an error
+    const z = be.downloadAsync(null, src, 0);
+    assert.equal(z, tickets[2] + 1n);
+    assert.throws(() => be.downloadWait(z + 1n), /download_wait/);
+    assert.throws(() => be.downloadWait(0n), /download_wait/);
+    for (const h of hosts) be.hostFree(h);
+    be.hostFree(null);
+    be.free(src);
+  } finally {
+    be.close();
+  }
+});
+
+Deno.test("TapPipeline delivers in push order, the same data, with a bounded pool", () => {
+  const be = Backend.create("cpu", { threads: 2 });
+  try {
+    const pipe = new TapPipeline(be, 2);
+    const src = be.alloc(4096 * 4);
+    const got: number[] = [];
+    const dsts: Float32Array[] = [];
+    for (let k = 0; k < 7; k++) {
+      const len = [10, 4096, 0, 333, 4000, 1, 2048][k];
+      be.upload(src, Float32Array.from({ length: 4096 }, (_, i) => k * 10000 + i));
+      const dst = new Float32Array(len);
+      dsts.push(dst);
+      pipe.push(src, dst, (d) => {
+        assert.equal(d, dst);
+        got.push(k);
+      });
+      be.memset(src, 0, 4096 * 4);
+      assert.ok(pipe.pending <= 2);
+    }
+    pipe.drain();
+    assert.equal(pipe.pending, 0);
+    assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6]);
+    dsts.forEach((d, k) => d.forEach((v, i) => assert.equal(v, k * 10000 + i)));
+    assert.throws(() => new TapPipeline(be, 0), RangeError);
+    pipe.free();
+    be.free(src);
+  } finally {
+    be.close();
+  }
+});
+
+Deno.test("forwardChunks: overlapped tap downloads equal synchronous ones, bit for bit", async () => {
+  const model = await load(48);
+  try {
+    const lm = model;
+    const taps = ["norm", "in_proj", "conv1d", "x_proj", "dt_proj", "out_proj", "mixer"] as const;
+    const run = async (overlapTaps: boolean, text: Uint8Array) => {
+      const out: string[] = [];
+      const data = new Map<string, Float32Array>();
+      const st = await lm.forwardChunks(text, {
+        taps,
+        layers: [0, 2],
+        overlapTaps,
+        skipHead: true,
+        onTap: (c) => {
+          out.push(`${c.layer}/${c.tap}/${c.start}/${c.rows}`);
+          data.set(`${c.layer}/${c.tap}/${c.start}`, c.data);
+        },
+      });
+      st.free();
+      return { out, data };
+    };
+    // 48-position chunks and a last one-position chunk (the decoding-step path)
+    for (const text of [TEXT, TEXT.subarray(0, 97)]) {
+      const a = await run(false, text);
+      const b = await run(true, text);
+      assert.deepEqual(b.out, a.out);
+      for (const [k, v] of a.data) assert.deepEqual(b.data.get(k), v, k);
+    }
+    // tapTarget: the chunk lands in the caller's array, the same values
+    const whole = new Float32Array(TEXT.length * lm.dims.dInner);
+    const st = await lm.forwardChunks(TEXT, {
+      taps: ["dt_proj"],
+      layers: [1],
+      overlapTaps: true,
+      skipHead: true,
+      tapTarget: (m) => whole.subarray(m.start * m.cols, (m.start + m.rows) * m.cols),
+      onTap: (c) => assert.equal(c.data.buffer, whole.buffer),
+    });
+    st.free();
+    const ref = await lm.forward(TEXT, { taps: ["dt_proj"], layers: [1] });
+    assert.deepEqual(whole, ref.taps.get("dt_proj")!.get(1)!);
+  } finally {
+    model.close();
+  }
+});
+
+Deno.test("a callback that throws leaves no download in flight; the model stays usable", async () => {
+  const model = await load(32);
+  try {
+    await assert.rejects(
+      model.forwardChunks(TEXT, {
+        taps: ["in_proj"],
+        overlapTaps: true,
+        skipHead: true,
+        onTap: () => {
+          throw new Error("stop");
+        },
+      }),
+      /stop/,
+    );
+    const a = await model.forward(TEXT, { taps: ["x_proj"], layers: [0] });
+    const m = await extractModuleOutputs(model, TEXT, { modules: ["x_proj"], layers: [0] });
+    assert.deepEqual(m.modules.get("x_proj")!.get(0)!.data, a.taps.get("x_proj")!.get(0)!);
+  } finally {
+    model.close();
+  }
+});
