@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# merge_check.sh — the whole CUDA side of main in one GPU call (~6 minutes on an H200 box):
+#   1. build with CUDA and the C test programs; cuda_vs_cpu, every case;
+#   2. compute-sanitizer: memcheck on every --small case, racecheck on the batch-decoding kernels;
+#   3. cuda_bench --decode (batch 8/64/256 bf16: the batch kernels and the old path, same run);
+#   4. through Deno (.gpu/ carried: `../shared/tools/gpu-pack.sh mod.ts tests/cuda_model_test.ts
+#      scripts/bench_extract.ts scripts/bench_spec.ts`): tests/cuda_model_test.ts, bench:extract
+#      (972M shape, 3 repeats) and bench:spec on CUDA (the bundled models).
+# Each step prints as it ends; logs in $OUT; a summary last; non-zero exit when a step failed.
+# Step limits (seconds): TEST_T (120), SAN_T (90), BENCH_T (150), DENO_T (120).
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/merge_check_out}"
+mkdir -p "$OUT"
+B=build-cuda
+status=0
+summary=()
+step() { echo "== $1 ($(date +%T))"; }
+note() { summary+=("$1"); echo "$1"; }
+fail() { status=1; }
+
+step "build"
+t0=$(date +%s)
+if ! { cmake -S csrc -B $B -DCMAKE_BUILD_TYPE=Release -DMAMBABYTE_CUDA=ON -DMAMBABYTE_TESTS=ON &&
+  cmake --build $B -j 16; } >"$OUT/build.log" 2>&1; then
+  tail -40 "$OUT/build.log"
+  echo "BUILD FAILED"
+  exit 1
+fi
+note "build: ok ($(($(date +%s) - t0)) s)"
+
+step "cuda_vs_cpu (all)"
+timeout "${TEST_T:-120}" ./$B/cuda_vs_cpu >"$OUT/test.log" 2>&1 || fail
+grep -E "FAIL|FATAL" "$OUT/test.log" | head -30
+note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
+
+step "memcheck --small (all)"
+timeout "${SAN_T:-90}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
+  ./$B/cuda_vs_cpu --small >"$OUT/memcheck.log" 2>&1 || fail
+note "memcheck: $(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1) / $(grep -E "cases" "$OUT/memcheck.log" | tail -1)"
+step "racecheck --small --only decode_batch"
+timeout "${SAN_T:-90}" compute-sanitizer --tool racecheck --error-exitcode 9 \
+  ./$B/cuda_vs_cpu --small --only decode_batch >"$OUT/racecheck.log" 2>&1 || fail
+note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
+
+step "cuda_bench --decode"
+timeout "${BENCH_T:-150}" ./$B/cuda_bench --decode >"$OUT/bench_decode.log" 2>&1 || fail
+cat "$OUT/bench_decode.log"
+
+if [ -f .gpu/deno.xz ]; then
+  xz -dc .gpu/deno.xz >/usr/local/bin/deno && chmod +x /usr/local/bin/deno
+  export DENO_DIR=$PWD/.gpu/deno_dir MAMBABYTE_LIB=$PWD/$B/libmambabyte.so
+  rm -f deno.lock # the pack holds only what these entry points import
+  step "tests/cuda_model_test.ts"
+  timeout "${DENO_T:-120}" deno test --cached-only --no-check -A tests/cuda_model_test.ts \
+    >"$OUT/deno_test.log" 2>&1 || fail
+  grep -E "\.\.\. |passed|failed" "$OUT/deno_test.log" | sed 's/\x1b\[[0-9;]*m//g'
+  note "cuda_model_test: $(grep -E "passed" "$OUT/deno_test.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
+  step "bench:extract (972M, cuda)"
+  timeout "${DENO_T:-120}" deno run --cached-only --no-check -A scripts/bench_extract.ts \
+    --model_id 972M --device cuda --repeats 3 2>&1 | tee "$OUT/bench_extract.log" | grep -vE "^\[" || fail
+  step "bench:spec (cuda, bundled models)"
+  timeout "${DENO_T:-120}" deno run --cached-only --no-check -A scripts/bench_spec.ts \
+    --devices cuda --repeats 2 2>&1 | tee "$OUT/bench_spec.log" || fail
+else
+  note "deno steps: skipped (no .gpu/deno.xz)"
+fi
+
+echo
+echo "==== merge_check summary"
+for s in "${summary[@]}"; do echo "$s"; done
+exit $status
