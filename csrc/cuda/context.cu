@@ -67,8 +67,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
   if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking);
   if (e == cudaSuccess) e = cudaMalloc(&st->scratch, MBCUDA_SCRATCH_INIT);
   if (e == cudaSuccess) e = cudaMalloc(&st->blas_ws, MBCUDA_BLAS_WS);
-  if (e == cudaSuccess) e = cudaMalloc((void **)&st->done, MBCUDA_DONE_BYTES);
-  if (e == cudaSuccess) e = cudaMemset(st->done, 0, MBCUDA_DONE_BYTES);
+  if (e == cudaSuccess) e = cudaMalloc((void **)&st->done, 256);
+  if (e == cudaSuccess) e = cudaMemset(st->done, 0, 256);
   if (e != cudaSuccess) {
     mbcuda_free_state(st);
     ctx->cuda = NULL;

@@ -14,7 +14,6 @@
 #include "../common/internal.h"
 
 #define MBCUDA_MAX_GRAPHS 256
-#define MBCUDA_DONE_BYTES 65536
 #define MBCUDA_DL_SLOTS 8 /* staging buffers of mb_download_async (downloads in flight) */
 
 /* One staging buffer of mb_download_async: src is copied here on the compute stream, then to the
@@ -34,8 +33,7 @@ struct mbcuda_state {
   size_t blas_ws_bytes;
   void *scratch;         /* bf16 copies of x for the tensor-core path of mb_linear */
   size_t scratch_bytes;
-  unsigned int *done;    /* MBCUDA_DONE_BYTES of counters for last-block patterns, kept at 0 between
-                            kernels: [0] mb_sample's, [64..] the tensor-core linear's (gemv_tc.cu) */
+  unsigned int *done;    /* device counter for the last-block pattern of mb_sample */
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
   int capturing;
   int pdl;               /* launch with programmatic dependent launch (MAMBABYTE_CUDA_PDL=0: off) */
@@ -67,21 +65,6 @@ static inline cudaStream_t mbcuda_stream(mb_ctx *ctx) { return mbcuda_st(ctx)->s
 /* Ensures the scratch buffer holds at least bytes; grows it only outside graph capture. */
 int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out);
 
-/* Batch > 1 decoding kernels (issue 13): decode_batch.cu (the fused dt_proj + state update) and
- * gemv_tc.cu (bf16 tensor-core linear for 8 < n <= 256). They return MBCUDA_NOT_HANDLED when the
- * caller should run its previous path, which MAMBABYTE_CUDA_DECODE_BATCH=old (read per call,
- * mbcuda_decode_batch_enabled) asks for every time. */
-#define MBCUDA_NOT_HANDLED (-1)
-int mbcuda_decode_batch_enabled(void);
-int mbcuda_ssu_dt_batch(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
-                        int64_t ld_xdbl, const void *dt_w, int wdtype, const float *dt_bias,
-                        int64_t dt_rank, const float *A, const float *Bm, int64_t ldb,
-                        const float *Cm, int64_t ldc, const float *Dskip, const float *z,
-                        int64_t ldz, float *state, int64_t batch, int64_t d, int64_t n,
-                        int delta_softplus, float *delta_out, float *y, int64_t ldy);
-int mbcuda_linear_tc(mb_ctx *ctx, const float *x, int64_t ldx, const uint16_t *w,
-                     const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
-                     int64_t ldy);
 /* gemm.cu: cuBLAS handle lifetime. */
 int mbcuda_blas_init(mb_ctx *ctx);
 void mbcuda_blas_destroy(mb_ctx *ctx);

@@ -3,8 +3,7 @@
  *
  * n <= 8 (decoding): a GEMV kernel that streams the weights once with 16-byte loads and keeps
  * the n input rows' accumulators in registers (fp32 math): bound by reading the weights.
- * n > 8: bf16 weights with 8 < n <= 256: gemv_tc.cu (tensor cores, MAMBABYTE_CUDA_DECODE_BATCH=old:
- * cuBLAS as before); otherwise cuBLAS. fp32 weights: CUBLAS_COMPUTE_32F (strict) or CUBLAS_COMPUTE_32F_FAST_TF32 when
+ * n > 8: cuBLAS. fp32 weights: CUBLAS_COMPUTE_32F (strict) or CUBLAS_COMPUTE_32F_FAST_TF32 when
  * the context allows TF32. bf16 weights: x is rounded to bf16 into the context's scratch and the
  * product runs on the bf16 tensor cores with fp32 accumulation and output.
  * The bias is added by a separate small kernel after cuBLAS, fused in the GEMV.
@@ -356,10 +355,6 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear: dimensions beyond 2^31");
-  if (wdtype == MB_DTYPE_BF16) { /* 8 < n <= 256: tensor-core kernel of gemv_tc.cu */
-    int rc = mbcuda_linear_tc(ctx, x, ldx, (const uint16_t *)w, bias, n, in_f, out_f, y, ldy);
-    if (rc != MBCUDA_NOT_HANDLED) return rc;
-  }
   cublasHandle_t h = (cublasHandle_t)st->blas;
   const float alpha = 1.f, beta = 0.f;
   if (wdtype == MB_DTYPE_BF16) {

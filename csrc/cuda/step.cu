@@ -197,12 +197,6 @@ extern "C" int mbcuda_selective_state_update_dt(
                    "cuda: selective_state_update_dt: d_state %lld > 64 is not supported", (long long)n);
   if (batch > 65535 || dt_rank > 8192)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_state_update_dt: batch > 65535 or dt_rank > 8192");
-  { /* batch > 1: decode_batch.cu (MAMBABYTE_CUDA_DECODE_BATCH=old: the kernel below) */
-    int rc = mbcuda_ssu_dt_batch(ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A,
-                                 Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n,
-                                 delta_softplus, delta_out, y, ldy);
-    if (rc != MBCUDA_NOT_HANDLED) return rc;
-  }
   const size_t es = wdtype == MB_DTYPE_BF16 ? 2 : 4;
   const int wvec = ((size_t)dt_rank * es) % 16 == 0 && ((uintptr_t)dt_w & 15) == 0;
   SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,

@@ -13,14 +13,9 @@
  *   forward 8192 positions, batch 1, bf16 weights and fp32 weights with TF32: milliseconds
  *   discrete_a one 2048-position chunk of one layer (d_inner 3584, d_state 16) per reduction:
  *          microseconds per call, and x 48 layers x 4 chunks (a PG19 sample's 7,850 bytes)
- *   decode batch (issue 13) b8 / b64 / b256 bf16 with the batch kernels (default: decode_batch.cu,
- *          gemv_tc.cu) and "old" (MAMBABYTE_CUDA_DECODE_BATCH=old: batch-1 state update, cuBLAS)
- *          in the same run, the roofline ratio (weights once + every sequence's state read and
- *          written, at the copy bandwidth), per-op layer breakdowns at b64 / b256, and the
- *          tensor-core linear alone on the 3 layer shapes at n = 64 / 256 against cuBLAS
  * The table is printed last. Times: wall clock around synchronised batches; median of repeats.
  *
- *   cuda_bench [--quick | --decode]   (--decode: only the copy roofline and the decode batch rows)
+ *   cuda_bench [--quick]
  */
 #include <math.h>
 #include <stdint.h>
@@ -110,7 +105,7 @@ static float *fbuf(size_t n) {
 }
 
 /* ---- results table ---- */
-static char table[128][200];
+static char table[64][200];
 static int nrows = 0;
 #define ROW(...)                                                                                  \
   do {                                                                                            \
@@ -466,73 +461,8 @@ static void discrete_a_bench(void) {
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) MBX(mb_free(G, all[i]));
 }
 
-/* mb_linear alone (bf16, n rows, layer-0-shaped weights rotated over >= 512 MiB, 100 calls in a
- * graph): the tensor-core kernel against cuBLAS ("old"). */
-static void linear_batch_bench(double bw, const char *name, int64_t out_f, int64_t in_f,
-                               int64_t n) {
-  size_t wb = (size_t)(out_f * in_f) * 2;
-  int copies = (int)((512u << 20) / wb) + 1;
-  if (copies > 100) copies = 100;
-  void **w = (void **)malloc(sizeof(void *) * copies);
-  for (int i = 0; i < copies; i++) w[i] = wnew((size_t)(out_f * in_f), MB_DTYPE_BF16);
-  float *x = fbuf((size_t)(n * in_f)), *y = fbuf((size_t)(n * out_f));
-  MBX(mb_memcpy_d2d(G, x, w[0], (size_t)in_f * 2));
-  double tm[2];
-  for (int old = 0; old < 2; old++) {
-    if (old) setenv("MAMBABYTE_CUDA_DECODE_BATCH", "old", 1);
-    const int calls = 100;
-    MBX(mb_linear(G, x, in_f, w[0], MB_DTYPE_BF16, NULL, n, in_f, out_f, y, out_f));
-    int graph;
-    MBX(mb_graph_begin(G));
-    for (int c = 0; c < calls; c++)
-      MBX(mb_linear(G, x, in_f, w[c % copies], MB_DTYPE_BF16, NULL, n, in_f, out_f, y, out_f));
-    MBX(mb_graph_end(G, &graph));
-    unsetenv("MAMBABYTE_CUDA_DECODE_BATCH");
-    MBX(mb_graph_launch(G, graph));
-    MBX(mb_ctx_synchronize(G));
-    double t[5];
-    for (int r = 0; r < 5; r++) {
-      double t0 = now();
-      MBX(mb_graph_launch(G, graph));
-      MBX(mb_ctx_synchronize(G));
-      t[r] = (now() - t0) / calls;
-    }
-    tm[old] = median(t, 5);
-    MBX(mb_graph_destroy(G, graph));
-  }
-  double gbs = wb / tm[0];
-  ROW("linear %-8s bf16 n=%-3lld %5lldx%-5lld tc %7.2f us (%5.1f%% of copy)  old %7.2f us",
-      name, (long long)n, (long long)out_f, (long long)in_f, tm[0] * 1e6, 100 * gbs / bw,
-      tm[1] * 1e6);
-  for (int i = 0; i < copies; i++) MBX(mb_free(G, w[i]));
-  MBX(mb_free(G, x));
-  MBX(mb_free(G, y));
-  free(w);
-}
-
-/* Batched decoding, new kernels and the old path in the same run. */
-static void decode_batch_rows(model *m, double bw) {
-  int64_t bs[3] = {8, 64, 256};
-  for (int i = 0; i < 3; i++) {
-    decode_bench(m, bw, bs[i], "bf16");
-    setenv("MAMBABYTE_CUDA_DECODE_BATCH", "old", 1);
-    decode_bench(m, bw, bs[i], "bf16,old");
-    unsetenv("MAMBABYTE_CUDA_DECODE_BATCH");
-  }
-  breakdown(m, 64, 1, "bf16");
-  setenv("MAMBABYTE_CUDA_DECODE_BATCH", "old", 1);
-  breakdown(m, 64, 1, "old");
-  unsetenv("MAMBABYTE_CUDA_DECODE_BATCH");
-  breakdown(m, 256, 1, "bf16");
-  int64_t shapes[3][2] = {{2 * DI, DM}, {XP, DI}, {DM, DI}};
-  const char *names[3] = {"in_proj", "x_proj", "out_proj"};
-  for (int n = 64; n <= 256; n *= 4)
-    for (int i = 0; i < 3; i++) linear_batch_bench(bw, names[i], shapes[i][0], shapes[i][1], n);
-}
-
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
-  int decode_only = argc > 1 && !strcmp(argv[1], "--decode");
   int count = 0;
   if (!mb_has_cuda()) {
     printf("SKIP: library built without CUDA\n");
@@ -549,16 +479,6 @@ int main(int argc, char **argv) {
   fprintf(stderr, "%s\n", info);
   pools();
   double bw = copy_bw();
-  if (decode_only) {
-    model m;
-    model_init(&m, MB_DTYPE_BF16);
-    decode_batch_rows(&m, bw);
-    model_free(&m);
-    MBX(mb_ctx_destroy(G));
-    printf("\n==== cuda_bench --decode (target: decode b64 bf16 >= 50000 B/s; mamba_ssm 24983) ====\n");
-    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
-    return 0;
-  }
   int64_t shapes[4][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}, {DI, R}};
   const char *names[4] = {"in_proj", "out_proj", "x_proj", "dt_proj"};
   for (int dt = 1; dt >= 0; dt--)
@@ -586,9 +506,10 @@ int main(int argc, char **argv) {
       G = g1;
       MBX(mb_ctx_destroy(g2));
     }
-    if (!quick) decode_batch_rows(&m, bw);
+    if (!quick) decode_bench(&m, bw, 64, "bf16");
     forward_bench(&m, 8192, "bf16");
     breakdown(&m, 1, 1, "bf16");
+    if (!quick) breakdown(&m, 64, 1, "bf16");
     breakdown(&m, 1, 8192, "bf16");
     forward_bench(&m, 8192, "bf16 #2");
     scan_alone(&m, 8192);

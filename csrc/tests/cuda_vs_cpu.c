@@ -8,9 +8,8 @@
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
  *
- *   cuda_vs_cpu [--small] [--only discrete_a | --only decode_batch]
- *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
- *     --only decode_batch: only the batch > 1 decoding kernels (t_decode_batch)
+ *   cuda_vs_cpu [--small] [--only discrete_a]
+ *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
  */
 #include <math.h>
@@ -22,7 +21,7 @@
 #include "mambabyte.h"
 
 static mb_ctx *CPU, *GPU;
-static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_db = 0;
+static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0;
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 #define MBX(call)                                                                                 \
@@ -544,110 +543,6 @@ static void t_spec(void) {
   }
 }
 
-/* ---- batch > 1 decoding (issue 13): decode_batch.cu and gemv_tc.cu ----------------------------
- * mb_selective_state_update_dt at batch 2..256 (the (sequence, channel, state) kernel) against
- * the CPU, and against the batch-1 kernel (MAMBABYTE_CUDA_DECODE_BATCH=old) bit for bit: the
- * per-(b, c) arithmetic is the same code. mb_linear with bf16 weights and 9 <= n <= 256 (the
- * tensor-core kernel) against the CPU (bf16 tolerance) and against cuBLAS (the old path, same
- * rounding of x to bf16, only the order of fp32 additions differs: 1e-4), under the default
- * block shape / split and forced ones; a second call gives the same bits (the split-K counters
- * were reset, the sum order is fixed). */
-static void t_decode_batch(void) {
-  struct { int64_t batch, d, n, R; int wdt, Dz, dout; } cs[] = {
-      {2, 37, 16, 8, MB_DTYPE_F32, 1, 1},      {3, 101, 16, 112, MB_DTYPE_BF16, 0, 0},
-      {8, 101, 3, 112, MB_DTYPE_BF16, 1, 1},   {3, 37, 17, 13, MB_DTYPE_BF16, 1, 0},
-      {8, 70, 33, 40, MB_DTYPE_F32, 1, 1},     {64, 50, 64, 40, MB_DTYPE_BF16, 1, 1},
-      {64, 333, 16, 300, MB_DTYPE_BF16, 1, 1}, {256, 97, 16, 112, MB_DTYPE_F32, 1, 0},
-      {5, 33, 1, 112, MB_DTYPE_F32, 1, 1},     {2, 3584, 16, 112, MB_DTYPE_BF16, 1, 1},
-      {64, 3584, 16, 112, MB_DTYPE_BF16, 1, 1}, {256, 3584, 16, 112, MB_DTYPE_BF16, 1, 0},
-      {64, 3584, 16, 112, MB_DTYPE_F32, 1, 1},  {17, 200, 2, 24, MB_DTYPE_F32, 0, 1},
-  };
-  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
-    int64_t B = cs[ci].batch, d = cs[ci].d, n = cs[ci].n, R = cs[ci].R;
-    if (g_small && (d > 1000 || B > 64)) continue;
-    int64_t ldu = d + 3, ldx = R + 2 * n + 1, ldz = 2 * d, ldy = d + 2;
-    pair U = prand(B * ldu, -2, 2), X = prand(B * ldx, -1, 1), Z = prand(B * ldz, -3, 3);
-    pair W = weights(d, R, cs[ci].wdt, -0.5f, 0.5f);
-    pair Bi = prand(d, -4, -1), Dk = prand(d, -1, 1);
-    float *ah = hrand(d * n, 0, 1);
-    for (int64_t i = 0; i < d * n; i++) ah[i] = -expf(logf((float)(i % n + 1)) * ah[i]);
-    pair A = pf(ah, d * n);
-    free(ah);
-    float *sh = hrand(B * d * n, -1, 1);
-    pair S = pf(sh, B * d * n), S2 = pf(sh, B * d * n);
-    free(sh);
-    pair Y = pf(NULL, B * ldy), DO = pf(NULL, B * d), Y2 = pf(NULL, B * ldy), DO2 = pf(NULL, B * d);
-    const float *xc = C(X), *xg = G(X);
-    int D = cs[ci].Dz, dt = cs[ci].wdt, dout = cs[ci].dout;
-    MBX(mb_selective_state_update_dt(CPU, C(U), ldu, xc, ldx, W.c, dt, C(Bi), R, C(A), xc + R,
-                                     ldx, xc + R + n, ldx, D ? C(Dk) : NULL, D ? C(Z) : NULL, ldz,
-                                     C(S), B, d, n, 1, dout ? C(DO) : NULL, C(Y), ldy));
-    MBX(mb_selective_state_update_dt(GPU, G(U), ldu, xg, ldx, W.g, dt, G(Bi), R, G(A), xg + R,
-                                     ldx, xg + R + n, ldx, D ? G(Dk) : NULL, D ? G(Z) : NULL, ldz,
-                                     G(S), B, d, n, 1, dout ? G(DO) : NULL, G(Y), ldy));
-    setenv("MAMBABYTE_CUDA_DECODE_BATCH", "old", 1);
-    MBX(mb_selective_state_update_dt(GPU, G(U), ldu, xg, ldx, W.g, dt, G(Bi), R, G(A), xg + R,
-                                     ldx, xg + R + n, ldx, D ? G(Dk) : NULL, D ? G(Z) : NULL, ldz,
-                                     G(S2), B, d, n, 1, dout ? G(DO2) : NULL, G(Y2), ldy));
-    unsetenv("MAMBABYTE_CUDA_DECODE_BATCH");
-    char cfg[96];
-    snprintf(cfg, sizeof cfg, "b=%lld d=%lld n=%lld R=%lld %s Dz=%d", (long long)B, (long long)d,
-             (long long)n, (long long)R, dt ? "bf16" : "f32", D);
-    check("ssu_batch", cfg, "y", rel_err(&Y, B, d, ldy), 1e-5);
-    check("ssu_batch", cfg, "state", rel_all(&S), 1e-5);
-    if (dout) check("ssu_batch", cfg, "delta", rel_all(&DO), 1e-5);
-    check("ssu_batch", cfg, "y==old", diff_bits(G(Y), G(Y2), Y.bytes), 0);
-    check("ssu_batch", cfg, "state==old", diff_bits(G(S), G(S2), S.bytes), 0);
-    pfree(&U), pfree(&X), pfree(&Z), pfree(&W), pfree(&Bi), pfree(&Dk), pfree(&A), pfree(&S);
-    pfree(&S2), pfree(&Y), pfree(&DO), pfree(&Y2), pfree(&DO2);
-  }
-
-  /* linear, bf16 weights: n, in_f, out_f, pad of ldx/ldy, forced WM, forced split (0: default) */
-  int64_t lc[][6] = {
-      {9, 64, 37, 0, 0, 0},      {17, 104, 100, 3, 0, 0},  {33, 256, 144, 1, 0, 0},
-      {64, 200, 257, 0, 0, 0},   {65, 72, 33, 5, 0, 0},    {100, 1000, 96, 2, 0, 0},
-      {256, 136, 300, 0, 0, 0},  {2 + 1, 64, 40, 0, 0, 0}, {64, 101, 50, 0, 0, 0},
-      {64, 1792, 7168, 0, 0, 0}, {64, 3584, 144, 0, 0, 0}, {64, 3584, 1792, 0, 0, 0},
-      {256, 1792, 7168, 0, 0, 0}, {256, 3584, 144, 0, 0, 0}, {256, 3584, 1792, 0, 0, 0},
-      {8 + 1, 3584, 144, 0, 0, 0}, {47, 3584, 144, 1, 1, 16}, {47, 3584, 144, 0, 8, 1},
-      {130, 640, 400, 2, 2, 3},   {64, 3584, 1792, 0, 4, 7},
-  };
-  for (size_t ci = 0; ci < sizeof lc / sizeof lc[0]; ci++) {
-    int64_t n = lc[ci][0], in_f = lc[ci][1], out_f = lc[ci][2], pad = lc[ci][3];
-    if (g_small && n * in_f * out_f > 20000000) continue;
-    int64_t ldx = in_f + pad, ldy = out_f + pad;
-    int hasb = (int)(ci % 2 == 0);
-    char wm[16], sp[16];
-    snprintf(wm, sizeof wm, "%lld", (long long)lc[ci][4]);
-    snprintf(sp, sizeof sp, "%lld", (long long)lc[ci][5]);
-    pair Wp = weights(out_f, in_f, MB_DTYPE_BF16, -1, 1);
-    pair X = prand(n * ldx, -1, 1), Bv = prand(out_f, -1, 1), Y = pf(NULL, n * ldy);
-    pair Y2 = pf(NULL, n * ldy), Y3 = pf(NULL, n * ldy);
-    MBX(mb_linear(CPU, C(X), ldx, Wp.c, MB_DTYPE_BF16, hasb ? C(Bv) : NULL, n, in_f, out_f, C(Y), ldy));
-    if (lc[ci][4]) setenv("MAMBABYTE_CUDA_TC_WM", wm, 1);
-    if (lc[ci][5]) setenv("MAMBABYTE_CUDA_TC_SPLIT", sp, 1);
-    MBX(mb_linear(GPU, G(X), ldx, Wp.g, MB_DTYPE_BF16, hasb ? G(Bv) : NULL, n, in_f, out_f, G(Y), ldy));
-    MBX(mb_linear(GPU, G(X), ldx, Wp.g, MB_DTYPE_BF16, hasb ? G(Bv) : NULL, n, in_f, out_f, G(Y3), ldy));
-    unsetenv("MAMBABYTE_CUDA_TC_WM");
-    unsetenv("MAMBABYTE_CUDA_TC_SPLIT");
-    setenv("MAMBABYTE_CUDA_DECODE_BATCH", "old", 1);
-    MBX(mb_linear(GPU, G(X), ldx, Wp.g, MB_DTYPE_BF16, hasb ? G(Bv) : NULL, n, in_f, out_f, G(Y2), ldy));
-    unsetenv("MAMBABYTE_CUDA_DECODE_BATCH");
-    /* the old path's result, as a CPU-side reference for the new one */
-    float *yo = dl(GPU, G(Y2), Y2.bytes);
-    pair Yo = pnew(yo, Y2.bytes);
-    free(yo);
-    MBX(mb_memcpy_d2d(GPU, G(Yo), G(Y), Y.bytes));
-    char cfg[96];
-    snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ld+%lld wm=%s split=%s bias=%d",
-             (long long)n, (long long)in_f, (long long)out_f, (long long)pad, wm, sp, hasb);
-    check("linear_tc", cfg, "y", rel_err(&Y, n, out_f, ldy), 1e-2);
-    check("linear_tc", cfg, "y~cublas", rel_err(&Yo, n, out_f, ldy), 1e-4);
-    check("linear_tc", cfg, "repeat", diff_bits(G(Y), G(Y3), Y.bytes), 0);
-    pfree(&Wp), pfree(&X), pfree(&Bv), pfree(&Y), pfree(&Y2), pfree(&Y3), pfree(&Yo);
-  }
-}
-
 static void t_softmax_rank(void) {
   int64_t vs[] = {256, 37, 1000};
   for (int vi = 0; vi < 3; vi++) {
@@ -1099,8 +994,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--small")) g_small = 1;
     if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "discrete_a"))
       g_only_da = 1;
-    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "decode_batch"))
-      g_only_db = 1;
   }
   int count = 0;
   if (!mb_has_cuda()) {
@@ -1118,13 +1011,6 @@ int main(int argc, char **argv) {
   MBX(mb_ctx_info(GPU, info, sizeof info));
   printf("gpu: %s\n", info);
   printf("%-16s %-44s %-10s %10s %8s\n", "op", "case", "output", "rel.err", "tol");
-  if (g_only_db) {
-    t_decode_batch();
-    MBX(mb_ctx_destroy(GPU));
-    MBX(mb_ctx_destroy(CPU));
-    printf("cuda_vs_cpu (decode_batch only): %d cases, %d failed\n", g_cases, g_fail);
-    return g_fail ? 1 : 0;
-  }
   if (g_only_da) {
     t_discrete_a();
     MBX(mb_ctx_destroy(GPU));
@@ -1141,7 +1027,6 @@ int main(int argc, char **argv) {
   t_ssu_dt();
   t_linear_conv();
   t_spec();
-  t_decode_batch();
   t_softmax_rank();
   t_discrete_a();
   t_sample();
