@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # merge_check.sh — the whole CUDA side of main in one GPU call (~6 minutes on an H200 box):
 #   1. build with CUDA and the C test programs; cuda_vs_cpu, every case;
-#   2. compute-sanitizer: memcheck on every --small case, racecheck on the batch-decoding kernels;
-#   3. cuda_bench --decode (batch 8/64/256 bf16: the batch kernels and the old path, same run);
+#   2. compute-sanitizer: memcheck and racecheck on every --small case;
+#   3. cuda_bench --quick (the copy roofline, decoding at batch 1 and 64, the 8192-byte forward);
 #   4. through Deno (.gpu/ carried: `../shared/tools/gpu-pack.sh mod.ts tests/cuda_model_test.ts
 #      scripts/bench_extract.ts scripts/bench_spec.ts`): tests/cuda_model_test.ts, bench:extract
 #      (972M shape, 3 repeats) and bench:spec on CUDA (the bundled models).
@@ -38,14 +38,14 @@ step "memcheck --small (all)"
 timeout "${SAN_T:-90}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
   ./$B/cuda_vs_cpu --small >"$OUT/memcheck.log" 2>&1 || fail
 note "memcheck: $(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1) / $(grep -E "cases" "$OUT/memcheck.log" | tail -1)"
-step "racecheck --small --only decode_batch"
+step "racecheck --small (all)"
 timeout "${SAN_T:-90}" compute-sanitizer --tool racecheck --error-exitcode 9 \
-  ./$B/cuda_vs_cpu --small --only decode_batch >"$OUT/racecheck.log" 2>&1 || fail
+  ./$B/cuda_vs_cpu --small >"$OUT/racecheck.log" 2>&1 || fail
 note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
 
-step "cuda_bench --decode"
-timeout "${BENCH_T:-150}" ./$B/cuda_bench --decode >"$OUT/bench_decode.log" 2>&1 || fail
-cat "$OUT/bench_decode.log"
+step "cuda_bench --quick"
+timeout "${BENCH_T:-150}" ./$B/cuda_bench --quick >"$OUT/bench_ops.log" 2>&1 || fail
+sed -n '/^====/,$p' "$OUT/bench_ops.log"
 
 if [ -f .gpu/deno.xz ]; then
   xz -dc .gpu/deno.xz >/usr/local/bin/deno && chmod +x /usr/local/bin/deno
