@@ -32,7 +32,7 @@ import {
   progressCallback,
   storeOutputs,
 } from "../src/cli/session.ts";
-import { resolveDraft, resolveGeneration, resolveSeed } from "../src/cli/settings.ts";
+import { resolveDraft, resolveGeneration, resolveSeed, resolveStops } from "../src/cli/settings.ts";
 import { type DraftModel, loadDraftModel } from "../src/api.ts";
 import type { SpeculativeStats } from "../src/generate/speculative.ts";
 import { uint8 } from "../src/io/tensor.ts";
@@ -53,6 +53,7 @@ async function main(argv: string[]): Promise<void> {
   const cfg = await openConfig(PROG, args);
   const gen = resolveGeneration(PROG, args, cfg.generation(args.model_id ?? undefined));
   const seed = resolveSeed(PROG, args.seed, cfg);
+  const stop = resolveStops(PROG, args.stop);
   const draft = await resolveDraft(PROG, args, cfg, gen);
   const prompt = args.prompt === null && args.prompt_file === null
     ? { bytes: new Uint8Array(0), text: "" }
@@ -89,17 +90,38 @@ async function main(argv: string[]): Promise<void> {
       }
     }
     write(`PROMPT\n${"=".repeat(6)}\n${prompt.text}\n\nGENERATIONS\n${"=".repeat(11)}\n`);
+    // Sample 0 streams as it is made; every other sample is printed whole as soon as it and the
+    // samples before it have ended (each ends on its own: a --stop sequence or --max_new_tokens).
     const decoder = new TextDecoder("utf-8", { fatal: false });
+    const others = Array.from({ length: gen.numSamples }, () => [] as number[]);
+    const ended = new Array<boolean>(gen.numSamples).fill(false);
+    let printed = 0;
+    const printEnded = () => {
+      while (printed < gen.numSamples && ended[printed]) {
+        if (printed === 0) write(`${decoder.decode()}\n${SEPARATOR}\n`);
+        else write(`${new TextDecoder().decode(Uint8Array.from(others[printed]))}\n${SEPARATOR}\n`);
+        others[printed] = [];
+        printed++;
+      }
+    };
     let stats: SpeculativeStats | undefined;
     let first = 0;
     const t0 = performance.now();
     const samples = await model.generate(prompt.bytes, {
       ...gen,
       seed,
+      stop,
       onBytes: (bytes, step) => {
         if (step === 0) first = performance.now();
-        const text = decoder.decode(bytes.subarray(0, 1), { stream: true });
-        if (text) write(text);
+        if (!ended[0]) {
+          const text = decoder.decode(bytes.subarray(0, 1), { stream: true });
+          if (text) write(text);
+        }
+        for (let b = 1; b < bytes.length; b++) if (!ended[b]) others[b].push(bytes[b]);
+      },
+      onEnd: (sample) => {
+        ended[sample] = true;
+        printEnded();
       },
       draft: drafter && {
         model: drafter,
@@ -108,9 +130,11 @@ async function main(argv: string[]): Promise<void> {
       },
     });
     const seconds = (performance.now() - (first || t0)) / 1000;
-    const bytesPerSecond = stats?.bytesPerSecond ??
-      (seconds > 0 ? Math.max(0, gen.maxNewTokens - 1) * gen.numSamples / seconds : 0);
-    write(`${decoder.decode()}\n${SEPARATOR}\n`);
+    const made = samples.reduce((n, s) => n + Math.max(0, s.length - 1), 0);
+    const bytesPerSecond = stats?.bytesPerSecond ?? (seconds > 0 ? made / seconds : 0);
+    // Nothing generated (--max_new_tokens 0): no sample ended, so print the empty ones now.
+    ended.fill(true);
+    printEnded();
     if (args.verbose) {
       const rate = `${bytesPerSecond.toFixed(1)} bytes/s after the first byte`;
       console.error(
@@ -123,9 +147,6 @@ async function main(argv: string[]): Promise<void> {
             }, ${rate}`
           : `decoding: ${gen.numSamples} x ${gen.maxNewTokens} bytes, ${rate}`,
       );
-    }
-    for (let s = 1; s < samples.length; s++) {
-      write(`${new TextDecoder().decode(samples[s])}\n${SEPARATOR}\n`);
     }
     if (args.filepath_to_store_outputs) {
       await storeOutputs(args.filepath_to_store_outputs, {
@@ -141,6 +162,7 @@ async function main(argv: string[]): Promise<void> {
         top_k: gen.topK,
         top_p: gen.topP,
         seed,
+        ...(args.stop.length > 0 && { stop: args.stop }),
         ...(stats && {
           bytes_per_second: bytesPerSecond,
           draft_model_id: drafter!.model.config.id,

@@ -285,9 +285,11 @@ export interface GenerationArgs {
   top_k: number | null;
   /** Nucleus sampling mass (0: off). */
   top_p: number | null;
+  /** Stop sequences as given (escapes decoded by resolveStops); [] when none. */
+  stop: string[];
 }
 
-/** Adds --max_new_tokens, --num_samples, --temperature, --top_k, --top_p. */
+/** Adds --max_new_tokens, --num_samples, --temperature, --top_k, --top_p, --stop. */
 export function addGenerationFlags(p: Parser): void {
   const g = p.add_argument_group({
     title: "generation",
@@ -318,6 +320,14 @@ export function addGenerationFlags(p: Parser): void {
     default: null,
     help: `keep the smallest set of bytes whose probability reaches p, 0..1; 0 or 1: off ` +
       `(default: ${DEFAULTS.top_p})`,
+  });
+  g.add_argument("--stop", {
+    action: "append",
+    // argparse's append copies its default (a null one fails there).
+    default: [],
+    metavar: "TEXT",
+    help: "end a sample right after it generates TEXT (kept in its output); repeat for several; " +
+      "escapes \\n \\t \\r \\\\ \\xHH (default: none: every sample runs to --max_new_tokens)",
   });
 }
 

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { MambaByteError } from "../errors.ts";
+import { decodeStopArgument, validateStops } from "../generate/stop.ts";
 import type { Reduction } from "../analysis/reductions.ts";
 import {
   type GenerationSection,
@@ -65,6 +67,16 @@ export function resolveGeneration(
     );
   }
   return s;
+}
+
+/** The stop sequences of --stop (escapes decoded, bounds checked), or none. */
+export function resolveStops(prog: string, stop: readonly string[] | null): Uint8Array[] {
+  try {
+    return validateStops((stop ?? []).map(decodeStopArgument));
+  } catch (e) {
+    if (e instanceof MambaByteError) flagError(prog, "stop", e.message);
+    throw e;
+  }
 }
 
 /** The seed: --seed, else general.seed, else the default. */

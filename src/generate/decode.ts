@@ -12,6 +12,7 @@ import { temperatureError, topPError } from "../config/config.ts";
 import { checkBounded, DEFAULTS } from "../config/defaults.ts";
 import { MambaByteError } from "../errors.ts";
 import type { MambaByteLM } from "../model/model.ts";
+import { StopMatcher, validateStops } from "./stop.ts";
 
 /**
  * What an empty prompt conditions on: MambaByte has no beginning-of-text token, so unconditional
@@ -34,8 +35,19 @@ export interface GenerateOptions {
   seed?: number;
   /** Independent samples, decoded together as one batch, 1..4096 (default 1). */
   numSamples?: number;
-  /** Called after every step with the new byte of each sample (index = sample). */
+  /**
+   * Stop sequences: a sample ends right after it generates one of them (kept in its output), or
+   * after `maxNewTokens` bytes; decoding ends when every sample has ended (at most 16, each 1..256
+   * bytes; default none).
+   */
+  stop?: readonly Uint8Array[];
+  /**
+   * Called after every step with the new byte of each sample (index = sample). The byte of a
+   * sample that ended at an earlier step is not part of its output (see `onEnd`).
+   */
   onBytes?: (bytes: Uint8Array, step: number) => void | Promise<void>;
+  /** Called once per sample when it ends, with its length (after that step's `onBytes`). */
+  onEnd?: (sample: number, length: number) => void | Promise<void>;
   /** Use CUDA graph replay when the backend supports it (default true). */
   useGraphs?: boolean;
 }
@@ -43,7 +55,7 @@ export interface GenerateOptions {
 /** Checks sampling settings (the same bounds as the flags), throwing one-line errors. */
 export function validateGenerateOptions(
   o: GenerateOptions,
-): Required<Omit<GenerateOptions, "onBytes">> {
+): Required<Omit<GenerateOptions, "onBytes" | "onEnd" | "stop">> & { stop: Uint8Array[] } {
   const r = {
     maxNewTokens: o.maxNewTokens ?? DEFAULTS.max_new_tokens,
     temperature: o.temperature ?? DEFAULTS.temperature,
@@ -52,6 +64,7 @@ export function validateGenerateOptions(
     seed: o.seed ?? DEFAULTS.seed,
     numSamples: o.numSamples ?? DEFAULTS.num_samples,
     useGraphs: o.useGraphs ?? true,
+    stop: validateStops(o.stop ?? []),
   };
   const bad = checkBounded("max_new_tokens", r.maxNewTokens) ??
     checkBounded("num_samples", r.numSamples) ?? checkBounded("top_k", r.topK);
@@ -69,7 +82,7 @@ export function validateGenerateOptions(
   return r;
 }
 
-/** Generates bytes after `prompt`; returns the new bytes of each sample. */
+/** Generates bytes after `prompt`; returns the new bytes of each sample, each to its own end. */
 export async function generateBytes(
   model: MambaByteLM,
   prompt: Uint8Array,
@@ -122,14 +135,25 @@ export async function generateBytes(
     sample();
     const ids = new Int32Array(B);
     const stepBytes = new Uint8Array(B);
+    const matchers = o.stop.length > 0 ? out.map(() => new StopMatcher(o.stop)) : null;
+    const lengths = new Int32Array(B).fill(-1);
+    let live = B;
     for (let s = 0; s < o.maxNewTokens; s++) {
       be.download(ids, ws.ids.ptr);
+      const ended: number[] = [];
       for (let b = 0; b < B; b++) {
         stepBytes[b] = ids[b];
+        if (lengths[b] >= 0) continue;
         out[b][s] = ids[b];
+        if (s + 1 === o.maxNewTokens || matchers?.[b].push(ids[b])) ended.push(b);
       }
       await options.onBytes?.(stepBytes.slice(), s);
-      if (s + 1 === o.maxNewTokens) break;
+      for (const b of ended) {
+        lengths[b] = s + 1;
+        live--;
+        await options.onEnd?.(b, s + 1);
+      }
+      if (live === 0) break;
       // The first step runs directly (kernels load, scratch reaches its size); later steps
       // replay a graph captured on the second.
       if (o.useGraphs && be.supportsGraphs && s > 0) {
@@ -146,7 +170,7 @@ export async function generateBytes(
         step();
       }
     }
-    return out;
+    return out.map((o, b) => lengths[b] === o.length ? o : o.slice(0, lengths[b]));
   } finally {
     if (graph !== undefined) be.graphDestroy(graph);
     counter.free();

@@ -23,6 +23,7 @@ import { MambaByteError } from "../errors.ts";
 import type { MambaByteLM } from "../model/model.ts";
 import { VerifyBuffers } from "../model/workspace.ts";
 import { type GenerateOptions, UNCONDITIONAL_CONTEXT, validateGenerateOptions } from "./decode.ts";
+import { StopMatcher } from "./stop.ts";
 
 /** Proposes bytes that continue a text; any proposal is safe (verification decides). */
 export interface Drafter {
@@ -151,8 +152,11 @@ export async function generateSpeculative(
     const t0 = performance.now();
     out[0] = first[0];
     let emitted = 1;
+    // A stop sequence ends the sample as it ends plain decoding (see GenerateOptions.stop).
+    const stop = o.stop.length > 0 ? new StopMatcher(o.stop) : null;
+    let stopped = stop?.push(first[0]) ?? false;
     await options.onBytes?.(Uint8Array.of(first[0]), 0);
-    if (N > 1) {
+    if (N > 1 && !stopped) {
       const context = new Uint8Array(L + 1);
       context.set(prompt);
       context[L] = first[0];
@@ -161,7 +165,7 @@ export async function generateSpeculative(
     const ids = new Int32Array(M);
     const ctr = new BigInt64Array(M);
     const got = new Int32Array(M);
-    while (emitted < N) {
+    while (emitted < N && !stopped) {
       const drafts = (await drafter.propose(K)).subarray(0, K);
       ids.fill(0);
       ids[0] = out[emitted - 1];
@@ -178,7 +182,13 @@ export async function generateSpeculative(
       be.download(got, sampled.ptr);
       let j = 0;
       while (j < drafts.length && got[j] === drafts[j]) j++;
-      const take = Math.min(j + 1, N - emitted);
+      let take = Math.min(j + 1, N - emitted);
+      for (let i = 0; i < take && stop; i++) {
+        if (stop.push(got[i])) {
+          take = i + 1;
+          stopped = true;
+        }
+      }
       stats.rounds++;
       stats.drafted += drafts.length;
       stats.accepted += Math.min(j, take);
@@ -186,16 +196,17 @@ export async function generateSpeculative(
       out.set(fresh, emitted);
       for (let i = 0; i < take; i++) await options.onBytes?.(fresh.subarray(i, i + 1), emitted + i);
       emitted += take;
-      if (emitted >= N) break;
+      if (emitted >= N || stopped) break;
       run(`resume ${j}`, () => model.resumeLayers(ws, state, saved, j, M));
       await drafter.accept(fresh);
     }
-    stats.bytes = N;
+    stats.bytes = emitted;
     stats.seconds = (performance.now() - t0) / 1000;
-    stats.bytesPerSecond = stats.seconds > 0 ? (N - 1) / stats.seconds : 0;
+    stats.bytesPerSecond = stats.seconds > 0 ? (emitted - 1) / stats.seconds : 0;
     stats.acceptanceRate = stats.drafted > 0 ? stats.accepted / stats.drafted : 0;
     stats.meanAcceptedLength = stats.rounds > 0 ? stats.accepted / stats.rounds : 0;
-    return { bytes: out, stats };
+    await options.onEnd?.(0, emitted);
+    return { bytes: emitted === N ? out : out.slice(0, emitted), stats };
   } finally {
     graphs.free();
     sampled.free();
