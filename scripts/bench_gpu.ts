@@ -5,9 +5,11 @@
  * each case prints bytes/s, the ratio to the bandwidth roofline (weight bytes per step / copy
  * bandwidth) and the device memory in use:
  *   decode batch 1 bf16, decode batch 1 fp32 (TF32 off: the weights are read as fp32 either way),
- *   decode batch 64 bf16, forward over 8192 bytes bf16 and fp32/TF32.
+ *   decode batch 8, 64 and 256 bf16, forward over 8192 bytes bf16 and fp32/TF32, and (case
+ *   fwd1m-bf16, not in the default list: ~25 s) a forward over a 1 MiB prompt in chunks, bf16.
  *
  * Usage: deno task bench:gpu [--model_id 972M] [--decode_steps 200] [--forward_len 8192]
+ *        [--cases b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd-bf16,fwd-tf32,fwd1m-bf16]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel } from "../src/api.ts";
@@ -20,7 +22,9 @@ parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
 parser.add_argument("--model_id", { default: "972M" });
 parser.add_argument("--decode_steps", { type: "int", default: 200 });
 parser.add_argument("--forward_len", { type: "int", default: 8192 });
-parser.add_argument("--cases", { default: "b1-bf16,b1-fp32,b64-bf16,fwd-bf16,fwd-tf32" });
+parser.add_argument("--cases", {
+  default: "b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd-bf16,fwd-tf32",
+});
 // deno-lint-ignore no-explicit-any
 type Args = Record<string, any>;
 
@@ -106,35 +110,45 @@ async function main(argv: string[]): Promise<void> {
     });
   }
 
-  async function forward(label: string, dtype: "fp32" | "bf16", strict: boolean) {
+  async function forward(label: string, dtype: "fp32" | "bf16", strict: boolean, len: number) {
     await withModel(dtype, strict, async (model) => {
-      const text = new Uint8Array(args.forward_len).map((_, i) => 32 + (i * 7) % 90);
+      const text = new Uint8Array(len).map((_, i) => 32 + (i * 7) % 90);
       const run = async () => {
         const st = await model.forwardChunks(text, { skipHead: false });
         model.backend.sync();
         st.free();
       };
-      await run();
+      // A long prompt runs chunk by chunk (the state carried): one timed pass after a short one.
+      const long = len > 65536;
+      if (long) {
+        await model.forwardChunks(text.subarray(0, 4096), { skipHead: false }).then((s) =>
+          s.free()
+        );
+      } else await run();
       const times: number[] = [];
-      for (let i = 0; i < 5; i++) {
+      for (let i = 0; i < (long ? 1 : 5); i++) {
         const t0 = performance.now();
         await run();
         times.push(performance.now() - t0);
       }
       const ms = median(times);
       report(
-        `${label} | ${ms.toFixed(1)} ms | ${
-          (args.forward_len / (ms / 1000)).toFixed(0)
-        } bytes/s | ${memUsedGB(model)}`,
+        `${label} | ${ms.toFixed(1)} ms | ${(len / (ms / 1000)).toFixed(0)} bytes/s | ${
+          memUsedGB(model)
+        }`,
       );
     });
   }
 
   if (cases.has("b1-bf16")) await decode("decode b1 bf16", "bf16", 1);
   if (cases.has("b1-fp32")) await decode("decode b1 fp32", "fp32", 1);
+  if (cases.has("b8-bf16")) await decode("decode b8 bf16", "bf16", 8);
   if (cases.has("b64-bf16")) await decode("decode b64 bf16", "bf16", 64);
-  if (cases.has("fwd-bf16")) await forward(`forward ${args.forward_len} bf16`, "bf16", false);
-  if (cases.has("fwd-tf32")) await forward(`forward ${args.forward_len} fp32/tf32`, "fp32", false);
+  if (cases.has("b256-bf16")) await decode("decode b256 bf16", "bf16", 256);
+  const fl = args.forward_len;
+  if (cases.has("fwd-bf16")) await forward(`forward ${fl} bf16`, "bf16", false, fl);
+  if (cases.has("fwd-tf32")) await forward(`forward ${fl} fp32/tf32`, "fp32", false, fl);
+  if (cases.has("fwd1m-bf16")) await forward("forward 1 MiB bf16", "bf16", false, 1 << 20);
 }
 
 if (import.meta.main) await runMain(main);
