@@ -5,7 +5,8 @@
 #   3. cuda_bench --quick (the copy roofline, decoding at batch 1 and 64, the 8192-byte forward);
 #   4. through Deno (.gpu/ carried: `../shared/tools/gpu-pack.sh mod.ts tests/cuda_model_test.ts
 #      scripts/bench_extract.ts scripts/bench_spec.ts`): tests/cuda_model_test.ts, bench:extract
-#      (972M shape, 3 repeats) and bench:spec on CUDA (the bundled models).
+#      (972M shape, 3 repeats), bench:spec on CUDA (the bundled models), bench:gpu when
+#      BENCH_GPU_CASES names cases, and the host's page-fault rate (first touch of 5.4 GB).
 # Each step prints as it ends; logs in $OUT; a summary last; non-zero exit when a step failed.
 # Step limits (seconds): TEST_T (120), SAN_T (90), BENCH_T (150), DENO_T (120).
 set -u -o pipefail
@@ -62,6 +63,18 @@ if [ -f .gpu/deno.xz ]; then
   step "bench:spec (cuda, bundled models)"
   timeout "${DENO_T:-120}" deno run --cached-only --no-check -A scripts/bench_spec.ts \
     --devices cuda --repeats 2 2>&1 | tee "$OUT/bench_spec.log" || fail
+  if [ -n "${BENCH_GPU_CASES:-}" ]; then
+    step "bench:gpu ($BENCH_GPU_CASES)"
+    timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A scripts/bench_gpu.ts \
+      --cases "$BENCH_GPU_CASES" 2>&1 | tee "$OUT/bench_gpu.log" || fail
+  fi
+  step "host page faults: first touch of 5.4 GB in one Float32Array (what module outputs write)"
+  timeout 60 deno eval 'const n = 5.4e9 / 4; let t = performance.now();
+const a = new Float32Array(n); a.fill(1); const first = performance.now() - t;
+t = performance.now(); a.fill(2); const again = performance.now() - t;
+console.log(`first touch ${(first / 1000).toFixed(2)} s (${(5.4 / (first / 1000)).toFixed(1)} GB/s), ` +
+  `already mapped ${(again / 1000).toFixed(2)} s (${(5.4 / (again / 1000)).toFixed(1)} GB/s)`);' 2>&1 |
+    tee "$OUT/page_faults.log"
 else
   note "deno steps: skipped (no .gpu/deno.xz)"
 fi
