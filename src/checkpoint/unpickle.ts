@@ -1,16 +1,25 @@
 /**
- * A restricted unpickler for the pickles torch.save writes (protocols 2-5). It never executes
- * anything: GLOBAL resolves only names on an allow-list, and REDUCE / NEWOBJ apply only the few
- * constructors implemented here (OrderedDict, torch's tensor rebuilders, a few inert records).
- * The stack (all MARK frames together), the memo, the items put in containers, the bytes of
- * strings, and nesting are bounded in total, so a hostile pickle cannot exhaust memory or
- * recursion however it repeats DUP or MEMOIZE; every opcode consumes input, so it terminates.
+ * A restricted unpickler for the pickles torch.save writes (protocols 2-5), run on the restricted
+ * pickle machine (./pickle_vm.ts). It never executes anything: GLOBAL resolves only names on an
+ * allow-list, and REDUCE / NEWOBJ apply only the few constructors implemented here (OrderedDict,
+ * torch's tensor rebuilders, a few inert records); BINPERSID goes to the caller's persistentLoad
+ * (torch's storages). The stack (all MARK frames together), the memo, the items put in
+ * containers, the bytes of strings, and nesting are bounded in total ({@link DEFAULT_LIMITS}), so
+ * a hostile pickle cannot exhaust memory or recursion however it repeats DUP or MEMOIZE; every
+ * opcode consumes input, so it terminates.
  *
  * @module
  */
 
 import { DTYPE_SIZE, numel, type SafetensorsDType } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
+import {
+  type PickleFail,
+  type PickleLimits,
+  type PickleValue,
+  printable,
+  runPickle,
+} from "./pickle_vm.ts";
 import { kindOf, quote, showInts } from "./show.ts";
 
 /**
@@ -62,36 +71,14 @@ export class PyOpaque {
   constructor(readonly cls: PyGlobal, readonly args: PyValue[], public state: PyValue = null) {}
 }
 
+/** What the allow-listed globals and constructors make. */
+export type TorchObject = PyGlobal | StorageRef | PickledTensor | PyOpaque;
+
 /** Values the restricted unpickler produces. Tuples and lists are both arrays. */
-export type PyValue =
-  | null
-  | boolean
-  | number
-  | bigint
-  | string
-  | Uint8Array
-  | PyValue[]
-  | Map<PyValue, PyValue>
-  | PyGlobal
-  | StorageRef
-  | PickledTensor
-  | PyOpaque;
+export type PyValue = PickleValue<TorchObject>;
 
 /** Bounds that keep a hostile pickle cheap. */
-export interface UnpickleLimits {
-  /** Nested MARKs. */
-  maxMarkDepth: number;
-  /** Values on the stack, counting every MARK frame. */
-  maxStack: number;
-  /** Memo entries. */
-  maxMemo: number;
-  /** Items put into lists, tuples and dicts (a dict entry counts as two), over the whole pickle. */
-  maxItems: number;
-  /** Bytes of all strings and bytes objects made, over the whole pickle. */
-  maxBytes: number;
-  /** Nesting of containers inside containers. */
-  maxNesting: number;
-}
+export type UnpickleLimits = PickleLimits;
 
 /**
  * Defaults far above anything torch.save writes: a state dict of N tensors pickles about 30
@@ -185,357 +172,41 @@ export function unpickleAt(
   start: number,
   opts: UnpickleOptions,
 ): { value: PyValue; end: number } {
-  const lim = { ...DEFAULT_LIMITS, ...opts.limits };
-  const label = opts.label;
-  const fail = (msg: string): never => {
-    throw new CheckpointError(`${label}: ${msg}`);
-  };
-  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const utf8 = new TextDecoder("utf-8", { fatal: true });
-  const latin1 = new TextDecoder("latin1");
-  let pos = start;
-  let stack: PyValue[] = [];
-  const metastack: PyValue[][] = [];
-  /** Values on the stack including every MARK frame below the current one. */
-  let held = 0;
-  let items = 0;
-  let madeBytes = 0;
-  const memo = new Map<number, PyValue>();
-  const depth = new WeakMap<object, number>();
-
-  const truncated = (msg: string): never => {
-    throw new TruncatedPickleError(`${label}: ${msg}`);
-  };
-  const need = (n: number) => {
-    if (n < 0) fail(`negative length in pickle at byte ${pos}`);
-    if (pos + n > data.length) truncated(`truncated pickle at byte ${pos}`);
-  };
-  const u8 = () => (need(1), data[pos++]);
-  const u16 = () => (need(2), pos += 2, dv.getUint16(pos - 2, true));
-  const u32 = () => (need(4), pos += 4, dv.getUint32(pos - 4, true));
-  const i32 = () => (need(4), pos += 4, dv.getInt32(pos - 4, true));
-  const u64 = () => {
-    need(8);
-    const v = dv.getBigUint64(pos, true);
-    pos += 8;
-    if (v > BigInt(data.length)) truncated(`pickle length ${v} exceeds the data`);
-    return Number(v);
-  };
-  const bytes = (n: number) => {
-    need(n);
-    // A string or bytes object is made from these: count them against the total.
-    madeBytes += n;
-    if (madeBytes > lim.maxBytes) {
-      fail(`pickle makes more than ${lim.maxBytes} bytes of strings and bytes objects`);
-    }
-    pos += n;
-    return data.subarray(pos - n, pos);
-  };
-  const text = (n: number) => {
-    try {
-      return utf8.decode(bytes(n));
-    } catch (e) {
-      if (e instanceof CheckpointError) throw e;
-      return fail(`invalid UTF-8 string in pickle at byte ${pos}`);
-    }
-  };
-  const line = () => {
-    const end = data.indexOf(0x0a, pos);
-    if (end < 0) truncated("truncated GLOBAL in pickle");
-    const s = latin1.decode(data.subarray(pos, end));
-    pos = end + 1;
-    return s;
-  };
-  const push = (v: PyValue) => {
-    if (held >= lim.maxStack) fail(`pickle stack exceeds ${lim.maxStack} values in all`);
-    stack.push(v);
-    held++;
-  };
-  const pop = (): PyValue => {
-    if (stack.length === 0) fail(`pickle stack underflow at byte ${pos - 1}`);
-    held--;
-    return stack.pop()!;
-  };
-  const addItems = (n: number) => {
-    items += n;
-    if (items > lim.maxItems) fail(`pickle holds more than ${lim.maxItems} items in containers`);
-  };
-  const top = (): PyValue => {
-    if (stack.length === 0) fail(`pickle stack underflow at byte ${pos - 1}`);
-    return stack[stack.length - 1];
-  };
-  const popMark = (): PyValue[] => {
-    const frame = stack;
-    const prev = metastack.pop();
-    if (!prev) fail(`pickle pops a MARK that was never set (byte ${pos - 1})`);
-    stack = prev!;
-    held -= frame.length;
-    return frame;
-  };
-  const nestIn = (container: object, child: PyValue) => {
-    if (typeof child !== "object" || child === null) return;
-    const d = (depth.get(child) ?? 0) + 1;
-    if (d > lim.maxNesting) fail(`pickle nests containers deeper than ${lim.maxNesting} levels`);
-    if (d > (depth.get(container) ?? 0)) depth.set(container, d);
-  };
-  const tuple = (elems: PyValue[]): PyValue[] => {
-    addItems(elems.length);
-    for (const it of elems) nestIn(elems, it);
-    return elems;
-  };
-  const memoPut = (i: number) => {
-    if (!memo.has(i) && memo.size >= lim.maxMemo) {
-      fail(`pickle memo exceeds ${lim.maxMemo} entries`);
-    }
-    memo.set(i, top());
-  };
-  const memoGet = (i: number) => {
-    if (!memo.has(i)) fail(`pickle refers to memo entry ${i} that was never stored`);
-    push(memo.get(i)!);
-  };
-  const setItems = (dict: PyValue, kv: PyValue[]) => {
-    if (!(dict instanceof Map)) return fail("SETITEM(S) on something that is not a dict");
-    if (kv.length % 2) fail("SETITEMS with an odd number of values");
-    addItems(kv.length);
-    for (let i = 0; i < kv.length; i += 2) {
-      nestIn(dict, kv[i + 1]);
-      dict.set(kv[i], kv[i + 1]);
-    }
-  };
-  const appendItems = (list: PyValue, elems: PyValue[]) => {
-    if (!Array.isArray(list)) return fail("APPEND(S) on something that is not a list");
-    addItems(elems.length);
-    for (const it of elems) {
-      nestIn(list, it);
-      list.push(it);
-    }
-  };
-  const call = (fn: PyValue, args: PyValue): PyValue => {
-    if (!(fn instanceof PyGlobal)) return fail("REDUCE on a value that is not a class or function");
-    if (!Array.isArray(args)) return fail(`arguments of ${fn.qualified} are not a tuple`);
-    return construct(fn, args, fail);
-  };
-
-  for (;;) {
-    const at = pos;
-    const op = u8();
-    switch (op) {
-      case 0x80: // PROTO
-        if (u8() > 5) fail("pickle protocol newer than 5");
-        break;
-      case 0x95: // FRAME: a length hint only
-        u64();
-        break;
-      case 0x7d: // EMPTY_DICT
-        push(new Map());
-        break;
-      case 0x5d: // EMPTY_LIST
-        push([]);
-        break;
-      case 0x29: // EMPTY_TUPLE
-        push([]);
-        break;
-      case 0x28: // MARK
-        if (metastack.length >= lim.maxMarkDepth) {
-          fail(`pickle nests MARKs deeper than ${lim.maxMarkDepth}`);
-        }
-        metastack.push(stack);
-        stack = [];
-        break;
-      case 0x74: // TUPLE
-        push(tuple(popMark()));
-        break;
-      case 0x85: // TUPLE1
-        push(tuple([pop()]));
-        break;
-      case 0x86: { // TUPLE2
-        const b = pop();
-        push(tuple([pop(), b]));
-        break;
+  return runPickle<TorchObject>(data, start, {
+    label: opts.label,
+    error: (msg, truncated) => truncated ? new TruncatedPickleError(msg) : new CheckpointError(msg),
+    unsupported: "not something torch.save writes for tensors",
+    limits: { ...DEFAULT_LIMITS, ...opts.limits },
+    copyBytes: true,
+    global: resolveGlobal,
+    reduce: call,
+    newObject: call,
+    build: (obj, state, fail) => {
+      if (obj instanceof PyOpaque) obj.state = state;
+      else if (!(obj instanceof Map || obj instanceof PickledTensor)) {
+        fail("BUILD on an object that takes no state");
       }
-      case 0x87: { // TUPLE3
-        const c = pop();
-        const b = pop();
-        push(tuple([pop(), b, c]));
-        break;
-      }
-      case 0x58: // BINUNICODE
-        push(text(u32()));
-        break;
-      case 0x8c: // SHORT_BINUNICODE
-        push(text(u8()));
-        break;
-      case 0x8d: // BINUNICODE8
-        push(text(u64()));
-        break;
-      case 0x54: { // BINSTRING
-        const n = i32();
-        if (n < 0) fail("negative BINSTRING length");
-        push(latin1.decode(bytes(n)));
-        break;
-      }
-      case 0x55: // SHORT_BINSTRING
-        push(latin1.decode(bytes(u8())));
-        break;
-      case 0x42: // BINBYTES
-        push(bytes(u32()).slice());
-        break;
-      case 0x43: // SHORT_BINBYTES
-        push(bytes(u8()).slice());
-        break;
-      case 0x8e: // BINBYTES8
-        push(bytes(u64()).slice());
-        break;
-      case 0x4a: // BININT
-        push(i32());
-        break;
-      case 0x4b: // BININT1
-        push(u8());
-        break;
-      case 0x4d: // BININT2
-        push(u16());
-        break;
-      case 0x8a: // LONG1
-        push(decodeLong(bytes(u8())));
-        break;
-      case 0x8b: { // LONG4
-        const n = i32();
-        if (n < 0 || n > 1024) fail(`LONG4 of ${n} bytes is out of range`);
-        push(decodeLong(bytes(n)));
-        break;
-      }
-      case 0x47: // BINFLOAT (big-endian)
-        need(8);
-        push(dv.getFloat64(pos, false));
-        pos += 8;
-        break;
-      case 0x4e: // NONE
-        push(null);
-        break;
-      case 0x88: // NEWTRUE
-        push(true);
-        break;
-      case 0x89: // NEWFALSE
-        push(false);
-        break;
-      case 0x71: // BINPUT
-        memoPut(u8());
-        break;
-      case 0x72: // LONG_BINPUT
-        memoPut(u32());
-        break;
-      case 0x94: // MEMOIZE
-        memoPut(memo.size);
-        break;
-      case 0x68: // BINGET
-        memoGet(u8());
-        break;
-      case 0x6a: // LONG_BINGET
-        memoGet(u32());
-        break;
-      case 0x73: { // SETITEM
-        const v = pop();
-        const k = pop();
-        setItems(top(), [k, v]);
-        break;
-      }
-      case 0x75: { // SETITEMS
-        const kv = popMark();
-        setItems(top(), kv);
-        break;
-      }
-      case 0x61: { // APPEND
-        const v = pop();
-        appendItems(top(), [v]);
-        break;
-      }
-      case 0x65: { // APPENDS
-        const items = popMark();
-        appendItems(top(), items);
-        break;
-      }
-      case 0x63: { // GLOBAL
-        const module = line();
-        const name = line();
-        push(resolveGlobal(module, name, fail));
-        break;
-      }
-      case 0x93: { // STACK_GLOBAL
-        const name = pop();
-        const module = pop();
-        if (typeof module !== "string" || typeof name !== "string") {
-          fail("STACK_GLOBAL with non-string names");
-        }
-        push(resolveGlobal(module as string, name as string, fail));
-        break;
-      }
-      case 0x52: { // REDUCE
-        const args = pop();
-        push(call(pop(), args));
-        break;
-      }
-      case 0x81: { // NEWOBJ
-        const args = pop();
-        push(call(pop(), args));
-        break;
-      }
-      case 0x62: { // BUILD
-        const state = pop();
-        const obj = top();
-        if (obj instanceof PyOpaque) obj.state = state;
-        else if (!(obj instanceof Map || obj instanceof PickledTensor)) {
-          fail("BUILD on an object that takes no state");
-        }
-        // An OrderedDict's state is its __dict__ (torch's `_metadata`): not needed.
-        break;
-      }
-      case 0x51: // BINPERSID
-        push(opts.persistentLoad(pop()));
-        break;
-      case 0x30: // POP
-        pop();
-        break;
-      case 0x31: // POP_MARK
-        popMark();
-        break;
-      case 0x32: // DUP
-        push(top());
-        break;
-      case 0x2e: { // STOP
-        const result = pop();
-        if (stack.length !== 0 || metastack.length !== 0) {
-          // Python tolerates leftovers; a torch pickle never has them, so say so clearly.
-          fail("pickle stops with values left on its stack");
-        }
-        return { value: result, end: pos };
-      }
-      default:
-        fail(
-          `unsupported pickle opcode 0x${op.toString(16).padStart(2, "0")} at byte ${at}: ` +
-            `not something torch.save writes for tensors`,
-        );
-    }
-  }
+      // An OrderedDict's state is its __dict__ (torch's `_metadata`): not needed.
+    },
+    persistentLoad: opts.persistentLoad,
+  });
 }
 
-function decodeLong(b: Uint8Array): number | bigint {
-  if (b.length === 0) return 0;
-  let v = 0n;
-  for (let i = b.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(b[i]);
-  if (b[b.length - 1] & 0x80) v -= 1n << BigInt(8 * b.length);
-  return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)
-    ? Number(v)
-    : v;
-}
-
-function resolveGlobal(module: string, name: string, fail: (m: string) => never): PyGlobal {
+function resolveGlobal(module: string, name: string, fail: PickleFail): PyGlobal {
   if (!isAllowedGlobal(module, name)) {
-    const shown = `${module}.${name}`.replace(/[^\x20-\x7e]/g, "?").slice(0, 120);
     fail(
-      `refusing to unpickle ${shown}: a checkpoint may only contain tensors and plain containers`,
+      `refusing to unpickle ${printable(`${module}.${name}`, 120)}: ` +
+        `a checkpoint may only contain tensors and plain containers`,
     );
   }
   return new PyGlobal(module, name);
+}
+
+/** REDUCE and NEWOBJ: an allow-listed constructor applied to a tuple. */
+function call(fn: PyValue, args: PyValue, fail: PickleFail): PyValue {
+  if (!(fn instanceof PyGlobal)) return fail("REDUCE on a value that is not a class or function");
+  if (!Array.isArray(args)) return fail(`arguments of ${fn.qualified} are not a tuple`);
+  return construct(fn, args, fail);
 }
 
 function isIntList(v: PyValue): v is number[] {
@@ -543,7 +214,7 @@ function isIntList(v: PyValue): v is number[] {
 }
 
 /** Applies an allow-listed constructor; nothing else can be called. */
-function construct(fn: PyGlobal, args: PyValue[], fail: (m: string) => never): PyValue {
+function construct(fn: PyGlobal, args: PyValue[], fail: PickleFail): PyValue {
   const q = fn.qualified;
   if (q === ORDERED_DICT) {
     if (args.length !== 0) fail("OrderedDict with constructor arguments");
@@ -567,7 +238,7 @@ function construct(fn: PyGlobal, args: PyValue[], fail: (m: string) => never): P
   return fail(`${q} cannot be called while unpickling`);
 }
 
-function rebuildTensor(args: PyValue[], fail: (m: string) => never): PickledTensor {
+function rebuildTensor(args: PyValue[], fail: PickleFail): PickledTensor {
   const [storage, offset, size, stride] = args;
   if (!(storage instanceof StorageRef)) return fail("_rebuild_tensor_v2 without a storage");
   if (typeof offset !== "number" || !Number.isSafeInteger(offset) || offset < 0) {

@@ -508,31 +508,9 @@ export class MambaByteLM {
     }
   }
 
-  /** norm_f + lm_head of `rows` positions in calls of at most VERIFY_BLOCK rows (verification). */
+  /** runHead with lm_head in calls of at most VERIFY_BLOCK rows (verification). */
   verifyHead(ws: Workspace, rows: number): void {
-    const d = this.dims.dModel;
-    this.backend.addNorm({
-      x: ws.hidden.ptr,
-      residual: ws.residual.ptr,
-      accumulate: this.dims.nLayer > 0,
-      weight: this.weights.normFWeight.ptr,
-      bias: this.weights.normFBias?.ptr ?? null,
-      normKind: this.weights.normKind,
-      eps: this.eps,
-      n: rows,
-      d,
-      out: ws.normed.ptr,
-    });
-    this.#linearRows({
-      x: ws.normed.ptr,
-      w: this.weights.lmHead.ptr,
-      wdtype: this.weights.wdtype,
-      bias: null,
-      n: rows,
-      inF: d,
-      outF: this.vocabOut,
-      y: ws.logits.ptr,
-    });
+    this.#head(ws, rows, (a) => this.#linearRows(a));
   }
 
   /** Backend.linear in calls of at most VERIFY_BLOCK rows (x and y row-contiguous). */
@@ -642,9 +620,13 @@ export class MambaByteLM {
 
   /** norm_f(h + residual) then lm_head into ws.logits (the first vocabOut vocabulary rows). */
   runHead(ws: Workspace, rows: number): void {
-    const be = this.backend;
+    this.#head(ws, rows, (a) => this.backend.linear(a));
+  }
+
+  /** runHead's norm_f, then its lm_head through `linear`. */
+  #head(ws: Workspace, rows: number, linear: (a: Parameters<Backend["linear"]>[0]) => void): void {
     const d = this.dims.dModel;
-    be.addNorm({
+    this.backend.addNorm({
       x: ws.hidden.ptr,
       residual: ws.residual.ptr,
       accumulate: this.dims.nLayer > 0,
@@ -656,7 +638,7 @@ export class MambaByteLM {
       d,
       out: ws.normed.ptr,
     });
-    be.linear({
+    linear({
       x: ws.normed.ptr,
       w: this.weights.lmHead.ptr,
       wdtype: this.weights.wdtype,
