@@ -21,6 +21,7 @@ step() { echo "== $1 ($(date +%T))" | tee -a "$OUT/steps.txt"; }
 step "deno"
 if [ -f .gpu/deno.xz ]; then
   xz -dc .gpu/deno.xz >/usr/local/bin/deno && chmod +x /usr/local/bin/deno || exit 1
+  rm -f deno.lock # the pack holds only what the entry points import (the lock names more)
   export DENO_DIR=$PWD/.gpu/deno_dir
 fi
 command -v deno >/dev/null || { echo "no deno: pack it into .gpu/ first (see above)"; exit 1; }
