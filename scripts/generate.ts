@@ -93,14 +93,14 @@ async function main(argv: string[]): Promise<void> {
     // Sample 0 streams as it is made; every other sample is printed whole as soon as it and the
     // samples before it have ended (each ends on its own: a --stop sequence or --max_new_tokens).
     const decoder = new TextDecoder("utf-8", { fatal: false });
-    const others = Array.from({ length: gen.numSamples }, () => [] as number[]);
     const ended = new Array<boolean>(gen.numSamples).fill(false);
+    const whole: (Uint8Array | undefined)[] = new Array(gen.numSamples);
     let printed = 0;
     const printEnded = () => {
       while (printed < gen.numSamples && ended[printed]) {
         if (printed === 0) write(`${decoder.decode()}\n${SEPARATOR}\n`);
-        else write(`${new TextDecoder().decode(Uint8Array.from(others[printed]))}\n${SEPARATOR}\n`);
-        others[printed] = [];
+        else write(`${new TextDecoder().decode(whole[printed])}\n${SEPARATOR}\n`);
+        whole[printed] = undefined;
         printed++;
       }
     };
@@ -117,10 +117,10 @@ async function main(argv: string[]): Promise<void> {
           const text = decoder.decode(bytes.subarray(0, 1), { stream: true });
           if (text) write(text);
         }
-        for (let b = 1; b < bytes.length; b++) if (!ended[b]) others[b].push(bytes[b]);
       },
-      onEnd: (sample) => {
+      onEnd: (sample, bytes) => {
         ended[sample] = true;
+        whole[sample] = bytes;
         printEnded();
       },
       draft: drafter && {

@@ -85,7 +85,7 @@ Deno.test("generate: every sample of a batch ends at its own stop; speculative d
       ...base,
       stop: stops,
       onBytes: () => void steps++,
-      onEnd: (b, n) => void ends.push([b, n]),
+      onEnd: (b, bytes) => void ends.push([b, bytes.length]),
     });
     const want = full.map((f) => firstEnd(f, stops));
     assert.ok(want.some((n) => n < 60), "the test needs a sample that stops early");
@@ -104,7 +104,7 @@ Deno.test("generate: every sample of a batch ends at its own stop; speculative d
         let ended = -1;
         const { bytes } = await generateSpeculative(model, prompt, d, {
           ...one,
-          onEnd: (_b, n) => void (ended = n),
+          onEnd: (_b, bytes) => void (ended = bytes.length),
         });
         assert.deepEqual(bytes, plain, `seed ${s}`);
         assert.equal(ended, plain.length);

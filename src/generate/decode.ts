@@ -46,8 +46,8 @@ export interface GenerateOptions {
    * sample that ended at an earlier step is not part of its output (see `onEnd`).
    */
   onBytes?: (bytes: Uint8Array, step: number) => void | Promise<void>;
-  /** Called once per sample when it ends, with its length (after that step's `onBytes`). */
-  onEnd?: (sample: number, length: number) => void | Promise<void>;
+  /** Called once per sample when it ends, with its whole output (after that step's `onBytes`). */
+  onEnd?: (sample: number, bytes: Uint8Array) => void | Promise<void>;
   /** Use CUDA graph replay when the backend supports it (default true). */
   useGraphs?: boolean;
 }
@@ -151,7 +151,7 @@ export async function generateBytes(
       for (const b of ended) {
         lengths[b] = s + 1;
         live--;
-        await options.onEnd?.(b, s + 1);
+        await options.onEnd?.(b, out[b].subarray(0, s + 1));
       }
       if (live === 0) break;
       // The first step runs directly (kernels load, scratch reaches its size); later steps

@@ -205,7 +205,7 @@ export async function generateSpeculative(
     stats.bytesPerSecond = stats.seconds > 0 ? (emitted - 1) / stats.seconds : 0;
     stats.acceptanceRate = stats.drafted > 0 ? stats.accepted / stats.drafted : 0;
     stats.meanAcceptedLength = stats.rounds > 0 ? stats.accepted / stats.rounds : 0;
-    await options.onEnd?.(0, emitted);
+    await options.onEnd?.(0, out.subarray(0, emitted));
     return { bytes: emitted === N ? out : out.slice(0, emitted), stats };
   } finally {
     graphs.free();
