@@ -19,23 +19,13 @@ import {
 } from "../src/backend/backend.ts";
 import { NativeError, Status } from "../src/native/lib.ts";
 import { mulberry32, testSeed } from "./helpers/compare.ts";
+import { cpuContext } from "./helpers/cpu_contexts.ts";
 
 // ---- contexts ------------------------------------------------------------------------------
 
-function withEnv(name: string, value: string, f: () => Backend): Backend {
-  const old = Deno.env.get(name);
-  Deno.env.set(name, value);
-  try {
-    return f();
-  } finally {
-    if (old === undefined) Deno.env.delete(name);
-    else Deno.env.set(name, old);
-  }
-}
-
 const VEC = Backend.create("cpu");
-const SCALAR = withEnv("MAMBABYTE_CPU_SCALAR", "1", () => Backend.create("cpu"));
-const NOBLAS = withEnv("MAMBABYTE_CPU_NOBLAS", "1", () => Backend.create("cpu"));
+const SCALAR = cpuContext("scalar");
+const NOBLAS = cpuContext("noblas");
 const ALL: [string, Backend][] = [["vector", VEC], ["scalar", SCALAR], ["noblas", NOBLAS]];
 // Released once this file's tests are done (also when a filter runs only some of them).
 Deno.test.afterAll(() => {

@@ -26,20 +26,10 @@ import {
   U,
 } from "./helpers/discrete_a_ref.ts";
 import { pythonMissing, runPythonJson } from "./helpers/python.ts";
-
-function withEnv(name: string, value: string, f: () => Backend): Backend {
-  const old = Deno.env.get(name);
-  Deno.env.set(name, value);
-  try {
-    return f();
-  } finally {
-    if (old === undefined) Deno.env.delete(name);
-    else Deno.env.set(name, old);
-  }
-}
+import { cpuContext } from "./helpers/cpu_contexts.ts";
 
 const VEC = Backend.create("cpu");
-const SCALAR = withEnv("MAMBABYTE_CPU_SCALAR", "1", () => Backend.create("cpu"));
+const SCALAR = cpuContext("scalar");
 const ALL: [string, Backend][] = [["vector", VEC], ["scalar", SCALAR]];
 Deno.test.afterAll(() => {
   for (const [, be] of ALL) be.close();

@@ -7,27 +7,17 @@
  */
 import assert from "node:assert/strict";
 import { loadModel, type MambaByteLM } from "../mod.ts";
-import { Backend, FLAG_UNFUSED_STEPS, type Ptr } from "../src/backend/backend.ts";
+import { type Backend, FLAG_UNFUSED_STEPS, type Ptr } from "../src/backend/backend.ts";
 import { Tensor } from "../src/backend/tensor.ts";
 import { ModelDrafter } from "../src/generate/drafter.ts";
 import { generateSpeculative } from "../src/generate/speculative.ts";
 import { VerifyBuffers } from "../src/model/workspace.ts";
 import { MambaByteError } from "../src/errors.ts";
 import { mulberry32, testSeed } from "./helpers/compare.ts";
+import { cpuContext, withEnv } from "./helpers/cpu_contexts.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
 const SEED = testSeed();
-
-function withEnv<T>(name: string, value: string, f: () => T): T {
-  const old = Deno.env.get(name);
-  Deno.env.set(name, value);
-  try {
-    return f();
-  } finally {
-    if (old === undefined) Deno.env.delete(name);
-    else Deno.env.set(name, old);
-  }
-}
 
 function rand(r: () => number, n: number, scale = 1): Float32Array {
   const a = new Float32Array(n);
@@ -56,9 +46,9 @@ function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
 }
 
 const CONTEXTS: [string, () => Backend][] = [
-  ["vector", () => Backend.create("cpu")],
-  ["scalar", () => withEnv("MAMBABYTE_CPU_SCALAR", "1", () => Backend.create("cpu"))],
-  ["noblas", () => withEnv("MAMBABYTE_CPU_NOBLAS", "1", () => Backend.create("cpu"))],
+  ["vector", () => cpuContext("vector")],
+  ["scalar", () => cpuContext("scalar")],
+  ["noblas", () => cpuContext("noblas")],
 ];
 
 for (const [label, make] of CONTEXTS) {
