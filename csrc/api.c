@@ -396,6 +396,31 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const 
            state, states_all, batch, len, d, n, delta_softplus, y, ldy);
 }
 
+/* The checks of the two ops that compute delta from x_dbl (dt_proj) before the update: delta is
+ * computed, not read, so the rest is validated as the plain scan with ld d. Returns MB_OK, an
+ * error status, or a negative value when there is nothing to do (as scan_check). */
+static int scan_dt_check(const char *fn, mb_ctx *ctx, const float *u, int64_t ldu,
+                         const float *x_dbl, int64_t ld_xdbl, const void *dt_w, int wdtype,
+                         int64_t dt_rank, const float *A, const float *Bm, int64_t ldb,
+                         const float *Cm, int64_t ldc, const float *z, int64_t ldz,
+                         const float *state, int64_t batch, int64_t len, int64_t d, int64_t n,
+                         float *y, int64_t ldy) {
+  if (!ctx) return mb_fail(MB_ERR_INVALID, "%s: ctx is NULL", fn);
+  REQUIRE(dt_rank >= 0, "%s: dt_rank (%lld) < 0", fn, (ll)dt_rank);
+  REQUIRE(x_dbl || batch <= 0 || len <= 0 || d <= 0, "%s: x_dbl is NULL", fn);
+  int st = scan_check(fn, ctx, u, ldu, x_dbl, d, A, Bm, ldb, Cm, ldc, z, ldz, batch, len, d, n, y,
+                      ldy);
+  if (st != MB_OK) return st;
+  REQUIRE(dt_rank >= 1, "%s: dt_rank (%lld) < 1", fn, (ll)dt_rank);
+  REQUIRE(ld_xdbl >= dt_rank, "%s: ld_xdbl (%lld) < dt_rank (%lld)", fn, (ll)ld_xdbl,
+          (ll)dt_rank);
+  REQUIRE(dt_w, "%s: dt_w is NULL", fn);
+  REQUIRE(state, "%s: state is NULL", fn);
+  REQUIRE(wdtype == MB_DTYPE_F32 || wdtype == MB_DTYPE_BF16,
+          "%s: unknown wdtype %d (MB_DTYPE_F32 = 0, MB_DTYPE_BF16 = 1)", fn, wdtype);
+  return MB_OK;
+}
+
 MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu,
                                            const float *x_dbl, int64_t ld_xdbl, const void *dt_w,
                                            int wdtype, const float *dt_bias, int64_t dt_rank,
@@ -406,19 +431,9 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
                                            int delta_softplus, float *delta_out, float *y,
                                            int64_t ldy) {
   static const char fn[] = "mb_selective_state_update_dt";
-  CHECK_CTX("mb_selective_state_update_dt");
-  NONNEG("mb_selective_state_update_dt", dt_rank);
-  REQUIRE(x_dbl || batch <= 0 || d <= 0, "%s: x_dbl is NULL", fn);
-  /* delta (batch, d) is computed, not read: validate the rest as the plain update with ld d */
-  int st = scan_check(fn, ctx, u, ldu, x_dbl, d, A, Bm, ldb, Cm, ldc, z, ldz, batch, 1, d, n, y,
-                      ldy);
+  int st = scan_dt_check(fn, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_rank, A, Bm, ldb, Cm,
+                         ldc, z, ldz, state, batch, 1, d, n, y, ldy);
   if (st != MB_OK) return st < 0 ? MB_OK : st;
-  REQUIRE(dt_rank >= 1, "%s: dt_rank (%lld) < 1", fn, (ll)dt_rank);
-  REQUIRE(ld_xdbl >= dt_rank, "%s: ld_xdbl (%lld) < dt_rank (%lld)", fn, (ll)ld_xdbl,
-          (ll)dt_rank);
-  REQUIRE(dt_w, "%s: dt_w is NULL", fn);
-  REQUIRE(state, "%s: state is NULL", fn);
-  DTYPE_OK("mb_selective_state_update_dt", wdtype);
   if (ctx->flags & MB_FLAG_UNFUSED_STEPS) { /* the two plain ops, as the header spells them */
     REQUIRE(delta_out, "%s: delta_out is NULL (MB_FLAG_UNFUSED_STEPS keeps delta there)", fn);
     int st = mb_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta_out, d);
@@ -440,19 +455,9 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
                                    int64_t n, int delta_softplus, float *delta_out, float *y,
                                    int64_t ldy) {
   static const char fn[] = "mb_selective_scan_dt";
-  CHECK_CTX("mb_selective_scan_dt");
-  NONNEG("mb_selective_scan_dt", dt_rank);
-  REQUIRE(x_dbl || batch <= 0 || len <= 0 || d <= 0, "%s: x_dbl is NULL", fn);
-  /* delta (batch * len, d) is computed, not read: validate the rest as the plain scan with ld d */
-  int st = scan_check(fn, ctx, u, ldu, x_dbl, d, A, Bm, ldb, Cm, ldc, z, ldz, batch, len, d, n, y,
-                      ldy);
+  int st = scan_dt_check(fn, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_rank, A, Bm, ldb, Cm,
+                         ldc, z, ldz, state, batch, len, d, n, y, ldy);
   if (st != MB_OK) return st < 0 ? MB_OK : st;
-  REQUIRE(dt_rank >= 1, "%s: dt_rank (%lld) < 1", fn, (ll)dt_rank);
-  REQUIRE(ld_xdbl >= dt_rank, "%s: ld_xdbl (%lld) < dt_rank (%lld)", fn, (ll)ld_xdbl,
-          (ll)dt_rank);
-  REQUIRE(dt_w, "%s: dt_w is NULL", fn);
-  REQUIRE(state, "%s: state is NULL", fn);
-  DTYPE_OK("mb_selective_scan_dt", wdtype);
   if (ctx->flags & MB_FLAG_UNFUSED_STEPS) { /* the two plain ops, as the header spells them */
     REQUIRE(delta_out, "%s: delta_out is NULL (MB_FLAG_UNFUSED_STEPS keeps delta there)", fn);
     const int64_t rows = batch * len;

@@ -12,6 +12,7 @@ import { temperatureError, topPError } from "../config/config.ts";
 import { checkBounded, DEFAULTS } from "../config/defaults.ts";
 import { MambaByteError } from "../errors.ts";
 import type { MambaByteLM } from "../model/model.ts";
+import { GraphCache } from "./graphs.ts";
 import { StopMatcher, validateStops } from "./stop.ts";
 
 /**
@@ -97,7 +98,7 @@ export async function generateBytes(
   const ws = model.newWorkspace(B);
   const state = model.newState(B);
   const counter = Tensor.zeros(be, "i64", [1]);
-  let graph: number | undefined;
+  const graphs = new GraphCache<string>(be, o.useGraphs);
   try {
     // Prefill: one pass over the prompt; its last logits seed every sample.
     const L = prompt.length;
@@ -154,25 +155,11 @@ export async function generateBytes(
         await options.onEnd?.(b, out[b].subarray(0, s + 1));
       }
       if (live === 0) break;
-      // The first step runs directly (kernels load, scratch reaches its size); later steps
-      // replay a graph captured on the second.
-      if (o.useGraphs && be.supportsGraphs && s > 0) {
-        if (graph === undefined) {
-          be.graphBegin();
-          try {
-            step();
-          } finally {
-            graph = be.graphEnd();
-          }
-        }
-        be.graphLaunch(graph);
-      } else {
-        step();
-      }
+      graphs.run("step", step);
     }
     return out.map((o, b) => lengths[b] === o.length ? o : o.slice(0, lengths[b]));
   } finally {
-    if (graph !== undefined) be.graphDestroy(graph);
+    graphs.free();
     counter.free();
     state.free();
     ws.free();
