@@ -21,6 +21,8 @@
 
 import { join } from "node:path";
 import { CheckpointError } from "./errors.ts";
+// The sizes the readers of a local folder accept: a download is refused at the same bound.
+import { MAX_HF_CONFIG_BYTES, MAX_HF_INDEX_BYTES } from "./limits.ts";
 import {
   blobMatches,
   downloadBlob,
@@ -65,10 +67,6 @@ export interface HubSettings {
   downloadTimeoutMs: number;
 }
 
-/** Largest config.json accepted. */
-export const MAX_CONFIG_BYTES = 1 << 20;
-/** Largest shard index accepted. */
-export const MAX_INDEX_BYTES = 16 << 20;
 /** Largest weight file accepted (the 972M model is ~4 GB in float32). */
 export const MAX_WEIGHT_BYTES = 64 * 2 ** 30;
 
@@ -262,7 +260,7 @@ async function download(
   const store = (r: RemoteFile, maxBytes: number) =>
     fetchToSnapshot(http, settings.cacheDir, folder, sameCommit(r), maxBytes, opts);
 
-  await store(config, MAX_CONFIG_BYTES);
+  await store(config, MAX_HF_CONFIG_BYTES);
   let weights: RemoteFile | undefined;
   for (const f of HUB_WEIGHT_ORDER) {
     const r = await headFile(http, repoId, commit, f);
@@ -278,7 +276,7 @@ async function download(
     );
   }
   if (weights.file.endsWith(".index.json")) {
-    const index = await store(weights, MAX_INDEX_BYTES);
+    const index = await store(weights, MAX_HF_INDEX_BYTES);
     for (const shard of await readShardIndex(index)) {
       await store(need(await headFile(http, repoId, commit, shard)), MAX_WEIGHT_BYTES);
     }

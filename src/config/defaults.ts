@@ -76,8 +76,8 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = {
 /** Temperatures outside this range overflow or underflow float32 logits (0 is greedy). */
 export const TEMPERATURE_RANGE = [1e-6, 1e6] as const;
 
-/** Prompt and text files larger than this are refused (the whole file is held in memory). */
-export const MAX_TEXT_FILE_BYTES = 1 << 30;
+/** A corpus run's documents larger than this are refused (each is read whole). */
+export const MAX_DOCUMENT_BYTES = 1 << 30;
 
 /** Documents of a corpus run: more than this is a listing gone wrong (split the corpus). */
 export const MAX_CORPUS_DOCUMENTS = 1_000_000;

@@ -15,7 +15,7 @@ import type { ExtractionArgs, ModelArgs, OutputArgs, PromptArgs } from "../cli/a
 import { EXTRACTIONS } from "../cli/extractions.ts";
 import { checkExtractionWork } from "../cli/session.ts";
 import { DEFAULT_CONFIG_PATH, type DeviceSetting } from "../config/config.ts";
-import { MAX_TEXT_FILE_BYTES } from "../config/defaults.ts";
+import { MAX_DOCUMENT_BYTES } from "../config/defaults.ts";
 import { MambaByteError } from "../errors.ts";
 import { writeJson } from "../io/json.ts";
 import { InputFileError, readFileLimited } from "../io/read_limited.ts";
@@ -139,7 +139,7 @@ export class DocumentRunner {
     const before = await out.done(job.name);
     if (before) return { ...before, computed: false };
     const t0 = performance.now();
-    const bytes = await readFileLimited(job.path, MAX_TEXT_FILE_BYTES, "document");
+    const bytes = await readFileLimited(job.path, MAX_DOCUMENT_BYTES, "document");
     let last = performance.now();
     const onProgress = async (done: number, total: number) => {
       hooks.onProgress?.(done, total);
