@@ -12,6 +12,7 @@ import { temperatureError, topPError } from "../config/config.ts";
 import { checkBounded, DEFAULTS } from "../config/defaults.ts";
 import { MambaByteError } from "../errors.ts";
 import type { MambaByteLM } from "../model/model.ts";
+import type { RecurrentState, Workspace } from "../model/workspace.ts";
 import { GraphCache } from "./graphs.ts";
 import { StopMatcher, validateStops } from "./stop.ts";
 
@@ -83,6 +84,29 @@ export function validateGenerateOptions(
   return r;
 }
 
+/**
+ * Prefill: one pass over the prompt; its state goes to every sequence of `state` and its last
+ * logits to the first `rows` rows of ws.logits (each sample's first byte is drawn from them).
+ */
+export async function prefill(
+  model: MambaByteLM,
+  prompt: Uint8Array,
+  ws: Workspace,
+  state: RecurrentState,
+  rows: number,
+): Promise<void> {
+  const be = model.backend;
+  const L = prompt.length;
+  const st = await model.forwardChunks(prompt, {
+    onDeviceLogits: (start, n, logits) => {
+      if (start + n !== L) return;
+      for (let b = 0; b < rows; b++) be.copy(ws.logits.at(b * 256), logits.at((n - 1) * 256), 1024);
+    },
+  });
+  state.broadcastFrom(st);
+  st.free();
+}
+
 /** Generates bytes after `prompt`; returns the new bytes of each sample, each to its own end. */
 export async function generateBytes(
   model: MambaByteLM,
@@ -100,18 +124,7 @@ export async function generateBytes(
   const counter = Tensor.zeros(be, "i64", [1]);
   const graphs = new GraphCache<string>(be, o.useGraphs);
   try {
-    // Prefill: one pass over the prompt; its last logits seed every sample.
-    const L = prompt.length;
-    const prefill = await model.forwardChunks(prompt, {
-      onDeviceLogits: (start, rows, logits) => {
-        if (start + rows !== L) return;
-        for (let b = 0; b < B; b++) {
-          be.copy(ws.logits.at(b * 256), logits.at((rows - 1) * 256), 1024);
-        }
-      },
-    });
-    state.broadcastFrom(prefill);
-    prefill.free();
+    await prefill(model, prompt, ws, state, B);
 
     const sample = () =>
       be.sample({

@@ -22,7 +22,12 @@ import { Tensor } from "../backend/tensor.ts";
 import { MambaByteError } from "../errors.ts";
 import type { MambaByteLM } from "../model/model.ts";
 import { VerifyBuffers } from "../model/workspace.ts";
-import { type GenerateOptions, UNCONDITIONAL_CONTEXT, validateGenerateOptions } from "./decode.ts";
+import {
+  type GenerateOptions,
+  prefill,
+  UNCONDITIONAL_CONTEXT,
+  validateGenerateOptions,
+} from "./decode.ts";
 import { StopMatcher } from "./stop.ts";
 
 /** Proposes bytes that continue a text; any proposal is safe (verification decides). */
@@ -121,7 +126,6 @@ export async function generateSpeculative(
   const counters = Tensor.zeros(be, "i64", [M]);
   const sampled = Tensor.zeros(be, "i32", [M]);
   const graphs = new GraphCache<string>(be, o.useGraphs);
-  const run = (key: string, f: () => void) => graphs.run(key, f);
   const sampleRow = (row: number) =>
     be.sample({
       logits: ws.logits.at(row * 256),
@@ -136,16 +140,9 @@ export async function generateSpeculative(
       out: sampled.at(row),
     });
   try {
-    // Prefill, as generateBytes does: one pass over the prompt; the first byte is drawn from its
-    // last logits with counter 0.
+    // Prefill as generateBytes does; the first byte is drawn from its last logits with counter 0.
+    await prefill(model, prompt, ws, state, 1);
     const L = prompt.length;
-    const prefill = await model.forwardChunks(prompt, {
-      onDeviceLogits: (start, rows, logits) => {
-        if (start + rows === L) be.copy(ws.logits.ptr, logits.at((rows - 1) * 256), 1024);
-      },
-    });
-    state.broadcastFrom(prefill);
-    prefill.free();
     sampleRow(0);
     const first = new Int32Array(1);
     be.download(first, sampled.ptr);
@@ -173,7 +170,7 @@ export async function generateSpeculative(
       for (let i = 0; i < M; i++) ctr[i] = BigInt(emitted + i);
       be.upload(ws.ids.ptr, ids);
       be.upload(counters.ptr, ctr);
-      run("verify", () => {
+      graphs.run("verify", () => {
         model.embed(ws, M);
         model.verifyLayers(ws, state, M, saved);
         model.verifyHead(ws, M);
@@ -197,7 +194,7 @@ export async function generateSpeculative(
       for (let i = 0; i < take; i++) await options.onBytes?.(fresh.subarray(i, i + 1), emitted + i);
       emitted += take;
       if (emitted >= N || stopped) break;
-      run(`resume ${j}`, () => model.resumeLayers(ws, state, saved, j, M));
+      graphs.run(`resume ${j}`, () => model.resumeLayers(ws, state, saved, j, M));
       await drafter.accept(fresh);
     }
     stats.bytes = emitted;
