@@ -16,14 +16,13 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/corpus_2gpu_out}"
 WORK="${WORK:-$(mktemp -d)}"
 mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh # build_cuda, setup_deno
 step() { echo "== $1 ($(date +%T))" | tee -a "$OUT/steps.txt"; }
 
 step "deno"
-if [ -f .gpu/deno.xz ]; then
-  xz -dc .gpu/deno.xz >/usr/local/bin/deno && chmod +x /usr/local/bin/deno || exit 1
-  rm -f deno.lock # the pack holds only what the entry points import (the lock names more)
-  export DENO_DIR=$PWD/.gpu/deno_dir
-fi
+setup_deno
+[ $? -eq 2 ] && exit 1
 command -v deno >/dev/null || { echo "no deno: pack it into .gpu/ first (see above)"; exit 1; }
 nvidia-smi --query-gpu=index,name --format=csv,noheader | tee -a "$OUT/steps.txt"
 gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
@@ -31,12 +30,7 @@ gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 [ "$gpus" -ge 2 ] || [ "${ONE_GPU:-0}" = 1 ] || { echo "this needs 2 GPUs; found $gpus"; exit 1; }
 
 step "build"
-if ! { cmake -S csrc -B build-cuda -DCMAKE_BUILD_TYPE=Release -DMAMBABYTE_CUDA=ON &&
-  cmake --build build-cuda -j "$(nproc)"; } >"$OUT/build.log" 2>&1; then
-  tail -40 "$OUT/build.log"
-  echo "BUILD FAILED"
-  exit 1
-fi
+build_cuda -j "$(nproc)"
 export MAMBABYTE_LIB=$PWD/build-cuda/libmambabyte.so
 
 step "corpus"

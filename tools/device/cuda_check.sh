@@ -13,6 +13,8 @@ SAN_T="${SAN_T:-240}"
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/cuda_check_out}"
 mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh # build_cuda, setup_deno
 SAN=1
 QUICK=""
 for a in "$@"; do
@@ -30,10 +32,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --f
 
 step "configure + build"
 t0=$(date +%s)
-if ! { cmake -S csrc -B $BUILD -DCMAKE_BUILD_TYPE=Release -DMAMBABYTE_CUDA=ON -DMAMBABYTE_TESTS=ON &&
-       cmake --build $BUILD -j 16; } >"$OUT/build.log" 2>&1; then
-  tail -40 "$OUT/build.log"; echo "BUILD FAILED"; exit 1
-fi
+build_cuda -DMAMBABYTE_TESTS=ON
 echo "build: $(( $(date +%s) - t0 )) s"
 grep -E "mambabyte:" "$OUT/build.log"
 

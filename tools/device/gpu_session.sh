@@ -13,24 +13,18 @@ set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/gpu_session_out}"
 mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh # build_cuda, setup_deno
 step() { echo "== $1 ($(date +%T))" | tee -a "$OUT/steps.txt"; }
 
 step "deno"
-xz -dc .gpu/deno.xz >/usr/local/bin/deno && chmod +x /usr/local/bin/deno || exit 1
-rm -f deno.lock # the pack holds only what the entry points import (the lock names more)
-export DENO_DIR=$PWD/.gpu/deno_dir
+setup_deno || exit 1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$OUT/steps.txt"
 
 step "build"
 t0=$(date +%s)
-if ! { cmake -S csrc -B build-cuda -DCMAKE_BUILD_TYPE=Release -DMAMBABYTE_CUDA=ON \
-  -DMAMBABYTE_TESTS=ON && cmake --build build-cuda -j 16; } >"$OUT/build.log" 2>&1; then
-  tail -40 "$OUT/build.log"
-  echo "BUILD FAILED"
-  exit 1
-fi
+build_cuda -DMAMBABYTE_TESTS=ON
 echo "build: $(($(date +%s) - t0)) s" | tee -a "$OUT/steps.txt"
-export MAMBABYTE_LIB=$PWD/build-cuda/libmambabyte.so
 
 step "tests/cuda_model_test.ts"
 timeout "${MODEL_T:-90}" deno test --cached-only --no-check --allow-all tests/cuda_model_test.ts \

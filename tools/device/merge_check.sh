@@ -13,6 +13,8 @@ set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/merge_check_out}"
 mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh # build_cuda, setup_deno
 B=build-cuda
 status=0
 summary=()
@@ -22,12 +24,7 @@ fail() { status=1; }
 
 step "build"
 t0=$(date +%s)
-if ! { cmake -S csrc -B $B -DCMAKE_BUILD_TYPE=Release -DMAMBABYTE_CUDA=ON -DMAMBABYTE_TESTS=ON &&
-  cmake --build $B -j 16; } >"$OUT/build.log" 2>&1; then
-  tail -40 "$OUT/build.log"
-  echo "BUILD FAILED"
-  exit 1
-fi
+build_cuda -DMAMBABYTE_TESTS=ON
 note "build: ok ($(($(date +%s) - t0)) s)"
 
 step "cuda_vs_cpu (all)"
@@ -48,10 +45,8 @@ step "cuda_bench --quick"
 timeout "${BENCH_T:-150}" ./$B/cuda_bench --quick >"$OUT/bench_ops.log" 2>&1 || fail
 sed -n '/^====/,$p' "$OUT/bench_ops.log"
 
-if [ -f .gpu/deno.xz ]; then
-  xz -dc .gpu/deno.xz >/usr/local/bin/deno && chmod +x /usr/local/bin/deno
-  export DENO_DIR=$PWD/.gpu/deno_dir MAMBABYTE_LIB=$PWD/$B/libmambabyte.so
-  rm -f deno.lock # the pack holds only what these entry points import
+setup_deno
+if [ $? -ne 1 ]; then
   step "tests/cuda_model_test.ts"
   timeout "${DENO_T:-120}" deno test --cached-only --no-check -A tests/cuda_model_test.ts \
     >"$OUT/deno_test.log" 2>&1 || fail

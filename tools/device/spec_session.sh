@@ -14,25 +14,19 @@ set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/spec_session_out}"
 mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh # build_cuda, setup_deno
 step() { echo "== $1 ($(date +%T))" | tee -a "$OUT/steps.txt"; }
 
 step "deno"
-xz -dc .gpu/deno.xz >/usr/local/bin/deno && chmod +x /usr/local/bin/deno || exit 1
-rm -f deno.lock # the pack holds only what the entry points import (the lock names more)
-export DENO_DIR=$PWD/.gpu/deno_dir
+setup_deno || exit 1
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$OUT/steps.txt"
 for f in pretrained_models/spec/target.safetensors.part-aa; do
   [ -f "$f" ] && cat pretrained_models/spec/target.safetensors.part-* >pretrained_models/spec/target.safetensors
 done
 
 step "build"
-if ! { cmake -S csrc -B build-cuda -DCMAKE_BUILD_TYPE=Release -DMAMBABYTE_CUDA=ON \
-  -DMAMBABYTE_TESTS=ON && cmake --build build-cuda -j 16; } >"$OUT/build.log" 2>&1; then
-  tail -40 "$OUT/build.log"
-  echo "BUILD FAILED"
-  exit 1
-fi
-export MAMBABYTE_LIB=$PWD/build-cuda/libmambabyte.so
+build_cuda -DMAMBABYTE_TESTS=ON
 
 step "cuda_vs_cpu (speculative cases and the rest)"
 timeout 120 ./build-cuda/cuda_vs_cpu >"$OUT/ops.log" 2>&1

@@ -17,6 +17,8 @@ set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/split_check_out}"
 mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh # build_cuda, setup_deno
 status=0
 summary=()
 step() { echo "== $1 ($(date +%T))"; }
@@ -27,12 +29,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 
 step "configure + build"
 t0=$(date +%s)
-if ! { cmake -S csrc -B build-cuda -DCMAKE_BUILD_TYPE=Release -DMAMBABYTE_CUDA=ON \
-  -DMAMBABYTE_TESTS=ON && cmake --build build-cuda -j 16; } >"$OUT/build.log" 2>&1; then
-  tail -40 "$OUT/build.log"
-  echo "BUILD FAILED"
-  exit 1
-fi
+build_cuda -DMAMBABYTE_TESTS=ON
 note "build: ok ($(($(date +%s) - t0)) s)"
 
 step "cuda_vs_cpu (all ops)"
@@ -51,13 +48,10 @@ note "memcheck: $(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1) (rc=$rc
 note "memcheck run: $(grep -E "cases" "$OUT/memcheck.log" | tail -1)"
 [ $rc -ne 0 ] && status=1
 
-if [ ! -f .gpu/deno.xz ]; then
+setup_deno
+if [ $? -eq 1 ]; then
   note "deno steps: SKIPPED (no .gpu/deno.xz: run ../shared/tools/gpu-pack.sh first, carry .gpu)"
 else
-  xz -dc .gpu/deno.xz >/usr/local/bin/deno && chmod +x /usr/local/bin/deno
-  rm -f deno.lock # the pack holds only what the entry points import (the lock names more)
-  export DENO_DIR=$PWD/.gpu/deno_dir
-  export MAMBABYTE_LIB=$PWD/build-cuda/libmambabyte.so
   step "tests/cuda_model_test.ts"
   timeout "${DENO_T:-100}" deno test --cached-only --no-check --allow-all \
     tests/cuda_model_test.ts >"$OUT/deno_test.log" 2>&1

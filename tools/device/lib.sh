@@ -1,0 +1,34 @@
+# lib.sh — the prologue the tools/device/*.sh scripts share. Source it from the repository root,
+# after OUT is set:  . tools/device/lib.sh
+# shellcheck shell=bash
+
+# build_cuda [-j N] [cmake flags...]: configure csrc into build-cuda (Release, CUDA on, plus the
+# flags) and build it with N jobs (16); the log is $OUT/build.log. On failure prints its tail,
+# "BUILD FAILED", and exits the script with 1.
+build_cuda() {
+  local jobs=16
+  if [ "${1:-}" = -j ]; then
+    jobs=$2
+    shift 2
+  fi
+  if ! { cmake -S csrc -B build-cuda -DCMAKE_BUILD_TYPE=Release -DMAMBABYTE_CUDA=ON "$@" &&
+    cmake --build build-cuda -j "$jobs"; } >"$OUT/build.log" 2>&1; then
+    tail -40 "$OUT/build.log"
+    echo "BUILD FAILED"
+    exit 1
+  fi
+}
+
+# setup_deno: unpack .gpu/deno.xz (from ../shared/tools/gpu-pack.sh) to DENO_BIN
+# (/usr/local/bin/deno), remove deno.lock (the pack holds only what the entry points import; the
+# lock names more), export DENO_DIR and MAMBABYTE_LIB. Returns 1, doing nothing, without
+# .gpu/deno.xz; returns 2 when unpacking failed (the rest is done even then).
+setup_deno() {
+  local bin=${DENO_BIN:-/usr/local/bin/deno} rc=0
+  [ -f .gpu/deno.xz ] || return 1
+  { xz -dc .gpu/deno.xz >"$bin" && chmod +x "$bin"; } || rc=2
+  rm -f deno.lock
+  export DENO_DIR=$PWD/.gpu/deno_dir
+  export MAMBABYTE_LIB=$PWD/build-cuda/libmambabyte.so
+  return $rc
+}
