@@ -24,6 +24,7 @@ import {
   torchArchiveFiles,
   torchSavePickle,
 } from "./checkpoint_helpers.ts";
+import { withTempDir } from "./helpers/temp_dir.ts";
 
 /** A ByteSource that counts the bytes read through it. */
 class CountingSource implements ByteSource {
@@ -62,13 +63,8 @@ async function openError(path: string): Promise<CheckpointError> {
   })());
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "mambabyte_bounds_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("mambabyte_bounds_", fn);
 }
 
 /** A torch zip whose storage "0" is DEFLATE-compressed, with `views` tensors into it. */

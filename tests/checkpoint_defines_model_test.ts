@@ -9,24 +9,10 @@ import { join } from "node:path";
 import { loadModel } from "../mod.ts";
 import { writeSafetensors } from "../src/checkpoint/safetensors.ts";
 import { completeDims } from "../src/config/dims.ts";
-import { modelTensors } from "./checkpoint_helpers.ts";
+import { mambaSsmConfig, modelTensors } from "./checkpoint_helpers.ts";
 import { FIXTURES, runScript } from "./helpers/scripts.ts";
 
 const TEXT = new TextEncoder().encode("MambaByte reads bytes.");
-
-/** mamba_ssm's config.json of a MambaLMHeadModel (the released checkpoints' format). */
-function mambaSsmConfig(dModel: number, nLayer: number) {
-  return {
-    d_model: dModel,
-    n_layer: nLayer,
-    vocab_size: 256,
-    ssm_cfg: {},
-    rms_norm: true,
-    residual_in_fp32: true,
-    fused_add_norm: true,
-    pad_vocab_size_multiple: 8,
-  };
-}
 
 async function logitsOf(options: Parameters<typeof loadModel>[0]) {
   const model = await loadModel({ device: "cpu", ...options });

@@ -90,6 +90,20 @@ export class PickleWriter {
   op(code: number): this {
     return this.raw(code);
   }
+  /**
+   * The end of a `_rebuild_tensor_v2` call once the stride is written: requires_grad False, empty
+   * backward hooks (an OrderedDict), then TUPLE and REDUCE, memoised as torch.save does.
+   */
+  endRebuildTensor(): this {
+    this.op(0x89); // requires_grad False
+    this.global("collections", "OrderedDict").op(0x29).op(0x52);
+    this.put();
+    this.op(0x74);
+    this.put();
+    this.op(0x52);
+    this.put();
+    return this;
+  }
   /** The pickle so far. */
   bytes(): Uint8Array {
     return Uint8Array.from(this.#out);
@@ -153,7 +167,8 @@ export interface TorchPickleOptions {
   views?: Record<string, [string, number, number]>;
 }
 
-function contiguous(shape: number[]): number[] {
+/** The strides of a contiguous (row-major) tensor of `shape`, in elements. */
+export function contiguous(shape: number[]): number[] {
   const s = new Array<number>(shape.length);
   let acc = 1;
   for (let i = shape.length - 1; i >= 0; i--) {
@@ -205,13 +220,7 @@ export function torchSavePickle(
     w.int(t.storageOffset ?? 0);
     w.intTuple(t.shape);
     w.intTuple(t.stride ?? contiguous(t.shape));
-    w.op(0x89); // requires_grad False
-    w.global("collections", "OrderedDict").op(0x29).op(0x52);
-    w.put();
-    w.op(0x74);
-    w.put();
-    w.op(0x52);
-    w.put();
+    w.endRebuildTensor();
   }
   w.op(0x75); // SETITEMS
   // state: {'_metadata': OrderedDict({'': {'version': 1}})}, applied with BUILD as torch does
@@ -492,6 +501,20 @@ export async function modelTensors(
     out.push({ name: schemeName(n, scheme), dtype: opts.dtype ?? "F32", shape, data });
   }
   return out;
+}
+
+/** mamba_ssm's config.json of a MambaLMHeadModel (the released checkpoints' format). */
+export function mambaSsmConfig(dModel: number, nLayer: number) {
+  return {
+    d_model: dModel,
+    n_layer: nLayer,
+    vocab_size: 256,
+    ssm_cfg: {},
+    rms_norm: true,
+    residual_in_fp32: true,
+    fused_add_norm: true,
+    pad_vocab_size_multiple: 8,
+  };
 }
 
 /** Options of {@link legacyTorchFile}. */

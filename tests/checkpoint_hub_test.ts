@@ -12,7 +12,7 @@ import { readSafetensors, writeSafetensors } from "../src/checkpoint/safetensors
 import { FileByteSource } from "../src/checkpoint/byte_source.ts";
 import { loadModel } from "../src/api.ts";
 import { loadConfig } from "../src/config/config.ts";
-import { type FakeTensor, writeTorchFile } from "./checkpoint_helpers.ts";
+import { type FakeTensor, mambaSsmConfig, writeTorchFile } from "./checkpoint_helpers.ts";
 import { FakeHub, gitSha1, sha256 } from "./helpers/fake_hub.ts";
 import { CONFIG, FIXTURES, runScript } from "./helpers/scripts.ts";
 
@@ -21,16 +21,7 @@ const REPO = "JunxiongWang/MambaByte_Test";
 const SPEC = `hf://${REPO}`;
 
 /** A mamba_ssm config.json for the 48x2 RMSNorm fixture model. */
-const CONFIG_JSON = enc.encode(JSON.stringify({
-  d_model: 48,
-  n_layer: 2,
-  vocab_size: 256,
-  ssm_cfg: {},
-  rms_norm: true,
-  residual_in_fp32: true,
-  fused_add_norm: true,
-  pad_vocab_size_multiple: 8,
-}));
+const CONFIG_JSON = enc.encode(JSON.stringify(mambaSsmConfig(48, 2)));
 
 const fixtureSt = join(FIXTURES, "rms_hf", "model.safetensors");
 const haveFixture = await Deno.stat(fixtureSt).then(() => true, () => false);

@@ -10,16 +10,12 @@ import { listDocuments } from "../src/corpus/inputs.ts";
 import { parseQueueUrl } from "../src/corpus/queue_url.ts";
 import { filesBelow, results, runCorpus, summaryOf, TINY, writeCorpus } from "./helpers/corpus.ts";
 import { runScript } from "./helpers/scripts.ts";
+import { withTempDir } from "./helpers/temp_dir.ts";
 
 const CPU = [...TINY, "--device", "cpu"];
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "mambabyte-corpus-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("mambabyte-corpus-", fn);
 }
 
 Deno.test("inputs: a folder (hidden files left out), a glob, a manifest; names are relative", async () => {
@@ -109,72 +105,49 @@ Deno.test("flags: defaults by task, absolute paths, worker settings", () => {
   ]);
 });
 
+/** The two flags every embedded run needs, with placeholder values. */
+const IO = ["--inputs", "x", "--output_dir", "o"];
+
 const BAD: [string, string[], RegExp][] = [
   ["no --inputs", ["--output_dir", "o"], /argument --inputs: required/],
   ["no --output_dir", ["--inputs", "x"], /argument --output_dir: required/],
-  [
-    "unknown task",
-    ["--inputs", "x", "--output_dir", "o", "--task", "gen"],
-    /--task: invalid choice/,
-  ],
+  ["unknown task", [...IO, "--task", "gen"], /--task: invalid choice/],
   [
     "extraction flag with evaluate",
-    ["--inputs", "x", "--output_dir", "o", "--reduction", "fro"],
+    [...IO, "--reduction", "fro"],
     /--reduction: --task evaluate does not take it/,
   ],
-  ["flag the extraction does not take", [
-    "--inputs",
-    "x",
-    "--output_dir",
-    "o",
-    "--task",
-    "extract_discrete_A",
-    "--module_id",
-    "dt_proj",
-  ], /--module_id: --task extract_discrete_A does not take it/],
-  ["the extraction's own check", [
-    "--inputs",
-    "x",
-    "--output_dir",
-    "o",
-    "--task",
-    "extract_module_outputs",
-  ], /required: --module_id/],
-  ["reduction_dim out of range", [
-    "--inputs",
-    "x",
-    "--output_dir",
-    "o",
-    "--task",
-    "extract_discrete_A",
-    "--reduction",
-    "mean",
-    "--reduction_dim",
-    "3",
-  ], /--reduction_dim: 3 is not a dimension/],
-  ["original layout as json", [
-    "--inputs",
-    "x",
-    "--output_dir",
-    "o",
-    "--task",
-    "extract_input_sim_with_discrete_A",
-    "--output_layout",
-    "original",
-    "--format",
-    "json",
-  ], /--output_layout: .*--format pkl/],
-  ["format", ["--inputs", "x", "--output_dir", "o", "--format", "csv"], /--format: invalid choice/],
   [
-    "context",
-    ["--inputs", "x", "--output_dir", "o", "--context", "0"],
-    /--context: must be an integer from 1/,
+    "flag the extraction does not take",
+    [...IO, "--task", "extract_discrete_A", "--module_id", "dt_proj"],
+    /--module_id: --task extract_discrete_A does not take it/,
   ],
   [
-    "attempts",
-    ["--inputs", "x", "--output_dir", "o", "--attempts", "0"],
-    /--attempts: must be an integer from 1 to 100/,
+    "the extraction's own check",
+    [...IO, "--task", "extract_module_outputs"],
+    /required: --module_id/,
   ],
+  [
+    "reduction_dim out of range",
+    [...IO, "--task", "extract_discrete_A", "--reduction", "mean", "--reduction_dim", "3"],
+    /--reduction_dim: 3 is not a dimension/,
+  ],
+  [
+    "original layout as json",
+    [
+      ...IO,
+      "--task",
+      "extract_input_sim_with_discrete_A",
+      "--output_layout",
+      "original",
+      "--format",
+      "json",
+    ],
+    /--output_layout: .*--format pkl/,
+  ],
+  ["format", [...IO, "--format", "csv"], /--format: invalid choice/],
+  ["context", [...IO, "--context", "0"], /--context: must be an integer from 1/],
+  ["attempts", [...IO, "--attempts", "0"], /--attempts: must be an integer from 1 to 100/],
   ["worker without queue", ["--worker"], /--worker: a worker needs --queue/],
   [
     "worker with inputs",
@@ -186,41 +159,20 @@ const BAD: [string, string[], RegExp][] = [
     ["--worker", "--queue", "redis://h:1/q", "--model_id", "tiny"],
     /--model_id: a worker takes the task/,
   ],
-  [
-    "lock_ms without worker",
-    ["--inputs", "x", "--output_dir", "o", "--lock_ms", "5000"],
-    /--lock_ms: a worker's setting/,
-  ],
+  ["lock_ms without worker", [...IO, "--lock_ms", "5000"], /--lock_ms: a worker's setting/],
   [
     "lock_ms too short",
     ["--worker", "--queue", "redis://h:1/q", "--lock_ms", "10"],
     /--lock_ms: must be an integer from 1000/,
   ],
+  ["queue URL", [...IO, "--queue", "h:6379/q"], /--queue: .*expected redis:\/\/host:port\/<name>/],
   [
-    "queue URL",
-    ["--inputs", "x", "--output_dir", "o", "--queue", "h:6379/q"],
-    /--queue: .*expected redis:\/\/host:port\/<name>/,
+    "device with queue",
+    [...IO, "--queue", "redis://h:1/q", "--device", "cpu"],
+    /--device: with --queue each worker picks its own/,
   ],
-  ["device with queue", [
-    "--inputs",
-    "x",
-    "--output_dir",
-    "o",
-    "--queue",
-    "redis://h:1/q",
-    "--device",
-    "cpu",
-  ], /--device: with --queue each worker picks its own/],
-  [
-    "device",
-    ["--inputs", "x", "--output_dir", "o", "--device", "cuda:x"],
-    /--device: invalid choice/,
-  ],
-  [
-    "unknown model id",
-    ["--inputs", "x", "--output_dir", "o", "--model_id", "nope"],
-    /--model_id: invalid choice: 'nope'/,
-  ],
+  ["device", [...IO, "--device", "cuda:x"], /--device: invalid choice/],
+  ["unknown model id", [...IO, "--model_id", "nope"], /--model_id: invalid choice: 'nope'/],
 ];
 
 Deno.test("bad flags: one line naming the flag, exit code 2, nothing written", async () => {

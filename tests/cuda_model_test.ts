@@ -13,6 +13,7 @@ import {
 } from "../src/analysis/extract.ts";
 import { openCheckpoint } from "../src/checkpoint/mod.ts";
 import { maxRelError } from "./helpers/compare.ts";
+import { forkStates, stepByte, verifyRows, withVerifyWorkspaces } from "./helpers/verify_pass.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
@@ -267,32 +268,19 @@ for (const dtype of ["fp32", "bf16"] as const) {
     name: `cuda: a verification pass equals stepping bit for bit and resumes anywhere (${dtype})`,
     ignore,
     async fn() {
-      const { VerifyBuffers } = await import("../src/model/workspace.ts");
       const gpu = await loadModel({ configPath: CONFIG, modelId: "small", device: "cuda", dtype });
-      const be = gpu.backend, M = 10;
-      const ws = gpu.newWorkspace(M), ws1 = gpu.newWorkspace(1);
-      const saved = new VerifyBuffers(be, gpu.dims, M);
+      const M = 10;
       const bits = (t: { toHost(): unknown }) =>
         new Uint32Array((t.toHost() as Float32Array).buffer);
-      try {
+      await withVerifyWorkspaces(gpu, M, async ({ ws, ws1, saved }) => {
         for (const pos of [0, 3, M - 1]) {
-          const base = await gpu.forwardChunks(SPEC_PROMPT);
-          const stepped = gpu.newState(1), verified = gpu.newState(1);
-          stepped.broadcastFrom(base);
-          verified.broadcastFrom(base);
-          base.free();
+          const { stepped, verified } = await forkStates(gpu, SPEC_PROMPT);
           const rows = new TextEncoder().encode("discontent");
-          be.upload(ws.ids.ptr, Int32Array.from(rows));
-          gpu.embed(ws, M);
-          gpu.verifyLayers(ws, verified, M, saved);
-          gpu.verifyHead(ws, M);
+          verifyRows(gpu, ws, verified, rows, saved);
           const logits = bits(ws.logits);
           let at: Uint32Array[] = [];
           for (let t = 0; t < M; t++) {
-            be.upload(ws1.ids.ptr, Int32Array.of(rows[t]));
-            gpu.embed(ws1, 1);
-            gpu.stepLayers(ws1, stepped, 1);
-            gpu.runHead(ws1, 1);
+            stepByte(gpu, ws1, stepped, rows[t]);
             assert.deepEqual(logits.subarray(t * 256, (t + 1) * 256), bits(ws1.logits), `row ${t}`);
             if (t === pos) at = [...stepped.conv, ...stepped.ssm].map(bits);
           }
@@ -303,12 +291,7 @@ for (const dtype of ["fp32", "bf16"] as const) {
           stepped.free();
           verified.free();
         }
-      } finally {
-        ws.free();
-        ws1.free();
-        saved.free();
-        gpu.close();
-      }
+      });
     },
   });
 

@@ -3,18 +3,10 @@
 
 import assert from "node:assert/strict";
 import { float32, OutputError, writeOutputs } from "../src/io/mod.ts";
+import { entryNames as names, withTempDir } from "./helpers/temp_dir.ts";
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "mambabyte_io_err_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-function names(dir: string): string[] {
-  return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("mambabyte_io_err_", fn);
 }
 
 const record = { x: float32([2], Float32Array.of(1, 2)), note: "hi" };

@@ -5,20 +5,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { float32, writeOutputs } from "../src/io/mod.ts";
+import { entryNames as names, withTempDir } from "./helpers/temp_dir.ts";
 
 const HELPER = new URL("./helpers/write_large_output.ts", import.meta.url).pathname;
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "mambabyte_interrupt_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-function names(dir: string): string[] {
-  return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("mambabyte_interrupt_", fn);
 }
 
 /** Starts the writer, signals it once its temporary file has data, and returns what it did. */

@@ -8,14 +8,10 @@ import { MAX_PROMPT_FILE_BYTES, resolvePrompt } from "../src/cli/prompt.ts";
 import { MambaByteError } from "../src/errors.ts";
 import { InputFileError, readFileLimited, readTextFileLimited } from "../src/io/read_limited.ts";
 import { runScript } from "./helpers/scripts.ts";
+import { withTempDir } from "./helpers/temp_dir.ts";
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "mambabyte_limited_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  return withTempDir("mambabyte_limited_", fn);
 }
 
 async function mkfifo(path: string): Promise<void> {

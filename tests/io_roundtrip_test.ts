@@ -15,6 +15,7 @@ import {
   uint8,
   writeOutputs,
 } from "../src/io/mod.ts";
+import { hex, randomF32 } from "./helpers/host_tensors.ts";
 import { runPythonJson, skipWithoutPython } from "./helpers/python.ts";
 
 const ignore = await skipWithoutPython(["numpy", "msgpack"]);
@@ -40,11 +41,6 @@ def d(o):
 `;
 
 type Tagged = unknown;
-
-function hex(t: HostTensor): string {
-  const b = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
 
 const NP_DTYPE: Record<HostTensor["dtype"], string> = {
   float32: "<f4",
@@ -76,19 +72,6 @@ function expected(v: unknown, tuples = true): Tagged {
   if (Array.isArray(v)) return { list: v.map((x) => expected(x, tuples)) };
   const entries = v instanceof Map ? [...v] : Object.entries(v as object);
   return { dict: entries.map(([k, x]) => [expected(k, tuples), expected(x, tuples)]) };
-}
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32 - 0.5;
-  };
-}
-
-function randomF32(n: number, seed: number): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, r);
 }
 
 /** A record with every kind of value the writers must handle. */

@@ -25,26 +25,10 @@ import {
   writeOutputs,
 } from "../src/io/mod.ts";
 import { flattenRecord } from "../src/io/safetensors.ts";
+import { hex, randomF32 } from "./helpers/host_tensors.ts";
 import { runPythonJson, skipWithoutPython } from "./helpers/python.ts";
 
 const ignore = await skipWithoutPython(["torch"]);
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s * 1664525 + 1013904223) >>> 0;
-    return s / 2 ** 32 - 0.5;
-  };
-}
-
-function randomF32(n: number, seed: number): Float32Array {
-  return Float32Array.from({ length: n }, rng(seed));
-}
-
-function hex(t: HostTensor): string {
-  const b = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
 
 const TORCH_DTYPE: Record<HostTensor["dtype"], string> = {
   float32: "torch.float32",

@@ -11,10 +11,10 @@ import { type Backend, FLAG_UNFUSED_STEPS, type Ptr } from "../src/backend/backe
 import { Tensor } from "../src/backend/tensor.ts";
 import { ModelDrafter } from "../src/generate/drafter.ts";
 import { generateSpeculative } from "../src/generate/speculative.ts";
-import { VerifyBuffers } from "../src/model/workspace.ts";
 import { MambaByteError } from "../src/errors.ts";
 import { mulberry32, testSeed } from "./helpers/compare.ts";
 import { cpuContext, withEnv } from "./helpers/cpu_contexts.ts";
+import { forkStates, stepByte, verifyRows, withVerifyWorkspaces } from "./helpers/verify_pass.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
 const SEED = testSeed();
@@ -212,32 +212,18 @@ Deno.test("a verification pass equals stepping, and resumes at any position with
     const [id, dtype] of [["test-64x3", "fp32"], ["test-64x3", "bf16"], ["tiny", "fp32"]] as const
   ) {
     const model = await loadCpu(id, { seed: 11, dtype });
-    const be = model.backend;
     const text = new TextEncoder().encode("To be, or not to be: that is the question.");
     const M = 10; // two row blocks
-    const ws = model.newWorkspace(M), ws1 = model.newWorkspace(1);
-    const saved = new VerifyBuffers(be, model.dims, M);
     const prefix = text.subarray(0, 7);
-    try {
+    await withVerifyWorkspaces(model, M, async ({ ws, ws1, saved }) => {
       for (const pos of [0, 1, 2, 5, M - 1]) {
-        const base = await model.forwardChunks(prefix);
-        const stepped = model.newState(1);
-        const verified = model.newState(1);
-        stepped.broadcastFrom(base);
-        verified.broadcastFrom(base);
-        base.free();
+        const { stepped, verified } = await forkStates(model, prefix);
         const rows = text.subarray(7, 7 + M);
-        be.upload(ws.ids.ptr, Int32Array.from(rows));
-        model.embed(ws, M);
-        model.verifyLayers(ws, verified, M, saved);
-        model.verifyHead(ws, M);
+        verifyRows(model, ws, verified, rows, saved);
         const logits = ws.logits.toHost() as Float32Array;
         let at: { conv: Float32Array[]; ssm: Float32Array[] } | undefined;
         for (let t = 0; t < M; t++) {
-          be.upload(ws1.ids.ptr, Int32Array.of(rows[t]));
-          model.embed(ws1, 1);
-          model.stepLayers(ws1, stepped, 1);
-          model.runHead(ws1, 1);
+          stepByte(model, ws1, stepped, rows[t]);
           assertSameBits(
             logits.subarray(t * 256, (t + 1) * 256),
             ws1.logits.toHost() as Float32Array,
@@ -266,12 +252,7 @@ Deno.test("a verification pass equals stepping, and resumes at any position with
         stepped.free();
         verified.free();
       }
-    } finally {
-      ws.free();
-      ws1.free();
-      saved.free();
-      model.close();
-    }
+    });
   }
 });
 

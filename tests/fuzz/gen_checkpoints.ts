@@ -6,7 +6,9 @@
 
 import {
   buildZip,
+  contiguous,
   type FakeTensor,
+  LEGACY_MAGIC_PICKLE,
   PickleWriter,
   torchArchiveFiles,
   torchSavePickle,
@@ -243,25 +245,7 @@ const STORAGE_CLASS: Record<string, string> = {
 function legacyStream(rng: Rng, tensors: FakeTensor[], ops: string[]): Uint8Array {
   const parts: Uint8Array[] = [];
   // 1. the magic number 0x1950a86a20f9469cfc6c as LONG1
-  parts.push(
-    Uint8Array.of(
-      0x80,
-      2,
-      0x8a,
-      0x0a,
-      0x6c,
-      0xfc,
-      0x9c,
-      0x46,
-      0xf9,
-      0x20,
-      0x6a,
-      0xa8,
-      0x50,
-      0x19,
-      0x2e,
-    ),
-  );
+  parts.push(LEGACY_MAGIC_PICKLE);
   // 2. protocol version 1001
   parts.push(new PickleWriter().proto(2).int(1001).op(0x2e).bytes());
   // 3. sys_info
@@ -295,19 +279,7 @@ function legacyStream(rng: Rng, tensors: FakeTensor[], ops: string[]): Uint8Arra
       .str("cpu").int(t.data.length / 4).op(0x4e).op(0x74);
     w.put();
     w.op(0x51).int(0).intTuple(t.shape);
-    const stride: number[] = [];
-    let acc = 1;
-    for (let i = t.shape.length - 1; i >= 0; i--) {
-      stride[i] = acc;
-      acc *= t.shape[i];
-    }
-    w.intTuple(stride).op(0x89);
-    w.global("collections", "OrderedDict").op(0x29).op(0x52);
-    w.put();
-    w.op(0x74);
-    w.put();
-    w.op(0x52);
-    w.put();
+    w.intTuple(contiguous(t.shape)).endRebuildTensor();
   }
   w.op(0x75).op(0x2e);
   parts.push(w.bytes());
