@@ -1,7 +1,8 @@
 /*
  * conv.cu — mb_causal_conv1d on CUDA: one thread per (b, c) sequential over t for decoding (len <= 8)
- * or many channels (k_conv_seq, state updated in the same kernel); otherwise one thread per
- * (b, t, c) (k_conv_par) followed by the state update (k_conv_state).
+ * or many channels (k_conv_seq, state updated in the same kernel); otherwise (prefill) one thread
+ * per (b, channel, tile of CONV_TILE positions) with the window in registers, so each input is
+ * read about once (k_conv_tile), followed by the state update (k_conv_state).
  * (The fused in_proj + conv step, mb_linear_conv1d_step, is in gemm.cu's GEMV epilogue.)
  */
 #include <stdint.h>
@@ -55,7 +56,63 @@ __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float
   }
 }
 
-/* One thread per (b, t, c): fully parallel over positions (prefill). */
+#define CONV_TILE 32
+
+/* Grid (channel blocks, position tiles, batch): thread (b, c) runs positions [t0, t0 + T) with the
+ * window in registers, its first k-1 inputs read from x before t0 (or the state before position
+ * 0). The arithmetic is k_conv_seq's; k is a template parameter, so the window moves in registers
+ * without predicates. */
+template <int K>
+__global__ void k_conv_tile(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
+                            const float *__restrict__ bias, const float *__restrict__ conv_state,
+                            int64_t len, int64_t d, int64_t T, float *__restrict__ out,
+                            int64_t ldo, float *__restrict__ pre_out) {
+  mb_pdl_trigger();
+  int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (c >= d) return;
+  int64_t b = blockIdx.z;
+  int64_t t0 = blockIdx.y * T, t1 = t0 + T < len ? t0 + T : len;
+  float win[K], wc[K];
+#pragma unroll
+  for (int j = 0; j < K; j++) wc[j] = w[c * K + j];
+  float bc = bias ? bias[c] : 0.f;
+  mb_pdl_wait();
+  const float *st = conv_state ? conv_state + (b * d + c) * (K - 1) : nullptr;
+#pragma unroll
+  for (int j = 0; j < K - 1; j++) {
+    int64_t p = t0 - (K - 1) + j;
+    win[j] = p >= 0 ? x[(b * len + p) * ldx + c] : (st ? st[(K - 1) + p] : 0.f);
+  }
+  const float *xp = x + (b * len + t0) * ldx + c;
+  float *op = out + (b * len + t0) * ldo + c;
+  float *pp = pre_out ? pre_out + (b * len + t0) * d + c : nullptr;
+  for (int64_t t = t0; t < t1; t++) {
+    win[K - 1] = *xp;
+    float acc = bc;
+#pragma unroll
+    for (int j = 0; j < K; j++) acc += wc[j] * win[j];
+#pragma unroll
+    for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+    *op = mb_silu(acc);
+    if (pp) {
+      *pp = acc;
+      pp += d;
+    }
+    xp += ldx;
+    op += ldo;
+  }
+}
+
+template <int K>
+static cudaError_t conv_tile_launch(mb_ctx *ctx, dim3 grid, const float *x, int64_t ldx,
+                                    const float *w, const float *bias, const float *conv_state,
+                                    int64_t len, int64_t d, int64_t T, float *out, int64_t ldo,
+                                    float *pre_out) {
+  return mbcuda_launch(ctx, k_conv_tile<K>, grid, dim3(128), 0, x, ldx, w, bias, conv_state, len,
+                       d, T, out, ldo, pre_out);
+}
+
+/* One thread per (b, t, c): fully parallel over positions (prefill; k > CONV_KMAX). */
 __global__ void k_conv_par(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
                            const float *__restrict__ bias, const float *__restrict__ conv_state,
                            int64_t batch, int64_t len, int64_t d, int k, float *__restrict__ out,
@@ -105,7 +162,26 @@ extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, co
     MBCUDA_LAUNCH("causal_conv1d", k_conv_seq, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact);
     return MB_OK;
   }
-  {
+  int64_t T = CONV_TILE;
+  if ((len + T - 1) / T > 65535) T = (len + 65534) / 65535;
+  if (k <= CONV_KMAX && batch <= 65535) {
+    dim3 grid(mbcuda_blocks(d, 128), (unsigned)((len + T - 1) / T), (unsigned)batch);
+    cudaError_t (*launch)(mb_ctx *, dim3, const float *, int64_t, const float *, const float *,
+                          const float *, int64_t, int64_t, int64_t, float *, int64_t, float *);
+    static_assert(CONV_KMAX == 8, "one instantiation per window length");
+    switch (k) {
+      case 1: launch = conv_tile_launch<1>; break;
+      case 2: launch = conv_tile_launch<2>; break;
+      case 3: launch = conv_tile_launch<3>; break;
+      case 4: launch = conv_tile_launch<4>; break;
+      case 5: launch = conv_tile_launch<5>; break;
+      case 6: launch = conv_tile_launch<6>; break;
+      case 7: launch = conv_tile_launch<7>; break;
+      default: launch = conv_tile_launch<8>; break;
+    }
+    MBCUDA_CHECK(launch(ctx, grid, x, ldx, w, bias, conv_state, len, d, T, out, ldo, out_preact),
+                 "causal_conv1d");
+  } else {
     int64_t total = chans * len;
     unsigned int blocks = mbcuda_blocks(total, 256);
     unsigned int cap = (unsigned)mbcuda_st(ctx)->sm_count * 16;

@@ -1,7 +1,14 @@
 /*
- * scan.cu — mb_selective_scan on CUDA: one thread per (batch, channel), the n states in registers
- * (k_scan_seq); when batch * d is small and len >= 64, the sequence is cut into chunks run in three
- * passes (chunk-local scan, carry across chunks, output), the carries in the context's scratch.
+ * scan.cu — mb_selective_scan on CUDA. Two forms:
+ * - k_scan_tile (long sequences, n <= 16, no states_all, enough channels to fill the GPU): parallel
+ *   in time. A warp owns one channel; its 32 lanes own SCAN_K consecutive positions each of a
+ *   32 * SCAN_K chunk. Per state, each lane composes its positions' (exp(dt A), dt u B) pairs,
+ *   a warp-shuffle scan gives each lane its entering state, and the lane reruns its positions from
+ *   it, so every exp is computed once and the carry between chunks stays in registers. Operands
+ *   reach shared memory by coalesced cp.async copies (B and C once for the block's channels).
+ * - k_scan_seq: one thread per (batch, channel), the n states in registers; when batch * d is small
+ *   and len >= 64, the sequence is cut into chunks run in three passes (chunk-local scan, carry
+ *   across chunks, output), the carries in the context's scratch. It also serves states_all.
  * The CPU version (csrc/cpu/scan.c) is the reference; csrc/tests/cuda_vs_cpu.c holds the two equal.
  */
 #include <math.h>
@@ -163,6 +170,261 @@ __global__ void k_scan_chunk_out(ScanArgs a) {
   }
 }
 
+
+/* ---- parallel-in-time form --------------------------------------------------------------------- */
+
+#define SCAN_K 8                          /* positions per lane */
+#define SCAN_TC (32 * SCAN_K)             /* positions per chunk (one warp) */
+#define SCAN_LANE_STRIDE (SCAN_K + 4)     /* a lane's positions in shared memory: float4-aligned, and
+                                           * 8 lanes' float4 reads fall on distinct banks */
+#define SCAN_ROW (32 * SCAN_LANE_STRIDE + 4) /* one state's row; +4 spreads the staging writes */
+#define SCAN_TILE_CPB 14                  /* channels (warps) per block: 3584 / 14 = 256 blocks, one
+                                           * round at two blocks per SM on 132 SMs */
+#define SCAN_TILE_CPB_SMALL 8
+#define SCAN_TILE_NMAX 16
+
+static_assert(SCAN_K == 8, "the staging index below assumes 8 positions per lane");
+
+/* cp.async (sm_80+): a 4-byte global -> shared copy that does not hold a register while in
+ * flight; valid = false writes a zero. */
+__device__ __forceinline__ void cp_async4(float *dst, const float *src, bool valid) {
+  unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 4 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+/* Shared-memory layout of one chunk: a row per state (B, C) or per channel of the block (u, delta,
+ * z, then y), position tl of a row at (tl / 8) * SCAN_LANE_STRIDE + tl % 8, so that a lane reads
+ * its 8 positions as two conflict-free float4 loads. */
+__device__ __forceinline__ int scan_pos(int tl) { return (tl >> 3) * SCAN_LANE_STRIDE + (tl & 7); }
+
+/* Stages one per-channel operand (u, delta or z; row r = b * len + t at src + r * ld) of the
+ * block's channels for the chunk at t0 into rows of dst, consecutive threads along the channels;
+ * past the end of the sequence or of the channels: zeros. */
+template <int CPB>
+__device__ __forceinline__ void scan_stage_rows(const ScanArgs &a, int64_t b, int64_t c0,
+                                                int64_t t0, const float *src, int64_t ld,
+                                                float *dst) {
+  for (int e = threadIdx.x; e < SCAN_TC * CPB; e += CPB * 32) {
+    int tl = e / CPB, w = e % CPB;
+    int64_t t = t0 + tl, c = c0 + w;
+    bool valid = t < a.len && c < a.d;
+    int64_t r = b * a.len + (valid ? t : 0);
+    cp_async4(dst + w * SCAN_ROW + scan_pos(tl), src + r * ld + (valid ? c : 0), valid);
+  }
+}
+
+/* Stages B, C (consecutive threads along a row's states), u and delta of the chunk at t0. */
+template <int CPB>
+__device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t c0, int64_t t0,
+                                           float *Bs, float *Cs, float *Us, float *Ds) {
+  const int n = a.n, nt = CPB * 32;
+  const int dtl = nt / n, ds = nt % n;
+  for (int tl = threadIdx.x / n, s = threadIdx.x % n; tl < SCAN_TC;) {
+    int64_t t = t0 + tl;
+    bool valid = t < a.len;
+    int64_t r = b * a.len + (valid ? t : 0);
+    int o = s * SCAN_ROW + scan_pos(tl);
+    cp_async4(Bs + o, a.Bm + r * a.ldb + s, valid);
+    cp_async4(Cs + o, a.Cm + r * a.ldc + s, valid);
+    tl += dtl;
+    s += ds;
+    if (s >= n) s -= n, tl++;
+  }
+  scan_stage_rows<CPB>(a, b, c0, t0, a.u, a.ldu, Us);
+  scan_stage_rows<CPB>(a, b, c0, t0, a.delta, a.ld_delta, Ds);
+}
+
+/* Writes the chunk's y rows (in Us, per channel) to global memory, coalesced. */
+template <int CPB>
+__device__ __forceinline__ void scan_store_y(const ScanArgs &a, int64_t b, int64_t c0, int64_t t0,
+                                             const float *Ys) {
+  for (int e = threadIdx.x; e < SCAN_TC * CPB; e += CPB * 32) {
+    int tl = e / CPB, w = e % CPB;
+    int64_t t = t0 + tl, c = c0 + w;
+    if (t < a.len && c < a.d) a.y[(b * a.len + t) * a.ldy + c] = Ys[w * SCAN_ROW + scan_pos(tl)];
+  }
+}
+
+__device__ __forceinline__ void scan_lds8(const float *p, float (&v)[SCAN_K]) {
+  float4 v0 = *(const float4 *)p, v1 = *(const float4 *)(p + 4);
+  v[0] = v0.x, v[1] = v0.y, v[2] = v0.z, v[3] = v0.w, v[4] = v1.x, v[5] = v1.y, v[6] = v1.z,
+  v[7] = v1.w;
+}
+
+/* States s .. s+P-1 (those < n) of one chunk for one lane: P independent recurrences side by
+ * side, so that their dependent chains (the lane's composition, the shuffle scan, the rerun)
+ * overlap. a2_l / carry_l: A * log2(e) and the carry of state `lane`, held one state per lane. */
+template <int P>
+__device__ __forceinline__ void scan_states(int s0, int n, int lane, float a2_l, float &carry_l,
+                                            const float *Bs, const float *Cs,
+                                            const float (&dt)[SCAN_K], const float (&du)[SCAN_K],
+                                            float (&y)[SCAN_K]) {
+  float dA[P][SCAN_K], bx[P][SCAN_K], pa[P], pb[P], cin[P];
+#pragma unroll
+  for (int p = 0; p < P; p++) {
+    const int s = s0 + p;
+    const bool on = s < n; /* off: A = 0 and B = C = 0, a harmless identity */
+    const float A2 = __shfl_sync(0xffffffffu, a2_l, s & 31);
+    cin[p] = __shfl_sync(0xffffffffu, carry_l, s & 31);
+    const float *bp = Bs + (on ? s : 0) * SCAN_ROW + lane * SCAN_LANE_STRIDE;
+    float4 b0 = *(const float4 *)bp, b1 = *(const float4 *)(bp + 4);
+    float Bv[SCAN_K] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+    for (int k = 0; k < SCAN_K; k++) {
+      dA[p][k] = on ? exp2f(dt[k] * A2) : 1.f;
+      bx[p][k] = on ? du[k] * Bv[k] : 0.f;
+    }
+    /* the lane's positions as one affine map h -> pa * h + pb */
+    pa[p] = dA[p][0];
+    pb[p] = bx[p][0];
+#pragma unroll
+    for (int k = 1; k < SCAN_K; k++) {
+      pb[p] = dA[p][k] * pb[p] + bx[p][k];
+      pa[p] *= dA[p][k];
+    }
+  }
+  /* inclusive scan of the maps over the lanes (earlier lanes first) */
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+#pragma unroll
+    for (int p = 0; p < P; p++) {
+      float ua = __shfl_up_sync(0xffffffffu, pa[p], off);
+      float ub = __shfl_up_sync(0xffffffffu, pb[p], off);
+      if (lane >= off) {
+        pb[p] = pa[p] * ub + pb[p];
+        pa[p] *= ua;
+      }
+    }
+  }
+#pragma unroll
+  for (int p = 0; p < P; p++) {
+    const int s = s0 + p;
+    const bool on = s < n;
+    float ea = __shfl_up_sync(0xffffffffu, pa[p], 1);
+    float eb = __shfl_up_sync(0xffffffffu, pb[p], 1);
+    float h = lane == 0 ? cin[p] : ea * cin[p] + eb;
+    const float *cp = Cs + (on ? s : 0) * SCAN_ROW + lane * SCAN_LANE_STRIDE;
+    float4 c0 = *(const float4 *)cp, c1 = *(const float4 *)(cp + 4);
+    float Cv[SCAN_K] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+#pragma unroll
+    for (int k = 0; k < SCAN_K; k++) {
+      h = dA[p][k] * h + bx[p][k];
+      if (on) y[k] += Cv[k] * h;
+    }
+    const float cout = __shfl_sync(0xffffffffu, h, 31);
+    if (on && lane == s) carry_l = cout;
+  }
+}
+
+/* Grid (ceil(d / CPB), batch); block CPB warps, warp w = channel blockIdx.x * CPB + w. Every
+ * operand of a chunk is staged through shared memory with coalesced copies and y leaves the same
+ * way (lanes own positions, so direct loads would touch a cache line per lane); z is copied into
+ * delta's rows while the states are computed; two blocks per multiprocessor overlap one's copies
+ * with the other's arithmetic. The per-state carry and A of
+ * the warp's channel are held one state per lane (lane s) and broadcast by shuffles. */
+template <int NMAX, int CPB, int P>
+__global__ void __launch_bounds__(CPB * 32, 2) k_scan_tile(ScanArgs a) {
+  static_assert(2 * (2 * NMAX + 2 * CPB) * SCAN_ROW * 4 <= 227 * 1024, "two blocks per SM");
+  static_assert(NMAX <= 32, "one state per lane");
+  extern __shared__ float4 scan_smem[];
+  const int n = a.n;
+  float *const Bs = (float *)scan_smem, *const Cs = Bs + n * SCAN_ROW;
+  float *const Us = Cs + n * SCAN_ROW, *const Ds = Us + CPB * SCAN_ROW;
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  const int64_t b = blockIdx.y;
+  const int64_t c0 = (int64_t)blockIdx.x * CPB, c = c0 + w;
+  const bool active = c < a.d;
+  mb_pdl_trigger();
+  const float a2_l = (active && lane < n) ? a.A[c * n + lane] * MB_LOG2E : 0.f; /* exp via exp2 */
+  const float Dc = (active && a.Dskip) ? a.Dskip[c] : 0.f;
+  mb_pdl_wait();
+  float *st = (active && a.state) ? a.state + (b * a.d + c) * n : nullptr;
+  float carry_l = (st && lane < n) ? st[lane] : 0.f;
+  const int lo = w * SCAN_ROW + lane * SCAN_LANE_STRIDE; /* this lane's positions in Us/Ds */
+
+  for (int64_t t0 = 0; t0 < a.len; t0 += SCAN_TC) {
+    __syncthreads(); /* the previous chunk's y is out of Us */
+    scan_stage<CPB>(a, b, c0, t0, Bs, Cs, Us, Ds);
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+    float dt[SCAN_K], du[SCAN_K], y[SCAN_K], uu[SCAN_K];
+    scan_lds8(Us + lo, uu);
+    scan_lds8(Ds + lo, dt);
+#pragma unroll
+    for (int k = 0; k < SCAN_K; k++) {
+      float d = dt[k];
+      if (a.softplus) d = mb_softplus(d);
+      if (t0 + lane * SCAN_K + k >= a.len) d = 0.f; /* h passes unchanged */
+      dt[k] = d;
+      du[k] = d * uu[k];
+      y[k] = Dc * uu[k];
+    }
+    if (a.z) { /* z's copies into Ds fly during the states */
+      __syncthreads(); /* every warp has read its delta */
+      scan_stage_rows<CPB>(a, b, c0, t0, a.z, a.ldz, Ds);
+      cp_async_commit();
+    }
+#pragma unroll
+    for (int s = 0; s < NMAX; s += P) {
+      if (s < n) scan_states<P>(s, n, lane, a2_l, carry_l, Bs, Cs, dt, du, y);
+    }
+    if (a.z) {
+      cp_async_wait_all();
+      __syncthreads();
+      float zz[SCAN_K];
+      scan_lds8(Ds + lo, zz);
+#pragma unroll
+      for (int k = 0; k < SCAN_K; k++) y[k] *= mb_silu(zz[k]);
+    }
+    /* y replaces u in the warp's own row (u was read above) */
+    *(float4 *)(Us + lo) = make_float4(y[0], y[1], y[2], y[3]);
+    *(float4 *)(Us + lo + 4) = make_float4(y[4], y[5], y[6], y[7]);
+    __syncthreads();
+    scan_store_y<CPB>(a, b, c0, t0, Us);
+  }
+  if (st && lane < n) st[lane] = carry_l;
+}
+
+/* The tiled form when it applies (see the file comment): *launched = 1 when it ran, 0 to fall
+ * back to k_scan_seq. */
+static int scan_tile_launch(mb_ctx *ctx, ScanArgs &a, int *launched) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  *launched = 0;
+  if (!st->scan_tile || a.states_all || a.n > SCAN_TILE_NMAX || a.len < SCAN_TC) return MB_OK;
+  void (*kern)(ScanArgs);
+  int cpb;
+  if (st->scan_tile == 1) { /* MAMBABYTE_CUDA_SCAN_TILE=1, for A/B runs */
+    kern = k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB_SMALL, 1>;
+    cpb = SCAN_TILE_CPB_SMALL;
+  } else {
+    kern = k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB, 1>;
+    cpb = SCAN_TILE_CPB;
+  }
+  int64_t tiles = (a.d + cpb - 1) / cpb;
+  if (tiles * a.batch < st->sm_count || tiles > 0x7fffffff || a.batch > 65535) return MB_OK;
+  /* B and C rows per state, u and delta (then z, then y) rows per channel */
+  size_t smem = (size_t)(2 * a.n + 2 * cpb) * SCAN_ROW * sizeof(float);
+  if (!st->scan_tile_smem_set) { /* > 48 KiB of dynamic shared memory needs the opt-in */
+    int most = (int)((2 * SCAN_TILE_NMAX + 2 * SCAN_TILE_CPB) * SCAN_ROW * sizeof(float));
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB_SMALL, 1>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, most),
+                 "selective_scan (tile)");
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB, 1>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, most),
+                 "selective_scan (tile)");
+    st->scan_tile_smem_set = 1;
+  }
+  MBCUDA_LAUNCH("selective_scan (tile)", kern, dim3((unsigned)tiles, (unsigned)a.batch),
+                dim3(cpb * 32), smem, a);
+  *launched = 1;
+  return MB_OK;
+}
+
 template <int NMAX>
 static int scan_launch(mb_ctx *ctx, ScanArgs &a) {
   cudaStream_t s = mbcuda_stream(ctx);
@@ -207,6 +469,9 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, c
   ScanArgs a = {u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, states_all,
                 batch, len, d, (int)n, delta_softplus, y, ldy, 0, 0, nullptr, nullptr};
   /* n >= 1 here: api.c rejects n < 1 */
+  int launched = 0;
+  int rc = scan_tile_launch(ctx, a, &launched);
+  if (rc || launched) return rc;
   if (n <= 4) return scan_launch<4>(ctx, a);
   if (n <= 8) return scan_launch<8>(ctx, a);
   if (n <= 16) return scan_launch<16>(ctx, a);

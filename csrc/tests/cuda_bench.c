@@ -405,7 +405,7 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
 }
 
 /* The forward's selective scan alone (len 8192, batch 1, layer 0's inputs). */
-static void scan_alone(model *m, int64_t len) {
+static void scan_alone(model *m, int64_t len, const char *label) {
   acts a;
   acts_init(&a, len, 1);
   MBX(mb_memset(G, a.ids, 0, (size_t)len * 4));
@@ -421,7 +421,7 @@ static void scan_alone(model *m, int64_t len) {
     MBX(mb_ctx_synchronize(G));
     t[r] = (now() - t0) / 3;
   }
-  ROW("scan len=%lld: %.0f us", (long long)len, median(t, 5) * 1e6);
+  ROW("scan %s len=%lld: %.0f us", label, (long long)len, median(t, 5) * 1e6);
   acts_free(&a);
 }
 
@@ -512,7 +512,25 @@ int main(int argc, char **argv) {
     if (!quick) breakdown(&m, 64, 1, "bf16");
     breakdown(&m, 1, 8192, "bf16");
     forward_bench(&m, 8192, "bf16 #2");
-    scan_alone(&m, 8192);
+    scan_alone(&m, 8192, "tile,14ch");
+    { /* the peer in the same run: the sequential scan (MAMBABYTE_CUDA_SCAN_TILE=0) */
+      mb_ctx *g1 = G, *g2;
+      setenv("MAMBABYTE_CUDA_SCAN_TILE", "0", 1);
+      MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g2));
+      unsetenv("MAMBABYTE_CUDA_SCAN_TILE");
+      G = g2;
+      scan_alone(&m, 8192, "seq");
+      forward_bench(&m, 8192, "bf16,seqscan");
+      G = g1;
+      MBX(mb_ctx_destroy(g2));
+      setenv("MAMBABYTE_CUDA_SCAN_TILE", "1", 1); /* the tile scan, 8 channels per block */
+      MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g2));
+      unsetenv("MAMBABYTE_CUDA_SCAN_TILE");
+      G = g2;
+      scan_alone(&m, 8192, "tile,8ch");
+      G = g1;
+      MBX(mb_ctx_destroy(g2));
+    }
     model_free(&m);
   }
   {

@@ -244,6 +244,40 @@ static void t_conv(void) {
       }
 }
 
+/* One selective-scan case (update: a decoding step, the scan over one position with a required
+ * state), GPU vs CPU. */
+static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t n, int use_state,
+                      int use_all, int use_D, int use_z, int sp) {
+  int64_t rows = batch * len;
+  int64_t ldu = d + 3, ldd = d + 1, ldbc = 2 * n + 5, ldz = 2 * d, ldy = d + 2;
+  pair U = prand(rows * ldu, -2, 2), D = prand(rows * ldd, sp ? -4 : 0.001f, sp ? 1 : 0.3f);
+  float *ah = hrand(d * n, 0, 1);
+  for (int64_t i = 0; i < d * n; i++) ah[i] = -expf(logf((float)(i % n + 1)) * ah[i]);
+  pair A = pf(ah, d * n);
+  free(ah);
+  pair BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1), Z = prand(rows * ldz, -3, 3);
+  pair S = prand(batch * d * n, -1, 1), SA = pf(NULL, use_all ? rows * d * n : 1);
+  pair Y = pf(NULL, rows * ldy);
+  const float *bc_c = C(BC), *bc_g = G(BC);
+  if (update) len = 1, use_state = 1, use_all = 0;
+  MBX(mb_selective_scan(CPU, C(U), ldu, C(D), ldd, C(A), bc_c, ldbc, bc_c + n, ldbc,
+                        use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, ldz, use_state ? C(S) : NULL,
+                        use_all ? C(SA) : NULL, batch, len, d, n, sp, C(Y), ldy));
+  MBX(mb_selective_scan(GPU, G(U), ldu, G(D), ldd, G(A), bc_g, ldbc, bc_g + n, ldbc,
+                        use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, ldz, use_state ? G(S) : NULL,
+                        use_all ? G(SA) : NULL, batch, len, d, n, sp, G(Y), ldy));
+  char cfg[96];
+  snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d",
+           (long long)batch, (long long)len, (long long)d, (long long)n, use_state, use_all, use_D,
+           use_z, sp);
+  const char *op = update ? "state_update" : "selective_scan";
+  check(op, cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
+  if (use_state) check(op, cfg, "state", rel_all(&S), 1e-5);
+  if (use_all) check(op, cfg, "states_all", rel_all(&SA), 1e-5);
+  pfree(&U), pfree(&D), pfree(&A), pfree(&BC), pfree(&Dk), pfree(&Z), pfree(&S);
+  pfree(&SA), pfree(&Y);
+}
+
 static void t_scan(int update) {
   int64_t lens[] = {1, 7, 300, 2100}, dims[] = {37, 101}, batches[] = {1, 3};
   int64_t ns[] = {16, 3, 17, 8, 1, 64, 33};
@@ -258,45 +292,33 @@ static void t_scan(int update) {
           int use_state = update || (var + li) % 2 == 0, use_all = !update && (var + bi) % 2 == 0;
           int use_D = (di + var) % 2 == 0, use_z = (bi + var + li) % 2 == 1 || var;
           int sp = (di + bi + var) % 2 == 0 || update;
-          int64_t rows = batch * len;
-          int64_t ldu = d + 3, ldd = d + 1, ldbc = 2 * n + 5, ldz = 2 * d, ldy = d + 2;
-          pair U = prand(rows * ldu, -2, 2), D = prand(rows * ldd, sp ? -4 : 0.001f, sp ? 1 : 0.3f);
-          float *ah = hrand(d * n, 0, 1);
-          for (int64_t i = 0; i < d * n; i++) ah[i] = -expf(logf((float)(i % n + 1)) * ah[i]);
-          pair A = pf(ah, d * n);
-          free(ah);
-          pair BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1), Z = prand(rows * ldz, -3, 3);
-          pair S = prand(batch * d * n, -1, 1), SA = pf(NULL, rows * d * n), Y = pf(NULL, rows * ldy);
-          const float *bc_c = C(BC), *bc_g = G(BC);
-          if (update) {
-            /* one decoding step: the scan over one position with a required state */
-            MBX(mb_selective_scan(CPU, C(U), ldu, C(D), ldd, C(A), bc_c, ldbc, bc_c + n, ldbc,
-                                  use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, ldz, C(S), NULL,
-                                  batch, 1, d, n, sp, C(Y), ldy));
-            MBX(mb_selective_scan(GPU, G(U), ldu, G(D), ldd, G(A), bc_g, ldbc, bc_g + n, ldbc,
-                                  use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, ldz, G(S), NULL,
-                                  batch, 1, d, n, sp, G(Y), ldy));
-          } else {
-            MBX(mb_selective_scan(CPU, C(U), ldu, C(D), ldd, C(A), bc_c, ldbc, bc_c + n, ldbc,
-                                  use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, ldz,
-                                  use_state ? C(S) : NULL, use_all ? C(SA) : NULL, batch, len, d, n,
-                                  sp, C(Y), ldy));
-            MBX(mb_selective_scan(GPU, G(U), ldu, G(D), ldd, G(A), bc_g, ldbc, bc_g + n, ldbc,
-                                  use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, ldz,
-                                  use_state ? G(S) : NULL, use_all ? G(SA) : NULL, batch, len, d, n,
-                                  sp, G(Y), ldy));
-          }
-          char cfg[96];
-          snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d",
-                   (long long)batch, (long long)len, (long long)d, (long long)n, use_state, use_all,
-                   use_D, use_z, sp);
-          const char *op = update ? "state_update" : "selective_scan";
-          check(op, cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
-          if (use_state) check(op, cfg, "state", rel_all(&S), 1e-5);
-          if (use_all) check(op, cfg, "states_all", rel_all(&SA), 1e-5);
-          pfree(&U), pfree(&D), pfree(&A), pfree(&BC), pfree(&Dk), pfree(&Z), pfree(&S);
-          pfree(&SA), pfree(&Y);
+          scan_case(update, batch, len, d, n, use_state, use_all, use_D, use_z, sp);
         }
+}
+
+/* The parallel-in-time scan (k_scan_tile): long sequences, n <= 16, no states_all, and enough
+ * channels (d / 8 * batch >= the GPU's multiprocessors; 4099 / 8 > 512); partial last chunks, the
+ * carry across chunks, every optional operand. */
+static void t_scan_tile(void) {
+  struct { int64_t batch, len, d, n; int st, D, z, sp; } cs[] = {
+      {1, 256, 4099, 16, 1, 1, 1, 1}, {1, 700, 4099, 16, 0, 1, 1, 1}, {1, 1500, 4099, 5, 1, 0, 1, 0},
+      {2, 300, 4099, 12, 1, 1, 0, 1}, {1, 513, 4104, 1, 1, 1, 1, 1},  {3, 257, 4099, 16, 0, 0, 0, 0},
+  };
+  /* the default block shape, then the A/B one (MAMBABYTE_CUDA_SCAN_TILE=1) */
+  mb_ctx *g1 = GPU, *g2;
+  setenv("MAMBABYTE_CUDA_SCAN_TILE", "1", 1);
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g2));
+  unsetenv("MAMBABYTE_CUDA_SCAN_TILE");
+  for (int v = 0; v < 2; v++) {
+    GPU = v ? g2 : g1;
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+      if (g_small && i > 1) continue;
+      scan_case(0, cs[i].batch, cs[i].len, cs[i].d, cs[i].n, cs[i].st, 0, cs[i].D, cs[i].z,
+                cs[i].sp);
+    }
+  }
+  GPU = g1;
+  MBX(mb_ctx_destroy(g2));
 }
 
 /* mb_linear_conv1d_step: GPU (conv in the GEMV epilogue for n <= 8) vs CPU (linear + conv). */
@@ -1024,6 +1046,7 @@ int main(int argc, char **argv) {
   t_conv();
   t_scan(0);
   t_scan(1);
+  t_scan_tile();
   t_ssu_dt();
   t_linear_conv();
   t_spec();

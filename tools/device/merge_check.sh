@@ -7,6 +7,8 @@
 #      scripts/bench_extract.ts scripts/bench_spec.ts`): tests/cuda_model_test.ts, bench:extract
 #      (972M shape, 3 repeats), bench:spec on CUDA (the bundled models), bench:gpu when
 #      BENCH_GPU_CASES names cases, and the host's page-fault rate (first touch of 5.4 GB).
+#   Optional: NCU_KERNELS=<regex> profiles the first two launches of those kernels in cuda_bench
+#   (speed of light, occupancy, warp stalls); SKIP_SPEC=1 leaves out bench:spec.
 # Each step prints as it ends; logs in $OUT; a summary last; non-zero exit when a step failed.
 # Step limits (seconds): TEST_T (120), SAN_T (90), BENCH_T (150), DENO_T (120).
 set -u -o pipefail
@@ -45,6 +47,14 @@ step "cuda_bench --quick"
 timeout "${BENCH_T:-150}" ./$B/cuda_bench --quick >"$OUT/bench_ops.log" 2>&1 || fail
 sed -n '/^====/,$p' "$OUT/bench_ops.log"
 
+if [ -n "${NCU_KERNELS:-}" ]; then
+  step "ncu ($NCU_KERNELS)"
+  timeout "${BENCH_T:-150}" ncu --kernel-name "regex:$NCU_KERNELS" --launch-count 2 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+    ./$B/cuda_bench --quick >"$OUT/ncu.log" 2>&1 || fail
+  grep -vE "^==PROF==|^\[|^decode|^bf16|^forward|^\{" "$OUT/ncu.log" | grep -E "k_|Throughput|Duration|Occupancy|Registers|Stall|Warp Cycles|Issued|Block Limit|Eligible" | head -80
+fi
+
 setup_deno
 if [ $? -ne 1 ]; then
   step "tests/cuda_model_test.ts"
@@ -55,9 +65,11 @@ if [ $? -ne 1 ]; then
   step "bench:extract (972M, cuda)"
   timeout "${DENO_T:-120}" deno run --cached-only --no-check -A scripts/bench_extract.ts \
     --model_id 972M --device cuda --repeats 3 2>&1 | tee "$OUT/bench_extract.log" | grep -vE "^\[" || fail
-  step "bench:spec (cuda, bundled models)"
-  timeout "${DENO_T:-120}" deno run --cached-only --no-check -A scripts/bench_spec.ts \
-    --devices cuda --repeats 2 2>&1 | tee "$OUT/bench_spec.log" || fail
+  if [ -z "${SKIP_SPEC:-}" ]; then
+    step "bench:spec (cuda, bundled models)"
+    timeout "${DENO_T:-120}" deno run --cached-only --no-check -A scripts/bench_spec.ts \
+      --devices cuda --repeats 2 2>&1 | tee "$OUT/bench_spec.log" || fail
+  fi
   if [ -n "${BENCH_GPU_CASES:-}" ]; then
     step "bench:gpu ($BENCH_GPU_CASES)"
     timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A scripts/bench_gpu.ts \
