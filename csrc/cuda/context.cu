@@ -79,7 +79,7 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_pdl = getenv("MAMBABYTE_CUDA_PDL");
     st->pdl = !(e_pdl && e_pdl[0] == '0') && prop.major >= 9;
     const char *e_tile = getenv("MAMBABYTE_CUDA_SCAN_TILE");
-    st->scan_tile = e_tile && (e_tile[0] == '0' || e_tile[0] == '1') ? e_tile[0] - '0' : 2;
+    st->scan_tile = !(e_tile && e_tile[0] == '0');
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

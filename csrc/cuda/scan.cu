@@ -179,8 +179,8 @@ __global__ void k_scan_chunk_out(ScanArgs a) {
                                            * 8 lanes' float4 reads fall on distinct banks */
 #define SCAN_ROW (32 * SCAN_LANE_STRIDE + 4) /* one state's row; +4 spreads the staging writes */
 #define SCAN_TILE_CPB 14                  /* channels (warps) per block: 3584 / 14 = 256 blocks, one
-                                           * round at two blocks per SM on 132 SMs */
-#define SCAN_TILE_CPB_SMALL 8
+                                           * round at two blocks per SM on 132 SMs (8 channels:
+                                           * 448 blocks, 894 us against 724 on the H200) */
 #define SCAN_TILE_NMAX 16
 
 static_assert(SCAN_K == 8, "the staging index below assumes 8 positions per lane");
@@ -255,69 +255,58 @@ __device__ __forceinline__ void scan_lds8(const float *p, float (&v)[SCAN_K]) {
   v[7] = v1.w;
 }
 
-/* States s .. s+P-1 (those < n) of one chunk for one lane: P independent recurrences side by
- * side, so that their dependent chains (the lane's composition, the shuffle scan, the rerun)
- * overlap. a2_l / carry_l: A * log2(e) and the carry of state `lane`, held one state per lane. */
-template <int P>
-__device__ __forceinline__ void scan_states(int s0, int n, int lane, float a2_l, float &carry_l,
-                                            const float *Bs, const float *Cs,
-                                            const float (&dt)[SCAN_K], const float (&du)[SCAN_K],
-                                            float (&y)[SCAN_K]) {
-  float dA[P][SCAN_K], bx[P][SCAN_K], pa[P], pb[P], cin[P];
+/* 2^x with the MUFU instruction alone: exp2f adds a rescaling for results below 2^-126, which only
+ * matter when dt * A < -87, where the state has decayed to nothing in either form. */
+__device__ __forceinline__ float scan_ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/* State s of one chunk for one lane. a2_l / carry_l: A * log2(e) and the carry of state `lane`,
+ * held one state per lane. */
+__device__ __forceinline__ void scan_state(int s, int lane, float a2_l, float &carry_l,
+                                           const float *Bs, const float *Cs,
+                                           const float (&dt)[SCAN_K], const float (&du)[SCAN_K],
+                                           float (&y)[SCAN_K]) {
+  const float A2 = __shfl_sync(0xffffffffu, a2_l, s);
+  const float cin = __shfl_sync(0xffffffffu, carry_l, s);
+  float Bv[SCAN_K], dA[SCAN_K], bx[SCAN_K];
+  scan_lds8(Bs + s * SCAN_ROW + lane * SCAN_LANE_STRIDE, Bv);
 #pragma unroll
-  for (int p = 0; p < P; p++) {
-    const int s = s0 + p;
-    const bool on = s < n; /* off: A = 0 and B = C = 0, a harmless identity */
-    const float A2 = __shfl_sync(0xffffffffu, a2_l, s & 31);
-    cin[p] = __shfl_sync(0xffffffffu, carry_l, s & 31);
-    const float *bp = Bs + (on ? s : 0) * SCAN_ROW + lane * SCAN_LANE_STRIDE;
-    float4 b0 = *(const float4 *)bp, b1 = *(const float4 *)(bp + 4);
-    float Bv[SCAN_K] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+  for (int k = 0; k < SCAN_K; k++) {
+    dA[k] = scan_ex2(dt[k] * A2);
+    bx[k] = du[k] * Bv[k];
+  }
+  /* the lane's positions as one affine map h -> pa * h + pb */
+  float pa = dA[0], pb = bx[0];
 #pragma unroll
-    for (int k = 0; k < SCAN_K; k++) {
-      dA[p][k] = on ? exp2f(dt[k] * A2) : 1.f;
-      bx[p][k] = on ? du[k] * Bv[k] : 0.f;
-    }
-    /* the lane's positions as one affine map h -> pa * h + pb */
-    pa[p] = dA[p][0];
-    pb[p] = bx[p][0];
-#pragma unroll
-    for (int k = 1; k < SCAN_K; k++) {
-      pb[p] = dA[p][k] * pb[p] + bx[p][k];
-      pa[p] *= dA[p][k];
-    }
+  for (int k = 1; k < SCAN_K; k++) {
+    pb = dA[k] * pb + bx[k];
+    pa *= dA[k];
   }
   /* inclusive scan of the maps over the lanes (earlier lanes first) */
 #pragma unroll
   for (int off = 1; off < 32; off <<= 1) {
-#pragma unroll
-    for (int p = 0; p < P; p++) {
-      float ua = __shfl_up_sync(0xffffffffu, pa[p], off);
-      float ub = __shfl_up_sync(0xffffffffu, pb[p], off);
-      if (lane >= off) {
-        pb[p] = pa[p] * ub + pb[p];
-        pa[p] *= ua;
-      }
+    float ua = __shfl_up_sync(0xffffffffu, pa, off);
+    float ub = __shfl_up_sync(0xffffffffu, pb, off);
+    if (lane >= off) {
+      pb = pa * ub + pb;
+      pa *= ua;
     }
   }
+  float ea = __shfl_up_sync(0xffffffffu, pa, 1);
+  float eb = __shfl_up_sync(0xffffffffu, pb, 1);
+  float h = lane == 0 ? cin : ea * cin + eb;
+  float Cv[SCAN_K];
+  scan_lds8(Cs + s * SCAN_ROW + lane * SCAN_LANE_STRIDE, Cv);
 #pragma unroll
-  for (int p = 0; p < P; p++) {
-    const int s = s0 + p;
-    const bool on = s < n;
-    float ea = __shfl_up_sync(0xffffffffu, pa[p], 1);
-    float eb = __shfl_up_sync(0xffffffffu, pb[p], 1);
-    float h = lane == 0 ? cin[p] : ea * cin[p] + eb;
-    const float *cp = Cs + (on ? s : 0) * SCAN_ROW + lane * SCAN_LANE_STRIDE;
-    float4 c0 = *(const float4 *)cp, c1 = *(const float4 *)(cp + 4);
-    float Cv[SCAN_K] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
-#pragma unroll
-    for (int k = 0; k < SCAN_K; k++) {
-      h = dA[p][k] * h + bx[p][k];
-      if (on) y[k] += Cv[k] * h;
-    }
-    const float cout = __shfl_sync(0xffffffffu, h, 31);
-    if (on && lane == s) carry_l = cout;
+  for (int k = 0; k < SCAN_K; k++) {
+    h = dA[k] * h + bx[k];
+    y[k] += Cv[k] * h;
   }
+  const float cout = __shfl_sync(0xffffffffu, h, 31);
+  if (lane == s) carry_l = cout;
 }
 
 /* Grid (ceil(d / CPB), batch); block CPB warps, warp w = channel blockIdx.x * CPB + w. Every
@@ -326,7 +315,7 @@ __device__ __forceinline__ void scan_states(int s0, int n, int lane, float a2_l,
  * delta's rows while the states are computed; two blocks per multiprocessor overlap one's copies
  * with the other's arithmetic. The per-state carry and A of
  * the warp's channel are held one state per lane (lane s) and broadcast by shuffles. */
-template <int NMAX, int CPB, int P>
+template <int NMAX, int CPB>
 __global__ void __launch_bounds__(CPB * 32, 2) k_scan_tile(ScanArgs a) {
   static_assert(2 * (2 * NMAX + 2 * CPB) * SCAN_ROW * 4 <= 227 * 1024, "two blocks per SM");
   static_assert(NMAX <= 32, "one state per lane");
@@ -370,8 +359,8 @@ __global__ void __launch_bounds__(CPB * 32, 2) k_scan_tile(ScanArgs a) {
       cp_async_commit();
     }
 #pragma unroll
-    for (int s = 0; s < NMAX; s += P) {
-      if (s < n) scan_states<P>(s, n, lane, a2_l, carry_l, Bs, Cs, dt, du, y);
+    for (int s = 0; s < NMAX; s++) {
+      if (s < n) scan_state(s, lane, a2_l, carry_l, Bs, Cs, dt, du, y);
     }
     if (a.z) {
       cp_async_wait_all();
@@ -396,31 +385,20 @@ static int scan_tile_launch(mb_ctx *ctx, ScanArgs &a, int *launched) {
   mbcuda_state *st = mbcuda_st(ctx);
   *launched = 0;
   if (!st->scan_tile || a.states_all || a.n > SCAN_TILE_NMAX || a.len < SCAN_TC) return MB_OK;
-  void (*kern)(ScanArgs);
-  int cpb;
-  if (st->scan_tile == 1) { /* MAMBABYTE_CUDA_SCAN_TILE=1, for A/B runs */
-    kern = k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB_SMALL, 1>;
-    cpb = SCAN_TILE_CPB_SMALL;
-  } else {
-    kern = k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB, 1>;
-    cpb = SCAN_TILE_CPB;
-  }
+  const int cpb = SCAN_TILE_CPB;
   int64_t tiles = (a.d + cpb - 1) / cpb;
   if (tiles * a.batch < st->sm_count || tiles > 0x7fffffff || a.batch > 65535) return MB_OK;
   /* B and C rows per state, u and delta (then z, then y) rows per channel */
   size_t smem = (size_t)(2 * a.n + 2 * cpb) * SCAN_ROW * sizeof(float);
   if (!st->scan_tile_smem_set) { /* > 48 KiB of dynamic shared memory needs the opt-in */
-    int most = (int)((2 * SCAN_TILE_NMAX + 2 * SCAN_TILE_CPB) * SCAN_ROW * sizeof(float));
-    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB_SMALL, 1>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, most),
-                 "selective_scan (tile)");
-    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB, 1>,
+    int most = (int)((2 * SCAN_TILE_NMAX + 2 * cpb) * SCAN_ROW * sizeof(float));
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, most),
                  "selective_scan (tile)");
     st->scan_tile_smem_set = 1;
   }
-  MBCUDA_LAUNCH("selective_scan (tile)", kern, dim3((unsigned)tiles, (unsigned)a.batch),
-                dim3(cpb * 32), smem, a);
+  MBCUDA_LAUNCH("selective_scan (tile)", k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB>,
+                dim3((unsigned)tiles, (unsigned)a.batch), dim3(cpb * 32), smem, a);
   *launched = 1;
   return MB_OK;
 }

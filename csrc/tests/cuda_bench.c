@@ -512,7 +512,7 @@ int main(int argc, char **argv) {
     if (!quick) breakdown(&m, 64, 1, "bf16");
     breakdown(&m, 1, 8192, "bf16");
     forward_bench(&m, 8192, "bf16 #2");
-    scan_alone(&m, 8192, "tile,14ch");
+    scan_alone(&m, 8192, "tile");
     { /* the peer in the same run: the sequential scan (MAMBABYTE_CUDA_SCAN_TILE=0) */
       mb_ctx *g1 = G, *g2;
       setenv("MAMBABYTE_CUDA_SCAN_TILE", "0", 1);
@@ -521,13 +521,6 @@ int main(int argc, char **argv) {
       G = g2;
       scan_alone(&m, 8192, "seq");
       forward_bench(&m, 8192, "bf16,seqscan");
-      G = g1;
-      MBX(mb_ctx_destroy(g2));
-      setenv("MAMBABYTE_CUDA_SCAN_TILE", "1", 1); /* the tile scan, 8 channels per block */
-      MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g2));
-      unsetenv("MAMBABYTE_CUDA_SCAN_TILE");
-      G = g2;
-      scan_alone(&m, 8192, "tile,8ch");
       G = g1;
       MBX(mb_ctx_destroy(g2));
     }

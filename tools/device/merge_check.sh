@@ -51,8 +51,9 @@ if [ -n "${NCU_KERNELS:-}" ]; then
   step "ncu ($NCU_KERNELS)"
   timeout "${BENCH_T:-150}" ncu --kernel-name "regex:$NCU_KERNELS" --launch-count 2 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
+    --section ComputeWorkloadAnalysis --section InstructionStats \
     ./$B/cuda_bench --quick >"$OUT/ncu.log" 2>&1 || fail
-  grep -vE "^==PROF==|^\[|^decode|^bf16|^forward|^\{" "$OUT/ncu.log" | grep -E "k_|Throughput|Duration|Occupancy|Registers|Stall|Warp Cycles|Issued|Block Limit|Eligible" | head -80
+  grep -vE "^==PROF==|^\[|^decode|^bf16|^forward|^\{" "$OUT/ncu.log" | grep -E "k_|Throughput|Duration|Occupancy|Registers|Stall|Warp Cycles|Issued|Block Limit|Eligible|Pipe|Executed Ipc|Instructions" | head -80
 fi
 
 setup_deno
