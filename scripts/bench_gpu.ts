@@ -3,7 +3,9 @@
  *
  * Measures in the same run the device-to-device copy bandwidth (bytes read + written), then for
  * each case prints bytes/s, the ratio to the bandwidth roofline (weight bytes per step / copy
- * bandwidth) and the device memory in use:
+ * bandwidth) or, for a forward, to the GEMM floor (the forward's matrix-product FLOPs at the rate
+ * of the model's in_proj product over the same positions, timed in the same case), and the device
+ * memory in use:
  *   decode batch 1 bf16, decode batch 1 fp32 (TF32 off: the weights are read as fp32 either way),
  *   decode batch 8, 64 and 256 bf16, forward over 8192 bytes bf16 and fp32/TF32, and (case
  *   fwd1m-bf16, not in the default list: ~25 s) a forward over a 1 MiB prompt in chunks, bf16.
@@ -15,7 +17,7 @@ import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel } from "../src/api.ts";
 import type { MambaByteLM } from "../src/model/model.ts";
 import { Backend, cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
-import { median, weightBytesPerStep } from "./lib/bench.ts";
+import { gemmFlopsPerPosition, median, weightBytesPerStep } from "./lib/bench.ts";
 
 const parser = createParser("bench_gpu", "GPU speed vs roofline");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
@@ -132,12 +134,54 @@ async function main(argv: string[]): Promise<void> {
         times.push(performance.now() - t0);
       }
       const ms = median(times);
+      const rate = gemmRate(model, Math.min(len, 8192));
+      const floorMs = len * gemmFlopsPerPosition(model.dims) / rate * 1000;
       report(
-        `${label} | ${ms.toFixed(1)} ms | ${(len / (ms / 1000)).toFixed(0)} bytes/s | ${
+        `${label} | ${ms.toFixed(1)} ms | ${(len / (ms / 1000)).toFixed(0)} bytes/s | GEMM floor ${
+          floorMs.toFixed(1)
+        } ms at ${(rate / 1e12).toFixed(0)} TFLOP/s | ratio ${(floorMs / ms).toFixed(2)} | ${
           memUsedGB(model)
         }`,
       );
     });
+  }
+
+  /**
+   * FLOP/s of layer 0's in_proj (the forward's largest product) over `rows` positions of random
+   * input, with the model's weights and TF32 setting: the median of 5 timed calls after one.
+   */
+  function gemmRate(model: MambaByteLM, rows: number): number {
+    const be = model.backend;
+    const { dModel: dm, dInner: di } = model.dims;
+    const x = be.alloc(rows * dm * 4);
+    const y = be.alloc(rows * 2 * di * 4);
+    try {
+      be.memset(x, 0x3c, rows * dm * 4); // 0x3c3c3c3c: ~0.0115 in every element
+      const call = () =>
+        be.linear({
+          x,
+          w: model.weights.layers[0].inProj.ptr,
+          wdtype: model.weights.wdtype,
+          bias: null,
+          n: rows,
+          inF: dm,
+          outF: 2 * di,
+          y,
+        });
+      call();
+      const times: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        be.sync();
+        const t0 = performance.now();
+        call();
+        be.sync();
+        times.push((performance.now() - t0) / 1000);
+      }
+      return 2 * rows * dm * 2 * di / median(times);
+    } finally {
+      be.free(x);
+      be.free(y);
+    }
   }
 
   if (cases.has("b1-bf16")) await decode("decode b1 bf16", "bf16", 1);
