@@ -149,6 +149,12 @@ MB_EXPORT int mb_free(mb_ctx *ctx, void *ptr) {
   DISPATCH(free, ctx, ptr);
 }
 
+/* Threads for host copies: a CPU context's own count, else the CPUs the process may run on. */
+static int host_copy_threads(const mb_ctx *ctx) {
+  return ctx->backend == MB_BACKEND_CPU && ctx->num_threads > 0 ? ctx->num_threads
+                                                               : mbc_host_copy_threads();
+}
+
 #define COPY_ARGS(fn, dst, src)                                                                   \
   CHECK_CTX(fn);                                                                                  \
   if (bytes == 0) return MB_OK;                                                                   \
@@ -169,7 +175,15 @@ MB_EXPORT int mb_memcpy_d2h(mb_ctx *ctx, void *host_dst, const void *src, size_t
 #ifdef MB_WITH_CUDA
   if (IS_CUDA(ctx)) return mbcuda_memcpy_d2h(ctx, host_dst, src, bytes);
 #endif
-  memcpy(host_dst, src, bytes);
+  mbc_host_copy(host_dst, src, bytes, host_copy_threads(ctx)); /* results land in fresh arrays */
+  return MB_OK;
+}
+
+MB_EXPORT int mb_host_copy(mb_ctx *ctx, void *dst, const void *src, size_t bytes) {
+  COPY_ARGS("mb_host_copy", dst, src);
+  REQUIRE((const char *)dst + bytes <= (const char *)src || (const char *)src + bytes <= (const char *)dst,
+          "mb_host_copy: dst and src overlap");
+  mbc_host_copy(dst, src, bytes, host_copy_threads(ctx));
   return MB_OK;
 }
 
@@ -225,7 +239,7 @@ MB_EXPORT int mb_download_async(mb_ctx *ctx, void *host_dst, const void *src, si
 #ifdef MB_WITH_CUDA
   if (IS_CUDA(ctx)) return mbcuda_download_async(ctx, host_dst, src, bytes, out_ticket);
 #endif
-  if (bytes > 0) memcpy(host_dst, src, bytes);
+  if (bytes > 0) mbc_host_copy(host_dst, src, bytes, host_copy_threads(ctx));
   *out_ticket = ++ctx->downloads;
   return MB_OK;
 }

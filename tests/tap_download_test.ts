@@ -160,3 +160,55 @@ Deno.test("a callback that throws leaves no download in flight; the model stays 
     model.close();
   }
 });
+
+Deno.test("hostCopy and large downloads fill fresh arrays exactly (threaded, odd sizes and offsets)", () => {
+  for (const threads of [1, 3]) {
+    const be = Backend.create("cpu", { threads });
+    try {
+      // around the 4 MiB slices of the threaded copy, an unaligned start and odd lengths
+      for (const bytes of [1, 4095, (8 << 20) - 3, (8 << 20) + 12345, (21 << 20) + 7]) {
+        const src = be.hostAlloc(bytes + 64);
+        try {
+          const s = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(src!, bytes + 64));
+          for (let i = 0; i < s.length; i++) s[i] = (i * 131 + bytes) & 255;
+          const dst = new Uint8Array(bytes + 5);
+          const at = Deno.UnsafePointer.offset(src!, 3);
+          be.hostCopy(dst.subarray(1, 1 + bytes), at);
+          assert.equal(dst[0], 0);
+          assert.equal(dst[1 + bytes], 0);
+          for (let i = 0; i < bytes; i += 997) assert.equal(dst[1 + i], s[3 + i]);
+          assert.equal(dst[bytes], s[2 + bytes]);
+          // a CPU download of the same size goes through the same copy
+          const dev = be.alloc(bytes);
+          be.upload(dev, s.subarray(3, 3 + bytes));
+          const back = new Uint8Array(bytes);
+          be.download(back, dev);
+          be.free(dev);
+          assert.deepEqual(back, s.subarray(3, 3 + bytes));
+        } finally {
+          be.hostFree(src);
+        }
+      }
+    } finally {
+      be.close();
+    }
+  }
+});
+
+Deno.test("hostCopy refuses overlapping memory with one clear error", () => {
+  const be = Backend.create("cpu");
+  try {
+    const p = be.hostAlloc(1024);
+    try {
+      const view = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p!, 1024));
+      assert.throws(
+        () => be.hostCopy(view.subarray(0, 512), Deno.UnsafePointer.offset(p!, 100)),
+        /mb_host_copy: dst and src overlap/,
+      );
+    } finally {
+      be.hostFree(p);
+    }
+  } finally {
+    be.close();
+  }
+});

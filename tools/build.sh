@@ -31,7 +31,7 @@ fi
 
 CC=${CC:-cc}
 out=$dir/libmambabyte.so
-srcs=(csrc/api.c csrc/common/error.c csrc/cpu/*.c)
+srcs=(csrc/api.c csrc/common/error.c csrc/common/host_copy.c csrc/cpu/*.c)
 mkdir -p "$dir"
 if [ -f "$out" ] && [ -z "$(find csrc -newer "$out" \( -name '*.[ch]' -o -name '*.def' \) | head -1)" ]; then
   echo "mambabyte: $out is up to date (built without CMake)"

@@ -10,6 +10,7 @@
 #ifndef MAMBABYTE_INTERNAL_H
 #define MAMBABYTE_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "../include/mambabyte.h"
 
@@ -32,6 +33,12 @@ int mb_fail(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+
+/** Copies bytes of host memory with up to max_threads threads (large copies only; see
+ * common/host_copy.c). */
+void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads);
+/** The CPUs this process may run on (its affinity mask), at least 1. */
+int mbc_host_copy_threads(void);
 
 /* MB_DECLARE_AS(impl, name): declares the function `impl` with exactly the type of the public
  * function `name` (the header is the one place a signature is written; see ops.def). */

@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 3
+#define MB_ABI_VERSION 4
 
 /* Status codes. */
 #define MB_OK 0
@@ -125,6 +125,14 @@ int mb_download_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes
                       uint64_t *out_ticket);
 /** Returns once download `ticket` and every earlier one of the context are in host memory. */
 int mb_download_wait(mb_ctx *ctx, uint64_t ticket);
+/**
+ * Copies bytes of host memory from src to dst (they must not overlap), with several threads when
+ * the copy is large (>= 8 MiB: up to 16, at most the CPUs the process may run on, or a CPU
+ * context's threads), each asking the kernel to map its slice of dst first. Writing into fresh
+ * memory costs a page fault per page; so a result array's first fill, e.g. from a buffer of
+ * mb_download_async, runs several times faster than a single memcpy. Returns when done.
+ */
+int mb_host_copy(mb_ctx *ctx, void *dst, const void *src, size_t bytes);
 
 /* ---- ops -------------------------------------------------------------------------------------- */
 

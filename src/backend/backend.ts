@@ -243,6 +243,20 @@ export class Backend {
     check(this.#lib.mb_download_wait(this.#c, ticket), "download_wait");
   }
 
+  /**
+   * Fills dst from dst.byteLength bytes of host memory at src (e.g. a {@link hostAlloc} buffer
+   * after {@link downloadWait}), with several threads when it is large: the first fill of a fresh
+   * array is page faults, and several threads take them at once (mb_host_copy).
+   */
+  hostCopy(dst: ArrayBufferView, src: Ptr): void {
+    if (dst.byteLength > 0) {
+      check(
+        this.#lib.mb_host_copy(this.#c, viewBytes(dst), src, BigInt(dst.byteLength)),
+        "host_copy",
+      );
+    }
+  }
+
   /** Copies bytes within backend memory. */
   copy(dst: Ptr, src: Ptr, bytes: number): void {
     if (bytes > 0) check(this.#lib.mb_memcpy_d2d(this.#c, dst, src, BigInt(bytes)), "memcpy_d2d");

@@ -88,10 +88,7 @@ export class TapPipeline {
     const f = this.#inFlight.shift()!;
     try {
       this.#be.downloadWait(f.ticket);
-      if (f.dst.byteLength > 0) {
-        const view = Deno.UnsafePointerView.getArrayBuffer(f.buf.ptr!, f.dst.byteLength);
-        f.dst.set(new Float32Array(view));
-      }
+      this.#be.hostCopy(f.dst, f.buf.ptr);
     } finally {
       this.#free.push(f.buf);
     }

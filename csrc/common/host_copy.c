@@ -1,0 +1,83 @@
+/*
+ * host_copy.c — large host-to-host copies with several threads (mb_host_copy; the CPU backend's
+ * downloads). Writing into fresh memory costs a page fault per 4 KiB page (the first touch of a
+ * result array); faults taken by several threads at once overlap, and each thread first asks the
+ * kernel to map its whole slice (MADV_POPULATE_WRITE, Linux 5.14+), which is cheaper than a fault
+ * per page. Measured on a 2-vCPU VM, 1 GiB into fresh pages: 0.22 GB/s with memcpy, 0.53 GB/s with
+ * two threads, 0.64 with two threads and the populate call.
+ */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT, MADV_POPULATE_WRITE */
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#if defined(__linux__) && !defined(MADV_POPULATE_WRITE)
+#define MADV_POPULATE_WRITE 23
+#endif
+
+#define HOST_COPY_MAX_THREADS 16
+#define HOST_COPY_MIN_SLICE ((size_t)4 << 20) /* below this a thread costs more than it saves */
+#define HOST_COPY_PAGE ((uintptr_t)4096)
+
+struct copy_slice {
+  char *dst;
+  const char *src;
+  size_t bytes;
+};
+
+static void copy_slice_run(const struct copy_slice *s) {
+#ifdef MADV_POPULATE_WRITE
+  /* the whole pages inside the slice; errors (an older kernel) leave the faults to memcpy */
+  uintptr_t lo = ((uintptr_t)s->dst + HOST_COPY_PAGE - 1) & ~(HOST_COPY_PAGE - 1);
+  uintptr_t hi = ((uintptr_t)s->dst + s->bytes) & ~(HOST_COPY_PAGE - 1);
+  if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+#endif
+  memcpy(s->dst, s->src, s->bytes);
+}
+
+static void *copy_slice_main(void *arg) {
+  copy_slice_run((const struct copy_slice *)arg);
+  return NULL;
+}
+
+int mbc_host_copy_threads(void) {
+#ifdef CPU_COUNT
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 1) return CPU_COUNT(&set);
+#endif
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n >= 1 ? (int)n : 1;
+}
+
+void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads) {
+  size_t nt = bytes / HOST_COPY_MIN_SLICE;
+  if (max_threads < 1) max_threads = 1;
+  if (nt > (size_t)max_threads) nt = (size_t)max_threads;
+  if (nt > HOST_COPY_MAX_THREADS) nt = HOST_COPY_MAX_THREADS;
+  if (nt <= 1) {
+    struct copy_slice s = {(char *)dst, (const char *)src, bytes};
+    copy_slice_run(&s);
+    return;
+  }
+  /* page-sized slices, so that no two threads fault on the same page */
+  size_t per = (bytes / nt + HOST_COPY_PAGE - 1) & ~(size_t)(HOST_COPY_PAGE - 1);
+  struct copy_slice sl[HOST_COPY_MAX_THREADS];
+  pthread_t th[HOST_COPY_MAX_THREADS];
+  int started[HOST_COPY_MAX_THREADS] = {0};
+  for (size_t i = 0; i < nt; i++) {
+    size_t off = per * i < bytes ? per * i : bytes;
+    size_t end = off + per < bytes ? off + per : bytes;
+    sl[i] = (struct copy_slice){(char *)dst + off, (const char *)src + off, end - off};
+  }
+  for (size_t i = 1; i < nt; i++) started[i] = pthread_create(&th[i], NULL, copy_slice_main, &sl[i]) == 0;
+  copy_slice_run(&sl[0]);
+  for (size_t i = 1; i < nt; i++) {
+    if (started[i]) pthread_join(th[i], NULL);
+    else copy_slice_run(&sl[i]); /* no thread to be had: this one does the slice */
+  }
+}
