@@ -3,7 +3,9 @@
  * same bytes (same prompt from the Tiny Shakespeare held-out text, same seed), with each drafter,
  * greedy and sampled, on each device: bytes/s of both, the speedup, the acceptance rate, the mean
  * accepted length, and whether the bytes are identical (they must be, in every case; the script
- * exits 1 otherwise).
+ * exits 1 otherwise). With --profile, one more speculative run per case times the three phases of
+ * a round (drafting, verifying, resuming; each ended by a device synchronisation) and prints them
+ * per round beside plain decoding's time per byte: where a round's time goes.
  *
  * Models (defaults): the target pretrained_models/spec/target.safetensors when it has been built
  * (tools/device/train_spec.sh), else the bundled `small`; the byte-level drafter
@@ -13,7 +15,7 @@
  *
  * Usage: deno task bench:spec [--devices cpu,cuda] [--max_new_tokens 512] [--draft_length 7]
  *        [--target PATH|ID] [--byte_drafter PATH|ID] [--subword_drafter DIR] [--dtype bf16]
- *        [--repeats 3] [--json results.json]
+ *        [--repeats 3] [--json results.json] [--profile]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { type DraftModel, loadDraftModel, loadModel } from "../src/api.ts";
@@ -43,6 +45,7 @@ parser.add_argument("--dtype", { choices: ["fp32", "bf16"], default: "fp32" });
 parser.add_argument("--repeats", { type: "int", default: 3 });
 parser.add_argument("--seed", { type: "int", default: 4740 });
 parser.add_argument("--json", { default: null });
+parser.add_argument("--profile", { action: "store_true" });
 // deno-lint-ignore no-explicit-any
 type Args = Record<string, any>;
 
@@ -76,6 +79,8 @@ interface Row {
   acceptanceRate: number;
   meanAcceptedLength: number;
   identical: boolean;
+  /** --profile: milliseconds per round of each phase, from one more (synchronised) run. */
+  phaseMsPerRound?: { draft: number; verify: number; resume: number };
 }
 
 async function timeIt(f: () => Promise<Uint8Array>, repeats: number) {
@@ -170,6 +175,29 @@ async function main(argv: string[]): Promise<void> {
               row.meanAcceptedLength.toFixed(2)
             } of ${K} | ${identical ? "yes" : "NO"}`,
           );
+          if (args.profile) {
+            let prof: SpeculativeStats | undefined;
+            await model.generate(prompt, {
+              ...o,
+              draft: { model: draft, length: K, profilePhases: true, onStats: (st) => prof = st },
+            });
+            const p = prof!.phaseSeconds!, r = Math.max(1, prof!.rounds);
+            row.phaseMsPerRound = {
+              draft: p.draft / r * 1e3,
+              verify: p.verify / r * 1e3,
+              resume: p.resume / r * 1e3,
+            };
+            const f = (x: number) => x.toFixed(3);
+            console.log(
+              `  phases per round (${prof!.rounds} rounds, ${
+                (prof!.meanAcceptedLength + 1).toFixed(2)
+              } bytes each): draft ${f(row.phaseMsPerRound.draft)} ms, verify ${
+                f(row.phaseMsPerRound.verify)
+              } ms, resume ${f(row.phaseMsPerRound.resume)} ms; plain decoding ${
+                f(1e3 / row.plainBytesPerSecond)
+              } ms a byte`,
+            );
+          }
         }
       }
     } finally {

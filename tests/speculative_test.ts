@@ -444,6 +444,19 @@ Deno.test("MambaByteLM.generate with a draft model (the API) equals plain genera
     assert.deepEqual(spec, plain);
     assert.equal(stats?.draftLength, 4);
     assert.equal(stats?.bytes, 64);
+    assert.equal(stats?.phaseSeconds, null);
+    // Timed phases (bench:spec --profile): the same bytes, three non-negative phases that fit in
+    // the generation's time.
+    let prof: import("../mod.ts").SpeculativeStats | undefined;
+    const [profiled] = await small.generate(PROMPT, {
+      ...o,
+      draft: { model: draft, length: 4, profilePhases: true, onStats: (s) => prof = s },
+    });
+    assert.deepEqual(profiled, plain);
+    const p = prof!.phaseSeconds!;
+    for (const v of [p.draft, p.verify, p.resume]) assert.ok(v >= 0 && Number.isFinite(v));
+    assert.ok(p.draft > 0 && p.verify > 0, JSON.stringify(p));
+    assert.ok(p.draft + p.verify + p.resume <= prof!.seconds + 1e-3, JSON.stringify(prof));
   } finally {
     draft.close();
     small.close();

@@ -175,6 +175,8 @@ export interface DraftOptions {
   length?: number;
   /** Receives the statistics once the generation is done. */
   onStats?: (stats: SpeculativeStats) => void;
+  /** Time the phases of every round into the statistics (SpeculativeOptions.profilePhases). */
+  profilePhases?: boolean;
 }
 
 /** Options of {@link MambaByteLM.generate}. */
@@ -881,6 +883,7 @@ export class MambaByteLM {
       const { bytes, stats } = await generateSpeculative(this, prompt, drafter, {
         ...rest,
         draftLength: draft.length,
+        profilePhases: draft.profilePhases,
       });
       draft.onStats?.(stats);
       return [bytes];
