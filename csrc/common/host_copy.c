@@ -4,7 +4,9 @@
  * result array); faults taken by several threads at once overlap, and each thread first asks the
  * kernel to map its whole slice (MADV_POPULATE_WRITE, Linux 5.14+), which is cheaper than a fault
  * per page. Measured on a 2-vCPU VM, 1 GiB into fresh pages: 0.22 GB/s with memcpy, 0.53 GB/s with
- * two threads, 0.64 with two threads and the populate call.
+ * two threads, 0.64 with two threads and the populate call. A destination that is already mapped
+ * (an allocator's reused memory; three pages sampled with mincore) is copied by one plain memcpy:
+ * there the threads' start-up and the populate calls only add time (16 MiB: 1.1 -> 1.8 ms).
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT, MADV_POPULATE_WRITE */
 #include <pthread.h>
@@ -23,6 +25,7 @@
 #define HOST_COPY_MAX_THREADS 16
 #define HOST_COPY_MIN_SLICE ((size_t)4 << 20) /* below this a thread costs more than it saves */
 #define HOST_COPY_PAGE ((uintptr_t)4096)
+#define HOST_COPY_MIN_POPULATE ((size_t)256 << 10) /* smaller copies: a plain memcpy */
 
 struct copy_slice {
   char *dst;
@@ -45,6 +48,24 @@ static void *copy_slice_main(void *arg) {
   return NULL;
 }
 
+/* Whether dst's first, middle and last pages are mapped (a fresh mmap'd array has none). */
+static int probably_mapped(const void *dst, size_t bytes) {
+#ifdef __linux__
+  const uintptr_t a = (uintptr_t)dst;
+  const uintptr_t probes[3] = {a, a + bytes / 2, a + bytes - 1};
+  for (int i = 0; i < 3; i++) {
+    unsigned char v = 0;
+    void *page = (void *)(probes[i] & ~(HOST_COPY_PAGE - 1));
+    if (mincore(page, (size_t)HOST_COPY_PAGE, &v) != 0 || !(v & 1)) return 0;
+  }
+  return 1;
+#else
+  (void)dst;
+  (void)bytes;
+  return 0;
+#endif
+}
+
 int mbc_host_copy_threads(void) {
 #ifdef CPU_COUNT
   cpu_set_t set;
@@ -59,6 +80,10 @@ void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads) {
   if (max_threads < 1) max_threads = 1;
   if (nt > (size_t)max_threads) nt = (size_t)max_threads;
   if (nt > HOST_COPY_MAX_THREADS) nt = HOST_COPY_MAX_THREADS;
+  if (bytes < HOST_COPY_MIN_POPULATE || probably_mapped(dst, bytes)) {
+    memcpy(dst, src, bytes);
+    return;
+  }
   if (nt <= 1) {
     struct copy_slice s = {(char *)dst, (const char *)src, bytes};
     copy_slice_run(&s);
