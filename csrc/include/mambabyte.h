@@ -131,7 +131,8 @@ int mb_download_wait(mb_ctx *ctx, uint64_t ticket);
  * context's threads), each asking the kernel to map its slice of dst first. Writing into fresh
  * memory costs a page fault per page; so a result array's first fill, e.g. from a buffer of
  * mb_download_async, runs several times faster than a single memcpy. A dst that is already mapped
- * (sampled: three pages) or small (< 256 KiB) is one plain memcpy. Returns when done.
+ * (sampled: three pages) skips the mapping calls; a small one (< 256 KiB) is one plain memcpy.
+ * Returns when done.
  */
 int mb_host_copy(mb_ctx *ctx, void *dst, const void *src, size_t bytes);
 
