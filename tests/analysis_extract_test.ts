@@ -92,3 +92,36 @@ Deno.test("extractions do not depend on the chunk length", async () => {
     b.close();
   }
 });
+
+Deno.test("module outputs into an earlier result's arrays: the same values, the same arrays where the shapes match", async () => {
+  const model = await loadModel({ configPath: CONFIG, modelId: "test-48x2", device: "cpu" });
+  try {
+    const modules = ["dt_proj", "x_proj"] as const;
+    const first = await extractModuleOutputs(model, TEXT, { modules: [...modules] });
+    const other = new TextEncoder().encode("Another text of the same length, byte for byte. ");
+    const text2 = new Uint8Array(TEXT.length).map((_, i) => other[i % other.length]);
+    const fresh = await extractModuleOutputs(model, text2, { modules: [...modules] });
+    const into = first.modules;
+    const kept = new Map<string, Map<number, unknown>>();
+    for (const [m, per] of into) kept.set(m, new Map([...per].map(([l, t]) => [l, t.data])));
+    const reused = await extractModuleOutputs(model, text2, { modules: [...modules], into });
+    for (const m of modules) {
+      for (const [l, t] of reused.modules.get(m)!) {
+        assert.equal(t.data, kept.get(m)!.get(l), `${m} layer ${l}: the earlier array is reused`);
+        assert.deepEqual(t.data, fresh.modules.get(m)!.get(l)!.data, `${m} layer ${l}`);
+      }
+    }
+    // another length: new arrays; the earlier result is left as it was
+    const before = Float32Array.from(reused.modules.get("dt_proj")!.get(0)!.data as Float32Array);
+    const short = await extractModuleOutputs(model, TEXT.subarray(0, 17), {
+      modules: ["dt_proj"],
+      into: reused.modules,
+    });
+    const t = short.modules.get("dt_proj")!.get(0)!;
+    assert.deepEqual(t.shape, [17, model.dims.dInner]);
+    assert.notEqual(t.data, reused.modules.get("dt_proj")!.get(0)!.data);
+    assert.deepEqual(reused.modules.get("dt_proj")!.get(0)!.data, before);
+  } finally {
+    model.close();
+  }
+});
