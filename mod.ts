@@ -68,3 +68,11 @@ export { RecurrentState, Workspace } from "./src/model/workspace.ts";
 export { generateBytes, type GenerateOptions } from "./src/generate/decode.ts";
 export { Backend, type DeviceKind, type WeightDType } from "./src/backend/backend.ts";
 export { Tensor } from "./src/backend/tensor.ts";
+export {
+  type ExtractCommon,
+  extractDiscreteA,
+  extractInputSimilarity,
+  type Extraction,
+  extractModuleOutputs,
+  parseModuleId,
+} from "./src/analysis/extract.ts";
