@@ -125,3 +125,11 @@ Deno.test("module outputs into an earlier result's arrays: the same values, the 
     model.close();
   }
 });
+
+Deno.test("mod.ts exports the extraction functions a script needs", async () => {
+  const mod = await import("../mod.ts");
+  assert.equal(mod.extractModuleOutputs, extractModuleOutputs);
+  assert.equal(mod.extractDiscreteA, extractDiscreteA);
+  assert.equal(mod.extractInputSimilarity, extractInputSimilarity);
+  assert.equal(mod.parseModuleId, parseModuleId);
+});
