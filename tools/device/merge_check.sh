@@ -5,8 +5,9 @@
 #   3. cuda_bench --quick (the copy roofline, decoding at batch 1 and 64, the 8192-byte forward);
 #   4. through Deno (.gpu/ carried: `../shared/tools/gpu-pack.sh mod.ts tests/cuda_model_test.ts
 #      scripts/bench_extract.ts scripts/bench_spec.ts`): tests/cuda_model_test.ts, bench:extract
-#      (972M shape, 3 repeats), bench:spec on CUDA (the bundled models), bench:gpu when
-#      BENCH_GPU_CASES names cases, and the host's page-fault rate (first touch of 5.4 GB).
+#      (972M shape, 3 repeats), bench:spec on CUDA (the bundled models, with --profile: where a
+#      round goes), bench:gpu when BENCH_GPU_CASES names cases, and the host's page-fault rate
+#      (first touch of 5.4 GB).
 #   Optional: NCU_KERNELS=<regex> profiles the first two launches of those kernels in cuda_bench
 #   (speed of light, occupancy, warp stalls); SKIP_SPEC=1 leaves out bench:spec.
 # Each step prints as it ends; logs in $OUT; a summary last; non-zero exit when a step failed.
@@ -69,7 +70,7 @@ if [ $? -ne 1 ]; then
   if [ -z "${SKIP_SPEC:-}" ]; then
     step "bench:spec (cuda, bundled models)"
     timeout "${DENO_T:-120}" deno run --cached-only --no-check -A scripts/bench_spec.ts \
-      --devices cuda --repeats 2 2>&1 | tee "$OUT/bench_spec.log" || fail
+      --devices cuda --repeats 2 --profile 2>&1 | tee "$OUT/bench_spec.log" || fail
   fi
   if [ -n "${BENCH_GPU_CASES:-}" ]; then
     step "bench:gpu ($BENCH_GPU_CASES)"
