@@ -14,7 +14,7 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/cuda_check_out}"
 mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
-. tools/device/lib.sh # build_cuda, setup_deno
+. tools/device/lib.sh # build_cuda, setup_deno, step, status
 SAN=1
 QUICK=""
 for a in "$@"; do
@@ -24,8 +24,6 @@ for a in "$@"; do
   esac
 done
 BUILD=build-cuda
-status=0
-step() { echo "== $1 ($(date +%T))"; }
 
 step "device"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv | tee "$OUT/gpu.txt"

@@ -19,11 +19,7 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/extract_check_out}"
 mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
-. tools/device/lib.sh # build_cuda, setup_deno
-status=0
-summary=()
-step() { echo "== $1 ($(date +%T))"; }
-note() { summary+=("$1"); echo "$1"; }
+. tools/device/lib.sh # build_cuda, setup_deno, step, note, fail, print_summary
 
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -72,9 +68,7 @@ else
   note "bench:extract rc=$rc"
 fi
 
-echo
-echo "==== extract_check summary"
-for s in "${summary[@]}"; do echo "$s"; done
+print_summary extract_check
 grep -E "^discrete_a " "$OUT/test.log" | awk '{print $NF}' | sort | uniq -c |
   awk '{printf "cuda_vs_cpu discrete_a results: %s %s\n", $1, $2}'
 [ -f "$OUT/bench.log" ] && { echo; grep -vE "^(Download|Task|\[)" "$OUT/bench.log"; }

@@ -32,3 +32,21 @@ setup_deno() {
   export MAMBABYTE_LIB=$PWD/build-cuda/libmambabyte.so
   return $rc
 }
+
+# The check scripts' report: `step NAME` announces a step, `note LINE` prints a line and keeps it
+# for `print_summary TITLE`, which prints the kept lines last; a failing step sets status=1 (`fail`)
+# and the script ends with `exit $status`.
+status=0
+summary=()
+step() { echo "== $1 ($(date +%T))"; }
+note() {
+  summary+=("$1")
+  echo "$1"
+}
+fail() { status=1; }
+print_summary() {
+  echo
+  echo "==== $1 summary"
+  local s
+  for s in "${summary[@]}"; do echo "$s"; done
+}

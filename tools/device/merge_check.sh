@@ -17,13 +17,8 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/merge_check_out}"
 mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
-. tools/device/lib.sh # build_cuda, setup_deno
+. tools/device/lib.sh # build_cuda, setup_deno, step, note, fail, print_summary
 B=build-cuda
-status=0
-summary=()
-step() { echo "== $1 ($(date +%T))"; }
-note() { summary+=("$1"); echo "$1"; }
-fail() { status=1; }
 
 step "build"
 t0=$(date +%s)
@@ -88,7 +83,5 @@ else
   note "deno steps: skipped (no .gpu/deno.xz)"
 fi
 
-echo
-echo "==== merge_check summary"
-for s in "${summary[@]}"; do echo "$s"; done
+print_summary merge_check
 exit $status

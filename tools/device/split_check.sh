@@ -18,11 +18,7 @@ cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/split_check_out}"
 mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
-. tools/device/lib.sh # build_cuda, setup_deno
-status=0
-summary=()
-step() { echo "== $1 ($(date +%T))"; }
-note() { summary+=("$1"); echo "$1"; }
+. tools/device/lib.sh # build_cuda, setup_deno, step, note, fail, print_summary
 
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -68,9 +64,7 @@ else
   note "bench:extract rc=$rc"
 fi
 
-echo
-echo "==== split_check summary"
-for s in "${summary[@]}"; do echo "$s"; done
+print_summary split_check
 grep -E "^[a-z_0-9]+ " "$OUT/test.log" | awk '$NF == "ok" || $NF == "FAIL" {print $1, $NF}' |
   sort | uniq -c | awk '{printf "  %-28s %5d %s\n", $2, $1, $3}'
 [ -f "$OUT/bench.log" ] && { echo; grep -vE "^(Download|Task|\[)" "$OUT/bench.log"; }
