@@ -152,7 +152,7 @@ MB_EXPORT int mb_free(mb_ctx *ctx, void *ptr) {
 /* Threads for host copies: a CPU context's own count, else the CPUs the process may run on. */
 static int host_copy_threads(const mb_ctx *ctx) {
   return ctx->backend == MB_BACKEND_CPU && ctx->num_threads > 0 ? ctx->num_threads
-                                                               : mbc_host_copy_threads();
+                                                               : mbc_allowed_cpus();
 }
 
 #define COPY_ARGS(fn, dst, src)                                                                   \

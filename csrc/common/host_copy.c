@@ -70,7 +70,7 @@ static int probably_mapped(const void *dst, size_t bytes) {
 #endif
 }
 
-int mbc_host_copy_threads(void) {
+int mbc_allowed_cpus(void) {
 #ifdef CPU_COUNT
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 1) return CPU_COUNT(&set);

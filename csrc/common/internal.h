@@ -37,8 +37,9 @@ int mb_fail(int status, const char *fmt, ...)
 /** Copies bytes of host memory with up to max_threads threads (large copies only; see
  * common/host_copy.c). */
 void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads);
-/** The CPUs this process may run on (its affinity mask), at least 1. */
-int mbc_host_copy_threads(void);
+/** The CPUs this process may run on (its affinity mask: taskset and cgroup cpusets shrink it),
+ * at least 1. In common/host_copy.c; CPU contexts count their default threads with it too. */
+int mbc_allowed_cpus(void);
 
 /* MB_DECLARE_AS(impl, name): declares the function `impl` with exactly the type of the public
  * function `name` (the header is the one place a signature is written; see ops.def). */

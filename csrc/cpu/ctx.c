@@ -1,13 +1,9 @@
 /*
  * ctx.c — CPU contexts, memory and the read-bandwidth probe.
  */
-#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT (Linux); elsewhere sysconf alone */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <sched.h>
-#include <unistd.h>
 
 #include "cpu_backend.h"
 #include "vmath.h"
@@ -25,12 +21,7 @@ static int default_threads(void) {
     const long v = strtol(env, NULL, 10);
     if (v >= 1 && v <= 4096) return (int)v;
   }
-#ifdef CPU_COUNT
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 1) return CPU_COUNT(&set);
-#endif
-  const long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n >= 1 ? (int)n : 1;
+  return mbc_allowed_cpus();
 }
 
 int mbcpu_ctx_create(int num_threads, mb_ctx **out_ctx) {
