@@ -461,6 +461,16 @@ static void discrete_a_bench(void) {
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) MBX(mb_free(G, all[i]));
 }
 
+/* A second CUDA context made with one environment variable set (the A/B switches are read at
+ * context creation); the model's device memory serves both. */
+static mb_ctx *ctx_with_env(const char *name, const char *value) {
+  mb_ctx *c = NULL;
+  setenv(name, value, 1);
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &c));
+  unsetenv(name);
+  return c;
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   int count = 0;
@@ -497,14 +507,11 @@ int main(int argc, char **argv) {
       g_fused = 1;
     }
     {
-      mb_ctx *g1 = G, *g2;
-      setenv("MAMBABYTE_CUDA_PDL", "0", 1);
-      MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g2));
-      unsetenv("MAMBABYTE_CUDA_PDL");
-      G = g2;
+      mb_ctx *g1 = G;
+      G = ctx_with_env("MAMBABYTE_CUDA_PDL", "0");
       decode_bench(&m, bw, 1, "bf16,noPDL");
+      MBX(mb_ctx_destroy(G));
       G = g1;
-      MBX(mb_ctx_destroy(g2));
     }
     if (!quick) decode_bench(&m, bw, 64, "bf16");
     forward_bench(&m, 8192, "bf16");
@@ -513,16 +520,13 @@ int main(int argc, char **argv) {
     breakdown(&m, 1, 8192, "bf16");
     forward_bench(&m, 8192, "bf16 #2");
     scan_alone(&m, 8192, "tile");
-    { /* the peer in the same run: the sequential scan (MAMBABYTE_CUDA_SCAN_TILE=0) */
-      mb_ctx *g1 = G, *g2;
-      setenv("MAMBABYTE_CUDA_SCAN_TILE", "0", 1);
-      MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g2));
-      unsetenv("MAMBABYTE_CUDA_SCAN_TILE");
-      G = g2;
+    { /* the peer in the same run: the sequential scan */
+      mb_ctx *g1 = G;
+      G = ctx_with_env("MAMBABYTE_CUDA_SCAN_TILE", "0");
       scan_alone(&m, 8192, "seq");
       forward_bench(&m, 8192, "bf16,seqscan");
+      MBX(mb_ctx_destroy(G));
       G = g1;
-      MBX(mb_ctx_destroy(g2));
     }
     model_free(&m);
   }

@@ -364,7 +364,7 @@ export class MambaByteLM {
     afterLayer?: (layer: number) => void,
   ): void {
     const be = this.backend;
-    const { dInner: di, dtRank: r, dConv: k } = this.dims;
+    const { dInner: di, dConv: k } = this.dims;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
       this.#norm(ws, i, batch);
@@ -381,12 +381,7 @@ export class MambaByteLM {
       this.#xProj(ws, i, batch);
       be.stateUpdateDt({
         ...this.#scanOperands(ws, state, i),
-        xDbl: ws.xDbl.ptr,
-        ldXDbl: this.#xDblCols,
-        dtW: w.dtProj.ptr,
-        wdtype: this.weights.wdtype,
-        dtBias: w.dtProjBias.ptr,
-        dtRank: r,
+        ...this.#dtProjOperands(ws, i),
         batch,
         deltaOut: ws.delta.ptr,
       });
@@ -407,7 +402,7 @@ export class MambaByteLM {
    */
   verifyLayers(ws: Workspace, state: RecurrentState, len: number, saved: VerifyBuffers): void {
     const be = this.backend;
-    const { dInner: di, dtRank: r, dConv: k } = this.dims;
+    const { dInner: di, dConv: k } = this.dims;
     if (len > saved.rows || len > ws.rows) {
       throw new MambaByteError(`verifyLayers: ${len} positions exceed the buffers' rows`);
     }
@@ -444,12 +439,7 @@ export class MambaByteLM {
       be.scanDt({
         ...this.#scanOperands(ws, state, i),
         z: xz.at(di),
-        xDbl: ws.xDbl.ptr,
-        ldXDbl: this.#xDblCols,
-        dtW: w.dtProj.ptr,
-        wdtype: this.weights.wdtype,
-        dtBias: w.dtProjBias.ptr,
-        dtRank: r,
+        ...this.#dtProjOperands(ws, i),
         statesAll: saved.ssm[i].ptr,
         batch: 1,
         len,
@@ -582,6 +572,19 @@ export class MambaByteLM {
   }
 
   /** The recurrence's operands of layer i, the same for the scan and the decoding step. */
+  /** Layer i's dt_proj for the ops that run it inside the state update (x_dbl's first columns). */
+  #dtProjOperands(ws: Workspace, i: number) {
+    const w = this.weights.layers[i];
+    return {
+      xDbl: ws.xDbl.ptr,
+      ldXDbl: this.#xDblCols,
+      dtW: w.dtProj.ptr,
+      wdtype: this.weights.wdtype,
+      dtBias: w.dtProjBias.ptr,
+      dtRank: this.dims.dtRank,
+    };
+  }
+
   #scanOperands(ws: Workspace, state: RecurrentState, i: number) {
     const w = this.weights.layers[i];
     const { dInner: di, dtRank: r, dState: n } = this.dims;
