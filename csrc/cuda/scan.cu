@@ -201,51 +201,82 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
  * its 8 positions as two conflict-free float4 loads. */
 __device__ __forceinline__ int scan_pos(int tl) { return (tl >> 3) * SCAN_LANE_STRIDE + (tl & 7); }
 
+/* Thread i of a block of CPB * 32 stages channel w = i % CPB of rows tl0 + 32 j (tl0 = i / CPB,
+ * j < SCAN_TC / 32): consecutive threads along the channels, the row pointer advanced by 32 rows.
+ * `rows`: the chunk's positions before the end of the sequence. */
+#define SCAN_ROWS_PER_PASS 32
+
 /* Stages one per-channel operand (u, delta or z; row r = b * len + t at src + r * ld) of the
- * block's channels for the chunk at t0 into rows of dst, consecutive threads along the channels;
- * past the end of the sequence or of the channels: zeros. */
+ * block's channels for the chunk at t0 into rows of dst; past the end of the sequence or of the
+ * channels: zeros. */
 template <int CPB>
 __device__ __forceinline__ void scan_stage_rows(const ScanArgs &a, int64_t b, int64_t c0,
-                                                int64_t t0, const float *src, int64_t ld,
-                                                float *dst) {
-  for (int e = threadIdx.x; e < SCAN_TC * CPB; e += CPB * 32) {
-    int tl = e / CPB, w = e % CPB;
-    int64_t t = t0 + tl, c = c0 + w;
-    bool valid = t < a.len && c < a.d;
-    int64_t r = b * a.len + (valid ? t : 0);
-    cp_async4(dst + w * SCAN_ROW + scan_pos(tl), src + r * ld + (valid ? c : 0), valid);
+                                                int64_t t0, int rows, const float *src,
+                                                int64_t ld, float *dst) {
+  const int w = threadIdx.x % CPB, tl0 = threadIdx.x / CPB;
+  const bool cok = c0 + w < a.d;
+  const float *p = src + (b * a.len + t0 + tl0) * ld + (cok ? c0 + w : 0);
+  const int64_t step = SCAN_ROWS_PER_PASS * ld;
+  float *q = dst + w * SCAN_ROW + scan_pos(tl0);
+#pragma unroll
+  for (int j = 0; j < SCAN_TC / SCAN_ROWS_PER_PASS; j++) {
+    const bool valid = cok && tl0 + SCAN_ROWS_PER_PASS * j < rows;
+    cp_async4(q + j * (SCAN_ROWS_PER_PASS / 8) * SCAN_LANE_STRIDE, valid ? p : src, valid);
+    p += step;
   }
 }
 
 /* Stages B, C (consecutive threads along a row's states), u and delta of the chunk at t0. */
-template <int CPB>
+template <int NMAX, int CPB>
 __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t c0, int64_t t0,
-                                           float *Bs, float *Cs, float *Us, float *Ds) {
+                                           int rows, float *Bs, float *Cs, float *Us, float *Ds) {
   const int n = a.n, nt = CPB * 32;
-  const int dtl = nt / n, ds = nt % n;
-  for (int tl = threadIdx.x / n, s = threadIdx.x % n; tl < SCAN_TC;) {
-    int64_t t = t0 + tl;
-    bool valid = t < a.len;
-    int64_t r = b * a.len + (valid ? t : 0);
-    int o = s * SCAN_ROW + scan_pos(tl);
-    cp_async4(Bs + o, a.Bm + r * a.ldb + s, valid);
-    cp_async4(Cs + o, a.Cm + r * a.ldc + s, valid);
-    tl += dtl;
-    s += ds;
-    if (s >= n) s -= n, tl++;
+  if (n == NMAX) { /* the usual d_state: a fixed pattern, pointers advanced by whole passes */
+    constexpr int per_pass = CPB * 32 / NMAX;
+    const int s = threadIdx.x % NMAX, tl0 = threadIdx.x / NMAX;
+    const int64_t r0 = b * a.len + t0 + tl0;
+    const float *pb = a.Bm + r0 * a.ldb + s, *pc = a.Cm + r0 * a.ldc + s;
+    const int64_t sb = per_pass * a.ldb, sc = per_pass * a.ldc;
+#pragma unroll 4
+    for (int tl = tl0; tl < SCAN_TC; tl += per_pass) {
+      const bool valid = tl < rows;
+      const int o = s * SCAN_ROW + scan_pos(tl);
+      cp_async4(Bs + o, valid ? pb : a.Bm, valid);
+      cp_async4(Cs + o, valid ? pc : a.Cm, valid);
+      pb += sb;
+      pc += sc;
+    }
+  } else {
+    const int dtl = nt / n, ds = nt % n;
+    for (int tl = threadIdx.x / n, s = threadIdx.x % n; tl < SCAN_TC;) {
+      bool valid = tl < rows;
+      int64_t r = b * a.len + t0 + (valid ? tl : 0);
+      int o = s * SCAN_ROW + scan_pos(tl);
+      cp_async4(Bs + o, a.Bm + r * a.ldb + s, valid);
+      cp_async4(Cs + o, a.Cm + r * a.ldc + s, valid);
+      tl += dtl;
+      s += ds;
+      if (s >= n) s -= n, tl++;
+    }
   }
-  scan_stage_rows<CPB>(a, b, c0, t0, a.u, a.ldu, Us);
-  scan_stage_rows<CPB>(a, b, c0, t0, a.delta, a.ld_delta, Ds);
+  scan_stage_rows<CPB>(a, b, c0, t0, rows, a.u, a.ldu, Us);
+  scan_stage_rows<CPB>(a, b, c0, t0, rows, a.delta, a.ld_delta, Ds);
 }
 
-/* Writes the chunk's y rows (in Us, per channel) to global memory, coalesced. */
+/* Writes the chunk's y rows (in Us, per channel) to global memory, coalesced (the staging's
+ * thread pattern). */
 template <int CPB>
 __device__ __forceinline__ void scan_store_y(const ScanArgs &a, int64_t b, int64_t c0, int64_t t0,
-                                             const float *Ys) {
-  for (int e = threadIdx.x; e < SCAN_TC * CPB; e += CPB * 32) {
-    int tl = e / CPB, w = e % CPB;
-    int64_t t = t0 + tl, c = c0 + w;
-    if (t < a.len && c < a.d) a.y[(b * a.len + t) * a.ldy + c] = Ys[w * SCAN_ROW + scan_pos(tl)];
+                                             int rows, const float *Ys) {
+  const int w = threadIdx.x % CPB, tl0 = threadIdx.x / CPB;
+  if (c0 + w >= a.d) return;
+  float *p = a.y + (b * a.len + t0 + tl0) * a.ldy + c0 + w;
+  const int64_t step = SCAN_ROWS_PER_PASS * a.ldy;
+  const float *q = Ys + w * SCAN_ROW + scan_pos(tl0);
+#pragma unroll
+  for (int j = 0; j < SCAN_TC / SCAN_ROWS_PER_PASS; j++) {
+    if (tl0 + SCAN_ROWS_PER_PASS * j < rows) *p = q[j * (SCAN_ROWS_PER_PASS / 8) * SCAN_LANE_STRIDE];
+    p += step;
   }
 }
 
@@ -336,8 +367,9 @@ __global__ void __launch_bounds__(CPB * 32, 2) k_scan_tile(ScanArgs a) {
   const int lo = w * SCAN_ROW + lane * SCAN_LANE_STRIDE; /* this lane's positions in Us/Ds */
 
   for (int64_t t0 = 0; t0 < a.len; t0 += SCAN_TC) {
+    const int rows = a.len - t0 < SCAN_TC ? (int)(a.len - t0) : SCAN_TC;
     __syncthreads(); /* the previous chunk's y is out of Us */
-    scan_stage<CPB>(a, b, c0, t0, Bs, Cs, Us, Ds);
+    scan_stage<NMAX, CPB>(a, b, c0, t0, rows, Bs, Cs, Us, Ds);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
@@ -348,14 +380,14 @@ __global__ void __launch_bounds__(CPB * 32, 2) k_scan_tile(ScanArgs a) {
     for (int k = 0; k < SCAN_K; k++) {
       float d = dt[k];
       if (a.softplus) d = mb_softplus(d);
-      if (t0 + lane * SCAN_K + k >= a.len) d = 0.f; /* h passes unchanged */
+      if (lane * SCAN_K + k >= rows) d = 0.f; /* h passes unchanged */
       dt[k] = d;
       du[k] = d * uu[k];
       y[k] = Dc * uu[k];
     }
     if (a.z) { /* z's copies into Ds fly during the states */
       __syncthreads(); /* every warp has read its delta */
-      scan_stage_rows<CPB>(a, b, c0, t0, a.z, a.ldz, Ds);
+      scan_stage_rows<CPB>(a, b, c0, t0, rows, a.z, a.ldz, Ds);
       cp_async_commit();
     }
 #pragma unroll
@@ -374,7 +406,7 @@ __global__ void __launch_bounds__(CPB * 32, 2) k_scan_tile(ScanArgs a) {
     *(float4 *)(Us + lo) = make_float4(y[0], y[1], y[2], y[3]);
     *(float4 *)(Us + lo + 4) = make_float4(y[4], y[5], y[6], y[7]);
     __syncthreads();
-    scan_store_y<CPB>(a, b, c0, t0, Us);
+    scan_store_y<CPB>(a, b, c0, t0, rows, Us);
   }
   if (st && lane < n) st[lane] = carry_l;
 }
