@@ -287,48 +287,60 @@ static cudaError_t gemv(mb_ctx *ctx, const float *x, int64_t ldx, const WT *w, c
 
 /* ---- helpers for the cuBLAS path ------------------------------------------------------------- */
 
+/* The row-wise elementwise kernels below run on a 2D grid: threads along a row's columns (x), a
+ * block row per EW_ROWS rows (y, striding when there are more than 65535 groups), so that no
+ * index is divided (a 64-bit division per element made them issue-bound, not memory-bound). */
+#define EW_THREADS 256
+#define EW_ROWS 8
+
+static dim3 ew_grid(int64_t cols, int64_t n) {
+  int64_t groups = (n + EW_ROWS - 1) / EW_ROWS;
+  return dim3(mbcuda_blocks(cols, EW_THREADS), (unsigned)(groups < 65535 ? groups : 65535));
+}
+
+/* out (n, k) bf16, dense = x (n rows of k floats at ld ldx), rounded (any alignment). */
 __global__ void k_to_bf16(const float *__restrict__ x, int64_t ldx, int64_t n, int64_t k,
                           __nv_bfloat16 *__restrict__ out) {
   MB_PDL_ENTRY();
-  int64_t total = n * k;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = i / k, c = i - r * k;
-    out[i] = __float2bfloat16_rn(x[r * ldx + c]);
+  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (c >= k) return;
+  for (int64_t r0 = (int64_t)blockIdx.y * EW_ROWS; r0 < n; r0 += (int64_t)gridDim.y * EW_ROWS) {
+    const int64_t r1 = r0 + EW_ROWS < n ? r0 + EW_ROWS : n;
+    for (int64_t r = r0; r < r1; r++) out[r * k + c] = __float2bfloat16_rn(x[r * ldx + c]);
   }
 }
 
+/* out (n, 4 k4) bf16, dense = x (n rows of 4 k4 floats at ld ldx, 16-byte aligned), rounded. */
 __global__ void k_to_bf16_v4(const float *__restrict__ x, int64_t ldx, int64_t n, int64_t k4,
                              __nv_bfloat16 *__restrict__ out) {
   MB_PDL_ENTRY();
-  int64_t total = n * k4;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = i / k4, c = i - r * k4;
-    float4 v = *(const float4 *)(x + r * ldx + 4 * c);
-    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-    uint2 o;
-    o.x = *(uint32_t *)&a;
-    o.y = *(uint32_t *)&b;
-    *(uint2 *)(out + 4 * i) = o;
+  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (c >= k4) return;
+  for (int64_t r0 = (int64_t)blockIdx.y * EW_ROWS; r0 < n; r0 += (int64_t)gridDim.y * EW_ROWS) {
+    const int64_t r1 = r0 + EW_ROWS < n ? r0 + EW_ROWS : n;
+    for (int64_t r = r0; r < r1; r++) {
+      float4 v = *(const float4 *)(x + r * ldx + 4 * c);
+      __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+      uint2 o;
+      o.x = *(uint32_t *)&a;
+      o.y = *(uint32_t *)&b;
+      *(uint2 *)(out + 4 * (r * k4 + c)) = o;
+    }
   }
 }
 
+/* y[r, c] += bias[c] for r < n, c < m. */
 __global__ void k_add_bias(float *y, int64_t ldy, const float *__restrict__ bias, int64_t n,
                            int64_t m) {
-  MB_PDL_ENTRY();
-  int64_t total = n * m;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t r = i / m, c = i - r * m;
-    y[r * ldy + c] += bias[c];
+  mb_pdl_trigger();
+  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (c >= m) return;
+  const float b = bias[c]; /* constant: before the wait */
+  mb_pdl_wait();
+  for (int64_t r0 = (int64_t)blockIdx.y * EW_ROWS; r0 < n; r0 += (int64_t)gridDim.y * EW_ROWS) {
+    const int64_t r1 = r0 + EW_ROWS < n ? r0 + EW_ROWS : n;
+    for (int64_t r = r0; r < r1; r++) y[r * ldy + c] += b;
   }
-}
-
-static unsigned grid_cap(mb_ctx *ctx, int64_t work) {
-  unsigned b = mbcuda_blocks(work, 256);
-  unsigned cap = (unsigned)mbcuda_st(ctx)->sm_count * 16;
-  return b < cap ? b : cap;
 }
 
 extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
@@ -341,7 +353,7 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     for (int64_t r = 0; r < n; r++)
       MBCUDA_CHECK(cudaMemsetAsync(y + r * ldy, 0, (size_t)out_f * sizeof(float), s), "linear");
     if (bias) {
-      MBCUDA_LAUNCH("linear (bias)", k_add_bias, dim3(grid_cap(ctx, n * out_f)), dim3(256), 0, y, ldy, bias, n, out_f);
+      MBCUDA_LAUNCH("linear (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
     }
     return MB_OK;
   }
@@ -363,9 +375,9 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     if (rc) return rc;
     __nv_bfloat16 *xb = (__nv_bfloat16 *)scr;
     if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
-      MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16_v4, dim3(grid_cap(ctx, n * in_f / 4)), dim3(256), 0, x, ldx, n, in_f / 4, xb);
+      MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, xb);
     else
-      MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16, dim3(grid_cap(ctx, n * in_f)), dim3(256), 0, x, ldx, n, in_f, xb);
+      MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16, ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, xb);
     BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
                             CUDA_R_16BF, (int)in_f, xb, CUDA_R_16BF, (int)in_f, &beta, y,
                             CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
@@ -379,7 +391,7 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
                "linear (cublasGemmEx fp32)");
   }
   if (bias) {
-    MBCUDA_LAUNCH("linear (bias)", k_add_bias, dim3(grid_cap(ctx, n * out_f)), dim3(256), 0, y, ldy, bias, n, out_f);
+    MBCUDA_LAUNCH("linear (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
   }
   return MB_OK;
 }
