@@ -1,6 +1,9 @@
 /*
  * norm.cu — mb_add_norm on CUDA (residual add + LayerNorm / RMSNorm): rows of d <= 2048 keep the row
  * in registers (k_add_norm_reg, the default there), longer rows use one block per row (k_add_norm).
+ * Many rows (a forward's chunk, n >= ADD_NORM_WARP_MIN_ROWS) of d <= 2048, d % 4 == 0: a warp per
+ * row (k_add_norm_warp), float4 loads, no block barrier. Decoding and verification (n <= 65 rows)
+ * keep k_add_norm_reg, so a verified position still gets the bits of a decoding step.
  */
 #include <math.h>
 #include <stdint.h>
@@ -98,11 +101,98 @@ __global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
   }
 }
 
+#define ADD_NORM_WARP_MIN_ROWS 256
+#define ADD_NORM_WARPS 8 /* rows per block */
+
+/* A warp per row, V4 float4s per lane (row element 4 (lane + 32 j) + e), the row in registers;
+ * the statistics as k_add_norm_reg's (sum, then the squared deviations) with warp reductions. */
+template <int V4>
+__global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
+    k_add_norm_warp(const float *x, float *residual, int accumulate,
+                    const float *__restrict__ weight, const float *__restrict__ bias,
+                    int norm_kind, float eps, int64_t n, int64_t d, float *out) {
+  MB_PDL_ENTRY();
+  const int lane = threadIdx.x & 31;
+  const int64_t row = (int64_t)blockIdx.x * ADD_NORM_WARPS + (threadIdx.x >> 5);
+  if (row >= n) return;
+  const int64_t d4 = d / 4;
+  const float4 *xr = (const float4 *)(x + row * d);
+  float4 *rr = (float4 *)(residual + row * d);
+  float4 *orow = (float4 *)(out + row * d);
+  float4 rv[V4];
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < V4; j++) {
+    const int64_t c = lane + 32 * j;
+    float4 r = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (c < d4) {
+      const float4 xv = xr[c];
+      if (accumulate) {
+        const float4 a = rr[c];
+        r = make_float4(a.x + xv.x, a.y + xv.y, a.z + xv.z, a.w + xv.w);
+      } else {
+        r = xv;
+      }
+      rr[c] = r;
+    }
+    rv[j] = r;
+    s += norm_kind == MB_NORM_RMS ? r.x * r.x + r.y * r.y + r.z * r.z + r.w * r.w
+                                  : r.x + r.y + r.z + r.w;
+  }
+  s = warp_sum(s);
+  float mean = 0.f, rstd;
+  if (norm_kind == MB_NORM_RMS) {
+    rstd = 1.f / sqrtf(s / (float)d + eps);
+  } else {
+    mean = s / (float)d;
+    float v = 0.f;
+#pragma unroll
+    for (int j = 0; j < V4; j++) {
+      if (lane + 32 * j < d4) {
+        const float a = rv[j].x - mean, b = rv[j].y - mean, c = rv[j].z - mean,
+                    e = rv[j].w - mean;
+        v += a * a + b * b + c * c + e * e;
+      }
+    }
+    v = warp_sum(v);
+    rstd = 1.f / sqrtf(v / (float)d + eps);
+  }
+  const float4 *w4 = (const float4 *)weight, *b4 = (const float4 *)bias;
+#pragma unroll
+  for (int j = 0; j < V4; j++) {
+    const int64_t c = lane + 32 * j;
+    if (c < d4) {
+      const float4 wv = w4[c];
+      const float4 bv = bias ? b4[c] : make_float4(0.f, 0.f, 0.f, 0.f);
+      float4 o;
+      o.x = (rv[j].x - mean) * rstd * wv.x + bv.x;
+      o.y = (rv[j].y - mean) * rstd * wv.y + bv.y;
+      o.z = (rv[j].z - mean) * rstd * wv.z + bv.z;
+      o.w = (rv[j].w - mean) * rstd * wv.w + bv.w;
+      orow[c] = o;
+    }
+  }
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                                const float *weight, const float *bias, int norm_kind, float eps,
                                int64_t n, int64_t d, float *out) {
   if (n <= 0 || d <= 0) return MB_OK;
   if (n > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: add_norm: too many rows");
+  if (n >= ADD_NORM_WARP_MIN_ROWS && d <= 2048 && d % 4 == 0 && aligned16(x) &&
+      aligned16(residual) && aligned16(weight) && (!bias || aligned16(bias)) && aligned16(out)) {
+    const dim3 grid((unsigned)((n + ADD_NORM_WARPS - 1) / ADD_NORM_WARPS));
+    const dim3 block(ADD_NORM_WARPS * 32);
+    if (d <= 512)
+      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<4>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out);
+    else if (d <= 1024)
+      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<8>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out);
+    else
+      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<16>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out);
+    return MB_OK;
+  }
   if (d <= 8 * 256) { /* rows held in registers (v3; the default) */
     int thr = d <= 4 * 256 ? row_threads((d + 3) / 4) : 256;
     if (d <= 4 * (int64_t)thr)
