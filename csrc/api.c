@@ -398,7 +398,7 @@ static int scan_check(const char *fn, mb_ctx *ctx, const float *u, int64_t ldu,
 }
 
 MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
-                                int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
+                                int64_t ld_delta, const float *delta_bias, const float *A, const float *Bm, int64_t ldb,
                                 const float *Cm, int64_t ldc, const float *Dskip, const float *z,
                                 int64_t ldz, float *state, float *states_all, int64_t batch,
                                 int64_t len, int64_t d, int64_t n, int delta_softplus, float *y,
@@ -406,7 +406,7 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const 
   int st = scan_check("mb_selective_scan", ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, z,
                       ldz, batch, len, d, n, y, ldy);
   if (st != MB_OK) return st < 0 ? MB_OK : st;
-  DISPATCH(selective_scan, ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
+  DISPATCH(selective_scan, ctx, u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
            state, states_all, batch, len, d, n, delta_softplus, y, ldy);
 }
 
@@ -452,7 +452,7 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
     REQUIRE(delta_out, "%s: delta_out is NULL (MB_FLAG_UNFUSED_STEPS keeps delta there)", fn);
     int st = mb_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta_out, d);
     if (st != MB_OK) return st;
-    return mb_selective_scan(ctx, u, ldu, delta_out, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
+    return mb_selective_scan(ctx, u, ldu, delta_out, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
                              NULL, batch, 1, d, n, delta_softplus, y, ldy);
   }
   DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
@@ -481,7 +481,7 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
                          delta_out + r * d, d);
       if (st != MB_OK) return st;
     }
-    return mb_selective_scan(ctx, u, ldu, delta_out, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
+    return mb_selective_scan(ctx, u, ldu, delta_out, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
                              states_all, batch, len, d, n, delta_softplus, y, ldy);
   }
   DISPATCH(selective_scan_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A, Bm,

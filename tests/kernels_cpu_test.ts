@@ -583,7 +583,7 @@ function scanRef(c: ScanCase) {
   return { y, state, all };
 }
 
-function runScan(be: Backend, c: ScanCase, withAll: boolean) {
+function runScan(be: Backend, c: ScanCase, withAll: boolean, deltaBias?: Float32Array) {
   return withMem(be, (m) => {
     const rows = c.batch * c.len;
     const sp = c.state ? m.put(c.state) : null;
@@ -594,6 +594,7 @@ function runScan(be: Backend, c: ScanCase, withAll: boolean) {
       ldu: c.ld,
       delta: m.put(c.delta),
       ldDelta: c.ld,
+      deltaBias: deltaBias ? m.put(deltaBias) : null,
       A: m.put(c.A),
       B: m.put(c.B),
       ldb: c.ldbc,
@@ -617,6 +618,37 @@ function runScan(be: Backend, c: ScanCase, withAll: boolean) {
     };
   });
 }
+
+/**
+ * delta_bias (mamba_ssm's; the forward leaves dt_proj's bias to the scan) gives the bits of the
+ * same bias added to delta beforehand, a float32 addition either way: every CPU path, the
+ * decoding form (len 1, a state) and the sequence forms, with and without softplus.
+ */
+Deno.test("selective_scan: delta_bias equals the bias added to delta first, bit for bit", () => {
+  const r = rng(testSeed() + 7);
+  for (const [name, be] of ALL) {
+    for (
+      const [batch, len, d, n, softplus] of [
+        [1, 1, 48, 16, true],
+        [2, 1, 37, 16, true],
+        [1, 130, 37, 16, true],
+        [3, 9, 20, 5, false],
+      ] as const
+    ) {
+      const c = scanCase(r, batch, len, d, n, { state: true, softplus, pad: 1 });
+      const bias = randArray(r, d, -3, 1);
+      const added = { ...c, delta: Float32Array.from(c.delta) };
+      for (let row = 0; row < batch * len; row++) {
+        for (let ch = 0; ch < d; ch++) added.delta[row * c.ld + ch] += bias[ch]; // float32 add
+      }
+      const want = runScan(be, added, false);
+      const got = runScan(be, c, false, bias);
+      const tag = `${name} b=${batch} len=${len} d=${d} n=${n} softplus=${softplus}`;
+      assert.deepEqual(got.y, want.y, `${tag}: y`);
+      assert.deepEqual(got.state, want.state, `${tag}: state`);
+    }
+  }
+});
 
 const SCAN_RTOL = 2e-5;
 

@@ -42,6 +42,30 @@ Deno.test("chunked forward equals one chunk, taps included", async () => {
   }
 });
 
+Deno.test("dt_proj's bias in the scan (no dt_proj tap) gives the bits of the bias in the product", async () => {
+  for (const dtype of ["fp32", "bf16"] as const) {
+    const m = await loadModel({
+      configPath: CONFIG,
+      modelId: "test-64x3",
+      device: "cpu",
+      seed: 7,
+      dtype,
+    });
+    try {
+      // a dt_proj tap keeps the bias in dt_proj's product (the tap reads its output) in the
+      // tapped layers; the others, and a forward without taps, leave it to the scan
+      const plain = await m.forward(TEXT);
+      const tapped = await m.forward(TEXT, { taps: ["dt_proj"] });
+      const some = await m.forward(TEXT, { taps: ["dt_proj"], layers: [1] });
+      assert.deepEqual(tapped.logits, plain.logits, dtype);
+      assert.deepEqual(some.logits, plain.logits, dtype);
+      assert.deepEqual(some.taps.get("dt_proj")!.get(1), tapped.taps.get("dt_proj")!.get(1));
+    } finally {
+      m.close();
+    }
+  }
+});
+
 Deno.test("stepping byte by byte equals the forward", async () => {
   const model = await load();
   try {

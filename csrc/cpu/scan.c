@@ -16,7 +16,7 @@
 #include "vmath.h"
 
 static void scan_channel_scalar(const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
-                                const float *A, const float *Bm, int64_t ldb, const float *Cm,
+                                const float *delta_bias, const float *A, const float *Bm, int64_t ldb, const float *Cm,
                                 int64_t ldc, const float *Dskip, const float *z, int64_t ldz,
                                 float *h, float *states_all, int64_t len, int64_t d, int64_t n,
                                 int delta_softplus, float *y, int64_t ldy, int64_t c) {
@@ -26,6 +26,7 @@ static void scan_channel_scalar(const float *u, int64_t ldu, const float *delta,
   for (int64_t t = 0; t < len; t++) {
     const float uu = u[t * ldu + c];
     float dt = delta[t * ld_delta + c];
+    if (delta_bias) dt += delta_bias[c];
     if (delta_softplus) dt = mbs_softplus(dt);
     const float du = dt * uu;
     const float *b = Bm + t * ldb, *cm = Cm + t * ldc;
@@ -132,7 +133,7 @@ MB_INLINE __m512 step16(float *h, int64_t hs, const float *a, int64_t n, __mmask
 
 /* channels [c0, c0 + popcount(m)) of one sequence; hb: 16 x npad floats (64-byte aligned) */
 static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
-                           const float *A, const float *Bm, int64_t ldb, const float *Cm,
+                           const float *delta_bias, const float *A, const float *Bm, int64_t ldb, const float *Cm,
                            int64_t ldc, const float *Dskip, const float *z, int64_t ldz,
                            float *state, float *states_all, int64_t len, int64_t d, int64_t n,
                            int delta_softplus, float *y, int64_t ldy, int64_t c0, __mmask16 m,
@@ -146,12 +147,14 @@ static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int6
     memset(hb + c * npad + n, 0, (size_t)(npad - n) * 4);
   }
   const __m512 dv_skip = Dskip ? _mm512_maskz_loadu_ps(m, Dskip + c0) : _mm512_setzero_ps();
+  const __m512 dv_bias = delta_bias ? _mm512_maskz_loadu_ps(m, delta_bias + c0) : _mm512_setzero_ps();
   float dts[16] __attribute__((aligned(64)));
   float dus[16] __attribute__((aligned(64)));
   float ys[16] __attribute__((aligned(64)));
   for (int64_t t = 0; t < len; t++) {
     const __m512 uv = _mm512_maskz_loadu_ps(m, u + t * ldu + c0);
     __m512 dt = _mm512_maskz_loadu_ps(m, delta + t * ld_delta + c0);
+    if (delta_bias) dt = _mm512_add_ps(dt, dv_bias);
     if (delta_softplus) dt = mbv_softplus(dt);
     _mm512_store_ps(dts, dt);
     _mm512_store_ps(dus, _mm512_mul_ps(dt, uv));
@@ -213,7 +216,7 @@ static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int6
 #define MB_SB_RUN 32
 #define MB_SB_PF 2
 static void step_blocks_vec(const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
-                            const float *A, const float *Bm, int64_t ldb, const float *Cm,
+                            const float *delta_bias, const float *A, const float *Bm, int64_t ldb, const float *Cm,
                             int64_t ldc, const float *Dskip, const float *z, int64_t ldz,
                             float *state, int64_t d, int64_t n, int delta_softplus, float *y,
                             int64_t ldy, int64_t t0, int64_t t1, float *hb) {
@@ -225,7 +228,7 @@ static void step_blocks_vec(const float *u, int64_t ldu, const float *delta, int
   for (int64_t task = t0; task < t1;) {
     const int64_t b = task / nblk, j0 = task % nblk;
     if (j0 >= nfull) { /* the partial last block */
-      scan_block_vec(u + b * ldu, ldu, delta + b * ld_delta, ld_delta, A, Bm + b * ldb, ldb,
+      scan_block_vec(u + b * ldu, ldu, delta + b * ld_delta, ld_delta, delta_bias, A, Bm + b * ldb, ldb,
                      Cm + b * ldc, ldc, Dskip, z ? z + b * ldz : NULL, ldz, state + b * d * n,
                      NULL, 1, d, n, delta_softplus, y + b * ldy, ldy, j0 * 16,
                      mbv_mask(d - j0 * 16), hb, 16);
@@ -239,6 +242,7 @@ static void step_blocks_vec(const float *u, int64_t ldu, const float *delta, int
     for (int64_t j = j0; j < j1; j++) {
       const int64_t c0 = j * 16, o = (j - j0) * 16;
       __m512 dt = _mm512_loadu_ps(delta + b * ld_delta + c0);
+      if (delta_bias) dt = _mm512_add_ps(dt, _mm512_loadu_ps(delta_bias + c0));
       if (delta_softplus) dt = mbv_softplus(dt);
       _mm512_store_ps(dts + o, dt);
       _mm512_store_ps(dus + o, _mm512_mul_ps(dt, _mm512_loadu_ps(ub + c0)));
@@ -276,6 +280,7 @@ typedef struct {
   int64_t ldu;
   const float *delta;
   int64_t ld_delta;
+  const float *delta_bias;
   const float *A, *Bm;
   int64_t ldb;
   const float *Cm;
@@ -296,7 +301,7 @@ static void scan_items(void *raw, int64_t t0, int64_t t1) {
 #ifdef __AVX512F__
   if (j->kind == 0) {
     float hb[16 * 16] __attribute__((aligned(64)));
-    step_blocks_vec(j->u, j->ldu, j->delta, j->ld_delta, j->A, j->Bm, j->ldb, j->Cm, j->ldc,
+    step_blocks_vec(j->u, j->ldu, j->delta, j->ld_delta, j->delta_bias, j->A, j->Bm, j->ldb, j->Cm, j->ldc,
                     j->Dskip, j->z, j->ldz, j->state, d, n, j->delta_softplus, j->y, j->ldy, t0,
                     t1, hb);
     return;
@@ -310,7 +315,8 @@ static void scan_items(void *raw, int64_t t0, int64_t t1) {
     }
     for (int64_t task = t0; task < t1; task++) {
       const int64_t b = task / nblk, c0 = (task % nblk) * 16, r = b * len;
-      scan_block_vec(j->u + r * j->ldu, j->ldu, j->delta + r * j->ld_delta, j->ld_delta, j->A,
+      scan_block_vec(j->u + r * j->ldu, j->ldu, j->delta + r * j->ld_delta, j->ld_delta,
+                     j->delta_bias, j->A,
                      j->Bm + r * j->ldb, j->ldb, j->Cm + r * j->ldc, j->ldc, j->Dskip,
                      j->z ? j->z + r * j->ldz : NULL, j->ldz,
                      j->state ? j->state + b * d * n : NULL,
@@ -334,7 +340,8 @@ static void scan_items(void *raw, int64_t t0, int64_t t1) {
       memcpy(h, st, (size_t)n * 4);
     else
       memset(h, 0, (size_t)n * 4);
-    scan_channel_scalar(j->u + r * j->ldu, j->ldu, j->delta + r * j->ld_delta, j->ld_delta, j->A,
+    scan_channel_scalar(j->u + r * j->ldu, j->ldu, j->delta + r * j->ld_delta, j->ld_delta,
+                        j->delta_bias, j->A,
                         j->Bm + r * j->ldb, j->ldb, j->Cm + r * j->ldc, j->ldc, j->Dskip,
                         j->z ? j->z + r * j->ldz : NULL, j->ldz, h,
                         j->states_all ? j->states_all + r * d * n : NULL, len, d, n,
@@ -345,13 +352,14 @@ static void scan_items(void *raw, int64_t t0, int64_t t1) {
 }
 
 int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
-                         int64_t ld_delta, const float *A, const float *Bm, int64_t ldb,
+                         int64_t ld_delta, const float *delta_bias, const float *A, const float *Bm, int64_t ldb,
                          const float *Cm, int64_t ldc, const float *Dskip, const float *z,
                          int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
                          int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy) {
   const int64_t work = batch * len * d * n;
   int nt = work < 16384 ? 1 : ctx->num_threads;
-  scan_job job = {.kind = 2, .u = u, .ldu = ldu, .delta = delta, .ld_delta = ld_delta, .A = A,
+  scan_job job = {.kind = 2, .u = u, .ldu = ldu, .delta = delta, .ld_delta = ld_delta,
+                  .delta_bias = delta_bias, .A = A,
                   .Bm = Bm, .ldb = ldb, .Cm = Cm, .ldc = ldc, .Dskip = Dskip, .z = z, .ldz = ldz,
                   .state = state, .states_all = states_all, .len = len, .d = d, .n = n,
                   .delta_softplus = delta_softplus, .y = y, .ldy = ldy};
@@ -448,7 +456,7 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
   }
   int st = mbcpu_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
   if (st == MB_OK)
-    st = mbcpu_selective_scan(ctx, u, ldu, delta, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
+    st = mbcpu_selective_scan(ctx, u, ldu, delta, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
                               NULL, batch, 1, d, n, delta_softplus, y, ldy);
   if (delta != delta_out) free(delta);
   return st;
@@ -479,7 +487,7 @@ int mbcpu_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const floa
                       delta + r * d, d);
   }
   if (st == MB_OK)
-    st = mbcpu_selective_scan(ctx, u, ldu, delta, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
+    st = mbcpu_selective_scan(ctx, u, ldu, delta, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
                               states_all, batch, len, d, n, delta_softplus, y, ldy);
   if (delta != delta_out) free(delta);
   return st;

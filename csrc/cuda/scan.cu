@@ -19,6 +19,7 @@
 struct ScanArgs {
   const float *u; int64_t ldu;
   const float *delta; int64_t ld_delta;
+  const float *delta_bias; /* (d) or NULL: added to delta before the softplus */
   const float *A;
   const float *Bm; int64_t ldb;
   const float *Cm; int64_t ldc;
@@ -47,11 +48,13 @@ __device__ __forceinline__ float scan_range(const ScanArgs &a, int64_t b, int64_
 #pragma unroll
   for (int s = 0; s < NMAX; s++) Ac[s] = s < n ? a.A[c * n + s] * MB_LOG2E : 0.f; /* exp via exp2 */
   float Dc = a.Dskip ? a.Dskip[c] : 0.f;
+  const float dbias = a.delta_bias ? a.delta_bias[c] : 0.f;
   float dts = 0.f;
   for (int64_t t = t0; t < t1; t++) {
     int64_t r = b * a.len + t;
     float uu = __ldg(a.u + r * a.ldu + c);
     float dt = __ldg(a.delta + r * a.ld_delta + c);
+    if (a.delta_bias) dt += dbias;
     if (a.softplus) dt = mb_softplus(dt);
     dts += dt;
     const float *Br = a.Bm + r * a.ldb;
@@ -361,6 +364,7 @@ __global__ void __launch_bounds__(CPB * 32, 2) k_scan_tile(ScanArgs a) {
   mb_pdl_trigger();
   const float a2_l = (active && lane < n) ? a.A[c * n + lane] * MB_LOG2E : 0.f; /* exp via exp2 */
   const float Dc = (active && a.Dskip) ? a.Dskip[c] : 0.f;
+  const float dbias = (active && a.delta_bias) ? a.delta_bias[c] : 0.f;
   mb_pdl_wait();
   float *st = (active && a.state) ? a.state + (b * a.d + c) * n : nullptr;
   float carry_l = (st && lane < n) ? st[lane] : 0.f;
@@ -379,6 +383,7 @@ __global__ void __launch_bounds__(CPB * 32, 2) k_scan_tile(ScanArgs a) {
 #pragma unroll
     for (int k = 0; k < SCAN_K; k++) {
       float d = dt[k];
+      if (a.delta_bias) d += dbias;
       if (a.softplus) d = mb_softplus(d);
       if (lane * SCAN_K + k >= rows) d = 0.f; /* h passes unchanged */
       dt[k] = d;
@@ -469,14 +474,14 @@ static int scan_launch(mb_ctx *ctx, ScanArgs &a) {
 }
 
 extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
-                                     int64_t ld_delta, const float *A, const float *Bm,
+                                     int64_t ld_delta, const float *delta_bias, const float *A, const float *Bm,
                                      int64_t ldb, const float *Cm, int64_t ldc,
                                      const float *Dskip, const float *z, int64_t ldz,
                                      float *state, float *states_all, int64_t batch, int64_t len,
                                      int64_t d, int64_t n, int delta_softplus, float *y,
                                      int64_t ldy) {
   if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
-  ScanArgs a = {u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, states_all,
+  ScanArgs a = {u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, states_all,
                 batch, len, d, (int)n, delta_softplus, y, ldy, 0, 0, nullptr, nullptr};
   /* n >= 1 here: api.c rejects n < 1 */
   int launched = 0;

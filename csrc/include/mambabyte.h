@@ -26,7 +26,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 4
+#define MB_ABI_VERSION 5
 
 /* Status codes. */
 #define MB_OK 0
@@ -188,17 +188,20 @@ int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *
 /**
  * Selective scan (mamba_ssm's selective_scan_fn) over `batch` sequences of `len` positions, d
  * channels, n states. For each b, t, c:
- *   dt   = delta_softplus ? softplus(delta[b,t,c]) : delta[b,t,c]      (torch softplus, threshold 20)
+ *   d    = delta[b,t,c] + delta_bias[c]                                 (delta_bias may be NULL)
+ *   dt   = delta_softplus ? softplus(d) : d                             (torch softplus, threshold 20)
  *   h[c, s] = exp(dt * A[c, s]) * h[c, s] + dt * Bm[b,t,s] * u[b,t,c]
  *   y[b,t,c] = sum_s Cm[b,t,s] * h[c, s] + Dskip[c] * u[b,t,c]
  *   if z: y[b,t,c] *= silu(z[b,t,c])
  * state (batch, d, n): the initial state on entry (zeros when NULL), the final state on return.
  * states_all (batch, len, d, n), when not NULL, receives the state after every position
- * (speculative verification resumes from any position). Dskip and z may be NULL.
+ * (speculative verification resumes from any position). Dskip, z and delta_bias may be NULL.
+ * delta_bias is mamba_ssm's: dt_proj's bias added here, so that the forward's dt_proj product
+ * needs no pass of its own to add it (delta + bias is the same float addition either way).
  * Row r = b*len + t of u, delta, Bm, Cm, z, y is read/written at base + r * ld.
  */
 int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
-                      const float *A, const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
+                      const float *delta_bias, const float *A, const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
                       const float *Dskip, const float *z, int64_t ldz, float *state,
                       float *states_all, int64_t batch, int64_t len, int64_t d, int64_t n,
                       int delta_softplus, float *y, int64_t ldy);
@@ -209,7 +212,7 @@ int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *del
  *   delta[b, c] = sum_{k < dt_rank} x_dbl[b * ld_xdbl + k] * dt_w[c, k] + dt_bias[c]
  * (dt_w: (d, dt_rank) row-major, float32 or bfloat16 (wdtype); dt_bias may be NULL), i.e. exactly
  *   mb_linear(x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
- *   mb_selective_scan(u, ldu, delta, d, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, NULL,
+ *   mb_selective_scan(u, ldu, delta, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, NULL,
  *                     batch, 1, d, n, delta_softplus, y, ldy);
  * delta_out (batch, d), when not NULL, receives delta (before softplus, as mb_linear writes it).
  * With MB_FLAG_UNFUSED_STEPS it runs as those two calls, delta_out (then required) holding delta.
@@ -232,7 +235,7 @@ int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const
  * after the last on return. states_all (batch, len, d, n), when not NULL, receives the state
  * after every position. With MB_FLAG_UNFUSED_STEPS (delta_out then required) it runs as
  *   mb_linear(x_dbl rows, in calls of at most 8 rows, ...) -> delta_out; then
- *   mb_selective_scan(u, ldu, delta_out, d, ..., state, states_all, batch, len, ...).
+ *   mb_selective_scan(u, ldu, delta_out, d, NULL, ..., state, states_all, batch, len, ...).
  */
 int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
                          int64_t ld_xdbl, const void *dt_w, int wdtype, const float *dt_bias,

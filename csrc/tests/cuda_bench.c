@@ -288,8 +288,9 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
     MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI, NULL));
     MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
-    MBX(mb_linear(G, a->dbc, XP, L->dt, dt, L->dtb, rows, R, DI, a->dt, DI));
-    MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
+    /* as the model's forward: dt_proj's bias added by the scan (delta_bias) */
+    MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
+    MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->dtb, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
                           L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI));
     MBX(mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
   }
@@ -385,8 +386,8 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
           case 1: MBX(mb_linear(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI)); break;
           case 2: MBX(mb_causal_conv1d(G, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL)); break;
           case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
-          case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, L->dtb, rows, R, DI, a.dt, DI)); break;
-          case 5: MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI)); break;
+          case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, len > 1 ? NULL : L->dtb, rows, R, DI, a.dt, DI)); break;
+          case 5: MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI)); break;
           case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
           case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
           default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI)); break;
@@ -416,7 +417,7 @@ static void scan_alone(model *m, int64_t len, const char *label) {
   for (int r = 0; r < 5; r++) {
     double t0 = now();
     for (int i = 0; i < 3; i++)
-      MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
+      MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
                             a.xz + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI));
     MBX(mb_ctx_synchronize(G));
     t[r] = (now() - t0) / 3;

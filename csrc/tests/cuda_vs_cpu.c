@@ -250,7 +250,7 @@ static void t_conv(void) {
 /* One selective-scan case (update: a decoding step, the scan over one position with a required
  * state), GPU vs CPU. */
 static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t n, int use_state,
-                      int use_all, int use_D, int use_z, int sp) {
+                      int use_all, int use_D, int use_z, int sp, int use_bias) {
   int64_t rows = batch * len;
   int64_t ldu = d + 3, ldd = d + 1, ldbc = 2 * n + 5, ldz = 2 * d, ldy = d + 2;
   pair U = prand(rows * ldu, -2, 2), D = prand(rows * ldd, sp ? -4 : 0.001f, sp ? 1 : 0.3f);
@@ -259,26 +259,27 @@ static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t
   pair A = pf(ah, d * n);
   free(ah);
   pair BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1), Z = prand(rows * ldz, -3, 3);
+  pair DB = prand(d, -2, 0.5f); /* dt_proj's bias */
   pair S = prand(batch * d * n, -1, 1), SA = pf(NULL, use_all ? rows * d * n : 1);
   pair Y = pf(NULL, rows * ldy);
   const float *bc_c = C(BC), *bc_g = G(BC);
   if (update) len = 1, use_state = 1, use_all = 0;
-  MBX(mb_selective_scan(CPU, C(U), ldu, C(D), ldd, C(A), bc_c, ldbc, bc_c + n, ldbc,
+  MBX(mb_selective_scan(CPU, C(U), ldu, C(D), ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + n, ldbc,
                         use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, ldz, use_state ? C(S) : NULL,
                         use_all ? C(SA) : NULL, batch, len, d, n, sp, C(Y), ldy));
-  MBX(mb_selective_scan(GPU, G(U), ldu, G(D), ldd, G(A), bc_g, ldbc, bc_g + n, ldbc,
+  MBX(mb_selective_scan(GPU, G(U), ldu, G(D), ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + n, ldbc,
                         use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, ldz, use_state ? G(S) : NULL,
                         use_all ? G(SA) : NULL, batch, len, d, n, sp, G(Y), ldy));
   char cfg[96];
-  snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d",
+  snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d db=%d",
            (long long)batch, (long long)len, (long long)d, (long long)n, use_state, use_all, use_D,
-           use_z, sp);
+           use_z, sp, use_bias);
   const char *op = update ? "state_update" : "selective_scan";
   check(op, cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
   if (use_state) check(op, cfg, "state", rel_all(&S), 1e-5);
   if (use_all) check(op, cfg, "states_all", rel_all(&SA), 1e-5);
   pfree(&U), pfree(&D), pfree(&A), pfree(&BC), pfree(&Dk), pfree(&Z), pfree(&S);
-  pfree(&SA), pfree(&Y);
+  pfree(&SA), pfree(&Y), pfree(&DB);
 }
 
 static void t_scan(int update) {
@@ -295,7 +296,7 @@ static void t_scan(int update) {
           int use_state = update || (var + li) % 2 == 0, use_all = !update && (var + bi) % 2 == 0;
           int use_D = (di + var) % 2 == 0, use_z = (bi + var + li) % 2 == 1 || var;
           int sp = (di + bi + var) % 2 == 0 || update;
-          scan_case(update, batch, len, d, n, use_state, use_all, use_D, use_z, sp);
+          scan_case(update, batch, len, d, n, use_state, use_all, use_D, use_z, sp, (li + di + var) % 2);
         }
 }
 
@@ -309,7 +310,8 @@ static void t_scan_tile(void) {
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     if (g_small && i > 1) continue;
-    scan_case(0, cs[i].batch, cs[i].len, cs[i].d, cs[i].n, cs[i].st, 0, cs[i].D, cs[i].z, cs[i].sp);
+    scan_case(0, cs[i].batch, cs[i].len, cs[i].d, cs[i].n, cs[i].st, 0, cs[i].D, cs[i].z, cs[i].sp,
+              (int)(i % 2));
   }
 }
 
@@ -876,7 +878,7 @@ static void t_graph(int fused) {
                                            (float *)dbc + r + n, L, NULL, (float *)xz + di, 2 * di,
                                            (float *)ss, B, di, n, 1, NULL, (float *)y, di));
         else /* delta: the pre-conv x half of xz (softplus), to keep the step small */
-          MBX(mb_selective_scan(GPU, (float *)xc, di, (float *)xz, 2 * di, (float *)A,
+          MBX(mb_selective_scan(GPU, (float *)xc, di, (float *)xz, 2 * di, NULL, (float *)A,
                                 (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
                                 (float *)xz + di, 2 * di, (float *)ss, NULL, B, 1, di, n, 1,
                                 (float *)y, di));

@@ -439,12 +439,16 @@ export class Backend {
     );
   }
 
-  /** Selective scan with initial/final state and optional every-position states. */
+  /**
+   * Selective scan with initial/final state and optional every-position states; `deltaBias` (d),
+   * when given, is added to delta before the softplus (dt_proj's bias, mamba_ssm's delta_bias).
+   */
   selectiveScan(a: {
     u: Ptr;
     ldu: number;
     delta: Ptr;
     ldDelta: number;
+    deltaBias?: Ptr;
     A: Ptr;
     B: Ptr;
     ldb: number;
@@ -470,6 +474,7 @@ export class Backend {
         I(a.ldu),
         a.delta,
         I(a.ldDelta),
+        a.deltaBias ?? null,
         a.A,
         a.B,
         I(a.ldb),

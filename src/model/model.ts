@@ -298,6 +298,10 @@ export class MambaByteLM {
    * already embedded in ws.hidden, with the conv and SSM state carried in `state` (batch 1).
    * `convPre(layer)` asks for the conv output before SiLU in ws.convPre (the conv1d tap);
    * `afterLayer(layer)` runs once the layer's module outputs are in ws (where taps read them).
+   * `dtProjOut(layer)`: whether ws.delta must hold dt_proj's output (the dt_proj tap; default:
+   * in every layer when `afterLayer` is given). Elsewhere dt_proj's bias is left to the scan
+   * (delta_bias), which saves the product a pass over its output; the sum is the same float
+   * addition either way, so the results are the same bits.
    */
   forwardLayers(
     ws: Workspace,
@@ -305,6 +309,7 @@ export class MambaByteLM {
     len: number,
     convPre: (layer: number) => boolean = () => false,
     afterLayer?: (layer: number) => void,
+    dtProjOut: (layer: number) => boolean = () => afterLayer !== undefined,
   ): void {
     const be = this.backend;
     const { dInner: di, dtRank: r, dConv: k } = this.dims;
@@ -327,12 +332,13 @@ export class MambaByteLM {
         outPreact: convPre(i) ? ws.convPre.ptr : null,
       });
       this.#xProj(ws, i, len);
+      const biasInScan = !dtProjOut(i);
       be.linear({
         x: ws.xDbl.ptr,
         ldx: this.#xDblCols,
         w: w.dtProj.ptr,
         wdtype: this.weights.wdtype,
-        bias: w.dtProjBias.ptr,
+        bias: biasInScan ? null : w.dtProjBias.ptr,
         n: len,
         inF: r,
         outF: di,
@@ -342,6 +348,7 @@ export class MambaByteLM {
         ...this.#scanOperands(ws, state, i),
         delta: ws.delta.ptr,
         ldDelta: di,
+        deltaBias: biasInScan ? w.dtProjBias.ptr : null,
         statesAll: null,
         batch: 1,
         len,
@@ -697,6 +704,7 @@ export class MambaByteLM {
         this.embed(ws, rows);
         const pending: TapChunk[] = [];
         const convPre = (i: number) => wantTaps && layerSet.has(i) && taps.includes("conv1d");
+        const dtProjOut = (i: number) => wantTaps && layerSet.has(i) && taps.includes("dt_proj");
         const afterLayer = wantTaps
           ? (i: number) => {
             if (!layerSet.has(i)) return;
@@ -727,7 +735,7 @@ export class MambaByteLM {
         if (rows === 1 && !(wantTaps && taps.includes("conv1d"))) {
           this.stepLayers(ws, state, 1, afterLayer);
         } else {
-          this.forwardLayers(ws, state, rows, convPre, afterLayer);
+          this.forwardLayers(ws, state, rows, convPre, afterLayer, dtProjOut);
         }
         pipe?.drain();
         for (const c of pending) await options.onTap!(c);

@@ -118,6 +118,7 @@ export const SYMBOLS = {
       "i64", // ldu
       "pointer", // delta
       "i64", // ld_delta
+      "pointer", // delta_bias
       "pointer", // A
       "pointer", // Bm
       "i64", // ldb
@@ -273,7 +274,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {
