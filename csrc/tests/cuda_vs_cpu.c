@@ -259,7 +259,8 @@ static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t
   pair A = pf(ah, d * n);
   free(ah);
   pair BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1), Z = prand(rows * ldz, -3, 3);
-  pair DB = prand(d, -2, 0.5f); /* dt_proj's bias */
+  /* dt_proj's bias; without the softplus a negative dt would grow the state past float range */
+  pair DB = prand(d, sp ? -2 : 0, 0.5f);
   pair S = prand(batch * d * n, -1, 1), SA = pf(NULL, use_all ? rows * d * n : 1);
   pair Y = pf(NULL, rows * ldy);
   const float *bc_c = C(BC), *bc_g = G(BC);
