@@ -274,7 +274,7 @@ MB_EXPORT int mb_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const voi
 
 MB_EXPORT int mb_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                           const float *weight, const float *bias, int norm_kind, float eps,
-                          int64_t n, int64_t d, float *out) {
+                          int64_t n, int64_t d, float *out, uint16_t *out_bf16) {
   CHECK_CTX("mb_add_norm");
   NONNEG("mb_add_norm", n);
   NONNEG("mb_add_norm", d);
@@ -286,8 +286,9 @@ MB_EXPORT int mb_add_norm(mb_ctx *ctx, const float *x, float *residual, int accu
   NONNULL("mb_add_norm", x);
   NONNULL("mb_add_norm", residual);
   NONNULL("mb_add_norm", weight);
-  NONNULL("mb_add_norm", out);
-  DISPATCH(add_norm, ctx, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out);
+  REQUIRE(out || out_bf16, "mb_add_norm: out and out_bf16 are both NULL");
+  DISPATCH(add_norm, ctx, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out,
+           out_bf16);
 }
 
 MB_EXPORT int mb_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
@@ -318,9 +319,27 @@ MB_EXPORT int mb_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
   DISPATCH(linear, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
 }
 
+MB_EXPORT int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w,
+                             int wdtype, const float *bias, int64_t n, int64_t in_f,
+                             int64_t out_f, float *y, int64_t ldy) {
+  CHECK_CTX("mb_linear_bf16");
+  NONNEG("mb_linear_bf16", n);
+  REQUIRE(in_f >= 1, "mb_linear_bf16: in_f (%lld) < 1", (ll)in_f);
+  NONNEG("mb_linear_bf16", out_f);
+  DTYPE_OK("mb_linear_bf16", wdtype);
+  if (n == 0 || out_f == 0) return MB_OK;
+  LD_OK("mb_linear_bf16", ldx, in_f);
+  LD_OK("mb_linear_bf16", ldy, out_f);
+  NONNULL("mb_linear_bf16", x);
+  NONNULL("mb_linear_bf16", w);
+  NONNULL("mb_linear_bf16", y);
+  DISPATCH(linear_bf16, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
+}
+
 MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
                                const float *bias, float *conv_state, int64_t batch, int64_t len,
-                               int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact) {
+                               int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact,
+                               uint16_t *out_bf16) {
   CHECK_CTX("mb_causal_conv1d");
   NONNEG("mb_causal_conv1d", batch);
   NONNEG("mb_causal_conv1d", len);
@@ -333,7 +352,7 @@ MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const f
   NONNULL("mb_causal_conv1d", w);
   NONNULL("mb_causal_conv1d", out);
   DISPATCH(causal_conv1d, ctx, x, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
-           out_preact);
+           out_preact, out_bf16);
 }
 
 MB_EXPORT int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
@@ -366,7 +385,7 @@ MB_EXPORT int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, co
     int st = mb_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
     if (st != MB_OK || d_conv == 0) return st;
     return mb_causal_conv1d(ctx, y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo,
-                            NULL);
+                            NULL, NULL);
   }
   DISPATCH(linear_conv1d_step, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy, conv_w,
            conv_bias, conv_state, d_conv, k, xc, ldo);
@@ -402,12 +421,12 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const 
                                 const float *Cm, int64_t ldc, const float *Dskip, const float *z,
                                 int64_t ldz, float *state, float *states_all, int64_t batch,
                                 int64_t len, int64_t d, int64_t n, int delta_softplus, float *y,
-                                int64_t ldy) {
+                                int64_t ldy, uint16_t *y_bf16) {
   int st = scan_check("mb_selective_scan", ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, z,
-                      ldz, batch, len, d, n, y, ldy);
+                      ldz, batch, len, d, n, y ? y : (float *)y_bf16, ldy);
   if (st != MB_OK) return st < 0 ? MB_OK : st;
   DISPATCH(selective_scan, ctx, u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
-           state, states_all, batch, len, d, n, delta_softplus, y, ldy);
+           state, states_all, batch, len, d, n, delta_softplus, y, ldy, y_bf16);
 }
 
 /* The checks of the two ops that compute delta from x_dbl (dt_proj) before the update: delta is
@@ -453,7 +472,7 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
     int st = mb_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta_out, d);
     if (st != MB_OK) return st;
     return mb_selective_scan(ctx, u, ldu, delta_out, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
-                             NULL, batch, 1, d, n, delta_softplus, y, ldy);
+                             NULL, batch, 1, d, n, delta_softplus, y, ldy, NULL);
   }
   DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
            A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n, delta_softplus, delta_out, y,
@@ -482,7 +501,7 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
       if (st != MB_OK) return st;
     }
     return mb_selective_scan(ctx, u, ldu, delta_out, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
-                             states_all, batch, len, d, n, delta_softplus, y, ldy);
+                             states_all, batch, len, d, n, delta_softplus, y, ldy, NULL);
   }
   DISPATCH(selective_scan_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A, Bm,
            ldb, Cm, ldc, Dskip, z, ldz, state, states_all, batch, len, d, n, delta_softplus,

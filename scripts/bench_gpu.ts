@@ -7,11 +7,15 @@
  * of the model's in_proj product over the same positions, timed in the same case), and the device
  * memory in use:
  *   decode batch 1 bf16, decode batch 1 fp32 (TF32 off: the weights are read as fp32 either way),
- *   decode batch 8, 64 and 256 bf16, forward over 8192 bytes bf16 and fp32/TF32, and (case
- *   fwd1m-bf16, not in the default list: ~25 s) a forward over a 1 MiB prompt in chunks, bf16.
+ *   decode batch 8, 64 and 256 bf16, forward over 8192 bytes bf16 and fp32/TF32, and (not in the
+ *   default list) fwd-bf16-f32acts, the bf16 forward with fp32 activations (each product
+ *   converting its input: the peer of the bf16 activations), and fwd1m-bf16 (~25 s), a forward
+ *   over a 1 MiB prompt in chunks, bf16. With bf16 weights the GEMM floor's rate is that of
+ *   in_proj's bf16 input (the tensor-core product alone).
  *
  * Usage: deno task bench:gpu [--model_id 972M] [--decode_steps 200] [--forward_len 8192]
- *        [--cases b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd-bf16,fwd-tf32,fwd1m-bf16]
+ *        [--cases b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd-bf16,fwd-tf32,fwd1m-bf16,
+ *                 fwd-bf16-f32acts]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel } from "../src/api.ts";
@@ -74,6 +78,7 @@ async function main(argv: string[]): Promise<void> {
     dtype: "fp32" | "bf16",
     strict: boolean,
     fn: (m: MambaByteLM) => Promise<void>,
+    bf16Activations = true,
   ) {
     const model = await loadModel({
       configPath: args.config_path,
@@ -82,6 +87,7 @@ async function main(argv: string[]): Promise<void> {
       device: "cuda",
       dtype,
       strictFp32: strict,
+      bf16Activations,
     });
     try {
       await fn(model);
@@ -112,7 +118,13 @@ async function main(argv: string[]): Promise<void> {
     });
   }
 
-  async function forward(label: string, dtype: "fp32" | "bf16", strict: boolean, len: number) {
+  async function forward(
+    label: string,
+    dtype: "fp32" | "bf16",
+    strict: boolean,
+    len: number,
+    bf16Activations = true,
+  ) {
     await withModel(dtype, strict, async (model) => {
       const text = new Uint8Array(len).map((_, i) => 32 + (i * 7) % 90);
       const run = async () => {
@@ -143,12 +155,13 @@ async function main(argv: string[]): Promise<void> {
           memUsedGB(model)
         }`,
       );
-    });
+    }, bf16Activations);
   }
 
   /**
    * FLOP/s of layer 0's in_proj (the forward's largest product) over `rows` positions of random
-   * input, with the model's weights and TF32 setting: the median of 5 timed calls after one.
+   * input, with the model's weights and TF32 setting (bf16 weights: a bf16 input, the product
+   * alone): the median of 5 timed calls after one.
    */
   function gemmRate(model: MambaByteLM, rows: number): number {
     const be = model.backend;
@@ -156,18 +169,19 @@ async function main(argv: string[]): Promise<void> {
     const x = be.alloc(rows * dm * 4);
     const y = be.alloc(rows * 2 * di * 4);
     try {
-      be.memset(x, 0x3c, rows * dm * 4); // 0x3c3c3c3c: ~0.0115 in every element
+      be.memset(x, 0x3c, rows * dm * 4); // 0x3c3c3c3c: ~0.0115 in every element (bf16 too)
+      const product = {
+        x,
+        w: model.weights.layers[0].inProj.ptr,
+        wdtype: model.weights.wdtype,
+        bias: null,
+        n: rows,
+        inF: dm,
+        outF: 2 * di,
+        y,
+      };
       const call = () =>
-        be.linear({
-          x,
-          w: model.weights.layers[0].inProj.ptr,
-          wdtype: model.weights.wdtype,
-          bias: null,
-          n: rows,
-          inF: dm,
-          outF: 2 * di,
-          y,
-        });
+        model.weights.wdtype === "bf16" ? be.linearBf16(product) : be.linear(product);
       call();
       const times: number[] = [];
       for (let i = 0; i < 5; i++) {
@@ -192,6 +206,9 @@ async function main(argv: string[]): Promise<void> {
   const fl = args.forward_len;
   if (cases.has("fwd-bf16")) await forward(`forward ${fl} bf16`, "bf16", false, fl);
   if (cases.has("fwd-tf32")) await forward(`forward ${fl} fp32/tf32`, "fp32", false, fl);
+  if (cases.has("fwd-bf16-f32acts")) {
+    await forward(`forward ${fl} bf16, fp32 activations`, "bf16", false, fl, false);
+  }
   if (cases.has("fwd1m-bf16")) await forward("forward 1 MiB bf16", "bf16", false, 1 << 20);
 }
 

@@ -65,6 +65,8 @@ export interface LoadModelOptions {
   strictFp32?: boolean;
   /** Forward chunk length in positions (default: the config's chunk_size). */
   chunkSize?: number;
+  /** CUDA with bf16 weights: the forward's bf16 activations (see MambaByteLMOptions; default on). */
+  bf16Activations?: boolean;
   /** Called while weights upload: tensors done, total. */
   onProgress?: (done: number, total: number) => void;
   /**
@@ -230,6 +232,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<MambaBy
       chunkSize: options.chunkSize,
       vocabOut: options.vocabOut,
       ownsBackend: true,
+      bf16Activations: options.bf16Activations,
     });
   } catch (e) {
     backend?.close();

@@ -80,6 +80,47 @@ for (
 }
 
 Deno.test({
+  name: "cuda bf16 activations: the forward's logits and taps are the bits of fp32 activations",
+  ignore,
+  async fn() {
+    // chunks of 64 and tails of 28 (bf16 activations) and of 5 rows (a short chunk: fp32)
+    const common = {
+      configPath: CONFIG,
+      modelId: "test-64x3",
+      seed: 3,
+      dtype: "bf16",
+      chunkSize: 64,
+      device: "cuda",
+    } as const;
+    const on = await loadModel({ ...common, bf16Activations: true });
+    const off = await loadModel({ ...common, bf16Activations: false });
+    try {
+      assert.ok(on.bf16Activations && !off.bf16Activations);
+      for (const text of [TEXT, TEXT.subarray(0, 133)]) {
+        for (const taps of [[], ["norm", "dt_proj", "conv1d", "x_proj", "mixer"]] as const) {
+          const opts = { taps, layers: [0, 2] };
+          const a = await on.forward(text, opts);
+          const b = await off.forward(text, opts);
+          assert.deepEqual(
+            a.logits,
+            b.logits,
+            `logits (${text.length} bytes, ${taps.length} taps)`,
+          );
+          for (const tap of taps) {
+            for (const l of opts.layers) {
+              assert.deepEqual(a.taps.get(tap)!.get(l), b.taps.get(tap)!.get(l), `${tap}.${l}`);
+            }
+          }
+        }
+      }
+    } finally {
+      on.close();
+      off.close();
+    }
+  },
+});
+
+Deno.test({
   name: "cuda greedy generation (graph replay, batch 1 and 3) equals the CPU's",
   ignore,
   async fn() {

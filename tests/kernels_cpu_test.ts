@@ -166,6 +166,26 @@ Deno.test("argument validation: one clear message per bad argument", () => {
     assertInvalid(() => lin({ ldy: 2 }), /ldy \(2\) < out_f \(3\)/);
     assertInvalid(() => lin({ n: -1 }), /n \(-1\) < 0/);
     lin({ n: 0 }); // zero-size: nothing to do
+    const linB = (o: Record<string, number>) =>
+      VEC.linearBf16({ x, w, wdtype: "f32", bias: null, y, n: 2, inF: 4, outF: 3, ...o });
+    assertInvalid(() => linB({ inF: 0 }), /mb_linear_bf16: in_f \(0\) < 1/);
+    assertInvalid(() => linB({ ldx: 3 }), /ldx \(3\) < in_f \(4\)/);
+    assertInvalid(
+      () =>
+        VEC.addNorm({
+          x,
+          residual: y,
+          accumulate: false,
+          weight: w,
+          bias: null,
+          normKind: "rmsnorm",
+          eps: 1e-5,
+          n: 1,
+          d: 4,
+          out: null,
+        }),
+      /mb_add_norm: out and out_bf16 are both NULL/,
+    );
     assertInvalid(
       () => VEC.linear({ x: null, w, wdtype: "f32", bias: null, y, n: 1, inF: 4, outF: 3 }),
       /x is NULL/,
@@ -647,6 +667,156 @@ Deno.test("selective_scan: delta_bias equals the bias added to delta first, bit 
       assert.deepEqual(got.y, want.y, `${tag}: y`);
       assert.deepEqual(got.state, want.state, `${tag}: state`);
     }
+  }
+});
+
+/**
+ * The bf16 activations (mambabyte.h): each producer's `_bf16` output is its fp32 output rounded
+ * to nearest even (rounded here by toBf16, not by the library), also when the fp32 output is not
+ * asked for; mb_linear_bf16 gives the bits of mb_linear over the widened rows. Every CPU context.
+ */
+Deno.test("bf16 outputs are the fp32 outputs rounded; linear_bf16 is linear of the widened rows", () => {
+  const r = rng(testSeed() + 11);
+  const u16 = (m: Mem, p: Ptr, n: number) => {
+    const a = new Uint16Array(n);
+    m.be.download(a, p);
+    return a;
+  };
+  for (const [name, be] of ALL) {
+    withMem(be, (m) => {
+      // add_norm (layer and rms), with and without the fp32 output
+      const n = 5, d = 37;
+      const x = randArray(r, n * d, -2, 2),
+        res = randArray(r, n * d),
+        w = randArray(r, d, 0.5, 1.5);
+      for (const normKind of ["layernorm", "rmsnorm"] as const) {
+        const run = (withF32: boolean) => {
+          const out = m.zeros(n * d * 4), ob = m.zeros(n * d * 2);
+          be.addNorm({
+            x: m.put(x),
+            residual: m.put(res),
+            accumulate: true,
+            weight: m.put(w),
+            bias: null,
+            normKind,
+            eps: 1e-5,
+            n,
+            d,
+            out: withF32 ? out : null,
+            outBf16: ob,
+          });
+          return { f32: m.f32(out, n * d), bf: u16(m, ob, n * d) };
+        };
+        const both = run(true), only = run(false);
+        assert.deepEqual(
+          both.bf,
+          toBf16(both.f32),
+          `${name} add_norm ${normKind}: bf16 = f32 rounded`,
+        );
+        assert.deepEqual(only.bf, both.bf, `${name} add_norm ${normKind}: bf16 alone`);
+      }
+      // causal conv1d (out with a leading dimension, the bf16 copy dense)
+      {
+        const batch = 2,
+          len = 9,
+          dc = 37,
+          k = 4,
+          ldx = 2 * dc + 1,
+          ldo = dc + 3,
+          rows = batch * len;
+        const out = m.zeros(rows * ldo * 4), ob = m.zeros(rows * dc * 2);
+        be.conv1d({
+          x: m.put(randArray(r, rows * ldx, -2, 2)),
+          ldx,
+          w: m.put(randArray(r, dc * k)),
+          bias: m.put(randArray(r, dc)),
+          state: m.put(randArray(r, batch * dc * (k - 1))),
+          batch,
+          len,
+          d: dc,
+          k,
+          out,
+          ldo,
+          outPreact: null,
+          outBf16: ob,
+        });
+        const o = m.f32(out, rows * ldo), dense = new Float32Array(rows * dc);
+        for (let i = 0; i < rows; i++) dense.set(o.subarray(i * ldo, i * ldo + dc), i * dc);
+        assert.deepEqual(
+          u16(m, ob, rows * dc),
+          toBf16(dense),
+          `${name} conv1d: bf16 = f32 rounded`,
+        );
+      }
+      // selective scan (y at ld; the bf16 copy at the same ld), with and without y
+      {
+        const c = scanCase(r, 2, 33, 20, 16, { pad: 3 });
+        const rows = c.batch * c.len;
+        const run = (withF32: boolean) =>
+          withMem(be, (mm) => {
+            const y = mm.zeros(rows * c.ld * 4), yb = mm.zeros(rows * c.ld * 2);
+            be.selectiveScan({
+              u: mm.put(c.u),
+              ldu: c.ld,
+              delta: mm.put(c.delta),
+              ldDelta: c.ld,
+              A: mm.put(c.A),
+              B: mm.put(c.B),
+              ldb: c.ldbc,
+              C: mm.put(c.C),
+              ldc: c.ldbc,
+              D: mm.put(c.D!),
+              z: mm.put(c.z!),
+              ldz: c.ld,
+              state: mm.put(c.state!),
+              statesAll: null,
+              batch: c.batch,
+              len: c.len,
+              d: c.d,
+              n: c.n,
+              deltaSoftplus: true,
+              y: withF32 ? y : null,
+              ldy: c.ld,
+              yBf16: yb,
+            });
+            return { f32: mm.f32(y, rows * c.ld), bf: u16(mm, yb, rows * c.ld) };
+          });
+        const both = run(true), only = run(false);
+        for (let i = 0; i < rows; i++) {
+          const row = (a: ArrayLike<number> & { subarray(s: number, e: number): unknown }) =>
+            a.subarray(i * c.ld, i * c.ld + c.d);
+          assert.deepEqual(
+            row(both.bf),
+            toBf16(row(both.f32) as Float32Array),
+            `${name} scan row ${i}`,
+          );
+          assert.deepEqual(row(only.bf), row(both.bf), `${name} scan row ${i}: bf16 alone`);
+        }
+      }
+      // linear_bf16 against linear of the widened rows (the skinny path and the GEMM)
+      for (
+        const [rows, inF, outF, wdtype] of [[3, 37, 20, "f32"], [20, 64, 33, "bf16"], [
+          9,
+          40,
+          7,
+          "f32",
+        ]] as const
+      ) {
+        const ldx = inF + 2;
+        const xb = toBf16(randArray(r, rows * ldx)), xw = fromBf16(xb);
+        const wf = randArray(r, outF * inF);
+        const wp = m.put(wdtype === "bf16" ? toBf16(wf) : wf), bias = m.put(randArray(r, outF));
+        const y1 = m.zeros(rows * outF * 4), y2 = m.zeros(rows * outF * 4);
+        const common = { ldx, w: wp, wdtype, bias, n: rows, inF, outF } as const;
+        be.linearBf16({ ...common, x: m.put(xb), y: y1 });
+        be.linear({ ...common, x: m.put(xw), y: y2 });
+        assert.deepEqual(
+          m.f32(y1, rows * outF),
+          m.f32(y2, rows * outF),
+          `${name} linear_bf16 ${rows}x${inF} ${wdtype}`,
+        );
+      }
+    });
   }
 });
 

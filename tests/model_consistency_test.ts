@@ -286,3 +286,20 @@ Deno.test("close() closes the backend a model owns (loadModel's), not a caller's
   assert.throws(() => model.backend.alloc(64), /backend is closed/);
   model.close(); // idempotent
 });
+
+Deno.test("bf16 activations are CUDA's: a CPU model keeps fp32 activations (its results)", async () => {
+  const opts = { configPath: CONFIG, modelId: "test-64x3", device: "cpu", seed: 7 } as const;
+  const asked = await loadModel({ ...opts, dtype: "bf16", bf16Activations: true });
+  const plain = await loadModel({ ...opts, dtype: "bf16" });
+  try {
+    assert.equal(asked.bf16Activations, false);
+    const ws = asked.newWorkspace(64);
+    assert.equal(ws.bf16, null);
+    ws.free();
+    const text = new TextEncoder().encode("the CPU's products take fp32 rows ".repeat(4));
+    assert.deepEqual((await asked.forward(text)).logits, (await plain.forward(text)).logits);
+  } finally {
+    asked.close();
+    plain.close();
+  }
+});

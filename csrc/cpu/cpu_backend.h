@@ -85,6 +85,11 @@ int mbcpu_ctx_create(int num_threads, mb_ctx **out_ctx);
 /** Returns the context's scratch buffer with at least `bytes` (grown as needed), NULL on OOM. */
 void *mbcpu_scratch(mb_ctx *ctx, size_t bytes);
 
+/** bf16.c: fp32 -> bfloat16 bits, round to nearest even (NaN stays NaN); rows of a matrix. */
+uint16_t mbcpu_f32_to_bf16(float f);
+void mbcpu_rows_to_bf16(const float *x, int64_t ldx, int64_t rows, int64_t cols, uint16_t *out,
+                        int64_t ldo);
+
 /** mb_linear's skinny (decoding) path: at most this many input rows. */
 #define MBCPU_SKINNY_MAX 8
 

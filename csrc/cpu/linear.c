@@ -558,7 +558,7 @@ int mbcpu_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   int st = mbcpu_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
   if (st != MB_OK || d_conv == 0) return st;
   return mbcpu_causal_conv1d(ctx, y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo,
-                             NULL);
+                             NULL, NULL);
 }
 
 /* ---- own GEMM (no BLAS) ------------------------------------------------------------------- */

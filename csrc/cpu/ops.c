@@ -167,11 +167,19 @@ static void add_norm_rows(void *raw, int64_t i0, int64_t i1) {
 
 int mbcpu_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                    const float *weight, const float *bias, int norm_kind, float eps, int64_t n,
-                   int64_t d, float *out) {
+                   int64_t d, float *out, uint16_t *out_bf16) {
+  /* the bf16 copy: the fp32 rows rounded (into a temporary when out is not wanted) */
+  float *tmp = NULL;
+  if (!out) {
+    tmp = (float *)malloc((size_t)(n * d) * sizeof(float));
+    if (!tmp) return mb_fail(MB_ERR_OOM, "cpu: add_norm: no memory for the bf16 output's rows");
+  }
   add_norm_job job = {.vec = mbcpu_vec(ctx), .x = x, .residual = residual,
                       .accumulate = accumulate, .weight = weight, .bias = bias,
-                      .norm_kind = norm_kind, .eps = eps, .d = d, .out = out};
+                      .norm_kind = norm_kind, .eps = eps, .d = d, .out = out ? out : tmp};
   mbcpu_parallel_for(ctx, threads_for(ctx, n * d * 4), n, add_norm_rows, &job);
+  if (out_bf16) mbcpu_rows_to_bf16(job.out, d, n, d, out_bf16, d);
+  free(tmp);
   return MB_OK;
 }
 
@@ -478,7 +486,8 @@ static void conv_items(void *raw, int64_t t0, int64_t t1) {
 
 int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
                         const float *bias, float *conv_state, int64_t batch, int64_t len,
-                        int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact) {
+                        int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact,
+                        uint16_t *out_bf16) {
   int nt = threads_for(ctx, batch * len * d * k);
   conv_job job = {.kind = 2, .x = x, .ldx = ldx, .w = w, .bias = bias, .state = conv_state,
                   .len = len, .d = d, .k = k, .out = out, .ldo = ldo,
@@ -498,6 +507,7 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w
   }
 #endif
   mbcpu_parallel_for(ctx, nt, items, conv_items, &job);
+  if (out_bf16) mbcpu_rows_to_bf16(out, ldo, batch * len, d, out_bf16, d);
   return MB_OK;
 }
 

@@ -355,9 +355,17 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *
                          int64_t ld_delta, const float *delta_bias, const float *A, const float *Bm, int64_t ldb,
                          const float *Cm, int64_t ldc, const float *Dskip, const float *z,
                          int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
-                         int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy) {
+                         int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy,
+                         uint16_t *y_bf16) {
   const int64_t work = batch * len * d * n;
   int nt = work < 16384 ? 1 : ctx->num_threads;
+  /* the bf16 copy: the fp32 y rounded (into a temporary when y is not wanted) */
+  float *tmp = NULL;
+  if (!y) {
+    tmp = (float *)malloc((size_t)(batch * len * ldy) * sizeof(float));
+    if (!tmp) return mb_fail(MB_ERR_OOM, "mb_selective_scan: out of memory (the bf16 y's rows)");
+    y = tmp;
+  }
   scan_job job = {.kind = 2, .u = u, .ldu = ldu, .delta = delta, .ld_delta = ld_delta,
                   .delta_bias = delta_bias, .A = A,
                   .Bm = Bm, .ldb = ldb, .Cm = Cm, .ldc = ldc, .Dskip = Dskip, .z = z, .ldz = ldz,
@@ -375,6 +383,8 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *
   }
 #endif
   mbcpu_parallel_for(ctx, nt, items, scan_items, &job);
+  if (y_bf16) mbcpu_rows_to_bf16(y, ldy, batch * len, d, y_bf16, ldy);
+  free(tmp);
   if (atomic_load(&job.failed))
     return mb_fail(MB_ERR_OOM, "mb_selective_scan: out of memory (state buffer)");
   return MB_OK;
@@ -457,7 +467,7 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
   int st = mbcpu_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
   if (st == MB_OK)
     st = mbcpu_selective_scan(ctx, u, ldu, delta, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
-                              NULL, batch, 1, d, n, delta_softplus, y, ldy);
+                              NULL, batch, 1, d, n, delta_softplus, y, ldy, NULL);
   if (delta != delta_out) free(delta);
   return st;
 }
@@ -488,7 +498,7 @@ int mbcpu_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const floa
   }
   if (st == MB_OK)
     st = mbcpu_selective_scan(ctx, u, ldu, delta, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
-                              states_all, batch, len, d, n, delta_softplus, y, ldy);
+                              states_all, batch, len, d, n, delta_softplus, y, ldy, NULL);
   if (delta != delta_out) free(delta);
   return st;
 }

@@ -17,7 +17,7 @@
 __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
                            const float *__restrict__ bias, float *conv_state, int64_t batch,
                            int64_t len, int64_t d, int k, float *__restrict__ out, int64_t ldo,
-                           float *__restrict__ pre_out) {
+                           float *__restrict__ pre_out, uint16_t *__restrict__ out_bf16) {
   mb_pdl_trigger();
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i >= batch * d) return;
@@ -46,8 +46,10 @@ __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float
       if (j < k - 2) win[j] = win[j + 1];
       else if (j == k - 2) win[j] = xv;
     }
-    out[r * ldo + c] = mb_silu(acc);
+    const float o = mb_silu(acc);
+    out[r * ldo + c] = o;
     if (pre_out) pre_out[r * d + c] = acc;
+    if (out_bf16) out_bf16[r * d + c] = mb_f32_to_bf16(o);
   }
   if (st) {
 #pragma unroll
@@ -66,7 +68,8 @@ template <int K>
 __global__ void k_conv_tile(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
                             const float *__restrict__ bias, const float *__restrict__ conv_state,
                             int64_t len, int64_t d, int64_t T, float *__restrict__ out,
-                            int64_t ldo, float *__restrict__ pre_out) {
+                            int64_t ldo, float *__restrict__ pre_out,
+                            uint16_t *__restrict__ out_bf16) {
   mb_pdl_trigger();
   int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (c >= d) return;
@@ -86,6 +89,7 @@ __global__ void k_conv_tile(const float *__restrict__ x, int64_t ldx, const floa
   const float *xp = x + (b * len + t0) * ldx + c;
   float *op = out + (b * len + t0) * ldo + c;
   float *pp = pre_out ? pre_out + (b * len + t0) * d + c : nullptr;
+  uint16_t *bp = out_bf16 ? out_bf16 + (b * len + t0) * d + c : nullptr;
   for (int64_t t = t0; t < t1; t++) {
     win[K - 1] = *xp;
     float acc = bc;
@@ -93,10 +97,15 @@ __global__ void k_conv_tile(const float *__restrict__ x, int64_t ldx, const floa
     for (int j = 0; j < K; j++) acc += wc[j] * win[j];
 #pragma unroll
     for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
-    *op = mb_silu(acc);
+    const float o = mb_silu(acc);
+    *op = o;
     if (pp) {
       *pp = acc;
       pp += d;
+    }
+    if (bp) {
+      *bp = mb_f32_to_bf16(o);
+      bp += d;
     }
     xp += ldx;
     op += ldo;
@@ -107,16 +116,17 @@ template <int K>
 static cudaError_t conv_tile_launch(mb_ctx *ctx, dim3 grid, const float *x, int64_t ldx,
                                     const float *w, const float *bias, const float *conv_state,
                                     int64_t len, int64_t d, int64_t T, float *out, int64_t ldo,
-                                    float *pre_out) {
+                                    float *pre_out, uint16_t *out_bf16) {
   return mbcuda_launch(ctx, k_conv_tile<K>, grid, dim3(128), 0, x, ldx, w, bias, conv_state, len,
-                       d, T, out, ldo, pre_out);
+                       d, T, out, ldo, pre_out, out_bf16);
 }
 
 /* One thread per (b, t, c): fully parallel over positions (prefill; k > CONV_KMAX). */
 __global__ void k_conv_par(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
                            const float *__restrict__ bias, const float *__restrict__ conv_state,
                            int64_t batch, int64_t len, int64_t d, int k, float *__restrict__ out,
-                           int64_t ldo, float *__restrict__ pre_out) {
+                           int64_t ldo, float *__restrict__ pre_out,
+                           uint16_t *__restrict__ out_bf16) {
   MB_PDL_ENTRY();
   int64_t total = batch * len * d;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
@@ -131,8 +141,10 @@ __global__ void k_conv_par(const float *__restrict__ x, int64_t ldx, const float
       else v = conv_state ? conv_state[(b * d + c) * (k - 1) + (k - 1) + p] : 0.f;
       acc += w[c * k + j] * v;
     }
-    out[r * ldo + c] = mb_silu(acc);
+    const float o = mb_silu(acc);
+    out[r * ldo + c] = o;
     if (pre_out) pre_out[r * d + c] = acc;
+    if (out_bf16) out_bf16[r * d + c] = mb_f32_to_bf16(o);
   }
 }
 
@@ -154,12 +166,12 @@ __global__ void k_conv_state(const float *__restrict__ x, int64_t ldx, float *co
 extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
                                     const float *bias, float *conv_state, int64_t batch,
                                     int64_t len, int64_t d, int64_t k, float *out, int64_t ldo,
-                                    float *out_preact) {
+                                    float *out_preact, uint16_t *out_bf16) {
   if (batch <= 0 || len <= 0 || d <= 0 || k <= 0) return MB_OK;
   cudaStream_t s = mbcuda_stream(ctx);
   int64_t chans = batch * d;
   if (k <= CONV_KMAX && (len <= 8 || chans >= 65536)) {
-    MBCUDA_LAUNCH("causal_conv1d", k_conv_seq, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact);
+    MBCUDA_LAUNCH("causal_conv1d", k_conv_seq, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact, out_bf16);
     return MB_OK;
   }
   int64_t T = CONV_TILE;
@@ -167,7 +179,8 @@ extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, co
   if (k <= CONV_KMAX && batch <= 65535) {
     dim3 grid(mbcuda_blocks(d, 128), (unsigned)((len + T - 1) / T), (unsigned)batch);
     cudaError_t (*launch)(mb_ctx *, dim3, const float *, int64_t, const float *, const float *,
-                          const float *, int64_t, int64_t, int64_t, float *, int64_t, float *);
+                          const float *, int64_t, int64_t, int64_t, float *, int64_t, float *,
+                          uint16_t *);
     static_assert(CONV_KMAX == 8, "one instantiation per window length");
     switch (k) {
       case 1: launch = conv_tile_launch<1>; break;
@@ -179,14 +192,15 @@ extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, co
       case 7: launch = conv_tile_launch<7>; break;
       default: launch = conv_tile_launch<8>; break;
     }
-    MBCUDA_CHECK(launch(ctx, grid, x, ldx, w, bias, conv_state, len, d, T, out, ldo, out_preact),
+    MBCUDA_CHECK(launch(ctx, grid, x, ldx, w, bias, conv_state, len, d, T, out, ldo, out_preact,
+                        out_bf16),
                  "causal_conv1d");
   } else {
     int64_t total = chans * len;
     unsigned int blocks = mbcuda_blocks(total, 256);
     unsigned int cap = (unsigned)mbcuda_st(ctx)->sm_count * 16;
     if (blocks > cap) blocks = cap;
-    MBCUDA_LAUNCH("causal_conv1d", k_conv_par, dim3(blocks), dim3(256), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact);
+    MBCUDA_LAUNCH("causal_conv1d", k_conv_par, dim3(blocks), dim3(256), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact, out_bf16);
   }
   if (conv_state && k > 1) {
     MBCUDA_LAUNCH("causal_conv1d (state)", k_conv_state, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, conv_state, batch, len, d, (int)k);

@@ -7,6 +7,7 @@
 #ifndef MAMBABYTE_CUDA_INTERNAL_CUH
 #define MAMBABYTE_CUDA_INTERNAL_CUH
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -124,6 +125,16 @@ static inline unsigned int mbcuda_blocks(int64_t work, int threads) {
 
 __device__ __forceinline__ float mb_bf16_to_f32(uint16_t v) {
   return __uint_as_float(((uint32_t)v) << 16);
+}
+
+/* fp32 -> bfloat16 bits, round to nearest even (the bf16 activations; the CPU's mbcpu_f32_to_bf16) */
+__device__ __forceinline__ uint16_t mb_f32_to_bf16(float v) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+/* four of them, packed for one 8-byte store */
+__device__ __forceinline__ uint2 mb_f32x4_to_bf16(float4 v) {
+  const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  return make_uint2(*(const uint32_t *)&a, *(const uint32_t *)&b);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -396,6 +396,47 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   return MB_OK;
 }
 
+/* out (n, k) fp32, dense = x (n rows of k bf16 bits at ld ldx), widened (exact). */
+__global__ void k_bf16_to_f32(const uint16_t *__restrict__ x, int64_t ldx, int64_t n, int64_t k,
+                              float *__restrict__ out) {
+  MB_PDL_ENTRY();
+  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (c >= k) return;
+  for (int64_t r0 = (int64_t)blockIdx.y * EW_ROWS; r0 < n; r0 += (int64_t)gridDim.y * EW_ROWS) {
+    const int64_t r1 = r0 + EW_ROWS < n ? r0 + EW_ROWS : n;
+    for (int64_t r = r0; r < r1; r++) out[r * k + c] = mb_bf16_to_f32(x[r * ldx + c]);
+  }
+}
+
+/* mb_linear_bf16: bf16 weights and n > 8 take x to the tensor cores as it is (the GEMM of
+ * mb_linear's bf16 path, without its conversion pass); otherwise x is widened into the scratch
+ * and mb_linear runs (its fp32-weight GEMM and its GEMV use no scratch of their own). */
+extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w,
+                                  int wdtype, const float *bias, int64_t n, int64_t in_f,
+                                  int64_t out_f, float *y, int64_t ldy) {
+  if (n <= 0 || out_f <= 0) return MB_OK;
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (wdtype != MB_DTYPE_BF16 || n <= 8) {
+    void *scr = NULL;
+    int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * sizeof(float), "linear_bf16", &scr);
+    if (rc) return rc;
+    MBCUDA_LAUNCH("linear_bf16 (x to fp32)", k_bf16_to_f32, ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (float *)scr);
+    return mbcuda_linear(ctx, (const float *)scr, in_f, w, wdtype, bias, n, in_f, out_f, y, ldy);
+  }
+  if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_bf16: dimensions beyond 2^31");
+  cublasHandle_t h = (cublasHandle_t)st->blas;
+  const float alpha = 1.f, beta = 0.f;
+  BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
+                          CUDA_R_16BF, (int)in_f, x, CUDA_R_16BF, (int)ldx, &beta, y, CUDA_R_32F,
+                          (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             "linear_bf16 (cublasGemmEx bf16)");
+  if (bias) {
+    MBCUDA_LAUNCH("linear_bf16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
+  }
+  return MB_OK;
+}
+
 /* mb_linear_conv1d_step: in_proj with the decoding conv step in the GEMV epilogue (n <= 8);
  * larger n: the two ops. */
 extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
@@ -409,7 +450,7 @@ extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ld
     int rc = mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
     if (rc || d_conv <= 0) return rc;
     return mbcuda_causal_conv1d(ctx, y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc,
-                                ldo, NULL);
+                                ldo, NULL, NULL);
   }
   const ConvEpi ce = {conv_w, conv_bias, conv_state, xc, ldo, d_conv, (int)k};
   cudaError_t e = wdtype == MB_DTYPE_BF16

@@ -12,13 +12,14 @@
 
 __global__ void k_add_norm(const float *x, float *residual, int accumulate,
                            const float *__restrict__ weight, const float *__restrict__ bias,
-                           int norm_kind, float eps, int64_t d, float *out) {
+                           int norm_kind, float eps, int64_t d, float *out, uint16_t *out_bf16) {
   MB_PDL_ENTRY();
   __shared__ float red[32];
   int64_t row = blockIdx.x;
   const float *xr = x + row * d;
   float *rr = residual + row * d;
-  float *orow = out + row * d;
+  float *orow = out ? out + row * d : nullptr;
+  uint16_t *brow = out_bf16 ? out_bf16 + row * d : nullptr;
   float s = 0.f;
   for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
     float r = (accumulate ? rr[c] : 0.f) + xr[c];
@@ -42,7 +43,8 @@ __global__ void k_add_norm(const float *x, float *residual, int accumulate,
   for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
     float o = (rr[c] - mean) * rstd * weight[c];
     if (bias) o += bias[c];
-    orow[c] = o;
+    if (orow) orow[c] = o;
+    if (brow) brow[c] = mb_f32_to_bf16(o);
   }
 }
 
@@ -51,7 +53,8 @@ __global__ void k_add_norm(const float *x, float *residual, int accumulate,
 template <int VPT>
 __global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
                                const float *__restrict__ weight, const float *__restrict__ bias,
-                               int norm_kind, float eps, int64_t d, float *out) {
+                               int norm_kind, float eps, int64_t d, float *out,
+                               uint16_t *out_bf16) {
   mb_pdl_trigger();
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
@@ -65,7 +68,8 @@ __global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
   mb_pdl_wait();
   const float *xr = x + row * d;
   float *rr = residual + row * d;
-  float *orow = out + row * d;
+  float *orow = out ? out + row * d : nullptr;
+  uint16_t *brow = out_bf16 ? out_bf16 + row * d : nullptr;
   float s = 0.f;
 #pragma unroll
   for (int i = 0; i < VPT; i++) {
@@ -97,7 +101,10 @@ __global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
 #pragma unroll
   for (int i = 0; i < VPT; i++) {
     int64_t c = threadIdx.x + (int64_t)i * blockDim.x;
-    if (c < d) orow[c] = (rv[i] - mean) * rstd * wv[i] + bv[i];
+    if (c >= d) continue;
+    const float o = (rv[i] - mean) * rstd * wv[i] + bv[i];
+    if (orow) orow[c] = o;
+    if (brow) brow[c] = mb_f32_to_bf16(o);
   }
 }
 
@@ -110,7 +117,8 @@ template <int V4>
 __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
     k_add_norm_warp(const float *x, float *residual, int accumulate,
                     const float *__restrict__ weight, const float *__restrict__ bias,
-                    int norm_kind, float eps, int64_t n, int64_t d, float *out) {
+                    int norm_kind, float eps, int64_t n, int64_t d, float *out,
+                    uint16_t *out_bf16) {
   MB_PDL_ENTRY();
   const int lane = threadIdx.x & 31;
   const int64_t row = (int64_t)blockIdx.x * ADD_NORM_WARPS + (threadIdx.x >> 5);
@@ -118,7 +126,8 @@ __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
   const int64_t d4 = d / 4;
   const float4 *xr = (const float4 *)(x + row * d);
   float4 *rr = (float4 *)(residual + row * d);
-  float4 *orow = (float4 *)(out + row * d);
+  float4 *orow = out ? (float4 *)(out + row * d) : nullptr;
+  uint2 *brow = out_bf16 ? (uint2 *)(out_bf16 + row * d) : nullptr;
   float4 rv[V4];
   float s = 0.f;
 #pragma unroll
@@ -169,7 +178,8 @@ __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
       o.y = (rv[j].y - mean) * rstd * wv.y + bv.y;
       o.z = (rv[j].z - mean) * rstd * wv.z + bv.z;
       o.w = (rv[j].w - mean) * rstd * wv.w + bv.w;
-      orow[c] = o;
+      if (orow) orow[c] = o;
+      if (brow) brow[c] = mb_f32x4_to_bf16(o);
     }
   }
 }
@@ -178,29 +188,30 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
 extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                                const float *weight, const float *bias, int norm_kind, float eps,
-                               int64_t n, int64_t d, float *out) {
+                               int64_t n, int64_t d, float *out, uint16_t *out_bf16) {
   if (n <= 0 || d <= 0) return MB_OK;
   if (n > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: add_norm: too many rows");
   if (n >= ADD_NORM_WARP_MIN_ROWS && d <= 2048 && d % 4 == 0 && aligned16(x) &&
-      aligned16(residual) && aligned16(weight) && (!bias || aligned16(bias)) && aligned16(out)) {
+      aligned16(residual) && aligned16(weight) && (!bias || aligned16(bias)) && aligned16(out) &&
+      ((uintptr_t)out_bf16 & 7) == 0) {
     const dim3 grid((unsigned)((n + ADD_NORM_WARPS - 1) / ADD_NORM_WARPS));
     const dim3 block(ADD_NORM_WARPS * 32);
     if (d <= 512)
-      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<4>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out);
+      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<4>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
     else if (d <= 1024)
-      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<8>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out);
+      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<8>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
     else
-      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<16>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out);
+      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<16>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
     return MB_OK;
   }
   if (d <= 8 * 256) { /* rows held in registers (v3; the default) */
     int thr = d <= 4 * 256 ? row_threads((d + 3) / 4) : 256;
     if (d <= 4 * (int64_t)thr)
-      MBCUDA_LAUNCH("add_norm", k_add_norm_reg<4>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out);
+      MBCUDA_LAUNCH("add_norm", k_add_norm_reg<4>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);
     else
-      MBCUDA_LAUNCH("add_norm", k_add_norm_reg<8>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out);
+      MBCUDA_LAUNCH("add_norm", k_add_norm_reg<8>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);
     return MB_OK;
   }
-  MBCUDA_LAUNCH("add_norm", k_add_norm, dim3((unsigned)n), dim3(row_threads(d)), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out);
+  MBCUDA_LAUNCH("add_norm", k_add_norm, dim3((unsigned)n), dim3(row_threads(d)), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);
   return MB_OK;
 }

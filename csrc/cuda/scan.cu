@@ -31,6 +31,7 @@ struct ScanArgs {
   int n;
   int softplus;
   float *y; int64_t ldy;
+  uint16_t *y_bf16;   /* (rows, ldy) bf16 bits of y, or NULL; y may be NULL then */
   /* chunked scan */
   int64_t chunk;      /* positions per chunk */
   int64_t nchunks;
@@ -72,7 +73,8 @@ __device__ __forceinline__ float scan_range(const ScanArgs &a, int64_t b, int64_
     if (OUT) {
       yv += Dc * uu;
       if (a.z) yv *= mb_silu(__ldg(a.z + r * a.ldz + c));
-      a.y[r * a.ldy + c] = yv;
+      if (a.y) a.y[r * a.ldy + c] = yv;
+      if (a.y_bf16) a.y_bf16[r * a.ldy + c] = mb_f32_to_bf16(yv);
       if (a.states_all) {
         float *sa = a.states_all + (r * a.d + c) * n;
 #pragma unroll
@@ -273,13 +275,25 @@ __device__ __forceinline__ void scan_store_y(const ScanArgs &a, int64_t b, int64
                                              int rows, const float *Ys) {
   const int w = threadIdx.x % CPB, tl0 = threadIdx.x / CPB;
   if (c0 + w >= a.d) return;
-  float *p = a.y + (b * a.len + t0 + tl0) * a.ldy + c0 + w;
+  const int64_t o = (b * a.len + t0 + tl0) * a.ldy + c0 + w;
   const int64_t step = SCAN_ROWS_PER_PASS * a.ldy;
   const float *q = Ys + w * SCAN_ROW + scan_pos(tl0);
+  if (a.y) {
+    float *p = a.y + o;
 #pragma unroll
-  for (int j = 0; j < SCAN_TC / SCAN_ROWS_PER_PASS; j++) {
-    if (tl0 + SCAN_ROWS_PER_PASS * j < rows) *p = q[j * (SCAN_ROWS_PER_PASS / 8) * SCAN_LANE_STRIDE];
-    p += step;
+    for (int j = 0; j < SCAN_TC / SCAN_ROWS_PER_PASS; j++) {
+      if (tl0 + SCAN_ROWS_PER_PASS * j < rows) *p = q[j * (SCAN_ROWS_PER_PASS / 8) * SCAN_LANE_STRIDE];
+      p += step;
+    }
+  }
+  if (a.y_bf16) {
+    uint16_t *p = a.y_bf16 + o;
+#pragma unroll
+    for (int j = 0; j < SCAN_TC / SCAN_ROWS_PER_PASS; j++) {
+      if (tl0 + SCAN_ROWS_PER_PASS * j < rows)
+        *p = mb_f32_to_bf16(q[j * (SCAN_ROWS_PER_PASS / 8) * SCAN_LANE_STRIDE]);
+      p += step;
+    }
   }
 }
 
@@ -479,10 +493,10 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, c
                                      const float *Dskip, const float *z, int64_t ldz,
                                      float *state, float *states_all, int64_t batch, int64_t len,
                                      int64_t d, int64_t n, int delta_softplus, float *y,
-                                     int64_t ldy) {
+                                     int64_t ldy, uint16_t *y_bf16) {
   if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
   ScanArgs a = {u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, states_all,
-                batch, len, d, (int)n, delta_softplus, y, ldy, 0, 0, nullptr, nullptr};
+                batch, len, d, (int)n, delta_softplus, y, ldy, y_bf16, 0, 0, nullptr, nullptr};
   /* n >= 1 here: api.c rejects n < 1 */
   int launched = 0;
   int rc = scan_tile_launch(ctx, a, &launched);

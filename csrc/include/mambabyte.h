@@ -10,7 +10,11 @@
  * - Layout is row-major (batch, length, channels). A view such as x and z inside xz is passed with a
  *   leading dimension ("ld", in elements): row r of x starts at x + r * ldx.
  * - Activations are float32. The large matrices (embedding, in_proj, x_proj, dt_proj, out_proj,
- *   lm_head) may be float32 or bfloat16 (wdtype); every other parameter is float32.
+ *   lm_head) may be float32 or bfloat16 (wdtype); every other parameter is float32. With bfloat16
+ *   matrices, the producers of a product's input (add_norm, causal_conv1d, selective_scan) can
+ *   also write it as bfloat16 bits (an `_bf16` output, rounded to nearest even), which
+ *   mb_linear_bf16 takes: the bits mb_linear's tensor-core path would make of the fp32 input,
+ *   without a pass of their own.
  * - Sizes are int64_t; ops accept zero-sized inputs and do nothing for them.
  * - This header is the one place a signature is written: the backends' prototypes are derived
  *   from it (csrc/common/ops.def), and tests/abi_header_test.ts holds src/native/lib.ts to it.
@@ -26,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 5
+#define MB_ABI_VERSION 6
 
 /* Status codes. */
 #define MB_OK 0
@@ -146,10 +150,12 @@ int mb_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const void *table, 
  * Fused residual add + norm over rows of width d:
  *   residual[i] = (accumulate ? residual[i] : 0) + x[i]      (fp32)
  *   out[i]      = norm(residual[i]) * weight + bias          (bias may be NULL)
- * norm_kind: MB_NORM_LAYER (mean/variance) or MB_NORM_RMS. x may equal out.
+ * norm_kind: MB_NORM_LAYER (mean/variance) or MB_NORM_RMS. x may equal out. out_bf16 (n, d), when
+ * not NULL, receives out as bfloat16 bits; out may then be NULL (only the bf16 copy is written).
  */
 int mb_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate, const float *weight,
-                const float *bias, int norm_kind, float eps, int64_t n, int64_t d, float *out);
+                const float *bias, int norm_kind, float eps, int64_t n, int64_t d, float *out,
+                uint16_t *out_bf16);
 
 /**
  * y[i, o] = sum_k x[i, k] * w[o, k] + bias[o]   for i < n, o < out_f   (bias may be NULL).
@@ -161,22 +167,33 @@ int mb_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtyp
               int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy);
 
 /**
+ * mb_linear with x as bfloat16 bits (ld ldx), as the producers' `_bf16` outputs write it; the
+ * product is of those values with fp32 accumulation. On CUDA with bfloat16 weights and n > 8 the
+ * rows go to the tensor cores as they are: the same bits as mb_linear of the fp32 x they were
+ * rounded from. in_f >= 1.
+ */
+int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w, int wdtype,
+                   const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
+                   int64_t ldy);
+
+/**
  * Causal depthwise conv1d over `batch` sequences of `len` positions and d channels, kernel width k:
  *   pre[b, t, c] = bias[c] + sum_j w[c, j] * xin[b, t - (k-1) + j, c]
  * where positions before 0 come from conv_state (b, c, 0..k-2), oldest first (zeros when
  * conv_state is NULL). out = silu(pre) (ld ldo); out_preact, when not NULL, receives pre
+ * (contiguous, (batch*len, d)); out_bf16, when not NULL, receives out as bfloat16 bits
  * (contiguous, (batch*len, d)). conv_state, when not NULL, is updated to hold the last k-1 inputs.
  * w: (d, k) float32. bias may be NULL. x is read with leading dimension ldx.
  */
 int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w, const float *bias,
                      float *conv_state, int64_t batch, int64_t len, int64_t d, int64_t k, float *out,
-                     int64_t ldo, float *out_preact);
+                     int64_t ldo, float *out_preact, uint16_t *out_bf16);
 
 /**
  * Decoding: mb_linear then the conv1d step on the first d_conv output columns, in one kernel on
  * CUDA for n <= 8 (the conv runs in the GEMV's epilogue: in_proj -> x, z, then conv(x)):
  *   mb_linear(x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
- *   mb_causal_conv1d(y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo, NULL);
+ *   mb_causal_conv1d(y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo, NULL, NULL);
  * (n rows = n sequences of one position each). conv_state (n, d_conv, k-1) is required;
  * d_conv <= out_f; xc must not overlap y. With MB_FLAG_UNFUSED_STEPS it runs as those two calls.
  */
@@ -198,13 +215,14 @@ int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *
  * (speculative verification resumes from any position). Dskip, z and delta_bias may be NULL.
  * delta_bias is mamba_ssm's: dt_proj's bias added here, so that the forward's dt_proj product
  * needs no pass of its own to add it (delta + bias is the same float addition either way).
- * Row r = b*len + t of u, delta, Bm, Cm, z, y is read/written at base + r * ld.
+ * Row r = b*len + t of u, delta, Bm, Cm, z, y is read/written at base + r * ld. y_bf16, when not
+ * NULL, receives y as bfloat16 bits (row r at y_bf16 + r * ldy); y may then be NULL.
  */
 int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
                       const float *delta_bias, const float *A, const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
                       const float *Dskip, const float *z, int64_t ldz, float *state,
                       float *states_all, int64_t batch, int64_t len, int64_t d, int64_t n,
-                      int delta_softplus, float *y, int64_t ldy);
+                      int delta_softplus, float *y, int64_t ldy, uint16_t *y_bf16);
 
 /**
  * One decoding step of the SSM (mamba_ssm's selective_state_update) with dt_proj fused in (one
@@ -213,7 +231,7 @@ int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *del
  * (dt_w: (d, dt_rank) row-major, float32 or bfloat16 (wdtype); dt_bias may be NULL), i.e. exactly
  *   mb_linear(x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
  *   mb_selective_scan(u, ldu, delta, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, NULL,
- *                     batch, 1, d, n, delta_softplus, y, ldy);
+ *                     batch, 1, d, n, delta_softplus, y, ldy, NULL);
  * delta_out (batch, d), when not NULL, receives delta (before softplus, as mb_linear writes it).
  * With MB_FLAG_UNFUSED_STEPS it runs as those two calls, delta_out (then required) holding delta.
  */

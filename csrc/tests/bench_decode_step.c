@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
   t[k] += b - a;                                                                                  \
   a = b
       TIMED(NORM, mb_add_norm(ctx, hidden, residual, l > 0, y->norm_w, y->norm_b, MB_NORM_LAYER,
-                              1e-5f, 1, D, normed));
+                              1e-5f, 1, D, normed, NULL));
       TIMED(IN_CONV, mb_linear_conv1d_step(ctx, normed, D, y->in_proj, wd, NULL, 1, D, 2 * DI, xz,
                                            2 * DI, y->conv_w, y->conv_b, y->conv_state, DI, K, xc,
                                            DI));

@@ -38,6 +38,7 @@
 
 static mb_ctx *G;
 static int g_fused = 1; /* decode: mb_selective_state_update_dt instead of dt_proj + update */
+static int g_bf16_acts = 1; /* forward with bf16 weights: the products' inputs written as bf16 */
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -240,6 +241,7 @@ static void model_free(model *m) {
 typedef struct {
   int64_t B; /* rows (batch, or positions for the forward) */
   float *h, *res, *hn, *xz, *xc, *dbc, *dt, *y, *logits;
+  uint16_t *hnb, *xcb, *yb; /* bf16 copies of hn, xc, y (the products' inputs) */
   float *conv_state, *ssm_state; /* NL x batch x ... */
   int32_t *ids;
   int64_t *ctr;
@@ -249,6 +251,8 @@ static void acts_init(acts *a, int64_t B, int64_t seqs) {
   a->h = fbuf(B * DM), a->res = fbuf(B * DM), a->hn = fbuf(B * DM);
   a->xz = fbuf(B * 2 * DI), a->xc = fbuf(B * DI), a->dbc = fbuf(B * XP), a->dt = fbuf(B * DI);
   a->y = fbuf(B * DI), a->logits = fbuf(B * V);
+  a->hnb = (uint16_t *)fbuf((B * DM + 1) / 2), a->xcb = (uint16_t *)fbuf((B * DI + 1) / 2);
+  a->yb = (uint16_t *)fbuf((B * DI + 1) / 2);
   a->conv_state = fbuf((size_t)NL * seqs * DI * (KC - 1));
   a->ssm_state = fbuf((size_t)NL * seqs * DI * NS);
   void *p;
@@ -261,7 +265,7 @@ static void acts_init(acts *a, int64_t B, int64_t seqs) {
 }
 static void acts_free(acts *a) {
   void *p[] = {a->h, a->res, a->hn, a->xz, a->xc, a->dbc, a->dt, a->y, a->logits,
-               a->conv_state, a->ssm_state, a->ids, a->ctr};
+               a->conv_state, a->ssm_state, a->ids, a->ctr, a->hnb, a->xcb, a->yb};
   for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) MBX(mb_free(G, p[j]));
 }
 
@@ -274,7 +278,22 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     layer *L = &m->l[i];
     float *cs = a->conv_state + (size_t)i * batch * DI * (KC - 1);
     float *ss = a->ssm_state + (size_t)i * batch * DI * NS;
-    MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a->hn));
+    if (len > 1 && rows > 8 && dt == MB_DTYPE_BF16 && g_bf16_acts) { /* as the model's forward */
+      MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, NULL,
+                      a->hnb));
+      MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
+      MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI,
+                           NULL, a->xcb));
+      MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
+      MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
+      MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->dtb, L->A, a->dbc + R, XP,
+                            a->dbc + R + NS, XP, L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len,
+                            DI, NS, 1, NULL, DI, a->yb));
+      MBX(mb_linear_bf16(G, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
+      continue;
+    }
+    MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a->hn,
+                    NULL));
     if (len == 1 && g_fused) { /* 5 kernels: norm, in_proj+conv, x_proj, dt_proj+update, out */
       MBX(mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI,
                                 L->cw, L->cb, cs, DI, KC, a->xc, DI));
@@ -286,15 +305,18 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       continue;
     }
     MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
-    MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI, NULL));
+    MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI, NULL,
+                         NULL));
     MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
     /* as the model's forward: dt_proj's bias added by the scan (delta_bias) */
     MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
     MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->dtb, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
-                          L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI));
+                          L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI,
+                          NULL));
     MBX(mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
   }
-  MBX(mb_add_norm(G, a->h, a->res, 1, m->nfw, m->nfb, MB_NORM_LAYER, 1e-5f, rows, DM, a->hn));
+  MBX(mb_add_norm(G, a->h, a->res, 1, m->nfw, m->nfb, MB_NORM_LAYER, 1e-5f, rows, DM, a->hn,
+                  NULL));
   if (sample) {
     MBX(mb_linear(G, a->hn, DM, m->emb, dt, NULL, rows, DM, V, a->logits, V));
     MBX(mb_sample(G, a->logits, batch, V, 1.0f, 0, 1.0f, 42, a->ctr, a->ids));
@@ -382,12 +404,12 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
       double t0 = now();
       for (int i = 0; i < reps; i++) {
         switch (op) {
-          case 0: MBX(mb_add_norm(G, a.h, a.res, 1, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a.hn)); break;
+          case 0: MBX(mb_add_norm(G, a.h, a.res, 1, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a.hn, NULL)); break;
           case 1: MBX(mb_linear(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI)); break;
-          case 2: MBX(mb_causal_conv1d(G, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL)); break;
+          case 2: MBX(mb_causal_conv1d(G, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL)); break;
           case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
           case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, len > 1 ? NULL : L->dtb, rows, R, DI, a.dt, DI)); break;
-          case 5: MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI)); break;
+          case 5: MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL)); break;
           case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
           case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
           default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI)); break;
@@ -418,7 +440,8 @@ static void scan_alone(model *m, int64_t len, const char *label) {
     double t0 = now();
     for (int i = 0; i < 3; i++)
       MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
-                            a.xz + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI));
+                            a.xz + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI,
+                            NULL));
     MBX(mb_ctx_synchronize(G));
     t[r] = (now() - t0) / 3;
   }
@@ -520,6 +543,9 @@ int main(int argc, char **argv) {
     if (!quick) breakdown(&m, 64, 1, "bf16");
     breakdown(&m, 1, 8192, "bf16");
     forward_bench(&m, 8192, "bf16 #2");
+    g_bf16_acts = 0; /* the peer: fp32 activations, each product converting its input */
+    forward_bench(&m, 8192, "bf16,f32acts");
+    g_bf16_acts = 1;
     scan_alone(&m, 8192, "tile");
     { /* the peer in the same run: the sequential scan */
       mb_ctx *g1 = G;

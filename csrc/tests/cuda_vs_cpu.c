@@ -3,7 +3,11 @@
  *
  * Fresh random inputs of odd sizes for every case; outputs are poisoned (NaN) before each run.
  * Tolerances (relative ||gpu - cpu|| / ||cpu||): fp32 1e-5, bf16 weights through the tensor cores
- * (x rounded to bf16) 1e-2, TF32 1e-3. Sampling: identical ids for greedy; for drawn samples, ids
+ * (x rounded to bf16) 1e-2, TF32 1e-3. The bf16 activations (the producers' `_bf16` outputs) are
+ * held to the GPU's own fp32 output rounded, bit for bit, and to the CPU's within 1e-2 (a value
+ * near a rounding midpoint may round the other way: one bf16 ulp, 2^-8 relative); mb_linear_bf16
+ * to the CPU's within fp32's 1e-5 (the products of bf16 values are exact in fp32), and with bf16
+ * weights and n > 8 to the bits of mb_linear of the fp32 rows they were rounded from. Sampling: identical ids for greedy; for drawn samples, ids
  * may differ only on rows where the CPU's draw lies within 1e-4 of a bucket edge (near ties).
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
@@ -116,6 +120,60 @@ static double rel_err(pair *p, int64_t rows, int64_t cols, int64_t ld) {
 }
 static double rel_all(pair *p) { return rel_err(p, 1, (int64_t)(p->bytes / 4), 0); }
 
+/* A bf16 tensor on both contexts (n values), poisoned (0xffff is a NaN). */
+static pair pb16(int64_t n) { return pnew(NULL, (size_t)(n > 0 ? n : 1) * 2); }
+
+/* bf16 values (rows x cols at ld) of a context, widened to floats. */
+static float *bf16_rows(mb_ctx *ctx, const void *dev, size_t bytes, int64_t rows, int64_t cols,
+                        int64_t ld) {
+  uint16_t *h = (uint16_t *)malloc(bytes);
+  MBX(mb_ctx_synchronize(GPU));
+  MBX(mb_memcpy_d2h(ctx, h, dev, bytes));
+  float *f = (float *)malloc((size_t)(rows * cols > 0 ? rows * cols : 1) * sizeof(float));
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) {
+      uint32_t u = (uint32_t)h[r * ld + c] << 16;
+      memcpy(&f[r * cols + c], &u, 4);
+    }
+  free(h);
+  return f;
+}
+
+static void check(const char *op, const char *cfg, const char *what, double err, double tol);
+
+/* The checks of a bf16 output B (rows x cols at ldb): against the CPU's within 1e-2; and, when the
+ * GPU also wrote the fp32 output F (at ldf), equal to it rounded, bit for bit (err: mismatches). */
+static void check_bf16(const char *op, const char *cfg, pair *B, pair *F, int64_t rows,
+                       int64_t cols, int64_t ldb, int64_t ldf) {
+  float *g = bf16_rows(GPU, B->g, B->bytes, rows, cols, ldb);
+  float *c = bf16_rows(CPU, B->c, B->bytes, rows, cols, ldb);
+  double num = 0, den = 0;
+  int bad = 0;
+  for (int64_t i = 0; i < rows * cols; i++) {
+    if (isnan(g[i]) || isnan(c[i])) bad = 1;
+    num += ((double)g[i] - c[i]) * ((double)g[i] - c[i]);
+    den += (double)c[i] * c[i];
+  }
+  check(op, cfg, "bf16", bad ? INFINITY : den == 0 ? (num == 0 ? 0 : INFINITY) : sqrt(num / den),
+        1e-2);
+  if (F) {
+    float *f = (float *)malloc(F->bytes);
+    MBX(mb_memcpy_d2h(GPU, f, F->g, F->bytes));
+    double miss = 0;
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t k = 0; k < cols; k++) {
+        uint32_t u = (uint32_t)f2bf(f[r * ldf + k]) << 16;
+        float want;
+        memcpy(&want, &u, 4);
+        if (memcmp(&want, &g[r * cols + k], 4) != 0) miss++;
+      }
+    check(op, cfg, "bf16=f32", miss, 0);
+    free(f);
+  }
+  free(g);
+  free(c);
+}
+
 static void check(const char *op, const char *cfg, const char *what, double err, double tol) {
   g_cases++;
   int ok = err <= tol;
@@ -165,19 +223,22 @@ static void t_add_norm(void) {
         if (g_small && n > 7 && (kind || acc)) continue;
         int inplace = (kind + acc + di) % 2, hasb = (acc + di) % 2;
         pair X = prand(n * d, -2, 2), R = prand(n * d, -1, 3), W = prand(d, 0.5f, 1.5f);
-        pair B = prand(d, -0.5f, 0.5f), O = pf(NULL, n * d);
+        pair B = prand(d, -0.5f, 0.5f), O = pf(NULL, n * d), OB = pb16(n * d);
         pair *out = inplace ? &X : &O;
+        /* a bf16 copy in every other case; in some of them alone (out NULL) */
+        const int bf = (di + kind) % 2 == 0, only_bf = bf && !inplace && acc;
         float eps = 1e-5f;
         MBX(mb_add_norm(CPU, C(X), C(R), acc, C(W), hasb ? C(B) : NULL, kind, eps, n, d,
-                        C(*out)));
+                        only_bf ? NULL : C(*out), bf ? (uint16_t *)OB.c : NULL));
         MBX(mb_add_norm(GPU, G(X), G(R), acc, G(W), hasb ? G(B) : NULL, kind, eps, n, d,
-                        G(*out)));
+                        only_bf ? NULL : G(*out), bf ? (uint16_t *)OB.g : NULL));
         char cfg[80];
-        snprintf(cfg, sizeof cfg, "n=%lld d=%lld %s acc=%d bias=%d inplace=%d", (long long)n,
-                 (long long)d, kind ? "rms" : "layer", acc, hasb, inplace);
-        check("add_norm", cfg, "out", rel_all(out), 1e-5);
+        snprintf(cfg, sizeof cfg, "n=%lld d=%lld %s acc=%d bias=%d inplace=%d bf=%d", (long long)n,
+                 (long long)d, kind ? "rms" : "layer", acc, hasb, inplace, bf + only_bf);
+        if (!only_bf) check("add_norm", cfg, "out", rel_all(out), 1e-5);
         check("add_norm", cfg, "residual", rel_all(&R), 1e-5);
-        pfree(&X), pfree(&R), pfree(&W), pfree(&B), pfree(&O);
+        if (bf) check_bf16("add_norm", cfg, &OB, only_bf ? NULL : out, n, d, d, d);
+        pfree(&X), pfree(&R), pfree(&W), pfree(&B), pfree(&O), pfree(&OB);
       }
 }
 
@@ -220,6 +281,59 @@ static void t_linear(void) {
     }
 }
 
+/* mb_linear_bf16: x as bf16 bits. GPU vs CPU within fp32's tolerance (products of bf16 values
+ * are exact in fp32); with bf16 weights and n > 8, the GPU's bits equal mb_linear's of the fp32
+ * rows the bf16 ones were rounded from (the same tensor-core product, its conversion done). */
+static void t_linear_bf16(void) {
+  /* n, in_f, out_f, pad of ldx/ldy */
+  int64_t cfgs[][4] = {{1, 37, 101, 3}, {5, 3584, 144, 4}, {9, 256, 96, 0},
+                       {300, 96, 160, 5}, {257, 1792, 384, 0}, {33, 112, 300, 8}};
+  for (int ci = 0; ci < (int)(sizeof cfgs / sizeof cfgs[0]); ci++)
+    for (int dt = 0; dt < 2; dt++) {
+      int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2], pad = cfgs[ci][3];
+      if (g_small && n * in_f * out_f > 2000000) continue;
+      int64_t ldx = in_f + pad, ldy = out_f + pad;
+      int hasb = (ci + dt) % 2;
+      float *wh = hrand(out_f * in_f, -1, 1), *xh = hrand(n * ldx, -1, 1);
+      uint16_t *xb = (uint16_t *)malloc((size_t)(n * ldx) * 2);
+      for (int64_t i = 0; i < n * ldx; i++) xb[i] = f2bf(xh[i]);
+      pair Wp;
+      if (dt == MB_DTYPE_BF16) {
+        uint16_t *tb = (uint16_t *)malloc((size_t)(out_f * in_f) * 2);
+        for (int64_t i = 0; i < out_f * in_f; i++) tb[i] = f2bf(wh[i]);
+        Wp = pnew(tb, (size_t)(out_f * in_f) * 2);
+        free(tb);
+      } else {
+        Wp = pf(wh, out_f * in_f);
+      }
+      pair XB = pnew(xb, (size_t)(n * ldx) * 2), X = pf(xh, n * ldx), B = prand(out_f, -1, 1);
+      pair Y = pf(NULL, n * ldy), Y2 = pf(NULL, n * ldy);
+      MBX(mb_linear_bf16(CPU, (uint16_t *)XB.c, ldx, Wp.c, dt, hasb ? C(B) : NULL, n, in_f, out_f,
+                         C(Y), ldy));
+      MBX(mb_linear_bf16(GPU, (uint16_t *)XB.g, ldx, Wp.g, dt, hasb ? G(B) : NULL, n, in_f, out_f,
+                         G(Y), ldy));
+      char cfg[80];
+      snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ld+%lld %s bias=%d", (long long)n,
+               (long long)in_f, (long long)out_f, (long long)pad, dt ? "bf16" : "f32", hasb);
+      check("linear_bf16", cfg, "y", rel_err(&Y, n, out_f, ldy), 1e-5);
+      if (dt == MB_DTYPE_BF16 && n > 8 && pad == 0) { /* mb_linear's own rows are dense */
+        MBX(mb_linear(GPU, G(X), ldx, Wp.g, dt, hasb ? G(B) : NULL, n, in_f, out_f, G(Y2), ldy));
+        float *a = (float *)malloc(Y.bytes), *b = (float *)malloc(Y.bytes);
+        MBX(mb_ctx_synchronize(GPU));
+        MBX(mb_memcpy_d2h(GPU, a, Y.g, Y.bytes));
+        MBX(mb_memcpy_d2h(GPU, b, Y2.g, Y.bytes));
+        double miss = 0;
+        for (int64_t r = 0; r < n; r++)
+          for (int64_t o = 0; o < out_f; o++)
+            if (memcmp(&a[r * ldy + o], &b[r * ldy + o], 4) != 0) miss++;
+        check("linear_bf16", cfg, "=linear", miss, 0);
+        free(a), free(b);
+      }
+      pfree(&Wp), pfree(&XB), pfree(&X), pfree(&B), pfree(&Y), pfree(&Y2), free(wh), free(xh),
+          free(xb);
+    }
+}
+
 static void t_conv(void) {
   int64_t lens[] = {1, 7, 300}, dims[] = {37, 101}, batches[] = {1, 3}, ks[] = {4, 3, 1, 4};
   for (int li = 0; li < 3; li++)
@@ -231,19 +345,23 @@ static void t_conv(void) {
         int64_t ldx = 2 * d + 1, ldo = d + 5, rows = batch * len;
         pair X = prand(rows * ldx, -2, 2), W = prand(d * k, -1, 1), B = prand(d, -1, 1);
         pair S = prand(batch * d * (k > 1 ? k - 1 : 1), -2, 2);
-        pair O = pf(NULL, rows * ldo), P = pf(NULL, rows * d);
+        pair O = pf(NULL, rows * ldo), P = pf(NULL, rows * d), OB = pb16(rows * d);
+        const int bf = (li + di + bi) % 2 == 0;
         MBX(mb_causal_conv1d(CPU, C(X), ldx, C(W), hasb ? C(B) : NULL, use_state ? C(S) : NULL,
-                             batch, len, d, k, C(O), ldo, use_pre ? C(P) : NULL));
+                             batch, len, d, k, C(O), ldo, use_pre ? C(P) : NULL,
+                             bf ? (uint16_t *)OB.c : NULL));
         MBX(mb_causal_conv1d(GPU, G(X), ldx, G(W), hasb ? G(B) : NULL, use_state ? G(S) : NULL,
-                             batch, len, d, k, G(O), ldo, use_pre ? G(P) : NULL));
+                             batch, len, d, k, G(O), ldo, use_pre ? G(P) : NULL,
+                             bf ? (uint16_t *)OB.g : NULL));
         char cfg[80];
-        snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld k=%lld st=%d pre=%d bias=%d",
+        snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld k=%lld st=%d pre=%d bias=%d bf=%d",
                  (long long)batch, (long long)len, (long long)d, (long long)k, use_state, use_pre,
-                 hasb);
+                 hasb, bf);
+        if (bf) check_bf16("causal_conv1d", cfg, &OB, &O, rows, d, d, ldo);
         check("causal_conv1d", cfg, "out", rel_err(&O, rows, d, ldo), 1e-5);
         if (use_pre) check("causal_conv1d", cfg, "preact", rel_all(&P), 1e-5);
         if (use_state && k > 1) check("causal_conv1d", cfg, "state", rel_all(&S), 1e-6);
-        pfree(&X), pfree(&W), pfree(&B), pfree(&S), pfree(&O), pfree(&P);
+        pfree(&X), pfree(&W), pfree(&B), pfree(&S), pfree(&O), pfree(&P), pfree(&OB);
       }
 }
 
@@ -262,25 +380,30 @@ static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t
   /* dt_proj's bias; without the softplus a negative dt would grow the state past float range */
   pair DB = prand(d, sp ? -2 : 0, 0.5f);
   pair S = prand(batch * d * n, -1, 1), SA = pf(NULL, use_all ? rows * d * n : 1);
-  pair Y = pf(NULL, rows * ldy);
+  pair Y = pf(NULL, rows * ldy), YB = pb16(rows * ldy);
   const float *bc_c = C(BC), *bc_g = G(BC);
   if (update) len = 1, use_state = 1, use_all = 0;
+  /* y as bf16 too in some cases, in some of them alone (y NULL) */
+  const int bf = !update && (len + n) % 2 == 1, only_bf = bf && batch > 1;
   MBX(mb_selective_scan(CPU, C(U), ldu, C(D), ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + n, ldbc,
                         use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, ldz, use_state ? C(S) : NULL,
-                        use_all ? C(SA) : NULL, batch, len, d, n, sp, C(Y), ldy));
+                        use_all ? C(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : C(Y), ldy,
+                        bf ? (uint16_t *)YB.c : NULL));
   MBX(mb_selective_scan(GPU, G(U), ldu, G(D), ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + n, ldbc,
                         use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, ldz, use_state ? G(S) : NULL,
-                        use_all ? G(SA) : NULL, batch, len, d, n, sp, G(Y), ldy));
+                        use_all ? G(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : G(Y), ldy,
+                        bf ? (uint16_t *)YB.g : NULL));
   char cfg[96];
-  snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d db=%d",
+  snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d db=%d bf=%d",
            (long long)batch, (long long)len, (long long)d, (long long)n, use_state, use_all, use_D,
-           use_z, sp, use_bias);
+           use_z, sp, use_bias, bf + only_bf);
   const char *op = update ? "state_update" : "selective_scan";
-  check(op, cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
+  if (!only_bf) check(op, cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
+  if (bf) check_bf16(op, cfg, &YB, only_bf ? NULL : &Y, rows, d, ldy, ldy);
   if (use_state) check(op, cfg, "state", rel_all(&S), 1e-5);
   if (use_all) check(op, cfg, "states_all", rel_all(&SA), 1e-5);
   pfree(&U), pfree(&D), pfree(&A), pfree(&BC), pfree(&Dk), pfree(&Z), pfree(&S);
-  pfree(&SA), pfree(&Y), pfree(&DB);
+  pfree(&SA), pfree(&Y), pfree(&DB), pfree(&YB);
 }
 
 static void t_scan(int update) {
@@ -544,7 +667,8 @@ static void t_spec(void) {
     pair Y = pf(NULL, L * out_f), XC = pf(NULL, L * di), Y2 = pf(NULL, L * out_f),
          XC2 = pf(NULL, L * di);
     MBX(mb_linear(GPU, G(X), in_f, W.g, dt, NULL, L, in_f, out_f, G(Y), out_f));
-    MBX(mb_causal_conv1d(GPU, G(Y), out_f, G(CW), G(CB), G(CS), 1, L, di, k, G(XC), di, NULL));
+    MBX(mb_causal_conv1d(GPU, G(Y), out_f, G(CW), G(CB), G(CS), 1, L, di, k, G(XC), di, NULL,
+                         NULL));
     for (int64_t t = 0; t < L; t++)
       MBX(mb_linear_conv1d_step(GPU, G(X) + t * in_f, in_f, W.g, dt, NULL, 1, in_f, out_f,
                                 G(Y2) + t * out_f, out_f, G(CW), G(CB), G(CS2), di, k,
@@ -861,7 +985,7 @@ static void t_graph(int fused) {
       if (mode == 1 && step == 0) MBX(mb_graph_begin(GPU));
       if (mode == 0 || step == 0) {
         MBX(mb_add_norm(GPU, (float *)x, (float *)res, 1, (float *)nw, NULL, MB_NORM_RMS, 1e-5f, B,
-                        dm, (float *)hn));
+                        dm, (float *)hn, NULL));
         if (fused) {
           MBX(mb_linear_conv1d_step(GPU, (float *)hn, dm, win, MB_DTYPE_BF16, NULL, B, dm, 2 * di,
                                     (float *)xz, 2 * di, (float *)cw, NULL, (float *)cs, di, k,
@@ -870,7 +994,7 @@ static void t_graph(int fused) {
           MBX(mb_linear(GPU, (float *)hn, dm, win, MB_DTYPE_BF16, NULL, B, dm, 2 * di,
                         (float *)xz, 2 * di));
           MBX(mb_causal_conv1d(GPU, (float *)xz, 2 * di, (float *)cw, NULL, (float *)cs, B, 1, di,
-                               k, (float *)xc, di, NULL));
+                               k, (float *)xc, di, NULL, NULL));
         }
         MBX(mb_linear(GPU, (float *)xc, di, xp, MB_DTYPE_F32, NULL, B, di, L, (float *)dbc, L));
         if (fused) /* delta = dt_proj(dbc[:, :r]) inside the update */
@@ -882,7 +1006,7 @@ static void t_graph(int fused) {
           MBX(mb_selective_scan(GPU, (float *)xc, di, (float *)xz, 2 * di, NULL, (float *)A,
                                 (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
                                 (float *)xz + di, 2 * di, (float *)ss, NULL, B, 1, di, n, 1,
-                                (float *)y, di));
+                                (float *)y, di, NULL));
         MBX(mb_linear(GPU, (float *)y, di, head, MB_DTYPE_F32, NULL, B, di, V, (float *)lg, V));
         MBX(mb_sample(GPU, (float *)lg, B, V, 1.0f, 0, 0.9f, 77, (int64_t *)ctr,
                       (int32_t *)ids));
@@ -1038,6 +1162,7 @@ int main(int argc, char **argv) {
   t_embedding();
   t_add_norm();
   t_linear();
+  t_linear_bf16();
   t_conv();
   t_scan(0);
   t_scan(1);

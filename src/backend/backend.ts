@@ -51,7 +51,7 @@ export const FLAG_ALLOW_TF32: number = Flag.ALLOW_TF32;
 export const FLAG_UNFUSED_STEPS: number = Flag.UNFUSED_STEPS;
 
 /** The value of an environment variable, or undefined when unset or not readable. */
-function envValue(name: string): string | undefined {
+export function envValue(name: string): string | undefined {
   try {
     return Deno.env.get(name);
   } catch {
@@ -294,7 +294,10 @@ export class Backend {
     );
   }
 
-  /** residual (+)= x; out = norm(residual) * weight + bias. */
+  /**
+   * residual (+)= x; out = norm(residual) * weight + bias. `outBf16` (n, d), when given, receives
+   * out as bfloat16 bits (for {@link Backend.linearBf16}); `out` may then be null.
+   */
   addNorm(a: {
     x: Ptr;
     residual: Ptr;
@@ -306,6 +309,7 @@ export class Backend {
     n: number;
     d: number;
     out: Ptr;
+    outBf16?: Ptr;
   }): void {
     check(
       this.#lib.mb_add_norm(
@@ -320,6 +324,7 @@ export class Backend {
         I(a.n),
         I(a.d),
         a.out,
+        a.outBf16 ?? null,
       ),
       "add_norm",
     );
@@ -356,7 +361,45 @@ export class Backend {
     );
   }
 
-  /** Causal depthwise conv1d with state; out = silu(conv), outPreact = conv (optional). */
+  /**
+   * {@link Backend.linear} with x as bfloat16 bits (a producer's `outBf16`): on CUDA with bf16
+   * weights and n > 8, the tensor-core product without a conversion pass (the bits linear gives
+   * for the fp32 rows they were rounded from).
+   */
+  linearBf16(a: {
+    x: Ptr;
+    ldx?: number;
+    w: Ptr;
+    wdtype: WeightDType;
+    bias: Ptr;
+    n: number;
+    inF: number;
+    outF: number;
+    y: Ptr;
+    ldy?: number;
+  }): void {
+    check(
+      this.#lib.mb_linear_bf16(
+        this.#c,
+        a.x,
+        I(a.ldx ?? I(a.inF)),
+        a.w,
+        WDTYPE_CODE[a.wdtype],
+        a.bias,
+        I(a.n),
+        I(a.inF),
+        I(a.outF),
+        a.y,
+        I(a.ldy ?? I(a.outF)),
+      ),
+      "linear_bf16",
+    );
+  }
+
+  /**
+   * Causal depthwise conv1d with state; out = silu(conv), outPreact = conv (optional), outBf16 =
+   * out as bfloat16 bits, (batch * len, d) (optional).
+   */
   conv1d(a: {
     x: Ptr;
     ldx: number;
@@ -370,6 +413,7 @@ export class Backend {
     out: Ptr;
     ldo: number;
     outPreact: Ptr;
+    outBf16?: Ptr;
   }): void {
     check(
       this.#lib.mb_causal_conv1d(
@@ -386,6 +430,7 @@ export class Backend {
         a.out,
         I(a.ldo),
         a.outPreact,
+        a.outBf16 ?? null,
       ),
       "causal_conv1d",
     );
@@ -442,6 +487,7 @@ export class Backend {
   /**
    * Selective scan with initial/final state and optional every-position states; `deltaBias` (d),
    * when given, is added to delta before the softplus (dt_proj's bias, mamba_ssm's delta_bias).
+   * `yBf16`, when given, receives y as bfloat16 bits (row r at r * ldy); `y` may then be null.
    */
   selectiveScan(a: {
     u: Ptr;
@@ -466,6 +512,7 @@ export class Backend {
     deltaSoftplus: boolean;
     y: Ptr;
     ldy: number;
+    yBf16?: Ptr;
   }): void {
     check(
       this.#lib.mb_selective_scan(
@@ -492,6 +539,7 @@ export class Backend {
         a.deltaSoftplus ? 1 : 0,
         a.y,
         I(a.ldy),
+        a.yBf16 ?? null,
       ),
       "selective_scan",
     );

@@ -11,7 +11,7 @@
  */
 
 import type { DraftModel } from "../generate/drafter.ts";
-import { type Backend, offsetPtr, type Ptr } from "../backend/backend.ts";
+import { type Backend, envValue, offsetPtr, type Ptr } from "../backend/backend.ts";
 import type { Tensor } from "../backend/tensor.ts";
 import type { ModelConfig } from "../config/config.ts";
 import type { ModelDims } from "../config/dims.ts";
@@ -201,6 +201,12 @@ export interface MambaByteLMOptions {
    * false: the backend is the caller's, and stays open).
    */
   ownsBackend?: boolean;
+  /**
+   * Whether the forward's products take their inputs as bfloat16 written by the ops before them
+   * (no conversion pass per product); the results are the same bits. Default: on for a CUDA
+   * model with bf16 weights unless MAMBABYTE_CUDA_BF16_ACTS=0 (A/B runs); ignored elsewhere.
+   */
+  bf16Activations?: boolean;
 }
 
 /**
@@ -230,6 +236,8 @@ export class MambaByteLM {
   readonly vocabOut: number;
   /** Whether close() closes the backend too (a backend loadModel created for this model). */
   readonly ownsBackend: boolean;
+  /** Whether the forward writes its products' inputs as bf16 (MambaByteLMOptions.bf16Activations). */
+  readonly bf16Activations: boolean;
   #chunkWs: Workspace | undefined;
   #tapPipe: TapPipeline | undefined;
   #closed = false;
@@ -253,6 +261,9 @@ export class MambaByteLM {
     this.chunkSize = options.chunkSize ?? config.chunkSize;
     this.vocabOut = options.vocabOut ?? 256;
     this.ownsBackend = options.ownsBackend ?? false;
+    // Only CUDA's bf16 products round their input to bf16; elsewhere that would change results.
+    this.bf16Activations = backend.kind === "cuda" && weights.wdtype === "bf16" &&
+      (options.bf16Activations ?? envValue("MAMBABYTE_CUDA_BF16_ACTS") !== "0");
     if (
       !Number.isSafeInteger(this.vocabOut) || this.vocabOut < 1 ||
       this.vocabOut > weights.vocabRows
@@ -280,7 +291,9 @@ export class MambaByteLM {
 
   /** A workspace for `rows` positions (forward chunks or a decoding batch). */
   newWorkspace(rows: number): Workspace {
-    return new Workspace(this.backend, this.dims, rows, this.vocabOut);
+    // bf16 activations serve the chunked forward (products of more than 8 rows) only
+    const bf16 = this.bf16Activations && rows > 8;
+    return new Workspace(this.backend, this.dims, rows, this.vocabOut, bf16);
   }
 
   #workspace(): Workspace {
@@ -301,7 +314,10 @@ export class MambaByteLM {
    * `dtProjOut(layer)`: whether ws.delta must hold dt_proj's output (the dt_proj tap; default:
    * in every layer when `afterLayer` is given). Elsewhere dt_proj's bias is left to the scan
    * (delta_bias), which saves the product a pass over its output; the sum is the same float
-   * addition either way, so the results are the same bits.
+   * addition either way, so the results are the same bits. With ws.bf16 (and len > 8) the norm,
+   * the conv and the scan also write their outputs as bf16 for in_proj, x_proj and out_proj: the
+   * values those products' tensor-core path rounds its input to, without a pass of its own; the
+   * fp32 norm output is then written only for a tap, and the scan's y not at all.
    */
   forwardLayers(
     ws: Workspace,
@@ -313,10 +329,12 @@ export class MambaByteLM {
   ): void {
     const be = this.backend;
     const { dInner: di, dtRank: r, dConv: k } = this.dims;
+    const bf = len > 8 ? ws.bf16 : null;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
-      this.#norm(ws, i, len);
-      be.linear(this.#inProj(ws, i, len));
+      this.#norm(ws, i, len, bf?.normed, bf !== null && afterLayer === undefined);
+      if (bf) be.linearBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr });
+      else be.linear(this.#inProj(ws, i, len));
       be.conv1d({
         x: ws.xz.ptr,
         ldx: 2 * di,
@@ -330,8 +348,10 @@ export class MambaByteLM {
         out: ws.xConv.ptr,
         ldo: di,
         outPreact: convPre(i) ? ws.convPre.ptr : null,
+        outBf16: bf?.xConv.ptr ?? null,
       });
-      this.#xProj(ws, i, len);
+      if (bf) be.linearBf16({ ...this.#xProjOperands(ws, i, len), x: bf.xConv.ptr });
+      else be.linear(this.#xProjOperands(ws, i, len));
       const biasInScan = !dtProjOut(i);
       be.linear({
         x: ws.xDbl.ptr,
@@ -352,8 +372,11 @@ export class MambaByteLM {
         statesAll: null,
         batch: 1,
         len,
+        y: bf ? null : ws.y.ptr,
+        yBf16: bf?.y.ptr ?? null,
       });
-      this.#outProj(ws, i, len);
+      if (bf) be.linearBf16({ ...this.#outProjOperands(ws, i, len), x: bf.y.ptr });
+      else be.linear(this.#outProjOperands(ws, i, len));
       afterLayer?.(i);
     }
   }
@@ -532,8 +555,11 @@ export class MambaByteLM {
     return this.dims.dtRank + 2 * this.dims.dState;
   }
 
-  /** Layer i's residual add and norm: ws.hidden (+ ws.residual) -> ws.normed. */
-  #norm(ws: Workspace, i: number, rows: number): void {
+  /**
+   * Layer i's residual add and norm: ws.hidden (+ ws.residual) -> ws.normed, and into `bf16` as
+   * bf16 bits when given (then ws.normed is skipped when `bf16Only`).
+   */
+  #norm(ws: Workspace, i: number, rows: number, bf16?: Tensor, bf16Only = false): void {
     const w = this.weights.layers[i];
     this.backend.addNorm({
       x: ws.hidden.ptr,
@@ -545,7 +571,8 @@ export class MambaByteLM {
       eps: this.eps,
       n: rows,
       d: this.dims.dModel,
-      out: ws.normed.ptr,
+      out: bf16Only ? null : ws.normed.ptr,
+      outBf16: bf16?.ptr ?? null,
     });
   }
 
@@ -566,7 +593,11 @@ export class MambaByteLM {
 
   /** Layer i's x_proj: ws.xConv -> ws.xDbl (dt | B | C). */
   #xProj(ws: Workspace, i: number, rows: number): void {
-    this.backend.linear({
+    this.backend.linear(this.#xProjOperands(ws, i, rows));
+  }
+
+  #xProjOperands(ws: Workspace, i: number, rows: number) {
+    return {
       x: ws.xConv.ptr,
       w: this.weights.layers[i].xProj.ptr,
       wdtype: this.weights.wdtype,
@@ -575,10 +606,9 @@ export class MambaByteLM {
       inF: this.dims.dInner,
       outF: this.#xDblCols,
       y: ws.xDbl.ptr,
-    });
+    };
   }
 
-  /** The recurrence's operands of layer i, the same for the scan and the decoding step. */
   /** Layer i's dt_proj for the ops that run it inside the state update (x_dbl's first columns). */
   #dtProjOperands(ws: Workspace, i: number) {
     const w = this.weights.layers[i];
@@ -592,6 +622,7 @@ export class MambaByteLM {
     };
   }
 
+  /** The recurrence's operands of layer i, the same for the scan and the decoding step. */
   #scanOperands(ws: Workspace, state: RecurrentState, i: number) {
     const w = this.weights.layers[i];
     const { dInner: di, dtRank: r, dState: n } = this.dims;
@@ -617,8 +648,12 @@ export class MambaByteLM {
 
   /** Layer i's out_proj: ws.y -> ws.hidden (the mixer's output). */
   #outProj(ws: Workspace, i: number, rows: number): void {
+    this.backend.linear(this.#outProjOperands(ws, i, rows));
+  }
+
+  #outProjOperands(ws: Workspace, i: number, rows: number) {
     const w = this.weights.layers[i];
-    this.backend.linear({
+    return {
       x: ws.y.ptr,
       w: w.outProj.ptr,
       wdtype: this.weights.wdtype,
@@ -627,7 +662,7 @@ export class MambaByteLM {
       inF: this.dims.dInner,
       outF: this.dims.dModel,
       y: ws.hidden.ptr,
-    });
+    };
   }
 
   /** norm_f(h + residual) then lm_head into ws.logits (the first vocabOut vocabulary rows). */

@@ -36,10 +36,24 @@ export class Workspace {
   readonly y: Tensor;
   /** Logits, (rows, logitsWidth): 256 bytes, or a subword model's whole vocabulary. */
   readonly logits: Tensor;
+  /**
+   * The products' inputs as bfloat16 (normed, xConv, y), which the producers write for the
+   * tensor cores when the workspace has them (a CUDA model with bf16 weights); else null.
+   */
+  readonly bf16: { normed: Tensor; xConv: Tensor; y: Tensor } | null;
   readonly #all: Tensor[];
 
-  /** Allocates buffers for `rows` positions (logits of `logitsWidth` columns, default 256). */
-  constructor(backend: Backend, dims: ModelDims, rows: number, logitsWidth = 256) {
+  /**
+   * Allocates buffers for `rows` positions (logits of `logitsWidth` columns, default 256), and the
+   * bf16 activations when `bf16Activations`.
+   */
+  constructor(
+    backend: Backend,
+    dims: ModelDims,
+    rows: number,
+    logitsWidth = 256,
+    bf16Activations = false,
+  ) {
     this.rows = rows;
     const f = (cols: number) => Tensor.empty(backend, "f32", [rows, cols]);
     this.ids = Tensor.zeros(backend, "i32", [rows]);
@@ -53,7 +67,12 @@ export class Workspace {
     this.delta = f(dims.dInner);
     this.y = f(dims.dInner);
     this.logits = f(logitsWidth);
+    const b = (cols: number) => Tensor.empty(backend, "bf16", [rows, cols]);
+    this.bf16 = bf16Activations
+      ? { normed: b(dims.dModel), xConv: b(dims.dInner), y: b(dims.dInner) }
+      : null;
     this.#all = [
+      ...(this.bf16 ? [this.bf16.normed, this.bf16.xConv, this.bf16.y] : []),
       this.ids,
       this.hidden,
       this.residual,

@@ -51,6 +51,7 @@ export const SYMBOLS = {
       "i64", // n
       "i64", // d
       "pointer", // out
+      "pointer", // out_bf16
     ],
     result: "i32",
   },
@@ -58,6 +59,22 @@ export const SYMBOLS = {
     parameters: [
       "pointer", // ctx
       "pointer", // x
+      "i64", // ldx
+      "pointer", // w
+      "i32", // wdtype
+      "pointer", // bias
+      "i64", // n
+      "i64", // in_f
+      "i64", // out_f
+      "pointer", // y
+      "i64", // ldy
+    ],
+    result: "i32",
+  },
+  mb_linear_bf16: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x (bf16)
       "i64", // ldx
       "pointer", // w
       "i32", // wdtype
@@ -85,6 +102,7 @@ export const SYMBOLS = {
       "pointer", // out
       "i64", // ldo
       "pointer", // out_preact
+      "pointer", // out_bf16
     ],
     result: "i32",
   },
@@ -136,6 +154,7 @@ export const SYMBOLS = {
       "i32", // delta_softplus
       "pointer", // y
       "i64", // ldy
+      "pointer", // y_bf16
     ],
     result: "i32",
   },
@@ -274,7 +293,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {

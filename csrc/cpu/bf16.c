@@ -1,0 +1,38 @@
+/*
+ * bf16.c — the CPU side of the bfloat16 activations (mambabyte.h: the producers' `_bf16` outputs
+ * and mb_linear_bf16). The CPU model keeps fp32 activations; these exist so that the CUDA
+ * backend's fused forms have a reference: the fp32 result, rounded afterwards, and a product of
+ * the rounded values widened back to fp32 (exact).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_backend.h"
+#include "vmath.h"
+
+uint16_t mbcpu_f32_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+  u += 0x7fffu + ((u >> 16) & 1u);                                           /* nearest even */
+  return (uint16_t)(u >> 16);
+}
+
+void mbcpu_rows_to_bf16(const float *x, int64_t ldx, int64_t rows, int64_t cols, uint16_t *out,
+                        int64_t ldo) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) out[r * ldo + c] = mbcpu_f32_to_bf16(x[r * ldx + c]);
+}
+
+int mbcpu_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w, int wdtype,
+                      const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
+                      int64_t ldy) {
+  float *xf = (float *)malloc((size_t)(n * in_f) * sizeof(float));
+  if (!xf) return mb_fail(MB_ERR_OOM, "cpu: linear_bf16: no memory for %lld x %lld floats",
+                          (long long)n, (long long)in_f);
+  for (int64_t r = 0; r < n; r++)
+    for (int64_t c = 0; c < in_f; c++) xf[r * in_f + c] = mb_bf16_to_f32(x[r * ldx + c]);
+  int st = mbcpu_linear(ctx, xf, in_f, w, wdtype, bias, n, in_f, out_f, y, ldy);
+  free(xf);
+  return st;
+}
