@@ -79,7 +79,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_pdl = getenv("MAMBABYTE_CUDA_PDL");
     st->pdl = !(e_pdl && e_pdl[0] == '0') && prop.major >= 9;
     const char *e_tile = getenv("MAMBABYTE_CUDA_SCAN_TILE");
-    st->scan_tile = !(e_tile && e_tile[0] == '0');
+    /* "0": off; "16": 16 positions per lane; else (default) 8 */
+    st->scan_tile = (e_tile && e_tile[0] == '0') ? 0 : (e_tile && !strcmp(e_tile, "16")) ? 16 : 8;
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;
@@ -136,10 +137,10 @@ extern "C" int mbcuda_ctx_info(mb_ctx *ctx, char *buf, size_t cap) {
   }
   snprintf(buf, cap,
            "{\"backend\":\"cuda\",\"device\":%d,\"name\":\"%s\",\"sm\":%d,"
-           "\"multiprocessors\":%d,\"blas\":\"cublas\",\"pdl\":%s,\"scan_tile\":%s,\"tf32\":%s,"
+           "\"multiprocessors\":%d,\"blas\":\"cublas\",\"pdl\":%s,\"scan_tile\":%d,\"tf32\":%s,"
            "\"mem_free\":%zu,\"mem_total\":%zu}",
            ctx->device, name, st->cc_major * 10 + st->cc_minor, st->sm_count,
-           st->pdl ? "true" : "false", st->scan_tile ? "true" : "false", (ctx->flags & MB_FLAG_ALLOW_TF32) ? "true" : "false",
+           st->pdl ? "true" : "false", st->scan_tile, (ctx->flags & MB_FLAG_ALLOW_TF32) ? "true" : "false",
            mem_free, mem_total);
   return MB_OK;
 }

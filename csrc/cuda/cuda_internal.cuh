@@ -38,8 +38,10 @@ struct mbcuda_state {
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
   int capturing;
   int pdl;               /* launch with programmatic dependent launch (MAMBABYTE_CUDA_PDL=0: off) */
-  int scan_tile;         /* the parallel-in-time scan (MAMBABYTE_CUDA_SCAN_TILE=0: off, for A/B) */
-  int scan_tile_smem_set; /* its shared-memory opt-in is done (per device, so per context) */
+  int scan_tile;         /* the parallel-in-time scan: positions per lane, 8 or 16
+                          * (MAMBABYTE_CUDA_SCAN_TILE=16), 0 off (=0; A/B runs) */
+  int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per
+                           * context) */
   int sm_count;
   int cc_major, cc_minor;
   char name[256];

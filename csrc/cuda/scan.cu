@@ -178,17 +178,30 @@ __global__ void k_scan_chunk_out(ScanArgs a) {
 
 /* ---- parallel-in-time form --------------------------------------------------------------------- */
 
-#define SCAN_K 8                          /* positions per lane */
-#define SCAN_TC (32 * SCAN_K)             /* positions per chunk (one warp) */
-#define SCAN_LANE_STRIDE (SCAN_K + 4)     /* a lane's positions in shared memory: float4-aligned, and
-                                           * 8 lanes' float4 reads fall on distinct banks */
-#define SCAN_ROW (32 * SCAN_LANE_STRIDE + 4) /* one state's row; +4 spreads the staging writes */
-#define SCAN_TILE_CPB 14                  /* channels (warps) per block: 3584 / 14 = 256 blocks, one
-                                           * round at two blocks per SM on 132 SMs (8 channels:
-                                           * 448 blocks, 894 us against 724 on the H200) */
+/* A chunk of SCAN_TC positions per channel; its lanes own K consecutive positions each
+ * (L = SCAN_TC / K lanes per channel, 32 / L channels per warp). K = 8: a warp per channel;
+ * K = 16: two channels per warp, half the shuffle-scan steps per position (4 levels over 16
+ * positions instead of 5 over 8) for twice the registers per lane. */
+#define SCAN_TC 256
+#define SCAN_TILE_CH 14 /* channels per block: 3584 / 14 = 256 blocks, one round at two blocks per
+                         * SM on 132 SMs (8 channels: 448 blocks, 894 us against 724 on the H200) */
 #define SCAN_TILE_NMAX 16
 
-static_assert(SCAN_K == 8, "the staging index below assumes 8 positions per lane");
+template <int K>
+struct ScanTile {
+  static constexpr int L = SCAN_TC / K;        /* lanes per channel */
+  static constexpr int CPW = 32 / L;           /* channels per warp */
+  static constexpr int THREADS = SCAN_TILE_CH * L;
+  static constexpr int STRIDE = K + 4;         /* a lane's positions in shared memory: float4-aligned,
+                                                * and 8 lanes' float4 reads fall on distinct banks */
+  static constexpr int ROW = L * STRIDE + 4;   /* one state's or channel's row (+4 spreads the
+                                                * staging writes) */
+  static_assert(SCAN_TC % K == 0 && 32 % L == 0 && SCAN_TILE_CH % CPW == 0, "tile shape");
+  static_assert(K % 8 == 0 && 32 % K == 0, "rows of a staging pass map to whole lane groups");
+  /* position tl of a row */
+  __device__ static __forceinline__ int pos(int tl) { return (tl / K) * STRIDE + tl % K; }
+  static size_t smem(int n) { return (size_t)(2 * n + 2 * SCAN_TILE_CH) * ROW * sizeof(float); }
+};
 
 /* cp.async (sm_80+): a 4-byte global -> shared copy that does not hold a register while in
  * flight; valid = false writes a zero. */
@@ -201,43 +214,40 @@ __device__ __forceinline__ void cp_async4(float *dst, const float *src, bool val
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
-/* Shared-memory layout of one chunk: a row per state (B, C) or per channel of the block (u, delta,
- * z, then y), position tl of a row at (tl / 8) * SCAN_LANE_STRIDE + tl % 8, so that a lane reads
- * its 8 positions as two conflict-free float4 loads. */
-__device__ __forceinline__ int scan_pos(int tl) { return (tl >> 3) * SCAN_LANE_STRIDE + (tl & 7); }
-
-/* Thread i of a block of CPB * 32 stages channel w = i % CPB of rows tl0 + 32 j (tl0 = i / CPB,
- * j < SCAN_TC / 32): consecutive threads along the channels, the row pointer advanced by 32 rows.
- * `rows`: the chunk's positions before the end of the sequence. */
-#define SCAN_ROWS_PER_PASS 32
+/* Thread i of the block stages channel w = i % SCAN_TILE_CH of rows tl0 + R j (tl0 = i /
+ * SCAN_TILE_CH, R = THREADS / SCAN_TILE_CH = L rows per pass): consecutive threads along the
+ * channels, the row pointer advanced by R rows. `rows`: the chunk's positions before the end. */
 
 /* Stages one per-channel operand (u, delta or z; row r = b * len + t at src + r * ld) of the
  * block's channels for the chunk at t0 into rows of dst; past the end of the sequence or of the
  * channels: zeros. */
-template <int CPB>
+template <int K>
 __device__ __forceinline__ void scan_stage_rows(const ScanArgs &a, int64_t b, int64_t c0,
                                                 int64_t t0, int rows, const float *src,
                                                 int64_t ld, float *dst) {
-  const int w = threadIdx.x % CPB, tl0 = threadIdx.x / CPB;
+  using T = ScanTile<K>;
+  constexpr int R = T::L;
+  const int w = threadIdx.x % SCAN_TILE_CH, tl0 = threadIdx.x / SCAN_TILE_CH;
   const bool cok = c0 + w < a.d;
   const float *p = src + (b * a.len + t0 + tl0) * ld + (cok ? c0 + w : 0);
-  const int64_t step = SCAN_ROWS_PER_PASS * ld;
-  float *q = dst + w * SCAN_ROW + scan_pos(tl0);
+  const int64_t step = R * ld;
+  float *q = dst + w * T::ROW + T::pos(tl0);
 #pragma unroll
-  for (int j = 0; j < SCAN_TC / SCAN_ROWS_PER_PASS; j++) {
-    const bool valid = cok && tl0 + SCAN_ROWS_PER_PASS * j < rows;
-    cp_async4(q + j * (SCAN_ROWS_PER_PASS / 8) * SCAN_LANE_STRIDE, valid ? p : src, valid);
+  for (int j = 0; j < SCAN_TC / R; j++) {
+    const bool valid = cok && tl0 + R * j < rows;
+    cp_async4(q + j * (R / K) * T::STRIDE, valid ? p : src, valid);
     p += step;
   }
 }
 
 /* Stages B, C (consecutive threads along a row's states), u and delta of the chunk at t0. */
-template <int NMAX, int CPB>
+template <int NMAX, int K>
 __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t c0, int64_t t0,
                                            int rows, float *Bs, float *Cs, float *Us, float *Ds) {
-  const int n = a.n, nt = CPB * 32;
+  using T = ScanTile<K>;
+  const int n = a.n, nt = T::THREADS;
   if (n == NMAX) { /* the usual d_state: a fixed pattern, pointers advanced by whole passes */
-    constexpr int per_pass = CPB * 32 / NMAX;
+    constexpr int per_pass = T::THREADS / NMAX;
     const int s = threadIdx.x % NMAX, tl0 = threadIdx.x / NMAX;
     const int64_t r0 = b * a.len + t0 + tl0;
     const float *pb = a.Bm + r0 * a.ldb + s, *pc = a.Cm + r0 * a.ldc + s;
@@ -245,7 +255,7 @@ __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t
 #pragma unroll 4
     for (int tl = tl0; tl < SCAN_TC; tl += per_pass) {
       const bool valid = tl < rows;
-      const int o = s * SCAN_ROW + scan_pos(tl);
+      const int o = s * T::ROW + T::pos(tl);
       cp_async4(Bs + o, valid ? pb : a.Bm, valid);
       cp_async4(Cs + o, valid ? pc : a.Cm, valid);
       pb += sb;
@@ -256,7 +266,7 @@ __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t
     for (int tl = threadIdx.x / n, s = threadIdx.x % n; tl < SCAN_TC;) {
       bool valid = tl < rows;
       int64_t r = b * a.len + t0 + (valid ? tl : 0);
-      int o = s * SCAN_ROW + scan_pos(tl);
+      int o = s * T::ROW + T::pos(tl);
       cp_async4(Bs + o, a.Bm + r * a.ldb + s, valid);
       cp_async4(Cs + o, a.Cm + r * a.ldc + s, valid);
       tl += dtl;
@@ -264,43 +274,48 @@ __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t
       if (s >= n) s -= n, tl++;
     }
   }
-  scan_stage_rows<CPB>(a, b, c0, t0, rows, a.u, a.ldu, Us);
-  scan_stage_rows<CPB>(a, b, c0, t0, rows, a.delta, a.ld_delta, Ds);
+  scan_stage_rows<K>(a, b, c0, t0, rows, a.u, a.ldu, Us);
+  scan_stage_rows<K>(a, b, c0, t0, rows, a.delta, a.ld_delta, Ds);
 }
 
-/* Writes the chunk's y rows (in Us, per channel) to global memory, coalesced (the staging's
- * thread pattern). */
-template <int CPB>
+/* Writes the chunk's y rows (in Us, per channel) to global memory, fp32 and/or bf16, coalesced
+ * (the staging's thread pattern). */
+template <int K>
 __device__ __forceinline__ void scan_store_y(const ScanArgs &a, int64_t b, int64_t c0, int64_t t0,
                                              int rows, const float *Ys) {
-  const int w = threadIdx.x % CPB, tl0 = threadIdx.x / CPB;
+  using T = ScanTile<K>;
+  constexpr int R = T::L;
+  const int w = threadIdx.x % SCAN_TILE_CH, tl0 = threadIdx.x / SCAN_TILE_CH;
   if (c0 + w >= a.d) return;
   const int64_t o = (b * a.len + t0 + tl0) * a.ldy + c0 + w;
-  const int64_t step = SCAN_ROWS_PER_PASS * a.ldy;
-  const float *q = Ys + w * SCAN_ROW + scan_pos(tl0);
+  const int64_t step = R * a.ldy;
+  const float *q = Ys + w * T::ROW + T::pos(tl0);
   if (a.y) {
     float *p = a.y + o;
 #pragma unroll
-    for (int j = 0; j < SCAN_TC / SCAN_ROWS_PER_PASS; j++) {
-      if (tl0 + SCAN_ROWS_PER_PASS * j < rows) *p = q[j * (SCAN_ROWS_PER_PASS / 8) * SCAN_LANE_STRIDE];
+    for (int j = 0; j < SCAN_TC / R; j++) {
+      if (tl0 + R * j < rows) *p = q[j * (R / K) * T::STRIDE];
       p += step;
     }
   }
   if (a.y_bf16) {
     uint16_t *p = a.y_bf16 + o;
 #pragma unroll
-    for (int j = 0; j < SCAN_TC / SCAN_ROWS_PER_PASS; j++) {
-      if (tl0 + SCAN_ROWS_PER_PASS * j < rows)
-        *p = mb_f32_to_bf16(q[j * (SCAN_ROWS_PER_PASS / 8) * SCAN_LANE_STRIDE]);
+    for (int j = 0; j < SCAN_TC / R; j++) {
+      if (tl0 + R * j < rows) *p = mb_f32_to_bf16(q[j * (R / K) * T::STRIDE]);
       p += step;
     }
   }
 }
 
-__device__ __forceinline__ void scan_lds8(const float *p, float (&v)[SCAN_K]) {
-  float4 v0 = *(const float4 *)p, v1 = *(const float4 *)(p + 4);
-  v[0] = v0.x, v[1] = v0.y, v[2] = v0.z, v[3] = v0.w, v[4] = v1.x, v[5] = v1.y, v[6] = v1.z,
-  v[7] = v1.w;
+/* K consecutive floats of shared memory (16-byte aligned) into registers. */
+template <int K>
+__device__ __forceinline__ void scan_ldsk(const float *p, float (&v)[K]) {
+#pragma unroll
+  for (int i = 0; i < K; i += 4) {
+    const float4 q = *(const float4 *)(p + i);
+    v[i] = q.x, v[i + 1] = q.y, v[i + 2] = q.z, v[i + 3] = q.w;
+  }
 }
 
 /* 2^x with the MUFU instruction alone: exp2f adds a rescaling for results below 2^-126, which only
@@ -311,147 +326,159 @@ __device__ __forceinline__ float scan_ex2(float x) {
   return y;
 }
 
-/* State s of one chunk for one lane. a2_l / carry_l: A * log2(e) and the carry of state `lane`,
+/* State s of one chunk for one lane (ll: its index among its channel's L lanes, whose shuffles
+ * stay within the channel: width L). a2_l / carry_l: A * log2(e) and the carry of state `ll`,
  * held one state per lane. */
-__device__ __forceinline__ void scan_state(int s, int lane, float a2_l, float &carry_l,
-                                           const float *Bs, const float *Cs,
-                                           const float (&dt)[SCAN_K], const float (&du)[SCAN_K],
-                                           float (&y)[SCAN_K]) {
-  const float A2 = __shfl_sync(0xffffffffu, a2_l, s);
-  const float cin = __shfl_sync(0xffffffffu, carry_l, s);
-  float Bv[SCAN_K], dA[SCAN_K], bx[SCAN_K];
-  scan_lds8(Bs + s * SCAN_ROW + lane * SCAN_LANE_STRIDE, Bv);
+template <int K>
+__device__ __forceinline__ void scan_state(int s, int ll, float a2_l, float &carry_l,
+                                           const float *Bs, const float *Cs, const float (&dt)[K],
+                                           const float (&du)[K], float (&y)[K]) {
+  using T = ScanTile<K>;
+  constexpr int L = T::L;
+  const float A2 = __shfl_sync(0xffffffffu, a2_l, s, L);
+  const float cin = __shfl_sync(0xffffffffu, carry_l, s, L);
+  float Bv[K], dA[K], bx[K];
+  scan_ldsk<K>(Bs + s * T::ROW + ll * T::STRIDE, Bv);
 #pragma unroll
-  for (int k = 0; k < SCAN_K; k++) {
+  for (int k = 0; k < K; k++) {
     dA[k] = scan_ex2(dt[k] * A2);
     bx[k] = du[k] * Bv[k];
   }
   /* the lane's positions as one affine map h -> pa * h + pb */
   float pa = dA[0], pb = bx[0];
 #pragma unroll
-  for (int k = 1; k < SCAN_K; k++) {
+  for (int k = 1; k < K; k++) {
     pb = dA[k] * pb + bx[k];
     pa *= dA[k];
   }
-  /* inclusive scan of the maps over the lanes (earlier lanes first) */
+  /* inclusive scan of the maps over the channel's lanes (earlier lanes first) */
 #pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    float ua = __shfl_up_sync(0xffffffffu, pa, off);
-    float ub = __shfl_up_sync(0xffffffffu, pb, off);
-    if (lane >= off) {
+  for (int off = 1; off < L; off <<= 1) {
+    float ua = __shfl_up_sync(0xffffffffu, pa, off, L);
+    float ub = __shfl_up_sync(0xffffffffu, pb, off, L);
+    if (ll >= off) {
       pb = pa * ub + pb;
       pa *= ua;
     }
   }
-  float ea = __shfl_up_sync(0xffffffffu, pa, 1);
-  float eb = __shfl_up_sync(0xffffffffu, pb, 1);
-  float h = lane == 0 ? cin : ea * cin + eb;
-  float Cv[SCAN_K];
-  scan_lds8(Cs + s * SCAN_ROW + lane * SCAN_LANE_STRIDE, Cv);
+  float ea = __shfl_up_sync(0xffffffffu, pa, 1, L);
+  float eb = __shfl_up_sync(0xffffffffu, pb, 1, L);
+  float h = ll == 0 ? cin : ea * cin + eb;
+  float Cv[K];
+  scan_ldsk<K>(Cs + s * T::ROW + ll * T::STRIDE, Cv);
 #pragma unroll
-  for (int k = 0; k < SCAN_K; k++) {
+  for (int k = 0; k < K; k++) {
     h = dA[k] * h + bx[k];
     y[k] += Cv[k] * h;
   }
-  const float cout = __shfl_sync(0xffffffffu, h, 31);
-  if (lane == s) carry_l = cout;
+  const float cout = __shfl_sync(0xffffffffu, h, L - 1, L);
+  if (ll == s) carry_l = cout;
 }
 
-/* Grid (ceil(d / CPB), batch); block CPB warps, warp w = channel blockIdx.x * CPB + w. Every
+/* Grid (ceil(d / SCAN_TILE_CH), batch); block SCAN_TILE_CH channels of L lanes each. Every
  * operand of a chunk is staged through shared memory with coalesced copies and y leaves the same
  * way (lanes own positions, so direct loads would touch a cache line per lane); z is copied into
  * delta's rows while the states are computed; two blocks per multiprocessor overlap one's copies
- * with the other's arithmetic. The per-state carry and A of
- * the warp's channel are held one state per lane (lane s) and broadcast by shuffles. */
-template <int NMAX, int CPB>
-__global__ void __launch_bounds__(CPB * 32, 2) k_scan_tile(ScanArgs a) {
-  static_assert(2 * (2 * NMAX + 2 * CPB) * SCAN_ROW * 4 <= 227 * 1024, "two blocks per SM");
-  static_assert(NMAX <= 32, "one state per lane");
+ * with the other's arithmetic. The per-state carry and A of a lane's channel are held one state
+ * per lane (lane s of the channel) and broadcast by shuffles. */
+template <int NMAX, int K>
+__global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs a) {
+  using T = ScanTile<K>;
+  static_assert(2 * (2 * NMAX + 2 * SCAN_TILE_CH) * T::ROW * 4 <= 227 * 1024, "two blocks per SM");
+  static_assert(NMAX <= T::L, "one state per lane");
   extern __shared__ float4 scan_smem[];
   const int n = a.n;
-  float *const Bs = (float *)scan_smem, *const Cs = Bs + n * SCAN_ROW;
-  float *const Us = Cs + n * SCAN_ROW, *const Ds = Us + CPB * SCAN_ROW;
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  float *const Bs = (float *)scan_smem, *const Cs = Bs + n * T::ROW;
+  float *const Us = Cs + n * T::ROW, *const Ds = Us + SCAN_TILE_CH * T::ROW;
+  const int lane = threadIdx.x & 31, ll = lane % T::L;
+  const int w = (threadIdx.x >> 5) * T::CPW + lane / T::L; /* the lane's channel in the block */
   const int64_t b = blockIdx.y;
-  const int64_t c0 = (int64_t)blockIdx.x * CPB, c = c0 + w;
+  const int64_t c0 = (int64_t)blockIdx.x * SCAN_TILE_CH, c = c0 + w;
   const bool active = c < a.d;
   mb_pdl_trigger();
-  const float a2_l = (active && lane < n) ? a.A[c * n + lane] * MB_LOG2E : 0.f; /* exp via exp2 */
+  const float a2_l = (active && ll < n) ? a.A[c * n + ll] * MB_LOG2E : 0.f; /* exp via exp2 */
   const float Dc = (active && a.Dskip) ? a.Dskip[c] : 0.f;
   const float dbias = (active && a.delta_bias) ? a.delta_bias[c] : 0.f;
   mb_pdl_wait();
   float *st = (active && a.state) ? a.state + (b * a.d + c) * n : nullptr;
-  float carry_l = (st && lane < n) ? st[lane] : 0.f;
-  const int lo = w * SCAN_ROW + lane * SCAN_LANE_STRIDE; /* this lane's positions in Us/Ds */
+  float carry_l = (st && ll < n) ? st[ll] : 0.f;
+  const int lo = w * T::ROW + ll * T::STRIDE; /* this lane's positions in Us/Ds */
 
   for (int64_t t0 = 0; t0 < a.len; t0 += SCAN_TC) {
     const int rows = a.len - t0 < SCAN_TC ? (int)(a.len - t0) : SCAN_TC;
     __syncthreads(); /* the previous chunk's y is out of Us */
-    scan_stage<NMAX, CPB>(a, b, c0, t0, rows, Bs, Cs, Us, Ds);
+    scan_stage<NMAX, K>(a, b, c0, t0, rows, Bs, Cs, Us, Ds);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
-    float dt[SCAN_K], du[SCAN_K], y[SCAN_K], uu[SCAN_K];
-    scan_lds8(Us + lo, uu);
-    scan_lds8(Ds + lo, dt);
+    float dt[K], du[K], y[K], uu[K];
+    scan_ldsk<K>(Us + lo, uu);
+    scan_ldsk<K>(Ds + lo, dt);
 #pragma unroll
-    for (int k = 0; k < SCAN_K; k++) {
+    for (int k = 0; k < K; k++) {
       float d = dt[k];
       if (a.delta_bias) d += dbias;
       if (a.softplus) d = mb_softplus(d);
-      if (lane * SCAN_K + k >= rows) d = 0.f; /* h passes unchanged */
+      if (ll * K + k >= rows) d = 0.f; /* h passes unchanged */
       dt[k] = d;
       du[k] = d * uu[k];
       y[k] = Dc * uu[k];
     }
     if (a.z) { /* z's copies into Ds fly during the states */
       __syncthreads(); /* every warp has read its delta */
-      scan_stage_rows<CPB>(a, b, c0, t0, rows, a.z, a.ldz, Ds);
+      scan_stage_rows<K>(a, b, c0, t0, rows, a.z, a.ldz, Ds);
       cp_async_commit();
     }
 #pragma unroll
     for (int s = 0; s < NMAX; s++) {
-      if (s < n) scan_state(s, lane, a2_l, carry_l, Bs, Cs, dt, du, y);
+      if (s < n) scan_state<K>(s, ll, a2_l, carry_l, Bs, Cs, dt, du, y);
     }
     if (a.z) {
       cp_async_wait_all();
       __syncthreads();
-      float zz[SCAN_K];
-      scan_lds8(Ds + lo, zz);
+      float zz[K];
+      scan_ldsk<K>(Ds + lo, zz);
 #pragma unroll
-      for (int k = 0; k < SCAN_K; k++) y[k] *= mb_silu(zz[k]);
+      for (int k = 0; k < K; k++) y[k] *= mb_silu(zz[k]);
     }
-    /* y replaces u in the warp's own row (u was read above) */
-    *(float4 *)(Us + lo) = make_float4(y[0], y[1], y[2], y[3]);
-    *(float4 *)(Us + lo + 4) = make_float4(y[4], y[5], y[6], y[7]);
+    /* y replaces u in the lane's own row (u was read above) */
+#pragma unroll
+    for (int k = 0; k < K; k += 4)
+      *(float4 *)(Us + lo + k) = make_float4(y[k], y[k + 1], y[k + 2], y[k + 3]);
     __syncthreads();
-    scan_store_y<CPB>(a, b, c0, t0, rows, Us);
+    scan_store_y<K>(a, b, c0, t0, rows, Us);
   }
-  if (st && lane < n) st[lane] = carry_l;
+  if (st && ll < n) st[ll] = carry_l;
+}
+
+template <int K>
+static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
+  using T = ScanTile<K>;
+  mbcuda_state *st = mbcuda_st(ctx);
+  const int bit = K == 8 ? 1 : 2;
+  if (!(st->scan_tile_smem_set & bit)) { /* > 48 KiB of dynamic shared memory needs the opt-in */
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, K>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)T::smem(SCAN_TILE_NMAX)),
+                 "selective_scan (tile)");
+    st->scan_tile_smem_set |= bit;
+  }
+  MBCUDA_LAUNCH("selective_scan (tile)", (k_scan_tile<SCAN_TILE_NMAX, K>),
+                dim3((unsigned)tiles, (unsigned)a.batch), dim3(T::THREADS), T::smem(a.n), a);
+  return MB_OK;
 }
 
 /* The tiled form when it applies (see the file comment): *launched = 1 when it ran, 0 to fall
- * back to k_scan_seq. */
+ * back to k_scan_seq. st->scan_tile: 0 off, else the positions per lane (8 or 16). */
 static int scan_tile_launch(mb_ctx *ctx, ScanArgs &a, int *launched) {
   mbcuda_state *st = mbcuda_st(ctx);
   *launched = 0;
   if (!st->scan_tile || a.states_all || a.n > SCAN_TILE_NMAX || a.len < SCAN_TC) return MB_OK;
-  const int cpb = SCAN_TILE_CPB;
-  int64_t tiles = (a.d + cpb - 1) / cpb;
+  int64_t tiles = (a.d + SCAN_TILE_CH - 1) / SCAN_TILE_CH;
   if (tiles * a.batch < st->sm_count || tiles > 0x7fffffff || a.batch > 65535) return MB_OK;
-  /* B and C rows per state, u and delta (then z, then y) rows per channel */
-  size_t smem = (size_t)(2 * a.n + 2 * cpb) * SCAN_ROW * sizeof(float);
-  if (!st->scan_tile_smem_set) { /* > 48 KiB of dynamic shared memory needs the opt-in */
-    int most = (int)((2 * SCAN_TILE_NMAX + 2 * cpb) * SCAN_ROW * sizeof(float));
-    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, most),
-                 "selective_scan (tile)");
-    st->scan_tile_smem_set = 1;
-  }
-  MBCUDA_LAUNCH("selective_scan (tile)", k_scan_tile<SCAN_TILE_NMAX, SCAN_TILE_CPB>,
-                dim3((unsigned)tiles, (unsigned)a.batch), dim3(cpb * 32), smem, a);
-  *launched = 1;
-  return MB_OK;
+  int rc = st->scan_tile == 16 ? scan_tile_run<16>(ctx, a, tiles) : scan_tile_run<8>(ctx, a, tiles);
+  if (rc == MB_OK) *launched = 1;
+  return rc;
 }
 
 template <int NMAX>

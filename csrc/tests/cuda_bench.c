@@ -485,6 +485,45 @@ static void discrete_a_bench(void) {
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) MBX(mb_free(G, all[i]));
 }
 
+/* Where module outputs' downloads go (5.4 GB for dt_proj over 8192 bytes): per 29 MiB tap chunk
+ * (a 2048-position chunk of dt_proj), the device -> pinned download (staging copy included),
+ * mb_host_copy from pinned into already-mapped memory (a reused result array) and into fresh
+ * memory (a new one), and one memcpy for comparison; GB/s, medians of 5. */
+static void host_bench(void) {
+  const size_t bytes = (size_t)2048 * 3584 * 4;
+  void *dev, *pin;
+  MBX(mb_alloc(G, bytes, &dev));
+  MBX(mb_memset(G, dev, 1, bytes));
+  MBX(mb_host_alloc(G, bytes, &pin));
+  char *mapped = (char *)malloc(bytes);
+  memset(mapped, 0, bytes);
+  double t[4][5];
+  for (int r = 0; r < 5; r++) {
+    uint64_t ticket;
+    double t0 = now();
+    MBX(mb_download_async(G, pin, dev, bytes, &ticket));
+    MBX(mb_download_wait(G, ticket));
+    double t1 = now();
+    MBX(mb_host_copy(G, mapped, pin, bytes));
+    double t2 = now();
+    char *fresh = (char *)malloc(bytes);
+    double t3 = now();
+    MBX(mb_host_copy(G, fresh, pin, bytes));
+    double t4 = now();
+    memcpy(mapped, pin, bytes);
+    double t5 = now();
+    free(fresh);
+    t[0][r] = t1 - t0, t[1][r] = t2 - t1, t[2][r] = t4 - t3, t[3][r] = t5 - t4;
+  }
+  const double gb = bytes / 1e9;
+  ROW("host 29 MiB chunk GB/s: d2h pinned %.1f | host_copy mapped %.1f | host_copy fresh %.1f | "
+      "memcpy mapped %.1f", gb / median(t[0], 5), gb / median(t[1], 5), gb / median(t[2], 5),
+      gb / median(t[3], 5));
+  free(mapped);
+  MBX(mb_host_free(G, pin));
+  MBX(mb_free(G, dev));
+}
+
 /* A second CUDA context made with one environment variable set (the A/B switches are read at
  * context creation); the model's device memory serves both. */
 static mb_ctx *ctx_with_env(const char *name, const char *value) {
@@ -513,6 +552,7 @@ int main(int argc, char **argv) {
   fprintf(stderr, "%s\n", info);
   pools();
   double bw = copy_bw();
+  host_bench();
   int64_t shapes[4][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}, {DI, R}};
   const char *names[4] = {"in_proj", "out_proj", "x_proj", "dt_proj"};
   for (int dt = 1; dt >= 0; dt--)
@@ -547,6 +587,14 @@ int main(int argc, char **argv) {
     forward_bench(&m, 8192, "bf16,f32acts");
     g_bf16_acts = 1;
     scan_alone(&m, 8192, "tile");
+    { /* the tile scan's 16-positions-per-lane form, in the same run */
+      mb_ctx *g1 = G;
+      G = ctx_with_env("MAMBABYTE_CUDA_SCAN_TILE", "16");
+      scan_alone(&m, 8192, "tile16");
+      forward_bench(&m, 8192, "bf16,tile16");
+      MBX(mb_ctx_destroy(G));
+      G = g1;
+    }
     { /* the peer in the same run: the sequential scan */
       mb_ctx *g1 = G;
       G = ctx_with_env("MAMBABYTE_CUDA_SCAN_TILE", "0");
