@@ -1,11 +1,12 @@
 /*
  * scan.cu — mb_selective_scan on CUDA. Two forms:
  * - k_scan_tile (long sequences, n <= 16, no states_all, enough channels to fill the GPU): parallel
- *   in time. A warp owns one channel; its 32 lanes own SCAN_K consecutive positions each of a
- *   32 * SCAN_K chunk. Per state, each lane composes its positions' (exp(dt A), dt u B) pairs,
- *   a warp-shuffle scan gives each lane its entering state, and the lane reruns its positions from
- *   it, so every exp is computed once and the carry between chunks stays in registers. Operands
- *   reach shared memory by coalesced cp.async copies (B and C once for the block's channels).
+ *   in time. A channel's 256-position chunk is split over L lanes that own K consecutive positions
+ *   each (K = 16: two channels per warp, the default; K = 8: a warp per channel). Per state, each
+ *   lane composes its positions' (exp(dt A), dt u B) pairs, a warp-shuffle scan gives each lane
+ *   its entering state, and the lane reruns its positions from it, so every exp is computed once
+ *   and the carry between chunks stays in registers. Operands reach shared memory by coalesced
+ *   cp.async copies (B and C once for the block's channels).
  * - k_scan_seq: one thread per (batch, channel), the n states in registers; when batch * d is small
  *   and len >= 64, the sequence is cut into chunks run in three passes (chunk-local scan, carry
  *   across chunks, output), the carries in the context's scratch. It also serves states_all.
@@ -326,6 +327,19 @@ __device__ __forceinline__ float scan_ex2(float x) {
   return y;
 }
 
+/* The tile scan's softplus and SiLU, on the MUFU unit: once per position and channel they cost
+ * as much as a few states' updates in the accurate forms (log1pf, expf, an IEEE division).
+ * softplus: e = exp(x); below 1/16 log1p's series to e^5 (truncation < e^6/6: 3e-8 relative),
+ * else log(1 + e) (1 + e rounds within 2^-24: < 1e-6 relative); x > 20: x, as torch's threshold.
+ * Both stay within ~2e-6 of the accurate forms (cuda_vs_cpu holds y to 1e-5). */
+__device__ __forceinline__ float scan_softplus(float x) {
+  if (x > 20.f) return x;
+  const float e = __expf(x);
+  if (e < 0.0625f) return e * (1.f - e * (0.5f - e * (1.f / 3.f - e * (0.25f - e * 0.2f))));
+  return __logf(1.f + e);
+}
+__device__ __forceinline__ float scan_silu(float x) { return __fdividef(x, 1.f + __expf(-x)); }
+
 /* State s of one chunk for one lane (ll: its index among its channel's L lanes, whose shuffles
  * stay within the channel: width L). a2_l / carry_l: A * log2(e) and the carry of state `ll`,
  * held one state per lane. */
@@ -418,7 +432,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
     for (int k = 0; k < K; k++) {
       float d = dt[k];
       if (a.delta_bias) d += dbias;
-      if (a.softplus) d = mb_softplus(d);
+      if (a.softplus) d = scan_softplus(d);
       if (ll * K + k >= rows) d = 0.f; /* h passes unchanged */
       dt[k] = d;
       du[k] = d * uu[k];
@@ -439,7 +453,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
       float zz[K];
       scan_ldsk<K>(Ds + lo, zz);
 #pragma unroll
-      for (int k = 0; k < K; k++) y[k] *= mb_silu(zz[k]);
+      for (int k = 0; k < K; k++) y[k] *= scan_silu(zz[k]);
     }
     /* y replaces u in the lane's own row (u was read above) */
 #pragma unroll

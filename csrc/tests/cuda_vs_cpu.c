@@ -1167,12 +1167,12 @@ int main(int argc, char **argv) {
   t_scan(0);
   t_scan(1);
   t_scan_tile();
-  { /* the tile scan's other form: 16 positions per lane, two channels per warp */
+  { /* the tile scan's other form: 8 positions per lane, a warp per channel */
     mb_ctx *g1 = GPU;
-    setenv("MAMBABYTE_CUDA_SCAN_TILE", "16", 1);
+    setenv("MAMBABYTE_CUDA_SCAN_TILE", "8", 1);
     MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &GPU));
     unsetenv("MAMBABYTE_CUDA_SCAN_TILE");
-    printf("-- the tile scan with 16 positions per lane (MAMBABYTE_CUDA_SCAN_TILE=16):\n");
+    printf("-- the tile scan with 8 positions per lane (MAMBABYTE_CUDA_SCAN_TILE=8):\n");
     t_scan_tile();
     MBX(mb_ctx_destroy(GPU));
     GPU = g1;

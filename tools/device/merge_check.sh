@@ -9,7 +9,9 @@
 #      round goes), bench:gpu when BENCH_GPU_CASES names cases, and the host's page-fault rate
 #      (first touch of 5.4 GB).
 #   Optional: NCU_KERNELS=<regex> profiles the first two launches of those kernels in cuda_bench
-#   (speed of light, occupancy, warp stalls); SKIP_SPEC=1 leaves out bench:spec.
+#   (speed of light, occupancy, warp stalls; NCU_BASE=mangled matches mangled names);
+#   SASS_KERNELS=<regex> writes those kernels' SASS to $OUT/sass.txt and prints its opcode counts
+#   (static: per instruction in the listing); SKIP_SPEC=1 leaves out bench:spec.
 # Each step prints as it ends; logs in $OUT; a summary last; non-zero exit when a step failed.
 # Step limits (seconds): TEST_T (120), SAN_T (90), BENCH_T (150), DENO_T (120).
 set -u -o pipefail
@@ -45,11 +47,23 @@ sed -n '/^====/,$p' "$OUT/bench_ops.log"
 
 if [ -n "${NCU_KERNELS:-}" ]; then
   step "ncu ($NCU_KERNELS)"
-  timeout "${BENCH_T:-150}" ncu --kernel-name "regex:$NCU_KERNELS" --launch-count 2 \
+  timeout "${BENCH_T:-150}" ncu --kernel-name-base "${NCU_BASE:-function}" \
+    --kernel-name "regex:$NCU_KERNELS" --launch-count 2 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
     --section ComputeWorkloadAnalysis --section InstructionStats \
     ./$B/cuda_bench --quick >"$OUT/ncu.log" 2>&1 || fail
   grep -vE "^==PROF==|^\[|^decode|^bf16|^forward|^\{" "$OUT/ncu.log" | grep -E "k_|Throughput|Duration|Occupancy|Registers|Stall|Warp Cycles|Issued|Block Limit|Eligible|Pipe|Executed Ipc|Instructions" | head -80
+fi
+
+if [ -n "${SASS_KERNELS:-}" ]; then
+  step "sass ($SASS_KERNELS)"
+  cuobjdump -sass $B/libmambabyte.so >"$OUT/sass_all.txt" 2>&1 || fail
+  awk -v pat="$SASS_KERNELS" '/Function : /{p = ($0 ~ pat)} p' "$OUT/sass_all.txt" >"$OUT/sass.txt"
+  rm -f "$OUT/sass_all.txt"
+  grep -c "Function : " "$OUT/sass.txt"
+  sed -nE 's@^\s*/\*[0-9a-f]{4,}\*/\s+@@p' "$OUT/sass.txt" |
+    awk '{op = $1; if (op ~ /^@/) op = $2; sub(/\..*/, "", op); sub(/;$/, "", op); print op}' |
+    sort | uniq -c | sort -rn | head -30
 fi
 
 setup_deno
