@@ -14,6 +14,7 @@
  *   in_proj's bf16 input (the tensor-core product alone).
  *
  * Usage: deno task bench:gpu [--model_id 972M] [--decode_steps 200] [--forward_len 8192]
+ *        [--chunk_size N (the forward's chunk; default: the config's)]
  *        [--cases b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd-bf16,fwd-tf32,fwd1m-bf16,
  *                 fwd-bf16-f32acts]
  */
@@ -28,6 +29,7 @@ parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
 parser.add_argument("--model_id", { default: "972M" });
 parser.add_argument("--decode_steps", { type: "int", default: 200 });
 parser.add_argument("--forward_len", { type: "int", default: 8192 });
+parser.add_argument("--chunk_size", { type: "int", default: null });
 parser.add_argument("--cases", {
   default: "b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd-bf16,fwd-tf32",
 });
@@ -88,6 +90,7 @@ async function main(argv: string[]): Promise<void> {
       dtype,
       strictFp32: strict,
       bf16Activations,
+      chunkSize: args.chunk_size ?? undefined,
     });
     try {
       await fn(model);

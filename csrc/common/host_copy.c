@@ -24,7 +24,7 @@
 #endif
 
 #define HOST_COPY_MAX_THREADS 16
-#define HOST_COPY_MIN_SLICE ((size_t)2 << 20) /* below this a thread costs more than it saves */
+#define HOST_COPY_MIN_SLICE ((size_t)4 << 20) /* below this a thread costs more than it saves */
 #define HOST_COPY_PAGE ((uintptr_t)4096)
 #define HOST_COPY_MIN_POPULATE ((size_t)256 << 10) /* smaller copies: a plain memcpy */
 

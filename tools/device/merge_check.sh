@@ -10,6 +10,7 @@
 #      (first touch of 5.4 GB).
 #   Optional: NCU_KERNELS=<regex> profiles the first two launches of those kernels in cuda_bench
 #   (speed of light, occupancy, warp stalls; NCU_BASE=mangled matches mangled names);
+#   BENCH_GPU_ARGS: more bench:gpu flags (e.g. --chunk_size 8192);
 #   SASS_KERNELS=<regex> writes those kernels' SASS to $OUT/sass.txt and prints its opcode counts
 #   (static: per instruction in the listing); SKIP_SPEC=1 leaves out bench:spec.
 # Each step prints as it ends; logs in $OUT; a summary last; non-zero exit when a step failed.
@@ -84,7 +85,7 @@ if [ $? -ne 1 ]; then
   if [ -n "${BENCH_GPU_CASES:-}" ]; then
     step "bench:gpu ($BENCH_GPU_CASES)"
     timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A scripts/bench_gpu.ts \
-      --cases "$BENCH_GPU_CASES" 2>&1 | tee "$OUT/bench_gpu.log" || fail
+      --cases "$BENCH_GPU_CASES" ${BENCH_GPU_ARGS:-} 2>&1 | tee "$OUT/bench_gpu.log" || fail
   fi
   step "host page faults: first touch of 5.4 GB in one Float32Array (what module outputs write)"
   timeout 60 deno eval 'const n = 5.4e9 / 4; let t = performance.now();
