@@ -341,19 +341,16 @@ __device__ __forceinline__ float scan_softplus(float x) {
 __device__ __forceinline__ float scan_silu(float x) { return __fdividef(x, 1.f + __expf(-x)); }
 
 /* State s of one chunk for one lane (ll: its index among its channel's L lanes, whose shuffles
- * stay within the channel: width L). a2_l: A * log2(e) of state `ll`, held one state per lane;
- * carry: the state entering the chunk, as the channel's last lane holds it (each state has its
- * own register, so the states of a chunk do not wait for each other). The lane's positions are
- * composed as a tree (depth log2 K, not K) and rerun as two independent halves, the second from
- * the first half's composite: the same work in shorter dependency chains. */
+ * stay within the channel: width L). a2_l / carry_l: A * log2(e) and the carry of state `ll`,
+ * held one state per lane. */
 template <int K>
-__device__ __forceinline__ void scan_state(int s, int ll, float a2_l, float &carry,
+__device__ __forceinline__ void scan_state(int s, int ll, float a2_l, float &carry_l,
                                            const float *Bs, const float *Cs, const float (&dt)[K],
                                            const float (&du)[K], float (&y)[K]) {
   using T = ScanTile<K>;
-  constexpr int L = T::L, H = K / 2;
+  constexpr int L = T::L;
   const float A2 = __shfl_sync(0xffffffffu, a2_l, s, L);
-  const float cin = __shfl_sync(0xffffffffu, carry, L - 1, L);
+  const float cin = __shfl_sync(0xffffffffu, carry_l, s, L);
   float Bv[K], dA[K], bx[K];
   scan_ldsk<K>(Bs + s * T::ROW + ll * T::STRIDE, Bv);
 #pragma unroll
@@ -361,25 +358,13 @@ __device__ __forceinline__ void scan_state(int s, int ll, float a2_l, float &car
     dA[k] = scan_ex2(dt[k] * A2);
     bx[k] = du[k] * Bv[k];
   }
-  /* the lane's positions as one affine map h -> pa * h + pb, composed pairwise; (ha, hb): the
-   * first half's map */
-  float ta[H], tb[H];
+  /* the lane's positions as one affine map h -> pa * h + pb */
+  float pa = dA[0], pb = bx[0];
 #pragma unroll
-  for (int j = 0; j < H; j++) {
-    ta[j] = dA[2 * j + 1] * dA[2 * j];
-    tb[j] = dA[2 * j + 1] * bx[2 * j] + bx[2 * j + 1];
+  for (int k = 1; k < K; k++) {
+    pb = dA[k] * pb + bx[k];
+    pa *= dA[k];
   }
-#pragma unroll
-  for (int w = H / 2; w >= 2; w /= 2) {
-#pragma unroll
-    for (int j = 0; j < w; j++) {
-      tb[j] = ta[2 * j + 1] * tb[2 * j] + tb[2 * j + 1];
-      ta[j] = ta[2 * j + 1] * ta[2 * j];
-    }
-  }
-  /* ta/tb[0] and [1]: the two halves */
-  const float ha = ta[0], hb = tb[0];
-  float pa = ta[1] * ta[0], pb = ta[1] * tb[0] + tb[1];
   /* inclusive scan of the maps over the channel's lanes (earlier lanes first) */
 #pragma unroll
   for (int off = 1; off < L; off <<= 1) {
@@ -392,26 +377,24 @@ __device__ __forceinline__ void scan_state(int s, int ll, float a2_l, float &car
   }
   float ea = __shfl_up_sync(0xffffffffu, pa, 1, L);
   float eb = __shfl_up_sync(0xffffffffu, pb, 1, L);
-  float h0 = ll == 0 ? cin : ea * cin + eb;
-  float h1 = ha * h0 + hb;
+  float h = ll == 0 ? cin : ea * cin + eb;
   float Cv[K];
   scan_ldsk<K>(Cs + s * T::ROW + ll * T::STRIDE, Cv);
 #pragma unroll
-  for (int k = 0; k < H; k++) {
-    h0 = dA[k] * h0 + bx[k];
-    y[k] += Cv[k] * h0;
-    h1 = dA[H + k] * h1 + bx[H + k];
-    y[H + k] += Cv[H + k] * h1;
+  for (int k = 0; k < K; k++) {
+    h = dA[k] * h + bx[k];
+    y[k] += Cv[k] * h;
   }
-  carry = h1; /* the last lane's is the state leaving the chunk */
+  const float cout = __shfl_sync(0xffffffffu, h, L - 1, L);
+  if (ll == s) carry_l = cout;
 }
 
 /* Grid (ceil(d / SCAN_TILE_CH), batch); block SCAN_TILE_CH channels of L lanes each. Every
  * operand of a chunk is staged through shared memory with coalesced copies and y leaves the same
  * way (lanes own positions, so direct loads would touch a cache line per lane); z is copied into
  * delta's rows while the states are computed; two blocks per multiprocessor overlap one's copies
- * with the other's arithmetic. A of a lane's channel is held one state per lane (lane s of the
- * channel) and broadcast by shuffles; the carries, a register per state, by the last lane. */
+ * with the other's arithmetic. The per-state carry and A of a lane's channel are held one state
+ * per lane (lane s of the channel) and broadcast by shuffles. */
 template <int NMAX, int K>
 __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs a) {
   using T = ScanTile<K>;
@@ -432,9 +415,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   const float dbias = (active && a.delta_bias) ? a.delta_bias[c] : 0.f;
   mb_pdl_wait();
   float *st = (active && a.state) ? a.state + (b * a.d + c) * n : nullptr;
-  float carry[NMAX];
-#pragma unroll
-  for (int s = 0; s < NMAX; s++) carry[s] = (st && s < n) ? st[s] : 0.f;
+  float carry_l = (st && ll < n) ? st[ll] : 0.f;
   const int lo = w * T::ROW + ll * T::STRIDE; /* this lane's positions in Us/Ds */
 
   for (int64_t t0 = 0; t0 < a.len; t0 += SCAN_TC) {
@@ -464,7 +445,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
     }
 #pragma unroll
     for (int s = 0; s < NMAX; s++) {
-      if (s < n) scan_state<K>(s, ll, a2_l, carry[s], Bs, Cs, dt, du, y);
+      if (s < n) scan_state<K>(s, ll, a2_l, carry_l, Bs, Cs, dt, du, y);
     }
     if (a.z) {
       cp_async_wait_all();
@@ -481,11 +462,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
     __syncthreads();
     scan_store_y<K>(a, b, c0, t0, rows, Us);
   }
-  if (st && ll == T::L - 1) {
-#pragma unroll
-    for (int s = 0; s < NMAX; s++)
-      if (s < n) st[s] = carry[s];
-  }
+  if (st && ll < n) st[ll] = carry_l;
 }
 
 template <int K>
