@@ -80,7 +80,7 @@ for (
 }
 
 Deno.test({
-  name: "cuda bf16 activations: the forward's logits and taps are the bits of fp32 activations",
+  name: "cuda bf16 activations: forward logits, taps and batch decoding are the bits of fp32 ones",
   ignore,
   async fn() {
     // chunks of 64 and tails of 28 (bf16 activations) and of 5 rows (a short chunk: fp32)
@@ -112,6 +112,12 @@ Deno.test({
             }
           }
         }
+      }
+      // decoding more than 8 sequences: in_proj on the norm's bf16 rows (greedy and sampled)
+      for (const opts of [{ topK: 1 }, { seed: 9 }]) {
+        const gen = { maxNewTokens: 24, numSamples: 12, ...opts };
+        const prompt = TEXT.subarray(0, 40);
+        assert.deepEqual(await on.generate(prompt, gen), await off.generate(prompt, gen));
       }
     } finally {
       on.close();

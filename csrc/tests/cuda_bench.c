@@ -292,11 +292,18 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       MBX(mb_linear_bf16(G, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
       continue;
     }
-    MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a->hn,
-                    NULL));
+    const int bf_step = len == 1 && g_fused && rows > 8 && dt == MB_DTYPE_BF16 && g_bf16_acts;
+    MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM,
+                    bf_step ? NULL : a->hn, bf_step ? a->hnb : NULL));
     if (len == 1 && g_fused) { /* 5 kernels: norm, in_proj+conv, x_proj, dt_proj+update, out */
-      MBX(mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI,
-                                L->cw, L->cb, cs, DI, KC, a->xc, DI));
+      if (bf_step) { /* as the model for more than 8 sequences: in_proj on bf16 rows, conv step */
+        MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
+        MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, 1, DI, KC, a->xc, DI,
+                             NULL, NULL));
+      } else {
+        MBX(mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
+                                  2 * DI, L->cw, L->cb, cs, DI, KC, a->xc, DI));
+      }
       MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
       MBX(mb_selective_state_update_dt(G, a->xc, DI, a->dbc, XP, L->dt, dt, L->dtb, R, L->A,
                                        a->dbc + R, XP, a->dbc + R + NS, XP, L->D, a->xz + DI,

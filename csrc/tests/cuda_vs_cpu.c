@@ -487,13 +487,16 @@ static void t_linear_conv(void) {
 }
 
 /* mb_selective_state_update_dt: GPU (fused kernel) vs CPU (linear + state update). */
+static float *dl(mb_ctx *ctx, const void *p, size_t bytes);
+static double diff_bits(const void *a, const void *b, size_t bytes);
+
 static void t_ssu_dt(void) {
   struct { int64_t batch, d, n, R; int wdt, bias, Dz, dout; } cs[] = {
       {1, 37, 16, 8, MB_DTYPE_F32, 1, 1, 1},   {3, 101, 16, 112, MB_DTYPE_BF16, 1, 0, 0},
       {1, 101, 3, 112, MB_DTYPE_BF16, 0, 1, 1}, {2, 37, 17, 13, MB_DTYPE_BF16, 1, 1, 0},
       {1, 70, 33, 40, MB_DTYPE_F32, 1, 0, 1},  {2, 50, 64, 40, MB_DTYPE_BF16, 1, 1, 1},
       {1, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1}, {64, 300, 16, 112, MB_DTYPE_F32, 1, 1, 0},
-      {5, 33, 1, 112, MB_DTYPE_F32, 1, 1, 1},
+      {5, 33, 1, 112, MB_DTYPE_F32, 1, 1, 1},  {6, 1000, 16, 112, MB_DTYPE_BF16, 0, 1, 1},
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     int64_t B = cs[ci].batch, d = cs[ci].d, n = cs[ci].n, R = cs[ci].R;
@@ -516,7 +519,10 @@ static void t_ssu_dt(void) {
     for (int64_t i = 0; i < d * n; i++) ah[i] = -expf(logf((float)(i % n + 1)) * ah[i]);
     pair A = pf(ah, d * n);
     free(ah);
-    pair S = prand(B * d * n, -1, 1), Y = pf(NULL, B * ldy), DO = pf(NULL, B * d);
+    float *sh = hrand(B * d * n, -1, 1);
+    pair S = pf(sh, B * d * n), S1 = pf(sh, B * d * n), Y = pf(NULL, B * ldy), DO = pf(NULL, B * d);
+    pair Y1 = pf(NULL, B * ldy), DO1 = pf(NULL, B * d);
+    free(sh);
     const float *xc = C(X), *xg = G(X);
     int D = cs[ci].Dz;
     MBX(mb_selective_state_update_dt(CPU, C(U), ldu, xc, ldx, W.c, cs[ci].wdt,
@@ -534,8 +540,24 @@ static void t_ssu_dt(void) {
     check("ssu_dt", cfg, "y", rel_err(&Y, B, d, ldy), 1e-5);
     check("ssu_dt", cfg, "state", rel_all(&S), 1e-5);
     if (cs[ci].dout) check("ssu_dt", cfg, "delta", rel_all(&DO), 1e-5);
+    if (B > 1) { /* each row as a batch of one (another launch width): the same bits */
+      for (int64_t b = 0; b < B; b++) {
+        MBX(mb_selective_state_update_dt(
+            GPU, G(U) + b * ldu, ldu, xg + b * ldx, ldx, W.g, cs[ci].wdt,
+            cs[ci].bias ? G(Bi) : NULL, R, G(A), xg + b * ldx + R, ldx, xg + b * ldx + R + n,
+            ldx, D ? G(Dk) : NULL, D ? G(Z) + b * ldz : NULL, ldz, G(S1) + b * d * n, 1, d, n, 1,
+            cs[ci].dout ? G(DO1) + b * d : NULL, G(Y1) + b * ldy, ldy));
+      }
+      float *y = dl(GPU, Y.g, Y.bytes), *y1 = dl(GPU, Y1.g, Y.bytes);
+      double miss = 0;
+      for (int64_t b = 0; b < B; b++) miss += memcmp(y + b * ldy, y1 + b * ldy, (size_t)d * 4) != 0;
+      free(y), free(y1);
+      check("ssu_dt", cfg, "y=rows", miss, 0);
+      check("ssu_dt", cfg, "state=rows", diff_bits(S.g, S1.g, S.bytes), 0);
+      if (cs[ci].dout) check("ssu_dt", cfg, "delta=rows", diff_bits(DO.g, DO1.g, DO.bytes), 0);
+    }
     pfree(&U), pfree(&X), pfree(&Z), pfree(&W), pfree(&Bi), pfree(&Dk), pfree(&A), pfree(&S);
-    pfree(&Y), pfree(&DO);
+    pfree(&Y), pfree(&DO), pfree(&S1), pfree(&Y1), pfree(&DO1);
   }
 }
 

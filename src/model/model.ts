@@ -203,8 +203,9 @@ export interface MambaByteLMOptions {
   ownsBackend?: boolean;
   /**
    * Whether the forward's products take their inputs as bfloat16 written by the ops before them
-   * (no conversion pass per product); the results are the same bits. Default: on for a CUDA
-   * model with bf16 weights unless MAMBABYTE_CUDA_BF16_ACTS=0 (A/B runs); ignored elsewhere.
+   * (no conversion pass per product), and decoding steps of more than 8 sequences in_proj's; the
+   * results are the same bits. Default: on for a CUDA model with bf16 weights unless
+   * MAMBABYTE_CUDA_BF16_ACTS=0 (A/B runs); ignored elsewhere.
    */
   bf16Activations?: boolean;
 }
@@ -291,7 +292,8 @@ export class MambaByteLM {
 
   /** A workspace for `rows` positions (forward chunks or a decoding batch). */
   newWorkspace(rows: number): Workspace {
-    // bf16 activations serve the chunked forward (products of more than 8 rows) only
+    // bf16 activations serve products of more than 8 rows (tensor cores): forward chunks, and
+    // decoding steps of more than 8 sequences
     const bf16 = this.bf16Activations && rows > 8;
     return new Workspace(this.backend, this.dims, rows, this.vocabOut, bf16);
   }
@@ -395,19 +397,40 @@ export class MambaByteLM {
   ): void {
     const be = this.backend;
     const { dInner: di, dConv: k } = this.dims;
+    // More than 8 sequences: in_proj is a tensor-core product, which takes the norm's bf16 rows
+    // (the bits it made of the fp32 rows), then the conv step, as linearConv1dStep runs it there.
+    const bf = batch > 8 ? ws.bf16 : null;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
-      this.#norm(ws, i, batch);
-      be.linearConv1dStep({
-        ...this.#inProj(ws, i, batch),
-        convW: w.convWeight.ptr,
-        convBias: w.convBias?.ptr ?? null,
-        convState: state.conv[i].ptr,
-        dConv: di,
-        k,
-        xc: ws.xConv.ptr,
-        ldo: di,
-      });
+      this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined);
+      if (bf) {
+        be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
+        be.conv1d({
+          x: ws.xz.ptr,
+          ldx: 2 * di,
+          w: w.convWeight.ptr,
+          bias: w.convBias?.ptr ?? null,
+          state: state.conv[i].ptr,
+          batch,
+          len: 1,
+          d: di,
+          k,
+          out: ws.xConv.ptr,
+          ldo: di,
+          outPreact: null,
+        });
+      } else {
+        be.linearConv1dStep({
+          ...this.#inProj(ws, i, batch),
+          convW: w.convWeight.ptr,
+          convBias: w.convBias?.ptr ?? null,
+          convState: state.conv[i].ptr,
+          dConv: di,
+          k,
+          xc: ws.xConv.ptr,
+          ldo: di,
+        });
+      }
       this.#xProj(ws, i, batch);
       be.stateUpdateDt({
         ...this.#scanOperands(ws, state, i),

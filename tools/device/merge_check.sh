@@ -10,6 +10,7 @@
 #      (first touch of 5.4 GB).
 #   Optional: NCU_KERNELS=<regex> profiles the first two launches of those kernels in cuda_bench
 #   (speed of light, occupancy, warp stalls; NCU_BASE=mangled matches mangled names);
+#   BENCH_FULL=1: cuda_bench without --quick (batch-64 decoding and its per-op breakdown, fp32);
 #   BENCH_GPU_ARGS: more bench:gpu flags (e.g. --chunk_size 8192);
 #   SASS_KERNELS=<regex> writes those kernels' SASS to $OUT/sass.txt and prints its opcode counts
 #   (static: per instruction in the listing); SKIP_SPEC=1 leaves out bench:spec.
@@ -42,8 +43,10 @@ timeout "${SAN_T:-90}" compute-sanitizer --tool racecheck --error-exitcode 9 \
   ./$B/cuda_vs_cpu --small >"$OUT/racecheck.log" 2>&1 || fail
 note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
 
-step "cuda_bench --quick"
-timeout "${BENCH_T:-150}" ./$B/cuda_bench --quick >"$OUT/bench_ops.log" 2>&1 || fail
+bench_flags=--quick
+[ -n "${BENCH_FULL:-}" ] && bench_flags=
+step "cuda_bench $bench_flags"
+timeout "${BENCH_T:-150}" ./$B/cuda_bench $bench_flags >"$OUT/bench_ops.log" 2>&1 || fail
 sed -n '/^====/,$p' "$OUT/bench_ops.log"
 
 if [ -n "${NCU_KERNELS:-}" ]; then
