@@ -299,12 +299,13 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       if (bf_step) { /* as the model for more than 8 sequences: in_proj on bf16 rows, conv step */
         MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
         MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, 1, DI, KC, a->xc, DI,
-                             NULL, NULL));
+                             NULL, a->xcb));
+        MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
       } else {
         MBX(mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
                                   2 * DI, L->cw, L->cb, cs, DI, KC, a->xc, DI));
+        MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
       }
-      MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
       MBX(mb_selective_state_update_dt(G, a->xc, DI, a->dbc, XP, L->dt, dt, L->dtb, R, L->A,
                                        a->dbc + R, XP, a->dbc + R + NS, XP, L->D, a->xz + DI,
                                        2 * DI, ss, batch, DI, NS, 1, NULL, a->y, DI));

@@ -397,8 +397,9 @@ export class MambaByteLM {
   ): void {
     const be = this.backend;
     const { dInner: di, dConv: k } = this.dims;
-    // More than 8 sequences: in_proj is a tensor-core product, which takes the norm's bf16 rows
-    // (the bits it made of the fp32 rows), then the conv step, as linearConv1dStep runs it there.
+    // More than 8 sequences: in_proj and x_proj are tensor-core products, which take the norm's
+    // and the conv's bf16 rows (the bits they made of the fp32 rows); the conv step runs as
+    // linearConv1dStep runs it there.
     const bf = batch > 8 ? ws.bf16 : null;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
@@ -418,7 +419,9 @@ export class MambaByteLM {
           out: ws.xConv.ptr,
           ldo: di,
           outPreact: null,
+          outBf16: bf.xConv.ptr,
         });
+        be.linearBf16({ ...this.#xProjOperands(ws, i, batch), x: bf.xConv.ptr });
       } else {
         be.linearConv1dStep({
           ...this.#inProj(ws, i, batch),
@@ -430,8 +433,8 @@ export class MambaByteLM {
           xc: ws.xConv.ptr,
           ldo: di,
         });
+        this.#xProj(ws, i, batch);
       }
-      this.#xProj(ws, i, batch);
       be.stateUpdateDt({
         ...this.#scanOperands(ws, state, i),
         ...this.#dtProjOperands(ws, i),
