@@ -165,15 +165,12 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
   }
 }
 
-/* From this batch on, blocks of 256 threads (256 / L channels) instead of 64: at batch 64 the
- * 64-thread blocks made a grid of 28,672 two-warp blocks (d 3584), whose scheduling cost more than
- * their work (49.5 us a 972M layer for ~7 us of state traffic). A channel's arithmetic does not
- * depend on the block's width, so the bits do not either. */
-#define SSU_WIDE_BATCH 4
-
+/* 64 threads a block at every batch. Tried: 256 from batch 4 (the 28,672 two-warp blocks of batch
+ * 64 looked like scheduling overhead): this op alone 55.2 against 49.5 us a 972M layer at batch 64
+ * on the H200 (cuda_bench's breakdown, consecutive runs); reverted. */
 template <int L>
 static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch) {
-  const int threads = batch >= SSU_WIDE_BATCH ? 256 : 64;
+  const int threads = L > 64 ? L : 64;
   const int CB = threads / L;
   size_t smem = (size_t)(((a.R + 7) & ~7) + 2 * L * SCAN_P) * sizeof(float);
   dim3 grid((unsigned)((a.d + CB - 1) / CB), (unsigned)batch);

@@ -540,7 +540,7 @@ static void t_ssu_dt(void) {
     check("ssu_dt", cfg, "y", rel_err(&Y, B, d, ldy), 1e-5);
     check("ssu_dt", cfg, "state", rel_all(&S), 1e-5);
     if (cs[ci].dout) check("ssu_dt", cfg, "delta", rel_all(&DO), 1e-5);
-    if (B > 1) { /* each row as a batch of one (another launch width): the same bits */
+    if (B > 1) { /* each row as a batch of one: the same bits (a row's arithmetic is its own) */
       for (int64_t b = 0; b < B; b++) {
         MBX(mb_selective_state_update_dt(
             GPU, G(U) + b * ldu, ldu, xg + b * ldx, ldx, W.g, cs[ci].wdt,
