@@ -7,8 +7,10 @@
  *   modules    extractModuleOutputs: dt_proj, all layers (every (L, d_inner) output on the host),
  * each run in turn `--repeats` times (so the three see the same machine load), and prints the
  * median of each and the median over repeats of each extraction's ratio to the forward of its own
- * repeat (target: <= 2). On the CPU it also prints CPU time (user + system of this process),
- * which the neighbours' load disturbs less than wall time.
+ * repeat (target: <= 2), and each case's ratio to the GEMM floor (the forward's matrix-product
+ * FLOPs at the rate of the model's in_proj over a chunk's positions, timed in the same run). On
+ * the CPU it also prints CPU time (user + system of this process), which the neighbours' load
+ * disturbs less than wall time.
  *
  * Usage: deno task bench:extract [--model_id tiny] [--device auto|cpu|cuda] [--dtype fp32|bf16]
  *        [--len 7850] [--prompt_file F] [--repeats 5] [--threads N] [--chunk_size N]
@@ -17,7 +19,7 @@ import process from "node:process";
 import { loadModel } from "../src/api.ts";
 import { extractDiscreteA, extractModuleOutputs } from "../src/analysis/extract.ts";
 import { createParser, parseArgs, runMain, UsageError } from "../src/cli/mod.ts";
-import { median } from "./lib/bench.ts";
+import { gemmFlopsPerPosition, inProjRate, median } from "./lib/bench.ts";
 
 const parser = createParser("bench_extract", "discrete-A and module-output extraction vs forward");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
@@ -109,6 +111,8 @@ async function main(argv: string[]): Promise<void> {
     await extractDiscreteA(model, warm, { reduction: "fro", logProbs: true, ranks: true });
     await extractModuleOutputs(model, warm, { modules: ["dt_proj"] });
     into = (await extractModuleOutputs(model, bytes, { modules: ["dt_proj"] })).modules;
+    const rate = inProjRate(model, Math.min(bytes.length, model.chunkSize));
+    const floorS = bytes.length * gemmFlopsPerPosition(dims) / rate;
     const wall = new Map<string, number[]>(), cpu = new Map<string, number[]>();
     for (const [name] of cases) wall.set(name, []), cpu.set(name, []);
     for (let r = 0; r < args.repeats; r++) {
@@ -130,10 +134,16 @@ async function main(argv: string[]): Promise<void> {
       "modules-into": "  the same, into the last result's arrays",
     };
     console.log("");
+    console.log(
+      `GEMM floor ${fmt(floorS)} (${bytes.length} positions at in_proj's ${
+        (rate / 1e9).toFixed(0)
+      } GFLOP/s)`,
+    );
     console.log(`${args.repeats} repeats, each case in turn; medians:`);
     for (const [name] of cases) {
       const w = wall.get(name)!, c = cpu.get(name)!;
       let line = `${labels[name].padEnd(46)} wall ${fmt(median(w)).padStart(9)}`;
+      line += ` | floor/wall ${(floorS / median(w)).toFixed(2)}`;
       if (be.kind === "cpu") line += ` | cpu ${fmt(median(c)).padStart(9)}`;
       if (name !== "forward") {
         const rw = w.map((x, i) => x / fw[i]);

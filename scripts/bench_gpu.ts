@@ -22,7 +22,7 @@ import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel } from "../src/api.ts";
 import type { MambaByteLM } from "../src/model/model.ts";
 import { Backend, cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
-import { gemmFlopsPerPosition, median, weightBytesPerStep } from "./lib/bench.ts";
+import { gemmFlopsPerPosition, inProjRate, median, weightBytesPerStep } from "./lib/bench.ts";
 
 const parser = createParser("bench_gpu", "GPU speed vs roofline");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
@@ -149,7 +149,7 @@ async function main(argv: string[]): Promise<void> {
         times.push(performance.now() - t0);
       }
       const ms = median(times);
-      const rate = gemmRate(model, Math.min(len, 8192));
+      const rate = inProjRate(model, Math.min(len, 8192));
       const floorMs = len * gemmFlopsPerPosition(model.dims) / rate * 1000;
       report(
         `${label} | ${ms.toFixed(1)} ms | ${(len / (ms / 1000)).toFixed(0)} bytes/s | GEMM floor ${
@@ -159,46 +159,6 @@ async function main(argv: string[]): Promise<void> {
         }`,
       );
     }, bf16Activations);
-  }
-
-  /**
-   * FLOP/s of layer 0's in_proj (the forward's largest product) over `rows` positions of random
-   * input, with the model's weights and TF32 setting (bf16 weights: a bf16 input, the product
-   * alone): the median of 5 timed calls after one.
-   */
-  function gemmRate(model: MambaByteLM, rows: number): number {
-    const be = model.backend;
-    const { dModel: dm, dInner: di } = model.dims;
-    const x = be.alloc(rows * dm * 4);
-    const y = be.alloc(rows * 2 * di * 4);
-    try {
-      be.memset(x, 0x3c, rows * dm * 4); // 0x3c3c3c3c: ~0.0115 in every element (bf16 too)
-      const product = {
-        x,
-        w: model.weights.layers[0].inProj.ptr,
-        wdtype: model.weights.wdtype,
-        bias: null,
-        n: rows,
-        inF: dm,
-        outF: 2 * di,
-        y,
-      };
-      const call = () =>
-        model.weights.wdtype === "bf16" ? be.linearBf16(product) : be.linear(product);
-      call();
-      const times: number[] = [];
-      for (let i = 0; i < 5; i++) {
-        be.sync();
-        const t0 = performance.now();
-        call();
-        be.sync();
-        times.push((performance.now() - t0) / 1000);
-      }
-      return 2 * rows * dm * 2 * di / median(times);
-    } finally {
-      be.free(x);
-      be.free(y);
-    }
   }
 
   if (cases.has("b1-bf16")) await decode("decode b1 bf16", "bf16", 1);

@@ -1,14 +1,17 @@
 /**
  * The benchmarks' shared counts (scripts/lib/bench.ts) against sums written out by hand for the
- * paper's 972M shape (d_model 1792, 48 layers, d_state 16, expand 2, dt_rank 112).
+ * paper's 972M shape (d_model 1792, 48 layers, d_state 16, expand 2, dt_rank 112), and the GEMM
+ * floor's rate measured on a model.
  */
 import assert from "node:assert/strict";
 import {
   gemmFlopsPerPosition,
+  inProjRate,
   matrixWeightsPerLayer,
   median,
   weightBytesPerStep,
 } from "../scripts/lib/bench.ts";
+import { loadModel } from "../mod.ts";
 import { completeDims } from "../src/config/dims.ts";
 
 const dims972M = completeDims({
@@ -42,4 +45,19 @@ Deno.test("weight bytes per decoding step count the matrices once, bf16 and fp32
 Deno.test("median: the middle value, the upper middle for an even count", () => {
   assert.equal(median([3, 1, 2]), 2);
   assert.equal(median([4, 1, 3, 2]), 3);
+});
+
+Deno.test("inProjRate: the model's in_proj rate, a positive finite FLOP/s (CPU, tiny)", async () => {
+  const model = await loadModel({
+    configPath: new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname,
+    modelId: "tiny",
+    device: "cpu",
+    seed: 1,
+  });
+  try {
+    const rate = inProjRate(model, 64);
+    assert.ok(Number.isFinite(rate) && rate > 0, `rate ${rate}`);
+  } finally {
+    model.close();
+  }
 });

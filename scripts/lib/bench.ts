@@ -1,12 +1,14 @@
 /**
- * What the two benchmark scripts (bench_cpu.ts, bench_gpu.ts) share: the median of timings, the
- * bytes of weights a decoding step reads (the numerator of their bandwidth rooflines) and the
- * matrix-product FLOPs of a position in a forward (the numerator of the GEMM floor).
+ * What the benchmark scripts (bench_cpu.ts, bench_gpu.ts, bench_extract.ts) share: the median of
+ * timings, the bytes of weights a decoding step reads (the numerator of their bandwidth
+ * rooflines), the matrix-product FLOPs of a position in a forward (the numerator of the GEMM
+ * floor) and the rate of the model's own largest product (its denominator).
  *
  * @module
  */
 
 import type { ModelDims } from "../../src/config/dims.ts";
+import type { MambaByteLM } from "../../src/model/model.ts";
 
 /** The median of `xs` (the upper one of the middle two for an even count). */
 export function median(xs: readonly number[]): number {
@@ -38,4 +40,44 @@ export function matrixWeightsPerLayer(d: ModelDims): number {
  */
 export function gemmFlopsPerPosition(d: ModelDims): number {
   return 2 * (d.nLayer * matrixWeightsPerLayer(d) + 256 * d.dModel);
+}
+
+/**
+ * FLOP/s of layer 0's in_proj (the forward's largest product) over `rows` positions, with the
+ * model's weights, backend and TF32 setting (bf16 weights on CUDA: a bf16 input, the product
+ * alone, as the forward runs it): the median of 5 timed calls after one. A forward over L
+ * positions takes at least L * gemmFlopsPerPosition / inProjRate: the GEMM floor.
+ */
+export function inProjRate(model: MambaByteLM, rows: number): number {
+  const be = model.backend;
+  const { dModel: dm, dInner: di } = model.dims;
+  const x = be.alloc(rows * dm * 4);
+  const y = be.alloc(rows * 2 * di * 4);
+  try {
+    be.memset(x, 0x3c, rows * dm * 4); // 0x3c3c3c3c: ~0.0115 in every element (bf16 too)
+    const product = {
+      x,
+      w: model.weights.layers[0].inProj.ptr,
+      wdtype: model.weights.wdtype,
+      bias: null,
+      n: rows,
+      inF: dm,
+      outF: 2 * di,
+      y,
+    };
+    const call = () => model.bf16Activations ? be.linearBf16(product) : be.linear(product);
+    call();
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      be.sync();
+      const t0 = performance.now();
+      call();
+      be.sync();
+      times.push((performance.now() - t0) / 1000);
+    }
+    return 2 * rows * dm * 2 * di / median(times);
+  } finally {
+    be.free(x);
+    be.free(y);
+  }
 }
