@@ -203,8 +203,8 @@ export interface MambaByteLMOptions {
   ownsBackend?: boolean;
   /**
    * Whether the forward's products take their inputs as bfloat16 written by the ops before them
-   * (no conversion pass per product), and decoding steps of more than 8 sequences in_proj's; the
-   * results are the same bits. Default: on for a CUDA model with bf16 weights unless
+   * (no conversion pass per product), as do in_proj and x_proj in decoding steps of more than 8
+   * sequences; the results are the same bits. Default: on for a CUDA model with bf16 weights unless
    * MAMBABYTE_CUDA_BF16_ACTS=0 (A/B runs); ignored elsewhere.
    */
   bf16Activations?: boolean;
