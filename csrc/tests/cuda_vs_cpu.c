@@ -90,6 +90,22 @@ static void pfree(pair *p) {
   MBX(mb_free(GPU, p->g));
   p->c = p->g = NULL;
 }
+/* A (rows, cols) weight matrix of random values in [lo, hi), fp32 or rounded to bf16. */
+static pair weights(int64_t rows, int64_t cols, int wdt, float lo, float hi) {
+  float *wh = hrand(rows * cols, lo, hi);
+  pair W;
+  if (wdt == MB_DTYPE_BF16) {
+    uint16_t *wb = (uint16_t *)malloc((size_t)(rows * cols) * 2);
+    for (int64_t i = 0; i < rows * cols; i++) wb[i] = f2bf(wh[i]);
+    W = pnew(wb, (size_t)(rows * cols) * 2);
+    free(wb);
+  } else {
+    W = pf(wh, rows * cols);
+  }
+  free(wh);
+  return W;
+}
+
 #define C(p) ((float *)(p).c)
 #define G(p) ((float *)(p).g)
 
@@ -254,17 +270,8 @@ static void t_linear(void) {
       if (g_small && n * in_f * out_f > 2000000) continue;
       int64_t ldx = in_f + pad, ldy = out_f + pad;
       int hasb = (ci + mode) % 2;
-      float *wh = hrand(out_f * in_f, -1, 1);
-      pair Wp;
       int dt = mode == 2 ? MB_DTYPE_BF16 : MB_DTYPE_F32;
-      if (dt == MB_DTYPE_BF16) {
-        uint16_t *tb = (uint16_t *)malloc((size_t)(out_f * in_f) * 2);
-        for (int64_t i = 0; i < out_f * in_f; i++) tb[i] = f2bf(wh[i]);
-        Wp = pnew(tb, (size_t)(out_f * in_f) * 2);
-        free(tb);
-      } else {
-        Wp = pf(wh, out_f * in_f);
-      }
+      pair Wp = weights(out_f, in_f, dt, -1, 1);
       pair X = prand(n * ldx, -1, 1), B = prand(out_f, -1, 1), Y = pf(NULL, n * ldy);
       MBX(mb_ctx_set_flags(GPU, mode == 1 ? MB_FLAG_ALLOW_TF32 : 0));
       MBX(mb_linear(CPU, C(X), ldx, Wp.c, dt, hasb ? C(B) : NULL, n, in_f, out_f, C(Y), ldy));
@@ -277,7 +284,7 @@ static void t_linear(void) {
                mode == 0 ? "f32" : (mode == 1 ? "tf32" : "bf16"), hasb);
       check("linear", cfg, "y", rel_err(&Y, n, out_f, ldy), tol);
       /* the padding between rows must stay untouched (NaN poison on both) */
-      pfree(&Wp), pfree(&X), pfree(&B), pfree(&Y), free(wh);
+      pfree(&Wp), pfree(&X), pfree(&B), pfree(&Y);
     }
 }
 
@@ -294,18 +301,10 @@ static void t_linear_bf16(void) {
       if (g_small && n * in_f * out_f > 2000000) continue;
       int64_t ldx = in_f + pad, ldy = out_f + pad;
       int hasb = (ci + dt) % 2;
-      float *wh = hrand(out_f * in_f, -1, 1), *xh = hrand(n * ldx, -1, 1);
+      float *xh = hrand(n * ldx, -1, 1);
       uint16_t *xb = (uint16_t *)malloc((size_t)(n * ldx) * 2);
       for (int64_t i = 0; i < n * ldx; i++) xb[i] = f2bf(xh[i]);
-      pair Wp;
-      if (dt == MB_DTYPE_BF16) {
-        uint16_t *tb = (uint16_t *)malloc((size_t)(out_f * in_f) * 2);
-        for (int64_t i = 0; i < out_f * in_f; i++) tb[i] = f2bf(wh[i]);
-        Wp = pnew(tb, (size_t)(out_f * in_f) * 2);
-        free(tb);
-      } else {
-        Wp = pf(wh, out_f * in_f);
-      }
+      pair Wp = weights(out_f, in_f, dt, -1, 1);
       pair XB = pnew(xb, (size_t)(n * ldx) * 2), X = pf(xh, n * ldx), B = prand(out_f, -1, 1);
       pair Y = pf(NULL, n * ldy), Y2 = pf(NULL, n * ldy);
       MBX(mb_linear_bf16(CPU, (uint16_t *)XB.c, ldx, Wp.c, dt, hasb ? C(B) : NULL, n, in_f, out_f,
@@ -329,8 +328,7 @@ static void t_linear_bf16(void) {
         check("linear_bf16", cfg, "=linear", miss, 0);
         free(a), free(b);
       }
-      pfree(&Wp), pfree(&XB), pfree(&X), pfree(&B), pfree(&Y), pfree(&Y2), free(wh), free(xh),
-          free(xb);
+      pfree(&Wp), pfree(&XB), pfree(&X), pfree(&B), pfree(&Y), pfree(&Y2), free(xh), free(xb);
     }
 }
 
@@ -503,17 +501,7 @@ static void t_ssu_dt(void) {
     if (g_small && (d > 1000 || B > 8)) continue;
     int64_t ldu = d + 3, ldx = R + 2 * n + 1, ldz = 2 * d, ldy = d + 2;
     pair U = prand(B * ldu, -2, 2), X = prand(B * ldx, -1, 1), Z = prand(B * ldz, -3, 3);
-    float *wh = hrand(d * R, -0.5f, 0.5f);
-    pair W;
-    if (cs[ci].wdt == MB_DTYPE_BF16) {
-      uint16_t *wb = (uint16_t *)malloc((size_t)(d * R) * 2);
-      for (int64_t i = 0; i < d * R; i++) wb[i] = f2bf(wh[i]);
-      W = pnew(wb, (size_t)(d * R) * 2);
-      free(wb);
-    } else {
-      W = pf(wh, d * R);
-    }
-    free(wh);
+    pair W = weights(d, R, cs[ci].wdt, -0.5f, 0.5f);
     pair Bi = prand(d, -4, -1), Dk = prand(d, -1, 1);
     float *ah = hrand(d * n, 0, 1);
     for (int64_t i = 0; i < d * n; i++) ah[i] = -expf(logf((float)(i % n + 1)) * ah[i]);
@@ -579,21 +567,6 @@ static double diff_bits(const void *a, const void *b, size_t bytes) {
   free(x), free(y);
   return d;
 }
-static pair weights(int64_t rows, int64_t cols, int wdt, float lo, float hi) {
-  float *wh = hrand(rows * cols, lo, hi);
-  pair W;
-  if (wdt == MB_DTYPE_BF16) {
-    uint16_t *wb = (uint16_t *)malloc((size_t)(rows * cols) * 2);
-    for (int64_t i = 0; i < rows * cols; i++) wb[i] = f2bf(wh[i]);
-    W = pnew(wb, (size_t)(rows * cols) * 2);
-    free(wb);
-  } else {
-    W = pf(wh, rows * cols);
-  }
-  free(wh);
-  return W;
-}
-
 static void t_spec(void) {
   /* scan_dt: GPU vs CPU, and GPU scan_dt == len GPU ssu_dt steps */
   struct { int64_t batch, len, d, n, R; int wdt; } cs[] = {

@@ -26,6 +26,20 @@ export type WeightDType = "f32" | "bf16";
 /** Norm kinds understood by {@link Backend.addNorm}. */
 export type NormKindCode = "layernorm" | "rmsnorm";
 
+/** The operands of {@link Backend.linear} and {@link Backend.linearBf16}. */
+export interface LinearArgs {
+  x: Ptr;
+  ldx?: number;
+  w: Ptr;
+  wdtype: WeightDType;
+  bias: Ptr;
+  n: number;
+  inF: number;
+  outF: number;
+  y: Ptr;
+  ldy?: number;
+}
+
 const BACKEND_CODE: Record<DeviceKind, number> = { cpu: BackendCode.CPU, cuda: BackendCode.CUDA };
 const WDTYPE_CODE: Record<WeightDType, number> = { f32: DTypeCode.F32, bf16: DTypeCode.BF16 };
 const NORM_CODE: Record<NormKindCode, number> = {
@@ -331,34 +345,8 @@ export class Backend {
   }
 
   /** y = x W^T + bias, W (outF, inF). ldx defaults to inF, ldy to outF. */
-  linear(a: {
-    x: Ptr;
-    ldx?: number;
-    w: Ptr;
-    wdtype: WeightDType;
-    bias: Ptr;
-    n: number;
-    inF: number;
-    outF: number;
-    y: Ptr;
-    ldy?: number;
-  }): void {
-    check(
-      this.#lib.mb_linear(
-        this.#c,
-        a.x,
-        I(a.ldx ?? I(a.inF)),
-        a.w,
-        WDTYPE_CODE[a.wdtype],
-        a.bias,
-        I(a.n),
-        I(a.inF),
-        I(a.outF),
-        a.y,
-        I(a.ldy ?? I(a.outF)),
-      ),
-      "linear",
-    );
+  linear(a: LinearArgs): void {
+    this.#product("mb_linear", a, "linear");
   }
 
   /**
@@ -366,20 +354,14 @@ export class Backend {
    * weights and n > 8, the tensor-core product without a conversion pass (the bits linear gives
    * for the fp32 rows they were rounded from).
    */
-  linearBf16(a: {
-    x: Ptr;
-    ldx?: number;
-    w: Ptr;
-    wdtype: WeightDType;
-    bias: Ptr;
-    n: number;
-    inF: number;
-    outF: number;
-    y: Ptr;
-    ldy?: number;
-  }): void {
+  linearBf16(a: LinearArgs): void {
+    this.#product("mb_linear_bf16", a, "linear_bf16");
+  }
+
+  /** mb_linear and mb_linear_bf16: one signature, x's type aside. */
+  #product(fn: "mb_linear" | "mb_linear_bf16", a: LinearArgs, op: string): void {
     check(
-      this.#lib.mb_linear_bf16(
+      this.#lib[fn](
         this.#c,
         a.x,
         I(a.ldx ?? I(a.inF)),
@@ -392,7 +374,7 @@ export class Backend {
         a.y,
         I(a.ldy ?? I(a.outF)),
       ),
-      "linear_bf16",
+      op,
     );
   }
 

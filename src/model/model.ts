@@ -330,25 +330,14 @@ export class MambaByteLM {
     dtProjOut: (layer: number) => boolean = () => afterLayer !== undefined,
   ): void {
     const be = this.backend;
-    const { dInner: di, dtRank: r, dConv: k } = this.dims;
+    const { dInner: di, dtRank: r } = this.dims;
     const bf = len > 8 ? ws.bf16 : null;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
       this.#norm(ws, i, len, bf?.normed, bf !== null && afterLayer === undefined);
       if (bf) be.linearBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr });
       else be.linear(this.#inProj(ws, i, len));
-      be.conv1d({
-        x: ws.xz.ptr,
-        ldx: 2 * di,
-        w: w.convWeight.ptr,
-        bias: w.convBias?.ptr ?? null,
-        state: state.conv[i].ptr,
-        batch: 1,
-        len,
-        d: di,
-        k,
-        out: ws.xConv.ptr,
-        ldo: di,
+      this.#conv(ws, i, ws.xz.ptr, state.conv[i].ptr, 1, len, {
         outPreact: convPre(i) ? ws.convPre.ptr : null,
         outBf16: bf?.xConv.ptr ?? null,
       });
@@ -406,21 +395,7 @@ export class MambaByteLM {
       this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined);
       if (bf) {
         be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
-        be.conv1d({
-          x: ws.xz.ptr,
-          ldx: 2 * di,
-          w: w.convWeight.ptr,
-          bias: w.convBias?.ptr ?? null,
-          state: state.conv[i].ptr,
-          batch,
-          len: 1,
-          d: di,
-          k,
-          out: ws.xConv.ptr,
-          ldo: di,
-          outPreact: null,
-          outBf16: bf.xConv.ptr,
-        });
+        this.#conv(ws, i, ws.xz.ptr, state.conv[i].ptr, batch, 1, { outBf16: bf.xConv.ptr });
         be.linearBf16({ ...this.#xProjOperands(ws, i, batch), x: bf.xConv.ptr });
       } else {
         be.linearConv1dStep({
@@ -458,7 +433,7 @@ export class MambaByteLM {
    */
   verifyLayers(ws: Workspace, state: RecurrentState, len: number, saved: VerifyBuffers): void {
     const be = this.backend;
-    const { dInner: di, dConv: k } = this.dims;
+    const di = this.dims.dInner;
     if (len > saved.rows || len > ws.rows) {
       throw new MambaByteError(`verifyLayers: ${len} positions exceed the buffers' rows`);
     }
@@ -468,20 +443,7 @@ export class MambaByteLM {
       this.#norm(ws, i, len);
       this.#linearRows({ ...this.#inProj(ws, i, len), y: xz.ptr });
       be.copy(saved.conv.ptr, state.conv[i].ptr, saved.conv.bytes);
-      be.conv1d({
-        x: xz.ptr,
-        ldx: 2 * di,
-        w: w.convWeight.ptr,
-        bias: w.convBias?.ptr ?? null,
-        state: saved.conv.ptr,
-        batch: 1,
-        len,
-        d: di,
-        k,
-        out: ws.xConv.ptr,
-        ldo: di,
-        outPreact: null,
-      });
+      this.#conv(ws, i, xz.ptr, saved.conv.ptr, 1, len);
       this.#linearRows({
         x: ws.xConv.ptr,
         w: w.xProj.ptr,
@@ -535,22 +497,8 @@ export class MambaByteLM {
     // Inputs before `from` cannot reach the window after pos (it holds the last k-1 inputs).
     const from = Math.max(0, pos - (k - 2));
     for (let i = 0; i < this.dims.nLayer; i++) {
-      const w = this.weights.layers[i];
       if (k > 1) {
-        be.conv1d({
-          x: saved.xz[i].at(from * 2 * di),
-          ldx: 2 * di,
-          w: w.convWeight.ptr,
-          bias: w.convBias?.ptr ?? null,
-          state: state.conv[i].ptr,
-          batch: 1,
-          len: pos + 1 - from,
-          d: di,
-          k,
-          out: ws.xConv.ptr,
-          ldo: di,
-          outPreact: null,
-        });
+        this.#conv(ws, i, saved.xz[i].at(from * 2 * di), state.conv[i].ptr, 1, pos + 1 - from);
       }
       if (pos !== len - 1) be.copy(state.ssm[i].ptr, saved.ssm[i].at(pos * di * n), di * n * 4);
     }
@@ -615,6 +563,38 @@ export class MambaByteLM {
       outF: 2 * this.dims.dInner,
       y: ws.xz.ptr,
     };
+  }
+
+  /**
+   * Layer i's conv over `len` positions of `batch` sequences: x (in_proj's x half, ld 2 d_inner)
+   * -> ws.xConv, the window carried in `state`; optionally the pre-activation and a bf16 copy.
+   */
+  #conv(
+    ws: Workspace,
+    i: number,
+    x: Ptr,
+    state: Ptr,
+    batch: number,
+    len: number,
+    extra: { outPreact?: Ptr; outBf16?: Ptr } = {},
+  ): void {
+    const w = this.weights.layers[i];
+    const di = this.dims.dInner;
+    this.backend.conv1d({
+      x,
+      ldx: 2 * di,
+      w: w.convWeight.ptr,
+      bias: w.convBias?.ptr ?? null,
+      state,
+      batch,
+      len,
+      d: di,
+      k: this.dims.dConv,
+      out: ws.xConv.ptr,
+      ldo: di,
+      outPreact: extra.outPreact ?? null,
+      outBf16: extra.outBf16 ?? null,
+    });
   }
 
   /** Layer i's x_proj: ws.xConv -> ws.xDbl (dt | B | C). */
