@@ -45,15 +45,19 @@ export type { DownloadCallback } from "./src/checkpoint/hub.ts";
 export {
   type DeviceSetting,
   type DTypeSetting,
+  type GenerationSection,
   loadConfig,
   type MambaByteConfig,
   type ModelConfig,
+  type ModelSettings,
+  type OriginalSwitches,
   parseConfig,
   type RuntimeConfig,
 } from "./src/config/config.ts";
 export { completeDims, type ModelDims, type NormKind } from "./src/config/dims.ts";
 export { MambaByteError } from "./src/errors.ts";
 export {
+  type DeviceTap,
   type ForwardChunksOptions,
   type ForwardResult,
   type LogProbResult,
@@ -64,10 +68,23 @@ export {
   type TapName,
   tapWidth,
 } from "./src/model/model.ts";
-export { RecurrentState, Workspace } from "./src/model/workspace.ts";
+export { RecurrentState, type VerifyBuffers, Workspace } from "./src/model/workspace.ts";
+export type { LayerWeights, ModelWeights } from "./src/model/weights.ts";
+export type { SubwordTokenizer } from "./src/generate/tokenizer.ts";
 export { generateBytes, type GenerateOptions } from "./src/generate/decode.ts";
-export { Backend, type DeviceKind, type WeightDType } from "./src/backend/backend.ts";
-export { Tensor } from "./src/backend/tensor.ts";
+export {
+  Backend,
+  type DeviceKind,
+  type DiscreteAReduction,
+  type LinearArgs,
+  type NormKindCode,
+  type Ptr,
+  type WeightDType,
+} from "./src/backend/backend.ts";
+export { type ElemType, type HostArray, Tensor } from "./src/backend/tensor.ts";
+export type { HostData, HostDType, HostTensor } from "./src/io/tensor.ts";
+export { type Reduction, REDUCTIONS } from "./src/analysis/reductions.ts";
+export { NONLINEARITIES, type Nonlinearity } from "./src/analysis/nonlinearity.ts";
 export {
   type ExtractCommon,
   extractDiscreteA,

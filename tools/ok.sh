@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `deno task ok`: every check a change must pass, in one command (as Deno std's `deno task ok`):
-#   deno fmt --check, deno lint, deno check of every entry point, then `deno task test` (which
-#   builds the native library first).
+#   deno fmt --check, deno lint, deno check of every entry point, deno doc --lint of mod.ts (every
+#   public symbol documented, no public type referring to an unexported one), then
+#   `deno task test` (which builds the native library first).
 # Every step runs even when an earlier one failed, so one run reports everything. The last line
-# says how many of the static checks (fmt, lint, check) failed; the exit status is non-zero when
+# says how many of the static checks (fmt, lint, check, doc) failed; the exit status is non-zero when
 # any step failed. .ci/run reads both.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ step() {
 step fmt deno fmt --check
 step lint deno lint
 step check deno check "${ENTRY[@]}"
+step doc deno doc --lint mod.ts
 
 echo "[ok] test: deno task test"
 deno task test

@@ -41,7 +41,9 @@ export interface Extraction {
   perLayer: Map<number, HostTensor>;
   /** torch's int64 indices of a min / max reduction over a dimension, when asked for. */
   indices?: Map<number, HostTensor>;
+  /** Per byte: log-probability of the byte that follows, (L - 1) (when asked for). */
   logProbs?: HostTensor;
+  /** Per byte: the rank of the byte that follows among the 256 (when asked for). */
   ranks?: HostTensor;
 }
 

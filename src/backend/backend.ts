@@ -28,15 +28,25 @@ export type NormKindCode = "layernorm" | "rmsnorm";
 
 /** The operands of {@link Backend.linear} and {@link Backend.linearBf16}. */
 export interface LinearArgs {
+  /** The input rows: fp32 for linear, bfloat16 bits for linearBf16. */
   x: Ptr;
+  /** x's leading dimension (default inF). */
   ldx?: number;
+  /** The weight, (outF, inF) row-major. */
   w: Ptr;
+  /** The weight's type. */
   wdtype: WeightDType;
+  /** (outF) or null. */
   bias: Ptr;
+  /** Rows. */
   n: number;
+  /** Input features. */
   inF: number;
+  /** Output features. */
   outF: number;
+  /** The output rows, fp32. */
   y: Ptr;
+  /** y's leading dimension (default outF). */
   ldy?: number;
 }
 

@@ -55,6 +55,7 @@ export class ConfigError extends MambaByteError {
 
 /** Settings of a model that do not depend on its dimensions. */
 export interface ModelSettings {
+  /** The norms' epsilon. */
   normEpsilon: number;
   /** Norm used for random initialisation (checkpoints decide for themselves). */
   norm: NormKind;
@@ -66,6 +67,7 @@ export interface ModelSettings {
 export interface ModelConfig extends ModelSettings {
   /** The id under `model:` (e.g. "972M"). */
   id: string;
+  /** The network's shape (the checkpoint's, once one is read). */
   dims: ModelDims;
   /** Default checkpoint: a path resolved against the config file's folder, or an hf:// URL. */
   checkpoint?: string;
@@ -73,9 +75,13 @@ export interface ModelConfig extends ModelSettings {
 
 /** Runtime settings from `general`. */
 export interface RuntimeConfig {
+  /** general.device: "auto", "cpu", "cuda" or "cuda:N". */
   device: DeviceSetting;
+  /** general.dtype: the weights' type in backend memory. */
   dtype: DTypeSetting;
+  /** general.seed: random initialisation and sampling. */
   seed: number;
+  /** general.threads: CPU threads (0: every CPU this process may run on). */
   threads: number;
 }
 
@@ -85,17 +91,25 @@ export interface RuntimeConfig {
  * accepted and have no effect.
  */
 export interface OriginalSwitches {
+  /** The original's mamba_ssm fast path switch (accepted, no effect). */
   use_fast_path?: boolean;
+  /** The original's switch off its optimisations (accepted, no effect). */
   disable_optimizations?: boolean;
+  /** The original's generation-mode switch (accepted, no effect). */
   is_generating?: boolean;
 }
 
 /** Defaults of generate.ts from the `generation` section (flags override them). */
 export interface GenerationSection extends OriginalSwitches {
+  /** Bytes to generate per sample. */
   max_new_tokens?: number;
+  /** Samples per prompt. */
   num_samples?: number;
+  /** Sampling temperature (0: greedy). */
   temperature?: number;
+  /** Keep the k most likely bytes (0: off). */
   top_k?: number;
+  /** Keep the smallest set of bytes with this much probability (0 or 1: off). */
   top_p?: number;
 }
 
@@ -103,6 +117,7 @@ export interface GenerationSection extends OriginalSwitches {
 export interface MambaByteConfig {
   /** The file it came from. */
   path: string;
+  /** The `general` section. */
   general: RuntimeConfig;
   /** Model ids in file order. */
   modelIds: string[];

@@ -2,10 +2,15 @@
 export interface ModelDims {
   /** Byte vocabulary: 256 for MambaByte (a checkpoint may pad it). */
   vocabSize: number;
+  /** Width of the residual stream. */
   dModel: number;
+  /** Mamba blocks. */
   nLayer: number;
+  /** SSM states per channel (N). */
   dState: number;
+  /** Width of the causal depthwise conv. */
   dConv: number;
+  /** d_inner / d_model. */
   expand: number;
   /** expand * dModel. */
   dInner: number;

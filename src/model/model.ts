@@ -80,11 +80,15 @@ export function tapWidth(tap: TapName, dims: ModelDims): number {
 
 /** A chunk of tapped output: rows [start, start + rows) of one layer's module output. */
 export interface TapChunk {
+  /** The layer the output comes from. */
   layer: number;
+  /** The module. */
   tap: TapName;
   /** First position of the chunk. */
   start: number;
+  /** Positions in the chunk. */
   rows: number;
+  /** The module output's width. */
   cols: number;
   /** (rows, cols) row-major; owned by the receiver. */
   data: Float32Array;
@@ -96,11 +100,15 @@ export interface TapChunk {
  * that consume it where the model runs, so nothing crosses to the host.
  */
 export interface DeviceTap {
+  /** The layer the output comes from. */
   layer: number;
+  /** The module. */
   tap: TapName;
   /** First position of the chunk. */
   start: number;
+  /** Positions in the chunk. */
   rows: number;
+  /** The module output's width. */
   cols: number;
   /** The first row, in backend memory. */
   ptr: Ptr;

@@ -25,32 +25,49 @@ export interface WeightReader {
 
 /** One block's parameters. Matrices use the model's weight dtype; the rest is fp32. */
 export interface LayerWeights {
+  /** The block's norm weight, (d_model). */
   normWeight: Tensor;
+  /** The norm's bias (null for RMSNorm). */
   normBias: Tensor | null;
+  /** in_proj, (2 d_inner, d_model): x then z. */
   inProj: Tensor;
+  /** in_proj's bias, when the checkpoint has one. */
   inProjBias: Tensor | null;
   /** (d_inner, d_conv) */
   convWeight: Tensor;
+  /** The conv's bias, (d_inner), when present. */
   convBias: Tensor | null;
+  /** x_proj, (dt_rank + 2 d_state, d_inner): dt, B, C. */
   xProj: Tensor;
+  /** dt_proj, (d_inner, dt_rank). */
   dtProj: Tensor;
+  /** dt_proj's bias, (d_inner). */
   dtProjBias: Tensor;
   /** A = -exp(A_log), (d_inner, d_state), fp32. */
   A: Tensor;
+  /** The skip connection D, (d_inner). */
   D: Tensor;
+  /** out_proj, (d_model, d_inner). */
   outProj: Tensor;
+  /** out_proj's bias, when the checkpoint has one. */
   outProjBias: Tensor | null;
 }
 
 /** All parameters of a MambaByte LM in backend memory. */
 export interface ModelWeights {
+  /** The large matrices' type (fp32 or bf16). */
   wdtype: WeightDType;
+  /** The blocks' norm (LayerNorm or RMSNorm). */
   normKind: NormKind;
   /** Rows in the embedding table (>= 256; padded vocabularies are allowed). */
   vocabRows: number;
+  /** The byte embedding, (vocabRows, d_model). */
   embedding: Tensor;
+  /** Every block's parameters, in order. */
   layers: LayerWeights[];
+  /** norm_f's weight. */
   normFWeight: Tensor;
+  /** norm_f's bias (null for RMSNorm). */
   normFBias: Tensor | null;
   /** The output projection; the same tensor as `embedding` when tied. */
   lmHead: Tensor;
