@@ -8,15 +8,16 @@
  * memory in use:
  *   decode batch 1 bf16, decode batch 1 fp32 (TF32 off: the weights are read as fp32 either way),
  *   decode batch 8, 64 and 256 bf16, forward over 8192 bytes bf16 and fp32/TF32, and (not in the
- *   default list) fwd-bf16-f32acts, the bf16 forward with fp32 activations (each product
- *   converting its input: the peer of the bf16 activations), and fwd1m-bf16 (~25 s), a forward
- *   over a 1 MiB prompt in chunks, bf16. With bf16 weights the GEMM floor's rate is that of
- *   in_proj's bf16 input (the tensor-core product alone).
+ *   default list) fwd-bf16-f32acts and b64-bf16-f32acts, the bf16 forward and batch-64 decoding
+ *   with fp32 activations (each product converting its input: the peers of the bf16
+ *   activations), and fwd1m-bf16 (~25 s), a forward over a 1 MiB prompt in chunks, bf16. With
+ *   bf16 weights the GEMM floor's rate is that of in_proj's bf16 input (the tensor-core product
+ *   alone).
  *
  * Usage: deno task bench:gpu [--model_id 972M] [--decode_steps 200] [--forward_len 8192]
  *        [--chunk_size N (the forward's chunk; default: the config's)]
  *        [--cases b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd-bf16,fwd-tf32,fwd1m-bf16,
- *                 fwd-bf16-f32acts]
+ *                 fwd-bf16-f32acts,b64-bf16-f32acts]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel } from "../src/api.ts";
@@ -99,7 +100,12 @@ async function main(argv: string[]): Promise<void> {
     }
   }
 
-  async function decode(label: string, dtype: "fp32" | "bf16", batch: number) {
+  async function decode(
+    label: string,
+    dtype: "fp32" | "bf16",
+    batch: number,
+    bf16Activations = true,
+  ) {
     await withModel(dtype, true, async (model) => {
       await model.generate(prompt, { maxNewTokens: 4, numSamples: batch, topK: 1 });
       const t0 = performance.now();
@@ -118,7 +124,7 @@ async function main(argv: string[]): Promise<void> {
           (roofline * batch).toFixed(0)
         } | ratio ${(stepsPerS / roofline).toFixed(2)} | ${memUsedGB(model)}`,
       );
-    });
+    }, bf16Activations);
   }
 
   async function forward(
@@ -165,6 +171,9 @@ async function main(argv: string[]): Promise<void> {
   if (cases.has("b1-fp32")) await decode("decode b1 fp32", "fp32", 1);
   if (cases.has("b8-bf16")) await decode("decode b8 bf16", "bf16", 8);
   if (cases.has("b64-bf16")) await decode("decode b64 bf16", "bf16", 64);
+  if (cases.has("b64-bf16-f32acts")) {
+    await decode("decode b64 bf16, fp32 activations", "bf16", 64, false);
+  }
   if (cases.has("b256-bf16")) await decode("decode b256 bf16", "bf16", 256);
   const fl = args.forward_len;
   if (cases.has("fwd-bf16")) await forward(`forward ${fl} bf16`, "bf16", false, fl);
