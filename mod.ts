@@ -76,9 +76,11 @@ export {
   Backend,
   type DeviceKind,
   type DiscreteAReduction,
+  type DtProjOperands,
   type LinearArgs,
   type NormKindCode,
   type Ptr,
+  type ScanOperands,
   type WeightDType,
 } from "./src/backend/backend.ts";
 export { type ElemType, type HostArray, Tensor } from "./src/backend/tensor.ts";

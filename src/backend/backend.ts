@@ -26,6 +26,61 @@ export type WeightDType = "f32" | "bf16";
 /** Norm kinds understood by {@link Backend.addNorm}. */
 export type NormKindCode = "layernorm" | "rmsnorm";
 
+/**
+ * The recurrence's operands that {@link Backend.selectiveScan}, {@link Backend.stateUpdateDt} and
+ * {@link Backend.scanDt} share (rows r = b * len + t at base + r * ld).
+ */
+export interface ScanOperands {
+  /** The input u (the conv's output), (rows, d). */
+  u: Ptr;
+  /** u's leading dimension. */
+  ldu: number;
+  /** A = -exp(A_log), (d, n). */
+  A: Ptr;
+  /** B, (rows, n). */
+  B: Ptr;
+  /** B's leading dimension. */
+  ldb: number;
+  /** C, (rows, n). */
+  C: Ptr;
+  /** C's leading dimension. */
+  ldc: number;
+  /** The skip D, (d), or null. */
+  D: Ptr;
+  /** The gate z, (rows, d), or null. */
+  z: Ptr;
+  /** z's leading dimension. */
+  ldz: number;
+  /** The state (batch, d, n): the initial one on entry, the final one on return. */
+  state: Ptr;
+  /** Channels. */
+  d: number;
+  /** States per channel. */
+  n: number;
+  /** Whether delta goes through softplus. */
+  deltaSoftplus: boolean;
+  /** The output y, (rows, d). */
+  y: Ptr;
+  /** y's leading dimension. */
+  ldy: number;
+}
+
+/** dt_proj's operands, for the ops that run it inside the state update. */
+export interface DtProjOperands {
+  /** x_proj's output; its first dtRank columns are dt_proj's input. */
+  xDbl: Ptr;
+  /** xDbl's leading dimension. */
+  ldXDbl: number;
+  /** dt_proj's weight, (d, dtRank). */
+  dtW: Ptr;
+  /** The weight's type. */
+  wdtype: WeightDType;
+  /** dt_proj's bias, (d), or null. */
+  dtBias: Ptr;
+  /** dt_proj's input width. */
+  dtRank: number;
+}
+
 /** The operands of {@link Backend.linear} and {@link Backend.linearBf16}. */
 export interface LinearArgs {
   /** The input rows: fp32 for linear, bfloat16 bits for linearBf16. */
@@ -432,25 +487,17 @@ export class Backend {
    * Decoding: {@link Backend.linear} (x -> y) then the conv1d step ({@link Backend.conv1d} with
    * len 1, `n` sequences) on y's first `dConv` columns into `xc` (one kernel on CUDA for n <= 8).
    */
-  linearConv1dStep(a: {
-    x: Ptr;
-    ldx?: number;
-    w: Ptr;
-    wdtype: WeightDType;
-    bias: Ptr;
-    n: number;
-    inF: number;
-    outF: number;
-    y: Ptr;
-    ldy?: number;
-    convW: Ptr;
-    convBias: Ptr;
-    convState: Ptr;
-    dConv: number;
-    k: number;
-    xc: Ptr;
-    ldo?: number;
-  }): void {
+  linearConv1dStep(
+    a: LinearArgs & {
+      convW: Ptr;
+      convBias: Ptr;
+      convState: Ptr;
+      dConv: number;
+      k: number;
+      xc: Ptr;
+      ldo?: number;
+    },
+  ): void {
     check(
       this.#lib.mb_linear_conv1d_step(
         this.#c,
@@ -481,31 +528,17 @@ export class Backend {
    * when given, is added to delta before the softplus (dt_proj's bias, mamba_ssm's delta_bias).
    * `yBf16`, when given, receives y as bfloat16 bits (row r at r * ldy); `y` may then be null.
    */
-  selectiveScan(a: {
-    u: Ptr;
-    ldu: number;
-    delta: Ptr;
-    ldDelta: number;
-    deltaBias?: Ptr;
-    A: Ptr;
-    B: Ptr;
-    ldb: number;
-    C: Ptr;
-    ldc: number;
-    D: Ptr;
-    z: Ptr;
-    ldz: number;
-    state: Ptr;
-    statesAll: Ptr;
-    batch: number;
-    len: number;
-    d: number;
-    n: number;
-    deltaSoftplus: boolean;
-    y: Ptr;
-    ldy: number;
-    yBf16?: Ptr;
-  }): void {
+  selectiveScan(
+    a: ScanOperands & {
+      delta: Ptr;
+      ldDelta: number;
+      deltaBias?: Ptr;
+      statesAll: Ptr;
+      batch: number;
+      len: number;
+      yBf16?: Ptr;
+    },
+  ): void {
     check(
       this.#lib.mb_selective_scan(
         this.#c,
@@ -543,32 +576,7 @@ export class Backend {
    * then {@link Backend.selectiveScan} over one position with it. `deltaOut` (batch, d), when
    * given, receives delta (required with {@link FLAG_UNFUSED_STEPS}).
    */
-  stateUpdateDt(a: {
-    u: Ptr;
-    ldu: number;
-    xDbl: Ptr;
-    ldXDbl: number;
-    dtW: Ptr;
-    wdtype: WeightDType;
-    dtBias: Ptr;
-    dtRank: number;
-    A: Ptr;
-    B: Ptr;
-    ldb: number;
-    C: Ptr;
-    ldc: number;
-    D: Ptr;
-    z: Ptr;
-    ldz: number;
-    state: Ptr;
-    batch: number;
-    d: number;
-    n: number;
-    deltaSoftplus: boolean;
-    deltaOut: Ptr;
-    y: Ptr;
-    ldy: number;
-  }): void {
+  stateUpdateDt(a: ScanOperands & DtProjOperands & { batch: number; deltaOut: Ptr }): void {
     check(
       this.#lib.mb_selective_state_update_dt(
         this.#c,
@@ -607,34 +615,14 @@ export class Backend {
    * `statesAll` (batch, len, d, n), when given, receives the state after every position
    * (speculative verification resumes from any of them). `deltaOut` is (batch * len, d).
    */
-  scanDt(a: {
-    u: Ptr;
-    ldu: number;
-    xDbl: Ptr;
-    ldXDbl: number;
-    dtW: Ptr;
-    wdtype: WeightDType;
-    dtBias: Ptr;
-    dtRank: number;
-    A: Ptr;
-    B: Ptr;
-    ldb: number;
-    C: Ptr;
-    ldc: number;
-    D: Ptr;
-    z: Ptr;
-    ldz: number;
-    state: Ptr;
-    statesAll: Ptr;
-    batch: number;
-    len: number;
-    d: number;
-    n: number;
-    deltaSoftplus: boolean;
-    deltaOut: Ptr;
-    y: Ptr;
-    ldy: number;
-  }): void {
+  scanDt(
+    a: ScanOperands & DtProjOperands & {
+      statesAll: Ptr;
+      batch: number;
+      len: number;
+      deltaOut: Ptr;
+    },
+  ): void {
     check(
       this.#lib.mb_selective_scan_dt(
         this.#c,
