@@ -204,16 +204,7 @@ static void t_embedding(void) {
   for (int di = 0; di < 2; di++)
     for (int dt = 0; dt < 2; dt++) {
       int64_t d = dims[di], n = 11;
-      float *tab = hrand(vocab * d, -2, 2);
-      pair T;
-      if (dt == MB_DTYPE_BF16) {
-        uint16_t *tb = (uint16_t *)malloc((size_t)(vocab * d) * 2);
-        for (int64_t i = 0; i < vocab * d; i++) tb[i] = f2bf(tab[i]);
-        T = pnew(tb, (size_t)(vocab * d) * 2);
-        free(tb);
-      } else {
-        T = pf(tab, vocab * d);
-      }
+      pair T = weights(vocab, d, dt, -2, 2);
       int32_t ids[11];
       for (int i = 0; i < 11; i++) ids[i] = (int32_t)(rnd64() % vocab);
       ids[0] = 0;
@@ -224,7 +215,7 @@ static void t_embedding(void) {
       char cfg[64];
       snprintf(cfg, sizeof cfg, "d=%lld %s", (long long)d, dt ? "bf16" : "f32");
       check("embedding", cfg, "out", rel_all(&O), 0);
-      pfree(&T), pfree(&I), pfree(&O), free(tab);
+      pfree(&T), pfree(&I), pfree(&O);
     }
 }
 
