@@ -298,15 +298,21 @@ static dim3 ew_grid(int64_t cols, int64_t n) {
   return dim3(mbcuda_blocks(cols, EW_THREADS), (unsigned)(groups < 65535 ? groups : 65535));
 }
 
-/* out (n, k) bf16, dense = x (n rows of k floats at ld ldx), rounded (any alignment). */
-__global__ void k_to_bf16(const float *__restrict__ x, int64_t ldx, int64_t n, int64_t k,
-                          __nv_bfloat16 *__restrict__ out) {
+/* fp32 <-> bf16 bits, by the output type: rounded to nearest even, or widened (exact). */
+__device__ __forceinline__ uint16_t ew_convert(float v, uint16_t *) { return mb_f32_to_bf16(v); }
+__device__ __forceinline__ float ew_convert(uint16_t v, float *) { return mb_bf16_to_f32(v); }
+
+/* out (n, k), dense = x (n rows of k values at ld ldx), converted (any alignment): fp32 rows to
+ * bf16 for mb_linear's tensor-core path, bf16 rows to fp32 for mb_linear_bf16's other paths. */
+template <typename TI, typename TO>
+__global__ void k_convert_rows(const TI *__restrict__ x, int64_t ldx, int64_t n, int64_t k,
+                               TO *__restrict__ out) {
   MB_PDL_ENTRY();
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (c >= k) return;
   for (int64_t r0 = (int64_t)blockIdx.y * EW_ROWS; r0 < n; r0 += (int64_t)gridDim.y * EW_ROWS) {
     const int64_t r1 = r0 + EW_ROWS < n ? r0 + EW_ROWS : n;
-    for (int64_t r = r0; r < r1; r++) out[r * k + c] = __float2bfloat16_rn(x[r * ldx + c]);
+    for (int64_t r = r0; r < r1; r++) out[r * k + c] = ew_convert(x[r * ldx + c], out);
   }
 }
 
@@ -318,14 +324,8 @@ __global__ void k_to_bf16_v4(const float *__restrict__ x, int64_t ldx, int64_t n
   if (c >= k4) return;
   for (int64_t r0 = (int64_t)blockIdx.y * EW_ROWS; r0 < n; r0 += (int64_t)gridDim.y * EW_ROWS) {
     const int64_t r1 = r0 + EW_ROWS < n ? r0 + EW_ROWS : n;
-    for (int64_t r = r0; r < r1; r++) {
-      float4 v = *(const float4 *)(x + r * ldx + 4 * c);
-      __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
-      uint2 o;
-      o.x = *(uint32_t *)&a;
-      o.y = *(uint32_t *)&b;
-      *(uint2 *)(out + 4 * (r * k4 + c)) = o;
-    }
+    for (int64_t r = r0; r < r1; r++)
+      *(uint2 *)(out + 4 * (r * k4 + c)) = mb_f32x4_to_bf16(*(const float4 *)(x + r * ldx + 4 * c));
   }
 }
 
@@ -377,7 +377,7 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
       MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, xb);
     else
-      MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16, ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, xb);
+      MBCUDA_LAUNCH("linear (x to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)xb);
     BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
                             CUDA_R_16BF, (int)in_f, xb, CUDA_R_16BF, (int)in_f, &beta, y,
                             CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
@@ -396,18 +396,6 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   return MB_OK;
 }
 
-/* out (n, k) fp32, dense = x (n rows of k bf16 bits at ld ldx), widened (exact). */
-__global__ void k_bf16_to_f32(const uint16_t *__restrict__ x, int64_t ldx, int64_t n, int64_t k,
-                              float *__restrict__ out) {
-  MB_PDL_ENTRY();
-  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (c >= k) return;
-  for (int64_t r0 = (int64_t)blockIdx.y * EW_ROWS; r0 < n; r0 += (int64_t)gridDim.y * EW_ROWS) {
-    const int64_t r1 = r0 + EW_ROWS < n ? r0 + EW_ROWS : n;
-    for (int64_t r = r0; r < r1; r++) out[r * k + c] = mb_bf16_to_f32(x[r * ldx + c]);
-  }
-}
-
 /* mb_linear_bf16: bf16 weights and n > 8 take x to the tensor cores as it is (the GEMM of
  * mb_linear's bf16 path, without its conversion pass); otherwise x is widened into the scratch
  * and mb_linear runs (its fp32-weight GEMM and its GEMV use no scratch of their own). */
@@ -420,7 +408,7 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
     void *scr = NULL;
     int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * sizeof(float), "linear_bf16", &scr);
     if (rc) return rc;
-    MBCUDA_LAUNCH("linear_bf16 (x to fp32)", k_bf16_to_f32, ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (float *)scr);
+    MBCUDA_LAUNCH("linear_bf16 (x to fp32)", (k_convert_rows<uint16_t, float>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (float *)scr);
     return mbcuda_linear(ctx, (const float *)scr, in_f, w, wdtype, bias, n, in_f, out_f, y, ldy);
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)

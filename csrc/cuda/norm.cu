@@ -10,6 +10,12 @@
 
 #include "cuda_internal.cuh"
 
+/* Element c of a normed row: into the fp32 row and/or its bf16 copy (either may be NULL). */
+__device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t c, float o) {
+  if (orow) orow[c] = o;
+  if (brow) brow[c] = mb_f32_to_bf16(o);
+}
+
 __global__ void k_add_norm(const float *x, float *residual, int accumulate,
                            const float *__restrict__ weight, const float *__restrict__ bias,
                            int norm_kind, float eps, int64_t d, float *out, uint16_t *out_bf16) {
@@ -43,8 +49,7 @@ __global__ void k_add_norm(const float *x, float *residual, int accumulate,
   for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
     float o = (rr[c] - mean) * rstd * weight[c];
     if (bias) o += bias[c];
-    if (orow) orow[c] = o;
-    if (brow) brow[c] = mb_f32_to_bf16(o);
+    norm_store(orow, brow, c, o);
   }
 }
 
@@ -101,10 +106,7 @@ __global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
 #pragma unroll
   for (int i = 0; i < VPT; i++) {
     int64_t c = threadIdx.x + (int64_t)i * blockDim.x;
-    if (c >= d) continue;
-    const float o = (rv[i] - mean) * rstd * wv[i] + bv[i];
-    if (orow) orow[c] = o;
-    if (brow) brow[c] = mb_f32_to_bf16(o);
+    if (c < d) norm_store(orow, brow, c, (rv[i] - mean) * rstd * wv[i] + bv[i]);
   }
 }
 

@@ -5,6 +5,24 @@
  * @module
  */
 
+/** mb_linear's signature, which mb_linear_bf16 shares (its x holds bf16 bits). */
+const LINEAR = {
+  parameters: [
+    "pointer", // ctx
+    "pointer", // x
+    "i64", // ldx
+    "pointer", // w
+    "i32", // wdtype
+    "pointer", // bias
+    "i64", // n
+    "i64", // in_f
+    "i64", // out_f
+    "pointer", // y
+    "i64", // ldy
+  ],
+  result: "i32",
+} as const;
+
 /**
  * The symbol table: one entry per function of the C ABI (csrc/include/mambabyte.h), same order;
  * tests/abi_header_test.ts holds it to the header (names, argument kinds, result). Entries named
@@ -55,38 +73,8 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
-  mb_linear: {
-    parameters: [
-      "pointer", // ctx
-      "pointer", // x
-      "i64", // ldx
-      "pointer", // w
-      "i32", // wdtype
-      "pointer", // bias
-      "i64", // n
-      "i64", // in_f
-      "i64", // out_f
-      "pointer", // y
-      "i64", // ldy
-    ],
-    result: "i32",
-  },
-  mb_linear_bf16: {
-    parameters: [
-      "pointer", // ctx
-      "pointer", // x (bf16)
-      "i64", // ldx
-      "pointer", // w
-      "i32", // wdtype
-      "pointer", // bias
-      "i64", // n
-      "i64", // in_f
-      "i64", // out_f
-      "pointer", // y
-      "i64", // ldy
-    ],
-    result: "i32",
-  },
+  mb_linear: LINEAR,
+  mb_linear_bf16: LINEAR, // x as bf16 bits
   mb_causal_conv1d: {
     parameters: [
       "pointer", // ctx
