@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Times the chunked selective scan (forward + backward) on the GPU and profiles it.
+"""Times the training scan (forward + backward) on the GPU: the chunked PyTorch scan at each
+--chunk, and scan_cuda.cu's kernels (peers in the same run); --profile lists the chunked scan's kernels.
 
-    python3 tools/train/bench_scan.py [--b 32 --l 512 --di 1024 --chunk 32]
+    python3 tools/train/bench_scan.py [--b 32 --l 512 --di 768 --chunk 32]
 """
 import argparse
 import os
@@ -18,9 +19,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--b", type=int, default=32)
     ap.add_argument("--l", type=int, default=512)
-    ap.add_argument("--di", type=int, default=1024)
+    ap.add_argument("--di", type=int, default=768)
     ap.add_argument("--n", type=int, default=16)
-    ap.add_argument("--chunk", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--chunk", type=int, nargs="+", default=[32])
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
     dev = torch.device("cuda")
@@ -32,10 +33,17 @@ def main():
     B = torch.randn(b, l, n, device=dev, requires_grad=True)
     C = torch.randn(b, l, n, device=dev, requires_grad=True)
     D = torch.randn(di, device=dev, requires_grad=True)
-    for T in a.chunk:
+    impls = [(f"chunk {T}", lambda T=T: train.selective_scan_chunked(x, delta, A, B, C, D, chunk=T))
+             for T in a.chunk]
+    if train.cuda_scan_lib() is not None:
+        impls.append(("scan_cuda.cu", lambda: train.selective_scan_cuda(x, delta, A, B, C, D)))
+    else:
+        print("scan_cuda.cu unavailable:", train._CUDA_SCAN.get("error"), flush=True)
+    for label, scan in impls:
         def run():
-            y, s = train.selective_scan_chunked(x, delta, A, B, C, D, chunk=T)
+            y, s = scan()
             (y.square().mean() + s.mean()).backward()
+        torch.cuda.reset_peak_memory_stats()
         for _ in range(3):
             run()
         torch.cuda.synchronize()
@@ -43,7 +51,7 @@ def main():
         for _ in range(5):
             run()
         torch.cuda.synchronize()
-        print(f"b{b} l{l} di{di} n{n} chunk {T}: {(time.time() - t) / 5 * 1000:.1f} ms fwd+bwd, "
+        print(f"b{b} l{l} di{di} n{n} {label}: {(time.time() - t) / 5 * 1000:.1f} ms fwd+bwd, "
               f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB", flush=True)
     if a.profile:
         from torch.profiler import ProfilerActivity, profile

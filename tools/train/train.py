@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train small byte-level MambaByte models in plain PyTorch (no mamba_ssm, no custom kernels).
+"""Train small byte-level MambaByte models in PyTorch (no mamba_ssm).
 
 Architecture (exactly the toolkit's): byte embedding (256, d); n_layer blocks
 ``residual = h + residual`` (fp32), ``h = LayerNorm(residual)`` (with bias), ``h = Mixer(h)``;
@@ -11,6 +11,11 @@ all chunks at once (from a zero state), the cumulative decay inside each chunk i
 (<= 1, cannot overflow), and a loop over the chunks carries the state:
 h = H_local + P * h_chunk_start. About T + L/T Python steps instead of L. ``--self_test`` checks it
 against the sequential definition (values and gradients, float64).
+
+On a CUDA device (``--scan auto``, the default) the fp32 scan runs instead in this folder's
+``scan_cuda.cu`` (forward and backward kernels, states in registers; built once with nvcc, loaded by
+ctypes; ``--self_test`` holds it to the same float64 definition). ``--scan chunked`` keeps the
+PyTorch scan everywhere.
 
 Output: ``<out_dir>/<name>.safetensors`` with the mamba_ssm names (backbone.embedding.weight,
 backbone.layers.{i}.norm.{weight,bias}, backbone.layers.{i}.mixer.*, backbone.norm_f.{weight,bias},
@@ -35,9 +40,13 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 import time
+import ctypes
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -106,6 +115,90 @@ def selective_scan_chunked(x, delta, A, B, C, D, chunk=32, h0=None):
     return y + x * D, carry
 
 
+_CUDA_SCAN: dict = {}
+
+
+def cuda_scan_lib():
+    """scan_cuda.cu built with nvcc for this GPU (once: cached by the source's hash under
+    $MB_TRAIN_CACHE or the temp folder) and loaded; None with the reason in _CUDA_SCAN["error"]."""
+    if "lib" in _CUDA_SCAN or "error" in _CUDA_SCAN:
+        return _CUDA_SCAN.get("lib")
+    try:
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scan_cuda.cu")
+        major, minor = torch.cuda.get_device_capability()
+        key = hashlib.sha256(open(src, "rb").read() + f"sm_{major}{minor}".encode()).hexdigest()[:16]
+        so = os.path.join(os.environ.get("MB_TRAIN_CACHE", tempfile.gettempdir()), f"mbt_scan_{key}.so")
+        if not os.path.exists(so):
+            nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+            tmp = f"{so}.{os.getpid()}.tmp"  # parallel runs: each builds its own, the rename is atomic
+            subprocess.run([nvcc, "-O3", "-shared", "-Xcompiler", "-fPIC", f"-arch=sm_{major}{minor}", "-o", tmp,
+                            src], check=True, capture_output=True)
+            os.replace(tmp, so)
+        lib = ctypes.CDLL(so)
+        P, I64 = ctypes.c_void_p, ctypes.c_int64
+        lib.mbt_scan_fwd.argtypes = [P] * 10 + [I64, I64, I64, ctypes.c_int, P]
+        lib.mbt_scan_bwd.argtypes = [P] * 17 + [I64, I64, I64, ctypes.c_int, P]
+        lib.mbt_scan_fwd.restype = lib.mbt_scan_bwd.restype = lib.mbt_scan_max_state.restype = ctypes.c_int
+        _CUDA_SCAN["lib"] = lib
+    except (OSError, subprocess.CalledProcessError, RuntimeError) as e:
+        err = getattr(e, "stderr", b"") or b""
+        _CUDA_SCAN["error"] = f"{type(e).__name__}: {e} {err.decode(errors='replace')[-400:]}".strip()
+    return _CUDA_SCAN.get("lib")
+
+
+def _ptr(t):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+class _CudaScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, delta, A, B, C, D, h0, keep_states):
+        lib = cuda_scan_lib()
+        b, l, d = x.shape
+        n = A.shape[1]
+        y, last = torch.empty_like(x), x.new_empty(b, d, n)
+        hs = x.new_empty(b, l, d, n) if keep_states else None
+        stream = ctypes.c_void_p(torch.cuda.current_stream(x.device).cuda_stream)
+        rc = lib.mbt_scan_fwd(*map(_ptr, (x, delta, A, B, C, D, h0, y, last, hs)), b, l, d, n, stream)
+        if rc != 0:
+            raise RuntimeError(f"scan_cuda forward failed ({rc})")
+        ctx.save_for_backward(x, delta, A, B, C, D, h0, hs)
+        return y, last
+
+    @staticmethod
+    def backward(ctx, dy, dlast):
+        x, delta, A, B, C, D, h0, hs = ctx.saved_tensors
+        lib = cuda_scan_lib()
+        b, l, d = x.shape
+        n = A.shape[1]
+        dy = torch.zeros_like(x) if dy is None else dy.contiguous()
+        dlast = None if dlast is None else dlast.contiguous()
+        G = (d + 31) // 32
+        du, ddelta = torch.empty_like(x), torch.empty_like(x)
+        dA_part, dD_part = x.new_empty(b, d, n), x.new_empty(b, d)
+        dB_part, dC_part = x.new_empty(b, l, G, n), x.new_empty(b, l, G, n)
+        dh0 = None if h0 is None else torch.empty_like(h0)
+        stream = ctypes.c_void_p(torch.cuda.current_stream(x.device).cuda_stream)
+        rc = lib.mbt_scan_bwd(*map(_ptr, (x, delta, A, B, C, D, h0, hs, dy, dlast, du, ddelta, dA_part, dB_part,
+                                          dC_part, dD_part, dh0)), b, l, d, n, stream)
+        if rc != 0:
+            raise RuntimeError(f"scan_cuda backward failed ({rc})")
+        return du, ddelta, dA_part.sum(0), dB_part.sum(2), dC_part.sum(2), dD_part.sum(0), dh0, None
+
+
+def cuda_scan_usable(x, n) -> bool:
+    return x.is_cuda and x.dtype == torch.float32 and cuda_scan_lib() is not None and \
+        n <= _CUDA_SCAN["lib"].mbt_scan_max_state()
+
+
+def selective_scan_cuda(x, delta, A, B, C, D, h0=None):
+    """selective_scan_ref's result from scan_cuda.cu (fp32 CUDA tensors, d_state <= 16)."""
+    ins = [x, delta, A, B, C, D] + ([h0] if h0 is not None else [])
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in ins)
+    c = [t.contiguous() for t in (x, delta, A, B, C, D)]
+    return _CudaScan.apply(*c, None if h0 is None else h0.contiguous(), keep)
+
+
 # ----------------------------------------------------------------------------------------------
 # Model
 # ----------------------------------------------------------------------------------------------
@@ -125,6 +218,7 @@ class ModelArgs:
     norm: str = "layernorm"  # layernorm (MambaByte) | rmsnorm (transformers' Mamba)
     tie: bool = False  # lm_head shares the embedding (transformers' default)
     emb_dropout: float = 0.0  # dropout on the embedding output
+    scan: str = "chunked"  # chunked (PyTorch) | cuda (scan_cuda.cu, fp32 on a CUDA device)
 
     def __post_init__(self):
         if self.dt_rank <= 0:
@@ -167,7 +261,9 @@ class Mixer(nn.Module):
             A = -torch.exp(self.A_log.to(sdt))
             args = (x.to(sdt), delta, A, Bm.to(sdt), Cm.to(sdt), self.D.to(sdt))
             h0 = None if state is None else state[1]
-            if a.ckpt_scan and torch.is_grad_enabled() and h0 is None:
+            if a.scan == "cuda" and cuda_scan_usable(args[0], n):
+                y, last = selective_scan_cuda(*args, h0=h0)
+            elif a.ckpt_scan and torch.is_grad_enabled() and h0 is None:
                 from torch.utils.checkpoint import checkpoint
 
                 y, last = checkpoint(selective_scan_chunked, *args, a.chunk, use_reentrant=False)
@@ -349,6 +445,38 @@ def self_test(device) -> int:
         g1 = torch.autograd.grad((y1 * gy).sum() + (s1 * gs).sum(), ins)
         g2 = torch.autograd.grad((y2 * gy).sum() + (s2 * gs).sum(), ins)
         report("  gradients", max(float((p - q).abs().max()) for p, q in zip(g1, g2)), 1e-9)
+
+    if device.type == "cuda" and cuda_scan_lib() is None:
+        report(f"scan_cuda.cu builds and loads ({_CUDA_SCAN['error']})", 1.0, 0)
+    elif device.type == "cuda":
+        print("[self_test] scan_cuda.cu (fp32) vs sequential definition (float64); error / max |reference|",
+              flush=True)
+        for (b, l, di, n, with_h0) in [(2, 37, 8, 4, False), (1, 64, 40, 16, True), (3, 5, 4, 3, True),
+                                       (2, 300, 70, 16, False), (1, 1, 33, 16, True), (4, 128, 256, 16, True)]:
+            x = torch.randn(b, l, di, dtype=f64, device=device)
+            delta = F.softplus(torch.randn(b, l, di, dtype=f64, device=device) - 1.0)
+            A = -torch.exp(torch.randn(di, n, dtype=f64, device=device) + 1.0)
+            Bm, Cm = torch.randn(b, l, n, dtype=f64, device=device), torch.randn(b, l, n, dtype=f64, device=device)
+            Dv = torch.randn(di, dtype=f64, device=device)
+            h0 = torch.randn(b, di, n, dtype=f64, device=device) if with_h0 else None
+            ins64 = [t.requires_grad_() for t in [x, delta, A, Bm, Cm, Dv] + ([h0] if with_h0 else [])]
+            ins32 = [t.detach().float().requires_grad_() for t in ins64]
+            y1, s1 = selective_scan_ref(*ins64[:6], h0)
+            y2, s2 = selective_scan_cuda(*ins32[:6], h0=ins32[6] if with_h0 else None)
+            rel = lambda p, q: float((p.double() - q).abs().max() / q.abs().max().clamp_min(1e-30))  # noqa: E731
+            report(f"values b{b} l{l} di{di} n{n} h0={with_h0}", max(rel(y2, y1), rel(s2, s1)), 2e-5)
+            gy, gs = torch.randn_like(y1), torch.randn_like(s1)
+            g1 = torch.autograd.grad((y1 * gy).sum() + (s1 * gs).sum(), ins64)
+            g2 = torch.autograd.grad((y2 * gy.float()).sum() + (s2 * gs.float()).sum(), ins32)
+            names = ["x", "delta", "A", "B", "C", "D", "h0"]
+            report("  gradients (" + ", ".join(names[: len(g1)]) + ")", max(rel(q, p) for p, q in zip(g1, g2)), 1e-4)
+        with torch.no_grad():  # no states kept without gradients; same values
+            x, dl = torch.randn(2, 50, 48, device=device), F.softplus(torch.randn(2, 50, 48, device=device))
+            A = -torch.exp(torch.randn(48, 16, device=device))
+            Bm, Cm, Dv = torch.randn(2, 50, 16, device=device), torch.randn(2, 50, 16, device=device), torch.randn(48, device=device)
+            y1, _ = selective_scan_ref(x.double(), dl.double(), A.double(), Bm.double(), Cm.double(), Dv.double())
+            y2, _ = selective_scan_cuda(x, dl, A, Bm, Cm, Dv)
+            report("no_grad values", float((y2.double() - y1).abs().max() / y1.abs().max()), 2e-5)
 
     print("[self_test] model: one forward vs segments with carried state; checkpointed scan", flush=True)
     a = ModelArgs(d_model=32, n_layer=2, chunk=8)
@@ -549,6 +677,9 @@ def parse_args(argv=None):
                         "MambaForCausalLM names, tokenizer.json) here")
     p.add_argument("--save_dtype", choices=["float32", "bfloat16"], default=None)
     p.add_argument("--ckpt_scan", choices=["on", "off"], default=None, help="recompute the scan in backward")
+    p.add_argument("--scan", choices=["auto", "cuda", "chunked"], default="auto",
+                   help="the selective scan: scan_cuda.cu's kernels (fp32, CUDA) or the chunked PyTorch scan; "
+                        "auto: cuda on a CUDA device when nvcc can build it")
     p.add_argument("--min_lr_ratio", type=float, default=0.1)
     p.add_argument("--weight_decay", type=float, default=0.1)
     p.add_argument("--grad_clip", type=float, default=1.0)
@@ -640,9 +771,19 @@ def main(argv=None) -> int:
 
     # Model
     torch.manual_seed(args.seed)
+    scan = "chunked"
+    if args.scan != "chunked" and device.type == "cuda":
+        scan = "cuda" if cuda_scan_lib() is not None else "chunked"
+        if scan == "chunked":
+            print(f"[{name}] scan_cuda.cu unavailable, the chunked scan runs: {_CUDA_SCAN['error']}", flush=True)
+            if args.scan == "cuda":
+                return 1
+    elif args.scan == "cuda":
+        print("error: --scan cuda needs a CUDA device", file=sys.stderr)
+        return 2
     margs = ModelArgs(d_model=cfg["d_model"], n_layer=cfg["n_layer"], chunk=cfg["chunk"], dropout=cfg["dropout"],
                       ckpt_scan=cfg["ckpt_scan"], vocab_size=vocab_size, norm=cfg["norm"], tie=cfg["tie"],
-                      emb_dropout=cfg["emb_dropout"])
+                      emb_dropout=cfg["emb_dropout"], scan=scan)
     model = MambaLM(margs).to(device)
     n_params = count_params(model)
     decay, no_decay = [], []
