@@ -9,7 +9,8 @@
 # mod.ts tests/cuda_model_test.ts tests/speculative_test.ts scripts/bench_spec.ts), put the models
 # of tools/device/train_spec.sh in pretrained_models/ (the target rejoined from its parts), then
 # run with carry [".gpu"]:  bash tools/device/spec_session.sh
-# Limits (seconds): TEST_T (120 per test file), BENCH_T (360). BENCH_ARGS adds bench:spec flags.
+# Limits (seconds): TEST_T (120 per test file), BENCH_T (360). BENCH_ARGS adds bench:spec flags;
+# SPEC_TESTS names the test files (default: both above).
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/spec_session_out}"
@@ -34,7 +35,7 @@ echo "rc=$?" >>"$OUT/ops.log"
 grep -E "^(scan_dt|linear rows|conv=steps)" "$OUT/ops.log" | tee -a "$OUT/steps.txt"
 grep -E "FAIL|FATAL|cases|rc=" "$OUT/ops.log" | tee -a "$OUT/steps.txt"
 
-for t in tests/cuda_model_test.ts tests/speculative_test.ts; do
+for t in ${SPEC_TESTS:-tests/cuda_model_test.ts tests/speculative_test.ts}; do
   step "$t"
   timeout "${TEST_T:-120}" deno test --cached-only --no-check --allow-all "$t" >"$OUT/$(basename "$t").log" 2>&1
   echo "rc=$?" >>"$OUT/$(basename "$t").log"

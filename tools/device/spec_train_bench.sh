@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # spec_train_bench.sh — the speculative-decoding models trained and measured in one GPU call:
 # tools/device/train_spec.sh with PARALLEL=1 over Tiny Shakespeare (two or three models at a time,
-# MIN minutes in all, default 6.6), the results placed in pretrained_models/, then
+# MIN minutes in all, default 4.5), the results placed in pretrained_models/, then
 # tools/device/spec_session.sh (build, the CUDA checks, bench:spec on CUDA with the trained target
 # and both drafters).
 # The corpus must be in the tree: copy tinyshakespeare.txt to .gpu/ (carried) first.
@@ -16,9 +16,9 @@ DATA="${DATA:-.gpu/tinyshakespeare.txt}"
 [ -f "$DATA" ] || { echo "no $DATA: copy tinyshakespeare.txt there and carry .gpu"; exit 1; }
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
-PARALLEL=1 bash tools/device/train_spec.sh "$DATA" "$WORK/train" "${MIN:-6.6}"
+PARALLEL=1 bash tools/device/train_spec.sh "$DATA" "$WORK/train" "${MIN:-4.5}"
 cp -r "$WORK/train/pretrained_models/." pretrained_models/
-OUT="$WORK/session" BENCH_ARGS="--devices cuda --repeats 1 ${BENCH_ARGS:-}" \
+OUT="$WORK/session" SPEC_TESTS="${SPEC_TESTS:-tests/cuda_model_test.ts}" BENCH_ARGS="--devices cuda --repeats 1 ${BENCH_ARGS:-}" \
   bash tools/device/spec_session.sh
 PM=pretrained_models
 for f in small.safetensors small.json spec/draft_bytes.safetensors spec/draft_bytes.json \

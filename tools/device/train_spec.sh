@@ -4,8 +4,9 @@
 #
 #   bash tools/device/train_spec.sh <tinyshakespeare.txt> <outdir> [minutes]
 #
-# PARALLEL=1 trains them two or three at a time in two phases of 0.47 x [minutes] each (what the
-# repository's models were made with: PARALLEL=1 ... 6.6).
+# PARALLEL=1 trains them all at once, each capped at 0.9 x [minutes], with two more candidates
+# for small (small and small_deep with dropout 0.4 and 900 steps): what tools/device/
+# spec_train_bench.sh runs. train.py uses its CUDA scan (tools/train/scan_cuda.cu) on the GPU.
 # Trains one after the other (tools/train/train.py; each with --max_minutes and
 # --fit_steps_to_time, shares of [minutes], default 7):
 #   1. small       448 x 6  (8.1M)  and small_deep 320 x 10 (6.7M), both with embedding dropout and
@@ -60,21 +61,16 @@ run() { # name preset minutes [flags...]
 
 rc_all=0
 if [ "${PARALLEL:-0}" = 1 ]; then
-  # Two at a time on the one GPU (each alone leaves most of an H200 idle), in two phases of
-  # 0.47 x [minutes]; pairs chosen by memory (the target's chunked scan takes ~76 GB, small and
-  # small_deep ~25 and ~37 GB). --fit_steps_to_time measures each run's speed under the shared load.
+  # All at once on the one GPU, each capped at 0.9 x [minutes]: with the CUDA training scan
+  # (tools/train/scan_cuda.cu) every run is short and mostly launch-bound, so the processes fill
+  # each other's gaps. Four candidates for `small` (the preset, its deeper sibling, and both with
+  # more dropout and steps); the selection split picks one.
   both() { local rc=0 p=(); for j in "$@"; do eval "$j" & p+=($!); done; for q in "${p[@]}"; do wait "$q" || rc=1; done; return $rc; }
-  both 'run target target "$(share 0.47)"' 'run draft_bytes draft_bytes "$(share 0.47)"' \
-    'run draft_subword draft_subword "$(share 0.2)" --hf_out "$PM/spec/draft_subword"' || rc_all=1
-  both 'run small small "$(share 0.47)"' 'run small_deep small_deep "$(share 0.47)"' || rc_all=1
-else
-  run small small "$(share 0.2)" || rc_all=1
-  run small_deep small_deep "$(share 0.2)" || rc_all=1
-  run target target "$(share 0.3)" || rc_all=1
-  run draft_bytes draft_bytes "$(share 0.12)" || rc_all=1
-  run draft_subword draft_subword "$(share 0.14)" --hf_out "$PM/spec/draft_subword" || rc_all=1
-fi
-
+  both 'run target target "$(share 0.9)"' 'run draft_bytes draft_bytes "$(share 0.9)"' \
+    'run draft_subword draft_subword "$(share 0.9)" --hf_out "$PM/spec/draft_subword"' \
+    'run small small "$(share 0.9)"' 'run small_deep small_deep "$(share 0.9)"' \
+    'run small_d04 small "$(share 0.9)" --dropout 0.4 --steps 900' \
+    'run small_deep_d04 small_deep "$(share 0.9)" --dropout 0.4 --steps 900' || rc_all=1
 echo "== choose small by the selection split; place the files"
 "$PY" - "$OUT/runs" "$PM" <<'PYEOF'
 import json, os, shutil, sys
@@ -82,10 +78,11 @@ runs, pm = sys.argv[1], sys.argv[2]
 def log(name):
     p = os.path.join(runs, name + ".json")
     return json.load(open(p)) if os.path.exists(p) else None
-cands = [(log(n)["best_selection_bits_per_byte"], n) for n in ("small", "small_deep") if log(n)]
+SMALL = ("small", "small_deep", "small_d04", "small_deep_d04")
+cands = [(log(n)["best_selection_bits_per_byte"], n) for n in SMALL if log(n)]
 if cands:
     best = min(cands)[1]
-    for n in ("small", "small_deep"):
+    for n in SMALL:
         l = log(n)
         if l:
             print(f"  {n}: selection {l['best_selection_bits_per_byte']:.4f}, held-out {l['held_out_bits_per_byte']:.4f}"
@@ -134,7 +131,7 @@ echo "== summary ($(($(date +%s) - T0)) s)"
 "$PY" - "$OUT/runs" <<'PYEOF'
 import json, os, sys
 print(f"{'model':14} {'params':>8} {'steps':>6} {'train s':>8} {'held-out bits/byte':>19}")
-for n in ("small", "small_deep", "target", "draft_bytes", "draft_subword"):
+for n in ("small", "small_deep", "small_d04", "small_deep_d04", "target", "draft_bytes", "draft_subword"):
     p = os.path.join(sys.argv[1], n + ".json")
     if os.path.exists(p):
         l = json.load(open(p))

@@ -639,7 +639,8 @@ PRESETS = {
                        dropout=0.3, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1, ema=0.99),
     # The target: clearly larger than small (22M params) and deep (24 layers: decoding one byte is 24
     # layers of small kernels on a GPU, where verifying 8 positions costs about what one step does).
-    "target": dict(d_model=384, n_layer=24, batch_size=32, seq_len=512, steps=400, lr=1e-3, warmup=60,
+    # 600 steps: ~0.17 s each alone on an H200 with the CUDA scan (0.66 s with the chunked one).
+    "target": dict(d_model=384, n_layer=24, batch_size=32, seq_len=512, steps=600, lr=1e-3, warmup=60,
                    dropout=0.25, save_dtype="bfloat16", chunk=32, ckpt_scan=False, emb_dropout=0.1, ema=0.99),
     # The byte-level drafter: 2 layers, so a drafting step costs a small part of a target step.
     "draft_bytes": dict(d_model=256, n_layer=2, batch_size=32, seq_len=512, steps=1000, lr=2e-3, warmup=100,
