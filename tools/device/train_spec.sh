@@ -71,6 +71,14 @@ if [ "${PARALLEL:-0}" = 1 ]; then
     'run small small "$(share 0.9)"' 'run small_deep small_deep "$(share 0.9)"' \
     'run small_d04 small "$(share 0.9)" --dropout 0.4 --steps 900' \
     'run small_deep_d04 small_deep "$(share 0.9)" --dropout 0.4 --steps 900' || rc_all=1
+else
+  run small small "$(share 0.2)" || rc_all=1
+  run small_deep small_deep "$(share 0.2)" || rc_all=1
+  run target target "$(share 0.3)" || rc_all=1
+  run draft_bytes draft_bytes "$(share 0.12)" || rc_all=1
+  run draft_subword draft_subword "$(share 0.14)" --hf_out "$PM/spec/draft_subword" || rc_all=1
+fi
+
 echo "== choose small by the selection split; place the files"
 "$PY" - "$OUT/runs" "$PM" <<'PYEOF'
 import json, os, shutil, sys
