@@ -82,6 +82,10 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     /* "0": off; "8": 8 positions per lane; else (default) 16 (527 against 547 us a layer at
      * 8192 positions on the H200, cuda_bench's scan rows, same run) */
     st->scan_tile = (e_tile && e_tile[0] == '0') ? 0 : (e_tile && !strcmp(e_tile, "8")) ? 8 : 16;
+    const char *e_rows = getenv("MAMBABYTE_CUDA_GEMV_ROWS");
+    st->gemv_rows = e_rows ? atoi(e_rows) : 0;
+    if (st->gemv_rows != 1 && st->gemv_rows != 2 && st->gemv_rows != 4 && st->gemv_rows != 8)
+      st->gemv_rows = 0;
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

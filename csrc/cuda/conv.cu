@@ -12,8 +12,35 @@
 #define CONV_KMAX 8
 
 
+/* One position of k_conv_seq: window positions t-(k-1) .. t are win[0..k-2] then xv. */
+__device__ __forceinline__ void conv_seq_pos(float (&win)[CONV_KMAX], const float (&wc)[CONV_KMAX],
+                                             float bc, int k, float xv, int64_t r, int64_t c,
+                                             int64_t d, float *__restrict__ out, int64_t ldo,
+                                             float *__restrict__ pre_out,
+                                             uint16_t *__restrict__ out_bf16) {
+  float acc = bc;
+#pragma unroll
+  for (int j = 0; j < CONV_KMAX; j++) {
+    if (j < k - 1) acc += wc[j] * win[j];
+    else if (j == k - 1) acc += wc[j] * xv;
+  }
+#pragma unroll
+  for (int j = 0; j < CONV_KMAX - 1; j++) {
+    if (j < k - 2) win[j] = win[j + 1];
+    else if (j == k - 2) win[j] = xv;
+  }
+  const float o = mb_silu(acc);
+  out[r * ldo + c] = o;
+  if (pre_out) pre_out[r * d + c] = acc;
+  if (out_bf16) out_bf16[r * d + c] = mb_f32_to_bf16(o);
+}
+
+#define CONV_SEQ_PRELOAD 8
+
 /* One thread per (b, c), sequential over t, the window in registers (k <= CONV_KMAX): one launch,
- * used for short lengths (decoding). */
+ * used for short lengths (decoding, verification). Up to CONV_SEQ_PRELOAD positions' inputs are
+ * loaded before the first is used (a verification pass of 8 positions waited on eight dependent
+ * loads one after the other). */
 __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
                            const float *__restrict__ bias, float *conv_state, int64_t batch,
                            int64_t len, int64_t d, int k, float *__restrict__ out, int64_t ldo,
@@ -31,25 +58,18 @@ __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float
   mb_pdl_wait();
 #pragma unroll
   for (int j = 0; j < CONV_KMAX; j++) win[j] = (j < k - 1 && st) ? st[j] : 0.f;
-  for (int64_t t = 0; t < len; t++) {
-    int64_t r = b * len + t;
-    float xv = x[r * ldx + c];
-    /* window positions t-(k-1) .. t: win[0..k-2] then xv */
-    float acc = bc;
+  if (len <= CONV_SEQ_PRELOAD) {
+    float xs[CONV_SEQ_PRELOAD];
 #pragma unroll
-    for (int j = 0; j < CONV_KMAX; j++) {
-      if (j < k - 1) acc += wc[j] * win[j];
-      else if (j == k - 1) acc += wc[j] * xv;
-    }
+    for (int t = 0; t < CONV_SEQ_PRELOAD; t++) xs[t] = t < len ? x[(b * len + t) * ldx + c] : 0.f;
 #pragma unroll
-    for (int j = 0; j < CONV_KMAX - 1; j++) {
-      if (j < k - 2) win[j] = win[j + 1];
-      else if (j == k - 2) win[j] = xv;
+    for (int t = 0; t < CONV_SEQ_PRELOAD; t++)
+      if (t < len) conv_seq_pos(win, wc, bc, k, xs[t], b * len + t, c, d, out, ldo, pre_out, out_bf16);
+  } else {
+    for (int64_t t = 0; t < len; t++) {
+      const int64_t r = b * len + t;
+      conv_seq_pos(win, wc, bc, k, x[r * ldx + c], r, c, d, out, ldo, pre_out, out_bf16);
     }
-    const float o = mb_silu(acc);
-    out[r * ldo + c] = o;
-    if (pre_out) pre_out[r * d + c] = acc;
-    if (out_bf16) out_bf16[r * d + c] = mb_f32_to_bf16(o);
   }
   if (st) {
 #pragma unroll

@@ -40,6 +40,8 @@ struct mbcuda_state {
   int pdl;               /* launch with programmatic dependent launch (MAMBABYTE_CUDA_PDL=0: off) */
   int scan_tile;         /* the parallel-in-time scan: positions per lane, 16 or 8
                           * (MAMBABYTE_CUDA_SCAN_TILE=8), 0 off (=0; A/B runs) */
+  int gemv_rows;         /* inputs per thread of the n <= 8 GEMV: 0 chosen by shape (default),
+                          * else fixed (MAMBABYTE_CUDA_GEMV_ROWS; A/B runs) */
   int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per
                            * context) */
   int sm_count;

@@ -114,21 +114,29 @@ __device__ __forceinline__ void prefetch_l2(const void *p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
-/* A group of G consecutive threads computes one output row for all N inputs (G = 256: the whole
- * block, reduced through shared memory; else blockDim.x / G rows per block). VEC: 16-byte loads
- * of w (EPC elements) and x (aligned, in_f a multiple of EPC, ldx a multiple of 4).
- * Before the PDL wait the first GEMV_UNROLL weight chunks of each thread are loaded and the rest
- * of its row prefetched into L2: the weights stream while the previous kernel finishes. */
+/* A group of G consecutive threads computes one output row for N of the inputs (G = 256: the
+ * whole block, reduced through shared memory; else blockDim.x / G rows per block). The n inputs
+ * are split into ceil(n / N) groups, one per block of a run of `jsplit` adjacent blocks that share
+ * their weight rows (so they meet in L2). An output element's arithmetic does not depend on N or
+ * the split: lane g of its group sums the same chunks in the same order, then the same reduction,
+ * so every split gives the bits of n = 1 (verification's bits are decoding's).
+ * VEC: 16-byte loads of w (EPC elements) and x (aligned, in_f a multiple of EPC, ldx a multiple
+ * of 4). Before the PDL wait the first GEMV_UNROLL weight chunks of each thread are loaded and the
+ * rest of its row prefetched into L2: the weights stream while the previous kernel finishes. */
 template <typename WT, int N, int G, bool VEC, bool CONV>
 __global__ void __launch_bounds__(256)
 k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
        const float *__restrict__ bias, int n, int64_t in_f, int64_t out_f, float *__restrict__ y,
-       int64_t ldy, ConvEpi ce) {
+       int64_t ldy, ConvEpi ce, int jsplit) {
   mb_pdl_trigger();
   constexpr int EPC = 16 / (int)sizeof(WT);
   const int rpb = blockDim.x / G;
   const int g = threadIdx.x % G;
-  int64_t row = (int64_t)blockIdx.x * rpb + threadIdx.x / G;
+  const int j0 = (int)(blockIdx.x % (unsigned)jsplit) * N; /* this block's first input */
+  x += j0 * ldx;
+  y += j0 * ldy;
+  n = min(N, n - j0);
+  int64_t row = (int64_t)(blockIdx.x / (unsigned)jsplit) * rpb + threadIdx.x / G;
   const bool valid = row < out_f;
   if (!valid) row = out_f - 1; /* keep the group's lanes in the shuffles */
   const WT *wr = w + row * in_f;
@@ -216,7 +224,7 @@ k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
       for (int i = 0; i < NW; i++) s += red[i][threadIdx.x];
       s += bias ? bias[row] : 0.f;
       y[threadIdx.x * ldy + row] = s;
-      if (conv) conv_epi(ce, cw, cb, threadIdx.x, row, s);
+      if (conv) conv_epi(ce, cw, cb, j0 + threadIdx.x, row, s);
     }
   } else {
     if (g == 0 && valid) {
@@ -225,7 +233,7 @@ k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
       for (int j = 0; j < N; j++)
         if (j < n) {
           y[j * ldy + row] = acc[j] + b;
-          if (conv) conv_epi(ce, cw, cb, j, row, acc[j] + b);
+          if (conv) conv_epi(ce, cw, cb, j0 + j, row, acc[j] + b);
         }
     }
   }
@@ -235,31 +243,57 @@ template <typename WT, int N, int G>
 static cudaError_t gemv_launch_g(mb_ctx *ctx, bool vec, const float *x, int64_t ldx, const WT *w,
                                  const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
                                  int64_t ldy, const ConvEpi &ce) {
+  const int jsplit = (n + N - 1) / N;
   int threads = 256;
   if (G < 256) { /* smaller blocks when there are few rows, so that every SM gets work */
     const int64_t want = 2 * (int64_t)mbcuda_st(ctx)->sm_count;
-    while (threads > 64 && threads > G && (out_f * G + threads - 1) / threads < want) threads >>= 1;
+    while (threads > 64 && threads > G && jsplit * ((out_f * G + threads - 1) / threads) < want)
+      threads >>= 1;
   }
   const int rpb = threads / G;
-  dim3 grid((unsigned)((out_f + rpb - 1) / rpb)), block((unsigned)threads);
+  dim3 grid((unsigned)(((out_f + rpb - 1) / rpb) * jsplit)), block((unsigned)threads);
   if (ce.w) { /* conv epilogue: its own instantiation, so plain GEMVs keep their registers */
     if (vec)
       return mbcuda_launch(ctx, k_gemv<WT, N, G, true, true>, grid, block, 0, x, ldx, w, bias, n,
-                           in_f, out_f, y, ldy, ce);
+                           in_f, out_f, y, ldy, ce, jsplit);
     return mbcuda_launch(ctx, k_gemv<WT, N, G, false, true>, grid, block, 0, x, ldx, w, bias, n,
-                         in_f, out_f, y, ldy, ce);
+                         in_f, out_f, y, ldy, ce, jsplit);
   }
   if (vec)
     return mbcuda_launch(ctx, k_gemv<WT, N, G, true, false>, grid, block, 0, x, ldx, w, bias, n,
-                         in_f, out_f, y, ldy, ce);
+                         in_f, out_f, y, ldy, ce, jsplit);
   return mbcuda_launch(ctx, k_gemv<WT, N, G, false, false>, grid, block, 0, x, ldx, w, bias, n,
-                       in_f, out_f, y, ldy, ce);
+                       in_f, out_f, y, ldy, ce, jsplit);
 }
 
-template <typename WT, int N>
-static cudaError_t gemv_launch_n(mb_ctx *ctx, const float *x, int64_t ldx, const WT *w,
-                                 const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
-                                 int64_t ldy, const ConvEpi &ce) {
+/* Inputs per thread, N: 1 when the split still fits in about two waves of the GPU's threads
+ * (small matrices: each thread's chain of dependent loads is what costs, so n = 8 in one thread
+ * took ~8 times a step's time), else more, up to 8 (large matrices: a split reads the weights
+ * once per block group, from L2). MAMBABYTE_CUDA_GEMV_ROWS=1|2|4|8 fixes it (A/B runs). */
+static int gemv_rows_per_thread(mb_ctx *ctx, int n, int64_t group_threads) {
+  const int fixed = mbcuda_st(ctx)->gemv_rows;
+  if (fixed > 0) return fixed < n ? fixed : n;
+  const int64_t cap = 2 * (int64_t)mbcuda_st(ctx)->sm_count * 2048;
+  int r = 1;
+  while (r < n && group_threads * ((n + r - 1) / r) > cap) r <<= 1;
+  return r;
+}
+
+template <typename WT, int G>
+static cudaError_t gemv_launch_rows(mb_ctx *ctx, bool vec, const float *x, int64_t ldx,
+                                    const WT *w, const float *bias, int n, int64_t in_f,
+                                    int64_t out_f, float *y, int64_t ldy, const ConvEpi &ce) {
+  const int r = gemv_rows_per_thread(ctx, n, out_f * G);
+  if (r <= 1) return gemv_launch_g<WT, 1, G>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+  if (r == 2) return gemv_launch_g<WT, 2, G>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+  if (r <= 4) return gemv_launch_g<WT, 4, G>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+  return gemv_launch_g<WT, 8, G>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+}
+
+template <typename WT>
+static cudaError_t gemv(mb_ctx *ctx, const float *x, int64_t ldx, const WT *w, const float *bias,
+                        int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
+                        const ConvEpi &ce) {
   constexpr int EPC = 16 / (int)sizeof(WT);
   const int64_t sms = mbcuda_st(ctx)->sm_count;
   bool vec = (in_f % EPC) == 0 && (ldx % 4) == 0 && ((uintptr_t)x % 16) == 0 &&
@@ -267,22 +301,12 @@ static cudaError_t gemv_launch_n(mb_ctx *ctx, const float *x, int64_t ldx, const
   int64_t units = vec ? in_f / EPC : in_f; /* loads per row */
   /* few rows (under ~16 per SM): a whole block per row, split over the inner dimension */
   if (out_f < 16 * sms && units >= 128)
-    return gemv_launch_g<WT, N, 256>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+    return gemv_launch_rows<WT, 256>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
   if (units >= 128)
-    return gemv_launch_g<WT, N, 32>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+    return gemv_launch_rows<WT, 32>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
   if (units >= 32)
-    return gemv_launch_g<WT, N, 8>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-  return gemv_launch_g<WT, N, 4>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-}
-
-template <typename WT>
-static cudaError_t gemv(mb_ctx *ctx, const float *x, int64_t ldx, const WT *w, const float *bias,
-                        int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
-                        const ConvEpi &ce) {
-  if (n == 1) return gemv_launch_n<WT, 1>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-  if (n == 2) return gemv_launch_n<WT, 2>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-  if (n <= 4) return gemv_launch_n<WT, 4>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-  return gemv_launch_n<WT, 8>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+    return gemv_launch_rows<WT, 8>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+  return gemv_launch_rows<WT, 4>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
 }
 
 /* ---- helpers for the cuBLAS path ------------------------------------------------------------- */

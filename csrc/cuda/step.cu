@@ -38,6 +38,7 @@ struct SsuDtArgs {
   float *y; int64_t ldy;
   int64_t len;        /* positions per sequence: 1 for the decoding step, more for mb_selective_scan_dt */
   float *states_all;  /* (batch, len, d, n) or NULL */
+  int tile;           /* positions staged at once (set by ssu_dt_launch_l: <= SSU_TILE) */
 };
 
 #define SSU_MAXC 4
@@ -64,8 +65,12 @@ __device__ __forceinline__ float wval(const uint16_t *w, int64_t i) { return mb_
 
 /* One block row per sequence b; positions t = 0..len-1 run in order, the state in registers
  * between them, each with the arithmetic of the one-position decoding step (mb_selective_scan_dt
- * gives every position the bits of mb_selective_state_update_dt: the same code runs both). */
-template <int L, typename WT>
+ * gives every position the bits of mb_selective_state_update_dt: the same code runs both).
+ * The rows of up to a.tile positions (x_dbl's first R columns, B, C; u and z in registers) are
+ * staged at once, with two barriers per tile instead of two per position: a verification pass
+ * of 8 positions waited on sixteen. */
+#define SSU_TILE 8
+template <int L, typename WT, int TILE> /* TILE: 1 (decoding: a step's registers) or SSU_TILE */
 __global__ void k_ssu_dt(SsuDtArgs a) {
   extern __shared__ __align__(16) float smem_ssu[];
   mb_pdl_trigger();
@@ -73,8 +78,8 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
   const int lane_c = threadIdx.x / L, gi = threadIdx.x % L, CB = blockDim.x / L;
   const int64_t b = blockIdx.y, c = (int64_t)blockIdx.x * CB + lane_c;
   const bool cok = c < a.d;
-  const int R = a.R, Rp = (R + 7) & ~7, NP = L * SCAN_P;
-  float *xs = smem_ssu, *sB = smem_ssu + Rp, *sC = sB + NP;
+  const int R = a.R, Rp = (R + 7) & ~7, NP = L * SCAN_P, TT = TILE == 1 ? 1 : a.tile;
+  float *xs = smem_ssu, *sB = smem_ssu + TT * Rp, *sC = sB + TT * NP;
   /* constants before the PDL wait */
   float Ac[SCAN_P];
 #pragma unroll
@@ -100,59 +105,73 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
     int s = gi * SCAN_P + p;
     h[p] = (cok && s < a.n) ? st[s] : 0.f;
   }
-  for (int64_t t = 0; t < a.len; t++) {
-    const int64_t r = b * a.len + t;
-    if (t > 0) __syncthreads(); /* every lane is done with the previous position's rows */
-    for (int e = threadIdx.x; e < Rp; e += blockDim.x) xs[e] = e < R ? a.xdbl[r * a.ldx + e] : 0.f;
-    for (int e = threadIdx.x; e < NP; e += blockDim.x) {
-      sB[e] = e < a.n ? a.Bm[r * a.ldb + e] : 0.f;
-      sC[e] = e < a.n ? a.Cm[r * a.ldc + e] : 0.f;
+  for (int64_t t0 = 0; t0 < a.len; t0 += TT) {
+    const int tn = TILE == 1 ? 1 : (int)min((int64_t)TT, a.len - t0);
+    const int64_t r0 = b * a.len + t0;
+    if (t0 > 0) __syncthreads(); /* every lane is done with the previous tile's rows */
+    for (int tt = 0; tt < tn; tt++) {
+      const int64_t r = r0 + tt;
+      for (int k = threadIdx.x; k < Rp; k += blockDim.x) xs[tt * Rp + k] = k < R ? a.xdbl[r * a.ldx + k] : 0.f;
+      for (int k = threadIdx.x; k < NP; k += blockDim.x) {
+        sB[tt * NP + k] = k < a.n ? a.Bm[r * a.ldb + k] : 0.f;
+        sC[tt * NP + k] = k < a.n ? a.Cm[r * a.ldc + k] : 0.f;
+      }
     }
-    float uu = 0.f, zz = 0.f;
-    if (cok) {
-      uu = a.u[r * a.ldu + c];
-      if (a.z) zz = a.z[r * a.ldz + c];
+    float uu[TILE], zz[TILE];
+#pragma unroll
+    for (int tt = 0; tt < TILE; tt++) {
+      uu[tt] = 0.f, zz[tt] = 0.f;
+      if (tt < tn && cok) {
+        uu[tt] = a.u[(r0 + tt) * a.ldu + c];
+        if (a.z) zz[tt] = a.z[(r0 + tt) * a.ldz + c];
+      }
     }
     __syncthreads();
-    float dot = 0.f;
-    if (a.wvec) {
 #pragma unroll
-      for (int q = 0; q < SSU_MAXC; q++) {
-        int j = gi + q * L;
-        if (j < nch) dot += dot16(wr[q], xs + j * EPV, WT());
-      }
-      if (cok)
-        for (int j = gi + SSU_MAXC * L; j < nch; j += L)
-          dot += dot16(__ldg((const uint4 *)wrow + j), xs + j * EPV, WT());
-    } else if (cok) {
-      for (int k = gi; k < R; k += L) dot = fmaf(wval(wrow, k), xs[k], dot);
-    }
+    for (int tt = 0; tt < TILE; tt++) {
+      if (tt >= tn) break;
+      const int64_t r = r0 + tt;
+      const float *xr = xs + tt * Rp;
+      float dot = 0.f;
+      if (a.wvec) {
 #pragma unroll
-    for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-    const float draw = dot + bc;
-    if (gi == 0 && cok && a.delta_out) a.delta_out[r * a.d + c] = draw;
-    const float dt = a.softplus ? mb_softplus(draw) : draw;
-    const float du = dt * uu;
-    const float2 bv = *(const float2 *)(sB + gi * SCAN_P);
-    const float2 cv = *(const float2 *)(sC + gi * SCAN_P);
-    h[0] = fmaf(exp2f(dt * Ac[0]), h[0], du * bv.x);
-    h[1] = fmaf(exp2f(dt * Ac[1]), h[1], du * bv.y);
-    float yp = fmaf(cv.y, h[1], cv.x * h[0]);
-#pragma unroll
-    for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);
-    if (cok) {
-      if (a.states_all) {
-        float *sa = a.states_all + (r * a.d + c) * a.n;
-#pragma unroll
-        for (int p = 0; p < SCAN_P; p++) {
-          int s = gi * SCAN_P + p;
-          if (s < a.n) sa[s] = h[p];
+        for (int q = 0; q < SSU_MAXC; q++) {
+          int j = gi + q * L;
+          if (j < nch) dot += dot16(wr[q], xr + j * EPV, WT());
         }
+        if (cok)
+          for (int j = gi + SSU_MAXC * L; j < nch; j += L)
+            dot += dot16(__ldg((const uint4 *)wrow + j), xr + j * EPV, WT());
+      } else if (cok) {
+        for (int k = gi; k < R; k += L) dot = fmaf(wval(wrow, k), xr[k], dot);
       }
-      if (gi == 0) {
-        float yv = yp + Dc * uu;
-        if (a.z) yv *= mb_silu(zz);
-        a.y[r * a.ldy + c] = yv;
+#pragma unroll
+      for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      const float draw = dot + bc;
+      if (gi == 0 && cok && a.delta_out) a.delta_out[r * a.d + c] = draw;
+      const float dt = a.softplus ? mb_softplus(draw) : draw;
+      const float du = dt * uu[tt];
+      const float2 bv = *(const float2 *)(sB + tt * NP + gi * SCAN_P);
+      const float2 cv = *(const float2 *)(sC + tt * NP + gi * SCAN_P);
+      h[0] = fmaf(exp2f(dt * Ac[0]), h[0], du * bv.x);
+      h[1] = fmaf(exp2f(dt * Ac[1]), h[1], du * bv.y);
+      float yp = fmaf(cv.y, h[1], cv.x * h[0]);
+#pragma unroll
+      for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);
+      if (cok) {
+        if (a.states_all) {
+          float *sa = a.states_all + (r * a.d + c) * a.n;
+#pragma unroll
+          for (int p = 0; p < SCAN_P; p++) {
+            int s = gi * SCAN_P + p;
+            if (s < a.n) sa[s] = h[p];
+          }
+        }
+        if (gi == 0) {
+          float yv = yp + Dc * uu[tt];
+          if (a.z) yv *= mb_silu(zz[tt]);
+          a.y[r * a.ldy + c] = yv;
+        }
       }
     }
   }
@@ -168,22 +187,30 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
 /* 64 threads a block at every batch. Tried: 256 from batch 4 (the 28,672 two-warp blocks of batch
  * 64 looked like scheduling overhead): this op alone 55.2 against 49.5 us a 972M layer at batch 64
  * on the H200 (cuda_bench's breakdown, consecutive runs); reverted. */
+template <int L, typename WT, int TILE>
+static int ssu_dt_launch_t(mb_ctx *ctx, const SsuDtArgs &a, dim3 grid, int threads, size_t smem) {
+  if (smem > 48 * 1024)
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt<L, WT, TILE>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
+  MBCUDA_LAUNCH("selective_state_update_dt", k_ssu_dt<L, WT, TILE>, grid, dim3(threads), smem, a);
+  return MB_OK;
+}
+
 template <int L>
 static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch) {
   const int threads = L > 64 ? L : 64;
   const int CB = threads / L;
-  size_t smem = (size_t)(((a.R + 7) & ~7) + 2 * L * SCAN_P) * sizeof(float);
-  dim3 grid((unsigned)((a.d + CB - 1) / CB), (unsigned)batch);
-  if (wdtype == MB_DTYPE_BF16) {
-    if (smem > 48 * 1024)
-      MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt<L, uint16_t>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
-    MBCUDA_LAUNCH("selective_state_update_dt", k_ssu_dt<L, uint16_t>, grid, dim3(threads), smem, a);
-  } else {
-    if (smem > 48 * 1024)
-      MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt<L, float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
-    MBCUDA_LAUNCH("selective_state_update_dt", k_ssu_dt<L, float>, grid, dim3(threads), smem, a);
-  }
-  return MB_OK;
+  const size_t per_pos = (size_t)(((a.R + 7) & ~7) + 2 * L * SCAN_P) * sizeof(float);
+  /* positions staged at once: up to SSU_TILE while that fits in 48 KB (one for a long dt_rank) */
+  a.tile = (int)(a.len < SSU_TILE ? a.len : SSU_TILE);
+  while (a.tile > 1 && per_pos * a.tile > 48 * 1024) a.tile >>= 1;
+  const size_t smem = per_pos * a.tile;
+  const dim3 grid((unsigned)((a.d + CB - 1) / CB), (unsigned)batch);
+  const bool bf16 = wdtype == MB_DTYPE_BF16;
+  if (a.tile == 1)
+    return bf16 ? ssu_dt_launch_t<L, uint16_t, 1>(ctx, a, grid, threads, smem)
+                : ssu_dt_launch_t<L, float, 1>(ctx, a, grid, threads, smem);
+  return bf16 ? ssu_dt_launch_t<L, uint16_t, SSU_TILE>(ctx, a, grid, threads, smem)
+              : ssu_dt_launch_t<L, float, SSU_TILE>(ctx, a, grid, threads, smem);
 }
 
 static int ssu_dt_launch(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch);
