@@ -1,0 +1,109 @@
+/**
+ * tools/train/train.py, the script that trains the bundled models, run by Debian's Python and
+ * PyTorch on the CPU: its self test (the chunked scan against the sequential float64 definition,
+ * values and gradients; the model's segmented forward; the checkpoint names), its refusal of the
+ * CUDA scan without a GPU, and a tiny training run whose checkpoint the toolkit loads and scores
+ * as the script did. The CUDA scan (tools/train/scan_cuda.cu) needs a GPU: the same self test
+ * checks it there (tools/device/train_scan_check.sh).
+ */
+import assert from "node:assert/strict";
+import { loadModel } from "../mod.ts";
+import { modelBitsPerByte } from "../src/analysis/bits_per_byte.ts";
+import { PYTHON, skipWithoutPython } from "./helpers/python.ts";
+import { withTempDir } from "./helpers/temp_dir.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const TRAIN = `${ROOT}tools/train/train.py`;
+const ignore = await skipWithoutPython(["torch", "numpy"]);
+
+async function train(args: string[]) {
+  const out = await new Deno.Command(PYTHON, {
+    args: [TRAIN, ...args],
+    clearEnv: true,
+    env: { PATH: "/usr/bin:/bin", LANG: "C.UTF-8", OMP_NUM_THREADS: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test({
+  name: "train.py --self_test passes on the CPU",
+  ignore,
+  async fn() {
+    const r = await train(["--self_test", "--device", "cpu"]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /\[self_test\] PASSED/);
+    assert.doesNotMatch(r.stdout, /\bBAD\b/);
+  },
+});
+
+Deno.test({
+  name: "train.py --scan cuda without a CUDA device: one error line, exit 2",
+  ignore,
+  async fn() {
+    await withTempDir("mb-train-", async (dir) => {
+      await Deno.writeTextFile(`${dir}/t.txt`, "abc ".repeat(2000));
+      const r = await train(["--data", `${dir}/t.txt`, "--device", "cpu", "--scan", "cuda"]);
+      assert.equal(r.code, 2);
+      assert.equal(r.stderr.trim(), "error: --scan cuda needs a CUDA device");
+    });
+  },
+});
+
+Deno.test({
+  name: "train.py: a tiny run's checkpoint loads, and the toolkit scores it as the script did",
+  ignore,
+  async fn() {
+    await withTempDir("mb-train-", async (dir) => {
+      const line = "To be, or not to be, that is the question: whether 'tis nobler in the mind\n";
+      const text = new TextEncoder().encode(line.repeat(300));
+      await Deno.writeFile(`${dir}/t.txt`, text);
+      const r = await train([
+        "--data",
+        `${dir}/t.txt`,
+        "--out_dir",
+        dir,
+        "--name",
+        "t",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--d_model",
+        "32",
+        "--n_layer",
+        "2",
+        "--seq_len",
+        "64",
+        "--batch_size",
+        "4",
+        "--steps",
+        "6",
+        "--warmup",
+        "2",
+        "--eval_every",
+        "3",
+      ]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const log = JSON.parse(await Deno.readTextFile(`${dir}/t.json`));
+      assert.equal(log.steps_done, 6);
+      assert.equal(log.model_args.scan, "chunked");
+      const model = await loadModel({ checkpoint: `${dir}/t.safetensors`, device: "cpu" });
+      try {
+        assert.equal(model.dims.dModel, 32);
+        assert.equal(model.dims.nLayer, 2);
+        const held = text.subarray(Math.floor(text.length * 0.95));
+        const s = await modelBitsPerByte(model, held);
+        assert.equal(s.scored, log.held_out_scored_bytes);
+        assert.ok(
+          Math.abs(s.bitsPerByte - log.held_out_bits_per_byte) < 0.01,
+          `toolkit ${s.bitsPerByte} vs script ${log.held_out_bits_per_byte}`,
+        );
+      } finally {
+        model.close();
+      }
+    });
+  },
+});
