@@ -5,15 +5,24 @@
 # of call left out at a time) at the trained target's shape (384 x 24) in fp32 and bf16, and at
 # the 972M shape in bf16; then (PEERS=1, default) two of them again with MAMBABYTE_CUDA_GEMV_ROWS=8,
 # the GEMV without its split of the inputs (ABLATION=0 leaves all of these out). BENCH_B8=1 and
-# NCU_SSU=1 add the steps described at the end. Log: $OUT/profile.log.
+# NCU_SSU=1 add the steps described at the end; CHECK=1 first builds the C tests and runs
+# cuda_vs_cpu and tests/cuda_model_test.ts; SHAPES=target profiles the 384 x 24 fp32 shape only.
+# Log: $OUT/profile.log.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/profile_verify_out}"
 mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
 . tools/device/lib.sh
-build_cuda
-setup_deno || { echo "no .gpu/deno.xz"; exit 1; }
+if [ "${CHECK:-0}" = 1 ]; then # the ops' and the model's CUDA tests first (no sanitizers)
+  build_cuda -DMAMBABYTE_TESTS=ON
+  setup_deno || { echo "no .gpu/deno.xz"; exit 1; }
+  echo "== cuda_vs_cpu: $(timeout 120 ./build-cuda/cuda_vs_cpu 2>&1 | grep -E 'FAIL|cases' | tail -5)"
+  echo "== tests/cuda_model_test.ts: $(timeout 120 deno test --cached-only --no-check -A tests/cuda_model_test.ts 2>&1 | grep -E 'FAILED|passed' | tail -5)"
+else
+  build_cuda
+  setup_deno || { echo "no .gpu/deno.xz"; exit 1; }
+fi
 prof() {
   echo "== profile_verify_cuda.ts $*"
   timeout 150 deno run --cached-only --no-check -A tools/profile_verify_cuda.ts "$@" 2>&1 | tee -a "$OUT/profile.log"
@@ -21,11 +30,13 @@ prof() {
 prof_env() { echo "(MAMBABYTE_CUDA_GEMV_ROWS=$MAMBABYTE_CUDA_GEMV_ROWS)"; prof "$@"; }
 if [ "${ABLATION:-1}" = 1 ]; then
   prof --d_model 384 --n_layer 24 --dtype fp32
-  prof --d_model 384 --n_layer 24 --dtype bf16
-  prof --d_model 1792 --n_layer 48 --dtype bf16 --replays 50
+  if [ "${SHAPES:-all}" = all ]; then
+    prof --d_model 384 --n_layer 24 --dtype bf16
+    prof --d_model 1792 --n_layer 48 --dtype bf16 --replays 50
+  fi
 fi
 # Peers: every input row in one thread (the n <= 8 GEMV before its split), same run.
-if [ "${ABLATION:-1}" = 1 ] && [ "${PEERS:-1}" = 1 ]; then
+if [ "${ABLATION:-1}" = 1 ] && [ "${PEERS:-1}" = 1 ] && [ "${SHAPES:-all}" = all ]; then
   MAMBABYTE_CUDA_GEMV_ROWS=8 prof_env --d_model 384 --n_layer 24 --dtype fp32
   MAMBABYTE_CUDA_GEMV_ROWS=8 prof_env --d_model 1792 --n_layer 48 --dtype bf16 --replays 50
 fi
