@@ -9,23 +9,16 @@
 import assert from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { modelBitsPerByte } from "../src/analysis/bits_per_byte.ts";
-import { PYTHON, skipWithoutPython } from "./helpers/python.ts";
+import { runPythonArgs, skipWithoutPython } from "./helpers/python.ts";
 import { withTempDir } from "./helpers/temp_dir.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const TRAIN = `${ROOT}tools/train/train.py`;
 const ignore = await skipWithoutPython(["torch", "numpy"]);
 
-async function train(args: string[]) {
-  const out = await new Deno.Command(PYTHON, {
-    args: [TRAIN, ...args],
-    clearEnv: true,
-    env: { PATH: "/usr/bin:/bin", LANG: "C.UTF-8", OMP_NUM_THREADS: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+/** train.py with `args`, one thread (the tests' CPU is shared). */
+function train(args: string[]) {
+  return runPythonArgs([TRAIN, ...args], { OMP_NUM_THREADS: "1" });
 }
 
 Deno.test({

@@ -19,11 +19,19 @@ export interface PythonResult {
 }
 
 /** Runs `python3 -c code args...` with a clean environment (no PYTHONPATH surprises). */
-export async function runPython(code: string, args: string[] = []): Promise<PythonResult> {
+export function runPython(code: string, args: string[] = []): Promise<PythonResult> {
+  return runPythonArgs(["-c", code, ...args]);
+}
+
+/** Runs `python3 args...` with a clean environment plus `env` (e.g. a script and its flags). */
+export async function runPythonArgs(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<PythonResult> {
   const out = await new Deno.Command(PYTHON, {
-    args: ["-c", code, ...args],
+    args,
     clearEnv: true,
-    env: { PATH: "/usr/bin:/bin", LANG: "C.UTF-8", PYTHONIOENCODING: "utf-8" },
+    env: { PATH: "/usr/bin:/bin", LANG: "C.UTF-8", PYTHONIOENCODING: "utf-8", ...env },
     stdout: "piped",
     stderr: "piped",
   }).output();
