@@ -267,9 +267,10 @@ static cudaError_t gemv_launch_g(mb_ctx *ctx, bool vec, const float *x, int64_t 
 }
 
 /* Inputs per thread, N: 1 when the split still fits in about two waves of the GPU's threads
- * (small matrices: each thread's chain of dependent loads is what costs, so n = 8 in one thread
- * took ~8 times a step's time), else more, up to 8 (large matrices: a split reads the weights
- * once per block group, from L2). MAMBABYTE_CUDA_GEMV_ROWS=1|2|4|8 fixes it (A/B runs). */
+ * (small matrices: each thread's chain of dependent loads is what costs; with all 8 inputs in
+ * one thread the 8-position verification's products took 414 against 251 us at the 384 x 24
+ * shape, docs/cuda_notes.md), else more, up to 8 (large matrices: a split reads the weights once
+ * per block group, from L2). MAMBABYTE_CUDA_GEMV_ROWS=1|2|4|8 fixes it (A/B runs). */
 static int gemv_rows_per_thread(mb_ctx *ctx, int n, int64_t group_threads) {
   const int fixed = mbcuda_st(ctx)->gemv_rows;
   if (fixed > 0) return fixed < n ? fixed : n;
