@@ -2,8 +2,8 @@
  * tools/train/train.py, the script that trains the bundled models, run by Debian's Python and
  * PyTorch on the CPU: its self test (the chunked scan against the sequential float64 definition,
  * values and gradients; the model's segmented forward; the checkpoint names), its refusal of the
- * CUDA scan without a GPU, and a tiny training run whose checkpoint the toolkit loads and scores
- * as the script did. The CUDA scan (tools/train/scan_cuda.cu) needs a GPU: the same self test
+ * CUDA scan without a GPU, a tiny training run (with extra training text) whose checkpoint the
+ * toolkit loads and scores as the script did, and kjv_text.py, which makes that extra text. The CUDA scan (tools/train/scan_cuda.cu) needs a GPU: the same self test
  * checks it there (tools/device/train_scan_check.sh).
  */
 import assert from "node:assert/strict";
@@ -53,6 +53,7 @@ Deno.test({
       const line = "To be, or not to be, that is the question: whether 'tis nobler in the mind\n";
       const text = new TextEncoder().encode(line.repeat(300));
       await Deno.writeFile(`${dir}/t.txt`, text);
+      await Deno.writeTextFile(`${dir}/extra.txt`, "And God said, Let there be light.\n".repeat(40));
       const r = await train([
         "--data",
         `${dir}/t.txt`,
@@ -78,11 +79,18 @@ Deno.test({
         "2",
         "--eval_every",
         "3",
+        "--extra_data",
+        `${dir}/extra.txt`,
+        "--extra_fraction",
+        "0.5",
       ]);
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const log = JSON.parse(await Deno.readTextFile(`${dir}/t.json`));
       assert.equal(log.steps_done, 6);
       assert.equal(log.model_args.scan, "chunked");
+      assert.equal(log.data.extra.length, 1);
+      assert.equal(log.data.extra[0].bytes, 34 * 40);
+      assert.equal(log.data.extra_rows_per_batch, 2); // half of the batch of 4
       const model = await loadModel({ checkpoint: `${dir}/t.safetensors`, device: "cpu" });
       try {
         assert.equal(model.dims.dModel, 32);
@@ -97,6 +105,34 @@ Deno.test({
       } finally {
         model.close();
       }
+    });
+  },
+});
+
+Deno.test({
+  name: "kjv_text.py: one verse a line, a blank line between books, the markup removed",
+  ignore,
+  async fn() {
+    await withTempDir("mb-kjv-", async (dir) => {
+      const verses = {
+        "Genesis 1:1": "In the beginning God created the heaven and the earth.",
+        "Genesis 1:2": "# And darkness [was] upon  the face of the deep.",
+        "1 John 1:1": "That which was from the beginning, [which] we have heard,",
+      };
+      await Deno.writeTextFile(`${dir}/v.json`, JSON.stringify(verses));
+      const r = await runPythonArgs([
+        `${ROOT}tools/train/kjv_text.py`,
+        `${dir}/v.json`,
+        `${dir}/k.txt`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(
+        await Deno.readTextFile(`${dir}/k.txt`),
+        "In the beginning God created the heaven and the earth.\n" +
+          "And darkness was upon the face of the deep.\n\n" +
+          "That which was from the beginning, which we have heard,\n",
+      );
+      assert.match(r.stdout, /k\.txt: \d+ bytes, sha256 [0-9a-f]{64}/);
     });
   },
 });

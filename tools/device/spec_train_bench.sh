@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # spec_train_bench.sh — the speculative-decoding models trained and measured in one GPU call:
-# tools/device/train_spec.sh with PARALLEL=1 over Tiny Shakespeare (two or three models at a time,
+# tools/device/train_spec.sh with PARALLEL=1 over Tiny Shakespeare (all models at once; with
+# .gpu/kjv.txt.xz one more candidate for small that also trains on the King James Bible;
 # MIN minutes in all, default 4.5), the results placed in pretrained_models/, then
 # tools/device/spec_session.sh (build, the CUDA checks, bench:spec on CUDA with the trained target
 # and both drafters).
@@ -16,6 +17,11 @@ DATA="${DATA:-.gpu/tinyshakespeare.txt}"
 [ -f "$DATA" ] || { echo "no $DATA: copy tinyshakespeare.txt there and carry .gpu"; exit 1; }
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
+# .gpu/kjv.txt.xz (tools/train/kjv_text.py's output, xz-compressed to fit the carry): a candidate
+# for small that also trains on it
+if [ -f .gpu/kjv.txt.xz ]; then
+  xz -dc .gpu/kjv.txt.xz >"$WORK/kjv.txt" && export EXTRA_DATA="$WORK/kjv.txt"
+fi
 PARALLEL=1 bash tools/device/train_spec.sh "$DATA" "$WORK/train" "${MIN:-4.5}"
 cp -r "$WORK/train/pretrained_models/." pretrained_models/
 OUT="$WORK/session" SPEC_TESTS="${SPEC_TESTS:-tests/cuda_model_test.ts}" BENCH_ARGS="--devices cuda --repeats 1 ${BENCH_ARGS:-}" \

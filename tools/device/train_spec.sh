@@ -5,8 +5,9 @@
 #   bash tools/device/train_spec.sh <tinyshakespeare.txt> <outdir> [minutes]
 #
 # PARALLEL=1 trains them all at once, each capped at 0.9 x [minutes], with three more candidates
-# for small in its shape instead of small_deep (batch 64; lr 1e-3 over 900 steps; dropout 0.35):
-# what tools/device/spec_train_bench.sh runs. train.py uses its CUDA scan (tools/train/scan_cuda.cu) on the GPU.
+# for small in its shape instead of small_deep (batch 64; lr 1e-3 over 900 steps; dropout 0.35),
+# and with EXTRA_DATA=<file> a fourth that also trains on that text (half of each batch; e.g. the
+# King James Bible, tools/train/kjv_text.py): what tools/device/spec_train_bench.sh runs. train.py uses its CUDA scan (tools/train/scan_cuda.cu) on the GPU.
 # Trains one after the other (tools/train/train.py; each with --max_minutes and
 # --fit_steps_to_time, shares of [minutes], default 7):
 #   1. small       448 x 6  (8.1M) in several recipes (the preset; lr 1e-3 over 900 steps; with
@@ -71,7 +72,8 @@ if [ "${PARALLEL:-0}" = 1 ]; then
     'run draft_subword draft_subword "$(share 0.9)" --hf_out "$PM/spec/draft_subword"' \
     'run small small "$(share 0.9)"' 'run small_b64 small "$(share 0.9)" --batch_size 64' \
     'run small_lr1 small "$(share 0.9)" --lr 1e-3 --steps 900' \
-    'run small_d035 small "$(share 0.9)" --dropout 0.35 --emb_dropout 0.2' || rc_all=1
+    'run small_d035 small "$(share 0.9)" --dropout 0.35 --emb_dropout 0.2' \
+    ${EXTRA_DATA:+'run small_extra small "$(share 0.9)" --extra_data "$EXTRA_DATA"'} || rc_all=1
 else
   run small small "$(share 0.2)" || rc_all=1
   run small_lr1 small "$(share 0.2)" --lr 1e-3 --steps 900 || rc_all=1
@@ -89,7 +91,7 @@ def log(name):
     return json.load(open(p)) if os.path.exists(p) else None
 # every candidate has small's 448 x 6 shape: configs/ names `small` with it, so a winner of another
 # shape (e.g. the small_deep preset, 320 x 10) would not load by its id
-SMALL = ("small", "small_b64", "small_lr1", "small_d035")
+SMALL = ("small", "small_b64", "small_lr1", "small_d035", "small_extra")
 cands = [(log(n)["best_selection_bits_per_byte"], n) for n in SMALL if log(n)]
 if cands:
     best = min(cands)[1]
@@ -142,7 +144,7 @@ echo "== summary ($(($(date +%s) - T0)) s)"
 "$PY" - "$OUT/runs" <<'PYEOF'
 import json, os, sys
 print(f"{'model':14} {'params':>8} {'steps':>6} {'train s':>8} {'held-out bits/byte':>19}")
-for n in ("small", "small_b64", "small_lr1", "small_d035", "target", "draft_bytes", "draft_subword"):
+for n in ("small", "small_b64", "small_lr1", "small_d035", "small_extra", "target", "draft_bytes", "draft_subword"):
     p = os.path.join(sys.argv[1], n + ".json")
     if os.path.exists(p):
         l = json.load(open(p))

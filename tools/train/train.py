@@ -676,6 +676,11 @@ def parse_args(argv=None):
     p.add_argument("--hf_out", default=None,
                    help="also write a Hugging Face folder (config.json, model.safetensors in transformers' "
                         "MambaForCausalLM names, tokenizer.json) here")
+    p.add_argument("--extra_data", nargs="+", default=None,
+                   help="more training text (byte-level models): files joined by newlines and sampled beside the "
+                        "--data training split; never part of the selection split or the held-out text")
+    p.add_argument("--extra_fraction", type=float, default=0.5,
+                   help="with --extra_data: the share of each batch's rows drawn from it")
     p.add_argument("--save_dtype", choices=["float32", "bfloat16"], default=None)
     p.add_argument("--ckpt_scan", choices=["on", "off"], default=None, help="recompute the scan in backward")
     p.add_argument("--scan", choices=["auto", "cuda", "chunked"], default="auto",
@@ -764,9 +769,34 @@ def main(argv=None) -> int:
         nbytes = int(tok_len[part[1:]].sum()) if tok_len is not None else len(part) - 1
         return nats_scored / max(1, nbytes) / LN2
 
+    # Extra training text: a fixed number of each batch's rows come from it (the rest from --data).
+    extra_t, n_extra_rows, extra_log = None, 0, []
+    if args.extra_data:
+        if tok_len is not None:
+            print("error: --extra_data is for byte-level models", file=sys.stderr)
+            return 2
+        if not 0.0 < args.extra_fraction < 1.0:
+            print("error: --extra_fraction must be between 0 and 1", file=sys.stderr)
+            return 2
+        parts = []
+        for path in args.extra_data:
+            b = np.fromfile(path, dtype=np.uint8)
+            extra_log.append({"path": os.path.abspath(path), "bytes": int(len(b)),
+                              "sha256": hashlib.sha256(b.tobytes()).hexdigest()})
+            parts += [b, np.frombuffer(b"\n", dtype=np.uint8)]
+        extra_np = np.concatenate(parts)
+        if len(extra_np) < L + 2:
+            print(f"error: --extra_data holds {len(extra_np)} bytes, fewer than seq_len + 2", file=sys.stderr)
+            return 2
+        extra_t = torch.from_numpy(extra_np.astype(np.int64)).to(device)
+        n_extra_rows = min(Bsz - 1, max(1, round(Bsz * args.extra_fraction)))
+
     def get_batch():
-        off = torch.randint(0, n_train - L - 1, (Bsz,), generator=data_gen)
+        off = torch.randint(0, n_train - L - 1, (Bsz - n_extra_rows,), generator=data_gen)
         seq = train_t[(off[:, None] + arangeL).to(device)]
+        if n_extra_rows:
+            eoff = torch.randint(0, len(extra_t) - L - 1, (n_extra_rows,), generator=data_gen)
+            seq = torch.cat([seq, extra_t[(eoff[:, None] + arangeL).to(device)]])
         return seq[:, :-1], seq[:, 1:]
 
 
@@ -819,6 +849,7 @@ def main(argv=None) -> int:
            "params": n_params, "seed": args.seed, "data": {"path": os.path.abspath(args.data), "bytes": n,
            "sha256": hashlib.sha256(raw.tobytes()).hexdigest(), "held_out_offset": split,
            "held_out_bytes": int(len(val_np)), "held_out_rule": "bytes[floor(0.95*n):], first byte unscored",
+           "extra": extra_log, "extra_rows_per_batch": n_extra_rows,
            "train_bytes": int(sel), "selection_bytes": int(len(sel_np)),
            "selection_rule": f"bytes[floor({args.select_from}*n):floor(0.95*n)]: not trained on; picks the "
                              "best checkpoint (every --eval_every steps); the held-out text is never looked at "
