@@ -53,7 +53,10 @@ Deno.test({
       const line = "To be, or not to be, that is the question: whether 'tis nobler in the mind\n";
       const text = new TextEncoder().encode(line.repeat(300));
       await Deno.writeFile(`${dir}/t.txt`, text);
-      await Deno.writeTextFile(`${dir}/extra.txt`, "And God said, Let there be light.\n".repeat(40));
+      await Deno.writeTextFile(
+        `${dir}/extra.txt`,
+        "And God said, Let there be light.\n".repeat(40),
+      );
       const r = await train([
         "--data",
         `${dir}/t.txt`,

@@ -122,7 +122,9 @@ console.log(
 );
 const tStep = timeGraph(step);
 const tVerify = timeGraph(verify);
-console.log(`step graph   ${tStep.toFixed(1)} us  (${(tStep / args.n_layer).toFixed(2)} us a layer)`);
+console.log(
+  `step graph   ${tStep.toFixed(1)} us  (${(tStep / args.n_layer).toFixed(2)} us a layer)`,
+);
 console.log(
   `verify graph ${tVerify.toFixed(1)} us  (${(tVerify / args.n_layer).toFixed(2)} us a layer; ${
     (tVerify / tStep).toFixed(2)
