@@ -34,6 +34,7 @@ state carried across segments.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import math
@@ -46,7 +47,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import ctypes
 from dataclasses import asdict, dataclass
 
 import numpy as np
