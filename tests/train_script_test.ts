@@ -33,7 +33,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "train.py --scan cuda without a CUDA device: one error line, exit 2",
+  name: "train.py: --scan cuda without a CUDA device, or a missing file: one error line, exit 2",
   ignore,
   async fn() {
     await withTempDir("mb-train-", async (dir) => {
@@ -41,6 +41,9 @@ Deno.test({
       const r = await train(["--data", `${dir}/t.txt`, "--device", "cpu", "--scan", "cuda"]);
       assert.equal(r.code, 2);
       assert.equal(r.stderr.trim(), "error: --scan cuda needs a CUDA device");
+      const missing = await train(["--data", `${dir}/t.txt`, "--extra_data", `${dir}/none.txt`]);
+      assert.equal(missing.code, 2);
+      assert.equal(missing.stderr.trim(), `error: ${dir}/none.txt: no such file`);
     });
   },
 });

@@ -727,6 +727,10 @@ def main(argv=None) -> int:
     if not args.data:
         print("error: --data is required", file=sys.stderr)
         return 2
+    for path in [args.data] + (args.extra_data or []):
+        if not os.path.isfile(path):
+            print(f"error: {path}: no such file", file=sys.stderr)
+            return 2
 
     cfg = dict(DEFAULTS)
     cfg.update(PRESETS.get(args.preset, {}))
