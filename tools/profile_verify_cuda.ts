@@ -10,7 +10,7 @@
  * Usage (GPU machine): deno run -A tools/profile_verify_cuda.ts [--d_model 384] [--n_layer 24]
  *   [--k 7] [--dtype fp32|bf16] [--replays 200]
  */
-import { createParser, parseArgs } from "../src/cli/mod.ts";
+import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { Backend, loadModel, Tensor } from "../mod.ts";
 import { VerifyBuffers } from "../src/model/workspace.ts";
 import { median } from "../scripts/lib/bench.ts";
@@ -28,147 +28,154 @@ interface Args {
   dtype: "fp32" | "bf16";
   replays: number;
 }
-const args = parseArgs<Args>(parser, Deno.args);
-
-const dir = await Deno.makeTempDir();
-const config = `${dir}/shape.yml`;
-await Deno.writeTextFile(
-  config,
-  `model:\n  common: {vocab_size: 256, d_state: 16, d_conv: 4, expand: 2, dt_rank: auto, norm: layernorm, norm_epsilon: 1.0e-5}\n  shape: {d_model: ${args.d_model}, n_layer: ${args.n_layer}}\n`,
-);
-const model = await loadModel({
-  configPath: config,
-  modelId: "shape",
-  checkpoint: null,
-  device: "cuda",
-  dtype: args.dtype,
-});
-const be = model.backend;
-const M = args.k + 1;
-const ws = model.newWorkspace(M);
-const saved = new VerifyBuffers(be, model.dims, M);
-const state = model.newState(1);
-const counters = Tensor.zeros(be, "i64", [M]);
-const sampled = Tensor.zeros(be, "i32", [M]);
-const sampleRow = (row: number) =>
-  be.sample({
-    logits: ws.logits.at(row * 256),
-    batch: 1,
-    v: 256,
-    temperature: 1,
-    topK: 1,
-    topP: 0,
-    seed: 1n,
-    counter: counters.at(row),
-    out: sampled.at(row),
-  });
-const step = () => {
-  model.embed(ws, 1);
-  model.stepLayers(ws, state, 1);
-  model.runHead(ws, 1);
-  sampleRow(0);
-};
-const verify = () => {
-  model.embed(ws, M);
-  model.verifyLayers(ws, state, M, saved);
-  model.verifyHead(ws, M);
-  for (let i = 0; i < M; i++) sampleRow(i);
-};
-
-/** Microseconds per replay of body's graph (median of 5 runs of `replays`). */
-function timeGraph(body: () => void): number {
-  body(); // direct first: kernels load, scratch reaches its size
-  be.sync();
-  be.graphBegin();
-  body();
-  const g = be.graphEnd();
-  try {
-    for (let i = 0; i < 20; i++) be.graphLaunch(g);
-    be.sync();
-    const runs: number[] = [];
-    for (let r = 0; r < 5; r++) {
-      const t0 = performance.now();
-      for (let i = 0; i < args.replays; i++) be.graphLaunch(g);
-      be.sync();
-      runs.push((performance.now() - t0) * 1000 / args.replays);
-    }
-    return median(runs);
-  } finally {
-    be.graphDestroy(g);
+async function main(argv: string[]): Promise<void> {
+  const args = parseArgs<Args>(parser, argv);
+  if (!(args.k >= 1 && args.k <= 63) || !(args.replays >= 1)) {
+    throw new UserError("profile_verify_cuda: --k must be 1..63 and --replays at least 1");
   }
-}
 
-// Which backend calls the verification makes (and how many).
-const calls = new Map<string, number>();
-const proto = Backend.prototype as unknown as Record<string, unknown>;
-const methods = Object.getOwnPropertyNames(proto).filter((n) =>
-  n !== "constructor" && typeof Object.getOwnPropertyDescriptor(proto, n)?.value === "function"
-);
-const inst = be as unknown as Record<string, unknown>;
-for (const name of methods) {
-  const f = proto[name] as (...a: unknown[]) => unknown;
-  inst[name] = (...a: unknown[]) => {
-    calls.set(name, (calls.get(name) ?? 0) + 1);
-    return f.apply(be, a);
-  };
-}
-verify();
-be.sync();
-for (const name of methods) delete inst[name];
-const ablate = [...calls.keys()].filter((n) => !["sync", "graphBegin", "graphEnd"].includes(n));
-
-console.log(
-  `shape ${args.d_model} x ${args.n_layer} (d_inner ${model.dims.dInner}), ${args.dtype}, k ${args.k} (${M} positions), random weights, ${args.replays} replays x 5`,
-);
-const tStep = timeGraph(step);
-const tVerify = timeGraph(verify);
-console.log(
-  `step graph   ${tStep.toFixed(1)} us  (${(tStep / args.n_layer).toFixed(2)} us a layer)`,
-);
-console.log(
-  `verify graph ${tVerify.toFixed(1)} us  (${(tVerify / args.n_layer).toFixed(2)} us a layer; ${
-    (tVerify / tStep).toFixed(2)
-  }x the step)`,
-);
-console.log("verify without one kind of call (its cost = verify - without):");
-for (const name of ablate) {
-  inst[name] = () => {};
-  let t: number;
-  try {
-    t = timeGraph(verify);
-  } finally {
-    delete inst[name];
-  }
-  console.log(
-    `  ${name.padEnd(16)} ${String(calls.get(name)).padStart(4)} calls  without ${
-      t.toFixed(1).padStart(7)
-    } us  cost ${(tVerify - t).toFixed(1).padStart(7)} us`,
+  const dir = await Deno.makeTempDir();
+  const config = `${dir}/shape.yml`;
+  await Deno.writeTextFile(
+    config,
+    `model:\n  common: {vocab_size: 256, d_state: 16, d_conv: 4, expand: 2, dt_rank: auto, norm: layernorm, norm_epsilon: 1.0e-5}\n  shape: {d_model: ${args.d_model}, n_layer: ${args.n_layer}}\n`,
   );
+  const model = await loadModel({
+    configPath: config,
+    modelId: "shape",
+    checkpoint: null,
+    device: "cuda",
+    dtype: args.dtype,
+  });
+  const be = model.backend;
+  const M = args.k + 1;
+  const ws = model.newWorkspace(M);
+  const saved = new VerifyBuffers(be, model.dims, M);
+  const state = model.newState(1);
+  const counters = Tensor.zeros(be, "i64", [M]);
+  const sampled = Tensor.zeros(be, "i32", [M]);
+  const sampleRow = (row: number) =>
+    be.sample({
+      logits: ws.logits.at(row * 256),
+      batch: 1,
+      v: 256,
+      temperature: 1,
+      topK: 1,
+      topP: 0,
+      seed: 1n,
+      counter: counters.at(row),
+      out: sampled.at(row),
+    });
+  const step = () => {
+    model.embed(ws, 1);
+    model.stepLayers(ws, state, 1);
+    model.runHead(ws, 1);
+    sampleRow(0);
+  };
+  const verify = () => {
+    model.embed(ws, M);
+    model.verifyLayers(ws, state, M, saved);
+    model.verifyHead(ws, M);
+    for (let i = 0; i < M; i++) sampleRow(i);
+  };
+
+  /** Microseconds per replay of body's graph (median of 5 runs of `replays`). */
+  function timeGraph(body: () => void): number {
+    body(); // direct first: kernels load, scratch reaches its size
+    be.sync();
+    be.graphBegin();
+    body();
+    const g = be.graphEnd();
+    try {
+      for (let i = 0; i < 20; i++) be.graphLaunch(g);
+      be.sync();
+      const runs: number[] = [];
+      for (let r = 0; r < 5; r++) {
+        const t0 = performance.now();
+        for (let i = 0; i < args.replays; i++) be.graphLaunch(g);
+        be.sync();
+        runs.push((performance.now() - t0) * 1000 / args.replays);
+      }
+      return median(runs);
+    } finally {
+      be.graphDestroy(g);
+    }
+  }
+
+  // Which backend calls the verification makes (and how many).
+  const calls = new Map<string, number>();
+  const proto = Backend.prototype as unknown as Record<string, unknown>;
+  const methods = Object.getOwnPropertyNames(proto).filter((n) =>
+    n !== "constructor" && typeof Object.getOwnPropertyDescriptor(proto, n)?.value === "function"
+  );
+  const inst = be as unknown as Record<string, unknown>;
+  for (const name of methods) {
+    const f = proto[name] as (...a: unknown[]) => unknown;
+    inst[name] = (...a: unknown[]) => {
+      calls.set(name, (calls.get(name) ?? 0) + 1);
+      return f.apply(be, a);
+    };
+  }
+  verify();
+  be.sync();
+  for (const name of methods) delete inst[name];
+  const ablate = [...calls.keys()].filter((n) => !["sync", "graphBegin", "graphEnd"].includes(n));
+
+  console.log(
+    `shape ${args.d_model} x ${args.n_layer} (d_inner ${model.dims.dInner}), ${args.dtype}, k ${args.k} (${M} positions), random weights, ${args.replays} replays x 5`,
+  );
+  const tStep = timeGraph(step);
+  const tVerify = timeGraph(verify);
+  console.log(
+    `step graph   ${tStep.toFixed(1)} us  (${(tStep / args.n_layer).toFixed(2)} us a layer)`,
+  );
+  console.log(
+    `verify graph ${tVerify.toFixed(1)} us  (${(tVerify / args.n_layer).toFixed(2)} us a layer; ${
+      (tVerify / tStep).toFixed(2)
+    }x the step)`,
+  );
+  console.log("verify without one kind of call (its cost = verify - without):");
+  for (const name of ablate) {
+    inst[name] = () => {};
+    let t: number;
+    try {
+      t = timeGraph(verify);
+    } finally {
+      delete inst[name];
+    }
+    console.log(
+      `  ${name.padEnd(16)} ${String(calls.get(name)).padStart(4)} calls  without ${
+        t.toFixed(1).padStart(7)
+      } us  cost ${(tVerify - t).toFixed(1).padStart(7)} us`,
+    );
+  }
+
+  // The host's part of a round: ids and counters up, one graph launch, the samples down.
+  const ids = new Int32Array(M), ctr = new BigInt64Array(M), got = new Int32Array(M);
+  be.graphBegin();
+  verify();
+  const g = be.graphEnd();
+  const host: number[] = [];
+  for (let r = 0; r < 200; r++) {
+    const t0 = performance.now();
+    be.upload(ws.ids.ptr, ids);
+    be.upload(counters.ptr, ctr);
+    be.graphLaunch(g);
+    be.download(got, sampled.ptr);
+    host.push((performance.now() - t0) * 1000);
+  }
+  be.graphDestroy(g);
+  console.log(
+    `round trip (upload ids + counters, launch, download samples): ${
+      median(host).toFixed(1)
+    } us median, against ${tVerify.toFixed(1)} us of graph`,
+  );
+  for (const t of [counters, sampled]) t.free();
+  state.free();
+  saved.free();
+  ws.free();
+  model.close();
+  await Deno.remove(dir, { recursive: true });
 }
 
-// The host's part of a round: ids and counters up, one graph launch, the samples down.
-const ids = new Int32Array(M), ctr = new BigInt64Array(M), got = new Int32Array(M);
-be.graphBegin();
-verify();
-const g = be.graphEnd();
-const host: number[] = [];
-for (let r = 0; r < 200; r++) {
-  const t0 = performance.now();
-  be.upload(ws.ids.ptr, ids);
-  be.upload(counters.ptr, ctr);
-  be.graphLaunch(g);
-  be.download(got, sampled.ptr);
-  host.push((performance.now() - t0) * 1000);
-}
-be.graphDestroy(g);
-console.log(
-  `round trip (upload ids + counters, launch, download samples): ${
-    median(host).toFixed(1)
-  } us median, against ${tVerify.toFixed(1)} us of graph`,
-);
-for (const t of [counters, sampled]) t.free();
-state.free();
-saved.free();
-ws.free();
-model.close();
-await Deno.remove(dir, { recursive: true });
+if (import.meta.main) await runMain(main);
