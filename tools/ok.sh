@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 # The entry points: the public module, the scripts, the tests (and src/, so that a module no
 # entry point imports yet is checked too).
-ENTRY=(mod.ts scripts/ src/ tests/)
+ENTRY=(mod.ts scripts/ src/ tests/ tools/*.ts tools/train/*.ts)
 
 failed_static=()
 step() {
