@@ -227,6 +227,25 @@ MB_EXPORT int mb_host_free(mb_ctx *ctx, void *ptr) {
   return mbcpu_free(ctx, ptr);
 }
 
+MB_EXPORT int mb_host_register(mb_ctx *ctx, void *ptr, size_t bytes) {
+  CHECK_CTX("mb_host_register");
+  if (bytes == 0) return MB_OK;
+  NONNULL("mb_host_register", ptr);
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_host_register(ctx, ptr, bytes);
+#endif
+  return MB_OK; /* the CPU copies into any host memory */
+}
+
+MB_EXPORT int mb_host_unregister(mb_ctx *ctx, void *ptr) {
+  CHECK_CTX("mb_host_unregister");
+  NONNULL("mb_host_unregister", ptr);
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_host_unregister(ctx, ptr);
+#endif
+  return MB_OK;
+}
+
 MB_EXPORT int mb_download_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes,
                                 uint64_t *out_ticket) {
   CHECK_CTX("mb_download_async");

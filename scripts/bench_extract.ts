@@ -5,6 +5,8 @@
  *   forward    the plain forward (layers and head, logits left on the backend),
  *   discrete-A extractDiscreteA: fro per position, all layers, with log-probabilities and ranks,
  *   modules    extractModuleOutputs: dt_proj, all layers (every (L, d_inner) output on the host),
+ *              into fresh arrays, into the previous repeat's arrays (`into`), and into arrays
+ *              registered as download destinations (`into` with `pinInto`),
  * each run in turn `--repeats` times (so the three see the same machine load), and prints the
  * median of each and the median over repeats of each extraction's ratio to the forward of its own
  * repeat (target: <= 2), and each case's ratio to the GEMM floor (the forward's matrix-product
@@ -89,6 +91,7 @@ async function main(argv: string[]): Promise<void> {
         `${dims.dState}, chunk ${model.chunkSize}, on ${be.kind}`,
     );
     let into: Awaited<ReturnType<typeof extractModuleOutputs>>["modules"] | undefined;
+    let pinned: typeof into;
     const cases: [string, () => Promise<unknown>][] = [
       ["forward", async () => {
         const st = await model.forwardChunks(bytes, { skipHead: false });
@@ -104,6 +107,15 @@ async function main(argv: string[]): Promise<void> {
       ["modules-into", async () => {
         into = (await extractModuleOutputs(model, bytes, { modules: ["dt_proj"], into })).modules;
       }],
+      // the same with those arrays registered as download destinations (pinInto; CUDA: no copy
+      // on the host). Its own arrays, so that registering them stays out of the timed runs.
+      ["modules-pinned", async () => {
+        pinned = (await extractModuleOutputs(model, bytes, {
+          modules: ["dt_proj"],
+          into: pinned,
+          pinInto: true,
+        })).modules;
+      }],
     ];
     // warm-up: every path once on a short input (allocations, thread pool, kernels)
     const warm = bytes.subarray(0, Math.min(bytes.length, 300));
@@ -111,6 +123,12 @@ async function main(argv: string[]): Promise<void> {
     await extractDiscreteA(model, warm, { reduction: "fro", logProbs: true, ranks: true });
     await extractModuleOutputs(model, warm, { modules: ["dt_proj"] });
     into = (await extractModuleOutputs(model, bytes, { modules: ["dt_proj"] })).modules;
+    pinned = (await extractModuleOutputs(model, bytes, { modules: ["dt_proj"] })).modules;
+    pinned = (await extractModuleOutputs(model, bytes, {
+      modules: ["dt_proj"],
+      into: pinned,
+      pinInto: true,
+    })).modules;
     const rate = inProjRate(model, Math.min(bytes.length, model.chunkSize));
     const floorS = bytes.length * gemmFlopsPerPosition(dims) / rate;
     const wall = new Map<string, number[]>(), cpu = new Map<string, number[]>();
@@ -132,6 +150,7 @@ async function main(argv: string[]): Promise<void> {
       "discrete-A": "discrete-A fro, all layers, log-probs + ranks",
       modules: "module outputs dt_proj, all layers",
       "modules-into": "  the same, into the last result's arrays",
+      "modules-pinned": "  the same, into registered arrays (pinInto)",
     };
     console.log("");
     console.log(

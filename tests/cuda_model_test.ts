@@ -269,6 +269,29 @@ Deno.test({
           assert.ok(e < 1e-5, `${m}.${l}: ${e}`);
         }
       }
+      // result arrays registered as download destinations (pinInto, mb_host_register): the
+      // chunks land in them straight from the device; twice, the second time already registered
+      const long = TEXT.length * 10;
+      const LONG = new Uint8Array(long).map((_, i) => TEXT[i % TEXT.length]);
+      const mods = ["dt_proj", "in_proj"] as const;
+      const pa = await extractModuleOutputs(cpu, LONG, { modules: mods });
+      let pb = await extractModuleOutputs(gpu, LONG, { modules: mods });
+      for (let k = 0; k < 2; k++) {
+        pb = await extractModuleOutputs(gpu, LONG, {
+          modules: mods,
+          into: pb.modules,
+          pinInto: true,
+        });
+        for (const m of mods) {
+          for (const l of [0, 1, 2]) {
+            const e = maxRelError(
+              pb.modules.get(m)!.get(l)!.data as Float32Array,
+              pa.modules.get(m)!.get(l)!.data as Float32Array,
+            );
+            assert.ok(e < 1e-5, `pinned ${m}.${l} (${k}): ${e}`);
+          }
+        }
+      }
     } finally {
       cpu.close();
       gpu.close();

@@ -2,13 +2,15 @@
  * Downloads overlapped with compute (mb_download_async / mb_download_wait, TapPipeline, and
  * forwardChunks' overlapTaps) on the CPU backend: the same bytes as synchronous downloads, the
  * source's value at the call (not after later writes), tickets in order, the pipeline's delivery
- * order. The CUDA side is held to the CPU by csrc/tests/cuda_vs_cpu.c (t_download) and, through
+ * order; downloads straight into registered result arrays (mb_host_register, HostRegistry,
+ * pinInto). The CUDA side is held to the CPU by csrc/tests/cuda_vs_cpu.c (t_download) and, through
  * Deno, by tests/cuda_model_test.ts.
  */
 import assert from "node:assert/strict";
 import { loadModel, type MambaByteLM } from "../mod.ts";
 import { Backend } from "../src/backend/backend.ts";
 import { TapPipeline } from "../src/model/tap_pipeline.ts";
+import { HostRegistry, MIN_REGISTERED_BYTES } from "../src/model/host_registry.ts";
 import { extractModuleOutputs } from "../src/analysis/extract.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
@@ -210,5 +212,104 @@ Deno.test("hostCopy refuses overlapping memory with one clear error", () => {
     }
   } finally {
     be.close();
+  }
+});
+
+Deno.test("HostRegistry keeps one set of registered arrays (1 MiB and up)", () => {
+  const be = Backend.create("cpu", { threads: 1 });
+  const reg = new HostRegistry(be);
+  try {
+    const a = new Float32Array(MIN_REGISTERED_BYTES / 4),
+      b = new Float32Array(MIN_REGISTERED_BYTES);
+    const small = new Float32Array(1000);
+    reg.keepOnly([a.buffer, small.buffer]);
+    assert.ok(reg.covers(a.subarray(10, 20)));
+    assert.ok(!reg.covers(small), "under 1 MiB: not registered");
+    assert.equal(reg.bytes, a.byteLength);
+    reg.keepOnly([b.buffer, b.buffer]);
+    assert.ok(!reg.covers(a) && reg.covers(b));
+    assert.equal(reg.bytes, b.byteLength);
+    // the backend's calls: zero bytes is nothing, a range registers and unregisters
+    be.hostRegister(new Float32Array(0));
+    be.hostRegister(small);
+    be.hostUnregister(small);
+  } finally {
+    reg.clear();
+    assert.equal(reg.bytes, 0);
+    be.close();
+  }
+});
+
+Deno.test("TapPipeline downloads straight into a registered array: the same bytes, no host buffer", () => {
+  const be = Backend.create("cpu", { threads: 2 });
+  const reg = new HostRegistry(be);
+  const pipe = new TapPipeline(be, 2, reg);
+  try {
+    const n = MIN_REGISTERED_BYTES / 4 + 77;
+    const src = be.alloc(n * 4);
+    const want = Float32Array.from({ length: n }, (_, i) => i * 0.25 - 3);
+    be.upload(src, want);
+    const dst = new Float32Array(n + 100);
+    reg.keepOnly([dst.buffer]);
+    let hostAllocs = 0;
+    const hostAlloc = be.hostAlloc.bind(be);
+    Object.assign(be, { hostAlloc: (bytes: number) => (hostAllocs++, hostAlloc(bytes)) });
+    const got: Float32Array[] = [];
+    pipe.push(src, dst.subarray(50, 50 + n), (d) => got.push(d));
+    be.memset(src, 0, n * 4); // after the call: the download keeps the value at the call
+    pipe.drain();
+    assert.equal(got.length, 1);
+    assert.equal(got[0].buffer, dst.buffer);
+    assert.deepEqual(got[0], want);
+    assert.equal(dst[49], 0);
+    assert.equal(dst[50 + n], 0);
+    assert.equal(hostAllocs, 0, "no staging buffer on the host");
+    // an unregistered destination takes the staged path (a host buffer)
+    const other = new Float32Array(n);
+    pipe.push(src, other, () => {});
+    pipe.drain();
+    assert.equal(hostAllocs, 1);
+    be.free(src);
+  } finally {
+    pipe.free();
+    reg.clear();
+    be.close();
+  }
+});
+
+Deno.test("pinned result arrays (pinHostArrays, pinInto) give the staged path's values", async () => {
+  const model = await load(512);
+  try {
+    const text = new TextEncoder().encode("Pinned arrays take the downloads. ".repeat(70)); // 2380
+    const first = await extractModuleOutputs(model, text, { modules: ["dt_proj"], layers: [0, 2] });
+    const again = await extractModuleOutputs(model, text, {
+      modules: ["dt_proj"],
+      layers: [0, 2],
+      into: first.modules,
+      pinInto: true,
+    });
+    for (const l of [0, 2]) {
+      const t = again.modules.get("dt_proj")!.get(l)!;
+      assert.equal(t.data, first.modules.get("dt_proj")!.get(l)!.data, "reused in place");
+    }
+    // through the overlapped path, which the registration changes: straight into the array
+    const whole = new Float32Array(text.length * model.dims.dInner);
+    assert.ok(whole.byteLength >= MIN_REGISTERED_BYTES);
+    model.pinHostArrays([whole]);
+    const st = await model.forwardChunks(text, {
+      taps: ["dt_proj"],
+      layers: [1],
+      overlapTaps: true,
+      skipHead: true,
+      tapTarget: (m) => whole.subarray(m.start * m.cols, (m.start + m.rows) * m.cols),
+      onTap: (c) => assert.equal(c.data.buffer, whole.buffer),
+    });
+    st.free();
+    const ref = await model.forward(text, { taps: ["dt_proj"], layers: [1] });
+    assert.deepEqual(whole, ref.taps.get("dt_proj")!.get(1)!);
+    const ref0 = await model.forward(text, { taps: ["dt_proj"], layers: [0] });
+    assert.deepEqual(again.modules.get("dt_proj")!.get(0)!.data, ref0.taps.get("dt_proj")!.get(0)!);
+  } finally {
+    model.close();
   }
 });

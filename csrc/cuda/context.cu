@@ -218,6 +218,32 @@ extern "C" int mbcuda_host_free(mb_ctx *ctx, void *ptr) {
   return MB_OK;
 }
 
+/* The caller's memory, page-locked in place: mb_download_async's host copy then lands in it
+ * directly (a DMA on the copy stream), with no staging buffer on the host side. */
+extern "C" int mbcuda_host_register(mb_ctx *ctx, void *ptr, size_t bytes) {
+  if (mbcuda_st(ctx)->capturing)
+    return mb_fail(MB_ERR_INVALID, "cuda: host_register: not allowed while a graph is being captured");
+  const cudaError_t e = cudaHostRegister(ptr, bytes, cudaHostRegisterPortable);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError(); /* not sticky: leave no error for the next launch check to report */
+    return mb_fail(e == cudaErrorMemoryAllocation ? MB_ERR_OOM : MB_ERR_DEVICE,
+                   "cuda: cudaHostRegister: %s", cudaGetErrorString(e));
+  }
+  return MB_OK;
+}
+
+extern "C" int mbcuda_host_unregister(mb_ctx *ctx, void *ptr) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (st->copy_stream)
+    MBCUDA_CHECK(cudaStreamSynchronize(st->copy_stream), "host_unregister (synchronize)");
+  const cudaError_t e = cudaHostUnregister(ptr);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return mb_fail(MB_ERR_DEVICE, "cuda: cudaHostUnregister: %s", cudaGetErrorString(e));
+  }
+  return MB_OK;
+}
+
 static int mbcuda_dl_init(mbcuda_state *st) {
   if (st->copy_stream) return MB_OK;
   for (int i = 0; i < MBCUDA_DL_SLOTS; i++) {

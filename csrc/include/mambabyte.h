@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 6
+#define MB_ABI_VERSION 7
 
 /* Status codes. */
 #define MB_OK 0
@@ -115,6 +115,16 @@ int mb_memset(mb_ctx *ctx, void *dst, int value, size_t bytes);
 int mb_host_alloc(mb_ctx *ctx, size_t bytes, void **out);
 /** Frees memory from mb_host_alloc (NULL is accepted); waits for the context's downloads first. */
 int mb_host_free(mb_ctx *ctx, void *ptr);
+/**
+ * Registers bytes of the caller's host memory at ptr (e.g. result arrays that are filled again and
+ * again) as a destination for mb_download_async: on CUDA it is page-locked for the device
+ * (cudaHostRegister), so a download lands in it with no host-side copy; CPU: nothing to do. The
+ * range must not overlap another registered range or memory from mb_host_alloc, and must be
+ * unregistered before it is freed. bytes == 0 does nothing. Not allowed while a graph is captured.
+ */
+int mb_host_register(mb_ctx *ctx, void *ptr, size_t bytes);
+/** Undoes mb_host_register for the range starting at ptr, after the context's downloads end. */
+int mb_host_unregister(mb_ctx *ctx, void *ptr);
 /**
  * Starts copying bytes of context memory at src to host_dst and returns a ticket (1, 2, ... in call
  * order). The bytes copied are src's as the work queued before this call leaves them: ops queued

@@ -1079,9 +1079,13 @@ static void t_download(void) {
     void *src;
     MBX(mb_alloc(c, maxb, &src));
     for (int i = 0; i < ND; i++) {
-      const int pageable = i == 6;
+      const int pageable = i == 6, registered = i == 9 || i == 15; /* the caller's memory */
       if (pageable) host[k][i] = (unsigned char *)malloc(sizes[i] ? sizes[i] : 1);
-      else MBX(mb_host_alloc(c, sizes[i], (void **)&host[k][i]));
+      else if (registered) {
+        void *p = aligned_alloc(4096, ((sizes[i] + 4095) & ~(size_t)4095) + 4096);
+        host[k][i] = (unsigned char *)p;
+        MBX(mb_host_register(c, p, sizes[i]));
+      } else MBX(mb_host_alloc(c, sizes[i], (void **)&host[k][i]));
       if (sizes[i]) memset(host[k][i], 0x5a, sizes[i]);
       MBX(mb_memset(c, src, (i * 29 + 1) & 0xff, maxb)); /* the value this download must see */
       if (sizes[i] > 64) MBX(mb_memset(c, (char *)src + 64, (i * 31 + 7) & 0xff, sizes[i] / 2));
@@ -1094,7 +1098,8 @@ static void t_download(void) {
   }
   for (int i = 0; i < ND; i++) {
     char cfg[64];
-    snprintf(cfg, sizeof cfg, "#%d %zu bytes%s", i, sizes[i], i == 6 ? " pageable" : "");
+    snprintf(cfg, sizeof cfg, "#%d %zu bytes%s", i, sizes[i],
+             i == 6 ? " pageable" : (i == 9 || i == 15) ? " registered" : "");
     size_t bad = 0;
     for (size_t j = 0; j < sizes[i]; j++) bad += host[0][i][j] != host[1][i][j];
     /* the CPU copy itself holds the expected pattern */
@@ -1103,7 +1108,10 @@ static void t_download(void) {
     check("download_async", cfg, "bytes", (double)bad, 0);
     check("download_async", cfg, "ticket", tickets[1][i] == tickets[0][i] - tickets[0][0] + tickets[1][0] ? 0 : 1, 0);
     for (int k = 0; k < 2; k++) {
-      if (i == 6) free(host[k][i]);
+      if (i == 9 || i == 15) {
+        MBX(mb_host_unregister(ctxs[k], host[k][i]));
+        free(host[k][i]);
+      } else if (i == 6) free(host[k][i]);
       else MBX(mb_host_free(ctxs[k], host[k][i]));
     }
   }

@@ -113,6 +113,10 @@ async function pass(
  * ones, e.g. an earlier result's for texts of the same length: a float32 tensor of the right shape
  * is overwritten (its memory is already mapped, so the fill skips the first-touch page faults of
  * fresh arrays, most of this extraction's time on a GPU); any other is allocated anew.
+ * `pinInto` (CUDA): also register the reused arrays as download destinations
+ * ({@link MambaByteLM.pinHostArrays}), so each chunk goes from the device straight into them with
+ * no copy on the host; the model keeps them registered (and alive) until the next such call or its
+ * close. Pays when the same arrays are filled again and again.
  */
 export async function extractModuleOutputs(
   lm: MambaByteLM,
@@ -121,6 +125,7 @@ export async function extractModuleOutputs(
     modules: readonly TapName[];
     nonlinearity?: Nonlinearity;
     into?: Map<TapName, Map<number, HostTensor>>;
+    pinInto?: boolean;
   },
 ): Promise<
   { modules: Map<TapName, Map<number, HostTensor>>; logProbs?: HostTensor; ranks?: HostTensor }
@@ -131,6 +136,7 @@ export async function extractModuleOutputs(
   const total = modules.reduce((s, m) => s + L * tapWidth(m, lm.dims) * 4 * layers.length, 0);
   ensureFits(total, "the requested module outputs", options.maxResultBytes);
   const result = new Map<TapName, Map<number, HostTensor>>();
+  const reused: Float32Array[] = [];
   for (const m of modules) {
     const perLayer = new Map<number, HostTensor>();
     for (const l of layers) {
@@ -139,6 +145,7 @@ export async function extractModuleOutputs(
       const reuse = old && old.dtype === "float32" && old.data instanceof Float32Array &&
         old.shape.length === 2 && old.shape[0] === L && old.shape[1] === w &&
         old.data.length === L * w;
+      if (reuse) reused.push(old.data as Float32Array);
       perLayer.set(
         l,
         reuse ? old : { dtype: "float32", shape: [L, w], data: new Float32Array(L * w) },
@@ -146,6 +153,7 @@ export async function extractModuleOutputs(
     }
     result.set(m, perLayer);
   }
+  if (options.pinInto) lm.pinHostArrays(reused);
   const nl: Nonlinearity = options.nonlinearity ?? "linear";
   const scores = await pass(lm, bytes, modules, layers, options, {
     tapTarget: (t) => {

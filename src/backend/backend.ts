@@ -305,8 +305,31 @@ export class Backend {
   }
 
   /**
+   * Registers `view`'s memory as a destination of {@link downloadAsync} (mb_host_register): on
+   * CUDA it is page-locked in place, so downloads land in it without a host-side copy; on the CPU
+   * nothing happens. It must not overlap another registered range or {@link hostAlloc} memory,
+   * and must be unregistered ({@link hostUnregister}) before the array can be let go.
+   */
+  hostRegister(view: ArrayBufferView): void {
+    if (view.byteLength > 0) {
+      check(
+        this.#lib.mb_host_register(this.#c, viewBytes(view), BigInt(view.byteLength)),
+        "host_register",
+      );
+    }
+  }
+
+  /** Undoes {@link hostRegister} for the same view (after the downloads in flight end). */
+  hostUnregister(view: ArrayBufferView): void {
+    if (view.byteLength > 0) {
+      check(this.#lib.mb_host_unregister(this.#c, viewBytes(view)), "host_unregister");
+    }
+  }
+
+  /**
    * Starts copying `bytes` of backend memory at src into host memory at dst (from
-   * {@link hostAlloc}) and returns a ticket for {@link downloadWait}. The bytes are src's as the
+   * {@link hostAlloc}, or inside a {@link hostRegister}ed array) and returns a ticket for
+   * {@link downloadWait}. The bytes are src's as the
    * ops issued before this call leave it; ops issued after it may overwrite src at once, and on
    * CUDA the transfer overlaps them (a staging copy, then a second stream). dst must not be read
    * before `downloadWait(ticket)`. On the CPU the copy is done on return.

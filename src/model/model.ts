@@ -21,6 +21,7 @@ import { MambaByteError } from "../errors.ts";
 import { generateBytes, type GenerateOptions } from "../generate/decode.ts";
 import { generateSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
+import { HostRegistry } from "./host_registry.ts";
 import { TapPipeline } from "./tap_pipeline.ts";
 import { RecurrentState, type VerifyBuffers, Workspace } from "./workspace.ts";
 
@@ -249,6 +250,7 @@ export class MambaByteLM {
   readonly bf16Activations: boolean;
   #chunkWs: Workspace | undefined;
   #tapPipe: TapPipeline | undefined;
+  #hostRegistry: HostRegistry | undefined;
   #closed = false;
 
   /**
@@ -743,7 +745,7 @@ export class MambaByteLM {
       (options.onTap !== undefined || options.onDeviceTap !== undefined);
     const pipe = wantTaps && options.onTap &&
         (options.overlapTaps ?? this.backend.kind === "cuda")
-      ? (this.#tapPipe ??= new TapPipeline(this.backend))
+      ? (this.#tapPipe ??= new TapPipeline(this.backend, 4, this.#registry()))
       : undefined;
     try {
       for (let start = 0; start < L; start += ws.rows) {
@@ -956,11 +958,28 @@ export class MambaByteLM {
    * Releases the weights and buffers, then the backend when the model owns it (as a model from
    * loadModel does); a backend the caller passed in stays open. Idempotent.
    */
+  /**
+   * Registers these result arrays as download destinations of the module-output taps, and
+   * unregisters those of an earlier call ({@link HostRegistry}): on CUDA each tapped chunk then
+   * goes from the device straight into its place (page-locked in place; arrays under 1 MiB, or
+   * that the driver refuses, keep the staged path). The model holds the registered arrays until
+   * the next call or {@link close}. CPU: registering does nothing (its copies go straight into
+   * the array already, or do so through the same path with `overlapTaps`).
+   */
+  pinHostArrays(arrays: Iterable<ArrayBufferView>): void {
+    this.#registry().keepOnly([...arrays].map((a) => a.buffer));
+  }
+
+  #registry(): HostRegistry {
+    return this.#hostRegistry ??= new HostRegistry(this.backend);
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#chunkWs?.free();
     this.#tapPipe?.free();
+    this.#hostRegistry?.clear();
     freeWeights(this.weights);
     if (this.ownsBackend) this.backend.close();
   }

@@ -3,12 +3,14 @@
  * {@link Backend.downloadAsync} into a host buffer from {@link Backend.hostAlloc} (page-locked on
  * CUDA, where the transfer runs on a copy stream from a staging copy, overlapping the next
  * layers); at most `depth` are in flight. When a new tap needs a buffer the oldest is waited for
- * and copied into its destination, and {@link TapPipeline.drain} finishes the rest. The bytes are
- * those a synchronous download at the same point would give.
+ * and copied into its destination, and {@link TapPipeline.drain} finishes the rest. A destination
+ * in an array the {@link HostRegistry} holds registered is downloaded into directly (no host
+ * buffer, no copy). The bytes are those a synchronous download at the same point would give.
  *
  * @module
  */
 import type { Backend, Ptr } from "../backend/backend.ts";
+import type { HostRegistry } from "./host_registry.ts";
 
 interface HostBuffer {
   ptr: Ptr;
@@ -17,7 +19,8 @@ interface HostBuffer {
 
 interface InFlight {
   ticket: bigint;
-  buf: HostBuffer;
+  /** null: downloaded straight into dst (registered) */
+  buf: HostBuffer | null;
   dst: Float32Array;
   done: (dst: Float32Array) => void;
 }
@@ -26,14 +29,19 @@ interface InFlight {
 export class TapPipeline {
   readonly #be: Backend;
   readonly #depth: number;
+  readonly #registry: HostRegistry | undefined;
   #free: HostBuffer[] = [];
   #inFlight: InFlight[] = [];
 
-  /** `depth`: downloads in flight at most (each holds a host buffer of its size). */
-  constructor(backend: Backend, depth = 4) {
+  /**
+   * `depth`: downloads in flight at most (each holds a host buffer of its size, unless it goes
+   * straight into an array `registry` holds registered).
+   */
+  constructor(backend: Backend, depth = 4, registry?: HostRegistry) {
     if (!(depth >= 1)) throw new RangeError(`TapPipeline: depth ${depth} < 1`);
     this.#be = backend;
     this.#depth = depth;
+    this.#registry = registry;
   }
 
   /** Downloads in flight now. */
@@ -47,6 +55,11 @@ export class TapPipeline {
    */
   push(src: Ptr, dst: Float32Array, done: (dst: Float32Array) => void): void {
     if (this.#inFlight.length >= this.#depth) this.#retire();
+    if (this.#registry?.covers(dst)) {
+      const ticket = this.#be.downloadAsync(Deno.UnsafePointer.of(dst), src, dst.byteLength);
+      this.#inFlight.push({ ticket, buf: null, dst, done });
+      return;
+    }
     const buf = this.#take(dst.byteLength);
     let ticket: bigint;
     try {
@@ -73,7 +86,7 @@ export class TapPipeline {
       } catch {
         // the pass is failing already; the buffer still goes back to the pool
       }
-      this.#free.push(f.buf);
+      if (f.buf) this.#free.push(f.buf);
     }
   }
 
@@ -88,9 +101,9 @@ export class TapPipeline {
     const f = this.#inFlight.shift()!;
     try {
       this.#be.downloadWait(f.ticket);
-      this.#be.hostCopy(f.dst, f.buf.ptr);
+      if (f.buf) this.#be.hostCopy(f.dst, f.buf.ptr);
     } finally {
-      this.#free.push(f.buf);
+      if (f.buf) this.#free.push(f.buf);
     }
     f.done(f.dst);
   }

@@ -46,6 +46,8 @@ export const SYMBOLS = {
   mb_memset: { parameters: ["pointer", "pointer", "i32", "usize"], result: "i32" },
   mb_host_alloc: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
   mb_host_free: { parameters: ["pointer", "pointer"], result: "i32" },
+  mb_host_register: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
+  mb_host_unregister: { parameters: ["pointer", "buffer"], result: "i32" },
   mb_download_async: {
     parameters: ["pointer", "pointer", "pointer", "usize", "buffer"],
     result: "i32",
@@ -281,7 +283,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {
