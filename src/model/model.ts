@@ -955,10 +955,6 @@ export class MambaByteLM {
   }
 
   /**
-   * Releases the weights and buffers, then the backend when the model owns it (as a model from
-   * loadModel does); a backend the caller passed in stays open. Idempotent.
-   */
-  /**
    * Registers these result arrays as download destinations of the module-output taps, and
    * unregisters those of an earlier call ({@link HostRegistry}): on CUDA each tapped chunk then
    * goes from the device straight into its place (page-locked in place; arrays under 1 MiB, or
@@ -974,6 +970,10 @@ export class MambaByteLM {
     return this.#hostRegistry ??= new HostRegistry(this.backend);
   }
 
+  /**
+   * Releases the weights and buffers, then the backend when the model owns it (as a model from
+   * loadModel does); a backend the caller passed in stays open. Idempotent.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
