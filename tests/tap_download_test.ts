@@ -28,6 +28,24 @@ function load(chunkSize?: number): Promise<MambaByteLM> {
   });
 }
 
+/**
+ * forwardChunks with layer 1's dt_proj tapped into `whole` through the overlapped downloads: every
+ * chunk arrives as a view of `whole`, and `whole` ends equal to the forward's tap.
+ */
+async function assertTapsLandIn(lm: MambaByteLM, text: Uint8Array, whole: Float32Array) {
+  const st = await lm.forwardChunks(text, {
+    taps: ["dt_proj"],
+    layers: [1],
+    overlapTaps: true,
+    skipHead: true,
+    tapTarget: (m) => whole.subarray(m.start * m.cols, (m.start + m.rows) * m.cols),
+    onTap: (c) => assert.equal(c.data.buffer, whole.buffer),
+  });
+  st.free();
+  const ref = await lm.forward(text, { taps: ["dt_proj"], layers: [1] });
+  assert.deepEqual(whole, ref.taps.get("dt_proj")!.get(1)!);
+}
+
 function hostView(p: Deno.PointerValue, floats: number): Float32Array {
   return new Float32Array(Deno.UnsafePointerView.getArrayBuffer(p!, floats * 4));
 }
@@ -124,18 +142,7 @@ Deno.test("forwardChunks: overlapped tap downloads equal synchronous ones, bit f
       for (const [k, v] of a.data) assert.deepEqual(b.data.get(k), v, k);
     }
     // tapTarget: the chunk lands in the caller's array, the same values
-    const whole = new Float32Array(TEXT.length * lm.dims.dInner);
-    const st = await lm.forwardChunks(TEXT, {
-      taps: ["dt_proj"],
-      layers: [1],
-      overlapTaps: true,
-      skipHead: true,
-      tapTarget: (m) => whole.subarray(m.start * m.cols, (m.start + m.rows) * m.cols),
-      onTap: (c) => assert.equal(c.data.buffer, whole.buffer),
-    });
-    st.free();
-    const ref = await lm.forward(TEXT, { taps: ["dt_proj"], layers: [1] });
-    assert.deepEqual(whole, ref.taps.get("dt_proj")!.get(1)!);
+    await assertTapsLandIn(lm, TEXT, new Float32Array(TEXT.length * lm.dims.dInner));
   } finally {
     model.close();
   }
@@ -296,17 +303,7 @@ Deno.test("pinned result arrays (pinHostArrays, pinInto) give the staged path's 
     const whole = new Float32Array(text.length * model.dims.dInner);
     assert.ok(whole.byteLength >= MIN_REGISTERED_BYTES);
     model.pinHostArrays([whole]);
-    const st = await model.forwardChunks(text, {
-      taps: ["dt_proj"],
-      layers: [1],
-      overlapTaps: true,
-      skipHead: true,
-      tapTarget: (m) => whole.subarray(m.start * m.cols, (m.start + m.rows) * m.cols),
-      onTap: (c) => assert.equal(c.data.buffer, whole.buffer),
-    });
-    st.free();
-    const ref = await model.forward(text, { taps: ["dt_proj"], layers: [1] });
-    assert.deepEqual(whole, ref.taps.get("dt_proj")!.get(1)!);
+    await assertTapsLandIn(model, text, whole);
     const ref0 = await model.forward(text, { taps: ["dt_proj"], layers: [0] });
     assert.deepEqual(again.modules.get("dt_proj")!.get(0)!.data, ref0.taps.get("dt_proj")!.get(0)!);
   } finally {
