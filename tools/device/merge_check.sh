@@ -3,8 +3,8 @@
 #   1. build with CUDA and the C test programs; cuda_vs_cpu, every case;
 #   2. compute-sanitizer: memcheck and racecheck on every --small case;
 #   3. cuda_bench --quick (the copy roofline, decoding at batch 1 and 64, the 8192-byte forward);
-#   4. through Deno (.gpu/ carried: `../shared/tools/gpu-pack.sh mod.ts tests/cuda_model_test.ts
-#      scripts/bench_extract.ts scripts/bench_spec.ts`): tests/cuda_model_test.ts, bench:extract
+#   4. through Deno (.gpu/ carried, made by `bash tools/device/pack_gpu.sh`, which also keeps the
+#      carry under its limit): tests/cuda_model_test.ts, bench:extract
 #      (972M shape, 3 repeats), bench:spec on CUDA (the bundled models, with --profile: where a
 #      round goes), bench:gpu when BENCH_GPU_CASES names cases, and the host's page-fault rate
 #      (first touch of 5.4 GB).

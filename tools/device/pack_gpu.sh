@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# pack_gpu.sh — .gpu/ (git-ignored) for the GPU machine, small enough that the tracked tree plus
+# .gpu/ stay under the device's 64 MiB carry: the deno binary and the npm cache of the entry points
+# the device scripts run, without the npm packages only the corpus queue loads (BullMQ, ioredis and
+# their dependencies), and, with CORPUS=<tinyshakespeare.txt>, the corpus the training scripts read.
+# Needs the development machine's packing tool ($GPU_PACK; default ../shared/tools/gpu-pack.sh).
+#   bash tools/device/pack_gpu.sh            # then run the device scripts with carry [".gpu"]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+"${GPU_PACK:-../shared/tools/gpu-pack.sh}" mod.ts tests/cuda_model_test.ts scripts/bench_extract.ts \
+  scripts/bench_gpu.ts scripts/bench_spec.ts tools/profile_verify_cuda.ts
+R=.gpu/deno_dir/npm/registry.npmjs.org
+for p in bullmq ioredis @ioredis luxon msgpackr msgpackr-extract @msgpackr-extract cron-parser \
+  node-abort-controller semver uuid denque redis-errors redis-parser standard-as-callback \
+  cluster-key-slot lodash.defaults lodash.isarguments debug ms tslib detect-libc \
+  node-gyp-build-optional-packages; do
+  rm -rf "${R:?}/$p"
+done
+if [ -n "${CORPUS:-}" ]; then cp "$CORPUS" .gpu/tinyshakespeare.txt; fi
+tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+pack=$(du -sb .gpu | cut -f1)
+echo "tracked tree $((tree / 1000000)) MB + .gpu $((pack / 1000000)) MB = $(((tree + pack) / 1000000)) MB (carry limit 67 MB)"
