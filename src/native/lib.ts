@@ -5,7 +5,10 @@
  * @module
  */
 
-/** mb_linear's signature, which mb_linear_bf16 shares (its x holds bf16 bits). */
+/**
+ * mb_linear's signature, which mb_linear_bf16 shares (its x holds bf16 bits) and
+ * mb_linear_conv1d_step begins with.
+ */
 const LINEAR = {
   parameters: [
     "pointer", // ctx
@@ -98,17 +101,7 @@ export const SYMBOLS = {
   },
   mb_linear_conv1d_step: {
     parameters: [
-      "pointer", // ctx
-      "pointer", // x
-      "i64", // ldx
-      "pointer", // w
-      "i32", // wdtype
-      "pointer", // bias
-      "i64", // n
-      "i64", // in_f
-      "i64", // out_f
-      "pointer", // y
-      "i64", // ldy
+      ...LINEAR.parameters, // mb_linear's, then the conv step's
       "pointer", // conv_w
       "pointer", // conv_bias
       "pointer", // conv_state
