@@ -329,10 +329,10 @@ export class Backend {
   /**
    * Starts copying `bytes` of backend memory at src into host memory at dst (from
    * {@link hostAlloc}, or inside a {@link hostRegister}ed array) and returns a ticket for
-   * {@link downloadWait}. The bytes are src's as the
-   * ops issued before this call leave it; ops issued after it may overwrite src at once, and on
-   * CUDA the transfer overlaps them (a staging copy, then a second stream). dst must not be read
-   * before `downloadWait(ticket)`. On the CPU the copy is done on return.
+   * {@link downloadWait}. The bytes are src's as the ops issued before this call leave it; ops
+   * issued after it may overwrite src at once, and on CUDA the transfer overlaps them (a staging
+   * copy, then a second stream). dst must not be read before `downloadWait(ticket)`. On the CPU
+   * the copy is done on return.
    */
   downloadAsync(dst: Ptr, src: Ptr, bytes: number): bigint {
     const out = new BigUint64Array(1);

@@ -139,7 +139,7 @@ def cuda_scan_lib():
         lib.mbt_scan_fwd.argtypes = [P] * 10 + [I64, I64, I64, ctypes.c_int, P]
         lib.mbt_scan_bwd.argtypes = [P] * 17 + [I64, I64, I64, ctypes.c_int, P]
         lib.mbt_scan_fwd.restype = lib.mbt_scan_bwd.restype = lib.mbt_scan_max_state.restype = ctypes.c_int
-        _CUDA_SCAN["lib"] = lib
+        _CUDA_SCAN["lib"], _CUDA_SCAN["max_state"] = lib, lib.mbt_scan_max_state()
     except (OSError, subprocess.CalledProcessError, RuntimeError) as e:
         err = getattr(e, "stderr", b"") or b""
         _CUDA_SCAN["error"] = f"{type(e).__name__}: {e} {err.decode(errors='replace')[-400:]}".strip()
@@ -188,7 +188,7 @@ class _CudaScan(torch.autograd.Function):
 
 def cuda_scan_usable(x, n) -> bool:
     return x.is_cuda and x.dtype == torch.float32 and cuda_scan_lib() is not None and \
-        n <= _CUDA_SCAN["lib"].mbt_scan_max_state()
+        n <= _CUDA_SCAN["max_state"]
 
 
 def selective_scan_cuda(x, delta, A, B, C, D, h0=None):
