@@ -9,7 +9,7 @@
 #   bash tools/device/spec_train_bench.sh     # with carry [".gpu"]
 # Back in $OUT (the device returns at most 8 files): small.{safetensors,json},
 # draft_bytes.{safetensors,json}, draft_subword.tar, target.json, bench_spec.json and logs.tar (the
-# training and session logs). The target's weights (44 MB) stay there: the same command rebuilds them.
+# training and session logs). The target's weights (47 MB) stay there: the same command rebuilds them.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/spec_train_out}"

@@ -15,7 +15,7 @@
 #                  an EMA of the weights scored beside them; the
 #                  one with the better selection-split bits/byte becomes `small` (target: <= 2.2 on
 #                  the held-out text; the held-out text is never used to choose);
-#   2. target      384 x 24 (22M, bf16 44 MB): the byte-level target, clearly larger than small;
+#   2. target      384 x 24 (23M, bf16 47 MB): the byte-level target, clearly larger than small;
 #   3. draft_bytes 256 x 2  (0.8M): the byte-level drafter;
 #   4. draft_subword 256 x 2 over a byte-level BPE of 2048 tokens trained on the training bytes
 #                  (the tokenizers library), saved as a transformers MambaForCausalLM folder
