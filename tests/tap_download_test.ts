@@ -284,21 +284,33 @@ Deno.test("TapPipeline downloads straight into a registered array: the same byte
   }
 });
 
-Deno.test("pinned result arrays (pinHostArrays, pinInto) give the staged path's values", async () => {
+Deno.test("reused result arrays are registered by default (pinInto) and get the staged path's values", async () => {
   const model = await load(512);
   try {
     const text = new TextEncoder().encode("Pinned arrays take the downloads. ".repeat(70)); // 2380
     const first = await extractModuleOutputs(model, text, { modules: ["dt_proj"], layers: [0, 2] });
+    assert.equal(model.registeredHostBytes, 0, "fresh arrays are not registered");
     const again = await extractModuleOutputs(model, text, {
       modules: ["dt_proj"],
       layers: [0, 2],
       into: first.modules,
-      pinInto: true,
     });
+    const bytes = 2 * text.length * model.dims.dInner * 4;
+    assert.equal(model.registeredHostBytes, bytes, "the reused arrays are registered");
     for (const l of [0, 2]) {
       const t = again.modules.get("dt_proj")!.get(l)!;
       assert.equal(t.data, first.modules.get("dt_proj")!.get(l)!.data, "reused in place");
     }
+    // pinInto: false takes the staged path into the same arrays, with the same values
+    const kept = again.modules.get("dt_proj")!.get(2)!.data.slice();
+    (again.modules.get("dt_proj")!.get(2)!.data as Float32Array).fill(0);
+    await extractModuleOutputs(model, text, {
+      modules: ["dt_proj"],
+      layers: [0, 2],
+      into: again.modules,
+      pinInto: false,
+    });
+    assert.deepEqual(again.modules.get("dt_proj")!.get(2)!.data, kept);
     // through the overlapped path, which the registration changes: straight into the array
     const whole = new Float32Array(text.length * model.dims.dInner);
     assert.ok(whole.byteLength >= MIN_REGISTERED_BYTES);

@@ -109,12 +109,15 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
     const int tn = TILE == 1 ? 1 : (int)min((int64_t)TT, a.len - t0);
     const int64_t r0 = b * a.len + t0;
     if (t0 > 0) __syncthreads(); /* every lane is done with the previous tile's rows */
-    for (int tt = 0; tt < tn; tt++) {
-      const int64_t r = r0 + tt;
-      for (int k = threadIdx.x; k < Rp; k += blockDim.x) xs[tt * Rp + k] = k < R ? a.xdbl[r * a.ldx + k] : 0.f;
-      for (int k = threadIdx.x; k < NP; k += blockDim.x) {
-        sB[tt * NP + k] = k < a.n ? a.Bm[r * a.ldb + k] : 0.f;
-        sC[tt * NP + k] = k < a.n ? a.Cm[r * a.ldc + k] : 0.f;
+#pragma unroll
+    for (int tt = 0; tt < TILE; tt++) {
+      if (tt < tn) {
+        const int64_t r = r0 + tt;
+        for (int k = threadIdx.x; k < Rp; k += blockDim.x) xs[tt * Rp + k] = k < R ? a.xdbl[r * a.ldx + k] : 0.f;
+        for (int k = threadIdx.x; k < NP; k += blockDim.x) {
+          sB[tt * NP + k] = k < a.n ? a.Bm[r * a.ldb + k] : 0.f;
+          sC[tt * NP + k] = k < a.n ? a.Cm[r * a.ldc + k] : 0.f;
+        }
       }
     }
     float uu[TILE], zz[TILE];
@@ -127,10 +130,12 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
       }
     }
     __syncthreads();
+    /* Phase 1: what does not depend on the state (dt_proj's dot, softplus, the decay and the
+     * input term), for every position of the tile: independent chains the GPU overlaps. */
+    float ea[TILE][SCAN_P], bu[TILE][SCAN_P];
 #pragma unroll
     for (int tt = 0; tt < TILE; tt++) {
       if (tt >= tn) break;
-      const int64_t r = r0 + tt;
       const float *xr = xs + tt * Rp;
       float dot = 0.f;
       if (a.wvec) {
@@ -148,13 +153,21 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
 #pragma unroll
       for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
       const float draw = dot + bc;
-      if (gi == 0 && cok && a.delta_out) a.delta_out[r * a.d + c] = draw;
+      if (gi == 0 && cok && a.delta_out) a.delta_out[(r0 + tt) * a.d + c] = draw;
       const float dt = a.softplus ? mb_softplus(draw) : draw;
       const float du = dt * uu[tt];
       const float2 bv = *(const float2 *)(sB + tt * NP + gi * SCAN_P);
+      ea[tt][0] = exp2f(dt * Ac[0]), bu[tt][0] = du * bv.x;
+      ea[tt][1] = exp2f(dt * Ac[1]), bu[tt][1] = du * bv.y;
+    }
+    /* Phase 2: the recurrence and the outputs, position after position. */
+#pragma unroll
+    for (int tt = 0; tt < TILE; tt++) {
+      if (tt >= tn) break;
+      const int64_t r = r0 + tt;
       const float2 cv = *(const float2 *)(sC + tt * NP + gi * SCAN_P);
-      h[0] = fmaf(exp2f(dt * Ac[0]), h[0], du * bv.x);
-      h[1] = fmaf(exp2f(dt * Ac[1]), h[1], du * bv.y);
+      h[0] = fmaf(ea[tt][0], h[0], bu[tt][0]);
+      h[1] = fmaf(ea[tt][1], h[1], bu[tt][1]);
       float yp = fmaf(cv.y, h[1], cv.x * h[0]);
 #pragma unroll
       for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);

@@ -253,7 +253,9 @@ static void t_linear(void) {
   /* n, in_f, out_f, pad of ldx/ldy */
   int64_t cfgs[][4] = {{1, 37, 101, 3},   {3, 101, 37, 1},   {8, 64, 200, 8},  {1, 1792, 257, 0},
                        {2, 112, 300, 8},  {5, 3584, 144, 4}, {1, 3584, 67, 4}, {17, 101, 37, 3},
-                       {9, 256, 96, 0},   {300, 96, 160, 5}, {64, 1792, 384, 0}};
+                       {9, 256, 96, 0},   {300, 96, 160, 5}, {64, 1792, 384, 0},
+                       /* few output tiles, long K: x_proj and out_proj at decoding batch 64 */
+                       {64, 3584, 144, 0}, {64, 3584, 1792, 3}, {17, 1024, 96, 5}, {20, 512, 40, 0}};
   int nc = (int)(sizeof cfgs / sizeof cfgs[0]);
   for (int ci = 0; ci < nc; ci++)
     for (int mode = 0; mode < 3; mode++) { /* 0 f32 strict, 1 f32 tf32, 2 bf16 */
@@ -284,8 +286,9 @@ static void t_linear(void) {
  * rows the bf16 ones were rounded from (the same tensor-core product, its conversion done). */
 static void t_linear_bf16(void) {
   /* n, in_f, out_f, pad of ldx/ldy */
-  int64_t cfgs[][4] = {{1, 37, 101, 3}, {5, 3584, 144, 4}, {9, 256, 96, 0},
-                       {300, 96, 160, 5}, {257, 1792, 384, 0}, {33, 112, 300, 8}};
+  int64_t cfgs[][4] = {{1, 37, 101, 3},    {5, 3584, 144, 4},  {9, 256, 96, 0},
+                       {300, 96, 160, 5},  {257, 1792, 384, 0}, {33, 112, 300, 8},
+                       {64, 3584, 144, 0}, {17, 1024, 96, 5}};
   for (int ci = 0; ci < (int)(sizeof cfgs / sizeof cfgs[0]); ci++)
     for (int dt = 0; dt < 2; dt++) {
       int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2], pad = cfgs[ci][3];
@@ -486,10 +489,13 @@ static void t_ssu_dt(void) {
       {1, 70, 33, 40, MB_DTYPE_F32, 1, 0, 1},  {2, 50, 64, 40, MB_DTYPE_BF16, 1, 1, 1},
       {1, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1}, {64, 300, 16, 112, MB_DTYPE_F32, 1, 1, 0},
       {5, 33, 1, 112, MB_DTYPE_F32, 1, 1, 1},  {6, 1000, 16, 112, MB_DTYPE_BF16, 0, 1, 1},
+      /* decoding batches of 16 to 64 */
+      {19, 101, 16, 112, MB_DTYPE_BF16, 1, 1, 1}, {17, 37, 17, 13, MB_DTYPE_F32, 1, 0, 1},
+      {16, 50, 64, 40, MB_DTYPE_BF16, 0, 1, 0},  {64, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1},
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     int64_t B = cs[ci].batch, d = cs[ci].d, n = cs[ci].n, R = cs[ci].R;
-    if (g_small && (d > 1000 || B > 8)) continue;
+    if (g_small && (d > 1000 || B > 24)) continue;
     int64_t ldu = d + 3, ldx = R + 2 * n + 1, ldz = 2 * d, ldy = d + 2;
     pair U = prand(B * ldu, -2, 2), X = prand(B * ldx, -1, 1), Z = prand(B * ldz, -3, 3);
     pair W = weights(d, R, cs[ci].wdt, -0.5f, 0.5f);

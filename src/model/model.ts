@@ -966,6 +966,11 @@ export class MambaByteLM {
     this.#registry().keepOnly([...arrays].map((a) => a.buffer));
   }
 
+  /** Bytes of result arrays now registered by {@link pinHostArrays} (0 when none). */
+  get registeredHostBytes(): number {
+    return this.#hostRegistry?.bytes ?? 0;
+  }
+
   #registry(): HostRegistry {
     return this.#hostRegistry ??= new HostRegistry(this.backend);
   }

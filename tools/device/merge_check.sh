@@ -11,7 +11,8 @@
 #   Optional: NCU_KERNELS=<regex> profiles the first two launches of those kernels in cuda_bench
 #   (speed of light, occupancy, warp stalls; NCU_BASE=mangled matches mangled names);
 #   BENCH_FULL=1: cuda_bench without --quick (batch-64 decoding and its per-op breakdown, fp32);
-#   BENCH_GPU_ARGS: more bench:gpu flags (e.g. --chunk_size 8192);
+#   BENCH_BATCH=1: cuda_bench --batch instead (decoding batches and the batch-64 layer's ops);
+#   BENCH_GPU_ARGS: more bench:gpu flags (e.g. --chunk_size 8192); SKIP_PF=1 leaves out the page-fault step;
 #   SASS_KERNELS=<regex> writes those kernels' SASS to $OUT/sass.txt and prints its opcode counts
 #   (static: per instruction in the listing); SKIP_SPEC=1 leaves out bench:spec.
 # Each step prints as it ends; logs in $OUT; a summary last; non-zero exit when a step failed.
@@ -45,6 +46,7 @@ note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log
 
 bench_flags=--quick
 [ -n "${BENCH_FULL:-}" ] && bench_flags=
+[ -n "${BENCH_BATCH:-}" ] && bench_flags=--batch
 step "cuda_bench $bench_flags"
 timeout "${BENCH_T:-150}" ./$B/cuda_bench $bench_flags >"$OUT/bench_ops.log" 2>&1 || fail
 sed -n '/^====/,$p' "$OUT/bench_ops.log"
@@ -90,13 +92,15 @@ if [ $? -ne 1 ]; then
     timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A scripts/bench_gpu.ts \
       --cases "$BENCH_GPU_CASES" ${BENCH_GPU_ARGS:-} 2>&1 | tee "$OUT/bench_gpu.log" || fail
   fi
-  step "host page faults: first touch of 5.4 GB in one Float32Array (what module outputs write)"
-  timeout 60 deno eval 'const n = 5.4e9 / 4; let t = performance.now();
-const a = new Float32Array(n); a.fill(1); const first = performance.now() - t;
-t = performance.now(); a.fill(2); const again = performance.now() - t;
-console.log(`first touch ${(first / 1000).toFixed(2)} s (${(5.4 / (first / 1000)).toFixed(1)} GB/s), ` +
-  `already mapped ${(again / 1000).toFixed(2)} s (${(5.4 / (again / 1000)).toFixed(1)} GB/s)`);' 2>&1 |
-    tee "$OUT/page_faults.log"
+  if [ -z "${SKIP_PF:-}" ]; then
+    step "host page faults: first touch of 5.4 GB in one Float32Array (what module outputs write)"
+    timeout 60 deno eval 'const n = 5.4e9 / 4; let t = performance.now();
+  const a = new Float32Array(n); a.fill(1); const first = performance.now() - t;
+  t = performance.now(); a.fill(2); const again = performance.now() - t;
+  console.log(`first touch ${(first / 1000).toFixed(2)} s (${(5.4 / (first / 1000)).toFixed(1)} GB/s), ` +
+    `already mapped ${(again / 1000).toFixed(2)} s (${(5.4 / (again / 1000)).toFixed(1)} GB/s)`);' 2>&1 |
+      tee "$OUT/page_faults.log"
+  fi
 else
   note "deno steps: skipped (no .gpu/deno.xz)"
 fi
