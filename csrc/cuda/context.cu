@@ -86,6 +86,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->gemv_rows = e_rows ? atoi(e_rows) : 0;
     if (st->gemv_rows != 1 && st->gemv_rows != 2 && st->gemv_rows != 4 && st->gemv_rows != 8)
       st->gemv_rows = 0;
+    const char *e_ssu = getenv("MAMBABYTE_CUDA_SSU_ROWS");
+    st->ssu_rows = e_ssu && e_ssu[0] ? atoi(e_ssu) : -1; /* -1: step.cu's default */
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

@@ -39,6 +39,7 @@ struct SsuDtArgs {
   int64_t len;        /* positions per sequence: 1 for the decoding step, more for mb_selective_scan_dt */
   float *states_all;  /* (batch, len, d, n) or NULL */
   int tile;           /* positions staged at once (set by ssu_dt_launch_l: <= SSU_TILE) */
+  int64_t batch;      /* sequences (k_ssu_dt_rows bounds its last block row with it) */
 };
 
 #define SSU_MAXC 4
@@ -197,6 +198,130 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
   }
 }
 
+/* ---- decoding batches: one thread per (sequence, channel) ------------------------------------ *
+ * k_ssu_dt at batch 64 ran 28,672 two-warp blocks in ~18 waves, each wave a chain of dependent
+ * loads (43 us a 972M layer for ~7 us of state traffic). Here a thread owns a (sequence, channel)
+ * pair and plays the L lanes of that kernel itself: each virtual lane's partial dot product and
+ * state pair in the same order, then the lanes' butterfly (xor o = L/2 .. 1: lane i adds lane i ^ o,
+ * and since a + b == b + a bit for bit, every lane holds the same value; lane 0's is taken). So
+ * every value has the lane kernel's bits: a batch decodes as its sequences would one by one (the
+ * `y=rows` checks of cuda_vs_cpu's ssu_dt cases). A block is SSU_ROW_C channels (a warp: the
+ * state, u, z and y accesses of a warp are contiguous) by SSU_ROW_B sequences (which share the
+ * dt_proj rows through L1). */
+#define SSU_ROW_C 32
+#define SSU_ROW_B 4
+template <int L, typename WT>
+__global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs a) {
+  extern __shared__ __align__(16) float smem_rows[];
+  mb_pdl_trigger();
+  constexpr int EPV = 16 / sizeof(WT), NP = L * SCAN_P;
+  const int64_t c = (int64_t)blockIdx.x * SSU_ROW_C + threadIdx.x;
+  const int64_t b = (int64_t)blockIdx.y * SSU_ROW_B + threadIdx.y;
+  const bool cok = c < a.d, ok = cok && b < a.batch;
+  const int R = a.R, Rp = (R + 7) & ~7;
+  float *xs = smem_rows + threadIdx.y * (Rp + 2 * NP), *sB = xs + Rp, *sC = sB + NP;
+  /* constants before the PDL wait */
+  float Ac[NP];
+#pragma unroll
+  for (int s = 0; s < NP; s++) Ac[s] = (cok && s < a.n) ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
+  const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
+  const float bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
+  const WT *wrow = (const WT *)a.w + (cok ? c : 0) * (int64_t)R;
+  const int nch = a.wvec ? R / EPV : 0;
+  mb_pdl_wait();
+  const int64_t bb = b < a.batch ? b : 0; /* rows past the batch stage a valid row, unused */
+  for (int k = threadIdx.x; k < Rp; k += SSU_ROW_C) xs[k] = k < R ? a.xdbl[bb * a.ldx + k] : 0.f;
+  for (int k = threadIdx.x; k < NP; k += SSU_ROW_C) {
+    sB[k] = k < a.n ? a.Bm[bb * a.ldb + k] : 0.f;
+    sC[k] = k < a.n ? a.Cm[bb * a.ldc + k] : 0.f;
+  }
+  float h[NP];
+  float *st = a.state + (bb * a.d + (cok ? c : 0)) * a.n;
+#pragma unroll
+  for (int s = 0; s < NP; s++) h[s] = (ok && s < a.n) ? st[s] : 0.f;
+  const float uu = ok ? a.u[bb * a.ldu + c] : 0.f;
+  const float zz = ok && a.z ? a.z[bb * a.ldz + c] : 0.f;
+  __syncthreads();
+  if (!ok) return; /* after the block's only barrier */
+  /* dt_proj: lane gi's chunks j = gi, gi + L, ... in order, then the butterfly. The lanes advance
+   * together (round m: chunk m L + gi of every lane), so a round's L weight loads are in flight at
+   * once instead of one after another (ncu: the loop lane by lane waited on L1 most cycles). */
+  float p[L];
+#pragma unroll
+  for (int gi = 0; gi < L; gi++) p[gi] = 0.f;
+  if (a.wvec) {
+    for (int m = 0; m < nch; m += L) {
+      uint4 wq[L];
+#pragma unroll
+      for (int gi = 0; gi < L; gi++)
+        wq[gi] = m + gi < nch ? __ldg((const uint4 *)wrow + m + gi) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int gi = 0; gi < L; gi++)
+        if (m + gi < nch) p[gi] += dot16(wq[gi], xs + (m + gi) * EPV, WT());
+    }
+  } else {
+    for (int m = 0; m < R; m += L) {
+      float wq[L];
+#pragma unroll
+      for (int gi = 0; gi < L; gi++) wq[gi] = m + gi < R ? wval(wrow, m + gi) : 0.f;
+#pragma unroll
+      for (int gi = 0; gi < L; gi++)
+        if (m + gi < R) p[gi] = fmaf(wq[gi], xs[m + gi], p[gi]);
+    }
+  }
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) {
+    float q[L];
+#pragma unroll
+    for (int i = 0; i < L; i++) q[i] = p[i] + p[i ^ o];
+#pragma unroll
+    for (int i = 0; i < L; i++) p[i] = q[i];
+  }
+  const float draw = p[0] + bc;
+  if (a.delta_out) a.delta_out[b * a.d + c] = draw;
+  const float dt = a.softplus ? mb_softplus(draw) : draw;
+  const float du = dt * uu;
+  /* lane gi's two states, then the same butterfly over the lanes' partial outputs */
+  float yl[L];
+#pragma unroll
+  for (int gi = 0; gi < L; gi++) {
+    const int s0 = gi * SCAN_P;
+    h[s0] = fmaf(exp2f(dt * Ac[s0]), h[s0], du * sB[s0]);
+    h[s0 + 1] = fmaf(exp2f(dt * Ac[s0 + 1]), h[s0 + 1], du * sB[s0 + 1]);
+    yl[gi] = fmaf(sC[s0 + 1], h[s0 + 1], sC[s0] * h[s0]);
+  }
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) {
+    float q[L];
+#pragma unroll
+    for (int i = 0; i < L; i++) q[i] = yl[i] + yl[i ^ o];
+#pragma unroll
+    for (int i = 0; i < L; i++) yl[i] = q[i];
+  }
+  float yv = yl[0] + Dc * uu;
+  if (a.z) yv *= mb_silu(zz);
+  a.y[b * a.ldy + c] = yv;
+#pragma unroll
+  for (int s = 0; s < NP; s++)
+    if (s < a.n) st[s] = h[s];
+}
+
+/* From this batch on, decoding steps take k_ssu_dt_rows (MAMBABYTE_CUDA_SSU_ROWS=N: from batch N;
+ * 0: never). H200, 972M bf16 (`cuda_bench --batch`, both in one run): rows against lanes 1,981 vs
+ * 2,174 B/s at b8, 6,143 vs 6,805 at b16, 13,871 vs 14,371 at b64, 22,089 vs 18,830 at b256. */
+#define SSU_ROWS_MIN_BATCH 128
+
+template <int L, typename WT>
+static int ssu_dt_rows_launch(mb_ctx *ctx, const SsuDtArgs &a) {
+  const int R = a.R, Rp = (R + 7) & ~7;
+  const size_t smem = (size_t)SSU_ROW_B * (Rp + 2 * L * SCAN_P) * sizeof(float);
+  if (smem > 48 * 1024)
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
+  const dim3 grid(mbcuda_blocks(a.d, SSU_ROW_C), (unsigned)((a.batch + SSU_ROW_B - 1) / SSU_ROW_B));
+  MBCUDA_LAUNCH("selective_state_update_dt (rows)", (k_ssu_dt_rows<L, WT>), grid, dim3(SSU_ROW_C, SSU_ROW_B), smem, a);
+  return MB_OK;
+}
+
 /* 64 threads a block at every batch. Tried: 256 from batch 4 (the 28,672 two-warp blocks of batch
  * 64 looked like scheduling overhead): this op alone 55.2 against 49.5 us a 972M layer at batch 64
  * on the H200 (cuda_bench's breakdown, consecutive runs); reverted. */
@@ -210,6 +335,10 @@ static int ssu_dt_launch_t(mb_ctx *ctx, const SsuDtArgs &a, dim3 grid, int threa
 
 template <int L>
 static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch) {
+  const int env = mbcuda_st(ctx)->ssu_rows, from = env < 0 ? SSU_ROWS_MIN_BATCH : env;
+  if (a.len == 1 && from > 0 && batch >= from)
+    return wdtype == MB_DTYPE_BF16 ? ssu_dt_rows_launch<L, uint16_t>(ctx, a)
+                                   : ssu_dt_rows_launch<L, float>(ctx, a);
   const int threads = L > 64 ? L : 64;
   const int CB = threads / L;
   const size_t per_pos = (size_t)(((a.R + 7) & ~7) + 2 * L * SCAN_P) * sizeof(float);
@@ -243,7 +372,7 @@ extern "C" int mbcuda_selective_state_update_dt(
   const size_t es = wdtype == MB_DTYPE_BF16 ? 2 : 4;
   const int wvec = ((size_t)dt_rank * es) % 16 == 0 && ((uintptr_t)dt_w & 15) == 0;
   SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
-                 Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, 1, nullptr};
+                 Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, 1, nullptr, 0, batch};
   return ssu_dt_launch(ctx, a, wdtype, batch);
 }
 
@@ -264,7 +393,7 @@ extern "C" int mbcuda_selective_scan_dt(
   const int wvec = ((size_t)dt_rank * es) % 16 == 0 && ((uintptr_t)dt_w & 15) == 0;
   SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
                  Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, len,
-                 states_all};
+                 states_all, 0, batch};
   return ssu_dt_launch(ctx, a, wdtype, batch);
 }
 

@@ -16,8 +16,9 @@
  * The table is printed last. Times: wall clock around synchronised batches; median of repeats.
  *
  *   cuda_bench [--quick]
- *   cuda_bench --batch   decoding batches only (1, 8, 64, 256 bf16; 64 fp32) and the batch-64
- *                        layer's per-op times
+ *   cuda_bench --batch   decoding batches only (1 to 256 bf16; 64 fp32) and the batch-64
+ *                        layer's per-op times, and again with the state update's lane kernel
+ *   cuda_bench --ssu64   the batch-64 layer's per-op times only (a short run for ncu)
  */
 #include <math.h>
 #include <stdint.h>
@@ -545,22 +546,33 @@ static mb_ctx *ctx_with_env(const char *name, const char *value) {
 }
 
 /* --batch: decoding batches of 1, 8, 64 and 256 (bf16) and 64 (fp32), with the batch-64 layer's
- * per-op times. */
+ * per-op times; then the peer in the same run: the state update's lane kernel at every batch
+ * (MAMBABYTE_CUDA_SSU_ROWS=0), over the same weights. */
 static void batch_benches(double bw) {
-  model m;
-  model_init(&m, MB_DTYPE_BF16);
-  const int64_t batches[] = {1, 8, 64, 256};
-  for (int i = 0; i < 4; i++) decode_bench(&m, bw, batches[i], "bf16");
-  breakdown(&m, 64, 1, "bf16");
-  model_free(&m);
-  model_init(&m, MB_DTYPE_F32);
-  decode_bench(&m, bw, 64, "f32");
-  model_free(&m);
+  const int64_t batches[] = {1, 4, 8, 16, 64, 256};
+  for (int peer = 0; peer < 2; peer++) {
+    mb_ctx *g0 = G;
+    if (peer) G = ctx_with_env("MAMBABYTE_CUDA_SSU_ROWS", "0");
+    const char *l16 = peer ? "bf16,lanes" : "bf16", *l32 = peer ? "f32,lanes" : "f32";
+    model m;
+    model_init(&m, MB_DTYPE_BF16);
+    for (int i = 0; i < 6; i++) decode_bench(&m, bw, batches[i], l16);
+    breakdown(&m, 64, 1, l16);
+    model_free(&m);
+    model_init(&m, MB_DTYPE_F32);
+    decode_bench(&m, bw, 64, l32);
+    model_free(&m);
+    if (peer) {
+      MBX(mb_ctx_destroy(G));
+      G = g0;
+    }
+  }
 }
 
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   int batch_only = argc > 1 && !strcmp(argv[1], "--batch");
+  int ssu_only = argc > 1 && !strcmp(argv[1], "--ssu64"); /* for ncu: the b64 layer's ops only */
   int count = 0;
   if (!mb_has_cuda()) {
     printf("SKIP: library built without CUDA\n");
@@ -577,6 +589,15 @@ int main(int argc, char **argv) {
   fprintf(stderr, "%s\n", info);
   pools();
   double bw = copy_bw();
+  if (ssu_only) {
+    model m;
+    model_init(&m, MB_DTYPE_BF16);
+    breakdown(&m, 64, 1, "bf16");
+    model_free(&m);
+    MBX(mb_ctx_destroy(G));
+    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
+    return 0;
+  }
   if (batch_only) {
     batch_benches(bw);
     MBX(mb_ctx_destroy(G));

@@ -489,9 +489,11 @@ static void t_ssu_dt(void) {
       {1, 70, 33, 40, MB_DTYPE_F32, 1, 0, 1},  {2, 50, 64, 40, MB_DTYPE_BF16, 1, 1, 1},
       {1, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1}, {64, 300, 16, 112, MB_DTYPE_F32, 1, 1, 0},
       {5, 33, 1, 112, MB_DTYPE_F32, 1, 1, 1},  {6, 1000, 16, 112, MB_DTYPE_BF16, 0, 1, 1},
-      /* decoding batches of 16 to 64 */
+      /* decoding batches of 8 to 64 */
       {19, 101, 16, 112, MB_DTYPE_BF16, 1, 1, 1}, {17, 37, 17, 13, MB_DTYPE_F32, 1, 0, 1},
       {16, 50, 64, 40, MB_DTYPE_BF16, 0, 1, 0},  {64, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1},
+      {9, 37, 1, 8, MB_DTYPE_F32, 1, 1, 1},      {8, 70, 33, 40, MB_DTYPE_F32, 1, 0, 1},
+      {8, 101, 16, 13, MB_DTYPE_BF16, 1, 1, 1}, /* R = 13: the weights' scalar path */
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     int64_t B = cs[ci].batch, d = cs[ci].d, n = cs[ci].n, R = cs[ci].R;
@@ -1178,6 +1180,17 @@ int main(int argc, char **argv) {
     GPU = g1;
   }
   t_ssu_dt();
+  { /* the decoding state update's thread-per-(sequence, channel) kernel from batch 2 (by default
+     * from 128): each batch's rows against one-sequence calls, which keep the lanes' kernel */
+    mb_ctx *g1 = GPU;
+    setenv("MAMBABYTE_CUDA_SSU_ROWS", "2", 1);
+    MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &GPU));
+    unsetenv("MAMBABYTE_CUDA_SSU_ROWS");
+    printf("-- the state update's rows kernel from batch 2 (MAMBABYTE_CUDA_SSU_ROWS=2):\n");
+    t_ssu_dt();
+    MBX(mb_ctx_destroy(GPU));
+    GPU = g1;
+  }
   t_linear_conv();
   t_spec();
   t_softmax_rank();

@@ -9,7 +9,8 @@
 #      round goes), bench:gpu when BENCH_GPU_CASES names cases, and the host's page-fault rate
 #      (first touch of 5.4 GB).
 #   Optional: NCU_KERNELS=<regex> profiles the first two launches of those kernels in cuda_bench
-#   (speed of light, occupancy, warp stalls; NCU_BASE=mangled matches mangled names);
+#   (speed of light, occupancy, warp stalls; NCU_BASE=mangled matches mangled names;
+#   NCU_BENCH_ARGS: cuda_bench's flags there, default --quick; --ssu64: the batch-64 layer's ops);
 #   BENCH_FULL=1: cuda_bench without --quick (batch-64 decoding and its per-op breakdown, fp32);
 #   BENCH_BATCH=1: cuda_bench --batch instead (decoding batches and the batch-64 layer's ops);
 #   BENCH_GPU_ARGS: more bench:gpu flags (e.g. --chunk_size 8192); SKIP_PF=1 leaves out the page-fault step;
@@ -57,7 +58,7 @@ if [ -n "${NCU_KERNELS:-}" ]; then
     --kernel-name "regex:$NCU_KERNELS" --launch-count 2 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
     --section ComputeWorkloadAnalysis --section InstructionStats \
-    ./$B/cuda_bench --quick >"$OUT/ncu.log" 2>&1 || fail
+    ./$B/cuda_bench ${NCU_BENCH_ARGS:---quick} >"$OUT/ncu.log" 2>&1 || fail
   grep -vE "^==PROF==|^\[|^decode|^bf16|^forward|^\{" "$OUT/ncu.log" | grep -E "k_|Throughput|Duration|Occupancy|Registers|Stall|Warp Cycles|Issued|Block Limit|Eligible|Pipe|Executed Ipc|Instructions" | head -80
 fi
 
