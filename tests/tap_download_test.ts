@@ -297,6 +297,9 @@ Deno.test("reused result arrays are registered by default (pinInto) and get the 
     });
     const bytes = 2 * text.length * model.dims.dInner * 4;
     assert.equal(model.registeredHostBytes, bytes, "the reused arrays are registered");
+    // an extraction into fresh arrays in between leaves them registered
+    await extractModuleOutputs(model, text, { modules: ["dt_proj"], layers: [1] });
+    assert.equal(model.registeredHostBytes, bytes, "still registered after a fresh extraction");
     for (const l of [0, 2]) {
       const t = again.modules.get("dt_proj")!.get(l)!;
       assert.equal(t.data, first.modules.get("dt_proj")!.get(l)!.data, "reused in place");

@@ -116,8 +116,9 @@ async function pass(
  * The reused arrays are also registered as download destinations (CUDA;
  * {@link MambaByteLM.pinHostArrays}), so each chunk goes from the device straight into them with
  * no copy on the host (H200, 972M shape, dt_proj of 7,850 bytes: 1.16x the forward against 3.35x
- * through the staging buffers); the model keeps them registered (and alive) until the next such
- * call or its close. Registering costs about a first touch, so it pays when the same arrays are
+ * through the staging buffers); the model keeps them registered (and alive) until a later call
+ * reuses other arrays (a call into fresh ones leaves them), `pinInto: true` with none to reuse, or
+ * its close. Registering costs about a first touch, so it pays when the same arrays are
  * filled again and again; `pinInto: false` keeps the staged copy (e.g. when alternating between
  * several sets of arrays).
  */
@@ -156,7 +157,9 @@ export async function extractModuleOutputs(
     }
     result.set(m, perLayer);
   }
-  if (options.pinInto ?? true) lm.pinHostArrays(reused);
+  // by default only a call that reuses arrays changes the registered set: a call into fresh
+  // arrays between two refills must not unregister them (registering 5.4 GB again costs ~0.25 s)
+  if (options.pinInto ?? reused.length > 0) lm.pinHostArrays(reused);
   const nl: Nonlinearity = options.nonlinearity ?? "linear";
   const scores = await pass(lm, bytes, modules, layers, options, {
     tapTarget: (t) => {
