@@ -205,116 +205,165 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
  * state pair in the same order, then the lanes' butterfly (xor o = L/2 .. 1: lane i adds lane i ^ o,
  * and since a + b == b + a bit for bit, every lane holds the same value; lane 0's is taken). So
  * every value has the lane kernel's bits: a batch decodes as its sequences would one by one (the
- * `y=rows` checks of cuda_vs_cpu's ssu_dt cases). A block is SSU_ROW_C channels (a warp: the
- * state, u, z and y accesses of a warp are contiguous) by SSU_ROW_B sequences (which share the
- * dt_proj rows through L1). */
+ * `y=rows` checks of cuda_vs_cpu's ssu_dt cases). A block is SSU_ROW_C channels (a warp) by
+ * SSU_ROW_B sequences (a warp each). What a thread owns (16 states, 16 values of A, a dt_proj row)
+ * lies 64-224 bytes from its neighbour's, so read thread by thread every load instruction touched
+ * 32 sectors (ncu: L1 scoreboard stalls, 63 us at b64); the block stages them through shared
+ * memory with contiguous loads and stores instead (18 us). */
 #define SSU_ROW_C 32
 #define SSU_ROW_B 4
+/* Shared memory of k_ssu_dt_rows: A (x log2 e), the states and the staged rows as floats, then
+ * the dt_proj rows as 16-byte chunks; rows of a thread's own values are padded to an odd length
+ * so that the 32 threads of a warp read them from 32 different banks. */
+struct SsuRowsSmem {
+  int as, ws, rp; /* A / state row length (floats), weight row length (chunks), x_dbl row */
+  size_t a, s, rows, w, bytes; /* offsets (floats, except w: bytes) and the total in bytes */
+};
+__host__ __device__ inline SsuRowsSmem ssu_rows_smem(int L, int R, int nch) {
+  SsuRowsSmem m;
+  const int np = L * SCAN_P;
+  m.as = np + 1;
+  m.ws = nch | 1;
+  m.rp = (R + 7) & ~7;
+  m.a = 0;
+  m.s = m.a + (size_t)SSU_ROW_C * m.as;
+  m.rows = m.s + (size_t)SSU_ROW_B * SSU_ROW_C * m.as;
+  /* 16-byte aligned: every term above is a multiple of 4 floats */
+  m.w = (m.rows + (size_t)SSU_ROW_B * (m.rp + 2 * np)) * sizeof(float);
+  m.bytes = m.w + (size_t)SSU_ROW_C * m.ws * 16 * (nch > 0);
+  return m;
+}
+
 template <int L, typename WT>
 __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs a) {
   extern __shared__ __align__(16) float smem_rows[];
   mb_pdl_trigger();
-  constexpr int EPV = 16 / sizeof(WT), NP = L * SCAN_P;
-  const int64_t c = (int64_t)blockIdx.x * SSU_ROW_C + threadIdx.x;
-  const int64_t b = (int64_t)blockIdx.y * SSU_ROW_B + threadIdx.y;
-  const bool cok = c < a.d, ok = cok && b < a.batch;
-  const int R = a.R, Rp = (R + 7) & ~7;
-  float *xs = smem_rows + threadIdx.y * (Rp + 2 * NP), *sB = xs + Rp, *sC = sB + NP;
-  /* constants before the PDL wait */
-  float Ac[NP];
-#pragma unroll
-  for (int s = 0; s < NP; s++) Ac[s] = (cok && s < a.n) ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
+  constexpr int EPV = 16 / sizeof(WT), NP = L * SCAN_P, NT = SSU_ROW_C * SSU_ROW_B;
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * SSU_ROW_C + tx;
+  const int64_t c0 = (int64_t)blockIdx.x * SSU_ROW_C, c = c0 + tx;
+  const int64_t b = (int64_t)blockIdx.y * SSU_ROW_B + ty;
+  const int cn = (int)min((int64_t)SSU_ROW_C, a.d - c0); /* channels of this block */
+  const bool cok = tx < cn;
+  const int R = a.R, n = a.n, nch = a.wvec ? R / EPV : 0;
+  const SsuRowsSmem m = ssu_rows_smem(L, R, nch);
+  float *sA = smem_rows + m.a, *sS = smem_rows + m.s + (size_t)ty * SSU_ROW_C * m.as;
+  float *xs = smem_rows + m.rows + (size_t)ty * (m.rp + 2 * NP), *sB = xs + m.rp, *sC = sB + NP;
+  uint4 *sW = (uint4 *)((char *)smem_rows + m.w);
+  /* constants before the PDL wait, staged by the whole block from contiguous memory: A of the
+   * block's channels, and (16-byte rows) their dt_proj rows */
+  for (int i = tid; i < SSU_ROW_C * NP; i += NT) {
+    const int cc = i / NP, s = i % NP;
+    sA[cc * m.as + s] = (cc < cn && s < n) ? a.A[(c0 + cc) * n + s] * MB_LOG2E : 0.f;
+  }
+  if (nch > 0) {
+    const uint4 *w4 = (const uint4 *)a.w + c0 * nch;
+    for (int i = tid; i < cn * nch; i += NT) {
+      const int cc = i / nch;
+      sW[cc * m.ws + (i - cc * nch)] = __ldg(w4 + i);
+    }
+  }
   const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
   const float bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
-  const WT *wrow = (const WT *)a.w + (cok ? c : 0) * (int64_t)R;
-  const int nch = a.wvec ? R / EPV : 0;
   mb_pdl_wait();
-  const int64_t bb = b < a.batch ? b : 0; /* rows past the batch stage a valid row, unused */
-  for (int k = threadIdx.x; k < Rp; k += SSU_ROW_C) xs[k] = k < R ? a.xdbl[bb * a.ldx + k] : 0.f;
-  for (int k = threadIdx.x; k < NP; k += SSU_ROW_C) {
-    sB[k] = k < a.n ? a.Bm[bb * a.ldb + k] : 0.f;
-    sC[k] = k < a.n ? a.Cm[bb * a.ldc + k] : 0.f;
+  if (b >= a.batch) { /* a whole warp (one sequence per warp): only the barrier is owed */
+    __syncthreads();
+    return;
   }
-  float h[NP];
-  float *st = a.state + (bb * a.d + (cok ? c : 0)) * a.n;
-#pragma unroll
-  for (int s = 0; s < NP; s++) h[s] = (ok && s < a.n) ? st[s] : 0.f;
-  const float uu = ok ? a.u[bb * a.ldu + c] : 0.f;
-  const float zz = ok && a.z ? a.z[bb * a.ldz + c] : 0.f;
+  /* this warp's sequence: its states (contiguous over the block's channels), x_dbl, B, C */
+  float *st = a.state + (b * a.d + c0) * n;
+  for (int i = tx; i < SSU_ROW_C * NP; i += SSU_ROW_C) {
+    const int cc = i / NP, s = i % NP;
+    sS[cc * m.as + s] = (cc < cn && s < n) ? st[cc * n + s] : 0.f;
+  }
+  for (int k = tx; k < m.rp; k += SSU_ROW_C) xs[k] = k < R ? a.xdbl[b * a.ldx + k] : 0.f;
+  for (int k = tx; k < NP; k += SSU_ROW_C) {
+    sB[k] = k < n ? a.Bm[b * a.ldb + k] : 0.f;
+    sC[k] = k < n ? a.Cm[b * a.ldc + k] : 0.f;
+  }
+  const float uu = cok ? a.u[b * a.ldu + c] : 0.f;
+  const float zz = cok && a.z ? a.z[b * a.ldz + c] : 0.f;
   __syncthreads();
-  if (!ok) return; /* after the block's only barrier */
-  /* dt_proj: lane gi's chunks j = gi, gi + L, ... in order, then the butterfly. The lanes advance
-   * together (round m: chunk m L + gi of every lane), so a round's L weight loads are in flight at
-   * once instead of one after another (ncu: the loop lane by lane waited on L1 most cycles). */
-  float p[L];
+  if (cok) {
+    /* dt_proj: lane gi's chunks j = gi, gi + L, ... in order, then the lanes' butterfly */
+    float p[L];
 #pragma unroll
-  for (int gi = 0; gi < L; gi++) p[gi] = 0.f;
-  if (a.wvec) {
-    for (int m = 0; m < nch; m += L) {
-      uint4 wq[L];
+    for (int gi = 0; gi < L; gi++) p[gi] = 0.f;
+    if (nch > 0) {
+      const uint4 *wr = sW + tx * m.ws;
+      for (int mm = 0; mm < nch; mm += L) {
 #pragma unroll
-      for (int gi = 0; gi < L; gi++)
-        wq[gi] = m + gi < nch ? __ldg((const uint4 *)wrow + m + gi) : make_uint4(0, 0, 0, 0);
+        for (int gi = 0; gi < L; gi++)
+          if (mm + gi < nch) p[gi] += dot16(wr[mm + gi], xs + (mm + gi) * EPV, WT());
+      }
+    } else {
+      const WT *wrow = (const WT *)a.w + c * (int64_t)R;
+      for (int mm = 0; mm < R; mm += L) {
 #pragma unroll
-      for (int gi = 0; gi < L; gi++)
-        if (m + gi < nch) p[gi] += dot16(wq[gi], xs + (m + gi) * EPV, WT());
+        for (int gi = 0; gi < L; gi++)
+          if (mm + gi < R) p[gi] = fmaf(wval(wrow, mm + gi), xs[mm + gi], p[gi]);
+      }
     }
-  } else {
-    for (int m = 0; m < R; m += L) {
-      float wq[L];
 #pragma unroll
-      for (int gi = 0; gi < L; gi++) wq[gi] = m + gi < R ? wval(wrow, m + gi) : 0.f;
+    for (int o = L / 2; o > 0; o >>= 1) {
+      float q[L];
 #pragma unroll
-      for (int gi = 0; gi < L; gi++)
-        if (m + gi < R) p[gi] = fmaf(wq[gi], xs[m + gi], p[gi]);
+      for (int i = 0; i < L; i++) q[i] = p[i] + p[i ^ o];
+#pragma unroll
+      for (int i = 0; i < L; i++) p[i] = q[i];
     }
+    const float draw = p[0] + bc;
+    if (a.delta_out) a.delta_out[b * a.d + c] = draw;
+    const float dt = a.softplus ? mb_softplus(draw) : draw;
+    const float du = dt * uu;
+    /* lane gi's two states, then the same butterfly over the lanes' partial outputs */
+    float *hs = sS + tx * m.as;
+    const float *Ac = sA + tx * m.as;
+    float yl[L];
+#pragma unroll
+    for (int gi = 0; gi < L; gi++) {
+      const int s0 = gi * SCAN_P;
+      const float h0 = fmaf(exp2f(dt * Ac[s0]), hs[s0], du * sB[s0]);
+      const float h1 = fmaf(exp2f(dt * Ac[s0 + 1]), hs[s0 + 1], du * sB[s0 + 1]);
+      hs[s0] = h0, hs[s0 + 1] = h1;
+      yl[gi] = fmaf(sC[s0 + 1], h1, sC[s0] * h0);
+    }
+#pragma unroll
+    for (int o = L / 2; o > 0; o >>= 1) {
+      float q[L];
+#pragma unroll
+      for (int i = 0; i < L; i++) q[i] = yl[i] + yl[i ^ o];
+#pragma unroll
+      for (int i = 0; i < L; i++) yl[i] = q[i];
+    }
+    float yv = yl[0] + Dc * uu;
+    if (a.z) yv *= mb_silu(zz);
+    a.y[b * a.ldy + c] = yv;
   }
-#pragma unroll
-  for (int o = L / 2; o > 0; o >>= 1) {
-    float q[L];
-#pragma unroll
-    for (int i = 0; i < L; i++) q[i] = p[i] + p[i ^ o];
-#pragma unroll
-    for (int i = 0; i < L; i++) p[i] = q[i];
+  __syncwarp();
+  for (int i = tx; i < SSU_ROW_C * NP; i += SSU_ROW_C) { /* the states back, contiguous */
+    const int cc = i / NP, s = i % NP;
+    if (cc < cn && s < n) st[cc * n + s] = sS[cc * m.as + s];
   }
-  const float draw = p[0] + bc;
-  if (a.delta_out) a.delta_out[b * a.d + c] = draw;
-  const float dt = a.softplus ? mb_softplus(draw) : draw;
-  const float du = dt * uu;
-  /* lane gi's two states, then the same butterfly over the lanes' partial outputs */
-  float yl[L];
-#pragma unroll
-  for (int gi = 0; gi < L; gi++) {
-    const int s0 = gi * SCAN_P;
-    h[s0] = fmaf(exp2f(dt * Ac[s0]), h[s0], du * sB[s0]);
-    h[s0 + 1] = fmaf(exp2f(dt * Ac[s0 + 1]), h[s0 + 1], du * sB[s0 + 1]);
-    yl[gi] = fmaf(sC[s0 + 1], h[s0 + 1], sC[s0] * h[s0]);
-  }
-#pragma unroll
-  for (int o = L / 2; o > 0; o >>= 1) {
-    float q[L];
-#pragma unroll
-    for (int i = 0; i < L; i++) q[i] = yl[i] + yl[i ^ o];
-#pragma unroll
-    for (int i = 0; i < L; i++) yl[i] = q[i];
-  }
-  float yv = yl[0] + Dc * uu;
-  if (a.z) yv *= mb_silu(zz);
-  a.y[b * a.ldy + c] = yv;
-#pragma unroll
-  for (int s = 0; s < NP; s++)
-    if (s < a.n) st[s] = h[s];
 }
 
 /* From this batch on, decoding steps take k_ssu_dt_rows (MAMBABYTE_CUDA_SSU_ROWS=N: from batch N;
- * 0: never). H200, 972M bf16 (`cuda_bench --batch`, both in one run): rows against lanes 1,981 vs
- * 2,174 B/s at b8, 6,143 vs 6,805 at b16, 13,871 vs 14,371 at b64, 22,089 vs 18,830 at b256. */
-#define SSU_ROWS_MIN_BATCH 128
+ * 0: never). H200, 972M bf16, `cuda_bench --batch` (rows from batch 8 against lanes, one run):
+ * 2,032 vs 2,173 B/s at b8, 7,600 vs 6,797 at b16, 21,232 vs 14,380 at b64, 38,715 vs 18,633 at
+ * b256; the op at b64 18.3 against 49.1 us. */
+#define SSU_ROWS_MIN_BATCH 16
+
+/* The rows kernel's shared memory for these arguments, 0 when it would not fit (then the lanes'
+ * kernel runs). */
+template <int L, typename WT>
+static size_t ssu_dt_rows_smem(const SsuDtArgs &a) {
+  const int nch = a.wvec ? a.R / (16 / (int)sizeof(WT)) : 0;
+  const size_t bytes = ssu_rows_smem(L, a.R, nch).bytes;
+  return bytes <= 96 * 1024 ? bytes : 0;
+}
 
 template <int L, typename WT>
 static int ssu_dt_rows_launch(mb_ctx *ctx, const SsuDtArgs &a) {
-  const int R = a.R, Rp = (R + 7) & ~7;
-  const size_t smem = (size_t)SSU_ROW_B * (Rp + 2 * L * SCAN_P) * sizeof(float);
+  const size_t smem = ssu_dt_rows_smem<L, WT>(a);
   if (smem > 48 * 1024)
     MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
   const dim3 grid(mbcuda_blocks(a.d, SSU_ROW_C), (unsigned)((a.batch + SSU_ROW_B - 1) / SSU_ROW_B));
@@ -336,9 +385,10 @@ static int ssu_dt_launch_t(mb_ctx *ctx, const SsuDtArgs &a, dim3 grid, int threa
 template <int L>
 static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch) {
   const int env = mbcuda_st(ctx)->ssu_rows, from = env < 0 ? SSU_ROWS_MIN_BATCH : env;
-  if (a.len == 1 && from > 0 && batch >= from)
-    return wdtype == MB_DTYPE_BF16 ? ssu_dt_rows_launch<L, uint16_t>(ctx, a)
-                                   : ssu_dt_rows_launch<L, float>(ctx, a);
+  const bool bf = wdtype == MB_DTYPE_BF16;
+  if (a.len == 1 && from > 0 && batch >= from &&
+      (bf ? ssu_dt_rows_smem<L, uint16_t>(a) : ssu_dt_rows_smem<L, float>(a)) > 0)
+    return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a) : ssu_dt_rows_launch<L, float>(ctx, a);
   const int threads = L > 64 ? L : 64;
   const int CB = threads / L;
   const size_t per_pos = (size_t)(((a.R + 7) & ~7) + 2 * L * SCAN_P) * sizeof(float);

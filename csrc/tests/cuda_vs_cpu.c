@@ -1181,7 +1181,7 @@ int main(int argc, char **argv) {
   }
   t_ssu_dt();
   { /* the decoding state update's thread-per-(sequence, channel) kernel from batch 2 (by default
-     * from 128): each batch's rows against one-sequence calls, which keep the lanes' kernel */
+     * from 16): each batch's rows against one-sequence calls, which keep the lanes' kernel */
     mb_ctx *g1 = GPU;
     setenv("MAMBABYTE_CUDA_SSU_ROWS", "2", 1);
     MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &GPU));
