@@ -199,8 +199,9 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
 }
 
 /* ---- decoding batches: one thread per (sequence, channel) ------------------------------------ *
- * k_ssu_dt at batch 64 ran 28,672 two-warp blocks in ~18 waves, each wave a chain of dependent
- * loads (43 us a 972M layer for ~7 us of state traffic). Here a thread owns a (sequence, channel)
+ * k_ssu_dt at batch 64 runs 28,672 two-warp blocks in 21.7 waves (ncu), 43-49 us a 972M layer
+ * for ~7 us of state traffic, with every lane of a channel repeating its softplus and its
+ * shuffles. Here a thread owns a (sequence, channel)
  * pair and plays the L lanes of that kernel itself: each virtual lane's partial dot product and
  * state pair in the same order, then the lanes' butterfly (xor o = L/2 .. 1: lane i adds lane i ^ o,
  * and since a + b == b + a bit for bit, every lane holds the same value; lane 0's is taken). So
