@@ -284,20 +284,28 @@ Deno.test("TapPipeline downloads straight into a registered array: the same byte
   }
 });
 
-Deno.test("reused result arrays are registered by default (pinInto) and get the staged path's values", async () => {
+Deno.test("reused result arrays registered (pinInto, the CUDA default) get the staged path's values", async () => {
   const model = await load(512);
   try {
     const text = new TextEncoder().encode("Pinned arrays take the downloads. ".repeat(70)); // 2380
     const first = await extractModuleOutputs(model, text, { modules: ["dt_proj"], layers: [0, 2] });
     assert.equal(model.registeredHostBytes, 0, "fresh arrays are not registered");
-    const again = await extractModuleOutputs(model, text, {
+    // the CPU's default registers nothing (it would only keep the arrays alive)
+    await extractModuleOutputs(model, text, {
       modules: ["dt_proj"],
       layers: [0, 2],
       into: first.modules,
     });
+    assert.equal(model.registeredHostBytes, 0, "no registration by default on the CPU");
+    const again = await extractModuleOutputs(model, text, {
+      modules: ["dt_proj"],
+      layers: [0, 2],
+      into: first.modules,
+      pinInto: true, // what CUDA does by default
+    });
     const bytes = 2 * text.length * model.dims.dInner * 4;
     assert.equal(model.registeredHostBytes, bytes, "the reused arrays are registered");
-    // an extraction into fresh arrays in between leaves them registered
+    // an extraction into fresh arrays in between leaves them registered (the CUDA default)
     await extractModuleOutputs(model, text, { modules: ["dt_proj"], layers: [1] });
     assert.equal(model.registeredHostBytes, bytes, "still registered after a fresh extraction");
     for (const l of [0, 2]) {

@@ -113,7 +113,7 @@ async function pass(
  * ones, e.g. an earlier result's for texts of the same length: a float32 tensor of the right shape
  * is overwritten (its memory is already mapped, so the fill skips the first-touch page faults of
  * fresh arrays, most of this extraction's time on a GPU); any other is allocated anew.
- * The reused arrays are also registered as download destinations (CUDA;
+ * On CUDA the reused arrays are also registered as download destinations (
  * {@link MambaByteLM.pinHostArrays}), so each chunk goes from the device straight into them with
  * no copy on the host (H200, 972M shape, dt_proj of 7,850 bytes: 1.16x the forward against 3.35x
  * through the staging buffers); the model keeps them registered (and alive) until a later call
@@ -157,9 +157,12 @@ export async function extractModuleOutputs(
     }
     result.set(m, perLayer);
   }
-  // by default only a call that reuses arrays changes the registered set: a call into fresh
-  // arrays between two refills must not unregister them (registering 5.4 GB again costs ~0.25 s)
-  if (options.pinInto ?? reused.length > 0) lm.pinHostArrays(reused);
+  // By default, on CUDA, only a call that reuses arrays changes the registered set: a call into
+  // fresh arrays between two refills must not unregister them (registering 5.4 GB again costs
+  // ~0.25 s). On the CPU registering gains nothing and would keep the arrays alive.
+  if (options.pinInto ?? (reused.length > 0 && lm.backend.kind === "cuda")) {
+    lm.pinHostArrays(reused);
+  }
   const nl: Nonlinearity = options.nonlinearity ?? "linear";
   const scores = await pass(lm, bytes, modules, layers, options, {
     tapTarget: (t) => {
