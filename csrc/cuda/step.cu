@@ -39,7 +39,7 @@ struct SsuDtArgs {
   int64_t len;        /* positions per sequence: 1 for the decoding step, more for mb_selective_scan_dt */
   float *states_all;  /* (batch, len, d, n) or NULL */
   int tile;           /* positions staged at once (set by ssu_dt_launch_l: <= SSU_TILE) */
-  int64_t batch;      /* sequences (k_ssu_dt_rows bounds its last block row with it) */
+  int64_t batch;      /* sequences */
 };
 
 #define SSU_MAXC 4
@@ -235,6 +235,21 @@ __host__ __device__ inline SsuRowsSmem ssu_rows_smem(int L, int R, int nch) {
   return m;
 }
 
+/* The L lanes' xor butterfly (o = L/2 .. 1: lane i adds lane i ^ o), played on L values held by
+ * one thread: the sum every lane of k_ssu_dt ends with, bit for bit. */
+template <int L>
+__device__ __forceinline__ float lanes_sum(float (&v)[L]) {
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) {
+    float q[L];
+#pragma unroll
+    for (int i = 0; i < L; i++) q[i] = v[i] + v[i ^ o];
+#pragma unroll
+    for (int i = 0; i < L; i++) v[i] = q[i];
+  }
+  return v[0];
+}
+
 template <int L, typename WT>
 __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs a) {
   extern __shared__ __align__(16) float smem_rows[];
@@ -304,15 +319,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
           if (mm + gi < R) p[gi] = fmaf(wval(wrow, mm + gi), xs[mm + gi], p[gi]);
       }
     }
-#pragma unroll
-    for (int o = L / 2; o > 0; o >>= 1) {
-      float q[L];
-#pragma unroll
-      for (int i = 0; i < L; i++) q[i] = p[i] + p[i ^ o];
-#pragma unroll
-      for (int i = 0; i < L; i++) p[i] = q[i];
-    }
-    const float draw = p[0] + bc;
+    const float draw = lanes_sum(p) + bc;
     if (a.delta_out) a.delta_out[b * a.d + c] = draw;
     const float dt = a.softplus ? mb_softplus(draw) : draw;
     const float du = dt * uu;
@@ -328,15 +335,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
       hs[s0] = h0, hs[s0 + 1] = h1;
       yl[gi] = fmaf(sC[s0 + 1], h1, sC[s0] * h0);
     }
-#pragma unroll
-    for (int o = L / 2; o > 0; o >>= 1) {
-      float q[L];
-#pragma unroll
-      for (int i = 0; i < L; i++) q[i] = yl[i] + yl[i ^ o];
-#pragma unroll
-      for (int i = 0; i < L; i++) yl[i] = q[i];
-    }
-    float yv = yl[0] + Dc * uu;
+    float yv = lanes_sum(yl) + Dc * uu;
     if (a.z) yv *= mb_silu(zz);
     a.y[b * a.ldy + c] = yv;
   }
@@ -384,10 +383,10 @@ static int ssu_dt_launch_t(mb_ctx *ctx, const SsuDtArgs &a, dim3 grid, int threa
 }
 
 template <int L>
-static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch) {
+static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype) {
   const int env = mbcuda_st(ctx)->ssu_rows, from = env < 0 ? SSU_ROWS_MIN_BATCH : env;
   const bool bf = wdtype == MB_DTYPE_BF16;
-  if (a.len == 1 && from > 0 && batch >= from &&
+  if (a.len == 1 && from > 0 && a.batch >= from &&
       (bf ? ssu_dt_rows_smem<L, uint16_t>(a) : ssu_dt_rows_smem<L, float>(a)) > 0)
     return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a) : ssu_dt_rows_launch<L, float>(ctx, a);
   const int threads = L > 64 ? L : 64;
@@ -397,7 +396,7 @@ static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch)
   a.tile = (int)(a.len < SSU_TILE ? a.len : SSU_TILE);
   while (a.tile > 1 && per_pos * a.tile > 48 * 1024) a.tile >>= 1;
   const size_t smem = per_pos * a.tile;
-  const dim3 grid((unsigned)((a.d + CB - 1) / CB), (unsigned)batch);
+  const dim3 grid((unsigned)((a.d + CB - 1) / CB), (unsigned)a.batch);
   const bool bf16 = wdtype == MB_DTYPE_BF16;
   if (a.tile == 1)
     return bf16 ? ssu_dt_launch_t<L, uint16_t, 1>(ctx, a, grid, threads, smem)
@@ -406,7 +405,7 @@ static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch)
               : ssu_dt_launch_t<L, float, SSU_TILE>(ctx, a, grid, threads, smem);
 }
 
-static int ssu_dt_launch(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch);
+static int ssu_dt_launch(mb_ctx *ctx, SsuDtArgs &a, int wdtype);
 
 extern "C" int mbcuda_selective_state_update_dt(
     mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl, int64_t ld_xdbl,
@@ -424,7 +423,7 @@ extern "C" int mbcuda_selective_state_update_dt(
   const int wvec = ((size_t)dt_rank * es) % 16 == 0 && ((uintptr_t)dt_w & 15) == 0;
   SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
                  Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, 1, nullptr, 0, batch};
-  return ssu_dt_launch(ctx, a, wdtype, batch);
+  return ssu_dt_launch(ctx, a, wdtype);
 }
 
 /* mb_selective_scan_dt: the decoding step's kernel with a.len positions per sequence. */
@@ -445,16 +444,16 @@ extern "C" int mbcuda_selective_scan_dt(
   SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
                  Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, len,
                  states_all, 0, batch};
-  return ssu_dt_launch(ctx, a, wdtype, batch);
+  return ssu_dt_launch(ctx, a, wdtype);
 }
 
-static int ssu_dt_launch(mb_ctx *ctx, SsuDtArgs &a, int wdtype, int64_t batch) {
+static int ssu_dt_launch(mb_ctx *ctx, SsuDtArgs &a, int wdtype) {
   switch (scan_lanes(a.n)) {
-    case 1: return ssu_dt_launch_l<1>(ctx, a, wdtype, batch);
-    case 2: return ssu_dt_launch_l<2>(ctx, a, wdtype, batch);
-    case 4: return ssu_dt_launch_l<4>(ctx, a, wdtype, batch);
-    case 8: return ssu_dt_launch_l<8>(ctx, a, wdtype, batch);
-    case 16: return ssu_dt_launch_l<16>(ctx, a, wdtype, batch);
-    default: return ssu_dt_launch_l<32>(ctx, a, wdtype, batch);
+    case 1: return ssu_dt_launch_l<1>(ctx, a, wdtype);
+    case 2: return ssu_dt_launch_l<2>(ctx, a, wdtype);
+    case 4: return ssu_dt_launch_l<4>(ctx, a, wdtype);
+    case 8: return ssu_dt_launch_l<8>(ctx, a, wdtype);
+    case 16: return ssu_dt_launch_l<16>(ctx, a, wdtype);
+    default: return ssu_dt_launch_l<32>(ctx, a, wdtype);
   }
 }

@@ -1131,6 +1131,20 @@ static void t_download(void) {
   }
 }
 
+/* Runs `test` again on a GPU context made with name=value in the environment (the variables the
+ * CUDA backend reads at context creation), then restores the usual context. */
+static void with_gpu_env(const char *name, const char *value, const char *what,
+                         void (*test)(void)) {
+  mb_ctx *usual = GPU;
+  setenv(name, value, 1);
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &GPU));
+  unsetenv(name);
+  printf("-- %s (%s=%s):\n", what, name, value);
+  test();
+  MBX(mb_ctx_destroy(GPU));
+  GPU = usual;
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* a FATAL on stderr lands after the last case that ran */
   for (int i = 1; i < argc; i++) {
@@ -1169,28 +1183,14 @@ int main(int argc, char **argv) {
   t_scan(0);
   t_scan(1);
   t_scan_tile();
-  { /* the tile scan's other form: 8 positions per lane, a warp per channel */
-    mb_ctx *g1 = GPU;
-    setenv("MAMBABYTE_CUDA_SCAN_TILE", "8", 1);
-    MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &GPU));
-    unsetenv("MAMBABYTE_CUDA_SCAN_TILE");
-    printf("-- the tile scan with 8 positions per lane (MAMBABYTE_CUDA_SCAN_TILE=8):\n");
-    t_scan_tile();
-    MBX(mb_ctx_destroy(GPU));
-    GPU = g1;
-  }
+  /* the tile scan's other form: 8 positions per lane, a warp per channel */
+  with_gpu_env("MAMBABYTE_CUDA_SCAN_TILE", "8", "the tile scan with 8 positions per lane",
+               t_scan_tile);
   t_ssu_dt();
-  { /* the decoding state update's thread-per-(sequence, channel) kernel from batch 2 (by default
-     * from 16): each batch's rows against one-sequence calls, which keep the lanes' kernel */
-    mb_ctx *g1 = GPU;
-    setenv("MAMBABYTE_CUDA_SSU_ROWS", "2", 1);
-    MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &GPU));
-    unsetenv("MAMBABYTE_CUDA_SSU_ROWS");
-    printf("-- the state update's rows kernel from batch 2 (MAMBABYTE_CUDA_SSU_ROWS=2):\n");
-    t_ssu_dt();
-    MBX(mb_ctx_destroy(GPU));
-    GPU = g1;
-  }
+  /* the decoding state update's thread-per-(sequence, channel) kernel from batch 2 (by default
+   * from 16): each batch's rows against one-sequence calls, which keep the lanes' kernel */
+  with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS", "2", "the state update's rows kernel from batch 2",
+               t_ssu_dt);
   t_linear_conv();
   t_spec();
   t_softmax_rank();
