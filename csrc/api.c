@@ -527,6 +527,79 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
            delta_out, y, ldy);
 }
 
+MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, const void *layers_dev,
+                               int64_t n_layer, int64_t batch, int64_t d_model, int64_t d_inner,
+                               int64_t d_state, int64_t dt_rank, int64_t d_conv, int wdtype,
+                               int norm_kind, float eps, float *hidden, float *residual,
+                               float *residual_alt, float *normed, float *xz, float *xc,
+                               float *x_dbl, float *delta, float *y) {
+  static const char fn[] = "mb_decode_layers";
+  CHECK_CTX("mb_decode_layers");
+  NONNEG("mb_decode_layers", n_layer);
+  NONNEG("mb_decode_layers", batch);
+  DTYPE_OK("mb_decode_layers", wdtype);
+  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
+          "%s: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)", fn, norm_kind);
+  REQUIRE(d_model >= 1 && d_inner >= 1 && d_state >= 1 && dt_rank >= 1 && d_conv >= 1,
+          "%s: d_model, d_inner, d_state, dt_rank and d_conv must be >= 1", fn);
+  if (n_layer == 0 || batch == 0) return MB_OK;
+  NONNULL("mb_decode_layers", layers);
+  NONNULL("mb_decode_layers", hidden);
+  NONNULL("mb_decode_layers", residual);
+  NONNULL("mb_decode_layers", residual_alt);
+  NONNULL("mb_decode_layers", normed);
+  NONNULL("mb_decode_layers", xz);
+  NONNULL("mb_decode_layers", xc);
+  NONNULL("mb_decode_layers", x_dbl);
+  NONNULL("mb_decode_layers", delta);
+  NONNULL("mb_decode_layers", y);
+  static const int required[] = {MB_DL_NORM_W, MB_DL_IN_W, MB_DL_CONV_W, MB_DL_CONV_STATE,
+                                 MB_DL_X_W, MB_DL_DT_W, MB_DL_A, MB_DL_SSM_STATE, MB_DL_OUT_W};
+  for (int64_t i = 0; i < n_layer; i++)
+    for (size_t q = 0; q < sizeof required / sizeof required[0]; q++)
+      REQUIRE(layers[i * MB_DL_PTRS + required[q]] != 0, "%s: layer %lld: pointer %d is NULL", fn,
+              (ll)i, required[q]);
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx) && layers_dev && batch == 1 && !(ctx->flags & MB_FLAG_UNFUSED_STEPS)) {
+    int st = mbcuda_decode_layers(ctx, layers, layers_dev, n_layer, batch, d_model, d_inner,
+                                  d_state, dt_rank, d_conv, wdtype, norm_kind, eps, hidden,
+                                  residual, residual_alt, normed, xz, xc, x_dbl, delta, y);
+    if (st != MB_ERR_UNSUPPORTED) return st; /* else: a shape the kernel does not take */
+  }
+#else
+  (void)layers_dev;
+#endif
+  const int64_t dx = dt_rank + 2 * d_state;
+  for (int64_t i = 0; i < n_layer; i++) {
+    const uint64_t *P = layers + i * MB_DL_PTRS;
+#define DL_PTR(T, k) ((T)(uintptr_t)P[MB_DL_##k])
+    int st = mb_add_norm(ctx, hidden, residual, i > 0, DL_PTR(const float *, NORM_W),
+                         DL_PTR(const float *, NORM_B), norm_kind, eps, batch, d_model, normed,
+                         NULL);
+    if (st == MB_OK)
+      st = mb_linear_conv1d_step(ctx, normed, d_model, DL_PTR(const void *, IN_W), wdtype,
+                                 DL_PTR(const float *, IN_B), batch, d_model, 2 * d_inner, xz,
+                                 2 * d_inner, DL_PTR(const float *, CONV_W),
+                                 DL_PTR(const float *, CONV_B), DL_PTR(float *, CONV_STATE),
+                                 d_inner, d_conv, xc, d_inner);
+    if (st == MB_OK)
+      st = mb_linear(ctx, xc, d_inner, DL_PTR(const void *, X_W), wdtype, NULL, batch, d_inner,
+                     dx, x_dbl, dx);
+    if (st == MB_OK)
+      st = mb_selective_state_update_dt(
+          ctx, xc, d_inner, x_dbl, dx, DL_PTR(const void *, DT_W), wdtype,
+          DL_PTR(const float *, DT_B), dt_rank, DL_PTR(const float *, A), x_dbl + dt_rank, dx,
+          x_dbl + dt_rank + d_state, dx, DL_PTR(const float *, D), xz + d_inner, 2 * d_inner,
+          DL_PTR(float *, SSM_STATE), batch, d_inner, d_state, 1, delta, y, d_inner);
+    if (st == MB_OK)
+      st = mb_linear(ctx, y, d_inner, DL_PTR(const void *, OUT_W), wdtype,
+                     DL_PTR(const float *, OUT_B), batch, d_inner, d_model, hidden, d_model);
+#undef DL_PTR
+    if (st != MB_OK) return st;
+  }
+  return MB_OK;
+}
+
 MB_EXPORT int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
   CHECK_CTX("mb_log_softmax");
   NONNEG("mb_log_softmax", n);

@@ -67,6 +67,11 @@ export interface LoadModelOptions {
   chunkSize?: number;
   /** CUDA with bf16 weights: the forward's bf16 activations (see MambaByteLMOptions; default on). */
   bf16Activations?: boolean;
+  /**
+   * Decoding steps of up to 8 sequences run every layer in one native call (one kernel at batch 1
+   * on CUDA); the same bits as the per-op steps (default true; false for A/B runs).
+   */
+  decodeLayers?: boolean;
   /** Called while weights upload: tensors done, total. */
   onProgress?: (done: number, total: number) => void;
   /**
@@ -233,6 +238,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<MambaBy
       vocabOut: options.vocabOut,
       ownsBackend: true,
       bf16Activations: options.bf16Activations,
+      decodeLayers: options.decodeLayers,
     });
   } catch (e) {
     backend?.close();

@@ -9,12 +9,7 @@
 #include <stdint.h>
 
 #include "cuda_internal.cuh"
-
-/* Element c of a normed row: into the fp32 row and/or its bf16 copy (either may be NULL). */
-__device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t c, float o) {
-  if (orow) orow[c] = o;
-  if (brow) brow[c] = mb_f32_to_bf16(o);
-}
+#include "norm_row.cuh"
 
 __global__ void k_add_norm(const float *x, float *residual, int accumulate,
                            const float *__restrict__ weight, const float *__restrict__ bias,
@@ -63,51 +58,11 @@ __global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
   mb_pdl_trigger();
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
-  float wv[VPT], bv[VPT], rv[VPT];
-#pragma unroll
-  for (int i = 0; i < VPT; i++) {
-    int64_t c = threadIdx.x + (int64_t)i * blockDim.x;
-    wv[i] = c < d ? weight[c] : 0.f;
-    bv[i] = (c < d && bias) ? bias[c] : 0.f;
-  }
-  mb_pdl_wait();
-  const float *xr = x + row * d;
-  float *rr = residual + row * d;
-  float *orow = out ? out + row * d : nullptr;
-  uint16_t *brow = out_bf16 ? out_bf16 + row * d : nullptr;
-  float s = 0.f;
-#pragma unroll
-  for (int i = 0; i < VPT; i++) {
-    int64_t c = threadIdx.x + (int64_t)i * blockDim.x;
-    float r = 0.f;
-    if (c < d) {
-      r = (accumulate ? rr[c] : 0.f) + xr[c];
-      rr[c] = r;
-    }
-    rv[i] = r;
-    s += (norm_kind == MB_NORM_RMS) ? r * r : r;
-  }
-  s = block_sum(s, red);
-  float mean = 0.f, rstd;
-  if (norm_kind == MB_NORM_RMS) {
-    rstd = 1.f / sqrtf(s / (float)d + eps);
-  } else {
-    mean = s / (float)d;
-    float v = 0.f;
-#pragma unroll
-    for (int i = 0; i < VPT; i++) {
-      int64_t c = threadIdx.x + (int64_t)i * blockDim.x;
-      float t = rv[i] - mean;
-      if (c < d) v += t * t;
-    }
-    v = block_sum(v, red);
-    rstd = 1.f / sqrtf(v / (float)d + eps);
-  }
-#pragma unroll
-  for (int i = 0; i < VPT; i++) {
-    int64_t c = threadIdx.x + (int64_t)i * blockDim.x;
-    if (c < d) norm_store(orow, brow, c, (rv[i] - mean) * rstd * wv[i] + bv[i]);
-  }
+  add_norm_reg_row<VPT, XLoad::Generic>(x + row * d, residual + row * d, residual + row * d,
+                                        accumulate, weight, bias, norm_kind, eps, d, blockDim.x,
+                                        out ? out + row * d : nullptr,
+                                        out_bf16 ? out_bf16 + row * d : nullptr, red,
+                                        [] { mb_pdl_wait(); });
 }
 
 #define ADD_NORM_WARP_MIN_ROWS 256
@@ -207,8 +162,9 @@ extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int
     return MB_OK;
   }
   if (d <= 8 * 256) { /* rows held in registers (v3; the default) */
-    int thr = d <= 4 * 256 ? row_threads((d + 3) / 4) : 256;
-    if (d <= 4 * (int64_t)thr)
+    int thr, vpt;
+    norm_reg_shape(d, &thr, &vpt);
+    if (vpt == 4)
       MBCUDA_LAUNCH("add_norm", k_add_norm_reg<4>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);
     else
       MBCUDA_LAUNCH("add_norm", k_add_norm_reg<8>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);

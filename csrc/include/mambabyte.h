@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 7
+#define MB_ABI_VERSION 8
 
 /* Status codes. */
 #define MB_OK 0
@@ -60,6 +60,24 @@ extern "C" {
 #define MB_REDUCE_NORM 4 /* 2-norm: sqrt of the sum of squares */
 #define MB_REDUCE_FRO 5  /* Frobenius norm of each position's (d, n) matrix */
 #define MB_REDUCE_NUC 6  /* nuclear norm (sum of singular values) of each position's (d, n) matrix */
+
+/* Pointers of one layer in mb_decode_layers' table, in this order. */
+#define MB_DL_NORM_W 0
+#define MB_DL_NORM_B 1
+#define MB_DL_IN_W 2
+#define MB_DL_IN_B 3
+#define MB_DL_CONV_W 4
+#define MB_DL_CONV_B 5
+#define MB_DL_CONV_STATE 6
+#define MB_DL_X_W 7
+#define MB_DL_DT_W 8
+#define MB_DL_DT_B 9
+#define MB_DL_A 10
+#define MB_DL_D 11
+#define MB_DL_SSM_STATE 12
+#define MB_DL_OUT_W 13
+#define MB_DL_OUT_B 14
+#define MB_DL_PTRS 15
 
 /* Context flags (mb_ctx_set_flags). */
 #define MB_FLAG_ALLOW_TF32 1u    /* CUDA: fp32 GEMMs may use TF32 tensor cores */
@@ -272,6 +290,35 @@ int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *
                          int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
                          int64_t d, int64_t n, int delta_softplus, float *delta_out, float *y,
                          int64_t ldy);
+
+/**
+ * Every layer of one decoding step (the mixer layers of MambaByteLM.stepLayers for batch <= 8), in
+ * one call. For each layer i < n_layer, with the layer's pointers P = layers + i * MB_DL_PTRS
+ * (indexes MB_DL_*; NORM_B, IN_B, CONV_B, DT_B, D, OUT_B may be 0), it is exactly
+ *   mb_add_norm(hidden, residual, i > 0, P[NORM_W], P[NORM_B], norm_kind, eps, batch, d_model,
+ *               normed, NULL);
+ *   mb_linear_conv1d_step(normed, d_model, P[IN_W], wdtype, P[IN_B], batch, d_model, 2 d_inner,
+ *               xz, 2 d_inner, P[CONV_W], P[CONV_B], P[CONV_STATE], d_inner, d_conv, xc, d_inner);
+ *   mb_linear(xc, d_inner, P[X_W], wdtype, NULL, batch, d_inner, dt_rank + 2 d_state, x_dbl, ...);
+ *   mb_selective_state_update_dt(xc, d_inner, x_dbl, dt_rank + 2 d_state, P[DT_W], wdtype,
+ *               P[DT_B], dt_rank, P[A], B and C in x_dbl, P[D], z = xz + d_inner (ld 2 d_inner),
+ *               P[SSM_STATE], batch, d_inner, d_state, 1, delta, y, d_inner);
+ *   mb_linear(y, d_inner, P[OUT_W], wdtype, P[OUT_B], batch, d_inner, d_model, hidden, d_model);
+ * (the residual stream is updated in place, as stepLayers does). normed and
+ * residual_alt, (batch, d_model) each, are scratch: what they hold afterwards is unspecified (the
+ * CUDA kernel alternates the residual between residual_alt and residual, since it cannot update
+ * it in place, and ends in residual). layers: n_layer * MB_DL_PTRS pointers (uint64) in host
+ * memory; layers_dev: the same values in context memory, or NULL. CUDA with layers_dev, batch 1
+ * and a shape it supports: one kernel runs every layer, its phases separated by grid-wide
+ * barriers, with exactly the arithmetic of the ops above (the same bits); otherwise (and on the
+ * CPU, or with MB_FLAG_UNFUSED_STEPS) the ops above run, one call each. Buffers are (batch,
+ * width) rows in context memory.
+ */
+int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, const void *layers_dev, int64_t n_layer,
+                     int64_t batch, int64_t d_model, int64_t d_inner, int64_t d_state,
+                     int64_t dt_rank, int64_t d_conv, int wdtype, int norm_kind, float eps,
+                     float *hidden, float *residual, float *residual_alt, float *normed, float *xz,
+                     float *xc, float *x_dbl, float *delta, float *y);
 
 /** out[i, :] = log_softmax(logits[i, :]) over v columns, rows of n. out may equal logits. */
 int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);

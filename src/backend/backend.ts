@@ -680,6 +680,66 @@ export class Backend {
     );
   }
 
+  /**
+   * Every mixer layer of one decoding step of `batch` sequences (mb_decode_layers): per layer
+   * exactly add + norm, in_proj with the conv step, x_proj, dt_proj with the state update and
+   * out_proj, as {@link linearConv1dStep}, {@link linear} and {@link stateUpdateDt} would run them.
+   * `layers` holds each layer's pointers (indexes `DecodeLayerPtr`) in host memory, `layersDev`
+   * the same values in context memory (or null): with it, CUDA runs batch 1 as one kernel with
+   * the same bits. The buffers are (batch, width) rows; `normed` and `residualAlt` are scratch.
+   */
+  decodeLayers(a: {
+    layers: BigUint64Array;
+    layersDev: Ptr;
+    nLayer: number;
+    batch: number;
+    dModel: number;
+    dInner: number;
+    dState: number;
+    dtRank: number;
+    dConv: number;
+    wdtype: WeightDType;
+    normKind: NormKindCode;
+    eps: number;
+    hidden: Ptr;
+    residual: Ptr;
+    residualAlt: Ptr;
+    normed: Ptr;
+    xz: Ptr;
+    xc: Ptr;
+    xDbl: Ptr;
+    delta: Ptr;
+    y: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_decode_layers(
+        this.#c,
+        a.layers,
+        a.layersDev,
+        I(a.nLayer),
+        I(a.batch),
+        I(a.dModel),
+        I(a.dInner),
+        I(a.dState),
+        I(a.dtRank),
+        I(a.dConv),
+        WDTYPE_CODE[a.wdtype],
+        NORM_CODE[a.normKind],
+        a.eps,
+        a.hidden,
+        a.residual,
+        a.residualAlt,
+        a.normed,
+        a.xz,
+        a.xc,
+        a.xDbl,
+        a.delta,
+        a.y,
+      ),
+      "decode_layers",
+    );
+  }
+
   /** Row-wise log-softmax. */
   logSoftmax(a: { logits: Ptr; n: number; v: number; out: Ptr }): void {
     check(this.#lib.mb_log_softmax(this.#c, a.logits, I(a.n), I(a.v), a.out), "log_softmax");

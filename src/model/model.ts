@@ -12,7 +12,8 @@
 
 import type { DraftModel } from "../generate/drafter.ts";
 import { type Backend, envValue, offsetPtr, type Ptr } from "../backend/backend.ts";
-import type { Tensor } from "../backend/tensor.ts";
+import { Tensor } from "../backend/tensor.ts";
+import { DecodeLayerPtr } from "../native/lib.ts";
 import type { ModelConfig } from "../config/config.ts";
 import type { ModelDims } from "../config/dims.ts";
 import { MambaByteError } from "../errors.ts";
@@ -217,6 +218,12 @@ export interface MambaByteLMOptions {
    * MAMBABYTE_CUDA_BF16_ACTS=0 (A/B runs); ignored elsewhere.
    */
   bf16Activations?: boolean;
+  /**
+   * Whether decoding steps of up to 8 sequences run their layers in one Backend.decodeLayers call
+   * (on CUDA at batch 1: one kernel for every layer) instead of five calls a layer; the results
+   * are the same bits. Default true (false: A/B runs and the tests that hold the two equal).
+   */
+  decodeLayers?: boolean;
 }
 
 /**
@@ -248,6 +255,8 @@ export class MambaByteLM {
   readonly ownsBackend: boolean;
   /** Whether the forward writes its products' inputs as bf16 (MambaByteLMOptions.bf16Activations). */
   readonly bf16Activations: boolean;
+  /** Whether decoding steps take Backend.decodeLayers (MambaByteLMOptions.decodeLayers). */
+  readonly decodeLayers: boolean;
   #chunkWs: Workspace | undefined;
   #tapPipe: TapPipeline | undefined;
   #hostRegistry: HostRegistry | undefined;
@@ -275,6 +284,7 @@ export class MambaByteLM {
     // Only CUDA's bf16 products round their input to bf16; elsewhere that would change results.
     this.bf16Activations = backend.kind === "cuda" && weights.wdtype === "bf16" &&
       (options.bf16Activations ?? envValue("MAMBABYTE_CUDA_BF16_ACTS") !== "0");
+    this.decodeLayers = options.decodeLayers ?? true;
     if (
       !Number.isSafeInteger(this.vocabOut) || this.vocabOut < 1 ||
       this.vocabOut > weights.vocabRows
@@ -295,9 +305,52 @@ export class MambaByteLM {
     return this.backend.device;
   }
 
-  /** A zero recurrent state for `batch` sequences. */
+  /**
+   * A zero recurrent state for `batch` sequences; for up to 8, with the table of its layers'
+   * pointers that {@link stepLayers} hands to Backend.decodeLayers.
+   */
   newState(batch = 1): RecurrentState {
-    return new RecurrentState(this.backend, this.dims, batch);
+    const state = new RecurrentState(this.backend, this.dims, batch);
+    if (this.decodeLayers && batch <= 8) {
+      try {
+        const host = this.#decodeTable(state);
+        state.setDecodeTable(
+          this.weights,
+          host,
+          Tensor.fromHost(this.backend, new BigInt64Array(host.buffer), [host.length], "i64"),
+        );
+      } catch (e) {
+        state.free();
+        throw e;
+      }
+    }
+    return state;
+  }
+
+  /** Backend.decodeLayers' pointers of every layer: this model's weights and `state`'s buffers. */
+  #decodeTable(state: RecurrentState): BigUint64Array {
+    const P = DecodeLayerPtr;
+    const t = new BigUint64Array(this.dims.nLayer * P.PTRS);
+    const v = (p: Ptr | undefined) => p ? BigInt(Deno.UnsafePointer.value(p)) : 0n;
+    this.weights.layers.forEach((w, i) => {
+      const at = (k: number, p: Ptr | undefined) => t[i * P.PTRS + k] = v(p);
+      at(P.NORM_W, w.normWeight.ptr);
+      at(P.NORM_B, w.normBias?.ptr);
+      at(P.IN_W, w.inProj.ptr);
+      at(P.IN_B, w.inProjBias?.ptr);
+      at(P.CONV_W, w.convWeight.ptr);
+      at(P.CONV_B, w.convBias?.ptr);
+      at(P.CONV_STATE, state.conv[i].ptr);
+      at(P.X_W, w.xProj.ptr);
+      at(P.DT_W, w.dtProj.ptr);
+      at(P.DT_B, w.dtProjBias.ptr);
+      at(P.A, w.A.ptr);
+      at(P.D, w.D.ptr);
+      at(P.SSM_STATE, state.ssm[i].ptr);
+      at(P.OUT_W, w.outProj.ptr);
+      at(P.OUT_B, w.outProjBias?.ptr);
+    });
+    return t;
   }
 
   /** A workspace for `rows` positions (forward chunks or a decoding batch). */
@@ -400,6 +453,35 @@ export class MambaByteLM {
     // and the conv's bf16 rows (the bits they made of the fp32 rows); the conv step runs as
     // linearConv1dStep runs it there.
     const bf = batch > 8 ? ws.bf16 : null;
+    const table = batch <= 8 && afterLayer === undefined && batch <= ws.residualAlt.shape[0]
+      ? state.decodeTable(this.weights)
+      : null;
+    if (table) {
+      be.decodeLayers({
+        layers: table.host,
+        layersDev: table.dev.ptr,
+        nLayer: this.dims.nLayer,
+        batch,
+        dModel: this.dims.dModel,
+        dInner: di,
+        dState: this.dims.dState,
+        dtRank: this.dims.dtRank,
+        dConv: k,
+        wdtype: this.weights.wdtype,
+        normKind: this.weights.normKind,
+        eps: this.eps,
+        hidden: ws.hidden.ptr,
+        residual: ws.residual.ptr,
+        residualAlt: ws.residualAlt.ptr,
+        normed: ws.normed.ptr,
+        xz: ws.xz.ptr,
+        xc: ws.xConv.ptr,
+        xDbl: ws.xDbl.ptr,
+        delta: ws.delta.ptr,
+        y: ws.y.ptr,
+      });
+      return;
+    }
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
       this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined);

@@ -203,6 +203,33 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  mb_decode_layers: {
+    parameters: [
+      "pointer", // ctx
+      "buffer", // layers (host)
+      "pointer", // layers_dev
+      "i64", // n_layer
+      "i64", // batch
+      "i64", // d_model
+      "i64", // d_inner
+      "i64", // d_state
+      "i64", // dt_rank
+      "i64", // d_conv
+      "i32", // wdtype
+      "i32", // norm_kind
+      "f32", // eps
+      "pointer", // hidden
+      "pointer", // residual
+      "pointer", // residual_alt
+      "pointer", // normed
+      "pointer", // xz
+      "pointer", // xc
+      "pointer", // x_dbl
+      "pointer", // delta
+      "pointer", // y
+    ],
+    result: "i32",
+  },
   mb_log_softmax: {
     parameters: ["pointer", "pointer", "i64", "i64", "pointer"],
     result: "i32",
@@ -276,7 +303,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 7;
+export const ABI_VERSION = 8;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {
@@ -306,6 +333,26 @@ export const ReduceCode = {
   NORM: 4,
   FRO: 5,
   NUC: 6,
+} as const;
+
+/** The pointers of one layer in mb_decode_layers' table, by index (MB_DL_*). */
+export const DecodeLayerPtr = {
+  NORM_W: 0,
+  NORM_B: 1,
+  IN_W: 2,
+  IN_B: 3,
+  CONV_W: 4,
+  CONV_B: 5,
+  CONV_STATE: 6,
+  X_W: 7,
+  DT_W: 8,
+  DT_B: 9,
+  A: 10,
+  D: 11,
+  SSM_STATE: 12,
+  OUT_W: 13,
+  OUT_B: 14,
+  PTRS: 15,
 } as const;
 
 /** Context flags of mb_ctx_set_flags (MB_FLAG_*). */

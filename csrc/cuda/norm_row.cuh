@@ -1,0 +1,84 @@
+/*
+ * norm_row.cuh — the decoding rows of mb_add_norm (residual add + LayerNorm / RMSNorm of a row of
+ * d <= VPT * nthr values held in registers) as a device function, shared by its kernel (norm.cu)
+ * and the decoding kernel that runs every layer of a step (decode.cu), so both give the same bits.
+ */
+#ifndef MAMBABYTE_NORM_ROW_CUH
+#define MAMBABYTE_NORM_ROW_CUH
+
+#include <stdint.h>
+
+#include "cuda_internal.cuh"
+#include "gemv.cuh"
+
+/* Element c of a normed row: into the fp32 row and/or its bf16 copy (either may be NULL). */
+__device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t c, float o) {
+  if (orow) orow[c] = o;
+  if (brow) brow[c] = mb_f32_to_bf16(o);
+}
+
+/* One row: r = x (+ res_in when accumulate), stored to res_out (when not NULL), then normed into
+ * orow / brow. Thread t < nthr owns elements t + i * nthr (i < VPT) as a block of nthr threads
+ * would; threads from nthr on (a larger block) own none and add exact zeros to the block sums.
+ * weight and bias are loaded before `wait()` (called once by every thread). red: 32 floats.
+ * The FMAs are spelled out: left to the compiler, their contraction changed with the code around
+ * them (k_add_norm_reg's and the decoding kernel's rows must round alike). */
+template <int VPT, XLoad XL, typename Wait>
+__device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *res_in,
+                                                 float *res_out, int accumulate,
+                                                 const float *__restrict__ weight,
+                                                 const float *__restrict__ bias, int norm_kind,
+                                                 float eps, int64_t d, int nthr, float *orow,
+                                                 uint16_t *brow, float *red, Wait wait) {
+  using XLC = XLoadTag<XL>;
+  const bool owner = (int)threadIdx.x < nthr;
+  float wv[VPT], bv[VPT], rv[VPT];
+#pragma unroll
+  for (int i = 0; i < VPT; i++) {
+    int64_t c = owner ? threadIdx.x + (int64_t)i * nthr : d;
+    wv[i] = c < d ? weight[c] : 0.f;
+    bv[i] = (c < d && bias) ? bias[c] : 0.f;
+  }
+  wait();
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < VPT; i++) {
+    int64_t c = owner ? threadIdx.x + (int64_t)i * nthr : d;
+    float r = 0.f;
+    if (c < d) {
+      r = (accumulate ? xload(res_in + c, XLC()) : 0.f) + xload(xr + c, XLC());
+      if (res_out) res_out[c] = r;
+    }
+    rv[i] = r;
+    s = (norm_kind == MB_NORM_RMS) ? fmaf(r, r, s) : s + r;
+  }
+  s = block_sum(s, red);
+  float mean = 0.f, rstd;
+  if (norm_kind == MB_NORM_RMS) {
+    rstd = 1.f / sqrtf(s / (float)d + eps);
+  } else {
+    mean = s / (float)d;
+    float v = 0.f;
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+      int64_t c = owner ? threadIdx.x + (int64_t)i * nthr : d;
+      float t = rv[i] - mean;
+      if (c < d) v = fmaf(t, t, v);
+    }
+    v = block_sum(v, red);
+    rstd = 1.f / sqrtf(v / (float)d + eps);
+  }
+#pragma unroll
+  for (int i = 0; i < VPT; i++) {
+    int64_t c = owner ? threadIdx.x + (int64_t)i * nthr : d;
+    if (c < d) norm_store(orow, brow, c, fmaf((rv[i] - mean) * rstd, wv[i], bv[i]));
+  }
+}
+
+/* The block of mb_add_norm's register rows for d <= 2048: threads (*thr) and values per thread. */
+static inline void norm_reg_shape(int64_t d, int *thr, int *vpt) {
+  *thr = d <= 4 * 256 ? row_threads((d + 3) / 4) : 256;
+  *vpt = d <= 4 * (int64_t)*thr ? 4 : 8;
+}
+
+#endif

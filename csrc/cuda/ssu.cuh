@@ -1,0 +1,214 @@
+/*
+ * ssu.cuh — the fused dt_proj + state update of the decoding step (mb_selective_state_update_dt,
+ * mb_selective_scan_dt) as a device function, shared by its kernel (step.cu) and the decoding
+ * kernel that runs every layer of a step (decode.cu), so both give the same bits.
+ */
+#ifndef MAMBABYTE_SSU_CUH
+#define MAMBABYTE_SSU_CUH
+
+#include <stdint.h>
+
+#include "cuda_internal.cuh"
+#include "gemv.cuh"
+
+/* L lanes per channel, SCAN_P = 2 states per lane (L * SCAN_P >= n, L a power of two <= 32). */
+#define SCAN_P 2
+
+static inline int scan_lanes(int64_t n) {
+  int L = 1;
+  while (L * SCAN_P < n) L <<= 1;
+  return L;
+}
+
+/* ---- state update with dt_proj fused (decoding) --------------------------------------------- *
+ * mb_selective_state_update_dt: per (b, c) the L lanes of channel c split the dt_rank-long dot
+ * product x_dbl[b, :R] . dt_w[c, :] (16-byte weight loads, prefetched into registers before the
+ * PDL wait: the weights are constant), reduce it with shuffles, add the bias, then update the
+ * channel's n states (P = 2 per lane, SCAN_P) with exp2f of dt * A * log2(e). x_dbl's
+ * first R columns and the B, C rows are staged in shared memory once per block. */
+struct SsuDtArgs {
+  const float *u; int64_t ldu;
+  const float *xdbl; int64_t ldx;
+  const void *w; const float *wbias; int R; int wvec;
+  const float *A;
+  const float *Bm; int64_t ldb;
+  const float *Cm; int64_t ldc;
+  const float *Dskip;
+  const float *z; int64_t ldz;
+  float *state;
+  int64_t d; int n; int softplus;
+  float *delta_out;
+  float *y; int64_t ldy;
+  int64_t len;        /* positions per sequence: 1 for the decoding step, more for mb_selective_scan_dt */
+  float *states_all;  /* (batch, len, d, n) or NULL */
+  int tile;           /* positions staged at once (set by ssu_dt_launch_l: <= SSU_TILE) */
+  int64_t batch;      /* sequences */
+};
+
+#define SSU_MAXC 4
+
+__device__ __forceinline__ float dot16(uint4 w, const float *x, float) {
+  float4 a = *(const float4 *)x;
+  return __uint_as_float(w.x) * a.x + __uint_as_float(w.y) * a.y + __uint_as_float(w.z) * a.z +
+         __uint_as_float(w.w) * a.w;
+}
+__device__ __forceinline__ float dot16(uint4 w, const float *x, uint16_t) {
+  float4 a = *(const float4 *)x, b = *(const float4 *)(x + 4);
+  float s = __uint_as_float(w.x << 16) * a.x;
+  s = fmaf(__uint_as_float(w.x & 0xffff0000u), a.y, s);
+  s = fmaf(__uint_as_float(w.y << 16), a.z, s);
+  s = fmaf(__uint_as_float(w.y & 0xffff0000u), a.w, s);
+  s = fmaf(__uint_as_float(w.z << 16), b.x, s);
+  s = fmaf(__uint_as_float(w.z & 0xffff0000u), b.y, s);
+  s = fmaf(__uint_as_float(w.w << 16), b.z, s);
+  s = fmaf(__uint_as_float(w.w & 0xffff0000u), b.w, s);
+  return s;
+}
+__device__ __forceinline__ float wval(const float *w, int64_t i) { return __ldg(w + i); }
+__device__ __forceinline__ float wval(const uint16_t *w, int64_t i) { return mb_bf16_to_f32(__ldg(w + i)); }
+
+/* One block row per sequence b; positions t = 0..len-1 run in order, the state in registers
+ * between them, each with the arithmetic of the one-position decoding step (mb_selective_scan_dt
+ * gives every position the bits of mb_selective_state_update_dt: the same code runs both).
+ * The rows of up to a.tile positions (x_dbl's first R columns, B, C; u and z in registers) are
+ * staged at once, with two barriers per tile instead of two per position: a verification pass
+ * of 8 positions waited on sixteen. `bx` plays blockIdx.x, `b` blockIdx.y (the sequence), `nthr`
+ * blockDim.x; `wait()` (every thread calls it once) comes after the constants' loads, and the
+ * activations (x_dbl, B, C, u, z) are read through XL. */
+#define SSU_TILE 8
+template <int L, typename WT, int TILE, XLoad XL, typename Wait> /* TILE: 1 (decoding: a step's
+                                                                   * registers) or SSU_TILE */
+__device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, int64_t b, int nthr,
+                                             float *smem_ssu, Wait wait) {
+  using XLC = XLoadTag<XL>;
+  constexpr int EPV = 16 / sizeof(WT);
+  const int lane_c = threadIdx.x / L, gi = threadIdx.x % L, CB = nthr / L;
+  const int64_t c = (int64_t)bx * CB + lane_c;
+  const bool cok = c < a.d;
+  const int R = a.R, Rp = (R + 7) & ~7, NP = L * SCAN_P, TT = TILE == 1 ? 1 : a.tile;
+  float *xs = smem_ssu, *sB = smem_ssu + TT * Rp, *sC = sB + TT * NP;
+  /* constants before the PDL wait */
+  float Ac[SCAN_P];
+#pragma unroll
+  for (int p = 0; p < SCAN_P; p++) {
+    int s = gi * SCAN_P + p;
+    Ac[p] = (cok && s < a.n) ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
+  }
+  const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
+  const float bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
+  const WT *wrow = (const WT *)a.w + (cok ? c : 0) * (int64_t)R;
+  const int nch = a.wvec ? R / EPV : 0;
+  uint4 wr[SSU_MAXC];
+#pragma unroll
+  for (int q = 0; q < SSU_MAXC; q++) {
+    int j = gi + q * L;
+    wr[q] = (cok && j < nch) ? __ldg((const uint4 *)wrow + j) : make_uint4(0, 0, 0, 0);
+  }
+  wait();
+  float h[SCAN_P];
+  float *st = a.state + (b * a.d + (cok ? c : 0)) * a.n;
+#pragma unroll
+  for (int p = 0; p < SCAN_P; p++) {
+    int s = gi * SCAN_P + p;
+    h[p] = (cok && s < a.n) ? st[s] : 0.f;
+  }
+  for (int64_t t0 = 0; t0 < a.len; t0 += TT) {
+    const int tn = TILE == 1 ? 1 : (int)min((int64_t)TT, a.len - t0);
+    const int64_t r0 = b * a.len + t0;
+    if (t0 > 0) __syncthreads(); /* every lane is done with the previous tile's rows */
+#pragma unroll
+    for (int tt = 0; tt < TILE; tt++) {
+      if (tt < tn) {
+        const int64_t r = r0 + tt;
+        for (int k = threadIdx.x; k < Rp; k += blockDim.x) xs[tt * Rp + k] = k < R ? xload(a.xdbl + r * a.ldx + k, XLC()) : 0.f;
+        for (int k = threadIdx.x; k < NP; k += blockDim.x) {
+          sB[tt * NP + k] = k < a.n ? xload(a.Bm + r * a.ldb + k, XLC()) : 0.f;
+          sC[tt * NP + k] = k < a.n ? xload(a.Cm + r * a.ldc + k, XLC()) : 0.f;
+        }
+      }
+    }
+    float uu[TILE], zz[TILE];
+#pragma unroll
+    for (int tt = 0; tt < TILE; tt++) {
+      uu[tt] = 0.f, zz[tt] = 0.f;
+      if (tt < tn && cok) {
+        uu[tt] = xload(a.u + (r0 + tt) * a.ldu + c, XLC());
+        if (a.z) zz[tt] = xload(a.z + (r0 + tt) * a.ldz + c, XLC());
+      }
+    }
+    __syncthreads();
+    /* Phase 1: what does not depend on the state (dt_proj's dot, softplus, the decay and the
+     * input term), for every position of the tile: independent chains the GPU overlaps. */
+    float ea[TILE][SCAN_P], bu[TILE][SCAN_P];
+#pragma unroll
+    for (int tt = 0; tt < TILE; tt++) {
+      if (tt >= tn) break;
+      const float *xr = xs + tt * Rp;
+      float dot = 0.f;
+      if (a.wvec) {
+#pragma unroll
+        for (int q = 0; q < SSU_MAXC; q++) {
+          int j = gi + q * L;
+          if (j < nch) dot += dot16(wr[q], xr + j * EPV, WT());
+        }
+        if (cok)
+          for (int j = gi + SSU_MAXC * L; j < nch; j += L)
+            dot += dot16(__ldg((const uint4 *)wrow + j), xr + j * EPV, WT());
+      } else if (cok) {
+        for (int k = gi; k < R; k += L) dot = fmaf(wval(wrow, k), xr[k], dot);
+      }
+#pragma unroll
+      for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      const float draw = dot + bc;
+      if (gi == 0 && cok && a.delta_out) a.delta_out[(r0 + tt) * a.d + c] = draw;
+      const float dt = a.softplus ? mb_softplus(draw) : draw;
+      const float du = dt * uu[tt];
+      const float2 bv = *(const float2 *)(sB + tt * NP + gi * SCAN_P);
+      ea[tt][0] = exp2f(dt * Ac[0]), bu[tt][0] = du * bv.x;
+      ea[tt][1] = exp2f(dt * Ac[1]), bu[tt][1] = du * bv.y;
+    }
+    /* Phase 2: the recurrence and the outputs, position after position. */
+#pragma unroll
+    for (int tt = 0; tt < TILE; tt++) {
+      if (tt >= tn) break;
+      const int64_t r = r0 + tt;
+      const float2 cv = *(const float2 *)(sC + tt * NP + gi * SCAN_P);
+      h[0] = fmaf(ea[tt][0], h[0], bu[tt][0]);
+      h[1] = fmaf(ea[tt][1], h[1], bu[tt][1]);
+      float yp = fmaf(cv.y, h[1], cv.x * h[0]);
+#pragma unroll
+      for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);
+      if (cok) {
+        if (a.states_all) {
+          float *sa = a.states_all + (r * a.d + c) * a.n;
+#pragma unroll
+          for (int p = 0; p < SCAN_P; p++) {
+            int s = gi * SCAN_P + p;
+            if (s < a.n) sa[s] = h[p];
+          }
+        }
+        if (gi == 0) {
+          float yv = yp + Dc * uu[tt];
+          if (a.z) yv *= mb_silu(zz[tt]);
+          a.y[r * a.ldy + c] = yv;
+        }
+      }
+    }
+  }
+  if (cok) {
+#pragma unroll
+    for (int p = 0; p < SCAN_P; p++) {
+      int s = gi * SCAN_P + p;
+      if (s < a.n) st[s] = h[p];
+    }
+  }
+}
+
+
+/* Whether the state update reads dt_proj's rows in 16-byte chunks (wvec). */
+static inline int ssu_wvec(int64_t dt_rank, int wdtype, const void *dt_w) {
+  const size_t es = wdtype == MB_DTYPE_BF16 ? 2 : 4;
+  return ((size_t)dt_rank * es) % 16 == 0 && ((uintptr_t)dt_w & 15) == 0;
+}
+
+#endif

@@ -1,0 +1,169 @@
+/**
+ * Backend.decodeLayers (mb_decode_layers): every layer of a decoding step in one call gives the
+ * bits of the five calls a layer that stepLayers makes otherwise, for batch 1 and 3, fp32 and bf16
+ * weights, LayerNorm and RMSNorm, on the CPU and (where there is one) on the GPU, where batch 1
+ * runs as one kernel; generation is byte for byte the same; bad tables are refused. The kernel's
+ * other shapes (972M's among them) are held to the ops in csrc/tests/cuda_vs_cpu.c.
+ */
+import assert from "node:assert/strict";
+import { loadModel, type MambaByteLM } from "../mod.ts";
+import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
+import { NativeError, Status } from "../src/native/lib.ts";
+
+const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
+const TEXT = new TextEncoder().encode("Every layer in one call — ÆØÅ ünïcödé 0123.\n".repeat(2));
+
+function gpuPresent(): boolean {
+  try {
+    return hasCuda() && cudaDeviceCount() > 0;
+  } catch {
+    return false;
+  }
+}
+const DEVICES: ("cpu" | "cuda")[] = gpuPresent() ? ["cpu", "cuda"] : ["cpu"];
+if (DEVICES.length === 1) console.warn("decode_layers_test: no GPU: the CUDA cases are skipped");
+
+function load(
+  device: "cpu" | "cuda",
+  dtype: "fp32" | "bf16",
+  decodeLayers: boolean,
+  modelId = "test-64x3",
+): Promise<MambaByteLM> {
+  return loadModel({ configPath: CONFIG, modelId, device, seed: 11, dtype, decodeLayers });
+}
+
+/** The logits of every step over TEXT, `batch` sequences fed the same bytes shifted by b. */
+function stepLogits(model: MambaByteLM, batch: number): Float32Array[] {
+  const ws = model.newWorkspace(batch), state = model.newState(batch);
+  const out: Float32Array[] = [];
+  try {
+    for (let t = 0; t < TEXT.length; t++) {
+      const ids = Int32Array.from({ length: batch }, (_, b) => TEXT[(t + b) % TEXT.length]);
+      model.backend.upload(ws.ids.ptr, ids);
+      model.embed(ws, batch);
+      model.stepLayers(ws, state, batch);
+      model.runHead(ws, batch);
+      const row = new Float32Array(batch * 256);
+      model.backend.download(row, ws.logits.ptr);
+      out.push(row);
+    }
+  } finally {
+    ws.free();
+    state.free();
+  }
+  return out;
+}
+
+for (const device of DEVICES) {
+  for (const dtype of ["fp32", "bf16"] as const) {
+    Deno.test(`decodeLayers gives the per-op steps' bits: ${device}, ${dtype}, batch 1 and 3`, async () => {
+      const one = await load(device, dtype, true), ops = await load(device, dtype, false);
+      try {
+        for (const batch of [1, 3]) {
+          const a = stepLogits(one, batch), b = stepLogits(ops, batch);
+          a.forEach((row, t) => assert.deepEqual(row, b[t], `batch ${batch}, step ${t}`));
+        }
+      } finally {
+        one.close();
+        ops.close();
+      }
+    });
+  }
+
+  Deno.test(`decodeLayers gives the per-op steps' bits: RMSNorm (a transformers checkpoint): ${device}`, async () => {
+    const opts = {
+      configPath: CONFIG,
+      modelId: "test-48x2",
+      checkpoint: new URL("./fixtures/rms_hf", import.meta.url).pathname,
+      device,
+    };
+    const one = await loadModel(opts), ops = await loadModel({ ...opts, decodeLayers: false });
+    try {
+      assert.equal(one.weights.normKind, "rmsnorm");
+      const a = stepLogits(one, 1), b = stepLogits(ops, 1);
+      a.forEach((row, t) => assert.deepEqual(row, b[t], `step ${t}`));
+    } finally {
+      one.close();
+      ops.close();
+    }
+  });
+
+  Deno.test(`decodeLayers: generation is byte for byte the per-op steps' (trained small): ${device}`, async () => {
+    // generation replays its steps as CUDA graphs
+    const one = await loadModel({ configPath: CONFIG, modelId: "small", device });
+    const ops = await loadModel({
+      configPath: CONFIG,
+      modelId: "small",
+      device,
+      decodeLayers: false,
+    });
+    try {
+      const prompt = TEXT.subarray(0, 20);
+      for (const opts of [{ topK: 1 }, { temperature: 0.9, topP: 0.95, seed: 5 }]) {
+        const [x] = await one.generate(prompt, { maxNewTokens: 48, ...opts });
+        const [y] = await ops.generate(prompt, { maxNewTokens: 48, ...opts });
+        assert.deepEqual(x, y, JSON.stringify(opts));
+      }
+    } finally {
+      one.close();
+      ops.close();
+    }
+  });
+}
+
+Deno.test("mb_decode_layers refuses a table with a missing weight, naming the layer", async () => {
+  const model = await load("cpu", "fp32", true);
+  const ws = model.newWorkspace(1), state = model.newState(1);
+  try {
+    const table = state.decodeTable(model.weights);
+    assert.ok(table, "a one-sequence state carries its table");
+    const host = table.host.slice();
+    host[1 * 15 + 2] = 0n; // layer 1's in_proj
+    assert.throws(
+      () =>
+        model.backend.decodeLayers({
+          layers: host,
+          layersDev: null,
+          nLayer: model.dims.nLayer,
+          batch: 1,
+          dModel: model.dims.dModel,
+          dInner: model.dims.dInner,
+          dState: model.dims.dState,
+          dtRank: model.dims.dtRank,
+          dConv: model.dims.dConv,
+          wdtype: model.weights.wdtype,
+          normKind: model.weights.normKind,
+          eps: model.eps,
+          hidden: ws.hidden.ptr,
+          residual: ws.residual.ptr,
+          residualAlt: ws.residualAlt.ptr,
+          normed: ws.normed.ptr,
+          xz: ws.xz.ptr,
+          xc: ws.xConv.ptr,
+          xDbl: ws.xDbl.ptr,
+          delta: ws.delta.ptr,
+          y: ws.y.ptr,
+        }),
+      (e: unknown) =>
+        e instanceof NativeError && e.status === Status.INVALID &&
+        /layer 1: pointer 2/.test(e.message),
+    );
+  } finally {
+    ws.free();
+    state.free();
+    model.close();
+  }
+});
+
+Deno.test("states of more than 8 sequences carry no table (their steps keep the ops)", async () => {
+  const model = await load("cpu", "fp32", true);
+  const big = model.newState(9), small = model.newState(8);
+  try {
+    assert.equal(big.decodeTable(model.weights), null);
+    assert.ok(small.decodeTable(model.weights));
+  } finally {
+    big.free();
+    small.free();
+    model.close();
+  }
+});
