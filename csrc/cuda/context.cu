@@ -93,6 +93,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->ssu_rows = e_ssu && e_ssu[0] ? atoi(e_ssu) : -1; /* -1: step.cu's default */
     const char *e_dec = getenv("MAMBABYTE_CUDA_DECODE_BLOCKS");
     st->decode_blocks = e_dec && e_dec[0] ? atoi(e_dec) : -1; /* -1: decode.cu's default */
+    const char *e_pf = getenv("MAMBABYTE_CUDA_DECODE_PREFETCH");
+    st->decode_prefetch = !(e_pf && e_pf[0] == '0');
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

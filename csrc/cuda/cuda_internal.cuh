@@ -48,6 +48,8 @@ struct mbcuda_state {
                           * (sequence, channel) kernel (MAMBABYTE_CUDA_SSU_ROWS; 0 never) */
   int decode_blocks;     /* blocks per SM of mb_decode_layers' kernel (MAMBABYTE_CUDA_DECODE_BLOCKS;
                           * 0: the kernel is off, the ops run; -1: decode.cu's default) */
+  int decode_prefetch;   /* its bulk L2 prefetches of later phases' weights (default on;
+                          * MAMBABYTE_CUDA_DECODE_PREFETCH=0: off, A/B runs) */
   int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per
                            * context) */
   int sm_count;

@@ -29,6 +29,7 @@
 
 #define DEC_THREADS 256
 #define DEC_NORM_MAX 2048               /* d_model: rows of mb_add_norm's register kernel */
+#define DEC_X_MAX 4096                  /* d_inner staged in shared memory for x_proj, out_proj */
 #define DEC_SSU_FLOATS (1024 + 2 * 64)  /* the state update's staged row: dt_rank <= 1024 */
 #define DEC_DEFAULT_BLOCKS_PER_SM 2
 
@@ -40,6 +41,7 @@ struct DecodeArgs {
   float eps;
   int g_in, g_x, g_out; /* GEMV group sizes, as mb_linear would choose them */
   int vec_in, vec_x, vec_out, wvec_dt;
+  int prefetch; /* bulk L2 prefetches of later phases' weights (MAMBABYTE_CUDA_DECODE_PREFETCH) */
   float *hidden, *res, *res_alt, *xz, *xc, *xdbl, *delta, *y;
   unsigned int *bar; /* 4 arrival counters a layer, zeroed before the launch */
 };
@@ -74,6 +76,36 @@ __device__ __forceinline__ void dec_wait(const unsigned int *bar) {
     }
     __threadfence();
   }
+  __syncthreads();
+}
+
+/* Thread 0 asks the memory system to bring `bytes` from p into L2 (one bulk prefetch per 64 KB;
+ * p 16-byte aligned, bytes rounded down to 16): the weights of a later phase stream from DRAM
+ * while this one and its barrier run, so each phase's rows come from L2. */
+__device__ __forceinline__ void prefetch_bytes(const void *p, size_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (threadIdx.x != 0 || ((uintptr_t)p & 15)) return;
+  const char *c = (const char *)p;
+  for (size_t off = 0; off + 16 <= bytes; off += 65536) {
+    const unsigned n = (unsigned)((bytes - off < 65536 ? bytes - off : 65536) & ~(size_t)15);
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(c + off), "r"(n) : "memory");
+  }
+#endif
+}
+
+/* This block's rows of a GEMV phase (items of `rpb` rows of `row_bytes`, round-robin), to L2. */
+__device__ __forceinline__ void prefetch_items(const void *w, int64_t rows, int rpb,
+                                               size_t row_bytes) {
+  const int64_t items = (rows + rpb - 1) / rpb;
+  for (int64_t it = blockIdx.x; it < items; it += gridDim.x) {
+    const int64_t r0 = it * rpb, nr = rows - r0 < rpb ? rows - r0 : rpb;
+    prefetch_bytes((const char *)w + r0 * row_bytes, (size_t)nr * row_bytes);
+  }
+}
+
+/* x (n floats, global) into shared memory, for a phase whose every item reads all of it. */
+__device__ __forceinline__ void stage_x(float *sx, const float *x, int64_t n) {
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sx[i] = __ldcg(x + i);
   __syncthreads();
 }
 
@@ -121,10 +153,16 @@ __device__ __forceinline__ void dec_phase(int64_t items, const unsigned int *pre
 
 template <typename WT, int L>
 __global__ void __launch_bounds__(DEC_THREADS) k_decode_layers(DecodeArgs a) {
-  __shared__ __align__(16) float s_norm[DEC_NORM_MAX];
+  /* the normed row (phase A), or x_proj's / out_proj's input (phases B, D) */
+  __shared__ __align__(16) float s_norm[DEC_X_MAX];
   __shared__ __align__(16) float s_ssu[DEC_SSU_FLOATS];
   __shared__ float s_red[32];
   const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
+  const bool stage = a.di <= DEC_X_MAX;
+  const size_t wb = sizeof(WT);
+  if (a.prefetch)
+    prefetch_items(dl_ptr<const void *>(a.layers, MB_DL_IN_W), 2 * a.di, DEC_THREADS / a.g_in,
+                   a.dm * wb);
   for (int i = 0; i < a.n_layer; i++) {
     const uint64_t *P = a.layers + (int64_t)i * MB_DL_PTRS;
     unsigned int *bar = a.bar + 4 * i;
@@ -142,6 +180,12 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode_layers(DecodeArgs a) {
       const float *nw = dl_ptr<const float *>(P, MB_DL_NORM_W);
       const float *nb = dl_ptr<const float *>(P, MB_DL_NORM_B);
       const int rpb = DEC_THREADS / a.g_in;
+      if (a.prefetch) { /* the rest of this layer's weights, behind in_proj's */
+        prefetch_items(dl_ptr<const void *>(P, MB_DL_X_W), a.dx, DEC_THREADS / a.g_x, a.di * wb);
+        prefetch_items(dl_ptr<const void *>(P, MB_DL_DT_W), a.di, DEC_THREADS / L, a.R * wb);
+        prefetch_items(dl_ptr<const void *>(P, MB_DL_OUT_W), a.dm, DEC_THREADS / a.g_out,
+                       a.di * wb);
+      }
       auto norm = [&] {
         auto nowait = [] {};
         if (a.norm_vpt == 4)
@@ -165,9 +209,15 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode_layers(DecodeArgs a) {
       const WT *w = dl_ptr<const WT *>(P, MB_DL_X_W);
       const int rpb = DEC_THREADS / a.g_x;
       dec_phase((a.dx + rpb - 1) / rpb, bar + 0, [&](unsigned it, auto &wait) {
-        dec_gemv<WT, false, XLoad::Cg>(a.g_x, a.vec_x, a.xc, a.di, w, nullptr, a.di, a.dx, a.xdbl,
-                                       a.dx, none, it, wait);
-      }, [] {});
+        if (stage)
+          dec_gemv<WT, false, XLoad::Generic>(a.g_x, a.vec_x, s_norm, a.di, w, nullptr, a.di,
+                                              a.dx, a.xdbl, a.dx, none, it, wait);
+        else
+          dec_gemv<WT, false, XLoad::Cg>(a.g_x, a.vec_x, a.xc, a.di, w, nullptr, a.di, a.dx,
+                                         a.xdbl, a.dx, none, it, wait);
+      }, [&] {
+        if (stage) stage_x(s_norm, a.xc, a.di);
+      });
       dec_arrive(bar + 1);
     }
     /* C: dt_proj + the state update (k_ssu_dt's blocks of DEC_THREADS / L channels) */
@@ -179,6 +229,9 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode_layers(DecodeArgs a) {
                      dl_ptr<float *>(P, MB_DL_SSM_STATE), a.di, (int)a.n, 1, a.delta, a.y, a.di,
                      1, nullptr, 1, 1};
       constexpr int CB = DEC_THREADS / L;
+      if (a.prefetch && i + 1 < a.n_layer) /* the next layer's in_proj */
+        prefetch_items(dl_ptr<const void *>(P + MB_DL_PTRS, MB_DL_IN_W), 2 * a.di,
+                       DEC_THREADS / a.g_in, a.dm * wb);
       dec_phase((a.di + CB - 1) / CB, bar + 1, [&](unsigned it, auto &wait) {
         ssu_dt_block<L, WT, 1, XLoad::Cg>(s, it, 0, DEC_THREADS, s_ssu, wait);
       }, [] {});
@@ -190,9 +243,15 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode_layers(DecodeArgs a) {
       const float *bias = dl_ptr<const float *>(P, MB_DL_OUT_B);
       const int rpb = DEC_THREADS / a.g_out;
       dec_phase((a.dm + rpb - 1) / rpb, bar + 2, [&](unsigned it, auto &wait) {
-        dec_gemv<WT, false, XLoad::Cg>(a.g_out, a.vec_out, a.y, a.di, w, bias, a.di, a.dm,
-                                       a.hidden, a.dm, none, it, wait);
-      }, [] {});
+        if (stage)
+          dec_gemv<WT, false, XLoad::Generic>(a.g_out, a.vec_out, s_norm, a.di, w, bias, a.di,
+                                              a.dm, a.hidden, a.dm, none, it, wait);
+        else
+          dec_gemv<WT, false, XLoad::Cg>(a.g_out, a.vec_out, a.y, a.di, w, bias, a.di, a.dm,
+                                         a.hidden, a.dm, none, it, wait);
+      }, [&] {
+        if (stage) stage_x(s_norm, a.y, a.di);
+      });
       if (i + 1 < a.n_layer) dec_arrive(bar + 3); /* the last layer ends with the kernel */
     }
   }
@@ -286,6 +345,7 @@ extern "C" int mbcuda_decode_layers(mb_ctx *ctx, const uint64_t *layers, const v
   a.hidden = hidden, a.res = residual, a.res_alt = residual_alt;
   a.xz = xz, a.xc = xc, a.xdbl = x_dbl, a.delta = delta, a.y = y;
   a.bar = st->decode_bar;
+  a.prefetch = st->decode_prefetch;
   return wdtype == MB_DTYPE_BF16 ? decode_launch_wt<uint16_t>(ctx, a)
                                  : decode_launch_wt<float>(ctx, a);
 }

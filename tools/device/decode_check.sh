@@ -3,10 +3,10 @@
 # call: build; cuda_vs_cpu (every case: the kernel's bits against the ops', its values against the
 # CPU's); optionally (SAN=1) compute-sanitizer memcheck and racecheck on the --small cases; through
 # Deno (.gpu/ carried: `bash tools/device/pack_gpu.sh`) tests/decode_layers_test.ts and
-# tests/cuda_model_test.ts, then bench:gpu's batch-1 decoding with the kernel at 1, 2 and 4 blocks
-# an SM and without it (MAMBABYTE_CUDA_DECODE_BLOCKS=0: the same ops, one launch each), one after
-# the other in the same call. CASES (default b1-bf16,b1-fp32) and BLOCKS (default "0 1 2 4")
-# choose what is timed. Each step prints as it ends; a summary last.
+# tests/cuda_model_test.ts, then bench:gpu's batch-1 decoding in the configurations CONFIGS names
+# ("blocks:prefetch" pairs: MAMBABYTE_CUDA_DECODE_BLOCKS, 0 = without the kernel, i.e. the same
+# ops, one launch each; MAMBABYTE_CUDA_DECODE_PREFETCH; default "0:1 1:1 2:1 2:0"), one after the
+# other in the same call; CASES (default b1-bf16,b1-fp32) chooses the cases. Each step prints as it ends; a summary last.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/decode_check_out}"
@@ -45,11 +45,13 @@ if [ $? -ne 1 ]; then
     grep -E "\.\.\. |passed|failed|rror" "$OUT/$t.log" | sed 's/\x1b\[[0-9;]*m//g' | head -40
     note "$t: $(grep -E "passed" "$OUT/$t.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
   done
-  for b in ${BLOCKS:-0 1 2 4}; do
-    step "bench:gpu ${CASES:-b1-bf16,b1-fp32}, MAMBABYTE_CUDA_DECODE_BLOCKS=$b"
-    MAMBABYTE_CUDA_DECODE_BLOCKS=$b timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A \
-      scripts/bench_gpu.ts --cases "${CASES:-b1-bf16,b1-fp32}" 2>&1 | tee "$OUT/bench_gpu_$b.log" || fail
-    note "blocks/SM $b: $(grep -E "decode b1" "$OUT/bench_gpu_$b.log" | tr -s ' ' | tr '\n' ';')"
+  for cfg in ${CONFIGS:-0:1 1:1 2:1 2:0}; do
+    b=${cfg%%:*} p=${cfg##*:}
+    step "bench:gpu ${CASES:-b1-bf16,b1-fp32}, MAMBABYTE_CUDA_DECODE_BLOCKS=$b MAMBABYTE_CUDA_DECODE_PREFETCH=$p"
+    MAMBABYTE_CUDA_DECODE_BLOCKS=$b MAMBABYTE_CUDA_DECODE_PREFETCH=$p timeout "${BENCH_T:-150}" \
+      deno run --cached-only --no-check -A scripts/bench_gpu.ts --cases "${CASES:-b1-bf16,b1-fp32}" \
+      2>&1 | tee "$OUT/bench_gpu_${b}_$p.log" || fail
+    note "blocks/SM $b, prefetch $p: $(grep -E "decode b1" "$OUT/bench_gpu_${b}_$p.log" | cut -d'|' -f2,3 | tr '\n' ';')"
   done
 else
   note "deno steps: skipped (no .gpu/deno.xz)"
