@@ -52,18 +52,17 @@ __device__ __forceinline__ unsigned int ld_acquire(const unsigned int *p) {
   return v;
 }
 
-/* Every thread of the block is done with the phase; one arrival for the block. */
+/* Every thread of the block is done with the phase; one arrival for the block (the release
+ * orders the block's writes, which bar.sync made this thread's to publish, before it). */
 __device__ __forceinline__ void dec_arrive(unsigned int *bar) {
   __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(bar, 1u);
-  }
+  if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
 }
 
-/* Until every block has arrived at `bar`. A barrier that never completes (a block that cannot
- * run: the launch is cooperative, so it should not happen) traps after ~2^35 cycles instead of
- * hanging the device: the launch then fails with an error. */
+/* Until every block has arrived at `bar` (the acquire makes their writes visible, bar.sync hands
+ * that on to the block). A barrier that never completes (a block that cannot run: the launch is
+ * cooperative, so it should not happen) traps after ~2^35 cycles instead of hanging the device:
+ * the launch then fails with an error. */
 __device__ __forceinline__ void dec_wait(const unsigned int *bar) {
   if (threadIdx.x == 0) {
     const long long t0 = clock64();
@@ -74,7 +73,6 @@ __device__ __forceinline__ void dec_wait(const unsigned int *bar) {
         if (clock64() - t0 > (1ll << 35)) __trap();
       }
     }
-    __threadfence();
   }
   __syncthreads();
 }
@@ -114,27 +112,167 @@ __device__ __forceinline__ T dl_ptr(const uint64_t *P, int k) {
   return (T)(uintptr_t)__ldg((const unsigned long long *)P + k);
 }
 
-/* One GEMV item with N = 1 and the group size / vector path chosen at run time. */
+/* Up to KM rows of one GEMV at once (N = 1): this block's items it0 + k * istride, k < nk
+ * (gemv_block's blocks: RPB rows each, one per group of G threads). Every row's lane g sums the
+ * same chunks in the same order as in gemv_block, then the same reduction, so every row has
+ * gemv_block's bits (cuda_vs_cpu holds them equal); but the KM rows' weight loads are in flight
+ * together: a persistent block has few warps, and one row after the other left DRAM idle.
+ * U: 16-byte loads per row per round. A caller that runs it twice must __syncthreads() between. */
+template <typename WT, int G, bool VEC, bool CONV, XLoad XL, int KM, int U, typename Wait>
+__device__ __forceinline__ void gemv_multi(const float *__restrict__ x,
+                                           const WT *__restrict__ w,
+                                           const float *__restrict__ bias, int64_t in_f,
+                                           int64_t out_f, float *__restrict__ y,
+                                           const ConvEpi &ce, int64_t it0, int64_t istride,
+                                           int nk, Wait wait) {
+  using XLC = XLoadTag<XL>;
+  constexpr int EPC = 16 / (int)sizeof(WT), RPB = DEC_THREADS / G;
+  const int g = threadIdx.x % G;
+  int row[KM];
+#pragma unroll
+  for (int k = 0; k < KM; k++) {
+    const int64_t r = (it0 + k * istride) * RPB + threadIdx.x / G;
+    row[k] = (int)(r < out_f ? r : out_f - 1); /* keep the group's lanes in the shuffles */
+  }
+  float acc[KM];
+#pragma unroll
+  for (int k = 0; k < KM; k++) acc[k] = 0.f;
+  if (VEC) {
+    const int64_t nch = in_f / EPC;
+    uint4 q[KM][U];
+    auto load = [&](int64_t base) {
+#pragma unroll
+      for (int k = 0; k < KM; k++)
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+          const int64_t ch = base + (int64_t)u * G;
+          q[k][u] = k < nk && ch < nch ? __ldcs((const uint4 *)(w + (int64_t)row[k] * in_f) + ch)
+                                       : make_uint4(0, 0, 0, 0);
+        }
+    };
+    load(g);
+    wait();
+    for (int64_t base = g; base < nch; base += (int64_t)G * U) {
+      if (base != g) load(base);
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int64_t ch = base + (int64_t)u * G;
+        if (ch < nch) {
+          const float4 *xp = (const float4 *)(x + ch * EPC);
+          float4 xv[EPC / 4];
+#pragma unroll
+          for (int e = 0; e < EPC / 4; e++) xv[e] = xload(xp + e, XLC());
+#pragma unroll
+          for (int k = 0; k < KM; k++) {
+            if (k < nk) {
+              float wf[EPC];
+              unpack(q[k][u], wf, WT());
+#pragma unroll
+              for (int e = 0; e < EPC / 4; e++)
+                acc[k] += wf[4 * e] * xv[e].x + wf[4 * e + 1] * xv[e].y + wf[4 * e + 2] * xv[e].z +
+                          wf[4 * e + 3] * xv[e].w;
+            }
+          }
+        }
+      }
+    }
+  } else {
+    wait();
+    for (int64_t kk = g; kk < in_f; kk += G) {
+      const float xv = xload(x + kk, XLC());
+#pragma unroll
+      for (int k = 0; k < KM; k++)
+        if (k < nk) acc[k] += wload(w + (int64_t)row[k] * in_f + kk) * xv;
+    }
+  }
+  constexpr int WG = G < 32 ? G : 32;
+#pragma unroll
+  for (int k = 0; k < KM; k++) {
+    if (k < nk) {
+#pragma unroll
+      for (int o = WG / 2; o > 0; o >>= 1) acc[k] += __shfl_xor_sync(0xffffffffu, acc[k], o, WG);
+    }
+  }
+  auto epilogue = [&](int64_t r, float v) {
+    y[r] = v;
+    if (CONV && r < ce.dc) {
+      float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f};
+      if (ce.k <= CONV_EPI_KMAX) {
+#pragma unroll
+        for (int i = 0; i < CONV_EPI_KMAX - 1; i++)
+          if (i < ce.k - 1) cw[i] = ce.w[r * ce.k + i];
+        cw[CONV_EPI_KMAX - 1] = ce.w[r * ce.k + ce.k - 1];
+      }
+      conv_epi(ce, cw, ce.b ? ce.b[r] : 0.f, 0, r, v);
+    }
+  };
+  if constexpr (G > 32) {
+    constexpr int NW = G / 32;
+    __shared__ float red[NW][KM];
+    const int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) {
+#pragma unroll
+      for (int k = 0; k < KM; k++) red[wid][k] = acc[k];
+    }
+    __syncthreads();
+    const int k = threadIdx.x;
+    if (k < nk) {
+      const int64_t r = it0 + k * istride; /* RPB = 1 */
+      float s = 0.f;
+#pragma unroll
+      for (int i = 0; i < NW; i++) s += red[i][k];
+      s += bias ? bias[r] : 0.f;
+      epilogue(r, s);
+    }
+  } else {
+    if (g == 0) {
+#pragma unroll
+      for (int k = 0; k < KM; k++) {
+        const int64_t r = (it0 + k * istride) * RPB + threadIdx.x / G;
+        if (k < nk && r < out_f) {
+          const float b = bias ? bias[r] : 0.f;
+          epilogue(r, acc[k] + b);
+        }
+      }
+    }
+  }
+}
+
+/* A GEMV phase: this block's items (round-robin over the grid) KM at a time, with the group size
+ * and the vector path gemv_block's rules chose. `wait` runs once, after the first loads. */
 template <typename WT, bool CONV, XLoad XL, typename Wait>
-__device__ __forceinline__ void dec_gemv(int G, int vec, const float *x, int64_t ldx, const WT *w,
+__device__ __forceinline__ void dec_gemv(int G, int vec, const float *x, const WT *w,
                                          const float *bias, int64_t in_f, int64_t out_f,
-                                         float *y, int64_t ldy, const ConvEpi &ce, unsigned item,
-                                         Wait wait) {
-#define DEC_GEMV(GG, VV)                                                                        \
-  gemv_block<WT, 1, GG, VV, CONV, XL>(x, ldx, w, bias, 1, in_f, out_f, y, ldy, ce, 1, item,     \
-                                      DEC_THREADS, wait)
+                                         float *y, const ConvEpi &ce, Wait wait) {
+  const int64_t items = (out_f + DEC_THREADS / G - 1) / (DEC_THREADS / G);
+  const int64_t mine = items > blockIdx.x ? (items - blockIdx.x + gridDim.x - 1) / gridDim.x : 0;
+#define DEC_GEMV(GG, VV, KM, U)                                                                 \
+  for (int64_t k0 = 0; k0 < mine; k0 += KM) {                                                   \
+    if (k0) __syncthreads();                                                                    \
+    gemv_multi<WT, GG, VV, CONV, XL, KM, U>(x, w, bias, in_f, out_f, y, ce,                     \
+                                            blockIdx.x + k0 * gridDim.x, gridDim.x,             \
+                                            (int)(mine - k0 < KM ? mine - k0 : KM), wait);      \
+  }
   switch (G) {
-    case 256: vec ? DEC_GEMV(256, true) : DEC_GEMV(256, false); break;
-    case 32: vec ? DEC_GEMV(32, true) : DEC_GEMV(32, false); break;
-    case 8: vec ? DEC_GEMV(8, true) : DEC_GEMV(8, false); break;
-    default: vec ? DEC_GEMV(4, true) : DEC_GEMV(4, false); break;
+    case 256:
+      if (vec) { DEC_GEMV(256, true, 8, 2) } else { DEC_GEMV(256, false, 8, 2) }
+      break;
+    case 32:
+      if (vec) { DEC_GEMV(32, true, 4, 4) } else { DEC_GEMV(32, false, 4, 4) }
+      break;
+    case 8:
+      if (vec) { DEC_GEMV(8, true, 4, 4) } else { DEC_GEMV(8, false, 4, 4) }
+      break;
+    default:
+      if (vec) { DEC_GEMV(4, true, 4, 4) } else { DEC_GEMV(4, false, 4, 4) }
+      break;
   }
 #undef DEC_GEMV
 }
 
 /* Runs `body(item, wait)` for this block's items of a phase of `items` (round-robin), `wait`
- * doing the barrier (and `after_wait`) once, after the first item's weights are in flight; a
- * block with no item waits for nothing (it only arrives). */
+ * doing the barrier (and `after_wait`) once, when the first item's constants are loaded; a block
+ * with no item waits for nothing (it only arrives). The GEMV phases (dec_gemv) do the same. */
 template <typename Body, typename AfterWait>
 __device__ __forceinline__ void dec_phase(int64_t items, const unsigned int *prev, Body body,
                                           AfterWait after_wait) {
@@ -179,7 +317,6 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode_layers(DecodeArgs a) {
       const float *bias = dl_ptr<const float *>(P, MB_DL_IN_B);
       const float *nw = dl_ptr<const float *>(P, MB_DL_NORM_W);
       const float *nb = dl_ptr<const float *>(P, MB_DL_NORM_B);
-      const int rpb = DEC_THREADS / a.g_in;
       if (a.prefetch) { /* the rest of this layer's weights, behind in_proj's */
         prefetch_items(dl_ptr<const void *>(P, MB_DL_X_W), a.dx, DEC_THREADS / a.g_x, a.di * wb);
         prefetch_items(dl_ptr<const void *>(P, MB_DL_DT_W), a.di, DEC_THREADS / L, a.R * wb);
@@ -198,26 +335,33 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode_layers(DecodeArgs a) {
                                          s_norm, nullptr, s_red, nowait);
         __syncthreads(); /* the normed row, for every thread's GEMV */
       };
-      dec_phase((2 * a.di + rpb - 1) / rpb, prev, [&](unsigned it, auto &wait) {
-        dec_gemv<WT, true, XLoad::Generic>(a.g_in, a.vec_in, s_norm, a.dm, w, bias, a.dm,
-                                           2 * a.di, a.xz, 2 * a.di, ce, it, wait);
-      }, norm);
+      bool waited = false;
+      auto wait = [&] {
+        if (waited) return;
+        waited = true;
+        if (prev) dec_wait(prev);
+        norm();
+      };
+      dec_gemv<WT, true, XLoad::Generic>(a.g_in, a.vec_in, s_norm, w, bias, a.dm, 2 * a.di, a.xz,
+                                         ce, wait);
       dec_arrive(bar + 0);
     }
     /* B: x_proj */
     {
       const WT *w = dl_ptr<const WT *>(P, MB_DL_X_W);
-      const int rpb = DEC_THREADS / a.g_x;
-      dec_phase((a.dx + rpb - 1) / rpb, bar + 0, [&](unsigned it, auto &wait) {
-        if (stage)
-          dec_gemv<WT, false, XLoad::Generic>(a.g_x, a.vec_x, s_norm, a.di, w, nullptr, a.di,
-                                              a.dx, a.xdbl, a.dx, none, it, wait);
-        else
-          dec_gemv<WT, false, XLoad::Cg>(a.g_x, a.vec_x, a.xc, a.di, w, nullptr, a.di, a.dx,
-                                         a.xdbl, a.dx, none, it, wait);
-      }, [&] {
+      bool waited = false;
+      auto wait = [&] {
+        if (waited) return;
+        waited = true;
+        dec_wait(bar + 0);
         if (stage) stage_x(s_norm, a.xc, a.di);
-      });
+      };
+      if (stage)
+        dec_gemv<WT, false, XLoad::Generic>(a.g_x, a.vec_x, s_norm, w, nullptr, a.di, a.dx, a.xdbl,
+                                            none, wait);
+      else
+        dec_gemv<WT, false, XLoad::Cg>(a.g_x, a.vec_x, a.xc, w, nullptr, a.di, a.dx, a.xdbl, none,
+                                       wait);
       dec_arrive(bar + 1);
     }
     /* C: dt_proj + the state update (k_ssu_dt's blocks of DEC_THREADS / L channels) */
@@ -233,7 +377,9 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode_layers(DecodeArgs a) {
         prefetch_items(dl_ptr<const void *>(P + MB_DL_PTRS, MB_DL_IN_W), 2 * a.di,
                        DEC_THREADS / a.g_in, a.dm * wb);
       dec_phase((a.di + CB - 1) / CB, bar + 1, [&](unsigned it, auto &wait) {
-        ssu_dt_block<L, WT, 1, XLoad::Cg>(s, it, 0, DEC_THREADS, s_ssu, wait);
+        /* the state is read before the barrier: only this block writes it in this launch */
+        ssu_dt_block<L, WT, 1, XLoad::Cg, decltype(wait), true>(s, it, 0, DEC_THREADS, s_ssu,
+                                                                  wait);
       }, [] {});
       dec_arrive(bar + 2);
     }
@@ -241,17 +387,19 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode_layers(DecodeArgs a) {
     {
       const WT *w = dl_ptr<const WT *>(P, MB_DL_OUT_W);
       const float *bias = dl_ptr<const float *>(P, MB_DL_OUT_B);
-      const int rpb = DEC_THREADS / a.g_out;
-      dec_phase((a.dm + rpb - 1) / rpb, bar + 2, [&](unsigned it, auto &wait) {
-        if (stage)
-          dec_gemv<WT, false, XLoad::Generic>(a.g_out, a.vec_out, s_norm, a.di, w, bias, a.di,
-                                              a.dm, a.hidden, a.dm, none, it, wait);
-        else
-          dec_gemv<WT, false, XLoad::Cg>(a.g_out, a.vec_out, a.y, a.di, w, bias, a.di, a.dm,
-                                         a.hidden, a.dm, none, it, wait);
-      }, [&] {
+      bool waited = false;
+      auto wait = [&] {
+        if (waited) return;
+        waited = true;
+        dec_wait(bar + 2);
         if (stage) stage_x(s_norm, a.y, a.di);
-      });
+      };
+      if (stage)
+        dec_gemv<WT, false, XLoad::Generic>(a.g_out, a.vec_out, s_norm, w, bias, a.di, a.dm,
+                                            a.hidden, none, wait);
+      else
+        dec_gemv<WT, false, XLoad::Cg>(a.g_out, a.vec_out, a.y, w, bias, a.di, a.dm, a.hidden,
+                                       none, wait);
       if (i + 1 < a.n_layer) dec_arrive(bar + 3); /* the last layer ends with the kernel */
     }
   }

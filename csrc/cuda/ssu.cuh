@@ -76,8 +76,8 @@ __device__ __forceinline__ float wval(const uint16_t *w, int64_t i) { return mb_
  * blockDim.x; `wait()` (every thread calls it once) comes after the constants' loads, and the
  * activations (x_dbl, B, C, u, z) are read through XL. */
 #define SSU_TILE 8
-template <int L, typename WT, int TILE, XLoad XL, typename Wait> /* TILE: 1 (decoding: a step's
-                                                                   * registers) or SSU_TILE */
+template <int L, typename WT, int TILE, XLoad XL, typename Wait,
+          bool STATE_EARLY = false> /* TILE: 1 (decoding: a step's registers) or SSU_TILE */
 __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, int64_t b, int nthr,
                                              float *smem_ssu, Wait wait) {
   using XLC = XLoadTag<XL>;
@@ -104,14 +104,16 @@ __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, in
     int j = gi + q * L;
     wr[q] = (cok && j < nch) ? __ldg((const uint4 *)wrow + j) : make_uint4(0, 0, 0, 0);
   }
-  wait();
+  /* the state: after the wait, unless the caller knows no earlier work in flight writes it */
   float h[SCAN_P];
   float *st = a.state + (b * a.d + (cok ? c : 0)) * a.n;
+  if (!STATE_EARLY) wait();
 #pragma unroll
   for (int p = 0; p < SCAN_P; p++) {
     int s = gi * SCAN_P + p;
     h[p] = (cok && s < a.n) ? st[s] : 0.f;
   }
+  if (STATE_EARLY) wait();
   for (int64_t t0 = 0; t0 < a.len; t0 += TT) {
     const int tn = TILE == 1 ? 1 : (int)min((int64_t)TT, a.len - t0);
     const int64_t r0 = b * a.len + t0;
