@@ -527,12 +527,11 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
            delta_out, y, ldy);
 }
 
-MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, const void *layers_dev,
-                               int64_t n_layer, int64_t batch, int64_t d_model, int64_t d_inner,
-                               int64_t d_state, int64_t dt_rank, int64_t d_conv, int wdtype,
-                               int norm_kind, float eps, float *hidden, float *residual,
-                               float *residual_alt, float *normed, float *xz, float *xc,
-                               float *x_dbl, float *delta, float *y) {
+MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer,
+                               int64_t batch, int64_t d_model, int64_t d_inner, int64_t d_state,
+                               int64_t dt_rank, int64_t d_conv, int wdtype, int norm_kind,
+                               float eps, float *hidden, float *residual, float *normed,
+                               float *xz, float *xc, float *x_dbl, float *delta, float *y) {
   static const char fn[] = "mb_decode_layers";
   CHECK_CTX("mb_decode_layers");
   NONNEG("mb_decode_layers", n_layer);
@@ -546,7 +545,6 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, const void *
   NONNULL("mb_decode_layers", layers);
   NONNULL("mb_decode_layers", hidden);
   NONNULL("mb_decode_layers", residual);
-  NONNULL("mb_decode_layers", residual_alt);
   NONNULL("mb_decode_layers", normed);
   NONNULL("mb_decode_layers", xz);
   NONNULL("mb_decode_layers", xc);
@@ -559,16 +557,6 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, const void *
     for (size_t q = 0; q < sizeof required / sizeof required[0]; q++)
       REQUIRE(layers[i * MB_DL_PTRS + required[q]] != 0, "%s: layer %lld: pointer %d is NULL", fn,
               (ll)i, required[q]);
-#ifdef MB_WITH_CUDA
-  if (IS_CUDA(ctx) && layers_dev && batch == 1 && !(ctx->flags & MB_FLAG_UNFUSED_STEPS)) {
-    int st = mbcuda_decode_layers(ctx, layers, layers_dev, n_layer, batch, d_model, d_inner,
-                                  d_state, dt_rank, d_conv, wdtype, norm_kind, eps, hidden,
-                                  residual, residual_alt, normed, xz, xc, x_dbl, delta, y);
-    if (st != MB_ERR_UNSUPPORTED) return st; /* else: a shape the kernel does not take */
-  }
-#else
-  (void)layers_dev;
-#endif
   const int64_t dx = dt_rank + 2 * d_state;
   for (int64_t i = 0; i < n_layer; i++) {
     const uint64_t *P = layers + i * MB_DL_PTRS;

@@ -8,10 +8,13 @@
  *   read per step / read bandwidth. The host's bandwidth can move by 2x within seconds, so decoding
  *   runs in `--repeats` segments, each framed by its own probes; the row gives the median segment
  *   and the range of ratios and bandwidths;
- * - prefill bytes/s over 2048 bytes and its achieved GFLOP/s over the measured sgemm rate.
+ * - prefill bytes/s over 2048 bytes and its achieved GFLOP/s over the measured sgemm rate;
+ * - for the bundled small models (`--call_models`, default tiny,small), greedy decoding with each
+ *   step's layers in one native call (mb_decode_layers) against five calls a layer, alternated
+ *   in the same run: the ratio is what the calls themselves cost.
  *
  * Usage: deno task bench:cpu [--model_id 353M] [--decode_steps 24] [--repeats 5] [--prefill 2048]
- *        [--threads N]
+ *        [--threads N] [--call_models tiny,small]
  */
 import { createParser, parseArgs, runMain, UsageError } from "../src/cli/mod.ts";
 import { Backend } from "../src/backend/backend.ts";
@@ -28,6 +31,7 @@ parser.add_argument("--decode_steps", { type: "int", default: 24 });
 parser.add_argument("--repeats", { type: "int", default: 5 });
 parser.add_argument("--prefill", { type: "int", default: 2048 });
 parser.add_argument("--threads", { type: "int", default: 0 });
+parser.add_argument("--call_models", { default: "tiny,small" });
 // deno-lint-ignore no-explicit-any
 type Args = Record<string, any>;
 
@@ -106,6 +110,34 @@ async function main(argv: string[]): Promise<void> {
   const prompt = new TextEncoder().encode("High up on the hillside in the midst of a rugged group");
   const rows: string[][] = [];
 
+  /** Decoding `id` with one native call a step against five a layer, alternated (median rates). */
+  async function benchCalls(id: string) {
+    const common = { configPath: args.config_path, modelId: id, device: "cpu" as const };
+    const one = await loadModel({ ...common, threads: args.threads });
+    const ops = await loadModel({ ...common, threads: args.threads, decodeLayers: false });
+    try {
+      const rate = { one: [] as number[], ops: [] as number[] };
+      const n = 256;
+      for (let r = 0; r < args.repeats + 1; r++) {
+        for (const [k, m] of [["one", one], ["ops", ops]] as const) {
+          const t0 = performance.now();
+          await m.generate(prompt, { maxNewTokens: n, topK: 1 });
+          if (r > 0) rate[k].push(n / ((performance.now() - t0) / 1000)); // r = 0: warm-up
+        }
+      }
+      const a = median(rate.one), b = median(rate.ops);
+      rows.push([
+        `decode ${id} (${one.dims.dModel} x ${one.dims.nLayer}), one call a step`,
+        `${a.toFixed(0)} bytes/s`,
+        `five calls a layer ${b.toFixed(0)} bytes/s`,
+        `ratio ${(a / b).toFixed(2)} (medians of ${rate.one.length} alternated runs)`,
+      ]);
+    } finally {
+      one.close();
+      ops.close();
+    }
+  }
+
   async function benchDecode(dtype: "fp32" | "bf16") {
     const model: MambaByteLM = await loadModel({
       configPath: args.config_path,
@@ -171,6 +203,7 @@ async function main(argv: string[]): Promise<void> {
 
   await benchDecode("fp32");
   await benchDecode("bf16");
+  for (const id of String(args.call_models).split(",").filter((x) => x)) await benchCalls(id);
   be.free(probeBuf);
   be.free(sink);
   be.close();

@@ -68,8 +68,8 @@ export interface LoadModelOptions {
   /** CUDA with bf16 weights: the forward's bf16 activations (see MambaByteLMOptions; default on). */
   bf16Activations?: boolean;
   /**
-   * Decoding steps of up to 8 sequences run every layer in one native call (one kernel at batch 1
-   * on CUDA); the same bits as the per-op steps (default true; false for A/B runs).
+   * Decoding steps of up to 8 sequences run every layer in one native call, with the same bits
+   * as the per-op steps (default true; false for A/B runs).
    */
   decodeLayers?: boolean;
   /** Called while weights upload: tensors done, total. */

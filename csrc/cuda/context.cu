@@ -46,7 +46,6 @@ static void mbcuda_free_state(mbcuda_state *st) {
   if (st->scratch) cudaFree(st->scratch);
   if (st->blas_ws) cudaFree(st->blas_ws);
   if (st->done) cudaFree(st->done);
-  if (st->decode_bar) cudaFree(st->decode_bar);
   if (st->stream) cudaStreamDestroy(st->stream);
   free(st);
 }
@@ -70,8 +69,6 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
   if (e == cudaSuccess) e = cudaMalloc(&st->blas_ws, MBCUDA_BLAS_WS);
   if (e == cudaSuccess) e = cudaMalloc((void **)&st->done, 256);
   if (e == cudaSuccess) e = cudaMemset(st->done, 0, 256);
-  if (e == cudaSuccess)
-    e = cudaMalloc((void **)&st->decode_bar, MBCUDA_DECODE_BARRIERS * sizeof(unsigned int));
   if (e != cudaSuccess) {
     mbcuda_free_state(st);
     ctx->cuda = NULL;
@@ -91,10 +88,6 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
       st->gemv_rows = 0;
     const char *e_ssu = getenv("MAMBABYTE_CUDA_SSU_ROWS");
     st->ssu_rows = e_ssu && e_ssu[0] ? atoi(e_ssu) : -1; /* -1: step.cu's default */
-    const char *e_dec = getenv("MAMBABYTE_CUDA_DECODE_BLOCKS");
-    st->decode_blocks = e_dec && e_dec[0] ? atoi(e_dec) : -1; /* -1: decode.cu's default */
-    const char *e_pf = getenv("MAMBABYTE_CUDA_DECODE_PREFETCH");
-    st->decode_prefetch = !(e_pf && e_pf[0] == '0');
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

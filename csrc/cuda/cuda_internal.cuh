@@ -16,7 +16,6 @@
 
 #define MBCUDA_MAX_GRAPHS 256
 #define MBCUDA_DL_SLOTS 8 /* staging buffers of mb_download_async (downloads in flight) */
-#define MBCUDA_DECODE_BARRIERS 4096 /* grid barriers of one mb_decode_layers call (4 a layer) */
 
 /* One staging buffer of mb_download_async: src is copied here on the compute stream, then to the
  * host on the copy stream. `ready`: recorded on the compute stream after the device copy; `done`:
@@ -36,7 +35,6 @@ struct mbcuda_state {
   void *scratch;         /* bf16 copies of x for the tensor-core path of mb_linear */
   size_t scratch_bytes;
   unsigned int *done;    /* device counter for the last-block pattern of mb_sample */
-  unsigned int *decode_bar; /* arrival counters of mb_decode_layers' grid barriers */
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
   int capturing;
   int pdl;               /* launch with programmatic dependent launch (MAMBABYTE_CUDA_PDL=0: off) */
@@ -46,10 +44,6 @@ struct mbcuda_state {
                           * else fixed (MAMBABYTE_CUDA_GEMV_ROWS; A/B runs) */
   int ssu_rows;          /* decoding batches from this size take the state update's thread-per-
                           * (sequence, channel) kernel (MAMBABYTE_CUDA_SSU_ROWS; 0 never) */
-  int decode_blocks;     /* blocks per SM of mb_decode_layers' kernel (MAMBABYTE_CUDA_DECODE_BLOCKS;
-                          * 0: the kernel is off, the ops run; -1: decode.cu's default) */
-  int decode_prefetch;   /* its bulk L2 prefetches of later phases' weights (default on;
-                          * MAMBABYTE_CUDA_DECODE_PREFETCH=0: off, A/B runs) */
   int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per
                            * context) */
   int sm_count;

@@ -292,9 +292,11 @@ int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *
                          int64_t ldy);
 
 /**
- * Every layer of one decoding step (the mixer layers of MambaByteLM.stepLayers for batch <= 8), in
- * one call. For each layer i < n_layer, with the layer's pointers P = layers + i * MB_DL_PTRS
- * (indexes MB_DL_*; NORM_B, IN_B, CONV_B, DT_B, D, OUT_B may be 0), it is exactly
+ * Every layer of one decoding step (the mixer layers of MambaByteLM.stepLayers for batch <= 8) in
+ * one call, so that a step costs one call instead of five a layer (on the CPU the calls
+ * themselves were a third of a small model's step). For each layer i < n_layer, with the layer's
+ * pointers P = layers + i * MB_DL_PTRS (indexes MB_DL_*; NORM_B, IN_B, CONV_B, DT_B, D, OUT_B may
+ * be 0), it is exactly
  *   mb_add_norm(hidden, residual, i > 0, P[NORM_W], P[NORM_B], norm_kind, eps, batch, d_model,
  *               normed, NULL);
  *   mb_linear_conv1d_step(normed, d_model, P[IN_W], wdtype, P[IN_B], batch, d_model, 2 d_inner,
@@ -304,21 +306,15 @@ int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *
  *               P[DT_B], dt_rank, P[A], B and C in x_dbl, P[D], z = xz + d_inner (ld 2 d_inner),
  *               P[SSM_STATE], batch, d_inner, d_state, 1, delta, y, d_inner);
  *   mb_linear(y, d_inner, P[OUT_W], wdtype, P[OUT_B], batch, d_inner, d_model, hidden, d_model);
- * (the residual stream is updated in place, as stepLayers does). normed and
- * residual_alt, (batch, d_model) each, are scratch: what they hold afterwards is unspecified (the
- * CUDA kernel alternates the residual between residual_alt and residual, since it cannot update
- * it in place, and ends in residual). layers: n_layer * MB_DL_PTRS pointers (uint64) in host
- * memory; layers_dev: the same values in context memory, or NULL. CUDA with layers_dev, batch 1
- * and a shape it supports: one kernel runs every layer, its phases separated by grid-wide
- * barriers, with exactly the arithmetic of the ops above (the same bits); otherwise (and on the
- * CPU, or with MB_FLAG_UNFUSED_STEPS) the ops above run, one call each. Buffers are (batch,
+ * so its results are those calls' bits on every backend. layers: n_layer * MB_DL_PTRS context
+ * pointers as uint64 values, in host memory (read during the call only); the buffers are (batch,
  * width) rows in context memory.
  */
-int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, const void *layers_dev, int64_t n_layer,
-                     int64_t batch, int64_t d_model, int64_t d_inner, int64_t d_state,
-                     int64_t dt_rank, int64_t d_conv, int wdtype, int norm_kind, float eps,
-                     float *hidden, float *residual, float *residual_alt, float *normed, float *xz,
-                     float *xc, float *x_dbl, float *delta, float *y);
+int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t batch,
+                     int64_t d_model, int64_t d_inner, int64_t d_state, int64_t dt_rank,
+                     int64_t d_conv, int wdtype, int norm_kind, float eps, float *hidden,
+                     float *residual, float *normed, float *xz, float *xc, float *x_dbl,
+                     float *delta, float *y);
 
 /** out[i, :] = log_softmax(logits[i, :]) over v columns, rows of n. out may equal logits. */
 int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);

@@ -681,16 +681,14 @@ export class Backend {
   }
 
   /**
-   * Every mixer layer of one decoding step of `batch` sequences (mb_decode_layers): per layer
-   * exactly add + norm, in_proj with the conv step, x_proj, dt_proj with the state update and
-   * out_proj, as {@link linearConv1dStep}, {@link linear} and {@link stateUpdateDt} would run them.
-   * `layers` holds each layer's pointers (indexes `DecodeLayerPtr`) in host memory, `layersDev`
-   * the same values in context memory (or null): with it, CUDA runs batch 1 as one kernel with
-   * the same bits. The buffers are (batch, width) rows; `normed` and `residualAlt` are scratch.
+   * Every mixer layer of one decoding step of `batch` sequences in one native call
+   * (mb_decode_layers): per layer exactly add + norm, in_proj with the conv step, x_proj, dt_proj
+   * with the state update and out_proj, as {@link addNorm}, {@link linearConv1dStep},
+   * {@link linear} and {@link stateUpdateDt} run them (the same bits). `layers` holds each layer's
+   * pointers (indexes `DecodeLayerPtr`); the buffers are (batch, width) rows, `normed` scratch.
    */
   decodeLayers(a: {
     layers: BigUint64Array;
-    layersDev: Ptr;
     nLayer: number;
     batch: number;
     dModel: number;
@@ -703,7 +701,6 @@ export class Backend {
     eps: number;
     hidden: Ptr;
     residual: Ptr;
-    residualAlt: Ptr;
     normed: Ptr;
     xz: Ptr;
     xc: Ptr;
@@ -715,7 +712,6 @@ export class Backend {
       this.#lib.mb_decode_layers(
         this.#c,
         a.layers,
-        a.layersDev,
         I(a.nLayer),
         I(a.batch),
         I(a.dModel),
@@ -728,7 +724,6 @@ export class Backend {
         a.eps,
         a.hidden,
         a.residual,
-        a.residualAlt,
         a.normed,
         a.xz,
         a.xc,

@@ -12,7 +12,7 @@
 
 import type { DraftModel } from "../generate/drafter.ts";
 import { type Backend, envValue, offsetPtr, type Ptr } from "../backend/backend.ts";
-import { Tensor } from "../backend/tensor.ts";
+import type { Tensor } from "../backend/tensor.ts";
 import { DecodeLayerPtr } from "../native/lib.ts";
 import type { ModelConfig } from "../config/config.ts";
 import type { ModelDims } from "../config/dims.ts";
@@ -220,8 +220,8 @@ export interface MambaByteLMOptions {
   bf16Activations?: boolean;
   /**
    * Whether decoding steps of up to 8 sequences run their layers in one Backend.decodeLayers call
-   * (on CUDA at batch 1: one kernel for every layer) instead of five calls a layer; the results
-   * are the same bits. Default true (false: A/B runs and the tests that hold the two equal).
+   * instead of five calls a layer; the results are the same bits. Default true (false: A/B runs
+   * and the tests that hold the two equal).
    */
   decodeLayers?: boolean;
 }
@@ -307,22 +307,12 @@ export class MambaByteLM {
 
   /**
    * A zero recurrent state for `batch` sequences; for up to 8, with the table of its layers'
-   * pointers that {@link stepLayers} hands to Backend.decodeLayers.
+   * pointers that {@link stepLayers} hands to Backend.decodeLayers (one native call a step).
    */
   newState(batch = 1): RecurrentState {
     const state = new RecurrentState(this.backend, this.dims, batch);
     if (this.decodeLayers && batch <= 8) {
-      try {
-        const host = this.#decodeTable(state);
-        state.setDecodeTable(
-          this.weights,
-          host,
-          Tensor.fromHost(this.backend, new BigInt64Array(host.buffer), [host.length], "i64"),
-        );
-      } catch (e) {
-        state.free();
-        throw e;
-      }
+      state.setDecodeTable(this.weights, this.#decodeTable(state));
     }
     return state;
   }
@@ -453,13 +443,10 @@ export class MambaByteLM {
     // and the conv's bf16 rows (the bits they made of the fp32 rows); the conv step runs as
     // linearConv1dStep runs it there.
     const bf = batch > 8 ? ws.bf16 : null;
-    const table = batch <= 8 && afterLayer === undefined && batch <= ws.residualAlt.shape[0]
-      ? state.decodeTable(this.weights)
-      : null;
+    const table = batch <= 8 && afterLayer === undefined ? state.decodeTable(this.weights) : null;
     if (table) {
       be.decodeLayers({
-        layers: table.host,
-        layersDev: table.dev.ptr,
+        layers: table,
         nLayer: this.dims.nLayer,
         batch,
         dModel: this.dims.dModel,
@@ -472,7 +459,6 @@ export class MambaByteLM {
         eps: this.eps,
         hidden: ws.hidden.ptr,
         residual: ws.residual.ptr,
-        residualAlt: ws.residualAlt.ptr,
         normed: ws.normed.ptr,
         xz: ws.xz.ptr,
         xc: ws.xConv.ptr,

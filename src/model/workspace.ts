@@ -20,11 +20,6 @@ export class Workspace {
   readonly hidden: Tensor;
   /** Residual stream in fp32, (rows, d_model). */
   readonly residual: Tensor;
-  /**
-   * Scratch for Backend.decodeLayers (whose CUDA kernel alternates the residual between two
-   * buffers), (min(rows, 8), d_model): decoding steps of up to 8 sequences take that call.
-   */
-  readonly residualAlt: Tensor;
   /** Normalised mixer input, (rows, d_model). */
   readonly normed: Tensor;
   /** in_proj output x|z, (rows, 2*d_inner). */
@@ -64,7 +59,6 @@ export class Workspace {
     this.ids = Tensor.zeros(backend, "i32", [rows]);
     this.hidden = f(dims.dModel);
     this.residual = f(dims.dModel);
-    this.residualAlt = Tensor.empty(backend, "f32", [Math.min(rows, 8), dims.dModel]);
     this.normed = f(dims.dModel);
     this.xz = f(2 * dims.dInner);
     this.xConv = f(dims.dInner);
@@ -82,7 +76,6 @@ export class Workspace {
       this.ids,
       this.hidden,
       this.residual,
-      this.residualAlt,
       this.normed,
       this.xz,
       this.xConv,
@@ -121,20 +114,19 @@ export class RecurrentState {
   }
 
   /**
-   * Sets the pointer table Backend.decodeLayers takes for this state with `owner`'s weights
-   * (host values and their copy in backend memory); the state frees the copy.
+   * Keeps the pointer table Backend.decodeLayers takes for this state with `owner`'s weights
+   * (each layer's weights and this state's buffers).
    */
-  setDecodeTable(owner: object, host: BigUint64Array, dev: Tensor): void {
-    this.#decode?.dev.free();
-    this.#decode = { owner, host, dev };
+  setDecodeTable(owner: object, table: BigUint64Array): void {
+    this.#decode = { owner, table };
   }
 
-  /** The table {@link setDecodeTable} set for `owner`, or null. */
-  decodeTable(owner: object): { host: BigUint64Array; dev: Tensor } | null {
-    return this.#decode?.owner === owner ? this.#decode : null;
+  /** The table {@link setDecodeTable} kept for `owner`, or null. */
+  decodeTable(owner: object): BigUint64Array | null {
+    return this.#decode?.owner === owner ? this.#decode.table : null;
   }
 
-  #decode: { owner: object; host: BigUint64Array; dev: Tensor } | null = null;
+  #decode: { owner: object; table: BigUint64Array } | null = null;
 
   /** Copies sequence `from` of `src` into every sequence of this state (prefill fan-out). */
   broadcastFrom(src: RecurrentState, from = 0): void {
@@ -151,7 +143,6 @@ export class RecurrentState {
   /** Frees the state. */
   free(): void {
     for (const t of [...this.conv, ...this.ssm]) t.free();
-    this.#decode?.dev.free();
     this.#decode = null;
   }
 }

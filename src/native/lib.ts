@@ -207,7 +207,6 @@ export const SYMBOLS = {
     parameters: [
       "pointer", // ctx
       "buffer", // layers (host)
-      "pointer", // layers_dev
       "i64", // n_layer
       "i64", // batch
       "i64", // d_model
@@ -220,7 +219,6 @@ export const SYMBOLS = {
       "f32", // eps
       "pointer", // hidden
       "pointer", // residual
-      "pointer", // residual_alt
       "pointer", // normed
       "pointer", // xz
       "pointer", // xc
