@@ -153,6 +153,48 @@ Deno.test("mb_decode_layers refuses a table with a missing weight, naming the la
   }
 });
 
+Deno.test("decodeLayers refuses a table of the wrong length before the native call", async () => {
+  const model = await load("cpu", "fp32", true);
+  const ws = model.newWorkspace(1), state = model.newState(1);
+  try {
+    const table = state.decodeTable(model.weights)!;
+    const d = model.dims;
+    for (
+      const layers of [table.subarray(0, table.length - 1), new BigUint64Array(table.length + 15)]
+    ) {
+      assert.throws(
+        () =>
+          model.backend.decodeLayers({
+            layers,
+            nLayer: d.nLayer,
+            batch: 1,
+            dModel: d.dModel,
+            dInner: d.dInner,
+            dState: d.dState,
+            dtRank: d.dtRank,
+            dConv: d.dConv,
+            wdtype: model.weights.wdtype,
+            normKind: model.weights.normKind,
+            eps: model.eps,
+            hidden: ws.hidden.ptr,
+            residual: ws.residual.ptr,
+            normed: ws.normed.ptr,
+            xz: ws.xz.ptr,
+            xc: ws.xConv.ptr,
+            xDbl: ws.xDbl.ptr,
+            delta: ws.delta.ptr,
+            y: ws.y.ptr,
+          }),
+        /decodeLayers: a table of \d+ pointers for 3 layers \(needs 45\)/,
+      );
+    }
+  } finally {
+    ws.free();
+    state.free();
+    model.close();
+  }
+});
+
 Deno.test("states of more than 8 sequences carry no table (their steps keep the ops)", async () => {
   const model = await load("cpu", "fp32", true);
   const big = model.newState(9), small = model.newState(8);

@@ -8,6 +8,7 @@
 import {
   BackendCode,
   check,
+  DecodeLayerPtr,
   DTypeCode,
   Flag,
   native,
@@ -708,6 +709,12 @@ export class Backend {
     delta: Ptr;
     y: Ptr;
   }): void {
+    const want = a.nLayer * DecodeLayerPtr.PTRS;
+    if (!Number.isSafeInteger(a.nLayer) || a.nLayer < 0 || a.layers.length !== want) {
+      throw new RangeError(
+        `decodeLayers: a table of ${a.layers.length} pointers for ${a.nLayer} layers (needs ${want})`,
+      );
+    }
     check(
       this.#lib.mb_decode_layers(
         this.#c,
