@@ -558,18 +558,39 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
       REQUIRE(layers[i * MB_DL_PTRS + required[q]] != 0, "%s: layer %lld: pointer %d is NULL", fn,
               (ll)i, required[q]);
   const int64_t dx = dt_rank + 2 * d_state;
+  /* CUDA at batch 1: the norm runs inside in_proj's kernel and the residual add in the previous
+   * out_proj's, one kernel fewer a layer with the same bits (decided once, before any work) */
+  int fused = 0;
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx) && batch == 1 && !(ctx->flags & MB_FLAG_UNFUSED_STEPS))
+    fused = mbcuda_norm_in_proj_ok(ctx, d_model, 2 * d_inner);
+#endif
   for (int64_t i = 0; i < n_layer; i++) {
     const uint64_t *P = layers + i * MB_DL_PTRS;
 #define DL_PTR(T, k) ((T)(uintptr_t)P[MB_DL_##k])
-    int st = mb_add_norm(ctx, hidden, residual, i > 0, DL_PTR(const float *, NORM_W),
-                         DL_PTR(const float *, NORM_B), norm_kind, eps, batch, d_model, normed,
-                         NULL);
-    if (st == MB_OK)
-      st = mb_linear_conv1d_step(ctx, normed, d_model, DL_PTR(const void *, IN_W), wdtype,
-                                 DL_PTR(const float *, IN_B), batch, d_model, 2 * d_inner, xz,
-                                 2 * d_inner, DL_PTR(const float *, CONV_W),
-                                 DL_PTR(const float *, CONV_B), DL_PTR(float *, CONV_STATE),
-                                 d_inner, d_conv, xc, d_inner);
+    int st = MB_OK;
+#ifdef MB_WITH_CUDA
+    if (fused) {
+      const mbcuda_norm_in_proj a = {
+          i == 0 ? hidden : residual, i == 0 ? residual : NULL, i > 0,
+          DL_PTR(const float *, NORM_W), DL_PTR(const float *, NORM_B), norm_kind, eps, d_model,
+          DL_PTR(const void *, IN_W), wdtype, DL_PTR(const float *, IN_B), 2 * d_inner, xz,
+          DL_PTR(const float *, CONV_W), DL_PTR(const float *, CONV_B),
+          DL_PTR(float *, CONV_STATE), d_inner, d_conv, xc, normed};
+      st = mbcuda_norm_in_proj_step(ctx, &a);
+    }
+#endif
+    if (!fused) {
+      st = mb_add_norm(ctx, hidden, residual, i > 0, DL_PTR(const float *, NORM_W),
+                       DL_PTR(const float *, NORM_B), norm_kind, eps, batch, d_model, normed,
+                       NULL);
+      if (st == MB_OK)
+        st = mb_linear_conv1d_step(ctx, normed, d_model, DL_PTR(const void *, IN_W), wdtype,
+                                   DL_PTR(const float *, IN_B), batch, d_model, 2 * d_inner, xz,
+                                   2 * d_inner, DL_PTR(const float *, CONV_W),
+                                   DL_PTR(const float *, CONV_B), DL_PTR(float *, CONV_STATE),
+                                   d_inner, d_conv, xc, d_inner);
+    }
     if (st == MB_OK)
       st = mb_linear(ctx, xc, d_inner, DL_PTR(const void *, X_W), wdtype, NULL, batch, d_inner,
                      dx, x_dbl, dx);
@@ -579,6 +600,15 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
           DL_PTR(const float *, DT_B), dt_rank, DL_PTR(const float *, A), x_dbl + dt_rank, dx,
           x_dbl + dt_rank + d_state, dx, DL_PTR(const float *, D), xz + d_inner, 2 * d_inner,
           DL_PTR(float *, SSM_STATE), batch, d_inner, d_state, 1, delta, y, d_inner);
+#ifdef MB_WITH_CUDA
+    if (st == MB_OK && fused && i + 1 < n_layer) { /* the next layer's residual add too */
+      st = mbcuda_linear_residual(ctx, y, DL_PTR(const void *, OUT_W), wdtype,
+                                  DL_PTR(const float *, OUT_B), d_inner, d_model, hidden,
+                                  residual);
+      if (st != MB_OK) return st;
+      continue;
+    }
+#endif
     if (st == MB_OK)
       st = mb_linear(ctx, y, d_inner, DL_PTR(const void *, OUT_W), wdtype,
                      DL_PTR(const float *, OUT_B), batch, d_inner, d_model, hidden, d_model);

@@ -55,6 +55,38 @@ int mbc_allowed_cpus(void);
 #define MB_CUDA_OP(name) MB_DECLARE_AS(mbcuda_##name, mb_##name);
 #include "ops.def"
 int mbcuda_ctx_init(mb_ctx *ctx); /* ctx->device is set; fills ctx->cuda */
+
+/* mb_decode_layers' batch-1 forms on CUDA (csrc/cuda/gemm.cu): one kernel fewer a layer, the
+ * same bits. in_proj's GEMV with the layer's add + norm as its prologue (every block norms the
+ * row itself): r = 0 + x stored to res_out by block 0 (first layer), or r = x when x is already
+ * the residual sum (plain: later layers, whose sum the last out_proj's epilogue made). */
+typedef struct {
+  const float *x;
+  float *res_out;
+  int plain;
+  const float *norm_w, *norm_b;
+  int norm_kind;
+  float eps;
+  int64_t d_model;
+  const void *w;
+  int wdtype;
+  const float *bias;
+  int64_t out_f;
+  float *y;
+  const float *conv_w, *conv_b;
+  float *conv_state;
+  int64_t d_conv, k;
+  float *xc;
+  const float *x_ref; /* where the ops would read the normed row (its alignment picks the path) */
+} mbcuda_norm_in_proj;
+/* Whether it takes these shapes (and is on: MAMBABYTE_CUDA_NORM_PROLOGUE=0 turns it off). */
+int mbcuda_norm_in_proj_ok(mb_ctx *ctx, int64_t d_model, int64_t out_f);
+int mbcuda_norm_in_proj_step(mb_ctx *ctx, const mbcuda_norm_in_proj *a);
+/* out_proj's GEMV (n = 1) that also adds its output into the residual: y = x w^T + bias,
+ * residual += y (the next layer's add, as mb_add_norm computes it). */
+int mbcuda_linear_residual(mb_ctx *ctx, const float *x, const void *w, int wdtype,
+                           const float *bias, int64_t in_f, int64_t out_f, float *y,
+                           float *residual);
 #endif
 
 #ifdef __cplusplus

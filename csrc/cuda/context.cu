@@ -88,6 +88,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
       st->gemv_rows = 0;
     const char *e_ssu = getenv("MAMBABYTE_CUDA_SSU_ROWS");
     st->ssu_rows = e_ssu && e_ssu[0] ? atoi(e_ssu) : -1; /* -1: step.cu's default */
+    const char *e_np = getenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
+    st->norm_prologue = !(e_np && e_np[0] == '0');
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

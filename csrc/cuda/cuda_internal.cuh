@@ -44,6 +44,8 @@ struct mbcuda_state {
                           * else fixed (MAMBABYTE_CUDA_GEMV_ROWS; A/B runs) */
   int ssu_rows;          /* decoding batches from this size take the state update's thread-per-
                           * (sequence, channel) kernel (MAMBABYTE_CUDA_SSU_ROWS; 0 never) */
+  int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual
+                          * add in out_proj's (MAMBABYTE_CUDA_NORM_PROLOGUE=0: off, A/B runs) */
   int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per
                            * context) */
   int sm_count;

@@ -16,6 +16,7 @@
 
 #include "cuda_internal.cuh"
 #include "gemv.cuh"
+#include "norm_row.cuh"
 
 static const char *blas_status_str(cublasStatus_t s) {
   switch (s) {
@@ -298,5 +299,123 @@ extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ld
                       ? gemv<uint16_t>(ctx, x, ldx, (const uint16_t *)w, bias, (int)n, in_f, out_f, y, ldy, ce)
                       : gemv<float>(ctx, x, ldx, (const float *)w, bias, (int)n, in_f, out_f, y, ldy, ce);
   MBCUDA_CHECK(e, "linear_conv1d_step (gemv)");
+  return MB_OK;
+}
+
+/* ---- mb_decode_layers' batch-1 forms: the norm in in_proj's prologue, the residual add in
+ * out_proj's epilogue (one kernel fewer a layer; every value keeps the ops' bits) ------------ */
+
+#define NORM_PRO_MAX 2048 /* d_model: mb_add_norm's register rows */
+
+struct NormPro {
+  const float *x;
+  float *res_out;
+  const float *w, *b;
+  int kind, thr;
+  float eps;
+};
+
+/* One block: its in_proj weights in flight first, then (after the PDL wait) the normed row into
+ * shared memory with k_add_norm_reg's thread mapping (add_norm_reg_row), then gemv_block on it
+ * with the conv step in the epilogue, as mb_linear_conv1d_step runs it. */
+template <typename WT, int G, bool VEC, int VPT, bool PLAIN>
+__global__ void __launch_bounds__(256)
+k_gemv_norm(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias, int64_t in_f,
+            int64_t out_f, float *__restrict__ y, ConvEpi ce) {
+  __shared__ __align__(16) float xs[NORM_PRO_MAX];
+  __shared__ float red[32];
+  mb_pdl_trigger();
+  auto norm = [&] {
+    auto pdl_wait = [] { mb_pdl_wait(); };
+    add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), PLAIN>(
+        np.x, nullptr, blockIdx.x == 0 ? np.res_out : nullptr, 0, np.w, np.b, np.kind, np.eps,
+        in_f, np.thr, xs, nullptr, red, pdl_wait);
+    __syncthreads();
+  };
+  gemv_block<WT, 1, G, VEC, true, XLoad::Generic>(xs, in_f, w, bias, 1, in_f, out_f, y, out_f, ce,
+                                                  1, blockIdx.x, blockDim.x, norm);
+}
+
+template <typename WT, int G, bool VEC>
+static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, int vpt,
+                                       const NormPro &np, const ConvEpi &ce) {
+  const dim3 grid((unsigned)((a->out_f + 256 / G - 1) / (256 / G))), block(256);
+  const WT *w = (const WT *)a->w;
+#define NPL(V, P) mbcuda_launch(ctx, k_gemv_norm<WT, G, VEC, V, P>, grid, block, 0, np, w, a->bias, \
+                                a->d_model, a->out_f, a->y, ce)
+  if (vpt == 4) return a->plain ? NPL(4, true) : NPL(4, false);
+  return a->plain ? NPL(8, true) : NPL(8, false);
+#undef NPL
+}
+
+template <typename WT>
+static cudaError_t norm_in_proj_wt(mb_ctx *ctx, const mbcuda_norm_in_proj *a, int vpt,
+                                   const NormPro &np, const ConvEpi &ce) {
+  constexpr int EPC = 16 / (int)sizeof(WT);
+  const bool vec = gemv_vec(a->d_model, a->d_model, a->x_ref, a->w, (int)sizeof(WT));
+  switch (gemv_group_size(a->out_f, vec ? a->d_model / EPC : a->d_model, mbcuda_st(ctx)->sm_count)) {
+    case 256: return vec ? norm_in_proj_launch<WT, 256, true>(ctx, a, vpt, np, ce) : norm_in_proj_launch<WT, 256, false>(ctx, a, vpt, np, ce);
+    case 32: return vec ? norm_in_proj_launch<WT, 32, true>(ctx, a, vpt, np, ce) : norm_in_proj_launch<WT, 32, false>(ctx, a, vpt, np, ce);
+    case 8: return vec ? norm_in_proj_launch<WT, 8, true>(ctx, a, vpt, np, ce) : norm_in_proj_launch<WT, 8, false>(ctx, a, vpt, np, ce);
+    default: return vec ? norm_in_proj_launch<WT, 4, true>(ctx, a, vpt, np, ce) : norm_in_proj_launch<WT, 4, false>(ctx, a, vpt, np, ce);
+  }
+}
+
+extern "C" int mbcuda_norm_in_proj_ok(mb_ctx *ctx, int64_t d_model, int64_t out_f) {
+  return mbcuda_st(ctx)->norm_prologue && d_model <= NORM_PRO_MAX && out_f > 0 &&
+         out_f <= INT32_MAX;
+}
+
+extern "C" int mbcuda_norm_in_proj_step(mb_ctx *ctx, const mbcuda_norm_in_proj *a) {
+  if (!mbcuda_norm_in_proj_ok(ctx, a->d_model, a->out_f) || a->d_conv <= 0)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: norm_in_proj: off, or a shape it does not take");
+  int thr, vpt;
+  norm_reg_shape(a->d_model, &thr, &vpt);
+  const NormPro np = {a->x, a->res_out, a->norm_w, a->norm_b, a->norm_kind, thr, a->eps};
+  const ConvEpi ce = {a->conv_w, a->conv_b, a->conv_state, a->xc, a->d_conv, a->d_conv, (int)a->k};
+  const cudaError_t e = a->wdtype == MB_DTYPE_BF16 ? norm_in_proj_wt<uint16_t>(ctx, a, vpt, np, ce)
+                                                   : norm_in_proj_wt<float>(ctx, a, vpt, np, ce);
+  MBCUDA_CHECK(e, "norm_in_proj (gemv)");
+  return MB_OK;
+}
+
+/* out_proj: gemv_block with the residual add in its epilogue (N = 1, as the ops' GEMV). */
+template <typename WT, int G, bool VEC>
+__global__ void __launch_bounds__(256)
+k_gemv_res(const float *__restrict__ x, const WT *__restrict__ w, const float *__restrict__ bias,
+           int64_t in_f, int64_t out_f, float *__restrict__ y, float *__restrict__ res) {
+  mb_pdl_trigger();
+  const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
+  auto pdl_wait = [] { mb_pdl_wait(); };
+  gemv_block<WT, 1, G, VEC, false, XLoad::Ldg, decltype(pdl_wait), true>(
+      x, in_f, w, bias, 1, in_f, out_f, y, out_f, none, 1, blockIdx.x, blockDim.x, pdl_wait, res);
+}
+
+template <typename WT>
+static cudaError_t linear_residual_wt(mb_ctx *ctx, const float *x, const WT *w, const float *bias,
+                                      int64_t in_f, int64_t out_f, float *y, float *res) {
+  constexpr int EPC = 16 / (int)sizeof(WT);
+  const bool vec = gemv_vec(in_f, in_f, x, w, (int)sizeof(WT));
+  const int G = gemv_group_size(out_f, vec ? in_f / EPC : in_f, mbcuda_st(ctx)->sm_count);
+  const dim3 grid((unsigned)((out_f + 256 / G - 1) / (256 / G))), block(256);
+#define LR(GG) (vec ? mbcuda_launch(ctx, k_gemv_res<WT, GG, true>, grid, block, 0, x, w, bias, in_f, out_f, y, res) \
+                    : mbcuda_launch(ctx, k_gemv_res<WT, GG, false>, grid, block, 0, x, w, bias, in_f, out_f, y, res))
+  switch (G) {
+    case 256: return LR(256);
+    case 32: return LR(32);
+    case 8: return LR(8);
+    default: return LR(4);
+  }
+#undef LR
+}
+
+extern "C" int mbcuda_linear_residual(mb_ctx *ctx, const float *x, const void *w, int wdtype,
+                                      const float *bias, int64_t in_f, int64_t out_f, float *y,
+                                      float *residual) {
+  const cudaError_t e =
+      wdtype == MB_DTYPE_BF16
+          ? linear_residual_wt<uint16_t>(ctx, x, (const uint16_t *)w, bias, in_f, out_f, y, residual)
+          : linear_residual_wt<float>(ctx, x, (const float *)w, bias, in_f, out_f, y, residual);
+  MBCUDA_CHECK(e, "linear_residual (gemv)");
   return MB_OK;
 }

@@ -87,14 +87,15 @@ __device__ __forceinline__ void prefetch_l2(const void *p) {
  * decoding kernel's grid barrier) the first GEMV_UNROLL weight chunks of each thread are loaded
  * and the rest of its row prefetched into L2: the weights stream while earlier work finishes.
  * x is read through XL (its loads only: the arithmetic is the same for every XL). A caller that
- * runs it twice in one block must __syncthreads() in between (G = 256 reuses `red`). */
-template <typename WT, int N, int G, bool VEC, bool CONV, XLoad XL, typename Wait>
+ * runs it twice in one block must __syncthreads() in between (G = 256 reuses `red`). RES: also
+ * res[j * ldy + row] += each output (the next layer's residual add, where the value is made). */
+template <typename WT, int N, int G, bool VEC, bool CONV, XLoad XL, typename Wait, bool RES = false>
 __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t ldx,
                                            const WT *__restrict__ w,
                                            const float *__restrict__ bias, int n, int64_t in_f,
                                            int64_t out_f, float *__restrict__ y, int64_t ldy,
                                            const ConvEpi &ce, int jsplit, unsigned blk, int nthr,
-                                           Wait wait) {
+                                           Wait wait, float *res = nullptr) {
   using XLC = XLoadTag<XL>;
   constexpr int EPC = 16 / (int)sizeof(WT);
   const int rpb = nthr / G;
@@ -191,6 +192,7 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
       for (int i = 0; i < NW; i++) s += red[i][threadIdx.x];
       s += bias ? bias[row] : 0.f;
       y[threadIdx.x * ldy + row] = s;
+      if constexpr (RES) res[threadIdx.x * ldy + row] += s;
       if (conv) conv_epi(ce, cw, cb, j0 + threadIdx.x, row, s);
     }
   } else {
@@ -200,6 +202,7 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
       for (int j = 0; j < N; j++)
         if (j < n) {
           y[j * ldy + row] = acc[j] + b;
+          if constexpr (RES) res[j * ldy + row] += acc[j] + b;
           if (conv) conv_epi(ce, cw, cb, j0 + j, row, acc[j] + b);
         }
     }

@@ -21,9 +21,10 @@ __device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t 
  * orow / brow. Thread t < nthr owns elements t + i * nthr (i < VPT) as a block of nthr threads
  * would; threads from nthr on (a larger block) own none and add exact zeros to the block sums.
  * weight and bias are loaded before `wait()` (called once by every thread). red: 32 floats.
+ * PLAIN_X: r = x, for a row that already holds the residual sum.
  * The FMAs are spelled out: left to the compiler, their contraction changed with the code around
  * them (k_add_norm_reg's and the decoding kernel's rows must round alike). */
-template <int VPT, XLoad XL, typename Wait>
+template <int VPT, XLoad XL, typename Wait, bool PLAIN_X = false>
 __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *res_in,
                                                  float *res_out, int accumulate,
                                                  const float *__restrict__ weight,
@@ -46,7 +47,10 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
     int64_t c = owner ? threadIdx.x + (int64_t)i * nthr : d;
     float r = 0.f;
     if (c < d) {
-      r = (accumulate ? xload(res_in + c, XLC()) : 0.f) + xload(xr + c, XLC());
+      if (PLAIN_X) /* x is the residual sum already (made by the last out_proj's epilogue) */
+        r = xload(xr + c, XLC());
+      else
+        r = (accumulate ? xload(res_in + c, XLC()) : 0.f) + xload(xr + c, XLC());
       if (res_out) res_out[c] = r;
     }
     rv[i] = r;

@@ -306,7 +306,9 @@ int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *
  *               P[DT_B], dt_rank, P[A], B and C in x_dbl, P[D], z = xz + d_inner (ld 2 d_inner),
  *               P[SSM_STATE], batch, d_inner, d_state, 1, delta, y, d_inner);
  *   mb_linear(y, d_inner, P[OUT_W], wdtype, P[OUT_B], batch, d_inner, d_model, hidden, d_model);
- * so its results are those calls' bits on every backend. layers: n_layer * MB_DL_PTRS context
+ * so its results are those calls' bits on every backend (CUDA at batch 1 runs the norm inside
+ * in_proj's kernel and the residual add in the previous out_proj's, one kernel fewer a layer
+ * with the same bits; normed is then not written). layers: n_layer * MB_DL_PTRS context
  * pointers as uint64 values, in host memory (read during the call only); the buffers are (batch,
  * width) rows in context memory.
  */

@@ -718,7 +718,14 @@ static pair pclone(pair *p) {
   return q;
 }
 
+/* A second CUDA context on the same device whose mb_decode_layers runs every op as its own call
+ * (MAMBABYTE_CUDA_NORM_PROLOGUE=0 when it was created). */
+static mb_ctx *g_gpu_ops;
+
 static void t_decode_layers(void) {
+  setenv("MAMBABYTE_CUDA_NORM_PROLOGUE", "0", 1);
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g_gpu_ops));
+  unsetenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
   const dl_case cs[] = {
       {2, 1, 1792, 3584, 16, 112, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1}, /* 972M's shape */
       {3, 1, 1024, 2048, 16, 64, 4, MB_DTYPE_F32, MB_NORM_RMS, 1},      /* 353M's */
@@ -780,6 +787,38 @@ static void t_decode_layers(void) {
       if (e2 > st_err) st_err = e2;
     }
     check("decode_layers", cfg, "states", st_err, tol);
+    if (B == 1) { /* batch 1 runs the norm in in_proj's kernel: the ops' bits, two more steps */
+      pair hid2 = pclone(&hid), res2 = pclone(&res);
+      dl_layer *ly2 = (dl_layer *)malloc((size_t)c->L * sizeof *ly2);
+      memcpy(ly2, ly, (size_t)c->L * sizeof *ly2);
+      for (int64_t i = 0; i < c->L; i++) {
+        ly2[i].w[MB_DL_CONV_STATE] = pclone(&ly[i].w[MB_DL_CONV_STATE]);
+        ly2[i].w[MB_DL_SSM_STATE] = pclone(&ly[i].w[MB_DL_SSM_STATE]);
+      }
+      uint64_t *t2 = dl_table(c, ly2, 1);
+      pair xz2 = pf(NULL, B * 2 * di), xc2 = pf(NULL, B * di), xd2 = pf(NULL, B * dx);
+      pair de2 = pf(NULL, B * di), y2 = pf(NULL, B * di);
+      for (int r = 0; r < 2; r++) {
+        dl_run(GPU, c, tg, 1, &hid, &res, &nrm, &xz, &xc, &xd, &de, &y);
+        dl_run(g_gpu_ops, c, t2, 1, &hid2, &res2, &nrm, &xz2, &xc2, &xd2, &de2, &y2);
+      }
+      MBX(mb_ctx_synchronize(g_gpu_ops));
+      double bits = diff_bits(hid.g, hid2.g, hid.bytes) + diff_bits(res.g, res2.g, res.bytes) +
+                    diff_bits(xz.g, xz2.g, xz.bytes) + diff_bits(xc.g, xc2.g, xc.bytes) +
+                    diff_bits(xd.g, xd2.g, xd.bytes) + diff_bits(de.g, de2.g, de.bytes) +
+                    diff_bits(y.g, y2.g, y.bytes);
+      for (int64_t i = 0; i < c->L; i++)
+        for (int q = MB_DL_CONV_STATE; q <= MB_DL_SSM_STATE; q += MB_DL_SSM_STATE - MB_DL_CONV_STATE)
+          bits += diff_bits(ly[i].w[q].g, ly2[i].w[q].g, ly[i].w[q].bytes);
+      check("decode_layers", cfg, "=ops bits", bits, 0);
+      free(t2);
+      for (int64_t i = 0; i < c->L; i++) {
+        pfree(&ly2[i].w[MB_DL_CONV_STATE]);
+        pfree(&ly2[i].w[MB_DL_SSM_STATE]);
+      }
+      free(ly2);
+      pfree(&hid2), pfree(&res2), pfree(&xz2), pfree(&xc2), pfree(&xd2), pfree(&de2), pfree(&y2);
+    }
     if (ci == 2) { /* graph replay: two replays equal two direct steps, bit for bit */
       int graph = -1;
       pair hid3 = pclone(&hid), res3 = pclone(&res);
@@ -818,6 +857,7 @@ static void t_decode_layers(void) {
     pfree(&hid), pfree(&res), pfree(&nrm), pfree(&xz), pfree(&xc), pfree(&xd), pfree(&de),
         pfree(&y);
   }
+  MBX(mb_ctx_destroy(g_gpu_ops));
 }
 
 static void t_softmax_rank(void) {
