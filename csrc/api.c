@@ -600,16 +600,14 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
           DL_PTR(const float *, DT_B), dt_rank, DL_PTR(const float *, A), x_dbl + dt_rank, dx,
           x_dbl + dt_rank + d_state, dx, DL_PTR(const float *, D), xz + d_inner, 2 * d_inner,
           DL_PTR(float *, SSM_STATE), batch, d_inner, d_state, 1, delta, y, d_inner);
+    const int res_epi = fused && i + 1 < n_layer; /* out_proj makes the next layer's add */
 #ifdef MB_WITH_CUDA
-    if (st == MB_OK && fused && i + 1 < n_layer) { /* the next layer's residual add too */
+    if (st == MB_OK && res_epi)
       st = mbcuda_linear_residual(ctx, y, DL_PTR(const void *, OUT_W), wdtype,
                                   DL_PTR(const float *, OUT_B), d_inner, d_model, hidden,
                                   residual);
-      if (st != MB_OK) return st;
-      continue;
-    }
 #endif
-    if (st == MB_OK)
+    if (st == MB_OK && !res_epi)
       st = mb_linear(ctx, y, d_inner, DL_PTR(const void *, OUT_W), wdtype,
                      DL_PTR(const float *, OUT_B), batch, d_inner, d_model, hidden, d_model);
 #undef DL_PTR

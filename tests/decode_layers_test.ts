@@ -9,7 +9,6 @@ import assert from "node:assert/strict";
 import { loadModel, type MambaByteLM } from "../mod.ts";
 import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
 import { NativeError, Status } from "../src/native/lib.ts";
-import type { Workspace } from "../src/model/workspace.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
 const TEXT = new TextEncoder().encode("Every layer in one call — ÆØÅ ünïcödé 0123.\n".repeat(2));
@@ -53,32 +52,6 @@ function stepLogits(model: MambaByteLM, batch: number): Float32Array[] {
     state.free();
   }
   return out;
-}
-
-/** Backend.decodeLayers' arguments for one step of `model` in `ws` with the pointer table `layers`. */
-function decodeArgs(model: MambaByteLM, ws: Workspace, layers: BigUint64Array) {
-  const d = model.dims;
-  return {
-    layers,
-    nLayer: d.nLayer,
-    batch: 1,
-    dModel: d.dModel,
-    dInner: d.dInner,
-    dState: d.dState,
-    dtRank: d.dtRank,
-    dConv: d.dConv,
-    wdtype: model.weights.wdtype,
-    normKind: model.weights.normKind,
-    eps: model.eps,
-    hidden: ws.hidden.ptr,
-    residual: ws.residual.ptr,
-    normed: ws.normed.ptr,
-    xz: ws.xz.ptr,
-    xc: ws.xConv.ptr,
-    xDbl: ws.xDbl.ptr,
-    delta: ws.delta.ptr,
-    y: ws.y.ptr,
-  };
 }
 
 for (const device of DEVICES) {
@@ -147,7 +120,7 @@ Deno.test("mb_decode_layers refuses a table with a missing weight, naming the la
     const host = table.slice();
     host[1 * 15 + 2] = 0n; // layer 1's in_proj
     assert.throws(
-      () => model.backend.decodeLayers(decodeArgs(model, ws, host)),
+      () => model.backend.decodeLayers(model.decodeLayersArgs(ws, host, 1)),
       (e: unknown) =>
         e instanceof NativeError && e.status === Status.INVALID &&
         /layer 1: pointer 2/.test(e.message),
@@ -168,7 +141,7 @@ Deno.test("decodeLayers refuses a table of the wrong length before the native ca
       const layers of [table.subarray(0, table.length - 1), new BigUint64Array(table.length + 15)]
     ) {
       assert.throws(
-        () => model.backend.decodeLayers(decodeArgs(model, ws, layers)),
+        () => model.backend.decodeLayers(model.decodeLayersArgs(ws, layers, 1)),
         /decodeLayers: a table of \d+ pointers for 3 layers \(needs 45\)/,
       );
     }

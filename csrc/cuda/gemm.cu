@@ -14,6 +14,8 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "cuda_internal.cuh"
 #include "gemv.cuh"
 #include "norm_row.cuh"
@@ -125,18 +127,34 @@ static cudaError_t gemv_launch_rows(mb_ctx *ctx, bool vec, const float *x, int64
   return gemv_launch_g<WT, 8, G>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
 }
 
+/* Calls f(G, VEC) with gemv_block's group size for these rows (gemv_group_size) and whether its
+ * loads are 16-byte ones (gemv_vec), as compile-time constants (std::integral_constant). Every
+ * n <= 8 GEMV launcher picks its kernel through it, so they all take the same path for the same
+ * shape: the condition of their giving the same bits. */
+template <typename WT, typename F>
+static cudaError_t gemv_dispatch(mb_ctx *ctx, int64_t in_f, int64_t ldx, int64_t out_f,
+                                 const void *x, const void *w, F f) {
+  constexpr int EPC = 16 / (int)sizeof(WT);
+  const bool vec = gemv_vec(in_f, ldx, x, w, (int)sizeof(WT));
+  const auto go = [&](auto g) {
+    return vec ? f(g, std::true_type()) : f(g, std::false_type());
+  };
+  switch (gemv_group_size(out_f, vec ? in_f / EPC : in_f, mbcuda_st(ctx)->sm_count)) {
+    case 256: return go(std::integral_constant<int, 256>());
+    case 32: return go(std::integral_constant<int, 32>());
+    case 8: return go(std::integral_constant<int, 8>());
+    default: return go(std::integral_constant<int, 4>());
+  }
+}
+
 template <typename WT>
 static cudaError_t gemv(mb_ctx *ctx, const float *x, int64_t ldx, const WT *w, const float *bias,
                         int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
                         const ConvEpi &ce) {
-  constexpr int EPC = 16 / (int)sizeof(WT);
-  const bool vec = gemv_vec(in_f, ldx, x, w, (int)sizeof(WT));
-  switch (gemv_group_size(out_f, vec ? in_f / EPC : in_f, mbcuda_st(ctx)->sm_count)) {
-    case 256: return gemv_launch_rows<WT, 256>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-    case 32: return gemv_launch_rows<WT, 32>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-    case 8: return gemv_launch_rows<WT, 8>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-    default: return gemv_launch_rows<WT, 4>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-  }
+  return gemv_dispatch<WT>(ctx, in_f, ldx, out_f, x, w, [&](auto g, auto v) {
+    return gemv_launch_rows<WT, decltype(g)::value>(ctx, decltype(v)::value, x, ldx, w, bias, n,
+                                                    in_f, out_f, y, ldy, ce);
+  });
 }
 
 /* ---- helpers for the cuBLAS path ------------------------------------------------------------- */
@@ -351,14 +369,12 @@ static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a
 template <typename WT>
 static cudaError_t norm_in_proj_wt(mb_ctx *ctx, const mbcuda_norm_in_proj *a, int vpt,
                                    const NormPro &np, const ConvEpi &ce) {
-  constexpr int EPC = 16 / (int)sizeof(WT);
-  const bool vec = gemv_vec(a->d_model, a->d_model, a->x_ref, a->w, (int)sizeof(WT));
-  switch (gemv_group_size(a->out_f, vec ? a->d_model / EPC : a->d_model, mbcuda_st(ctx)->sm_count)) {
-    case 256: return vec ? norm_in_proj_launch<WT, 256, true>(ctx, a, vpt, np, ce) : norm_in_proj_launch<WT, 256, false>(ctx, a, vpt, np, ce);
-    case 32: return vec ? norm_in_proj_launch<WT, 32, true>(ctx, a, vpt, np, ce) : norm_in_proj_launch<WT, 32, false>(ctx, a, vpt, np, ce);
-    case 8: return vec ? norm_in_proj_launch<WT, 8, true>(ctx, a, vpt, np, ce) : norm_in_proj_launch<WT, 8, false>(ctx, a, vpt, np, ce);
-    default: return vec ? norm_in_proj_launch<WT, 4, true>(ctx, a, vpt, np, ce) : norm_in_proj_launch<WT, 4, false>(ctx, a, vpt, np, ce);
-  }
+  /* the path mb_linear_conv1d_step would take on the normed row (x_ref) */
+  return gemv_dispatch<WT>(ctx, a->d_model, a->d_model, a->out_f, a->x_ref, a->w,
+                           [&](auto g, auto v) {
+                             return norm_in_proj_launch<WT, decltype(g)::value, decltype(v)::value>(
+                                 ctx, a, vpt, np, ce);
+                           });
 }
 
 extern "C" int mbcuda_norm_in_proj_ok(mb_ctx *ctx, int64_t d_model, int64_t out_f) {
@@ -394,19 +410,12 @@ k_gemv_res(const float *__restrict__ x, const WT *__restrict__ w, const float *_
 template <typename WT>
 static cudaError_t linear_residual_wt(mb_ctx *ctx, const float *x, const WT *w, const float *bias,
                                       int64_t in_f, int64_t out_f, float *y, float *res) {
-  constexpr int EPC = 16 / (int)sizeof(WT);
-  const bool vec = gemv_vec(in_f, in_f, x, w, (int)sizeof(WT));
-  const int G = gemv_group_size(out_f, vec ? in_f / EPC : in_f, mbcuda_st(ctx)->sm_count);
-  const dim3 grid((unsigned)((out_f + 256 / G - 1) / (256 / G))), block(256);
-#define LR(GG) (vec ? mbcuda_launch(ctx, k_gemv_res<WT, GG, true>, grid, block, 0, x, w, bias, in_f, out_f, y, res) \
-                    : mbcuda_launch(ctx, k_gemv_res<WT, GG, false>, grid, block, 0, x, w, bias, in_f, out_f, y, res))
-  switch (G) {
-    case 256: return LR(256);
-    case 32: return LR(32);
-    case 8: return LR(8);
-    default: return LR(4);
-  }
-#undef LR
+  return gemv_dispatch<WT>(ctx, in_f, in_f, out_f, x, w, [&](auto g, auto v) {
+    constexpr int G = decltype(g)::value;
+    const dim3 grid((unsigned)((out_f + 256 / G - 1) / (256 / G))), block(256);
+    return mbcuda_launch(ctx, k_gemv_res<WT, G, decltype(v)::value>, grid, block, 0, x, w, bias,
+                         in_f, out_f, y, res);
+  });
 }
 
 extern "C" int mbcuda_linear_residual(mb_ctx *ctx, const float *x, const void *w, int wdtype,

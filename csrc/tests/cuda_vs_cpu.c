@@ -718,6 +718,24 @@ static pair pclone(pair *p) {
   return q;
 }
 
+/* ly with fresh copies of its recurrent states (the weights shared), and their release */
+static dl_layer *dl_fork_states(const dl_case *c, dl_layer *ly) {
+  dl_layer *f = (dl_layer *)malloc((size_t)c->L * sizeof *f);
+  memcpy(f, ly, (size_t)c->L * sizeof *f);
+  for (int64_t i = 0; i < c->L; i++) {
+    f[i].w[MB_DL_CONV_STATE] = pclone(&ly[i].w[MB_DL_CONV_STATE]);
+    f[i].w[MB_DL_SSM_STATE] = pclone(&ly[i].w[MB_DL_SSM_STATE]);
+  }
+  return f;
+}
+static void dl_free_states(const dl_case *c, dl_layer *f) {
+  for (int64_t i = 0; i < c->L; i++) {
+    pfree(&f[i].w[MB_DL_CONV_STATE]);
+    pfree(&f[i].w[MB_DL_SSM_STATE]);
+  }
+  free(f);
+}
+
 /* A second CUDA context on the same device whose mb_decode_layers runs every op as its own call
  * (MAMBABYTE_CUDA_NORM_PROLOGUE=0 when it was created). */
 static mb_ctx *g_gpu_ops;
@@ -789,12 +807,7 @@ static void t_decode_layers(void) {
     check("decode_layers", cfg, "states", st_err, tol);
     if (B == 1) { /* batch 1 runs the norm in in_proj's kernel: the ops' bits, two more steps */
       pair hid2 = pclone(&hid), res2 = pclone(&res);
-      dl_layer *ly2 = (dl_layer *)malloc((size_t)c->L * sizeof *ly2);
-      memcpy(ly2, ly, (size_t)c->L * sizeof *ly2);
-      for (int64_t i = 0; i < c->L; i++) {
-        ly2[i].w[MB_DL_CONV_STATE] = pclone(&ly[i].w[MB_DL_CONV_STATE]);
-        ly2[i].w[MB_DL_SSM_STATE] = pclone(&ly[i].w[MB_DL_SSM_STATE]);
-      }
+      dl_layer *ly2 = dl_fork_states(c, ly);
       uint64_t *t2 = dl_table(c, ly2, 1);
       pair xz2 = pf(NULL, B * 2 * di), xc2 = pf(NULL, B * di), xd2 = pf(NULL, B * dx);
       pair de2 = pf(NULL, B * di), y2 = pf(NULL, B * di);
@@ -812,22 +825,13 @@ static void t_decode_layers(void) {
           bits += diff_bits(ly[i].w[q].g, ly2[i].w[q].g, ly[i].w[q].bytes);
       check("decode_layers", cfg, "=ops bits", bits, 0);
       free(t2);
-      for (int64_t i = 0; i < c->L; i++) {
-        pfree(&ly2[i].w[MB_DL_CONV_STATE]);
-        pfree(&ly2[i].w[MB_DL_SSM_STATE]);
-      }
-      free(ly2);
+      dl_free_states(c, ly2);
       pfree(&hid2), pfree(&res2), pfree(&xz2), pfree(&xc2), pfree(&xd2), pfree(&de2), pfree(&y2);
     }
     if (ci == 2) { /* graph replay: two replays equal two direct steps, bit for bit */
       int graph = -1;
       pair hid3 = pclone(&hid), res3 = pclone(&res);
-      dl_layer *ly3 = (dl_layer *)malloc((size_t)c->L * sizeof *ly3);
-      memcpy(ly3, ly, (size_t)c->L * sizeof *ly3);
-      for (int64_t i = 0; i < c->L; i++) {
-        ly3[i].w[MB_DL_CONV_STATE] = pclone(&ly[i].w[MB_DL_CONV_STATE]);
-        ly3[i].w[MB_DL_SSM_STATE] = pclone(&ly[i].w[MB_DL_SSM_STATE]);
-      }
+      dl_layer *ly3 = dl_fork_states(c, ly);
       for (int r = 0; r < 2; r++) dl_run(GPU, c, tg, 1, &hid, &res, &nrm, &xz, &xc, &xd, &de, &y);
       uint64_t *t3 = dl_table(c, ly3, 1);
       MBX(mb_graph_begin(GPU));
@@ -842,11 +846,7 @@ static void t_decode_layers(void) {
         gb += diff_bits(ly[i].w[MB_DL_SSM_STATE].g, ly3[i].w[MB_DL_SSM_STATE].g,
                         ly[i].w[MB_DL_SSM_STATE].bytes);
       check("decode_layers", cfg, "graph=direct", gb, 0);
-      for (int64_t i = 0; i < c->L; i++) {
-        pfree(&ly3[i].w[MB_DL_CONV_STATE]);
-        pfree(&ly3[i].w[MB_DL_SSM_STATE]);
-      }
-      free(ly3);
+      dl_free_states(c, ly3);
       pfree(&hid3), pfree(&res3);
     }
     free(tc), free(tg);

@@ -444,30 +444,7 @@ export class MambaByteLM {
     // linearConv1dStep runs it there.
     const bf = batch > 8 ? ws.bf16 : null;
     const table = batch <= 8 && afterLayer === undefined ? state.decodeTable(this.weights) : null;
-    if (table) {
-      be.decodeLayers({
-        layers: table,
-        nLayer: this.dims.nLayer,
-        batch,
-        dModel: this.dims.dModel,
-        dInner: di,
-        dState: this.dims.dState,
-        dtRank: this.dims.dtRank,
-        dConv: k,
-        wdtype: this.weights.wdtype,
-        normKind: this.weights.normKind,
-        eps: this.eps,
-        hidden: ws.hidden.ptr,
-        residual: ws.residual.ptr,
-        normed: ws.normed.ptr,
-        xz: ws.xz.ptr,
-        xc: ws.xConv.ptr,
-        xDbl: ws.xDbl.ptr,
-        delta: ws.delta.ptr,
-        y: ws.y.ptr,
-      });
-      return;
-    }
+    if (table) return be.decodeLayers(this.decodeLayersArgs(ws, table, batch));
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
       this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined);
@@ -497,6 +474,39 @@ export class MambaByteLM {
       this.#outProj(ws, i, batch);
       afterLayer?.(i);
     }
+  }
+
+  /**
+   * Backend.decodeLayers' arguments for one decoding step of `batch` sequences in `ws` with the
+   * pointer table `layers` ({@link stepLayers} passes its state's table).
+   */
+  decodeLayersArgs(
+    ws: Workspace,
+    layers: BigUint64Array,
+    batch: number,
+  ): Parameters<Backend["decodeLayers"]>[0] {
+    const d = this.dims;
+    return {
+      layers,
+      nLayer: d.nLayer,
+      batch,
+      dModel: d.dModel,
+      dInner: d.dInner,
+      dState: d.dState,
+      dtRank: d.dtRank,
+      dConv: d.dConv,
+      wdtype: this.weights.wdtype,
+      normKind: this.weights.normKind,
+      eps: this.eps,
+      hidden: ws.hidden.ptr,
+      residual: ws.residual.ptr,
+      normed: ws.normed.ptr,
+      xz: ws.xz.ptr,
+      xc: ws.xConv.ptr,
+      xDbl: ws.xDbl.ptr,
+      delta: ws.delta.ptr,
+      y: ws.y.ptr,
+    };
   }
 
   /**
