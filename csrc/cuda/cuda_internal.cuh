@@ -42,6 +42,8 @@ struct mbcuda_state {
                           * (MAMBABYTE_CUDA_SCAN_TILE=8), 0 off (=0; A/B runs) */
   int gemv_rows;         /* inputs per thread of the n <= 8 GEMV: 0 chosen by shape (default),
                           * else fixed (MAMBABYTE_CUDA_GEMV_ROWS; A/B runs) */
+  int gemv_out;          /* output rows per thread of that GEMV: 0 by its inputs per thread
+                          * (default), 1 one (MAMBABYTE_CUDA_GEMV_OUT=1; A/B runs) */
   int ssu_rows;          /* decoding batches from this size take the state update's thread-per-
                           * (sequence, channel) kernel (MAMBABYTE_CUDA_SSU_ROWS; 0 never) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual

@@ -64,18 +64,20 @@ void mbcuda_blas_destroy(mb_ctx *ctx) {
 
 /* ---- GEMV (n <= 8) --------------------------------------------------------------------------- */
 
-/* The GEMV kernel: one block of gemv_block, its weights loaded before the PDL wait. */
-template <typename WT, int N, int G, bool VEC, bool CONV>
+/* The GEMV kernel: one block of gemv_block (R output rows a thread), its weights loaded before
+ * the PDL wait. */
+template <typename WT, int N, int G, bool VEC, bool CONV, int R>
 __global__ void __launch_bounds__(256)
 k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
        const float *__restrict__ bias, int n, int64_t in_f, int64_t out_f, float *__restrict__ y,
        int64_t ldy, ConvEpi ce, int jsplit) {
   mb_pdl_trigger();
-  gemv_block<WT, N, G, VEC, CONV, XLoad::Ldg>(x, ldx, w, bias, n, in_f, out_f, y, ldy, ce, jsplit,
-                                              blockIdx.x, blockDim.x, [] { mb_pdl_wait(); });
+  auto pdl_wait = [] { mb_pdl_wait(); };
+  gemv_block<WT, N, G, VEC, CONV, XLoad::Ldg, decltype(pdl_wait), false, R>(
+      x, ldx, w, bias, n, in_f, out_f, y, ldy, ce, jsplit, blockIdx.x, blockDim.x, pdl_wait);
 }
 
-template <typename WT, int N, int G>
+template <typename WT, int N, int G, int R>
 static cudaError_t gemv_launch_g(mb_ctx *ctx, bool vec, const float *x, int64_t ldx, const WT *w,
                                  const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
                                  int64_t ldy, const ConvEpi &ce) {
@@ -83,23 +85,27 @@ static cudaError_t gemv_launch_g(mb_ctx *ctx, bool vec, const float *x, int64_t 
   int threads = 256;
   if (G < 256) { /* smaller blocks when there are few rows, so that every SM gets work */
     const int64_t want = 2 * (int64_t)mbcuda_st(ctx)->sm_count;
-    while (threads > 64 && threads > G && jsplit * ((out_f * G + threads - 1) / threads) < want)
+    while (threads > 64 && threads > G &&
+           jsplit * ((out_f * G + (int64_t)threads * R - 1) / ((int64_t)threads * R)) < want)
       threads >>= 1;
   }
-  const int rpb = threads / G;
+  const int rpb = threads / G * R; /* rows a block */
   dim3 grid((unsigned)(((out_f + rpb - 1) / rpb) * jsplit)), block((unsigned)threads);
-  if (ce.w) { /* conv epilogue: its own instantiation, so plain GEMVs keep their registers */
-    if (vec)
-      return mbcuda_launch(ctx, k_gemv<WT, N, G, true, true>, grid, block, 0, x, ldx, w, bias, n,
-                           in_f, out_f, y, ldy, ce, jsplit);
-    return mbcuda_launch(ctx, k_gemv<WT, N, G, false, true>, grid, block, 0, x, ldx, w, bias, n,
+  if constexpr (R > 1) { /* the 16-byte path only (gemv_launch_rows) */
+    if (ce.w)
+      return mbcuda_launch(ctx, k_gemv<WT, N, G, true, true, R>, grid, block, 0, x, ldx, w, bias,
+                           n, in_f, out_f, y, ldy, ce, jsplit);
+    return mbcuda_launch(ctx, k_gemv<WT, N, G, true, false, R>, grid, block, 0, x, ldx, w, bias, n,
                          in_f, out_f, y, ldy, ce, jsplit);
+  } else {
+#define GEMV_LAUNCH(V, C)                                                                      \
+  mbcuda_launch(ctx, k_gemv<WT, N, G, V, C, 1>, grid, block, 0, x, ldx, w, bias, n, in_f, out_f, \
+                y, ldy, ce, jsplit)
+    /* the conv epilogue is its own instantiation, so plain GEMVs keep their registers */
+    if (ce.w) return vec ? GEMV_LAUNCH(true, true) : GEMV_LAUNCH(false, true);
+    return vec ? GEMV_LAUNCH(true, false) : GEMV_LAUNCH(false, false);
+#undef GEMV_LAUNCH
   }
-  if (vec)
-    return mbcuda_launch(ctx, k_gemv<WT, N, G, true, false>, grid, block, 0, x, ldx, w, bias, n,
-                         in_f, out_f, y, ldy, ce, jsplit);
-  return mbcuda_launch(ctx, k_gemv<WT, N, G, false, false>, grid, block, 0, x, ldx, w, bias, n,
-                       in_f, out_f, y, ldy, ce, jsplit);
 }
 
 /* Inputs per thread, N: 1 when the split still fits in about two waves of the GPU's threads
@@ -116,15 +122,26 @@ static int gemv_rows_per_thread(mb_ctx *ctx, int n, int64_t group_threads) {
   return r;
 }
 
+/* Output rows per thread, R, for N inputs a thread: each x value loaded serves R rows, so a
+ * weight costs N / R x loads instead of N (up to 4 rows: their weights in flight and unpacked
+ * take 4 x 8 registers). MAMBABYTE_CUDA_GEMV_OUT=1 keeps one row a thread (A/B runs). */
+static int gemv_out_rows(mb_ctx *ctx, int n_per_thread) {
+  if (mbcuda_st(ctx)->gemv_out == 1 || n_per_thread < 2) return 1;
+  return n_per_thread < 4 ? 2 : 4;
+}
+
 template <typename WT, int G>
 static cudaError_t gemv_launch_rows(mb_ctx *ctx, bool vec, const float *x, int64_t ldx,
                                     const WT *w, const float *bias, int n, int64_t in_f,
                                     int64_t out_f, float *y, int64_t ldy, const ConvEpi &ce) {
   const int r = gemv_rows_per_thread(ctx, n, out_f * G);
-  if (r <= 1) return gemv_launch_g<WT, 1, G>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-  if (r == 2) return gemv_launch_g<WT, 2, G>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-  if (r <= 4) return gemv_launch_g<WT, 4, G>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
-  return gemv_launch_g<WT, 8, G>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce);
+  const int ro = vec ? gemv_out_rows(ctx, r) : 1;
+#define GL(N, R) gemv_launch_g<WT, N, G, R>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce)
+  if (r <= 1) return GL(1, 1);
+  if (r == 2) return ro > 1 ? GL(2, 2) : GL(2, 1);
+  if (r <= 4) return ro > 1 ? GL(4, 4) : GL(4, 1);
+  return ro > 1 ? GL(8, 4) : GL(8, 1);
+#undef GL
 }
 
 /* Calls f(G, VEC) with gemv_block's group size for these rows (gemv_group_size) and whether its

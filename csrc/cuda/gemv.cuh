@@ -75,27 +75,54 @@ __device__ __forceinline__ void prefetch_l2(const void *p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
+/* acc + w . x over 4 elements, with the operations in the order the compiler chose for
+ * `acc += w0 x0 + w1 x1 + w2 x2 + w3 x3` (the form every GEMV's bits were checked with): spelled
+ * out, so that every instantiation rounds the same way. */
+__device__ __forceinline__ float dot4_acc(float acc, const float *w, const float4 &x) {
+  float t = __fmul_rn(w[1], x.y);
+  t = __fmaf_rn(w[0], x.x, t);
+  t = __fmaf_rn(w[2], x.z, t);
+  t = __fmaf_rn(w[3], x.w, t);
+  return __fadd_rn(acc, t);
+}
+
+/* The conv epilogue's constants of one row: taps 0..k-2 at 0.., the last at KMAX-1. */
+__device__ __forceinline__ void conv_consts(const ConvEpi &ce, int64_t row,
+                                            float (&cw)[CONV_EPI_KMAX], float &cb) {
+  if (ce.k <= CONV_EPI_KMAX) {
+#pragma unroll
+    for (int i = 0; i < CONV_EPI_KMAX - 1; i++)
+      if (i < ce.k - 1) cw[i] = ce.w[row * ce.k + i];
+    cw[CONV_EPI_KMAX - 1] = ce.w[row * ce.k + ce.k - 1];
+  }
+  if (ce.b) cb = ce.b[row];
+}
+
 /* One block's work of the GEMV (`blk` plays blockIdx.x, `nthr` blockDim.x). A group of G
- * consecutive threads computes one output row for N of the inputs (G = 256: the whole block,
- * reduced through shared memory; else nthr / G rows per block). The n inputs
+ * consecutive threads computes R output rows (rpb = nthr / G apart) for N of the inputs (G = 256:
+ * the whole block, reduced through shared memory; else nthr / G groups per block). The n inputs
  * are split into ceil(n / N) groups, one per block of a run of `jsplit` adjacent blocks that share
- * their weight rows (so they meet in L2). An output element's arithmetic does not depend on N or
- * the split: lane g of its group sums the same chunks in the same order, then the same reduction,
- * so every split gives the bits of n = 1 (verification's bits are decoding's).
+ * their weight rows (so they meet in L2). An output element's arithmetic does not depend on N, R
+ * or the split: lane g of its group sums the same chunks in the same order, then the same
+ * reduction, so every split gives the bits of n = 1 (verification's bits are decoding's). R > 1
+ * (the 16-byte path only) reuses each x value loaded for R rows: with N inputs a thread reads
+ * N x values per weight, which bounded the products of 8 rows by the L1's bandwidth.
  * VEC: 16-byte loads of w (EPC elements) and x (aligned, in_f a multiple of EPC, ldx a multiple
  * of 4). Before `wait()` (every thread calls it once, at the same point: k_gemv's PDL wait, the
- * decoding kernel's grid barrier) the first GEMV_UNROLL weight chunks of each thread are loaded
- * and the rest of its row prefetched into L2: the weights stream while earlier work finishes.
+ * decoding kernel's grid barrier) the first weight chunks of each thread are loaded and the rest
+ * of its rows prefetched into L2: the weights stream while earlier work finishes.
  * x is read through XL (its loads only: the arithmetic is the same for every XL). A caller that
  * runs it twice in one block must __syncthreads() in between (G = 256 reuses `red`). RES: also
  * res[j * ldy + row] += each output (the next layer's residual add, where the value is made). */
-template <typename WT, int N, int G, bool VEC, bool CONV, XLoad XL, typename Wait, bool RES = false>
+template <typename WT, int N, int G, bool VEC, bool CONV, XLoad XL, typename Wait, bool RES = false,
+          int R = 1>
 __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t ldx,
                                            const WT *__restrict__ w,
                                            const float *__restrict__ bias, int n, int64_t in_f,
                                            int64_t out_f, float *__restrict__ y, int64_t ldy,
                                            const ConvEpi &ce, int jsplit, unsigned blk, int nthr,
                                            Wait wait, float *res = nullptr) {
+  static_assert(R == 1 || VEC, "several rows a thread: the 16-byte path only");
   using XLC = XLoadTag<XL>;
   constexpr int EPC = 16 / (int)sizeof(WT);
   const int rpb = nthr / G;
@@ -104,57 +131,66 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
   x += j0 * ldx;
   y += j0 * ldy;
   n = min(N, n - j0);
-  int64_t row = (int64_t)(blk / (unsigned)jsplit) * rpb + threadIdx.x / G;
-  const bool valid = row < out_f;
-  if (!valid) row = out_f - 1; /* keep the group's lanes in the shuffles */
-  const WT *wr = w + row * in_f;
-  /* conv epilogue constants (before the PDL wait): taps 0..k-2 at 0.., the last at KMAX-1 */
-  const bool conv = CONV && valid && row < ce.dc;
-  float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
-  if (conv && ce.k <= CONV_EPI_KMAX) {
+  const int64_t row0 = (int64_t)(blk / (unsigned)jsplit) * rpb * R + threadIdx.x / G;
+  int64_t row[R];
+  bool valid[R];
 #pragma unroll
-    for (int i = 0; i < CONV_EPI_KMAX - 1; i++)
-      if (i < ce.k - 1) cw[i] = ce.w[row * ce.k + i];
-    cw[CONV_EPI_KMAX - 1] = ce.w[row * ce.k + ce.k - 1];
+  for (int r = 0; r < R; r++) {
+    row[r] = row0 + (int64_t)r * rpb;
+    valid[r] = row[r] < out_f;
+    if (!valid[r]) row[r] = out_f - 1; /* keep the group's lanes in the shuffles */
   }
-  if (conv && ce.b) cb = ce.b[row];
-  float acc[N];
+  /* conv epilogue constants: one row's before the PDL wait, several rows' in the epilogue */
+  float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
+  if (R == 1 && CONV && valid[0] && row[0] < ce.dc) conv_consts(ce, row[0], cw, cb);
+  float acc[R][N];
 #pragma unroll
-  for (int j = 0; j < N; j++) acc[j] = 0.f;
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int j = 0; j < N; j++) acc[r][j] = 0.f;
   if (VEC) {
+    constexpr int U = GEMV_UNROLL / R > 0 ? GEMV_UNROLL / R : 1; /* chunks in flight per row */
     const int64_t nch = in_f / EPC;
-    const uint4 *w4 = (const uint4 *)wr;
-    uint4 q[GEMV_UNROLL];
+    const uint4 *w4[R];
 #pragma unroll
-    for (int u = 0; u < GEMV_UNROLL; u++) {
+    for (int r = 0; r < R; r++) w4[r] = (const uint4 *)(w + row[r] * in_f);
+    uint4 q[U][R];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
       int64_t ch = g + (int64_t)u * G;
-      q[u] = ch < nch ? __ldcs(w4 + ch) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int r = 0; r < R; r++) q[u][r] = ch < nch ? __ldcs(w4[r] + ch) : make_uint4(0, 0, 0, 0);
     }
-    for (int64_t ch = g + (int64_t)GEMV_UNROLL * G; ch < nch; ch += G) prefetch_l2(w4 + ch);
+    for (int64_t ch = g + (int64_t)U * G; ch < nch; ch += G)
+#pragma unroll
+      for (int r = 0; r < R; r++) prefetch_l2(w4[r] + ch);
     wait();
-    for (int64_t base = g; base < nch; base += (int64_t)G * GEMV_UNROLL) {
+    for (int64_t base = g; base < nch; base += (int64_t)G * U) {
       if (base != g) {
 #pragma unroll
-        for (int u = 0; u < GEMV_UNROLL; u++) {
+        for (int u = 0; u < U; u++) {
           int64_t ch = base + (int64_t)u * G;
-          q[u] = ch < nch ? __ldcs(w4 + ch) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+          for (int r = 0; r < R; r++)
+            q[u][r] = ch < nch ? __ldcs(w4[r] + ch) : make_uint4(0, 0, 0, 0);
         }
       }
 #pragma unroll
-      for (int u = 0; u < GEMV_UNROLL; u++) {
+      for (int u = 0; u < U; u++) {
         int64_t ch = base + (int64_t)u * G;
         if (ch < nch) {
-          float wf[EPC];
-          unpack(q[u], wf, WT());
+          float wf[R][EPC];
+#pragma unroll
+          for (int r = 0; r < R; r++) unpack(q[u][r], wf[r], WT());
 #pragma unroll
           for (int j = 0; j < N; j++) {
             if (j < n) {
               const float4 *xp = (const float4 *)(x + j * ldx + ch * EPC);
 #pragma unroll
               for (int e = 0; e < EPC / 4; e++) {
-                float4 xv = xload(xp + e, XLC());
-                acc[j] += wf[4 * e] * xv.x + wf[4 * e + 1] * xv.y + wf[4 * e + 2] * xv.z +
-                          wf[4 * e + 3] * xv.w;
+                const float4 xv = xload(xp + e, XLC());
+#pragma unroll
+                for (int r = 0; r < R; r++) acc[r][j] = dot4_acc(acc[r][j], &wf[r][4 * e], xv);
               }
             }
           }
@@ -162,49 +198,65 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
       }
     }
   } else {
+    const WT *wr = w + row[0] * in_f;
     wait();
     for (int64_t k = g; k < in_f; k += G) {
       float wv = wload(wr + k);
 #pragma unroll
       for (int j = 0; j < N; j++)
-        if (j < n) acc[j] += wv * xload(x + j * ldx + k, XLC());
+        if (j < n) acc[0][j] += wv * xload(x + j * ldx + k, XLC());
     }
   }
   /* reduce over the group */
   constexpr int WG = G < 32 ? G : 32;
 #pragma unroll
-  for (int j = 0; j < N; j++) {
+  for (int r = 0; r < R; r++)
 #pragma unroll
-    for (int o = WG / 2; o > 0; o >>= 1) acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], o, WG);
-  }
+    for (int j = 0; j < N; j++) {
+#pragma unroll
+      for (int o = WG / 2; o > 0; o >>= 1)
+        acc[r][j] += __shfl_xor_sync(0xffffffffu, acc[r][j], o, WG);
+    }
+  /* one output: the row's value s for input j (of this block's inputs) */
+  const auto put = [&](int64_t orow, int j, float s, const float (&ccw)[CONV_EPI_KMAX],
+                       float ccb) {
+    y[j * ldy + orow] = s;
+    if constexpr (RES) res[j * ldy + orow] += s;
+    if (CONV && orow < ce.dc) conv_epi(ce, ccw, ccb, j0 + j, orow, s);
+  };
   if constexpr (G > 32) {
     constexpr int NW = G / 32;
-    __shared__ float red[NW][N];
+    __shared__ float red[NW][R * N];
     const int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
     if (lane == 0) {
 #pragma unroll
-      for (int j = 0; j < N; j++) red[wid][j] = acc[j];
+      for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int j = 0; j < N; j++) red[wid][r * N + j] = acc[r][j];
     }
     __syncthreads();
-    if (threadIdx.x < N && threadIdx.x < n && valid) {
+    /* thread t < R N writes row r = t / N (rpb = 1 here: G = nthr) for input j = t % N */
+    const int t = threadIdx.x, r = t / N, j = t % N;
+    const int64_t orow = row0 + (int64_t)r * rpb;
+    if (t < R * N && j < n && orow < out_f) {
       float s = 0.f;
 #pragma unroll
-      for (int i = 0; i < NW; i++) s += red[i][threadIdx.x];
-      s += bias ? bias[row] : 0.f;
-      y[threadIdx.x * ldy + row] = s;
-      if constexpr (RES) res[threadIdx.x * ldy + row] += s;
-      if (conv) conv_epi(ce, cw, cb, j0 + threadIdx.x, row, s);
+      for (int i = 0; i < NW; i++) s += red[i][t];
+      s += bias ? bias[orow] : 0.f;
+      if (R > 1 && CONV && orow < ce.dc) conv_consts(ce, orow, cw, cb);
+      put(orow, j, s, cw, cb);
     }
   } else {
-    if (g == 0 && valid) {
-      float b = bias ? bias[row] : 0.f;
+    if (g == 0) {
 #pragma unroll
-      for (int j = 0; j < N; j++)
-        if (j < n) {
-          y[j * ldy + row] = acc[j] + b;
-          if constexpr (RES) res[j * ldy + row] += acc[j] + b;
-          if (conv) conv_epi(ce, cw, cb, j0 + j, row, acc[j] + b);
-        }
+      for (int r = 0; r < R; r++) {
+        if (!valid[r]) continue;
+        float b = bias ? bias[row[r]] : 0.f;
+        if (R > 1 && CONV && row[r] < ce.dc) conv_consts(ce, row[r], cw, cb);
+#pragma unroll
+        for (int j = 0; j < N; j++)
+          if (j < n) put(row[r], j, acc[r][j] + b, cw, cb);
+      }
     }
   }
 }

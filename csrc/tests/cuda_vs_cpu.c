@@ -676,6 +676,35 @@ static void t_spec(void) {
     pfree(&W), pfree(&X), pfree(&CW), pfree(&CB), pfree(&CS), pfree(&CS2), pfree(&Y), pfree(&XC);
     pfree(&Y2), pfree(&XC2);
   }
+
+  /* a decoding batch: mb_linear_conv1d_step over n <= 8 sequences (each its own conv state) ==
+   * n one-sequence calls (the GEMV's rows and the conv epilogue, whatever rows a thread takes) */
+  for (size_t vi = 0; vi < sizeof vs / sizeof vs[0]; vi++) {
+    int64_t B = vs[vi].len, in_f = vs[vi].in_f, di = vs[vi].di, k = vs[vi].k, out_f = 2 * di;
+    if (g_small && di > 1000) continue;
+    int dt = vs[vi].wdt;
+    pair W = weights(out_f, in_f, dt, -0.1f, 0.1f), X = prand(B * in_f, -1, 1);
+    pair CW = prand(di * k, -1, 1), CB = prand(di, -1, 1);
+    float *st = hrand(B * di * (k - 1), -1, 1);
+    pair CS = pf(st, B * di * (k - 1)), CS2 = pf(st, B * di * (k - 1));
+    free(st);
+    pair Y = pf(NULL, B * out_f), XC = pf(NULL, B * di), Y2 = pf(NULL, B * out_f),
+         XC2 = pf(NULL, B * di);
+    MBX(mb_linear_conv1d_step(GPU, G(X), in_f, W.g, dt, NULL, B, in_f, out_f, G(Y), out_f,
+                              G(CW), G(CB), G(CS), di, k, G(XC), di));
+    for (int64_t b = 0; b < B; b++)
+      MBX(mb_linear_conv1d_step(GPU, G(X) + b * in_f, in_f, W.g, dt, NULL, 1, in_f, out_f,
+                                G(Y2) + b * out_f, out_f, G(CW), G(CB),
+                                G(CS2) + b * di * (k - 1), di, k, G(XC2) + b * di, di));
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "batch=%lld %lldx%lld k=%lld %s", (long long)B, (long long)out_f,
+             (long long)in_f, (long long)k, dt ? "bf16" : "f32");
+    check("conv batch=rows", cfg, "y bits", diff_bits(G(Y), G(Y2), Y.bytes), 0);
+    check("conv batch=rows", cfg, "xc bits", diff_bits(G(XC), G(XC2), XC.bytes), 0);
+    check("conv batch=rows", cfg, "state bits", diff_bits(G(CS), G(CS2), CS.bytes), 0);
+    pfree(&W), pfree(&X), pfree(&CW), pfree(&CB), pfree(&CS), pfree(&CS2), pfree(&Y), pfree(&XC);
+    pfree(&Y2), pfree(&XC2);
+  }
 }
 
 /* ---- mb_decode_layers: every layer of a decoding step in one call ---------------------------
@@ -1375,6 +1404,12 @@ int main(int argc, char **argv) {
                t_ssu_dt);
   t_linear_conv();
   t_spec();
+  /* the n <= 8 GEMV with every input in one thread (4 output rows a thread at every shape), with
+   * two (2 rows a thread), and with one output row a thread (the form before rows were shared) */
+  with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "8", "the GEMV with 8 inputs a thread", t_linear_conv);
+  with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "8", "the GEMV with 8 inputs a thread", t_spec);
+  with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "2", "the GEMV with 2 inputs a thread", t_spec);
+  with_gpu_env("MAMBABYTE_CUDA_GEMV_OUT", "1", "the GEMV with one output row a thread", t_spec);
   t_decode_layers();
   t_softmax_rank();
   t_discrete_a();
