@@ -44,6 +44,7 @@ static void mbcuda_free_state(mbcuda_state *st) {
   }
   if (st->copy_stream) cudaStreamDestroy(st->copy_stream);
   if (st->scratch) cudaFree(st->scratch);
+  for (int i = 0; i < st->n_scratch_old; i++) cudaFree(st->scratch_old[i]);
   if (st->blas_ws) cudaFree(st->blas_ws);
   if (st->done) cudaFree(st->done);
   if (st->stream) cudaStreamDestroy(st->stream);
@@ -88,6 +89,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
       st->gemv_rows = 0;
     const char *e_out = getenv("MAMBABYTE_CUDA_GEMV_OUT");
     st->gemv_out = e_out && !strcmp(e_out, "1") ? 1 : 0;
+    const char *e_sk = getenv("MAMBABYTE_CUDA_SKINNY");
+    st->skinny = !(e_sk && e_sk[0] == '0');
     const char *e_ssu = getenv("MAMBABYTE_CUDA_SSU_ROWS");
     st->ssu_rows = e_ssu && e_ssu[0] ? atoi(e_ssu) : -1; /* -1: step.cu's default */
     const char *e_np = getenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
@@ -309,6 +312,12 @@ extern "C" int mbcuda_download_wait(mb_ctx *ctx, uint64_t ticket) {
   return MB_OK;
 }
 
+static int mbcuda_live_graphs(const mbcuda_state *st) {
+  int live = 0;
+  for (int i = 0; i < MBCUDA_MAX_GRAPHS; i++) live += st->graphs[i] != NULL;
+  return live;
+}
+
 int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out) {
   mbcuda_state *st = mbcuda_st(ctx);
   if (bytes > st->scratch_bytes) {
@@ -319,7 +328,16 @@ int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out) {
                      op, bytes, st->scratch_bytes);
     size_t nb = bytes + bytes / 4;
     MBCUDA_CHECK(cudaStreamSynchronize(st->stream), "scratch (synchronize)");
-    MBCUDA_CHECK(cudaFree(st->scratch), "scratch (cudaFree)");
+    if (mbcuda_live_graphs(st)) { /* their kernels hold the old buffer's address: keep it */
+      if (st->n_scratch_old == MBCUDA_MAX_RETIRED)
+        return mb_fail(MB_ERR_INVALID,
+                       "cuda: %s: the scratch buffer must grow to %zu bytes, and %d outgrown "
+                       "ones are still held by live graphs; destroy the graphs first",
+                       op, bytes, MBCUDA_MAX_RETIRED);
+      st->scratch_old[st->n_scratch_old++] = st->scratch;
+    } else {
+      MBCUDA_CHECK(cudaFree(st->scratch), "scratch (cudaFree)");
+    }
     st->scratch = NULL;
     st->scratch_bytes = 0;
     MBCUDA_CHECK(cudaMalloc(&st->scratch, nb), "scratch (cudaMalloc)");
@@ -389,5 +407,10 @@ extern "C" int mbcuda_graph_destroy(mb_ctx *ctx, int graph) {
   MBCUDA_CHECK(cudaStreamSynchronize(st->stream), "graph_destroy (synchronize)");
   MBCUDA_CHECK(cudaGraphExecDestroy(ex), "cudaGraphExecDestroy");
   st->graphs[graph - 1] = NULL;
+  if (!mbcuda_live_graphs(st)) { /* no kernel refers to an outgrown scratch buffer any more */
+    for (int i = 0; i < st->n_scratch_old; i++)
+      MBCUDA_CHECK(cudaFree(st->scratch_old[i]), "graph_destroy (scratch cudaFree)");
+    st->n_scratch_old = 0;
+  }
   return MB_OK;
 }

@@ -5,7 +5,8 @@
  * the n input rows' accumulators in registers (fp32 math): bound by reading the weights.
  * n > 8: cuBLAS. fp32 weights: CUBLAS_COMPUTE_32F (strict) or CUBLAS_COMPUTE_32F_FAST_TF32 when
  * the context allows TF32. bf16 weights: x is rounded to bf16 into the context's scratch and the
- * product runs on the bf16 tensor cores with fp32 accumulation and output.
+ * product runs on the bf16 tensor cores with fp32 accumulation and output; a decoding batch's
+ * products with few outputs (x_proj) run gemm_skinny.cu's K-split kernels instead.
  * The bias is added by a separate small kernel after cuBLAS, fused in the GEMV.
  *
  * This is the only file of the backend that includes cuBLAS.
@@ -259,14 +260,21 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   cublasHandle_t h = (cublasHandle_t)st->blas;
   const float alpha = 1.f, beta = 0.f;
   if (wdtype == MB_DTYPE_BF16) {
+    /* scratch: x rounded to bf16, then (few outputs) the skinny product's partial sums */
+    const bool skinny = mbcuda_skinny_ok(ctx, n, in_f, out_f);
+    const size_t xb_bytes = ((size_t)(n * in_f) * 2 + 255) / 256 * 256;
     void *scr = NULL;
-    int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * 2, "linear", &scr);
+    int rc = mbcuda_scratch(
+        ctx, xb_bytes + (skinny ? mbcuda_skinny_scratch(n, in_f, out_f) : 0), "linear", &scr);
     if (rc) return rc;
     __nv_bfloat16 *xb = (__nv_bfloat16 *)scr;
     if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
       MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, xb);
     else
       MBCUDA_LAUNCH("linear (x to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)xb);
+    if (skinny)
+      return mbcuda_linear_skinny(ctx, (const uint16_t *)xb, in_f, (const uint16_t *)w, bias, n,
+                                  in_f, out_f, y, ldy, (float *)((char *)scr + xb_bytes));
     BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
                             CUDA_R_16BF, (int)in_f, xb, CUDA_R_16BF, (int)in_f, &beta, y,
                             CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
@@ -299,6 +307,13 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
     if (rc) return rc;
     MBCUDA_LAUNCH("linear_bf16 (x to fp32)", (k_convert_rows<uint16_t, float>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (float *)scr);
     return mbcuda_linear(ctx, (const float *)scr, in_f, w, wdtype, bias, n, in_f, out_f, y, ldy);
+  }
+  if (mbcuda_skinny_ok(ctx, n, in_f, out_f)) {
+    void *part = NULL;
+    int rc = mbcuda_scratch(ctx, mbcuda_skinny_scratch(n, in_f, out_f), "linear_bf16", &part);
+    if (rc) return rc;
+    return mbcuda_linear_skinny(ctx, x, ldx, (const uint16_t *)w, bias, n, in_f, out_f, y, ldy,
+                                (float *)part);
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_bf16: dimensions beyond 2^31");

@@ -1255,6 +1255,33 @@ static void t_graph(int fused) {
   free(hss), free(hhead), free(wbf), free(hdtw);
 }
 
+/* A captured product that uses the scratch buffer (bf16 weights, fp32 x of 16 rows: x rounded
+ * into the scratch, then the skinny kernels' partial sums) replays with the bits of a direct run
+ * after a larger product made the scratch grow: the graph's buffer is kept while it lives. */
+static void t_graph_scratch(void) {
+  const int64_t n = 16, in_f = 1024, out_f = 40, big = 9000; /* big: 18 MB of bf16 x, past the
+                                                               * initial 16 MiB of scratch */
+  pair W = weights(out_f, in_f, 1, -0.1f, 0.1f), X = prand(n * in_f, -1, 1);
+  pair Y0 = pf(NULL, n * out_f), Y1 = pf(NULL, n * out_f), XB = prand(big * in_f, -1, 1);
+  pair YB = pf(NULL, big * out_f);
+  mb_ctx *ctx = NULL;
+  MBX(mb_ctx_synchronize(GPU)); /* the buffers were filled on the usual context's stream */
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &ctx)); /* a fresh context: the smallest scratch */
+  MBX(mb_linear(ctx, G(X), in_f, W.g, MB_DTYPE_BF16, NULL, n, in_f, out_f, G(Y0), out_f));
+  int graph = 0;
+  MBX(mb_graph_begin(ctx));
+  MBX(mb_linear(ctx, G(X), in_f, W.g, MB_DTYPE_BF16, NULL, n, in_f, out_f, G(Y1), out_f));
+  MBX(mb_graph_end(ctx, &graph));
+  MBX(mb_linear(ctx, G(XB), in_f, W.g, MB_DTYPE_BF16, NULL, big, in_f, out_f, G(YB), out_f));
+  MBX(mb_memset(ctx, G(Y1), 0, Y1.bytes));
+  MBX(mb_graph_launch(ctx, graph));
+  MBX(mb_ctx_synchronize(ctx));
+  check("graph", "replay after the scratch grew", "y bits", diff_bits(G(Y0), G(Y1), Y0.bytes), 0);
+  MBX(mb_graph_destroy(ctx, graph));
+  MBX(mb_ctx_destroy(ctx));
+  pfree(&W), pfree(&X), pfree(&Y0), pfree(&Y1), pfree(&XB), pfree(&YB);
+}
+
 static void t_misc(void) {
   /* read_probe runs and writes a finite value */
   void *p, *s;
@@ -1410,12 +1437,15 @@ int main(int argc, char **argv) {
   with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "8", "the GEMV with 8 inputs a thread", t_spec);
   with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "2", "the GEMV with 2 inputs a thread", t_spec);
   with_gpu_env("MAMBABYTE_CUDA_GEMV_OUT", "1", "the GEMV with one output row a thread", t_spec);
+  /* decoding batches' products with few outputs on cuBLAS (the skinny kernels' peer) */
+  with_gpu_env("MAMBABYTE_CUDA_SKINNY", "0", "few-output products on cuBLAS", t_linear_bf16);
   t_decode_layers();
   t_softmax_rank();
   t_discrete_a();
   t_sample();
   t_graph(0);
   t_graph(1);
+  t_graph_scratch();
   t_misc();
   t_download();
   MBX(mb_ctx_destroy(GPU));

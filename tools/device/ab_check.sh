@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# ab_check.sh — a CUDA change checked and measured against its peer (an environment switch the
+# backend reads, AB_VAR, with values AB_VALUES: default first) in one GPU call (.gpu/ carried,
+# made by `bash tools/device/pack_gpu.sh`):
+#   1. build with the C tests; cuda_vs_cpu, every case;
+#   2. compute-sanitizer memcheck and racecheck on every --small case;
+#   3. tests/decode_layers_test.ts and tests/cuda_model_test.ts through Deno;
+#   4. cuda_bench --batch (decoding batches 1 to 256 and the batch-64 layer's ops) for each value;
+#   5. BENCH_GPU_CASES=<cases>: bench:gpu (through Deno) on those cases, for each value;
+#   6. PROFILE_VERIFY=1: tools/profile_verify_cuda.ts at the 972M shape (bf16), the decoding
+#      step's and the 8-position verification's graphs, for each value.
+# Used as `AB_VAR=MAMBABYTE_CUDA_GEMV_OUT AB_VALUES="0 1" PROFILE_VERIFY=1` (several output rows a
+# thread in the n <= 8 GEMV) and `AB_VAR=MAMBABYTE_CUDA_SKINNY AB_VALUES="1 0"` (the skinny
+# products). SKIP_SAN=1 leaves out step 2, SKIP_BATCH=1 step 4. Each step prints as it ends; logs
+# in $OUT.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/ab_check_out}"
+AB_VAR=${AB_VAR:-MAMBABYTE_CUDA_GEMV_OUT}
+AB_VALUES=${AB_VALUES:-0 1}
+mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+B=build-cuda
+
+step "build"
+t0=$(date +%s)
+build_cuda -DMAMBABYTE_TESTS=ON
+note "build: ok ($(($(date +%s) - t0)) s)"
+
+step "cuda_vs_cpu (all)"
+timeout "${TEST_T:-150}" ./$B/cuda_vs_cpu >"$OUT/test.log" 2>&1 || fail
+grep -E "FAIL|FATAL" "$OUT/test.log" | head -30
+note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
+
+if [ -z "${SKIP_SAN:-}" ]; then
+  step "memcheck --small (all)"
+  timeout "${SAN_T:-120}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
+    ./$B/cuda_vs_cpu --small >"$OUT/memcheck.log" 2>&1 || fail
+  note "memcheck: $(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1) / $(grep -E "cases" "$OUT/memcheck.log" | tail -1)"
+  step "racecheck --small (all)"
+  timeout "${SAN_T:-120}" compute-sanitizer --tool racecheck --error-exitcode 9 \
+    ./$B/cuda_vs_cpu --small >"$OUT/racecheck.log" 2>&1 || fail
+  note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
+fi
+
+setup_deno
+if [ $? -ne 1 ]; then
+  step "tests/decode_layers_test.ts tests/cuda_model_test.ts"
+  timeout "${DENO_T:-150}" deno test --cached-only --no-check -A tests/decode_layers_test.ts \
+    tests/cuda_model_test.ts >"$OUT/deno_test.log" 2>&1 || fail
+  grep -E "FAILED|passed|failed" "$OUT/deno_test.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -5
+  note "deno tests: $(grep -E "passed" "$OUT/deno_test.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
+fi
+
+if [ -z "${SKIP_BATCH:-}" ]; then
+  for v in $AB_VALUES; do
+    step "cuda_bench --batch ($AB_VAR=$v)"
+    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" ./$B/cuda_bench --batch \
+      >"$OUT/bench_batch_$v.log" 2>&1 || fail
+    sed -n '/^====/,$p' "$OUT/bench_batch_$v.log"
+  done
+fi
+
+if [ -f .gpu/deno.xz ] && [ -n "${BENCH_GPU_CASES:-}" ]; then
+  for v in $AB_VALUES; do
+    step "bench:gpu $BENCH_GPU_CASES ($AB_VAR=$v)"
+    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A \
+      scripts/bench_gpu.ts --cases "$BENCH_GPU_CASES" 2>&1 | tee "$OUT/bench_gpu_$v.log" || fail
+  done
+fi
+
+if [ -f .gpu/deno.xz ] && [ -n "${PROFILE_VERIFY:-}" ]; then
+  for v in $AB_VALUES; do
+    step "profile_verify_cuda.ts 972M bf16 ($AB_VAR=$v)"
+    env "$AB_VAR=$v" timeout "${DENO_T:-150}" deno run --cached-only --no-check -A \
+      tools/profile_verify_cuda.ts --d_model 1792 --n_layer 48 --dtype bf16 --replays 50 \
+      2>&1 | tee "$OUT/profile_$v.log" || fail
+  done
+fi
+
+print_summary ab_check
+exit $status
