@@ -47,9 +47,7 @@ struct mbcuda_state {
   int gemv_rows;         /* inputs per thread of the n <= 8 GEMV: 0 chosen by shape (default),
                           * else fixed (MAMBABYTE_CUDA_GEMV_ROWS; A/B runs) */
   int gemv_out;          /* output rows per thread of that GEMV: 0 by its inputs per thread
-                          * (default), 1 one (MAMBABYTE_CUDA_GEMV_OUT=1; A/B runs) */
-  int skinny;            /* decoding batches' products with few outputs off cuBLAS (gemm_skinny.cu;
-                          * MAMBABYTE_CUDA_SKINNY=0: cuBLAS, A/B runs) */
+                          * (default), else fixed (MAMBABYTE_CUDA_GEMV_OUT=1|2|4; A/B runs) */
   int ssu_rows;          /* decoding batches from this size take the state update's thread-per-
                           * (sequence, channel) kernel (MAMBABYTE_CUDA_SSU_ROWS; 0 never) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual
@@ -83,17 +81,6 @@ static inline cudaStream_t mbcuda_stream(mb_ctx *ctx) { return mbcuda_st(ctx)->s
 
 /* Ensures the scratch buffer holds at least bytes; grows it only outside graph capture. */
 int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out);
-
-/* gemm_skinny.cu: y = x w^T + bias for bf16 x (n rows at ldx) and w, 8 < n <= SK_SKINNY_NMAX and
- * out_f <= SK_SKINNY_OMAX (mbcuda_skinny_ok), the K-split's partial products in `part`
- * (mbcuda_skinny_scratch bytes). */
-#define SK_SKINNY_NMAX 256
-#define SK_SKINNY_OMAX 256
-extern "C" int mbcuda_skinny_ok(mb_ctx *ctx, int64_t n, int64_t in_f, int64_t out_f);
-extern "C" size_t mbcuda_skinny_scratch(int64_t n, int64_t in_f, int64_t out_f);
-extern "C" int mbcuda_linear_skinny(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const uint16_t *w,
-                                    const float *bias, int64_t n, int64_t in_f, int64_t out_f,
-                                    float *y, int64_t ldy, float *part);
 
 /* gemm.cu: cuBLAS handle lifetime. */
 int mbcuda_blas_init(mb_ctx *ctx);

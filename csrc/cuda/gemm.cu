@@ -5,8 +5,7 @@
  * the n input rows' accumulators in registers (fp32 math): bound by reading the weights.
  * n > 8: cuBLAS. fp32 weights: CUBLAS_COMPUTE_32F (strict) or CUBLAS_COMPUTE_32F_FAST_TF32 when
  * the context allows TF32. bf16 weights: x is rounded to bf16 into the context's scratch and the
- * product runs on the bf16 tensor cores with fp32 accumulation and output; a decoding batch's
- * products with few outputs (x_proj) run gemm_skinny.cu's K-split kernels instead.
+ * product runs on the bf16 tensor cores with fp32 accumulation and output.
  * The bias is added by a separate small kernel after cuBLAS, fused in the GEMV.
  *
  * This is the only file of the backend that includes cuBLAS.
@@ -125,9 +124,11 @@ static int gemv_rows_per_thread(mb_ctx *ctx, int n, int64_t group_threads) {
 
 /* Output rows per thread, R, for N inputs a thread: each x value loaded serves R rows, so a
  * weight costs N / R x loads instead of N (up to 4 rows: their weights in flight and unpacked
- * take 4 x 8 registers). MAMBABYTE_CUDA_GEMV_OUT=1 keeps one row a thread (A/B runs). */
+ * take 4 x 8 registers). MAMBABYTE_CUDA_GEMV_OUT=1|2|4 fixes it where N >= 2 (A/B runs). */
 static int gemv_out_rows(mb_ctx *ctx, int n_per_thread) {
-  if (mbcuda_st(ctx)->gemv_out == 1 || n_per_thread < 2) return 1;
+  if (n_per_thread < 2) return 1;
+  const int fixed = mbcuda_st(ctx)->gemv_out;
+  if (fixed > 0) return fixed;
   return n_per_thread < 4 ? 2 : 4;
 }
 
@@ -138,10 +139,12 @@ static cudaError_t gemv_launch_rows(mb_ctx *ctx, bool vec, const float *x, int64
   const int r = gemv_rows_per_thread(ctx, n, out_f * G);
   const int ro = vec ? gemv_out_rows(ctx, r) : 1;
 #define GL(N, R) gemv_launch_g<WT, N, G, R>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce)
+#define GLR(N) (ro == 4 ? GL(N, 4) : ro == 2 ? GL(N, 2) : GL(N, 1))
   if (r <= 1) return GL(1, 1);
-  if (r == 2) return ro > 1 ? GL(2, 2) : GL(2, 1);
-  if (r <= 4) return ro > 1 ? GL(4, 4) : GL(4, 1);
-  return ro > 1 ? GL(8, 4) : GL(8, 1);
+  if (r == 2) return GLR(2);
+  if (r <= 4) return GLR(4);
+  return GLR(8);
+#undef GLR
 #undef GL
 }
 
@@ -260,21 +263,14 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   cublasHandle_t h = (cublasHandle_t)st->blas;
   const float alpha = 1.f, beta = 0.f;
   if (wdtype == MB_DTYPE_BF16) {
-    /* scratch: x rounded to bf16, then (few outputs) the skinny product's partial sums */
-    const bool skinny = mbcuda_skinny_ok(ctx, n, in_f, out_f);
-    const size_t xb_bytes = ((size_t)(n * in_f) * 2 + 255) / 256 * 256;
     void *scr = NULL;
-    int rc = mbcuda_scratch(
-        ctx, xb_bytes + (skinny ? mbcuda_skinny_scratch(n, in_f, out_f) : 0), "linear", &scr);
+    int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * 2, "linear", &scr);
     if (rc) return rc;
     __nv_bfloat16 *xb = (__nv_bfloat16 *)scr;
     if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
       MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, xb);
     else
       MBCUDA_LAUNCH("linear (x to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)xb);
-    if (skinny)
-      return mbcuda_linear_skinny(ctx, (const uint16_t *)xb, in_f, (const uint16_t *)w, bias, n,
-                                  in_f, out_f, y, ldy, (float *)((char *)scr + xb_bytes));
     BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
                             CUDA_R_16BF, (int)in_f, xb, CUDA_R_16BF, (int)in_f, &beta, y,
                             CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
@@ -307,13 +303,6 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
     if (rc) return rc;
     MBCUDA_LAUNCH("linear_bf16 (x to fp32)", (k_convert_rows<uint16_t, float>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (float *)scr);
     return mbcuda_linear(ctx, (const float *)scr, in_f, w, wdtype, bias, n, in_f, out_f, y, ldy);
-  }
-  if (mbcuda_skinny_ok(ctx, n, in_f, out_f)) {
-    void *part = NULL;
-    int rc = mbcuda_scratch(ctx, mbcuda_skinny_scratch(n, in_f, out_f), "linear_bf16", &part);
-    if (rc) return rc;
-    return mbcuda_linear_skinny(ctx, x, ldx, (const uint16_t *)w, bias, n, in_f, out_f, y, ldy,
-                                (float *)part);
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_bf16: dimensions beyond 2^31");

@@ -19,6 +19,8 @@
  *   cuda_bench --batch   decoding batches only (1 to 256 bf16; 64 fp32) and the batch-64
  *                        layer's per-op times, and again with the state update's lane kernel
  *   cuda_bench --ssu64   the batch-64 layer's per-op times only (a short run for ncu)
+ *   cuda_bench --gemv8   the n <= 8 GEMV's rows and outputs per thread, swept (8-row products,
+ *                        decoding at batch 4 and 8)
  */
 #include <math.h>
 #include <stdint.h>
@@ -109,12 +111,15 @@ static float *fbuf(size_t n) {
 }
 
 /* ---- results table ---- */
-static char table[64][200];
+#define TABLE_ROWS 160
+static char table[TABLE_ROWS][200];
 static int nrows = 0;
 #define ROW(...)                                                                                  \
   do {                                                                                            \
-    snprintf(table[nrows], sizeof table[0], __VA_ARGS__);                                         \
-    fprintf(stderr, "ROW %s\n", table[nrows++]);                                                  \
+    if (nrows < TABLE_ROWS) {                                                                     \
+      snprintf(table[nrows], sizeof table[0], __VA_ARGS__);                                       \
+      fprintf(stderr, "ROW %s\n", table[nrows++]);                                                \
+    }                                                                                             \
   } while (0)
 
 static double copy_bw(void) {
@@ -151,20 +156,21 @@ static double copy_bw(void) {
   return bw;
 }
 
-static void gemv_bench(double bw, const char *name, int64_t out_f, int64_t in_f, int dtype) {
+static void gemv_bench(double bw, const char *name, int64_t out_f, int64_t in_f, int dtype,
+                       int64_t n) {
   size_t es = dtype == MB_DTYPE_BF16 ? 2 : 4, wb = (size_t)(out_f * in_f) * es;
   int copies = (int)((512u << 20) / wb) + 1;
   if (copies > 200) copies = 200;
   void **w = (void **)malloc(sizeof(void *) * copies);
   for (int i = 0; i < copies; i++) w[i] = wnew((size_t)(out_f * in_f), dtype);
-  float *x = fbuf((size_t)in_f), *y = fbuf((size_t)out_f);
+  float *x = fbuf((size_t)(n * in_f)), *y = fbuf((size_t)(n * out_f));
   MBX(mb_memcpy_d2d(G, x, w[0], (size_t)in_f * 2)); /* some nonzero values */
   const int calls = 200;
-  MBX(mb_linear(G, x, in_f, w[0], dtype, NULL, 1, in_f, out_f, y, out_f));
+  MBX(mb_linear(G, x, in_f, w[0], dtype, NULL, n, in_f, out_f, y, out_f));
   int graph;
   MBX(mb_graph_begin(G));
   for (int c = 0; c < calls; c++)
-    MBX(mb_linear(G, x, in_f, w[c % copies], dtype, NULL, 1, in_f, out_f, y, out_f));
+    MBX(mb_linear(G, x, in_f, w[c % copies], dtype, NULL, n, in_f, out_f, y, out_f));
   MBX(mb_graph_end(G, &graph));
   MBX(mb_graph_launch(G, graph));
   MBX(mb_ctx_synchronize(G));
@@ -175,10 +181,10 @@ static void gemv_bench(double bw, const char *name, int64_t out_f, int64_t in_f,
     MBX(mb_ctx_synchronize(G));
     t[r] = (now() - t0) / calls;
   }
-  double tm = median(t, 7), gbs = (wb + in_f * 4 + out_f * 4) / tm;
-  ROW("gemv %-10s %-5s %5lldx%-5lld %7.2f us %7.1f GB/s %5.1f%% of copy", name,
-      dtype ? "bf16" : "f32", (long long)out_f, (long long)in_f, tm * 1e6, gbs / 1e9,
-      100 * gbs / bw);
+  double tm = median(t, 7), gbs = (wb + n * (in_f + out_f) * 4) / tm;
+  ROW("gemv %-10s %-5s %5lldx%-5lld n=%lld %7.2f us %7.1f GB/s %5.1f%% of copy", name,
+      dtype ? "bf16" : "f32", (long long)out_f, (long long)in_f, (long long)n, tm * 1e6,
+      gbs / 1e9, 100 * gbs / bw);
   MBX(mb_graph_destroy(G, graph));
   for (int i = 0; i < copies; i++) MBX(mb_free(G, w[i]));
   MBX(mb_free(G, x));
@@ -569,6 +575,36 @@ static void batch_benches(double bw) {
   }
 }
 
+/* --gemv8: the n <= 8 GEMV's inputs per thread (MAMBABYTE_CUDA_GEMV_ROWS, 0: by shape) and output
+ * rows per thread (MAMBABYTE_CUDA_GEMV_OUT, 0: by inputs), each pair in a context of its own: the
+ * four products of a layer at 8 rows (bf16, weights cold), then decoding at batch 4 and 8. */
+static void gemv8_sweep(double bw) {
+  const char *rows[] = {"0", "2", "4", "8"}, *outs[] = {"0", "1", "2", "4"};
+  int64_t shapes[4][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}, {DI, R}};
+  const char *names[4] = {"in_proj", "out_proj", "x_proj", "dt_proj"};
+  model m;
+  model_init(&m, MB_DTYPE_BF16);
+  for (int ri = 0; ri < 4; ri++)
+    for (int oi = 0; oi < 4; oi++) {
+      mb_ctx *g0 = G;
+      setenv("MAMBABYTE_CUDA_GEMV_ROWS", rows[ri], 1);
+      setenv("MAMBABYTE_CUDA_GEMV_OUT", outs[oi], 1);
+      MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &G));
+      unsetenv("MAMBABYTE_CUDA_GEMV_ROWS");
+      unsetenv("MAMBABYTE_CUDA_GEMV_OUT");
+      ROW("-- GEMV_ROWS=%s GEMV_OUT=%s", rows[ri], outs[oi]);
+      for (int i = 0; i < 4; i++)
+        gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], MB_DTYPE_BF16, 8);
+      char l[32];
+      snprintf(l, sizeof l, "r%so%s", rows[ri], outs[oi]);
+      decode_bench(&m, bw, 4, l);
+      decode_bench(&m, bw, 8, l);
+      MBX(mb_ctx_destroy(G));
+      G = g0;
+    }
+  model_free(&m);
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   int batch_only = argc > 1 && !strcmp(argv[1], "--batch");
@@ -598,6 +634,13 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
     return 0;
   }
+  if (argc > 1 && !strcmp(argv[1], "--gemv8")) {
+    gemv8_sweep(bw);
+    MBX(mb_ctx_destroy(G));
+    printf("\n==== cuda_bench --gemv8 ====\n");
+    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
+    return 0;
+  }
   if (batch_only) {
     batch_benches(bw);
     MBX(mb_ctx_destroy(G));
@@ -609,7 +652,7 @@ int main(int argc, char **argv) {
   int64_t shapes[4][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}, {DI, R}};
   const char *names[4] = {"in_proj", "out_proj", "x_proj", "dt_proj"};
   for (int dt = 1; dt >= 0; dt--)
-    for (int i = 0; i < 4; i++) gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], dt);
+    for (int i = 0; i < 4; i++) gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], dt, 1);
   {
     model m;
     model_init(&m, MB_DTYPE_BF16);

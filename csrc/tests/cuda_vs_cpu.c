@@ -1255,31 +1255,42 @@ static void t_graph(int fused) {
   free(hss), free(hhead), free(wbf), free(hdtw);
 }
 
-/* A captured product that uses the scratch buffer (bf16 weights, fp32 x of 16 rows: x rounded
- * into the scratch, then the skinny kernels' partial sums) replays with the bits of a direct run
- * after a larger product made the scratch grow: the graph's buffer is kept while it lives. */
+/* A captured product that uses the scratch buffer (bf16 rows widened into it for the GEMV of
+ * mb_linear_bf16) replays with the bits of a direct run after a larger product made the scratch
+ * grow: the graph's buffer is kept while the graph lives. (No cuBLAS here: its split-K kernels
+ * report races of their own under racecheck.) */
+static pair prand_bf16(int64_t count) {
+  float *h = hrand(count, -1, 1);
+  uint16_t *b = (uint16_t *)malloc((size_t)count * 2);
+  for (int64_t i = 0; i < count; i++) b[i] = f2bf(h[i]);
+  pair p = pnew(b, (size_t)count * 2);
+  free(h), free(b);
+  return p;
+}
+
 static void t_graph_scratch(void) {
-  const int64_t n = 16, in_f = 1024, out_f = 40, big = 9000; /* big: 18 MB of bf16 x, past the
-                                                               * initial 16 MiB of scratch */
-  pair W = weights(out_f, in_f, 1, -0.1f, 0.1f), X = prand(n * in_f, -1, 1);
-  pair Y0 = pf(NULL, n * out_f), Y1 = pf(NULL, n * out_f), XB = prand(big * in_f, -1, 1);
-  pair YB = pf(NULL, big * out_f);
+  /* big: 8 rows of 600,000 widened to 19.2 MB, past the initial 16 MiB of scratch */
+  const int64_t n = 4, in_f = 1024, out_f = 40, big = 600000, bout = 8;
+  pair W = weights(out_f, in_f, 1, -0.1f, 0.1f), X = prand_bf16(n * in_f);
+  pair Y0 = pf(NULL, n * out_f), Y1 = pf(NULL, n * out_f);
+  pair WB = weights(bout, big, 1, -0.1f, 0.1f), XB = prand_bf16(8 * big), YB = pf(NULL, 8 * bout);
   mb_ctx *ctx = NULL;
   MBX(mb_ctx_synchronize(GPU)); /* the buffers were filled on the usual context's stream */
   MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &ctx)); /* a fresh context: the smallest scratch */
-  MBX(mb_linear(ctx, G(X), in_f, W.g, MB_DTYPE_BF16, NULL, n, in_f, out_f, G(Y0), out_f));
+  const uint16_t *x = (const uint16_t *)X.g, *xb = (const uint16_t *)XB.g;
+  MBX(mb_linear_bf16(ctx, x, in_f, W.g, MB_DTYPE_BF16, NULL, n, in_f, out_f, G(Y0), out_f));
   int graph = 0;
   MBX(mb_graph_begin(ctx));
-  MBX(mb_linear(ctx, G(X), in_f, W.g, MB_DTYPE_BF16, NULL, n, in_f, out_f, G(Y1), out_f));
+  MBX(mb_linear_bf16(ctx, x, in_f, W.g, MB_DTYPE_BF16, NULL, n, in_f, out_f, G(Y1), out_f));
   MBX(mb_graph_end(ctx, &graph));
-  MBX(mb_linear(ctx, G(XB), in_f, W.g, MB_DTYPE_BF16, NULL, big, in_f, out_f, G(YB), out_f));
+  MBX(mb_linear_bf16(ctx, xb, big, WB.g, MB_DTYPE_BF16, NULL, 8, big, bout, G(YB), bout));
   MBX(mb_memset(ctx, G(Y1), 0, Y1.bytes));
   MBX(mb_graph_launch(ctx, graph));
   MBX(mb_ctx_synchronize(ctx));
   check("graph", "replay after the scratch grew", "y bits", diff_bits(G(Y0), G(Y1), Y0.bytes), 0);
   MBX(mb_graph_destroy(ctx, graph));
   MBX(mb_ctx_destroy(ctx));
-  pfree(&W), pfree(&X), pfree(&Y0), pfree(&Y1), pfree(&XB), pfree(&YB);
+  pfree(&W), pfree(&X), pfree(&Y0), pfree(&Y1), pfree(&WB), pfree(&XB), pfree(&YB);
 }
 
 static void t_misc(void) {
@@ -1383,6 +1394,14 @@ static void with_gpu_env(const char *name, const char *value, const char *what,
   GPU = usual;
 }
 
+/* with_gpu_env with two variables */
+static void with_gpu_env2(const char *name, const char *value, const char *name2,
+                          const char *value2, const char *what, void (*test)(void)) {
+  setenv(name2, value2, 1);
+  with_gpu_env(name, value, what, test);
+  unsetenv(name2);
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* a FATAL on stderr lands after the last case that ran */
   for (int i = 1; i < argc; i++) {
@@ -1437,8 +1456,10 @@ int main(int argc, char **argv) {
   with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "8", "the GEMV with 8 inputs a thread", t_spec);
   with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "2", "the GEMV with 2 inputs a thread", t_spec);
   with_gpu_env("MAMBABYTE_CUDA_GEMV_OUT", "1", "the GEMV with one output row a thread", t_spec);
-  /* decoding batches' products with few outputs on cuBLAS (the skinny kernels' peer) */
-  with_gpu_env("MAMBABYTE_CUDA_SKINNY", "0", "few-output products on cuBLAS", t_linear_bf16);
+  with_gpu_env2("MAMBABYTE_CUDA_GEMV_ROWS", "8", "MAMBABYTE_CUDA_GEMV_OUT", "2",
+                "the GEMV with 8 inputs and 2 output rows a thread", t_spec);
+  with_gpu_env2("MAMBABYTE_CUDA_GEMV_ROWS", "2", "MAMBABYTE_CUDA_GEMV_OUT", "4",
+                "the GEMV with 2 inputs and 4 output rows a thread", t_spec);
   t_decode_layers();
   t_softmax_rank();
   t_discrete_a();

@@ -6,6 +6,7 @@
 #   2. compute-sanitizer memcheck and racecheck on every --small case;
 #   3. tests/decode_layers_test.ts and tests/cuda_model_test.ts through Deno;
 #   4. cuda_bench --batch (decoding batches 1 to 256 and the batch-64 layer's ops) for each value;
+#   4b. GEMV8=1: cuda_bench --gemv8 (the n <= 8 GEMV's inputs and output rows per thread swept);
 #   5. BENCH_GPU_CASES=<cases>: bench:gpu (through Deno) on those cases, for each value;
 #   6. PROFILE_VERIFY=1: tools/profile_verify_cuda.ts at the 972M shape (bf16), the decoding
 #      step's and the 8-position verification's graphs, for each value.
@@ -60,6 +61,12 @@ if [ -z "${SKIP_BATCH:-}" ]; then
       >"$OUT/bench_batch_$v.log" 2>&1 || fail
     sed -n '/^====/,$p' "$OUT/bench_batch_$v.log"
   done
+fi
+
+if [ -n "${GEMV8:-}" ]; then
+  step "cuda_bench --gemv8"
+  timeout "${BENCH_T:-150}" ./$B/cuda_bench --gemv8 >"$OUT/bench_gemv8.log" 2>&1 || fail
+  sed -n '/^====/,$p' "$OUT/bench_gemv8.log"
 fi
 
 if [ -f .gpu/deno.xz ] && [ -n "${BENCH_GPU_CASES:-}" ]; then
