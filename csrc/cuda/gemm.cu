@@ -67,7 +67,7 @@ void mbcuda_blas_destroy(mb_ctx *ctx) {
 /* The GEMV kernel: one block of gemv_block (R output rows a thread), its weights loaded before
  * the PDL wait. */
 template <typename WT, int N, int G, bool VEC, bool CONV, int R>
-__global__ void __launch_bounds__(256, R > 1 ? 2 : 1) /* R > 1: at most 128 registers */
+__global__ void __launch_bounds__(256)
 k_gemv(const float *__restrict__ x, int64_t ldx, const WT *__restrict__ w,
        const float *__restrict__ bias, int n, int64_t in_f, int64_t out_f, float *__restrict__ y,
        int64_t ldy, ConvEpi ce, int jsplit) {

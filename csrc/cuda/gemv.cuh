@@ -166,26 +166,13 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
       for (int r = 0; r < R; r++) prefetch_l2(w4[r] + ch);
     wait();
     for (int64_t base = g; base < nch; base += (int64_t)G * U) {
-      /* R > 1 (U = 4 / R chunks a row in flight): the next step's chunks are loaded before this
-       * step's arithmetic, so that they arrive while it runs; R = 1 reloads at the top */
-      uint4 qn[U][R];
-      if constexpr (R == 1) {
-        if (base != g) {
-#pragma unroll
-          for (int u = 0; u < U; u++) {
-            int64_t ch = base + (int64_t)u * G;
-#pragma unroll
-            for (int r = 0; r < R; r++)
-              q[u][r] = ch < nch ? __ldcs(w4[r] + ch) : make_uint4(0, 0, 0, 0);
-          }
-        }
-      } else {
+      if (base != g) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
-          int64_t ch = base + (int64_t)(U + u) * G;
+          int64_t ch = base + (int64_t)u * G;
 #pragma unroll
           for (int r = 0; r < R; r++)
-            qn[u][r] = ch < nch ? __ldcs(w4[r] + ch) : make_uint4(0, 0, 0, 0);
+            q[u][r] = ch < nch ? __ldcs(w4[r] + ch) : make_uint4(0, 0, 0, 0);
         }
       }
 #pragma unroll
@@ -208,12 +195,6 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
             }
           }
         }
-      }
-      if constexpr (R > 1) {
-#pragma unroll
-        for (int u = 0; u < U; u++)
-#pragma unroll
-          for (int r = 0; r < R; r++) q[u][r] = qn[u][r];
       }
     }
   } else {
