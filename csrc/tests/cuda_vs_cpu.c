@@ -644,67 +644,50 @@ static void t_spec(void) {
       pfree(&W), pfree(&Bi), pfree(&X), pfree(&Y), pfree(&Y1);
     }
 
-  /* in_proj + conv: linear (n rows) + conv (len n) == n linear_conv1d_step calls */
+  /* in_proj + conv, as verification and as a decoding batch run it, against one-row steps */
   struct { int64_t len, in_f, di, k; int wdt; } vs[] = {
       {8, 448, 896, 4, MB_DTYPE_F32}, {8, 448, 896, 4, MB_DTYPE_BF16}, {5, 128, 256, 4, MB_DTYPE_F32},
       {8, 1792, 3584, 4, MB_DTYPE_BF16}, {3, 64, 100, 3, MB_DTYPE_F32},
   };
-  for (size_t vi = 0; vi < sizeof vs / sizeof vs[0]; vi++) {
-    int64_t L = vs[vi].len, in_f = vs[vi].in_f, di = vs[vi].di, k = vs[vi].k, out_f = 2 * di;
-    if (g_small && di > 1000) continue;
-    int dt = vs[vi].wdt;
-    pair W = weights(out_f, in_f, dt, -0.1f, 0.1f), X = prand(L * in_f, -1, 1);
-    pair CW = prand(di * k, -1, 1), CB = prand(di, -1, 1);
-    float *st = hrand(di * (k - 1), -1, 1);
-    pair CS = pf(st, di * (k - 1)), CS2 = pf(st, di * (k - 1));
-    free(st);
-    pair Y = pf(NULL, L * out_f), XC = pf(NULL, L * di), Y2 = pf(NULL, L * out_f),
-         XC2 = pf(NULL, L * di);
-    MBX(mb_linear(GPU, G(X), in_f, W.g, dt, NULL, L, in_f, out_f, G(Y), out_f));
-    MBX(mb_causal_conv1d(GPU, G(Y), out_f, G(CW), G(CB), G(CS), 1, L, di, k, G(XC), di, NULL,
-                         NULL));
-    for (int64_t t = 0; t < L; t++)
-      MBX(mb_linear_conv1d_step(GPU, G(X) + t * in_f, in_f, W.g, dt, NULL, 1, in_f, out_f,
-                                G(Y2) + t * out_f, out_f, G(CW), G(CB), G(CS2), di, k,
-                                G(XC2) + t * di, di));
-    char cfg[96];
-    snprintf(cfg, sizeof cfg, "len=%lld %lldx%lld k=%lld %s", (long long)L, (long long)out_f,
-             (long long)in_f, (long long)k, dt ? "bf16" : "f32");
-    check("conv=steps", cfg, "y bits", diff_bits(G(Y), G(Y2), Y.bytes), 0);
-    check("conv=steps", cfg, "xc bits", diff_bits(G(XC), G(XC2), XC.bytes), 0);
-    check("conv=steps", cfg, "state bits", diff_bits(G(CS), G(CS2), CS.bytes), 0);
-    pfree(&W), pfree(&X), pfree(&CW), pfree(&CB), pfree(&CS), pfree(&CS2), pfree(&Y), pfree(&XC);
-    pfree(&Y2), pfree(&XC2);
-  }
-
-  /* a decoding batch: mb_linear_conv1d_step over n <= 8 sequences (each its own conv state) ==
-   * n one-sequence calls (the GEMV's rows and the conv epilogue, whatever rows a thread takes) */
-  for (size_t vi = 0; vi < sizeof vs / sizeof vs[0]; vi++) {
-    int64_t B = vs[vi].len, in_f = vs[vi].in_f, di = vs[vi].di, k = vs[vi].k, out_f = 2 * di;
-    if (g_small && di > 1000) continue;
-    int dt = vs[vi].wdt;
-    pair W = weights(out_f, in_f, dt, -0.1f, 0.1f), X = prand(B * in_f, -1, 1);
-    pair CW = prand(di * k, -1, 1), CB = prand(di, -1, 1);
-    float *st = hrand(B * di * (k - 1), -1, 1);
-    pair CS = pf(st, B * di * (k - 1)), CS2 = pf(st, B * di * (k - 1));
-    free(st);
-    pair Y = pf(NULL, B * out_f), XC = pf(NULL, B * di), Y2 = pf(NULL, B * out_f),
-         XC2 = pf(NULL, B * di);
-    MBX(mb_linear_conv1d_step(GPU, G(X), in_f, W.g, dt, NULL, B, in_f, out_f, G(Y), out_f,
-                              G(CW), G(CB), G(CS), di, k, G(XC), di));
-    for (int64_t b = 0; b < B; b++)
-      MBX(mb_linear_conv1d_step(GPU, G(X) + b * in_f, in_f, W.g, dt, NULL, 1, in_f, out_f,
-                                G(Y2) + b * out_f, out_f, G(CW), G(CB),
-                                G(CS2) + b * di * (k - 1), di, k, G(XC2) + b * di, di));
-    char cfg[96];
-    snprintf(cfg, sizeof cfg, "batch=%lld %lldx%lld k=%lld %s", (long long)B, (long long)out_f,
-             (long long)in_f, (long long)k, dt ? "bf16" : "f32");
-    check("conv batch=rows", cfg, "y bits", diff_bits(G(Y), G(Y2), Y.bytes), 0);
-    check("conv batch=rows", cfg, "xc bits", diff_bits(G(XC), G(XC2), XC.bytes), 0);
-    check("conv batch=rows", cfg, "state bits", diff_bits(G(CS), G(CS2), CS.bytes), 0);
-    pfree(&W), pfree(&X), pfree(&CW), pfree(&CB), pfree(&CS), pfree(&CS2), pfree(&Y), pfree(&XC);
-    pfree(&Y2), pfree(&XC2);
-  }
+  /* mode 0: linear (n rows) + conv (len n) == n steps of one sequence; mode 1, a decoding batch:
+   * mb_linear_conv1d_step over n <= 8 sequences, each its own conv state, == n one-sequence calls
+   * (the GEMV's rows and the conv epilogue, whatever rows a thread takes) */
+  for (int mode = 0; mode < 2; mode++)
+    for (size_t vi = 0; vi < sizeof vs / sizeof vs[0]; vi++) {
+      int64_t L = vs[vi].len, in_f = vs[vi].in_f, di = vs[vi].di, k = vs[vi].k, out_f = 2 * di;
+      if (g_small && di > 1000) continue;
+      int dt = vs[vi].wdt;
+      const int64_t sl = di * (k - 1), ns = mode ? L : 1; /* a state's floats; states */
+      pair W = weights(out_f, in_f, dt, -0.1f, 0.1f), X = prand(L * in_f, -1, 1);
+      pair CW = prand(di * k, -1, 1), CB = prand(di, -1, 1);
+      float *st = hrand(ns * sl, -1, 1);
+      pair CS = pf(st, ns * sl), CS2 = pf(st, ns * sl);
+      free(st);
+      pair Y = pf(NULL, L * out_f), XC = pf(NULL, L * di), Y2 = pf(NULL, L * out_f),
+           XC2 = pf(NULL, L * di);
+      if (mode == 0) {
+        MBX(mb_linear(GPU, G(X), in_f, W.g, dt, NULL, L, in_f, out_f, G(Y), out_f));
+        MBX(mb_causal_conv1d(GPU, G(Y), out_f, G(CW), G(CB), G(CS), 1, L, di, k, G(XC), di, NULL,
+                             NULL));
+      } else {
+        MBX(mb_linear_conv1d_step(GPU, G(X), in_f, W.g, dt, NULL, L, in_f, out_f, G(Y), out_f,
+                                  G(CW), G(CB), G(CS), di, k, G(XC), di));
+      }
+      for (int64_t t = 0; t < L; t++)
+        MBX(mb_linear_conv1d_step(GPU, G(X) + t * in_f, in_f, W.g, dt, NULL, 1, in_f, out_f,
+                                  G(Y2) + t * out_f, out_f, G(CW), G(CB),
+                                  G(CS2) + (mode ? t * sl : 0), di, k, G(XC2) + t * di, di));
+      const char *op = mode ? "conv batch=rows" : "conv=steps";
+      char cfg[96];
+      snprintf(cfg, sizeof cfg, "%s=%lld %lldx%lld k=%lld %s", mode ? "batch" : "len",
+               (long long)L, (long long)out_f, (long long)in_f, (long long)k,
+               dt ? "bf16" : "f32");
+      check(op, cfg, "y bits", diff_bits(G(Y), G(Y2), Y.bytes), 0);
+      check(op, cfg, "xc bits", diff_bits(G(XC), G(XC2), XC.bytes), 0);
+      check(op, cfg, "state bits", diff_bits(G(CS), G(CS2), CS.bytes), 0);
+      pfree(&W), pfree(&X), pfree(&CW), pfree(&CB), pfree(&CS), pfree(&CS2), pfree(&Y);
+      pfree(&XC), pfree(&Y2), pfree(&XC2);
+    }
 }
 
 /* ---- mb_decode_layers: every layer of a decoding step in one call ---------------------------

@@ -24,26 +24,7 @@ mkdir -p "$OUT"
 . tools/device/lib.sh
 B=build-cuda
 
-step "build"
-t0=$(date +%s)
-build_cuda -DMAMBABYTE_TESTS=ON
-note "build: ok ($(($(date +%s) - t0)) s)"
-
-step "cuda_vs_cpu (all)"
-timeout "${TEST_T:-150}" ./$B/cuda_vs_cpu >"$OUT/test.log" 2>&1 || fail
-grep -E "FAIL|FATAL" "$OUT/test.log" | head -30
-note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
-
-if [ -z "${SKIP_SAN:-}" ]; then
-  step "memcheck --small (all)"
-  timeout "${SAN_T:-120}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
-    ./$B/cuda_vs_cpu --small >"$OUT/memcheck.log" 2>&1 || fail
-  note "memcheck: $(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1) / $(grep -E "cases" "$OUT/memcheck.log" | tail -1)"
-  step "racecheck --small (all)"
-  timeout "${SAN_T:-120}" compute-sanitizer --tool racecheck --error-exitcode 9 \
-    ./$B/cuda_vs_cpu --small >"$OUT/racecheck.log" 2>&1 || fail
-  note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
-fi
+build_and_check_ops
 
 setup_deno
 if [ $? -ne 1 ]; then

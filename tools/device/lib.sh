@@ -50,3 +50,28 @@ print_summary() {
   local s
   for s in "${summary[@]}"; do echo "$s"; done
 }
+
+# build_and_check_ops: the C tests built with the library (build_cuda -DMAMBABYTE_TESTS=ON), then
+# cuda_vs_cpu, every case (TEST_T seconds, default 150; log $OUT/test.log), then unless SKIP_SAN is
+# set compute-sanitizer memcheck and racecheck on every --small case (SAN_T each, default 120;
+# $OUT/memcheck.log, $OUT/racecheck.log). Each result is a `note`; a failure calls `fail`.
+build_and_check_ops() {
+  local t0 b=build-cuda
+  step "build"
+  t0=$(date +%s)
+  build_cuda -DMAMBABYTE_TESTS=ON
+  note "build: ok ($(($(date +%s) - t0)) s)"
+  step "cuda_vs_cpu (all)"
+  timeout "${TEST_T:-150}" ./$b/cuda_vs_cpu >"$OUT/test.log" 2>&1 || fail
+  grep -E "FAIL|FATAL" "$OUT/test.log" | head -30
+  note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
+  [ -n "${SKIP_SAN:-}" ] && return 0
+  step "memcheck --small (all)"
+  timeout "${SAN_T:-120}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
+    ./$b/cuda_vs_cpu --small >"$OUT/memcheck.log" 2>&1 || fail
+  note "memcheck: $(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1) / $(grep -E "cases" "$OUT/memcheck.log" | tail -1)"
+  step "racecheck --small (all)"
+  timeout "${SAN_T:-120}" compute-sanitizer --tool racecheck --error-exitcode 9 \
+    ./$b/cuda_vs_cpu --small >"$OUT/racecheck.log" 2>&1 || fail
+  note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
+}

@@ -17,33 +17,16 @@
 #   SASS_KERNELS=<regex> writes those kernels' SASS to $OUT/sass.txt and prints its opcode counts
 #   (static: per instruction in the listing); SKIP_SPEC=1 leaves out bench:spec.
 # Each step prints as it ends; logs in $OUT; a summary last; non-zero exit when a step failed.
-# Step limits (seconds): TEST_T (120), SAN_T (90), BENCH_T (150), DENO_T (120).
+# Step limits (seconds): TEST_T (150), SAN_T (120), BENCH_T (150), DENO_T (120).
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/merge_check_out}"
 mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
-. tools/device/lib.sh # build_cuda, setup_deno, step, note, fail, print_summary
+. tools/device/lib.sh # build_and_check_ops, setup_deno, step, note, fail, print_summary
 B=build-cuda
 
-step "build"
-t0=$(date +%s)
-build_cuda -DMAMBABYTE_TESTS=ON
-note "build: ok ($(($(date +%s) - t0)) s)"
-
-step "cuda_vs_cpu (all)"
-timeout "${TEST_T:-120}" ./$B/cuda_vs_cpu >"$OUT/test.log" 2>&1 || fail
-grep -E "FAIL|FATAL" "$OUT/test.log" | head -30
-note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
-
-step "memcheck --small (all)"
-timeout "${SAN_T:-90}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
-  ./$B/cuda_vs_cpu --small >"$OUT/memcheck.log" 2>&1 || fail
-note "memcheck: $(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1) / $(grep -E "cases" "$OUT/memcheck.log" | tail -1)"
-step "racecheck --small (all)"
-timeout "${SAN_T:-90}" compute-sanitizer --tool racecheck --error-exitcode 9 \
-  ./$B/cuda_vs_cpu --small >"$OUT/racecheck.log" 2>&1 || fail
-note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
+build_and_check_ops
 
 bench_flags=--quick
 [ -n "${BENCH_FULL:-}" ] && bench_flags=
