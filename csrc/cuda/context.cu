@@ -88,8 +88,7 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     if (st->gemv_rows != 1 && st->gemv_rows != 2 && st->gemv_rows != 4 && st->gemv_rows != 8)
       st->gemv_rows = 0;
     const char *e_out = getenv("MAMBABYTE_CUDA_GEMV_OUT");
-    st->gemv_out = e_out ? atoi(e_out) : 0;
-    if (st->gemv_out != 1 && st->gemv_out != 2 && st->gemv_out != 4) st->gemv_out = 0;
+    st->gemv_out = e_out && !strcmp(e_out, "1") ? 1 : 0;
     const char *e_ssu = getenv("MAMBABYTE_CUDA_SSU_ROWS");
     st->ssu_rows = e_ssu && e_ssu[0] ? atoi(e_ssu) : -1; /* -1: step.cu's default */
     const char *e_np = getenv("MAMBABYTE_CUDA_NORM_PROLOGUE");

@@ -47,7 +47,7 @@ struct mbcuda_state {
   int gemv_rows;         /* inputs per thread of the n <= 8 GEMV: 0 chosen by shape (default),
                           * else fixed (MAMBABYTE_CUDA_GEMV_ROWS; A/B runs) */
   int gemv_out;          /* output rows per thread of that GEMV: 0 by its inputs per thread
-                          * (default), else fixed (MAMBABYTE_CUDA_GEMV_OUT=1|2|4; A/B runs) */
+                          * (default), 1 one (MAMBABYTE_CUDA_GEMV_OUT=1; A/B runs) */
   int ssu_rows;          /* decoding batches from this size take the state update's thread-per-
                           * (sequence, channel) kernel (MAMBABYTE_CUDA_SSU_ROWS; 0 never) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual

@@ -124,11 +124,10 @@ static int gemv_rows_per_thread(mb_ctx *ctx, int n, int64_t group_threads) {
 
 /* Output rows per thread, R, for N inputs a thread: each x value loaded serves R rows, so a
  * weight costs N / R x loads instead of N (up to 4 rows: their weights in flight and unpacked
- * take 4 x 8 registers). MAMBABYTE_CUDA_GEMV_OUT=1|2|4 fixes it where N >= 2 (A/B runs). */
+ * take 4 x 8 registers). 2 for N = 2, else 4: no other pair did better (cuda_bench --gemv8,
+ * docs/cuda_notes.md). MAMBABYTE_CUDA_GEMV_OUT=1 keeps one row a thread (A/B runs). */
 static int gemv_out_rows(mb_ctx *ctx, int n_per_thread) {
-  if (n_per_thread < 2) return 1;
-  const int fixed = mbcuda_st(ctx)->gemv_out;
-  if (fixed > 0) return fixed;
+  if (n_per_thread < 2 || mbcuda_st(ctx)->gemv_out == 1) return 1;
   return n_per_thread < 4 ? 2 : 4;
 }
 
@@ -137,14 +136,12 @@ static cudaError_t gemv_launch_rows(mb_ctx *ctx, bool vec, const float *x, int64
                                     const WT *w, const float *bias, int n, int64_t in_f,
                                     int64_t out_f, float *y, int64_t ldy, const ConvEpi &ce) {
   const int r = gemv_rows_per_thread(ctx, n, out_f * G);
-  const int ro = vec ? gemv_out_rows(ctx, r) : 1;
+  const bool rows = vec && gemv_out_rows(ctx, r) > 1;
 #define GL(N, R) gemv_launch_g<WT, N, G, R>(ctx, vec, x, ldx, w, bias, n, in_f, out_f, y, ldy, ce)
-#define GLR(N) (ro == 4 ? GL(N, 4) : ro == 2 ? GL(N, 2) : GL(N, 1))
   if (r <= 1) return GL(1, 1);
-  if (r == 2) return GLR(2);
-  if (r <= 4) return GLR(4);
-  return GLR(8);
-#undef GLR
+  if (r == 2) return rows ? GL(2, 2) : GL(2, 1);
+  if (r <= 4) return rows ? GL(4, 4) : GL(4, 1);
+  return rows ? GL(8, 4) : GL(8, 1);
 #undef GL
 }
 

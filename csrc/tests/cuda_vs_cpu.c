@@ -1377,14 +1377,6 @@ static void with_gpu_env(const char *name, const char *value, const char *what,
   GPU = usual;
 }
 
-/* with_gpu_env with two variables */
-static void with_gpu_env2(const char *name, const char *value, const char *name2,
-                          const char *value2, const char *what, void (*test)(void)) {
-  setenv(name2, value2, 1);
-  with_gpu_env(name, value, what, test);
-  unsetenv(name2);
-}
-
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0); /* a FATAL on stderr lands after the last case that ran */
   for (int i = 1; i < argc; i++) {
@@ -1439,10 +1431,6 @@ int main(int argc, char **argv) {
   with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "8", "the GEMV with 8 inputs a thread", t_spec);
   with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "2", "the GEMV with 2 inputs a thread", t_spec);
   with_gpu_env("MAMBABYTE_CUDA_GEMV_OUT", "1", "the GEMV with one output row a thread", t_spec);
-  with_gpu_env2("MAMBABYTE_CUDA_GEMV_ROWS", "8", "MAMBABYTE_CUDA_GEMV_OUT", "2",
-                "the GEMV with 8 inputs and 2 output rows a thread", t_spec);
-  with_gpu_env2("MAMBABYTE_CUDA_GEMV_ROWS", "2", "MAMBABYTE_CUDA_GEMV_OUT", "4",
-                "the GEMV with 2 inputs and 4 output rows a thread", t_spec);
   t_decode_layers();
   t_softmax_rank();
   t_discrete_a();
