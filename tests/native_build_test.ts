@@ -3,7 +3,8 @@
  * - for a plain x86-64 (no -march=native, so no AVX-512): the portable kernels must not depend on
  *   vector-only code (syntax-checked with the system C compiler);
  * - without CMake (tools/build.sh --without-cmake), with CMakeLists.txt's C flags and no warning,
- *   into a temporary folder; the library it makes loads and runs an op.
+ *   into a temporary folder; the library it makes loads and runs an op;
+ * - the GPU machine's C test programs, which CMake builds only with CUDA, compile and link here.
  */
 import assert from "node:assert/strict";
 
@@ -99,6 +100,45 @@ console.log(JSON.stringify({ info: be.kind, sum: Math.exp(out[0]) + Math.exp(out
     const got = JSON.parse(dec.decode(run.stdout));
     assert.equal(got.info, "cpu");
     assert.ok(Math.abs(got.sum - 1) < 1e-6, `softmax sums to ${got.sum}`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** The library the other tests load: MAMBABYTE_LIB, else the default build's. */
+const LIB = Deno.env.get("MAMBABYTE_LIB") ?? `${ROOT}build/libmambabyte.so`;
+const noLib = await Deno.stat(LIB).then(() => null, () => `${LIB} not built`);
+if (noLib) console.warn(`native_build_test: the GPU test programs' build skipped: ${noLib}`);
+
+Deno.test({
+  name: "the GPU test programs (csrc/tests/cuda_*.c) compile and link as CMake builds them",
+  ignore: noCompiler !== null || noLib !== null,
+}, async () => {
+  // CMake builds them only with CUDA; compiling them here against the public header catches a
+  // broken C test before it costs a GPU machine's build.
+  const dir = await Deno.makeTempDir({ prefix: "mambabyte_cudatests_" });
+  try {
+    const libDir = LIB.slice(0, LIB.lastIndexOf("/"));
+    for (const prog of ["cuda_vs_cpu", "cuda_bench"]) {
+      const out = await new Deno.Command(CC, {
+        args: [
+          "-std=c11",
+          "-O2",
+          "-Wall",
+          "-D_POSIX_C_SOURCE=200809L",
+          `-I${ROOT}csrc/include`,
+          `${ROOT}csrc/tests/${prog}.c`,
+          `-L${libDir}`,
+          `-l:${LIB.slice(LIB.lastIndexOf("/") + 1)}`,
+          "-lm",
+          "-o",
+          `${dir}/${prog}`,
+        ],
+      }).output();
+      const log = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, `${prog}:\n${log}`);
+      assert.doesNotMatch(log, /warning:/, `${prog}:\n${log}`);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -21,6 +21,8 @@
  *   cuda_bench --ssu64   the batch-64 layer's per-op times only (a short run for ncu)
  *   cuda_bench --gemv8   the n <= 8 GEMV's rows and outputs per thread, swept (8-row products,
  *                        decoding at batch 4 and 8)
+ *   cuda_bench --ablate  where a decoding step goes (bf16 at batch 1, 8, 64; fp32 at 1): the
+ *                        step's graph without one kind of op at a time
  */
 #include <math.h>
 #include <stdint.h>
@@ -44,6 +46,13 @@
 static mb_ctx *G;
 static int g_fused = 1; /* decode: mb_selective_state_update_dt instead of dt_proj + update */
 static int g_bf16_acts = 1; /* forward with bf16 weights: the products' inputs written as bf16 */
+/* decoding steps (the fused path): op kinds left out of every layer, a bit each (--ablate) */
+enum { SKIP_NORM = 1, SKIP_IN = 2, SKIP_XPROJ = 4, SKIP_SSU = 8, SKIP_OUT = 16, SKIP_HEAD = 32 };
+static int g_skip = 0;
+#define RUN(bit, call)                   \
+  do {                                   \
+    if (!(g_skip & (bit))) MBX(call);    \
+  } while (0)
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -302,23 +311,25 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       continue;
     }
     const int bf_step = len == 1 && g_fused && rows > 8 && dt == MB_DTYPE_BF16 && g_bf16_acts;
-    MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM,
-                    bf_step ? NULL : a->hn, bf_step ? a->hnb : NULL));
+    RUN(SKIP_NORM, mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows,
+                               DM, bf_step ? NULL : a->hn, bf_step ? a->hnb : NULL));
     if (len == 1 && g_fused) { /* 5 kernels: norm, in_proj+conv, x_proj, dt_proj+update, out */
       if (bf_step) { /* as the model for more than 8 sequences: in_proj on bf16 rows, conv step */
-        MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
-        MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, 1, DI, KC, a->xc, DI,
-                             NULL, a->xcb));
-        MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
+        RUN(SKIP_IN, mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
+                                    2 * DI));
+        RUN(SKIP_IN, mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, 1, DI, KC, a->xc,
+                                      DI, NULL, a->xcb));
+        RUN(SKIP_XPROJ, mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
       } else {
-        MBX(mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
-                                  2 * DI, L->cw, L->cb, cs, DI, KC, a->xc, DI));
-        MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
+        RUN(SKIP_IN, mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
+                                           2 * DI, L->cw, L->cb, cs, DI, KC, a->xc, DI));
+        RUN(SKIP_XPROJ, mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
       }
-      MBX(mb_selective_state_update_dt(G, a->xc, DI, a->dbc, XP, L->dt, dt, L->dtb, R, L->A,
-                                       a->dbc + R, XP, a->dbc + R + NS, XP, L->D, a->xz + DI,
-                                       2 * DI, ss, batch, DI, NS, 1, NULL, a->y, DI));
-      MBX(mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
+      RUN(SKIP_SSU, mb_selective_state_update_dt(G, a->xc, DI, a->dbc, XP, L->dt, dt, L->dtb, R,
+                                                 L->A, a->dbc + R, XP, a->dbc + R + NS, XP, L->D,
+                                                 a->xz + DI, 2 * DI, ss, batch, DI, NS, 1, NULL,
+                                                 a->y, DI));
+      RUN(SKIP_OUT, mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
       continue;
     }
     MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
@@ -332,15 +343,17 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
                           NULL));
     MBX(mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
   }
-  MBX(mb_add_norm(G, a->h, a->res, 1, m->nfw, m->nfb, MB_NORM_LAYER, 1e-5f, rows, DM, a->hn,
-                  NULL));
+  RUN(SKIP_HEAD, mb_add_norm(G, a->h, a->res, 1, m->nfw, m->nfb, MB_NORM_LAYER, 1e-5f, rows, DM,
+                             a->hn, NULL));
   if (sample) {
-    MBX(mb_linear(G, a->hn, DM, m->emb, dt, NULL, rows, DM, V, a->logits, V));
-    MBX(mb_sample(G, a->logits, batch, V, 1.0f, 0, 1.0f, 42, a->ctr, a->ids));
+    RUN(SKIP_HEAD, mb_linear(G, a->hn, DM, m->emb, dt, NULL, rows, DM, V, a->logits, V));
+    RUN(SKIP_HEAD, mb_sample(G, a->logits, batch, V, 1.0f, 0, 1.0f, 42, a->ctr, a->ids));
   }
 }
 
-static void decode_bench(model *m, double bw, int64_t batch, const char *label) {
+/* Seconds a decoding step of `batch` sequences takes as a replayed graph (median of 5 x 100);
+ * ids[0] of the last step into *id0 when id0 is not NULL. */
+static double step_seconds(model *m, int64_t batch, int32_t *id0) {
   acts a;
   acts_init(&a, batch, batch);
   model_pass(m, &a, batch, 1, 1); /* warm-up outside capture (grows scratch if needed) */
@@ -358,19 +371,45 @@ static void decode_bench(model *m, double bw, int64_t batch, const char *label) 
     MBX(mb_ctx_synchronize(G));
     t[r] = (now() - t0) / steps;
   }
-  double ts = median(t, 5);
+  if (id0) MBX(mb_memcpy_d2h(G, id0, a.ids, 4));
+  MBX(mb_graph_destroy(G, graph));
+  acts_free(&a);
+  return median(t, 5);
+}
+
+/* --ablate: where a decoding step goes, as a timeline of kernels in the replayed graph would show
+ * it: the step captured again with one kind of op left out of every layer (or the head), the
+ * difference in replay time being that op's cost in the pipeline (its launch, its latency and
+ * what PDL does not overlap); the sum of the costs against the whole step shows the overlap. */
+static void ablate_bench(model *m, int64_t batch, const char *label) {
+  const char *names[] = {"add_norm", "in_proj+conv", "x_proj", "ssu_dt", "out_proj", "head"};
+  const double full = step_seconds(m, batch, NULL);
+  ROW("ablate %-5s b=%-3lld step %8.1f us (graph replay; %d layers)", label, (long long)batch,
+      full * 1e6, NL);
+  double sum = 0;
+  for (int k = 0; k < 6; k++) {
+    g_skip = 1 << k;
+    const double t = step_seconds(m, batch, NULL);
+    g_skip = 0;
+    sum += full - t;
+    ROW("  without %-12s %8.1f us  cost %7.1f us  (%5.2f us a layer, %4.1f%%)", names[k],
+        t * 1e6, (full - t) * 1e6, (full - t) * 1e6 / (k == 5 ? 1 : NL),
+        100 * (full - t) / full);
+  }
+  ROW("  sum of the costs %8.1f us (%4.1f%% of the step)", sum * 1e6, 100 * sum / full);
+}
+
+static void decode_bench(model *m, double bw, int64_t batch, const char *label) {
+  int32_t id0 = 0;
+  const double ts = step_seconds(m, batch, &id0);
   /* bytes per step: weights + recurrent state read and written */
   double state = (double)batch * NL * DI * (KC - 1 + NS) * 4 * 2;
   double bytes = m->weight_bytes + state;
   double roof = bytes / bw;
-  int32_t ids[4] = {0};
-  MBX(mb_memcpy_d2h(G, ids, a.ids, 4));
   ROW("decode %-9s b=%-3lld %7.3f ms/step %9.0f bytes/s  roofline %7.0f (%4.1f%%)", label,
       (long long)batch, ts * 1e3, batch / ts, batch / roof, 100 * roof / ts);
   fprintf(stderr, "decode %s b=%lld: step %.3f ms, %.3f GB moved, id[0]=%d\n", label,
-          (long long)batch, ts * 1e3, bytes / 1e9, ids[0]);
-  MBX(mb_graph_destroy(G, graph));
-  acts_free(&a);
+          (long long)batch, ts * 1e3, bytes / 1e9, id0);
 }
 
 static void forward_bench(model *m, int64_t len, const char *label) {
@@ -632,6 +671,20 @@ int main(int argc, char **argv) {
     breakdown(&m, 64, 1, "bf16");
     model_free(&m);
     MBX(mb_ctx_destroy(G));
+    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
+    return 0;
+  }
+  if (argc > 1 && !strcmp(argv[1], "--ablate")) {
+    model m;
+    const int64_t batches[] = {1, 8, 64};
+    for (int dt = 1; dt >= 0; dt--) {
+      model_init(&m, dt ? MB_DTYPE_BF16 : MB_DTYPE_F32);
+      for (int i = 0; i < 3; i++)
+        if (dt || batches[i] == 1) ablate_bench(&m, batches[i], dt ? "bf16" : "f32");
+      model_free(&m);
+    }
+    MBX(mb_ctx_destroy(G));
+    printf("\n==== cuda_bench --ablate ====\n");
     for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
     return 0;
   }
