@@ -7,6 +7,8 @@
 #   3. tests/decode_layers_test.ts and tests/cuda_model_test.ts through Deno;
 #   4. cuda_bench --batch (decoding batches 1 to 256 and the batch-64 layer's ops) for each value;
 #   4b. GEMV8=1: cuda_bench --gemv8 (the n <= 8 GEMV's inputs and output rows per thread swept);
+#   4c. ABLATE=1: cuda_bench --ablate (where a decoding step goes: each kind of op left out of the
+#       replayed step in turn), for each value;
 #   5. BENCH_GPU_CASES=<cases>: bench:gpu (through Deno) on those cases, for each value;
 #   6. PROFILE_VERIFY=1: tools/profile_verify_cuda.ts at the 972M shape (bf16), the decoding
 #      step's and the 8-position verification's graphs, for each value.
@@ -48,6 +50,15 @@ if [ -n "${GEMV8:-}" ]; then
   step "cuda_bench --gemv8"
   timeout "${BENCH_T:-150}" ./$B/cuda_bench --gemv8 >"$OUT/bench_gemv8.log" 2>&1 || fail
   sed -n '/^====/,$p' "$OUT/bench_gemv8.log"
+fi
+
+if [ -n "${ABLATE:-}" ]; then
+  for v in $AB_VALUES; do
+    step "cuda_bench --ablate ($AB_VAR=$v)"
+    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" ./$B/cuda_bench --ablate >"$OUT/ablate_$v.log" 2>&1 ||
+      fail
+    sed -n '/^====/,$p' "$OUT/ablate_$v.log"
+  done
 fi
 
 if [ -f .gpu/deno.xz ] && [ -n "${BENCH_GPU_CASES:-}" ]; then
