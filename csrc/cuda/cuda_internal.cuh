@@ -86,6 +86,18 @@ int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out);
 int mbcuda_blas_init(mb_ctx *ctx);
 void mbcuda_blas_destroy(mb_ctx *ctx);
 
+/* How the decoding device functions (gemv.cuh, norm_row.cuh, ssu.cuh) read activations: through
+ * the read-only path (written by an earlier kernel), from L2 only (written by other blocks of the
+ * same kernel: the L1 of this SM may hold a stale line), or generic (shared memory). */
+enum class XLoad { Ldg, Cg, Generic };
+template <XLoad XL> struct XLoadTag {};
+__device__ __forceinline__ float4 xload(const float4 *p, XLoadTag<XLoad::Ldg>) { return __ldg(p); }
+__device__ __forceinline__ float4 xload(const float4 *p, XLoadTag<XLoad::Cg>) { return __ldcg(p); }
+__device__ __forceinline__ float4 xload(const float4 *p, XLoadTag<XLoad::Generic>) { return *p; }
+__device__ __forceinline__ float xload(const float *p, XLoadTag<XLoad::Ldg>) { return __ldg(p); }
+__device__ __forceinline__ float xload(const float *p, XLoadTag<XLoad::Cg>) { return __ldcg(p); }
+__device__ __forceinline__ float xload(const float *p, XLoadTag<XLoad::Generic>) { return *p; }
+
 /* Programmatic dependent launch (Hopper): every kernel of the backend starts with
  * mb_pdl_trigger() (the next kernel in the stream may be scheduled now) and calls mb_pdl_wait()
  * before it touches memory written by earlier work (it returns once the previous grid has

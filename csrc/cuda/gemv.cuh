@@ -1,6 +1,7 @@
 /*
- * gemv.cuh — the n <= 8 GEMV of mb_linear as a device function, shared by its kernel (gemm.cu) and
- * the decoding kernel that runs every layer of a step (decode.cu), so both give the same bits.
+ * gemv.cuh — the n <= 8 GEMV of mb_linear as a device function, shared by its kernel and
+ * mb_decode_layers' batch-1 forms (k_gemv, k_gemv_norm, k_gemv_res in gemm.cu), so they give the
+ * same bits; a kernel that runs every layer of a step (branch decode-persistent) reuses it too.
  */
 #ifndef MAMBABYTE_GEMV_CUH
 #define MAMBABYTE_GEMV_CUH
@@ -8,18 +9,6 @@
 #include <stdint.h>
 
 #include "cuda_internal.cuh"
-
-/* How the GEMV and the state update read activations: through the read-only path (written by
- * an earlier kernel), from L2 only (written by other blocks of the same kernel: the L1 of this
- * SM may hold a stale line), or generic (shared memory). */
-enum class XLoad { Ldg, Cg, Generic };
-template <XLoad XL> struct XLoadTag {};
-__device__ __forceinline__ float4 xload(const float4 *p, XLoadTag<XLoad::Ldg>) { return __ldg(p); }
-__device__ __forceinline__ float4 xload(const float4 *p, XLoadTag<XLoad::Cg>) { return __ldcg(p); }
-__device__ __forceinline__ float4 xload(const float4 *p, XLoadTag<XLoad::Generic>) { return *p; }
-__device__ __forceinline__ float xload(const float *p, XLoadTag<XLoad::Ldg>) { return __ldg(p); }
-__device__ __forceinline__ float xload(const float *p, XLoadTag<XLoad::Cg>) { return __ldcg(p); }
-__device__ __forceinline__ float xload(const float *p, XLoadTag<XLoad::Generic>) { return *p; }
 
 __device__ __forceinline__ void unpack(const uint4 &q, float (&f)[8], uint16_t) {
   const uint32_t v[4] = {q.x, q.y, q.z, q.w};
@@ -105,11 +94,11 @@ __device__ __forceinline__ void conv_consts(const ConvEpi &ce, int64_t row,
  * their weight rows (so they meet in L2). An output element's arithmetic does not depend on N, R
  * or the split: lane g of its group sums the same chunks in the same order, then the same
  * reduction, so every split gives the bits of n = 1 (verification's bits are decoding's). R > 1
- * (the 16-byte path only) reuses each x value loaded for R rows: with N inputs a thread reads
- * N x values per weight, which bounded the products of 8 rows by the L1's bandwidth.
+ * (the 16-byte path only) reuses each x value loaded for R rows: with N inputs a thread read
+ * N x values per weight (8-row products 1.4-1.6x faster with R = 4, docs/cuda_notes.md).
  * VEC: 16-byte loads of w (EPC elements) and x (aligned, in_f a multiple of EPC, ldx a multiple
- * of 4). Before `wait()` (every thread calls it once, at the same point: k_gemv's PDL wait, the
- * decoding kernel's grid barrier) the first weight chunks of each thread are loaded and the rest
+ * of 4). Before `wait()` (every thread calls it once, at the same point: the kernel's PDL wait,
+ * or k_gemv_norm's norm prologue) the first weight chunks of each thread are loaded and the rest
  * of its rows prefetched into L2: the weights stream while earlier work finishes.
  * x is read through XL (its loads only: the arithmetic is the same for every XL). A caller that
  * runs it twice in one block must __syncthreads() in between (G = 256 reuses `red`). RES: also

@@ -1,7 +1,7 @@
 /*
  * norm_row.cuh — the decoding rows of mb_add_norm (residual add + LayerNorm / RMSNorm of a row of
  * d <= VPT * nthr values held in registers) as a device function, shared by its kernel (norm.cu)
- * and the decoding kernel that runs every layer of a step (decode.cu), so both give the same bits.
+ * and in_proj's norm prologue (k_gemv_norm, gemm.cu), so both give the same bits.
  */
 #ifndef MAMBABYTE_NORM_ROW_CUH
 #define MAMBABYTE_NORM_ROW_CUH
@@ -9,7 +9,6 @@
 #include <stdint.h>
 
 #include "cuda_internal.cuh"
-#include "gemv.cuh"
 
 /* Element c of a normed row: into the fp32 row and/or its bf16 copy (either may be NULL). */
 __device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t c, float o) {
@@ -23,7 +22,7 @@ __device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t 
  * weight and bias are loaded before `wait()` (called once by every thread). red: 32 floats.
  * PLAIN_X: r = x, for a row that already holds the residual sum.
  * The FMAs are spelled out: left to the compiler, their contraction changed with the code around
- * them (k_add_norm_reg's and the decoding kernel's rows must round alike). */
+ * them (k_add_norm_reg's and k_gemv_norm's rows must round alike). */
 template <int VPT, XLoad XL, typename Wait, bool PLAIN_X = false>
 __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *res_in,
                                                  float *res_out, int accumulate,

@@ -1,7 +1,7 @@
 /*
  * ssu.cuh — the fused dt_proj + state update of the decoding step (mb_selective_state_update_dt,
- * mb_selective_scan_dt) as a device function, shared by its kernel (step.cu) and the decoding
- * kernel that runs every layer of a step (decode.cu), so both give the same bits.
+ * mb_selective_scan_dt) as a device function of its kernel (step.cu), kept apart so that a kernel
+ * running every layer of a step (branch decode-persistent) runs the same code and bits.
  */
 #ifndef MAMBABYTE_SSU_CUH
 #define MAMBABYTE_SSU_CUH
@@ -9,7 +9,6 @@
 #include <stdint.h>
 
 #include "cuda_internal.cuh"
-#include "gemv.cuh"
 
 /* L lanes per channel, SCAN_P = 2 states per lane (L * SCAN_P >= n, L a power of two <= 32). */
 #define SCAN_P 2
