@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import { loadModel, type MambaByteLM } from "../mod.ts";
 import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
-import { NativeError, Status } from "../src/native/lib.ts";
+import { DecodeLayerPtr, NativeError, Status } from "../src/native/lib.ts";
+import type { RecurrentState, Workspace } from "../src/model/workspace.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
 const TEXT = new TextEncoder().encode("Every layer in one call — ÆØÅ ünïcödé 0123.\n".repeat(2));
@@ -111,31 +112,38 @@ for (const device of DEVICES) {
   });
 }
 
-Deno.test("mb_decode_layers refuses a table with a missing weight, naming the layer", async () => {
+/** Runs `fn` on a CPU fp32 model with a one-sequence workspace and state, then frees them. */
+async function withOneSequence(
+  fn: (model: MambaByteLM, ws: Workspace, state: RecurrentState) => void,
+): Promise<void> {
   const model = await load("cpu", "fp32", true);
   const ws = model.newWorkspace(1), state = model.newState(1);
   try {
+    fn(model, ws, state);
+  } finally {
+    ws.free();
+    state.free();
+    model.close();
+  }
+}
+
+Deno.test("mb_decode_layers refuses a table with a missing weight, naming the layer", async () => {
+  await withOneSequence((model, ws, state) => {
     const table = state.decodeTable(model.weights);
     assert.ok(table, "a one-sequence state carries its table");
     const host = table.slice();
-    host[1 * 15 + 2] = 0n; // layer 1's in_proj
+    host[1 * DecodeLayerPtr.PTRS + DecodeLayerPtr.IN_W] = 0n; // layer 1's in_proj
     assert.throws(
       () => model.backend.decodeLayers(model.decodeLayersArgs(ws, host, 1)),
       (e: unknown) =>
         e instanceof NativeError && e.status === Status.INVALID &&
         /layer 1: pointer 2/.test(e.message),
     );
-  } finally {
-    ws.free();
-    state.free();
-    model.close();
-  }
+  });
 });
 
 Deno.test("decodeLayers refuses a table of the wrong length before the native call", async () => {
-  const model = await load("cpu", "fp32", true);
-  const ws = model.newWorkspace(1), state = model.newState(1);
-  try {
+  await withOneSequence((model, ws, state) => {
     const table = state.decodeTable(model.weights)!;
     for (
       const layers of [table.subarray(0, table.length - 1), new BigUint64Array(table.length + 15)]
@@ -145,11 +153,7 @@ Deno.test("decodeLayers refuses a table of the wrong length before the native ca
         /decodeLayers: a table of \d+ pointers for 3 layers \(needs 45\)/,
       );
     }
-  } finally {
-    ws.free();
-    state.free();
-    model.close();
-  }
+  });
 });
 
 Deno.test("states of more than 8 sequences carry no table (their steps keep the ops)", async () => {

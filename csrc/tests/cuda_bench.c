@@ -628,10 +628,8 @@ static void gemv8_sweep(double bw) {
     for (int oi = 0; oi < 2; oi++) {
       mb_ctx *g0 = G;
       setenv("MAMBABYTE_CUDA_GEMV_ROWS", rows[ri], 1);
-      setenv("MAMBABYTE_CUDA_GEMV_OUT", outs[oi], 1);
-      MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &G));
+      G = ctx_with_env("MAMBABYTE_CUDA_GEMV_OUT", outs[oi]);
       unsetenv("MAMBABYTE_CUDA_GEMV_ROWS");
-      unsetenv("MAMBABYTE_CUDA_GEMV_OUT");
       ROW("-- GEMV_ROWS=%s GEMV_OUT=%s", rows[ri], outs[oi]);
       for (int i = 0; i < 4; i++)
         gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], MB_DTYPE_BF16, 8);

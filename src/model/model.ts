@@ -32,6 +32,13 @@ import { RecurrentState, type VerifyBuffers, Workspace } from "./workspace.ts";
  */
 export const VERIFY_BLOCK = 8;
 
+/**
+ * The largest decoding batch whose steps run as one Backend.decodeLayers call: larger batches take
+ * in_proj and x_proj on bf16 rows where the backend has them ({@link MambaByteLM.stepLayers}),
+ * which that call does not.
+ */
+const DECODE_TABLE_MAX_BATCH = 8;
+
 /** Module outputs that can be tapped, per layer. */
 export const TAP_NAMES = [
   "norm",
@@ -311,7 +318,7 @@ export class MambaByteLM {
    */
   newState(batch = 1): RecurrentState {
     const state = new RecurrentState(this.backend, this.dims, batch);
-    if (this.decodeLayers && batch <= 8) {
+    if (this.decodeLayers && batch <= DECODE_TABLE_MAX_BATCH) {
       state.setDecodeTable(this.weights, this.#decodeTable(state));
     }
     return state;
@@ -443,7 +450,8 @@ export class MambaByteLM {
     // and the conv's bf16 rows (the bits they made of the fp32 rows); the conv step runs as
     // linearConv1dStep runs it there.
     const bf = batch > 8 ? ws.bf16 : null;
-    const table = batch <= 8 && afterLayer === undefined ? state.decodeTable(this.weights) : null;
+    // Only states of up to DECODE_TABLE_MAX_BATCH sequences carry a table (newState).
+    const table = afterLayer === undefined ? state.decodeTable(this.weights) : null;
     if (table) return be.decodeLayers(this.decodeLayersArgs(ws, table, batch));
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
