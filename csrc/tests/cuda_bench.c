@@ -16,8 +16,9 @@
  * The table is printed last. Times: wall clock around synchronised batches; median of repeats.
  *
  *   cuda_bench [--quick]
- *   cuda_bench --batch   decoding batches only (1 to 256 bf16; 64 fp32) and the batch-64
- *                        layer's per-op times, and again with the state update's lane kernel
+ *   cuda_bench --batch   decoding batches only (1 to 256 bf16; 64 fp32), the batch-64 layer's
+ *                        per-op times and its large products at 16, 64 and 256 rows, and again
+ *                        with cuBLAS for the bf16 batch products (MAMBABYTE_CUDA_MMA_ROWS=0)
  *   cuda_bench --ssu64   the batch-64 layer's per-op times only (a short run for ncu)
  *   cuda_bench --gemv8   the n <= 8 GEMV's rows and outputs per thread, swept (8-row products,
  *                        decoding at batch 4 and 8)
@@ -191,7 +192,7 @@ static void gemv_bench(double bw, const char *name, int64_t out_f, int64_t in_f,
     t[r] = (now() - t0) / calls;
   }
   double tm = median(t, 7), gbs = (wb + n * (in_f + out_f) * 4) / tm;
-  ROW("gemv %-10s %-5s %5lldx%-5lld n=%lld %7.2f us %7.1f GB/s %5.1f%% of copy", name,
+  ROW("linear %-10s %-5s %5lldx%-5lld n=%lld %7.2f us %7.1f GB/s %5.1f%% of copy", name,
       dtype ? "bf16" : "f32", (long long)out_f, (long long)in_f, (long long)n, tm * 1e6,
       gbs / 1e9, 100 * gbs / bw);
   MBX(mb_graph_destroy(G, graph));
@@ -594,19 +595,31 @@ static mb_ctx *ctx_with_env(const char *name, const char *value) {
  * per-op times; then the peer in the same run: the state update's lane kernel at every batch
  * (MAMBABYTE_CUDA_SSU_ROWS=0), over the same weights. */
 static void batch_benches(double bw) {
-  const int64_t batches[] = {1, 4, 8, 16, 64, 256};
-  for (int peer = 0; peer < 2; peer++) {
+  const int64_t batches[] = {1, 4, 8, 16, 32, 64, 128, 256};
+  for (int peer = 0; peer < 2; peer++) { /* the peer: cuBLAS for the bf16 batch products */
     mb_ctx *g0 = G;
-    if (peer) G = ctx_with_env("MAMBABYTE_CUDA_SSU_ROWS", "0");
-    const char *l16 = peer ? "bf16,lanes" : "bf16", *l32 = peer ? "f32,lanes" : "f32";
+    if (peer) G = ctx_with_env("MAMBABYTE_CUDA_MMA_ROWS", "0");
+    const char *l16 = peer ? "bf16,cublas" : "bf16";
+    ROW("-- %s", peer ? "cuBLAS for the bf16 batch products (MAMBABYTE_CUDA_MMA_ROWS=0)"
+                      : "skinny.cu for the bf16 batch products");
+    { /* the layer's large products alone at batch rows (fp32 rows, as mb_linear takes them) */
+      const int64_t shapes[3][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}}, rows[3] = {16, 64, 256};
+      const char *names[3] = {"in_proj", "out_proj", "x_proj"};
+      for (int r = 0; r < 3; r++)
+        for (int i = 0; i < 3; i++)
+          gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], MB_DTYPE_BF16, rows[r]);
+    }
     model m;
     model_init(&m, MB_DTYPE_BF16);
-    for (int i = 0; i < 6; i++) decode_bench(&m, bw, batches[i], l16);
+    for (int i = 0; i < 8; i++)
+      if (!peer || batches[i] > 8) decode_bench(&m, bw, batches[i], l16);
     breakdown(&m, 64, 1, l16);
     model_free(&m);
-    model_init(&m, MB_DTYPE_F32);
-    decode_bench(&m, bw, 64, l32);
-    model_free(&m);
+    if (!peer) { /* fp32 weights: cuBLAS either way */
+      model_init(&m, MB_DTYPE_F32);
+      decode_bench(&m, bw, 64, "f32");
+      model_free(&m);
+    }
     if (peer) {
       MBX(mb_ctx_destroy(G));
       G = g0;

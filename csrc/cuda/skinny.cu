@@ -1,0 +1,243 @@
+/*
+ * skinny.cu — bf16-weight products of a few rows (decoding batches of 9 to 256 sequences) on the
+ * tensor cores, paced by the weights' bandwidth: y (n, out_f) = x (n, in_f) W^T (+ bias), x bf16.
+ *
+ * Why not cuBLAS: at these shapes it ran at 0.6-1.4 TB/s of weights (out_proj at 64 rows: ~20 us
+ * for 12.8 MB, 3 us at the copy rate). Here a block owns 64 weight rows (4 warps x 16) and up to 64
+ * rows of x, streams both through a 4-stage cp.async pipeline (the weights' first stages issued
+ * before the PDL wait: nothing in the stream writes them) and multiplies with mma.m16n8k16
+ * (weights as A, x as B, fp32 accumulators). When the output tiles would not fill the SMs, the
+ * inner dimension is split over the blocks of a thread-block cluster, which add their partial sums
+ * through distributed shared memory in rank order: the same bits on every run and in graph replay,
+ * no second kernel, no scratch.
+ *
+ * Eligible (mbcuda_skinny_ok): Hopper or later, in_f and ldx multiples of 8, x and W 16-byte
+ * aligned, 9 <= n <= the context's mma_rows (MAMBABYTE_CUDA_MMA_ROWS; 0 turns it off).
+ */
+#include <cooperative_groups.h>
+
+#include "cuda_internal.cuh"
+
+namespace cg = cooperative_groups;
+
+#define SK_BM 64       /* weight rows (output features) a block */
+#define SK_BK 64       /* inner-dimension slice a pipeline stage */
+#define SK_STAGES 4
+#define SK_LDS (SK_BK + 8) /* shared row stride in bf16: 144 bytes, so ldmatrix's 8 rows hit
+                            * distinct banks */
+#define SK_THREADS 128
+#define SK_MAX_SPLIT 8 /* portable cluster size */
+
+static size_t skinny_smem_bytes(int nt) {
+  return (size_t)SK_STAGES * (SK_BM + 8 * nt) * SK_LDS * sizeof(uint16_t);
+}
+
+__device__ __forceinline__ void sk_cp16(void *smem, const void *g, bool valid) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  /* src-size 0 fills the 16 bytes with zeros (rows past the matrix, k past the slice) */
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(g),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void sk_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void sk_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void sk_ldmatrix_x4(uint32_t r[4], const void *smem) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+__device__ __forceinline__ void sk_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* One block: weight rows row0 .. row0 + 63, x rows nb0 .. nb0 + 8 NT - 1, inner slice
+ * [blockIdx.z * kps, + kps) of in_f. split > 1: the blockIdx.z blocks of a cluster add up. */
+template <int NT>
+__global__ void __launch_bounds__(SK_THREADS)
+    k_skinny_mma(const uint16_t *__restrict__ w, const uint16_t *__restrict__ x, int64_t ldx,
+                 int n, int in_f, int out_f, int kps, int split, const float *__restrict__ bias,
+                 float *__restrict__ y, int64_t ldy) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int BN = 8 * NT;
+  extern __shared__ __align__(16) uint16_t sk_smem[];
+  uint16_t(*sw)[SK_BM][SK_LDS] = reinterpret_cast<uint16_t(*)[SK_BM][SK_LDS]>(sk_smem);
+  uint16_t(*sx)[BN][SK_LDS] =
+      reinterpret_cast<uint16_t(*)[BN][SK_LDS]>(sk_smem + SK_STAGES * SK_BM * SK_LDS);
+  mb_pdl_trigger();
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int row0 = blockIdx.x * SK_BM, nb0 = blockIdx.y * BN;
+  const int kbeg = blockIdx.z * kps, kend = min(in_f, kbeg + kps);
+  const int kt_n = (kend - kbeg + SK_BK - 1) / SK_BK;
+
+  auto load_w = [&](int kt) {
+    const int slot = kt % SK_STAGES, k0 = kbeg + kt * SK_BK;
+#pragma unroll
+    for (int i = 0; i < (SK_BM * SK_BK / 8) / SK_THREADS; i++) {
+      const int c = tid + i * SK_THREADS, r = c >> 3, kc = (c & 7) * 8;
+      const bool ok = kt < kt_n && row0 + r < out_f && k0 + kc < kend;
+      sk_cp16(&sw[slot][r][kc], ok ? w + (int64_t)(row0 + r) * in_f + k0 + kc : w, ok);
+    }
+  };
+  auto load_x = [&](int kt) {
+    const int slot = kt % SK_STAGES, k0 = kbeg + kt * SK_BK;
+#pragma unroll
+    for (int i = 0; i < (BN * SK_BK / 8 + SK_THREADS - 1) / SK_THREADS; i++) {
+      const int c = tid + i * SK_THREADS, r = c >> 3, kc = (c & 7) * 8;
+      if (c < BN * SK_BK / 8) {
+        const bool ok = kt < kt_n && nb0 + r < n && k0 + kc < kend;
+        sk_cp16(&sx[slot][r][kc], ok ? x + (int64_t)(nb0 + r) * ldx + k0 + kc : x, ok);
+      }
+    }
+  };
+
+  /* the weights' first stages before the wait (constant), then x's */
+#pragma unroll
+  for (int s = 0; s < SK_STAGES - 1; s++) load_w(s);
+  mb_pdl_wait();
+#pragma unroll
+  for (int s = 0; s < SK_STAGES - 1; s++) {
+    load_x(s);
+    sk_commit();
+  }
+
+  float acc[NT][4];
+#pragma unroll
+  for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+
+  for (int kt = 0; kt < kt_n; kt++) {
+    sk_wait<SK_STAGES - 2>();
+    __syncthreads(); /* stage kt landed for every thread; slot (kt - 1) % STAGES is free */
+    load_w(kt + SK_STAGES - 1);
+    load_x(kt + SK_STAGES - 1);
+    sk_commit();
+    const int slot = kt % SK_STAGES;
+#pragma unroll
+    for (int kk = 0; kk < SK_BK; kk += 16) {
+      uint32_t a[4];
+      sk_ldmatrix_x4(a, &sw[slot][warp * 16 + (lane & 15)][kk + (lane >> 4) * 8]);
+#pragma unroll
+      for (int j = 0; j < NT; j += 2) {
+        uint32_t b[4];
+        const int m = lane >> 3;
+        sk_ldmatrix_x4(b, &sx[slot][j * 8 + (m >> 1) * 8 + (lane & 7)][kk + (m & 1) * 8]);
+        sk_mma(acc[j], a, b[0], b[1]);
+        sk_mma(acc[j + 1], a, b[2], b[3]);
+      }
+    }
+  }
+  sk_wait<0>();
+  __syncthreads(); /* every warp is done with the pipeline: its memory holds the partial tile */
+
+  /* the tile (BN x BM, x row major) in shared memory; accumulator (row g / g + 8, cols 2t, 2t + 1)
+   * of n-tile j is weight row warp * 16 + g (+ 8), x row 8 j + 2 t (+ 1) */
+  float *red = reinterpret_cast<float *>(sk_smem);
+  {
+    const int g = lane >> 2, t = lane & 3, m = warp * 16 + g;
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+      const int c = j * 8 + 2 * t;
+      red[c * SK_BM + m] = acc[j][0];
+      red[(c + 1) * SK_BM + m] = acc[j][1];
+      red[c * SK_BM + m + 8] = acc[j][2];
+      red[(c + 1) * SK_BM + m + 8] = acc[j][3];
+    }
+  }
+  constexpr int TILE = BN * SK_BM;
+  if (split == 1) {
+    __syncthreads();
+    for (int e = tid; e < TILE; e += SK_THREADS) {
+      const int r = e / SK_BM, m = e % SK_BM;
+      if (nb0 + r < n && row0 + m < out_f) {
+        float v = red[e];
+        if (bias) v += bias[row0 + m];
+        y[(int64_t)(nb0 + r) * ldy + row0 + m] = v;
+      }
+    }
+  } else {
+    cg::cluster_group cl = cg::this_cluster();
+    cl.sync(); /* every block's partial tile is in its shared memory */
+    const int rank = (int)cl.block_rank(), per = TILE / split;
+    for (int e = rank * per + tid; e < (rank + 1) * per; e += SK_THREADS) {
+      const int r = e / SK_BM, m = e % SK_BM;
+      float v = 0.f;
+      for (int q = 0; q < split; q++) v += cl.map_shared_rank(red, q)[e]; /* rank order */
+      if (nb0 + r < n && row0 + m < out_f) {
+        if (bias) v += bias[row0 + m];
+        y[(int64_t)(nb0 + r) * ldy + row0 + m] = v;
+      }
+    }
+    cl.sync(); /* no block leaves while another still reads its shared memory */
+  }
+#endif
+}
+
+extern "C" int mbcuda_skinny_ok(mb_ctx *ctx, int64_t n, int64_t in_f, int64_t out_f,
+                                const void *x, int64_t ldx, const void *w) {
+  const mbcuda_state *st = mbcuda_st(ctx);
+  return st->cc_major >= 9 && n >= 9 && n <= st->mma_rows && in_f > 0 && out_f > 0 &&
+         in_f % 8 == 0 && ldx % 8 == 0 && in_f <= INT32_MAX && out_f <= INT32_MAX &&
+         ((uintptr_t)x % 16) == 0 && ((uintptr_t)w % 16) == 0;
+}
+
+template <int NT>
+static cudaError_t skinny_launch(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const uint16_t *w,
+                                 const float *bias, int n, int in_f, int out_f, float *y,
+                                 int64_t ldy) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  const size_t smem = skinny_smem_bytes(NT);
+  const int bit = 1 << NT; /* NT is 2, 4 or 8 */
+  if (!(st->skinny_smem_set & bit)) {
+    cudaError_t e = cudaFuncSetAttribute(k_skinny_mma<NT>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    st->skinny_smem_set |= bit;
+  }
+  const int tiles_m = (out_f + SK_BM - 1) / SK_BM, tiles_n = (n + 8 * NT - 1) / (8 * NT);
+  const int chunks = (in_f + SK_BK - 1) / SK_BK;
+  /* split the inner dimension while the tiles do not fill the SMs and every slice keeps >= 4
+   * stages of work */
+  int split = 1;
+  while (split < SK_MAX_SPLIT && (int64_t)tiles_m * tiles_n * split < st->sm_count &&
+         chunks >= 4 * 2 * split)
+    split *= 2;
+  const int kps = ((chunks + split - 1) / split) * SK_BK;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)tiles_m, (unsigned)tiles_n, (unsigned)split);
+  cfg.blockDim = dim3(SK_THREADS);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st->stream;
+  cudaLaunchAttribute attr[2];
+  int na = 0;
+  if (split > 1) {
+    attr[na].id = cudaLaunchAttributeClusterDimension;
+    attr[na].val.clusterDim.x = 1;
+    attr[na].val.clusterDim.y = 1;
+    attr[na].val.clusterDim.z = (unsigned)split;
+    na++;
+  }
+  if (st->pdl) {
+    attr[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[na].val.programmaticStreamSerializationAllowed = 1;
+    na++;
+  }
+  cfg.attrs = attr;
+  cfg.numAttrs = na;
+  return cudaLaunchKernelEx(&cfg, k_skinny_mma<NT>, w, x, ldx, n, in_f, out_f, kps, split, bias,
+                            y, ldy);
+}
+
+extern "C" cudaError_t mbcuda_skinny_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx,
+                                          const uint16_t *w, const float *bias, int64_t n,
+                                          int64_t in_f, int64_t out_f, float *y, int64_t ldy) {
+  const int nn = (int)n, k = (int)in_f, m = (int)out_f;
+  const int rows = nn < 64 ? nn : 64; /* a block's x rows: the batch, in tiles of 64 beyond */
+  if (rows <= 16) return skinny_launch<2>(ctx, x, ldx, w, bias, nn, k, m, y, ldy);
+  if (rows <= 32) return skinny_launch<4>(ctx, x, ldx, w, bias, nn, k, m, y, ldy);
+  return skinny_launch<8>(ctx, x, ldx, w, bias, nn, k, m, y, ldy);
+}
