@@ -57,6 +57,9 @@ struct mbcuda_state {
   int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per
                            * context) */
   int skinny_smem_set;    /* the same for skinny.cu's kernel forms */
+  int mma_split;          /* skinny.cu: the inner dimension's split, 0 by shape
+                           * (MAMBABYTE_CUDA_MMA_SPLIT=1|2|4|8; A/B runs) */
+  int mma_stages;         /* skinny.cu: pipeline stages, 4 or 8 (MAMBABYTE_CUDA_MMA_STAGES) */
   int sm_count;
   int cc_major, cc_minor;
   char name[256];

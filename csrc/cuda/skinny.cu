@@ -22,14 +22,13 @@ namespace cg = cooperative_groups;
 
 #define SK_BM 64       /* weight rows (output features) a block */
 #define SK_BK 64       /* inner-dimension slice a pipeline stage */
-#define SK_STAGES 4
 #define SK_LDS (SK_BK + 8) /* shared row stride in bf16: 144 bytes, so ldmatrix's 8 rows hit
                             * distinct banks */
 #define SK_THREADS 128
 #define SK_MAX_SPLIT 8 /* portable cluster size */
 
-static size_t skinny_smem_bytes(int nt) {
-  return (size_t)SK_STAGES * (SK_BM + 8 * nt) * SK_LDS * sizeof(uint16_t);
+static size_t skinny_smem_bytes(int nt, int stages) {
+  return (size_t)stages * (SK_BM + 8 * nt) * SK_LDS * sizeof(uint16_t);
 }
 
 __device__ __forceinline__ void sk_cp16(void *smem, const void *g, bool valid) {
@@ -58,7 +57,7 @@ __device__ __forceinline__ void sk_mma(float c[4], const uint32_t a[4], uint32_t
 
 /* One block: weight rows row0 .. row0 + 63, x rows nb0 .. nb0 + 8 NT - 1, inner slice
  * [blockIdx.z * kps, + kps) of in_f. split > 1: the blockIdx.z blocks of a cluster add up. */
-template <int NT>
+template <int NT, int SK_STAGES>
 __global__ void __launch_bounds__(SK_THREADS)
     k_skinny_mma(const uint16_t *__restrict__ w, const uint16_t *__restrict__ x, int64_t ldx,
                  int n, int in_f, int out_f, int kps, int split, const float *__restrict__ bias,
@@ -185,15 +184,15 @@ extern "C" int mbcuda_skinny_ok(mb_ctx *ctx, int64_t n, int64_t in_f, int64_t ou
          ((uintptr_t)x % 16) == 0 && ((uintptr_t)w % 16) == 0;
 }
 
-template <int NT>
+template <int NT, int STAGES>
 static cudaError_t skinny_launch(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const uint16_t *w,
                                  const float *bias, int n, int in_f, int out_f, float *y,
                                  int64_t ldy) {
   mbcuda_state *st = mbcuda_st(ctx);
-  const size_t smem = skinny_smem_bytes(NT);
-  const int bit = 1 << NT; /* NT is 2, 4 or 8 */
+  const size_t smem = skinny_smem_bytes(NT, STAGES);
+  const int bit = 1 << (NT + (STAGES == 8 ? 8 : 0)); /* NT is 2, 4 or 8 */
   if (!(st->skinny_smem_set & bit)) {
-    cudaError_t e = cudaFuncSetAttribute(k_skinny_mma<NT>,
+    cudaError_t e = cudaFuncSetAttribute(k_skinny_mma<NT, STAGES>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     st->skinny_smem_set |= bit;
@@ -206,6 +205,7 @@ static cudaError_t skinny_launch(mb_ctx *ctx, const uint16_t *x, int64_t ldx, co
   while (split < SK_MAX_SPLIT && (int64_t)tiles_m * tiles_n * split < st->sm_count &&
          chunks >= 4 * 2 * split)
     split *= 2;
+  if (st->mma_split > 0) split = st->mma_split; /* A/B runs */
   const int kps = ((chunks + split - 1) / split) * SK_BK;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)tiles_m, (unsigned)tiles_n, (unsigned)split);
@@ -228,16 +228,24 @@ static cudaError_t skinny_launch(mb_ctx *ctx, const uint16_t *x, int64_t ldx, co
   }
   cfg.attrs = attr;
   cfg.numAttrs = na;
-  return cudaLaunchKernelEx(&cfg, k_skinny_mma<NT>, w, x, ldx, n, in_f, out_f, kps, split, bias,
-                            y, ldy);
+  return cudaLaunchKernelEx(&cfg, k_skinny_mma<NT, STAGES>, w, x, ldx, n, in_f, out_f, kps, split,
+                            bias, y, ldy);
+}
+
+template <int STAGES>
+static cudaError_t skinny_nt(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const uint16_t *w,
+                             const float *bias, int n, int in_f, int out_f, float *y,
+                             int64_t ldy) {
+  const int rows = n < 64 ? n : 64; /* a block's x rows: the batch, in tiles of 64 beyond */
+  if (rows <= 16) return skinny_launch<2, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  if (rows <= 32) return skinny_launch<4, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  return skinny_launch<8, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
 }
 
 extern "C" cudaError_t mbcuda_skinny_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx,
                                           const uint16_t *w, const float *bias, int64_t n,
                                           int64_t in_f, int64_t out_f, float *y, int64_t ldy) {
-  const int nn = (int)n, k = (int)in_f, m = (int)out_f;
-  const int rows = nn < 64 ? nn : 64; /* a block's x rows: the batch, in tiles of 64 beyond */
-  if (rows <= 16) return skinny_launch<2>(ctx, x, ldx, w, bias, nn, k, m, y, ldy);
-  if (rows <= 32) return skinny_launch<4>(ctx, x, ldx, w, bias, nn, k, m, y, ldy);
-  return skinny_launch<8>(ctx, x, ldx, w, bias, nn, k, m, y, ldy);
+  if (mbcuda_st(ctx)->mma_stages == 8)
+    return skinny_nt<8>(ctx, x, ldx, w, bias, (int)n, (int)in_f, (int)out_f, y, ldy);
+  return skinny_nt<4>(ctx, x, ldx, w, bias, (int)n, (int)in_f, (int)out_f, y, ldy);
 }

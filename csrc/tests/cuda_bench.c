@@ -656,6 +656,49 @@ static void gemv8_sweep(double bw) {
   model_free(&m);
 }
 
+/* --mma: skinny.cu's pipeline stages (MAMBABYTE_CUDA_MMA_STAGES) x inner-dimension splits
+ * (MAMBABYTE_CUDA_MMA_SPLIT, 0: by shape), each in a context of its own, then cuBLAS: a layer's
+ * large products at 16 and 64 rows (bf16 weights, cold). */
+static void mma_sweep(double bw) {
+  const char *stages[] = {"4", "8"}, *splits[] = {"0", "1", "2", "4", "8"};
+  const int64_t shapes[3][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}}, rows[2] = {16, 64};
+  const char *names[3] = {"in_proj", "out_proj", "x_proj"};
+  for (int c = 0; c <= 10; c++) {
+    mb_ctx *g0 = G;
+    if (c < 10) {
+      setenv("MAMBABYTE_CUDA_MMA_STAGES", stages[c / 5], 1);
+      G = ctx_with_env("MAMBABYTE_CUDA_MMA_SPLIT", splits[c % 5]);
+      unsetenv("MAMBABYTE_CUDA_MMA_STAGES");
+      ROW("-- MMA_STAGES=%s MMA_SPLIT=%s", stages[c / 5], splits[c % 5]);
+    } else {
+      G = ctx_with_env("MAMBABYTE_CUDA_MMA_ROWS", "0");
+      ROW("-- cuBLAS (MMA_ROWS=0)");
+    }
+    for (int r = 0; r < 2; r++)
+      for (int i = 0; i < 3; i++)
+        gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], MB_DTYPE_BF16, rows[r]);
+    MBX(mb_ctx_destroy(G));
+    G = g0;
+  }
+}
+
+/* --mma-one: in_proj, out_proj and x_proj at 64 rows, 30 direct calls each (bf16 weights), for
+ * ncu: skinny.cu's launches 20, 50 and 80 are one of each. */
+static void mma_one(void) {
+  const int64_t shapes[3][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}}, n = 64;
+  for (int i = 0; i < 3; i++) {
+    void *w = wnew((size_t)(shapes[i][0] * shapes[i][1]), MB_DTYPE_BF16);
+    float *x = fbuf((size_t)(n * shapes[i][1])), *y = fbuf((size_t)(n * shapes[i][0]));
+    for (int c = 0; c < 30; c++)
+      MBX(mb_linear(G, x, shapes[i][1], w, MB_DTYPE_BF16, NULL, n, shapes[i][1], shapes[i][0], y,
+                    shapes[i][0]));
+    MBX(mb_ctx_synchronize(G));
+    MBX(mb_free(G, w));
+    MBX(mb_free(G, x));
+    MBX(mb_free(G, y));
+  }
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   int batch_only = argc > 1 && !strcmp(argv[1], "--batch");
@@ -696,6 +739,18 @@ int main(int argc, char **argv) {
     }
     MBX(mb_ctx_destroy(G));
     printf("\n==== cuda_bench --ablate ====\n");
+    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
+    return 0;
+  }
+  if (argc > 1 && !strcmp(argv[1], "--mma-one")) {
+    mma_one();
+    MBX(mb_ctx_destroy(G));
+    return 0;
+  }
+  if (argc > 1 && !strcmp(argv[1], "--mma")) {
+    mma_sweep(bw);
+    MBX(mb_ctx_destroy(G));
+    printf("\n==== cuda_bench --mma ====\n");
     for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
     return 0;
   }
