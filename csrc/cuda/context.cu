@@ -101,6 +101,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
       st->mma_split = 0;
     const char *e_mst = getenv("MAMBABYTE_CUDA_MMA_STAGES");
     st->mma_stages = e_mst && !strcmp(e_mst, "8") ? 8 : 4;
+    const char *e_mwn = getenv("MAMBABYTE_CUDA_MMA_WN");
+    st->mma_warps_n = e_mwn && !strcmp(e_mwn, "1") ? 1 : 2;
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

@@ -60,6 +60,7 @@ struct mbcuda_state {
   int mma_split;          /* skinny.cu: the inner dimension's split, 0 by shape
                            * (MAMBABYTE_CUDA_MMA_SPLIT=1|2|4|8; A/B runs) */
   int mma_stages;         /* skinny.cu: pipeline stages, 4 or 8 (MAMBABYTE_CUDA_MMA_STAGES) */
+  int mma_warps_n;        /* skinny.cu: warps along x's rows, 2 or 1 (MAMBABYTE_CUDA_MMA_WN) */
   int sm_count;
   int cc_major, cc_minor;
   char name[256];

@@ -24,7 +24,6 @@ namespace cg = cooperative_groups;
 #define SK_BK 64       /* inner-dimension slice a pipeline stage */
 #define SK_LDS (SK_BK + 8) /* shared row stride in bf16: 144 bytes, so ldmatrix's 8 rows hit
                             * distinct banks */
-#define SK_THREADS 128
 #define SK_MAX_SPLIT 8 /* portable cluster size */
 
 static size_t skinny_smem_bytes(int nt, int stages) {
@@ -55,78 +54,119 @@ __device__ __forceinline__ void sk_mma(float c[4], const uint32_t a[4], uint32_t
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ void sk_ldmatrix_x2(uint32_t r[2], const void *smem) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(s));
+}
+
 /* One block: weight rows row0 .. row0 + 63, x rows nb0 .. nb0 + 8 NT - 1, inner slice
- * [blockIdx.z * kps, + kps) of in_f. split > 1: the blockIdx.z blocks of a cluster add up. */
-template <int NT, int SK_STAGES>
-__global__ void __launch_bounds__(SK_THREADS)
+ * [blockIdx.z * kps, + kps) of in_f; 4 x WN warps, warp (wm, wn) owning weight rows 16 wm .. + 15
+ * and n-tiles NT / WN wn .. + NT / WN - 1. split > 1: the blockIdx.z blocks of a cluster add up. */
+template <int NT, int WN, int STAGES>
+__global__ void __launch_bounds__(128 * WN)
     k_skinny_mma(const uint16_t *__restrict__ w, const uint16_t *__restrict__ x, int64_t ldx,
                  int n, int in_f, int out_f, int kps, int split, const float *__restrict__ bias,
                  float *__restrict__ y, int64_t ldy) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  constexpr int BN = 8 * NT;
+  constexpr int BN = 8 * NT, T = 128 * WN, NTW = NT / WN;
+  constexpr int WCH = SK_BM * SK_BK / 8 / T;            /* 16-byte weight chunks a thread */
+  constexpr int XCH = (BN * SK_BK / 8 + T - 1) / T;     /* x chunks a thread (the last partial) */
+  constexpr int WSTAGE = SK_BM * SK_LDS, XSTAGE = BN * SK_LDS; /* elements a stage */
   extern __shared__ __align__(16) uint16_t sk_smem[];
-  uint16_t(*sw)[SK_BM][SK_LDS] = reinterpret_cast<uint16_t(*)[SK_BM][SK_LDS]>(sk_smem);
-  uint16_t(*sx)[BN][SK_LDS] =
-      reinterpret_cast<uint16_t(*)[BN][SK_LDS]>(sk_smem + SK_STAGES * SK_BM * SK_LDS);
+  uint16_t *sw = sk_smem, *sx = sk_smem + STAGES * WSTAGE;
   mb_pdl_trigger();
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp & 3, wn = warp >> 2;
   const int row0 = blockIdx.x * SK_BM, nb0 = blockIdx.y * BN;
   const int kbeg = blockIdx.z * kps, kend = min(in_f, kbeg + kps);
   const int kt_n = (kend - kbeg + SK_BK - 1) / SK_BK;
-
-  auto load_w = [&](int kt) {
-    const int slot = kt % SK_STAGES, k0 = kbeg + kt * SK_BK;
+  /* every chunk of a thread sits at the same column kc of its stage (T is a multiple of 8): it
+   * is loaded while kt * BK < klim */
+  const int kc = (tid & 7) * 8, klim = kend - kbeg - kc;
+  const uint16_t *wp[WCH];
+  int wso[WCH];
+  bool wok[WCH];
 #pragma unroll
-    for (int i = 0; i < (SK_BM * SK_BK / 8) / SK_THREADS; i++) {
-      const int c = tid + i * SK_THREADS, r = c >> 3, kc = (c & 7) * 8;
-      const bool ok = kt < kt_n && row0 + r < out_f && k0 + kc < kend;
-      sk_cp16(&sw[slot][r][kc], ok ? w + (int64_t)(row0 + r) * in_f + k0 + kc : w, ok);
+  for (int i = 0; i < WCH; i++) {
+    const int r = (tid + i * T) >> 3;
+    wok[i] = row0 + r < out_f;
+    wp[i] = wok[i] ? w + (int64_t)(row0 + r) * in_f + kbeg + kc : w;
+    wso[i] = r * SK_LDS + kc;
+  }
+  const uint16_t *xp[XCH];
+  int xso[XCH];
+  bool xok[XCH], xin[XCH];
+#pragma unroll
+  for (int i = 0; i < XCH; i++) {
+    const int c = tid + i * T, r = c >> 3;
+    xin[i] = c < BN * SK_BK / 8;
+    xok[i] = xin[i] && nb0 + r < n;
+    xp[i] = xok[i] ? x + (int64_t)(nb0 + r) * ldx + kbeg + kc : x;
+    xso[i] = r * SK_LDS + kc;
+  }
+  auto load_w = [&](int kt) {
+    const bool kin = kt < kt_n && kt * SK_BK < klim;
+    uint16_t *d = sw + (kt % STAGES) * WSTAGE;
+#pragma unroll
+    for (int i = 0; i < WCH; i++) {
+      const bool ok = kin && wok[i];
+      sk_cp16(d + wso[i], ok ? wp[i] + kt * SK_BK : w, ok);
     }
   };
   auto load_x = [&](int kt) {
-    const int slot = kt % SK_STAGES, k0 = kbeg + kt * SK_BK;
+    const bool kin = kt < kt_n && kt * SK_BK < klim;
+    uint16_t *d = sx + (kt % STAGES) * XSTAGE;
 #pragma unroll
-    for (int i = 0; i < (BN * SK_BK / 8 + SK_THREADS - 1) / SK_THREADS; i++) {
-      const int c = tid + i * SK_THREADS, r = c >> 3, kc = (c & 7) * 8;
-      if (c < BN * SK_BK / 8) {
-        const bool ok = kt < kt_n && nb0 + r < n && k0 + kc < kend;
-        sk_cp16(&sx[slot][r][kc], ok ? x + (int64_t)(nb0 + r) * ldx + k0 + kc : x, ok);
-      }
+    for (int i = 0; i < XCH; i++) {
+      const bool ok = kin && xok[i];
+      if (xin[i]) sk_cp16(d + xso[i], ok ? xp[i] + kt * SK_BK : x, ok);
     }
   };
 
   /* the weights' first stages before the wait (constant), then x's */
 #pragma unroll
-  for (int s = 0; s < SK_STAGES - 1; s++) load_w(s);
+  for (int s = 0; s < STAGES - 1; s++) load_w(s);
   mb_pdl_wait();
 #pragma unroll
-  for (int s = 0; s < SK_STAGES - 1; s++) {
+  for (int s = 0; s < STAGES - 1; s++) {
     load_x(s);
     sk_commit();
   }
 
-  float acc[NT][4];
+  float acc[NTW][4];
 #pragma unroll
-  for (int j = 0; j < NT; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  for (int j = 0; j < NTW; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  /* ldmatrix row addresses: A (16 x 16 of the weights) and B (8 x 16 of x per n-tile) */
+  const int a_off = (wm * 16 + (lane & 15)) * SK_LDS + (lane >> 4) * 8;
+  const int m8 = lane >> 3;
+  const int b_off = (wn * NTW * 8 + (NTW >= 2 ? (m8 >> 1) * 8 : 0) + (lane & 7)) * SK_LDS +
+                    (m8 & 1) * 8;
 
   for (int kt = 0; kt < kt_n; kt++) {
-    sk_wait<SK_STAGES - 2>();
+    sk_wait<STAGES - 2>();
     __syncthreads(); /* stage kt landed for every thread; slot (kt - 1) % STAGES is free */
-    load_w(kt + SK_STAGES - 1);
-    load_x(kt + SK_STAGES - 1);
+    load_w(kt + STAGES - 1);
+    load_x(kt + STAGES - 1);
     sk_commit();
-    const int slot = kt % SK_STAGES;
+    const uint16_t *aw = sw + (kt % STAGES) * WSTAGE + a_off;
+    const uint16_t *bx = sx + (kt % STAGES) * XSTAGE + b_off;
 #pragma unroll
     for (int kk = 0; kk < SK_BK; kk += 16) {
       uint32_t a[4];
-      sk_ldmatrix_x4(a, &sw[slot][warp * 16 + (lane & 15)][kk + (lane >> 4) * 8]);
+      sk_ldmatrix_x4(a, aw + kk);
+      if constexpr (NTW == 1) {
+        uint32_t b[2];
+        sk_ldmatrix_x2(b, bx + kk);
+        sk_mma(acc[0], a, b[0], b[1]);
+      } else {
 #pragma unroll
-      for (int j = 0; j < NT; j += 2) {
-        uint32_t b[4];
-        const int m = lane >> 3;
-        sk_ldmatrix_x4(b, &sx[slot][j * 8 + (m >> 1) * 8 + (lane & 7)][kk + (m & 1) * 8]);
-        sk_mma(acc[j], a, b[0], b[1]);
-        sk_mma(acc[j + 1], a, b[2], b[3]);
+        for (int j = 0; j < NTW; j += 2) {
+          uint32_t b[4];
+          sk_ldmatrix_x4(b, bx + j * 8 * SK_LDS + kk);
+          sk_mma(acc[j], a, b[0], b[1]);
+          sk_mma(acc[j + 1], a, b[2], b[3]);
+        }
       }
     }
   }
@@ -134,13 +174,13 @@ __global__ void __launch_bounds__(SK_THREADS)
   __syncthreads(); /* every warp is done with the pipeline: its memory holds the partial tile */
 
   /* the tile (BN x BM, x row major) in shared memory; accumulator (row g / g + 8, cols 2t, 2t + 1)
-   * of n-tile j is weight row warp * 16 + g (+ 8), x row 8 j + 2 t (+ 1) */
+   * of the warp's n-tile j is weight row 16 wm + g (+ 8), x row 8 (NTW wn + j) + 2 t (+ 1) */
   float *red = reinterpret_cast<float *>(sk_smem);
   {
-    const int g = lane >> 2, t = lane & 3, m = warp * 16 + g;
+    const int g = lane >> 2, t = lane & 3, m = wm * 16 + g;
 #pragma unroll
-    for (int j = 0; j < NT; j++) {
-      const int c = j * 8 + 2 * t;
+    for (int j = 0; j < NTW; j++) {
+      const int c = (wn * NTW + j) * 8 + 2 * t;
       red[c * SK_BM + m] = acc[j][0];
       red[(c + 1) * SK_BM + m] = acc[j][1];
       red[c * SK_BM + m + 8] = acc[j][2];
@@ -150,7 +190,7 @@ __global__ void __launch_bounds__(SK_THREADS)
   constexpr int TILE = BN * SK_BM;
   if (split == 1) {
     __syncthreads();
-    for (int e = tid; e < TILE; e += SK_THREADS) {
+    for (int e = tid; e < TILE; e += T) {
       const int r = e / SK_BM, m = e % SK_BM;
       if (nb0 + r < n && row0 + m < out_f) {
         float v = red[e];
@@ -162,7 +202,7 @@ __global__ void __launch_bounds__(SK_THREADS)
     cg::cluster_group cl = cg::this_cluster();
     cl.sync(); /* every block's partial tile is in its shared memory */
     const int rank = (int)cl.block_rank(), per = TILE / split;
-    for (int e = rank * per + tid; e < (rank + 1) * per; e += SK_THREADS) {
+    for (int e = rank * per + tid; e < (rank + 1) * per; e += T) {
       const int r = e / SK_BM, m = e % SK_BM;
       float v = 0.f;
       for (int q = 0; q < split; q++) v += cl.map_shared_rank(red, q)[e]; /* rank order */
@@ -184,32 +224,32 @@ extern "C" int mbcuda_skinny_ok(mb_ctx *ctx, int64_t n, int64_t in_f, int64_t ou
          ((uintptr_t)x % 16) == 0 && ((uintptr_t)w % 16) == 0;
 }
 
-template <int NT, int STAGES>
+template <int NT, int WN, int STAGES>
 static cudaError_t skinny_launch(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const uint16_t *w,
                                  const float *bias, int n, int in_f, int out_f, float *y,
                                  int64_t ldy) {
   mbcuda_state *st = mbcuda_st(ctx);
   const size_t smem = skinny_smem_bytes(NT, STAGES);
-  const int bit = 1 << (NT + (STAGES == 8 ? 8 : 0)); /* NT is 2, 4 or 8 */
+  const int bit = 1 << (NT + (STAGES == 8 ? 8 : 0) + (WN == 2 ? 16 : 0)); /* NT: 2, 4 or 8 */
   if (!(st->skinny_smem_set & bit)) {
-    cudaError_t e = cudaFuncSetAttribute(k_skinny_mma<NT, STAGES>,
+    cudaError_t e = cudaFuncSetAttribute(k_skinny_mma<NT, WN, STAGES>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     st->skinny_smem_set |= bit;
   }
   const int tiles_m = (out_f + SK_BM - 1) / SK_BM, tiles_n = (n + 8 * NT - 1) / (8 * NT);
   const int chunks = (in_f + SK_BK - 1) / SK_BK;
-  /* split the inner dimension while the tiles do not fill the SMs and every slice keeps >= 4
-   * stages of work */
+  /* split the inner dimension while the blocks are fewer than two an SM and every slice keeps
+   * >= 4 stages of work */
   int split = 1;
-  while (split < SK_MAX_SPLIT && (int64_t)tiles_m * tiles_n * split < st->sm_count &&
+  while (split < SK_MAX_SPLIT && (int64_t)tiles_m * tiles_n * split < 2 * st->sm_count &&
          chunks >= 4 * 2 * split)
     split *= 2;
   if (st->mma_split > 0) split = st->mma_split; /* A/B runs */
   const int kps = ((chunks + split - 1) / split) * SK_BK;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)tiles_m, (unsigned)tiles_n, (unsigned)split);
-  cfg.blockDim = dim3(SK_THREADS);
+  cfg.blockDim = dim3(128 * WN);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = st->stream;
   cudaLaunchAttribute attr[2];
@@ -228,7 +268,7 @@ static cudaError_t skinny_launch(mb_ctx *ctx, const uint16_t *x, int64_t ldx, co
   }
   cfg.attrs = attr;
   cfg.numAttrs = na;
-  return cudaLaunchKernelEx(&cfg, k_skinny_mma<NT, STAGES>, w, x, ldx, n, in_f, out_f, kps, split,
+  return cudaLaunchKernelEx(&cfg, k_skinny_mma<NT, WN, STAGES>, w, x, ldx, n, in_f, out_f, kps, split,
                             bias, y, ldy);
 }
 
@@ -237,9 +277,17 @@ static cudaError_t skinny_nt(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const 
                              const float *bias, int n, int in_f, int out_f, float *y,
                              int64_t ldy) {
   const int rows = n < 64 ? n : 64; /* a block's x rows: the batch, in tiles of 64 beyond */
-  if (rows <= 16) return skinny_launch<2, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-  if (rows <= 32) return skinny_launch<4, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-  return skinny_launch<8, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  const int wn = mbcuda_st(ctx)->mma_warps_n; /* warps along x's rows: 2 by default */
+  if (rows <= 16) {
+    if (wn == 1) return skinny_launch<2, 1, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+    return skinny_launch<2, 2, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  }
+  if (rows <= 32) {
+    if (wn == 1) return skinny_launch<4, 1, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+    return skinny_launch<4, 2, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  }
+  if (wn == 1) return skinny_launch<8, 1, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
+  return skinny_launch<8, 2, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
 }
 
 extern "C" cudaError_t mbcuda_skinny_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx,

@@ -656,20 +656,26 @@ static void gemv8_sweep(double bw) {
   model_free(&m);
 }
 
-/* --mma: skinny.cu's pipeline stages (MAMBABYTE_CUDA_MMA_STAGES) x inner-dimension splits
- * (MAMBABYTE_CUDA_MMA_SPLIT, 0: by shape), each in a context of its own, then cuBLAS: a layer's
- * large products at 16 and 64 rows (bf16 weights, cold). */
+/* --mma: skinny.cu's forms, each in a context of its own (warps along x's rows
+ * MAMBABYTE_CUDA_MMA_WN, pipeline stages MAMBABYTE_CUDA_MMA_STAGES, inner-dimension split
+ * MAMBABYTE_CUDA_MMA_SPLIT, 0: by shape), then cuBLAS: a layer's large products at 16 and 64 rows
+ * (bf16 weights, cold). */
 static void mma_sweep(double bw) {
-  const char *stages[] = {"4", "8"}, *splits[] = {"0", "1", "2", "4", "8"};
+  /* WN, stages, split; the last row: cuBLAS */
+  const char *forms[][3] = {{"2", "4", "0"}, {"2", "4", "2"}, {"2", "4", "4"}, {"2", "4", "8"},
+                            {"2", "8", "0"}, {"2", "8", "1"}, {"1", "4", "0"}, {"1", "8", "0"},
+                            {NULL, NULL, NULL}};
   const int64_t shapes[3][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}}, rows[2] = {16, 64};
   const char *names[3] = {"in_proj", "out_proj", "x_proj"};
-  for (int c = 0; c <= 10; c++) {
+  for (int c = 0; c < (int)(sizeof forms / sizeof forms[0]); c++) {
     mb_ctx *g0 = G;
-    if (c < 10) {
-      setenv("MAMBABYTE_CUDA_MMA_STAGES", stages[c / 5], 1);
-      G = ctx_with_env("MAMBABYTE_CUDA_MMA_SPLIT", splits[c % 5]);
+    if (forms[c][0]) {
+      setenv("MAMBABYTE_CUDA_MMA_WN", forms[c][0], 1);
+      setenv("MAMBABYTE_CUDA_MMA_STAGES", forms[c][1], 1);
+      G = ctx_with_env("MAMBABYTE_CUDA_MMA_SPLIT", forms[c][2]);
+      unsetenv("MAMBABYTE_CUDA_MMA_WN");
       unsetenv("MAMBABYTE_CUDA_MMA_STAGES");
-      ROW("-- MMA_STAGES=%s MMA_SPLIT=%s", stages[c / 5], splits[c % 5]);
+      ROW("-- MMA_WN=%s MMA_STAGES=%s MMA_SPLIT=%s", forms[c][0], forms[c][1], forms[c][2]);
     } else {
       G = ctx_with_env("MAMBABYTE_CUDA_MMA_ROWS", "0");
       ROW("-- cuBLAS (MMA_ROWS=0)");
