@@ -94,15 +94,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_np = getenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
     st->norm_prologue = !(e_np && e_np[0] == '0');
     const char *e_mma = getenv("MAMBABYTE_CUDA_MMA_ROWS");
-    st->mma_rows = e_mma && e_mma[0] ? atoi(e_mma) : 256;
-    const char *e_msp = getenv("MAMBABYTE_CUDA_MMA_SPLIT");
-    st->mma_split = e_msp ? atoi(e_msp) : 0;
-    if (st->mma_split != 1 && st->mma_split != 2 && st->mma_split != 4 && st->mma_split != 8)
-      st->mma_split = 0;
-    const char *e_mst = getenv("MAMBABYTE_CUDA_MMA_STAGES");
-    st->mma_stages = e_mst && !strcmp(e_mst, "8") ? 8 : 4;
-    const char *e_mwn = getenv("MAMBABYTE_CUDA_MMA_WN");
-    st->mma_warps_n = e_mwn && !strcmp(e_mwn, "1") ? 1 : 2;
+    /* 64: x_proj at 256 rows ran slower than cuBLAS (13.4 against 8.4 us, cuda_bench --batch) */
+    st->mma_rows = e_mma && e_mma[0] ? atoi(e_mma) : 64;
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

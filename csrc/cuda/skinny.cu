@@ -1,18 +1,24 @@
 /*
- * skinny.cu — bf16-weight products of a few rows (decoding batches of 9 to 256 sequences) on the
- * tensor cores, paced by the weights' bandwidth: y (n, out_f) = x (n, in_f) W^T (+ bias), x bf16.
+ * skinny.cu — narrow bf16-weight products at decoding batches (9 to 64 rows; out_f <= 256, which
+ * is x_proj's shape: 144 x 3584) on the tensor cores: y (n, out_f) = x (n, in_f) W^T (+ bias),
+ * x bf16.
  *
- * Why not cuBLAS: at these shapes it ran at 0.6-1.4 TB/s of weights (out_proj at 64 rows: ~20 us
- * for 12.8 MB, 3 us at the copy rate). Here a block owns 64 weight rows (4 warps x 16) and up to 64
- * rows of x, streams both through a 4-stage cp.async pipeline (the weights' first stages issued
- * before the PDL wait: nothing in the stream writes them) and multiplies with mma.m16n8k16
- * (weights as A, x as B, fp32 accumulators). When the output tiles would not fill the SMs, the
- * inner dimension is split over the blocks of a thread-block cluster, which add their partial sums
- * through distributed shared memory in rank order: the same bits on every run and in graph replay,
- * no second kernel, no scratch.
+ * Why: cuBLAS takes ~7.7-8.8 us for x_proj at 16 to 64 rows (1 MB of weights, ~0.25 us at the
+ * copy rate): a few output tiles over a long inner dimension leave most SMs idle. Here a block
+ * owns 64 weight rows and up to 64 rows of x (8 warps: 4 along the weights x 2 along x), streams
+ * both through a 4-stage cp.async pipeline (the weights' first stages issued before the PDL wait:
+ * nothing in the stream writes them) and multiplies with mma.m16n8k16 (weights as A, x as B,
+ * fp32 accumulators). The inner dimension is split over the blocks of a thread-block cluster
+ * (up to 8), which add their partial sums through distributed shared memory in rank order: the
+ * same bits on every run and in graph replay, no second kernel, no scratch.
+ *
+ * Not for wide products: in_proj and out_proj at 16 to 64 rows ran at 1.0-2.2 TB/s here against
+ * cuBLAS's 1.4-2.5 (docs/cuda_notes.md, "Narrow products at decoding batches"), so they stay on
+ * cuBLAS, as do products of more than 64 rows.
  *
  * Eligible (mbcuda_skinny_ok): Hopper or later, in_f and ldx multiples of 8, x and W 16-byte
- * aligned, 9 <= n <= the context's mma_rows (MAMBABYTE_CUDA_MMA_ROWS; 0 turns it off).
+ * aligned, out_f <= 256, 9 <= n <= the context's mma_rows (MAMBABYTE_CUDA_MMA_ROWS, default 64;
+ * 0 turns it off).
  */
 #include <cooperative_groups.h>
 
@@ -25,6 +31,9 @@ namespace cg = cooperative_groups;
 #define SK_LDS (SK_BK + 8) /* shared row stride in bf16: 144 bytes, so ldmatrix's 8 rows hit
                             * distinct banks */
 #define SK_MAX_SPLIT 8 /* portable cluster size */
+#define SK_WN 2        /* warps along x's rows (a block: 4 x 2 warps) */
+#define SK_STAGES 4
+#define SK_NARROW 256  /* the widest product (out_f) it takes: wider ones stay on cuBLAS */
 
 static size_t skinny_smem_bytes(int nt, int stages) {
   return (size_t)stages * (SK_BM + 8 * nt) * SK_LDS * sizeof(uint16_t);
@@ -63,13 +72,15 @@ __device__ __forceinline__ void sk_ldmatrix_x2(uint32_t r[2], const void *smem) 
 
 /* One block: weight rows row0 .. row0 + 63, x rows nb0 .. nb0 + 8 NT - 1, inner slice
  * [blockIdx.z * kps, + kps) of in_f; 4 x WN warps, warp (wm, wn) owning weight rows 16 wm .. + 15
- * and n-tiles NT / WN wn .. + NT / WN - 1. split > 1: the blockIdx.z blocks of a cluster add up. */
-template <int NT, int WN, int STAGES>
-__global__ void __launch_bounds__(128 * WN)
+ * and n-tiles NT / WN wn .. + NT / WN - 1 (NT = 2: one n-tile a warp, x's fragment by
+ * ldmatrix.x2). split > 1: the blockIdx.z blocks of a cluster add up. */
+template <int NT>
+__global__ void __launch_bounds__(128 * SK_WN)
     k_skinny_mma(const uint16_t *__restrict__ w, const uint16_t *__restrict__ x, int64_t ldx,
                  int n, int in_f, int out_f, int kps, int split, const float *__restrict__ bias,
                  float *__restrict__ y, int64_t ldy) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int WN = SK_WN, STAGES = SK_STAGES;
   constexpr int BN = 8 * NT, T = 128 * WN, NTW = NT / WN;
   constexpr int WCH = SK_BM * SK_BK / 8 / T;            /* 16-byte weight chunks a thread */
   constexpr int XCH = (BN * SK_BK / 8 + T - 1) / T;     /* x chunks a thread (the last partial) */
@@ -220,19 +231,20 @@ extern "C" int mbcuda_skinny_ok(mb_ctx *ctx, int64_t n, int64_t in_f, int64_t ou
                                 const void *x, int64_t ldx, const void *w) {
   const mbcuda_state *st = mbcuda_st(ctx);
   return st->cc_major >= 9 && n >= 9 && n <= st->mma_rows && in_f > 0 && out_f > 0 &&
+         out_f <= SK_NARROW &&
          in_f % 8 == 0 && ldx % 8 == 0 && in_f <= INT32_MAX && out_f <= INT32_MAX &&
          ((uintptr_t)x % 16) == 0 && ((uintptr_t)w % 16) == 0;
 }
 
-template <int NT, int WN, int STAGES>
+template <int NT>
 static cudaError_t skinny_launch(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const uint16_t *w,
                                  const float *bias, int n, int in_f, int out_f, float *y,
                                  int64_t ldy) {
   mbcuda_state *st = mbcuda_st(ctx);
-  const size_t smem = skinny_smem_bytes(NT, STAGES);
-  const int bit = 1 << (NT + (STAGES == 8 ? 8 : 0) + (WN == 2 ? 16 : 0)); /* NT: 2, 4 or 8 */
+  const size_t smem = skinny_smem_bytes(NT, SK_STAGES);
+  const int bit = 1 << NT; /* NT: 2, 4 or 8 */
   if (!(st->skinny_smem_set & bit)) {
-    cudaError_t e = cudaFuncSetAttribute(k_skinny_mma<NT, WN, STAGES>,
+    cudaError_t e = cudaFuncSetAttribute(k_skinny_mma<NT>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e != cudaSuccess) return e;
     st->skinny_smem_set |= bit;
@@ -245,11 +257,10 @@ static cudaError_t skinny_launch(mb_ctx *ctx, const uint16_t *x, int64_t ldx, co
   while (split < SK_MAX_SPLIT && (int64_t)tiles_m * tiles_n * split < 2 * st->sm_count &&
          chunks >= 4 * 2 * split)
     split *= 2;
-  if (st->mma_split > 0) split = st->mma_split; /* A/B runs */
   const int kps = ((chunks + split - 1) / split) * SK_BK;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3((unsigned)tiles_m, (unsigned)tiles_n, (unsigned)split);
-  cfg.blockDim = dim3(128 * WN);
+  cfg.blockDim = dim3(128 * SK_WN);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = st->stream;
   cudaLaunchAttribute attr[2];
@@ -268,32 +279,16 @@ static cudaError_t skinny_launch(mb_ctx *ctx, const uint16_t *x, int64_t ldx, co
   }
   cfg.attrs = attr;
   cfg.numAttrs = na;
-  return cudaLaunchKernelEx(&cfg, k_skinny_mma<NT, WN, STAGES>, w, x, ldx, n, in_f, out_f, kps, split,
+  return cudaLaunchKernelEx(&cfg, k_skinny_mma<NT>, w, x, ldx, n, in_f, out_f, kps, split,
                             bias, y, ldy);
-}
-
-template <int STAGES>
-static cudaError_t skinny_nt(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const uint16_t *w,
-                             const float *bias, int n, int in_f, int out_f, float *y,
-                             int64_t ldy) {
-  const int rows = n < 64 ? n : 64; /* a block's x rows: the batch, in tiles of 64 beyond */
-  const int wn = mbcuda_st(ctx)->mma_warps_n; /* warps along x's rows: 2 by default */
-  if (rows <= 16) {
-    if (wn == 1) return skinny_launch<2, 1, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-    return skinny_launch<2, 2, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-  }
-  if (rows <= 32) {
-    if (wn == 1) return skinny_launch<4, 1, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-    return skinny_launch<4, 2, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-  }
-  if (wn == 1) return skinny_launch<8, 1, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
-  return skinny_launch<8, 2, STAGES>(ctx, x, ldx, w, bias, n, in_f, out_f, y, ldy);
 }
 
 extern "C" cudaError_t mbcuda_skinny_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx,
                                           const uint16_t *w, const float *bias, int64_t n,
                                           int64_t in_f, int64_t out_f, float *y, int64_t ldy) {
-  if (mbcuda_st(ctx)->mma_stages == 8)
-    return skinny_nt<8>(ctx, x, ldx, w, bias, (int)n, (int)in_f, (int)out_f, y, ldy);
-  return skinny_nt<4>(ctx, x, ldx, w, bias, (int)n, (int)in_f, (int)out_f, y, ldy);
+  const int nn = (int)n, k = (int)in_f, m = (int)out_f;
+  const int rows = nn < 64 ? nn : 64; /* a block's x rows: the batch, in tiles of 64 beyond */
+  if (rows <= 16) return skinny_launch<2>(ctx, x, ldx, w, bias, nn, k, m, y, ldy);
+  if (rows <= 32) return skinny_launch<4>(ctx, x, ldx, w, bias, nn, k, m, y, ldy);
+  return skinny_launch<8>(ctx, x, ldx, w, bias, nn, k, m, y, ldy);
 }

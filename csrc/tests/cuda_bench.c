@@ -18,7 +18,7 @@
  *   cuda_bench [--quick]
  *   cuda_bench --batch   decoding batches only (1 to 256 bf16; 64 fp32), the batch-64 layer's
  *                        per-op times and its large products at 16, 64 and 256 rows, and again
- *                        with cuBLAS for the bf16 batch products (MAMBABYTE_CUDA_MMA_ROWS=0)
+ *                        with cuBLAS for the narrow bf16 batch products (MAMBABYTE_CUDA_MMA_ROWS=0)
  *   cuda_bench --ssu64   the batch-64 layer's per-op times only (a short run for ncu)
  *   cuda_bench --gemv8   the n <= 8 GEMV's rows and outputs per thread, swept (8-row products,
  *                        decoding at batch 4 and 8)
@@ -596,12 +596,12 @@ static mb_ctx *ctx_with_env(const char *name, const char *value) {
  * (MAMBABYTE_CUDA_SSU_ROWS=0), over the same weights. */
 static void batch_benches(double bw) {
   const int64_t batches[] = {1, 4, 8, 16, 32, 64, 128, 256};
-  for (int peer = 0; peer < 2; peer++) { /* the peer: cuBLAS for the bf16 batch products */
+  for (int peer = 0; peer < 2; peer++) { /* the peer: cuBLAS for x_proj at 9 to 64 rows too */
     mb_ctx *g0 = G;
     if (peer) G = ctx_with_env("MAMBABYTE_CUDA_MMA_ROWS", "0");
     const char *l16 = peer ? "bf16,cublas" : "bf16";
-    ROW("-- %s", peer ? "cuBLAS for the bf16 batch products (MAMBABYTE_CUDA_MMA_ROWS=0)"
-                      : "skinny.cu for the bf16 batch products");
+    ROW("-- %s", peer ? "cuBLAS for the narrow bf16 batch products (MAMBABYTE_CUDA_MMA_ROWS=0)"
+                      : "skinny.cu for the narrow bf16 batch products (x_proj, 9 to 64 rows)");
     { /* the layer's large products alone at batch rows (fp32 rows, as mb_linear takes them) */
       const int64_t shapes[3][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}}, rows[3] = {16, 64, 256};
       const char *names[3] = {"in_proj", "out_proj", "x_proj"};
@@ -656,55 +656,6 @@ static void gemv8_sweep(double bw) {
   model_free(&m);
 }
 
-/* --mma: skinny.cu's forms, each in a context of its own (warps along x's rows
- * MAMBABYTE_CUDA_MMA_WN, pipeline stages MAMBABYTE_CUDA_MMA_STAGES, inner-dimension split
- * MAMBABYTE_CUDA_MMA_SPLIT, 0: by shape), then cuBLAS: a layer's large products at 16 and 64 rows
- * (bf16 weights, cold). */
-static void mma_sweep(double bw) {
-  /* WN, stages, split; the last row: cuBLAS */
-  const char *forms[][3] = {{"2", "4", "0"}, {"2", "4", "2"}, {"2", "4", "4"}, {"2", "4", "8"},
-                            {"2", "8", "0"}, {"2", "8", "1"}, {"1", "4", "0"}, {"1", "8", "0"},
-                            {NULL, NULL, NULL}};
-  const int64_t shapes[3][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}}, rows[2] = {16, 64};
-  const char *names[3] = {"in_proj", "out_proj", "x_proj"};
-  for (int c = 0; c < (int)(sizeof forms / sizeof forms[0]); c++) {
-    mb_ctx *g0 = G;
-    if (forms[c][0]) {
-      setenv("MAMBABYTE_CUDA_MMA_WN", forms[c][0], 1);
-      setenv("MAMBABYTE_CUDA_MMA_STAGES", forms[c][1], 1);
-      G = ctx_with_env("MAMBABYTE_CUDA_MMA_SPLIT", forms[c][2]);
-      unsetenv("MAMBABYTE_CUDA_MMA_WN");
-      unsetenv("MAMBABYTE_CUDA_MMA_STAGES");
-      ROW("-- MMA_WN=%s MMA_STAGES=%s MMA_SPLIT=%s", forms[c][0], forms[c][1], forms[c][2]);
-    } else {
-      G = ctx_with_env("MAMBABYTE_CUDA_MMA_ROWS", "0");
-      ROW("-- cuBLAS (MMA_ROWS=0)");
-    }
-    for (int r = 0; r < 2; r++)
-      for (int i = 0; i < 3; i++)
-        gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], MB_DTYPE_BF16, rows[r]);
-    MBX(mb_ctx_destroy(G));
-    G = g0;
-  }
-}
-
-/* --mma-one: in_proj, out_proj and x_proj at 64 rows, 30 direct calls each (bf16 weights), for
- * ncu: skinny.cu's launches 20, 50 and 80 are one of each. */
-static void mma_one(void) {
-  const int64_t shapes[3][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}}, n = 64;
-  for (int i = 0; i < 3; i++) {
-    void *w = wnew((size_t)(shapes[i][0] * shapes[i][1]), MB_DTYPE_BF16);
-    float *x = fbuf((size_t)(n * shapes[i][1])), *y = fbuf((size_t)(n * shapes[i][0]));
-    for (int c = 0; c < 30; c++)
-      MBX(mb_linear(G, x, shapes[i][1], w, MB_DTYPE_BF16, NULL, n, shapes[i][1], shapes[i][0], y,
-                    shapes[i][0]));
-    MBX(mb_ctx_synchronize(G));
-    MBX(mb_free(G, w));
-    MBX(mb_free(G, x));
-    MBX(mb_free(G, y));
-  }
-}
-
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   int batch_only = argc > 1 && !strcmp(argv[1], "--batch");
@@ -745,18 +696,6 @@ int main(int argc, char **argv) {
     }
     MBX(mb_ctx_destroy(G));
     printf("\n==== cuda_bench --ablate ====\n");
-    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
-    return 0;
-  }
-  if (argc > 1 && !strcmp(argv[1], "--mma-one")) {
-    mma_one();
-    MBX(mb_ctx_destroy(G));
-    return 0;
-  }
-  if (argc > 1 && !strcmp(argv[1], "--mma")) {
-    mma_sweep(bw);
-    MBX(mb_ctx_destroy(G));
-    printf("\n==== cuda_bench --mma ====\n");
     for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
     return 0;
   }

@@ -256,13 +256,15 @@ static void t_linear(void) {
                        {9, 256, 96, 0},   {300, 96, 160, 5}, {64, 1792, 384, 0},
                        /* few output tiles, long K: x_proj and out_proj at decoding batch 64 */
                        {64, 3584, 144, 0}, {64, 3584, 1792, 3}, {17, 1024, 96, 5}, {20, 512, 40, 0},
-                       /* skinny.cu's forms: inner dimension split 2, 8 and 4 over a cluster (a
-                        * short last slice), two x tiles, 4 tiles of 64 rows, 16 rows */
-                       {12, 512, 64, 0}, {10, 2048, 64, 0}, {20, 1000, 72, 0}, {70, 256, 40, 8},
-                       {100, 1000, 200, 0}, {256, 512, 96, 0}, {16, 3584, 1792, 0}};
+                       /* skinny.cu's forms (bf16 only): the inner dimension split 2, 8 and 4
+                        * over a cluster (a short last slice), unsplit, 16 to 64 rows */
+                       {12, 512, 64, 0}, {10, 2048, 64, 0}, {20, 1000, 72, 0}, {64, 256, 40, 8},
+                       {33, 1000, 200, 0}, {16, 3584, 144, 0}, {64, 3584, 256, 0}};
+  const int first_skinny = 15; /* its cases run bf16 only (cuBLAS's fp32 split-K kernels report
+                                * races of their own under racecheck) */
   int nc = (int)(sizeof cfgs / sizeof cfgs[0]);
   for (int ci = 0; ci < nc; ci++)
-    for (int mode = 0; mode < 3; mode++) { /* 0 f32 strict, 1 f32 tf32, 2 bf16 */
+    for (int mode = ci >= first_skinny ? 2 : 0; mode < 3; mode++) { /* 0 f32, 1 tf32, 2 bf16 */
       int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2], pad = cfgs[ci][3];
       if (g_small && n * in_f * out_f > 2000000) continue;
       int64_t ldx = in_f + pad, ldy = out_f + pad;
@@ -293,8 +295,8 @@ static void t_linear_bf16(void) {
   int64_t cfgs[][4] = {{1, 37, 101, 3},    {5, 3584, 144, 4},  {9, 256, 96, 0},
                        {300, 96, 160, 5},  {257, 1792, 384, 0}, {33, 112, 300, 8},
                        {64, 3584, 144, 0}, {17, 1024, 96, 5}, {12, 512, 64, 8},
-                       {20, 1000, 72, 0}, {70, 256, 40, 8}, {64, 3584, 1792, 0},
-                       {16, 1792, 7168, 0}};
+                       {20, 1000, 72, 0}, {64, 256, 40, 8}, {16, 3584, 144, 0},
+                       {33, 1000, 200, 0}};
   for (int ci = 0; ci < (int)(sizeof cfgs / sizeof cfgs[0]); ci++)
     for (int dt = 0; dt < 2; dt++) {
       int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2], pad = cfgs[ci][3];
@@ -1282,12 +1284,12 @@ static void t_graph_scratch(void) {
   pfree(&W), pfree(&X), pfree(&Y0), pfree(&Y1), pfree(&WB), pfree(&XB), pfree(&YB);
 }
 
-/* skinny.cu's products (bf16 weights, 9 to 256 rows, the inner dimension split over a cluster's
- * blocks at some shapes) are deterministic: two direct runs and a captured graph replayed twice
+/* skinny.cu's products (bf16 weights, 9 to 64 rows, out_f <= 256, the inner dimension split
+ * over a cluster's blocks) are deterministic: two direct runs and a captured graph replayed twice
  * give the same bits. */
 static void t_skinny_repeat(void) {
-  /* n, in_f, out_f: split 8 with 16 rows, split 4 with 64 rows, two x tiles and split 2 */
-  const int64_t cfgs[][3] = {{16, 3584, 448}, {64, 1792, 1024}, {100, 512, 96}};
+  /* n, in_f, out_f: split 8 with 16 rows, split 4 with 64 rows, split 2 with 40 */
+  const int64_t cfgs[][3] = {{16, 3584, 144}, {64, 1792, 256}, {40, 512, 96}};
   for (int ci = 0; ci < 3; ci++) {
     const int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2];
     if (g_small && n * in_f * out_f > 2000000 && ci > 0) continue;
@@ -1455,7 +1457,7 @@ int main(int argc, char **argv) {
   t_linear();
   t_linear_bf16();
   t_skinny_repeat();
-  /* the batch products' other path: cuBLAS (bf16 weights, 9 rows and more) */
+  /* the narrow batch products' other path: cuBLAS (bf16 weights, 9 rows and more) */
   with_gpu_env("MAMBABYTE_CUDA_MMA_ROWS", "0", "cuBLAS for the bf16 batch products", t_linear);
   with_gpu_env("MAMBABYTE_CUDA_MMA_ROWS", "0", "cuBLAS for the bf16 batch products",
                t_linear_bf16);
