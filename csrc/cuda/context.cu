@@ -93,9 +93,6 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->ssu_rows = e_ssu && e_ssu[0] ? atoi(e_ssu) : -1; /* -1: step.cu's default */
     const char *e_np = getenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
     st->norm_prologue = !(e_np && e_np[0] == '0');
-    const char *e_mma = getenv("MAMBABYTE_CUDA_MMA_ROWS");
-    /* 64: x_proj at 256 rows ran slower than cuBLAS (13.4 against 8.4 us, cuda_bench --batch) */
-    st->mma_rows = e_mma && e_mma[0] ? atoi(e_mma) : 64;
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;
@@ -152,10 +149,10 @@ extern "C" int mbcuda_ctx_info(mb_ctx *ctx, char *buf, size_t cap) {
   }
   snprintf(buf, cap,
            "{\"backend\":\"cuda\",\"device\":%d,\"name\":\"%s\",\"sm\":%d,"
-           "\"multiprocessors\":%d,\"blas\":\"cublas\",\"pdl\":%s,\"scan_tile\":%d,\"mma_rows\":%d,"
-           "\"tf32\":%s,\"mem_free\":%zu,\"mem_total\":%zu}",
+           "\"multiprocessors\":%d,\"blas\":\"cublas\",\"pdl\":%s,\"scan_tile\":%d,\"tf32\":%s,"
+           "\"mem_free\":%zu,\"mem_total\":%zu}",
            ctx->device, name, st->cc_major * 10 + st->cc_minor, st->sm_count,
-           st->pdl ? "true" : "false", st->scan_tile, st->mma_rows, (ctx->flags & MB_FLAG_ALLOW_TF32) ? "true" : "false",
+           st->pdl ? "true" : "false", st->scan_tile, (ctx->flags & MB_FLAG_ALLOW_TF32) ? "true" : "false",
            mem_free, mem_total);
   return MB_OK;
 }

@@ -52,11 +52,8 @@ struct mbcuda_state {
                           * (sequence, channel) kernel (MAMBABYTE_CUDA_SSU_ROWS; 0 never) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual
                           * add in out_proj's (MAMBABYTE_CUDA_NORM_PROLOGUE=0: off, A/B runs) */
-  int mma_rows;          /* narrow bf16 products of 9 to this many rows take skinny.cu's
-                          * tensor-core kernel, not cuBLAS (MAMBABYTE_CUDA_MMA_ROWS; 0 never) */
   int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per
                            * context) */
-  int skinny_smem_set;    /* the same for skinny.cu's kernel forms */
   int sm_count;
   int cc_major, cc_minor;
   char name[256];
@@ -84,15 +81,6 @@ static inline cudaStream_t mbcuda_stream(mb_ctx *ctx) { return mbcuda_st(ctx)->s
 
 /* Ensures the scratch buffer holds at least bytes; grows it only outside graph capture. */
 int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out);
-
-/* skinny.cu: y = x W^T (+ bias) for bf16 x and weights at decoding batches (9 <= n <= mma_rows,
- * out_f <= 256: x_proj's shape); mbcuda_skinny_ok says whether a product qualifies (shape,
- * alignment, device, context). */
-extern "C" int mbcuda_skinny_ok(mb_ctx *ctx, int64_t n, int64_t in_f, int64_t out_f,
-                                const void *x, int64_t ldx, const void *w);
-extern "C" cudaError_t mbcuda_skinny_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx,
-                                          const uint16_t *w, const float *bias, int64_t n,
-                                          int64_t in_f, int64_t out_f, float *y, int64_t ldy);
 
 /* gemm.cu: cuBLAS handle lifetime. */
 int mbcuda_blas_init(mb_ctx *ctx);

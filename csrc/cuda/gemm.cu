@@ -268,12 +268,6 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
       MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, xb);
     else
       MBCUDA_LAUNCH("linear (x to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)xb);
-    if (mbcuda_skinny_ok(ctx, n, in_f, out_f, xb, in_f, w)) {
-      MBCUDA_CHECK(mbcuda_skinny_bf16(ctx, (const uint16_t *)xb, in_f, (const uint16_t *)w, bias, n,
-                                      in_f, out_f, y, ldy),
-                   "linear (skinny bf16)");
-      return MB_OK;
-    }
     BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
                             CUDA_R_16BF, (int)in_f, xb, CUDA_R_16BF, (int)in_f, &beta, y,
                             CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
@@ -309,11 +303,6 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_bf16: dimensions beyond 2^31");
-  if (mbcuda_skinny_ok(ctx, n, in_f, out_f, x, ldx, w)) {
-    MBCUDA_CHECK(mbcuda_skinny_bf16(ctx, x, ldx, (const uint16_t *)w, bias, n, in_f, out_f, y, ldy),
-                 "linear_bf16 (skinny bf16)");
-    return MB_OK;
-  }
   cublasHandle_t h = (cublasHandle_t)st->blas;
   const float alpha = 1.f, beta = 0.f;
   BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,

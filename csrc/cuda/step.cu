@@ -104,11 +104,27 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
     __syncthreads();
     return;
   }
-  /* this warp's sequence: its states (contiguous over the block's channels), x_dbl, B, C */
+  /* this warp's sequence: its states (contiguous over the block's channels), x_dbl, B, C. A full
+   * block of 16-state channels (the models' shape) loads them as 16-byte chunks, all issued
+   * before the first is stored (a scalar loop kept ~4 loads in flight a thread) */
   float *st = a.state + (b * a.d + c0) * n;
-  for (int i = tx; i < SSU_ROW_C * NP; i += SSU_ROW_C) {
-    const int cc = i / NP, s = i % NP;
-    sS[cc * m.as + s] = (cc < cn && s < n) ? st[cc * n + s] : 0.f;
+  constexpr int Q = NP / 4 > 0 ? NP / 4 : 1; /* 16-byte chunks a thread (32 NP / 4 a warp) */
+  const bool vec_state = NP % 4 == 0 && n == NP && cn == SSU_ROW_C && ((uintptr_t)st % 16) == 0;
+  if (vec_state) {
+    float4 q[Q];
+#pragma unroll
+    for (int k = 0; k < Q; k++) q[k] = ((const float4 *)st)[tx + k * SSU_ROW_C];
+#pragma unroll
+    for (int k = 0; k < Q; k++) {
+      const int i = 4 * (tx + k * SSU_ROW_C), cc = i / NP, s = i % NP;
+      float *d = sS + cc * m.as + s;
+      d[0] = q[k].x, d[1] = q[k].y, d[2] = q[k].z, d[3] = q[k].w;
+    }
+  } else {
+    for (int i = tx; i < SSU_ROW_C * NP; i += SSU_ROW_C) {
+      const int cc = i / NP, s = i % NP;
+      sS[cc * m.as + s] = (cc < cn && s < n) ? st[cc * n + s] : 0.f;
+    }
   }
   for (int k = tx; k < m.rp; k += SSU_ROW_C) xs[k] = k < R ? a.xdbl[b * a.ldx + k] : 0.f;
   for (int k = tx; k < NP; k += SSU_ROW_C) {
@@ -159,9 +175,18 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
     a.y[b * a.ldy + c] = yv;
   }
   __syncwarp();
-  for (int i = tx; i < SSU_ROW_C * NP; i += SSU_ROW_C) { /* the states back, contiguous */
-    const int cc = i / NP, s = i % NP;
-    if (cc < cn && s < n) st[cc * n + s] = sS[cc * m.as + s];
+  if (vec_state) { /* the states back, contiguous */
+#pragma unroll
+    for (int k = 0; k < Q; k++) {
+      const int i = 4 * (tx + k * SSU_ROW_C), cc = i / NP, s = i % NP;
+      const float *d = sS + cc * m.as + s;
+      ((float4 *)st)[tx + k * SSU_ROW_C] = make_float4(d[0], d[1], d[2], d[3]);
+    }
+  } else {
+    for (int i = tx; i < SSU_ROW_C * NP; i += SSU_ROW_C) {
+      const int cc = i / NP, s = i % NP;
+      if (cc < cn && s < n) st[cc * n + s] = sS[cc * m.as + s];
+    }
   }
 }
 

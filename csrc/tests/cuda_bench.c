@@ -17,8 +17,7 @@
  *
  *   cuda_bench [--quick]
  *   cuda_bench --batch   decoding batches only (1 to 256 bf16; 64 fp32), the batch-64 layer's
- *                        per-op times and its large products at 16, 64 and 256 rows, and again
- *                        with cuBLAS for the narrow bf16 batch products (MAMBABYTE_CUDA_MMA_ROWS=0)
+ *                        per-op times and its large products at 16, 64 and 256 rows
  *   cuda_bench --ssu64   the batch-64 layer's per-op times only (a short run for ncu)
  *   cuda_bench --gemv8   the n <= 8 GEMV's rows and outputs per thread, swept (8-row products,
  *                        decoding at batch 4 and 8)
@@ -591,40 +590,27 @@ static mb_ctx *ctx_with_env(const char *name, const char *value) {
   return c;
 }
 
-/* --batch: decoding batches of 1, 8, 64 and 256 (bf16) and 64 (fp32), with the batch-64 layer's
- * per-op times; then the peer in the same run: the state update's lane kernel at every batch
- * (MAMBABYTE_CUDA_SSU_ROWS=0), over the same weights. */
+/* --batch: a layer's large products alone at 16, 64 and 256 rows (bf16 weights, cold), then
+ * decoding batches of 1 to 256 (bf16) and 64 (fp32), with the batch-64 layer's per-op times. A
+ * peer runs through tools/device/ab_check.sh (AB_VAR: an environment switch, each value in its
+ * own process). */
 static void batch_benches(double bw) {
   const int64_t batches[] = {1, 4, 8, 16, 32, 64, 128, 256};
-  for (int peer = 0; peer < 2; peer++) { /* the peer: cuBLAS for x_proj at 9 to 64 rows too */
-    mb_ctx *g0 = G;
-    if (peer) G = ctx_with_env("MAMBABYTE_CUDA_MMA_ROWS", "0");
-    const char *l16 = peer ? "bf16,cublas" : "bf16";
-    ROW("-- %s", peer ? "cuBLAS for the narrow bf16 batch products (MAMBABYTE_CUDA_MMA_ROWS=0)"
-                      : "skinny.cu for the narrow bf16 batch products (x_proj, 9 to 64 rows)");
-    { /* the layer's large products alone at batch rows (fp32 rows, as mb_linear takes them) */
-      const int64_t shapes[3][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}}, rows[3] = {16, 64, 256};
-      const char *names[3] = {"in_proj", "out_proj", "x_proj"};
-      for (int r = 0; r < 3; r++)
-        for (int i = 0; i < 3; i++)
-          gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], MB_DTYPE_BF16, rows[r]);
-    }
-    model m;
-    model_init(&m, MB_DTYPE_BF16);
-    for (int i = 0; i < 8; i++)
-      if (!peer || batches[i] > 8) decode_bench(&m, bw, batches[i], l16);
-    breakdown(&m, 64, 1, l16);
-    model_free(&m);
-    if (!peer) { /* fp32 weights: cuBLAS either way */
-      model_init(&m, MB_DTYPE_F32);
-      decode_bench(&m, bw, 64, "f32");
-      model_free(&m);
-    }
-    if (peer) {
-      MBX(mb_ctx_destroy(G));
-      G = g0;
-    }
+  { /* the layer's large products alone at batch rows (fp32 rows, as mb_linear takes them) */
+    const int64_t shapes[3][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}}, rows[3] = {16, 64, 256};
+    const char *names[3] = {"in_proj", "out_proj", "x_proj"};
+    for (int r = 0; r < 3; r++)
+      for (int i = 0; i < 3; i++)
+        gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], MB_DTYPE_BF16, rows[r]);
   }
+  model m;
+  model_init(&m, MB_DTYPE_BF16);
+  for (int i = 0; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16");
+  breakdown(&m, 64, 1, "bf16");
+  model_free(&m);
+  model_init(&m, MB_DTYPE_F32);
+  decode_bench(&m, bw, 64, "f32");
+  model_free(&m);
 }
 
 /* --gemv8: the n <= 8 GEMV's inputs per thread (MAMBABYTE_CUDA_GEMV_ROWS, 0: by shape) with its
