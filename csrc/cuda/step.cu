@@ -104,35 +104,51 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
     __syncthreads();
     return;
   }
-  /* this warp's sequence: its states (contiguous over the block's channels), x_dbl, B, C. A full
-   * block of 16-state channels (the models' shape) loads them as 16-byte chunks, all issued
-   * before the first is stored (a scalar loop kept ~4 loads in flight a thread) */
+  /* this warp's sequence: its states (contiguous over the block's channels), x_dbl, B, C. With a
+   * full block of 16-state channels and dt_rank <= 128 (the models' shapes) every load is issued
+   * before the first store to shared memory, the states as 16-byte chunks (loops of a load and a
+   * store each kept a few loads in flight a thread: the op at b64 went from 18.4 to 14.2 us with
+   * the states alone staged this way) */
   float *st = a.state + (b * a.d + c0) * n;
+  const float *xrow = a.xdbl + b * a.ldx;
+  const float uu = cok ? a.u[b * a.ldu + c] : 0.f;
+  const float zz = cok && a.z ? a.z[b * a.ldz + c] : 0.f;
   constexpr int Q = NP / 4 > 0 ? NP / 4 : 1; /* 16-byte chunks a thread (32 NP / 4 a warp) */
-  const bool vec_state = NP % 4 == 0 && n == NP && cn == SSU_ROW_C && ((uintptr_t)st % 16) == 0;
+  constexpr int XQ = 4;                      /* x_dbl values a thread: rp <= 4 x 32 */
+  const bool vec_state = NP % 4 == 0 && NP <= SSU_ROW_C && n == NP && cn == SSU_ROW_C &&
+                         m.rp <= XQ * SSU_ROW_C && ((uintptr_t)st % 16) == 0;
   if (vec_state) {
     float4 q[Q];
+    float xv[XQ];
 #pragma unroll
     for (int k = 0; k < Q; k++) q[k] = ((const float4 *)st)[tx + k * SSU_ROW_C];
+#pragma unroll
+    for (int j = 0; j < XQ; j++) {
+      const int k = tx + j * SSU_ROW_C;
+      xv[j] = k < R ? xrow[k] : 0.f;
+    }
+    const float bv = tx < n ? a.Bm[b * a.ldb + tx] : 0.f, cv = tx < n ? a.Cm[b * a.ldc + tx] : 0.f;
 #pragma unroll
     for (int k = 0; k < Q; k++) {
       const int i = 4 * (tx + k * SSU_ROW_C), cc = i / NP, s = i % NP;
       float *d = sS + cc * m.as + s;
       d[0] = q[k].x, d[1] = q[k].y, d[2] = q[k].z, d[3] = q[k].w;
     }
+#pragma unroll
+    for (int j = 0; j < XQ; j++)
+      if (tx + j * SSU_ROW_C < m.rp) xs[tx + j * SSU_ROW_C] = xv[j];
+    if (tx < NP) sB[tx] = bv, sC[tx] = cv;
   } else {
     for (int i = tx; i < SSU_ROW_C * NP; i += SSU_ROW_C) {
       const int cc = i / NP, s = i % NP;
       sS[cc * m.as + s] = (cc < cn && s < n) ? st[cc * n + s] : 0.f;
     }
+    for (int k = tx; k < m.rp; k += SSU_ROW_C) xs[k] = k < R ? xrow[k] : 0.f;
+    for (int k = tx; k < NP; k += SSU_ROW_C) {
+      sB[k] = k < n ? a.Bm[b * a.ldb + k] : 0.f;
+      sC[k] = k < n ? a.Cm[b * a.ldc + k] : 0.f;
+    }
   }
-  for (int k = tx; k < m.rp; k += SSU_ROW_C) xs[k] = k < R ? a.xdbl[b * a.ldx + k] : 0.f;
-  for (int k = tx; k < NP; k += SSU_ROW_C) {
-    sB[k] = k < n ? a.Bm[b * a.ldb + k] : 0.f;
-    sC[k] = k < n ? a.Cm[b * a.ldc + k] : 0.f;
-  }
-  const float uu = cok ? a.u[b * a.ldu + c] : 0.f;
-  const float zz = cok && a.z ? a.z[b * a.ldz + c] : 0.f;
   __syncthreads();
   if (cok) {
     /* dt_proj: lane gi's chunks j = gi, gi + L, ... in order, then the lanes' butterfly */
