@@ -13,8 +13,8 @@
 #   6. PROFILE_VERIFY=1: tools/profile_verify_cuda.ts at the 972M shape (bf16), the decoding
 #      step's and the 8-position verification's graphs, for each value.
 # Used as `AB_VAR=MAMBABYTE_CUDA_GEMV_OUT AB_VALUES="0 1" PROFILE_VERIFY=1` (several output rows a
-# thread in the n <= 8 GEMV) and `AB_VAR=MAMBABYTE_CUDA_SKINNY AB_VALUES="1 0"` (the skinny
-# products). SKIP_SAN=1 leaves out step 2, SKIP_BATCH=1 step 4. Each step prints as it ends; logs
+# thread in the n <= 8 GEMV); with one value it checks and measures the build as it is, the value
+# only labelling the logs (`AB_VAR=MAMBABYTE_CUDA_SSU_ROWS AB_VALUES=16 ABLATE=1`). SKIP_SAN=1 leaves out step 2, SKIP_BATCH=1 step 4. Each step prints as it ends; logs
 # in $OUT.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
