@@ -131,6 +131,7 @@ Deno.test({
           `-L${libDir}`,
           `-l:${LIB.slice(LIB.lastIndexOf("/") + 1)}`,
           "-lm",
+          "-ldl",
           "-o",
           `${dir}/${prog}`,
         ],

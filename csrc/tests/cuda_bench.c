@@ -23,7 +23,11 @@
  *                        decoding at batch 4 and 8)
  *   cuda_bench --ablate  where a decoding step goes (bf16 at batch 1, 8, 64; fp32 at 1): the
  *                        step's graph without one kind of op at a time
+ *   cuda_bench --ncu-step B  one decoding step of B sequences (bf16), run directly between
+ *                        cuProfilerStart and cuProfilerStop (after two warm-up steps), for
+ *                        `ncu --profile-from-start off` (tools/device/ncu_step.sh)
  */
+#include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -642,6 +646,34 @@ static void gemv8_sweep(double bw) {
   model_free(&m);
 }
 
+/* cuProfilerStart / cuProfilerStop of the CUDA driver the library has loaded (looked up, so that
+ * this program stays on the public ABI): a profiler started with --profile-from-start off then
+ * sees only the kernels in between. No driver loaded: nothing. */
+static void profiler(int on) {
+  void *drv = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  if (!drv) return;
+  int (*fn)(void) = (int (*)(void))dlsym(drv, on ? "cuProfilerStart" : "cuProfilerStop");
+  if (fn) fn();
+  dlclose(drv);
+}
+
+/* --ncu-step: one direct decoding step of `batch` sequences (bf16) under the profiler. */
+static void ncu_step(int64_t batch) {
+  model m;
+  model_init(&m, MB_DTYPE_BF16);
+  acts a;
+  acts_init(&a, batch, batch);
+  MBX(mb_memset(G, a.ids, 0, (size_t)batch * 4));
+  for (int i = 0; i < 2; i++) model_pass(&m, &a, batch, 1, 1); /* scratch grown, code loaded */
+  MBX(mb_ctx_synchronize(G));
+  profiler(1);
+  model_pass(&m, &a, batch, 1, 1);
+  MBX(mb_ctx_synchronize(G));
+  profiler(0);
+  acts_free(&a);
+  model_free(&m);
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   int batch_only = argc > 1 && !strcmp(argv[1], "--batch");
@@ -660,6 +692,11 @@ int main(int argc, char **argv) {
   char info[512];
   MBX(mb_ctx_info(G, info, sizeof info));
   fprintf(stderr, "%s\n", info);
+  if (argc > 2 && !strcmp(argv[1], "--ncu-step")) {
+    ncu_step(atoll(argv[2]));
+    MBX(mb_ctx_destroy(G));
+    return 0;
+  }
   pools();
   double bw = copy_bw();
   if (ssu_only) {

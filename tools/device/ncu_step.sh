@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# ncu_step.sh — Nsight Compute on the first kernels of one decoding step (972M shape, bf16, random
+# weights) at batches 1, 8 and 64: `cuda_bench --ncu-step B` runs the step between the driver's
+# profiler start and stop, and ncu (--profile-from-start off) profiles its first NCU_N kernels
+# (default 12: the embedding, layer 0 and most of layer 1), printed one line each by
+# tools/device/ncu_table.py (duration, DRAM and memory throughput, occupancy, issue figures).
+# One GPU call (~3 minutes with the build): OUT=$OUT bash tools/device/ncu_step.sh
+# BATCHES="1 64" picks the batches; logs in $OUT.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/ncu_step_out}"
+mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+step "build"
+build_cuda -DMAMBABYTE_TESTS=ON
+for b in ${BATCHES:-1 8 64}; do
+  step "ncu, decoding step at batch $b"
+  timeout "${NCU_T:-150}" ncu --profile-from-start off --launch-count "${NCU_N:-12}" \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+    --section SchedulerStats --section WarpStateStats --section LaunchStats \
+    ./build-cuda/cuda_bench --ncu-step "$b" >"$OUT/ncu_step_$b.log" 2>&1 || fail
+  python3 tools/device/ncu_table.py "$OUT/ncu_step_$b.log" || tail -20 "$OUT/ncu_step_$b.log"
+done
+exit $status
