@@ -3,9 +3,9 @@
  *
  * Measured in the same run:
  *   copy   device-to-device copy of 2 GiB (bytes read + written): the bandwidth roofline
- *   gemv   mb_linear with n = 1 on each 972M layer shape, bf16 and fp32 weights, weights rotated
- *          over >= 512 MiB so L2 never holds them, 200 calls captured in a graph: achieved
- *          bandwidth and its ratio to the copy bandwidth
+ *   linear mb_linear with n = 1 (the GEMV) on each 972M layer shape, bf16 and fp32 weights,
+ *          weights rotated over >= 512 MiB so L2 never holds them, 200 calls captured in a graph:
+ *          achieved bandwidth and its ratio to the copy bandwidth (--batch: n = 16, 64, 256)
  *   decode the whole per-byte step (embedding, 48 x [add_norm, in_proj + conv1d step
  *          (mb_linear_conv1d_step), x_proj, dt_proj + state update (mb_selective_state_update_dt),
  *          out_proj], final norm, lm_head (tied), sample) captured in one graph and replayed:
