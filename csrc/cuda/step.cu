@@ -107,8 +107,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
   /* this warp's sequence: its states (contiguous over the block's channels), x_dbl, B, C. With a
    * full block of 16-state channels and dt_rank <= 128 (the models' shapes) every load is issued
    * before the first store to shared memory, the states as 16-byte chunks (loops of a load and a
-   * store each kept a few loads in flight a thread: the op at b64 went from 18.4 to 14.2 us with
-   * the states alone staged this way) */
+   * store each kept a few loads in flight a thread: the op at b64 went from 18.4 to 13.2 us) */
   float *st = a.state + (b * a.d + c0) * n;
   const float *xrow = a.xdbl + b * a.ldx;
   const float uu = cok ? a.u[b * a.ldu + c] : 0.f;
@@ -117,6 +116,12 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
   constexpr int XQ = 4;                      /* x_dbl values a thread: rp <= 4 x 32 */
   const bool vec_state = NP % 4 == 0 && NP <= SSU_ROW_C && n == NP && cn == SSU_ROW_C &&
                          m.rp <= XQ * SSU_ROW_C && ((uintptr_t)st % 16) == 0;
+  /* where this thread's k-th 16-byte state chunk (4 (tx + 32 k) .. + 3 of the warp's) sits in
+   * the padded rows of shared memory */
+  const auto chunk_smem = [&](int k) {
+    const int i = 4 * (tx + k * SSU_ROW_C);
+    return sS + (i / NP) * m.as + i % NP;
+  };
   if (vec_state) {
     float4 q[Q];
     float xv[XQ];
@@ -130,8 +135,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
     const float bv = tx < n ? a.Bm[b * a.ldb + tx] : 0.f, cv = tx < n ? a.Cm[b * a.ldc + tx] : 0.f;
 #pragma unroll
     for (int k = 0; k < Q; k++) {
-      const int i = 4 * (tx + k * SSU_ROW_C), cc = i / NP, s = i % NP;
-      float *d = sS + cc * m.as + s;
+      float *d = chunk_smem(k);
       d[0] = q[k].x, d[1] = q[k].y, d[2] = q[k].z, d[3] = q[k].w;
     }
 #pragma unroll
@@ -194,8 +198,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
   if (vec_state) { /* the states back, contiguous */
 #pragma unroll
     for (int k = 0; k < Q; k++) {
-      const int i = 4 * (tx + k * SSU_ROW_C), cc = i / NP, s = i % NP;
-      const float *d = sS + cc * m.as + s;
+      const float *d = chunk_smem(k);
       ((float4 *)st)[tx + k * SSU_ROW_C] = make_float4(d[0], d[1], d[2], d[3]);
     }
   } else {

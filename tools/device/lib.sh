@@ -75,3 +75,8 @@ build_and_check_ops() {
     ./$b/cuda_vs_cpu --small >"$OUT/racecheck.log" 2>&1 || fail
   note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
 }
+
+# The Nsight Compute sections the kernel profiles print (ncu_ssu64.sh, ncu_step.sh): speed of light,
+# memory, occupancy, the schedulers' issue figures, warp state and launch shape.
+NCU_SECTIONS=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy
+  --section SchedulerStats --section WarpStateStats --section LaunchStats)

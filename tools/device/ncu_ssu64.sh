@@ -14,8 +14,7 @@ build_cuda -DMAMBABYTE_TESTS=ON
 prof() { # label env-value kernel-regex
   echo "== $1"
   MAMBABYTE_CUDA_SSU_ROWS=$2 timeout 150 ncu --kernel-name-base function --kernel-name "regex:$3" \
-    --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-    --section WarpStateStats --section LaunchStats --section SchedulerStats \
+    --launch-count 1 "${NCU_SECTIONS[@]}" \
     ./build-cuda/cuda_bench --ssu64 >"$OUT/$1.log" 2>&1
   grep -E "k_|Duration|Throughput|DRAM|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Achieved Occupancy|Registers|Block Limit|Stall|Warp Cycles|Eligible|Issued Warp|No Eligible|Grid Size|Waves" \
     "$OUT/$1.log" | grep -vE "^==PROF==" | head -45

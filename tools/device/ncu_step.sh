@@ -17,9 +17,7 @@ build_cuda -DMAMBABYTE_TESTS=ON
 for b in ${BATCHES:-1 8 64}; do
   step "ncu, decoding step at batch $b"
   timeout "${NCU_T:-150}" ncu --profile-from-start off --launch-count "${NCU_N:-12}" \
-    --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-    --section SchedulerStats --section WarpStateStats --section LaunchStats \
-    ./build-cuda/cuda_bench --ncu-step "$b" >"$OUT/ncu_step_$b.log" 2>&1 || fail
+    "${NCU_SECTIONS[@]}" ./build-cuda/cuda_bench --ncu-step "$b" >"$OUT/ncu_step_$b.log" 2>&1 || fail
   python3 tools/device/ncu_table.py "$OUT/ncu_step_$b.log" || tail -20 "$OUT/ncu_step_$b.log"
 done
 exit $status
