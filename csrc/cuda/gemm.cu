@@ -157,7 +157,10 @@ static cudaError_t gemv_dispatch(mb_ctx *ctx, int64_t in_f, int64_t ldx, int64_t
   const auto go = [&](auto g) {
     return vec ? f(g, std::true_type()) : f(g, std::false_type());
   };
-  switch (gemv_group_size(out_f, vec ? in_f / EPC : in_f, mbcuda_st(ctx)->sm_count)) {
+  /* a block a row below 16 rows an SM (8 gave bf16 out_proj a warp a row: batch-1 decoding 10%
+   * faster, batches 4 and 8 and the verification pass 13% slower; docs/cuda_notes.md) */
+  const int g256 = mbcuda_st(ctx)->gemv_g256_rows > 0 ? mbcuda_st(ctx)->gemv_g256_rows : 16;
+  switch (gemv_group_size(out_f, vec ? in_f / EPC : in_f, mbcuda_st(ctx)->sm_count, g256)) {
     case 256: return go(std::integral_constant<int, 256>());
     case 32: return go(std::integral_constant<int, 32>());
     case 8: return go(std::integral_constant<int, 8>());
@@ -351,10 +354,28 @@ struct NormPro {
   float eps;
 };
 
+/* Chunks in flight a row (gemv_block's UN) of the batch-1 GEMVs of mb_decode_layers
+ * (k_gemv_norm, k_gemv_res) with 16-byte loads and G = 32: a lane's whole row of in_proj (7
+ * chunks of bf16, 14 of fp32) is loaded at once, not 4 chunks a round (cuda_bench --gemv1 on the
+ * H200: 8 for bf16 and 16 for fp32 were the fastest of 4, 8, 16; docs/cuda_notes.md). The bits do
+ * not depend on it (an output's lanes, chunks and reduction are the same).
+ * MAMBABYTE_CUDA_GEMV1_UNROLL=4|8|16 fixes it (A/B runs). */
+template <typename WT, bool MANY, typename F>
+static cudaError_t gemv1_unroll(mb_ctx *ctx, F f) {
+  using std::integral_constant;
+  if constexpr (MANY) {
+    int u = mbcuda_st(ctx)->gemv1_unroll;
+    if (u == 0) u = sizeof(WT) == 2 ? 8 : 16;
+    if (u == 8) return f(integral_constant<int, 8>());
+    if (u == 16) return f(integral_constant<int, 16>());
+  }
+  return f(integral_constant<int, GEMV_UNROLL>());
+}
+
 /* One block: its in_proj weights in flight first, then (after the PDL wait) the normed row into
  * shared memory with k_add_norm_reg's thread mapping (add_norm_reg_row), then gemv_block on it
  * with the conv step in the epilogue, as mb_linear_conv1d_step runs it. */
-template <typename WT, int G, bool VEC, int VPT, bool PLAIN>
+template <typename WT, int G, bool VEC, int VPT, bool PLAIN, int UN>
 __global__ void __launch_bounds__(256)
 k_gemv_norm(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias, int64_t in_f,
             int64_t out_f, float *__restrict__ y, ConvEpi ce) {
@@ -368,8 +389,8 @@ k_gemv_norm(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias
         in_f, np.thr, xs, nullptr, red, pdl_wait);
     __syncthreads();
   };
-  gemv_block<WT, 1, G, VEC, true, XLoad::Generic>(xs, in_f, w, bias, 1, in_f, out_f, y, out_f, ce,
-                                                  1, blockIdx.x, blockDim.x, norm);
+  gemv_block<WT, 1, G, VEC, true, XLoad::Generic, decltype(norm), false, 1, UN>(
+      xs, in_f, w, bias, 1, in_f, out_f, y, out_f, ce, 1, blockIdx.x, blockDim.x, norm);
 }
 
 template <typename WT, int G, bool VEC>
@@ -377,11 +398,14 @@ static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a
                                        const NormPro &np, const ConvEpi &ce) {
   const dim3 grid((unsigned)((a->out_f + 256 / G - 1) / (256 / G))), block(256);
   const WT *w = (const WT *)a->w;
-#define NPL(V, P) mbcuda_launch(ctx, k_gemv_norm<WT, G, VEC, V, P>, grid, block, 0, np, w, a->bias, \
-                                a->d_model, a->out_f, a->y, ce)
-  if (vpt == 4) return a->plain ? NPL(4, true) : NPL(4, false);
-  return a->plain ? NPL(8, true) : NPL(8, false);
+  return gemv1_unroll<WT, VEC && G == 32>(ctx, [&](auto un) {
+    constexpr int UN = decltype(un)::value;
+#define NPL(V, P) mbcuda_launch(ctx, k_gemv_norm<WT, G, VEC, V, P, UN>, grid, block, 0, np, w, \
+                                a->bias, a->d_model, a->out_f, a->y, ce)
+    if (vpt == 4) return a->plain ? NPL(4, true) : NPL(4, false);
+    return a->plain ? NPL(8, true) : NPL(8, false);
 #undef NPL
+  });
 }
 
 template <typename WT>
@@ -413,16 +437,35 @@ extern "C" int mbcuda_norm_in_proj_step(mb_ctx *ctx, const mbcuda_norm_in_proj *
   return MB_OK;
 }
 
-/* out_proj: gemv_block with the residual add in its epilogue (N = 1, as the ops' GEMV). */
-template <typename WT, int G, bool VEC>
+/* out_proj: gemv_block with the residual add in its epilogue (N = 1, as the ops' GEMV). With a
+ * block a row (G = 256), RB rows a block: every thread loads its chunks of all RB rows at once
+ * (UN each), and the block reduces each row as a one-row block does, so the bits are the ops'. */
+template <typename WT, int G, bool VEC, int UN, int RB = 1>
 __global__ void __launch_bounds__(256)
 k_gemv_res(const float *__restrict__ x, const WT *__restrict__ w, const float *__restrict__ bias,
            int64_t in_f, int64_t out_f, float *__restrict__ y, float *__restrict__ res) {
   mb_pdl_trigger();
   const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
   auto pdl_wait = [] { mb_pdl_wait(); };
-  gemv_block<WT, 1, G, VEC, false, XLoad::Ldg, decltype(pdl_wait), true>(
+  gemv_block<WT, 1, G, VEC, false, XLoad::Ldg, decltype(pdl_wait), true, RB, UN>(
       x, in_f, w, bias, 1, in_f, out_f, y, out_f, none, 1, blockIdx.x, blockDim.x, pdl_wait, res);
+}
+
+/* Rows a block of k_gemv_res with a block a row (default 8 for bf16 weights, 4 for fp32;
+ * MAMBABYTE_CUDA_GEMV1_RES_ROWS=1|2|4|8 fixes it, A/B runs), and each row's chunks in flight: a
+ * thread's share of a 3584-wide row (1.75 chunks of bf16, 3.5 of fp32). */
+template <typename WT, typename F>
+static cudaError_t gemv1_res_rows(mb_ctx *ctx, F f) {
+  using std::integral_constant;
+  constexpr int UN = sizeof(WT) == 2 ? 2 : 4;
+  int rb = mbcuda_st(ctx)->gemv1_res_rows;
+  if (rb == 0) rb = sizeof(WT) == 2 ? 8 : 4;
+  switch (rb) {
+    case 2: return f(integral_constant<int, 2>(), integral_constant<int, UN>());
+    case 4: return f(integral_constant<int, 4>(), integral_constant<int, UN>());
+    case 8: return f(integral_constant<int, 8>(), integral_constant<int, UN>());
+    default: return f(integral_constant<int, 1>(), integral_constant<int, 0>());
+  }
 }
 
 template <typename WT>
@@ -430,9 +473,22 @@ static cudaError_t linear_residual_wt(mb_ctx *ctx, const float *x, const WT *w, 
                                       int64_t in_f, int64_t out_f, float *y, float *res) {
   return gemv_dispatch<WT>(ctx, in_f, in_f, out_f, x, w, [&](auto g, auto v) {
     constexpr int G = decltype(g)::value;
-    const dim3 grid((unsigned)((out_f + 256 / G - 1) / (256 / G))), block(256);
-    return mbcuda_launch(ctx, k_gemv_res<WT, G, decltype(v)::value>, grid, block, 0, x, w, bias,
-                         in_f, out_f, y, res);
+    constexpr bool VEC = decltype(v)::value;
+    const dim3 block(256);
+    if constexpr (G == 256 && VEC) {
+      return gemv1_res_rows<WT>(ctx, [&](auto rb, auto un) {
+        constexpr int RB = decltype(rb)::value;
+        const dim3 grid((unsigned)((out_f + RB - 1) / RB));
+        return mbcuda_launch(ctx, k_gemv_res<WT, G, VEC, decltype(un)::value, RB>, grid, block, 0,
+                             x, w, bias, in_f, out_f, y, res);
+      });
+    } else {
+      const dim3 grid((unsigned)((out_f + 256 / G - 1) / (256 / G)));
+      return gemv1_unroll<WT, VEC && G == 32>(ctx, [&](auto un) {
+        return mbcuda_launch(ctx, k_gemv_res<WT, G, VEC, decltype(un)::value>, grid, block, 0, x,
+                             w, bias, in_f, out_f, y, res);
+      });
+    }
   });
 }
 

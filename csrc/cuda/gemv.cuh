@@ -104,7 +104,7 @@ __device__ __forceinline__ void conv_consts(const ConvEpi &ce, int64_t row,
  * runs it twice in one block must __syncthreads() in between (G = 256 reuses `red`). RES: also
  * res[j * ldy + row] += each output (the next layer's residual add, where the value is made). */
 template <typename WT, int N, int G, bool VEC, bool CONV, XLoad XL, typename Wait, bool RES = false,
-          int R = 1>
+          int R = 1, int UN = 0>
 __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t ldx,
                                            const WT *__restrict__ w,
                                            const float *__restrict__ bias, int n, int64_t in_f,
@@ -138,7 +138,8 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
 #pragma unroll
     for (int j = 0; j < N; j++) acc[r][j] = 0.f;
   if (VEC) {
-    constexpr int U = GEMV_UNROLL / R > 0 ? GEMV_UNROLL / R : 1; /* chunks in flight per row */
+    /* chunks in flight per row: UN, else GEMV_UNROLL / R */
+    constexpr int U = UN > 0 ? UN : GEMV_UNROLL / R > 0 ? GEMV_UNROLL / R : 1;
     const int64_t nch = in_f / EPC;
     const uint4 *w4[R];
 #pragma unroll
@@ -251,10 +252,11 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
 }
 
 
-/* The group size G of an n <= 8 GEMV: few rows (under ~16 per SM) take a whole block per row,
- * split over the inner dimension; `units`: loads per row (in_f / EPC when vectorised). */
-static inline int gemv_group_size(int64_t out_f, int64_t units, int sm_count) {
-  if (out_f < 16 * (int64_t)sm_count && units >= 128) return 256;
+/* The group size G of an n <= 8 GEMV: few rows (under `g256_rows` per SM) take a whole block
+ * per row, split over the inner dimension; `units`: loads per row (in_f / EPC when
+ * vectorised). */
+static inline int gemv_group_size(int64_t out_f, int64_t units, int sm_count, int g256_rows) {
+  if (out_f < g256_rows * (int64_t)sm_count && units >= 128) return 256;
   if (units >= 128) return 32;
   if (units >= 32) return 8;
   return 4;

@@ -16,13 +16,17 @@
  * The table is printed last. Times: wall clock around synchronised batches; median of repeats.
  *
  *   cuda_bench [--quick]
- *   cuda_bench --batch   decoding batches only (1 to 256 bf16; 64 fp32), the batch-64 layer's
+ *   cuda_bench --batch   decoding batches only (1 to 256 bf16, up to 8 through mb_decode_layers as
+ *                        the model steps; 64 fp32), the batch-64 layer's
  *                        per-op times and its large products at 16, 64 and 256 rows
  *   cuda_bench --ssu64   the batch-64 layer's per-op times only (a short run for ncu)
  *   cuda_bench --gemv8   the n <= 8 GEMV's rows and outputs per thread, swept (8-row products,
  *                        decoding at batch 4 and 8)
  *   cuda_bench --ablate  where a decoding step goes (bf16 at batch 1, 8, 64; fp32 at 1): the
  *                        step's graph without one kind of op at a time
+ *   cuda_bench --gemv1   decoding one sequence through mb_decode_layers with the forms of its
+ *                        batch-1 GEMVs (MAMBABYTE_CUDA_GEMV1_RES_ROWS, MAMBABYTE_CUDA_GEMV1_UNROLL),
+ *                        bf16 and fp32, the ops' step as the peer
  *   cuda_bench --ncu-step B  one decoding step of B sequences (bf16), run directly between
  *                        cuProfilerStart and cuProfilerStop (after two warm-up steps), for
  *                        `ncu --profile-from-start off` (tools/device/ncu_step.sh)
@@ -50,6 +54,7 @@
 static mb_ctx *G;
 static int g_fused = 1; /* decode: mb_selective_state_update_dt instead of dt_proj + update */
 static int g_bf16_acts = 1; /* forward with bf16 weights: the products' inputs written as bf16 */
+static int g_layers = 0; /* decoding up to 8 sequences: one mb_decode_layers call, as the model */
 /* decoding steps (the fused path): op kinds left out of every layer, a bit each (--ablate) */
 enum { SKIP_NORM = 1, SKIP_IN = 2, SKIP_XPROJ = 4, SKIP_SSU = 8, SKIP_OUT = 16, SKIP_HEAD = 32 };
 static int g_skip = 0;
@@ -296,7 +301,25 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
   int64_t rows = batch * len;
   int dt = m->dtype;
   MBX(mb_embedding(G, a->ids, rows, m->emb, dt, V, DM, a->h));
-  for (int i = 0; i < NL; i++) {
+  if (len == 1 && batch <= 8 && g_layers && g_fused && !g_skip) {
+    uint64_t t[NL * MB_DL_PTRS];
+    for (int i = 0; i < NL; i++) {
+      const layer *L = &m->l[i];
+      uint64_t *P = t + i * MB_DL_PTRS;
+      memset(P, 0, MB_DL_PTRS * sizeof *P);
+      P[MB_DL_NORM_W] = (uintptr_t)L->nw, P[MB_DL_NORM_B] = (uintptr_t)L->nb;
+      P[MB_DL_IN_W] = (uintptr_t)L->in, P[MB_DL_CONV_W] = (uintptr_t)L->cw;
+      P[MB_DL_CONV_B] = (uintptr_t)L->cb;
+      P[MB_DL_CONV_STATE] = (uintptr_t)(a->conv_state + (size_t)i * batch * DI * (KC - 1));
+      P[MB_DL_X_W] = (uintptr_t)L->xp, P[MB_DL_DT_W] = (uintptr_t)L->dt;
+      P[MB_DL_DT_B] = (uintptr_t)L->dtb, P[MB_DL_A] = (uintptr_t)L->A, P[MB_DL_D] = (uintptr_t)L->D;
+      P[MB_DL_SSM_STATE] = (uintptr_t)(a->ssm_state + (size_t)i * batch * DI * NS);
+      P[MB_DL_OUT_W] = (uintptr_t)L->out;
+    }
+    MBX(mb_decode_layers(G, t, NL, batch, DM, DI, NS, R, KC, dt, MB_NORM_LAYER, 1e-5f, a->h,
+                         a->res, a->hn, a->xz, a->xc, a->dbc, a->dt, a->y));
+  }
+  for (int i = 0; i < NL && !(len == 1 && batch <= 8 && g_layers && g_fused && !g_skip); i++) {
     layer *L = &m->l[i];
     float *cs = a->conv_state + (size_t)i * batch * DI * (KC - 1);
     float *ss = a->ssm_state + (size_t)i * batch * DI * NS;
@@ -609,7 +632,9 @@ static void batch_benches(double bw) {
   }
   model m;
   model_init(&m, MB_DTYPE_BF16);
+  g_layers = 1; /* up to 8 sequences: mb_decode_layers, as the model steps */
   for (int i = 0; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16");
+  g_layers = 0;
   breakdown(&m, 64, 1, "bf16");
   model_free(&m);
   model_init(&m, MB_DTYPE_F32);
@@ -646,6 +671,37 @@ static void gemv8_sweep(double bw) {
   model_free(&m);
 }
 
+/* --gemv1: decoding one sequence through mb_decode_layers (as the model does) with the forms of
+ * its batch-1 GEMVs: out_proj's rows a block (MAMBABYTE_CUDA_GEMV1_RES_ROWS; 0 the default) and
+ * in_proj's chunks in flight (MAMBABYTE_CUDA_GEMV1_UNROLL; "1/4" is the form before both), bf16
+ * and fp32 weights, twice in turn (the runs' drift shows), with the five-ops step as the peer. */
+static void gemv1_sweep(double bw) {
+  const char *rows[] = {"0", "1", "2", "4", "8", "1"}, *unroll[] = {"0", "0", "0", "0", "0", "4"};
+  const int nf = (int)(sizeof rows / sizeof rows[0]);
+  for (int dt = 1; dt >= 0; dt--) {
+    model m;
+    model_init(&m, dt ? MB_DTYPE_BF16 : MB_DTYPE_F32);
+    for (int rep = 0; rep < 2; rep++) {
+      char l[32];
+      snprintf(l, sizeof l, "%s,ops", dt ? "bf16" : "f32");
+      decode_bench(&m, bw, 1, l);
+      g_layers = 1;
+      for (int f = 0; f < nf; f++) {
+        mb_ctx *g0 = G;
+        setenv("MAMBABYTE_CUDA_GEMV1_UNROLL", unroll[f], 1);
+        G = ctx_with_env("MAMBABYTE_CUDA_GEMV1_RES_ROWS", rows[f]);
+        unsetenv("MAMBABYTE_CUDA_GEMV1_UNROLL");
+        snprintf(l, sizeof l, "%s,r%s/u%s", dt ? "bf16" : "f32", rows[f], unroll[f]);
+        decode_bench(&m, bw, 1, l);
+        MBX(mb_ctx_destroy(G));
+        G = g0;
+      }
+      g_layers = 0;
+    }
+    model_free(&m);
+  }
+}
+
 /* cuProfilerStart / cuProfilerStop of the CUDA driver the library has loaded (looked up, so that
  * this program stays on the public ABI): a profiler started with --profile-from-start off then
  * sees only the kernels in between. No driver loaded: nothing. */
@@ -664,6 +720,7 @@ static void ncu_step(int64_t batch) {
   acts a;
   acts_init(&a, batch, batch);
   MBX(mb_memset(G, a.ids, 0, (size_t)batch * 4));
+  g_layers = 1; /* up to 8 sequences: mb_decode_layers, as the model steps */
   for (int i = 0; i < 2; i++) model_pass(&m, &a, batch, 1, 1); /* scratch grown, code loaded */
   MBX(mb_ctx_synchronize(G));
   profiler(1);
@@ -692,12 +749,12 @@ int main(int argc, char **argv) {
   char info[512];
   MBX(mb_ctx_info(G, info, sizeof info));
   fprintf(stderr, "%s\n", info);
+  pools();
   if (argc > 2 && !strcmp(argv[1], "--ncu-step")) {
     ncu_step(atoll(argv[2]));
     MBX(mb_ctx_destroy(G));
     return 0;
   }
-  pools();
   double bw = copy_bw();
   if (ssu_only) {
     model m;
@@ -726,6 +783,13 @@ int main(int argc, char **argv) {
     gemv8_sweep(bw);
     MBX(mb_ctx_destroy(G));
     printf("\n==== cuda_bench --gemv8 ====\n");
+    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
+    return 0;
+  }
+  if (argc > 1 && !strcmp(argv[1], "--gemv1")) {
+    gemv1_sweep(bw);
+    MBX(mb_ctx_destroy(G));
+    printf("\n==== cuda_bench --gemv1 ====\n");
     for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
     return 0;
   }

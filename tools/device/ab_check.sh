@@ -6,7 +6,9 @@
 #   2. compute-sanitizer memcheck and racecheck on every --small case;
 #   3. tests/decode_layers_test.ts and tests/cuda_model_test.ts through Deno;
 #   4. cuda_bench --batch (decoding batches 1 to 256 and the batch-64 layer's ops) for each value;
+#   1b. VS_CPU_EACH=1: cuda_vs_cpu again with each value of AB_VAR set;
 #   4b. GEMV8=1: cuda_bench --gemv8 (the n <= 8 GEMV's inputs and output rows per thread swept);
+#       GEMV1=1: cuda_bench --gemv1 (the batch-1 GEMVs' forms, through mb_decode_layers);
 #   4c. ABLATE=1: cuda_bench --ablate (where a decoding step goes: each kind of op left out of the
 #       replayed step in turn), for each value;
 #   5. BENCH_GPU_CASES=<cases>: bench:gpu (through Deno) on those cases, for each value;
@@ -27,6 +29,15 @@ mkdir -p "$OUT"
 B=build-cuda
 
 build_and_check_ops
+
+if [ -n "${VS_CPU_EACH:-}" ]; then
+  for v in $AB_VALUES; do
+    step "cuda_vs_cpu ($AB_VAR=$v)"
+    env "$AB_VAR=$v" timeout "${TEST_T:-150}" ./$B/cuda_vs_cpu >"$OUT/test_$v.log" 2>&1 || fail
+    grep -E "FAIL|FATAL" "$OUT/test_$v.log" | head -10
+    note "cuda_vs_cpu ($AB_VAR=$v): $(grep -E "cases" "$OUT/test_$v.log" | tail -1)"
+  done
+fi
 
 setup_deno
 if [ $? -ne 1 ]; then
@@ -50,6 +61,12 @@ if [ -n "${GEMV8:-}" ]; then
   step "cuda_bench --gemv8"
   timeout "${BENCH_T:-150}" ./$B/cuda_bench --gemv8 >"$OUT/bench_gemv8.log" 2>&1 || fail
   sed -n '/^====/,$p' "$OUT/bench_gemv8.log"
+fi
+
+if [ -n "${GEMV1:-}" ]; then
+  step "cuda_bench --gemv1"
+  timeout "${BENCH_T:-150}" ./$B/cuda_bench --gemv1 >"$OUT/bench_gemv1.log" 2>&1 || fail
+  sed -n '/^====/,$p' "$OUT/bench_gemv1.log"
 fi
 
 if [ -n "${ABLATE:-}" ]; then
