@@ -140,7 +140,17 @@ Deno.test({
         assert.deepEqual(b, a);
         const c = await gpu.generate(TEXT.subarray(0, 30), { ...opts, useGraphs: false });
         assert.deepEqual(c, a);
+        // the default overlaps each step with the host's work on the last one's bytes
+        const d = await gpu.generate(TEXT.subarray(0, 30), { ...opts, overlap: false });
+        assert.deepEqual(d, a);
       }
+      // sampled, ending on stop sequences: one step past the end was queued, and dropped
+      const stop = [new TextEncoder().encode("e")];
+      const sampled = { maxNewTokens: 50, seed: 7, numSamples: 3, stop };
+      assert.deepEqual(
+        await gpu.generate(TEXT.subarray(0, 30), sampled),
+        await gpu.generate(TEXT.subarray(0, 30), { ...sampled, overlap: false }),
+      );
       const s1 = await gpu.generate(TEXT.subarray(0, 30), {
         maxNewTokens: 30,
         seed: 5,

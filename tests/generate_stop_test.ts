@@ -118,6 +118,39 @@ Deno.test("generate: every sample of a batch ends at its own stop; speculative d
   }
 });
 
+Deno.test("generate, overlapped (each step queued before the last one's bytes are read): plain decoding's bytes, ends and callbacks", async () => {
+  // The CPU runs ops as they are called, so this holds the loop's logic; the CUDA test holds it
+  // where the next step really overlaps the host (tests/cuda_model_test.ts).
+  const model = await loadModel({ configPath: CONFIG, modelId: "tiny", device: "cpu" });
+  try {
+    const prompt = enc.encode("ROMEO:\n");
+    const stops = [enc.encode("e"), enc.encode("\n")];
+    for (
+      const opts of [
+        { maxNewTokens: 40, numSamples: 1, topK: 1 },
+        { maxNewTokens: 1, numSamples: 2, seed: 9 },
+        { maxNewTokens: 60, numSamples: 4, seed: 3, stop: stops },
+      ]
+    ) {
+      const run = async (overlap: boolean) => {
+        const calls: string[] = [];
+        const bytes = await model.generate(prompt, {
+          ...opts,
+          overlap,
+          onBytes: (b, s) => void calls.push(`bytes ${s} ${b.join(",")}`),
+          onEnd: (i, b) => void calls.push(`end ${i} ${b.length}`),
+        });
+        return { bytes, calls };
+      };
+      const plain = await run(false), overlapped = await run(true);
+      assert.deepEqual(overlapped, plain, JSON.stringify(opts));
+      assert.ok(plain.calls.some((c) => c.startsWith("end")));
+    }
+  } finally {
+    model.close();
+  }
+});
+
 Deno.test("generate.ts --stop: every sample printed to its own end, in order; the stored bytes are those", async () => {
   const dir = await Deno.makeTempDir({ prefix: "mb-stop-" });
   try {

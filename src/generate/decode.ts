@@ -2,11 +2,13 @@
  * The decode loop: prefill the prompt once, fan its state out to `numSamples` sequences, then step
  * one byte at a time as a batch, sampling on the backend (mamba_ssm's sample(): top-k, temperature,
  * top-p; greedy when topK is 1). On CUDA the whole step (embedding, all layers, head and sampling)
- * is captured once in a graph and replayed; the host reads back only the sampled bytes.
+ * is captured once in a graph and replayed; the host reads back only the sampled bytes, and queues
+ * each step before it reads the last one's (GenerateOptions.overlap).
  *
  * @module
  */
 
+import { envValue, type Ptr } from "../backend/backend.ts";
 import { Tensor } from "../backend/tensor.ts";
 import { temperatureError, topPError } from "../config/config.ts";
 import { checkBounded, DEFAULTS } from "../config/defaults.ts";
@@ -52,12 +54,23 @@ export interface GenerateOptions {
   onEnd?: (sample: number, bytes: Uint8Array) => void | Promise<void>;
   /** Use CUDA graph replay when the backend supports it (default true). */
   useGraphs?: boolean;
+  /**
+   * Queue each decoding step before reading the previous step's bytes, so that the host's work
+   * (downloading and handing out the bytes, stop sequences, callbacks) overlaps the device's
+   * (default: on backends that run ops asynchronously, i.e. CUDA). The bytes are the same; when
+   * every sample ends on a stop sequence, one step past the end has been computed and is dropped.
+   * MAMBABYTE_DECODE_OVERLAP=0 turns the default off (A/B runs).
+   */
+  overlap?: boolean;
 }
 
 /** Checks sampling settings (the same bounds as the flags), throwing one-line errors. */
 export function validateGenerateOptions(
   o: GenerateOptions,
-): Required<Omit<GenerateOptions, "onBytes" | "onEnd" | "stop">> & { stop: Uint8Array[] } {
+): Required<Omit<GenerateOptions, "onBytes" | "onEnd" | "stop" | "overlap">> & {
+  stop: Uint8Array[];
+  overlap?: boolean;
+} {
   const r = {
     maxNewTokens: o.maxNewTokens ?? DEFAULTS.max_new_tokens,
     temperature: o.temperature ?? DEFAULTS.temperature,
@@ -67,6 +80,7 @@ export function validateGenerateOptions(
     numSamples: o.numSamples ?? DEFAULTS.num_samples,
     useGraphs: o.useGraphs ?? true,
     stop: validateStops(o.stop ?? []),
+    overlap: o.overlap,
   };
   const bad = checkBounded("max_new_tokens", r.maxNewTokens) ??
     checkBounded("num_samples", r.numSamples) ?? checkBounded("top_k", r.topK);
@@ -123,6 +137,9 @@ export async function generateBytes(
   const state = model.newState(B);
   const counter = Tensor.zeros(be, "i64", [1]);
   const graphs = new GraphCache<string>(be, o.useGraphs);
+  const overlap = o.overlap ?? (be.supportsGraphs && envValue("MAMBABYTE_DECODE_OVERLAP") !== "0");
+  let idsHost: Ptr = null;
+  let ticket = 0n;
   try {
     await prefill(model, prompt, ws, state, B);
 
@@ -152,8 +169,20 @@ export async function generateBytes(
     const matchers = o.stop.length > 0 ? out.map(() => new StopMatcher(o.stop)) : null;
     const lengths = new Int32Array(B).fill(-1);
     let live = B;
+    // Overlapped: step s + 1 is queued before step s's bytes are read (it takes them from ws.ids
+    // on the device); the download of step s's ids, queued before it, keeps their values.
+    if (overlap) {
+      idsHost = be.hostAlloc(4 * B);
+      ticket = be.downloadAsync(idsHost, ws.ids.ptr, 4 * B);
+    }
     for (let s = 0; s < o.maxNewTokens; s++) {
-      be.download(ids, ws.ids.ptr);
+      if (overlap) {
+        if (s + 1 < o.maxNewTokens) graphs.run("step", step);
+        be.downloadWait(ticket);
+        be.hostCopy(ids, idsHost);
+      } else {
+        be.download(ids, ws.ids.ptr);
+      }
       const ended: number[] = [];
       for (let b = 0; b < B; b++) {
         stepBytes[b] = ids[b];
@@ -168,10 +197,13 @@ export async function generateBytes(
         await options.onEnd?.(b, out[b].subarray(0, s + 1));
       }
       if (live === 0) break;
-      graphs.run("step", step);
+      if (overlap) ticket = be.downloadAsync(idsHost, ws.ids.ptr, 4 * B);
+      else graphs.run("step", step);
     }
     return out.map((o, b) => lengths[b] === o.length ? o : o.slice(0, lengths[b]));
   } finally {
+    if (overlap) be.sync(); // a step queued past the end may still run
+    be.hostFree(idsHost);
     graphs.free();
     counter.free();
     state.free();
