@@ -54,6 +54,7 @@ int mbc_allowed_cpus(void);
 #define MB_OP(name) MB_DECLARE_AS(mbcuda_##name, mb_##name);
 #define MB_CUDA_OP(name) MB_DECLARE_AS(mbcuda_##name, mb_##name);
 #include "ops.def"
+int mbcuda_device_count(int *out_count);
 int mbcuda_ctx_init(mb_ctx *ctx); /* ctx->device is set; fills ctx->cuda */
 
 /* mb_decode_layers' batch-1 forms on CUDA (csrc/cuda/gemm.cu): one kernel fewer a layer, the

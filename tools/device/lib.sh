@@ -11,12 +11,43 @@ build_cuda() {
     jobs=$2
     shift 2
   fi
+  if [ "$*" = "-DMAMBABYTE_TESTS=ON" ] && use_prebuilt; then return 0; fi
   if ! { cmake -S csrc -B build-cuda -DCMAKE_BUILD_TYPE=Release -DMAMBABYTE_CUDA=ON "$@" &&
     cmake --build build-cuda -j "$jobs"; } >"$OUT/build.log" 2>&1; then
     tail -40 "$OUT/build.log"
     echo "BUILD FAILED"
     exit 1
   fi
+}
+
+# csrc_digest: a digest of every file under csrc (the same on both machines for the same tree).
+csrc_digest() {
+  find csrc -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
+}
+
+# use_prebuilt: build-cuda from .gpu-build/prebuilt.tar.xz (tools/device/prebuild.sh, made on the
+# development machine and carried), when it was built from this csrc and its libraries resolve
+# here (the real cuBLAS); returns 1, leaving build-cuda alone, otherwise.
+use_prebuilt() {
+  local a=.gpu-build/prebuilt.tar.xz t
+  [ -f "$a" ] || return 1
+  t=$(mktemp -d)
+  if ! tar -C "$t" -xJf "$a"; then
+    echo "prebuilt: unreadable; building here"
+  elif [ "$(cat "$t/CSRC_DIGEST")" != "$(csrc_digest)" ]; then
+    echo "prebuilt: csrc changed since it was built; building here"
+  elif ldd "$t/libmambabyte.so" | grep "not found"; then
+    echo "prebuilt: a library it needs is missing here; building here"
+  else
+    rm -rf build-cuda
+    mkdir -p build-cuda
+    cp "$t"/* build-cuda/
+    rm -rf "$t"
+    echo "prebuilt: build-cuda from $a (csrc $(csrc_digest))"
+    return 0
+  fi
+  rm -rf "$t" build-cuda # its configuration is the other machine's
+  return 1
 }
 
 # setup_deno: unpack .gpu/deno.xz (from ../shared/tools/gpu-pack.sh) to DENO_BIN

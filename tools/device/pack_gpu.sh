@@ -19,4 +19,7 @@ done
 if [ -n "${CORPUS:-}" ]; then cp "$CORPUS" .gpu/tinyshakespeare.txt; fi
 tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 pack=$(du -sb .gpu | cut -f1)
-echo "tracked tree $((tree / 1000000)) MB + .gpu $((pack / 1000000)) MB = $(((tree + pack) / 1000000)) MB (carry limit 67 MB)"
+pre=0
+if [ -d .gpu-build ]; then pre=$(du -sb .gpu-build | cut -f1); fi
+echo "tracked tree $((tree / 1000000)) MB + .gpu $((pack / 1000000)) MB + .gpu-build (prebuild.sh)" \
+  "$((pre / 1000000)) MB = $(((tree + pack + pre) / 1000000)) MB (carry limit 67 MB)"
