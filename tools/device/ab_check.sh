@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # ab_check.sh — a CUDA change checked and measured against its peer (an environment switch the
 # backend reads, AB_VAR, with values AB_VALUES: default first) in one GPU call (.gpu/ carried,
-# made by `bash tools/device/pack_gpu.sh`):
+# made by `bash tools/device/pack_gpu.sh`; with .gpu-build/ from tools/device/prebuild.sh carried
+# too, step 1 unpacks that build instead of building):
 #   1. build with the C tests; cuda_vs_cpu, every case;
 #   2. compute-sanitizer memcheck and racecheck on every --small case;
+#   2b. VS_CPU_EACH=1: cuda_vs_cpu again with each value of AB_VAR set;
 #   3. tests/decode_layers_test.ts and tests/cuda_model_test.ts through Deno;
 #   4. cuda_bench --batch (decoding batches 1 to 256 and the batch-64 layer's ops) for each value;
-#   1b. VS_CPU_EACH=1: cuda_vs_cpu again with each value of AB_VAR set;
 #   4b. GEMV8=1: cuda_bench --gemv8 (the n <= 8 GEMV's inputs and output rows per thread swept);
 #       GEMV1=1: cuda_bench --gemv1 (the batch-1 GEMVs' forms, through mb_decode_layers);
 #   4c. ABLATE=1: cuda_bench --ablate (where a decoding step goes: each kind of op left out of the

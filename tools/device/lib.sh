@@ -46,7 +46,7 @@ use_prebuilt() {
     echo "prebuilt: build-cuda from $a (csrc $(csrc_digest))"
     return 0
   fi
-  rm -rf "$t" build-cuda # its configuration is the other machine's
+  rm -rf "$t"
   return 1
 }
 
