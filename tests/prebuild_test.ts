@@ -1,0 +1,69 @@
+/**
+ * tools/device/prebuild.sh builds the CUDA library and its C test programs on a machine with nvcc
+ * but no cuBLAS and no GPU (cuBLAS through the stand-in of tools/device/cublas_stub), and
+ * tools/device/lib.sh's use_prebuilt takes that build on the GPU machine only for the same csrc.
+ * Here: the archive holds the library and both programs, a program unpacked elsewhere loads the
+ * library (its run path) with CUDA built in and finds no device (GPUs hidden), and a changed csrc
+ * is refused.
+ * The script writes its git-ignored folders in the repository (build-stub, build-cuda-pre,
+ * .gpu-build), as a developer's run does; skipped without nvcc or cmake.
+ */
+import assert from "node:assert/strict";
+import { withTempDir } from "./helpers/temp_dir.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+
+async function runs(cmd: string, args: string[]): Promise<boolean> {
+  return await new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).output()
+    .then((o) => o.success, () => false);
+}
+
+const missing = !(await runs("nvcc", ["--version"]))
+  ? "nvcc not found"
+  : !(await runs("cmake", ["--version"]))
+  ? "cmake not found"
+  : null;
+if (missing) console.warn(`prebuild_test: skipped: ${missing}`);
+
+async function sh(script: string, cwd: string) {
+  const o = await new Deno.Command("bash", { args: ["-c", script], cwd }).output();
+  const text = new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr);
+  return { code: o.code, text };
+}
+
+Deno.test({
+  name: "prebuild.sh: a CUDA build made without cuBLAS or a GPU, taken only for the same csrc",
+  ignore: missing !== null,
+}, async () => {
+  const built = await sh("OUT=$(mktemp -d) bash tools/device/prebuild.sh", ROOT);
+  assert.equal(built.code, 0, built.text);
+  assert.match(built.text, /prebuilt: \.gpu-build\/prebuilt\.tar\.xz/);
+  const list = await sh("tar -tJf .gpu-build/prebuilt.tar.xz", ROOT);
+  for (const f of ["libmambabyte.so", "cuda_vs_cpu", "cuda_bench", "CSRC_DIGEST"]) {
+    assert.match(list.text, new RegExp(`^\\./${f}$`, "m"), f);
+  }
+  await withTempDir("mb-prebuild-", async (dir) => {
+    // the GPU machine's side, in a copy: csrc, lib.sh and the archive
+    const copy = await sh(
+      `mkdir -p tools/device .gpu-build && cp -r "${ROOT}csrc" . && ` +
+        `cp "${ROOT}tools/device/lib.sh" tools/device/ && ` +
+        `cp "${ROOT}.gpu-build/prebuilt.tar.xz" .gpu-build/`,
+      dir,
+    );
+    assert.equal(copy.code, 0, copy.text);
+    const use = await sh(
+      "OUT=. . tools/device/lib.sh; use_prebuilt && CUDA_VISIBLE_DEVICES= ./build-cuda/cuda_vs_cpu",
+      dir,
+    );
+    assert.equal(use.code, 0, use.text);
+    assert.match(use.text, /prebuilt: build-cuda from/);
+    // CUDA is in the library (else: "library built without CUDA"); this machine has no GPU
+    assert.match(use.text, /SKIP: no CUDA device/);
+    const changed = await sh(
+      "echo >> csrc/api.c; OUT=. . tools/device/lib.sh; use_prebuilt; echo rc=$?",
+      dir,
+    );
+    assert.match(changed.text, /csrc changed since it was built; building here/);
+    assert.match(changed.text, /rc=1/);
+  });
+});
