@@ -101,7 +101,9 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
         st->gemv1_res_rows != 8)
       st->gemv1_res_rows = 0;
     const char *e_g256 = getenv("MAMBABYTE_CUDA_GEMV_G256_ROWS");
-    st->gemv_g256_rows = e_g256 && atoi(e_g256) > 0 ? atoi(e_g256) : 0;
+    /* 16 (8 gave bf16 out_proj a warp a row: batch-1 decoding 10% faster, batches 4 and 8 and
+     * the verification pass 13% slower; docs/cuda_notes.md) */
+    st->gemv_g256_rows = e_g256 && atoi(e_g256) > 0 ? atoi(e_g256) : 16;
     const char *e_np = getenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
     st->norm_prologue = !(e_np && e_np[0] == '0');
   }

@@ -157,10 +157,8 @@ static cudaError_t gemv_dispatch(mb_ctx *ctx, int64_t in_f, int64_t ldx, int64_t
   const auto go = [&](auto g) {
     return vec ? f(g, std::true_type()) : f(g, std::false_type());
   };
-  /* a block a row below 16 rows an SM (8 gave bf16 out_proj a warp a row: batch-1 decoding 10%
-   * faster, batches 4 and 8 and the verification pass 13% slower; docs/cuda_notes.md) */
-  const int g256 = mbcuda_st(ctx)->gemv_g256_rows > 0 ? mbcuda_st(ctx)->gemv_g256_rows : 16;
-  switch (gemv_group_size(out_f, vec ? in_f / EPC : in_f, mbcuda_st(ctx)->sm_count, g256)) {
+  switch (gemv_group_size(out_f, vec ? in_f / EPC : in_f, mbcuda_st(ctx)->sm_count,
+                          mbcuda_st(ctx)->gemv_g256_rows)) {
     case 256: return go(std::integral_constant<int, 256>());
     case 32: return go(std::integral_constant<int, 32>());
     case 8: return go(std::integral_constant<int, 8>());

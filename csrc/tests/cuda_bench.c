@@ -301,7 +301,8 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
   int64_t rows = batch * len;
   int dt = m->dtype;
   MBX(mb_embedding(G, a->ids, rows, m->emb, dt, V, DM, a->h));
-  if (len == 1 && batch <= 8 && g_layers && g_fused && !g_skip) {
+  const int one_call = len == 1 && batch <= 8 && g_layers && g_fused && !g_skip;
+  if (one_call) {
     uint64_t t[NL * MB_DL_PTRS];
     for (int i = 0; i < NL; i++) {
       const layer *L = &m->l[i];
@@ -319,7 +320,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     MBX(mb_decode_layers(G, t, NL, batch, DM, DI, NS, R, KC, dt, MB_NORM_LAYER, 1e-5f, a->h,
                          a->res, a->hn, a->xz, a->xc, a->dbc, a->dt, a->y));
   }
-  for (int i = 0; i < NL && !(len == 1 && batch <= 8 && g_layers && g_fused && !g_skip); i++) {
+  for (int i = 0; i < NL && !one_call; i++) {
     layer *L = &m->l[i];
     float *cs = a->conv_state + (size_t)i * batch * DI * (KC - 1);
     float *ss = a->ssm_state + (size_t)i * batch * DI * NS;
@@ -731,6 +732,15 @@ static void ncu_step(int64_t batch) {
   model_free(&m);
 }
 
+/* A mode's end: the context destroyed, then the table of results under its title (none: no
+ * title line). Returns main's exit status. */
+static int finish(const char *title) {
+  MBX(mb_ctx_destroy(G));
+  if (title) printf("\n==== %s ====\n", title);
+  for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
   int batch_only = argc > 1 && !strcmp(argv[1], "--batch");
@@ -761,9 +771,7 @@ int main(int argc, char **argv) {
     model_init(&m, MB_DTYPE_BF16);
     breakdown(&m, 64, 1, "bf16");
     model_free(&m);
-    MBX(mb_ctx_destroy(G));
-    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
-    return 0;
+    return finish(NULL);
   }
   if (argc > 1 && !strcmp(argv[1], "--ablate")) {
     model m;
@@ -774,31 +782,19 @@ int main(int argc, char **argv) {
         if (dt || batches[i] == 1) ablate_bench(&m, batches[i], dt ? "bf16" : "f32");
       model_free(&m);
     }
-    MBX(mb_ctx_destroy(G));
-    printf("\n==== cuda_bench --ablate ====\n");
-    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
-    return 0;
+    return finish("cuda_bench --ablate");
   }
   if (argc > 1 && !strcmp(argv[1], "--gemv8")) {
     gemv8_sweep(bw);
-    MBX(mb_ctx_destroy(G));
-    printf("\n==== cuda_bench --gemv8 ====\n");
-    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
-    return 0;
+    return finish("cuda_bench --gemv8");
   }
   if (argc > 1 && !strcmp(argv[1], "--gemv1")) {
     gemv1_sweep(bw);
-    MBX(mb_ctx_destroy(G));
-    printf("\n==== cuda_bench --gemv1 ====\n");
-    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
-    return 0;
+    return finish("cuda_bench --gemv1");
   }
   if (batch_only) {
     batch_benches(bw);
-    MBX(mb_ctx_destroy(G));
-    printf("\n==== cuda_bench --batch (target: decode b64 bf16 >= 50000 bytes/s) ====\n");
-    for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
-    return 0;
+    return finish("cuda_bench --batch (target: decode b64 bf16 >= 50000 bytes/s)");
   }
   host_bench();
   int64_t shapes[4][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}, {DI, R}};
@@ -868,9 +864,6 @@ int main(int argc, char **argv) {
     model_free(&m);
   }
   discrete_a_bench();
-  MBX(mb_ctx_destroy(G));
-  printf("\n==== cuda_bench (targets: decode b1 bf16 >= 1700 B/s, b1 f32 >= 900, b64 bf16 >= "
-         "50000; forward 8192 bf16 <= 30 ms, tf32 <= 60 ms) ====\n");
-  for (int i = 0; i < nrows; i++) printf("%s\n", table[i]);
-  return 0;
+  return finish("cuda_bench (targets: decode b1 bf16 >= 1700 B/s, b1 f32 >= 900, b64 bf16 >= "
+                "50000; forward 8192 bf16 <= 30 ms, tf32 <= 60 ms)");
 }

@@ -29,12 +29,13 @@ csrc_digest() {
 # development machine and carried), when it was built from this csrc and its libraries resolve
 # here (the real cuBLAS); returns 1, leaving build-cuda alone, otherwise.
 use_prebuilt() {
-  local a=.gpu-build/prebuilt.tar.xz t
+  local a=.gpu-build/prebuilt.tar.xz t d
   [ -f "$a" ] || return 1
   t=$(mktemp -d)
+  d=$(csrc_digest)
   if ! tar -C "$t" -xJf "$a"; then
     echo "prebuilt: unreadable; building here"
-  elif [ "$(cat "$t/CSRC_DIGEST")" != "$(csrc_digest)" ]; then
+  elif [ "$(cat "$t/CSRC_DIGEST")" != "$d" ]; then
     echo "prebuilt: csrc changed since it was built; building here"
   elif ldd "$t/libmambabyte.so" | grep "not found"; then
     echo "prebuilt: a library it needs is missing here; building here"
@@ -43,7 +44,7 @@ use_prebuilt() {
     mkdir -p build-cuda
     cp "$t"/* build-cuda/
     rm -rf "$t"
-    echo "prebuilt: build-cuda from $a (csrc $(csrc_digest))"
+    echo "prebuilt: build-cuda from $a (csrc $d)"
     return 0
   fi
   rm -rf "$t"

@@ -35,7 +35,8 @@ rm -rf .gpu-build
 mkdir -p "$P"
 strip --strip-unneeded -o "$P/libmambabyte.so" "$B/libmambabyte.so"
 cp "$B/cuda_vs_cpu" "$B/cuda_bench" "$P/"
-csrc_digest >"$P/CSRC_DIGEST"
+d=$(csrc_digest)
+echo "$d" >"$P/CSRC_DIGEST"
 tar -C "$P" -cJf .gpu-build/prebuilt.tar.xz .
 rm -rf "$P"
-echo "prebuilt: .gpu-build/prebuilt.tar.xz ($(du -k .gpu-build/prebuilt.tar.xz | cut -f1) KiB, csrc $(csrc_digest))"
+echo "prebuilt: .gpu-build/prebuilt.tar.xz ($(du -k .gpu-build/prebuilt.tar.xz | cut -f1) KiB, csrc $d)"
