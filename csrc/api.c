@@ -616,6 +616,141 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   return MB_OK;
 }
 
+/* mb_linear over n rows in calls of at most 8 (each row with a one-row call's bits). */
+static int linear_rows8(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
+                        const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
+                        int64_t ldy) {
+  for (int64_t r0 = 0; r0 < n; r0 += 8) {
+    const int64_t m = n - r0 < 8 ? n - r0 : 8;
+    const int st = mb_linear(ctx, x + r0 * ldx, ldx, w, wdtype, bias, m, in_f, out_f, y + r0 * ldy,
+                             ldy);
+    if (st != MB_OK) return st;
+  }
+  return MB_OK;
+}
+
+#define VERIFY_MAX_LEN 65
+
+/* The checks mb_verify_layers and mb_resume_layers share: the table's required pointers. */
+static int check_layer_table(const char *fn, const uint64_t *layers, int64_t n_layer,
+                             const int *required, size_t nreq) {
+  for (int64_t i = 0; i < n_layer; i++)
+    for (size_t q = 0; q < nreq; q++)
+      REQUIRE(layers[i * MB_DL_PTRS + required[q]] != 0, "%s: layer %lld: pointer %d is NULL", fn,
+              (ll)i, required[q]);
+  return MB_OK;
+}
+
+/* mb_verify_layers' conv: the layer's window saved to conv_save, then advanced over the len
+ * positions (on CUDA the conv kernel saves the window as it reads it: no copy). */
+static int verify_conv(mb_ctx *ctx, const uint64_t *P, const float *xz, float *conv_save,
+                       int64_t len, int64_t d_inner, int64_t d_conv, float *xc) {
+  const float *w = (const float *)(uintptr_t)P[MB_DL_CONV_W];
+  const float *b = (const float *)(uintptr_t)P[MB_DL_CONV_B];
+  float *state = (float *)(uintptr_t)P[MB_DL_CONV_STATE];
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx) && d_conv <= 8)
+    return mbcuda_conv1d_save(ctx, xz, 2 * d_inner, w, b, state, conv_save, len, d_inner, d_conv,
+                              xc, d_inner);
+#endif
+  int st = mb_memcpy_d2d(ctx, conv_save, state, (size_t)(d_inner * (d_conv - 1)) * sizeof(float));
+  if (st == MB_OK)
+    st = mb_causal_conv1d(ctx, xz, 2 * d_inner, w, b, state, 1, len, d_inner, d_conv, xc, d_inner,
+                          NULL, NULL);
+  return st;
+}
+
+MB_EXPORT int mb_verify_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t len,
+                               int64_t d_model, int64_t d_inner, int64_t d_state, int64_t dt_rank,
+                               int64_t d_conv, int wdtype, int norm_kind, float eps,
+                               float *hidden, float *residual, float *normed, float *xc,
+                               float *x_dbl, float *delta, float *y, float *saved_xz,
+                               float *saved_ssm, float *saved_conv) {
+  static const char fn[] = "mb_verify_layers";
+  CHECK_CTX("mb_verify_layers");
+  NONNEG("mb_verify_layers", n_layer);
+  DTYPE_OK("mb_verify_layers", wdtype);
+  REQUIRE(len >= 1 && len <= VERIFY_MAX_LEN, "%s: len %lld is outside 1..%d", fn, (ll)len,
+          VERIFY_MAX_LEN);
+  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
+          "%s: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)", fn, norm_kind);
+  REQUIRE(d_model >= 1 && d_inner >= 1 && d_state >= 1 && dt_rank >= 1 && d_conv >= 1,
+          "%s: d_model, d_inner, d_state, dt_rank and d_conv must be >= 1", fn);
+  if (n_layer == 0) return MB_OK;
+  NONNULL("mb_verify_layers", layers);
+  NONNULL("mb_verify_layers", hidden);
+  NONNULL("mb_verify_layers", residual);
+  NONNULL("mb_verify_layers", normed);
+  NONNULL("mb_verify_layers", xc);
+  NONNULL("mb_verify_layers", x_dbl);
+  NONNULL("mb_verify_layers", delta);
+  NONNULL("mb_verify_layers", y);
+  NONNULL("mb_verify_layers", saved_xz);
+  NONNULL("mb_verify_layers", saved_ssm);
+  NONNULL("mb_verify_layers", saved_conv);
+  static const int required[] = {MB_DL_NORM_W, MB_DL_IN_W, MB_DL_CONV_W, MB_DL_CONV_STATE,
+                                 MB_DL_X_W, MB_DL_DT_W, MB_DL_A, MB_DL_SSM_STATE, MB_DL_OUT_W};
+  int st = check_layer_table(fn, layers, n_layer, required, sizeof required / sizeof required[0]);
+  if (st != MB_OK) return st;
+  const int64_t dx = dt_rank + 2 * d_state, win = d_conv - 1;
+  for (int64_t i = 0; i < n_layer && st == MB_OK; i++) {
+    const uint64_t *P = layers + i * MB_DL_PTRS;
+#define VL_PTR(T, k) ((T)(uintptr_t)P[MB_DL_##k])
+    float *xz = saved_xz + i * len * 2 * d_inner;
+    float *ssm_all = saved_ssm + i * len * d_inner * d_state;
+    float *conv_save = saved_conv + i * d_inner * win;
+    st = mb_add_norm(ctx, hidden, residual, i > 0, VL_PTR(const float *, NORM_W),
+                     VL_PTR(const float *, NORM_B), norm_kind, eps, len, d_model, normed, NULL);
+    if (st == MB_OK)
+      st = linear_rows8(ctx, normed, d_model, VL_PTR(const void *, IN_W), wdtype,
+                        VL_PTR(const float *, IN_B), len, d_model, 2 * d_inner, xz, 2 * d_inner);
+    if (st == MB_OK) st = verify_conv(ctx, P, xz, conv_save, len, d_inner, d_conv, xc);
+    if (st == MB_OK)
+      st = linear_rows8(ctx, xc, d_inner, VL_PTR(const void *, X_W), wdtype, NULL, len, d_inner,
+                        dx, x_dbl, dx);
+    if (st == MB_OK)
+      st = mb_selective_scan_dt(ctx, xc, d_inner, x_dbl, dx, VL_PTR(const void *, DT_W), wdtype,
+                                VL_PTR(const float *, DT_B), dt_rank, VL_PTR(const float *, A),
+                                x_dbl + dt_rank, dx, x_dbl + dt_rank + d_state, dx,
+                                VL_PTR(const float *, D), xz + d_inner, 2 * d_inner,
+                                VL_PTR(float *, SSM_STATE), ssm_all, 1, len, d_inner, d_state, 1,
+                                delta, y, d_inner);
+    if (st == MB_OK)
+      st = linear_rows8(ctx, y, d_inner, VL_PTR(const void *, OUT_W), wdtype,
+                        VL_PTR(const float *, OUT_B), len, d_inner, d_model, hidden, d_model);
+#undef VL_PTR
+  }
+  return st;
+}
+
+MB_EXPORT int mb_resume_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t len,
+                               int64_t d_inner, int64_t d_state, int64_t d_conv,
+                               const float *saved_xz, const float *saved_ssm,
+                               const float *saved_conv, const int32_t *sampled,
+                               const int32_t *drafted, int32_t *accepted) {
+  static const char fn[] = "mb_resume_layers";
+  CHECK_CTX("mb_resume_layers");
+  NONNEG("mb_resume_layers", n_layer);
+  REQUIRE(len >= 1 && len <= VERIFY_MAX_LEN, "%s: len %lld is outside 1..%d", fn, (ll)len,
+          VERIFY_MAX_LEN);
+  REQUIRE(d_inner >= 1 && d_state >= 1 && d_conv >= 1,
+          "%s: d_inner, d_state and d_conv must be >= 1", fn);
+  NONNULL("mb_resume_layers", sampled);
+  NONNULL("mb_resume_layers", drafted);
+  NONNULL("mb_resume_layers", accepted);
+  if (n_layer > 0) {
+    NONNULL("mb_resume_layers", layers);
+    NONNULL("mb_resume_layers", saved_xz);
+    NONNULL("mb_resume_layers", saved_ssm);
+    NONNULL("mb_resume_layers", saved_conv);
+    static const int required[] = {MB_DL_CONV_STATE, MB_DL_SSM_STATE};
+    const int st = check_layer_table(fn, layers, n_layer, required, 2);
+    if (st != MB_OK) return st;
+  }
+  DISPATCH(resume_layers, ctx, layers, n_layer, len, d_inner, d_state, d_conv, saved_xz, saved_ssm,
+           saved_conv, sampled, drafted, accepted);
+}
+
 MB_EXPORT int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
   CHECK_CTX("mb_log_softmax");
   NONNEG("mb_log_softmax", n);

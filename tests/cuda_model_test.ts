@@ -364,7 +364,7 @@ for (const dtype of ["fp32", "bf16"] as const) {
             assert.deepEqual(logits.subarray(t * 256, (t + 1) * 256), bits(ws1.logits), `row ${t}`);
             if (t === pos) at = [...stepped.conv, ...stepped.ssm].map(bits);
           }
-          gpu.resumeLayers(ws, verified, saved, pos, M);
+          gpu.resumeAt(verified, saved, pos);
           [...verified.conv, ...verified.ssm].forEach((t, i) =>
             assert.deepEqual(bits(t), at[i], `state ${i} after position ${pos}`)
           );

@@ -156,15 +156,103 @@ Deno.test("decodeLayers refuses a table of the wrong length before the native ca
   });
 });
 
-Deno.test("states of more than 8 sequences carry no table (their steps keep the ops)", async () => {
+Deno.test("steps of more than 8 sequences keep the ops; of up to 8, one decodeLayers call", async () => {
   const model = await load("cpu", "fp32", true);
-  const big = model.newState(9), small = model.newState(8);
+  const be = model.backend;
+  const calls: number[] = [];
+  const original = be.decodeLayers.bind(be);
+  be.decodeLayers = (a) => {
+    calls.push(a.batch);
+    original(a);
+  };
   try {
-    assert.equal(big.decodeTable(model.weights), null);
-    assert.ok(small.decodeTable(model.weights));
+    for (const batch of [9, 8, 1]) {
+      const state = model.newState(batch), ws = model.newWorkspace(batch);
+      try {
+        assert.ok(state.decodeTable(model.weights), `batch ${batch}: a table`);
+        be.upload(ws.ids.ptr, new Int32Array(batch).fill(65));
+        model.embed(ws, batch);
+        model.stepLayers(ws, state, batch);
+      } finally {
+        state.free();
+        ws.free();
+      }
+    }
+    assert.deepEqual(calls, [8, 1]);
   } finally {
-    big.free();
-    small.free();
+    model.close();
+  }
+});
+
+Deno.test("mb_verify_layers and mb_resume_layers refuse a bad length or a missing state, in one line", async () => {
+  const model = await load("cpu", "fp32", true);
+  const { VerifyBuffers } = await import("../src/model/workspace.ts");
+  const ws = model.newWorkspace(2), state = model.newState(1);
+  const saved = new VerifyBuffers(model.backend, model.dims, 2);
+  const d = model.dims, be = model.backend;
+  const table = state.decodeTable(model.weights)!;
+  const verify = (layers: BigUint64Array, len: number) =>
+    be.verifyLayers({
+      layers,
+      nLayer: d.nLayer,
+      len,
+      dModel: d.dModel,
+      dInner: d.dInner,
+      dState: d.dState,
+      dtRank: d.dtRank,
+      dConv: d.dConv,
+      wdtype: model.weights.wdtype,
+      normKind: model.weights.normKind,
+      eps: 1e-5,
+      hidden: ws.hidden.ptr,
+      residual: ws.residual.ptr,
+      normed: ws.normed.ptr,
+      xc: ws.xConv.ptr,
+      xDbl: ws.xDbl.ptr,
+      delta: ws.delta.ptr,
+      y: ws.y.ptr,
+      savedXz: saved.xz.ptr,
+      savedSsm: saved.ssm.ptr,
+      savedConv: saved.conv.ptr,
+    });
+  const resume = (layers: BigUint64Array, len: number) =>
+    be.resumeLayers({
+      layers,
+      nLayer: d.nLayer,
+      len,
+      dInner: d.dInner,
+      dState: d.dState,
+      dConv: d.dConv,
+      savedXz: saved.xz.ptr,
+      savedSsm: saved.ssm.ptr,
+      savedConv: saved.conv.ptr,
+      sampled: saved.control.at(saved.sampled),
+      drafted: saved.control.at(saved.drafted),
+      accepted: saved.control.at(saved.accepted),
+    });
+  const invalid = (re: RegExp) => (e: unknown) =>
+    e instanceof NativeError && e.status === Status.INVALID && re.test(e.message) &&
+    !e.message.includes("\n");
+  try {
+    for (const len of [0, 66]) {
+      assert.throws(
+        () => verify(table, len),
+        invalid(/mb_verify_layers: len \d+ is outside 1\.\.65/),
+      );
+      assert.throws(
+        () => resume(table, len),
+        invalid(/mb_resume_layers: len \d+ is outside 1\.\.65/),
+      );
+    }
+    const host = table.slice();
+    host[2 * DecodeLayerPtr.PTRS + DecodeLayerPtr.SSM_STATE] = 0n;
+    assert.throws(() => verify(host, 2), invalid(/mb_verify_layers: layer 2: pointer 12/));
+    assert.throws(() => resume(host, 2), invalid(/mb_resume_layers: layer 2: pointer 12/));
+    assert.throws(() => verify(table.subarray(1), 2), /verifyLayers: a table of 44 pointers/);
+  } finally {
+    saved.free();
+    ws.free();
+    state.free();
     model.close();
   }
 });

@@ -236,7 +236,10 @@ Deno.test("a verification pass equals stepping, and resumes at any position with
             };
           }
         }
-        model.resumeLayers(ws, verified, saved, pos, M);
+        model.resumeAt(verified, saved, pos);
+        const accepted = new Int32Array(1);
+        model.backend.download(accepted, saved.control.at(saved.accepted));
+        assert.equal(accepted[0], pos, `${id}: the accepted count`);
         for (let i = 0; i < model.dims.nLayer; i++) {
           assertSameBits(
             verified.conv[i].toHost() as Float32Array,

@@ -12,6 +12,7 @@
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { Backend, loadModel, Tensor } from "../mod.ts";
+import { offsetPtr } from "../src/backend/backend.ts";
 import { VerifyBuffers } from "../src/model/workspace.ts";
 import { median } from "../scripts/lib/bench.ts";
 
@@ -53,7 +54,7 @@ async function main(argv: string[]): Promise<void> {
   const saved = new VerifyBuffers(be, model.dims, M);
   const state = model.newState(1);
   const counters = Tensor.zeros(be, "i64", [M]);
-  const sampled = Tensor.zeros(be, "i32", [M]);
+  const sampled = saved.control.at(saved.sampled);
   const sampleRow = (row: number) =>
     be.sample({
       logits: ws.logits.at(row * 256),
@@ -64,7 +65,7 @@ async function main(argv: string[]): Promise<void> {
       topP: 0,
       seed: 1n,
       counter: counters.at(row),
-      out: sampled.at(row),
+      out: offsetPtr(sampled, row * 4),
     });
   const step = () => {
     model.embed(ws, 1);
@@ -74,9 +75,14 @@ async function main(argv: string[]): Promise<void> {
   };
   const verify = () => {
     model.embed(ws, M);
-    model.verifyLayers(ws, state, M, saved);
+    model.verifyLayers(ws, state, saved);
     model.verifyHead(ws, M);
     for (let i = 0; i < M; i++) sampleRow(i);
+  };
+  /** A round's graph: the pass, its draws, the accepted prefix and the resume (on the device). */
+  const round = () => {
+    verify();
+    model.resumeLayers(state, saved);
   };
 
   /** Microseconds per replay of body's graph (median of 5 runs of `replays`). */
@@ -134,6 +140,10 @@ async function main(argv: string[]): Promise<void> {
       (tVerify / tStep).toFixed(2)
     }x the step)`,
   );
+  const tRound = timeGraph(round);
+  console.log(
+    `verify + resume graph ${tRound.toFixed(1)} us  (${(tRound / tStep).toFixed(2)}x the step)`,
+  );
   console.log("verify without one kind of call (its cost = verify - without):");
   for (const name of ablate) {
     inst[name] = () => {};
@@ -161,7 +171,7 @@ async function main(argv: string[]): Promise<void> {
     be.upload(ws.ids.ptr, ids);
     be.upload(counters.ptr, ctr);
     be.graphLaunch(g);
-    be.download(got, sampled.ptr);
+    be.download(got, sampled);
     host.push((performance.now() - t0) * 1000);
   }
   be.graphDestroy(g);
@@ -170,7 +180,7 @@ async function main(argv: string[]): Promise<void> {
       median(host).toFixed(1)
     } us median, against ${tVerify.toFixed(1)} us of graph`,
   );
-  for (const t of [counters, sampled]) t.free();
+  counters.free();
   state.free();
   saved.free();
   ws.free();

@@ -88,6 +88,11 @@ int mbcuda_norm_in_proj_step(mb_ctx *ctx, const mbcuda_norm_in_proj *a);
 int mbcuda_linear_residual(mb_ctx *ctx, const float *x, const void *w, int wdtype,
                            const float *bias, int64_t in_f, int64_t out_f, float *y,
                            float *residual);
+/* mb_verify_layers' conv (csrc/cuda/conv.cu): mb_causal_conv1d of one sequence (batch 1) whose
+ * window, before the call, is also written to state_save (d * (k - 1) floats); k <= 8. */
+int mbcuda_conv1d_save(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
+                       const float *bias, float *conv_state, float *state_save, int64_t len,
+                       int64_t d, int64_t k, float *out, int64_t ldo);
 #endif
 
 #ifdef __cplusplus

@@ -42,7 +42,8 @@ __device__ __forceinline__ void conv_seq_pos(float (&win)[CONV_KMAX], const floa
  * loaded before the first is used (a verification pass of 8 positions waited on eight dependent
  * loads one after the other). */
 __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
-                           const float *__restrict__ bias, float *conv_state, int64_t batch,
+                           const float *__restrict__ bias, float *conv_state,
+                           float *__restrict__ state_save, int64_t batch,
                            int64_t len, int64_t d, int k, float *__restrict__ out, int64_t ldo,
                            float *__restrict__ pre_out, uint16_t *__restrict__ out_bf16) {
   mb_pdl_trigger();
@@ -58,6 +59,12 @@ __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float
   mb_pdl_wait();
 #pragma unroll
   for (int j = 0; j < CONV_KMAX; j++) win[j] = (j < k - 1 && st) ? st[j] : 0.f;
+  if (state_save) { /* the window before this call (verification keeps it for resuming) */
+    float *sv = state_save + (b * d + c) * (k - 1);
+#pragma unroll
+    for (int j = 0; j < CONV_KMAX; j++)
+      if (j < k - 1) sv[j] = win[j];
+  }
   if (len <= CONV_SEQ_PRELOAD) {
     float xs[CONV_SEQ_PRELOAD];
 #pragma unroll
@@ -191,7 +198,7 @@ extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, co
   cudaStream_t s = mbcuda_stream(ctx);
   int64_t chans = batch * d;
   if (k <= CONV_KMAX && (len <= 8 || chans >= 65536)) {
-    MBCUDA_LAUNCH("causal_conv1d", k_conv_seq, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact, out_bf16);
+    MBCUDA_LAUNCH("causal_conv1d", k_conv_seq, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, (float *)NULL, batch, len, d, (int)k, out, ldo, out_preact, out_bf16);
     return MB_OK;
   }
   int64_t T = CONV_TILE;
@@ -225,5 +232,21 @@ extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, co
   if (conv_state && k > 1) {
     MBCUDA_LAUNCH("causal_conv1d (state)", k_conv_state, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, conv_state, batch, len, d, (int)k);
   }
+  return MB_OK;
+}
+
+/* The verification pass's conv (mb_verify_layers): one sequence's len positions from its window,
+ * which is advanced in place, its values before the call written to state_save (k_conv_seq's
+ * arithmetic: mb_causal_conv1d's bits for the same call). */
+extern "C" int mbcuda_conv1d_save(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
+                                  const float *bias, float *conv_state, float *state_save,
+                                  int64_t len, int64_t d, int64_t k, float *out, int64_t ldo) {
+  if (len <= 0 || d <= 0) return MB_OK;
+  if (k > CONV_KMAX)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: conv1d_save: d_conv %lld > %d", (long long)k,
+                   CONV_KMAX);
+  MBCUDA_LAUNCH("conv1d_save", k_conv_seq, dim3(mbcuda_blocks(d, 128)), dim3(128), 0, x, ldx, w,
+                bias, conv_state, state_save, (int64_t)1, len, d, (int)k, out, ldo, (float *)NULL,
+                (uint16_t *)NULL);
   return MB_OK;
 }

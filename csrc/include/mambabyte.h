@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 8
+#define MB_ABI_VERSION 9
 
 /* Status codes. */
 #define MB_OK 0
@@ -317,6 +317,49 @@ int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64
                      int64_t d_conv, int wdtype, int norm_kind, float eps, float *hidden,
                      float *residual, float *normed, float *xz, float *xc, float *x_dbl,
                      float *delta, float *y);
+
+/**
+ * The verification pass of speculative decoding: len positions of ONE sequence (rows of hidden)
+ * through every layer of the table (mb_decode_layers' MB_DL_* pointers), each position with the
+ * arithmetic of a batch-1 decoding step, so that every row's results are the bits of len decoding
+ * steps. For each layer i, with P as in mb_decode_layers and saved_xz_i = saved_xz + i len 2
+ * d_inner, saved_ssm_i = saved_ssm + i len d_inner d_state, saved_conv_i = saved_conv + i d_inner
+ * (d_conv - 1), it is exactly
+ *   mb_add_norm(hidden, residual, i > 0, P[NORM_W], P[NORM_B], norm_kind, eps, len, d_model,
+ *               normed, NULL);
+ *   mb_linear(normed, ..., P[IN_W], P[IN_B], len, d_model, 2 d_inner, saved_xz_i, 2 d_inner);
+ *   saved_conv_i = P[CONV_STATE];   (the window before the pass)
+ *   mb_causal_conv1d(saved_xz_i, 2 d_inner, P[CONV_W], P[CONV_B], P[CONV_STATE], 1, len, d_inner,
+ *               d_conv, xc, d_inner, NULL, NULL);
+ *   mb_linear(xc, d_inner, P[X_W], wdtype, NULL, len, d_inner, dt_rank + 2 d_state, x_dbl, ...);
+ *   mb_selective_scan_dt(xc, d_inner, x_dbl, ..., P[DT_W], P[DT_B], ..., z = saved_xz_i + d_inner,
+ *               2 d_inner, P[SSM_STATE], saved_ssm_i, 1, len, d_inner, d_state, 1, delta, y,
+ *               d_inner);
+ *   mb_linear(y, d_inner, P[OUT_W], wdtype, P[OUT_B], len, d_inner, d_model, hidden, d_model);
+ * with every mb_linear in calls of at most 8 rows (each row with a one-row call's bits). Afterwards
+ * the table's conv windows and SSM states are those after the last position; mb_resume_layers moves
+ * them back to just after any position. 1 <= len <= 65; buffers in context memory.
+ */
+int mb_verify_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t len,
+                     int64_t d_model, int64_t d_inner, int64_t d_state, int64_t dt_rank,
+                     int64_t d_conv, int wdtype, int norm_kind, float eps, float *hidden,
+                     float *residual, float *normed, float *xc, float *x_dbl, float *delta,
+                     float *y, float *saved_xz, float *saved_ssm, float *saved_conv);
+
+/**
+ * After mb_verify_layers over len positions whose next-position draws are sampled[0..len-1] and
+ * whose positions 1..len-1 were the drafted ids drafted[0..len-2] (a negative id never matches):
+ * j = the longest prefix with sampled[t] == drafted[t] (t < len - 1) is written to *accepted, and
+ * every layer's conv window and SSM state (the table's MB_DL_CONV_STATE and MB_DL_SSM_STATE) are
+ * moved to just after position j, as if positions 0..j alone had been stepped: the window holds the
+ * last d_conv - 1 conv inputs up to j (from saved_conv and saved_xz), the state saved_ssm's row j.
+ * Reads only device memory (sampled, drafted and accepted are context memory), so a captured graph
+ * can hold it. The saved buffers are laid out as mb_verify_layers wrote them for this len.
+ */
+int mb_resume_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t len,
+                     int64_t d_inner, int64_t d_state, int64_t d_conv, const float *saved_xz,
+                     const float *saved_ssm, const float *saved_conv, const int32_t *sampled,
+                     const int32_t *drafted, int32_t *accepted);
 
 /** out[i, :] = log_softmax(logits[i, :]) over v columns, rows of n. out may equal logits. */
 int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);

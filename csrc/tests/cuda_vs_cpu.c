@@ -748,29 +748,10 @@ static void dl_free_states(const dl_case *c, dl_layer *f) {
   free(f);
 }
 
-/* A second CUDA context on the same device whose mb_decode_layers runs every op as its own call
- * (MAMBABYTE_CUDA_NORM_PROLOGUE=0 when it was created). */
-static mb_ctx *g_gpu_ops;
-
-static void t_decode_layers(void) {
-  setenv("MAMBABYTE_CUDA_NORM_PROLOGUE", "0", 1);
-  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g_gpu_ops));
-  unsetenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
-  const dl_case cs[] = {
-      {2, 1, 1792, 3584, 16, 112, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1}, /* 972M's shape */
-      {3, 1, 1024, 2048, 16, 64, 4, MB_DTYPE_F32, MB_NORM_RMS, 1},      /* 353M's */
-      {3, 1, 64, 128, 16, 4, 4, MB_DTYPE_F32, MB_NORM_LAYER, 1},
-      {2, 1, 100, 203, 5, 7, 3, MB_DTYPE_F32, MB_NORM_RMS, 0}, /* scalar loads everywhere */
-      {3, 1, 448, 896, 16, 28, 4, MB_DTYPE_BF16, MB_NORM_RMS, 1},
-      {2, 1, 200, 400, 33, 13, 5, MB_DTYPE_BF16, MB_NORM_LAYER, 1}, /* k > 4, R % 8 != 0 */
-      {2, 3, 64, 128, 16, 4, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1},
-      {2, 8, 96, 192, 16, 6, 4, MB_DTYPE_F32, MB_NORM_LAYER, 1},
-  };
-  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
-    const dl_case *c = &cs[ci];
-    if (g_small && c->dm > 512) continue;
-    const int64_t B = c->batch, dm = c->dm, di = c->di, n = c->n, R = c->R, dx = R + 2 * n;
-    const float sc = 1.f / sqrtf((float)dm), sci = 1.f / sqrtf((float)di);
+/* A case's layers: random weights of its shape, random recurrent states of its batch. */
+static dl_layer *dl_make_layers(const dl_case *c) {
+  const int64_t B = c->batch, dm = c->dm, di = c->di, n = c->n, R = c->R, dx = R + 2 * n;
+  const float sc = 1.f / sqrtf((float)dm), sci = 1.f / sqrtf((float)di);
     dl_layer *ly = (dl_layer *)calloc((size_t)c->L, sizeof *ly);
     for (int64_t i = 0; i < c->L; i++) {
       pair *w = ly[i].w;
@@ -793,6 +774,39 @@ static void t_decode_layers(void) {
       w[MB_DL_OUT_W] = weights(dm, di, c->wdt, -sci, sci);
       if (c->bias) w[MB_DL_OUT_B] = prand(dm, -0.1f, 0.1f);
     }
+  return ly;
+}
+
+static void dl_free_layers(const dl_case *c, dl_layer *ly) {
+  for (int64_t i = 0; i < c->L; i++)
+    for (int q = 0; q < MB_DL_PTRS; q++)
+      if (ly[i].w[q].bytes) pfree(&ly[i].w[q]);
+  free(ly);
+}
+
+/* A second CUDA context on the same device whose mb_decode_layers runs every op as its own call
+ * (MAMBABYTE_CUDA_NORM_PROLOGUE=0 when it was created). */
+static mb_ctx *g_gpu_ops;
+
+static void t_decode_layers(void) {
+  setenv("MAMBABYTE_CUDA_NORM_PROLOGUE", "0", 1);
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g_gpu_ops));
+  unsetenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
+  const dl_case cs[] = {
+      {2, 1, 1792, 3584, 16, 112, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1}, /* 972M's shape */
+      {3, 1, 1024, 2048, 16, 64, 4, MB_DTYPE_F32, MB_NORM_RMS, 1},      /* 353M's */
+      {3, 1, 64, 128, 16, 4, 4, MB_DTYPE_F32, MB_NORM_LAYER, 1},
+      {2, 1, 100, 203, 5, 7, 3, MB_DTYPE_F32, MB_NORM_RMS, 0}, /* scalar loads everywhere */
+      {3, 1, 448, 896, 16, 28, 4, MB_DTYPE_BF16, MB_NORM_RMS, 1},
+      {2, 1, 200, 400, 33, 13, 5, MB_DTYPE_BF16, MB_NORM_LAYER, 1}, /* k > 4, R % 8 != 0 */
+      {2, 3, 64, 128, 16, 4, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1},
+      {2, 8, 96, 192, 16, 6, 4, MB_DTYPE_F32, MB_NORM_LAYER, 1},
+  };
+  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+    const dl_case *c = &cs[ci];
+    if (g_small && c->dm > 512) continue;
+    const int64_t B = c->batch, dm = c->dm, di = c->di, n = c->n, R = c->R, dx = R + 2 * n;
+    dl_layer *ly = dl_make_layers(c);
     pair hid = prand(B * dm, -1, 1), res = prand(B * dm, -1, 1);
     pair nrm = pf(NULL, B * dm), xz = pf(NULL, B * 2 * di), xc = pf(NULL, B * di);
     pair xd = pf(NULL, B * dx), de = pf(NULL, B * di), y = pf(NULL, B * di);
@@ -862,14 +876,131 @@ static void t_decode_layers(void) {
       pfree(&hid3), pfree(&res3);
     }
     free(tc), free(tg);
-    for (int64_t i = 0; i < c->L; i++)
-      for (int q = 0; q < MB_DL_PTRS; q++)
-        if (ly[i].w[q].bytes) pfree(&ly[i].w[q]);
-    free(ly);
+    dl_free_layers(c, ly);
     pfree(&hid), pfree(&res), pfree(&nrm), pfree(&xz), pfree(&xc), pfree(&xd), pfree(&de),
         pfree(&y);
   }
   MBX(mb_ctx_destroy(g_gpu_ops));
+}
+
+/* ---- mb_verify_layers and mb_resume_layers (speculative decoding) ----------------------------
+ * A verification pass of len positions on the GPU against len batch-1 steps of mb_decode_layers
+ * on the GPU (bit for bit: every row has a step's bits), and against the CPU's pass (the
+ * tolerance of decode_layers); then mb_resume_layers at several accepted prefixes against the
+ * stepped states, bit for bit, and the accepted count. */
+static void t_verify_layers(void) {
+  const dl_case cs[] = {
+      {3, 1, 64, 128, 16, 4, 4, MB_DTYPE_F32, MB_NORM_LAYER, 1},
+      {2, 1, 100, 203, 5, 7, 3, MB_DTYPE_F32, MB_NORM_RMS, 0},
+      {3, 1, 384, 768, 16, 24, 4, MB_DTYPE_F32, MB_NORM_LAYER, 1}, /* the trained target's */
+      {2, 1, 448, 896, 16, 28, 4, MB_DTYPE_BF16, MB_NORM_RMS, 1},
+      {2, 1, 1792, 3584, 16, 112, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1},
+  };
+  const int64_t lens[] = {8, 11, 1};
+  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++)
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+      const dl_case *c = &cs[ci];
+      const int64_t M = lens[li];
+      if (g_small && c->dm > 512) continue;
+      const int64_t dm = c->dm, di = c->di, n = c->n, dx = c->R + 2 * n, w = c->k - 1;
+      dl_layer *ly = dl_make_layers(c);      /* verified */
+      dl_layer *st = dl_fork_states(c, ly); /* stepped, on the GPU */
+      uint64_t *tc = dl_table(c, ly, 0), *tg = dl_table(c, ly, 1), *ts = dl_table(c, st, 1);
+      pair hid = prand(M * dm, -1, 1), res = pf(NULL, M * dm), nrm = pf(NULL, M * dm);
+      pair xc = pf(NULL, M * di), xd = pf(NULL, M * dx), de = pf(NULL, M * di), y = pf(NULL, M * di);
+      pair sxz = pf(NULL, c->L * M * 2 * di), sssm = pf(NULL, c->L * M * di * n);
+      pair sconv = pf(NULL, c->L * di * (w > 0 ? w : 1));
+      /* the steps first, each from the pass's input row t (the hidden rows are overwritten) */
+      pair h1 = pf(NULL, dm), r1 = pf(NULL, dm), n1 = pf(NULL, dm), xz1 = pf(NULL, 2 * di);
+      pair xc1 = pf(NULL, di), xd1 = pf(NULL, dx), de1 = pf(NULL, di), y1 = pf(NULL, di);
+      float *hout = (float *)malloc((size_t)(M * dm) * 4), *rout = (float *)malloc((size_t)(M * dm) * 4);
+      float **conv_at = (float **)calloc((size_t)(M * c->L), sizeof(float *));
+      float **ssm_at = (float **)calloc((size_t)(M * c->L), sizeof(float *));
+      for (int64_t t = 0; t < M; t++) {
+        MBX(mb_memcpy_d2d(GPU, h1.g, G(hid) + t * dm, (size_t)dm * 4));
+        MBX(mb_decode_layers(GPU, ts, c->L, 1, dm, di, n, c->R, c->k, c->wdt, c->norm, 1e-5f,
+                             G(h1), G(r1), G(n1), G(xz1), G(xc1), G(xd1), G(de1), G(y1)));
+        MBX(mb_ctx_synchronize(GPU));
+        MBX(mb_memcpy_d2h(GPU, hout + t * dm, h1.g, (size_t)dm * 4));
+        MBX(mb_memcpy_d2h(GPU, rout + t * dm, r1.g, (size_t)dm * 4));
+        for (int64_t i = 0; i < c->L; i++) {
+          pair *cs_ = &st[i].w[MB_DL_CONV_STATE], *ss_ = &st[i].w[MB_DL_SSM_STATE];
+          conv_at[t * c->L + i] = (float *)malloc(cs_->bytes);
+          ssm_at[t * c->L + i] = (float *)malloc(ss_->bytes);
+          MBX(mb_memcpy_d2h(GPU, conv_at[t * c->L + i], cs_->g, cs_->bytes));
+          MBX(mb_memcpy_d2h(GPU, ssm_at[t * c->L + i], ss_->g, ss_->bytes));
+        }
+      }
+#define VL(ctx, t, gpu)                                                                         \
+  MBX(mb_verify_layers(ctx, t, c->L, M, dm, di, n, c->R, c->k, c->wdt, c->norm, 1e-5f,           \
+                       gpu ? G(hid) : C(hid), gpu ? G(res) : C(res), gpu ? G(nrm) : C(nrm),      \
+                       gpu ? G(xc) : C(xc), gpu ? G(xd) : C(xd), gpu ? G(de) : C(de),            \
+                       gpu ? G(y) : C(y), gpu ? G(sxz) : C(sxz), gpu ? G(sssm) : C(sssm),        \
+                       gpu ? G(sconv) : C(sconv)))
+      VL(CPU, tc, 0);
+      VL(GPU, tg, 1);
+#undef VL
+      char cfg[112];
+      snprintf(cfg, sizeof cfg, "len=%lld L=%lld dm=%lld di=%lld n=%lld k=%lld %s", (long long)M,
+               (long long)c->L, (long long)dm, (long long)di, (long long)n, (long long)c->k,
+               c->wdt ? "bf16" : "f32");
+      const double tol = 1e-4;
+      check("verify_layers", cfg, "hidden", rel_all(&hid), tol);
+      check("verify_layers", cfg, "saved xz", rel_all(&sxz), tol);
+      check("verify_layers", cfg, "saved ssm", rel_all(&sssm), tol);
+      check("verify_layers", cfg, "saved conv", rel_all(&sconv), 0);
+      MBX(mb_ctx_synchronize(GPU));
+      float *hv = (float *)malloc(hid.bytes), *rv = (float *)malloc(res.bytes);
+      MBX(mb_memcpy_d2h(GPU, hv, hid.g, hid.bytes));
+      MBX(mb_memcpy_d2h(GPU, rv, res.g, res.bytes));
+      check("verify_layers", cfg, "=steps bits",
+            (double)(memcmp(hv, hout, hid.bytes) != 0) + (memcmp(rv, rout, res.bytes) != 0), 0);
+      free(hv), free(rv);
+      /* resume at accepted prefixes j: drafts agree with the draws up to j (then -1 or another) */
+      const int64_t js[] = {0, M / 2, M - 1};
+      int32_t *ids = (int32_t *)calloc((size_t)(2 * M + 1), 4); /* sampled M, drafted M, acc 1 */
+      for (size_t q = 0; q < 3; q++) {
+        const int64_t j = js[q];
+        for (int64_t t = 0; t < M; t++) ids[t] = (int32_t)(t * 7 % 256);
+        for (int64_t t = 0; t + 1 < M; t++)
+          ids[M + t] = t < j ? ids[t] : (t == j ? (q == 1 ? -1 : ids[t] + 1) : ids[t]);
+        pair I = pnew(ids, (size_t)(2 * M + 1) * 4);
+        dl_layer *rs = dl_fork_states(c, ly); /* the verified states, resumed */
+        uint64_t *tr = dl_table(c, rs, 1);
+        MBX(mb_resume_layers(GPU, tr, c->L, M, di, n, c->k, G(sxz), G(sssm), G(sconv),
+                             (const int32_t *)I.g, (const int32_t *)I.g + M,
+                             (int32_t *)I.g + 2 * M));
+        MBX(mb_ctx_synchronize(GPU));
+        int32_t acc = -1;
+        MBX(mb_memcpy_d2h(GPU, &acc, (int32_t *)I.g + 2 * M, 4));
+        double bad = acc != j;
+        for (int64_t i = 0; i < c->L; i++) {
+          pair *cs_ = &rs[i].w[MB_DL_CONV_STATE], *ss_ = &rs[i].w[MB_DL_SSM_STATE];
+          float *hc = (float *)malloc(cs_->bytes), *hs = (float *)malloc(ss_->bytes);
+          MBX(mb_memcpy_d2h(GPU, hc, cs_->g, cs_->bytes));
+          MBX(mb_memcpy_d2h(GPU, hs, ss_->g, ss_->bytes));
+          bad += memcmp(hc, conv_at[j * c->L + i], cs_->bytes) != 0;
+          bad += memcmp(hs, ssm_at[j * c->L + i], ss_->bytes) != 0;
+          free(hc), free(hs);
+        }
+        char rc[140];
+        snprintf(rc, sizeof rc, "%s j=%lld", cfg, (long long)j);
+        check("resume_layers", rc, "=steps bits", bad, 0);
+        free(tr);
+        dl_free_states(c, rs);
+        pfree(&I);
+      }
+      free(ids);
+      for (int64_t q = 0; q < M * c->L; q++) free(conv_at[q]), free(ssm_at[q]);
+      free(conv_at), free(ssm_at), free(hout), free(rout);
+      free(tc), free(tg), free(ts);
+      dl_free_states(c, st);
+      dl_free_layers(c, ly);
+      pfree(&hid), pfree(&res), pfree(&nrm), pfree(&xc), pfree(&xd), pfree(&de), pfree(&y);
+      pfree(&sxz), pfree(&sssm), pfree(&sconv);
+      pfree(&h1), pfree(&r1), pfree(&n1), pfree(&xz1), pfree(&xc1), pfree(&xd1), pfree(&de1),
+          pfree(&y1);
+    }
 }
 
 static void t_softmax_rank(void) {
@@ -1432,6 +1563,7 @@ int main(int argc, char **argv) {
   with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "2", "the GEMV with 2 inputs a thread", t_spec);
   with_gpu_env("MAMBABYTE_CUDA_GEMV_OUT", "1", "the GEMV with one output row a thread", t_spec);
   t_decode_layers();
+  t_verify_layers();
   t_softmax_rank();
   t_discrete_a();
   t_sample();

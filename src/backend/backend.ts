@@ -709,12 +709,7 @@ export class Backend {
     delta: Ptr;
     y: Ptr;
   }): void {
-    const want = a.nLayer * DecodeLayerPtr.PTRS;
-    if (!Number.isSafeInteger(a.nLayer) || a.nLayer < 0 || a.layers.length !== want) {
-      throw new RangeError(
-        `decodeLayers: a table of ${a.layers.length} pointers for ${a.nLayer} layers (needs ${want})`,
-      );
-    }
+    checkTable("decodeLayers", a.layers, a.nLayer);
     check(
       this.#lib.mb_decode_layers(
         this.#c,
@@ -739,6 +734,106 @@ export class Backend {
         a.y,
       ),
       "decode_layers",
+    );
+  }
+
+  /**
+   * The verification pass of speculative decoding in one native call (mb_verify_layers): `len`
+   * positions of one sequence through every layer of the table ({@link decodeLayers}' layout),
+   * each with a batch-1 decoding step's bits. Per layer, savedXz receives in_proj's rows, savedSsm
+   * the SSM state after each position and savedConv the conv window before the pass (each layer
+   * at offset i * its size for this `len`); the table's states end after the last position.
+   */
+  verifyLayers(a: {
+    layers: BigUint64Array;
+    nLayer: number;
+    len: number;
+    dModel: number;
+    dInner: number;
+    dState: number;
+    dtRank: number;
+    dConv: number;
+    wdtype: WeightDType;
+    normKind: NormKindCode;
+    eps: number;
+    hidden: Ptr;
+    residual: Ptr;
+    normed: Ptr;
+    xc: Ptr;
+    xDbl: Ptr;
+    delta: Ptr;
+    y: Ptr;
+    savedXz: Ptr;
+    savedSsm: Ptr;
+    savedConv: Ptr;
+  }): void {
+    checkTable("verifyLayers", a.layers, a.nLayer);
+    check(
+      this.#lib.mb_verify_layers(
+        this.#c,
+        a.layers,
+        I(a.nLayer),
+        I(a.len),
+        I(a.dModel),
+        I(a.dInner),
+        I(a.dState),
+        I(a.dtRank),
+        I(a.dConv),
+        WDTYPE_CODE[a.wdtype],
+        NORM_CODE[a.normKind],
+        a.eps,
+        a.hidden,
+        a.residual,
+        a.normed,
+        a.xc,
+        a.xDbl,
+        a.delta,
+        a.y,
+        a.savedXz,
+        a.savedSsm,
+        a.savedConv,
+      ),
+      "verify_layers",
+    );
+  }
+
+  /**
+   * After {@link verifyLayers} (mb_resume_layers): the accepted prefix j (the longest with
+   * sampled[t] == drafted[t], t < len - 1; int32 device values) into `accepted`, and every
+   * layer's state moved to just after position j, all on the device (a graph can hold it).
+   */
+  resumeLayers(a: {
+    layers: BigUint64Array;
+    nLayer: number;
+    len: number;
+    dInner: number;
+    dState: number;
+    dConv: number;
+    savedXz: Ptr;
+    savedSsm: Ptr;
+    savedConv: Ptr;
+    sampled: Ptr;
+    drafted: Ptr;
+    accepted: Ptr;
+  }): void {
+    checkTable("resumeLayers", a.layers, a.nLayer);
+    check(
+      this.#lib.mb_resume_layers(
+        this.#c,
+        a.layers,
+        I(a.nLayer),
+        I(a.len),
+        I(a.dInner),
+        I(a.dState),
+        I(a.dConv),
+        a.savedXz,
+        a.savedSsm,
+        a.savedConv,
+        a.sampled,
+        a.drafted,
+        a.accepted,
+      ),
+      "resume_layers",
     );
   }
 
@@ -907,4 +1002,14 @@ const I = BigInt;
 
 function viewBytes(v: ArrayBufferView): Uint8Array<ArrayBuffer> {
   return new Uint8Array(v.buffer as ArrayBuffer, v.byteOffset, v.byteLength);
+}
+
+/** A layer table ({@link DecodeLayerPtr} layout) of the right length for `nLayer` layers. */
+function checkTable(op: string, layers: BigUint64Array, nLayer: number): void {
+  const want = nLayer * DecodeLayerPtr.PTRS;
+  if (!Number.isSafeInteger(nLayer) || nLayer < 0 || layers.length !== want) {
+    throw new RangeError(
+      `${op}: a table of ${layers.length} pointers for ${nLayer} layers (needs ${want})`,
+    );
+  }
 }

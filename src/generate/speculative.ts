@@ -4,8 +4,8 @@
  * ({@link MambaByteLM.verifyLayers}), keeps the longest prefix that agrees with what it would have
  * drawn itself, adds its own byte at the first disagreement (or after the last draft), and
  * continues from the state right after the last accepted byte ({@link MambaByteLM.resumeLayers}:
- * the saved SSM state of that position and the conv window shifted along the saved inputs), with
- * nothing recomputed.
+ * the saved SSM state of that position and the conv window gathered from the saved inputs, found
+ * and moved on the device in the pass's own graph), with nothing recomputed.
  *
  * Exactness: the result is the bytes plain decoding ({@link generateBytes}) returns for the same
  * options and seed, greedy or sampled. Each verified position runs the arithmetic of a decoding
@@ -68,8 +68,8 @@ export interface SpeculativeStats {
   bytesPerSecond: number;
   /**
    * With {@link SpeculativeOptions.profilePhases}: seconds spent drafting (propose), verifying
-   * (the pass and reading its samples) and resuming (the byte model's state and the drafter's
-   * accept), each ended by a device synchronisation; null otherwise.
+   * (the pass, its draws and the byte model's resume, one graph, and reading the draws) and
+   * resuming (the drafter's accept), each ended by a device synchronisation; null otherwise.
    */
   phaseSeconds: { draft: number; verify: number; resume: number } | null;
 }
@@ -136,9 +136,9 @@ export async function generateSpeculative(
   const saved = new VerifyBuffers(be, model.dims, M);
   const state = model.newState(1);
   const counters = Tensor.zeros(be, "i64", [M]);
-  const sampled = Tensor.zeros(be, "i32", [M]);
+  const control = saved.control;
   const graphs = new GraphCache<string>(be, o.useGraphs);
-  const sampleRow = (row: number) =>
+  const sampleRow = (row: number, out = control.at(saved.sampled + row)) =>
     be.sample({
       logits: ws.logits.at(row * 256),
       batch: 1,
@@ -149,7 +149,7 @@ export async function generateSpeculative(
       topP: o.topP,
       seed: BigInt(o.seed),
       counter: counters.at(row),
-      out: sampled.at(row),
+      out,
     });
   const phases = stats.phaseSeconds;
   let mark = 0;
@@ -167,7 +167,7 @@ export async function generateSpeculative(
     const L = prompt.length;
     sampleRow(0);
     const first = new Int32Array(1);
-    be.download(first, sampled.ptr);
+    be.download(first, control.at(saved.sampled));
     const t0 = performance.now();
     out[0] = first[0];
     let emitted = 1;
@@ -181,9 +181,11 @@ export async function generateSpeculative(
       context[L] = first[0];
       await drafter.start(context);
     }
-    const ids = new Int32Array(M);
+    // The pass's inputs (ids, then drafts padded with -1) go up in one upload; its draws and the
+    // accepted count come back in one download.
+    const input = new Int32Array(2 * M - 1);
     const ctr = new BigInt64Array(M);
-    const got = new Int32Array(M);
+    const result = new Int32Array(M + 1);
     if (phases) {
       be.sync();
       mark = performance.now();
@@ -191,22 +193,33 @@ export async function generateSpeculative(
     while (emitted < N && !stopped) {
       const drafts = (await drafter.propose(K)).subarray(0, K);
       lap("draft");
-      ids.fill(0);
-      ids[0] = out[emitted - 1];
-      for (let i = 0; i < drafts.length; i++) ids[i + 1] = drafts[i];
+      input.fill(0, 0, M);
+      input.fill(-1, M);
+      input[0] = out[emitted - 1];
+      input.set(drafts, 1);
+      input.set(drafts, M);
       for (let i = 0; i < M; i++) ctr[i] = BigInt(emitted + i);
-      be.upload(ws.ids.ptr, ids);
+      be.upload(control.ptr, input);
       be.upload(counters.ptr, ctr);
+      // One graph: the pass, its draws, and (on the device, from the draws) the accepted prefix
+      // and the state moved to just after it.
       graphs.run("verify", () => {
-        model.embed(ws, M);
-        model.verifyLayers(ws, state, M, saved);
+        model.embed(ws, M, control.ptr);
+        model.verifyLayers(ws, state, saved);
         model.verifyHead(ws, M);
         for (let i = 0; i < M; i++) sampleRow(i);
+        model.resumeLayers(state, saved);
       });
-      be.download(got, sampled.ptr);
+      be.download(result, control.at(saved.sampled));
       lap("verify");
+      const got = result.subarray(0, M);
       let j = 0;
       while (j < drafts.length && got[j] === drafts[j]) j++;
+      if (result[M] !== j) {
+        throw new MambaByteError(
+          `speculative: the device accepted ${result[M]} drafts, the host ${j}`,
+        );
+      }
       let take = Math.min(j + 1, N - emitted);
       for (let i = 0; i < take && stop; i++) {
         if (stop.push(got[i])) {
@@ -222,7 +235,6 @@ export async function generateSpeculative(
       for (let i = 0; i < take; i++) await options.onBytes?.(fresh.subarray(i, i + 1), emitted + i);
       emitted += take;
       if (emitted >= N || stopped) break;
-      graphs.run(`resume ${j}`, () => model.resumeLayers(ws, state, saved, j, M));
       await drafter.accept(fresh);
       lap("resume");
     }
@@ -235,7 +247,6 @@ export async function generateSpeculative(
     return { bytes: emitted === N ? out : out.slice(0, emitted), stats };
   } finally {
     graphs.free();
-    sampled.free();
     counters.free();
     state.free();
     saved.free();

@@ -313,15 +313,21 @@ export class MambaByteLM {
   }
 
   /**
-   * A zero recurrent state for `batch` sequences; for up to 8, with the table of its layers'
-   * pointers that {@link stepLayers} hands to Backend.decodeLayers (one native call a step).
+   * A zero recurrent state for `batch` sequences, with the table of its layers' pointers that
+   * {@link stepLayers} hands to Backend.decodeLayers (one native call a step, up to 8 sequences)
+   * and verification to Backend.verifyLayers.
    */
   newState(batch = 1): RecurrentState {
     const state = new RecurrentState(this.backend, this.dims, batch);
-    if (this.decodeLayers && batch <= DECODE_TABLE_MAX_BATCH) {
-      state.setDecodeTable(this.weights, this.#decodeTable(state));
-    }
+    state.setDecodeTable(this.weights, this.#decodeTable(state));
     return state;
+  }
+
+  /** The pointer table of `state` with this model's weights (newState made it). */
+  #layerTable(state: RecurrentState): BigUint64Array {
+    const table = state.decodeTable(this.weights);
+    if (!table) throw new MambaByteError("a recurrent state of another model");
+    return table;
   }
 
   /** Backend.decodeLayers' pointers of every layer: this model's weights and `state`'s buffers. */
@@ -451,7 +457,9 @@ export class MambaByteLM {
     // linearConv1dStep runs it there.
     const bf = batch > 8 ? ws.bf16 : null;
     // Only states of up to DECODE_TABLE_MAX_BATCH sequences carry a table (newState).
-    const table = afterLayer === undefined ? state.decodeTable(this.weights) : null;
+    const table = this.decodeLayers && batch <= DECODE_TABLE_MAX_BATCH && afterLayer === undefined
+      ? state.decodeTable(this.weights)
+      : null;
     if (table) return be.decodeLayers(this.decodeLayersArgs(ws, table, batch));
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
@@ -518,86 +526,79 @@ export class MambaByteLM {
   }
 
   /**
-   * Verification (speculative decoding): `len` positions of one sequence, embedded in ws.hidden,
-   * each with exactly the arithmetic of a decoding step ({@link stepLayers}) from `state`, so the
-   * logits equal those of `len` steps bit for bit: the products run in calls of at most
-   * {@link VERIFY_BLOCK} rows (a row's bits do not depend on the rows beside it), the conv over
-   * the positions (the same FMA order as its step), and dt_proj with the state update position
-   * after position (Backend.scanDt, the decoding step's kernel). Afterwards `state`'s SSM states
-   * are those after the last position while its conv windows are still those before the first;
-   * `saved` keeps what {@link resumeLayers} needs to move `state` to just after any position.
+   * Verification (speculative decoding): `saved.rows` positions of one sequence, embedded in
+   * ws.hidden, each with exactly the arithmetic of a decoding step ({@link stepLayers}) from
+   * `state`, so the logits equal those of as many steps bit for bit, in one native call
+   * (Backend.verifyLayers). Afterwards `state` is the state after the last position, and `saved`
+   * keeps what {@link resumeLayers} needs to move it to just after any position.
    */
-  verifyLayers(ws: Workspace, state: RecurrentState, len: number, saved: VerifyBuffers): void {
-    const be = this.backend;
-    const di = this.dims.dInner;
-    if (len > saved.rows || len > ws.rows) {
-      throw new MambaByteError(`verifyLayers: ${len} positions exceed the buffers' rows`);
+  verifyLayers(ws: Workspace, state: RecurrentState, saved: VerifyBuffers): void {
+    const d = this.dims;
+    if (saved.rows > ws.rows) {
+      throw new MambaByteError(`verifyLayers: ${saved.rows} positions exceed the workspace's rows`);
     }
-    for (let i = 0; i < this.dims.nLayer; i++) {
-      const w = this.weights.layers[i];
-      const xz = saved.xz[i];
-      this.#norm(ws, i, len);
-      this.#linearRows({ ...this.#inProj(ws, i, len), y: xz.ptr });
-      be.copy(saved.conv.ptr, state.conv[i].ptr, saved.conv.bytes);
-      this.#conv(ws, i, xz.ptr, saved.conv.ptr, 1, len);
-      this.#linearRows({
-        x: ws.xConv.ptr,
-        w: w.xProj.ptr,
-        wdtype: this.weights.wdtype,
-        bias: null,
-        n: len,
-        inF: di,
-        outF: this.#xDblCols,
-        y: ws.xDbl.ptr,
-      });
-      be.scanDt({
-        ...this.#scanOperands(ws, state, i),
-        z: xz.at(di),
-        ...this.#dtProjOperands(ws, i),
-        statesAll: saved.ssm[i].ptr,
-        batch: 1,
-        len,
-        deltaOut: ws.delta.ptr,
-      });
-      this.#linearRows({
-        x: ws.y.ptr,
-        w: w.outProj.ptr,
-        wdtype: this.weights.wdtype,
-        bias: w.outProjBias?.ptr ?? null,
-        n: len,
-        inF: di,
-        outF: this.dims.dModel,
-        y: ws.hidden.ptr,
-      });
-    }
+    this.backend.verifyLayers({
+      layers: this.#layerTable(state),
+      nLayer: d.nLayer,
+      len: saved.rows,
+      dModel: d.dModel,
+      dInner: d.dInner,
+      dState: d.dState,
+      dtRank: d.dtRank,
+      dConv: d.dConv,
+      wdtype: this.weights.wdtype,
+      normKind: this.weights.normKind,
+      eps: this.eps,
+      hidden: ws.hidden.ptr,
+      residual: ws.residual.ptr,
+      normed: ws.normed.ptr,
+      xc: ws.xConv.ptr,
+      xDbl: ws.xDbl.ptr,
+      delta: ws.delta.ptr,
+      y: ws.y.ptr,
+      savedXz: saved.xz.ptr,
+      savedSsm: saved.ssm.ptr,
+      savedConv: saved.conv.ptr,
+    });
   }
 
   /**
-   * After {@link verifyLayers} over `len` positions: moves `state` to just after position `pos`
-   * (0-based), as if positions 0..pos alone had been stepped. The SSM state is copied from the
-   * saved states; the conv window is shifted along the saved conv inputs of the last d_conv-1
-   * positions up to `pos` (its outputs go to ws.xConv and are not used).
+   * After {@link verifyLayers}: on the device, the accepted prefix j of the drafts (the longest
+   * whose ids in saved.control's drafted block equal the draws in its sampled block) into its
+   * accepted slot, and `state` moved to just after position j, as if positions 0..j alone had
+   * been stepped (Backend.resumeLayers; nothing is recomputed).
    */
-  resumeLayers(
-    ws: Workspace,
-    state: RecurrentState,
-    saved: VerifyBuffers,
-    pos: number,
-    len: number,
-  ) {
-    const be = this.backend;
-    const { dInner: di, dState: n, dConv: k } = this.dims;
-    if (!(Number.isInteger(pos) && pos >= 0 && pos < len && len <= saved.rows)) {
-      throw new MambaByteError(`resumeLayers: position ${pos} is not one of ${len} verified`);
+  resumeLayers(state: RecurrentState, saved: VerifyBuffers): void {
+    const d = this.dims;
+    this.backend.resumeLayers({
+      layers: this.#layerTable(state),
+      nLayer: d.nLayer,
+      len: saved.rows,
+      dInner: d.dInner,
+      dState: d.dState,
+      dConv: d.dConv,
+      savedXz: saved.xz.ptr,
+      savedSsm: saved.ssm.ptr,
+      savedConv: saved.conv.ptr,
+      sampled: saved.control.at(saved.sampled),
+      drafted: saved.control.at(saved.drafted),
+      accepted: saved.control.at(saved.accepted),
+    });
+  }
+
+  /**
+   * {@link resumeLayers} to a known position `pos` (tests and tools): writes draws and drafts
+   * that agree up to `pos` into saved.control, then resumes.
+   */
+  resumeAt(state: RecurrentState, saved: VerifyBuffers, pos: number): void {
+    const M = saved.rows;
+    if (!(Number.isInteger(pos) && pos >= 0 && pos < M)) {
+      throw new MambaByteError(`resumeAt: position ${pos} is not one of ${M} verified`);
     }
-    // Inputs before `from` cannot reach the window after pos (it holds the last k-1 inputs).
-    const from = Math.max(0, pos - (k - 2));
-    for (let i = 0; i < this.dims.nLayer; i++) {
-      if (k > 1) {
-        this.#conv(ws, i, saved.xz[i].at(from * 2 * di), state.conv[i].ptr, 1, pos + 1 - from);
-      }
-      if (pos !== len - 1) be.copy(state.ssm[i].ptr, saved.ssm[i].at(pos * di * n), di * n * 4);
-    }
+    const drafted = new Int32Array(2 * M - 1); // drafted (M - 1) then sampled (M)
+    if (pos < M - 1) drafted[pos] = -1;
+    this.backend.upload(saved.control.at(saved.drafted), drafted);
+    this.resumeLayers(state, saved);
   }
 
   /** runHead with lm_head in calls of at most VERIFY_BLOCK rows (verification). */
@@ -799,10 +800,10 @@ export class MambaByteLM {
     });
   }
 
-  /** Embeds ws.ids[0..rows) into ws.hidden. */
-  embed(ws: Workspace, rows: number): void {
+  /** Embeds `rows` ids (default ws.ids) into ws.hidden. */
+  embed(ws: Workspace, rows: number, ids: Ptr = ws.ids.ptr): void {
     this.backend.embedding({
-      ids: ws.ids.ptr,
+      ids,
       n: rows,
       table: this.weights.embedding.ptr,
       wdtype: this.weights.wdtype,

@@ -148,35 +148,56 @@ export class RecurrentState {
 }
 
 /**
- * What a verification pass over up to `rows` positions keeps so the state can be moved to just
- * after any of them (speculative decoding; MambaByteLM.verifyLayers and resumeLayers): per layer
- * the in_proj rows (x | z: the conv's inputs) and the SSM state after every position, and one
- * scratch conv window the pass runs on (the state's own windows stay where the pass started).
+ * What a verification pass over `rows` positions keeps so the state can be moved to just after
+ * any of them (speculative decoding; MambaByteLM.verifyLayers and resumeLayers, mb_verify_layers'
+ * layout): every layer's in_proj rows (x | z: the conv's inputs), its SSM state after every
+ * position and its conv window before the pass; and the pass's small int32 control block.
  */
 export class VerifyBuffers {
-  /** Positions the buffers hold. */
+  /** Positions the buffers hold (the pass's len). */
   readonly rows: number;
-  /** Per layer: in_proj's output x | z, (rows, 2*d_inner). */
-  readonly xz: Tensor[];
-  /** Per layer: the SSM state after every position, (rows, d_inner, d_state). */
-  readonly ssm: Tensor[];
-  /** The conv window the pass advances, (d_inner, d_conv-1). */
+  /** in_proj's output x | z, (n_layer, rows, 2*d_inner). */
+  readonly xz: Tensor;
+  /** The SSM state after every position, (n_layer, rows, d_inner, d_state). */
+  readonly ssm: Tensor;
+  /** The conv window before the pass, (n_layer, d_inner, d_conv-1). */
   readonly conv: Tensor;
+  /**
+   * int32: the ids the pass reads (rows: the last byte, then the drafts), the drafted ids
+   * (rows - 1, -1 where nothing was drafted), the draws at each position (rows), and the accepted
+   * count (1); offsets {@link VerifyBuffers.ids} .. {@link VerifyBuffers.accepted}.
+   */
+  readonly control: Tensor;
 
   /** Allocates the buffers for `rows` positions. */
   constructor(backend: Backend, dims: ModelDims, rows: number) {
     this.rows = rows;
-    this.xz = [];
-    this.ssm = [];
-    for (let i = 0; i < dims.nLayer; i++) {
-      this.xz.push(Tensor.empty(backend, "f32", [rows, 2 * dims.dInner]));
-      this.ssm.push(Tensor.empty(backend, "f32", [rows, dims.dInner, dims.dState]));
-    }
-    this.conv = Tensor.zeros(backend, "f32", [dims.dInner, dims.dConv - 1]);
+    const L = dims.nLayer, di = dims.dInner;
+    this.xz = Tensor.empty(backend, "f32", [L, rows, 2 * di]);
+    this.ssm = Tensor.empty(backend, "f32", [L, rows, di, dims.dState]);
+    this.conv = Tensor.zeros(backend, "f32", [L, di, Math.max(dims.dConv - 1, 1)]);
+    this.control = Tensor.zeros(backend, "i32", [3 * rows]);
+  }
+
+  /** Offset (int32 elements) of the ids in {@link control}. */
+  get ids(): number {
+    return 0;
+  }
+  /** Offset of the drafted ids. */
+  get drafted(): number {
+    return this.rows;
+  }
+  /** Offset of the draws (the sampled id after each position). */
+  get sampled(): number {
+    return 2 * this.rows - 1;
+  }
+  /** Offset of the accepted count. */
+  get accepted(): number {
+    return 3 * this.rows - 1;
   }
 
   /** Frees the buffers. */
   free(): void {
-    for (const t of [...this.xz, ...this.ssm, this.conv]) t.free();
+    for (const t of [this.xz, this.ssm, this.conv, this.control]) t.free();
   }
 }

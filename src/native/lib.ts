@@ -228,6 +228,51 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  mb_verify_layers: {
+    parameters: [
+      "pointer", // ctx
+      "buffer", // layers (host)
+      "i64", // n_layer
+      "i64", // len
+      "i64", // d_model
+      "i64", // d_inner
+      "i64", // d_state
+      "i64", // dt_rank
+      "i64", // d_conv
+      "i32", // wdtype
+      "i32", // norm_kind
+      "f32", // eps
+      "pointer", // hidden
+      "pointer", // residual
+      "pointer", // normed
+      "pointer", // xc
+      "pointer", // x_dbl
+      "pointer", // delta
+      "pointer", // y
+      "pointer", // saved_xz
+      "pointer", // saved_ssm
+      "pointer", // saved_conv
+    ],
+    result: "i32",
+  },
+  mb_resume_layers: {
+    parameters: [
+      "pointer", // ctx
+      "buffer", // layers (host)
+      "i64", // n_layer
+      "i64", // len
+      "i64", // d_inner
+      "i64", // d_state
+      "i64", // d_conv
+      "pointer", // saved_xz
+      "pointer", // saved_ssm
+      "pointer", // saved_conv
+      "pointer", // sampled
+      "pointer", // drafted
+      "pointer", // accepted
+    ],
+    result: "i32",
+  },
   mb_log_softmax: {
     parameters: ["pointer", "pointer", "i64", "i64", "pointer"],
     result: "i32",
@@ -301,7 +346,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 8;
+export const ABI_VERSION = 9;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {

@@ -58,7 +58,7 @@ export function verifyRows(
 ): void {
   model.backend.upload(ws.ids.ptr, Int32Array.from(rows));
   model.embed(ws, rows.length);
-  model.verifyLayers(ws, state, rows.length, saved);
+  model.verifyLayers(ws, state, saved);
   model.verifyHead(ws, rows.length);
 }
 

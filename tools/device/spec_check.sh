@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# spec_check.sh — speculative decoding's one-call verification (mb_verify_layers, and
+# mb_resume_layers inside the pass's graph) checked and measured in one GPU call, with carry
+# [".gpu", ".gpu-build"] (tools/device/pack_gpu.sh, tools/device/prebuild.sh):
+#   1. build (the prebuilt one when csrc matches), cuda_vs_cpu (all; the verify_layers and
+#      resume_layers rows printed), memcheck and racecheck on --small (SKIP_SAN=1 skips them);
+#   2. the CUDA model tests through Deno (tests/decode_layers_test.ts, tests/cuda_model_test.ts:
+#      verification == stepping bit for bit, speculative == plain generation);
+#   3. tools/profile_verify_cuda.ts: the step's, the pass's and the pass + resume graphs at the
+#      trained target's shape (384 x 24, fp32) and at 972M (bf16);
+#   4. bench:spec on CUDA with the bundled models (small drafted by tiny; SKIP_SPEC=1 skips);
+#   5. OVERLAP=1: bench:gpu b1-bf16 with MAMBABYTE_DECODE_OVERLAP=1, then 0.
+# Each step prints as it ends; logs in $OUT.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/spec_check_out}"
+mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+status=0
+
+build_and_check_ops
+grep -E "verify_layers|resume_layers" "$OUT/test.log" | head -40
+
+setup_deno || { echo "no .gpu/deno.xz"; exit 1; }
+step "tests/decode_layers_test.ts tests/cuda_model_test.ts"
+timeout "${DENO_T:-200}" deno test --cached-only --no-check -A tests/decode_layers_test.ts \
+  tests/cuda_model_test.ts >"$OUT/deno_test.log" 2>&1 || fail
+grep -E "FAILED|passed|failed|rror" "$OUT/deno_test.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -12
+note "deno tests: $(grep -E "passed" "$OUT/deno_test.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
+
+prof() {
+  step "profile_verify_cuda.ts $*"
+  timeout 150 deno run --cached-only --no-check -A tools/profile_verify_cuda.ts "$@" 2>&1 |
+    tee -a "$OUT/profile.log" || fail
+}
+prof --d_model 384 --n_layer 24 --dtype fp32
+prof --d_model 1792 --n_layer 48 --dtype bf16 --replays 50
+
+if [ -z "${SKIP_SPEC:-}" ]; then
+  step "bench:spec (CUDA, small drafted by tiny)"
+  timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A scripts/bench_spec.ts \
+    --devices cuda --repeats 2 ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_spec.log" || fail
+fi
+
+if [ -n "${OVERLAP:-}" ]; then
+  for v in 1 0; do
+    step "bench:gpu b1-bf16 (MAMBABYTE_DECODE_OVERLAP=$v)"
+    MAMBABYTE_DECODE_OVERLAP=$v timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A \
+      scripts/bench_gpu.ts --cases b1-bf16 2>&1 | tee "$OUT/bench_gpu_$v.log" || fail
+  done
+fi
+
+print_summary spec_check
+exit $status
