@@ -22,12 +22,17 @@ parser.add_argument("--n_layer", { type: "int", default: 24 });
 parser.add_argument("--k", { type: "int", default: 7 });
 parser.add_argument("--dtype", { choices: ["fp32", "bf16"], default: "fp32" });
 parser.add_argument("--replays", { type: "int", default: 200 });
+parser.add_argument("--only", {
+  choices: ["step", "verify", "round"],
+  help: "time that graph alone, nothing else (for nsys: its kernels only)",
+});
 interface Args {
   d_model: number;
   n_layer: number;
   k: number;
   dtype: "fp32" | "bf16";
   replays: number;
+  only?: "step" | "verify" | "round";
 }
 async function main(argv: string[]): Promise<void> {
   const args = parseArgs<Args>(parser, argv);
@@ -106,6 +111,18 @@ async function main(argv: string[]): Promise<void> {
     } finally {
       be.graphDestroy(g);
     }
+  }
+
+  if (args.only) {
+    const body = { step, verify, round }[args.only];
+    console.log(`${args.only} graph ${timeGraph(body).toFixed(1)} us`);
+    counters.free();
+    state.free();
+    saved.free();
+    ws.free();
+    model.close();
+    await Deno.remove(dir, { recursive: true });
+    return;
   }
 
   // Which backend calls the verification makes (and how many).

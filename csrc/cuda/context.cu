@@ -106,6 +106,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->gemv_g256_rows = e_g256 && atoi(e_g256) > 0 ? atoi(e_g256) : 16;
     const char *e_np = getenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
     st->norm_prologue = !(e_np && e_np[0] == '0');
+    const char *e_sp = getenv("MAMBABYTE_CUDA_SSU_POS");
+    st->ssu_pos = !(e_sp && e_sp[0] == '0');
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

@@ -59,20 +59,51 @@ __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float
   mb_pdl_wait();
 #pragma unroll
   for (int j = 0; j < CONV_KMAX; j++) win[j] = (j < k - 1 && st) ? st[j] : 0.f;
-  if (state_save) { /* the window before this call (verification keeps it for resuming) */
+  /* the window before this call (verification keeps it for resuming), stored after the inputs'
+   * loads are issued (a store before them would hold them back: the pointers may alias) */
+  const auto save_window = [&] {
+    if (!state_save) return;
     float *sv = state_save + (b * d + c) * (k - 1);
 #pragma unroll
     for (int j = 0; j < CONV_KMAX; j++)
       if (j < k - 1) sv[j] = win[j];
-  }
+  };
   if (len <= CONV_SEQ_PRELOAD) {
-    float xs[CONV_SEQ_PRELOAD];
+    /* every position's sum first, with no branch between them (the window moves only within
+     * len), then the outputs: the positions' chains overlap (conv_seq_pos's arithmetic) */
+    float xs[CONV_SEQ_PRELOAD], acc[CONV_SEQ_PRELOAD];
 #pragma unroll
     for (int t = 0; t < CONV_SEQ_PRELOAD; t++) xs[t] = t < len ? x[(b * len + t) * ldx + c] : 0.f;
+    save_window();
 #pragma unroll
-    for (int t = 0; t < CONV_SEQ_PRELOAD; t++)
-      if (t < len) conv_seq_pos(win, wc, bc, k, xs[t], b * len + t, c, d, out, ldo, pre_out, out_bf16);
+    for (int t = 0; t < CONV_SEQ_PRELOAD; t++) {
+      float s = bc;
+#pragma unroll
+      for (int j = 0; j < CONV_KMAX; j++) {
+        if (j < k - 1) s += wc[j] * win[j];
+        else if (j == k - 1) s += wc[j] * xs[t];
+      }
+      acc[t] = s;
+      if (t < len) {
+#pragma unroll
+        for (int j = 0; j < CONV_KMAX - 1; j++) {
+          if (j < k - 2) win[j] = win[j + 1];
+          else if (j == k - 2) win[j] = xs[t];
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < CONV_SEQ_PRELOAD; t++) {
+      if (t < len) {
+        const int64_t r = b * len + t;
+        const float o = mb_silu(acc[t]);
+        out[r * ldo + c] = o;
+        if (pre_out) pre_out[r * d + c] = acc[t];
+        if (out_bf16) out_bf16[r * d + c] = mb_f32_to_bf16(o);
+      }
+    }
   } else {
+    save_window();
     for (int64_t t = 0; t < len; t++) {
       const int64_t r = b * len + t;
       conv_seq_pos(win, wc, bc, k, x[r * ldx + c], r, c, d, out, ldo, pre_out, out_bf16);

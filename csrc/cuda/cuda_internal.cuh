@@ -56,6 +56,8 @@ struct mbcuda_state {
                           * type (MAMBABYTE_CUDA_GEMV1_RES_ROWS=1|2|4|8; A/B runs) */
   int gemv_g256_rows;    /* n <= 8 GEMVs of fewer rows than this per SM take a block a row (16;
                           * MAMBABYTE_CUDA_GEMV_G256_ROWS, A/B runs) */
+  int ssu_pos;           /* mb_selective_scan_dt over several positions: a warp per position
+                          * (MAMBABYTE_CUDA_SSU_POS=0: the lanes' kernel; A/B runs) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual
                           * add in out_proj's (MAMBABYTE_CUDA_NORM_PROLOGUE=0: off, A/B runs) */
   int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per

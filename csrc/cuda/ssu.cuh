@@ -117,14 +117,39 @@ __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, in
     const int tn = TILE == 1 ? 1 : (int)min((int64_t)TT, a.len - t0);
     const int64_t r0 = b * a.len + t0;
     if (t0 > 0) __syncthreads(); /* every lane is done with the previous tile's rows */
+    if (Rp <= 2 * nthr && NP <= nthr) {
+      /* every load of the tile's rows first, then the stores: interleaved, each load waited for
+       * the store before it (a generic load may alias shared memory), one global latency per
+       * row and operand (docs/cuda_notes.md) */
+      const int k0 = threadIdx.x, k1 = threadIdx.x + nthr;
+      float vx[TILE][2], vb[TILE], vc[TILE];
 #pragma unroll
-    for (int tt = 0; tt < TILE; tt++) {
-      if (tt < tn) {
+      for (int tt = 0; tt < TILE; tt++) {
         const int64_t r = r0 + tt;
-        for (int k = threadIdx.x; k < Rp; k += blockDim.x) xs[tt * Rp + k] = k < R ? xload(a.xdbl + r * a.ldx + k, XLC()) : 0.f;
-        for (int k = threadIdx.x; k < NP; k += blockDim.x) {
-          sB[tt * NP + k] = k < a.n ? xload(a.Bm + r * a.ldb + k, XLC()) : 0.f;
-          sC[tt * NP + k] = k < a.n ? xload(a.Cm + r * a.ldc + k, XLC()) : 0.f;
+        const bool on = tt < tn;
+        vx[tt][0] = on && k0 < R ? xload(a.xdbl + r * a.ldx + k0, XLC()) : 0.f;
+        vx[tt][1] = on && k1 < R ? xload(a.xdbl + r * a.ldx + k1, XLC()) : 0.f;
+        vb[tt] = on && k0 < a.n ? xload(a.Bm + r * a.ldb + k0, XLC()) : 0.f;
+        vc[tt] = on && k0 < a.n ? xload(a.Cm + r * a.ldc + k0, XLC()) : 0.f;
+      }
+#pragma unroll
+      for (int tt = 0; tt < TILE; tt++) {
+        if (tt < tn) {
+          if (k0 < Rp) xs[tt * Rp + k0] = vx[tt][0];
+          if (k1 < Rp) xs[tt * Rp + k1] = vx[tt][1];
+          if (k0 < NP) sB[tt * NP + k0] = vb[tt], sC[tt * NP + k0] = vc[tt];
+        }
+      }
+    } else {
+#pragma unroll
+      for (int tt = 0; tt < TILE; tt++) {
+        if (tt < tn) {
+          const int64_t r = r0 + tt;
+          for (int k = threadIdx.x; k < Rp; k += blockDim.x) xs[tt * Rp + k] = k < R ? xload(a.xdbl + r * a.ldx + k, XLC()) : 0.f;
+          for (int k = threadIdx.x; k < NP; k += blockDim.x) {
+            sB[tt * NP + k] = k < a.n ? xload(a.Bm + r * a.ldb + k, XLC()) : 0.f;
+            sC[tt * NP + k] = k < a.n ? xload(a.Cm + r * a.ldc + k, XLC()) : 0.f;
+          }
         }
       }
     }
@@ -139,12 +164,15 @@ __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, in
     }
     __syncthreads();
     /* Phase 1: what does not depend on the state (dt_proj's dot, softplus, the decay and the
-     * input term), for every position of the tile: independent chains the GPU overlaps. */
-    float ea[TILE][SCAN_P], bu[TILE][SCAN_P];
+     * input term), for every position of the tile: independent chains the GPU overlaps. Every
+     * position of TILE is computed, one past the tile's end on row 0's values (never kept): a
+     * branch per position made the chains run one after the other (a verification pass's 8
+     * positions took 16.6 against 3.7 us for one, docs/cuda_notes.md). */
+    float ea[TILE][SCAN_P], bu[TILE][SCAN_P], draws[TILE];
 #pragma unroll
     for (int tt = 0; tt < TILE; tt++) {
-      if (tt >= tn) break;
-      const float *xr = xs + tt * Rp;
+      const int tr = tt < tn ? tt : 0; /* the staged row it reads */
+      const float *xr = xs + tr * Rp;
       float dot = 0.f;
       if (a.wvec) {
 #pragma unroll
@@ -160,38 +188,82 @@ __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, in
       }
 #pragma unroll
       for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-      const float draw = dot + bc;
-      if (gi == 0 && cok && a.delta_out) a.delta_out[(r0 + tt) * a.d + c] = draw;
-      const float dt = a.softplus ? mb_softplus(draw) : draw;
+      draws[tt] = dot + bc; /* every lane of the channel holds the same sum */
+    }
+    /* softplus once a position: with a lane per position (L >= TILE) lane gi takes position gi
+     * and hands dt to the others (the same value the lane computing it alone would make) */
+    float dts[TILE];
+    if constexpr (TILE > 1 && L >= TILE) {
+      float mine = draws[0];
+#pragma unroll
+      for (int tt = 1; tt < TILE; tt++)
+        if (gi == tt) mine = draws[tt];
+      if (gi < tn && cok && a.delta_out) a.delta_out[(r0 + gi) * a.d + c] = mine;
+      const float dtm = a.softplus ? mb_softplus(mine) : mine;
+#pragma unroll
+      for (int tt = 0; tt < TILE; tt++) dts[tt] = __shfl_sync(0xffffffffu, dtm, tt, L);
+    } else {
+#pragma unroll
+      for (int tt = 0; tt < TILE; tt++) {
+        if (tt < tn && gi == 0 && cok && a.delta_out) a.delta_out[(r0 + tt) * a.d + c] = draws[tt];
+        dts[tt] = a.softplus ? mb_softplus(draws[tt]) : draws[tt];
+      }
+    }
+#pragma unroll
+    for (int tt = 0; tt < TILE; tt++) {
+      const int tr = tt < tn ? tt : 0;
+      const float dt = dts[tt];
       const float du = dt * uu[tt];
-      const float2 bv = *(const float2 *)(sB + tt * NP + gi * SCAN_P);
+      const float2 bv = *(const float2 *)(sB + tr * NP + gi * SCAN_P);
       ea[tt][0] = exp2f(dt * Ac[0]), bu[tt][0] = du * bv.x;
       ea[tt][1] = exp2f(dt * Ac[1]), bu[tt][1] = du * bv.y;
     }
-    /* Phase 2: the recurrence and the outputs, position after position. */
+    /* Phase 2: the recurrence position after position (only the state's FMAs are a chain), then
+     * every position's output reduction, interleaved. */
+    float hs[TILE][SCAN_P], yp[TILE];
 #pragma unroll
     for (int tt = 0; tt < TILE; tt++) {
-      if (tt >= tn) break;
-      const int64_t r = r0 + tt;
-      const float2 cv = *(const float2 *)(sC + tt * NP + gi * SCAN_P);
-      h[0] = fmaf(ea[tt][0], h[0], bu[tt][0]);
-      h[1] = fmaf(ea[tt][1], h[1], bu[tt][1]);
-      float yp = fmaf(cv.y, h[1], cv.x * h[0]);
+      const float h0 = fmaf(ea[tt][0], h[0], bu[tt][0]);
+      const float h1 = fmaf(ea[tt][1], h[1], bu[tt][1]);
+      if (tt < tn) h[0] = h0, h[1] = h1;
+      hs[tt][0] = h[0], hs[tt][1] = h[1];
+      const float2 cv = *(const float2 *)(sC + (tt < tn ? tt : 0) * NP + gi * SCAN_P);
+      yp[tt] = fmaf(cv.y, hs[tt][1], cv.x * hs[tt][0]);
+    }
 #pragma unroll
-      for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);
-      if (cok) {
-        if (a.states_all) {
-          float *sa = a.states_all + (r * a.d + c) * a.n;
+    for (int o = L / 2; o > 0; o >>= 1)
 #pragma unroll
-          for (int p = 0; p < SCAN_P; p++) {
-            int s = gi * SCAN_P + p;
-            if (s < a.n) sa[s] = h[p];
-          }
+      for (int tt = 0; tt < TILE; tt++) yp[tt] += __shfl_xor_sync(0xffffffffu, yp[tt], o);
+#pragma unroll
+    for (int tt = 0; tt < TILE; tt++) {
+      if (tt < tn && cok && a.states_all) {
+        float *sa = a.states_all + ((r0 + tt) * a.d + c) * a.n;
+#pragma unroll
+        for (int p = 0; p < SCAN_P; p++) {
+          int s = gi * SCAN_P + p;
+          if (s < a.n) sa[s] = hs[tt][p];
         }
-        if (gi == 0) {
-          float yv = yp + Dc * uu[tt];
+      }
+    }
+    /* the outputs: lane gi writes position gi when there is a lane per position, else lane 0
+     * every position (every lane holds each position's sum) */
+    if constexpr (TILE > 1 && L >= TILE) {
+      float ym = yp[0], um = uu[0], zm = zz[0];
+#pragma unroll
+      for (int tt = 1; tt < TILE; tt++)
+        if (gi == tt) ym = yp[tt], um = uu[tt], zm = zz[tt];
+      if (gi < tn && cok) {
+        float yv = ym + Dc * um;
+        if (a.z) yv *= mb_silu(zm);
+        a.y[(r0 + gi) * a.ldy + c] = yv;
+      }
+    } else {
+#pragma unroll
+      for (int tt = 0; tt < TILE; tt++) {
+        if (tt < tn && cok && gi == 0) {
+          float yv = yp[tt] + Dc * uu[tt];
           if (a.z) yv *= mb_silu(zz[tt]);
-          a.y[r * a.ldy + c] = yv;
+          a.y[(r0 + tt) * a.ldy + c] = yv;
         }
       }
     }

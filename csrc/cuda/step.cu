@@ -17,6 +17,149 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
                                             [] { mb_pdl_wait(); });
 }
 
+/* ---- several positions of one sequence: a warp per position ----------------------------------- *
+ * mb_selective_scan_dt over len > 1 positions (a verification pass) with k_ssu_dt runs every
+ * position's work in the same two warps one after the other: ~500 instructions a position, at
+ * one warp a scheduler (16 us for 8 positions of the 384 x 24 target's layer, against 3.7 for one,
+ * Nsight Compute). Here a block is POS_W warps over the same CB = 32 / L channels: warp w takes
+ * position t0 + w of each tile for what does not depend on the state (dt_proj's dot, softplus,
+ * the decay exp2 and the input term), warp 0 runs the recurrence over the tile's positions (two
+ * FMAs a position and lane), and warp w again the output of its position (the C reduction, D,
+ * the gate, the stores). Every value is computed by the operations of k_ssu_dt in the same order
+ * (the lanes' chunks, the butterflies, the FMAs), so the bits are the decoding step's. */
+#define POS_W 8
+
+template <int L, typename WT>
+__global__ void __launch_bounds__(POS_W * 32) k_ssu_pos(SsuDtArgs a) {
+  static_assert(SCAN_P == 2, "two states a lane (h0, h1 below)");
+  constexpr int EPV = 16 / sizeof(WT);
+  __shared__ float s_ea[POS_W][32][SCAN_P], s_bu[POS_W][32][SCAN_P], s_h[POS_W][32][SCAN_P];
+  mb_pdl_trigger();
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gi = lane % L, CB = 32 / L;
+  const int64_t c = (int64_t)blockIdx.x * CB + lane / L, b = blockIdx.y;
+  const bool cok = c < a.d;
+  const int R = a.R;
+  /* constants before the PDL wait */
+  float Ac[SCAN_P];
+#pragma unroll
+  for (int p = 0; p < SCAN_P; p++) {
+    int s = gi * SCAN_P + p;
+    Ac[p] = (cok && s < a.n) ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
+  }
+  const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
+  const float bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
+  const WT *wrow = (const WT *)a.w + (cok ? c : 0) * (int64_t)R;
+  const int nch = a.wvec ? R / EPV : 0;
+  uint4 wr[SSU_MAXC];
+#pragma unroll
+  for (int q = 0; q < SSU_MAXC; q++) {
+    int j = gi + q * L;
+    wr[q] = (cok && j < nch) ? __ldg((const uint4 *)wrow + j) : make_uint4(0, 0, 0, 0);
+  }
+  float *st = a.state + (b * a.d + (cok ? c : 0)) * a.n;
+  mb_pdl_wait();
+  float h[SCAN_P] = {0.f, 0.f};
+  if (w == 0) {
+#pragma unroll
+    for (int p = 0; p < SCAN_P; p++) {
+      int s = gi * SCAN_P + p;
+      h[p] = (cok && s < a.n) ? st[s] : 0.f;
+    }
+  }
+  for (int64_t t0 = 0; t0 < a.len; t0 += POS_W) {
+    const int tn = (int)min((int64_t)POS_W, a.len - t0);
+    const bool mine = w < tn; /* this warp has a position in the tile */
+    const int64_t r = b * a.len + t0 + (mine ? w : 0);
+    /* phase 1, warp w: position t0 + w */
+    float uu = 0.f, zz = 0.f, Bv[SCAN_P] = {0.f, 0.f}, Cv[SCAN_P] = {0.f, 0.f};
+    if (mine) {
+      if (cok) {
+        uu = a.u[r * a.ldu + c];
+        if (a.z) zz = a.z[r * a.ldz + c];
+      }
+#pragma unroll
+      for (int p = 0; p < SCAN_P; p++) {
+        int s = gi * SCAN_P + p;
+        if (s < a.n) Bv[p] = a.Bm[r * a.ldb + s], Cv[p] = a.Cm[r * a.ldc + s];
+      }
+      const float *xr = a.xdbl + r * a.ldx;
+      float dot = 0.f;
+      if (a.wvec) {
+#pragma unroll
+        for (int q = 0; q < SSU_MAXC; q++) {
+          int j = gi + q * L;
+          if (j < nch) dot += dot16(wr[q], xr + j * EPV, WT());
+        }
+        if (cok)
+          for (int j = gi + SSU_MAXC * L; j < nch; j += L)
+            dot += dot16(__ldg((const uint4 *)wrow + j), xr + j * EPV, WT());
+      } else if (cok) {
+        for (int k = gi; k < R; k += L) dot = fmaf(wval(wrow, k), xr[k], dot);
+      }
+#pragma unroll
+      for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      const float draw = dot + bc;
+      if (gi == 0 && cok && a.delta_out) a.delta_out[r * a.d + c] = draw;
+      const float dt = a.softplus ? mb_softplus(draw) : draw;
+      const float du = dt * uu;
+#pragma unroll
+      for (int p = 0; p < SCAN_P; p++) {
+        s_ea[w][lane][p] = exp2f(dt * Ac[p]);
+        s_bu[w][lane][p] = du * Bv[p];
+      }
+    }
+    __syncthreads();
+    /* the recurrence, warp 0: the tile's positions in order */
+    if (w == 0) {
+      float e[POS_W][SCAN_P], u[POS_W][SCAN_P];
+#pragma unroll
+      for (int t = 0; t < POS_W; t++)
+#pragma unroll
+        for (int p = 0; p < SCAN_P; p++)
+          e[t][p] = t < tn ? s_ea[t][lane][p] : 0.f, u[t][p] = t < tn ? s_bu[t][lane][p] : 0.f;
+#pragma unroll
+      for (int t = 0; t < POS_W; t++) {
+        if (t < tn) {
+#pragma unroll
+          for (int p = 0; p < SCAN_P; p++) {
+            h[p] = fmaf(e[t][p], h[p], u[t][p]);
+            s_h[t][lane][p] = h[p];
+          }
+        }
+      }
+    }
+    __syncthreads();
+    /* the output of position t0 + w */
+    if (mine) {
+      const float h0 = s_h[w][lane][0], h1 = s_h[w][lane][1];
+      float yp = fmaf(Cv[1], h1, Cv[0] * h0);
+#pragma unroll
+      for (int o = L / 2; o > 0; o >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, o);
+      if (cok) {
+        if (a.states_all) {
+          float *sa = a.states_all + (r * a.d + c) * a.n;
+          if (gi * SCAN_P < a.n) sa[gi * SCAN_P] = h0;
+          if (gi * SCAN_P + 1 < a.n) sa[gi * SCAN_P + 1] = h1;
+        }
+        if (gi == 0) {
+          float yv = yp + Dc * uu;
+          if (a.z) yv *= mb_silu(zz);
+          a.y[r * a.ldy + c] = yv;
+        }
+      }
+    }
+    __syncthreads(); /* s_ea, s_bu and s_h are reused by the next tile */
+  }
+  if (w == 0 && cok) {
+#pragma unroll
+    for (int p = 0; p < SCAN_P; p++) {
+      int s = gi * SCAN_P + p;
+      if (s < a.n) st[s] = h[p];
+    }
+  }
+}
+
 /* ---- decoding batches: one thread per (sequence, channel) ------------------------------------ *
  * k_ssu_dt at batch 64 runs 28,672 two-warp blocks in 21.7 waves (ncu), 43-49 us a 972M layer
  * for ~7 us of state traffic, with every lane of a channel repeating its softplus and its
@@ -252,6 +395,16 @@ static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype) {
   if (a.len == 1 && from > 0 && a.batch >= from &&
       (bf ? ssu_dt_rows_smem<L, uint16_t>(a) : ssu_dt_rows_smem<L, float>(a)) > 0)
     return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a) : ssu_dt_rows_launch<L, float>(ctx, a);
+  /* several positions of one sequence: a warp per position (x_dbl's rows 16-byte aligned for
+   * dt_proj's chunk loads; MAMBABYTE_CUDA_SSU_POS=0 keeps the lanes' kernel, A/B runs) */
+  if (a.len > 1 && mbcuda_st(ctx)->ssu_pos && ((uintptr_t)a.xdbl % 16) == 0 && a.ldx % 4 == 0) {
+    const dim3 grid((unsigned)((a.d + 32 / L - 1) / (32 / L)), (unsigned)a.batch);
+    if (wdtype == MB_DTYPE_BF16)
+      MBCUDA_LAUNCH("selective_scan_dt (positions)", (k_ssu_pos<L, uint16_t>), grid, dim3(POS_W * 32), 0, a);
+    else
+      MBCUDA_LAUNCH("selective_scan_dt (positions)", (k_ssu_pos<L, float>), grid, dim3(POS_W * 32), 0, a);
+    return MB_OK;
+  }
   const int threads = L > 64 ? L : 64;
   const int CB = threads / L;
   const size_t per_pos = (size_t)(((a.R + 7) & ~7) + 2 * L * SCAN_P) * sizeof(float);

@@ -573,10 +573,14 @@ static void t_spec(void) {
       {2, 5, 101, 16, 112, MB_DTYPE_BF16}, {1, 17, 70, 33, 40, MB_DTYPE_F32},
       {1, 8, 3584, 16, 112, MB_DTYPE_BF16}, {1, 3, 50, 64, 40, MB_DTYPE_BF16},
   };
+  /* al 0: x_dbl's rows at an odd stride (the lanes' kernel); al 1: at a multiple of 4 (several
+   * positions take the warp-per-position kernel) */
+  for (int al = 0; al < 2; al++)
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     int64_t B = cs[ci].batch, L = cs[ci].len, d = cs[ci].d, n = cs[ci].n, R = cs[ci].R;
     if (g_small && d > 1000) continue;
-    int64_t rows = B * L, ldu = d + 3, ldx = R + 2 * n + 1, ldz = 2 * d, ldy = d + 2;
+    int64_t rows = B * L, ldu = d + 3, ldz = 2 * d, ldy = d + 2;
+    int64_t ldx = al ? ((R + 2 * n + 3) & ~(int64_t)3) : R + 2 * n + 1;
     pair U = prand(rows * ldu, -2, 2), X = prand(rows * ldx, -1, 1), Z = prand(rows * ldz, -3, 3);
     pair W = weights(d, R, cs[ci].wdt, -0.5f, 0.5f);
     pair Bi = prand(d, -4, -1), Dk = prand(d, -1, 1);
@@ -609,8 +613,9 @@ static void t_spec(void) {
         MBX(mb_memcpy_d2d(GPU, G(SA2) + r * d * n, G(S2) + b * d * n, (size_t)(d * n) * 4));
       }
     char cfg[96];
-    snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld R=%lld %s", (long long)B,
-             (long long)L, (long long)d, (long long)n, (long long)R, dt ? "bf16" : "f32");
+    snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld R=%lld ldx=%lld %s", (long long)B,
+             (long long)L, (long long)d, (long long)n, (long long)R, (long long)ldx,
+             dt ? "bf16" : "f32");
     check("scan_dt", cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
     check("scan_dt", cfg, "states_all", rel_all(&SA), 1e-5);
     check("scan_dt", cfg, "state", rel_all(&S), 1e-5);
