@@ -167,8 +167,7 @@ export class ModelDrafter implements Drafter {
         });
       greedy(this.#logits, 0);
       for (let i = 1; i <= steps; i++) {
-        be.copy(ws.ids.ptr, this.#drafts.at(i - 1), 4);
-        lm.embed(ws, 1);
+        lm.embed(ws, 1, this.#drafts.at(i - 1)); // the last draft, where the sampler wrote it
         lm.stepLayers(ws, this.#state, 1);
         if (keep) this.#after[i].broadcastFrom(this.#state);
         lm.runHead(ws, 1);
@@ -189,8 +188,7 @@ export class ModelDrafter implements Drafter {
     this.#readGraphs.run(`${current ? "current" : from}:${n}`, () => {
       if (!current) this.#state.broadcastFrom(from === 0 ? this.#snap : this.#after[from]);
       for (let i = 0; i < n; i++) {
-        be.copy(ws.ids.ptr, this.#toRead.at(i), 4);
-        lm.embed(ws, 1);
+        lm.embed(ws, 1, this.#toRead.at(i));
         lm.stepLayers(ws, this.#state, 1);
       }
       lm.runHead(ws, 1);

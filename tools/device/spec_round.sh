@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# spec_round.sh — speculative decoding checked, profiled and benchmarked with freshly trained
+# models in one GPU call (carry [".gpu", ".gpu-build"], .gpu/tinyshakespeare.txt present):
+#   1. tools/device/spec_check.sh without its bench (build, cuda_vs_cpu, sanitizers, the CUDA
+#      model tests, tools/profile_verify_cuda.ts, and with NCU=1 the pass's kernels); if
+#      cuda_vs_cpu failed, the rest runs with MAMBABYTE_CUDA_SSU_POS=0 (the kernel before);
+#   2. tools/device/spec_train_bench.sh with MIN minutes of training (default 4): the target, both
+#      drafters and small trained at once, then bench:spec on CUDA (k = 7);
+#   3. bench:spec again with the trained models at each K_SWEEP draft length (default "4 10"),
+#      and with --profile (the round's phases) at k = 7.
+# Logs in $OUT; the tables are printed as they come.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/spec_round_out}"
+mkdir -p "$OUT"
+OUT="$OUT/check" NCU=${NCU:-1} SKIP_SPEC=1 bash tools/device/spec_check.sh >"$OUT/check.log" 2>&1
+grep -vE "^(verify_layers|resume_layers|scan_dt).* ok$|calls  without|without one kind|^device:" \
+  "$OUT/check.log" | tail -50
+if ! grep -qE "cuda_vs_cpu: .* 0 failed" "$OUT/check.log"; then
+  grep -E "FAIL" "$OUT/check.log" | head -20
+  echo "cuda_vs_cpu failed: the rest with MAMBABYTE_CUDA_SSU_POS=0"
+  export MAMBABYTE_CUDA_SSU_POS=0
+fi
+echo "== training and bench:spec ($(date +%T))"
+MIN=${MIN:-4} OUT="$OUT/train" bash tools/device/spec_train_bench.sh >"$OUT/train.log" 2>&1
+grep -E -A8 "held-out bits/byte" "$OUT/train.log" | head -10
+grep -E "^cuda \||identical|^target " "$OUT/train.log" | tail -8
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+setup_deno
+for args in ${K_SWEEP:-4 10}; do
+  echo "== bench:spec --draft_length $args ($(date +%T))"
+  timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts --devices cuda \
+    --repeats 1 --draft_length "$args" 2>&1 | grep -E "^cuda \||identical|target"
+done
+echo "== bench:spec --profile ($(date +%T))"
+timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts --devices cuda --repeats 1 \
+  --profile 2>&1 | tail -12
