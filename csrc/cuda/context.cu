@@ -108,6 +108,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->norm_prologue = !(e_np && e_np[0] == '0');
     const char *e_sp = getenv("MAMBABYTE_CUDA_SSU_POS");
     st->ssu_pos = !(e_sp && e_sp[0] == '0');
+    const char *e_cp = getenv("MAMBABYTE_CUDA_CONV_POS");
+    st->conv_pos = !(e_cp && e_cp[0] == '0');
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

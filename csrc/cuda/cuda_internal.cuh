@@ -58,6 +58,8 @@ struct mbcuda_state {
                           * MAMBABYTE_CUDA_GEMV_G256_ROWS, A/B runs) */
   int ssu_pos;           /* mb_selective_scan_dt over several positions: a warp per position
                           * (MAMBABYTE_CUDA_SSU_POS=0: the lanes' kernel; A/B runs) */
+  int conv_pos;          /* the verification pass's conv: a thread per (channel, position)
+                          * (MAMBABYTE_CUDA_CONV_POS=0: k_conv_seq; A/B runs) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual
                           * add in out_proj's (MAMBABYTE_CUDA_NORM_PROLOGUE=0: off, A/B runs) */
   int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per

@@ -7,8 +7,9 @@
 #   2. the CUDA model tests through Deno (tests/decode_layers_test.ts, tests/cuda_model_test.ts:
 #      verification == stepping bit for bit, speculative == plain generation);
 #   3. tools/profile_verify_cuda.ts: the step's, the pass's and the pass + resume graphs at the
-#      trained target's shape (384 x 24, fp32; again with MAMBABYTE_CUDA_SSU_POS=0) and at 972M
-#      (bf16); NCU=1: tools/device/ncu_verify.sh's table after them;
+#      trained target's shape (384 x 24, fp32; again with the environment PEER, default
+#      MAMBABYTE_CUDA_SSU_POS=0) and at 972M (bf16; SKIP_BIG=1 skips it); NCU=1:
+#      tools/device/ncu_verify.sh's table after them;
 #   4. bench:spec on CUDA with the bundled models (small drafted by tiny; SKIP_SPEC=1 skips);
 #   5. GPU_B1=1: bench:gpu b1-bf16,b1-fp32; OVERLAP=1: bench:gpu b1-bf16 with
 #      MAMBABYTE_DECODE_OVERLAP=1, then 0.
@@ -37,9 +38,10 @@ prof() {
     tee -a "$OUT/profile.log" || fail
 }
 prof --d_model 384 --n_layer 24 --dtype fp32
-echo "(peer: MAMBABYTE_CUDA_SSU_POS=0, the state update's positions in one warp's order)"
-MAMBABYTE_CUDA_SSU_POS=0 prof --d_model 384 --n_layer 24 --dtype fp32
-prof --d_model 1792 --n_layer 48 --dtype bf16 --replays 50
+PEER=${PEER:-MAMBABYTE_CUDA_SSU_POS=0}
+echo "(peer: $PEER)"
+(export "${PEER?}"; prof --d_model 384 --n_layer 24 --dtype fp32)
+[ -z "${SKIP_BIG:-}" ] && prof --d_model 1792 --n_layer 48 --dtype bf16 --replays 50
 [ -n "${NCU:-}" ] && OUT=$OUT bash tools/device/ncu_verify.sh 2>&1 | tail -18
 
 if [ -z "${SKIP_SPEC:-}" ]; then
