@@ -77,6 +77,7 @@ export {
   type DeviceKind,
   type DiscreteAReduction,
   type DtProjOperands,
+  type LayerShape,
   type LinearArgs,
   type NormKindCode,
   type Ptr,

@@ -527,6 +527,32 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
            delta_out, y, ldy);
 }
 
+/* The checks of the per-layer calls (mb_decode_layers, mb_verify_layers, mb_resume_layers): the
+ * norm kind and the dimensions, and the table's pointers that every layer needs. */
+static int check_layer_shape(const char *fn, int norm_kind, int64_t d_model, int64_t d_inner,
+                             int64_t d_state, int64_t dt_rank, int64_t d_conv) {
+  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
+          "%s: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)", fn, norm_kind);
+  REQUIRE(d_model >= 1 && d_inner >= 1 && d_state >= 1 && dt_rank >= 1 && d_conv >= 1,
+          "%s: d_model, d_inner, d_state, dt_rank and d_conv must be >= 1", fn);
+  return MB_OK;
+}
+
+/* A step's and a verification pass's required pointers (the others may be 0). */
+static const int STEP_REQUIRED[] = {MB_DL_NORM_W, MB_DL_IN_W, MB_DL_CONV_W, MB_DL_CONV_STATE,
+                                    MB_DL_X_W, MB_DL_DT_W, MB_DL_A, MB_DL_SSM_STATE, MB_DL_OUT_W};
+#define N_STEP_REQUIRED (sizeof STEP_REQUIRED / sizeof STEP_REQUIRED[0])
+
+/* The checks mb_verify_layers and mb_resume_layers share: the table's required pointers. */
+static int check_layer_table(const char *fn, const uint64_t *layers, int64_t n_layer,
+                             const int *required, size_t nreq) {
+  for (int64_t i = 0; i < n_layer; i++)
+    for (size_t q = 0; q < nreq; q++)
+      REQUIRE(layers[i * MB_DL_PTRS + required[q]] != 0, "%s: layer %lld: pointer %d is NULL", fn,
+              (ll)i, required[q]);
+  return MB_OK;
+}
+
 MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer,
                                int64_t batch, int64_t d_model, int64_t d_inner, int64_t d_state,
                                int64_t dt_rank, int64_t d_conv, int wdtype, int norm_kind,
@@ -537,10 +563,8 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   NONNEG("mb_decode_layers", n_layer);
   NONNEG("mb_decode_layers", batch);
   DTYPE_OK("mb_decode_layers", wdtype);
-  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
-          "%s: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)", fn, norm_kind);
-  REQUIRE(d_model >= 1 && d_inner >= 1 && d_state >= 1 && dt_rank >= 1 && d_conv >= 1,
-          "%s: d_model, d_inner, d_state, dt_rank and d_conv must be >= 1", fn);
+  int st = check_layer_shape(fn, norm_kind, d_model, d_inner, d_state, dt_rank, d_conv);
+  if (st != MB_OK) return st;
   if (n_layer == 0 || batch == 0) return MB_OK;
   NONNULL("mb_decode_layers", layers);
   NONNULL("mb_decode_layers", hidden);
@@ -551,12 +575,8 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   NONNULL("mb_decode_layers", x_dbl);
   NONNULL("mb_decode_layers", delta);
   NONNULL("mb_decode_layers", y);
-  static const int required[] = {MB_DL_NORM_W, MB_DL_IN_W, MB_DL_CONV_W, MB_DL_CONV_STATE,
-                                 MB_DL_X_W, MB_DL_DT_W, MB_DL_A, MB_DL_SSM_STATE, MB_DL_OUT_W};
-  for (int64_t i = 0; i < n_layer; i++)
-    for (size_t q = 0; q < sizeof required / sizeof required[0]; q++)
-      REQUIRE(layers[i * MB_DL_PTRS + required[q]] != 0, "%s: layer %lld: pointer %d is NULL", fn,
-              (ll)i, required[q]);
+  st = check_layer_table(fn, layers, n_layer, STEP_REQUIRED, N_STEP_REQUIRED);
+  if (st != MB_OK) return st;
   const int64_t dx = dt_rank + 2 * d_state;
   /* CUDA at batch 1: the norm runs inside in_proj's kernel and the residual add in the previous
    * out_proj's, one kernel fewer a layer with the same bits (decided once, before any work) */
@@ -568,7 +588,7 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   for (int64_t i = 0; i < n_layer; i++) {
     const uint64_t *P = layers + i * MB_DL_PTRS;
 #define DL_PTR(T, k) ((T)(uintptr_t)P[MB_DL_##k])
-    int st = MB_OK;
+    st = MB_OK;
 #ifdef MB_WITH_CUDA
     if (fused) {
       const mbcuda_norm_in_proj a = {
@@ -631,16 +651,6 @@ static int linear_rows8(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
 
 #define VERIFY_MAX_LEN 65
 
-/* The checks mb_verify_layers and mb_resume_layers share: the table's required pointers. */
-static int check_layer_table(const char *fn, const uint64_t *layers, int64_t n_layer,
-                             const int *required, size_t nreq) {
-  for (int64_t i = 0; i < n_layer; i++)
-    for (size_t q = 0; q < nreq; q++)
-      REQUIRE(layers[i * MB_DL_PTRS + required[q]] != 0, "%s: layer %lld: pointer %d is NULL", fn,
-              (ll)i, required[q]);
-  return MB_OK;
-}
-
 /* mb_verify_layers' conv: the layer's window saved to conv_save, then advanced over the len
  * positions (on CUDA the conv kernel saves the window as it reads it: no copy). */
 static int verify_conv(mb_ctx *ctx, const uint64_t *P, const float *xz, float *conv_save,
@@ -672,10 +682,8 @@ MB_EXPORT int mb_verify_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   DTYPE_OK("mb_verify_layers", wdtype);
   REQUIRE(len >= 1 && len <= VERIFY_MAX_LEN, "%s: len %lld is outside 1..%d", fn, (ll)len,
           VERIFY_MAX_LEN);
-  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
-          "%s: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)", fn, norm_kind);
-  REQUIRE(d_model >= 1 && d_inner >= 1 && d_state >= 1 && dt_rank >= 1 && d_conv >= 1,
-          "%s: d_model, d_inner, d_state, dt_rank and d_conv must be >= 1", fn);
+  int st = check_layer_shape(fn, norm_kind, d_model, d_inner, d_state, dt_rank, d_conv);
+  if (st != MB_OK) return st;
   if (n_layer == 0) return MB_OK;
   NONNULL("mb_verify_layers", layers);
   NONNULL("mb_verify_layers", hidden);
@@ -688,9 +696,7 @@ MB_EXPORT int mb_verify_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   NONNULL("mb_verify_layers", saved_xz);
   NONNULL("mb_verify_layers", saved_ssm);
   NONNULL("mb_verify_layers", saved_conv);
-  static const int required[] = {MB_DL_NORM_W, MB_DL_IN_W, MB_DL_CONV_W, MB_DL_CONV_STATE,
-                                 MB_DL_X_W, MB_DL_DT_W, MB_DL_A, MB_DL_SSM_STATE, MB_DL_OUT_W};
-  int st = check_layer_table(fn, layers, n_layer, required, sizeof required / sizeof required[0]);
+  st = check_layer_table(fn, layers, n_layer, STEP_REQUIRED, N_STEP_REQUIRED);
   if (st != MB_OK) return st;
   const int64_t dx = dt_rank + 2 * d_state, win = d_conv - 1;
   for (int64_t i = 0; i < n_layer && st == MB_OK; i++) {

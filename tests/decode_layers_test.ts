@@ -189,47 +189,12 @@ Deno.test("mb_verify_layers and mb_resume_layers refuse a bad length or a missin
   const { VerifyBuffers } = await import("../src/model/workspace.ts");
   const ws = model.newWorkspace(2), state = model.newState(1);
   const saved = new VerifyBuffers(model.backend, model.dims, 2);
-  const d = model.dims, be = model.backend;
+  const be = model.backend;
   const table = state.decodeTable(model.weights)!;
   const verify = (layers: BigUint64Array, len: number) =>
-    be.verifyLayers({
-      layers,
-      nLayer: d.nLayer,
-      len,
-      dModel: d.dModel,
-      dInner: d.dInner,
-      dState: d.dState,
-      dtRank: d.dtRank,
-      dConv: d.dConv,
-      wdtype: model.weights.wdtype,
-      normKind: model.weights.normKind,
-      eps: 1e-5,
-      hidden: ws.hidden.ptr,
-      residual: ws.residual.ptr,
-      normed: ws.normed.ptr,
-      xc: ws.xConv.ptr,
-      xDbl: ws.xDbl.ptr,
-      delta: ws.delta.ptr,
-      y: ws.y.ptr,
-      savedXz: saved.xz.ptr,
-      savedSsm: saved.ssm.ptr,
-      savedConv: saved.conv.ptr,
-    });
+    be.verifyLayers({ ...model.verifyLayersArgs(ws, layers, saved), len });
   const resume = (layers: BigUint64Array, len: number) =>
-    be.resumeLayers({
-      layers,
-      nLayer: d.nLayer,
-      len,
-      dInner: d.dInner,
-      dState: d.dState,
-      dConv: d.dConv,
-      savedXz: saved.xz.ptr,
-      savedSsm: saved.ssm.ptr,
-      savedConv: saved.conv.ptr,
-      sampled: saved.control.at(saved.sampled),
-      drafted: saved.control.at(saved.drafted),
-      accepted: saved.control.at(saved.accepted),
-    });
+    be.resumeLayers({ ...model.resumeLayersArgs(layers, saved), len });
   const invalid = (re: RegExp) => (e: unknown) =>
     e instanceof NativeError && e.status === Status.INVALID && re.test(e.message) &&
     !e.message.includes("\n");

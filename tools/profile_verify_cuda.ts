@@ -113,16 +113,20 @@ async function main(argv: string[]): Promise<void> {
     }
   }
 
-  if (args.only) {
-    const body = { step, verify, round }[args.only];
-    console.log(`${args.only} graph ${timeGraph(body).toFixed(1)} us`);
+  /** Frees what the profile allocated, and its config. */
+  const release = async () => {
     counters.free();
     state.free();
     saved.free();
     ws.free();
     model.close();
     await Deno.remove(dir, { recursive: true });
-    return;
+  };
+
+  if (args.only) {
+    const body = { step, verify, round }[args.only];
+    console.log(`${args.only} graph ${timeGraph(body).toFixed(1)} us`);
+    return await release();
   }
 
   // Which backend calls the verification makes (and how many).
@@ -197,12 +201,7 @@ async function main(argv: string[]): Promise<void> {
       median(host).toFixed(1)
     } us median, against ${tVerify.toFixed(1)} us of graph`,
   );
-  counters.free();
-  state.free();
-  saved.free();
-  ws.free();
-  model.close();
-  await Deno.remove(dir, { recursive: true });
+  await release();
 }
 
 if (import.meta.main) await runMain(main);

@@ -295,10 +295,8 @@ k_conv_pos(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w
   }
   float acc = bc;
 #pragma unroll
-  for (int j = 0; j < CONV_KMAX; j++) {
-    if (j < k - 1) acc += wc[j] * v[j];
-    else if (j == k - 1) acc += wc[j] * v[j];
-  }
+  for (int j = 0; j < CONV_KMAX; j++)
+    if (j < k) acc += wc[j] * v[j];
   if (on) out[t * ldo + c] = mb_silu(acc);
   if (on && t == 0 && state_save) {
 #pragma unroll

@@ -66,6 +66,65 @@ __device__ __forceinline__ float dot16(uint4 w, const float *x, uint16_t) {
 __device__ __forceinline__ float wval(const float *w, int64_t i) { return __ldg(w + i); }
 __device__ __forceinline__ float wval(const uint16_t *w, int64_t i) { return mb_bf16_to_f32(__ldg(w + i)); }
 
+/* A channel's constants of the state update, loaded before the PDL wait: A * log2(e) for the
+ * lane's SCAN_P states, D, dt_proj's bias and row, and the lane's first dt_proj chunks (16-byte
+ * loads when a.wvec). Shared by k_ssu_dt (ssu_dt_block) and k_ssu_pos (step.cu), which must give
+ * the same bits. */
+template <typename WT>
+struct SsuConsts {
+  float Ac[SCAN_P];
+  float Dc, bc;
+  const WT *wrow;
+  int nch;
+  uint4 wr[SSU_MAXC];
+};
+
+template <int L, typename WT>
+__device__ __forceinline__ SsuConsts<WT> ssu_consts(const SsuDtArgs &a, int64_t c, bool cok,
+                                                    int gi) {
+  constexpr int EPV = 16 / sizeof(WT);
+  SsuConsts<WT> k;
+#pragma unroll
+  for (int p = 0; p < SCAN_P; p++) {
+    int s = gi * SCAN_P + p;
+    k.Ac[p] = (cok && s < a.n) ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
+  }
+  k.Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
+  k.bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
+  k.wrow = (const WT *)a.w + (cok ? c : 0) * (int64_t)a.R;
+  k.nch = a.wvec ? a.R / EPV : 0;
+#pragma unroll
+  for (int q = 0; q < SSU_MAXC; q++) {
+    int j = gi + q * L;
+    k.wr[q] = (cok && j < k.nch) ? __ldg((const uint4 *)k.wrow + j) : make_uint4(0, 0, 0, 0);
+  }
+  return k;
+}
+
+/* dt_proj's output before its bias for one position (x_dbl's first R values at xr): the lane's
+ * chunks, then the butterfly over the channel's L lanes, so every lane holds the same sum. */
+template <int L, typename WT>
+__device__ __forceinline__ float ssu_dt_dot(const SsuDtArgs &a, const SsuConsts<WT> &k, int gi,
+                                            bool cok, const float *xr) {
+  constexpr int EPV = 16 / sizeof(WT);
+  float dot = 0.f;
+  if (a.wvec) {
+#pragma unroll
+    for (int q = 0; q < SSU_MAXC; q++) {
+      int j = gi + q * L;
+      if (j < k.nch) dot += dot16(k.wr[q], xr + j * EPV, WT());
+    }
+    if (cok)
+      for (int j = gi + SSU_MAXC * L; j < k.nch; j += L)
+        dot += dot16(__ldg((const uint4 *)k.wrow + j), xr + j * EPV, WT());
+  } else if (cok) {
+    for (int i = gi; i < a.R; i += L) dot = fmaf(wval(k.wrow, i), xr[i], dot);
+  }
+#pragma unroll
+  for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+  return dot;
+}
+
 /* One block row per sequence b; positions t = 0..len-1 run in order, the state in registers
  * between them, each with the arithmetic of the one-position decoding step (mb_selective_scan_dt
  * gives every position the bits of mb_selective_state_update_dt: the same code runs both).
@@ -80,29 +139,13 @@ template <int L, typename WT, int TILE, XLoad XL, typename Wait,
 __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, int64_t b, int nthr,
                                              float *smem_ssu, Wait wait) {
   using XLC = XLoadTag<XL>;
-  constexpr int EPV = 16 / sizeof(WT);
   const int lane_c = threadIdx.x / L, gi = threadIdx.x % L, CB = nthr / L;
   const int64_t c = (int64_t)bx * CB + lane_c;
   const bool cok = c < a.d;
   const int R = a.R, Rp = (R + 7) & ~7, NP = L * SCAN_P, TT = TILE == 1 ? 1 : a.tile;
   float *xs = smem_ssu, *sB = smem_ssu + TT * Rp, *sC = sB + TT * NP;
   /* constants before the PDL wait */
-  float Ac[SCAN_P];
-#pragma unroll
-  for (int p = 0; p < SCAN_P; p++) {
-    int s = gi * SCAN_P + p;
-    Ac[p] = (cok && s < a.n) ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
-  }
-  const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
-  const float bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
-  const WT *wrow = (const WT *)a.w + (cok ? c : 0) * (int64_t)R;
-  const int nch = a.wvec ? R / EPV : 0;
-  uint4 wr[SSU_MAXC];
-#pragma unroll
-  for (int q = 0; q < SSU_MAXC; q++) {
-    int j = gi + q * L;
-    wr[q] = (cok && j < nch) ? __ldg((const uint4 *)wrow + j) : make_uint4(0, 0, 0, 0);
-  }
+  const SsuConsts<WT> cs = ssu_consts<L, WT>(a, c, cok, gi);
   /* the state: after the wait, unless the caller knows no earlier work in flight writes it */
   float h[SCAN_P];
   float *st = a.state + (b * a.d + (cok ? c : 0)) * a.n;
@@ -168,55 +211,17 @@ __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, in
      * position of TILE is computed, one past the tile's end on row 0's values (never kept): a
      * branch per position made the chains run one after the other (a verification pass's 8
      * positions took 16.6 against 3.7 us for one, docs/cuda_notes.md). */
-    float ea[TILE][SCAN_P], bu[TILE][SCAN_P], draws[TILE];
+    float ea[TILE][SCAN_P], bu[TILE][SCAN_P];
 #pragma unroll
     for (int tt = 0; tt < TILE; tt++) {
       const int tr = tt < tn ? tt : 0; /* the staged row it reads */
-      const float *xr = xs + tr * Rp;
-      float dot = 0.f;
-      if (a.wvec) {
-#pragma unroll
-        for (int q = 0; q < SSU_MAXC; q++) {
-          int j = gi + q * L;
-          if (j < nch) dot += dot16(wr[q], xr + j * EPV, WT());
-        }
-        if (cok)
-          for (int j = gi + SSU_MAXC * L; j < nch; j += L)
-            dot += dot16(__ldg((const uint4 *)wrow + j), xr + j * EPV, WT());
-      } else if (cok) {
-        for (int k = gi; k < R; k += L) dot = fmaf(wval(wrow, k), xr[k], dot);
-      }
-#pragma unroll
-      for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-      draws[tt] = dot + bc; /* every lane of the channel holds the same sum */
-    }
-    /* softplus once a position: with a lane per position (L >= TILE) lane gi takes position gi
-     * and hands dt to the others (the same value the lane computing it alone would make) */
-    float dts[TILE];
-    if constexpr (TILE > 1 && L >= TILE) {
-      float mine = draws[0];
-#pragma unroll
-      for (int tt = 1; tt < TILE; tt++)
-        if (gi == tt) mine = draws[tt];
-      if (gi < tn && cok && a.delta_out) a.delta_out[(r0 + gi) * a.d + c] = mine;
-      const float dtm = a.softplus ? mb_softplus(mine) : mine;
-#pragma unroll
-      for (int tt = 0; tt < TILE; tt++) dts[tt] = __shfl_sync(0xffffffffu, dtm, tt, L);
-    } else {
-#pragma unroll
-      for (int tt = 0; tt < TILE; tt++) {
-        if (tt < tn && gi == 0 && cok && a.delta_out) a.delta_out[(r0 + tt) * a.d + c] = draws[tt];
-        dts[tt] = a.softplus ? mb_softplus(draws[tt]) : draws[tt];
-      }
-    }
-#pragma unroll
-    for (int tt = 0; tt < TILE; tt++) {
-      const int tr = tt < tn ? tt : 0;
-      const float dt = dts[tt];
+      const float draw = ssu_dt_dot<L, WT>(a, cs, gi, cok, xs + tr * Rp) + cs.bc;
+      if (tt < tn && gi == 0 && cok && a.delta_out) a.delta_out[(r0 + tt) * a.d + c] = draw;
+      const float dt = a.softplus ? mb_softplus(draw) : draw;
       const float du = dt * uu[tt];
       const float2 bv = *(const float2 *)(sB + tr * NP + gi * SCAN_P);
-      ea[tt][0] = exp2f(dt * Ac[0]), bu[tt][0] = du * bv.x;
-      ea[tt][1] = exp2f(dt * Ac[1]), bu[tt][1] = du * bv.y;
+      ea[tt][0] = exp2f(dt * cs.Ac[0]), bu[tt][0] = du * bv.x;
+      ea[tt][1] = exp2f(dt * cs.Ac[1]), bu[tt][1] = du * bv.y;
     }
     /* Phase 2: the recurrence position after position (only the state's FMAs are a chain), then
      * every position's output reduction, interleaved. */
@@ -236,34 +241,20 @@ __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, in
       for (int tt = 0; tt < TILE; tt++) yp[tt] += __shfl_xor_sync(0xffffffffu, yp[tt], o);
 #pragma unroll
     for (int tt = 0; tt < TILE; tt++) {
-      if (tt < tn && cok && a.states_all) {
-        float *sa = a.states_all + ((r0 + tt) * a.d + c) * a.n;
+      if (tt < tn && cok) {
+        const int64_t r = r0 + tt;
+        if (a.states_all) {
+          float *sa = a.states_all + (r * a.d + c) * a.n;
 #pragma unroll
-        for (int p = 0; p < SCAN_P; p++) {
-          int s = gi * SCAN_P + p;
-          if (s < a.n) sa[s] = hs[tt][p];
+          for (int p = 0; p < SCAN_P; p++) {
+            int s = gi * SCAN_P + p;
+            if (s < a.n) sa[s] = hs[tt][p];
+          }
         }
-      }
-    }
-    /* the outputs: lane gi writes position gi when there is a lane per position, else lane 0
-     * every position (every lane holds each position's sum) */
-    if constexpr (TILE > 1 && L >= TILE) {
-      float ym = yp[0], um = uu[0], zm = zz[0];
-#pragma unroll
-      for (int tt = 1; tt < TILE; tt++)
-        if (gi == tt) ym = yp[tt], um = uu[tt], zm = zz[tt];
-      if (gi < tn && cok) {
-        float yv = ym + Dc * um;
-        if (a.z) yv *= mb_silu(zm);
-        a.y[(r0 + gi) * a.ldy + c] = yv;
-      }
-    } else {
-#pragma unroll
-      for (int tt = 0; tt < TILE; tt++) {
-        if (tt < tn && cok && gi == 0) {
-          float yv = yp[tt] + Dc * uu[tt];
+        if (gi == 0) {
+          float yv = yp[tt] + cs.Dc * uu[tt];
           if (a.z) yv *= mb_silu(zz[tt]);
-          a.y[(r0 + tt) * a.ldy + c] = yv;
+          a.y[r * a.ldy + c] = yv;
         }
       }
     }

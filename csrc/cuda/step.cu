@@ -32,31 +32,14 @@ __global__ void k_ssu_dt(SsuDtArgs a) {
 template <int L, typename WT>
 __global__ void __launch_bounds__(POS_W * 32) k_ssu_pos(SsuDtArgs a) {
   static_assert(SCAN_P == 2, "two states a lane (h0, h1 below)");
-  constexpr int EPV = 16 / sizeof(WT);
   __shared__ float s_ea[POS_W][32][SCAN_P], s_bu[POS_W][32][SCAN_P], s_h[POS_W][32][SCAN_P];
   mb_pdl_trigger();
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int gi = lane % L, CB = 32 / L;
   const int64_t c = (int64_t)blockIdx.x * CB + lane / L, b = blockIdx.y;
   const bool cok = c < a.d;
-  const int R = a.R;
   /* constants before the PDL wait */
-  float Ac[SCAN_P];
-#pragma unroll
-  for (int p = 0; p < SCAN_P; p++) {
-    int s = gi * SCAN_P + p;
-    Ac[p] = (cok && s < a.n) ? a.A[c * a.n + s] * MB_LOG2E : 0.f;
-  }
-  const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
-  const float bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
-  const WT *wrow = (const WT *)a.w + (cok ? c : 0) * (int64_t)R;
-  const int nch = a.wvec ? R / EPV : 0;
-  uint4 wr[SSU_MAXC];
-#pragma unroll
-  for (int q = 0; q < SSU_MAXC; q++) {
-    int j = gi + q * L;
-    wr[q] = (cok && j < nch) ? __ldg((const uint4 *)wrow + j) : make_uint4(0, 0, 0, 0);
-  }
+  const SsuConsts<WT> cs = ssu_consts<L, WT>(a, c, cok, gi);
   float *st = a.state + (b * a.d + (cok ? c : 0)) * a.n;
   mb_pdl_wait();
   float h[SCAN_P] = {0.f, 0.f};
@@ -83,29 +66,13 @@ __global__ void __launch_bounds__(POS_W * 32) k_ssu_pos(SsuDtArgs a) {
         int s = gi * SCAN_P + p;
         if (s < a.n) Bv[p] = a.Bm[r * a.ldb + s], Cv[p] = a.Cm[r * a.ldc + s];
       }
-      const float *xr = a.xdbl + r * a.ldx;
-      float dot = 0.f;
-      if (a.wvec) {
-#pragma unroll
-        for (int q = 0; q < SSU_MAXC; q++) {
-          int j = gi + q * L;
-          if (j < nch) dot += dot16(wr[q], xr + j * EPV, WT());
-        }
-        if (cok)
-          for (int j = gi + SSU_MAXC * L; j < nch; j += L)
-            dot += dot16(__ldg((const uint4 *)wrow + j), xr + j * EPV, WT());
-      } else if (cok) {
-        for (int k = gi; k < R; k += L) dot = fmaf(wval(wrow, k), xr[k], dot);
-      }
-#pragma unroll
-      for (int o = L / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-      const float draw = dot + bc;
+      const float draw = ssu_dt_dot<L, WT>(a, cs, gi, cok, a.xdbl + r * a.ldx) + cs.bc;
       if (gi == 0 && cok && a.delta_out) a.delta_out[r * a.d + c] = draw;
       const float dt = a.softplus ? mb_softplus(draw) : draw;
       const float du = dt * uu;
 #pragma unroll
       for (int p = 0; p < SCAN_P; p++) {
-        s_ea[w][lane][p] = exp2f(dt * Ac[p]);
+        s_ea[w][lane][p] = exp2f(dt * cs.Ac[p]);
         s_bu[w][lane][p] = du * Bv[p];
       }
     }
@@ -143,7 +110,7 @@ __global__ void __launch_bounds__(POS_W * 32) k_ssu_pos(SsuDtArgs a) {
           if (gi * SCAN_P + 1 < a.n) sa[gi * SCAN_P + 1] = h1;
         }
         if (gi == 0) {
-          float yv = yp + Dc * uu;
+          float yv = yp + cs.Dc * uu;
           if (a.z) yv *= mb_silu(zz);
           a.y[r * a.ldy + c] = yv;
         }

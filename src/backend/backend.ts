@@ -688,27 +688,19 @@ export class Backend {
    * {@link linear} and {@link stateUpdateDt} run them (the same bits). `layers` holds each layer's
    * pointers (indexes `DecodeLayerPtr`); the buffers are (batch, width) rows, `normed` scratch.
    */
-  decodeLayers(a: {
-    layers: BigUint64Array;
-    nLayer: number;
-    batch: number;
-    dModel: number;
-    dInner: number;
-    dState: number;
-    dtRank: number;
-    dConv: number;
-    wdtype: WeightDType;
-    normKind: NormKindCode;
-    eps: number;
-    hidden: Ptr;
-    residual: Ptr;
-    normed: Ptr;
-    xz: Ptr;
-    xc: Ptr;
-    xDbl: Ptr;
-    delta: Ptr;
-    y: Ptr;
-  }): void {
+  decodeLayers(
+    a: LayerShape & {
+      batch: number;
+      hidden: Ptr;
+      residual: Ptr;
+      normed: Ptr;
+      xz: Ptr;
+      xc: Ptr;
+      xDbl: Ptr;
+      delta: Ptr;
+      y: Ptr;
+    },
+  ): void {
     checkTable("decodeLayers", a.layers, a.nLayer);
     check(
       this.#lib.mb_decode_layers(
@@ -744,29 +736,21 @@ export class Backend {
    * the SSM state after each position and savedConv the conv window before the pass (each layer
    * at offset i * its size for this `len`); the table's states end after the last position.
    */
-  verifyLayers(a: {
-    layers: BigUint64Array;
-    nLayer: number;
-    len: number;
-    dModel: number;
-    dInner: number;
-    dState: number;
-    dtRank: number;
-    dConv: number;
-    wdtype: WeightDType;
-    normKind: NormKindCode;
-    eps: number;
-    hidden: Ptr;
-    residual: Ptr;
-    normed: Ptr;
-    xc: Ptr;
-    xDbl: Ptr;
-    delta: Ptr;
-    y: Ptr;
-    savedXz: Ptr;
-    savedSsm: Ptr;
-    savedConv: Ptr;
-  }): void {
+  verifyLayers(
+    a: LayerShape & {
+      len: number;
+      hidden: Ptr;
+      residual: Ptr;
+      normed: Ptr;
+      xc: Ptr;
+      xDbl: Ptr;
+      delta: Ptr;
+      y: Ptr;
+      savedXz: Ptr;
+      savedSsm: Ptr;
+      savedConv: Ptr;
+    },
+  ): void {
     checkTable("verifyLayers", a.layers, a.nLayer);
     check(
       this.#lib.mb_verify_layers(
@@ -802,20 +786,17 @@ export class Backend {
    * sampled[t] == drafted[t], t < len - 1; int32 device values) into `accepted`, and every
    * layer's state moved to just after position j, all on the device (a graph can hold it).
    */
-  resumeLayers(a: {
-    layers: BigUint64Array;
-    nLayer: number;
-    len: number;
-    dInner: number;
-    dState: number;
-    dConv: number;
-    savedXz: Ptr;
-    savedSsm: Ptr;
-    savedConv: Ptr;
-    sampled: Ptr;
-    drafted: Ptr;
-    accepted: Ptr;
-  }): void {
+  resumeLayers(
+    a: Pick<LayerShape, "layers" | "nLayer" | "dInner" | "dState" | "dConv"> & {
+      len: number;
+      savedXz: Ptr;
+      savedSsm: Ptr;
+      savedConv: Ptr;
+      sampled: Ptr;
+      drafted: Ptr;
+      accepted: Ptr;
+    },
+  ): void {
     checkTable("resumeLayers", a.layers, a.nLayer);
     check(
       this.#lib.mb_resume_layers(
@@ -1002,6 +983,33 @@ const I = BigInt;
 
 function viewBytes(v: ArrayBufferView): Uint8Array<ArrayBuffer> {
   return new Uint8Array(v.buffer as ArrayBuffer, v.byteOffset, v.byteLength);
+}
+
+/**
+ * What the calls over every layer (Backend.decodeLayers, verifyLayers, resumeLayers) share: the
+ * table of each layer's pointers ({@link DecodeLayerPtr} layout), the model's dimensions and kinds.
+ */
+export interface LayerShape {
+  /** nLayer * DecodeLayerPtr.PTRS pointers as uint64 values, layer after layer. */
+  layers: BigUint64Array;
+  /** Mixer layers. */
+  nLayer: number;
+  /** Model width. */
+  dModel: number;
+  /** Mixer width (expand * dModel). */
+  dInner: number;
+  /** SSM state size per channel. */
+  dState: number;
+  /** dt_proj's inner width. */
+  dtRank: number;
+  /** Conv window length. */
+  dConv: number;
+  /** Storage type of the large matrices. */
+  wdtype: WeightDType;
+  /** LayerNorm or RMSNorm. */
+  normKind: NormKindCode;
+  /** The norms' epsilon. */
+  eps: number;
 }
 
 /** A layer table ({@link DecodeLayerPtr} layout) of the right length for `nLayer` layers. */

@@ -11,7 +11,13 @@
  */
 
 import type { DraftModel } from "../generate/drafter.ts";
-import { type Backend, envValue, offsetPtr, type Ptr } from "../backend/backend.ts";
+import {
+  type Backend,
+  envValue,
+  type LayerShape,
+  offsetPtr,
+  type Ptr,
+} from "../backend/backend.ts";
 import type { Tensor } from "../backend/tensor.ts";
 import { DecodeLayerPtr } from "../native/lib.ts";
 import type { ModelConfig } from "../config/config.ts";
@@ -492,6 +498,23 @@ export class MambaByteLM {
     }
   }
 
+  /** The table `layers` with this model's dimensions and kinds (every per-layer call's). */
+  #layerShape(layers: BigUint64Array): LayerShape {
+    const d = this.dims;
+    return {
+      layers,
+      nLayer: d.nLayer,
+      dModel: d.dModel,
+      dInner: d.dInner,
+      dState: d.dState,
+      dtRank: d.dtRank,
+      dConv: d.dConv,
+      wdtype: this.weights.wdtype,
+      normKind: this.weights.normKind,
+      eps: this.eps,
+    };
+  }
+
   /**
    * Backend.decodeLayers' arguments for one decoding step of `batch` sequences in `ws` with the
    * pointer table `layers` ({@link stepLayers} passes its state's table).
@@ -501,19 +524,9 @@ export class MambaByteLM {
     layers: BigUint64Array,
     batch: number,
   ): Parameters<Backend["decodeLayers"]>[0] {
-    const d = this.dims;
     return {
-      layers,
-      nLayer: d.nLayer,
+      ...this.#layerShape(layers),
       batch,
-      dModel: d.dModel,
-      dInner: d.dInner,
-      dState: d.dState,
-      dtRank: d.dtRank,
-      dConv: d.dConv,
-      wdtype: this.weights.wdtype,
-      normKind: this.weights.normKind,
-      eps: this.eps,
       hidden: ws.hidden.ptr,
       residual: ws.residual.ptr,
       normed: ws.normed.ptr,
@@ -533,22 +546,21 @@ export class MambaByteLM {
    * keeps what {@link resumeLayers} needs to move it to just after any position.
    */
   verifyLayers(ws: Workspace, state: RecurrentState, saved: VerifyBuffers): void {
-    const d = this.dims;
     if (saved.rows > ws.rows) {
       throw new MambaByteError(`verifyLayers: ${saved.rows} positions exceed the workspace's rows`);
     }
-    this.backend.verifyLayers({
-      layers: this.#layerTable(state),
-      nLayer: d.nLayer,
+    this.backend.verifyLayers(this.verifyLayersArgs(ws, this.#layerTable(state), saved));
+  }
+
+  /** Backend.verifyLayers' arguments for a pass over `saved.rows` positions with table `layers`. */
+  verifyLayersArgs(
+    ws: Workspace,
+    layers: BigUint64Array,
+    saved: VerifyBuffers,
+  ): Parameters<Backend["verifyLayers"]>[0] {
+    return {
+      ...this.#layerShape(layers),
       len: saved.rows,
-      dModel: d.dModel,
-      dInner: d.dInner,
-      dState: d.dState,
-      dtRank: d.dtRank,
-      dConv: d.dConv,
-      wdtype: this.weights.wdtype,
-      normKind: this.weights.normKind,
-      eps: this.eps,
       hidden: ws.hidden.ptr,
       residual: ws.residual.ptr,
       normed: ws.normed.ptr,
@@ -559,7 +571,7 @@ export class MambaByteLM {
       savedXz: saved.xz.ptr,
       savedSsm: saved.ssm.ptr,
       savedConv: saved.conv.ptr,
-    });
+    };
   }
 
   /**
@@ -569,21 +581,24 @@ export class MambaByteLM {
    * been stepped (Backend.resumeLayers; nothing is recomputed).
    */
   resumeLayers(state: RecurrentState, saved: VerifyBuffers): void {
-    const d = this.dims;
-    this.backend.resumeLayers({
-      layers: this.#layerTable(state),
-      nLayer: d.nLayer,
+    this.backend.resumeLayers(this.resumeLayersArgs(this.#layerTable(state), saved));
+  }
+
+  /** Backend.resumeLayers' arguments after a pass over `saved.rows` positions with `layers`. */
+  resumeLayersArgs(
+    layers: BigUint64Array,
+    saved: VerifyBuffers,
+  ): Parameters<Backend["resumeLayers"]>[0] {
+    return {
+      ...this.#layerShape(layers),
       len: saved.rows,
-      dInner: d.dInner,
-      dState: d.dState,
-      dConv: d.dConv,
       savedXz: saved.xz.ptr,
       savedSsm: saved.ssm.ptr,
       savedConv: saved.conv.ptr,
       sampled: saved.control.at(saved.sampled),
       drafted: saved.control.at(saved.drafted),
       accepted: saved.control.at(saved.accepted),
-    });
+    };
   }
 
   /**

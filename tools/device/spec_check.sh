@@ -10,7 +10,8 @@
 #      trained target's shape (384 x 24, fp32; again with the environment PEER, default
 #      MAMBABYTE_CUDA_SSU_POS=0) and at 972M (bf16; SKIP_BIG=1 skips it); NCU=1:
 #      tools/device/ncu_verify.sh's table after them;
-#   4. bench:spec on CUDA with the bundled models (small drafted by tiny; SKIP_SPEC=1 skips);
+#   4. bench:spec on CUDA with the bundled models (small drafted by the byte drafter of
+#      pretrained_models/spec/; SKIP_SPEC=1 skips);
 #   5. GPU_B1=1: bench:gpu b1-bf16,b1-fp32; OVERLAP=1: bench:gpu b1-bf16 with
 #      MAMBABYTE_DECODE_OVERLAP=1, then 0.
 # Each step prints as it ends; logs in $OUT.
@@ -45,7 +46,7 @@ echo "(peer: $PEER)"
 [ -n "${NCU:-}" ] && OUT=$OUT bash tools/device/ncu_verify.sh 2>&1 | tail -18
 
 if [ -z "${SKIP_SPEC:-}" ]; then
-  step "bench:spec (CUDA, small drafted by tiny)"
+  step "bench:spec (CUDA, small drafted by the bundled byte drafter)"
   timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A scripts/bench_spec.ts \
     --devices cuda --repeats 2 ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_spec.log" || fail
 fi
