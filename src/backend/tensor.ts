@@ -54,6 +54,16 @@ export class Tensor {
     return new Tensor(backend, dtype, [...shape], backend.alloc(numel * ELEM_BYTES[dtype]));
   }
 
+  /**
+   * A tensor over memory another tensor owns (`ptr` into it): its free() does nothing, and it is
+   * valid while the owner is.
+   */
+  static view(backend: Backend, dtype: ElemType, shape: readonly number[], ptr: Ptr): Tensor {
+    const t = new Tensor(backend, dtype, [...shape], ptr);
+    t.#owned = false;
+    return t;
+  }
+
   /** Allocates a zero-filled tensor. */
   static zeros(backend: Backend, dtype: ElemType, shape: readonly number[]): Tensor {
     const t = Tensor.empty(backend, dtype, shape);

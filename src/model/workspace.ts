@@ -6,9 +6,18 @@
  * @module
  */
 
-import type { Backend } from "../backend/backend.ts";
+import { type Backend, envValue } from "../backend/backend.ts";
 import { Tensor } from "../backend/tensor.ts";
 import type { ModelDims } from "../config/dims.ts";
+
+/**
+ * MAMBABYTE_STATE_COPY=layers: one-sequence states are copied a layer's window and SSM state at a
+ * time, as before they were one allocation (A/B runs).
+ */
+function layerCopies(): boolean {
+  return (layerCopiesFlag ??= envValue("MAMBABYTE_STATE_COPY") === "layers");
+}
+let layerCopiesFlag: boolean | undefined;
 
 /** Per-position activation buffers. */
 export class Workspace {
@@ -93,7 +102,12 @@ export class Workspace {
   }
 }
 
-/** The recurrent state of `batch` sequences: per layer a conv window and an SSM state. */
+/**
+ * The recurrent state of `batch` sequences: per layer a conv window and an SSM state, all in one
+ * allocation (every layer's window, then every layer's SSM state), so that a whole state of one
+ * sequence is copied in one call: the drafters of speculative decoding keep the state after each
+ * drafted byte, one copy node a byte in their graphs instead of two a layer.
+ */
 export class RecurrentState {
   /** Sequences in the batch. */
   readonly batch: number;
@@ -101,15 +115,23 @@ export class RecurrentState {
   readonly conv: Tensor[];
   /** Per layer: the SSM state, (batch, d_inner, d_state). */
   readonly ssm: Tensor[];
+  /** The one allocation the per-layer tensors view. */
+  readonly #all: Tensor;
 
   /** Allocates a zero state (the state before any input). */
   constructor(backend: Backend, dims: ModelDims, batch: number) {
     this.batch = batch;
+    const convShape = [batch, dims.dInner, dims.dConv - 1];
+    const ssmShape = [batch, dims.dInner, dims.dState];
+    const convLen = batch * dims.dInner * (dims.dConv - 1),
+      ssmLen = batch * dims.dInner * dims.dState;
+    this.#all = Tensor.zeros(backend, "f32", [dims.nLayer * (convLen + ssmLen)]);
+    const ssm0 = dims.nLayer * convLen;
     this.conv = [];
     this.ssm = [];
     for (let i = 0; i < dims.nLayer; i++) {
-      this.conv.push(Tensor.zeros(backend, "f32", [batch, dims.dInner, dims.dConv - 1]));
-      this.ssm.push(Tensor.zeros(backend, "f32", [batch, dims.dInner, dims.dState]));
+      this.conv.push(Tensor.view(backend, "f32", convShape, this.#all.at(i * convLen)));
+      this.ssm.push(Tensor.view(backend, "f32", ssmShape, this.#all.at(ssm0 + i * ssmLen)));
     }
   }
 
@@ -130,6 +152,12 @@ export class RecurrentState {
 
   /** Copies sequence `from` of `src` into every sequence of this state (prefill fan-out). */
   broadcastFrom(src: RecurrentState, from = 0): void {
+    if (
+      this.batch === 1 && src.batch === 1 && this.#all.bytes === src.#all.bytes && !layerCopies()
+    ) {
+      this.#all.backend.copy(this.#all.ptr, src.#all.ptr, this.#all.bytes); // the whole state
+      return;
+    }
     for (let i = 0; i < this.conv.length; i++) {
       for (const [dst, s] of [[this.conv[i], src.conv[i]], [this.ssm[i], src.ssm[i]]] as const) {
         const per = s.bytes / src.batch;
@@ -142,7 +170,7 @@ export class RecurrentState {
 
   /** Frees the state. */
   free(): void {
-    for (const t of [...this.conv, ...this.ssm]) t.free();
+    this.#all.free();
     this.#decode = null;
   }
 }

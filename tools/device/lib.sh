@@ -112,3 +112,16 @@ build_and_check_ops() {
 # memory, occupancy, the schedulers' issue figures, warp state and launch shape.
 NCU_SECTIONS=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy
   --section SchedulerStats --section WarpStateStats --section LaunchStats)
+
+# sass_counts REGEX: the SASS of the kernels whose names match REGEX (cuobjdump on
+# build-cuda/libmambabyte.so) into $OUT/sass.txt, then how many kernels matched and the 30 most
+# frequent opcodes of their listings (static counts: each instruction once, loops not weighed).
+sass_counts() {
+  cuobjdump -sass build-cuda/libmambabyte.so >"$OUT/sass_all.txt" 2>&1 || return 1
+  awk -v pat="$1" '/Function : /{p = ($0 ~ pat)} p' "$OUT/sass_all.txt" >"$OUT/sass.txt"
+  rm -f "$OUT/sass_all.txt"
+  grep -c "Function : " "$OUT/sass.txt"
+  sed -nE 's@^\s*/\*[0-9a-f]{4,}\*/\s+@@p' "$OUT/sass.txt" |
+    awk '{op = $1; if (op ~ /^@/) op = $2; sub(/\..*/, "", op); sub(/;$/, "", op); print op}' |
+    sort | uniq -c | sort -rn | head -30
+}

@@ -47,13 +47,7 @@ fi
 
 if [ -n "${SASS_KERNELS:-}" ]; then
   step "sass ($SASS_KERNELS)"
-  cuobjdump -sass $B/libmambabyte.so >"$OUT/sass_all.txt" 2>&1 || fail
-  awk -v pat="$SASS_KERNELS" '/Function : /{p = ($0 ~ pat)} p' "$OUT/sass_all.txt" >"$OUT/sass.txt"
-  rm -f "$OUT/sass_all.txt"
-  grep -c "Function : " "$OUT/sass.txt"
-  sed -nE 's@^\s*/\*[0-9a-f]{4,}\*/\s+@@p' "$OUT/sass.txt" |
-    awk '{op = $1; if (op ~ /^@/) op = $2; sub(/\..*/, "", op); sub(/;$/, "", op); print op}' |
-    sort | uniq -c | sort -rn | head -30
+  sass_counts "$SASS_KERNELS" || fail
 fi
 
 setup_deno

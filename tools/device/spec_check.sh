@@ -14,6 +14,10 @@
 #      pretrained_models/spec/; SKIP_SPEC=1 skips);
 #   5. GPU_B1=1: bench:gpu b1-bf16,b1-fp32; OVERLAP=1: bench:gpu b1-bf16 with
 #      MAMBABYTE_DECODE_OVERLAP=1, then 0.
+#   0. (first, after the tests) OPS=1: cuda_bench --quick (the ops, the forward, the scan's forms);
+#      FWD_CASES=<bench:gpu cases>: bench:gpu on them, then again with the environment FWD_PEER
+#      (e.g. MAMBABYTE_CUDA_SCAN_TILE=8); NCU_KERNELS=<regex>: Nsight Compute on the first launch
+#      of those kernels in cuda_bench --quick. SKIP_PROF=1 leaves out step 3.
 # Each step prints as it ends; logs in $OUT.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
@@ -33,16 +37,42 @@ timeout "${DENO_T:-200}" deno test --cached-only --no-check -A tests/decode_laye
 grep -E "FAILED|passed|failed|rror" "$OUT/deno_test.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -12
 note "deno tests: $(grep -E "passed" "$OUT/deno_test.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
 
+if [ -n "${OPS:-}" ]; then
+  step "cuda_bench --quick"
+  timeout "${BENCH_T:-240}" ./build-cuda/cuda_bench --quick >"$OUT/bench_ops.log" 2>&1 || fail
+  sed -n '/^====/,$p' "$OUT/bench_ops.log"
+fi
+if [ -n "${NCU_KERNELS:-}" ]; then
+  step "ncu ($NCU_KERNELS)"
+  timeout "${BENCH_T:-240}" ncu --kernel-name "regex:$NCU_KERNELS" --launch-count 1 \
+    "${NCU_SECTIONS[@]}" --section ComputeWorkloadAnalysis --section InstructionStats \
+    ./build-cuda/cuda_bench --quick >"$OUT/ncu.log" 2>&1 || fail
+  grep -vE "^==PROF==|^\[|^decode|^bf16|^forward|^\{" "$OUT/ncu.log" |
+    grep -E "k_|Throughput|Duration|Occupancy|Registers|Stall|Warp Cycles|Issued|Eligible|Pipe|Executed Ipc|Instructions|Shared" | head -60
+fi
+if [ -n "${FWD_CASES:-}" ]; then
+  step "bench:gpu $FWD_CASES"
+  timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A scripts/bench_gpu.ts \
+    --cases "$FWD_CASES" 2>&1 | tee "$OUT/bench_gpu_fwd.log" || fail
+  if [ -n "${FWD_PEER:-}" ]; then
+    step "bench:gpu $FWD_CASES ($FWD_PEER)"
+    (export "${FWD_PEER?}"; timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A \
+      scripts/bench_gpu.ts --cases "$FWD_CASES" 2>&1 | tee "$OUT/bench_gpu_fwd_peer.log") || fail
+  fi
+fi
+
 prof() {
   step "profile_verify_cuda.ts $*"
   timeout 150 deno run --cached-only --no-check -A tools/profile_verify_cuda.ts "$@" 2>&1 |
     tee -a "$OUT/profile.log" || fail
 }
-prof --d_model 384 --n_layer 24 --dtype fp32
-PEER=${PEER:-MAMBABYTE_CUDA_SSU_POS=0}
-echo "(peer: $PEER)"
-(export "${PEER?}"; prof --d_model 384 --n_layer 24 --dtype fp32)
-[ -z "${SKIP_BIG:-}" ] && prof --d_model 1792 --n_layer 48 --dtype bf16 --replays 50
+if [ -z "${SKIP_PROF:-}" ]; then
+  prof --d_model 384 --n_layer 24 --dtype fp32
+  PEER=${PEER:-MAMBABYTE_CUDA_SSU_POS=0}
+  echo "(peer: $PEER)"
+  (export "${PEER?}"; prof --d_model 384 --n_layer 24 --dtype fp32)
+  [ -z "${SKIP_BIG:-}" ] && prof --d_model 1792 --n_layer 48 --dtype bf16 --replays 50
+fi
 [ -n "${NCU:-}" ] && OUT=$OUT bash tools/device/ncu_verify.sh 2>&1 | tail -18
 
 if [ -z "${SKIP_SPEC:-}" ]; then

@@ -8,15 +8,26 @@
 #      drafters and small trained at once, then bench:spec on CUDA (k = 7);
 #   3. bench:spec again with the trained models at each K_SWEEP draft length (default "4 10"),
 #      and with --profile (the round's phases) at k = 7.
+# SKIP_CHECK=1 leaves out step 1 (when this csrc was checked in an earlier call); SASS_KERNELS=<regex>
+# first prints those kernels' SASS opcode counts (lib.sh's sass_counts).
 # Logs in $OUT; the tables are printed as they come.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/spec_round_out}"
 mkdir -p "$OUT"
-OUT="$OUT/check" NCU=${NCU:-1} SKIP_SPEC=1 bash tools/device/spec_check.sh >"$OUT/check.log" 2>&1
-grep -vE "^(verify_layers|resume_layers|scan_dt).* ok$|calls  without|without one kind|^device:" \
-  "$OUT/check.log" | tail -50
-if ! grep -qE "cuda_vs_cpu: .* 0 failed" "$OUT/check.log"; then
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+if [ -n "${SASS_KERNELS:-}" ]; then
+  step "sass ($SASS_KERNELS)"
+  build_cuda -DMAMBABYTE_TESTS=ON
+  sass_counts "$SASS_KERNELS"
+fi
+if [ -z "${SKIP_CHECK:-}" ]; then
+  OUT="$OUT/check" NCU=${NCU:-1} SKIP_SPEC=1 bash tools/device/spec_check.sh >"$OUT/check.log" 2>&1
+  grep -vE "^(verify_layers|resume_layers|scan_dt).* ok$|calls  without|without one kind|^device:" \
+    "$OUT/check.log" | tail -50
+fi
+if [ -z "${SKIP_CHECK:-}" ] && ! grep -qE "cuda_vs_cpu: .* 0 failed" "$OUT/check.log"; then
   grep -E "FAIL" "$OUT/check.log" | head -20
   echo "cuda_vs_cpu failed: the rest with MAMBABYTE_CUDA_SSU_POS=0"
   export MAMBABYTE_CUDA_SSU_POS=0
@@ -25,8 +36,6 @@ echo "== training and bench:spec ($(date +%T))"
 MIN=${MIN:-4} OUT="$OUT/train" bash tools/device/spec_train_bench.sh >"$OUT/train.log" 2>&1
 grep -E -A8 "held-out bits/byte" "$OUT/train.log" | head -10
 grep -E "^cuda \||identical|^target " "$OUT/train.log" | tail -8
-# shellcheck source=SCRIPTDIR/lib.sh
-. tools/device/lib.sh
 setup_deno
 for args in ${K_SWEEP:-4 10}; do
   echo "== bench:spec --draft_length $args ($(date +%T))"

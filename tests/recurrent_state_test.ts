@@ -1,0 +1,57 @@
+/**
+ * RecurrentState: every layer's conv window and SSM state are views into one allocation that
+ * neither overlap nor leave gaps, and broadcastFrom copies a one-sequence state whole (one copy)
+ * with the same result as the per-layer copies it fans out to several sequences with.
+ */
+import assert from "node:assert/strict";
+import { loadModel } from "../mod.ts";
+
+const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
+
+Deno.test("RecurrentState: one allocation, per-layer views; broadcastFrom whole and fanned out", async () => {
+  const model = await loadModel({
+    configPath: CONFIG,
+    modelId: "test-64x3",
+    device: "cpu",
+    seed: 3,
+  });
+  const be = model.backend;
+  const a = model.newState(1), b = model.newState(1), c = model.newState(3);
+  try {
+    const views = [...a.conv, ...a.ssm];
+    const ranges = views.map((t) => [Number(Deno.UnsafePointer.value(t.ptr)), t.bytes] as const)
+      .sort((x, y) => x[0] - y[0]);
+    for (let i = 1; i < ranges.length; i++) {
+      assert.equal(ranges[i][0], ranges[i - 1][0] + ranges[i - 1][1], "views are back to back");
+    }
+    // distinct contents in every view of a
+    let seed = 1;
+    const fill = (n: number) =>
+      Float32Array.from({ length: n }, () => (seed = (seed * 48271) % 2147483647) / 2e9);
+    for (const t of views) be.upload(t.ptr, fill(t.numel));
+    b.broadcastFrom(a);
+    c.broadcastFrom(a);
+    for (let i = 0; i < a.conv.length; i++) {
+      for (
+        const [src, one, three] of [[a.conv[i], b.conv[i], c.conv[i]], [
+          a.ssm[i],
+          b.ssm[i],
+          c.ssm[i],
+        ]]
+      ) {
+        const want = src.toHost() as Float32Array;
+        assert.deepEqual(one.toHost(), want);
+        const got = three.toHost() as Float32Array;
+        for (let s = 0; s < 3; s++) {
+          assert.deepEqual(got.subarray(s * want.length, (s + 1) * want.length), want);
+        }
+      }
+    }
+    a.free();
+    a.free(); // idempotent
+  } finally {
+    b.free();
+    c.free();
+    model.close();
+  }
+});
