@@ -31,20 +31,14 @@ Deno.test("RecurrentState: one allocation, per-layer views; broadcastFrom whole 
     for (const t of views) be.upload(t.ptr, fill(t.numel));
     b.broadcastFrom(a);
     c.broadcastFrom(a);
-    for (let i = 0; i < a.conv.length; i++) {
-      for (
-        const [src, one, three] of [[a.conv[i], b.conv[i], c.conv[i]], [
-          a.ssm[i],
-          b.ssm[i],
-          c.ssm[i],
-        ]]
-      ) {
-        const want = src.toHost() as Float32Array;
-        assert.deepEqual(one.toHost(), want);
-        const got = three.toHost() as Float32Array;
-        for (let s = 0; s < 3; s++) {
-          assert.deepEqual(got.subarray(s * want.length, (s + 1) * want.length), want);
-        }
+    const triples = a.conv.map((t, i) => [t, b.conv[i], c.conv[i]])
+      .concat(a.ssm.map((t, i) => [t, b.ssm[i], c.ssm[i]]));
+    for (const [src, one, three] of triples) {
+      const want = src.toHost() as Float32Array;
+      assert.deepEqual(one.toHost(), want);
+      const got = three.toHost() as Float32Array;
+      for (let s = 0; s < 3; s++) {
+        assert.deepEqual(got.subarray(s * want.length, (s + 1) * want.length), want);
       }
     }
     a.free();
