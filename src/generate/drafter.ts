@@ -86,12 +86,8 @@ export class ModelDrafter implements Drafter {
     });
   }
 
-  #clear(): void {
-    for (const t of [...this.#state.conv, ...this.#state.ssm]) this.#be.memset(t.ptr, 0, t.bytes);
-  }
-
   async start(context: Uint8Array): Promise<void> {
-    this.#clear();
+    this.#state.clear();
     this.#proposal = new Uint8Array(0);
     if (!this.#tok) return await this.#read(context);
     this.#pending = new Uint8Array(0);

@@ -168,6 +168,11 @@ export class RecurrentState {
     }
   }
 
+  /** Zeroes the state (the state before any input), one memset. */
+  clear(): void {
+    this.#all.backend.memset(this.#all.ptr, 0, this.#all.bytes);
+  }
+
   /** Frees the state. */
   free(): void {
     this.#all.free();

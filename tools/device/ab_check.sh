@@ -42,11 +42,7 @@ fi
 
 setup_deno
 if [ $? -ne 1 ]; then
-  step "tests/decode_layers_test.ts tests/cuda_model_test.ts"
-  timeout "${DENO_T:-150}" deno test --cached-only --no-check -A tests/decode_layers_test.ts \
-    tests/cuda_model_test.ts >"$OUT/deno_test.log" 2>&1 || fail
-  grep -E "FAILED|passed|failed" "$OUT/deno_test.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -5
-  note "deno tests: $(grep -E "passed" "$OUT/deno_test.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
+  cuda_model_tests "${DENO_T:-150}" tests/decode_layers_test.ts tests/cuda_model_test.ts
 fi
 
 if [ -z "${SKIP_BATCH:-}" ]; then

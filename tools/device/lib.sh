@@ -125,3 +125,32 @@ sass_counts() {
     awk '{op = $1; if (op ~ /^@/) op = $2; sub(/\..*/, "", op); sub(/;$/, "", op); print op}' |
     sort | uniq -c | sort -rn | head -30
 }
+
+# cuda_model_tests LIMIT TEST...: the Deno tests named (through .gpu's deno: call setup_deno first)
+# within LIMIT seconds, their log in $OUT/deno_test.log, the failures and the summary printed and
+# the summary kept as a note.
+cuda_model_tests() {
+  local limit=$1
+  shift
+  step "$*"
+  timeout "$limit" deno test --cached-only --no-check -A "$@" >"$OUT/deno_test.log" 2>&1 || fail
+  grep -E "FAILED|passed|failed|rror" "$OUT/deno_test.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -12
+  note "deno tests: $(grep -E "passed" "$OUT/deno_test.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
+}
+
+# ncu_kernels REGEX COUNT ARGS...: Nsight Compute on the first COUNT launches of the kernels whose
+# names (NCU_BASE: function, default, or mangled) match REGEX while build-cuda/cuda_bench ARGS runs
+# (NCU_SECTIONS, compute workload and instruction statistics); the log in $OUT/ncu.log, the main
+# figures printed.
+ncu_kernels() {
+  local regex=$1 count=$2
+  shift 2
+  step "ncu ($regex)"
+  timeout "${BENCH_T:-240}" ncu --kernel-name-base "${NCU_BASE:-function}" \
+    --kernel-name "regex:$regex" --launch-count "$count" "${NCU_SECTIONS[@]}" \
+    --section ComputeWorkloadAnalysis --section InstructionStats \
+    ./build-cuda/cuda_bench "$@" >"$OUT/ncu.log" 2>&1 || fail
+  grep -vE "^==PROF==|^\[|^decode|^bf16|^forward|^\{" "$OUT/ncu.log" |
+    grep -E "k_|Throughput|Duration|Occupancy|Registers|Stall|Warp Cycles|Issued|Eligible|Pipe|Executed Ipc|Instructions|Shared" |
+    head -80
+}

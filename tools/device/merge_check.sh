@@ -35,15 +35,7 @@ step "cuda_bench $bench_flags"
 timeout "${BENCH_T:-150}" ./$B/cuda_bench $bench_flags >"$OUT/bench_ops.log" 2>&1 || fail
 sed -n '/^====/,$p' "$OUT/bench_ops.log"
 
-if [ -n "${NCU_KERNELS:-}" ]; then
-  step "ncu ($NCU_KERNELS)"
-  timeout "${BENCH_T:-150}" ncu --kernel-name-base "${NCU_BASE:-function}" \
-    --kernel-name "regex:$NCU_KERNELS" --launch-count 2 \
-    --section SpeedOfLight --section Occupancy --section WarpStateStats --section LaunchStats \
-    --section ComputeWorkloadAnalysis --section InstructionStats \
-    ./$B/cuda_bench ${NCU_BENCH_ARGS:---quick} >"$OUT/ncu.log" 2>&1 || fail
-  grep -vE "^==PROF==|^\[|^decode|^bf16|^forward|^\{" "$OUT/ncu.log" | grep -E "k_|Throughput|Duration|Occupancy|Registers|Stall|Warp Cycles|Issued|Block Limit|Eligible|Pipe|Executed Ipc|Instructions" | head -80
-fi
+[ -n "${NCU_KERNELS:-}" ] && ncu_kernels "$NCU_KERNELS" 2 ${NCU_BENCH_ARGS:---quick}
 
 if [ -n "${SASS_KERNELS:-}" ]; then
   step "sass ($SASS_KERNELS)"
@@ -52,11 +44,7 @@ fi
 
 setup_deno
 if [ $? -ne 1 ]; then
-  step "tests/cuda_model_test.ts"
-  timeout "${DENO_T:-120}" deno test --cached-only --no-check -A tests/cuda_model_test.ts \
-    >"$OUT/deno_test.log" 2>&1 || fail
-  grep -E "\.\.\. |passed|failed" "$OUT/deno_test.log" | sed 's/\x1b\[[0-9;]*m//g'
-  note "cuda_model_test: $(grep -E "passed" "$OUT/deno_test.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
+  cuda_model_tests "${DENO_T:-120}" tests/cuda_model_test.ts
   step "bench:extract (972M, cuda)"
   timeout "${DENO_T:-120}" deno run --cached-only --no-check -A scripts/bench_extract.ts \
     --model_id 972M --device cuda --repeats 3 2>&1 | tee "$OUT/bench_extract.log" | grep -vE "^\[" || fail

@@ -25,31 +25,19 @@ OUT="${OUT:-$PWD/spec_check_out}"
 mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
 . tools/device/lib.sh
-status=0
 
 build_and_check_ops
 grep -E "verify_layers|resume_layers" "$OUT/test.log" | head -40
 
 setup_deno || { echo "no .gpu/deno.xz"; exit 1; }
-step "tests/decode_layers_test.ts tests/cuda_model_test.ts"
-timeout "${DENO_T:-200}" deno test --cached-only --no-check -A tests/decode_layers_test.ts \
-  tests/cuda_model_test.ts >"$OUT/deno_test.log" 2>&1 || fail
-grep -E "FAILED|passed|failed|rror" "$OUT/deno_test.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -12
-note "deno tests: $(grep -E "passed" "$OUT/deno_test.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
+cuda_model_tests "${DENO_T:-200}" tests/decode_layers_test.ts tests/cuda_model_test.ts
 
 if [ -n "${OPS:-}" ]; then
   step "cuda_bench --quick"
   timeout "${BENCH_T:-240}" ./build-cuda/cuda_bench --quick >"$OUT/bench_ops.log" 2>&1 || fail
   sed -n '/^====/,$p' "$OUT/bench_ops.log"
 fi
-if [ -n "${NCU_KERNELS:-}" ]; then
-  step "ncu ($NCU_KERNELS)"
-  timeout "${BENCH_T:-240}" ncu --kernel-name "regex:$NCU_KERNELS" --launch-count 1 \
-    "${NCU_SECTIONS[@]}" --section ComputeWorkloadAnalysis --section InstructionStats \
-    ./build-cuda/cuda_bench --quick >"$OUT/ncu.log" 2>&1 || fail
-  grep -vE "^==PROF==|^\[|^decode|^bf16|^forward|^\{" "$OUT/ncu.log" |
-    grep -E "k_|Throughput|Duration|Occupancy|Registers|Stall|Warp Cycles|Issued|Eligible|Pipe|Executed Ipc|Instructions|Shared" | head -60
-fi
+[ -n "${NCU_KERNELS:-}" ] && ncu_kernels "$NCU_KERNELS" 1 --quick
 if [ -n "${FWD_CASES:-}" ]; then
   step "bench:gpu $FWD_CASES"
   timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A scripts/bench_gpu.ts \
