@@ -757,6 +757,32 @@ MB_EXPORT int mb_resume_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
            saved_conv, sampled, drafted, accepted);
 }
 
+MB_EXPORT int mb_spec_commit(mb_ctx *ctx, int64_t len, const int32_t *sampled,
+                             const int32_t *accepted, int32_t *out, int64_t cap,
+                             int64_t *progress, int32_t *ids, int64_t *counters, void *dst,
+                             const void *src, int64_t src_stride, int64_t bytes) {
+  static const char fn[] = "mb_spec_commit";
+  CHECK_CTX("mb_spec_commit");
+  REQUIRE(len >= 1 && len <= VERIFY_MAX_LEN, "%s: len %lld is outside 1..%d", fn, (ll)len,
+          VERIFY_MAX_LEN);
+  NONNEG("mb_spec_commit", cap);
+  NONNEG("mb_spec_commit", bytes);
+  REQUIRE(src_stride >= bytes, "%s: src_stride (%lld) < bytes (%lld)", fn, (ll)src_stride,
+          (ll)bytes);
+  NONNULL("mb_spec_commit", sampled);
+  NONNULL("mb_spec_commit", accepted);
+  NONNULL("mb_spec_commit", progress);
+  NONNULL("mb_spec_commit", ids);
+  NONNULL("mb_spec_commit", counters);
+  if (cap > 0) NONNULL("mb_spec_commit", out);
+  if (bytes > 0) {
+    NONNULL("mb_spec_commit", dst);
+    NONNULL("mb_spec_commit", src);
+  }
+  DISPATCH(spec_commit, ctx, len, sampled, accepted, out, cap, progress, ids, counters, dst, src,
+           src_stride, bytes);
+}
+
 MB_EXPORT int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
   CHECK_CTX("mb_log_softmax");
   NONNEG("mb_log_softmax", n);

@@ -5,7 +5,9 @@
  * accepted length, and whether the bytes are identical (they must be, in every case; the script
  * exits 1 otherwise). With --profile, one more speculative run per case times the three phases of
  * a round (drafting, verifying, resuming; each ended by a device synchronisation) and prints them
- * per round beside plain decoding's time per byte: where a round's time goes.
+ * per round beside plain decoding's time per byte: where a round's time goes (those runs go
+ * through the host). --rounds both runs the byte drafter with its rounds on the device (one graph
+ * a round, CUDA's default) and through the host, a row each: the two forms side by side.
  *
  * Models (defaults): the target pretrained_models/spec/target.safetensors when it has been built
  * (tools/device/train_spec.sh), else the bundled `small`; the byte-level drafter
@@ -15,7 +17,7 @@
  *
  * Usage: deno task bench:spec [--devices cpu,cuda] [--max_new_tokens 512] [--draft_length 7]
  *        [--target PATH|ID] [--byte_drafter PATH|ID] [--subword_drafter DIR] [--dtype bf16]
- *        [--repeats 3] [--json results.json] [--profile]
+ *        [--repeats 3] [--json results.json] [--profile] [--rounds auto|host|device|both]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { type DraftModel, loadDraftModel, loadModel } from "../src/api.ts";
@@ -46,6 +48,7 @@ parser.add_argument("--repeats", { type: "int", default: 3 });
 parser.add_argument("--seed", { type: "int", default: 4740 });
 parser.add_argument("--json", { default: null });
 parser.add_argument("--profile", { action: "store_true" });
+parser.add_argument("--rounds", { choices: ["auto", "host", "device", "both"], default: "auto" });
 // deno-lint-ignore no-explicit-any
 type Args = Record<string, any>;
 
@@ -79,6 +82,8 @@ interface Row {
   acceptanceRate: number;
   meanAcceptedLength: number;
   identical: boolean;
+  /** Milliseconds a round of the timed speculative run (its last repeat's rounds). */
+  msPerRound?: number;
   /** --profile: milliseconds per round of each phase, from one more (synchronised) run. */
   phaseMsPerRound?: { draft: number; verify: number; resume: number };
 }
@@ -92,6 +97,13 @@ async function timeIt(f: () => Promise<Uint8Array>, repeats: number) {
     times.push((performance.now() - t0) / 1000);
   }
   return { out, seconds: median(times) };
+}
+
+/** The drafter's runs for --rounds: undefined = the default; a subword drafter only has host rounds. */
+function roundModes(rounds: string, kind: "bytes" | "subword"): (boolean | undefined)[] {
+  if (rounds === "auto" || kind === "subword") return [undefined];
+  if (rounds === "both") return [true, false];
+  return [rounds === "device"];
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -115,7 +127,7 @@ async function main(argv: string[]): Promise<void> {
     }; ${N} bytes, k=${K}, seed ${args.seed}, ${args.dtype}, median of ${args.repeats}`,
   );
   console.log(
-    "device | drafter | sampling | plain B/s | spec B/s | speedup | acceptance | mean accepted | identical",
+    "device | drafter | sampling | plain B/s | spec B/s | speedup | acceptance | mean accepted | identical | round",
   );
   for (const device of devices) {
     const common = {
@@ -140,63 +152,69 @@ async function main(argv: string[]): Promise<void> {
         const o = { maxNewTokens: N, seed: args.seed, ...s.opts };
         await model.generate(prompt, { ...o, maxNewTokens: 16 }); // warm-up (kernels, graphs)
         const plain = await timeIt(async () => (await model.generate(prompt, o))[0], args.repeats);
-        for (const [name, draft] of drafters) {
-          let stats: SpeculativeStats | undefined;
-          const gen = async () =>
-            (await model.generate(prompt, {
-              ...o,
-              draft: { model: draft, length: K, onStats: (st) => stats = st },
-            }))[0];
-          await model.generate(prompt, {
-            ...o,
-            maxNewTokens: 3 * (K + 1),
-            draft: { model: draft, length: K },
-          }); // warm-up
-          const spec = await timeIt(gen, args.repeats);
-          const identical = spec.out.length === plain.out.length &&
-            spec.out.every((b, i) => b === plain.out[i]);
-          allSame &&= identical;
-          const row: Row = {
-            device,
-            drafter: name,
-            sampling: s.name,
-            plainBytesPerSecond: N / plain.seconds,
-            specBytesPerSecond: N / spec.seconds,
-            speedup: plain.seconds / spec.seconds,
-            acceptanceRate: stats!.acceptanceRate,
-            meanAcceptedLength: stats!.meanAcceptedLength,
-            identical,
-          };
-          rows.push(row);
-          console.log(
-            `${device} | ${name} | ${s.name} | ${row.plainBytesPerSecond.toFixed(1)} | ${
-              row.specBytesPerSecond.toFixed(1)
-            } | ${row.speedup.toFixed(2)}x | ${row.acceptanceRate.toFixed(3)} | ${
-              row.meanAcceptedLength.toFixed(2)
-            } of ${K} | ${identical ? "yes" : "NO"}`,
-          );
-          if (args.profile) {
-            let prof: SpeculativeStats | undefined;
+        for (const [drafterName, draft] of drafters) {
+          for (const deviceRounds of roundModes(args.rounds, draft.kind)) {
+            const name = deviceRounds === undefined
+              ? drafterName
+              : `${drafterName} (${deviceRounds ? "device" : "host"} rounds)`;
+            let stats: SpeculativeStats | undefined;
+            const gen = async () =>
+              (await model.generate(prompt, {
+                ...o,
+                draft: { model: draft, length: K, deviceRounds, onStats: (st) => stats = st },
+              }))[0];
             await model.generate(prompt, {
               ...o,
-              draft: { model: draft, length: K, profilePhases: true, onStats: (st) => prof = st },
-            });
-            const p = prof!.phaseSeconds!, r = Math.max(1, prof!.rounds);
-            row.phaseMsPerRound = {
-              draft: p.draft / r * 1e3,
-              verify: p.verify / r * 1e3,
-              resume: p.resume / r * 1e3,
+              maxNewTokens: 3 * (K + 1),
+              draft: { model: draft, length: K, deviceRounds },
+            }); // warm-up
+            const spec = await timeIt(gen, args.repeats);
+            const identical = spec.out.length === plain.out.length &&
+              spec.out.every((b, i) => b === plain.out[i]);
+            allSame &&= identical;
+            const row: Row = {
+              device,
+              drafter: name,
+              sampling: s.name,
+              plainBytesPerSecond: N / plain.seconds,
+              specBytesPerSecond: N / spec.seconds,
+              speedup: plain.seconds / spec.seconds,
+              acceptanceRate: stats!.acceptanceRate,
+              meanAcceptedLength: stats!.meanAcceptedLength,
+              identical,
             };
-            const f = (x: number) => x.toFixed(3);
+            rows.push(row);
+            row.msPerRound = spec.seconds / Math.max(1, stats!.rounds) * 1e3;
             console.log(
-              `  phases per round (${prof!.rounds} rounds, ${
-                (prof!.meanAcceptedLength + 1).toFixed(2)
-              } bytes each): draft ${f(row.phaseMsPerRound.draft)} ms, verify ${
-                f(row.phaseMsPerRound.verify)
-              } ms, resume ${f(row.phaseMsPerRound.resume)} ms; plain decoding ${
-                f(1e3 / row.plainBytesPerSecond)
-              } ms a byte`,
+              `${device} | ${name} | ${s.name} | ${row.plainBytesPerSecond.toFixed(1)} | ${
+                row.specBytesPerSecond.toFixed(1)
+              } | ${row.speedup.toFixed(2)}x | ${row.acceptanceRate.toFixed(3)} | ${
+                row.meanAcceptedLength.toFixed(2)
+              } of ${K} | ${identical ? "yes" : "NO"} | ${row.msPerRound.toFixed(3)} ms a round`,
             );
+            if (args.profile && deviceRounds !== true) {
+              let prof: SpeculativeStats | undefined;
+              await model.generate(prompt, {
+                ...o,
+                draft: { model: draft, length: K, profilePhases: true, onStats: (st) => prof = st },
+              });
+              const p = prof!.phaseSeconds!, r = Math.max(1, prof!.rounds);
+              row.phaseMsPerRound = {
+                draft: p.draft / r * 1e3,
+                verify: p.verify / r * 1e3,
+                resume: p.resume / r * 1e3,
+              };
+              const f = (x: number) => x.toFixed(3);
+              console.log(
+                `  phases per round (${prof!.rounds} rounds, ${
+                  (prof!.meanAcceptedLength + 1).toFixed(2)
+                } bytes each): draft ${f(row.phaseMsPerRound.draft)} ms, verify ${
+                  f(row.phaseMsPerRound.verify)
+                } ms, resume ${f(row.phaseMsPerRound.resume)} ms; plain decoding ${
+                  f(1e3 / row.plainBytesPerSecond)
+                } ms a byte`,
+              );
+            }
           }
         }
       }

@@ -4,7 +4,7 @@
  * Per-op CUDA-vs-CPU checks on random inputs live in csrc/tests/cuda_vs_cpu.c (tools/device).
  */
 import assert from "node:assert/strict";
-import { loadModel, type MambaByteLM } from "../mod.ts";
+import { loadModel, type MambaByteLM, type SpeculativeStats } from "../mod.ts";
 import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
 import {
   extractDiscreteA,
@@ -403,11 +403,17 @@ for (const dtype of ["fp32", "bf16"] as const) {
           for (const length of [7, 12]) {
             const o = { maxNewTokens: 300, seed: 4740, ...s };
             const [plain] = await small.generate(SPEC_PROMPT, o);
-            const [spec] = await small.generate(SPEC_PROMPT, {
-              ...o,
-              draft: { model: tiny, length },
-            });
-            assert.deepEqual(spec, plain, `${JSON.stringify(s)} k=${length}`);
+            // Rounds on the device (one graph a round: CUDA's default) and through the host.
+            for (const deviceRounds of [true, false]) {
+              let stats: SpeculativeStats | undefined;
+              const [spec] = await small.generate(SPEC_PROMPT, {
+                ...o,
+                draft: { model: tiny, length, deviceRounds, onStats: (st) => stats = st },
+              });
+              const what = `${JSON.stringify(s)} k=${length} device=${deviceRounds}`;
+              assert.deepEqual(spec, plain, what);
+              assert.ok(stats && stats.rounds > 0 && stats.accepted <= stats.drafted, what);
+            }
           }
         }
       } finally {

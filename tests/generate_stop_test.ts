@@ -96,20 +96,26 @@ Deno.test("generate: every sample of a batch ends at its own stop; speculative d
     for (const [b, n] of ends) assert.equal(n, want[b]);
     assert.equal(steps, Math.max(...want), "decoding stops when the last sample ends");
     // One sample, speculatively: the same bytes, the same end.
+    // Rounds through the host and on the device (whose rounds run ahead past the stop).
     for (const s of [0, 1, 2]) {
       const one = { ...base, numSamples: 1, seed: s, stop: stops };
       const [plain] = await model.generate(prompt, one);
-      const d = new ModelDrafter(drafterModel);
-      try {
-        let ended = -1;
-        const { bytes } = await generateSpeculative(model, prompt, d, {
-          ...one,
-          onEnd: (_b, bytes) => void (ended = bytes.length),
-        });
-        assert.deepEqual(bytes, plain, `seed ${s}`);
-        assert.equal(ended, plain.length);
-      } finally {
-        d.free();
+      for (const deviceRounds of [false, true]) {
+        const d = new ModelDrafter(drafterModel);
+        try {
+          let ended = -1, streamed = 0;
+          const { bytes } = await generateSpeculative(model, prompt, d, {
+            ...one,
+            deviceRounds,
+            onBytes: () => void streamed++,
+            onEnd: (_b, bytes) => void (ended = bytes.length),
+          });
+          assert.deepEqual(bytes, plain, `seed ${s} device=${deviceRounds}`);
+          assert.equal(ended, plain.length);
+          assert.equal(streamed, plain.length, "no byte past the stop is streamed");
+        } finally {
+          d.free();
+        }
       }
     }
   } finally {

@@ -230,6 +230,24 @@ Deno.test("argument validation: one clear message per bad argument", () => {
       /temperature/,
     );
     assertInvalid(() => VEC.readProbe(x, 100, y), /multiple of 64/);
+    const commit = {
+      len: 8,
+      sampled: x,
+      accepted: x,
+      out: y,
+      cap: 16,
+      progress: w,
+      ids: y,
+      counters: w,
+      dst: y,
+      src: x,
+      srcStride: 64,
+      bytes: 64,
+    };
+    assertInvalid(() => VEC.specCommit({ ...commit, len: 0 }), /len 0 is outside 1\.\.65/);
+    assertInvalid(() => VEC.specCommit({ ...commit, srcStride: 60 }), /src_stride \(60\) < bytes/);
+    assertInvalid(() => VEC.specCommit({ ...commit, src: null }), /src is NULL/);
+    assertInvalid(() => VEC.specCommit({ ...commit, progress: null }), /progress is NULL/);
   });
 });
 
@@ -1281,6 +1299,60 @@ function checkReadProbe(be: Backend, seed: number): void {
   });
 }
 
+// ---- spec_commit (the end of a device round of speculative decoding) -------------------------
+
+function checkSpecCommit(be: Backend, seed: number): void {
+  const r = rng(seed);
+  withMem(be, (m) => {
+    for (const [len, bytes, stride, cap] of [[8, 4096, 4096, 40], [1, 12, 20, 3], [13, 7, 9, 30]]) {
+      const count = len; // states after 0..len-1 drafts
+      const stack = new Uint8Array(count * stride).map(() => Math.floor(r() * 256));
+      const src = m.put(stack), dst = m.zeros(bytes);
+      const out = m.put(new Int32Array(cap).fill(-7));
+      const ids = m.zeros(4), counters = m.zeros(8 * len), progress = m.zeros(24);
+      const sampled = Int32Array.from({ length: len }, () => Math.floor(r() * 256));
+      const sp = m.put(sampled), acc = m.zeros(4);
+      // Rounds that end in turn at j = len - 1, 0 and a middle one, the last running past cap.
+      const want = new Int32Array(cap).fill(-7);
+      let e = cap - 2 * len - 1, accSum = 0, rounds = 0;
+      be.upload(progress, BigInt64Array.of(BigInt(e), 0n, 0n));
+      for (const j of [len - 1, 0, len >> 1, len - 1]) {
+        be.upload(acc, Int32Array.of(j));
+        be.specCommit({
+          len,
+          sampled: sp,
+          accepted: acc,
+          out,
+          cap,
+          progress,
+          ids,
+          counters,
+          dst,
+          src,
+          srcStride: stride,
+          bytes,
+        });
+        for (let t = 0; t <= j; t++) if (e + t < cap) want[e + t] = sampled[t];
+        e += j + 1;
+        accSum += j;
+        rounds++;
+        const what = `len ${len} j ${j}`;
+        const prog = new BigInt64Array(3);
+        be.download(prog, progress);
+        assert.deepEqual([...prog].map(Number), [e, accSum, rounds], `${what}: progress`);
+        assert.deepEqual(m.i32(out, cap), want, `${what}: out`);
+        assert.equal(m.i32(ids, 1)[0], sampled[j], `${what}: ids[0]`);
+        const ctr = new BigInt64Array(len);
+        be.download(ctr, counters);
+        assert.deepEqual([...ctr].map(Number), Array.from({ length: len }, (_, t) => e + t));
+        const state = new Uint8Array(bytes);
+        be.download(state, dst);
+        assert.deepEqual(state, stack.subarray(j * stride, j * stride + bytes), `${what}: state`);
+      }
+    }
+  });
+}
+
 // ---- registration --------------------------------------------------------------------------
 
 const CHECKS: [string, (be: Backend, seed: number) => void][] = [
@@ -1294,6 +1366,7 @@ const CHECKS: [string, (be: Backend, seed: number) => void][] = [
   ["log_softmax + logprob_rank", checkLogSoftmax],
   ["sample", checkSample],
   ["read_probe", checkReadProbe],
+  ["spec_commit", checkSpecCommit],
 ];
 
 const SEED = testSeed();

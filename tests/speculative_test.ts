@@ -283,25 +283,43 @@ async function checkSame(
     const o = { maxNewTokens: opts.maxNewTokens, seed: SEED, ...s };
     const prompt = opts.prompt ?? PROMPT;
     const [plain] = await target.generate(prompt, o);
-    const d = new ModelDrafter(drafter);
-    const streamed: number[] = [];
-    try {
-      const { bytes, stats } = await generateSpeculative(target, prompt, d, {
-        ...o,
-        draftLength: opts.draftLength,
-        onBytes: (b, step) => {
-          assert.equal(step, streamed.length);
-          streamed.push(b[0]);
-        },
-      });
-      assert.deepEqual(bytes, plain, `${label} ${JSON.stringify(s)} k=${opts.draftLength}`);
-      assert.deepEqual(Uint8Array.from(streamed), plain, `${label}: streamed bytes`);
-      assert.equal(stats.bytes, opts.maxNewTokens);
-      assert.ok(stats.accepted <= stats.drafted);
-      rounds += stats.rounds;
-      accepted += stats.accepted;
-    } finally {
-      d.free();
+    // Rounds through the host (propose, verify, accept), then on the device (one graph a round
+    // on CUDA; here the same ops run directly).
+    for (const deviceRounds of [false, true]) {
+      const d = new ModelDrafter(drafter);
+      const streamed: number[] = [];
+      const what = `${label} ${JSON.stringify(s)} k=${opts.draftLength} device=${deviceRounds}`;
+      try {
+        const { bytes, stats } = await generateSpeculative(target, prompt, d, {
+          ...o,
+          draftLength: opts.draftLength,
+          deviceRounds,
+          onBytes: (b, step) => {
+            assert.equal(step, streamed.length);
+            streamed.push(b[0]);
+          },
+        });
+        assert.deepEqual(bytes, plain, what);
+        assert.deepEqual(Uint8Array.from(streamed), plain, `${what}: streamed bytes`);
+        assert.equal(stats.bytes, opts.maxNewTokens);
+        assert.ok(stats.accepted <= stats.drafted, what);
+        if (opts.maxNewTokens > 1) assert.ok(stats.rounds >= 1, what);
+        if (deviceRounds) {
+          // Every round drafts k and settles its accepted drafts plus one byte; the last may
+          // settle more than was asked for.
+          assert.equal(stats.drafted, stats.rounds * opts.draftLength, what);
+          const settled = stats.accepted + stats.rounds;
+          assert.ok(
+            settled >= opts.maxNewTokens - 1 && settled < opts.maxNewTokens + opts.draftLength,
+            `${what}: ${JSON.stringify(stats)}`,
+          );
+        } else {
+          rounds += stats.rounds;
+          accepted += stats.accepted;
+        }
+      } finally {
+        d.free();
+      }
     }
   }
   return { rounds, accepted };

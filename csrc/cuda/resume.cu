@@ -3,7 +3,8 @@
  * thread finds the accepted prefix itself (at most 64 comparisons of ids in device memory, the
  * same for all), then moves one channel of one layer: its conv window gathered from the saved
  * inputs (raw inputs, no arithmetic: the CPU twin's values) and its SSM state row copied from the
- * saved states. Device memory only, so the verification graph can hold it.
+ * saved states. Device memory only, so the verification graph can hold it. mb_spec_commit, the
+ * round's end, is at the bottom.
  */
 #include <stdint.h>
 
@@ -71,4 +72,65 @@ extern "C" int mbcuda_resume_layers(mb_ctx *ctx, const uint64_t *layers, int64_t
                   accepted);
   }
   return MB_OK;
+}
+
+/* mb_spec_commit: block 0 keeps the books (the settled bytes, the counts, the next pass's id and
+ * counters); every block copies its share of the drafter's state after j drafts, in units of T. */
+template <typename T>
+__global__ void k_spec_commit(int64_t len, const int32_t *__restrict__ sampled,
+                              const int32_t *__restrict__ accepted, int32_t *out, int64_t cap,
+                              int64_t *progress, int32_t *ids, int64_t *counters, T *dst,
+                              const T *src, int64_t stride_units, int64_t units) {
+  MB_PDL_ENTRY();
+  int64_t j = *accepted;
+  j = j < 0 ? 0 : (j > len - 1 ? len - 1 : j);
+  if (blockIdx.x == 0) {
+    const int64_t e = progress[0];
+    __syncthreads(); /* every thread has read e before thread 0 moves it */
+    for (int64_t t = threadIdx.x; t < len; t += blockDim.x) {
+      if (t <= j && e + t >= 0 && e + t < cap) out[e + t] = sampled[t];
+      counters[t] = e + j + 1 + t;
+    }
+    if (threadIdx.x == 0) {
+      progress[0] = e + j + 1;
+      progress[1] += j;
+      progress[2] += 1;
+      ids[0] = sampled[j];
+    }
+  }
+  const T *from = src + j * stride_units;
+  for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < units;
+       q += (int64_t)gridDim.x * blockDim.x)
+    dst[q] = from[q];
+}
+
+template <typename T>
+static int spec_commit_as(mb_ctx *ctx, int64_t len, const int32_t *sampled,
+                          const int32_t *accepted, int32_t *out, int64_t cap, int64_t *progress,
+                          int32_t *ids, int64_t *counters, void *dst, const void *src,
+                          int64_t src_stride, int64_t bytes) {
+  const int64_t units = bytes / (int64_t)sizeof(T);
+  unsigned blocks = mbcuda_blocks(units, 256);
+  if (blocks > 1024) blocks = 1024;
+  MBCUDA_LAUNCH("spec_commit", k_spec_commit<T>, dim3(blocks), dim3(256), 0, len, sampled,
+                accepted, out, cap, progress, ids, counters, (T *)dst, (const T *)src,
+                src_stride / (int64_t)sizeof(T), units);
+  return MB_OK;
+}
+
+extern "C" int mbcuda_spec_commit(mb_ctx *ctx, int64_t len, const int32_t *sampled,
+                                  const int32_t *accepted, int32_t *out, int64_t cap,
+                                  int64_t *progress, int32_t *ids, int64_t *counters, void *dst,
+                                  const void *src, int64_t src_stride, int64_t bytes) {
+  /* the widest unit that divides the addresses, the stride and the size */
+  const uint64_t all = (uint64_t)(uintptr_t)dst | (uint64_t)(uintptr_t)src |
+                       (uint64_t)src_stride | (uint64_t)bytes;
+  if (all % 16 == 0)
+    return spec_commit_as<int4>(ctx, len, sampled, accepted, out, cap, progress, ids, counters,
+                                dst, src, src_stride, bytes);
+  if (all % 4 == 0)
+    return spec_commit_as<int32_t>(ctx, len, sampled, accepted, out, cap, progress, ids,
+                                   counters, dst, src, src_stride, bytes);
+  return spec_commit_as<unsigned char>(ctx, len, sampled, accepted, out, cap, progress, ids,
+                                       counters, dst, src, src_stride, bytes);
 }

@@ -361,6 +361,25 @@ int mb_resume_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64
                      const float *saved_ssm, const float *saved_conv, const int32_t *sampled,
                      const int32_t *drafted, int32_t *accepted);
 
+/**
+ * The end of a speculative decoding round on the device, so that rounds follow one another with no
+ * host step between them (one captured graph a round, replayed back to back). After
+ * mb_resume_layers over len positions with draws sampled[0..len-1] and j = *accepted, and with
+ * e = progress[0]:
+ *   out[e + t] = sampled[t] for t = 0..j, where e + t < cap (the bytes this round settled);
+ *   progress[0] = e + j + 1 (bytes so far), progress[1] += j (drafts accepted), progress[2] += 1
+ *   (rounds);
+ *   ids[0] = sampled[j] (the next pass's first id) and counters[t] = e + j + 1 + t for t < len
+ *   (the next pass's draw counters: position s draws with counter s, as plain decoding does);
+ *   when bytes > 0, the bytes at src + j * src_stride are copied to dst (the drafter's state
+ *   after the j drafts it had right; the rows of src must not overlap dst).
+ * progress is int64[3], counters int64[len], out int32[cap], ids int32[1]: context memory.
+ * 1 <= len <= 65; src_stride >= bytes >= 0.
+ */
+int mb_spec_commit(mb_ctx *ctx, int64_t len, const int32_t *sampled, const int32_t *accepted,
+                   int32_t *out, int64_t cap, int64_t *progress, int32_t *ids, int64_t *counters,
+                   void *dst, const void *src, int64_t src_stride, int64_t bytes);
+
 /** out[i, :] = log_softmax(logits[i, :]) over v columns, rows of n. out may equal logits. */
 int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);
 

@@ -1008,6 +1008,60 @@ static void t_verify_layers(void) {
     }
 }
 
+/* mb_spec_commit: four rounds in turn (j = len - 1, 0, len / 2, len - 1, the last past cap) on
+ * both contexts from the same inputs; every output byte equal (the copy in 16-byte, 4-byte and
+ * 1-byte units by the sizes' alignment). */
+static void t_spec_commit(void) {
+  const int64_t cases[][4] = {{8, 78848, 78848, 40}, {5, 12, 20, 9}, {3, 7, 9, 11}, {65, 0, 0, 80}};
+  for (int ci = 0; ci < 4; ci++) {
+    const int64_t len = cases[ci][0], bytes = cases[ci][1], stride = cases[ci][2];
+    const int64_t cap = cases[ci][3];
+    const size_t nsrc = (size_t)(len * stride) + 1;
+    unsigned char *stack = (unsigned char *)malloc(nsrc);
+    for (size_t i = 0; i < nsrc; i++) stack[i] = (unsigned char)rnd64();
+    int32_t sampled[65], outinit[80];
+    for (int i = 0; i < 65; i++) sampled[i] = (int32_t)(rnd64() % 256);
+    for (int i = 0; i < 80; i++) outinit[i] = -7;
+    const int64_t prog0[3] = {cap - 2 * len - 1 < 0 ? 0 : cap - 2 * len - 1, 0, 0};
+    pair S = pnew(stack, nsrc), D = pnew(NULL, (size_t)(bytes > 0 ? bytes : 1));
+    pair SP = pnew(sampled, sizeof sampled), O = pnew(outinit, sizeof outinit);
+    pair PR = pnew(prog0, sizeof prog0), ID = pnew(NULL, 4), CT = pnew(NULL, 8 * 65);
+    pair AC = pnew(NULL, 4);
+    const int64_t js[4] = {len - 1, 0, len / 2, len - 1};
+    char cfg[80];
+    snprintf(cfg, sizeof cfg, "len=%lld bytes=%lld stride=%lld cap=%lld", (long long)len,
+             (long long)bytes, (long long)stride, (long long)cap);
+    double bad = 0;
+    for (int r = 0; r < 4; r++) {
+      const int32_t j = (int32_t)js[r];
+      MBX(mb_memcpy_h2d(CPU, AC.c, &j, 4));
+      MBX(mb_memcpy_h2d(GPU, AC.g, &j, 4));
+      /* the byte case reads its stack one byte in, so no unit wider than a byte divides it */
+      const int off = ci == 2 ? 1 : 0;
+      MBX(mb_spec_commit(CPU, len, (const int32_t *)SP.c, (const int32_t *)AC.c,
+                         (int32_t *)O.c, cap, (int64_t *)PR.c, (int32_t *)ID.c,
+                         (int64_t *)CT.c, D.c, (const char *)S.c + off, stride, bytes));
+      MBX(mb_spec_commit(GPU, len, (const int32_t *)SP.g, (const int32_t *)AC.g,
+                         (int32_t *)O.g, cap, (int64_t *)PR.g, (int32_t *)ID.g,
+                         (int64_t *)CT.g, D.g, (const char *)S.g + off, stride, bytes));
+      MBX(mb_ctx_synchronize(GPU));
+      pair *outs[5] = {&D, &O, &PR, &ID, &CT};
+      const size_t sizes[5] = {(size_t)bytes, sizeof outinit, sizeof prog0, 4, (size_t)(8 * len)};
+      for (int q = 0; q < 5; q++) {
+        if (sizes[q] == 0) continue;
+        unsigned char *hc = (unsigned char *)malloc(sizes[q]), *hg = (unsigned char *)malloc(sizes[q]);
+        MBX(mb_memcpy_d2h(CPU, hc, outs[q]->c, sizes[q]));
+        MBX(mb_memcpy_d2h(GPU, hg, outs[q]->g, sizes[q]));
+        if (memcmp(hc, hg, sizes[q])) bad += 1;
+        free(hc), free(hg);
+      }
+    }
+    check("spec_commit", cfg, "all bytes", bad, 0);
+    pfree(&S), pfree(&D), pfree(&SP), pfree(&O), pfree(&PR), pfree(&ID), pfree(&CT), pfree(&AC);
+    free(stack);
+  }
+}
+
 static void t_softmax_rank(void) {
   int64_t vs[] = {256, 37, 1000};
   for (int vi = 0; vi < 3; vi++) {
@@ -1569,6 +1623,7 @@ int main(int argc, char **argv) {
   with_gpu_env("MAMBABYTE_CUDA_GEMV_OUT", "1", "the GEMV with one output row a thread", t_spec);
   t_decode_layers();
   t_verify_layers();
+  t_spec_commit();
   t_softmax_rank();
   t_discrete_a();
   t_sample();

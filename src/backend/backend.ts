@@ -818,6 +818,47 @@ export class Backend {
     );
   }
 
+  /**
+   * The end of a speculative decoding round on the device (mb_spec_commit), after
+   * {@link resumeLayers}: with j the accepted count and e = progress[0], the draws 0..j into
+   * out[e..e+j] (int32, within `cap`), progress (int64[3]: bytes, accepted drafts, rounds)
+   * advanced, the next pass's first id into ids[0] and its draw counters (e+j+1+t) into
+   * counters, and `bytes` bytes from src + j * srcStride to dst (a drafter's state).
+   */
+  specCommit(a: {
+    len: number;
+    sampled: Ptr;
+    accepted: Ptr;
+    out: Ptr;
+    cap: number;
+    progress: Ptr;
+    ids: Ptr;
+    counters: Ptr;
+    dst: Ptr;
+    src: Ptr;
+    srcStride: number;
+    bytes: number;
+  }): void {
+    check(
+      this.#lib.mb_spec_commit(
+        this.#c,
+        I(a.len),
+        a.sampled,
+        a.accepted,
+        a.out,
+        I(a.cap),
+        a.progress,
+        a.ids,
+        a.counters,
+        a.dst,
+        a.src,
+        I(a.srcStride),
+        I(a.bytes),
+      ),
+      "spec_commit",
+    );
+  }
+
   /** Row-wise log-softmax. */
   logSoftmax(a: { logits: Ptr; n: number; v: number; out: Ptr }): void {
     check(this.#lib.mb_log_softmax(this.#c, a.logits, I(a.n), I(a.v), a.out), "log_softmax");

@@ -13,12 +13,12 @@
  * @module
  */
 
-import type { Backend } from "../backend/backend.ts";
+import { type Backend, offsetPtr, type Ptr } from "../backend/backend.ts";
 import { Tensor } from "../backend/tensor.ts";
 import type { MambaByteLM } from "../model/model.ts";
-import type { RecurrentState, Workspace } from "../model/workspace.ts";
+import { RecurrentState, type Workspace } from "../model/workspace.ts";
 import { GraphCache } from "./graphs.ts";
-import type { Drafter } from "./speculative.ts";
+import type { DeviceDrafting, Drafter } from "./speculative.ts";
 import type { SubwordTokenizer } from "./tokenizer.ts";
 
 /** The most tokens one proposal drafts after its first (each is at least one byte). */
@@ -251,6 +251,68 @@ export class ModelDrafter implements Drafter {
     }
     this.#restore();
     await this.#readText(bytes, false);
+  }
+
+  /**
+   * Byte drafters: drafting on `be`'s stream with no host step (see {@link DeviceDrafting}), k
+   * drafts a round; null for a subword drafter (its tokens go through the tokenizer on the host),
+   * a model on another device, or k outside 1..64. Call after {@link start}; the proposal state
+   * of the host methods is then stale (start again before using them).
+   */
+  onDevice(be: Backend, k: number): DeviceDrafting | null {
+    if (this.#tok || !Number.isSafeInteger(k) || k < 1 || k > MAX_STEPS) return null;
+    const lm = this.#lm.onBackend(be);
+    if (!lm) return null;
+    // start() read the text on this drafter's stream; `be` works on the same buffers after it.
+    this.#be.sync();
+    const ws = this.#ws, state = this.#state, V = this.#V;
+    const bytes = RecurrentState.bytes(lm.dims, 1);
+    const stack = Tensor.empty(be, "f32", [((k + 1) * bytes) / 4]);
+    // after[i]: the state after reading i drafts of the round (after[0]: before the first).
+    const after = Array.from(
+      { length: k + 1 },
+      (_, i) => new RecurrentState(be, lm.dims, 1, stack.at((i * bytes) / 4)),
+    );
+    be.copy(ws.logits.ptr, this.#logits.ptr, V * 4); // the first draft follows the text
+    const greedy = (out: Ptr) =>
+      be.sample({
+        logits: ws.logits.ptr,
+        batch: 1,
+        v: V,
+        temperature: 1,
+        topK: 1,
+        topP: 0,
+        seed: 0n,
+        counter: this.#counter.ptr,
+        out,
+      });
+    const at = (ids: Ptr, i: number) => offsetPtr(ids, 4 * i); // int32 ids[i]
+    const own = this.#lm;
+    return {
+      draft(ids: Ptr): void {
+        greedy(ids);
+        be.copy(after[0].ptr, state.ptr, bytes);
+        for (let i = 1; i <= k; i++) {
+          lm.embed(ws, 1, at(ids, i - 1));
+          lm.stepLayers(ws, state, 1);
+          be.copy(after[i].ptr, state.ptr, bytes);
+          if (i === k) break; // the state after the last draft is kept; no draft follows it
+          lm.runHead(ws, 1);
+          greedy(at(ids, i));
+        }
+      },
+      commit: { dst: state.ptr, src: stack.ptr, srcStride: bytes, bytes },
+      read(id: Ptr): void {
+        lm.embed(ws, 1, id);
+        lm.stepLayers(ws, state, 1);
+        lm.runHead(ws, 1);
+      },
+      free(): void {
+        for (const st of after) st.free();
+        stack.free();
+        if (lm !== own) lm.close();
+      },
+    };
   }
 
   free(): void {

@@ -18,6 +18,7 @@
  */
 
 import { GraphCache } from "./graphs.ts";
+import { type Backend, envValue, type Ptr } from "../backend/backend.ts";
 import { Tensor } from "../backend/tensor.ts";
 import { MambaByteError } from "../errors.ts";
 import type { MambaByteLM } from "../model/model.ts";
@@ -41,6 +42,30 @@ export interface Drafter {
   /** `bytes` were appended to the text (after a {@link propose}). */
   accept(bytes: Uint8Array): Promise<void>;
   /** Frees the drafter's buffers (not its model). */
+  free(): void;
+  /**
+   * Drafting on the device with no host step between rounds, on `backend`'s stream, k drafts a
+   * round (after {@link start}); null or absent where this drafter cannot (then rounds go through
+   * the host: propose, verify, accept).
+   */
+  onDevice?(backend: Backend, k: number): DeviceDrafting | null;
+}
+
+/**
+ * A drafter's part of a device round ({@link Drafter.onDevice}): ops enqueued on the target's
+ * backend, so that a round (draft, verify, commit, read) is one captured graph.
+ */
+export interface DeviceDrafting {
+  /** Enqueues k greedy drafts into ids[0..k-1] (int32, device), keeping the state after each. */
+  draft(ids: Ptr): void;
+  /**
+   * Backend.specCommit's copy: the state after i drafts is at src + i * srcStride (bytes long);
+   * dst is the drafter's state.
+   */
+  readonly commit: { dst: Ptr; src: Ptr; srcStride: number; bytes: number };
+  /** Enqueues reading the byte id at `id` (int32, device): the next round drafts after it. */
+  read(id: Ptr): void;
+  /** Frees what {@link Drafter.onDevice} allocated. */
   free(): void;
 }
 
@@ -81,8 +106,29 @@ export interface SpeculativeOptions extends GenerateOptions {
   /**
    * Time the three phases of every round (stats.phaseSeconds). The synchronisation after each
    * phase keeps the device from overlapping them, so the run is a little slower: for profiling.
+   * The rounds then go through the host.
    */
   profilePhases?: boolean;
+  /**
+   * Whether rounds run on the device with no host step between them (a byte drafter on the
+   * target's device: draft, verify, commit and the drafter's read in one graph a round, up to
+   * {@link ROUNDS_AHEAD} rounds between host synchronisations), or through the host (propose,
+   * verify, accept). Default: on the device where the backend has graphs (CUDA) unless
+   * MAMBABYTE_SPEC_ROUNDS=host; through the host elsewhere (MAMBABYTE_SPEC_ROUNDS=device turns
+   * it on). Same bytes either way.
+   */
+  deviceRounds?: boolean;
+}
+
+/** Device rounds enqueued between two host synchronisations, at most. */
+export const ROUNDS_AHEAD = 16;
+
+/** {@link SpeculativeOptions.deviceRounds}' default on `be`. */
+function defaultDeviceRounds(be: Backend): boolean {
+  const v = envValue("MAMBABYTE_SPEC_ROUNDS");
+  if (v === "host") return false;
+  if (v === "device") return true;
+  return be.supportsGraphs;
 }
 
 /** Default draft length: k + 1 = 8 verified positions, one row block of the products. */
@@ -186,6 +232,76 @@ export async function generateSpeculative(
     const input = new Int32Array(2 * M - 1);
     const ctr = new BigInt64Array(M);
     const result = new Int32Array(M + 1);
+    const onDevice = emitted < N && !stopped && !phases &&
+        (options.deviceRounds ?? defaultDeviceRounds(be))
+      ? drafter.onDevice?.(be, K) ?? null
+      : null;
+    if (onDevice) {
+      try {
+        // The rounds' bookkeeping lives on the device (mb_spec_commit); the host reads the
+        // settled bytes every few rounds.
+        const cap = N + M; // a round may settle up to M bytes past what was asked
+        const settled = Tensor.zeros(be, "i32", [cap]);
+        const progress = Tensor.zeros(be, "i64", [3]);
+        try {
+          be.upload(progress.ptr, BigInt64Array.of(BigInt(emitted), 0n, 0n));
+          be.upload(control.at(saved.ids), Int32Array.of(out[emitted - 1]));
+          for (let i = 0; i < M; i++) ctr[i] = BigInt(emitted + i);
+          be.upload(counters.ptr, ctr);
+          const drafts = control.at(saved.ids + 1);
+          const round = () => {
+            onDevice.draft(drafts);
+            model.embed(ws, M, control.ptr);
+            model.verifyLayers(ws, state, saved);
+            model.verifyHead(ws, M);
+            for (let i = 0; i < M; i++) sampleRow(i);
+            model.resumeLayers(state, saved, drafts);
+            be.specCommit({
+              len: M,
+              sampled: control.at(saved.sampled),
+              accepted: control.at(saved.accepted),
+              out: settled.ptr,
+              cap,
+              progress: progress.ptr,
+              ids: control.at(saved.ids),
+              counters: counters.ptr,
+              ...onDevice.commit,
+            });
+            onDevice.read(control.at(saved.ids));
+          };
+          const prog = new BigInt64Array(3);
+          while (emitted < N && !stopped) {
+            // Never past N by more than one round: whole rounds of M bytes fit in what is left.
+            const ahead = Math.max(1, Math.min(ROUNDS_AHEAD, Math.floor((N - emitted) / M)));
+            for (let r = 0; r < ahead; r++) graphs.run("round", round);
+            be.download(prog, progress.ptr);
+            const fresh = new Int32Array(Math.min(Number(prog[0]), N) - emitted);
+            be.download(fresh, settled.at(emitted));
+            let take = fresh.length;
+            for (let i = 0; i < take && stop; i++) {
+              if (stop.push(fresh[i])) {
+                take = i + 1;
+                stopped = true;
+              }
+            }
+            const bytes = Uint8Array.from(fresh.subarray(0, take));
+            out.set(bytes, emitted);
+            for (let i = 0; i < take; i++) {
+              await options.onBytes?.(bytes.subarray(i, i + 1), emitted + i);
+            }
+            emitted += take;
+          }
+          stats.rounds = Number(prog[2]);
+          stats.drafted = stats.rounds * K;
+          stats.accepted = Number(prog[1]);
+        } finally {
+          settled.free();
+          progress.free();
+        }
+      } finally {
+        onDevice.free();
+      }
+    }
     if (phases) {
       be.sync();
       mark = performance.now();

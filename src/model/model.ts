@@ -200,6 +200,11 @@ export interface DraftOptions {
   onStats?: (stats: SpeculativeStats) => void;
   /** Time the phases of every round into the statistics (SpeculativeOptions.profilePhases). */
   profilePhases?: boolean;
+  /**
+   * Rounds on the device with no host step between them, or through the host
+   * (SpeculativeOptions.deviceRounds; default: on the device where the backend has graphs).
+   */
+  deviceRounds?: boolean;
 }
 
 /** Options of {@link MambaByteLM.generate}. */
@@ -237,6 +242,8 @@ export interface MambaByteLMOptions {
    * and the tests that hold the two equal).
    */
   decodeLayers?: boolean;
+  /** Whether close() frees the weights (default true; false: {@link MambaByteLM.onBackend}). */
+  ownsWeights?: boolean;
 }
 
 /**
@@ -274,6 +281,7 @@ export class MambaByteLM {
   #tapPipe: TapPipeline | undefined;
   #hostRegistry: HostRegistry | undefined;
   #closed = false;
+  readonly #ownsWeights: boolean;
 
   /**
    * Binds weights uploaded for `config.dims` to the backend (norm epsilon and chunk length from
@@ -298,6 +306,7 @@ export class MambaByteLM {
     this.bf16Activations = backend.kind === "cuda" && weights.wdtype === "bf16" &&
       (options.bf16Activations ?? envValue("MAMBABYTE_CUDA_BF16_ACTS") !== "0");
     this.decodeLayers = options.decodeLayers ?? true;
+    this.#ownsWeights = options.ownsWeights ?? true;
     if (
       !Number.isSafeInteger(this.vocabOut) || this.vocabOut < 1 ||
       this.vocabOut > weights.vocabRows
@@ -306,6 +315,25 @@ export class MambaByteLM {
         `vocabOut ${this.vocabOut} is outside 1..${weights.vocabRows} (the embedding's rows)`,
       );
     }
+  }
+
+  /**
+   * This model's weights run by another backend of the same device (its ops on that backend's
+   * stream; weights, states and workspaces of either are the same memory), or null when `be` is
+   * on another device. So one captured graph can hold the ops of two models (speculative
+   * decoding's drafter and target). close() of the result leaves the weights (this model's).
+   */
+  onBackend(be: Backend): MambaByteLM | null {
+    if (be === this.backend) return this;
+    if (be.kind !== this.backend.kind || be.device !== this.backend.device) return null;
+    return new MambaByteLM(be, this.config, this.weights, {
+      source: this.source,
+      chunkSize: this.chunkSize,
+      vocabOut: this.vocabOut,
+      bf16Activations: this.bf16Activations,
+      decodeLayers: this.decodeLayers,
+      ownsWeights: false,
+    });
   }
 
   /** "cpu" or "cuda". */
@@ -578,10 +606,18 @@ export class MambaByteLM {
    * After {@link verifyLayers}: on the device, the accepted prefix j of the drafts (the longest
    * whose ids in saved.control's drafted block equal the draws in its sampled block) into its
    * accepted slot, and `state` moved to just after position j, as if positions 0..j alone had
-   * been stepped (Backend.resumeLayers; nothing is recomputed).
+   * been stepped (Backend.resumeLayers; nothing is recomputed). `drafted`: where the drafted ids
+   * are (default saved.control's drafted block; the device rounds pass its ids after the first).
    */
-  resumeLayers(state: RecurrentState, saved: VerifyBuffers): void {
-    this.backend.resumeLayers(this.resumeLayersArgs(this.#layerTable(state), saved));
+  resumeLayers(
+    state: RecurrentState,
+    saved: VerifyBuffers,
+    drafted: Ptr = saved.control.at(saved.drafted),
+  ): void {
+    this.backend.resumeLayers({
+      ...this.resumeLayersArgs(this.#layerTable(state), saved),
+      drafted,
+    });
   }
 
   /** Backend.resumeLayers' arguments after a pass over `saved.rows` positions with `layers`. */
@@ -1048,6 +1084,7 @@ export class MambaByteLM {
         ...rest,
         draftLength: draft.length,
         profilePhases: draft.profilePhases,
+        deviceRounds: draft.deviceRounds,
       });
       draft.onStats?.(stats);
       return [bytes];
@@ -1087,7 +1124,7 @@ export class MambaByteLM {
     this.#chunkWs?.free();
     this.#tapPipe?.free();
     this.#hostRegistry?.clear();
-    freeWeights(this.weights);
+    if (this.#ownsWeights) freeWeights(this.weights);
     if (this.ownsBackend) this.backend.close();
   }
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type Backend, envValue } from "../backend/backend.ts";
+import { type Backend, envValue, type Ptr } from "../backend/backend.ts";
 import { Tensor } from "../backend/tensor.ts";
 import type { ModelDims } from "../config/dims.ts";
 
@@ -118,14 +118,21 @@ export class RecurrentState {
   /** The one allocation the per-layer tensors view. */
   readonly #all: Tensor;
 
-  /** Allocates a zero state (the state before any input). */
-  constructor(backend: Backend, dims: ModelDims, batch: number) {
+  /**
+   * Allocates a zero state (the state before any input); or, with `memory`, a state over
+   * {@link RecurrentState.bytes} bytes there that another tensor owns (contents as they are; free()
+   * leaves them): the drafters' stacks of states, one after another in one allocation.
+   */
+  constructor(backend: Backend, dims: ModelDims, batch: number, memory?: Ptr) {
     this.batch = batch;
     const convShape = [batch, dims.dInner, dims.dConv - 1];
     const ssmShape = [batch, dims.dInner, dims.dState];
     const convLen = batch * dims.dInner * (dims.dConv - 1),
       ssmLen = batch * dims.dInner * dims.dState;
-    this.#all = Tensor.zeros(backend, "f32", [dims.nLayer * (convLen + ssmLen)]);
+    const shape = [dims.nLayer * (convLen + ssmLen)];
+    this.#all = memory === undefined
+      ? Tensor.zeros(backend, "f32", shape)
+      : Tensor.view(backend, "f32", shape, memory);
     const ssm0 = dims.nLayer * convLen;
     this.conv = [];
     this.ssm = [];
@@ -133,6 +140,16 @@ export class RecurrentState {
       this.conv.push(Tensor.view(backend, "f32", convShape, this.#all.at(i * convLen)));
       this.ssm.push(Tensor.view(backend, "f32", ssmShape, this.#all.at(ssm0 + i * ssmLen)));
     }
+  }
+
+  /** Bytes of the state of `batch` sequences of a model of `dims` (one allocation). */
+  static bytes(dims: ModelDims, batch: number): number {
+    return 4 * dims.nLayer * batch * dims.dInner * (dims.dConv - 1 + dims.dState);
+  }
+
+  /** Where the state's one allocation starts. */
+  get ptr(): Ptr {
+    return this.#all.ptr;
   }
 
   /**

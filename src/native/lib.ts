@@ -273,6 +273,24 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  mb_spec_commit: {
+    parameters: [
+      "pointer", // ctx
+      "i64", // len
+      "pointer", // sampled
+      "pointer", // accepted
+      "pointer", // out
+      "i64", // cap
+      "pointer", // progress
+      "pointer", // ids
+      "pointer", // counters
+      "pointer", // dst
+      "pointer", // src
+      "i64", // src_stride
+      "i64", // bytes
+    ],
+    result: "i32",
+  },
   mb_log_softmax: {
     parameters: ["pointer", "pointer", "i64", "i64", "pointer"],
     result: "i32",

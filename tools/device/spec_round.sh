@@ -7,7 +7,8 @@
 #   2. tools/device/spec_train_bench.sh with MIN minutes of training (default 4): the target, both
 #      drafters and small trained at once, then bench:spec on CUDA (k = 7);
 #   3. bench:spec again with the trained models at each K_SWEEP draft length (default "4 10"),
-#      and with --profile (the round's phases) at k = 7.
+#      and with --profile (the round's phases) at k = 7; these take --rounds ${ROUNDS:-both}
+#      (the byte drafter's rounds on the device and through the host, a row each).
 # SKIP_CHECK=1 leaves out step 1 (when this csrc was checked in an earlier call); SASS_KERNELS=<regex>
 # first prints those kernels' SASS opcode counts (lib.sh's sass_counts).
 # Logs in $OUT; the tables are printed as they come.
@@ -40,8 +41,9 @@ setup_deno
 for args in ${K_SWEEP:-4 10}; do
   echo "== bench:spec --draft_length $args ($(date +%T))"
   timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts --devices cuda \
-    --repeats 1 --draft_length "$args" 2>&1 | grep -E "^cuda \||identical|target"
+    --repeats 1 --draft_length "$args" --rounds "${ROUNDS:-both}" 2>&1 |
+    grep -E "^cuda \||identical|target"
 done
 echo "== bench:spec --profile ($(date +%T))"
 timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts --devices cuda --repeats 1 \
-  --profile 2>&1 | tail -12
+  --profile --rounds "${ROUNDS:-both}" 2>&1 | tail -16
