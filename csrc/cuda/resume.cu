@@ -27,7 +27,8 @@ __global__ void k_resume_layers(ResumePtrs p, int64_t i0, int64_t len, int64_t d
                                 const int32_t *__restrict__ drafted, int32_t *accepted) {
   MB_PDL_ENTRY();
   int64_t j = 0;
-  while (j < len - 1 && sampled[j] == drafted[j]) j++;
+  /* the control block (draws, drafts, the count) through L2 only: see k_spec_commit */
+  while (j < len - 1 && __ldcg(sampled + j) == __ldcg(drafted + j)) j++;
   const int64_t li = blockIdx.y, i = i0 + li;
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (i0 == 0 && li == 0 && c == 0) *accepted = (int32_t)j;
@@ -75,33 +76,38 @@ extern "C" int mbcuda_resume_layers(mb_ctx *ctx, const uint64_t *layers, int64_t
 }
 
 /* mb_spec_commit: block 0 keeps the books (the settled bytes, the counts, the next pass's id and
- * counters); every block copies its share of the drafter's state after j drafts, in units of T. */
+ * counters); every block copies its share of the drafter's state after j drafts, in units of T.
+ * Every load is through L2 only (ld.global.cg): the count, the draws and the next ids share
+ * cache lines that kernels of the same graph write and read back, and under programmatic
+ * dependent launch an SM's non-coherent L1 may still hold such a line as an earlier kernel of the
+ * round read it (k_resume_layers reads the draws, then writes the count beside them): a commit
+ * that read the count through L1 settled a stale count on the H200. */
 template <typename T>
-__global__ void k_spec_commit(int64_t len, const int32_t *__restrict__ sampled,
-                              const int32_t *__restrict__ accepted, int32_t *out, int64_t cap,
+__global__ void k_spec_commit(int64_t len, const int32_t *sampled, const int32_t *accepted,
+                              int32_t *out, int64_t cap,
                               int64_t *progress, int32_t *ids, int64_t *counters, T *dst,
                               const T *src, int64_t stride_units, int64_t units) {
   MB_PDL_ENTRY();
-  int64_t j = *accepted;
+  int64_t j = __ldcg(accepted);
   j = j < 0 ? 0 : (j > len - 1 ? len - 1 : j);
   if (blockIdx.x == 0) {
-    const int64_t e = progress[0];
+    const long long e = __ldcg((const long long *)progress);
     __syncthreads(); /* every thread has read e before thread 0 moves it */
     for (int64_t t = threadIdx.x; t < len; t += blockDim.x) {
-      if (t <= j && e + t >= 0 && e + t < cap) out[e + t] = sampled[t];
+      if (t <= j && e + t >= 0 && e + t < cap) out[e + t] = __ldcg(sampled + t);
       counters[t] = e + j + 1 + t;
     }
     if (threadIdx.x == 0) {
       progress[0] = e + j + 1;
-      progress[1] += j;
-      progress[2] += 1;
-      ids[0] = sampled[j];
+      progress[1] = __ldcg((const long long *)progress + 1) + j;
+      progress[2] = __ldcg((const long long *)progress + 2) + 1;
+      ids[0] = __ldcg(sampled + j);
     }
   }
   const T *from = src + j * stride_units;
   for (int64_t q = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q < units;
        q += (int64_t)gridDim.x * blockDim.x)
-    dst[q] = from[q];
+    dst[q] = __ldcg(from + q);
 }
 
 template <typename T>

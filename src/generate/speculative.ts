@@ -118,6 +118,8 @@ export interface SpeculativeOptions extends GenerateOptions {
    * it on). Same bytes either way.
    */
   deviceRounds?: boolean;
+  /** Device rounds enqueued between two host synchronisations, at most (default ROUNDS_AHEAD). */
+  roundsAhead?: number;
 }
 
 /** Device rounds enqueued between two host synchronisations, at most. */
@@ -272,7 +274,8 @@ export async function generateSpeculative(
           const prog = new BigInt64Array(3);
           while (emitted < N && !stopped) {
             // Never past N by more than one round: whole rounds of M bytes fit in what is left.
-            const ahead = Math.max(1, Math.min(ROUNDS_AHEAD, Math.floor((N - emitted) / M)));
+            const most = options.roundsAhead ?? ROUNDS_AHEAD;
+            const ahead = Math.max(1, Math.min(most, Math.floor((N - emitted) / M)));
             for (let r = 0; r < ahead; r++) graphs.run("round", round);
             be.download(prog, progress.ptr);
             const fresh = new Int32Array(Math.min(Number(prog[0]), N) - emitted);
