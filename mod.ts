@@ -36,8 +36,10 @@ export {
   resolveDeviceIndex,
 } from "./src/api.ts";
 export {
+  type DeviceDrafting,
   type Drafter,
   generateSpeculative,
+  ROUNDS_AHEAD,
   type SpeculativeOptions,
   type SpeculativeStats,
 } from "./src/generate/speculative.ts";
