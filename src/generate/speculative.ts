@@ -79,7 +79,10 @@ export interface SpeculativeStats {
   rounds: number;
   /** Drafted bytes that were verified (the drafter may offer fewer than k). */
   drafted: number;
-  /** Drafted bytes that were accepted. */
+  /**
+   * Drafted bytes that were accepted (with rounds on the device, the last round's whole accepted
+   * prefix, also where it runs past maxNewTokens or a stop sequence).
+   */
   accepted: number;
   /** accepted / drafted. */
   acceptanceRate: number;
