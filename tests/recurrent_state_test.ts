@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { loadModel } from "../mod.ts";
+import { RecurrentState } from "../src/model/workspace.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
 
@@ -24,6 +25,11 @@ Deno.test("RecurrentState: one allocation, per-layer views; broadcastFrom whole 
     for (let i = 1; i < ranges.length; i++) {
       assert.equal(ranges[i][0], ranges[i - 1][0] + ranges[i - 1][1], "views are back to back");
     }
+    // ptr and bytes span exactly the views (the drafter's device rounds copy states by them)
+    assert.equal(ranges[0][0], Number(Deno.UnsafePointer.value(a.ptr)));
+    const total = ranges.reduce((n, r) => n + r[1], 0);
+    assert.equal(RecurrentState.bytes(model.dims, 1), total);
+    assert.equal(RecurrentState.bytes(model.dims, 3), 3 * total);
     // distinct contents in every view of a
     let seed = 1;
     const fill = (n: number) =>

@@ -267,12 +267,9 @@ export class ModelDrafter implements Drafter {
     this.#be.sync();
     const ws = this.#ws, state = this.#state, V = this.#V;
     const bytes = RecurrentState.bytes(lm.dims, 1);
+    // The stack's slot i: the state after reading i drafts of the round (slot 0: before the first).
     const stack = Tensor.empty(be, "f32", [((k + 1) * bytes) / 4]);
-    // after[i]: the state after reading i drafts of the round (after[0]: before the first).
-    const after = Array.from(
-      { length: k + 1 },
-      (_, i) => new RecurrentState(be, lm.dims, 1, stack.at((i * bytes) / 4)),
-    );
+    const slot = (i: number) => stack.at((i * bytes) / 4);
     be.copy(ws.logits.ptr, this.#logits.ptr, V * 4); // the first draft follows the text
     const greedy = (out: Ptr) =>
       be.sample({
@@ -291,11 +288,11 @@ export class ModelDrafter implements Drafter {
     return {
       draft(ids: Ptr): void {
         greedy(ids);
-        be.copy(after[0].ptr, state.ptr, bytes);
+        be.copy(slot(0), state.ptr, bytes);
         for (let i = 1; i <= k; i++) {
           lm.embed(ws, 1, at(ids, i - 1));
           lm.stepLayers(ws, state, 1);
-          be.copy(after[i].ptr, state.ptr, bytes);
+          be.copy(slot(i), state.ptr, bytes);
           if (i === k) break; // the state after the last draft is kept; no draft follows it
           lm.runHead(ws, 1);
           greedy(at(ids, i));
@@ -308,7 +305,6 @@ export class ModelDrafter implements Drafter {
         lm.runHead(ws, 1);
       },
       free(): void {
-        for (const st of after) st.free();
         stack.free();
         if (lm !== own) lm.close();
       },

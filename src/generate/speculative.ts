@@ -232,6 +232,24 @@ export async function generateSpeculative(
       context[L] = first[0];
       await drafter.start(context);
     }
+    /**
+     * Settles drawn bytes in order, up to a stop sequence's end: into `out`, streamed, counted;
+     * returns how many were taken.
+     */
+    const settle = async (drawn: ArrayLike<number>): Promise<number> => {
+      let take = drawn.length;
+      for (let i = 0; i < take && stop; i++) {
+        if (stop.push(drawn[i])) {
+          take = i + 1;
+          stopped = true;
+        }
+      }
+      const fresh = Uint8Array.from({ length: take }, (_, i) => drawn[i]);
+      out.set(fresh, emitted);
+      for (let i = 0; i < take; i++) await options.onBytes?.(fresh.subarray(i, i + 1), emitted + i);
+      emitted += take;
+      return take;
+    };
     // The pass's inputs (ids, then drafts padded with -1) go up in one upload; its draws and the
     // accepted count come back in one download.
     const input = new Int32Array(2 * M - 1);
@@ -281,21 +299,9 @@ export async function generateSpeculative(
             const ahead = Math.max(1, Math.min(most, Math.floor((N - emitted) / M)));
             for (let r = 0; r < ahead; r++) graphs.run("round", round);
             be.download(prog, progress.ptr);
-            const fresh = new Int32Array(Math.min(Number(prog[0]), N) - emitted);
-            be.download(fresh, settled.at(emitted));
-            let take = fresh.length;
-            for (let i = 0; i < take && stop; i++) {
-              if (stop.push(fresh[i])) {
-                take = i + 1;
-                stopped = true;
-              }
-            }
-            const bytes = Uint8Array.from(fresh.subarray(0, take));
-            out.set(bytes, emitted);
-            for (let i = 0; i < take; i++) {
-              await options.onBytes?.(bytes.subarray(i, i + 1), emitted + i);
-            }
-            emitted += take;
+            const drawn = new Int32Array(Math.min(Number(prog[0]), N) - emitted);
+            be.download(drawn, settled.at(emitted));
+            await settle(drawn);
           }
           stats.rounds = Number(prog[2]);
           stats.drafted = stats.rounds * K;
@@ -342,22 +348,12 @@ export async function generateSpeculative(
           `speculative: the device accepted ${result[M]} drafts, the host ${j}`,
         );
       }
-      let take = Math.min(j + 1, N - emitted);
-      for (let i = 0; i < take && stop; i++) {
-        if (stop.push(got[i])) {
-          take = i + 1;
-          stopped = true;
-        }
-      }
+      const take = await settle(got.subarray(0, Math.min(j + 1, N - emitted)));
       stats.rounds++;
       stats.drafted += drafts.length;
       stats.accepted += Math.min(j, take);
-      const fresh = Uint8Array.from(got.subarray(0, take));
-      out.set(fresh, emitted);
-      for (let i = 0; i < take; i++) await options.onBytes?.(fresh.subarray(i, i + 1), emitted + i);
-      emitted += take;
       if (emitted >= N || stopped) break;
-      await drafter.accept(fresh);
+      await drafter.accept(out.slice(emitted - take, emitted));
       lap("resume");
     }
     stats.bytes = emitted;

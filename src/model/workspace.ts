@@ -118,21 +118,14 @@ export class RecurrentState {
   /** The one allocation the per-layer tensors view. */
   readonly #all: Tensor;
 
-  /**
-   * Allocates a zero state (the state before any input); or, with `memory`, a state over
-   * {@link RecurrentState.bytes} bytes there that another tensor owns (contents as they are; free()
-   * leaves them): the drafters' stacks of states, one after another in one allocation.
-   */
-  constructor(backend: Backend, dims: ModelDims, batch: number, memory?: Ptr) {
+  /** Allocates a zero state (the state before any input). */
+  constructor(backend: Backend, dims: ModelDims, batch: number) {
     this.batch = batch;
     const convShape = [batch, dims.dInner, dims.dConv - 1];
     const ssmShape = [batch, dims.dInner, dims.dState];
     const convLen = batch * dims.dInner * (dims.dConv - 1),
       ssmLen = batch * dims.dInner * dims.dState;
-    const shape = [dims.nLayer * (convLen + ssmLen)];
-    this.#all = memory === undefined
-      ? Tensor.zeros(backend, "f32", shape)
-      : Tensor.view(backend, "f32", shape, memory);
+    this.#all = Tensor.zeros(backend, "f32", [dims.nLayer * (convLen + ssmLen)]);
     const ssm0 = dims.nLayer * convLen;
     this.conv = [];
     this.ssm = [];
