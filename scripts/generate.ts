@@ -144,7 +144,7 @@ async function main(argv: string[]): Promise<void> {
             `passes, acceptance rate ${stats.acceptanceRate.toFixed(3)} (${stats.accepted}/` +
             `${stats.drafted}), mean accepted length ${
               stats.meanAcceptedLength.toFixed(2)
-            }, ${rate}`
+            }, ${rate}, rounds ${stats.onDevice ? "on the device" : "through the host"}`
           : `decoding: ${gen.numSamples} x ${gen.maxNewTokens} bytes, ${rate}`,
       );
     }
@@ -171,6 +171,7 @@ async function main(argv: string[]): Promise<void> {
           drafter: stats.drafter,
           draft_length: stats.draftLength,
           verification_rounds: stats.rounds,
+          device_rounds: stats.onDevice,
           drafted_bytes: stats.drafted,
           accepted_bytes: stats.accepted,
           acceptance_rate: stats.acceptanceRate,

@@ -27,7 +27,7 @@ Deno.test("generate.ts --draft_model_id prints plain decoding's bytes (greedy an
     assert.deepEqual(spec.stdoutBytes, plain.stdoutBytes);
     assert.match(
       spec.stderr,
-      /speculative decoding \(bytes drafter 'tiny', k=5\): 120 bytes in \d+ verification passes, acceptance rate [\d.]+ \(\d+\/\d+\), mean accepted length [\d.]+, [\d.]+ bytes\/s/,
+      /speculative decoding \(bytes drafter 'tiny', k=5\): 120 bytes in \d+ verification passes, acceptance rate [\d.]+ \(\d+\/\d+\), mean accepted length [\d.]+, [\d.]+ bytes\/s after the first byte, rounds through the host/,
     );
   }
 });
@@ -55,7 +55,7 @@ Deno.test({
       `
 import msgpack, json, sys
 r = msgpack.unpackb(open(sys.argv[1], "rb").read(), strict_map_key=False)
-print(json.dumps({k: r[k] for k in ("drafter", "draft_length", "verification_rounds", "drafted_bytes",
+print(json.dumps({k: r[k] for k in ("drafter", "draft_length", "verification_rounds", "device_rounds", "drafted_bytes",
   "accepted_bytes", "acceptance_rate", "mean_accepted_length", "bytes_per_second", "draft_model_id",
   "draft_pretrained_model_filepath", "draft_tokenizer")}))
 `,
@@ -66,6 +66,7 @@ print(json.dumps({k: r[k] for k in ("drafter", "draft_length", "verification_rou
     assert.equal(rec.draft_model_id, "tiny");
     assert.equal(rec.draft_pretrained_model_filepath, "pretrained_models/tiny.safetensors");
     assert.equal(rec.draft_tokenizer, null);
+    assert.equal(rec.device_rounds, false, "the CPU's rounds go through the host");
     const n = (k: string) => rec[k] as number;
     assert.ok(n("accepted_bytes") <= n("drafted_bytes") && n("verification_rounds") > 0);
     assert.equal(n("acceptance_rate"), n("accepted_bytes") / n("drafted_bytes"));

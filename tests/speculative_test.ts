@@ -303,7 +303,10 @@ async function checkSame(
         assert.deepEqual(Uint8Array.from(streamed), plain, `${what}: streamed bytes`);
         assert.equal(stats.bytes, opts.maxNewTokens);
         assert.ok(stats.accepted <= stats.drafted, what);
-        if (opts.maxNewTokens > 1) assert.ok(stats.rounds >= 1, what);
+        if (opts.maxNewTokens > 1) {
+          assert.ok(stats.rounds >= 1, what);
+          assert.equal(stats.onDevice, deviceRounds, what);
+        }
         if (deviceRounds) {
           // Every round drafts k and settles its accepted drafts plus one byte; the last may
           // settle more than was asked for.

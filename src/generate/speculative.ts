@@ -77,6 +77,8 @@ export interface SpeculativeStats {
   draftLength: number;
   /** Verification passes. */
   rounds: number;
+  /** Whether the rounds ran on the device (SpeculativeOptions.deviceRounds), not through the host. */
+  onDevice: boolean;
   /** Drafted bytes that were verified (the drafter may offer fewer than k). */
   drafted: number;
   /**
@@ -171,6 +173,7 @@ export async function generateSpeculative(
     drafter: drafter.kind,
     draftLength: K,
     rounds: 0,
+    onDevice: false,
     drafted: 0,
     accepted: 0,
     acceptanceRate: 0,
@@ -260,6 +263,7 @@ export async function generateSpeculative(
       ? drafter.onDevice?.(be, K) ?? null
       : null;
     if (onDevice) {
+      stats.onDevice = true;
       try {
         // The rounds' bookkeeping lives on the device (mb_spec_commit); the host reads the
         // settled bytes every few rounds.
