@@ -413,6 +413,7 @@ for (const dtype of ["fp32", "bf16"] as const) {
               const what = `${JSON.stringify(s)} k=${length} device=${deviceRounds}`;
               assert.deepEqual(spec, plain, what);
               assert.ok(stats && stats.rounds > 0 && stats.accepted <= stats.drafted, what);
+              assert.equal(stats.onDevice, deviceRounds, what);
             }
           }
         }
