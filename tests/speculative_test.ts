@@ -446,6 +446,12 @@ Deno.test("speculative generation refuses what it cannot do", async () => {
       generateSpeculative(tiny, PROMPT, d, { draftLength: 65 }),
       /draft length/,
     );
+    for (const roundsAhead of [0, NaN, 1.5]) {
+      await assert.rejects(
+        generateSpeculative(tiny, PROMPT, d, { deviceRounds: true, roundsAhead }),
+        /roundsAhead must be an integer/,
+      );
+    }
   } finally {
     d.free();
     tiny.close();

@@ -123,7 +123,7 @@ export interface SpeculativeOptions extends GenerateOptions {
    * it on). Same bytes either way.
    */
   deviceRounds?: boolean;
-  /** Device rounds enqueued between two host synchronisations, at most (default ROUNDS_AHEAD). */
+  /** Device rounds enqueued between two host synchronisations, at most: 1..1024 (default ROUNDS_AHEAD). */
   roundsAhead?: number;
 }
 
@@ -156,6 +156,10 @@ export async function generateSpeculative(
   const K = options.draftLength ?? DEFAULT_DRAFT_LENGTH;
   if (!Number.isSafeInteger(K) || K < 1 || K > 64) {
     throw new MambaByteError(`draft length must be an integer from 1 to 64 (got ${K})`, 2);
+  }
+  const ahead = options.roundsAhead ?? ROUNDS_AHEAD;
+  if (!Number.isSafeInteger(ahead) || ahead < 1 || ahead > 1024) {
+    throw new MambaByteError(`roundsAhead must be an integer from 1 to 1024 (got ${ahead})`, 2);
   }
   if (o.numSamples !== 1) {
     throw new MambaByteError(
@@ -299,10 +303,12 @@ export async function generateSpeculative(
           const prog = new BigInt64Array(3);
           while (emitted < N && !stopped) {
             // Never past N by more than one round: whole rounds of M bytes fit in what is left.
-            const most = options.roundsAhead ?? ROUNDS_AHEAD;
-            const ahead = Math.max(1, Math.min(most, Math.floor((N - emitted) / M)));
-            for (let r = 0; r < ahead; r++) graphs.run("round", round);
+            const rounds = Math.max(1, Math.min(ahead, Math.floor((N - emitted) / M)));
+            for (let r = 0; r < rounds; r++) graphs.run("round", round);
             be.download(prog, progress.ptr);
+            if (Number(prog[0]) <= emitted) {
+              throw new MambaByteError("speculative: the device rounds settled no byte");
+            }
             const drawn = new Int32Array(Math.min(Number(prog[0]), N) - emitted);
             be.download(drawn, settled.at(emitted));
             await settle(drawn);
