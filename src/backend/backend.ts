@@ -688,19 +688,7 @@ export class Backend {
    * {@link linear} and {@link stateUpdateDt} run them (the same bits). `layers` holds each layer's
    * pointers (indexes `DecodeLayerPtr`); the buffers are (batch, width) rows, `normed` scratch.
    */
-  decodeLayers(
-    a: LayerShape & {
-      batch: number;
-      hidden: Ptr;
-      residual: Ptr;
-      normed: Ptr;
-      xz: Ptr;
-      xc: Ptr;
-      xDbl: Ptr;
-      delta: Ptr;
-      y: Ptr;
-    },
-  ): void {
+  decodeLayers(a: LayerShape & LayerBuffers & { batch: number; xz: Ptr }): void {
     checkTable("decodeLayers", a.layers, a.nLayer);
     check(
       this.#lib.mb_decode_layers(
@@ -737,15 +725,8 @@ export class Backend {
    * at offset i * its size for this `len`); the table's states end after the last position.
    */
   verifyLayers(
-    a: LayerShape & {
+    a: LayerShape & LayerBuffers & {
       len: number;
-      hidden: Ptr;
-      residual: Ptr;
-      normed: Ptr;
-      xc: Ptr;
-      xDbl: Ptr;
-      delta: Ptr;
-      y: Ptr;
       savedXz: Ptr;
       savedSsm: Ptr;
       savedConv: Ptr;
@@ -1051,6 +1032,24 @@ export interface LayerShape {
   normKind: NormKindCode;
   /** The norms' epsilon. */
   eps: number;
+}
+
+/** The activation rows a decoding step and a verification pass share ((rows, width), in order). */
+export interface LayerBuffers {
+  /** Block output h. */
+  hidden: Ptr;
+  /** Residual stream. */
+  residual: Ptr;
+  /** Normalised mixer input (scratch). */
+  normed: Ptr;
+  /** silu(conv1d(x)). */
+  xc: Ptr;
+  /** x_proj output dt|B|C. */
+  xDbl: Ptr;
+  /** dt_proj output. */
+  delta: Ptr;
+  /** Gated scan output. */
+  y: Ptr;
 }
 
 /** A layer table ({@link DecodeLayerPtr} layout) of the right length for `nLayer` layers. */

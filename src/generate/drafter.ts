@@ -149,26 +149,29 @@ export class ModelDrafter implements Drafter {
     this.#draftGraphs.run(steps, () => {
       // Bytes: the state before the proposal, in the graph (the subword drafter snapshots first).
       if (keep) this.#snapshot();
-      const greedy = (logits: Tensor | Workspace["logits"], out: number) =>
-        be.sample({
-          logits: logits.ptr,
-          batch: 1,
-          v: this.#V,
-          temperature: 1,
-          topK: 1,
-          topP: 0,
-          seed: 0n,
-          counter: this.#counter.ptr,
-          out: this.#drafts.at(out),
-        });
-      greedy(this.#logits, 0);
+      this.#greedy(be, this.#logits.ptr, this.#drafts.at(0));
       for (let i = 1; i <= steps; i++) {
         lm.embed(ws, 1, this.#drafts.at(i - 1)); // the last draft, where the sampler wrote it
         lm.stepLayers(ws, this.#state, 1);
         if (keep) this.#after[i].broadcastFrom(this.#state);
         lm.runHead(ws, 1);
-        greedy(ws.logits, i);
+        this.#greedy(be, ws.logits.ptr, this.#drafts.at(i));
       }
+    });
+  }
+
+  /** On `be`: the greedy id after `logits` (V of them) into `out` (int32, device). */
+  #greedy(be: Backend, logits: Ptr, out: Ptr): void {
+    be.sample({
+      logits,
+      batch: 1,
+      v: this.#V,
+      temperature: 1,
+      topK: 1,
+      topP: 0,
+      seed: 0n,
+      counter: this.#counter.ptr,
+      out,
     });
   }
 
@@ -271,18 +274,7 @@ export class ModelDrafter implements Drafter {
     const stack = Tensor.empty(be, "f32", [((k + 1) * bytes) / 4]);
     const slot = (i: number) => stack.at((i * bytes) / 4);
     be.copy(ws.logits.ptr, this.#logits.ptr, V * 4); // the first draft follows the text
-    const greedy = (out: Ptr) =>
-      be.sample({
-        logits: ws.logits.ptr,
-        batch: 1,
-        v: V,
-        temperature: 1,
-        topK: 1,
-        topP: 0,
-        seed: 0n,
-        counter: this.#counter.ptr,
-        out,
-      });
+    const greedy = (out: Ptr) => this.#greedy(be, ws.logits.ptr, out);
     const at = (ids: Ptr, i: number) => offsetPtr(ids, 4 * i); // int32 ids[i]
     const own = this.#lm;
     return {

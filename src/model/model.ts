@@ -14,6 +14,7 @@ import type { DraftModel } from "../generate/drafter.ts";
 import {
   type Backend,
   envValue,
+  type LayerBuffers,
   type LayerShape,
   offsetPtr,
   type Ptr,
@@ -543,6 +544,19 @@ export class MambaByteLM {
     };
   }
 
+  /** The activation rows of `ws` that the per-layer calls take. */
+  #layerBuffers(ws: Workspace): LayerBuffers {
+    return {
+      hidden: ws.hidden.ptr,
+      residual: ws.residual.ptr,
+      normed: ws.normed.ptr,
+      xc: ws.xConv.ptr,
+      xDbl: ws.xDbl.ptr,
+      delta: ws.delta.ptr,
+      y: ws.y.ptr,
+    };
+  }
+
   /**
    * Backend.decodeLayers' arguments for one decoding step of `batch` sequences in `ws` with the
    * pointer table `layers` ({@link stepLayers} passes its state's table).
@@ -554,15 +568,9 @@ export class MambaByteLM {
   ): Parameters<Backend["decodeLayers"]>[0] {
     return {
       ...this.#layerShape(layers),
+      ...this.#layerBuffers(ws),
       batch,
-      hidden: ws.hidden.ptr,
-      residual: ws.residual.ptr,
-      normed: ws.normed.ptr,
       xz: ws.xz.ptr,
-      xc: ws.xConv.ptr,
-      xDbl: ws.xDbl.ptr,
-      delta: ws.delta.ptr,
-      y: ws.y.ptr,
     };
   }
 
@@ -588,14 +596,8 @@ export class MambaByteLM {
   ): Parameters<Backend["verifyLayers"]>[0] {
     return {
       ...this.#layerShape(layers),
+      ...this.#layerBuffers(ws),
       len: saved.rows,
-      hidden: ws.hidden.ptr,
-      residual: ws.residual.ptr,
-      normed: ws.normed.ptr,
-      xc: ws.xConv.ptr,
-      xDbl: ws.xDbl.ptr,
-      delta: ws.delta.ptr,
-      y: ws.y.ptr,
       savedXz: saved.xz.ptr,
       savedSsm: saved.ssm.ptr,
       savedConv: saved.conv.ptr,
@@ -614,16 +616,17 @@ export class MambaByteLM {
     saved: VerifyBuffers,
     drafted: Ptr = saved.control.at(saved.drafted),
   ): void {
-    this.backend.resumeLayers({
-      ...this.resumeLayersArgs(this.#layerTable(state), saved),
-      drafted,
-    });
+    this.backend.resumeLayers(this.resumeLayersArgs(this.#layerTable(state), saved, drafted));
   }
 
-  /** Backend.resumeLayers' arguments after a pass over `saved.rows` positions with `layers`. */
+  /**
+   * Backend.resumeLayers' arguments after a pass over `saved.rows` positions with `layers`, the
+   * drafted ids at `drafted` (default saved.control's drafted block).
+   */
   resumeLayersArgs(
     layers: BigUint64Array,
     saved: VerifyBuffers,
+    drafted: Ptr = saved.control.at(saved.drafted),
   ): Parameters<Backend["resumeLayers"]>[0] {
     return {
       ...this.#layerShape(layers),
@@ -632,7 +635,7 @@ export class MambaByteLM {
       savedSsm: saved.ssm.ptr,
       savedConv: saved.conv.ptr,
       sampled: saved.control.at(saved.sampled),
-      drafted: saved.control.at(saved.drafted),
+      drafted,
       accepted: saved.control.at(saved.accepted),
     };
   }

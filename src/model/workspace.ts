@@ -125,7 +125,7 @@ export class RecurrentState {
     const ssmShape = [batch, dims.dInner, dims.dState];
     const convLen = batch * dims.dInner * (dims.dConv - 1),
       ssmLen = batch * dims.dInner * dims.dState;
-    this.#all = Tensor.zeros(backend, "f32", [dims.nLayer * (convLen + ssmLen)]);
+    this.#all = Tensor.zeros(backend, "f32", [RecurrentState.bytes(dims, batch) / 4]);
     const ssm0 = dims.nLayer * convLen;
     this.conv = [];
     this.ssm = [];
