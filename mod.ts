@@ -79,6 +79,7 @@ export {
   type DeviceKind,
   type DiscreteAReduction,
   type DtProjOperands,
+  type LayerBuffers,
   type LayerShape,
   type LinearArgs,
   type NormKindCode,
