@@ -699,18 +699,45 @@ MB_EXPORT int mb_verify_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   st = check_layer_table(fn, layers, n_layer, STEP_REQUIRED, N_STEP_REQUIRED);
   if (st != MB_OK) return st;
   const int64_t dx = dt_rank + 2 * d_state, win = d_conv - 1;
+  /* CUDA: add + norm inside in_proj's kernel (one kernel fewer a layer, the same bits). The
+   * residual sums alternate between `normed` (then unused) and `residual`, ending in `residual`:
+   * layer i writes `residual` when n_layer - 1 - i is even. */
+  int fused = 0, fused_conv = 0;
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx) && !(ctx->flags & MB_FLAG_UNFUSED_STEPS)) {
+    fused = mbcuda_verify_in_proj_ok(ctx, d_model, 2 * d_inner, len, wdtype);
+    /* and the conv in that kernel's last block of each row group */
+    fused_conv = fused && mbcuda_verify_conv_ok(ctx, len, d_inner, d_conv);
+  }
+#endif
   for (int64_t i = 0; i < n_layer && st == MB_OK; i++) {
     const uint64_t *P = layers + i * MB_DL_PTRS;
 #define VL_PTR(T, k) ((T)(uintptr_t)P[MB_DL_##k])
     float *xz = saved_xz + i * len * 2 * d_inner;
     float *ssm_all = saved_ssm + i * len * d_inner * d_state;
     float *conv_save = saved_conv + i * d_inner * win;
-    st = mb_add_norm(ctx, hidden, residual, i > 0, VL_PTR(const float *, NORM_W),
-                     VL_PTR(const float *, NORM_B), norm_kind, eps, len, d_model, normed, NULL);
-    if (st == MB_OK)
-      st = linear_rows8(ctx, normed, d_model, VL_PTR(const void *, IN_W), wdtype,
-                        VL_PTR(const float *, IN_B), len, d_model, 2 * d_inner, xz, 2 * d_inner);
-    if (st == MB_OK) st = verify_conv(ctx, P, xz, conv_save, len, d_inner, d_conv, xc);
+#ifdef MB_WITH_CUDA
+    if (fused) {
+      float *sum_to = (n_layer - 1 - i) % 2 == 0 ? residual : normed;
+      const mbcuda_norm_in_proj_rows a = {
+          hidden, sum_to == residual ? normed : residual, sum_to, i > 0,
+          VL_PTR(const float *, NORM_W), VL_PTR(const float *, NORM_B), norm_kind, eps, d_model,
+          len, VL_PTR(const void *, IN_W), wdtype, VL_PTR(const float *, IN_B), 2 * d_inner, xz,
+          2 * d_inner, normed,
+          fused_conv ? VL_PTR(const float *, CONV_W) : NULL, VL_PTR(const float *, CONV_B),
+          VL_PTR(float *, CONV_STATE), conv_save, xc, d_inner, d_conv, d_inner};
+      st = mbcuda_verify_in_proj(ctx, &a);
+    }
+#endif
+    if (!fused) {
+      st = mb_add_norm(ctx, hidden, residual, i > 0, VL_PTR(const float *, NORM_W),
+                       VL_PTR(const float *, NORM_B), norm_kind, eps, len, d_model, normed, NULL);
+      if (st == MB_OK)
+        st = linear_rows8(ctx, normed, d_model, VL_PTR(const void *, IN_W), wdtype,
+                          VL_PTR(const float *, IN_B), len, d_model, 2 * d_inner, xz, 2 * d_inner);
+    }
+    if (st == MB_OK && !fused_conv)
+      st = verify_conv(ctx, P, xz, conv_save, len, d_inner, d_conv, xc);
     if (st == MB_OK)
       st = linear_rows8(ctx, xc, d_inner, VL_PTR(const void *, X_W), wdtype, NULL, len, d_inner,
                         dx, x_dbl, dx);

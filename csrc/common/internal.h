@@ -83,6 +83,41 @@ typedef struct {
 /* Whether it takes these shapes (and is on: MAMBABYTE_CUDA_NORM_PROLOGUE=0 turns it off). */
 int mbcuda_norm_in_proj_ok(mb_ctx *ctx, int64_t d_model, int64_t out_f);
 int mbcuda_norm_in_proj_step(mb_ctx *ctx, const mbcuda_norm_in_proj *a);
+/* mb_verify_layers' in_proj with the layer's add + norm as its prologue (csrc/cuda/gemm.cu), the
+ * same bits as mb_add_norm then mb_linear over the len rows: the ops' GEMV with one position a
+ * block, and each block norms its position's row into shared memory (add_norm_reg_row, as
+ * k_add_norm_reg). The residual sum cannot be written in place (other blocks of the position still
+ * read it): r = (accumulate ? res_in : 0) + x goes to res_out, by the position's first block. */
+typedef struct {
+  const float *x, *res_in; /* (len, d_model) rows; res_in unused without accumulate */
+  float *res_out;          /* (len, d_model): the residual sum */
+  int accumulate;
+  const float *norm_w, *norm_b;
+  int norm_kind;
+  float eps;
+  int64_t d_model, len;
+  const void *w;
+  int wdtype;
+  const float *bias;
+  int64_t out_f;
+  float *y; /* (len, ldy) rows */
+  int64_t ldy;
+  const float *x_ref; /* where the ops would read the normed rows (ld d_model) */
+  /* The conv over the positions (mbcuda_verify_conv_ok), or conv_w NULL: the first dc rows of y
+   * are its inputs; the window conv_state (dc, k - 1) is saved to state_save, then advanced;
+   * silu(conv) rows into xc (ld ldo). mbcuda_conv1d_save's arithmetic. */
+  const float *conv_w, *conv_b;
+  float *conv_state, *state_save, *xc;
+  int64_t dc, k, ldo;
+} mbcuda_norm_in_proj_rows;
+/* Whether the pass's in_proj kernel can also run the conv (len <= 8, k <= 4; and it is on:
+ * MAMBABYTE_CUDA_VERIFY_CONV=0 turns it off). */
+int mbcuda_verify_conv_ok(mb_ctx *ctx, int64_t len, int64_t d_inner, int64_t d_conv);
+/* Whether it takes these shapes (and is on: MAMBABYTE_CUDA_VERIFY_NORM=0 turns it off): where the
+ * ops' GEMV would give each block one position too. */
+int mbcuda_verify_in_proj_ok(mb_ctx *ctx, int64_t d_model, int64_t out_f, int64_t len,
+                             int wdtype);
+int mbcuda_verify_in_proj(mb_ctx *ctx, const mbcuda_norm_in_proj_rows *a);
 /* out_proj's GEMV (n = 1) that also adds its output into the residual: y = x w^T + bias,
  * residual += y (the next layer's add, as mb_add_norm computes it). */
 int mbcuda_linear_residual(mb_ctx *ctx, const float *x, const void *w, int wdtype,

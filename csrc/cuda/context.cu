@@ -47,6 +47,7 @@ static void mbcuda_free_state(mbcuda_state *st) {
   for (int i = 0; i < st->n_scratch_old; i++) cudaFree(st->scratch_old[i]);
   if (st->blas_ws) cudaFree(st->blas_ws);
   if (st->done) cudaFree(st->done);
+  if (st->row_done) cudaFree(st->row_done);
   if (st->stream) cudaStreamDestroy(st->stream);
   free(st);
 }
@@ -70,6 +71,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
   if (e == cudaSuccess) e = cudaMalloc(&st->blas_ws, MBCUDA_BLAS_WS);
   if (e == cudaSuccess) e = cudaMalloc((void **)&st->done, 256);
   if (e == cudaSuccess) e = cudaMemset(st->done, 0, 256);
+  if (e == cudaSuccess) e = cudaMalloc((void **)&st->row_done, MBCUDA_ROW_DONE * sizeof(unsigned));
+  if (e == cudaSuccess) e = cudaMemset(st->row_done, 0, MBCUDA_ROW_DONE * sizeof(unsigned));
   if (e != cudaSuccess) {
     mbcuda_free_state(st);
     ctx->cuda = NULL;
@@ -106,6 +109,10 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->gemv_g256_rows = e_g256 && atoi(e_g256) > 0 ? atoi(e_g256) : 16;
     const char *e_np = getenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
     st->norm_prologue = !(e_np && e_np[0] == '0');
+    const char *e_vn = getenv("MAMBABYTE_CUDA_VERIFY_NORM");
+    st->verify_norm = !(e_vn && e_vn[0] == '0');
+    const char *e_vc = getenv("MAMBABYTE_CUDA_VERIFY_CONV");
+    st->verify_conv = !(e_vc && e_vc[0] == '0');
     const char *e_sp = getenv("MAMBABYTE_CUDA_SSU_POS");
     st->ssu_pos = !(e_sp && e_sp[0] == '0');
     const char *e_cp = getenv("MAMBABYTE_CUDA_CONV_POS");

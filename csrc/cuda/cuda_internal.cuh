@@ -16,6 +16,7 @@
 
 #define MBCUDA_MAX_GRAPHS 256
 #define MBCUDA_MAX_RETIRED 16
+#define MBCUDA_ROW_DONE 16384 /* row groups of the pass's in_proj with the conv (2 d_inner at most) */
 #define MBCUDA_DL_SLOTS 8 /* staging buffers of mb_download_async (downloads in flight) */
 
 /* One staging buffer of mb_download_async: src is copied here on the compute stream, then to the
@@ -39,6 +40,8 @@ struct mbcuda_state {
                                           * use: freed when the last graph is destroyed */
   int n_scratch_old;
   unsigned int *done;    /* device counter for the last-block pattern of mb_sample */
+  unsigned int *row_done; /* the verification pass's in_proj: arrivals a row group
+                           * (MBCUDA_ROW_DONE of them), back to 0 after each launch */
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
   int capturing;
   int pdl;               /* launch with programmatic dependent launch (MAMBABYTE_CUDA_PDL=0: off) */
@@ -62,6 +65,10 @@ struct mbcuda_state {
                           * (MAMBABYTE_CUDA_CONV_POS=0: k_conv_seq; A/B runs) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual
                           * add in out_proj's (MAMBABYTE_CUDA_NORM_PROLOGUE=0: off, A/B runs) */
+  int verify_norm;       /* mb_verify_layers: the norm in in_proj's kernel, one position a block
+                          * (MAMBABYTE_CUDA_VERIFY_NORM=0: off, A/B runs) */
+  int verify_conv;       /* ... and the conv in that kernel's last block of each row group
+                          * (MAMBABYTE_CUDA_VERIFY_CONV=0: off, A/B runs) */
   int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per
                            * context) */
   int sm_count;

@@ -435,6 +435,181 @@ extern "C" int mbcuda_norm_in_proj_step(mb_ctx *ctx, const mbcuda_norm_in_proj *
   return MB_OK;
 }
 
+/* mb_verify_layers' in_proj over len positions, one a block (gemv_block's split with N = 1 and
+ * jsplit = len: block b takes position b % len): its weights in flight first, then (after the PDL
+ * wait) its position's row added and normed into shared memory with k_add_norm_reg's mapping, then
+ * gemv_block on it (ldx 0: every position's row is that one). The position's first block (row
+ * group 0) stores the residual sum. */
+struct NormRows {
+  const float *x, *res_in;
+  float *res_out;
+  int accumulate;
+  const float *w, *b;
+  int kind, thr;
+  float eps;
+  int len;
+  /* the conv (conv_w NULL: none), run by the last block of each row group to finish */
+  const float *conv_w, *conv_b;
+  float *conv_state, *state_save, *xc;
+  int64_t dc, ldo;
+  int k;
+  unsigned int *done;
+};
+
+#define ROW_CONV_POS 8 /* positions of the conv in the pass's in_proj: lanes a channel */
+
+/* The conv of a row group's channels over the len positions, once every block of the group has
+ * written its position's row: a thread per (channel, position), a channel's positions in adjacent
+ * lanes of one warp, each sum in k_conv_pos's order (so mbcuda_conv1d_save's bits). The rows come
+ * from other blocks: read through L2, after a fence. */
+__device__ __forceinline__ void row_group_conv(const NormRows &nr, const float *y, int64_t ldy,
+                                               int64_t c0, int rows) {
+  const int k = nr.k;
+  for (int base = 0; base < rows * ROW_CONV_POS; base += blockDim.x) {
+    const int q = base + (int)threadIdx.x, t = q % ROW_CONV_POS;
+    const int64_t c = c0 + q / ROW_CONV_POS;
+    const bool on = q < rows * ROW_CONV_POS && c < nr.dc && t < nr.len;
+    float wc[CONV_EPI_KMAX], v[CONV_EPI_KMAX];
+#pragma unroll
+    for (int j = 0; j < CONV_EPI_KMAX; j++) wc[j] = (on && j < k) ? nr.conv_w[c * k + j] : 0.f;
+    const float bc = (on && nr.conv_b) ? nr.conv_b[c] : 0.f;
+    float *st = nr.conv_state + (on ? c : 0) * (k - 1);
+#pragma unroll
+    for (int j = 0; j < CONV_EPI_KMAX; j++) {
+      const int p = t - (k - 1) + j; /* the input position of tap j */
+      v[j] = (on && j < k) ? (p >= 0 ? __ldcg(y + p * ldy + c) : __ldcg(st + (k - 1) + p)) : 0.f;
+    }
+    float acc = bc;
+#pragma unroll
+    for (int j = 0; j < CONV_EPI_KMAX; j++)
+      if (j < k) acc += wc[j] * v[j];
+    if (on) nr.xc[t * nr.ldo + c] = mb_silu(acc);
+    if (on && t == 0) {
+#pragma unroll
+      for (int j = 0; j < CONV_EPI_KMAX - 1; j++)
+        if (j < k - 1) nr.state_save[c * (k - 1) + j] = v[j];
+    }
+    __syncwarp();
+    if (on && t == nr.len - 1) {
+#pragma unroll
+      for (int j = 0; j < CONV_EPI_KMAX - 1; j++)
+        if (j < k - 1) st[j] = v[j + 1];
+    }
+  }
+}
+
+template <typename WT, int G, bool VEC, int VPT>
+__global__ void __launch_bounds__(256)
+k_gemv_norm_rows(NormRows nr, const WT *__restrict__ w, const float *__restrict__ bias,
+                 int64_t in_f, int64_t out_f, float *__restrict__ y, int64_t ldy) {
+  __shared__ __align__(16) float xs[NORM_PRO_MAX];
+  __shared__ float red[32];
+  mb_pdl_trigger();
+  const int64_t j = blockIdx.x % (unsigned)nr.len;
+  const bool first = blockIdx.x < (unsigned)nr.len;
+  auto norm = [&] {
+    auto pdl_wait = [] { mb_pdl_wait(); };
+    add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), false>(
+        nr.x + j * in_f, nr.accumulate ? nr.res_in + j * in_f : nullptr,
+        first ? nr.res_out + j * in_f : nullptr, nr.accumulate, nr.w, nr.b, nr.kind, nr.eps, in_f,
+        nr.thr, xs, nullptr, red, pdl_wait);
+    __syncthreads();
+  };
+  const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
+  gemv_block<WT, 1, G, VEC, false, XLoad::Generic, decltype(norm)>(
+      xs, 0, w, bias, nr.len, in_f, out_f, y, ldy, none, nr.len, blockIdx.x, blockDim.x, norm);
+  if (!nr.conv_w) return;
+  /* the last of the row group's len blocks runs its channels' conv (threadFenceReduction's
+   * pattern: every writer fences, one arrival a block, the last fences again and reads) */
+  const unsigned rg = blockIdx.x / (unsigned)nr.len;
+  const int64_t c0 = (int64_t)rg * (256 / G);
+  if (c0 >= nr.dc) return; /* z rows: no conv */
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(nr.done + rg, 1u) == (unsigned)nr.len - 1;
+    if (last) nr.done[rg] = 0; /* every block of the group has arrived: ready for the next launch */
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int64_t rows = nr.dc - c0 < 256 / G ? nr.dc - c0 : 256 / G;
+  row_group_conv(nr, y, ldy, c0, (int)rows);
+}
+
+template <typename WT>
+static cudaError_t norm_in_proj_rows_wt(mb_ctx *ctx, const mbcuda_norm_in_proj_rows *a,
+                                        const NormRows &nr, int vpt) {
+  /* the path mb_linear would take on the normed rows (x_ref, ld d_model) */
+  return gemv_dispatch<WT>(ctx, a->d_model, a->d_model, a->out_f, a->x_ref, a->w,
+                           [&](auto g, auto v) {
+    constexpr int G = decltype(g)::value;
+    constexpr bool VEC = decltype(v)::value;
+    const int64_t groups = (a->out_f + 256 / G - 1) / (256 / G);
+    const dim3 grid((unsigned)(groups * a->len)), block(256);
+    const WT *w = (const WT *)a->w;
+    if (vpt == 4)
+      return mbcuda_launch(ctx, k_gemv_norm_rows<WT, G, VEC, 4>, grid, block, 0, nr, w, a->bias,
+                           a->d_model, a->out_f, a->y, a->ldy);
+    return mbcuda_launch(ctx, k_gemv_norm_rows<WT, G, VEC, 8>, grid, block, 0, nr, w, a->bias,
+                         a->d_model, a->out_f, a->y, a->ldy);
+  });
+}
+
+extern "C" int mbcuda_verify_in_proj_ok(mb_ctx *ctx, int64_t d_model, int64_t out_f,
+                                        int64_t len, int wdtype) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (!st->verify_norm || d_model > NORM_PRO_MAX || out_f <= 0 || len < 1 || len > 65 ||
+      out_f * len > (int64_t)INT32_MAX)
+    return 0;
+  /* Only where the ops' GEMV gives each block one position anyway (small products: the weights
+   * are read once per position either way); where it gives a block several, one a block would
+   * read them more often. */
+  const int64_t epc = wdtype == MB_DTYPE_BF16 ? 8 : 4;
+  const int g = gemv_group_size(out_f, d_model % epc == 0 ? d_model / epc : d_model, st->sm_count,
+                                st->gemv_g256_rows);
+  return gemv_rows_per_thread(ctx, (int)(len < 8 ? len : 8), out_f * g) == 1;
+}
+
+extern "C" int mbcuda_verify_conv_ok(mb_ctx *ctx, int64_t len, int64_t d_inner, int64_t d_conv) {
+  return mbcuda_st(ctx)->verify_conv && len >= 1 && len <= ROW_CONV_POS && d_conv >= 1 &&
+         d_conv <= CONV_EPI_KMAX && 2 * d_inner <= MBCUDA_ROW_DONE;
+}
+
+extern "C" int mbcuda_verify_in_proj(mb_ctx *ctx, const mbcuda_norm_in_proj_rows *a) {
+  if (!mbcuda_verify_in_proj_ok(ctx, a->d_model, a->out_f, a->len, a->wdtype))
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: norm_in_proj_rows: off, or a shape it does not take");
+  int thr, vpt;
+  norm_reg_shape(a->d_model, &thr, &vpt);
+  const bool conv = a->conv_w != nullptr;
+  if (conv && (!mbcuda_verify_conv_ok(ctx, a->len, a->dc, a->k) || a->dc > a->out_f))
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: norm_in_proj_rows: a conv it does not take");
+  const NormRows nr = {a->x,
+                       a->res_in,
+                       a->res_out,
+                       a->accumulate,
+                       a->norm_w,
+                       a->norm_b,
+                       a->norm_kind,
+                       thr,
+                       a->eps,
+                       (int)a->len,
+                       a->conv_w,
+                       a->conv_b,
+                       a->conv_state,
+                       a->state_save,
+                       a->xc,
+                       a->dc,
+                       a->ldo,
+                       (int)a->k,
+                       mbcuda_st(ctx)->row_done};
+  const cudaError_t e = a->wdtype == MB_DTYPE_BF16 ? norm_in_proj_rows_wt<uint16_t>(ctx, a, nr, vpt)
+                                                   : norm_in_proj_rows_wt<float>(ctx, a, nr, vpt);
+  MBCUDA_CHECK(e, "norm_in_proj_rows (gemv)");
+  return MB_OK;
+}
+
 /* out_proj: gemv_block with the residual add in its epilogue (N = 1, as the ops' GEMV). With a
  * block a row (G = 256), RB rows a block: every thread loads its chunks of all RB rows at once
  * (UN each), and the block reduces each row as a one-row block does, so the bits are the ops'. */

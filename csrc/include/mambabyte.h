@@ -336,7 +336,9 @@ int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64
  *               2 d_inner, P[SSM_STATE], saved_ssm_i, 1, len, d_inner, d_state, 1, delta, y,
  *               d_inner);
  *   mb_linear(y, d_inner, P[OUT_W], wdtype, P[OUT_B], len, d_inner, d_model, hidden, d_model);
- * with every mb_linear in calls of at most 8 rows (each row with a one-row call's bits). Afterwards
+ * with every mb_linear in calls of at most 8 rows (each row with a one-row call's bits; CUDA runs
+ * each add + norm, and for up to 8 positions the conv, inside in_proj's kernel with the same
+ * bits, and `normed` then holds residual sums, not the normed rows). Afterwards
  * the table's conv windows and SSM states are those after the last position; mb_resume_layers moves
  * them back to just after any position. 1 <= len <= 65; buffers in context memory.
  */

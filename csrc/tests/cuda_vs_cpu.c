@@ -1623,6 +1623,11 @@ int main(int argc, char **argv) {
   with_gpu_env("MAMBABYTE_CUDA_GEMV_OUT", "1", "the GEMV with one output row a thread", t_spec);
   t_decode_layers();
   t_verify_layers();
+  /* the pass with add + norm as a kernel of its own, as before they moved into in_proj's */
+  with_gpu_env("MAMBABYTE_CUDA_VERIFY_NORM", "0", "the pass's add + norm as its own kernel",
+               t_verify_layers);
+  with_gpu_env("MAMBABYTE_CUDA_VERIFY_CONV", "0", "the pass's conv as its own kernel",
+               t_verify_layers);
   t_spec_commit();
   t_softmax_rank();
   t_discrete_a();
