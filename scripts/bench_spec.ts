@@ -16,7 +16,7 @@
  * when absent.
  *
  * Usage: deno task bench:spec [--devices cpu,cuda] [--max_new_tokens 512] [--draft_length 7]
- *        [--target PATH|ID] [--byte_drafter PATH|ID] [--subword_drafter DIR] [--dtype bf16]
+ *        [--target PATH|ID] [--byte_drafter PATH|ID] [--subword_drafter DIR|none] [--dtype bf16]
  *        [--repeats 3] [--json results.json] [--profile] [--rounds auto|host|device|both]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
@@ -115,7 +115,7 @@ async function main(argv: string[]): Promise<void> {
   if (devices.includes("cuda") && !gpu) throw new UserError("bench:spec: no CUDA GPU here");
   const target = source(args.target, `${SPEC}/target.safetensors`, "small");
   const byteDraft = source(args.byte_drafter, `${SPEC}/draft_bytes.safetensors`, "tiny");
-  const subDir = args.subword_drafter ??
+  const subDir = args.subword_drafter === "none" ? null : args.subword_drafter ??
     (exists(`${SPEC}/draft_subword`) ? `${SPEC}/draft_subword` : null);
   const prompt = new TextEncoder().encode(PROMPT);
   const N = args.max_new_tokens, K = args.draft_length;
@@ -123,7 +123,11 @@ async function main(argv: string[]): Promise<void> {
   let allSame = true;
   console.log(
     `target ${target.label}; drafters: bytes ${byteDraft.label}, subword ${
-      subDir ? subDir.replace(ROOT, "") : "none (no pretrained_models/spec/draft_subword)"
+      subDir
+        ? subDir.replace(ROOT, "")
+        : args.subword_drafter === "none"
+        ? "none"
+        : "none (no pretrained_models/spec/draft_subword)"
     }; ${N} bytes, k=${K}, seed ${args.seed}, ${args.dtype}, median of ${args.repeats}`,
   );
   console.log(

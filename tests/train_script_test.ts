@@ -4,12 +4,14 @@
  * values and gradients; the model's segmented forward; the checkpoint names), its refusal of the
  * CUDA scan without a GPU, a tiny training run (with extra training text) whose checkpoint the
  * toolkit loads and scores as the script did, and kjv_text.py, which makes that extra text. The CUDA scan (tools/train/scan_cuda.cu) needs a GPU: the same self test
- * checks it there (tools/device/train_scan_check.sh).
+ * checks it there (tools/device/train_scan_check.sh). Distillation (--teacher): the teacher's
+ * distributions with the state carried equal one unsegmented forward, a model agrees with itself
+ * everywhere, and a distilled run reports its agreement; a hostile teacher file is refused.
  */
 import assert from "node:assert/strict";
 import { loadModel } from "../mod.ts";
 import { modelBitsPerByte } from "../src/analysis/bits_per_byte.ts";
-import { runPythonArgs, skipWithoutPython } from "./helpers/python.ts";
+import { runPython, runPythonArgs, skipWithoutPython } from "./helpers/python.ts";
 import { withTempDir } from "./helpers/temp_dir.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -111,6 +113,111 @@ Deno.test({
       } finally {
         model.close();
       }
+    });
+  },
+});
+
+/** train.py's tiny-run flags: CPU, one thread, a 32-wide model of `layers` layers. */
+function tinyRun(dir: string, name: string, layers: number, extra: string[] = []) {
+  return train([
+    "--data",
+    `${dir}/t.txt`,
+    "--out_dir",
+    dir,
+    "--name",
+    name,
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--d_model",
+    "32",
+    "--n_layer",
+    String(layers),
+    "--seq_len",
+    "64",
+    "--batch_size",
+    "4",
+    "--steps",
+    "6",
+    "--warmup",
+    "2",
+    "--eval_every",
+    "3",
+    ...extra,
+  ]);
+}
+
+Deno.test({
+  name: "train.py --teacher: distributions, agreement, a distilled run, and a refused teacher",
+  ignore,
+  async fn() {
+    await withTempDir("mb-distill-", async (dir) => {
+      const line =
+        "Now is the winter of our discontent made glorious summer by this sun of York;\n";
+      await Deno.writeTextFile(`${dir}/t.txt`, line.repeat(200));
+      const teacher = await tinyRun(dir, "teacher", 2);
+      assert.equal(teacher.code, 0, teacher.stdout + teacher.stderr);
+      // The teacher's rows, segment by segment with the state carried, against one forward; a
+      // model agrees with itself on every byte.
+      const check = await runPython(
+        `
+import sys, numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+import train
+t = train.load_checkpoint(sys.argv[2], torch.device("cpu"))
+data = np.frombuffer(open(sys.argv[3], "rb").read()[:700], dtype=np.uint8)
+lp = train.teacher_log_probs(t, data, torch.device("cpu"), 97)
+with torch.no_grad():
+    full = torch.log_softmax(t(torch.from_numpy(data.astype(np.int64))[None, :-1])[0].float(), -1)
+print("rows", lp.shape[0], lp.shape[1])
+print("maxdiff", float((lp.float() - full).abs().max()))
+print("mass", float((lp.float().exp().sum(-1) - 1).abs().max()))
+print("self", train.argmax_agreement(t, t, data, torch.device("cpu"), 97))
+`,
+        [`${ROOT}tools/train`, `${dir}/teacher.safetensors`, `${dir}/t.txt`],
+      );
+      assert.equal(check.code, 0, check.stderr);
+      const v = Object.fromEntries(
+        check.stdout.trim().split("\n").map((l) => {
+          const [k, ...rest] = l.split(" ");
+          return [k, rest.map(Number)];
+        }),
+      );
+      assert.deepEqual(v.rows, [699, 256]);
+      assert.ok(v.maxdiff[0] < 0.05, `bf16 rows vs one forward: ${v.maxdiff[0]}`); // bf16 rounding of log p
+      assert.ok(v.mass[0] < 0.05, `probabilities sum to ${v.mass[0]} off 1`);
+      assert.equal(v.self[0], 1);
+
+      const student = await tinyRun(dir, "student", 1, ["--teacher", `${dir}/teacher.safetensors`]);
+      assert.equal(student.code, 0, student.stdout + student.stderr);
+      const log = JSON.parse(await Deno.readTextFile(`${dir}/student.json`));
+      assert.equal(log.distill_weight, 0.9);
+      for (const part of ["selection", "held_out"]) {
+        const a = log[`teacher_agreement_${part}`];
+        assert.ok(a >= 0 && a <= 1, `${part}: ${a}`);
+      }
+      assert.match(student.stdout, /agreement with the teacher's most probable byte/);
+
+      // A header that claims more bytes than the file holds: one error line, exit 2, no run.
+      const bad = new Uint8Array(16);
+      new DataView(bad.buffer).setBigUint64(0, 1n << 40n, true);
+      await Deno.writeFile(`${dir}/bad.safetensors`, bad);
+      const refused = await tinyRun(dir, "refused", 1, ["--teacher", `${dir}/bad.safetensors`]);
+      assert.equal(refused.code, 2);
+      assert.match(
+        refused.stderr.trim(),
+        /^error: --teacher .*bad\.safetensors: header of \d+ bytes/,
+      );
+      assert.equal(refused.stderr.trim().split("\n").length, 1);
+      const weight = await tinyRun(dir, "w", 1, [
+        "--teacher",
+        `${dir}/teacher.safetensors`,
+        "--distill_weight",
+        "1.5",
+      ]);
+      assert.equal(weight.code, 2);
+      assert.equal(weight.stderr.trim(), "error: --distill_weight must be between 0 and 1");
     });
   },
 });

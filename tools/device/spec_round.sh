@@ -6,7 +6,8 @@
 #      cuda_vs_cpu failed, the rest runs with MAMBABYTE_CUDA_SSU_POS=0 (the kernel before);
 #   2. tools/device/spec_train_bench.sh with MIN minutes of training (default 4): the target, both
 #      drafters and small trained at once, then bench:spec on CUDA (k = 7);
-#   3. bench:spec again with the trained models at each K_SWEEP draft length (default "4 10"),
+#   3. bench:spec again with the trained models at each K_SWEEP draft length (default "4 10"), with
+#      the byte drafter that was not chosen (distilled from the target or not: train_spec.sh),
 #      and with --profile (the round's phases) at k = 7; these take --rounds ${ROUNDS:-both}
 #      (the byte drafter's rounds on the device and through the host, a row each).
 # SKIP_CHECK=1 leaves out step 1 (when this csrc was checked in an earlier call); SASS_KERNELS=<regex>
@@ -36,6 +37,7 @@ fi
 echo "== training and bench:spec ($(date +%T))"
 MIN=${MIN:-4} OUT="$OUT/train" bash tools/device/spec_train_bench.sh >"$OUT/train.log" 2>&1
 grep -E -A8 "held-out bits/byte" "$OUT/train.log" | head -10
+grep -E "^  draft_bytes" "$OUT/train.log"
 grep -E "^cuda \||identical|^target " "$OUT/train.log" | tail -8
 setup_deno
 for args in ${K_SWEEP:-4 10}; do
@@ -44,6 +46,12 @@ for args in ${K_SWEEP:-4 10}; do
     --repeats 1 --draft_length "$args" --rounds "${ROUNDS:-both}" 2>&1 |
     grep -E "^cuda \||identical|target"
 done
+if [ -f pretrained_models/spec/draft_bytes_runner_up.safetensors ]; then
+  echo "== bench:spec with the byte drafter that was not chosen ($(date +%T))"
+  timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts --devices cuda --repeats 1 \
+    --byte_drafter pretrained_models/spec/draft_bytes_runner_up.safetensors --subword_drafter none \
+    --rounds "${ROUNDS:-both}" 2>&1 | grep -E "^cuda \||identical|target"
+fi
 echo "== bench:spec --profile ($(date +%T))"
 timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts --devices cuda --repeats 1 \
   --profile --rounds "${ROUNDS:-both}" 2>&1 | tail -16

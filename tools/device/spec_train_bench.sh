@@ -24,6 +24,9 @@ if [ -f .gpu/kjv.txt.xz ]; then
 fi
 PARALLEL=1 bash tools/device/train_spec.sh "$DATA" "$WORK/train" "${MIN:-4.5}"
 cp -r "$WORK/train/pretrained_models/." pretrained_models/
+# the byte drafter that was not chosen (distilled or not), for tools/device/spec_round.sh's A/B
+RUNNER_UP=$(cat "$WORK/train/runs/draft_bytes_runner_up.txt" 2>/dev/null)
+[ -n "$RUNNER_UP" ] && cp "$WORK/train/runs/$RUNNER_UP.safetensors" pretrained_models/spec/draft_bytes_runner_up.safetensors
 OUT="$WORK/session" SPEC_TESTS="${SPEC_TESTS:-tests/cuda_model_test.ts}" BENCH_ARGS="--devices cuda --repeats 1 ${BENCH_ARGS:-}" \
   bash tools/device/spec_session.sh
 PM=pretrained_models

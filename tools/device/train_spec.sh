@@ -16,7 +16,10 @@
 #                  one with the better selection-split bits/byte becomes `small` (target: <= 2.2 on
 #                  the held-out text; the held-out text is never used to choose);
 #   2. target      384 x 24 (23M, bf16 47 MB): the byte-level target, clearly larger than small;
-#   3. draft_bytes 256 x 2  (0.8M): the byte-level drafter;
+#   3. draft_bytes 256 x 2  (1.0M): the byte-level drafter, distilled from the target (train.py
+#                  --teacher: it learns the target's next-byte distributions); with PARALLEL=1 also
+#                  draft_bytes_ce, trained on the bytes alone, and the one that agrees more often
+#                  with the target's most probable byte on the selection split becomes draft_bytes;
 #   4. draft_subword 256 x 2 over a byte-level BPE of 2048 tokens trained on the training bytes
 #                  (the tokenizers library), saved as a transformers MambaForCausalLM folder
 #                  (config.json, model.safetensors, tokenizer.json); checked by loading it with
@@ -68,7 +71,15 @@ if [ "${PARALLEL:-0}" = 1 ]; then
   # each other's gaps. Four candidates for `small`, all of its 448 x 6 shape (the config id's):
   # the preset, batch 64, lr 1e-3 over 900 steps, more dropout; the selection split picks one.
   both() { local rc=0 p=(); for j in "$@"; do eval "$j" & p+=($!); done; for q in "${p[@]}"; do wait "$q" || rc=1; done; return $rc; }
-  both 'run target target "$(share 0.9)"' 'run draft_bytes draft_bytes "$(share 0.9)"' \
+  # The byte drafter is distilled from the target (train.py --teacher), so it trains after it: the
+  # target gets 0.6 of the time, then two drafters side by side, one distilled and one on the bytes
+  # alone (--distill_weight 0; both report their agreement with the target's most probable byte).
+  target_then_drafters() {
+    run target target "$(share 0.6)" || return 1
+    both 'run draft_bytes draft_bytes "$(share 0.3)" --teacher "$OUT/runs/target.safetensors"' \
+      'run draft_bytes_ce draft_bytes "$(share 0.3)" --teacher "$OUT/runs/target.safetensors" --distill_weight 0'
+  }
+  both 'target_then_drafters' \
     'run draft_subword draft_subword "$(share 0.9)" --hf_out "$PM/spec/draft_subword"' \
     'run small small "$(share 0.9)"' 'run small_b64 small "$(share 0.9)" --batch_size 64' \
     'run small_lr1 small "$(share 0.9)" --lr 1e-3 --steps 900' \
@@ -78,7 +89,7 @@ else
   run small small "$(share 0.2)" || rc_all=1
   run small_lr1 small "$(share 0.2)" --lr 1e-3 --steps 900 || rc_all=1
   run target target "$(share 0.3)" || rc_all=1
-  run draft_bytes draft_bytes "$(share 0.12)" || rc_all=1
+  run draft_bytes draft_bytes "$(share 0.12)" --teacher "$OUT/runs/target.safetensors" || rc_all=1
   run draft_subword draft_subword "$(share 0.14)" --hf_out "$PM/spec/draft_subword" || rc_all=1
 fi
 
@@ -102,11 +113,25 @@ if cands:
                   f"{'  <- small' if n == best else ''}")
     shutil.copyfile(os.path.join(runs, best + ".safetensors"), os.path.join(pm, "small.safetensors"))
     shutil.copyfile(os.path.join(runs, best + ".json"), os.path.join(pm, "small.json"))
-for n in ("target", "draft_bytes"):
+# the byte drafter: the candidate whose most probable byte agrees with the target's more often on
+# the selection split (greedy drafts accepted); the other stays in runs/ for an A/B bench
+drafts = [(-log(n).get("teacher_agreement_selection", 0.0), n) for n in ("draft_bytes", "draft_bytes_ce") if log(n)]
+for a, n in sorted(drafts):
+    l = log(n)
+    print(f"  {n}: distill_weight {l.get('distill_weight')}, agreement with the target: selection {-a:.4f}, "
+          f"held-out {l.get('teacher_agreement_held_out')}; held-out {l['held_out_bits_per_byte']:.4f} bits/byte"
+          f"{'  <- draft_bytes' if (a, n) == min(drafts) else ''}")
+place = {"target": "target"}
+if drafts:
+    place[min(drafts)[1]] = "draft_bytes"
+    if len(drafts) > 1:
+        with open(os.path.join(runs, "draft_bytes_runner_up.txt"), "w") as f:
+            f.write(max(drafts)[1] + "\n")
+for n, dest in place.items():
     for ext in (".safetensors", ".json"):
         p = os.path.join(runs, n + ext)
         if os.path.exists(p):
-            shutil.copyfile(p, os.path.join(pm, "spec", n + ext))
+            shutil.copyfile(p, os.path.join(pm, "spec", dest + ext))
 PYEOF
 
 echo "== the subword drafter loads in transformers and gives the training model's logits"
@@ -144,7 +169,8 @@ echo "== summary ($(($(date +%s) - T0)) s)"
 "$PY" - "$OUT/runs" <<'PYEOF'
 import json, os, sys
 print(f"{'model':14} {'params':>8} {'steps':>6} {'train s':>8} {'held-out bits/byte':>19}")
-for n in ("small", "small_b64", "small_lr1", "small_d035", "small_extra", "target", "draft_bytes", "draft_subword"):
+for n in ("small", "small_b64", "small_lr1", "small_d035", "small_extra", "target", "draft_bytes", "draft_bytes_ce",
+          "draft_subword"):
     p = os.path.join(sys.argv[1], n + ".json")
     if os.path.exists(p):
         l = json.load(open(p))

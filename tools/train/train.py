@@ -391,6 +391,40 @@ def save_safetensors(tensors: dict, path: str, metadata: dict):
     os.replace(tmp, path)
 
 
+_ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+
+
+def load_checkpoint(path: str, device, scan: str = "chunked") -> MambaLM:
+    """A byte-level checkpoint this script wrote, as an fp32 MambaLM in eval mode. The file is read
+    as data (8-byte header size, JSON header, raw little-endian tensors): nothing in it runs."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) < 8:
+        raise ValueError(f"{path}: not a safetensors file")
+    (hlen,) = struct.unpack("<Q", blob[:8])
+    if hlen > len(blob) - 8:
+        raise ValueError(f"{path}: header of {hlen} bytes in a file of {len(blob)}")
+    header = json.loads(blob[8 : 8 + hlen])
+    meta = header.pop("__metadata__", {}) or {}
+    if "config" not in meta:
+        raise ValueError(f"{path}: no model config in its metadata (not written by train.py)")
+    c = json.loads(meta["config"])
+    a = ModelArgs(d_model=c["d_model"], n_layer=c["n_layer"], d_state=c["d_state"], d_conv=c["d_conv"],
+                  expand=c["expand"], dt_rank=c["dt_rank"], vocab_size=c["vocab_size"], norm_eps=c["norm_eps"],
+                  norm=meta.get("norm", "layernorm"), tie=bool(c.get("tied", False)), scan=scan)
+    base = 8 + hlen
+    sd = {}
+    for k, v in header.items():
+        lo, hi = v["data_offsets"]
+        dt = _ST_DTYPES[v["dtype"]]
+        raw = bytearray(blob[base + lo : base + hi])
+        sd[k] = torch.frombuffer(raw, dtype=dt).reshape(v["shape"]).float() if hi > lo else \
+            torch.zeros(v["shape"], dtype=torch.float32)
+    m = MambaLM(a)
+    m.load_state_dict(sd, strict=not a.tie)
+    return m.to(device).eval()
+
+
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
@@ -410,6 +444,37 @@ def held_out_nats(model: MambaLM, data: np.ndarray, device, segment: int, amp_dt
                                  reduction="sum").double()
     model.train(was_training)
     return float(total), int(tgt.shape[1])
+
+
+@torch.no_grad()
+def teacher_log_probs(teacher: MambaLM, data: np.ndarray, device, segment: int, amp_dtype=None):
+    """(len(data) - 1, 256) bf16: row i is the teacher's log-distribution of byte i + 1 after bytes
+    0..i, the state carried across segments (so every row sees all the text before it)."""
+    ids = torch.from_numpy(data.astype(np.int64)).to(device)[None, :-1]
+    out = torch.empty((ids.shape[1], teacher.a.vocab_size), dtype=torch.bfloat16, device=device)
+    state = None
+    for s in range(0, ids.shape[1], segment):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            logits, state = teacher(ids[:, s : s + segment], state=state, return_state=True)
+        out[s : s + logits.shape[1]] = F.log_softmax(logits[0].float(), dim=-1).to(torch.bfloat16)
+    return out
+
+
+@torch.no_grad()
+def argmax_agreement(model: MambaLM, teacher: MambaLM, data: np.ndarray, device, segment: int) -> float:
+    """How often the model's most probable next byte is the teacher's, over bytes 1..N-1 of
+    ``data`` (fp32, both states carried): the rate at which greedy drafts of the model would be
+    accepted by the teacher on this text."""
+    was_training = model.training
+    model.eval()
+    ids = torch.from_numpy(data.astype(np.int64)).to(device)[None, :-1]
+    same, ms, ts = 0, None, None
+    for s in range(0, ids.shape[1], segment):
+        lm, ms = model(ids[:, s : s + segment], state=ms, return_state=True)
+        lt, ts = teacher(ids[:, s : s + segment], state=ts, return_state=True)
+        same += int((lm.argmax(-1) == lt.argmax(-1)).sum())
+    model.train(was_training)
+    return same / max(1, ids.shape[1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -681,6 +746,14 @@ def parse_args(argv=None):
                         "--data training split; never part of the selection split or the held-out text")
     p.add_argument("--extra_fraction", type=float, default=0.5,
                    help="with --extra_data: the share of each batch's rows drawn from it")
+    p.add_argument("--teacher", default=None,
+                   help="a byte-level checkpoint written by this script (e.g. the speculative target): the run "
+                        "learns the teacher's next-byte distributions over the training text (distillation, so a "
+                        "drafter agrees with its target more often) and reports how often its most probable byte "
+                        "is the teacher's")
+    p.add_argument("--distill_weight", type=float, default=0.9,
+                   help="with --teacher: the share of the loss that is cross-entropy against the teacher's "
+                        "distribution (the rest: against the text's bytes); 0 trains on the bytes alone")
     p.add_argument("--save_dtype", choices=["float32", "bfloat16"], default=None)
     p.add_argument("--ckpt_scan", choices=["on", "off"], default=None, help="recompute the scan in backward")
     p.add_argument("--scan", choices=["auto", "cuda", "chunked"], default="auto",
@@ -796,12 +869,13 @@ def main(argv=None) -> int:
         n_extra_rows = min(Bsz - 1, max(1, round(Bsz * args.extra_fraction)))
 
     def get_batch():
+        """inputs, next bytes, and the rows' offsets into the training bytes"""
         off = torch.randint(0, n_train - L - 1, (Bsz - n_extra_rows,), generator=data_gen)
         seq = train_t[(off[:, None] + arangeL).to(device)]
         if n_extra_rows:
             eoff = torch.randint(0, len(extra_t) - L - 1, (n_extra_rows,), generator=data_gen)
             seq = torch.cat([seq, extra_t[(eoff[:, None] + arangeL).to(device)]])
-        return seq[:, :-1], seq[:, 1:]
+        return seq[:, :-1], seq[:, 1:], off
 
 
     # Model
@@ -816,6 +890,30 @@ def main(argv=None) -> int:
     elif args.scan == "cuda":
         print("error: --scan cuda needs a CUDA device", file=sys.stderr)
         return 2
+    # Distillation: the teacher's distributions over the training bytes, computed once (bf16, ~0.5 GB
+    # for Tiny Shakespeare), so a step costs what it costs without a teacher.
+    teacher, teacher_lp = None, None
+    if args.teacher:
+        if tok_len is not None or args.extra_data:
+            print("error: --teacher is for byte-level models trained on --data alone", file=sys.stderr)
+            return 2
+        if not 0.0 <= args.distill_weight <= 1.0:
+            print("error: --distill_weight must be between 0 and 1", file=sys.stderr)
+            return 2
+        try:
+            teacher = load_checkpoint(args.teacher, device, scan)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            print(f"error: --teacher {args.teacher}: {e}", file=sys.stderr)
+            return 2
+        if teacher.a.vocab_size != vocab_size:
+            print(f"error: --teacher has {teacher.a.vocab_size} outputs, not {vocab_size}", file=sys.stderr)
+            return 2
+        t_t = time.time()
+        teacher_lp = teacher_log_probs(teacher, train_np, device, args.eval_segment, amp_dtype)
+        print(f"[{name}] teacher {args.teacher}: distributions over {teacher_lp.shape[0]} training bytes in "
+              f"{time.time()-t_t:.1f}s; distill_weight {args.distill_weight}", flush=True)
+    arangeL0 = torch.arange(L, device=device)
+    torch.manual_seed(args.seed)  # the same initial weights with or without a teacher
     margs = ModelArgs(d_model=cfg["d_model"], n_layer=cfg["n_layer"], chunk=cfg["chunk"], dropout=cfg["dropout"],
                       ckpt_scan=cfg["ckpt_scan"], vocab_size=vocab_size, norm=cfg["norm"], tie=cfg["tie"],
                       emb_dropout=cfg["emb_dropout"], scan=scan)
@@ -884,12 +982,17 @@ def main(argv=None) -> int:
         lr = lr_at(step)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = get_batch()
+        x, y, off = get_batch()
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(x)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        flat = logits.float().reshape(-1, logits.shape[-1])
+        loss = F.cross_entropy(flat, y.reshape(-1))  # what is logged: comparable with or without a teacher
+        objective = loss
+        if teacher_lp is not None and args.distill_weight > 0:
+            soft = teacher_lp[off.to(device)[:, None] + arangeL0].float().exp().reshape(flat.shape)
+            objective = (1.0 - args.distill_weight) * loss + args.distill_weight * F.cross_entropy(flat, soft)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
@@ -976,6 +1079,15 @@ def main(argv=None) -> int:
         bpb_saved = per_byte(nats_s, val_np)
     else:
         bpb_saved = bpb_trained
+    if teacher is not None:  # how often greedy drafts would be accepted (the selection split chooses drafters)
+        for part, data_np in (("selection", sel_np), ("held_out", val_np)):
+            if len(data_np) > 1:
+                log[f"teacher_agreement_{part}"] = round(argmax_agreement(model, teacher, data_np, device,
+                                                                          args.eval_segment), 5)
+        log.update(teacher=os.path.abspath(args.teacher), distill_weight=args.distill_weight)
+        print(f"[{name}] agreement with the teacher's most probable byte: selection "
+              f"{log.get('teacher_agreement_selection')}, held-out {log.get('teacher_agreement_held_out')}",
+              flush=True)
     log.update(held_out_scored_bytes=scored, held_out_bits_per_byte=bpb_saved,
                held_out_bits_per_byte_fp32_weights=bpb_trained, eval_seconds=round(time.time() - t_eval, 1),
                save_dtype=cfg["save_dtype"])
