@@ -167,13 +167,19 @@ sys.path.insert(0, sys.argv[1])
 import train
 t = train.load_checkpoint(sys.argv[2], torch.device("cpu"))
 data = np.frombuffer(open(sys.argv[3], "rb").read()[:700], dtype=np.uint8)
-lp = train.teacher_log_probs(t, data, torch.device("cpu"), 97)
+cpu = torch.device("cpu")
+lp = train.teacher_log_probs(t, data, cpu, rows=1, segment=97)
 with torch.no_grad():
     full = torch.log_softmax(t(torch.from_numpy(data.astype(np.int64))[None, :-1])[0].float(), -1)
 print("rows", lp.shape[0], lp.shape[1])
 print("maxdiff", float((lp.float() - full).abs().max()))
 print("mass", float((lp.float().exp().sum(-1) - 1).abs().max()))
-print("self", train.argmax_agreement(t, t, data, torch.device("cpu"), 97))
+# slices side by side (two for 699 bytes: each at least 4 x warm), the second warmed up by 64 bytes:
+# the first slice is exact, the second sees 64 bytes of context (more than this model remembers)
+lp5 = train.teacher_log_probs(t, data, cpu, rows=5, warm=64, segment=50)
+print("first", float((lp5[:140].float() - full[:140]).abs().max()))
+print("all", float((lp5.float() - full).abs().max()))
+print("self", train.argmax_agreement(t, t, data, cpu, rows=3, warm=32, segment=64))
 `,
         [`${ROOT}tools/train`, `${dir}/teacher.safetensors`, `${dir}/t.txt`],
       );
@@ -187,6 +193,8 @@ print("self", train.argmax_agreement(t, t, data, torch.device("cpu"), 97))
       assert.deepEqual(v.rows, [699, 256]);
       assert.ok(v.maxdiff[0] < 0.05, `bf16 rows vs one forward: ${v.maxdiff[0]}`); // bf16 rounding of log p
       assert.ok(v.mass[0] < 0.05, `probabilities sum to ${v.mass[0]} off 1`);
+      assert.ok(v.first[0] < 0.05, `the first slice: ${v.first[0]}`);
+      assert.ok(v.all[0] < 0.1, `warmed slices vs one forward: ${v.all[0]}`);
       assert.equal(v.self[0], 1);
 
       const student = await tinyRun(dir, "student", 1, ["--teacher", `${dir}/teacher.safetensors`]);

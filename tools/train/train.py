@@ -447,34 +447,60 @@ def held_out_nats(model: MambaLM, data: np.ndarray, device, segment: int, amp_dt
 
 
 @torch.no_grad()
-def teacher_log_probs(teacher: MambaLM, data: np.ndarray, device, segment: int, amp_dtype=None):
-    """(len(data) - 1, 256) bf16: row i is the teacher's log-distribution of byte i + 1 after bytes
-    0..i, the state carried across segments (so every row sees all the text before it)."""
-    ids = torch.from_numpy(data.astype(np.int64)).to(device)[None, :-1]
-    out = torch.empty((ids.shape[1], teacher.a.vocab_size), dtype=torch.bfloat16, device=device)
-    state = None
-    for s in range(0, ids.shape[1], segment):
+def next_byte_rows(model: MambaLM, data: np.ndarray, device, keep, out_dtype, rows=128, warm=512, segment=1024,
+                   amp_dtype=None):
+    """``keep(logits)`` for the next byte after each of bytes 0..N-2 of ``data``, as one
+    (N - 1, ...) tensor. The text runs as ``rows`` slices side by side (a batch, so a GPU is busy:
+    one long row would take minutes for a megabyte), each slice after the first starting ``warm``
+    bytes early so that its first outputs see that much context; the state is carried across
+    segments within a row; short texts get fewer rows (each slice at least 4 x ``warm`` bytes).
+    rows=1 is the exact left-to-right pass."""
+    was_training = model.training
+    model.eval()
+    n = len(data) - 1
+    rows = max(1, min(rows, n // (4 * warm) if warm else n))  # the warm-ups cost at most a quarter more
+    span = -(-n // rows)
+    lead = [0] + [warm] * (rows - 1)  # row 0 has no text before it
+    width = span + (warm if rows > 1 else 0)
+    ids = torch.zeros((rows, width), dtype=torch.int64)
+    src = torch.from_numpy(data[:n].astype(np.int64))
+    for r in range(rows):
+        lo = max(0, r * span - lead[r])
+        hi = min(n, (r + 1) * span)
+        if hi > lo:
+            ids[r, : hi - lo] = src[lo:hi]
+    ids = ids.to(device)
+    out, state = None, None
+    for s in range(0, width, segment):
         with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            logits, state = teacher(ids[:, s : s + segment], state=state, return_state=True)
-        out[s : s + logits.shape[1]] = F.log_softmax(logits[0].float(), dim=-1).to(torch.bfloat16)
+            logits, state = model(ids[:, s : s + segment], state=state, return_state=True)
+        kept = keep(logits.float())
+        if out is None:
+            out = torch.empty((n,) + tuple(kept.shape[2:]), dtype=out_dtype, device=device)
+        for r in range(rows):  # columns [s, s + seg) of row r are positions lo + s ..; keep those of the row's span
+            lo = max(0, r * span - lead[r])
+            first, last = max(s, r * span - lo), min(s + kept.shape[1], min(n, (r + 1) * span) - lo)
+            if last > first:
+                out[lo + first : lo + last] = kept[r, first - s : last - s].to(out_dtype)
+    model.train(was_training)
     return out
 
 
-@torch.no_grad()
-def argmax_agreement(model: MambaLM, teacher: MambaLM, data: np.ndarray, device, segment: int) -> float:
+def teacher_log_probs(teacher: MambaLM, data: np.ndarray, device, amp_dtype=None, **layout):
+    """(len(data) - 1, vocab) bf16: row i is the teacher's log-distribution of byte i + 1 after the
+    bytes before it (next_byte_rows' layout: ~0.5 GB and seconds for Tiny Shakespeare on a GPU)."""
+    return next_byte_rows(teacher, data, device, lambda z: F.log_softmax(z, dim=-1), torch.bfloat16,
+                          amp_dtype=amp_dtype, **layout)
+
+
+def argmax_agreement(model: MambaLM, teacher: MambaLM, data: np.ndarray, device, **layout) -> float:
     """How often the model's most probable next byte is the teacher's, over bytes 1..N-1 of
-    ``data`` (fp32, both states carried): the rate at which greedy drafts of the model would be
-    accepted by the teacher on this text."""
-    was_training = model.training
-    model.eval()
-    ids = torch.from_numpy(data.astype(np.int64)).to(device)[None, :-1]
-    same, ms, ts = 0, None, None
-    for s in range(0, ids.shape[1], segment):
-        lm, ms = model(ids[:, s : s + segment], state=ms, return_state=True)
-        lt, ts = teacher(ids[:, s : s + segment], state=ts, return_state=True)
-        same += int((lm.argmax(-1) == lt.argmax(-1)).sum())
-    model.train(was_training)
-    return same / max(1, ids.shape[1])
+    ``data`` (fp32): the rate at which the teacher would accept the model's greedy drafts on this
+    text."""
+    top = lambda z: z.argmax(-1)  # noqa: E731
+    a = next_byte_rows(model, data, device, top, torch.int64, **layout)
+    b = next_byte_rows(teacher, data, device, top, torch.int64, **layout)
+    return float((a == b).double().mean()) if len(a) else 0.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -909,7 +935,7 @@ def main(argv=None) -> int:
             print(f"error: --teacher has {teacher.a.vocab_size} outputs, not {vocab_size}", file=sys.stderr)
             return 2
         t_t = time.time()
-        teacher_lp = teacher_log_probs(teacher, train_np, device, args.eval_segment, amp_dtype)
+        teacher_lp = teacher_log_probs(teacher, train_np, device, amp_dtype)
         print(f"[{name}] teacher {args.teacher}: distributions over {teacher_lp.shape[0]} training bytes in "
               f"{time.time()-t_t:.1f}s; distill_weight {args.distill_weight}", flush=True)
     arangeL0 = torch.arange(L, device=device)
@@ -1082,8 +1108,7 @@ def main(argv=None) -> int:
     if teacher is not None:  # how often greedy drafts would be accepted (the selection split chooses drafters)
         for part, data_np in (("selection", sel_np), ("held_out", val_np)):
             if len(data_np) > 1:
-                log[f"teacher_agreement_{part}"] = round(argmax_agreement(model, teacher, data_np, device,
-                                                                          args.eval_segment), 5)
+                log[f"teacher_agreement_{part}"] = round(argmax_agreement(model, teacher, data_np, device), 5)
         log.update(teacher=os.path.abspath(args.teacher), distill_weight=args.distill_weight)
         print(f"[{name}] agreement with the teacher's most probable byte: selection "
               f"{log.get('teacher_agreement_selection')}, held-out {log.get('teacher_agreement_held_out')}",
