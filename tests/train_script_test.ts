@@ -35,7 +35,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "train.py: --scan cuda without a CUDA device, or a missing file: one error line, exit 2",
+  name:
+    "train.py: --scan cuda without a CUDA device, a missing file, no time to train: one error line",
   ignore,
   async fn() {
     await withTempDir("mb-train-", async (dir) => {
@@ -46,6 +47,24 @@ Deno.test({
       const missing = await train(["--data", `${dir}/t.txt`, "--extra_data", `${dir}/none.txt`]);
       assert.equal(missing.code, 2);
       assert.equal(missing.stderr.trim(), `error: ${dir}/none.txt: no such file`);
+      // no step fits the time: no checkpoint that would pass for a trained model
+      const late = await train([
+        "--data",
+        `${dir}/t.txt`,
+        "--out_dir",
+        dir,
+        "--device",
+        "cpu",
+        "--d_model",
+        "16",
+        "--n_layer",
+        "1",
+        "--max_minutes",
+        "0.000001",
+      ]);
+      assert.equal(late.code, 1);
+      assert.match(late.stderr.trim(), /^error: no training step fit in --max_minutes 1e-06/);
+      assert.equal((await Array.fromAsync(Deno.readDir(dir))).length, 1); // t.txt alone
     });
   },
 });

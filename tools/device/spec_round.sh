@@ -8,7 +8,8 @@
 #      drafters and small trained at once, then bench:spec on CUDA (k = 7);
 #   3. bench:spec again with the trained models at each K_SWEEP draft length (default "4 10"), with
 #      the byte drafter that was not chosen (distilled from the target or not: train_spec.sh),
-#      and with --profile (the round's phases) at k = 7; these take --rounds ${ROUNDS:-both}
+#      (at RUNNER_UP_K, default 7), and with --profile (the round's phases) at k = 7 unless
+#      SKIP_PROFILE=1; these take --rounds ${ROUNDS:-both}
 #      (the byte drafter's rounds on the device and through the host, a row each).
 # SKIP_CHECK=1 leaves out step 1 (when this csrc was checked in an earlier call); SASS_KERNELS=<regex>
 # first prints those kernels' SASS opcode counts (lib.sh's sass_counts).
@@ -50,8 +51,10 @@ if [ -f pretrained_models/spec/draft_bytes_runner_up.safetensors ]; then
   echo "== bench:spec with the byte drafter that was not chosen ($(date +%T))"
   timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts --devices cuda --repeats 1 \
     --byte_drafter pretrained_models/spec/draft_bytes_runner_up.safetensors --subword_drafter none \
+    --draft_length "${RUNNER_UP_K:-7}" \
     --rounds "${ROUNDS:-both}" 2>&1 | grep -E "^cuda \||identical|target"
 fi
+[ -n "${SKIP_PROFILE:-}" ] && exit 0
 echo "== bench:spec --profile ($(date +%T))"
 timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts --devices cuda --repeats 1 \
   --profile --rounds "${ROUNDS:-both}" 2>&1 | tail -16

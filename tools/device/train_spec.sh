@@ -73,11 +73,13 @@ if [ "${PARALLEL:-0}" = 1 ]; then
   both() { local rc=0 p=(); for j in "$@"; do eval "$j" & p+=($!); done; for q in "${p[@]}"; do wait "$q" || rc=1; done; return $rc; }
   # The byte drafter is distilled from the target (train.py --teacher), so it trains after it: the
   # target gets 0.6 of the time, then two drafters side by side, one distilled and one on the bytes
-  # alone (--distill_weight 0; both report their agreement with the target's most probable byte).
+  # alone (--distill_weight 0; both report their agreement with the target's most probable byte);
+  # DRAFT_STEPS (default the preset's 1000) as many steps as fit their share.
   target_then_drafters() {
     run target target "$(share 0.6)" || return 1
-    both 'run draft_bytes draft_bytes "$(share 0.3)" --teacher "$OUT/runs/target.safetensors"' \
-      'run draft_bytes_ce draft_bytes "$(share 0.3)" --teacher "$OUT/runs/target.safetensors" --distill_weight 0'
+    local steps="--steps ${DRAFT_STEPS:-1000}"
+    both 'run draft_bytes draft_bytes "$(share 0.3)" --teacher "$OUT/runs/target.safetensors" $steps' \
+      'run draft_bytes_ce draft_bytes "$(share 0.3)" --teacher "$OUT/runs/target.safetensors" --distill_weight 0 $steps'
   }
   both 'target_then_drafters' \
     'run draft_subword draft_subword "$(share 0.9)" --hf_out "$PM/spec/draft_subword"' \

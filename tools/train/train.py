@@ -1082,6 +1082,10 @@ def main(argv=None) -> int:
 
     if device.type == "cuda":
         torch.cuda.synchronize()
+    if step == 0 and total_steps > 0:  # an untrained checkpoint would pass for a model
+        print(f"error: no training step fit in --max_minutes {args.max_minutes} (the set-up took "
+              f"{t_loop - t_start:.0f}s)", file=sys.stderr)
+        return 1
     train_time = time.time() - t_loop
     log.update(steps_planned=planned, steps_schedule=total_steps, steps_done=step, stopped_early=stopped_early,
                train_seconds=round(train_time, 1), final_train_loss_nats=last_loss,
