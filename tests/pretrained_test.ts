@@ -1,6 +1,6 @@
 /**
  * The bundled models (pretrained_models/, trained by tools/train/train.py): they load through the
- * config ids, the toolkit's bits per byte on the held-out Tiny Shakespeare text equals the training
+ * config ids, the toolkit's bits per byte (also the byte drafter's) on the held-out Tiny Shakespeare text equals the training
  * script's own evaluation (recorded in pretrained_models/<id>.json) within 0.01, evaluate.ts runs
  * end to end, and greedy generation from tiny is deterministic and mostly printable.
  */
@@ -52,6 +52,28 @@ for (const id of ["tiny", "small"]) {
     },
   });
 }
+
+Deno.test({
+  name: "bundled spec/draft_bytes: held-out bits per byte equal the training script's within 0.01",
+  ignore: !corpus,
+  async fn() {
+    const log = JSON.parse(
+      await Deno.readTextFile(`${ROOT}pretrained_models/spec/draft_bytes.json`),
+    );
+    const model = await loadModel({
+      checkpoint: `${ROOT}pretrained_models/spec/draft_bytes.safetensors`,
+      device: "cpu",
+    });
+    try {
+      const r = await modelBitsPerByte(model, heldOut(corpus!));
+      assert.equal(r.scored, log.held_out_scored_bytes);
+      const diff = Math.abs(r.bitsPerByte - log.held_out_bits_per_byte);
+      assert.ok(diff < 0.01, `toolkit ${r.bitsPerByte} vs training ${log.held_out_bits_per_byte}`);
+    } finally {
+      model.close();
+    }
+  },
+});
 
 Deno.test("evaluate.ts end to end on a small file, stored as JSON", async () => {
   const dir = await Deno.makeTempDir();
