@@ -23,6 +23,37 @@ function train(args: string[]) {
   return runPythonArgs([TRAIN, ...args], { OMP_NUM_THREADS: "1" });
 }
 
+/** train.py's tiny-run flags: CPU, one thread, a 32-wide model of `layers` layers. */
+function tinyRun(dir: string, name: string, layers: number, extra: string[] = []) {
+  return train([
+    "--data",
+    `${dir}/t.txt`,
+    "--out_dir",
+    dir,
+    "--name",
+    name,
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--d_model",
+    "32",
+    "--n_layer",
+    String(layers),
+    "--seq_len",
+    "64",
+    "--batch_size",
+    "4",
+    "--steps",
+    "6",
+    "--warmup",
+    "2",
+    "--eval_every",
+    "3",
+    ...extra,
+  ]);
+}
+
 Deno.test({
   name: "train.py --self_test passes on the CPU",
   ignore,
@@ -81,31 +112,7 @@ Deno.test({
         `${dir}/extra.txt`,
         "And God said, Let there be light.\n".repeat(40),
       );
-      const r = await train([
-        "--data",
-        `${dir}/t.txt`,
-        "--out_dir",
-        dir,
-        "--name",
-        "t",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--d_model",
-        "32",
-        "--n_layer",
-        "2",
-        "--seq_len",
-        "64",
-        "--batch_size",
-        "4",
-        "--steps",
-        "6",
-        "--warmup",
-        "2",
-        "--eval_every",
-        "3",
+      const r = await tinyRun(dir, "t", 2, [
         "--extra_data",
         `${dir}/extra.txt`,
         "--extra_fraction",
@@ -135,37 +142,6 @@ Deno.test({
     });
   },
 });
-
-/** train.py's tiny-run flags: CPU, one thread, a 32-wide model of `layers` layers. */
-function tinyRun(dir: string, name: string, layers: number, extra: string[] = []) {
-  return train([
-    "--data",
-    `${dir}/t.txt`,
-    "--out_dir",
-    dir,
-    "--name",
-    name,
-    "--device",
-    "cpu",
-    "--threads",
-    "1",
-    "--d_model",
-    "32",
-    "--n_layer",
-    String(layers),
-    "--seq_len",
-    "64",
-    "--batch_size",
-    "4",
-    "--steps",
-    "6",
-    "--warmup",
-    "2",
-    "--eval_every",
-    "3",
-    ...extra,
-  ]);
-}
 
 Deno.test({
   name: "train.py --teacher: distributions, agreement, a distilled run, and a refused teacher",
