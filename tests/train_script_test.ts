@@ -6,7 +6,7 @@
  * toolkit loads and scores as the script did, and kjv_text.py, which makes that extra text. The CUDA scan (tools/train/scan_cuda.cu) needs a GPU: the same self test
  * checks it there (tools/device/train_scan_check.sh). Distillation (--teacher): the teacher's
  * distributions with the state carried equal one unsegmented forward, a model agrees with itself
- * everywhere, and a distilled run reports its agreement; a hostile teacher file is refused.
+ * everywhere, and a distilled run reports its agreement; hostile teacher files are refused.
  */
 import assert from "node:assert/strict";
 import { loadModel } from "../mod.ts";
@@ -213,6 +213,22 @@ print("self", train.argmax_agreement(t, t, data, cpu, rows=3, warm=32, segment=6
         /^error: --teacher .*bad\.safetensors: header of \d+ bytes/,
       );
       assert.equal(refused.stderr.trim().split("\n").length, 1);
+      // A config that claims far more layers than the file's tensors hold: refused before the
+      // model is allocated.
+      const file = await Deno.readFile(`${dir}/teacher.safetensors`);
+      const hlen = Number(new DataView(file.buffer).getBigUint64(0, true));
+      const header = JSON.parse(new TextDecoder().decode(file.subarray(8, 8 + hlen)));
+      const config = JSON.parse(header.__metadata__.config);
+      header.__metadata__.config = JSON.stringify({ ...config, n_layer: 100000 });
+      const hb = new TextEncoder().encode(JSON.stringify(header));
+      const huge = new Uint8Array(8 + hb.length + file.length - 8 - hlen);
+      new DataView(huge.buffer).setBigUint64(0, BigInt(hb.length), true);
+      huge.set(hb, 8);
+      huge.set(file.subarray(8 + hlen), 8 + hb.length);
+      await Deno.writeFile(`${dir}/huge.safetensors`, huge);
+      const claims = await tinyRun(dir, "claims", 1, ["--teacher", `${dir}/huge.safetensors`]);
+      assert.equal(claims.code, 2);
+      assert.match(claims.stderr.trim(), /its config claims \d+ parameters, the file holds \d+$/);
       const weight = await tinyRun(dir, "w", 1, [
         "--teacher",
         `${dir}/teacher.safetensors`,

@@ -392,6 +392,7 @@ def save_safetensors(tensors: dict, path: str, metadata: dict):
 
 
 _ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+_ST_SIZES = {"F32": 4, "BF16": 2, "F16": 2, "F64": 8}
 
 
 def load_checkpoint(path: str, device, scan: str = "chunked") -> MambaLM:
@@ -413,13 +414,23 @@ def load_checkpoint(path: str, device, scan: str = "chunked") -> MambaLM:
                   expand=c["expand"], dt_rank=c["dt_rank"], vocab_size=c["vocab_size"], norm_eps=c["norm_eps"],
                   norm=meta.get("norm", "layernorm"), tie=bool(c.get("tied", False)), scan=scan)
     base = 8 + hlen
-    sd = {}
+    sd, numel = {}, 0
     for k, v in header.items():
         lo, hi = v["data_offsets"]
         dt = _ST_DTYPES[v["dtype"]]
+        n = math.prod(v["shape"])
+        if not (0 <= lo <= hi <= len(blob) - base) or hi - lo != n * _ST_SIZES[v["dtype"]]:
+            raise ValueError(f"{path}: tensor {k} does not lie inside the file")
         raw = bytearray(blob[base + lo : base + hi])
-        sd[k] = torch.frombuffer(raw, dtype=dt).reshape(v["shape"]).float() if hi > lo else \
+        sd[k] = torch.frombuffer(raw, dtype=dt).reshape(v["shape"]).float() if n else \
             torch.zeros(v["shape"], dtype=torch.float32)
+        numel += n
+    # the model is allocated from the config: it may not claim more than the file holds
+    D, E, N, R, V = a.d_model, a.d_inner, a.d_state, a.dt_rank, a.vocab_size
+    claimed = V * D * (1 if a.tie else 2) + 2 * D + a.n_layer * (
+        2 * D + 2 * E * D + E * (a.d_conv + 1) + (R + 2 * N) * E + E * (R + 1) + E * N + E + D * E)
+    if min(D, E, N, R, V, a.n_layer, a.d_conv) < 1 or claimed > numel:
+        raise ValueError(f"{path}: its config claims {claimed} parameters, the file holds {numel}")
     m = MambaLM(a)
     m.load_state_dict(sd, strict=not a.tie)
     return m.to(device).eval()
