@@ -6,7 +6,9 @@
  * exits 1 otherwise). With --profile, one more speculative run per case times the three phases of
  * a round (drafting, verifying, resuming; each ended by a device synchronisation) and prints them
  * per round beside plain decoding's time per byte: where a round's time goes (those runs go
- * through the host). --rounds both runs the byte drafter with its rounds on the device (one graph
+ * through the host). --prompt_file with --prompts N runs every case over N prompts of 300 bytes
+ * spread over that text's held-out part and reports sums over them (one prompt's acceptance
+ * varies much between drafters that agree with the target equally often on the text). --rounds both runs the byte drafter with its rounds on the device (one graph
  * a round, CUDA's default) and through the host, a row each: the two forms side by side.
  *
  * Models (defaults): the target pretrained_models/spec/target.safetensors when it has been built
@@ -18,8 +20,9 @@
  * Usage: deno task bench:spec [--devices cpu,cuda] [--max_new_tokens 512] [--draft_length 7]
  *        [--target PATH|ID] [--byte_drafter PATH|ID] [--subword_drafter DIR|none] [--dtype bf16]
  *        [--repeats 3] [--json results.json] [--profile] [--rounds auto|host|device|both]
+ *        [--prompt_file tinyshakespeare.txt --prompts 8]
  */
-import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
+import { createParser, parseArgs, runMain, UsageError, UserError } from "../src/cli/mod.ts";
 import { type DraftModel, loadDraftModel, loadModel } from "../src/api.ts";
 import type { MambaByteLM } from "../src/model/model.ts";
 import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
@@ -49,6 +52,8 @@ parser.add_argument("--seed", { type: "int", default: 4740 });
 parser.add_argument("--json", { default: null });
 parser.add_argument("--profile", { action: "store_true" });
 parser.add_argument("--rounds", { choices: ["auto", "host", "device", "both"], default: "auto" });
+parser.add_argument("--prompt_file", { default: null });
+parser.add_argument("--prompts", { type: "int", default: 1 });
 // deno-lint-ignore no-explicit-any
 type Args = Record<string, any>;
 
@@ -88,6 +93,43 @@ interface Row {
   phaseMsPerRound?: { draft: number; verify: number; resume: number };
 }
 
+/** Bytes of each prompt (300 of them). */
+const PROMPT_BYTES = 300;
+
+/**
+ * The prompts: the built-in one, or `count` slices of PROMPT_BYTES evenly spaced over the held-out
+ * part of `file` (from floor(0.95 n) + 1000, as the built-in one is for tinyshakespeare.txt).
+ */
+export function benchPrompts(file: Uint8Array | null, count: number): Uint8Array[] {
+  if (!Number.isSafeInteger(count) || count < 1 || count > 1000) {
+    throw new UsageError("bench_spec", `--prompts must be 1..1000, not ${count}`);
+  }
+  if (!file) {
+    if (count > 1) {
+      throw new UsageError(
+        "bench_spec",
+        "--prompts > 1 needs --prompt_file (a text to draw them from)",
+      );
+    }
+    return [new TextEncoder().encode(PROMPT)];
+  }
+  const start = Math.floor(file.length * 0.95) + 1000;
+  const room = file.length - start - PROMPT_BYTES;
+  if (room < 0) {
+    throw new UserError(
+      `--prompt_file holds ${file.length} bytes: its held-out part is too short for a prompt`,
+    );
+  }
+  const step = count > 1 ? Math.floor(room / (count - 1)) : 0;
+  if (count > 1 && step < PROMPT_BYTES) {
+    throw new UserError(`--prompt_file's held-out part holds fewer than ${count} distinct prompts`);
+  }
+  return Array.from(
+    { length: count },
+    (_, i) => file.subarray(start + i * step, start + i * step + PROMPT_BYTES),
+  );
+}
+
 async function timeIt(f: () => Promise<Uint8Array>, repeats: number) {
   const times: number[] = [];
   let out: Uint8Array = new Uint8Array(0);
@@ -117,7 +159,9 @@ async function main(argv: string[]): Promise<void> {
   const byteDraft = source(args.byte_drafter, `${SPEC}/draft_bytes.safetensors`, "tiny");
   const subDir = args.subword_drafter === "none" ? null : args.subword_drafter ??
     (exists(`${SPEC}/draft_subword`) ? `${SPEC}/draft_subword` : null);
-  const prompt = new TextEncoder().encode(PROMPT);
+  const promptFile = args.prompt_file ? await Deno.readFile(args.prompt_file) : null;
+  const prompts = benchPrompts(promptFile, args.prompts);
+  const prompt = prompts[0]; // warm-ups and --profile
   const N = args.max_new_tokens, K = args.draft_length;
   const rows: Row[] = [];
   let allSame = true;
@@ -128,7 +172,11 @@ async function main(argv: string[]): Promise<void> {
         : args.subword_drafter === "none"
         ? "none"
         : "none (no pretrained_models/spec/draft_subword)"
-    }; ${N} bytes, k=${K}, seed ${args.seed}, ${args.dtype}, median of ${args.repeats}`,
+    }; ${N} bytes, k=${K}, seed ${args.seed}, ${args.dtype}, median of ${args.repeats}; ${
+      promptFile
+        ? `${prompts.length} prompts from ${args.prompt_file} (sums over them)`
+        : "the built-in prompt"
+    }`,
   );
   console.log(
     "device | drafter | sampling | plain B/s | spec B/s | speedup | acceptance | mean accepted | identical | round",
@@ -155,40 +203,52 @@ async function main(argv: string[]): Promise<void> {
       for (const s of SAMPLINGS) {
         const o = { maxNewTokens: N, seed: args.seed, ...s.opts };
         await model.generate(prompt, { ...o, maxNewTokens: 16 }); // warm-up (kernels, graphs)
-        const plain = await timeIt(async () => (await model.generate(prompt, o))[0], args.repeats);
+        const plain: { out: Uint8Array; seconds: number }[] = [];
+        for (const p of prompts) {
+          plain.push(await timeIt(async () => (await model.generate(p, o))[0], args.repeats));
+        }
+        const plainSeconds = plain.reduce((a, r) => a + r.seconds, 0);
         for (const [drafterName, draft] of drafters) {
           for (const deviceRounds of roundModes(args.rounds, draft.kind)) {
             const name = deviceRounds === undefined
               ? drafterName
               : `${drafterName} (${deviceRounds ? "device" : "host"} rounds)`;
-            let stats: SpeculativeStats | undefined;
-            const gen = async () =>
-              (await model.generate(prompt, {
-                ...o,
-                draft: { model: draft, length: K, deviceRounds, onStats: (st) => stats = st },
-              }))[0];
             await model.generate(prompt, {
               ...o,
               maxNewTokens: 3 * (K + 1),
               draft: { model: draft, length: K, deviceRounds },
             }); // warm-up
-            const spec = await timeIt(gen, args.repeats);
-            const identical = spec.out.length === plain.out.length &&
-              spec.out.every((b, i) => b === plain.out[i]);
+            // each prompt timed, its last repeat's stats summed
+            let specSeconds = 0, rounds = 0, accepted = 0, drafted = 0, identical = true;
+            for (let i = 0; i < prompts.length; i++) {
+              let stats: SpeculativeStats | undefined;
+              const spec = await timeIt(async () =>
+                (await model.generate(prompts[i], {
+                  ...o,
+                  draft: { model: draft, length: K, deviceRounds, onStats: (st) => stats = st },
+                }))[0], args.repeats);
+              specSeconds += spec.seconds;
+              rounds += stats!.rounds;
+              accepted += stats!.accepted;
+              drafted += stats!.drafted;
+              identical &&= spec.out.length === plain[i].out.length &&
+                spec.out.every((b, j) => b === plain[i].out[j]);
+            }
             allSame &&= identical;
+            const bytes = N * prompts.length;
             const row: Row = {
               device,
               drafter: name,
               sampling: s.name,
-              plainBytesPerSecond: N / plain.seconds,
-              specBytesPerSecond: N / spec.seconds,
-              speedup: plain.seconds / spec.seconds,
-              acceptanceRate: stats!.acceptanceRate,
-              meanAcceptedLength: stats!.meanAcceptedLength,
+              plainBytesPerSecond: bytes / plainSeconds,
+              specBytesPerSecond: bytes / specSeconds,
+              speedup: plainSeconds / specSeconds,
+              acceptanceRate: drafted ? accepted / drafted : 0,
+              meanAcceptedLength: accepted / Math.max(1, rounds),
               identical,
             };
             rows.push(row);
-            row.msPerRound = spec.seconds / Math.max(1, stats!.rounds) * 1e3;
+            row.msPerRound = specSeconds / Math.max(1, rounds) * 1e3;
             console.log(
               `${device} | ${name} | ${s.name} | ${row.plainBytesPerSecond.toFixed(1)} | ${
                 row.specBytesPerSecond.toFixed(1)
@@ -230,7 +290,11 @@ async function main(argv: string[]): Promise<void> {
   if (args.json) {
     await Deno.writeTextFile(
       args.json,
-      JSON.stringify({ target: target.label, maxNewTokens: N, draftLength: K, rows }, null, 2) +
+      JSON.stringify(
+        { target: target.label, maxNewTokens: N, draftLength: K, prompts: prompts.length, rows },
+        null,
+        2,
+      ) +
         "\n",
     );
   }
