@@ -64,6 +64,9 @@ run() { # name preset minutes [flags...]
   return $rc
 }
 
+# train.py's --teacher flag for the byte drafters: the target, when its run wrote one
+teacher() { [ -f "$OUT/runs/target.safetensors" ] && echo "--teacher $OUT/runs/target.safetensors"; }
+
 rc_all=0
 if [ "${PARALLEL:-0}" = 1 ]; then
   # All at once on the one GPU, each capped at 0.9 x [minutes]: with the CUDA training scan
@@ -75,11 +78,14 @@ if [ "${PARALLEL:-0}" = 1 ]; then
   # target gets 0.6 of the time, then two drafters side by side, one distilled and one on the bytes
   # alone (--distill_weight 0; both report their agreement with the target's most probable byte);
   # DRAFT_STEPS (default the preset's 1000) as many steps as fit their share.
+  # Without a target (its run failed) the drafters still train, on the bytes alone.
   target_then_drafters() {
-    run target target "$(share 0.6)" || return 1
-    local steps="--steps ${DRAFT_STEPS:-1000}"
-    both 'run draft_bytes draft_bytes "$(share 0.3)" --teacher "$OUT/runs/target.safetensors" $steps' \
-      'run draft_bytes_ce draft_bytes "$(share 0.3)" --teacher "$OUT/runs/target.safetensors" --distill_weight 0 $steps'
+    local rc=0 steps="--steps ${DRAFT_STEPS:-1000}"
+    run target target "$(share 0.6)" || rc=1
+    local teach; teach=$(teacher)
+    both 'run draft_bytes draft_bytes "$(share 0.3)" $teach $steps' \
+      'run draft_bytes_ce draft_bytes "$(share 0.3)" $teach --distill_weight 0 $steps' || rc=1
+    return $rc
   }
   both 'target_then_drafters' \
     'run draft_subword draft_subword "$(share 0.9)" --hf_out "$PM/spec/draft_subword"' \
@@ -91,7 +97,7 @@ else
   run small small "$(share 0.2)" || rc_all=1
   run small_lr1 small "$(share 0.2)" --lr 1e-3 --steps 900 || rc_all=1
   run target target "$(share 0.3)" || rc_all=1
-  run draft_bytes draft_bytes "$(share 0.12)" --teacher "$OUT/runs/target.safetensors" || rc_all=1
+  run draft_bytes draft_bytes "$(share 0.12)" $(teacher) || rc_all=1
   run draft_subword draft_subword "$(share 0.14)" --hf_out "$PM/spec/draft_subword" || rc_all=1
 fi
 
