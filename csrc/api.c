@@ -810,6 +810,66 @@ MB_EXPORT int mb_spec_commit(mb_ctx *ctx, int64_t len, const int32_t *sampled,
            src_stride, bytes);
 }
 
+/* The drafter's k drafts (mambabyte.h): the ops in the order the header gives, on every backend. */
+#define DRAFT_MAX_K 64
+MB_EXPORT int mb_draft_greedy(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer,
+                              int64_t d_model, int64_t d_inner, int64_t d_state, int64_t dt_rank,
+                              int64_t d_conv, int wdtype, int norm_kind, float eps,
+                              const void *embedding, int64_t vocab_rows, const float *norm_f_w,
+                              const float *norm_f_b, const void *lm_head, int64_t vocab_out,
+                              float *hidden, float *residual, float *normed, float *xz, float *xc,
+                              float *x_dbl, float *delta, float *y, float *logits,
+                              int64_t *counter, void *state, int64_t state_bytes, void *stack,
+                              int32_t *ids, int64_t k) {
+  static const char fn[] = "mb_draft_greedy";
+  CHECK_CTX("mb_draft_greedy");
+  REQUIRE(k >= 1 && k <= DRAFT_MAX_K, "%s: k %lld is outside 1..%d", fn, (ll)k, DRAFT_MAX_K);
+  NONNEG("mb_draft_greedy", n_layer);
+  REQUIRE(vocab_rows >= 1 && vocab_out >= 1, "%s: vocab_rows and vocab_out must be >= 1", fn);
+  REQUIRE(state_bytes >= 1, "%s: state_bytes must be >= 1", fn);
+  DTYPE_OK("mb_draft_greedy", wdtype);
+  int st = check_layer_shape(fn, norm_kind, d_model, d_inner, d_state, dt_rank, d_conv);
+  if (st != MB_OK) return st;
+  NONNULL("mb_draft_greedy", embedding);
+  NONNULL("mb_draft_greedy", norm_f_w);
+  NONNULL("mb_draft_greedy", lm_head);
+  NONNULL("mb_draft_greedy", logits);
+  NONNULL("mb_draft_greedy", counter);
+  NONNULL("mb_draft_greedy", state);
+  NONNULL("mb_draft_greedy", stack);
+  NONNULL("mb_draft_greedy", ids);
+  if (n_layer > 0) NONNULL("mb_draft_greedy", layers);
+  /* the table's states must lie inside the state that is copied */
+  for (int64_t i = 0; i < n_layer; i++) {
+    const uint64_t *P = layers + i * MB_DL_PTRS;
+    const uint64_t lo = (uint64_t)(uintptr_t)state, hi = lo + (uint64_t)state_bytes;
+    const uint64_t cs = P[MB_DL_CONV_STATE], ss = P[MB_DL_SSM_STATE];
+    const uint64_t cb = (uint64_t)(d_inner * (d_conv - 1)) * 4, sb = (uint64_t)(d_inner * d_state) * 4;
+    REQUIRE(cs >= lo && cs + cb <= hi && ss >= lo && ss + sb <= hi,
+            "%s: layer %lld's conv window or SSM state lies outside [state, state + state_bytes)",
+            fn, (ll)i);
+  }
+  st = mb_sample(ctx, logits, 1, vocab_out, 1.0f, 1, 0.0f, 0, counter, ids);
+  if (st == MB_OK) st = mb_memcpy_d2d(ctx, stack, state, (size_t)state_bytes);
+  for (int64_t i = 1; i <= k && st == MB_OK; i++) {
+    st = mb_embedding(ctx, ids + i - 1, 1, embedding, wdtype, vocab_rows, d_model, hidden);
+    if (st == MB_OK)
+      st = mb_decode_layers(ctx, layers, n_layer, 1, d_model, d_inner, d_state, dt_rank, d_conv,
+                            wdtype, norm_kind, eps, hidden, residual, normed, xz, xc, x_dbl,
+                            delta, y);
+    if (st == MB_OK)
+      st = mb_memcpy_d2d(ctx, (char *)stack + i * state_bytes, state, (size_t)state_bytes);
+    if (st != MB_OK || i == k) break;
+    st = mb_add_norm(ctx, hidden, residual, n_layer > 0, norm_f_w, norm_f_b, norm_kind, eps, 1,
+                     d_model, normed, NULL);
+    if (st == MB_OK)
+      st = mb_linear(ctx, normed, d_model, lm_head, wdtype, NULL, 1, d_model, vocab_out, logits,
+                     vocab_out);
+    if (st == MB_OK) st = mb_sample(ctx, logits, 1, vocab_out, 1.0f, 1, 0.0f, 0, counter, ids + i);
+  }
+  return st;
+}
+
 MB_EXPORT int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
   CHECK_CTX("mb_log_softmax");
   NONNEG("mb_log_softmax", n);

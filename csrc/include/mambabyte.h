@@ -382,6 +382,37 @@ int mb_spec_commit(mb_ctx *ctx, int64_t len, const int32_t *sampled, const int32
                    int32_t *out, int64_t cap, int64_t *progress, int32_t *ids, int64_t *counters,
                    void *dst, const void *src, int64_t src_stride, int64_t bytes);
 
+/**
+ * A byte drafter's k greedy drafts for speculative decoding, with its state after each: the
+ * drafter's part of a round on the device. With the drafter's layer table `layers`
+ * (mb_decode_layers' MB_DL_* pointers, whose conv windows and SSM states all lie inside
+ * [state, state + state_bytes)) and slot(i) = stack + i state_bytes, it is exactly
+ *   mb_sample(logits, 1, vocab_out, 1, 1, 0, 0, counter, ids);        (ids[0], greedy)
+ *   mb_memcpy_d2d(slot(0), state, state_bytes);
+ *   for i = 1 .. k:
+ *     mb_embedding(ids + i - 1, 1, embedding, wdtype, vocab_rows, d_model, hidden);
+ *     mb_decode_layers(layers, n_layer, 1, d_model, ..., hidden, residual, normed, xz, xc, x_dbl,
+ *                      delta, y);
+ *     mb_memcpy_d2d(slot(i), state, state_bytes);
+ *     if i < k:
+ *       mb_add_norm(hidden, residual, n_layer > 0, norm_f_w, norm_f_b, norm_kind, eps, 1,
+ *                   d_model, normed, NULL);
+ *       mb_linear(normed, d_model, lm_head, wdtype, NULL, 1, d_model, vocab_out, logits,
+ *                 vocab_out);
+ *       mb_sample(logits, 1, vocab_out, 1, 1, 0, 0, counter, ids + i);
+ * so the drafts and states are those calls' (logits, the activation rows and the state are
+ * overwritten; the state ends as slot(k)). 1 <= k <= 64; every buffer in context memory, the
+ * table in host memory (read during the call only).
+ */
+int mb_draft_greedy(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t d_model,
+                    int64_t d_inner, int64_t d_state, int64_t dt_rank, int64_t d_conv, int wdtype,
+                    int norm_kind, float eps, const void *embedding, int64_t vocab_rows,
+                    const float *norm_f_w, const float *norm_f_b, const void *lm_head,
+                    int64_t vocab_out, float *hidden, float *residual, float *normed, float *xz,
+                    float *xc, float *x_dbl, float *delta, float *y, float *logits,
+                    int64_t *counter, void *state, int64_t state_bytes, void *stack, int32_t *ids,
+                    int64_t k);
+
 /** out[i, :] = log_softmax(logits[i, :]) over v columns, rows of n. out may equal logits. */
 int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);
 

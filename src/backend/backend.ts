@@ -800,6 +800,71 @@ export class Backend {
   }
 
   /**
+   * A byte drafter's k greedy drafts in one native call (mb_draft_greedy): ids[0] = argmax of
+   * `logits`, the state copied to stack slot 0, then k times: the embedding of the last draft, one
+   * decoding step ({@link decodeLayers}), the state copied to slot i, and (before the last) the
+   * head and its argmax into ids[i]; slot i is stack + i * stateBytes. The same calls as the
+   * drafter makes one by one, so the same drafts and states.
+   */
+  draftGreedy(
+    a: LayerShape & LayerBuffers & {
+      xz: Ptr;
+      embedding: Ptr;
+      vocabRows: number;
+      normFWeight: Ptr;
+      normFBias: Ptr | null;
+      lmHead: Ptr;
+      vocabOut: number;
+      logits: Ptr;
+      counter: Ptr;
+      state: Ptr;
+      stateBytes: number;
+      stack: Ptr;
+      ids: Ptr;
+      k: number;
+    },
+  ): void {
+    checkTable("draftGreedy", a.layers, a.nLayer);
+    check(
+      this.#lib.mb_draft_greedy(
+        this.#c,
+        a.layers,
+        I(a.nLayer),
+        I(a.dModel),
+        I(a.dInner),
+        I(a.dState),
+        I(a.dtRank),
+        I(a.dConv),
+        WDTYPE_CODE[a.wdtype],
+        NORM_CODE[a.normKind],
+        a.eps,
+        a.embedding,
+        I(a.vocabRows),
+        a.normFWeight,
+        a.normFBias,
+        a.lmHead,
+        I(a.vocabOut),
+        a.hidden,
+        a.residual,
+        a.normed,
+        a.xz,
+        a.xc,
+        a.xDbl,
+        a.delta,
+        a.y,
+        a.logits,
+        a.counter,
+        a.state,
+        I(a.stateBytes),
+        a.stack,
+        a.ids,
+        I(a.k),
+      ),
+      "draft_greedy",
+    );
+  }
+
+  /**
    * The end of a speculative decoding round on the device (mb_spec_commit), after
    * {@link resumeLayers}: with j the accepted count and e = progress[0], the draws 0..j into
    * out[e..e+j] (int32, within `cap`), progress (int64[3]: bytes, accepted drafts, rounds)

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { type Backend, offsetPtr, type Ptr } from "../backend/backend.ts";
+import type { Backend, Ptr } from "../backend/backend.ts";
 import { Tensor } from "../backend/tensor.ts";
 import type { MambaByteLM } from "../model/model.ts";
 import { RecurrentState, type Workspace } from "../model/workspace.ts";
@@ -272,23 +272,13 @@ export class ModelDrafter implements Drafter {
     const bytes = RecurrentState.bytes(lm.dims, 1);
     // The stack's slot i: the state after reading i drafts of the round (slot 0: before the first).
     const stack = Tensor.empty(be, "f32", [((k + 1) * bytes) / 4]);
-    const slot = (i: number) => stack.at((i * bytes) / 4);
     be.copy(ws.logits.ptr, this.#logits.ptr, V * 4); // the first draft follows the text
-    const greedy = (out: Ptr) => this.#greedy(be, ws.logits.ptr, out);
-    const at = (ids: Ptr, i: number) => offsetPtr(ids, 4 * i); // int32 ids[i]
+    const counter = this.#counter.ptr;
     const own = this.#lm;
     return {
       draft(ids: Ptr): void {
-        greedy(ids);
-        be.copy(slot(0), state.ptr, bytes);
-        for (let i = 1; i <= k; i++) {
-          lm.embed(ws, 1, at(ids, i - 1));
-          lm.stepLayers(ws, state, 1);
-          be.copy(slot(i), state.ptr, bytes);
-          if (i === k) break; // the state after the last draft is kept; no draft follows it
-          lm.runHead(ws, 1);
-          greedy(at(ids, i));
-        }
+        // greedy drafts, the state after each into its slot: one native call
+        lm.draftGreedy(ws, state, { logits: ws.logits.ptr, counter, stack: stack.ptr, ids, k });
       },
       commit: { dst: state.ptr, src: stack.ptr, srcStride: bytes, bytes },
       read(id: Ptr): void {

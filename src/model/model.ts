@@ -575,6 +575,34 @@ export class MambaByteLM {
   }
 
   /**
+   * A byte drafter's k greedy drafts from `state` in one native call (Backend.draftGreedy): ids[0]
+   * = the argmax of `logits`, then k steps ({@link embed}, {@link stepLayers}), the state after
+   * each copied into `stack` (slot i at i * RecurrentState.bytes(dims, 1)), and ids[i] = the
+   * argmax of the head ({@link runHead}) after step i < k. `counter` is the draws' counter (int64).
+   */
+  draftGreedy(
+    ws: Workspace,
+    state: RecurrentState,
+    a: { logits: Ptr; counter: Ptr; stack: Ptr; ids: Ptr; k: number },
+  ): void {
+    const w = this.weights;
+    this.backend.draftGreedy({
+      ...this.#layerShape(this.#layerTable(state)),
+      ...this.#layerBuffers(ws),
+      xz: ws.xz.ptr,
+      embedding: w.embedding.ptr,
+      vocabRows: w.vocabRows,
+      normFWeight: w.normFWeight.ptr,
+      normFBias: w.normFBias?.ptr ?? null,
+      lmHead: w.lmHead.ptr,
+      vocabOut: this.vocabOut,
+      state: state.ptr,
+      stateBytes: RecurrentState.bytes(this.dims, state.batch),
+      ...a,
+    });
+  }
+
+  /**
    * Verification (speculative decoding): `saved.rows` positions of one sequence, embedded in
    * ws.hidden, each with exactly the arithmetic of a decoding step ({@link stepLayers}) from
    * `state`, so the logits equal those of as many steps bit for bit, in one native call

@@ -291,6 +291,43 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  mb_draft_greedy: {
+    parameters: [
+      "pointer", // ctx
+      "buffer", // layers (host)
+      "i64", // n_layer
+      "i64", // d_model
+      "i64", // d_inner
+      "i64", // d_state
+      "i64", // dt_rank
+      "i64", // d_conv
+      "i32", // wdtype
+      "i32", // norm_kind
+      "f32", // eps
+      "pointer", // embedding
+      "i64", // vocab_rows
+      "pointer", // norm_f_w
+      "pointer", // norm_f_b
+      "pointer", // lm_head
+      "i64", // vocab_out
+      "pointer", // hidden
+      "pointer", // residual
+      "pointer", // normed
+      "pointer", // xz
+      "pointer", // xc
+      "pointer", // x_dbl
+      "pointer", // delta
+      "pointer", // y
+      "pointer", // logits
+      "pointer", // counter
+      "pointer", // state
+      "i64", // state_bytes
+      "pointer", // stack
+      "pointer", // ids
+      "i64", // k
+    ],
+    result: "i32",
+  },
   mb_log_softmax: {
     parameters: ["pointer", "pointer", "i64", "i64", "pointer"],
     result: "i32",
