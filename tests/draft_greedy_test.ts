@@ -104,7 +104,7 @@ Deno.test("draftGreedy: one call equals the drafter's ops one by one, bit for bi
   }
 });
 
-Deno.test("draftGreedy: k outside 1..64, or a table whose states lie outside the copied state, is refused", async () => {
+Deno.test("draftGreedy: k outside 1..64, or table states outside the copied state, refused", async () => {
   const lm = await loadModel({ configPath: CONFIG, modelId: "tiny", device: "cpu" });
   const be = lm.backend;
   const ws = lm.newWorkspace(1);
