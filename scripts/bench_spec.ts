@@ -9,8 +9,8 @@
  * through the host). --prompt_file with --prompts N runs every case over N prompts of 300 bytes
  * spread over that text's held-out part and reports sums over them (one prompt's acceptance
  * varies much between drafters that agree with the target equally often on the text). --rounds
- * both runs the byte drafter with its rounds on the device (one graph a round, CUDA's default) and
- * through the host, a row each: the two forms side by side.
+ * both runs the byte drafter with its rounds on the device (the default; one graph a round on
+ * CUDA) and through the host, a row each: the two forms side by side.
  *
  * Models (defaults): the target pretrained_models/spec/target.safetensors when it has been built
  * (tools/device/train_spec.sh), else the bundled `small`; the byte-level drafter

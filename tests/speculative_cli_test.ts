@@ -12,23 +12,33 @@ Deno.test("generate.ts --draft_model_id prints plain decoding's bytes (greedy an
   for (const sampling of [["--top_k", "1"], ["--top_k", "50", "--temperature", "0.8"]]) {
     const plain = await runScript("generate.ts", ["--model_id", "small", ...BASE, ...sampling]);
     assert.equal(plain.code, 0, plain.stderr);
-    const spec = await runScript("generate.ts", [
-      "--model_id",
-      "small",
-      ...BASE,
-      ...sampling,
-      "--draft_model_id",
-      "tiny",
-      "--draft_length",
-      "5",
-      "--verbose",
-    ]);
-    assert.equal(spec.code, 0, spec.stderr);
-    assert.deepEqual(spec.stdoutBytes, plain.stdoutBytes);
-    assert.match(
-      spec.stderr,
-      /speculative decoding \(bytes drafter 'tiny', k=5\): 120 bytes in \d+ verification passes, acceptance rate [\d.]+ \(\d+\/\d+\), mean accepted length [\d.]+, [\d.]+ bytes\/s after the first byte, rounds through the host/,
-    );
+    // rounds on the device (the default, also on the CPU) and through the host
+    for (
+      const [env, rounds] of [[{}, "on the device"], [
+        { MAMBABYTE_SPEC_ROUNDS: "host" },
+        "through the host",
+      ]] as const
+    ) {
+      const spec = await runScript("generate.ts", [
+        "--model_id",
+        "small",
+        ...BASE,
+        ...sampling,
+        "--draft_model_id",
+        "tiny",
+        "--draft_length",
+        "5",
+        "--verbose",
+      ], { env });
+      assert.equal(spec.code, 0, spec.stderr);
+      assert.deepEqual(spec.stdoutBytes, plain.stdoutBytes);
+      assert.match(
+        spec.stderr,
+        new RegExp(
+          `speculative decoding \\(bytes drafter 'tiny', k=5\\): 120 bytes in \\d+ verification passes, acceptance rate [\\d.]+ \\(\\d+/\\d+\\), mean accepted length [\\d.]+, [\\d.]+ bytes/s after the first byte, rounds ${rounds}`,
+        ),
+      );
+    }
   }
 });
 
@@ -66,7 +76,7 @@ print(json.dumps({k: r[k] for k in ("drafter", "draft_length", "verification_rou
     assert.equal(rec.draft_model_id, "tiny");
     assert.equal(rec.draft_pretrained_model_filepath, "pretrained_models/tiny.safetensors");
     assert.equal(rec.draft_tokenizer, null);
-    assert.equal(rec.device_rounds, false, "the CPU's rounds go through the host");
+    assert.equal(rec.device_rounds, true, "the CPU's rounds run on the device by default");
     const n = (k: string) => rec[k] as number;
     assert.ok(n("accepted_bytes") <= n("drafted_bytes") && n("verification_rounds") > 0);
     assert.equal(n("acceptance_rate"), n("accepted_bytes") / n("drafted_bytes"));

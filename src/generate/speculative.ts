@@ -118,9 +118,10 @@ export interface SpeculativeOptions extends GenerateOptions {
    * Whether rounds run on the device with no host step between them (a byte drafter on the
    * target's device: draft, verify, commit and the drafter's read in one graph a round, up to
    * {@link ROUNDS_AHEAD} rounds between host synchronisations), or through the host (propose,
-   * verify, accept). Default: on the device where the backend has graphs (CUDA) unless
-   * MAMBABYTE_SPEC_ROUNDS=host; through the host elsewhere (MAMBABYTE_SPEC_ROUNDS=device turns
-   * it on). Same bytes either way.
+   * verify, accept). Default: on the device whenever the drafter can run there (a byte drafter on
+   * the target's device; also on the CPU, where its drafts are one native call and no host
+   * comparison runs between rounds: 0.64x against 0.60x plain decoding greedy, docs/performance.md)
+   * unless MAMBABYTE_SPEC_ROUNDS=host. Same bytes either way.
    */
   deviceRounds?: boolean;
   /** Device rounds enqueued between two host synchronisations, at most: 1..1024 (default ROUNDS_AHEAD). */
@@ -130,12 +131,9 @@ export interface SpeculativeOptions extends GenerateOptions {
 /** Device rounds enqueued between two host synchronisations, at most. */
 export const ROUNDS_AHEAD = 16;
 
-/** {@link SpeculativeOptions.deviceRounds}' default on `be`. */
-function defaultDeviceRounds(be: Backend): boolean {
-  const v = envValue("MAMBABYTE_SPEC_ROUNDS");
-  if (v === "host") return false;
-  if (v === "device") return true;
-  return be.supportsGraphs;
+/** {@link SpeculativeOptions.deviceRounds}' default: on the device unless MAMBABYTE_SPEC_ROUNDS=host. */
+function defaultDeviceRounds(): boolean {
+  return envValue("MAMBABYTE_SPEC_ROUNDS") !== "host";
 }
 
 /** Default draft length: k + 1 = 8 verified positions, one row block of the products. */
@@ -263,7 +261,7 @@ export async function generateSpeculative(
     const ctr = new BigInt64Array(M);
     const result = new Int32Array(M + 1);
     const onDevice = emitted < N && !stopped && !phases &&
-        (options.deviceRounds ?? defaultDeviceRounds(be))
+        (options.deviceRounds ?? defaultDeviceRounds())
       ? drafter.onDevice?.(be, K) ?? null
       : null;
     if (onDevice) {
