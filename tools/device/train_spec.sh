@@ -77,10 +77,11 @@ if [ "${PARALLEL:-0}" = 1 ]; then
   # The byte drafter is distilled from the target (train.py --teacher), so it trains after it: the
   # target gets 0.6 of the time, then two drafters side by side, one distilled and one on the bytes
   # alone (--distill_weight 0; both report their agreement with the target's most probable byte);
-  # DRAFT_STEPS (default the preset's 1000) as many steps as fit their share.
+  # DRAFT_STEPS steps at most (default 4000: ~20 ms a step on the H200 beside the other runs; more
+  # agreement than the preset's 1000, docs/performance.md), as many as fit their share.
   # Without a target (its run failed) the drafters still train, on the bytes alone.
   target_then_drafters() {
-    local rc=0 steps="--steps ${DRAFT_STEPS:-1000}"
+    local rc=0 steps="--steps ${DRAFT_STEPS:-4000}"
     run target target "$(share 0.6)" || rc=1
     local teach; teach=$(teacher)
     both 'run draft_bytes draft_bytes "$(share 0.3)" $teach $steps' \
