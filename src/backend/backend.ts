@@ -696,14 +696,7 @@ export class Backend {
         a.layers,
         I(a.nLayer),
         I(a.batch),
-        I(a.dModel),
-        I(a.dInner),
-        I(a.dState),
-        I(a.dtRank),
-        I(a.dConv),
-        WDTYPE_CODE[a.wdtype],
-        NORM_CODE[a.normKind],
-        a.eps,
+        ...layerDims(a),
         a.hidden,
         a.residual,
         a.normed,
@@ -739,14 +732,7 @@ export class Backend {
         a.layers,
         I(a.nLayer),
         I(a.len),
-        I(a.dModel),
-        I(a.dInner),
-        I(a.dState),
-        I(a.dtRank),
-        I(a.dConv),
-        WDTYPE_CODE[a.wdtype],
-        NORM_CODE[a.normKind],
-        a.eps,
+        ...layerDims(a),
         a.hidden,
         a.residual,
         a.normed,
@@ -830,14 +816,7 @@ export class Backend {
         this.#c,
         a.layers,
         I(a.nLayer),
-        I(a.dModel),
-        I(a.dInner),
-        I(a.dState),
-        I(a.dtRank),
-        I(a.dConv),
-        WDTYPE_CODE[a.wdtype],
-        NORM_CODE[a.normKind],
-        a.eps,
+        ...layerDims(a),
         a.embedding,
         I(a.vocabRows),
         a.normFWeight,
@@ -1115,6 +1094,25 @@ export interface LayerBuffers {
   delta: Ptr;
   /** Gated scan output. */
   y: Ptr;
+}
+
+/**
+ * The model dimensions and kinds of a call over every layer, in the C order they share: d_model,
+ * d_inner, d_state, dt_rank, d_conv, wdtype, norm_kind, eps (lib.ts's LAYER_DIMS).
+ */
+function layerDims(
+  a: LayerShape,
+): [bigint, bigint, bigint, bigint, bigint, number, number, number] {
+  return [
+    I(a.dModel),
+    I(a.dInner),
+    I(a.dState),
+    I(a.dtRank),
+    I(a.dConv),
+    WDTYPE_CODE[a.wdtype],
+    NORM_CODE[a.normKind],
+    a.eps,
+  ];
 }
 
 /** A layer table ({@link DecodeLayerPtr} layout) of the right length for `nLayer` layers. */

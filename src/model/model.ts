@@ -203,7 +203,7 @@ export interface DraftOptions {
   profilePhases?: boolean;
   /**
    * Rounds on the device with no host step between them, or through the host
-   * (SpeculativeOptions.deviceRounds; default: on the device where the backend has graphs).
+   * (SpeculativeOptions.deviceRounds; default: on the device, MAMBABYTE_SPEC_ROUNDS=host aside).
    */
   deviceRounds?: boolean;
 }

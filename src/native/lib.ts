@@ -31,6 +31,18 @@ const LINEAR = {
  * tests/abi_header_test.ts holds it to the header (names, argument kinds, result). Entries named
  * in {@link TEST_ONLY_SYMBOLS} are called by tests alone.
  */
+/** The dimensions and kinds every call over all layers takes, in this order (mambabyte.h). */
+const LAYER_DIMS = [
+  "i64", // d_model
+  "i64", // d_inner
+  "i64", // d_state
+  "i64", // dt_rank
+  "i64", // d_conv
+  "i32", // wdtype
+  "i32", // norm_kind
+  "f32", // eps
+] as const;
+
 export const SYMBOLS = {
   mb_last_error: { parameters: [], result: "pointer" },
   mb_abi_version: { parameters: [], result: "i32" },
@@ -209,14 +221,7 @@ export const SYMBOLS = {
       "buffer", // layers (host)
       "i64", // n_layer
       "i64", // batch
-      "i64", // d_model
-      "i64", // d_inner
-      "i64", // d_state
-      "i64", // dt_rank
-      "i64", // d_conv
-      "i32", // wdtype
-      "i32", // norm_kind
-      "f32", // eps
+      ...LAYER_DIMS, // d_model .. eps
       "pointer", // hidden
       "pointer", // residual
       "pointer", // normed
@@ -234,14 +239,7 @@ export const SYMBOLS = {
       "buffer", // layers (host)
       "i64", // n_layer
       "i64", // len
-      "i64", // d_model
-      "i64", // d_inner
-      "i64", // d_state
-      "i64", // dt_rank
-      "i64", // d_conv
-      "i32", // wdtype
-      "i32", // norm_kind
-      "f32", // eps
+      ...LAYER_DIMS, // d_model .. eps
       "pointer", // hidden
       "pointer", // residual
       "pointer", // normed
@@ -296,14 +294,7 @@ export const SYMBOLS = {
       "pointer", // ctx
       "buffer", // layers (host)
       "i64", // n_layer
-      "i64", // d_model
-      "i64", // d_inner
-      "i64", // d_state
-      "i64", // dt_rank
-      "i64", // d_conv
-      "i32", // wdtype
-      "i32", // norm_kind
-      "f32", // eps
+      ...LAYER_DIMS, // d_model .. eps
       "pointer", // embedding
       "i64", // vocab_rows
       "pointer", // norm_f_w

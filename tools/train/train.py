@@ -391,8 +391,7 @@ def save_safetensors(tensors: dict, path: str, metadata: dict):
     os.replace(tmp, path)
 
 
-_ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
-_ST_SIZES = {"F32": 4, "BF16": 2, "F16": 2, "F64": 8}
+_ST_DTYPES = {name: dt for dt, name in _ST.items()}  # the reader's view of the writer's table
 
 
 def load_checkpoint(path: str, device, scan: str = "chunked") -> MambaLM:
@@ -419,7 +418,7 @@ def load_checkpoint(path: str, device, scan: str = "chunked") -> MambaLM:
         lo, hi = v["data_offsets"]
         dt = _ST_DTYPES[v["dtype"]]
         n = math.prod(v["shape"])
-        if not (0 <= lo <= hi <= len(blob) - base) or hi - lo != n * _ST_SIZES[v["dtype"]]:
+        if not (0 <= lo <= hi <= len(blob) - base) or hi - lo != n * torch.empty(0, dtype=dt).element_size():
             raise ValueError(f"{path}: tensor {k} does not lie inside the file")
         raw = bytearray(blob[base + lo : base + hi])
         sd[k] = torch.frombuffer(raw, dtype=dt).reshape(v["shape"]).float() if n else \
