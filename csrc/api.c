@@ -849,6 +849,14 @@ MB_EXPORT int mb_draft_greedy(mb_ctx *ctx, const uint64_t *layers, int64_t n_lay
             "%s: layer %lld's conv window or SSM state lies outside [state, state + state_bytes)",
             fn, (ll)i);
   }
+#ifdef MB_WITH_CUDA
+  /* CUDA: one cluster launch where the drafter's shape allows (its matrices in bf16) */
+  if (IS_CUDA(ctx) && n_layer > 0 && vocab_rows >= vocab_out &&
+      mbcuda_draft_cluster_ok(ctx, n_layer, d_model, d_inner, d_state, dt_rank, d_conv, vocab_out))
+    return mbcuda_draft_cluster(ctx, layers, n_layer, d_model, d_inner, d_state, dt_rank, wdtype,
+                                norm_kind, eps, embedding, vocab_rows, norm_f_w, norm_f_b, lm_head,
+                                vocab_out, logits, counter, state, state_bytes, stack, ids, k);
+#endif
   st = mb_sample(ctx, logits, 1, vocab_out, 1.0f, 1, 0.0f, 0, counter, ids);
   if (st == MB_OK) st = mb_memcpy_d2d(ctx, stack, state, (size_t)state_bytes);
   for (int64_t i = 1; i <= k && st == MB_OK; i++) {

@@ -7,11 +7,15 @@
  * at a time would miss). The host's part of a round (the ids and counters uploaded, the samples
  * downloaded) is timed apart. Random weights: only the shapes matter here.
  *
+ * With --only, one graph alone: the step, the pass, the round, or `draft` (a byte drafter's k
+ * greedy drafts with the state after each, Backend.draftGreedy: time it at a drafter's shape,
+ * e.g. --d_model 256 --n_layer 2, with MAMBABYTE_CUDA_DRAFT_CLUSTER=1 and 0).
+ *
  * Usage (GPU machine): deno run -A tools/profile_verify_cuda.ts [--d_model 384] [--n_layer 24]
- *   [--k 7] [--dtype fp32|bf16] [--replays 200]
+ *   [--k 7] [--dtype fp32|bf16] [--replays 200] [--only step|verify|round|draft]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
-import { Backend, loadModel, Tensor } from "../mod.ts";
+import { Backend, loadModel, RecurrentState, Tensor } from "../mod.ts";
 import { offsetPtr } from "../src/backend/backend.ts";
 import { VerifyBuffers } from "../src/model/workspace.ts";
 import { median } from "../scripts/lib/bench.ts";
@@ -23,7 +27,7 @@ parser.add_argument("--k", { type: "int", default: 7 });
 parser.add_argument("--dtype", { choices: ["fp32", "bf16"], default: "fp32" });
 parser.add_argument("--replays", { type: "int", default: 200 });
 parser.add_argument("--only", {
-  choices: ["step", "verify", "round"],
+  choices: ["step", "verify", "round", "draft"],
   help: "time that graph alone, nothing else (for nsys: its kernels only)",
 });
 interface Args {
@@ -32,7 +36,7 @@ interface Args {
   k: number;
   dtype: "fp32" | "bf16";
   replays: number;
-  only?: "step" | "verify" | "round";
+  only?: "step" | "verify" | "round" | "draft";
 }
 async function main(argv: string[]): Promise<void> {
   const args = parseArgs<Args>(parser, argv);
@@ -90,6 +94,17 @@ async function main(argv: string[]): Promise<void> {
     model.resumeLayers(state, saved);
   };
 
+  /** The drafter's part of a round: k greedy drafts, the state after each into the stack. */
+  const stack = Tensor.zeros(be, "f32", [((args.k + 1) * RecurrentState.bytes(model.dims, 1)) / 4]);
+  const draft = () =>
+    model.draftGreedy(ws, state, {
+      logits: ws.logits.ptr,
+      counter: counters.ptr,
+      stack: stack.ptr,
+      ids: ws.ids.ptr,
+      k: args.k,
+    });
+
   /** Microseconds per replay of body's graph (median of 5 runs of `replays`). */
   function timeGraph(body: () => void): number {
     body(); // direct first: kernels load, scratch reaches its size
@@ -116,6 +131,7 @@ async function main(argv: string[]): Promise<void> {
   /** Frees what the profile allocated, and its config. */
   const release = async () => {
     counters.free();
+    stack.free();
     state.free();
     saved.free();
     ws.free();
@@ -124,7 +140,7 @@ async function main(argv: string[]): Promise<void> {
   };
 
   if (args.only) {
-    const body = { step, verify, round }[args.only];
+    const body = { step, verify, round, draft }[args.only];
     console.log(`${args.only} graph ${timeGraph(body).toFixed(1)} us`);
     return await release();
   }

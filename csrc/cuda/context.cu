@@ -109,6 +109,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->gemv_g256_rows = e_g256 && atoi(e_g256) > 0 ? atoi(e_g256) : 16;
     const char *e_np = getenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
     st->norm_prologue = !(e_np && e_np[0] == '0');
+    const char *e_dc = getenv("MAMBABYTE_CUDA_DRAFT_CLUSTER");
+    st->draft_cluster = !(e_dc && e_dc[0] == '0');
     const char *e_vn = getenv("MAMBABYTE_CUDA_VERIFY_NORM");
     st->verify_norm = !(e_vn && e_vn[0] == '0');
     const char *e_vc = getenv("MAMBABYTE_CUDA_VERIFY_CONV");

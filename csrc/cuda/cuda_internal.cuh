@@ -61,6 +61,9 @@ struct mbcuda_state {
                           * MAMBABYTE_CUDA_GEMV_G256_ROWS, A/B runs) */
   int ssu_pos;           /* mb_selective_scan_dt over several positions: a warp per position
                           * (MAMBABYTE_CUDA_SSU_POS=0: the lanes' kernel; A/B runs) */
+  int draft_cluster;     /* mb_draft_greedy as one cluster launch where the shape allows
+                          * (MAMBABYTE_CUDA_DRAFT_CLUSTER=0: the ops; A/B runs) */
+  size_t draft_cluster_smem; /* the dynamic shared memory k_draft_cluster was opted in to */
   int conv_pos;          /* the verification pass's conv: a thread per (channel, position)
                           * (MAMBABYTE_CUDA_CONV_POS=0: k_conv_seq; A/B runs) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual

@@ -400,9 +400,14 @@ int mb_spec_commit(mb_ctx *ctx, int64_t len, const int32_t *sampled, const int32
  *       mb_linear(normed, d_model, lm_head, wdtype, NULL, 1, d_model, vocab_out, logits,
  *                 vocab_out);
  *       mb_sample(logits, 1, vocab_out, 1, 1, 0, 0, counter, ids + i);
- * so the drafts and states are those calls' (logits, the activation rows and the state are
- * overwritten; the state ends as slot(k)). 1 <= k <= 64; every buffer in context memory, the
- * table in host memory (read during the call only).
+ * so the drafts and states are those calls' (the state ends as slot(k); logits and the activation
+ * rows hold unspecified values afterwards). CUDA runs it as one launch of a thread-block cluster
+ * where the shape allows (csrc/cuda/draft.cu: 1..4 layers, d_conv 4, d_state 16, d_model a
+ * multiple of 64 up to 512, d_inner a multiple of 128 up to 1024, vocab_out a multiple of 16, the
+ * matrices fitting the cluster's shared memory as bfloat16): its drafts
+ * may then differ where that rounding changes an argmax, which only changes how many drafts a
+ * verification keeps. 1 <= k <= 64; every buffer in context memory, the table in host memory
+ * (read during the call only).
  */
 int mb_draft_greedy(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t d_model,
                     int64_t d_inner, int64_t d_state, int64_t dt_rank, int64_t d_conv, int wdtype,

@@ -12,8 +12,9 @@
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
  *
- *   cuda_vs_cpu [--small] [--only discrete_a]
- *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops
+ *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy]
+ *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
+ *     --only draft_greedy: only mb_draft_greedy, three times (with --small once)
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
  */
 #include <math.h>
@@ -25,7 +26,7 @@
 #include "mambabyte.h"
 
 static mb_ctx *CPU, *GPU;
-static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0;
+static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_dg = 0;
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 #define MBX(call)                                                                                 \
@@ -1008,6 +1009,116 @@ static void t_verify_layers(void) {
     }
 }
 
+/* ---- mb_draft_greedy: a byte drafter's k greedy drafts in one call ---------------------------
+ * The GPU's call (one cluster launch where the shape allows, MAMBABYTE_CUDA_DRAFT_CLUSTER=0: the
+ * ops) against the CPU's (the ops) from the same weights, state and logits. The cluster form holds
+ * the matrices in bf16: with bf16 matrices (the same values on both sides) the drafts are equal and
+ * the states within fp32 summation order; with fp32 matrices the first draft (the given logits'
+ * argmax) is equal and the states after it within bf16 rounding. */
+static void t_draft_greedy(void) {
+  const dl_case cs[] = {
+      {2, 1, 64, 128, 16, 4, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1},
+      {2, 1, 256, 512, 16, 16, 4, MB_DTYPE_BF16, MB_NORM_RMS, 0}, /* the trained drafter's shape */
+      {1, 1, 128, 256, 16, 8, 4, MB_DTYPE_F32, MB_NORM_LAYER, 1},
+      /* d_model past 256 (a lane's second chunk half full), dt_rank past 16, 48 channels a CTA */
+      {1, 1, 384, 768, 16, 24, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1},
+      {2, 1, 100, 200, 5, 7, 3, MB_DTYPE_F32, MB_NORM_LAYER, 1}, /* no cluster form: the ops */
+  };
+  const int64_t V = 256, K = 6;
+  mb_ctx *ops;
+  setenv("MAMBABYTE_CUDA_DRAFT_CLUSTER", "0", 1);
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &ops));
+  unsetenv("MAMBABYTE_CUDA_DRAFT_CLUSTER");
+  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+    const dl_case *c = &cs[ci];
+    const int64_t dm = c->dm, di = c->di, n = c->n, win = di * (c->k - 1);
+    dl_layer *ly = dl_make_layers(c);
+    /* one state for all layers: windows and states side by side, the table pointing into it */
+    const int64_t per = win + di * n, sb = c->L * per * 4;
+    pair st = prand(c->L * per, -1, 1);
+    uint64_t *tc = dl_table(c, ly, 0), *tg = dl_table(c, ly, 1);
+    for (int64_t i = 0; i < c->L; i++) {
+      tc[i * MB_DL_PTRS + MB_DL_CONV_STATE] = (uint64_t)(uintptr_t)((float *)st.c + i * per);
+      tc[i * MB_DL_PTRS + MB_DL_SSM_STATE] = (uint64_t)(uintptr_t)((float *)st.c + i * per + win);
+      tg[i * MB_DL_PTRS + MB_DL_CONV_STATE] = (uint64_t)(uintptr_t)((float *)st.g + i * per);
+      tg[i * MB_DL_PTRS + MB_DL_SSM_STATE] = (uint64_t)(uintptr_t)((float *)st.g + i * per + win);
+    }
+    const float sc = 1.f / sqrtf((float)dm);
+    pair emb = weights(V, dm, c->wdt, -1, 1), head = weights(V, dm, c->wdt, -4 * sc, 4 * sc);
+    float *lg0 = hrand(V, -3, 3);
+    pair nfw = prand(dm, 0.5f, 1.5f), nfb = prand(dm, -0.1f, 0.1f), lg = pf(lg0, V);
+    pair hid = pf(NULL, dm), res = pf(NULL, dm), nrm = pf(NULL, dm), xz = pf(NULL, 2 * di);
+    pair xc = pf(NULL, di), xd = pf(NULL, c->R + 2 * n), de = pf(NULL, di), y = pf(NULL, di);
+    pair stack = pf(NULL, (K + 1) * sb / 4), ids = pnew(NULL, (size_t)K * 4);
+    int64_t zero = 0;
+    pair ctr = pnew(&zero, 8);
+    for (int side = 0; side < 3; side++) { /* CPU, GPU, GPU with the ops */
+      mb_ctx *ctx = side == 0 ? CPU : side == 1 ? GPU : ops;
+      const int g = side > 0;
+#define P_(x) ((void *)(g ? (x).g : (x).c))
+      MBX(mb_draft_greedy(ctx, g ? tg : tc, c->L, dm, di, n, c->R, c->k, c->wdt, c->norm, 1e-5f,
+                          P_(emb), V, (const float *)P_(nfw), (const float *)P_(nfb), P_(head), V,
+                          (float *)P_(hid), (float *)P_(res), (float *)P_(nrm), (float *)P_(xz),
+                          (float *)P_(xc), (float *)P_(xd), (float *)P_(de), (float *)P_(y),
+                          (float *)P_(lg), (int64_t *)P_(ctr), P_(st), sb, P_(stack),
+                          (int32_t *)P_(ids), K));
+#undef P_
+      if (side == 0) continue;
+      char cfg[112];
+      snprintf(cfg, sizeof cfg, "L=%lld dm=%lld di=%lld n=%lld R=%lld k=%lld %s %s%s",
+               (long long)c->L, (long long)dm, (long long)di, (long long)n, (long long)c->R,
+               (long long)c->k, c->wdt ? "bf16" : "f32", c->norm ? "rms" : "ln",
+               side == 2 ? " ops" : "");
+      MBX(mb_ctx_synchronize(ctx));
+      int32_t ic[64], ig[64];
+      int64_t cc = -1, cg = -1;
+      MBX(mb_memcpy_d2h(CPU, ic, ids.c, (size_t)K * 4));
+      MBX(mb_memcpy_d2h(GPU, ig, ids.g, (size_t)K * 4));
+      MBX(mb_memcpy_d2h(CPU, &cc, ctr.c, 8));
+      MBX(mb_memcpy_d2h(GPU, &cg, ctr.g, 8));
+      int same = 0;
+      while (same < K && ic[same] == ig[same]) same++;
+      const int exact = c->wdt == MB_DTYPE_BF16 || side == 2;
+      check("draft_greedy", cfg, "drafts", exact ? (double)(K - same) : (same >= 1 ? 0 : 1), 0);
+      check("draft_greedy", cfg, "counter", (double)llabs(cg - (side == 2 ? 2 : 1) * K) +
+                                                (double)llabs(cc - K), 0);
+      /* the stack's slots while the drafts agree (slot i follows draft i - 1) */
+      float *a = (float *)malloc((size_t)((K + 1) * sb)), *b = (float *)malloc((size_t)((K + 1) * sb));
+      MBX(mb_memcpy_d2h(GPU, a, stack.g, (size_t)((K + 1) * sb)));
+      MBX(mb_memcpy_d2h(CPU, b, stack.c, (size_t)((K + 1) * sb)));
+      double worst = 0;
+      for (int64_t slot = 0; slot <= same && slot <= K; slot++) {
+        double num = 0, den = 0;
+        for (int64_t i = 0; i < sb / 4; i++) {
+          double x = a[slot * sb / 4 + i], yv = b[slot * sb / 4 + i];
+          num += (x - yv) * (x - yv);
+          den += yv * yv;
+        }
+        double e = isnan(num) ? INFINITY : sqrt(num / (den > 0 ? den : 1));
+        if (e > worst) worst = e;
+      }
+      check("draft_greedy", cfg, "stack", worst, exact ? 1e-4 : 2e-2);
+      free(a);
+      free(b);
+      if (side == 1) { /* the ops' context starts from the same state and logits again */
+        float *h = (float *)malloc((size_t)sb);
+        MBX(mb_memcpy_d2h(CPU, h, stack.c, (size_t)sb)); /* slot 0: the state before */
+        MBX(mb_memcpy_h2d(GPU, st.g, h, (size_t)sb));
+        MBX(mb_memcpy_h2d(GPU, lg.g, lg0, (size_t)V * 4));
+        free(h);
+      }
+    }
+    pfree(&st), pfree(&emb), pfree(&head), pfree(&nfw), pfree(&nfb), pfree(&lg), pfree(&hid);
+    pfree(&res), pfree(&nrm), pfree(&xz), pfree(&xc), pfree(&xd), pfree(&de), pfree(&y);
+    pfree(&stack), pfree(&ids), pfree(&ctr);
+    free(lg0);
+    dl_free_layers(c, ly);
+    free(tc);
+    free(tg);
+  }
+  MBX(mb_ctx_destroy(ops));
+}
+
 /* mb_spec_commit: four rounds in turn (j = len - 1, 0, len / 2, len - 1, the last past cap) on
  * both contexts from the same inputs; every output byte equal (the copy in 16-byte, 4-byte and
  * 1-byte units by the sizes' alignment). */
@@ -1573,6 +1684,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--small")) g_small = 1;
     if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "discrete_a"))
       g_only_da = 1;
+    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "draft_greedy"))
+      g_only_dg = 1;
   }
   int count = 0;
   if (!mb_has_cuda()) {
@@ -1595,6 +1708,13 @@ int main(int argc, char **argv) {
     MBX(mb_ctx_destroy(GPU));
     MBX(mb_ctx_destroy(CPU));
     printf("cuda_vs_cpu (discrete_a only): %d cases, %d failed\n", g_cases, g_fail);
+    return g_fail ? 1 : 0;
+  }
+  if (g_only_dg) { /* three times (--small: once): fresh inputs, more chances for a race */
+    for (int r = 0; r < (g_small ? 1 : 3); r++) t_draft_greedy();
+    MBX(mb_ctx_destroy(GPU));
+    MBX(mb_ctx_destroy(CPU));
+    printf("cuda_vs_cpu (draft_greedy only): %d cases, %d failed\n", g_cases, g_fail);
     return g_fail ? 1 : 0;
   }
   t_embedding();
@@ -1636,6 +1756,7 @@ int main(int argc, char **argv) {
   t_graph(1);
   t_graph_scratch();
   t_misc();
+  t_draft_greedy();
   t_download();
   MBX(mb_ctx_destroy(GPU));
   MBX(mb_ctx_destroy(CPU));

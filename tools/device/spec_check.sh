@@ -11,7 +11,8 @@
 #      MAMBABYTE_CUDA_SSU_POS=0) and at 972M (bf16; SKIP_BIG=1 skips it); NCU=1:
 #      tools/device/ncu_verify.sh's table after them;
 #   4. bench:spec on CUDA with the bundled models (small drafted by the byte drafter of
-#      pretrained_models/spec/; SKIP_SPEC=1 skips), again with the environment SPEC_PEER if set;
+#      pretrained_models/spec/; SKIP_SPEC=1 skips), again for each peer in SPEC_PEER (peers
+#      separated by spaces, a peer's variables by commas: "A=0 A=0,B=0");
 #   5. GPU_B1=1: bench:gpu b1-bf16,b1-fp32; OVERLAP=1: bench:gpu b1-bf16 with
 #      MAMBABYTE_DECODE_OVERLAP=1, then 0.
 #   0. (first, after the tests) OPS=1: cuda_bench --quick (the ops, the forward, the scan's forms);
@@ -67,12 +68,14 @@ if [ -z "${SKIP_SPEC:-}" ]; then
   step "bench:spec (CUDA, small drafted by the bundled byte drafter)"
   timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A scripts/bench_spec.ts \
     --devices cuda --repeats 2 ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_spec.log" || fail
-  if [ -n "${SPEC_PEER:-}" ]; then
-    step "bench:spec again ($SPEC_PEER)"
-    (export "${SPEC_PEER?}"; timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A \
-      scripts/bench_spec.ts --devices cuda --repeats 2 ${BENCH_ARGS:-} 2>&1 |
-      tee "$OUT/bench_spec_peer.log") || fail
-  fi
+  n=0
+  for peer in ${SPEC_PEER:-}; do
+    n=$((n + 1))
+    step "bench:spec again ($peer)"
+    (IFS=, read -ra vars <<<"$peer"; export "${vars[@]}"; timeout "${BENCH_T:-240}" deno run \
+      --cached-only --no-check -A scripts/bench_spec.ts --devices cuda --repeats 2 \
+      ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_spec_peer$n.log") || fail
+  done
 fi
 
 if [ -n "${GPU_B1:-}" ]; then

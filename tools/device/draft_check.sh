@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# draft_check.sh — mb_draft_greedy's CUDA forms checked and timed in one GPU call, with carry
+# [".gpu", ".gpu-build"] (tools/device/pack_gpu.sh, tools/device/prebuild.sh):
+#   1. build (the prebuilt one when csrc matches), cuda_vs_cpu (all), then memcheck and racecheck
+#      on `cuda_vs_cpu --only draft_greedy` (three rounds of its cases; racecheck one);
+#   2. tools/profile_verify_cuda.ts --only draft at the drafter's shape (D_MODEL x N_LAYER, default
+#      256 x 2) for k 1 and 7 (the slope is a drafted byte, the rest the launch and the weights'
+#      load), fp32 and bf16, with the cluster (MAMBABYTE_CUDA_DRAFT_CLUSTER=1) and the ops (=0);
+#   3. with SPEC=1, bench:spec on CUDA with the bundled models, the cluster and the ops.
+# Each step prints as it ends; logs in $OUT.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/draft_check_out}"
+mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+
+SKIP_SAN=1 build_and_check_ops
+for tool in memcheck racecheck; do
+  step "$tool --only draft_greedy"
+  timeout "${SAN_T:-120}" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+    ./build-cuda/cuda_vs_cpu --only draft_greedy $([ "$tool" = racecheck ] && echo --small) \
+    >"$OUT/$tool.log" 2>&1 || fail
+  grep -E "FAIL" "$OUT/$tool.log" | head -10
+  grep -E "^=========  *(Potential|Error|Race|Invalid)" "$OUT/$tool.log" | sort | uniq -c | head -5
+  note "$tool: $(grep -E "SUMMARY" "$OUT/$tool.log" | tail -1) / $(grep -E "cases" "$OUT/$tool.log" | tail -1)"
+done
+
+setup_deno || { echo "no .gpu/deno.xz"; exit 1; }
+for dtype in fp32 bf16; do
+  for cluster in 1 0; do
+    for k in 1 7; do
+      r=$(MAMBABYTE_CUDA_DRAFT_CLUSTER=$cluster timeout 60 deno run --cached-only --no-check -A \
+        tools/profile_verify_cuda.ts --only draft --d_model "${D_MODEL:-256}" \
+        --n_layer "${N_LAYER:-2}" --k "$k" --dtype "$dtype" 2>&1 | tail -1)
+      note "draft ${D_MODEL:-256} x ${N_LAYER:-2} $dtype k=$k cluster=$cluster: $r"
+    done
+  done
+done
+
+if [ -n "${SPEC:-}" ]; then
+  for cluster in 1 0; do
+    step "bench:spec (MAMBABYTE_CUDA_DRAFT_CLUSTER=$cluster)"
+    MAMBABYTE_CUDA_DRAFT_CLUSTER=$cluster timeout 120 deno run --cached-only --no-check -A \
+      scripts/bench_spec.ts --devices cuda --repeats 2 --rounds device --subword_drafter none \
+      2>&1 | grep -E "^cuda \||identical" | tee -a "$OUT/bench_spec.log" || fail
+  done
+fi
+print_summary draft_check
+exit $status

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# ncu_draft.sh — Nsight Compute on one launch of the drafter's cluster kernel (k_draft_cluster, the
+# trained drafter's 256 x 2 bf16 case of `cuda_vs_cpu --only draft_greedy`), full set: the
+# kernel's duration and warp states, then its 40 SASS lines with the most stall samples (where the
+# time goes inside the kernel). Carry [".gpu", ".gpu-build"]; logs and the report in $OUT.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/ncu_draft_out}"
+mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+build_cuda -DMAMBABYTE_TESTS=ON
+step "ncu k_draft_cluster"
+timeout 240 ncu --kernel-name regex:k_draft_cluster --launch-skip "${SKIP:-1}" --launch-count 1 \
+  --set full --import-source no -f -o "$OUT/draft" ./build-cuda/cuda_vs_cpu --only draft_greedy \
+  --small >"$OUT/ncu_run.log" 2>&1 || { tail -20 "$OUT/ncu_run.log"; exit 1; }
+ncu -i "$OUT/draft.ncu-rep" --page details >"$OUT/details.txt" 2>&1
+grep -E "Duration|Elapsed Cycles|SM Frequency|Registers|Shared Memory Config|Cluster|Warp Cycles Per Issued|Issued Ipc|No Eligible|Stall|Theoretical Occ|Block Size|Grid Size" \
+  "$OUT/details.txt" | head -40
+ncu -i "$OUT/draft.ncu-rep" --page raw --csv 2>/dev/null | python3 -c '
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+if len(rows) >= 3:
+    h, v = rows[0], rows[2]
+    st = [(float(x.replace(",", "")), n) for n, x in zip(h, v)
+          if n.startswith("smsp__average_warp") and "issue_stalled" in n and x.replace(",", "").replace(".", "").isdigit()]
+    for val, n in sorted(st, reverse=True)[:14]: print(f"{val:10.3f}  {n}")
+' 2>&1 | head -16
+ncu -i "$OUT/draft.ncu-rep" --page source --csv --print-source sass >"$OUT/source.csv" 2>&1
+python3 - "$OUT/source.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1], errors="replace")))
+hi = next((i for i, r in enumerate(rows) if any("Warp Stall Sampling (All" in c for c in r)), None)
+if hi is None:
+    print("no source page:", rows[:3]); sys.exit(0)
+h = rows[hi]
+ci = next(i for i, c in enumerate(h) if "Warp Stall Sampling (All" in c)
+si = next((i for i, c in enumerate(h) if c == "Source"), 1)
+data = [r for r in rows[hi + 1:] if len(r) > ci]
+def num(x):
+    try: return float(x.replace(",", ""))
+    except ValueError: return 0.0
+tot = sum(num(r[ci]) for r in data) or 1
+print(f"stall samples: {tot:.0f} in {len(data)} SASS lines")
+for r in sorted(data, key=lambda r: -num(r[ci]))[:40]:
+    print(f"{num(r[ci]) / tot * 100:5.1f}%  {r[0]:>8}  {r[si][:90]}")
+PY
