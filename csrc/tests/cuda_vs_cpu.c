@@ -12,9 +12,10 @@
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
  *
- *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy]
+ *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy] [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
- *     --only draft_greedy: only mb_draft_greedy, three times (with --small once)
+ *     --only draft_greedy: only mb_draft_greedy, three times (with --small once); --draft_cases N:
+ *     its first N cases only (racecheck on the cluster kernel is slow)
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
  */
 #include <math.h>
@@ -26,7 +27,7 @@
 #include "mambabyte.h"
 
 static mb_ctx *CPU, *GPU;
-static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_dg = 0;
+static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_dg = 0, g_dg_cases = 0;
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 #define MBX(call)                                                                                 \
@@ -1029,7 +1030,9 @@ static void t_draft_greedy(void) {
   setenv("MAMBABYTE_CUDA_DRAFT_CLUSTER", "0", 1);
   MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &ops));
   unsetenv("MAMBABYTE_CUDA_DRAFT_CLUSTER");
-  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+  const size_t ncs = sizeof cs / sizeof cs[0];
+  for (size_t ci = 0; ci < (g_dg_cases > 0 && (size_t)g_dg_cases < ncs ? (size_t)g_dg_cases : ncs);
+       ci++) {
     const dl_case *c = &cs[ci];
     const int64_t dm = c->dm, di = c->di, n = c->n, win = di * (c->k - 1);
     dl_layer *ly = dl_make_layers(c);
@@ -1686,6 +1689,7 @@ int main(int argc, char **argv) {
       g_only_da = 1;
     if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "draft_greedy"))
       g_only_dg = 1;
+    if (!strcmp(argv[i], "--draft_cases") && i + 1 < argc) g_dg_cases = atoi(argv[i + 1]);
   }
   int count = 0;
   if (!mb_has_cuda()) {

@@ -7,7 +7,8 @@
 #      256 x 2) for k 1 and 7 (the slope is a drafted byte, the rest the launch and the weights'
 #      load), fp32 and bf16, with the cluster (MAMBABYTE_CUDA_DRAFT_CLUSTER=1) and the ops (=0);
 #   3. with SPEC=1, bench:spec on CUDA with the bundled models, the cluster and the ops.
-# Each step prints as it ends; logs in $OUT.
+# RACE_CASES=N: racecheck on the first N draft cases only (default all 5); ONLY_SAN=1: stop after
+# the sanitizers. Each step prints as it ends; logs in $OUT.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/draft_check_out}"
@@ -19,13 +20,17 @@ SKIP_SAN=1 build_and_check_ops
 for tool in memcheck racecheck; do
   step "$tool --only draft_greedy"
   timeout "${SAN_T:-120}" compute-sanitizer --tool "$tool" --error-exitcode 9 \
-    ./build-cuda/cuda_vs_cpu --only draft_greedy $([ "$tool" = racecheck ] && echo --small) \
-    >"$OUT/$tool.log" 2>&1 || fail
+    ./build-cuda/cuda_vs_cpu --only draft_greedy $([ "$tool" = racecheck ] && echo --small \
+    --draft_cases "${RACE_CASES:-5}") >"$OUT/$tool.log" 2>&1 || fail
   grep -E "FAIL" "$OUT/$tool.log" | head -10
   grep -E "^=========  *(Potential|Error|Race|Invalid)" "$OUT/$tool.log" | sort | uniq -c | head -5
   note "$tool: $(grep -E "SUMMARY" "$OUT/$tool.log" | tail -1) / $(grep -E "cases" "$OUT/$tool.log" | tail -1)"
 done
 
+if [ -n "${ONLY_SAN:-}" ]; then
+  print_summary draft_check
+  exit $status
+fi
 setup_deno || { echo "no .gpu/deno.xz"; exit 1; }
 for dtype in fp32 bf16; do
   for cluster in 1 0; do
