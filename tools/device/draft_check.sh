@@ -6,7 +6,8 @@
 #   2. tools/profile_verify_cuda.ts --only draft at the drafter's shape (D_MODEL x N_LAYER, default
 #      256 x 2) for k 1 and 7 (the slope is a drafted byte, the rest the launch and the weights'
 #      load), fp32 and bf16, with the cluster (MAMBABYTE_CUDA_DRAFT_CLUSTER=1) and the ops (=0);
-#   3. with SPEC=1, bench:spec on CUDA with the bundled models, the cluster and the ops.
+#   3. with TIMING=1, the cluster kernel's phases (MAMBABYTE_CUDA_DRAFT_TIMING=1) at k 1 and 7;
+#   4. with SPEC=1, bench:spec on CUDA with the bundled models, the cluster and the ops.
 # RACE_CASES=N: racecheck on the first N draft cases only (default all 5); ONLY_SAN=1: stop after
 # the sanitizers. Each step prints as it ends; logs in $OUT.
 set -u -o pipefail
@@ -42,6 +43,19 @@ for dtype in fp32 bf16; do
     done
   done
 done
+
+# TIMING=1: where the cluster kernel's time goes (MAMBABYTE_CUDA_DRAFT_TIMING=1: CTA 0's clock at
+# each phase of the direct launch before the graph's capture)
+if [ -n "${TIMING:-}" ]; then
+  for dtype in fp32 bf16; do
+    for k in 1 7; do
+      MAMBABYTE_CUDA_DRAFT_TIMING=1 timeout 60 deno run --cached-only --no-check -A \
+        tools/profile_verify_cuda.ts --only draft --d_model "${D_MODEL:-256}" \
+        --n_layer "${N_LAYER:-2}" --k "$k" --dtype "$dtype" 2>&1 | grep -E "timing" | head -2 |
+        sed "s/^/$dtype: /" | tee -a "$OUT/timing.log"
+    done
+  done
+fi
 
 if [ -n "${SPEC:-}" ]; then
   for cluster in 1 0; do
