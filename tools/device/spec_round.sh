@@ -8,8 +8,8 @@
 #      drafters and small trained at once, then bench:spec on CUDA (k = 7);
 #   3. bench:spec again with the trained models at each K_SWEEP draft length (default "4 10"), with
 #      the byte drafter that was not chosen (distilled from the target or not: train_spec.sh),
-#      (at RUNNER_UP_K, default 7; 0 leaves it out), and with --profile (the round's phases) at k = 7 unless
-#      SKIP_PROFILE=1; these take --rounds ${ROUNDS:-both}, and with PROMPTS=N the sweeps and
+#      (at RUNNER_UP_K, default 7; 0 leaves it out), and with --profile (the round's phases) at
+#      k = 7 unless SKIP_PROFILE=1; these take --rounds ${ROUNDS:-both}, and with PROMPTS=N the sweeps and
 #      the runner-up's run go over N prompts of the held-out text (bench:spec --prompts)
 #      (the byte drafter's rounds on the device and through the host, a row each).
 # SWEEP_PEER="A=0[,B=0]" runs the K_SWEEP again with those variables set.
@@ -49,9 +49,10 @@ MANY=()
 sweep() {
   for args in ${K_SWEEP:-4 10}; do
     echo "== bench:spec --draft_length $args $* ($(date +%T))"
-    ([ $# -eq 0 ] || export "$@"; timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts \
-      --devices cuda --repeats 1 --draft_length "$args" --rounds "${ROUNDS:-both}" "${MANY[@]}" \
-      2>&1 | grep -E "^cuda \||identical|target")
+    ([ $# -eq 0 ] || export "$@"
+    timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts --devices cuda \
+      --repeats 1 --draft_length "$args" --rounds "${ROUNDS:-both}" "${MANY[@]}" 2>&1 |
+      grep -E "^cuda \||identical|target")
   done
 }
 sweep
@@ -60,7 +61,8 @@ if [ -n "${SWEEP_PEER:-}" ]; then
   IFS=, read -ra peer_vars <<<"$SWEEP_PEER"
   sweep "${peer_vars[@]}"
 fi
-if [ -f pretrained_models/spec/draft_bytes_runner_up.safetensors ] && [ "${RUNNER_UP_K:-7}" != 0 ]; then
+if [ -f pretrained_models/spec/draft_bytes_runner_up.safetensors ] &&
+  [ "${RUNNER_UP_K:-7}" != 0 ]; then
   echo "== bench:spec with the byte drafter that was not chosen ($(date +%T))"
   timeout 120 deno run --cached-only --no-check -A scripts/bench_spec.ts --devices cuda --repeats 1 \
     --byte_drafter pretrained_models/spec/draft_bytes_runner_up.safetensors --subword_drafter none \
