@@ -33,7 +33,6 @@ namespace cg = cooperative_groups;
 #define DC_CTAS 16      /* CTAs of the cluster (a non-portable size: Hopper allows 16) */
 #define DC_THREADS 512  /* threads a CTA (16 warps: more rows at once to hide latencies) */
 #define DC_MAX_LAYERS 4 /* drafters are shallow */
-#define DC_MAX_C 64     /* channels a CTA */
 #define DC_MAX_N 16     /* SSM state a channel (exactly: a half-warp a channel) */
 #define DC_K 4          /* conv width */
 #define DC_WARPS (DC_THREADS / 32)
@@ -493,7 +492,7 @@ extern "C" int mbcuda_draft_cluster_ok(mb_ctx *ctx, int64_t n_layer, int64_t d_m
   if (n_layer < 1 || n_layer > DC_MAX_LAYERS || d_conv != DC_K || d_state != DC_MAX_N) return 0;
   /* d_inner % 128: a CTA's channels a multiple of 8 (x_proj's columns load 8 at a time) */
   if (d_model % 64 || d_inner % 128 || d_model > DC_MAX_D || d_inner > DC_MAX_E ||
-      vocab_out % DC_CTAS || d_inner / DC_CTAS > DC_MAX_C)
+      vocab_out % DC_CTAS)
     return 0;
   DcPlan p = dc_plan((int)d_model, (int)d_inner, (int)d_state, (int)dt_rank, (int)vocab_out,
                      (int)n_layer);

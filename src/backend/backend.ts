@@ -697,14 +697,7 @@ export class Backend {
         I(a.nLayer),
         I(a.batch),
         ...layerDims(a),
-        a.hidden,
-        a.residual,
-        a.normed,
-        a.xz,
-        a.xc,
-        a.xDbl,
-        a.delta,
-        a.y,
+        ...stepRows(a),
       ),
       "decode_layers",
     );
@@ -823,14 +816,7 @@ export class Backend {
         a.normFBias,
         a.lmHead,
         I(a.vocabOut),
-        a.hidden,
-        a.residual,
-        a.normed,
-        a.xz,
-        a.xc,
-        a.xDbl,
-        a.delta,
-        a.y,
+        ...stepRows(a),
         a.logits,
         a.counter,
         a.state,
@@ -1113,6 +1099,11 @@ function layerDims(
     NORM_CODE[a.normKind],
     a.eps,
   ];
+}
+
+/** The activation rows of a decoding step's calls (decode_layers, draft_greedy), in the C order. */
+function stepRows(a: LayerBuffers & { xz: Ptr }): [Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr] {
+  return [a.hidden, a.residual, a.normed, a.xz, a.xc, a.xDbl, a.delta, a.y];
 }
 
 /** A layer table ({@link DecodeLayerPtr} layout) of the right length for `nLayer` layers. */

@@ -43,6 +43,18 @@ const LAYER_DIMS = [
   "f32", // eps
 ] as const;
 
+/** The activation rows of a decoding step's calls (decode_layers, draft_greedy), in this order. */
+const STEP_ROWS = [
+  "pointer", // hidden
+  "pointer", // residual
+  "pointer", // normed
+  "pointer", // xz
+  "pointer", // xc
+  "pointer", // x_dbl
+  "pointer", // delta
+  "pointer", // y
+] as const;
+
 export const SYMBOLS = {
   mb_last_error: { parameters: [], result: "pointer" },
   mb_abi_version: { parameters: [], result: "i32" },
@@ -222,14 +234,7 @@ export const SYMBOLS = {
       "i64", // n_layer
       "i64", // batch
       ...LAYER_DIMS, // d_model .. eps
-      "pointer", // hidden
-      "pointer", // residual
-      "pointer", // normed
-      "pointer", // xz
-      "pointer", // xc
-      "pointer", // x_dbl
-      "pointer", // delta
-      "pointer", // y
+      ...STEP_ROWS, // hidden .. y
     ],
     result: "i32",
   },
@@ -301,14 +306,7 @@ export const SYMBOLS = {
       "pointer", // norm_f_b
       "pointer", // lm_head
       "i64", // vocab_out
-      "pointer", // hidden
-      "pointer", // residual
-      "pointer", // normed
-      "pointer", // xz
-      "pointer", // xc
-      "pointer", // x_dbl
-      "pointer", // delta
-      "pointer", // y
+      ...STEP_ROWS, // hidden .. y
       "pointer", // logits
       "pointer", // counter
       "pointer", // state
