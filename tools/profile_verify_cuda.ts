@@ -11,11 +11,20 @@
  * greedy drafts with the state after each, Backend.draftGreedy: time it at a drafter's shape,
  * e.g. --d_model 256 --n_layer 2, with MAMBABYTE_CUDA_DRAFT_CLUSTER=1 and 0).
  *
+ * `--spec`: a whole speculative round as generateSpeculative runs it on the device
+ * (enqueueDeviceRound: a byte drafter of --draft_d_model x --draft_n_layer drafting k, the pass,
+ * its draws, the resume, the commit and the drafter's read), then by ablation the same way: where
+ * a round goes inside its graph. Random weights (the drafts are rarely kept; the graph's work does
+ * not depend on it).
+ *
  * Usage (GPU machine): deno run -A tools/profile_verify_cuda.ts [--d_model 384] [--n_layer 24]
  *   [--k 7] [--dtype fp32|bf16] [--replays 200] [--only step|verify|round|draft]
+ *   [--spec [--draft_d_model 256] [--draft_n_layer 2]]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { Backend, loadModel, RecurrentState, Tensor } from "../mod.ts";
+import { ModelDrafter } from "../src/generate/drafter.ts";
+import { enqueueDeviceRound } from "../src/generate/speculative.ts";
 import { offsetPtr } from "../src/backend/backend.ts";
 import { VerifyBuffers } from "../src/model/workspace.ts";
 import { median } from "../scripts/lib/bench.ts";
@@ -26,6 +35,12 @@ parser.add_argument("--n_layer", { type: "int", default: 24 });
 parser.add_argument("--k", { type: "int", default: 7 });
 parser.add_argument("--dtype", { choices: ["fp32", "bf16"], default: "fp32" });
 parser.add_argument("--replays", { type: "int", default: 200 });
+parser.add_argument("--spec", {
+  action: "store_true",
+  help: "a whole device round with a byte drafter, and its parts by ablation",
+});
+parser.add_argument("--draft_d_model", { type: "int", default: 256 });
+parser.add_argument("--draft_n_layer", { type: "int", default: 2 });
 parser.add_argument("--only", {
   choices: ["step", "verify", "round", "draft"],
   help: "time that graph alone, nothing else (for nsys: its kernels only)",
@@ -37,6 +52,19 @@ interface Args {
   dtype: "fp32" | "bf16";
   replays: number;
   only?: "step" | "verify" | "round" | "draft";
+  spec: boolean;
+  draft_d_model: number;
+  draft_n_layer: number;
+}
+
+/** A config file of one random-weight entry `shape` (d_model x n_layer, the models' other dims). */
+async function shapeConfig(dir: string, name: string, dModel: number, nLayer: number) {
+  const path = `${dir}/${name}.yml`;
+  await Deno.writeTextFile(
+    path,
+    `model:\n  common: {vocab_size: 256, d_state: 16, d_conv: 4, expand: 2, dt_rank: auto, norm: layernorm, norm_epsilon: 1.0e-5}\n  shape: {d_model: ${dModel}, n_layer: ${nLayer}}\n`,
+  );
+  return path;
 }
 async function main(argv: string[]): Promise<void> {
   const args = parseArgs<Args>(parser, argv);
@@ -45,13 +73,8 @@ async function main(argv: string[]): Promise<void> {
   }
 
   const dir = await Deno.makeTempDir();
-  const config = `${dir}/shape.yml`;
-  await Deno.writeTextFile(
-    config,
-    `model:\n  common: {vocab_size: 256, d_state: 16, d_conv: 4, expand: 2, dt_rank: auto, norm: layernorm, norm_epsilon: 1.0e-5}\n  shape: {d_model: ${args.d_model}, n_layer: ${args.n_layer}}\n`,
-  );
   const model = await loadModel({
-    configPath: config,
+    configPath: await shapeConfig(dir, "target", args.d_model, args.n_layer),
     modelId: "shape",
     checkpoint: null,
     device: "cuda",
@@ -145,24 +168,103 @@ async function main(argv: string[]): Promise<void> {
     return await release();
   }
 
-  // Which backend calls the verification makes (and how many).
-  const calls = new Map<string, number>();
-  const proto = Backend.prototype as unknown as Record<string, unknown>;
-  const methods = Object.getOwnPropertyNames(proto).filter((n) =>
-    n !== "constructor" && typeof Object.getOwnPropertyDescriptor(proto, n)?.value === "function"
-  );
-  const inst = be as unknown as Record<string, unknown>;
-  for (const name of methods) {
-    const f = proto[name] as (...a: unknown[]) => unknown;
-    inst[name] = (...a: unknown[]) => {
-      calls.set(name, (calls.get(name) ?? 0) + 1);
-      return f.apply(be, a);
-    };
+  /**
+   * Times body's graph with each kind of backend call it makes left out in turn (its cost inside
+   * the graph = the whole graph's time - the time without it) and prints one line a kind.
+   */
+  const ablate = (body: () => void, whole: number, label: string) => {
+    const calls = new Map<string, number>();
+    const proto = Backend.prototype as unknown as Record<string, unknown>;
+    const methods = Object.getOwnPropertyNames(proto).filter((n) =>
+      n !== "constructor" && typeof Object.getOwnPropertyDescriptor(proto, n)?.value === "function"
+    );
+    const inst = be as unknown as Record<string, unknown>;
+    for (const name of methods) {
+      const f = proto[name] as (...a: unknown[]) => unknown;
+      inst[name] = (...a: unknown[]) => {
+        calls.set(name, (calls.get(name) ?? 0) + 1);
+        return f.apply(be, a);
+      };
+    }
+    try {
+      body();
+      be.sync();
+    } finally {
+      for (const name of methods) delete inst[name];
+    }
+    console.log(`${label} without one kind of call (its cost = ${label} - without):`);
+    for (const name of calls.keys()) {
+      if (["sync", "graphBegin", "graphEnd"].includes(name)) continue;
+      inst[name] = () => {};
+      let t: number;
+      try {
+        t = timeGraph(body);
+      } finally {
+        delete inst[name];
+      }
+      console.log(
+        `  ${name.padEnd(16)} ${String(calls.get(name)).padStart(4)} calls  without ${
+          t.toFixed(1).padStart(7)
+        } us  cost ${(whole - t).toFixed(1).padStart(7)} us`,
+      );
+    }
+  };
+
+  if (args.spec) {
+    // A device round as generateSpeculative runs it, with a random byte drafter of its own shape.
+    const drafterLM = await loadModel({
+      configPath: await shapeConfig(dir, "drafter", args.draft_d_model, args.draft_n_layer),
+      modelId: "shape",
+      checkpoint: null,
+      device: "cuda",
+      dtype: args.dtype,
+    });
+    const drafter = new ModelDrafter(drafterLM);
+    const cap = 64 * M;
+    const settled = Tensor.zeros(be, "i32", [cap]);
+    const progress = Tensor.zeros(be, "i64", [3]);
+    try {
+      await drafter.start(new TextEncoder().encode("The quick brown fox "));
+      const drafting = drafter.onDevice(be, args.k);
+      if (!drafting) {
+        throw new UserError("profile_verify_cuda: the drafter cannot run on the device");
+      }
+      // Every replay settles bytes from 0 again (the progress and counters are not reset: the
+      // settled bytes stay within cap because the commit stops at it).
+      const specRound = () =>
+        enqueueDeviceRound({
+          model,
+          ws,
+          state,
+          saved,
+          drafting,
+          sampleRow,
+          settled: settled.ptr,
+          cap,
+          progress: progress.ptr,
+          counters: counters.ptr,
+        });
+      const tSpec = timeGraph(specRound);
+      const tDraft = timeGraph(() => drafting.draft(saved.control.at(saved.ids + 1)));
+      const tRead = timeGraph(() => drafting.read(saved.control.at(saved.ids)));
+      const tPass = timeGraph(verify);
+      console.log(
+        `spec round graph ${
+          tSpec.toFixed(1)
+        } us: target ${args.d_model} x ${args.n_layer}, drafter ${args.draft_d_model} x ${args.draft_n_layer}, ${args.dtype}, k ${args.k}; alone: drafts ${
+          tDraft.toFixed(1)
+        } us, pass + draws ${tPass.toFixed(1)} us, drafter's read ${tRead.toFixed(1)} us`,
+      );
+      ablate(specRound, tSpec, "spec round");
+      drafting.free();
+    } finally {
+      settled.free();
+      progress.free();
+      drafter.free();
+      drafterLM.close();
+    }
+    return await release();
   }
-  verify();
-  be.sync();
-  for (const name of methods) delete inst[name];
-  const ablate = [...calls.keys()].filter((n) => !["sync", "graphBegin", "graphEnd"].includes(n));
 
   console.log(
     `shape ${args.d_model} x ${args.n_layer} (d_inner ${model.dims.dInner}), ${args.dtype}, k ${args.k} (${M} positions), random weights, ${args.replays} replays x 5`,
@@ -181,21 +283,7 @@ async function main(argv: string[]): Promise<void> {
   console.log(
     `verify + resume graph ${tRound.toFixed(1)} us  (${(tRound / tStep).toFixed(2)}x the step)`,
   );
-  console.log("verify without one kind of call (its cost = verify - without):");
-  for (const name of ablate) {
-    inst[name] = () => {};
-    let t: number;
-    try {
-      t = timeGraph(verify);
-    } finally {
-      delete inst[name];
-    }
-    console.log(
-      `  ${name.padEnd(16)} ${String(calls.get(name)).padStart(4)} calls  without ${
-        t.toFixed(1).padStart(7)
-      } us  cost ${(tVerify - t).toFixed(1).padStart(7)} us`,
-    );
-  }
+  ablate(verify, tVerify, "verify");
 
   // The host's part of a round: ids and counters up, one graph launch, the samples down.
   const ids = new Int32Array(M), ctr = new BigInt64Array(M), got = new Int32Array(M);

@@ -22,7 +22,7 @@ import { type Backend, envValue, type Ptr } from "../backend/backend.ts";
 import { Tensor } from "../backend/tensor.ts";
 import { MambaByteError } from "../errors.ts";
 import type { MambaByteLM } from "../model/model.ts";
-import { VerifyBuffers } from "../model/workspace.ts";
+import { type RecurrentState, VerifyBuffers, type Workspace } from "../model/workspace.ts";
 import {
   type GenerateOptions,
   prefill,
@@ -134,6 +134,56 @@ export const ROUNDS_AHEAD = 16;
 /** {@link SpeculativeOptions.deviceRounds}' default: on the device unless MAMBABYTE_SPEC_ROUNDS=host. */
 function defaultDeviceRounds(): boolean {
   return envValue("MAMBABYTE_SPEC_ROUNDS") !== "host";
+}
+
+/** What one round on the device works on ({@link enqueueDeviceRound}). */
+export interface DeviceRoundParts {
+  /** The byte model, its workspace (k + 1 rows), its state and its pass's buffers. */
+  model: MambaByteLM;
+  ws: Workspace;
+  state: RecurrentState;
+  saved: VerifyBuffers;
+  /** The drafter's part (k drafts a round: saved holds k + 1 positions). */
+  drafting: DeviceDrafting;
+  /** Enqueues the draw of pass position `row` into the control block's sampled[row]. */
+  sampleRow: (row: number) => void;
+  /** Settled bytes (int32, cap of them), progress (3 int64) and the positions' counters. */
+  settled: Ptr;
+  cap: number;
+  progress: Ptr;
+  counters: Ptr;
+}
+
+/**
+ * Enqueues one speculative round on the device, with no host step: k drafts, the pass over the
+ * settled byte and the drafts, its draws, the byte model's resume, the commit (settled bytes,
+ * counters, the drafter's state after the last kept draft) and the drafter's read of the byte the
+ * pass settled last. generateSpeculative captures it as a graph; tools/profile_verify_cuda.ts
+ * times it and its parts.
+ */
+export function enqueueDeviceRound(p: DeviceRoundParts): void {
+  const { model, ws, state, saved, drafting } = p;
+  const control = saved.control;
+  const M = saved.rows;
+  const drafts = control.at(saved.ids + 1);
+  drafting.draft(drafts);
+  model.embed(ws, M, control.ptr);
+  model.verifyLayers(ws, state, saved);
+  model.verifyHead(ws, M);
+  for (let i = 0; i < M; i++) p.sampleRow(i);
+  model.resumeLayers(state, saved, drafts);
+  model.backend.specCommit({
+    len: M,
+    sampled: control.at(saved.sampled),
+    accepted: control.at(saved.accepted),
+    out: p.settled,
+    cap: p.cap,
+    progress: p.progress,
+    ids: control.at(saved.ids),
+    counters: p.counters,
+    ...drafting.commit,
+  });
+  drafting.read(control.at(saved.ids));
 }
 
 /** Default draft length: k + 1 = 8 verified positions, one row block of the products. */
@@ -277,27 +327,19 @@ export async function generateSpeculative(
           be.upload(control.at(saved.ids), Int32Array.of(out[emitted - 1]));
           for (let i = 0; i < M; i++) ctr[i] = BigInt(emitted + i);
           be.upload(counters.ptr, ctr);
-          const drafts = control.at(saved.ids + 1);
-          const round = () => {
-            onDevice.draft(drafts);
-            model.embed(ws, M, control.ptr);
-            model.verifyLayers(ws, state, saved);
-            model.verifyHead(ws, M);
-            for (let i = 0; i < M; i++) sampleRow(i);
-            model.resumeLayers(state, saved, drafts);
-            be.specCommit({
-              len: M,
-              sampled: control.at(saved.sampled),
-              accepted: control.at(saved.accepted),
-              out: settled.ptr,
+          const round = () =>
+            enqueueDeviceRound({
+              model,
+              ws,
+              state,
+              saved,
+              drafting: onDevice,
+              sampleRow,
+              settled: settled.ptr,
               cap,
               progress: progress.ptr,
-              ids: control.at(saved.ids),
               counters: counters.ptr,
-              ...onDevice.commit,
             });
-            onDevice.read(control.at(saved.ids));
-          };
           const prog = new BigInt64Array(3);
           while (emitted < N && !stopped) {
             // Never past N by more than one round: whole rounds of M bytes fit in what is left.

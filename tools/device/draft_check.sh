@@ -7,7 +7,10 @@
 #      256 x 2) for k 1 and 7 (the slope is a drafted byte, the rest the launch and the weights'
 #      load), fp32 and bf16, with the cluster (MAMBABYTE_CUDA_DRAFT_CLUSTER=1) and the ops (=0);
 #   3. with TIMING=1, the cluster kernel's phases (MAMBABYTE_CUDA_DRAFT_TIMING=1) at k 1 and 7;
-#   4. with SPEC=1, bench:spec on CUDA with the bundled models, the cluster and the ops.
+#   4. with SPEC=1, bench:spec on CUDA with the bundled models, the cluster and the ops;
+#   5. with ROUND=1, a whole device round (tools/profile_verify_cuda.ts --spec: target
+#      T_MODEL x T_LAYER, default 384 x 24, drafter D_MODEL x N_LAYER) and its parts by ablation,
+#      fp32 with the cluster and the ops, bf16 with the cluster.
 # RACE_CASES=N: racecheck on the first N draft cases only (default all 5); ONLY_SAN=1: stop after
 # the sanitizers. Each step prints as it ends; logs in $OUT.
 set -u -o pipefail
@@ -54,6 +57,17 @@ if [ -n "${TIMING:-}" ]; then
         --n_layer "${N_LAYER:-2}" --k "$k" --dtype "$dtype" 2>&1 | grep -E "timing" | head -2 |
         sed "s/^/$dtype: /" | tee -a "$OUT/timing.log"
     done
+  done
+fi
+
+if [ -n "${ROUND:-}" ]; then
+  for form in "fp32 1" "fp32 0" "bf16 1"; do
+    set -- $form
+    step "round parts ($1, MAMBABYTE_CUDA_DRAFT_CLUSTER=$2)"
+    MAMBABYTE_CUDA_DRAFT_CLUSTER=$2 timeout 150 deno run --cached-only --no-check -A \
+      tools/profile_verify_cuda.ts --spec --d_model "${T_MODEL:-384}" --n_layer "${T_LAYER:-24}" \
+      --draft_d_model "${D_MODEL:-256}" --draft_n_layer "${N_LAYER:-2}" --dtype "$1" \
+      --replays 100 2>&1 | tee -a "$OUT/round.log" || fail
   done
 fi
 
