@@ -965,6 +965,25 @@ MB_EXPORT int mb_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t
   DISPATCH(sample, ctx, logits, batch, v, temperature, top_k, top_p, seed, counter, out_ids);
 }
 
+MB_EXPORT int mb_sample_rows(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
+                             float temperature, int32_t top_k, float top_p, uint64_t seed,
+                             int64_t *counters, int32_t *out_ids) {
+  CHECK_CTX("mb_sample_rows");
+  NONNEG("mb_sample_rows", n);
+  NONNEG("mb_sample_rows", v);
+  REQUIRE(top_k == 1 || (temperature > 0.0f && isfinite(temperature)),
+          "mb_sample_rows: temperature (%g) must be > 0 and finite", (double)temperature);
+  REQUIRE(!isnan(top_p), "mb_sample_rows: top_p is NaN");
+  if (n == 0) return MB_OK;
+  REQUIRE(n <= INT32_MAX, "mb_sample_rows: n (%lld) > INT32_MAX", (ll)n);
+  REQUIRE(v >= 1, "mb_sample_rows: v (%lld) < 1", (ll)v);
+  REQUIRE(v <= INT32_MAX, "mb_sample_rows: v (%lld) > INT32_MAX", (ll)v);
+  NONNULL("mb_sample_rows", logits);
+  NONNULL("mb_sample_rows", counters);
+  NONNULL("mb_sample_rows", out_ids);
+  DISPATCH(sample_rows, ctx, logits, n, v, temperature, top_k, top_p, seed, counters, out_ids);
+}
+
 MB_EXPORT float mb_uniform(uint64_t seed, uint64_t index) { return mb_uniform_at(seed, index); }
 
 MB_EXPORT int mb_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink) {

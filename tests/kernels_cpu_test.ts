@@ -1280,6 +1280,37 @@ function checkSample(be: Backend, seed: number): void {
       });
     }
   }
+  // sampleRows: row b drawn with its own counter (as a batch-1 sample with counter b), each
+  // counter then incremented
+  for (const [n, v] of [[1, 5], [8, 256], [3, 37]]) {
+    for (const [temperature, topK, topP] of settings) {
+      withMem(be, (m) => {
+        const logits = randArray(r, n * v, -4, 4);
+        const lp = m.put(logits);
+        const start = BigInt64Array.from({ length: n }, (_, b) => BigInt(3 * b + 11));
+        const counters = m.put(start);
+        const out = m.zeros(n * 4);
+        const seedB = BigInt(Math.floor(r() * 2 ** 32)) << 16n;
+        for (let step = 0; step < 2; step++) {
+          be.sampleRows({ logits: lp, n, v, temperature, topK, topP, seed: seedB, counters, out });
+          const got = [...m.i32(out, n)];
+          const exp = got.map((_, b) =>
+            sampleRef(
+              logits.subarray(b * v, (b + 1) * v),
+              temperature,
+              topK,
+              topP,
+              uniform(seedB, start[b] + BigInt(step)),
+            )
+          );
+          assert.deepEqual(got, exp, `sampleRows n=${n} v=${v} T=${temperature} k=${topK}`);
+        }
+        const c = new BigInt64Array(n);
+        be.download(c, counters);
+        assert.deepEqual([...c], [...start].map((x) => x + 2n));
+      });
+    }
+  }
   // uniform: deterministic, in [0, 1), 24 bits
   const u = uniform(4740n, 3n);
   assert.equal(u, uniform(4740n, 3n));

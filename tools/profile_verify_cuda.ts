@@ -25,7 +25,6 @@ import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { Backend, loadModel, RecurrentState, Tensor } from "../mod.ts";
 import { ModelDrafter } from "../src/generate/drafter.ts";
 import { enqueueDeviceRound } from "../src/generate/speculative.ts";
-import { offsetPtr } from "../src/backend/backend.ts";
 import { VerifyBuffers } from "../src/model/workspace.ts";
 import { median } from "../scripts/lib/bench.ts";
 
@@ -87,29 +86,30 @@ async function main(argv: string[]): Promise<void> {
   const state = model.newState(1);
   const counters = Tensor.zeros(be, "i64", [M]);
   const sampled = saved.control.at(saved.sampled);
-  const sampleRow = (row: number) =>
-    be.sample({
-      logits: ws.logits.at(row * 256),
-      batch: 1,
+  /** The draws of positions 0..n-1, a counter each (as generateSpeculative draws them). */
+  const drawRows = (n: number) =>
+    be.sampleRows({
+      logits: ws.logits.ptr,
+      n,
       v: 256,
       temperature: 1,
       topK: 1,
       topP: 0,
       seed: 1n,
-      counter: counters.at(row),
-      out: offsetPtr(sampled, row * 4),
+      counters: counters.ptr,
+      out: sampled,
     });
   const step = () => {
     model.embed(ws, 1);
     model.stepLayers(ws, state, 1);
     model.runHead(ws, 1);
-    sampleRow(0);
+    drawRows(1);
   };
   const verify = () => {
     model.embed(ws, M);
     model.verifyLayers(ws, state, saved);
     model.verifyHead(ws, M);
-    for (let i = 0; i < M; i++) sampleRow(i);
+    drawRows(M);
   };
   /** A round's graph: the pass, its draws, the accepted prefix and the resume (on the device). */
   const round = () => {
@@ -238,7 +238,7 @@ async function main(argv: string[]): Promise<void> {
           state,
           saved,
           drafting,
-          sampleRow,
+          drawRows: () => drawRows(M),
           settled: settled.ptr,
           cap,
           progress: progress.ptr,

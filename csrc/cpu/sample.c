@@ -110,6 +110,7 @@ typedef struct {
   int32_t top_k;
   float top_p;
   uint64_t seed, base;
+  const int64_t *counters; /* mb_sample_rows: row b's index is counters[b] (else base + b) */
   int32_t *out_ids;
   atomic_int failed;
 } sample_job;
@@ -129,7 +130,9 @@ static void sample_rows(void *raw, int64_t b0, int64_t b1) {
   }
   for (int64_t b = b0; b < b1; b++)
     j->out_ids[b] = sample_row(j->logits + b * v, v, j->temperature, j->top_k, j->top_p,
-                               mb_uniform_at(j->seed, j->base + (uint64_t)b), c, p);
+                               mb_uniform_at(j->seed, j->counters ? (uint64_t)j->counters[b]
+                                                                  : j->base + (uint64_t)b),
+                               c, p);
   free(c);
   free(p);
 }
@@ -143,5 +146,17 @@ int mbcpu_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v, flo
   mbcpu_parallel_for(ctx, nt, batch, sample_rows, &job);
   if (atomic_load(&job.failed)) return mb_fail(MB_ERR_OOM, "mb_sample: out of memory");
   *counter += 1;
+  return MB_OK;
+}
+
+int mbcpu_sample_rows(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float temperature,
+                      int32_t top_k, float top_p, uint64_t seed, int64_t *counters,
+                      int32_t *out_ids) {
+  const int nt = n > 1 && n * v > 4096 ? ctx->num_threads : 1;
+  sample_job job = {.logits = logits, .v = v, .temperature = temperature, .top_k = top_k,
+                    .top_p = top_p, .seed = seed, .counters = counters, .out_ids = out_ids};
+  mbcpu_parallel_for(ctx, nt, n, sample_rows, &job);
+  if (atomic_load(&job.failed)) return mb_fail(MB_ERR_OOM, "mb_sample_rows: out of memory");
+  for (int64_t b = 0; b < n; b++) counters[b] += 1;
   return MB_OK;
 }

@@ -48,6 +48,7 @@ static void mbcuda_free_state(mbcuda_state *st) {
   if (st->blas_ws) cudaFree(st->blas_ws);
   if (st->done) cudaFree(st->done);
   if (st->row_done) cudaFree(st->row_done);
+  if (st->draft_timing_buf) cudaFree(st->draft_timing_buf);
   if (st->stream) cudaStreamDestroy(st->stream);
   free(st);
 }
@@ -111,6 +112,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->norm_prologue = !(e_np && e_np[0] == '0');
     const char *e_dc = getenv("MAMBABYTE_CUDA_DRAFT_CLUSTER");
     st->draft_cluster = !(e_dc && e_dc[0] == '0');
+    const char *e_dt = getenv("MAMBABYTE_CUDA_DRAFT_TIMING");
+    st->draft_timing = e_dt && e_dt[0] == '1';
     const char *e_vn = getenv("MAMBABYTE_CUDA_VERIFY_NORM");
     st->verify_norm = !(e_vn && e_vn[0] == '0');
     const char *e_vc = getenv("MAMBABYTE_CUDA_VERIFY_CONV");

@@ -64,6 +64,8 @@ struct mbcuda_state {
   int draft_cluster;     /* mb_draft_greedy as one cluster launch where the shape allows
                           * (MAMBABYTE_CUDA_DRAFT_CLUSTER=0: the ops; A/B runs) */
   size_t draft_cluster_smem; /* the dynamic shared memory k_draft_cluster was opted in to */
+  int draft_timing;      /* MAMBABYTE_CUDA_DRAFT_TIMING=1: k_draft_cluster's phases on stderr */
+  long long *draft_timing_buf; /* its stamps (device memory, allocated on first use) */
   int conv_pos;          /* the verification pass's conv: a thread per (channel, position)
                           * (MAMBABYTE_CUDA_CONV_POS=0: k_conv_seq; A/B runs) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual

@@ -21,10 +21,12 @@
  * The drafts differ from the ops' where bf16 matrices change an argmax (the output of speculative
  * decoding does not: only the verification decides); csrc/tests/cuda_vs_cpu.c compares the logits
  * path through the state stack against the CPU's ops within bf16 tolerance.
- * MAMBABYTE_CUDA_DRAFT_CLUSTER=0 keeps the ops (A/B runs).
+ * MAMBABYTE_CUDA_DRAFT_CLUSTER=0 keeps the ops (A/B runs); MAMBABYTE_CUDA_DRAFT_TIMING=1 prints
+ * where CTA 0's time goes, a line on stderr for every launch outside a graph capture.
  */
 #include <cooperative_groups.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cuda_internal.cuh"
 
@@ -58,7 +60,20 @@ struct DcArgs {
   char *state, *stack;
   int64_t state_bytes;
   int32_t *ids;
+  long long *tm; /* MAMBABYTE_CUDA_DRAFT_TIMING=1, direct launches: CTA 0's clock at each phase */
 };
+
+/* CTA 0's thread 0 notes its clock (tm[2 + i]); tm[0] and tm[1] get the global timer at the first
+ * and last stamps, to turn cycles into time. */
+#define DC_STAMP()                                                                   \
+  do {                                                                               \
+    if (a.tm && rank == 0 && threadIdx.x == 0) {                                     \
+      if (ti == 0) asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(a.tm[0]));       \
+      a.tm[2 + ti] = clock64();                                                      \
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(a.tm[1]));                    \
+    }                                                                                \
+    ti++;                                                                            \
+  } while (0)
 
 /* The shared-memory plan of one CTA (offsets in bytes, from the launch's shapes). */
 struct DcPlan {
@@ -166,8 +181,9 @@ static __device__ inline void dc_lane_chunks(const float *src, int n, float *x) 
 
 /* Rows [0, rows) of a shared bf16 (rows x n) matrix dotted with x (dc_lane_chunks' layout), RPW
  * rows a warp at once (independent chains: a warp's rows overlap their latencies); every lane of
- * the warp gets each sum and calls store(row, sum). */
-template <int CH, int RPW, class F>
+ * the warp gets each sum and calls store(row, sum). LANE: lane q alone calls store for the
+ * warp's q-th row, so the warp's rows are stored side by side (one divergent body, not RPW). */
+template <int CH, int RPW, bool LANE = false, class F>
 static __device__ inline void dc_rows_rpw(const uint16_t *w, int rows, int n, const float *x,
                                           F store) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -193,19 +209,27 @@ static __device__ inline void dc_rows_rpw(const uint16_t *w, int rows, int n, co
     }
 #pragma unroll
     for (int q = 0; q < RPW; q++) acc[q] = warp_sum(acc[q]);
+    if (LANE) {
+      float mine = acc[0];
 #pragma unroll
-    for (int q = 0; q < RPW; q++)
-      if (r0 + q < rows) store(r0 + q, acc[q]);
+      for (int q = 1; q < RPW; q++)
+        if (lane == q) mine = acc[q];
+      if (lane < RPW && r0 + lane < rows) store(r0 + lane, mine);
+    } else {
+#pragma unroll
+      for (int q = 0; q < RPW; q++)
+        if (r0 + q < rows) store(r0 + q, acc[q]);
+    }
   }
 }
 /* dc_rows_rpw with RPW from the rows a warp gets (1, 2, 4 or 8 at once). */
-template <int CH, class F>
+template <int CH, bool LANE = false, class F>
 static __device__ inline void dc_rows(const uint16_t *w, int rows, int n, const float *x, F store) {
   const int per = (rows + DC_WARPS - 1) / DC_WARPS;
-  if (per >= 8) dc_rows_rpw<CH, 8>(w, rows, n, x, store);
-  else if (per >= 4) dc_rows_rpw<CH, 4>(w, rows, n, x, store);
-  else if (per >= 2) dc_rows_rpw<CH, 2>(w, rows, n, x, store);
-  else dc_rows_rpw<CH, 1>(w, rows, n, x, store);
+  if (per >= 8) dc_rows_rpw<CH, 8, LANE>(w, rows, n, x, store);
+  else if (per >= 4) dc_rows_rpw<CH, 4, LANE>(w, rows, n, x, store);
+  else if (per >= 2) dc_rows_rpw<CH, 2, LANE>(w, rows, n, x, store);
+  else dc_rows_rpw<CH, 1, LANE>(w, rows, n, x, store);
 }
 
 /* Each warp's own norm of the D values its lanes hold (dc_lane_chunks' layout; LayerNorm with bias
@@ -262,8 +286,46 @@ static __device__ inline void dc_load8(const void *w, size_t at, float *x) {
     for (int e = 0; e < 4; e++)
       x[2 * e] = __uint_as_float(u[e] << 16), x[2 * e + 1] = __uint_as_float(u[e] & 0xffff0000u);
   } else {
-    const float4 a = __ldg((const float4 *)((const float *)w + at)), b = __ldg((const float4 *)((const float *)w + at) + 1);
+    const float4 *src = (const float4 *)((const float *)w + at);
+    const float4 a = __ldg(src), b = __ldg(src + 1);
     x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+  }
+}
+
+/* The residual stream r plus the last layer's output h (D each), in dc_lane_chunks' layout. */
+static __device__ inline void dc_add_chunks(const float *r, const float *h, int D, float *v) {
+  dc_lane_chunks<DC_DCH>(r, D, v);
+  float t[8 * DC_DCH];
+  dc_lane_chunks<DC_DCH>(h, D, t);
+#pragma unroll
+  for (int i = 0; i < 8 * DC_DCH; i++) v[i] += t[i];
+}
+
+/* Embedding row `id` (D wide), in dc_lane_chunks' layout. */
+template <int WB>
+static __device__ inline void dc_embed_chunks(const void *emb, int id, int D, float *v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int m = 0; m < DC_DCH; m++) {
+    const int j = 256 * m + 8 * lane;
+    if (j < D) {
+      dc_load8<WB>(emb, (size_t)id * D + j, v + 8 * m);
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; e++) v[8 * m + e] = 0.f;
+    }
+  }
+}
+
+/* v (dc_lane_chunks' layout) into dst (D wide): one warp's lanes. */
+static __device__ inline void dc_store_chunks(float *dst, int D, const float *v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int m = 0; m < DC_DCH; m++) {
+    const int j = 256 * m + 8 * lane;
+    if (j >= D) continue;
+    *(float4 *)(dst + j) = make_float4(v[8 * m], v[8 * m + 1], v[8 * m + 2], v[8 * m + 3]);
+    *(float4 *)(dst + j + 4) = make_float4(v[8 * m + 4], v[8 * m + 5], v[8 * m + 6], v[8 * m + 7]);
   }
 }
 
@@ -277,6 +339,8 @@ __global__ void __launch_bounds__(DC_THREADS, 1) k_draft_cluster(const __grid_co
   const DcPlan p = dc_plan(D, E, N, R, V, a.n_layer);
   const int C = p.C, c0 = rank * C, XR = p.XR;
   const int lane = threadIdx.x & 31;
+  int ti = 0; /* DC_STAMP's count */
+  DC_STAMP(); /* the start */
   mb_pdl_trigger();
   /* A CTA may store into another's shared memory only once that one has started: arrive now,
    * wait before the first remote store (the weights' load runs in between). */
@@ -316,8 +380,11 @@ __global__ void __launch_bounds__(DC_THREADS, 1) k_draft_cluster(const __grid_co
   float *res[2] = {act, act + D}, *hidden = act + 2 * D, *xz = hidden + D, *xc = xz + 2 * C;
   float *y = xc + C, *xdbl = y + E, *part_x = xdbl + XR, *logits = part_x + DC_CTAS * XR;
 
+  DC_STAMP(); /* this thread's share of the weights loaded */
   mb_pdl_wait();
+  DC_STAMP(); /* the previous kernel done */
   cl.barrier_wait();
+  DC_STAMP(); /* every CTA started */
   /* the state of this CTA's channels, and slot 0 of the stack */
   for (int l = 0; l < a.n_layer; l++) {
     const DcLayer &L = a.L[l];
@@ -336,6 +403,7 @@ __global__ void __launch_bounds__(DC_THREADS, 1) k_draft_cluster(const __grid_co
   for (int i = threadIdx.x; i < V; i += DC_THREADS) logits[i] = __ldcg(a.logits_in + i);
   __syncthreads();
   int cur = dc_argmax(logits, V);
+  DC_STAMP(); /* the state, slot 0, the first argmax */
   if (rank == 0 && threadIdx.x == 0) a.ids[0] = cur;
   int par = 0; /* res[par]: the residual stream so far */
 
@@ -347,33 +415,16 @@ __global__ void __launch_bounds__(DC_THREADS, 1) k_draft_cluster(const __grid_co
        * the last draft), its norm, in registers (warp 0 stores the stream); in_proj's x and z rows
        * of this CTA's channels, the conv step; x_proj's sums over these channels into every CTA */
       float v[8 * DC_DCH];
-#pragma unroll
-      for (int m = 0; m < DC_DCH; m++) {
-        const int j = 256 * m + 8 * lane;
-        float *x = v + 8 * m;
-        if (j >= D) {
-#pragma unroll
-          for (int e = 0; e < 8; e++) x[e] = 0.f;
-          continue;
-        }
-        if (l == 0) {
-          dc_load8<WB>(a.embedding, (size_t)cur * D + j, x);
-        } else {
-          const float4 r0 = *(const float4 *)(res[par] + j), r1 = *(const float4 *)(res[par] + j + 4);
-          const float4 h0 = *(const float4 *)(hidden + j), h1 = *(const float4 *)(hidden + j + 4);
-          x[0] = r0.x + h0.x, x[1] = r0.y + h0.y, x[2] = r0.z + h0.z, x[3] = r0.w + h0.w;
-          x[4] = r1.x + h1.x, x[5] = r1.y + h1.y, x[6] = r1.z + h1.z, x[7] = r1.w + h1.w;
-        }
-        if (threadIdx.x < 32) {
-          *(float4 *)(res[par ^ 1] + j) = make_float4(x[0], x[1], x[2], x[3]);
-          *(float4 *)(res[par ^ 1] + j + 4) = make_float4(x[4], x[5], x[6], x[7]);
-        }
-      }
+      if (l == 0) dc_embed_chunks<WB>(a.embedding, cur, D, v);
+      else dc_add_chunks(res[par], hidden, D, v);
+      if (threadIdx.x < 32) dc_store_chunks(res[par ^ 1], D, v);
       par ^= 1;
       dc_warp_norm(v, s.norm_w, s.norm_b, D, a.rms, a.eps);
-      dc_rows<DC_DCH>((const uint16_t *)(base + p.in_w), 2 * C, D, v, [&](int r, float t) {
+      if (a.tm) __syncthreads(); /* timing: the norm's own part */
+      DC_STAMP();
+      /* a row's lane stores it (the conv step of an x row): the warp's rows side by side */
+      dc_rows<DC_DCH, true>((const uint16_t *)(base + p.in_w), 2 * C, D, v, [&](int r, float t) {
         t += s.in_b[r];
-        if (lane != 0) return;
         if (r >= C) {
           xz[r] = t; /* z */
           return;
@@ -389,6 +440,7 @@ __global__ void __launch_bounds__(DC_THREADS, 1) k_draft_cluster(const __grid_co
         xc[r] = mb_silu(pre);
       });
       __syncthreads();
+      DC_STAMP();
       {
         float xv[8];
         dc_lane_chunks<1>(xc, C, xv);
@@ -396,7 +448,9 @@ __global__ void __launch_bounds__(DC_THREADS, 1) k_draft_cluster(const __grid_co
           if (lane < DC_CTAS) cl.map_shared_rank(part_x, lane)[rank * XR + r] = t;
         });
       }
+      DC_STAMP();
       cl.sync();
+      DC_STAMP();
       /* 2. x_dbl = the CTAs' sums in rank order; dt_proj, softplus, the state update and the
        * gate of this CTA's channels: 16 lanes a channel, one a state element (d_state == 16),
        * dt and the output summed over the half-warp; lane t stores y into CTA t */
@@ -424,7 +478,9 @@ __global__ void __launch_bounds__(DC_THREADS, 1) k_draft_cluster(const __grid_co
         for (int o = DC_MAX_N / 2; o; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
         cl.map_shared_rank(y, n)[c0 + c] = (acc + s.Dskip[c] * x) * mb_silu(xz[C + c]);
       }
+      DC_STAMP();
       cl.sync();
+      DC_STAMP();
       /* 3. out_proj's rows of this CTA into every CTA's hidden */
       {
         float yv[8 * DC_ECH];
@@ -433,7 +489,9 @@ __global__ void __launch_bounds__(DC_THREADS, 1) k_draft_cluster(const __grid_co
           if (lane < DC_CTAS) cl.map_shared_rank(hidden, lane)[rank * p.DR + r] = t + s.out_b[r];
         });
       }
+      DC_STAMP();
       cl.sync();
+      DC_STAMP();
     }
     /* the state after this draft into its slot (and, after the last, into the state) */
     char *slot = a.stack + (size_t)step * a.state_bytes;
@@ -451,36 +509,28 @@ __global__ void __launch_bounds__(DC_THREADS, 1) k_draft_cluster(const __grid_co
         if (step == a.k) *g = s.h[i];
       }
     }
+    DC_STAMP(); /* the stack */
     if (step == a.k) break;
     /* the head: each warp adds the last layer's output and takes norm_f in registers; lm_head's
      * rows of this CTA into every CTA's logits; then every warp's argmax */
     {
       float v[8 * DC_DCH];
-#pragma unroll
-      for (int m = 0; m < DC_DCH; m++) {
-        const int j = 256 * m + 8 * lane;
-        float *x = v + 8 * m;
-        if (j >= D) {
-#pragma unroll
-          for (int e = 0; e < 8; e++) x[e] = 0.f;
-          continue;
-        }
-        const float4 r0 = *(const float4 *)(res[par] + j), r1 = *(const float4 *)(res[par] + j + 4);
-        const float4 h0 = *(const float4 *)(hidden + j), h1 = *(const float4 *)(hidden + j + 4);
-        x[0] = r0.x + h0.x, x[1] = r0.y + h0.y, x[2] = r0.z + h0.z, x[3] = r0.w + h0.w;
-        x[4] = r1.x + h1.x, x[5] = r1.y + h1.y, x[6] = r1.z + h1.z, x[7] = r1.w + h1.w;
-      }
+      dc_add_chunks(res[par], hidden, D, v);
       dc_warp_norm(v, nfw, nfb, D, a.rms, a.eps);
       dc_rows<DC_DCH>(head_w, p.VR, D, v, [&](int r, float t) {
         if (lane < DC_CTAS) cl.map_shared_rank(logits, lane)[rank * p.VR + r] = t;
       });
     }
+    DC_STAMP();
     cl.sync();
+    DC_STAMP();
     cur = dc_argmax(logits, V);
+    DC_STAMP(); /* the argmax */
     if (rank == 0 && threadIdx.x == 0) a.ids[step] = cur;
   }
   if (rank == 0 && threadIdx.x == 0) *a.counter = __ldcg(a.counter) + a.k; /* (the counter: L2) */
   cl.sync(); /* no CTA leaves while another may still store into its shared memory */
+  DC_STAMP(); /* the end */
 }
 
 /* Whether the cluster form takes this drafter (decided once a shape; every CTA's plan must fit). */
@@ -534,6 +584,53 @@ extern "C" int mbcuda_draft_cluster_ok(mb_ctx *ctx, int64_t n_layer, int64_t d_m
     st->draft_cluster_smem = p.total;
   }
   return 1;
+}
+
+#define DC_TM_MAX 2048 /* stamps: 6 + k (8 layers + 4) at most, k <= 64, 4 layers */
+#define DC_TM_LAYER 8  /* stamps a layer: phase 1 in three parts, then each phase's barrier */
+
+/* MAMBABYTE_CUDA_DRAFT_TIMING=1: one line on stderr a direct launch, CTA 0's microseconds in each
+ * part (a phase's own work, then its cluster barrier; each layer's and the steps' means). */
+static void dc_report_timing(mb_ctx *ctx, const long long *tm_dev, int n_layer, int k) {
+  long long tm[DC_TM_MAX];
+  if (cudaStreamSynchronize(mbcuda_stream(ctx)) != cudaSuccess ||
+      cudaMemcpy(tm, tm_dev, sizeof tm, cudaMemcpyDeviceToHost) != cudaSuccess) {
+    cudaGetLastError();
+    return;
+  }
+  const long long *c = tm + 2;
+  const int n = 5 + k * (DC_TM_LAYER * n_layer + 1) + (k - 1) * 3 + 1;
+  const double us = (double)(tm[1] - tm[0]) / 1e3 / (double)(c[n - 1] - c[0]); /* a cycle */
+  double ph[DC_MAX_LAYERS][DC_TM_LAYER] = {{0}}, stack = 0, head = 0, head_bar = 0, argmax = 0;
+  int i = 5;
+  for (int step = 1; step <= k; step++) {
+    for (int l = 0; l < n_layer; l++, i += DC_TM_LAYER)
+      for (int q = 0; q < DC_TM_LAYER; q++) ph[l][q] += (double)(c[i + q] - c[i + q - 1]);
+    stack += (double)(c[i] - c[i - 1]);
+    i++;
+    if (step == k) break;
+    head += (double)(c[i] - c[i - 1]);
+    head_bar += (double)(c[i + 1] - c[i]);
+    argmax += (double)(c[i + 2] - c[i + 1]);
+    i += 3;
+  }
+  const double per_step = us / k, per_head = k > 1 ? us / (k - 1) : 0;
+  char layers[600] = "";
+  for (int l = 0, at = 0; l < n_layer && at < (int)sizeof layers; l++)
+    at += snprintf(layers + at, sizeof layers - (size_t)at,
+                   "; layer %d: phase 1 (input + norm %.2f, in_proj + conv %.2f, x_proj %.2f) + "
+                   "barrier %.2f, phase 2 %.2f + %.2f, phase 3 %.2f + %.2f",
+                   l, ph[l][0] * per_step, ph[l][1] * per_step, ph[l][2] * per_step,
+                   ph[l][3] * per_step, ph[l][4] * per_step, ph[l][5] * per_step,
+                   ph[l][6] * per_step, ph[l][7] * per_step);
+  fprintf(stderr,
+          "draft cluster timing (CTA 0, us): k %d, %d layers, total %.1f; load %.1f, previous kernel "
+          "%.1f, CTAs started %.1f, state + first argmax %.1f%s; a step: stack %.2f, head %.2f + "
+          "%.2f, argmax %.2f; end %.1f\n",
+          k, n_layer, (double)(c[n - 1] - c[0]) * us, (double)(c[1] - c[0]) * us,
+          (double)(c[2] - c[1]) * us, (double)(c[3] - c[2]) * us, (double)(c[4] - c[3]) * us,
+          layers, stack * per_step, head * per_head, head_bar * per_head, argmax * per_head,
+          (double)(c[n - 1] - c[i - 1]) * us);
 }
 
 extern "C" int mbcuda_draft_cluster(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer,
@@ -594,8 +691,19 @@ extern "C" int mbcuda_draft_cluster(mb_ctx *ctx, const uint64_t *layers, int64_t
   at[1].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = at;
   cfg.numAttrs = mbcuda_st(ctx)->pdl ? 2 : 1;
+  /* the timing stamps on direct launches only (a captured graph would replay into one buffer) */
+  mbcuda_state *st = mbcuda_st(ctx);
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  if (st->draft_timing)
+    MBCUDA_CHECK(cudaStreamIsCapturing(cfg.stream, &cap), "draft_greedy (capture status)");
+  const int timed = st->draft_timing && cap == cudaStreamCaptureStatusNone;
+  if (timed && !st->draft_timing_buf)
+    MBCUDA_CHECK(cudaMalloc((void **)&st->draft_timing_buf, DC_TM_MAX * sizeof(long long)),
+                 "draft_greedy (timing buffer)");
+  a.tm = timed ? st->draft_timing_buf : NULL;
   MBCUDA_CHECK(a.wbf16 ? cudaLaunchKernelEx(&cfg, k_draft_cluster<1>, a)
                        : cudaLaunchKernelEx(&cfg, k_draft_cluster<0>, a),
                "draft_greedy (cluster)");
+  if (timed) dc_report_timing(ctx, st->draft_timing_buf, a.n_layer, a.k);
   return MB_OK;
 }

@@ -18,10 +18,15 @@ __device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
 }
 
 /* Counter handling: every block reads *counter; the last block to finish increments it (the
- * "done" counter in context memory returns to 0), so the op replays inside a graph. */
+ * "done" counter in context memory returns to 0), so the op replays inside a graph. With a counter
+ * a row (mb_sample_rows, done == NULL), each block increments its own. */
 __device__ void sample_finish(int64_t *counter, unsigned int *done) {
   __shared__ bool last;
   __syncthreads();
+  if (!done) {
+    if (threadIdx.x == 0) counter[blockIdx.x] += 1;
+    return;
+  }
   if (threadIdx.x == 0) {
     __threadfence();
     unsigned int prev = atomicAdd(done, 1u);
@@ -79,7 +84,9 @@ k_sample(const float *__restrict__ logits, int64_t batch, int v, int P, float te
   __shared__ float red[32];
   const int64_t b = blockIdx.x;
   const float *row = logits + b * v;
-  const int64_t ctr = *(volatile int64_t *)counter;
+  /* the draw's index: the row's own counter (mb_sample_rows), or the op's counter's row b */
+  const int64_t ctr = done ? *(volatile int64_t *)counter * batch + b
+                           : *(volatile int64_t *)(counter + b);
   for (int i = threadIdx.x; i < P; i += blockDim.x) {
     val[i] = i < v ? row[i] : -INFINITY;
     idx[i] = i < v ? i : 0x7fffffff;
@@ -146,7 +153,7 @@ k_sample(const float *__restrict__ logits, int64_t batch, int v, int P, float te
     float sub = 0.f;
     for (int i = lane; i < kept; i += 32) sub += p[i];
     sub = warp_sum(sub);
-    float target = mb_uniform_at(seed, (uint64_t)(ctr * batch + b)) * sub;
+    float target = mb_uniform_at(seed, (uint64_t)ctr) * sub;
     int chosen = kept - 1;
     float run = 0.f;
     for (int base = 0; base < kept; base += 32) {
@@ -167,13 +174,12 @@ k_sample(const float *__restrict__ logits, int64_t batch, int v, int P, float te
   sample_finish(counter, done);
 }
 
-extern "C" int mbcuda_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v,
-                             float temperature, int32_t top_k, float top_p, uint64_t seed,
-                             int64_t *counter, int32_t *out_ids) {
+/* Both entry points: one block a row; done == NULL: a counter a row. */
+static int sample_launch(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v,
+                         float temperature, int32_t top_k, float top_p, uint64_t seed,
+                         int64_t *counter, int32_t *out_ids, unsigned int *done) {
   if (batch <= 0) return MB_OK;
   if (batch > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: sample: batch too large");
-  cudaStream_t s = mbcuda_stream(ctx);
-  unsigned int *done = mbcuda_st(ctx)->done;
   if (top_k == 1 || temperature <= 0.f) {
     MBCUDA_LAUNCH("sample (greedy)", k_sample_greedy, dim3((unsigned)batch), dim3(256), 0, logits, v, out_ids, counter, done);
     return MB_OK;
@@ -186,4 +192,18 @@ extern "C" int mbcuda_sample(mb_ctx *ctx, const float *logits, int64_t batch, in
   size_t sm = (size_t)P * (sizeof(float) + sizeof(int));
   MBCUDA_LAUNCH("sample", k_sample, dim3((unsigned)batch), dim3(SAMPLE_THREADS), sm, logits, batch, (int)v, P, temperature, top_k, top_p, seed, counter, out_ids, done);
   return MB_OK;
+}
+
+extern "C" int mbcuda_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v,
+                             float temperature, int32_t top_k, float top_p, uint64_t seed,
+                             int64_t *counter, int32_t *out_ids) {
+  return sample_launch(ctx, logits, batch, v, temperature, top_k, top_p, seed, counter, out_ids,
+                       mbcuda_st(ctx)->done);
+}
+
+extern "C" int mbcuda_sample_rows(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
+                                  float temperature, int32_t top_k, float top_p, uint64_t seed,
+                                  int64_t *counters, int32_t *out_ids) {
+  return sample_launch(ctx, logits, n, v, temperature, top_k, top_p, seed, counters, out_ids,
+                       NULL);
 }

@@ -480,6 +480,17 @@ int mb_discrete_a_input_sim(mb_ctx *ctx, const float *delta, int64_t ld_delta, c
 int mb_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v, float temperature,
               int32_t top_k, float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids);
 
+/**
+ * mb_sample with a counter a row: row b of logits (n, v) is drawn as mb_sample(logits + b v, 1, v,
+ * ..., counters + b, out_ids + b) draws it (the uniform mb_uniform(seed, counters[b])), and
+ * counters[b] is then incremented: n such calls in one (a speculative pass draws each of its
+ * positions with that position's counter). counters (n int64) and out_ids (n int32) in context
+ * memory.
+ */
+int mb_sample_rows(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float temperature,
+                   int32_t top_k, float top_p, uint64_t seed, int64_t *counters,
+                   int32_t *out_ids);
+
 /** Reads every byte of p once and writes a float checksum to *sink (both context memory): a
  * read-bandwidth probe for benchmarks. bytes must be a multiple of 64. */
 int mb_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink);

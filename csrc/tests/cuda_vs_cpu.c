@@ -1293,6 +1293,53 @@ static void t_sample(void) {
   }
 }
 
+/* mb_sample_rows: a counter a row (each row as a batch-1 mb_sample with its counter), GPU vs
+ * CPU: the ids as t_sample checks them, and every counter incremented once a call. */
+static void t_sample_rows(void) {
+  struct { int64_t n, v; float temp; int top_k; float top_p; } cs[] = {
+      {1, 256, 1.0f, 1, 1.0f}, {8, 256, 1.0f, 1, 1.0f}, {8, 256, 0.7f, 40, 0.9f},
+      {65, 256, 1.0f, 0, 1.0f}, {5, 37, 1.3f, 5, 0.5f}};
+  for (int ci = 0; ci < (int)(sizeof cs / sizeof cs[0]); ci++) {
+    const int64_t n = cs[ci].n, v = cs[ci].v;
+    float *lh = hrand(n * v, -6, 6);
+    int64_t *c0 = (int64_t *)malloc((size_t)n * 8);
+    for (int64_t b = 0; b < n; b++) c0[b] = (int64_t)(rnd64() % 100000);
+    pair L = pf(lh, n * v), O = pnew(NULL, n * 4), K = pnew(c0, n * 8);
+    const uint64_t seed = 99 + ci;
+    const int rounds = 2;
+    int hard = 0;
+    int32_t *ic = (int32_t *)malloc((size_t)n * 4), *ig = (int32_t *)malloc((size_t)n * 4);
+    for (int r = 0; r < rounds; r++) {
+      MBX(mb_sample_rows(CPU, C(L), n, v, cs[ci].temp, cs[ci].top_k, cs[ci].top_p, seed,
+                         (int64_t *)K.c, (int32_t *)O.c));
+      MBX(mb_sample_rows(GPU, G(L), n, v, cs[ci].temp, cs[ci].top_k, cs[ci].top_p, seed,
+                         (int64_t *)K.g, (int32_t *)O.g));
+      MBX(mb_ctx_synchronize(GPU));
+      MBX(mb_memcpy_d2h(CPU, ic, O.c, (size_t)n * 4));
+      MBX(mb_memcpy_d2h(GPU, ig, O.g, (size_t)n * 4));
+      for (int64_t b = 0; b < n; b++)
+        if (ic[b] != ig[b]) {
+          const float u = mb_uniform(seed, (uint64_t)(c0[b] + r));
+          if (cs[ci].top_k == 1 ||
+              edge_distance(lh + b * v, v, cs[ci].temp, cs[ci].top_k, cs[ci].top_p, u) > 1e-4)
+            hard++;
+        }
+    }
+    int64_t *kc = (int64_t *)malloc((size_t)n * 8), *kg = (int64_t *)malloc((size_t)n * 8);
+    MBX(mb_memcpy_d2h(CPU, kc, K.c, (size_t)n * 8));
+    MBX(mb_memcpy_d2h(GPU, kg, K.g, (size_t)n * 8));
+    int bad = 0;
+    for (int64_t b = 0; b < n; b++) bad += kc[b] != c0[b] + rounds || kg[b] != kc[b];
+    char cfg[80];
+    snprintf(cfg, sizeof cfg, "n=%lld v=%lld T=%.1f k=%d p=%.2f", (long long)n, (long long)v,
+             cs[ci].temp, cs[ci].top_k, cs[ci].top_p);
+    check("sample_rows", cfg, "ids", hard, 0);
+    check("sample_rows", cfg, "counters", bad, 0);
+    pfree(&L), pfree(&O), pfree(&K);
+    free(lh), free(c0), free(ic), free(ig), free(kc), free(kg);
+  }
+}
+
 /* mb_discrete_a / mb_discrete_a_input_sim: every reduction and dim, fed in chunks (positions
  * carried across calls), GPU vs CPU. Values: relative error over the whole output <= 1e-5 (both
  * sum in float64; E differs by expf's rounding, ~2 ulp). Indices (min / max over dim 0, 1, 2):
@@ -1756,6 +1803,7 @@ int main(int argc, char **argv) {
   t_softmax_rank();
   t_discrete_a();
   t_sample();
+  t_sample_rows();
   t_graph(0);
   t_graph(1);
   t_graph_scratch();

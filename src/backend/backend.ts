@@ -996,6 +996,38 @@ export class Backend {
     );
   }
 
+  /**
+   * Draws one id per row of `n` rows of logits as {@link sample} does with batch 1, each row b
+   * with its own counter (the int64 at counters + 8 b, then incremented): n such calls in one.
+   */
+  sampleRows(a: {
+    logits: Ptr;
+    n: number;
+    v: number;
+    temperature: number;
+    topK: number;
+    topP: number;
+    seed: bigint;
+    counters: Ptr;
+    out: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_sample_rows(
+        this.#c,
+        a.logits,
+        I(a.n),
+        I(a.v),
+        a.temperature,
+        a.topK,
+        a.topP,
+        BigInt.asUintN(64, a.seed),
+        a.counters,
+        a.out,
+      ),
+      "sample_rows",
+    );
+  }
+
   /** Reads `bytes` at p once (bandwidth probe); writes a checksum float at sink. */
   readProbe(p: Ptr, bytes: number, sink: Ptr): void {
     check(this.#lib.mb_read_probe(this.#c, p, BigInt(bytes), sink), "read_probe");

@@ -145,8 +145,8 @@ export interface DeviceRoundParts {
   saved: VerifyBuffers;
   /** The drafter's part (k drafts a round: saved holds k + 1 positions). */
   drafting: DeviceDrafting;
-  /** Enqueues the draw of pass position `row` into the control block's sampled[row]. */
-  sampleRow: (row: number) => void;
+  /** Enqueues the draws of the pass's positions into the control block's sampled[]. */
+  drawRows: () => void;
   /** Settled bytes (int32, cap of them), progress (3 int64) and the positions' counters. */
   settled: Ptr;
   cap: number;
@@ -170,7 +170,7 @@ export function enqueueDeviceRound(p: DeviceRoundParts): void {
   model.embed(ws, M, control.ptr);
   model.verifyLayers(ws, state, saved);
   model.verifyHead(ws, M);
-  for (let i = 0; i < M; i++) p.sampleRow(i);
+  p.drawRows();
   model.resumeLayers(state, saved, drafts);
   model.backend.specCommit({
     len: M,
@@ -244,18 +244,19 @@ export async function generateSpeculative(
   const counters = Tensor.zeros(be, "i64", [M]);
   const control = saved.control;
   const graphs = new GraphCache<string>(be, o.useGraphs);
-  const sampleRow = (row: number, out = control.at(saved.sampled + row)) =>
-    be.sample({
-      logits: ws.logits.at(row * 256),
-      batch: 1,
+  /** Draws pass positions 0..n-1, each with its own counter, into the control block (one op). */
+  const drawRows = (n: number) =>
+    be.sampleRows({
+      logits: ws.logits.ptr,
+      n,
       v: 256,
       // top_k 1 ignores the temperature; the kernel only needs it positive.
       temperature: o.topK === 1 ? 1 : o.temperature,
       topK: o.topK,
       topP: o.topP,
       seed: BigInt(o.seed),
-      counter: counters.at(row),
-      out,
+      counters: counters.ptr,
+      out: control.at(saved.sampled),
     });
   const phases = stats.phaseSeconds;
   let mark = 0;
@@ -271,7 +272,7 @@ export async function generateSpeculative(
     // Prefill as generateBytes does; the first byte is drawn from its last logits with counter 0.
     await prefill(model, prompt, ws, state, 1);
     const L = prompt.length;
-    sampleRow(0);
+    drawRows(1);
     const first = new Int32Array(1);
     be.download(first, control.at(saved.sampled));
     const t0 = performance.now();
@@ -334,7 +335,7 @@ export async function generateSpeculative(
               state,
               saved,
               drafting: onDevice,
-              sampleRow,
+              drawRows: () => drawRows(M),
               settled: settled.ptr,
               cap,
               progress: progress.ptr,
@@ -385,7 +386,7 @@ export async function generateSpeculative(
         model.embed(ws, M, control.ptr);
         model.verifyLayers(ws, state, saved);
         model.verifyHead(ws, M);
-        for (let i = 0; i < M; i++) sampleRow(i);
+        drawRows(M);
         model.resumeLayers(state, saved);
       });
       be.download(result, control.at(saved.sampled));

@@ -374,6 +374,21 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  mb_sample_rows: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // logits
+      "i64", // n
+      "i64", // v
+      "f32", // temperature
+      "i32", // top_k
+      "f32", // top_p
+      "u64", // seed
+      "pointer", // counters
+      "pointer", // out_ids
+    ],
+    result: "i32",
+  },
   mb_read_probe: { parameters: ["pointer", "pointer", "usize", "pointer"], result: "i32" },
   mb_graph_begin: { parameters: ["pointer"], result: "i32" },
   mb_graph_end: { parameters: ["pointer", "buffer"], result: "i32" },

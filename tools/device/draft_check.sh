@@ -10,9 +10,14 @@
 #   4. with SPEC=1, bench:spec on CUDA with the bundled models, the cluster and the ops;
 #   5. with ROUND=1, a whole device round (tools/profile_verify_cuda.ts --spec: target
 #      T_MODEL x T_LAYER, default 384 x 24, drafter D_MODEL x N_LAYER) and its parts by ablation,
-#      fp32 with the cluster and the ops, bf16 with the cluster.
-# RACE_CASES=N: racecheck on the first N draft cases only (default all 5); ONLY_SAN=1: stop after
-# the sanitizers. Each step prints as it ends; logs in $OUT.
+#      fp32 with the cluster and the ops, bf16 with the cluster;
+#   6. with PASS_SWEEP=1, the target's pass graph (--only verify) with the n <= 8 GEMV's inputs a
+#      thread fixed (MAMBABYTE_CUDA_GEMV_ROWS 2, 4, 8: the weights read once per that many
+#      positions; the fused in_proj then gives way to the ops) and with the fused in_proj off.
+# RACE_CASES=N: racecheck on the first N draft cases only (default all 5); SKIP_RACE=1: no
+# racecheck; ONLY_SAN=1: stop after the sanitizers. ROUND_FORMS: the ROUND step's dtype and
+# cluster pairs (default "fp32:1 fp32:0 bf16:1"); SPEC_N: bench:spec's byte counts (default
+# 512; several: the fixed costs a generation are the difference). Each step prints as it ends; logs in $OUT.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/draft_check_out}"
@@ -21,7 +26,7 @@ mkdir -p "$OUT"
 . tools/device/lib.sh
 
 SKIP_SAN=1 build_and_check_ops
-for tool in memcheck racecheck; do
+for tool in memcheck $([ -z "${SKIP_RACE:-}" ] && echo racecheck); do
   step "$tool --only draft_greedy"
   timeout "${SAN_T:-120}" compute-sanitizer --tool "$tool" --error-exitcode 9 \
     ./build-cuda/cuda_vs_cpu --only draft_greedy $([ "$tool" = racecheck ] && echo --small \
@@ -61,8 +66,8 @@ if [ -n "${TIMING:-}" ]; then
 fi
 
 if [ -n "${ROUND:-}" ]; then
-  for form in "fp32 1" "fp32 0" "bf16 1"; do
-    set -- $form
+  for form in ${ROUND_FORMS:-fp32:1 fp32:0 bf16:1}; do
+    set -- ${form/:/ }
     step "round parts ($1, MAMBABYTE_CUDA_DRAFT_CLUSTER=$2)"
     MAMBABYTE_CUDA_DRAFT_CLUSTER=$2 timeout 150 deno run --cached-only --no-check -A \
       tools/profile_verify_cuda.ts --spec --d_model "${T_MODEL:-384}" --n_layer "${T_LAYER:-24}" \
@@ -71,12 +76,27 @@ if [ -n "${ROUND:-}" ]; then
   done
 fi
 
+if [ -n "${PASS_SWEEP:-}" ]; then
+  for dtype in fp32 bf16; do
+    for env in MAMBABYTE_CUDA_GEMV_ROWS=0 MAMBABYTE_CUDA_VERIFY_NORM=0 MAMBABYTE_CUDA_GEMV_ROWS=2 \
+      MAMBABYTE_CUDA_GEMV_ROWS=4 MAMBABYTE_CUDA_GEMV_ROWS=8; do
+      r=$(env "$env" timeout 60 deno run --cached-only --no-check -A tools/profile_verify_cuda.ts \
+        --only verify --d_model "${T_MODEL:-384}" --n_layer "${T_LAYER:-24}" --dtype "$dtype" \
+        2>&1 | tail -1)
+      note "pass ${T_MODEL:-384} x ${T_LAYER:-24} $dtype $env: $r"
+    done
+  done
+fi
+
 if [ -n "${SPEC:-}" ]; then
-  for cluster in 1 0; do
-    step "bench:spec (MAMBABYTE_CUDA_DRAFT_CLUSTER=$cluster)"
-    MAMBABYTE_CUDA_DRAFT_CLUSTER=$cluster timeout 120 deno run --cached-only --no-check -A \
-      scripts/bench_spec.ts --devices cuda --repeats 2 --rounds device --subword_drafter none \
-      2>&1 | grep -E "^cuda \||identical" | tee -a "$OUT/bench_spec.log" || fail
+  for n in ${SPEC_N:-512}; do
+    for cluster in 1 0; do
+      step "bench:spec $n bytes (MAMBABYTE_CUDA_DRAFT_CLUSTER=$cluster)"
+      MAMBABYTE_CUDA_DRAFT_CLUSTER=$cluster timeout 120 deno run --cached-only --no-check -A \
+        scripts/bench_spec.ts --devices cuda --repeats 2 --rounds device --subword_drafter none \
+        --max_new_tokens "$n" 2>&1 | grep -E "^cuda \||identical" | tee -a "$OUT/bench_spec.log" ||
+        fail
+    done
   done
 fi
 print_summary draft_check

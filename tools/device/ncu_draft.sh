@@ -3,16 +3,23 @@
 # trained drafter's 256 x 2 bf16 case of `cuda_vs_cpu --only draft_greedy`), full set: the
 # kernel's duration and warp states, then its 40 SASS lines with the most stall samples (where the
 # time goes inside the kernel). Carry [".gpu", ".gpu-build"]; logs and the report in $OUT.
+# LINEINFO=1: built with -lineinfo, and the stall samples summed by CUDA source line as well (with
+# each top line's three largest stall reasons), so that they map onto the kernel's phases.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/ncu_draft_out}"
 mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
 . tools/device/lib.sh
-build_cuda -DMAMBABYTE_TESTS=ON
+if [ -n "${LINEINFO:-}" ]; then
+  build_cuda -DMAMBABYTE_TESTS=ON -DCMAKE_CUDA_FLAGS=-lineinfo
+else
+  build_cuda -DMAMBABYTE_TESTS=ON
+fi
 step "ncu k_draft_cluster"
 timeout 240 ncu --kernel-name regex:k_draft_cluster --launch-skip "${SKIP:-1}" --launch-count 1 \
-  --set full --import-source no -f -o "$OUT/draft" ./build-cuda/cuda_vs_cpu --only draft_greedy \
+  --set full --import-source "$([ -n "${LINEINFO:-}" ] && echo yes || echo no)" -f \
+  -o "$OUT/draft" ./build-cuda/cuda_vs_cpu --only draft_greedy \
   --small >"$OUT/ncu_run.log" 2>&1 || { tail -20 "$OUT/ncu_run.log"; exit 1; }
 ncu -i "$OUT/draft.ncu-rep" --page details >"$OUT/details.txt" 2>&1
 grep -E "Duration|Elapsed Cycles|SM Frequency|Registers|Shared Memory Config|Cluster|Warp Cycles Per Issued|Issued Ipc|No Eligible|Stall|Theoretical Occ|Block Size|Grid Size" \
@@ -45,3 +52,28 @@ print(f"stall samples: {tot:.0f} in {len(data)} SASS lines")
 for r in sorted(data, key=lambda r: -num(r[ci]))[:40]:
     print(f"{num(r[ci]) / tot * 100:5.1f}%  {r[0]:>8}  {r[si][:90]}")
 PY
+
+if [ -n "${LINEINFO:-}" ]; then
+  ncu -i "$OUT/draft.ncu-rep" --page source --csv --print-source cuda >"$OUT/source_cuda.csv" 2>&1
+  python3 - "$OUT/source_cuda.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1], errors="replace")))
+hi = next((i for i, r in enumerate(rows) if any("Warp Stall Sampling (All" in c for c in r)), None)
+if hi is None:
+    print("no cuda source page:", rows[:3]); sys.exit(0)
+h = rows[hi]
+ci = next(i for i, c in enumerate(h) if "Warp Stall Sampling (All" in c)
+reasons = [i for i, c in enumerate(h) if c.startswith("stall_") or "Stall" in c and i != ci
+           and "Sampling" not in c]
+def num(x):
+    try: return float(x.replace(",", ""))
+    except ValueError: return 0.0
+data = [r for r in rows[hi + 1:] if len(r) > ci]
+tot = sum(num(r[ci]) for r in data) or 1
+print(f"stall samples by CUDA line: {tot:.0f} (columns: {len(h)}; first: {h[:6]})")
+for r in sorted(data, key=lambda r: -num(r[ci]))[:45]:
+    top = sorted(((num(r[i]), h[i]) for i in reasons), reverse=True)[:3]
+    why = ", ".join(f"{n} {v:.0f}" for v, n in top if v > 0)
+    print(f"{num(r[ci]) / tot * 100:5.1f}%  {r[0]:>6}  {r[1][:80]:80}  {why}")
+PY
+fi
