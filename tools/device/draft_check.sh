@@ -11,9 +11,9 @@
 #   5. with ROUND=1, a whole device round (tools/profile_verify_cuda.ts --spec: target
 #      T_MODEL x T_LAYER, default 384 x 24, drafter D_MODEL x N_LAYER) and its parts by ablation,
 #      fp32 with the cluster and the ops, bf16 with the cluster;
-#   6. with PASS_SWEEP=1, the target's pass graph (--only verify) with the n <= 8 GEMV's inputs a
-#      thread fixed (MAMBABYTE_CUDA_GEMV_ROWS 2, 4, 8: the weights read once per that many
-#      positions; the fused in_proj then gives way to the ops) and with the fused in_proj off.
+#   6. with PASS_SWEEP=1, the target's pass graph (--only verify) under each of PASS_ENVS (default:
+#      none, the fused in_proj's norm or conv off, the n <= 8 GEMV's inputs a thread fixed at 2)
+#      for each of PASS_DTYPES (default fp32 bf16).
 # RACE_CASES=N: racecheck on the first N draft cases only (default all 5); SKIP_RACE=1: no
 # racecheck; ONLY_SAN=1: stop after the sanitizers. ROUND_FORMS: the ROUND step's dtype and
 # cluster pairs (default "fp32:1 fp32:0 bf16:1"); SPEC_N: bench:spec's byte counts (default
@@ -77,9 +77,9 @@ if [ -n "${ROUND:-}" ]; then
 fi
 
 if [ -n "${PASS_SWEEP:-}" ]; then
-  for dtype in fp32 bf16; do
-    for env in MAMBABYTE_CUDA_GEMV_ROWS=0 MAMBABYTE_CUDA_VERIFY_NORM=0 MAMBABYTE_CUDA_GEMV_ROWS=2 \
-      MAMBABYTE_CUDA_GEMV_ROWS=4 MAMBABYTE_CUDA_GEMV_ROWS=8; do
+  for dtype in ${PASS_DTYPES:-fp32 bf16}; do
+    for env in ${PASS_ENVS:-MAMBABYTE_CUDA_GEMV_ROWS=0 MAMBABYTE_CUDA_VERIFY_NORM=0 \
+      MAMBABYTE_CUDA_VERIFY_CONV=0 MAMBABYTE_CUDA_GEMV_ROWS=2}; do
       r=$(env "$env" timeout 60 deno run --cached-only --no-check -A tools/profile_verify_cuda.ts \
         --only verify --d_model "${T_MODEL:-384}" --n_layer "${T_LAYER:-24}" --dtype "$dtype" \
         2>&1 | tail -1)
