@@ -19,7 +19,7 @@
  *
  * Usage (GPU machine): deno run -A tools/profile_verify_cuda.ts [--d_model 384] [--n_layer 24]
  *   [--k 7] [--dtype fp32|bf16] [--replays 200] [--only step|verify|round|draft]
- *   [--spec [--draft_d_model 256] [--draft_n_layer 2]]
+ *   [--spec [--draft_d_model 256] [--draft_n_layer 2] [--draft_dtype fp32|bf16]]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { Backend, loadModel, RecurrentState, Tensor } from "../mod.ts";
@@ -40,6 +40,10 @@ parser.add_argument("--spec", {
 });
 parser.add_argument("--draft_d_model", { type: "int", default: 256 });
 parser.add_argument("--draft_n_layer", { type: "int", default: 2 });
+parser.add_argument("--draft_dtype", {
+  choices: ["fp32", "bf16"],
+  help: "the drafter's weights (default: --dtype)",
+});
 parser.add_argument("--only", {
   choices: ["step", "verify", "round", "draft"],
   help: "time that graph alone, nothing else (for nsys: its kernels only)",
@@ -54,6 +58,7 @@ interface Args {
   spec: boolean;
   draft_d_model: number;
   draft_n_layer: number;
+  draft_dtype?: "fp32" | "bf16";
 }
 
 /** A config file of one random-weight entry `shape` (d_model x n_layer, the models' other dims). */
@@ -217,7 +222,7 @@ async function main(argv: string[]): Promise<void> {
       modelId: "shape",
       checkpoint: null,
       device: "cuda",
-      dtype: args.dtype,
+      dtype: args.draft_dtype ?? args.dtype,
     });
     const drafter = new ModelDrafter(drafterLM);
     const cap = 64 * M;
@@ -251,9 +256,11 @@ async function main(argv: string[]): Promise<void> {
       console.log(
         `spec round graph ${
           tSpec.toFixed(1)
-        } us: target ${args.d_model} x ${args.n_layer}, drafter ${args.draft_d_model} x ${args.draft_n_layer}, ${args.dtype}, k ${args.k}; alone: drafts ${
-          tDraft.toFixed(1)
-        } us, pass + draws ${tPass.toFixed(1)} us, drafter's read ${tRead.toFixed(1)} us`,
+        } us: target ${args.d_model} x ${args.n_layer}, drafter ${args.draft_d_model} x ${args.draft_n_layer} (${
+          args.draft_dtype ?? args.dtype
+        }), ${args.dtype}, k ${args.k}; alone: drafts ${tDraft.toFixed(1)} us, pass + draws ${
+          tPass.toFixed(1)
+        } us, drafter's read ${tRead.toFixed(1)} us`,
       );
       ablate(specRound, tSpec, "spec round");
       drafting.free();

@@ -15,8 +15,8 @@
 #      none, the fused in_proj's norm or conv off, the n <= 8 GEMV's inputs a thread fixed at 2)
 #      for each of PASS_DTYPES (default fp32 bf16).
 # RACE_CASES=N: racecheck on the first N draft cases only (default all 5); SKIP_RACE=1: no
-# racecheck; ONLY_SAN=1: stop after the sanitizers. ROUND_FORMS: the ROUND step's dtype and
-# cluster pairs (default "fp32:1 fp32:0 bf16:1"); SPEC_N: bench:spec's byte counts (default
+# racecheck; ONLY_SAN=1: stop after the sanitizers. ROUND_FORMS: the ROUND step's dtype:cluster
+# forms, or dtype:cluster:drafter_dtype (default "fp32:1 fp32:0 bf16:1"); SPEC_N: bench:spec's byte counts (default
 # 512; several: the fixed costs a generation are the difference). Each step prints as it ends; logs in $OUT.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
@@ -67,11 +67,12 @@ fi
 
 if [ -n "${ROUND:-}" ]; then
   for form in ${ROUND_FORMS:-fp32:1 fp32:0 bf16:1}; do
-    set -- ${form/:/ }
+    set -- ${form//:/ }
     step "round parts ($1, MAMBABYTE_CUDA_DRAFT_CLUSTER=$2)"
     MAMBABYTE_CUDA_DRAFT_CLUSTER=$2 timeout 150 deno run --cached-only --no-check -A \
       tools/profile_verify_cuda.ts --spec --d_model "${T_MODEL:-384}" --n_layer "${T_LAYER:-24}" \
       --draft_d_model "${D_MODEL:-256}" --draft_n_layer "${N_LAYER:-2}" --dtype "$1" \
+      --draft_dtype "${3:-$1}" \
       --replays 100 2>&1 | tee -a "$OUT/round.log" || fail
   done
 fi
