@@ -818,9 +818,9 @@ MB_EXPORT int mb_draft_greedy(mb_ctx *ctx, const uint64_t *layers, int64_t n_lay
                               const void *embedding, int64_t vocab_rows, const float *norm_f_w,
                               const float *norm_f_b, const void *lm_head, int64_t vocab_out,
                               float *hidden, float *residual, float *normed, float *xz, float *xc,
-                              float *x_dbl, float *delta, float *y, float *logits,
-                              int64_t *counter, void *state, int64_t state_bytes, void *stack,
-                              int32_t *ids, int64_t k) {
+                              float *x_dbl, float *delta, float *y, const int32_t *read_id,
+                              float *logits, int64_t *counter, void *state, int64_t state_bytes,
+                              void *stack, int32_t *ids, int64_t k) {
   static const char fn[] = "mb_draft_greedy";
   CHECK_CTX("mb_draft_greedy");
   REQUIRE(k >= 1 && k <= DRAFT_MAX_K, "%s: k %lld is outside 1..%d", fn, (ll)k, DRAFT_MAX_K);
@@ -855,8 +855,23 @@ MB_EXPORT int mb_draft_greedy(mb_ctx *ctx, const uint64_t *layers, int64_t n_lay
       mbcuda_draft_cluster_ok(ctx, n_layer, d_model, d_inner, d_state, dt_rank, d_conv, vocab_out))
     return mbcuda_draft_cluster(ctx, layers, n_layer, d_model, d_inner, d_state, dt_rank, wdtype,
                                 norm_kind, eps, embedding, vocab_rows, norm_f_w, norm_f_b, lm_head,
-                                vocab_out, logits, counter, state, state_bytes, stack, ids, k);
+                                vocab_out, read_id, logits, counter, state, state_bytes, stack,
+                                ids, k);
 #endif
+  if (read_id) { /* the byte at read_id first: its logits are the first draft's */
+    st = mb_embedding(ctx, read_id, 1, embedding, wdtype, vocab_rows, d_model, hidden);
+    if (st == MB_OK)
+      st = mb_decode_layers(ctx, layers, n_layer, 1, d_model, d_inner, d_state, dt_rank, d_conv,
+                            wdtype, norm_kind, eps, hidden, residual, normed, xz, xc, x_dbl,
+                            delta, y);
+    if (st == MB_OK)
+      st = mb_add_norm(ctx, hidden, residual, n_layer > 0, norm_f_w, norm_f_b, norm_kind, eps, 1,
+                       d_model, normed, NULL);
+    if (st == MB_OK)
+      st = mb_linear(ctx, normed, d_model, lm_head, wdtype, NULL, 1, d_model, vocab_out, logits,
+                     vocab_out);
+    if (st != MB_OK) return st;
+  }
   st = mb_sample(ctx, logits, 1, vocab_out, 1.0f, 1, 0.0f, 0, counter, ids);
   if (st == MB_OK) st = mb_memcpy_d2d(ctx, stack, state, (size_t)state_bytes);
   for (int64_t i = 1; i <= k && st == MB_OK; i++) {

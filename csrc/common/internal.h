@@ -120,8 +120,9 @@ int mbcuda_draft_cluster(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, i
                          int64_t d_inner, int64_t d_state, int64_t dt_rank, int wdtype,
                          int norm_kind, float eps, const void *embedding, int64_t vocab_rows,
                          const float *norm_f_w, const float *norm_f_b, const void *lm_head,
-                         int64_t vocab_out, const float *logits, int64_t *counter, void *state,
-                         int64_t state_bytes, void *stack, int32_t *ids, int64_t k);
+                         int64_t vocab_out, const int32_t *read_id, const float *logits,
+                         int64_t *counter, void *state, int64_t state_bytes, void *stack,
+                         int32_t *ids, int64_t k);
 int mbcuda_verify_conv_ok(mb_ctx *ctx, int64_t len, int64_t d_inner, int64_t d_conv);
 /* Whether it takes these shapes (and is on: MAMBABYTE_CUDA_VERIFY_NORM=0 turns it off): where the
  * ops' GEMV would give each block one position too. */

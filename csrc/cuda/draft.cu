@@ -56,6 +56,7 @@ struct DcArgs {
   float eps;
   const void *embedding, *lm_head;
   const float *norm_f_w, *norm_f_b, *logits_in;
+  const int32_t *read_id; /* non-NULL: read this byte first (its logits give the first draft) */
   int64_t *counter;
   char *state, *stack;
   int64_t state_bytes;
@@ -385,29 +386,40 @@ __global__ void __launch_bounds__(DC_THREADS, 1) k_draft_cluster(const __grid_co
   DC_STAMP(); /* the previous kernel done */
   cl.barrier_wait();
   DC_STAMP(); /* every CTA started */
-  /* the state of this CTA's channels, and slot 0 of the stack */
+  /* the state of this CTA's channels, and slot 0 of the stack (with a byte to read first, slot 0
+   * is the state after it: step 0 below) */
+  const bool read = a.read_id != NULL;
   for (int l = 0; l < a.n_layer; l++) {
     const DcLayer &L = a.L[l];
     DcSmall s = dc_small(sm + p.layer_bytes * l, p, D, N);
     for (int i = threadIdx.x; i < C * (DC_K - 1); i += DC_THREADS) {
       float v = __ldcg(L.conv_state + (size_t)c0 * (DC_K - 1) + i);
       s.win[i] = v;
-      *(float *)(a.stack + ((char *)(L.conv_state + (size_t)c0 * (DC_K - 1) + i) - a.state)) = v;
+      if (!read)
+        *(float *)(a.stack + ((char *)(L.conv_state + (size_t)c0 * (DC_K - 1) + i) - a.state)) = v;
     }
     for (int i = threadIdx.x; i < C * N; i += DC_THREADS) {
       float v = __ldcg(L.ssm_state + (size_t)c0 * N + i);
       s.h[i] = v;
-      *(float *)(a.stack + ((char *)(L.ssm_state + (size_t)c0 * N + i) - a.state)) = v;
+      if (!read) *(float *)(a.stack + ((char *)(L.ssm_state + (size_t)c0 * N + i) - a.state)) = v;
     }
   }
-  for (int i = threadIdx.x; i < V; i += DC_THREADS) logits[i] = __ldcg(a.logits_in + i);
-  __syncthreads();
-  int cur = dc_argmax(logits, V);
+  int cur;
+  if (read) {
+    cur = __ldcg(a.read_id); /* written by the kernel before (the round's commit): through L2 */
+    if (cur < 0 || cur >= a.vocab_rows) cur = 0; /* any id is as good: only the drafts change */
+    __syncthreads();
+  } else {
+    for (int i = threadIdx.x; i < V; i += DC_THREADS) logits[i] = __ldcg(a.logits_in + i);
+    __syncthreads();
+    cur = dc_argmax(logits, V);
+  }
   DC_STAMP(); /* the state, slot 0, the first argmax */
-  if (rank == 0 && threadIdx.x == 0) a.ids[0] = cur;
+  if (!read && rank == 0 && threadIdx.x == 0) a.ids[0] = cur;
   int par = 0; /* res[par]: the residual stream so far */
 
-  for (int step = 1; step <= a.k; step++) {
+  /* step s reads cur (the settled byte at step 0, draft s after) into slot s, then drafts */
+  for (int step = read ? 0 : 1; step <= a.k; step++) {
     for (int l = 0; l < a.n_layer; l++) {
       char *base = sm + p.layer_bytes * l;
       DcSmall s = dc_small(base, p, D, N);
@@ -586,12 +598,12 @@ extern "C" int mbcuda_draft_cluster_ok(mb_ctx *ctx, int64_t n_layer, int64_t d_m
   return 1;
 }
 
-#define DC_TM_MAX 2048 /* stamps: 6 + k (8 layers + 4) at most, k <= 64, 4 layers */
+#define DC_TM_MAX 2400 /* stamps: 6 + (k + 1) (8 layers + 4) at most, k <= 64, 4 layers */
 #define DC_TM_LAYER 8  /* stamps a layer: phase 1 in three parts, then each phase's barrier */
 
 /* MAMBABYTE_CUDA_DRAFT_TIMING=1: one line on stderr a direct launch, CTA 0's microseconds in each
  * part (a phase's own work, then its cluster barrier; each layer's and the steps' means). */
-static void dc_report_timing(mb_ctx *ctx, const long long *tm_dev, int n_layer, int k) {
+static void dc_report_timing(mb_ctx *ctx, const long long *tm_dev, int n_layer, int k, int read) {
   long long tm[DC_TM_MAX];
   if (cudaStreamSynchronize(mbcuda_stream(ctx)) != cudaSuccess ||
       cudaMemcpy(tm, tm_dev, sizeof tm, cudaMemcpyDeviceToHost) != cudaSuccess) {
@@ -599,22 +611,23 @@ static void dc_report_timing(mb_ctx *ctx, const long long *tm_dev, int n_layer, 
     return;
   }
   const long long *c = tm + 2;
-  const int n = 5 + k * (DC_TM_LAYER * n_layer + 1) + (k - 1) * 3 + 1;
+  const int steps = k + read; /* steps of the layers (a read first: one more), heads one fewer */
+  const int n = 5 + steps * (DC_TM_LAYER * n_layer + 1) + (steps - 1) * 3 + 1;
   const double us = (double)(tm[1] - tm[0]) / 1e3 / (double)(c[n - 1] - c[0]); /* a cycle */
   double ph[DC_MAX_LAYERS][DC_TM_LAYER] = {{0}}, stack = 0, head = 0, head_bar = 0, argmax = 0;
   int i = 5;
-  for (int step = 1; step <= k; step++) {
+  for (int step = 1; step <= steps; step++) {
     for (int l = 0; l < n_layer; l++, i += DC_TM_LAYER)
       for (int q = 0; q < DC_TM_LAYER; q++) ph[l][q] += (double)(c[i + q] - c[i + q - 1]);
     stack += (double)(c[i] - c[i - 1]);
     i++;
-    if (step == k) break;
+    if (step == steps) break;
     head += (double)(c[i] - c[i - 1]);
     head_bar += (double)(c[i + 1] - c[i]);
     argmax += (double)(c[i + 2] - c[i + 1]);
     i += 3;
   }
-  const double per_step = us / k, per_head = k > 1 ? us / (k - 1) : 0;
+  const double per_step = us / steps, per_head = steps > 1 ? us / (steps - 1) : 0;
   char layers[600] = "";
   for (int l = 0, at = 0; l < n_layer && at < (int)sizeof layers; l++)
     at += snprintf(layers + at, sizeof layers - (size_t)at,
@@ -624,10 +637,10 @@ static void dc_report_timing(mb_ctx *ctx, const long long *tm_dev, int n_layer, 
                    ph[l][3] * per_step, ph[l][4] * per_step, ph[l][5] * per_step,
                    ph[l][6] * per_step, ph[l][7] * per_step);
   fprintf(stderr,
-          "draft cluster timing (CTA 0, us): k %d, %d layers, total %.1f; load %.1f, previous kernel "
+          "draft cluster timing (CTA 0, us): k %d%s, %d layers, total %.1f; load %.1f, previous kernel "
           "%.1f, CTAs started %.1f, state + first argmax %.1f%s; a step: stack %.2f, head %.2f + "
           "%.2f, argmax %.2f; end %.1f\n",
-          k, n_layer, (double)(c[n - 1] - c[0]) * us, (double)(c[1] - c[0]) * us,
+          k, read ? " after a read" : "", n_layer, (double)(c[n - 1] - c[0]) * us, (double)(c[1] - c[0]) * us,
           (double)(c[2] - c[1]) * us, (double)(c[3] - c[2]) * us, (double)(c[4] - c[3]) * us,
           layers, stack * per_step, head * per_head, head_bar * per_head, argmax * per_head,
           (double)(c[n - 1] - c[i - 1]) * us);
@@ -638,9 +651,10 @@ extern "C" int mbcuda_draft_cluster(mb_ctx *ctx, const uint64_t *layers, int64_t
                                     int64_t dt_rank, int wdtype, int norm_kind, float eps,
                                     const void *embedding, int64_t vocab_rows,
                                     const float *norm_f_w, const float *norm_f_b,
-                                    const void *lm_head, int64_t vocab_out, const float *logits,
-                                    int64_t *counter, void *state, int64_t state_bytes,
-                                    void *stack, int32_t *ids, int64_t k) {
+                                    const void *lm_head, int64_t vocab_out,
+                                    const int32_t *read_id, const float *logits, int64_t *counter,
+                                    void *state, int64_t state_bytes, void *stack, int32_t *ids,
+                                    int64_t k) {
   DcArgs a = {};
   for (int64_t l = 0; l < n_layer; l++) {
     const uint64_t *P = layers + l * MB_DL_PTRS;
@@ -671,6 +685,7 @@ extern "C" int mbcuda_draft_cluster(mb_ctx *ctx, const uint64_t *layers, int64_t
   a.norm_f_w = norm_f_w;
   a.norm_f_b = norm_f_b;
   a.logits_in = logits;
+  a.read_id = read_id;
   a.counter = counter;
   a.state = (char *)state;
   a.stack = (char *)stack;
@@ -704,6 +719,6 @@ extern "C" int mbcuda_draft_cluster(mb_ctx *ctx, const uint64_t *layers, int64_t
   MBCUDA_CHECK(a.wbf16 ? cudaLaunchKernelEx(&cfg, k_draft_cluster<1>, a)
                        : cudaLaunchKernelEx(&cfg, k_draft_cluster<0>, a),
                "draft_greedy (cluster)");
-  if (timed) dc_report_timing(ctx, st->draft_timing_buf, a.n_layer, a.k);
+  if (timed) dc_report_timing(ctx, st->draft_timing_buf, a.n_layer, a.k, read_id != NULL);
   return MB_OK;
 }

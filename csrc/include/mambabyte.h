@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 9
+#define MB_ABI_VERSION 10
 
 /* Status codes. */
 #define MB_OK 0
@@ -387,6 +387,13 @@ int mb_spec_commit(mb_ctx *ctx, int64_t len, const int32_t *sampled, const int32
  * drafter's part of a round on the device. With the drafter's layer table `layers`
  * (mb_decode_layers' MB_DL_* pointers, whose conv windows and SSM states all lie inside
  * [state, state + state_bytes)) and slot(i) = stack + i state_bytes, it is exactly
+ *   if read_id != NULL:                   (first read the byte at read_id: a round's settled one)
+ *     mb_embedding(read_id, 1, embedding, wdtype, vocab_rows, d_model, hidden);
+ *     mb_decode_layers(layers, n_layer, 1, d_model, ..., hidden, residual, normed, xz, xc, x_dbl,
+ *                      delta, y);
+ *     mb_add_norm(hidden, residual, n_layer > 0, norm_f_w, norm_f_b, norm_kind, eps, 1, d_model,
+ *                 normed, NULL);
+ *     mb_linear(normed, d_model, lm_head, wdtype, NULL, 1, d_model, vocab_out, logits, vocab_out);
  *   mb_sample(logits, 1, vocab_out, 1, 1, 0, 0, counter, ids);        (ids[0], greedy)
  *   mb_memcpy_d2d(slot(0), state, state_bytes);
  *   for i = 1 .. k:
@@ -401,7 +408,8 @@ int mb_spec_commit(mb_ctx *ctx, int64_t len, const int32_t *sampled, const int32
  *                 vocab_out);
  *       mb_sample(logits, 1, vocab_out, 1, 1, 0, 0, counter, ids + i);
  * so the drafts and states are those calls' (the state ends as slot(k); logits and the activation
- * rows hold unspecified values afterwards). CUDA runs it as one launch of a thread-block cluster
+ * rows hold unspecified values afterwards; with read_id the logits in are not read). CUDA runs it
+ * as one launch of a thread-block cluster
  * where the shape allows (csrc/cuda/draft.cu: 1..4 layers, d_conv 4, d_state 16, d_model a
  * multiple of 64 up to 512, d_inner a multiple of 128 up to 1024, vocab_out a multiple of 16, the
  * matrices fitting the cluster's shared memory as bfloat16): its drafts
@@ -414,9 +422,9 @@ int mb_draft_greedy(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_
                     int norm_kind, float eps, const void *embedding, int64_t vocab_rows,
                     const float *norm_f_w, const float *norm_f_b, const void *lm_head,
                     int64_t vocab_out, float *hidden, float *residual, float *normed, float *xz,
-                    float *xc, float *x_dbl, float *delta, float *y, float *logits,
-                    int64_t *counter, void *state, int64_t state_bytes, void *stack, int32_t *ids,
-                    int64_t k);
+                    float *xc, float *x_dbl, float *delta, float *y, const int32_t *read_id,
+                    float *logits, int64_t *counter, void *state, int64_t state_bytes, void *stack,
+                    int32_t *ids, int64_t k);
 
 /** out[i, :] = log_softmax(logits[i, :]) over v columns, rows of n. out may equal logits. */
 int mb_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out);

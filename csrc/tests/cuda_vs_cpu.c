@@ -1015,7 +1015,9 @@ static void t_verify_layers(void) {
  * ops) against the CPU's (the ops) from the same weights, state and logits. The cluster form holds
  * the matrices in bf16: with bf16 matrices (the same values on both sides) the drafts are equal and
  * the states within fp32 summation order; with fp32 matrices the first draft (the given logits'
- * argmax) is equal and the states after it within bf16 rounding. */
+ * argmax) is equal and the states after it within bf16 rounding. Each case runs twice: drafting
+ * from the given logits, and after reading a byte first (read_id: slot 0 is the state after it;
+ * with fp32 matrices its logits, and so the first draft, may differ by bf16 rounding). */
 static void t_draft_greedy(void) {
   const dl_case cs[] = {
       {2, 1, 64, 128, 16, 4, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1},
@@ -1033,6 +1035,7 @@ static void t_draft_greedy(void) {
   const size_t ncs = sizeof cs / sizeof cs[0];
   for (size_t ci = 0; ci < (g_dg_cases > 0 && (size_t)g_dg_cases < ncs ? (size_t)g_dg_cases : ncs);
        ci++) {
+   for (int read = 0; read < 2; read++) {
     const dl_case *c = &cs[ci];
     const int64_t dm = c->dm, di = c->di, n = c->n, win = di * (c->k - 1);
     dl_layer *ly = dl_make_layers(c);
@@ -1055,6 +1058,10 @@ static void t_draft_greedy(void) {
     pair stack = pf(NULL, (K + 1) * sb / 4), ids = pnew(NULL, (size_t)K * 4);
     int64_t zero = 0;
     pair ctr = pnew(&zero, 8);
+    int32_t rid = 65;
+    pair rd = pnew(&rid, 4);
+    float *st0 = (float *)malloc((size_t)sb);
+    MBX(mb_memcpy_d2h(CPU, st0, st.c, (size_t)sb)); /* the state before, for the ops' context */
     for (int side = 0; side < 3; side++) { /* CPU, GPU, GPU with the ops */
       mb_ctx *ctx = side == 0 ? CPU : side == 1 ? GPU : ops;
       const int g = side > 0;
@@ -1063,15 +1070,15 @@ static void t_draft_greedy(void) {
                           P_(emb), V, (const float *)P_(nfw), (const float *)P_(nfb), P_(head), V,
                           (float *)P_(hid), (float *)P_(res), (float *)P_(nrm), (float *)P_(xz),
                           (float *)P_(xc), (float *)P_(xd), (float *)P_(de), (float *)P_(y),
-                          (float *)P_(lg), (int64_t *)P_(ctr), P_(st), sb, P_(stack),
-                          (int32_t *)P_(ids), K));
+                          read ? (const int32_t *)P_(rd) : NULL, (float *)P_(lg),
+                          (int64_t *)P_(ctr), P_(st), sb, P_(stack), (int32_t *)P_(ids), K));
 #undef P_
       if (side == 0) continue;
       char cfg[112];
-      snprintf(cfg, sizeof cfg, "L=%lld dm=%lld di=%lld n=%lld R=%lld k=%lld %s %s%s",
+      snprintf(cfg, sizeof cfg, "L=%lld dm=%lld di=%lld n=%lld R=%lld k=%lld %s %s%s%s",
                (long long)c->L, (long long)dm, (long long)di, (long long)n, (long long)c->R,
                (long long)c->k, c->wdt ? "bf16" : "f32", c->norm ? "rms" : "ln",
-               side == 2 ? " ops" : "");
+               side == 2 ? " ops" : "", read ? " read" : "");
       MBX(mb_ctx_synchronize(ctx));
       int32_t ic[64], ig[64];
       int64_t cc = -1, cg = -1;
@@ -1082,7 +1089,8 @@ static void t_draft_greedy(void) {
       int same = 0;
       while (same < K && ic[same] == ig[same]) same++;
       const int exact = c->wdt == MB_DTYPE_BF16 || side == 2;
-      check("draft_greedy", cfg, "drafts", exact ? (double)(K - same) : (same >= 1 ? 0 : 1), 0);
+      check("draft_greedy", cfg, "drafts",
+            exact ? (double)(K - same) : (same >= 1 || read ? 0 : 1), 0);
       check("draft_greedy", cfg, "counter", (double)llabs(cg - (side == 2 ? 2 : 1) * K) +
                                                 (double)llabs(cc - K), 0);
       /* the stack's slots while the drafts agree (slot i follows draft i - 1) */
@@ -1104,20 +1112,19 @@ static void t_draft_greedy(void) {
       free(a);
       free(b);
       if (side == 1) { /* the ops' context starts from the same state and logits again */
-        float *h = (float *)malloc((size_t)sb);
-        MBX(mb_memcpy_d2h(CPU, h, stack.c, (size_t)sb)); /* slot 0: the state before */
-        MBX(mb_memcpy_h2d(GPU, st.g, h, (size_t)sb));
+        MBX(mb_memcpy_h2d(GPU, st.g, st0, (size_t)sb));
         MBX(mb_memcpy_h2d(GPU, lg.g, lg0, (size_t)V * 4));
-        free(h);
       }
     }
     pfree(&st), pfree(&emb), pfree(&head), pfree(&nfw), pfree(&nfb), pfree(&lg), pfree(&hid);
     pfree(&res), pfree(&nrm), pfree(&xz), pfree(&xc), pfree(&xd), pfree(&de), pfree(&y);
-    pfree(&stack), pfree(&ids), pfree(&ctr);
+    pfree(&stack), pfree(&ids), pfree(&ctr), pfree(&rd);
     free(lg0);
+    free(st0);
     dl_free_layers(c, ly);
     free(tc);
     free(tg);
+   }
   }
   MBX(mb_ctx_destroy(ops));
 }

@@ -794,6 +794,8 @@ export class Backend {
       normFBias: Ptr | null;
       lmHead: Ptr;
       vocabOut: number;
+      /** The byte (int32) to read first, whose logits give the first draft; null: `logits`'. */
+      readId?: Ptr | null;
       logits: Ptr;
       counter: Ptr;
       state: Ptr;
@@ -817,6 +819,7 @@ export class Backend {
         a.lmHead,
         I(a.vocabOut),
         ...stepRows(a),
+        a.readId ?? null,
         a.logits,
         a.counter,
         a.state,

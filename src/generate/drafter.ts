@@ -259,8 +259,9 @@ export class ModelDrafter implements Drafter {
   /**
    * Byte drafters: drafting on `be`'s stream with no host step (see {@link DeviceDrafting}), k
    * drafts a round; null for a subword drafter (its tokens go through the tokenizer on the host),
-   * a model on another device, or k outside 1..64. Call after {@link start}; the proposal state
-   * of the host methods is then stale (start again before using them).
+   * a model on another device, or k outside 1..64. Call after {@link start} with the text but its
+   * last byte (each round reads the byte the round before settled, the first round the text's
+   * last); the proposal state of the host methods is then stale (start again before using them).
    */
   onDevice(be: Backend, k: number): DeviceDrafting | null {
     if (this.#tok || !Number.isSafeInteger(k) || k < 1 || k > MAX_STEPS) return null;
@@ -268,24 +269,26 @@ export class ModelDrafter implements Drafter {
     if (!lm) return null;
     // start() read the text on this drafter's stream; `be` works on the same buffers after it.
     this.#be.sync();
-    const ws = this.#ws, state = this.#state, V = this.#V;
+    const ws = this.#ws, state = this.#state;
     const bytes = RecurrentState.bytes(lm.dims, 1);
-    // The stack's slot i: the state after reading i drafts of the round (slot 0: before the first).
+    // The stack's slot i: the state after reading the settled byte and i drafts of the round.
     const stack = Tensor.empty(be, "f32", [((k + 1) * bytes) / 4]);
-    be.copy(ws.logits.ptr, this.#logits.ptr, V * 4); // the first draft follows the text
     const counter = this.#counter.ptr;
     const own = this.#lm;
     return {
-      draft(ids: Ptr): void {
-        // greedy drafts, the state after each into its slot: one native call
-        lm.draftGreedy(ws, state, { logits: ws.logits.ptr, counter, stack: stack.ptr, ids, k });
+      draft(ids: Ptr, readId: Ptr): void {
+        // the settled byte read, then greedy drafts, the state after each into its slot: one
+        // native call
+        lm.draftGreedy(ws, state, {
+          readId,
+          logits: ws.logits.ptr,
+          counter,
+          stack: stack.ptr,
+          ids,
+          k,
+        });
       },
       commit: { dst: state.ptr, src: stack.ptr, srcStride: bytes, bytes },
-      read(id: Ptr): void {
-        lm.embed(ws, 1, id);
-        lm.stepLayers(ws, state, 1);
-        lm.runHead(ws, 1);
-      },
       free(): void {
         stack.free();
         if (lm !== own) lm.close();

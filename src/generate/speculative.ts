@@ -45,26 +45,28 @@ export interface Drafter {
   free(): void;
   /**
    * Drafting on the device with no host step between rounds, on `backend`'s stream, k drafts a
-   * round (after {@link start}); null or absent where this drafter cannot (then rounds go through
-   * the host: propose, verify, accept).
+   * round (after {@link start} with the text but its last byte, which the first round reads);
+   * null or absent where this drafter cannot (then rounds go through the host: propose, verify,
+   * accept, after a start with the whole text).
    */
   onDevice?(backend: Backend, k: number): DeviceDrafting | null;
 }
 
 /**
  * A drafter's part of a device round ({@link Drafter.onDevice}): ops enqueued on the target's
- * backend, so that a round (draft, verify, commit, read) is one captured graph.
+ * backend, so that a round (draft, verify, commit) is one captured graph.
  */
 export interface DeviceDrafting {
-  /** Enqueues k greedy drafts into ids[0..k-1] (int32, device), keeping the state after each. */
-  draft(ids: Ptr): void;
   /**
-   * Backend.specCommit's copy: the state after i drafts is at src + i * srcStride (bytes long);
-   * dst is the drafter's state.
+   * Enqueues reading the byte id at `readId` (int32, device: the byte the last round settled)
+   * and k greedy drafts after it into ids[0..k-1] (int32, device), keeping the state after each.
+   */
+  draft(ids: Ptr, readId: Ptr): void;
+  /**
+   * Backend.specCommit's copy: the state after the read and i drafts is at src + i * srcStride
+   * (bytes long); dst is the drafter's state.
    */
   readonly commit: { dst: Ptr; src: Ptr; srcStride: number; bytes: number };
-  /** Enqueues reading the byte id at `id` (int32, device): the next round drafts after it. */
-  read(id: Ptr): void;
   /** Frees what {@link Drafter.onDevice} allocated. */
   free(): void;
 }
@@ -155,18 +157,18 @@ export interface DeviceRoundParts {
 }
 
 /**
- * Enqueues one speculative round on the device, with no host step: k drafts, the pass over the
- * settled byte and the drafts, its draws, the byte model's resume, the commit (settled bytes,
- * counters, the drafter's state after the last kept draft) and the drafter's read of the byte the
- * pass settled last. generateSpeculative captures it as a graph; tools/profile_verify_cuda.ts
- * times it and its parts.
+ * Enqueues one speculative round on the device, with no host step: the drafter's read of the byte
+ * the last round settled and its k drafts, the pass over that byte and the drafts, its draws, the
+ * byte model's resume and the commit (settled bytes, counters, the next round's first byte, the
+ * drafter's state after the last kept draft). generateSpeculative captures it as a graph;
+ * tools/profile_verify_cuda.ts times it and its parts.
  */
 export function enqueueDeviceRound(p: DeviceRoundParts): void {
   const { model, ws, state, saved, drafting } = p;
   const control = saved.control;
   const M = saved.rows;
   const drafts = control.at(saved.ids + 1);
-  drafting.draft(drafts);
+  drafting.draft(drafts, control.at(saved.ids));
   model.embed(ws, M, control.ptr);
   model.verifyLayers(ws, state, saved);
   model.verifyHead(ws, M);
@@ -183,7 +185,6 @@ export function enqueueDeviceRound(p: DeviceRoundParts): void {
     counters: p.counters,
     ...drafting.commit,
   });
-  drafting.read(control.at(saved.ids));
 }
 
 /** Default draft length: k + 1 = 8 verified positions, one row block of the products. */
@@ -272,6 +273,11 @@ export async function generateSpeculative(
     // Prefill as generateBytes does; the first byte is drawn from its last logits with counter 0.
     await prefill(model, prompt, ws, state, 1);
     const L = prompt.length;
+    // Rounds on the device: the drafter reads the prompt now, beside the prefill (the first round
+    // reads the first byte); through the host it reads the prompt and the first byte below.
+    const wantDevice = N > 1 && !phases && drafter.kind === "bytes" && !!drafter.onDevice &&
+      (options.deviceRounds ?? defaultDeviceRounds());
+    if (wantDevice) await drafter.start(prompt);
     drawRows(1);
     const first = new Int32Array(1);
     be.download(first, control.at(saved.sampled));
@@ -282,7 +288,8 @@ export async function generateSpeculative(
     const stop = o.stop.length > 0 ? new StopMatcher(o.stop) : null;
     let stopped = stop?.push(first[0]) ?? false;
     await options.onBytes?.(Uint8Array.of(first[0]), 0);
-    if (N > 1 && !stopped) {
+    const onDevice = wantDevice && !stopped ? drafter.onDevice!(be, K) : null;
+    if (N > 1 && !stopped && !onDevice) {
       const context = new Uint8Array(L + 1);
       context.set(prompt);
       context[L] = first[0];
@@ -311,10 +318,6 @@ export async function generateSpeculative(
     const input = new Int32Array(2 * M - 1);
     const ctr = new BigInt64Array(M);
     const result = new Int32Array(M + 1);
-    const onDevice = emitted < N && !stopped && !phases &&
-        (options.deviceRounds ?? defaultDeviceRounds())
-      ? drafter.onDevice?.(be, K) ?? null
-      : null;
     if (onDevice) {
       stats.onDevice = true;
       try {

@@ -575,15 +575,17 @@ export class MambaByteLM {
   }
 
   /**
-   * A byte drafter's k greedy drafts from `state` in one native call (Backend.draftGreedy): ids[0]
-   * = the argmax of `logits`, then k steps ({@link embed}, {@link stepLayers}), the state after
-   * each copied into `stack` (slot i at i * RecurrentState.bytes(dims, 1)), and ids[i] = the
-   * argmax of the head ({@link runHead}) after step i < k. `counter` is the draws' counter (int64).
+   * A byte drafter's k greedy drafts from `state` in one native call (Backend.draftGreedy): with
+   * `readId`, first a step reading the byte there and its head into `logits`; then ids[0] = the
+   * argmax of `logits`, k steps ({@link embed}, {@link stepLayers}), the state after each copied
+   * into `stack` (slot i at i * RecurrentState.bytes(dims, 1); slot 0: the state before the first
+   * draft), and ids[i] = the argmax of the head ({@link runHead}) after step i < k. `counter` is
+   * the draws' counter (int64).
    */
   draftGreedy(
     ws: Workspace,
     state: RecurrentState,
-    a: { logits: Ptr; counter: Ptr; stack: Ptr; ids: Ptr; k: number },
+    a: { readId?: Ptr | null; logits: Ptr; counter: Ptr; stack: Ptr; ids: Ptr; k: number },
   ): void {
     const w = this.weights;
     this.backend.draftGreedy({

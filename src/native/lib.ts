@@ -307,6 +307,7 @@ export const SYMBOLS = {
       "pointer", // lm_head
       "i64", // vocab_out
       ...STEP_ROWS, // hidden .. y
+      "pointer", // read_id
       "pointer", // logits
       "pointer", // counter
       "pointer", // state
@@ -405,7 +406,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 9;
+export const ABI_VERSION = 10;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {
