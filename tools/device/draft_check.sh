@@ -13,7 +13,7 @@
 #      fp32 with the cluster and the ops, bf16 with the cluster;
 #   6. with PASS_SWEEP=1, the target's pass graph (--only verify) under each of PASS_ENVS (default:
 #      none, the fused in_proj's norm or conv off, the n <= 8 GEMV's inputs a thread fixed at 2)
-#      for each of PASS_DTYPES (default fp32 bf16).
+#      for each of PASS_DTYPES (default fp32 bf16), then the pass at each k of PASS_KS and the step.
 # MODEL_TESTS=1: tests/cuda_model_test.ts and tests/draft_greedy_test.ts through Deno.
 # RACE_CASES=N: racecheck on the first N draft cases only (default all 5); SKIP_RACE=1: no
 # racecheck; ONLY_SAN=1: stop after the sanitizers. ROUND_FORMS: the ROUND step's dtype:cluster
@@ -92,6 +92,15 @@ if [ -n "${PASS_SWEEP:-}" ]; then
         2>&1 | tail -1)
       note "pass ${T_MODEL:-384} x ${T_LAYER:-24} $dtype $env: $r"
     done
+    for k in ${PASS_KS:-}; do # the pass's cost by its length (k + 1 positions)
+      r=$(timeout 60 deno run --cached-only --no-check -A tools/profile_verify_cuda.ts \
+        --only verify --d_model "${T_MODEL:-384}" --n_layer "${T_LAYER:-24}" --dtype "$dtype" \
+        --k "$k" 2>&1 | tail -1)
+      note "pass ${T_MODEL:-384} x ${T_LAYER:-24} $dtype k=$k: $r"
+    done
+    r=$(timeout 60 deno run --cached-only --no-check -A tools/profile_verify_cuda.ts --only step \
+      --d_model "${T_MODEL:-384}" --n_layer "${T_LAYER:-24}" --dtype "$dtype" 2>&1 | tail -1)
+    note "step ${T_MODEL:-384} x ${T_LAYER:-24} $dtype: $r"
   done
 fi
 
