@@ -233,8 +233,9 @@ static __device__ inline void dc_rows(const uint16_t *w, int rows, int n, const 
   else dc_rows_rpw<CH, 1, LANE>(w, rows, n, x, store);
 }
 
-/* Each warp's own norm of the D values its lanes hold (dc_lane_chunks' layout; LayerNorm with bias
- * or RMSNorm), in place: no shared memory, no block barrier. Two passes, as the CPU's. */
+/* Each warp's own norm of the D values its lanes hold (dc_lane_chunks' layout; LayerNorm or
+ * RMSNorm, times w plus b as mb_add_norm: an RMSNorm's bias too, when it has one), in place: no
+ * shared memory, no block barrier. Two passes, as the CPU's. */
 static __device__ inline void dc_warp_norm(float *v, const float *w, const float *b, int D, int rms,
                                            float eps) {
   const int lane = threadIdx.x & 31;
@@ -257,7 +258,7 @@ static __device__ inline void dc_warp_norm(float *v, const float *w, const float
     if (j >= D) break;
 #pragma unroll
     for (int e = 0; e < 8; e++)
-      v[8 * m + e] = (v[8 * m + e] - mean) * inv * w[j + e] + (rms || !b ? 0.f : b[j + e]);
+      v[8 * m + e] = (v[8 * m + e] - mean) * inv * w[j + e] + (b ? b[j + e] : 0.f);
   }
 }
 
