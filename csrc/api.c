@@ -962,19 +962,32 @@ MB_EXPORT int mb_discrete_a_input_sim(mb_ctx *ctx, const float *delta, int64_t l
   DISPATCH(discrete_a_input_sim, ctx, delta, ld_delta, A, x, ldx, len, d, n, eps, out);
 }
 
+/* The draw settings mb_sample and mb_sample_rows share (rows: `what`, n of them), before and after
+ * their zero-row return. */
+static int check_draw_settings(const char *fn, const char *what, int64_t n, int64_t v,
+                               float temperature, int32_t top_k, float top_p) {
+  REQUIRE(n >= 0, "%s: %s (%lld) < 0", fn, what, (ll)n);
+  REQUIRE(v >= 0, "%s: v (%lld) < 0", fn, (ll)v);
+  REQUIRE(top_k == 1 || (temperature > 0.0f && isfinite(temperature)),
+          "%s: temperature (%g) must be > 0 and finite", fn, (double)temperature);
+  REQUIRE(!isnan(top_p), "%s: top_p is NaN", fn);
+  return MB_OK;
+}
+static int check_draw_rows(const char *fn, int64_t v) {
+  REQUIRE(v >= 1, "%s: v (%lld) < 1", fn, (ll)v);
+  REQUIRE(v <= INT32_MAX, "%s: v (%lld) > INT32_MAX", fn, (ll)v);
+  return MB_OK;
+}
+
 MB_EXPORT int mb_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v,
                         float temperature, int32_t top_k, float top_p, uint64_t seed,
                         int64_t *counter, int32_t *out_ids) {
   CHECK_CTX("mb_sample");
-  NONNEG("mb_sample", batch);
-  NONNEG("mb_sample", v);
-  REQUIRE(top_k == 1 || (temperature > 0.0f && isfinite(temperature)),
-          "mb_sample: temperature (%g) must be > 0 and finite", (double)temperature);
-  REQUIRE(!isnan(top_p), "mb_sample: top_p is NaN");
+  int st = check_draw_settings("mb_sample", "batch", batch, v, temperature, top_k, top_p);
+  if (st != MB_OK) return st;
   NONNULL("mb_sample", counter);
   if (batch == 0) return MB_OK;
-  REQUIRE(v >= 1, "mb_sample: v (%lld) < 1", (ll)v);
-  REQUIRE(v <= INT32_MAX, "mb_sample: v (%lld) > INT32_MAX", (ll)v);
+  if ((st = check_draw_rows("mb_sample", v)) != MB_OK) return st;
   NONNULL("mb_sample", logits);
   NONNULL("mb_sample", out_ids);
   DISPATCH(sample, ctx, logits, batch, v, temperature, top_k, top_p, seed, counter, out_ids);
@@ -984,15 +997,11 @@ MB_EXPORT int mb_sample_rows(mb_ctx *ctx, const float *logits, int64_t n, int64_
                              float temperature, int32_t top_k, float top_p, uint64_t seed,
                              int64_t *counters, int32_t *out_ids) {
   CHECK_CTX("mb_sample_rows");
-  NONNEG("mb_sample_rows", n);
-  NONNEG("mb_sample_rows", v);
-  REQUIRE(top_k == 1 || (temperature > 0.0f && isfinite(temperature)),
-          "mb_sample_rows: temperature (%g) must be > 0 and finite", (double)temperature);
-  REQUIRE(!isnan(top_p), "mb_sample_rows: top_p is NaN");
+  int st = check_draw_settings("mb_sample_rows", "n", n, v, temperature, top_k, top_p);
+  if (st != MB_OK) return st;
   if (n == 0) return MB_OK;
   REQUIRE(n <= INT32_MAX, "mb_sample_rows: n (%lld) > INT32_MAX", (ll)n);
-  REQUIRE(v >= 1, "mb_sample_rows: v (%lld) < 1", (ll)v);
-  REQUIRE(v <= INT32_MAX, "mb_sample_rows: v (%lld) > INT32_MAX", (ll)v);
+  if ((st = check_draw_rows("mb_sample_rows", v)) != MB_OK) return st;
   NONNULL("mb_sample_rows", logits);
   NONNULL("mb_sample_rows", counters);
   NONNULL("mb_sample_rows", out_ids);

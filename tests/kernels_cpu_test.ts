@@ -248,6 +248,30 @@ Deno.test("argument validation: one clear message per bad argument", () => {
     assertInvalid(() => VEC.specCommit({ ...commit, srcStride: 60 }), /src_stride \(60\) < bytes/);
     assertInvalid(() => VEC.specCommit({ ...commit, src: null }), /src is NULL/);
     assertInvalid(() => VEC.specCommit({ ...commit, progress: null }), /progress is NULL/);
+    // the draws: mb_sample and mb_sample_rows share their settings' checks
+    const one: Parameters<Backend["sample"]>[0] = {
+      logits: x,
+      batch: 2,
+      v: 4,
+      temperature: 1,
+      topK: 0,
+      topP: 1,
+      seed: 1n,
+      counter: w,
+      out: y,
+    };
+    assertInvalid(() => VEC.sample({ ...one, batch: -1 }), /mb_sample: batch \(-1\) < 0/);
+    assertInvalid(() => VEC.sample({ ...one, topP: NaN }), /mb_sample: top_p is NaN/);
+    assertInvalid(() => VEC.sample({ ...one, v: 0 }), /mb_sample: v \(0\) < 1/);
+    const rows: Parameters<Backend["sampleRows"]>[0] = { ...one, n: 2, counters: w };
+    assertInvalid(() => VEC.sampleRows({ ...rows, n: -1 }), /mb_sample_rows: n \(-1\) < 0/);
+    assertInvalid(
+      () => VEC.sampleRows({ ...rows, temperature: 0 }),
+      /mb_sample_rows: temperature \(0\) must be > 0 and finite/,
+    );
+    assertInvalid(() => VEC.sampleRows({ ...rows, v: 0 }), /mb_sample_rows: v \(0\) < 1/);
+    assertInvalid(() => VEC.sampleRows({ ...rows, counters: null }), /counters is NULL/);
+    VEC.sampleRows({ ...rows, n: 0, counters: null }); // zero rows: nothing to do
   });
 });
 
