@@ -1263,6 +1263,20 @@ function sampleRef(
   return idx[kept - 1];
 }
 
+/** sampleRef's draw of each of n rows of logits (v wide), row b with uniform u(b). */
+function expectedDraws(
+  logits: Float32Array,
+  n: number,
+  v: number,
+  [temperature, topK, topP]: number[],
+  u: (b: number) => number,
+): number[] {
+  return Array.from(
+    { length: n },
+    (_, b) => sampleRef(logits.subarray(b * v, (b + 1) * v), temperature, topK, topP, u(b)),
+  );
+}
+
 function checkSample(be: Backend, seed: number): void {
   const r = rng(seed);
   const settings: [number, number, number][] = [
@@ -1286,14 +1300,12 @@ function checkSample(be: Backend, seed: number): void {
         for (let step = 7; step < 10; step++) {
           be.sample({ logits: lp, batch, v, temperature, topK, topP, seed: seedB, counter, out });
           const got = [...m.i32(out, batch)];
-          const exp = got.map((_, b) =>
-            sampleRef(
-              logits.subarray(b * v, (b + 1) * v),
-              temperature,
-              topK,
-              topP,
-              uniform(seedB, BigInt(step * batch + b)),
-            )
+          const exp = expectedDraws(
+            logits,
+            batch,
+            v,
+            [temperature, topK, topP],
+            (b) => uniform(seedB, BigInt(step * batch + b)),
           );
           assert.deepEqual(got, exp, `sample v=${v} T=${temperature} k=${topK} p=${topP}`);
           if (topK === 1 && v > 3) assert.equal(got[0], 0); // lowest index on ties
@@ -1318,14 +1330,12 @@ function checkSample(be: Backend, seed: number): void {
         for (let step = 0; step < 2; step++) {
           be.sampleRows({ logits: lp, n, v, temperature, topK, topP, seed: seedB, counters, out });
           const got = [...m.i32(out, n)];
-          const exp = got.map((_, b) =>
-            sampleRef(
-              logits.subarray(b * v, (b + 1) * v),
-              temperature,
-              topK,
-              topP,
-              uniform(seedB, start[b] + BigInt(step)),
-            )
+          const exp = expectedDraws(
+            logits,
+            n,
+            v,
+            [temperature, topK, topP],
+            (b) => uniform(seedB, start[b] + BigInt(step)),
           );
           assert.deepEqual(got, exp, `sampleRows n=${n} v=${v} T=${temperature} k=${topK}`);
         }

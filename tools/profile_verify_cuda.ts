@@ -12,9 +12,9 @@
  * e.g. --d_model 256 --n_layer 2, with MAMBABYTE_CUDA_DRAFT_CLUSTER=1 and 0).
  *
  * `--spec`: a whole speculative round as generateSpeculative runs it on the device
- * (enqueueDeviceRound: a byte drafter of --draft_d_model x --draft_n_layer drafting k, the pass,
- * its draws, the resume, the commit and the drafter's read), then by ablation the same way: where
- * a round goes inside its graph. Random weights (the drafts are rarely kept; the graph's work does
+ * (enqueueDeviceRound: a byte drafter of --draft_d_model x --draft_n_layer reading the settled
+ * byte and drafting k, the pass, its draws, the resume and the commit), then by ablation the same
+ * way: where a round goes inside its graph. Random weights (the drafts are rarely kept; the graph's work does
  * not depend on it).
  *
  * Usage (GPU machine): deno run -A tools/profile_verify_cuda.ts [--d_model 384] [--n_layer 24]

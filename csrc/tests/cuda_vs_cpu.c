@@ -1062,17 +1062,21 @@ static void t_draft_greedy(void) {
     pair rd = pnew(&rid, 4);
     float *st0 = (float *)malloc((size_t)sb);
     MBX(mb_memcpy_d2h(CPU, st0, st.c, (size_t)sb)); /* the state before, for the ops' context */
+    /* the case's call on ctx, with the CPU's buffers (g 0) or the GPU's (g 1) */
+#define P_(x) ((void *)(g ? (x).g : (x).c))
+#define DRAFT_CALL(ctx, gpu)                                                                       \
+  do {                                                                                             \
+    const int g = (gpu);                                                                           \
+    MBX(mb_draft_greedy(ctx, g ? tg : tc, c->L, dm, di, n, c->R, c->k, c->wdt, c->norm, 1e-5f,      \
+                        P_(emb), V, (const float *)P_(nfw), (const float *)P_(nfb), P_(head), V,    \
+                        (float *)P_(hid), (float *)P_(res), (float *)P_(nrm), (float *)P_(xz),      \
+                        (float *)P_(xc), (float *)P_(xd), (float *)P_(de), (float *)P_(y),          \
+                        read ? (const int32_t *)P_(rd) : NULL, (float *)P_(lg), (int64_t *)P_(ctr), \
+                        P_(st), sb, P_(stack), (int32_t *)P_(ids), K));                             \
+  } while (0)
     for (int side = 0; side < 3; side++) { /* CPU, GPU, GPU with the ops */
       mb_ctx *ctx = side == 0 ? CPU : side == 1 ? GPU : ops;
-      const int g = side > 0;
-#define P_(x) ((void *)(g ? (x).g : (x).c))
-      MBX(mb_draft_greedy(ctx, g ? tg : tc, c->L, dm, di, n, c->R, c->k, c->wdt, c->norm, 1e-5f,
-                          P_(emb), V, (const float *)P_(nfw), (const float *)P_(nfb), P_(head), V,
-                          (float *)P_(hid), (float *)P_(res), (float *)P_(nrm), (float *)P_(xz),
-                          (float *)P_(xc), (float *)P_(xd), (float *)P_(de), (float *)P_(y),
-                          read ? (const int32_t *)P_(rd) : NULL, (float *)P_(lg),
-                          (int64_t *)P_(ctr), P_(st), sb, P_(stack), (int32_t *)P_(ids), K));
-#undef P_
+      DRAFT_CALL(ctx, side > 0);
       if (side == 0) continue;
       char cfg[112];
       snprintf(cfg, sizeof cfg, "L=%lld dm=%lld di=%lld n=%lld R=%lld k=%lld %s %s%s%s",
@@ -1120,12 +1124,7 @@ static void t_draft_greedy(void) {
         MBX(mb_memcpy_d2h(GPU, s1, stack.g, (size_t)((K + 1) * sb)));
         MBX(mb_memcpy_h2d(GPU, st.g, st0, (size_t)sb));
         MBX(mb_memcpy_h2d(GPU, lg.g, lg0, (size_t)V * 4));
-        MBX(mb_draft_greedy(GPU, tg, c->L, dm, di, n, c->R, c->k, c->wdt, c->norm, 1e-5f, emb.g, V,
-                            (const float *)nfw.g, (const float *)nfb.g, head.g, V, (float *)hid.g,
-                            (float *)res.g, (float *)nrm.g, (float *)xz.g, (float *)xc.g,
-                            (float *)xd.g, (float *)de.g, (float *)y.g,
-                            read ? (const int32_t *)rd.g : NULL, (float *)lg.g, (int64_t *)ctr.g,
-                            st.g, sb, stack.g, (int32_t *)ids.g, K));
+        DRAFT_CALL(GPU, 1);
         MBX(mb_ctx_synchronize(GPU));
         MBX(mb_memcpy_d2h(GPU, i2, ids.g, (size_t)K * 4));
         MBX(mb_memcpy_d2h(GPU, s2, stack.g, (size_t)((K + 1) * sb)));
@@ -1139,6 +1138,8 @@ static void t_draft_greedy(void) {
         MBX(mb_memcpy_h2d(GPU, lg.g, lg0, (size_t)V * 4));
       }
     }
+#undef DRAFT_CALL
+#undef P_
     pfree(&st), pfree(&emb), pfree(&head), pfree(&nfw), pfree(&nfb), pfree(&lg), pfree(&hid);
     pfree(&res), pfree(&nrm), pfree(&xz), pfree(&xc), pfree(&xd), pfree(&de), pfree(&y);
     pfree(&stack), pfree(&ids), pfree(&ctr), pfree(&rd);

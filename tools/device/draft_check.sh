@@ -14,7 +14,7 @@
 #   6. with PASS_SWEEP=1, the target's pass graph (--only verify) under each of PASS_ENVS (default:
 #      none, the fused in_proj's norm or conv off, the n <= 8 GEMV's inputs a thread fixed at 2)
 #      for each of PASS_DTYPES (default fp32 bf16), then the pass at each k of PASS_KS and the step.
-# SKIP_DRAFT_TIMES=1: step 2 left out. MODEL_TESTS=1: tests/cuda_model_test.ts and tests/draft_greedy_test.ts through Deno.
+# SKIP_DRAFT_TIMES=1: step 2 left out. MODEL_TESTS=1: tests/cuda_model_test.ts through Deno.
 # RACE_CASES=N: racecheck on the first N draft cases only (default all 5); SKIP_RACE=1: no
 # racecheck; ONLY_SAN=1: stop after the sanitizers. ROUND_FORMS: the ROUND step's dtype:cluster
 # forms, or dtype:cluster:drafter_dtype (default "fp32:1 fp32:0 bf16:1"); SPEC_N: bench:spec's byte counts (default
@@ -68,7 +68,7 @@ fi
 
 # MODEL_TESTS=1: the CUDA model tests through Deno (speculative generation on the device among them)
 if [ -n "${MODEL_TESTS:-}" ]; then
-  cuda_model_tests "${DENO_T:-200}" tests/cuda_model_test.ts tests/draft_greedy_test.ts
+  cuda_model_tests "${DENO_T:-200}" tests/cuda_model_test.ts
 fi
 
 if [ -n "${ROUND:-}" ]; then

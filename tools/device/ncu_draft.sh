@@ -34,46 +34,8 @@ if len(rows) >= 3:
     for val, n in sorted(st, reverse=True)[:14]: print(f"{val:10.3f}  {n}")
 ' 2>&1 | head -16
 ncu -i "$OUT/draft.ncu-rep" --page source --csv --print-source sass >"$OUT/source.csv" 2>&1
-python3 - "$OUT/source.csv" <<'PY'
-import csv, sys
-rows = list(csv.reader(open(sys.argv[1], errors="replace")))
-hi = next((i for i, r in enumerate(rows) if any("Warp Stall Sampling (All" in c for c in r)), None)
-if hi is None:
-    print("no source page:", rows[:3]); sys.exit(0)
-h = rows[hi]
-ci = next(i for i, c in enumerate(h) if "Warp Stall Sampling (All" in c)
-si = next((i for i, c in enumerate(h) if c == "Source"), 1)
-data = [r for r in rows[hi + 1:] if len(r) > ci]
-def num(x):
-    try: return float(x.replace(",", ""))
-    except ValueError: return 0.0
-tot = sum(num(r[ci]) for r in data) or 1
-print(f"stall samples: {tot:.0f} in {len(data)} SASS lines")
-for r in sorted(data, key=lambda r: -num(r[ci]))[:40]:
-    print(f"{num(r[ci]) / tot * 100:5.1f}%  {r[0]:>8}  {r[si][:90]}")
-PY
-
+python3 tools/device/ncu_stalls.py "$OUT/source.csv" --top 40
 if [ -n "${LINEINFO:-}" ]; then
   ncu -i "$OUT/draft.ncu-rep" --page source --csv --print-source cuda >"$OUT/source_cuda.csv" 2>&1
-  python3 - "$OUT/source_cuda.csv" <<'PY'
-import csv, sys
-rows = list(csv.reader(open(sys.argv[1], errors="replace")))
-hi = next((i for i, r in enumerate(rows) if any("Warp Stall Sampling (All" in c for c in r)), None)
-if hi is None:
-    print("no cuda source page:", rows[:3]); sys.exit(0)
-h = rows[hi]
-ci = next(i for i, c in enumerate(h) if "Warp Stall Sampling (All" in c)
-reasons = [i for i, c in enumerate(h) if c.startswith("stall_") or "Stall" in c and i != ci
-           and "Sampling" not in c]
-def num(x):
-    try: return float(x.replace(",", ""))
-    except ValueError: return 0.0
-data = [r for r in rows[hi + 1:] if len(r) > ci]
-tot = sum(num(r[ci]) for r in data) or 1
-print(f"stall samples by CUDA line: {tot:.0f} (columns: {len(h)}; first: {h[:6]})")
-for r in sorted(data, key=lambda r: -num(r[ci]))[:45]:
-    top = sorted(((num(r[i]), h[i]) for i in reasons), reverse=True)[:3]
-    why = ", ".join(f"{n} {v:.0f}" for v, n in top if v > 0)
-    print(f"{num(r[ci]) / tot * 100:5.1f}%  {r[0]:>6}  {r[1][:80]:80}  {why}")
-PY
+  python3 tools/device/ncu_stalls.py "$OUT/source_cuda.csv" --top 45 --reasons
 fi
