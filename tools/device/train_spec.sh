@@ -184,6 +184,8 @@ for n in ("small", "small_b64", "small_lr1", "small_d035", "small_extra", "targe
     if os.path.exists(p):
         l = json.load(open(p))
         print(f"{n:14} {l['params']/1e6:7.2f}M {l['steps_done']:6} {l['train_seconds']:8.0f} {l['held_out_bits_per_byte']:19.4f}")
+    elif n == "small_extra" and not os.environ.get("EXTRA_DATA"):
+        print(f"{n:14} (not run: no EXTRA_DATA)")
     else:
         print(f"{n:14} (failed: see logs.tar)")
 PYEOF
