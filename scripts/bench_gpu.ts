@@ -15,7 +15,7 @@
  *   alone).
  *
  * Usage: deno task bench:gpu [--model_id 972M] [--decode_steps 200] [--forward_len 8192]
- *        [--chunk_size N (the forward's chunk; default: the config's)]
+ *        [--chunk_size N (the forward's chunk; default: the config's, auto: 8192 with room)]
  *        [--cases b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd-bf16,fwd-tf32,fwd1m-bf16,
  *                 fwd-bf16-f32acts,b64-bf16-f32acts]
  */
@@ -158,11 +158,11 @@ async function main(argv: string[]): Promise<void> {
       const rate = inProjRate(model, Math.min(len, 8192));
       const floorMs = len * gemmFlopsPerPosition(model.dims) / rate * 1000;
       report(
-        `${label} | ${ms.toFixed(1)} ms | ${(len / (ms / 1000)).toFixed(0)} bytes/s | GEMM floor ${
-          floorMs.toFixed(1)
-        } ms at ${(rate / 1e12).toFixed(0)} TFLOP/s | ratio ${(floorMs / ms).toFixed(2)} | ${
-          memUsedGB(model)
-        }`,
+        `${label} | chunk ${model.chunkSize} | ${ms.toFixed(1)} ms | ${
+          (len / (ms / 1000)).toFixed(0)
+        } bytes/s | GEMM floor ${floorMs.toFixed(1)} ms at ${
+          (rate / 1e12).toFixed(0)
+        } TFLOP/s | ratio ${(floorMs / ms).toFixed(2)} | ${memUsedGB(model)}`,
       );
     }, bf16Activations);
   }

@@ -59,8 +59,8 @@ export interface ModelSettings {
   normEpsilon: number;
   /** Norm used for random initialisation (checkpoints decide for themselves). */
   norm: NormKind;
-  /** Forward chunk length in positions. */
-  chunkSize: number;
+  /** Forward chunk length in positions, or "auto" (chosen by the device: src/model/chunk_size.ts). */
+  chunkSize: number | "auto";
 }
 
 /** One model of the configuration file. */
@@ -344,13 +344,13 @@ function parseSettings(m: Mapping, where: string, fail: (m: string) => never): M
     fail(`${where}: 'norm_epsilon' must be a number in (0, 1] (got ${describe(eps)})`);
   }
   const chunk = m.chunk_size ?? DEFAULTS.chunk_size;
-  const bad = checkBounded("chunk_size", chunk, `${where}: 'chunk_size'`);
-  if (bad) fail(bad);
+  const bad = chunk === "auto" ? null : checkBounded("chunk_size", chunk, `${where}: 'chunk_size'`);
+  if (bad) fail(`${bad}, or auto`);
   return {
     normEpsilon: eps as number,
     norm: choice(m.norm, ["layernorm", "rmsnorm"] as const, `${where}: 'norm'`, fail) ??
       "layernorm",
-    chunkSize: chunk as number,
+    chunkSize: chunk as number | "auto",
   };
 }
 

@@ -32,6 +32,7 @@ import { freeWeights, type ModelWeights } from "./weights.ts";
 import { HostRegistry } from "./host_registry.ts";
 import { TapPipeline } from "./tap_pipeline.ts";
 import { RecurrentState, type VerifyBuffers, Workspace } from "./workspace.ts";
+import { resolveChunkSize } from "./chunk_size.ts";
 
 /**
  * Rows per product in a verification pass: mb_linear gives every row of a call of at most 8 rows
@@ -265,7 +266,7 @@ export class MambaByteLM {
   readonly weights: ModelWeights;
   /** Norm epsilon. */
   readonly eps: number;
-  /** Forward chunk length. */
+  /** Forward chunk length (the config's `auto` resolved for the device: src/model/chunk_size.ts). */
   readonly chunkSize: number;
   /**
    * Logits per position: 256 (the bytes; rows of a padded vocabulary beyond them are never
@@ -300,12 +301,18 @@ export class MambaByteLM {
     this.dims = config.dims;
     this.weights = weights;
     this.eps = config.normEpsilon;
-    this.chunkSize = options.chunkSize ?? config.chunkSize;
     this.vocabOut = options.vocabOut ?? 256;
     this.ownsBackend = options.ownsBackend ?? false;
     // Only CUDA's bf16 products round their input to bf16; elsewhere that would change results.
     this.bf16Activations = backend.kind === "cuda" && weights.wdtype === "bf16" &&
       (options.bf16Activations ?? envValue("MAMBABYTE_CUDA_BF16_ACTS") !== "0");
+    this.chunkSize = resolveChunkSize(options.chunkSize ?? config.chunkSize, {
+      device: backend.kind === "cuda" ? "cuda" : "cpu",
+      dims: config.dims,
+      freeBytes: backend.kind === "cuda" ? Number(backend.info().mem_free ?? 0) : 0,
+      logitsWidth: this.vocabOut,
+      bf16Activations: this.bf16Activations,
+    });
     this.decodeLayers = options.decodeLayers ?? true;
     this.#ownsWeights = options.ownsWeights ?? true;
     if (

@@ -102,6 +102,19 @@ export class Workspace {
   }
 }
 
+/** Bytes a {@link Workspace} of `rows` positions allocates (the buffers its constructor makes). */
+export function workspaceBytes(
+  dims: ModelDims,
+  rows: number,
+  logitsWidth = 256,
+  bf16Activations = false,
+): number {
+  const d = dims.dModel, di = dims.dInner;
+  const f32 = 3 * d + 2 * di + 4 * di + dims.dtRank + 2 * dims.dState + logitsWidth;
+  const bf16 = bf16Activations ? d + 2 * di : 0;
+  return rows * (4 + 4 * f32 + 2 * bf16); // + the i32 ids
+}
+
 /**
  * The recurrent state of `batch` sequences: per layer a conv window and an SSM state, all in one
  * allocation (every layer's window, then every layer's SSM state), so that a whole state of one
