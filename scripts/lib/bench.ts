@@ -45,8 +45,9 @@ export function gemmFlopsPerPosition(d: ModelDims): number {
 /**
  * FLOP/s of layer 0's in_proj (the forward's largest product) over `rows` positions, with the
  * model's weights, backend and TF32 setting (bf16 weights on CUDA: a bf16 input, the product
- * alone, as the forward runs it): the median of 5 timed calls after one. A forward over L
- * positions takes at least L * gemmFlopsPerPosition / inProjRate: the GEMM floor.
+ * alone, as the forward runs it): the median of 5 samples after one call (a sample: 8 calls on a
+ * GPU, 1 on the CPU). A forward over L positions takes at least L * gemmFlopsPerPosition /
+ * inProjRate: the GEMM floor.
  */
 export function inProjRate(model: MambaByteLM, rows: number): number {
   const be = model.backend;
@@ -67,13 +68,16 @@ export function inProjRate(model: MambaByteLM, rows: number): number {
     };
     const call = () => model.bf16Activations ? be.linearBf16(product) : be.linear(product);
     call();
+    // on a GPU a sample times PER calls between two syncs, so that the launch and the sync (tens
+    // of us, where the product takes a few hundred) weigh little
+    const PER = be.kind === "cuda" ? 8 : 1;
     const times: number[] = [];
     for (let i = 0; i < 5; i++) {
       be.sync();
       const t0 = performance.now();
-      call();
+      for (let j = 0; j < PER; j++) call();
       be.sync();
-      times.push((performance.now() - t0) / 1000);
+      times.push((performance.now() - t0) / 1000 / PER);
     }
     return 2 * rows * dm * 2 * di / median(times);
   } finally {
