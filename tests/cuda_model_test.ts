@@ -12,6 +12,7 @@ import {
   extractModuleOutputs,
 } from "../src/analysis/extract.ts";
 import { openCheckpoint } from "../src/checkpoint/mod.ts";
+import { workspaceBytes } from "../src/model/workspace.ts";
 import { maxRelError } from "./helpers/compare.ts";
 import { forkStates, stepByte, verifyRows, withVerifyWorkspaces } from "./helpers/verify_pass.ts";
 
@@ -54,6 +55,27 @@ for (
     ["bf16 weights", "bf16", false, 1e-2],
   ] as const
 ) {
+  Deno.test({
+    name:
+      "chunk_size: auto on the GPU: the longest chunk whose workspace fits a quarter of its memory",
+    ignore,
+    async fn() {
+      const lm = await loadModel({ configPath: CONFIG, modelId: "tiny", device: "cuda" });
+      try {
+        const free = Number(lm.backend.info().mem_free);
+        const expect = [8192, 4096, 2048].find((rows) =>
+          workspaceBytes(lm.dims, rows, 256, lm.bf16Activations) <= free / 4
+        ) ?? 2048;
+        assert.equal(lm.chunkSize, expect);
+        const text = TEXT.subarray(0, 100);
+        const a = await lm.forwardChunks(text, { skipHead: false });
+        a.free();
+      } finally {
+        lm.close();
+      }
+    },
+  });
+
   Deno.test({
     name: `cuda forward and taps equal the CPU: ${label}`,
     ignore,
