@@ -48,6 +48,27 @@ async function pair(
   return [cpu, gpu];
 }
 
+Deno.test({
+  name:
+    "chunk_size: auto on the GPU: the longest chunk whose workspace fits a quarter of its memory",
+  ignore,
+  async fn() {
+    const lm = await loadModel({ configPath: CONFIG, modelId: "tiny", device: "cuda" });
+    try {
+      const free = Number(lm.backend.info().mem_free);
+      const expect = [8192, 4096, 2048].find((rows) =>
+        workspaceBytes(lm.dims, rows, 256, lm.bf16Activations) <= free / 4
+      ) ?? 2048;
+      assert.equal(lm.chunkSize, expect);
+      const text = TEXT.subarray(0, 100);
+      const a = await lm.forwardChunks(text, { skipHead: false });
+      a.free();
+    } finally {
+      lm.close();
+    }
+  },
+});
+
 for (
   const [label, dtype, strict, tol] of [
     ["fp32 strict", "fp32", true, 1e-5],
@@ -55,27 +76,6 @@ for (
     ["bf16 weights", "bf16", false, 1e-2],
   ] as const
 ) {
-  Deno.test({
-    name:
-      "chunk_size: auto on the GPU: the longest chunk whose workspace fits a quarter of its memory",
-    ignore,
-    async fn() {
-      const lm = await loadModel({ configPath: CONFIG, modelId: "tiny", device: "cuda" });
-      try {
-        const free = Number(lm.backend.info().mem_free);
-        const expect = [8192, 4096, 2048].find((rows) =>
-          workspaceBytes(lm.dims, rows, 256, lm.bf16Activations) <= free / 4
-        ) ?? 2048;
-        assert.equal(lm.chunkSize, expect);
-        const text = TEXT.subarray(0, 100);
-        const a = await lm.forwardChunks(text, { skipHead: false });
-        a.free();
-      } finally {
-        lm.close();
-      }
-    },
-  });
-
   Deno.test({
     name: `cuda forward and taps equal the CPU: ${label}`,
     ignore,
