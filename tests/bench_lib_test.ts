@@ -12,34 +12,25 @@ import {
   weightBytesPerStep,
 } from "../scripts/lib/bench.ts";
 import { loadModel } from "../mod.ts";
-import { completeDims } from "../src/config/dims.ts";
-
-const dims972M = completeDims({
-  vocabSize: 256,
-  dModel: 1792,
-  nLayer: 48,
-  dState: 16,
-  dConv: 4,
-  expand: 2,
-});
+import { DIMS_972M } from "./helpers/shapes.ts";
 
 Deno.test("matrix weights and GEMM FLOPs per position, 972M shape", () => {
-  assert.equal(dims972M.dInner, 3584);
-  assert.equal(dims972M.dtRank, 112);
+  assert.equal(DIMS_972M.dInner, 3584);
+  assert.equal(DIMS_972M.dtRank, 112);
   // in_proj 7168 x 1792, x_proj 144 x 3584, dt_proj 3584 x 112, out_proj 1792 x 3584
   const perLayer = 12_845_056 + 516_096 + 401_408 + 6_422_528;
-  assert.equal(matrixWeightsPerLayer(dims972M), perLayer);
+  assert.equal(matrixWeightsPerLayer(DIMS_972M), perLayer);
   // a multiply-add per weight of 48 layers and of the 256 x 1792 lm_head
-  assert.equal(gemmFlopsPerPosition(dims972M), 2 * (48 * perLayer + 458_752));
+  assert.equal(gemmFlopsPerPosition(DIMS_972M), 2 * (48 * perLayer + 458_752));
   // 8192 positions: the 15.9 TFLOP of docs/cuda_notes.md
-  assert.equal(Math.round(8192 * gemmFlopsPerPosition(dims972M) / 1e11) / 10, 15.9);
+  assert.equal(Math.round(8192 * gemmFlopsPerPosition(DIMS_972M) / 1e11) / 10, 15.9);
 });
 
 Deno.test("weight bytes per decoding step count the matrices once, bf16 and fp32", () => {
-  const perLayer = matrixWeightsPerLayer(dims972M);
+  const perLayer = matrixWeightsPerLayer(DIMS_972M);
   const vectors = (3584 * (4 + 3 + 16) + 2 * 1792) * 4;
-  assert.equal(weightBytesPerStep(dims972M, 2), 48 * (perLayer * 2 + vectors) + 257 * 1792 * 2);
-  assert.equal(weightBytesPerStep(dims972M, 4), 48 * (perLayer * 4 + vectors) + 257 * 1792 * 4);
+  assert.equal(weightBytesPerStep(DIMS_972M, 2), 48 * (perLayer * 2 + vectors) + 257 * 1792 * 2);
+  assert.equal(weightBytesPerStep(DIMS_972M, 4), 48 * (perLayer * 4 + vectors) + 257 * 1792 * 4);
 });
 
 Deno.test("median: the middle value, the upper middle for an even count", () => {

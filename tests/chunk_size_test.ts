@@ -8,17 +8,10 @@ import { loadModel } from "../mod.ts";
 import { Backend } from "../src/backend/backend.ts";
 import { ConfigError, DEFAULT_CONFIG_PATH, parseConfig } from "../src/config/config.ts";
 import { completeDims } from "../src/config/dims.ts";
+import { DIMS_972M } from "./helpers/shapes.ts";
 import { resolveChunkSize } from "../src/model/chunk_size.ts";
 import { Workspace, workspaceBytes } from "../src/model/workspace.ts";
 
-const M972 = completeDims({
-  vocabSize: 256,
-  dModel: 1792,
-  nLayer: 48,
-  dState: 16,
-  dConv: 4,
-  expand: 2,
-});
 const SMALL = completeDims({
   vocabSize: 256,
   dModel: 40,
@@ -49,7 +42,7 @@ Deno.test("chunk_size: auto by default and when written, numbers as before, anyt
 Deno.test("resolveChunkSize: numbers pass, the CPU takes 2048, a GPU what fits in a quarter", () => {
   const ctx = {
     device: "cuda" as const,
-    dims: M972,
+    dims: DIMS_972M,
     freeBytes: 100e9,
     logitsWidth: 256,
     bf16Activations: true,
@@ -57,7 +50,7 @@ Deno.test("resolveChunkSize: numbers pass, the CPU takes 2048, a GPU what fits i
   assert.equal(resolveChunkSize(300, ctx), 300);
   assert.equal(resolveChunkSize("auto", { ...ctx, device: "cpu" }), 2048);
   assert.equal(resolveChunkSize("auto", ctx), 8192);
-  const at = (rows: number) => workspaceBytes(M972, rows, 256, true);
+  const at = (rows: number) => workspaceBytes(DIMS_972M, rows, 256, true);
   // 972M, bf16 activations: ~0.95 GB for 8192 positions
   assert.ok(at(8192) > 0.8e9 && at(8192) < 1.1e9, `${at(8192)}`);
   assert.equal(resolveChunkSize("auto", { ...ctx, freeBytes: 4 * at(8192) }), 8192);
