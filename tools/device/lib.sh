@@ -55,6 +55,13 @@ use_prebuilt() {
 # (/usr/local/bin/deno), remove deno.lock (the pack holds only what the entry points import; the
 # lock names more), export DENO_DIR and MAMBABYTE_LIB. Returns 1, doing nothing, without
 # .gpu/deno.xz; returns 2 when unpacking failed (the rest is done even then).
+# unpack_corpus: .gpu/tinyshakespeare.txt from .gpu/tinyshakespeare.txt.xz (pack_gpu.sh's
+# CORPUS=..., compressed so that the tree, .gpu and .gpu-build fit the carry) when only that is here.
+unpack_corpus() {
+  local f=.gpu/tinyshakespeare.txt
+  [ -f "$f" ] || [ ! -f "$f.xz" ] || xz -dc "$f.xz" >"$f"
+}
+
 setup_deno() {
   local bin=${DENO_BIN:-/usr/local/bin/deno} rc=0
   [ -f .gpu/deno.xz ] || return 1

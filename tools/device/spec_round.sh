@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # spec_round.sh — speculative decoding checked, profiled and benchmarked with freshly trained
-# models in one GPU call (carry [".gpu", ".gpu-build"], .gpu/tinyshakespeare.txt present):
+# models in one GPU call (carry [".gpu", ".gpu-build"], .gpu/tinyshakespeare.txt or its .xz present):
 #   1. tools/device/spec_check.sh without its bench (build, cuda_vs_cpu, sanitizers, the CUDA
 #      model tests, tools/profile_verify_cuda.ts, and with NCU=1 the pass's kernels); if
 #      cuda_vs_cpu failed, the rest runs with MAMBABYTE_CUDA_SSU_POS=0 (the kernel before);
@@ -22,6 +22,7 @@ OUT="${OUT:-$PWD/spec_round_out}"
 mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
 . tools/device/lib.sh
+unpack_corpus
 if [ -n "${SASS_KERNELS:-}" ]; then
   step "sass ($SASS_KERNELS)"
   build_cuda -DMAMBABYTE_TESTS=ON

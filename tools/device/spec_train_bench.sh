@@ -5,7 +5,7 @@
 # MIN minutes in all, default 4.5), the results placed in pretrained_models/, then
 # tools/device/spec_session.sh (build, the CUDA checks, bench:spec on CUDA with the trained target
 # and both drafters).
-# The corpus must be in the tree: copy tinyshakespeare.txt to .gpu/ (carried) first.
+# The corpus must be in the tree: .gpu/tinyshakespeare.txt or its .xz (pack_gpu.sh CORPUS=...).
 #   bash tools/device/spec_train_bench.sh     # with carry [".gpu"]
 # Back in $OUT (the device returns at most 8 files): small.{safetensors,json},
 # draft_bytes.{safetensors,json}, draft_subword.tar, target.json, bench_spec.json and logs.tar (the
@@ -13,8 +13,11 @@
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/spec_train_out}"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh # unpack_corpus
+unpack_corpus
 DATA="${DATA:-.gpu/tinyshakespeare.txt}"
-[ -f "$DATA" ] || { echo "no $DATA: copy tinyshakespeare.txt there and carry .gpu"; exit 1; }
+[ -f "$DATA" ] || { echo "no $DATA: pack it (pack_gpu.sh CORPUS=...) and carry .gpu"; exit 1; }
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
 # .gpu/kjv.txt.xz (tools/train/kjv_text.py's output, xz-compressed to fit the carry): a candidate
