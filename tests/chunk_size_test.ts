@@ -23,9 +23,11 @@ const SMALL = completeDims({
 });
 
 const cfg = (chunk: string) =>
-  `model:\n  common: {vocab_size: 256, d_state: 4, d_conv: 4, expand: 2${chunk}}\n  m: {d_model: 32, n_layer: 2}\n`;
+  "model:\n" +
+  `  common: {vocab_size: 256, d_state: 4, d_conv: 4, expand: 2${chunk}}\n` +
+  "  m: {d_model: 32, n_layer: 2}\n";
 
-Deno.test("chunk_size: auto by default and when written, numbers as before, anything else refused", () => {
+Deno.test("chunk_size: auto by default and when written, numbers as before, else refused", () => {
   assert.equal(parseConfig(cfg(""), "c.yml").model("m").chunkSize, "auto");
   assert.equal(parseConfig(cfg(", chunk_size: auto"), "c.yml").model("m").chunkSize, "auto");
   assert.equal(parseConfig(cfg(", chunk_size: 512"), "c.yml").model("m").chunkSize, 512);
@@ -33,7 +35,8 @@ Deno.test("chunk_size: auto by default and when written, numbers as before, anyt
     assert.throws(
       () => parseConfig(cfg(`, chunk_size: ${v}`), "c.yml"),
       (e: unknown) =>
-        e instanceof ConfigError && /'chunk_size' must be an integer .*, or auto$/.test(e.message),
+        e instanceof ConfigError &&
+        /'chunk_size' must be an integer .*, or auto$/.test(e.message),
       v,
     );
   }

@@ -59,7 +59,7 @@ export interface ModelSettings {
   normEpsilon: number;
   /** Norm used for random initialisation (checkpoints decide for themselves). */
   norm: NormKind;
-  /** Forward chunk length in positions, or "auto" (chosen by the device: src/model/chunk_size.ts). */
+  /** Forward chunk length in positions, or "auto" (by the device: src/model/chunk_size.ts). */
   chunkSize: number | "auto";
 }
 

@@ -30,7 +30,7 @@ export const DEFAULTS = {
   draft_length: 7,
   /** model.*.norm_epsilon / norm_eps */
   norm_epsilon: 1e-5,
-  /** model.*.chunk_size: positions per forward chunk ("auto": by the device, src/model/chunk_size.ts) */
+  /** model.*.chunk_size: positions per forward chunk ("auto": by device, model/chunk_size.ts) */
   chunk_size: "auto",
   /** The model id used when neither --model_id nor model.default_model_id names one. */
   model_id: "972M",

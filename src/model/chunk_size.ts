@@ -2,7 +2,7 @@
  * The forward's chunk length when the configuration says `chunk_size: auto`: on a GPU the largest
  * of 8192, 4096 and 2048 positions whose workspace takes at most a quarter of the device memory
  * left once the weights are in (one 8192-position chunk ran the 972M forward over 8192 bytes in
- * 59.9 ms against 63.4 ms in chunks of 2048 on an H200, for ~0.9 GB of workspace:
+ * 57.2 ms against 61.1 ms in chunks of 2048 on an H200, for ~0.9 GB more device memory:
  * docs/performance.md); on the CPU 2048, where longer chunks only take more memory.
  *
  * @module
@@ -16,11 +16,15 @@ export const AUTO_CHUNKS = [8192, 4096, 2048] as const;
 
 /** Where the chunk runs and what the workspace holds. */
 export interface ChunkContext {
+  /** The backend the model runs on. */
   device: "cpu" | "cuda";
+  /** The model's shape. */
   dims: ModelDims;
   /** Device memory free now, in bytes (0: unknown). */
   freeBytes: number;
+  /** Logits per position (the workspace holds a chunk's). */
   logitsWidth: number;
+  /** Whether the workspace holds bf16 copies of the products' inputs too. */
   bf16Activations: boolean;
 }
 

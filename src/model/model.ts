@@ -266,7 +266,7 @@ export class MambaByteLM {
   readonly weights: ModelWeights;
   /** Norm epsilon. */
   readonly eps: number;
-  /** Forward chunk length (the config's `auto` resolved for the device: src/model/chunk_size.ts). */
+  /** Forward chunk length (the config's `auto` resolved for the device: model/chunk_size.ts). */
   readonly chunkSize: number;
   /**
    * Logits per position: 256 (the bytes; rows of a padded vocabulary beyond them are never

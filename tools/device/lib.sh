@@ -51,10 +51,6 @@ use_prebuilt() {
   return 1
 }
 
-# setup_deno: unpack .gpu/deno.xz (from ../shared/tools/gpu-pack.sh) to DENO_BIN
-# (/usr/local/bin/deno), remove deno.lock (the pack holds only what the entry points import; the
-# lock names more), export DENO_DIR and MAMBABYTE_LIB. Returns 1, doing nothing, without
-# .gpu/deno.xz; returns 2 when unpacking failed (the rest is done even then).
 # unpack_corpus: .gpu/tinyshakespeare.txt from .gpu/tinyshakespeare.txt.xz (pack_gpu.sh's
 # CORPUS=..., compressed so that the tree, .gpu and .gpu-build fit the carry) when only that is here.
 unpack_corpus() {
@@ -62,6 +58,10 @@ unpack_corpus() {
   [ -f "$f" ] || [ ! -f "$f.xz" ] || xz -dc "$f.xz" >"$f"
 }
 
+# setup_deno: unpack .gpu/deno.xz (from ../shared/tools/gpu-pack.sh) to DENO_BIN
+# (/usr/local/bin/deno), remove deno.lock (the pack holds only what the entry points import; the
+# lock names more), export DENO_DIR and MAMBABYTE_LIB. Returns 1, doing nothing, without
+# .gpu/deno.xz; returns 2 when unpacking failed (the rest is done even then).
 setup_deno() {
   local bin=${DENO_BIN:-/usr/local/bin/deno} rc=0
   [ -f .gpu/deno.xz ] || return 1
