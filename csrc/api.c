@@ -810,6 +810,32 @@ MB_EXPORT int mb_spec_commit(mb_ctx *ctx, int64_t len, const int32_t *sampled,
            src_stride, bytes);
 }
 
+/* mb_draft_greedy's two halves of a drafted byte, in the header's order: the byte at `id` through
+ * the embedding and the layers, then norm_f and lm_head into logits. */
+static int draft_read(mb_ctx *ctx, const int32_t *id, const uint64_t *layers, int64_t n_layer,
+                      int64_t d_model, int64_t d_inner, int64_t d_state, int64_t dt_rank,
+                      int64_t d_conv, int wdtype, int norm_kind, float eps, const void *embedding,
+                      int64_t vocab_rows, float *hidden, float *residual, float *normed,
+                      float *xz, float *xc, float *x_dbl, float *delta, float *y) {
+  int st = mb_embedding(ctx, id, 1, embedding, wdtype, vocab_rows, d_model, hidden);
+  if (st == MB_OK)
+    st = mb_decode_layers(ctx, layers, n_layer, 1, d_model, d_inner, d_state, dt_rank, d_conv,
+                          wdtype, norm_kind, eps, hidden, residual, normed, xz, xc, x_dbl, delta,
+                          y);
+  return st;
+}
+static int draft_head(mb_ctx *ctx, int64_t n_layer, int64_t d_model, int wdtype, int norm_kind,
+                      float eps, const float *norm_f_w, const float *norm_f_b, const void *lm_head,
+                      int64_t vocab_out, float *hidden, float *residual, float *normed,
+                      float *logits) {
+  int st = mb_add_norm(ctx, hidden, residual, n_layer > 0, norm_f_w, norm_f_b, norm_kind, eps, 1,
+                       d_model, normed, NULL);
+  if (st == MB_OK)
+    st = mb_linear(ctx, normed, d_model, lm_head, wdtype, NULL, 1, d_model, vocab_out, logits,
+                   vocab_out);
+  return st;
+}
+
 /* The drafter's k drafts (mambabyte.h): the ops in the order the header gives, on every backend. */
 #define DRAFT_MAX_K 64
 MB_EXPORT int mb_draft_greedy(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer,
@@ -858,38 +884,30 @@ MB_EXPORT int mb_draft_greedy(mb_ctx *ctx, const uint64_t *layers, int64_t n_lay
                                 vocab_out, read_id, logits, counter, state, state_bytes, stack,
                                 ids, k);
 #endif
+#define DRAFT_READ(id)                                                                        \
+  draft_read(ctx, id, layers, n_layer, d_model, d_inner, d_state, dt_rank, d_conv, wdtype,        \
+             norm_kind, eps, embedding, vocab_rows, hidden, residual, normed, xz, xc, x_dbl,     \
+             delta, y)
+#define DRAFT_HEAD()                                                                          \
+  draft_head(ctx, n_layer, d_model, wdtype, norm_kind, eps, norm_f_w, norm_f_b, lm_head,        \
+             vocab_out, hidden, residual, normed, logits)
   if (read_id) { /* the byte at read_id first: its logits are the first draft's */
-    st = mb_embedding(ctx, read_id, 1, embedding, wdtype, vocab_rows, d_model, hidden);
-    if (st == MB_OK)
-      st = mb_decode_layers(ctx, layers, n_layer, 1, d_model, d_inner, d_state, dt_rank, d_conv,
-                            wdtype, norm_kind, eps, hidden, residual, normed, xz, xc, x_dbl,
-                            delta, y);
-    if (st == MB_OK)
-      st = mb_add_norm(ctx, hidden, residual, n_layer > 0, norm_f_w, norm_f_b, norm_kind, eps, 1,
-                       d_model, normed, NULL);
-    if (st == MB_OK)
-      st = mb_linear(ctx, normed, d_model, lm_head, wdtype, NULL, 1, d_model, vocab_out, logits,
-                     vocab_out);
+    st = DRAFT_READ(read_id);
+    if (st == MB_OK) st = DRAFT_HEAD();
     if (st != MB_OK) return st;
   }
   st = mb_sample(ctx, logits, 1, vocab_out, 1.0f, 1, 0.0f, 0, counter, ids);
   if (st == MB_OK) st = mb_memcpy_d2d(ctx, stack, state, (size_t)state_bytes);
   for (int64_t i = 1; i <= k && st == MB_OK; i++) {
-    st = mb_embedding(ctx, ids + i - 1, 1, embedding, wdtype, vocab_rows, d_model, hidden);
-    if (st == MB_OK)
-      st = mb_decode_layers(ctx, layers, n_layer, 1, d_model, d_inner, d_state, dt_rank, d_conv,
-                            wdtype, norm_kind, eps, hidden, residual, normed, xz, xc, x_dbl,
-                            delta, y);
+    st = DRAFT_READ(ids + i - 1);
     if (st == MB_OK)
       st = mb_memcpy_d2d(ctx, (char *)stack + i * state_bytes, state, (size_t)state_bytes);
     if (st != MB_OK || i == k) break;
-    st = mb_add_norm(ctx, hidden, residual, n_layer > 0, norm_f_w, norm_f_b, norm_kind, eps, 1,
-                     d_model, normed, NULL);
-    if (st == MB_OK)
-      st = mb_linear(ctx, normed, d_model, lm_head, wdtype, NULL, 1, d_model, vocab_out, logits,
-                     vocab_out);
+    st = DRAFT_HEAD();
     if (st == MB_OK) st = mb_sample(ctx, logits, 1, vocab_out, 1.0f, 1, 0.0f, 0, counter, ids + i);
   }
+#undef DRAFT_READ
+#undef DRAFT_HEAD
   return st;
 }
 

@@ -137,26 +137,30 @@ static void sample_rows(void *raw, int64_t b0, int64_t b1) {
   free(p);
 }
 
+/* Draws the job's n rows (on the context's threads when there is enough work). */
+static int run_sample_job(mb_ctx *ctx, sample_job *job, int64_t n, const char *fn) {
+  const int nt = n > 1 && n * job->v > 4096 ? ctx->num_threads : 1;
+  mbcpu_parallel_for(ctx, nt, n, sample_rows, job);
+  if (atomic_load(&job->failed)) return mb_fail(MB_ERR_OOM, "%s: out of memory", fn);
+  return MB_OK;
+}
+
 int mbcpu_sample(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v, float temperature,
                  int32_t top_k, float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids) {
-  const uint64_t base = (uint64_t)(*counter) * (uint64_t)batch;
-  const int nt = batch > 1 && batch * v > 4096 ? ctx->num_threads : 1;
   sample_job job = {.logits = logits, .v = v, .temperature = temperature, .top_k = top_k,
-                    .top_p = top_p, .seed = seed, .base = base, .out_ids = out_ids};
-  mbcpu_parallel_for(ctx, nt, batch, sample_rows, &job);
-  if (atomic_load(&job.failed)) return mb_fail(MB_ERR_OOM, "mb_sample: out of memory");
-  *counter += 1;
-  return MB_OK;
+                    .top_p = top_p, .seed = seed,
+                    .base = (uint64_t)(*counter) * (uint64_t)batch, .out_ids = out_ids};
+  const int st = run_sample_job(ctx, &job, batch, "mb_sample");
+  if (st == MB_OK) *counter += 1;
+  return st;
 }
 
 int mbcpu_sample_rows(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float temperature,
                       int32_t top_k, float top_p, uint64_t seed, int64_t *counters,
                       int32_t *out_ids) {
-  const int nt = n > 1 && n * v > 4096 ? ctx->num_threads : 1;
   sample_job job = {.logits = logits, .v = v, .temperature = temperature, .top_k = top_k,
                     .top_p = top_p, .seed = seed, .counters = counters, .out_ids = out_ids};
-  mbcpu_parallel_for(ctx, nt, n, sample_rows, &job);
-  if (atomic_load(&job.failed)) return mb_fail(MB_ERR_OOM, "mb_sample_rows: out of memory");
-  for (int64_t b = 0; b < n; b++) counters[b] += 1;
-  return MB_OK;
+  const int st = run_sample_job(ctx, &job, n, "mb_sample_rows");
+  for (int64_t b = 0; st == MB_OK && b < n; b++) counters[b] += 1;
+  return st;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # train_scan_check.sh — the training scan's CUDA kernels (tools/train/scan_cuda.cu) on a GPU
-# machine in one call, from the repository root, with tinyshakespeare.txt in .gpu/ (carried):
+# machine in one call, from the repository root, with .gpu/tinyshakespeare.txt or its .xz (carried):
 #   1. python3 tools/train/train.py --self_test: the kernels against the float64 sequential
 #      definition, values and every gradient (and the rest of train.py's self test);
 #   2. tools/train/bench_scan.py at the target's shape: the chunked PyTorch scan and the kernels,
@@ -10,6 +10,9 @@
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/train_scan_out}"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh # unpack_corpus
+unpack_corpus
 DATA="${DATA:-.gpu/tinyshakespeare.txt}"
 mkdir -p "$OUT"
 export MB_TRAIN_CACHE="${MB_TRAIN_CACHE:-$(mktemp -d)}" PYTHONUNBUFFERED=1
