@@ -86,7 +86,8 @@ __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
   float4 *orow = out ? (float4 *)(out + row * d) : nullptr;
   uint2 *brow = out_bf16 ? (uint2 *)(out_bf16 + row * d) : nullptr;
   float4 rv[V4];
-  float s = 0.f;
+  /* every load (and the add) before the first store: x and residual may alias for the compiler,
+   * so a store between them held each lane to one load in flight; the same sums after */
 #pragma unroll
   for (int j = 0; j < V4; j++) {
     const int64_t c = lane + 32 * j;
@@ -99,9 +100,14 @@ __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
       } else {
         r = xv;
       }
-      rr[c] = r;
     }
     rv[j] = r;
+  }
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < V4; j++) {
+    const float4 r = rv[j];
+    if (lane + 32 * j < d4) rr[lane + 32 * j] = r;
     s += norm_kind == MB_NORM_RMS ? r.x * r.x + r.y * r.y + r.z * r.z + r.w * r.w
                                   : r.x + r.y + r.z + r.w;
   }

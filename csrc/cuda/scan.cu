@@ -339,6 +339,17 @@ __device__ __forceinline__ void scan_ldsk(const float *p, float (&v)[K]) {
   }
 }
 
+/* The K values summed in four interleaved partial sums (short chains; a fixed order, so the
+ * same bits every run). */
+template <int K>
+__device__ __forceinline__ float scan_sum(const float (&v)[K]) {
+  static_assert(K % 4 == 0, "four partial sums");
+  float t0 = v[0], t1 = v[1], t2 = v[2], t3 = v[3];
+#pragma unroll
+  for (int k = 4; k < K; k += 4) t0 += v[k], t1 += v[k + 1], t2 += v[k + 2], t3 += v[k + 3];
+  return (t0 + t1) + (t2 + t3);
+}
+
 /* 2^x with the MUFU instruction alone: exp2f adds a rescaling for results below 2^-126, which only
  * matter when dt * A < -87, where the state has decayed to nothing in either form. */
 __device__ __forceinline__ float scan_ex2(float x) {
@@ -369,7 +380,7 @@ __device__ __forceinline__ float scan_silu(float x) { return __fdividef(x, 1.f +
 template <int K>
 __device__ __forceinline__ void scan_state(int s, int ll, float a2_l, float &carry_l,
                                            const float *Bs, const float *Cs, const float (&dt)[K],
-                                           const float (&du)[K], float (&y)[K]) {
+                                           float dt_sum, const float (&du)[K], float (&y)[K]) {
   using T = ScanTile<K>;
   constexpr int L = T::L;
   const float A2 = __shfl_sync(0xffffffffu, a2_l, s, L);
@@ -381,13 +392,13 @@ __device__ __forceinline__ void scan_state(int s, int ll, float a2_l, float &car
     dA[k] = scan_ex2(dt[k] * A2);
     bx[k] = du[k] * Bv[k];
   }
-  /* the lane's positions as one affine map h -> pa * h + pb */
-  float pa = dA[0], pb = bx[0];
+  /* the lane's positions as one affine map h -> pa * h + pb; the decays' product is one exp of
+   * the summed dt (a multiply and an exp where a product took K - 1 multiplies per state: 206 M
+   * warp instructions a 972M layer at 8192 positions against 236 M, 459-462 us against 464-465) */
+  float pa = scan_ex2(dt_sum * A2);
+  float pb = bx[0];
 #pragma unroll
-  for (int k = 1; k < K; k++) {
-    pb = dA[k] * pb + bx[k];
-    pa *= dA[k];
-  }
+  for (int k = 1; k < K; k++) pb = dA[k] * pb + bx[k];
   /* inclusive scan of the maps over the channel's lanes (earlier lanes first) */
 #pragma unroll
   for (int off = 1; off < L; off <<= 1) {
@@ -461,6 +472,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
       du[k] = d * uu[k];
       y[k] = Dc * uu[k];
     }
+    const float dt_sum = scan_sum<K>(dt);
     if (a.z) { /* z's copies into Ds fly during the states */
       __syncthreads(); /* every warp has read its delta */
       scan_stage_rows<K>(a, b, c0, t0, rows, a.z, a.ldz, Ds);
@@ -468,7 +480,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
     }
 #pragma unroll
     for (int s = 0; s < NMAX; s++) {
-      if (s < n) scan_state<K>(s, ll, a2_l, carry_l, Bs, Cs, dt, du, y);
+      if (s < n) scan_state<K>(s, ll, a2_l, carry_l, Bs, Cs, dt, dt_sum, du, y);
     }
     if (a.z) {
       cp_async_wait_all();

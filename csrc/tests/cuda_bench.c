@@ -20,6 +20,9 @@
  *                        the model steps; 64 fp32), the batch-64 layer's
  *                        per-op times and its large products at 16, 64 and 256 rows
  *   cuda_bench --ssu64   the batch-64 layer's per-op times only (a short run for ncu)
+ *   cuda_bench --fwd     the forward's layer ops, scan and 8192-position pass (bf16), against
+ *                        the peers in CUDA_BENCH_PEERS ("NAME=VALUE ..."), alternated
+ *                        CUDA_BENCH_ROUNDS times (default 2)
  *   cuda_bench --gemv8   the n <= 8 GEMV's rows and outputs per thread, swept (8-row products,
  *                        decoding at batch 4 and 8)
  *   cuda_bench --ablate  where a decoding step goes (bf16 at batch 1, 8, 64; fp32 at 1): the
@@ -618,6 +621,51 @@ static mb_ctx *ctx_with_env(const char *name, const char *value) {
   return c;
 }
 
+/* --fwd: the forward's kernels against peers in one process: for the default context and for
+ * each peer in CUDA_BENCH_PEERS ("NAME=VALUE ...", an environment switch each, in a context of
+ * its own over the same weights), the layer's ops at 8192 positions, the scan alone and the
+ * forward over 8192 positions (bf16), the whole list alternated CUDA_BENCH_ROUNDS times
+ * (default 2), so that drift in the GPU's clocks falls on every form alike. */
+static void fwd_peers(void) {
+  const char *env = getenv("CUDA_BENCH_PEERS");
+  const char *e_rounds = getenv("CUDA_BENCH_ROUNDS");
+  const int rounds = e_rounds && atoi(e_rounds) > 0 ? atoi(e_rounds) : 2;
+  char names[8][64], values[8][64];
+  int np = 0;
+  if (env) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", env);
+    for (char *tok = strtok(buf, " "); tok && np < 8; tok = strtok(NULL, " ")) {
+      char *eq = strchr(tok, '=');
+      if (!eq) continue;
+      *eq = 0;
+      snprintf(names[np], sizeof names[np], "%s", tok);
+      snprintf(values[np], sizeof values[np], "%s", eq + 1);
+      np++;
+    }
+  }
+  model m;
+  model_init(&m, MB_DTYPE_BF16);
+  for (int r = 0; r < rounds; r++) {
+    for (int p = -1; p < np; p++) {
+      mb_ctx *g1 = G;
+      char label[96] = "default";
+      if (p >= 0) {
+        G = ctx_with_env(names[p], values[p]);
+        snprintf(label, sizeof label, "%s=%s", names[p], values[p]);
+      }
+      breakdown(&m, 1, 8192, label);
+      scan_alone(&m, 8192, label);
+      forward_bench(&m, 8192, label);
+      if (p >= 0) {
+        MBX(mb_ctx_destroy(G));
+        G = g1;
+      }
+    }
+  }
+  model_free(&m);
+}
+
 /* --batch: a layer's large products alone at 16, 64 and 256 rows (bf16 weights, cold), then
  * decoding batches of 1 to 256 (bf16) and 64 (fp32), with the batch-64 layer's per-op times. A
  * peer runs through tools/device/ab_check.sh (AB_VAR: an environment switch, each value in its
@@ -791,6 +839,10 @@ int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--gemv1")) {
     gemv1_sweep(bw);
     return finish("cuda_bench --gemv1");
+  }
+  if (argc > 1 && !strcmp(argv[1], "--fwd")) {
+    fwd_peers();
+    return finish("cuda_bench --fwd (target: forward 8192 bf16 <= 30 ms)");
   }
   if (batch_only) {
     batch_benches(bw);
