@@ -12,8 +12,9 @@
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
  *
- *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy] [--draft_cases N]
+ *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear] [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
+ *     --only linear: only mb_linear and mb_linear_bf16;
  *     --only draft_greedy: only mb_draft_greedy, three times (with --small once); --draft_cases N:
  *     its first N cases only (racecheck on the cluster kernel is slow)
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
@@ -28,6 +29,7 @@
 
 static mb_ctx *CPU, *GPU;
 static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_dg = 0, g_dg_cases = 0;
+static int g_only_lin = 0; /* --only linear: mb_linear and mb_linear_bf16 (a sanitizer's short run) */
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 #define MBX(call)                                                                                 \
@@ -283,6 +285,20 @@ static void t_linear(void) {
     }
 }
 
+/* Elements (n rows of m at ld ld) of two device buffers whose bits differ. */
+static double bits_differ(const pair *A, const pair *B, int64_t n, int64_t m, int64_t ld) {
+  float *a = (float *)malloc(A->bytes), *b = (float *)malloc(A->bytes);
+  MBX(mb_ctx_synchronize(GPU));
+  MBX(mb_memcpy_d2h(GPU, a, A->g, A->bytes));
+  MBX(mb_memcpy_d2h(GPU, b, B->g, A->bytes));
+  double miss = 0;
+  for (int64_t r = 0; r < n; r++)
+    for (int64_t o = 0; o < m; o++)
+      if (memcmp(&a[r * ld + o], &b[r * ld + o], 4) != 0) miss++;
+  free(a), free(b);
+  return miss;
+}
+
 /* mb_linear_bf16: x as bf16 bits. GPU vs CPU within fp32's tolerance (products of bf16 values
  * are exact in fp32); with bf16 weights and n > 8, the GPU's bits equal mb_linear's of the fp32
  * rows the bf16 ones were rounded from (the same tensor-core product, its conversion done). */
@@ -290,7 +306,11 @@ static void t_linear_bf16(void) {
   /* n, in_f, out_f, pad of ldx/ldy */
   int64_t cfgs[][4] = {{1, 37, 101, 3},    {5, 3584, 144, 4},  {9, 256, 96, 0},
                        {300, 96, 160, 5},  {257, 1792, 384, 0}, {33, 112, 300, 8},
-                       {64, 3584, 144, 0}, {17, 1024, 96, 5}};
+                       {64, 3584, 144, 0}, {17, 1024, 96, 5},
+                       /* 9 to 64 rows (decoding batches): partial output tiles, decoding's
+                        * in_proj, x_proj and out_proj shapes */
+                       {40, 1792, 1000, 8}, {9, 3584, 144, 0}, {64, 1792, 7168, 0},
+                       {23, 3584, 1792, 8}, {64, 128, 64, 0}, {12, 256, 100, 8}};
   for (int ci = 0; ci < (int)(sizeof cfgs / sizeof cfgs[0]); ci++)
     for (int dt = 0; dt < 2; dt++) {
       int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2], pad = cfgs[ci][3];
@@ -311,6 +331,11 @@ static void t_linear_bf16(void) {
       snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ld+%lld %s bias=%d", (long long)n,
                (long long)in_f, (long long)out_f, (long long)pad, dt ? "bf16" : "f32", hasb);
       check("linear_bf16", cfg, "y", rel_err(&Y, n, out_f, ldy), 1e-5);
+      if (dt == MB_DTYPE_BF16 && n > 8) { /* a second run gives the same bits */
+        MBX(mb_linear_bf16(GPU, (uint16_t *)XB.g, ldx, Wp.g, dt, hasb ? G(B) : NULL, n, in_f,
+                           out_f, G(Y2), ldy));
+        check("linear_bf16", cfg, "rerun bits", bits_differ(&Y, &Y2, n, out_f, ldy), 0);
+      }
       if (dt == MB_DTYPE_BF16 && n > 8 && pad == 0) { /* mb_linear's own rows are dense */
         MBX(mb_linear(GPU, G(X), ldx, Wp.g, dt, hasb ? G(B) : NULL, n, in_f, out_f, G(Y2), ldy));
         float *a = (float *)malloc(Y.bytes), *b = (float *)malloc(Y.bytes);
@@ -1767,6 +1792,8 @@ int main(int argc, char **argv) {
       g_only_da = 1;
     if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "draft_greedy"))
       g_only_dg = 1;
+    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "linear"))
+      g_only_lin = 1;
     if (!strcmp(argv[i], "--draft_cases") && i + 1 < argc) g_dg_cases = atoi(argv[i + 1]);
   }
   int count = 0;
@@ -1797,6 +1824,14 @@ int main(int argc, char **argv) {
     MBX(mb_ctx_destroy(GPU));
     MBX(mb_ctx_destroy(CPU));
     printf("cuda_vs_cpu (draft_greedy only): %d cases, %d failed\n", g_cases, g_fail);
+    return g_fail ? 1 : 0;
+  }
+  if (g_only_lin) {
+    t_linear();
+    t_linear_bf16();
+    MBX(mb_ctx_destroy(GPU));
+    MBX(mb_ctx_destroy(CPU));
+    printf("cuda_vs_cpu (linear only): %d cases, %d failed\n", g_cases, g_fail);
     return g_fail ? 1 : 0;
   }
   t_embedding();
