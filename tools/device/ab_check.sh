@@ -32,12 +32,7 @@ B=build-cuda
 build_and_check_ops
 
 if [ -n "${VS_CPU_EACH:-}" ]; then
-  for v in $AB_VALUES; do
-    step "cuda_vs_cpu ($AB_VAR=$v)"
-    env "$AB_VAR=$v" timeout "${TEST_T:-150}" ./$B/cuda_vs_cpu >"$OUT/test_$v.log" 2>&1 || fail
-    grep -E "FAIL|FATAL" "$OUT/test_$v.log" | head -10
-    note "cuda_vs_cpu ($AB_VAR=$v): $(grep -E "cases" "$OUT/test_$v.log" | tail -1)"
-  done
+  for v in $AB_VALUES; do cuda_vs_cpu_with "$AB_VAR=$v" "test_$v.log"; done
 fi
 
 setup_deno

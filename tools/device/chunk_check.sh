@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
 . tools/device/lib.sh
 step "build"
-build_cuda -DMAMBABYTE_TESTS=ON >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
+build_cuda -DMAMBABYTE_TESTS=ON
 setup_deno || exit 1
 cuda_model_tests "${DENO_T:-180}" tests/cuda_model_test.ts tests/chunk_size_test.ts
 for r in $(seq "${ROUNDS:-1}"); do

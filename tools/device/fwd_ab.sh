@@ -23,12 +23,7 @@ B=build-cuda
 
 build_and_check_ops
 
-for p in $PEERS; do
-  step "cuda_vs_cpu ($p)"
-  env "$p" timeout "${TEST_T:-150}" ./$B/cuda_vs_cpu >"$OUT/test_${p%%=*}.log" 2>&1 || fail
-  grep -E "FAIL|FATAL" "$OUT/test_${p%%=*}.log" | head -10
-  note "cuda_vs_cpu ($p): $(grep -E "cases" "$OUT/test_${p%%=*}.log" | tail -1)"
-done
+for p in $PEERS; do cuda_vs_cpu_with "$p" "test_${p%%=*}.log"; done
 
 setup_deno
 deno_rc=$?

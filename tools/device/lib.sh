@@ -115,6 +115,15 @@ build_and_check_ops() {
   note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
 }
 
+# cuda_vs_cpu_with NAME=VALUE LOG: cuda_vs_cpu, every case, with that environment switch set (TEST_T
+# seconds, default 150; log $OUT/LOG), its failures printed and its count kept as a note.
+cuda_vs_cpu_with() {
+  step "cuda_vs_cpu ($1)"
+  env "$1" timeout "${TEST_T:-150}" ./build-cuda/cuda_vs_cpu >"$OUT/$2" 2>&1 || fail
+  grep -E "FAIL|FATAL" "$OUT/$2" | head -10
+  note "cuda_vs_cpu ($1): $(grep -E "cases" "$OUT/$2" | tail -1)"
+}
+
 # The Nsight Compute sections the kernel profiles print (ncu_ssu64.sh, ncu_step.sh): speed of light,
 # memory, occupancy, the schedulers' issue figures, warp state and launch shape.
 NCU_SECTIONS=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy
