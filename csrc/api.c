@@ -410,6 +410,34 @@ MB_EXPORT int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, co
            conv_bias, conv_state, d_conv, k, xc, ldo);
 }
 
+MB_EXPORT int mb_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx,
+                                    const float *conv_w, const float *conv_bias,
+                                    float *conv_state, int64_t n, int64_t d, int64_t k, float *xc,
+                                    int64_t ldo, const void *w, int wdtype, const float *bias,
+                                    int64_t out_f, float *y, int64_t ldy) {
+  static const char fn[] = "mb_conv1d_step_linear";
+  CHECK_CTX("mb_conv1d_step_linear");
+  NONNEG("mb_conv1d_step_linear", n);
+  NONNEG("mb_conv1d_step_linear", out_f);
+  DTYPE_OK("mb_conv1d_step_linear", wdtype);
+  REQUIRE(d >= 1, "%s: d (%lld) < 1", fn, (ll)d);
+  REQUIRE(k >= 1, "%s: k (%lld) < 1", fn, (ll)k);
+  if (n == 0) return MB_OK;
+  LD_OK("mb_conv1d_step_linear", ldx, d);
+  LD_OK("mb_conv1d_step_linear", ldo, d);
+  NONNULL("mb_conv1d_step_linear", x);
+  NONNULL("mb_conv1d_step_linear", conv_w);
+  NONNULL("mb_conv1d_step_linear", conv_state);
+  NONNULL("mb_conv1d_step_linear", xc);
+  if (out_f > 0) {
+    LD_OK("mb_conv1d_step_linear", ldy, out_f);
+    NONNULL("mb_conv1d_step_linear", w);
+    NONNULL("mb_conv1d_step_linear", y);
+  }
+  DISPATCH(conv1d_step_linear, ctx, x, ldx, conv_w, conv_bias, conv_state, n, d, k, xc, ldo, w,
+           wdtype, bias, out_f, y, ldy);
+}
+
 static int scan_check(const char *fn, mb_ctx *ctx, const float *u, int64_t ldu,
                       const float *delta, int64_t ld_delta, const float *A, const float *Bm,
                       int64_t ldb, const float *Cm, int64_t ldc, const float *z, int64_t ldz,

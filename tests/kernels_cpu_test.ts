@@ -1183,6 +1183,107 @@ function checkLinearConv1dStep(be: Backend, seed: number): void {
   });
 }
 
+// ---- conv1d_step_linear (conv step + x_proj, decoding batches) -------------------------------
+
+function checkConv1dStepLinear(be: Backend, seed: number): void {
+  const r = rng(seed);
+  const cases: [number, number, number, number, "f32" | "bf16", boolean][] = [
+    // n, d, outF, k, wdtype, biases
+    [1, 24, 40, 4, "f32", true],
+    [9, 40, 20, 3, "bf16", false],
+    [12, 33, 17, 1, "f32", true],
+    [20, 200, 44, 4, "bf16", true],
+  ];
+  for (const [n, d, outF, k, wdtype, opt] of cases) {
+    const ldx = 2 * d + 1, ldy = outF + 2, ldo = d + 3, km = Math.max(k - 1, 1);
+    const x = randArray(r, n * ldx), w32 = randArray(r, outF * d, -0.3, 0.3);
+    const wdata = wdtype === "f32" ? w32 : toBf16(w32);
+    const w = wdtype === "f32" ? w32 : fromBf16(wdata as Uint16Array);
+    const bias = randArray(r, outF), cw = randArray(r, d * k), cb = randArray(r, d);
+    const st = randArray(r, n * d * km);
+    const expY = new Float64Array(n * outF), expXc = new Float64Array(n * d);
+    const expSt = Float64Array.from(st);
+    for (let i = 0; i < n; i++) {
+      for (let c = 0; c < d; c++) {
+        const s0 = (i * d + c) * (k - 1);
+        let acc = opt ? cb[c] : 0;
+        for (let j = 0; j < k - 1; j++) acc += cw[c * k + j] * st[s0 + j];
+        const xv = x[i * ldx + c];
+        acc += cw[c * k + k - 1] * xv;
+        expXc[i * d + c] = silu(acc);
+        for (let j = 0; j < k - 1; j++) expSt[s0 + j] = j + 1 < k - 1 ? st[s0 + j + 1] : xv;
+      }
+      for (let o = 0; o < outF; o++) {
+        let acc = opt ? bias[o] : 0;
+        for (let c = 0; c < d; c++) acc += Math.fround(expXc[i * d + c]) * w[o * d + c];
+        expY[i * outF + o] = acc;
+      }
+    }
+    withMem(be, (m) => {
+      const yp = m.zeros(n * ldy * 4), xcp = m.zeros(n * ldo * 4), sp = m.put(st);
+      be.conv1dStepLinear({
+        x: m.put(x),
+        ldx,
+        convW: m.put(cw),
+        convBias: opt ? m.put(cb) : null,
+        convState: sp,
+        n,
+        d,
+        k,
+        xc: xcp,
+        ldo,
+        w: m.put(wdata),
+        wdtype,
+        bias: opt ? m.put(bias) : null,
+        outF,
+        y: yp,
+        ldy,
+      });
+      const tag = `conv1d_step_linear n=${n} d=${d} out=${outF} k=${k} ${wdtype}`;
+      const y = m.f32(yp, n * ldy), xc = m.f32(xcp, n * ldo);
+      for (let i = 0; i < n; i++) {
+        assertClose(
+          `${tag} y`,
+          y.subarray(i * ldy, i * ldy + outF),
+          expY.subarray(i * outF, (i + 1) * outF),
+          1e-5,
+          1e-5,
+        );
+        assertClose(
+          `${tag} xc`,
+          xc.subarray(i * ldo, i * ldo + d),
+          expXc.subarray(i * d, (i + 1) * d),
+          1e-5,
+          1e-5,
+        );
+      }
+      if (k > 1) assertClose(`${tag} state`, m.f32(sp, n * d * (k - 1)), expSt, 1e-5, 1e-5);
+    });
+  }
+  withMem(be, (m) => {
+    const p = m.zeros(4096);
+    const base = {
+      x: p,
+      ldx: 8,
+      convW: p,
+      convBias: null,
+      convState: p,
+      n: 2,
+      d: 4,
+      k: 4,
+      xc: p,
+      w: p,
+      wdtype: "f32" as const,
+      bias: null,
+      outF: 8,
+      y: p,
+    };
+    assertInvalid(() => be.conv1dStepLinear({ ...base, ldx: 3 }), /ldx \(3\) < d \(4\)/);
+    assertInvalid(() => be.conv1dStepLinear({ ...base, convState: null }), /conv_state is NULL/);
+    assertInvalid(() => be.conv1dStepLinear({ ...base, k: 0 }), /k \(0\) < 1/);
+  });
+}
+
 // ---- log-softmax, log-prob and rank ----------------------------------------------------------
 
 function checkLogSoftmax(be: Backend, seed: number): void {
@@ -1428,6 +1529,7 @@ const CHECKS: [string, (be: Backend, seed: number) => void][] = [
   ["selective_scan", checkScan],
   ["selective_state_update_dt", checkStateUpdateDt],
   ["linear_conv1d_step", checkLinearConv1dStep],
+  ["conv1d_step_linear", checkConv1dStepLinear],
   ["log_softmax + logprob_rank", checkLogSoftmax],
   ["sample", checkSample],
   ["read_probe", checkReadProbe],

@@ -723,3 +723,15 @@ int mbcpu_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wd
 #endif
   return linear_tiled(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
 }
+
+/* The decoding conv step then x_proj (mb_conv1d_step_linear): the two ops, as the header spells
+ * them (the CPU's product of a few rows gains nothing from sharing a pass with the conv). */
+int mbcpu_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx, const float *conv_w,
+                             const float *conv_bias, float *conv_state, int64_t n, int64_t d,
+                             int64_t k, float *xc, int64_t ldo, const void *w, int wdtype,
+                             const float *bias, int64_t out_f, float *y, int64_t ldy) {
+  int st = mbcpu_causal_conv1d(ctx, x, ldx, conv_w, conv_bias, conv_state, n, 1, d, k, xc, ldo,
+                               NULL, NULL);
+  if (st != MB_OK || out_f == 0) return st;
+  return mbcpu_linear(ctx, xc, ldo, w, wdtype, bias, n, d, out_f, y, ldy);
+}

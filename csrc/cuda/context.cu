@@ -122,6 +122,9 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->ssu_pos = !(e_sp && e_sp[0] == '0');
     const char *e_cp = getenv("MAMBABYTE_CUDA_CONV_POS");
     st->conv_pos = !(e_cp && e_cp[0] == '0');
+    const char *e_cl = getenv("MAMBABYTE_CUDA_CONV_LINEAR");
+    st->conv_linear = !(e_cl && e_cl[0] == '0');
+    st->conv_linear_per_sm = st->conv_linear_per_sm_bf16 = -1;
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

@@ -17,6 +17,7 @@
 #define MBCUDA_MAX_GRAPHS 256
 #define MBCUDA_MAX_RETIRED 16
 #define MBCUDA_ROW_DONE 16384 /* row groups of the pass's in_proj with the conv (2 d_inner at most) */
+#define MBCUDA_DONE_GRID_BAR 32 /* index in mbcuda_state.done of a grid barrier's two counters */
 #define MBCUDA_DL_SLOTS 8 /* staging buffers of mb_download_async (downloads in flight) */
 
 /* One staging buffer of mb_download_async: src is copied here on the compute stream, then to the
@@ -39,7 +40,8 @@ struct mbcuda_state {
   void *scratch_old[MBCUDA_MAX_RETIRED]; /* outgrown scratch buffers that live graphs may still
                                           * use: freed when the last graph is destroyed */
   int n_scratch_old;
-  unsigned int *done;    /* device counter for the last-block pattern of mb_sample */
+  unsigned int *done;    /* device counters: [0] the last-block pattern of mb_sample,
+                          * [MBCUDA_DONE_GRID_BAR..+1] k_conv_linear's grid barrier */
   unsigned int *row_done; /* the verification pass's in_proj: arrivals a row group
                            * (MBCUDA_ROW_DONE of them), back to 0 after each launch */
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
@@ -66,6 +68,11 @@ struct mbcuda_state {
   size_t draft_cluster_smem; /* the dynamic shared memory k_draft_cluster was opted in to */
   int draft_timing;      /* MAMBABYTE_CUDA_DRAFT_TIMING=1: k_draft_cluster's phases on stderr */
   long long *draft_timing_buf; /* its stamps (device memory, allocated on first use) */
+  int conv_linear;       /* mb_conv1d_step_linear for n > 8 as one kernel (MAMBABYTE_CUDA_CONV_LINEAR=0:
+                          * the conv then mb_linear; A/B runs) */
+  int conv_linear_per_sm; /* k_conv_linear's resident blocks an SM at its largest shared memory
+                           * (-1: not asked yet), per weight type */
+  int conv_linear_per_sm_bf16;
   int conv_pos;          /* the verification pass's conv: a thread per (channel, position)
                           * (MAMBABYTE_CUDA_CONV_POS=0: k_conv_seq; A/B runs) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual

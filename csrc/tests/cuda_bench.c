@@ -345,12 +345,15 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     RUN(SKIP_NORM, mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows,
                                DM, bf_step ? NULL : a->hn, bf_step ? a->hnb : NULL));
     if (len == 1 && g_fused) { /* 5 kernels: norm, in_proj+conv, x_proj, dt_proj+update, out */
-      if (bf_step) { /* as the model for more than 8 sequences: in_proj on bf16 rows, conv step */
-        RUN(SKIP_IN, mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
-                                    2 * DI));
-        RUN(SKIP_IN, mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, 1, DI, KC, a->xc,
-                                      DI, NULL, a->xcb));
-        RUN(SKIP_XPROJ, mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
+      if (rows > 8) { /* as the model for more than 8 sequences: in_proj (on bf16 rows with bf16
+                       * weights), then the conv step with x_proj in one call */
+        if (bf_step)
+          RUN(SKIP_IN, mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
+                                      2 * DI));
+        else
+          RUN(SKIP_IN, mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
+        RUN(SKIP_XPROJ, mb_conv1d_step_linear(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, DI, KC,
+                                              a->xc, DI, L->xp, dt, NULL, XP, a->dbc, XP));
       } else {
         RUN(SKIP_IN, mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
                                            2 * DI, L->cw, L->cb, cs, DI, KC, a->xc, DI));
@@ -684,6 +687,14 @@ static void batch_benches(double bw) {
   g_layers = 1; /* up to 8 sequences: mb_decode_layers, as the model steps */
   for (int i = 0; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16");
   g_layers = 0;
+  { /* the peer in the same run: the conv step and x_proj as two ops (conv, cuBLAS) */
+    mb_ctx *g1 = G;
+    G = ctx_with_env("MAMBABYTE_CUDA_CONV_LINEAR", "0");
+    for (int i = 3; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16,cl0");
+    MBX(mb_ctx_destroy(G));
+    G = g1;
+    for (int i = 3; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16 #2");
+  }
   breakdown(&m, 64, 1, "bf16");
   model_free(&m);
   model_init(&m, MB_DTYPE_F32);

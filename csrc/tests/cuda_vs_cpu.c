@@ -14,7 +14,7 @@
  *
  *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear] [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
- *     --only linear: only mb_linear and mb_linear_bf16;
+ *     --only linear: only mb_linear, mb_linear_bf16 and mb_conv1d_step_linear;
  *     --only draft_greedy: only mb_draft_greedy, three times (with --small once); --draft_cases N:
  *     its first N cases only (racecheck on the cluster kernel is slow)
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
@@ -29,7 +29,7 @@
 
 static mb_ctx *CPU, *GPU;
 static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_dg = 0, g_dg_cases = 0;
-static int g_only_lin = 0; /* --only linear: mb_linear and mb_linear_bf16 (a sanitizer's short run) */
+static int g_only_lin = 0; /* --only linear: the products (a sanitizer's short run) */
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 #define MBX(call)                                                                                 \
@@ -499,6 +499,74 @@ static void t_linear_conv(void) {
 /* mb_selective_state_update_dt: GPU (fused kernel) vs CPU (linear + state update). */
 static float *dl(mb_ctx *ctx, const void *p, size_t bytes);
 static double diff_bits(const void *a, const void *b, size_t bytes);
+
+/* mb_conv1d_step_linear: GPU (one kernel for 8 < n <= 256, out_f <= 256, k <= 8; else the conv
+ * and mb_linear) vs CPU (the conv and mb_linear). The fused form sums in fp32 in another order:
+ * 1e-5. Its xc and window are the conv op's bits on the GPU; a second run from the same window
+ * and a replay of a captured graph give the first run's bits. */
+static int g_cl_off = 0; /* the GPU context runs it as two ops (MAMBABYTE_CUDA_CONV_LINEAR=0) */
+static void t_conv_linear(void) {
+  struct { int64_t n, d, out_f, k; int wdt, bias, cbias; } cs[] = {
+      {64, 3584, 144, 4, MB_DTYPE_BF16, 0, 1}, {16, 2048, 96, 4, MB_DTYPE_F32, 0, 1},
+      {256, 3584, 144, 4, MB_DTYPE_BF16, 0, 1}, {9, 1000, 37, 3, MB_DTYPE_F32, 1, 0},
+      {33, 4099, 200, 2, MB_DTYPE_BF16, 1, 1},  {100, 256, 256, 4, MB_DTYPE_F32, 0, 1},
+      {20, 100, 20, 1, MB_DTYPE_F32, 1, 1},     {300, 64, 50, 4, MB_DTYPE_F32, 0, 1},
+      {5, 500, 40, 4, MB_DTYPE_BF16, 0, 1},     {12, 128, 300, 4, MB_DTYPE_BF16, 0, 1},
+  };
+  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+    const int64_t n = cs[ci].n, d = cs[ci].d, out_f = cs[ci].out_f, k = cs[ci].k;
+    if (g_small && n * d > 100000) continue;
+    const int fused = !g_cl_off && n > 8 && n <= 256 && out_f <= 256 && k <= 8;
+    const int64_t ldx = 2 * d + 3, ldy = out_f + 3, ldo = d + 1, sw = n * d * (k > 1 ? k - 1 : 1);
+    pair X = prand(n * ldx, -1, 1), Bi = prand(out_f, -1, 1), CW = prand(d * k, -1, 1);
+    pair CB = prand(d, -1, 1), CS = prand(sw, -1, 1), Y = pf(NULL, n * ldy), XC = pf(NULL, n * ldo);
+    pair W = weights(out_f, d, cs[ci].wdt, -0.1f, 0.1f);
+    pair CS0 = pf(NULL, sw), Y2 = pf(NULL, n * ldy), XC2 = pf(NULL, n * ldo), CS2 = pf(NULL, sw);
+    MBX(mb_memcpy_d2d(GPU, CS0.g, CS.g, CS.bytes)); /* the window before the call */
+    const float *bias_c = cs[ci].bias ? C(Bi) : NULL, *bias_g = cs[ci].bias ? G(Bi) : NULL;
+    const float *cb_c = cs[ci].cbias ? C(CB) : NULL, *cb_g = cs[ci].cbias ? G(CB) : NULL;
+    MBX(mb_conv1d_step_linear(CPU, C(X), ldx, C(CW), cb_c, C(CS), n, d, k, C(XC), ldo, W.c,
+                              cs[ci].wdt, bias_c, out_f, C(Y), ldy));
+    MBX(mb_conv1d_step_linear(GPU, G(X), ldx, G(CW), cb_g, G(CS), n, d, k, G(XC), ldo, W.g,
+                              cs[ci].wdt, bias_g, out_f, G(Y), ldy));
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "n=%lld d=%lld out=%lld k=%lld %s%s", (long long)n, (long long)d,
+             (long long)out_f, (long long)k, cs[ci].wdt ? "bf16" : "f32",
+             fused ? " fused" : "");
+    /* the fallback's n > 8 runs cuBLAS (bf16 weights: x rounded to bf16) */
+    const double tol = fused || n <= 8 ? 1e-5 : (cs[ci].wdt ? 1e-2 : 1e-3);
+    check("conv_linear", cfg, "y", rel_err(&Y, n, out_f, ldy), tol);
+    check("conv_linear", cfg, "xc", rel_err(&XC, n, d, ldo), 1e-5);
+    if (k > 1) check("conv_linear", cfg, "conv_state", rel_all(&CS), 1e-5);
+    /* xc and the window: mb_causal_conv1d's bits */
+    MBX(mb_memcpy_d2d(GPU, CS2.g, CS0.g, CS0.bytes));
+    MBX(mb_causal_conv1d(GPU, G(X), ldx, G(CW), cb_g, G(CS2), n, 1, d, k, G(XC2), ldo, NULL, NULL));
+    check("conv_linear", cfg, "xc=conv", diff_bits(G(XC), G(XC2), XC.bytes), 0);
+    if (k > 1) check("conv_linear", cfg, "state=conv", diff_bits(G(CS), G(CS2), CS.bytes), 0);
+    /* a rerun from the same window, then a graph's replay: the first run's bits */
+    MBX(mb_memcpy_d2d(GPU, CS2.g, CS0.g, CS0.bytes));
+    MBX(mb_conv1d_step_linear(GPU, G(X), ldx, G(CW), cb_g, G(CS2), n, d, k, G(XC2), ldo, W.g,
+                              cs[ci].wdt, bias_g, out_f, G(Y2), ldy));
+    check("conv_linear", cfg, "y rerun", diff_bits(G(Y), G(Y2), Y.bytes), 0);
+    int graph = 0;
+    MBX(mb_graph_begin(GPU));
+    MBX(mb_conv1d_step_linear(GPU, G(X), ldx, G(CW), cb_g, G(CS2), n, d, k, G(XC2), ldo, W.g,
+                              cs[ci].wdt, bias_g, out_f, G(Y2), ldy));
+    MBX(mb_graph_end(GPU, &graph));
+    MBX(mb_memcpy_d2d(GPU, CS2.g, CS0.g, CS0.bytes));
+    MBX(mb_memset(GPU, G(Y2), 0, Y2.bytes));
+    MBX(mb_graph_launch(GPU, graph));
+    check("conv_linear", cfg, "y graph", diff_bits(G(Y), G(Y2), Y.bytes), 0);
+    MBX(mb_graph_destroy(GPU, graph));
+    pfree(&X), pfree(&Bi), pfree(&CW), pfree(&CB), pfree(&CS), pfree(&Y), pfree(&XC), pfree(&W);
+    pfree(&CS0), pfree(&Y2), pfree(&XC2), pfree(&CS2);
+  }
+}
+static void t_conv_linear_off(void) {
+  g_cl_off = 1;
+  t_conv_linear();
+  g_cl_off = 0;
+}
 
 static void t_ssu_dt(void) {
   struct { int64_t batch, d, n, R; int wdt, bias, Dz, dout; } cs[] = {
@@ -1823,6 +1891,7 @@ int main(int argc, char **argv) {
   if (g_only_lin) {
     t_linear();
     t_linear_bf16();
+    t_conv_linear();
     return finish_run(" (linear only)");
   }
   t_embedding();
@@ -1842,6 +1911,10 @@ int main(int argc, char **argv) {
   with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS", "2", "the state update's rows kernel from batch 2",
                t_ssu_dt);
   t_linear_conv();
+  t_conv_linear();
+  /* its peer: the conv then mb_linear (cuBLAS from 9 rows) */
+  with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR", "0", "the conv step and x_proj as two ops",
+               t_conv_linear_off);
   t_spec();
   /* the n <= 8 GEMV with every input in one thread (4 output rows a thread at every shape), with
    * two (2 rows a thread), and with one output row a thread (the form before rows were shared) */

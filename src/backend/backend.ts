@@ -548,6 +548,53 @@ export class Backend {
   }
 
   /**
+   * Decoding batches: the conv1d step of `n` rows (x's first `d` columns, ld `ldx`; the window in
+   * `convState`, (n, d, k-1)) into `xc` (ld `ldo`, default d), then `y = xc W^T (+ bias)` with W
+   * (outF, d) (x_proj), as {@link conv1d} and {@link linear} run them; one kernel on CUDA for n > 8.
+   */
+  conv1dStepLinear(a: {
+    x: Ptr;
+    ldx: number;
+    convW: Ptr;
+    convBias: Ptr;
+    convState: Ptr;
+    n: number;
+    d: number;
+    k: number;
+    xc: Ptr;
+    ldo?: number;
+    w: Ptr;
+    wdtype: WeightDType;
+    bias: Ptr;
+    outF: number;
+    y: Ptr;
+    ldy?: number;
+  }): void {
+    check(
+      this.#lib.mb_conv1d_step_linear(
+        this.#c,
+        a.x,
+        I(a.ldx),
+        a.convW,
+        a.convBias,
+        a.convState,
+        I(a.n),
+        I(a.d),
+        I(a.k),
+        a.xc,
+        I(a.ldo ?? a.d),
+        a.w,
+        WDTYPE_CODE[a.wdtype],
+        a.bias,
+        I(a.outF),
+        a.y,
+        I(a.ldy ?? a.outF),
+      ),
+      "conv1d_step_linear",
+    );
+  }
+
+  /**
    * Selective scan with initial/final state and optional every-position states; `deltaBias` (d),
    * when given, is added to delta before the softplus (dt_proj's bias, mamba_ssm's delta_bias).
    * `yBf16`, when given, receives y as bfloat16 bits (row r at r * ldy); `y` may then be null.

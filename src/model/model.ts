@@ -42,8 +42,8 @@ export const VERIFY_BLOCK = 8;
 
 /**
  * The largest decoding batch whose steps run as one Backend.decodeLayers call: larger batches take
- * in_proj and x_proj on bf16 rows where the backend has them ({@link MambaByteLM.stepLayers}),
- * which that call does not.
+ * in_proj on bf16 rows where the backend has them and the conv step with x_proj in one call
+ * ({@link MambaByteLM.stepLayers}), which that call does not.
  */
 const DECODE_TABLE_MAX_BATCH = 8;
 
@@ -494,9 +494,9 @@ export class MambaByteLM {
   ): void {
     const be = this.backend;
     const { dInner: di, dConv: k } = this.dims;
-    // More than 8 sequences: in_proj and x_proj are tensor-core products, which take the norm's
-    // and the conv's bf16 rows (the bits they made of the fp32 rows); the conv step runs as
-    // linearConv1dStep runs it there.
+    // More than 8 sequences: in_proj is a tensor-core product, which takes the norm's bf16 rows
+    // (the bits it made of the fp32 rows), and the conv step shares a call with x_proj (one
+    // kernel on CUDA).
     const bf = batch > 8 ? ws.bf16 : null;
     // Only states of up to DECODE_TABLE_MAX_BATCH sequences carry a table (newState).
     const table = this.decodeLayers && batch <= DECODE_TABLE_MAX_BATCH && afterLayer === undefined
@@ -506,10 +506,10 @@ export class MambaByteLM {
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
       this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined);
-      if (bf) {
-        be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
-        this.#conv(ws, i, ws.xz.ptr, state.conv[i].ptr, batch, 1, { outBf16: bf.xConv.ptr });
-        be.linearBf16({ ...this.#xProjOperands(ws, i, batch), x: bf.xConv.ptr });
+      if (batch > 8) {
+        if (bf) be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
+        else be.linear(this.#inProj(ws, i, batch));
+        this.#convXProj(ws, i, state.conv[i].ptr, batch);
       } else {
         be.linearConv1dStep({
           ...this.#inProj(ws, i, batch),
@@ -782,6 +782,29 @@ export class MambaByteLM {
       ldo: di,
       outPreact: extra.outPreact ?? null,
       outBf16: extra.outBf16 ?? null,
+    });
+  }
+
+  /** Layer i's decoding conv step and x_proj in one call: ws.xz -> ws.xConv -> ws.xDbl. */
+  #convXProj(ws: Workspace, i: number, state: Ptr, batch: number): void {
+    const w = this.weights.layers[i];
+    const di = this.dims.dInner;
+    this.backend.conv1dStepLinear({
+      x: ws.xz.ptr,
+      ldx: 2 * di,
+      convW: w.convWeight.ptr,
+      convBias: w.convBias?.ptr ?? null,
+      convState: state,
+      n: batch,
+      d: di,
+      k: this.dims.dConv,
+      xc: ws.xConv.ptr,
+      ldo: di,
+      w: w.xProj.ptr,
+      wdtype: this.weights.wdtype,
+      bias: null,
+      outF: this.#xDblCols,
+      y: ws.xDbl.ptr,
     });
   }
 

@@ -136,6 +136,28 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  mb_conv1d_step_linear: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "i64", // ldx
+      "pointer", // conv_w
+      "pointer", // conv_bias
+      "pointer", // conv_state
+      "i64", // n
+      "i64", // d
+      "i64", // k
+      "pointer", // xc
+      "i64", // ldo
+      "pointer", // w
+      "i32", // wdtype
+      "pointer", // bias
+      "i64", // out_f
+      "pointer", // y
+      "i64", // ldy
+    ],
+    result: "i32",
+  },
   mb_selective_scan: {
     parameters: [
       "pointer", // ctx

@@ -105,13 +105,16 @@ build_and_check_ops() {
   grep -E "FAIL|FATAL" "$OUT/test.log" | head -30
   note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
   [ -n "${SKIP_SAN:-}" ] && return 0
-  step "memcheck --small (all)"
+  # SAN_ONLY=linear: the sanitizers on `cuda_vs_cpu --only linear` (the products) alone
+  local only=()
+  [ -n "${SAN_ONLY:-}" ] && only=(--only "$SAN_ONLY")
+  step "memcheck --small ${only[*]:-(all)}"
   timeout "${SAN_T:-120}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
-    ./$b/cuda_vs_cpu --small >"$OUT/memcheck.log" 2>&1 || fail
+    ./$b/cuda_vs_cpu --small "${only[@]}" >"$OUT/memcheck.log" 2>&1 || fail
   note "memcheck: $(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1) / $(grep -E "cases" "$OUT/memcheck.log" | tail -1)"
-  step "racecheck --small (all)"
+  step "racecheck --small ${only[*]:-(all)}"
   timeout "${SAN_T:-120}" compute-sanitizer --tool racecheck --error-exitcode 9 \
-    ./$b/cuda_vs_cpu --small >"$OUT/racecheck.log" 2>&1 || fail
+    ./$b/cuda_vs_cpu --small "${only[@]}" >"$OUT/racecheck.log" 2>&1 || fail
   note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
 }
 

@@ -1,0 +1,230 @@
+/*
+ * conv_linear.cu — mb_conv1d_step_linear on CUDA: a decoding batch's conv step and x_proj in one
+ * kernel (n > 8 rows).
+ *
+ * Before, a step of more than 8 sequences ran the conv step as a kernel of its own and x_proj
+ * through cuBLAS (a split-K product and its reduction: two more kernels), three kernel boundaries
+ * for ~1 MB of weights. Here block b owns CXL_CW channels: it loads its slice of x_proj's weights
+ * (before the PDL wait: they are constant), runs its channels' conv step for every row (k_conv_seq's
+ * arithmetic, so xc and the window get mb_causal_conv1d's bits), multiplies the slice by the rows'
+ * outputs in fp32 into partial sums, and after a grid barrier (every block is resident: the grid is
+ * at most the blocks an SM holds times the SMs, checked at launch) sums the partials of its share of
+ * the outputs over the blocks in block order. A fixed order, so the same bits every run.
+ */
+#include <stdint.h>
+
+#include "cuda_internal.cuh"
+
+#define CXL_CW 32              /* channels a block */
+#define CXL_THREADS 256
+#define CXL_RG 8               /* rows of one work item of the partial product */
+#define CXL_OUT_MAX 256        /* x_proj's outputs (dt_rank + 2 d_state) a block holds */
+#define CXL_N_MAX 256          /* rows */
+#define CXL_KMAX 8             /* conv width (k_conv_seq's CONV_KMAX) */
+#define CXL_LD (CXL_CW + 4)    /* a row of the slices in shared memory: float4-aligned, and 8
+                                * consecutive rows' float4 reads fall on distinct banks */
+
+struct ConvLinArgs {
+  const float *x; /* in_proj's output rows (ld ldx): the conv reads columns 0..d-1 */
+  int64_t ldx;
+  const float *cw, *cb; /* conv weight (d, k), bias (d) or NULL */
+  float *state;         /* (n, d, k-1) */
+  float *xc;            /* conv output rows (ld ldo) */
+  int64_t ldo;
+  const void *w;     /* x_proj (out_f, d), fp32 or bf16 */
+  const float *bias; /* (out_f) or NULL */
+  float *y;          /* (n, out_f) rows, ld ldy */
+  int64_t ldy;
+  float *part;    /* (gridDim.x, n, out_f) partial sums */
+  unsigned *bar;  /* [0] arrivals, [1] generation */
+  int64_t n, d, out_f;
+  int k;
+};
+
+__device__ __forceinline__ float cxl_weight(const float *w, int64_t i) { return w[i]; }
+__device__ __forceinline__ float cxl_weight(const uint16_t *w, int64_t i) {
+  return mb_bf16_to_f32(w[i]);
+}
+
+/* Every block of the grid arrives before any leaves (all are resident). The generation is read
+ * before arriving, so the last arrival's increment is the one a block waits for; the arrivals
+ * counter is back to 0 for the next launch. */
+__device__ __forceinline__ void cxl_grid_sync(unsigned *bar) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    volatile unsigned *gen = bar + 1;
+    const unsigned g0 = *gen;
+    __threadfence();
+    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+      atomicExch(bar, 0u);
+      __threadfence();
+      atomicAdd(bar + 1, 1u);
+    } else {
+      while (*gen == g0) __nanosleep(32);
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+template <typename WT>
+__global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
+  extern __shared__ __align__(16) float cxl_shared[];
+  __shared__ float red[CXL_THREADS];
+  mb_pdl_trigger();
+  const int tid = threadIdx.x;
+  const int64_t c0 = (int64_t)blockIdx.x * CXL_CW;
+  const int cn = (int)(a.d - c0 < CXL_CW ? a.d - c0 : CXL_CW);
+  const int n = (int)a.n, out_f = (int)a.out_f, k = a.k;
+  float *const Ws = cxl_shared, *const Us = cxl_shared + out_f * CXL_LD;
+  /* the weights' slice: constant, so before the PDL wait */
+  const WT *W = (const WT *)a.w;
+  for (int i = tid; i < out_f * CXL_CW; i += CXL_THREADS) {
+    const int o = i / CXL_CW, c = i % CXL_CW;
+    Ws[o * CXL_LD + c] = c < cn ? cxl_weight(W, o * a.d + c0 + c) : 0.f;
+  }
+  mb_pdl_wait();
+  /* the conv step of every (row, channel): k_conv_seq's arithmetic for one position */
+  for (int i = tid; i < n * CXL_CW; i += CXL_THREADS) {
+    const int r = i / CXL_CW, c = i % CXL_CW;
+    float o = 0.f;
+    if (c < cn) {
+      const int64_t ch = c0 + c;
+      float wc[CXL_KMAX], win[CXL_KMAX];
+#pragma unroll
+      for (int j = 0; j < CXL_KMAX; j++) wc[j] = j < k ? a.cw[ch * k + j] : 0.f;
+      const float bc = a.cb ? a.cb[ch] : 0.f;
+      float *st = a.state + (r * a.d + ch) * (k - 1);
+#pragma unroll
+      for (int j = 0; j < CXL_KMAX; j++) win[j] = j < k - 1 ? st[j] : 0.f;
+      const float xv = a.x[r * a.ldx + ch];
+      float acc = bc;
+#pragma unroll
+      for (int j = 0; j < CXL_KMAX; j++) {
+        if (j < k - 1) acc += wc[j] * win[j];
+        else if (j == k - 1) acc += wc[j] * xv;
+      }
+      o = mb_silu(acc);
+      a.xc[r * a.ldo + ch] = o;
+#pragma unroll
+      for (int j = 0; j < CXL_KMAX - 1; j++) {
+        if (j < k - 2) st[j] = win[j + 1];
+        else if (j == k - 2) st[j] = xv;
+      }
+    }
+    Us[r * CXL_LD + c] = o;
+  }
+  __syncthreads();
+  /* partial products: item (o, row group) reads W's row o once into registers */
+  float *P = a.part + (int64_t)blockIdx.x * n * out_f;
+  const int groups = (n + CXL_RG - 1) / CXL_RG;
+  for (int it = tid; it < out_f * groups; it += CXL_THREADS) {
+    const int o = it % out_f, r0 = (it / out_f) * CXL_RG;
+    float wv[CXL_CW];
+#pragma unroll
+    for (int c = 0; c < CXL_CW; c += 4) {
+      const float4 q = *(const float4 *)(Ws + o * CXL_LD + c);
+      wv[c] = q.x, wv[c + 1] = q.y, wv[c + 2] = q.z, wv[c + 3] = q.w;
+    }
+#pragma unroll
+    for (int rr = 0; rr < CXL_RG; rr++) {
+      const int r = r0 + rr;
+      if (r >= n) break;
+      float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f; /* four chains, summed in a fixed order */
+#pragma unroll
+      for (int c = 0; c < CXL_CW; c += 4) {
+        const float4 u = *(const float4 *)(Us + r * CXL_LD + c);
+        s0 += u.x * wv[c], s1 += u.y * wv[c + 1], s2 += u.z * wv[c + 2], s3 += u.w * wv[c + 3];
+      }
+      P[(int64_t)r * out_f + o] = (s0 + s1) + (s2 + s3);
+    }
+  }
+  cxl_grid_sync(a.bar);
+  /* block b sums outputs [j0, j0 + jn) over the G blocks' partials: nsl slices of the blocks a
+   * thread each (block order within a slice), then the slices in order */
+  const int64_t total = (int64_t)n * out_f, G = gridDim.x;
+  const int64_t J = (total + G - 1) / G, j0 = (int64_t)blockIdx.x * J;
+  const int64_t jn = j0 >= total ? 0 : (total - j0 < J ? total - j0 : J);
+  if (jn == 0) return;
+  if (J <= CXL_THREADS) {
+    const int nsl = CXL_THREADS / (int)J, jl = tid % (int)J, s = tid / (int)J;
+    if (s < nsl && jl < jn) {
+      float acc = 0.f;
+      for (int64_t g = s; g < G; g += nsl) acc += __ldcg(a.part + g * total + j0 + jl);
+      red[s * J + jl] = acc;
+    }
+    __syncthreads();
+    if (tid < jn) {
+      float v = red[tid];
+      for (int q = 1; q < nsl; q++) v += red[q * J + tid];
+      const int64_t j = j0 + tid, r = j / out_f, o = j % out_f;
+      a.y[r * a.ldy + o] = a.bias ? v + a.bias[o] : v;
+    }
+  } else {
+    for (int64_t jl = tid; jl < jn; jl += CXL_THREADS) {
+      float v = 0.f;
+      for (int64_t g = 0; g < G; g++) v += __ldcg(a.part + g * total + j0 + jl);
+      const int64_t j = j0 + jl, r = j / out_f, o = j % out_f;
+      a.y[r * a.ldy + o] = a.bias ? v + a.bias[o] : v;
+    }
+  }
+}
+
+static size_t cxl_smem(int64_t n, int64_t out_f) {
+  return (size_t)(n + out_f) * CXL_LD * sizeof(float);
+}
+
+/* Blocks of k_conv_linear<WT> an SM holds at its largest shared memory into *cache (asked once;
+ * the opt-in to more than 48 KiB of dynamic shared memory is made then). */
+template <typename WT>
+static int cxl_per_sm(int *cache) {
+  if (*cache >= 0) return MB_OK;
+  const int smem = (int)cxl_smem(CXL_N_MAX, CXL_OUT_MAX);
+  MBCUDA_CHECK(cudaFuncSetAttribute(k_conv_linear<WT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    smem),
+               "conv1d_step_linear");
+  int per_sm = 0;
+  MBCUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_conv_linear<WT>,
+                                                             CXL_THREADS, (size_t)smem),
+               "conv1d_step_linear");
+  *cache = per_sm;
+  return MB_OK;
+}
+
+extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx,
+                                         const float *conv_w, const float *conv_bias,
+                                         float *conv_state, int64_t n, int64_t d, int64_t k,
+                                         float *xc, int64_t ldo, const void *w, int wdtype,
+                                         const float *bias, int64_t out_f, float *y, int64_t ldy) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  const int bf16 = wdtype == MB_DTYPE_BF16;
+  const int64_t grid = (d + CXL_CW - 1) / CXL_CW;
+  bool fused = st->conv_linear && n > 8 && n <= CXL_N_MAX && out_f >= 1 &&
+               out_f <= CXL_OUT_MAX && k <= CXL_KMAX;
+  if (fused) {
+    int *per_sm = bf16 ? &st->conv_linear_per_sm_bf16 : &st->conv_linear_per_sm;
+    const int e = bf16 ? cxl_per_sm<uint16_t>(per_sm) : cxl_per_sm<float>(per_sm);
+    if (e != MB_OK) return e;
+    fused = grid <= (int64_t)*per_sm * st->sm_count; /* every block resident: the barrier */
+  }
+  if (!fused) {
+    int e = mbcuda_causal_conv1d(ctx, x, ldx, conv_w, conv_bias, conv_state, n, 1, d, k, xc, ldo,
+                                 NULL, NULL);
+    if (e != MB_OK || out_f == 0) return e;
+    return mbcuda_linear(ctx, xc, ldo, w, wdtype, bias, n, d, out_f, y, ldy);
+  }
+  void *part = NULL;
+  const int e = mbcuda_scratch(ctx, (size_t)grid * n * out_f * sizeof(float), "conv1d_step_linear",
+                               &part);
+  if (e != MB_OK) return e;
+  const ConvLinArgs args = {x, ldx, conv_w, conv_bias, conv_state, xc, ldo, w, bias, y, ldy,
+                            (float *)part, st->done + MBCUDA_DONE_GRID_BAR, n, d, out_f, (int)k};
+  const size_t smem = cxl_smem(n, out_f);
+  if (bf16)
+    MBCUDA_LAUNCH("conv1d_step_linear", k_conv_linear<uint16_t>, dim3((unsigned)grid),
+                  dim3(CXL_THREADS), smem, args);
+  else
+    MBCUDA_LAUNCH("conv1d_step_linear", k_conv_linear<float>, dim3((unsigned)grid),
+                  dim3(CXL_THREADS), smem, args);
+  return MB_OK;
+}
