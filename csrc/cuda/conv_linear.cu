@@ -21,6 +21,8 @@
 #define CXL_OUT_MAX 256        /* x_proj's outputs (dt_rank + 2 d_state) a block holds */
 #define CXL_N_MAX 256          /* rows */
 #define CXL_KMAX 8             /* conv width (k_conv_seq's CONV_KMAX) */
+#define CXL_CONV_B 8           /* rows of a thread's conv whose inputs are loaded together */
+#define CXL_RED_B 16           /* partials a thread of the reduction loads together */
 #define CXL_LD (CXL_CW + 4)    /* a row of the slices in shared memory: float4-aligned, and 8
                                 * consecutive rows' float4 reads fall on distinct banks */
 
@@ -77,42 +79,81 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
   const int cn = (int)(a.d - c0 < CXL_CW ? a.d - c0 : CXL_CW);
   const int n = (int)a.n, out_f = (int)a.out_f, k = a.k;
   float *const Ws = cxl_shared, *const Us = cxl_shared + out_f * CXL_LD;
-  /* the weights' slice: constant, so before the PDL wait */
+  /* the weights' slice: constant, so before the PDL wait; 16-byte loads, all of a thread's issued
+   * before the first store (a loop of a load and a store each waited ~1 us a round trip) */
   const WT *W = (const WT *)a.w;
-  for (int i = tid; i < out_f * CXL_CW; i += CXL_THREADS) {
-    const int o = i / CXL_CW, c = i % CXL_CW;
-    Ws[o * CXL_LD + c] = c < cn ? cxl_weight(W, o * a.d + c0 + c) : 0.f;
-  }
-  mb_pdl_wait();
-  /* the conv step of every (row, channel): k_conv_seq's arithmetic for one position */
-  for (int i = tid; i < n * CXL_CW; i += CXL_THREADS) {
-    const int r = i / CXL_CW, c = i % CXL_CW;
-    float o = 0.f;
-    if (c < cn) {
-      const int64_t ch = c0 + c;
-      float wc[CXL_KMAX], win[CXL_KMAX];
+  constexpr int VE = 16 / sizeof(WT);                       /* weights a 16-byte load holds */
+  constexpr int VPR = CXL_CW / VE;                          /* loads a row of the slice */
+  constexpr int VMAX = CXL_OUT_MAX * VPR / CXL_THREADS;     /* loads a thread, at most */
+  if (cn == CXL_CW && a.d % VE == 0 && ((uintptr_t)W & 15) == 0) {
+    uint4 v[VMAX];
 #pragma unroll
-      for (int j = 0; j < CXL_KMAX; j++) wc[j] = j < k ? a.cw[ch * k + j] : 0.f;
-      const float bc = a.cb ? a.cb[ch] : 0.f;
-      float *st = a.state + (r * a.d + ch) * (k - 1);
+    for (int q = 0; q < VMAX; q++) {
+      const int i = tid + q * CXL_THREADS, o = i / VPR, c = (i % VPR) * VE;
+      if (o < out_f) v[q] = __ldg((const uint4 *)(W + o * a.d + c0 + c));
+    }
 #pragma unroll
-      for (int j = 0; j < CXL_KMAX; j++) win[j] = j < k - 1 ? st[j] : 0.f;
-      const float xv = a.x[r * a.ldx + ch];
-      float acc = bc;
+    for (int q = 0; q < VMAX; q++) {
+      const int i = tid + q * CXL_THREADS, o = i / VPR, c = (i % VPR) * VE;
+      if (o < out_f) {
+        const WT *e = (const WT *)&v[q];
 #pragma unroll
-      for (int j = 0; j < CXL_KMAX; j++) {
-        if (j < k - 1) acc += wc[j] * win[j];
-        else if (j == k - 1) acc += wc[j] * xv;
-      }
-      o = mb_silu(acc);
-      a.xc[r * a.ldo + ch] = o;
-#pragma unroll
-      for (int j = 0; j < CXL_KMAX - 1; j++) {
-        if (j < k - 2) st[j] = win[j + 1];
-        else if (j == k - 2) st[j] = xv;
+        for (int t = 0; t < VE; t++) Ws[o * CXL_LD + c + t] = cxl_weight(e, t);
       }
     }
-    Us[r * CXL_LD + c] = o;
+  } else {
+    for (int i = tid; i < out_f * CXL_CW; i += CXL_THREADS) {
+      const int o = i / CXL_CW, c = i % CXL_CW;
+      Ws[o * CXL_LD + c] = c < cn ? cxl_weight(W, o * a.d + c0 + c) : 0.f;
+    }
+  }
+  /* a thread's channel is the same in every row it runs (CXL_THREADS is a multiple of CXL_CW):
+   * its conv weights are loaded once, before the wait too */
+  const int cme = tid % CXL_CW;
+  const bool con = cme < cn;
+  const int64_t ch = c0 + (con ? cme : 0);
+  float wc[CXL_KMAX];
+#pragma unroll
+  for (int j = 0; j < CXL_KMAX; j++) wc[j] = (con && j < k) ? a.cw[ch * k + j] : 0.f;
+  const float bc = (con && a.cb) ? a.cb[ch] : 0.f;
+  mb_pdl_wait();
+  /* the conv step of every (row, channel), k_conv_seq's arithmetic for one position; CXL_CONV_B
+   * rows' inputs loaded before the first is used (a store between would hold the next load back:
+   * the pointers may alias) */
+  for (int r0 = tid / CXL_CW; r0 < n; r0 += CXL_CONV_B * (CXL_THREADS / CXL_CW)) {
+    float xs[CXL_CONV_B], win[CXL_CONV_B][CXL_KMAX];
+#pragma unroll
+    for (int b = 0; b < CXL_CONV_B; b++) {
+      const int r = r0 + b * (CXL_THREADS / CXL_CW);
+      const bool on = con && r < n;
+      const float *st = a.state + ((on ? r : 0) * a.d + ch) * (k - 1);
+#pragma unroll
+      for (int j = 0; j < CXL_KMAX; j++) win[b][j] = (on && j < k - 1) ? st[j] : 0.f;
+      xs[b] = on ? a.x[r * a.ldx + ch] : 0.f;
+    }
+#pragma unroll
+    for (int b = 0; b < CXL_CONV_B; b++) {
+      const int r = r0 + b * (CXL_THREADS / CXL_CW);
+      if (r >= n) continue;
+      float o = 0.f;
+      if (con) {
+        float acc = bc;
+#pragma unroll
+        for (int j = 0; j < CXL_KMAX; j++) {
+          if (j < k - 1) acc += wc[j] * win[b][j];
+          else if (j == k - 1) acc += wc[j] * xs[b];
+        }
+        o = mb_silu(acc);
+        a.xc[r * a.ldo + ch] = o;
+        float *st = a.state + (r * a.d + ch) * (k - 1);
+#pragma unroll
+        for (int j = 0; j < CXL_KMAX - 1; j++) {
+          if (j < k - 2) st[j] = win[b][j + 1];
+          else if (j == k - 2) st[j] = xs[b];
+        }
+      }
+      Us[r * CXL_LD + cme] = o;
+    }
   }
   __syncthreads();
   /* partial products: item (o, row group) reads W's row o once into registers */
@@ -140,33 +181,38 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
     }
   }
   cxl_grid_sync(a.bar);
-  /* block b sums outputs [j0, j0 + jn) over the G blocks' partials: nsl slices of the blocks a
-   * thread each (block order within a slice), then the slices in order */
+  /* block b sums outputs [j0, j0 + jn) over the G blocks' partials, Jc outputs at a time: nsl
+   * slices of the blocks a thread each (block order within a slice, CXL_RED_B loads in flight),
+   * then the slices in order */
   const int64_t total = (int64_t)n * out_f, G = gridDim.x;
   const int64_t J = (total + G - 1) / G, j0 = (int64_t)blockIdx.x * J;
   const int64_t jn = j0 >= total ? 0 : (total - j0 < J ? total - j0 : J);
-  if (jn == 0) return;
-  if (J <= CXL_THREADS) {
-    const int nsl = CXL_THREADS / (int)J, jl = tid % (int)J, s = tid / (int)J;
-    if (s < nsl && jl < jn) {
+  const int Jc = (int)(J < CXL_THREADS ? J : CXL_THREADS), nsl = CXL_THREADS / Jc;
+  const int jl = tid % Jc, s = tid / Jc;
+  for (int64_t base = 0; base < jn; base += Jc) {
+    if (s < nsl && base + jl < jn) {
+      const float *p = a.part + j0 + base + jl;
       float acc = 0.f;
-      for (int64_t g = s; g < G; g += nsl) acc += __ldcg(a.part + g * total + j0 + jl);
-      red[s * J + jl] = acc;
+      for (int64_t g = s; g < G; g += (int64_t)CXL_RED_B * nsl) {
+        float v[CXL_RED_B];
+#pragma unroll
+        for (int q = 0; q < CXL_RED_B; q++) {
+          const int64_t gg = g + (int64_t)q * nsl;
+          v[q] = gg < G ? __ldcg(p + gg * total) : 0.f;
+        }
+#pragma unroll
+        for (int q = 0; q < CXL_RED_B; q++) acc += v[q];
+      }
+      red[s * Jc + jl] = acc;
     }
     __syncthreads();
-    if (tid < jn) {
+    if (tid < Jc && base + tid < jn) {
       float v = red[tid];
-      for (int q = 1; q < nsl; q++) v += red[q * J + tid];
-      const int64_t j = j0 + tid, r = j / out_f, o = j % out_f;
+      for (int q = 1; q < nsl; q++) v += red[q * Jc + tid];
+      const int64_t j = j0 + base + tid, r = j / out_f, o = j % out_f;
       a.y[r * a.ldy + o] = a.bias ? v + a.bias[o] : v;
     }
-  } else {
-    for (int64_t jl = tid; jl < jn; jl += CXL_THREADS) {
-      float v = 0.f;
-      for (int64_t g = 0; g < G; g++) v += __ldcg(a.part + g * total + j0 + jl);
-      const int64_t j = j0 + jl, r = j / out_f, o = j % out_f;
-      a.y[r * a.ldy + o] = a.bias ? v + a.bias[o] : v;
-    }
+    __syncthreads();
   }
 }
 
