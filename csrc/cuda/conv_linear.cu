@@ -1,6 +1,6 @@
 /*
  * conv_linear.cu — mb_conv1d_step_linear on CUDA: a decoding batch's conv step and x_proj in one
- * kernel (n > 8 rows).
+ * kernel (9 to 64 rows; elsewhere the conv and mb_linear).
  *
  * Before, a step of more than 8 sequences ran the conv step as a kernel of its own and x_proj
  * through cuBLAS (a split-K product and its reduction: two more kernels), three kernel boundaries
@@ -10,6 +10,8 @@
  * outputs in fp32 into partial sums, and after a grid barrier (every block is resident: the grid is
  * at most the blocks an SM holds times the SMs, checked at launch) sums the partials of its share of
  * the outputs over the blocks in block order. A fixed order, so the same bits every run.
+ * Measured against the two ops (cuda_bench --batch, H200, 972M bf16): decoding +1.2-1.5% at 16 to
+ * 64 sequences, slower from 128 (docs/cuda_notes.md, "The conv step and x_proj in one kernel").
  */
 #include <stdint.h>
 
@@ -19,7 +21,9 @@
 #define CXL_THREADS 256
 #define CXL_RG 8               /* rows of one work item of the partial product */
 #define CXL_OUT_MAX 256        /* x_proj's outputs (dt_rank + 2 d_state) a block holds */
-#define CXL_N_MAX 256          /* rows */
+#define CXL_N_MAX 64           /* rows: from 65 the two ops are faster (their partial sums' traffic
+                                * and the FP32 product grow with the rows: b128 -5%, b256 -8.5%;
+                                * b16 to b64 +1.2-1.5%, cuda_bench --batch on the H200) */
 #define CXL_KMAX 8             /* conv width (k_conv_seq's CONV_KMAX) */
 #define CXL_CONV_B 8           /* rows of a thread's conv whose inputs are loaded together */
 #define CXL_RED_B 16           /* partials a thread of the reduction loads together */

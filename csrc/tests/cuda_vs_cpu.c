@@ -500,7 +500,7 @@ static void t_linear_conv(void) {
 static float *dl(mb_ctx *ctx, const void *p, size_t bytes);
 static double diff_bits(const void *a, const void *b, size_t bytes);
 
-/* mb_conv1d_step_linear: GPU (one kernel for 8 < n <= 256, out_f <= 256, k <= 8; else the conv
+/* mb_conv1d_step_linear: GPU (one kernel for 8 < n <= 64, out_f <= 256, k <= 8; else the conv
  * and mb_linear) vs CPU (the conv and mb_linear). The fused form sums in fp32 in another order:
  * 1e-5. Its xc and window are the conv op's bits on the GPU; a second run from the same window
  * and a replay of a captured graph give the first run's bits. */
@@ -516,7 +516,7 @@ static void t_conv_linear(void) {
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     const int64_t n = cs[ci].n, d = cs[ci].d, out_f = cs[ci].out_f, k = cs[ci].k;
     if (g_small && n * d > 100000) continue;
-    const int fused = !g_cl_off && n > 8 && n <= 256 && out_f <= 256 && k <= 8;
+    const int fused = !g_cl_off && n > 8 && n <= 64 && out_f <= 256 && k <= 8;
     const int64_t ldx = 2 * d + 3, ldy = out_f + 3, ldo = d + 1, sw = n * d * (k > 1 ? k - 1 : 1);
     pair X = prand(n * ldx, -1, 1), Bi = prand(out_f, -1, 1), CW = prand(d * k, -1, 1);
     pair CB = prand(d, -1, 1), CS = prand(sw, -1, 1), Y = pf(NULL, n * ldy), XC = pf(NULL, n * ldo);

@@ -550,7 +550,8 @@ export class Backend {
   /**
    * Decoding batches: the conv1d step of `n` rows (x's first `d` columns, ld `ldx`; the window in
    * `convState`, (n, d, k-1)) into `xc` (ld `ldo`, default d), then `y = xc W^T (+ bias)` with W
-   * (outF, d) (x_proj), as {@link conv1d} and {@link linear} run them; one kernel on CUDA for n > 8.
+   * (outF, d) (x_proj), as {@link conv1d} and {@link linear} run them; one kernel on CUDA for
+   * 8 < n <= 64.
    */
   conv1dStepLinear(a: {
     x: Ptr;
