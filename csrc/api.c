@@ -509,7 +509,7 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
                                            const float *z, int64_t ldz, float *state,
                                            int64_t batch, int64_t d, int64_t n,
                                            int delta_softplus, float *delta_out, float *y,
-                                           int64_t ldy) {
+                                           int64_t ldy, uint16_t *y_bf16) {
   static const char fn[] = "mb_selective_state_update_dt";
   int st = scan_dt_check(fn, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_rank, A, Bm, ldb, Cm,
                          ldc, z, ldz, state, batch, 1, d, n, y, ldy);
@@ -519,11 +519,11 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
     int st = mb_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta_out, d);
     if (st != MB_OK) return st;
     return mb_selective_scan(ctx, u, ldu, delta_out, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
-                             NULL, batch, 1, d, n, delta_softplus, y, ldy, NULL);
+                             NULL, batch, 1, d, n, delta_softplus, y, ldy, y_bf16);
   }
   DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
            A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n, delta_softplus, delta_out, y,
-           ldy);
+           ldy, y_bf16);
 }
 
 MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
@@ -647,7 +647,7 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
           ctx, xc, d_inner, x_dbl, dx, DL_PTR(const void *, DT_W), wdtype,
           DL_PTR(const float *, DT_B), dt_rank, DL_PTR(const float *, A), x_dbl + dt_rank, dx,
           x_dbl + dt_rank + d_state, dx, DL_PTR(const float *, D), xz + d_inner, 2 * d_inner,
-          DL_PTR(float *, SSM_STATE), batch, d_inner, d_state, 1, delta, y, d_inner);
+          DL_PTR(float *, SSM_STATE), batch, d_inner, d_state, 1, delta, y, d_inner, NULL);
     const int res_epi = fused && i + 1 < n_layer; /* out_proj makes the next layer's add */
 #ifdef MB_WITH_CUDA
     if (st == MB_OK && res_epi)

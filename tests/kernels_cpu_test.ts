@@ -87,6 +87,11 @@ class Mem {
     this.be.download(a, p);
     return a;
   }
+  u16(p: Ptr, n: number): Uint16Array {
+    const a = new Uint16Array(n);
+    this.be.download(a, p);
+    return a;
+  }
   free(): void {
     for (const p of this.#ptrs) this.be.free(p);
     this.#ptrs = [];
@@ -719,11 +724,6 @@ Deno.test("selective_scan: delta_bias equals the bias added to delta first, bit 
  */
 Deno.test("bf16 outputs are the fp32 outputs rounded; linear_bf16 is linear of the widened rows", () => {
   const r = rng(testSeed() + 11);
-  const u16 = (m: Mem, p: Ptr, n: number) => {
-    const a = new Uint16Array(n);
-    m.be.download(a, p);
-    return a;
-  };
   for (const [name, be] of ALL) {
     withMem(be, (m) => {
       // add_norm (layer and rms), with and without the fp32 output
@@ -747,7 +747,7 @@ Deno.test("bf16 outputs are the fp32 outputs rounded; linear_bf16 is linear of t
             out: withF32 ? out : null,
             outBf16: ob,
           });
-          return { f32: m.f32(out, n * d), bf: u16(m, ob, n * d) };
+          return { f32: m.f32(out, n * d), bf: m.u16(ob, n * d) };
         };
         const both = run(true), only = run(false);
         assert.deepEqual(
@@ -785,7 +785,7 @@ Deno.test("bf16 outputs are the fp32 outputs rounded; linear_bf16 is linear of t
         const o = m.f32(out, rows * ldo), dense = new Float32Array(rows * dc);
         for (let i = 0; i < rows; i++) dense.set(o.subarray(i * ldo, i * ldo + dc), i * dc);
         assert.deepEqual(
-          u16(m, ob, rows * dc),
+          m.u16(ob, rows * dc),
           toBf16(dense),
           `${name} conv1d: bf16 = f32 rounded`,
         );
@@ -821,7 +821,7 @@ Deno.test("bf16 outputs are the fp32 outputs rounded; linear_bf16 is linear of t
               ldy: c.ld,
               yBf16: yb,
             });
-            return { f32: mm.f32(y, rows * c.ld), bf: u16(mm, yb, rows * c.ld) };
+            return { f32: mm.f32(y, rows * c.ld), bf: mm.u16(yb, rows * c.ld) };
           });
         const both = run(true), only = run(false);
         for (let i = 0; i < rows; i++) {
@@ -1000,6 +1000,7 @@ function checkStateUpdateDt(be: Backend, seed: number): void {
     withMem(be, (m) => {
       const xp = m.put(x), sp = m.put(state), yp = m.zeros(batch * ldy * 4);
       const dp = withDelta ? m.zeros(batch * d * 4) : null;
+      const ybp = withDelta ? m.zeros(batch * ldy * 2) : null; // y as bf16 too, in those cases
       be.stateUpdateDt({
         u: m.put(u),
         ldu,
@@ -1025,9 +1026,18 @@ function checkStateUpdateDt(be: Backend, seed: number): void {
         deltaOut: dp,
         y: yp,
         ldy,
+        yBf16: ybp ?? undefined,
       });
       const tag = `state_update_dt b=${batch} d=${d} n=${n} R=${R} ${wdtype}`;
       const y = m.f32(yp, batch * ldy);
+      if (ybp) { // the fp32 y rounded to nearest even, where it was written
+        const yb = m.u16(ybp, batch * ldy), want = toBf16(y);
+        for (let b = 0; b < batch; b++) {
+          for (let c = 0; c < d; c++) {
+            assert.equal(yb[b * ldy + c], want[b * ldy + c], `${tag} y_bf16`);
+          }
+        }
+      }
       for (let b = 0; b < batch; b++) {
         assertClose(
           `${tag} y`,

@@ -427,7 +427,7 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
                                     const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
                                     const float *Dskip, const float *z, int64_t ldz, float *state,
                                     int64_t batch, int64_t d, int64_t n, int delta_softplus,
-                                    float *delta_out, float *y, int64_t ldy) {
+                                    float *delta_out, float *y, int64_t ldy, uint16_t *y_bf16) {
 #ifdef __AVX512F__
   /* Fused: each thread computes dt_proj for its own blocks of 16 channels (the row kernels of
    * mb_linear, so the same bits) and updates those channels' states at once: one parallel region
@@ -455,6 +455,7 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
                          .wdtype = wdtype, .dt_bias = dt_bias, .dt_rank = dt_rank,
                          .batch = batch, .nblk = nblk};
     mbcpu_parallel(ctx, nt, update_dt_slice, &job);
+    if (y_bf16) mbcpu_rows_to_bf16(y, ldy, batch, d, y_bf16, ldy);
     return MB_OK;
   }
 #endif
@@ -467,7 +468,7 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
   int st = mbcpu_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
   if (st == MB_OK)
     st = mbcpu_selective_scan(ctx, u, ldu, delta, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
-                              NULL, batch, 1, d, n, delta_softplus, y, ldy, NULL);
+                              NULL, batch, 1, d, n, delta_softplus, y, ldy, y_bf16);
   if (delta != delta_out) free(delta);
   return st;
 }

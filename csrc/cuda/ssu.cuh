@@ -42,7 +42,14 @@ struct SsuDtArgs {
   float *states_all;  /* (batch, len, d, n) or NULL */
   int tile;           /* positions staged at once (set by ssu_dt_launch_l: <= SSU_TILE) */
   int64_t batch;      /* sequences */
+  uint16_t *y_bf16;   /* y as bfloat16 bits too (at ldy), or NULL */
 };
+
+/* y of row r, channel c (and its bf16 copy when asked for) */
+__device__ __forceinline__ void ssu_store_y(const SsuDtArgs &a, int64_t r, int64_t c, float yv) {
+  a.y[r * a.ldy + c] = yv;
+  if (a.y_bf16) a.y_bf16[r * a.ldy + c] = mb_f32_to_bf16(yv);
+}
 
 #define SSU_MAXC 4
 
@@ -254,7 +261,7 @@ __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, in
         if (gi == 0) {
           float yv = yp[tt] + cs.Dc * uu[tt];
           if (a.z) yv *= mb_silu(zz[tt]);
-          a.y[r * a.ldy + c] = yv;
+          ssu_store_y(a, r, c, yv);
         }
       }
     }

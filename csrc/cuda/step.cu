@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(POS_W * 32) k_ssu_pos(SsuDtArgs a) {
         if (gi == 0) {
           float yv = yp + cs.Dc * uu;
           if (a.z) yv *= mb_silu(zz);
-          a.y[r * a.ldy + c] = yv;
+          ssu_store_y(a, r, c, yv);
         }
       }
     }
@@ -302,7 +302,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
     }
     float yv = lanes_sum(yl) + Dc * uu;
     if (a.z) yv *= mb_silu(zz);
-    a.y[b * a.ldy + c] = yv;
+    ssu_store_y(a, b, c, yv);
   }
   __syncwarp();
   if (vec_state) { /* the states back, contiguous */
@@ -395,7 +395,7 @@ extern "C" int mbcuda_selective_state_update_dt(
     const void *dt_w, int wdtype, const float *dt_bias, int64_t dt_rank, const float *A,
     const float *Bm, int64_t ldb, const float *Cm, int64_t ldc, const float *Dskip, const float *z,
     int64_t ldz, float *state, int64_t batch, int64_t d, int64_t n, int delta_softplus,
-    float *delta_out, float *y, int64_t ldy) {
+    float *delta_out, float *y, int64_t ldy, uint16_t *y_bf16) {
   if (batch <= 0 || d <= 0) return MB_OK;
   if (n > 64)
     return mb_fail(MB_ERR_UNSUPPORTED,
@@ -404,7 +404,8 @@ extern "C" int mbcuda_selective_state_update_dt(
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_state_update_dt: batch > 65535 or dt_rank > 8192");
   const int wvec = ssu_wvec(dt_rank, wdtype, dt_w);
   SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
-                 Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, 1, nullptr, 0, batch};
+                 Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, 1, nullptr, 0, batch,
+                 y_bf16};
   return ssu_dt_launch(ctx, a, wdtype);
 }
 

@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 10
+#define MB_ABI_VERSION 11
 
 /* Status codes. */
 #define MB_OK 0
@@ -273,8 +273,10 @@ int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *del
  * (dt_w: (d, dt_rank) row-major, float32 or bfloat16 (wdtype); dt_bias may be NULL), i.e. exactly
  *   mb_linear(x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
  *   mb_selective_scan(u, ldu, delta, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, NULL,
- *                     batch, 1, d, n, delta_softplus, y, ldy, NULL);
+ *                     batch, 1, d, n, delta_softplus, y, ldy, y_bf16);
  * delta_out (batch, d), when not NULL, receives delta (before softplus, as mb_linear writes it).
+ * y_bf16, when not NULL, also receives y as bfloat16 bits (row b at y_bf16 + b * ldy), the
+ * rounding mb_linear's tensor-core path makes of it: out_proj then takes it by mb_linear_bf16.
  * With MB_FLAG_UNFUSED_STEPS it runs as those two calls, delta_out (then required) holding delta.
  */
 int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
@@ -283,7 +285,7 @@ int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const
                                  const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
                                  const float *Dskip, const float *z, int64_t ldz, float *state,
                                  int64_t batch, int64_t d, int64_t n, int delta_softplus,
-                                 float *delta_out, float *y, int64_t ldy);
+                                 float *delta_out, float *y, int64_t ldy, uint16_t *y_bf16);
 
 /**
  * mb_selective_state_update_dt over `len` positions of each of `batch` sequences, position after

@@ -101,7 +101,7 @@ int main(int argc, char **argv) {
       TIMED(DT_UPDATE, mb_selective_state_update_dt(
                            ctx, xc, DI, xdbl, XD, y->dt_proj, wd, y->dt_b, R, y->A, xdbl + R, XD,
                            xdbl + R + N, XD, y->Dskip, xz + DI, 2 * DI, y->ssm_state, 1, DI, N, 1,
-                           delta, yb, DI));
+                           delta, yb, DI, NULL));
       TIMED(OUT, mb_linear(ctx, yb, DI, y->out_proj, wd, NULL, 1, DI, D, hidden, D));
 #undef TIMED
     }

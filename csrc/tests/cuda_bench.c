@@ -57,6 +57,8 @@
 static mb_ctx *G;
 static int g_fused = 1; /* decode: mb_selective_state_update_dt instead of dt_proj + update */
 static int g_bf16_acts = 1; /* forward with bf16 weights: the products' inputs written as bf16 */
+static int g_y_bf16 = 1; /* decoding batches (> 8, bf16 weights): the state update writes out_proj's
+                          * bf16 input (0: out_proj converts the fp32 y, the former path) */
 static int g_layers = 0; /* decoding up to 8 sequences: one mb_decode_layers call, as the model */
 /* decoding steps (the fused path): op kinds left out of every layer, a bit each (--ablate) */
 enum { SKIP_NORM = 1, SKIP_IN = 2, SKIP_XPROJ = 4, SKIP_SSU = 8, SKIP_OUT = 16, SKIP_HEAD = 32 };
@@ -359,11 +361,16 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
                                            2 * DI, L->cw, L->cb, cs, DI, KC, a->xc, DI));
         RUN(SKIP_XPROJ, mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
       }
+      /* as the model: more than 8 sequences with bf16 weights take out_proj on the update's bf16 y */
+      const int y_bf = bf_step && g_y_bf16;
       RUN(SKIP_SSU, mb_selective_state_update_dt(G, a->xc, DI, a->dbc, XP, L->dt, dt, L->dtb, R,
                                                  L->A, a->dbc + R, XP, a->dbc + R + NS, XP, L->D,
                                                  a->xz + DI, 2 * DI, ss, batch, DI, NS, 1, NULL,
-                                                 a->y, DI));
-      RUN(SKIP_OUT, mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
+                                                 a->y, DI, y_bf ? a->yb : NULL));
+      if (y_bf)
+        RUN(SKIP_OUT, mb_linear_bf16(G, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
+      else
+        RUN(SKIP_OUT, mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
       continue;
     }
     MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
@@ -502,7 +509,7 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
           case 5: MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL)); break;
           case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
           case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
-          default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI)); break;
+          default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI, NULL)); break;
         }
       }
       MBX(mb_ctx_synchronize(G));
@@ -695,6 +702,10 @@ static void batch_benches(double bw) {
     G = g1;
     for (int i = 3; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16 #2");
   }
+  g_y_bf16 = 0; /* the peer: out_proj converting the update's fp32 y in a kernel of its own */
+  for (int i = 3; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16,yf32");
+  g_y_bf16 = 1;
+  for (int i = 3; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16 #3");
   breakdown(&m, 64, 1, "bf16");
   model_free(&m);
   model_init(&m, MB_DTYPE_F32);

@@ -595,17 +595,19 @@ static void t_ssu_dt(void) {
     float *sh = hrand(B * d * n, -1, 1);
     pair S = pf(sh, B * d * n), S1 = pf(sh, B * d * n), Y = pf(NULL, B * ldy), DO = pf(NULL, B * d);
     pair Y1 = pf(NULL, B * ldy), DO1 = pf(NULL, B * d);
+    pair YB = pb16(B * ldy); /* y as bf16 too, in every other case */
+    uint16_t *yb_c = ci % 2 ? (uint16_t *)YB.c : NULL, *yb_g = ci % 2 ? (uint16_t *)YB.g : NULL;
     free(sh);
     const float *xc = C(X), *xg = G(X);
     int D = cs[ci].Dz;
     MBX(mb_selective_state_update_dt(CPU, C(U), ldu, xc, ldx, W.c, cs[ci].wdt,
                                      cs[ci].bias ? C(Bi) : NULL, R, C(A), xc + R, ldx,
                                      xc + R + n, ldx, D ? C(Dk) : NULL, D ? C(Z) : NULL, ldz,
-                                     C(S), B, d, n, 1, cs[ci].dout ? C(DO) : NULL, C(Y), ldy));
+                                     C(S), B, d, n, 1, cs[ci].dout ? C(DO) : NULL, C(Y), ldy, yb_c));
     MBX(mb_selective_state_update_dt(GPU, G(U), ldu, xg, ldx, W.g, cs[ci].wdt,
                                      cs[ci].bias ? G(Bi) : NULL, R, G(A), xg + R, ldx,
                                      xg + R + n, ldx, D ? G(Dk) : NULL, D ? G(Z) : NULL, ldz,
-                                     G(S), B, d, n, 1, cs[ci].dout ? G(DO) : NULL, G(Y), ldy));
+                                     G(S), B, d, n, 1, cs[ci].dout ? G(DO) : NULL, G(Y), ldy, yb_g));
     char cfg[96];
     snprintf(cfg, sizeof cfg, "b=%lld d=%lld n=%lld R=%lld %s bias=%d Dz=%d", (long long)B,
              (long long)d, (long long)n, (long long)R, cs[ci].wdt ? "bf16" : "f32", cs[ci].bias,
@@ -613,13 +615,14 @@ static void t_ssu_dt(void) {
     check("ssu_dt", cfg, "y", rel_err(&Y, B, d, ldy), 1e-5);
     check("ssu_dt", cfg, "state", rel_all(&S), 1e-5);
     if (cs[ci].dout) check("ssu_dt", cfg, "delta", rel_all(&DO), 1e-5);
+    if (yb_g) check_bf16("ssu_dt", cfg, &YB, &Y, B, d, ldy, ldy); /* and the fp32 y rounded */
     if (B > 1) { /* each row as a batch of one: the same bits (a row's arithmetic is its own) */
       for (int64_t b = 0; b < B; b++) {
         MBX(mb_selective_state_update_dt(
             GPU, G(U) + b * ldu, ldu, xg + b * ldx, ldx, W.g, cs[ci].wdt,
             cs[ci].bias ? G(Bi) : NULL, R, G(A), xg + b * ldx + R, ldx, xg + b * ldx + R + n,
             ldx, D ? G(Dk) : NULL, D ? G(Z) + b * ldz : NULL, ldz, G(S1) + b * d * n, 1, d, n, 1,
-            cs[ci].dout ? G(DO1) + b * d : NULL, G(Y1) + b * ldy, ldy));
+            cs[ci].dout ? G(DO1) + b * d : NULL, G(Y1) + b * ldy, ldy, NULL));
       }
       float *y = dl(GPU, Y.g, Y.bytes), *y1 = dl(GPU, Y1.g, Y.bytes);
       double miss = 0;
@@ -630,7 +633,7 @@ static void t_ssu_dt(void) {
       if (cs[ci].dout) check("ssu_dt", cfg, "delta=rows", diff_bits(DO.g, DO1.g, DO.bytes), 0);
     }
     pfree(&U), pfree(&X), pfree(&Z), pfree(&W), pfree(&Bi), pfree(&Dk), pfree(&A), pfree(&S);
-    pfree(&Y), pfree(&DO), pfree(&S1), pfree(&Y1), pfree(&DO1);
+    pfree(&Y), pfree(&DO), pfree(&S1), pfree(&Y1), pfree(&DO1), pfree(&YB);
   }
 }
 
@@ -695,7 +698,7 @@ static void t_spec(void) {
                                          G(Bi), R, G(A), xg + r * ldx + R, ldx,
                                          xg + r * ldx + R + n, ldx, G(Dk), G(Z) + r * ldz, ldz,
                                          G(S2) + b * d * n, 1, d, n, 1, G(DO2) + r * d,
-                                         G(Y2) + r * ldy, ldy));
+                                         G(Y2) + r * ldy, ldy, NULL));
         MBX(mb_memcpy_d2d(GPU, G(SA2) + r * d * n, G(S2) + b * d * n, (size_t)(d * n) * 4));
       }
     char cfg[96];
@@ -1655,7 +1658,7 @@ static void t_graph(int fused) {
           MBX(mb_selective_state_update_dt(GPU, (float *)xc, di, (float *)dbc, L, dtw,
                                            MB_DTYPE_F32, NULL, r, (float *)A, (float *)dbc + r, L,
                                            (float *)dbc + r + n, L, NULL, (float *)xz + di, 2 * di,
-                                           (float *)ss, B, di, n, 1, NULL, (float *)y, di));
+                                           (float *)ss, B, di, n, 1, NULL, (float *)y, di, NULL));
         else /* delta: the pre-conv x half of xz (softplus), to keep the step small */
           MBX(mb_selective_scan(GPU, (float *)xc, di, (float *)xz, 2 * di, NULL, (float *)A,
                                 (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,

@@ -646,9 +646,12 @@ export class Backend {
    * One SSM decoding step for `batch` rows (state required) with dt_proj fused in (one kernel on
    * CUDA): delta = xDbl[:, :dtRank] @ dtW^T + dtBias (what {@link Backend.linear} would write),
    * then {@link Backend.selectiveScan} over one position with it. `deltaOut` (batch, d), when
-   * given, receives delta (required with {@link FLAG_UNFUSED_STEPS}).
+   * given, receives delta (required with {@link FLAG_UNFUSED_STEPS}); `yBf16`, when given, y as
+   * bfloat16 bits too (row b at b * ldy), out_proj's input for {@link Backend.linearBf16}.
    */
-  stateUpdateDt(a: ScanOperands & DtProjOperands & { batch: number; deltaOut: Ptr }): void {
+  stateUpdateDt(
+    a: ScanOperands & DtProjOperands & { batch: number; deltaOut: Ptr; yBf16?: Ptr },
+  ): void {
     check(
       this.#lib.mb_selective_state_update_dt(
         this.#c,
@@ -676,6 +679,7 @@ export class Backend {
         a.deltaOut,
         a.y,
         I(a.ldy),
+        a.yBf16 ?? null,
       ),
       "selective_state_update_dt",
     );

@@ -494,9 +494,9 @@ export class MambaByteLM {
   ): void {
     const be = this.backend;
     const { dInner: di, dConv: k } = this.dims;
-    // More than 8 sequences: in_proj is a tensor-core product, which takes the norm's bf16 rows
-    // (the bits it made of the fp32 rows), and the conv step shares a call with x_proj (one
-    // kernel on CUDA).
+    // More than 8 sequences: in_proj and out_proj are tensor-core products, which take the norm's
+    // and the state update's bf16 rows (the bits they made of the fp32 rows), and the conv step
+    // shares a call with x_proj (one kernel on CUDA).
     const bf = batch > 8 ? ws.bf16 : null;
     // Only states of up to DECODE_TABLE_MAX_BATCH sequences carry a table (newState).
     const table = this.decodeLayers && batch <= DECODE_TABLE_MAX_BATCH && afterLayer === undefined
@@ -528,8 +528,11 @@ export class MambaByteLM {
         ...this.#dtProjOperands(ws, i),
         batch,
         deltaOut: ws.delta.ptr,
+        yBf16: bf?.y.ptr,
       });
-      this.#outProj(ws, i, batch);
+      // out_proj on the update's bf16 y: the bits its conversion of the fp32 y would make
+      if (bf) be.linearBf16({ ...this.#outProjOperands(ws, i, batch), x: bf.y.ptr });
+      else this.#outProj(ws, i, batch);
       afterLayer?.(i);
     }
   }

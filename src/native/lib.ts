@@ -214,6 +214,7 @@ export const SYMBOLS = {
       "pointer", // delta_out
       "pointer", // y
       "i64", // ldy
+      "pointer", // y_bf16
     ],
     result: "i32",
   },
@@ -428,7 +429,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 10;
+export const ABI_VERSION = 11;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {
