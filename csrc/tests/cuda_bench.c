@@ -423,7 +423,9 @@ static double step_seconds(model *m, int64_t batch, int32_t *id0) {
  * difference in replay time being that op's cost in the pipeline (its launch, its latency and
  * what PDL does not overlap); the sum of the costs against the whole step shows the overlap. */
 static void ablate_bench(model *m, int64_t batch, const char *label) {
-  const char *names[] = {"add_norm", "in_proj+conv", "x_proj", "ssu_dt", "out_proj", "head"};
+  /* more than 8 sequences: the conv step runs with x_proj (mb_conv1d_step_linear) */
+  const char *names[] = {"add_norm", batch > 8 ? "in_proj" : "in_proj+conv",
+                         batch > 8 ? "conv+x_proj" : "x_proj", "ssu_dt", "out_proj", "head"};
   const double full = step_seconds(m, batch, NULL);
   ROW("ablate %-5s b=%-3lld step %8.1f us (graph replay; %d layers)", label, (long long)batch,
       full * 1e6, NL);
