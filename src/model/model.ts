@@ -42,8 +42,8 @@ export const VERIFY_BLOCK = 8;
 
 /**
  * The largest decoding batch whose steps run as one Backend.decodeLayers call: larger batches take
- * in_proj on bf16 rows where the backend has them and the conv step with x_proj in one call
- * ({@link MambaByteLM.stepLayers}), which that call does not.
+ * in_proj and out_proj on bf16 rows where the backend has them and the conv step with x_proj in
+ * one call ({@link MambaByteLM.stepLayers}), which that call does not.
  */
 const DECODE_TABLE_MAX_BATCH = 8;
 
