@@ -1088,6 +1088,48 @@ function checkStateUpdateDt(be: Backend, seed: number): void {
   });
 }
 
+// ---- the decoding steps' conv + product pairs ------------------------------------------------
+
+/** float64 y = x W^T (+ bias) of n rows (packed, width outF); x's element (i, j) from xAt. */
+function linearRef(
+  n: number,
+  inF: number,
+  outF: number,
+  xAt: (i: number, j: number) => number,
+  w: Float32Array,
+  bias: Float32Array | null,
+): Float64Array {
+  const y = new Float64Array(n * outF);
+  for (let i = 0; i < n; i++) {
+    for (let o = 0; o < outF; o++) {
+      let acc = bias ? bias[o] : 0;
+      for (let j = 0; j < inF; j++) acc += xAt(i, j) * w[o * inF + j];
+      y[i * outF + o] = acc;
+    }
+  }
+  return y;
+}
+
+/** Each of n rows of `got` (at ld) against `exp`'s (packed, width), within 1e-5. */
+function assertRowsClose(
+  tag: string,
+  got: Float32Array,
+  ld: number,
+  exp: Float64Array,
+  width: number,
+  n: number,
+): void {
+  for (let i = 0; i < n; i++) {
+    assertClose(
+      tag,
+      got.subarray(i * ld, i * ld + width),
+      exp.subarray(i * width, (i + 1) * width),
+      1e-5,
+      1e-5,
+    );
+  }
+}
+
 // ---- linear_conv1d_step (in_proj + conv step, decoding) -------------------------------------
 
 function checkLinearConv1dStep(be: Backend, seed: number): void {
@@ -1109,24 +1151,21 @@ function checkLinearConv1dStep(be: Backend, seed: number): void {
     const w = wdtype === "f32" ? w32 : fromBf16(wdata as Uint16Array);
     const bias = randArray(r, outF), cw = randArray(r, dc * k), cb = randArray(r, dc);
     const st = randArray(r, n * dc * km);
-    const expY = new Float64Array(n * outF), expXc = new Float64Array(n * dc);
-    const expSt = Float64Array.from(st);
-    for (let i = 0; i < n; i++) {
-      for (let o = 0; o < outF; o++) {
-        let acc = opt ? bias[o] : 0;
-        for (let j = 0; j < inF; j++) acc += x[i * ldx + j] * w[o * inF + j];
-        expY[i * outF + o] = acc;
-      }
-      for (let c = 0; c < dc; c++) {
-        const s0 = (i * dc + c) * (k - 1);
-        let acc = opt ? cb[c] : 0;
-        for (let j = 0; j < k - 1; j++) acc += cw[c * k + j] * st[s0 + j];
-        const xv = Math.fround(expY[i * outF + c]);
-        acc += cw[c * k + k - 1] * xv;
-        expXc[i * dc + c] = silu(acc);
-        for (let j = 0; j < k - 1; j++) expSt[s0 + j] = j + 1 < k - 1 ? st[s0 + j + 1] : xv;
-      }
-    }
+    const expY = linearRef(n, inF, outF, (i, j) => x[i * ldx + j], w, opt ? bias : null);
+    // the conv reads y's first dc columns as float32
+    const conv = convRef({
+      batch: n,
+      len: 1,
+      d: dc,
+      k,
+      ldx: outF,
+      ldo: dc,
+      x: Float32Array.from(expY),
+      w: cw,
+      bias: opt ? cb : null,
+      state: st,
+    });
+    const expXc = conv.out, expSt = conv.state;
     withMem(be, (m) => {
       const yp = m.zeros(n * ldy * 4), xcp = m.zeros(n * ldo * 4), sp = m.put(st);
       be.linearConv1dStep({
@@ -1149,23 +1188,8 @@ function checkLinearConv1dStep(be: Backend, seed: number): void {
         ldo,
       });
       const tag = `linear_conv1d_step n=${n} ${outF}x${inF} dc=${dc} k=${k} ${wdtype}`;
-      const y = m.f32(yp, n * ldy), xc = m.f32(xcp, n * ldo);
-      for (let i = 0; i < n; i++) {
-        assertClose(
-          `${tag} y`,
-          y.subarray(i * ldy, i * ldy + outF),
-          expY.subarray(i * outF, (i + 1) * outF),
-          1e-5,
-          1e-5,
-        );
-        assertClose(
-          `${tag} xc`,
-          xc.subarray(i * ldo, i * ldo + dc),
-          expXc.subarray(i * dc, (i + 1) * dc),
-          1e-5,
-          1e-5,
-        );
-      }
+      assertRowsClose(`${tag} y`, m.f32(yp, n * ldy), ldy, expY, outF, n);
+      assertRowsClose(`${tag} xc`, m.f32(xcp, n * ldo), ldo, expXc, dc, n);
       if (k > 1) assertClose(`${tag} state`, m.f32(sp, n * dc * (k - 1)), expSt, 1e-5, 1e-5);
     });
   }
@@ -1211,24 +1235,28 @@ function checkConv1dStepLinear(be: Backend, seed: number): void {
     const w = wdtype === "f32" ? w32 : fromBf16(wdata as Uint16Array);
     const bias = randArray(r, outF), cw = randArray(r, d * k), cb = randArray(r, d);
     const st = randArray(r, n * d * km);
-    const expY = new Float64Array(n * outF), expXc = new Float64Array(n * d);
-    const expSt = Float64Array.from(st);
-    for (let i = 0; i < n; i++) {
-      for (let c = 0; c < d; c++) {
-        const s0 = (i * d + c) * (k - 1);
-        let acc = opt ? cb[c] : 0;
-        for (let j = 0; j < k - 1; j++) acc += cw[c * k + j] * st[s0 + j];
-        const xv = x[i * ldx + c];
-        acc += cw[c * k + k - 1] * xv;
-        expXc[i * d + c] = silu(acc);
-        for (let j = 0; j < k - 1; j++) expSt[s0 + j] = j + 1 < k - 1 ? st[s0 + j + 1] : xv;
-      }
-      for (let o = 0; o < outF; o++) {
-        let acc = opt ? bias[o] : 0;
-        for (let c = 0; c < d; c++) acc += Math.fround(expXc[i * d + c]) * w[o * d + c];
-        expY[i * outF + o] = acc;
-      }
-    }
+    const conv = convRef({
+      batch: n,
+      len: 1,
+      d,
+      k,
+      ldx,
+      ldo: d,
+      x,
+      w: cw,
+      bias: opt ? cb : null,
+      state: st,
+    });
+    const expXc = conv.out, expSt = conv.state;
+    // x_proj reads the conv's output as float32
+    const expY = linearRef(
+      n,
+      d,
+      outF,
+      (i, c) => Math.fround(expXc[i * d + c]),
+      w,
+      opt ? bias : null,
+    );
     withMem(be, (m) => {
       const yp = m.zeros(n * ldy * 4), xcp = m.zeros(n * ldo * 4), sp = m.put(st);
       be.conv1dStepLinear({
@@ -1250,23 +1278,8 @@ function checkConv1dStepLinear(be: Backend, seed: number): void {
         ldy,
       });
       const tag = `conv1d_step_linear n=${n} d=${d} out=${outF} k=${k} ${wdtype}`;
-      const y = m.f32(yp, n * ldy), xc = m.f32(xcp, n * ldo);
-      for (let i = 0; i < n; i++) {
-        assertClose(
-          `${tag} y`,
-          y.subarray(i * ldy, i * ldy + outF),
-          expY.subarray(i * outF, (i + 1) * outF),
-          1e-5,
-          1e-5,
-        );
-        assertClose(
-          `${tag} xc`,
-          xc.subarray(i * ldo, i * ldo + d),
-          expXc.subarray(i * d, (i + 1) * d),
-          1e-5,
-          1e-5,
-        );
-      }
+      assertRowsClose(`${tag} y`, m.f32(yp, n * ldy), ldy, expY, outF, n);
+      assertRowsClose(`${tag} xc`, m.f32(xcp, n * ldo), ldo, expXc, d, n);
       if (k > 1) assertClose(`${tag} state`, m.f32(sp, n * d * (k - 1)), expSt, 1e-5, 1e-5);
     });
   }
