@@ -124,7 +124,7 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->conv_pos = !(e_cp && e_cp[0] == '0');
     const char *e_cl = getenv("MAMBABYTE_CUDA_CONV_LINEAR");
     st->conv_linear = !(e_cl && e_cl[0] == '0');
-    st->conv_linear_per_sm = st->conv_linear_per_sm_bf16 = -1;
+    st->conv_linear_per_sm[0] = st->conv_linear_per_sm[1] = -1;
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

@@ -252,7 +252,7 @@ extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ld
   bool fused = st->conv_linear && n > 8 && n <= CXL_N_MAX && out_f >= 1 &&
                out_f <= CXL_OUT_MAX && k <= CXL_KMAX;
   if (fused) {
-    int *per_sm = bf16 ? &st->conv_linear_per_sm_bf16 : &st->conv_linear_per_sm;
+    int *per_sm = &st->conv_linear_per_sm[bf16];
     const int e = bf16 ? cxl_per_sm<uint16_t>(per_sm) : cxl_per_sm<float>(per_sm);
     if (e != MB_OK) return e;
     fused = grid <= (int64_t)*per_sm * st->sm_count; /* every block resident: the barrier */

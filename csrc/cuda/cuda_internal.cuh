@@ -70,9 +70,8 @@ struct mbcuda_state {
   long long *draft_timing_buf; /* its stamps (device memory, allocated on first use) */
   int conv_linear;       /* mb_conv1d_step_linear for 9 to 64 rows as one kernel
                           * (MAMBABYTE_CUDA_CONV_LINEAR=0: the conv then mb_linear; A/B runs) */
-  int conv_linear_per_sm; /* k_conv_linear's resident blocks an SM at its largest shared memory
-                           * (-1: not asked yet), per weight type */
-  int conv_linear_per_sm_bf16;
+  int conv_linear_per_sm[2]; /* k_conv_linear's resident blocks an SM at its largest shared
+                              * memory, [0] fp32 and [1] bf16 weights (-1: not asked yet) */
   int conv_pos;          /* the verification pass's conv: a thread per (channel, position)
                           * (MAMBABYTE_CUDA_CONV_POS=0: k_conv_seq; A/B runs) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual
