@@ -1,7 +1,8 @@
 /**
  * The first fill of fresh result arrays, as module outputs do it (one tap chunk after another from
  * a host buffer): a plain TypedArray copy (what TapPipeline did before) against mb_host_copy
- * (threads, each slice mapped first), alternating, in the same run.
+ * (threads, each slice mapped first) with 4 KiB pages (MAMBABYTE_HOST_HUGEPAGES=0) and with
+ * transparent huge pages (its default), alternating, in the same run.
  *
  * Usage: deno run -A tools/bench_host_copy.ts [MiB per chunk (29: a 972M dt_proj chunk)] [chunks (12)]
  */
@@ -14,23 +15,29 @@ const bytes = Math.round(mib * 2 ** 20);
 const be = Backend.create("cpu");
 const src = be.hostAlloc(bytes);
 new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(src!, bytes)).fill(7);
-const plain: number[] = [], threaded: number[] = [];
+const ways = { plain: [] as number[], small: [] as number[], huge: [] as number[] };
 for (let i = 0; i < chunks; i++) {
-  for (const way of ["plain", "threaded"] as const) {
+  for (const way of ["plain", "small", "huge"] as const) {
     const dst = new Float32Array(bytes / 4); // fresh: its pages are faulted in by the copy
+    Deno.env.set("MAMBABYTE_HOST_HUGEPAGES", way === "small" ? "0" : "1");
     const t0 = performance.now();
     if (way === "plain") {
       dst.set(new Float32Array(Deno.UnsafePointerView.getArrayBuffer(src!, bytes)));
     } else be.hostCopy(dst, src);
-    (way === "plain" ? plain : threaded).push(performance.now() - t0);
+    ways[way].push(performance.now() - t0);
   }
 }
+Deno.env.delete("MAMBABYTE_HOST_HUGEPAGES");
 const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const rate = (ms: number) => (bytes / (ms / 1000) / 1e9).toFixed(2);
 console.log(
-  `${mib} MiB into a fresh array, median of ${chunks}: plain copy ${med(plain).toFixed(1)} ms ` +
-    `(${rate(med(plain))} GB/s), mb_host_copy ${med(threaded).toFixed(1)} ms ` +
-    `(${rate(med(threaded))} GB/s), ${navigator.hardwareConcurrency} CPUs`,
+  `${mib} MiB into a fresh array, median of ${chunks}: ` +
+    Object.entries({
+      "plain copy": ways.plain,
+      "mb_host_copy 4 KiB pages": ways.small,
+      "mb_host_copy huge pages": ways.huge,
+    }).map(([name, ms]) => `${name} ${med(ms).toFixed(1)} ms (${rate(med(ms))} GB/s)`).join(", ") +
+    `, ${navigator.hardwareConcurrency} CPUs`,
 );
 be.hostFree(src);
 be.close();
