@@ -132,6 +132,20 @@ cuda_vs_cpu_with() {
 NCU_SECTIONS=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy
   --section SchedulerStats --section WarpStateStats --section LaunchStats)
 
+# ncu_stall_reasons REPORT [N]: the N (default 14) largest average warp stall reasons per issued
+# instruction of the first kernel in an Nsight Compute report (its raw page).
+ncu_stall_reasons() {
+  ncu -i "$1" --page raw --csv 2>/dev/null | python3 -c '
+import csv, sys
+rows = list(csv.reader(sys.stdin))
+if len(rows) >= 3:
+    h, v = rows[0], rows[2]
+    st = [(float(x.replace(",", "")), n) for n, x in zip(h, v)
+          if n.startswith("smsp__average_warp") and "issue_stalled" in n and x.replace(",", "").replace(".", "").isdigit()]
+    for val, n in sorted(st, reverse=True)[:int(sys.argv[1])]: print(f"{val:10.3f}  {n}")
+' "${2:-14}" 2>&1
+}
+
 # sass_counts REGEX: the SASS of the kernels whose names match REGEX (cuobjdump on
 # build-cuda/libmambabyte.so) into $OUT/sass.txt, then how many kernels matched and the 30 most
 # frequent opcodes of their listings (static counts: each instruction once, loops not weighed).

@@ -24,15 +24,7 @@ timeout 240 ncu --kernel-name regex:k_draft_cluster --launch-skip "${SKIP:-1}" -
 ncu -i "$OUT/draft.ncu-rep" --page details >"$OUT/details.txt" 2>&1
 grep -E "Duration|Elapsed Cycles|SM Frequency|Registers|Shared Memory Config|Cluster|Warp Cycles Per Issued|Issued Ipc|No Eligible|Stall|Theoretical Occ|Block Size|Grid Size" \
   "$OUT/details.txt" | head -40
-ncu -i "$OUT/draft.ncu-rep" --page raw --csv 2>/dev/null | python3 -c '
-import csv, sys
-rows = list(csv.reader(sys.stdin))
-if len(rows) >= 3:
-    h, v = rows[0], rows[2]
-    st = [(float(x.replace(",", "")), n) for n, x in zip(h, v)
-          if n.startswith("smsp__average_warp") and "issue_stalled" in n and x.replace(",", "").replace(".", "").isdigit()]
-    for val, n in sorted(st, reverse=True)[:14]: print(f"{val:10.3f}  {n}")
-' 2>&1 | head -16
+ncu_stall_reasons "$OUT/draft.ncu-rep" 14
 ncu -i "$OUT/draft.ncu-rep" --page source --csv --print-source sass >"$OUT/source.csv" 2>&1
 python3 tools/device/ncu_stalls.py "$OUT/source.csv" --top 40
 if [ -n "${LINEINFO:-}" ]; then

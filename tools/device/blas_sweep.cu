@@ -1,0 +1,196 @@
+/*
+ * blas_sweep.cu — does cuBLAS's default pick leave time on the table for our products? For each
+ * product shape the library runs (decoding batches and the forward, 972M shapes), it times
+ * cublasGemmEx with CUBLAS_GEMM_DEFAULT (what csrc/cuda/gemm.cu calls) and every algorithm that
+ * cublasLtMatmulAlgoGetHeuristic returns for the same problem, each as a CUDA graph of one call per
+ * layer over distinct weight copies (so that, as in a decoding step, a layer's weights are not in
+ * L2), and prints each one's time and its configuration. An experiment, not part of the library:
+ *   nvcc -O2 -arch=sm_90 -o blas_sweep tools/device/blas_sweep.cu -lcublasLt -lcublas
+ *   ./blas_sweep [max algorithms (32)]
+ */
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CK(x)                                                                                    \
+  do {                                                                                           \
+    cudaError_t e_ = (x);                                                                        \
+    if (e_ != cudaSuccess) {                                                                     \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));      \
+      exit(1);                                                                                   \
+    }                                                                                            \
+  } while (0)
+#define BK(x)                                                                                    \
+  do {                                                                                           \
+    int s_ = (int)(x);                                                                           \
+    if (s_ != 0) {                                                                               \
+      fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #x, s_);                    \
+      exit(1);                                                                                   \
+    }                                                                                            \
+  } while (0)
+
+struct Shape {
+  const char *name;
+  int out_f, in_f, n;
+  bool bf16; /* bf16 weights and input; else fp32 with TF32 allowed */
+};
+
+__global__ void k_fill(uint16_t *p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+    h ^= h >> 13;
+    h *= 0x5bd1e995u;
+    /* a bf16 in [-1/32, 1/32): sign, exponent 0x79..0x7a, random mantissa */
+    p[i] = (uint16_t)((h & 0x8000u) | 0x3c80u | ((h >> 16) & 0x7fu));
+  }
+}
+
+static const int LAYERS = 48;
+static size_t g_ws_bytes = (size_t)64 << 20;
+
+/* Replays a graph of `LAYERS` calls `reps` times; returns us per call (the best of 5 timings). */
+template <typename F>
+static double time_graph(cudaStream_t s, F &&launch_all) {
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  launch_all();
+  CK(cudaStreamEndCapture(s, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  CK(cudaGraphLaunch(ge, s));
+  CK(cudaStreamSynchronize(s));
+  double best = 1e30;
+  for (int r = 0; r < 5; r++) {
+    CK(cudaEventRecord(a, s));
+    for (int k = 0; k < 4; k++) CK(cudaGraphLaunch(ge, s));
+    CK(cudaEventRecord(b, s));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    double us = ms * 1000.0 / (4 * LAYERS);
+    if (us < best) best = us;
+  }
+  CK(cudaGraphExecDestroy(ge));
+  CK(cudaGraphDestroy(g));
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  return best;
+}
+
+static int cfg(const cublasLtMatmulAlgo_t *algo, cublasLtMatmulAlgoConfigAttributes_t at) {
+  int v = -1;
+  size_t w = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(algo, at, &v, sizeof v, &w) != CUBLAS_STATUS_SUCCESS) return -1;
+  return v;
+}
+
+int main(int argc, char **argv) {
+  const int max_algos = argc > 1 ? atoi(argv[1]) : 32;
+  const Shape shapes[] = {
+      {"in_proj b16", 7168, 1792, 16, true},    {"in_proj b64", 7168, 1792, 64, true},
+      {"in_proj b128", 7168, 1792, 128, true},  {"in_proj b256", 7168, 1792, 256, true},
+      {"out_proj b16", 1792, 3584, 16, true},   {"out_proj b64", 1792, 3584, 64, true},
+      {"out_proj b128", 1792, 3584, 128, true}, {"out_proj b256", 1792, 3584, 256, true},
+      {"x_proj b128", 144, 3584, 128, true},    {"x_proj b256", 144, 3584, 256, true},
+      {"in_proj fwd8192", 7168, 1792, 8192, true}, {"out_proj fwd8192", 1792, 3584, 8192, true},
+      {"x_proj fwd8192", 144, 3584, 8192, true},   {"dt_proj fwd8192", 3584, 112, 8192, true},
+      {"in_proj fwd8192 tf32", 7168, 1792, 8192, false},
+      {"out_proj fwd8192 tf32", 1792, 3584, 8192, false},
+  };
+  cudaStream_t s;
+  CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cublasHandle_t h;
+  BK(cublasCreate(&h));
+  BK(cublasSetStream(h, s));
+  cublasLtHandle_t lt;
+  BK(cublasLtCreate(&lt));
+  void *ws;
+  CK(cudaMalloc(&ws, g_ws_bytes));
+  BK(cublasSetWorkspace(h, ws, g_ws_bytes));
+  int dev = 0;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, dev));
+  printf("blas_sweep on %s, cuBLAS %d, cuBLASLt %zu; us per call (graph of %d layers' distinct weights)\n",
+         prop.name, CUBLAS_VERSION, cublasLtGetVersion(), LAYERS);
+  for (const Shape &sh : shapes) {
+    const size_t esz = sh.bf16 ? 2 : 4;
+    const size_t wbytes = (size_t)sh.out_f * sh.in_f * esz;
+    /* enough weight copies that a round does not fit in L2, at most LAYERS */
+    int copies = (int)((size_t)400 * 1000000 / wbytes) + 1;
+    if (copies > LAYERS) copies = LAYERS;
+    if (copies < 2) copies = 2;
+    if (sh.n >= 8192) copies = 2; /* compute-bound: the weights' place does not matter */
+    char *w, *x;
+    float *y;
+    CK(cudaMalloc(&w, wbytes * copies));
+    CK(cudaMalloc(&x, (size_t)sh.n * sh.in_f * esz));
+    CK(cudaMalloc(&y, (size_t)sh.n * sh.out_f * 4));
+    k_fill<<<1024, 256>>>((uint16_t *)w, wbytes * copies / 2, 1);
+    k_fill<<<1024, 256>>>((uint16_t *)x, (size_t)sh.n * sh.in_f * esz / 2, 2);
+    CK(cudaDeviceSynchronize());
+    const float alpha = 1.f, beta = 0.f;
+    const cudaDataType_t dt = sh.bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cublasComputeType_t ct = sh.bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+    const double flop = 2.0 * sh.out_f * sh.in_f * sh.n;
+    const double t_def = time_graph(s, [&] {
+      for (int l = 0; l < LAYERS; l++)
+        BK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.out_f, sh.n, sh.in_f, &alpha, w + (l % copies) * wbytes, dt,
+                        sh.in_f, x, dt, sh.in_f, &beta, y, CUDA_R_32F, sh.out_f, ct, CUBLAS_GEMM_DEFAULT));
+    });
+    printf("\n%-22s out %d in %d n %d: GemmEx default %8.2f us (%.0f GB/s of weights, %.0f TFLOP/s)\n", sh.name,
+           sh.out_f, sh.in_f, sh.n, t_def, wbytes / t_def / 1e3, flop / t_def / 1e6);
+    fflush(stdout);
+    cublasLtMatmulDesc_t md;
+    BK(cublasLtMatmulDescCreate(&md, ct, CUDA_R_32F));
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    BK(cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    BK(cublasLtMatmulDescSetAttribute(md, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    cublasLtMatrixLayout_t la, lb, lc;
+    BK(cublasLtMatrixLayoutCreate(&la, dt, sh.in_f, sh.out_f, sh.in_f));
+    BK(cublasLtMatrixLayoutCreate(&lb, dt, sh.in_f, sh.n, sh.in_f));
+    BK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, sh.out_f, sh.n, sh.out_f));
+    cublasLtMatmulPreference_t pref;
+    BK(cublasLtMatmulPreferenceCreate(&pref));
+    BK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g_ws_bytes,
+                                            sizeof g_ws_bytes));
+    cublasLtMatmulHeuristicResult_t res[128];
+    int got = 0;
+    int want = max_algos < 128 ? max_algos : 128;
+    BK(cublasLtMatmulAlgoGetHeuristic(lt, md, la, lb, lc, lc, pref, want, res, &got));
+    double best = 1e30;
+    int best_i = -1;
+    for (int i = 0; i < got; i++) {
+      if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+      const double t = time_graph(s, [&] {
+        for (int l = 0; l < LAYERS; l++)
+          BK(cublasLtMatmul(lt, md, &alpha, w + (l % copies) * wbytes, la, x, lb, &beta, y, lc, y, lc,
+                            &res[i].algo, ws, g_ws_bytes, s));
+      });
+      const cublasLtMatmulAlgo_t *a = &res[i].algo;
+      printf("  lt#%-2d %8.2f us (%5.3f of default)  id %d tile %d splitK %d red %d swz %d stages %d cluster %d ws %zu waves %.2f\n",
+             i, t, t / t_def, cfg(a, CUBLASLT_ALGO_CONFIG_ID), cfg(a, CUBLASLT_ALGO_CONFIG_TILE_ID),
+             cfg(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM), cfg(a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME),
+             cfg(a, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING), cfg(a, CUBLASLT_ALGO_CONFIG_STAGES_ID),
+             cfg(a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID), res[i].workspaceSize, res[i].wavesCount);
+      fflush(stdout);
+      if (t < best) best = t, best_i = i;
+    }
+    printf("  best: lt#%d %.2f us, %.3f of the default (%d algorithms)\n", best_i, best, best / t_def, got);
+    BK(cublasLtMatmulPreferenceDestroy(pref));
+    BK(cublasLtMatrixLayoutDestroy(la));
+    BK(cublasLtMatrixLayoutDestroy(lb));
+    BK(cublasLtMatrixLayoutDestroy(lc));
+    BK(cublasLtMatmulDescDestroy(md));
+    CK(cudaFree(w));
+    CK(cudaFree(x));
+    CK(cudaFree(y));
+  }
+  return 0;
+}
