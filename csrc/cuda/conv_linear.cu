@@ -10,15 +10,17 @@
  * outputs in fp32 into partial sums, and after a grid barrier (every block is resident: the grid is
  * at most the blocks an SM holds times the SMs, checked at launch) sums the partials of its share of
  * the outputs over the blocks in block order. A fixed order, so the same bits every run.
- * Measured against the two ops (cuda_bench --batch, H200, 972M bf16): decoding +1.2-1.5% at 16 to
- * 64 sequences, slower from 128 (docs/cuda_notes.md, "The conv step and x_proj in one kernel").
+ * The grid is d / 32 blocks (112 at the 972M shape, one an SM), so a block has 16 warps to hide
+ * its latencies with. Measured against the two ops (cuda_bench --batch, H200, 972M bf16): decoding
+ * +2-5.7% at 16 to 64 sequences, slower from 128 (docs/cuda_notes.md, "The conv step and x_proj in
+ * one kernel", and "Batch 64 kernel by kernel").
  */
 #include <stdint.h>
 
 #include "cuda_internal.cuh"
 
 #define CXL_CW 32              /* channels a block */
-#define CXL_THREADS 256
+#define CXL_THREADS 512        /* 256 lost at 32 and 64 rows: 2.4% and 2.8% (cuda_bench --batch) */
 #define CXL_RG 8               /* rows of one work item of the partial product */
 #define CXL_OUT_MAX 256        /* x_proj's outputs (dt_rank + 2 d_state) a block holds */
 #define CXL_N_MAX 64           /* rows: from 65 the two ops are faster (their partial sums' traffic
@@ -159,10 +161,14 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
       Us[r * CXL_LD + cme] = o;
     }
   }
-  __syncthreads();
-  /* partial products: item (o, row group) reads W's row o once into registers */
-  float *P = a.part + (int64_t)blockIdx.x * n * out_f;
+  /* the rows past n up to a whole row group: zeros, so that every group runs all its rows */
   const int groups = (n + CXL_RG - 1) / CXL_RG;
+  for (int i = tid; i < (groups * CXL_RG - n) * CXL_CW; i += CXL_THREADS)
+    Us[(n + i / CXL_CW) * CXL_LD + i % CXL_CW] = 0.f;
+  __syncthreads();
+  /* partial products: item (o, row group) reads W's row o once into registers; the group's rows
+   * are independent chains (no early exit), so they overlap */
+  float *P = a.part + (int64_t)blockIdx.x * n * out_f;
   for (int it = tid; it < out_f * groups; it += CXL_THREADS) {
     const int o = it % out_f, r0 = (it / out_f) * CXL_RG;
     float wv[CXL_CW];
@@ -171,18 +177,21 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
       const float4 q = *(const float4 *)(Ws + o * CXL_LD + c);
       wv[c] = q.x, wv[c + 1] = q.y, wv[c + 2] = q.z, wv[c + 3] = q.w;
     }
+    float sum[CXL_RG];
 #pragma unroll
     for (int rr = 0; rr < CXL_RG; rr++) {
       const int r = r0 + rr;
-      if (r >= n) break;
       float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f; /* four chains, summed in a fixed order */
 #pragma unroll
       for (int c = 0; c < CXL_CW; c += 4) {
         const float4 u = *(const float4 *)(Us + r * CXL_LD + c);
         s0 += u.x * wv[c], s1 += u.y * wv[c + 1], s2 += u.z * wv[c + 2], s3 += u.w * wv[c + 3];
       }
-      P[(int64_t)r * out_f + o] = (s0 + s1) + (s2 + s3);
+      sum[rr] = (s0 + s1) + (s2 + s3);
     }
+#pragma unroll
+    for (int rr = 0; rr < CXL_RG; rr++)
+      if (r0 + rr < n) P[(int64_t)(r0 + rr) * out_f + o] = sum[rr];
   }
   cxl_grid_sync(a.bar);
   /* block b sums outputs [j0, j0 + jn) over the G blocks' partials, Jc outputs at a time: nsl
@@ -221,7 +230,8 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
 }
 
 static size_t cxl_smem(int64_t n, int64_t out_f) {
-  return (size_t)(n + out_f) * CXL_LD * sizeof(float);
+  const int64_t rows = (n + CXL_RG - 1) / CXL_RG * CXL_RG; /* whole row groups */
+  return (size_t)(rows + out_f) * CXL_LD * sizeof(float);
 }
 
 /* Blocks of k_conv_linear<WT> an SM holds at its largest shared memory into *cache (asked once;

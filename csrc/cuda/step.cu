@@ -136,12 +136,12 @@ __global__ void __launch_bounds__(POS_W * 32) k_ssu_pos(SsuDtArgs a) {
  * and since a + b == b + a bit for bit, every lane holds the same value; lane 0's is taken). So
  * every value has the lane kernel's bits: a batch decodes as its sequences would one by one (the
  * `y=rows` checks of cuda_vs_cpu's ssu_dt cases). A block is SSU_ROW_C channels (a warp) by
- * SSU_ROW_B sequences (a warp each). What a thread owns (16 states, 16 values of A, a dt_proj row)
- * lies 64-224 bytes from its neighbour's, so read thread by thread every load instruction touched
+ * B sequences (a warp each; 4, or 8 above 128 sequences: ssu_rows_b). What a thread owns (16
+ * states, 16 values of A, a dt_proj row) lies 64-224 bytes from its neighbour's, so read thread by
+ * thread every load instruction touched
  * 32 sectors (ncu: L1 scoreboard stalls, 63 us at b64); the block stages them through shared
  * memory with contiguous loads and stores instead (18 us). */
 #define SSU_ROW_C 32
-#define SSU_ROW_B 4
 /* Shared memory of k_ssu_dt_rows: A (x log2 e), the states and the staged rows as floats, then
  * the dt_proj rows as 16-byte chunks; rows of a thread's own values are padded to an odd length
  * so that the 32 threads of a warp read them from 32 different banks. */
@@ -149,7 +149,7 @@ struct SsuRowsSmem {
   int as, ws, rp; /* A / state row length (floats), weight row length (chunks), x_dbl row */
   size_t a, s, rows, w, bytes; /* offsets (floats, except w: bytes) and the total in bytes */
 };
-__host__ __device__ inline SsuRowsSmem ssu_rows_smem(int L, int R, int nch) {
+__host__ __device__ inline SsuRowsSmem ssu_rows_smem(int L, int R, int nch, int B) {
   SsuRowsSmem m;
   const int np = L * SCAN_P;
   m.as = np + 1;
@@ -157,9 +157,9 @@ __host__ __device__ inline SsuRowsSmem ssu_rows_smem(int L, int R, int nch) {
   m.rp = (R + 7) & ~7;
   m.a = 0;
   m.s = m.a + (size_t)SSU_ROW_C * m.as;
-  m.rows = m.s + (size_t)SSU_ROW_B * SSU_ROW_C * m.as;
+  m.rows = m.s + (size_t)B * SSU_ROW_C * m.as;
   /* 16-byte aligned: every term above is a multiple of 4 floats */
-  m.w = (m.rows + (size_t)SSU_ROW_B * (m.rp + 2 * np)) * sizeof(float);
+  m.w = (m.rows + (size_t)B * (m.rp + 2 * np)) * sizeof(float);
   m.bytes = m.w + (size_t)SSU_ROW_C * m.ws * 16 * (nch > 0);
   return m;
 }
@@ -179,18 +179,18 @@ __device__ __forceinline__ float lanes_sum(float (&v)[L]) {
   return v[0];
 }
 
-template <int L, typename WT>
-__global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs a) {
+template <int L, typename WT, int B> /* B: sequences a block (a warp each) */
+__global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
   extern __shared__ __align__(16) float smem_rows[];
   mb_pdl_trigger();
-  constexpr int EPV = 16 / sizeof(WT), NP = L * SCAN_P, NT = SSU_ROW_C * SSU_ROW_B;
+  constexpr int EPV = 16 / sizeof(WT), NP = L * SCAN_P, NT = SSU_ROW_C * B;
   const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * SSU_ROW_C + tx;
   const int64_t c0 = (int64_t)blockIdx.x * SSU_ROW_C, c = c0 + tx;
-  const int64_t b = (int64_t)blockIdx.y * SSU_ROW_B + ty;
+  const int64_t b = (int64_t)blockIdx.y * B + ty;
   const int cn = (int)min((int64_t)SSU_ROW_C, a.d - c0); /* channels of this block */
   const bool cok = tx < cn;
   const int R = a.R, n = a.n, nch = a.wvec ? R / EPV : 0;
-  const SsuRowsSmem m = ssu_rows_smem(L, R, nch);
+  const SsuRowsSmem m = ssu_rows_smem(L, R, nch, B);
   float *sA = smem_rows + m.a, *sS = smem_rows + m.s + (size_t)ty * SSU_ROW_C * m.as;
   float *xs = smem_rows + m.rows + (size_t)ty * (m.rp + 2 * NP), *sB = xs + m.rp, *sC = sB + NP;
   uint4 *sW = (uint4 *)((char *)smem_rows + m.w);
@@ -325,23 +325,35 @@ __global__ void __launch_bounds__(SSU_ROW_C *SSU_ROW_B) k_ssu_dt_rows(SsuDtArgs 
  * b256; the op at b64 18.3 against 49.1 us. */
 #define SSU_ROWS_MIN_BATCH 16
 
-/* The rows kernel's shared memory for these arguments, 0 when it would not fit (then the lanes'
- * kernel runs). */
+/* Sequences a block of k_ssu_dt_rows: 8 above 128 (the dt_proj rows staged once for twice the
+ * sequences, 896 blocks at batch 256 instead of 1,792), 4 below. cuda_bench --batch (H200, 972M
+ * bf16, graph replay, B/s, 8 against 4 in one call): b16 7,753 / 7,921, b32 14,275 / 14,525, b64
+ * 22,980 / 23,100, b128 33,104 / 33,107, b256 42,750 / 41,700. */
+static int ssu_rows_b(int64_t batch) { return batch > 128 ? 8 : 4; }
+
+/* The rows kernel's shared memory for these arguments and B sequences a block, 0 when it would
+ * not fit (then the lanes' kernel runs). */
 template <int L, typename WT>
-static size_t ssu_dt_rows_smem(const SsuDtArgs &a) {
+static size_t ssu_dt_rows_smem(const SsuDtArgs &a, int B) {
   const int nch = a.wvec ? a.R / (16 / (int)sizeof(WT)) : 0;
-  const size_t bytes = ssu_rows_smem(L, a.R, nch).bytes;
+  const size_t bytes = ssu_rows_smem(L, a.R, nch, B).bytes;
   return bytes <= 96 * 1024 ? bytes : 0;
+}
+
+template <int L, typename WT, int B>
+static int ssu_dt_rows_launch_b(mb_ctx *ctx, const SsuDtArgs &a) {
+  const size_t smem = ssu_dt_rows_smem<L, WT>(a, B);
+  if (smem > 48 * 1024)
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT, B>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
+  const dim3 grid(mbcuda_blocks(a.d, SSU_ROW_C), (unsigned)((a.batch + B - 1) / B));
+  MBCUDA_LAUNCH("selective_state_update_dt (rows)", (k_ssu_dt_rows<L, WT, B>), grid, dim3(SSU_ROW_C, B), smem, a);
+  return MB_OK;
 }
 
 template <int L, typename WT>
 static int ssu_dt_rows_launch(mb_ctx *ctx, const SsuDtArgs &a) {
-  const size_t smem = ssu_dt_rows_smem<L, WT>(a);
-  if (smem > 48 * 1024)
-    MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
-  const dim3 grid(mbcuda_blocks(a.d, SSU_ROW_C), (unsigned)((a.batch + SSU_ROW_B - 1) / SSU_ROW_B));
-  MBCUDA_LAUNCH("selective_state_update_dt (rows)", (k_ssu_dt_rows<L, WT>), grid, dim3(SSU_ROW_C, SSU_ROW_B), smem, a);
-  return MB_OK;
+  return ssu_rows_b(a.batch) == 4 ? ssu_dt_rows_launch_b<L, WT, 4>(ctx, a)
+                                  : ssu_dt_rows_launch_b<L, WT, 8>(ctx, a);
 }
 
 /* 64 threads a block at every batch. Tried: 256 from batch 4 (the 28,672 two-warp blocks of batch
@@ -358,9 +370,10 @@ static int ssu_dt_launch_t(mb_ctx *ctx, const SsuDtArgs &a, dim3 grid, int threa
 template <int L>
 static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype) {
   const int env = mbcuda_st(ctx)->ssu_rows, from = env < 0 ? SSU_ROWS_MIN_BATCH : env;
+  const int rb = ssu_rows_b(a.batch);
   const bool bf = wdtype == MB_DTYPE_BF16;
   if (a.len == 1 && from > 0 && a.batch >= from &&
-      (bf ? ssu_dt_rows_smem<L, uint16_t>(a) : ssu_dt_rows_smem<L, float>(a)) > 0)
+      (bf ? ssu_dt_rows_smem<L, uint16_t>(a, rb) : ssu_dt_rows_smem<L, float>(a, rb)) > 0)
     return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a) : ssu_dt_rows_launch<L, float>(ctx, a);
   /* several positions of one sequence: a warp per position (x_dbl's rows 16-byte aligned for
    * dt_proj's chunk loads; MAMBABYTE_CUDA_SSU_POS=0 keeps the lanes' kernel, A/B runs) */
