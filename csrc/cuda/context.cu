@@ -84,9 +84,9 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_pdl = getenv("MAMBABYTE_CUDA_PDL");
     st->pdl = !(e_pdl && e_pdl[0] == '0') && prop.major >= 9;
     const char *e_tile = getenv("MAMBABYTE_CUDA_SCAN_TILE");
-    /* "0": off; "8": 8 positions per lane; else (default) 16 (527 against 547 us a layer at
-     * 8192 positions on the H200, cuda_bench's scan rows, same run) */
-    st->scan_tile = (e_tile && e_tile[0] == '0') ? 0 : (e_tile && !strcmp(e_tile, "8")) ? 8 : 16;
+    /* "0": off (the sequential scan); else 16 positions per lane (8, which lost: 524 against 487
+     * us a layer at 8192 positions on the H200, is retired) */
+    st->scan_tile = (e_tile && e_tile[0] == '0') ? 0 : 16;
     const char *e_rows = getenv("MAMBABYTE_CUDA_GEMV_ROWS");
     st->gemv_rows = e_rows ? atoi(e_rows) : 0;
     if (st->gemv_rows != 1 && st->gemv_rows != 2 && st->gemv_rows != 4 && st->gemv_rows != 8)

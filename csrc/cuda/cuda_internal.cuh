@@ -47,8 +47,8 @@ struct mbcuda_state {
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
   int capturing;
   int pdl;               /* launch with programmatic dependent launch (MAMBABYTE_CUDA_PDL=0: off) */
-  int scan_tile;         /* the parallel-in-time scan: positions per lane, 16 or 8
-                          * (MAMBABYTE_CUDA_SCAN_TILE=8), 0 off (=0; A/B runs) */
+  int scan_tile;         /* the parallel-in-time scan: positions per lane (16), 0 off
+                          * (MAMBABYTE_CUDA_SCAN_TILE=0; A/B runs) */
   int gemv_rows;         /* inputs per thread of the n <= 8 GEMV: 0 chosen by shape (default),
                           * else fixed (MAMBABYTE_CUDA_GEMV_ROWS; A/B runs) */
   int gemv_out;          /* output rows per thread of that GEMV: 0 by its inputs per thread
@@ -80,7 +80,7 @@ struct mbcuda_state {
                           * (MAMBABYTE_CUDA_VERIFY_NORM=0: off, A/B runs) */
   int verify_conv;       /* ... and the conv in that kernel's last block of each row group
                           * (MAMBABYTE_CUDA_VERIFY_CONV=0: off, A/B runs) */
-  int scan_tile_smem_set; /* its shared-memory opt-ins done, a bit per form (per device, so per
+  int scan_tile_smem_set; /* its shared-memory opt-in done (per device, so per
                            * context) */
   int sm_count;
   int cc_major, cc_minor;

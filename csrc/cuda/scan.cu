@@ -180,9 +180,10 @@ __global__ void k_scan_chunk_out(ScanArgs a) {
 /* ---- parallel-in-time form --------------------------------------------------------------------- */
 
 /* A chunk of SCAN_TC positions per channel; its lanes own K consecutive positions each
- * (L = SCAN_TC / K lanes per channel, 32 / L channels per warp). K = 8: a warp per channel;
- * K = 16: two channels per warp, half the shuffle-scan steps per position (4 levels over 16
- * positions instead of 5 over 8) for twice the registers per lane. */
+ * (L = SCAN_TC / K lanes per channel, 32 / L channels per warp). K = 16 runs: two channels per
+ * warp, half the shuffle-scan steps per position of K = 8 (a warp per channel; 4 levels over 16
+ * positions instead of 5 over 8) for twice the registers per lane. K = 8 lost (524 against 487 us
+ * a 972M layer at 8192 positions, H200) and is no longer built. */
 #define SCAN_TC 256
 #define SCAN_TILE_CH 14 /* channels per block: 3584 / 14 = 256 blocks, one round at two blocks per
                          * SM on 132 SMs (8 channels: 448 blocks, 894 us against 724 on the H200) */
@@ -504,13 +505,12 @@ template <int K>
 static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
   using T = ScanTile<K>;
   mbcuda_state *st = mbcuda_st(ctx);
-  const int bit = K == 8 ? 1 : 2;
-  if (!(st->scan_tile_smem_set & bit)) { /* > 48 KiB of dynamic shared memory needs the opt-in */
+  if (!st->scan_tile_smem_set) { /* > 48 KiB of dynamic shared memory needs the opt-in */
     MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, K>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)T::smem(SCAN_TILE_NMAX)),
                  "selective_scan (tile)");
-    st->scan_tile_smem_set |= bit;
+    st->scan_tile_smem_set = 1;
   }
   MBCUDA_LAUNCH("selective_scan (tile)", (k_scan_tile<SCAN_TILE_NMAX, K>),
                 dim3((unsigned)tiles, (unsigned)a.batch), dim3(T::THREADS), T::smem(a.n), a);
@@ -518,14 +518,14 @@ static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
 }
 
 /* The tiled form when it applies (see the file comment): *launched = 1 when it ran, 0 to fall
- * back to k_scan_seq. st->scan_tile: 0 off, else the positions per lane (8 or 16). */
+ * back to k_scan_seq. st->scan_tile: 0 off, else the positions per lane (16). */
 static int scan_tile_launch(mb_ctx *ctx, ScanArgs &a, int *launched) {
   mbcuda_state *st = mbcuda_st(ctx);
   *launched = 0;
   if (!st->scan_tile || a.states_all || a.n > SCAN_TILE_NMAX || a.len < SCAN_TC) return MB_OK;
   int64_t tiles = (a.d + SCAN_TILE_CH - 1) / SCAN_TILE_CH;
   if (tiles * a.batch < st->sm_count || tiles > 0x7fffffff || a.batch > 65535) return MB_OK;
-  int rc = st->scan_tile == 16 ? scan_tile_run<16>(ctx, a, tiles) : scan_tile_run<8>(ctx, a, tiles);
+  int rc = scan_tile_run<16>(ctx, a, tiles);
   if (rc == MB_OK) *launched = 1;
   return rc;
 }

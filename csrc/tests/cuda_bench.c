@@ -907,14 +907,6 @@ int main(int argc, char **argv) {
     forward_bench(&m, 8192, "bf16,f32acts");
     g_bf16_acts = 1;
     scan_alone(&m, 8192, "tile");
-    { /* the tile scan's 8-positions-per-lane form, in the same run */
-      mb_ctx *g1 = G;
-      G = ctx_with_env("MAMBABYTE_CUDA_SCAN_TILE", "8");
-      scan_alone(&m, 8192, "tile8");
-      forward_bench(&m, 8192, "bf16,tile8");
-      MBX(mb_ctx_destroy(G));
-      G = g1;
-    }
     { /* the peer in the same run: the sequential scan */
       mb_ctx *g1 = G;
       G = ctx_with_env("MAMBABYTE_CUDA_SCAN_TILE", "0");

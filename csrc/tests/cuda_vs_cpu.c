@@ -1905,9 +1905,6 @@ int main(int argc, char **argv) {
   t_scan(0);
   t_scan(1);
   t_scan_tile();
-  /* the tile scan's other form: 8 positions per lane, a warp per channel */
-  with_gpu_env("MAMBABYTE_CUDA_SCAN_TILE", "8", "the tile scan with 8 positions per lane",
-               t_scan_tile);
   t_ssu_dt();
   /* the decoding state update's thread-per-(sequence, channel) kernel from batch 2 (by default
    * from 16): each batch's rows against one-sequence calls, which keep the lanes' kernel */

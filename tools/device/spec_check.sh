@@ -17,7 +17,7 @@
 #      MAMBABYTE_DECODE_OVERLAP=1, then 0.
 #   0. (first, after the tests) OPS=1: cuda_bench --quick (the ops, the forward, the scan's forms);
 #      FWD_CASES=<bench:gpu cases>: bench:gpu on them, then again with the environment FWD_PEER
-#      (e.g. MAMBABYTE_CUDA_SCAN_TILE=8); NCU_KERNELS=<regex>: Nsight Compute on the first launch
+#      (e.g. MAMBABYTE_CUDA_BF16_ACTS=0); NCU_KERNELS=<regex>: Nsight Compute on the first launch
 #      of those kernels in cuda_bench --quick. SKIP_PROF=1 leaves out step 3.
 # Each step prints as it ends; logs in $OUT.
 set -u -o pipefail
