@@ -1,9 +1,9 @@
 /*
  * scan.cu — mb_selective_scan on CUDA. Two forms:
  * - k_scan_tile (long sequences, n <= 16, no states_all, enough channels to fill the GPU): parallel
- *   in time. A channel's 256-position chunk is split over L lanes that own K consecutive positions
- *   each (K = 16: two channels per warp, the default; K = 8: a warp per channel). Per state, each
- *   lane composes its positions' (exp(dt A), dt u B) pairs, a warp-shuffle scan gives each lane
+ *   in time. A channel's 256-position chunk is split over L = 16 lanes that own K = 16
+ *   consecutive positions each (two channels per warp). Per state, each lane composes its
+ *   positions' (exp(dt A), dt u B) pairs, a warp-shuffle scan gives each lane
  *   its entering state, and the lane reruns its positions from it, so every exp is computed once
  *   and the carry between chunks stays in registers. Operands reach shared memory by coalesced
  *   cp.async copies (B and C once for the block's channels).
