@@ -122,15 +122,17 @@ void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads) {
   /* slices of whole pages (huge ones where advised, counted from dst's first 2 MiB boundary), so
    * that no two threads fault on the same page */
   const uintptr_t unit = huge ? HOST_COPY_HUGE : HOST_COPY_PAGE;
-  const size_t head = huge ? (size_t)((HOST_COPY_HUGE - ((uintptr_t)dst & (HOST_COPY_HUGE - 1))) & (HOST_COPY_HUGE - 1)) : 0;
-  size_t per = ((bytes - head) / nt + unit - 1) & ~(size_t)(unit - 1);
+  const size_t head =
+      huge ? (size_t)((HOST_COPY_HUGE - ((uintptr_t)dst & (HOST_COPY_HUGE - 1))) & (HOST_COPY_HUGE - 1))
+           : 0;
+  /* a ceiling division first, so that nt slices always reach the end */
+  size_t per = ((bytes - head + nt - 1) / nt + unit - 1) & ~(size_t)(unit - 1);
   struct copy_slice sl[HOST_COPY_MAX_THREADS];
   pthread_t th[HOST_COPY_MAX_THREADS];
   int started[HOST_COPY_MAX_THREADS] = {0};
   for (size_t i = 0; i < nt; i++) {
     size_t off = i == 0 ? 0 : head + per * i < bytes ? head + per * i : bytes;
     size_t end = head + per * (i + 1) < bytes ? head + per * (i + 1) : bytes;
-    if (i == nt - 1) end = bytes;
     sl[i] = (struct copy_slice){(char *)dst + off, (const char *)src + off, end - off, fresh};
   }
   for (size_t i = 1; i < nt; i++) started[i] = pthread_create(&th[i], NULL, copy_slice_main, &sl[i]) == 0;

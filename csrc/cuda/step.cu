@@ -351,9 +351,8 @@ static int ssu_dt_rows_launch_b(mb_ctx *ctx, const SsuDtArgs &a) {
 }
 
 template <int L, typename WT>
-static int ssu_dt_rows_launch(mb_ctx *ctx, const SsuDtArgs &a) {
-  return ssu_rows_b(a.batch) == 4 ? ssu_dt_rows_launch_b<L, WT, 4>(ctx, a)
-                                  : ssu_dt_rows_launch_b<L, WT, 8>(ctx, a);
+static int ssu_dt_rows_launch(mb_ctx *ctx, const SsuDtArgs &a, int B) {
+  return B == 4 ? ssu_dt_rows_launch_b<L, WT, 4>(ctx, a) : ssu_dt_rows_launch_b<L, WT, 8>(ctx, a);
 }
 
 /* 64 threads a block at every batch. Tried: 256 from batch 4 (the 28,672 two-warp blocks of batch
@@ -374,7 +373,7 @@ static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype) {
   const bool bf = wdtype == MB_DTYPE_BF16;
   if (a.len == 1 && from > 0 && a.batch >= from &&
       (bf ? ssu_dt_rows_smem<L, uint16_t>(a, rb) : ssu_dt_rows_smem<L, float>(a, rb)) > 0)
-    return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a) : ssu_dt_rows_launch<L, float>(ctx, a);
+    return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a, rb) : ssu_dt_rows_launch<L, float>(ctx, a, rb);
   /* several positions of one sequence: a warp per position (x_dbl's rows 16-byte aligned for
    * dt_proj's chunk loads; MAMBABYTE_CUDA_SSU_POS=0 keeps the lanes' kernel, A/B runs) */
   if (a.len > 1 && mbcuda_st(ctx)->ssu_pos && ((uintptr_t)a.xdbl % 16) == 0 && a.ldx % 4 == 0) {

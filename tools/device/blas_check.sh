@@ -14,7 +14,6 @@ mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
 . tools/device/lib.sh
 B=build-cuda
-status=0
 
 step "build"
 build_cuda -DMAMBABYTE_TESTS=ON
