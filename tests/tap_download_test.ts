@@ -176,8 +176,11 @@ Deno.test("hostCopy and large downloads fill fresh arrays exactly (threaded, odd
     Deno.env.set("MAMBABYTE_HOST_HUGEPAGES", huge);
     const be = Backend.create("cpu", { threads });
     try {
-      // around the 4 MiB slices of the threaded copy, an unaligned start and odd lengths
-      for (const bytes of [1, 4095, (8 << 20) - 3, (8 << 20) + 12345, (21 << 20) + 7]) {
+      // around the 4 MiB slices of the threaded copy, an unaligned start and odd lengths; 12 MiB + 2
+      // splits into three slices whose length rounded down would leave the last 2 bytes out
+      for (
+        const bytes of [1, 4095, (8 << 20) - 3, (8 << 20) + 12345, (12 << 20) + 2, (21 << 20) + 7]
+      ) {
         const src = be.hostAlloc(bytes + 64);
         try {
           const s = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(src!, bytes + 64));
