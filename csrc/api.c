@@ -101,6 +101,7 @@ MB_EXPORT int mb_ctx_create(int backend, int device, int num_threads, mb_ctx **o
 
 MB_EXPORT int mb_ctx_destroy(mb_ctx *ctx) {
   if (!ctx) return MB_OK;
+  mbc_host_prefault_wait(ctx->prefault); /* its threads may still be mapping the caller's memory */
 #ifdef MB_WITH_CUDA
   if (IS_CUDA(ctx)) {
     int st = mbcuda_ctx_destroy(ctx);
@@ -155,6 +156,13 @@ static int host_copy_threads(const mb_ctx *ctx) {
                                                                : mbc_allowed_cpus();
 }
 
+/* A host copy into dst: where dst lies in ranges of the context's mb_host_prefault job, after
+ * those are mapped (the job's threads would otherwise fault on the same pages as the copy's). */
+static void host_copy(mb_ctx *ctx, void *dst, const void *src, size_t bytes) {
+  const int mapped = mbc_host_prefault_cover(ctx->prefault, dst, bytes);
+  mbc_host_copy(dst, src, bytes, host_copy_threads(ctx), mapped);
+}
+
 #define COPY_ARGS(fn, dst, src)                                                                   \
   CHECK_CTX(fn);                                                                                  \
   if (bytes == 0) return MB_OK;                                                                   \
@@ -175,7 +183,7 @@ MB_EXPORT int mb_memcpy_d2h(mb_ctx *ctx, void *host_dst, const void *src, size_t
 #ifdef MB_WITH_CUDA
   if (IS_CUDA(ctx)) return mbcuda_memcpy_d2h(ctx, host_dst, src, bytes);
 #endif
-  mbc_host_copy(host_dst, src, bytes, host_copy_threads(ctx)); /* results land in fresh arrays */
+  host_copy(ctx, host_dst, src, bytes); /* results land in fresh arrays */
   return MB_OK;
 }
 
@@ -183,7 +191,27 @@ MB_EXPORT int mb_host_copy(mb_ctx *ctx, void *dst, const void *src, size_t bytes
   COPY_ARGS("mb_host_copy", dst, src);
   REQUIRE((const char *)dst + bytes <= (const char *)src || (const char *)src + bytes <= (const char *)dst,
           "mb_host_copy: dst and src overlap");
-  mbc_host_copy(dst, src, bytes, host_copy_threads(ctx));
+  host_copy(ctx, dst, src, bytes);
+  return MB_OK;
+}
+
+MB_EXPORT int mb_host_prefault(mb_ctx *ctx, void *const *ptrs, const size_t *bytes, size_t n) {
+  CHECK_CTX("mb_host_prefault");
+  if (n == 0) return MB_OK;
+  NONNULL("mb_host_prefault", ptrs);
+  NONNULL("mb_host_prefault", bytes);
+  mbc_host_prefault_wait(ctx->prefault);
+  ctx->prefault = NULL;
+  if (mbc_host_prefault_start(ptrs, bytes, n, &ctx->prefault) != 0) {
+    return mb_fail(MB_ERR_OOM, "mb_host_prefault: out of memory");
+  }
+  return MB_OK;
+}
+
+MB_EXPORT int mb_host_prefault_wait(mb_ctx *ctx) {
+  CHECK_CTX("mb_host_prefault_wait");
+  mbc_host_prefault_wait(ctx->prefault);
+  ctx->prefault = NULL;
   return MB_OK;
 }
 
@@ -258,7 +286,7 @@ MB_EXPORT int mb_download_async(mb_ctx *ctx, void *host_dst, const void *src, si
 #ifdef MB_WITH_CUDA
   if (IS_CUDA(ctx)) return mbcuda_download_async(ctx, host_dst, src, bytes, out_ticket);
 #endif
-  if (bytes > 0) mbc_host_copy(host_dst, src, bytes, host_copy_threads(ctx));
+  if (bytes > 0) host_copy(ctx, host_dst, src, bytes);
   *out_ticket = ++ctx->downloads;
   return MB_OK;
 }

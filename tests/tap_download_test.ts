@@ -210,6 +210,109 @@ Deno.test("hostCopy and large downloads fill fresh arrays exactly (threaded, odd
   }
 });
 
+/**
+ * The fraction of `view`'s 4 KiB pages that are resident, from /proc/self/pagemap (bit 63 of a
+ * page's entry: present; readable without privileges), or null where there is no pagemap.
+ */
+function residentFraction(view: ArrayBufferView): number | null {
+  let f: Deno.FsFile;
+  try {
+    f = Deno.openSync("/proc/self/pagemap");
+  } catch {
+    return null;
+  }
+  try {
+    const addr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(view)));
+    const first = addr / 4096n, last = (addr + BigInt(view.byteLength) - 1n) / 4096n;
+    const n = Number(last - first + 1n);
+    const buf = new Uint8Array(n * 8);
+    f.seekSync(Number(first * 8n), Deno.SeekMode.Start);
+    for (let got = 0; got < buf.length;) {
+      const r = f.readSync(buf.subarray(got));
+      if (r === null) break;
+      got += r;
+    }
+    const entries = new BigUint64Array(buf.buffer);
+    let present = 0;
+    for (const e of entries) if (e >> 63n) present++;
+    return present / n;
+  } finally {
+    f.close();
+  }
+}
+
+Deno.test("hostPrefault maps fresh arrays in the background and leaves their contents alone", () => {
+  if (residentFraction(new Uint8Array(8)) === null) {
+    console.log("skipped: no /proc/self/pagemap to see which pages are mapped");
+    return;
+  }
+  const be = Backend.create("cpu", { threads: 2 });
+  const MiB = 1 << 20;
+  try {
+    for (const on of ["2", "0"]) {
+      Deno.env.set("MAMBABYTE_HOST_PREFAULT", on);
+      // odd sizes and a view that starts inside its buffer; one below the 256 KiB floor
+      const big = new Float32Array((48 * MiB + 12) / 4);
+      const inner = new Float32Array((40 * MiB) / 4).subarray(1001, 1001 + (24 * MiB) / 4 + 3);
+      const small = new Float32Array(1000);
+      assert.ok(residentFraction(big)! < 0.1, "a new array starts unmapped");
+      big[0] = 1.5, big[big.length - 1] = -2.5, inner[7] = 3.25;
+      be.hostPrefault([big, inner, small]);
+      big[12345] = 42; // written while the threads run
+      // a copy into a range being mapped waits for that range, then copies
+      const src = be.hostAlloc(12 * MiB);
+      try {
+        const s = new Float32Array(Deno.UnsafePointerView.getArrayBuffer(src!, 12 * MiB));
+        for (let i = 0; i < s.length; i++) s[i] = i % 1000;
+        be.hostCopy(inner.subarray(8 << 10, (8 << 10) + s.length), src);
+        const bad = inner.subarray(8 << 10, (8 << 10) + s.length).findIndex((v, i) => v !== s[i]);
+        assert.equal(bad, -1);
+        inner.subarray(8 << 10, (8 << 10) + s.length).fill(0);
+      } finally {
+        be.hostFree(src);
+      }
+      be.hostPrefaultWait();
+      // (inner's first half was written by the copy either way)
+      const tail = inner.subarray((13 * MiB) / 4);
+      for (const [name, v] of [["big", big], ["inner", inner], ["inner's tail", tail]] as const) {
+        if (on === "0" && name === "inner") continue;
+        const r = residentFraction(v)!;
+        if (on === "2") assert.ok(r > 0.99, `prefault mapped ${r} of ${name}`);
+        else assert.ok(r < 0.1, `MAMBABYTE_HOST_PREFAULT=0 mapped ${r} of ${name}`);
+      }
+      assert.deepEqual([big[0], big[12345], big[big.length - 1], inner[7]], [1.5, 42, -2.5, 3.25]);
+      const odd = big.findIndex((v, i) =>
+        v !== 0 && i !== 0 && i !== 12345 && i !== big.length - 1
+      );
+      assert.equal(odd, -1);
+      assert.equal(small.every((v) => v === 0), true);
+    }
+    be.hostPrefaultWait(); // nothing in flight: returns at once
+    be.hostPrefault([new Float32Array(MiB)]); // left running: close waits for it
+  } finally {
+    Deno.env.delete("MAMBABYTE_HOST_PREFAULT");
+    be.close();
+  }
+});
+
+Deno.test("module outputs into prefaulted fresh arrays equal the plain path's", async () => {
+  const model = await load(512);
+  try {
+    const text = new TextEncoder().encode("Fresh arrays are mapped ahead. ".repeat(80)); // 2480
+    const opts = { modules: ["dt_proj", "x_proj"] as const, layers: [0, 2] };
+    const plain = await extractModuleOutputs(model, text, { ...opts, prefault: false });
+    const ahead = await extractModuleOutputs(model, text, { ...opts, prefault: true });
+    assert.ok(text.length * model.dims.dInner * 4 >= 256 << 10, "arrays large enough to be mapped");
+    for (const m of opts.modules) {
+      for (const l of opts.layers) {
+        assert.deepEqual(ahead.modules.get(m)!.get(l)!.data, plain.modules.get(m)!.get(l)!.data);
+      }
+    }
+  } finally {
+    model.close();
+  }
+});
+
 Deno.test("hostCopy refuses overlapping memory with one clear error", () => {
   const be = Backend.create("cpu");
   try {

@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT, MADV_POPULATE_WRITE */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -103,7 +104,7 @@ int mbc_allowed_cpus(void) {
   return n >= 1 ? (int)n : 1;
 }
 
-void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads) {
+void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads, int mapped) {
   size_t nt = bytes / HOST_COPY_MIN_SLICE;
   if (max_threads < 1) max_threads = 1;
   if (nt > (size_t)max_threads) nt = (size_t)max_threads;
@@ -112,7 +113,7 @@ void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads) {
     memcpy(dst, src, bytes);
     return;
   }
-  const int fresh = !probably_mapped(dst, bytes);
+  const int fresh = !mapped && !probably_mapped(dst, bytes);
   const int huge = fresh && advise_huge(dst, bytes);
   if (nt <= 1) {
     struct copy_slice s = {(char *)dst, (const char *)src, bytes, fresh};
@@ -141,4 +142,137 @@ void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads) {
     if (started[i]) pthread_join(th[i], NULL);
     else copy_slice_run(&sl[i]); /* no thread to be had: this one does the slice */
   }
+}
+
+/* ---- mapping fresh memory ahead of its first write (mb_host_prefault) ----------------------- */
+
+#define PREFAULT_PIECE ((uintptr_t)8 << 20) /* a thread's unit of work: four huge pages */
+
+/* One range, in pieces of PREFAULT_PIECE counted from the aligned address below lo, so that no
+ * two threads populate the same huge page. */
+struct prefault_range {
+  uintptr_t lo, hi, base;
+  size_t first_piece; /* the job's index of this range's first piece */
+  size_t n_pieces;
+  atomic_size_t done; /* pieces mapped */
+};
+
+struct mbc_prefault {
+  struct prefault_range *ranges;
+  size_t n_ranges, n_pieces;
+  atomic_size_t next;
+  pthread_mutex_t mu; /* with cv: copies waiting for their ranges (mbc_host_prefault_cover) */
+  pthread_cond_t cv;
+  pthread_t th[HOST_COPY_MAX_THREADS];
+  int n_threads;
+};
+
+static void prefault_piece(struct mbc_prefault *job, size_t k) {
+  size_t a = 0, b = job->n_ranges; /* the last range whose first piece is <= k */
+  while (b - a > 1) {
+    const size_t mid = (a + b) / 2;
+    if (job->ranges[mid].first_piece <= k) a = mid;
+    else b = mid;
+  }
+  struct prefault_range *r = &job->ranges[a];
+  const uintptr_t j = (uintptr_t)(k - r->first_piece);
+  uintptr_t lo = r->base + j * PREFAULT_PIECE, hi = lo + PREFAULT_PIECE;
+  if (lo < r->lo) lo = r->lo;
+  if (hi > r->hi) hi = r->hi;
+#ifdef MADV_POPULATE_WRITE
+  if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+#endif
+  if (atomic_fetch_add(&r->done, 1) + 1 == r->n_pieces) {
+    pthread_mutex_lock(&job->mu);
+    pthread_cond_broadcast(&job->cv);
+    pthread_mutex_unlock(&job->mu);
+  }
+}
+
+int mbc_host_prefault_cover(mbc_prefault *job, const void *dst, size_t bytes) {
+  if (!job) return 0;
+  const uintptr_t a = (uintptr_t)dst, b = a + bytes;
+  int covered = 0;
+  for (size_t i = 0; i < job->n_ranges; i++) {
+    struct prefault_range *r = &job->ranges[i];
+    if (r->hi <= a || b <= r->lo) continue;
+    if (atomic_load(&r->done) < r->n_pieces) {
+      pthread_mutex_lock(&job->mu);
+      while (atomic_load(&r->done) < r->n_pieces) pthread_cond_wait(&job->cv, &job->mu);
+      pthread_mutex_unlock(&job->mu);
+    }
+    covered = 1;
+  }
+  return covered;
+}
+
+static void *prefault_main(void *arg) {
+  struct mbc_prefault *job = (struct mbc_prefault *)arg;
+  for (;;) {
+    const size_t k = atomic_fetch_add(&job->next, 1);
+    if (k >= job->n_pieces) return NULL;
+    prefault_piece(job, k);
+  }
+}
+
+void mbc_host_prefault_wait(mbc_prefault *job) {
+  if (!job) return;
+  for (int i = 0; i < job->n_threads; i++) pthread_join(job->th[i], NULL);
+  pthread_cond_destroy(&job->cv);
+  pthread_mutex_destroy(&job->mu);
+  free(job->ranges);
+  free(job);
+}
+
+int mbc_host_prefault_start(void *const *ptrs, const size_t *bytes, size_t n, mbc_prefault **out) {
+  *out = NULL;
+  /* every CPU but the caller's (which goes on queuing the device's work), at most 16;
+   * MAMBABYTE_HOST_PREFAULT=N: at most N (0: none) */
+  int nt = mbc_allowed_cpus() - 1;
+  if (nt > HOST_COPY_MAX_THREADS) nt = HOST_COPY_MAX_THREADS;
+  const char *e = getenv("MAMBABYTE_HOST_PREFAULT");
+  if (e && e[0]) {
+    const int want = atoi(e);
+    if (want <= 0) return 0;
+    if (want < nt) nt = want;
+  }
+  if (nt < 1) nt = 1;
+  mbc_prefault *job = (mbc_prefault *)calloc(1, sizeof *job);
+  struct prefault_range *r = (struct prefault_range *)calloc(n ? n : 1, sizeof *r);
+  if (!job || !r) {
+    free(job);
+    free(r);
+    return -1;
+  }
+  size_t pieces = 0, m = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!ptrs[i] || bytes[i] < HOST_COPY_MIN_POPULATE) continue;
+    const uintptr_t lo = ((uintptr_t)ptrs[i] + HOST_COPY_PAGE - 1) & ~(HOST_COPY_PAGE - 1);
+    const uintptr_t hi = ((uintptr_t)ptrs[i] + bytes[i]) & ~(HOST_COPY_PAGE - 1);
+    if (hi <= lo) continue;
+    (void)advise_huge(ptrs[i], bytes[i]);
+    const uintptr_t base = lo & ~(PREFAULT_PIECE - 1);
+    const size_t np = (size_t)((hi - base + PREFAULT_PIECE - 1) / PREFAULT_PIECE);
+    r[m].lo = lo, r[m].hi = hi, r[m].base = base, r[m].first_piece = pieces, r[m].n_pieces = np;
+    atomic_init(&r[m].done, 0);
+    pieces += np;
+    m++;
+  }
+  job->ranges = r;
+  job->n_ranges = m;
+  job->n_pieces = pieces;
+  atomic_init(&job->next, 0);
+  pthread_mutex_init(&job->mu, NULL);
+  pthread_cond_init(&job->cv, NULL);
+  if ((size_t)nt > pieces) nt = (int)pieces;
+  for (int i = 0; i < nt; i++) {
+    if (pthread_create(&job->th[job->n_threads], NULL, prefault_main, job) != 0) break;
+    job->n_threads++;
+  }
+  if (job->n_threads == 0) { /* no thread to be had (or nothing to map): nothing runs */
+    mbc_host_prefault_wait(job);
+    return 0;
+  }
+  *out = job;
+  return 0;
 }

@@ -25,6 +25,7 @@ struct mb_ctx {
   uint32_t flags;  /* MB_FLAG_* */
   void *cuda;      /* CUDA backend state (stream, cuBLAS handle, graphs), owned by csrc/cuda */
   uint64_t downloads; /* tickets issued by mb_download_async */
+  struct mbc_prefault *prefault; /* mb_host_prefault's job in flight, or NULL */
 };
 
 /** Records a printf-style message as this thread's last error and returns status. */
@@ -35,8 +36,18 @@ int mb_fail(int status, const char *fmt, ...)
     ;
 
 /** Copies bytes of host memory with up to max_threads threads (large copies only; see
- * common/host_copy.c). */
-void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads);
+ * common/host_copy.c); mapped: dst's pages are known to be there (no populate calls). */
+void mbc_host_copy(void *dst, const void *src, size_t bytes, int max_threads, int mapped);
+/** Threads mapping fresh host ranges in the background (mb_host_prefault; common/host_copy.c). */
+typedef struct mbc_prefault mbc_prefault;
+/** Starts them (*out NULL when nothing runs: MAMBABYTE_HOST_PREFAULT=0, nothing large enough, no
+ * thread to be had); -1 when out of memory. */
+int mbc_host_prefault_start(void *const *ptrs, const size_t *bytes, size_t n, mbc_prefault **out);
+/** Whether [dst, dst + bytes) overlaps the job's ranges; if so, returns once those ranges are
+ * mapped (a copy into them then finds its pages there and skips its own populate calls). */
+int mbc_host_prefault_cover(mbc_prefault *job, const void *dst, size_t bytes);
+/** Joins and frees a job (NULL: nothing). */
+void mbc_host_prefault_wait(mbc_prefault *job);
 /** The CPUs this process may run on (its affinity mask: taskset and cgroup cpusets shrink it),
  * at least 1. In common/host_copy.c; CPU contexts count their default threads with it too. */
 int mbc_allowed_cpus(void);

@@ -95,15 +95,6 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->gemv_out = e_out && !strcmp(e_out, "1") ? 1 : 0;
     const char *e_ssu = getenv("MAMBABYTE_CUDA_SSU_ROWS");
     st->ssu_rows = e_ssu && e_ssu[0] ? atoi(e_ssu) : -1; /* -1: step.cu's default */
-    const char *e_g1 = getenv("MAMBABYTE_CUDA_GEMV1_UNROLL");
-    st->gemv1_unroll = e_g1 ? atoi(e_g1) : 0;
-    if (st->gemv1_unroll != 4 && st->gemv1_unroll != 8 && st->gemv1_unroll != 16)
-      st->gemv1_unroll = 0;
-    const char *e_rb = getenv("MAMBABYTE_CUDA_GEMV1_RES_ROWS");
-    st->gemv1_res_rows = e_rb ? atoi(e_rb) : 0;
-    if (st->gemv1_res_rows != 1 && st->gemv1_res_rows != 2 && st->gemv1_res_rows != 4 &&
-        st->gemv1_res_rows != 8)
-      st->gemv1_res_rows = 0;
     const char *e_g256 = getenv("MAMBABYTE_CUDA_GEMV_G256_ROWS");
     /* 16 (8 gave bf16 out_proj a warp a row: batch-1 decoding 10% faster, batches 4 and 8 and
      * the verification pass 13% slower; docs/cuda_notes.md) */

@@ -55,10 +55,6 @@ struct mbcuda_state {
                           * (default), 1 one (MAMBABYTE_CUDA_GEMV_OUT=1; A/B runs) */
   int ssu_rows;          /* decoding batches from this size take the state update's thread-per-
                           * (sequence, channel) kernel (MAMBABYTE_CUDA_SSU_ROWS; 0 never) */
-  int gemv1_unroll;      /* mb_decode_layers' batch-1 GEMVs: chunks in flight a row, 0 by weight
-                          * type (MAMBABYTE_CUDA_GEMV1_UNROLL=4|8|16; A/B runs) */
-  int gemv1_res_rows;    /* rows a block of that out_proj GEMV with a block a row; 0 by weight
-                          * type (MAMBABYTE_CUDA_GEMV1_RES_ROWS=1|2|4|8; A/B runs) */
   int gemv_g256_rows;    /* n <= 8 GEMVs of fewer rows than this per SM take a block a row (16;
                           * MAMBABYTE_CUDA_GEMV_G256_ROWS, A/B runs) */
   int ssu_pos;           /* mb_selective_scan_dt over several positions: a warp per position

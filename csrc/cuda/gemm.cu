@@ -355,18 +355,13 @@ struct NormPro {
 /* Chunks in flight a row (gemv_block's UN) of the batch-1 GEMVs of mb_decode_layers
  * (k_gemv_norm, k_gemv_res) with 16-byte loads and G = 32: a lane's whole row of in_proj (7
  * chunks of bf16, 14 of fp32) is loaded at once, not 4 chunks a round (cuda_bench --gemv1 on the
- * H200: 8 for bf16 and 16 for fp32 were the fastest of 4, 8, 16; docs/cuda_notes.md). The bits do
- * not depend on it (an output's lanes, chunks and reduction are the same).
- * MAMBABYTE_CUDA_GEMV1_UNROLL=4|8|16 fixes it (A/B runs). */
+ * H200: 8 for bf16 and 16 for fp32 were the fastest of 4, 8, 16; docs/cuda_notes.md; the others
+ * are retired). The bits do not depend on it (an output's lanes, chunks and reduction are the
+ * same). */
 template <typename WT, bool MANY, typename F>
-static cudaError_t gemv1_unroll(mb_ctx *ctx, F f) {
+static cudaError_t gemv1_unroll(mb_ctx *, F f) {
   using std::integral_constant;
-  if constexpr (MANY) {
-    int u = mbcuda_st(ctx)->gemv1_unroll;
-    if (u == 0) u = sizeof(WT) == 2 ? 8 : 16;
-    if (u == 8) return f(integral_constant<int, 8>());
-    if (u == 16) return f(integral_constant<int, 16>());
-  }
+  if constexpr (MANY) return f(integral_constant<int, sizeof(WT) == 2 ? 8 : 16>());
   return f(integral_constant<int, GEMV_UNROLL>());
 }
 
@@ -624,21 +619,15 @@ k_gemv_res(const float *__restrict__ x, const WT *__restrict__ w, const float *_
       x, in_f, w, bias, 1, in_f, out_f, y, out_f, none, 1, blockIdx.x, blockDim.x, pdl_wait, res);
 }
 
-/* Rows a block of k_gemv_res with a block a row (default 8 for bf16 weights, 4 for fp32;
- * MAMBABYTE_CUDA_GEMV1_RES_ROWS=1|2|4|8 fixes it, A/B runs), and each row's chunks in flight: a
- * thread's share of a 3584-wide row (1.75 chunks of bf16, 3.5 of fp32). */
+/* Rows a block of k_gemv_res with a block a row (8 for bf16 weights, 4 for fp32: the fastest of
+ * 1, 2, 4 and 8 in cuda_bench --gemv1 on the H200, docs/cuda_notes.md; the others are retired),
+ * and each row's chunks in flight: a thread's share of a 3584-wide row (1.75 chunks of bf16, 3.5
+ * of fp32). */
 template <typename WT, typename F>
-static cudaError_t gemv1_res_rows(mb_ctx *ctx, F f) {
+static cudaError_t gemv1_res_rows(mb_ctx *, F f) {
   using std::integral_constant;
   constexpr int UN = sizeof(WT) == 2 ? 2 : 4;
-  int rb = mbcuda_st(ctx)->gemv1_res_rows;
-  if (rb == 0) rb = sizeof(WT) == 2 ? 8 : 4;
-  switch (rb) {
-    case 2: return f(integral_constant<int, 2>(), integral_constant<int, UN>());
-    case 4: return f(integral_constant<int, 4>(), integral_constant<int, UN>());
-    case 8: return f(integral_constant<int, 8>(), integral_constant<int, UN>());
-    default: return f(integral_constant<int, 1>(), integral_constant<int, 0>());
-  }
+  return f(integral_constant<int, sizeof(WT) == 2 ? 8 : 4>(), integral_constant<int, UN>());
 }
 
 template <typename WT>

@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 11
+#define MB_ABI_VERSION 12
 
 /* Status codes. */
 #define MB_OK 0
@@ -167,6 +167,21 @@ int mb_download_wait(mb_ctx *ctx, uint64_t ticket);
  * Returns when done.
  */
 int mb_host_copy(mb_ctx *ctx, void *dst, const void *src, size_t bytes);
+/**
+ * Starts mapping n ranges of fresh host memory (ptrs[i], bytes[i] each; e.g. new result arrays
+ * that downloads will fill) on background threads (every CPU the process may run on but one, at
+ * most 16), each range asked for transparent huge pages as mb_host_copy asks, then populated
+ * (MADV_POPULATE_WRITE), so that their first writes later find the pages there instead of
+ * faulting on them one at a time. The contents are not changed; the ranges may be written while
+ * this runs, and must stay allocated until mb_host_prefault_wait. The context holds one such job:
+ * a second call waits for the first; mb_ctx_destroy waits too. Ranges below 256 KiB are skipped;
+ * MAMBABYTE_HOST_PREFAULT=N caps the threads at N; 0 (or a kernel without MADV_POPULATE_WRITE)
+ * makes it do nothing. A copy into the ranges (mb_host_copy, mb_download_async, mb_memcpy_d2h on
+ * the CPU) first waits until the ranges it writes are mapped: the job maps them in the order given.
+ */
+int mb_host_prefault(mb_ctx *ctx, void *const *ptrs, const size_t *bytes, size_t n);
+/** Returns once the context's mb_host_prefault job (if any) has ended. */
+int mb_host_prefault_wait(mb_ctx *ctx);
 
 /* ---- ops -------------------------------------------------------------------------------------- */
 

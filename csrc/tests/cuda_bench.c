@@ -27,9 +27,9 @@
  *                        decoding at batch 4 and 8)
  *   cuda_bench --ablate  where a decoding step goes (bf16 at batch 1, 8, 64; fp32 at 1): the
  *                        step's graph without one kind of op at a time
- *   cuda_bench --gemv1   decoding one sequence through mb_decode_layers with the forms of its
- *                        batch-1 GEMVs (MAMBABYTE_CUDA_GEMV1_RES_ROWS, MAMBABYTE_CUDA_GEMV1_UNROLL),
- *                        bf16 and fp32, the ops' step as the peer
+ *   cuda_bench --host    where module outputs' host copies go: a 29 MiB tap chunk's download and
+ *                        copies, and 5.4 GB of fresh result arrays filled with and without
+ *                        mb_host_prefault, registered and unregistered
  *   cuda_bench --ncu-step B  one decoding step of B sequences (bf16), run directly between
  *                        cuProfilerStart and cuProfilerStop (after two warm-up steps), for
  *                        `ncu --profile-from-start off` (tools/device/ncu_step.sh)
@@ -623,6 +623,86 @@ static void host_bench(void) {
   MBX(mb_free(G, dev));
 }
 
+/* --host: where the first touch of module outputs' fresh result arrays goes (48 arrays of dt_proj
+ * over 7,850 bytes, 5.4 GB, filled a 2048-row chunk at a time from one pinned buffer, as the tap
+ * pipeline fills them): the fill into fresh arrays alone; for each prefault thread count (the
+ * default, 8, 4: MAMBABYTE_HOST_PREFAULT) mb_host_prefault alone and the fill right after
+ * mb_host_prefault starts (the two overlapping, as an extraction runs them; the copies wait for
+ * their ranges); the fill into mapped arrays, and registering / unregistering mapped arrays
+ * (mb_host_register); ms and GB/s of the 5.4 GB, one run each. */
+enum { HB_ARRAYS = 48 };
+static const size_t HB_ROWS = 7850, HB_COLS = 3584, HB_CHUNK = 2048;
+
+static void hb_fill(char *const *a, const void *pin) {
+  for (int i = 0; i < HB_ARRAYS; i++)
+    for (size_t r = 0; r < HB_ROWS; r += HB_CHUNK)
+      MBX(mb_host_copy(G, a[i] + r * HB_COLS * 4, pin,
+                       (HB_ROWS - r < HB_CHUNK ? HB_ROWS - r : HB_CHUNK) * HB_COLS * 4));
+}
+
+static void hb_alloc(char **a, size_t bytes) {
+  for (int i = 0; i < HB_ARRAYS; i++) a[i] = (char *)malloc(bytes);
+}
+
+static void hb_free(char **a) {
+  for (int i = 0; i < HB_ARRAYS; i++) free(a[i]);
+}
+
+static void host_big_bench(void) {
+  const size_t bytes = HB_ROWS * HB_COLS * 4, cbytes = HB_CHUNK * HB_COLS * 4;
+  void *pin;
+  MBX(mb_host_alloc(G, cbytes, &pin));
+  memset(pin, 1, cbytes);
+  char *a[HB_ARRAYS];
+  size_t sz[HB_ARRAYS];
+  for (int i = 0; i < HB_ARRAYS; i++) sz[i] = bytes;
+  const double gb = (double)HB_ARRAYS * bytes / 1e9;
+  const char *threads[] = {"", "8", "4"};
+  for (int round = 0; round < 2; round++) {
+    hb_alloc(a, bytes);
+    double t0 = now();
+    hb_fill(a, pin);
+    const double fresh = now() - t0;
+    hb_free(a);
+    ROW("host 5.4 GB into fresh arrays: fill alone %.0f ms (%.1f GB/s)", fresh * 1e3, gb / fresh);
+    for (int k = 0; k < 3; k++) {
+      if (threads[k][0]) setenv("MAMBABYTE_HOST_PREFAULT", threads[k], 1);
+      hb_alloc(a, bytes);
+      t0 = now();
+      MBX(mb_host_prefault(G, (void *const *)a, sz, HB_ARRAYS));
+      MBX(mb_host_prefault_wait(G));
+      const double pf = now() - t0;
+      hb_free(a);
+      hb_alloc(a, bytes);
+      t0 = now();
+      MBX(mb_host_prefault(G, (void *const *)a, sz, HB_ARRAYS));
+      hb_fill(a, pin);
+      MBX(mb_host_prefault_wait(G));
+      const double both = now() - t0;
+      unsetenv("MAMBABYTE_HOST_PREFAULT");
+      ROW("  prefault threads %-7s prefault alone %.0f ms (%.1f GB/s) | prefault + fill %.0f ms (%.1f GB/s)",
+          threads[k][0] ? threads[k] : "default", pf * 1e3, gb / pf, both * 1e3, gb / both);
+      if (k < 2) {
+        hb_free(a);
+        continue;
+      }
+      t0 = now();
+      hb_fill(a, pin);
+      const double mapped = now() - t0;
+      t0 = now();
+      for (int i = 0; i < HB_ARRAYS; i++) MBX(mb_host_register(G, a[i], bytes));
+      const double reg = now() - t0;
+      t0 = now();
+      for (int i = 0; i < HB_ARRAYS; i++) MBX(mb_host_unregister(G, a[i]));
+      const double unreg = now() - t0;
+      hb_free(a);
+      ROW("  fill mapped %.0f ms (%.1f GB/s) | register mapped %.0f ms | unregister %.0f ms",
+          mapped * 1e3, gb / mapped, reg * 1e3, unreg * 1e3);
+    }
+  }
+  MBX(mb_host_free(G, pin));
+}
+
 /* A second CUDA context made with one environment variable set (the A/B switches are read at
  * context creation); the model's device memory serves both. */
 static mb_ctx *ctx_with_env(const char *name, const char *value) {
@@ -744,37 +824,6 @@ static void gemv8_sweep(double bw) {
   model_free(&m);
 }
 
-/* --gemv1: decoding one sequence through mb_decode_layers (as the model does) with the forms of
- * its batch-1 GEMVs: out_proj's rows a block (MAMBABYTE_CUDA_GEMV1_RES_ROWS; 0 the default) and
- * in_proj's chunks in flight (MAMBABYTE_CUDA_GEMV1_UNROLL; "1/4" is the form before both), bf16
- * and fp32 weights, twice in turn (the runs' drift shows), with the five-ops step as the peer. */
-static void gemv1_sweep(double bw) {
-  const char *rows[] = {"0", "1", "2", "4", "8", "1"}, *unroll[] = {"0", "0", "0", "0", "0", "4"};
-  const int nf = (int)(sizeof rows / sizeof rows[0]);
-  for (int dt = 1; dt >= 0; dt--) {
-    model m;
-    model_init(&m, dt ? MB_DTYPE_BF16 : MB_DTYPE_F32);
-    for (int rep = 0; rep < 2; rep++) {
-      char l[32];
-      snprintf(l, sizeof l, "%s,ops", dt ? "bf16" : "f32");
-      decode_bench(&m, bw, 1, l);
-      g_layers = 1;
-      for (int f = 0; f < nf; f++) {
-        mb_ctx *g0 = G;
-        setenv("MAMBABYTE_CUDA_GEMV1_UNROLL", unroll[f], 1);
-        G = ctx_with_env("MAMBABYTE_CUDA_GEMV1_RES_ROWS", rows[f]);
-        unsetenv("MAMBABYTE_CUDA_GEMV1_UNROLL");
-        snprintf(l, sizeof l, "%s,r%s/u%s", dt ? "bf16" : "f32", rows[f], unroll[f]);
-        decode_bench(&m, bw, 1, l);
-        MBX(mb_ctx_destroy(G));
-        G = g0;
-      }
-      g_layers = 0;
-    }
-    model_free(&m);
-  }
-}
-
 /* cuProfilerStart / cuProfilerStop of the CUDA driver the library has loaded (looked up, so that
  * this program stays on the public ABI): a profiler started with --profile-from-start off then
  * sees only the kernels in between. No driver loaded: nothing. */
@@ -837,6 +886,11 @@ int main(int argc, char **argv) {
     MBX(mb_ctx_destroy(G));
     return 0;
   }
+  if (argc > 1 && !strcmp(argv[1], "--host")) {
+    host_bench();
+    host_big_bench();
+    return finish("cuda_bench --host");
+  }
   double bw = copy_bw();
   if (ssu_only) {
     model m;
@@ -859,10 +913,6 @@ int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--gemv8")) {
     gemv8_sweep(bw);
     return finish("cuda_bench --gemv8");
-  }
-  if (argc > 1 && !strcmp(argv[1], "--gemv1")) {
-    gemv1_sweep(bw);
-    return finish("cuda_bench --gemv1");
   }
   if (argc > 1 && !strcmp(argv[1], "--fwd")) {
     fwd_peers();

@@ -360,6 +360,32 @@ export class Backend {
     }
   }
 
+  /**
+   * Starts mapping the memory of `views` (fresh arrays that downloads will fill) on background
+   * threads (mb_host_prefault), so that their first fill finds the pages there; the contents are
+   * unchanged. The views must stay alive until {@link hostPrefaultWait}; a second call waits for
+   * the first.
+   */
+  hostPrefault(views: readonly ArrayBufferView[]): void {
+    const big = views.filter((v) => v.byteLength > 0);
+    if (!big.length) return;
+    const ptrs = new BigUint64Array(big.length);
+    const sizes = new BigUint64Array(big.length);
+    big.forEach((v, i) => {
+      ptrs[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(v)));
+      sizes[i] = BigInt(v.byteLength);
+    });
+    check(
+      this.#lib.mb_host_prefault(this.#c, ptrs, sizes, BigInt(big.length)),
+      "host_prefault",
+    );
+  }
+
+  /** Returns once the mapping {@link hostPrefault} started has ended. */
+  hostPrefaultWait(): void {
+    check(this.#lib.mb_host_prefault_wait(this.#c), "host_prefault_wait");
+  }
+
   /** Copies bytes within backend memory. */
   copy(dst: Ptr, src: Ptr, bytes: number): void {
     if (bytes > 0) check(this.#lib.mb_memcpy_d2d(this.#c, dst, src, BigInt(bytes)), "memcpy_d2d");

@@ -81,6 +81,8 @@ export const SYMBOLS = {
   },
   mb_download_wait: { parameters: ["pointer", "u64"], result: "i32" },
   mb_host_copy: { parameters: ["pointer", "buffer", "pointer", "usize"], result: "i32" },
+  mb_host_prefault: { parameters: ["pointer", "buffer", "buffer", "usize"], result: "i32" },
+  mb_host_prefault_wait: { parameters: ["pointer"], result: "i32" },
   mb_embedding: {
     parameters: ["pointer", "pointer", "i64", "pointer", "i32", "i64", "i64", "pointer"],
     result: "i32",
@@ -429,7 +431,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 11;
+export const ABI_VERSION = 12;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {

@@ -9,10 +9,13 @@
 #   3. tests/decode_layers_test.ts and tests/cuda_model_test.ts through Deno;
 #   4. cuda_bench --batch (decoding batches 1 to 256 and the batch-64 layer's ops) for each value;
 #   4b. GEMV8=1: cuda_bench --gemv8 (the n <= 8 GEMV's inputs and output rows per thread swept);
-#       GEMV1=1: cuda_bench --gemv1 (the batch-1 GEMVs' forms, through mb_decode_layers);
+#       HOST=1: cuda_bench --host (module outputs' host copies: a tap chunk's, and 5.4 GB of fresh
+#       result arrays with and without mb_host_prefault);
 #   4c. ABLATE=1: cuda_bench --ablate (where a decoding step goes: each kind of op left out of the
 #       replayed step in turn), for each value;
 #   5. BENCH_GPU_CASES=<cases>: bench:gpu (through Deno) on those cases, for each value;
+#   5b. EXTRACT=1: bench:extract (972M fp32, REPEATS, default 3) for each value, the values
+#       alternated twice;
 #   6. PROFILE_VERIFY=1: tools/profile_verify_cuda.ts at the 972M shape (bf16), the decoding
 #      step's and the 8-position verification's graphs, for each value.
 # Used as `AB_VAR=MAMBABYTE_CUDA_GEMV_OUT AB_VALUES="0 1" PROFILE_VERIFY=1` (several output rows a
@@ -55,10 +58,11 @@ if [ -n "${GEMV8:-}" ]; then
   sed -n '/^====/,$p' "$OUT/bench_gemv8.log"
 fi
 
-if [ -n "${GEMV1:-}" ]; then
-  step "cuda_bench --gemv1"
-  timeout "${BENCH_T:-150}" ./$B/cuda_bench --gemv1 >"$OUT/bench_gemv1.log" 2>&1 || fail
-  sed -n '/^====/,$p' "$OUT/bench_gemv1.log"
+if [ -n "${HOST:-}" ]; then
+  step "cuda_bench --host"
+  echo "THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled) defrag $(cat /sys/kernel/mm/transparent_hugepage/defrag)"
+  timeout "${BENCH_T:-150}" ./$B/cuda_bench --host >"$OUT/bench_host.log" 2>&1 || fail
+  sed -n '/^====/,$p' "$OUT/bench_host.log"
 fi
 
 if [ -n "${ABLATE:-}" ]; then
@@ -75,6 +79,15 @@ if [ -f .gpu/deno.xz ] && [ -n "${BENCH_GPU_CASES:-}" ]; then
     step "bench:gpu $BENCH_GPU_CASES ($AB_VAR=$v)"
     env "$AB_VAR=$v" timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A \
       scripts/bench_gpu.ts --cases "$BENCH_GPU_CASES" 2>&1 | tee "$OUT/bench_gpu_$v.log" || fail
+  done
+fi
+
+if [ -f .gpu/deno.xz ] && [ -n "${EXTRACT:-}" ]; then
+  for v in $AB_VALUES $AB_VALUES; do
+    step "bench:extract 972M fp32 ($AB_VAR=$v)"
+    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A \
+      scripts/bench_extract.ts --device cuda --model_id 972M --repeats "${REPEATS:-3}" 2>&1 |
+      tee -a "$OUT/bench_extract_$v.log" | grep -E "forward|discrete|module|the same" || fail
   done
 fi
 
