@@ -34,7 +34,10 @@
  *                        cuProfilerStart and cuProfilerStop (after two warm-up steps), for
  *                        `ncu --profile-from-start off` (tools/device/ncu_step.sh)
  */
+#define _DEFAULT_SOURCE /* madvise (with the build's _POSIX_C_SOURCE) */
 #include <dlfcn.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -648,6 +651,37 @@ static void hb_free(char **a) {
   for (int i = 0; i < HB_ARRAYS; i++) free(a[i]);
 }
 
+/* MADV_HUGEPAGE on the 2 MiB-aligned part of a range (as mb_host_copy and mb_host_prefault ask) */
+static int madvise_huge_for_bench(void *p, size_t bytes) {
+  const uintptr_t h = (uintptr_t)2 << 20;
+  const uintptr_t lo = ((uintptr_t)p + h - 1) & ~(h - 1), hi = ((uintptr_t)p + bytes) & ~(h - 1);
+  return hi > lo ? madvise((void *)lo, hi - lo, 14 /* MADV_HUGEPAGE */) : 0;
+}
+
+/* mb_host_register (or unregister) of arrays i = first, first + step, ... from one thread */
+struct hb_reg {
+  char **a;
+  size_t bytes;
+  int first, step, unreg;
+};
+static void *hb_reg_main(void *arg) {
+  const struct hb_reg *r = (const struct hb_reg *)arg;
+  for (int i = r->first; i < HB_ARRAYS; i += r->step)
+    MBX(r->unreg ? mb_host_unregister(G, r->a[i]) : mb_host_register(G, r->a[i], r->bytes));
+  return NULL;
+}
+static double hb_register(char **a, size_t bytes, int threads, int unreg) {
+  pthread_t th[16];
+  struct hb_reg r[16];
+  const double t0 = now();
+  for (int t = 0; t < threads; t++) {
+    r[t] = (struct hb_reg){a, bytes, t, threads, unreg};
+    if (pthread_create(&th[t], NULL, hb_reg_main, &r[t]) != 0) abort();
+  }
+  for (int t = 0; t < threads; t++) pthread_join(th[t], NULL);
+  return now() - t0;
+}
+
 static void host_big_bench(void) {
   const size_t bytes = HB_ROWS * HB_COLS * 4, cbytes = HB_CHUNK * HB_COLS * 4;
   void *pin;
@@ -658,6 +692,8 @@ static void host_big_bench(void) {
   for (int i = 0; i < HB_ARRAYS; i++) sz[i] = bytes;
   const double gb = (double)HB_ARRAYS * bytes / 1e9;
   const char *threads[] = {"", "8", "4"};
+  mb_ctx *cpu_ctx = NULL;
+  MBX(mb_ctx_create(MB_BACKEND_CPU, 0, 0, &cpu_ctx));
   for (int round = 0; round < 2; round++) {
     hb_alloc(a, bytes);
     double t0 = now();
@@ -679,9 +715,25 @@ static void host_big_bench(void) {
       hb_fill(a, pin);
       MBX(mb_host_prefault_wait(G));
       const double both = now() - t0;
+      hb_free(a);
+      /* the same with the copies through a context without the job: they do not wait for their
+       * ranges, and populate what is not mapped yet themselves */
+      hb_alloc(a, bytes);
+      t0 = now();
+      MBX(mb_host_prefault(G, (void *const *)a, sz, HB_ARRAYS));
+      {
+        mb_ctx *g0 = G;
+        G = cpu_ctx;
+        hb_fill(a, pin);
+        G = g0;
+      }
+      MBX(mb_host_prefault_wait(G));
+      const double nowait = now() - t0;
       unsetenv("MAMBABYTE_HOST_PREFAULT");
-      ROW("  prefault threads %-7s prefault alone %.0f ms (%.1f GB/s) | prefault + fill %.0f ms (%.1f GB/s)",
-          threads[k][0] ? threads[k] : "default", pf * 1e3, gb / pf, both * 1e3, gb / both);
+      ROW("  prefault threads %-7s prefault alone %.0f ms (%.1f GB/s) | prefault + fill %.0f ms (%.1f "
+          "GB/s) | copies not waiting %.0f ms",
+          threads[k][0] ? threads[k] : "default", pf * 1e3, gb / pf, both * 1e3, gb / both,
+          nowait * 1e3);
       if (k < 2) {
         hb_free(a);
         continue;
@@ -689,17 +741,22 @@ static void host_big_bench(void) {
       t0 = now();
       hb_fill(a, pin);
       const double mapped = now() - t0;
-      t0 = now();
-      for (int i = 0; i < HB_ARRAYS; i++) MBX(mb_host_register(G, a[i], bytes));
-      const double reg = now() - t0;
-      t0 = now();
-      for (int i = 0; i < HB_ARRAYS; i++) MBX(mb_host_unregister(G, a[i]));
-      const double unreg = now() - t0;
+      const double reg = hb_register(a, bytes, 1, 0), unreg = hb_register(a, bytes, 1, 1);
+      const double reg8 = hb_register(a, bytes, 8, 0), unreg8 = hb_register(a, bytes, 8, 1);
       hb_free(a);
-      ROW("  fill mapped %.0f ms (%.1f GB/s) | register mapped %.0f ms | unregister %.0f ms",
-          mapped * 1e3, gb / mapped, reg * 1e3, unreg * 1e3);
+      /* registering fresh arrays maps them too (advised onto huge pages first, as prefault does) */
+      hb_alloc(a, bytes);
+      for (int i = 0; i < HB_ARRAYS; i++) (void)madvise_huge_for_bench(a[i], bytes);
+      const double regf8 = hb_register(a, bytes, 8, 0);
+      (void)hb_register(a, bytes, 8, 1);
+      hb_free(a);
+      ROW("  fill mapped %.0f ms (%.1f GB/s) | register mapped %.0f ms, from 8 threads %.0f | "
+          "unregister %.0f, from 8 threads %.0f | register fresh from 8 threads %.0f",
+          mapped * 1e3, gb / mapped, reg * 1e3, reg8 * 1e3, unreg * 1e3, unreg8 * 1e3,
+          regf8 * 1e3);
     }
   }
+  MBX(mb_ctx_destroy(cpu_ctx));
   MBX(mb_host_free(G, pin));
 }
 
