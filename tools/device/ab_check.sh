@@ -10,7 +10,7 @@
 #   4. cuda_bench --batch (decoding batches 1 to 256 and the batch-64 layer's ops) for each value;
 #   4b. GEMV8=1: cuda_bench --gemv8 (the n <= 8 GEMV's inputs and output rows per thread swept);
 #       HOST=1: cuda_bench --host (module outputs' host copies: a tap chunk's, and 5.4 GB of fresh
-#       result arrays with and without mb_host_prefault);
+#       result arrays with and without mb_host_prefault), for each value;
 #   4c. ABLATE=1: cuda_bench --ablate (where a decoding step goes: each kind of op left out of the
 #       replayed step in turn), for each value;
 #   5. BENCH_GPU_CASES=<cases>: bench:gpu (through Deno) on those cases, for each value;
@@ -59,10 +59,13 @@ if [ -n "${GEMV8:-}" ]; then
 fi
 
 if [ -n "${HOST:-}" ]; then
-  step "cuda_bench --host"
   echo "THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled) defrag $(cat /sys/kernel/mm/transparent_hugepage/defrag)"
-  timeout "${BENCH_T:-150}" ./$B/cuda_bench --host >"$OUT/bench_host.log" 2>&1 || fail
-  sed -n '/^====/,$p' "$OUT/bench_host.log"
+  for v in $AB_VALUES; do
+    step "cuda_bench --host ($AB_VAR=$v)"
+    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" ./$B/cuda_bench --host >"$OUT/bench_host_$v.log" 2>&1 ||
+      fail
+    sed -n '/^====/,$p' "$OUT/bench_host_$v.log"
+  done
 fi
 
 if [ -n "${ABLATE:-}" ]; then
