@@ -651,6 +651,19 @@ static void hb_free(char **a) {
   for (int i = 0; i < HB_ARRAYS; i++) free(a[i]);
 }
 
+/* Seconds to fill fresh arrays a (sizes sz) from pin through copy_ctx's mb_host_copy while G's
+ * mb_host_prefault maps them. */
+static double hb_prefault_fill(char **a, const size_t *sz, const void *pin, mb_ctx *copy_ctx) {
+  const double t0 = now();
+  MBX(mb_host_prefault(G, (void *const *)a, sz, HB_ARRAYS));
+  mb_ctx *g0 = G;
+  G = copy_ctx;
+  hb_fill(a, pin);
+  G = g0;
+  MBX(mb_host_prefault_wait(G));
+  return now() - t0;
+}
+
 /* MADV_HUGEPAGE on the 2 MiB-aligned part of a range (as mb_host_copy and mb_host_prefault ask) */
 static int madvise_huge_for_bench(void *p, size_t bytes) {
   const uintptr_t h = (uintptr_t)2 << 20;
@@ -710,25 +723,12 @@ static void host_big_bench(void) {
       const double pf = now() - t0;
       hb_free(a);
       hb_alloc(a, bytes);
-      t0 = now();
-      MBX(mb_host_prefault(G, (void *const *)a, sz, HB_ARRAYS));
-      hb_fill(a, pin);
-      MBX(mb_host_prefault_wait(G));
-      const double both = now() - t0;
+      const double both = hb_prefault_fill(a, sz, pin, G);
       hb_free(a);
       /* the same with the copies through a context without the job: they do not wait for their
        * ranges, and populate what is not mapped yet themselves */
       hb_alloc(a, bytes);
-      t0 = now();
-      MBX(mb_host_prefault(G, (void *const *)a, sz, HB_ARRAYS));
-      {
-        mb_ctx *g0 = G;
-        G = cpu_ctx;
-        hb_fill(a, pin);
-        G = g0;
-      }
-      MBX(mb_host_prefault_wait(G));
-      const double nowait = now() - t0;
+      const double nowait = hb_prefault_fill(a, sz, pin, cpu_ctx);
       unsetenv("MAMBABYTE_HOST_PREFAULT");
       ROW("  prefault threads %-7s prefault alone %.0f ms (%.1f GB/s) | prefault + fill %.0f ms (%.1f "
           "GB/s) | copies not waiting %.0f ms",

@@ -569,22 +569,29 @@ static void t_conv_linear_off(void) {
 }
 
 static void t_ssu_dt(void) {
-  struct { int64_t batch, d, n, R; int wdt, bias, Dz, dout; } cs[] = {
-      {1, 37, 16, 8, MB_DTYPE_F32, 1, 1, 1},   {3, 101, 16, 112, MB_DTYPE_BF16, 1, 0, 0},
-      {1, 101, 3, 112, MB_DTYPE_BF16, 0, 1, 1}, {2, 37, 17, 13, MB_DTYPE_BF16, 1, 1, 0},
-      {1, 70, 33, 40, MB_DTYPE_F32, 1, 0, 1},  {2, 50, 64, 40, MB_DTYPE_BF16, 1, 1, 1},
-      {1, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1}, {64, 300, 16, 112, MB_DTYPE_F32, 1, 1, 0},
-      {5, 33, 1, 112, MB_DTYPE_F32, 1, 1, 1},  {6, 1000, 16, 112, MB_DTYPE_BF16, 0, 1, 1},
+  /* al: x_dbl's rows 16-byte aligned (ldx a multiple of 4), as the model's are (the batch
+   * kernel's four-threads-a-channel form, built and retired, took only those) */
+  struct { int64_t batch, d, n, R; int wdt, bias, Dz, dout, al; } cs[] = {
+      {1, 37, 16, 8, MB_DTYPE_F32, 1, 1, 1, 0},   {3, 101, 16, 112, MB_DTYPE_BF16, 1, 0, 0, 0},
+      {1, 101, 3, 112, MB_DTYPE_BF16, 0, 1, 1, 0}, {2, 37, 17, 13, MB_DTYPE_BF16, 1, 1, 0, 0},
+      {1, 70, 33, 40, MB_DTYPE_F32, 1, 0, 1, 0},  {2, 50, 64, 40, MB_DTYPE_BF16, 1, 1, 1, 0},
+      {1, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1, 0}, {64, 300, 16, 112, MB_DTYPE_F32, 1, 1, 0, 0},
+      {5, 33, 1, 112, MB_DTYPE_F32, 1, 1, 1, 0},  {6, 1000, 16, 112, MB_DTYPE_BF16, 0, 1, 1, 0},
       /* decoding batches of 8 to 64 */
-      {19, 101, 16, 112, MB_DTYPE_BF16, 1, 1, 1}, {17, 37, 17, 13, MB_DTYPE_F32, 1, 0, 1},
-      {16, 50, 64, 40, MB_DTYPE_BF16, 0, 1, 0},  {64, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1},
-      {9, 37, 1, 8, MB_DTYPE_F32, 1, 1, 1},      {8, 70, 33, 40, MB_DTYPE_F32, 1, 0, 1},
-      {8, 101, 16, 13, MB_DTYPE_BF16, 1, 1, 1}, /* R = 13: the weights' scalar path */
+      {19, 101, 16, 112, MB_DTYPE_BF16, 1, 1, 1, 0}, {17, 37, 17, 13, MB_DTYPE_F32, 1, 0, 1, 0},
+      {16, 50, 64, 40, MB_DTYPE_BF16, 0, 1, 0, 0},  {64, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1, 0},
+      {9, 37, 1, 8, MB_DTYPE_F32, 1, 1, 1, 0},      {8, 70, 33, 40, MB_DTYPE_F32, 1, 0, 1, 0},
+      {8, 101, 16, 13, MB_DTYPE_BF16, 1, 1, 1, 0}, /* R = 13: the weights' scalar path */
+      /* aligned rows (partial blocks of channels and of sequences, fp32's 28 chunks, R = 64) */
+      {64, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1, 1}, {19, 101, 16, 112, MB_DTYPE_BF16, 1, 1, 1, 1},
+      {33, 300, 16, 112, MB_DTYPE_F32, 1, 0, 1, 1},   {16, 37, 16, 64, MB_DTYPE_BF16, 0, 1, 0, 1},
+      {3, 101, 16, 112, MB_DTYPE_BF16, 1, 1, 1, 1},   {256, 200, 16, 112, MB_DTYPE_BF16, 1, 1, 0, 1},
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     int64_t B = cs[ci].batch, d = cs[ci].d, n = cs[ci].n, R = cs[ci].R;
     if (g_small && (d > 1000 || B > 24)) continue;
-    int64_t ldu = d + 3, ldx = R + 2 * n + 1, ldz = 2 * d, ldy = d + 2;
+    int64_t ldu = d + 3, ldz = 2 * d, ldy = d + 2;
+    int64_t ldx = cs[ci].al ? (R + 2 * n + 3) / 4 * 4 : R + 2 * n + 1;
     pair U = prand(B * ldu, -2, 2), X = prand(B * ldx, -1, 1), Z = prand(B * ldz, -3, 3);
     pair W = weights(d, R, cs[ci].wdt, -0.5f, 0.5f);
     pair Bi = prand(d, -4, -1), Dk = prand(d, -1, 1);
@@ -609,9 +616,9 @@ static void t_ssu_dt(void) {
                                      xg + R + n, ldx, D ? G(Dk) : NULL, D ? G(Z) : NULL, ldz,
                                      G(S), B, d, n, 1, cs[ci].dout ? G(DO) : NULL, G(Y), ldy, yb_g));
     char cfg[96];
-    snprintf(cfg, sizeof cfg, "b=%lld d=%lld n=%lld R=%lld %s bias=%d Dz=%d", (long long)B,
+    snprintf(cfg, sizeof cfg, "b=%lld d=%lld n=%lld R=%lld %s bias=%d Dz=%d%s", (long long)B,
              (long long)d, (long long)n, (long long)R, cs[ci].wdt ? "bf16" : "f32", cs[ci].bias,
-             D);
+             D, cs[ci].al ? " aligned" : "");
     check("ssu_dt", cfg, "y", rel_err(&Y, B, d, ldy), 1e-5);
     check("ssu_dt", cfg, "state", rel_all(&S), 1e-5);
     if (cs[ci].dout) check("ssu_dt", cfg, "delta", rel_all(&DO), 1e-5);

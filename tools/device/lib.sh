@@ -112,6 +112,7 @@ build_and_check_ops() {
   timeout "${SAN_T:-120}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
     ./$b/cuda_vs_cpu --small "${only[@]}" >"$OUT/memcheck.log" 2>&1 || fail
   note "memcheck: $(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1) / $(grep -E "cases" "$OUT/memcheck.log" | tail -1)"
+  [ -n "${SKIP_RACE:-}" ] && return 0 # SKIP_RACE=1: memcheck only (kernels without shared memory)
   step "racecheck --small ${only[*]:-(all)}"
   timeout "${SAN_T:-120}" compute-sanitizer --tool racecheck --error-exitcode 9 \
     ./$b/cuda_vs_cpu --small "${only[@]}" >"$OUT/racecheck.log" 2>&1 || fail
