@@ -8,7 +8,9 @@
  * 29 MiB into a fresh array on a 2-vCPU VM, ~104 ms plain, ~34 ms here. A destination that is
  * already mapped (an allocator's reused memory; three pages sampled with mincore) skips the
  * populate calls, which there only cost time; its copy still splits over threads when large, for
- * memory bandwidth.
+ * memory bandwidth, and copies of 4 MiB and more use streaming stores (copy_stream).
+ * mb_host_prefault's job (below) maps fresh destinations ahead on background threads; a copy into
+ * one of its ranges waits for that range, then copies as into mapped memory.
  */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT, MADV_POPULATE_WRITE */
 #include <pthread.h>
