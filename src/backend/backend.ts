@@ -367,16 +367,16 @@ export class Backend {
    * the first.
    */
   hostPrefault(views: readonly ArrayBufferView[]): void {
-    const big = views.filter((v) => v.byteLength > 0);
-    if (!big.length) return;
-    const ptrs = new BigUint64Array(big.length);
-    const sizes = new BigUint64Array(big.length);
-    big.forEach((v, i) => {
+    const some = views.filter((v) => v.byteLength > 0);
+    if (!some.length) return;
+    const ptrs = new BigUint64Array(some.length);
+    const sizes = new BigUint64Array(some.length);
+    some.forEach((v, i) => {
       ptrs[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(v)));
       sizes[i] = BigInt(v.byteLength);
     });
     check(
-      this.#lib.mb_host_prefault(this.#c, ptrs, sizes, BigInt(big.length)),
+      this.#lib.mb_host_prefault(this.#c, ptrs, sizes, BigInt(some.length)),
       "host_prefault",
     );
   }
