@@ -358,11 +358,9 @@ struct NormPro {
  * H200: 8 for bf16 and 16 for fp32 were the fastest of 4, 8, 16; docs/cuda_notes.md; the others
  * are retired). The bits do not depend on it (an output's lanes, chunks and reduction are the
  * same). */
-template <typename WT, bool MANY, typename F>
-static cudaError_t gemv1_unroll(mb_ctx *, F f) {
-  using std::integral_constant;
-  if constexpr (MANY) return f(integral_constant<int, sizeof(WT) == 2 ? 8 : 16>());
-  return f(integral_constant<int, GEMV_UNROLL>());
+template <typename WT, bool MANY>
+constexpr int gemv1_unroll() {
+  return MANY ? (sizeof(WT) == 2 ? 8 : 16) : GEMV_UNROLL;
 }
 
 /* One block: its in_proj weights in flight first, then (after the PDL wait) the normed row into
@@ -391,14 +389,12 @@ static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a
                                        const NormPro &np, const ConvEpi &ce) {
   const dim3 grid((unsigned)((a->out_f + 256 / G - 1) / (256 / G))), block(256);
   const WT *w = (const WT *)a->w;
-  return gemv1_unroll<WT, VEC && G == 32>(ctx, [&](auto un) {
-    constexpr int UN = decltype(un)::value;
+  constexpr int UN = gemv1_unroll<WT, VEC && G == 32>();
 #define NPL(V, P) mbcuda_launch(ctx, k_gemv_norm<WT, G, VEC, V, P, UN>, grid, block, 0, np, w, \
                                 a->bias, a->d_model, a->out_f, a->y, ce)
-    if (vpt == 4) return a->plain ? NPL(4, true) : NPL(4, false);
-    return a->plain ? NPL(8, true) : NPL(8, false);
+  if (vpt == 4) return a->plain ? NPL(4, true) : NPL(4, false);
+  return a->plain ? NPL(8, true) : NPL(8, false);
 #undef NPL
-  });
 }
 
 template <typename WT>
@@ -623,11 +619,13 @@ k_gemv_res(const float *__restrict__ x, const WT *__restrict__ w, const float *_
  * 1, 2, 4 and 8 in cuda_bench --gemv1 on the H200, docs/cuda_notes.md; the others are retired),
  * and each row's chunks in flight: a thread's share of a 3584-wide row (1.75 chunks of bf16, 3.5
  * of fp32). */
-template <typename WT, typename F>
-static cudaError_t gemv1_res_rows(mb_ctx *, F f) {
-  using std::integral_constant;
-  constexpr int UN = sizeof(WT) == 2 ? 2 : 4;
-  return f(integral_constant<int, sizeof(WT) == 2 ? 8 : 4>(), integral_constant<int, UN>());
+template <typename WT>
+constexpr int gemv1_res_rows() {
+  return sizeof(WT) == 2 ? 8 : 4;
+}
+template <typename WT>
+constexpr int gemv1_res_unroll() {
+  return sizeof(WT) == 2 ? 2 : 4;
 }
 
 template <typename WT>
@@ -638,18 +636,14 @@ static cudaError_t linear_residual_wt(mb_ctx *ctx, const float *x, const WT *w, 
     constexpr bool VEC = decltype(v)::value;
     const dim3 block(256);
     if constexpr (G == 256 && VEC) {
-      return gemv1_res_rows<WT>(ctx, [&](auto rb, auto un) {
-        constexpr int RB = decltype(rb)::value;
-        const dim3 grid((unsigned)((out_f + RB - 1) / RB));
-        return mbcuda_launch(ctx, k_gemv_res<WT, G, VEC, decltype(un)::value, RB>, grid, block, 0,
-                             x, w, bias, in_f, out_f, y, res);
-      });
+      constexpr int RB = gemv1_res_rows<WT>();
+      const dim3 grid((unsigned)((out_f + RB - 1) / RB));
+      return mbcuda_launch(ctx, k_gemv_res<WT, G, VEC, gemv1_res_unroll<WT>(), RB>, grid, block, 0,
+                           x, w, bias, in_f, out_f, y, res);
     } else {
       const dim3 grid((unsigned)((out_f + 256 / G - 1) / (256 / G)));
-      return gemv1_unroll<WT, VEC && G == 32>(ctx, [&](auto un) {
-        return mbcuda_launch(ctx, k_gemv_res<WT, G, VEC, decltype(un)::value>, grid, block, 0, x,
-                             w, bias, in_f, out_f, y, res);
-      });
+      return mbcuda_launch(ctx, k_gemv_res<WT, G, VEC, gemv1_unroll<WT, VEC && G == 32>()>, grid,
+                           block, 0, x, w, bias, in_f, out_f, y, res);
     }
   });
 }
