@@ -43,14 +43,19 @@ if [ $? -ne 1 ]; then
   cuda_model_tests "${DENO_T:-150}" tests/decode_layers_test.ts tests/cuda_model_test.ts
 fi
 
-if [ -z "${SKIP_BATCH:-}" ]; then
+# cuda_bench_each MODE: cuda_bench MODE for each value of AB_VAR, its table printed (logs
+# $OUT/bench_<mode>_<value>.log)
+cuda_bench_each() {
+  local v log
   for v in $AB_VALUES; do
-    step "cuda_bench --batch ($AB_VAR=$v)"
-    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" ./$B/cuda_bench --batch \
-      >"$OUT/bench_batch_$v.log" 2>&1 || fail
-    sed -n '/^====/,$p' "$OUT/bench_batch_$v.log"
+    log="$OUT/bench_${1#--}_$v.log"
+    step "cuda_bench $1 ($AB_VAR=$v)"
+    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" ./$B/cuda_bench "$1" >"$log" 2>&1 || fail
+    sed -n '/^====/,$p' "$log"
   done
-fi
+}
+
+[ -z "${SKIP_BATCH:-}" ] && cuda_bench_each --batch
 
 if [ -n "${GEMV8:-}" ]; then
   step "cuda_bench --gemv8"
@@ -59,23 +64,11 @@ if [ -n "${GEMV8:-}" ]; then
 fi
 
 if [ -n "${HOST:-}" ]; then
-  echo "THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled) defrag $(cat /sys/kernel/mm/transparent_hugepage/defrag)"
-  for v in $AB_VALUES; do
-    step "cuda_bench --host ($AB_VAR=$v)"
-    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" ./$B/cuda_bench --host >"$OUT/bench_host_$v.log" 2>&1 ||
-      fail
-    sed -n '/^====/,$p' "$OUT/bench_host_$v.log"
-  done
+  print_thp
+  cuda_bench_each --host
 fi
 
-if [ -n "${ABLATE:-}" ]; then
-  for v in $AB_VALUES; do
-    step "cuda_bench --ablate ($AB_VAR=$v)"
-    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" ./$B/cuda_bench --ablate >"$OUT/ablate_$v.log" 2>&1 ||
-      fail
-    sed -n '/^====/,$p' "$OUT/ablate_$v.log"
-  done
-fi
+[ -n "${ABLATE:-}" ] && cuda_bench_each --ablate
 
 if [ -f .gpu/deno.xz ] && [ -n "${BENCH_GPU_CASES:-}" ]; then
   for v in $AB_VALUES; do
@@ -86,12 +79,8 @@ if [ -f .gpu/deno.xz ] && [ -n "${BENCH_GPU_CASES:-}" ]; then
 fi
 
 if [ -f .gpu/deno.xz ] && [ -n "${EXTRACT:-}" ]; then
-  for v in $AB_VALUES $AB_VALUES; do
-    step "bench:extract 972M fp32 ($AB_VAR=$v)"
-    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A \
-      scripts/bench_extract.ts --device cuda --model_id 972M --repeats "${REPEATS:-3}" 2>&1 |
-      tee -a "$OUT/bench_extract_$v.log" | grep -E "forward|discrete|module|the same" || fail
-  done
+  print_thp
+  for v in $AB_VALUES $AB_VALUES; do bench_extract_with "$AB_VAR=$v"; done
 fi
 
 if [ -f .gpu/deno.xz ] && [ -n "${PROFILE_VERIFY:-}" ]; then

@@ -15,13 +15,11 @@ mkdir -p "$OUT"
 . tools/device/lib.sh
 B=build-cuda
 
-step "build"
-build_cuda -DMAMBABYTE_TESTS=ON
 if [ -z "${SKIP_VS:-}" ]; then
-  step "cuda_vs_cpu (all)"
-  timeout "${TEST_T:-150}" ./$B/cuda_vs_cpu >"$OUT/test.log" 2>&1 || fail
-  grep -E "FAIL|FATAL" "$OUT/test.log" | head -30
-  note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
+  SKIP_SAN=1 build_and_check_ops
+else
+  step "build"
+  build_cuda -DMAMBABYTE_TESTS=ON
 fi
 
 step "blas_sweep"
@@ -36,13 +34,8 @@ fi
 
 setup_deno
 if [ -f .gpu/deno.xz ]; then
-  echo "THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled) defrag $(cat /sys/kernel/mm/transparent_hugepage/defrag)"
-  for v in ${HUGE_VALUES:-1 0 1 0}; do
-    step "bench:extract 972M fp32 (MAMBABYTE_HOST_HUGEPAGES=$v)"
-    MAMBABYTE_HOST_HUGEPAGES=$v timeout "${BENCH_T:-200}" deno run --cached-only --no-check -A \
-      scripts/bench_extract.ts --device cuda --model_id 972M --repeats "${REPEATS:-3}" 2>&1 |
-      tee "$OUT/bench_extract_$v.log" | grep -E "forward|discrete|module|the same" || fail
-  done
+  print_thp
+  for v in ${HUGE_VALUES:-1 0 1 0}; do bench_extract_with "MAMBABYTE_HOST_HUGEPAGES=$v"; done
 fi
 
 if [ -n "${ABLATE:-}" ]; then

@@ -128,6 +128,21 @@ cuda_vs_cpu_with() {
   note "cuda_vs_cpu ($1): $(grep -E "cases" "$OUT/$2" | tail -1)"
 }
 
+# print_thp: the system's transparent huge page modes (what fresh host arrays get)
+print_thp() {
+  echo "THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled) defrag $(cat /sys/kernel/mm/transparent_hugepage/defrag)"
+}
+
+# bench_extract_with NAME=VALUE: bench:extract (972M fp32, REPEATS repeats, default 3; within
+# BENCH_T seconds, default 200) with that environment switch set, its rows printed and appended to
+# $OUT/bench_extract_VALUE.log (call setup_deno first)
+bench_extract_with() {
+  step "bench:extract 972M fp32 ($1)"
+  env "$1" timeout "${BENCH_T:-200}" deno run --cached-only --no-check -A scripts/bench_extract.ts \
+    --device cuda --model_id 972M --repeats "${REPEATS:-3}" 2>&1 |
+    tee -a "$OUT/bench_extract_${1#*=}.log" | grep -E "forward|discrete|module|the same" || fail
+}
+
 # The Nsight Compute sections the kernel profiles print (ncu_ssu64.sh, ncu_step.sh): speed of light,
 # memory, occupancy, the schedulers' issue figures, warp state and launch shape.
 NCU_SECTIONS=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy
