@@ -171,15 +171,16 @@ export async function extractModuleOutputs(
   // arrive), so that their downloads do not each fault on their pages: the first touch of 5.4 GB
   // was most of this extraction's time on a GPU. The CPU backend's own threads are busy then.
   const fresh: Float32Array[] = [];
-  const reusedSet = new Set(reused);
-  for (const l of layers) {
-    for (const m of modules) {
-      const data = result.get(m)!.get(l)!.data as Float32Array;
-      if (!reusedSet.has(data)) fresh.push(data);
+  if (options.prefault ?? lm.backend.kind === "cuda") {
+    const reusedSet = new Set(reused);
+    for (const l of layers) {
+      for (const m of modules) {
+        const data = result.get(m)!.get(l)!.data as Float32Array;
+        if (!reusedSet.has(data)) fresh.push(data);
+      }
     }
+    lm.backend.hostPrefault(fresh);
   }
-  const prefault = options.prefault ?? lm.backend.kind === "cuda";
-  if (prefault && fresh.length) lm.backend.hostPrefault(fresh);
   const nl: Nonlinearity = options.nonlinearity ?? "linear";
   try {
     const scores = await pass(lm, bytes, modules, layers, options, {
@@ -193,7 +194,7 @@ export async function extractModuleOutputs(
     });
     return { modules: result, ...scores };
   } finally {
-    if (prefault && fresh.length) lm.backend.hostPrefaultWait();
+    if (fresh.length) lm.backend.hostPrefaultWait();
   }
 }
 
