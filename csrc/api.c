@@ -383,6 +383,34 @@ MB_EXPORT int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const 
   DISPATCH(linear_bf16, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
 }
 
+MB_EXPORT int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
+                                 const void *w, int wdtype, const float *bias, int64_t n,
+                                 int64_t in_f, int64_t out_f, float *h_scratch, float *residual,
+                                 int accumulate, const float *norm_weight, const float *norm_bias,
+                                 int norm_kind, float eps, float *out, uint16_t *out_bf16) {
+  CHECK_CTX("mb_linear_add_norm");
+  NONNEG("mb_linear_add_norm", n);
+  REQUIRE(in_f >= 1, "mb_linear_add_norm: in_f (%lld) < 1", (ll)in_f);
+  NONNEG("mb_linear_add_norm", out_f);
+  DTYPE_OK("mb_linear_add_norm", wdtype);
+  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
+          "mb_linear_add_norm: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)",
+          norm_kind);
+  REQUIRE(eps >= 0.0f && isfinite(eps), "mb_linear_add_norm: eps (%g) must be finite and >= 0",
+          (double)eps);
+  if (n == 0 || out_f == 0) return MB_OK;
+  REQUIRE((x != NULL) != (x_bf16 != NULL),
+          "mb_linear_add_norm: exactly one of x and x_bf16 must be given");
+  LD_OK("mb_linear_add_norm", ldx, in_f);
+  NONNULL("mb_linear_add_norm", w);
+  NONNULL("mb_linear_add_norm", h_scratch);
+  NONNULL("mb_linear_add_norm", residual);
+  NONNULL("mb_linear_add_norm", norm_weight);
+  REQUIRE(out || out_bf16, "mb_linear_add_norm: out and out_bf16 are both NULL");
+  DISPATCH(linear_add_norm, ctx, x, x_bf16, ldx, w, wdtype, bias, n, in_f, out_f, h_scratch,
+           residual, accumulate, norm_weight, norm_bias, norm_kind, eps, out, out_bf16);
+}
+
 MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
                                const float *bias, float *conv_state, int64_t batch, int64_t len,
                                int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact,

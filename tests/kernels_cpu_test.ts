@@ -862,6 +862,97 @@ Deno.test("bf16 outputs are the fp32 outputs rounded; linear_bf16 is linear of t
   }
 });
 
+Deno.test("linear_add_norm is linear (or linear_bf16) then add_norm, bit for bit", () => {
+  const r = rng(testSeed() + 12);
+  for (const [name, be] of ALL) {
+    withMem(be, (m) => {
+      // 12 rows: more than 8 (a decoding batch); 5 rows: the products of up to 8
+      for (const [rows, inF, outF, wdtype] of [[12, 40, 24, "bf16"], [5, 37, 21, "f32"]] as const) {
+        const ldx = inF + 3;
+        const xf = randArray(r, rows * ldx), xb = toBf16(xf);
+        const wf = randArray(r, outF * inF);
+        const product = {
+          ldx,
+          w: m.put(wdtype === "bf16" ? toBf16(wf) : wf),
+          wdtype,
+          bias: m.put(randArray(r, outF)),
+          n: rows,
+          inF,
+          outF,
+        } as const;
+        const res = randArray(r, rows * outF);
+        const norm = {
+          weight: m.put(randArray(r, outF, 0.5, 1.5)),
+          bias: m.put(randArray(r, outF)),
+          normKind: "rmsnorm",
+          eps: 1e-5,
+        } as const;
+        for (const bf16Input of [false, true]) {
+          const x = bf16Input ? m.put(xb) : m.put(xf);
+          // the two calls
+          const h = m.zeros(rows * outF * 4), res1 = m.put(res);
+          const out1 = m.zeros(rows * outF * 4), ob1 = m.zeros(rows * outF * 2);
+          if (bf16Input) be.linearBf16({ ...product, x, y: h });
+          else be.linear({ ...product, x, y: h });
+          be.addNorm({
+            x: h,
+            residual: res1,
+            accumulate: true,
+            ...norm,
+            n: rows,
+            d: outF,
+            out: out1,
+            outBf16: ob1,
+          });
+          // the one call
+          const res2 = m.put(res), out2 = m.zeros(rows * outF * 4), ob2 = m.zeros(rows * outF * 2);
+          be.linearAddNorm({
+            ...product,
+            x,
+            xBf16: bf16Input,
+            hScratch: m.zeros(rows * outF * 4),
+            residual: res2,
+            accumulate: true,
+            normWeight: norm.weight,
+            normBias: norm.bias,
+            normKind: norm.normKind,
+            eps: norm.eps,
+            out: out2,
+            outBf16: ob2,
+          });
+          const what = `${name} ${rows}x${inF}x${outF} ${wdtype} x ${bf16Input ? "bf16" : "f32"}`;
+          assert.deepEqual(m.f32(res2, rows * outF), m.f32(res1, rows * outF), `${what}: residual`);
+          assert.deepEqual(m.f32(out2, rows * outF), m.f32(out1, rows * outF), `${what}: out`);
+          assert.deepEqual(m.u16(ob2, rows * outF), m.u16(ob1, rows * outF), `${what}: bf16`);
+        }
+      }
+      // exactly one input
+      const buf = m.zeros(4096);
+      const call = (x: Ptr, xBf16: boolean) =>
+        be.linearAddNorm({
+          x,
+          xBf16,
+          w: buf,
+          wdtype: "f32",
+          bias: null,
+          n: 2,
+          inF: 4,
+          outF: 3,
+          hScratch: buf,
+          residual: buf,
+          accumulate: false,
+          normWeight: buf,
+          normBias: null,
+          normKind: "layernorm",
+          eps: 1e-5,
+          out: buf,
+        });
+      assertInvalid(() => call(null, false), /exactly one of x and x_bf16/);
+      assertInvalid(() => call(null, true), /exactly one of x and x_bf16/);
+    });
+  }
+});
+
 const SCAN_RTOL = 2e-5;
 
 function checkScan(be: Backend, seed: number): void {

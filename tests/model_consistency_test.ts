@@ -144,6 +144,20 @@ Deno.test("greedy generation equals argmax of repeated forwards", async () => {
   }
 });
 
+Deno.test("greedy generation of 12 sequences (out_proj with the next norm) equals one's", async () => {
+  const model = await load();
+  try {
+    const prompt = TEXT.subarray(0, 20);
+    const opts = { maxNewTokens: 12, topK: 1 };
+    const [one] = await model.generate(prompt, opts);
+    const many = await model.generate(prompt, { ...opts, numSamples: 12 });
+    assert.equal(many.length, 12);
+    for (const [i, gen] of many.entries()) assert.deepEqual(gen, one, `sequence ${i}`);
+  } finally {
+    model.close();
+  }
+});
+
 Deno.test("sampling is reproducible from the seed; samples of a batch differ", async () => {
   const model = await load();
   try {

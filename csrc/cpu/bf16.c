@@ -1,8 +1,8 @@
 /*
  * bf16.c — the CPU side of the bfloat16 activations (mambabyte.h: the producers' `_bf16` outputs
- * and mb_linear_bf16). The CPU model keeps fp32 activations; these exist so that the CUDA
- * backend's fused forms have a reference: the fp32 result, rounded afterwards, and a product of
- * the rounded values widened back to fp32 (exact).
+ * and mb_linear_bf16, and mb_linear_add_norm that takes either). The CPU model keeps fp32
+ * activations; these exist so that the CUDA backend's fused forms have a reference: the fp32
+ * result, rounded afterwards, and a product of the rounded values widened back to fp32 (exact).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -35,4 +35,18 @@ int mbcpu_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w
   int st = mbcpu_linear(ctx, xf, in_f, w, wdtype, bias, n, in_f, out_f, y, ldy);
   free(xf);
   return st;
+}
+
+/* mb_linear_add_norm: the two calls (the CUDA backend's split product has this as its reference). */
+int mbcpu_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
+                          const void *w, int wdtype, const float *bias, int64_t n, int64_t in_f,
+                          int64_t out_f, float *h_scratch, float *residual, int accumulate,
+                          const float *norm_weight, const float *norm_bias, int norm_kind,
+                          float eps, float *out, uint16_t *out_bf16) {
+  int st = x ? mbcpu_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, h_scratch, out_f)
+             : mbcpu_linear_bf16(ctx, x_bf16, ldx, w, wdtype, bias, n, in_f, out_f, h_scratch,
+                                 out_f);
+  if (st) return st;
+  return mbcpu_add_norm(ctx, h_scratch, residual, accumulate, norm_weight, norm_bias, norm_kind,
+                        eps, n, out_f, out, out_bf16);
 }

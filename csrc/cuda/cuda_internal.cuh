@@ -68,6 +68,8 @@ struct mbcuda_state {
                           * (MAMBABYTE_CUDA_CONV_LINEAR=0: the conv then mb_linear; A/B runs) */
   int conv_linear_per_sm[2]; /* k_conv_linear's resident blocks an SM at its largest shared
                               * memory, [0] fp32 and [1] bf16 weights (-1: not asked yet) */
+  int out_split;         /* mb_linear_add_norm's product split over in_f into at most this many
+                          * parts (2, 4, 8 or 16; MAMBABYTE_CUDA_OUT_SPLIT, 0: the two calls) */
   int conv_pos;          /* the verification pass's conv: a thread per (channel, position)
                           * (MAMBABYTE_CUDA_CONV_POS=0: k_conv_seq; A/B runs) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual
@@ -105,6 +107,14 @@ static inline cudaStream_t mbcuda_stream(mb_ctx *ctx) { return mbcuda_st(ctx)->s
 
 /* Ensures the scratch buffer holds at least bytes; grows it only outside graph capture. */
 int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out);
+
+/* norm.cu: mb_linear_add_norm's norm (rows of d <= 2048): row i's h is the sum of nparts (2, 4, 8
+ * or 16) parts at parts + p * part_stride (rows of d) in that order, + h_bias (may be NULL), then
+ * mb_add_norm's residual add and norm. */
+int mbcuda_sum_add_norm(mb_ctx *ctx, const float *parts, int nparts, int64_t part_stride,
+                        const float *h_bias, float *residual, int accumulate, const float *weight,
+                        const float *bias, int norm_kind, float eps, int64_t n, int64_t d,
+                        float *out, uint16_t *out_bf16);
 
 /* gemm.cu: cuBLAS handle lifetime. */
 int mbcuda_blas_init(mb_ctx *ctx);

@@ -316,6 +316,60 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
   return MB_OK;
 }
 
+/* mb_linear_add_norm: bf16 weights and n > 8 rows (decoding batches): the product as a batch of S
+ * products over consecutive slices of in_f (a strided-batched GEMM: cuBLAS's split-K would add a
+ * reduction kernel of its own), whose parts the norm's kernel sums in a fixed order; otherwise
+ * mb_linear (or mb_linear_bf16) into h_scratch, then mb_add_norm. */
+extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16,
+                                      int64_t ldx, const void *w, int wdtype, const float *bias,
+                                      int64_t n, int64_t in_f, int64_t out_f, float *h_scratch,
+                                      float *residual, int accumulate, const float *norm_weight,
+                                      const float *norm_bias, int norm_kind, float eps,
+                                      float *out, uint16_t *out_bf16) {
+  if (n <= 0 || out_f <= 0) return MB_OK;
+  mbcuda_state *st = mbcuda_st(ctx);
+  int parts = st->out_split > 16 ? 16 : st->out_split;
+  while (parts >= 2 && (in_f % (8 * parts) != 0 || in_f / parts < 64)) parts /= 2;
+  parts = parts >= 16 ? 16 : parts >= 8 ? 8 : parts >= 4 ? 4 : parts >= 2 ? 2 : 0;
+  if (wdtype != MB_DTYPE_BF16 || n <= 8 || parts < 2 || out_f > 8 * 256 || n > INT32_MAX ||
+      in_f > INT32_MAX || ldx > INT32_MAX || n * out_f > INT32_MAX / 16) {
+    int rc = x ? mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, h_scratch, out_f)
+               : mbcuda_linear_bf16(ctx, x_bf16, ldx, w, wdtype, bias, n, in_f, out_f,
+                                    h_scratch, out_f);
+    if (rc) return rc;
+    return mbcuda_add_norm(ctx, h_scratch, residual, accumulate, norm_weight, norm_bias,
+                           norm_kind, eps, n, out_f, out, out_bf16);
+  }
+  const size_t parts_bytes = ((size_t)parts * n * out_f * sizeof(float) + 255) & ~(size_t)255;
+  void *scr = NULL;
+  int rc = mbcuda_scratch(ctx, parts_bytes + (x ? (size_t)(n * in_f) * 2 : 0), "linear_add_norm",
+                          &scr);
+  if (rc) return rc;
+  float *part = (float *)scr;
+  const __nv_bfloat16 *xb = (const __nv_bfloat16 *)x_bf16;
+  int64_t ldb = ldx;
+  if (x) { /* the bits mb_linear's conversion makes (and the producers' _bf16 outputs) */
+    __nv_bfloat16 *conv = (__nv_bfloat16 *)((char *)scr + parts_bytes);
+    if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
+      MBCUDA_LAUNCH("linear_add_norm (x to bf16)", k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, conv);
+    else
+      MBCUDA_LAUNCH("linear_add_norm (x to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)conv);
+    xb = conv;
+    ldb = in_f;
+  }
+  const int64_t kp = in_f / parts;
+  const float alpha = 1.f, beta = 0.f;
+  BLAS_CHECK(cublasGemmStridedBatchedEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N,
+                                        (int)out_f, (int)n, (int)kp, &alpha, w, CUDA_R_16BF,
+                                        (int)in_f, (long long)kp, xb, CUDA_R_16BF, (int)ldb,
+                                        (long long)kp, &beta, part, CUDA_R_32F, (int)out_f,
+                                        (long long)(n * out_f), parts, CUBLAS_COMPUTE_32F,
+                                        CUBLAS_GEMM_DEFAULT),
+             "linear_add_norm (cublasGemmStridedBatchedEx bf16)");
+  return mbcuda_sum_add_norm(ctx, part, parts, n * out_f, bias, residual, accumulate,
+                             norm_weight, norm_bias, norm_kind, eps, n, out_f, out, out_bf16);
+}
+
 /* mb_linear_conv1d_step: in_proj with the decoding conv step in the GEMV epilogue (n <= 8);
  * larger n: the two ops. */
 extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,

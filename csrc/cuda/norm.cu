@@ -65,6 +65,61 @@ __global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
                                         [] { mb_pdl_wait(); });
 }
 
+/* mb_linear_add_norm's split product (gemm.cu): row i's h is the sum of PARTS parts (part p at
+ * parts + p * part_stride, rows of d) in that order, + h_bias; then k_add_norm_reg's row. */
+template <int VPT, int PARTS>
+__global__ void k_sum_add_norm_reg(const float *parts, int64_t part_stride,
+                                   const float *__restrict__ h_bias, float *residual,
+                                   int accumulate, const float *__restrict__ weight,
+                                   const float *__restrict__ bias, int norm_kind, float eps,
+                                   int64_t d, float *out, uint16_t *out_bf16) {
+  mb_pdl_trigger();
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x;
+  auto pdl_wait = [] { mb_pdl_wait(); };
+  add_norm_reg_row<VPT, XLoad::Cg, decltype(pdl_wait), false, PARTS>(
+      parts + row * d, residual + row * d, residual + row * d, accumulate, weight, bias,
+      norm_kind, eps, d, blockDim.x, out ? out + row * d : nullptr,
+      out_bf16 ? out_bf16 + row * d : nullptr, red, pdl_wait, part_stride, h_bias);
+}
+
+template <int VPT>
+static int sum_add_norm_vpt(mb_ctx *ctx, int thr, const float *parts, int nparts,
+                            int64_t part_stride, const float *h_bias, float *residual,
+                            int accumulate, const float *weight, const float *bias, int norm_kind,
+                            float eps, int64_t n, int64_t d, float *out, uint16_t *out_bf16) {
+  const dim3 grid((unsigned)n), block(thr);
+#define MB_SUM_ADD_NORM(P)                                                                        \
+  MBCUDA_LAUNCH("linear_add_norm (sum + add_norm)", (k_sum_add_norm_reg<VPT, P>), grid, block, 0, \
+                parts, part_stride, h_bias, residual, accumulate, weight, bias, norm_kind, eps, d, \
+                out, out_bf16)
+  switch (nparts) {
+    case 2: MB_SUM_ADD_NORM(2); break;
+    case 4: MB_SUM_ADD_NORM(4); break;
+    case 8: MB_SUM_ADD_NORM(8); break;
+    case 16: MB_SUM_ADD_NORM(16); break;
+    default: return mb_fail(MB_ERR_INTERNAL, "cuda: linear_add_norm: %d parts", nparts);
+  }
+#undef MB_SUM_ADD_NORM
+  return MB_OK;
+}
+
+int mbcuda_sum_add_norm(mb_ctx *ctx, const float *parts, int nparts, int64_t part_stride,
+                        const float *h_bias, float *residual, int accumulate, const float *weight,
+                        const float *bias, int norm_kind, float eps, int64_t n, int64_t d,
+                        float *out, uint16_t *out_bf16) {
+  if (n > 0x7fffffff || d > 8 * 256)
+    return mb_fail(MB_ERR_INTERNAL, "cuda: linear_add_norm: rows beyond the norm's kernel");
+  int thr, vpt;
+  norm_reg_shape(d, &thr, &vpt);
+  return vpt == 4 ? sum_add_norm_vpt<4>(ctx, thr, parts, nparts, part_stride, h_bias, residual,
+                                        accumulate, weight, bias, norm_kind, eps, n, d, out,
+                                        out_bf16)
+                  : sum_add_norm_vpt<8>(ctx, thr, parts, nparts, part_stride, h_bias, residual,
+                                        accumulate, weight, bias, norm_kind, eps, n, d, out,
+                                        out_bf16);
+}
+
 #define ADD_NORM_WARP_MIN_ROWS 256
 #define ADD_NORM_WARPS 8 /* rows per block */
 

@@ -21,15 +21,20 @@ __device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t 
  * would; threads from nthr on (a larger block) own none and add exact zeros to the block sums.
  * weight and bias are loaded before `wait()` (called once by every thread). red: 32 floats.
  * PLAIN_X: r = x, for a row that already holds the residual sum.
+ * PARTS > 0: x is PARTS parts of a product, part p at xr + p * part_stride, summed in that order
+ * (then + h_bias, when not NULL) before the residual add (mb_linear_add_norm's split product);
+ * every load of the row is issued before its first store.
  * The FMAs are spelled out: left to the compiler, their contraction changed with the code around
  * them (k_add_norm_reg's and k_gemv_norm's rows must round alike). */
-template <int VPT, XLoad XL, typename Wait, bool PLAIN_X = false>
+template <int VPT, XLoad XL, typename Wait, bool PLAIN_X = false, int PARTS = 0>
 __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *res_in,
                                                  float *res_out, int accumulate,
                                                  const float *__restrict__ weight,
                                                  const float *__restrict__ bias, int norm_kind,
                                                  float eps, int64_t d, int nthr, float *orow,
-                                                 uint16_t *brow, float *red, Wait wait) {
+                                                 uint16_t *brow, float *red, Wait wait,
+                                                 int64_t part_stride = 0,
+                                                 const float *h_bias = nullptr) {
   using XLC = XLoadTag<XL>;
   const bool owner = (int)threadIdx.x < nthr;
   float wv[VPT], bv[VPT], rv[VPT];
@@ -41,19 +46,41 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
   }
   wait();
   float s = 0.f;
+  if (PARTS > 0) {
 #pragma unroll
-  for (int i = 0; i < VPT; i++) {
-    int64_t c = owner ? threadIdx.x + (int64_t)i * nthr : d;
-    float r = 0.f;
-    if (c < d) {
-      if (PLAIN_X) /* x is the residual sum already (made by the last out_proj's epilogue) */
-        r = xload(xr + c, XLC());
-      else
-        r = (accumulate ? xload(res_in + c, XLC()) : 0.f) + xload(xr + c, XLC());
-      if (res_out) res_out[c] = r;
+    for (int i = 0; i < VPT; i++) {
+      int64_t c = owner ? threadIdx.x + (int64_t)i * nthr : d;
+      float r = 0.f;
+      if (c < d) {
+        float h = xload(xr + c, XLC());
+#pragma unroll
+        for (int p = 1; p < PARTS; p++) h += xload(xr + p * part_stride + c, XLC());
+        if (h_bias) h += h_bias[c];
+        r = (accumulate ? xload(res_in + c, XLC()) : 0.f) + h;
+      }
+      rv[i] = r;
     }
-    rv[i] = r;
-    s = (norm_kind == MB_NORM_RMS) ? fmaf(r, r, s) : s + r;
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+      int64_t c = owner ? threadIdx.x + (int64_t)i * nthr : d;
+      if (c < d && res_out) res_out[c] = rv[i];
+      s = (norm_kind == MB_NORM_RMS) ? fmaf(rv[i], rv[i], s) : s + rv[i];
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+      int64_t c = owner ? threadIdx.x + (int64_t)i * nthr : d;
+      float r = 0.f;
+      if (c < d) {
+        if (PLAIN_X) /* x is the residual sum already (made by the last out_proj's epilogue) */
+          r = xload(xr + c, XLC());
+        else
+          r = (accumulate ? xload(res_in + c, XLC()) : 0.f) + xload(xr + c, XLC());
+        if (res_out) res_out[c] = r;
+      }
+      rv[i] = r;
+      s = (norm_kind == MB_NORM_RMS) ? fmaf(r, r, s) : s + r;
+    }
   }
   s = block_sum(s, red);
   float mean = 0.f, rstd;

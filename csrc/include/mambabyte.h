@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 12
+#define MB_ABI_VERSION 13
 
 /* Status codes. */
 #define MB_OK 0
@@ -218,6 +218,25 @@ int mb_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtyp
 int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w, int wdtype,
                    const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
                    int64_t ldy);
+
+/**
+ * A product and the add + norm that takes its output, in one call (a decoding batch's out_proj
+ * and the next layer's norm):
+ *   h = x w^T + bias        mb_linear of x, or mb_linear_bf16 of x_bf16 (exactly one is given,
+ *                           ld ldx), n rows of out_f
+ *   mb_add_norm(h, residual, accumulate, norm_weight, norm_bias, norm_kind, eps, n, out_f, out,
+ *               out_bf16)
+ * h_scratch: n x out_f floats the call may use for h (their contents afterwards are unspecified).
+ * On the CPU it is those two calls. On CUDA, n > 8 rows with bfloat16 weights run the product
+ * split over in_f into parts that the norm's kernel sums in a fixed order (no reduction kernel of
+ * its own), so h is associated differently from mb_linear's (every such call gives the same bits);
+ * MAMBABYTE_CUDA_OUT_SPLIT=0 runs the two calls there too.
+ */
+int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
+                       const void *w, int wdtype, const float *bias, int64_t n, int64_t in_f,
+                       int64_t out_f, float *h_scratch, float *residual, int accumulate,
+                       const float *norm_weight, const float *norm_bias, int norm_kind, float eps,
+                       float *out, uint16_t *out_bf16);
 
 /**
  * Causal depthwise conv1d over `batch` sequences of `len` positions and d channels, kernel width k:

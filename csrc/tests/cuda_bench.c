@@ -347,8 +347,12 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       continue;
     }
     const int bf_step = len == 1 && g_fused && rows > 8 && dt == MB_DTYPE_BF16 && g_bf16_acts;
-    RUN(SKIP_NORM, mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows,
-                               DM, bf_step ? NULL : a->hn, bf_step ? a->hnb : NULL));
+    /* as the model for more than 8 sequences: each out_proj but the last runs with the next
+     * layer's add + norm (mb_linear_add_norm), so only layer 0 has a norm call of its own */
+    const int norm_in_out = bf_step;
+    if (!norm_in_out || i == 0)
+      RUN(SKIP_NORM, mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f,
+                                 rows, DM, bf_step ? NULL : a->hn, bf_step ? a->hnb : NULL));
     if (len == 1 && g_fused) { /* 5 kernels: norm, in_proj+conv, x_proj, dt_proj+update, out */
       if (rows > 8) { /* as the model for more than 8 sequences: in_proj (on bf16 rows with bf16
                        * weights), then the conv step with x_proj in one call */
@@ -370,7 +374,12 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
                                                  L->A, a->dbc + R, XP, a->dbc + R + NS, XP, L->D,
                                                  a->xz + DI, 2 * DI, ss, batch, DI, NS, 1, NULL,
                                                  a->y, DI, y_bf ? a->yb : NULL));
-      if (y_bf)
+      if (norm_in_out && i + 1 < NL) {
+        const layer *N = &m->l[i + 1];
+        RUN(SKIP_OUT, mb_linear_add_norm(G, y_bf ? NULL : a->y, y_bf ? a->yb : NULL, DI, L->out,
+                                         dt, NULL, rows, DI, DM, a->h, a->res, 1, N->nw, N->nb,
+                                         MB_NORM_LAYER, 1e-5f, NULL, a->hnb));
+      } else if (y_bf)
         RUN(SKIP_OUT, mb_linear_bf16(G, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
       else
         RUN(SKIP_OUT, mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
@@ -426,9 +435,13 @@ static double step_seconds(model *m, int64_t batch, int32_t *id0) {
  * difference in replay time being that op's cost in the pipeline (its launch, its latency and
  * what PDL does not overlap); the sum of the costs against the whole step shows the overlap. */
 static void ablate_bench(model *m, int64_t batch, const char *label) {
-  /* more than 8 sequences: the conv step runs with x_proj (mb_conv1d_step_linear) */
-  const char *names[] = {"add_norm", batch > 8 ? "in_proj" : "in_proj+conv",
-                         batch > 8 ? "conv+x_proj" : "x_proj", "ssu_dt", "out_proj", "head"};
+  /* more than 8 sequences: the conv step runs with x_proj (mb_conv1d_step_linear), and with
+   * bf16 weights out_proj with the next layer's norm (only layer 0's norm is a call of its own) */
+  const int norm_in_out = batch > 8 && m->dtype == MB_DTYPE_BF16 && g_fused && g_bf16_acts;
+  const char *names[] = {norm_in_out ? "add_norm(0)" : "add_norm",
+                         batch > 8 ? "in_proj" : "in_proj+conv",
+                         batch > 8 ? "conv+x_proj" : "x_proj", "ssu_dt",
+                         norm_in_out ? "out+norm" : "out_proj", "head"};
   const double full = step_seconds(m, batch, NULL);
   ROW("ablate %-5s b=%-3lld step %8.1f us (graph replay; %d layers)", label, (long long)batch,
       full * 1e6, NL);

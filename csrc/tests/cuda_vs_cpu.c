@@ -14,7 +14,7 @@
  *
  *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear] [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
- *     --only linear: only mb_linear, mb_linear_bf16 and mb_conv1d_step_linear;
+ *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm and mb_conv1d_step_linear;
  *     --only draft_greedy: only mb_draft_greedy, three times (with --small once); --draft_cases N:
  *     its first N cases only (racecheck on the cluster kernel is slow)
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
@@ -342,6 +342,78 @@ static void t_linear_bf16(void) {
       }
       pfree(&Wp), pfree(&XB), pfree(&X), pfree(&B), pfree(&Y), pfree(&Y2), free(xh), free(xb);
     }
+}
+
+/* One mb_linear_add_norm case's operands (both contexts) and its switches. */
+typedef struct {
+  int64_t n, in_f, out_f, ldx;
+  int dt, xbf, kind, acc, hasb, hasnb, want_f32, want_bf;
+  pair W, X, XB, B, NW, NB, H;
+} lan_case;
+
+/* Runs the case on the CPU (gpu = 0) or the GPU, into residual R and outputs O / OB. */
+static void lan_run(const lan_case *c, int gpu, pair *R, pair *O, pair *OB) {
+#define SIDE(p) (gpu ? (p).g : (p).c)
+  MBX(mb_linear_add_norm(gpu ? GPU : CPU, c->xbf ? NULL : (float *)SIDE(c->X),
+                         c->xbf ? (uint16_t *)SIDE(c->XB) : NULL, c->ldx, SIDE(c->W), c->dt,
+                         c->hasb ? (float *)SIDE(c->B) : NULL, c->n, c->in_f, c->out_f,
+                         (float *)SIDE(c->H), (float *)SIDE(*R), c->acc, (float *)SIDE(c->NW),
+                         c->hasnb ? (float *)SIDE(c->NB) : NULL, c->kind, 1e-5f,
+                         c->want_f32 ? (float *)SIDE(*O) : NULL,
+                         c->want_bf ? (uint16_t *)SIDE(*OB) : NULL));
+#undef SIDE
+}
+
+/* mb_linear_add_norm: the residual and the normed rows (fp32, bf16) against the CPU's two calls;
+ * bf16 weights and n > 8 split the product over in_f (parts of 8, 4 or 2 as in_f allows, else
+ * the two calls) and hold rerun bits. Tolerances as t_linear's (1e-2 where x is rounded to bf16). */
+static void t_linear_add_norm(void) {
+  /* n, in_f, out_f, pad of ldx: out_proj at decoding batches 12, 64 and 256; parts of 4 (448),
+   * none (1000, 96: the two calls), out_f beyond the norm's kernel (2049), n <= 8 */
+  int64_t cfgs[][4] = {{64, 3584, 1792, 0}, {12, 3584, 1792, 8}, {256, 3584, 1792, 0},
+                       {40, 448, 101, 0},   {9, 1000, 37, 3},    {33, 96, 2048, 0},
+                       {17, 1024, 2049, 0}, {5, 512, 64, 1},     {20, 2048, 640, 2}};
+  int k = 0;
+  for (int ci = 0; ci < (int)(sizeof cfgs / sizeof cfgs[0]); ci++)
+    for (int dt = 0; dt < 2; dt++)
+      for (int xbf = 0; xbf < 2; xbf++, k++) {
+        lan_case c = {.n = cfgs[ci][0], .in_f = cfgs[ci][1], .out_f = cfgs[ci][2], .dt = dt,
+                      .xbf = xbf};
+        const int64_t n = c.n, out_f = c.out_f;
+        if (g_small && n * c.in_f * out_f > 4000000) continue;
+        c.ldx = c.in_f + cfgs[ci][3];
+        c.kind = k % 2, c.acc = (k / 2) % 2 == 0, c.hasb = k % 3 == 0, c.hasnb = k % 3 == 1;
+        c.want_f32 = k % 4 != 3, c.want_bf = k % 4 != 0;
+        float *xh = hrand(n * c.ldx, -1, 1), *rh = hrand(n * out_f, -1, 3);
+        uint16_t *xb = (uint16_t *)malloc((size_t)(n * c.ldx) * 2);
+        for (int64_t i = 0; i < n * c.ldx; i++) xb[i] = f2bf(xh[i]);
+        c.W = weights(out_f, c.in_f, dt, -1, 1), c.X = pf(xh, n * c.ldx);
+        c.XB = pnew(xb, (size_t)(n * c.ldx) * 2), c.B = prand(out_f, -1, 1);
+        c.NW = prand(out_f, 0.5f, 1.5f), c.NB = prand(out_f, -0.5f, 0.5f);
+        c.H = pf(NULL, n * out_f);
+        pair R = pf(rh, n * out_f), R2 = pf(rh, n * out_f);
+        pair O = pf(NULL, n * out_f), O2 = pf(NULL, n * out_f), OB = pb16(n * out_f);
+        lan_run(&c, 0, &R, &O, &OB);
+        lan_run(&c, 1, &R, &O, &OB);
+        char cfg[96];
+        snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ld+%lld %s x=%s %s acc=%d b=%d/%d",
+                 (long long)n, (long long)c.in_f, (long long)out_f, (long long)cfgs[ci][3],
+                 dt ? "bf16" : "f32", xbf ? "bf16" : "f32", c.kind ? "rms" : "layer", c.acc,
+                 c.hasb, c.hasnb);
+        const double tol = dt == MB_DTYPE_BF16 && n > 8 && !xbf ? 1e-2 : 1e-5;
+        check("linear_add_norm", cfg, "residual", rel_all(&R), tol);
+        if (c.want_f32) check("linear_add_norm", cfg, "out", rel_all(&O), tol);
+        if (c.want_bf)
+          check_bf16("linear_add_norm", cfg, &OB, c.want_f32 ? &O : NULL, n, out_f, out_f, out_f);
+        if (c.want_f32) { /* a second run from the same residual gives the same bits */
+          lan_run(&c, 1, &R2, &O2, &OB);
+          check("linear_add_norm", cfg, "rerun bits", bits_differ(&O, &O2, n, out_f, out_f), 0);
+          check("linear_add_norm", cfg, "rerun res", bits_differ(&R, &R2, n, out_f, out_f), 0);
+        }
+        pfree(&c.W), pfree(&c.X), pfree(&c.XB), pfree(&c.B), pfree(&c.NW), pfree(&c.NB);
+        pfree(&c.H), pfree(&R), pfree(&R2), pfree(&O), pfree(&O2), pfree(&OB);
+        free(xh), free(rh), free(xb);
+      }
 }
 
 static void t_conv(void) {
@@ -1901,6 +1973,7 @@ int main(int argc, char **argv) {
   if (g_only_lin) {
     t_linear();
     t_linear_bf16();
+    t_linear_add_norm();
     t_conv_linear();
     return finish_run(" (linear only)");
   }
@@ -1908,6 +1981,10 @@ int main(int argc, char **argv) {
   t_add_norm();
   t_linear();
   t_linear_bf16();
+  t_linear_add_norm();
+  /* its peer: the two calls everywhere */
+  with_gpu_env("MAMBABYTE_CUDA_OUT_SPLIT", "0", "out_proj and the norm as two calls",
+               t_linear_add_norm);
   t_conv();
   t_scan(0);
   t_scan(1);

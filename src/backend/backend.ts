@@ -473,6 +473,54 @@ export class Backend {
     this.#product("mb_linear_bf16", a, "linear_bf16");
   }
 
+  /**
+   * A product and the add + norm of its output in one call (mb_linear_add_norm: a decoding batch's
+   * out_proj and the next layer's norm): h = x W^T + bias, then {@link Backend.addNorm} of h. x is
+   * fp32, or bfloat16 bits with `xBf16`; `hScratch` (n, outF) may be used for h and is left
+   * unspecified. On CUDA, more than 8 rows with bf16 weights split the product over inF and sum
+   * its parts in the norm's kernel (bits of their own, the same in every call).
+   */
+  linearAddNorm(
+    a: Omit<LinearArgs, "y" | "ldy"> & {
+      /** x holds bfloat16 bits (as for linearBf16), not fp32. */
+      xBf16?: boolean;
+      hScratch: Ptr;
+      residual: Ptr;
+      accumulate: boolean;
+      normWeight: Ptr;
+      normBias: Ptr;
+      normKind: NormKindCode;
+      eps: number;
+      out: Ptr;
+      outBf16?: Ptr;
+    },
+  ): void {
+    check(
+      this.#lib.mb_linear_add_norm(
+        this.#c,
+        a.xBf16 ? null : a.x,
+        a.xBf16 ? a.x : null,
+        I(a.ldx ?? I(a.inF)),
+        a.w,
+        WDTYPE_CODE[a.wdtype],
+        a.bias,
+        I(a.n),
+        I(a.inF),
+        I(a.outF),
+        a.hScratch,
+        a.residual,
+        a.accumulate ? 1 : 0,
+        a.normWeight,
+        a.normBias,
+        NORM_CODE[a.normKind],
+        a.eps,
+        a.out,
+        a.outBf16 ?? null,
+      ),
+      "linear_add_norm",
+    );
+  }
+
   /** mb_linear and mb_linear_bf16: one signature, x's type aside. */
   #product(fn: "mb_linear" | "mb_linear_bf16", a: LinearArgs, op: string): void {
     check(

@@ -503,9 +503,15 @@ export class MambaByteLM {
       ? state.decodeTable(this.weights)
       : null;
     if (table) return be.decodeLayers(this.decodeLayersArgs(ws, table, batch));
+    // Without taps, more than 8 sequences run each out_proj but the last with the next layer's
+    // add + norm (Backend.linearAddNorm: on CUDA the product's parts are summed by the norm).
+    const fuseNorm = batch > 8 && afterLayer === undefined;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
-      this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined);
+      const lastLayer = i + 1 === this.dims.nLayer;
+      if (!fuseNorm || i === 0) {
+        this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined);
+      }
       if (batch > 8) {
         if (bf) be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
         else be.linear(this.#inProj(ws, i, batch));
@@ -531,10 +537,34 @@ export class MambaByteLM {
         yBf16: bf?.y.ptr,
       });
       // out_proj on the update's bf16 y: the bits its conversion of the fp32 y would make
-      if (bf) be.linearBf16({ ...this.#outProjOperands(ws, i, batch), x: bf.y.ptr });
+      if (fuseNorm && !lastLayer) this.#outProjNorm(ws, i, batch, bf);
+      else if (bf) be.linearBf16({ ...this.#outProjOperands(ws, i, batch), x: bf.y.ptr });
       else this.#outProj(ws, i, batch);
       afterLayer?.(i);
     }
+  }
+
+  /**
+   * Layer i's out_proj with layer i + 1's add + norm (what {@link #norm} does for it): ws.y (or
+   * its bf16 copy) -> ws.residual and ws.normed (or its bf16 copy); ws.hidden is scratch.
+   */
+  #outProjNorm(ws: Workspace, i: number, rows: number, bf: Workspace["bf16"]): void {
+    const { y: _, ...product } = this.#outProjOperands(ws, i, rows);
+    const next = this.weights.layers[i + 1];
+    this.backend.linearAddNorm({
+      ...product,
+      x: bf ? bf.y.ptr : ws.y.ptr,
+      xBf16: bf !== null,
+      hScratch: ws.hidden.ptr,
+      residual: ws.residual.ptr,
+      accumulate: true,
+      normWeight: next.normWeight.ptr,
+      normBias: next.normBias?.ptr ?? null,
+      normKind: this.weights.normKind,
+      eps: this.eps,
+      out: bf ? null : ws.normed.ptr,
+      outBf16: bf?.normed.ptr ?? null,
+    });
   }
 
   /** The table `layers` with this model's dimensions and kinds (every per-layer call's). */

@@ -106,6 +106,30 @@ export const SYMBOLS = {
   },
   mb_linear: LINEAR,
   mb_linear_bf16: LINEAR, // x as bf16 bits
+  mb_linear_add_norm: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "pointer", // x_bf16
+      "i64", // ldx
+      "pointer", // w
+      "i32", // wdtype
+      "pointer", // bias
+      "i64", // n
+      "i64", // in_f
+      "i64", // out_f
+      "pointer", // h_scratch
+      "pointer", // residual
+      "i32", // accumulate
+      "pointer", // norm_weight
+      "pointer", // norm_bias
+      "i32", // norm_kind
+      "f32", // eps
+      "pointer", // out
+      "pointer", // out_bf16
+    ],
+    result: "i32",
+  },
   mb_causal_conv1d: {
     parameters: [
       "pointer", // ctx
@@ -431,7 +455,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 12;
+export const ABI_VERSION = 13;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {

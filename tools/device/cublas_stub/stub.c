@@ -7,3 +7,4 @@ int cublasSetStream_v2(void) { return 1; }
 int cublasSetWorkspace_v2(void) { return 1; }
 int cublasSetMathMode(void) { return 1; }
 int cublasGemmEx(void) { return 1; }
+int cublasGemmStridedBatchedEx(void) { return 1; }
