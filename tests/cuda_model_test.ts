@@ -149,6 +149,46 @@ Deno.test({
 });
 
 Deno.test({
+  name: "cuda bf16 decoding of 3 to 8 sequences picks the forward's argmax (tensor cores from 4)",
+  ignore,
+  async fn() {
+    const gpu = await loadModel({
+      configPath: CONFIG,
+      modelId: "test-64x3",
+      seed: 3,
+      dtype: "bf16",
+      chunkSize: 64,
+      device: "cuda",
+    });
+    try {
+      const prompt = TEXT.subarray(0, 30);
+      // 3: Backend.decodeLayers' GEMVs; 4 and 8: the tensor-core steps (with out_proj + norm)
+      for (const numSamples of [3, 4, 8]) {
+        const gens = await gpu.generate(prompt, { maxNewTokens: 16, topK: 1, numSamples });
+        assert.equal(gens.length, numSamples);
+        for (const [s, gen] of gens.entries()) {
+          const seq = new Uint8Array(prompt.length + gen.length);
+          seq.set(prompt), seq.set(gen, prompt.length);
+          const { logits } = await gpu.forward(seq);
+          for (let i = 0; i < gen.length; i++) {
+            const row = logits.subarray((prompt.length - 1 + i) * 256, (prompt.length + i) * 256);
+            let top = -Infinity, scale = 0;
+            for (const v of row) top = Math.max(top, v), scale = Math.max(scale, Math.abs(v));
+            // greedy up to bf16 rounding: the chosen byte's logit within 2% of the row's scale
+            assert.ok(
+              row[gen[i]] >= top - 0.02 * scale - 1e-3,
+              `${numSamples} sequences, #${s} byte ${i}: ${row[gen[i]]} against ${top}`,
+            );
+          }
+        }
+      }
+    } finally {
+      gpu.close();
+    }
+  },
+});
+
+Deno.test({
   name: "cuda greedy generation (graph replay, batch 1, 3 and 64) equals the CPU's",
   ignore,
   async fn() {

@@ -19,6 +19,9 @@
 #define MBCUDA_ROW_DONE 16384 /* row groups of the pass's in_proj with the conv (2 d_inner at most) */
 #define MBCUDA_DONE_GRID_BAR 32 /* index in mbcuda_state.done of a grid barrier's two counters */
 #define MBCUDA_DL_SLOTS 8 /* staging buffers of mb_download_async (downloads in flight) */
+/* mb_linear_bf16 and mb_linear_add_norm with bf16 weights take the tensor cores from this many
+ * rows (mb_linear keeps its GEMV, one row's bits a row, up to 8) */
+#define MBCUDA_TC_MIN_ROWS 2
 
 /* One staging buffer of mb_download_async: src is copied here on the compute stream, then to the
  * host on the copy stream. `ready`: recorded on the compute stream after the device copy; `done`:

@@ -287,15 +287,17 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   return MB_OK;
 }
 
-/* mb_linear_bf16: bf16 weights and n > 8 take x to the tensor cores as it is (the GEMM of
- * mb_linear's bf16 path, without its conversion pass); otherwise x is widened into the scratch
- * and mb_linear runs (its fp32-weight GEMM and its GEMV use no scratch of their own). */
+/* mb_linear_bf16: bf16 weights and n >= MBCUDA_TC_MIN_ROWS take x to the tensor cores as it is
+ * (for n > 8 the GEMM of mb_linear's bf16 path, without its conversion pass; from 2 rows on, where
+ * mb_linear runs its one-row-bits GEMV, decoding batches that do not need those bits); otherwise x
+ * is widened into the scratch and mb_linear runs (its fp32-weight GEMM and its GEMV use no scratch
+ * of their own). */
 extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w,
                                   int wdtype, const float *bias, int64_t n, int64_t in_f,
                                   int64_t out_f, float *y, int64_t ldy) {
   if (n <= 0 || out_f <= 0) return MB_OK;
   mbcuda_state *st = mbcuda_st(ctx);
-  if (wdtype != MB_DTYPE_BF16 || n <= 8) {
+  if (wdtype != MB_DTYPE_BF16 || n < MBCUDA_TC_MIN_ROWS) {
     void *scr = NULL;
     int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * sizeof(float), "linear_bf16", &scr);
     if (rc) return rc;
@@ -316,9 +318,10 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
   return MB_OK;
 }
 
-/* mb_linear_add_norm: bf16 weights and n > 8 rows (decoding batches): the product as a batch of S
- * products over consecutive slices of in_f (a strided-batched GEMM: cuBLAS's split-K would add a
- * reduction kernel of its own), whose parts the norm's kernel sums in a fixed order; otherwise
+/* mb_linear_add_norm: bf16 weights and n >= MBCUDA_TC_MIN_ROWS (decoding batches): the product
+ * as a batch of products over consecutive slices of in_f (a strided-batched GEMM: cuBLAS's split-K
+ * would add a reduction kernel of its own), whose parts the norm's kernel sums in a fixed order
+ * (fp32 rows rounded to bf16 first, as mb_linear's tensor-core path rounds them); otherwise
  * mb_linear (or mb_linear_bf16) into h_scratch, then mb_add_norm. */
 extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16,
                                       int64_t ldx, const void *w, int wdtype, const float *bias,
@@ -328,11 +331,10 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
                                       float *out, uint16_t *out_bf16) {
   if (n <= 0 || out_f <= 0) return MB_OK;
   mbcuda_state *st = mbcuda_st(ctx);
-  int parts = st->out_split > 16 ? 16 : st->out_split;
-  while (parts >= 2 && (in_f % (8 * parts) != 0 || in_f / parts < 64)) parts /= 2;
-  parts = parts >= 16 ? 16 : parts >= 8 ? 8 : parts >= 4 ? 4 : parts >= 2 ? 2 : 0;
-  if (wdtype != MB_DTYPE_BF16 || n <= 8 || parts < 2 || out_f > 8 * 256 || n > INT32_MAX ||
-      in_f > INT32_MAX || ldx > INT32_MAX || n * out_f > INT32_MAX / 16) {
+  if (n > INT32_MAX || in_f > INT32_MAX || ldx > INT32_MAX || out_f > INT32_MAX)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_add_norm: dimensions beyond 2^31");
+  const bool tc = wdtype == MB_DTYPE_BF16 && n >= MBCUDA_TC_MIN_ROWS; /* the tensor cores */
+  if (!tc) { /* the two calls */
     int rc = x ? mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, h_scratch, out_f)
                : mbcuda_linear_bf16(ctx, x_bf16, ldx, w, wdtype, bias, n, in_f, out_f,
                                     h_scratch, out_f);
@@ -340,7 +342,14 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
     return mbcuda_add_norm(ctx, h_scratch, residual, accumulate, norm_weight, norm_bias,
                            norm_kind, eps, n, out_f, out, out_bf16);
   }
-  const size_t parts_bytes = ((size_t)parts * n * out_f * sizeof(float) + 255) & ~(size_t)255;
+  /* parts: the largest power of two up to MAMBABYTE_CUDA_OUT_SPLIT (at most 16) that leaves each
+   * part a multiple of 8 and at least 64 long; fewer than 2: the product whole */
+  int parts = 16;
+  while (parts > st->out_split) parts /= 2;
+  while (parts >= 2 && (in_f % (8 * parts) != 0 || in_f / parts < 64)) parts /= 2;
+  if (out_f > 8 * 256 || n * out_f > INT32_MAX / 16) parts = 0; /* beyond the norm's kernel */
+  const size_t parts_bytes =
+      parts >= 2 ? ((size_t)parts * n * out_f * sizeof(float) + 255) & ~(size_t)255 : 0;
   void *scr = NULL;
   int rc = mbcuda_scratch(ctx, parts_bytes + (x ? (size_t)(n * in_f) * 2 : 0), "linear_add_norm",
                           &scr);
@@ -356,6 +365,13 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
       MBCUDA_LAUNCH("linear_add_norm (x to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)conv);
     xb = conv;
     ldb = in_f;
+  }
+  if (parts < 2) { /* the product whole (mb_linear_bf16's tensor-core GEMM), then the norm */
+    rc = mbcuda_linear_bf16(ctx, (const uint16_t *)xb, ldb, w, wdtype, bias, n, in_f, out_f,
+                            h_scratch, out_f);
+    if (rc) return rc;
+    return mbcuda_add_norm(ctx, h_scratch, residual, accumulate, norm_weight, norm_bias,
+                           norm_kind, eps, n, out_f, out, out_bf16);
   }
   const int64_t kp = in_f / parts;
   const float alpha = 1.f, beta = 0.f;

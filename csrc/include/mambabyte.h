@@ -211,9 +211,10 @@ int mb_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtyp
 
 /**
  * mb_linear with x as bfloat16 bits (ld ldx), as the producers' `_bf16` outputs write it; the
- * product is of those values with fp32 accumulation. On CUDA with bfloat16 weights and n > 8 the
- * rows go to the tensor cores as they are: the same bits as mb_linear of the fp32 x they were
- * rounded from. in_f >= 1.
+ * product is of those values with fp32 accumulation. On CUDA with bfloat16 weights and n >= 2 the
+ * rows go to the tensor cores as they are: for n > 8 the same bits as mb_linear of the fp32 x
+ * they were rounded from; for 2 <= n <= 8 not mb_linear's one-row bits (decoding batches that do
+ * not need them). in_f >= 1.
  */
 int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w, int wdtype,
                    const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
@@ -227,10 +228,11 @@ int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w, i
  *   mb_add_norm(h, residual, accumulate, norm_weight, norm_bias, norm_kind, eps, n, out_f, out,
  *               out_bf16)
  * h_scratch: n x out_f floats the call may use for h (their contents afterwards are unspecified).
- * On the CPU it is those two calls. On CUDA, n > 8 rows with bfloat16 weights run the product
- * split over in_f into parts that the norm's kernel sums in a fixed order (no reduction kernel of
- * its own), so h is associated differently from mb_linear's (every such call gives the same bits);
- * MAMBABYTE_CUDA_OUT_SPLIT=0 runs the two calls there too.
+ * On the CPU it is those two calls. On CUDA, n >= 2 rows with bfloat16 weights run the product on
+ * the tensor cores (x rounded to bf16 as mb_linear rounds it) split over in_f into parts that the
+ * norm's kernel sums in a fixed order (no reduction kernel of its own), so h is associated
+ * differently from mb_linear's (every such call gives the same bits, from x or x_bf16 alike);
+ * MAMBABYTE_CUDA_OUT_SPLIT=0 runs the product whole there, then the norm.
  */
 int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
                        const void *w, int wdtype, const float *bias, int64_t n, int64_t in_f,

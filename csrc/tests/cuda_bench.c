@@ -63,6 +63,9 @@ static int g_bf16_acts = 1; /* forward with bf16 weights: the products' inputs w
 static int g_y_bf16 = 1; /* decoding batches (> 8, bf16 weights): the state update writes out_proj's
                           * bf16 input (0: out_proj converts the fp32 y, the former path) */
 static int g_layers = 0; /* decoding up to 8 sequences: one mb_decode_layers call, as the model */
+/* bf16 weights: decoding batches from this size take the tensor-core steps, as the model
+ * (MAMBABYTE_CUDA_TC_MIN_BATCH, read by the model too; default 4) */
+static int g_tc_min = 4;
 /* decoding steps (the fused path): op kinds left out of every layer, a bit each (--ablate) */
 enum { SKIP_NORM = 1, SKIP_IN = 2, SKIP_XPROJ = 4, SKIP_SSU = 8, SKIP_OUT = 16, SKIP_HEAD = 32 };
 static int g_skip = 0;
@@ -309,7 +312,11 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
   int64_t rows = batch * len;
   int dt = m->dtype;
   MBX(mb_embedding(G, a->ids, rows, m->emb, dt, V, DM, a->h));
-  const int one_call = len == 1 && batch <= 8 && g_layers && g_fused && !g_skip;
+  /* as the model: with bf16 weights (and activations) decoding batches from g_tc_min sequences
+   * take the steps of more than 8 (tensor-core products), not mb_decode_layers */
+  const int many = len == 1 && g_fused && (rows > 8 || (dt == MB_DTYPE_BF16 && g_bf16_acts &&
+                                                        batch >= g_tc_min));
+  const int one_call = len == 1 && batch <= 8 && !many && g_layers && g_fused && !g_skip;
   if (one_call) {
     uint64_t t[NL * MB_DL_PTRS];
     for (int i = 0; i < NL; i++) {
@@ -346,7 +353,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       MBX(mb_linear_bf16(G, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
       continue;
     }
-    const int bf_step = len == 1 && g_fused && rows > 8 && dt == MB_DTYPE_BF16 && g_bf16_acts;
+    const int bf_step = many && dt == MB_DTYPE_BF16 && g_bf16_acts;
     /* as the model for more than 8 sequences: each out_proj but the last runs with the next
      * layer's add + norm (mb_linear_add_norm), so only layer 0 has a norm call of its own */
     const int norm_in_out = bf_step;
@@ -354,8 +361,8 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       RUN(SKIP_NORM, mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f,
                                  rows, DM, bf_step ? NULL : a->hn, bf_step ? a->hnb : NULL));
     if (len == 1 && g_fused) { /* 5 kernels: norm, in_proj+conv, x_proj, dt_proj+update, out */
-      if (rows > 8) { /* as the model for more than 8 sequences: in_proj (on bf16 rows with bf16
-                       * weights), then the conv step with x_proj in one call */
+      if (many) { /* as the model for more than 8 sequences: in_proj (on bf16 rows with bf16
+                   * weights), then the conv step with x_proj in one call */
         if (bf_step)
           RUN(SKIP_IN, mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
                                       2 * DI));
@@ -436,11 +443,14 @@ static double step_seconds(model *m, int64_t batch, int32_t *id0) {
  * what PDL does not overlap); the sum of the costs against the whole step shows the overlap. */
 static void ablate_bench(model *m, int64_t batch, const char *label) {
   /* more than 8 sequences: the conv step runs with x_proj (mb_conv1d_step_linear), and with
-   * bf16 weights out_proj with the next layer's norm (only layer 0's norm is a call of its own) */
-  const int norm_in_out = batch > 8 && m->dtype == MB_DTYPE_BF16 && g_fused && g_bf16_acts;
+   * bf16 weights (from g_tc_min sequences) out_proj with the next layer's norm (only layer 0's
+   * norm is a call of its own) */
+  const int norm_in_out =
+      (batch > 8 || batch >= g_tc_min) && m->dtype == MB_DTYPE_BF16 && g_fused && g_bf16_acts;
+  const int many = batch > 8 || norm_in_out;
   const char *names[] = {norm_in_out ? "add_norm(0)" : "add_norm",
-                         batch > 8 ? "in_proj" : "in_proj+conv",
-                         batch > 8 ? "conv+x_proj" : "x_proj", "ssu_dt",
+                         many ? "in_proj" : "in_proj+conv", many ? "conv+x_proj" : "x_proj",
+                         "ssu_dt",
                          norm_in_out ? "out+norm" : "out_proj", "head"};
   const double full = step_seconds(m, batch, NULL);
   ROW("ablate %-5s b=%-3lld step %8.1f us (graph replay; %d layers)", label, (long long)batch,
@@ -831,7 +841,7 @@ static void fwd_peers(void) {
  * peer runs through tools/device/ab_check.sh (AB_VAR: an environment switch, each value in its
  * own process). */
 static void batch_benches(double bw) {
-  const int64_t batches[] = {1, 4, 8, 16, 32, 64, 128, 256};
+  const int64_t batches[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
   { /* the layer's large products alone at batch rows (fp32 rows, as mb_linear takes them) */
     const int64_t shapes[3][2] = {{2 * DI, DM}, {DM, DI}, {XP, DI}}, rows[3] = {16, 64, 256};
     const char *names[3] = {"in_proj", "out_proj", "x_proj"};
@@ -841,21 +851,22 @@ static void batch_benches(double bw) {
   }
   model m;
   model_init(&m, MB_DTYPE_BF16);
+  const int nb = (int)(sizeof batches / sizeof batches[0]), b16 = 4; /* batches[b16] = 16 */
   g_layers = 1; /* up to 8 sequences: mb_decode_layers, as the model steps */
-  for (int i = 0; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16");
+  for (int i = 0; i < nb; i++) decode_bench(&m, bw, batches[i], "bf16");
   g_layers = 0;
   { /* the peer in the same run: the conv step and x_proj as two ops (conv, cuBLAS) */
     mb_ctx *g1 = G;
     G = ctx_with_env("MAMBABYTE_CUDA_CONV_LINEAR", "0");
-    for (int i = 3; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16,cl0");
+    for (int i = b16; i < nb; i++) decode_bench(&m, bw, batches[i], "bf16,cl0");
     MBX(mb_ctx_destroy(G));
     G = g1;
-    for (int i = 3; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16 #2");
+    for (int i = b16; i < nb; i++) decode_bench(&m, bw, batches[i], "bf16 #2");
   }
   g_y_bf16 = 0; /* the peer: out_proj converting the update's fp32 y in a kernel of its own */
-  for (int i = 3; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16,yf32");
+  for (int i = b16; i < nb; i++) decode_bench(&m, bw, batches[i], "bf16,yf32");
   g_y_bf16 = 1;
-  for (int i = 3; i < 8; i++) decode_bench(&m, bw, batches[i], "bf16 #3");
+  for (int i = b16; i < nb; i++) decode_bench(&m, bw, batches[i], "bf16 #3");
   breakdown(&m, 64, 1, "bf16");
   model_free(&m);
   model_init(&m, MB_DTYPE_F32);
@@ -935,6 +946,8 @@ int main(int argc, char **argv) {
   int batch_only = argc > 1 && !strcmp(argv[1], "--batch");
   int ssu_only = argc > 1 && !strcmp(argv[1], "--ssu64"); /* for ncu: the b64 layer's ops only */
   int count = 0;
+  const char *e_tc = getenv("MAMBABYTE_CUDA_TC_MIN_BATCH");
+  if (e_tc && atoi(e_tc) >= 2) g_tc_min = atoi(e_tc);
   if (!mb_has_cuda()) {
     printf("SKIP: library built without CUDA\n");
     return 0;

@@ -47,6 +47,18 @@ export const VERIFY_BLOCK = 8;
  */
 const DECODE_TABLE_MAX_BATCH = 8;
 
+/**
+ * With bf16 activations (a CUDA model with bf16 weights), decoding batches from this size run the
+ * steps of more than 8 sequences (tensor-core products on bf16 rows) instead of
+ * Backend.decodeLayers, whose products of up to 8 rows give each row a one-row call's bits at a
+ * fraction of the bandwidth (MAMBABYTE_CUDA_TC_MIN_BATCH=N for A/B runs; 9 keeps the table's
+ * steps up to 8 sequences).
+ */
+function tensorCoreMinBatch(): number {
+  const v = Number(envValue("MAMBABYTE_CUDA_TC_MIN_BATCH"));
+  return Number.isInteger(v) && v >= 2 ? v : 4;
+}
+
 /** Module outputs that can be tapped, per layer. */
 export const TAP_NAMES = [
   "norm",
@@ -277,6 +289,8 @@ export class MambaByteLM {
   readonly ownsBackend: boolean;
   /** Whether the forward writes its products' inputs as bf16 (MambaByteLMOptions.bf16Activations). */
   readonly bf16Activations: boolean;
+  /** With bf16 activations, decoding batches from this size take the tensor-core products. */
+  readonly #tcMinBatch = tensorCoreMinBatch();
   /** Whether decoding steps take Backend.decodeLayers (MambaByteLMOptions.decodeLayers). */
   readonly decodeLayers: boolean;
   #chunkWs: Workspace | undefined;
@@ -401,8 +415,8 @@ export class MambaByteLM {
   /** A workspace for `rows` positions (forward chunks or a decoding batch). */
   newWorkspace(rows: number): Workspace {
     // bf16 activations serve products of more than 8 rows (tensor cores): forward chunks, and
-    // decoding steps of more than 8 sequences
-    const bf16 = this.bf16Activations && rows > 8;
+    // decoding steps of more than 8 sequences (from tensorCoreMinBatch)
+    const bf16 = this.bf16Activations && (rows > 8 || rows >= this.#tcMinBatch);
     return new Workspace(this.backend, this.dims, rows, this.vocabOut, bf16);
   }
 
@@ -494,25 +508,27 @@ export class MambaByteLM {
   ): void {
     const be = this.backend;
     const { dInner: di, dConv: k } = this.dims;
-    // More than 8 sequences: in_proj and out_proj are tensor-core products, which take the norm's
-    // and the state update's bf16 rows (the bits they made of the fp32 rows), and the conv step
-    // shares a call with x_proj (one kernel on CUDA).
-    const bf = batch > 8 ? ws.bf16 : null;
+    // More than 8 sequences (with bf16 activations, from tensorCoreMinBatch): in_proj and out_proj
+    // are tensor-core products, which take the norm's and the state update's bf16 rows (the bits
+    // they made of the fp32 rows), and the conv step shares a call with x_proj (one kernel on CUDA).
+    const many = batch > 8 || (ws.bf16 !== null && batch >= this.#tcMinBatch);
+    const bf = many ? ws.bf16 : null;
     // Only states of up to DECODE_TABLE_MAX_BATCH sequences carry a table (newState).
-    const table = this.decodeLayers && batch <= DECODE_TABLE_MAX_BATCH && afterLayer === undefined
-      ? state.decodeTable(this.weights)
-      : null;
+    const table =
+      this.decodeLayers && !many && batch <= DECODE_TABLE_MAX_BATCH && afterLayer === undefined
+        ? state.decodeTable(this.weights)
+        : null;
     if (table) return be.decodeLayers(this.decodeLayersArgs(ws, table, batch));
-    // Without taps, more than 8 sequences run each out_proj but the last with the next layer's
-    // add + norm (Backend.linearAddNorm: on CUDA the product's parts are summed by the norm).
-    const fuseNorm = batch > 8 && afterLayer === undefined;
+    // Without taps, those steps run each out_proj but the last with the next layer's add + norm
+    // (Backend.linearAddNorm: on CUDA the product's parts are summed by the norm's kernel).
+    const fuseNorm = many && afterLayer === undefined;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
       const lastLayer = i + 1 === this.dims.nLayer;
       if (!fuseNorm || i === 0) {
         this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined);
       }
-      if (batch > 8) {
+      if (many) {
         if (bf) be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
         else be.linear(this.#inProj(ws, i, batch));
         this.#convXProj(ws, i, state.conv[i].ptr, batch);
