@@ -1,6 +1,6 @@
 /*
  * conv_linear.cu — mb_conv1d_step_linear on CUDA: a decoding batch's conv step and x_proj in one
- * kernel (9 to 64 rows; elsewhere the conv and mb_linear).
+ * kernel (from 9 rows, MAMBABYTE_CUDA_CONV_LINEAR, to 64; elsewhere the conv and mb_linear).
  *
  * Before, a step of more than 8 sequences ran the conv step as a kernel of its own and x_proj
  * through cuBLAS (a split-K product and its reduction: two more kernels), three kernel boundaries
@@ -259,7 +259,7 @@ extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ld
   mbcuda_state *st = mbcuda_st(ctx);
   const int bf16 = wdtype == MB_DTYPE_BF16;
   const int64_t grid = (d + CXL_CW - 1) / CXL_CW;
-  bool fused = st->conv_linear && n > 8 && n <= CXL_N_MAX && out_f >= 1 &&
+  bool fused = st->conv_linear && n >= st->conv_linear && n <= CXL_N_MAX && out_f >= 1 &&
                out_f <= CXL_OUT_MAX && k <= CXL_KMAX;
   if (fused) {
     int *per_sm = &st->conv_linear_per_sm[bf16];

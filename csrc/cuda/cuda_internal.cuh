@@ -67,8 +67,8 @@ struct mbcuda_state {
   size_t draft_cluster_smem; /* the dynamic shared memory k_draft_cluster was opted in to */
   int draft_timing;      /* MAMBABYTE_CUDA_DRAFT_TIMING=1: k_draft_cluster's phases on stderr */
   long long *draft_timing_buf; /* its stamps (device memory, allocated on first use) */
-  int conv_linear;       /* mb_conv1d_step_linear for 9 to 64 rows as one kernel
-                          * (MAMBABYTE_CUDA_CONV_LINEAR=0: the conv then mb_linear; A/B runs) */
+  int conv_linear;       /* mb_conv1d_step_linear as one kernel from this many rows to 64 (9;
+                          * MAMBABYTE_CUDA_CONV_LINEAR=N, 0: never, the conv then mb_linear) */
   int conv_linear_per_sm[2]; /* k_conv_linear's resident blocks an SM at its largest shared
                               * memory, [0] fp32 and [1] bf16 weights (-1: not asked yet) */
   int out_split;         /* mb_linear_add_norm's product split over in_f into at most this many

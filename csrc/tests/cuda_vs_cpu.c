@@ -584,6 +584,11 @@ static double diff_bits(const void *a, const void *b, size_t bytes);
  * 1e-5. Its xc and window are the conv op's bits on the GPU; a second run from the same window
  * and a replay of a captured graph give the first run's bits. */
 static int g_cl_off = 0; /* the GPU context runs it as two ops (MAMBABYTE_CUDA_CONV_LINEAR=0) */
+/* the rows from which the GPU runs it as one kernel (MAMBABYTE_CUDA_CONV_LINEAR=N; default 9) */
+static int cl_min_rows(void) {
+  const char *e = getenv("MAMBABYTE_CUDA_CONV_LINEAR");
+  return !e || !e[0] ? 9 : atoi(e) < 2 ? 2 : atoi(e);
+}
 static void t_conv_linear(void) {
   struct { int64_t n, d, out_f, k; int wdt, bias, cbias; } cs[] = {
       {64, 3584, 144, 4, MB_DTYPE_BF16, 0, 1}, {16, 2048, 96, 4, MB_DTYPE_F32, 0, 1},
@@ -591,11 +596,13 @@ static void t_conv_linear(void) {
       {33, 4099, 200, 2, MB_DTYPE_BF16, 1, 1},  {100, 256, 256, 4, MB_DTYPE_F32, 0, 1},
       {20, 100, 20, 1, MB_DTYPE_F32, 1, 1},     {300, 64, 50, 4, MB_DTYPE_F32, 0, 1},
       {5, 500, 40, 4, MB_DTYPE_BF16, 0, 1},     {12, 128, 300, 4, MB_DTYPE_BF16, 0, 1},
+      {4, 3584, 144, 4, MB_DTYPE_BF16, 0, 1},   {8, 3584, 144, 4, MB_DTYPE_BF16, 0, 1},
+      {2, 1000, 37, 3, MB_DTYPE_F32, 1, 0},
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     const int64_t n = cs[ci].n, d = cs[ci].d, out_f = cs[ci].out_f, k = cs[ci].k;
     if (g_small && n * d > 100000) continue;
-    const int fused = !g_cl_off && n > 8 && n <= 64 && out_f <= 256 && k <= 8;
+    const int fused = !g_cl_off && n >= cl_min_rows() && n <= 64 && out_f <= 256 && k <= 8;
     const int64_t ldx = 2 * d + 3, ldy = out_f + 3, ldo = d + 1, sw = n * d * (k > 1 ? k - 1 : 1);
     pair X = prand(n * ldx, -1, 1), Bi = prand(out_f, -1, 1), CW = prand(d * k, -1, 1);
     pair CB = prand(d, -1, 1), CS = prand(sw, -1, 1), Y = pf(NULL, n * ldy), XC = pf(NULL, n * ldo);
