@@ -22,6 +22,9 @@
 /* mb_linear_bf16 and mb_linear_add_norm with bf16 weights take the tensor cores from this many
  * rows (mb_linear keeps its GEMV, one row's bits a row, up to 8) */
 #define MBCUDA_TC_MIN_ROWS 2
+/* mb_linear_add_norm: above this many rows (forward chunks; decoding batches stop at 256) the
+ * product is added to the residual by the GEMM rather than split into parts */
+#define MBCUDA_ACC_MIN_ROWS 256
 
 /* One staging buffer of mb_download_async: src is copied here on the compute stream, then to the
  * host on the copy stream. `ready`: recorded on the compute stream after the device copy; `done`:
@@ -118,6 +121,15 @@ int mbcuda_sum_add_norm(mb_ctx *ctx, const float *parts, int nparts, int64_t par
                         const float *h_bias, float *residual, int accumulate, const float *weight,
                         const float *bias, int norm_kind, float eps, int64_t n, int64_t d,
                         float *out, uint16_t *out_bf16);
+
+/* norm.cu: mb_add_norm's norm of rows that already hold the residual sum (res, not written),
+ * a warp a row as k_add_norm_warp: for n >= 256 rows of d <= 2048, d % 4 == 0, 16-byte aligned
+ * rows (mbcuda_norm_rows_fit). */
+bool mbcuda_norm_rows_fit(int64_t n, int64_t d, const void *res, const float *weight,
+                          const float *bias, const float *out, const uint16_t *out_bf16);
+int mbcuda_norm_rows(mb_ctx *ctx, const float *res, const float *weight, const float *bias,
+                     int norm_kind, float eps, int64_t n, int64_t d, float *out,
+                     uint16_t *out_bf16);
 
 /* gemm.cu: cuBLAS handle lifetime. */
 int mbcuda_blas_init(mb_ctx *ctx);

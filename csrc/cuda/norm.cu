@@ -124,8 +124,9 @@ int mbcuda_sum_add_norm(mb_ctx *ctx, const float *parts, int nparts, int64_t par
 #define ADD_NORM_WARPS 8 /* rows per block */
 
 /* A warp per row, V4 float4s per lane (row element 4 (lane + 32 j) + e), the row in registers;
- * the statistics as k_add_norm_reg's (sum, then the squared deviations) with warp reductions. */
-template <int V4>
+ * the statistics as k_add_norm_reg's (sum, then the squared deviations) with warp reductions.
+ * STORE_RES false: the row is not stored back (mbcuda_norm_rows: x is the residual already). */
+template <int V4, bool STORE_RES = true>
 __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
     k_add_norm_warp(const float *x, float *residual, int accumulate,
                     const float *__restrict__ weight, const float *__restrict__ bias,
@@ -162,7 +163,7 @@ __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
 #pragma unroll
   for (int j = 0; j < V4; j++) {
     const float4 r = rv[j];
-    if (lane + 32 * j < d4) rr[lane + 32 * j] = r;
+    if (STORE_RES && lane + 32 * j < d4) rr[lane + 32 * j] = r;
     s += norm_kind == MB_NORM_RMS ? r.x * r.x + r.y * r.y + r.z * r.z + r.w * r.w
                                   : r.x + r.y + r.z + r.w;
   }
@@ -203,6 +204,29 @@ __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
 }
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* Whether mbcuda_norm_rows takes these rows (k_add_norm_warp's shapes). */
+bool mbcuda_norm_rows_fit(int64_t n, int64_t d, const void *res, const float *weight,
+                          const float *bias, const float *out, const uint16_t *out_bf16) {
+  return n >= ADD_NORM_WARP_MIN_ROWS && n <= 0x7fffffff && d <= 2048 && d % 4 == 0 &&
+         aligned16(res) && aligned16(weight) && (!bias || aligned16(bias)) && aligned16(out) &&
+         ((uintptr_t)out_bf16 & 7) == 0;
+}
+
+int mbcuda_norm_rows(mb_ctx *ctx, const float *res, const float *weight, const float *bias,
+                     int norm_kind, float eps, int64_t n, int64_t d, float *out,
+                     uint16_t *out_bf16) {
+  const dim3 grid((unsigned)((n + ADD_NORM_WARPS - 1) / ADD_NORM_WARPS));
+  const dim3 block(ADD_NORM_WARPS * 32);
+  float *r = (float *)res; /* read only: STORE_RES is false */
+  if (d <= 512)
+    MBCUDA_LAUNCH("linear_add_norm (norm)", (k_add_norm_warp<4, false>), grid, block, 0, res, r, 0, weight, bias, norm_kind, eps, n, d, out, out_bf16);
+  else if (d <= 1024)
+    MBCUDA_LAUNCH("linear_add_norm (norm)", (k_add_norm_warp<8, false>), grid, block, 0, res, r, 0, weight, bias, norm_kind, eps, n, d, out, out_bf16);
+  else
+    MBCUDA_LAUNCH("linear_add_norm (norm)", (k_add_norm_warp<16, false>), grid, block, 0, res, r, 0, weight, bias, norm_kind, eps, n, d, out, out_bf16);
+  return MB_OK;
+}
 
 extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                                const float *weight, const float *bias, int norm_kind, float eps,

@@ -228,11 +228,12 @@ int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w, i
  *   mb_add_norm(h, residual, accumulate, norm_weight, norm_bias, norm_kind, eps, n, out_f, out,
  *               out_bf16)
  * h_scratch: n x out_f floats the call may use for h (their contents afterwards are unspecified).
- * On the CPU it is those two calls. On CUDA, n >= 2 rows with bfloat16 weights run the product on
- * the tensor cores (x rounded to bf16 as mb_linear rounds it) split over in_f into parts that the
- * norm's kernel sums in a fixed order (no reduction kernel of its own), so h is associated
- * differently from mb_linear's (every such call gives the same bits, from x or x_bf16 alike);
- * MAMBABYTE_CUDA_OUT_SPLIT=0 runs the product whole there, then the norm.
+ * On the CPU it is those two calls. On CUDA with bfloat16 weights, 2 to 256 rows run the product
+ * on the tensor cores (x rounded to bf16 as mb_linear rounds it) split over in_f into parts that
+ * the norm's kernel sums in a fixed order (no reduction kernel of its own), so h is associated
+ * differently from mb_linear's (every such call gives the same bits, from x or x_bf16 alike); more
+ * rows without a bias (forward chunks) have the GEMM add the product to the residual in place,
+ * then norm it. MAMBABYTE_CUDA_OUT_SPLIT=0 runs the product whole, then the norm.
  */
 int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
                        const void *w, int wdtype, const float *bias, int64_t n, int64_t in_f,

@@ -339,9 +339,14 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     layer *L = &m->l[i];
     float *cs = a->conv_state + (size_t)i * batch * DI * (KC - 1);
     float *ss = a->ssm_state + (size_t)i * batch * DI * NS;
+    /* as the model's forward over more than 8 positions: each out_proj but the last with the next
+     * layer's add + norm (mb_linear_add_norm), so only layer 0 has a norm call of its own */
+    const int fwd_fuse = len > 8 && batch == 1;
+    const layer *N = i + 1 < NL ? &m->l[i + 1] : NULL;
     if (len > 1 && rows > 8 && dt == MB_DTYPE_BF16 && g_bf16_acts) { /* as the model's forward */
-      MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, NULL,
-                      a->hnb));
+      if (!fwd_fuse || i == 0)
+        MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM,
+                        NULL, a->hnb));
       MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
       MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI,
                            NULL, a->xcb));
@@ -350,13 +355,17 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->dtb, L->A, a->dbc + R, XP,
                             a->dbc + R + NS, XP, L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len,
                             DI, NS, 1, NULL, DI, a->yb));
-      MBX(mb_linear_bf16(G, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
+      if (fwd_fuse && N)
+        MBX(mb_linear_add_norm(G, NULL, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, a->res, 1,
+                               N->nw, N->nb, MB_NORM_LAYER, 1e-5f, NULL, a->hnb));
+      else
+        MBX(mb_linear_bf16(G, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
       continue;
     }
     const int bf_step = many && dt == MB_DTYPE_BF16 && g_bf16_acts;
     /* as the model for more than 8 sequences: each out_proj but the last runs with the next
      * layer's add + norm (mb_linear_add_norm), so only layer 0 has a norm call of its own */
-    const int norm_in_out = bf_step;
+    const int norm_in_out = bf_step || (len > 1 && fwd_fuse);
     if (!norm_in_out || i == 0)
       RUN(SKIP_NORM, mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f,
                                  rows, DM, bf_step ? NULL : a->hn, bf_step ? a->hnb : NULL));
@@ -401,7 +410,11 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->dtb, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
                           L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI,
                           NULL));
-    MBX(mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
+    if (fwd_fuse && N) /* as the model's forward (fp32 activations) */
+      MBX(mb_linear_add_norm(G, a->y, NULL, DI, L->out, dt, NULL, rows, DI, DM, a->h, a->res, 1,
+                             N->nw, N->nb, MB_NORM_LAYER, 1e-5f, a->hn, NULL));
+    else
+      MBX(mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
   }
   RUN(SKIP_HEAD, mb_add_norm(G, a->h, a->res, 1, m->nfw, m->nfb, MB_NORM_LAYER, 1e-5f, rows, DM,
                              a->hn, NULL));

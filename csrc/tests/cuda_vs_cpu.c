@@ -368,18 +368,22 @@ static void lan_run(const lan_case *c, int gpu, pair *R, pair *O, pair *OB) {
 }
 
 /* mb_linear_add_norm: the residual and the normed rows (fp32, bf16) against the CPU's two calls;
- * bf16 weights and n >= 2 split the product over in_f (parts of 8, 4 or 2 as in_f allows, else
- * the product whole) and hold rerun bits. Tolerances as t_linear's (1e-2 where x is rounded to
- * bf16). */
+ * bf16 weights and 2 to 256 rows split the product over in_f (parts of 8, 4 or 2 as in_f allows,
+ * else the product whole), more rows add it into the residual in the GEMM; reruns hold their bits.
+ * Tolerances as t_linear's (1e-2 where x is rounded to bf16). */
 static void t_linear_add_norm(void) {
   /* n, in_f, out_f, pad of ldx: out_proj at decoding batches 12, 64 and 256; parts of 4 (448),
-   * none (1000, 96: the product whole), out_f beyond the norm's kernel (2049), 2 to 8 rows */
+   * none (1000, 96: the product whole), out_f beyond the norm's kernel (2049), 2 to 8 rows, and
+   * forward chunks (the product added to the residual by the GEMM; with a bias, the two calls) */
   int64_t cfgs[][4] = {{64, 3584, 1792, 0}, {12, 3584, 1792, 8}, {256, 3584, 1792, 0},
                        {40, 448, 101, 0},   {9, 1000, 37, 3},    {33, 96, 2048, 0},
                        {17, 1024, 2049, 0}, {5, 512, 64, 1},     {20, 2048, 640, 2},
                        /* decoding batches 2 to 8 (tensor cores from 2 rows) and one row */
                        {4, 3584, 1792, 0},  {8, 3584, 1792, 8},  {2, 448, 101, 0},
-                       {1, 3584, 1792, 0}};
+                       {1, 3584, 1792, 0},
+                       /* forward chunks (above 256 rows): the GEMM adds into the residual */
+                       {300, 3584, 1792, 0}, {512, 1000, 512, 4}, {257, 96, 1028, 0},
+                       {260, 16, 64, 1}};
   int k = 0;
   for (int ci = 0; ci < (int)(sizeof cfgs / sizeof cfgs[0]); ci++)
     for (int dt = 0; dt < 2; dt++)

@@ -441,7 +441,8 @@ export class MambaByteLM {
    * addition either way, so the results are the same bits. With ws.bf16 (and len > 8) the norm,
    * the conv and the scan also write their outputs as bf16 for in_proj, x_proj and out_proj: the
    * values those products' tensor-core path rounds its input to, without a pass of its own; the
-   * fp32 norm output is then written only for a tap, and the scan's y not at all.
+   * fp32 norm output is then written only for a tap, and the scan's y not at all. Without
+   * `afterLayer`, chunks of more than 8 positions run out_proj with the next layer's add + norm.
    */
   forwardLayers(
     ws: Workspace,
@@ -454,9 +455,15 @@ export class MambaByteLM {
     const be = this.backend;
     const { dInner: di, dtRank: r } = this.dims;
     const bf = len > 8 ? ws.bf16 : null;
+    // Without taps, a chunk of more than 8 positions runs each out_proj but the last with the next
+    // layer's add + norm (Backend.linearAddNorm: on CUDA the GEMM adds the product to the residual
+    // itself); shorter chunks keep the products of up to 8 rows (a one-row call's bits).
+    const fuseNorm = afterLayer === undefined && len > 8;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
-      this.#norm(ws, i, len, bf?.normed, bf !== null && afterLayer === undefined);
+      if (!fuseNorm || i === 0) {
+        this.#norm(ws, i, len, bf?.normed, bf !== null && afterLayer === undefined);
+      }
       if (bf) be.linearBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr });
       else be.linear(this.#inProj(ws, i, len));
       this.#conv(ws, i, ws.xz.ptr, state.conv[i].ptr, 1, len, {
@@ -488,7 +495,8 @@ export class MambaByteLM {
         y: bf ? null : ws.y.ptr,
         yBf16: bf?.y.ptr ?? null,
       });
-      if (bf) be.linearBf16({ ...this.#outProjOperands(ws, i, len), x: bf.y.ptr });
+      if (fuseNorm && i + 1 < this.dims.nLayer) this.#outProjNorm(ws, i, len, bf);
+      else if (bf) be.linearBf16({ ...this.#outProjOperands(ws, i, len), x: bf.y.ptr });
       else be.linear(this.#outProjOperands(ws, i, len));
       afterLayer?.(i);
     }
