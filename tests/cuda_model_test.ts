@@ -37,6 +37,16 @@ const TEXT = new TextEncoder().encode(
   "GPU and CPU must agree — ÆØÅ ünïcödé 0123456789.\n".repeat(4),
 );
 
+/** The fixture model with bf16 weights on the GPU, in chunks of 64 positions. */
+const BF16_GPU = {
+  configPath: CONFIG,
+  modelId: "test-64x3",
+  seed: 3,
+  dtype: "bf16",
+  chunkSize: 64,
+  device: "cuda",
+} as const;
+
 async function pair(
   dtype: "fp32" | "bf16",
   strictFp32: boolean,
@@ -106,16 +116,8 @@ Deno.test({
   ignore,
   async fn() {
     // chunks of 64 and tails of 28 (bf16 activations) and of 5 rows (a short chunk: fp32)
-    const common = {
-      configPath: CONFIG,
-      modelId: "test-64x3",
-      seed: 3,
-      dtype: "bf16",
-      chunkSize: 64,
-      device: "cuda",
-    } as const;
-    const on = await loadModel({ ...common, bf16Activations: true });
-    const off = await loadModel({ ...common, bf16Activations: false });
+    const on = await loadModel({ ...BF16_GPU, bf16Activations: true });
+    const off = await loadModel({ ...BF16_GPU, bf16Activations: false });
     try {
       assert.ok(on.bf16Activations && !off.bf16Activations);
       for (const text of [TEXT, TEXT.subarray(0, 133)]) {
@@ -152,14 +154,7 @@ Deno.test({
   name: "cuda bf16 decoding of 3 to 8 sequences picks the forward's argmax (tensor cores from 4)",
   ignore,
   async fn() {
-    const gpu = await loadModel({
-      configPath: CONFIG,
-      modelId: "test-64x3",
-      seed: 3,
-      dtype: "bf16",
-      chunkSize: 64,
-      device: "cuda",
-    });
+    const gpu = await loadModel(BF16_GPU);
     try {
       const prompt = TEXT.subarray(0, 30);
       // 3: Backend.decodeLayers' GEMVs; 4 and 8: the tensor-core steps (with out_proj + norm)

@@ -234,6 +234,17 @@ __global__ void k_add_bias(float *y, int64_t ldy, const float *__restrict__ bias
   }
 }
 
+/* x (n rows of in_f floats at ld ldx) rounded to bf16 into dst (dense rows): the bits of the
+ * tensor-core path's input, as the producers' _bf16 outputs round them too. */
+static int rows_to_bf16(mb_ctx *ctx, const float *x, int64_t ldx, int64_t n, int64_t in_f,
+                        __nv_bfloat16 *dst, const char *op) {
+  if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
+    MBCUDA_LAUNCH(op, k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, dst);
+  else
+    MBCUDA_LAUNCH(op, (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)dst);
+  return MB_OK;
+}
+
 extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                              const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
                              int64_t ldy) {
@@ -265,10 +276,8 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * 2, "linear", &scr);
     if (rc) return rc;
     __nv_bfloat16 *xb = (__nv_bfloat16 *)scr;
-    if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
-      MBCUDA_LAUNCH("linear (x to bf16)", k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, xb);
-    else
-      MBCUDA_LAUNCH("linear (x to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)xb);
+    rc = rows_to_bf16(ctx, x, ldx, n, in_f, xb, "linear (x to bf16)");
+    if (rc) return rc;
     BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
                             CUDA_R_16BF, (int)in_f, xb, CUDA_R_16BF, (int)in_f, &beta, y,
                             CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
@@ -330,10 +339,8 @@ static int gemm_into(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_
     void *scr = NULL;
     int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * 2, "linear_add_norm", &scr);
     if (rc) return rc;
-    if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
-      MBCUDA_LAUNCH("linear_add_norm (x to bf16)", k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, (__nv_bfloat16 *)scr);
-    else
-      MBCUDA_LAUNCH("linear_add_norm (x to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)scr);
+    rc = rows_to_bf16(ctx, x, ldx, n, in_f, (__nv_bfloat16 *)scr, "linear_add_norm (x to bf16)");
+    if (rc) return rc;
     xb = scr;
     ldb = in_f;
   }
@@ -399,10 +406,8 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
   int64_t ldb = ldx;
   if (x) { /* the bits mb_linear's conversion makes (and the producers' _bf16 outputs) */
     __nv_bfloat16 *conv = (__nv_bfloat16 *)((char *)scr + parts_bytes);
-    if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
-      MBCUDA_LAUNCH("linear_add_norm (x to bf16)", k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, conv);
-    else
-      MBCUDA_LAUNCH("linear_add_norm (x to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)conv);
+    rc = rows_to_bf16(ctx, x, ldx, n, in_f, conv, "linear_add_norm (x to bf16)");
+    if (rc) return rc;
     xb = conv;
     ldb = in_f;
   }

@@ -227,7 +227,8 @@ int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w, i
  *                           ld ldx), n rows of out_f
  *   mb_add_norm(h, residual, accumulate, norm_weight, norm_bias, norm_kind, eps, n, out_f, out,
  *               out_bf16)
- * h_scratch: n x out_f floats the call may use for h (their contents afterwards are unspecified).
+ * h_scratch: n x out_f floats the call may use for h (their contents afterwards are unspecified;
+ * they must not overlap x, residual or the outputs).
  * On the CPU it is those two calls. On CUDA with bfloat16 weights, 2 to 256 rows run the product
  * on the tensor cores (x rounded to bf16 as mb_linear rounds it) split over in_f into parts that
  * the norm's kernel sums in a fixed order (no reduction kernel of its own), so h is associated

@@ -474,11 +474,11 @@ export class Backend {
   }
 
   /**
-   * A product and the add + norm of its output in one call (mb_linear_add_norm: a decoding batch's
-   * out_proj and the next layer's norm): h = x W^T + bias, then {@link Backend.addNorm} of h. x is
-   * fp32, or bfloat16 bits with `xBf16`; `hScratch` (n, outF) may be used for h and is left
-   * unspecified. On CUDA, more than 8 rows with bf16 weights split the product over inF and sum
-   * its parts in the norm's kernel (bits of their own, the same in every call).
+   * A product and the add + norm of its output in one call (mb_linear_add_norm: out_proj and the
+   * next layer's norm): h = x W^T + bias, then {@link Backend.addNorm} of h. x is fp32, or bfloat16
+   * bits with `xBf16`; `hScratch` (n, outF) may be used for h and is left unspecified. On CUDA with
+   * bf16 weights, 2 to 256 rows split the product over inF and sum its parts in the norm's kernel,
+   * and more rows have the GEMM add it to the residual (bits of their own, the same in every call).
    */
   linearAddNorm(
     a: Omit<LinearArgs, "y" | "ldy"> & {
