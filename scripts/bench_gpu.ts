@@ -4,8 +4,9 @@
  * Measures in the same run the device-to-device copy bandwidth (bytes read + written), then for
  * each case prints bytes/s, the ratio to the bandwidth roofline (weight bytes per step / copy
  * bandwidth) or, for a forward, to the GEMM floor (the forward's matrix-product FLOPs at the rate
- * of the model's in_proj product over the same positions, timed in the same case), and the device
- * memory in use:
+ * of the model's in_proj product over the same positions, timed in the same case), and the
+ * largest device memory in use sampled while the case holds its state (each decoding step of the
+ * warm-up run; after each forward pass, before its state is freed):
  *   decode batch 1 bf16, decode batch 1 fp32 (TF32 off: the weights are read as fp32 either way),
  *   decode batch 8, 64 and 256 bf16, forward over 8192 bytes bf16 and fp32/TF32, and (not in the
  *   default list) fwd-bf16-f32acts and b64-bf16-f32acts, the bf16 forward and batch-64 decoding
@@ -37,14 +38,19 @@ parser.add_argument("--cases", {
 // deno-lint-ignore no-explicit-any
 type Args = Record<string, any>;
 
-function memUsedGB(model: MambaByteLM): string {
+/** Device memory in use now (bytes, all processes: cudaMemGetInfo), or 0 where unknown. */
+function memUsed(model: MambaByteLM): number {
   const info = (model.backend.info() ?? {}) as Record<string, number>;
-  if (typeof info.mem_total === "number" && typeof info.mem_free === "number") {
-    return `${
-      ((info.mem_total - info.mem_free) / 1e9).toFixed(2)
-    } GB device memory in use after the case`;
-  }
-  return "memory n/a";
+  return typeof info.mem_total === "number" && typeof info.mem_free === "number"
+    ? info.mem_total - info.mem_free
+    : 0;
+}
+
+/** The memory column: the most in use at the case's sample points (while its state is held). */
+function peakGB(bytes: number, when: string): string {
+  return bytes > 0
+    ? `peak ${(bytes / 1e9).toFixed(2)} GB device memory in use ${when}`
+    : "memory n/a";
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -107,7 +113,15 @@ async function main(argv: string[]): Promise<void> {
     bf16Activations = true,
   ) {
     await withModel(dtype, true, async (model) => {
-      await model.generate(prompt, { maxNewTokens: 4, numSamples: batch, topK: 1 });
+      // the warm-up samples the memory at each step, while the batch's state is held (the timed
+      // run makes the same allocations, and is not slowed by the sampling)
+      let peak = 0;
+      await model.generate(prompt, {
+        maxNewTokens: 4,
+        numSamples: batch,
+        topK: 1,
+        onBytes: () => void (peak = Math.max(peak, memUsed(model))),
+      });
       const t0 = performance.now();
       await model.generate(prompt, { maxNewTokens: args.decode_steps, numSamples: batch, topK: 1 });
       const prefill = performance.now();
@@ -122,7 +136,7 @@ async function main(argv: string[]): Promise<void> {
       report(
         `${label} | ${(stepsPerS * batch).toFixed(0)} bytes/s | roofline ${
           (roofline * batch).toFixed(0)
-        } | ratio ${(stepsPerS / roofline).toFixed(2)} | ${memUsedGB(model)}`,
+        } | ratio ${(stepsPerS / roofline).toFixed(2)} | ${peakGB(peak, "while decoding")}`,
       );
     }, bf16Activations);
   }
@@ -136,9 +150,11 @@ async function main(argv: string[]): Promise<void> {
   ) {
     await withModel(dtype, strict, async (model) => {
       const text = new Uint8Array(len).map((_, i) => 32 + (i * 7) % 90);
+      let peak = 0;
       const run = async () => {
         const st = await model.forwardChunks(text, { skipHead: false });
         model.backend.sync();
+        peak = Math.max(peak, memUsed(model)); // the workspace and the state still held
         st.free();
       };
       // A long prompt runs chunk by chunk (the state carried): one timed pass after a short one.
@@ -162,7 +178,7 @@ async function main(argv: string[]): Promise<void> {
           (len / (ms / 1000)).toFixed(0)
         } bytes/s | GEMM floor ${floorMs.toFixed(1)} ms at ${
           (rate / 1e12).toFixed(0)
-        } TFLOP/s | ratio ${(floorMs / ms).toFixed(2)} | ${memUsedGB(model)}`,
+        } TFLOP/s | ratio ${(floorMs / ms).toFixed(2)} | ${peakGB(peak, "after a pass")}`,
       );
     }, bf16Activations);
   }
