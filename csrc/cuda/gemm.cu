@@ -245,6 +245,20 @@ static int rows_to_bf16(mb_ctx *ctx, const float *x, int64_t ldx, int64_t n, int
   return MB_OK;
 }
 
+/* y = x w^T + beta y on the tensor cores: bf16 rows x (ld ldx) and bf16 weights w (out_f, in_f),
+ * fp32 accumulation and output (ld ldy); the one cuBLAS call of every bf16 product here. */
+static int gemm_bf16(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int64_t n,
+                     int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
+                     const char *op) {
+  const float alpha = 1.f;
+  BLAS_CHECK(cublasGemmEx((cublasHandle_t)mbcuda_st(ctx)->blas, CUBLAS_OP_T, CUBLAS_OP_N,
+                          (int)out_f, (int)n, (int)in_f, &alpha, w, CUDA_R_16BF, (int)in_f, x,
+                          CUDA_R_16BF, (int)ldx, &beta, y, CUDA_R_32F, (int)ldy,
+                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+             op);
+  return MB_OK;
+}
+
 extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                              const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
                              int64_t ldy) {
@@ -278,10 +292,8 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     __nv_bfloat16 *xb = (__nv_bfloat16 *)scr;
     rc = rows_to_bf16(ctx, x, ldx, n, in_f, xb, "linear (x to bf16)");
     if (rc) return rc;
-    BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
-                            CUDA_R_16BF, (int)in_f, xb, CUDA_R_16BF, (int)in_f, &beta, y,
-                            CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-               "linear (cublasGemmEx bf16)");
+    rc = gemm_bf16(ctx, xb, in_f, w, n, in_f, out_f, y, ldy, 0.f, "linear (cublasGemmEx bf16)");
+    if (rc) return rc;
   } else {
     cublasComputeType_t ct =
         (ctx->flags & MB_FLAG_ALLOW_TF32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -305,7 +317,6 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
                                   int wdtype, const float *bias, int64_t n, int64_t in_f,
                                   int64_t out_f, float *y, int64_t ldy) {
   if (n <= 0 || out_f <= 0) return MB_OK;
-  mbcuda_state *st = mbcuda_st(ctx);
   if (wdtype != MB_DTYPE_BF16 || n < MBCUDA_TC_MIN_ROWS) {
     void *scr = NULL;
     int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * sizeof(float), "linear_bf16", &scr);
@@ -315,12 +326,9 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_bf16: dimensions beyond 2^31");
-  cublasHandle_t h = (cublasHandle_t)st->blas;
-  const float alpha = 1.f, beta = 0.f;
-  BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
-                          CUDA_R_16BF, (int)in_f, x, CUDA_R_16BF, (int)ldx, &beta, y, CUDA_R_32F,
-                          (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-             "linear_bf16 (cublasGemmEx bf16)");
+  int rc =
+      gemm_bf16(ctx, x, ldx, w, n, in_f, out_f, y, ldy, 0.f, "linear_bf16 (cublasGemmEx bf16)");
+  if (rc) return rc;
   if (bias) {
     MBCUDA_LAUNCH("linear_bf16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
   }
@@ -332,7 +340,6 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
 static int gemm_into(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
                      const void *w, int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
                      float beta) {
-  mbcuda_state *st = mbcuda_st(ctx);
   const void *xb = x_bf16;
   int64_t ldb = ldx;
   if (x) {
@@ -344,12 +351,8 @@ static int gemm_into(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_
     xb = scr;
     ldb = in_f;
   }
-  const float alpha = 1.f;
-  BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n,
-                          (int)in_f, &alpha, w, CUDA_R_16BF, (int)in_f, xb, CUDA_R_16BF, (int)ldb,
-                          &beta, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-             "linear_add_norm (cublasGemmEx bf16)");
-  return MB_OK;
+  return gemm_bf16(ctx, xb, ldb, w, n, in_f, out_f, y, ldy, beta,
+                   "linear_add_norm (cublasGemmEx bf16)");
 }
 
 /* mb_linear_add_norm: bf16 weights, more than MBCUDA_ACC_MIN_ROWS rows (forward chunks), no bias:
