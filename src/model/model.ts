@@ -290,7 +290,7 @@ export class MambaByteLM {
   /** Whether the forward writes its products' inputs as bf16 (MambaByteLMOptions.bf16Activations). */
   readonly bf16Activations: boolean;
   /** With bf16 activations, decoding batches from this size take the tensor-core products. */
-  readonly #tcMinBatch = tensorCoreMinBatch();
+  readonly #tcMinBatch: number;
   /** Whether decoding steps take Backend.decodeLayers (MambaByteLMOptions.decodeLayers). */
   readonly decodeLayers: boolean;
   #chunkWs: Workspace | undefined;
@@ -320,6 +320,8 @@ export class MambaByteLM {
     // Only CUDA's bf16 products round their input to bf16; elsewhere that would change results.
     this.bf16Activations = backend.kind === "cuda" && weights.wdtype === "bf16" &&
       (options.bf16Activations ?? envValue("MAMBABYTE_CUDA_BF16_ACTS") !== "0");
+    // (the environment is read only where it matters: a CUDA model with bf16 activations)
+    this.#tcMinBatch = this.bf16Activations ? tensorCoreMinBatch() : Infinity;
     this.chunkSize = resolveChunkSize(options.chunkSize ?? config.chunkSize, {
       device: backend.kind === "cuda" ? "cuda" : "cpu",
       dims: config.dims,
