@@ -335,33 +335,28 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
   return MB_OK;
 }
 
-/* y = x w^T + beta y with cuBLAS, bf16 weights (x fp32, rounded into the scratch as mb_linear
- * rounds it, or bf16 bits): mb_linear_add_norm's product added to the residual. */
-static int gemm_into(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
-                     const void *w, int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
-                     float beta) {
-  const void *xb = x_bf16;
-  int64_t ldb = ldx;
-  if (x) {
-    void *scr = NULL;
-    int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * 2, "linear_add_norm", &scr);
-    if (rc) return rc;
-    rc = rows_to_bf16(ctx, x, ldx, n, in_f, (__nv_bfloat16 *)scr, "linear_add_norm (x to bf16)");
-    if (rc) return rc;
-    xb = scr;
-    ldb = in_f;
-  }
-  return gemm_bf16(ctx, xb, ldb, w, n, in_f, out_f, y, ldy, beta,
-                   "linear_add_norm (cublasGemmEx bf16)");
+/* mb_linear_add_norm as its two calls: mb_linear (x) or mb_linear_bf16 (x_bf16) into h, then
+ * mb_add_norm of h. */
+static int linear_then_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
+                            const void *w, int wdtype, const float *bias, int64_t n, int64_t in_f,
+                            int64_t out_f, float *h, float *residual, int accumulate,
+                            const float *norm_weight, const float *norm_bias, int norm_kind,
+                            float eps, float *out, uint16_t *out_bf16) {
+  int rc = x ? mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, h, out_f)
+             : mbcuda_linear_bf16(ctx, x_bf16, ldx, w, wdtype, bias, n, in_f, out_f, h, out_f);
+  if (rc) return rc;
+  return mbcuda_add_norm(ctx, h, residual, accumulate, norm_weight, norm_bias, norm_kind, eps, n,
+                         out_f, out, out_bf16);
 }
 
-/* mb_linear_add_norm: bf16 weights, more than MBCUDA_ACC_MIN_ROWS rows (forward chunks), no bias:
- * the GEMM accumulates into the residual and the norm runs on it (gemm_into, mbcuda_norm_rows).
- * Else bf16 weights and n >= MBCUDA_TC_MIN_ROWS (decoding batches): the product
- * as a batch of products over consecutive slices of in_f (a strided-batched GEMM: cuBLAS's split-K
- * would add a reduction kernel of its own), whose parts the norm's kernel sums in a fixed order
- * (fp32 rows rounded to bf16 first, as mb_linear's tensor-core path rounds them); otherwise
- * mb_linear (or mb_linear_bf16) into h_scratch, then mb_add_norm. */
+/* mb_linear_add_norm. With bf16 weights and n >= MBCUDA_TC_MIN_ROWS the product runs on the
+ * tensor cores, on x rounded to bf16 as mb_linear's tensor-core path rounds it:
+ * - more than MBCUDA_ACC_MIN_ROWS rows (forward chunks), no bias: the GEMM adds it to the residual
+ *   in place (beta = 1), and the norm reads those rows without storing them back;
+ * - else (decoding batches) as a batch of products over consecutive slices of in_f (a strided-
+ *   batched GEMM: cuBLAS's split-K would add a reduction kernel of its own), whose parts the
+ *   norm's kernel sums in a fixed order; with fewer than 2 parts, the product whole, then the norm.
+ * Otherwise the two calls. */
 extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16,
                                       int64_t ldx, const void *w, int wdtype, const float *bias,
                                       int64_t n, int64_t in_f, int64_t out_f, float *h_scratch,
@@ -369,42 +364,30 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
                                       const float *norm_bias, int norm_kind, float eps,
                                       float *out, uint16_t *out_bf16) {
   if (n <= 0 || out_f <= 0) return MB_OK;
+  if (wdtype != MB_DTYPE_BF16 || n < MBCUDA_TC_MIN_ROWS)
+    return linear_then_norm(ctx, x, x_bf16, ldx, w, wdtype, bias, n, in_f, out_f, h_scratch,
+                            residual, accumulate, norm_weight, norm_bias, norm_kind, eps, out,
+                            out_bf16);
   mbcuda_state *st = mbcuda_st(ctx);
   if (n > INT32_MAX || in_f > INT32_MAX || ldx > INT32_MAX || out_f > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_add_norm: dimensions beyond 2^31");
-  /* forward chunks with bf16 weights: the GEMM adds the product to the residual itself (beta = 1),
-   * then the norm of those rows, which are not written back: the product is not stored and read
-   * again (forward 8192 bf16 -1 to -2%; fp32 weights with TF32, measured once, +1.3%: left out) */
-  if (st->out_split > 0 && wdtype == MB_DTYPE_BF16 && n > MBCUDA_ACC_MIN_ROWS && !bias &&
-      mbcuda_norm_rows_fit(n, out_f, residual, norm_weight, norm_bias, out, out_bf16)) {
-    int rc = gemm_into(ctx, x, x_bf16, ldx, w, n, in_f, out_f, residual, out_f,
-                       accumulate ? 1.f : 0.f);
-    if (rc) return rc;
-    return mbcuda_norm_rows(ctx, residual, norm_weight, norm_bias, norm_kind, eps, n, out_f, out,
-                            out_bf16);
-  }
-  const bool tc = wdtype == MB_DTYPE_BF16 && n >= MBCUDA_TC_MIN_ROWS; /* the tensor cores */
-  if (!tc) { /* the two calls */
-    int rc = x ? mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, h_scratch, out_f)
-               : mbcuda_linear_bf16(ctx, x_bf16, ldx, w, wdtype, bias, n, in_f, out_f,
-                                    h_scratch, out_f);
-    if (rc) return rc;
-    return mbcuda_add_norm(ctx, h_scratch, residual, accumulate, norm_weight, norm_bias,
-                           norm_kind, eps, n, out_f, out, out_bf16);
-  }
+  /* forward 8192 bf16 -1 to -2% in place; fp32 weights with TF32, measured once, +1.3%: not
+   * taken, they run the two calls */
+  const bool in_place = st->out_split > 0 && n > MBCUDA_ACC_MIN_ROWS && !bias &&
+                        mbcuda_norm_rows_fit(n, out_f, residual, norm_weight, norm_bias, out,
+                                             out_bf16);
   /* parts: the largest power of two up to MAMBABYTE_CUDA_OUT_SPLIT (at most 16) that leaves each
    * part a multiple of 8 and at least 64 long; fewer than 2: the product whole */
   int parts = 16;
   while (parts > st->out_split) parts /= 2;
   while (parts >= 2 && (in_f % (8 * parts) != 0 || in_f / parts < 64)) parts /= 2;
-  if (out_f > 8 * 256 || n * out_f > INT32_MAX / 16) parts = 0; /* beyond the norm's kernel */
+  if (in_place || out_f > 8 * 256 || n * out_f > INT32_MAX / 16) parts = 0;
   const size_t parts_bytes =
       parts >= 2 ? ((size_t)parts * n * out_f * sizeof(float) + 255) & ~(size_t)255 : 0;
   void *scr = NULL;
   int rc = mbcuda_scratch(ctx, parts_bytes + (x ? (size_t)(n * in_f) * 2 : 0), "linear_add_norm",
                           &scr);
   if (rc) return rc;
-  float *part = (float *)scr;
   const __nv_bfloat16 *xb = (const __nv_bfloat16 *)x_bf16;
   int64_t ldb = ldx;
   if (x) { /* the bits mb_linear's conversion makes (and the producers' _bf16 outputs) */
@@ -414,24 +397,29 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
     xb = conv;
     ldb = in_f;
   }
-  if (parts < 2) { /* the product whole (mb_linear_bf16's tensor-core GEMM), then the norm */
-    rc = mbcuda_linear_bf16(ctx, (const uint16_t *)xb, ldb, w, wdtype, bias, n, in_f, out_f,
-                            h_scratch, out_f);
+  if (in_place) {
+    rc = gemm_bf16(ctx, xb, ldb, w, n, in_f, out_f, residual, out_f, accumulate ? 1.f : 0.f,
+                   "linear_add_norm (cublasGemmEx bf16)");
     if (rc) return rc;
-    return mbcuda_add_norm(ctx, h_scratch, residual, accumulate, norm_weight, norm_bias,
-                           norm_kind, eps, n, out_f, out, out_bf16);
+    return mbcuda_norm_rows(ctx, residual, norm_weight, norm_bias, norm_kind, eps, n, out_f, out,
+                            out_bf16);
   }
+  if (parts < 2)
+    return linear_then_norm(ctx, NULL, (const uint16_t *)xb, ldb, w, wdtype, bias, n, in_f, out_f,
+                            h_scratch, residual, accumulate, norm_weight, norm_bias, norm_kind,
+                            eps, out, out_bf16);
   const int64_t kp = in_f / parts;
   const float alpha = 1.f, beta = 0.f;
   BLAS_CHECK(cublasGemmStridedBatchedEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N,
                                         (int)out_f, (int)n, (int)kp, &alpha, w, CUDA_R_16BF,
                                         (int)in_f, (long long)kp, xb, CUDA_R_16BF, (int)ldb,
-                                        (long long)kp, &beta, part, CUDA_R_32F, (int)out_f,
-                                        (long long)(n * out_f), parts, CUBLAS_COMPUTE_32F,
-                                        CUBLAS_GEMM_DEFAULT),
+                                        (long long)kp, &beta, (float *)scr, CUDA_R_32F,
+                                        (int)out_f, (long long)(n * out_f), parts,
+                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "linear_add_norm (cublasGemmStridedBatchedEx bf16)");
-  return mbcuda_sum_add_norm(ctx, part, parts, n * out_f, bias, residual, accumulate,
-                             norm_weight, norm_bias, norm_kind, eps, n, out_f, out, out_bf16);
+  return mbcuda_sum_add_norm(ctx, (const float *)scr, parts, n * out_f, bias, residual,
+                             accumulate, norm_weight, norm_bias, norm_kind, eps, n, out_f, out,
+                             out_bf16);
 }
 
 /* mb_linear_conv1d_step: in_proj with the decoding conv step in the GEMV epilogue (n <= 8);

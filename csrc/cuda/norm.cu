@@ -205,27 +205,43 @@ __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
 
-/* Whether mbcuda_norm_rows takes these rows (k_add_norm_warp's shapes). */
-bool mbcuda_norm_rows_fit(int64_t n, int64_t d, const void *res, const float *weight,
-                          const float *bias, const float *out, const uint16_t *out_bf16) {
+/* Whether rows take k_add_norm_warp: many rows of d <= 2048, d % 4 == 0, 16-byte aligned. */
+static bool warp_rows_fit(int64_t n, int64_t d, const float *x, const float *residual,
+                          const float *weight, const float *bias, const float *out,
+                          const uint16_t *out_bf16) {
   return n >= ADD_NORM_WARP_MIN_ROWS && n <= 0x7fffffff && d <= 2048 && d % 4 == 0 &&
-         aligned16(res) && aligned16(weight) && (!bias || aligned16(bias)) && aligned16(out) &&
-         ((uintptr_t)out_bf16 & 7) == 0;
+         aligned16(x) && aligned16(residual) && aligned16(weight) && (!bias || aligned16(bias)) &&
+         aligned16(out) && ((uintptr_t)out_bf16 & 7) == 0;
+}
+
+/* k_add_norm_warp over n rows, its V4 by d (rows that warp_rows_fit). */
+template <bool STORE_RES>
+static int add_norm_warp_launch(mb_ctx *ctx, const char *op, const float *x, float *residual,
+                                int accumulate, const float *weight, const float *bias,
+                                int norm_kind, float eps, int64_t n, int64_t d, float *out,
+                                uint16_t *out_bf16) {
+  const dim3 grid((unsigned)((n + ADD_NORM_WARPS - 1) / ADD_NORM_WARPS));
+  const dim3 block(ADD_NORM_WARPS * 32);
+  if (d <= 512)
+    MBCUDA_LAUNCH(op, (k_add_norm_warp<4, STORE_RES>), grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
+  else if (d <= 1024)
+    MBCUDA_LAUNCH(op, (k_add_norm_warp<8, STORE_RES>), grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
+  else
+    MBCUDA_LAUNCH(op, (k_add_norm_warp<16, STORE_RES>), grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
+  return MB_OK;
+}
+
+bool mbcuda_norm_rows_fit(int64_t n, int64_t d, const float *res, const float *weight,
+                          const float *bias, const float *out, const uint16_t *out_bf16) {
+  return warp_rows_fit(n, d, res, res, weight, bias, out, out_bf16);
 }
 
 int mbcuda_norm_rows(mb_ctx *ctx, const float *res, const float *weight, const float *bias,
                      int norm_kind, float eps, int64_t n, int64_t d, float *out,
                      uint16_t *out_bf16) {
-  const dim3 grid((unsigned)((n + ADD_NORM_WARPS - 1) / ADD_NORM_WARPS));
-  const dim3 block(ADD_NORM_WARPS * 32);
-  float *r = (float *)res; /* read only: STORE_RES is false */
-  if (d <= 512)
-    MBCUDA_LAUNCH("linear_add_norm (norm)", (k_add_norm_warp<4, false>), grid, block, 0, res, r, 0, weight, bias, norm_kind, eps, n, d, out, out_bf16);
-  else if (d <= 1024)
-    MBCUDA_LAUNCH("linear_add_norm (norm)", (k_add_norm_warp<8, false>), grid, block, 0, res, r, 0, weight, bias, norm_kind, eps, n, d, out, out_bf16);
-  else
-    MBCUDA_LAUNCH("linear_add_norm (norm)", (k_add_norm_warp<16, false>), grid, block, 0, res, r, 0, weight, bias, norm_kind, eps, n, d, out, out_bf16);
-  return MB_OK;
+  /* x = the residual rows, not accumulated and (STORE_RES false) not written */
+  return add_norm_warp_launch<false>(ctx, "linear_add_norm (norm)", res, (float *)res, 0, weight,
+                                     bias, norm_kind, eps, n, d, out, out_bf16);
 }
 
 extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
@@ -233,19 +249,9 @@ extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int
                                int64_t n, int64_t d, float *out, uint16_t *out_bf16) {
   if (n <= 0 || d <= 0) return MB_OK;
   if (n > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: add_norm: too many rows");
-  if (n >= ADD_NORM_WARP_MIN_ROWS && d <= 2048 && d % 4 == 0 && aligned16(x) &&
-      aligned16(residual) && aligned16(weight) && (!bias || aligned16(bias)) && aligned16(out) &&
-      ((uintptr_t)out_bf16 & 7) == 0) {
-    const dim3 grid((unsigned)((n + ADD_NORM_WARPS - 1) / ADD_NORM_WARPS));
-    const dim3 block(ADD_NORM_WARPS * 32);
-    if (d <= 512)
-      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<4>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
-    else if (d <= 1024)
-      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<8>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
-    else
-      MBCUDA_LAUNCH("add_norm", k_add_norm_warp<16>, grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
-    return MB_OK;
-  }
+  if (warp_rows_fit(n, d, x, residual, weight, bias, out, out_bf16))
+    return add_norm_warp_launch<true>(ctx, "add_norm", x, residual, accumulate, weight, bias,
+                                      norm_kind, eps, n, d, out, out_bf16);
   if (d <= 8 * 256) { /* rows held in registers (v3; the default) */
     int thr, vpt;
     norm_reg_shape(d, &thr, &vpt);
