@@ -6,7 +6,7 @@
  * layer over distinct weight copies (so that, as in a decoding step, a layer's weights are not in
  * L2), and prints each one's time and its configuration. An experiment, not part of the library:
  *   nvcc -O2 -arch=sm_90 -o blas_sweep tools/device/blas_sweep.cu -lcublasLt -lcublas
- *   ./blas_sweep [max algorithms (32)]
+ *   [SWEEP_ONLY=<part of a shape's name>] ./blas_sweep [max algorithms (32)]
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -37,6 +37,7 @@ struct Shape {
   const char *name;
   int out_f, in_f, n;
   bool bf16; /* bf16 weights and input; else fp32 with TF32 allowed */
+  float beta = 0.f; /* 1: the product added to y in place (a forward's out_proj into the residual) */
 };
 
 __global__ void k_fill(uint16_t *p, size_t n, uint32_t seed) {
@@ -50,7 +51,7 @@ __global__ void k_fill(uint16_t *p, size_t n, uint32_t seed) {
 }
 
 static const int LAYERS = 48;
-static size_t g_ws_bytes = (size_t)64 << 20;
+static size_t g_ws_bytes = (size_t)32 << 20; /* the library's (MBCUDA_BLAS_WS, context.cu) */
 
 /* Replays a graph of `LAYERS` calls `reps` times; returns us per call (the best of 5 timings). */
 template <typename F>
@@ -103,7 +104,9 @@ int main(int argc, char **argv) {
       {"x_proj fwd8192", 144, 3584, 8192, true},   {"dt_proj fwd8192", 3584, 112, 8192, true},
       {"in_proj fwd8192 tf32", 7168, 1792, 8192, false},
       {"out_proj fwd8192 tf32", 1792, 3584, 8192, false},
+      {"out_proj fwd8192 +=", 1792, 3584, 8192, true, 1.f},
   };
+  const char *only = getenv("SWEEP_ONLY"); /* a substring of the shapes' names to run */
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   cublasHandle_t h;
@@ -120,6 +123,7 @@ int main(int argc, char **argv) {
   printf("blas_sweep on %s, cuBLAS %d, cuBLASLt %zu; us per call (graph of %d layers' distinct weights)\n",
          prop.name, CUBLAS_VERSION, cublasLtGetVersion(), LAYERS);
   for (const Shape &sh : shapes) {
+    if (only && *only && !strstr(sh.name, only)) continue;
     const size_t esz = sh.bf16 ? 2 : 4;
     const size_t wbytes = (size_t)sh.out_f * sh.in_f * esz;
     /* enough weight copies that a round does not fit in L2, at most LAYERS */
@@ -135,7 +139,7 @@ int main(int argc, char **argv) {
     k_fill<<<1024, 256>>>((uint16_t *)w, wbytes * copies / 2, 1);
     k_fill<<<1024, 256>>>((uint16_t *)x, (size_t)sh.n * sh.in_f * esz / 2, 2);
     CK(cudaDeviceSynchronize());
-    const float alpha = 1.f, beta = 0.f;
+    const float alpha = 1.f, beta = sh.beta;
     const cudaDataType_t dt = sh.bf16 ? CUDA_R_16BF : CUDA_R_32F;
     const cublasComputeType_t ct = sh.bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
     const double flop = 2.0 * sh.out_f * sh.in_f * sh.n;
