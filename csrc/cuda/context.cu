@@ -120,6 +120,19 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     /* 4: against the two calls, decoding b16 +2.6%, b64 +4.0%, b256 +3.7% on the H200; 8 parts
      * gained less (+1.8%, +3.5%, +3.0%), 16 lost (-3.7%, -2.7%, -3.6%) */
     st->out_split = e_os && e_os[0] ? atoi(e_os) : 4;
+    /* cuBLASLt's heuristic entries for forward chunks' products (blas_lt.cu): entry 2 for
+     * out_proj added into the residual, 151.6 against GemmEx's 174.5 us at 8192 rows on the H200
+     * (tools/device/blas_sweep.cu), forward over 8192 bytes bf16 53.5-53.8 against 54.0-54.6 ms;
+     * the other products keep GemmEx (in_proj's best entry gained 2%, x_proj's and dt_proj's
+     * 3-7% of 20-40 us, each a different entry) */
+    const char *e_lt = getenv("MAMBABYTE_CUDA_LT_ALGO");
+    st->lt_algo = e_lt && e_lt[0] ? atoi(e_lt) : -1;
+    if (st->lt_algo > 7) st->lt_algo = 7;
+    const char *e_la = getenv("MAMBABYTE_CUDA_LT_ACC_ALGO");
+    st->lt_acc = e_la && e_la[0] ? atoi(e_la) : 2;
+    if (st->lt_acc > 7) st->lt_acc = 7;
+    const char *e_ltr = getenv("MAMBABYTE_CUDA_LT_MIN_ROWS");
+    st->lt_min_rows = e_ltr && atoi(e_ltr) > 0 ? atoi(e_ltr) : MBCUDA_ACC_MIN_ROWS + 1;
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

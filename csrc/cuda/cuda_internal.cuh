@@ -39,6 +39,13 @@ struct mbcuda_dl_slot {
 struct mbcuda_state {
   cudaStream_t stream;
   void *blas;            /* cublasHandle_t, owned by gemm.cu */
+  void *lt;              /* cuBLASLt handle and plans (blas_lt.cu); NULL: GemmEx only */
+  int lt_algo;           /* bf16 and fp32 products of lt_min_rows rows and more through cuBLASLt
+                          * with this entry of its heuristic list (MAMBABYTE_CUDA_LT_ALGO; -1,
+                          * the default: cublasGemmEx) */
+  int lt_acc;            /* the same for the products added in place (mb_linear_add_norm's
+                          * forward out_proj: MAMBABYTE_CUDA_LT_ACC_ALGO, default 2; -1 GemmEx) */
+  int lt_min_rows;       /* (MAMBABYTE_CUDA_LT_MIN_ROWS, default 257: forward chunks) */
   void *blas_ws;         /* cuBLAS workspace (set once so that capture never allocates) */
   size_t blas_ws_bytes;
   void *scratch;         /* bf16 copies of x for the tensor-core path of mb_linear */
@@ -134,6 +141,11 @@ int mbcuda_norm_rows(mb_ctx *ctx, const float *res, const float *weight, const f
 /* gemm.cu: cuBLAS handle lifetime. */
 int mbcuda_blas_init(mb_ctx *ctx);
 void mbcuda_blas_destroy(mb_ctx *ctx);
+void mbcuda_lt_init(mb_ctx *ctx);
+void mbcuda_lt_destroy(mb_ctx *ctx);
+int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void *x, int xtype,
+                   int64_t ldx, int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
+                   float beta, int compute, const char *op, int *done);
 
 /* How the decoding device functions (gemv.cuh, norm_row.cuh, ssu.cuh) read activations: through
  * the read-only path (written by an earlier kernel), from L2 only (written by other blocks of the

@@ -51,10 +51,12 @@ int mbcuda_blas_init(mb_ctx *ctx) {
   BLAS_CHECK(cublasSetStream(h, st->stream), "cublasSetStream");
   BLAS_CHECK(cublasSetWorkspace(h, st->blas_ws, st->blas_ws_bytes), "cublasSetWorkspace");
   BLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode");
+  mbcuda_lt_init(ctx);
   return MB_OK;
 }
 
 void mbcuda_blas_destroy(mb_ctx *ctx) {
+  mbcuda_lt_destroy(ctx);
   mbcuda_state *st = mbcuda_st(ctx);
   if (st && st->blas) {
     cublasDestroy((cublasHandle_t)st->blas);
@@ -246,12 +248,19 @@ static int rows_to_bf16(mb_ctx *ctx, const float *x, int64_t ldx, int64_t n, int
 }
 
 /* y = x w^T + beta y on the tensor cores: bf16 rows x (ld ldx) and bf16 weights w (out_f, in_f),
- * fp32 accumulation and output (ld ldy); the one cuBLAS call of every bf16 product here. */
+ * fp32 accumulation and output (ld ldy); the one cuBLAS call of every bf16 product here (through
+ * cuBLASLt's plans for forward chunks where the context says so: blas_lt.cu). */
 static int gemm_bf16(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int64_t n,
                      int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
                      const char *op) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  int done = 0;
+  int rc = mbcuda_gemm_lt(ctx, beta != 0.f ? st->lt_acc : st->lt_algo, w, CUDA_R_16BF, x,
+                          CUDA_R_16BF, ldx, n, in_f, out_f, y, ldy, beta, CUBLAS_COMPUTE_32F, op,
+                          &done);
+  if (rc || done) return rc;
   const float alpha = 1.f;
-  BLAS_CHECK(cublasGemmEx((cublasHandle_t)mbcuda_st(ctx)->blas, CUBLAS_OP_T, CUBLAS_OP_N,
+  BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N,
                           (int)out_f, (int)n, (int)in_f, &alpha, w, CUDA_R_16BF, (int)in_f, x,
                           CUDA_R_16BF, (int)ldx, &beta, y, CUDA_R_32F, (int)ldy,
                           CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
@@ -297,7 +306,12 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   } else {
     cublasComputeType_t ct =
         (ctx->flags & MB_FLAG_ALLOW_TF32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
+    int done = 0;
+    int rc = mbcuda_gemm_lt(ctx, st->lt_algo, w, CUDA_R_32F, x, CUDA_R_32F, ldx, n, in_f, out_f,
+                            y, ldy, 0.f, ct, "linear (cuBLASLt fp32)", &done);
+    if (rc) return rc;
+    if (!done)
+      BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
                             CUDA_R_32F, (int)in_f, x, CUDA_R_32F, (int)ldx, &beta, y, CUDA_R_32F,
                             (int)ldy, ct, CUBLAS_GEMM_DEFAULT),
                "linear (cublasGemmEx fp32)");

@@ -253,13 +253,19 @@ static void t_add_norm(void) {
       }
 }
 
+static double bits_differ(const pair *A, const pair *B, int64_t n, int64_t m, int64_t ld);
+
 static void t_linear(void) {
   /* n, in_f, out_f, pad of ldx/ldy */
   int64_t cfgs[][4] = {{1, 37, 101, 3},   {3, 101, 37, 1},   {8, 64, 200, 8},  {1, 1792, 257, 0},
                        {2, 112, 300, 8},  {5, 3584, 144, 4}, {1, 3584, 67, 4}, {17, 101, 37, 3},
                        {9, 256, 96, 0},   {300, 96, 160, 5}, {64, 1792, 384, 0},
                        /* few output tiles, long K: x_proj and out_proj at decoding batch 64 */
-                       {64, 3584, 144, 0}, {64, 3584, 1792, 3}, {17, 1024, 96, 5}, {20, 512, 40, 0}};
+                       {64, 3584, 144, 0}, {64, 3584, 1792, 3}, {17, 1024, 96, 5}, {20, 512, 40, 0},
+                       /* forward chunks (cuBLASLt's plans with MAMBABYTE_CUDA_LT_ALGO): in_proj-,
+                        * out_proj-, x_proj- and dt_proj-like, and rows at odd strides */
+                       {600, 512, 1024, 0}, {520, 1024, 256, 0}, {1030, 768, 144, 0},
+                       {700, 112, 448, 0}, {600, 200, 96, 3}, {260, 64, 96, 0}};
   int nc = (int)(sizeof cfgs / sizeof cfgs[0]);
   for (int ci = 0; ci < nc; ci++)
     for (int mode = 0; mode < 3; mode++) { /* 0 f32 strict, 1 f32 tf32, 2 bf16 */
@@ -280,6 +286,14 @@ static void t_linear(void) {
                (long long)in_f, (long long)out_f, (long long)pad,
                mode == 0 ? "f32" : (mode == 1 ? "tf32" : "bf16"), hasb);
       check("linear", cfg, "y", rel_err(&Y, n, out_f, ldy), tol);
+      if (n > 256) { /* a forward chunk's product: the same bits when run again */
+        pair Y2 = pf(NULL, n * ldy);
+        MBX(mb_ctx_set_flags(GPU, mode == 1 ? MB_FLAG_ALLOW_TF32 : 0));
+        MBX(mb_linear(GPU, G(X), ldx, Wp.g, dt, hasb ? G(B) : NULL, n, in_f, out_f, G(Y2), ldy));
+        MBX(mb_ctx_set_flags(GPU, 0));
+        check("linear", cfg, "rerun bits", bits_differ(&Y, &Y2, n, out_f, ldy), 0);
+        pfree(&Y2);
+      }
       /* the padding between rows must stay untouched (NaN poison on both) */
       pfree(&Wp), pfree(&X), pfree(&B), pfree(&Y);
     }

@@ -23,7 +23,7 @@ B=build-cuda
 
 build_and_check_ops
 
-for p in $PEERS; do cuda_vs_cpu_with "$p" "test_${p%%=*}.log"; done
+for p in $PEERS; do cuda_vs_cpu_with "$p" "test_${p//[^A-Za-z0-9_-]/_}.log"; done
 
 setup_deno
 deno_rc=$?
@@ -44,7 +44,7 @@ if [ $deno_rc -ne 1 ] && [ -n "${FWD_CASES:-}" ]; then
   for p in "" $PEERS; do
     step "bench:gpu $FWD_CASES (${p:-default})"
     env ${p:+"$p"} timeout "${BENCH_T:-300}" deno run --cached-only --no-check -A \
-      scripts/bench_gpu.ts --cases "$FWD_CASES" 2>&1 | tee "$OUT/bench_gpu_${p%%=*}.log" || fail
+      scripts/bench_gpu.ts --cases "$FWD_CASES" 2>&1 | tee "$OUT/bench_gpu_${p//[^A-Za-z0-9_-]/_}.log" || fail
   done
 fi
 

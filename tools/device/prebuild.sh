@@ -17,7 +17,7 @@ OUT=${OUT:-/tmp}
 S=$PWD/build-stub
 B=build-cuda-pre # incremental here; build-cuda is the device's
 mkdir -p "$S/include" "$S/lib"
-cp tools/device/cublas_stub/cublas_v2.h "$S/include/"
+cp tools/device/cublas_stub/cublas_v2.h tools/device/cublas_stub/cublasLt.h "$S/include/"
 for l in cublas cublasLt; do
   cc -shared -fPIC -o "$S/lib/lib$l.so" -Wl,-soname,"lib$l.so.13" tools/device/cublas_stub/stub.c
   ln -sf "lib$l.so" "$S/lib/lib$l.so.13"
