@@ -38,6 +38,7 @@ struct Shape {
   int out_f, in_f, n;
   bool bf16; /* bf16 weights and input; else fp32 with TF32 allowed */
   float beta = 0.f; /* 1: the product added to y in place (a forward's out_proj into the residual) */
+  bool out_bf16 = false; /* y as bf16 (fp32 accumulation): in_proj writing xz for the conv and scan */
 };
 
 __global__ void k_fill(uint16_t *p, size_t n, uint32_t seed) {
@@ -105,6 +106,8 @@ int main(int argc, char **argv) {
       {"in_proj fwd8192 tf32", 7168, 1792, 8192, false},
       {"out_proj fwd8192 tf32", 1792, 3584, 8192, false},
       {"out_proj fwd8192 +=", 1792, 3584, 8192, true, 1.f},
+      {"in_proj fwd8192 -> bf16", 7168, 1792, 8192, true, 0.f, true},
+      {"dt_proj fwd8192 -> bf16", 3584, 112, 8192, true, 0.f, true},
   };
   const char *only = getenv("SWEEP_ONLY"); /* a substring of the shapes' names to run */
   cudaStream_t s;
@@ -141,12 +144,13 @@ int main(int argc, char **argv) {
     CK(cudaDeviceSynchronize());
     const float alpha = 1.f, beta = sh.beta;
     const cudaDataType_t dt = sh.bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t yt = sh.out_bf16 ? CUDA_R_16BF : CUDA_R_32F;
     const cublasComputeType_t ct = sh.bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
     const double flop = 2.0 * sh.out_f * sh.in_f * sh.n;
     const double t_def = time_graph(s, [&] {
       for (int l = 0; l < LAYERS; l++)
         BK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.out_f, sh.n, sh.in_f, &alpha, w + (l % copies) * wbytes, dt,
-                        sh.in_f, x, dt, sh.in_f, &beta, y, CUDA_R_32F, sh.out_f, ct, CUBLAS_GEMM_DEFAULT));
+                        sh.in_f, x, dt, sh.in_f, &beta, y, yt, sh.out_f, ct, CUBLAS_GEMM_DEFAULT));
     });
     printf("\n%-22s out %d in %d n %d: GemmEx default %8.2f us (%.0f GB/s of weights, %.0f TFLOP/s)\n", sh.name,
            sh.out_f, sh.in_f, sh.n, t_def, wbytes / t_def / 1e3, flop / t_def / 1e6);
@@ -159,7 +163,7 @@ int main(int argc, char **argv) {
     cublasLtMatrixLayout_t la, lb, lc;
     BK(cublasLtMatrixLayoutCreate(&la, dt, sh.in_f, sh.out_f, sh.in_f));
     BK(cublasLtMatrixLayoutCreate(&lb, dt, sh.in_f, sh.n, sh.in_f));
-    BK(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, sh.out_f, sh.n, sh.out_f));
+    BK(cublasLtMatrixLayoutCreate(&lc, yt, sh.out_f, sh.n, sh.out_f));
     cublasLtMatmulPreference_t pref;
     BK(cublasLtMatmulPreferenceCreate(&pref));
     BK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g_ws_bytes,
