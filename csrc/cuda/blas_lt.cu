@@ -30,7 +30,8 @@ struct LtPlan {
   cublasLtMatmulDesc_t desc;
   cublasLtMatrixLayout_t la, lb, lc;
   cublasLtMatmulAlgo_t algo;
-  int have_algo; /* 0: the heuristic offered nothing (GemmEx runs the product) */
+  int have_algo; /* 0: the heuristic offered nothing, or cuBLASLt refused the problem (GemmEx
+                  * runs the product) */
 };
 
 struct mbcuda_lt {
@@ -148,9 +149,10 @@ int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void 
     p = &lt->plans[lt->next];
     lt->next = (lt->next + 1) % LT_PLANS;
     plan_free(p);
-    if (!plan_build(st, lt, key, p)) {
+    if (!plan_build(st, lt, key, p)) { /* cuBLASLt refused the problem: GemmEx runs it, always */
       plan_free(p);
-      return mb_fail(MB_ERR_DEVICE, "cuda: %s: cuBLASLt plan failed", op);
+      p->used = 1;
+      p->key = key;
     }
   }
   if (!p->have_algo) return MB_OK;
