@@ -133,6 +133,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     if (st->lt_acc > 7) st->lt_acc = 7;
     const char *e_ltr = getenv("MAMBABYTE_CUDA_LT_MIN_ROWS");
     st->lt_min_rows = e_ltr && atoi(e_ltr) > 0 ? atoi(e_ltr) : MBCUDA_ACC_MIN_ROWS + 1;
+    const char *e_fa = getenv("MAMBABYTE_CUDA_F32_ACC");
+    st->f32_acc = e_fa && e_fa[0] == '1';
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

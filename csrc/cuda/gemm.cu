@@ -378,15 +378,37 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
                                       const float *norm_bias, int norm_kind, float eps,
                                       float *out, uint16_t *out_bf16) {
   if (n <= 0 || out_f <= 0) return MB_OK;
+  mbcuda_state *st = mbcuda_st(ctx);
+  const bool dims_ok =
+      n <= INT32_MAX && in_f <= INT32_MAX && ldx <= INT32_MAX && out_f <= INT32_MAX;
+  if (wdtype == MB_DTYPE_F32 && x && st->f32_acc && n > MBCUDA_ACC_MIN_ROWS && !bias && dims_ok &&
+      mbcuda_norm_rows_fit(n, out_f, residual, norm_weight, norm_bias, out, out_bf16)) {
+    /* fp32 weights, forward chunks (MAMBABYTE_CUDA_F32_ACC=1): added into the residual as the
+     * bf16 form below does, on fp32 rows (TF32 where the context allows it) */
+    const cublasComputeType_t ct =
+        (ctx->flags & MB_FLAG_ALLOW_TF32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+    int done = 0;
+    int rc = mbcuda_gemm_lt(ctx, accumulate ? st->lt_acc : st->lt_algo, w, CUDA_R_32F, x,
+                            CUDA_R_32F, ldx, n, in_f, out_f, residual, out_f, beta, ct,
+                            "linear_add_norm (cuBLASLt fp32)", &done);
+    if (rc) return rc;
+    if (!done)
+      BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f,
+                              (int)n, (int)in_f, &alpha, w, CUDA_R_32F, (int)in_f, x, CUDA_R_32F,
+                              (int)ldx, &beta, residual, CUDA_R_32F, (int)out_f, ct,
+                              CUBLAS_GEMM_DEFAULT),
+                 "linear_add_norm (cublasGemmEx fp32)");
+    return mbcuda_norm_rows(ctx, residual, norm_weight, norm_bias, norm_kind, eps, n, out_f, out,
+                            out_bf16);
+  }
   if (wdtype != MB_DTYPE_BF16 || n < MBCUDA_TC_MIN_ROWS)
     return linear_then_norm(ctx, x, x_bf16, ldx, w, wdtype, bias, n, in_f, out_f, h_scratch,
                             residual, accumulate, norm_weight, norm_bias, norm_kind, eps, out,
                             out_bf16);
-  mbcuda_state *st = mbcuda_st(ctx);
-  if (n > INT32_MAX || in_f > INT32_MAX || ldx > INT32_MAX || out_f > INT32_MAX)
+  if (!dims_ok)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_add_norm: dimensions beyond 2^31");
-  /* forward 8192 bf16 -1 to -2% in place; fp32 weights with TF32, measured once, +1.3%: not
-   * taken, they run the two calls */
+  /* forward 8192 bf16 -1 to -2% in place (fp32 weights: the form above, when asked) */
   const bool in_place = st->out_split > 0 && n > MBCUDA_ACC_MIN_ROWS && !bias &&
                         mbcuda_norm_rows_fit(n, out_f, residual, norm_weight, norm_bias, out,
                                              out_bf16);

@@ -108,6 +108,7 @@ int main(int argc, char **argv) {
       {"out_proj fwd8192 +=", 1792, 3584, 8192, true, 1.f},
       {"in_proj fwd8192 -> bf16", 7168, 1792, 8192, true, 0.f, true},
       {"dt_proj fwd8192 -> bf16", 3584, 112, 8192, true, 0.f, true},
+      {"out_proj fwd8192 tf32 +=", 1792, 3584, 8192, false, 1.f},
   };
   const char *only = getenv("SWEEP_ONLY"); /* a substring of the shapes' names to run */
   cudaStream_t s;
