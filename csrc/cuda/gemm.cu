@@ -381,15 +381,17 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
   mbcuda_state *st = mbcuda_st(ctx);
   const bool dims_ok =
       n <= INT32_MAX && in_f <= INT32_MAX && ldx <= INT32_MAX && out_f <= INT32_MAX;
-  if (wdtype == MB_DTYPE_F32 && x && st->f32_acc && n > MBCUDA_ACC_MIN_ROWS && !bias && dims_ok &&
+  const bool tf32 = (ctx->flags & MB_FLAG_ALLOW_TF32) != 0;
+  if (wdtype == MB_DTYPE_F32 && x && (st->f32_acc > 1 || (st->f32_acc == 1 && tf32)) &&
+      n > MBCUDA_ACC_MIN_ROWS && !bias && dims_ok &&
       mbcuda_norm_rows_fit(n, out_f, residual, norm_weight, norm_bias, out, out_bf16)) {
-    /* fp32 weights, forward chunks (MAMBABYTE_CUDA_F32_ACC=1): added into the residual as the
-     * bf16 form below does, on fp32 rows (TF32 where the context allows it) */
-    const cublasComputeType_t ct =
-        (ctx->flags & MB_FLAG_ALLOW_TF32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    /* fp32 weights, forward chunks with TF32 (MAMBABYTE_CUDA_F32_ACC): added into the residual
+     * as the bf16 form below does, on fp32 rows: 86.7 against 87.7-87.9 ms for the forward over
+     * 8192 bytes on the H200 (the two calls; GemmEx in place 88.5-88.8) */
+    const cublasComputeType_t ct = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
     int done = 0;
-    int rc = mbcuda_gemm_lt(ctx, accumulate ? st->lt_acc : st->lt_algo, w, CUDA_R_32F, x,
+    int rc = mbcuda_gemm_lt(ctx, accumulate ? st->lt_acc_f32 : st->lt_algo, w, CUDA_R_32F, x,
                             CUDA_R_32F, ldx, n, in_f, out_f, residual, out_f, beta, ct,
                             "linear_add_norm (cuBLASLt fp32)", &done);
     if (rc) return rc;

@@ -365,12 +365,14 @@ static void t_linear_bf16(void) {
 typedef struct {
   int64_t n, in_f, out_f, ldx;
   int dt, xbf, kind, acc, hasb, hasnb, want_f32, want_bf;
+  int tf32; /* the GPU context allows TF32 (fp32 weights' forward chunks: the product in place) */
   pair W, X, XB, B, NW, NB, H;
 } lan_case;
 
 /* Runs the case on the CPU (gpu = 0) or the GPU, into residual R and outputs O / OB. */
 static void lan_run(const lan_case *c, int gpu, pair *R, pair *O, pair *OB) {
 #define SIDE(p) (gpu ? (p).g : (p).c)
+  if (gpu && c->tf32) MBX(mb_ctx_set_flags(GPU, MB_FLAG_ALLOW_TF32));
   MBX(mb_linear_add_norm(gpu ? GPU : CPU, c->xbf ? NULL : (float *)SIDE(c->X),
                          c->xbf ? (uint16_t *)SIDE(c->XB) : NULL, c->ldx, SIDE(c->W), c->dt,
                          c->hasb ? (float *)SIDE(c->B) : NULL, c->n, c->in_f, c->out_f,
@@ -378,6 +380,7 @@ static void lan_run(const lan_case *c, int gpu, pair *R, pair *O, pair *OB) {
                          c->hasnb ? (float *)SIDE(c->NB) : NULL, c->kind, 1e-5f,
                          c->want_f32 ? (float *)SIDE(*O) : NULL,
                          c->want_bf ? (uint16_t *)SIDE(*OB) : NULL));
+  if (gpu && c->tf32) MBX(mb_ctx_set_flags(GPU, 0));
 #undef SIDE
 }
 
@@ -409,6 +412,7 @@ static void t_linear_add_norm(void) {
         c.ldx = c.in_f + cfgs[ci][3];
         c.kind = k % 2, c.acc = (k / 2) % 2 == 0, c.hasb = k % 3 == 0, c.hasnb = k % 3 == 1;
         c.want_f32 = k % 4 != 3, c.want_bf = k % 4 != 0;
+        c.tf32 = dt == MB_DTYPE_F32 && !xbf && n > 256;
         float *xh = hrand(n * c.ldx, -1, 1), *rh = hrand(n * out_f, -1, 3);
         uint16_t *xb = (uint16_t *)malloc((size_t)(n * c.ldx) * 2);
         for (int64_t i = 0; i < n * c.ldx; i++) xb[i] = f2bf(xh[i]);
@@ -423,9 +427,9 @@ static void t_linear_add_norm(void) {
         char cfg[96];
         snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ld+%lld %s x=%s %s acc=%d b=%d/%d",
                  (long long)n, (long long)c.in_f, (long long)out_f, (long long)cfgs[ci][3],
-                 dt ? "bf16" : "f32", xbf ? "bf16" : "f32", c.kind ? "rms" : "layer", c.acc,
-                 c.hasb, c.hasnb);
-        const double tol = dt == MB_DTYPE_BF16 && n >= 2 && !xbf ? 1e-2 : 1e-5;
+                 dt ? "bf16" : (c.tf32 ? "tf32" : "f32"), xbf ? "bf16" : "f32",
+                 c.kind ? "rms" : "layer", c.acc, c.hasb, c.hasnb);
+        const double tol = dt == MB_DTYPE_BF16 && n >= 2 && !xbf ? 1e-2 : c.tf32 ? 1e-3 : 1e-5;
         check("linear_add_norm", cfg, "residual", rel_all(&R), tol);
         if (c.want_f32) check("linear_add_norm", cfg, "out", rel_all(&O), tol);
         if (c.want_bf)
