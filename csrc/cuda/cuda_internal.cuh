@@ -46,7 +46,7 @@ struct mbcuda_state {
   int lt_acc;            /* the same for the products added in place (mb_linear_add_norm's
                           * forward out_proj: MAMBABYTE_CUDA_LT_ACC_ALGO, default 2; -1 GemmEx) */
   int lt_min_rows;       /* (MAMBABYTE_CUDA_LT_MIN_ROWS, default 257: forward chunks) */
-  int lt_acc_f32;        /* the same for fp32 weights (MAMBABYTE_CUDA_LT_F32_ACC, default 3) */
+  int lt_acc_f32;        /* lt_acc for fp32 weights (MAMBABYTE_CUDA_LT_F32_ACC, default 3) */
   int f32_acc;           /* fp32 weights: mb_linear_add_norm over forward chunks adds the product
                           * into the residual in the GEMM: 1 with TF32 (the default), 2 also in
                           * strict fp32, 0 never (MAMBABYTE_CUDA_F32_ACC=tf32|1|0; A/B runs) */
