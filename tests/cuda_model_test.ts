@@ -111,6 +111,36 @@ for (
   });
 }
 
+// Chunks of more than 256 positions add out_proj into the residual inside the GEMM (bf16 weights,
+// and fp32 weights where TF32 is allowed; mb_linear_add_norm), on cuBLASLt's fixed entries.
+const LONG_TEXT = new TextEncoder().encode(
+  "Chunks longer than the decoding batches take other products. ".repeat(19),
+);
+for (
+  const [label, dtype, strict, tol] of [
+    ["fp32 strict", "fp32", true, 1e-5],
+    ["fp32 TF32", "fp32", false, 1e-3],
+    ["bf16 weights", "bf16", false, 1e-2],
+  ] as const
+) {
+  Deno.test({
+    name: `cuda forward in chunks of 512 positions equals the CPU: ${label}`,
+    ignore,
+    async fn() {
+      const [cpu, gpu] = await pair(dtype, strict, 512);
+      try {
+        const a = await cpu.forward(LONG_TEXT);
+        const b = await gpu.forward(LONG_TEXT);
+        const e = maxRelError(b.logits, a.logits);
+        assert.ok(e < tol, `logits ${e} (${LONG_TEXT.length} bytes)`);
+      } finally {
+        cpu.close();
+        gpu.close();
+      }
+    },
+  });
+}
+
 Deno.test({
   name: "cuda bf16 activations: forward logits, taps and batch decoding are the bits of fp32 ones",
   ignore,
