@@ -79,12 +79,15 @@ Deno.test({
   },
 });
 
+/** Weight formats the GPU is held to the CPU in, with the tolerance of each. */
+const WEIGHT_FORMS = [
+  ["fp32 strict", "fp32", true, 1e-5],
+  ["fp32 TF32", "fp32", false, 1e-3],
+  ["bf16 weights", "bf16", false, 1e-2],
+] as const;
+
 for (
-  const [label, dtype, strict, tol] of [
-    ["fp32 strict", "fp32", true, 1e-5],
-    ["fp32 TF32", "fp32", false, 1e-3],
-    ["bf16 weights", "bf16", false, 1e-2],
-  ] as const
+  const [label, dtype, strict, tol] of WEIGHT_FORMS
 ) {
   Deno.test({
     name: `cuda forward and taps equal the CPU: ${label}`,
@@ -117,11 +120,7 @@ const LONG_TEXT = new TextEncoder().encode(
   "Chunks longer than the decoding batches take other products. ".repeat(19),
 );
 for (
-  const [label, dtype, strict, tol] of [
-    ["fp32 strict", "fp32", true, 1e-5],
-    ["fp32 TF32", "fp32", false, 1e-3],
-    ["bf16 weights", "bf16", false, 1e-2],
-  ] as const
+  const [label, dtype, strict, tol] of WEIGHT_FORMS
 ) {
   Deno.test({
     name: `cuda forward in chunks of 512 positions equals the CPU: ${label}`,

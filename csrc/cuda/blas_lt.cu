@@ -83,8 +83,9 @@ void mbcuda_lt_destroy(mb_ctx *ctx) {
     if ((call) != CUBLAS_STATUS_SUCCESS) return false; \
   } while (0)
 
-/* Builds the plan for key (the heuristic's entry key.index, or the last usable one before it). */
-static bool plan_build(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey &key, LtPlan *p) {
+/* Builds the plan for key (the heuristic's entry key.index, or the last usable one before it);
+ * false when cuBLASLt refused a step (p then holds partial descriptors for plan_free). */
+static bool plan_try(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey &key, LtPlan *p) {
   memset(p, 0, sizeof *p);
   p->used = 1;
   p->key = key;
@@ -125,6 +126,15 @@ static bool plan_build(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey 
   return true;
 }
 
+/* The plan for key in p; where cuBLASLt refuses the problem, a plan without an algorithm (GemmEx
+ * runs the product, always). */
+static void plan_build(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey &key, LtPlan *p) {
+  if (plan_try(st, lt, key, p)) return;
+  plan_free(p);
+  p->used = 1;
+  p->key = key;
+}
+
 /* y (out_f x n, ld ldy) = w x (+ beta y) through cuBLASLt with entry `index` of its heuristic
  * list, when index >= 0 and n >= lt_min_rows: w (out_f, in_f) read transposed, x rows of in_f at
  * ldx. *done = 0 when it did not run the product (the caller runs cublasGemmEx). */
@@ -149,11 +159,7 @@ int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void 
     p = &lt->plans[lt->next];
     lt->next = (lt->next + 1) % LT_PLANS;
     plan_free(p);
-    if (!plan_build(st, lt, key, p)) { /* cuBLASLt refused the problem: GemmEx runs it, always */
-      plan_free(p);
-      p->used = 1;
-      p->key = key;
-    }
+    plan_build(st, lt, key, p);
   }
   if (!p->have_algo) return MB_OK;
   const float alpha = 1.f;

@@ -53,6 +53,13 @@ static void mbcuda_free_state(mbcuda_state *st) {
   free(st);
 }
 
+/* A cuBLASLt heuristic entry from an environment value e (blas_lt.cu asks for at most 8), else
+ * def; negative: cublasGemmEx. */
+static int lt_entry(const char *e, int def) {
+  const int v = e && e[0] ? atoi(e) : def;
+  return v > 7 ? 7 : v;
+}
+
 extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
   int count = 0;
   int rc = mbcuda_device_count(&count);
@@ -125,21 +132,15 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
      * (tools/device/blas_sweep.cu), forward over 8192 bytes bf16 53.5-53.8 against 54.0-54.6 ms;
      * the other products keep GemmEx (in_proj's best entry gained 2%, x_proj's and dt_proj's
      * 3-7% of 20-40 us, each a different entry) */
-    const char *e_lt = getenv("MAMBABYTE_CUDA_LT_ALGO");
-    st->lt_algo = e_lt && e_lt[0] ? atoi(e_lt) : -1;
-    if (st->lt_algo > 7) st->lt_algo = 7;
-    const char *e_la = getenv("MAMBABYTE_CUDA_LT_ACC_ALGO");
-    st->lt_acc = e_la && e_la[0] ? atoi(e_la) : 2;
-    if (st->lt_acc > 7) st->lt_acc = 7;
+    st->lt_algo = lt_entry(getenv("MAMBABYTE_CUDA_LT_ALGO"), -1);
+    st->lt_acc = lt_entry(getenv("MAMBABYTE_CUDA_LT_ACC_ALGO"), 2);
     const char *e_ltr = getenv("MAMBABYTE_CUDA_LT_MIN_ROWS");
     st->lt_min_rows = e_ltr && atoi(e_ltr) > 0 ? atoi(e_ltr) : MBCUDA_ACC_MIN_ROWS + 1;
     /* fp32 weights' forward out_proj in place with TF32 on entry 3 (a split-K form with its own
      * reduction): 310.9 against GemmEx's 337.5 us alone (GemmEx's in place lost to the two calls) */
     const char *e_fa = getenv("MAMBABYTE_CUDA_F32_ACC");
     st->f32_acc = !e_fa || !e_fa[0] || !strcmp(e_fa, "tf32") ? 1 : e_fa[0] == '1' ? 2 : 0;
-    const char *e_lf = getenv("MAMBABYTE_CUDA_LT_F32_ACC");
-    st->lt_acc_f32 = e_lf && e_lf[0] ? atoi(e_lf) : 3;
-    if (st->lt_acc_f32 > 7) st->lt_acc_f32 = 7;
+    st->lt_acc_f32 = lt_entry(getenv("MAMBABYTE_CUDA_LT_F32_ACC"), 3);
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;

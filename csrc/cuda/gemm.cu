@@ -247,25 +247,42 @@ static int rows_to_bf16(mb_ctx *ctx, const float *x, int64_t ldx, int64_t n, int
   return MB_OK;
 }
 
-/* y = x w^T + beta y on the tensor cores: bf16 rows x (ld ldx) and bf16 weights w (out_f, in_f),
- * fp32 accumulation and output (ld ldy); the one cuBLAS call of every bf16 product here (through
- * cuBLASLt's plans for forward chunks where the context says so: blas_lt.cu). */
-static int gemm_bf16(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int64_t n,
-                     int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
-                     const char *op) {
+/* y = x w^T + beta y with cuBLAS: rows x (ld ldx) and weights w (out_f, in_f) of type t (bf16 on
+ * the tensor cores, or fp32 with compute type ct), fp32 accumulation and output (ld ldy); the one
+ * call of every product here that is not a GEMV or mb_linear_add_norm's split. Forward chunks run
+ * through cuBLASLt's plans where the context says so (blas_lt.cu): products added in place (beta
+ * != 0) on lt_acc (bf16) or lt_acc_f32 (fp32), the others on lt_algo. */
+static int gemm(mb_ctx *ctx, cudaDataType t, cublasComputeType_t ct, const void *x, int64_t ldx,
+                const void *w, int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
+                float beta, const char *op) {
   mbcuda_state *st = mbcuda_st(ctx);
+  const int index = beta == 0.f ? st->lt_algo : t == CUDA_R_16BF ? st->lt_acc : st->lt_acc_f32;
   int done = 0;
-  int rc = mbcuda_gemm_lt(ctx, beta != 0.f ? st->lt_acc : st->lt_algo, w, CUDA_R_16BF, x,
-                          CUDA_R_16BF, ldx, n, in_f, out_f, y, ldy, beta, CUBLAS_COMPUTE_32F, op,
+  int rc = mbcuda_gemm_lt(ctx, index, w, t, x, t, ldx, n, in_f, out_f, y, ldy, beta, ct, op,
                           &done);
   if (rc || done) return rc;
   const float alpha = 1.f;
-  BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N,
-                          (int)out_f, (int)n, (int)in_f, &alpha, w, CUDA_R_16BF, (int)in_f, x,
-                          CUDA_R_16BF, (int)ldx, &beta, y, CUDA_R_32F, (int)ldy,
-                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+  BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n,
+                          (int)in_f, &alpha, w, t, (int)in_f, x, t, (int)ldx, &beta, y,
+                          CUDA_R_32F, (int)ldy, ct, CUBLAS_GEMM_DEFAULT),
              op);
   return MB_OK;
+}
+
+/* gemm on the tensor cores: bf16 rows and weights. */
+static int gemm_bf16(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int64_t n,
+                     int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
+                     const char *op) {
+  return gemm(ctx, CUDA_R_16BF, CUBLAS_COMPUTE_32F, x, ldx, w, n, in_f, out_f, y, ldy, beta, op);
+}
+
+/* gemm with fp32 rows and weights, on TF32 where the context allows it. */
+static int gemm_f32(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int64_t n,
+                    int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
+                    const char *op) {
+  const cublasComputeType_t ct =
+      (ctx->flags & MB_FLAG_ALLOW_TF32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  return gemm(ctx, CUDA_R_32F, ct, x, ldx, w, n, in_f, out_f, y, ldy, beta, op);
 }
 
 extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
@@ -292,8 +309,6 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear: dimensions beyond 2^31");
-  cublasHandle_t h = (cublasHandle_t)st->blas;
-  const float alpha = 1.f, beta = 0.f;
   if (wdtype == MB_DTYPE_BF16) {
     void *scr = NULL;
     int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * 2, "linear", &scr);
@@ -304,17 +319,8 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     rc = gemm_bf16(ctx, xb, in_f, w, n, in_f, out_f, y, ldy, 0.f, "linear (cublasGemmEx bf16)");
     if (rc) return rc;
   } else {
-    cublasComputeType_t ct =
-        (ctx->flags & MB_FLAG_ALLOW_TF32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    int done = 0;
-    int rc = mbcuda_gemm_lt(ctx, st->lt_algo, w, CUDA_R_32F, x, CUDA_R_32F, ldx, n, in_f, out_f,
-                            y, ldy, 0.f, ct, "linear (cuBLASLt fp32)", &done);
+    int rc = gemm_f32(ctx, x, ldx, w, n, in_f, out_f, y, ldy, 0.f, "linear (cublasGemmEx fp32)");
     if (rc) return rc;
-    if (!done)
-      BLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, &alpha, w,
-                            CUDA_R_32F, (int)in_f, x, CUDA_R_32F, (int)ldx, &beta, y, CUDA_R_32F,
-                            (int)ldy, ct, CUBLAS_GEMM_DEFAULT),
-               "linear (cublasGemmEx fp32)");
   }
   if (bias) {
     MBCUDA_LAUNCH("linear (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
@@ -381,26 +387,18 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
   mbcuda_state *st = mbcuda_st(ctx);
   const bool dims_ok =
       n <= INT32_MAX && in_f <= INT32_MAX && ldx <= INT32_MAX && out_f <= INT32_MAX;
+  /* forward chunks (no bias, rows the in-place norm takes): the GEMM can add the product to the
+   * residual itself (beta = 1), and the norm reads those rows without storing them back */
+  const bool acc_rows = n > MBCUDA_ACC_MIN_ROWS && !bias && dims_ok &&
+                        mbcuda_norm_rows_fit(n, out_f, residual, norm_weight, norm_bias, out,
+                                             out_bf16);
   const bool tf32 = (ctx->flags & MB_FLAG_ALLOW_TF32) != 0;
-  if (wdtype == MB_DTYPE_F32 && x && (st->f32_acc > 1 || (st->f32_acc == 1 && tf32)) &&
-      n > MBCUDA_ACC_MIN_ROWS && !bias && dims_ok &&
-      mbcuda_norm_rows_fit(n, out_f, residual, norm_weight, norm_bias, out, out_bf16)) {
-    /* fp32 weights, forward chunks with TF32 (MAMBABYTE_CUDA_F32_ACC): added into the residual
-     * as the bf16 form below does, on fp32 rows: 86.7 against 87.7-87.9 ms for the forward over
-     * 8192 bytes on the H200 (the two calls; GemmEx in place 88.5-88.8) */
-    const cublasComputeType_t ct = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-    int done = 0;
-    int rc = mbcuda_gemm_lt(ctx, accumulate ? st->lt_acc_f32 : st->lt_algo, w, CUDA_R_32F, x,
-                            CUDA_R_32F, ldx, n, in_f, out_f, residual, out_f, beta, ct,
-                            "linear_add_norm (cuBLASLt fp32)", &done);
+  if (wdtype == MB_DTYPE_F32 && x && acc_rows && (st->f32_acc > 1 || (st->f32_acc == 1 && tf32))) {
+    /* fp32 weights with TF32 (MAMBABYTE_CUDA_F32_ACC): 86.7 against 87.7-87.9 ms for the forward
+     * over 8192 bytes on the H200 (the two calls; GemmEx in place 88.5-88.8) */
+    int rc = gemm_f32(ctx, x, ldx, w, n, in_f, out_f, residual, out_f, accumulate ? 1.f : 0.f,
+                      "linear_add_norm (cublasGemmEx fp32)");
     if (rc) return rc;
-    if (!done)
-      BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f,
-                              (int)n, (int)in_f, &alpha, w, CUDA_R_32F, (int)in_f, x, CUDA_R_32F,
-                              (int)ldx, &beta, residual, CUDA_R_32F, (int)out_f, ct,
-                              CUBLAS_GEMM_DEFAULT),
-                 "linear_add_norm (cublasGemmEx fp32)");
     return mbcuda_norm_rows(ctx, residual, norm_weight, norm_bias, norm_kind, eps, n, out_f, out,
                             out_bf16);
   }
@@ -410,10 +408,8 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
                             out_bf16);
   if (!dims_ok)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_add_norm: dimensions beyond 2^31");
-  /* forward 8192 bf16 -1 to -2% in place (fp32 weights: the form above, when asked) */
-  const bool in_place = st->out_split > 0 && n > MBCUDA_ACC_MIN_ROWS && !bias &&
-                        mbcuda_norm_rows_fit(n, out_f, residual, norm_weight, norm_bias, out,
-                                             out_bf16);
+  /* forward 8192 bf16 -1 to -2% in place (MAMBABYTE_CUDA_OUT_SPLIT=0: the two calls) */
+  const bool in_place = st->out_split > 0 && acc_rows;
   /* parts: the largest power of two up to MAMBABYTE_CUDA_OUT_SPLIT (at most 16) that leaves each
    * part a multiple of 8 and at least 64 long; fewer than 2: the product whole */
   int parts = 16;
