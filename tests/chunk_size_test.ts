@@ -52,10 +52,12 @@ Deno.test("resolveChunkSize: numbers pass, the CPU takes 2048, a GPU what fits i
   };
   assert.equal(resolveChunkSize(300, ctx), 300);
   assert.equal(resolveChunkSize("auto", { ...ctx, device: "cpu" }), 2048);
-  assert.equal(resolveChunkSize("auto", ctx), 8192);
+  assert.equal(resolveChunkSize("auto", ctx), 16384);
   const at = (rows: number) => workspaceBytes(DIMS_972M, rows, 256, true);
   // 972M, bf16 activations: ~0.95 GB for 8192 positions
   assert.ok(at(8192) > 0.8e9 && at(8192) < 1.1e9, `${at(8192)}`);
+  assert.equal(resolveChunkSize("auto", { ...ctx, freeBytes: 4 * at(16384) }), 16384);
+  assert.equal(resolveChunkSize("auto", { ...ctx, freeBytes: 4 * at(16384) - 4 }), 8192);
   assert.equal(resolveChunkSize("auto", { ...ctx, freeBytes: 4 * at(8192) }), 8192);
   assert.equal(resolveChunkSize("auto", { ...ctx, freeBytes: 4 * at(8192) - 4 }), 4096);
   assert.equal(resolveChunkSize("auto", { ...ctx, freeBytes: 4 * at(4096) - 4 }), 2048);

@@ -13,6 +13,7 @@ import {
 } from "../src/analysis/extract.ts";
 import { openCheckpoint } from "../src/checkpoint/mod.ts";
 import { workspaceBytes } from "../src/model/workspace.ts";
+import { AUTO_CHUNKS } from "../src/model/chunk_size.ts";
 import { maxRelError } from "./helpers/compare.ts";
 import { forkStates, stepByte, verifyRows, withVerifyWorkspaces } from "./helpers/verify_pass.ts";
 
@@ -66,7 +67,7 @@ Deno.test({
     const lm = await loadModel({ configPath: CONFIG, modelId: "tiny", device: "cuda" });
     try {
       const free = Number(lm.backend.info().mem_free);
-      const expect = [8192, 4096, 2048].find((rows) =>
+      const expect = AUTO_CHUNKS.find((rows) =>
         workspaceBytes(lm.dims, rows, 256, lm.bf16Activations) <= free / 4
       ) ?? 2048;
       assert.equal(lm.chunkSize, expect);
@@ -113,6 +114,32 @@ for (
     },
   });
 }
+
+Deno.test({
+  name: "cuda forward in chunks of 16384 positions equals chunks of 2048 (tiny, 20,000 bytes)",
+  ignore,
+  async fn() {
+    const common = {
+      configPath: CONFIG,
+      modelId: "tiny",
+      device: "cuda",
+      strictFp32: true,
+    } as const;
+    const long = await loadModel({ ...common, chunkSize: 16384 });
+    const short = await loadModel({ ...common, chunkSize: 2048 });
+    try {
+      const bytes = new Uint8Array(20000);
+      for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 2654435761) >>> 24;
+      const a = await long.forward(bytes);
+      const b = await short.forward(bytes);
+      const e = maxRelError(a.logits, b.logits);
+      assert.ok(e < 1e-4, `logits ${e}`);
+    } finally {
+      long.close();
+      short.close();
+    }
+  },
+});
 
 // Chunks of more than 256 positions add out_proj into the residual inside the GEMM (bf16 weights,
 // and fp32 weights where TF32 is allowed; mb_linear_add_norm), on cuBLASLt's fixed entries.
