@@ -383,6 +383,25 @@ MB_EXPORT int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const 
   DISPATCH(linear_bf16, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
 }
 
+MB_EXPORT int mb_linear_to_bf16(mb_ctx *ctx, const float *x, const uint16_t *x_bf16,
+                                int64_t ldx, const void *w, int wdtype, const float *bias,
+                                int64_t n, int64_t in_f, int64_t out_f, uint16_t *y,
+                                int64_t ldy) {
+  CHECK_CTX("mb_linear_to_bf16");
+  NONNEG("mb_linear_to_bf16", n);
+  REQUIRE(in_f >= 1, "mb_linear_to_bf16: in_f (%lld) < 1", (ll)in_f);
+  NONNEG("mb_linear_to_bf16", out_f);
+  DTYPE_OK("mb_linear_to_bf16", wdtype);
+  if (n == 0 || out_f == 0) return MB_OK;
+  REQUIRE((x != NULL) != (x_bf16 != NULL),
+          "mb_linear_to_bf16: exactly one of x and x_bf16 must be given");
+  LD_OK("mb_linear_to_bf16", ldx, in_f);
+  LD_OK("mb_linear_to_bf16", ldy, out_f);
+  NONNULL("mb_linear_to_bf16", w);
+  NONNULL("mb_linear_to_bf16", y);
+  DISPATCH(linear_to_bf16, ctx, x, x_bf16, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
+}
+
 MB_EXPORT int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
                                  const void *w, int wdtype, const float *bias, int64_t n,
                                  int64_t in_f, int64_t out_f, float *h_scratch, float *residual,
@@ -411,10 +430,10 @@ MB_EXPORT int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_
            residual, accumulate, norm_weight, norm_bias, norm_kind, eps, out, out_bf16);
 }
 
-MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
-                               const float *bias, float *conv_state, int64_t batch, int64_t len,
-                               int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact,
-                               uint16_t *out_bf16) {
+MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
+                               const float *w, const float *bias, float *conv_state,
+                               int64_t batch, int64_t len, int64_t d, int64_t k, float *out,
+                               int64_t ldo, float *out_preact, uint16_t *out_bf16) {
   CHECK_CTX("mb_causal_conv1d");
   NONNEG("mb_causal_conv1d", batch);
   NONNEG("mb_causal_conv1d", len);
@@ -423,10 +442,11 @@ MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const f
   if (batch == 0 || len == 0 || d == 0) return MB_OK;
   LD_OK("mb_causal_conv1d", ldx, d);
   LD_OK("mb_causal_conv1d", ldo, d);
-  NONNULL("mb_causal_conv1d", x);
+  REQUIRE((x != NULL) != (x_bf16 != NULL),
+          "mb_causal_conv1d: exactly one of x and x_bf16 must be given");
   NONNULL("mb_causal_conv1d", w);
   NONNULL("mb_causal_conv1d", out);
-  DISPATCH(causal_conv1d, ctx, x, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
+  DISPATCH(causal_conv1d, ctx, x, x_bf16, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
            out_preact, out_bf16);
 }
 
@@ -459,8 +479,8 @@ MB_EXPORT int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, co
   if (ctx->flags & MB_FLAG_UNFUSED_STEPS) { /* the two plain ops, as the header spells them */
     int st = mb_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
     if (st != MB_OK || d_conv == 0) return st;
-    return mb_causal_conv1d(ctx, y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo,
-                            NULL, NULL);
+    return mb_causal_conv1d(ctx, y, NULL, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc,
+                            ldo, NULL, NULL);
   }
   DISPATCH(linear_conv1d_step, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy, conv_w,
            conv_bias, conv_state, d_conv, k, xc, ldo);
@@ -520,16 +540,23 @@ static int scan_check(const char *fn, mb_ctx *ctx, const float *u, int64_t ldu,
 }
 
 MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
-                                int64_t ld_delta, const float *delta_bias, const float *A, const float *Bm, int64_t ldb,
-                                const float *Cm, int64_t ldc, const float *Dskip, const float *z,
-                                int64_t ldz, float *state, float *states_all, int64_t batch,
-                                int64_t len, int64_t d, int64_t n, int delta_softplus, float *y,
-                                int64_t ldy, uint16_t *y_bf16) {
-  int st = scan_check("mb_selective_scan", ctx, u, ldu, delta, ld_delta, A, Bm, ldb, Cm, ldc, z,
-                      ldz, batch, len, d, n, y ? y : (float *)y_bf16, ldy);
+                                const uint16_t *delta_bf16, int64_t ld_delta,
+                                const float *delta_bias, const float *A, const float *Bm,
+                                int64_t ldb, const float *Cm, int64_t ldc, const float *Dskip,
+                                const float *z, const uint16_t *z_bf16, int64_t ldz, float *state,
+                                float *states_all, int64_t batch, int64_t len, int64_t d,
+                                int64_t n, int delta_softplus, float *y, int64_t ldy,
+                                uint16_t *y_bf16) {
+  static const char fn[] = "mb_selective_scan";
+  REQUIRE(!(delta && delta_bf16), "%s: delta and delta_bf16 are both given", fn);
+  REQUIRE(!(z && z_bf16), "%s: z and z_bf16 are both given", fn);
+  int st = scan_check(fn, ctx, u, ldu, delta ? delta : (const float *)delta_bf16, ld_delta, A, Bm,
+                      ldb, Cm, ldc, z ? z : (const float *)z_bf16, ldz, batch, len, d, n,
+                      y ? y : (float *)y_bf16, ldy);
   if (st != MB_OK) return st < 0 ? MB_OK : st;
-  DISPATCH(selective_scan, ctx, u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
-           state, states_all, batch, len, d, n, delta_softplus, y, ldy, y_bf16);
+  DISPATCH(selective_scan, ctx, u, ldu, delta, delta_bf16, ld_delta, delta_bias, A, Bm, ldb, Cm,
+           ldc, Dskip, z, z_bf16, ldz, state, states_all, batch, len, d, n, delta_softplus, y, ldy,
+           y_bf16);
 }
 
 /* The checks of the two ops that compute delta from x_dbl (dt_proj) before the update: delta is
@@ -574,8 +601,9 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
     REQUIRE(delta_out, "%s: delta_out is NULL (MB_FLAG_UNFUSED_STEPS keeps delta there)", fn);
     int st = mb_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta_out, d);
     if (st != MB_OK) return st;
-    return mb_selective_scan(ctx, u, ldu, delta_out, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
-                             NULL, batch, 1, d, n, delta_softplus, y, ldy, y_bf16);
+    return mb_selective_scan(ctx, u, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z,
+                             NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y, ldy,
+                             y_bf16);
   }
   DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
            A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n, delta_softplus, delta_out, y,
@@ -603,8 +631,9 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
                          delta_out + r * d, d);
       if (st != MB_OK) return st;
     }
-    return mb_selective_scan(ctx, u, ldu, delta_out, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state,
-                             states_all, batch, len, d, n, delta_softplus, y, ldy, NULL);
+    return mb_selective_scan(ctx, u, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z,
+                             NULL, ldz, state, states_all, batch, len, d, n, delta_softplus, y,
+                             ldy, NULL);
   }
   DISPATCH(selective_scan_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A, Bm,
            ldb, Cm, ldc, Dskip, z, ldz, state, states_all, batch, len, d, n, delta_softplus,
@@ -749,8 +778,8 @@ static int verify_conv(mb_ctx *ctx, const uint64_t *P, const float *xz, float *c
 #endif
   int st = mb_memcpy_d2d(ctx, conv_save, state, (size_t)(d_inner * (d_conv - 1)) * sizeof(float));
   if (st == MB_OK)
-    st = mb_causal_conv1d(ctx, xz, 2 * d_inner, w, b, state, 1, len, d_inner, d_conv, xc, d_inner,
-                          NULL, NULL);
+    st = mb_causal_conv1d(ctx, xz, NULL, 2 * d_inner, w, b, state, 1, len, d_inner, d_conv, xc,
+                          d_inner, NULL, NULL);
   return st;
 }
 

@@ -68,6 +68,11 @@ export interface LoadModelOptions {
   /** CUDA with bf16 weights: the forward's bf16 activations (see MambaByteLMOptions; default on). */
   bf16Activations?: boolean;
   /**
+   * CUDA with bf16 activations: a forward without taps stores xz and delta as bf16 (see
+   * MambaByteLMOptions.bf16MixerActivations; default on).
+   */
+  bf16MixerActivations?: boolean;
+  /**
    * Decoding steps of up to 8 sequences run every layer in one native call, with the same bits
    * as the per-op steps (default true; false for A/B runs).
    */
@@ -238,6 +243,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<MambaBy
       vocabOut: options.vocabOut,
       ownsBackend: true,
       bf16Activations: options.bf16Activations,
+      bf16MixerActivations: options.bf16MixerActivations,
       decodeLayers: options.decodeLayers,
     });
   } catch (e) {

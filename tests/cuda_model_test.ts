@@ -172,10 +172,15 @@ Deno.test({
   ignore,
   async fn() {
     // chunks of 64 and tails of 28 (bf16 activations) and of 5 rows (a short chunk: fp32)
-    const on = await loadModel({ ...BF16_GPU, bf16Activations: true });
+    // (xz and delta stay fp32 here: bf16MixerActivations rounds them, the next test)
+    const on = await loadModel({
+      ...BF16_GPU,
+      bf16Activations: true,
+      bf16MixerActivations: false,
+    });
     const off = await loadModel({ ...BF16_GPU, bf16Activations: false });
     try {
-      assert.ok(on.bf16Activations && !off.bf16Activations);
+      assert.ok(on.bf16Activations && !off.bf16Activations && !on.bf16MixerActivations);
       for (const text of [TEXT, TEXT.subarray(0, 133)]) {
         for (const taps of [[], ["norm", "dt_proj", "conv1d", "x_proj", "mixer"]] as const) {
           const opts = { taps, layers: [0, 2] };
@@ -202,6 +207,42 @@ Deno.test({
     } finally {
       on.close();
       off.close();
+    }
+  },
+});
+
+// bf16MixerActivations (the default with bf16 activations): a forward without taps stores xz and
+// delta as bf16, each value within 2^-9 of its fp32 form (one rounding); the logits then stay
+// within the bf16 weights' tolerance of the CPU (1e-2, as above) and differ from the fp32 xz's
+// (the path ran); forwards with taps keep fp32 xz and delta, so their logits keep those bits.
+Deno.test({
+  name: "cuda bf16 xz and delta: a forward without taps within 1e-2 of the CPU; with taps, fp32",
+  ignore,
+  async fn() {
+    const mix = await loadModel({ ...BF16_GPU, chunkSize: 512 });
+    const fp32 = await loadModel({ ...BF16_GPU, chunkSize: 512, bf16MixerActivations: false });
+    const cpu = await loadModel({ ...BF16_GPU, chunkSize: 512, device: "cpu" });
+    try {
+      assert.ok(mix.bf16MixerActivations && !fp32.bf16MixerActivations);
+      for (const text of [TEXT, LONG_TEXT]) {
+        const a = await mix.forward(text), b = await fp32.forward(text);
+        const c = await cpu.forward(text);
+        assert.notDeepEqual(a.logits, b.logits, `bf16 xz changed nothing (${text.length} bytes)`);
+        const eFp32 = maxRelError(a.logits, b.logits), eCpu = maxRelError(a.logits, c.logits);
+        assert.ok(eFp32 < 1e-2, `against fp32 xz: ${eFp32} (${text.length} bytes)`);
+        assert.ok(eCpu < 1e-2, `against the CPU: ${eCpu} (${text.length} bytes)`);
+        console.log(
+          `bf16 xz and delta, ${text.length} bytes: max rel. error ${eFp32.toExponential(2)} ` +
+            `against fp32 xz, ${eCpu.toExponential(2)} against the CPU`,
+        );
+        const opts = { taps: ["dt_proj"] as const, layers: [1] };
+        const ta = await mix.forward(text, opts), tb = await fp32.forward(text, opts);
+        assert.deepEqual(ta.logits, tb.logits, `with taps (${text.length} bytes)`);
+      }
+    } finally {
+      mix.close();
+      fp32.close();
+      cpu.close();
     }
   },
 });

@@ -213,6 +213,32 @@ Deno.test("argument validation: one clear message per bad argument", () => {
         }),
       /k \(0\) < 1/,
     );
+    assertInvalid(
+      () =>
+        VEC.conv1d({
+          x: null,
+          ldx: 4,
+          w,
+          bias: null,
+          state: null,
+          batch: 1,
+          len: 2,
+          d: 4,
+          k: 4,
+          out: y,
+          ldo: 4,
+          outPreact: null,
+        }),
+      /mb_causal_conv1d: exactly one of x and x_bf16 must be given/,
+    );
+    assertInvalid(
+      () => VEC.linearToBf16({ x: null, w, wdtype: "f32", bias: null, y, n: 2, inF: 4, outF: 3 }),
+      /mb_linear_to_bf16: exactly one of x and x_bf16 must be given/,
+    );
+    assertInvalid(
+      () => VEC.linearToBf16({ x, w, wdtype: "f32", bias: null, y, n: 2, inF: 4, outF: 3, ldy: 2 }),
+      /mb_linear_to_bf16: ldy \(2\) < out_f \(3\)/,
+    );
     const ids = m.put(new Int32Array([0, 9]));
     assertInvalid(
       () => VEC.embedding({ ids, n: 2, table: w, wdtype: "f32", vocab: 4, d: 2, out: y }),
@@ -857,6 +883,116 @@ Deno.test("bf16 outputs are the fp32 outputs rounded; linear_bf16 is linear of t
           m.f32(y2, rows * outF),
           `${name} linear_bf16 ${rows}x${inF} ${wdtype}`,
         );
+      }
+    });
+  }
+});
+
+/**
+ * The forward's bf16 xz and delta (mambabyte.h: x_bf16, delta_bf16, z_bf16 and
+ * mb_linear_to_bf16): the conv and the scan on bfloat16 bits give the bits of the same call on
+ * the floats they stand for (widened here by fromBf16), and linear_to_bf16 is linear rounded to
+ * nearest even (rounded here by toBf16), from fp32 or bf16 rows. Every CPU context.
+ */
+Deno.test("bf16 inputs of conv and scan read as their floats; linear_to_bf16 is linear rounded", () => {
+  const r = rng(testSeed() + 13);
+  for (const [name, be] of ALL) {
+    withMem(be, (m) => {
+      // conv1d: x as bf16 bits (an xz row's first half), the window carried in the state
+      {
+        const batch = 2, len = 11, dc = 21, k = 4, ldx = 2 * dc, rows = batch * len;
+        const xb = toBf16(randArray(r, rows * ldx, -2, 2)), xw = fromBf16(xb);
+        const w = m.put(randArray(r, dc * k)), bias = m.put(randArray(r, dc));
+        const st0 = randArray(r, batch * dc * (k - 1));
+        const run = (bf: boolean) => {
+          const out = m.zeros(rows * dc * 4), state = m.put(st0);
+          be.conv1d({
+            x: bf ? m.put(xb) : m.put(xw),
+            xBf16: bf,
+            ldx,
+            w,
+            bias,
+            state,
+            batch,
+            len,
+            d: dc,
+            k,
+            out,
+            ldo: dc,
+            outPreact: null,
+          });
+          return [m.f32(out, rows * dc), m.f32(state, batch * dc * (k - 1))];
+        };
+        assert.deepEqual(run(true), run(false), `${name} conv1d of bf16 x`);
+      }
+      // selective scan: delta and z as bf16 bits, each alone and both
+      {
+        const c = scanCase(r, 2, 19, 20, 16, { pad: 2 });
+        const deltaB = toBf16(c.delta), zB = toBf16(c.z!);
+        const run = (dBf: boolean, zBf: boolean) =>
+          withMem(be, (mm) => {
+            const rows = c.batch * c.len, y = mm.zeros(rows * c.ld * 4);
+            const state = mm.put(c.state!);
+            be.selectiveScan({
+              u: mm.put(c.u),
+              ldu: c.ld,
+              delta: dBf ? mm.put(deltaB) : mm.put(fromBf16(deltaB)),
+              deltaBf16: dBf,
+              ldDelta: c.ld,
+              A: mm.put(c.A),
+              B: mm.put(c.B),
+              ldb: c.ldbc,
+              C: mm.put(c.C),
+              ldc: c.ldbc,
+              D: mm.put(c.D!),
+              z: zBf ? mm.put(zB) : mm.put(fromBf16(zB)),
+              zBf16: zBf,
+              ldz: c.ld,
+              state,
+              statesAll: null,
+              batch: c.batch,
+              len: c.len,
+              d: c.d,
+              n: c.n,
+              deltaSoftplus: true,
+              y,
+              ldy: c.ld,
+            });
+            return [mm.f32(y, rows * c.ld), mm.f32(state, c.batch * c.d * c.n)];
+          });
+        const ref = run(false, false);
+        for (const [dBf, zBf] of [[true, true], [true, false], [false, true]]) {
+          assert.deepEqual(run(dBf, zBf), ref, `${name} scan delta bf16 ${dBf} z bf16 ${zBf}`);
+        }
+      }
+      // linear_to_bf16 against linear rounded (the skinny path and the GEMM; with a bias)
+      for (
+        const [rows, inF, outF, wdtype] of [[3, 37, 20, "f32"], [20, 64, 33, "bf16"], [
+          12,
+          40,
+          7,
+          "f32",
+        ]] as const
+      ) {
+        const ldx = inF + 2, ldy = outF + 3;
+        const xf = randArray(r, rows * ldx), xb = toBf16(xf);
+        const wf = randArray(r, outF * inF);
+        const wp = m.put(wdtype === "bf16" ? toBf16(wf) : wf), bias = m.put(randArray(r, outF));
+        const common = { ldx, w: wp, wdtype, bias, n: rows, inF, outF } as const;
+        for (const bf of [false, true]) {
+          const yb = m.zeros(rows * ldy * 2), yf = m.zeros(rows * outF * 4);
+          be.linearToBf16({ ...common, x: bf ? m.put(xb) : m.put(xf), xBf16: bf, y: yb, ldy });
+          if (bf) be.linearBf16({ ...common, x: m.put(xb), y: yf });
+          else be.linear({ ...common, x: m.put(xf), y: yf });
+          const got = m.u16(yb, rows * ldy), want = toBf16(m.f32(yf, rows * outF));
+          for (let i = 0; i < rows; i++) {
+            assert.deepEqual(
+              got.subarray(i * ldy, i * ldy + outF),
+              want.subarray(i * outF, (i + 1) * outF),
+              `${name} linear_to_bf16 ${rows}x${inF} ${wdtype} x bf16 ${bf} row ${i}`,
+            );
+          }
+        }
       }
     });
   }

@@ -89,6 +89,8 @@ void *mbcpu_scratch(mb_ctx *ctx, size_t bytes);
 uint16_t mbcpu_f32_to_bf16(float f);
 void mbcpu_rows_to_bf16(const float *x, int64_t ldx, int64_t rows, int64_t cols, uint16_t *out,
                         int64_t ldo);
+/** bfloat16 rows widened into a new (rows, cols) fp32 matrix (free() it); NULL without memory. */
+float *mbcpu_widen_rows(const uint16_t *x, int64_t ldx, int64_t rows, int64_t cols);
 
 /** mb_linear's skinny (decoding) path: at most this many input rows. */
 #define MBCPU_SKINNY_MAX 8

@@ -557,8 +557,8 @@ int mbcpu_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   /* Elsewhere the unfused pair: mb_linear then the len-1 conv. */
   int st = mbcpu_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
   if (st != MB_OK || d_conv == 0) return st;
-  return mbcpu_causal_conv1d(ctx, y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo,
-                             NULL, NULL);
+  return mbcpu_causal_conv1d(ctx, y, NULL, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc,
+                             ldo, NULL, NULL);
 }
 
 /* ---- own GEMM (no BLAS) ------------------------------------------------------------------- */
@@ -730,8 +730,8 @@ int mbcpu_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx, const flo
                              const float *conv_bias, float *conv_state, int64_t n, int64_t d,
                              int64_t k, float *xc, int64_t ldo, const void *w, int wdtype,
                              const float *bias, int64_t out_f, float *y, int64_t ldy) {
-  int st = mbcpu_causal_conv1d(ctx, x, ldx, conv_w, conv_bias, conv_state, n, 1, d, k, xc, ldo,
-                               NULL, NULL);
+  int st = mbcpu_causal_conv1d(ctx, x, NULL, ldx, conv_w, conv_bias, conv_state, n, 1, d, k, xc,
+                               ldo, NULL, NULL);
   if (st != MB_OK || out_f == 0) return st;
   return mbcpu_linear(ctx, xc, ldo, w, wdtype, bias, n, d, out_f, y, ldy);
 }

@@ -484,10 +484,18 @@ static void conv_items(void *raw, int64_t t0, int64_t t1) {
   }
 }
 
-int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
-                        const float *bias, float *conv_state, int64_t batch, int64_t len,
-                        int64_t d, int64_t k, float *out, int64_t ldo, float *out_preact,
-                        uint16_t *out_bf16) {
+int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
+                        const float *w, const float *bias, float *conv_state, int64_t batch,
+                        int64_t len, int64_t d, int64_t k, float *out, int64_t ldo,
+                        float *out_preact, uint16_t *out_bf16) {
+  if (x_bf16) { /* the floats the bits stand for, then the fp32 conv: the same arithmetic */
+    float *xf = mbcpu_widen_rows(x_bf16, ldx, batch * len, d);
+    if (!xf) return mb_fail(MB_ERR_OOM, "cpu: causal_conv1d: no memory to widen x");
+    int st = mbcpu_causal_conv1d(ctx, xf, NULL, d, w, bias, conv_state, batch, len, d, k, out, ldo,
+                                 out_preact, out_bf16);
+    free(xf);
+    return st;
+  }
   int nt = threads_for(ctx, batch * len * d * k);
   conv_job job = {.kind = 2, .x = x, .ldx = ldx, .w = w, .bias = bias, .state = conv_state,
                   .len = len, .d = d, .k = k, .out = out, .ldo = ldo,

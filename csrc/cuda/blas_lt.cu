@@ -135,12 +135,12 @@ static void plan_build(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey 
   p->key = key;
 }
 
-/* y (out_f x n, ld ldy) = w x (+ beta y) through cuBLASLt with entry `index` of its heuristic
- * list, when index >= 0 and n >= lt_min_rows: w (out_f, in_f) read transposed, x rows of in_f at
+/* y (out_f x n, ld ldy, of type ytype) = w x (+ beta y) through cuBLASLt with entry `index` of
+ * its heuristic list, when index >= 0 and n >= lt_min_rows: w (out_f, in_f) read transposed, x rows of in_f at
  * ldx. *done = 0 when it did not run the product (the caller runs cublasGemmEx). */
 int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void *x, int xtype,
-                   int64_t ldx, int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
-                   float beta, int compute, const char *op, int *done) {
+                   int64_t ldx, int64_t n, int64_t in_f, int64_t out_f, void *y, int ytype,
+                   int64_t ldy, float beta, int compute, const char *op, int *done) {
   *done = 0;
   mbcuda_state *st = mbcuda_st(ctx);
   mbcuda_lt *lt = (mbcuda_lt *)st->lt;
@@ -148,7 +148,7 @@ int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void 
   LtKey key;
   memset(&key, 0, sizeof key); /* padding too: keys are compared with memcmp */
   key.m = out_f, key.n = n, key.k = in_f, key.lda = in_f, key.ldb = ldx, key.ldc = ldy;
-  key.atype = wtype, key.btype = xtype, key.ctype = CUDA_R_32F, key.compute = compute;
+  key.atype = wtype, key.btype = xtype, key.ctype = ytype, key.compute = compute;
   key.beta_nonzero = beta != 0.f;
   key.index = index;
   key.align[0] = ptr_align(w), key.align[1] = ptr_align(x), key.align[2] = ptr_align(y);

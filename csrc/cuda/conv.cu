@@ -41,7 +41,8 @@ __device__ __forceinline__ void conv_seq_pos(float (&win)[CONV_KMAX], const floa
  * used for short lengths (decoding, verification). Up to CONV_SEQ_PRELOAD positions' inputs are
  * loaded before the first is used (a verification pass of 8 positions waited on eight dependent
  * loads one after the other). */
-__global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
+template <typename XT>
+__global__ void k_conv_seq(const XT *__restrict__ x, int64_t ldx, const float *__restrict__ w,
                            const float *__restrict__ bias, float *conv_state,
                            float *__restrict__ state_save, int64_t batch,
                            int64_t len, int64_t d, int k, float *__restrict__ out, int64_t ldo,
@@ -73,7 +74,8 @@ __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float
      * len), then the outputs: the positions' chains overlap (conv_seq_pos's arithmetic) */
     float xs[CONV_SEQ_PRELOAD], acc[CONV_SEQ_PRELOAD];
 #pragma unroll
-    for (int t = 0; t < CONV_SEQ_PRELOAD; t++) xs[t] = t < len ? x[(b * len + t) * ldx + c] : 0.f;
+    for (int t = 0; t < CONV_SEQ_PRELOAD; t++)
+      xs[t] = t < len ? mb_act(x + (b * len + t) * ldx + c) : 0.f;
     save_window();
 #pragma unroll
     for (int t = 0; t < CONV_SEQ_PRELOAD; t++) {
@@ -106,7 +108,7 @@ __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float
     save_window();
     for (int64_t t = 0; t < len; t++) {
       const int64_t r = b * len + t;
-      conv_seq_pos(win, wc, bc, k, x[r * ldx + c], r, c, d, out, ldo, pre_out, out_bf16);
+      conv_seq_pos(win, wc, bc, k, mb_act(x + r * ldx + c), r, c, d, out, ldo, pre_out, out_bf16);
     }
   }
   if (st) {
@@ -125,8 +127,8 @@ __global__ void k_conv_seq(const float *__restrict__ x, int64_t ldx, const float
  * without predicates. The inputs of CONV_GROUP positions are loaded before the first is used: one
  * load in flight a thread held the conv to 106 us a 972M layer at 8192 positions, 68 us with 8
  * (the traffic's ~69 us at the copy rate; cuda_bench --fwd on the H200). */
-template <int K>
-__global__ void k_conv_tile(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
+template <int K, typename XT>
+__global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *__restrict__ w,
                             const float *__restrict__ bias, const float *__restrict__ conv_state,
                             int64_t len, int64_t d, int64_t T, float *__restrict__ out,
                             int64_t ldo, float *__restrict__ pre_out,
@@ -145,9 +147,9 @@ __global__ void k_conv_tile(const float *__restrict__ x, int64_t ldx, const floa
 #pragma unroll
   for (int j = 0; j < K - 1; j++) {
     int64_t p = t0 - (K - 1) + j;
-    win[j] = p >= 0 ? x[(b * len + p) * ldx + c] : (st ? st[(K - 1) + p] : 0.f);
+    win[j] = p >= 0 ? mb_act(x + (b * len + p) * ldx + c) : (st ? st[(K - 1) + p] : 0.f);
   }
-  const float *xp = x + (b * len + t0) * ldx + c;
+  const XT *xp = x + (b * len + t0) * ldx + c;
   float *op = out + (b * len + t0) * ldo + c;
   float *pp = pre_out ? pre_out + (b * len + t0) * d + c : nullptr;
   uint16_t *bp = out_bf16 ? out_bf16 + (b * len + t0) * d + c : nullptr;
@@ -168,7 +170,7 @@ __global__ void k_conv_tile(const float *__restrict__ x, int64_t ldx, const floa
   for (; t + CONV_GROUP <= t1; t += CONV_GROUP) {
     float xs[CONV_GROUP];
 #pragma unroll
-    for (int u = 0; u < CONV_GROUP; u++) xs[u] = xp[u * ldx];
+    for (int u = 0; u < CONV_GROUP; u++) xs[u] = mb_act(xp + u * ldx);
 #pragma unroll
     for (int u = 0; u < CONV_GROUP; u++) position(xs[u], u);
     xp += CONV_GROUP * ldx;
@@ -177,7 +179,7 @@ __global__ void k_conv_tile(const float *__restrict__ x, int64_t ldx, const floa
     if (bp) bp += CONV_GROUP * d;
   }
   for (; t < t1; t++) {
-    position(*xp, 0);
+    position(mb_act(xp), 0);
     xp += ldx;
     op += ldo;
     if (pp) pp += d;
@@ -185,17 +187,18 @@ __global__ void k_conv_tile(const float *__restrict__ x, int64_t ldx, const floa
   }
 }
 
-template <int K>
-static cudaError_t conv_tile_launch(mb_ctx *ctx, dim3 grid, const float *x, int64_t ldx,
+template <int K, typename XT>
+static cudaError_t conv_tile_launch(mb_ctx *ctx, dim3 grid, const XT *x, int64_t ldx,
                                     const float *w, const float *bias, const float *conv_state,
                                     int64_t len, int64_t d, int64_t T, float *out, int64_t ldo,
                                     float *pre_out, uint16_t *out_bf16) {
-  return mbcuda_launch(ctx, k_conv_tile<K>, grid, dim3(128), 0, x, ldx, w, bias, conv_state, len,
-                       d, T, out, ldo, pre_out, out_bf16);
+  return mbcuda_launch(ctx, k_conv_tile<K, XT>, grid, dim3(128), 0, x, ldx, w, bias, conv_state,
+                       len, d, T, out, ldo, pre_out, out_bf16);
 }
 
 /* One thread per (b, t, c): fully parallel over positions (prefill; k > CONV_KMAX). */
-__global__ void k_conv_par(const float *__restrict__ x, int64_t ldx, const float *__restrict__ w,
+template <typename XT>
+__global__ void k_conv_par(const XT *__restrict__ x, int64_t ldx, const float *__restrict__ w,
                            const float *__restrict__ bias, const float *__restrict__ conv_state,
                            int64_t batch, int64_t len, int64_t d, int k, float *__restrict__ out,
                            int64_t ldo, float *__restrict__ pre_out,
@@ -210,7 +213,7 @@ __global__ void k_conv_par(const float *__restrict__ x, int64_t ldx, const float
     for (int j = 0; j < k; j++) {
       int64_t p = t - (k - 1) + j;
       float v;
-      if (p >= 0) v = x[(b * len + p) * ldx + c];
+      if (p >= 0) v = mb_act(x + (b * len + p) * ldx + c);
       else v = conv_state ? conv_state[(b * d + c) * (k - 1) + (k - 1) + p] : 0.f;
       acc += w[c * k + j] * v;
     }
@@ -223,7 +226,8 @@ __global__ void k_conv_par(const float *__restrict__ x, int64_t ldx, const float
 
 
 /* After k_conv_par: the state keeps the last k-1 inputs (in place, ascending j is safe). */
-__global__ void k_conv_state(const float *__restrict__ x, int64_t ldx, float *conv_state,
+template <typename XT>
+__global__ void k_conv_state(const XT *__restrict__ x, int64_t ldx, float *conv_state,
                              int64_t batch, int64_t len, int64_t d, int k) {
   MB_PDL_ENTRY();
   int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
@@ -232,38 +236,37 @@ __global__ void k_conv_state(const float *__restrict__ x, int64_t ldx, float *co
   float *st = conv_state + (b * d + c) * (k - 1);
   for (int j = 0; j < k - 1; j++) {
     int64_t p = len - (k - 1) + j;
-    st[j] = p >= 0 ? x[(b * len + p) * ldx + c] : st[len + j];
+    st[j] = p >= 0 ? mb_act(x + (b * len + p) * ldx + c) : st[len + j];
   }
 }
 
-extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w,
-                                    const float *bias, float *conv_state, int64_t batch,
-                                    int64_t len, int64_t d, int64_t k, float *out, int64_t ldo,
-                                    float *out_preact, uint16_t *out_bf16) {
-  if (batch <= 0 || len <= 0 || d <= 0 || k <= 0) return MB_OK;
+template <typename XT>
+static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, const float *bias,
+                         float *conv_state, int64_t batch, int64_t len, int64_t d, int64_t k,
+                         float *out, int64_t ldo, float *out_preact, uint16_t *out_bf16) {
   cudaStream_t s = mbcuda_stream(ctx);
   int64_t chans = batch * d;
   if (k <= CONV_KMAX && (len <= 8 || chans >= 65536)) {
-    MBCUDA_LAUNCH("causal_conv1d", k_conv_seq, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, (float *)NULL, batch, len, d, (int)k, out, ldo, out_preact, out_bf16);
+    MBCUDA_LAUNCH("causal_conv1d", k_conv_seq<XT>, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, (float *)NULL, batch, len, d, (int)k, out, ldo, out_preact, out_bf16);
     return MB_OK;
   }
   int64_t T = CONV_TILE;
   if ((len + T - 1) / T > 65535) T = (len + 65534) / 65535;
   if (k <= CONV_KMAX && batch <= 65535) {
     dim3 grid(mbcuda_blocks(d, 128), (unsigned)((len + T - 1) / T), (unsigned)batch);
-    cudaError_t (*launch)(mb_ctx *, dim3, const float *, int64_t, const float *, const float *,
+    cudaError_t (*launch)(mb_ctx *, dim3, const XT *, int64_t, const float *, const float *,
                           const float *, int64_t, int64_t, int64_t, float *, int64_t, float *,
                           uint16_t *);
     static_assert(CONV_KMAX == 8, "one instantiation per window length");
     switch (k) {
-      case 1: launch = conv_tile_launch<1>; break;
-      case 2: launch = conv_tile_launch<2>; break;
-      case 3: launch = conv_tile_launch<3>; break;
-      case 4: launch = conv_tile_launch<4>; break;
-      case 5: launch = conv_tile_launch<5>; break;
-      case 6: launch = conv_tile_launch<6>; break;
-      case 7: launch = conv_tile_launch<7>; break;
-      default: launch = conv_tile_launch<8>; break;
+      case 1: launch = conv_tile_launch<1, XT>; break;
+      case 2: launch = conv_tile_launch<2, XT>; break;
+      case 3: launch = conv_tile_launch<3, XT>; break;
+      case 4: launch = conv_tile_launch<4, XT>; break;
+      case 5: launch = conv_tile_launch<5, XT>; break;
+      case 6: launch = conv_tile_launch<6, XT>; break;
+      case 7: launch = conv_tile_launch<7, XT>; break;
+      default: launch = conv_tile_launch<8, XT>; break;
     }
     MBCUDA_CHECK(launch(ctx, grid, x, ldx, w, bias, conv_state, len, d, T, out, ldo, out_preact,
                         out_bf16),
@@ -273,12 +276,27 @@ extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, co
     unsigned int blocks = mbcuda_blocks(total, 256);
     unsigned int cap = (unsigned)mbcuda_st(ctx)->sm_count * 16;
     if (blocks > cap) blocks = cap;
-    MBCUDA_LAUNCH("causal_conv1d", k_conv_par, dim3(blocks), dim3(256), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact, out_bf16);
+    MBCUDA_LAUNCH("causal_conv1d", k_conv_par<XT>, dim3(blocks), dim3(256), 0, x, ldx, w, bias, conv_state, batch, len, d, (int)k, out, ldo, out_preact, out_bf16);
   }
   if (conv_state && k > 1) {
-    MBCUDA_LAUNCH("causal_conv1d (state)", k_conv_state, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, conv_state, batch, len, d, (int)k);
+    MBCUDA_LAUNCH("causal_conv1d (state)", k_conv_state<XT>, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, conv_state, batch, len, d, (int)k);
   }
   return MB_OK;
+}
+
+/* x as fp32 or as bf16 bits (the forward's bf16 xz): the same kernels, each input widened as it is
+ * loaded, so the arithmetic and the outputs are those of the fp32 values the bits stand for. */
+extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16,
+                                    int64_t ldx, const float *w, const float *bias,
+                                    float *conv_state, int64_t batch, int64_t len, int64_t d,
+                                    int64_t k, float *out, int64_t ldo, float *out_preact,
+                                    uint16_t *out_bf16) {
+  if (batch <= 0 || len <= 0 || d <= 0 || k <= 0) return MB_OK;
+  if (x_bf16)
+    return causal_conv1d(ctx, x_bf16, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
+                         out_preact, out_bf16);
+  return causal_conv1d(ctx, x, ldx, w, bias, conv_state, batch, len, d, k, out, ldo, out_preact,
+                       out_bf16);
 }
 
 /* The verification pass's conv over up to POS_CONV positions of one sequence: a thread per
@@ -342,7 +360,7 @@ extern "C" int mbcuda_conv1d_save(mb_ctx *ctx, const float *x, int64_t ldx, cons
                   ldo);
     return MB_OK;
   }
-  MBCUDA_LAUNCH("conv1d_save", k_conv_seq, dim3(mbcuda_blocks(d, 128)), dim3(128), 0, x, ldx, w,
+  MBCUDA_LAUNCH("conv1d_save", k_conv_seq<float>, dim3(mbcuda_blocks(d, 128)), dim3(128), 0, x, ldx, w,
                 bias, conv_state, state_save, (int64_t)1, len, d, (int)k, out, ldo, (float *)NULL,
                 (uint16_t *)NULL);
   return MB_OK;

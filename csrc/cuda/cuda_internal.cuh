@@ -148,8 +148,8 @@ void mbcuda_blas_destroy(mb_ctx *ctx);
 void mbcuda_lt_init(mb_ctx *ctx);
 void mbcuda_lt_destroy(mb_ctx *ctx);
 int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void *x, int xtype,
-                   int64_t ldx, int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
-                   float beta, int compute, const char *op, int *done);
+                   int64_t ldx, int64_t n, int64_t in_f, int64_t out_f, void *y, int ytype,
+                   int64_t ldy, float beta, int compute, const char *op, int *done);
 
 /* How the decoding device functions (gemv.cuh, norm_row.cuh, ssu.cuh) read activations: through
  * the read-only path (written by an earlier kernel), from L2 only (written by other blocks of the
@@ -217,6 +217,10 @@ static inline unsigned int mbcuda_blocks(int64_t work, int threads) {
 __device__ __forceinline__ float mb_bf16_to_f32(uint16_t v) {
   return __uint_as_float(((uint32_t)v) << 16);
 }
+
+/* An activation's value, stored as fp32 or as bfloat16 bits (the forward's bf16 xz and delta). */
+__device__ __forceinline__ float mb_act(const float *p) { return *p; }
+__device__ __forceinline__ float mb_act(const uint16_t *p) { return mb_bf16_to_f32(*p); }
 
 /* fp32 -> bfloat16 bits, round to nearest even (the bf16 activations; the CPU's mbcpu_f32_to_bf16) */
 __device__ __forceinline__ uint16_t mb_f32_to_bf16(float v) {

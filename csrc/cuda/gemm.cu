@@ -195,17 +195,18 @@ static dim3 ew_grid(int64_t cols, int64_t n) {
 __device__ __forceinline__ uint16_t ew_convert(float v, uint16_t *) { return mb_f32_to_bf16(v); }
 __device__ __forceinline__ float ew_convert(uint16_t v, float *) { return mb_bf16_to_f32(v); }
 
-/* out (n, k), dense = x (n rows of k values at ld ldx), converted (any alignment): fp32 rows to
- * bf16 for mb_linear's tensor-core path, bf16 rows to fp32 for mb_linear_bf16's other paths. */
+/* out (n, k) at ld ldo = x (n rows of k values at ld ldx), converted (any alignment): fp32 rows to
+ * bf16 for mb_linear's tensor-core path and mb_linear_to_bf16's output, bf16 rows to fp32 for
+ * mb_linear_bf16's other paths. */
 template <typename TI, typename TO>
 __global__ void k_convert_rows(const TI *__restrict__ x, int64_t ldx, int64_t n, int64_t k,
-                               TO *__restrict__ out) {
+                               TO *__restrict__ out, int64_t ldo) {
   MB_PDL_ENTRY();
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (c >= k) return;
   for (int64_t r0 = (int64_t)blockIdx.y * EW_ROWS; r0 < n; r0 += (int64_t)gridDim.y * EW_ROWS) {
     const int64_t r1 = r0 + EW_ROWS < n ? r0 + EW_ROWS : n;
-    for (int64_t r = r0; r < r1; r++) out[r * k + c] = ew_convert(x[r * ldx + c], out);
+    for (int64_t r = r0; r < r1; r++) out[r * ldo + c] = ew_convert(x[r * ldx + c], out);
   }
 }
 
@@ -243,28 +244,29 @@ static int rows_to_bf16(mb_ctx *ctx, const float *x, int64_t ldx, int64_t n, int
   if (in_f % 4 == 0 && ldx % 4 == 0 && ((uintptr_t)x % 16) == 0)
     MBCUDA_LAUNCH(op, k_to_bf16_v4, ew_grid(in_f / 4, n), dim3(EW_THREADS), 0, x, ldx, n, in_f / 4, dst);
   else
-    MBCUDA_LAUNCH(op, (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)dst);
+    MBCUDA_LAUNCH(op, (k_convert_rows<float, uint16_t>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (uint16_t *)dst, in_f);
   return MB_OK;
 }
 
 /* y = x w^T + beta y with cuBLAS: rows x (ld ldx) and weights w (out_f, in_f) of type t (bf16 on
- * the tensor cores, or fp32 with compute type ct), fp32 accumulation and output (ld ldy); the one
- * call of every product here that is not a GEMV or mb_linear_add_norm's split. Forward chunks run
- * through cuBLASLt's plans where the context says so (blas_lt.cu): products added in place (beta
- * != 0) on lt_acc (bf16) or lt_acc_f32 (fp32), the others on lt_algo. */
+ * the tensor cores, or fp32 with compute type ct), fp32 accumulation, output of type yt (fp32, or
+ * bf16 for mb_linear_to_bf16) at ld ldy; the one call of every product here that is not a GEMV
+ * or mb_linear_add_norm's split. Forward chunks run through cuBLASLt's plans where the context
+ * says so (blas_lt.cu): products added in place (beta != 0) on lt_acc (bf16) or lt_acc_f32
+ * (fp32), the others on lt_algo. */
 static int gemm(mb_ctx *ctx, cudaDataType t, cublasComputeType_t ct, const void *x, int64_t ldx,
-                const void *w, int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
-                float beta, const char *op) {
+                const void *w, int64_t n, int64_t in_f, int64_t out_f, void *y, cudaDataType yt,
+                int64_t ldy, float beta, const char *op) {
   mbcuda_state *st = mbcuda_st(ctx);
   const int index = beta == 0.f ? st->lt_algo : t == CUDA_R_16BF ? st->lt_acc : st->lt_acc_f32;
   int done = 0;
-  int rc = mbcuda_gemm_lt(ctx, index, w, t, x, t, ldx, n, in_f, out_f, y, ldy, beta, ct, op,
+  int rc = mbcuda_gemm_lt(ctx, index, w, t, x, t, ldx, n, in_f, out_f, y, yt, ldy, beta, ct, op,
                           &done);
   if (rc || done) return rc;
   const float alpha = 1.f;
   BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n,
-                          (int)in_f, &alpha, w, t, (int)in_f, x, t, (int)ldx, &beta, y,
-                          CUDA_R_32F, (int)ldy, ct, CUBLAS_GEMM_DEFAULT),
+                          (int)in_f, &alpha, w, t, (int)in_f, x, t, (int)ldx, &beta, y, yt,
+                          (int)ldy, ct, CUBLAS_GEMM_DEFAULT),
              op);
   return MB_OK;
 }
@@ -273,7 +275,8 @@ static int gemm(mb_ctx *ctx, cudaDataType t, cublasComputeType_t ct, const void 
 static int gemm_bf16(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int64_t n,
                      int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
                      const char *op) {
-  return gemm(ctx, CUDA_R_16BF, CUBLAS_COMPUTE_32F, x, ldx, w, n, in_f, out_f, y, ldy, beta, op);
+  return gemm(ctx, CUDA_R_16BF, CUBLAS_COMPUTE_32F, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy,
+              beta, op);
 }
 
 /* gemm with fp32 rows and weights, on TF32 where the context allows it. */
@@ -282,7 +285,7 @@ static int gemm_f32(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int
                     const char *op) {
   const cublasComputeType_t ct =
       (ctx->flags & MB_FLAG_ALLOW_TF32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  return gemm(ctx, CUDA_R_32F, ct, x, ldx, w, n, in_f, out_f, y, ldy, beta, op);
+  return gemm(ctx, CUDA_R_32F, ct, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy, beta, op);
 }
 
 extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
@@ -341,7 +344,7 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
     void *scr = NULL;
     int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * sizeof(float), "linear_bf16", &scr);
     if (rc) return rc;
-    MBCUDA_LAUNCH("linear_bf16 (x to fp32)", (k_convert_rows<uint16_t, float>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (float *)scr);
+    MBCUDA_LAUNCH("linear_bf16 (x to fp32)", (k_convert_rows<uint16_t, float>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x, ldx, n, in_f, (float *)scr, in_f);
     return mbcuda_linear(ctx, (const float *)scr, in_f, w, wdtype, bias, n, in_f, out_f, y, ldy);
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
@@ -352,6 +355,54 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
   if (bias) {
     MBCUDA_LAUNCH("linear_bf16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
   }
+  return MB_OK;
+}
+
+/* mb_linear_to_bf16: with bf16 weights, more than 8 rows and no bias, cuBLAS writes the bf16
+ * output from its fp32 accumulators (x rounded to bf16 first when given as fp32, as mb_linear
+ * rounds it); otherwise mb_linear or mb_linear_bf16 into the scratch, rounded afterwards (the
+ * CPU's form). The scratch holds the fp32 rows, after the bf16 x where that is made here. */
+extern "C" int mbcuda_linear_to_bf16(mb_ctx *ctx, const float *x, const uint16_t *x_bf16,
+                                     int64_t ldx, const void *w, int wdtype, const float *bias,
+                                     int64_t n, int64_t in_f, int64_t out_f, uint16_t *y,
+                                     int64_t ldy) {
+  if (n <= 0 || out_f <= 0) return MB_OK;
+  if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_to_bf16: dimensions beyond 2^31");
+  const size_t xb_bytes = x ? ((size_t)(n * in_f) * 2 + 255) & ~(size_t)255 : 0;
+  const bool direct = wdtype == MB_DTYPE_BF16 && n > 8 && !bias;
+  const size_t yf_bytes = direct ? 0 : (size_t)(n * out_f) * sizeof(float);
+  void *scr = NULL;
+  int rc = mbcuda_scratch(ctx, xb_bytes + yf_bytes, "linear_to_bf16", &scr);
+  if (rc) return rc;
+  const void *xb = x_bf16;
+  int64_t ldb = ldx;
+  if (x && wdtype == MB_DTYPE_BF16 && n > 8) { /* the tensor cores' input: x rounded */
+    rc = rows_to_bf16(ctx, x, ldx, n, in_f, (__nv_bfloat16 *)scr, "linear_to_bf16 (x to bf16)");
+    if (rc) return rc;
+    xb = scr, ldb = in_f;
+  }
+  if (direct)
+    return gemm(ctx, CUDA_R_16BF, CUBLAS_COMPUTE_32F, xb, ldb, w, n, in_f, out_f, y, CUDA_R_16BF,
+                ldy, 0.f, "linear_to_bf16 (cublasGemmEx, bf16 output)");
+  float *yf = (float *)((char *)scr + xb_bytes);
+  if (wdtype == MB_DTYPE_BF16 && n > 8) { /* with a bias: mb_linear's GEMM and bias pass */
+    rc = gemm_bf16(ctx, xb, ldb, w, n, in_f, out_f, yf, out_f, 0.f, "linear_to_bf16 (cublasGemmEx)");
+    if (rc) return rc;
+    MBCUDA_LAUNCH("linear_to_bf16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, yf, out_f, bias, n, out_f);
+  } else if (x) { /* fp32 weights or the GEMV: neither uses the scratch */
+    rc = mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, yf, out_f);
+    if (rc) return rc;
+  } else { /* bf16 rows for fp32 weights or the GEMV: widened behind yf */
+    float *xf = NULL;
+    rc = mbcuda_scratch(ctx, yf_bytes + (size_t)(n * in_f) * sizeof(float), "linear_to_bf16", &scr);
+    if (rc) return rc;
+    yf = (float *)scr, xf = yf + n * out_f;
+    MBCUDA_LAUNCH("linear_to_bf16 (x to fp32)", (k_convert_rows<uint16_t, float>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x_bf16, ldx, n, in_f, xf, in_f);
+    rc = mbcuda_linear(ctx, xf, in_f, w, wdtype, bias, n, in_f, out_f, yf, out_f);
+    if (rc) return rc;
+  }
+  MBCUDA_LAUNCH("linear_to_bf16 (to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(out_f, n), dim3(EW_THREADS), 0, yf, out_f, n, out_f, y, ldy);
   return MB_OK;
 }
 
@@ -468,7 +519,7 @@ extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ld
   if (n > 8 || d_conv <= 0) {
     int rc = mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
     if (rc || d_conv <= 0) return rc;
-    return mbcuda_causal_conv1d(ctx, y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc,
+    return mbcuda_causal_conv1d(ctx, y, NULL, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc,
                                 ldo, NULL, NULL);
   }
   const ConvEpi ce = {conv_w, conv_bias, conv_state, xc, ldo, d_conv, (int)k};

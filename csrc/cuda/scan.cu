@@ -26,6 +26,8 @@ struct ScanArgs {
   const float *Cm; int64_t ldc;
   const float *Dskip;
   const float *z; int64_t ldz;
+  const uint16_t *delta_h; /* delta as bf16 bits (then delta is NULL), ld ld_delta */
+  const uint16_t *z_h;     /* z as bf16 bits (then z is NULL), ld ldz */
   float *state;
   float *states_all;
   int64_t batch, len, d;
@@ -39,6 +41,14 @@ struct ScanArgs {
   float *hloc;        /* (batch, nchunks, d, n): chunk-local end state, then the state entering */
   float *dtsum;       /* (batch, nchunks, d): sum of dt over the chunk */
 };
+
+/* delta and z at row r, channel c, from fp32 or bf16 rows (the same value either way). */
+__device__ __forceinline__ float scan_delta_at(const ScanArgs &a, int64_t r, int64_t c) {
+  return a.delta_h ? mb_bf16_to_f32(a.delta_h[r * a.ld_delta + c]) : __ldg(a.delta + r * a.ld_delta + c);
+}
+__device__ __forceinline__ float scan_z_at(const ScanArgs &a, int64_t r, int64_t c) {
+  return a.z_h ? mb_bf16_to_f32(a.z_h[r * a.ldz + c]) : __ldg(a.z + r * a.ldz + c);
+}
 
 /* Runs positions [t0, t1) of channel (b, c) from h; writes y (and states_all) when OUT, and
  * returns the dt sum. */
@@ -55,7 +65,7 @@ __device__ __forceinline__ float scan_range(const ScanArgs &a, int64_t b, int64_
   for (int64_t t = t0; t < t1; t++) {
     int64_t r = b * a.len + t;
     float uu = __ldg(a.u + r * a.ldu + c);
-    float dt = __ldg(a.delta + r * a.ld_delta + c);
+    float dt = scan_delta_at(a, r, c);
     if (a.delta_bias) dt += dbias;
     if (a.softplus) dt = mb_softplus(dt);
     dts += dt;
@@ -73,7 +83,7 @@ __device__ __forceinline__ float scan_range(const ScanArgs &a, int64_t b, int64_
     }
     if (OUT) {
       yv += Dc * uu;
-      if (a.z) yv *= mb_silu(__ldg(a.z + r * a.ldz + c));
+      if (a.z || a.z_h) yv *= mb_silu(scan_z_at(a, r, c));
       if (a.y) a.y[r * a.ldy + c] = yv;
       if (a.y_bf16) a.y_bf16[r * a.ldy + c] = mb_f32_to_bf16(yv);
       if (a.states_all) {
@@ -250,8 +260,31 @@ __device__ __forceinline__ void scan_stage_rows(const ScanArgs &a, int64_t b, in
   }
 }
 
+/* The bf16 form of scan_stage_rows (HB: the forward's bf16 delta and z; d, ld and the rows'
+ * alignment even): a 4-byte copy carries channels c0 + 2p and c0 + 2p + 1 of a row into word
+ * pos(t) of pair row p of dst, which the pair's two channels then read (scan_ldsk_pair). Half the
+ * copies and half the bytes of fp32 rows. */
+template <int K>
+__device__ __forceinline__ void scan_stage_pairs(const ScanArgs &a, int64_t b, int64_t c0,
+                                                 int64_t t0, int rows, const uint16_t *src,
+                                                 int64_t ld, float *dst) {
+  using T = ScanTile<K>;
+  constexpr int P = SCAN_TILE_CH / 2, R = T::THREADS / P; /* pairs of a row; rows per pass */
+  static_assert(SCAN_TILE_CH % 2 == 0 && T::THREADS % P == 0 && R % K == 0, "pair passes");
+  const int p = threadIdx.x % P, tl0 = threadIdx.x / P;
+  const bool cok = c0 + 2 * p < a.d;
+  const uint16_t *q = src + (b * a.len + t0 + tl0) * ld + (cok ? c0 + 2 * p : 0);
+  float *o = dst + p * T::ROW + T::pos(tl0);
+#pragma unroll
+  for (int j = 0; j < SCAN_TC / R; j++) {
+    const bool valid = cok && tl0 + R * j < rows;
+    cp_async4(o + j * (R / K) * T::STRIDE, (const float *)(valid ? q : src), valid);
+    q += R * ld;
+  }
+}
+
 /* Stages B, C (consecutive threads along a row's states), u and delta of the chunk at t0. */
-template <int NMAX, int K>
+template <int NMAX, int K, bool HB>
 __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t c0, int64_t t0,
                                            int rows, float *Bs, float *Cs, float *Us, float *Ds) {
   using T = ScanTile<K>;
@@ -296,7 +329,8 @@ __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t
     }
   }
   scan_stage_rows<K>(a, b, c0, t0, rows, a.u, a.ldu, Us);
-  scan_stage_rows<K>(a, b, c0, t0, rows, a.delta, a.ld_delta, Ds);
+  if (HB) scan_stage_pairs<K>(a, b, c0, t0, rows, a.delta_h, a.ld_delta, Ds);
+  else scan_stage_rows<K>(a, b, c0, t0, rows, a.delta, a.ld_delta, Ds);
 }
 
 /* Writes the chunk's y rows (in Us, per channel) to global memory, fp32 and/or bf16, coalesced
@@ -337,6 +371,18 @@ __device__ __forceinline__ void scan_ldsk(const float *p, float (&v)[K]) {
   for (int i = 0; i < K; i += 4) {
     const float4 q = *(const float4 *)(p + i);
     v[i] = q.x, v[i + 1] = q.y, v[i + 2] = q.z, v[i + 3] = q.w;
+  }
+}
+
+/* A lane's K values from its pair row (scan_stage_pairs): the low half of each word for the even
+ * channel of the pair, the high half for the odd one. */
+template <int K>
+__device__ __forceinline__ void scan_ldsk_pair(const float *p, bool odd, float (&v)[K]) {
+  scan_ldsk<K>(p, v);
+#pragma unroll
+  for (int k = 0; k < K; k++) {
+    const uint32_t w = __float_as_uint(v[k]);
+    v[k] = __uint_as_float(odd ? (w & 0xffff0000u) : (w << 16));
   }
 }
 
@@ -430,7 +476,7 @@ __device__ __forceinline__ void scan_state(int s, int ll, float a2_l, float &car
  * delta's rows while the states are computed; two blocks per multiprocessor overlap one's copies
  * with the other's arithmetic. The per-state carry and A of a lane's channel are held one state
  * per lane (lane s of the channel) and broadcast by shuffles. */
-template <int NMAX, int K>
+template <int NMAX, int K, bool HB>
 __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs a) {
   using T = ScanTile<K>;
   static_assert(2 * (2 * NMAX + 2 * SCAN_TILE_CH) * T::ROW * 4 <= 227 * 1024, "two blocks per SM");
@@ -452,17 +498,20 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   float *st = (active && a.state) ? a.state + (b * a.d + c) * n : nullptr;
   float carry_l = (st && ll < n) ? st[ll] : 0.f;
   const int lo = w * T::ROW + ll * T::STRIDE; /* this lane's positions in Us/Ds */
+  const int lo_pair = (w >> 1) * T::ROW + ll * T::STRIDE; /* ... in Ds's pair rows (HB) */
+  const bool has_z = HB ? a.z_h != nullptr : a.z != nullptr;
 
   for (int64_t t0 = 0; t0 < a.len; t0 += SCAN_TC) {
     const int rows = a.len - t0 < SCAN_TC ? (int)(a.len - t0) : SCAN_TC;
     __syncthreads(); /* the previous chunk's y is out of Us */
-    scan_stage<NMAX, K>(a, b, c0, t0, rows, Bs, Cs, Us, Ds);
+    scan_stage<NMAX, K, HB>(a, b, c0, t0, rows, Bs, Cs, Us, Ds);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
     float dt[K], du[K], y[K], uu[K];
     scan_ldsk<K>(Us + lo, uu);
-    scan_ldsk<K>(Ds + lo, dt);
+    if (HB) scan_ldsk_pair<K>(Ds + lo_pair, w & 1, dt);
+    else scan_ldsk<K>(Ds + lo, dt);
 #pragma unroll
     for (int k = 0; k < K; k++) {
       float d = dt[k];
@@ -474,20 +523,22 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
       y[k] = Dc * uu[k];
     }
     const float dt_sum = scan_sum<K>(dt);
-    if (a.z) { /* z's copies into Ds fly during the states */
+    if (has_z) { /* z's copies into Ds fly during the states */
       __syncthreads(); /* every warp has read its delta */
-      scan_stage_rows<K>(a, b, c0, t0, rows, a.z, a.ldz, Ds);
+      if (HB) scan_stage_pairs<K>(a, b, c0, t0, rows, a.z_h, a.ldz, Ds);
+      else scan_stage_rows<K>(a, b, c0, t0, rows, a.z, a.ldz, Ds);
       cp_async_commit();
     }
 #pragma unroll
     for (int s = 0; s < NMAX; s++) {
       if (s < n) scan_state<K>(s, ll, a2_l, carry_l, Bs, Cs, dt, dt_sum, du, y);
     }
-    if (a.z) {
+    if (has_z) {
       cp_async_wait_all();
       __syncthreads();
       float zz[K];
-      scan_ldsk<K>(Ds + lo, zz);
+      if (HB) scan_ldsk_pair<K>(Ds + lo_pair, w & 1, zz);
+      else scan_ldsk<K>(Ds + lo, zz);
 #pragma unroll
       for (int k = 0; k < K; k++) y[k] *= scan_silu(zz[k]);
     }
@@ -501,20 +552,30 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   if (st && ll < n) st[ll] = carry_l;
 }
 
-template <int K>
+template <int K, bool HB>
 static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
   using T = ScanTile<K>;
   mbcuda_state *st = mbcuda_st(ctx);
-  if (!st->scan_tile_smem_set) { /* > 48 KiB of dynamic shared memory needs the opt-in */
-    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, K>,
+  const int set = HB ? 2 : 1; /* > 48 KiB of dynamic shared memory needs the opt-in, per kernel */
+  if (!(st->scan_tile_smem_set & set)) {
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, K, HB>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)T::smem(SCAN_TILE_NMAX)),
                  "selective_scan (tile)");
-    st->scan_tile_smem_set = 1;
+    st->scan_tile_smem_set |= set;
   }
-  MBCUDA_LAUNCH("selective_scan (tile)", (k_scan_tile<SCAN_TILE_NMAX, K>),
+  MBCUDA_LAUNCH("selective_scan (tile)", (k_scan_tile<SCAN_TILE_NMAX, K, HB>),
                 dim3((unsigned)tiles, (unsigned)a.batch), dim3(T::THREADS), T::smem(a.n), a);
   return MB_OK;
+}
+
+/* Whether the tile scan can stage delta and z as bf16 pairs: both bf16 (z may be absent), with d,
+ * the leading dimensions and the rows' starts even, so no pair straddles a row's end. */
+static bool scan_tile_pairs_ok(const ScanArgs &a) {
+  const auto even = [](const void *p) { return ((uintptr_t)p & 3) == 0; };
+  if (!a.delta_h || a.z) return false;
+  if (a.d % 2 || a.ld_delta % 2 || !even(a.delta_h)) return false;
+  return !a.z_h || (a.ldz % 2 == 0 && even(a.z_h));
 }
 
 /* The tiled form when it applies (see the file comment): *launched = 1 when it ran, 0 to fall
@@ -525,7 +586,13 @@ static int scan_tile_launch(mb_ctx *ctx, ScanArgs &a, int *launched) {
   if (!st->scan_tile || a.states_all || a.n > SCAN_TILE_NMAX || a.len < SCAN_TC) return MB_OK;
   int64_t tiles = (a.d + SCAN_TILE_CH - 1) / SCAN_TILE_CH;
   if (tiles * a.batch < st->sm_count || tiles > 0x7fffffff || a.batch > 65535) return MB_OK;
-  int rc = scan_tile_run<16>(ctx, a, tiles);
+  int rc;
+  if (a.delta_h || a.z_h) {
+    if (!scan_tile_pairs_ok(a)) return MB_OK; /* k_scan_seq reads any mix of fp32 and bf16 */
+    rc = scan_tile_run<16, true>(ctx, a, tiles);
+  } else {
+    rc = scan_tile_run<16, false>(ctx, a, tiles);
+  }
   if (rc == MB_OK) *launched = 1;
   return rc;
 }
@@ -564,15 +631,17 @@ static int scan_launch(mb_ctx *ctx, ScanArgs &a) {
 }
 
 extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
-                                     int64_t ld_delta, const float *delta_bias, const float *A, const float *Bm,
+                                     const uint16_t *delta_bf16, int64_t ld_delta,
+                                     const float *delta_bias, const float *A, const float *Bm,
                                      int64_t ldb, const float *Cm, int64_t ldc,
-                                     const float *Dskip, const float *z, int64_t ldz,
-                                     float *state, float *states_all, int64_t batch, int64_t len,
-                                     int64_t d, int64_t n, int delta_softplus, float *y,
-                                     int64_t ldy, uint16_t *y_bf16) {
+                                     const float *Dskip, const float *z, const uint16_t *z_bf16,
+                                     int64_t ldz, float *state, float *states_all, int64_t batch,
+                                     int64_t len, int64_t d, int64_t n, int delta_softplus,
+                                     float *y, int64_t ldy, uint16_t *y_bf16) {
   if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
-  ScanArgs a = {u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, states_all,
-                batch, len, d, (int)n, delta_softplus, y, ldy, y_bf16, 0, 0, nullptr, nullptr};
+  ScanArgs a = {u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
+                delta_bf16, z_bf16, state, states_all, batch, len, d, (int)n, delta_softplus, y,
+                ldy, y_bf16, 0, 0, nullptr, nullptr};
   /* n >= 1 here: api.c rejects n < 1 */
   int launched = 0;
   int rc = scan_tile_launch(ctx, a, &launched);

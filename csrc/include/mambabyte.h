@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 13
+#define MB_ABI_VERSION 14
 
 /* Status codes. */
 #define MB_OK 0
@@ -221,6 +221,18 @@ int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w, i
                    int64_t ldy);
 
 /**
+ * A product whose output is stored as bfloat16 bits (the forward's in_proj -> xz and dt_proj ->
+ * delta with bf16 activations): y = bf16(x w^T + bias), the fp32 result rounded to nearest even,
+ * from x (fp32) or x_bf16 (bfloat16 bits; exactly one is given), ld ldx; y: n rows of out_f, ld
+ * ldy. On CUDA with bfloat16 weights, n > 8 and no bias, the GEMM writes the bf16 output itself
+ * (fp32 accumulation, its own algorithm: within bf16 rounding of mb_linear, not its bits);
+ * otherwise it is mb_linear (or mb_linear_bf16) rounded afterwards, as on the CPU. in_f >= 1.
+ */
+int mb_linear_to_bf16(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
+                      const void *w, int wdtype, const float *bias, int64_t n, int64_t in_f,
+                      int64_t out_f, uint16_t *y, int64_t ldy);
+
+/**
  * A product and the add + norm that takes its output, in one call (a decoding batch's out_proj
  * and the next layer's norm):
  *   h = x w^T + bias        mb_linear of x, or mb_linear_bf16 of x_bf16 (exactly one is given,
@@ -249,9 +261,12 @@ int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int6
  * conv_state is NULL). out = silu(pre) (ld ldo); out_preact, when not NULL, receives pre
  * (contiguous, (batch*len, d)); out_bf16, when not NULL, receives out as bfloat16 bits
  * (contiguous, (batch*len, d)). conv_state, when not NULL, is updated to hold the last k-1 inputs.
- * w: (d, k) float32. bias may be NULL. x is read with leading dimension ldx.
+ * w: (d, k) float32. bias may be NULL. x is read with leading dimension ldx; exactly one of x and
+ * x_bf16 (bfloat16 bits, read as the floats they stand for: a bf16 xz from mb_linear_to_bf16) is
+ * given. conv_state then holds those floats.
  */
-int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w, const float *bias,
+int mb_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
+                     const float *w, const float *bias,
                      float *conv_state, int64_t batch, int64_t len, int64_t d, int64_t k, float *out,
                      int64_t ldo, float *out_preact, uint16_t *out_bf16);
 
@@ -259,7 +274,7 @@ int mb_causal_conv1d(mb_ctx *ctx, const float *x, int64_t ldx, const float *w, c
  * Decoding: mb_linear then the conv1d step on the first d_conv output columns, in one kernel on
  * CUDA for n <= 8 (the conv runs in the GEMV's epilogue: in_proj -> x, z, then conv(x)):
  *   mb_linear(x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
- *   mb_causal_conv1d(y, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo, NULL, NULL);
+ *   mb_causal_conv1d(y, NULL, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc, ldo, NULL, NULL);
  * (n rows = n sequences of one position each). conv_state (n, d_conv, k-1) is required;
  * d_conv <= out_f; xc must not overlap y. With MB_FLAG_UNFUSED_STEPS it runs as those two calls.
  */
@@ -273,7 +288,7 @@ int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *
  * for 8 < n <= 64 (MAMBABYTE_CUDA_CONV_LINEAR=N: from N rows; the product split over channel
  * slices, the slices' partial sums added in a fixed order, so the same bits every run; fp32
  * arithmetic for either weight type):
- *   mb_causal_conv1d(x, ldx, conv_w, conv_bias, conv_state, n, 1, d, k, xc, ldo, NULL, NULL);
+ *   mb_causal_conv1d(x, NULL, ldx, conv_w, conv_bias, conv_state, n, 1, d, k, xc, ldo, NULL, NULL);
  *   mb_linear(xc, ldo, w, wdtype, bias, n, d, out_f, y, ldy);
  * (n rows = n sequences of one position each). conv_state (n, d, k-1) is required; xc must not
  * overlap x or y. Elsewhere it runs as those two calls on every backend.
@@ -298,10 +313,15 @@ int mb_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx, const float 
  * needs no pass of its own to add it (delta + bias is the same float addition either way).
  * Row r = b*len + t of u, delta, Bm, Cm, z, y is read/written at base + r * ld. y_bf16, when not
  * NULL, receives y as bfloat16 bits (row r at y_bf16 + r * ldy); y may then be NULL.
+ * delta_bf16 and z_bf16 are delta and z as bfloat16 bits (read as the floats they stand for; the
+ * forward's bf16 activations, from mb_linear_to_bf16): exactly one of delta and delta_bf16 is
+ * given, at most one of z and z_bf16.
  */
-int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
-                      const float *delta_bias, const float *A, const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
-                      const float *Dskip, const float *z, int64_t ldz, float *state,
+int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
+                      const uint16_t *delta_bf16, int64_t ld_delta, const float *delta_bias,
+                      const float *A, const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
+                      const float *Dskip, const float *z, const uint16_t *z_bf16, int64_t ldz,
+                      float *state,
                       float *states_all, int64_t batch, int64_t len, int64_t d, int64_t n,
                       int delta_softplus, float *y, int64_t ldy, uint16_t *y_bf16);
 
@@ -311,8 +331,8 @@ int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *del
  *   delta[b, c] = sum_{k < dt_rank} x_dbl[b * ld_xdbl + k] * dt_w[c, k] + dt_bias[c]
  * (dt_w: (d, dt_rank) row-major, float32 or bfloat16 (wdtype); dt_bias may be NULL), i.e. exactly
  *   mb_linear(x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
- *   mb_selective_scan(u, ldu, delta, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, NULL,
- *                     batch, 1, d, n, delta_softplus, y, ldy, y_bf16);
+ *   mb_selective_scan(u, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, NULL, ldz,
+ *                     state, NULL, batch, 1, d, n, delta_softplus, y, ldy, y_bf16);
  * delta_out (batch, d), when not NULL, receives delta (before softplus, as mb_linear writes it).
  * y_bf16, when not NULL, also receives y as bfloat16 bits (row b at y_bf16 + b * ldy), the
  * rounding mb_linear's tensor-core path makes of it: out_proj then takes it by mb_linear_bf16.
@@ -336,7 +356,7 @@ int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const
  * after the last on return. states_all (batch, len, d, n), when not NULL, receives the state
  * after every position. With MB_FLAG_UNFUSED_STEPS (delta_out then required) it runs as
  *   mb_linear(x_dbl rows, in calls of at most 8 rows, ...) -> delta_out; then
- *   mb_selective_scan(u, ldu, delta_out, d, NULL, ..., state, states_all, batch, len, ...).
+ *   mb_selective_scan(u, ldu, delta_out, NULL, d, NULL, ..., state, states_all, batch, len, ...).
  */
 int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
                          int64_t ld_xdbl, const void *dt_w, int wdtype, const float *dt_bias,
@@ -384,8 +404,8 @@ int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64
  *               normed, NULL);
  *   mb_linear(normed, ..., P[IN_W], P[IN_B], len, d_model, 2 d_inner, saved_xz_i, 2 d_inner);
  *   saved_conv_i = P[CONV_STATE];   (the window before the pass)
- *   mb_causal_conv1d(saved_xz_i, 2 d_inner, P[CONV_W], P[CONV_B], P[CONV_STATE], 1, len, d_inner,
- *               d_conv, xc, d_inner, NULL, NULL);
+ *   mb_causal_conv1d(saved_xz_i, NULL, 2 d_inner, P[CONV_W], P[CONV_B], P[CONV_STATE], 1, len,
+ *               d_inner, d_conv, xc, d_inner, NULL, NULL);
  *   mb_linear(xc, d_inner, P[X_W], wdtype, NULL, len, d_inner, dt_rank + 2 d_state, x_dbl, ...);
  *   mb_selective_scan_dt(xc, d_inner, x_dbl, ..., P[DT_W], P[DT_B], ..., z = saved_xz_i + d_inner,
  *               2 d_inner, P[SSM_STATE], saved_ssm_i, 1, len, d_inner, d_state, 1, delta, y,

@@ -60,6 +60,12 @@
 static mb_ctx *G;
 static int g_fused = 1; /* decode: mb_selective_state_update_dt instead of dt_proj + update */
 static int g_bf16_acts = 1; /* forward with bf16 weights: the products' inputs written as bf16 */
+/* ... and xz and delta stored as bf16, as the model's bf16MixerActivations (read at each pass, so
+ * that a --fwd peer MAMBABYTE_CUDA_BF16_MIXER=0 runs the fp32 form) */
+static int bf16_mixer(void) {
+  const char *e = getenv("MAMBABYTE_CUDA_BF16_MIXER");
+  return !e || strcmp(e, "0") != 0;
+}
 static int g_y_bf16 = 1; /* decoding batches (> 8, bf16 weights): the state update writes out_proj's
                           * bf16 input (0: out_proj converts the fp32 y, the former path) */
 static int g_layers = 0; /* decoding up to 8 sequences: one mb_decode_layers call, as the model */
@@ -347,14 +353,26 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       if (!fwd_fuse || i == 0)
         MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM,
                         NULL, a->hnb));
-      MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
-      MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI,
-                           NULL, a->xcb));
-      MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
-      MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
-      MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->dtb, L->A, a->dbc + R, XP,
-                            a->dbc + R + NS, XP, L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len,
-                            DI, NS, 1, NULL, DI, a->yb));
+      if (bf16_mixer()) { /* xz and delta as bf16 bits in the first half of their buffers */
+        uint16_t *xzb = (uint16_t *)a->xz, *dtb = (uint16_t *)a->dt;
+        MBX(mb_linear_to_bf16(G, NULL, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, xzb, 2 * DI));
+        MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc,
+                             DI, NULL, a->xcb));
+        MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
+        MBX(mb_linear_to_bf16(G, a->dbc, NULL, XP, L->dt, dt, NULL, rows, R, DI, dtb, DI));
+        MBX(mb_selective_scan(G, a->xc, DI, NULL, dtb, DI, L->dtb, L->A, a->dbc + R, XP,
+                              a->dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, ss, NULL, batch,
+                              len, DI, NS, 1, NULL, DI, a->yb));
+      } else {
+        MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
+        MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc,
+                             DI, NULL, a->xcb));
+        MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
+        MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
+        MBX(mb_selective_scan(G, a->xc, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP,
+                              a->dbc + R + NS, XP, L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch,
+                              len, DI, NS, 1, NULL, DI, a->yb));
+      }
       if (fwd_fuse && N)
         MBX(mb_linear_add_norm(G, NULL, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, a->res, 1,
                                N->nw, N->nb, MB_NORM_LAYER, 1e-5f, NULL, a->hnb));
@@ -402,13 +420,13 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       continue;
     }
     MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
-    MBX(mb_causal_conv1d(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI, NULL,
+    MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI, NULL,
                          NULL));
     MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
     /* as the model's forward: dt_proj's bias added by the scan (delta_bias) */
     MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
-    MBX(mb_selective_scan(G, a->xc, DI, a->dt, DI, L->dtb, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
-                          L->D, a->xz + DI, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI,
+    MBX(mb_selective_scan(G, a->xc, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
+                          L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI,
                           NULL));
     if (fwd_fuse && N) /* as the model's forward (fp32 activations) */
       MBX(mb_linear_add_norm(G, a->y, NULL, DI, L->out, dt, NULL, rows, DI, DM, a->h, a->res, 1,
@@ -544,10 +562,10 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
         switch (op) {
           case 0: MBX(mb_add_norm(G, a.h, a.res, 1, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a.hn, NULL)); break;
           case 1: MBX(mb_linear(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI)); break;
-          case 2: MBX(mb_causal_conv1d(G, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL)); break;
+          case 2: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL)); break;
           case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
           case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, len > 1 ? NULL : L->dtb, rows, R, DI, a.dt, DI)); break;
-          case 5: MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL)); break;
+          case 5: MBX(mb_selective_scan(G, a.xc, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL)); break;
           case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
           case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
           default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI, NULL)); break;
@@ -565,6 +583,48 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
   acts_free(&a);
 }
 
+/* The forward's mixer ops with bf16 activations (bf16 weights, len > 8), each with fp32 xz and
+ * delta and with bf16 ones (bf16MixerActivations): in_proj, the conv, dt_proj and the scan, layer
+ * 0, each repeated back to back; the fp32 forms first, on the warm-up's values. */
+static void breakdown_mixer(model *m, int64_t len, const char *label) {
+  acts a;
+  acts_init(&a, len, 1);
+  MBX(mb_memset(G, a.ids, 0, (size_t)len * 4));
+  model_pass(m, &a, 1, len, 0);
+  MBX(mb_ctx_synchronize(G));
+  const layer *L = &m->l[0];
+  const int dt = m->dtype, reps = 5;
+  uint16_t *xzb = (uint16_t *)a.xz, *dtb = (uint16_t *)a.dt;
+  const char *names[8] = {"in_proj", "conv1d", "dt_proj", "scan",
+                          "in_proj>bf16", "conv1d<bf16", "dt_proj>bf16", "scan<bf16"};
+  char line[240];
+  int off = snprintf(line, sizeof line, "mixer ops %-6s len=%lld us:", label, (long long)len);
+  for (int op = 0; op < 8; op++) {
+    double t[3];
+    for (int r = 0; r < 3; r++) {
+      double t0 = now();
+      for (int i = 0; i < reps; i++) {
+        switch (op) {
+          case 0: MBX(mb_linear_bf16(G, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, a.xz, 2 * DI)); break;
+          case 1: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb)); break;
+          case 2: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, NULL, len, R, DI, a.dt, DI)); break;
+          case 3: MBX(mb_selective_scan(G, a.xc, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
+          case 4: MBX(mb_linear_to_bf16(G, NULL, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, xzb, 2 * DI)); break;
+          case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb)); break;
+          case 6: MBX(mb_linear_to_bf16(G, a.dbc, NULL, XP, L->dt, dt, NULL, len, R, DI, dtb, DI)); break;
+          default: MBX(mb_selective_scan(G, a.xc, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
+        }
+      }
+      MBX(mb_ctx_synchronize(G));
+      t[r] = (now() - t0) / reps;
+    }
+    off += snprintf(line + off, sizeof line - (size_t)off, " %s %.1f", names[op],
+                    median(t, 3) * 1e6);
+  }
+  ROW("%s", line);
+  acts_free(&a);
+}
+
 /* The forward's selective scan alone (len 8192, batch 1, layer 0's inputs). */
 static void scan_alone(model *m, int64_t len, const char *label) {
   acts a;
@@ -577,8 +637,8 @@ static void scan_alone(model *m, int64_t len, const char *label) {
   for (int r = 0; r < 5; r++) {
     double t0 = now();
     for (int i = 0; i < 3; i++)
-      MBX(mb_selective_scan(G, a.xc, DI, a.dt, DI, NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
-                            a.xz + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI,
+      MBX(mb_selective_scan(G, a.xc, DI, a.dt, NULL, DI, NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
+                            a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI,
                             NULL));
     MBX(mb_ctx_synchronize(G));
     t[r] = (now() - t0) / 3;
@@ -836,11 +896,14 @@ static void fwd_peers(void) {
       if (p >= 0) {
         G = ctx_with_env(names[p], values[p]);
         snprintf(label, sizeof label, "%s=%s", names[p], values[p]);
+        setenv(names[p], values[p], 1); /* also for switches the passes read (bf16_mixer) */
       }
       breakdown(&m, 1, 8192, label);
+      if (p < 0) breakdown_mixer(&m, 8192, label);
       scan_alone(&m, 8192, label);
       forward_bench(&m, 8192, label);
       if (p >= 0) {
+        unsetenv(names[p]);
         MBX(mb_ctx_destroy(G));
         G = g1;
       }

@@ -12,9 +12,11 @@
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
  *
- *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear] [--draft_cases N]
+ *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear|bf16] [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
  *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm and mb_conv1d_step_linear;
+ *     --only bf16: only the bf16 xz and delta ops (mb_linear_to_bf16, the conv of bf16 x, the scan
+ *     of bf16 delta and z; with --small also the tile scan's pairs, at 256 x 3584);
  *     --only draft_greedy: only mb_draft_greedy, three times (with --small once); --draft_cases N:
  *     its first N cases only (racecheck on the cluster kernel is slow)
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
@@ -30,6 +32,7 @@
 static mb_ctx *CPU, *GPU;
 static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_dg = 0, g_dg_cases = 0;
 static int g_only_lin = 0; /* --only linear: the products (a sanitizer's short run) */
+static int g_only_bf = 0;  /* --only bf16: the bf16 xz / delta ops, every case (also the tile scan's) */
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 #define MBX(call)                                                                                 \
@@ -313,6 +316,26 @@ static double bits_differ(const pair *A, const pair *B, int64_t n, int64_t m, in
   return miss;
 }
 
+/* Relative error (as rel_err's) of device buffer A against device buffer B over n rows of m at ld. */
+static double rel_gpu(const pair *A, const pair *B, int64_t n, int64_t m, int64_t ld) {
+  float *a = (float *)malloc(A->bytes), *b = (float *)malloc(A->bytes);
+  MBX(mb_ctx_synchronize(GPU));
+  MBX(mb_memcpy_d2h(GPU, a, A->g, A->bytes));
+  MBX(mb_memcpy_d2h(GPU, b, B->g, A->bytes));
+  double num = 0, den = 0;
+  int bad = 0;
+  for (int64_t r = 0; r < n; r++)
+    for (int64_t o = 0; o < m; o++) {
+      const double x = a[r * ld + o], y = b[r * ld + o];
+      if (isnan(x) || isnan(y)) bad = 1;
+      num += (x - y) * (x - y);
+      den += y * y;
+    }
+  free(a), free(b);
+  if (bad) return INFINITY;
+  return den == 0 ? (num == 0 ? 0 : INFINITY) : sqrt(num / den);
+}
+
 /* mb_linear_bf16: x as bf16 bits. GPU vs CPU within fp32's tolerance (products of bf16 values
  * are exact in fp32); with bf16 weights and n > 8, the GPU's bits equal mb_linear's of the fp32
  * rows the bf16 ones were rounded from (the same tensor-core product, its conversion done); from
@@ -359,6 +382,63 @@ static void t_linear_bf16(void) {
       }
       pfree(&Wp), pfree(&XB), pfree(&X), pfree(&B), pfree(&Y), pfree(&Y2), free(xh), free(xb);
     }
+}
+
+/* count random values in [lo, hi) rounded to bf16: the bits (*bits, both contexts) and the floats
+ * they stand for (returned, both contexts). */
+static pair prand_bf16_pair(int64_t count, float lo, float hi, pair *bits) {
+  float *h = hrand(count, lo, hi);
+  uint16_t *b = (uint16_t *)malloc((size_t)(count > 0 ? count : 1) * 2);
+  for (int64_t i = 0; i < count; i++) {
+    b[i] = f2bf(h[i]);
+    uint32_t u = (uint32_t)b[i] << 16;
+    memcpy(&h[i], &u, 4);
+  }
+  *bits = pnew(b, (size_t)(count > 0 ? count : 1) * 2);
+  pair f = pf(h, count);
+  free(h), free(b);
+  return f;
+}
+
+/* mb_linear_to_bf16 (the forward's in_proj -> xz and dt_proj -> delta with bf16 activations):
+ * the bf16 output against the CPU's rounded product (1e-2: the GPU's GEMM writes bf16 from its own
+ * fp32 accumulation); with bf16 weights and more than 8 rows a rerun keeps the bits. */
+static void t_linear_to_bf16(void) {
+  /* n, in_f, out_f, pad of ldx/ldy */
+  int64_t cfgs[][4] = {{1, 37, 101, 3},   {5, 112, 300, 4},   {9, 256, 96, 0},
+                       {300, 96, 160, 5}, {257, 1792, 7168, 0}, {513, 112, 3584, 8},
+                       {64, 1792, 384, 2}, {1030, 112, 3584, 0}};
+  for (int ci = 0; ci < (int)(sizeof cfgs / sizeof cfgs[0]); ci++)
+    for (int dt = 0; dt < 2; dt++)
+      for (int xbf = 0; xbf < 2; xbf++) {
+        int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2], pad = cfgs[ci][3];
+        if (g_small && n * in_f * out_f > 2000000) continue;
+        const int64_t ldx = in_f + pad, ldy = out_f + pad;
+        const int hasb = (ci + dt + xbf) % 3 == 0;
+        pair XB, X = prand_bf16_pair(n * ldx, -1, 1, &XB);
+        pair Wp = weights(out_f, in_f, dt, -1, 1), B = prand(out_f, -1, 1);
+        pair Y = pb16(n * ldy), Y2 = pb16(n * ldy);
+#define LTB(ctx, P, y)                                                                             \
+  MBX(mb_linear_to_bf16(ctx, xbf ? NULL : (float *)X.P, xbf ? (uint16_t *)XB.P : NULL, ldx, Wp.P,  \
+                        dt, hasb ? (float *)B.P : NULL, n, in_f, out_f, (uint16_t *)y.P, ldy))
+        LTB(CPU, c, Y);
+        LTB(GPU, g, Y);
+        char cfg[80];
+        snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ld+%lld %s x=%s bias=%d", (long long)n,
+                 (long long)in_f, (long long)out_f, (long long)pad, dt ? "bf16" : "f32",
+                 xbf ? "bf16" : "f32", hasb);
+        check_bf16("linear_to_bf16", cfg, &Y, NULL, n, out_f, ldy, ldy);
+        if (dt == MB_DTYPE_BF16 && n > 8) {
+          LTB(GPU, g, Y2);
+          float *a = bf16_rows(GPU, Y.g, Y.bytes, n, out_f, ldy);
+          float *b = bf16_rows(GPU, Y2.g, Y2.bytes, n, out_f, ldy);
+          check("linear_to_bf16", cfg, "rerun bits",
+                memcmp(a, b, (size_t)(n * out_f) * sizeof(float)) != 0, 0);
+          free(a), free(b);
+        }
+#undef LTB
+        pfree(&XB), pfree(&X), pfree(&Wp), pfree(&B), pfree(&Y), pfree(&Y2);
+      }
 }
 
 /* One mb_linear_add_norm case's operands (both contexts) and its switches. */
@@ -458,10 +538,10 @@ static void t_conv(void) {
         pair S = prand(batch * d * (k > 1 ? k - 1 : 1), -2, 2);
         pair O = pf(NULL, rows * ldo), P = pf(NULL, rows * d), OB = pb16(rows * d);
         const int bf = (li + di + bi) % 2 == 0;
-        MBX(mb_causal_conv1d(CPU, C(X), ldx, C(W), hasb ? C(B) : NULL, use_state ? C(S) : NULL,
+        MBX(mb_causal_conv1d(CPU, C(X), NULL, ldx, C(W), hasb ? C(B) : NULL, use_state ? C(S) : NULL,
                              batch, len, d, k, C(O), ldo, use_pre ? C(P) : NULL,
                              bf ? (uint16_t *)OB.c : NULL));
-        MBX(mb_causal_conv1d(GPU, G(X), ldx, G(W), hasb ? G(B) : NULL, use_state ? G(S) : NULL,
+        MBX(mb_causal_conv1d(GPU, G(X), NULL, ldx, G(W), hasb ? G(B) : NULL, use_state ? G(S) : NULL,
                              batch, len, d, k, G(O), ldo, use_pre ? G(P) : NULL,
                              bf ? (uint16_t *)OB.g : NULL));
         char cfg[80];
@@ -474,6 +554,101 @@ static void t_conv(void) {
         if (use_state && k > 1) check("causal_conv1d", cfg, "state", rel_all(&S), 1e-6);
         pfree(&X), pfree(&W), pfree(&B), pfree(&S), pfree(&O), pfree(&P), pfree(&OB);
       }
+}
+
+/* mb_causal_conv1d of bf16 rows (the forward's bf16 xz): GPU vs CPU, and on the GPU the bits of
+ * the same call on the floats the bits stand for (each input widened as it is loaded). */
+static void t_conv_bf16(void) {
+  struct { int64_t batch, len, d, k; int st; } cs[] = {
+      {1, 300, 101, 4, 1}, {2, 7, 37, 3, 1}, {1, 1030, 4100, 4, 1}, {3, 65, 33, 4, 0},
+      {1, 257, 3584, 4, 1},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    const int64_t batch = cs[i].batch, len = cs[i].len, d = cs[i].d, k = cs[i].k;
+    if (g_small && !g_only_bf && batch * len * d > 100000) continue;
+    const int64_t ldx = 2 * d, ldo = d, rows = batch * len;
+    pair XB, X = prand_bf16_pair(rows * ldx, -2, 2, &XB);
+    pair W = prand(d * k, -1, 1), B = prand(d, -1, 1);
+    float *sh = hrand(batch * d * (k - 1), -2, 2);
+    pair S = pf(sh, batch * d * (k - 1)), S2 = pf(sh, batch * d * (k - 1));
+    pair O = pf(NULL, rows * ldo), O2 = pf(NULL, rows * ldo), OB = pb16(rows * d);
+    float *st = cs[i].st ? C(S) : NULL;
+    MBX(mb_causal_conv1d(CPU, NULL, (uint16_t *)XB.c, ldx, C(W), C(B), st, batch, len, d, k, C(O),
+                         ldo, NULL, (uint16_t *)OB.c));
+    MBX(mb_causal_conv1d(GPU, NULL, (uint16_t *)XB.g, ldx, G(W), G(B), cs[i].st ? G(S) : NULL,
+                         batch, len, d, k, G(O), ldo, NULL, (uint16_t *)OB.g));
+    MBX(mb_causal_conv1d(GPU, G(X), NULL, ldx, G(W), G(B), cs[i].st ? G(S2) : NULL, batch, len, d,
+                         k, G(O2), ldo, NULL, NULL));
+    char cfg[80];
+    snprintf(cfg, sizeof cfg, "x=bf16 b=%lld len=%lld d=%lld k=%lld st=%d", (long long)batch,
+             (long long)len, (long long)d, (long long)k, cs[i].st);
+    check("causal_conv1d", cfg, "out", rel_err(&O, rows, d, ldo), 1e-5);
+    check_bf16("causal_conv1d", cfg, &OB, &O, rows, d, d, ldo);
+    check("causal_conv1d", cfg, "=f32 bits", bits_differ(&O, &O2, rows, d, ldo), 0);
+    if (cs[i].st) {
+      check("causal_conv1d", cfg, "state", rel_all(&S), 1e-6);
+      check("causal_conv1d", cfg, "=f32 state", bits_differ(&S, &S2, 1, batch * d * (k - 1), 0),
+            0);
+    }
+    pfree(&XB), pfree(&X), pfree(&W), pfree(&B), pfree(&S), pfree(&S2), pfree(&O), pfree(&O2);
+    pfree(&OB), free(sh);
+  }
+}
+
+/* mb_selective_scan of bf16 delta and z (the forward's bf16 activations): GPU vs CPU, and on the
+ * GPU the bits of the same call on the floats they stand for where both run the same kernel
+ * (`same`). The tile scan stages them as pairs of channels (d and the leading dimensions even:
+ * the first cases); an odd d, an odd leading dimension or fp32 z beside a bf16 delta take the
+ * chunked kernels, which widen each value (the fp32 call of those shapes runs the tile scan: the
+ * same values within rounding, not the same bits). */
+static void t_scan_bf16(void) {
+  struct { int64_t batch, len, d, n, ldd_pad; int zbf, zf32, st, same; } cs[] = {
+      {1, 700, 4100, 16, 2, 1, 0, 1, 1}, {1, 256, 3584, 16, 0, 1, 0, 0, 1},
+      {2, 300, 4100, 5, 4, 0, 0, 1, 1},  {1, 513, 4099, 16, 1, 1, 0, 1, 0},
+      {1, 300, 4100, 16, 1, 1, 0, 1, 0}, {1, 400, 4100, 16, 2, 0, 1, 1, 0},
+      {3, 7, 37, 16, 1, 1, 0, 1, 1},     {1, 2100, 101, 3, 3, 1, 0, 0, 1},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    const int64_t batch = cs[i].batch, len = cs[i].len, d = cs[i].d, n = cs[i].n;
+    if (g_small && !(g_only_bf && len * d < 1000000) && batch * len * d > 100000) continue;
+    const int64_t rows = batch * len, ldu = d, ldd = d + cs[i].ldd_pad, ldbc = 2 * n;
+    const int64_t ldz = 2 * d, ldy = d;
+    pair DH, D = prand_bf16_pair(rows * ldd, -4, 1, &DH);
+    pair ZH, Z = prand_bf16_pair(rows * ldz, -3, 3, &ZH);
+    pair U = prand(rows * ldu, -2, 2), BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1);
+    pair DB = prand(d, -2, 0.5f);
+    float *ah = hrand(d * n, 0, 1);
+    for (int64_t j = 0; j < d * n; j++) ah[j] = -expf(logf((float)(j % n + 1)) * ah[j]);
+    pair A = pf(ah, d * n);
+    float *sh = hrand(batch * d * n, -1, 1);
+    pair S = pf(sh, batch * d * n), S2 = pf(sh, batch * d * n);
+    pair Y = pf(NULL, rows * ldy), Y2 = pf(NULL, rows * ldy);
+    const int zb = cs[i].zbf, zf = cs[i].zf32;
+#define SCAN_BF(ctx, P, SS, y, zfp)                                                                \
+  MBX(mb_selective_scan(ctx, (float *)U.P, ldu, NULL, (uint16_t *)DH.P, ldd, (float *)DB.P,       \
+                        (float *)A.P, (float *)BC.P, ldbc, (float *)BC.P + n, ldbc,               \
+                        (float *)Dk.P, zfp, zb ? (uint16_t *)ZH.P : NULL, ldz,                    \
+                        cs[i].st ? (float *)SS.P : NULL, NULL, batch, len, d, n, 1,               \
+                        (float *)y.P, ldy, NULL))
+    SCAN_BF(CPU, c, S, Y, zf ? C(Z) : NULL);
+    SCAN_BF(GPU, g, S, Y, zf ? G(Z) : NULL);
+#undef SCAN_BF
+    MBX(mb_selective_scan(GPU, G(U), ldu, G(D), NULL, ldd, G(DB), G(A), G(BC), ldbc, G(BC) + n,
+                          ldbc, G(Dk), (zb || zf) ? G(Z) : NULL, NULL, ldz,
+                          cs[i].st ? G(S2) : NULL, NULL, batch, len, d, n, 1, G(Y2), ldy, NULL));
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "delta=bf16 z=%s b=%lld len=%lld d=%lld n=%lld ldd+%lld st=%d",
+             zb ? "bf16" : zf ? "f32" : "-", (long long)batch, (long long)len, (long long)d,
+             (long long)n, (long long)cs[i].ldd_pad, cs[i].st);
+    check("selective_scan", cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
+    if (cs[i].same)
+      check("selective_scan", cfg, "=f32 bits", bits_differ(&Y, &Y2, rows, d, ldy), 0);
+    else
+      check("selective_scan", cfg, "=f32", rel_gpu(&Y, &Y2, rows, d, ldy), 1e-5);
+    if (cs[i].st) check("selective_scan", cfg, "state", rel_all(&S), 1e-5);
+    pfree(&DH), pfree(&D), pfree(&ZH), pfree(&Z), pfree(&U), pfree(&BC), pfree(&Dk), pfree(&DB);
+    pfree(&A), pfree(&S), pfree(&S2), pfree(&Y), pfree(&Y2), free(ah), free(sh);
+  }
 }
 
 /* One selective-scan case (update: a decoding step, the scan over one position with a required
@@ -496,12 +671,12 @@ static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t
   if (update) len = 1, use_state = 1, use_all = 0;
   /* y as bf16 too in some cases, in some of them alone (y NULL) */
   const int bf = !update && (len + n) % 2 == 1, only_bf = bf && batch > 1;
-  MBX(mb_selective_scan(CPU, C(U), ldu, C(D), ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + n, ldbc,
-                        use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, ldz, use_state ? C(S) : NULL,
+  MBX(mb_selective_scan(CPU, C(U), ldu, C(D), NULL, ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + n, ldbc,
+                        use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, NULL, ldz, use_state ? C(S) : NULL,
                         use_all ? C(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : C(Y), ldy,
                         bf ? (uint16_t *)YB.c : NULL));
-  MBX(mb_selective_scan(GPU, G(U), ldu, G(D), ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + n, ldbc,
-                        use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, ldz, use_state ? G(S) : NULL,
+  MBX(mb_selective_scan(GPU, G(U), ldu, G(D), NULL, ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + n, ldbc,
+                        use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, NULL, ldz, use_state ? G(S) : NULL,
                         use_all ? G(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : G(Y), ldy,
                         bf ? (uint16_t *)YB.g : NULL));
   char cfg[96];
@@ -648,7 +823,7 @@ static void t_conv_linear(void) {
     if (k > 1) check("conv_linear", cfg, "conv_state", rel_all(&CS), 1e-5);
     /* xc and the window: mb_causal_conv1d's bits */
     MBX(mb_memcpy_d2d(GPU, CS2.g, CS0.g, CS0.bytes));
-    MBX(mb_causal_conv1d(GPU, G(X), ldx, G(CW), cb_g, G(CS2), n, 1, d, k, G(XC2), ldo, NULL, NULL));
+    MBX(mb_causal_conv1d(GPU, G(X), NULL, ldx, G(CW), cb_g, G(CS2), n, 1, d, k, G(XC2), ldo, NULL, NULL));
     check("conv_linear", cfg, "xc=conv", diff_bits(G(XC), G(XC2), XC.bytes), 0);
     if (k > 1) check("conv_linear", cfg, "state=conv", diff_bits(G(CS), G(CS2), CS.bytes), 0);
     /* a rerun from the same window, then a graph's replay: the first run's bits */
@@ -876,7 +1051,7 @@ static void t_spec(void) {
            XC2 = pf(NULL, L * di);
       if (mode == 0) {
         MBX(mb_linear(GPU, G(X), in_f, W.g, dt, NULL, L, in_f, out_f, G(Y), out_f));
-        MBX(mb_causal_conv1d(GPU, G(Y), out_f, G(CW), G(CB), G(CS), 1, L, di, k, G(XC), di, NULL,
+        MBX(mb_causal_conv1d(GPU, G(Y), NULL, out_f, G(CW), G(CB), G(CS), 1, L, di, k, G(XC), di, NULL,
                              NULL));
       } else {
         MBX(mb_linear_conv1d_step(GPU, G(X), in_f, W.g, dt, NULL, L, in_f, out_f, G(Y), out_f,
@@ -1765,7 +1940,7 @@ static void t_graph(int fused) {
         } else {
           MBX(mb_linear(GPU, (float *)hn, dm, win, MB_DTYPE_BF16, NULL, B, dm, 2 * di,
                         (float *)xz, 2 * di));
-          MBX(mb_causal_conv1d(GPU, (float *)xz, 2 * di, (float *)cw, NULL, (float *)cs, B, 1, di,
+          MBX(mb_causal_conv1d(GPU, (float *)xz, NULL, 2 * di, (float *)cw, NULL, (float *)cs, B, 1, di,
                                k, (float *)xc, di, NULL, NULL));
         }
         MBX(mb_linear(GPU, (float *)xc, di, xp, MB_DTYPE_F32, NULL, B, di, L, (float *)dbc, L));
@@ -1775,9 +1950,9 @@ static void t_graph(int fused) {
                                            (float *)dbc + r + n, L, NULL, (float *)xz + di, 2 * di,
                                            (float *)ss, B, di, n, 1, NULL, (float *)y, di, NULL));
         else /* delta: the pre-conv x half of xz (softplus), to keep the step small */
-          MBX(mb_selective_scan(GPU, (float *)xc, di, (float *)xz, 2 * di, NULL, (float *)A,
+          MBX(mb_selective_scan(GPU, (float *)xc, di, (float *)xz, NULL, 2 * di, NULL, (float *)A,
                                 (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
-                                (float *)xz + di, 2 * di, (float *)ss, NULL, B, 1, di, n, 1,
+                                (float *)xz + di, NULL, 2 * di, (float *)ss, NULL, B, 1, di, n, 1,
                                 (float *)y, di, NULL));
         MBX(mb_linear(GPU, (float *)y, di, head, MB_DTYPE_F32, NULL, B, di, V, (float *)lg, V));
         MBX(mb_sample(GPU, (float *)lg, B, V, 1.0f, 0, 0.9f, 77, (int64_t *)ctr,
@@ -1980,6 +2155,8 @@ int main(int argc, char **argv) {
       g_only_dg = 1;
     if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "linear"))
       g_only_lin = 1;
+    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "bf16"))
+      g_only_bf = 1;
     if (!strcmp(argv[i], "--draft_cases") && i + 1 < argc) g_dg_cases = atoi(argv[i + 1]);
   }
   int count = 0;
@@ -2006,9 +2183,16 @@ int main(int argc, char **argv) {
     for (int r = 0; r < (g_small ? 1 : 3); r++) t_draft_greedy();
     return finish_run(" (draft_greedy only)");
   }
+  if (g_only_bf) {
+    t_linear_to_bf16();
+    t_conv_bf16();
+    t_scan_bf16();
+    return finish_run(" (bf16 xz and delta only)");
+  }
   if (g_only_lin) {
     t_linear();
     t_linear_bf16();
+    t_linear_to_bf16();
     t_linear_add_norm();
     t_conv_linear();
     return finish_run(" (linear only)");
@@ -2017,14 +2201,17 @@ int main(int argc, char **argv) {
   t_add_norm();
   t_linear();
   t_linear_bf16();
+  t_linear_to_bf16();
   t_linear_add_norm();
   /* its peer: the two calls everywhere */
   with_gpu_env("MAMBABYTE_CUDA_OUT_SPLIT", "0", "out_proj and the norm as two calls",
                t_linear_add_norm);
   t_conv();
+  t_conv_bf16();
   t_scan(0);
   t_scan(1);
   t_scan_tile();
+  t_scan_bf16();
   t_ssu_dt();
   /* the decoding state update's thread-per-(sequence, channel) kernel from batch 2 (by default
    * from 16): each batch's rows against one-sequence calls, which keep the lanes' kernel */

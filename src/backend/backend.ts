@@ -474,6 +474,32 @@ export class Backend {
   }
 
   /**
+   * {@link Backend.linear} with y stored as bfloat16 bits (mb_linear_to_bf16: the forward's
+   * in_proj -> xz and dt_proj -> delta with bf16 activations): the fp32 result rounded to nearest
+   * even; x is fp32, or bfloat16 bits with `xBf16`. On CUDA with bf16 weights, n > 8 and no bias
+   * the GEMM writes bf16 itself (within bf16 rounding of linear's result, not its bits).
+   */
+  linearToBf16(a: LinearArgs & { xBf16?: boolean }): void {
+    check(
+      this.#lib.mb_linear_to_bf16(
+        this.#c,
+        a.xBf16 ? null : a.x,
+        a.xBf16 ? a.x : null,
+        I(a.ldx ?? I(a.inF)),
+        a.w,
+        WDTYPE_CODE[a.wdtype],
+        a.bias,
+        I(a.n),
+        I(a.inF),
+        I(a.outF),
+        a.y,
+        I(a.ldy ?? I(a.outF)),
+      ),
+      "linear_to_bf16",
+    );
+  }
+
+  /**
    * A product and the add + norm of its output in one call (mb_linear_add_norm: out_proj and the
    * next layer's norm): h = x W^T + bias, then {@link Backend.addNorm} of h. x is fp32, or bfloat16
    * bits with `xBf16`; `hScratch` (n, outF) may be used for h and is left unspecified. On CUDA with
@@ -543,10 +569,12 @@ export class Backend {
 
   /**
    * Causal depthwise conv1d with state; out = silu(conv), outPreact = conv (optional), outBf16 =
-   * out as bfloat16 bits, (batch * len, d) (optional).
+   * out as bfloat16 bits, (batch * len, d) (optional). With `xBf16`, x holds bfloat16 bits (a
+   * bf16 xz from linearToBf16), read as the floats they stand for.
    */
   conv1d(a: {
     x: Ptr;
+    xBf16?: boolean;
     ldx: number;
     w: Ptr;
     bias: Ptr;
@@ -563,7 +591,8 @@ export class Backend {
     check(
       this.#lib.mb_causal_conv1d(
         this.#c,
-        a.x,
+        a.xBf16 ? null : a.x,
+        a.xBf16 ? a.x : null,
         I(a.ldx),
         a.w,
         a.bias,
@@ -673,10 +702,14 @@ export class Backend {
    * Selective scan with initial/final state and optional every-position states; `deltaBias` (d),
    * when given, is added to delta before the softplus (dt_proj's bias, mamba_ssm's delta_bias).
    * `yBf16`, when given, receives y as bfloat16 bits (row r at r * ldy); `y` may then be null.
+   * With `deltaBf16` / `zBf16`, delta / z hold bfloat16 bits (the forward's bf16 activations),
+   * read as the floats they stand for.
    */
   selectiveScan(
     a: ScanOperands & {
       delta: Ptr;
+      deltaBf16?: boolean;
+      zBf16?: boolean;
       ldDelta: number;
       deltaBias?: Ptr;
       statesAll: Ptr;
@@ -690,7 +723,8 @@ export class Backend {
         this.#c,
         a.u,
         I(a.ldu),
-        a.delta,
+        a.deltaBf16 ? null : a.delta,
+        a.deltaBf16 ? a.delta : null,
         I(a.ldDelta),
         a.deltaBias ?? null,
         a.A,
@@ -699,7 +733,8 @@ export class Backend {
         a.C,
         I(a.ldc),
         a.D,
-        a.z,
+        a.zBf16 ? null : a.z,
+        a.zBf16 ? a.z : null,
         I(a.ldz),
         a.state,
         a.statesAll,

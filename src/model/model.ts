@@ -251,6 +251,14 @@ export interface MambaByteLMOptions {
    */
   bf16Activations?: boolean;
   /**
+   * With bf16 activations, whether a forward without taps also stores in_proj's xz and dt_proj's
+   * delta as bfloat16 (Backend.linearToBf16; the conv and the scan read them as such): half their
+   * traffic, at the cost of rounding them, so the logits are no longer the fp32 activations' bits
+   * (within a bound the CUDA model tests hold). Forwards with taps keep fp32 xz and delta. Default:
+   * on with bf16 activations unless MAMBABYTE_CUDA_BF16_MIXER=0 (A/B runs).
+   */
+  bf16MixerActivations?: boolean;
+  /**
    * Whether decoding steps of up to 8 sequences run their layers in one Backend.decodeLayers call
    * instead of five calls a layer; the results are the same bits. Default true (false: A/B runs
    * and the tests that hold the two equal).
@@ -289,6 +297,8 @@ export class MambaByteLM {
   readonly ownsBackend: boolean;
   /** Whether the forward writes its products' inputs as bf16 (MambaByteLMOptions.bf16Activations). */
   readonly bf16Activations: boolean;
+  /** Whether a forward without taps stores xz and delta as bf16 (bf16MixerActivations). */
+  readonly bf16MixerActivations: boolean;
   /** With bf16 activations, decoding batches from this size take the tensor-core products. */
   readonly #tcMinBatch: number;
   /** Whether decoding steps take Backend.decodeLayers (MambaByteLMOptions.decodeLayers). */
@@ -320,6 +330,8 @@ export class MambaByteLM {
     // Only CUDA's bf16 products round their input to bf16; elsewhere that would change results.
     this.bf16Activations = backend.kind === "cuda" && weights.wdtype === "bf16" &&
       (options.bf16Activations ?? envValue("MAMBABYTE_CUDA_BF16_ACTS") !== "0");
+    this.bf16MixerActivations = this.bf16Activations &&
+      (options.bf16MixerActivations ?? envValue("MAMBABYTE_CUDA_BF16_MIXER") !== "0");
     // (the environment is read only where it matters: a CUDA model with bf16 activations)
     this.#tcMinBatch = this.bf16Activations ? tensorCoreMinBatch() : Infinity;
     this.chunkSize = resolveChunkSize(options.chunkSize ?? config.chunkSize, {
@@ -355,6 +367,7 @@ export class MambaByteLM {
       chunkSize: this.chunkSize,
       vocabOut: this.vocabOut,
       bf16Activations: this.bf16Activations,
+      bf16MixerActivations: this.bf16MixerActivations,
       decodeLayers: this.decodeLayers,
       ownsWeights: false,
     });
@@ -444,7 +457,9 @@ export class MambaByteLM {
    * the conv and the scan also write their outputs as bf16 for in_proj, x_proj and out_proj: the
    * values those products' tensor-core path rounds its input to, without a pass of its own; the
    * fp32 norm output is then written only for a tap, and the scan's y not at all. Without
-   * `afterLayer`, chunks of more than 8 positions run out_proj with the next layer's add + norm.
+   * `afterLayer`, chunks of more than 8 positions run out_proj with the next layer's add + norm,
+   * and with bf16MixerActivations in_proj writes xz and dt_proj delta as bf16 bits into the first
+   * half of ws.xz's and ws.delta's bytes, which the conv and the scan read as such.
    */
   forwardLayers(
     ws: Workspace,
@@ -461,21 +476,26 @@ export class MambaByteLM {
     // layer's add + norm (Backend.linearAddNorm: on CUDA the GEMM adds the product to the residual
     // itself); shorter chunks keep the products of up to 8 rows (a one-row call's bits).
     const fuseNorm = afterLayer === undefined && len > 8;
+    // xz and delta as bf16 (no taps read them)
+    const mixBf16 = bf !== null && afterLayer === undefined && this.bf16MixerActivations;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
       if (!fuseNorm || i === 0) {
         this.#norm(ws, i, len, bf?.normed, bf !== null && afterLayer === undefined);
       }
-      if (bf) be.linearBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr });
+      if (mixBf16) be.linearToBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr, xBf16: true });
+      else if (bf) be.linearBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr });
       else be.linear(this.#inProj(ws, i, len));
       this.#conv(ws, i, ws.xz.ptr, state.conv[i].ptr, 1, len, {
+        xBf16: mixBf16,
         outPreact: convPre(i) ? ws.convPre.ptr : null,
         outBf16: bf?.xConv.ptr ?? null,
       });
       if (bf) be.linearBf16({ ...this.#xProjOperands(ws, i, len), x: bf.xConv.ptr });
       else be.linear(this.#xProjOperands(ws, i, len));
       const biasInScan = !dtProjOut(i);
-      be.linear({
+      const deltaBf16 = mixBf16 && biasInScan;
+      const dtProj = {
         x: ws.xDbl.ptr,
         ldx: this.#xDblCols,
         w: w.dtProj.ptr,
@@ -485,10 +505,15 @@ export class MambaByteLM {
         inF: r,
         outF: di,
         y: ws.delta.ptr,
-      });
+      };
+      if (deltaBf16) be.linearToBf16(dtProj);
+      else be.linear(dtProj);
       be.selectiveScan({
         ...this.#scanOperands(ws, state, i),
+        // bf16 z: the second half of a bf16 xz row, 2 bytes an element
+        ...(mixBf16 ? { z: offsetPtr(ws.xz.ptr, di * 2), zBf16: true } : {}),
         delta: ws.delta.ptr,
+        deltaBf16,
         ldDelta: di,
         deltaBias: biasInScan ? w.dtProjBias.ptr : null,
         statesAll: null,
@@ -823,12 +848,13 @@ export class MambaByteLM {
     state: Ptr,
     batch: number,
     len: number,
-    extra: { outPreact?: Ptr; outBf16?: Ptr } = {},
+    extra: { xBf16?: boolean; outPreact?: Ptr; outBf16?: Ptr } = {},
   ): void {
     const w = this.weights.layers[i];
     const di = this.dims.dInner;
     this.backend.conv1d({
       x,
+      xBf16: extra.xBf16,
       ldx: 2 * di,
       w: w.convWeight.ptr,
       bias: w.convBias?.ptr ?? null,

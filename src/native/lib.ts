@@ -106,6 +106,23 @@ export const SYMBOLS = {
   },
   mb_linear: LINEAR,
   mb_linear_bf16: LINEAR, // x as bf16 bits
+  mb_linear_to_bf16: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "pointer", // x_bf16
+      "i64", // ldx
+      "pointer", // w
+      "i32", // wdtype
+      "pointer", // bias
+      "i64", // n
+      "i64", // in_f
+      "i64", // out_f
+      "pointer", // y (bf16 bits)
+      "i64", // ldy
+    ],
+    result: "i32",
+  },
   mb_linear_add_norm: {
     parameters: [
       "pointer", // ctx
@@ -134,6 +151,7 @@ export const SYMBOLS = {
     parameters: [
       "pointer", // ctx
       "pointer", // x
+      "pointer", // x_bf16
       "i64", // ldx
       "pointer", // w
       "pointer", // bias
@@ -190,6 +208,7 @@ export const SYMBOLS = {
       "pointer", // u
       "i64", // ldu
       "pointer", // delta
+      "pointer", // delta_bf16
       "i64", // ld_delta
       "pointer", // delta_bias
       "pointer", // A
@@ -199,6 +218,7 @@ export const SYMBOLS = {
       "i64", // ldc
       "pointer", // Dskip
       "pointer", // z
+      "pointer", // z_bf16
       "i64", // ldz
       "pointer", // state
       "pointer", // states_all
@@ -455,7 +475,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 13;
+export const ABI_VERSION = 14;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {
