@@ -445,7 +445,7 @@ MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf
   REQUIRE((x != NULL) != (x_bf16 != NULL),
           "mb_causal_conv1d: exactly one of x and x_bf16 must be given");
   NONNULL("mb_causal_conv1d", w);
-  NONNULL("mb_causal_conv1d", out);
+  REQUIRE(out || out_bf16, "mb_causal_conv1d: out and out_bf16 are both NULL");
   DISPATCH(causal_conv1d, ctx, x, x_bf16, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
            out_preact, out_bf16);
 }
@@ -539,8 +539,8 @@ static int scan_check(const char *fn, mb_ctx *ctx, const float *u, int64_t ldu,
   return MB_OK;
 }
 
-MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
-                                const uint16_t *delta_bf16, int64_t ld_delta,
+MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, int64_t ldu,
+                                const float *delta, const uint16_t *delta_bf16, int64_t ld_delta,
                                 const float *delta_bias, const float *A, const float *Bm,
                                 int64_t ldb, const float *Cm, int64_t ldc, const float *Dskip,
                                 const float *z, const uint16_t *z_bf16, int64_t ldz, float *state,
@@ -548,13 +548,14 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const 
                                 int64_t n, int delta_softplus, float *y, int64_t ldy,
                                 uint16_t *y_bf16) {
   static const char fn[] = "mb_selective_scan";
+  REQUIRE(!(u && u_bf16), "%s: u and u_bf16 are both given", fn);
   REQUIRE(!(delta && delta_bf16), "%s: delta and delta_bf16 are both given", fn);
   REQUIRE(!(z && z_bf16), "%s: z and z_bf16 are both given", fn);
-  int st = scan_check(fn, ctx, u, ldu, delta ? delta : (const float *)delta_bf16, ld_delta, A, Bm,
+  int st = scan_check(fn, ctx, u ? u : (const float *)u_bf16, ldu, delta ? delta : (const float *)delta_bf16, ld_delta, A, Bm,
                       ldb, Cm, ldc, z ? z : (const float *)z_bf16, ldz, batch, len, d, n,
                       y ? y : (float *)y_bf16, ldy);
   if (st != MB_OK) return st < 0 ? MB_OK : st;
-  DISPATCH(selective_scan, ctx, u, ldu, delta, delta_bf16, ld_delta, delta_bias, A, Bm, ldb, Cm,
+  DISPATCH(selective_scan, ctx, u, u_bf16, ldu, delta, delta_bf16, ld_delta, delta_bias, A, Bm, ldb, Cm,
            ldc, Dskip, z, z_bf16, ldz, state, states_all, batch, len, d, n, delta_softplus, y, ldy,
            y_bf16);
 }
@@ -601,8 +602,8 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
     REQUIRE(delta_out, "%s: delta_out is NULL (MB_FLAG_UNFUSED_STEPS keeps delta there)", fn);
     int st = mb_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta_out, d);
     if (st != MB_OK) return st;
-    return mb_selective_scan(ctx, u, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z,
-                             NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y, ldy,
+    return mb_selective_scan(ctx, u, NULL, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc,
+                             Dskip, z, NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y, ldy,
                              y_bf16);
   }
   DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
@@ -631,8 +632,8 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
                          delta_out + r * d, d);
       if (st != MB_OK) return st;
     }
-    return mb_selective_scan(ctx, u, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z,
-                             NULL, ldz, state, states_all, batch, len, d, n, delta_softplus, y,
+    return mb_selective_scan(ctx, u, NULL, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc,
+                             Dskip, z, NULL, ldz, state, states_all, batch, len, d, n, delta_softplus, y,
                              ldy, NULL);
   }
   DISPATCH(selective_scan_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A, Bm,

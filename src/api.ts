@@ -68,7 +68,7 @@ export interface LoadModelOptions {
   /** CUDA with bf16 weights: the forward's bf16 activations (see MambaByteLMOptions; default on). */
   bf16Activations?: boolean;
   /**
-   * CUDA with bf16 activations: a forward without taps stores xz and delta as bf16 (see
+   * CUDA with bf16 activations: a forward without taps stores xz, u and delta as bf16 (see
    * MambaByteLMOptions.bf16MixerActivations; default on).
    */
   bf16MixerActivations?: boolean;

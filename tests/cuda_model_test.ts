@@ -211,12 +211,12 @@ Deno.test({
   },
 });
 
-// bf16MixerActivations (the default with bf16 activations): a forward without taps stores xz and
-// delta as bf16, each value within 2^-9 of its fp32 form (one rounding); the logits then stay
-// within the bf16 weights' tolerance of the CPU (1e-2, as above) and differ from the fp32 xz's
-// (the path ran); forwards with taps keep fp32 xz and delta, so their logits keep those bits.
+// bf16MixerActivations (the default with bf16 activations): a forward without taps stores xz, u
+// and delta as bf16, each value within 2^-9 of its fp32 form (one rounding); the logits then stay
+// within the bf16 weights' tolerance of the CPU (1e-2, as above) and differ from the fp32 ones'
+// (the path ran); forwards with taps keep fp32 xz, u and delta, so their logits keep those bits.
 Deno.test({
-  name: "cuda bf16 xz and delta: a forward without taps within 1e-2 of the CPU; with taps, fp32",
+  name: "cuda bf16 xz, u and delta: a forward without taps within 1e-2 of the CPU; with taps, fp32",
   ignore,
   async fn() {
     const mix = await loadModel({ ...BF16_GPU, chunkSize: 512 });
@@ -232,7 +232,7 @@ Deno.test({
         assert.ok(eFp32 < 1e-2, `against fp32 xz: ${eFp32} (${text.length} bytes)`);
         assert.ok(eCpu < 1e-2, `against the CPU: ${eCpu} (${text.length} bytes)`);
         console.log(
-          `bf16 xz and delta, ${text.length} bytes: max rel. error ${eFp32.toExponential(2)} ` +
+          `bf16 xz, u and delta, ${text.length} bytes: max rel. error ${eFp32.toExponential(2)} ` +
             `against fp32 xz, ${eCpu.toExponential(2)} against the CPU`,
         );
         const opts = { taps: ["dt_proj"] as const, layers: [1] };

@@ -924,17 +924,38 @@ Deno.test("bf16 inputs of conv and scan read as their floats; linear_to_bf16 is 
           return [m.f32(out, rows * dc), m.f32(state, batch * dc * (k - 1))];
         };
         assert.deepEqual(run(true), run(false), `${name} conv1d of bf16 x`);
+        // the bf16 output alone (out null): the fp32 output rounded
+        const out = m.zeros(rows * dc * 4),
+          ob = m.zeros(rows * dc * 2),
+          ob2 = m.zeros(rows * dc * 2);
+        const conv = { ldx, w, bias, batch, len, d: dc, k, ldo: dc, outPreact: null } as const;
+        be.conv1d({ ...conv, x: m.put(xb), xBf16: true, state: m.put(st0), out, outBf16: ob });
+        be.conv1d({
+          ...conv,
+          x: m.put(xb),
+          xBf16: true,
+          state: m.put(st0),
+          out: null,
+          outBf16: ob2,
+        });
+        assert.deepEqual(
+          m.u16(ob2, rows * dc),
+          toBf16(m.f32(out, rows * dc)),
+          `${name} bf16 alone`,
+        );
+        assert.deepEqual(m.u16(ob2, rows * dc), m.u16(ob, rows * dc), `${name} bf16 alone = both`);
       }
-      // selective scan: delta and z as bf16 bits, each alone and both
+      // selective scan: u, delta and z as bf16 bits, each alone and all
       {
         const c = scanCase(r, 2, 19, 20, 16, { pad: 2 });
-        const deltaB = toBf16(c.delta), zB = toBf16(c.z!);
-        const run = (dBf: boolean, zBf: boolean) =>
+        const uB = toBf16(c.u), deltaB = toBf16(c.delta), zB = toBf16(c.z!);
+        const run = (dBf: boolean, zBf: boolean, uBf = false) =>
           withMem(be, (mm) => {
             const rows = c.batch * c.len, y = mm.zeros(rows * c.ld * 4);
             const state = mm.put(c.state!);
             be.selectiveScan({
-              u: mm.put(c.u),
+              u: uBf ? mm.put(uB) : mm.put(fromBf16(uB)),
+              uBf16: uBf,
               ldu: c.ld,
               delta: dBf ? mm.put(deltaB) : mm.put(fromBf16(deltaB)),
               deltaBf16: dBf,
@@ -961,8 +982,18 @@ Deno.test("bf16 inputs of conv and scan read as their floats; linear_to_bf16 is 
             return [mm.f32(y, rows * c.ld), mm.f32(state, c.batch * c.d * c.n)];
           });
         const ref = run(false, false);
-        for (const [dBf, zBf] of [[true, true], [true, false], [false, true]]) {
-          assert.deepEqual(run(dBf, zBf), ref, `${name} scan delta bf16 ${dBf} z bf16 ${zBf}`);
+        for (
+          const [dBf, zBf, uBf] of [[true, true, true], [true, false], [false, true], [
+            false,
+            false,
+            true,
+          ]]
+        ) {
+          assert.deepEqual(
+            run(dBf, zBf, uBf),
+            ref,
+            `${name} scan u bf16 ${uBf} delta bf16 ${dBf} z bf16 ${zBf}`,
+          );
         }
       }
       // linear_to_bf16 against linear rounded (the skinny path and the GEMM; with a bias)

@@ -496,6 +496,14 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int
     free(xf);
     return st;
   }
+  if (!out) { /* only the bf16 copy: the fp32 output into a temporary, rounded from there */
+    float *of = (float *)malloc((size_t)(batch * len * d) * sizeof(float) + 1);
+    if (!of) return mb_fail(MB_ERR_OOM, "cpu: causal_conv1d: no memory for the fp32 output");
+    int st = mbcpu_causal_conv1d(ctx, x, NULL, ldx, w, bias, conv_state, batch, len, d, k, of, d,
+                                 out_preact, out_bf16);
+    free(of);
+    return st;
+  }
   int nt = threads_for(ctx, batch * len * d * k);
   conv_job job = {.kind = 2, .x = x, .ldx = ldx, .w = w, .bias = bias, .state = conv_state,
                   .len = len, .d = d, .k = k, .out = out, .ldo = ldo,

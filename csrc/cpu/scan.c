@@ -351,25 +351,29 @@ static void scan_items(void *raw, int64_t t0, int64_t t1) {
   free(h);
 }
 
-int mbcpu_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
-                         const uint16_t *delta_bf16, int64_t ld_delta, const float *delta_bias,
+int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, int64_t ldu,
+                         const float *delta, const uint16_t *delta_bf16, int64_t ld_delta,
+                         const float *delta_bias,
                          const float *A, const float *Bm, int64_t ldb, const float *Cm,
                          int64_t ldc, const float *Dskip, const float *z, const uint16_t *z_bf16,
                          int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
                          int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy,
                          uint16_t *y_bf16) {
-  if (delta_bf16 || z_bf16) { /* the floats the bits stand for, then the fp32 scan */
+  if (u_bf16 || delta_bf16 || z_bf16) { /* the floats the bits stand for, then the fp32 scan */
     const int64_t rows = batch * len;
+    float *uf = u_bf16 ? mbcpu_widen_rows(u_bf16, ldu, rows, d) : NULL;
     float *df = delta_bf16 ? mbcpu_widen_rows(delta_bf16, ld_delta, rows, d) : NULL;
     float *zf = z_bf16 ? mbcpu_widen_rows(z_bf16, ldz, rows, d) : NULL;
     int st = MB_OK;
-    if ((delta_bf16 && !df) || (z_bf16 && !zf))
-      st = mb_fail(MB_ERR_OOM, "cpu: selective_scan: no memory to widen delta or z");
+    if ((u_bf16 && !uf) || (delta_bf16 && !df) || (z_bf16 && !zf))
+      st = mb_fail(MB_ERR_OOM, "cpu: selective_scan: no memory to widen u, delta or z");
     else
-      st = mbcpu_selective_scan(ctx, u, ldu, df ? df : delta, NULL, df ? d : ld_delta,
+      st = mbcpu_selective_scan(ctx, uf ? uf : u, NULL, uf ? d : ldu, df ? df : delta, NULL,
+                                df ? d : ld_delta,
                                 delta_bias, A, Bm, ldb, Cm, ldc, Dskip, zf ? zf : z, NULL,
                                 zf ? d : ldz, state, states_all, batch, len, d, n, delta_softplus,
                                 y, ldy, y_bf16);
+    free(uf);
     free(df);
     free(zf);
     return st;
@@ -484,7 +488,7 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
   }
   int st = mbcpu_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
   if (st == MB_OK)
-    st = mbcpu_selective_scan(ctx, u, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z,
+    st = mbcpu_selective_scan(ctx, u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z,
                               NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y, ldy,
                               y_bf16);
   if (delta != delta_out) free(delta);
@@ -516,7 +520,7 @@ int mbcpu_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const floa
                       delta + r * d, d);
   }
   if (st == MB_OK)
-    st = mbcpu_selective_scan(ctx, u, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z,
+    st = mbcpu_selective_scan(ctx, u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z,
                               NULL, ldz, state, states_all, batch, len, d, n, delta_softplus, y,
                               ldy, NULL);
   if (delta != delta_out) free(delta);

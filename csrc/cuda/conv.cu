@@ -30,7 +30,7 @@ __device__ __forceinline__ void conv_seq_pos(float (&win)[CONV_KMAX], const floa
     else if (j == k - 2) win[j] = xv;
   }
   const float o = mb_silu(acc);
-  out[r * ldo + c] = o;
+  if (out) out[r * ldo + c] = o;
   if (pre_out) pre_out[r * d + c] = acc;
   if (out_bf16) out_bf16[r * d + c] = mb_f32_to_bf16(o);
 }
@@ -99,7 +99,7 @@ __global__ void k_conv_seq(const XT *__restrict__ x, int64_t ldx, const float *_
       if (t < len) {
         const int64_t r = b * len + t;
         const float o = mb_silu(acc[t]);
-        out[r * ldo + c] = o;
+        if (out) out[r * ldo + c] = o;
         if (pre_out) pre_out[r * d + c] = acc[t];
         if (out_bf16) out_bf16[r * d + c] = mb_f32_to_bf16(o);
       }
@@ -150,7 +150,7 @@ __global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *
     win[j] = p >= 0 ? mb_act(x + (b * len + p) * ldx + c) : (st ? st[(K - 1) + p] : 0.f);
   }
   const XT *xp = x + (b * len + t0) * ldx + c;
-  float *op = out + (b * len + t0) * ldo + c;
+  float *op = out ? out + (b * len + t0) * ldo + c : nullptr; /* NULL: the bf16 copy alone */
   float *pp = pre_out ? pre_out + (b * len + t0) * d + c : nullptr;
   uint16_t *bp = out_bf16 ? out_bf16 + (b * len + t0) * d + c : nullptr;
   /* one position: its input xv, its outputs at offset i rows from op / pp / bp */
@@ -162,7 +162,7 @@ __global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *
 #pragma unroll
     for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
     const float o = mb_silu(acc);
-    op[i * ldo] = o;
+    if (op) op[i * ldo] = o;
     if (pp) pp[i * d] = acc;
     if (bp) bp[i * d] = mb_f32_to_bf16(o);
   };
@@ -174,14 +174,14 @@ __global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *
 #pragma unroll
     for (int u = 0; u < CONV_GROUP; u++) position(xs[u], u);
     xp += CONV_GROUP * ldx;
-    op += CONV_GROUP * ldo;
+    if (op) op += CONV_GROUP * ldo;
     if (pp) pp += CONV_GROUP * d;
     if (bp) bp += CONV_GROUP * d;
   }
   for (; t < t1; t++) {
     position(mb_act(xp), 0);
     xp += ldx;
-    op += ldo;
+    if (op) op += ldo;
     if (pp) pp += d;
     if (bp) bp += d;
   }
@@ -218,7 +218,7 @@ __global__ void k_conv_par(const XT *__restrict__ x, int64_t ldx, const float *_
       acc += w[c * k + j] * v;
     }
     const float o = mb_silu(acc);
-    out[r * ldo + c] = o;
+    if (out) out[r * ldo + c] = o;
     if (pre_out) pre_out[r * d + c] = acc;
     if (out_bf16) out_bf16[r * d + c] = mb_f32_to_bf16(o);
   }

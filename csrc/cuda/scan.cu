@@ -26,6 +26,7 @@ struct ScanArgs {
   const float *Cm; int64_t ldc;
   const float *Dskip;
   const float *z; int64_t ldz;
+  const uint16_t *u_h;     /* u as bf16 bits (then u is NULL), ld ldu */
   const uint16_t *delta_h; /* delta as bf16 bits (then delta is NULL), ld ld_delta */
   const uint16_t *z_h;     /* z as bf16 bits (then z is NULL), ld ldz */
   float *state;
@@ -42,7 +43,10 @@ struct ScanArgs {
   float *dtsum;       /* (batch, nchunks, d): sum of dt over the chunk */
 };
 
-/* delta and z at row r, channel c, from fp32 or bf16 rows (the same value either way). */
+/* u, delta and z at row r, channel c, from fp32 or bf16 rows (the same value either way). */
+__device__ __forceinline__ float scan_u_at(const ScanArgs &a, int64_t r, int64_t c) {
+  return a.u_h ? mb_bf16_to_f32(a.u_h[r * a.ldu + c]) : __ldg(a.u + r * a.ldu + c);
+}
 __device__ __forceinline__ float scan_delta_at(const ScanArgs &a, int64_t r, int64_t c) {
   return a.delta_h ? mb_bf16_to_f32(a.delta_h[r * a.ld_delta + c]) : __ldg(a.delta + r * a.ld_delta + c);
 }
@@ -64,7 +68,7 @@ __device__ __forceinline__ float scan_range(const ScanArgs &a, int64_t b, int64_
   float dts = 0.f;
   for (int64_t t = t0; t < t1; t++) {
     int64_t r = b * a.len + t;
-    float uu = __ldg(a.u + r * a.ldu + c);
+    float uu = scan_u_at(a, r, c);
     float dt = scan_delta_at(a, r, c);
     if (a.delta_bias) dt += dbias;
     if (a.softplus) dt = mb_softplus(dt);
@@ -260,7 +264,7 @@ __device__ __forceinline__ void scan_stage_rows(const ScanArgs &a, int64_t b, in
   }
 }
 
-/* The bf16 form of scan_stage_rows (HB: the forward's bf16 delta and z; d, ld and the rows'
+/* The bf16 form of scan_stage_rows (HB: the forward's bf16 u, delta and z; d, ld and the rows'
  * alignment even): a 4-byte copy carries channels c0 + 2p and c0 + 2p + 1 of a row into word
  * pos(t) of pair row p of dst, which the pair's two channels then read (scan_ldsk_pair). Half the
  * copies and half the bytes of fp32 rows. */
@@ -328,9 +332,13 @@ __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t
       if (s >= n) s -= n, tl++;
     }
   }
-  scan_stage_rows<K>(a, b, c0, t0, rows, a.u, a.ldu, Us);
-  if (HB) scan_stage_pairs<K>(a, b, c0, t0, rows, a.delta_h, a.ld_delta, Ds);
-  else scan_stage_rows<K>(a, b, c0, t0, rows, a.delta, a.ld_delta, Ds);
+  if (HB) {
+    scan_stage_pairs<K>(a, b, c0, t0, rows, a.u_h, a.ldu, Us);
+    scan_stage_pairs<K>(a, b, c0, t0, rows, a.delta_h, a.ld_delta, Ds);
+  } else {
+    scan_stage_rows<K>(a, b, c0, t0, rows, a.u, a.ldu, Us);
+    scan_stage_rows<K>(a, b, c0, t0, rows, a.delta, a.ld_delta, Ds);
+  }
 }
 
 /* Writes the chunk's y rows (in Us, per channel) to global memory, fp32 and/or bf16, coalesced
@@ -498,7 +506,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   float *st = (active && a.state) ? a.state + (b * a.d + c) * n : nullptr;
   float carry_l = (st && ll < n) ? st[ll] : 0.f;
   const int lo = w * T::ROW + ll * T::STRIDE; /* this lane's positions in Us/Ds */
-  const int lo_pair = (w >> 1) * T::ROW + ll * T::STRIDE; /* ... in Ds's pair rows (HB) */
+  const int lo_pair = (w >> 1) * T::ROW + ll * T::STRIDE; /* ... in pair rows (HB) */
   const bool has_z = HB ? a.z_h != nullptr : a.z != nullptr;
 
   for (int64_t t0 = 0; t0 < a.len; t0 += SCAN_TC) {
@@ -509,9 +517,13 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
     cp_async_wait_all();
     __syncthreads();
     float dt[K], du[K], y[K], uu[K];
-    scan_ldsk<K>(Us + lo, uu);
-    if (HB) scan_ldsk_pair<K>(Ds + lo_pair, w & 1, dt);
-    else scan_ldsk<K>(Ds + lo, dt);
+    if (HB) {
+      scan_ldsk_pair<K>(Us + lo_pair, w & 1, uu);
+      scan_ldsk_pair<K>(Ds + lo_pair, w & 1, dt);
+    } else {
+      scan_ldsk<K>(Us + lo, uu);
+      scan_ldsk<K>(Ds + lo, dt);
+    }
 #pragma unroll
     for (int k = 0; k < K; k++) {
       float d = dt[k];
@@ -542,6 +554,9 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
 #pragma unroll
       for (int k = 0; k < K; k++) y[k] *= scan_silu(zz[k]);
     }
+    /* HB: u's pair rows are read by two channels' lanes, and y's rows are per channel: every warp
+     * must have read u (z's barrier above is that, where there is a z) */
+    if (HB && !has_z) __syncthreads();
     /* y replaces u in the lane's own row (u was read above) */
 #pragma unroll
     for (int k = 0; k < K; k += 4)
@@ -569,12 +584,12 @@ static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
   return MB_OK;
 }
 
-/* Whether the tile scan can stage delta and z as bf16 pairs: both bf16 (z may be absent), with d,
- * the leading dimensions and the rows' starts even, so no pair straddles a row's end. */
+/* Whether the tile scan can stage u, delta and z as bf16 pairs: all bf16 (z may be absent), with
+ * d, the leading dimensions and the rows' starts even, so no pair straddles a row's end. */
 static bool scan_tile_pairs_ok(const ScanArgs &a) {
   const auto even = [](const void *p) { return ((uintptr_t)p & 3) == 0; };
-  if (!a.delta_h || a.z) return false;
-  if (a.d % 2 || a.ld_delta % 2 || !even(a.delta_h)) return false;
+  if (!a.u_h || !a.delta_h || a.z) return false;
+  if (a.d % 2 || a.ldu % 2 || a.ld_delta % 2 || !even(a.u_h) || !even(a.delta_h)) return false;
   return !a.z_h || (a.ldz % 2 == 0 && even(a.z_h));
 }
 
@@ -587,7 +602,7 @@ static int scan_tile_launch(mb_ctx *ctx, ScanArgs &a, int *launched) {
   int64_t tiles = (a.d + SCAN_TILE_CH - 1) / SCAN_TILE_CH;
   if (tiles * a.batch < st->sm_count || tiles > 0x7fffffff || a.batch > 65535) return MB_OK;
   int rc;
-  if (a.delta_h || a.z_h) {
+  if (a.u_h || a.delta_h || a.z_h) {
     if (!scan_tile_pairs_ok(a)) return MB_OK; /* k_scan_seq reads any mix of fp32 and bf16 */
     rc = scan_tile_run<16, true>(ctx, a, tiles);
   } else {
@@ -630,7 +645,8 @@ static int scan_launch(mb_ctx *ctx, ScanArgs &a) {
   return MB_OK;
 }
 
-extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
+extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16,
+                                     int64_t ldu, const float *delta,
                                      const uint16_t *delta_bf16, int64_t ld_delta,
                                      const float *delta_bias, const float *A, const float *Bm,
                                      int64_t ldb, const float *Cm, int64_t ldc,
@@ -640,7 +656,7 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, c
                                      float *y, int64_t ldy, uint16_t *y_bf16) {
   if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
   ScanArgs a = {u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
-                delta_bf16, z_bf16, state, states_all, batch, len, d, (int)n, delta_softplus, y,
+                u_bf16, delta_bf16, z_bf16, state, states_all, batch, len, d, (int)n, delta_softplus, y,
                 ldy, y_bf16, 0, 0, nullptr, nullptr};
   /* n >= 1 here: api.c rejects n < 1 */
   int launched = 0;

@@ -260,7 +260,8 @@ int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int6
  * where positions before 0 come from conv_state (b, c, 0..k-2), oldest first (zeros when
  * conv_state is NULL). out = silu(pre) (ld ldo); out_preact, when not NULL, receives pre
  * (contiguous, (batch*len, d)); out_bf16, when not NULL, receives out as bfloat16 bits
- * (contiguous, (batch*len, d)). conv_state, when not NULL, is updated to hold the last k-1 inputs.
+ * (contiguous, (batch*len, d)), and out may then be NULL (the forward's bf16 u). conv_state, when
+ * not NULL, is updated to hold the last k-1 inputs.
  * w: (d, k) float32. bias may be NULL. x is read with leading dimension ldx; exactly one of x and
  * x_bf16 (bfloat16 bits, read as the floats they stand for: a bf16 xz from mb_linear_to_bf16) is
  * given. conv_state then holds those floats.
@@ -313,11 +314,12 @@ int mb_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx, const float 
  * needs no pass of its own to add it (delta + bias is the same float addition either way).
  * Row r = b*len + t of u, delta, Bm, Cm, z, y is read/written at base + r * ld. y_bf16, when not
  * NULL, receives y as bfloat16 bits (row r at y_bf16 + r * ldy); y may then be NULL.
- * delta_bf16 and z_bf16 are delta and z as bfloat16 bits (read as the floats they stand for; the
- * forward's bf16 activations, from mb_linear_to_bf16): exactly one of delta and delta_bf16 is
- * given, at most one of z and z_bf16.
+ * u_bf16, delta_bf16 and z_bf16 are u, delta and z as bfloat16 bits (read as the floats they
+ * stand for; the forward's bf16 activations: the conv's out_bf16, mb_linear_to_bf16's output):
+ * exactly one of u and u_bf16 and of delta and delta_bf16 is given, at most one of z and z_bf16.
  */
-int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *delta,
+int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, int64_t ldu,
+                      const float *delta,
                       const uint16_t *delta_bf16, int64_t ld_delta, const float *delta_bias,
                       const float *A, const float *Bm, int64_t ldb, const float *Cm, int64_t ldc,
                       const float *Dskip, const float *z, const uint16_t *z_bf16, int64_t ldz,
@@ -331,7 +333,7 @@ int mb_selective_scan(mb_ctx *ctx, const float *u, int64_t ldu, const float *del
  *   delta[b, c] = sum_{k < dt_rank} x_dbl[b * ld_xdbl + k] * dt_w[c, k] + dt_bias[c]
  * (dt_w: (d, dt_rank) row-major, float32 or bfloat16 (wdtype); dt_bias may be NULL), i.e. exactly
  *   mb_linear(x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
- *   mb_selective_scan(u, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, NULL, ldz,
+ *   mb_selective_scan(u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z, NULL, ldz,
  *                     state, NULL, batch, 1, d, n, delta_softplus, y, ldy, y_bf16);
  * delta_out (batch, d), when not NULL, receives delta (before softplus, as mb_linear writes it).
  * y_bf16, when not NULL, also receives y as bfloat16 bits (row b at y_bf16 + b * ldy), the
@@ -356,7 +358,7 @@ int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, const
  * after the last on return. states_all (batch, len, d, n), when not NULL, receives the state
  * after every position. With MB_FLAG_UNFUSED_STEPS (delta_out then required) it runs as
  *   mb_linear(x_dbl rows, in calls of at most 8 rows, ...) -> delta_out; then
- *   mb_selective_scan(u, ldu, delta_out, NULL, d, NULL, ..., state, states_all, batch, len, ...).
+ *   mb_selective_scan(u, NULL, ldu, delta_out, NULL, d, NULL, ..., state, states_all, batch, len, ...).
  */
 int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *x_dbl,
                          int64_t ld_xdbl, const void *dt_w, int wdtype, const float *dt_bias,

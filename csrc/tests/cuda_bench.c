@@ -353,14 +353,15 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       if (!fwd_fuse || i == 0)
         MBX(mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM,
                         NULL, a->hnb));
-      if (bf16_mixer()) { /* xz and delta as bf16 bits in the first half of their buffers */
+      if (bf16_mixer()) { /* xz and delta as bf16 bits in the first half of their buffers, u as
+                           * the conv's bf16 copy alone */
         uint16_t *xzb = (uint16_t *)a->xz, *dtb = (uint16_t *)a->dt;
         MBX(mb_linear_to_bf16(G, NULL, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, xzb, 2 * DI));
-        MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc,
+        MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, NULL,
                              DI, NULL, a->xcb));
         MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
         MBX(mb_linear_to_bf16(G, a->dbc, NULL, XP, L->dt, dt, NULL, rows, R, DI, dtb, DI));
-        MBX(mb_selective_scan(G, a->xc, DI, NULL, dtb, DI, L->dtb, L->A, a->dbc + R, XP,
+        MBX(mb_selective_scan(G, NULL, a->xcb, DI, NULL, dtb, DI, L->dtb, L->A, a->dbc + R, XP,
                               a->dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, ss, NULL, batch,
                               len, DI, NS, 1, NULL, DI, a->yb));
       } else {
@@ -369,7 +370,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
                              DI, NULL, a->xcb));
         MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
         MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
-        MBX(mb_selective_scan(G, a->xc, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP,
+        MBX(mb_selective_scan(G, a->xc, NULL, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP,
                               a->dbc + R + NS, XP, L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch,
                               len, DI, NS, 1, NULL, DI, a->yb));
       }
@@ -425,7 +426,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
     /* as the model's forward: dt_proj's bias added by the scan (delta_bias) */
     MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
-    MBX(mb_selective_scan(G, a->xc, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
+    MBX(mb_selective_scan(G, a->xc, NULL, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
                           L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI,
                           NULL));
     if (fwd_fuse && N) /* as the model's forward (fp32 activations) */
@@ -565,7 +566,7 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
           case 2: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL)); break;
           case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
           case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, len > 1 ? NULL : L->dtb, rows, R, DI, a.dt, DI)); break;
-          case 5: MBX(mb_selective_scan(G, a.xc, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL)); break;
+          case 5: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL)); break;
           case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
           case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
           default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI, NULL)); break;
@@ -583,7 +584,7 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
   acts_free(&a);
 }
 
-/* The forward's mixer ops with bf16 activations (bf16 weights, len > 8), each with fp32 xz and
+/* The forward's mixer ops with bf16 activations (bf16 weights, len > 8), each with fp32 xz, u and
  * delta and with bf16 ones (bf16MixerActivations): in_proj, the conv, dt_proj and the scan, layer
  * 0, each repeated back to back; the fp32 forms first, on the warm-up's values. */
 static void breakdown_mixer(model *m, int64_t len, const char *label) {
@@ -597,7 +598,7 @@ static void breakdown_mixer(model *m, int64_t len, const char *label) {
   uint16_t *xzb = (uint16_t *)a.xz, *dtb = (uint16_t *)a.dt;
   const char *names[8] = {"in_proj", "conv1d", "dt_proj", "scan",
                           "in_proj>bf16", "conv1d<bf16", "dt_proj>bf16", "scan<bf16"};
-  char line[240];
+  char line[200];
   int off = snprintf(line, sizeof line, "mixer ops %-6s len=%lld us:", label, (long long)len);
   for (int op = 0; op < 8; op++) {
     double t[3];
@@ -608,11 +609,11 @@ static void breakdown_mixer(model *m, int64_t len, const char *label) {
           case 0: MBX(mb_linear_bf16(G, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, a.xz, 2 * DI)); break;
           case 1: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb)); break;
           case 2: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, NULL, len, R, DI, a.dt, DI)); break;
-          case 3: MBX(mb_selective_scan(G, a.xc, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
+          case 3: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
           case 4: MBX(mb_linear_to_bf16(G, NULL, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, xzb, 2 * DI)); break;
-          case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb)); break;
+          case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, NULL, DI, NULL, a.xcb)); break;
           case 6: MBX(mb_linear_to_bf16(G, a.dbc, NULL, XP, L->dt, dt, NULL, len, R, DI, dtb, DI)); break;
-          default: MBX(mb_selective_scan(G, a.xc, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
+          default: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
         }
       }
       MBX(mb_ctx_synchronize(G));
@@ -637,7 +638,7 @@ static void scan_alone(model *m, int64_t len, const char *label) {
   for (int r = 0; r < 5; r++) {
     double t0 = now();
     for (int i = 0; i < 3; i++)
-      MBX(mb_selective_scan(G, a.xc, DI, a.dt, NULL, DI, NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
+      MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
                             a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI,
                             NULL));
     MBX(mb_ctx_synchronize(G));

@@ -559,9 +559,9 @@ static void t_conv(void) {
 /* mb_causal_conv1d of bf16 rows (the forward's bf16 xz): GPU vs CPU, and on the GPU the bits of
  * the same call on the floats the bits stand for (each input widened as it is loaded). */
 static void t_conv_bf16(void) {
-  struct { int64_t batch, len, d, k; int st; } cs[] = {
-      {1, 300, 101, 4, 1}, {2, 7, 37, 3, 1}, {1, 1030, 4100, 4, 1}, {3, 65, 33, 4, 0},
-      {1, 257, 3584, 4, 1},
+  struct { int64_t batch, len, d, k; int st, only_bf; } cs[] = {
+      {1, 300, 101, 4, 1, 0}, {2, 7, 37, 3, 1, 1},    {1, 1030, 4100, 4, 1, 0},
+      {3, 65, 33, 4, 0, 1},   {1, 257, 3584, 4, 1, 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     const int64_t batch = cs[i].batch, len = cs[i].len, d = cs[i].d, k = cs[i].k;
@@ -573,18 +573,23 @@ static void t_conv_bf16(void) {
     pair S = pf(sh, batch * d * (k - 1)), S2 = pf(sh, batch * d * (k - 1));
     pair O = pf(NULL, rows * ldo), O2 = pf(NULL, rows * ldo), OB = pb16(rows * d);
     float *st = cs[i].st ? C(S) : NULL;
-    MBX(mb_causal_conv1d(CPU, NULL, (uint16_t *)XB.c, ldx, C(W), C(B), st, batch, len, d, k, C(O),
-                         ldo, NULL, (uint16_t *)OB.c));
+    const int ob = cs[i].only_bf; /* the bf16 output alone (the forward's bf16 u) */
+    MBX(mb_causal_conv1d(CPU, NULL, (uint16_t *)XB.c, ldx, C(W), C(B), st, batch, len, d, k,
+                         ob ? NULL : C(O), ldo, NULL, (uint16_t *)OB.c));
     MBX(mb_causal_conv1d(GPU, NULL, (uint16_t *)XB.g, ldx, G(W), G(B), cs[i].st ? G(S) : NULL,
-                         batch, len, d, k, G(O), ldo, NULL, (uint16_t *)OB.g));
+                         batch, len, d, k, ob ? NULL : G(O), ldo, NULL, (uint16_t *)OB.g));
     MBX(mb_causal_conv1d(GPU, G(X), NULL, ldx, G(W), G(B), cs[i].st ? G(S2) : NULL, batch, len, d,
                          k, G(O2), ldo, NULL, NULL));
     char cfg[80];
-    snprintf(cfg, sizeof cfg, "x=bf16 b=%lld len=%lld d=%lld k=%lld st=%d", (long long)batch,
-             (long long)len, (long long)d, (long long)k, cs[i].st);
-    check("causal_conv1d", cfg, "out", rel_err(&O, rows, d, ldo), 1e-5);
-    check_bf16("causal_conv1d", cfg, &OB, &O, rows, d, d, ldo);
-    check("causal_conv1d", cfg, "=f32 bits", bits_differ(&O, &O2, rows, d, ldo), 0);
+    snprintf(cfg, sizeof cfg, "x=bf16 b=%lld len=%lld d=%lld k=%lld st=%d out=%s",
+             (long long)batch, (long long)len, (long long)d, (long long)k, cs[i].st,
+             ob ? "bf16" : "both");
+    if (!ob) {
+      check("causal_conv1d", cfg, "out", rel_err(&O, rows, d, ldo), 1e-5);
+      check("causal_conv1d", cfg, "=f32 bits", bits_differ(&O, &O2, rows, d, ldo), 0);
+    }
+    /* the bf16 output: the CPU's, and the fp32 call's output rounded (O2: the fp32 x's) */
+    check_bf16("causal_conv1d", cfg, &OB, &O2, rows, d, d, ldo);
     if (cs[i].st) {
       check("causal_conv1d", cfg, "state", rel_all(&S), 1e-6);
       check("causal_conv1d", cfg, "=f32 state", bits_differ(&S, &S2, 1, batch * d * (k - 1), 0),
@@ -595,18 +600,19 @@ static void t_conv_bf16(void) {
   }
 }
 
-/* mb_selective_scan of bf16 delta and z (the forward's bf16 activations): GPU vs CPU, and on the
+/* mb_selective_scan of bf16 u, delta and z (the forward's bf16 activations): GPU vs CPU, and on the
  * GPU the bits of the same call on the floats they stand for where both run the same kernel
  * (`same`). The tile scan stages them as pairs of channels (d and the leading dimensions even:
- * the first cases); an odd d, an odd leading dimension or fp32 z beside a bf16 delta take the
+ * the first cases); an odd d, an odd leading dimension or fp32 u or z beside a bf16 delta take the
  * chunked kernels, which widen each value (the fp32 call of those shapes runs the tile scan: the
  * same values within rounding, not the same bits). */
 static void t_scan_bf16(void) {
-  struct { int64_t batch, len, d, n, ldd_pad; int zbf, zf32, st, same; } cs[] = {
-      {1, 700, 4100, 16, 2, 1, 0, 1, 1}, {1, 256, 3584, 16, 0, 1, 0, 0, 1},
-      {2, 300, 4100, 5, 4, 0, 0, 1, 1},  {1, 513, 4099, 16, 1, 1, 0, 1, 0},
-      {1, 300, 4100, 16, 1, 1, 0, 1, 0}, {1, 400, 4100, 16, 2, 0, 1, 1, 0},
-      {3, 7, 37, 16, 1, 1, 0, 1, 1},     {1, 2100, 101, 3, 3, 1, 0, 0, 1},
+  struct { int64_t batch, len, d, n, ldd_pad; int ubf, zbf, zf32, st, same; } cs[] = {
+      {1, 700, 4100, 16, 2, 1, 1, 0, 1, 1}, {1, 256, 3584, 16, 0, 1, 1, 0, 0, 1},
+      {2, 300, 4100, 5, 4, 1, 0, 0, 1, 1},  {1, 513, 4099, 16, 1, 1, 1, 0, 1, 0},
+      {1, 300, 4100, 16, 1, 1, 1, 0, 1, 0}, {1, 400, 4100, 16, 2, 1, 0, 1, 1, 0},
+      {1, 300, 4100, 16, 2, 0, 1, 0, 1, 0}, {3, 7, 37, 16, 1, 1, 1, 0, 1, 1},
+      {1, 2100, 101, 3, 3, 0, 1, 0, 0, 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     const int64_t batch = cs[i].batch, len = cs[i].len, d = cs[i].d, n = cs[i].n;
@@ -615,7 +621,8 @@ static void t_scan_bf16(void) {
     const int64_t ldz = 2 * d, ldy = d;
     pair DH, D = prand_bf16_pair(rows * ldd, -4, 1, &DH);
     pair ZH, Z = prand_bf16_pair(rows * ldz, -3, 3, &ZH);
-    pair U = prand(rows * ldu, -2, 2), BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1);
+    pair UH, U = prand_bf16_pair(rows * ldu, -2, 2, &UH);
+    pair BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1);
     pair DB = prand(d, -2, 0.5f);
     float *ah = hrand(d * n, 0, 1);
     for (int64_t j = 0; j < d * n; j++) ah[j] = -expf(logf((float)(j % n + 1)) * ah[j]);
@@ -623,9 +630,10 @@ static void t_scan_bf16(void) {
     float *sh = hrand(batch * d * n, -1, 1);
     pair S = pf(sh, batch * d * n), S2 = pf(sh, batch * d * n);
     pair Y = pf(NULL, rows * ldy), Y2 = pf(NULL, rows * ldy);
-    const int zb = cs[i].zbf, zf = cs[i].zf32;
+    const int ub = cs[i].ubf, zb = cs[i].zbf, zf = cs[i].zf32;
 #define SCAN_BF(ctx, P, SS, y, zfp)                                                                \
-  MBX(mb_selective_scan(ctx, (float *)U.P, ldu, NULL, (uint16_t *)DH.P, ldd, (float *)DB.P,       \
+  MBX(mb_selective_scan(ctx, ub ? NULL : (float *)U.P, ub ? (uint16_t *)UH.P : NULL, ldu, NULL,   \
+                        (uint16_t *)DH.P, ldd, (float *)DB.P,                                     \
                         (float *)A.P, (float *)BC.P, ldbc, (float *)BC.P + n, ldbc,               \
                         (float *)Dk.P, zfp, zb ? (uint16_t *)ZH.P : NULL, ldz,                    \
                         cs[i].st ? (float *)SS.P : NULL, NULL, batch, len, d, n, 1,               \
@@ -633,12 +641,12 @@ static void t_scan_bf16(void) {
     SCAN_BF(CPU, c, S, Y, zf ? C(Z) : NULL);
     SCAN_BF(GPU, g, S, Y, zf ? G(Z) : NULL);
 #undef SCAN_BF
-    MBX(mb_selective_scan(GPU, G(U), ldu, G(D), NULL, ldd, G(DB), G(A), G(BC), ldbc, G(BC) + n,
+    MBX(mb_selective_scan(GPU, G(U), NULL, ldu, G(D), NULL, ldd, G(DB), G(A), G(BC), ldbc, G(BC) + n,
                           ldbc, G(Dk), (zb || zf) ? G(Z) : NULL, NULL, ldz,
                           cs[i].st ? G(S2) : NULL, NULL, batch, len, d, n, 1, G(Y2), ldy, NULL));
     char cfg[96];
-    snprintf(cfg, sizeof cfg, "delta=bf16 z=%s b=%lld len=%lld d=%lld n=%lld ldd+%lld st=%d",
-             zb ? "bf16" : zf ? "f32" : "-", (long long)batch, (long long)len, (long long)d,
+    snprintf(cfg, sizeof cfg, "u=%s delta=bf16 z=%s b=%lld len=%lld d=%lld n=%lld ldd+%lld st=%d",
+             ub ? "bf16" : "f32", zb ? "bf16" : zf ? "f32" : "-", (long long)batch, (long long)len, (long long)d,
              (long long)n, (long long)cs[i].ldd_pad, cs[i].st);
     check("selective_scan", cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
     if (cs[i].same)
@@ -646,7 +654,8 @@ static void t_scan_bf16(void) {
     else
       check("selective_scan", cfg, "=f32", rel_gpu(&Y, &Y2, rows, d, ldy), 1e-5);
     if (cs[i].st) check("selective_scan", cfg, "state", rel_all(&S), 1e-5);
-    pfree(&DH), pfree(&D), pfree(&ZH), pfree(&Z), pfree(&U), pfree(&BC), pfree(&Dk), pfree(&DB);
+    pfree(&DH), pfree(&D), pfree(&ZH), pfree(&Z), pfree(&UH), pfree(&U), pfree(&BC), pfree(&Dk);
+    pfree(&DB);
     pfree(&A), pfree(&S), pfree(&S2), pfree(&Y), pfree(&Y2), free(ah), free(sh);
   }
 }
@@ -671,11 +680,11 @@ static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t
   if (update) len = 1, use_state = 1, use_all = 0;
   /* y as bf16 too in some cases, in some of them alone (y NULL) */
   const int bf = !update && (len + n) % 2 == 1, only_bf = bf && batch > 1;
-  MBX(mb_selective_scan(CPU, C(U), ldu, C(D), NULL, ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + n, ldbc,
+  MBX(mb_selective_scan(CPU, C(U), NULL, ldu, C(D), NULL, ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + n, ldbc,
                         use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, NULL, ldz, use_state ? C(S) : NULL,
                         use_all ? C(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : C(Y), ldy,
                         bf ? (uint16_t *)YB.c : NULL));
-  MBX(mb_selective_scan(GPU, G(U), ldu, G(D), NULL, ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + n, ldbc,
+  MBX(mb_selective_scan(GPU, G(U), NULL, ldu, G(D), NULL, ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + n, ldbc,
                         use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, NULL, ldz, use_state ? G(S) : NULL,
                         use_all ? G(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : G(Y), ldy,
                         bf ? (uint16_t *)YB.g : NULL));
@@ -1950,7 +1959,7 @@ static void t_graph(int fused) {
                                            (float *)dbc + r + n, L, NULL, (float *)xz + di, 2 * di,
                                            (float *)ss, B, di, n, 1, NULL, (float *)y, di, NULL));
         else /* delta: the pre-conv x half of xz (softplus), to keep the step small */
-          MBX(mb_selective_scan(GPU, (float *)xc, di, (float *)xz, NULL, 2 * di, NULL, (float *)A,
+          MBX(mb_selective_scan(GPU, (float *)xc, NULL, di, (float *)xz, NULL, 2 * di, NULL, (float *)A,
                                 (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
                                 (float *)xz + di, NULL, 2 * di, (float *)ss, NULL, B, 1, di, n, 1,
                                 (float *)y, di, NULL));

@@ -569,8 +569,8 @@ export class Backend {
 
   /**
    * Causal depthwise conv1d with state; out = silu(conv), outPreact = conv (optional), outBf16 =
-   * out as bfloat16 bits, (batch * len, d) (optional). With `xBf16`, x holds bfloat16 bits (a
-   * bf16 xz from linearToBf16), read as the floats they stand for.
+   * out as bfloat16 bits, (batch * len, d) (optional; `out` may then be null). With `xBf16`, x
+   * holds bfloat16 bits (a bf16 xz from linearToBf16), read as the floats they stand for.
    */
   conv1d(a: {
     x: Ptr;
@@ -702,11 +702,12 @@ export class Backend {
    * Selective scan with initial/final state and optional every-position states; `deltaBias` (d),
    * when given, is added to delta before the softplus (dt_proj's bias, mamba_ssm's delta_bias).
    * `yBf16`, when given, receives y as bfloat16 bits (row r at r * ldy); `y` may then be null.
-   * With `deltaBf16` / `zBf16`, delta / z hold bfloat16 bits (the forward's bf16 activations),
-   * read as the floats they stand for.
+   * With `uBf16` / `deltaBf16` / `zBf16`, u / delta / z hold bfloat16 bits (the forward's bf16
+   * activations), read as the floats they stand for.
    */
   selectiveScan(
     a: ScanOperands & {
+      uBf16?: boolean;
       delta: Ptr;
       deltaBf16?: boolean;
       zBf16?: boolean;
@@ -721,7 +722,8 @@ export class Backend {
     check(
       this.#lib.mb_selective_scan(
         this.#c,
-        a.u,
+        a.uBf16 ? null : a.u,
+        a.uBf16 ? a.u : null,
         I(a.ldu),
         a.deltaBf16 ? null : a.delta,
         a.deltaBf16 ? a.delta : null,

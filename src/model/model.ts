@@ -251,11 +251,12 @@ export interface MambaByteLMOptions {
    */
   bf16Activations?: boolean;
   /**
-   * With bf16 activations, whether a forward without taps also stores in_proj's xz and dt_proj's
-   * delta as bfloat16 (Backend.linearToBf16; the conv and the scan read them as such): half their
-   * traffic, at the cost of rounding them, so the logits are no longer the fp32 activations' bits
-   * (within a bound the CUDA model tests hold). Forwards with taps keep fp32 xz and delta. Default:
-   * on with bf16 activations unless MAMBABYTE_CUDA_BF16_MIXER=0 (A/B runs).
+   * With bf16 activations, whether a forward without taps also stores in_proj's xz, the conv's
+   * output u and dt_proj's delta as bfloat16 only (Backend.linearToBf16; the conv and the scan read
+   * them as such): half their traffic, at the cost of rounding them, so the logits are no longer
+   * the fp32 activations' bits (within a bound the CUDA model tests hold). Forwards with taps keep
+   * fp32 xz, u and delta. Default: on with bf16 activations unless MAMBABYTE_CUDA_BF16_MIXER=0
+   * (A/B runs).
    */
   bf16MixerActivations?: boolean;
   /**
@@ -297,7 +298,7 @@ export class MambaByteLM {
   readonly ownsBackend: boolean;
   /** Whether the forward writes its products' inputs as bf16 (MambaByteLMOptions.bf16Activations). */
   readonly bf16Activations: boolean;
-  /** Whether a forward without taps stores xz and delta as bf16 (bf16MixerActivations). */
+  /** Whether a forward without taps stores xz, u and delta as bf16 (bf16MixerActivations). */
   readonly bf16MixerActivations: boolean;
   /** With bf16 activations, decoding batches from this size take the tensor-core products. */
   readonly #tcMinBatch: number;
@@ -459,7 +460,8 @@ export class MambaByteLM {
    * fp32 norm output is then written only for a tap, and the scan's y not at all. Without
    * `afterLayer`, chunks of more than 8 positions run out_proj with the next layer's add + norm,
    * and with bf16MixerActivations in_proj writes xz and dt_proj delta as bf16 bits into the first
-   * half of ws.xz's and ws.delta's bytes, which the conv and the scan read as such.
+   * half of ws.xz's and ws.delta's bytes, which the conv and the scan read as such; the conv then
+   * writes only its bf16 copy, which the scan reads as u.
    */
   forwardLayers(
     ws: Workspace,
@@ -490,6 +492,7 @@ export class MambaByteLM {
         xBf16: mixBf16,
         outPreact: convPre(i) ? ws.convPre.ptr : null,
         outBf16: bf?.xConv.ptr ?? null,
+        outF32: !mixBf16, // with bf16 xz the scan reads the bf16 copy as u
       });
       if (bf) be.linearBf16({ ...this.#xProjOperands(ws, i, len), x: bf.xConv.ptr });
       else be.linear(this.#xProjOperands(ws, i, len));
@@ -510,8 +513,10 @@ export class MambaByteLM {
       else be.linear(dtProj);
       be.selectiveScan({
         ...this.#scanOperands(ws, state, i),
-        // bf16 z: the second half of a bf16 xz row, 2 bytes an element
-        ...(mixBf16 ? { z: offsetPtr(ws.xz.ptr, di * 2), zBf16: true } : {}),
+        // bf16 u (the conv's copy) and z (the second half of a bf16 xz row, 2 bytes an element)
+        ...(mixBf16
+          ? { u: bf.xConv.ptr, uBf16: true, z: offsetPtr(ws.xz.ptr, di * 2), zBf16: true }
+          : {}),
         delta: ws.delta.ptr,
         deltaBf16,
         ldDelta: di,
@@ -839,7 +844,8 @@ export class MambaByteLM {
 
   /**
    * Layer i's conv over `len` positions of `batch` sequences: x (in_proj's x half, ld 2 d_inner)
-   * -> ws.xConv, the window carried in `state`; optionally the pre-activation and a bf16 copy.
+   * -> ws.xConv, the window carried in `state`; optionally the pre-activation and a bf16 copy
+   * (`outF32: false`: that copy alone).
    */
   #conv(
     ws: Workspace,
@@ -848,7 +854,7 @@ export class MambaByteLM {
     state: Ptr,
     batch: number,
     len: number,
-    extra: { xBf16?: boolean; outPreact?: Ptr; outBf16?: Ptr } = {},
+    extra: { xBf16?: boolean; outPreact?: Ptr; outBf16?: Ptr; outF32?: boolean } = {},
   ): void {
     const w = this.weights.layers[i];
     const di = this.dims.dInner;
@@ -863,7 +869,7 @@ export class MambaByteLM {
       len,
       d: di,
       k: this.dims.dConv,
-      out: ws.xConv.ptr,
+      out: extra.outF32 === false ? null : ws.xConv.ptr,
       ldo: di,
       outPreact: extra.outPreact ?? null,
       outBf16: extra.outBf16 ?? null,

@@ -206,6 +206,7 @@ export const SYMBOLS = {
     parameters: [
       "pointer", // ctx
       "pointer", // u
+      "pointer", // u_bf16
       "i64", // ldu
       "pointer", // delta
       "pointer", // delta_bf16
