@@ -2,10 +2,13 @@
  * conv.cu — mb_causal_conv1d on CUDA: one thread per (b, c) sequential over t for decoding (len <= 8)
  * or many channels (k_conv_seq, state updated in the same kernel); otherwise (prefill) one thread
  * per (b, channel, tile of CONV_TILE positions) with the window in registers, so each input is
- * read about once (k_conv_tile), followed by the state update (k_conv_state).
+ * read about once (k_conv_tile; k_conv_tile_pair, two channels a thread, for the forward's bf16
+ * xz -> bf16 u), followed by the state update (k_conv_state).
  * (The fused in_proj + conv step, mb_linear_conv1d_step, is in gemm.cu's GEMV epilogue.)
  */
 #include <stdint.h>
+
+#include <type_traits>
 
 #include "cuda_internal.cuh"
 
@@ -187,6 +190,88 @@ __global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *
   }
 }
 
+/* k_conv_tile for the forward's bf16 xz -> bf16 u (x bf16, the bf16 output alone; d, ldx and
+ * the rows' starts even): a thread runs two adjacent channels, their inputs and outputs moved as
+ * 4-byte pairs, so a warp's load or store is 128 bytes where k_conv_tile's 2-byte ones made 64.
+ * Each channel's arithmetic is k_conv_tile's (the same bits). */
+template <int K>
+__global__ void k_conv_tile_pair(const uint16_t *__restrict__ x, int64_t ldx,
+                                 const float *__restrict__ w, const float *__restrict__ bias,
+                                 const float *__restrict__ conv_state, int64_t len, int64_t d,
+                                 int64_t T, uint16_t *__restrict__ out_bf16) {
+  mb_pdl_trigger();
+  const int64_t c = 2 * (blockIdx.x * (int64_t)blockDim.x + threadIdx.x); /* the pair c, c + 1 */
+  if (c >= d) return;
+  const int64_t b = blockIdx.z;
+  const int64_t t0 = blockIdx.y * T, t1 = t0 + T < len ? t0 + T : len;
+  float win0[K], win1[K], wc0[K], wc1[K];
+#pragma unroll
+  for (int j = 0; j < K; j++) wc0[j] = w[c * K + j], wc1[j] = w[(c + 1) * K + j];
+  const float bc0 = bias ? bias[c] : 0.f, bc1 = bias ? bias[c + 1] : 0.f;
+  mb_pdl_wait();
+  const float *st = conv_state ? conv_state + (b * d + c) * (K - 1) : nullptr;
+#pragma unroll
+  for (int j = 0; j < K - 1; j++) {
+    const int64_t p = t0 - (K - 1) + j;
+    if (p >= 0) {
+      const uint32_t v = *(const uint32_t *)(x + (b * len + p) * ldx + c);
+      win0[j] = __uint_as_float(v << 16), win1[j] = __uint_as_float(v & 0xffff0000u);
+    } else {
+      win0[j] = st ? st[(K - 1) + p] : 0.f;
+      win1[j] = st ? st[(K - 1) + (K - 1) + p] : 0.f;
+    }
+  }
+  const uint32_t *xp = (const uint32_t *)(x + (b * len + t0) * ldx + c);
+  uint32_t *bp = (uint32_t *)(out_bf16 + (b * len + t0) * d + c);
+  const int64_t ldx2 = ldx / 2, d2 = d / 2; /* in pairs */
+  /* one channel's position (k_conv_tile's `position`) */
+  const auto conv = [](float (&win)[K], const float (&wc)[K], float bc, float xv) {
+    win[K - 1] = xv;
+    float acc = bc;
+#pragma unroll
+    for (int j = 0; j < K; j++) acc += wc[j] * win[j];
+#pragma unroll
+    for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+    return (uint32_t)mb_f32_to_bf16(mb_silu(acc));
+  };
+  const auto position = [&](uint32_t v, int64_t i) {
+    const uint32_t o0 = conv(win0, wc0, bc0, __uint_as_float(v << 16));
+    const uint32_t o1 = conv(win1, wc1, bc1, __uint_as_float(v & 0xffff0000u));
+    bp[i * d2] = o0 | (o1 << 16);
+  };
+  int64_t t = t0;
+  for (; t + CONV_GROUP <= t1; t += CONV_GROUP) {
+    uint32_t xs[CONV_GROUP];
+#pragma unroll
+    for (int u = 0; u < CONV_GROUP; u++) xs[u] = xp[u * ldx2];
+#pragma unroll
+    for (int u = 0; u < CONV_GROUP; u++) position(xs[u], u);
+    xp += CONV_GROUP * ldx2;
+    bp += CONV_GROUP * d2;
+  }
+  for (; t < t1; t++) {
+    position(*xp, 0);
+    xp += ldx2;
+    bp += d2;
+  }
+}
+
+template <int K>
+static cudaError_t conv_tile_pair_launch(mb_ctx *ctx, dim3 grid, const uint16_t *x, int64_t ldx,
+                                         const float *w, const float *bias,
+                                         const float *conv_state, int64_t len, int64_t d,
+                                         int64_t T, uint16_t *out_bf16) {
+  return mbcuda_launch(ctx, k_conv_tile_pair<K>, grid, dim3(128), 0, x, ldx, w, bias, conv_state,
+                       len, d, T, out_bf16);
+}
+
+/* The pair form applies: bf16 x, the bf16 output alone, d, ldx and both rows' starts even. */
+static bool conv_pairs_ok(const uint16_t *x, int64_t ldx, int64_t d, const float *out,
+                          const float *pre_out, const uint16_t *out_bf16) {
+  const auto even = [](const void *p) { return ((uintptr_t)p & 3) == 0; };
+  return out_bf16 && !out && !pre_out && d % 2 == 0 && ldx % 2 == 0 && even(x) && even(out_bf16);
+}
+
 template <int K, typename XT>
 static cudaError_t conv_tile_launch(mb_ctx *ctx, dim3 grid, const XT *x, int64_t ldx,
                                     const float *w, const float *bias, const float *conv_state,
@@ -252,7 +337,27 @@ static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, 
   }
   int64_t T = CONV_TILE;
   if ((len + T - 1) / T > 65535) T = (len + 65534) / 65535;
-  if (k <= CONV_KMAX && batch <= 65535) {
+  bool pairs = false;
+  if constexpr (std::is_same<XT, uint16_t>::value)
+    pairs = k <= CONV_KMAX && batch <= 65535 && conv_pairs_ok(x, ldx, d, out, out_preact, out_bf16);
+  if (pairs) {
+    dim3 grid(mbcuda_blocks(d / 2, 128), (unsigned)((len + T - 1) / T), (unsigned)batch);
+    cudaError_t (*launch)(mb_ctx *, dim3, const uint16_t *, int64_t, const float *, const float *,
+                          const float *, int64_t, int64_t, int64_t, uint16_t *);
+    switch (k) {
+      case 1: launch = conv_tile_pair_launch<1>; break;
+      case 2: launch = conv_tile_pair_launch<2>; break;
+      case 3: launch = conv_tile_pair_launch<3>; break;
+      case 4: launch = conv_tile_pair_launch<4>; break;
+      case 5: launch = conv_tile_pair_launch<5>; break;
+      case 6: launch = conv_tile_pair_launch<6>; break;
+      case 7: launch = conv_tile_pair_launch<7>; break;
+      default: launch = conv_tile_pair_launch<8>; break;
+    }
+    MBCUDA_CHECK(launch(ctx, grid, (const uint16_t *)x, ldx, w, bias, conv_state, len, d, T,
+                        out_bf16),
+                 "causal_conv1d (pairs)");
+  } else if (k <= CONV_KMAX && batch <= 65535) {
     dim3 grid(mbcuda_blocks(d, 128), (unsigned)((len + T - 1) / T), (unsigned)batch);
     cudaError_t (*launch)(mb_ctx *, dim3, const XT *, int64_t, const float *, const float *,
                           const float *, int64_t, int64_t, int64_t, float *, int64_t, float *,

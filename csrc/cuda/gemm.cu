@@ -253,7 +253,7 @@ static int rows_to_bf16(mb_ctx *ctx, const float *x, int64_t ldx, int64_t n, int
  * bf16 for mb_linear_to_bf16) at ld ldy; the one call of every product here that is not a GEMV
  * or mb_linear_add_norm's split. Forward chunks run through cuBLASLt's plans where the context
  * says so (blas_lt.cu): products added in place (beta != 0) on lt_acc (bf16) or lt_acc_f32
- * (fp32), the others on lt_algo. */
+ * (fp32), the others on lt_algo (dt_proj writing bf16 on entry 2 or 0 measured as GemmEx). */
 static int gemm(mb_ctx *ctx, cudaDataType t, cublasComputeType_t ct, const void *x, int64_t ldx,
                 const void *w, int64_t n, int64_t in_f, int64_t out_f, void *y, cudaDataType yt,
                 int64_t ldy, float beta, const char *op) {

@@ -559,9 +559,12 @@ static void t_conv(void) {
 /* mb_causal_conv1d of bf16 rows (the forward's bf16 xz): GPU vs CPU, and on the GPU the bits of
  * the same call on the floats the bits stand for (each input widened as it is loaded). */
 static void t_conv_bf16(void) {
+  /* only_bf with an even d: the pair kernel (k_conv_tile_pair), its bf16 output held to the fp32
+   * call's rounded bit for bit */
   struct { int64_t batch, len, d, k; int st, only_bf; } cs[] = {
       {1, 300, 101, 4, 1, 0}, {2, 7, 37, 3, 1, 1},    {1, 1030, 4100, 4, 1, 0},
-      {3, 65, 33, 4, 0, 1},   {1, 257, 3584, 4, 1, 1},
+      {3, 65, 33, 4, 0, 1},   {1, 257, 3584, 4, 1, 1}, {2, 100, 260, 4, 1, 1},
+      {1, 300, 1002, 3, 0, 1},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     const int64_t batch = cs[i].batch, len = cs[i].len, d = cs[i].d, k = cs[i].k;
