@@ -124,6 +124,20 @@ __global__ void k_conv_seq(const XT *__restrict__ x, int64_t ldx, const float *_
 #define CONV_TILE 32
 #define CONV_GROUP 8 /* positions whose inputs k_conv_tile loads before the first is used */
 
+/* One position of the tile kernels' window of K (k a template parameter): xv enters, the sum of
+ * bias and taps is returned, the window moves on (k_conv_seq's arithmetic, in its order). */
+template <int K>
+__device__ __forceinline__ float conv_tile_step(float (&win)[K], const float (&wc)[K], float bc,
+                                                float xv) {
+  win[K - 1] = xv;
+  float acc = bc;
+#pragma unroll
+  for (int j = 0; j < K; j++) acc += wc[j] * win[j];
+#pragma unroll
+  for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+  return acc;
+}
+
 /* Grid (channel blocks, position tiles, batch): thread (b, c) runs positions [t0, t0 + T) with the
  * window in registers, its first k-1 inputs read from x before t0 (or the state before position
  * 0). The arithmetic is k_conv_seq's; k is a template parameter, so the window moves in registers
@@ -158,12 +172,7 @@ __global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *
   uint16_t *bp = out_bf16 ? out_bf16 + (b * len + t0) * d + c : nullptr;
   /* one position: its input xv, its outputs at offset i rows from op / pp / bp */
   const auto position = [&](float xv, int64_t i) {
-    win[K - 1] = xv;
-    float acc = bc;
-#pragma unroll
-    for (int j = 0; j < K; j++) acc += wc[j] * win[j];
-#pragma unroll
-    for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
+    const float acc = conv_tile_step<K>(win, wc, bc, xv);
     const float o = mb_silu(acc);
     if (op) op[i * ldo] = o;
     if (pp) pp[i * d] = acc;
@@ -224,19 +233,10 @@ __global__ void k_conv_tile_pair(const uint16_t *__restrict__ x, int64_t ldx,
   const uint32_t *xp = (const uint32_t *)(x + (b * len + t0) * ldx + c);
   uint32_t *bp = (uint32_t *)(out_bf16 + (b * len + t0) * d + c);
   const int64_t ldx2 = ldx / 2, d2 = d / 2; /* in pairs */
-  /* one channel's position (k_conv_tile's `position`) */
-  const auto conv = [](float (&win)[K], const float (&wc)[K], float bc, float xv) {
-    win[K - 1] = xv;
-    float acc = bc;
-#pragma unroll
-    for (int j = 0; j < K; j++) acc += wc[j] * win[j];
-#pragma unroll
-    for (int j = 0; j < K - 1; j++) win[j] = win[j + 1];
-    return (uint32_t)mb_f32_to_bf16(mb_silu(acc));
-  };
   const auto position = [&](uint32_t v, int64_t i) {
-    const uint32_t o0 = conv(win0, wc0, bc0, __uint_as_float(v << 16));
-    const uint32_t o1 = conv(win1, wc1, bc1, __uint_as_float(v & 0xffff0000u));
+    const float a0 = conv_tile_step<K>(win0, wc0, bc0, __uint_as_float(v << 16));
+    const float a1 = conv_tile_step<K>(win1, wc1, bc1, __uint_as_float(v & 0xffff0000u));
+    const uint32_t o0 = mb_f32_to_bf16(mb_silu(a0)), o1 = mb_f32_to_bf16(mb_silu(a1));
     bp[i * d2] = o0 | (o1 << 16);
   };
   int64_t t = t0;

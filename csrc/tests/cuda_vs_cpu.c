@@ -116,14 +116,10 @@ static pair weights(int64_t rows, int64_t cols, int wdt, float lo, float hi) {
 #define C(p) ((float *)(p).c)
 #define G(p) ((float *)(p).g)
 
-/* Relative error of the GPU copy against the CPU copy over the strided region (rows x cols, ld).
- * NaN (an unwritten element) gives +inf. */
-static double rel_err(pair *p, int64_t rows, int64_t cols, int64_t ld) {
-  size_t nf = p->bytes / sizeof(float);
-  float *a = (float *)malloc(p->bytes), *b = (float *)malloc(p->bytes);
-  MBX(mb_ctx_synchronize(GPU));
-  MBX(mb_memcpy_d2h(GPU, a, p->g, p->bytes));
-  MBX(mb_memcpy_d2h(CPU, b, p->c, p->bytes));
+/* Relative error (the norm of a - b over the norm of b) over the strided region (rows x cols, ld)
+ * of two host copies of nf floats. NaN (an unwritten element) gives +inf. */
+static double rel_of(const float *a, const float *b, size_t nf, int64_t rows, int64_t cols,
+                     int64_t ld) {
   double num = 0, den = 0;
   int bad = 0;
   for (int64_t r = 0; r < rows; r++)
@@ -135,11 +131,21 @@ static double rel_err(pair *p, int64_t rows, int64_t cols, int64_t ld) {
       num += (x - y) * (x - y);
       den += y * y;
     }
-  free(a);
-  free(b);
   if (bad) return INFINITY;
   if (den == 0) return num == 0 ? 0 : INFINITY;
   return sqrt(num / den);
+}
+
+/* Relative error of the GPU copy against the CPU copy over the strided region (rows x cols, ld). */
+static double rel_err(pair *p, int64_t rows, int64_t cols, int64_t ld) {
+  float *a = (float *)malloc(p->bytes), *b = (float *)malloc(p->bytes);
+  MBX(mb_ctx_synchronize(GPU));
+  MBX(mb_memcpy_d2h(GPU, a, p->g, p->bytes));
+  MBX(mb_memcpy_d2h(CPU, b, p->c, p->bytes));
+  const double e = rel_of(a, b, p->bytes / sizeof(float), rows, cols, ld);
+  free(a);
+  free(b);
+  return e;
 }
 static double rel_all(pair *p) { return rel_err(p, 1, (int64_t)(p->bytes / 4), 0); }
 
@@ -322,18 +328,9 @@ static double rel_gpu(const pair *A, const pair *B, int64_t n, int64_t m, int64_
   MBX(mb_ctx_synchronize(GPU));
   MBX(mb_memcpy_d2h(GPU, a, A->g, A->bytes));
   MBX(mb_memcpy_d2h(GPU, b, B->g, A->bytes));
-  double num = 0, den = 0;
-  int bad = 0;
-  for (int64_t r = 0; r < n; r++)
-    for (int64_t o = 0; o < m; o++) {
-      const double x = a[r * ld + o], y = b[r * ld + o];
-      if (isnan(x) || isnan(y)) bad = 1;
-      num += (x - y) * (x - y);
-      den += y * y;
-    }
+  const double e = rel_of(a, b, A->bytes / sizeof(float), n, m, ld);
   free(a), free(b);
-  if (bad) return INFINITY;
-  return den == 0 ? (num == 0 ? 0 : INFINITY) : sqrt(num / den);
+  return e;
 }
 
 /* mb_linear_bf16: x as bf16 bits. GPU vs CPU within fp32's tolerance (products of bf16 values

@@ -481,22 +481,25 @@ export class Backend {
    */
   linearToBf16(a: LinearArgs & { xBf16?: boolean }): void {
     check(
-      this.#lib.mb_linear_to_bf16(
-        this.#c,
-        a.xBf16 ? null : a.x,
-        a.xBf16 ? a.x : null,
-        I(a.ldx ?? I(a.inF)),
-        a.w,
-        WDTYPE_CODE[a.wdtype],
-        a.bias,
-        I(a.n),
-        I(a.inF),
-        I(a.outF),
-        a.y,
-        I(a.ldy ?? I(a.outF)),
-      ),
+      this.#lib.mb_linear_to_bf16(...this.#productOfXOrBf16(a), a.y, I(a.ldy ?? I(a.outF))),
       "linear_to_bf16",
     );
+  }
+
+  /** The arguments mb_linear_to_bf16 and mb_linear_add_norm begin with (x as fp32 or bf16). */
+  #productOfXOrBf16(a: Omit<LinearArgs, "y" | "ldy"> & { xBf16?: boolean }) {
+    return [
+      this.#c,
+      a.xBf16 ? null : a.x,
+      a.xBf16 ? a.x : null,
+      I(a.ldx ?? I(a.inF)),
+      a.w,
+      WDTYPE_CODE[a.wdtype],
+      a.bias,
+      I(a.n),
+      I(a.inF),
+      I(a.outF),
+    ] as const;
   }
 
   /**
@@ -523,16 +526,7 @@ export class Backend {
   ): void {
     check(
       this.#lib.mb_linear_add_norm(
-        this.#c,
-        a.xBf16 ? null : a.x,
-        a.xBf16 ? a.x : null,
-        I(a.ldx ?? I(a.inF)),
-        a.w,
-        WDTYPE_CODE[a.wdtype],
-        a.bias,
-        I(a.n),
-        I(a.inF),
-        I(a.outF),
+        ...this.#productOfXOrBf16(a),
         a.hScratch,
         a.residual,
         a.accumulate ? 1 : 0,

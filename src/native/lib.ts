@@ -26,6 +26,20 @@ const LINEAR = {
   result: "i32",
 } as const;
 
+/** The first arguments of the products that take fp32 or bf16 rows (exactly one of x, x_bf16). */
+const PRODUCT_OF_X_OR_BF16 = [
+  "pointer", // ctx
+  "pointer", // x
+  "pointer", // x_bf16
+  "i64", // ldx
+  "pointer", // w
+  "i32", // wdtype
+  "pointer", // bias
+  "i64", // n
+  "i64", // in_f
+  "i64", // out_f
+] as const;
+
 /**
  * The symbol table: one entry per function of the C ABI (csrc/include/mambabyte.h), same order;
  * tests/abi_header_test.ts holds it to the header (names, argument kinds, result). Entries named
@@ -108,16 +122,7 @@ export const SYMBOLS = {
   mb_linear_bf16: LINEAR, // x as bf16 bits
   mb_linear_to_bf16: {
     parameters: [
-      "pointer", // ctx
-      "pointer", // x
-      "pointer", // x_bf16
-      "i64", // ldx
-      "pointer", // w
-      "i32", // wdtype
-      "pointer", // bias
-      "i64", // n
-      "i64", // in_f
-      "i64", // out_f
+      ...PRODUCT_OF_X_OR_BF16,
       "pointer", // y (bf16 bits)
       "i64", // ldy
     ],
@@ -125,16 +130,7 @@ export const SYMBOLS = {
   },
   mb_linear_add_norm: {
     parameters: [
-      "pointer", // ctx
-      "pointer", // x
-      "pointer", // x_bf16
-      "i64", // ldx
-      "pointer", // w
-      "i32", // wdtype
-      "pointer", // bias
-      "i64", // n
-      "i64", // in_f
-      "i64", // out_f
+      ...PRODUCT_OF_X_OR_BF16,
       "pointer", // h_scratch
       "pointer", // residual
       "i32", // accumulate
