@@ -586,7 +586,9 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
 
 /* The forward's mixer ops with bf16 activations (bf16 weights, len > 8), each with fp32 xz, u and
  * delta and with bf16 ones (bf16MixerActivations): in_proj, the conv, dt_proj and the scan, layer
- * 0, each repeated back to back; the fp32 forms first, on the warm-up's values. */
+ * 0, each repeated back to back; the fp32 forms first, on the warm-up's values. Then out_proj
+ * writing a fresh output, and as the forward runs it: added into the residual in place, then the
+ * next layer's norm (mb_linear_add_norm; the difference is about the norm's cost). */
 static void breakdown_mixer(model *m, int64_t len, const char *label) {
   acts a;
   acts_init(&a, len, 1);
@@ -596,11 +598,12 @@ static void breakdown_mixer(model *m, int64_t len, const char *label) {
   const layer *L = &m->l[0];
   const int dt = m->dtype, reps = 5;
   uint16_t *xzb = (uint16_t *)a.xz, *dtb = (uint16_t *)a.dt;
-  const char *names[8] = {"in_proj", "conv1d", "dt_proj", "scan",
-                          "in_proj>bf16", "conv1d<bf16", "dt_proj>bf16", "scan<bf16"};
+  const layer *N = &m->l[1];
+  const char *names[10] = {"in_proj", "conv1d",    "dt_proj", "scan", "in>bf16",
+                           "conv<bf16", "dt>bf16", "scan<bf16", "out", "out+norm"};
   char line[200];
   int off = snprintf(line, sizeof line, "mixer ops %-6s len=%lld us:", label, (long long)len);
-  for (int op = 0; op < 8; op++) {
+  for (int op = 0; op < 10; op++) {
     double t[3];
     for (int r = 0; r < 3; r++) {
       double t0 = now();
@@ -613,7 +616,9 @@ static void breakdown_mixer(model *m, int64_t len, const char *label) {
           case 4: MBX(mb_linear_to_bf16(G, NULL, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, xzb, 2 * DI)); break;
           case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, NULL, DI, NULL, a.xcb)); break;
           case 6: MBX(mb_linear_to_bf16(G, a.dbc, NULL, XP, L->dt, dt, NULL, len, R, DI, dtb, DI)); break;
-          default: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
+          case 7: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
+          case 8: MBX(mb_linear_bf16(G, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, DM)); break;
+          default: MBX(mb_linear_add_norm(G, NULL, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, a.res, 1, N->nw, N->nb, MB_NORM_LAYER, 1e-5f, NULL, a.hnb)); break;
         }
       }
       MBX(mb_ctx_synchronize(G));
