@@ -551,13 +551,16 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_b
   REQUIRE(!(u && u_bf16), "%s: u and u_bf16 are both given", fn);
   REQUIRE(!(delta && delta_bf16), "%s: delta and delta_bf16 are both given", fn);
   REQUIRE(!(z && z_bf16), "%s: z and z_bf16 are both given", fn);
-  int st = scan_check(fn, ctx, u ? u : (const float *)u_bf16, ldu, delta ? delta : (const float *)delta_bf16, ld_delta, A, Bm,
-                      ldb, Cm, ldc, z ? z : (const float *)z_bf16, ldz, batch, len, d, n,
-                      y ? y : (float *)y_bf16, ldy);
+  /* the checks see each operand as given, fp32 or bf16 */
+  const float *uu = u ? u : (const float *)u_bf16;
+  const float *dd = delta ? delta : (const float *)delta_bf16;
+  const float *zz = z ? z : (const float *)z_bf16;
+  int st = scan_check(fn, ctx, uu, ldu, dd, ld_delta, A, Bm, ldb, Cm, ldc, zz, ldz, batch, len, d,
+                      n, y ? y : (float *)y_bf16, ldy);
   if (st != MB_OK) return st < 0 ? MB_OK : st;
-  DISPATCH(selective_scan, ctx, u, u_bf16, ldu, delta, delta_bf16, ld_delta, delta_bias, A, Bm, ldb, Cm,
-           ldc, Dskip, z, z_bf16, ldz, state, states_all, batch, len, d, n, delta_softplus, y, ldy,
-           y_bf16);
+  DISPATCH(selective_scan, ctx, u, u_bf16, ldu, delta, delta_bf16, ld_delta, delta_bias, A, Bm,
+           ldb, Cm, ldc, Dskip, z, z_bf16, ldz, state, states_all, batch, len, d, n,
+           delta_softplus, y, ldy, y_bf16);
 }
 
 /* The checks of the two ops that compute delta from x_dbl (dt_proj) before the update: delta is
@@ -603,8 +606,8 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
     int st = mb_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta_out, d);
     if (st != MB_OK) return st;
     return mb_selective_scan(ctx, u, NULL, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc,
-                             Dskip, z, NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y, ldy,
-                             y_bf16);
+                             Dskip, z, NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y,
+                             ldy, y_bf16);
   }
   DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
            A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n, delta_softplus, delta_out, y,
@@ -633,8 +636,8 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
       if (st != MB_OK) return st;
     }
     return mb_selective_scan(ctx, u, NULL, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc,
-                             Dskip, z, NULL, ldz, state, states_all, batch, len, d, n, delta_softplus, y,
-                             ldy, NULL);
+                             Dskip, z, NULL, ldz, state, states_all, batch, len, d, n,
+                             delta_softplus, y, ldy, NULL);
   }
   DISPATCH(selective_scan_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A, Bm,
            ldb, Cm, ldc, Dskip, z, ldz, state, states_all, batch, len, d, n, delta_softplus,

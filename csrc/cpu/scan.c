@@ -353,9 +353,9 @@ static void scan_items(void *raw, int64_t t0, int64_t t1) {
 
 int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, int64_t ldu,
                          const float *delta, const uint16_t *delta_bf16, int64_t ld_delta,
-                         const float *delta_bias,
-                         const float *A, const float *Bm, int64_t ldb, const float *Cm,
-                         int64_t ldc, const float *Dskip, const float *z, const uint16_t *z_bf16,
+                         const float *delta_bias, const float *A, const float *Bm, int64_t ldb,
+                         const float *Cm, int64_t ldc, const float *Dskip, const float *z,
+                         const uint16_t *z_bf16,
                          int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
                          int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy,
                          uint16_t *y_bf16) {
@@ -488,8 +488,8 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
   }
   int st = mbcpu_linear(ctx, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, batch, dt_rank, d, delta, d);
   if (st == MB_OK)
-    st = mbcpu_selective_scan(ctx, u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z,
-                              NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y, ldy,
+    st = mbcpu_selective_scan(ctx, u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip,
+                              z, NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y, ldy,
                               y_bf16);
   if (delta != delta_out) free(delta);
   return st;
@@ -520,8 +520,8 @@ int mbcpu_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const floa
                       delta + r * d, d);
   }
   if (st == MB_OK)
-    st = mbcpu_selective_scan(ctx, u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip, z,
-                              NULL, ldz, state, states_all, batch, len, d, n, delta_softplus, y,
+    st = mbcpu_selective_scan(ctx, u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip,
+                              z, NULL, ldz, state, states_all, batch, len, d, n, delta_softplus, y,
                               ldy, NULL);
   if (delta != delta_out) free(delta);
   return st;

@@ -136,8 +136,8 @@ static void plan_build(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey 
 }
 
 /* y (out_f x n, ld ldy, of type ytype) = w x (+ beta y) through cuBLASLt with entry `index` of
- * its heuristic list, when index >= 0 and n >= lt_min_rows: w (out_f, in_f) read transposed, x rows of in_f at
- * ldx. *done = 0 when it did not run the product (the caller runs cublasGemmEx). */
+ * its heuristic list, when index >= 0 and n >= lt_min_rows: w (out_f, in_f) read transposed, x
+ * rows of in_f at ldx. *done = 0 when it did not run the product (the caller runs cublasGemmEx). */
 int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void *x, int xtype,
                    int64_t ldx, int64_t n, int64_t in_f, int64_t out_f, void *y, int ytype,
                    int64_t ldy, float beta, int compute, const char *op, int *done) {

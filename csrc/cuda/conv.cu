@@ -256,15 +256,6 @@ __global__ void k_conv_tile_pair(const uint16_t *__restrict__ x, int64_t ldx,
   }
 }
 
-template <int K>
-static cudaError_t conv_tile_pair_launch(mb_ctx *ctx, dim3 grid, const uint16_t *x, int64_t ldx,
-                                         const float *w, const float *bias,
-                                         const float *conv_state, int64_t len, int64_t d,
-                                         int64_t T, uint16_t *out_bf16) {
-  return mbcuda_launch(ctx, k_conv_tile_pair<K>, grid, dim3(128), 0, x, ldx, w, bias, conv_state,
-                       len, d, T, out_bf16);
-}
-
 /* The pair form applies: bf16 x, the bf16 output alone, d, ldx and both rows' starts even. */
 static bool conv_pairs_ok(const uint16_t *x, int64_t ldx, int64_t d, const float *out,
                           const float *pre_out, const uint16_t *out_bf16) {
@@ -272,13 +263,21 @@ static bool conv_pairs_ok(const uint16_t *x, int64_t ldx, int64_t d, const float
   return out_bf16 && !out && !pre_out && d % 2 == 0 && ldx % 2 == 0 && even(x) && even(out_bf16);
 }
 
-template <int K, typename XT>
-static cudaError_t conv_tile_launch(mb_ctx *ctx, dim3 grid, const XT *x, int64_t ldx,
-                                    const float *w, const float *bias, const float *conv_state,
-                                    int64_t len, int64_t d, int64_t T, float *out, int64_t ldo,
-                                    float *pre_out, uint16_t *out_bf16) {
-  return mbcuda_launch(ctx, k_conv_tile<K, XT>, grid, dim3(128), 0, x, ldx, w, bias, conv_state,
-                       len, d, T, out, ldo, pre_out, out_bf16);
+/* f(std::integral_constant<int, k>{}) for the window length k <= CONV_KMAX: the tile kernels'
+ * one instantiation per k. */
+template <typename F>
+static cudaError_t with_window(int64_t k, F f) {
+  static_assert(CONV_KMAX == 8, "one instantiation per window length");
+  switch (k) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
 }
 
 /* One thread per (b, t, c): fully parallel over positions (prefill; k > CONV_KMAX). */
@@ -342,39 +341,21 @@ static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, 
     pairs = k <= CONV_KMAX && batch <= 65535 && conv_pairs_ok(x, ldx, d, out, out_preact, out_bf16);
   if (pairs) {
     dim3 grid(mbcuda_blocks(d / 2, 128), (unsigned)((len + T - 1) / T), (unsigned)batch);
-    cudaError_t (*launch)(mb_ctx *, dim3, const uint16_t *, int64_t, const float *, const float *,
-                          const float *, int64_t, int64_t, int64_t, uint16_t *);
-    switch (k) {
-      case 1: launch = conv_tile_pair_launch<1>; break;
-      case 2: launch = conv_tile_pair_launch<2>; break;
-      case 3: launch = conv_tile_pair_launch<3>; break;
-      case 4: launch = conv_tile_pair_launch<4>; break;
-      case 5: launch = conv_tile_pair_launch<5>; break;
-      case 6: launch = conv_tile_pair_launch<6>; break;
-      case 7: launch = conv_tile_pair_launch<7>; break;
-      default: launch = conv_tile_pair_launch<8>; break;
-    }
-    MBCUDA_CHECK(launch(ctx, grid, (const uint16_t *)x, ldx, w, bias, conv_state, len, d, T,
-                        out_bf16),
+    MBCUDA_CHECK(with_window(k,
+                             [&](auto K) {
+                               return mbcuda_launch(ctx, k_conv_tile_pair<K()>, grid, dim3(128), 0,
+                                                    (const uint16_t *)x, ldx, w, bias, conv_state,
+                                                    len, d, T, out_bf16);
+                             }),
                  "causal_conv1d (pairs)");
   } else if (k <= CONV_KMAX && batch <= 65535) {
     dim3 grid(mbcuda_blocks(d, 128), (unsigned)((len + T - 1) / T), (unsigned)batch);
-    cudaError_t (*launch)(mb_ctx *, dim3, const XT *, int64_t, const float *, const float *,
-                          const float *, int64_t, int64_t, int64_t, float *, int64_t, float *,
-                          uint16_t *);
-    static_assert(CONV_KMAX == 8, "one instantiation per window length");
-    switch (k) {
-      case 1: launch = conv_tile_launch<1, XT>; break;
-      case 2: launch = conv_tile_launch<2, XT>; break;
-      case 3: launch = conv_tile_launch<3, XT>; break;
-      case 4: launch = conv_tile_launch<4, XT>; break;
-      case 5: launch = conv_tile_launch<5, XT>; break;
-      case 6: launch = conv_tile_launch<6, XT>; break;
-      case 7: launch = conv_tile_launch<7, XT>; break;
-      default: launch = conv_tile_launch<8, XT>; break;
-    }
-    MBCUDA_CHECK(launch(ctx, grid, x, ldx, w, bias, conv_state, len, d, T, out, ldo, out_preact,
-                        out_bf16),
+    MBCUDA_CHECK(with_window(k,
+                             [&](auto K) {
+                               return mbcuda_launch(ctx, k_conv_tile<K(), XT>, grid, dim3(128), 0,
+                                                    x, ldx, w, bias, conv_state, len, d, T, out,
+                                                    ldo, out_preact, out_bf16);
+                             }),
                  "causal_conv1d");
   } else {
     int64_t total = chans * len;

@@ -360,8 +360,9 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
 
 /* mb_linear_to_bf16: with bf16 weights, more than 8 rows and no bias, cuBLAS writes the bf16
  * output from its fp32 accumulators (x rounded to bf16 first when given as fp32, as mb_linear
- * rounds it); otherwise mb_linear or mb_linear_bf16 into the scratch, rounded afterwards (the
- * CPU's form). The scratch holds the fp32 rows, after the bf16 x where that is made here. */
+ * rounds it); otherwise mb_linear (x) or mb_linear_bf16 (x_bf16) into the scratch, rounded
+ * afterwards (the CPU's form). Those two take at most n * in_f floats from the scratch's start (x
+ * converted), so the fp32 rows go behind that and the buffer does not move under them. */
 extern "C" int mbcuda_linear_to_bf16(mb_ctx *ctx, const float *x, const uint16_t *x_bf16,
                                      int64_t ldx, const void *w, int wdtype, const float *bias,
                                      int64_t n, int64_t in_f, int64_t out_f, uint16_t *y,
@@ -369,39 +370,28 @@ extern "C" int mbcuda_linear_to_bf16(mb_ctx *ctx, const float *x, const uint16_t
   if (n <= 0 || out_f <= 0) return MB_OK;
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_to_bf16: dimensions beyond 2^31");
-  const size_t xb_bytes = x ? ((size_t)(n * in_f) * 2 + 255) & ~(size_t)255 : 0;
-  const bool direct = wdtype == MB_DTYPE_BF16 && n > 8 && !bias;
-  const size_t yf_bytes = direct ? 0 : (size_t)(n * out_f) * sizeof(float);
   void *scr = NULL;
-  int rc = mbcuda_scratch(ctx, xb_bytes + yf_bytes, "linear_to_bf16", &scr);
-  if (rc) return rc;
-  const void *xb = x_bf16;
-  int64_t ldb = ldx;
-  if (x && wdtype == MB_DTYPE_BF16 && n > 8) { /* the tensor cores' input: x rounded */
-    rc = rows_to_bf16(ctx, x, ldx, n, in_f, (__nv_bfloat16 *)scr, "linear_to_bf16 (x to bf16)");
-    if (rc) return rc;
-    xb = scr, ldb = in_f;
-  }
-  if (direct)
+  int rc;
+  if (wdtype == MB_DTYPE_BF16 && n > 8 && !bias) {
+    const void *xb = x_bf16;
+    int64_t ldb = ldx;
+    if (x) { /* the tensor cores' input: x rounded */
+      rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * 2, "linear_to_bf16", &scr);
+      if (rc) return rc;
+      rc = rows_to_bf16(ctx, x, ldx, n, in_f, (__nv_bfloat16 *)scr, "linear_to_bf16 (x to bf16)");
+      if (rc) return rc;
+      xb = scr, ldb = in_f;
+    }
     return gemm(ctx, CUDA_R_16BF, CUBLAS_COMPUTE_32F, xb, ldb, w, n, in_f, out_f, y, CUDA_R_16BF,
                 ldy, 0.f, "linear_to_bf16 (cublasGemmEx, bf16 output)");
-  float *yf = (float *)((char *)scr + xb_bytes);
-  if (wdtype == MB_DTYPE_BF16 && n > 8) { /* with a bias: mb_linear's GEMM and bias pass */
-    rc = gemm_bf16(ctx, xb, ldb, w, n, in_f, out_f, yf, out_f, 0.f, "linear_to_bf16 (cublasGemmEx)");
-    if (rc) return rc;
-    MBCUDA_LAUNCH("linear_to_bf16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, yf, out_f, bias, n, out_f);
-  } else if (x) { /* fp32 weights or the GEMV: neither uses the scratch */
-    rc = mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, yf, out_f);
-    if (rc) return rc;
-  } else { /* bf16 rows for fp32 weights or the GEMV: widened behind yf */
-    float *xf = NULL;
-    rc = mbcuda_scratch(ctx, yf_bytes + (size_t)(n * in_f) * sizeof(float), "linear_to_bf16", &scr);
-    if (rc) return rc;
-    yf = (float *)scr, xf = yf + n * out_f;
-    MBCUDA_LAUNCH("linear_to_bf16 (x to fp32)", (k_convert_rows<uint16_t, float>), ew_grid(in_f, n), dim3(EW_THREADS), 0, x_bf16, ldx, n, in_f, xf, in_f);
-    rc = mbcuda_linear(ctx, xf, in_f, w, wdtype, bias, n, in_f, out_f, yf, out_f);
-    if (rc) return rc;
   }
+  const size_t head = ((size_t)(n * in_f) * sizeof(float) + 255) & ~(size_t)255;
+  rc = mbcuda_scratch(ctx, head + (size_t)(n * out_f) * sizeof(float), "linear_to_bf16", &scr);
+  if (rc) return rc;
+  float *yf = (float *)((char *)scr + head);
+  rc = x ? mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, yf, out_f)
+         : mbcuda_linear_bf16(ctx, x_bf16, ldx, w, wdtype, bias, n, in_f, out_f, yf, out_f);
+  if (rc) return rc;
   MBCUDA_LAUNCH("linear_to_bf16 (to bf16)", (k_convert_rows<float, uint16_t>), ew_grid(out_f, n), dim3(EW_THREADS), 0, yf, out_f, n, out_f, y, ldy);
   return MB_OK;
 }
@@ -519,8 +509,8 @@ extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ld
   if (n > 8 || d_conv <= 0) {
     int rc = mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
     if (rc || d_conv <= 0) return rc;
-    return mbcuda_causal_conv1d(ctx, y, NULL, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc,
-                                ldo, NULL, NULL);
+    return mbcuda_causal_conv1d(ctx, y, NULL, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k,
+                                xc, ldo, NULL, NULL);
   }
   const ConvEpi ce = {conv_w, conv_bias, conv_state, xc, ldo, d_conv, (int)k};
   cudaError_t e = wdtype == MB_DTYPE_BF16

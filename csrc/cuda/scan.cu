@@ -48,7 +48,8 @@ __device__ __forceinline__ float scan_u_at(const ScanArgs &a, int64_t r, int64_t
   return a.u_h ? mb_bf16_to_f32(a.u_h[r * a.ldu + c]) : __ldg(a.u + r * a.ldu + c);
 }
 __device__ __forceinline__ float scan_delta_at(const ScanArgs &a, int64_t r, int64_t c) {
-  return a.delta_h ? mb_bf16_to_f32(a.delta_h[r * a.ld_delta + c]) : __ldg(a.delta + r * a.ld_delta + c);
+  return a.delta_h ? mb_bf16_to_f32(a.delta_h[r * a.ld_delta + c])
+                   : __ldg(a.delta + r * a.ld_delta + c);
 }
 __device__ __forceinline__ float scan_z_at(const ScanArgs &a, int64_t r, int64_t c) {
   return a.z_h ? mb_bf16_to_f32(a.z_h[r * a.ldz + c]) : __ldg(a.z + r * a.ldz + c);
@@ -656,8 +657,8 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, const uint16_t
                                      float *y, int64_t ldy, uint16_t *y_bf16) {
   if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
   ScanArgs a = {u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
-                u_bf16, delta_bf16, z_bf16, state, states_all, batch, len, d, (int)n, delta_softplus, y,
-                ldy, y_bf16, 0, 0, nullptr, nullptr};
+                u_bf16, delta_bf16, z_bf16, state, states_all, batch, len, d, (int)n,
+                delta_softplus, y, ldy, y_bf16, 0, 0, nullptr, nullptr};
   /* n >= 1 here: api.c rejects n < 1 */
   int launched = 0;
   int rc = scan_tile_launch(ctx, a, &launched);

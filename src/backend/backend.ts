@@ -108,6 +108,11 @@ export interface LinearArgs {
 
 const BACKEND_CODE: Record<DeviceKind, number> = { cpu: BackendCode.CPU, cuda: BackendCode.CUDA };
 const WDTYPE_CODE: Record<WeightDType, number> = { f32: DTypeCode.F32, bf16: DTypeCode.BF16 };
+
+/** A product's weight and shape arguments (lib.ts's PRODUCT_SHAPE), after its input rows. */
+function productShape(a: Omit<LinearArgs, "x" | "ldx" | "y" | "ldy">) {
+  return [a.w, WDTYPE_CODE[a.wdtype], a.bias, I(a.n), I(a.inF), I(a.outF)] as const;
+}
 const NORM_CODE: Record<NormKindCode, number> = {
   layernorm: NormCode.LAYER,
   rmsnorm: NormCode.RMS,
@@ -493,12 +498,7 @@ export class Backend {
       a.xBf16 ? null : a.x,
       a.xBf16 ? a.x : null,
       I(a.ldx ?? I(a.inF)),
-      a.w,
-      WDTYPE_CODE[a.wdtype],
-      a.bias,
-      I(a.n),
-      I(a.inF),
-      I(a.outF),
+      ...productShape(a),
     ] as const;
   }
 
@@ -548,12 +548,7 @@ export class Backend {
         this.#c,
         a.x,
         I(a.ldx ?? I(a.inF)),
-        a.w,
-        WDTYPE_CODE[a.wdtype],
-        a.bias,
-        I(a.n),
-        I(a.inF),
-        I(a.outF),
+        ...productShape(a),
         a.y,
         I(a.ldy ?? I(a.outF)),
       ),

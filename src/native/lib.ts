@@ -5,6 +5,16 @@
  * @module
  */
 
+/** A product's weight and shape, in every product's signature after its input rows. */
+const PRODUCT_SHAPE = [
+  "pointer", // w
+  "i32", // wdtype
+  "pointer", // bias
+  "i64", // n
+  "i64", // in_f
+  "i64", // out_f
+] as const;
+
 /**
  * mb_linear's signature, which mb_linear_bf16 shares (its x holds bf16 bits) and
  * mb_linear_conv1d_step begins with.
@@ -14,12 +24,7 @@ const LINEAR = {
     "pointer", // ctx
     "pointer", // x
     "i64", // ldx
-    "pointer", // w
-    "i32", // wdtype
-    "pointer", // bias
-    "i64", // n
-    "i64", // in_f
-    "i64", // out_f
+    ...PRODUCT_SHAPE,
     "pointer", // y
     "i64", // ldy
   ],
@@ -32,12 +37,7 @@ const PRODUCT_OF_X_OR_BF16 = [
   "pointer", // x
   "pointer", // x_bf16
   "i64", // ldx
-  "pointer", // w
-  "i32", // wdtype
-  "pointer", // bias
-  "i64", // n
-  "i64", // in_f
-  "i64", // out_f
+  ...PRODUCT_SHAPE,
 ] as const;
 
 /**
