@@ -248,14 +248,15 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cuda bf16 decoding of 3 to 8 sequences picks the forward's argmax (tensor cores from 4)",
+  name: "cuda bf16 decoding of 3 to 80 sequences picks the forward's argmax (tensor cores from 4)",
   ignore,
   async fn() {
     const gpu = await loadModel(BF16_GPU);
     try {
       const prompt = TEXT.subarray(0, 30);
-      // 3: Backend.decodeLayers' GEMVs; 4 and 8: the tensor-core steps (with out_proj + norm)
-      for (const numSamples of [3, 4, 8]) {
+      // 3: Backend.decodeLayers' GEMVs; 4 and 8: the tensor-core steps (with out_proj + norm);
+      // 12 and 80: also the conv step with x_proj on the tensor cores (above 64 rows too)
+      for (const numSamples of [3, 4, 8, 12, 80]) {
         const gens = await gpu.generate(prompt, { maxNewTokens: 16, topK: 1, numSamples });
         assert.equal(gens.length, numSamples);
         for (const [s, gen] of gens.entries()) {

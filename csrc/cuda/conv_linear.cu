@@ -1,6 +1,7 @@
 /*
  * conv_linear.cu — mb_conv1d_step_linear on CUDA: a decoding batch's conv step and x_proj in one
- * kernel (from 9 rows, MAMBABYTE_CUDA_CONV_LINEAR, to 64; elsewhere the conv and mb_linear).
+ * kernel (from 9 rows, MAMBABYTE_CUDA_CONV_LINEAR, to 64, or 256 with bf16 weights; elsewhere the
+ * conv and mb_linear).
  *
  * Before, a step of more than 8 sequences ran the conv step as a kernel of its own and x_proj
  * through cuBLAS (a split-K product and its reduction: two more kernels), three kernel boundaries
@@ -10,6 +11,11 @@
  * outputs in fp32 into partial sums, and after a grid barrier (every block is resident: the grid is
  * at most the blocks an SM holds times the SMs, checked at launch) sums the partials of its share of
  * the outputs over the blocks in block order. A fixed order, so the same bits every run.
+ * With bf16 weights the partial product runs on the tensor cores (mma.sync m16n8k16, fp32
+ * accumulators) from the conv's outputs rounded to bf16, as the two ops' cuBLAS product rounds
+ * its input (MAMBABYTE_CUDA_CONV_LINEAR_MMA=0: in fp32 FMAs from the fp32 outputs, as before),
+ * and up to 256 rows: the op at 64 rows 11.7-11.9 us against 13.4-13.6, at 256 rows 30.7 against
+ * the two ops' 39.3 (docs/cuda_notes.md, "The conv step and x_proj on the tensor cores").
  * The grid is d / 32 blocks (112 at the 972M shape, one an SM), so a block has 16 warps to hide
  * its latencies with. Measured against the two ops (cuda_bench --batch, H200, 972M bf16): decoding
  * +2-5.7% at 16 to 64 sequences, slower from 128 (docs/cuda_notes.md, "The conv step and x_proj in
@@ -23,14 +29,19 @@
 #define CXL_THREADS 512        /* 256 lost at 32 and 64 rows: 2.4% and 2.8% (cuda_bench --batch) */
 #define CXL_RG 8               /* rows of one work item of the partial product */
 #define CXL_OUT_MAX 256        /* x_proj's outputs (dt_rank + 2 d_state) a block holds */
-#define CXL_N_MAX 64           /* rows: from 65 the two ops are faster (their partial sums' traffic
-                                * and the FP32 product grow with the rows: b128 -5%, b256 -8.5%;
-                                * b16 to b64 +1.2-1.5%, cuda_bench --batch on the H200) */
+#define CXL_N_MAX 64           /* rows of the fp32-FMA form: from 65 the two ops are faster (its
+                                * partial sums' traffic and FP32 product grow with the rows: b128
+                                * -5%, b256 -8.5%; b16 to b64 +1.2-1.5%, cuda_bench --batch, H200) */
+#define CXL_N_MAX_MMA 256      /* rows of the tensor-core form (MAMBABYTE_CUDA_CONV_LINEAR_MAX, 9 to
+                                * this; default this: b128 +7-10%, b256 +7-9% against the two ops,
+                                * cuda_bench --batch-peers, H200) */
 #define CXL_KMAX 8             /* conv width (k_conv_seq's CONV_KMAX) */
 #define CXL_CONV_B 8           /* rows of a thread's conv whose inputs are loaded together */
 #define CXL_RED_B 16           /* partials a thread of the reduction loads together */
 #define CXL_LD (CXL_CW + 4)    /* a row of the slices in shared memory: float4-aligned, and 8
                                 * consecutive rows' float4 reads fall on distinct banks */
+#define CXL_LDH (CXL_CW + 8)   /* the same in bf16 (the tensor-core form): 80-byte rows, so the 8
+                                * rows of an mma fragment's 4-byte loads fall on distinct banks */
 
 struct ConvLinArgs {
   const float *x; /* in_proj's output rows (ld ldx): the conv reads columns 0..d-1 */
@@ -75,8 +86,49 @@ __device__ __forceinline__ void cxl_grid_sync(unsigned *bar) {
   __syncthreads();
 }
 
-template <typename WT>
+/* The tensor-core form's partial product (bf16 weights): P (n, out_f) = Ub (rows of the conv's
+ * outputs rounded to bf16, 16-row tiles) x Wb^T (the weights' slice, 8-row tiles), CXL_CW = 32
+ * channels as two k-steps of mma.sync.m16n8k16 with fp32 accumulators; warp w takes tiles w,
+ * w + 16, ... Rows past n and outputs past out_f are zeros in shared memory and not stored. */
+__device__ __forceinline__ uint32_t cxl_ld2(const uint16_t *p) { return *(const uint32_t *)p; }
+
+__device__ __forceinline__ void cxl_mma_partials(const uint16_t *Ub, const uint16_t *Wb, int n,
+                                                 int out_f, float *P) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+  const int mt = (n + 15) / 16, nt = (out_f + 7) / 8;
+  for (int t = warp; t < mt * nt; t += CXL_THREADS / 32) {
+    const int r0 = (t / nt) * 16, o0 = (t % nt) * 8;
+    float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int ks = 0; ks < CXL_CW; ks += 16) {
+      const uint16_t *ua = Ub + (r0 + g) * CXL_LDH + ks + 2 * tq;
+      const uint16_t *wb = Wb + (o0 + g) * CXL_LDH + ks + 2 * tq;
+      const uint32_t a0 = cxl_ld2(ua), a1 = cxl_ld2(ua + 8 * CXL_LDH), a2 = cxl_ld2(ua + 8),
+                     a3 = cxl_ld2(ua + 8 * CXL_LDH + 8), b0 = cxl_ld2(wb), b1 = cxl_ld2(wb + 8);
+      asm volatile(
+          "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+          "{%8,%9}, {%0,%1,%2,%3};"
+          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+          : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }
+    const int o = o0 + 2 * tq;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int r = r0 + g + 8 * h;
+      if (r < n) {
+        if (o < out_f) P[(int64_t)r * out_f + o] = d[2 * h];
+        if (o + 1 < out_f) P[(int64_t)r * out_f + o + 1] = d[2 * h + 1];
+      }
+    }
+  }
+}
+
+/* MMA (bf16 weights only): the partial product on the tensor cores (cxl_mma_partials) from bf16
+ * copies of the slice and of the conv's outputs; else in fp32 FMAs from fp32 copies. */
+template <typename WT, bool MMA>
 __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
+  static_assert(!MMA || sizeof(WT) == 2, "the tensor-core form takes bf16 weights");
+  static_assert(!MMA || CXL_CW % 16 == 0, "whole k-steps of 16 channels");
   extern __shared__ __align__(16) float cxl_shared[];
   __shared__ float red[CXL_THREADS];
   mb_pdl_trigger();
@@ -85,6 +137,9 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
   const int cn = (int)(a.d - c0 < CXL_CW ? a.d - c0 : CXL_CW);
   const int n = (int)a.n, out_f = (int)a.out_f, k = a.k;
   float *const Ws = cxl_shared, *const Us = cxl_shared + out_f * CXL_LD;
+  /* MMA: the slice's rows padded to whole 8-row tiles, then the conv's rows */
+  uint16_t *const Wb = (uint16_t *)cxl_shared;
+  uint16_t *const Ub = Wb + ((out_f + 7) / 8 * 8) * CXL_LDH;
   /* the weights' slice: constant, so before the PDL wait; 16-byte loads, all of a thread's issued
    * before the first store (a loop of a load and a store each waited ~1 us a round trip) */
   const WT *W = (const WT *)a.w;
@@ -102,17 +157,27 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
     for (int q = 0; q < VMAX; q++) {
       const int i = tid + q * CXL_THREADS, o = i / VPR, c = (i % VPR) * VE;
       if (o < out_f) {
-        const WT *e = (const WT *)&v[q];
+        if constexpr (MMA) {
+          *(uint4 *)(Wb + o * CXL_LDH + c) = v[q];
+        } else {
+          const WT *e = (const WT *)&v[q];
 #pragma unroll
-        for (int t = 0; t < VE; t++) Ws[o * CXL_LD + c + t] = cxl_weight(e, t);
+          for (int t = 0; t < VE; t++) Ws[o * CXL_LD + c + t] = cxl_weight(e, t);
+        }
       }
     }
   } else {
     for (int i = tid; i < out_f * CXL_CW; i += CXL_THREADS) {
       const int o = i / CXL_CW, c = i % CXL_CW;
-      Ws[o * CXL_LD + c] = c < cn ? cxl_weight(W, o * a.d + c0 + c) : 0.f;
+      if constexpr (MMA)
+        Wb[o * CXL_LDH + c] = c < cn ? ((const uint16_t *)W)[o * a.d + c0 + c] : (uint16_t)0;
+      else
+        Ws[o * CXL_LD + c] = c < cn ? cxl_weight(W, o * a.d + c0 + c) : 0.f;
     }
   }
+  if constexpr (MMA) /* the outputs past out_f up to a whole tile */
+    for (int i = tid; i < ((out_f + 7) / 8 * 8 - out_f) * CXL_CW; i += CXL_THREADS)
+      Wb[(out_f + i / CXL_CW) * CXL_LDH + i % CXL_CW] = 0;
   /* a thread's channel is the same in every row it runs (CXL_THREADS is a multiple of CXL_CW):
    * its conv weights are loaded once, before the wait too */
   const int cme = tid % CXL_CW;
@@ -158,40 +223,51 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
           else if (j == k - 2) st[j] = xs[b];
         }
       }
-      Us[r * CXL_LD + cme] = o;
+      if constexpr (MMA)
+        Ub[r * CXL_LDH + cme] = mb_f32_to_bf16(o);
+      else
+        Us[r * CXL_LD + cme] = o;
     }
   }
-  /* the rows past n up to a whole row group: zeros, so that every group runs all its rows */
-  const int groups = (n + CXL_RG - 1) / CXL_RG;
-  for (int i = tid; i < (groups * CXL_RG - n) * CXL_CW; i += CXL_THREADS)
-    Us[(n + i / CXL_CW) * CXL_LD + i % CXL_CW] = 0.f;
-  __syncthreads();
-  /* partial products: item (o, row group) reads W's row o once into registers; the group's rows
-   * are independent chains (no early exit), so they overlap */
-  float *P = a.part + (int64_t)blockIdx.x * n * out_f;
-  for (int it = tid; it < out_f * groups; it += CXL_THREADS) {
-    const int o = it % out_f, r0 = (it / out_f) * CXL_RG;
-    float wv[CXL_CW];
-#pragma unroll
-    for (int c = 0; c < CXL_CW; c += 4) {
-      const float4 q = *(const float4 *)(Ws + o * CXL_LD + c);
-      wv[c] = q.x, wv[c + 1] = q.y, wv[c + 2] = q.z, wv[c + 3] = q.w;
-    }
-    float sum[CXL_RG];
-#pragma unroll
-    for (int rr = 0; rr < CXL_RG; rr++) {
-      const int r = r0 + rr;
-      float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f; /* four chains, summed in a fixed order */
+  if constexpr (MMA) {
+    /* the rows past n up to a whole 16-row tile: zeros */
+    for (int i = tid; i < ((n + 15) / 16 * 16 - n) * CXL_CW; i += CXL_THREADS)
+      Ub[(n + i / CXL_CW) * CXL_LDH + i % CXL_CW] = 0;
+    __syncthreads();
+    cxl_mma_partials(Ub, Wb, n, out_f, a.part + (int64_t)blockIdx.x * n * out_f);
+  } else {
+    /* the rows past n up to a whole row group: zeros, so that every group runs all its rows */
+    const int groups = (n + CXL_RG - 1) / CXL_RG;
+    for (int i = tid; i < (groups * CXL_RG - n) * CXL_CW; i += CXL_THREADS)
+      Us[(n + i / CXL_CW) * CXL_LD + i % CXL_CW] = 0.f;
+    __syncthreads();
+    /* partial products: item (o, row group) reads W's row o once into registers; the group's rows
+     * are independent chains (no early exit), so they overlap */
+    float *P = a.part + (int64_t)blockIdx.x * n * out_f;
+    for (int it = tid; it < out_f * groups; it += CXL_THREADS) {
+      const int o = it % out_f, r0 = (it / out_f) * CXL_RG;
+      float wv[CXL_CW];
 #pragma unroll
       for (int c = 0; c < CXL_CW; c += 4) {
-        const float4 u = *(const float4 *)(Us + r * CXL_LD + c);
-        s0 += u.x * wv[c], s1 += u.y * wv[c + 1], s2 += u.z * wv[c + 2], s3 += u.w * wv[c + 3];
+        const float4 q = *(const float4 *)(Ws + o * CXL_LD + c);
+        wv[c] = q.x, wv[c + 1] = q.y, wv[c + 2] = q.z, wv[c + 3] = q.w;
       }
-      sum[rr] = (s0 + s1) + (s2 + s3);
-    }
+      float sum[CXL_RG];
 #pragma unroll
-    for (int rr = 0; rr < CXL_RG; rr++)
-      if (r0 + rr < n) P[(int64_t)(r0 + rr) * out_f + o] = sum[rr];
+      for (int rr = 0; rr < CXL_RG; rr++) {
+        const int r = r0 + rr;
+        float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f; /* four chains, summed in a fixed order */
+#pragma unroll
+        for (int c = 0; c < CXL_CW; c += 4) {
+          const float4 u = *(const float4 *)(Us + r * CXL_LD + c);
+          s0 += u.x * wv[c], s1 += u.y * wv[c + 1], s2 += u.z * wv[c + 2], s3 += u.w * wv[c + 3];
+        }
+        sum[rr] = (s0 + s1) + (s2 + s3);
+      }
+#pragma unroll
+      for (int rr = 0; rr < CXL_RG; rr++)
+        if (r0 + rr < n) P[(int64_t)(r0 + rr) * out_f + o] = sum[rr];
+    }
   }
   cxl_grid_sync(a.bar);
   /* block b sums outputs [j0, j0 + jn) over the G blocks' partials, Jc outputs at a time: nsl
@@ -229,22 +305,24 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
   }
 }
 
-static size_t cxl_smem(int64_t n, int64_t out_f) {
+static size_t cxl_smem(int64_t n, int64_t out_f, bool mma) {
+  if (mma) /* bf16: the slice's rows and the conv's rows, each padded to whole tiles */
+    return (size_t)((n + 15) / 16 * 16 + (out_f + 7) / 8 * 8) * CXL_LDH * sizeof(uint16_t);
   const int64_t rows = (n + CXL_RG - 1) / CXL_RG * CXL_RG; /* whole row groups */
   return (size_t)(rows + out_f) * CXL_LD * sizeof(float);
 }
 
-/* Blocks of k_conv_linear<WT> an SM holds at its largest shared memory into *cache (asked once;
- * the opt-in to more than 48 KiB of dynamic shared memory is made then). */
-template <typename WT>
+/* Blocks of k_conv_linear<WT, MMA> an SM holds at its largest shared memory into *cache (asked
+ * once; the opt-in to more than 48 KiB of dynamic shared memory is made then). */
+template <typename WT, bool MMA>
 static int cxl_per_sm(int *cache) {
   if (*cache >= 0) return MB_OK;
-  const int smem = (int)cxl_smem(CXL_N_MAX, CXL_OUT_MAX);
-  MBCUDA_CHECK(cudaFuncSetAttribute(k_conv_linear<WT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    smem),
+  const int smem = (int)cxl_smem(MMA ? CXL_N_MAX_MMA : CXL_N_MAX, CXL_OUT_MAX, MMA);
+  MBCUDA_CHECK(cudaFuncSetAttribute(k_conv_linear<WT, MMA>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
                "conv1d_step_linear");
   int per_sm = 0;
-  MBCUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_conv_linear<WT>,
+  MBCUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_conv_linear<WT, MMA>,
                                                              CXL_THREADS, (size_t)smem),
                "conv1d_step_linear");
   *cache = per_sm;
@@ -258,12 +336,18 @@ extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ld
                                          const float *bias, int64_t out_f, float *y, int64_t ldy) {
   mbcuda_state *st = mbcuda_st(ctx);
   const int bf16 = wdtype == MB_DTYPE_BF16;
+  /* bf16 weights: the partial product on the tensor cores unless MAMBABYTE_CUDA_CONV_LINEAR_MMA=0 */
+  const bool mma = bf16 && st->conv_linear_mma;
+  const int form = mma ? 2 : bf16; /* conv_linear_per_sm's index */
   const int64_t grid = (d + CXL_CW - 1) / CXL_CW;
-  bool fused = st->conv_linear && n >= st->conv_linear && n <= CXL_N_MAX && out_f >= 1 &&
+  const int64_t n_max = mma ? st->conv_linear_max : CXL_N_MAX;
+  bool fused = st->conv_linear && n >= st->conv_linear && n <= n_max && out_f >= 1 &&
                out_f <= CXL_OUT_MAX && k <= CXL_KMAX;
   if (fused) {
-    int *per_sm = &st->conv_linear_per_sm[bf16];
-    const int e = bf16 ? cxl_per_sm<uint16_t>(per_sm) : cxl_per_sm<float>(per_sm);
+    int *per_sm = &st->conv_linear_per_sm[form];
+    const int e = mma    ? cxl_per_sm<uint16_t, true>(per_sm)
+                  : bf16 ? cxl_per_sm<uint16_t, false>(per_sm)
+                         : cxl_per_sm<float, false>(per_sm);
     if (e != MB_OK) return e;
     fused = grid <= (int64_t)*per_sm * st->sm_count; /* every block resident: the barrier */
   }
@@ -279,12 +363,15 @@ extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ld
   if (e != MB_OK) return e;
   const ConvLinArgs args = {x, ldx, conv_w, conv_bias, conv_state, xc, ldo, w, bias, y, ldy,
                             (float *)part, st->done + MBCUDA_DONE_GRID_BAR, n, d, out_f, (int)k};
-  const size_t smem = cxl_smem(n, out_f);
-  if (bf16)
-    MBCUDA_LAUNCH("conv1d_step_linear", k_conv_linear<uint16_t>, dim3((unsigned)grid),
+  const size_t smem = cxl_smem(n, out_f, mma);
+  if (mma)
+    MBCUDA_LAUNCH("conv1d_step_linear", (k_conv_linear<uint16_t, true>), dim3((unsigned)grid),
+                  dim3(CXL_THREADS), smem, args);
+  else if (bf16)
+    MBCUDA_LAUNCH("conv1d_step_linear", (k_conv_linear<uint16_t, false>), dim3((unsigned)grid),
                   dim3(CXL_THREADS), smem, args);
   else
-    MBCUDA_LAUNCH("conv1d_step_linear", k_conv_linear<float>, dim3((unsigned)grid),
+    MBCUDA_LAUNCH("conv1d_step_linear", (k_conv_linear<float, false>), dim3((unsigned)grid),
                   dim3(CXL_THREADS), smem, args);
   return MB_OK;
 }

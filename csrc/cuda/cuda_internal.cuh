@@ -83,8 +83,13 @@ struct mbcuda_state {
   long long *draft_timing_buf; /* its stamps (device memory, allocated on first use) */
   int conv_linear;       /* mb_conv1d_step_linear as one kernel from this many rows to 64 (9;
                           * MAMBABYTE_CUDA_CONV_LINEAR=N, 0: never, the conv then mb_linear) */
-  int conv_linear_per_sm[2]; /* k_conv_linear's resident blocks an SM at its largest shared
-                              * memory, [0] fp32 and [1] bf16 weights (-1: not asked yet) */
+  int conv_linear_per_sm[3]; /* k_conv_linear's resident blocks an SM at its largest shared
+                              * memory, [0] fp32 and [1] bf16 weights, [2] bf16 on the tensor
+                              * cores (-1: not asked yet) */
+  int conv_linear_mma;   /* ... with bf16 weights, its partial product on the tensor cores
+                          * (MAMBABYTE_CUDA_CONV_LINEAR_MMA=0: fp32 FMAs, A/B runs) */
+  int conv_linear_max;   /* ... and then up to this many rows (MAMBABYTE_CUDA_CONV_LINEAR_MAX,
+                          * 9 to 256, the default; the fp32-FMA form stops at 64) */
   int out_split;         /* mb_linear_add_norm's product split over in_f into at most this many
                           * parts (2, 4, 8 or 16; MAMBABYTE_CUDA_OUT_SPLIT, 0: the two calls) */
   int conv_pos;          /* the verification pass's conv: a thread per (channel, position)

@@ -286,9 +286,10 @@ int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *
 
 /**
  * Decoding batches: the conv1d step, then a product of its output (x_proj), in one kernel on CUDA
- * for 8 < n <= 64 (MAMBABYTE_CUDA_CONV_LINEAR=N: from N rows; the product split over channel
- * slices, the slices' partial sums added in a fixed order, so the same bits every run; fp32
- * arithmetic for either weight type):
+ * for 8 < n <= 64, and with bf16 weights up to 256 (MAMBABYTE_CUDA_CONV_LINEAR=N: from N rows;
+ * the product split over channel slices, the slices' partial sums added in a fixed order, so the
+ * same bits every run; fp32 arithmetic with fp32 weights; with bf16 weights the tensor cores on
+ * the conv's outputs rounded to bf16, as mb_linear's tensor-core path rounds its rows):
  *   mb_causal_conv1d(x, NULL, ldx, conv_w, conv_bias, conv_state, n, 1, d, k, xc, ldo, NULL, NULL);
  *   mb_linear(xc, ldo, w, wdtype, bias, n, d, out_f, y, ldy);
  * (n rows = n sequences of one position each). conv_state (n, d, k-1) is required; xc must not

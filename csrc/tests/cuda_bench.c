@@ -19,6 +19,8 @@
  *   cuda_bench --batch   decoding batches only (1 to 256 bf16, up to 8 through mb_decode_layers as
  *                        the model steps; 64 fp32), the batch-64 layer's
  *                        per-op times and its large products at 16, 64 and 256 rows
+ *   cuda_bench --batch-peers  decoding batches 16 to 256 (bf16) and the conv step with x_proj
+ *                        alone against the peers in CUDA_BENCH_PEERS, alternated
  *   cuda_bench --ssu64   the batch-64 layer's per-op times only (a short run for ncu)
  *   cuda_bench --fwd     the forward's layer ops, scan and 8192-position pass (bf16), against
  *                        the peers in CUDA_BENCH_PEERS ("NAME=VALUE ..."), alternated
@@ -875,11 +877,12 @@ static mb_ctx *ctx_with_env(const char *name, const char *value) {
  * its own over the same weights), the layer's ops at 8192 positions, the scan alone and the
  * forward over 8192 positions (bf16), the whole list alternated CUDA_BENCH_ROUNDS times
  * (default 2), so that drift in the GPU's clocks falls on every form alike. */
-static void fwd_peers(void) {
+/* The peers of --fwd and --batch-peers: CUDA_BENCH_PEERS ("NAME=VALUE ...", at most 8) into
+ * names and values; returns their count. The rounds: CUDA_BENCH_ROUNDS (default 2). */
+static int parse_peers(char (*names)[64], char (*values)[64], int *rounds) {
   const char *env = getenv("CUDA_BENCH_PEERS");
   const char *e_rounds = getenv("CUDA_BENCH_ROUNDS");
-  const int rounds = e_rounds && atoi(e_rounds) > 0 ? atoi(e_rounds) : 2;
-  char names[8][64], values[8][64];
+  *rounds = e_rounds && atoi(e_rounds) > 0 ? atoi(e_rounds) : 2;
   int np = 0;
   if (env) {
     char buf[512];
@@ -893,6 +896,13 @@ static void fwd_peers(void) {
       np++;
     }
   }
+  return np;
+}
+
+static void fwd_peers(void) {
+  char names[8][64], values[8][64];
+  int rounds;
+  const int np = parse_peers(names, values, &rounds);
   model m;
   model_init(&m, MB_DTYPE_BF16);
   for (int r = 0; r < rounds; r++) {
@@ -915,6 +925,56 @@ static void fwd_peers(void) {
       }
     }
   }
+  model_free(&m);
+}
+
+/* The conv step with x_proj (mb_conv1d_step_linear) of layer 0 at `batch` rows, repeated back to
+ * back: us a call. */
+static void conv_linear_alone(model *m, int64_t batch, const char *label) {
+  acts a;
+  acts_init(&a, batch, batch);
+  const layer *L = &m->l[0];
+  double t[3];
+  for (int r = 0; r < 3; r++) {
+    MBX(mb_ctx_synchronize(G));
+    const double t0 = now();
+    for (int i = 0; i < 50; i++)
+      MBX(mb_conv1d_step_linear(G, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, batch, DI, KC, a.xc,
+                                DI, L->xp, m->dtype, NULL, XP, a.dbc, XP));
+    MBX(mb_ctx_synchronize(G));
+    t[r] = (now() - t0) / 50;
+  }
+  ROW("conv1d_step_linear %-34s b=%-3lld %7.2f us", label, (long long)batch, median(t, 3) * 1e6);
+  acts_free(&a);
+}
+
+/* --batch-peers: decoding batches 16 to 256 (bf16, graph replay) and, in the first round, the conv
+ * step with x_proj alone at 64 and 256 rows, against the peers in CUDA_BENCH_PEERS, alternated */
+static void batch_peers(double bw) {
+  char names[8][64], values[8][64];
+  int rounds;
+  const int np = parse_peers(names, values, &rounds);
+  const int64_t batches[] = {16, 32, 64, 128, 256};
+  model m;
+  model_init(&m, MB_DTYPE_BF16);
+  for (int r = 0; r < rounds; r++)
+    for (int p = -1; p < np; p++) {
+      mb_ctx *g1 = G;
+      char label[48] = "bf16";
+      if (p >= 0) {
+        G = ctx_with_env(names[p], values[p]);
+        snprintf(label, sizeof label, "%s=%s", names[p], values[p]);
+      }
+      for (int i = 0; i < 5; i++) decode_bench(&m, bw, batches[i], label);
+      if (r == 0) {
+        conv_linear_alone(&m, 64, label);
+        conv_linear_alone(&m, 256, label);
+      }
+      if (p >= 0) {
+        MBX(mb_ctx_destroy(G));
+        G = g1;
+      }
+    }
   model_free(&m);
 }
 
@@ -1080,6 +1140,10 @@ int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--fwd")) {
     fwd_peers();
     return finish("cuda_bench --fwd (target: forward 8192 bf16 <= 30 ms)");
+  }
+  if (argc > 1 && !strcmp(argv[1], "--batch-peers")) {
+    batch_peers(bw);
+    return finish("cuda_bench --batch-peers (target: decode b64 bf16 >= 50000 bytes/s)");
   }
   if (batch_only) {
     batch_benches(bw);

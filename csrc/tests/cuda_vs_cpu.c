@@ -785,11 +785,19 @@ static void t_linear_conv(void) {
 static float *dl(mb_ctx *ctx, const void *p, size_t bytes);
 static double diff_bits(const void *a, const void *b, size_t bytes);
 
-/* mb_conv1d_step_linear: GPU (one kernel for 8 < n <= 64, out_f <= 256, k <= 8; else the conv
- * and mb_linear) vs CPU (the conv and mb_linear). The fused form sums in fp32 in another order:
- * 1e-5. Its xc and window are the conv op's bits on the GPU; a second run from the same window
+/* mb_conv1d_step_linear: GPU (one kernel for 8 < n <= 64, with bf16 weights <= 256, out_f <= 256,
+ * k <= 8; else the conv and mb_linear) vs CPU (the conv and mb_linear). The fused form sums in fp32 in another order:
+ * 1e-5; with bf16 weights on the tensor cores from the conv's outputs rounded to bf16 (1e-2, and
+ * 1e-5 against the CPU's product of the rounded rows). Its xc and window are the conv op's bits on the GPU; a second run from the same window
  * and a replay of a captured graph give the first run's bits. */
 static int g_cl_off = 0; /* the GPU context runs it as two ops (MAMBABYTE_CUDA_CONV_LINEAR=0) */
+/* the GPU context keeps bf16 weights' partial product in fp32 FMAs
+ * (MAMBABYTE_CUDA_CONV_LINEAR_MMA=0); by default it runs on the tensor cores from the conv's
+ * outputs rounded to bf16, as the two ops' cuBLAS product rounds them */
+static int g_cl_fma = 0;
+/* the GPU context runs the tensor-core form up to this many rows (MAMBABYTE_CUDA_CONV_LINEAR_MAX,
+ * default 256) */
+static int g_cl_max = 256;
 /* the rows from which the GPU runs it as one kernel (MAMBABYTE_CUDA_CONV_LINEAR=N; default 9) */
 static int cl_min_rows(void) {
   const char *e = getenv("MAMBABYTE_CUDA_CONV_LINEAR");
@@ -804,11 +812,16 @@ static void t_conv_linear(void) {
       {5, 500, 40, 4, MB_DTYPE_BF16, 0, 1},     {12, 128, 300, 4, MB_DTYPE_BF16, 0, 1},
       {4, 3584, 144, 4, MB_DTYPE_BF16, 0, 1},   {8, 3584, 144, 4, MB_DTYPE_BF16, 0, 1},
       {2, 1000, 37, 3, MB_DTYPE_F32, 1, 0},
+      /* small bf16 ones for the sanitizers: a partial output tile and a partial row tile */
+      {16, 200, 40, 4, MB_DTYPE_BF16, 1, 1},    {24, 1000, 37, 3, MB_DTYPE_BF16, 0, 0},
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     const int64_t n = cs[ci].n, d = cs[ci].d, out_f = cs[ci].out_f, k = cs[ci].k;
     if (g_small && n * d > 100000) continue;
-    const int fused = !g_cl_off && n >= cl_min_rows() && n <= 64 && out_f <= 256 && k <= 8;
+    const int bf_mma = cs[ci].wdt == MB_DTYPE_BF16 && !g_cl_fma;
+    const int fused = !g_cl_off && n >= cl_min_rows() && n <= (bf_mma ? g_cl_max : 64) &&
+                      out_f <= 256 && k <= 8;
+    const int mma = fused && bf_mma;
     const int64_t ldx = 2 * d + 3, ldy = out_f + 3, ldo = d + 1, sw = n * d * (k > 1 ? k - 1 : 1);
     pair X = prand(n * ldx, -1, 1), Bi = prand(out_f, -1, 1), CW = prand(d * k, -1, 1);
     pair CB = prand(d, -1, 1), CS = prand(sw, -1, 1), Y = pf(NULL, n * ldy), XC = pf(NULL, n * ldo);
@@ -824,10 +837,21 @@ static void t_conv_linear(void) {
     char cfg[96];
     snprintf(cfg, sizeof cfg, "n=%lld d=%lld out=%lld k=%lld %s%s", (long long)n, (long long)d,
              (long long)out_f, (long long)k, cs[ci].wdt ? "bf16" : "f32",
-             fused ? " fused" : "");
-    /* the fallback's n > 8 runs cuBLAS (bf16 weights: x rounded to bf16) */
-    const double tol = fused || n <= 8 ? 1e-5 : (cs[ci].wdt ? 1e-2 : 1e-3);
+             mma ? " fused mma" : fused ? " fused" : "");
+    /* the fallback's n > 8 runs cuBLAS (bf16 weights: x rounded to bf16), as the tensor-core form */
+    const double tol = (fused && !mma) || n <= 8 ? 1e-5 : (cs[ci].wdt ? 1e-2 : 1e-3);
     check("conv_linear", cfg, "y", rel_err(&Y, n, out_f, ldy), tol);
+    if (mma) { /* exactly the product of the rounded rows, but for the order of the fp32 sums */
+      pair XR = pf(NULL, n * ldo), YR = pf(NULL, n * ldy);
+      for (int64_t i = 0; i < n * ldo; i++) {
+        const uint32_t u = (uint32_t)f2bf(C(XC)[i]) << 16;
+        memcpy(&C(XR)[i], &u, 4);
+      }
+      MBX(mb_linear(CPU, C(XR), ldo, W.c, cs[ci].wdt, bias_c, n, d, out_f, C(YR), ldy));
+      pair YG = {YR.c, Y.g, Y.bytes};
+      check("conv_linear", cfg, "y=rounded", rel_err(&YG, n, out_f, ldy), 1e-5);
+      pfree(&XR), pfree(&YR);
+    }
     check("conv_linear", cfg, "xc", rel_err(&XC, n, d, ldo), 1e-5);
     if (k > 1) check("conv_linear", cfg, "conv_state", rel_all(&CS), 1e-5);
     /* xc and the window: mb_causal_conv1d's bits */
@@ -858,6 +882,16 @@ static void t_conv_linear_off(void) {
   g_cl_off = 1;
   t_conv_linear();
   g_cl_off = 0;
+}
+static void t_conv_linear_max64(void) {
+  g_cl_max = 64;
+  t_conv_linear();
+  g_cl_max = 256;
+}
+static void t_conv_linear_fma(void) {
+  g_cl_fma = 1;
+  t_conv_linear();
+  g_cl_fma = 0;
 }
 
 static void t_ssu_dt(void) {
@@ -2204,6 +2238,8 @@ int main(int argc, char **argv) {
     t_linear_to_bf16();
     t_linear_add_norm();
     t_conv_linear();
+    with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR_MAX", "64", "the tensor-core form up to 64 rows",
+                 t_conv_linear_max64);
     return finish_run(" (linear only)");
   }
   t_embedding();
@@ -2231,6 +2267,11 @@ int main(int argc, char **argv) {
   /* its peer: the conv then mb_linear (cuBLAS from 9 rows) */
   with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR", "0", "the conv step and x_proj as two ops",
                t_conv_linear_off);
+  /* and with bf16 weights its partial product in fp32 FMAs (the form before the tensor cores) */
+  with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR_MMA", "0", "the conv step and x_proj in fp32 FMAs",
+               t_conv_linear_fma);
+  with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR_MAX", "64", "the tensor-core form up to 64 rows",
+               t_conv_linear_max64);
   t_spec();
   /* the n <= 8 GEMV with every input in one thread (4 output rows a thread at every shape), with
    * two (2 rows a thread), and with one output row a thread (the form before rows were shared) */
