@@ -872,11 +872,6 @@ static mb_ctx *ctx_with_env(const char *name, const char *value) {
   return c;
 }
 
-/* --fwd: the forward's kernels against peers in one process: for the default context and for
- * each peer in CUDA_BENCH_PEERS ("NAME=VALUE ...", an environment switch each, in a context of
- * its own over the same weights), the layer's ops at 8192 positions, the scan alone and the
- * forward over 8192 positions (bf16), the whole list alternated CUDA_BENCH_ROUNDS times
- * (default 2), so that drift in the GPU's clocks falls on every form alike. */
 /* The peers of --fwd and --batch-peers: CUDA_BENCH_PEERS ("NAME=VALUE ...", at most 8) into
  * names and values; returns their count. The rounds: CUDA_BENCH_ROUNDS (default 2). */
 static int parse_peers(char (*names)[64], char (*values)[64], int *rounds) {
@@ -899,6 +894,11 @@ static int parse_peers(char (*names)[64], char (*values)[64], int *rounds) {
   return np;
 }
 
+/* --fwd: the forward's kernels against peers in one process: for the default context and for
+ * each peer in CUDA_BENCH_PEERS ("NAME=VALUE ...", an environment switch each, in a context of
+ * its own over the same weights), the layer's ops at 8192 positions, the scan alone and the
+ * forward over 8192 positions (bf16), the whole list alternated CUDA_BENCH_ROUNDS times
+ * (default 2), so that drift in the GPU's clocks falls on every form alike. */
 static void fwd_peers(void) {
   char names[8][64], values[8][64];
   int rounds;
