@@ -786,10 +786,11 @@ static float *dl(mb_ctx *ctx, const void *p, size_t bytes);
 static double diff_bits(const void *a, const void *b, size_t bytes);
 
 /* mb_conv1d_step_linear: GPU (one kernel for 8 < n <= 64, with bf16 weights <= 256, out_f <= 256,
- * k <= 8; else the conv and mb_linear) vs CPU (the conv and mb_linear). The fused form sums in fp32 in another order:
- * 1e-5; with bf16 weights on the tensor cores from the conv's outputs rounded to bf16 (1e-2, and
- * 1e-5 against the CPU's product of the rounded rows). Its xc and window are the conv op's bits on the GPU; a second run from the same window
- * and a replay of a captured graph give the first run's bits. */
+ * k <= 8; else the conv and mb_linear) vs CPU (the conv and mb_linear). The fused form sums in
+ * fp32 in another order: 1e-5; with bf16 weights on the tensor cores from the conv's outputs
+ * rounded to bf16 (1e-2, and 1e-5 against the CPU's product of the rounded rows). Its xc and
+ * window are the conv op's bits on the GPU; a second run from the same window and a replay of a
+ * captured graph give the first run's bits. */
 static int g_cl_off = 0; /* the GPU context runs it as two ops (MAMBABYTE_CUDA_CONV_LINEAR=0) */
 /* the GPU context keeps bf16 weights' partial product in fp32 FMAs
  * (MAMBABYTE_CUDA_CONV_LINEAR_MMA=0); by default it runs on the tensor cores from the conv's
