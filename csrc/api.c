@@ -366,14 +366,24 @@ MB_EXPORT int mb_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
   DISPATCH(linear, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
 }
 
+/* The shape checks mb_linear_bf16, mb_linear_to_bf16 and mb_linear_add_norm begin with (in
+ * this order, with these messages): n >= 0, in_f >= 1, out_f >= 0, a known weight type. */
+static int check_product_shape(const char *fn, int64_t n, int64_t in_f, int64_t out_f,
+                               int wdtype) {
+  REQUIRE(n >= 0, "%s: n (%lld) < 0", fn, (ll)n);
+  REQUIRE(in_f >= 1, "%s: in_f (%lld) < 1", fn, (ll)in_f);
+  REQUIRE(out_f >= 0, "%s: out_f (%lld) < 0", fn, (ll)out_f);
+  REQUIRE(wdtype == MB_DTYPE_F32 || wdtype == MB_DTYPE_BF16,
+          "%s: unknown wdtype %d (MB_DTYPE_F32 = 0, MB_DTYPE_BF16 = 1)", fn, wdtype);
+  return MB_OK;
+}
+
 MB_EXPORT int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w,
                              int wdtype, const float *bias, int64_t n, int64_t in_f,
                              int64_t out_f, float *y, int64_t ldy) {
   CHECK_CTX("mb_linear_bf16");
-  NONNEG("mb_linear_bf16", n);
-  REQUIRE(in_f >= 1, "mb_linear_bf16: in_f (%lld) < 1", (ll)in_f);
-  NONNEG("mb_linear_bf16", out_f);
-  DTYPE_OK("mb_linear_bf16", wdtype);
+  int st = check_product_shape("mb_linear_bf16", n, in_f, out_f, wdtype);
+  if (st != MB_OK) return st;
   if (n == 0 || out_f == 0) return MB_OK;
   LD_OK("mb_linear_bf16", ldx, in_f);
   LD_OK("mb_linear_bf16", ldy, out_f);
@@ -388,10 +398,8 @@ MB_EXPORT int mb_linear_to_bf16(mb_ctx *ctx, const float *x, const uint16_t *x_b
                                 int64_t n, int64_t in_f, int64_t out_f, uint16_t *y,
                                 int64_t ldy) {
   CHECK_CTX("mb_linear_to_bf16");
-  NONNEG("mb_linear_to_bf16", n);
-  REQUIRE(in_f >= 1, "mb_linear_to_bf16: in_f (%lld) < 1", (ll)in_f);
-  NONNEG("mb_linear_to_bf16", out_f);
-  DTYPE_OK("mb_linear_to_bf16", wdtype);
+  int st = check_product_shape("mb_linear_to_bf16", n, in_f, out_f, wdtype);
+  if (st != MB_OK) return st;
   if (n == 0 || out_f == 0) return MB_OK;
   REQUIRE((x != NULL) != (x_bf16 != NULL),
           "mb_linear_to_bf16: exactly one of x and x_bf16 must be given");
@@ -408,10 +416,8 @@ MB_EXPORT int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_
                                  int accumulate, const float *norm_weight, const float *norm_bias,
                                  int norm_kind, float eps, float *out, uint16_t *out_bf16) {
   CHECK_CTX("mb_linear_add_norm");
-  NONNEG("mb_linear_add_norm", n);
-  REQUIRE(in_f >= 1, "mb_linear_add_norm: in_f (%lld) < 1", (ll)in_f);
-  NONNEG("mb_linear_add_norm", out_f);
-  DTYPE_OK("mb_linear_add_norm", wdtype);
+  int st = check_product_shape("mb_linear_add_norm", n, in_f, out_f, wdtype);
+  if (st != MB_OK) return st;
   REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
           "mb_linear_add_norm: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)",
           norm_kind);

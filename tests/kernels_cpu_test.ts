@@ -195,40 +195,23 @@ Deno.test("argument validation: one clear message per bad argument", () => {
       () => VEC.linear({ x: null, w, wdtype: "f32", bias: null, y, n: 1, inF: 4, outF: 3 }),
       /x is NULL/,
     );
+    const conv = {
+      x,
+      ldx: 4,
+      w,
+      bias: null,
+      state: null,
+      batch: 1,
+      len: 2,
+      d: 4,
+      k: 4,
+      out: y,
+      ldo: 4,
+      outPreact: null,
+    };
+    assertInvalid(() => VEC.conv1d({ ...conv, k: 0 }), /k \(0\) < 1/);
     assertInvalid(
-      () =>
-        VEC.conv1d({
-          x,
-          ldx: 4,
-          w,
-          bias: null,
-          state: null,
-          batch: 1,
-          len: 2,
-          d: 4,
-          k: 0,
-          out: y,
-          ldo: 4,
-          outPreact: null,
-        }),
-      /k \(0\) < 1/,
-    );
-    assertInvalid(
-      () =>
-        VEC.conv1d({
-          x: null,
-          ldx: 4,
-          w,
-          bias: null,
-          state: null,
-          batch: 1,
-          len: 2,
-          d: 4,
-          k: 4,
-          out: y,
-          ldo: 4,
-          outPreact: null,
-        }),
+      () => VEC.conv1d({ ...conv, x: null }),
       /mb_causal_conv1d: exactly one of x and x_bf16 must be given/,
     );
     assertInvalid(

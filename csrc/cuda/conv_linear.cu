@@ -340,7 +340,10 @@ extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ld
   const bool mma = bf16 && st->conv_linear_mma;
   const int form = mma ? 2 : bf16; /* conv_linear_per_sm's index */
   const int64_t grid = (d + CXL_CW - 1) / CXL_CW;
-  const int64_t n_max = mma ? st->conv_linear_max : CXL_N_MAX;
+  const int cl_max = st->conv_linear_max; /* MAMBABYTE_CUDA_CONV_LINEAR_MAX, 9 to CXL_N_MAX_MMA */
+  const int64_t n_max = !mma                                   ? CXL_N_MAX
+                        : cl_max >= 9 && cl_max < CXL_N_MAX_MMA ? cl_max
+                                                                 : CXL_N_MAX_MMA;
   bool fused = st->conv_linear && n >= st->conv_linear && n <= n_max && out_f >= 1 &&
                out_f <= CXL_OUT_MAX && k <= CXL_KMAX;
   if (fused) {

@@ -89,7 +89,7 @@ struct mbcuda_state {
   int conv_linear_mma;   /* ... with bf16 weights, its partial product on the tensor cores
                           * (MAMBABYTE_CUDA_CONV_LINEAR_MMA=0: fp32 FMAs, A/B runs) */
   int conv_linear_max;   /* ... and then up to this many rows (MAMBABYTE_CUDA_CONV_LINEAR_MAX,
-                          * 9 to 256, the default; the fp32-FMA form stops at 64) */
+                          * 9 to 256; else, and by default, 256; the fp32-FMA form stops at 64) */
   int out_split;         /* mb_linear_add_norm's product split over in_f into at most this many
                           * parts (2, 4, 8 or 16; MAMBABYTE_CUDA_OUT_SPLIT, 0: the two calls) */
   int conv_pos;          /* the verification pass's conv: a thread per (channel, position)

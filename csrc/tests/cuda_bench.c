@@ -95,6 +95,23 @@ static double median(double *v, int n) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* Seconds a run of `stmt` (ops on G) takes: the median of 3 rounds of `reps` runs back to back,
+ * each round between synchronisations. */
+#define TIME_OP(out_s, reps, stmt)                                                                \
+  do {                                                                                            \
+    double t_[3];                                                                                 \
+    for (int r_ = 0; r_ < 3; r_++) {                                                              \
+      MBX(mb_ctx_synchronize(G));                                                                 \
+      const double t0_ = now();                                                                   \
+      for (int i_ = 0; i_ < (reps); i_++) {                                                       \
+        stmt;                                                                                     \
+      }                                                                                           \
+      MBX(mb_ctx_synchronize(G));                                                                 \
+      t_[r_] = (now() - t0_) / (reps);                                                            \
+    }                                                                                             \
+    (out_s) = median(t_, 3);                                                                      \
+  } while (0)
+
 /* ---- random fill from host pools ---- */
 #define POOL_F (4u << 20) /* floats */
 static float *pool_f;
@@ -558,26 +575,20 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
                      (long long)batch, (long long)len);
   double total = 0;
   for (int op = 0; op < nops; op++) {
-    double t[3];
-    for (int r = 0; r < 3; r++) {
-      double t0 = now();
-      for (int i = 0; i < reps; i++) {
-        switch (op) {
-          case 0: MBX(mb_add_norm(G, a.h, a.res, 1, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a.hn, NULL)); break;
-          case 1: MBX(mb_linear(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI)); break;
-          case 2: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL)); break;
-          case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
-          case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, len > 1 ? NULL : L->dtb, rows, R, DI, a.dt, DI)); break;
-          case 5: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL)); break;
-          case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
-          case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
-          default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI, NULL)); break;
-        }
+    double tm;
+    TIME_OP(tm, reps, {
+      switch (op) {
+        case 0: MBX(mb_add_norm(G, a.h, a.res, 1, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a.hn, NULL)); break;
+        case 1: MBX(mb_linear(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI)); break;
+        case 2: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL)); break;
+        case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
+        case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, len > 1 ? NULL : L->dtb, rows, R, DI, a.dt, DI)); break;
+        case 5: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL)); break;
+        case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
+        case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
+        default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI, NULL)); break;
       }
-      MBX(mb_ctx_synchronize(G));
-      t[r] = (now() - t0) / reps;
-    }
-    double tm = median(t, 3);
+    });
     if (op < 7) total += tm;
     off += snprintf(line + off, sizeof line - (size_t)off, " %s %.1f", names[op], tm * 1e6);
   }
@@ -606,28 +617,22 @@ static void breakdown_mixer(model *m, int64_t len, const char *label) {
   char line[200];
   int off = snprintf(line, sizeof line, "mixer ops %-6s len=%lld us:", label, (long long)len);
   for (int op = 0; op < 10; op++) {
-    double t[3];
-    for (int r = 0; r < 3; r++) {
-      double t0 = now();
-      for (int i = 0; i < reps; i++) {
-        switch (op) {
-          case 0: MBX(mb_linear_bf16(G, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, a.xz, 2 * DI)); break;
-          case 1: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb)); break;
-          case 2: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, NULL, len, R, DI, a.dt, DI)); break;
-          case 3: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
-          case 4: MBX(mb_linear_to_bf16(G, NULL, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, xzb, 2 * DI)); break;
-          case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, NULL, DI, NULL, a.xcb)); break;
-          case 6: MBX(mb_linear_to_bf16(G, a.dbc, NULL, XP, L->dt, dt, NULL, len, R, DI, dtb, DI)); break;
-          case 7: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
-          case 8: MBX(mb_linear_bf16(G, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, DM)); break;
-          default: MBX(mb_linear_add_norm(G, NULL, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, a.res, 1, N->nw, N->nb, MB_NORM_LAYER, 1e-5f, NULL, a.hnb)); break;
-        }
+    double tm;
+    TIME_OP(tm, reps, {
+      switch (op) {
+        case 0: MBX(mb_linear_bf16(G, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, a.xz, 2 * DI)); break;
+        case 1: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb)); break;
+        case 2: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, NULL, len, R, DI, a.dt, DI)); break;
+        case 3: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
+        case 4: MBX(mb_linear_to_bf16(G, NULL, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, xzb, 2 * DI)); break;
+        case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, NULL, DI, NULL, a.xcb)); break;
+        case 6: MBX(mb_linear_to_bf16(G, a.dbc, NULL, XP, L->dt, dt, NULL, len, R, DI, dtb, DI)); break;
+        case 7: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
+        case 8: MBX(mb_linear_bf16(G, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, DM)); break;
+        default: MBX(mb_linear_add_norm(G, NULL, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, a.res, 1, N->nw, N->nb, MB_NORM_LAYER, 1e-5f, NULL, a.hnb)); break;
       }
-      MBX(mb_ctx_synchronize(G));
-      t[r] = (now() - t0) / reps;
-    }
-    off += snprintf(line + off, sizeof line - (size_t)off, " %s %.1f", names[op],
-                    median(t, 3) * 1e6);
+    });
+    off += snprintf(line + off, sizeof line - (size_t)off, " %s %.1f", names[op], tm * 1e6);
   }
   ROW("%s", line);
   acts_free(&a);
@@ -934,17 +939,11 @@ static void conv_linear_alone(model *m, int64_t batch, const char *label) {
   acts a;
   acts_init(&a, batch, batch);
   const layer *L = &m->l[0];
-  double t[3];
-  for (int r = 0; r < 3; r++) {
-    MBX(mb_ctx_synchronize(G));
-    const double t0 = now();
-    for (int i = 0; i < 50; i++)
-      MBX(mb_conv1d_step_linear(G, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, batch, DI, KC, a.xc,
-                                DI, L->xp, m->dtype, NULL, XP, a.dbc, XP));
-    MBX(mb_ctx_synchronize(G));
-    t[r] = (now() - t0) / 50;
-  }
-  ROW("conv1d_step_linear %-34s b=%-3lld %7.2f us", label, (long long)batch, median(t, 3) * 1e6);
+  double ts;
+  TIME_OP(ts, 50,
+          MBX(mb_conv1d_step_linear(G, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, batch, DI, KC,
+                                    a.xc, DI, L->xp, m->dtype, NULL, XP, a.dbc, XP)));
+  ROW("conv1d_step_linear %-34s b=%-3lld %7.2f us", label, (long long)batch, ts * 1e6);
   acts_free(&a);
 }
 
