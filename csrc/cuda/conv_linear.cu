@@ -90,8 +90,6 @@ __device__ __forceinline__ void cxl_grid_sync(unsigned *bar) {
  * outputs rounded to bf16, 16-row tiles) x Wb^T (the weights' slice, 8-row tiles), CXL_CW = 32
  * channels as two k-steps of mma.sync.m16n8k16 with fp32 accumulators; warp w takes tiles w,
  * w + 16, ... Rows past n and outputs past out_f are zeros in shared memory and not stored. */
-__device__ __forceinline__ uint32_t cxl_ld2(const uint16_t *p) { return *(const uint32_t *)p; }
-
 __device__ __forceinline__ void cxl_mma_partials(const uint16_t *Ub, const uint16_t *Wb, int n,
                                                  int out_f, float *P) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
@@ -103,13 +101,9 @@ __device__ __forceinline__ void cxl_mma_partials(const uint16_t *Ub, const uint1
     for (int ks = 0; ks < CXL_CW; ks += 16) {
       const uint16_t *ua = Ub + (r0 + g) * CXL_LDH + ks + 2 * tq;
       const uint16_t *wb = Wb + (o0 + g) * CXL_LDH + ks + 2 * tq;
-      const uint32_t a0 = cxl_ld2(ua), a1 = cxl_ld2(ua + 8 * CXL_LDH), a2 = cxl_ld2(ua + 8),
-                     a3 = cxl_ld2(ua + 8 * CXL_LDH + 8), b0 = cxl_ld2(wb), b1 = cxl_ld2(wb + 8);
-      asm volatile(
-          "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-          "{%8,%9}, {%0,%1,%2,%3};"
-          : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-          : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+      mb_mma_bf16_16816(d, mb_ld_bf16x2(ua), mb_ld_bf16x2(ua + 8 * CXL_LDH), mb_ld_bf16x2(ua + 8),
+                        mb_ld_bf16x2(ua + 8 * CXL_LDH + 8), mb_ld_bf16x2(wb),
+                        mb_ld_bf16x2(wb + 8));
     }
     const int o = o0 + 2 * tq;
 #pragma unroll

@@ -72,6 +72,10 @@ struct mbcuda_state {
                           * (default), 1 one (MAMBABYTE_CUDA_GEMV_OUT=1; A/B runs) */
   int ssu_rows;          /* decoding batches from this size take the state update's thread-per-
                           * (sequence, channel) kernel (MAMBABYTE_CUDA_SSU_ROWS; 0 never) */
+  int ssu_rows_mma;      /* ... its dt_proj with bf16 weights on the tensor cores
+                          * (MAMBABYTE_CUDA_SSU_ROWS_MMA=0: the lanes' fp32 FMAs, A/B runs) */
+  int ssu_rows_b;        /* ... its sequences a block: 4 or 8 (MAMBABYTE_CUDA_SSU_ROWS_B, A/B
+                          * runs), else (0, the default) by batch (step.cu's ssu_rows_b) */
   int gemv_g256_rows;    /* n <= 8 GEMVs of fewer rows than this per SM take a block a row (16;
                           * MAMBABYTE_CUDA_GEMV_G256_ROWS, A/B runs) */
   int ssu_pos;           /* mb_selective_scan_dt over several positions: a warp per position
@@ -235,6 +239,29 @@ __device__ __forceinline__ uint16_t mb_f32_to_bf16(float v) {
 __device__ __forceinline__ uint2 mb_f32x4_to_bf16(float4 v) {
   const __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
   return make_uint2(*(const uint32_t *)&a, *(const uint32_t *)&b);
+}
+
+/* two of them, packed as an mma operand register (the first in the low half) */
+__device__ __forceinline__ uint32_t mb_f32x2_to_bf16(float lo, float hi) {
+  const __nv_bfloat162 a = __floats2bfloat162_rn(lo, hi);
+  return *(const uint32_t *)&a;
+}
+
+/* two bf16 values (4-byte aligned) as one mma operand register */
+__device__ __forceinline__ uint32_t mb_ld_bf16x2(const uint16_t *p) { return *(const uint32_t *)p; }
+
+/* d += A (16 x 16, row-major fragments a0..a3) x B (16 x 8, column fragments b0, b1), bf16 inputs
+ * and fp32 accumulators: mma.sync.m16n8k16 (lane = 4 g + t holds A's rows g and g + 8 at columns
+ * 2t, 2t + 1 (a0, a1) and 2t + 8, 2t + 9 (a2, a3); B's rows 2t, 2t + 1 (b0) and 2t + 8, 2t + 9 (b1)
+ * of column g; d's rows g (d0, d1) and g + 8 (d2, d3) at columns 2t, 2t + 1). */
+__device__ __forceinline__ void mb_mma_bf16_16816(float (&d)[4], uint32_t a0, uint32_t a1,
+                                                  uint32_t a2, uint32_t a3, uint32_t b0,
+                                                  uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

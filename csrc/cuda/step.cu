@@ -147,9 +147,10 @@ __global__ void __launch_bounds__(POS_W * 32) k_ssu_pos(SsuDtArgs a) {
  * so that the 32 threads of a warp read them from 32 different banks. */
 struct SsuRowsSmem {
   int as, ws, rp; /* A / state row length (floats), weight row length (chunks), x_dbl row */
-  size_t a, s, rows, w, bytes; /* offsets (floats, except w: bytes) and the total in bytes */
+  size_t a, s, rows, w, dt, bytes; /* offsets (floats; w and dt: bytes) and the total in bytes */
 };
-__host__ __device__ inline SsuRowsSmem ssu_rows_smem(int L, int R, int nch, int B) {
+/* mma: room for the tensor cores' dt_proj outputs too (B rows of SSU_ROW_C + 1 floats) */
+__host__ __device__ inline SsuRowsSmem ssu_rows_smem(int L, int R, int nch, int B, bool mma) {
   SsuRowsSmem m;
   const int np = L * SCAN_P;
   m.as = np + 1;
@@ -160,7 +161,8 @@ __host__ __device__ inline SsuRowsSmem ssu_rows_smem(int L, int R, int nch, int 
   m.rows = m.s + (size_t)B * SSU_ROW_C * m.as;
   /* 16-byte aligned: every term above is a multiple of 4 floats */
   m.w = (m.rows + (size_t)B * (m.rp + 2 * np)) * sizeof(float);
-  m.bytes = m.w + (size_t)SSU_ROW_C * m.ws * 16 * (nch > 0);
+  m.dt = m.w + (size_t)SSU_ROW_C * m.ws * 16 * (nch > 0);
+  m.bytes = m.dt + (mma ? (size_t)B * (SSU_ROW_C + 1) * sizeof(float) : 0);
   return m;
 }
 
@@ -179,7 +181,42 @@ __device__ __forceinline__ float lanes_sum(float (&v)[L]) {
   return v[0];
 }
 
-template <int L, typename WT, int B> /* B: sequences a block (a warp each) */
+/* dt_proj of a k_ssu_dt_rows block on the tensor cores (bf16 weights, 16-byte rows): the raw dt of
+ * its SSU_ROW_C channels by its B sequences, D (channels x sequences) = W (the staged rows of
+ * chunks, ws chunks apart) x the staged x_dbl rows (xs, xstride floats apart) rounded to bf16, in
+ * k-steps of 16 with fp32 accumulators; warp 0 takes channels 0-15, warp 1 16-31, one 8-wide tile
+ * of sequences each. Sequences past the live ones and k past R (a multiple of 8) are zeros;
+ * channel rows past the block's are never read back. Into sDt[sequence][channel]
+ * (SSU_ROW_C + 1 floats a row). */
+template <int B>
+__device__ __forceinline__ void ssu_rows_dt_mma(const uint4 *sW, int ws, const float *xs,
+                                                int xstride, int R, int live, float *sDt) {
+  static_assert(B <= 8 && SSU_ROW_C == 32, "one 8-wide tile of sequences, two of channels");
+  const int lane = threadIdx.x, warp = threadIdx.y, g = lane / 4, tq = lane % 4;
+  const uint16_t *w0 = (const uint16_t *)(sW + (size_t)(16 * warp + g) * ws);
+  const uint16_t *w1 = w0 + (size_t)8 * ws * 8; /* row g + 8 */
+  const float *xr = xs + (size_t)(g < live ? g : 0) * xstride;
+  float d[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int ks = 0; ks < R; ks += 16) {
+    const int k0 = ks + 2 * tq, k1 = k0 + 8;
+    const bool hi = ks + 8 < R; /* the k-step's second half (R % 8 == 0) */
+    const uint32_t b0 = g < live ? mb_f32x2_to_bf16(xr[k0], xr[k0 + 1]) : 0u;
+    const uint32_t b1 = g < live && hi ? mb_f32x2_to_bf16(xr[k1], xr[k1 + 1]) : 0u;
+    mb_mma_bf16_16816(d, mb_ld_bf16x2(w0 + k0), mb_ld_bf16x2(w1 + k0),
+                      hi ? mb_ld_bf16x2(w0 + k1) : 0u, hi ? mb_ld_bf16x2(w1 + k1) : 0u, b0, b1);
+  }
+#pragma unroll
+  for (int h = 0; h < 2; h++)
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      const int sq = 2 * tq + j;
+      if (sq < B) sDt[sq * (SSU_ROW_C + 1) + 16 * warp + g + 8 * h] = d[2 * h + j];
+    }
+}
+
+/* B: sequences a block (a warp each); MMA (bf16 weights in 16-byte rows only): dt_proj on the
+ * tensor cores (ssu_rows_dt_mma) instead of the lanes' chunks and butterfly */
+template <int L, typename WT, int B, bool MMA>
 __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
   extern __shared__ __align__(16) float smem_rows[];
   mb_pdl_trigger();
@@ -190,10 +227,11 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
   const int cn = (int)min((int64_t)SSU_ROW_C, a.d - c0); /* channels of this block */
   const bool cok = tx < cn;
   const int R = a.R, n = a.n, nch = a.wvec ? R / EPV : 0;
-  const SsuRowsSmem m = ssu_rows_smem(L, R, nch, B);
+  const SsuRowsSmem m = ssu_rows_smem(L, R, nch, B, MMA);
   float *sA = smem_rows + m.a, *sS = smem_rows + m.s + (size_t)ty * SSU_ROW_C * m.as;
   float *xs = smem_rows + m.rows + (size_t)ty * (m.rp + 2 * NP), *sB = xs + m.rp, *sC = sB + NP;
   uint4 *sW = (uint4 *)((char *)smem_rows + m.w);
+  float *sDt = (float *)((char *)smem_rows + m.dt);
   /* constants before the PDL wait, staged by the whole block from contiguous memory: A of the
    * block's channels, and (16-byte rows) their dt_proj rows */
   for (int i = tid; i < SSU_ROW_C * NP; i += NT) {
@@ -210,8 +248,17 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
   const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
   const float bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
   mb_pdl_wait();
-  if (b >= a.batch) { /* a whole warp (one sequence per warp): only the barrier is owed */
+  /* with MMA, warps 0 and 1 run dt_proj's tiles for the block once its rows are staged */
+  const auto dt_tiles = [&] {
+    if constexpr (MMA) {
+      const int live = (int)min((int64_t)B, a.batch - (int64_t)blockIdx.y * B);
+      if (ty < 2) ssu_rows_dt_mma<B>(sW, m.ws, smem_rows + m.rows, m.rp + 2 * NP, R, live, sDt);
+      __syncthreads();
+    }
+  };
+  if (b >= a.batch) { /* a whole warp (one sequence per warp): only the barriers are owed */
     __syncthreads();
+    dt_tiles();
     return;
   }
   /* this warp's sequence: its states (contiguous over the block's channels), x_dbl, B, C. With a
@@ -264,12 +311,15 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
     }
   }
   __syncthreads();
+  dt_tiles();
   if (cok) {
     /* dt_proj: lane gi's chunks j = gi, gi + L, ... in order, then the lanes' butterfly */
     float p[L];
 #pragma unroll
     for (int gi = 0; gi < L; gi++) p[gi] = 0.f;
-    if (nch > 0) {
+    if constexpr (MMA) {
+      p[0] = sDt[ty * (SSU_ROW_C + 1) + tx];
+    } else if (nch > 0) {
       const uint4 *wr = sW + tx * m.ws;
       for (int mm = 0; mm < nch; mm += L) {
 #pragma unroll
@@ -284,7 +334,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
           if (mm + gi < R) p[gi] = fmaf(wval(wrow, mm + gi), xs[mm + gi], p[gi]);
       }
     }
-    const float draw = lanes_sum(p) + bc;
+    const float draw = (MMA ? p[0] : lanes_sum(p)) + bc;
     if (a.delta_out) a.delta_out[b * a.d + c] = draw;
     const float dt = a.softplus ? mb_softplus(draw) : draw;
     const float du = dt * uu;
@@ -334,25 +384,32 @@ static int ssu_rows_b(int64_t batch) { return batch > 128 ? 8 : 4; }
 /* The rows kernel's shared memory for these arguments and B sequences a block, 0 when it would
  * not fit (then the lanes' kernel runs). */
 template <int L, typename WT>
-static size_t ssu_dt_rows_smem(const SsuDtArgs &a, int B) {
+static size_t ssu_dt_rows_smem(const SsuDtArgs &a, int B, bool mma) {
   const int nch = a.wvec ? a.R / (16 / (int)sizeof(WT)) : 0;
-  const size_t bytes = ssu_rows_smem(L, a.R, nch, B).bytes;
+  const size_t bytes = ssu_rows_smem(L, a.R, nch, B, mma).bytes;
   return bytes <= 96 * 1024 ? bytes : 0;
 }
 
-template <int L, typename WT, int B>
+template <int L, typename WT, int B, bool MMA>
 static int ssu_dt_rows_launch_b(mb_ctx *ctx, const SsuDtArgs &a) {
-  const size_t smem = ssu_dt_rows_smem<L, WT>(a, B);
+  static_assert(!MMA || sizeof(WT) == 2, "the tensor cores' dt_proj takes bf16 weights");
+  const size_t smem = ssu_dt_rows_smem<L, WT>(a, B, MMA);
   if (smem > 48 * 1024)
-    MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT, B>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT, B, MMA>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
   const dim3 grid(mbcuda_blocks(a.d, SSU_ROW_C), (unsigned)((a.batch + B - 1) / B));
-  MBCUDA_LAUNCH("selective_state_update_dt (rows)", (k_ssu_dt_rows<L, WT, B>), grid, dim3(SSU_ROW_C, B), smem, a);
+  MBCUDA_LAUNCH("selective_state_update_dt (rows)", (k_ssu_dt_rows<L, WT, B, MMA>), grid, dim3(SSU_ROW_C, B), smem, a);
   return MB_OK;
 }
 
+/* mma: bf16 weights in 16-byte rows only (ssu_dt_launch_l) */
 template <int L, typename WT>
-static int ssu_dt_rows_launch(mb_ctx *ctx, const SsuDtArgs &a, int B) {
-  return B == 4 ? ssu_dt_rows_launch_b<L, WT, 4>(ctx, a) : ssu_dt_rows_launch_b<L, WT, 8>(ctx, a);
+static int ssu_dt_rows_launch(mb_ctx *ctx, const SsuDtArgs &a, int B, bool mma) {
+  if constexpr (sizeof(WT) == 2)
+    if (mma)
+      return B == 4 ? ssu_dt_rows_launch_b<L, WT, 4, true>(ctx, a)
+                    : ssu_dt_rows_launch_b<L, WT, 8, true>(ctx, a);
+  return B == 4 ? ssu_dt_rows_launch_b<L, WT, 4, false>(ctx, a)
+                : ssu_dt_rows_launch_b<L, WT, 8, false>(ctx, a);
 }
 
 /* 64 threads a block at every batch. Tried: 256 from batch 4 (the 28,672 two-warp blocks of batch
@@ -369,11 +426,14 @@ static int ssu_dt_launch_t(mb_ctx *ctx, const SsuDtArgs &a, dim3 grid, int threa
 template <int L>
 static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype) {
   const int env = mbcuda_st(ctx)->ssu_rows, from = env < 0 ? SSU_ROWS_MIN_BATCH : env;
-  const int rb = ssu_rows_b(a.batch);
+  const int rb = mbcuda_st(ctx)->ssu_rows_b ? mbcuda_st(ctx)->ssu_rows_b : ssu_rows_b(a.batch);
   const bool bf = wdtype == MB_DTYPE_BF16;
+  /* bf16 weights: dt_proj on the tensor cores (MAMBABYTE_CUDA_SSU_ROWS_MMA=0: the lanes' FMAs) */
+  const bool mma = bf && a.wvec && mbcuda_st(ctx)->ssu_rows_mma;
   if (a.len == 1 && from > 0 && a.batch >= from &&
-      (bf ? ssu_dt_rows_smem<L, uint16_t>(a, rb) : ssu_dt_rows_smem<L, float>(a, rb)) > 0)
-    return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a, rb) : ssu_dt_rows_launch<L, float>(ctx, a, rb);
+      (bf ? ssu_dt_rows_smem<L, uint16_t>(a, rb, mma) : ssu_dt_rows_smem<L, float>(a, rb, false)) > 0)
+    return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a, rb, mma)
+              : ssu_dt_rows_launch<L, float>(ctx, a, rb, false);
   /* several positions of one sequence: a warp per position (x_dbl's rows 16-byte aligned for
    * dt_proj's chunk loads; MAMBABYTE_CUDA_SSU_POS=0 keeps the lanes' kernel, A/B runs) */
   if (a.len > 1 && mbcuda_st(ctx)->ssu_pos && ((uintptr_t)a.xdbl % 16) == 0 && a.ldx % 4 == 0) {

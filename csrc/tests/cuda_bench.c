@@ -19,8 +19,9 @@
  *   cuda_bench --batch   decoding batches only (1 to 256 bf16, up to 8 through mb_decode_layers as
  *                        the model steps; 64 fp32), the batch-64 layer's
  *                        per-op times and its large products at 16, 64 and 256 rows
- *   cuda_bench --batch-peers  decoding batches 16 to 256 (bf16) and the conv step with x_proj
- *                        alone against the peers in CUDA_BENCH_PEERS, alternated
+ *   cuda_bench --batch-peers  decoding batches 16 to 256 (bf16), the conv step with x_proj and
+ *                        the state update with dt_proj alone, against the peers in
+ *                        CUDA_BENCH_PEERS, alternated
  *   cuda_bench --ssu64   the batch-64 layer's per-op times only (a short run for ncu)
  *   cuda_bench --fwd     the forward's layer ops, scan and 8192-position pass (bf16), against
  *                        the peers in CUDA_BENCH_PEERS ("NAME=VALUE ..."), alternated
@@ -933,9 +934,10 @@ static void fwd_peers(void) {
   model_free(&m);
 }
 
-/* The conv step with x_proj (mb_conv1d_step_linear) of layer 0 at `batch` rows, repeated back to
- * back: us a call. */
-static void conv_linear_alone(model *m, int64_t batch, const char *label) {
+/* The conv step with x_proj (mb_conv1d_step_linear) and the state update with dt_proj
+ * (mb_selective_state_update_dt) of layer 0 at `batch` rows, each repeated back to back: us a
+ * call. */
+static void step_ops_alone(model *m, int64_t batch, const char *label) {
   acts a;
   acts_init(&a, batch, batch);
   const layer *L = &m->l[0];
@@ -944,11 +946,18 @@ static void conv_linear_alone(model *m, int64_t batch, const char *label) {
           MBX(mb_conv1d_step_linear(G, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, batch, DI, KC,
                                     a.xc, DI, L->xp, m->dtype, NULL, XP, a.dbc, XP)));
   ROW("conv1d_step_linear %-34s b=%-3lld %7.2f us", label, (long long)batch, ts * 1e6);
+  TIME_OP(ts, 50,
+          MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, m->dtype, L->dtb, R,
+                                           L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
+                                           a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL,
+                                           a.y, DI, NULL)));
+  ROW("selective_state_update_dt %-27s b=%-3lld %7.2f us", label, (long long)batch, ts * 1e6);
   acts_free(&a);
 }
 
 /* --batch-peers: decoding batches 16 to 256 (bf16, graph replay) and, in the first round, the conv
- * step with x_proj alone at 64 and 256 rows, against the peers in CUDA_BENCH_PEERS, alternated */
+ * step with x_proj and the state update with dt_proj alone at 64 and 256 rows, against the peers
+ * in CUDA_BENCH_PEERS, alternated */
 static void batch_peers(double bw) {
   char names[8][64], values[8][64];
   int rounds;
@@ -966,8 +975,8 @@ static void batch_peers(double bw) {
       }
       for (int i = 0; i < 5; i++) decode_bench(&m, bw, batches[i], label);
       if (r == 0) {
-        conv_linear_alone(&m, 64, label);
-        conv_linear_alone(&m, 256, label);
+        step_ops_alone(&m, 64, label);
+        step_ops_alone(&m, 256, label);
       }
       if (p >= 0) {
         MBX(mb_ctx_destroy(G));

@@ -12,11 +12,12 @@
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
  *
- *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear|bf16] [--draft_cases N]
+ *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear|bf16|ssu] [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
  *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm and mb_conv1d_step_linear;
  *     --only bf16: only the bf16 xz and delta ops (mb_linear_to_bf16, the conv of bf16 x, the scan
  *     of bf16 delta and z; with --small also the tile scan's pairs, at 256 x 3584);
+ *     --only ssu: only mb_selective_state_update_dt, with its kernels' environment peers;
  *     --only draft_greedy: only mb_draft_greedy, three times (with --small once); --draft_cases N:
  *     its first N cases only (racecheck on the cluster kernel is slow)
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
@@ -33,6 +34,7 @@ static mb_ctx *CPU, *GPU;
 static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_dg = 0, g_dg_cases = 0;
 static int g_only_lin = 0; /* --only linear: the products (a sanitizer's short run) */
 static int g_only_bf = 0;  /* --only bf16: the bf16 xz / delta ops, every case (also the tile scan's) */
+static int g_only_ssu = 0; /* --only ssu: the decoding state update, with its kernels' peers */
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 #define MBX(call)                                                                                 \
@@ -895,6 +897,12 @@ static void t_conv_linear_fma(void) {
   g_cl_fma = 0;
 }
 
+/* The GPU context's state update takes its rows kernel from this batch on (MAMBABYTE_CUDA_SSU_ROWS,
+ * default 16); there, with bf16 weights in 16-byte rows, dt_proj runs on the tensor cores from
+ * x_dbl's first R columns rounded to bf16 (1e-2 against the CPU, 1e-5 against the CPU's run on the
+ * rounded columns, and a rerun's bits), unless g_ssu_fma (MAMBABYTE_CUDA_SSU_ROWS_MMA=0: the lanes'
+ * FMAs, 1e-5, and a batch's rows the bits of one-sequence calls). */
+static int g_ssu_rows_from = 16, g_ssu_fma = 0;
 static void t_ssu_dt(void) {
   /* al: x_dbl's rows 16-byte aligned (ldx a multiple of 4), as the model's are (the batch
    * kernel's four-threads-a-channel form, built and retired, took only those) */
@@ -928,6 +936,7 @@ static void t_ssu_dt(void) {
     free(ah);
     float *sh = hrand(B * d * n, -1, 1);
     pair S = pf(sh, B * d * n), S1 = pf(sh, B * d * n), Y = pf(NULL, B * ldy), DO = pf(NULL, B * d);
+    pair S2 = pf(sh, B * d * n), Y2 = pf(NULL, B * ldy), DO2 = pf(NULL, B * d);
     pair Y1 = pf(NULL, B * ldy), DO1 = pf(NULL, B * d);
     pair YB = pb16(B * ldy); /* y as bf16 too, in every other case */
     uint16_t *yb_c = ci % 2 ? (uint16_t *)YB.c : NULL, *yb_g = ci % 2 ? (uint16_t *)YB.g : NULL;
@@ -942,15 +951,45 @@ static void t_ssu_dt(void) {
                                      cs[ci].bias ? G(Bi) : NULL, R, G(A), xg + R, ldx,
                                      xg + R + n, ldx, D ? G(Dk) : NULL, D ? G(Z) : NULL, ldz,
                                      G(S), B, d, n, 1, cs[ci].dout ? G(DO) : NULL, G(Y), ldy, yb_g));
+    const int mma = cs[ci].wdt == MB_DTYPE_BF16 && !g_ssu_fma && g_ssu_rows_from > 0 &&
+                    B >= g_ssu_rows_from && (R * 2) % 16 == 0;
     char cfg[96];
-    snprintf(cfg, sizeof cfg, "b=%lld d=%lld n=%lld R=%lld %s bias=%d Dz=%d%s", (long long)B,
+    snprintf(cfg, sizeof cfg, "b=%lld d=%lld n=%lld R=%lld %s bias=%d Dz=%d%s%s", (long long)B,
              (long long)d, (long long)n, (long long)R, cs[ci].wdt ? "bf16" : "f32", cs[ci].bias,
-             D, cs[ci].al ? " aligned" : "");
-    check("ssu_dt", cfg, "y", rel_err(&Y, B, d, ldy), 1e-5);
-    check("ssu_dt", cfg, "state", rel_all(&S), 1e-5);
-    if (cs[ci].dout) check("ssu_dt", cfg, "delta", rel_all(&DO), 1e-5);
+             D, cs[ci].al ? " aligned" : "", mma ? " mma" : "");
+    const double tol = mma ? 1e-2 : 1e-5;
+    check("ssu_dt", cfg, "y", rel_err(&Y, B, d, ldy), tol);
+    check("ssu_dt", cfg, "state", rel_all(&S), tol);
+    if (cs[ci].dout) check("ssu_dt", cfg, "delta", rel_all(&DO), tol);
     if (yb_g) check_bf16("ssu_dt", cfg, &YB, &Y, B, d, ldy, ldy); /* and the fp32 y rounded */
-    if (B > 1) { /* each row as a batch of one: the same bits (a row's arithmetic is its own) */
+    if (mma) { /* the CPU's op on x_dbl's dt_proj columns rounded to bf16: all but the sums' order */
+      float *xr = (float *)malloc((size_t)(B * ldx) * sizeof(float));
+      memcpy(xr, xc, (size_t)(B * ldx) * sizeof(float));
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t k = 0; k < R; k++) {
+          const uint32_t u = (uint32_t)f2bf(xr[b * ldx + k]) << 16;
+          memcpy(&xr[b * ldx + k], &u, 4);
+        }
+      MBX(mb_selective_state_update_dt(CPU, C(U), ldu, xr, ldx, W.c, cs[ci].wdt,
+                                       cs[ci].bias ? C(Bi) : NULL, R, C(A), xc + R, ldx,
+                                       xc + R + n, ldx, D ? C(Dk) : NULL, D ? C(Z) : NULL, ldz,
+                                       C(S2), B, d, n, 1, cs[ci].dout ? C(DO2) : NULL, C(Y2), ldy,
+                                       NULL));
+      free(xr);
+      pair YG = {Y2.c, Y.g, Y.bytes}, SG = {S2.c, S.g, S.bytes}, DG = {DO2.c, DO.g, DO.bytes};
+      check("ssu_dt", cfg, "y=rounded", rel_err(&YG, B, d, ldy), 1e-5);
+      check("ssu_dt", cfg, "state=rounded", rel_all(&SG), 1e-5);
+      if (cs[ci].dout) check("ssu_dt", cfg, "delta=rounded", rel_all(&DG), 1e-5);
+      /* a rerun of the batch from the same states: the first run's bits */
+      MBX(mb_selective_state_update_dt(GPU, G(U), ldu, xg, ldx, W.g, cs[ci].wdt,
+                                       cs[ci].bias ? G(Bi) : NULL, R, G(A), xg + R, ldx,
+                                       xg + R + n, ldx, D ? G(Dk) : NULL, D ? G(Z) : NULL, ldz,
+                                       G(S1), B, d, n, 1, cs[ci].dout ? G(DO1) : NULL, G(Y1), ldy,
+                                       NULL));
+      check("ssu_dt", cfg, "y rerun", diff_bits(Y.g, Y1.g, Y.bytes), 0);
+      check("ssu_dt", cfg, "state rerun", diff_bits(S.g, S1.g, S.bytes), 0);
+      if (cs[ci].dout) check("ssu_dt", cfg, "delta rerun", diff_bits(DO.g, DO1.g, DO.bytes), 0);
+    } else if (B > 1) { /* each row as a batch of one: the same bits (a row's arithmetic is its own) */
       for (int64_t b = 0; b < B; b++) {
         MBX(mb_selective_state_update_dt(
             GPU, G(U) + b * ldu, ldu, xg + b * ldx, ldx, W.g, cs[ci].wdt,
@@ -968,7 +1007,18 @@ static void t_ssu_dt(void) {
     }
     pfree(&U), pfree(&X), pfree(&Z), pfree(&W), pfree(&Bi), pfree(&Dk), pfree(&A), pfree(&S);
     pfree(&Y), pfree(&DO), pfree(&S1), pfree(&Y1), pfree(&DO1), pfree(&YB);
+    pfree(&S2), pfree(&Y2), pfree(&DO2);
   }
+}
+static void t_ssu_dt_rows2(void) {
+  g_ssu_rows_from = 2;
+  t_ssu_dt();
+  g_ssu_rows_from = 16;
+}
+static void t_ssu_dt_rows2_fma(void) {
+  g_ssu_fma = 1;
+  t_ssu_dt_rows2();
+  g_ssu_fma = 0;
 }
 
 /* ---- speculative decoding: what verification relies on ----------------------------------------
@@ -2180,6 +2230,20 @@ static void with_gpu_env(const char *name, const char *value, const char *what,
   GPU = usual;
 }
 
+/* mb_selective_state_update_dt as the default context runs it, then with the thread-per-(sequence,
+ * channel) kernel from batch 2 (by default from 16), then with its dt_proj in the lanes' FMAs there
+ * too: each batch's rows against one-sequence calls, which keep the lanes' kernel. */
+static void t_ssu_dt_all(void) {
+  t_ssu_dt();
+  with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS", "2", "the state update's rows kernel from batch 2",
+               t_ssu_dt_rows2);
+  setenv("MAMBABYTE_CUDA_SSU_ROWS", "2", 1);
+  with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS_MMA", "0",
+               "the rows kernel from batch 2 (MAMBABYTE_CUDA_SSU_ROWS=2), dt_proj in FMAs",
+               t_ssu_dt_rows2_fma);
+  unsetenv("MAMBABYTE_CUDA_SSU_ROWS");
+}
+
 /* The run's end: both contexts destroyed, the summary line (`label`: which cases ran), the exit
  * status. */
 static int finish_run(const char *label) {
@@ -2201,6 +2265,8 @@ int main(int argc, char **argv) {
       g_only_lin = 1;
     if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "bf16"))
       g_only_bf = 1;
+    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "ssu"))
+      g_only_ssu = 1;
     if (!strcmp(argv[i], "--draft_cases") && i + 1 < argc) g_dg_cases = atoi(argv[i + 1]);
   }
   int count = 0;
@@ -2233,6 +2299,10 @@ int main(int argc, char **argv) {
     t_scan_bf16();
     return finish_run(" (bf16 xz and delta only)");
   }
+  if (g_only_ssu) {
+    t_ssu_dt_all();
+    return finish_run(" (ssu_dt only)");
+  }
   if (g_only_lin) {
     t_linear();
     t_linear_bf16();
@@ -2258,11 +2328,7 @@ int main(int argc, char **argv) {
   t_scan(1);
   t_scan_tile();
   t_scan_bf16();
-  t_ssu_dt();
-  /* the decoding state update's thread-per-(sequence, channel) kernel from batch 2 (by default
-   * from 16): each batch's rows against one-sequence calls, which keep the lanes' kernel */
-  with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS", "2", "the state update's rows kernel from batch 2",
-               t_ssu_dt);
+  t_ssu_dt_all();
   t_linear_conv();
   t_conv_linear();
   /* its peer: the conv then mb_linear (cuBLAS from 9 rows) */
