@@ -104,6 +104,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->ssu_rows = e_ssu && e_ssu[0] ? atoi(e_ssu) : -1; /* -1: step.cu's default */
     const char *e_srm = getenv("MAMBABYTE_CUDA_SSU_ROWS_MMA");
     st->ssu_rows_mma = !(e_srm && e_srm[0] == '0');
+    const char *e_srf = getenv("MAMBABYTE_CUDA_SSU_ROWS_FAST");
+    st->ssu_rows_fast = !(e_srf && e_srf[0] == '0');
     const char *e_srb = getenv("MAMBABYTE_CUDA_SSU_ROWS_B");
     st->ssu_rows_b = e_srb && (atoi(e_srb) == 4 || atoi(e_srb) == 8) ? atoi(e_srb) : 0;
     const char *e_g256 = getenv("MAMBABYTE_CUDA_GEMV_G256_ROWS");

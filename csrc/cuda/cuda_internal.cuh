@@ -74,6 +74,8 @@ struct mbcuda_state {
                           * (sequence, channel) kernel (MAMBABYTE_CUDA_SSU_ROWS; 0 never) */
   int ssu_rows_mma;      /* ... its dt_proj with bf16 weights on the tensor cores
                           * (MAMBABYTE_CUDA_SSU_ROWS_MMA=0: the lanes' fp32 FMAs, A/B runs) */
+  int ssu_rows_fast;     /* ... and there the MUFU forms of exp2, softplus and SiLU
+                          * (MAMBABYTE_CUDA_SSU_ROWS_FAST=0: the accurate ones, A/B runs) */
   int ssu_rows_b;        /* ... its sequences a block: 4 or 8 (MAMBABYTE_CUDA_SSU_ROWS_B, A/B
                           * runs), else (0, the default) by batch (step.cu's ssu_rows_b) */
   int gemv_g256_rows;    /* n <= 8 GEMVs of fewer rows than this per SM take a block a row (16;
@@ -307,6 +309,31 @@ static __device__ float block_max(float v, float *red) {
 
 __device__ __forceinline__ float mb_softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 __device__ __forceinline__ float mb_silu(float x) { return x / (1.f + expf(-x)); }
+
+/* 2^x with the MUFU instruction alone: exp2f adds a rescaling for results below 2^-126, which only
+ * matter when dt * A < -87, where the state has decayed to nothing in either form. */
+__device__ __forceinline__ float mb_fast_ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+/* The softplus and SiLU of the tile scan (and of the batch state update's tensor-core form) on the
+ * MUFU unit: once per position and channel they cost as much as a few states' updates in the
+ * accurate forms (log1pf, expf, an IEEE division).
+ * softplus: e = exp(x); below 1/16 log1p's series to e^5 (truncation < e^6/6: 3e-8 relative),
+ * else log(1 + e) (1 + e rounds within 2^-24: < 1e-6 relative); x > 20: x, as torch's threshold.
+ * Both stay within ~2e-6 of the accurate forms (cuda_vs_cpu holds y to 1e-5). */
+__device__ __forceinline__ float mb_fast_softplus(float x) {
+  /* both forms computed and one selected: no branch per position (a lane's 16 positions took
+   * ~26 instructions each with the branches) */
+  const float e = __expf(x);
+  const float series = e * (1.f - e * (0.5f - e * (1.f / 3.f - e * (0.25f - e * 0.2f))));
+  const float lg = __logf(1.f + e);
+  const float r = e < 0.0625f ? series : lg;
+  return x > 20.f ? x : r;
+}
+__device__ __forceinline__ float mb_fast_silu(float x) { return __fdividef(x, 1.f + __expf(-x)); }
 
 static inline int row_threads(int64_t d) {
   int t = 32;

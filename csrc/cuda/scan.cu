@@ -406,30 +406,6 @@ __device__ __forceinline__ float scan_sum(const float (&v)[K]) {
   return (t0 + t1) + (t2 + t3);
 }
 
-/* 2^x with the MUFU instruction alone: exp2f adds a rescaling for results below 2^-126, which only
- * matter when dt * A < -87, where the state has decayed to nothing in either form. */
-__device__ __forceinline__ float scan_ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-/* The tile scan's softplus and SiLU, on the MUFU unit: once per position and channel they cost
- * as much as a few states' updates in the accurate forms (log1pf, expf, an IEEE division).
- * softplus: e = exp(x); below 1/16 log1p's series to e^5 (truncation < e^6/6: 3e-8 relative),
- * else log(1 + e) (1 + e rounds within 2^-24: < 1e-6 relative); x > 20: x, as torch's threshold.
- * Both stay within ~2e-6 of the accurate forms (cuda_vs_cpu holds y to 1e-5). */
-__device__ __forceinline__ float scan_softplus(float x) {
-  /* both forms computed and one selected: no branch per position (a lane's 16 positions took
-   * ~26 instructions each with the branches) */
-  const float e = __expf(x);
-  const float series = e * (1.f - e * (0.5f - e * (1.f / 3.f - e * (0.25f - e * 0.2f))));
-  const float lg = __logf(1.f + e);
-  const float r = e < 0.0625f ? series : lg;
-  return x > 20.f ? x : r;
-}
-__device__ __forceinline__ float scan_silu(float x) { return __fdividef(x, 1.f + __expf(-x)); }
-
 /* State s of one chunk for one lane (ll: its index among its channel's L lanes, whose shuffles
  * stay within the channel: width L). a2_l / carry_l: A * log2(e) and the carry of state `ll`,
  * held one state per lane. */
@@ -445,13 +421,13 @@ __device__ __forceinline__ void scan_state(int s, int ll, float a2_l, float &car
   scan_ldsk<K>(Bs + s * T::ROW + ll * T::STRIDE, Bv);
 #pragma unroll
   for (int k = 0; k < K; k++) {
-    dA[k] = scan_ex2(dt[k] * A2);
+    dA[k] = mb_fast_ex2(dt[k] * A2);
     bx[k] = du[k] * Bv[k];
   }
   /* the lane's positions as one affine map h -> pa * h + pb; the decays' product is one exp of
    * the summed dt (a multiply and an exp where a product took K - 1 multiplies per state: 206 M
    * warp instructions a 972M layer at 8192 positions against 236 M, 459-462 us against 464-465) */
-  float pa = scan_ex2(dt_sum * A2);
+  float pa = mb_fast_ex2(dt_sum * A2);
   float pb = bx[0];
 #pragma unroll
   for (int k = 1; k < K; k++) pb = dA[k] * pb + bx[k];
@@ -529,7 +505,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
     for (int k = 0; k < K; k++) {
       float d = dt[k];
       if (a.delta_bias) d += dbias;
-      if (a.softplus) d = scan_softplus(d);
+      if (a.softplus) d = mb_fast_softplus(d);
       if (ll * K + k >= rows) d = 0.f; /* h passes unchanged */
       dt[k] = d;
       du[k] = d * uu[k];
@@ -553,7 +529,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
       if (HB) scan_ldsk_pair<K>(Ds + lo_pair, w & 1, zz);
       else scan_ldsk<K>(Ds + lo, zz);
 #pragma unroll
-      for (int k = 0; k < K; k++) y[k] *= scan_silu(zz[k]);
+      for (int k = 0; k < K; k++) y[k] *= mb_fast_silu(zz[k]);
     }
     /* HB: u's pair rows are read by two channels' lanes, and y's rows are per channel: every warp
      * must have read u (z's barrier above is that, where there is a z) */

@@ -214,10 +214,24 @@ __device__ __forceinline__ void ssu_rows_dt_mma(const uint4 *sW, int ws, const f
     }
 }
 
+/* The rows kernel's exp2, softplus and SiLU: the accurate forms every decoding kernel shares (the
+ * same bits as k_ssu_dt), or (FAST, the tensor-core form only, whose bits are its own anyway) the
+ * tile scan's MUFU forms (within ~2e-6 of them) */
+template <bool FAST>
+__device__ __forceinline__ float ssu_ex2(float x) { return FAST ? mb_fast_ex2(x) : exp2f(x); }
+template <bool FAST>
+__device__ __forceinline__ float ssu_softplus(float x) {
+  return FAST ? mb_fast_softplus(x) : mb_softplus(x);
+}
+template <bool FAST>
+__device__ __forceinline__ float ssu_silu(float x) { return FAST ? mb_fast_silu(x) : mb_silu(x); }
+
 /* B: sequences a block (a warp each); MMA (bf16 weights in 16-byte rows only): dt_proj on the
- * tensor cores (ssu_rows_dt_mma) instead of the lanes' chunks and butterfly */
-template <int L, typename WT, int B, bool MMA>
+ * tensor cores (ssu_rows_dt_mma) instead of the lanes' chunks and butterfly; FAST (with MMA only):
+ * the MUFU forms of exp2, softplus and SiLU */
+template <int L, typename WT, int B, bool MMA, bool FAST>
 __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
+  static_assert(MMA || !FAST, "the accurate forms keep the lanes' bits");
   extern __shared__ __align__(16) float smem_rows[];
   mb_pdl_trigger();
   constexpr int EPV = 16 / sizeof(WT), NP = L * SCAN_P, NT = SSU_ROW_C * B;
@@ -336,7 +350,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
     }
     const float draw = (MMA ? p[0] : lanes_sum(p)) + bc;
     if (a.delta_out) a.delta_out[b * a.d + c] = draw;
-    const float dt = a.softplus ? mb_softplus(draw) : draw;
+    const float dt = a.softplus ? ssu_softplus<FAST>(draw) : draw;
     const float du = dt * uu;
     /* lane gi's two states, then the same butterfly over the lanes' partial outputs */
     float *hs = sS + tx * m.as;
@@ -345,13 +359,13 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
 #pragma unroll
     for (int gi = 0; gi < L; gi++) {
       const int s0 = gi * SCAN_P;
-      const float h0 = fmaf(exp2f(dt * Ac[s0]), hs[s0], du * sB[s0]);
-      const float h1 = fmaf(exp2f(dt * Ac[s0 + 1]), hs[s0 + 1], du * sB[s0 + 1]);
+      const float h0 = fmaf(ssu_ex2<FAST>(dt * Ac[s0]), hs[s0], du * sB[s0]);
+      const float h1 = fmaf(ssu_ex2<FAST>(dt * Ac[s0 + 1]), hs[s0 + 1], du * sB[s0 + 1]);
       hs[s0] = h0, hs[s0 + 1] = h1;
       yl[gi] = fmaf(sC[s0 + 1], h1, sC[s0] * h0);
     }
     float yv = lanes_sum(yl) + Dc * uu;
-    if (a.z) yv *= mb_silu(zz);
+    if (a.z) yv *= ssu_silu<FAST>(zz);
     ssu_store_y(a, b, c, yv);
   }
   __syncwarp();
@@ -390,26 +404,32 @@ static size_t ssu_dt_rows_smem(const SsuDtArgs &a, int B, bool mma) {
   return bytes <= 96 * 1024 ? bytes : 0;
 }
 
-template <int L, typename WT, int B, bool MMA>
+template <int L, typename WT, int B, bool MMA, bool FAST>
 static int ssu_dt_rows_launch_b(mb_ctx *ctx, const SsuDtArgs &a) {
   static_assert(!MMA || sizeof(WT) == 2, "the tensor cores' dt_proj takes bf16 weights");
   const size_t smem = ssu_dt_rows_smem<L, WT>(a, B, MMA);
   if (smem > 48 * 1024)
-    MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT, B, MMA>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT, B, MMA, FAST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
   const dim3 grid(mbcuda_blocks(a.d, SSU_ROW_C), (unsigned)((a.batch + B - 1) / B));
-  MBCUDA_LAUNCH("selective_state_update_dt (rows)", (k_ssu_dt_rows<L, WT, B, MMA>), grid, dim3(SSU_ROW_C, B), smem, a);
+  MBCUDA_LAUNCH("selective_state_update_dt (rows)", (k_ssu_dt_rows<L, WT, B, MMA, FAST>), grid, dim3(SSU_ROW_C, B), smem, a);
   return MB_OK;
 }
 
-/* mma: bf16 weights in 16-byte rows only (ssu_dt_launch_l) */
+template <int L, typename WT, int B>
+static int ssu_dt_rows_launch_mma(mb_ctx *ctx, const SsuDtArgs &a, bool fast) {
+  return fast ? ssu_dt_rows_launch_b<L, WT, B, true, true>(ctx, a)
+              : ssu_dt_rows_launch_b<L, WT, B, true, false>(ctx, a);
+}
+
+/* mma: bf16 weights in 16-byte rows only, fast with mma only (ssu_dt_launch_l) */
 template <int L, typename WT>
-static int ssu_dt_rows_launch(mb_ctx *ctx, const SsuDtArgs &a, int B, bool mma) {
+static int ssu_dt_rows_launch(mb_ctx *ctx, const SsuDtArgs &a, int B, bool mma, bool fast) {
   if constexpr (sizeof(WT) == 2)
     if (mma)
-      return B == 4 ? ssu_dt_rows_launch_b<L, WT, 4, true>(ctx, a)
-                    : ssu_dt_rows_launch_b<L, WT, 8, true>(ctx, a);
-  return B == 4 ? ssu_dt_rows_launch_b<L, WT, 4, false>(ctx, a)
-                : ssu_dt_rows_launch_b<L, WT, 8, false>(ctx, a);
+      return B == 4 ? ssu_dt_rows_launch_mma<L, WT, 4>(ctx, a, fast)
+                    : ssu_dt_rows_launch_mma<L, WT, 8>(ctx, a, fast);
+  return B == 4 ? ssu_dt_rows_launch_b<L, WT, 4, false, false>(ctx, a)
+                : ssu_dt_rows_launch_b<L, WT, 8, false, false>(ctx, a);
 }
 
 /* 64 threads a block at every batch. Tried: 256 from batch 4 (the 28,672 two-warp blocks of batch
@@ -430,10 +450,13 @@ static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype) {
   const bool bf = wdtype == MB_DTYPE_BF16;
   /* bf16 weights: dt_proj on the tensor cores (MAMBABYTE_CUDA_SSU_ROWS_MMA=0: the lanes' FMAs) */
   const bool mma = bf && a.wvec && mbcuda_st(ctx)->ssu_rows_mma;
+  /* ... and there the MUFU forms of exp2, softplus and SiLU (MAMBABYTE_CUDA_SSU_ROWS_FAST=0: the
+   * accurate ones) */
+  const bool fast = mma && mbcuda_st(ctx)->ssu_rows_fast;
   if (a.len == 1 && from > 0 && a.batch >= from &&
       (bf ? ssu_dt_rows_smem<L, uint16_t>(a, rb, mma) : ssu_dt_rows_smem<L, float>(a, rb, false)) > 0)
-    return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a, rb, mma)
-              : ssu_dt_rows_launch<L, float>(ctx, a, rb, false);
+    return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a, rb, mma, fast)
+              : ssu_dt_rows_launch<L, float>(ctx, a, rb, false, false);
   /* several positions of one sequence: a warp per position (x_dbl's rows 16-byte aligned for
    * dt_proj's chunk loads; MAMBABYTE_CUDA_SSU_POS=0 keeps the lanes' kernel, A/B runs) */
   if (a.len > 1 && mbcuda_st(ctx)->ssu_pos && ((uintptr_t)a.xdbl % 16) == 0 && a.ldx % 4 == 0) {

@@ -899,8 +899,9 @@ static void t_conv_linear_fma(void) {
 
 /* The GPU context's state update takes its rows kernel from this batch on (MAMBABYTE_CUDA_SSU_ROWS,
  * default 16); there, with bf16 weights in 16-byte rows, dt_proj runs on the tensor cores from
- * x_dbl's first R columns rounded to bf16 (1e-2 against the CPU, 1e-5 against the CPU's run on the
- * rounded columns, and a rerun's bits), unless g_ssu_fma (MAMBABYTE_CUDA_SSU_ROWS_MMA=0: the lanes'
+ * x_dbl's first R columns rounded to bf16, with the MUFU forms of exp2, softplus and SiLU by
+ * default (1e-2 against the CPU, 1e-5 against the CPU's run on the rounded columns, and a rerun's
+ * bits), unless g_ssu_fma (MAMBABYTE_CUDA_SSU_ROWS_MMA=0: the lanes'
  * FMAs, 1e-5, and a batch's rows the bits of one-sequence calls). */
 static int g_ssu_rows_from = 16, g_ssu_fma = 0;
 static void t_ssu_dt(void) {
@@ -2232,7 +2233,8 @@ static void with_gpu_env(const char *name, const char *value, const char *what,
 
 /* mb_selective_state_update_dt as the default context runs it, then with the thread-per-(sequence,
  * channel) kernel from batch 2 (by default from 16), then with its dt_proj in the lanes' FMAs there
- * too: each batch's rows against one-sequence calls, which keep the lanes' kernel. */
+ * too: each batch's rows against one-sequence calls, which keep the lanes' kernel; then with the
+ * tensor cores' dt_proj and the accurate exp2, softplus and SiLU. */
 static void t_ssu_dt_all(void) {
   t_ssu_dt();
   with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS", "2", "the state update's rows kernel from batch 2",
@@ -2241,6 +2243,10 @@ static void t_ssu_dt_all(void) {
   with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS_MMA", "0",
                "the rows kernel from batch 2 (MAMBABYTE_CUDA_SSU_ROWS=2), dt_proj in FMAs",
                t_ssu_dt_rows2_fma);
+  with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS_FAST", "0",
+               "the rows kernel from batch 2 (MAMBABYTE_CUDA_SSU_ROWS=2), the accurate exp2, "
+               "softplus and SiLU with the tensor cores' dt_proj",
+               t_ssu_dt_rows2);
   unsetenv("MAMBABYTE_CUDA_SSU_ROWS");
 }
 
