@@ -90,6 +90,44 @@ Deno.test("stepping byte by byte equals the forward", async () => {
   }
 });
 
+Deno.test("a batch step without taps skips dt_proj's output, with the same logits", async () => {
+  // 12 sequences: the per-layer calls (no decodeLayers table), where only a tap reads ws.delta
+  const model = await load();
+  const B = 12;
+  try {
+    const be = model.backend;
+    const run = (afterLayer?: (layer: number) => void) => {
+      const ws = model.newWorkspace(B);
+      const state = model.newState(B);
+      try {
+        be.memset(ws.delta.ptr, 0xff, ws.delta.bytes);
+        be.upload(ws.ids.ptr, Int32Array.from({ length: B }, (_, i) => TEXT[i]));
+        model.embed(ws, B);
+        model.stepLayers(ws, state, B, afterLayer);
+        model.runHead(ws, B);
+        const logits = new Float32Array(B * 256);
+        be.download(logits, ws.logits.ptr);
+        const delta = new Uint8Array(ws.delta.bytes);
+        be.download(delta, ws.delta.ptr);
+        return { logits, delta };
+      } finally {
+        ws.free();
+        state.free();
+      }
+    };
+    const plain = run();
+    let layers = 0;
+    const tapped = run(() => void layers++);
+    assert.equal(layers, model.dims.nLayer);
+    assert.deepEqual(plain.logits, tapped.logits);
+    assert.ok(plain.delta.every((b) => b === 0xff), "the step without taps wrote ws.delta");
+    const written = new Float32Array(tapped.delta.buffer, 0, B * model.dims.dInner);
+    assert.ok(written.every(Number.isFinite), "the tapped step left ws.delta unwritten");
+  } finally {
+    model.close();
+  }
+});
+
 Deno.test("a one-position chunk (a decoding step) and taps of it equal the scan path's", async () => {
   // chunk size 1: every chunk goes through stepLayers, except with a conv1d tap (forwardLayers)
   const steps = await load(1);

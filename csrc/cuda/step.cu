@@ -136,7 +136,7 @@ __global__ void __launch_bounds__(POS_W * 32) k_ssu_pos(SsuDtArgs a) {
  * and since a + b == b + a bit for bit, every lane holds the same value; lane 0's is taken). So
  * every value has the lane kernel's bits: a batch decodes as its sequences would one by one (the
  * `y=rows` checks of cuda_vs_cpu's ssu_dt cases). A block is SSU_ROW_C channels (a warp) by
- * B sequences (a warp each; 4, or 8 above 128 sequences: ssu_rows_b). What a thread owns (16
+ * B sequences (a warp each; 4, or 8 above 64 sequences: ssu_rows_b). What a thread owns (16
  * states, 16 values of A, a dt_proj row) lies 64-224 bytes from its neighbour's, so read thread by
  * thread every load instruction touched
  * 32 sectors (ncu: L1 scoreboard stalls, 63 us at b64); the block stages them through shared
@@ -389,11 +389,13 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
  * b256; the op at b64 18.3 against 49.1 us. */
 #define SSU_ROWS_MIN_BATCH 16
 
-/* Sequences a block of k_ssu_dt_rows: 8 above 128 (the dt_proj rows staged once for twice the
+/* Sequences a block of k_ssu_dt_rows: 8 above 64 (the dt_proj rows staged once for twice the
  * sequences, 896 blocks at batch 256 instead of 1,792), 4 below. cuda_bench --batch (H200, 972M
- * bf16, graph replay, B/s, 8 against 4 in one call): b16 7,753 / 7,921, b32 14,275 / 14,525, b64
- * 22,980 / 23,100, b128 33,104 / 33,107, b256 42,750 / 41,700. */
-static int ssu_rows_b(int64_t batch) { return batch > 128 ? 8 : 4; }
+ * bf16, graph replay, B/s, 8 against 4 in one call, the FMA form): b16 7,753 / 7,921, b32 14,275 /
+ * 14,525, b64 22,980 / 23,100, b128 33,104 / 33,107, b256 42,750 / 41,700. With dt_proj on the
+ * tensor cores, 8 led at b128 in each of three rounds (+0.1 to +2.9%; b16 to b64 split) (cuda_bench
+ * --batch-peers, docs/cuda_notes.md, "The batch state update's dt_proj on the tensor cores"). */
+static int ssu_rows_b(int64_t batch) { return batch > 64 ? 8 : 4; }
 
 /* The rows kernel's shared memory for these arguments and B sequences a block, 0 when it would
  * not fit (then the lanes' kernel runs). */

@@ -59,6 +59,12 @@ function tensorCoreMinBatch(): number {
   return Number.isInteger(v) && v >= 2 ? v : 4;
 }
 
+/** MAMBABYTE_STEP_DELTA_OUT=1: stepLayers writes dt_proj's output without taps too (A/B runs). */
+let stepDeltaOutFlag: boolean | undefined;
+function stepDeltaOut(): boolean {
+  return (stepDeltaOutFlag ??= envValue("MAMBABYTE_STEP_DELTA_OUT") === "1");
+}
+
 /** Module outputs that can be tapped, per layer. */
 export const TAP_NAMES = [
   "norm",
@@ -537,8 +543,10 @@ export class MambaByteLM {
   /**
    * One decoding step (mamba_simple's `step`): one position of each of `batch` sequences, already
    * embedded in ws.hidden, through the fused decoding ops (in_proj + conv step, dt_proj + state
-   * update; the context's FLAG_UNFUSED_STEPS runs each as its two plain ops). ws.delta receives
-   * dt_proj's output. `afterLayer(layer)` runs once the layer's module outputs are in ws.
+   * update; the context's FLAG_UNFUSED_STEPS runs each as its two plain ops). `afterLayer(layer)`
+   * runs once the layer's module outputs are in ws; only then (or with
+   * MAMBABYTE_STEP_DELTA_OUT=1, A/B runs) does ws.delta receive dt_proj's output: a step without
+   * taps skips that store (a batch-64 step's 44 MB).
    */
   stepLayers(
     ws: Workspace,
@@ -589,7 +597,7 @@ export class MambaByteLM {
         ...this.#scanOperands(ws, state, i),
         ...this.#dtProjOperands(ws, i),
         batch,
-        deltaOut: ws.delta.ptr,
+        deltaOut: afterLayer !== undefined || stepDeltaOut() ? ws.delta.ptr : null,
         yBf16: bf?.y.ptr,
       });
       // out_proj on the update's bf16 y: the bits its conversion of the fp32 y would make
