@@ -135,12 +135,13 @@ __global__ void __launch_bounds__(POS_W * 32) k_ssu_pos(SsuDtArgs a) {
  * state pair in the same order, then the lanes' butterfly (xor o = L/2 .. 1: lane i adds lane i ^ o,
  * and since a + b == b + a bit for bit, every lane holds the same value; lane 0's is taken). So
  * every value has the lane kernel's bits: a batch decodes as its sequences would one by one (the
- * `y=rows` checks of cuda_vs_cpu's ssu_dt cases). A block is SSU_ROW_C channels (a warp) by
- * B sequences (a warp each; 4, or 8 above 64 sequences: ssu_rows_b). What a thread owns (16
- * states, 16 values of A, a dt_proj row) lies 64-224 bytes from its neighbour's, so read thread by
- * thread every load instruction touched
- * 32 sectors (ncu: L1 scoreboard stalls, 63 us at b64); the block stages them through shared
- * memory with contiguous loads and stores instead (18 us). */
+ * `y=rows` checks of cuda_vs_cpu's ssu_dt cases); with bf16 weights, by default, dt_proj runs on
+ * the tensor cores instead and the exps in MUFU forms (the MMA and FAST forms below: bits of their
+ * own, 13.5 -> 12.0 us at b64). A block is SSU_ROW_C channels (a warp) by B sequences (a warp
+ * each; 4, or 8 above 64 sequences: ssu_rows_b). What a thread owns (16 states, 16 values of A, a
+ * dt_proj row) lies 64-224 bytes from its neighbour's, so read thread by thread every load
+ * instruction touched 32 sectors (ncu: L1 scoreboard stalls, 63 us at b64); the block stages them
+ * through shared memory with contiguous loads and stores instead (18 us). */
 #define SSU_ROW_C 32
 /* Shared memory of k_ssu_dt_rows: A (x log2 e), the states and the staged rows as floats, then
  * the dt_proj rows as 16-byte chunks; rows of a thread's own values are padded to an odd length

@@ -901,8 +901,8 @@ static void t_conv_linear_fma(void) {
  * default 16); there, with bf16 weights in 16-byte rows, dt_proj runs on the tensor cores from
  * x_dbl's first R columns rounded to bf16, with the MUFU forms of exp2, softplus and SiLU by
  * default (1e-2 against the CPU, 1e-5 against the CPU's run on the rounded columns, and a rerun's
- * bits), unless g_ssu_fma (MAMBABYTE_CUDA_SSU_ROWS_MMA=0: the lanes'
- * FMAs, 1e-5, and a batch's rows the bits of one-sequence calls). */
+ * bits), unless g_ssu_fma (MAMBABYTE_CUDA_SSU_ROWS_MMA=0: the lanes' FMAs, 1e-5, and a batch's
+ * rows the bits of one-sequence calls). */
 static int g_ssu_rows_from = 16, g_ssu_fma = 0;
 static void t_ssu_dt(void) {
   /* al: x_dbl's rows 16-byte aligned (ldx a multiple of 4), as the model's are (the batch
