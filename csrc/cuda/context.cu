@@ -107,7 +107,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_srf = getenv("MAMBABYTE_CUDA_SSU_ROWS_FAST");
     st->ssu_rows_fast = !(e_srf && e_srf[0] == '0');
     const char *e_srb = getenv("MAMBABYTE_CUDA_SSU_ROWS_B");
-    st->ssu_rows_b = e_srb && (atoi(e_srb) == 4 || atoi(e_srb) == 8) ? atoi(e_srb) : 0;
+    const int srb = e_srb ? atoi(e_srb) : 0;
+    st->ssu_rows_b = srb == 4 || srb == 8 ? srb : 0;
     const char *e_g256 = getenv("MAMBABYTE_CUDA_GEMV_G256_ROWS");
     /* 16 (8 gave bf16 out_proj a warp a row: batch-1 decoding 10% faster, batches 4 and 8 and
      * the verification pass 13% slower; docs/cuda_notes.md) */

@@ -328,28 +328,33 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
   __syncthreads();
   dt_tiles();
   if (cok) {
-    /* dt_proj: lane gi's chunks j = gi, gi + L, ... in order, then the lanes' butterfly */
-    float p[L];
-#pragma unroll
-    for (int gi = 0; gi < L; gi++) p[gi] = 0.f;
+    /* dt_proj: the tensor cores' tile (MMA), or lane gi's chunks j = gi, gi + L, ... in order,
+     * then the lanes' butterfly */
+    float dot;
     if constexpr (MMA) {
-      p[0] = sDt[ty * (SSU_ROW_C + 1) + tx];
-    } else if (nch > 0) {
-      const uint4 *wr = sW + tx * m.ws;
-      for (int mm = 0; mm < nch; mm += L) {
-#pragma unroll
-        for (int gi = 0; gi < L; gi++)
-          if (mm + gi < nch) p[gi] += dot16(wr[mm + gi], xs + (mm + gi) * EPV, WT());
-      }
+      dot = sDt[ty * (SSU_ROW_C + 1) + tx];
     } else {
-      const WT *wrow = (const WT *)a.w + c * (int64_t)R;
-      for (int mm = 0; mm < R; mm += L) {
+      float p[L];
 #pragma unroll
-        for (int gi = 0; gi < L; gi++)
-          if (mm + gi < R) p[gi] = fmaf(wval(wrow, mm + gi), xs[mm + gi], p[gi]);
+      for (int gi = 0; gi < L; gi++) p[gi] = 0.f;
+      if (nch > 0) {
+        const uint4 *wr = sW + tx * m.ws;
+        for (int mm = 0; mm < nch; mm += L) {
+#pragma unroll
+          for (int gi = 0; gi < L; gi++)
+            if (mm + gi < nch) p[gi] += dot16(wr[mm + gi], xs + (mm + gi) * EPV, WT());
+        }
+      } else {
+        const WT *wrow = (const WT *)a.w + c * (int64_t)R;
+        for (int mm = 0; mm < R; mm += L) {
+#pragma unroll
+          for (int gi = 0; gi < L; gi++)
+            if (mm + gi < R) p[gi] = fmaf(wval(wrow, mm + gi), xs[mm + gi], p[gi]);
+        }
       }
+      dot = lanes_sum(p);
     }
-    const float draw = (MMA ? p[0] : lanes_sum(p)) + bc;
+    const float draw = dot + bc;
     if (a.delta_out) a.delta_out[b * a.d + c] = draw;
     const float dt = a.softplus ? ssu_softplus<FAST>(draw) : draw;
     const float du = dt * uu;

@@ -879,11 +879,9 @@ static mb_ctx *ctx_with_env(const char *name, const char *value) {
 }
 
 /* The peers of --fwd and --batch-peers: CUDA_BENCH_PEERS ("NAME=VALUE ...", at most 8) into
- * names and values; returns their count. The rounds: CUDA_BENCH_ROUNDS (default 2). */
-static int parse_peers(char (*names)[64], char (*values)[64], int *rounds) {
+ * names and values; returns their count. */
+static int parse_peers(char (*names)[64], char (*values)[64]) {
   const char *env = getenv("CUDA_BENCH_PEERS");
-  const char *e_rounds = getenv("CUDA_BENCH_ROUNDS");
-  *rounds = e_rounds && atoi(e_rounds) > 0 ? atoi(e_rounds) : 2;
   int np = 0;
   if (env) {
     char buf[512];
@@ -900,30 +898,28 @@ static int parse_peers(char (*names)[64], char (*values)[64], int *rounds) {
   return np;
 }
 
-/* --fwd: the forward's kernels against peers in one process: for the default context and for
- * each peer in CUDA_BENCH_PEERS ("NAME=VALUE ...", an environment switch each, in a context of
- * its own over the same weights), the layer's ops at 8192 positions, the scan alone and the
- * forward over 8192 positions (bf16), the whole list alternated CUDA_BENCH_ROUNDS times
- * (default 2), so that drift in the GPU's clocks falls on every form alike. */
-static void fwd_peers(void) {
+/* body(m, label, round, peer, arg) for the default context (peer -1, labelled `base`) and for each
+ * peer in CUDA_BENCH_PEERS (an environment switch each, in a context of its own over the same
+ * weights, G while it runs, the switch also set in the environment for what the passes read,
+ * bf16_mixer), the whole list alternated CUDA_BENCH_ROUNDS times (default 2), so that drift in the
+ * GPU's clocks falls on every form alike. */
+typedef void (*peer_body)(model *m, const char *label, int round, int peer, void *arg);
+static void run_peers(model *m, const char *base, peer_body body, void *arg) {
   char names[8][64], values[8][64];
-  int rounds;
-  const int np = parse_peers(names, values, &rounds);
-  model m;
-  model_init(&m, MB_DTYPE_BF16);
+  const int np = parse_peers(names, values);
+  const char *e_rounds = getenv("CUDA_BENCH_ROUNDS");
+  const int rounds = e_rounds && atoi(e_rounds) > 0 ? atoi(e_rounds) : 2;
   for (int r = 0; r < rounds; r++) {
     for (int p = -1; p < np; p++) {
       mb_ctx *g1 = G;
-      char label[96] = "default";
+      char label[96];
+      snprintf(label, sizeof label, "%s", base);
       if (p >= 0) {
         G = ctx_with_env(names[p], values[p]);
         snprintf(label, sizeof label, "%s=%s", names[p], values[p]);
-        setenv(names[p], values[p], 1); /* also for switches the passes read (bf16_mixer) */
+        setenv(names[p], values[p], 1);
       }
-      breakdown(&m, 1, 8192, label);
-      if (p < 0) breakdown_mixer(&m, 8192, label);
-      scan_alone(&m, 8192, label);
-      forward_bench(&m, 8192, label);
+      body(m, label, r, p, arg);
       if (p >= 0) {
         unsetenv(names[p]);
         MBX(mb_ctx_destroy(G));
@@ -931,6 +927,23 @@ static void fwd_peers(void) {
       }
     }
   }
+}
+
+/* --fwd's list for one context: the layer's ops at 8192 positions (the default's mixer row too),
+ * the scan alone and the forward over 8192 positions (bf16). */
+static void fwd_forms(model *m, const char *label, int round, int peer, void *arg) {
+  (void)round, (void)arg;
+  breakdown(m, 1, 8192, label);
+  if (peer < 0) breakdown_mixer(m, 8192, label);
+  scan_alone(m, 8192, label);
+  forward_bench(m, 8192, label);
+}
+
+/* --fwd: the forward's kernels against the peers in CUDA_BENCH_PEERS in one process (run_peers). */
+static void fwd_peers(void) {
+  model m;
+  model_init(&m, MB_DTYPE_BF16);
+  run_peers(&m, "default", fwd_forms, NULL);
   model_free(&m);
 }
 
@@ -955,34 +968,25 @@ static void step_ops_alone(model *m, int64_t batch, const char *label) {
   acts_free(&a);
 }
 
-/* --batch-peers: decoding batches 16 to 256 (bf16, graph replay) and, in the first round, the conv
- * step with x_proj and the state update with dt_proj alone at 64 and 256 rows, against the peers
- * in CUDA_BENCH_PEERS, alternated */
-static void batch_peers(double bw) {
-  char names[8][64], values[8][64];
-  int rounds;
-  const int np = parse_peers(names, values, &rounds);
+/* --batch-peers' list for one context: decoding batches 16 to 256 (bf16, graph replay) and, in
+ * the first round, the two batch ops alone at 64 and 256 rows (arg: the copy bandwidth). */
+static void batch_forms(model *m, const char *label, int round, int peer, void *arg) {
+  (void)peer;
+  const double bw = *(const double *)arg;
   const int64_t batches[] = {16, 32, 64, 128, 256};
+  for (int i = 0; i < 5; i++) decode_bench(m, bw, batches[i], label);
+  if (round == 0) {
+    step_ops_alone(m, 64, label);
+    step_ops_alone(m, 256, label);
+  }
+}
+
+/* --batch-peers: decoding batches against the peers in CUDA_BENCH_PEERS in one process
+ * (run_peers). */
+static void batch_peers(double bw) {
   model m;
   model_init(&m, MB_DTYPE_BF16);
-  for (int r = 0; r < rounds; r++)
-    for (int p = -1; p < np; p++) {
-      mb_ctx *g1 = G;
-      char label[48] = "bf16";
-      if (p >= 0) {
-        G = ctx_with_env(names[p], values[p]);
-        snprintf(label, sizeof label, "%s=%s", names[p], values[p]);
-      }
-      for (int i = 0; i < 5; i++) decode_bench(&m, bw, batches[i], label);
-      if (r == 0) {
-        step_ops_alone(&m, 64, label);
-        step_ops_alone(&m, 256, label);
-      }
-      if (p >= 0) {
-        MBX(mb_ctx_destroy(G));
-        G = g1;
-      }
-    }
+  run_peers(&m, "bf16", batch_forms, &bw);
   model_free(&m);
 }
 

@@ -35,6 +35,19 @@ static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_dg = 0, g
 static int g_only_lin = 0; /* --only linear: the products (a sanitizer's short run) */
 static int g_only_bf = 0;  /* --only bf16: the bf16 xz / delta ops, every case (also the tile scan's) */
 static int g_only_ssu = 0; /* --only ssu: the decoding state update, with its kernels' peers */
+/* The switch with_gpu_env made the GPU context with (NULL: the usual context) */
+static const char *g_peer_name = NULL, *g_peer_value = NULL;
+
+/* An environment switch as the GPU context saw it when it was made: with_gpu_env's, or the
+ * process's (NULL: unset). Tests read which kernels the context runs from these, as context.cu
+ * parses them. */
+static const char *gpu_env(const char *name) {
+  return g_peer_name && !strcmp(name, g_peer_name) ? g_peer_value : getenv(name);
+}
+static int gpu_env_is(const char *name, const char *value) {
+  const char *e = gpu_env(name);
+  return e && !strcmp(e, value);
+}
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 
 #define MBX(call)                                                                                 \
@@ -793,18 +806,25 @@ static double diff_bits(const void *a, const void *b, size_t bytes);
  * rounded to bf16 (1e-2, and 1e-5 against the CPU's product of the rounded rows). Its xc and
  * window are the conv op's bits on the GPU; a second run from the same window and a replay of a
  * captured graph give the first run's bits. */
-static int g_cl_off = 0; /* the GPU context runs it as two ops (MAMBABYTE_CUDA_CONV_LINEAR=0) */
-/* the GPU context keeps bf16 weights' partial product in fp32 FMAs
- * (MAMBABYTE_CUDA_CONV_LINEAR_MMA=0); by default it runs on the tensor cores from the conv's
- * outputs rounded to bf16, as the two ops' cuBLAS product rounds them */
-static int g_cl_fma = 0;
-/* the GPU context runs the tensor-core form up to this many rows (MAMBABYTE_CUDA_CONV_LINEAR_MAX,
- * default 256) */
-static int g_cl_max = 256;
-/* the rows from which the GPU runs it as one kernel (MAMBABYTE_CUDA_CONV_LINEAR=N; default 9) */
+/* How the GPU context runs it, read from the switches it was created with (context.cu's
+ * parsing): as two ops (MAMBABYTE_CUDA_CONV_LINEAR=0), or as one kernel from this many rows
+ * (MAMBABYTE_CUDA_CONV_LINEAR=N; default 9); with bf16 weights its partial product in fp32 FMAs
+ * (MAMBABYTE_CUDA_CONV_LINEAR_MMA=0) or, by default, on the tensor cores from the conv's outputs
+ * rounded to bf16, as the two ops' cuBLAS product rounds them, up to this many rows
+ * (MAMBABYTE_CUDA_CONV_LINEAR_MAX, 9 to 256; default 256). */
+static int cl_off(void) {
+  const char *e = gpu_env("MAMBABYTE_CUDA_CONV_LINEAR");
+  return e && e[0] && atoi(e) <= 0;
+}
 static int cl_min_rows(void) {
-  const char *e = getenv("MAMBABYTE_CUDA_CONV_LINEAR");
+  const char *e = gpu_env("MAMBABYTE_CUDA_CONV_LINEAR");
   return !e || !e[0] ? 9 : atoi(e) < 2 ? 2 : atoi(e);
+}
+static int cl_fma(void) { return gpu_env_is("MAMBABYTE_CUDA_CONV_LINEAR_MMA", "0"); }
+static int cl_max_rows(void) {
+  const char *e = gpu_env("MAMBABYTE_CUDA_CONV_LINEAR_MAX");
+  const int v = e ? atoi(e) : 0;
+  return v >= 9 && v < 256 ? v : 256;
 }
 static void t_conv_linear(void) {
   struct { int64_t n, d, out_f, k; int wdt, bias, cbias; } cs[] = {
@@ -821,8 +841,8 @@ static void t_conv_linear(void) {
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     const int64_t n = cs[ci].n, d = cs[ci].d, out_f = cs[ci].out_f, k = cs[ci].k;
     if (g_small && n * d > 100000) continue;
-    const int bf_mma = cs[ci].wdt == MB_DTYPE_BF16 && !g_cl_fma;
-    const int fused = !g_cl_off && n >= cl_min_rows() && n <= (bf_mma ? g_cl_max : 64) &&
+    const int bf_mma = cs[ci].wdt == MB_DTYPE_BF16 && !cl_fma();
+    const int fused = !cl_off() && n >= cl_min_rows() && n <= (bf_mma ? cl_max_rows() : 64) &&
                       out_f <= 256 && k <= 8;
     const int mma = fused && bf_mma;
     const int64_t ldx = 2 * d + 3, ldy = out_f + 3, ldo = d + 1, sw = n * d * (k > 1 ? k - 1 : 1);
@@ -881,29 +901,17 @@ static void t_conv_linear(void) {
     pfree(&CS0), pfree(&Y2), pfree(&XC2), pfree(&CS2);
   }
 }
-static void t_conv_linear_off(void) {
-  g_cl_off = 1;
-  t_conv_linear();
-  g_cl_off = 0;
-}
-static void t_conv_linear_max64(void) {
-  g_cl_max = 64;
-  t_conv_linear();
-  g_cl_max = 256;
-}
-static void t_conv_linear_fma(void) {
-  g_cl_fma = 1;
-  t_conv_linear();
-  g_cl_fma = 0;
-}
 
 /* The GPU context's state update takes its rows kernel from this batch on (MAMBABYTE_CUDA_SSU_ROWS,
- * default 16); there, with bf16 weights in 16-byte rows, dt_proj runs on the tensor cores from
- * x_dbl's first R columns rounded to bf16, with the MUFU forms of exp2, softplus and SiLU by
+ * default 16; 0 never); there, with bf16 weights in 16-byte rows, dt_proj runs on the tensor cores
+ * from x_dbl's first R columns rounded to bf16, with the MUFU forms of exp2, softplus and SiLU by
  * default (1e-2 against the CPU, 1e-5 against the CPU's run on the rounded columns, and a rerun's
- * bits), unless g_ssu_fma (MAMBABYTE_CUDA_SSU_ROWS_MMA=0: the lanes' FMAs, 1e-5, and a batch's
- * rows the bits of one-sequence calls). */
-static int g_ssu_rows_from = 16, g_ssu_fma = 0;
+ * bits), unless MAMBABYTE_CUDA_SSU_ROWS_MMA=0 (the lanes' FMAs, 1e-5, and a batch's rows the bits
+ * of one-sequence calls). */
+static int ssu_rows_from(void) {
+  const char *e = gpu_env("MAMBABYTE_CUDA_SSU_ROWS");
+  return e && e[0] ? atoi(e) : 16;
+}
 static void t_ssu_dt(void) {
   /* al: x_dbl's rows 16-byte aligned (ldx a multiple of 4), as the model's are (the batch
    * kernel's four-threads-a-channel form, built and retired, took only those) */
@@ -952,8 +960,9 @@ static void t_ssu_dt(void) {
                                      cs[ci].bias ? G(Bi) : NULL, R, G(A), xg + R, ldx,
                                      xg + R + n, ldx, D ? G(Dk) : NULL, D ? G(Z) : NULL, ldz,
                                      G(S), B, d, n, 1, cs[ci].dout ? G(DO) : NULL, G(Y), ldy, yb_g));
-    const int mma = cs[ci].wdt == MB_DTYPE_BF16 && !g_ssu_fma && g_ssu_rows_from > 0 &&
-                    B >= g_ssu_rows_from && (R * 2) % 16 == 0;
+    const int from = ssu_rows_from(), fma = gpu_env_is("MAMBABYTE_CUDA_SSU_ROWS_MMA", "0");
+    const int mma = cs[ci].wdt == MB_DTYPE_BF16 && !fma && from > 0 && B >= from &&
+                    (R * 2) % 16 == 0;
     char cfg[96];
     snprintf(cfg, sizeof cfg, "b=%lld d=%lld n=%lld R=%lld %s bias=%d Dz=%d%s%s", (long long)B,
              (long long)d, (long long)n, (long long)R, cs[ci].wdt ? "bf16" : "f32", cs[ci].bias,
@@ -1010,16 +1019,6 @@ static void t_ssu_dt(void) {
     pfree(&Y), pfree(&DO), pfree(&S1), pfree(&Y1), pfree(&DO1), pfree(&YB);
     pfree(&S2), pfree(&Y2), pfree(&DO2);
   }
-}
-static void t_ssu_dt_rows2(void) {
-  g_ssu_rows_from = 2;
-  t_ssu_dt();
-  g_ssu_rows_from = 16;
-}
-static void t_ssu_dt_rows2_fma(void) {
-  g_ssu_fma = 1;
-  t_ssu_dt_rows2();
-  g_ssu_fma = 0;
 }
 
 /* ---- speculative decoding: what verification relies on ----------------------------------------
@@ -2217,16 +2216,33 @@ static void t_download(void) {
   }
 }
 
+/* Sets name=value in the environment (value NULL: unset) and returns the former value (a copy, or
+ * NULL), for env_restore. */
+static char *env_swap(const char *name, const char *value) {
+  const char *old = getenv(name);
+  char *copy = old ? strdup(old) : NULL;
+  if (value) setenv(name, value, 1);
+  else unsetenv(name);
+  return copy;
+}
+static void env_restore(const char *name, char *old) {
+  free(env_swap(name, old));
+  free(old);
+}
+
 /* Runs `test` again on a GPU context made with name=value in the environment (the variables the
- * CUDA backend reads at context creation), then restores the usual context. */
+ * CUDA backend reads at context creation; gpu_env answers for it meanwhile), then restores the
+ * environment and the usual context. */
 static void with_gpu_env(const char *name, const char *value, const char *what,
                          void (*test)(void)) {
   mb_ctx *usual = GPU;
-  setenv(name, value, 1);
+  char *old = env_swap(name, value);
   MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &GPU));
-  unsetenv(name);
+  env_restore(name, old);
   printf("-- %s (%s=%s):\n", what, name, value);
+  g_peer_name = name, g_peer_value = value;
   test();
+  g_peer_name = g_peer_value = NULL;
   MBX(mb_ctx_destroy(GPU));
   GPU = usual;
 }
@@ -2238,16 +2254,16 @@ static void with_gpu_env(const char *name, const char *value, const char *what,
 static void t_ssu_dt_all(void) {
   t_ssu_dt();
   with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS", "2", "the state update's rows kernel from batch 2",
-               t_ssu_dt_rows2);
-  setenv("MAMBABYTE_CUDA_SSU_ROWS", "2", 1);
+               t_ssu_dt);
+  char *old = env_swap("MAMBABYTE_CUDA_SSU_ROWS", "2");
   with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS_MMA", "0",
                "the rows kernel from batch 2 (MAMBABYTE_CUDA_SSU_ROWS=2), dt_proj in FMAs",
-               t_ssu_dt_rows2_fma);
+               t_ssu_dt);
   with_gpu_env("MAMBABYTE_CUDA_SSU_ROWS_FAST", "0",
                "the rows kernel from batch 2 (MAMBABYTE_CUDA_SSU_ROWS=2), the accurate exp2, "
                "softplus and SiLU with the tensor cores' dt_proj",
-               t_ssu_dt_rows2);
-  unsetenv("MAMBABYTE_CUDA_SSU_ROWS");
+               t_ssu_dt);
+  env_restore("MAMBABYTE_CUDA_SSU_ROWS", old);
 }
 
 /* The run's end: both contexts destroyed, the summary line (`label`: which cases ran), the exit
@@ -2316,7 +2332,7 @@ int main(int argc, char **argv) {
     t_linear_add_norm();
     t_conv_linear();
     with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR_MAX", "64", "the tensor-core form up to 64 rows",
-                 t_conv_linear_max64);
+                 t_conv_linear);
     return finish_run(" (linear only)");
   }
   t_embedding();
@@ -2339,12 +2355,12 @@ int main(int argc, char **argv) {
   t_conv_linear();
   /* its peer: the conv then mb_linear (cuBLAS from 9 rows) */
   with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR", "0", "the conv step and x_proj as two ops",
-               t_conv_linear_off);
+               t_conv_linear);
   /* and with bf16 weights its partial product in fp32 FMAs (the form before the tensor cores) */
   with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR_MMA", "0", "the conv step and x_proj in fp32 FMAs",
-               t_conv_linear_fma);
+               t_conv_linear);
   with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR_MAX", "64", "the tensor-core form up to 64 rows",
-               t_conv_linear_max64);
+               t_conv_linear);
   t_spec();
   /* the n <= 8 GEMV with every input in one thread (4 output rows a thread at every shape), with
    * two (2 rows a thread), and with one output row a thread (the form before rows were shared) */
