@@ -20,6 +20,12 @@
  * its latencies with. Measured against the two ops (cuda_bench --batch, H200, 972M bf16): decoding
  * +2-5.7% at 16 to 64 sequences, slower from 128 (docs/cuda_notes.md, "The conv step and x_proj in
  * one kernel", and "Batch 64 kernel by kernel").
+ * Where a block's time went (clock stamps at each phase, docs/cuda_notes.md, "The conv step with
+ * x_proj phase by phase"): at 256 rows the conv's two rounds of loads, the partials' scattered
+ * stores and a reduction of one output a thread were most of it. So: a thread's rows of the conv
+ * are loaded in one round (conv widths up to 4, the models'), the weights' slice stored only once
+ * those loads are in flight, the partial tiles stored as float2 (whole 32-byte sectors) and the
+ * reduction run on 4 outputs a thread with 16-byte loads.
  */
 #include <stdint.h>
 
@@ -36,8 +42,8 @@
                                 * this; default this: b128 +7-10%, b256 +7-9% against the two ops,
                                 * cuda_bench --batch-peers, H200) */
 #define CXL_KMAX 8             /* conv width (k_conv_seq's CONV_KMAX) */
-#define CXL_CONV_B 8           /* rows of a thread's conv whose inputs are loaded together */
-#define CXL_RED_B 16           /* partials a thread of the reduction loads together */
+#define CXL_RED_B 16           /* partials (of 4 outputs each) a thread of the reduction loads
+                                * together */
 #define CXL_LD (CXL_CW + 4)    /* a row of the slices in shared memory: float4-aligned, and 8
                                 * consecutive rows' float4 reads fall on distinct banks */
 #define CXL_LDH (CXL_CW + 8)   /* the same in bf16 (the tensor-core form): 80-byte rows, so the 8
@@ -109,22 +115,87 @@ __device__ __forceinline__ void cxl_mma_partials(const uint16_t *Ub, const uint1
 #pragma unroll
     for (int h = 0; h < 2; h++) {
       const int r = r0 + g + 8 * h;
-      if (r < n) {
-        if (o < out_f) P[(int64_t)r * out_f + o] = d[2 * h];
-        if (o + 1 < out_f) P[(int64_t)r * out_f + o + 1] = d[2 * h + 1];
+      if (r < n && o < out_f) {
+        float *q = P + (int64_t)r * out_f + o;
+        if (out_f % 2 == 0) /* o even, the slices' rows even: 8-byte aligned, whole sectors */
+          *(float2 *)q = make_float2(d[2 * h], d[2 * h + 1]);
+        else {
+          q[0] = d[2 * h];
+          if (o + 1 < out_f) q[1] = d[2 * h + 1];
+        }
       }
     }
   }
 }
 
+/* output j of the n x out_f (ld ldy), with x_proj's bias */
+__device__ __forceinline__ void cxl_store_out(const ConvLinArgs &a, int64_t j, float v) {
+  const int64_t r = j / a.out_f, o = j % a.out_f;
+  a.y[r * a.ldy + o] = a.bias ? v + a.bias[o] : v;
+}
+
+/* After the grid barrier: block b sums outputs [j0, j0 + jn) of the n x out_f over the G blocks'
+ * partials, in 4-output groups (16-byte loads; the partials' rows are whole groups when n out_f is
+ * a multiple of 4, else groups of one), Jc groups at a time: nsl slices of the blocks a thread each
+ * (block order within a slice, CXL_RED_B loads in flight), then the slices in order. At 256 rows a
+ * block sums 330 outputs over 112 partials: one output a thread took 7 rounds of 16 L2 loads. */
+__device__ __forceinline__ void cxl_reduce(const ConvLinArgs &a, float4 *red) {
+  const int tid = threadIdx.x;
+  const int64_t total = a.n * a.out_f, G = gridDim.x;
+  const int V = total % 4 == 0 ? 4 : 1; /* outputs a group */
+  const int64_t T = total / V, J = (T + G - 1) / G, j0 = (int64_t)blockIdx.x * J;
+  const int64_t jn = j0 >= T ? 0 : (T - j0 < J ? T - j0 : J);
+  const int Jc = (int)(J < CXL_THREADS ? J : CXL_THREADS), nsl = CXL_THREADS / Jc;
+  const int jl = tid % Jc, s = tid / Jc;
+  for (int64_t base = 0; base < jn; base += Jc) {
+    if (s < nsl && base + jl < jn) {
+      const int64_t j = j0 + base + jl;
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int64_t g = s; g < G; g += (int64_t)CXL_RED_B * nsl) {
+        float4 v[CXL_RED_B];
+#pragma unroll
+        for (int q = 0; q < CXL_RED_B; q++) {
+          const int64_t gg = g + (int64_t)q * nsl;
+          const float *p = a.part + gg * total;
+          v[q] = gg >= G   ? make_float4(0.f, 0.f, 0.f, 0.f)
+                 : V == 4 ? __ldcg((const float4 *)p + j)
+                          : make_float4(__ldcg(p + j), 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int q = 0; q < CXL_RED_B; q++)
+          acc.x += v[q].x, acc.y += v[q].y, acc.z += v[q].z, acc.w += v[q].w;
+      }
+      red[s * Jc + jl] = acc;
+    }
+    __syncthreads();
+    if (tid < Jc && base + tid < jn) {
+      float4 v = red[tid];
+      for (int q = 1; q < nsl; q++) {
+        const float4 w = red[q * Jc + tid];
+        v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
+      }
+      const int64_t j4 = (j0 + base + tid) * V;
+      cxl_store_out(a, j4, v.x);
+      if (V == 4) {
+        cxl_store_out(a, j4 + 1, v.y);
+        cxl_store_out(a, j4 + 2, v.z);
+        cxl_store_out(a, j4 + 3, v.w);
+      }
+    }
+    __syncthreads();
+  }
+}
+
 /* MMA (bf16 weights only): the partial product on the tensor cores (cxl_mma_partials) from bf16
  * copies of the slice and of the conv's outputs; else in fp32 FMAs from fp32 copies. */
-template <typename WT, bool MMA>
+template <typename WT, bool MMA, int KM>
 __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
+  static_assert(KM <= CXL_KMAX, "conv width");
+  constexpr int CB = KM <= 4 ? 16 : 4; /* rows of a thread's conv loaded together (256: one round) */
   static_assert(!MMA || sizeof(WT) == 2, "the tensor-core form takes bf16 weights");
   static_assert(!MMA || CXL_CW % 16 == 0, "whole k-steps of 16 channels");
   extern __shared__ __align__(16) float cxl_shared[];
-  __shared__ float red[CXL_THREADS];
+  __shared__ float4 red4[CXL_THREADS];
   mb_pdl_trigger();
   const int tid = threadIdx.x;
   const int64_t c0 = (int64_t)blockIdx.x * CXL_CW;
@@ -134,19 +205,33 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
   /* MMA: the slice's rows padded to whole 8-row tiles, then the conv's rows */
   uint16_t *const Wb = (uint16_t *)cxl_shared;
   uint16_t *const Ub = Wb + ((out_f + 7) / 8 * 8) * CXL_LDH;
-  /* the weights' slice: constant, so before the PDL wait; 16-byte loads, all of a thread's issued
-   * before the first store (a loop of a load and a store each waited ~1 us a round trip) */
+  /* the weights' slice: constant, so asked for before the PDL wait; 16-byte loads, all of a
+   * thread's issued before the first store (a loop of a load and a store each waited ~1 us a round
+   * trip), and stored only once the conv's loads are in flight too: the kernel before is cuBLAS's,
+   * which does not trigger its dependents early, so the wait returns at once and the two round
+   * trips were back to back (~2 us at 64 rows, tools/device/phase_sum.py) */
   const WT *W = (const WT *)a.w;
   constexpr int VE = 16 / sizeof(WT);                       /* weights a 16-byte load holds */
   constexpr int VPR = CXL_CW / VE;                          /* loads a row of the slice */
   constexpr int VMAX = CXL_OUT_MAX * VPR / CXL_THREADS;     /* loads a thread, at most */
-  if (cn == CXL_CW && a.d % VE == 0 && ((uintptr_t)W & 15) == 0) {
-    uint4 v[VMAX];
+  const bool wvec = cn == CXL_CW && a.d % VE == 0 && ((uintptr_t)W & 15) == 0;
+  uint4 v[VMAX];
+  if (wvec) {
 #pragma unroll
     for (int q = 0; q < VMAX; q++) {
       const int i = tid + q * CXL_THREADS, o = i / VPR, c = (i % VPR) * VE;
       if (o < out_f) v[q] = __ldg((const uint4 *)(W + o * a.d + c0 + c));
     }
+  } else {
+    for (int i = tid; i < out_f * CXL_CW; i += CXL_THREADS) {
+      const int o = i / CXL_CW, c = i % CXL_CW;
+      if constexpr (MMA)
+        Wb[o * CXL_LDH + c] = c < cn ? ((const uint16_t *)W)[o * a.d + c0 + c] : (uint16_t)0;
+      else
+        Ws[o * CXL_LD + c] = c < cn ? cxl_weight(W, o * a.d + c0 + c) : 0.f;
+    }
+  }
+  const auto stash_weights = [&] {
 #pragma unroll
     for (int q = 0; q < VMAX; q++) {
       const int i = tid + q * CXL_THREADS, o = i / VPR, c = (i % VPR) * VE;
@@ -160,15 +245,9 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
         }
       }
     }
-  } else {
-    for (int i = tid; i < out_f * CXL_CW; i += CXL_THREADS) {
-      const int o = i / CXL_CW, c = i % CXL_CW;
-      if constexpr (MMA)
-        Wb[o * CXL_LDH + c] = c < cn ? ((const uint16_t *)W)[o * a.d + c0 + c] : (uint16_t)0;
-      else
-        Ws[o * CXL_LD + c] = c < cn ? cxl_weight(W, o * a.d + c0 + c) : 0.f;
-    }
-  }
+  };
+  bool stashed = !wvec;
+  if (KM > 4 && wvec) stash_weights(), stashed = true; /* wide windows: registers */
   if constexpr (MMA) /* the outputs past out_f up to a whole tile */
     for (int i = tid; i < ((out_f + 7) / 8 * 8 - out_f) * CXL_CW; i += CXL_THREADS)
       Wb[(out_f + i / CXL_CW) * CXL_LDH + i % CXL_CW] = 0;
@@ -177,43 +256,44 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
   const int cme = tid % CXL_CW;
   const bool con = cme < cn;
   const int64_t ch = c0 + (con ? cme : 0);
-  float wc[CXL_KMAX];
+  float wc[KM];
 #pragma unroll
-  for (int j = 0; j < CXL_KMAX; j++) wc[j] = (con && j < k) ? a.cw[ch * k + j] : 0.f;
+  for (int j = 0; j < KM; j++) wc[j] = (con && j < k) ? a.cw[ch * k + j] : 0.f;
   const float bc = (con && a.cb) ? a.cb[ch] : 0.f;
   mb_pdl_wait();
-  /* the conv step of every (row, channel), k_conv_seq's arithmetic for one position; CXL_CONV_B
-   * rows' inputs loaded before the first is used (a store between would hold the next load back:
-   * the pointers may alias) */
-  for (int r0 = tid / CXL_CW; r0 < n; r0 += CXL_CONV_B * (CXL_THREADS / CXL_CW)) {
-    float xs[CXL_CONV_B], win[CXL_CONV_B][CXL_KMAX];
+  /* the conv step of every (row, channel), k_conv_seq's arithmetic for one position; CB rows'
+   * inputs loaded before the first is used (a store between would hold the next load back: the
+   * pointers may alias) */
+  for (int r0 = tid / CXL_CW; r0 < n; r0 += CB * (CXL_THREADS / CXL_CW)) {
+    float xs[CB], win[CB][KM - 1];
 #pragma unroll
-    for (int b = 0; b < CXL_CONV_B; b++) {
+    for (int b = 0; b < CB; b++) {
       const int r = r0 + b * (CXL_THREADS / CXL_CW);
       const bool on = con && r < n;
       const float *st = a.state + ((on ? r : 0) * a.d + ch) * (k - 1);
 #pragma unroll
-      for (int j = 0; j < CXL_KMAX; j++) win[b][j] = (on && j < k - 1) ? st[j] : 0.f;
+      for (int j = 0; j < KM - 1; j++) win[b][j] = (on && j < k - 1) ? st[j] : 0.f;
       xs[b] = on ? a.x[r * a.ldx + ch] : 0.f;
     }
+    if (!stashed) stash_weights(), stashed = true;
 #pragma unroll
-    for (int b = 0; b < CXL_CONV_B; b++) {
+    for (int b = 0; b < CB; b++) {
       const int r = r0 + b * (CXL_THREADS / CXL_CW);
       if (r >= n) continue;
       float o = 0.f;
       if (con) {
         float acc = bc;
 #pragma unroll
-        for (int j = 0; j < CXL_KMAX; j++) {
-          if (j < k - 1) acc += wc[j] * win[b][j];
+        for (int j = 0; j < KM; j++) {
+          if (j < k - 1 && j < KM - 1) acc += wc[j] * win[b][j];
           else if (j == k - 1) acc += wc[j] * xs[b];
         }
         o = mb_silu(acc);
         a.xc[r * a.ldo + ch] = o;
         float *st = a.state + (r * a.d + ch) * (k - 1);
 #pragma unroll
-        for (int j = 0; j < CXL_KMAX - 1; j++) {
-          if (j < k - 2) st[j] = win[b][j + 1];
+        for (int j = 0; j < KM - 1; j++) {
+          if (j < k - 2 && j + 1 < KM - 1) st[j] = win[b][j + 1];
           else if (j == k - 2) st[j] = xs[b];
         }
       }
@@ -223,6 +303,7 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
         Us[r * CXL_LD + cme] = o;
     }
   }
+  if (!stashed) stash_weights(); /* a thread without rows */
   if constexpr (MMA) {
     /* the rows past n up to a whole 16-row tile: zeros */
     for (int i = tid; i < ((n + 15) / 16 * 16 - n) * CXL_CW; i += CXL_THREADS)
@@ -264,39 +345,7 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
     }
   }
   cxl_grid_sync(a.bar);
-  /* block b sums outputs [j0, j0 + jn) over the G blocks' partials, Jc outputs at a time: nsl
-   * slices of the blocks a thread each (block order within a slice, CXL_RED_B loads in flight),
-   * then the slices in order */
-  const int64_t total = (int64_t)n * out_f, G = gridDim.x;
-  const int64_t J = (total + G - 1) / G, j0 = (int64_t)blockIdx.x * J;
-  const int64_t jn = j0 >= total ? 0 : (total - j0 < J ? total - j0 : J);
-  const int Jc = (int)(J < CXL_THREADS ? J : CXL_THREADS), nsl = CXL_THREADS / Jc;
-  const int jl = tid % Jc, s = tid / Jc;
-  for (int64_t base = 0; base < jn; base += Jc) {
-    if (s < nsl && base + jl < jn) {
-      const float *p = a.part + j0 + base + jl;
-      float acc = 0.f;
-      for (int64_t g = s; g < G; g += (int64_t)CXL_RED_B * nsl) {
-        float v[CXL_RED_B];
-#pragma unroll
-        for (int q = 0; q < CXL_RED_B; q++) {
-          const int64_t gg = g + (int64_t)q * nsl;
-          v[q] = gg < G ? __ldcg(p + gg * total) : 0.f;
-        }
-#pragma unroll
-        for (int q = 0; q < CXL_RED_B; q++) acc += v[q];
-      }
-      red[s * Jc + jl] = acc;
-    }
-    __syncthreads();
-    if (tid < Jc && base + tid < jn) {
-      float v = red[tid];
-      for (int q = 1; q < nsl; q++) v += red[q * Jc + tid];
-      const int64_t j = j0 + base + tid, r = j / out_f, o = j % out_f;
-      a.y[r * a.ldy + o] = a.bias ? v + a.bias[o] : v;
-    }
-    __syncthreads();
-  }
+  cxl_reduce(a, red4);
 }
 
 static size_t cxl_smem(int64_t n, int64_t out_f, bool mma) {
@@ -306,20 +355,38 @@ static size_t cxl_smem(int64_t n, int64_t out_f, bool mma) {
   return (size_t)(rows + out_f) * CXL_LD * sizeof(float);
 }
 
-/* Blocks of k_conv_linear<WT, MMA> an SM holds at its largest shared memory into *cache (asked
- * once; the opt-in to more than 48 KiB of dynamic shared memory is made then). */
+/* Blocks of k_conv_linear<WT, MMA, *> an SM holds at its largest shared memory (the fewer of its
+ * two conv widths' forms) into *cache (asked once; the opt-in to more than 48 KiB of dynamic
+ * shared memory is made then). */
+template <typename WT, bool MMA, int KM>
+static int cxl_per_sm_km(int smem, int *per_sm) {
+  MBCUDA_CHECK(cudaFuncSetAttribute(k_conv_linear<WT, MMA, KM>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+               "conv1d_step_linear");
+  MBCUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, k_conv_linear<WT, MMA, KM>,
+                                                             CXL_THREADS, (size_t)smem),
+               "conv1d_step_linear");
+  return MB_OK;
+}
 template <typename WT, bool MMA>
 static int cxl_per_sm(int *cache) {
   if (*cache >= 0) return MB_OK;
   const int smem = (int)cxl_smem(MMA ? CXL_N_MAX_MMA : CXL_N_MAX, CXL_OUT_MAX, MMA);
-  MBCUDA_CHECK(cudaFuncSetAttribute(k_conv_linear<WT, MMA>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-               "conv1d_step_linear");
-  int per_sm = 0;
-  MBCUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_conv_linear<WT, MMA>,
-                                                             CXL_THREADS, (size_t)smem),
-               "conv1d_step_linear");
-  *cache = per_sm;
+  int p4 = 0, p8 = 0, e = cxl_per_sm_km<WT, MMA, 4>(smem, &p4);
+  if (e == MB_OK) e = cxl_per_sm_km<WT, MMA, CXL_KMAX>(smem, &p8);
+  if (e != MB_OK) return e;
+  *cache = p4 < p8 ? p4 : p8;
+  return MB_OK;
+}
+
+template <typename WT, bool MMA>
+static int cxl_launch(mb_ctx *ctx, const ConvLinArgs &args, unsigned grid, size_t smem) {
+  if (args.k <= 4)
+    MBCUDA_LAUNCH("conv1d_step_linear", (k_conv_linear<WT, MMA, 4>), dim3(grid),
+                  dim3(CXL_THREADS), smem, args);
+  else
+    MBCUDA_LAUNCH("conv1d_step_linear", (k_conv_linear<WT, MMA, CXL_KMAX>), dim3(grid),
+                  dim3(CXL_THREADS), smem, args);
   return MB_OK;
 }
 
@@ -361,14 +428,7 @@ extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ld
   const ConvLinArgs args = {x, ldx, conv_w, conv_bias, conv_state, xc, ldo, w, bias, y, ldy,
                             (float *)part, st->done + MBCUDA_DONE_GRID_BAR, n, d, out_f, (int)k};
   const size_t smem = cxl_smem(n, out_f, mma);
-  if (mma)
-    MBCUDA_LAUNCH("conv1d_step_linear", (k_conv_linear<uint16_t, true>), dim3((unsigned)grid),
-                  dim3(CXL_THREADS), smem, args);
-  else if (bf16)
-    MBCUDA_LAUNCH("conv1d_step_linear", (k_conv_linear<uint16_t, false>), dim3((unsigned)grid),
-                  dim3(CXL_THREADS), smem, args);
-  else
-    MBCUDA_LAUNCH("conv1d_step_linear", (k_conv_linear<float, false>), dim3((unsigned)grid),
-                  dim3(CXL_THREADS), smem, args);
-  return MB_OK;
+  return mma    ? cxl_launch<uint16_t, true>(ctx, args, (unsigned)grid, smem)
+         : bf16 ? cxl_launch<uint16_t, false>(ctx, args, (unsigned)grid, smem)
+                : cxl_launch<float, false>(ctx, args, (unsigned)grid, smem);
 }

@@ -197,15 +197,27 @@ __device__ __forceinline__ void ssu_rows_dt_mma(const uint4 *sW, int ws, const f
   const uint16_t *w0 = (const uint16_t *)(sW + (size_t)(16 * warp + g) * ws);
   const uint16_t *w1 = w0 + (size_t)8 * ws * 8; /* row g + 8 */
   const float *xr = xs + (size_t)(g < live ? g : 0) * xstride;
-  float d[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int ks = 0; ks < R; ks += 16) {
-    const int k0 = ks + 2 * tq, k1 = k0 + 8;
-    const bool hi = ks + 8 < R; /* the k-step's second half (R % 8 == 0) */
-    const uint32_t b0 = g < live ? mb_f32x2_to_bf16(xr[k0], xr[k0 + 1]) : 0u;
-    const uint32_t b1 = g < live && hi ? mb_f32x2_to_bf16(xr[k1], xr[k1 + 1]) : 0u;
-    mb_mma_bf16_16816(d, mb_ld_bf16x2(w0 + k0), mb_ld_bf16x2(w1 + k0),
-                      hi ? mb_ld_bf16x2(w0 + k1) : 0u, hi ? mb_ld_bf16x2(w1 + k1) : 0u, b0, b1);
+  /* k-steps four at a time, unrolled so that their shared-memory loads are all issued before
+   * the first mma, into two accumulators (even and odd k-steps) so that two mma chains overlap;
+   * summed at the end (a fixed order: the same bits every run) */
+  float d[4] = {0.f, 0.f, 0.f, 0.f}, e[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int kb = 0; kb < R; kb += 64) {
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+      const int ks = kb + 16 * u;
+      if (ks < R) {
+        const int k0 = ks + 2 * tq, k1 = k0 + 8;
+        const bool hi = ks + 8 < R; /* the k-step's second half (R % 8 == 0) */
+        const uint32_t b0 = g < live ? mb_f32x2_to_bf16(xr[k0], xr[k0 + 1]) : 0u;
+        const uint32_t b1 = g < live && hi ? mb_f32x2_to_bf16(xr[k1], xr[k1 + 1]) : 0u;
+        mb_mma_bf16_16816(u % 2 ? e : d, mb_ld_bf16x2(w0 + k0), mb_ld_bf16x2(w1 + k0),
+                          hi ? mb_ld_bf16x2(w0 + k1) : 0u, hi ? mb_ld_bf16x2(w1 + k1) : 0u, b0,
+                          b1);
+      }
+    }
   }
+#pragma unroll
+  for (int i = 0; i < 4; i++) d[i] += e[i];
 #pragma unroll
   for (int h = 0; h < 2; h++)
 #pragma unroll

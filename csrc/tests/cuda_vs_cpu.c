@@ -837,6 +837,8 @@ static void t_conv_linear(void) {
       {2, 1000, 37, 3, MB_DTYPE_F32, 1, 0},
       /* small bf16 ones for the sanitizers: a partial output tile and a partial row tile */
       {16, 200, 40, 4, MB_DTYPE_BF16, 1, 1},    {24, 1000, 37, 3, MB_DTYPE_BF16, 0, 0},
+      /* conv widths past 4: the kernel's wide-window form */
+      {40, 1000, 96, 6, MB_DTYPE_BF16, 1, 1},   {20, 300, 50, 8, MB_DTYPE_F32, 0, 1},
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     const int64_t n = cs[ci].n, d = cs[ci].d, out_f = cs[ci].out_f, k = cs[ci].k;
@@ -864,12 +866,17 @@ static void t_conv_linear(void) {
     /* the fallback's n > 8 runs cuBLAS (bf16 weights: x rounded to bf16), as the tensor-core form */
     const double tol = (fused && !mma) || n <= 8 ? 1e-5 : (cs[ci].wdt ? 1e-2 : 1e-3);
     check("conv_linear", cfg, "y", rel_err(&Y, n, out_f, ldy), tol);
-    if (mma) { /* exactly the product of the rounded rows, but for the order of the fp32 sums */
+    if (mma) {
+      /* exactly the product of the rows the kernel multiplied (the GPU's own xc rounded: the
+       * CPU's xc differs in its last bits, and a value near a bf16 midpoint would round the other
+       * way, one bf16 step, ~3e-6 of y's norm here each), but for the order of the fp32 sums */
       pair XR = pf(NULL, n * ldo), YR = pf(NULL, n * ldy);
+      float *xg = dl(GPU, G(XC), XC.bytes);
       for (int64_t i = 0; i < n * ldo; i++) {
-        const uint32_t u = (uint32_t)f2bf(C(XC)[i]) << 16;
+        const uint32_t u = (uint32_t)f2bf(xg[i]) << 16;
         memcpy(&C(XR)[i], &u, 4);
       }
+      free(xg);
       MBX(mb_linear(CPU, C(XR), ldo, W.c, cs[ci].wdt, bias_c, n, d, out_f, C(YR), ldy));
       pair YG = {YR.c, Y.g, Y.bytes};
       check("conv_linear", cfg, "y=rounded", rel_err(&YG, n, out_f, ldy), 1e-5);
