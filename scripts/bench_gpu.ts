@@ -2,8 +2,8 @@
  * GPU benchmark (`deno task bench:gpu`): a 972M-shaped MambaByte with random weights on CUDA.
  *
  * Measures in the same run the device-to-device copy bandwidth (bytes read + written), then for
- * each case prints bytes/s, the ratio to the bandwidth roofline (weight bytes per step / copy
- * bandwidth) or, for a forward, to the GEMM floor (the forward's matrix-product FLOPs at the rate
+ * each case prints bytes/s, the ratio to the bandwidth roofline (the bytes a step moves, its
+ * weights once and its state read and written, at the copy bandwidth) or, for a forward, to the GEMM floor (the forward's matrix-product FLOPs at the rate
  * of the model's in_proj product over the same positions, timed in the same case), and the
  * largest device memory in use sampled while the case holds its state (each decoding step of the
  * warm-up run; after each forward pass, before its state is freed):
@@ -24,7 +24,7 @@ import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel } from "../src/api.ts";
 import type { MambaByteLM } from "../src/model/model.ts";
 import { Backend, cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
-import { gemmFlopsPerPosition, inProjRate, median, weightBytesPerStep } from "./lib/bench.ts";
+import { gemmFlopsPerPosition, inProjRate, median, stepBytes } from "./lib/bench.ts";
 
 const parser = createParser("bench_gpu", "GPU speed vs roofline");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
@@ -130,9 +130,10 @@ async function main(argv: string[]): Promise<void> {
       const secs = (prefill - t0 - prefillMs) / 1000;
       const steps = args.decode_steps - 1;
       const stepsPerS = steps / secs;
-      // A copy moves (read + written) bytes at the HBM rate; a decoding step reads its weights at
-      // that same rate, so the roofline is steps/s = copy bandwidth / weight bytes per step.
-      const roofline = copyBw / weightBytesPerStep(model.dims, dtype === "bf16" ? 2 : 4);
+      // A copy moves (read + written) bytes at the HBM rate; a decoding step reads its weights and
+      // reads and writes its state at that same rate, so the roofline is steps/s = copy bandwidth
+      // / (weight bytes + state bytes) per step.
+      const roofline = copyBw / stepBytes(model.dims, dtype === "bf16" ? 2 : 4, batch);
       report(
         `${label} | ${(stepsPerS * batch).toFixed(0)} bytes/s | roofline ${
           (roofline * batch).toFixed(0)

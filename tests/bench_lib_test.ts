@@ -9,6 +9,8 @@ import {
   inProjRate,
   matrixWeightsPerLayer,
   median,
+  stateBytesPerStep,
+  stepBytes,
   weightBytesPerStep,
 } from "../scripts/lib/bench.ts";
 import { loadModel } from "../mod.ts";
@@ -31,6 +33,20 @@ Deno.test("weight bytes per decoding step count the matrices once, bf16 and fp32
   const vectors = (3584 * (4 + 3 + 16) + 2 * 1792) * 4;
   assert.equal(weightBytesPerStep(DIMS_972M, 2), 48 * (perLayer * 2 + vectors) + 257 * 1792 * 2);
   assert.equal(weightBytesPerStep(DIMS_972M, 4), 48 * (perLayer * 4 + vectors) + 257 * 1792 * 4);
+});
+
+Deno.test("a decoding step's bytes add each sequence's state, read and written", () => {
+  // 48 layers x 3584 channels x (16 SSM states + 3 conv taps) x 4 bytes, read and written
+  const perSequence = 2 * 48 * 3584 * (16 + 3) * 4;
+  assert.equal(perSequence, 26_148_864);
+  assert.equal(stateBytesPerStep(DIMS_972M, 1), perSequence);
+  assert.equal(stateBytesPerStep(DIMS_972M, 64), 64 * perSequence);
+  assert.equal(stepBytes(DIMS_972M, 2, 64), weightBytesPerStep(DIMS_972M, 2) + 64 * perSequence);
+  // at the 4.2 TB/s copy rate (bytes read + written): the ~74,000 bytes/s of issue 13's batch-64
+  // roofline, where the weights alone would give ~138,000
+  const rate = (b: number) => 4.2e12 / stepBytes(DIMS_972M, 2, b) * b;
+  assert.ok(Math.abs(rate(64) - 74_000) < 1_000, `${rate(64)}`);
+  assert.ok(Math.abs(4.2e12 / weightBytesPerStep(DIMS_972M, 2) * 64 - 138_000) < 1_000);
 });
 
 Deno.test("median: the middle value, the upper middle for an even count", () => {
