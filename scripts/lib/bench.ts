@@ -1,8 +1,8 @@
 /**
  * What the benchmark scripts (bench_cpu.ts, bench_gpu.ts, bench_extract.ts) share: the median of
  * timings, the bytes a decoding step reads and writes (its weights and its state: the numerator
- * of their bandwidth rooflines), the matrix-product FLOPs of a position in a forward (the numerator of the GEMM
- * floor) and the rate of the model's own largest product (its denominator).
+ * of their bandwidth rooflines), the matrix-product FLOPs of a position in a forward (the
+ * numerator of the GEMM floor) and the rate of the model's own largest product (its denominator).
  *
  * @module
  */
