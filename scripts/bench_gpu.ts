@@ -5,9 +5,9 @@
  * each case prints bytes/s, the ratio to the bandwidth roofline (the bytes a step moves, its
  * weights once and its state read and written, at the copy bandwidth) or, for a forward, to the
  * GEMM floor (the forward's matrix-product FLOPs at the rate of the model's in_proj product over
- * the same positions, timed in the same case), and the
- * largest device memory in use sampled while the case holds its state (each decoding step of the
- * warm-up run; after each forward pass, before its state is freed):
+ * the same positions, timed in the same case), and the largest device memory in use sampled while
+ * the case holds its state (each decoding step of the warm-up run; after each forward pass, before
+ * its state is freed):
  *   decode batch 1 bf16, decode batch 1 fp32 (TF32 off: the weights are read as fp32 either way),
  *   decode batch 8, 64 and 256 bf16, forward over 8192 bytes bf16 and fp32/TF32, and (not in the
  *   default list) fwd-bf16-f32acts and b64-bf16-f32acts, the bf16 forward and batch-64 decoding
