@@ -355,9 +355,8 @@ static size_t cxl_smem(int64_t n, int64_t out_f, bool mma) {
   return (size_t)(rows + out_f) * CXL_LD * sizeof(float);
 }
 
-/* Blocks of k_conv_linear<WT, MMA, *> an SM holds at its largest shared memory (the fewer of its
- * two conv widths' forms) into *cache (asked once; the opt-in to more than 48 KiB of dynamic
- * shared memory is made then). */
+/* Blocks of k_conv_linear<WT, MMA, KM> an SM holds with smem bytes of dynamic shared memory into
+ * *per_sm, after the opt-in to more than 48 KiB. */
 template <typename WT, bool MMA, int KM>
 static int cxl_per_sm_km(int smem, int *per_sm) {
   MBCUDA_CHECK(cudaFuncSetAttribute(k_conv_linear<WT, MMA, KM>,
@@ -368,6 +367,8 @@ static int cxl_per_sm_km(int smem, int *per_sm) {
                "conv1d_step_linear");
   return MB_OK;
 }
+/* Blocks of k_conv_linear<WT, MMA, *> an SM holds at its largest shared memory (the fewer of its
+ * two conv widths' forms) into *cache (asked once). */
 template <typename WT, bool MMA>
 static int cxl_per_sm(int *cache) {
   if (*cache >= 0) return MB_OK;

@@ -9,6 +9,7 @@
 
 import type { ModelDims } from "../../src/config/dims.ts";
 import type { MambaByteLM } from "../../src/model/model.ts";
+import { RecurrentState } from "../../src/model/workspace.ts";
 
 /** The median of `xs` (the upper one of the middle two for an even count). */
 export function median(xs: readonly number[]): number {
@@ -28,12 +29,12 @@ export function weightBytesPerStep(d: ModelDims, bytesPerWeight: number): number
 }
 
 /**
- * Bytes of recurrent state one decoding step of `batch` sequences moves: every layer's SSM state
- * (d_inner x d_state) and conv window (d_inner x (d_conv - 1)) of each sequence, fp32, read and
+ * Bytes of recurrent state one decoding step of `batch` sequences moves: the state the model holds
+ * for them (every layer's SSM state and conv window, fp32: `RecurrentState.bytes`), read and
  * written once. At batch 64 on the 972M shape that is 1.67 GB, 0.86 of the bf16 weights' bytes.
  */
 export function stateBytesPerStep(d: ModelDims, batch: number): number {
-  return 2 * batch * d.nLayer * d.dInner * (d.dState + d.dConv - 1) * 4;
+  return 2 * RecurrentState.bytes(d, batch);
 }
 
 /**
