@@ -16,6 +16,7 @@
 
 #include <type_traits>
 
+#include "bulk_copy.cuh"
 #include "cuda_internal.cuh"
 #include "gemv.cuh"
 #include "norm_row.cuh"
@@ -565,9 +566,130 @@ k_gemv_norm(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias
       xs, in_f, w, bias, 1, in_f, out_f, y, out_f, ce, 1, blockIdx.x, blockDim.x, norm);
 }
 
+/* in_proj's batch-1 kernel with its weights in a shared-memory ring. k_gemv_norm runs 8 rows a
+ * block in ~2.3 waves (896 blocks at 972M's shape, 3 an SM); a later wave's blocks ask for their
+ * weights only once they start, and norm the row again. Here a grid the GPU holds at once takes
+ * the row groups in turn (block b: groups b, b + grid, ...), each group's weights (8 contiguous
+ * rows) streamed by one bulk copy into a ring of RING stages, the first ones before the PDL wait,
+ * and the norm runs once a block. A row's arithmetic is gemv_block's with G = 32 and 16-byte
+ * chunks (lane l sums chunks l, l + 32, ... in order, the same shuffle reduction, bias and conv
+ * epilogue), so its bits are k_gemv_norm's and the ops'. */
+#define IN_RING_ROWS 8 /* rows a group: a warp each */
+
+template <typename WT, int VPT, bool PLAIN, int RING>
+__global__ void __launch_bounds__(256)
+k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias,
+                 int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce, int trigger) {
+  extern __shared__ __align__(128) unsigned char in_ring_smem[];
+  __shared__ __align__(16) float xs[NORM_PRO_MAX];
+  __shared__ float red[32];
+  __shared__ uint64_t bar[RING];
+  constexpr int EPC = 16 / (int)sizeof(WT);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t ngroups = (out_f + IN_RING_ROWS - 1) / IN_RING_ROWS;
+  const int mine = (int)((ngroups - blockIdx.x + gridDim.x - 1) / gridDim.x);
+  const size_t stage = (size_t)IN_RING_ROWS * in_f; /* elements */
+  WT *const ring = (WT *)in_ring_smem;
+  if (trigger == 0) mb_pdl_trigger();
+  const auto issue = [&](int i) { /* thread 0: this block's i-th group into stage i % RING */
+    const int64_t g = blockIdx.x + (int64_t)i * gridDim.x;
+    const int64_t rows = min((int64_t)IN_RING_ROWS, out_f - g * IN_RING_ROWS);
+    bulk_load(ring + (size_t)(i % RING) * stage, w + g * IN_RING_ROWS * in_f,
+              (unsigned)(rows * in_f * (int64_t)sizeof(WT)), &bar[i % RING]);
+  };
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < RING; s++) mbar_init(&bar[s], 1);
+    for (int i = 0; i < RING && i < mine; i++) issue(i); /* constant weights: before the wait */
+  }
+  {
+    auto pdl_wait = [] { mb_pdl_wait(); };
+    add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), PLAIN>(
+        np.x, nullptr, blockIdx.x == 0 ? np.res_out : nullptr, 0, np.w, np.b, np.kind, np.eps,
+        in_f, np.thr, xs, nullptr, red, pdl_wait);
+  }
+  __syncthreads(); /* xs complete (and the barriers' initialisation seen) */
+  /* the conv windows and taps of this warp's rows asked into L1 now, so that each group's
+   * epilogue does not wait on an L2 round trip (its windows are written only here) */
+  for (int i = lane; i < mine; i += 32) {
+    const int64_t row = (blockIdx.x + (int64_t)i * gridDim.x) * IN_RING_ROWS + warp;
+    if (row < out_f && row < ce.dc) {
+      prefetch_l1(ce.state + row * (ce.k - 1));
+      prefetch_l1(ce.w + row * ce.k);
+    }
+  }
+  const int64_t nch = in_f / EPC;
+  for (int i = 0; i < mine; i++) {
+    const int64_t row = (blockIdx.x + (int64_t)i * gridDim.x) * IN_RING_ROWS + warp;
+    float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
+    if (lane == 0 && row < out_f && row < ce.dc) conv_consts(ce, row, cw, cb);
+    mbar_wait(&bar[i % RING], (unsigned)(i / RING) & 1u);
+    /* trigger 1: the next kernels may start once this block's last weights are in */
+    if (trigger == 1 && i == mine - 1) mb_pdl_trigger();
+    const uint4 *wq = (const uint4 *)(ring + (size_t)(i % RING) * stage + (size_t)warp * in_f);
+    float acc = 0.f;
+#pragma unroll 8
+    for (int64_t ch = lane; ch < nch; ch += 32) {
+      float wf[EPC];
+      unpack(wq[ch], wf, WT());
+      const float4 *xp = (const float4 *)(xs + ch * EPC);
+#pragma unroll
+      for (int e = 0; e < EPC / 4; e++) acc = dot4_acc(acc, &wf[4 * e], xp[e]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o, 32);
+    if (lane == 0 && row < out_f) {
+      const float v = acc + (bias ? bias[row] : 0.f);
+      y[row] = v;
+      if (row < ce.dc) conv_epi(ce, cw, cb, 0, row, v);
+    }
+    if (i + RING < mine) {
+      __syncthreads(); /* every warp is done with stage i % RING */
+      if (threadIdx.x == 0) issue(i + RING);
+    }
+  }
+}
+
+/* The ring kernel's launch: as many blocks as the GPU holds at once (asked once a context), the
+ * row groups spread evenly over them. */
+template <typename WT, int VPT, bool PLAIN, int RING>
+static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
+                                  const ConvEpi &ce) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  const size_t smem = (size_t)RING * IN_RING_ROWS * a->d_model * sizeof(WT);
+  int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][RING - 2][VPT == 8][PLAIN];
+  if (per_sm < 0) {
+    cudaError_t e = cudaFuncSetAttribute(k_gemv_norm_ring<WT, VPT, PLAIN, RING>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess)
+      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &per_sm, k_gemv_norm_ring<WT, VPT, PLAIN, RING>, 256, smem);
+    if (e != cudaSuccess) return e;
+    if (per_sm < 1) return cudaErrorInvalidConfiguration;
+  }
+  const int64_t ngroups = (a->out_f + IN_RING_ROWS - 1) / IN_RING_ROWS;
+  const int64_t cap = (int64_t)per_sm * st->sm_count;
+  const int64_t per_block = (ngroups + cap - 1) / cap;
+  const dim3 grid((unsigned)((ngroups + per_block - 1) / per_block)), block(256);
+  return mbcuda_launch(ctx, k_gemv_norm_ring<WT, VPT, PLAIN, RING>, grid, block, smem, np,
+                       (const WT *)a->w, a->bias, a->d_model, a->out_f, a->y, ce,
+                       st->in_ring_trigger);
+}
+
 template <typename WT, int G, bool VEC>
 static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, int vpt,
                                        const NormPro &np, const ConvEpi &ce) {
+  const int ring = mbcuda_st(ctx)->in_ring;
+  if constexpr (G == 32 && VEC) { /* the ring's rows are the warp-a-row GEMV's */
+    if (ring == 2 || ring == 3) {
+#define IRL(R, V, P) in_ring_launch<WT, V, P, R>(ctx, a, np, ce)
+      if (ring == 2)
+        return vpt == 4 ? (a->plain ? IRL(2, 4, true) : IRL(2, 4, false))
+                        : (a->plain ? IRL(2, 8, true) : IRL(2, 8, false));
+      return vpt == 4 ? (a->plain ? IRL(3, 4, true) : IRL(3, 4, false))
+                      : (a->plain ? IRL(3, 8, true) : IRL(3, 8, false));
+#undef IRL
+    }
+  }
   const dim3 grid((unsigned)((a->out_f + 256 / G - 1) / (256 / G))), block(256);
   const WT *w = (const WT *)a->w;
   constexpr int UN = gemv1_unroll<WT, VEC && G == 32>();

@@ -63,6 +63,9 @@ __device__ __forceinline__ void conv_epi(const ConvEpi &ce, const float (&cw)[CO
 __device__ __forceinline__ void prefetch_l2(const void *p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
+__device__ __forceinline__ void prefetch_l1(const void *p) {
+  asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+}
 
 /* acc + w . x over 4 elements, with the operations in the order the compiler chose for
  * `acc += w0 x0 + w1 x1 + w2 x2 + w3 x3` (the form every GEMV's bits were checked with): spelled

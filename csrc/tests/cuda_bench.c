@@ -36,6 +36,10 @@
  *   cuda_bench --ncu-step B  one decoding step of B sequences (bf16), run directly between
  *                        cuProfilerStart and cuProfilerStop (after two warm-up steps), for
  *                        `ncu --profile-from-start off` (tools/device/ncu_step.sh)
+ *   cuda_bench --timeline [B ...]  the kernels of a replayed decoding step's graph as CUPTI
+ *                        records them (kernel_timeline.h): per kernel its time, the part of the
+ *                        step that ends with it, and how far it started under its predecessor;
+ *                        bf16 at each B (default 1 8 64 256), fp32 at 1
  */
 #define _DEFAULT_SOURCE /* madvise (with the build's _POSIX_C_SOURCE) */
 #include <dlfcn.h>
@@ -176,6 +180,8 @@ static int nrows = 0;
       fprintf(stderr, "ROW %s\n", table[nrows++]);                                                \
     }                                                                                             \
   } while (0)
+
+#include "kernel_timeline.h" /* --timeline (uses ROW) */
 
 static double copy_bw(void) {
   size_t bytes = (size_t)2 << 30;
@@ -1086,6 +1092,57 @@ static void ncu_step(int64_t batch) {
   model_free(&m);
 }
 
+/* --timeline: CUPTI's records of 20 replays of the step's graph (kt_open() already called). */
+static void timeline_bench(model *m, int64_t batch, double untraced_s, const char *label) {
+  acts a;
+  acts_init(&a, batch, batch);
+  model_pass(m, &a, batch, 1, 1); /* scratch grown outside the capture */
+  int graph;
+  MBX(mb_graph_begin(G));
+  model_pass(m, &a, batch, 1, 1);
+  MBX(mb_graph_end(G, &graph));
+  for (int s = 0; s < 10; s++) MBX(mb_graph_launch(G, graph));
+  MBX(mb_ctx_synchronize(G));
+  const int steps = 20;
+  kt_begin();
+  for (int s = 0; s < steps; s++) MBX(mb_graph_launch(G, graph));
+  MBX(mb_ctx_synchronize(G));
+  kt_end();
+  char l[64];
+  snprintf(l, sizeof l, "%s b=%lld", label, (long long)batch);
+  kt_report(steps, untraced_s, l);
+  MBX(mb_graph_destroy(G, graph));
+  acts_free(&a);
+}
+
+/* --timeline [B ...]: every case's untraced step time first (CUPTI, once enabled, records every
+ * kernel after it), then the traced runs. */
+static void timelines(int nb, const int64_t *batches) {
+  g_layers = 1; /* up to 8 sequences: mb_decode_layers, as the model steps */
+  double untraced[17];
+  model m;
+  for (int dt = 1; dt >= 0; dt--) {
+    model_init(&m, dt ? MB_DTYPE_BF16 : MB_DTYPE_F32);
+    if (dt)
+      for (int i = 0; i < nb; i++) untraced[i] = step_seconds(&m, batches[i], NULL);
+    else
+      untraced[nb] = step_seconds(&m, 1, NULL);
+    model_free(&m);
+  }
+  if (kt_open() != 0) {
+    ROW("timeline: CUPTI not available (see stderr)");
+    return;
+  }
+  for (int dt = 1; dt >= 0; dt--) {
+    model_init(&m, dt ? MB_DTYPE_BF16 : MB_DTYPE_F32);
+    if (dt)
+      for (int i = 0; i < nb; i++) timeline_bench(&m, batches[i], untraced[i], "bf16");
+    else
+      timeline_bench(&m, 1, untraced[nb], "f32");
+    model_free(&m);
+  }
+}
+
 /* A mode's end: the context destroyed, then the table of results under its title (none: no
  * title line). Returns main's exit status. */
 static int finish(const char *title) {
@@ -1120,6 +1177,23 @@ int main(int argc, char **argv) {
     ncu_step(atoll(argv[2]));
     MBX(mb_ctx_destroy(G));
     return 0;
+  }
+  if (argc > 1 && !strcmp(argv[1], "--timeline")) {
+    int64_t batches[16] = {1, 8, 64, 256};
+    int nb = 4;
+    if (argc > 2) {
+      nb = 0;
+      for (int i = 2; i < argc && nb < 16; i++) {
+        batches[nb] = atoll(argv[i]);
+        if (batches[nb] < 1 || batches[nb] > 256) {
+          fprintf(stderr, "cuda_bench --timeline: batch %s is not in 1..256\n", argv[i]);
+          return 2;
+        }
+        nb++;
+      }
+    }
+    timelines(nb, batches);
+    return finish("cuda_bench --timeline (graph replay, CUPTI kernel records)");
   }
   if (argc > 1 && !strcmp(argv[1], "--host")) {
     host_bench();

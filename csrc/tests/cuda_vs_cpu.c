@@ -18,6 +18,7 @@
  *     --only bf16: only the bf16 xz and delta ops (mb_linear_to_bf16, the conv of bf16 x, the scan
  *     of bf16 delta and z; with --small also the tile scan's pairs, at 256 x 3584);
  *     --only ssu: only mb_selective_state_update_dt, with its kernels' environment peers;
+ *     --only decode: only mb_decode_layers (with its in_proj ring's peers) and mb_verify_layers;
  *     --only draft_greedy: only mb_draft_greedy, three times (with --small once); --draft_cases N:
  *     its first N cases only (racecheck on the cluster kernel is slow)
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
@@ -35,6 +36,7 @@ static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_dg = 0, g
 static int g_only_lin = 0; /* --only linear: the products (a sanitizer's short run) */
 static int g_only_bf = 0;  /* --only bf16: the bf16 xz / delta ops, every case (also the tile scan's) */
 static int g_only_ssu = 0; /* --only ssu: the decoding state update, with its kernels' peers */
+static int g_only_dec = 0; /* --only decode: mb_decode_layers and the verification pass */
 /* The switch with_gpu_env made the GPU context with (NULL: the usual context) */
 static const char *g_peer_name = NULL, *g_peer_value = NULL;
 
@@ -1286,6 +1288,9 @@ static void t_decode_layers(void) {
       {2, 1, 200, 400, 33, 13, 5, MB_DTYPE_BF16, MB_NORM_LAYER, 1}, /* k > 4, R % 8 != 0 */
       {2, 3, 64, 128, 16, 4, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1},
       {2, 8, 96, 192, 16, 6, 4, MB_DTYPE_F32, MB_NORM_LAYER, 1},
+      /* in_proj's ring kernel at a size the sanitizers run (a warp a row from 512 fp32 inputs
+       * and 2112 rows on 132 SMs): 276 row groups, the last one partial */
+      {2, 1, 512, 1101, 16, 32, 4, MB_DTYPE_F32, MB_NORM_LAYER, 1},
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     const dl_case *c = &cs[ci];
@@ -1339,7 +1344,7 @@ static void t_decode_layers(void) {
       dl_free_states(c, ly2);
       pfree(&hid2), pfree(&res2), pfree(&xz2), pfree(&xc2), pfree(&xd2), pfree(&de2), pfree(&y2);
     }
-    if (ci == 2) { /* graph replay: two replays equal two direct steps, bit for bit */
+    if (ci == 2 || ci == 8) { /* graph replay: two replays equal two direct steps, bit for bit */
       int graph = -1;
       pair hid3 = pclone(&hid), res3 = pclone(&res);
       dl_layer *ly3 = dl_fork_states(c, ly);
@@ -1366,6 +1371,19 @@ static void t_decode_layers(void) {
         pfree(&y);
   }
   MBX(mb_ctx_destroy(g_gpu_ops));
+}
+
+/* mb_decode_layers with batch 1's in_proj in each of its forms (MAMBABYTE_CUDA_IN_RING takes
+ * no other values, so the default is one of them): k_gemv_norm (a block per 8 rows) and the
+ * ring kernel with 2 and 3 stages, each held to the ops' bits */
+static void with_gpu_env(const char *name, const char *value, const char *what,
+                         void (*test)(void));
+static void t_decode_layers_all(void) {
+  with_gpu_env("MAMBABYTE_CUDA_IN_RING", "0", "in_proj a block per 8 rows", t_decode_layers);
+  with_gpu_env("MAMBABYTE_CUDA_IN_RING", "2", "in_proj's weights in a ring of 2 stages",
+               t_decode_layers);
+  with_gpu_env("MAMBABYTE_CUDA_IN_RING", "3", "in_proj's weights in a ring of 3 stages",
+               t_decode_layers);
 }
 
 /* ---- mb_verify_layers and mb_resume_layers (speculative decoding) ----------------------------
@@ -2296,6 +2314,8 @@ int main(int argc, char **argv) {
       g_only_bf = 1;
     if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "ssu"))
       g_only_ssu = 1;
+    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "decode"))
+      g_only_dec = 1;
     if (!strcmp(argv[i], "--draft_cases") && i + 1 < argc) g_dg_cases = atoi(argv[i + 1]);
   }
   int count = 0;
@@ -2331,6 +2351,11 @@ int main(int argc, char **argv) {
   if (g_only_ssu) {
     t_ssu_dt_all();
     return finish_run(" (ssu_dt only)");
+  }
+  if (g_only_dec) {
+    t_decode_layers_all();
+    t_verify_layers();
+    return finish_run(" (decode_layers and verify_layers only)");
   }
   if (g_only_lin) {
     t_linear();
@@ -2375,7 +2400,7 @@ int main(int argc, char **argv) {
   with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "8", "the GEMV with 8 inputs a thread", t_spec);
   with_gpu_env("MAMBABYTE_CUDA_GEMV_ROWS", "2", "the GEMV with 2 inputs a thread", t_spec);
   with_gpu_env("MAMBABYTE_CUDA_GEMV_OUT", "1", "the GEMV with one output row a thread", t_spec);
-  t_decode_layers();
+  t_decode_layers_all();
   t_verify_layers();
   /* the pass with add + norm as a kernel of its own, as before they moved into in_proj's */
   with_gpu_env("MAMBABYTE_CUDA_VERIFY_NORM", "0", "the pass's add + norm as its own kernel",

@@ -13,6 +13,8 @@
 #       result arrays with and without mb_host_prefault), for each value;
 #   4c. ABLATE=1: cuda_bench --ablate (where a decoding step goes: each kind of op left out of the
 #       replayed step in turn), for each value;
+#   4d. TIMELINE="B ...": cuda_bench --timeline B ... (CUPTI's kernel records of the replayed
+#       step: each kernel's time and the part of the step it holds), for each value;
 #   5. BENCH_GPU_CASES=<cases>: bench:gpu (through Deno) on those cases, for each value;
 #   5b. EXTRACT=1: bench:extract (972M fp32, REPEATS, default 3) for each value, the values
 #       alternated twice;
@@ -43,14 +45,14 @@ if [ $? -ne 1 ]; then
   cuda_model_tests "${DENO_T:-150}" tests/decode_layers_test.ts tests/cuda_model_test.ts
 fi
 
-# cuda_bench_each MODE: cuda_bench MODE for each value of AB_VAR, its table printed (logs
-# $OUT/bench_<mode>_<value>.log)
+# cuda_bench_each MODE [ARGS]: cuda_bench MODE ARGS for each value of AB_VAR, its table printed
+# (logs $OUT/bench_<mode>_<value>.log)
 cuda_bench_each() {
   local v log
   for v in $AB_VALUES; do
     log="$OUT/bench_${1#--}_$v.log"
-    step "cuda_bench $1 ($AB_VAR=$v)"
-    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" ./$B/cuda_bench "$1" >"$log" 2>&1 || fail
+    step "cuda_bench $* ($AB_VAR=$v)"
+    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" ./$B/cuda_bench "$@" >"$log" 2>&1 || fail
     sed -n '/^====/,$p' "$log"
   done
 }
@@ -69,6 +71,9 @@ if [ -n "${HOST:-}" ]; then
 fi
 
 [ -n "${ABLATE:-}" ] && cuda_bench_each --ablate
+
+# shellcheck disable=SC2086 # the batches are words
+[ -n "${TIMELINE:-}" ] && cuda_bench_each --timeline $TIMELINE
 
 if [ -f .gpu/deno.xz ] && [ -n "${BENCH_GPU_CASES:-}" ]; then
   for v in $AB_VALUES; do

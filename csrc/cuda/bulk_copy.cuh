@@ -1,0 +1,56 @@
+/*
+ * bulk_copy.cuh — Hopper's bulk copies (one instruction moves a contiguous global range into
+ * shared memory, completing on a shared-memory barrier), for kernels that stream weights into a
+ * ring of shared-memory stages while they compute on an earlier one (sm_90 and later; callers
+ * check the device).
+ */
+#ifndef MAMBABYTE_BULK_COPY_CUH
+#define MAMBABYTE_BULK_COPY_CUH
+
+#include <stdint.h>
+
+__device__ __forceinline__ unsigned smem_u32(const void *p) {
+  return (unsigned)__cvta_generic_to_shared(p);
+}
+
+/* A barrier that completes when `count` threads arrived and the bytes they announced landed. */
+__device__ __forceinline__ void mbar_init(uint64_t *bar, unsigned count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(count));
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+
+/* One thread: arrives on the barrier announcing `bytes`, then copies them from global `src` to
+ * shared `dst` (both 16-byte aligned, bytes a multiple of 16); the barrier's phase completes when
+ * they are there. Earlier generic-proxy accesses of dst (reads of the stage's previous contents,
+ * ordered before this by a __syncthreads) are fenced from the copy's writes. */
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, unsigned bytes, uint64_t *bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
+               "r"(bytes)
+               : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+          smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar))
+      : "memory");
+#endif
+}
+
+/* Waits until the barrier's phase of this parity (0 for its first use, then alternating) completed. */
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, unsigned parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  unsigned done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+  }
+#endif
+}
+
+#endif
