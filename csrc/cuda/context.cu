@@ -116,11 +116,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_np = getenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
     st->norm_prologue = !(e_np && e_np[0] == '0');
     const char *e_ir = getenv("MAMBABYTE_CUDA_IN_RING");
-    const int ir = e_ir ? atoi(e_ir) : 0;
-    st->in_ring = (ir == 2 || ir == 3) && prop.major >= 9 ? ir : 0; /* bulk copies: sm_90 on */
-    const char *e_irt = getenv("MAMBABYTE_CUDA_IN_RING_TRIGGER");
-    const int irt = e_irt ? atoi(e_irt) : 1;
-    st->in_ring_trigger = irt >= 0 && irt <= 2 ? irt : 1;
+    const int ir = e_ir && (!strcmp(e_ir, "0") || !strcmp(e_ir, "1")) ? atoi(e_ir) : -1;
+    st->in_ring = prop.major < 9 ? 0 : ir; /* bulk copies: sm_90 on */
     memset(st->in_ring_per_sm, 0xff, sizeof st->in_ring_per_sm);
     const char *e_dc = getenv("MAMBABYTE_CUDA_DRAFT_CLUSTER");
     st->draft_cluster = !(e_dc && e_dc[0] == '0');

@@ -102,12 +102,11 @@ struct mbcuda_state {
                           * (MAMBABYTE_CUDA_CONV_POS=0: k_conv_seq; A/B runs) */
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual
                           * add in out_proj's (MAMBABYTE_CUDA_NORM_PROLOGUE=0: off, A/B runs) */
-  int in_ring;           /* ... and in_proj's weights streamed into a ring of this many shared-memory
-                          * stages by bulk copies (2 or 3; MAMBABYTE_CUDA_IN_RING, 0: off) */
-  int in_ring_trigger;   /* ... where its blocks let the next kernels start (MAMBABYTE_CUDA_IN_RING_
-                          * TRIGGER): 0 at entry, 1 once their last weights are in, 2 at exit */
-  int in_ring_per_sm[2][2][2][2]; /* its kernels' resident blocks an SM (-1: not asked yet), by
-                                   * bf16, ring - 2, 8 values a thread, plain row */
+  int in_ring;           /* ... and in_proj's weights streamed into a ring of shared-memory stages by
+                          * bulk copies (MAMBABYTE_CUDA_IN_RING: 0 off, 1 on; -1, the default and
+                          * any other value: on for bf16 weights) */
+  int in_ring_per_sm[2][2][2]; /* its kernels' resident blocks an SM (-1: not asked yet), by
+                                * bf16, 8 values a thread, plain row */
   int verify_norm;       /* mb_verify_layers: the norm in in_proj's kernel, one position a block
                           * (MAMBABYTE_CUDA_VERIFY_NORM=0: off, A/B runs) */
   int verify_conv;       /* ... and the conv in that kernel's last block of each row group

@@ -574,12 +574,13 @@ k_gemv_norm(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias
  * and the norm runs once a block. A row's arithmetic is gemv_block's with G = 32 and 16-byte
  * chunks (lane l sums chunks l, l + 32, ... in order, the same shuffle reduction, bias and conv
  * epilogue), so its bits are k_gemv_norm's and the ops'. */
-#define IN_RING_ROWS 8 /* rows a group: a warp each */
+#define IN_RING_ROWS 8   /* rows a group: a warp each */
+#define IN_RING_STAGES 3 /* 2 blocks an SM at 972M's bf16 shape (2 stages, 3 an SM: 2% slower) */
 
 template <typename WT, int VPT, bool PLAIN, int RING>
 __global__ void __launch_bounds__(256)
 k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias,
-                 int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce, int trigger) {
+                 int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce) {
   extern __shared__ __align__(128) unsigned char in_ring_smem[];
   __shared__ __align__(16) float xs[NORM_PRO_MAX];
   __shared__ float red[32];
@@ -590,7 +591,6 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
   const int mine = (int)((ngroups - blockIdx.x + gridDim.x - 1) / gridDim.x);
   const size_t stage = (size_t)IN_RING_ROWS * in_f; /* elements */
   WT *const ring = (WT *)in_ring_smem;
-  if (trigger == 0) mb_pdl_trigger();
   const auto issue = [&](int i) { /* thread 0: this block's i-th group into stage i % RING */
     const int64_t g = blockIdx.x + (int64_t)i * gridDim.x;
     const int64_t rows = min((int64_t)IN_RING_ROWS, out_f - g * IN_RING_ROWS);
@@ -623,8 +623,10 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
     float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
     if (lane == 0 && row < out_f && row < ce.dc) conv_consts(ce, row, cw, cb);
     mbar_wait(&bar[i % RING], (unsigned)(i / RING) & 1u);
-    /* trigger 1: the next kernels may start once this block's last weights are in */
-    if (trigger == 1 && i == mine - 1) mb_pdl_trigger();
+    /* the next kernels may start once this block's last weights are in: triggered at entry,
+     * their waiting blocks took the SM room this kernel's blocks and copies needed (CUPTI
+     * timeline: 1,065-1,076 us a step against 1,043 here; at exit: 1,066) */
+    if (i == mine - 1) mb_pdl_trigger();
     const uint4 *wq = (const uint4 *)(ring + (size_t)(i % RING) * stage + (size_t)warp * in_f);
     float acc = 0.f;
 #pragma unroll 8
@@ -656,7 +658,7 @@ static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, con
                                   const ConvEpi &ce) {
   mbcuda_state *st = mbcuda_st(ctx);
   const size_t smem = (size_t)RING * IN_RING_ROWS * a->d_model * sizeof(WT);
-  int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][RING - 2][VPT == 8][PLAIN];
+  int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][VPT == 8][PLAIN];
   if (per_sm < 0) {
     cudaError_t e = cudaFuncSetAttribute(k_gemv_norm_ring<WT, VPT, PLAIN, RING>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -671,22 +673,19 @@ static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, con
   const int64_t per_block = (ngroups + cap - 1) / cap;
   const dim3 grid((unsigned)((ngroups + per_block - 1) / per_block)), block(256);
   return mbcuda_launch(ctx, k_gemv_norm_ring<WT, VPT, PLAIN, RING>, grid, block, smem, np,
-                       (const WT *)a->w, a->bias, a->d_model, a->out_f, a->y, ce,
-                       st->in_ring_trigger);
+                       (const WT *)a->w, a->bias, a->d_model, a->out_f, a->y, ce);
 }
 
 template <typename WT, int G, bool VEC>
 static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, int vpt,
                                        const NormPro &np, const ConvEpi &ce) {
+  /* the ring: bf16 weights by default (fp32's 57 KB stages leave one block an SM: 3-5% slower) */
   const int ring = mbcuda_st(ctx)->in_ring;
   if constexpr (G == 32 && VEC) { /* the ring's rows are the warp-a-row GEMV's */
-    if (ring == 2 || ring == 3) {
-#define IRL(R, V, P) in_ring_launch<WT, V, P, R>(ctx, a, np, ce)
-      if (ring == 2)
-        return vpt == 4 ? (a->plain ? IRL(2, 4, true) : IRL(2, 4, false))
-                        : (a->plain ? IRL(2, 8, true) : IRL(2, 8, false));
-      return vpt == 4 ? (a->plain ? IRL(3, 4, true) : IRL(3, 4, false))
-                      : (a->plain ? IRL(3, 8, true) : IRL(3, 8, false));
+    if (ring > 0 || (ring < 0 && sizeof(WT) == 2)) {
+#define IRL(V, P) in_ring_launch<WT, V, P, IN_RING_STAGES>(ctx, a, np, ce)
+      return vpt == 4 ? (a->plain ? IRL(4, true) : IRL(4, false))
+                      : (a->plain ? IRL(8, true) : IRL(8, false));
 #undef IRL
     }
   }

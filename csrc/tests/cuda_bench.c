@@ -181,7 +181,14 @@ static int nrows = 0;
     }                                                                                             \
   } while (0)
 
-#include "kernel_timeline.h" /* --timeline (uses ROW) */
+/* --timeline reads CUPTI's records: with the toolkit's headers (CMake adds them; a plain compile
+ * of this file without them builds every other mode) */
+#if defined(__has_include)
+#if __has_include(<cupti_activity.h>)
+#define MB_HAVE_TIMELINE 1
+#include "kernel_timeline.h" /* uses ROW */
+#endif
+#endif
 
 static double copy_bw(void) {
   size_t bytes = (size_t)2 << 30;
@@ -1092,6 +1099,7 @@ static void ncu_step(int64_t batch) {
   model_free(&m);
 }
 
+#ifdef MB_HAVE_TIMELINE
 /* --timeline: CUPTI's records of 20 replays of the step's graph (kt_open() already called). */
 static void timeline_bench(model *m, int64_t batch, double untraced_s, const char *label) {
   acts a;
@@ -1142,6 +1150,12 @@ static void timelines(int nb, const int64_t *batches) {
     model_free(&m);
   }
 }
+#else
+static void timelines(int nb, const int64_t *batches) {
+  (void)nb, (void)batches;
+  ROW("timeline: cuda_bench was built without CUPTI's headers (cupti_activity.h)");
+}
+#endif
 
 /* A mode's end: the context destroyed, then the table of results under its title (none: no
  * title line). Returns main's exit status. */

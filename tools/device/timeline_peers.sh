@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# timeline_peers.sh — decoding steps' kernel timelines (cuda_bench --timeline: CUPTI's records of
+# the replayed step) for several sets of environment switches, one after another in one GPU call,
+# after `cuda_vs_cpu --only decode` (the decoding kernels' bits). Carry .gpu-build/ (from
+# tools/device/prebuild.sh) so the build is unpacked, not redone:
+#   OUT=$OUT PEERS="- MAMBABYTE_CUDA_IN_RING=0 MAMBABYTE_CUDA_IN_RING=1,MAMBABYTE_CUDA_PDL=0" \
+#     TIMELINE_B="1" bash tools/device/timeline_peers.sh
+# PEERS: space-separated peers, each a comma-separated list of NAME=VALUE ("-": the defaults).
+# ROUNDS (default 1): the peers run in turn that many times. Logs in $OUT.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/timeline_out}"
+mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+step "build"
+build_cuda -DMAMBABYTE_TESTS=ON
+step "cuda_vs_cpu --only decode"
+timeout "${TEST_T:-150}" ./build-cuda/cuda_vs_cpu --only decode >"$OUT/test_decode.log" 2>&1 || fail
+grep -E "FAIL|FATAL" "$OUT/test_decode.log" | head -10
+note "cuda_vs_cpu --only decode: $(grep -E "cases" "$OUT/test_decode.log" | tail -1)"
+for r in $(seq 1 "${ROUNDS:-1}"); do
+  for p in ${PEERS:--}; do
+    envs=()
+    [ "$p" != - ] && IFS=, read -r -a envs <<<"$p"
+    step "cuda_bench --timeline ${TIMELINE_B:-1} ($p, round $r)"
+    # shellcheck disable=SC2086 # the batches are words
+    env "${envs[@]}" timeout "${BENCH_T:-150}" ./build-cuda/cuda_bench --timeline ${TIMELINE_B:-1} \
+      >"$OUT/timeline_${r}_${p//[^A-Za-z0-9_]/_}.log" 2>&1 || fail
+    sed -n '/^====/,$p' "$OUT/timeline_${r}_${p//[^A-Za-z0-9_]/_}.log" | grep -v "^===="
+  done
+done
+print_summary timeline_peers
+exit $status
