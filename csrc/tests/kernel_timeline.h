@@ -183,7 +183,6 @@ static void kt_report(int steps, double untraced_s, const char *label) {
       for (size_t i = 1; i <= K; i++)
         if (r[-(long)i].end > end_max) end_max = r[-(long)i].end;
     }
-    span += (double)(r[K - 1].end > end_max ? r[K - 1].end : end_max) - (double)r[0].start;
     for (size_t i = 0; i < K; i++) {
       int j = 0;
       while (j < ns && (strcmp(s[j].name, r[i].name) || s[j].grid != r[i].grid ||
@@ -204,6 +203,7 @@ static void kt_report(int steps, double untraced_s, const char *label) {
       exposed_all += ex;
       if (r[i].end > end_max) end_max = r[i].end;
     }
+    span += (double)end_max - (double)r[0].start; /* this step's first start to its last end */
   }
   ROW("timeline %s: %zu kernels a step, traced span %.1f us a step (untraced graph replay %.1f "
       "us), exposed sum %.1f us",
