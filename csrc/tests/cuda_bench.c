@@ -478,14 +478,21 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
 
 /* Seconds a decoding step of `batch` sequences takes as a replayed graph (median of 5 x 100);
  * ids[0] of the last step into *id0 when id0 is not NULL. */
-static double step_seconds(model *m, int64_t batch, int32_t *id0) {
-  acts a;
-  acts_init(&a, batch, batch);
-  model_pass(m, &a, batch, 1, 1); /* warm-up outside capture (grows scratch if needed) */
+/* A decoding step of `batch` sequences on *a (made here) captured as a graph, after a warm-up
+ * step outside the capture (which grows the scratch if needed); returns the graph. */
+static int step_graph(model *m, acts *a, int64_t batch) {
+  acts_init(a, batch, batch);
+  model_pass(m, a, batch, 1, 1);
   int graph;
   MBX(mb_graph_begin(G));
-  model_pass(m, &a, batch, 1, 1);
+  model_pass(m, a, batch, 1, 1);
   MBX(mb_graph_end(G, &graph));
+  return graph;
+}
+
+static double step_seconds(model *m, int64_t batch, int32_t *id0) {
+  acts a;
+  const int graph = step_graph(m, &a, batch);
   MBX(mb_graph_launch(G, graph));
   MBX(mb_ctx_synchronize(G));
   const int steps = 100;
@@ -1103,12 +1110,7 @@ static void ncu_step(int64_t batch) {
 /* --timeline: CUPTI's records of 20 replays of the step's graph (kt_open() already called). */
 static void timeline_bench(model *m, int64_t batch, double untraced_s, const char *label) {
   acts a;
-  acts_init(&a, batch, batch);
-  model_pass(m, &a, batch, 1, 1); /* scratch grown outside the capture */
-  int graph;
-  MBX(mb_graph_begin(G));
-  model_pass(m, &a, batch, 1, 1);
-  MBX(mb_graph_end(G, &graph));
+  const int graph = step_graph(m, &a, batch);
   for (int s = 0; s < 10; s++) MBX(mb_graph_launch(G, graph));
   MBX(mb_ctx_synchronize(G));
   const int steps = 20;

@@ -158,7 +158,6 @@ static int kt_cmp_start(const void *a, const void *b) {
 typedef struct {
   char name[40];
   int grid, block;
-  int first;     /* position of its first appearance in the step */
   double count;  /* per step */
   double dur, exposed, lead; /* summed over the steps, ns */
 } kt_sum;
@@ -191,7 +190,6 @@ static void kt_report(int steps, double untraced_s, const char *label) {
       if (j == ns) {
         snprintf(s[j].name, sizeof s[j].name, "%s", r[i].name);
         s[j].grid = r[i].grid, s[j].block = r[i].block;
-        s[j].first = (int)i;
         ns++;
       }
       const uint64_t prev_end = i ? r[i - 1].end : (t ? r[-1].end : r[0].start);
