@@ -24,10 +24,11 @@ for r in $(seq 1 "${ROUNDS:-1}"); do
     envs=()
     [ "$p" != - ] && IFS=, read -r -a envs <<<"$p"
     step "cuda_bench --timeline ${TIMELINE_B:-1} ($p, round $r)"
+    log="$OUT/timeline_${r}_${p//[^A-Za-z0-9_]/_}.log"
     # shellcheck disable=SC2086 # the batches are words
     env "${envs[@]}" timeout "${BENCH_T:-150}" ./build-cuda/cuda_bench --timeline ${TIMELINE_B:-1} \
-      >"$OUT/timeline_${r}_${p//[^A-Za-z0-9_]/_}.log" 2>&1 || fail
-    sed -n '/^====/,$p' "$OUT/timeline_${r}_${p//[^A-Za-z0-9_]/_}.log" | grep -v "^===="
+      >"$log" 2>&1 || fail
+    sed -n '/^====/,$p' "$log" | grep -v "^===="
   done
 done
 print_summary timeline_peers
