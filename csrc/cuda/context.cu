@@ -49,6 +49,7 @@ static void mbcuda_free_state(mbcuda_state *st) {
   if (st->done) cudaFree(st->done);
   if (st->row_done) cudaFree(st->row_done);
   if (st->draft_timing_buf) cudaFree(st->draft_timing_buf);
+  free(st->own_nodes);
   if (st->stream) cudaStreamDestroy(st->stream);
   free(st);
 }
@@ -156,6 +157,10 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_fa = getenv("MAMBABYTE_CUDA_F32_ACC");
     st->f32_acc = !e_fa || !e_fa[0] || !strcmp(e_fa, "tf32") ? 1 : e_fa[0] == '1' ? 2 : 0;
     st->lt_acc_f32 = lt_entry(getenv("MAMBABYTE_CUDA_LT_F32_ACC"), 3);
+    const char *e_ge = getenv("MAMBABYTE_CUDA_GRAPH_EDGES");
+    st->graph_edges = e_ge && (e_ge[0] == '1' || e_ge[0] == '2') && !e_ge[1] && st->pdl
+                          ? e_ge[0] - '0'
+                          : 0;
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;
@@ -416,7 +421,77 @@ extern "C" int mbcuda_graph_begin(mb_ctx *ctx) {
   MBCUDA_CHECK(cudaStreamBeginCapture(st->stream, cudaStreamCaptureModeThreadLocal),
                "cudaStreamBeginCapture");
   st->capturing = 1;
+  st->n_own_nodes = 0;
   return MB_OK;
+}
+
+void mbcuda_note_launch(mb_ctx *ctx) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  cudaStreamCaptureStatus status;
+  const cudaGraphNode_t *deps = NULL;
+  size_t n = 0;
+  if (cudaStreamGetCaptureInfo(st->stream, &status, NULL, NULL, &deps, NULL, &n) != cudaSuccess ||
+      status != cudaStreamCaptureStatusActive || n != 1) {
+    (void)cudaGetLastError();
+    return; /* not recorded: its edges stay as captured */
+  }
+  if (st->n_own_nodes == st->cap_own_nodes) {
+    const size_t cap = st->cap_own_nodes ? 2 * st->cap_own_nodes : 256;
+    cudaGraphNode_t *p = (cudaGraphNode_t *)realloc(st->own_nodes, cap * sizeof *p);
+    if (!p) return;
+    st->own_nodes = p;
+    st->cap_own_nodes = cap;
+  }
+  st->own_nodes[st->n_own_nodes++] = deps[0];
+}
+
+static bool own_node(const mbcuda_state *st, cudaGraphNode_t n) {
+  for (size_t i = 0; i < st->n_own_nodes; i++)
+    if (st->own_nodes[i] == n) return true;
+  return false;
+}
+
+static bool kernel_node(cudaGraphNode_t n) {
+  cudaGraphNodeType t;
+  return cudaGraphNodeGetType(n, &t) == cudaSuccess && t == cudaGraphNodeTypeKernel;
+}
+
+/* MAMBABYTE_CUDA_GRAPH_EDGES: cuBLAS launches its kernels without programmatic dependent launch,
+ * so the kernel after one starts only once it has ended (CUPTI timeline: lead +0.1 us) and cannot
+ * load its weights under it. Each edge from another library's kernel into ours becomes a
+ * programmatic edge from the launch-completion port: ours may start once every block of theirs
+ * has started, and its PDL wait still returns only after their kernel has completed and its
+ * writes are visible (the programming guide's semantics of cudaGridDependencySynchronize). Mode 2
+ * also makes the edges from ours into theirs programmatic, which is correct only where their
+ * kernels call griddepcontrol.wait before reading (tools/device/cublas_pdl_probe.cu). */
+static cudaError_t rewrite_foreign_edges(const mbcuda_state *st, cudaGraph_t g) {
+  size_t n = 0;
+  cudaError_t e = cudaGraphGetEdges(g, NULL, NULL, NULL, &n);
+  if (e != cudaSuccess || n == 0) return e;
+  cudaGraphNode_t *from = (cudaGraphNode_t *)malloc(n * sizeof *from);
+  cudaGraphNode_t *to = (cudaGraphNode_t *)malloc(n * sizeof *to);
+  cudaGraphEdgeData *ed = (cudaGraphEdgeData *)malloc(n * sizeof *ed);
+  if (!from || !to || !ed) {
+    free(from), free(to), free(ed);
+    return cudaErrorMemoryAllocation;
+  }
+  e = cudaGraphGetEdges(g, from, to, ed, &n);
+  for (size_t i = 0; e == cudaSuccess && i < n; i++) {
+    const bool from_own = own_node(st, from[i]), to_own = own_node(st, to[i]);
+    cudaGraphEdgeData nd = {};
+    nd.type = cudaGraphDependencyTypeProgrammatic;
+    if (!from_own && to_own && kernel_node(from[i]))
+      nd.from_port = cudaGraphKernelNodePortLaunchCompletion;
+    else if (st->graph_edges == 2 && from_own && !to_own && kernel_node(to[i]) &&
+             ed[i].type == cudaGraphDependencyTypeDefault)
+      nd.from_port = cudaGraphKernelNodePortProgrammatic;
+    else
+      continue;
+    e = cudaGraphRemoveDependencies(g, &from[i], &to[i], &ed[i], 1);
+    if (e == cudaSuccess) e = cudaGraphAddDependencies(g, &from[i], &to[i], &nd, 1);
+  }
+  free(from), free(to), free(ed);
+  return e;
 }
 
 extern "C" int mbcuda_graph_end(mb_ctx *ctx, int *out_graph) {
@@ -430,6 +505,16 @@ extern "C" int mbcuda_graph_end(mb_ctx *ctx, int *out_graph) {
     (void)cudaGetLastError();
     return mb_fail(MB_ERR_DEVICE, "cuda: cudaStreamEndCapture: %s (an op failed during capture?)",
                    cudaGetErrorString(e));
+  }
+  if (st->graph_edges) {
+    e = rewrite_foreign_edges(st, g);
+    st->n_own_nodes = 0;
+    if (e != cudaSuccess) {
+      cudaGraphDestroy(g);
+      (void)cudaGetLastError();
+      return mb_fail(MB_ERR_DEVICE, "cuda: graph_end: edges (MAMBABYTE_CUDA_GRAPH_EDGES): %s",
+                     cudaGetErrorString(e));
+    }
   }
   int slot = -1;
   for (int i = 0; i < MBCUDA_MAX_GRAPHS; i++)

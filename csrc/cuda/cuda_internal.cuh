@@ -63,6 +63,13 @@ struct mbcuda_state {
                            * (MBCUDA_ROW_DONE of them), back to 0 after each launch */
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
   int capturing;
+  int graph_edges;       /* a captured graph's edges out of other libraries' kernels (cuBLAS's) into
+                          * ours: 0 as captured, 1 (MAMBABYTE_CUDA_GRAPH_EDGES=1) ours may launch
+                          * once every block of theirs has started (they wait for its end at their
+                          * PDL wait); 2 also the edges from ours into theirs programmatic (only
+                          * for libraries whose kernels wait: tools/device/cublas_pdl_probe.cu) */
+  cudaGraphNode_t *own_nodes; /* the kernel nodes this backend launched in the capture under way */
+  size_t n_own_nodes, cap_own_nodes;
   int pdl;               /* launch with programmatic dependent launch (MAMBABYTE_CUDA_PDL=0: off) */
   int scan_tile;         /* the parallel-in-time scan: positions per lane (16), 0 off
                           * (MAMBABYTE_CUDA_SCAN_TILE=0; A/B runs) */
@@ -200,6 +207,10 @@ __device__ __forceinline__ void mb_pdl_wait() {
     mb_pdl_wait();     \
   } while (0)
 
+/* Records the kernel node just captured on the context's stream as the backend's own
+ * (context.cu; what graph_end's edge rewriting, MAMBABYTE_CUDA_GRAPH_EDGES, tells apart). */
+void mbcuda_note_launch(mb_ctx *ctx);
+
 /* Launches kern on the context's stream, with the programmatic-serialization attribute when the
  * context uses PDL. */
 template <typename... KArgs, typename... Args>
@@ -215,7 +226,10 @@ static inline cudaError_t mbcuda_launch(mb_ctx *ctx, void (*kern)(KArgs...), dim
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
   cfg.numAttrs = mbcuda_st(ctx)->pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
+  if (e == cudaSuccess && mbcuda_st(ctx)->capturing && mbcuda_st(ctx)->graph_edges)
+    mbcuda_note_launch(ctx);
+  return e;
 }
 #define MBCUDA_LAUNCH(op, ...) MBCUDA_CHECK(mbcuda_launch(ctx, __VA_ARGS__), op)
 

@@ -1996,10 +1996,11 @@ static void t_discrete_a(void) {
 /* A decode-like step on the GPU: norm -> linear (bf16 GEMV) -> conv (len 1, state) -> linear
  * (x_proj, f32) -> state update -> linear (head) -> sample. Captured once, replayed twice, and
  * compared with the same ops run directly twice from the same starting buffers. */
-static void t_graph(int fused) {
-  const int64_t B = 2, dm = 40, di = 72, n = 16, k = 4, V = 256, r = 8;
-  const char *gcase = fused ? "fused decode-like step, replayed twice"
-                            : "decode-like step, replayed twice";
+static void t_graph(int fused, int64_t B) {
+  const int64_t dm = 40, di = 72, n = 16, k = 4, V = 256, r = 8;
+  char gcase[96]; /* from 9 rows the products run on cuBLAS: graph edges out of its kernels */
+  snprintf(gcase, sizeof gcase, "%sdecode-like step of %lld, replayed twice",
+           fused ? "fused " : "", (long long)B);
   float *hx = hrand(B * dm, -1, 1), *hres = hrand(B * dm, -1, 1), *hnw = hrand(dm, 0.5f, 1.5f);
   float *hwin = hrand(2 * di * dm, -0.2f, 0.2f), *hcw = hrand(di * k, -1, 1);
   float *hcs = hrand(B * di * (k - 1), -1, 1), *hxp = hrand((r + 2 * n) * di, -0.2f, 0.2f);
@@ -2410,8 +2411,10 @@ int main(int argc, char **argv) {
   t_discrete_a();
   t_sample();
   t_sample_rows();
-  t_graph(0);
-  t_graph(1);
+  t_graph(0, 2);
+  t_graph(1, 2);
+  t_graph(0, 12);
+  t_graph(1, 64);
   t_graph_scratch();
   t_misc();
   t_draft_greedy();
