@@ -157,10 +157,14 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_fa = getenv("MAMBABYTE_CUDA_F32_ACC");
     st->f32_acc = !e_fa || !e_fa[0] || !strcmp(e_fa, "tf32") ? 1 : e_fa[0] == '1' ? 2 : 0;
     st->lt_acc_f32 = lt_entry(getenv("MAMBABYTE_CUDA_LT_F32_ACC"), 3);
+    /* decoding b16 +4.9%, b64 +1.5%, b256 +0.9% in graph replay on the H200 (cuda_bench
+     * --batch-peers; docs/cuda_notes.md) */
+    const char *e_cxl = getenv("MAMBABYTE_CUDA_CXL_LATE");
+    st->cxl_late = e_cxl && e_cxl[0] == '1';
+    const char *e_sl2 = getenv("MAMBABYTE_CUDA_SSU_L2");
+    st->ssu_l2_mb = e_sl2 && atoi(e_sl2) > 0 ? (atoi(e_sl2) > 4096 ? 4096 : atoi(e_sl2)) : 0;
     const char *e_ge = getenv("MAMBABYTE_CUDA_GRAPH_EDGES");
-    st->graph_edges = e_ge && (e_ge[0] == '1' || e_ge[0] == '2') && !e_ge[1] && st->pdl
-                          ? e_ge[0] - '0'
-                          : 0;
+    st->graph_edges = st->pdl && !(e_ge && e_ge[0] == '0');
   }
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;
@@ -456,14 +460,15 @@ static bool kernel_node(cudaGraphNode_t n) {
   return cudaGraphNodeGetType(n, &t) == cudaSuccess && t == cudaGraphNodeTypeKernel;
 }
 
-/* MAMBABYTE_CUDA_GRAPH_EDGES: cuBLAS launches its kernels without programmatic dependent launch,
- * so the kernel after one starts only once it has ended (CUPTI timeline: lead +0.1 us) and cannot
+/* cuBLAS launches its kernels without programmatic dependent launch, so in a captured step the
+ * kernel after one started only once it had ended (CUPTI timeline: lead +0.1 us) and could not
  * load its weights under it. Each edge from another library's kernel into ours becomes a
  * programmatic edge from the launch-completion port: ours may start once every block of theirs
  * has started, and its PDL wait still returns only after their kernel has completed and its
- * writes are visible (the programming guide's semantics of cudaGridDependencySynchronize). Mode 2
- * also makes the edges from ours into theirs programmatic, which is correct only where their
- * kernels call griddepcontrol.wait before reading (tools/device/cublas_pdl_probe.cu). */
+ * writes are visible (the semantics of griddepcontrol.wait), as every kernel of ours waits before
+ * it reads what earlier work wrote. The other way (theirs starting under ours) is not allowed:
+ * cuBLAS 13's kernels do not wait (tools/device/cublas_pdl_probe.cu: the product read its input
+ * before the kernel before it had written it). */
 static cudaError_t rewrite_foreign_edges(const mbcuda_state *st, cudaGraph_t g) {
   size_t n = 0;
   cudaError_t e = cudaGraphGetEdges(g, NULL, NULL, NULL, &n);
@@ -477,16 +482,10 @@ static cudaError_t rewrite_foreign_edges(const mbcuda_state *st, cudaGraph_t g) 
   }
   e = cudaGraphGetEdges(g, from, to, ed, &n);
   for (size_t i = 0; e == cudaSuccess && i < n; i++) {
-    const bool from_own = own_node(st, from[i]), to_own = own_node(st, to[i]);
+    if (own_node(st, from[i]) || !own_node(st, to[i]) || !kernel_node(from[i])) continue;
     cudaGraphEdgeData nd = {};
     nd.type = cudaGraphDependencyTypeProgrammatic;
-    if (!from_own && to_own && kernel_node(from[i]))
-      nd.from_port = cudaGraphKernelNodePortLaunchCompletion;
-    else if (st->graph_edges == 2 && from_own && !to_own && kernel_node(to[i]) &&
-             ed[i].type == cudaGraphDependencyTypeDefault)
-      nd.from_port = cudaGraphKernelNodePortProgrammatic;
-    else
-      continue;
+    nd.from_port = cudaGraphKernelNodePortLaunchCompletion;
     e = cudaGraphRemoveDependencies(g, &from[i], &to[i], &ed[i], 1);
     if (e == cudaSuccess) e = cudaGraphAddDependencies(g, &from[i], &to[i], &nd, 1);
   }
@@ -512,7 +511,7 @@ extern "C" int mbcuda_graph_end(mb_ctx *ctx, int *out_graph) {
     if (e != cudaSuccess) {
       cudaGraphDestroy(g);
       (void)cudaGetLastError();
-      return mb_fail(MB_ERR_DEVICE, "cuda: graph_end: edges (MAMBABYTE_CUDA_GRAPH_EDGES): %s",
+      return mb_fail(MB_ERR_DEVICE, "cuda: graph_end: edges out of cuBLAS's kernels: %s",
                      cudaGetErrorString(e));
     }
   }

@@ -63,11 +63,9 @@ struct mbcuda_state {
                            * (MBCUDA_ROW_DONE of them), back to 0 after each launch */
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
   int capturing;
-  int graph_edges;       /* a captured graph's edges out of other libraries' kernels (cuBLAS's) into
-                          * ours: 0 as captured, 1 (MAMBABYTE_CUDA_GRAPH_EDGES=1) ours may launch
-                          * once every block of theirs has started (they wait for its end at their
-                          * PDL wait); 2 also the edges from ours into theirs programmatic (only
-                          * for libraries whose kernels wait: tools/device/cublas_pdl_probe.cu) */
+  int graph_edges;       /* a captured graph's edges out of cuBLAS's kernels into ours: ours may
+                          * launch once every block of theirs has started, and wait for their end
+                          * at their PDL wait (MAMBABYTE_CUDA_GRAPH_EDGES=0: as captured) */
   cudaGraphNode_t *own_nodes; /* the kernel nodes this backend launched in the capture under way */
   size_t n_own_nodes, cap_own_nodes;
   int pdl;               /* launch with programmatic dependent launch (MAMBABYTE_CUDA_PDL=0: off) */
@@ -103,6 +101,10 @@ struct mbcuda_state {
                           * (MAMBABYTE_CUDA_CONV_LINEAR_MMA=0: fp32 FMAs, A/B runs) */
   int conv_linear_max;   /* ... and then up to this many rows (MAMBABYTE_CUDA_CONV_LINEAR_MAX,
                           * 9 to 256; else, and by default, 256; the fp32-FMA form stops at 64) */
+  int cxl_late;          /* k_conv_linear triggers its dependents after its PDL wait, not at entry
+                          * (MAMBABYTE_CUDA_CXL_LATE=1; A/B runs) */
+  int ssu_l2_mb;         /* k_ssu_dt_rows asks for a step's states in L2 before its PDL wait when
+                          * they are at most this many MiB (MAMBABYTE_CUDA_SSU_L2; 0 off) */
   int out_split;         /* mb_linear_add_norm's product split over in_f into at most this many
                           * parts (2, 4, 8 or 16; MAMBABYTE_CUDA_OUT_SPLIT, 0: the two calls) */
   int conv_pos;          /* the verification pass's conv: a thread per (channel, position)

@@ -274,6 +274,14 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
   }
   const float Dc = (cok && a.Dskip) ? a.Dskip[c] : 0.f;
   const float bc = (cok && a.wbias) ? a.wbias[c] : 0.f;
+  /* the states of every block into L2 while the kernels before run (a hint: L2 is where the
+   * device's writes meet, so a line asked for early is never a stale one) */
+  if (a.l2_lines > 0 && blockIdx.y == 0) {
+    const int64_t per = (a.l2_lines + gridDim.x - 1) / gridDim.x;
+    const int64_t l0 = (int64_t)blockIdx.x * per, l1 = min(a.l2_lines, l0 + per);
+    for (int64_t l = l0 + tid; l < l1; l += NT)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"((const char *)a.state + l * 128));
+  }
   mb_pdl_wait();
   /* with MMA, warps 0 and 1 run dt_proj's tiles for the block once its rows are staged */
   const auto dt_tiles = [&] {
@@ -474,9 +482,13 @@ static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype) {
    * accurate ones) */
   const bool fast = mma && mbcuda_st(ctx)->ssu_rows_fast;
   if (a.len == 1 && from > 0 && a.batch >= from &&
-      (bf ? ssu_dt_rows_smem<L, uint16_t>(a, rb, mma) : ssu_dt_rows_smem<L, float>(a, rb, false)) > 0)
+      (bf ? ssu_dt_rows_smem<L, uint16_t>(a, rb, mma) : ssu_dt_rows_smem<L, float>(a, rb, false)) > 0) {
+    const int64_t sbytes = a.batch * a.d * a.n * (int64_t)sizeof(float);
+    const int64_t cap = (int64_t)mbcuda_st(ctx)->ssu_l2_mb << 20;
+    a.l2_lines = sbytes <= cap ? (sbytes + 127) / 128 : 0;
     return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a, rb, mma, fast)
               : ssu_dt_rows_launch<L, float>(ctx, a, rb, false, false);
+  }
   /* several positions of one sequence: a warp per position (x_dbl's rows 16-byte aligned for
    * dt_proj's chunk loads; MAMBABYTE_CUDA_SSU_POS=0 keeps the lanes' kernel, A/B runs) */
   if (a.len > 1 && mbcuda_st(ctx)->ssu_pos && ((uintptr_t)a.xdbl % 16) == 0 && a.ldx % 4 == 0) {
@@ -520,7 +532,7 @@ extern "C" int mbcuda_selective_state_update_dt(
   const int wvec = ssu_wvec(dt_rank, wdtype, dt_w);
   SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
                  Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, 1, nullptr, 0, batch,
-                 y_bf16};
+                 y_bf16, 0};
   return ssu_dt_launch(ctx, a, wdtype);
 }
 
@@ -540,7 +552,7 @@ extern "C" int mbcuda_selective_scan_dt(
   const int wvec = ssu_wvec(dt_rank, wdtype, dt_w);
   SsuDtArgs a = {u, ldu, x_dbl, ld_xdbl, dt_w, dt_bias, (int)dt_rank, wvec, A, Bm, ldb, Cm, ldc,
                  Dskip, z, ldz, state, d, (int)n, delta_softplus, delta_out, y, ldy, len,
-                 states_all, 0, batch};
+                 states_all, 0, batch, nullptr, 0};
   return ssu_dt_launch(ctx, a, wdtype);
 }
 
