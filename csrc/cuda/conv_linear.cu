@@ -64,8 +64,6 @@ struct ConvLinArgs {
   unsigned *bar;  /* [0] arrivals, [1] generation */
   int64_t n, d, out_f;
   int k;
-  int late_trigger; /* the next kernel may start only once this one's PDL wait has returned
-                     * (MAMBABYTE_CUDA_CXL_LATE=1), not at its entry */
 };
 
 __device__ __forceinline__ float cxl_weight(const float *w, int64_t i) { return w[i]; }
@@ -198,7 +196,7 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
   static_assert(!MMA || CXL_CW % 16 == 0, "whole k-steps of 16 channels");
   extern __shared__ __align__(16) float cxl_shared[];
   __shared__ float4 red4[CXL_THREADS];
-  if (!a.late_trigger) mb_pdl_trigger();
+  mb_pdl_trigger();
   const int tid = threadIdx.x;
   const int64_t c0 = (int64_t)blockIdx.x * CXL_CW;
   const int cn = (int)(a.d - c0 < CXL_CW ? a.d - c0 : CXL_CW);
@@ -263,7 +261,6 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
   for (int j = 0; j < KM; j++) wc[j] = (con && j < k) ? a.cw[ch * k + j] : 0.f;
   const float bc = (con && a.cb) ? a.cb[ch] : 0.f;
   mb_pdl_wait();
-  if (a.late_trigger) mb_pdl_trigger();
   /* the conv step of every (row, channel), k_conv_seq's arithmetic for one position; CB rows'
    * inputs loaded before the first is used (a store between would hold the next load back: the
    * pointers may alias) */
@@ -430,8 +427,7 @@ extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ld
                                &part);
   if (e != MB_OK) return e;
   const ConvLinArgs args = {x, ldx, conv_w, conv_bias, conv_state, xc, ldo, w, bias, y, ldy,
-                            (float *)part, st->done + MBCUDA_DONE_GRID_BAR, n, d, out_f, (int)k,
-                            st->cxl_late};
+                            (float *)part, st->done + MBCUDA_DONE_GRID_BAR, n, d, out_f, (int)k};
   const size_t smem = cxl_smem(n, out_f, mma);
   return mma    ? cxl_launch<uint16_t, true>(ctx, args, (unsigned)grid, smem)
          : bf16 ? cxl_launch<uint16_t, false>(ctx, args, (unsigned)grid, smem)

@@ -101,10 +101,9 @@ struct mbcuda_state {
                           * (MAMBABYTE_CUDA_CONV_LINEAR_MMA=0: fp32 FMAs, A/B runs) */
   int conv_linear_max;   /* ... and then up to this many rows (MAMBABYTE_CUDA_CONV_LINEAR_MAX,
                           * 9 to 256; else, and by default, 256; the fp32-FMA form stops at 64) */
-  int cxl_late;          /* k_conv_linear triggers its dependents after its PDL wait, not at entry
-                          * (MAMBABYTE_CUDA_CXL_LATE=1; A/B runs) */
-  int ssu_l2_mb;         /* k_ssu_dt_rows asks for a step's states in L2 before its PDL wait when
-                          * they are at most this many MiB (MAMBABYTE_CUDA_SSU_L2; 0 off) */
+  int64_t ssu_l2_bytes;  /* k_ssu_dt_rows asks for a step's states in L2 before its PDL wait when
+                          * they are at most this many bytes (5/8 of L2; MAMBABYTE_CUDA_SSU_L2=N
+                          * MiB, 0 off) */
   int out_split;         /* mb_linear_add_norm's product split over in_f into at most this many
                           * parts (2, 4, 8 or 16; MAMBABYTE_CUDA_OUT_SPLIT, 0: the two calls) */
   int conv_pos;          /* the verification pass's conv: a thread per (channel, position)

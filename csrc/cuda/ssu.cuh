@@ -44,7 +44,8 @@ struct SsuDtArgs {
   int64_t batch;      /* sequences */
   uint16_t *y_bf16;   /* y as bfloat16 bits too (at ldy), or NULL */
   int64_t l2_lines;   /* k_ssu_dt_rows: the first row of blocks asks for this many 128-byte lines
-                       * of the state into L2 before the PDL wait (MAMBABYTE_CUDA_SSU_L2), or 0 */
+                       * of the state into L2 before the PDL wait (the blocks that start under
+                       * the kernels before; MAMBABYTE_CUDA_SSU_L2), or 0 */
 };
 
 /* y of row r, channel c (and its bf16 copy when asked for) */

@@ -484,8 +484,7 @@ static int ssu_dt_launch_l(mb_ctx *ctx, SsuDtArgs &a, int wdtype) {
   if (a.len == 1 && from > 0 && a.batch >= from &&
       (bf ? ssu_dt_rows_smem<L, uint16_t>(a, rb, mma) : ssu_dt_rows_smem<L, float>(a, rb, false)) > 0) {
     const int64_t sbytes = a.batch * a.d * a.n * (int64_t)sizeof(float);
-    const int64_t cap = (int64_t)mbcuda_st(ctx)->ssu_l2_mb << 20;
-    a.l2_lines = sbytes <= cap ? (sbytes + 127) / 128 : 0;
+    a.l2_lines = sbytes <= mbcuda_st(ctx)->ssu_l2_bytes ? (sbytes + 127) / 128 : 0;
     return bf ? ssu_dt_rows_launch<L, uint16_t>(ctx, a, rb, mma, fast)
               : ssu_dt_rows_launch<L, float>(ctx, a, rb, false, false);
   }
