@@ -235,17 +235,6 @@ MB_EXPORT int mb_memset(mb_ctx *ctx, void *dst, int value, size_t bytes) {
   return MB_OK;
 }
 
-MB_EXPORT int mb_prefetch_l2(mb_ctx *ctx, const void *ptr, size_t bytes, int after) {
-  CHECK_CTX("mb_prefetch_l2");
-  if (bytes == 0) return MB_OK;
-  NONNULL("mb_prefetch_l2", ptr);
-#ifdef MB_WITH_CUDA
-  if (IS_CUDA(ctx)) return mbcuda_prefetch_l2(ctx, ptr, bytes, after);
-#endif
-  (void)after;
-  return MB_OK;
-}
-
 MB_EXPORT int mb_host_alloc(mb_ctx *ctx, size_t bytes, void **out) {
   CHECK_CTX("mb_host_alloc");
   NONNULL("mb_host_alloc", out);

@@ -162,18 +162,6 @@ Deno.test("cpu context: info, flags, CUDA without CUDA, graphs unsupported", () 
   assert.equal(VEC.alloc(0), null);
 });
 
-Deno.test("prefetchL2 is a hint: the CPU leaves memory as it is; a NULL pointer is refused", () => {
-  withMem(VEC, (m) => {
-    const v = Float32Array.from({ length: 37 }, (_, i) => i * 0.5 - 3);
-    const x = m.put(v);
-    VEC.prefetchL2(x, 37 * 4, false);
-    VEC.prefetchL2(x, 37 * 4, true);
-    VEC.prefetchL2(null, 0); // nothing asked: nothing to check
-    assert.deepEqual(m.f32(x, 37), v);
-    assertInvalid(() => VEC.prefetchL2(null, 16), /mb_prefetch_l2: ptr is NULL/);
-  });
-});
-
 Deno.test("argument validation: one clear message per bad argument", () => {
   withMem(VEC, (m) => {
     const x = m.zeros(4096), w = m.zeros(4096), y = m.zeros(4096);

@@ -277,27 +277,6 @@ extern "C" int mbcuda_memset(mb_ctx *ctx, void *dst, int value, size_t bytes) {
   return MB_OK;
 }
 
-/* mb_prefetch_l2: 128-byte lines asked for by a grid-stride loop. The PDL wait is owed either way:
- * the kernel after this one waits for this one alone, so this one must not end before the kernel
- * before it has (after == 0: the requests go out first, then the wait). */
-__global__ void __launch_bounds__(256) k_prefetch_l2(const char *p, size_t lines, int after) {
-  mb_pdl_trigger();
-  if (after) mb_pdl_wait();
-  for (size_t l = (size_t)blockIdx.x * blockDim.x + threadIdx.x; l < lines;
-       l += (size_t)gridDim.x * blockDim.x)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p + l * 128));
-  if (!after) mb_pdl_wait();
-}
-
-extern "C" int mbcuda_prefetch_l2(mb_ctx *ctx, const void *ptr, size_t bytes, int after) {
-  if (bytes == 0) return MB_OK;
-  const size_t lines = (bytes + 127) / 128;
-  const size_t want = (lines + 255) / 256, most = 2 * (size_t)mbcuda_st(ctx)->sm_count;
-  MBCUDA_LAUNCH("prefetch_l2", k_prefetch_l2, dim3((unsigned)(want < most ? want : most)),
-                dim3(256), 0, (const char *)ptr, lines, after);
-  return MB_OK;
-}
-
 /* ---- downloads overlapped with compute (mb_download_async) ----------------------------------- *
  * Ticket t uses staging slot t % MBCUDA_DL_SLOTS. On the compute stream: wait until the slot's
  * previous host copy is done (a device-side wait), copy src into the slot, record `ready`. On the

@@ -127,12 +127,6 @@ int mb_memcpy_d2d(mb_ctx *ctx, void *dst, const void *src, size_t bytes);
 /** Sets bytes of context memory to the byte value. */
 int mb_memset(mb_ctx *ctx, void *dst, int value, size_t bytes);
 /**
- * A hint: asks the device to bring bytes of context memory at ptr into its L2 cache for a later
- * op, as soon as the op is reached in the stream (after == 0) or once the work before it has
- * completed (after != 0). Values are unchanged either way; the CPU does nothing.
- */
-int mb_prefetch_l2(mb_ctx *ctx, const void *ptr, size_t bytes, int after);
-/**
  * Allocates bytes of host memory for mb_download_async: page-locked on CUDA (the device copies
  * into it without the host), 64-byte aligned on CPU. *out is NULL when bytes == 0.
  */

@@ -415,12 +415,6 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       continue;
     }
     const int bf_step = many && dt == MB_DTYPE_BF16 && g_bf16_acts;
-    /* MB_BENCH_L2W (a mask, an experiment): weights asked into L2 ahead of their products in the
-     * batch steps (mb_prefetch_l2): 1 out_proj's after in_proj, 2 the next in_proj's and 4
-     * out_proj's after the conv step */
-    const char *e_l2w = getenv("MB_BENCH_L2W");
-    const int l2w = e_l2w ? atoi(e_l2w) : 0;
-    const size_t wsz = dt == MB_DTYPE_BF16 ? 2 : 4;
     /* as the model for more than 8 sequences: each out_proj but the last runs with the next
      * layer's add + norm (mb_linear_add_norm), so only layer 0 has a norm call of its own */
     const int norm_in_out = bf_step || (len > 1 && fwd_fuse);
@@ -435,14 +429,8 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
                                       2 * DI));
         else
           RUN(SKIP_IN, mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
-        if (l2w & 1) /* out_proj's weights into L2 under the conv step and the update */
-          MBX(mb_prefetch_l2(G, L->out, (size_t)DM * DI * wsz, 1));
         RUN(SKIP_XPROJ, mb_conv1d_step_linear(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, DI, KC,
                                               a->xc, DI, L->xp, dt, NULL, XP, a->dbc, XP));
-        if ((l2w & 2) && N) /* the next layer's in_proj weights under the update */
-          MBX(mb_prefetch_l2(G, N->in, (size_t)2 * DI * DM * wsz, 1));
-        if (l2w & 4) /* out_proj's weights under the update */
-          MBX(mb_prefetch_l2(G, L->out, (size_t)DM * DI * wsz, 1));
       } else {
         RUN(SKIP_IN, mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
                                            2 * DI, L->cw, L->cb, cs, DI, KC, a->xc, DI));

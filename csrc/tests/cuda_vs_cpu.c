@@ -2170,17 +2170,6 @@ static void t_misc(void) {
   uint32_t w;
   memcpy(&w, (char *)h + 4096, 4);
   check("memcpy", "d2h 1 MiB", "value", w == 0x3c3c3c3cu ? 0 : 1, 0);
-  /* mb_prefetch_l2 is a hint: an odd byte count (its last line partial), both orders, then a read
-   * sees the same bytes; a NULL pointer with bytes is refused */
-  MBX(mb_prefetch_l2(GPU, (char *)p + 64, bytes - 64 - 3, 0));
-  MBX(mb_prefetch_l2(GPU, p, bytes, 1));
-  MBX(mb_prefetch_l2(GPU, NULL, 0, 0));
-  MBX(mb_memcpy_d2h(GPU, h, p, bytes));
-  size_t bad = 0;
-  for (size_t i = 0; i < bytes / 4; i++) bad += memcmp(&h[i], "\x3c\x3c\x3c\x3c", 4) != 0;
-  check("prefetch_l2", "1 MiB, both orders", "bytes unchanged", (double)bad, 0);
-  check("prefetch_l2", "NULL with bytes", "refused",
-        mb_prefetch_l2(GPU, NULL, 16, 0) == MB_ERR_INVALID ? 0 : 1, 0);
   free(h);
   MBX(mb_free(GPU, p));
   MBX(mb_free(GPU, s));

@@ -401,17 +401,6 @@ export class Backend {
     if (bytes > 0) check(this.#lib.mb_memset(this.#c, dst, value, BigInt(bytes)), "memset");
   }
 
-  /**
-   * A hint: asks the device to bring bytes at ptr into its L2 cache for a later op, when this call
-   * is reached in the stream or (`after`) once the work before it has completed. Values do not
-   * change; the CPU does nothing.
-   */
-  prefetchL2(ptr: Ptr, bytes: number, after = false): void {
-    if (bytes > 0) {
-      check(this.#lib.mb_prefetch_l2(this.#c, ptr, BigInt(bytes), after ? 1 : 0), "prefetch_l2");
-    }
-  }
-
   // ---- ops ---------------------------------------------------------------------------------
 
   /** out[i, :] = table[ids[i], :] as fp32. */

@@ -59,16 +59,6 @@ function tensorCoreMinBatch(): number {
   return Number.isInteger(v) && v >= 2 ? v : 4;
 }
 
-/**
- * MAMBABYTE_CUDA_L2_WEIGHTS=N (a mask, A/B runs): decoding batches of the tensor-core steps ask
- * for weights in L2 ahead of their products (Backend.prefetchL2): 1 out_proj's once in_proj's
- * product is done, 2 the next layer's in_proj and 4 out_proj's once the conv step is done.
- */
-function l2Weights(): number {
-  const v = Number(envValue("MAMBABYTE_CUDA_L2_WEIGHTS"));
-  return Number.isInteger(v) && v > 0 ? v : 0;
-}
-
 /** MAMBABYTE_STEP_DELTA_OUT=1: stepLayers writes dt_proj's output without taps too (A/B runs). */
 let stepDeltaOutFlag: boolean | undefined;
 function stepDeltaOut(): boolean {
@@ -580,7 +570,6 @@ export class MambaByteLM {
     // Without taps, those steps run each out_proj but the last with the next layer's add + norm
     // (Backend.linearAddNorm: on CUDA the product's parts are summed by the norm's kernel).
     const fuseNorm = many && afterLayer === undefined;
-    const l2w = many ? l2Weights() : 0;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
       const lastLayer = i + 1 === this.dims.nLayer;
@@ -590,11 +579,7 @@ export class MambaByteLM {
       if (many) {
         if (bf) be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
         else be.linear(this.#inProj(ws, i, batch));
-        if (l2w & 1) be.prefetchL2(w.outProj.ptr, w.outProj.bytes, true);
         this.#convXProj(ws, i, state.conv[i].ptr, batch);
-        const next = this.weights.layers[i + 1];
-        if (l2w & 2 && next) be.prefetchL2(next.inProj.ptr, next.inProj.bytes, true);
-        if (l2w & 4) be.prefetchL2(w.outProj.ptr, w.outProj.bytes, true);
       } else {
         be.linearConv1dStep({
           ...this.#inProj(ws, i, batch),

@@ -85,7 +85,6 @@ export const SYMBOLS = {
   mb_memcpy_d2h: { parameters: ["pointer", "buffer", "pointer", "usize"], result: "i32" },
   mb_memcpy_d2d: { parameters: ["pointer", "pointer", "pointer", "usize"], result: "i32" },
   mb_memset: { parameters: ["pointer", "pointer", "i32", "usize"], result: "i32" },
-  mb_prefetch_l2: { parameters: ["pointer", "pointer", "usize", "i32"], result: "i32" },
   mb_host_alloc: { parameters: ["pointer", "usize", "buffer"], result: "i32" },
   mb_host_free: { parameters: ["pointer", "pointer"], result: "i32" },
   mb_host_register: { parameters: ["pointer", "buffer", "usize"], result: "i32" },
