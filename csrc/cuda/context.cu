@@ -157,13 +157,13 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_fa = getenv("MAMBABYTE_CUDA_F32_ACC");
     st->f32_acc = !e_fa || !e_fa[0] || !strcmp(e_fa, "tf32") ? 1 : e_fa[0] == '1' ? 2 : 0;
     st->lt_acc_f32 = lt_entry(getenv("MAMBABYTE_CUDA_LT_F32_ACC"), 3);
-    /* decoding b16 +4.9%, b64 +1.5%, b256 +0.9% in graph replay on the H200 (cuda_bench
-     * --batch-peers; docs/cuda_notes.md) */
     /* 5/8 of L2 (31 MiB of the H200's 50): decoding b64 +1.1-1.5%, b128 +2.4% in graph replay;
      * b256's 59 MB of states, asked for with a 64 MiB cap, lost 2.5% (docs/cuda_notes.md) */
     const char *e_sl2 = getenv("MAMBABYTE_CUDA_SSU_L2");
     const int64_t sl2 = e_sl2 && e_sl2[0] ? atoi(e_sl2) : -1;
     st->ssu_l2_bytes = sl2 < 0 ? (int64_t)prop.l2CacheSize * 5 / 8 : (sl2 > 4096 ? 4096 : sl2) << 20;
+    /* edges out of cuBLAS at launch completion: decoding b16 +4.9%, b64 +1.5%, b256 +0.9% in
+     * graph replay on the H200 (cuda_bench --batch-peers; docs/cuda_notes.md) */
     const char *e_ge = getenv("MAMBABYTE_CUDA_GRAPH_EDGES");
     st->graph_edges = st->pdl && !(e_ge && e_ge[0] == '0');
   }
