@@ -10,7 +10,7 @@
  * output equals the product of the real input only if it waits (griddepcontrol.wait) before it
  * reads; else it is the product of zeros. Prints one line a case, and the edge type the capture
  * gave the edge from the product into a PDL launch after it (what the backend's rewriting finds).
- * On the H200 with cuBLAS 13 (2026-12-03) the first case printed DOES NOT WAIT.
+ * On the H200 with cuBLAS 13 (2026-12-03) every bf16 decoding-batch case printed DOES NOT WAIT.
  *
  *   nvcc -arch=sm_90 -O2 -o probe tools/device/cublas_pdl_probe.cu -lcublas && ./probe
  */
