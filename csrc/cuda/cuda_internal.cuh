@@ -211,6 +211,10 @@ __device__ __forceinline__ void mb_pdl_wait() {
 /* Records the kernel node just captured on the context's stream as the backend's own
  * (context.cu; what graph_end's edge rewriting, MAMBABYTE_CUDA_GRAPH_EDGES, tells apart). */
 void mbcuda_note_launch(mb_ctx *ctx);
+/* After each successful launch of ours: the note, while a capture that rewrites edges runs. */
+static inline void mbcuda_launched(mb_ctx *ctx) {
+  if (mbcuda_st(ctx)->capturing && mbcuda_st(ctx)->graph_edges) mbcuda_note_launch(ctx);
+}
 
 /* Launches kern on the context's stream, with the programmatic-serialization attribute when the
  * context uses PDL. */
@@ -228,8 +232,7 @@ static inline cudaError_t mbcuda_launch(mb_ctx *ctx, void (*kern)(KArgs...), dim
   cfg.attrs = attr;
   cfg.numAttrs = mbcuda_st(ctx)->pdl ? 1 : 0;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
-  if (e == cudaSuccess && mbcuda_st(ctx)->capturing && mbcuda_st(ctx)->graph_edges)
-    mbcuda_note_launch(ctx);
+  if (e == cudaSuccess) mbcuda_launched(ctx);
   return e;
 }
 #define MBCUDA_LAUNCH(op, ...) MBCUDA_CHECK(mbcuda_launch(ctx, __VA_ARGS__), op)

@@ -720,7 +720,7 @@ extern "C" int mbcuda_draft_cluster(mb_ctx *ctx, const uint64_t *layers, int64_t
   MBCUDA_CHECK(a.wbf16 ? cudaLaunchKernelEx(&cfg, k_draft_cluster<1>, a)
                        : cudaLaunchKernelEx(&cfg, k_draft_cluster<0>, a),
                "draft_greedy (cluster)");
-  if (st->capturing && st->graph_edges) mbcuda_note_launch(ctx);
+  mbcuda_launched(ctx);
   if (timed) dc_report_timing(ctx, st->draft_timing_buf, a.n_layer, a.k, read_id != NULL);
   return MB_OK;
 }

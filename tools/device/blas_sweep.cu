@@ -16,22 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CK(x)                                                                                    \
-  do {                                                                                           \
-    cudaError_t e_ = (x);                                                                        \
-    if (e_ != cudaSuccess) {                                                                     \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));      \
-      exit(1);                                                                                   \
-    }                                                                                            \
-  } while (0)
-#define BK(x)                                                                                    \
-  do {                                                                                           \
-    int s_ = (int)(x);                                                                           \
-    if (s_ != 0) {                                                                               \
-      fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #x, s_);                    \
-      exit(1);                                                                                   \
-    }                                                                                            \
-  } while (0)
+#include "device_check.h"
 
 struct Shape {
   const char *name;

@@ -22,23 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CK(x)                                                                              \
-  do {                                                                                     \
-    cudaError_t e_ = (x);                                                                  \
-    if (e_ != cudaSuccess) {                                                               \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      exit(1);                                                                             \
-    }                                                                                      \
-  } while (0)
-#define BK(x)                                                          \
-  do {                                                                 \
-    cublasStatus_t s_ = (x);                                           \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                 \
-      fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #x, \
-              (int)s_);                                                \
-      exit(1);                                                         \
-    }                                                                  \
-  } while (0)
+#include "device_check.h"
 
 static const long long SPIN_NS = 300000;
 
@@ -95,22 +79,23 @@ static bool runs(cudaGraphNode_t n, const void *f) {
   return p.func == f;
 }
 
+/* n uniform values in [-0.5, 0.5], as floats or as bf16 */
+static void fill_random(unsigned char *p, size_t n, bool f32) {
+  for (size_t i = 0; i < n; i++) {
+    const float v = (float)rand() / RAND_MAX - 0.5f;
+    if (f32) ((float *)p)[i] = v;
+    else ((__nv_bfloat16 *)p)[i] = __float2bfloat16(v);
+  }
+}
+
 static void run(const Case &c) {
   const size_t es = c.f32 ? 4 : 2;
   const size_t xb = (size_t)c.rows * c.in_f * es, wb = (size_t)c.out_f * c.in_f * es;
   const size_t yn = (size_t)c.rows * c.out_f * (c.parts > 1 ? c.parts : 1);
   unsigned char *hx = (unsigned char *)malloc(xb), *hw = (unsigned char *)malloc(wb);
   srand(7);
-  for (size_t i = 0; i < xb / es; i++) {
-    const float v = (float)rand() / RAND_MAX - 0.5f;
-    if (c.f32) ((float *)hx)[i] = v;
-    else ((__nv_bfloat16 *)hx)[i] = __float2bfloat16(v);
-  }
-  for (size_t i = 0; i < wb / es; i++) {
-    const float v = (float)rand() / RAND_MAX - 0.5f;
-    if (c.f32) ((float *)hw)[i] = v;
-    else ((__nv_bfloat16 *)hw)[i] = __float2bfloat16(v);
-  }
+  fill_random(hx, xb / es, c.f32);
+  fill_random(hw, wb / es, c.f32);
   unsigned char *src, *x, *w;
   float *y, *yref, *side;
   CK(cudaMalloc(&src, xb));
