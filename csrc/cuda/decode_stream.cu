@@ -1,0 +1,391 @@
+/*
+ * decode_stream.cu — mb_decode_layers at batch 1 (bf16 weights) as one kernel whose blocks stream
+ * the large products' weights without a break.
+ *
+ * One block an SM (a grid the GPU holds at once). Each block owns a fixed share of every phase of
+ * every layer: in_proj's row groups of 8 rows (with the norm before them and the conv step in their
+ * epilogue), x_proj's rows, the state update's channel slices and out_proj's row tasks. Its share
+ * of in_proj's and out_proj's weights, in the order it consumes them across all layers, goes
+ * through a ring of shared-memory stages by bulk copies: a stage is asked for again as soon as the
+ * block is done with it, so the weights of later phases and layers stream while the block waits
+ * for a phase's input. x_proj's and dt_proj's rows (2 MB a layer) are asked for before each such
+ * wait, as the ops' kernels ask for them before their PDL wait.
+ *
+ * A phase's input is the output of all blocks' earlier phase: per layer, counters in device
+ * memory (x groups done, z groups done, x_proj rows done, state slices done, out_proj rows done),
+ * added to with release semantics by a block once its share is written, spun on with acquire
+ * loads by the block that needs them. The activations between phases (xz, xc, x_dbl, y, the
+ * residual) are reused by every layer, so they are read through L2 (ld.global.cg): a line another
+ * SM wrote since is never read from this SM's L1. The last block to finish sets the counters back
+ * to 0 for the next launch. Every block is resident (one an SM, asked by occupancy), so a spin
+ * always ends; one that has not ended after ~2 s traps (a fault, not a hang).
+ *
+ * Every value keeps the ops' bits: the norm is add_norm_reg_row, in_proj's rows the ring kernel's
+ * warp-a-row sums (k_gemv_norm_ring), x_proj gemv_block with a block a row (k_gemv), the state
+ * update ssu_dt_block (k_ssu_dt), out_proj's rows gemv_block's block-a-row sums (k_gemv_res) from
+ * shared memory. cuda_vs_cpu holds the kernel's outputs equal to the ops' bit for bit.
+ */
+#include <stdint.h>
+
+#include "bulk_copy.cuh"
+#include "cuda_internal.cuh"
+#include "gemv.cuh"
+#include "norm_row.cuh"
+#include "ssu.cuh"
+
+#define DS_MAX_LAYERS 64
+#define DS_NORM_MAX 2048 /* d_model: add_norm_reg_row's rows (gemm.cu's NORM_PRO_MAX) */
+#define DS_MAX_STAGES 8
+#define DS_GROUP_ROWS 8  /* in_proj rows a group: a warp each (the ring kernel's) */
+#define DS_OUT_ROWS_MAX 8 /* out_proj rows a task */
+#define DS_THREADS 256
+#define DS_CNT 5 /* counters a layer */
+static_assert(DS_MAX_LAYERS * DS_CNT + 1 == MBCUDA_DS_CNT, "the context allocates the counters");
+enum { DS_X = 0, DS_Z, DS_XP, DS_Y, DS_OUT };
+
+struct DsLayer {
+  const float *norm_w, *norm_b;
+  const uint16_t *in_w;
+  const float *in_b, *conv_w, *conv_b;
+  float *conv_state;
+  const uint16_t *x_w, *dt_w;
+  const float *dt_b, *A, *D;
+  float *ssm_state;
+  const uint16_t *out_w;
+  const float *out_b;
+};
+
+struct DsArgs {
+  int n_layer, norm_kind, norm_thr, K, N, R;
+  float eps;
+  int64_t D, E; /* d_model, d_inner */
+  int stages, out_rows; /* ring stages; out_proj rows a task */
+  size_t stage_bytes;
+  float *hidden, *residual, *xz, *xc, *x_dbl, *delta, *y;
+  unsigned int *cnt; /* n_layer * DS_CNT counters, then the blocks' exit count */
+  DsLayer L[DS_MAX_LAYERS];
+};
+
+/* Spins (thread 0) until *p >= target, then the block's barrier: what the counter's writers wrote
+ * before their release is visible to every thread of the block after it. */
+__device__ __forceinline__ void ds_wait(const unsigned int *p, unsigned int target) {
+  if (threadIdx.x == 0) {
+    unsigned int v;
+    long long spins = 0;
+    for (;;) {
+      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+      if (v >= target) break;
+      if (++spins > (1ll << 24)) __trap(); /* ~2 s: a block that never arrives is a fault */
+      __nanosleep(32);
+    }
+  }
+  __syncthreads();
+}
+
+/* Every thread fences its writes, the block meets, thread 0 adds to the counter (release). */
+__device__ __forceinline__ void ds_signal(unsigned int *p, unsigned int add) {
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(add) : "memory");
+}
+
+template <int VPT>
+__global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_constant__ DsArgs a) {
+  extern __shared__ __align__(128) unsigned char ds_smem[];
+  __shared__ __align__(16) float xs[DS_NORM_MAX];
+  __shared__ float red[32];
+  __shared__ float ored[DS_THREADS / 32][DS_OUT_ROWS_MAX];
+  __shared__ uint64_t bar[DS_MAX_STAGES];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int G = (int)gridDim.x, b = (int)blockIdx.x, S = a.stages;
+  const int64_t D = a.D, E = a.E, dx = a.R + 2 * (int64_t)a.N;
+  const int ngroups = (int)(2 * E / DS_GROUP_ROWS), xgroups = (int)(E / DS_GROUP_ROWS);
+  const int mine_in = (ngroups - b + G - 1) / G;
+  const int out_tasks = (int)((D + a.out_rows - 1) / a.out_rows);
+  const int ob = G - 1 - b; /* out_proj task t goes to block G - 1 - t % G */
+  const int mine_out = ob < out_tasks ? (out_tasks - ob + G - 1) / G : 0;
+  const int per_layer = mine_in + mine_out;
+  const int64_t total = (int64_t)a.n_layer * per_layer;
+  unsigned char *ring = ds_smem;
+  float *ssu_smem = (float *)(ds_smem + (size_t)S * a.stage_bytes);
+  /* copy q of this block: layer q / per_layer; its first mine_in are in_proj groups */
+  const auto issue = [&](int64_t q) {
+    const int l = (int)(q / per_layer), j = (int)(q % per_layer);
+    const void *src;
+    unsigned bytes;
+    if (j < mine_in) {
+      const int64_t g = b + (int64_t)j * G;
+      src = a.L[l].in_w + g * DS_GROUP_ROWS * D;
+      bytes = (unsigned)(DS_GROUP_ROWS * D * 2);
+    } else {
+      const int64_t t = ob + (int64_t)(j - mine_in) * G;
+      const int64_t r0 = t * a.out_rows, rows = min((int64_t)a.out_rows, D - r0);
+      src = a.L[l].out_w + r0 * E;
+      bytes = (unsigned)(rows * E * 2);
+    }
+    bulk_load(ring + (size_t)(q % S) * a.stage_bytes, src, bytes, &bar[q % S]);
+  };
+  if (tid == 0) {
+    for (int s = 0; s < S; s++) mbar_init(&bar[s], 1);
+    for (int64_t q = 0; q < S && q < total; q++) issue(q); /* constant weights: before the wait */
+  }
+  mb_pdl_wait();
+  __syncthreads();
+  int64_t q = 0; /* the next copy this block consumes */
+  const auto stage_ready = [&](int64_t qq) {
+    mbar_wait(&bar[qq % S], (unsigned)(qq / S) & 1u);
+    return ring + (size_t)(qq % S) * a.stage_bytes;
+  };
+  const auto stage_done = [&](int64_t qq) { /* after a __syncthreads: every thread is done with it */
+    if (tid == 0 && qq + S < total) issue(qq + S);
+  };
+  const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
+  const int nslices = (int)((E + DS_THREADS / 8 - 1) / (DS_THREADS / 8));
+  for (int l = 0; l < a.n_layer; l++) {
+    const DsLayer &P = a.L[l];
+    unsigned int *cnt = a.cnt + (size_t)l * DS_CNT;
+    const bool last = l + 1 == a.n_layer;
+    /* ---- the norm, then this block's in_proj groups with the conv step ---- */
+    if (mine_in > 0) {
+      auto wait_prev = [&] {
+        if (l > 0) ds_wait(a.cnt + (size_t)(l - 1) * DS_CNT + DS_OUT, (unsigned)D);
+      };
+      if (l == 0)
+        add_norm_reg_row<VPT, XLoad::Cg, decltype(wait_prev), false>(
+            a.hidden, nullptr, b == 0 ? a.residual : nullptr, 0, P.norm_w, P.norm_b, a.norm_kind,
+            a.eps, D, a.norm_thr, xs, nullptr, red, wait_prev);
+      else
+        add_norm_reg_row<VPT, XLoad::Cg, decltype(wait_prev), true>(
+            a.residual, nullptr, nullptr, 0, P.norm_w, P.norm_b, a.norm_kind, a.eps, D,
+            a.norm_thr, xs, nullptr, red, wait_prev);
+      __syncthreads();
+      const ConvEpi ce = {P.conv_w, P.conv_b, P.conv_state, a.xc, E, E, a.K};
+      const int64_t nch = D / 8;
+      for (int i = 0; i < mine_in; i++, q++) {
+        const int64_t g = b + (int64_t)i * G, row = g * DS_GROUP_ROWS + warp;
+        float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
+        if (lane == 0 && row < E) conv_consts(ce, row, cw, cb);
+        const uint4 *wq = (const uint4 *)(stage_ready(q) + (size_t)warp * D * 2);
+        float acc = 0.f;
+#pragma unroll 8
+        for (int64_t ch = lane; ch < nch; ch += 32) {
+          float wf[8];
+          unpack(wq[ch], wf, uint16_t());
+          const float4 *xp = (const float4 *)(xs + ch * 8);
+#pragma unroll
+          for (int e = 0; e < 2; e++) acc = dot4_acc(acc, &wf[4 * e], xp[e]);
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o, 32);
+        if (lane == 0) {
+          const float v = acc + (P.in_b ? P.in_b[row] : 0.f);
+          a.xz[row] = v;
+          if (row < E) conv_epi(ce, cw, cb, 0, row, v);
+        }
+        ds_signal(cnt + (g < xgroups ? DS_X : DS_Z), 1);
+        stage_done(q);
+      }
+    }
+    /* ---- x_proj: a block a row, its weights asked for before the wait ---- */
+    for (int64_t r = b; r < dx; r += G) {
+      auto wait_x = [&] { ds_wait(cnt + DS_X, (unsigned)xgroups); };
+      gemv_block<uint16_t, 1, 256, true, false, XLoad::Cg, decltype(wait_x)>(
+          a.xc, E, P.x_w, nullptr, 1, E, dx, a.x_dbl, dx, none, 1, (unsigned)r, DS_THREADS, wait_x);
+      ds_signal(cnt + DS_XP, 1);
+    }
+    /* ---- dt_proj and the state update: slices of 32 channels (8 lanes each) ---- */
+    for (int s = b; s < nslices; s += G) {
+      SsuDtArgs sa = {a.xc, E, a.x_dbl, dx, P.dt_w, P.dt_b, a.R, 1, P.A, a.x_dbl + a.R, dx,
+                      a.x_dbl + a.R + a.N, dx, P.D, a.xz + E, 2 * E, P.ssm_state, E, a.N, 1,
+                      a.delta, a.y, E, 1, nullptr, 1, 1, nullptr, 0};
+      auto wait_xp = [&] {
+        ds_wait(cnt + DS_Z, (unsigned)(ngroups - xgroups));
+        ds_wait(cnt + DS_XP, (unsigned)dx);
+      };
+      ssu_dt_block<8, uint16_t, 1, XLoad::Cg, decltype(wait_xp)>(sa, (unsigned)s, 0, DS_THREADS,
+                                                                 ssu_smem, wait_xp);
+      ds_signal(cnt + DS_Y, 1);
+    }
+    /* ---- out_proj's row tasks from the ring, each row as a one-row block reduces it ---- */
+    if (mine_out > 0) ds_wait(cnt + DS_Y, (unsigned)nslices);
+    for (int j = 0; j < mine_out; j++, q++) {
+      const int64_t t = ob + (int64_t)j * G, r0 = t * a.out_rows;
+      const int rows = (int)min((int64_t)a.out_rows, D - r0);
+      const uint4 *wq = (const uint4 *)stage_ready(q);
+      const int64_t nch = E / 8;
+      float acc[DS_OUT_ROWS_MAX];
+#pragma unroll
+      for (int r = 0; r < DS_OUT_ROWS_MAX; r++) acc[r] = 0.f;
+      for (int64_t ch = tid; ch < nch; ch += DS_THREADS) {
+        const float4 x0 = __ldcg((const float4 *)(a.y + ch * 8));
+        const float4 x1 = __ldcg((const float4 *)(a.y + ch * 8 + 4));
+#pragma unroll
+        for (int r = 0; r < DS_OUT_ROWS_MAX; r++) {
+          if (r < rows) {
+            float wf[8];
+            unpack(wq[r * nch + ch], wf, uint16_t());
+            acc[r] = dot4_acc(acc[r], &wf[0], x0);
+            acc[r] = dot4_acc(acc[r], &wf[4], x1);
+          }
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < DS_OUT_ROWS_MAX; r++)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o, 32);
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < DS_OUT_ROWS_MAX; r++) ored[warp][r] = acc[r];
+      }
+      __syncthreads();
+      if (tid < rows) {
+        float s = 0.f;
+#pragma unroll
+        for (int i = 0; i < DS_THREADS / 32; i++) s += ored[i][tid];
+        const int64_t row = r0 + tid;
+        s += P.out_b ? P.out_b[row] : 0.f;
+        a.hidden[row] = s;
+        if (!last) __stcg(a.residual + row, __ldcg(a.residual + row) + s);
+      }
+      ds_signal(cnt + DS_OUT, (unsigned)rows);
+      stage_done(q);
+    }
+  }
+  mb_pdl_trigger();
+  /* the last block out sets the counters back to 0 for the next launch */
+  __syncthreads();
+  if (tid == 0) {
+    unsigned int *exits = a.cnt + (size_t)a.n_layer * DS_CNT;
+    __threadfence();
+    if (atomicAdd(exits, 1u) == (unsigned)G - 1) {
+      for (int i = 0; i < a.n_layer * DS_CNT; i++) a.cnt[i] = 0;
+      *exits = 0;
+      __threadfence();
+    }
+  }
+}
+
+/* ---- host side ------------------------------------------------------------------------------ */
+
+/* Static shared memory of the kernel and room for the compiler's, below the dynamic part. */
+#define DS_STATIC_SMEM (16 * 1024)
+
+struct DsShape {
+  size_t stage_bytes, dyn_smem;
+  int stages, out_rows;
+};
+
+static DsShape ds_shape(const cudaDeviceProp &prop, int64_t D, int64_t E, int64_t N, int64_t R) {
+  DsShape s = {};
+  s.stage_bytes = (size_t)DS_GROUP_ROWS * D * 2;
+  if ((size_t)E * 2 > s.stage_bytes) s.stage_bytes = (size_t)E * 2;
+  s.stage_bytes = (s.stage_bytes + 127) & ~(size_t)127;
+  s.out_rows = (int)(s.stage_bytes / ((size_t)E * 2));
+  if (s.out_rows > DS_OUT_ROWS_MAX) s.out_rows = DS_OUT_ROWS_MAX;
+  const size_t ssu = (size_t)(((R + 7) & ~7) + 2 * 8 * SCAN_P) * sizeof(float);
+  const size_t room = prop.sharedMemPerBlockOptin > DS_STATIC_SMEM + ssu
+                          ? prop.sharedMemPerBlockOptin - DS_STATIC_SMEM - ssu
+                          : 0;
+  s.stages = (int)(room / s.stage_bytes);
+  if (s.stages > DS_MAX_STAGES) s.stages = DS_MAX_STAGES;
+  s.dyn_smem = (size_t)s.stages * s.stage_bytes + ssu;
+  return s;
+}
+
+static bool aligned16(uint64_t p) { return (p & 15) == 0; }
+
+/* Whether the kernel runs this step with the ops' bits: the switch, Hopper's bulk copies, bf16
+ * weights, and shapes whose ops it reproduces (in_proj a warp a row, x_proj and out_proj a block
+ * a row, 8 lanes a channel in the state update, the conv in in_proj's epilogue). */
+extern "C" int mbcuda_decode_stream_ok(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer,
+                                       int64_t d_model, int64_t d_inner, int64_t d_state,
+                                       int64_t dt_rank, int64_t d_conv, int wdtype,
+                                       const float *xc, const float *y, const float *normed) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (st->decode_stream != 1 || st->cc_major < 9 || !st->ds_cnt || wdtype != MB_DTYPE_BF16)
+    return 0;
+  if (n_layer < 1 || n_layer > DS_MAX_LAYERS || d_model > DS_NORM_MAX || d_model % 8 ||
+      d_inner % 8 || dt_rank % 8 || d_conv < 1 || d_conv > CONV_EPI_KMAX ||
+      scan_lanes(d_state) != 8)
+    return 0;
+  const int64_t dx = dt_rank + 2 * d_state;
+  const int sm = st->sm_count, g256 = st->gemv_g256_rows;
+  if (gemv_group_size(2 * d_inner, d_model / 8, sm, g256) != 32 ||
+      gemv_group_size(dx, d_inner / 8, sm, g256) != 256 ||
+      gemv_group_size(d_model, d_inner / 8, sm, g256) != 256)
+    return 0;
+  if (!aligned16((uintptr_t)xc) || !aligned16((uintptr_t)y) || !aligned16((uintptr_t)normed))
+    return 0;
+  for (int64_t i = 0; i < n_layer; i++) {
+    const uint64_t *P = layers + i * MB_DL_PTRS;
+    if (!aligned16(P[MB_DL_IN_W]) || !aligned16(P[MB_DL_X_W]) || !aligned16(P[MB_DL_DT_W]) ||
+        !aligned16(P[MB_DL_OUT_W]))
+      return 0;
+  }
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, ctx->device) != cudaSuccess) return 0;
+  const DsShape s = ds_shape(prop, d_model, d_inner, d_state, dt_rank);
+  return s.stages >= 2 && s.out_rows >= 1;
+}
+
+template <int VPT>
+static cudaError_t ds_launch(mb_ctx *ctx, const DsArgs &a, size_t dyn) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (st->ds_smem_set < dyn) {
+    const cudaError_t e = cudaFuncSetAttribute(k_decode_stream<VPT>,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
+    if (e != cudaSuccess) return e;
+    int per_sm = 0;
+    const cudaError_t o = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, k_decode_stream<VPT>, DS_THREADS, dyn);
+    if (o != cudaSuccess) return o;
+    if (per_sm < 1) return cudaErrorInvalidConfiguration;
+    st->ds_smem_set = dyn;
+  }
+  /* one block an SM: every block resident at once, which the counters' spins rely on */
+  return mbcuda_launch(ctx, k_decode_stream<VPT>, dim3((unsigned)st->sm_count), dim3(DS_THREADS),
+                       dyn, a);
+}
+
+extern "C" int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer,
+                                    int64_t d_model, int64_t d_inner, int64_t d_state,
+                                    int64_t dt_rank, int64_t d_conv, int norm_kind, float eps,
+                                    float *hidden, float *residual, float *xz, float *xc,
+                                    float *x_dbl, float *delta, float *y) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  cudaDeviceProp prop;
+  MBCUDA_CHECK(cudaGetDeviceProperties(&prop, ctx->device), "decode_stream (device)");
+  const DsShape s = ds_shape(prop, d_model, d_inner, d_state, dt_rank);
+  static thread_local DsArgs a; /* ~8 KB: off the stack; copied into the launch's parameters */
+  memset(&a, 0, sizeof a);
+  a.n_layer = (int)n_layer;
+  a.norm_kind = norm_kind;
+  int thr, vpt;
+  norm_reg_shape(d_model, &thr, &vpt);
+  a.norm_thr = thr;
+  a.K = (int)d_conv;
+  a.N = (int)d_state;
+  a.R = (int)dt_rank;
+  a.eps = eps;
+  a.D = d_model;
+  a.E = d_inner;
+  a.stages = s.stages;
+  a.out_rows = s.out_rows;
+  a.stage_bytes = s.stage_bytes;
+  a.hidden = hidden, a.residual = residual, a.xz = xz, a.xc = xc, a.x_dbl = x_dbl;
+  a.delta = delta, a.y = y;
+  a.cnt = st->ds_cnt;
+  for (int64_t i = 0; i < n_layer; i++) {
+    const uint64_t *P = layers + i * MB_DL_PTRS;
+#define DSP(T, k) ((T)(uintptr_t)P[MB_DL_##k])
+    a.L[i] = {DSP(const float *, NORM_W), DSP(const float *, NORM_B), DSP(const uint16_t *, IN_W),
+              DSP(const float *, IN_B),   DSP(const float *, CONV_W), DSP(const float *, CONV_B),
+              DSP(float *, CONV_STATE),   DSP(const uint16_t *, X_W), DSP(const uint16_t *, DT_W),
+              DSP(const float *, DT_B),   DSP(const float *, A),      DSP(const float *, D),
+              DSP(float *, SSM_STATE),    DSP(const uint16_t *, OUT_W), DSP(const float *, OUT_B)};
+#undef DSP
+  }
+  const cudaError_t e = vpt == 4 ? ds_launch<4>(ctx, a, s.dyn_smem) : ds_launch<8>(ctx, a, s.dyn_smem);
+  MBCUDA_CHECK(e, "decode_stream");
+  return MB_OK;
+}
