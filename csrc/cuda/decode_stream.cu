@@ -26,6 +26,9 @@
  * shared memory. cuda_vs_cpu holds the kernel's outputs equal to the ops' bit for bit.
  */
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "bulk_copy.cuh"
 #include "cuda_internal.cuh"
@@ -60,9 +63,12 @@ struct DsArgs {
   float eps;
   int64_t D, E; /* d_model, d_inner */
   int stages, out_rows; /* ring stages; out_proj rows a task */
+  int l2_pre;           /* x_proj's rows, the state update's weights, A and states asked into L2
+                         * at each layer's start (MAMBABYTE_CUDA_DECODE_STREAM_L2=0: not) */
   size_t stage_bytes;
   float *hidden, *residual, *xz, *xc, *x_dbl, *delta, *y;
   unsigned int *cnt; /* n_layer * DS_CNT counters, then the blocks' exit count */
+  long long *tm;     /* TM: n_layer x grid x DS_TM stamps */
   DsLayer L[DS_MAX_LAYERS];
 };
 
@@ -75,21 +81,32 @@ __device__ __forceinline__ void ds_wait(const unsigned int *p, unsigned int targ
     for (;;) {
       asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
       if (v >= target) break;
-      if (++spins > (1ll << 24)) __trap(); /* ~2 s: a block that never arrives is a fault */
-      __nanosleep(32);
+      if (++spins > (1ll << 26)) __trap(); /* seconds: a block that never arrives is a fault */
     }
   }
   __syncthreads();
 }
 
-/* Every thread fences its writes, the block meets, thread 0 adds to the counter (release). */
+/* The block meets, then thread 0 adds to the counter with release semantics, which covers the
+ * writes the barrier ordered before it (cooperative groups' grid barrier does the same). */
 __device__ __forceinline__ void ds_signal(unsigned int *p, unsigned int add) {
-  __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(add) : "memory");
+  if (threadIdx.x == 0) {
+    __threadfence();
+    asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(add) : "memory");
+  }
 }
 
-template <int VPT>
+/* MAMBABYTE_CUDA_DECODE_STREAM=2: each block's %globaltimer at the phase boundaries of every
+ * layer (DS_TM a layer), summed up on stderr after direct launches */
+#define DS_TM 9
+__device__ __forceinline__ long long ds_now() {
+  long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+template <int VPT, bool TM>
 __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_constant__ DsArgs a) {
   extern __shared__ __align__(128) unsigned char ds_smem[];
   __shared__ __align__(16) float xs[DS_NORM_MAX];
@@ -101,13 +118,15 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
   const int64_t D = a.D, E = a.E, dx = a.R + 2 * (int64_t)a.N;
   const int ngroups = (int)(2 * E / DS_GROUP_ROWS), xgroups = (int)(E / DS_GROUP_ROWS);
   const int mine_in = (ngroups - b + G - 1) / G;
+  const int mine_x = b < xgroups ? (xgroups - b + G - 1) / G : 0; /* its first mine_x are x groups */
   const int out_tasks = (int)((D + a.out_rows - 1) / a.out_rows);
   const int ob = G - 1 - b; /* out_proj task t goes to block G - 1 - t % G */
   const int mine_out = ob < out_tasks ? (out_tasks - ob + G - 1) / G : 0;
   const int per_layer = mine_in + mine_out;
   const int64_t total = (int64_t)a.n_layer * per_layer;
   unsigned char *ring = ds_smem;
-  float *ssu_smem = (float *)(ds_smem + (size_t)S * a.stage_bytes);
+  float *ys = (float *)(ds_smem + (size_t)S * a.stage_bytes); /* out_proj's input, E floats */
+  float *ssu_smem = ys + ((E + 3) & ~(int64_t)3);
   /* copy q of this block: layer q / per_layer; its first mine_in are in_proj groups */
   const auto issue = [&](int64_t q) {
     const int l = (int)(q / per_layer), j = (int)(q % per_layer);
@@ -145,10 +164,42 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
     const DsLayer &P = a.L[l];
     unsigned int *cnt = a.cnt + (size_t)l * DS_CNT;
     const bool last = l + 1 == a.n_layer;
+    long long *tm = TM ? a.tm + ((size_t)l * G + b) * DS_TM : nullptr;
+    const auto stamp = [&](int k) {
+      if (TM && tid == 0) tm[k] = ds_now();
+    };
+    stamp(0);
+    /* the conv windows and taps of this block's x rows asked into L1 now, so that each group's
+     * epilogue does not wait on a DRAM round trip (the ring kernel's prefetch) */
+    for (int i = lane; i < mine_x; i += 32) {
+      const int64_t row = (b + (int64_t)i * G) * DS_GROUP_ROWS + warp;
+      if (row < E) {
+        prefetch_l1(P.conv_state + row * (a.K - 1));
+        prefetch_l1(P.conv_w + row * a.K);
+      }
+    }
+    /* what this block's x_proj rows and state slice read that no phase writes, into L2 now:
+     * 128-byte lines, one a thread */
+    if (a.l2_pre) {
+      for (int64_t r = b; r < dx; r += G)
+        for (int64_t o = tid * 128; o < E * 2; o += DS_THREADS * 128)
+          prefetch_l2((const char *)(P.x_w + r * E) + o);
+      for (int64_t sl = b; sl < nslices; sl += G) {
+        const int64_t c0 = sl * (DS_THREADS / 8), cn = min((int64_t)DS_THREADS / 8, E - c0);
+        const int64_t wbytes = cn * a.R * 2, sbytes = cn * a.N * 4;
+        for (int64_t o = tid * 128; o < wbytes; o += DS_THREADS * 128)
+          prefetch_l2((const char *)(P.dt_w + c0 * a.R) + o);
+        for (int64_t o = tid * 128; o < sbytes; o += DS_THREADS * 128) {
+          prefetch_l2((const char *)(P.A + c0 * a.N) + o);
+          prefetch_l2((const char *)(P.ssm_state + c0 * a.N) + o);
+        }
+      }
+    }
     /* ---- the norm, then this block's in_proj groups with the conv step ---- */
     if (mine_in > 0) {
       auto wait_prev = [&] {
         if (l > 0) ds_wait(a.cnt + (size_t)(l - 1) * DS_CNT + DS_OUT, (unsigned)D);
+        stamp(1);
       };
       if (l == 0)
         add_norm_reg_row<VPT, XLoad::Cg, decltype(wait_prev), false>(
@@ -182,17 +233,28 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
           a.xz[row] = v;
           if (row < E) conv_epi(ce, cw, cb, 0, row, v);
         }
-        ds_signal(cnt + (g < xgroups ? DS_X : DS_Z), 1);
+        /* one arrival a block for its x groups (its first ones), one for its z groups */
+        if (i + 1 == mine_x)
+          ds_signal(cnt + DS_X, (unsigned)mine_x);
+        else if (i + 1 == mine_in)
+          ds_signal(cnt + DS_Z, (unsigned)(mine_in - mine_x));
+        else
+          __syncthreads(); /* every warp is done with the stage */
         stage_done(q);
       }
     }
+    stamp(2);
     /* ---- x_proj: a block a row, its weights asked for before the wait ---- */
     for (int64_t r = b; r < dx; r += G) {
-      auto wait_x = [&] { ds_wait(cnt + DS_X, (unsigned)xgroups); };
+      auto wait_x = [&] {
+        ds_wait(cnt + DS_X, (unsigned)xgroups);
+        stamp(3);
+      };
       gemv_block<uint16_t, 1, 256, true, false, XLoad::Cg, decltype(wait_x)>(
           a.xc, E, P.x_w, nullptr, 1, E, dx, a.x_dbl, dx, none, 1, (unsigned)r, DS_THREADS, wait_x);
       ds_signal(cnt + DS_XP, 1);
     }
+    stamp(4);
     /* ---- dt_proj and the state update: slices of 32 channels (8 lanes each) ---- */
     for (int s = b; s < nslices; s += G) {
       SsuDtArgs sa = {a.xc, E, a.x_dbl, dx, P.dt_w, P.dt_b, a.R, 1, P.A, a.x_dbl + a.R, dx,
@@ -201,24 +263,36 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
       auto wait_xp = [&] {
         ds_wait(cnt + DS_Z, (unsigned)(ngroups - xgroups));
         ds_wait(cnt + DS_XP, (unsigned)dx);
+        stamp(5);
       };
-      ssu_dt_block<8, uint16_t, 1, XLoad::Cg, decltype(wait_xp)>(sa, (unsigned)s, 0, DS_THREADS,
-                                                                 ssu_smem, wait_xp);
+      /* the state before the wait: only this task touches this layer's slice in a launch */
+      ssu_dt_block<8, uint16_t, 1, XLoad::Cg, decltype(wait_xp), true>(
+          sa, (unsigned)s, 0, DS_THREADS, ssu_smem, wait_xp);
       ds_signal(cnt + DS_Y, 1);
     }
+    stamp(6);
     /* ---- out_proj's row tasks from the ring, each row as a one-row block reduces it ---- */
-    if (mine_out > 0) ds_wait(cnt + DS_Y, (unsigned)nslices);
+    if (mine_out > 0) {
+      ds_wait(cnt + DS_Y, (unsigned)nslices);
+      /* y into shared memory once, every load in flight at once */
+      for (int64_t i = tid; i < E / 4; i += DS_THREADS)
+        ((float4 *)ys)[i] = __ldcg((const float4 *)a.y + i);
+      __syncthreads();
+    }
+    stamp(7);
+    unsigned orows = 0; /* this block's rows so far */
     for (int j = 0; j < mine_out; j++, q++) {
       const int64_t t = ob + (int64_t)j * G, r0 = t * a.out_rows;
       const int rows = (int)min((int64_t)a.out_rows, D - r0);
+      orows += (unsigned)rows;
       const uint4 *wq = (const uint4 *)stage_ready(q);
       const int64_t nch = E / 8;
       float acc[DS_OUT_ROWS_MAX];
 #pragma unroll
       for (int r = 0; r < DS_OUT_ROWS_MAX; r++) acc[r] = 0.f;
       for (int64_t ch = tid; ch < nch; ch += DS_THREADS) {
-        const float4 x0 = __ldcg((const float4 *)(a.y + ch * 8));
-        const float4 x1 = __ldcg((const float4 *)(a.y + ch * 8 + 4));
+        const float4 x0 = *(const float4 *)(ys + ch * 8);
+        const float4 x1 = *(const float4 *)(ys + ch * 8 + 4);
 #pragma unroll
         for (int r = 0; r < DS_OUT_ROWS_MAX; r++) {
           if (r < rows) {
@@ -247,9 +321,13 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
         a.hidden[row] = s;
         if (!last) __stcg(a.residual + row, __ldcg(a.residual + row) + s);
       }
-      ds_signal(cnt + DS_OUT, (unsigned)rows);
+      if (j + 1 == mine_out)
+        ds_signal(cnt + DS_OUT, orows);
+      else
+        __syncthreads();
       stage_done(q);
     }
+    stamp(8);
   }
   mb_pdl_trigger();
   /* the last block out sets the counters back to 0 for the next launch */
@@ -282,7 +360,8 @@ static DsShape ds_shape(const cudaDeviceProp &prop, int64_t D, int64_t E, int64_
   s.stage_bytes = (s.stage_bytes + 127) & ~(size_t)127;
   s.out_rows = (int)(s.stage_bytes / ((size_t)E * 2));
   if (s.out_rows > DS_OUT_ROWS_MAX) s.out_rows = DS_OUT_ROWS_MAX;
-  const size_t ssu = (size_t)(((R + 7) & ~7) + 2 * 8 * SCAN_P) * sizeof(float);
+  const size_t ssu = (size_t)(((R + 7) & ~7) + 2 * 8 * SCAN_P) * sizeof(float) +
+                     (size_t)((E + 3) & ~(int64_t)3) * sizeof(float); /* and y */
   const size_t room = prop.sharedMemPerBlockOptin > DS_STATIC_SMEM + ssu
                           ? prop.sharedMemPerBlockOptin - DS_STATIC_SMEM - ssu
                           : 0;
@@ -302,7 +381,7 @@ extern "C" int mbcuda_decode_stream_ok(mb_ctx *ctx, const uint64_t *layers, int6
                                        int64_t dt_rank, int64_t d_conv, int wdtype,
                                        const float *xc, const float *y, const float *normed) {
   mbcuda_state *st = mbcuda_st(ctx);
-  if (st->decode_stream != 1 || st->cc_major < 9 || !st->ds_cnt || wdtype != MB_DTYPE_BF16)
+  if (st->decode_stream < 1 || st->cc_major < 9 || !st->ds_cnt || wdtype != MB_DTYPE_BF16)
     return 0;
   if (n_layer < 1 || n_layer > DS_MAX_LAYERS || d_model > DS_NORM_MAX || d_model % 8 ||
       d_inner % 8 || dt_rank % 8 || d_conv < 1 || d_conv > CONV_EPI_KMAX ||
@@ -328,23 +407,56 @@ extern "C" int mbcuda_decode_stream_ok(mb_ctx *ctx, const uint64_t *layers, int6
   return s.stages >= 2 && s.out_rows >= 1;
 }
 
-template <int VPT>
+template <int VPT, bool TM>
 static cudaError_t ds_launch(mb_ctx *ctx, const DsArgs &a, size_t dyn) {
   mbcuda_state *st = mbcuda_st(ctx);
-  if (st->ds_smem_set < dyn) {
-    const cudaError_t e = cudaFuncSetAttribute(k_decode_stream<VPT>,
+  size_t &set = st->ds_smem_set[VPT == 8][TM];
+  if (set < dyn) {
+    const cudaError_t e = cudaFuncSetAttribute(k_decode_stream<VPT, TM>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
     if (e != cudaSuccess) return e;
     int per_sm = 0;
     const cudaError_t o = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, k_decode_stream<VPT>, DS_THREADS, dyn);
+        &per_sm, k_decode_stream<VPT, TM>, DS_THREADS, dyn);
     if (o != cudaSuccess) return o;
     if (per_sm < 1) return cudaErrorInvalidConfiguration;
-    st->ds_smem_set = dyn;
+    set = dyn;
   }
   /* one block an SM: every block resident at once, which the counters' spins rely on */
-  return mbcuda_launch(ctx, k_decode_stream<VPT>, dim3((unsigned)st->sm_count), dim3(DS_THREADS),
-                       dyn, a);
+  return mbcuda_launch(ctx, k_decode_stream<VPT, TM>, dim3((unsigned)st->sm_count),
+                       dim3(DS_THREADS), dyn, a);
+}
+
+/* The stamps of a direct launch on stderr: per phase, the mean over blocks of each block's median
+ * over layers (us), and the step's span. */
+static void ds_report(const long long *tm, int n_layer, int G) {
+  static const char *name[DS_TM - 1] = {"norm wait", "in_proj",  "x wait",   "x_proj",
+                                        "state wait", "state", "y wait", "out_proj"};
+  double mean[DS_TM - 1] = {0};
+  int used[DS_TM - 1] = {0};
+  double *v = (double *)malloc((size_t)n_layer * sizeof(double));
+  for (int k = 0; k + 1 < DS_TM; k++) {
+    for (int b = 0; b < G; b++) {
+      int m = 0;
+      for (int l = 0; l < n_layer; l++) {
+        const long long *t = tm + ((size_t)l * G + b) * DS_TM;
+        if (t[k] > 0 && t[k + 1] > 0) v[m++] = (double)(t[k + 1] - t[k]) * 1e-3;
+      }
+      if (!m) continue;
+      for (int i = 1; i < m; i++) /* insertion sort: n_layer <= 64 */
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+          const double x = v[j];
+          v[j] = v[j - 1], v[j - 1] = x;
+        }
+      mean[k] += v[m / 2], used[k]++;
+    }
+  }
+  free(v);
+  const long long t0 = tm[0], t1 = tm[((size_t)(n_layer - 1) * G) * DS_TM + DS_TM - 1];
+  fprintf(stderr, "decode_stream: %d layers, span %.1f us (block 0):", n_layer, (t1 - t0) * 1e-3);
+  for (int k = 0; k + 1 < DS_TM; k++)
+    fprintf(stderr, " %s %.2f", name[k], used[k] ? mean[k] / used[k] : 0.0);
+  fprintf(stderr, " (us a layer, medians over layers, mean over blocks)\n");
 }
 
 extern "C" int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer,
@@ -375,6 +487,14 @@ extern "C" int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t
   a.hidden = hidden, a.residual = residual, a.xz = xz, a.xc = xc, a.x_dbl = x_dbl;
   a.delta = delta, a.y = y;
   a.cnt = st->ds_cnt;
+  a.l2_pre = st->ds_l2;
+  const bool tm = st->decode_stream == 2 && !st->capturing;
+  const size_t tm_n = (size_t)n_layer * st->sm_count * DS_TM;
+  if (tm) {
+    if (!st->ds_tm) MBCUDA_CHECK(cudaMalloc((void **)&st->ds_tm, (size_t)DS_MAX_LAYERS * 1024 * DS_TM * sizeof(long long)), "decode_stream (stamps)");
+    MBCUDA_CHECK(cudaMemsetAsync(st->ds_tm, 0, tm_n * sizeof(long long), mbcuda_stream(ctx)), "decode_stream (stamps)");
+    a.tm = st->ds_tm;
+  }
   for (int64_t i = 0; i < n_layer; i++) {
     const uint64_t *P = layers + i * MB_DL_PTRS;
 #define DSP(T, k) ((T)(uintptr_t)P[MB_DL_##k])
@@ -385,7 +505,18 @@ extern "C" int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t
               DSP(float *, SSM_STATE),    DSP(const uint16_t *, OUT_W), DSP(const float *, OUT_B)};
 #undef DSP
   }
-  const cudaError_t e = vpt == 4 ? ds_launch<4>(ctx, a, s.dyn_smem) : ds_launch<8>(ctx, a, s.dyn_smem);
+  const cudaError_t e = tm ? (vpt == 4 ? ds_launch<4, true>(ctx, a, s.dyn_smem)
+                                       : ds_launch<8, true>(ctx, a, s.dyn_smem))
+                           : (vpt == 4 ? ds_launch<4, false>(ctx, a, s.dyn_smem)
+                                       : ds_launch<8, false>(ctx, a, s.dyn_smem));
   MBCUDA_CHECK(e, "decode_stream");
+  if (tm && st->sm_count <= 1024) {
+    long long *h = (long long *)malloc(tm_n * sizeof(long long));
+    if (h && cudaMemcpyAsync(h, st->ds_tm, tm_n * sizeof(long long), cudaMemcpyDeviceToHost,
+                             mbcuda_stream(ctx)) == cudaSuccess &&
+        cudaStreamSynchronize(mbcuda_stream(ctx)) == cudaSuccess)
+      ds_report(h, (int)n_layer, st->sm_count);
+    free(h);
+  }
   return MB_OK;
 }
