@@ -63,6 +63,9 @@ struct DsArgs {
   float eps;
   int64_t D, E; /* d_model, d_inner */
   int stages, out_rows; /* ring stages; out_proj rows a task */
+  int issuer;           /* the thread that issues the bulk copies (MAMBABYTE_CUDA_DECODE_STREAM_ISSUER,
+                         * default 32: not thread 0, whose fences release the counters) */
+  int pieces;           /* bulk copies a stage (MAMBABYTE_CUDA_DECODE_STREAM_PIECES, default 1) */
   int l2_pre;           /* x_proj's rows, the state update's weights, A and states asked into L2
                          * at each layer's start (MAMBABYTE_CUDA_DECODE_STREAM_L2=0: not) */
   size_t stage_bytes;
@@ -99,7 +102,7 @@ __device__ __forceinline__ void ds_signal(unsigned int *p, unsigned int add) {
 
 /* MAMBABYTE_CUDA_DECODE_STREAM=2: each block's %globaltimer at the phase boundaries of every
  * layer (DS_TM a layer), summed up on stderr after direct launches */
-#define DS_TM 9
+#define DS_TM 13 /* 0-10 phase boundaries, 11 and 12 ring waits (ns) */
 __device__ __forceinline__ long long ds_now() {
   long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -142,21 +145,32 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
       src = a.L[l].out_w + r0 * E;
       bytes = (unsigned)(rows * E * 2);
     }
-    bulk_load(ring + (size_t)(q % S) * a.stage_bytes, src, bytes, &bar[q % S]);
+    unsigned char *dst = ring + (size_t)(q % S) * a.stage_bytes;
+    if (a.pieces <= 1) {
+      bulk_load(dst, src, bytes, &bar[q % S]);
+    } else { /* in pieces of whole 16-byte chunks */
+      mbar_expect(&bar[q % S], bytes);
+      const unsigned piece = ((bytes / a.pieces) + 15) & ~15u;
+      for (unsigned o = 0; o < bytes; o += piece)
+        bulk_copy(dst + o, (const char *)src + o, min(piece, bytes - o), &bar[q % S]);
+    }
   };
-  if (tid == 0) {
+  if (tid == a.issuer) {
     for (int s = 0; s < S; s++) mbar_init(&bar[s], 1);
     for (int64_t q = 0; q < S && q < total; q++) issue(q); /* constant weights: before the wait */
   }
   mb_pdl_wait();
   __syncthreads();
   int64_t q = 0; /* the next copy this block consumes */
+  long long ring_wait = 0; /* TM: thread 0's time in mbar_wait this phase */
   const auto stage_ready = [&](int64_t qq) {
+    const long long t0 = TM && tid == 0 ? ds_now() : 0;
     mbar_wait(&bar[qq % S], (unsigned)(qq / S) & 1u);
+    if (TM && tid == 0) ring_wait += ds_now() - t0;
     return ring + (size_t)(qq % S) * a.stage_bytes;
   };
   const auto stage_done = [&](int64_t qq) { /* after a __syncthreads: every thread is done with it */
-    if (tid == 0 && qq + S < total) issue(qq + S);
+    if (tid == a.issuer && qq + S < total) issue(qq + S);
   };
   const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
   const int nslices = (int)((E + DS_THREADS / 8 - 1) / (DS_THREADS / 8));
@@ -210,6 +224,7 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
             a.residual, nullptr, nullptr, 0, P.norm_w, P.norm_b, a.norm_kind, a.eps, D,
             a.norm_thr, xs, nullptr, red, wait_prev);
       __syncthreads();
+      stamp(2);
       const ConvEpi ce = {P.conv_w, P.conv_b, P.conv_state, a.xc, E, E, a.K};
       const int64_t nch = D / 8;
       for (int i = 0; i < mine_in; i++, q++) {
@@ -234,27 +249,29 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
           if (row < E) conv_epi(ce, cw, cb, 0, row, v);
         }
         /* one arrival a block for its x groups (its first ones), one for its z groups */
-        if (i + 1 == mine_x)
+        if (i + 1 == mine_x) {
           ds_signal(cnt + DS_X, (unsigned)mine_x);
-        else if (i + 1 == mine_in)
+          stamp(3);
+        } else if (i + 1 == mine_in)
           ds_signal(cnt + DS_Z, (unsigned)(mine_in - mine_x));
         else
           __syncthreads(); /* every warp is done with the stage */
         stage_done(q);
       }
     }
-    stamp(2);
+    stamp(4);
     /* ---- x_proj: a block a row, its weights asked for before the wait ---- */
     for (int64_t r = b; r < dx; r += G) {
       auto wait_x = [&] {
         ds_wait(cnt + DS_X, (unsigned)xgroups);
-        stamp(3);
+        stamp(5);
       };
       gemv_block<uint16_t, 1, 256, true, false, XLoad::Cg, decltype(wait_x)>(
           a.xc, E, P.x_w, nullptr, 1, E, dx, a.x_dbl, dx, none, 1, (unsigned)r, DS_THREADS, wait_x);
       ds_signal(cnt + DS_XP, 1);
     }
-    stamp(4);
+    if (TM && tid == 0) tm[11] = ring_wait, ring_wait = 0;
+    stamp(6);
     /* ---- dt_proj and the state update: slices of 32 channels (8 lanes each) ---- */
     for (int s = b; s < nslices; s += G) {
       SsuDtArgs sa = {a.xc, E, a.x_dbl, dx, P.dt_w, P.dt_b, a.R, 1, P.A, a.x_dbl + a.R, dx,
@@ -263,14 +280,14 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
       auto wait_xp = [&] {
         ds_wait(cnt + DS_Z, (unsigned)(ngroups - xgroups));
         ds_wait(cnt + DS_XP, (unsigned)dx);
-        stamp(5);
+        stamp(7);
       };
       /* the state before the wait: only this task touches this layer's slice in a launch */
       ssu_dt_block<8, uint16_t, 1, XLoad::Cg, decltype(wait_xp), true>(
           sa, (unsigned)s, 0, DS_THREADS, ssu_smem, wait_xp);
       ds_signal(cnt + DS_Y, 1);
     }
-    stamp(6);
+    stamp(8);
     /* ---- out_proj's row tasks from the ring, each row as a one-row block reduces it ---- */
     if (mine_out > 0) {
       ds_wait(cnt + DS_Y, (unsigned)nslices);
@@ -279,7 +296,7 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
         ((float4 *)ys)[i] = __ldcg((const float4 *)a.y + i);
       __syncthreads();
     }
-    stamp(7);
+    stamp(9);
     unsigned orows = 0; /* this block's rows so far */
     for (int j = 0; j < mine_out; j++, q++) {
       const int64_t t = ob + (int64_t)j * G, r0 = t * a.out_rows;
@@ -327,7 +344,8 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
         __syncthreads();
       stage_done(q);
     }
-    stamp(8);
+    if (TM && tid == 0) tm[12] = ring_wait, ring_wait = 0;
+    stamp(10);
   }
   mb_pdl_trigger();
   /* the last block out sets the counters back to 0 for the next launch */
@@ -430,17 +448,21 @@ static cudaError_t ds_launch(mb_ctx *ctx, const DsArgs &a, size_t dyn) {
 /* The stamps of a direct launch on stderr: per phase, the mean over blocks of each block's median
  * over layers (us), and the step's span. */
 static void ds_report(const long long *tm, int n_layer, int G) {
-  static const char *name[DS_TM - 1] = {"norm wait", "in_proj",  "x wait",   "x_proj",
-                                        "state wait", "state", "y wait", "out_proj"};
+  static const char *name[DS_TM - 1] = {"norm wait", "norm",  "x groups", "z groups", "x wait",
+                                        "x_proj", "state wait", "state", "y wait", "out_proj",
+                                        "(ring waits: in_proj", "out_proj)"};
   double mean[DS_TM - 1] = {0};
   int used[DS_TM - 1] = {0};
   double *v = (double *)malloc((size_t)n_layer * sizeof(double));
-  for (int k = 0; k + 1 < DS_TM; k++) {
+  for (int k = 0; k < DS_TM - 1; k++) { /* k < 10: interval k -> k + 1; 10, 11: stamps 11, 12 */
     for (int b = 0; b < G; b++) {
       int m = 0;
       for (int l = 0; l < n_layer; l++) {
         const long long *t = tm + ((size_t)l * G + b) * DS_TM;
-        if (t[k] > 0 && t[k + 1] > 0) v[m++] = (double)(t[k + 1] - t[k]) * 1e-3;
+        if (k >= 10)
+          v[m++] = (double)t[k + 1] * 1e-3;
+        else if (t[k] > 0 && t[k + 1] > 0)
+          v[m++] = (double)(t[k + 1] - t[k]) * 1e-3;
       }
       if (!m) continue;
       for (int i = 1; i < m; i++) /* insertion sort: n_layer <= 64 */
@@ -452,9 +474,9 @@ static void ds_report(const long long *tm, int n_layer, int G) {
     }
   }
   free(v);
-  const long long t0 = tm[0], t1 = tm[((size_t)(n_layer - 1) * G) * DS_TM + DS_TM - 1];
+  const long long t0 = tm[0], t1 = tm[((size_t)(n_layer - 1) * G) * DS_TM + 10];
   fprintf(stderr, "decode_stream: %d layers, span %.1f us (block 0):", n_layer, (t1 - t0) * 1e-3);
-  for (int k = 0; k + 1 < DS_TM; k++)
+  for (int k = 0; k < DS_TM - 1; k++)
     fprintf(stderr, " %s %.2f", name[k], used[k] ? mean[k] / used[k] : 0.0);
   fprintf(stderr, " (us a layer, medians over layers, mean over blocks)\n");
 }
@@ -488,6 +510,8 @@ extern "C" int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t
   a.delta = delta, a.y = y;
   a.cnt = st->ds_cnt;
   a.l2_pre = st->ds_l2;
+  a.issuer = st->ds_issuer;
+  a.pieces = st->ds_pieces;
   const bool tm = st->decode_stream == 2 && !st->capturing;
   const size_t tm_n = (size_t)n_layer * st->sm_count * DS_TM;
   if (tm) {
