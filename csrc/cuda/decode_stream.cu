@@ -65,6 +65,8 @@ struct DsArgs {
   int stages, out_rows; /* ring stages; out_proj rows a task */
   int issuer;           /* the thread that issues the bulk copies (MAMBABYTE_CUDA_DECODE_STREAM_ISSUER,
                          * default 32: not thread 0, whose fences release the counters) */
+  int early;            /* 1: each group's copy issued before its wait, into the stage the group
+                         * before freed (MAMBABYTE_CUDA_DECODE_STREAM_EARLY=1; A/B runs) */
   int pieces;           /* bulk copies a stage (MAMBABYTE_CUDA_DECODE_STREAM_PIECES, default 1) */
   int l2_pre;           /* x_proj's rows, the state update's weights, A and states asked into L2
                          * at each layer's start (MAMBABYTE_CUDA_DECODE_STREAM_L2=0: not) */
@@ -102,7 +104,7 @@ __device__ __forceinline__ void ds_signal(unsigned int *p, unsigned int add) {
 
 /* MAMBABYTE_CUDA_DECODE_STREAM=2: each block's %globaltimer at the phase boundaries of every
  * layer (DS_TM a layer), summed up on stderr after direct launches */
-#define DS_TM 13 /* 0-10 phase boundaries, 11 and 12 ring waits (ns) */
+#define DS_TM 15 /* 0-10 phase boundaries, 11 and 12 ring waits, 13 and 14 issues (ns) */
 __device__ __forceinline__ long long ds_now() {
   long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -157,20 +159,29 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
   };
   if (tid == a.issuer) {
     for (int s = 0; s < S; s++) mbar_init(&bar[s], 1);
-    for (int64_t q = 0; q < S && q < total; q++) issue(q); /* constant weights: before the wait */
+    /* constant weights: before the wait (early: one stage left free, filled at the first group) */
+    for (int64_t q = 0; q < S - a.early && q < total; q++) issue(q);
   }
   mb_pdl_wait();
   __syncthreads();
   int64_t q = 0; /* the next copy this block consumes */
-  long long ring_wait = 0; /* TM: thread 0's time in mbar_wait this phase */
+  long long ring_wait = 0, ring_issue = 0; /* TM: thread 0's time in mbar_wait, the issuer's in
+                                            * issue(), this phase */
+  const auto timed_issue = [&](int64_t qq) {
+    const long long t0 = TM ? ds_now() : 0;
+    issue(qq);
+    if (TM) ring_issue += ds_now() - t0;
+  };
   const auto stage_ready = [&](int64_t qq) {
+    /* early: the stage the previous group freed gets copy qq + S - 1 before this group's wait */
+    if (a.early && tid == a.issuer && qq + S - 1 < total) timed_issue(qq + S - 1);
     const long long t0 = TM && tid == 0 ? ds_now() : 0;
     mbar_wait(&bar[qq % S], (unsigned)(qq / S) & 1u);
     if (TM && tid == 0) ring_wait += ds_now() - t0;
     return ring + (size_t)(qq % S) * a.stage_bytes;
   };
   const auto stage_done = [&](int64_t qq) { /* after a __syncthreads: every thread is done with it */
-    if (tid == a.issuer && qq + S < total) issue(qq + S);
+    if (!a.early && tid == a.issuer && qq + S < total) timed_issue(qq + S);
   };
   const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
   const int nslices = (int)((E + DS_THREADS / 8 - 1) / (DS_THREADS / 8));
@@ -271,6 +282,7 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
       ds_signal(cnt + DS_XP, 1);
     }
     if (TM && tid == 0) tm[11] = ring_wait, ring_wait = 0;
+    if (TM && tid == a.issuer) tm[13] = ring_issue, ring_issue = 0;
     stamp(6);
     /* ---- dt_proj and the state update: slices of 32 channels (8 lanes each) ---- */
     for (int s = b; s < nslices; s += G) {
@@ -345,6 +357,7 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
       stage_done(q);
     }
     if (TM && tid == 0) tm[12] = ring_wait, ring_wait = 0;
+    if (TM && tid == a.issuer) tm[14] = ring_issue, ring_issue = 0;
     stamp(10);
   }
   mb_pdl_trigger();
@@ -450,7 +463,8 @@ static cudaError_t ds_launch(mb_ctx *ctx, const DsArgs &a, size_t dyn) {
 static void ds_report(const long long *tm, int n_layer, int G) {
   static const char *name[DS_TM - 1] = {"norm wait", "norm",  "x groups", "z groups", "x wait",
                                         "x_proj", "state wait", "state", "y wait", "out_proj",
-                                        "(ring waits: in_proj", "out_proj)"};
+                                        "(ring waits: in_proj", "out_proj)", "(issues: in_proj",
+                                        "out_proj)"};
   double mean[DS_TM - 1] = {0};
   int used[DS_TM - 1] = {0};
   double *v = (double *)malloc((size_t)n_layer * sizeof(double));
@@ -512,6 +526,7 @@ extern "C" int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t
   a.l2_pre = st->ds_l2;
   a.issuer = st->ds_issuer;
   a.pieces = st->ds_pieces;
+  a.early = st->ds_early;
   const bool tm = st->decode_stream == 2 && !st->capturing;
   const size_t tm_n = (size_t)n_layer * st->sm_count * DS_TM;
   if (tm) {
