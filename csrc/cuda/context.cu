@@ -133,12 +133,6 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->decode_stream = e_ds && (!strcmp(e_ds, "1") || !strcmp(e_ds, "2")) ? atoi(e_ds) : 0;
     const char *e_dsl = getenv("MAMBABYTE_CUDA_DECODE_STREAM_L2");
     st->ds_l2 = !(e_dsl && e_dsl[0] == '0');
-    const char *e_dsi = getenv("MAMBABYTE_CUDA_DECODE_STREAM_ISSUER");
-    st->ds_issuer = e_dsi && e_dsi[0] == '0' ? 0 : 32;
-    const char *e_dsp = getenv("MAMBABYTE_CUDA_DECODE_STREAM_PIECES");
-    st->ds_pieces = e_dsp && atoi(e_dsp) > 1 && atoi(e_dsp) <= 64 ? atoi(e_dsp) : 1;
-    const char *e_dse = getenv("MAMBABYTE_CUDA_DECODE_STREAM_EARLY");
-    st->ds_early = e_dse && e_dse[0] == '1';
     const char *e_vn = getenv("MAMBABYTE_CUDA_VERIFY_NORM");
     st->verify_norm = !(e_vn && e_vn[0] == '0');
     const char *e_vc = getenv("MAMBABYTE_CUDA_VERIFY_CONV");

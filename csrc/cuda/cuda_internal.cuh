@@ -123,10 +123,6 @@ struct mbcuda_state {
                               * thread in the norm, stamps) */
   int ds_l2;             /* ... its layers' small weights asked into L2 at their start
                           * (MAMBABYTE_CUDA_DECODE_STREAM_L2=0: not; A/B runs) */
-  int ds_issuer;         /* ... the thread of a block that issues its bulk copies (0 or 32;
-                          * MAMBABYTE_CUDA_DECODE_STREAM_ISSUER, A/B runs) */
-  int ds_pieces;         /* ... its bulk copies a ring stage (MAMBABYTE_CUDA_DECODE_STREAM_PIECES) */
-  int ds_early;          /* ... each copy issued before the group's wait (MAMBABYTE_CUDA_DECODE_STREAM_EARLY) */
   long long *ds_tm;      /* its phase stamps (MAMBABYTE_CUDA_DECODE_STREAM=2; allocated then) */
   int verify_norm;       /* mb_verify_layers: the norm in in_proj's kernel, one position a block
                           * (MAMBABYTE_CUDA_VERIFY_NORM=0: off, A/B runs) */

@@ -41,6 +41,7 @@
 #define DS_MAX_STAGES 8
 #define DS_GROUP_ROWS 8  /* in_proj rows a group: a warp each (the ring kernel's) */
 #define DS_OUT_ROWS_MAX 8 /* out_proj rows a task */
+#define DS_OUT_PASS 4     /* out_proj tasks a pass */
 #define DS_THREADS 256
 #define DS_CNT 5 /* counters a layer */
 static_assert(DS_MAX_LAYERS * DS_CNT + 1 == MBCUDA_DS_CNT, "the context allocates the counters");
@@ -63,11 +64,6 @@ struct DsArgs {
   float eps;
   int64_t D, E; /* d_model, d_inner */
   int stages, out_rows; /* ring stages; out_proj rows a task */
-  int issuer;           /* the thread that issues the bulk copies (MAMBABYTE_CUDA_DECODE_STREAM_ISSUER,
-                         * default 32: not thread 0, whose fences release the counters) */
-  int early;            /* 1: each group's copy issued before its wait, into the stage the group
-                         * before freed (MAMBABYTE_CUDA_DECODE_STREAM_EARLY=1; A/B runs) */
-  int pieces;           /* bulk copies a stage (MAMBABYTE_CUDA_DECODE_STREAM_PIECES, default 1) */
   int l2_pre;           /* x_proj's rows, the state update's weights, A and states asked into L2
                          * at each layer's start (MAMBABYTE_CUDA_DECODE_STREAM_L2=0: not) */
   size_t stage_bytes;
@@ -104,11 +100,30 @@ __device__ __forceinline__ void ds_signal(unsigned int *p, unsigned int add) {
 
 /* MAMBABYTE_CUDA_DECODE_STREAM=2: each block's %globaltimer at the phase boundaries of every
  * layer (DS_TM a layer), summed up on stderr after direct launches */
-#define DS_TM 15 /* 0-10 phase boundaries, 11 and 12 ring waits, 13 and 14 issues (ns) */
+#define DS_TM 13 /* 0-10 phase boundaries, 11 and 12 thread 0's ring waits (ns) */
 __device__ __forceinline__ long long ds_now() {
   long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
+}
+
+/* The conv step of one x row (conv_epi's operations in its order, on values loaded earlier: taps
+ * 0..k-2 and the last at CONV_EPI_KMAX - 1, the window st), its window advanced in memory. */
+__device__ __forceinline__ void ds_conv(const DsArgs &a, const DsLayer &P, int64_t row,
+                                        const float (&cw)[CONV_EPI_KMAX],
+                                        const float (&st)[CONV_EPI_KMAX - 1], float cb, float xv) {
+  const int k = a.K;
+  float acc = cb;
+#pragma unroll
+  for (int i = 0; i < CONV_EPI_KMAX - 1; i++)
+    if (i < k - 1) acc = fmaf(cw[i], st[i], acc);
+  acc = fmaf(cw[CONV_EPI_KMAX - 1], xv, acc);
+  float *sp = P.conv_state + row * (k - 1);
+#pragma unroll
+  for (int i = 0; i < CONV_EPI_KMAX - 2; i++)
+    if (i + 1 < k - 1) sp[i] = st[i + 1];
+  if (k > 1) sp[k - 2] = xv;
+  a.xc[row] = acc / (1.f + expf(-acc));
 }
 
 template <int VPT, bool TM>
@@ -116,8 +131,9 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
   extern __shared__ __align__(128) unsigned char ds_smem[];
   __shared__ __align__(16) float xs[DS_NORM_MAX];
   __shared__ float red[32];
-  __shared__ float ored[DS_THREADS / 32][DS_OUT_ROWS_MAX];
+  __shared__ float ored[DS_THREADS / 32][DS_OUT_PASS * DS_OUT_ROWS_MAX];
   __shared__ uint64_t bar[DS_MAX_STAGES];
+  __shared__ unsigned int arrived[DS_MAX_STAGES]; /* warps done with a stage, ever (mod 8) */
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int G = (int)gridDim.x, b = (int)blockIdx.x, S = a.stages;
   const int64_t D = a.D, E = a.E, dx = a.R + 2 * (int64_t)a.N;
@@ -147,41 +163,22 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
       src = a.L[l].out_w + r0 * E;
       bytes = (unsigned)(rows * E * 2);
     }
-    unsigned char *dst = ring + (size_t)(q % S) * a.stage_bytes;
-    if (a.pieces <= 1) {
-      bulk_load(dst, src, bytes, &bar[q % S]);
-    } else { /* in pieces of whole 16-byte chunks */
-      mbar_expect(&bar[q % S], bytes);
-      const unsigned piece = ((bytes / a.pieces) + 15) & ~15u;
-      for (unsigned o = 0; o < bytes; o += piece)
-        bulk_copy(dst + o, (const char *)src + o, min(piece, bytes - o), &bar[q % S]);
-    }
+    bulk_load(ring + (size_t)(q % S) * a.stage_bytes, src, bytes, &bar[q % S]);
   };
-  if (tid == a.issuer) {
-    for (int s = 0; s < S; s++) mbar_init(&bar[s], 1);
-    /* constant weights: before the wait (early: one stage left free, filled at the first group) */
-    for (int64_t q = 0; q < S - a.early && q < total; q++) issue(q);
-  }
-  mb_pdl_wait();
+  if (tid == 0)
+    for (int s = 0; s < S; s++) mbar_init(&bar[s], 1), arrived[s] = 0;
   __syncthreads();
+  /* constant weights: asked for before the wait, by the warps' first lanes in turn */
+  if (lane == 0)
+    for (int64_t qq = warp; qq < S && qq < total; qq += DS_THREADS / 32) issue(qq);
+  mb_pdl_wait();
   int64_t q = 0; /* the next copy this block consumes */
-  long long ring_wait = 0, ring_issue = 0; /* TM: thread 0's time in mbar_wait, the issuer's in
-                                            * issue(), this phase */
-  const auto timed_issue = [&](int64_t qq) {
-    const long long t0 = TM ? ds_now() : 0;
-    issue(qq);
-    if (TM) ring_issue += ds_now() - t0;
-  };
+  long long ring_wait = 0; /* TM: thread 0's time in mbar_wait this phase */
   const auto stage_ready = [&](int64_t qq) {
-    /* early: the stage the previous group freed gets copy qq + S - 1 before this group's wait */
-    if (a.early && tid == a.issuer && qq + S - 1 < total) timed_issue(qq + S - 1);
     const long long t0 = TM && tid == 0 ? ds_now() : 0;
     mbar_wait(&bar[qq % S], (unsigned)(qq / S) & 1u);
     if (TM && tid == 0) ring_wait += ds_now() - t0;
     return ring + (size_t)(qq % S) * a.stage_bytes;
-  };
-  const auto stage_done = [&](int64_t qq) { /* after a __syncthreads: every thread is done with it */
-    if (!a.early && tid == a.issuer && qq + S < total) timed_issue(qq + S);
   };
   const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
   const int nslices = (int)((E + DS_THREADS / 8 - 1) / (DS_THREADS / 8));
@@ -194,14 +191,18 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
       if (TM && tid == 0) tm[k] = ds_now();
     };
     stamp(0);
-    /* the conv windows and taps of this block's x rows asked into L1 now, so that each group's
-     * epilogue does not wait on a DRAM round trip (the ring kernel's prefetch) */
-    for (int i = lane; i < mine_x; i += 32) {
-      const int64_t row = (b + (int64_t)i * G) * DS_GROUP_ROWS + warp;
-      if (row < E) {
-        prefetch_l1(P.conv_state + row * (a.K - 1));
-        prefetch_l1(P.conv_w + row * a.K);
-      }
+    /* the conv step's values of this warp's x rows, lane i holding its i-th group's row (taps
+     * 0..k-2, the last tap at CONV_EPI_KMAX - 1, as conv_consts; the window), loaded now so
+     * that no group's epilogue waits on them */
+    float c_w[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, c_st[CONV_EPI_KMAX - 1] = {0.f, 0.f, 0.f},
+          c_b = 0.f;
+    if (lane < mine_x) {
+      const int64_t row = (b + (int64_t)lane * G) * DS_GROUP_ROWS + warp;
+      const ConvEpi ce = {P.conv_w, P.conv_b, P.conv_state, a.xc, E, E, a.K};
+      conv_consts(ce, row, c_w, c_b);
+#pragma unroll
+      for (int t = 0; t < CONV_EPI_KMAX - 1; t++)
+        if (t < a.K - 1) c_st[t] = P.conv_state[row * (a.K - 1) + t];
     }
     /* what this block's x_proj rows and state slice read that no phase writes, into L2 now:
      * 128-byte lines, one a thread */
@@ -220,7 +221,8 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
         }
       }
     }
-    /* ---- the norm, then this block's in_proj groups with the conv step ---- */
+    /* ---- the norm, then in_proj: warp w takes row w of each of the block's groups on its own
+     * (no block barrier a group); the last warp done with a stage asks for its next copy ---- */
     if (mine_in > 0) {
       auto wait_prev = [&] {
         if (l > 0) ds_wait(a.cnt + (size_t)(l - 1) * DS_CNT + DS_OUT, (unsigned)D);
@@ -236,12 +238,9 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
             a.norm_thr, xs, nullptr, red, wait_prev);
       __syncthreads();
       stamp(2);
-      const ConvEpi ce = {P.conv_w, P.conv_b, P.conv_state, a.xc, E, E, a.K};
       const int64_t nch = D / 8;
       for (int i = 0; i < mine_in; i++, q++) {
         const int64_t g = b + (int64_t)i * G, row = g * DS_GROUP_ROWS + warp;
-        float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
-        if (lane == 0 && row < E) conv_consts(ce, row, cw, cb);
         const uint4 *wq = (const uint4 *)(stage_ready(q) + (size_t)warp * D * 2);
         float acc = 0.f;
 #pragma unroll 8
@@ -254,27 +253,42 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
         }
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o, 32);
+        /* the conv's values of this group's row, from lane i */
+        float cw[CONV_EPI_KMAX], cs[CONV_EPI_KMAX - 1];
+#pragma unroll
+        for (int t = 0; t < CONV_EPI_KMAX; t++) cw[t] = __shfl_sync(0xffffffffu, c_w[t], i & 31);
+#pragma unroll
+        for (int t = 0; t < CONV_EPI_KMAX - 1; t++)
+          cs[t] = __shfl_sync(0xffffffffu, c_st[t], i & 31);
+        const float cb = __shfl_sync(0xffffffffu, c_b, i & 31);
         if (lane == 0) {
           const float v = acc + (P.in_b ? P.in_b[row] : 0.f);
           a.xz[row] = v;
-          if (row < E) conv_epi(ce, cw, cb, 0, row, v);
+          if (i < mine_x) ds_conv(a, P, row, cw, cs, cb, v);
         }
-        /* one arrival a block for its x groups (its first ones), one for its z groups */
-        if (i + 1 == mine_x) {
-          ds_signal(cnt + DS_X, (unsigned)mine_x);
-          stamp(3);
-        } else if (i + 1 == mine_in)
-          ds_signal(cnt + DS_Z, (unsigned)(mine_in - mine_x));
-        else
-          __syncthreads(); /* every warp is done with the stage */
-        stage_done(q);
+        __syncwarp();
+        if (lane == 0) {
+          /* the last of the 8 warps done with the stage asks for its next copy */
+          __threadfence_block();
+          if (atomicAdd(&arrived[q % S], 1u) % 8 == 7 && q + S < total) issue(q + S);
+          /* this warp's x rows, then its z rows, written: released to the other blocks */
+          if (i + 1 == mine_x || (i + 1 == mine_in && mine_in > mine_x)) {
+            __threadfence();
+            const unsigned n = i + 1 == mine_x ? mine_x : mine_in - mine_x;
+            asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(
+                             cnt + (i + 1 == mine_x ? DS_X : DS_Z)),
+                         "r"(n)
+                         : "memory");
+          }
+        }
+        if (i + 1 == mine_x) stamp(3);
       }
     }
     stamp(4);
     /* ---- x_proj: a block a row, its weights asked for before the wait ---- */
     for (int64_t r = b; r < dx; r += G) {
       auto wait_x = [&] {
-        ds_wait(cnt + DS_X, (unsigned)xgroups);
+        ds_wait(cnt + DS_X, (unsigned)E);
         stamp(5);
       };
       gemv_block<uint16_t, 1, 256, true, false, XLoad::Cg, decltype(wait_x)>(
@@ -282,7 +296,6 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
       ds_signal(cnt + DS_XP, 1);
     }
     if (TM && tid == 0) tm[11] = ring_wait, ring_wait = 0;
-    if (TM && tid == a.issuer) tm[13] = ring_issue, ring_issue = 0;
     stamp(6);
     /* ---- dt_proj and the state update: slices of 32 channels (8 lanes each) ---- */
     for (int s = b; s < nslices; s += G) {
@@ -290,7 +303,7 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
                       a.x_dbl + a.R + a.N, dx, P.D, a.xz + E, 2 * E, P.ssm_state, E, a.N, 1,
                       a.delta, a.y, E, 1, nullptr, 1, 1, nullptr, 0};
       auto wait_xp = [&] {
-        ds_wait(cnt + DS_Z, (unsigned)(ngroups - xgroups));
+        ds_wait(cnt + DS_Z, (unsigned)E);
         ds_wait(cnt + DS_XP, (unsigned)dx);
         stamp(7);
       };
@@ -300,7 +313,8 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
       ds_signal(cnt + DS_Y, 1);
     }
     stamp(8);
-    /* ---- out_proj's row tasks from the ring, each row as a one-row block reduces it ---- */
+    /* ---- out_proj from the ring: up to DS_OUT_PASS tasks in one pass, each row reduced as a
+     * one-row block reduces it ---- */
     if (mine_out > 0) {
       ds_wait(cnt + DS_Y, (unsigned)nslices);
       /* y into shared memory once, every load in flight at once */
@@ -310,54 +324,67 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
     }
     stamp(9);
     unsigned orows = 0; /* this block's rows so far */
-    for (int j = 0; j < mine_out; j++, q++) {
-      const int64_t t = ob + (int64_t)j * G, r0 = t * a.out_rows;
-      const int rows = (int)min((int64_t)a.out_rows, D - r0);
-      orows += (unsigned)rows;
-      const uint4 *wq = (const uint4 *)stage_ready(q);
+    for (int j0 = 0; j0 < mine_out; j0 += DS_OUT_PASS) {
+      const int nt = min(DS_OUT_PASS, mine_out - j0);
       const int64_t nch = E / 8;
-      float acc[DS_OUT_ROWS_MAX];
+      int rows[DS_OUT_PASS];
+      const uint4 *wq[DS_OUT_PASS];
+      float acc[DS_OUT_PASS][DS_OUT_ROWS_MAX];
 #pragma unroll
-      for (int r = 0; r < DS_OUT_ROWS_MAX; r++) acc[r] = 0.f;
+      for (int j = 0; j < DS_OUT_PASS; j++) {
+        const int64_t t = ob + (int64_t)(j0 + j) * G;
+        rows[j] = j < nt ? (int)min((int64_t)a.out_rows, D - t * a.out_rows) : 0;
+        wq[j] = j < nt ? (const uint4 *)stage_ready(q + j) : nullptr;
+#pragma unroll
+        for (int r = 0; r < DS_OUT_ROWS_MAX; r++) acc[j][r] = 0.f;
+      }
       for (int64_t ch = tid; ch < nch; ch += DS_THREADS) {
         const float4 x0 = *(const float4 *)(ys + ch * 8);
         const float4 x1 = *(const float4 *)(ys + ch * 8 + 4);
 #pragma unroll
-        for (int r = 0; r < DS_OUT_ROWS_MAX; r++) {
-          if (r < rows) {
-            float wf[8];
-            unpack(wq[r * nch + ch], wf, uint16_t());
-            acc[r] = dot4_acc(acc[r], &wf[0], x0);
-            acc[r] = dot4_acc(acc[r], &wf[4], x1);
+        for (int j = 0; j < DS_OUT_PASS; j++)
+#pragma unroll
+          for (int r = 0; r < DS_OUT_ROWS_MAX; r++) {
+            if (r < rows[j]) {
+              float wf[8];
+              unpack(wq[j][r * nch + ch], wf, uint16_t());
+              acc[j][r] = dot4_acc(acc[j][r], &wf[0], x0);
+              acc[j][r] = dot4_acc(acc[j][r], &wf[4], x1);
+            }
           }
+      }
+#pragma unroll
+      for (int j = 0; j < DS_OUT_PASS; j++)
+#pragma unroll
+        for (int r = 0; r < DS_OUT_ROWS_MAX; r++) {
+#pragma unroll
+          for (int o = 16; o > 0; o >>= 1)
+            acc[j][r] += __shfl_xor_sync(0xffffffffu, acc[j][r], o, 32);
+          if (lane == 0) ored[warp][j * DS_OUT_ROWS_MAX + r] = acc[j][r];
+        }
+      __syncthreads();
+      /* every stage of the pass is free: warp j's first lane asks for task j's next copy */
+      if (lane == 0 && warp < nt && q + warp + S < total) issue(q + warp + S);
+      if (tid < DS_OUT_PASS * DS_OUT_ROWS_MAX) {
+        const int j = tid / DS_OUT_ROWS_MAX, r = tid % DS_OUT_ROWS_MAX;
+        if (r < rows[j]) {
+          float s = 0.f;
+#pragma unroll
+          for (int w = 0; w < DS_THREADS / 32; w++) s += ored[w][tid];
+          const int64_t row = (ob + (int64_t)(j0 + j) * G) * a.out_rows + r;
+          s += P.out_b ? P.out_b[row] : 0.f;
+          a.hidden[row] = s;
+          if (!last) __stcg(a.residual + row, __ldcg(a.residual + row) + s);
         }
       }
-#pragma unroll
-      for (int r = 0; r < DS_OUT_ROWS_MAX; r++)
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], o, 32);
-      if (lane == 0) {
-#pragma unroll
-        for (int r = 0; r < DS_OUT_ROWS_MAX; r++) ored[warp][r] = acc[r];
-      }
-      __syncthreads();
-      if (tid < rows) {
-        float s = 0.f;
-#pragma unroll
-        for (int i = 0; i < DS_THREADS / 32; i++) s += ored[i][tid];
-        const int64_t row = r0 + tid;
-        s += P.out_b ? P.out_b[row] : 0.f;
-        a.hidden[row] = s;
-        if (!last) __stcg(a.residual + row, __ldcg(a.residual + row) + s);
-      }
-      if (j + 1 == mine_out)
+      for (int j = 0; j < nt; j++) orows += (unsigned)rows[j];
+      q += nt;
+      if (j0 + nt >= mine_out)
         ds_signal(cnt + DS_OUT, orows);
       else
-        __syncthreads();
-      stage_done(q);
+        __syncthreads(); /* ored is reused */
     }
     if (TM && tid == 0) tm[12] = ring_wait, ring_wait = 0;
-    if (TM && tid == a.issuer) tm[14] = ring_issue, ring_issue = 0;
     stamp(10);
   }
   mb_pdl_trigger();
@@ -420,6 +447,7 @@ extern "C" int mbcuda_decode_stream_ok(mb_ctx *ctx, const uint64_t *layers, int6
     return 0;
   const int64_t dx = dt_rank + 2 * d_state;
   const int sm = st->sm_count, g256 = st->gemv_g256_rows;
+  if ((d_inner / 8 + sm - 1) / sm > 32) return 0; /* a block's x groups: a lane's values each */
   if (gemv_group_size(2 * d_inner, d_model / 8, sm, g256) != 32 ||
       gemv_group_size(dx, d_inner / 8, sm, g256) != 256 ||
       gemv_group_size(d_model, d_inner / 8, sm, g256) != 256)
@@ -463,8 +491,7 @@ static cudaError_t ds_launch(mb_ctx *ctx, const DsArgs &a, size_t dyn) {
 static void ds_report(const long long *tm, int n_layer, int G) {
   static const char *name[DS_TM - 1] = {"norm wait", "norm",  "x groups", "z groups", "x wait",
                                         "x_proj", "state wait", "state", "y wait", "out_proj",
-                                        "(ring waits: in_proj", "out_proj)", "(issues: in_proj",
-                                        "out_proj)"};
+                                        "(ring waits: in_proj", "out_proj)"};
   double mean[DS_TM - 1] = {0};
   int used[DS_TM - 1] = {0};
   double *v = (double *)malloc((size_t)n_layer * sizeof(double));
@@ -524,9 +551,6 @@ extern "C" int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t
   a.delta = delta, a.y = y;
   a.cnt = st->ds_cnt;
   a.l2_pre = st->ds_l2;
-  a.issuer = st->ds_issuer;
-  a.pieces = st->ds_pieces;
-  a.early = st->ds_early;
   const bool tm = st->decode_stream == 2 && !st->capturing;
   const size_t tm_n = (size_t)n_layer * st->sm_count * DS_TM;
   if (tm) {
