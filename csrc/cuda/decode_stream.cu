@@ -144,13 +144,13 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
   const int ob = G - 1 - b; /* out_proj task t goes to block G - 1 - t % G */
   const int mine_out = ob < out_tasks ? (out_tasks - ob + G - 1) / G : 0;
   const int per_layer = mine_in + mine_out;
-  const int64_t total = (int64_t)a.n_layer * per_layer;
+  const int total = a.n_layer * per_layer;
   unsigned char *ring = ds_smem;
   float *ys = (float *)(ds_smem + (size_t)S * a.stage_bytes); /* out_proj's input, E floats */
   float *ssu_smem = ys + ((E + 3) & ~(int64_t)3);
   /* copy q of this block: layer q / per_layer; its first mine_in are in_proj groups */
-  const auto issue = [&](int64_t q) {
-    const int l = (int)(q / per_layer), j = (int)(q % per_layer);
+  const auto issue = [&](int q) {
+    const int l = q / per_layer, j = q % per_layer;
     const void *src;
     unsigned bytes;
     if (j < mine_in) {
@@ -170,11 +170,11 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
   __syncthreads();
   /* constant weights: asked for before the wait, by the warps' first lanes in turn */
   if (lane == 0)
-    for (int64_t qq = warp; qq < S && qq < total; qq += DS_THREADS / 32) issue(qq);
+    for (int qq = warp; qq < S && qq < total; qq += DS_THREADS / 32) issue(qq);
   mb_pdl_wait();
-  int64_t q = 0; /* the next copy this block consumes */
+  int q = 0; /* the next copy this block consumes */
   long long ring_wait = 0; /* TM: thread 0's time in mbar_wait this phase */
-  const auto stage_ready = [&](int64_t qq) {
+  const auto stage_ready = [&](int qq) {
     const long long t0 = TM && tid == 0 ? ds_now() : 0;
     mbar_wait(&bar[qq % S], (unsigned)(qq / S) & 1u);
     if (TM && tid == 0) ring_wait += ds_now() - t0;
