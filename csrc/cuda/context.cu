@@ -131,6 +131,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_ds = getenv("MAMBABYTE_CUDA_DECODE_STREAM");
     /* 1 on, 2 on with phase stamps on stderr after each direct launch; else off */
     st->decode_stream = e_ds && (!strcmp(e_ds, "1") || !strcmp(e_ds, "2")) ? atoi(e_ds) : 0;
+    const char *e_dsb = getenv("MAMBABYTE_CUDA_DECODE_STREAM_BLOCKS");
+    st->ds_blocks = e_dsb && e_dsb[0] == '1' ? 1 : 2;
     const char *e_dsl = getenv("MAMBABYTE_CUDA_DECODE_STREAM_L2");
     st->ds_l2 = !(e_dsl && e_dsl[0] == '0');
     const char *e_vn = getenv("MAMBABYTE_CUDA_VERIFY_NORM");

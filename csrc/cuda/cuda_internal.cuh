@@ -119,8 +119,9 @@ struct mbcuda_state {
   int decode_stream;     /* ... or every layer of the step as one kernel streaming the products'
                           * weights (decode_stream.cu; MAMBABYTE_CUDA_DECODE_STREAM=1 on, 0 off) */
   unsigned int *ds_cnt;  /* its counters (64 layers x 5, then its exit count), 0 between launches */
-  size_t ds_smem_set[2][2]; /* the dynamic shared memory it was opted in to (by 8 values a
-                              * thread in the norm, stamps) */
+  int ds_blocks;         /* ... its blocks an SM (MAMBABYTE_CUDA_DECODE_STREAM_BLOCKS=1|2) */
+  size_t ds_smem_set[2][2][2]; /* the dynamic shared memory it was opted in to and its blocks */
+  int ds_per_sm[2][2][2];      /* an SM holds (by 8 values a thread in the norm, stamps, 2 an SM) */
   int ds_l2;             /* ... its layers' small weights asked into L2 at their start
                           * (MAMBABYTE_CUDA_DECODE_STREAM_L2=0: not; A/B runs) */
   long long *ds_tm;      /* its phase stamps (MAMBABYTE_CUDA_DECODE_STREAM=2; allocated then) */

@@ -79,11 +79,12 @@ __device__ __forceinline__ void ds_wait(const unsigned int *p, unsigned int targ
   if (threadIdx.x == 0) {
     unsigned int v;
     long long spins = 0;
-    for (;;) {
-      asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    for (;;) { /* relaxed loads (an acquire load also invalidates L1 each time), then one fence */
+      asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
       if (v >= target) break;
       if (++spins > (1ll << 26)) __trap(); /* seconds: a block that never arrives is a fault */
     }
+    asm volatile("fence.acq_rel.gpu;" ::: "memory");
   }
   __syncthreads();
 }
@@ -126,8 +127,8 @@ __device__ __forceinline__ void ds_conv(const DsArgs &a, const DsLayer &P, int64
   a.xc[row] = acc / (1.f + expf(-acc));
 }
 
-template <int VPT, bool TM>
-__global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_constant__ DsArgs a) {
+template <int VPT, bool TM, int MINB>
+__global__ void __launch_bounds__(DS_THREADS, MINB) k_decode_stream(const __grid_constant__ DsArgs a) {
   extern __shared__ __align__(128) unsigned char ds_smem[];
   __shared__ __align__(16) float xs[DS_NORM_MAX];
   __shared__ float red[32];
@@ -183,7 +184,7 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
   const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
   const int nslices = (int)((E + DS_THREADS / 8 - 1) / (DS_THREADS / 8));
   for (int l = 0; l < a.n_layer; l++) {
-    const DsLayer &P = a.L[l];
+    const DsLayer P = a.L[l]; /* the layer's pointers in registers, read from the parameters once */
     unsigned int *cnt = a.cnt + (size_t)l * DS_CNT;
     const bool last = l + 1 == a.n_layer;
     long long *tm = TM ? a.tm + ((size_t)l * G + b) * DS_TM : nullptr;
@@ -357,10 +358,12 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
       for (int j = 0; j < DS_OUT_PASS; j++)
 #pragma unroll
         for (int r = 0; r < DS_OUT_ROWS_MAX; r++) {
+          if (r < rows[j]) { /* the same for the whole block */
 #pragma unroll
-          for (int o = 16; o > 0; o >>= 1)
-            acc[j][r] += __shfl_xor_sync(0xffffffffu, acc[j][r], o, 32);
-          if (lane == 0) ored[warp][j * DS_OUT_ROWS_MAX + r] = acc[j][r];
+            for (int o = 16; o > 0; o >>= 1)
+              acc[j][r] += __shfl_xor_sync(0xffffffffu, acc[j][r], o, 32);
+            if (lane == 0) ored[warp][j * DS_OUT_ROWS_MAX + r] = acc[j][r];
+          }
         }
       __syncthreads();
       /* every stage of the pass is free: warp j's first lane asks for task j's next copy */
@@ -404,14 +407,15 @@ __global__ void __launch_bounds__(DS_THREADS, 1) k_decode_stream(const __grid_co
 /* ---- host side ------------------------------------------------------------------------------ */
 
 /* Static shared memory of the kernel and room for the compiler's, below the dynamic part. */
-#define DS_STATIC_SMEM (16 * 1024)
+#define DS_STATIC_SMEM (10 * 1024) /* the kernel's static shared memory is 9,472 bytes */
 
 struct DsShape {
   size_t stage_bytes, dyn_smem;
   int stages, out_rows;
 };
 
-static DsShape ds_shape(const cudaDeviceProp &prop, int64_t D, int64_t E, int64_t N, int64_t R) {
+static DsShape ds_shape(const cudaDeviceProp &prop, int64_t D, int64_t E, int64_t N, int64_t R,
+                        int minb) {
   DsShape s = {};
   s.stage_bytes = (size_t)DS_GROUP_ROWS * D * 2;
   if ((size_t)E * 2 > s.stage_bytes) s.stage_bytes = (size_t)E * 2;
@@ -420,9 +424,10 @@ static DsShape ds_shape(const cudaDeviceProp &prop, int64_t D, int64_t E, int64_
   if (s.out_rows > DS_OUT_ROWS_MAX) s.out_rows = DS_OUT_ROWS_MAX;
   const size_t ssu = (size_t)(((R + 7) & ~7) + 2 * 8 * SCAN_P) * sizeof(float) +
                      (size_t)((E + 3) & ~(int64_t)3) * sizeof(float); /* and y */
-  const size_t room = prop.sharedMemPerBlockOptin > DS_STATIC_SMEM + ssu
-                          ? prop.sharedMemPerBlockOptin - DS_STATIC_SMEM - ssu
-                          : 0;
+  /* a block's share of the SM's shared memory (1 KB of it reserved a block) */
+  size_t per_block = prop.sharedMemPerMultiprocessor / minb - 1024;
+  if (per_block > prop.sharedMemPerBlockOptin) per_block = prop.sharedMemPerBlockOptin;
+  const size_t room = per_block > DS_STATIC_SMEM + ssu ? per_block - DS_STATIC_SMEM - ssu : 0;
   s.stages = (int)(room / s.stage_bytes);
   if (s.stages > DS_MAX_STAGES) s.stages = DS_MAX_STAGES;
   s.dyn_smem = (size_t)s.stages * s.stage_bytes + ssu;
@@ -462,28 +467,35 @@ extern "C" int mbcuda_decode_stream_ok(mb_ctx *ctx, const uint64_t *layers, int6
   }
   cudaDeviceProp prop;
   if (cudaGetDeviceProperties(&prop, ctx->device) != cudaSuccess) return 0;
-  const DsShape s = ds_shape(prop, d_model, d_inner, d_state, dt_rank);
+  const DsShape s = ds_shape(prop, d_model, d_inner, d_state, dt_rank, st->ds_blocks);
   return s.stages >= 2 && s.out_rows >= 1;
 }
 
-template <int VPT, bool TM>
-static cudaError_t ds_launch(mb_ctx *ctx, const DsArgs &a, size_t dyn) {
+/* The grid: MINB blocks an SM where they fit, every block resident at once (which the
+ * counters' spins rely on). */
+template <int VPT, bool TM, int MINB>
+static cudaError_t ds_launch(mb_ctx *ctx, const DsArgs &a, size_t dyn, int *grid) {
   mbcuda_state *st = mbcuda_st(ctx);
-  size_t &set = st->ds_smem_set[VPT == 8][TM];
-  if (set < dyn) {
-    const cudaError_t e = cudaFuncSetAttribute(k_decode_stream<VPT, TM>,
+  int &per_sm = st->ds_per_sm[VPT == 8][TM][MINB == 2];
+  if (per_sm <= 0 || st->ds_smem_set[VPT == 8][TM][MINB == 2] < dyn) {
+    const cudaError_t e = cudaFuncSetAttribute(k_decode_stream<VPT, TM, MINB>,
                                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dyn);
     if (e != cudaSuccess) return e;
-    int per_sm = 0;
     const cudaError_t o = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, k_decode_stream<VPT, TM>, DS_THREADS, dyn);
+        &per_sm, k_decode_stream<VPT, TM, MINB>, DS_THREADS, dyn);
     if (o != cudaSuccess) return o;
     if (per_sm < 1) return cudaErrorInvalidConfiguration;
-    set = dyn;
+    st->ds_smem_set[VPT == 8][TM][MINB == 2] = dyn;
   }
-  /* one block an SM: every block resident at once, which the counters' spins rely on */
-  return mbcuda_launch(ctx, k_decode_stream<VPT, TM>, dim3((unsigned)st->sm_count),
+  *grid = (per_sm < MINB ? per_sm : MINB) * st->sm_count;
+  return mbcuda_launch(ctx, k_decode_stream<VPT, TM, MINB>, dim3((unsigned)*grid),
                        dim3(DS_THREADS), dyn, a);
+}
+
+template <int VPT, bool TM>
+static cudaError_t ds_launch_b(mb_ctx *ctx, const DsArgs &a, size_t dyn, int *grid) {
+  return mbcuda_st(ctx)->ds_blocks == 2 ? ds_launch<VPT, TM, 2>(ctx, a, dyn, grid)
+                                        : ds_launch<VPT, TM, 1>(ctx, a, dyn, grid);
 }
 
 /* The stamps of a direct launch on stderr: per phase, the mean over blocks of each block's median
@@ -530,7 +542,7 @@ extern "C" int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t
   mbcuda_state *st = mbcuda_st(ctx);
   cudaDeviceProp prop;
   MBCUDA_CHECK(cudaGetDeviceProperties(&prop, ctx->device), "decode_stream (device)");
-  const DsShape s = ds_shape(prop, d_model, d_inner, d_state, dt_rank);
+  const DsShape s = ds_shape(prop, d_model, d_inner, d_state, dt_rank, st->ds_blocks);
   static thread_local DsArgs a; /* ~8 KB: off the stack; copied into the launch's parameters */
   memset(&a, 0, sizeof a);
   a.n_layer = (int)n_layer;
@@ -552,7 +564,7 @@ extern "C" int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t
   a.cnt = st->ds_cnt;
   a.l2_pre = st->ds_l2;
   const bool tm = st->decode_stream == 2 && !st->capturing;
-  const size_t tm_n = (size_t)n_layer * st->sm_count * DS_TM;
+  const size_t tm_n = (size_t)n_layer * st->sm_count * st->ds_blocks * DS_TM;
   if (tm) {
     if (!st->ds_tm) MBCUDA_CHECK(cudaMalloc((void **)&st->ds_tm, (size_t)DS_MAX_LAYERS * 1024 * DS_TM * sizeof(long long)), "decode_stream (stamps)");
     MBCUDA_CHECK(cudaMemsetAsync(st->ds_tm, 0, tm_n * sizeof(long long), mbcuda_stream(ctx)), "decode_stream (stamps)");
@@ -568,17 +580,18 @@ extern "C" int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t
               DSP(float *, SSM_STATE),    DSP(const uint16_t *, OUT_W), DSP(const float *, OUT_B)};
 #undef DSP
   }
-  const cudaError_t e = tm ? (vpt == 4 ? ds_launch<4, true>(ctx, a, s.dyn_smem)
-                                       : ds_launch<8, true>(ctx, a, s.dyn_smem))
-                           : (vpt == 4 ? ds_launch<4, false>(ctx, a, s.dyn_smem)
-                                       : ds_launch<8, false>(ctx, a, s.dyn_smem));
+  int grid = 0;
+  const cudaError_t e = tm ? (vpt == 4 ? ds_launch_b<4, true>(ctx, a, s.dyn_smem, &grid)
+                                       : ds_launch_b<8, true>(ctx, a, s.dyn_smem, &grid))
+                           : (vpt == 4 ? ds_launch_b<4, false>(ctx, a, s.dyn_smem, &grid)
+                                       : ds_launch_b<8, false>(ctx, a, s.dyn_smem, &grid));
   MBCUDA_CHECK(e, "decode_stream");
-  if (tm && st->sm_count <= 1024) {
+  if (tm && grid <= 1024) {
     long long *h = (long long *)malloc(tm_n * sizeof(long long));
     if (h && cudaMemcpyAsync(h, st->ds_tm, tm_n * sizeof(long long), cudaMemcpyDeviceToHost,
                              mbcuda_stream(ctx)) == cudaSuccess &&
         cudaStreamSynchronize(mbcuda_stream(ctx)) == cudaSuccess)
-      ds_report(h, (int)n_layer, st->sm_count);
+      ds_report(h, (int)n_layer, grid);
     free(h);
   }
   return MB_OK;
