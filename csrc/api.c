@@ -707,11 +707,6 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
 #ifdef MB_WITH_CUDA
   if (IS_CUDA(ctx) && batch == 1 && !(ctx->flags & MB_FLAG_UNFUSED_STEPS))
     fused = mbcuda_norm_in_proj_ok(ctx, d_model, 2 * d_inner);
-  /* ... and where it can, every layer as one kernel with the same bits (decode_stream.cu) */
-  if (fused && mbcuda_decode_stream_ok(ctx, layers, n_layer, d_model, d_inner, d_state, dt_rank,
-                                       d_conv, wdtype, xc, y, normed))
-    return mbcuda_decode_stream(ctx, layers, n_layer, d_model, d_inner, d_state, dt_rank, d_conv,
-                                norm_kind, eps, hidden, residual, xz, xc, x_dbl, delta, y);
 #endif
   for (int64_t i = 0; i < n_layer; i++) {
     const uint64_t *P = layers + i * MB_DL_PTRS;

@@ -93,15 +93,6 @@ typedef struct {
 } mbcuda_norm_in_proj;
 /* Whether it takes these shapes (and is on: MAMBABYTE_CUDA_NORM_PROLOGUE=0 turns it off). */
 int mbcuda_norm_in_proj_ok(mb_ctx *ctx, int64_t d_model, int64_t out_f);
-/* mb_decode_layers at batch 1 as one kernel (decode_stream.cu): whether it takes this step, and
- * the step */
-int mbcuda_decode_stream_ok(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t d_model,
-                            int64_t d_inner, int64_t d_state, int64_t dt_rank, int64_t d_conv,
-                            int wdtype, const float *xc, const float *y, const float *normed);
-int mbcuda_decode_stream(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t d_model,
-                         int64_t d_inner, int64_t d_state, int64_t dt_rank, int64_t d_conv,
-                         int norm_kind, float eps, float *hidden, float *residual, float *xz,
-                         float *xc, float *x_dbl, float *delta, float *y);
 int mbcuda_norm_in_proj_step(mb_ctx *ctx, const mbcuda_norm_in_proj *a);
 /* mb_verify_layers' in_proj with the layer's add + norm as its prologue (csrc/cuda/gemm.cu), the
  * same bits as mb_add_norm then mb_linear over the len rows: the ops' GEMV with one position a

@@ -48,8 +48,6 @@ static void mbcuda_free_state(mbcuda_state *st) {
   if (st->blas_ws) cudaFree(st->blas_ws);
   if (st->done) cudaFree(st->done);
   if (st->row_done) cudaFree(st->row_done);
-  if (st->ds_cnt) cudaFree(st->ds_cnt);
-  if (st->ds_tm) cudaFree(st->ds_tm);
   if (st->draft_timing_buf) cudaFree(st->draft_timing_buf);
   free(st->own_nodes);
   if (st->stream) cudaStreamDestroy(st->stream);
@@ -84,8 +82,6 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
   if (e == cudaSuccess) e = cudaMemset(st->done, 0, 256);
   if (e == cudaSuccess) e = cudaMalloc((void **)&st->row_done, MBCUDA_ROW_DONE * sizeof(unsigned));
   if (e == cudaSuccess) e = cudaMemset(st->row_done, 0, MBCUDA_ROW_DONE * sizeof(unsigned));
-  if (e == cudaSuccess) e = cudaMalloc((void **)&st->ds_cnt, MBCUDA_DS_CNT * sizeof(unsigned));
-  if (e == cudaSuccess) e = cudaMemset(st->ds_cnt, 0, MBCUDA_DS_CNT * sizeof(unsigned));
   if (e != cudaSuccess) {
     mbcuda_free_state(st);
     ctx->cuda = NULL;
@@ -128,13 +124,6 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->draft_cluster = !(e_dc && e_dc[0] == '0');
     const char *e_dt = getenv("MAMBABYTE_CUDA_DRAFT_TIMING");
     st->draft_timing = e_dt && e_dt[0] == '1';
-    const char *e_ds = getenv("MAMBABYTE_CUDA_DECODE_STREAM");
-    /* 1 on, 2 on with phase stamps on stderr after each direct launch; else off */
-    st->decode_stream = e_ds && (!strcmp(e_ds, "1") || !strcmp(e_ds, "2")) ? atoi(e_ds) : 0;
-    const char *e_dsb = getenv("MAMBABYTE_CUDA_DECODE_STREAM_BLOCKS");
-    st->ds_blocks = e_dsb && e_dsb[0] == '1' ? 1 : 2;
-    const char *e_dsl = getenv("MAMBABYTE_CUDA_DECODE_STREAM_L2");
-    st->ds_l2 = !(e_dsl && e_dsl[0] == '0');
     const char *e_vn = getenv("MAMBABYTE_CUDA_VERIFY_NORM");
     st->verify_norm = !(e_vn && e_vn[0] == '0');
     const char *e_vc = getenv("MAMBABYTE_CUDA_VERIFY_CONV");

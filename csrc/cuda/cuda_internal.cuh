@@ -17,7 +17,6 @@
 #define MBCUDA_MAX_GRAPHS 256
 #define MBCUDA_MAX_RETIRED 16
 #define MBCUDA_ROW_DONE 16384 /* row groups of the pass's in_proj with the conv (2 d_inner at most) */
-#define MBCUDA_DS_CNT (64 * 5 + 1) /* decode_stream.cu's counters: DS_MAX_LAYERS x DS_CNT + 1 */
 #define MBCUDA_DONE_GRID_BAR 32 /* index in mbcuda_state.done of a grid barrier's two counters */
 #define MBCUDA_DL_SLOTS 8 /* staging buffers of mb_download_async (downloads in flight) */
 /* mb_linear_bf16 and mb_linear_add_norm with bf16 weights take the tensor cores from this many
@@ -116,15 +115,6 @@ struct mbcuda_state {
                           * any other value: on for bf16 weights) */
   int in_ring_per_sm[2][2][2]; /* its kernels' resident blocks an SM (-1: not asked yet), by
                                 * bf16, 8 values a thread, plain row */
-  int decode_stream;     /* ... or every layer of the step as one kernel streaming the products'
-                          * weights (decode_stream.cu; MAMBABYTE_CUDA_DECODE_STREAM=1 on, 0 off) */
-  unsigned int *ds_cnt;  /* its counters (64 layers x 5, then its exit count), 0 between launches */
-  int ds_blocks;         /* ... its blocks an SM (MAMBABYTE_CUDA_DECODE_STREAM_BLOCKS=1|2) */
-  size_t ds_smem_set[2][2][2]; /* the dynamic shared memory it was opted in to and its blocks */
-  int ds_per_sm[2][2][2];      /* an SM holds (by 8 values a thread in the norm, stamps, 2 an SM) */
-  int ds_l2;             /* ... its layers' small weights asked into L2 at their start
-                          * (MAMBABYTE_CUDA_DECODE_STREAM_L2=0: not; A/B runs) */
-  long long *ds_tm;      /* its phase stamps (MAMBABYTE_CUDA_DECODE_STREAM=2; allocated then) */
   int verify_norm;       /* mb_verify_layers: the norm in in_proj's kernel, one position a block
                           * (MAMBABYTE_CUDA_VERIFY_NORM=0: off, A/B runs) */
   int verify_conv;       /* ... and the conv in that kernel's last block of each row group
