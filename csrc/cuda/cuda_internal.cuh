@@ -113,10 +113,8 @@ struct mbcuda_state {
   int in_ring;           /* ... and in_proj's weights streamed into a ring of shared-memory stages by
                           * bulk copies (MAMBABYTE_CUDA_IN_RING: 0 off, 1 on; -1, the default and
                           * any other value: on for bf16 weights) */
-  int in_ring_xreg;      /* ... with the lane's chunks of the normed row in registers
-                          * (MAMBABYTE_CUDA_IN_RING_XREG=0: read from shared memory each group) */
-  int in_ring_per_sm[2][2][2][2]; /* its kernels' resident blocks an SM (-1: not asked yet), by
-                                   * bf16, 8 values a thread, plain row, row in registers */
+  int in_ring_per_sm[2][2][2]; /* its kernels' resident blocks an SM (-1: not asked yet), by
+                                * bf16, 8 values a thread, plain row */
   int verify_norm;       /* mb_verify_layers: the norm in in_proj's kernel, one position a block
                           * (MAMBABYTE_CUDA_VERIFY_NORM=0: off, A/B runs) */
   int verify_conv;       /* ... and the conv in that kernel's last block of each row group

@@ -577,7 +577,7 @@ k_gemv_norm(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias
 #define IN_RING_ROWS 8   /* rows a group: a warp each */
 #define IN_RING_STAGES 3 /* 2 blocks an SM at 972M's bf16 shape (2 stages, 3 an SM: 2% slower) */
 
-template <typename WT, int VPT, bool PLAIN, int RING, bool XREG>
+template <typename WT, int VPT, bool PLAIN, int RING>
 __global__ void __launch_bounds__(256)
 k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias,
                  int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce) {
@@ -618,19 +618,18 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
     }
   }
   const int64_t nch = in_f / EPC;
-  /* XREG: the lane's chunks of the normed row (the same for every group) held in registers, so
-   * that a group reads only its weights from shared memory */
-  constexpr int XCH = XREG ? NORM_PRO_MAX / EPC / 32 : 1;
+  /* the lane's chunks of the normed row (the same for every group) held in registers, so that a
+   * group reads only its weights from shared memory (read from shared memory each group, the
+   * batch-1 bf16 step took 1,049 against 1,019 us on the H200: docs/cuda_notes.md) */
+  constexpr int XCH = NORM_PRO_MAX / EPC / 32;
   float4 xr[XCH][EPC / 4];
-  if constexpr (XREG) {
 #pragma unroll
-    for (int k = 0; k < XCH; k++)
+  for (int k = 0; k < XCH; k++)
 #pragma unroll
-      for (int e = 0; e < EPC / 4; e++) {
-        const int64_t ch = lane + 32 * k;
-        xr[k][e] = ch < nch ? ((const float4 *)(xs + ch * EPC))[e] : make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-  }
+    for (int e = 0; e < EPC / 4; e++) {
+      const int64_t ch = lane + 32 * k;
+      xr[k][e] = ch < nch ? ((const float4 *)(xs + ch * EPC))[e] : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
   for (int i = 0; i < mine; i++) {
     const int64_t row = (blockIdx.x + (int64_t)i * gridDim.x) * IN_RING_ROWS + warp;
     float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
@@ -642,25 +641,14 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
     if (i == mine - 1) mb_pdl_trigger();
     const uint4 *wq = (const uint4 *)(ring + (size_t)(i % RING) * stage + (size_t)warp * in_f);
     float acc = 0.f;
-    if constexpr (XREG) { /* the same chunks in the same order */
 #pragma unroll
-      for (int k = 0; k < XCH; k++) {
-        const int64_t ch = lane + 32 * k;
-        if (ch < nch) {
-          float wf[EPC];
-          unpack(wq[ch], wf, WT());
-#pragma unroll
-          for (int e = 0; e < EPC / 4; e++) acc = dot4_acc(acc, &wf[4 * e], xr[k][e]);
-        }
-      }
-    } else {
-#pragma unroll 8
-      for (int64_t ch = lane; ch < nch; ch += 32) {
+    for (int k = 0; k < XCH; k++) { /* chunks lane, lane + 32, ... in order */
+      const int64_t ch = lane + 32 * k;
+      if (ch < nch) {
         float wf[EPC];
         unpack(wq[ch], wf, WT());
-        const float4 *xp = (const float4 *)(xs + ch * EPC);
 #pragma unroll
-        for (int e = 0; e < EPC / 4; e++) acc = dot4_acc(acc, &wf[4 * e], xp[e]);
+        for (int e = 0; e < EPC / 4; e++) acc = dot4_acc(acc, &wf[4 * e], xr[k][e]);
       }
     }
 #pragma unroll
@@ -679,18 +667,18 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
 
 /* The ring kernel's launch: as many blocks as the GPU holds at once (asked once a context), the
  * row groups spread evenly over them. */
-template <typename WT, int VPT, bool PLAIN, int RING, bool XREG>
+template <typename WT, int VPT, bool PLAIN, int RING>
 static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
                                   const ConvEpi &ce) {
   mbcuda_state *st = mbcuda_st(ctx);
   const size_t smem = (size_t)RING * IN_RING_ROWS * a->d_model * sizeof(WT);
-  int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][VPT == 8][PLAIN][XREG];
+  int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][VPT == 8][PLAIN];
   if (per_sm < 0) {
-    cudaError_t e = cudaFuncSetAttribute(k_gemv_norm_ring<WT, VPT, PLAIN, RING, XREG>,
+    cudaError_t e = cudaFuncSetAttribute(k_gemv_norm_ring<WT, VPT, PLAIN, RING>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e == cudaSuccess)
       e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &per_sm, k_gemv_norm_ring<WT, VPT, PLAIN, RING, XREG>, 256, smem);
+          &per_sm, k_gemv_norm_ring<WT, VPT, PLAIN, RING>, 256, smem);
     if (e != cudaSuccess) return e;
     if (per_sm < 1) return cudaErrorInvalidConfiguration;
   }
@@ -698,20 +686,19 @@ static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, con
   const int64_t cap = (int64_t)per_sm * st->sm_count;
   const int64_t per_block = (ngroups + cap - 1) / cap;
   const dim3 grid((unsigned)((ngroups + per_block - 1) / per_block)), block(256);
-  return mbcuda_launch(ctx, k_gemv_norm_ring<WT, VPT, PLAIN, RING, XREG>, grid, block, smem, np,
+  return mbcuda_launch(ctx, k_gemv_norm_ring<WT, VPT, PLAIN, RING>, grid, block, smem, np,
                        (const WT *)a->w, a->bias, a->d_model, a->out_f, a->y, ce);
 }
 
 template <typename WT, int G, bool VEC>
 static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, int vpt,
                                        const NormPro &np, const ConvEpi &ce) {
-  /* the ring: bf16 weights by default (fp32's 57 KB stages leave one block an SM: 3-5% slower) */
+  /* the ring: bf16 weights by default (fp32's 57 KB stages leave one block an SM: 3-5% slower,
+   * and with the normed row in registers still 0.4% slower, 1,418.8 against 1,413.0 us a step) */
   const int ring = mbcuda_st(ctx)->in_ring;
   if constexpr (G == 32 && VEC) { /* the ring's rows are the warp-a-row GEMV's */
     if (ring > 0 || (ring < 0 && sizeof(WT) == 2)) {
-#define IRL(V, P)                                                                          \
-  (mbcuda_st(ctx)->in_ring_xreg ? in_ring_launch<WT, V, P, IN_RING_STAGES, true>(ctx, a, np, ce) \
-                                : in_ring_launch<WT, V, P, IN_RING_STAGES, false>(ctx, a, np, ce))
+#define IRL(V, P) in_ring_launch<WT, V, P, IN_RING_STAGES>(ctx, a, np, ce)
       return vpt == 4 ? (a->plain ? IRL(4, true) : IRL(4, false))
                       : (a->plain ? IRL(8, true) : IRL(8, false));
 #undef IRL
