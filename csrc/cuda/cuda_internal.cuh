@@ -113,8 +113,8 @@ struct mbcuda_state {
   int in_ring;           /* ... and in_proj's weights streamed into a ring of shared-memory stages by
                           * bulk copies (MAMBABYTE_CUDA_IN_RING: 0 off, 1 on; -1, the default and
                           * any other value: on for bf16 weights) */
-  int in_ring_per_sm[2][2][2]; /* its kernels' resident blocks an SM (-1: not asked yet), by
-                                * bf16, 8 values a thread, plain row */
+  int in_ring_per_sm[2][2][2][2]; /* its kernels' resident blocks an SM (-1: not asked yet), by
+                                   * bf16, 8 values a thread, plain row, whole chunk rounds */
   int verify_norm;       /* mb_verify_layers: the norm in in_proj's kernel, one position a block
                           * (MAMBABYTE_CUDA_VERIFY_NORM=0: off, A/B runs) */
   int verify_conv;       /* ... and the conv in that kernel's last block of each row group
@@ -314,6 +314,16 @@ static __device__ float block_sum(float v, float *red) {
   }
   __syncthreads();
   return red[0];
+}
+/* block_sum's value (the same sums in the same order: warp 0's butterfly over the warps' sums) with
+ * one barrier fewer: every warp runs that butterfly itself instead of reading warp 0's result back */
+static __device__ float block_sum_all(float v, float *red) {
+  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  v = warp_sum(v);
+  __syncthreads();
+  if (lane == 0) red[wid] = v;
+  __syncthreads();
+  return warp_sum(lane < nw ? red[lane] : 0.f);
 }
 static __device__ float block_max(float v, float *red) {
   int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;

@@ -577,7 +577,7 @@ k_gemv_norm(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias
 #define IN_RING_ROWS 8   /* rows a group: a warp each */
 #define IN_RING_STAGES 3 /* 2 blocks an SM at 972M's bf16 shape (2 stages, 3 an SM: 2% slower) */
 
-template <typename WT, int VPT, bool PLAIN, int RING>
+template <typename WT, int VPT, bool PLAIN, int RING, bool FULL>
 __global__ void __launch_bounds__(256)
 k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias,
                  int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce) {
@@ -617,7 +617,7 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
       prefetch_l1(ce.w + row * ce.k);
     }
   }
-  const int64_t nch = in_f / EPC;
+  const int nch = (int)(in_f / EPC); /* in_f <= NORM_PRO_MAX */
   /* the lane's chunks of the normed row (the same for every group) held in registers, so that a
    * group reads only its weights from shared memory (read from shared memory each group, the
    * batch-1 bf16 step took 1,049 against 1,019 us on the H200: docs/cuda_notes.md) */
@@ -627,13 +627,13 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
   for (int k = 0; k < XCH; k++)
 #pragma unroll
     for (int e = 0; e < EPC / 4; e++) {
-      const int64_t ch = lane + 32 * k;
+      const int ch = lane + 32 * k;
       xr[k][e] = ch < nch ? ((const float4 *)(xs + ch * EPC))[e] : make_float4(0.f, 0.f, 0.f, 0.f);
     }
   for (int i = 0; i < mine; i++) {
     const int64_t row = (blockIdx.x + (int64_t)i * gridDim.x) * IN_RING_ROWS + warp;
     float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
-    if (lane == 0 && row < out_f && row < ce.dc) conv_consts(ce, row, cw, cb);
+    if (row < out_f && row < ce.dc) conv_consts(ce, row, cw, cb); /* every lane: the epilogue's */
     mbar_wait(&bar[i % RING], (unsigned)(i / RING) & 1u);
     /* the next kernels may start once this block's last weights are in: triggered at entry,
      * their waiting blocks took the SM room this kernel's blocks and copies needed (CUPTI
@@ -643,8 +643,10 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
     float acc = 0.f;
 #pragma unroll
     for (int k = 0; k < XCH; k++) { /* chunks lane, lane + 32, ... in order */
-      const int64_t ch = lane + 32 * k;
-      if (ch < nch) {
+      const int ch = lane + 32 * k;
+      /* FULL (every lane has nch / 32 chunks): a bound the whole warp shares, so no branch a lane
+       * (per-lane bounds took ~70 of a row's 272 instructions: ncu, 972M batch-1 step) */
+      if (FULL ? 32 * k < nch : ch < nch) {
         float wf[EPC];
         unpack(wq[ch], wf, WT());
 #pragma unroll
@@ -653,10 +655,14 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o, 32);
-    if (lane == 0 && row < out_f) {
+    /* every lane holds the row's sum (the butterfly gives each lane the same bits) and runs the
+     * epilogue, lane 0 storing: as a branch of lane 0 alone it held the warp's next row back
+     * (with FULL and the norm's 32-bit indices: a batch-1 bf16 step 892 against 992.7 us, H200,
+     * docs/cuda_notes.md) */
+    if (row < out_f) {
       const float v = acc + (bias ? bias[row] : 0.f);
-      y[row] = v;
-      if (row < ce.dc) conv_epi(ce, cw, cb, 0, row, v);
+      if (lane == 0) y[row] = v;
+      if (row < ce.dc) conv_epi_warp(ce, cw, cb, row, v, lane == 0);
     }
     if (i + RING < mine) {
       __syncthreads(); /* every warp is done with stage i % RING */
@@ -667,18 +673,18 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
 
 /* The ring kernel's launch: as many blocks as the GPU holds at once (asked once a context), the
  * row groups dealt out in turn. */
-template <typename WT, int VPT, bool PLAIN, int RING>
-static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
+template <typename WT, int VPT, bool PLAIN, int RING, bool FULL>
+static cudaError_t in_ring_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
                                   const ConvEpi &ce) {
   mbcuda_state *st = mbcuda_st(ctx);
   const size_t smem = (size_t)RING * IN_RING_ROWS * a->d_model * sizeof(WT);
-  int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][VPT == 8][PLAIN];
+  int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][VPT == 8][PLAIN][FULL];
   if (per_sm < 0) {
-    cudaError_t e = cudaFuncSetAttribute(k_gemv_norm_ring<WT, VPT, PLAIN, RING>,
+    cudaError_t e = cudaFuncSetAttribute(k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e == cudaSuccess)
       e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &per_sm, k_gemv_norm_ring<WT, VPT, PLAIN, RING>, 256, smem);
+          &per_sm, k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL>, 256, smem);
     if (e != cudaSuccess) return e;
     if (per_sm < 1) return cudaErrorInvalidConfiguration;
   }
@@ -688,8 +694,18 @@ static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, con
    * even, 224 instead of 264 at 972M's shape, took 1,018 against 992 us a batch-1 bf16 step on the
    * H200: docs/cuda_notes.md) */
   const dim3 grid((unsigned)(ngroups < cap ? ngroups : cap)), block(256);
-  return mbcuda_launch(ctx, k_gemv_norm_ring<WT, VPT, PLAIN, RING>, grid, block, smem, np,
+  return mbcuda_launch(ctx, k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL>, grid, block, smem, np,
                        (const WT *)a->w, a->bias, a->d_model, a->out_f, a->y, ce);
+}
+
+/* FULL: every lane of a row has the same number of 16-byte chunks (d_model a multiple of 32
+ * chunks: 1792 and 1024 in bf16), so the chunk loop's bound is the warp's, not the lane's */
+template <typename WT, int VPT, bool PLAIN, int RING>
+static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
+                                  const ConvEpi &ce) {
+  const bool full = (a->d_model / (16 / (int64_t)sizeof(WT))) % 32 == 0;
+  return full ? in_ring_launch_f<WT, VPT, PLAIN, RING, true>(ctx, a, np, ce)
+              : in_ring_launch_f<WT, VPT, PLAIN, RING, false>(ctx, a, np, ce);
 }
 
 template <typename WT, int G, bool VEC>

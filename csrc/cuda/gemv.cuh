@@ -60,6 +60,35 @@ __device__ __forceinline__ void conv_epi(const ConvEpi &ce, const float (&cw)[CO
   ce.out[(int64_t)j * ce.ldo + row] = acc / (1.f + expf(-acc));
 }
 
+/* conv_epi (input 0) run by every lane of a warp that holds the same xv, with only `store` (one
+ * lane) writing: no branch a lane, so the warp's next row need not wait for one lane's tail. The
+ * same operations in the same order as conv_epi, so the same bits. */
+__device__ __forceinline__ void conv_epi_warp(const ConvEpi &ce, const float (&cw)[CONV_EPI_KMAX],
+                                              float cb, int64_t row, float xv, bool store) {
+  const int k = ce.k;
+  if (k > CONV_EPI_KMAX) {
+    if (store) conv_epi(ce, cw, cb, 0, row, xv);
+    return;
+  }
+  float *st = ce.state + row * (k - 1);
+  float old[CONV_EPI_KMAX - 1];
+#pragma unroll
+  for (int i = 0; i < CONV_EPI_KMAX - 1; i++) old[i] = i < k - 1 ? st[i] : 0.f;
+  float acc = cb;
+#pragma unroll
+  for (int i = 0; i < CONV_EPI_KMAX - 1; i++)
+    if (i < k - 1) acc = fmaf(cw[i], old[i], acc);
+  acc = fmaf(cw[CONV_EPI_KMAX - 1], xv, acc);
+  const float o = acc / (1.f + expf(-acc));
+  if (store) {
+#pragma unroll
+    for (int i = 0; i + 1 < CONV_EPI_KMAX - 1; i++)
+      if (i + 1 < k - 1) st[i] = old[i + 1];
+    if (k > 1) st[k - 2] = xv;
+    ce.out[row] = o;
+  }
+}
+
 __device__ __forceinline__ void prefetch_l2(const void *p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
