@@ -111,8 +111,7 @@ struct mbcuda_state {
   int norm_prologue;     /* mb_decode_layers at batch 1: the norm in in_proj's kernel, the residual
                           * add in out_proj's (MAMBABYTE_CUDA_NORM_PROLOGUE=0: off, A/B runs) */
   int in_ring;           /* ... and in_proj's weights streamed into a ring of shared-memory stages by
-                          * bulk copies (MAMBABYTE_CUDA_IN_RING: 0 off, 1 on; -1, the default and
-                          * any other value: on for bf16 weights) */
+                          * bulk copies (MAMBABYTE_CUDA_IN_RING: 0 off; on otherwise) */
   int in_ring_per_sm[2][2][2][2]; /* its kernels' resident blocks an SM (-1: not asked yet), by
                                    * bf16, 8 values a thread, plain row, whole chunk rounds */
   int verify_norm;       /* mb_verify_layers: the norm in in_proj's kernel, one position a block

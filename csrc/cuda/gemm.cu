@@ -711,11 +711,12 @@ static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, con
 template <typename WT, int G, bool VEC>
 static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, int vpt,
                                        const NormPro &np, const ConvEpi &ce) {
-  /* the ring: bf16 weights by default (fp32's 57 KB stages leave one block an SM: 3-5% slower,
-   * and with the normed row in registers still 0.4% slower, 1,418.8 against 1,413.0 us a step) */
+  /* the ring for both weight types: fp32's 57 KB stages leave one block an SM, which lost to
+   * k_gemv_norm (1,418.8 against 1,413.0 us a step) until the ring's rows took fewer instructions;
+   * then 1,337.1 against 1,418.5 us (H200, docs/cuda_notes.md) */
   const int ring = mbcuda_st(ctx)->in_ring;
   if constexpr (G == 32 && VEC) { /* the ring's rows are the warp-a-row GEMV's */
-    if (ring > 0 || (ring < 0 && sizeof(WT) == 2)) {
+    if (ring != 0) {
 #define IRL(V, P) in_ring_launch<WT, V, P, IN_RING_STAGES>(ctx, a, np, ce)
       return vpt == 4 ? (a->plain ? IRL(4, true) : IRL(4, false))
                       : (a->plain ? IRL(8, true) : IRL(8, false));

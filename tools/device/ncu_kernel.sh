@@ -3,7 +3,7 @@
 # expressions, space-separated) while CMD runs (default: one decoding step of 64 sequences,
 # `cuda_bench --ncu-step 64`, profiled from the driver's profiler start): each kernel's duration,
 # launch shape, occupancy and issue figures, its largest stall reasons, then its TOP (25) SASS
-# lines with the most stall samples, and its SASS lines grouped by how often each ran (GROUPS
+# lines with the most stall samples, and its SASS lines grouped by how often each ran (NGROUPS
 # groups, default 6: tools/device/ncu_groups.py). Carry [".gpu-build"]; logs and reports in $OUT.
 #   OUT=$OUT KERNELS="k_conv_linear k_ssu_dt_rows" bash tools/device/ncu_kernel.sh
 set -u -o pipefail
@@ -31,6 +31,6 @@ for k in ${KERNELS:?KERNELS=regex...}; do
   ncu_stall_reasons "$OUT/$tag.ncu-rep" 10
   ncu -i "$OUT/$tag.ncu-rep" --page source --csv --print-source sass >"$OUT/source_$tag.csv" 2>&1
   python3 tools/device/ncu_stalls.py "$OUT/source_$tag.csv" --top "${TOP:-25}"
-  python3 tools/device/ncu_groups.py "$OUT/source_$tag.csv" --top "${GROUPS:-6}"
+  python3 tools/device/ncu_groups.py "$OUT/source_$tag.csv" --top "${NGROUPS:-6}"
 done
 exit $status
