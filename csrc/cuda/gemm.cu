@@ -699,7 +699,7 @@ static cudaError_t in_ring_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a, c
 }
 
 /* FULL: every lane of a row has the same number of 16-byte chunks (d_model a multiple of 32
- * chunks: 1792 and 1024 in bf16), so the chunk loop's bound is the warp's, not the lane's */
+ * chunks, as 1792 and 1024 are in bf16 and fp32), so the chunk loop's bound is the warp's */
 template <typename WT, int VPT, bool PLAIN, int RING>
 static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
                                   const ConvEpi &ce) {

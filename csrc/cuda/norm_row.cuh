@@ -36,8 +36,9 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
                                                  int64_t part_stride = 0,
                                                  const float *h_bias = nullptr) {
   using XLC = XLoadTag<XL>;
-  /* element indices in 32 bits (d <= 2048 here): the 64-bit selects and compares of each element
-   * were ~40% of the ring kernel's instructions (ncu, 972M batch-1 step) */
+  /* element indices in 32 bits (d <= 2048 here): with 64-bit selects and compares for each
+   * element, this prologue was 39% of the batch-1 in_proj ring kernel's instructions (ncu, 972M
+   * step; docs/cuda_notes.md) */
   const int dd = (int)d, tid = (int)threadIdx.x;
   const bool owner = tid < nthr;
   const auto col = [&](int i) { return owner ? tid + i * nthr : dd; }; /* dd: owns none */
