@@ -672,22 +672,30 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
 }
 
 /* The ring kernel's launch: as many blocks as the GPU holds at once (asked once a context), the
- * row groups dealt out in turn. */
+ * row groups dealt out in turn. *fits = false, launching nothing, where not one block fits an SM
+ * (its stages need more shared memory than the device gives a block: fp32 rows on a GPU with
+ * ~100 KB an SM), so that the caller runs k_gemv_norm instead. */
 template <typename WT, int VPT, bool PLAIN, int RING, bool FULL>
 static cudaError_t in_ring_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
-                                  const ConvEpi &ce) {
+                                    const ConvEpi &ce, bool *fits) {
   mbcuda_state *st = mbcuda_st(ctx);
   const size_t smem = (size_t)RING * IN_RING_ROWS * a->d_model * sizeof(WT);
   int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][VPT == 8][PLAIN][FULL];
   if (per_sm < 0) {
+    int n = 0;
     cudaError_t e = cudaFuncSetAttribute(k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e == cudaSuccess)
       e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &per_sm, k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL>, 256, smem);
-    if (e != cudaSuccess) return e;
-    if (per_sm < 1) return cudaErrorInvalidConfiguration;
+          &n, k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL>, 256, smem);
+    if (e != cudaSuccess) { /* more shared memory than a block may have: not an error of the op */
+      (void)cudaGetLastError();
+      n = 0;
+    }
+    per_sm = n;
   }
+  *fits = per_sm >= 1;
+  if (!*fits) return cudaSuccess;
   const int64_t ngroups = (a->out_f + IN_RING_ROWS - 1) / IN_RING_ROWS;
   const int64_t cap = (int64_t)per_sm * st->sm_count;
   /* every block the GPU holds, some with a group fewer (the fewest blocks that kept the groups
@@ -702,10 +710,10 @@ static cudaError_t in_ring_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a, c
  * chunks, as 1792 and 1024 are in bf16 and fp32), so the chunk loop's bound is the warp's */
 template <typename WT, int VPT, bool PLAIN, int RING>
 static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
-                                  const ConvEpi &ce) {
+                                  const ConvEpi &ce, bool *fits) {
   const bool full = (a->d_model / (16 / (int64_t)sizeof(WT))) % 32 == 0;
-  return full ? in_ring_launch_f<WT, VPT, PLAIN, RING, true>(ctx, a, np, ce)
-              : in_ring_launch_f<WT, VPT, PLAIN, RING, false>(ctx, a, np, ce);
+  return full ? in_ring_launch_f<WT, VPT, PLAIN, RING, true>(ctx, a, np, ce, fits)
+              : in_ring_launch_f<WT, VPT, PLAIN, RING, false>(ctx, a, np, ce, fits);
 }
 
 template <typename WT, int G, bool VEC>
@@ -717,10 +725,12 @@ static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a
   const int ring = mbcuda_st(ctx)->in_ring;
   if constexpr (G == 32 && VEC) { /* the ring's rows are the warp-a-row GEMV's */
     if (ring != 0) {
-#define IRL(V, P) in_ring_launch<WT, V, P, IN_RING_STAGES>(ctx, a, np, ce)
-      return vpt == 4 ? (a->plain ? IRL(4, true) : IRL(4, false))
-                      : (a->plain ? IRL(8, true) : IRL(8, false));
+      bool fits = true;
+#define IRL(V, P) in_ring_launch<WT, V, P, IN_RING_STAGES>(ctx, a, np, ce, &fits)
+      const cudaError_t e = vpt == 4 ? (a->plain ? IRL(4, true) : IRL(4, false))
+                                     : (a->plain ? IRL(8, true) : IRL(8, false));
 #undef IRL
+      if (e != cudaSuccess || fits) return e;
     }
   }
   const dim3 grid((unsigned)((a->out_f + 256 / G - 1) / (256 / G))), block(256);
