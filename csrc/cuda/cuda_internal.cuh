@@ -300,29 +300,29 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 /* Block-wide sum/max; every thread gets the result. red must hold 32 floats. */
-static __device__ float block_sum(float v, float *red) {
+/* The sums' first step: each warp's butterfly into red[warp]; returns red[lane] (0 past the
+ * warps) to warp 0, or with `all` to every warp, for the second butterfly over them. */
+static __device__ float block_sum_warps(float v, float *red, bool all) {
   int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
   v = warp_sum(v);
   __syncthreads();
   if (lane == 0) red[wid] = v;
   __syncthreads();
-  v = (threadIdx.x < nw) ? red[threadIdx.x] : 0.f;
-  if (wid == 0) {
+  return (all || wid == 0) && lane < nw ? red[lane] : 0.f;
+}
+static __device__ float block_sum(float v, float *red) {
+  v = block_sum_warps(v, red, false);
+  if ((threadIdx.x >> 5) == 0) {
     v = warp_sum(v);
-    if (lane == 0) red[0] = v;
+    if (threadIdx.x == 0) red[0] = v;
   }
   __syncthreads();
   return red[0];
 }
-/* block_sum's value (the same sums in the same order: warp 0's butterfly over the warps' sums) with
- * one barrier fewer: every warp runs that butterfly itself instead of reading warp 0's result back */
+/* block_sum's value (the same second butterfly) with one barrier fewer: every warp runs that
+ * butterfly itself instead of reading warp 0's result back */
 static __device__ float block_sum_all(float v, float *red) {
-  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  v = warp_sum(v);
-  __syncthreads();
-  if (lane == 0) red[wid] = v;
-  __syncthreads();
-  return warp_sum(lane < nw ? red[lane] : 0.f);
+  return warp_sum(block_sum_warps(v, red, true));
 }
 static __device__ float block_max(float v, float *red) {
   int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;

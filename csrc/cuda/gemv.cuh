@@ -62,7 +62,9 @@ __device__ __forceinline__ void conv_epi(const ConvEpi &ce, const float (&cw)[CO
 
 /* conv_epi (input 0) run by every lane of a warp that holds the same xv, with only `store` (one
  * lane) writing: no branch a lane, so the warp's next row need not wait for one lane's tail. The
- * same operations in the same order as conv_epi, so the same bits. */
+ * same operations in the same order as conv_epi, so the same bits. A function of its own: conv_epi
+ * written this way (or given a store flag) changed the register allocation of the GEMV kernels
+ * that call it, spilling in three of them (ptxas), which no H200 run has measured. */
 __device__ __forceinline__ void conv_epi_warp(const ConvEpi &ce, const float (&cw)[CONV_EPI_KMAX],
                                               float cb, int64_t row, float xv, bool store) {
   const int k = ce.k;

@@ -1373,15 +1373,13 @@ static void t_decode_layers(void) {
   MBX(mb_ctx_destroy(g_gpu_ops));
 }
 
-/* mb_decode_layers with batch 1's in_proj in both of its forms, k_gemv_norm (a block per 8 rows)
- * and the ring kernel (forced for fp32 weights too, whose default is k_gemv_norm; bf16's is the
- * ring), each held to the ops' bits */
+/* mb_decode_layers with batch 1's in_proj in both of its forms, the ring kernel (the default for
+ * both weight types) and k_gemv_norm (a block per 8 rows), each held to the ops' bits */
 static void with_gpu_env(const char *name, const char *value, const char *what,
                          void (*test)(void));
 static void t_decode_layers_all(void) {
+  t_decode_layers();
   with_gpu_env("MAMBABYTE_CUDA_IN_RING", "0", "in_proj a block per 8 rows", t_decode_layers);
-  with_gpu_env("MAMBABYTE_CUDA_IN_RING", "1", "in_proj's weights in a ring, any weights",
-               t_decode_layers);
 }
 
 /* ---- mb_verify_layers and mb_resume_layers (speculative decoding) ----------------------------

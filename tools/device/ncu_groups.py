@@ -9,15 +9,12 @@ warps launched; a row loop's body as a group whose count is the number of rows.
     python3 tools/device/ncu_groups.py source.csv [--top N]
 """
 import csv
+import os
 import sys
 from collections import Counter, defaultdict
 
-
-def num(x):
-    try:
-        return int(float(x.replace(",", "")))
-    except ValueError:
-        return 0
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ncu_stalls import num  # noqa: E402  (the same page's number cells)
 
 
 def main(argv):
@@ -35,7 +32,7 @@ def main(argv):
     for r in rows[hi + 1:]:
         if len(r) <= max(isrc, iex, ism):
             continue
-        n, s = num(r[iex]), num(r[ism])
+        n, s = int(num(r[iex])), int(num(r[ism]))
         t = r[isrc].split()
         if not t or n == 0:
             continue
