@@ -112,8 +112,12 @@ struct mbcuda_state {
                           * add in out_proj's (MAMBABYTE_CUDA_NORM_PROLOGUE=0: off, A/B runs) */
   int in_ring;           /* ... and in_proj's weights streamed into a ring of shared-memory stages by
                           * bulk copies (MAMBABYTE_CUDA_IN_RING: 0 off; on otherwise) */
-  int in_ring_per_sm[2][2][2][2]; /* its kernels' resident blocks an SM (-1: not asked yet), by
-                                   * bf16, 8 values a thread, plain row, whole chunk rounds */
+  int in_ring_per_sm[2][2][2][3]; /* its kernels' resident blocks an SM (-1: not asked yet), by
+                                   * bf16, 8 values a thread, plain row, and the form (0: any
+                                   * shape, 1: whole chunk rounds, 2: and the norm's NT form) */
+  int norm_nt;           /* the decoding norms' rows of 256 threads with a bound the block shares
+                          * (add_norm_reg_row's NT form, where norm_nt_fits; MAMBABYTE_CUDA_NORM_NT=0
+                          * off, A/B runs) */
   int verify_norm;       /* mb_verify_layers: the norm in in_proj's kernel, one position a block
                           * (MAMBABYTE_CUDA_VERIFY_NORM=0: off, A/B runs) */
   int verify_conv;       /* ... and the conv in that kernel's last block of each row group

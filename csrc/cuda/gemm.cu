@@ -577,7 +577,7 @@ k_gemv_norm(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias
 #define IN_RING_ROWS 8   /* rows a group: a warp each */
 #define IN_RING_STAGES 3 /* 2 blocks an SM at 972M's bf16 shape (2 stages, 3 an SM: 2% slower) */
 
-template <typename WT, int VPT, bool PLAIN, int RING, bool FULL>
+template <typename WT, int VPT, bool PLAIN, int RING, bool FULL, int NT>
 __global__ void __launch_bounds__(256)
 k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias,
                  int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce) {
@@ -603,7 +603,7 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
   }
   {
     auto pdl_wait = [] { mb_pdl_wait(); };
-    add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), PLAIN>(
+    add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), PLAIN, 0, NT>(
         np.x, nullptr, blockIdx.x == 0 ? np.res_out : nullptr, 0, np.w, np.b, np.kind, np.eps,
         in_f, np.thr, xs, nullptr, red, pdl_wait);
   }
@@ -675,19 +675,19 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
  * row groups dealt out in turn. *fits = false, launching nothing, where not one block fits an SM
  * (its stages need more shared memory than the device gives a block: fp32 rows on a GPU with
  * ~100 KB an SM), so that the caller runs k_gemv_norm instead. */
-template <typename WT, int VPT, bool PLAIN, int RING, bool FULL>
+template <typename WT, int VPT, bool PLAIN, int RING, bool FULL, int NT>
 static cudaError_t in_ring_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
                                     const ConvEpi &ce, bool *fits) {
   mbcuda_state *st = mbcuda_st(ctx);
   const size_t smem = (size_t)RING * IN_RING_ROWS * a->d_model * sizeof(WT);
-  int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][VPT == 8][PLAIN][FULL];
+  int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][VPT == 8][PLAIN][FULL + (NT > 0)];
   if (per_sm < 0) {
     int n = 0;
-    cudaError_t e = cudaFuncSetAttribute(k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL>,
+    cudaError_t e = cudaFuncSetAttribute(k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL, NT>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
     if (e == cudaSuccess)
       e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &n, k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL>, 256, smem);
+          &n, k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL, NT>, 256, smem);
     if (e != cudaSuccess) { /* more shared memory than a block may have: not an error of the op */
       (void)cudaGetLastError();
       n = 0;
@@ -702,18 +702,21 @@ static cudaError_t in_ring_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a, c
    * even, 224 instead of 264 at 972M's shape, took 1,018 against 992 us a batch-1 bf16 step on the
    * H200: docs/cuda_notes.md) */
   const dim3 grid((unsigned)(ngroups < cap ? ngroups : cap)), block(256);
-  return mbcuda_launch(ctx, k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL>, grid, block, smem, np,
-                       (const WT *)a->w, a->bias, a->d_model, a->out_f, a->y, ce);
+  return mbcuda_launch(ctx, k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL, NT>, grid, block, smem,
+                       np, (const WT *)a->w, a->bias, a->d_model, a->out_f, a->y, ce);
 }
 
 /* FULL: every lane of a row has the same number of 16-byte chunks (d_model a multiple of 32
- * chunks, as 1792 and 1024 are in bf16 and fp32), so the chunk loop's bound is the warp's */
+ * chunks, as 1792 and 1024 are in bf16 and fp32), so the chunk loop's bound is the warp's; with
+ * it, the norm's NT form where its row fits (norm_nt_fits: the models' rows) */
 template <typename WT, int VPT, bool PLAIN, int RING>
 static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
                                   const ConvEpi &ce, bool *fits) {
   const bool full = (a->d_model / (16 / (int64_t)sizeof(WT))) % 32 == 0;
-  return full ? in_ring_launch_f<WT, VPT, PLAIN, RING, true>(ctx, a, np, ce, fits)
-              : in_ring_launch_f<WT, VPT, PLAIN, RING, false>(ctx, a, np, ce, fits);
+  if (!full) return in_ring_launch_f<WT, VPT, PLAIN, RING, false, 0>(ctx, a, np, ce, fits);
+  return norm_nt_fits(a->d_model, np.thr, mbcuda_st(ctx)->norm_nt)
+             ? in_ring_launch_f<WT, VPT, PLAIN, RING, true, NORM_NT>(ctx, a, np, ce, fits)
+             : in_ring_launch_f<WT, VPT, PLAIN, RING, true, 0>(ctx, a, np, ce, fits);
 }
 
 template <typename WT, int G, bool VEC>

@@ -50,7 +50,7 @@ __global__ void k_add_norm(const float *x, float *residual, int accumulate,
 
 /* Rows of d <= VPT * blockDim.x (decoding): the row stays in registers (no re-read of the
  * residual), weight and bias are loaded before the PDL wait, the same two-pass statistics. */
-template <int VPT>
+template <int VPT, int NT>
 __global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
                                const float *__restrict__ weight, const float *__restrict__ bias,
                                int norm_kind, float eps, int64_t d, float *out,
@@ -58,16 +58,16 @@ __global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
   mb_pdl_trigger();
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
-  add_norm_reg_row<VPT, XLoad::Generic>(x + row * d, residual + row * d, residual + row * d,
-                                        accumulate, weight, bias, norm_kind, eps, d, blockDim.x,
-                                        out ? out + row * d : nullptr,
-                                        out_bf16 ? out_bf16 + row * d : nullptr, red,
-                                        [] { mb_pdl_wait(); });
+  auto pdl_wait = [] { mb_pdl_wait(); };
+  add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), false, 0, NT>(
+      x + row * d, residual + row * d, residual + row * d, accumulate, weight, bias, norm_kind,
+      eps, d, blockDim.x, out ? out + row * d : nullptr, out_bf16 ? out_bf16 + row * d : nullptr,
+      red, pdl_wait);
 }
 
 /* mb_linear_add_norm's split product (gemm.cu): row i's h is the sum of PARTS parts (part p at
  * parts + p * part_stride, rows of d) in that order, + h_bias; then k_add_norm_reg's row. */
-template <int VPT, int PARTS>
+template <int VPT, int PARTS, int NT>
 __global__ void k_sum_add_norm_reg(const float *parts, int64_t part_stride,
                                    const float *__restrict__ h_bias, float *residual,
                                    int accumulate, const float *__restrict__ weight,
@@ -77,7 +77,7 @@ __global__ void k_sum_add_norm_reg(const float *parts, int64_t part_stride,
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   auto pdl_wait = [] { mb_pdl_wait(); };
-  add_norm_reg_row<VPT, XLoad::Cg, decltype(pdl_wait), false, PARTS>(
+  add_norm_reg_row<VPT, XLoad::Cg, decltype(pdl_wait), false, PARTS, NT>(
       parts + row * d, residual + row * d, residual + row * d, accumulate, weight, bias,
       norm_kind, eps, d, blockDim.x, out ? out + row * d : nullptr,
       out_bf16 ? out_bf16 + row * d : nullptr, red, pdl_wait, part_stride, h_bias);
@@ -89,10 +89,18 @@ static int sum_add_norm_vpt(mb_ctx *ctx, int thr, const float *parts, int nparts
                             int accumulate, const float *weight, const float *bias, int norm_kind,
                             float eps, int64_t n, int64_t d, float *out, uint16_t *out_bf16) {
   const dim3 grid((unsigned)n), block(thr);
+  const bool nt = norm_nt_fits(d, thr, mbcuda_st(ctx)->norm_nt);
+#define MB_SUM_ADD_NORM_NT(P, NT)                                                                 \
+  MBCUDA_LAUNCH("linear_add_norm (sum + add_norm)", (k_sum_add_norm_reg<VPT, P, NT>), grid, block, \
+                0, parts, part_stride, h_bias, residual, accumulate, weight, bias, norm_kind, eps, \
+                d, out, out_bf16)
 #define MB_SUM_ADD_NORM(P)                                                                        \
-  MBCUDA_LAUNCH("linear_add_norm (sum + add_norm)", (k_sum_add_norm_reg<VPT, P>), grid, block, 0, \
-                parts, part_stride, h_bias, residual, accumulate, weight, bias, norm_kind, eps, d, \
-                out, out_bf16)
+  do {                                                                                            \
+    if (nt)                                                                                       \
+      MB_SUM_ADD_NORM_NT(P, NORM_NT);                                                             \
+    else                                                                                          \
+      MB_SUM_ADD_NORM_NT(P, 0);                                                                   \
+  } while (0)
   switch (nparts) {
     case 2: MB_SUM_ADD_NORM(2); break;
     case 4: MB_SUM_ADD_NORM(4); break;
@@ -101,6 +109,7 @@ static int sum_add_norm_vpt(mb_ctx *ctx, int thr, const float *parts, int nparts
     default: return mb_fail(MB_ERR_INTERNAL, "cuda: linear_add_norm: %d parts", nparts);
   }
 #undef MB_SUM_ADD_NORM
+#undef MB_SUM_ADD_NORM_NT
   return MB_OK;
 }
 
@@ -255,10 +264,22 @@ extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int
   if (d <= 8 * 256) { /* rows held in registers (v3; the default) */
     int thr, vpt;
     norm_reg_shape(d, &thr, &vpt);
-    if (vpt == 4)
-      MBCUDA_LAUNCH("add_norm", k_add_norm_reg<4>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);
-    else
-      MBCUDA_LAUNCH("add_norm", k_add_norm_reg<8>, dim3((unsigned)n), dim3(thr), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);
+    const bool nt = norm_nt_fits(d, thr, mbcuda_st(ctx)->norm_nt);
+#define MB_ADD_NORM_REG(V, NT)                                                                     \
+  MBCUDA_LAUNCH("add_norm", (k_add_norm_reg<V, NT>), dim3((unsigned)n), dim3(thr), 0, x, residual, \
+                accumulate, weight, bias, norm_kind, eps, d, out, out_bf16)
+    if (vpt == 4) {
+      if (nt)
+        MB_ADD_NORM_REG(4, NORM_NT);
+      else
+        MB_ADD_NORM_REG(4, 0);
+    } else {
+      if (nt)
+        MB_ADD_NORM_REG(8, NORM_NT);
+      else
+        MB_ADD_NORM_REG(8, 0);
+    }
+#undef MB_ADD_NORM_REG
     return MB_OK;
   }
   MBCUDA_LAUNCH("add_norm", k_add_norm, dim3((unsigned)n), dim3(row_threads(d)), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);

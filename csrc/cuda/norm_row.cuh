@@ -25,8 +25,13 @@ __device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t 
  * (then + h_bias, when not NULL) before the residual add (mb_linear_add_norm's split product);
  * every load of the row is issued before its first store.
  * The FMAs are spelled out: left to the compiler, their contraction changed with the code around
- * them (k_add_norm_reg's and k_gemv_norm's rows must round alike). */
-template <int VPT, XLoad XL, typename Wait, bool PLAIN_X = false, int PARTS = 0>
+ * them (k_add_norm_reg's and k_gemv_norm's rows must round alike).
+ * NT > 0: the caller's promise that nthr == NT == the block's threads and that d is a multiple of
+ * NT (norm_nt_fits), so that element i of every thread is in the row iff i < d / NT (a bound the
+ * block shares, no compare a thread) and lies NT i floats after the thread's first (an offset the
+ * load takes as a constant: no address arithmetic an element). The same elements, operations and
+ * order as NT = 0, so the same bits. */
+template <int VPT, XLoad XL, typename Wait, bool PLAIN_X = false, int PARTS = 0, int NT = 0>
 __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *res_in,
                                                  float *res_out, int accumulate,
                                                  const float *__restrict__ weight,
@@ -40,14 +45,16 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
    * element, this prologue was 39% of the batch-1 in_proj ring kernel's instructions (ncu, 972M
    * step; docs/cuda_notes.md) */
   const int dd = (int)d, tid = (int)threadIdx.x;
-  const bool owner = tid < nthr;
-  const auto col = [&](int i) { return owner ? tid + i * nthr : dd; }; /* dd: owns none */
+  const bool owner = NT > 0 || tid < nthr;
+  const int nt = NT > 0 ? NT : nthr;
+  const auto col = [&](int i) { return owner ? tid + i * nt : dd; }; /* dd: owns none */
+  const auto in_row = [&](int i) { return NT > 0 ? i * NT < dd : col(i) < dd; };
   float wv[VPT], bv[VPT], rv[VPT];
 #pragma unroll
   for (int i = 0; i < VPT; i++) {
     const int c = col(i);
-    wv[i] = c < dd ? weight[c] : 0.f;
-    bv[i] = (c < dd && bias) ? bias[c] : 0.f;
+    wv[i] = in_row(i) ? weight[c] : 0.f;
+    bv[i] = (in_row(i) && bias) ? bias[c] : 0.f;
   }
   wait();
   float s = 0.f;
@@ -56,7 +63,7 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
     for (int i = 0; i < VPT; i++) {
       const int c = col(i);
       float r = 0.f;
-      if (c < dd) {
+      if (in_row(i)) {
         float h = xload(xr + c, XLC());
 #pragma unroll
         for (int p = 1; p < PARTS; p++) h += xload(xr + p * part_stride + c, XLC());
@@ -68,7 +75,7 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
       const int c = col(i);
-      if (c < dd && res_out) res_out[c] = rv[i];
+      if (in_row(i) && res_out) res_out[c] = rv[i];
       s = (norm_kind == MB_NORM_RMS) ? fmaf(rv[i], rv[i], s) : s + rv[i];
     }
   } else {
@@ -76,7 +83,7 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
     for (int i = 0; i < VPT; i++) {
       const int c = col(i);
       float r = 0.f;
-      if (c < dd) {
+      if (in_row(i)) {
         if (PLAIN_X) /* x is the residual sum already (made by the last out_proj's epilogue) */
           r = xload(xr + c, XLC());
         else
@@ -97,7 +104,7 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
       const float t = rv[i] - mean;
-      if (col(i) < dd) v = fmaf(t, t, v);
+      if (in_row(i)) v = fmaf(t, t, v);
     }
     v = block_sum_all(v, red);
     rstd = 1.f / sqrtf(v / (float)dd + eps);
@@ -105,8 +112,16 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
 #pragma unroll
   for (int i = 0; i < VPT; i++) {
     const int c = col(i);
-    if (c < dd) norm_store(orow, brow, c, fmaf((rv[i] - mean) * rstd, wv[i], bv[i]));
+    if (in_row(i)) norm_store(orow, brow, c, fmaf((rv[i] - mean) * rstd, wv[i], bv[i]));
   }
+}
+
+/* Whether a row of d values on thr threads takes add_norm_reg_row's NT = NORM_NT form (the
+ * models' rows: 1024 and 1792 values on 256 threads); `on`: the context's switch
+ * (MAMBABYTE_CUDA_NORM_NT=0 off, A/B runs). */
+#define NORM_NT 256
+static inline bool norm_nt_fits(int64_t d, int thr, int on) {
+  return on && thr == NORM_NT && d % NORM_NT == 0;
 }
 
 /* The block of mb_add_norm's register rows for d <= 2048: threads (*thr) and values per thread. */
