@@ -128,35 +128,37 @@ __device__ __forceinline__ void cxl_mma_partials(const uint16_t *Ub, const uint1
   }
 }
 
-/* output j of the n x out_f (ld ldy), with x_proj's bias */
-__device__ __forceinline__ void cxl_store_out(const ConvLinArgs &a, int64_t j, float v) {
-  const int64_t r = j / a.out_f, o = j % a.out_f;
-  a.y[r * a.ldy + o] = a.bias ? v + a.bias[o] : v;
+/* output j of the n x out_f (ld ldy), with x_proj's bias (32-bit division: n out_f < 2^31) */
+__device__ __forceinline__ void cxl_store_out(const ConvLinArgs &a, int j, float v) {
+  const int out_f = (int)a.out_f, r = j / out_f, o = j % out_f;
+  a.y[(int64_t)r * a.ldy + o] = a.bias ? v + a.bias[o] : v;
 }
 
 /* After the grid barrier: block b sums outputs [j0, j0 + jn) of the n x out_f over the G blocks'
  * partials, in 4-output groups (16-byte loads; the partials' rows are whole groups when n out_f is
  * a multiple of 4, else groups of one), Jc groups at a time: nsl slices of the blocks a thread each
  * (block order within a slice, CXL_RED_B loads in flight), then the slices in order. At 256 rows a
- * block sums 330 outputs over 112 partials: one output a thread took 7 rounds of 16 L2 loads. */
+ * block sums 330 outputs over 112 partials: one output a thread took 7 rounds of 16 L2 loads.
+ * Indices in 32 bits (the launch checks that G n out_f < 2^31): in 64 bits they took ~340
+ * instructions a warp after the grid barrier (ncu, batch 64). */
 __device__ __forceinline__ void cxl_reduce(const ConvLinArgs &a, float4 *red) {
   const int tid = threadIdx.x;
-  const int64_t total = a.n * a.out_f, G = gridDim.x;
+  const int total = (int)(a.n * a.out_f), G = (int)gridDim.x;
   const int V = total % 4 == 0 ? 4 : 1; /* outputs a group */
-  const int64_t T = total / V, J = (T + G - 1) / G, j0 = (int64_t)blockIdx.x * J;
-  const int64_t jn = j0 >= T ? 0 : (T - j0 < J ? T - j0 : J);
-  const int Jc = (int)(J < CXL_THREADS ? J : CXL_THREADS), nsl = CXL_THREADS / Jc;
+  const int T = total / V, J = (T + G - 1) / G, j0 = (int)blockIdx.x * J;
+  const int jn = j0 >= T ? 0 : (T - j0 < J ? T - j0 : J);
+  const int Jc = J < CXL_THREADS ? J : CXL_THREADS, nsl = CXL_THREADS / Jc;
   const int jl = tid % Jc, s = tid / Jc;
-  for (int64_t base = 0; base < jn; base += Jc) {
+  for (int base = 0; base < jn; base += Jc) {
     if (s < nsl && base + jl < jn) {
-      const int64_t j = j0 + base + jl;
+      const int j = j0 + base + jl;
       float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-      for (int64_t g = s; g < G; g += (int64_t)CXL_RED_B * nsl) {
+      for (int g = s; g < G; g += CXL_RED_B * nsl) {
         float4 v[CXL_RED_B];
 #pragma unroll
         for (int q = 0; q < CXL_RED_B; q++) {
-          const int64_t gg = g + (int64_t)q * nsl;
-          const float *p = a.part + gg * total;
+          const int gg = g + q * nsl;
+          const float *p = a.part + (unsigned)(gg * total);
           v[q] = gg >= G   ? make_float4(0.f, 0.f, 0.f, 0.f)
                  : V == 4 ? __ldcg((const float4 *)p + j)
                           : make_float4(__ldcg(p + j), 0.f, 0.f, 0.f);
@@ -174,7 +176,7 @@ __device__ __forceinline__ void cxl_reduce(const ConvLinArgs &a, float4 *red) {
         const float4 w = red[q * Jc + tid];
         v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
       }
-      const int64_t j4 = (j0 + base + tid) * V;
+      const int j4 = (j0 + base + tid) * V;
       cxl_store_out(a, j4, v.x);
       if (V == 4) {
         cxl_store_out(a, j4 + 1, v.y);
@@ -183,6 +185,64 @@ __device__ __forceinline__ void cxl_reduce(const ConvLinArgs &a, float4 *red) {
       }
     }
     __syncthreads();
+  }
+}
+
+/* The conv step of every (row, channel) of the block, k_conv_seq's arithmetic for one position;
+ * CB rows' inputs loaded before the first is used (a store between would hold the next load back:
+ * the pointers may alias); `stash` stores the weights' slice once those loads are in flight.
+ * Element offsets in 32 bits (the launch checks that n ldx, n ldo and n d k are below 2^31): in
+ * 64 bits each row's three addresses, with their selects, took ~300 of a warp's ~1,000
+ * instructions after the PDL wait at batch 64 (ncu; the step 2,317.8 -> 2,244.6 us with the
+ * reduction's 32-bit indices, docs/cuda_notes.md). */
+template <int KM, int CB, bool MMA, typename Stash>
+__device__ __forceinline__ void cxl_conv_rows(const ConvLinArgs &a, int tid, bool con,
+                                                int64_t ch, int cme, const float (&wc)[KM],
+                                                float bc, uint16_t *Ub, float *Us, Stash stash) {
+  constexpr int RS = CXL_THREADS / CXL_CW; /* rows apart, a thread's consecutive rows */
+  const int n = (int)a.n, k = a.k;
+  const unsigned km1 = (unsigned)(k - 1), ud = (unsigned)a.d, uch = (unsigned)ch;
+  const unsigned ldx = (unsigned)a.ldx, ldo = (unsigned)a.ldo;
+  for (int r0 = tid / CXL_CW; r0 < n; r0 += CB * RS) {
+    float xs[CB], win[CB][KM - 1];
+    /* the row's window in the states (recomputed for the stores: kept, 16 offsets spilled) */
+    const auto so = [&](int r) { return ((unsigned)r * ud + uch) * km1; };
+#pragma unroll
+    for (int b = 0; b < CB; b++) {
+      const int r = r0 + b * RS;
+      const bool on = con && r < n;
+      const float *st = a.state + so(r);
+#pragma unroll
+      for (int j = 0; j < KM - 1; j++) win[b][j] = (on && j < k - 1) ? st[j] : 0.f;
+      xs[b] = on ? a.x[(unsigned)r * ldx + uch] : 0.f;
+    }
+    stash();
+#pragma unroll
+    for (int b = 0; b < CB; b++) {
+      const int r = r0 + b * RS;
+      if (r >= n) continue;
+      float o = 0.f;
+      if (con) {
+        float acc = bc;
+#pragma unroll
+        for (int j = 0; j < KM; j++) {
+          if (j < k - 1 && j < KM - 1) acc += wc[j] * win[b][j];
+          else if (j == k - 1) acc += wc[j] * xs[b];
+        }
+        o = mb_silu(acc);
+        a.xc[(unsigned)r * ldo + uch] = o;
+        float *st = a.state + so(r);
+#pragma unroll
+        for (int j = 0; j < KM - 1; j++) {
+          if (j < k - 2 && j + 1 < KM - 1) st[j] = win[b][j + 1];
+          else if (j == k - 2) st[j] = xs[b];
+        }
+      }
+      if constexpr (MMA)
+        Ub[r * CXL_LDH + cme] = mb_f32_to_bf16(o);
+      else
+        Us[r * CXL_LD + cme] = o;
+    }
   }
 }
 
@@ -261,48 +321,12 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
   for (int j = 0; j < KM; j++) wc[j] = (con && j < k) ? a.cw[ch * k + j] : 0.f;
   const float bc = (con && a.cb) ? a.cb[ch] : 0.f;
   mb_pdl_wait();
-  /* the conv step of every (row, channel), k_conv_seq's arithmetic for one position; CB rows'
-   * inputs loaded before the first is used (a store between would hold the next load back: the
-   * pointers may alias) */
-  for (int r0 = tid / CXL_CW; r0 < n; r0 += CB * (CXL_THREADS / CXL_CW)) {
-    float xs[CB], win[CB][KM - 1];
-#pragma unroll
-    for (int b = 0; b < CB; b++) {
-      const int r = r0 + b * (CXL_THREADS / CXL_CW);
-      const bool on = con && r < n;
-      const float *st = a.state + ((on ? r : 0) * a.d + ch) * (k - 1);
-#pragma unroll
-      for (int j = 0; j < KM - 1; j++) win[b][j] = (on && j < k - 1) ? st[j] : 0.f;
-      xs[b] = on ? a.x[r * a.ldx + ch] : 0.f;
-    }
+  /* the fp32-FMA form runs at most CXL_N_MAX = 64 rows: 4 a thread, one round */
+  constexpr int CB32 = MMA ? CB : 4;
+  static_assert(MMA || CXL_N_MAX <= 4 * (CXL_THREADS / CXL_CW), "one round of 4 rows");
+  cxl_conv_rows<KM, CB32, MMA>(a, tid, con, ch, cme, wc, bc, Ub, Us, [&] {
     if (!stashed) stash_weights(), stashed = true;
-#pragma unroll
-    for (int b = 0; b < CB; b++) {
-      const int r = r0 + b * (CXL_THREADS / CXL_CW);
-      if (r >= n) continue;
-      float o = 0.f;
-      if (con) {
-        float acc = bc;
-#pragma unroll
-        for (int j = 0; j < KM; j++) {
-          if (j < k - 1 && j < KM - 1) acc += wc[j] * win[b][j];
-          else if (j == k - 1) acc += wc[j] * xs[b];
-        }
-        o = mb_silu(acc);
-        a.xc[r * a.ldo + ch] = o;
-        float *st = a.state + (r * a.d + ch) * (k - 1);
-#pragma unroll
-        for (int j = 0; j < KM - 1; j++) {
-          if (j < k - 2 && j + 1 < KM - 1) st[j] = win[b][j + 1];
-          else if (j == k - 2) st[j] = xs[b];
-        }
-      }
-      if constexpr (MMA)
-        Ub[r * CXL_LDH + cme] = mb_f32_to_bf16(o);
-      else
-        Us[r * CXL_LD + cme] = o;
-    }
-  }
+  });
   if (!stashed) stash_weights(); /* a thread without rows */
   if constexpr (MMA) {
     /* the rows past n up to a whole 16-row tile: zeros */
@@ -406,8 +430,12 @@ extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ld
   const int64_t n_max = !mma                                   ? CXL_N_MAX
                         : cl_max >= 9 && cl_max < CXL_N_MAX_MMA ? cl_max
                                                                  : CXL_N_MAX_MMA;
+  /* the kernel's element offsets in 32 bits (cxl_conv_rows, cxl_reduce) */
+  const int64_t lim = INT32_MAX;
+  const bool fits32 = n * (ldx > ldo ? ldx : ldo) < lim && n * d * k < lim &&
+                      (d + CXL_CW - 1) / CXL_CW * n * out_f < lim;
   bool fused = st->conv_linear && n >= st->conv_linear && n <= n_max && out_f >= 1 &&
-               out_f <= CXL_OUT_MAX && k <= CXL_KMAX;
+               out_f <= CXL_OUT_MAX && k <= CXL_KMAX && fits32;
   if (fused) {
     int *per_sm = &st->conv_linear_per_sm[form];
     const int e = mma    ? cxl_per_sm<uint16_t, true>(per_sm)

@@ -311,7 +311,9 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
   /* where this thread's k-th 16-byte state chunk (4 (tx + 32 k) .. + 3 of the warp's) sits in
    * the padded rows of shared memory */
   const auto chunk_smem = [&](int k) {
-    const int i = 4 * (tx + k * SSU_ROW_C);
+    /* unsigned: a signed i / NP and i % NP took ~40 instructions a warp to place its 4 chunks,
+     * twice (in and back; ncu, batch 64) */
+    const unsigned i = 4u * (unsigned)(tx + k * SSU_ROW_C);
     return sS + (i / NP) * m.as + i % NP;
   };
   if (vec_state) {

@@ -14,7 +14,8 @@
  *
  *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear|bf16|ssu] [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
- *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm and mb_conv1d_step_linear;
+ *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm (and the norm's NT form)
+ *     and mb_conv1d_step_linear;
  *     --only bf16: only the bf16 xz and delta ops (mb_linear_to_bf16, the conv of bf16 x, the scan
  *     of bf16 delta and z; with --small also the tile scan's pairs, at 256 x 3584);
  *     --only ssu: only mb_selective_state_update_dt, with its kernels' environment peers;
@@ -2426,6 +2427,7 @@ int main(int argc, char **argv) {
     t_linear_bf16();
     t_linear_to_bf16();
     t_linear_add_norm();
+    t_norm_nt();
     t_conv_linear();
     with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR_MAX", "64", "the tensor-core form up to 64 rows",
                  t_conv_linear);
