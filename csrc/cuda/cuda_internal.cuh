@@ -205,6 +205,21 @@ __device__ __forceinline__ void mb_pdl_wait() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
+
+/* A 16-byte load of constant data (weights) meant to be issued before a later mb_pdl_wait().
+ * ptxas may move a read-only load (__ldg, ld.global.nc) past the wait: in k_ssu_dt's SASS (ncu,
+ * 972M batch-1 step) dt_proj's chunks were asked for only after it, while its plain loads (A, D,
+ * the bias) stayed before. So a plain (coherent) load. (Measured: no change in that kernel's
+ * exposed time, 3.77 against 3.76 us, against an __ldg peer in the same call, whose build also
+ * issued them before the wait: docs/cuda_notes.md.) */
+__device__ __forceinline__ uint4 mb_load_early(const uint4 *p) {
+  uint4 v;
+  asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
 #define MB_PDL_ENTRY() \
   do {                 \
     mb_pdl_trigger();  \
