@@ -106,7 +106,8 @@ __device__ __forceinline__ SsuConsts<WT> ssu_consts(const SsuDtArgs &a, int64_t 
 #pragma unroll
   for (int q = 0; q < SSU_MAXC; q++) {
     int j = gi + q * L;
-    k.wr[q] = (cok && j < k.nch) ? mb_load_early((const uint4 *)k.wrow + j) : make_uint4(0, 0, 0, 0);
+    k.wr[q] =
+        (cok && j < k.nch) ? mb_load_early((const uint4 *)k.wrow + j) : make_uint4(0, 0, 0, 0);
   }
   return k;
 }
