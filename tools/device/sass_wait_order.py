@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""sass_wait_order.py — which kernels issue read-only loads (LDG ... .CONSTANT, from __ldg or
+ld.global.nc) before their PDL wait (ACQBULK, griddepcontrol.wait), from `cuobjdump -sass` text on
+stdin. ptxas moves such loads across the wait (docs/cuda_notes.md): after it for weights asked for
+early, and, in principle, before it for activations that earlier kernels write, which would read
+stale values. Prints each kernel that has any before its first wait, with those lines, so that a
+person can tell weights (fine) from activations (a bug).
+
+    cuobjdump -sass build-cuda/libmambabyte.so | python3 tools/device/sass_wait_order.py
+"""
+import re
+import sys
+
+
+def main():
+    fn, lines, found = None, [], 0
+    def flush():
+        nonlocal found
+        if fn is None:
+            return
+        wait = next((i for i, l in enumerate(lines) if "ACQBULK" in l), None)
+        if wait is None:
+            return
+        early = [l.strip() for l in lines[:wait] if re.search(r"LDG\.E\S*CONSTANT", l)]
+        late = sum(1 for l in lines[wait:] if re.search(r"LDG\.E\S*CONSTANT", l))
+        if early:
+            found += 1
+            print(f"{fn}: {len(early)} read-only loads before the wait, {late} after")
+            for l in early[:6]:
+                print("   ", re.sub(r"\s*/\*[^*]*\*/\s*$", "", l)[:110])
+    for line in sys.stdin:
+        m = re.search(r"Function : (\S+)", line)
+        if m:
+            flush()
+            fn, lines = m.group(1), []
+        elif fn:
+            lines.append(line)
+    flush()
+    print(f"{found} kernels with read-only loads before their wait")
+
+
+if __name__ == "__main__":
+    main()
