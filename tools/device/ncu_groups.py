@@ -4,7 +4,9 @@
 each ran (the lines of one loop body or one once-a-warp prologue run equally often), each group's
 instruction count, its share of all warp instructions and of all stall samples, and its most
 frequent opcodes. A prologue every warp runs once shows up as a group whose count is the number of
-warps launched; a row loop's body as a group whose count is the number of rows.
+warps launched; a row loop's body as a group whose count is the number of rows. Where the kernel has
+a PDL wait (ACQBULK, griddepcontrol.wait), the instructions and samples before and after its first
+one: what runs after it is the part of the kernel on the step's critical path.
 
     python3 tools/device/ncu_groups.py source.csv [--top N]
 """
@@ -29,6 +31,7 @@ def main(argv):
     ism = next(i for i, c in enumerate(h) if "Warp Stall Sampling (All" in c)
     groups = defaultdict(lambda: [0, 0, Counter()])  # count -> [lines, samples, opcodes]
     total_i = total_s = 0
+    wait_seen, after = False, [0, 0]  # [instructions, samples] from the first wait on
     for r in rows[hi + 1:]:
         if len(r) <= max(isrc, iex, ism):
             continue
@@ -37,6 +40,10 @@ def main(argv):
         if not t or n == 0:
             continue
         op = t[1] if t[0].startswith("@") and len(t) > 1 else t[0]
+        wait_seen = wait_seen or op == "ACQBULK"
+        if wait_seen:
+            after[0] += n
+            after[1] += s
         g = groups[n]
         g[0] += 1
         g[1] += s
@@ -49,6 +56,9 @@ def main(argv):
         common = " ".join(f"{o} {c}" for o, c in ops.most_common(6))
         print(f"  ran {n:>7,} x {lines:>4} lines = {n * lines:>10,} ({100 * n * lines / total_i:4.1f}%),"
               f" samples {100 * s / max(total_s, 1):4.1f}%: {common}")
+    if wait_seen:
+        print(f"  after the PDL wait: {after[0]:,} warp instructions ({100 * after[0] / max(total_i, 1):.1f}%),"
+              f" {100 * after[1] / max(total_s, 1):.1f}% of the samples")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@
 # `cuda_bench --ncu-step 64`, profiled from the driver's profiler start): each kernel's duration,
 # launch shape, occupancy and issue figures, its largest stall reasons, then its TOP (25) SASS
 # lines with the most stall samples, and its SASS lines grouped by how often each ran (NGROUPS
-# groups, default 6: tools/device/ncu_groups.py). Carry [".gpu-build"]; logs and reports in $OUT.
+# groups, default 6: tools/device/ncu_groups.py). Carry [".gpu-build"]; logs and each kernel's
+# source page (CSV) in $OUT; its report and ncu's run log only with KEEP_REP=1 (with them, a call
+# that profiled three kernels left too many files for the device's return, the CSVs among those
+# left out).
 #   OUT=$OUT KERNELS="k_conv_linear k_ssu_dt_rows" bash tools/device/ncu_kernel.sh
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
@@ -32,5 +35,6 @@ for k in ${KERNELS:?KERNELS=regex...}; do
   ncu -i "$OUT/$tag.ncu-rep" --page source --csv --print-source sass >"$OUT/source_$tag.csv" 2>&1
   python3 tools/device/ncu_stalls.py "$OUT/source_$tag.csv" --top "${TOP:-25}"
   python3 tools/device/ncu_groups.py "$OUT/source_$tag.csv" --top "${NGROUPS:-6}"
+  [ -n "${KEEP_REP:-}" ] || rm -f "$OUT/$tag.ncu-rep" "$OUT/ncu_run_$tag.log"
 done
 exit $status

@@ -7,6 +7,7 @@ stale values. Prints each kernel that has any before its first wait, with those 
 person can tell weights (fine) from activations (a bug).
 
     cuobjdump -sass build-cuda/libmambabyte.so | python3 tools/device/sass_wait_order.py
+    python3 tools/device/sass_wait_order.py sass.txt
 """
 import re
 import sys
@@ -28,7 +29,8 @@ def main():
             print(f"{fn}: {len(early)} read-only loads before the wait, {late} after")
             for l in early[:6]:
                 print("   ", re.sub(r"\s*/\*[^*]*\*/\s*$", "", l)[:110])
-    for line in sys.stdin:
+    src = open(sys.argv[1], errors="replace") if len(sys.argv) > 1 else sys.stdin
+    for line in src:
         m = re.search(r"Function : (\S+)", line)
         if m:
             flush()
