@@ -433,7 +433,9 @@ extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ld
   /* the kernel's element offsets in 32 bits (cxl_conv_rows, cxl_reduce) */
   const int64_t lim = INT32_MAX;
   const bool fits32 = n * (ldx > ldo ? ldx : ldo) < lim && n * d * k < lim &&
-                      (d + CXL_CW - 1) / CXL_CW * n * out_f < lim;
+                      ((d + CXL_CW - 1) / CXL_CW + CXL_RED_B * CXL_THREADS) * n * out_f < lim;
+  /* (the reduction's slices run up to CXL_RED_B CXL_THREADS partials past the grid, whose
+   * offsets it computes but does not read) */
   bool fused = st->conv_linear && n >= st->conv_linear && n <= n_max && out_f >= 1 &&
                out_f <= CXL_OUT_MAX && k <= CXL_KMAX && fits32;
   if (fused) {
