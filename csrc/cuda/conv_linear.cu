@@ -251,7 +251,10 @@ __device__ __forceinline__ void cxl_conv_rows(const ConvLinArgs &a, int tid, boo
 template <typename WT, bool MMA, int KM>
 __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
   static_assert(KM <= CXL_KMAX, "conv width");
-  constexpr int CB = KM <= 4 ? 16 : 4; /* rows of a thread's conv loaded together (256: one round) */
+  /* rows of a thread's conv loaded together: the tensor-core form's 256 rows in one round; the
+   * fp32-FMA form runs at most CXL_N_MAX = 64 (16 spilled it), and wide windows take registers */
+  constexpr int CB = MMA && KM <= 4 ? 16 : 4;
+  static_assert(MMA || CXL_N_MAX <= CB * (CXL_THREADS / CXL_CW), "one round of rows");
   static_assert(!MMA || sizeof(WT) == 2, "the tensor-core form takes bf16 weights");
   static_assert(!MMA || CXL_CW % 16 == 0, "whole k-steps of 16 channels");
   extern __shared__ __align__(16) float cxl_shared[];
@@ -321,10 +324,7 @@ __global__ void __launch_bounds__(CXL_THREADS) k_conv_linear(ConvLinArgs a) {
   for (int j = 0; j < KM; j++) wc[j] = (con && j < k) ? a.cw[ch * k + j] : 0.f;
   const float bc = (con && a.cb) ? a.cb[ch] : 0.f;
   mb_pdl_wait();
-  /* the fp32-FMA form runs at most CXL_N_MAX = 64 rows: 4 a thread, one round */
-  constexpr int CB32 = MMA ? CB : 4;
-  static_assert(MMA || CXL_N_MAX <= 4 * (CXL_THREADS / CXL_CW), "one round of 4 rows");
-  cxl_conv_rows<KM, CB32, MMA>(a, tid, con, ch, cme, wc, bc, Ub, Us, [&] {
+  cxl_conv_rows<KM, CB, MMA>(a, tid, con, ch, cme, wc, bc, Ub, Us, [&] {
     if (!stashed) stash_weights(), stashed = true;
   });
   if (!stashed) stash_weights(); /* a thread without rows */

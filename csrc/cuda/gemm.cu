@@ -714,9 +714,9 @@ static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, con
                                   const ConvEpi &ce, bool *fits) {
   const bool full = (a->d_model / (16 / (int64_t)sizeof(WT))) % 32 == 0;
   if (!full) return in_ring_launch_f<WT, VPT, PLAIN, RING, false, 0>(ctx, a, np, ce, fits);
-  return norm_nt_fits(a->d_model, np.thr, mbcuda_st(ctx)->norm_nt)
-             ? in_ring_launch_f<WT, VPT, PLAIN, RING, true, NORM_NT>(ctx, a, np, ce, fits)
-             : in_ring_launch_f<WT, VPT, PLAIN, RING, true, 0>(ctx, a, np, ce, fits);
+  return norm_nt_dispatch(a->d_model, np.thr, mbcuda_st(ctx)->norm_nt, [&](auto nt) {
+    return in_ring_launch_f<WT, VPT, PLAIN, RING, true, decltype(nt)::value>(ctx, a, np, ce, fits);
+  });
 }
 
 template <typename WT, int G, bool VEC>

@@ -89,28 +89,22 @@ static int sum_add_norm_vpt(mb_ctx *ctx, int thr, const float *parts, int nparts
                             int accumulate, const float *weight, const float *bias, int norm_kind,
                             float eps, int64_t n, int64_t d, float *out, uint16_t *out_bf16) {
   const dim3 grid((unsigned)n), block(thr);
-  const bool nt = norm_nt_fits(d, thr, mbcuda_st(ctx)->norm_nt);
-#define MB_SUM_ADD_NORM_NT(P, NT)                                                                 \
+  return norm_nt_dispatch(d, thr, mbcuda_st(ctx)->norm_nt, [&](auto nt) -> int {
+    constexpr int NT = decltype(nt)::value;
+#define MB_SUM_ADD_NORM(P)                                                                        \
   MBCUDA_LAUNCH("linear_add_norm (sum + add_norm)", (k_sum_add_norm_reg<VPT, P, NT>), grid, block, \
                 0, parts, part_stride, h_bias, residual, accumulate, weight, bias, norm_kind, eps, \
                 d, out, out_bf16)
-#define MB_SUM_ADD_NORM(P)                                                                        \
-  do {                                                                                            \
-    if (nt)                                                                                       \
-      MB_SUM_ADD_NORM_NT(P, NORM_NT);                                                             \
-    else                                                                                          \
-      MB_SUM_ADD_NORM_NT(P, 0);                                                                   \
-  } while (0)
-  switch (nparts) {
-    case 2: MB_SUM_ADD_NORM(2); break;
-    case 4: MB_SUM_ADD_NORM(4); break;
-    case 8: MB_SUM_ADD_NORM(8); break;
-    case 16: MB_SUM_ADD_NORM(16); break;
-    default: return mb_fail(MB_ERR_INTERNAL, "cuda: linear_add_norm: %d parts", nparts);
-  }
+    switch (nparts) {
+      case 2: MB_SUM_ADD_NORM(2); break;
+      case 4: MB_SUM_ADD_NORM(4); break;
+      case 8: MB_SUM_ADD_NORM(8); break;
+      case 16: MB_SUM_ADD_NORM(16); break;
+      default: return mb_fail(MB_ERR_INTERNAL, "cuda: linear_add_norm: %d parts", nparts);
+    }
 #undef MB_SUM_ADD_NORM
-#undef MB_SUM_ADD_NORM_NT
-  return MB_OK;
+    return MB_OK;
+  });
 }
 
 int mbcuda_sum_add_norm(mb_ctx *ctx, const float *parts, int nparts, int64_t part_stride,
@@ -264,23 +258,16 @@ extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int
   if (d <= 8 * 256) { /* rows held in registers (v3; the default) */
     int thr, vpt;
     norm_reg_shape(d, &thr, &vpt);
-    const bool nt = norm_nt_fits(d, thr, mbcuda_st(ctx)->norm_nt);
-#define MB_ADD_NORM_REG(V, NT)                                                                     \
-  MBCUDA_LAUNCH("add_norm", (k_add_norm_reg<V, NT>), dim3((unsigned)n), dim3(thr), 0, x, residual, \
-                accumulate, weight, bias, norm_kind, eps, d, out, out_bf16)
-    if (vpt == 4) {
-      if (nt)
-        MB_ADD_NORM_REG(4, NORM_NT);
+    return norm_nt_dispatch(d, thr, mbcuda_st(ctx)->norm_nt, [&](auto nt) -> int {
+      constexpr int NT = decltype(nt)::value;
+      if (vpt == 4)
+        MBCUDA_LAUNCH("add_norm", (k_add_norm_reg<4, NT>), dim3((unsigned)n), dim3(thr), 0, x,
+                      residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);
       else
-        MB_ADD_NORM_REG(4, 0);
-    } else {
-      if (nt)
-        MB_ADD_NORM_REG(8, NORM_NT);
-      else
-        MB_ADD_NORM_REG(8, 0);
-    }
-#undef MB_ADD_NORM_REG
-    return MB_OK;
+        MBCUDA_LAUNCH("add_norm", (k_add_norm_reg<8, NT>), dim3((unsigned)n), dim3(thr), 0, x,
+                      residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);
+      return MB_OK;
+    });
   }
   MBCUDA_LAUNCH("add_norm", k_add_norm, dim3((unsigned)n), dim3(row_threads(d)), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);
   return MB_OK;

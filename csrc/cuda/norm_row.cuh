@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "cuda_internal.cuh"
 
 /* Element c of a normed row: into the fp32 row and/or its bf16 copy (either may be NULL). */
@@ -122,6 +124,13 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
 #define NORM_NT 256
 static inline bool norm_nt_fits(int64_t d, int thr, int on) {
   return on && thr == NORM_NT && d % NORM_NT == 0;
+}
+/* f(NT) with NT = NORM_NT where norm_nt_fits, else 0, as a compile-time constant
+ * (std::integral_constant): every launcher of a decoding norm picks its form through it. */
+template <typename F>
+static inline auto norm_nt_dispatch(int64_t d, int thr, int on, F f) {
+  return norm_nt_fits(d, thr, on) ? f(std::integral_constant<int, NORM_NT>())
+                                  : f(std::integral_constant<int, 0>());
 }
 
 /* The block of mb_add_norm's register rows for d <= 2048: threads (*thr) and values per thread. */

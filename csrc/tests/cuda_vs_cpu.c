@@ -285,13 +285,20 @@ static char *env_swap(const char *name, const char *value);
 static void env_restore(const char *name, char *old);
 static double diff_bits(const void *a, const void *b, size_t bytes);
 
+/* A second CUDA context, made with the norm's generic form (MAMBABYTE_CUDA_NORM_NT=0 while it is
+ * created; the environment restored after), for "the same bits without the NT form" checks. */
+static mb_ctx *gpu_ctx_generic_norm(void) {
+  mb_ctx *c = NULL;
+  char *old_nt = env_swap("MAMBABYTE_CUDA_NORM_NT", "0");
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &c));
+  env_restore("MAMBABYTE_CUDA_NORM_NT", old_nt);
+  return c;
+}
+
 /* mb_add_norm's decoding rows of the models' widths (1024, 1792: the NT form, norm_row.cuh) give
  * the bits of a context without it (MAMBABYTE_CUDA_NORM_NT=0: per-thread bounds and offsets). */
 static void t_norm_nt(void) {
-  mb_ctx *generic = NULL;
-  char *old_nt = env_swap("MAMBABYTE_CUDA_NORM_NT", "0");
-  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &generic));
-  env_restore("MAMBABYTE_CUDA_NORM_NT", old_nt);
+  mb_ctx *generic = gpu_ctx_generic_norm();
   const int64_t dims[] = {1024, 1792}, rows[] = {1, 3, 64};
   for (int di = 0; di < 2; di++)
     for (int ri = 0; ri < 3; ri++)
@@ -530,10 +537,7 @@ static void lan_run(const lan_case *c, int gpu, pair *R, pair *O, pair *OB) {
  * models') take the norm's NT form by default: a context without it (MAMBABYTE_CUDA_NORM_NT=0)
  * gives the same bits. */
 static void t_linear_add_norm(void) {
-  mb_ctx *generic = NULL;
-  char *old_nt = env_swap("MAMBABYTE_CUDA_NORM_NT", "0");
-  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &generic));
-  env_restore("MAMBABYTE_CUDA_NORM_NT", old_nt);
+  mb_ctx *generic = gpu_ctx_generic_norm();
   /* n, in_f, out_f, pad of ldx: out_proj at decoding batches 12, 64 and 256; parts of 4 (448),
    * none (1000, 96: the product whole), out_f beyond the norm's kernel (2049), 2 to 8 rows, and
    * forward chunks (the product added to the residual by the GEMM; with a bias, the two calls) */
@@ -1342,11 +1346,9 @@ static mb_ctx *g_gpu_ops;
 static void t_decode_layers(void) {
   /* and the norm's generic form (MAMBABYTE_CUDA_NORM_NT=0), so that "=ops bits" also holds the
    * NT form (the fused kernels' default at 972M's and 353M's rows) to it */
-  char *old_nt = env_swap("MAMBABYTE_CUDA_NORM_NT", "0");
   setenv("MAMBABYTE_CUDA_NORM_PROLOGUE", "0", 1);
-  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &g_gpu_ops));
+  g_gpu_ops = gpu_ctx_generic_norm();
   unsetenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
-  env_restore("MAMBABYTE_CUDA_NORM_NT", old_nt);
   const dl_case cs[] = {
       {2, 1, 1792, 3584, 16, 112, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1}, /* 972M's shape */
       {3, 1, 1024, 2048, 16, 64, 4, MB_DTYPE_F32, MB_NORM_RMS, 1},      /* 353M's */
