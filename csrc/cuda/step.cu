@@ -150,11 +150,24 @@ struct SsuRowsSmem {
   int as, ws, rp; /* A / state row length (floats), weight row length (chunks), x_dbl row */
   size_t a, s, rows, w, dt, bytes; /* offsets (floats; w and dt: bytes) and the total in bytes */
 };
+/* Rows of 16 states (the models' d_state: L = 8 lanes of SCAN_P = 2) are kept 16 floats long with
+ * their four 16-byte chunks swizzled (chunk q of row c at q ^ ((c >> 1) & 3)), so that a thread
+ * reads and writes its row's A and states as four 16-byte accesses without bank conflicts (8
+ * threads' rows c .. c + 7 fall on 8 different 16-byte bank groups); other rows are padded to an
+ * odd length and read a float at a time. The kernel was bound by its shared-memory instructions
+ * (MIO throttle the largest stall, ncu at batch 64): a thread issued ~100 a step, 16 loads of A,
+ * 16 loads and 16 stores of its states among them. */
+#define SSU_SW_NP 16
+__host__ __device__ inline int ssu_slot(int c, int s, int as) {
+  return as == SSU_SW_NP ? c * SSU_SW_NP + ((((s >> 2) ^ ((c >> 1) & 3)) << 2) | (s & 3))
+                         : c * as + s;
+}
+
 /* mma: room for the tensor cores' dt_proj outputs too (B rows of SSU_ROW_C + 1 floats) */
 __host__ __device__ inline SsuRowsSmem ssu_rows_smem(int L, int R, int nch, int B, bool mma) {
   SsuRowsSmem m;
   const int np = L * SCAN_P;
-  m.as = np + 1;
+  m.as = np == SSU_SW_NP ? np : np + 1; /* swizzled rows of 16, else padded to an odd length */
   m.ws = nch | 1;
   m.rp = (R + 7) & ~7;
   m.a = 0;
@@ -263,7 +276,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
    * block's channels, and (16-byte rows) their dt_proj rows */
   for (int i = tid; i < SSU_ROW_C * NP; i += NT) {
     const int cc = i / NP, s = i % NP;
-    sA[cc * m.as + s] = (cc < cn && s < n) ? a.A[(c0 + cc) * n + s] * MB_LOG2E : 0.f;
+    sA[ssu_slot(cc, s, m.as)] = (cc < cn && s < n) ? a.A[(c0 + cc) * n + s] * MB_LOG2E : 0.f;
   }
   if (nch > 0) {
     const uint4 *w4 = (const uint4 *)a.w + c0 * nch;
@@ -314,8 +327,9 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
     /* unsigned: a signed i / NP and i % NP took ~40 instructions a warp to place its 4 chunks,
      * twice (in and back; ncu, batch 64) */
     const unsigned i = 4u * (unsigned)(tx + k * SSU_ROW_C);
-    return sS + (i / NP) * m.as + i % NP;
+    return sS + ssu_slot((int)(i / NP), (int)(i % NP), m.as);
   };
+  constexpr bool SW = NP == SSU_SW_NP; /* whole 16-byte chunks (and 16-byte aligned) */
   if (vec_state) {
     float4 q[Q];
     float xv[XQ];
@@ -330,7 +344,10 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
 #pragma unroll
     for (int k = 0; k < Q; k++) {
       float *d = chunk_smem(k);
-      d[0] = q[k].x, d[1] = q[k].y, d[2] = q[k].z, d[3] = q[k].w;
+      if constexpr (SW)
+        *(float4 *)d = q[k];
+      else
+        d[0] = q[k].x, d[1] = q[k].y, d[2] = q[k].z, d[3] = q[k].w;
     }
 #pragma unroll
     for (int j = 0; j < XQ; j++)
@@ -339,7 +356,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
   } else {
     for (int i = tx; i < SSU_ROW_C * NP; i += SSU_ROW_C) {
       const int cc = i / NP, s = i % NP;
-      sS[cc * m.as + s] = (cc < cn && s < n) ? st[cc * n + s] : 0.f;
+      sS[ssu_slot(cc, s, m.as)] = (cc < cn && s < n) ? st[cc * n + s] : 0.f;
     }
     for (int k = tx; k < m.rp; k += SSU_ROW_C) xs[k] = k < R ? xrow[k] : 0.f;
     for (int k = tx; k < NP; k += SSU_ROW_C) {
@@ -381,16 +398,36 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
     const float dt = a.softplus ? ssu_softplus<FAST>(draw) : draw;
     const float du = dt * uu;
     /* lane gi's two states, then the same butterfly over the lanes' partial outputs */
-    float *hs = sS + tx * m.as;
-    const float *Ac = sA + tx * m.as;
     float yl[L];
+    if constexpr (SW) { /* a chunk of 4 states (lanes 2 q and 2 q + 1) at a time */
 #pragma unroll
-    for (int gi = 0; gi < L; gi++) {
-      const int s0 = gi * SCAN_P;
-      const float h0 = fmaf(ssu_ex2<FAST>(dt * Ac[s0]), hs[s0], du * sB[s0]);
-      const float h1 = fmaf(ssu_ex2<FAST>(dt * Ac[s0 + 1]), hs[s0 + 1], du * sB[s0 + 1]);
-      hs[s0] = h0, hs[s0 + 1] = h1;
-      yl[gi] = fmaf(sC[s0 + 1], h1, sC[s0] * h0);
+      for (int q = 0; q < SSU_SW_NP / 4; q++) {
+        const int slot = ssu_slot(tx, 4 * q, m.as);
+        const float4 a4 = *(const float4 *)(sA + slot);
+        float4 *hp = (float4 *)(sS + slot);
+        const float4 h4 = *hp;
+        /* B and C of the sequence: the same for every thread (broadcast); xs's rows are whole
+         * 16-byte chunks (rp a multiple of 8) */
+        const float4 b4 = *(const float4 *)(sB + 4 * q), c4 = *(const float4 *)(sC + 4 * q);
+        const float h0 = fmaf(ssu_ex2<FAST>(dt * a4.x), h4.x, du * b4.x);
+        const float h1 = fmaf(ssu_ex2<FAST>(dt * a4.y), h4.y, du * b4.y);
+        const float h2 = fmaf(ssu_ex2<FAST>(dt * a4.z), h4.z, du * b4.z);
+        const float h3 = fmaf(ssu_ex2<FAST>(dt * a4.w), h4.w, du * b4.w);
+        *hp = make_float4(h0, h1, h2, h3);
+        yl[2 * q] = fmaf(c4.y, h1, c4.x * h0);
+        yl[2 * q + 1] = fmaf(c4.w, h3, c4.z * h2);
+      }
+    } else {
+      float *hs = sS + tx * m.as;
+      const float *Ac = sA + tx * m.as;
+#pragma unroll
+      for (int gi = 0; gi < L; gi++) {
+        const int s0 = gi * SCAN_P;
+        const float h0 = fmaf(ssu_ex2<FAST>(dt * Ac[s0]), hs[s0], du * sB[s0]);
+        const float h1 = fmaf(ssu_ex2<FAST>(dt * Ac[s0 + 1]), hs[s0 + 1], du * sB[s0 + 1]);
+        hs[s0] = h0, hs[s0 + 1] = h1;
+        yl[gi] = fmaf(sC[s0 + 1], h1, sC[s0] * h0);
+      }
     }
     float yv = lanes_sum(yl) + Dc * uu;
     if (a.z) yv *= ssu_silu<FAST>(zz);
@@ -401,12 +438,13 @@ __global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
 #pragma unroll
     for (int k = 0; k < Q; k++) {
       const float *d = chunk_smem(k);
-      ((float4 *)st)[tx + k * SSU_ROW_C] = make_float4(d[0], d[1], d[2], d[3]);
+      ((float4 *)st)[tx + k * SSU_ROW_C] =
+          SW ? *(const float4 *)d : make_float4(d[0], d[1], d[2], d[3]);
     }
   } else {
     for (int i = tx; i < SSU_ROW_C * NP; i += SSU_ROW_C) {
       const int cc = i / NP, s = i % NP;
-      if (cc < cn && s < n) st[cc * n + s] = sS[cc * m.as + s];
+      if (cc < cn && s < n) st[cc * n + s] = sS[ssu_slot(cc, s, m.as)];
     }
   }
 }
