@@ -255,8 +255,17 @@ __device__ __forceinline__ float ssu_silu(float x) { return FAST ? mb_fast_silu(
 /* B: sequences a block (a warp each); MMA (bf16 weights in 16-byte rows only): dt_proj on the
  * tensor cores (ssu_rows_dt_mma) instead of the lanes' chunks and butterfly; FAST (with MMA only):
  * the MUFU forms of exp2, softplus and SiLU */
+/* Blocks an SM the registers of the batches' form (tensor-core dt_proj, MUFU forms, 8 sequences a
+ * block: batches above 64) are capped for: 6 (40 registers, no spills) where ptxas took 44 (5 blocks;
+ * shared memory allows 7). H200, 972M bf16, graph replay, one call (a temporary switch): b256 4,565
+ * against 4,654 us a step, the update 42.9 against 44.8 us exposed a layer, b128 unchanged (2,939
+ * against 2,933); 7 blocks (32 registers, 8 bytes spilled) lost everywhere (b256 4,757-4,794); the
+ * same cap on the 4-sequence blocks (batches 16 to 64, which shared memory holds to 10 an SM) lost
+ * ~1% (docs/cuda_notes.md). 0: as ptxas chooses. */
+#define SSU_ROWS_B8_MIN_BLOCKS 6
 template <int L, typename WT, int B, bool MMA, bool FAST>
-__global__ void __launch_bounds__(SSU_ROW_C *B) k_ssu_dt_rows(SsuDtArgs a) {
+__global__ void __launch_bounds__(SSU_ROW_C *B, (MMA && FAST && B == 8) ? SSU_ROWS_B8_MIN_BLOCKS : 0)
+    k_ssu_dt_rows(SsuDtArgs a) {
   static_assert(MMA || !FAST, "the accurate forms keep the lanes' bits");
   extern __shared__ __align__(16) float smem_rows[];
   mb_pdl_trigger();
