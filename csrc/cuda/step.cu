@@ -255,16 +255,17 @@ __device__ __forceinline__ float ssu_silu(float x) { return FAST ? mb_fast_silu(
 /* B: sequences a block (a warp each); MMA (bf16 weights in 16-byte rows only): dt_proj on the
  * tensor cores (ssu_rows_dt_mma) instead of the lanes' chunks and butterfly; FAST (with MMA only):
  * the MUFU forms of exp2, softplus and SiLU */
-/* Blocks an SM the registers of the batches' form (tensor-core dt_proj, MUFU forms, 8 sequences a
- * block: batches above 64) are capped for: 6 (40 registers, no spills) where ptxas took 44 (5 blocks;
- * shared memory allows 7). H200, 972M bf16, graph replay, one call (a temporary switch): b256 4,565
- * against 4,654 us a step, the update 42.9 against 44.8 us exposed a layer, b128 unchanged (2,939
- * against 2,933); 7 blocks (32 registers, 8 bytes spilled) lost everywhere (b256 4,757-4,794); the
- * same cap on the 4-sequence blocks (batches 16 to 64, which shared memory holds to 10 an SM) lost
- * ~1% (docs/cuda_notes.md). 0: as ptxas chooses. */
+/* MINB > 0: the registers of the batches' form (tensor-core dt_proj, MUFU forms, 8 sequences a
+ * block) capped for MINB blocks an SM. Above SSU_ROWS_B8_CAP_FROM sequences it runs with 6 (40
+ * registers, no spills) where ptxas takes 44 (5 blocks; shared memory allows 7). H200, 972M bf16,
+ * graph replay, two calls with a temporary switch: b256 4,557-4,565 against 4,648-4,654 us a step
+ * (the update 42.9 against 44.8 us exposed a layer); b128 2,930-2,939 uncapped against 2,933-2,956;
+ * 7 blocks (32 registers, 8 bytes spilled) lost at b128 and b256; the 4-sequence blocks (batches
+ * 16 to 64, held to 10 an SM by shared memory) only lose by a cap (docs/cuda_notes.md). */
 #define SSU_ROWS_B8_MIN_BLOCKS 6
-template <int L, typename WT, int B, bool MMA, bool FAST>
-__global__ void __launch_bounds__(SSU_ROW_C *B, (MMA && FAST && B == 8) ? SSU_ROWS_B8_MIN_BLOCKS : 0)
+#define SSU_ROWS_B8_CAP_FROM 128
+template <int L, typename WT, int B, bool MMA, bool FAST, int MINB = 0>
+__global__ void __launch_bounds__(SSU_ROW_C *B, MINB)
     k_ssu_dt_rows(SsuDtArgs a) {
   static_assert(MMA || !FAST, "the accurate forms keep the lanes' bits");
   extern __shared__ __align__(16) float smem_rows[];
@@ -481,21 +482,25 @@ static size_t ssu_dt_rows_smem(const SsuDtArgs &a, int B, bool mma) {
   return bytes <= 96 * 1024 ? bytes : 0;
 }
 
-template <int L, typename WT, int B, bool MMA, bool FAST>
+template <int L, typename WT, int B, bool MMA, bool FAST, int MINB = 0>
 static int ssu_dt_rows_launch_b(mb_ctx *ctx, const SsuDtArgs &a) {
   static_assert(!MMA || sizeof(WT) == 2, "the tensor cores' dt_proj takes bf16 weights");
   const size_t smem = ssu_dt_rows_smem<L, WT>(a, B, MMA);
   if (smem > 48 * 1024)
-    MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT, B, MMA, FAST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT, B, MMA, FAST, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
   const dim3 grid(mbcuda_blocks(a.d, SSU_ROW_C), (unsigned)((a.batch + B - 1) / B));
-  MBCUDA_LAUNCH("selective_state_update_dt (rows)", (k_ssu_dt_rows<L, WT, B, MMA, FAST>), grid, dim3(SSU_ROW_C, B), smem, a);
+  MBCUDA_LAUNCH("selective_state_update_dt (rows)", (k_ssu_dt_rows<L, WT, B, MMA, FAST, MINB>), grid, dim3(SSU_ROW_C, B), smem, a);
   return MB_OK;
 }
 
 template <int L, typename WT, int B>
 static int ssu_dt_rows_launch_mma(mb_ctx *ctx, const SsuDtArgs &a, bool fast) {
-  return fast ? ssu_dt_rows_launch_b<L, WT, B, true, true>(ctx, a)
-              : ssu_dt_rows_launch_b<L, WT, B, true, false>(ctx, a);
+  if (!fast) return ssu_dt_rows_launch_b<L, WT, B, true, false>(ctx, a);
+  /* the registers capped above 128 sequences only (SSU_ROWS_B8_MIN_BLOCKS) */
+  if constexpr (B == 8)
+    if (a.batch > SSU_ROWS_B8_CAP_FROM)
+      return ssu_dt_rows_launch_b<L, WT, B, true, true, SSU_ROWS_B8_MIN_BLOCKS>(ctx, a);
+  return ssu_dt_rows_launch_b<L, WT, B, true, true>(ctx, a);
 }
 
 /* mma: bf16 weights in 16-byte rows only, fast with mma only (ssu_dt_launch_l) */
