@@ -252,18 +252,18 @@ __device__ __forceinline__ float ssu_softplus(float x) {
 template <bool FAST>
 __device__ __forceinline__ float ssu_silu(float x) { return FAST ? mb_fast_silu(x) : mb_silu(x); }
 
-/* B: sequences a block (a warp each); MMA (bf16 weights in 16-byte rows only): dt_proj on the
- * tensor cores (ssu_rows_dt_mma) instead of the lanes' chunks and butterfly; FAST (with MMA only):
- * the MUFU forms of exp2, softplus and SiLU */
 /* MINB > 0: the registers of the batches' form (tensor-core dt_proj, MUFU forms, 8 sequences a
  * block) capped for MINB blocks an SM. Above SSU_ROWS_B8_CAP_FROM sequences it runs with 6 (40
  * registers, no spills) where ptxas takes 44 (5 blocks; shared memory allows 7). H200, 972M bf16,
  * graph replay, two calls with a temporary switch: b256 4,557-4,565 against 4,648-4,654 us a step
- * (the update 42.9 against 44.8 us exposed a layer); b128 2,930-2,939 uncapped against 2,933-2,956;
+ * (the update 42.9 against 44.8 us exposed a layer); b128 2,930-2,933 uncapped against 2,939-2,956;
  * 7 blocks (32 registers, 8 bytes spilled) lost at b128 and b256; the 4-sequence blocks (batches
  * 16 to 64, held to 10 an SM by shared memory) only lose by a cap (docs/cuda_notes.md). */
 #define SSU_ROWS_B8_MIN_BLOCKS 6
 #define SSU_ROWS_B8_CAP_FROM 128
+/* B: sequences a block (a warp each); MMA (bf16 weights in 16-byte rows only): dt_proj on the
+ * tensor cores (ssu_rows_dt_mma) instead of the lanes' chunks and butterfly; FAST (with MMA only):
+ * the MUFU forms of exp2, softplus and SiLU; MINB: see above */
 template <int L, typename WT, int B, bool MMA, bool FAST, int MINB = 0>
 __global__ void __launch_bounds__(SSU_ROW_C *B, MINB)
     k_ssu_dt_rows(SsuDtArgs a) {
