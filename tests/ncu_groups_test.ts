@@ -6,8 +6,7 @@
  *   read-only loads (LDG ... CONSTANT) come before their PDL wait.
  */
 import assert from "node:assert/strict";
-import { runPythonArgs, skipWithoutPython } from "./helpers/python.ts";
-import { withTempDir } from "./helpers/temp_dir.ts";
+import { runPythonOnText, skipWithoutPython } from "./helpers/python.ts";
 
 const GROUPS = new URL("../tools/device/ncu_groups.py", import.meta.url).pathname;
 const ORDER = new URL("../tools/device/sass_wait_order.py", import.meta.url).pathname;
@@ -28,25 +27,22 @@ Deno.test({
   name: "ncu_groups.py groups SASS lines by their counts and splits them at the PDL wait",
   ignore: await skipWithoutPython(["csv", "collections"]),
 }, async () => {
-  await withTempDir("mambabyte_ncu_groups_", async (dir) => {
-    await Deno.writeTextFile(`${dir}/page.csv`, PAGE);
-    const r = await runPythonArgs([GROUPS, `${dir}/page.csv`, "--top", "4"]);
-    assert.equal(r.code, 0, r.stderr);
-    const lines = r.stdout.trim().split("\n").map((l) => l.trim());
-    assert.equal(lines[0], "832 warp instructions, 20 stall samples");
-    // the loop body (two lines, 256 times) first, then the five once-a-warp lines
-    assert.match(
-      lines[1],
-      /^ran\s+256 x\s+2 lines =\s+512 \(61\.5%\), samples 20\.0%: FFMA 1 BRA 1$/,
-    );
-    assert.match(lines[2], /^ran\s+64 x\s+5 lines =\s+320 \(38\.5%\), samples 80\.0%: /);
-    // from ACQBULK on: 64 x 3 + 512 = 704 instructions, 18 of the 20 samples
-    assert.equal(
-      lines[3],
-      "after the PDL wait: 704 warp instructions (84.6%), 90.0% of the samples",
-    );
-    assert.equal(lines.length, 4);
-  });
+  const r = await runPythonOnText(GROUPS, "page.csv", PAGE, ["--top", "4"]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n").map((l) => l.trim());
+  assert.equal(lines[0], "832 warp instructions, 20 stall samples");
+  // the loop body (two lines, 256 times) first, then the five once-a-warp lines
+  assert.match(
+    lines[1],
+    /^ran\s+256 x\s+2 lines =\s+512 \(61\.5%\), samples 20\.0%: FFMA 1 BRA 1$/,
+  );
+  assert.match(lines[2], /^ran\s+64 x\s+5 lines =\s+320 \(38\.5%\), samples 80\.0%: /);
+  // from ACQBULK on: 64 x 3 + 512 = 704 instructions, 18 of the 20 samples
+  assert.equal(
+    lines[3],
+    "after the PDL wait: 704 warp instructions (84.6%), 90.0% of the samples",
+  );
+  assert.equal(lines.length, 4);
 });
 
 // `cuobjdump -sass`: a "Function :" header per kernel, then its instructions
@@ -66,16 +62,12 @@ Deno.test({
   name: "sass_wait_order.py lists the kernels with read-only loads before their PDL wait",
   ignore: await skipWithoutPython(["re"]),
 }, async () => {
-  await withTempDir("mambabyte_sass_order_", async (dir) => {
-    await Deno.writeTextFile(`${dir}/sass.txt`, SASS);
-    const r = await runPythonArgs([ORDER, `${dir}/sass.txt`]);
-    assert.equal(r.code, 0, r.stderr);
-    const text = r.stdout;
-    const lines = text.trim().split("\n").map((l) => l.trim());
-    assert.equal(lines[0], "k_weights_early: 1 read-only loads before the wait, 0 after");
-    assert.match(lines[1], /^\/\*0000\*\/\s+LDG\.E\.128\.CONSTANT R4, desc\[UR4\]\[R2\.64\] ;$/);
-    // k_after_only's load follows its wait, k_no_wait has no wait: neither is listed
-    assert.equal(lines[2], "1 kernels with read-only loads before their wait");
-    assert.equal(lines.length, 3);
-  });
+  const r = await runPythonOnText(ORDER, "sass.txt", SASS);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n").map((l) => l.trim());
+  assert.equal(lines[0], "k_weights_early: 1 read-only loads before the wait, 0 after");
+  assert.match(lines[1], /^\/\*0000\*\/\s+LDG\.E\.128\.CONSTANT R4, desc\[UR4\]\[R2\.64\] ;$/);
+  // k_after_only's load follows its wait, k_no_wait has no wait: neither is listed
+  assert.equal(lines[2], "1 kernels with read-only loads before their wait");
+  assert.equal(lines.length, 3);
 });

@@ -5,8 +5,7 @@
  * says so.
  */
 import assert from "node:assert/strict";
-import { runPythonArgs, skipWithoutPython } from "./helpers/python.ts";
-import { withTempDir } from "./helpers/temp_dir.ts";
+import { runPythonOnText, skipWithoutPython } from "./helpers/python.ts";
 
 const SCRIPT = new URL("../tools/device/ncu_stalls.py", import.meta.url).pathname;
 
@@ -22,28 +21,24 @@ Deno.test({
   name: "ncu_stalls.py ranks source lines by stall samples, with their largest reasons",
   ignore: await skipWithoutPython(["csv", "sys"]),
 }, async () => {
-  await withTempDir("mambabyte_ncu_stalls_", async (dir) => {
-    await Deno.writeTextFile(`${dir}/page.csv`, PAGE);
-    const r = await runPythonArgs([SCRIPT, `${dir}/page.csv`, "--top", "2", "--reasons"]);
-    assert.equal(r.code, 0, r.stderr);
-    const lines = r.stdout.trim().split("\n").map((l) => l.trim().split(/\s{2,}/));
-    assert.deepEqual(lines[0], ["stall samples: 100 in 3 lines"]);
-    assert.equal(lines.length, 3); // --top 2
-    assert.deepEqual(lines[1], [
-      "60.0%",
-      "426",
-      "dc_rows<DC_DCH, true>(...);",
-      "stall_wait 40, stall_barrier 20",
-    ]);
-    assert.deepEqual(lines[2], [
-      "30.0%",
-      "412",
-      "dc_warp_norm(v, ...);",
-      "stall_no_instructions 25, stall_wait 5",
-    ]);
-    await Deno.writeTextFile(`${dir}/none.csv`, `"#","Source"\n"1","x"\n`);
-    const e = await runPythonArgs([SCRIPT, `${dir}/none.csv`]);
-    assert.equal(e.code, 0);
-    assert.match(e.stdout, /no source page/);
-  });
+  const r = await runPythonOnText(SCRIPT, "page.csv", PAGE, ["--top", "2", "--reasons"]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n").map((l) => l.trim().split(/\s{2,}/));
+  assert.deepEqual(lines[0], ["stall samples: 100 in 3 lines"]);
+  assert.equal(lines.length, 3); // --top 2
+  assert.deepEqual(lines[1], [
+    "60.0%",
+    "426",
+    "dc_rows<DC_DCH, true>(...);",
+    "stall_wait 40, stall_barrier 20",
+  ]);
+  assert.deepEqual(lines[2], [
+    "30.0%",
+    "412",
+    "dc_warp_norm(v, ...);",
+    "stall_no_instructions 25, stall_wait 5",
+  ]);
+  const e = await runPythonOnText(SCRIPT, "none.csv", `"#","Source"\n"1","x"\n`);
+  assert.equal(e.code, 0);
+  assert.match(e.stdout, /no source page/);
 });

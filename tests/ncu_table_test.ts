@@ -4,8 +4,7 @@
  * each with its launch shape and metrics, and a report without kernels is an error.
  */
 import assert from "node:assert/strict";
-import { runPythonArgs, skipWithoutPython } from "./helpers/python.ts";
-import { withTempDir } from "./helpers/temp_dir.ts";
+import { runPythonOnText, skipWithoutPython } from "./helpers/python.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const SCRIPT = `${ROOT}tools/device/ncu_table.py`;
@@ -46,42 +45,38 @@ Deno.test({
   name: "ncu_table.py summarises an Nsight Compute text report, a line per kernel",
   ignore: await skipWithoutPython(["re", "sys"]),
 }, async () => {
-  await withTempDir("mambabyte_ncu_table_", async (dir) => {
-    await Deno.writeTextFile(`${dir}/ncu.log`, REPORT);
-    const r = await runPythonArgs([SCRIPT, `${dir}/ncu.log`]);
-    assert.equal(r.code, 0, r.stderr);
-    const lines = r.stdout.trim().split("\n").map((l) => l.trim().split(/\s{2,}/));
-    assert.equal(lines.length, 3, r.stdout);
-    assert.deepEqual(lines[0].slice(0, 6), ["#", "kernel", "grid", "block", "us", "DRAM%"]);
-    assert.deepEqual(lines[1], [
-      "0",
-      "k_gemv<unsigned short, 1, 32, true, true, 1>",
-      "896x1x1",
-      "256x1x1",
-      "11.09",
-      "58.62",
-      "2815.12",
-      "60.88",
-      "9.73",
-      "0.30",
-      "0.26",
-      "6.56",
-      "40",
-      "0",
-    ]);
-    // ms converted to us; metrics the report lacks are "-"
-    assert.deepEqual(lines[2].slice(0, 7), [
-      "1",
-      "k_add_norm_reg",
-      "1x1x1",
-      "256x1x1",
-      "1500.00",
-      "0.62",
-      "-",
-    ]);
-    await Deno.writeTextFile(`${dir}/empty.log`, "==PROF== nothing\n");
-    const e = await runPythonArgs([SCRIPT, `${dir}/empty.log`]);
-    assert.equal(e.code, 1);
-    assert.match(e.stdout, /no kernels found/);
-  });
+  const r = await runPythonOnText(SCRIPT, "ncu.log", REPORT);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n").map((l) => l.trim().split(/\s{2,}/));
+  assert.equal(lines.length, 3, r.stdout);
+  assert.deepEqual(lines[0].slice(0, 6), ["#", "kernel", "grid", "block", "us", "DRAM%"]);
+  assert.deepEqual(lines[1], [
+    "0",
+    "k_gemv<unsigned short, 1, 32, true, true, 1>",
+    "896x1x1",
+    "256x1x1",
+    "11.09",
+    "58.62",
+    "2815.12",
+    "60.88",
+    "9.73",
+    "0.30",
+    "0.26",
+    "6.56",
+    "40",
+    "0",
+  ]);
+  // ms converted to us; metrics the report lacks are "-"
+  assert.deepEqual(lines[2].slice(0, 7), [
+    "1",
+    "k_add_norm_reg",
+    "1x1x1",
+    "256x1x1",
+    "1500.00",
+    "0.62",
+    "-",
+  ]);
+  const e = await runPythonOnText(SCRIPT, "empty.log", "==PROF== nothing\n");
+  assert.equal(e.code, 1);
+  assert.match(e.stdout, /no kernels found/);
 });

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { withTempDir } from "./temp_dir.ts";
 
 /** The interpreter used: Debian's, not a pyenv shim earlier on PATH. */
 export const PYTHON = Deno.env.get("MAMBABYTE_TEST_PYTHON") ?? "/usr/bin/python3";
@@ -37,6 +38,22 @@ export async function runPythonArgs(
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/**
+ * Runs `python3 script <file> args...` on `text` written to a temporary file named `name` (the
+ * readers of the GPU machine's reports: Nsight Compute pages, `cuobjdump` text).
+ */
+export function runPythonOnText(
+  script: string,
+  name: string,
+  text: string,
+  args: string[] = [],
+): Promise<PythonResult> {
+  return withTempDir("mambabyte_py_input_", async (dir) => {
+    await Deno.writeTextFile(`${dir}/${name}`, text);
+    return await runPythonArgs([script, `${dir}/${name}`, ...args]);
+  });
 }
 
 /** Runs Python and parses its stdout as JSON, throwing with stderr when it fails. */
