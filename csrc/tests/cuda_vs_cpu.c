@@ -1346,9 +1346,9 @@ static mb_ctx *g_gpu_ops;
 static void t_decode_layers(void) {
   /* and the norm's generic form (MAMBABYTE_CUDA_NORM_NT=0), so that "=ops bits" also holds the
    * NT form (the fused kernels' default at 972M's and 353M's rows) to it */
-  setenv("MAMBABYTE_CUDA_NORM_PROLOGUE", "0", 1);
+  char *old_pro = env_swap("MAMBABYTE_CUDA_NORM_PROLOGUE", "0");
   g_gpu_ops = gpu_ctx_generic_norm();
-  unsetenv("MAMBABYTE_CUDA_NORM_PROLOGUE");
+  env_restore("MAMBABYTE_CUDA_NORM_PROLOGUE", old_pro);
   const dl_case cs[] = {
       {2, 1, 1792, 3584, 16, 112, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1}, /* 972M's shape */
       {3, 1, 1024, 2048, 16, 64, 4, MB_DTYPE_F32, MB_NORM_RMS, 1},      /* 353M's */
