@@ -12,6 +12,8 @@ person can tell weights (fine) from activations (a bug).
 import re
 import sys
 
+READ_ONLY = re.compile(r"LDG\.E\S*CONSTANT")  # a read-only global load's opcode
+
 
 def main():
     fn, lines, found = None, [], 0
@@ -22,8 +24,8 @@ def main():
         wait = next((i for i, l in enumerate(lines) if "ACQBULK" in l), None)
         if wait is None:
             return
-        early = [l.strip() for l in lines[:wait] if re.search(r"LDG\.E\S*CONSTANT", l)]
-        late = sum(1 for l in lines[wait:] if re.search(r"LDG\.E\S*CONSTANT", l))
+        early = [l.strip() for l in lines[:wait] if READ_ONLY.search(l)]
+        late = sum(1 for l in lines[wait:] if READ_ONLY.search(l))
         if early:
             found += 1
             print(f"{fn}: {len(early)} read-only loads before the wait, {late} after")
