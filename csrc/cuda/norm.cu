@@ -59,7 +59,7 @@ __global__ void k_add_norm_reg(const float *x, float *residual, int accumulate,
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   auto pdl_wait = [] { mb_pdl_wait(); };
-  add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), false, 0, NT>(
+  add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), false, 0, NT, true>(
       x + row * d, residual + row * d, residual + row * d, accumulate, weight, bias, norm_kind,
       eps, d, blockDim.x, out ? out + row * d : nullptr, out_bf16 ? out_bf16 + row * d : nullptr,
       red, pdl_wait);
@@ -77,7 +77,7 @@ __global__ void k_sum_add_norm_reg(const float *parts, int64_t part_stride,
   __shared__ float red[32];
   const int64_t row = blockIdx.x;
   auto pdl_wait = [] { mb_pdl_wait(); };
-  add_norm_reg_row<VPT, XLoad::Cg, decltype(pdl_wait), false, PARTS, NT>(
+  add_norm_reg_row<VPT, XLoad::Cg, decltype(pdl_wait), false, PARTS, NT, true>(
       parts + row * d, residual + row * d, residual + row * d, accumulate, weight, bias,
       norm_kind, eps, d, blockDim.x, out ? out + row * d : nullptr,
       out_bf16 ? out_bf16 + row * d : nullptr, red, pdl_wait, part_stride, h_bias);

@@ -32,8 +32,17 @@ __device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t 
  * NT (norm_nt_fits), so that element i of every thread is in the row iff i < d / NT (a bound the
  * block shares, no compare a thread) and lies NT i floats after the thread's first (an offset the
  * load takes as a constant: no address arithmetic an element). The same elements, operations and
- * order as NT = 0, so the same bits. */
-template <int VPT, XLoad XL, typename Wait, bool PLAIN_X = false, int PARTS = 0, int NT = 0>
+ * order as NT = 0, so the same bits.
+ * HOIST: every load of the row (x or its parts, and the residual) issued first, branch-free (an
+ * element past the row reads element 0 and is dropped), then the arithmetic: with a branch an
+ * element, the SASS of k_add_norm_reg and k_sum_add_norm_reg waited for element i's loads before
+ * it issued element i + 1's (an L2 round trip an element after the PDL wait). The same operations
+ * and order, so the same bits. The norm kernels take it (batch-64 step -4.5%, batch 256 -2%); in
+ * in_proj's ring prologue (PLAIN_X) ptxas put each element's select right behind its load, and
+ * the batch-1 step took 973 against 880 us, so the prologues keep the branches (H200,
+ * docs/cuda_notes.md). */
+template <int VPT, XLoad XL, typename Wait, bool PLAIN_X = false, int PARTS = 0, int NT = 0,
+          bool HOIST = false>
 __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *res_in,
                                                  float *res_out, int accumulate,
                                                  const float *__restrict__ weight,
@@ -60,7 +69,36 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
   }
   wait();
   float s = 0.f;
-  if (PARTS > 0) {
+  if constexpr (HOIST) {
+    constexpr int NP = PARTS > 0 ? PARTS : 1;
+    /* the residual's loads read x again when there is none to add (no branch; dropped below) */
+    const float *rsrc = accumulate ? res_in : xr;
+    float xin[VPT][NP], rin[VPT];
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+      const int c = in_row(i) ? col(i) : 0;
+#pragma unroll
+      for (int p = 0; p < NP; p++) xin[i][p] = xload(xr + p * part_stride + c, XLC());
+      rin[i] = PLAIN_X ? 0.f : xload(rsrc + c, XLC());
+    }
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+      float r = 0.f;
+      if (in_row(i)) {
+        float h = xin[i][0];
+#pragma unroll
+        for (int p = 1; p < NP; p++) h += xin[i][p];
+        if (PARTS > 0 && h_bias) h += h_bias[col(i)];
+        r = PLAIN_X ? h : (accumulate ? rin[i] : 0.f) + h;
+      }
+      rv[i] = r;
+    }
+#pragma unroll
+    for (int i = 0; i < VPT; i++) {
+      if (in_row(i) && res_out) res_out[col(i)] = rv[i];
+      s = (norm_kind == MB_NORM_RMS) ? fmaf(rv[i], rv[i], s) : s + rv[i];
+    }
+  } else if (PARTS > 0) {
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
       const int c = col(i);
