@@ -3,13 +3,16 @@
  * - tools/device/ncu_groups.py groups a kernel's SASS lines (Nsight Compute's source page as CSV)
  *   by how often each ran, and counts what ran after the kernel's PDL wait (ACQBULK);
  * - tools/device/sass_wait_order.py lists, from `cuobjdump -sass` text, the kernels whose
- *   read-only loads (LDG ... CONSTANT) come before their PDL wait.
+ *   read-only loads (LDG ... CONSTANT) come before their PDL wait;
+ * - tools/device/sass_after_wait.py shows what a kernel runs after its PDL wait and how many
+ *   global loads go out before an instruction uses one.
  */
 import assert from "node:assert/strict";
 import { runPythonOnText, skipWithoutPython } from "./helpers/python.ts";
 
 const GROUPS = new URL("../tools/device/ncu_groups.py", import.meta.url).pathname;
 const ORDER = new URL("../tools/device/sass_wait_order.py", import.meta.url).pathname;
+const AFTER = new URL("../tools/device/sass_after_wait.py", import.meta.url).pathname;
 
 // `ncu --page source --csv --print-source sass`: a preamble, the header row, a line per instruction
 const PAGE = `"Kernel Name","k_demo"
@@ -70,4 +73,49 @@ Deno.test({
   // k_after_only's load follows its wait, k_no_wait has no wait: neither is listed
   assert.equal(lines[2], "1 kernels with read-only loads before their wait");
   assert.equal(lines.length, 3);
+});
+
+// two kernels: one whose loads go out together, one whose second load waits behind a branch on
+// the first one's use (the decoding norms' former form)
+const AFTER_SASS = `
+        Function : k_together
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   ACQBULK ;
+        /*0020*/                   LDG.E R4, desc[UR4][R2.64] ;
+        /*0030*/                   LDG.E R5, desc[UR4][R2.64+0x400] ;
+        /*0040*/                   FADD R6, R4, R5 ;
+        /*0050*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*0060*/                   EXIT ;
+        Function : k_one_by_one
+        /*0000*/                   ACQBULK ;
+        /*0010*/                   LDG.E R4, desc[UR4][R2.64] ;
+        /*0020*/                   STG.E desc[UR4][R8.64], R4 ;
+        /*0030*/              @!P0 BRA 0x60 ;
+        /*0040*/                   LDG.E R5, desc[UR4][R2.64+0x400] ;
+        /*0050*/                   FADD R6, R6, R5 ;
+        /*0060*/                   EXIT ;
+        Function : k_other
+        /*0000*/                   ACQBULK ;
+`;
+
+Deno.test({
+  name: "sass_after_wait.py counts the loads a kernel has in flight after its PDL wait",
+  ignore: await skipWithoutPython(["re", "argparse"]),
+}, async () => {
+  const r = await runPythonOnText(AFTER, "sass.txt", AFTER_SASS, [
+    "^k_(together|one)",
+    "--max",
+    "9",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n").map((l) => l.trim());
+  assert.deepEqual(lines, [
+    "k_together: 3 instructions to the first barrier, 2 global loads, 0 branches, " +
+    "2 loads in flight before a first use",
+    "*LDG.E *LDG.E FADD",
+    // no barrier: up to the end (EXIT counts); the store reads R4, so one load was in flight
+    "k_one_by_one: 6 instructions to the first barrier, 2 global loads, 1 branches, " +
+    "1 loads in flight before a first use",
+    "*LDG.E STG.E *BRA *LDG.E FADD EXIT",
+  ]);
 });

@@ -7,7 +7,9 @@ of their results ("loads in flight"). Written to tell whether a row's loads go o
 element's at a time behind branches (docs/cuda_notes.md, the decoding norms' hoisted loads).
 
     cuobjdump -sass build-cuda/libmambabyte.so | python3 tools/device/sass_after_wait.py 'k_sum_add_norm'
+    python3 tools/device/sass_after_wait.py sass.txt 'k_sum_add_norm' --max 200
 """
+import argparse
 import re
 import sys
 
@@ -52,20 +54,26 @@ def report(fn, lines, limit):
 
 
 def main():
-    if len(sys.argv) < 2:
-        sys.exit("usage: sass_after_wait.py PATTERN [MAX] < sass.txt")
-    pattern, limit = re.compile(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 300
+    ap = argparse.ArgumentParser(description="what kernels run after their PDL wait")
+    ap.add_argument("args", nargs="+", metavar="[FILE] PATTERN",
+                    help="cuobjdump -sass text (default: stdin), a regex of mangled names")
+    ap.add_argument("--max", type=int, default=300, help="instructions shown at most")
+    opt = ap.parse_args()
+    if len(opt.args) > 2:
+        ap.error("at most a file and a pattern")
+    pattern = re.compile(opt.args[-1])
+    src = open(opt.args[0], errors="replace") if len(opt.args) == 2 else sys.stdin
     fn, lines = None, []
-    for line in sys.stdin:
+    for line in src:
         m = re.search(r"Function : (\S+)", line)
         if m:
             if fn and pattern.search(fn):
-                report(fn, lines, limit)
+                report(fn, lines, opt.max)
             fn, lines = m.group(1), []
         elif fn:
             lines.append(line)
     if fn and pattern.search(fn):
-        report(fn, lines, limit)
+        report(fn, lines, opt.max)
 
 
 if __name__ == "__main__":
