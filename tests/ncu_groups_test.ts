@@ -75,8 +75,8 @@ Deno.test({
   assert.equal(lines.length, 3);
 });
 
-// two kernels: one whose loads go out together, one whose second load waits behind a branch on
-// the first one's use (the decoding norms' former form)
+// three kernels: one whose loads go out together, one whose second load waits behind the first
+// one's use and a branch (the decoding norms' former form), and one the pattern leaves out
 const AFTER_SASS = `
         Function : k_together
         /*0000*/                   MOV R1, c[0x0][0x28] ;
