@@ -22,10 +22,10 @@ __device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t 
  * orow / brow. Thread t < nthr owns elements t + i * nthr (i < VPT) as a block of nthr threads
  * would; threads from nthr on (a larger block) own none and add exact zeros to the block sums.
  * weight and bias are loaded before `wait()` (called once by every thread). red: 32 floats.
- * PLAIN_X: r = x, for a row that already holds the residual sum.
- * PARTS > 0: x is PARTS parts of a product, part p at xr + p * part_stride, summed in that order
- * (then + h_bias, when not NULL) before the residual add (mb_linear_add_norm's split product);
- * every load of the row is issued before its first store.
+ * PLAIN_X: r = x, for a row that already holds the residual sum (not with HOIST).
+ * PARTS > 0 (with HOIST only): x is PARTS parts of a product, part p at xr + p * part_stride,
+ * summed in that order (then + h_bias, when not NULL) before the residual add
+ * (mb_linear_add_norm's split product).
  * The FMAs are spelled out: left to the compiler, their contraction changed with the code around
  * them (k_add_norm_reg's and k_gemv_norm's rows must round alike).
  * NT > 0: the caller's promise that nthr == NT == the block's threads and that d is a multiple of
@@ -52,6 +52,8 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
                                                  int64_t part_stride = 0,
                                                  const float *h_bias = nullptr) {
   using XLC = XLoadTag<XL>;
+  static_assert(!(HOIST && PLAIN_X), "the hoisted loads: rows with a residual add (norm.cu)");
+  static_assert(PARTS == 0 || HOIST, "a product's parts: the hoisted form only");
   /* element indices in 32 bits (d <= 2048 here): with 64-bit selects and compares for each
    * element, this prologue was 39% of the batch-1 in_proj ring kernel's instructions (ncu, 972M
    * step; docs/cuda_notes.md) */
@@ -79,7 +81,7 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
       const int c = in_row(i) ? col(i) : 0;
 #pragma unroll
       for (int p = 0; p < NP; p++) xin[i][p] = xload(xr + p * part_stride + c, XLC());
-      rin[i] = PLAIN_X ? 0.f : xload(rsrc + c, XLC());
+      rin[i] = xload(rsrc + c, XLC());
     }
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
@@ -89,33 +91,13 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
 #pragma unroll
         for (int p = 1; p < NP; p++) h += xin[i][p];
         if (PARTS > 0 && h_bias) h += h_bias[col(i)];
-        r = PLAIN_X ? h : (accumulate ? rin[i] : 0.f) + h;
+        r = (accumulate ? rin[i] : 0.f) + h;
       }
       rv[i] = r;
     }
 #pragma unroll
     for (int i = 0; i < VPT; i++) {
       if (in_row(i) && res_out) res_out[col(i)] = rv[i];
-      s = (norm_kind == MB_NORM_RMS) ? fmaf(rv[i], rv[i], s) : s + rv[i];
-    }
-  } else if (PARTS > 0) {
-#pragma unroll
-    for (int i = 0; i < VPT; i++) {
-      const int c = col(i);
-      float r = 0.f;
-      if (in_row(i)) {
-        float h = xload(xr + c, XLC());
-#pragma unroll
-        for (int p = 1; p < PARTS; p++) h += xload(xr + p * part_stride + c, XLC());
-        if (h_bias) h += h_bias[c];
-        r = (accumulate ? xload(res_in + c, XLC()) : 0.f) + h;
-      }
-      rv[i] = r;
-    }
-#pragma unroll
-    for (int i = 0; i < VPT; i++) {
-      const int c = col(i);
-      if (in_row(i) && res_out) res_out[c] = rv[i];
       s = (norm_kind == MB_NORM_RMS) ? fmaf(rv[i], rv[i], s) : s + rv[i];
     }
   } else {
