@@ -13,6 +13,8 @@ import argparse
 import re
 import sys
 
+from sass_text import functions
+
 OPCODE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
 
 
@@ -63,17 +65,9 @@ def main():
         ap.error("at most a file and a pattern")
     pattern = re.compile(opt.args[-1])
     src = open(opt.args[0], errors="replace") if len(opt.args) == 2 else sys.stdin
-    fn, lines = None, []
-    for line in src:
-        m = re.search(r"Function : (\S+)", line)
-        if m:
-            if fn and pattern.search(fn):
-                report(fn, lines, opt.max)
-            fn, lines = m.group(1), []
-        elif fn:
-            lines.append(line)
-    if fn and pattern.search(fn):
-        report(fn, lines, opt.max)
+    for fn, lines in functions(src):
+        if pattern.search(fn):
+            report(fn, lines, opt.max)
 
 
 if __name__ == "__main__":

@@ -12,34 +12,28 @@ person can tell weights (fine) from activations (a bug).
 import re
 import sys
 
+from sass_text import functions
+
 READ_ONLY = re.compile(r"LDG\.E\S*CONSTANT")  # a read-only global load's opcode
 
 
+def report(fn, lines):
+    """Prints the kernel when it has read-only loads before its first wait; whether it did."""
+    wait = next((i for i, l in enumerate(lines) if "ACQBULK" in l), None)
+    if wait is None:
+        return False
+    early = [l.strip() for l in lines[:wait] if READ_ONLY.search(l)]
+    late = sum(1 for l in lines[wait:] if READ_ONLY.search(l))
+    if early:
+        print(f"{fn}: {len(early)} read-only loads before the wait, {late} after")
+        for l in early[:6]:
+            print("   ", re.sub(r"\s*/\*[^*]*\*/\s*$", "", l)[:110])
+    return bool(early)
+
+
 def main():
-    fn, lines, found = None, [], 0
-    def flush():
-        nonlocal found
-        if fn is None:
-            return
-        wait = next((i for i, l in enumerate(lines) if "ACQBULK" in l), None)
-        if wait is None:
-            return
-        early = [l.strip() for l in lines[:wait] if READ_ONLY.search(l)]
-        late = sum(1 for l in lines[wait:] if READ_ONLY.search(l))
-        if early:
-            found += 1
-            print(f"{fn}: {len(early)} read-only loads before the wait, {late} after")
-            for l in early[:6]:
-                print("   ", re.sub(r"\s*/\*[^*]*\*/\s*$", "", l)[:110])
     src = open(sys.argv[1], errors="replace") if len(sys.argv) > 1 else sys.stdin
-    for line in src:
-        m = re.search(r"Function : (\S+)", line)
-        if m:
-            flush()
-            fn, lines = m.group(1), []
-        elif fn:
-            lines.append(line)
-    flush()
+    found = sum(report(fn, lines) for fn, lines in functions(src))
     print(f"{found} kernels with read-only loads before their wait")
 
 
