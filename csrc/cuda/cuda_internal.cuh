@@ -161,7 +161,7 @@ int mbcuda_sum_add_norm(mb_ctx *ctx, const float *parts, int nparts, int64_t par
                         float *out, uint16_t *out_bf16);
 
 /* norm.cu: mb_add_norm's norm of rows that already hold the residual sum (res, not written),
- * a warp a row as k_add_norm_warp: for n >= 256 rows of d <= 2048, d % 4 == 0, 16-byte aligned
+ * a warp a row as k_add_norm_warp: for n >= 257 rows of d <= 2048, d % 4 == 0, 16-byte aligned
  * rows (mbcuda_norm_rows_fit). */
 bool mbcuda_norm_rows_fit(int64_t n, int64_t d, const float *res, const float *weight,
                           const float *bias, const float *out, const uint16_t *out_bf16);
