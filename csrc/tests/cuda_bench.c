@@ -509,6 +509,49 @@ static double step_seconds(model *m, int64_t batch, int32_t *id0) {
   return median(t, 5);
 }
 
+/* --split B [K ...]: a decoding step of B sequences as K independent groups of B / K, each a
+ * graph of its own on a context (stream) of its own over the same weights, replayed side by side:
+ * does running the groups' latency-bound chains concurrently beat one graph of B? (graph replay,
+ * median of 5 x 100 steps; the groups' streams are joined only at the end of each round) */
+static void split_bench(model *m, double bw, int64_t batch, int k) {
+  if (k < 1 || k > 8 || batch % k) return;
+  mb_ctx *c[8];
+  acts a[8];
+  int graph[8];
+  mb_ctx *g0 = G;
+  for (int i = 0; i < k; i++) {
+    c[i] = g0;
+    if (i) MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &c[i]));
+    G = c[i];
+    graph[i] = step_graph(m, &a[i], batch / k);
+  }
+  G = g0;
+  for (int i = 0; i < k; i++) MBX(mb_graph_launch(c[i], graph[i]));
+  for (int i = 0; i < k; i++) MBX(mb_ctx_synchronize(c[i]));
+  const int steps = 100;
+  double t[5];
+  for (int r = 0; r < 5; r++) {
+    double t0 = now();
+    for (int s = 0; s < steps; s++)
+      for (int i = 0; i < k; i++) MBX(mb_graph_launch(c[i], graph[i]));
+    for (int i = 0; i < k; i++) MBX(mb_ctx_synchronize(c[i]));
+    t[r] = (now() - t0) / steps;
+  }
+  const double ts = median(t, 5);
+  double state = (double)batch * NL * DI * (KC - 1 + NS) * 4 * 2;
+  double roof = (m->weight_bytes + state) / bw;
+  ROW("decode split %d x %-4lld b=%-3lld %7.3f ms/step %9.0f bytes/s  roofline %7.0f (%4.1f%%)", k,
+      (long long)(batch / k), (long long)batch, ts * 1e3, batch / ts, batch / roof,
+      100 * roof / ts);
+  for (int i = 0; i < k; i++) {
+    G = c[i];
+    MBX(mb_graph_destroy(G, graph[i]));
+    acts_free(&a[i]);
+    if (i) MBX(mb_ctx_destroy(c[i]));
+  }
+  G = g0;
+}
+
 /* --ablate: where a decoding step goes, as a timeline of kernels in the replayed graph would show
  * it: the step captured again with one kind of op left out of every layer (or the head), the
  * difference in replay time being that op's cost in the pipeline (its launch, its latency and
@@ -1242,6 +1285,22 @@ int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--fwd")) {
     fwd_peers();
     return finish("cuda_bench --fwd (target: forward 8192 bf16 <= 30 ms)");
+  }
+  if (argc > 2 && !strcmp(argv[1], "--split")) {
+    /* --split B [B ...]: each batch as one graph, then as 2 and 4 groups side by side */
+    model m;
+    model_init(&m, MB_DTYPE_BF16);
+    g_layers = 1; /* up to 8 sequences: mb_decode_layers, as the model steps */
+    for (int r = 0; r < 2; r++)
+      for (int i = 2; i < argc; i++) {
+        const int64_t b = atoll(argv[i]);
+        if (b < 2 || b > 256) continue;
+        decode_bench(&m, bw, b, "bf16");
+        split_bench(&m, bw, b, 2);
+        if (b >= 32) split_bench(&m, bw, b, 4);
+      }
+    model_free(&m);
+    return finish("cuda_bench --split (decoding groups side by side)");
   }
   if (argc > 1 && !strcmp(argv[1], "--batch-peers")) {
     batch_peers(bw);
