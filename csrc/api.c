@@ -291,6 +291,23 @@ MB_EXPORT int mb_download_async(mb_ctx *ctx, void *host_dst, const void *src, si
   return MB_OK;
 }
 
+MB_EXPORT int mb_download_async_direct(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes,
+                                       uint64_t *out_ticket) {
+  CHECK_CTX("mb_download_async_direct");
+  NONNULL("mb_download_async_direct", out_ticket);
+  *out_ticket = 0;
+  if (bytes > 0) {
+    NONNULL("mb_download_async_direct", host_dst);
+    NONNULL("mb_download_async_direct", src);
+  }
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx)) return mbcuda_download_async_direct(ctx, host_dst, src, bytes, out_ticket);
+#endif
+  if (bytes > 0) host_copy(ctx, host_dst, src, bytes);
+  *out_ticket = ++ctx->downloads;
+  return MB_OK;
+}
+
 MB_EXPORT int mb_download_wait(mb_ctx *ctx, uint64_t ticket) {
   CHECK_CTX("mb_download_wait");
   REQUIRE(ticket >= 1 && ticket <= ctx->downloads,

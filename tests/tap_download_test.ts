@@ -1,5 +1,5 @@
 /**
- * Downloads overlapped with compute (mb_download_async / mb_download_wait, TapPipeline, and
+ * Downloads overlapped with compute (mb_download_async, its direct form, mb_download_wait, TapPipeline, and
  * forwardChunks' overlapTaps) on the CPU backend: the same bytes as synchronous downloads, the
  * source's value at the call (not after later writes), tickets in order, the pipeline's delivery
  * order; downloads straight into registered result arrays (mb_host_register, HostRegistry,
@@ -76,6 +76,28 @@ Deno.test("downloadAsync copies the source as it was at the call; tickets count 
     assert.throws(() => be.downloadWait(0n), /download_wait/);
     for (const h of hosts) be.hostFree(h);
     be.hostFree(null);
+    be.free(src);
+  } finally {
+    be.close();
+  }
+});
+
+Deno.test("downloadAsyncDirect copies the source as the ops before it leave it, in the tickets' count", () => {
+  const be = Backend.create("cpu", { threads: 2 });
+  try {
+    const n = 777;
+    const src = be.alloc(n * 4);
+    const host = be.hostAlloc(n * 4);
+    be.upload(src, Float32Array.from({ length: n }, (_, i) => i - 0.25));
+    const t0 = be.downloadAsync(host, src, n * 4);
+    const t1 = be.downloadAsyncDirect(host, src, n * 4);
+    assert.equal(t1, t0 + 1n);
+    be.downloadWait(t1);
+    const v = hostView(host, n);
+    for (const i of [0, 1, 400, n - 1]) assert.equal(v[i], i - 0.25);
+    assert.equal(be.downloadAsyncDirect(null, src, 0), t1 + 1n);
+    assert.throws(() => be.downloadAsyncDirect(null, src, 4), /download_async_direct/);
+    be.hostFree(host);
     be.free(src);
   } finally {
     be.close();

@@ -5,7 +5,11 @@
  *   graph    the model's own step (embed, stepLayers, runHead, sample: what generate captures)
  *            replayed back to back, nothing between replays;
  *   +copy    the same with each replay followed by Backend.downloadAsync of the ids and a wait
- *            for the one before (what generate's overlapped loop adds on the device and host);
+ *            for the one before (what generate's overlapped loop did until it sampled into two
+ *            buffers: a staging copy on the compute stream between replays);
+ *   +direct  the step captured twice, sampling into two id buffers in turn (each reading the
+ *            other's), each replay followed by Backend.downloadAsyncDirect of its ids and a wait
+ *            for the one before (what generate's overlapped loop adds now);
  *   generate generate() over --steps bytes as bench:gpu times it (a 1-byte run subtracted).
  * With MAMBABYTE_STEP_DELTA_OUT=1 in the environment, the step writes dt_proj's output as
  * before (the A/B peer of stepLayers skipping it without taps).
@@ -47,8 +51,9 @@ async function main(argv: string[]): Promise<void> {
       const state = model.newState(B);
       const counter = Tensor.zeros(be, "i64", [1]);
       const host = be.hostAlloc(4 * B);
-      const step = () => {
-        model.embed(ws, B);
+      const idsAlt = Tensor.zeros(be, "i32", [B]);
+      const step = (idsIn = ws.ids, idsOut = ws.ids) => {
+        model.embed(ws, B, idsIn.ptr);
         model.stepLayers(ws, state, B);
         model.runHead(ws, B);
         be.sample({
@@ -60,22 +65,29 @@ async function main(argv: string[]): Promise<void> {
           topP: 0,
           seed: 1n,
           counter: counter.ptr,
-          out: ws.ids.ptr,
+          out: idsOut.ptr,
         });
       };
       step(); // direct first: kernels load, scratch reaches its size
       be.sync();
-      be.graphBegin();
-      step();
-      const g = be.graphEnd();
-      /** us a step: median of 5 runs of `steps` replays, each followed by `after(i)` */
-      const time = (after?: (i: number) => void) => {
+      const capture = (idsIn?: Tensor, idsOut?: Tensor) => {
+        be.graphBegin();
+        step(idsIn, idsOut);
+        return be.graphEnd();
+      };
+      const g = capture();
+      const pair = [capture(ws.ids, idsAlt), capture(idsAlt, ws.ids)];
+      /**
+       * us a step: median of 5 runs of `steps` replays (of `graphs` in turn), each followed by
+       * `after(i)`
+       */
+      const time = (after?: (i: number) => void, graphs = [g]) => {
         const runs: number[] = [];
         for (let r = 0; r < 5; r++) {
           be.sync();
           const t0 = performance.now();
           for (let i = 0; i < args.steps; i++) {
-            be.graphLaunch(g);
+            be.graphLaunch(graphs[i % graphs.length]);
             after?.(i);
           }
           be.sync();
@@ -93,6 +105,14 @@ async function main(argv: string[]): Promise<void> {
           ticket = t;
         });
         be.downloadWait(ticket);
+        // replay i samples into idsAlt when i is even, into ws.ids when odd; replay i + 2, which
+        // overwrites them, is queued only after this download's wait (at replay i + 1)
+        const direct = time((i) => {
+          const t = be.downloadAsyncDirect(host, (i % 2 ? ws.ids : idsAlt).ptr, 4 * B);
+          if (i > 0) be.downloadWait(ticket);
+          ticket = t;
+        }, pair);
+        be.downloadWait(ticket);
         const gen = async (n: number) => {
           const t0 = performance.now();
           await model.generate(prompt, { maxNewTokens: n, numSamples: B, topK: 1 });
@@ -103,10 +123,14 @@ async function main(argv: string[]): Promise<void> {
         const bps = (us: number) => `${(B * 1e6 / us).toFixed(0)} B/s`;
         console.log(
           `b${B}: graph ${plain.toFixed(1)} us (${bps(plain)}) | +copy ${copy.toFixed(1)} us ` +
-            `(${bps(copy)}) | generate ${genUs.toFixed(1)} us (${bps(genUs)})`,
+            `(${bps(copy)}) | +direct ${direct.toFixed(1)} us (${bps(direct)}) | generate ${
+              genUs.toFixed(1)
+            } us (${bps(genUs)})`,
         );
       } finally {
         be.graphDestroy(g);
+        pair.forEach((p) => be.graphDestroy(p));
+        idsAlt.free();
         be.hostFree(host);
         counter.free();
         state.free();

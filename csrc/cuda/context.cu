@@ -376,6 +376,31 @@ extern "C" int mbcuda_download_async(mb_ctx *ctx, void *host_dst, const void *sr
   return MB_OK;
 }
 
+/* No staging: the copy stream waits for `ready` (recorded after the work queued so far) and copies
+ * src itself; the caller keeps src unwritten until the ticket is waited for. */
+extern "C" int mbcuda_download_async_direct(mb_ctx *ctx, void *host_dst, const void *src,
+                                            size_t bytes, uint64_t *out_ticket) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  if (st->capturing)
+    return mb_fail(MB_ERR_INVALID,
+                   "cuda: download_async_direct: not allowed while a graph is being captured");
+  int rc = mbcuda_dl_init(st);
+  if (rc) return rc;
+  const uint64_t ticket = ctx->downloads + 1;
+  mbcuda_dl_slot *sl = &st->dl[ticket % MBCUDA_DL_SLOTS];
+  MBCUDA_CHECK(cudaEventRecord(sl->ready, st->stream), "download_async_direct (record)");
+  MBCUDA_CHECK(cudaStreamWaitEvent(st->copy_stream, sl->ready, 0),
+               "download_async_direct (wait ready)");
+  if (bytes > 0)
+    MBCUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, st->copy_stream),
+                 "download_async_direct (host copy)");
+  MBCUDA_CHECK(cudaEventRecord(sl->done, st->copy_stream), "download_async_direct (record)");
+  sl->ticket = ticket;
+  ctx->downloads = ticket;
+  *out_ticket = ticket;
+  return MB_OK;
+}
+
 extern "C" int mbcuda_download_wait(mb_ctx *ctx, uint64_t ticket) {
   mbcuda_state *st = mbcuda_st(ctx);
   if (ticket <= st->dl_done) return MB_OK;

@@ -251,9 +251,10 @@ static void t_embedding(void) {
 }
 
 static void t_add_norm(void) {
-  /* rows >= 256 with d % 4 == 0 take the warp-per-row kernel (d 64, 1000, 1792; 300 and 257 rows
-   * are not multiples of the block's 8); d = 1030 there keeps the register kernel */
-  int64_t dims[] = {37, 101, 1792, 64, 1000, 1792, 1030}, rows[] = {1, 3, 7, 300, 257, 300};
+  /* rows >= 257 with d % 4 == 0 take the warp-per-row kernel (d 64, 1000, 1792; 300 and 257 rows
+   * are not multiples of the block's 8); d = 1030 there, and 256 rows (the largest decoding batch)
+   * keep the register kernel */
+  int64_t dims[] = {37, 101, 1792, 64, 1000, 1792, 1030}, rows[] = {1, 3, 7, 300, 257, 256};
   for (int di = 0; di < 7; di++)
     for (int kind = 0; kind < 2; kind++)
       for (int acc = 0; acc < 2; acc++) {
@@ -2245,7 +2246,9 @@ static void t_misc(void) {
 
 /* mb_download_async / mb_download_wait: each download gets src as the ops queued before it left
  * it, although src is overwritten right after the call; more downloads than staging slots, growing
- * sizes, zero bytes, pageable memory, waits out of order; the CPU twin gives the same bytes. */
+ * sizes, zero bytes, pageable memory, waits out of order; the CPU twin gives the same bytes. Every
+ * third download is mb_download_async_direct's (src written only after its wait, but for a part
+ * it does not read), its tickets in the same count. */
 static void t_download(void) {
   enum { ND = 21 };
   const size_t maxb = g_small ? (size_t)256 << 10 : (size_t)24 << 20;
@@ -2274,7 +2277,13 @@ static void t_download(void) {
       if (sizes[i]) memset(host[k][i], 0x5a, sizes[i]);
       MBX(mb_memset(c, src, (i * 29 + 1) & 0xff, maxb)); /* the value this download must see */
       if (sizes[i] > 64) MBX(mb_memset(c, (char *)src + 64, (i * 31 + 7) & 0xff, sizes[i] / 2));
-      MBX(mb_download_async(c, host[k][i], src, sizes[i], &tickets[k][i]));
+      if (i % 3 == 1) { /* the direct form: src left as it is until the ticket is waited for */
+        MBX(mb_download_async_direct(c, host[k][i], src, sizes[i], &tickets[k][i]));
+        if (i % 2 && sizes[i] <= maxb / 2) /* a part it does not read, written under the copy */
+          MBX(mb_memset(c, (char *)src + maxb / 2, 0xee, maxb / 2));
+        MBX(mb_download_wait(c, tickets[k][i]));
+      } else
+        MBX(mb_download_async(c, host[k][i], src, sizes[i], &tickets[k][i]));
       MBX(mb_memset(c, src, 0xee, maxb)); /* overwritten at once */
       if (i % 4 == 2) MBX(mb_download_wait(c, tickets[k][i - 1]));
     }

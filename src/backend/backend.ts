@@ -346,6 +346,22 @@ export class Backend {
     return out[0];
   }
 
+  /**
+   * {@link downloadAsync} without the staging copy: on CUDA the copy stream reads src itself once
+   * the ops issued before this call are done, so nothing runs between those ops and the next
+   * ones. In exchange nothing issued after this call may write src before
+   * `downloadWait(ticket)` returns (a decoding loop samples into two buffers in turn for it). On
+   * the CPU the copy is done on return.
+   */
+  downloadAsyncDirect(dst: Ptr, src: Ptr, bytes: number): bigint {
+    const out = new BigUint64Array(1);
+    check(
+      this.#lib.mb_download_async_direct(this.#c, dst, src, BigInt(bytes), out),
+      "download_async_direct",
+    );
+    return out[0];
+  }
+
   /** Returns once download `ticket` (and every earlier one) is in host memory. */
   downloadWait(ticket: bigint): void {
     check(this.#lib.mb_download_wait(this.#c, ticket), "download_wait");

@@ -139,11 +139,17 @@ export async function generateBytes(
   const graphs = new GraphCache<string>(be, o.useGraphs);
   const overlap = o.overlap ?? (be.supportsGraphs && envValue("MAMBABYTE_DECODE_OVERLAP") !== "0");
   let idsHost: Ptr = null;
+  let idsAlt: Tensor | null = null;
   let ticket = 0n;
   try {
     await prefill(model, prompt, ws, state, B);
 
-    const sample = () =>
+    // Overlapped, the steps sample into two buffers in turn, so that a step's bytes are copied
+    // to the host straight from their buffer while the next step runs (it reads them and writes
+    // the other); the step after that, which overwrites them, is queued only once they are in.
+    idsAlt = overlap ? Tensor.zeros(be, "i32", [B]) : null;
+    const idsBufs = [ws.ids, idsAlt ?? ws.ids];
+    const sample = (out: Ptr) =>
       be.sample({
         logits: ws.logits.ptr,
         batch: B,
@@ -154,30 +160,33 @@ export async function generateBytes(
         topP: o.topP,
         seed: BigInt(o.seed),
         counter: counter.ptr,
-        out: ws.ids.ptr,
+        out,
       });
-    const step = () => {
-      model.embed(ws, B);
-      model.stepLayers(ws, state, B);
-      model.runHead(ws, B);
-      sample();
-    };
+    // The step that makes byte s reads byte s - 1 from one buffer and samples into the other (the
+    // two graphs run the same ops: one direct run sizes the scratch for both captures).
+    const runStep = (s: number) =>
+      graphs.run(overlap ? `step${s % 2}` : "step", () => {
+        model.embed(ws, B, idsBufs[(s - 1) % 2].ptr);
+        model.stepLayers(ws, state, B);
+        model.runHead(ws, B);
+        sample(idsBufs[s % 2].ptr);
+      }, "step");
 
-    sample();
+    sample(idsBufs[0].ptr);
     const ids = new Int32Array(B);
     const stepBytes = new Uint8Array(B);
     const matchers = o.stop.length > 0 ? out.map(() => new StopMatcher(o.stop)) : null;
     const lengths = new Int32Array(B).fill(-1);
     let live = B;
-    // Overlapped: step s + 1 is queued before step s's bytes are read (it takes them from ws.ids
-    // on the device); the download of step s's ids, queued before it, keeps their values.
+    // Overlapped: step s + 1 is queued before byte s is read (it takes it from its buffer on the
+    // device), and byte s + 1 is downloaded once byte s is in.
     if (overlap) {
       idsHost = be.hostAlloc(4 * B);
-      ticket = be.downloadAsync(idsHost, ws.ids.ptr, 4 * B);
+      ticket = be.downloadAsyncDirect(idsHost, idsBufs[0].ptr, 4 * B);
     }
     for (let s = 0; s < o.maxNewTokens; s++) {
       if (overlap) {
-        if (s + 1 < o.maxNewTokens) graphs.run("step", step);
+        if (s + 1 < o.maxNewTokens) runStep(s + 1);
         be.downloadWait(ticket);
         be.hostCopy(ids, idsHost);
       } else {
@@ -197,13 +206,14 @@ export async function generateBytes(
         await options.onEnd?.(b, out[b].subarray(0, s + 1));
       }
       if (live === 0) break;
-      if (overlap) ticket = be.downloadAsync(idsHost, ws.ids.ptr, 4 * B);
-      else graphs.run("step", step);
+      if (overlap) ticket = be.downloadAsyncDirect(idsHost, idsBufs[(s + 1) % 2].ptr, 4 * B);
+      else runStep(s + 1);
     }
     return out.map((o, b) => lengths[b] === o.length ? o : o.slice(0, lengths[b]));
   } finally {
     if (overlap) be.sync(); // a step queued past the end may still run
     be.hostFree(idsHost);
+    idsAlt?.free();
     graphs.free();
     counter.free();
     state.free();

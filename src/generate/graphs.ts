@@ -21,12 +21,16 @@ export class GraphCache<K> {
     this.#enabled = enabled && be.supportsGraphs;
   }
 
-  /** Runs `body`'s ops for `key`: directly, captured, or replayed (see the module comment). */
-  run(key: K, body: () => void): void {
+  /**
+   * Runs `body`'s ops for `key`: directly, captured, or replayed (see the module comment). Keys
+   * whose bodies run the same ops on other buffers can share a `warmup` key: once one of them has
+   * run directly, the others are captured on their first run.
+   */
+  run(key: K, body: () => void, warmup: K = key): void {
     if (!this.#enabled) return body();
     let g = this.#graphs.get(key);
-    if (g === undefined && !this.#seen.has(key)) {
-      this.#seen.add(key);
+    if (g === undefined && !this.#seen.has(warmup)) {
+      this.#seen.add(warmup);
       return body();
     }
     if (g === undefined) {

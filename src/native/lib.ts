@@ -93,6 +93,10 @@ export const SYMBOLS = {
     parameters: ["pointer", "pointer", "pointer", "usize", "buffer"],
     result: "i32",
   },
+  mb_download_async_direct: {
+    parameters: ["pointer", "pointer", "pointer", "usize", "buffer"],
+    result: "i32",
+  },
   mb_download_wait: { parameters: ["pointer", "u64"], result: "i32" },
   mb_host_copy: { parameters: ["pointer", "buffer", "pointer", "usize"], result: "i32" },
   mb_host_prefault: { parameters: ["pointer", "buffer", "buffer", "usize"], result: "i32" },

@@ -16,6 +16,8 @@
 #   4d. TIMELINE="B ...": cuda_bench --timeline B ... (CUPTI's kernel records of the replayed
 #       step: each kernel's time and the part of the step it holds), for each value;
 #   5. BENCH_GPU_CASES=<cases>: bench:gpu (through Deno) on those cases, for each value;
+#   5a. DECODE_GAP=1: tools/decode_gap.ts (the model's step replayed, with the ids' staged and
+#       direct downloads, and generate, at batches 1, 64 and 256) for each value;
 #   5b. EXTRACT=1: bench:extract (972M fp32, REPEATS, default 3) for each value, the values
 #       alternated twice;
 #   6. PROFILE_VERIFY=1: tools/profile_verify_cuda.ts at the 972M shape (bf16), the decoding
@@ -80,6 +82,14 @@ if [ -f .gpu/deno.xz ] && [ -n "${BENCH_GPU_CASES:-}" ]; then
     step "bench:gpu $BENCH_GPU_CASES ($AB_VAR=$v)"
     env "$AB_VAR=$v" timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A \
       scripts/bench_gpu.ts --cases "$BENCH_GPU_CASES" 2>&1 | tee "$OUT/bench_gpu_$v.log" || fail
+  done
+fi
+
+if [ -f .gpu/deno.xz ] && [ -n "${DECODE_GAP:-}" ]; then
+  for v in $AB_VALUES; do
+    step "decode_gap.ts ($AB_VAR=$v)"
+    env "$AB_VAR=$v" timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A \
+      tools/decode_gap.ts 2>&1 | tee "$OUT/decode_gap_$v.log" || fail
   done
 fi
 
