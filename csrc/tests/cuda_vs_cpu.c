@@ -12,7 +12,8 @@
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
  *
- *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear|bf16|ssu] [--draft_cases N]
+ *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear|bf16|ssu|decode|download]
+ *     [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
  *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm (and the norm's NT form)
  *     and mb_conv1d_step_linear;
@@ -20,6 +21,7 @@
  *     of bf16 delta and z; with --small also the tile scan's pairs, at 256 x 3584);
  *     --only ssu: only mb_selective_state_update_dt, with its kernels' environment peers;
  *     --only decode: only mb_decode_layers (with its in_proj ring's peers) and mb_verify_layers;
+ *     --only download: only mb_download_async and mb_download_async_direct;
  *     --only draft_greedy: only mb_draft_greedy, three times (with --small once); --draft_cases N:
  *     its first N cases only (racecheck on the cluster kernel is slow)
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
@@ -38,6 +40,7 @@ static int g_only_lin = 0; /* --only linear: the products (a sanitizer's short r
 static int g_only_bf = 0;  /* --only bf16: the bf16 xz / delta ops, every case (also the tile scan's) */
 static int g_only_ssu = 0; /* --only ssu: the decoding state update, with its kernels' peers */
 static int g_only_dec = 0; /* --only decode: mb_decode_layers and the verification pass */
+static int g_only_dl = 0;  /* --only download: the downloads (staged and direct) */
 /* The switch with_gpu_env made the GPU context with (NULL: the usual context) */
 static const char *g_peer_name = NULL, *g_peer_value = NULL;
 
@@ -2392,6 +2395,8 @@ int main(int argc, char **argv) {
       g_only_ssu = 1;
     if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "decode"))
       g_only_dec = 1;
+    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "download"))
+      g_only_dl = 1;
     if (!strcmp(argv[i], "--draft_cases") && i + 1 < argc) g_dg_cases = atoi(argv[i + 1]);
   }
   int count = 0;
@@ -2427,6 +2432,10 @@ int main(int argc, char **argv) {
   if (g_only_ssu) {
     t_ssu_dt_all();
     return finish_run(" (ssu_dt only)");
+  }
+  if (g_only_dl) {
+    t_download();
+    return finish_run(" (downloads only)");
   }
   if (g_only_dec) {
     t_decode_layers_all();
