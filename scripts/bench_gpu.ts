@@ -2,8 +2,11 @@
  * GPU benchmark (`deno task bench:gpu`): a 972M-shaped MambaByte with random weights on CUDA.
  *
  * Measures in the same run the device-to-device copy bandwidth (bytes read + written), then for
- * each case prints bytes/s, the ratio to the bandwidth roofline (the bytes a step moves, its
- * weights once and its state read and written, at the copy bandwidth) or, for a forward, to the
+ * each case prints bytes/s (a decoding case: generate over --decode_steps bytes less one over 1,
+ * per byte; then its steady step, generate over --decode_steps bytes less one over 5, and the
+ * call's fixed part, the steps that run directly or capture the step's graphs), the ratio to the
+ * bandwidth roofline (the bytes a step moves, its weights once and its state read and written, at
+ * the copy bandwidth) or, for a forward, to the
  * GEMM floor (the forward's matrix-product FLOPs at the rate of the model's in_proj product over
  * the same positions, timed in the same case), and the largest device memory in use sampled while
  * the case holds its state (each decoding step of the warm-up run; after each forward pass, before
