@@ -274,38 +274,34 @@ MB_EXPORT int mb_host_unregister(mb_ctx *ctx, void *ptr) {
   return MB_OK;
 }
 
-MB_EXPORT int mb_download_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes,
-                                uint64_t *out_ticket) {
-  CHECK_CTX("mb_download_async");
-  NONNULL("mb_download_async", out_ticket);
+/* mb_download_async and its direct form: the same checks and CPU copy; CUDA picks the form. */
+static int download_async(mb_ctx *ctx, const char *fn, void *host_dst, const void *src,
+                          size_t bytes, int staged, uint64_t *out_ticket) {
+  REQUIRE(ctx != NULL, "%s: ctx is NULL", fn);
+  REQUIRE(out_ticket != NULL, "%s: out_ticket is NULL", fn);
   *out_ticket = 0;
   if (bytes > 0) {
-    NONNULL("mb_download_async", host_dst);
-    NONNULL("mb_download_async", src);
+    REQUIRE(host_dst != NULL, "%s: host_dst is NULL", fn);
+    REQUIRE(src != NULL, "%s: src is NULL", fn);
   }
 #ifdef MB_WITH_CUDA
-  if (IS_CUDA(ctx)) return mbcuda_download_async(ctx, host_dst, src, bytes, out_ticket);
+  if (IS_CUDA(ctx))
+    return staged ? mbcuda_download_async(ctx, host_dst, src, bytes, out_ticket)
+                  : mbcuda_download_async_direct(ctx, host_dst, src, bytes, out_ticket);
 #endif
   if (bytes > 0) host_copy(ctx, host_dst, src, bytes);
   *out_ticket = ++ctx->downloads;
   return MB_OK;
 }
 
+MB_EXPORT int mb_download_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes,
+                                uint64_t *out_ticket) {
+  return download_async(ctx, "mb_download_async", host_dst, src, bytes, 1, out_ticket);
+}
+
 MB_EXPORT int mb_download_async_direct(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes,
                                        uint64_t *out_ticket) {
-  CHECK_CTX("mb_download_async_direct");
-  NONNULL("mb_download_async_direct", out_ticket);
-  *out_ticket = 0;
-  if (bytes > 0) {
-    NONNULL("mb_download_async_direct", host_dst);
-    NONNULL("mb_download_async_direct", src);
-  }
-#ifdef MB_WITH_CUDA
-  if (IS_CUDA(ctx)) return mbcuda_download_async_direct(ctx, host_dst, src, bytes, out_ticket);
-#endif
-  if (bytes > 0) host_copy(ctx, host_dst, src, bytes);
-  *out_ticket = ++ctx->downloads;
-  return MB_OK;
+  return download_async(ctx, "mb_download_async_direct", host_dst, src, bytes, 0, out_ticket);
 }
 
 MB_EXPORT int mb_download_wait(mb_ctx *ctx, uint64_t ticket) {

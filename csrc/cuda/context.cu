@@ -339,17 +339,20 @@ static int mbcuda_dl_init(mbcuda_state *st) {
   return MB_OK;
 }
 
-extern "C" int mbcuda_download_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes,
-                                     uint64_t *out_ticket) {
+/* A download's ticket and slot. Staged: src copied into the slot's buffer on the compute stream
+ * first. Direct (the caller keeps src unwritten until the wait): the copy stream reads src itself,
+ * so the compute stream only records `ready`. */
+static int download(mb_ctx *ctx, const char *op, void *host_dst, const void *src, size_t bytes,
+                    bool staged, uint64_t *out_ticket) {
   mbcuda_state *st = mbcuda_st(ctx);
   if (st->capturing)
-    return mb_fail(MB_ERR_INVALID,
-                   "cuda: download_async: not allowed while a graph is being captured");
+    return mb_fail(MB_ERR_INVALID, "cuda: %s: not allowed while a graph is being captured", op);
   int rc = mbcuda_dl_init(st);
   if (rc) return rc;
   const uint64_t ticket = ctx->downloads + 1;
   mbcuda_dl_slot *sl = &st->dl[ticket % MBCUDA_DL_SLOTS];
-  if (bytes > 0) {
+  const void *from = src;
+  if (staged && bytes > 0) {
     if (bytes > sl->bytes) { /* grow: the slot's last host copy must be over first */
       size_t nb = (bytes + 255) & ~(size_t)255;
       MBCUDA_CHECK(cudaEventSynchronize(sl->done), "download_async (grow: wait)");
@@ -363,11 +366,12 @@ extern "C" int mbcuda_download_async(mb_ctx *ctx, void *host_dst, const void *sr
     }
     MBCUDA_CHECK(cudaMemcpyAsync(sl->buf, src, bytes, cudaMemcpyDeviceToDevice, st->stream),
                  "download_async (device copy)");
+    from = sl->buf;
   }
   MBCUDA_CHECK(cudaEventRecord(sl->ready, st->stream), "download_async (record)");
   MBCUDA_CHECK(cudaStreamWaitEvent(st->copy_stream, sl->ready, 0), "download_async (wait ready)");
   if (bytes > 0)
-    MBCUDA_CHECK(cudaMemcpyAsync(host_dst, sl->buf, bytes, cudaMemcpyDeviceToHost, st->copy_stream),
+    MBCUDA_CHECK(cudaMemcpyAsync(host_dst, from, bytes, cudaMemcpyDeviceToHost, st->copy_stream),
                  "download_async (host copy)");
   MBCUDA_CHECK(cudaEventRecord(sl->done, st->copy_stream), "download_async (record)");
   sl->ticket = ticket;
@@ -376,29 +380,14 @@ extern "C" int mbcuda_download_async(mb_ctx *ctx, void *host_dst, const void *sr
   return MB_OK;
 }
 
-/* No staging: the copy stream waits for `ready` (recorded after the work queued so far) and copies
- * src itself; the caller keeps src unwritten until the ticket is waited for. */
+extern "C" int mbcuda_download_async(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes,
+                                     uint64_t *out_ticket) {
+  return download(ctx, "download_async", host_dst, src, bytes, true, out_ticket);
+}
+
 extern "C" int mbcuda_download_async_direct(mb_ctx *ctx, void *host_dst, const void *src,
                                             size_t bytes, uint64_t *out_ticket) {
-  mbcuda_state *st = mbcuda_st(ctx);
-  if (st->capturing)
-    return mb_fail(MB_ERR_INVALID,
-                   "cuda: download_async_direct: not allowed while a graph is being captured");
-  int rc = mbcuda_dl_init(st);
-  if (rc) return rc;
-  const uint64_t ticket = ctx->downloads + 1;
-  mbcuda_dl_slot *sl = &st->dl[ticket % MBCUDA_DL_SLOTS];
-  MBCUDA_CHECK(cudaEventRecord(sl->ready, st->stream), "download_async_direct (record)");
-  MBCUDA_CHECK(cudaStreamWaitEvent(st->copy_stream, sl->ready, 0),
-               "download_async_direct (wait ready)");
-  if (bytes > 0)
-    MBCUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, st->copy_stream),
-                 "download_async_direct (host copy)");
-  MBCUDA_CHECK(cudaEventRecord(sl->done, st->copy_stream), "download_async_direct (record)");
-  sl->ticket = ticket;
-  ctx->downloads = ticket;
-  *out_ticket = ticket;
-  return MB_OK;
+  return download(ctx, "download_async_direct", host_dst, src, bytes, false, out_ticket);
 }
 
 extern "C" int mbcuda_download_wait(mb_ctx *ctx, uint64_t ticket) {
