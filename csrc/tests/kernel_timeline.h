@@ -158,6 +158,7 @@ static int kt_cmp_start(const void *a, const void *b) {
 typedef struct {
   char name[40];
   int grid, block;
+  char after[16]; /* a library kernel's predecessor (cuBLAS runs different products under one name) */
   double count;  /* per step */
   double dur, exposed, lead; /* summed over the steps, ns */
 } kt_sum;
@@ -183,12 +184,16 @@ static void kt_report(int steps, double untraced_s, const char *label) {
         if (r[-(long)i].end > end_max) end_max = r[-(long)i].end;
     }
     for (size_t i = 0; i < K; i++) {
+      /* cuBLAS's kernels (names not ours, which start with k_) told apart by what they follow */
+      char after[16] = "";
+      if (strncmp(r[i].name, "k_", 2) && i > 0) snprintf(after, sizeof after, "%s", r[i - 1].name);
       int j = 0;
       while (j < ns && (strcmp(s[j].name, r[i].name) || s[j].grid != r[i].grid ||
-                        s[j].block != r[i].block))
+                        s[j].block != r[i].block || strcmp(s[j].after, after)))
         j++;
       if (j == ns) {
         snprintf(s[j].name, sizeof s[j].name, "%s", r[i].name);
+        snprintf(s[j].after, sizeof s[j].after, "%s", after);
         s[j].grid = r[i].grid, s[j].block = r[i].block;
         ns++;
       }
@@ -212,7 +217,12 @@ static void kt_report(int steps, double untraced_s, const char *label) {
     const double n = s[j].count * steps;
     char gb[24];
     snprintf(gb, sizeof gb, "%dx%d", s[j].grid, s[j].block);
-    ROW("  %-32.32s %11s %7.1f %9.2f %11.2f %9.2f %5.1f%%", s[j].name, gb, s[j].count,
+    char label[64];
+    if (s[j].after[0])
+      snprintf(label, sizeof label, "%.18s < %.13s", s[j].name, s[j].after);
+    else
+      snprintf(label, sizeof label, "%s", s[j].name);
+    ROW("  %-32.32s %11s %7.1f %9.2f %11.2f %9.2f %5.1f%%", label, gb, s[j].count,
         s[j].dur / n / 1e3, s[j].exposed / n / 1e3, s[j].lead / n / 1e3,
         100 * s[j].exposed / exposed_all);
   }

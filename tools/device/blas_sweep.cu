@@ -78,9 +78,20 @@ static int cfg(const cublasLtMatmulAlgo_t *algo, cublasLtMatmulAlgoConfigAttribu
   return v;
 }
 
+/* Whether `name` contains one of the comma-separated substrings of `only` (all when unset). */
+static bool name_selected(const char *name, const char *only) {
+  if (!only || !*only) return true;
+  char buf[256];
+  snprintf(buf, sizeof buf, "%s", only);
+  for (char *t = strtok(buf, ","); t; t = strtok(NULL, ","))
+    if (*t && strstr(name, t)) return true;
+  return false;
+}
+
 int main(int argc, char **argv) {
   const int max_algos = argc > 1 ? atoi(argv[1]) : 32;
   const Shape shapes[] = {
+      {"in_proj b8", 7168, 1792, 8, true},      {"in_proj b32", 7168, 1792, 32, true},
       {"in_proj b16", 7168, 1792, 16, true},    {"in_proj b64", 7168, 1792, 64, true},
       {"in_proj b128", 7168, 1792, 128, true},  {"in_proj b256", 7168, 1792, 256, true},
       {"out_proj b16", 1792, 3584, 16, true},   {"out_proj b64", 1792, 3584, 64, true},
@@ -95,7 +106,8 @@ int main(int argc, char **argv) {
       {"dt_proj fwd8192 -> bf16", 3584, 112, 8192, true, 0.f, true},
       {"out_proj fwd8192 tf32 +=", 1792, 3584, 8192, false, 1.f},
   };
-  const char *only = getenv("SWEEP_ONLY"); /* a substring of the shapes' names to run */
+  /* substrings of the shapes' names to run, comma-separated */
+  const char *only = getenv("SWEEP_ONLY");
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   cublasHandle_t h;
@@ -112,7 +124,7 @@ int main(int argc, char **argv) {
   printf("blas_sweep on %s, cuBLAS %d, cuBLASLt %zu; us per call (graph of %d layers' distinct weights)\n",
          prop.name, CUBLAS_VERSION, cublasLtGetVersion(), LAYERS);
   for (const Shape &sh : shapes) {
-    if (only && *only && !strstr(sh.name, only)) continue;
+    if (!name_selected(sh.name, only)) continue;
     const size_t esz = sh.bf16 ? 2 : 4;
     const size_t wbytes = (size_t)sh.out_f * sh.in_f * esz;
     /* enough weight copies that a round does not fit in L2, at most LAYERS */
@@ -141,6 +153,27 @@ int main(int argc, char **argv) {
     printf("\n%-22s out %d in %d n %d: GemmEx default %8.2f us (%.0f GB/s of weights, %.0f TFLOP/s)\n", sh.name,
            sh.out_f, sh.in_f, sh.n, t_def, wbytes / t_def / 1e3, flop / t_def / 1e6);
     fflush(stdout);
+    /* Decoding batches: the inner dimension as a strided batch of `parts` products of its slices,
+     * each writing its own partial (a consumer would sum them), as mb_linear_add_norm runs out_proj */
+    if (sh.n < 8192 && sh.beta == 0.f && !sh.out_bf16 && sh.bf16) {
+      float *yp;
+      CK(cudaMalloc(&yp, (size_t)8 * sh.n * sh.out_f * 4));
+      for (int parts = 2; parts <= 8; parts *= 2) {
+        if (sh.in_f % (8 * parts)) continue;
+        const int kp = sh.in_f / parts;
+        const double t = time_graph(s, [&] {
+          for (int l = 0; l < LAYERS; l++)
+            BK(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.out_f, sh.n, kp, &alpha,
+                                          w + (l % copies) * wbytes, dt, sh.in_f, (long long)kp, x, dt,
+                                          sh.in_f, (long long)kp, &beta, yp, CUDA_R_32F, sh.out_f,
+                                          (long long)sh.n * sh.out_f, parts, ct, CUBLAS_GEMM_DEFAULT));
+        });
+        printf("  %d parts (strided batch)  %8.2f us (%5.3f of default, %.0f GB/s of weights)\n", parts, t,
+               t / t_def, wbytes / t / 1e3);
+        fflush(stdout);
+      }
+      CK(cudaFree(yp));
+    }
     cublasLtMatmulDesc_t md;
     BK(cublasLtMatmulDescCreate(&md, ct, CUDA_R_32F));
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
