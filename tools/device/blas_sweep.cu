@@ -6,7 +6,7 @@
  * layer over distinct weight copies (so that, as in a decoding step, a layer's weights are not in
  * L2), and prints each one's time and its configuration. An experiment, not part of the library:
  *   nvcc -O2 -arch=sm_90 -o blas_sweep tools/device/blas_sweep.cu -lcublasLt -lcublas
- *   [SWEEP_ONLY=<part of a shape's name>] ./blas_sweep [max algorithms (32)]
+ *   [SWEEP_ONLY=<parts of shapes' names, comma-separated>] [SWEEP_DIRTY_MB=N] ./blas_sweep [max algorithms (32)]
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -153,6 +153,29 @@ int main(int argc, char **argv) {
     printf("\n%-22s out %d in %d n %d: GemmEx default %8.2f us (%.0f GB/s of weights, %.0f TFLOP/s)\n", sh.name,
            sh.out_f, sh.in_f, sh.n, t_def, wbytes / t_def / 1e3, flop / t_def / 1e6);
     fflush(stdout);
+    /* SWEEP_DIRTY_MB=N: each product after N MB written (a memset), as a decoding step's in_proj
+     * comes after the state update has written the layer's states: its time less the memsets'
+     * alone says what the write-back of those lines from L2 costs the product */
+    const char *dirty_env = getenv("SWEEP_DIRTY_MB");
+    const size_t dirty = dirty_env ? (size_t)(atof(dirty_env) * 1e6) : 0;
+    if (dirty > 0 && sh.n < 8192) {
+      char *dbuf;
+      CK(cudaMalloc(&dbuf, dirty * 2));
+      const double t_mem = time_graph(s, [&] {
+        for (int l = 0; l < LAYERS; l++) CK(cudaMemsetAsync(dbuf + (l % 2) * dirty, l & 0xff, dirty, s));
+      });
+      const double t_both = time_graph(s, [&] {
+        for (int l = 0; l < LAYERS; l++) {
+          CK(cudaMemsetAsync(dbuf + (l % 2) * dirty, l & 0xff, dirty, s));
+          BK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.out_f, sh.n, sh.in_f, &alpha, w + (l % copies) * wbytes,
+                          dt, sh.in_f, x, dt, sh.in_f, &beta, y, yt, sh.out_f, ct, CUBLAS_GEMM_DEFAULT));
+        }
+      });
+      printf("  after %.1f MB written: %8.2f us with the memset, %.2f us the memset alone, %.2f the product\n",
+             dirty / 1e6, t_both, t_mem, t_both - t_mem);
+      fflush(stdout);
+      CK(cudaFree(dbuf));
+    }
     /* Decoding batches: the inner dimension as a strided batch of `parts` products of its slices,
      * each writing its own partial (a consumer would sum them), as mb_linear_add_norm runs out_proj */
     if (sh.n < 8192 && sh.beta == 0.f && !sh.out_bf16 && sh.bf16) {
