@@ -141,7 +141,8 @@ int mbcuda_verify_in_proj_ok(mb_ctx *ctx, int64_t d_model, int64_t out_f, int64_
                              int wdtype);
 int mbcuda_verify_in_proj(mb_ctx *ctx, const mbcuda_norm_in_proj_rows *a);
 /* out_proj's GEMV (n = 1) that also adds its output into the residual: y = x w^T + bias,
- * residual += y (the next layer's add, as mb_add_norm computes it). */
+ * residual += y (the next layer's add, as mb_add_norm computes it); residual NULL: y alone, with
+ * the bits of mb_linear. */
 int mbcuda_linear_residual(mb_ctx *ctx, const float *x, const void *w, int wdtype,
                            const float *bias, int64_t in_f, int64_t out_f, float *y,
                            float *residual);

@@ -136,7 +136,8 @@ __device__ __forceinline__ void conv_consts(const ConvEpi &ce, int64_t row,
  * of its rows prefetched into L2: the weights stream while earlier work finishes.
  * x is read through XL (its loads only: the arithmetic is the same for every XL). A caller that
  * runs it twice in one block must __syncthreads() in between (G = 256 reuses `red`). RES: also
- * res[j * ldy + row] += each output (the next layer's residual add, where the value is made). */
+ * res[j * ldy + row] += each output (the next layer's residual add, where the value is made),
+ * unless res is NULL (the last layer's out_proj: y alone). */
 template <typename WT, int N, int G, bool VEC, bool CONV, XLoad XL, typename Wait, bool RES = false,
           int R = 1, int UN = 0>
 __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t ldx,
@@ -245,7 +246,8 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
   const auto put = [&](int64_t orow, int j, float s, const float (&ccw)[CONV_EPI_KMAX],
                        float ccb) {
     y[j * ldy + orow] = s;
-    if constexpr (RES) res[j * ldy + orow] += s;
+    if constexpr (RES)
+      if (res) res[j * ldy + orow] += s;
     if (CONV && orow < ce.dc) conv_epi(ce, ccw, ccb, j0 + j, orow, s);
   };
   if constexpr (G > 32) {
