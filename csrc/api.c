@@ -756,15 +756,17 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
           DL_PTR(const float *, DT_B), dt_rank, DL_PTR(const float *, A), x_dbl + dt_rank, dx,
           x_dbl + dt_rank + d_state, dx, DL_PTR(const float *, D), xz + d_inner, 2 * d_inner,
           DL_PTR(float *, SSM_STATE), batch, d_inner, d_state, 1, delta, y, d_inner, NULL);
-    /* fused, out_proj makes the next layer's add; with bf16 weights the last layer's runs the same
-     * kernel without it (8 rows a block, its weights asked for before its wait: ~2.8 against 5.9
-     * us exposed as the ops' GEMV on the H200; fp32's 4 rows a block did not show a gain) */
-    const int res_epi = fused && (i + 1 < n_layer || wdtype == MB_DTYPE_BF16);
+    /* fused, out_proj makes the next layer's add. The last layer has none to make; with bf16
+     * weights it runs the same kernel without it (8 rows a block, its weights asked for before its
+     * wait: ~2.8 against 5.9 us exposed as the ops' GEMV on the H200; fp32's 4 rows a block did not
+     * show a gain) */
+    const int last = i + 1 == n_layer;
+    const int res_epi = fused && (!last || wdtype == MB_DTYPE_BF16);
 #ifdef MB_WITH_CUDA
     if (st == MB_OK && res_epi)
       st = mbcuda_linear_residual(ctx, y, DL_PTR(const void *, OUT_W), wdtype,
                                   DL_PTR(const float *, OUT_B), d_inner, d_model, hidden,
-                                  i + 1 < n_layer ? residual : NULL);
+                                  last ? NULL : residual);
 #endif
     if (st == MB_OK && !res_epi)
       st = mb_linear(ctx, y, d_inner, DL_PTR(const void *, OUT_W), wdtype,

@@ -509,6 +509,13 @@ static double step_seconds(model *m, int64_t batch, int32_t *id0) {
   return median(t, 5);
 }
 
+/* Seconds a decoding step of `batch` sequences takes at the copy bandwidth `bw`: the weights once
+ * and the recurrent state (conv window and SSM state) read and written. */
+static double step_roofline(const model *m, double bw, int64_t batch) {
+  const double state = (double)batch * NL * DI * (KC - 1 + NS) * 4 * 2;
+  return (m->weight_bytes + state) / bw;
+}
+
 /* --split B [K ...]: a decoding step of B sequences as K independent groups of B / K, each a
  * graph of its own on a context (stream) of its own over the same weights, replayed side by side:
  * does running the groups' latency-bound chains concurrently beat one graph of B? (graph replay,
@@ -538,8 +545,7 @@ static void split_bench(model *m, double bw, int64_t batch, int k) {
     t[r] = (now() - t0) / steps;
   }
   const double ts = median(t, 5);
-  double state = (double)batch * NL * DI * (KC - 1 + NS) * 4 * 2;
-  double roof = (m->weight_bytes + state) / bw;
+  const double roof = step_roofline(m, bw, batch);
   ROW("decode split %d x %-4lld b=%-3lld %7.3f ms/step %9.0f bytes/s  roofline %7.0f (%4.1f%%)", k,
       (long long)(batch / k), (long long)batch, ts * 1e3, batch / ts, batch / roof,
       100 * roof / ts);
@@ -586,14 +592,11 @@ static void ablate_bench(model *m, int64_t batch, const char *label) {
 static void decode_bench(model *m, double bw, int64_t batch, const char *label) {
   int32_t id0 = 0;
   const double ts = step_seconds(m, batch, &id0);
-  /* bytes per step: weights + recurrent state read and written */
-  double state = (double)batch * NL * DI * (KC - 1 + NS) * 4 * 2;
-  double bytes = m->weight_bytes + state;
-  double roof = bytes / bw;
+  const double roof = step_roofline(m, bw, batch);
   ROW("decode %-9s b=%-3lld %7.3f ms/step %9.0f bytes/s  roofline %7.0f (%4.1f%%)", label,
       (long long)batch, ts * 1e3, batch / ts, batch / roof, 100 * roof / ts);
   fprintf(stderr, "decode %s b=%lld: step %.3f ms, %.3f GB moved, id[0]=%d\n", label,
-          (long long)batch, ts * 1e3, bytes / 1e9, id0);
+          (long long)batch, ts * 1e3, roof * bw / 1e9, id0);
 }
 
 static void forward_bench(model *m, int64_t len, const char *label) {
