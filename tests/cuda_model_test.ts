@@ -325,6 +325,63 @@ Deno.test({
 });
 
 Deno.test({
+  name: "cuda generate calls with the same batch and sampling replay the last call's graphs",
+  ignore,
+  async fn() {
+    const [cpu, gpu] = await pair("fp32", true);
+    const be = gpu.backend;
+    const begin = be.graphBegin.bind(be);
+    let captures = 0;
+    be.graphBegin = () => (captures++, begin());
+    const captured = async (prompt: Uint8Array, o: Parameters<MambaByteLM["generate"]>[1]) => {
+      captures = 0;
+      const got = await gpu.generate(prompt, o);
+      return { got, captures };
+    };
+    try {
+      for (const numSamples of [1, 3, 64]) {
+        const greedy = { maxNewTokens: 24, topK: 1, numSamples };
+        // the two step graphs (one a parity of the step), then none while the key holds: other
+        // prompts and lengths, and a long prompt's forward between the calls
+        for (const [i, [len, n]] of [[30, 24], [7, 24], [30, 9], [150, 24]].entries()) {
+          const opts = { ...greedy, maxNewTokens: n };
+          const r = await captured(TEXT.subarray(0, len), opts);
+          assert.deepEqual(r.got, await cpu.generate(TEXT.subarray(0, len), opts));
+          assert.equal(r.captures, i === 0 ? 2 : 0, `batch ${numSamples}, call ${i}`);
+          if (i === 2) await gpu.forward(TEXT);
+        }
+      }
+      // sampled: the draw counter starts at 0 in every call, kept context or not
+      const sampled = { maxNewTokens: 30, seed: 11, numSamples: 3, temperature: 0.8 };
+      const first = await captured(TEXT.subarray(0, 20), sampled);
+      const again = await captured(TEXT.subarray(0, 20), sampled);
+      assert.deepEqual([first.captures, again.captures], [2, 0]);
+      assert.deepEqual(again.got, first.got);
+      // another seed is another key: captured anew, and the kept context of the first freed
+      const other = await captured(TEXT.subarray(0, 20), { ...sampled, seed: 12 });
+      assert.equal(other.captures, 2);
+      assert.notDeepEqual(other.got, first.got);
+      const back = await captured(TEXT.subarray(0, 20), sampled);
+      assert.deepEqual([back.got, back.captures], [first.got, 2]);
+      gpu.releaseDecodeBuffers();
+      assert.deepEqual((await captured(TEXT.subarray(0, 20), sampled)).captures, 2);
+      Deno.env.set("MAMBABYTE_DECODE_KEEP", "0");
+      try {
+        await gpu.generate(TEXT.subarray(0, 20), sampled); // frees the context it took
+        const none = await captured(TEXT.subarray(0, 20), sampled);
+        assert.deepEqual([none.got, none.captures], [first.got, 2]);
+      } finally {
+        Deno.env.delete("MAMBABYTE_DECODE_KEEP");
+      }
+    } finally {
+      be.graphBegin = begin;
+      cpu.close();
+      gpu.close();
+    }
+  },
+});
+
+Deno.test({
   name: "cuda log-probs and ranks equal the CPU's",
   ignore,
   async fn() {

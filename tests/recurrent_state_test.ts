@@ -1,7 +1,8 @@
 /**
  * RecurrentState: every layer's conv window and SSM state are views into one allocation that
  * neither overlap nor leave gaps, and broadcastFrom copies a one-sequence state whole (one copy)
- * with the same result as the per-layer copies it fans out to several sequences with.
+ * with the same result as the per-layer copies it fans out to several sequences with, and that
+ * fanning a sequence out to a batch takes 1 + ceil(log2 batch) copies a tensor.
  */
 import assert from "node:assert/strict";
 import { loadModel } from "../mod.ts";
@@ -52,6 +53,63 @@ Deno.test("RecurrentState: one allocation, per-layer views; broadcastFrom whole 
   } finally {
     b.free();
     c.free();
+    model.close();
+  }
+});
+
+Deno.test("RecurrentState: broadcastFrom fans a chosen sequence out in doubling copies", async () => {
+  const model = await loadModel({
+    configPath: CONFIG,
+    modelId: "test-64x3",
+    device: "cpu",
+    seed: 3,
+  });
+  const be = model.backend;
+  const src = model.newState(3);
+  const copy = be.copy.bind(be);
+  try {
+    let seed = 7;
+    for (const t of [...src.conv, ...src.ssm]) {
+      be.upload(
+        t.ptr,
+        Float32Array.from({ length: t.numel }, () => (seed = (seed * 48271) % 2147483647) / 2e9),
+      );
+    }
+    for (const batch of [1, 2, 5, 8, 13]) {
+      const dst = model.newState(batch);
+      let copies = 0;
+      be.copy = (d, s, n) => (copies++, copy(d, s, n));
+      try {
+        dst.broadcastFrom(src, 2);
+      } finally {
+        be.copy = copy;
+      }
+      // per layer and tensor: one copy of the sequence, then one per doubling
+      assert.equal(
+        copies,
+        2 * model.dims.nLayer * (1 + Math.ceil(Math.log2(batch))),
+        `batch ${batch}`,
+      );
+      const pairs = src.conv.map((t, i) => [t, dst.conv[i]]).concat(
+        src.ssm.map((t, i) => [t, dst.ssm[i]]),
+      );
+      for (const [from, to] of pairs) {
+        const all = from.toHost() as Float32Array;
+        const per = all.length / 3;
+        const want = all.subarray(2 * per, 3 * per);
+        const got = to.toHost() as Float32Array;
+        for (let s = 0; s < batch; s++) {
+          assert.deepEqual(
+            got.subarray(s * per, (s + 1) * per),
+            want,
+            `batch ${batch}, sequence ${s}`,
+          );
+        }
+      }
+      dst.free();
+    }
+  } finally {
+    src.free();
     model.close();
   }
 });

@@ -9,13 +9,12 @@
  */
 
 import { envValue, type Ptr } from "../backend/backend.ts";
-import { Tensor } from "../backend/tensor.ts";
 import { temperatureError, topPError } from "../config/config.ts";
 import { checkBounded, DEFAULTS } from "../config/defaults.ts";
 import { MambaByteError } from "../errors.ts";
 import type { MambaByteLM } from "../model/model.ts";
 import type { RecurrentState, Workspace } from "../model/workspace.ts";
-import { GraphCache } from "./graphs.ts";
+import { DecodeContext, decodeContextKey } from "./decode_context.ts";
 import { StopMatcher, validateStops } from "./stop.ts";
 
 /**
@@ -133,29 +132,37 @@ export async function generateBytes(
   const out = Array.from({ length: B }, () => new Uint8Array(o.maxNewTokens));
   if (o.maxNewTokens === 0) return out;
   const be = model.backend;
-  const ws = model.newWorkspace(B);
-  const state = model.newState(B);
-  const counter = Tensor.zeros(be, "i64", [1]);
-  const graphs = new GraphCache<string>(be, o.useGraphs);
   const overlap = o.overlap ?? (be.supportsGraphs && envValue("MAMBABYTE_DECODE_OVERLAP") !== "0");
-  let idsHost: Ptr = null;
-  let idsAlt: Tensor | null = null;
+  // top_k 1 ignores the temperature; the kernel only needs it positive.
+  const temperature = o.topK === 1 ? 1 : o.temperature;
+  const keyParts = {
+    batch: B,
+    overlap,
+    useGraphs: o.useGraphs,
+    temperature,
+    topK: o.topK,
+    topP: o.topP,
+    seed: o.seed,
+  };
+  const key = decodeContextKey(keyParts);
+  const ctx = model.takeDecodeContext(key) ?? new DecodeContext(model, key, keyParts);
+  const { ws, state, counter, graphs, idsHost } = ctx;
   let ticket = 0n;
+  let finished = false;
   try {
+    ctx.reset();
     await prefill(model, prompt, ws, state, B);
 
     // Overlapped, the steps sample into two buffers in turn, so that a step's bytes are copied
     // to the host straight from their buffer while the next step runs (it reads them and writes
     // the other); the step after that, which overwrites them, is queued only once they are in.
-    idsAlt = overlap ? Tensor.zeros(be, "i32", [B]) : null;
-    const idsBufs = [ws.ids, idsAlt ?? ws.ids];
+    const idsBufs = [ws.ids, ctx.idsAlt ?? ws.ids];
     const sample = (out: Ptr) =>
       be.sample({
         logits: ws.logits.ptr,
         batch: B,
         v: 256,
-        // top_k 1 ignores the temperature; the kernel only needs it positive.
-        temperature: o.topK === 1 ? 1 : o.temperature,
+        temperature,
         topK: o.topK,
         topP: o.topP,
         seed: BigInt(o.seed),
@@ -163,7 +170,8 @@ export async function generateBytes(
         out,
       });
     // The step that makes byte s reads byte s - 1 from one buffer and samples into the other (the
-    // two graphs run the same ops: one direct run sizes the scratch for both captures).
+    // two graphs run the same ops: one direct run sizes the scratch for both captures). A context
+    // kept from an earlier call with the same key replays the graphs that call captured.
     const runStep = (s: number) =>
       graphs.run(overlap ? `step${s % 2}` : "step", () => {
         model.embed(ws, B, idsBufs[(s - 1) % 2].ptr);
@@ -180,10 +188,7 @@ export async function generateBytes(
     let live = B;
     // Overlapped: step s + 1 is queued before byte s is read (it takes it from its buffer on the
     // device), and byte s + 1 is downloaded once byte s is in.
-    if (overlap) {
-      idsHost = be.hostAlloc(4 * B);
-      ticket = be.downloadAsyncDirect(idsHost, idsBufs[0].ptr, 4 * B);
-    }
+    if (overlap) ticket = be.downloadAsyncDirect(idsHost, idsBufs[0].ptr, 4 * B);
     for (let s = 0; s < o.maxNewTokens; s++) {
       if (overlap) {
         if (s + 1 < o.maxNewTokens) runStep(s + 1);
@@ -209,14 +214,15 @@ export async function generateBytes(
       if (overlap) ticket = be.downloadAsyncDirect(idsHost, idsBufs[(s + 1) % 2].ptr, 4 * B);
       else runStep(s + 1);
     }
+    finished = true;
     return out.map((o, b) => lengths[b] === o.length ? o : o.slice(0, lengths[b]));
   } finally {
-    if (overlap) be.sync(); // a step queued past the end may still run
-    be.hostFree(idsHost);
-    idsAlt?.free();
-    graphs.free();
-    counter.free();
-    state.free();
-    ws.free();
+    try {
+      if (overlap) be.sync(); // a step queued past the end may still run
+    } finally {
+      // a call that failed part-way (a capture, a callback) leaves nothing for the next one
+      if (finished) model.keepDecodeContext(ctx);
+      else ctx.free();
+    }
   }
 }

@@ -27,6 +27,7 @@ import { MambaByteError } from "../errors.ts";
 // Value imports of src/generate/ are safe here: those modules import only types from this one,
 // so evaluating them does not need this module first.
 import { generateBytes, type GenerateOptions } from "../generate/decode.ts";
+import { type DecodeContext, keepDecodeContexts } from "../generate/decode_context.ts";
 import { generateSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
 import { HostRegistry } from "./host_registry.ts";
@@ -313,6 +314,7 @@ export class MambaByteLM {
   #chunkWs: Workspace | undefined;
   #tapPipe: TapPipeline | undefined;
   #hostRegistry: HostRegistry | undefined;
+  #decodeKept: DecodeContext | null = null;
   #closed = false;
   readonly #ownsWeights: boolean;
 
@@ -1272,6 +1274,44 @@ export class MambaByteLM {
     return this.#hostRegistry?.bytes ?? 0;
   }
 
+  /**
+   * The decoding context the last generate call left (see decode_context.ts) when its key is
+   * `key`, handed over to the caller; a kept context of another key is freed. Null when none fits.
+   */
+  takeDecodeContext(key: string): DecodeContext | null {
+    const kept = this.#decodeKept;
+    this.#decodeKept = null;
+    if (kept?.key === key) return kept;
+    kept?.free();
+    return null;
+  }
+
+  /**
+   * Keeps a finished call's decoding context for the next call (frees it instead on a closed
+   * model, with MAMBABYTE_DECODE_KEEP=0, or on a backend without graphs, where keeping would only
+   * hold memory); one context at a time, the latest.
+   */
+  keepDecodeContext(ctx: DecodeContext): void {
+    if (
+      this.#closed || ctx.model !== this || !this.backend.supportsGraphs || !keepDecodeContexts()
+    ) {
+      ctx.free();
+      return;
+    }
+    if (this.#decodeKept !== ctx) this.#decodeKept?.free();
+    this.#decodeKept = ctx;
+  }
+
+  /**
+   * Frees the buffers and step graphs that the last generate call left for the next one (a batch
+   * of 256 sequences holds ~3.5 GB of state at the 972M shape). Generate calls with the same batch
+   * and sampling settings reuse them; this makes room for other work.
+   */
+  releaseDecodeBuffers(): void {
+    this.#decodeKept?.free();
+    this.#decodeKept = null;
+  }
+
   #registry(): HostRegistry {
     return this.#hostRegistry ??= new HostRegistry(this.backend);
   }
@@ -1284,6 +1324,7 @@ export class MambaByteLM {
     if (this.#closed) return;
     this.#closed = true;
     this.#chunkWs?.free();
+    this.releaseDecodeBuffers();
     this.#tapPipe?.free();
     this.#hostRegistry?.clear();
     if (this.#ownsWeights) freeWeights(this.weights);

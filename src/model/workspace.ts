@@ -181,11 +181,16 @@ export class RecurrentState {
       this.#all.backend.copy(this.#all.ptr, src.#all.ptr, this.#all.bytes); // the whole state
       return;
     }
+    // Per tensor: the sequence into the first slot, then the filled slots doubled into the next
+    // ones (1 + ceil(log2 batch) copies a tensor, where a copy a sequence made a batch of 256
+    // queue 24,576 of them at the 972M shape)
     for (let i = 0; i < this.conv.length; i++) {
       for (const [dst, s] of [[this.conv[i], src.conv[i]], [this.ssm[i], src.ssm[i]]] as const) {
         const per = s.bytes / src.batch;
-        for (let b = 0; b < this.batch; b++) {
-          dst.backend.copy(dst.at((b * per) / 4), s.at((from * per) / 4), per);
+        dst.backend.copy(dst.ptr, s.at((from * per) / 4), per);
+        for (let have = 1; have < this.batch; have *= 2) {
+          const n = Math.min(have, this.batch - have);
+          dst.backend.copy(dst.at((have * per) / 4), dst.ptr, n * per);
         }
       }
     }
