@@ -158,9 +158,9 @@ async function main(argv: string[]): Promise<void> {
           (roofline * batch).toFixed(0)
         } | ratio ${(stepsPerS / roofline).toFixed(2)} | steady ${
           (batch * 1000 / steadyMs).toFixed(0)
-        } bytes/s (${(steadyMs * 1000).toFixed(1)} us a step) after ${
+        } bytes/s (${(steadyMs * 1000).toFixed(1)} us a step); fixed part ${
           firstMs.toFixed(1)
-        } ms in a first call to capture, ${laterMs.toFixed(1)} ms in later calls | ${
+        } ms in a first call (first launches, captures), ${laterMs.toFixed(1)} ms in later ones | ${
           peakGB(peak, "while decoding")
         }`,
       );
