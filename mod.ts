@@ -74,6 +74,8 @@ export { RecurrentState, type VerifyBuffers, Workspace } from "./src/model/works
 export type { LayerWeights, ModelWeights } from "./src/model/weights.ts";
 export type { SubwordTokenizer } from "./src/generate/tokenizer.ts";
 export { generateBytes, type GenerateOptions } from "./src/generate/decode.ts";
+export type { DecodeContext, DecodeKeyParts } from "./src/generate/decode_context.ts";
+export type { GraphCache } from "./src/generate/graphs.ts";
 export {
   Backend,
   type DeviceKind,

@@ -18,12 +18,19 @@ import { GraphCache } from "./graphs.ts";
 
 /** What a captured step bakes in besides its buffers: the batch and the sampler's arguments. */
 export interface DecodeKeyParts {
+  /** Sequences decoded together. */
   batch: number;
+  /** Steps queued before the last one's bytes are read (two step graphs, one a parity). */
   overlap: boolean;
+  /** Whether the steps are captured and replayed at all. */
   useGraphs: boolean;
+  /** The sampler's temperature as the kernel takes it (1 for greedy). */
   temperature: number;
+  /** The sampler's top-k. */
   topK: number;
+  /** The sampler's top-p. */
   topP: number;
+  /** The sampler's seed. */
   seed: number;
 }
 
@@ -39,19 +46,24 @@ export function keepDecodeContexts(): boolean {
 
 /** A decoding batch's workspace, state, sampler counter, id buffers and step graphs. */
 export class DecodeContext {
+  /** {@link decodeContextKey} of the calls it serves. */
   readonly key: string;
+  /** Activations of one step of the batch. */
   readonly ws: Workspace;
+  /** The batch's recurrent state (the prompt's, fanned out, at the start of each call). */
   readonly state: RecurrentState;
   /** The sampler's draw counter (int64), zeroed by {@link reset} at the start of every call. */
   readonly counter: Tensor;
   /** Overlapped steps sample into ws.ids and this buffer in turn (null when not overlapped). */
   readonly idsAlt: Tensor | null;
+  /** The step graphs (`step`, or `step0` and `step1` when overlapped). */
   readonly graphs: GraphCache<string>;
   /** Page-locked host buffer the sampled ids are downloaded into (overlapped steps). */
   readonly idsHost: Ptr;
   readonly #model: MambaByteLM;
   #freed = false;
 
+  /** Allocates the buffers of `p.batch` sequences for `model`; the graphs come with the steps. */
   constructor(model: MambaByteLM, key: string, p: DecodeKeyParts) {
     this.#model = model;
     this.key = key;
