@@ -6,7 +6,8 @@
  * layer over distinct weight copies (so that, as in a decoding step, a layer's weights are not in
  * L2), and prints each one's time and its configuration. An experiment, not part of the library:
  *   nvcc -O2 -arch=sm_90 -o blas_sweep tools/device/blas_sweep.cu -lcublasLt -lcublas
- *   [SWEEP_ONLY=<parts of shapes' names, comma-separated>] [SWEEP_DIRTY_MB=N] ./blas_sweep [max algorithms (32)]
+ *   [SWEEP_ONLY=<parts of shapes' names, comma-separated>] [SWEEP_DIRTY_MB=N] [SWEEP_FORCE=1]
+ *   ./blas_sweep [max algorithms (32)]
  */
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -233,6 +234,53 @@ int main(int argc, char **argv) {
              cfg(a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID), res[i].workspaceSize, res[i].wavesCount);
       fflush(stdout);
       if (t < best) best = t, best_i = i;
+    }
+    /* SWEEP_FORCE=1: each heuristic algorithm again with its split-K count and its tile forced to
+     * every value its capabilities allow (more CTAs for a skinny product), each checked by
+     * cublasLtMatmulAlgoCheck before it is timed */
+    const char *force = getenv("SWEEP_FORCE");
+    for (int i = 0; force && force[0] == '1' && i < got; i++) {
+      if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+      int splitk_cap = 0, tiles[64];
+      size_t cap_bytes = 0;
+      cublasLtMatmulAlgoCapGetAttribute(&res[i].algo, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &splitk_cap,
+                                        sizeof splitk_cap, &cap_bytes);
+      size_t tb = 0;
+      int ntiles = 0;
+      if (cublasLtMatmulAlgoCapGetAttribute(&res[i].algo, CUBLASLT_ALGO_CAP_TILE_IDS, tiles,
+                                            sizeof tiles, &tb) == CUBLAS_STATUS_SUCCESS)
+        ntiles = (int)(tb / sizeof(int));
+      if (ntiles > 64) ntiles = 64;
+      printf("  lt#%-2d forced: split-K %s, %d tiles\n", i, splitk_cap ? "allowed" : "not allowed", ntiles);
+      const int splits[] = {1, 2, 3, 4, 6, 8, 12, 16};
+      for (int ti = -1; ti < ntiles; ti++) {
+        for (int si = 0; si < 8; si++) {
+          if (!splitk_cap && splits[si] > 1) continue;
+          if (ti < 0 && splits[si] == 1) continue; /* the heuristic's own, timed above */
+          cublasLtMatmulAlgo_t a = res[i].algo;
+          if (ti >= 0 &&
+              cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tiles[ti],
+                                                   sizeof(int)) != CUBLAS_STATUS_SUCCESS)
+            continue;
+          if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits[si],
+                                                   sizeof(int)) != CUBLAS_STATUS_SUCCESS)
+            continue;
+          cublasLtMatmulHeuristicResult_t chk;
+          if (cublasLtMatmulAlgoCheck(lt, md, la, lb, lc, lc, &a, &chk) != CUBLAS_STATUS_SUCCESS ||
+              chk.workspaceSize > g_ws_bytes)
+            continue;
+          const double t = time_graph(s, [&] {
+            for (int l = 0; l < LAYERS; l++)
+              BK(cublasLtMatmul(lt, md, &alpha, w + (l % copies) * wbytes, la, x, lb, &beta, y, lc, y,
+                                lc, &a, ws, g_ws_bytes, s));
+          });
+          printf("    forced lt#%d tile %d splitK %d red %d: %8.2f us (%5.3f of default) waves %.2f\n", i,
+                 cfg(&a, CUBLASLT_ALGO_CONFIG_TILE_ID), cfg(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
+                 cfg(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME), t, t / t_def, chk.wavesCount);
+          fflush(stdout);
+          if (t < best) best = t, best_i = 1000 + i;
+        }
+      }
     }
     printf("  best: lt#%d %.2f us, %.3f of the default (%d algorithms)\n", best_i, best, best / t_def, got);
     BK(cublasLtMatmulPreferenceDestroy(pref));
