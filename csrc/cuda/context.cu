@@ -139,6 +139,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->conv_linear_per_sm[0] = st->conv_linear_per_sm[1] = st->conv_linear_per_sm[2] = -1;
     const char *e_clm = getenv("MAMBABYTE_CUDA_CONV_LINEAR_MMA");
     st->conv_linear_mma = !(e_clm && e_clm[0] == '0');
+    const char *e_sse = getenv("MAMBABYTE_CUDA_SAMPLE_SERIAL");
+    st->sample_serial = e_sse && e_sse[0] == '1';
     const char *e_clx = getenv("MAMBABYTE_CUDA_CONV_LINEAR_MAX");
     st->conv_linear_max = e_clx ? atoi(e_clx) : 0; /* conv_linear.cu applies its bounds */
     const char *e_os = getenv("MAMBABYTE_CUDA_OUT_SPLIT");

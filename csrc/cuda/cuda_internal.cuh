@@ -97,6 +97,8 @@ struct mbcuda_state {
   int conv_linear_per_sm[3]; /* k_conv_linear's resident blocks an SM at its largest shared
                               * memory, [0] fp32 and [1] bf16 weights, [2] bf16 on the tensor
                               * cores (-1: not asked yet) */
+  int sample_serial;     /* mb_sample with top_k != 1 on k_sample even for vocabularies of 256 or
+                          * fewer (MAMBABYTE_CUDA_SAMPLE_SERIAL=1; A/B runs, the same draws) */
   int conv_linear_mma;   /* ... with bf16 weights, its partial product on the tensor cores
                           * (MAMBABYTE_CUDA_CONV_LINEAR_MMA=0: fp32 FMAs, A/B runs) */
   int conv_linear_max;   /* ... and then up to this many rows (MAMBABYTE_CUDA_CONV_LINEAR_MAX,

@@ -174,6 +174,116 @@ k_sample(const float *__restrict__ logits, int64_t batch, int v, int P, float te
   sample_finish(counter, done);
 }
 
+/* Vocabularies of up to SAMPLE_THREADS (the models' 256): k_sample's draws, bit for bit, with an
+ * element a thread. k_sample's chains were serial: 36 sort steps each behind a barrier, then the
+ * top-p suffix sums and the draw's prefix sums a 32-element chunk after another on one warp. Here
+ * the sort's strides below 32 run by shuffles; each warp scans its own chunk at once (the same
+ * shuffles as k_sample's loop body), and each chunk's carry is summed from the chunks' totals in
+ * k_sample's order, so every float is the one k_sample computes. A compare-exchange is decided by
+ * both threads of a pair with k_sample's comparison and argument order, so a NaN logit moves as it
+ * does there. */
+__global__ void __launch_bounds__(SAMPLE_THREADS)
+k_sample256(const float *__restrict__ logits, int64_t batch, int v, float temperature, int top_k,
+            float top_p, uint64_t seed, int64_t *counter, int32_t *out_ids, unsigned int *done) {
+  MB_PDL_ENTRY();
+  constexpr int NW = SAMPLE_THREADS / 32;
+  __shared__ float sv[SAMPLE_THREADS]; /* the exchange of the wide strides, then the weights p */
+  __shared__ int si[SAMPLE_THREADS];   /* ... and the sorted indices */
+  __shared__ float red[32];
+  __shared__ float ctot[NW]; /* each chunk's total */
+  __shared__ int cint[NW];   /* each chunk's kept count or first hit */
+  __shared__ float bcast;
+  const int t = threadIdx.x, lane = t & 31, w = t >> 5;
+  const int64_t b = blockIdx.x;
+  const float *row = logits + b * v;
+  const int64_t ctr = done ? *(volatile int64_t *)counter * batch + b
+                           : *(volatile int64_t *)(counter + b);
+  float x = t < v ? row[t] : -INFINITY;
+  int ix = t < v ? t : 0x7fffffff;
+  /* bitonic sort, "before" order: thread t ends with the element k_sample's val[t] holds */
+  for (int size = 2; size <= SAMPLE_THREADS; size <<= 1) {
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      float ox;
+      int oi;
+      if (stride >= 32) {
+        sv[t] = x, si[t] = ix;
+        __syncthreads();
+        ox = sv[t ^ stride], oi = si[t ^ stride];
+        __syncthreads();
+      } else {
+        ox = __shfl_xor_sync(0xffffffffu, x, stride);
+        oi = __shfl_xor_sync(0xffffffffu, ix, stride);
+      }
+      const bool lower = (t & stride) == 0, up = (t & size) == 0;
+      /* k_sample's test for the pair (i, j = i ^ stride, i < j): does j come first? */
+      const bool jfirst = lower ? before(ox, oi, x, ix) : before(x, ix, ox, oi);
+      if (jfirst == up) x = ox, ix = oi;
+    }
+  }
+  const int k = (top_k <= 0 || top_k > v) ? v : top_k;
+  if (t == 0) bcast = x / temperature;
+  si[t] = ix; /* the last wide stride's reads were followed by a barrier */
+  __syncthreads();
+  const float s0 = bcast;
+  /* probabilities of the kept top-k after temperature, relative to the largest */
+  const float e = t < k ? expf(x / temperature - s0) : 0.f;
+  sv[t] = e;
+  const float total = block_sum(e, red);
+  int kept = k;
+  if (top_p > 0.f && top_p < 1.f) { /* drop the tail whose cumulative probability is <= 1 - top_p */
+    const float thr = 1.f - top_p;
+    float sfx = t < k ? e / total : 0.f; /* suffix sum within the chunk: lanes >= lane */
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const float u = __shfl_down_sync(0xffffffffu, sfx, o);
+      if (lane + o < 32) sfx += u;
+    }
+    if (lane == 0) ctot[w] = sfx;
+    __syncthreads();
+    float carry = 0.f; /* the chunks above, from the top one down, as k_sample adds them */
+    for (int c = (k - 1) / 32; c > w; c--) carry += ctot[c];
+    const bool keep = t < k && (t == 0 || carry + sfx > thr);
+    const unsigned m = __ballot_sync(0xffffffffu, keep); /* a prefix: cum falls as t grows */
+    if (lane == 0) cint[w] = m ? w * 32 + (31 - __clz(m)) + 1 : 1;
+    __syncthreads();
+    kept = 1;
+#pragma unroll
+    for (int c = 0; c < NW; c++) kept = max(kept, cint[c]);
+  }
+  /* the draw over the kept prefix in sorted order: its weights' sum as k_sample sums it */
+  if (w == 0) {
+    float sub = 0.f;
+    for (int i = lane; i < kept; i += 32) sub += sv[i];
+    sub = warp_sum(sub);
+    if (lane == 0) bcast = mb_uniform_at(seed, (uint64_t)ctr) * sub;
+  }
+  __syncthreads();
+  const float target = bcast;
+  float inc = t < kept ? sv[t] : 0.f; /* inclusive prefix sum within the chunk */
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const float u = __shfl_up_sync(0xffffffffu, inc, o);
+    if (lane >= o) inc += u;
+  }
+  if (lane == 31) ctot[w] = inc;
+  __syncthreads();
+  float run = 0.f; /* the chunks before, in order */
+  for (int c = 0; c < w; c++) run += ctot[c];
+  const unsigned m = __ballot_sync(0xffffffffu, t < kept && run + inc > target);
+  if (lane == 0) cint[w] = m ? w * 32 + __ffs(m) - 1 : -1;
+  __syncthreads();
+  if (t == 0) {
+    int chosen = kept - 1;
+    for (int c = 0; c < NW; c++)
+      if (cint[c] >= 0) {
+        chosen = cint[c];
+        break;
+      }
+    out_ids[b] = si[chosen];
+  }
+  sample_finish(counter, done);
+}
+
 /* Both entry points: one block a row; done == NULL: a counter a row. */
 static int sample_launch(mb_ctx *ctx, const float *logits, int64_t batch, int64_t v,
                          float temperature, int32_t top_k, float top_p, uint64_t seed,
@@ -187,6 +297,10 @@ static int sample_launch(mb_ctx *ctx, const float *logits, int64_t batch, int64_
   if (v > SAMPLE_VMAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: sample: vocabulary %lld > %d with top_k != 1",
                    (long long)v, SAMPLE_VMAX);
+  if (v <= SAMPLE_THREADS && !mbcuda_st(ctx)->sample_serial) {
+    MBCUDA_LAUNCH("sample", k_sample256, dim3((unsigned)batch), dim3(SAMPLE_THREADS), 0, logits, batch, (int)v, temperature, top_k, top_p, seed, counter, out_ids, done);
+    return MB_OK;
+  }
   int P = 32;
   while (P < v) P <<= 1;
   size_t sm = (size_t)P * (sizeof(float) + sizeof(int));

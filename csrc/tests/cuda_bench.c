@@ -19,6 +19,8 @@
  *   cuda_bench --batch   decoding batches only (1 to 256 bf16, up to 8 through mb_decode_layers as
  *                        the model steps; 64 fp32), the batch-64 layer's
  *                        per-op times and its large products at 16, 64 and 256 rows
+ *   cuda_bench --sample       mb_sample alone at batches 1 to 256 (greedy, full sort, the defaults),
+ *                             against the peers in CUDA_BENCH_PEERS
  *   cuda_bench --batch-peers  decoding batches 16 to 256 (bf16), the conv step with x_proj and
  *                        the state update with dt_proj alone, against the peers in
  *                        CUDA_BENCH_PEERS, alternated
@@ -1034,6 +1036,35 @@ static void step_ops_alone(model *m, int64_t batch, const char *label) {
   acts_free(&a);
 }
 
+/* --sample's list for one context: mb_sample alone (back to back, so each launch waits for the
+ * last) on random logits of 256 bytes at batches 1 to 256: greedy, the full sort (top-k 0, top-p
+ * 1) and the generate script's defaults (top-k 256, top-p 0.98). */
+static void sample_forms(model *m, const char *label, int round, int peer, void *arg) {
+  (void)m, (void)round, (void)peer, (void)arg;
+  const int64_t batches[] = {1, 8, 64, 256};
+  const struct { const char *name; int top_k; float top_p; } forms[] = {
+      {"greedy", 1, 1.0f}, {"k0 p1", 0, 1.0f}, {"k256 p.98", 256, 0.98f}};
+  for (int bi = 0; bi < 4; bi++) {
+    const int64_t batch = batches[bi];
+    acts a;
+    acts_init(&a, batch, 1);
+    {
+      float *h = (float *)malloc((size_t)batch * V * 4);
+      for (int64_t i = 0; i < batch * V; i++) h[i] = (float)(rnd() % 12000) / 1000.f - 6.f;
+      MBX(mb_memcpy_h2d(G, a.logits, h, (size_t)batch * V * 4));
+      free(h);
+    }
+    for (int f = 0; f < 3; f++) {
+      double ts;
+      TIME_OP(ts, 200,
+              MBX(mb_sample(G, a.logits, batch, V, 1.0f, forms[f].top_k, forms[f].top_p, 7, a.ctr,
+                            a.ids)));
+      ROW("sample %-34s b=%-3lld %-10s %7.2f us", label, (long long)batch, forms[f].name, ts * 1e6);
+    }
+    acts_free(&a);
+  }
+}
+
 /* --batch-peers' list for one context: decoding batches 16 to 256 (bf16, graph replay) and, in
  * the first round, the two batch ops alone at 64 and 256 rows (arg: the copy bandwidth). */
 static void batch_forms(model *m, const char *label, int round, int peer, void *arg) {
@@ -1304,6 +1335,10 @@ int main(int argc, char **argv) {
       }
     model_free(&m);
     return finish("cuda_bench --split (decoding groups side by side)");
+  }
+  if (argc > 1 && !strcmp(argv[1], "--sample")) {
+    run_peers(NULL, "default", sample_forms, NULL);
+    return finish("cuda_bench --sample (mb_sample alone, us a call)");
   }
   if (argc > 1 && !strcmp(argv[1], "--batch-peers")) {
     batch_peers(bw);

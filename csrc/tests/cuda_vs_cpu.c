@@ -12,7 +12,7 @@
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
  *
- *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear|bf16|ssu|decode|download]
+ *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear|bf16|ssu|decode|download|sample]
  *     [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
  *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm (and the norm's NT form)
@@ -22,6 +22,8 @@
  *     --only ssu: only mb_selective_state_update_dt, with its kernels' environment peers;
  *     --only decode: only mb_decode_layers (with its in_proj ring's peers) and mb_verify_layers;
  *     --only download: only mb_download_async and mb_download_async_direct;
+ *     --only sample: only mb_sample (against the CPU, and its parallel kernel against the serial
+ *     one) and mb_sample_rows;
  *     --only draft_greedy: only mb_draft_greedy, three times (with --small once); --draft_cases N:
  *     its first N cases only (racecheck on the cluster kernel is slow)
  * Exit status: 0 all passed (or skipped: no CUDA build / no GPU), 1 a failure.
@@ -41,6 +43,7 @@ static int g_only_bf = 0;  /* --only bf16: the bf16 xz / delta ops, every case (
 static int g_only_ssu = 0; /* --only ssu: the decoding state update, with its kernels' peers */
 static int g_only_dec = 0; /* --only decode: mb_decode_layers and the verification pass */
 static int g_only_dl = 0;  /* --only download: the downloads (staged and direct) */
+static int g_only_smp = 0; /* --only sample: the draws (serial, parallel, a counter a row) */
 /* The switch with_gpu_env made the GPU context with (NULL: the usual context) */
 static const char *g_peer_name = NULL, *g_peer_value = NULL;
 
@@ -1890,6 +1893,68 @@ static void t_sample(void) {
   }
 }
 
+/* mb_sample's parallel kernel (vocabularies of up to 256: k_sample256) draws what the serial one
+ * draws (MAMBABYTE_CUDA_SAMPLE_SERIAL=1 on a second context), id for id and counter for counter,
+ * on random rows with ties, -inf, NaN and a row of one value, for every top-k / top-p form. */
+static void t_sample_parallel(void) {
+  mb_ctx *serial = NULL;
+  char *old = env_swap("MAMBABYTE_CUDA_SAMPLE_SERIAL", "1");
+  MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &serial));
+  env_restore("MAMBABYTE_CUDA_SAMPLE_SERIAL", old);
+  struct { int64_t batch, v; float temp; int top_k; float top_p; } cs[] = {
+      {1, 256, 1.0f, 256, 0.98f}, {64, 256, 1.0f, 0, 1.0f},   {64, 256, 0.7f, 40, 0.9f},
+      {17, 256, 1.3f, 0, 0.5f},   {64, 256, 1.0f, 5, 0.05f},  {7, 37, 1.0f, 300, 0.0f},
+      {5, 200, 0.5f, 100, 0.95f}, {3, 1, 1.0f, 0, 0.9f},      {9, 129, 2.0f, 64, 0.999f},
+      {256, 256, 1.0f, 256, 0.98f}};
+  for (int ci = 0; ci < (int)(sizeof cs / sizeof cs[0]); ci++) {
+    const int64_t batch = cs[ci].batch, v = cs[ci].v;
+    float *lh = hrand(batch * v, -6, 6);
+    for (int64_t b = 0; b < batch; b++) {
+      float *r = lh + b * v;
+      if (b % 4 == 1 && v > 9) r[3] = r[7] = r[9] = 9.0f;          /* a three-way tie at the top */
+      if (b % 4 == 2 && v > 20) r[11] = -INFINITY, r[20] = NAN;    /* -inf and a NaN */
+      if (b % 4 == 3) for (int64_t i = 0; i < v; i++) r[i] = 0.25f; /* one value */
+      if (b % 8 == 5) for (int64_t i = 0; i < v; i++) r[i] = (float)(i % 7) * 0.5f; /* many ties */
+    }
+    float *gl[2];
+    int32_t *go[2];
+    int64_t *gc[2];
+    mb_ctx *cx[2] = {GPU, serial};
+    for (int k = 0; k < 2; k++) {
+      MBX(mb_alloc(cx[k], (size_t)batch * v * 4, (void **)&gl[k]));
+      MBX(mb_alloc(cx[k], (size_t)batch * 4, (void **)&go[k]));
+      MBX(mb_alloc(cx[k], 8, (void **)&gc[k]));
+      MBX(mb_memcpy_h2d(cx[k], gl[k], lh, (size_t)batch * v * 4));
+      const int64_t c0 = 11 + ci;
+      MBX(mb_memcpy_h2d(cx[k], gc[k], &c0, 8));
+    }
+    int bad = 0;
+    for (int r = 0; r < 3; r++) {
+      int32_t ids[2][256];
+      for (int k = 0; k < 2; k++) {
+        MBX(mb_sample(cx[k], gl[k], batch, v, cs[ci].temp, cs[ci].top_k, cs[ci].top_p, 99 + ci,
+                      gc[k], go[k]));
+        MBX(mb_memcpy_d2h(cx[k], ids[k], go[k], (size_t)batch * 4));
+      }
+      for (int64_t b = 0; b < batch; b++) bad += ids[0][b] != ids[1][b];
+    }
+    int64_t kc[2];
+    for (int k = 0; k < 2; k++) MBX(mb_memcpy_d2h(cx[k], &kc[k], gc[k], 8));
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "b=%lld v=%lld T=%.1f k=%d p=%.3f", (long long)batch, (long long)v,
+             cs[ci].temp, cs[ci].top_k, cs[ci].top_p);
+    check("sample_parallel", cfg, "ids =serial", bad, 0);
+    check("sample_parallel", cfg, "counter =serial", kc[0] == kc[1] && kc[0] == 11 + ci + 3 ? 0 : 1, 0);
+    for (int k = 0; k < 2; k++) {
+      MBX(mb_free(cx[k], gl[k]));
+      MBX(mb_free(cx[k], go[k]));
+      MBX(mb_free(cx[k], gc[k]));
+    }
+    free(lh);
+  }
+  MBX(mb_ctx_destroy(serial));
+}
+
 /* mb_sample_rows: a counter a row (each row as a batch-1 mb_sample with its counter), GPU vs
  * CPU: the ids as t_sample checks them, and every counter incremented once a call. */
 static void t_sample_rows(void) {
@@ -2397,6 +2462,8 @@ int main(int argc, char **argv) {
       g_only_dec = 1;
     if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "download"))
       g_only_dl = 1;
+    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "sample"))
+      g_only_smp = 1;
     if (!strcmp(argv[i], "--draft_cases") && i + 1 < argc) g_dg_cases = atoi(argv[i + 1]);
   }
   int count = 0;
@@ -2436,6 +2503,12 @@ int main(int argc, char **argv) {
   if (g_only_dl) {
     t_download();
     return finish_run(" (downloads only)");
+  }
+  if (g_only_smp) {
+    t_sample();
+    t_sample_parallel();
+    t_sample_rows();
+    return finish_run(" (sample only)");
   }
   if (g_only_dec) {
     t_decode_layers_all();
@@ -2498,6 +2571,7 @@ int main(int argc, char **argv) {
   t_softmax_rank();
   t_discrete_a();
   t_sample();
+  t_sample_parallel();
   t_sample_rows();
   t_graph(0, 2);
   t_graph(1, 2);
