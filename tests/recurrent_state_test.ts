@@ -6,17 +6,29 @@
  */
 import assert from "node:assert/strict";
 import { loadModel } from "../mod.ts";
+import type { Backend } from "../src/backend/backend.ts";
+import type { Tensor } from "../src/backend/tensor.ts";
 import { RecurrentState } from "../src/model/workspace.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
 
+/** The fixture model on the CPU. */
+function fixtureModel() {
+  return loadModel({ configPath: CONFIG, modelId: "test-64x3", device: "cpu", seed: 3 });
+}
+
+/** Distinct values (a Lehmer sequence from `seed`) uploaded into every tensor of `views`. */
+function fillViews(be: Backend, views: Tensor[], seed: number): void {
+  for (const t of views) {
+    be.upload(
+      t.ptr,
+      Float32Array.from({ length: t.numel }, () => (seed = (seed * 48271) % 2147483647) / 2e9),
+    );
+  }
+}
+
 Deno.test("RecurrentState: one allocation, per-layer views; broadcastFrom whole and fanned out", async () => {
-  const model = await loadModel({
-    configPath: CONFIG,
-    modelId: "test-64x3",
-    device: "cpu",
-    seed: 3,
-  });
+  const model = await fixtureModel();
   const be = model.backend;
   const a = model.newState(1), b = model.newState(1), c = model.newState(3);
   try {
@@ -31,11 +43,7 @@ Deno.test("RecurrentState: one allocation, per-layer views; broadcastFrom whole 
     const total = ranges.reduce((n, r) => n + r[1], 0);
     assert.equal(RecurrentState.bytes(model.dims, 1), total);
     assert.equal(RecurrentState.bytes(model.dims, 3), 3 * total);
-    // distinct contents in every view of a
-    let seed = 1;
-    const fill = (n: number) =>
-      Float32Array.from({ length: n }, () => (seed = (seed * 48271) % 2147483647) / 2e9);
-    for (const t of views) be.upload(t.ptr, fill(t.numel));
+    fillViews(be, views, 1); // distinct contents in every view of a
     b.broadcastFrom(a);
     c.broadcastFrom(a);
     const triples = a.conv.map((t, i) => [t, b.conv[i], c.conv[i]])
@@ -58,23 +66,12 @@ Deno.test("RecurrentState: one allocation, per-layer views; broadcastFrom whole 
 });
 
 Deno.test("RecurrentState: broadcastFrom fans a chosen sequence out in doubling copies", async () => {
-  const model = await loadModel({
-    configPath: CONFIG,
-    modelId: "test-64x3",
-    device: "cpu",
-    seed: 3,
-  });
+  const model = await fixtureModel();
   const be = model.backend;
   const src = model.newState(3);
   const copy = be.copy.bind(be);
   try {
-    let seed = 7;
-    for (const t of [...src.conv, ...src.ssm]) {
-      be.upload(
-        t.ptr,
-        Float32Array.from({ length: t.numel }, () => (seed = (seed * 48271) % 2147483647) / 2e9),
-      );
-    }
+    fillViews(be, [...src.conv, ...src.ssm], 7);
     for (const batch of [1, 2, 5, 8, 13]) {
       const dst = model.newState(batch);
       let copies = 0;

@@ -109,6 +109,9 @@ int main(int argc, char **argv) {
   };
   /* substrings of the shapes' names to run, comma-separated */
   const char *only = getenv("SWEEP_ONLY");
+  const char *dirty_env = getenv("SWEEP_DIRTY_MB"), *force = getenv("SWEEP_FORCE");
+  const size_t dirty = dirty_env ? (size_t)(atof(dirty_env) * 1e6) : 0;
+  const bool forced = force && force[0] == '1';
   cudaStream_t s;
   CK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   cublasHandle_t h;
@@ -160,8 +163,6 @@ int main(int argc, char **argv) {
     /* SWEEP_DIRTY_MB=N: each product after N MB written (a memset), as a decoding step's in_proj
      * comes after the state update has written the layer's states: its time less the memsets'
      * alone says what the write-back of those lines from L2 costs the product */
-    const char *dirty_env = getenv("SWEEP_DIRTY_MB");
-    const size_t dirty = dirty_env ? (size_t)(atof(dirty_env) * 1e6) : 0;
     if (dirty > 0 && sh.n < 8192) {
       char *dbuf;
       CK(cudaMalloc(&dbuf, dirty * 2));
@@ -217,15 +218,19 @@ int main(int argc, char **argv) {
     int got = 0;
     int want = max_algos < 128 ? max_algos : 128;
     BK(cublasLtMatmulAlgoGetHeuristic(lt, md, la, lb, lc, lc, pref, want, res, &got));
+    /* the 48 layers' products on one cuBLASLt algorithm, us a call */
+    const auto time_lt = [&](const cublasLtMatmulAlgo_t *algo) {
+      return time_graph(s, [&] {
+        for (int l = 0; l < LAYERS; l++)
+          BK(cublasLtMatmul(lt, md, &alpha, w + (l % copies) * wbytes, la, x, lb, &beta, y, lc, y, lc,
+                            algo, ws, g_ws_bytes, s));
+      });
+    };
     double best = 1e30;
     int best_i = -1;
     for (int i = 0; i < got; i++) {
       if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
-      const double t = time_graph(s, [&] {
-        for (int l = 0; l < LAYERS; l++)
-          BK(cublasLtMatmul(lt, md, &alpha, w + (l % copies) * wbytes, la, x, lb, &beta, y, lc, y, lc,
-                            &res[i].algo, ws, g_ws_bytes, s));
-      });
+      const double t = time_lt(&res[i].algo);
       const cublasLtMatmulAlgo_t *a = &res[i].algo;
       printf("  lt#%-2d %8.2f us (%5.3f of default)  id %d tile %d splitK %d red %d swz %d stages %d cluster %d ws %zu waves %.2f\n",
              i, t, t / t_def, cfg(a, CUBLASLT_ALGO_CONFIG_ID), cfg(a, CUBLASLT_ALGO_CONFIG_TILE_ID),
@@ -238,8 +243,7 @@ int main(int argc, char **argv) {
     /* SWEEP_FORCE=1: each heuristic algorithm again with its split-K count and its tile forced to
      * every value its capabilities allow (more CTAs for a skinny product), each checked by
      * cublasLtMatmulAlgoCheck before it is timed */
-    const char *force = getenv("SWEEP_FORCE");
-    for (int i = 0; force && force[0] == '1' && i < got; i++) {
+    for (int i = 0; forced && i < got; i++) {
       if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
       int splitk_cap = 0, tiles[64];
       size_t cap_bytes = 0;
@@ -269,20 +273,17 @@ int main(int argc, char **argv) {
           if (cublasLtMatmulAlgoCheck(lt, md, la, lb, lc, lc, &a, &chk) != CUBLAS_STATUS_SUCCESS ||
               chk.workspaceSize > g_ws_bytes)
             continue;
-          const double t = time_graph(s, [&] {
-            for (int l = 0; l < LAYERS; l++)
-              BK(cublasLtMatmul(lt, md, &alpha, w + (l % copies) * wbytes, la, x, lb, &beta, y, lc, y,
-                                lc, &a, ws, g_ws_bytes, s));
-          });
+          const double t = time_lt(&a);
           printf("    forced lt#%d tile %d splitK %d red %d: %8.2f us (%5.3f of default) waves %.2f\n", i,
                  cfg(&a, CUBLASLT_ALGO_CONFIG_TILE_ID), cfg(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
                  cfg(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME), t, t / t_def, chk.wavesCount);
           fflush(stdout);
-          if (t < best) best = t, best_i = 1000 + i;
+          if (t < best) best = t, best_i = 1000 + i; /* 1000 +: a forced form of lt#i */
         }
       }
     }
-    printf("  best: lt#%d %.2f us, %.3f of the default (%d algorithms)\n", best_i, best, best / t_def, got);
+    printf("  best: lt#%d%s %.2f us, %.3f of the default (%d algorithms)\n", best_i % 1000,
+           best_i >= 1000 ? " forced" : "", best, best / t_def, got);
     BK(cublasLtMatmulPreferenceDestroy(pref));
     BK(cublasLtMatrixLayoutDestroy(la));
     BK(cublasLtMatrixLayoutDestroy(lb));
