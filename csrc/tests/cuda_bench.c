@@ -42,6 +42,9 @@
  *                        records them (kernel_timeline.h): per kernel its time, the part of the
  *                        step that ends with it, and how far it started under its predecessor;
  *                        bf16 at each B (default 1 8 64 256), fp32 at 1
+ *   cuda_bench --timeline-fwd [LEN [bf16|tf32|both]]  the same table for a forward over LEN
+ *                        positions (default 8192), bf16 weights, then fp32 weights with TF32, and
+ *                        layer 0's scan alone on the forward's rows
  */
 #define _DEFAULT_SOURCE /* madvise (with the build's _POSIX_C_SOURCE) */
 #include <dlfcn.h>
@@ -1229,7 +1232,73 @@ static void timelines(int nb, const int64_t *batches) {
     model_free(&m);
   }
 }
+/* --timeline-fwd [LEN]: CUPTI's records of 3 forwards over LEN positions (default 8192), bf16
+ * weights then fp32 weights with TF32, each after an untraced warm-up: where a forward's time goes
+ * kernel by kernel (the same table as a decoding step's, a forward counted as a step). */
+static void fwd_timeline_one(int dtype, int64_t len) {
+  model m;
+  model_init(&m, dtype);
+  if (dtype == MB_DTYPE_F32) MBX(mb_ctx_set_flags(G, MB_FLAG_ALLOW_TF32));
+  acts a;
+  acts_init(&a, len, 1);
+  MBX(mb_memset(G, a.ids, 0, (size_t)len * 4));
+  for (int r = 0; r < 2; r++) model_pass(&m, &a, 1, len, 0);
+  MBX(mb_ctx_synchronize(G));
+  const double t0 = now();
+  model_pass(&m, &a, 1, len, 0);
+  MBX(mb_ctx_synchronize(G));
+  const double untraced = now() - t0;
+  const int passes = 3;
+  kt_begin();
+  for (int r = 0; r < passes; r++) model_pass(&m, &a, 1, len, 0);
+  MBX(mb_ctx_synchronize(G));
+  kt_end();
+  char l[64];
+  snprintf(l, sizeof l, "forward %s len=%lld", dtype == MB_DTYPE_F32 ? "tf32" : "bf16",
+           (long long)len);
+  kt_report(passes, untraced, l);
+  /* layer 0's scan alone on the forward's own rows, back to back: the scan's time in the forward
+   * against its time with nothing around it (fp32 rows here; bf16 weights: the bf16 pairs) */
+  const layer *L = &m.l[0];
+  const int hb = dtype == MB_DTYPE_BF16 && g_bf16_acts && bf16_mixer();
+  double t[5];
+  for (int r = -1; r < 5; r++) {
+    MBX(mb_ctx_synchronize(G));
+    const double t1 = now();
+    for (int i = 0; i < 5; i++) {
+      if (hb)
+        MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, (uint16_t *)a.dt, DI, L->dtb, L->A,
+                              a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL,
+                              (uint16_t *)a.xz + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1,
+                              NULL, DI, a.yb));
+      else
+        MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP,
+                              a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state,
+                              NULL, 1, len, DI, NS, 1, a.y, DI, NULL));
+    }
+    MBX(mb_ctx_synchronize(G));
+    if (r >= 0) t[r] = (now() - t1) / 5;
+  }
+  ROW("  layer 0's scan alone on the forward's rows (%s): %.1f us", hb ? "bf16 pairs" : "fp32 rows",
+      median(t, 5) * 1e6);
+  acts_free(&a);
+  MBX(mb_ctx_set_flags(G, 0));
+  model_free(&m);
+}
+
+static void fwd_timelines(int64_t len, const char *which) {
+  if (kt_open() != 0) {
+    ROW("timeline: CUPTI not available (see stderr)");
+    return;
+  }
+  if (strcmp(which, "tf32")) fwd_timeline_one(MB_DTYPE_BF16, len);
+  if (strcmp(which, "bf16")) fwd_timeline_one(MB_DTYPE_F32, len);
+}
 #else
+static void fwd_timelines(int64_t len, const char *which) {
+  (void)len, (void)which;
+  ROW("timeline: cuda_bench was built without CUPTI's headers (cupti_activity.h)");
+}
 static void timelines(int nb, const int64_t *batches) {
   (void)nb, (void)batches;
   ROW("timeline: cuda_bench was built without CUPTI's headers (cupti_activity.h)");
@@ -1287,6 +1356,15 @@ int main(int argc, char **argv) {
     }
     timelines(nb, batches);
     return finish("cuda_bench --timeline (graph replay, CUPTI kernel records)");
+  }
+  if (argc > 1 && !strcmp(argv[1], "--timeline-fwd")) {
+    const int64_t len = argc > 2 ? atoll(argv[2]) : 8192;
+    if (len < 1 || len > 65536) {
+      fprintf(stderr, "cuda_bench --timeline-fwd: length %s is not in 1..65536\n", argv[2]);
+      return 2;
+    }
+    fwd_timelines(len, argc > 3 ? argv[3] : "both");
+    return finish("cuda_bench --timeline-fwd (CUPTI kernel records of a forward)");
   }
   if (argc > 1 && !strcmp(argv[1], "--host")) {
     host_bench();
