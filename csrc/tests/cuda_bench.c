@@ -1232,9 +1232,10 @@ static void timelines(int nb, const int64_t *batches) {
     model_free(&m);
   }
 }
-/* --timeline-fwd [LEN]: CUPTI's records of 3 forwards over LEN positions (default 8192), bf16
- * weights then fp32 weights with TF32, each after an untraced warm-up: where a forward's time goes
- * kernel by kernel (the same table as a decoding step's, a forward counted as a step). */
+
+/* --timeline-fwd LEN: CUPTI's records of 3 forwards over LEN positions with weights of dtype, after
+ * two untraced ones and one timed: where a forward's time goes kernel by kernel (the same table as
+ * a decoding step's, a forward counted as a step). */
 static void fwd_timeline_one(int dtype, int64_t len) {
   model m;
   model_init(&m, dtype);
@@ -1363,7 +1364,12 @@ int main(int argc, char **argv) {
       fprintf(stderr, "cuda_bench --timeline-fwd: length %s is not in 1..65536\n", argv[2]);
       return 2;
     }
-    fwd_timelines(len, argc > 3 ? argv[3] : "both");
+    const char *which = argc > 3 ? argv[3] : "both";
+    if (strcmp(which, "bf16") && strcmp(which, "tf32") && strcmp(which, "both")) {
+      fprintf(stderr, "cuda_bench --timeline-fwd: weights %s are not bf16, tf32 or both\n", which);
+      return 2;
+    }
+    fwd_timelines(len, which);
     return finish("cuda_bench --timeline-fwd (CUPTI kernel records of a forward)");
   }
   if (argc > 1 && !strcmp(argv[1], "--host")) {
