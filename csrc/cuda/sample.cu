@@ -20,6 +20,14 @@ __device__ __forceinline__ bool before(float va, int ia, float vb, int ib) {
 /* Counter handling: every block reads *counter; the last block to finish increments it (the
  * "done" counter in context memory returns to 0), so the op replays inside a graph. With a counter
  * a row (mb_sample_rows, done == NULL), each block increments its own. */
+/* The draw's index of row b: the row's own counter (mb_sample_rows, done == NULL), or the op's
+ * counter's row b. Read before sample_finish advances it. */
+__device__ __forceinline__ int64_t sample_draw_index(const int64_t *counter, int64_t batch,
+                                                    int64_t b, const unsigned int *done) {
+  return done ? *(const volatile int64_t *)counter * batch + b
+              : *(const volatile int64_t *)(counter + b);
+}
+
 __device__ void sample_finish(int64_t *counter, unsigned int *done) {
   __shared__ bool last;
   __syncthreads();
@@ -84,9 +92,7 @@ k_sample(const float *__restrict__ logits, int64_t batch, int v, int P, float te
   __shared__ float red[32];
   const int64_t b = blockIdx.x;
   const float *row = logits + b * v;
-  /* the draw's index: the row's own counter (mb_sample_rows), or the op's counter's row b */
-  const int64_t ctr = done ? *(volatile int64_t *)counter * batch + b
-                           : *(volatile int64_t *)(counter + b);
+  const int64_t ctr = sample_draw_index(counter, batch, b, done);
   for (int i = threadIdx.x; i < P; i += blockDim.x) {
     val[i] = i < v ? row[i] : -INFINITY;
     idx[i] = i < v ? i : 0x7fffffff;
@@ -196,8 +202,7 @@ k_sample256(const float *__restrict__ logits, int64_t batch, int v, float temper
   const int t = threadIdx.x, lane = t & 31, w = t >> 5;
   const int64_t b = blockIdx.x;
   const float *row = logits + b * v;
-  const int64_t ctr = done ? *(volatile int64_t *)counter * batch + b
-                           : *(volatile int64_t *)(counter + b);
+  const int64_t ctr = sample_draw_index(counter, batch, b, done);
   float x = t < v ? row[t] : -INFINITY;
   int ix = t < v ? t : 0x7fffffff;
   /* bitonic sort, "before" order: thread t ends with the element k_sample's val[t] holds */

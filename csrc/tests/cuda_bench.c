@@ -43,8 +43,8 @@
  *                        step that ends with it, and how far it started under its predecessor;
  *                        bf16 at each B (default 1 8 64 256), fp32 at 1
  *   cuda_bench --timeline-fwd [LEN [bf16|tf32|both]]  the same table for a forward over LEN
- *                        positions (default 8192), bf16 weights, then fp32 weights with TF32, and
- *                        layer 0's scan alone on the forward's rows
+ *                        positions (9 to 65536, default 8192), bf16 weights, then fp32 weights
+ *                        with TF32, and layer 0's scan alone on the forward's rows
  */
 #define _DEFAULT_SOURCE /* madvise (with the build's _POSIX_C_SOURCE) */
 #include <dlfcn.h>
@@ -351,6 +351,22 @@ static void acts_free(acts *a) {
   for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) MBX(mb_free(G, p[j]));
 }
 
+/* A forward's scan of layer L over len positions of each of batch sequences, as the model runs
+ * it: with bf16 pairs, u (the conv's bf16 copy), delta and z as bf16 bits (xz's and delta's
+ * buffers hold bf16 in their first halves) and y as bf16; else fp32 rows and y. dt_proj's bias is
+ * added by the scan. */
+static void forward_scan(const layer *L, acts *a, int64_t batch, int64_t len, float *ss,
+                         int bf16_pairs) {
+  if (bf16_pairs)
+    MBX(mb_selective_scan(G, NULL, a->xcb, DI, NULL, (uint16_t *)a->dt, DI, L->dtb, L->A,
+                          a->dbc + R, XP, a->dbc + R + NS, XP, L->D, NULL, (uint16_t *)a->xz + DI,
+                          2 * DI, ss, NULL, batch, len, DI, NS, 1, NULL, DI, a->yb));
+  else
+    MBX(mb_selective_scan(G, a->xc, NULL, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP,
+                          a->dbc + R + NS, XP, L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch,
+                          len, DI, NS, 1, a->y, DI, NULL));
+}
+
 /* One pass over `len` positions of `batch` sequences (rows = batch*len); decode: len = 1. */
 static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample) {
   int64_t rows = batch * len;
@@ -399,9 +415,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
                              DI, NULL, a->xcb));
         MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
         MBX(mb_linear_to_bf16(G, a->dbc, NULL, XP, L->dt, dt, NULL, rows, R, DI, dtb, DI));
-        MBX(mb_selective_scan(G, NULL, a->xcb, DI, NULL, dtb, DI, L->dtb, L->A, a->dbc + R, XP,
-                              a->dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, ss, NULL, batch,
-                              len, DI, NS, 1, NULL, DI, a->yb));
+        forward_scan(L, a, batch, len, ss, 1);
       } else {
         MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
         MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc,
@@ -464,9 +478,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
     /* as the model's forward: dt_proj's bias added by the scan (delta_bias) */
     MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
-    MBX(mb_selective_scan(G, a->xc, NULL, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP, a->dbc + R + NS, XP,
-                          L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI,
-                          NULL));
+    forward_scan(L, a, batch, len, ss, 0);
     if (fwd_fuse && N) /* as the model's forward (fp32 activations) */
       MBX(mb_linear_add_norm(G, a->y, NULL, DI, L->out, dt, NULL, rows, DI, DM, a->h, a->res, 1,
                              N->nw, N->nb, MB_NORM_LAYER, 1e-5f, a->hn, NULL));
@@ -1262,26 +1274,10 @@ static void fwd_timeline_one(int dtype, int64_t len) {
    * against its time with nothing around it (fp32 rows here; bf16 weights: the bf16 pairs) */
   const layer *L = &m.l[0];
   const int hb = dtype == MB_DTYPE_BF16 && g_bf16_acts && bf16_mixer();
-  double t[5];
-  for (int r = -1; r < 5; r++) {
-    MBX(mb_ctx_synchronize(G));
-    const double t1 = now();
-    for (int i = 0; i < 5; i++) {
-      if (hb)
-        MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, (uint16_t *)a.dt, DI, L->dtb, L->A,
-                              a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL,
-                              (uint16_t *)a.xz + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1,
-                              NULL, DI, a.yb));
-      else
-        MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP,
-                              a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state,
-                              NULL, 1, len, DI, NS, 1, a.y, DI, NULL));
-    }
-    MBX(mb_ctx_synchronize(G));
-    if (r >= 0) t[r] = (now() - t1) / 5;
-  }
+  double ts;
+  TIME_OP(ts, 5, forward_scan(L, &a, 1, len, a.ssm_state, hb));
   ROW("  layer 0's scan alone on the forward's rows (%s): %.1f us", hb ? "bf16 pairs" : "fp32 rows",
-      median(t, 5) * 1e6);
+      ts * 1e6);
   acts_free(&a);
   MBX(mb_ctx_set_flags(G, 0));
   model_free(&m);
@@ -1360,8 +1356,8 @@ int main(int argc, char **argv) {
   }
   if (argc > 1 && !strcmp(argv[1], "--timeline-fwd")) {
     const int64_t len = argc > 2 ? atoll(argv[2]) : 8192;
-    if (len < 1 || len > 65536) {
-      fprintf(stderr, "cuda_bench --timeline-fwd: length %s is not in 1..65536\n", argv[2]);
+    if (len < 9 || len > 65536) { /* from 9 positions, a forward chunk (not 8-row products) */
+      fprintf(stderr, "cuda_bench --timeline-fwd: length %s is not in 9..65536\n", argv[2]);
       return 2;
     }
     const char *which = argc > 3 ? argv[3] : "both";
