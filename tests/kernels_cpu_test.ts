@@ -146,7 +146,7 @@ Deno.test("cpu context: info, flags, CUDA without CUDA, graphs unsupported", () 
   assert.equal(info.backend, "cpu");
   assert.ok((info.threads as number) >= 1);
   assert.ok(["openblas", "none"].includes(info.blas as string));
-  assert.ok(["avx512", "scalar"].includes(info.simd as string));
+  assert.ok(["avx512", "avx2", "scalar"].includes(info.simd as string));
   assert.equal(SCALAR.info().simd, "scalar");
   assert.equal(NOBLAS.info().blas, "none");
   VEC.setFlags(1);

@@ -9,7 +9,8 @@
  * per thread.
  *
  * Environment, read at mbcpu_ctx_create:
- *   MAMBABYTE_CPU_SCALAR=1  force the portable scalar kernels (tests hold AVX-512 == scalar)
+ *   MAMBABYTE_CPU_SCALAR=1  force the portable scalar kernels (tests hold AVX-512 and AVX2 ==
+ *                           scalar)
  *   MAMBABYTE_CPU_NOBLAS=1  do not use BLAS for large products (tests the library's own GEMM)
  */
 #ifndef MAMBABYTE_CPU_BACKEND_H
@@ -68,6 +69,17 @@ void mbcpu_pool_release(mb_ctx *ctx);
 /** 1 when the vector (AVX-512) kernels may run on this context. */
 static inline int mbcpu_vec(mb_ctx *ctx) {
 #ifdef __AVX512F__
+  return !((mbcpu_ctx *)ctx)->scalar;
+#else
+  (void)ctx;
+  return 0;
+#endif
+}
+
+/** 1 when the 8-lane (AVX2 + FMA) kernels may run on this context: a build for a processor with
+ * AVX2 and FMA but without AVX-512 (vmath.h's MB_AVX2). */
+static inline int mbcpu_vec8(mb_ctx *ctx) {
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
   return !((mbcpu_ctx *)ctx)->scalar;
 #else
   (void)ctx;

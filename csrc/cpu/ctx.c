@@ -52,7 +52,7 @@ int mbcpu_ctx_info(mb_ctx *ctx, char *buf, size_t cap) {
   mbcpu_ctx *c = mbcpu(ctx);
   snprintf(buf, cap, "{\"backend\":\"cpu\",\"threads\":%d,\"blas\":\"%s\",\"simd\":\"%s\"}",
            ctx->num_threads, c->use_blas ? "openblas" : "none",
-           mbcpu_vec(ctx) ? "avx512" : "scalar");
+           mbcpu_vec(ctx) ? "avx512" : mbcpu_vec8(ctx) ? "avx2" : "scalar");
   return MB_OK;
 }
 

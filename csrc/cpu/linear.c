@@ -25,6 +25,12 @@
 #include "cpu_backend.h"
 #include "vmath.h"
 
+#ifdef __AVX512F__
+#define MB_VEC512 1
+#else
+#define MB_VEC512 0
+#endif
+
 #define MBCPU_TILE_ROWS 64  /* own GEMM: rows of W per tile */
 #define MBCPU_TILE_XROWS 64 /* own GEMM: x rows per task */
 
@@ -443,6 +449,87 @@ static void rows_vec_f32(const float *x, int64_t ldx, const void *w, const float
 }
 #endif /* __AVX512F__ */
 
+/* ---- AVX2 + FMA skinny kernel ----------------------------------------------------------------- */
+#if MB_AVX2
+#define MB_INLINE8 static inline __attribute__((always_inline))
+
+/* W's inputs [k, k + c) of a row as 8 fp32 lanes (bf16 widened exactly; lanes past c are 0). */
+MB_INLINE8 __m256 w8(const void *w, int bf16, int64_t k, int c) {
+  if (!bf16) return mbv8_load_part((const float *)w + k, c);
+  const uint16_t *h = (const uint16_t *)w + k;
+  __m128i v;
+  if (c >= 8) {
+    v = _mm_loadu_si128((const __m128i *)h);
+  } else {
+    uint16_t t[8] = {0};
+    for (int i = 0; i < c; i++) t[i] = h[i];
+    v = _mm_loadu_si128((const __m128i *)t);
+  }
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+}
+
+/* The 8 lanes' sum in a fixed order. */
+MB_INLINE8 float hsum8(__m256 v) {
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
+}
+
+/* One row of W (wr) against M rows of x: two accumulators a pair, 16 inputs a turn. Each dot's
+ * operations do not depend on M, so a row of x gets the same bits in any call. */
+MB_INLINE8 void dots8(const void *wr, int bf16, const float *x, int64_t ldx, int64_t in_f,
+                      const int M, float *out) {
+  __m256 a0[4], a1[4];
+  for (int i = 0; i < M; i++) a0[i] = a1[i] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= in_f; k += 16) {
+    const __m256 w0 = w8(wr, bf16, k, 8), w1 = w8(wr, bf16, k + 8, 8);
+    for (int i = 0; i < M; i++) {
+      a0[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i * ldx + k), a0[i]);
+      a1[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i * ldx + k + 8), a1[i]);
+    }
+  }
+  if (k < in_f) {
+    const int r0 = in_f - k < 8 ? (int)(in_f - k) : 8, r1 = (int)(in_f - k) - r0;
+    const __m256 w0 = w8(wr, bf16, k, r0);
+    for (int i = 0; i < M; i++)
+      a0[i] = _mm256_fmadd_ps(w0, mbv8_load_part(x + i * ldx + k, r0), a0[i]);
+    if (r1 > 0) {
+      const __m256 w1 = w8(wr, bf16, k + 8, r1);
+      for (int i = 0; i < M; i++)
+        a1[i] = _mm256_fmadd_ps(w1, mbv8_load_part(x + i * ldx + k + 8, r1), a1[i]);
+    }
+  }
+  for (int i = 0; i < M; i++) out[i] = hsum8(_mm256_add_ps(a0[i], a1[i]));
+}
+
+/* rows [o0, o1) of W against x rows [0, n), n <= 8: each weight row is read once from memory for
+ * up to 4 x rows (a second group re-reads it from the cache). */
+static void rows_avx2(const float *x, int64_t ldx, const void *w, int wdtype, const float *bias,
+                      int n, int64_t in_f, int64_t o0, int64_t o1, float *y, int64_t ldy) {
+  const int bf16 = wdtype == MB_DTYPE_BF16;
+  const size_t es = bf16 ? 2 : 4;
+  float d[4];
+  for (int64_t o = o0; o < o1; o++) {
+    const void *wr = (const char *)w + (size_t)o * (size_t)in_f * es;
+    const float b = bias ? bias[o] : 0.0f;
+    for (int i = 0; i < n;) {
+      const float *xi = x + (int64_t)i * ldx;
+      const int m = n - i >= 4 ? 4 : n - i >= 2 ? 2 : 1;
+      if (m == 4)
+        dots8(wr, bf16, xi, ldx, in_f, 4, d);
+      else if (m == 2)
+        dots8(wr, bf16, xi, ldx, in_f, 2, d);
+      else
+        dots8(wr, bf16, xi, ldx, in_f, 1, d);
+      for (int q = 0; q < m; q++) y[(int64_t)(i + q) * ldy + o] = d[q] + b;
+      i += m;
+    }
+  }
+}
+#endif /* MB_AVX2 */
+
 /* rows [o0, o1) of W against x rows [0, n), n <= 8; xp: x permuted for bf16 (vector path) */
 static void rows_any(int vec, const float *x, int64_t ldx, const float *xp, int xsplit,
                      int64_t kp, const void *w, int wdtype, const float *bias, int n, int64_t in_f,
@@ -453,6 +540,11 @@ static void rows_any(int vec, const float *x, int64_t ldx, const float *xp, int 
       rows_vec_f32(x, ldx, w, bias, n, in_f, o0, o1, y, ldy);
     else
       rows_vec_bf16p(xp, xsplit, kp, (const uint16_t *)w, bias, n, in_f, o0, o1, y, ldy);
+    return;
+  }
+#elif MB_AVX2
+  if (vec) {
+    rows_avx2(x, ldx, w, wdtype, bias, n, in_f, o0, o1, y, ldy);
     return;
   }
 #endif
@@ -483,7 +575,7 @@ static float *permuted_x(mb_ctx *ctx, int vec, int wdtype, const float *x, int64
                          int64_t in_f, int64_t *kp, int *failed) {
   *kp = mbcpu_linear_kp(in_f);
   *failed = 0;
-  if (!vec || wdtype != MB_DTYPE_BF16) return NULL;
+  if (!MB_VEC512 || !vec || wdtype != MB_DTYPE_BF16) return NULL; /* the AVX2 rows read x */
   float *xp = (float *)mbcpu_scratch(ctx, (size_t)(n * *kp) * 4);
   if (!xp) {
     *failed = 1;
@@ -528,7 +620,7 @@ static void skinny_slice(void *raw, int tid, int nt) {
 static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                          const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
                          int64_t ldy, const conv_step *cv) {
-  const int vec = mbcpu_vec(ctx);
+  const int vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx); /* the one vector path built */
   int64_t kp;
   int failed;
   const float *xp = permuted_x(ctx, vec, wdtype, x, ldx, n, in_f, &kp, &failed);
@@ -597,7 +689,7 @@ static void tiled_worker(void *raw, int tid, int nt) {
 static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                         const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
                         int64_t ldy) {
-  const int vec = mbcpu_vec(ctx);
+  const int vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx); /* the one vector path built */
   int64_t kp;
   int failed;
   const float *xp = permuted_x(ctx, vec, wdtype, x, ldx, n, in_f, &kp, &failed);

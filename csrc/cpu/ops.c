@@ -411,6 +411,45 @@ static void conv1_rows(const conv1_tables *t, const float *x, int64_t ldx, const
 }
 #endif
 
+#if MB_AVX2
+#define MB_CONV8_KMAX 32
+/* 8 channels [c0, c0 + nc) of one sequence, k <= MB_CONV8_KMAX: conv_block_vec's arithmetic in
+ * 8 lanes (the scalar path's order, bias then the taps in turn), for every length, so a decoding
+ * step equals one position of a longer call bit for bit. */
+static void conv_block8(const float *x, int64_t ldx, const float *w, const float *bias,
+                        float *state, int64_t len, int64_t d, int64_t k, int64_t c0, int nc,
+                        float *out, int64_t ldo, float *pre) {
+  float wt[MB_CONV8_KMAX][8] __attribute__((aligned(32)));
+  float st[MB_CONV8_KMAX][8] __attribute__((aligned(32)));
+  for (int64_t j = 0; j < k; j++)
+    for (int c = 0; c < 8; c++) {
+      wt[j][c] = c < nc ? w[(c0 + c) * k + j] : 0.0f;
+      if (j < k - 1) st[j][c] = (state && c < nc) ? state[(c0 + c) * (k - 1) + j] : 0.0f;
+    }
+  const __m256 bv = bias ? mbv8_load_part(bias + c0, nc) : _mm256_setzero_ps();
+  for (int64_t t = 0; t < len; t++) {
+    __m256 acc = bv;
+    for (int64_t j = 0; j < k; j++) {
+      const int64_t p = t - (k - 1) + j;
+      const __m256 v = p >= 0 ? mbv8_load_part(x + p * ldx + c0, nc) : _mm256_load_ps(st[k - 1 + p]);
+      acc = _mm256_fmadd_ps(_mm256_load_ps(wt[j]), v, acc);
+    }
+    if (pre) mbv8_store_part(pre + t * d + c0, acc, nc);
+    mbv8_store_part(out + t * ldo + c0, mbv8_silu(acc), nc);
+  }
+  if (state && k > 1) {
+    float nw[MB_CONV8_KMAX][8] __attribute__((aligned(32)));
+    for (int64_t j = 0; j < k - 1; j++) {
+      const int64_t p = len - (k - 1) + j;
+      const __m256 v = p >= 0 ? mbv8_load_part(x + p * ldx + c0, nc) : _mm256_load_ps(st[k - 1 + p]);
+      _mm256_store_ps(nw[j], v);
+    }
+    for (int c = 0; c < nc; c++)
+      for (int64_t j = 0; j < k - 1; j++) state[(c0 + c) * (k - 1) + j] = nw[j][c];
+  }
+}
+#endif
+
 /* For the fused in_proj + conv step (linear.c): channels [c0, c1) (c0 a multiple of 16) of the
  * len-1 conv of `batch` sequences, by the kernels of mb_causal_conv1d's decoding path (same bits). */
 int mbcpu_conv1_step_applies(mb_ctx *ctx, int64_t k) {
@@ -439,10 +478,10 @@ void mbcpu_conv1_step_range(const float *x, int64_t ldx, const float *w, const f
 #endif
 }
 
-/* The conv's three kernels as pool jobs: items are 16-channel blocks (len == 1, or any len) or
- * single channels (scalar), over all sequences. */
+/* The conv's kernels as pool jobs: items are 16-channel blocks (len == 1, or any len), 8-channel
+ * blocks (AVX2) or single channels (scalar), over all sequences. */
 typedef struct {
-  int kind; /* 0: len-1 step blocks, 1: vector blocks, 2: scalar channels */
+  int kind; /* 0: len-1 step blocks, 1: vector blocks, 2: scalar channels, 3: 8-lane blocks */
 #ifdef __AVX512F__
   const conv1_tables *tables;
 #endif
@@ -472,6 +511,19 @@ static void conv_items(void *raw, int64_t t0, int64_t t1) {
                      j->state ? j->state + b * d * (k - 1) : NULL, len, d, k, c0,
                      mbv_mask(d - c0), j->out + b * len * ldo, ldo,
                      j->pre ? j->pre + b * len * d : NULL);
+    }
+    return;
+  }
+#endif
+#if MB_AVX2
+  if (j->kind == 3) {
+    const int64_t nblk = (d + 7) / 8;
+    for (int64_t task = t0; task < t1; task++) {
+      const int64_t b = task / nblk, c0 = (task % nblk) * 8;
+      conv_block8(j->x + b * len * ldx, ldx, j->w, j->bias,
+                  j->state ? j->state + b * d * (k - 1) : NULL, len, d, k, c0,
+                  d - c0 < 8 ? (int)(d - c0) : 8, j->out + b * len * ldo, ldo,
+                  j->pre ? j->pre + b * len * d : NULL);
     }
     return;
   }
@@ -520,6 +572,12 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int
   } else if (mbcpu_vec(ctx) && k <= MB_CONV_KMAX) {
     job.kind = 1;
     items = batch * ((d + 15) / 16);
+  }
+#elif MB_AVX2
+  if (mbcpu_vec8(ctx) && k <= MB_CONV8_KMAX) {
+    job.kind = 3;
+    items = batch * ((d + 7) / 8);
+    if (len == 1) nt = batch * d < 65536 ? 1 : ctx->num_threads;
   }
 #endif
   mbcpu_parallel_for(ctx, nt, items, conv_items, &job);

@@ -1,5 +1,6 @@
 /*
- * vmath.h — small math helpers of the CPU kernels: scalar references (libm) and AVX-512 versions.
+ * vmath.h — small math helpers of the CPU kernels: scalar references (libm), AVX-512 versions and
+ * their 8-lane AVX2 + FMA twins (the same algorithms and constants).
  *
  * Accuracy of the AVX-512 functions (measured against double-precision libm over the ranges the
  * kernels use; see csrc/tests/test_cpu.c):
@@ -17,8 +18,16 @@
 #include <stdint.h>
 #include <string.h>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
+#endif
+
+/* The 8-lane (AVX2 + FMA) kernels run where AVX-512 is missing (AMD Zen 1-3, most Intel client
+ * CPUs); where both exist the 16-lane ones do. */
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+#define MB_AVX2 1
+#else
+#define MB_AVX2 0
 #endif
 
 /* ---- scalar ------------------------------------------------------------------------------- */
@@ -114,5 +123,103 @@ static inline __m512 mbv_maskz_load_bf16(__mmask16 m, const uint16_t *p) {
 }
 
 #endif /* __AVX512F__ */
+
+/* ---- AVX2 + FMA (8 lanes) ------------------------------------------------------------------ */
+#if MB_AVX2
+
+/* 2^n for integral n in [-126, 127] given as floats: the exponent field built directly. */
+static inline __m256 mbv8_pow2i(__m256 n) {
+  const __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+}
+
+/* mbv_exp's algorithm and constants lane for lane (the same values: AVX-512's scalef(p, n) is p
+ * times 2^n rounded once, here p * 2^h * 2^(n - h) with h = trunc(n / 2), whose first product is
+ * exact and whose second rounds once, so results below 2^-126 come out as scalef's). */
+static inline __m256 mbv8_exp(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.72283935546875f);
+  const __m256 lo = _mm256_set1_ps(-103.97208f);
+  x = _mm256_max_ps(lo, _mm256_min_ps(hi, x)); /* NaN passes, -inf -> lo (as mbv_exp) */
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LE_OQ);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+  const __m256 r2 = _mm256_mul_ps(r, r);
+  p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  /* n in [-150, 128]: both halves in [-75, 64]; a NaN n becomes an integer, and p stays NaN */
+  const __m256 h = _mm256_round_ps(_mm256_mul_ps(n, _mm256_set1_ps(0.5f)),
+                                   _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m256 v = _mm256_mul_ps(_mm256_mul_ps(p, mbv8_pow2i(h)),
+                                 mbv8_pow2i(_mm256_sub_ps(n, h)));
+  return _mm256_andnot_ps(under, v);
+}
+
+/* mbv_log for x >= 1 (its callers): getexp and scalef by the exponent field, both exact here. */
+static inline __m256 mbv8_log(__m256 x) {
+  const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(x, _mm256_set1_ps(1.41421356237309505f)));
+  const __m256i ei = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127));
+  const __m256 e = _mm256_cvtepi32_ps(ei);
+  const __m256 m = _mm256_mul_ps(
+      x, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_sub_epi32(_mm256_set1_epi32(127), ei), 23)));
+  const __m256 f = _mm256_sub_ps(m, _mm256_set1_ps(1.0f));
+  const __m256 z = _mm256_mul_ps(f, f);
+  __m256 y = _mm256_set1_ps(7.0376836292E-2f);
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.1514610310E-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.1676998740E-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.2420140846E-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.4249322787E-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.6668057665E-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(2.0000714765E-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-2.4999993993E-1f));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(3.3333331174E-1f));
+  y = _mm256_mul_ps(_mm256_mul_ps(y, f), z);
+  y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+  y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), y);
+  const __m256 r = _mm256_add_ps(f, y);
+  return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), r);
+}
+
+/* mbv_softplus, 8 lanes (the same operations). */
+static inline __m256 mbv8_softplus(__m256 x) {
+  const __m256 ex = mbv8_exp(_mm256_min_ps(_mm256_set1_ps(20.0f), x));
+  const __m256 u = _mm256_add_ps(ex, _mm256_set1_ps(1.0f));
+  const __m256 um1 = _mm256_sub_ps(u, _mm256_set1_ps(1.0f));
+  const __m256 tiny = _mm256_cmp_ps(um1, _mm256_setzero_ps(), _CMP_EQ_OQ);
+  __m256 l = _mm256_mul_ps(mbv8_log(u), _mm256_div_ps(ex, _mm256_blendv_ps(um1, ex, tiny)));
+  l = _mm256_blendv_ps(l, ex, tiny);
+  const __m256 big = _mm256_cmp_ps(x, _mm256_set1_ps(20.0f), _CMP_GT_OQ);
+  return _mm256_blendv_ps(l, x, big);
+}
+
+static inline __m256 mbv8_silu(__m256 x) {
+  const __m256 e = mbv8_exp(_mm256_sub_ps(_mm256_setzero_ps(), x));
+  return _mm256_div_ps(x, _mm256_add_ps(e, _mm256_set1_ps(1.0f)));
+}
+
+/* The first k of 8 floats at p (the rest 0), without reading past them. */
+static inline __m256 mbv8_load_part(const float *p, int k) {
+  if (k >= 8) return _mm256_loadu_ps(p);
+  float t[8] __attribute__((aligned(32))) = {0};
+  for (int i = 0; i < k; i++) t[i] = p[i];
+  return _mm256_load_ps(t);
+}
+static inline void mbv8_store_part(float *p, __m256 v, int k) {
+  if (k >= 8) {
+    _mm256_storeu_ps(p, v);
+    return;
+  }
+  float t[8] __attribute__((aligned(32)));
+  _mm256_store_ps(t, v);
+  for (int i = 0; i < k; i++) p[i] = t[i];
+}
+
+#endif /* MB_AVX2 */
 
 #endif /* MAMBABYTE_CPU_VMATH_H */

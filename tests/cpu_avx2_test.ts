@@ -1,0 +1,101 @@
+/**
+ * The CPU backend's 8-lane kernels (AVX2 + FMA, csrc/cpu/*.c under MB_AVX2), which a build for a
+ * processor without AVX-512 runs (AMD Zen 1-3, most Intel client CPUs):
+ * - they compile on any machine (a syntax check for x86-64-v3 without AVX-512);
+ * - where the default build runs the AVX-512 kernels instead, a library built for x86-64-v3 runs
+ *   the CPU kernel tests (float64 references, and the vector against the scalar path) in a
+ *   subprocess. Where the default build is already the 8-lane one, every test runs them.
+ */
+import assert from "node:assert/strict";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const CC = Deno.env.get("CC") ?? "cc";
+const dec = new TextDecoder();
+
+const noCompiler = await new Deno.Command(CC, { args: ["--version"], stdout: "null" })
+  .output().then(
+    (o) => o.success ? null : `${CC} --version failed`,
+    () => `${CC} not found`,
+  );
+if (noCompiler) console.warn(`cpu_avx2_test: skipped: ${noCompiler}`);
+
+/** The processor's flags (x86 Linux), or an empty set. */
+async function cpuFlags(): Promise<Set<string>> {
+  const text = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const line = text.split("\n").find((l) => l.startsWith("flags")) ?? "";
+  return new Set(line.split(":")[1]?.trim().split(/\s+/) ?? []);
+}
+const flags = await cpuFlags();
+const runSkip = noCompiler ??
+  (!flags.has("avx2") || !flags.has("fma")
+    ? "this processor has no AVX2 + FMA"
+    : !flags.has("avx512f")
+    ? "the default build runs the 8-lane kernels here (every CPU test covers them)"
+    : null);
+if (runSkip) console.warn(`cpu_avx2_test: the x86-64-v3 library's run skipped: ${runSkip}`);
+
+Deno.test({
+  name: "the CPU library's 8-lane (AVX2 + FMA) kernels compile without AVX-512",
+  ignore: noCompiler !== null,
+}, async () => {
+  for await (const e of Deno.readDir(`${ROOT}csrc/cpu`)) {
+    if (!e.isFile || !e.name.endsWith(".c")) continue;
+    const src = `${ROOT}csrc/cpu/${e.name}`;
+    const out = await new Deno.Command(CC, {
+      args: [
+        "-std=c11",
+        "-fsyntax-only",
+        "-Wall",
+        "-Werror",
+        "-Wno-unused-parameter",
+        "-march=x86-64-v3",
+        "-D_POSIX_C_SOURCE=200809L",
+        `-I${ROOT}csrc`,
+        `-I${ROOT}csrc/include`,
+        src,
+      ],
+    }).output();
+    assert.equal(out.code, 0, `${src}:\n${dec.decode(out.stderr)}`);
+  }
+});
+
+Deno.test({
+  name: "a library built for x86-64-v3 runs the 8-lane kernels and passes the CPU kernel tests",
+  ignore: runSkip !== null,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mambabyte_avx2_" });
+  try {
+    const build = await new Deno.Command("bash", {
+      args: [`${ROOT}tools/build.sh`, "--build-dir", dir, "--march", "x86-64-v3"],
+      env: { CC },
+    }).output();
+    assert.equal(build.code, 0, dec.decode(build.stderr));
+    const env = { MAMBABYTE_LIB: `${dir}/libmambabyte.so`, NO_COLOR: "1" };
+    const info = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { Backend } from "${ROOT}src/backend/backend.ts";
+const be = Backend.create("cpu", { threads: 1 });
+console.log(be.info().simd);
+be.close();`,
+      ],
+      env,
+    }).output();
+    assert.equal(info.code, 0, dec.decode(info.stderr));
+    assert.equal(dec.decode(info.stdout).trim(), "avx2");
+    const tests = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "test",
+        "--allow-all",
+        `${ROOT}tests/kernels_cpu_test.ts`,
+        `${ROOT}tests/kernels_discrete_a_test.ts`,
+      ],
+      env,
+    }).output();
+    const log = dec.decode(tests.stdout) + dec.decode(tests.stderr);
+    assert.equal(tests.code, 0, log.slice(-4000));
+    assert.match(log, /ok \| \d+ passed \| 0 failed/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
