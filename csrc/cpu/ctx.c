@@ -125,6 +125,29 @@ static void probe_slice(void *raw, int tid, int nt) {
     for (int q = 1; q < S; q++) t = _mm512_add_ps(t, acc[q]);
     s = _mm512_reduce_add_ps(t);
   } else
+#elif MB_AVX2
+  if (j->vec) { /* the same pattern in 8-lane loads, four a 128-byte run */
+    enum { S = 4, PF = 1024 };
+    const int64_t per = (e - b) / (S * 32) * 32;
+    __m256 acc[S];
+    for (int q = 0; q < S; q++) acc[q] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < per; i += 32)
+      for (int q = 0; q < S; q++) {
+        const float *p = f + b + q * per + i;
+        _mm_prefetch((const char *)p + PF, _MM_HINT_T0);
+        _mm_prefetch((const char *)p + PF + 64, _MM_HINT_T0);
+        const __m256 lo = _mm256_add_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8));
+        const __m256 hi = _mm256_add_ps(_mm256_loadu_ps(p + 16), _mm256_loadu_ps(p + 24));
+        acc[q] = _mm256_add_ps(acc[q], _mm256_add_ps(lo, hi));
+      }
+    for (int64_t i = b + S * per; i < e; i += 8)
+      acc[0] = _mm256_add_ps(acc[0], _mm256_loadu_ps(f + i));
+    __m256 t = acc[0];
+    for (int q = 1; q < S; q++) t = _mm256_add_ps(t, acc[q]);
+    float l[8];
+    _mm256_storeu_ps(l, t);
+    for (int k = 0; k < 8; k++) s += l[k];
+  } else
 #endif
   {
     float acc[16] = {0};
@@ -139,7 +162,8 @@ int mbcpu_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink) {
   const int nt = ctx->num_threads;
   double *partial = (double *)calloc((size_t)nt, sizeof(double));
   if (!partial) return mb_fail(MB_ERR_OOM, "mb_read_probe: out of memory");
-  probe_job job = {.f = (const float *)p, .nf = (int64_t)(bytes / 4), .vec = mbcpu_vec(ctx),
+  probe_job job = {.f = (const float *)p, .nf = (int64_t)(bytes / 4),
+                   .vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx),
                    .partial = partial};
   mbcpu_parallel(ctx, nt, probe_slice, &job);
   double total = 0.0;

@@ -605,6 +605,31 @@ static float row_lse(int vec, const float *r, int64_t v) {
     }
     return m + logf(_mm512_reduce_add_ps(s));
   }
+#elif MB_AVX2
+  if (vec) { /* the same steps in 8 lanes (a tail's missing lanes read as -inf) */
+    __m256 mx = _mm256_set1_ps(-INFINITY);
+    for (int64_t k = 0; k < v; k += 8) {
+      const int c = v - k < 8 ? (int)(v - k) : 8;
+      __m256 x = mbv8_load_part(r + k, c);
+      if (c < 8) x = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), x, mbv8_lanes(c));
+      mx = _mm256_max_ps(mx, x);
+    }
+    float l[8];
+    _mm256_storeu_ps(l, mx);
+    float m = l[0];
+    for (int i = 1; i < 8; i++) m = l[i] > m ? l[i] : m;
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256 sv = _mm256_setzero_ps();
+    for (int64_t k = 0; k < v; k += 8) {
+      const int c = v - k < 8 ? (int)(v - k) : 8;
+      const __m256 e = mbv8_exp(_mm256_sub_ps(mbv8_load_part(r + k, c), mv));
+      sv = _mm256_add_ps(sv, c < 8 ? _mm256_and_ps(e, mbv8_lanes(c)) : e);
+    }
+    _mm256_storeu_ps(l, sv);
+    float t = 0.0f;
+    for (int i = 0; i < 8; i++) t += l[i];
+    return m + logf(t);
+  }
 #endif
   (void)vec;
   float m = -INFINITY;
@@ -636,7 +661,7 @@ static void log_softmax_rows(void *raw, int64_t i0, int64_t i1) {
 }
 
 int mbcpu_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
-  softmax_job job = {.vec = mbcpu_vec(ctx), .logits = logits, .v = v, .out = out};
+  softmax_job job = {.vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx), .logits = logits, .v = v, .out = out};
   mbcpu_parallel_for(ctx, threads_for(ctx, n * v * 8), n, log_softmax_rows, &job);
   return MB_OK;
 }
@@ -669,7 +694,7 @@ int mbcpu_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
     if (targets[i] < 0 || targets[i] >= v)
       return mb_fail(MB_ERR_INVALID, "mb_logprob_rank: targets[%lld] = %d is outside [0, %lld)",
                      (long long)i, targets[i], (long long)v);
-  softmax_job job = {.vec = mbcpu_vec(ctx), .logits = logits, .v = v, .targets = targets,
+  softmax_job job = {.vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx), .logits = logits, .v = v, .targets = targets,
                      .logprob = out_logprob, .rank = out_rank};
   mbcpu_parallel_for(ctx, threads_for(ctx, n * v * 8), n, logprob_rank_rows, &job);
   return MB_OK;

@@ -203,6 +203,12 @@ static inline __m256 mbv8_silu(__m256 x) {
   return _mm256_div_ps(x, _mm256_add_ps(e, _mm256_set1_ps(1.0f)));
 }
 
+/* A mask of the first k of 8 lanes (all bits set there). */
+static inline __m256 mbv8_lanes(int k) {
+  const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(k), iota));
+}
+
 /* The first k of 8 floats at p (the rest 0), without reading past them. */
 static inline __m256 mbv8_load_part(const float *p, int k) {
   if (k >= 8) return _mm256_loadu_ps(p);
