@@ -1,7 +1,8 @@
 /**
  * The C sources build in the two ways the README promises beside CMake:
  * - for a plain x86-64 (no -march=native, so no AVX-512): the portable kernels must not depend on
- *   vector-only code (syntax-checked with the system C compiler);
+ *   vector-only code (syntax-checked with the system C compiler), and for x86-64-v3 (AVX2 + FMA,
+ *   no AVX-512): the 8-lane kernels compile without warnings;
  * - without CMake (tools/build.sh --without-cmake), with CMakeLists.txt's C flags and no warning,
  *   into a temporary folder; the library it makes loads and runs an op;
  * - the GPU machine's C test programs, which CMake builds only with CUDA, compile and link here.
@@ -27,16 +28,14 @@ async function sources(): Promise<string[]> {
   return out.sort();
 }
 
-Deno.test({
-  name: "the CPU library compiles without AVX-512 (portable build)",
-  ignore: noCompiler !== null,
-}, async () => {
+/** Every C source of the CPU library syntax-checked with these extra flags. */
+async function syntaxCheck(extra: string[]): Promise<void> {
   for (const src of await sources()) {
     const out = await new Deno.Command(CC, {
       args: [
         "-std=c11",
         "-fsyntax-only",
-        "-Werror=implicit-function-declaration",
+        ...extra,
         "-D_POSIX_C_SOURCE=200809L",
         `-I${ROOT}csrc`,
         `-I${ROOT}csrc/include`,
@@ -45,7 +44,18 @@ Deno.test({
     }).output();
     assert.equal(out.code, 0, `${src}:\n${new TextDecoder().decode(out.stderr)}`);
   }
-});
+}
+
+Deno.test({
+  name: "the CPU library compiles without AVX-512 (portable build)",
+  ignore: noCompiler !== null,
+}, () => syntaxCheck(["-Werror=implicit-function-declaration"]));
+
+// The 8-lane kernels (MB_AVX2) on any machine; tests/cpu_avx2_test.ts runs them.
+Deno.test({
+  name: "the CPU library's 8-lane (AVX2 + FMA) kernels compile without AVX-512",
+  ignore: noCompiler !== null,
+}, () => syntaxCheck(["-Wall", "-Werror", "-Wno-unused-parameter", "-march=x86-64-v3"]));
 
 /** CMakeLists.txt's compile options for C: `$<$<COMPILE_LANGUAGE:C>:-O3 -Wall ...>`. */
 async function cmakeCFlags(): Promise<string[]> {

@@ -87,6 +87,10 @@ static inline int mbcpu_vec8(mb_ctx *ctx) {
 #endif
 }
 
+/** 1 when this build's vector kernels, AVX-512 or 8-lane (only one of the two is built), may run:
+ * for the kernels written for both widths. */
+static inline int mbcpu_vec_any(mb_ctx *ctx) { return mbcpu_vec(ctx) || mbcpu_vec8(ctx); }
+
 /* mbcpu_<name> for every MB_OP of ops.def, with the type of mb_<name> (mambabyte.h). */
 #define MB_OP(name) MB_DECLARE_AS(mbcpu_##name, mb_##name);
 #include "../common/ops.def"

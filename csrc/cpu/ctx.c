@@ -162,8 +162,7 @@ int mbcpu_read_probe(mb_ctx *ctx, const void *p, size_t bytes, float *sink) {
   const int nt = ctx->num_threads;
   double *partial = (double *)calloc((size_t)nt, sizeof(double));
   if (!partial) return mb_fail(MB_ERR_OOM, "mb_read_probe: out of memory");
-  probe_job job = {.f = (const float *)p, .nf = (int64_t)(bytes / 4),
-                   .vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx),
+  probe_job job = {.f = (const float *)p, .nf = (int64_t)(bytes / 4), .vec = mbcpu_vec_any(ctx),
                    .partial = partial};
   mbcpu_parallel(ctx, nt, probe_slice, &job);
   double total = 0.0;

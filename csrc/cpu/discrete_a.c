@@ -556,7 +556,7 @@ int mbcpu_discrete_a(mb_ctx *ctx, const float *delta, int64_t ld_delta, const fl
                      double *acc, float *out, int64_t *out_idx) {
   da_job j = {.delta = delta, .ld = ld_delta, .A = A, .len = len, .d = d, .n = n,
               .red = reduction, .dim = dim, .pos0 = pos0, .acc = acc, .out = out,
-              .idx = out_idx, .vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx)};
+              .idx = out_idx, .vec = mbcpu_vec_any(ctx)};
   const int per_dim = reduction >= MB_REDUCE_MEAN && reduction <= MB_REDUCE_NORM;
   if (!per_dim) j.dim = 0; /* NONE, FRO, NUC: dim is not read */
   const int minmax = reduction == MB_REDUCE_MIN || reduction == MB_REDUCE_MAX;
@@ -664,7 +664,7 @@ int mbcpu_discrete_a_input_sim(mb_ctx *ctx, const float *delta, int64_t ld_delta
                                const float *x, int64_t ldx, int64_t len, int64_t d, int64_t n,
                                float eps, float *out) {
   da_job j = {.delta = delta, .ld = ld_delta, .A = A, .x = x, .ldx = ldx, .eps = eps, .len = len,
-              .d = d, .n = n, .red = MB_REDUCE_NONE, .out = out, .vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx)};
+              .d = d, .n = n, .red = MB_REDUCE_NONE, .out = out, .vec = mbcpu_vec_any(ctx)};
   const int nt = threads_for(ctx, len * d * n, len);
   j.per_thread = tls_bytes(d, n, 0);
   j.scratch = (char *)mbcpu_scratch(ctx, (size_t)nt * j.per_thread);

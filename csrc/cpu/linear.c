@@ -620,7 +620,7 @@ static void skinny_slice(void *raw, int tid, int nt) {
 static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                          const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
                          int64_t ldy, const conv_step *cv) {
-  const int vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx); /* the one vector path built */
+  const int vec = mbcpu_vec_any(ctx);
   int64_t kp;
   int failed;
   const float *xp = permuted_x(ctx, vec, wdtype, x, ldx, n, in_f, &kp, &failed);
@@ -689,7 +689,7 @@ static void tiled_worker(void *raw, int tid, int nt) {
 static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
                         const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
                         int64_t ldy) {
-  const int vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx); /* the one vector path built */
+  const int vec = mbcpu_vec_any(ctx);
   int64_t kp;
   int failed;
   const float *xp = permuted_x(ctx, vec, wdtype, x, ldx, n, in_f, &kp, &failed);

@@ -185,6 +185,9 @@ int mbcpu_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
 
 /* ---- causal depthwise conv1d -------------------------------------------------------------- */
 
+/* A decoding step's conv over fewer (sequence, channel) pairs than this runs on one thread. */
+#define MB_CONV1_THR 65536
+
 static void conv_channel_scalar(const float *x, int64_t ldx, const float *w, const float *bias,
                                 float *st, int64_t len, int64_t d, int64_t k, int64_t c,
                                 float *out, int64_t ldo, float *pre) {
@@ -568,7 +571,7 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int
     job.kind = 0;
     job.tables = &t;
     items = batch * ((d + 15) / 16);
-    nt = batch * d < 65536 ? 1 : ctx->num_threads;
+    nt = batch * d < MB_CONV1_THR ? 1 : ctx->num_threads;
   } else if (mbcpu_vec(ctx) && k <= MB_CONV_KMAX) {
     job.kind = 1;
     items = batch * ((d + 15) / 16);
@@ -577,7 +580,7 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int
   if (mbcpu_vec8(ctx) && k <= MB_CONV8_KMAX) {
     job.kind = 3;
     items = batch * ((d + 7) / 8);
-    if (len == 1) nt = batch * d < 65536 ? 1 : ctx->num_threads;
+    if (len == 1) nt = batch * d < MB_CONV1_THR ? 1 : ctx->num_threads;
   }
 #endif
   mbcpu_parallel_for(ctx, nt, items, conv_items, &job);
@@ -661,7 +664,7 @@ static void log_softmax_rows(void *raw, int64_t i0, int64_t i1) {
 }
 
 int mbcpu_log_softmax(mb_ctx *ctx, const float *logits, int64_t n, int64_t v, float *out) {
-  softmax_job job = {.vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx), .logits = logits, .v = v, .out = out};
+  softmax_job job = {.vec = mbcpu_vec_any(ctx), .logits = logits, .v = v, .out = out};
   mbcpu_parallel_for(ctx, threads_for(ctx, n * v * 8), n, log_softmax_rows, &job);
   return MB_OK;
 }
@@ -694,7 +697,7 @@ int mbcpu_logprob_rank(mb_ctx *ctx, const float *logits, int64_t n, int64_t v,
     if (targets[i] < 0 || targets[i] >= v)
       return mb_fail(MB_ERR_INVALID, "mb_logprob_rank: targets[%lld] = %d is outside [0, %lld)",
                      (long long)i, targets[i], (long long)v);
-  softmax_job job = {.vec = mbcpu_vec(ctx) || mbcpu_vec8(ctx), .logits = logits, .v = v, .targets = targets,
+  softmax_job job = {.vec = mbcpu_vec_any(ctx), .logits = logits, .v = v, .targets = targets,
                      .logprob = out_logprob, .rank = out_rank};
   mbcpu_parallel_for(ctx, threads_for(ctx, n * v * 8), n, logprob_rank_rows, &job);
   return MB_OK;

@@ -42,11 +42,14 @@ static void scan_channel_scalar(const float *u, int64_t ldu, const float *delta,
   }
 }
 
-#ifdef __AVX512F__
-#define MB_INLINE static inline __attribute__((always_inline))
+/* A decoding step's update of at most this many (sequence, channel, state) values runs on one
+ * thread (~20 us and less: the fork/join would cost more). */
 #ifndef MB_SU_THR
 #define MB_SU_THR 131072
 #endif
+
+#ifdef __AVX512F__
+#define MB_INLINE static inline __attribute__((always_inline))
 
 /* Lane-pair swaps used by the 16-vector reduction below. */
 MB_INLINE __m512 swap1(__m512 v) { return _mm512_permute_ps(v, 0xB1); }
@@ -93,20 +96,20 @@ MB_INLINE __m512 step16(float *h, int64_t hs, const float *a, int64_t n, __mmask
       x[g] = _mm512_mul_ps(_mm512_set1_ps(dts[c]), av);
     }
     for (int g = 0; g < G; g++)
-      x[g] = _mm512_max_ps(_mm512_min_ps(x[g], _mm512_set1_ps(88.72283935546875f)),
-                           _mm512_set1_ps(-103.97208f));
+      x[g] = _mm512_max_ps(_mm512_min_ps(x[g], _mm512_set1_ps(MB_EXP_HI)),
+                           _mm512_set1_ps(MB_EXP_LO));
     for (int g = 0; g < G; g++)
-      nn[g] = _mm512_roundscale_ps(_mm512_mul_ps(x[g], _mm512_set1_ps(1.44269504088896341f)),
+      nn[g] = _mm512_roundscale_ps(_mm512_mul_ps(x[g], _mm512_set1_ps(MB_EXP_LOG2E)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    for (int g = 0; g < G; g++) r[g] = _mm512_fnmadd_ps(nn[g], _mm512_set1_ps(0.693359375f), x[g]);
+    for (int g = 0; g < G; g++) r[g] = _mm512_fnmadd_ps(nn[g], _mm512_set1_ps(MB_LN2_HI), x[g]);
     for (int g = 0; g < G; g++)
-      r[g] = _mm512_fnmadd_ps(nn[g], _mm512_set1_ps(-2.12194440e-4f), r[g]);
-    for (int g = 0; g < G; g++) q[g] = _mm512_set1_ps(1.9875691500E-4f);
-    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(1.3981999507E-3f));
-    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(8.3334519073E-3f));
-    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(4.1665795894E-2f));
-    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(1.6666665459E-1f));
-    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(5.0000001201E-1f));
+      r[g] = _mm512_fnmadd_ps(nn[g], _mm512_set1_ps(MB_LN2_LO), r[g]);
+    for (int g = 0; g < G; g++) q[g] = _mm512_set1_ps(MB_EXP_P0);
+    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(MB_EXP_P1));
+    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(MB_EXP_P2));
+    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(MB_EXP_P3));
+    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(MB_EXP_P4));
+    for (int g = 0; g < G; g++) q[g] = _mm512_fmadd_ps(q[g], r[g], _mm512_set1_ps(MB_EXP_P5));
     for (int g = 0; g < G; g++) r2[g] = _mm512_mul_ps(r[g], r[g]);
     for (int g = 0; g < G; g++)
       q[g] = _mm512_fmadd_ps(q[g], r2[g], _mm512_add_ps(r[g], _mm512_set1_ps(1.0f)));
@@ -492,7 +495,7 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, in
   if (mbcpu_vec(ctx) && len == 1 && n <= 16 && !states_all && state) {
     job.kind = 0;
     items = batch * ((d + 15) / 16);
-    nt = work < MB_SU_THR ? 1 : ctx->num_threads; /* ~20 us and less: one thread */
+    nt = work < MB_SU_THR ? 1 : ctx->num_threads;
   } else if (mbcpu_vec(ctx)) {
     job.kind = 1;
     items = batch * ((d + 15) / 16);
@@ -501,7 +504,7 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, in
   if (mbcpu_vec8(ctx)) {
     job.kind = 3;
     items = batch * ((d + 7) / 8);
-    if (len == 1) nt = work < 131072 ? 1 : ctx->num_threads; /* a decoding step: ~20 us or less */
+    if (len == 1) nt = work < MB_SU_THR ? 1 : ctx->num_threads;
   }
 #endif
   mbcpu_parallel_for(ctx, nt, items, scan_items, &job);

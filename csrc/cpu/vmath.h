@@ -30,6 +30,32 @@
 #define MB_AVX2 0
 #endif
 
+/* Cephes' expf and logf (the vector forms below, both widths, and scan.c's interleaved exp):
+ * exp(x) = 2^n exp(r), n = round(x log2 e), r = x - n ln2 (ln2 in two parts), exp(r) by a
+ * degree-5 polynomial; log(x) = e ln2 + log(m), m in [sqrt(1/2), sqrt(2)), log(m) by a degree-8
+ * one. The clamps: exp(MB_EXP_HI) is the largest float, below MB_EXP_LO the result is 0. */
+#define MB_EXP_HI 88.72283935546875f
+#define MB_EXP_LO -103.97208f
+#define MB_EXP_LOG2E 1.44269504088896341f
+#define MB_LN2_HI 0.693359375f
+#define MB_LN2_LO -2.12194440e-4f
+#define MB_EXP_P0 1.9875691500E-4f
+#define MB_EXP_P1 1.3981999507E-3f
+#define MB_EXP_P2 8.3334519073E-3f
+#define MB_EXP_P3 4.1665795894E-2f
+#define MB_EXP_P4 1.6666665459E-1f
+#define MB_EXP_P5 5.0000001201E-1f
+#define MB_LOG_SQRT2 1.41421356237309505f
+#define MB_LOG_P0 7.0376836292E-2f
+#define MB_LOG_P1 -1.1514610310E-1f
+#define MB_LOG_P2 1.1676998740E-1f
+#define MB_LOG_P3 -1.2420140846E-1f
+#define MB_LOG_P4 1.4249322787E-1f
+#define MB_LOG_P5 -1.6668057665E-1f
+#define MB_LOG_P6 2.0000714765E-1f
+#define MB_LOG_P7 -2.4999993993E-1f
+#define MB_LOG_P8 3.3333331174E-1f
+
 /* ---- scalar ------------------------------------------------------------------------------- */
 
 static inline float mb_bf16_to_f32(uint16_t h) {
@@ -46,22 +72,22 @@ static inline float mbs_silu(float x) { return x / (1.0f + expf(-x)); }
 #ifdef __AVX512F__
 
 static inline __m512 mbv_exp(__m512 x) {
-  const __m512 hi = _mm512_set1_ps(88.72283935546875f);
-  const __m512 lo = _mm512_set1_ps(-103.97208f);
+  const __m512 hi = _mm512_set1_ps(MB_EXP_HI);
+  const __m512 lo = _mm512_set1_ps(MB_EXP_LO);
   /* also maps -inf to lo (-> 0); the clamp constants come first so that a NaN x passes through
    * (vminps/vmaxps return their second operand when either is NaN) */
   x = _mm512_max_ps(lo, _mm512_min_ps(hi, x));
   const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LE_OQ); /* exp(lo) would round to 2^-147 */
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(MB_EXP_LOG2E)),
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(MB_LN2_HI), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(MB_LN2_LO), r);
+  __m512 p = _mm512_set1_ps(MB_EXP_P0);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(MB_EXP_P1));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(MB_EXP_P2));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(MB_EXP_P3));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(MB_EXP_P4));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(MB_EXP_P5));
   __m512 r2 = _mm512_mul_ps(r, r);
   p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   return _mm512_maskz_mov_ps((__mmask16)~under, _mm512_scalef_ps(p, n));
@@ -70,24 +96,24 @@ static inline __m512 mbv_exp(__m512 x) {
 /** Natural log for x > 0 (x == 0 gives -inf-ish garbage; callers pass x >= 1). */
 static inline __m512 mbv_log(__m512 x) {
   /* x = m 2^e with m in [sqrt(1/2), sqrt(2)) */
-  __m512 e = _mm512_getexp_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.41421356237309505f)));
+  __m512 e = _mm512_getexp_ps(_mm512_mul_ps(x, _mm512_set1_ps(MB_LOG_SQRT2)));
   __m512 m = _mm512_scalef_ps(x, _mm512_sub_ps(_mm512_setzero_ps(), e));
   __m512 f = _mm512_sub_ps(m, _mm512_set1_ps(1.0f));
   __m512 z = _mm512_mul_ps(f, f);
-  __m512 y = _mm512_set1_ps(7.0376836292E-2f);
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.1514610310E-1f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.1676998740E-1f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.2420140846E-1f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.4249322787E-1f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-1.6668057665E-1f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(2.0000714765E-1f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(-2.4999993993E-1f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(3.3333331174E-1f));
+  __m512 y = _mm512_set1_ps(MB_LOG_P0);
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(MB_LOG_P1));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(MB_LOG_P2));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(MB_LOG_P3));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(MB_LOG_P4));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(MB_LOG_P5));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(MB_LOG_P6));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(MB_LOG_P7));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(MB_LOG_P8));
   y = _mm512_mul_ps(_mm512_mul_ps(y, f), z);
-  y = _mm512_fmadd_ps(e, _mm512_set1_ps(-2.12194440e-4f), y);
+  y = _mm512_fmadd_ps(e, _mm512_set1_ps(MB_LN2_LO), y);
   y = _mm512_fnmadd_ps(z, _mm512_set1_ps(0.5f), y);
   __m512 r = _mm512_add_ps(f, y);
-  return _mm512_fmadd_ps(e, _mm512_set1_ps(0.693359375f), r);
+  return _mm512_fmadd_ps(e, _mm512_set1_ps(MB_LN2_HI), r);
 }
 
 static inline __m512 mbv_softplus(__m512 x) {
@@ -137,20 +163,20 @@ static inline __m256 mbv8_pow2i(__m256 n) {
  * times 2^n rounded once, here p * 2^h * 2^(n - h) with h = trunc(n / 2), whose first product is
  * exact and whose second rounds once, so results below 2^-126 come out as scalef's). */
 static inline __m256 mbv8_exp(__m256 x) {
-  const __m256 hi = _mm256_set1_ps(88.72283935546875f);
-  const __m256 lo = _mm256_set1_ps(-103.97208f);
+  const __m256 hi = _mm256_set1_ps(MB_EXP_HI);
+  const __m256 lo = _mm256_set1_ps(MB_EXP_LO);
   x = _mm256_max_ps(lo, _mm256_min_ps(hi, x)); /* NaN passes, -inf -> lo (as mbv_exp) */
   const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LE_OQ);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(MB_EXP_LOG2E)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(MB_LN2_HI), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(MB_LN2_LO), r);
+  __m256 p = _mm256_set1_ps(MB_EXP_P0);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MB_EXP_P1));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MB_EXP_P2));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MB_EXP_P3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MB_EXP_P4));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MB_EXP_P5));
   const __m256 r2 = _mm256_mul_ps(r, r);
   p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
   /* n in [-150, 128]: both halves in [-75, 64]; a NaN n becomes an integer, and p stays NaN */
@@ -163,27 +189,27 @@ static inline __m256 mbv8_exp(__m256 x) {
 
 /* mbv_log for x >= 1 (its callers): getexp and scalef by the exponent field, both exact here. */
 static inline __m256 mbv8_log(__m256 x) {
-  const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(x, _mm256_set1_ps(1.41421356237309505f)));
+  const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(x, _mm256_set1_ps(MB_LOG_SQRT2)));
   const __m256i ei = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(127));
   const __m256 e = _mm256_cvtepi32_ps(ei);
   const __m256 m = _mm256_mul_ps(
       x, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_sub_epi32(_mm256_set1_epi32(127), ei), 23)));
   const __m256 f = _mm256_sub_ps(m, _mm256_set1_ps(1.0f));
   const __m256 z = _mm256_mul_ps(f, f);
-  __m256 y = _mm256_set1_ps(7.0376836292E-2f);
-  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.1514610310E-1f));
-  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.1676998740E-1f));
-  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.2420140846E-1f));
-  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.4249322787E-1f));
-  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-1.6668057665E-1f));
-  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(2.0000714765E-1f));
-  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(-2.4999993993E-1f));
-  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(3.3333331174E-1f));
+  __m256 y = _mm256_set1_ps(MB_LOG_P0);
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(MB_LOG_P1));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(MB_LOG_P2));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(MB_LOG_P3));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(MB_LOG_P4));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(MB_LOG_P5));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(MB_LOG_P6));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(MB_LOG_P7));
+  y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(MB_LOG_P8));
   y = _mm256_mul_ps(_mm256_mul_ps(y, f), z);
-  y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
+  y = _mm256_fmadd_ps(e, _mm256_set1_ps(MB_LN2_LO), y);
   y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), y);
   const __m256 r = _mm256_add_ps(f, y);
-  return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), r);
+  return _mm256_fmadd_ps(e, _mm256_set1_ps(MB_LN2_HI), r);
 }
 
 /* mbv_softplus, 8 lanes (the same operations). */
