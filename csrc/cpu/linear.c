@@ -32,6 +32,11 @@
 #endif
 
 #define MBCPU_TILE_ROWS 64  /* own GEMM: rows of W per tile */
+/* Skinny products: weight streams per thread and how far ahead each is prefetched (see
+ * lanes_n1_f32 and rows_avx2). */
+#define MBCPU_N1_LANES 4
+#define MBCPU_N1_PREFETCH 1024
+#define MB_PREFETCH_AHEAD(p) _mm_prefetch((const char *)(p) + MBCPU_N1_PREFETCH, _MM_HINT_T0)
 #define MBCPU_TILE_XROWS 64 /* own GEMM: x rows per task */
 
 /* ---- scalar ------------------------------------------------------------------------------- */
@@ -185,9 +190,6 @@ MB_INLINE void block_kernel(const float *x, int64_t ldx, const float *w, const f
  * ~0.98 (bf16 and fp32 alike; 512 B, 768 B, 1.5 KiB and 2 KiB were slower, so were 2 lanes). A
  * row's arithmetic does not depend on its lane or on R, so any partition gives the same bits.
  */
-#define MBCPU_N1_LANES 4
-#define MBCPU_N1_PREFETCH 1024
-#define MB_PREFETCH_AHEAD(p) _mm_prefetch((const char *)(p) + MBCPU_N1_PREFETCH, _MM_HINT_T0)
 MB_INLINE void lanes_n1_f32(const float *x, const float *const *wr, const int64_t *yo, const int R,
                             const float *bias, int64_t in_f, float *y) {
   __m512 a[8], c[8];
@@ -476,57 +478,108 @@ MB_INLINE8 float hsum8(__m256 v) {
   return _mm_cvtss_f32(q);
 }
 
-/* One row of W (wr) against M rows of x: two accumulators a pair, 16 inputs a turn. Each dot's
- * operations do not depend on M, so a row of x gets the same bits in any call. */
-MB_INLINE8 void dots8(const void *wr, int bf16, const float *x, int64_t ldx, int64_t in_f,
-                      const int M, float *out) {
-  __m256 a0[4], a1[4];
-  for (int i = 0; i < M; i++) a0[i] = a1[i] = _mm256_setzero_ps();
+/* R rows of W (wr[r]) against M rows of x, out[r * M + i]: two accumulators a pair, 16 inputs a
+ * turn, each row prefetched MBCPU_N1_PREFETCH bytes ahead. A dot's operations depend on neither R
+ * nor M, so a (row, x row) pair gets the same bits in any call and any grouping. */
+MB_INLINE8 void dots8(const void *const *wr, const int R, int bf16, const float *x, int64_t ldx,
+                      int64_t in_f, const int M, float *out) {
+  const size_t es = bf16 ? 2 : 4;
+  __m256 a0[8], a1[8];
+  for (int q = 0; q < R * M; q++) a0[q] = a1[q] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= in_f; k += 16) {
-    const __m256 w0 = w8(wr, bf16, k, 8), w1 = w8(wr, bf16, k + 8, 8);
-    for (int i = 0; i < M; i++) {
-      a0[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i * ldx + k), a0[i]);
-      a1[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i * ldx + k + 8), a1[i]);
+    for (int r = 0; r < R; r++) {
+      MB_PREFETCH_AHEAD((const char *)wr[r] + (size_t)k * es);
+      const __m256 w0 = w8(wr[r], bf16, k, 8), w1 = w8(wr[r], bf16, k + 8, 8);
+      for (int i = 0; i < M; i++) {
+        a0[r * M + i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i * ldx + k), a0[r * M + i]);
+        a1[r * M + i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i * ldx + k + 8), a1[r * M + i]);
+      }
     }
   }
   if (k < in_f) {
     const int r0 = in_f - k < 8 ? (int)(in_f - k) : 8, r1 = (int)(in_f - k) - r0;
-    const __m256 w0 = w8(wr, bf16, k, r0);
-    for (int i = 0; i < M; i++)
-      a0[i] = _mm256_fmadd_ps(w0, mbv8_load_part(x + i * ldx + k, r0), a0[i]);
-    if (r1 > 0) {
-      const __m256 w1 = w8(wr, bf16, k + 8, r1);
+    for (int r = 0; r < R; r++) {
+      const __m256 w0 = w8(wr[r], bf16, k, r0);
       for (int i = 0; i < M; i++)
-        a1[i] = _mm256_fmadd_ps(w1, mbv8_load_part(x + i * ldx + k + 8, r1), a1[i]);
+        a0[r * M + i] =
+            _mm256_fmadd_ps(w0, mbv8_load_part(x + i * ldx + k, r0), a0[r * M + i]);
+      if (r1 > 0) {
+        const __m256 w1 = w8(wr[r], bf16, k + 8, r1);
+        for (int i = 0; i < M; i++)
+          a1[r * M + i] =
+              _mm256_fmadd_ps(w1, mbv8_load_part(x + i * ldx + k + 8, r1), a1[r * M + i]);
+      }
     }
   }
-  for (int i = 0; i < M; i++) out[i] = hsum8(_mm256_add_ps(a0[i], a1[i]));
+  for (int q = 0; q < R * M; q++) out[q] = hsum8(_mm256_add_ps(a0[q], a1[q]));
 }
 
-/* rows [o0, o1) of W against x rows [0, n), n <= 8: each weight row is read once from memory for
- * up to 4 x rows (a second group re-reads it from the cache). */
-static void rows_avx2(const float *x, int64_t ldx, const void *w, int wdtype, const float *bias,
-                      int n, int64_t in_f, int64_t o0, int64_t o1, float *y, int64_t ldy) {
-  const int bf16 = wdtype == MB_DTYPE_BF16;
-  const size_t es = bf16 ? 2 : 4;
-  float d[4];
-  for (int64_t o = o0; o < o1; o++) {
-    const void *wr = (const char *)w + (size_t)o * (size_t)in_f * es;
-    const float b = bias ? bias[o] : 0.0f;
+/* x rows [i, i + M) against R weight rows, the first at row o0 + j and the others `per` rows apart
+ * (one stream each), written to y with the bias. */
+MB_INLINE8 void rows8_group(const char *base, size_t rb, int bf16, const float *xi, int64_t ldx,
+                            int64_t in_f, const float *bias, int64_t o, int64_t per, const int R,
+                            const int M, float *yi, int64_t ldy) {
+  const void *wr[MBCPU_N1_LANES];
+  float d[8];
+  for (int r = 0; r < R; r++) wr[r] = base + (size_t)(o + r * per) * rb;
+  dots8(wr, R, bf16, xi, ldx, in_f, M, d);
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < M; i++)
+      yi[(int64_t)i * ldy + o + r * per] = d[r * M + i] + (bias ? bias[o + r * per] : 0.0f);
+}
+
+/* rows [o0, o1) of W against x rows [0, n), n <= 8. As the AVX-512 kernels: the range is split
+ * into MBCPU_N1_LANES runs read side by side, each one sequential stream (a single stream left the
+ * 353M bf16 decode load-bound at ~0.66 of the read probe). A run's rows meet up to 2 x rows at a
+ * turn (8 accumulators); more x rows re-read the rows from the cache. */
+MB_INLINE8 void rows8_t(const float *x, int64_t ldx, const void *w, const int bf16,
+                        const float *bias, int n, int64_t in_f, int64_t o0, int64_t o1, float *y,
+                        int64_t ldy) {
+  const size_t rb = (size_t)in_f * (bf16 ? 2 : 4);
+  const char *base = (const char *)w;
+  const int64_t per = (o1 - o0) / MBCPU_N1_LANES;
+  for (int r = 0; r < MBCPU_N1_LANES && per > 0; r++) /* the streams' heads */
+    for (int b = 0; b < MBCPU_N1_PREFETCH; b += 64)
+      _mm_prefetch(base + (size_t)(o0 + r * per) * rb + b, _MM_HINT_T0);
+  for (int64_t j = 0; j < per; j++)
+    for (int i = 0; i < n;) {
+      const float *xi = x + (int64_t)i * ldx;
+      if (n - i >= 4) { /* the streams in two pairs, so each widened weight meets 4 x rows */
+        for (int h = 0; h < MBCPU_N1_LANES; h += 2)
+          rows8_group(base, rb, bf16, xi, ldx, in_f, bias, o0 + j + h * per, per, 2, 4,
+                      y + (int64_t)i * ldy, ldy);
+        i += 4;
+      } else if (n - i >= 2) {
+        rows8_group(base, rb, bf16, xi, ldx, in_f, bias, o0 + j, per, MBCPU_N1_LANES, 2,
+                    y + (int64_t)i * ldy, ldy);
+        i += 2;
+      } else {
+        rows8_group(base, rb, bf16, xi, ldx, in_f, bias, o0 + j, per, MBCPU_N1_LANES, 1,
+                    y + (int64_t)i * ldy, ldy);
+        i += 1;
+      }
+    }
+  for (int64_t o = o0 + MBCPU_N1_LANES * per; o < o1; o++)
     for (int i = 0; i < n;) {
       const float *xi = x + (int64_t)i * ldx;
       const int m = n - i >= 4 ? 4 : n - i >= 2 ? 2 : 1;
       if (m == 4)
-        dots8(wr, bf16, xi, ldx, in_f, 4, d);
+        rows8_group(base, rb, bf16, xi, ldx, in_f, bias, o, 0, 1, 4, y + (int64_t)i * ldy, ldy);
       else if (m == 2)
-        dots8(wr, bf16, xi, ldx, in_f, 2, d);
+        rows8_group(base, rb, bf16, xi, ldx, in_f, bias, o, 0, 1, 2, y + (int64_t)i * ldy, ldy);
       else
-        dots8(wr, bf16, xi, ldx, in_f, 1, d);
-      for (int q = 0; q < m; q++) y[(int64_t)(i + q) * ldy + o] = d[q] + b;
+        rows8_group(base, rb, bf16, xi, ldx, in_f, bias, o, 0, 1, 1, y + (int64_t)i * ldy, ldy);
       i += m;
     }
-  }
+}
+
+static void rows_avx2(const float *x, int64_t ldx, const void *w, int wdtype, const float *bias,
+                      int n, int64_t in_f, int64_t o0, int64_t o1, float *y, int64_t ldy) {
+  if (wdtype == MB_DTYPE_BF16)
+    rows8_t(x, ldx, w, 1, bias, n, in_f, o0, o1, y, ldy);
+  else
+    rows8_t(x, ldx, w, 0, bias, n, in_f, o0, o1, y, ldy);
 }
 #endif /* MB_AVX2 */
 
