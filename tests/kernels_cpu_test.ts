@@ -1843,11 +1843,14 @@ Deno.test("vector kernels equal the scalar kernels on the same inputs", () => {
       ]);
     }
   }
-  const sc = scanCase(r, 2, 33, 37, 16, { pad: 1 });
-  cases.push(["selective_scan", (be) => {
-    const o = runScan(be, sc, true);
-    return Float32Array.from([...o.y, ...o.state!, ...o.all!]);
-  }, 2e-5]);
+  // a scan, then decoding steps whose states are whole 8 x 8 blocks plus a remainder (n = 12)
+  for (const [batch, len, d, n] of [[2, 33, 37, 16], [3, 1, 37, 12], [1, 1, 2048, 16]]) {
+    const sc = scanCase(r, batch, len, d, n, { pad: 1 });
+    cases.push([`selective_scan ${batch}x${len}x${d}x${n}`, (be) => {
+      const o = runScan(be, sc, true);
+      return Float32Array.from([...o.y, ...o.state!, ...o.all!]);
+    }, 2e-5]);
+  }
   const cc = convCase(r, 2, 33, 37, 4, 1, true);
   cases.push(["causal_conv1d", (be) => {
     const o = runConv(be, cc, true);

@@ -43,9 +43,13 @@ static void scan_channel_scalar(const float *u, int64_t ldu, const float *delta,
 }
 
 /* A decoding step's update of at most this many (sequence, channel, state) values runs on one
- * thread (~20 us and less: the fork/join would cost more). */
+ * thread (~20 us and less: the fork/join would cost more). The 8-lane kernel is slower per value
+ * (a step of 2048 x 16 took 60 us on one thread of a Zen 2 EPYC, 34 on two), so its bar is lower. */
 #ifndef MB_SU_THR
 #define MB_SU_THR 131072
+#endif
+#ifndef MB_SU_THR8
+#define MB_SU_THR8 16384
 #endif
 
 #ifdef __AVX512F__
@@ -290,11 +294,16 @@ static void scan_block8(const float *u, int64_t ldu, const float *delta, int64_t
                         int64_t ldz, float *state, float *states_all, int64_t len, int64_t d,
                         int64_t n, int delta_softplus, float *y, int64_t ldy, int64_t c0, int k,
                         float *hb, float *at) {
-  for (int64_t s = 0; s < n; s++)
-    for (int i = 0; i < 8; i++) {
-      at[s * 8 + i] = i < k ? A[(c0 + i) * n + s] : 0.0f;
-      hb[s * 8 + i] = i < k && state ? state[(c0 + i) * n + s] : 0.0f;
-    }
+  /* a decoding step is mostly these copies: whole 8 x 8 blocks go by vector transposes */
+  const int64_t nt8 = k == 8 ? n / 8 * 8 : 0;
+  for (int64_t s = 0; s < nt8; s += 8) {
+    mbv8_transpose8(A + c0 * n + s, n, at + s * 8, 8);
+    if (state) mbv8_transpose8(state + c0 * n + s, n, hb + s * 8, 8);
+  }
+  for (int64_t s = nt8; s < n; s++)
+    for (int i = 0; i < 8; i++) at[s * 8 + i] = i < k ? A[(c0 + i) * n + s] : 0.0f;
+  for (int64_t s = state ? nt8 : 0; s < n; s++)
+    for (int i = 0; i < 8; i++) hb[s * 8 + i] = i < k && state ? state[(c0 + i) * n + s] : 0.0f;
   const __m256 dskip = Dskip ? mbv8_load_part(Dskip + c0, k) : _mm256_setzero_ps();
   const __m256 dbias = delta_bias ? mbv8_load_part(delta_bias + c0, k) : _mm256_setzero_ps();
   for (int64_t t = 0; t < len; t++) {
@@ -341,9 +350,11 @@ static void scan_block8(const float *u, int64_t ldu, const float *delta, int64_t
     if (z) yv = _mm256_mul_ps(yv, mbv8_silu(mbv8_load_part(z + t * ldz + c0, k)));
     mbv8_store_part(y + t * ldy + c0, yv, k);
   }
-  if (state)
+  if (state) {
+    for (int64_t s = 0; s < nt8; s += 8) mbv8_transpose8(hb + s * 8, 8, state + c0 * n + s, n);
     for (int i = 0; i < k; i++)
-      for (int64_t s = 0; s < n; s++) state[(c0 + i) * n + s] = hb[s * 8 + i];
+      for (int64_t s = nt8; s < n; s++) state[(c0 + i) * n + s] = hb[s * 8 + i];
+  }
 }
 #endif /* MB_AVX2 */
 
@@ -504,7 +515,7 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, in
   if (mbcpu_vec8(ctx)) {
     job.kind = 3;
     items = batch * ((d + 7) / 8);
-    if (len == 1) nt = work < MB_SU_THR ? 1 : ctx->num_threads;
+    if (len == 1) nt = work < MB_SU_THR8 ? 1 : ctx->num_threads;
   }
 #endif
   mbcpu_parallel_for(ctx, nt, items, scan_items, &job);

@@ -252,6 +252,27 @@ static inline void mbv8_store_part(float *p, __m256 v, int k) {
   for (int i = 0; i < k; i++) p[i] = t[i];
 }
 
+/* An 8 x 8 block transposed: dst[j * ldd + i] = src[i * lds + j] (data movement only). */
+static inline void mbv8_transpose8(const float *src, int64_t lds, float *dst, int64_t ldd) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  /* r[i], i < 4: column i of rows 0-3, then column i + 4 of them; r[i + 4]: the same of rows 4-7 */
+  for (int i = 0; i < 4; i++) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
 #endif /* MB_AVX2 */
 
 #endif /* MAMBABYTE_CPU_VMATH_H */
