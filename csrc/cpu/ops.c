@@ -458,6 +458,8 @@ static void conv_block8(const float *x, int64_t ldx, const float *w, const float
 int mbcpu_conv1_step_applies(mb_ctx *ctx, int64_t k) {
 #ifdef __AVX512F__
   return mbcpu_vec(ctx) && k >= 1 && k <= MB_CONV1_KMAX;
+#elif MB_AVX2
+  return mbcpu_vec8(ctx) && k >= 1 && k <= MB_CONV8_KMAX;
 #else
   (void)ctx;
   (void)k;
@@ -475,6 +477,11 @@ void mbcpu_conv1_step_range(const float *x, int64_t ldx, const float *w, const f
   for (int64_t b = 0; b < batch; b++)
     conv1_rows(&t, x, ldx, w, bias, conv_state, d, k, out, ldo, NULL, b * nblk + j0,
                b * nblk + j1);
+#elif MB_AVX2
+  for (int64_t b = 0; b < batch; b++)
+    for (int64_t c = c0; c < c1; c += 8)
+      conv_block8(x + b * ldx, ldx, w, bias, conv_state ? conv_state + b * d * (k - 1) : NULL, 1,
+                  d, k, c, c1 - c < 8 ? (int)(c1 - c) : 8, out + b * ldo, ldo, NULL);
 #else
   (void)x, (void)ldx, (void)w, (void)bias, (void)conv_state, (void)batch, (void)d, (void)k;
   (void)out, (void)ldo, (void)c0, (void)c1;

@@ -526,11 +526,12 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, in
   return MB_OK;
 }
 
-/* The fused decoding op's CPU twin: literally mb_linear (dt_proj) then the state update, so the
- * CUDA kernel is held equal to the unfused pair. */
-#ifdef __AVX512F__
-/* The fused dt_proj + state update as a pool job: thread slices of 16-channel blocks; the update
- * half is the one-step scan's own job (scan_items, kind 0) over those blocks. */
+/* The fused decoding op's CPU twin gives the bits of mb_linear (dt_proj) then the state update, so
+ * the CUDA kernel is held equal to the unfused pair. */
+#if defined(__AVX512F__) || MB_AVX2
+/* The fused dt_proj + state update as a pool job: thread slices of blocks of `blk` channels (16,
+ * or 8 in the 8-lane build); the update half is the one-step scan's own job (scan_items, kind 0
+ * or 3) over those blocks. */
 typedef struct {
   scan_job update; /* delta: dt_proj's output, written here */
   const float *x_dbl;
@@ -540,7 +541,7 @@ typedef struct {
   const void *dt_w;
   int wdtype;
   const float *dt_bias;
-  int64_t dt_rank, batch, nblk;
+  int64_t dt_rank, batch, nblk, blk;
 } update_dt_job;
 
 static void update_dt_slice(void *raw, int tid, int nt) {
@@ -548,7 +549,7 @@ static void update_dt_slice(void *raw, int tid, int nt) {
   const int64_t d = j->update.d;
   int64_t j0, j1;
   mbcpu_range(j->nblk, tid, nt, &j0, &j1);
-  const int64_t o0 = j0 * 16, o1 = j1 * 16 < d ? j1 * 16 : d;
+  const int64_t o0 = j0 * j->blk, o1 = j1 * j->blk < d ? j1 * j->blk : d;
   if (o0 >= o1) return;
   mbcpu_linear_rows(1, j->x_dbl, j->ld_xdbl, j->xp, j->kp, j->dt_w, j->wdtype, j->dt_bias,
                     (int)j->batch, j->dt_rank, o0, o1, (float *)j->update.delta, d);
@@ -564,34 +565,43 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
                                     const float *Dskip, const float *z, int64_t ldz, float *state,
                                     int64_t batch, int64_t d, int64_t n, int delta_softplus,
                                     float *delta_out, float *y, int64_t ldy, uint16_t *y_bf16) {
-#ifdef __AVX512F__
-  /* Fused: each thread computes dt_proj for its own blocks of 16 channels (the row kernels of
+#if defined(__AVX512F__) || MB_AVX2
+  /* Fused: each thread computes dt_proj for its own blocks of channels (the row kernels of
    * mb_linear, so the same bits) and updates those channels' states at once: one parallel region
    * instead of two, and delta never leaves the thread's cache. */
-  if (mbcpu_vec(ctx) && n <= 16 && batch <= MBCPU_SKINNY_MAX) {
+#ifdef __AVX512F__
+  const int fused = mbcpu_vec(ctx) && n <= 16, kind = 0, blk = 16, permute = 1;
+  const int64_t thr = MB_SU_THR;
+#else
+  const int fused = mbcpu_vec8(ctx), kind = 3, blk = 8, permute = 0; /* the 8-lane rows read x */
+  const int64_t thr = MB_SU_THR8;
+#endif
+  if (fused && batch <= MBCPU_SKINNY_MAX) {
     const int bf16 = wdtype == MB_DTYPE_BF16;
     const int64_t kp = mbcpu_linear_kp(dt_rank);
-    const size_t xfl = bf16 ? (size_t)(batch * kp) : 0;
+    const size_t xfl = bf16 && permute ? (size_t)(batch * kp) : 0;
     const size_t dfl = delta_out ? 0 : (size_t)(batch * d);
     float *scr = (float *)mbcpu_scratch(ctx, (xfl + dfl) * sizeof(float));
     if (!scr && xfl + dfl > 0)
       return mb_fail(MB_ERR_OOM, "mb_selective_state_update_dt: out of memory (scratch)");
-    float *xp = bf16 ? scr : NULL;
-    if (bf16) mbcpu_linear_prepare_x(x_dbl, ld_xdbl, batch, dt_rank, kp, xp);
+    float *xp = xfl ? scr : NULL;
+    if (xp) mbcpu_linear_prepare_x(x_dbl, ld_xdbl, batch, dt_rank, kp, xp);
     float *delta = delta_out ? delta_out : scr + xfl;
-    const int64_t nblk = (d + 15) / 16;
+    const int64_t nblk = (d + blk - 1) / blk;
     const size_t wbytes = (size_t)d * (size_t)dt_rank * (bf16 ? 2 : 4);
-    const int nt = wbytes < 65536 && batch * d * n < MB_SU_THR ? 1 : ctx->num_threads;
-    update_dt_job job = {.update = {.kind = 0, .u = u, .ldu = ldu, .delta = delta, .ld_delta = d,
-                                    .A = A, .Bm = Bm, .ldb = ldb, .Cm = Cm, .ldc = ldc,
-                                    .Dskip = Dskip, .z = z, .ldz = ldz, .state = state, .len = 1,
-                                    .d = d, .n = n, .delta_softplus = delta_softplus, .y = y,
-                                    .ldy = ldy},
+    const int nt = wbytes < 65536 && batch * d * n < thr ? 1 : ctx->num_threads;
+    update_dt_job job = {.update = {.kind = kind, .u = u, .ldu = ldu, .delta = delta,
+                                    .ld_delta = d, .A = A, .Bm = Bm, .ldb = ldb, .Cm = Cm,
+                                    .ldc = ldc, .Dskip = Dskip, .z = z, .ldz = ldz,
+                                    .state = state, .len = 1, .d = d, .n = n,
+                                    .delta_softplus = delta_softplus, .y = y, .ldy = ldy},
                          .x_dbl = x_dbl, .ld_xdbl = ld_xdbl, .xp = xp, .kp = kp, .dt_w = dt_w,
                          .wdtype = wdtype, .dt_bias = dt_bias, .dt_rank = dt_rank,
-                         .batch = batch, .nblk = nblk};
+                         .batch = batch, .nblk = nblk, .blk = blk};
     mbcpu_parallel(ctx, nt, update_dt_slice, &job);
     if (y_bf16) mbcpu_rows_to_bf16(y, ldy, batch, d, y_bf16, ldy);
+    if (atomic_load(&job.update.failed))
+      return mb_fail(MB_ERR_OOM, "mb_selective_state_update_dt: out of memory (state buffer)");
     return MB_OK;
   }
 #endif
