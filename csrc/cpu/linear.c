@@ -5,7 +5,7 @@
  *   (rows of W split across threads in contiguous blocks, R rows x N inputs of independent AVX-512
  *   accumulators, bf16 expanded to fp32 by a zero-extend + shift, which is exact, so activations
  *   stay fp32). It runs at the machine's read bandwidth (see bench_cpu).
- *   Every row of x is computed with the arithmetic of n = 1 whatever n (two accumulators per
+ *   Every row of x is computed with the arithmetic of n = 1 whatever n (the same accumulators per
  *   output, the same loads, the same reduction), so a row's result does not depend on how many
  *   rows share the call: speculative decoding verifies several positions in one call and needs
  *   the bits of one-position decoding steps.
@@ -478,41 +478,36 @@ MB_INLINE8 float hsum8(__m256 v) {
   return _mm_cvtss_f32(q);
 }
 
-/* R rows of W (wr[r]) against M rows of x, out[r * M + i]: two accumulators a pair, 16 inputs a
- * turn, each row prefetched MBCPU_N1_PREFETCH bytes ahead. A dot's operations depend on neither R
- * nor M, so a (row, x row) pair gets the same bits in any call and any grouping. */
+/* R rows of W (wr[r]) against M rows of x, out[r * M + i]: one 8-lane accumulator a pair, the
+ * inputs in order, each row prefetched MBCPU_N1_PREFETCH bytes ahead. A dot's operations depend on
+ * neither R nor M, so a (row, x row) pair gets the same bits in any call and any grouping. One
+ * accumulator (not two) keeps 8 pairs' sums in registers beside the weights: with two, gcc ran
+ * out of the 16 registers at 8 pairs and reloaded every weight for every x row. */
 MB_INLINE8 void dots8(const void *const *wr, const int R, int bf16, const float *x, int64_t ldx,
                       int64_t in_f, const int M, float *out) {
   const size_t es = bf16 ? 2 : 4;
-  __m256 a0[8], a1[8];
-  for (int q = 0; q < R * M; q++) a0[q] = a1[q] = _mm256_setzero_ps();
+  __m256 a[8];
+  for (int q = 0; q < R * M; q++) a[q] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= in_f; k += 16) {
     for (int r = 0; r < R; r++) {
       MB_PREFETCH_AHEAD((const char *)wr[r] + (size_t)k * es);
       const __m256 w0 = w8(wr[r], bf16, k, 8), w1 = w8(wr[r], bf16, k + 8, 8);
       for (int i = 0; i < M; i++) {
-        a0[r * M + i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i * ldx + k), a0[r * M + i]);
-        a1[r * M + i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i * ldx + k + 8), a1[r * M + i]);
+        a[r * M + i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i * ldx + k), a[r * M + i]);
+        a[r * M + i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i * ldx + k + 8), a[r * M + i]);
       }
     }
   }
-  if (k < in_f) {
-    const int r0 = in_f - k < 8 ? (int)(in_f - k) : 8, r1 = (int)(in_f - k) - r0;
+  for (; k < in_f; k += 8) {
+    const int c = in_f - k < 8 ? (int)(in_f - k) : 8;
     for (int r = 0; r < R; r++) {
-      const __m256 w0 = w8(wr[r], bf16, k, r0);
+      const __m256 w = w8(wr[r], bf16, k, c);
       for (int i = 0; i < M; i++)
-        a0[r * M + i] =
-            _mm256_fmadd_ps(w0, mbv8_load_part(x + i * ldx + k, r0), a0[r * M + i]);
-      if (r1 > 0) {
-        const __m256 w1 = w8(wr[r], bf16, k + 8, r1);
-        for (int i = 0; i < M; i++)
-          a1[r * M + i] =
-              _mm256_fmadd_ps(w1, mbv8_load_part(x + i * ldx + k + 8, r1), a1[r * M + i]);
-      }
+        a[r * M + i] = _mm256_fmadd_ps(w, mbv8_load_part(x + i * ldx + k, c), a[r * M + i]);
     }
   }
-  for (int q = 0; q < R * M; q++) out[q] = hsum8(_mm256_add_ps(a0[q], a1[q]));
+  for (int q = 0; q < R * M; q++) out[q] = hsum8(a[q]);
 }
 
 /* x rows [i, i + M) against R weight rows, the first at row o0 + j and the others `per` rows apart
