@@ -4,7 +4,8 @@
  * runs the AVX-512 kernels instead, a library built for x86-64-v3 runs the CPU kernel tests
  * (float64 references, and the vector against the scalar path) in a subprocess. Where the default
  * build is already the 8-lane one, every test runs them. (tests/native_build_test.ts compiles them
- * on any machine.)
+ * on any machine.) mbv8_exp's fast path (2^n added to the exponent field) is held to its full form
+ * bit for bit by csrc/tests/vmath8_check.c.
  */
 import assert from "node:assert/strict";
 
@@ -25,6 +26,9 @@ async function cpuFlags(): Promise<Set<string>> {
   return new Set(line.split(":")[1]?.trim().split(/\s+/) ?? []);
 }
 const flags = await cpuFlags();
+const noAvx2 = noCompiler ??
+  (!flags.has("avx2") || !flags.has("fma") ? "this processor has no AVX2 + FMA" : null);
+if (noAvx2) console.warn(`cpu_avx2_test: mbv8_exp's check skipped: ${noAvx2}`);
 const runSkip = noCompiler ??
   (!flags.has("avx2") || !flags.has("fma")
     ? "this processor has no AVX2 + FMA"
@@ -69,6 +73,40 @@ be.close();`,
     const log = dec.decode(tests.stdout) + dec.decode(tests.stderr);
     assert.equal(tests.code, 0, log.slice(-4000));
     assert.match(log, /ok \| \d+ passed \| 0 failed/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name:
+    "mbv8_exp's fast path gives its full form's bits (range ends, mixed vectors, 1/7 of floats)",
+  ignore: noAvx2 !== null,
+}, async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mambabyte_vmath8_" });
+  try {
+    const exe = `${dir}/vmath8_check`;
+    const cc = await new Deno.Command(CC, {
+      args: [
+        "-std=c11",
+        "-O2",
+        "-Wall",
+        "-Werror",
+        "-march=x86-64-v3",
+        "-D_POSIX_C_SOURCE=200809L",
+        `-I${ROOT}csrc`,
+        `-I${ROOT}csrc/include`,
+        `${ROOT}csrc/tests/vmath8_check.c`,
+        "-o",
+        exe,
+      ],
+    }).output();
+    assert.equal(cc.code, 0, dec.decode(cc.stderr));
+    const run = await new Deno.Command(exe, { args: ["7"] }).output();
+    const out = dec.decode(run.stdout);
+    assert.equal(run.code, 0, out);
+    const m = out.match(/(\d+) lanes checked, 0 mismatched/);
+    assert.ok(m && Number(m[1]) > 600_000_000, out);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

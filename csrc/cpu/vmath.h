@@ -159,16 +159,8 @@ static inline __m256 mbv8_pow2i(__m256 n) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
 }
 
-/* mbv_exp's algorithm and constants lane for lane (the same values: AVX-512's scalef(p, n) is p
- * times 2^n rounded once, here p * 2^h * 2^(n - h) with h = trunc(n / 2), whose first product is
- * exact and whose second rounds once, so results below 2^-126 come out as scalef's). */
-static inline __m256 mbv8_exp(__m256 x) {
-  const __m256 hi = _mm256_set1_ps(MB_EXP_HI);
-  const __m256 lo = _mm256_set1_ps(MB_EXP_LO);
-  x = _mm256_max_ps(lo, _mm256_min_ps(hi, x)); /* NaN passes, -inf -> lo (as mbv_exp) */
-  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LE_OQ);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(MB_EXP_LOG2E)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+/* exp(r) for r = x - n ln2 (ln2 in two parts): mbv_exp's polynomial, in its order. */
+static inline __m256 mbv8_exp_poly(__m256 x, __m256 n) {
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(MB_LN2_HI), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(MB_LN2_LO), r);
   __m256 p = _mm256_set1_ps(MB_EXP_P0);
@@ -178,13 +170,39 @@ static inline __m256 mbv8_exp(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MB_EXP_P4));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(MB_EXP_P5));
   const __m256 r2 = _mm256_mul_ps(r, r);
-  p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  return _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+}
+
+/* mbv_exp's algorithm and constants lane for lane (the same values: AVX-512's scalef(p, n) is p
+ * times 2^n rounded once, here p * 2^h * 2^(n - h) with h = trunc(n / 2), whose first product is
+ * exact and whose second rounds once, so results below 2^-126 come out as scalef's). */
+static inline __m256 mbv8_exp_full(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(MB_EXP_HI);
+  const __m256 lo = _mm256_set1_ps(MB_EXP_LO);
+  x = _mm256_max_ps(lo, _mm256_min_ps(hi, x)); /* NaN passes, -inf -> lo (as mbv_exp) */
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LE_OQ);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(MB_EXP_LOG2E)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 p = mbv8_exp_poly(x, n);
   /* n in [-150, 128]: both halves in [-75, 64]; a NaN n becomes an integer, and p stays NaN */
   const __m256 h = _mm256_round_ps(_mm256_mul_ps(n, _mm256_set1_ps(0.5f)),
                                    _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
   const __m256 v = _mm256_mul_ps(_mm256_mul_ps(p, mbv8_pow2i(h)),
                                  mbv8_pow2i(_mm256_sub_ps(n, h)));
   return _mm256_andnot_ps(under, v);
+}
+
+/* The same values, faster where every lane's result is a normal float (n in [-125, 127], so no
+ * clamp applies and p * 2^n is exact): 2^n added to p's exponent field. Other vectors (tiny or
+ * huge results, NaN) take mbv8_exp_full. */
+static inline __m256 mbv8_exp(__m256 x) {
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(MB_EXP_LOG2E)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(n, _mm256_set1_ps(-125.0f), _CMP_GE_OQ),
+                                  _mm256_cmp_ps(n, _mm256_set1_ps(127.0f), _CMP_LE_OQ));
+  if (__builtin_expect(_mm256_movemask_ps(ok) != 0xFF, 0)) return mbv8_exp_full(x);
+  const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(mbv8_exp_poly(x, n)), e));
 }
 
 /* mbv_log for x >= 1 (its callers): getexp and scalef by the exponent field, both exact here. */
