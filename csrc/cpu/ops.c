@@ -416,6 +416,60 @@ static void conv1_rows(const conv1_tables *t, const float *x, int64_t ldx, const
 
 #if MB_AVX2
 #define MB_CONV8_KMAX 32
+
+/* Mamba's k = 4, 8 whole channels: the taps (8 x 4, rows of 4) and the state (8 x 3, rows of 3)
+ * transposed in registers into wt[j][c] and st[j][c] (element-wise stores and a wide reload had
+ * cost a decoding step's conv ~140 cycles a block). */
+static void conv8_load_k4(const float *w, const float *state, float (*wt)[8], float (*st)[8]) {
+  const __m256 r0 = _mm256_loadu_ps(w), r1 = _mm256_loadu_ps(w + 8);
+  const __m256 r2 = _mm256_loadu_ps(w + 16), r3 = _mm256_loadu_ps(w + 24);
+  /* a = channels 0 | 4, b = 1 | 5, c = 2 | 6, d = 3 | 7 (4 taps each half) */
+  const __m256 a = _mm256_permute2f128_ps(r0, r2, 0x20), b = _mm256_permute2f128_ps(r0, r2, 0x31);
+  const __m256 c = _mm256_permute2f128_ps(r1, r3, 0x20), d = _mm256_permute2f128_ps(r1, r3, 0x31);
+  const __m256 ab0 = _mm256_unpacklo_ps(a, b), ab1 = _mm256_unpackhi_ps(a, b);
+  const __m256 cd0 = _mm256_unpacklo_ps(c, d), cd1 = _mm256_unpackhi_ps(c, d);
+  _mm256_store_ps(wt[0], _mm256_shuffle_ps(ab0, cd0, 0x44));
+  _mm256_store_ps(wt[1], _mm256_shuffle_ps(ab0, cd0, 0xEE));
+  _mm256_store_ps(wt[2], _mm256_shuffle_ps(ab1, cd1, 0x44));
+  _mm256_store_ps(wt[3], _mm256_shuffle_ps(ab1, cd1, 0xEE));
+  if (!state) {
+    for (int j = 0; j < 3; j++) _mm256_store_ps(st[j], _mm256_setzero_ps());
+    return;
+  }
+  /* element 3c + j of the 24 lies in vector (3c + j) / 8 at lane (3c + j) % 8 */
+  const __m256 s[3] = {_mm256_loadu_ps(state), _mm256_loadu_ps(state + 8),
+                       _mm256_loadu_ps(state + 16)};
+  const __m256i c3 = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
+  for (int j = 0; j < 3; j++) {
+    const __m256i g = _mm256_add_epi32(c3, _mm256_set1_epi32(j));
+    const __m256i lane = _mm256_and_si256(g, _mm256_set1_epi32(7));
+    const __m256i src = _mm256_srli_epi32(g, 3);
+    __m256 v = _mm256_permutevar8x32_ps(s[0], lane);
+    v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(s[1], lane),
+                         _mm256_castsi256_ps(_mm256_cmpeq_epi32(src, _mm256_set1_epi32(1))));
+    v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(s[2], lane),
+                         _mm256_castsi256_ps(_mm256_cmpeq_epi32(src, _mm256_set1_epi32(2))));
+    _mm256_store_ps(st[j], v);
+  }
+}
+
+/* The inverse for the state: nw[j][c] back to state[3c + j], 8 whole channels. */
+static void conv8_store_state_k4(float (*nw)[8], float *state) {
+  const __m256 n[3] = {_mm256_load_ps(nw[0]), _mm256_load_ps(nw[1]), _mm256_load_ps(nw[2])};
+  for (int o = 0; o < 3; o++) { /* output element 8o + i is channel (8o + i) / 3, tap % 3 */
+    const __m256i g = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                       _mm256_set1_epi32(8 * o));
+    /* g / 3 for g < 24: (g * 11) >> 5 */
+    const __m256i ch = _mm256_srli_epi32(_mm256_mullo_epi32(g, _mm256_set1_epi32(11)), 5);
+    const __m256i tap = _mm256_sub_epi32(g, _mm256_mullo_epi32(ch, _mm256_set1_epi32(3)));
+    __m256 v = _mm256_permutevar8x32_ps(n[0], ch);
+    v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(n[1], ch),
+                         _mm256_castsi256_ps(_mm256_cmpeq_epi32(tap, _mm256_set1_epi32(1))));
+    v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(n[2], ch),
+                         _mm256_castsi256_ps(_mm256_cmpeq_epi32(tap, _mm256_set1_epi32(2))));
+    _mm256_storeu_ps(state + 8 * o, v);
+  }
+}
 /* 8 channels [c0, c0 + nc) of one sequence, k <= MB_CONV8_KMAX: conv_block_vec's arithmetic in
  * 8 lanes (the scalar path's order, bias then the taps in turn), for every length, so a decoding
  * step equals one position of a longer call bit for bit. */
@@ -424,11 +478,15 @@ static void conv_block8(const float *x, int64_t ldx, const float *w, const float
                         float *out, int64_t ldo, float *pre) {
   float wt[MB_CONV8_KMAX][8] __attribute__((aligned(32)));
   float st[MB_CONV8_KMAX][8] __attribute__((aligned(32)));
-  for (int64_t j = 0; j < k; j++)
-    for (int c = 0; c < 8; c++) {
-      wt[j][c] = c < nc ? w[(c0 + c) * k + j] : 0.0f;
-      if (j < k - 1) st[j][c] = (state && c < nc) ? state[(c0 + c) * (k - 1) + j] : 0.0f;
-    }
+  const int k4 = k == 4 && nc == 8;
+  if (k4)
+    conv8_load_k4(w + c0 * 4, state ? state + c0 * 3 : NULL, wt, st);
+  else
+    for (int64_t j = 0; j < k; j++)
+      for (int c = 0; c < 8; c++) {
+        wt[j][c] = c < nc ? w[(c0 + c) * k + j] : 0.0f;
+        if (j < k - 1) st[j][c] = (state && c < nc) ? state[(c0 + c) * (k - 1) + j] : 0.0f;
+      }
   const __m256 bv = bias ? mbv8_load_part(bias + c0, nc) : _mm256_setzero_ps();
   for (int64_t t = 0; t < len; t++) {
     __m256 acc = bv;
@@ -447,8 +505,11 @@ static void conv_block8(const float *x, int64_t ldx, const float *w, const float
       const __m256 v = p >= 0 ? mbv8_load_part(x + p * ldx + c0, nc) : _mm256_load_ps(st[k - 1 + p]);
       _mm256_store_ps(nw[j], v);
     }
-    for (int c = 0; c < nc; c++)
-      for (int64_t j = 0; j < k - 1; j++) state[(c0 + c) * (k - 1) + j] = nw[j][c];
+    if (k4)
+      conv8_store_state_k4(nw, state + c0 * 3);
+    else
+      for (int c = 0; c < nc; c++)
+        for (int64_t j = 0; j < k - 1; j++) state[(c0 + c) * (k - 1) + j] = nw[j][c];
   }
 }
 #endif
