@@ -32,12 +32,12 @@
 #endif
 
 #define MBCPU_TILE_ROWS 64  /* own GEMM: rows of W per tile */
+#define MBCPU_TILE_XROWS 64 /* own GEMM: x rows per task */
 /* Skinny products: weight streams per thread and how far ahead each is prefetched (see
- * lanes_n1_f32 and rows_avx2). */
+ * lanes_n1_f32 and rows8_t). */
 #define MBCPU_N1_LANES 4
 #define MBCPU_N1_PREFETCH 1024
 #define MB_PREFETCH_AHEAD(p) _mm_prefetch((const char *)(p) + MBCPU_N1_PREFETCH, _MM_HINT_T0)
-#define MBCPU_TILE_XROWS 64 /* own GEMM: x rows per task */
 
 /* ---- scalar ------------------------------------------------------------------------------- */
 
@@ -526,8 +526,9 @@ MB_INLINE8 void rows8_group(const char *base, size_t rb, int bf16, const float *
 
 /* rows [o0, o1) of W against x rows [0, n), n <= 8. As the AVX-512 kernels: the range is split
  * into MBCPU_N1_LANES runs read side by side, each one sequential stream (a single stream left the
- * 353M bf16 decode load-bound at ~0.66 of the read probe). A run's rows meet up to 2 x rows at a
- * turn (8 accumulators); more x rows re-read the rows from the cache. */
+ * 353M bf16 decode load-bound at ~0.66 of the read probe). A turn is the four runs' rows against
+ * up to 2 x rows, or two runs' rows against 4 (8 accumulators either way); more x rows re-read the
+ * rows from the cache. */
 MB_INLINE8 void rows8_t(const float *x, int64_t ldx, const void *w, const int bf16,
                         const float *bias, int n, int64_t in_f, int64_t o0, int64_t o1, float *y,
                         int64_t ldy) {
