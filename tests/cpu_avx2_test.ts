@@ -5,7 +5,8 @@
  * (float64 references, and the vector against the scalar path) in a subprocess. Where the default
  * build is already the 8-lane one, every test runs them. (tests/native_build_test.ts compiles them
  * on any machine.) mbv8_exp's fast path (2^n added to the exponent field) is held to its full form
- * bit for bit by csrc/tests/vmath8_check.c.
+ * bit for bit by csrc/tests/vmath8_check.c, and the nuclear norm's 4-lane Jacobi sweeps to the
+ * one-matrix ones by csrc/tests/nuc4_check.c.
  */
 import assert from "node:assert/strict";
 
@@ -78,36 +79,63 @@ be.close();`,
   }
 });
 
+/** Compiles csrc/tests/<name>.c (with `sources` from csrc) for x86-64-v3 and runs it. */
+async function runCheck(name: string, std: string, sources: string[], args: string[]) {
+  const dir = await Deno.makeTempDir({ prefix: `mambabyte_${name}_` });
+  try {
+    const exe = `${dir}/${name}`;
+    const cc = await new Deno.Command(CC, {
+      args: [
+        `-std=${std}`,
+        "-O2",
+        "-Wall",
+        "-Werror",
+        "-Wno-unused-function",
+        "-march=x86-64-v3",
+        "-D_POSIX_C_SOURCE=200809L",
+        `-I${ROOT}csrc`,
+        `-I${ROOT}csrc/include`,
+        `${ROOT}csrc/tests/${name}.c`,
+        ...sources.map((s) => `${ROOT}csrc/${s}`),
+        "-o",
+        exe,
+        "-lm",
+        "-lpthread",
+      ],
+    }).output();
+    assert.equal(cc.code, 0, dec.decode(cc.stderr));
+    const run = await new Deno.Command(exe, { args }).output();
+    const out = dec.decode(run.stdout);
+    assert.equal(run.code, 0, out);
+    return out;
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test({
+  name: "nuclear_from_gram4 (4 positions' Jacobi sweeps at once) gives the one-matrix bits",
+  ignore: noAvx2 !== null,
+}, async () => {
+  // gnu11 lets gcc contract multiply-adds (CMake's default); c11 does not (tools/build.sh)
+  for (const std of ["c11", "gnu11"]) {
+    const out = await runCheck("nuc4_check", std, [
+      "cpu/pool.c",
+      "cpu/ctx.c",
+      "common/error.c",
+      "common/host_copy.c",
+    ], []);
+    const m = out.match(/(\d+) lanes checked, 0 mismatched/);
+    assert.ok(m && Number(m[1]) > 7000, `${std}: ${out}`);
+  }
+});
+
 Deno.test({
   name:
     "mbv8_exp's fast path gives its full form's bits (range ends, mixed vectors, 1/7 of floats)",
   ignore: noAvx2 !== null,
 }, async () => {
-  const dir = await Deno.makeTempDir({ prefix: "mambabyte_vmath8_" });
-  try {
-    const exe = `${dir}/vmath8_check`;
-    const cc = await new Deno.Command(CC, {
-      args: [
-        "-std=c11",
-        "-O2",
-        "-Wall",
-        "-Werror",
-        "-march=x86-64-v3",
-        "-D_POSIX_C_SOURCE=200809L",
-        `-I${ROOT}csrc`,
-        `-I${ROOT}csrc/include`,
-        `${ROOT}csrc/tests/vmath8_check.c`,
-        "-o",
-        exe,
-      ],
-    }).output();
-    assert.equal(cc.code, 0, dec.decode(cc.stderr));
-    const run = await new Deno.Command(exe, { args: ["7"] }).output();
-    const out = dec.decode(run.stdout);
-    assert.equal(run.code, 0, out);
-    const m = out.match(/(\d+) lanes checked, 0 mismatched/);
-    assert.ok(m && Number(m[1]) > 600_000_000, out);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  const out = await runCheck("vmath8_check", "c11", [], ["7"]);
+  const m = out.match(/(\d+) lanes checked, 0 mismatched/);
+  assert.ok(m && Number(m[1]) > 600_000_000, out);
 });

@@ -18,8 +18,10 @@
  *
  * The vector (AVX-512) path handles n <= 64 (up to four zmm per row); larger n runs the scalar
  * path. Built for AVX2 without AVX-512, the scalar path's reductions take their rows of E and the
- * softplus from the 8-lane exp (mbv8_exp, the same values as mbv_exp), and fro and dim -1's sums
- * accumulate in 4-lane float64 vectors.
+ * softplus from the 8-lane exp (mbv8_exp, the same values as mbv_exp), fro and dim -1's sums
+ * accumulate in 4-lane float64 vectors, and so do NUC's Gram rows. Where AVX2 exists (both vector
+ * builds), NUC runs the Jacobi sweeps of 4 positions at once, a lane each (nuclear_from_gram4: the
+ * same bits as one at a time; each matrix's sweeps are a chain of divisions and square roots).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -61,11 +63,15 @@ typedef struct {
   float *sp, *e, *bval;
   double *dsum, *dsq, *gram;
   int64_t *bidx;
+  int defer_nuc; /* NUC: leave the Gram matrix in gram, the caller takes its norm */
 } da_tls;
+
+/* NUC's matrices: MB_NUC_LANES Gram matrices, then as many interleaved for nuclear_from_gram4 */
+#define MB_NUC_LANES 4
 
 static size_t tls_bytes(int64_t d, int64_t n, int nuc) {
   return al64((size_t)d * 4) + al64((size_t)n * 4) * 2 + al64((size_t)n * 8) * 3 +
-         (nuc ? al64((size_t)(n * n) * 8) : 0);
+         (nuc ? al64((size_t)(2 * MB_NUC_LANES * n * n) * 8) : 0);
 }
 
 static da_tls tls_of(const da_job *j, int tid) {
@@ -84,6 +90,7 @@ static da_tls tls_of(const da_job *j, int tid) {
   t.bidx = (int64_t *)p;
   p += al64((size_t)j->n * 8);
   t.gram = j->red == MB_REDUCE_NUC ? (double *)p : NULL;
+  t.defer_nuc = 0;
   return t;
 }
 
@@ -115,6 +122,15 @@ static void softplus_row(int vec, const float *in, int64_t n, float *out) {
 
 /* ---- NUC: eigenvalues of the Gram matrix ------------------------------------------------------ */
 
+/* The Jacobi rotations without fused multiply-adds, so that with gcc the 4-lane form and the
+ * one-matrix form give the same bits in every build (gcc contracts a * b - c * d under -std=gnu11,
+ * CMake's default; csrc/tests/nuc4_check.c compares them). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define MB_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define MB_NO_CONTRACT
+#endif
+
 /*
  * Sum of the square roots of the eigenvalues of the symmetric positive semidefinite n x n matrix a
  * (overwritten): the nuclear norm of a matrix whose Gram matrix it is. Cyclic Jacobi with
@@ -123,7 +139,7 @@ static void softplus_row(int vec, const float *in, int64_t n, float *out) {
  * (quadratic convergence: 5-8 sweeps for n = 16). Eigenvalues that rounding pushed below zero count
  * as 0. A non-finite trace (a NaN or an infinity in the matrix) is returned as it is.
  */
-static double nuclear_from_gram(double *a, int64_t n) {
+MB_NO_CONTRACT static double nuclear_from_gram(double *a, int64_t n) {
   double tr = 0.0;
   for (int64_t i = 0; i < n; i++) tr += a[i * n + i];
   if (!isfinite(tr)) return tr;
@@ -158,6 +174,89 @@ static double nuclear_from_gram(double *a, int64_t n) {
   for (int64_t i = 0; i < n; i++) s += sqrt(fmax(a[i * n + i], 0.0));
   return s;
 }
+
+#if defined(__AVX2__) && defined(__FMA__)
+/*
+ * nuclear_from_gram for up to 4 matrices at once (a[l], l < cnt; out[l]), a lane each: the same
+ * rotations in the same order, their divisions and square roots 4 at a time (one matrix's Jacobi is
+ * a chain of them, ~100 cycles a rotation). A rotation that a lane's test skips is applied there as
+ * a blend that keeps the old values, and a lane stops rotating when its sweep rotated nothing, so
+ * every lane computes what nuclear_from_gram computes for its matrix. w: 4 n^2 doubles.
+ */
+MB_NO_CONTRACT static void nuclear_from_gram4(double *const *a, int cnt, int64_t n, double *w,
+                                             double *out) {
+  double trs[4] = {0, 0, 0, 0};
+  int live[4] = {0, 0, 0, 0};
+  for (int l = 0; l < cnt; l++) {
+    for (int64_t i = 0; i < n; i++) trs[l] += a[l][i * n + i];
+    if (!isfinite(trs[l]))
+      out[l] = trs[l];
+    else if (trs[l] <= 0.0)
+      out[l] = 0.0;
+    else
+      live[l] = 1;
+  }
+  for (int64_t i = 0; i < n * n; i++)
+    for (int l = 0; l < 4; l++) w[i * 4 + l] = live[l] ? a[l][i] : 0.0;
+  const __m256d tiny = _mm256_mul_pd(_mm256_set1_pd(1e-17), _mm256_loadu_pd(trs));
+  const __m256d absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
+  const __m256d one = _mm256_set1_pd(1.0), zero = _mm256_setzero_pd();
+  __m256d on = _mm256_castsi256_pd(
+      _mm256_sub_epi64(_mm256_setzero_si256(), _mm256_setr_epi64x(live[0], live[1], live[2],
+                                                                   live[3])));
+#define MB_W(i, k) (w + ((i) * n + (k)) * 4)
+  for (int sweep = 0; sweep < 100 && _mm256_movemask_pd(on); sweep++) {
+    __m256d rotated = zero;
+    for (int64_t p = 0; p < n - 1; p++)
+      for (int64_t q = p + 1; q < n; q++) {
+        const __m256d apq = _mm256_load_pd(MB_W(p, q));
+        /* rotated unless |apq| <= tiny, as nuclear_from_gram (a NaN rotates) */
+        const __m256d m =
+            _mm256_and_pd(on, _mm256_cmp_pd(_mm256_and_pd(apq, absmask), tiny, _CMP_NLE_UQ));
+        if (!_mm256_movemask_pd(m)) continue;
+        rotated = _mm256_or_pd(rotated, m);
+        const __m256d app = _mm256_load_pd(MB_W(p, p)), aqq = _mm256_load_pd(MB_W(q, q));
+        const __m256d theta =
+            _mm256_div_pd(_mm256_sub_pd(aqq, app), _mm256_mul_pd(_mm256_set1_pd(2.0), apq));
+        const __m256d ath = _mm256_and_pd(theta, absmask);
+        const __m256d sgn = _mm256_blendv_pd(_mm256_set1_pd(-1.0), one,
+                                             _mm256_cmp_pd(theta, zero, _CMP_GE_OQ));
+        const __m256d t_near = _mm256_div_pd(
+            sgn, _mm256_add_pd(ath, _mm256_sqrt_pd(_mm256_add_pd(_mm256_mul_pd(theta, theta), one))));
+        const __m256d t = _mm256_blendv_pd(t_near, _mm256_div_pd(_mm256_set1_pd(0.5), theta),
+                                           _mm256_cmp_pd(ath, _mm256_set1_pd(1e150), _CMP_GT_OQ));
+        const __m256d c = _mm256_div_pd(one, _mm256_sqrt_pd(_mm256_add_pd(_mm256_mul_pd(t, t), one)));
+        const __m256d s = _mm256_mul_pd(t, c);
+        for (int64_t k = 0; k < n; k++) {
+          if (k == p || k == q) continue;
+          const __m256d akp = _mm256_load_pd(MB_W(k, p)), akq = _mm256_load_pd(MB_W(k, q));
+          const __m256d np = _mm256_blendv_pd(
+              akp, _mm256_sub_pd(_mm256_mul_pd(c, akp), _mm256_mul_pd(s, akq)), m);
+          const __m256d nq = _mm256_blendv_pd(
+              akq, _mm256_add_pd(_mm256_mul_pd(s, akp), _mm256_mul_pd(c, akq)), m);
+          _mm256_store_pd(MB_W(k, p), np);
+          _mm256_store_pd(MB_W(p, k), np);
+          _mm256_store_pd(MB_W(k, q), nq);
+          _mm256_store_pd(MB_W(q, k), nq);
+        }
+        const __m256d tapq = _mm256_mul_pd(t, apq);
+        _mm256_store_pd(MB_W(p, p), _mm256_blendv_pd(app, _mm256_sub_pd(app, tapq), m));
+        _mm256_store_pd(MB_W(q, q), _mm256_blendv_pd(aqq, _mm256_add_pd(aqq, tapq), m));
+        const __m256d z = _mm256_blendv_pd(apq, zero, m);
+        _mm256_store_pd(MB_W(p, q), z);
+        _mm256_store_pd(MB_W(q, p), z);
+      }
+    on = _mm256_and_pd(on, rotated);
+  }
+  for (int l = 0; l < cnt; l++) {
+    if (!live[l]) continue;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += sqrt(fmax(MB_W(i, i)[l], 0.0));
+    out[l] = sum;
+  }
+#undef MB_W
+}
+#endif
 
 /* ---- AVX-512 helpers -------------------------------------------------------------------------- */
 #ifdef __AVX512F__
@@ -303,7 +402,7 @@ static void da_position(const da_job *j, const da_tls *w, int64_t t, double *psu
       double *G = w->gram;
       for (int64_t i = 0; i < n; i++)
         for (int64_t k = i; k < n; k++) G[i * n + k] = G[k * n + i] = full[i * 16 + k];
-      j->out[t] = (float)nuclear_from_gram(G, n);
+      if (!w->defer_nuc) j->out[t] = (float)nuclear_from_gram(G, n);
       return;
     }
     if (per_dim && dim == 2) { /* over the n states of each channel: out (len, d) */
@@ -421,6 +520,23 @@ static void da_position(const da_job *j, const da_tls *w, int64_t t, double *psu
     if (red == MB_REDUCE_NONE) {
       memcpy(j->out + (t * d + c) * n, e, (size_t)n * 4);
     } else if (red == MB_REDUCE_NUC) {
+#if MB_AVX2
+      if (j->vec && n <= DA_VEC_NMAX) { /* whole rows, 4 float64 lanes: the same sums (a product
+                                         * of two floats is exact in float64) */
+        double ed[DA_VEC_NMAX + 4] __attribute__((aligned(32)));
+        for (int64_t k = 0; k < n; k++) ed[k] = e[k];
+        const int64_t n4 = n / 4 * 4;
+        for (int64_t i = 0; i < n; i++) {
+          const __m256d b = _mm256_set1_pd(ed[i]);
+          double *gi = G + i * n;
+          for (int64_t k = 0; k < n4; k += 4)
+            _mm256_storeu_pd(gi + k, _mm256_fmadd_pd(b, _mm256_load_pd(ed + k),
+                                                     _mm256_loadu_pd(gi + k)));
+          for (int64_t k = n4; k < n; k++) gi[k] += ed[i] * ed[k];
+        }
+        continue;
+      }
+#endif
       for (int64_t i = 0; i < n; i++) {
         const double ei = e[i];
         for (int64_t k = i; k < n; k++) G[i * n + k] += ei * (double)e[k];
@@ -462,7 +578,7 @@ static void da_position(const da_job *j, const da_tls *w, int64_t t, double *psu
   if (red == MB_REDUCE_NUC) {
     for (int64_t i = 0; i < n; i++)
       for (int64_t k = 0; k < i; k++) G[i * n + k] = G[k * n + i];
-    j->out[t] = (float)nuclear_from_gram(G, n);
+    if (!w->defer_nuc) j->out[t] = (float)nuclear_from_gram(G, n);
   } else if (red == MB_REDUCE_FRO) {
     j->out[t] = (float)sqrt(s_all);
   } else if (all && !minmax) {
@@ -490,6 +606,25 @@ static void da_positions(void *raw, int tid, int nt) {
   double psum = 0.0;
   float pval = 0.0f;
   int phas = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  if (j->red == MB_REDUCE_NUC && j->vec) { /* positions' Gram matrices 4 at a time */
+    const int64_t nn = j->n * j->n;
+    for (int64_t t = t0; t < t1; t += MB_NUC_LANES) {
+      const int cnt = (int)(t1 - t < MB_NUC_LANES ? t1 - t : MB_NUC_LANES);
+      double *g[MB_NUC_LANES], nuc[MB_NUC_LANES];
+      for (int l = 0; l < cnt; l++) {
+        da_tls wl = w;
+        wl.gram = w.gram + l * nn;
+        wl.defer_nuc = 1;
+        g[l] = wl.gram;
+        da_position(j, &wl, t + l, &psum, &pval, &phas);
+      }
+      nuclear_from_gram4(g, cnt, j->n, w.gram + MB_NUC_LANES * nn, nuc);
+      for (int l = 0; l < cnt; l++) j->out[t + l] = (float)nuc[l];
+    }
+    return;
+  }
+#endif
   for (int64_t t = t0; t < t1; t++) da_position(j, &w, t, &psum, &pval, &phas);
   if (j->psum) {
     j->psum[tid] = psum;
