@@ -290,6 +290,14 @@ static inline float vbest_lane(int is_max, __m512 e, __mmask16 m, int *lane) {
 }
 #endif
 
+#if MB_AVX2
+/* E[t, c, s .. s+k) in 8 lanes, k <= 8 (lanes past k: 0) */
+static inline __m256 vrow8(float dt, const float *a, int64_t s, int k) {
+  const __m256 e = mbv8_exp(_mm256_mul_ps(_mm256_set1_ps(dt), mbv8_load_part(a + s, k)));
+  return k < 8 ? _mm256_and_ps(e, mbv8_lanes(k)) : e;
+}
+#endif
+
 /* E[t, c, :] = exp(dt * a[:]) for one channel into e (n floats): the vector exp where the vector
  * path runs, so every mode of a context computes the same E. */
 static void row_e(int vec, float dt, const float *a, int64_t n, float *e) {
@@ -303,10 +311,9 @@ static void row_e(int vec, float dt, const float *a, int64_t n, float *e) {
   }
 #elif MB_AVX2
   if (vec) {
-    const __m256 dv = _mm256_set1_ps(dt);
     for (int64_t s = 0; s < n; s += 8) {
       const int c = n - s < 8 ? (int)(n - s) : 8;
-      mbv8_store_part(e + s, mbv8_exp(_mm256_mul_ps(dv, mbv8_load_part(a + s, c))), c);
+      mbv8_store_part(e + s, vrow8(dt, a, s, c), c);
     }
     return;
   }
@@ -503,11 +510,8 @@ static void da_position(const da_job *j, const da_tls *w, int64_t t, double *psu
   for (int64_t c = 0; c < d; c++) {
 #if MB_AVX2
     if (sum8) { /* row_e's values, straight from the registers */
-      const __m256 dv = _mm256_set1_ps(sp[c]);
       for (int64_t s = 0; s < n; s += 8) {
-        const int k = n - s < 8 ? (int)(n - s) : 8;
-        __m256 v = mbv8_exp(_mm256_mul_ps(dv, mbv8_load_part(A + c * n + s, k)));
-        if (k < 8) v = _mm256_and_ps(v, mbv8_lanes(k)); /* lanes past n: 0, not exp(0) */
+        const __m256 v = vrow8(sp[c], A + c * n, s, n - s < 8 ? (int)(n - s) : 8);
         __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
         __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
         v_lo = sq ? _mm256_fmadd_pd(lo, lo, v_lo) : _mm256_add_pd(v_lo, lo);

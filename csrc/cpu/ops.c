@@ -512,6 +512,20 @@ static void conv_block8(const float *x, int64_t ldx, const float *w, const float
         for (int64_t j = 0; j < k - 1; j++) state[(c0 + c) * (k - 1) + j] = nw[j][c];
   }
 }
+
+/* Tasks [task0, task1) of 8-channel blocks over the sequences (as conv1_rows: task = b * nblk +
+ * block), each sequence's len rows at x + b * len * ldx. */
+static void conv8_rows(const float *x, int64_t ldx, const float *w, const float *bias,
+                       float *conv_state, int64_t len, int64_t d, int64_t k, float *out,
+                       int64_t ldo, float *out_preact, int64_t task0, int64_t task1) {
+  const int64_t nblk = (d + 7) / 8;
+  for (int64_t task = task0; task < task1; task++) {
+    const int64_t b = task / nblk, c0 = (task % nblk) * 8;
+    conv_block8(x + b * len * ldx, ldx, w, bias, conv_state ? conv_state + b * d * (k - 1) : NULL,
+                len, d, k, c0, d - c0 < 8 ? (int)(d - c0) : 8, out + b * len * ldo, ldo,
+                out_preact ? out_preact + b * len * d : NULL);
+  }
+}
 #endif
 
 /* For the fused in_proj + conv step (linear.c): channels [c0, c1) (c0 a multiple of 16) of the
@@ -539,10 +553,9 @@ void mbcpu_conv1_step_range(const float *x, int64_t ldx, const float *w, const f
     conv1_rows(&t, x, ldx, w, bias, conv_state, d, k, out, ldo, NULL, b * nblk + j0,
                b * nblk + j1);
 #elif MB_AVX2
+  const int64_t nblk = (d + 7) / 8, j0 = c0 / 8, j1 = (c1 + 7) / 8;
   for (int64_t b = 0; b < batch; b++)
-    for (int64_t c = c0; c < c1; c += 8)
-      conv_block8(x + b * ldx, ldx, w, bias, conv_state ? conv_state + b * d * (k - 1) : NULL, 1,
-                  d, k, c, c1 - c < 8 ? (int)(c1 - c) : 8, out + b * ldo, ldo, NULL);
+    conv8_rows(x, ldx, w, bias, conv_state, 1, d, k, out, ldo, NULL, b * nblk + j0, b * nblk + j1);
 #else
   (void)x, (void)ldx, (void)w, (void)bias, (void)conv_state, (void)batch, (void)d, (void)k;
   (void)out, (void)ldo, (void)c0, (void)c1;
@@ -588,14 +601,7 @@ static void conv_items(void *raw, int64_t t0, int64_t t1) {
 #endif
 #if MB_AVX2
   if (j->kind == 3) {
-    const int64_t nblk = (d + 7) / 8;
-    for (int64_t task = t0; task < t1; task++) {
-      const int64_t b = task / nblk, c0 = (task % nblk) * 8;
-      conv_block8(j->x + b * len * ldx, ldx, j->w, j->bias,
-                  j->state ? j->state + b * d * (k - 1) : NULL, len, d, k, c0,
-                  d - c0 < 8 ? (int)(d - c0) : 8, j->out + b * len * ldo, ldo,
-                  j->pre ? j->pre + b * len * d : NULL);
-    }
+    conv8_rows(j->x, ldx, j->w, j->bias, j->state, len, d, k, j->out, ldo, j->pre, t0, t1);
     return;
   }
 #endif
