@@ -341,10 +341,11 @@ static void scan_block8(const float *u, int64_t ldu, const float *delta, int64_t
       _mm256_store_ps(hb + s * 8, h0);
       acc = _mm256_fmadd_ps(_mm256_set1_ps(cm[s]), h0, acc);
     }
-    if (states_all) {
+    if (states_all) { /* as the final state: whole 8 x 8 blocks by vector transposes */
       float *sa = states_all + (t * d + c0) * n;
+      for (int64_t q = 0; q < nt8; q += 8) mbv8_transpose8(hb + q * 8, 8, sa + q, n);
       for (int i = 0; i < k; i++)
-        for (int64_t q = 0; q < n; q++) sa[i * n + q] = hb[q * 8 + i];
+        for (int64_t q = nt8; q < n; q++) sa[i * n + q] = hb[q * 8 + i];
     }
     __m256 yv = _mm256_fmadd_ps(dskip, uv, acc);
     if (z) yv = _mm256_mul_ps(yv, mbv8_silu(mbv8_load_part(z + t * ldz + c0, k)));

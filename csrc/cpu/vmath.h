@@ -253,21 +253,40 @@ static inline __m256 mbv8_lanes(int k) {
   return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(k), iota));
 }
 
+/* The same mask (k clamped to 0..8) as a load from a table, for the masked loads and stores. */
+static inline __m256i mbv8_lanes_tab(int k) {
+  static const int32_t tab[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256((const __m256i *)(tab + 8 - (k < 0 ? 0 : k > 8 ? 8 : k)));
+}
+
 /* The first k of 8 floats at p (the rest 0), without reading past them. */
 static inline __m256 mbv8_load_part(const float *p, int k) {
   if (k >= 8) return _mm256_loadu_ps(p);
-  float t[8] __attribute__((aligned(32))) = {0};
-  for (int i = 0; i < k; i++) t[i] = p[i];
-  return _mm256_load_ps(t);
+  /* a masked load (masked lanes read nothing, so no fault past the end): a copy through the stack
+   * cost a memcpy call and a stalled reload, ~15 us of a 896 x 28 product's 18 */
+  return _mm256_maskload_ps(p, mbv8_lanes_tab(k));
 }
 static inline void mbv8_store_part(float *p, __m256 v, int k) {
   if (k >= 8) {
     _mm256_storeu_ps(p, v);
     return;
   }
-  float t[8] __attribute__((aligned(32)));
-  _mm256_store_ps(t, v);
-  for (int i = 0; i < k; i++) p[i] = t[i];
+  _mm256_maskstore_ps(p, mbv8_lanes_tab(k), v);
+}
+
+/* The first k of 8 bf16 values at h (the rest 0) as 16-bit lanes, without reading past them: whole
+ * pairs by a masked 32-bit load, an odd last one blended in. */
+static inline __m128i mbv8_load_part_u16(const uint16_t *h, int k) {
+  if (k >= 8) return _mm_loadu_si128((const __m128i *)h);
+  const __m128i iota = _mm_setr_epi32(0, 1, 2, 3);
+  const __m128i pairs = _mm_cmpgt_epi32(_mm_set1_epi32(k / 2), iota);
+  __m128i v = _mm_maskload_epi32((const int *)h, pairs);
+  if (k & 1) {
+    const __m128i at = _mm_cmpeq_epi16(_mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7),
+                                       _mm_set1_epi16((short)(k - 1)));
+    v = _mm_blendv_epi8(v, _mm_set1_epi16((short)h[k - 1]), at);
+  }
+  return v;
 }
 
 /* An 8 x 8 block transposed: dst[j * ldd + i] = src[i * lds + j] (data movement only). */
