@@ -470,6 +470,20 @@ MB_INLINE8 float hsum8(__m256 v) {
   return _mm_cvtss_f32(q);
 }
 
+/* The dots' last inputs [k, in_f), 8 at a time (a partial last vector), into the accumulators
+ * a[r * M + i]: the end of dots8 and dots8_r4m3. */
+MB_INLINE8 void dots8_tail(const void *const *wr, const int R, int bf16, const float *x,
+                           int64_t ldx, int64_t k, int64_t in_f, const int M, __m256 *a) {
+  for (; k < in_f; k += 8) {
+    const int c = in_f - k < 8 ? (int)(in_f - k) : 8;
+    for (int r = 0; r < R; r++) {
+      const __m256 w = w8(wr[r], bf16, k, c);
+      for (int i = 0; i < M; i++)
+        a[r * M + i] = _mm256_fmadd_ps(w, mbv8_load_part(x + i * ldx + k, c), a[r * M + i]);
+    }
+  }
+}
+
 /* R rows of W (wr[r]) against M rows of x, out[r * M + i]: one 8-lane accumulator a pair, the
  * inputs in order, each row prefetched MBCPU_N1_PREFETCH bytes ahead. A dot's operations depend on
  * neither R nor M, so a (row, x row) pair gets the same bits in any call and any grouping. One
@@ -491,37 +505,29 @@ MB_INLINE8 void dots8(const void *const *wr, const int R, int bf16, const float 
       }
     }
   }
-  for (; tail && k < in_f; k += 8) {
-    const int c = in_f - k < 8 ? (int)(in_f - k) : 8;
-    for (int r = 0; r < R; r++) {
-      const __m256 w = w8(wr[r], bf16, k, c);
-      for (int i = 0; i < M; i++)
-        a[r * M + i] = _mm256_fmadd_ps(w, mbv8_load_part(x + i * ldx + k, c), a[r * M + i]);
-    }
-  }
+  if (tail) dots8_tail(wr, R, bf16, x, ldx, k, in_f, M, a);
   for (int q = 0; q < R * M; q++) out[q] = hsum8(a[q]);
 }
 
-/* Four weight rows against 3 x rows: 12 accumulators, the x rows' 8 inputs held in registers
+/* Four fp32 weight rows against 3 x rows: 12 accumulators, the x rows' 8 inputs held in registers
  * and each weight vector loaded once for them (16 vector registers in all). With 8 accumulators
  * a turn of 8 inputs waits on the FMAs' latency (8 chains of one FMA), and x as a memory operand
  * of every FMA leaves the loop load-bound; 12 chains keep both FMA pipes busy (fp32 rows 10-28%
  * faster for 3 to 8 x rows). The same dots, in the same order, as dots8. */
-MB_INLINE8 void dots8_r4m3(const void *const *wr, int bf16, const float *x, int64_t ldx,
-                           int64_t in_f, const int tail, float *out) {
-  const size_t es = bf16 ? 2 : 4;
+MB_INLINE8 void dots8_r4m3(const void *const *wr, const float *x, int64_t ldx, int64_t in_f,
+                           const int tail, float *out) {
   __m256 a[12];
   for (int q = 0; q < 12; q++) a[q] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= in_f; k += 16) {
-    for (int r = 0; r < 4; r++) MB_PREFETCH_AHEAD((const char *)wr[r] + (size_t)k * es);
+    for (int r = 0; r < 4; r++) MB_PREFETCH_AHEAD((const float *)wr[r] + k);
     for (int h = 0; h < 16; h += 8) {
       __m256 x0 = _mm256_loadu_ps(x + k + h), x1 = _mm256_loadu_ps(x + ldx + k + h),
              x2 = _mm256_loadu_ps(x + 2 * ldx + k + h);
       /* held in registers: left alone, gcc folds each x load into every FMA instead */
       __asm__("" : "+x"(x0), "+x"(x1), "+x"(x2));
       for (int r = 0; r < 4; r++) {
-        __m256 w = w8(wr[r], bf16, k + h, 8);
+        __m256 w = _mm256_loadu_ps((const float *)wr[r] + k + h);
         __asm__("" : "+x"(w));
         a[r * 3] = _mm256_fmadd_ps(w, x0, a[r * 3]);
         a[r * 3 + 1] = _mm256_fmadd_ps(w, x1, a[r * 3 + 1]);
@@ -529,14 +535,7 @@ MB_INLINE8 void dots8_r4m3(const void *const *wr, int bf16, const float *x, int6
       }
     }
   }
-  for (; tail && k < in_f; k += 8) {
-    const int c = in_f - k < 8 ? (int)(in_f - k) : 8;
-    for (int r = 0; r < 4; r++) {
-      const __m256 w = w8(wr[r], bf16, k, c);
-      for (int i = 0; i < 3; i++)
-        a[r * 3 + i] = _mm256_fmadd_ps(w, mbv8_load_part(x + i * ldx + k, c), a[r * 3 + i]);
-    }
-  }
+  if (tail) dots8_tail(wr, 4, 0, x, ldx, k, in_f, 3, a);
   for (int q = 0; q < 12; q++) out[q] = hsum8(a[q]);
 }
 
@@ -551,9 +550,9 @@ static __attribute__((noinline)) void rows8_group_r4m3(const char *base, size_t 
   float d[12];
   for (int r = 0; r < 4; r++) wr[r] = base + (size_t)(o + r * per) * rb;
   if (in_f % 16)
-    dots8_r4m3(wr, 0, xi, ldx, in_f, 1, d);
+    dots8_r4m3(wr, xi, ldx, in_f, 1, d);
   else
-    dots8_r4m3(wr, 0, xi, ldx, in_f, 0, d);
+    dots8_r4m3(wr, xi, ldx, in_f, 0, d);
   for (int r = 0; r < 4; r++)
     for (int i = 0; i < 3; i++)
       yi[(int64_t)i * ldy + o + r * per] = d[r * 3 + i] + (bias ? bias[o + r * per] : 0.0f);

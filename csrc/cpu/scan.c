@@ -288,6 +288,15 @@ static void step_blocks_vec(const float *u, int64_t ldu, const float *delta, int
  * so a decoding step and a scan over positions give the same bits. hb and at: n x 8 floats
  * (32-byte aligned): the states with the channels innermost, and A transposed so.
  */
+/* The block's states (hb: n x 8, channels innermost) back to k channels' rows of n at dst: states
+ * [0, nt8) by 8 x 8 transposes (nt8 = 0 unless k = 8), the rest one by one. The final state and
+ * the states after each position (states_all) both go this way. */
+static void hb_store8(const float *hb, int64_t n, int64_t nt8, int k, float *dst) {
+  for (int64_t s = 0; s < nt8; s += 8) mbv8_transpose8(hb + s * 8, 8, dst + s, n);
+  for (int i = 0; i < k; i++)
+    for (int64_t s = nt8; s < n; s++) dst[i * n + s] = hb[s * 8 + i];
+}
+
 static void scan_block8(const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
                         const float *delta_bias, const float *A, const float *Bm, int64_t ldb,
                         const float *Cm, int64_t ldc, const float *Dskip, const float *z,
@@ -341,21 +350,12 @@ static void scan_block8(const float *u, int64_t ldu, const float *delta, int64_t
       _mm256_store_ps(hb + s * 8, h0);
       acc = _mm256_fmadd_ps(_mm256_set1_ps(cm[s]), h0, acc);
     }
-    if (states_all) { /* as the final state: whole 8 x 8 blocks by vector transposes */
-      float *sa = states_all + (t * d + c0) * n;
-      for (int64_t q = 0; q < nt8; q += 8) mbv8_transpose8(hb + q * 8, 8, sa + q, n);
-      for (int i = 0; i < k; i++)
-        for (int64_t q = nt8; q < n; q++) sa[i * n + q] = hb[q * 8 + i];
-    }
+    if (states_all) hb_store8(hb, n, nt8, k, states_all + (t * d + c0) * n);
     __m256 yv = _mm256_fmadd_ps(dskip, uv, acc);
     if (z) yv = _mm256_mul_ps(yv, mbv8_silu(mbv8_load_part(z + t * ldz + c0, k)));
     mbv8_store_part(y + t * ldy + c0, yv, k);
   }
-  if (state) {
-    for (int64_t s = 0; s < nt8; s += 8) mbv8_transpose8(hb + s * 8, 8, state + c0 * n + s, n);
-    for (int i = 0; i < k; i++)
-      for (int64_t s = nt8; s < n; s++) state[(c0 + i) * n + s] = hb[s * 8 + i];
-  }
+  if (state) hb_store8(hb, n, nt8, k, state + c0 * n);
 }
 #endif /* MB_AVX2 */
 
