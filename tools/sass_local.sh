@@ -43,7 +43,7 @@ EOF
 python3 - "$out/$base.sass" "$pick" <<'EOF'
 import collections, re, sys
 text, pick = open(sys.argv[1]).read().splitlines(), sys.argv[2]
-inst = re.compile(r"/\*[0-9a-f]{4}\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)")
+inst = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)")
 name, counts = None, None
 def show():
     if name and pick in name:
