@@ -12,13 +12,15 @@
  * Graphs: a captured decode-like op sequence replayed twice equals direct execution, bit for bit.
  * Downloads: mb_download_async gives the bytes the CPU twin gives (src as of the call).
  *
- *   cuda_vs_cpu [--small] [--only discrete_a|draft_greedy|linear|bf16|ssu|decode|download|sample]
+ *   cuda_vs_cpu [--small]
+ *     [--only discrete_a|draft_greedy|linear|bf16|scan|ssu|decode|download|sample]
  *     [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
  *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm (and the norm's NT form)
  *     and mb_conv1d_step_linear;
  *     --only bf16: only the bf16 xz and delta ops (mb_linear_to_bf16, the conv of bf16 x, the scan
  *     of bf16 delta and z; with --small also the tile scan's pairs, at 256 x 3584);
+ *     --only scan: only mb_selective_scan (sequential, chunked, tile and bf16 cases);
  *     --only ssu: only mb_selective_state_update_dt, with its kernels' environment peers;
  *     --only decode: only mb_decode_layers (with its in_proj ring's peers) and mb_verify_layers;
  *     --only download: only mb_download_async and mb_download_async_direct;
@@ -44,6 +46,7 @@ static int g_only_ssu = 0; /* --only ssu: the decoding state update, with its ke
 static int g_only_dec = 0; /* --only decode: mb_decode_layers and the verification pass */
 static int g_only_dl = 0;  /* --only download: the downloads (staged and direct) */
 static int g_only_smp = 0; /* --only sample: the draws (serial, parallel, a counter a row) */
+static int g_only_scan = 0; /* --only scan: every mb_selective_scan case (A/B runs of its forms) */
 /* The switch with_gpu_env made the GPU context with (NULL: the usual context) */
 static const char *g_peer_name = NULL, *g_peer_value = NULL;
 
@@ -2464,6 +2467,8 @@ int main(int argc, char **argv) {
       g_only_dl = 1;
     if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "sample"))
       g_only_smp = 1;
+    if (!strcmp(argv[i], "--only") && i + 1 < argc && !strcmp(argv[i + 1], "scan"))
+      g_only_scan = 1;
     if (!strcmp(argv[i], "--draft_cases") && i + 1 < argc) g_dg_cases = atoi(argv[i + 1]);
   }
   int count = 0;
@@ -2495,6 +2500,13 @@ int main(int argc, char **argv) {
     t_conv_bf16();
     t_scan_bf16();
     return finish_run(" (bf16 xz and delta only)");
+  }
+  if (g_only_scan) {
+    t_scan(0);
+    t_scan(1);
+    t_scan_tile();
+    t_scan_bf16();
+    return finish_run(" (selective_scan only)");
   }
   if (g_only_ssu) {
     t_ssu_dt_all();
