@@ -330,6 +330,18 @@ static void scan_block8(const float *u, int64_t ldu, const float *delta, int64_t
     const float *b = Bm + t * ldb, *cm = Cm + t * ldc;
     __m256 acc = _mm256_setzero_ps();
     int64_t s = 0;
+    /* four states a turn, their exps interleaved (independent chains) */
+    for (; s + 4 <= n; s += 4) {
+      __m256 xs[4], e[4];
+      for (int g = 0; g < 4; g++) xs[g] = _mm256_mul_ps(dt, _mm256_load_ps(at + (s + g) * 8));
+      mbv8_exp4(xs, e);
+      for (int g = 0; g < 4; g++) {
+        const __m256 h = _mm256_fmadd_ps(e[g], _mm256_load_ps(hb + (s + g) * 8),
+                                         _mm256_mul_ps(du, _mm256_set1_ps(b[s + g])));
+        _mm256_store_ps(hb + (s + g) * 8, h);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(cm[s + g]), h, acc);
+      }
+    }
     /* two states a turn: their exps are independent chains */
     for (; s + 2 <= n; s += 2) {
       const __m256 e0 = mbv8_exp(_mm256_mul_ps(dt, _mm256_load_ps(at + s * 8)));
