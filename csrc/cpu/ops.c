@@ -489,6 +489,8 @@ static void conv_block8(const float *x, int64_t ldx, const float *w, const float
       }
   const __m256 bv = bias ? mbv8_load_part(bias + c0, nc) : _mm256_setzero_ps();
   for (int64_t t = 0; t < len; t++) {
+    /* the block walks down the rows: each is a new line, asked for ahead (as the scan's u) */
+    if (t + 8 < len) _mm_prefetch((const char *)(x + (t + 8) * ldx + c0), _MM_HINT_T0);
     __m256 acc = bv;
     for (int64_t j = 0; j < k; j++) {
       const int64_t p = t - (k - 1) + j;
