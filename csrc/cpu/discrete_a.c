@@ -111,11 +111,18 @@ static void softplus_row(int vec, const float *in, int64_t n, float *out) {
       _mm512_mask_storeu_ps(out + k, m, mbv_softplus(_mm512_maskz_loadu_ps(m, in + k)));
     }
 #elif MB_AVX2
-  if (vec)
+  if (vec) {
+    for (; k + 32 <= n; k += 32) { /* four vectors side by side (mbv8_softplus4) */
+      __m256 v[4];
+      for (int g = 0; g < 4; g++) v[g] = _mm256_loadu_ps(in + k + 8 * g);
+      mbv8_softplus4(v, v);
+      for (int g = 0; g < 4; g++) _mm256_storeu_ps(out + k + 8 * g, v[g]);
+    }
     for (; k < n; k += 8) {
       const int c = n - k < 8 ? (int)(n - k) : 8;
       mbv8_store_part(out + k, mbv8_softplus(mbv8_load_part(in + k, c)), c);
     }
+  }
 #endif
   for (; k < n; k++) out[k] = mbs_softplus(in[k]);
 }

@@ -326,7 +326,17 @@ static void scan_block8(const float *u, int64_t ldu, const float *delta, int64_t
     const int64_t ti = t % TILE;
     if (ti == 0) {
       const int64_t tn = len - t < TILE ? len - t : TILE;
-      for (int64_t i = 0; i < tn; i++) {
+      int64_t i = 0;
+      for (; i + 4 <= tn; i += 4) { /* four softplus side by side (mbv8_softplus4) */
+        __m256 v[4];
+        for (int g = 0; g < 4; g++) {
+          v[g] = mbv8_load_part(delta + (t + i + g) * ld_delta + c0, k);
+          if (delta_bias) v[g] = _mm256_add_ps(v[g], dbias);
+        }
+        if (delta_softplus) mbv8_softplus4(v, v);
+        for (int g = 0; g < 4; g++) _mm256_store_ps(dtb[i + g], v[g]);
+      }
+      for (; i < tn; i++) { /* the tile's last few (a decoding step's one) */
         __m256 v = mbv8_load_part(delta + (t + i) * ld_delta + c0, k);
         if (delta_bias) v = _mm256_add_ps(v, dbias);
         if (delta_softplus) v = mbv8_softplus(v);

@@ -265,9 +265,8 @@ static inline __m256 mbv8_log(__m256 x) {
   return _mm256_fmadd_ps(e, _mm256_set1_ps(MB_LN2_HI), r);
 }
 
-/* mbv_softplus, 8 lanes (the same operations). */
-static inline __m256 mbv8_softplus(__m256 x) {
-  const __m256 ex = mbv8_exp(_mm256_min_ps(_mm256_set1_ps(20.0f), x));
+/* mbv8_softplus after its exp: ex = mbv8_exp(min(20, x)). */
+static inline __m256 mbv8_softplus_from_exp(__m256 x, __m256 ex) {
   const __m256 u = _mm256_add_ps(ex, _mm256_set1_ps(1.0f));
   const __m256 um1 = _mm256_sub_ps(u, _mm256_set1_ps(1.0f));
   const __m256 tiny = _mm256_cmp_ps(um1, _mm256_setzero_ps(), _CMP_EQ_OQ);
@@ -275,6 +274,20 @@ static inline __m256 mbv8_softplus(__m256 x) {
   l = _mm256_blendv_ps(l, ex, tiny);
   const __m256 big = _mm256_cmp_ps(x, _mm256_set1_ps(20.0f), _CMP_GT_OQ);
   return _mm256_blendv_ps(l, x, big);
+}
+
+/* mbv_softplus, 8 lanes (the same operations). */
+static inline __m256 mbv8_softplus(__m256 x) {
+  return mbv8_softplus_from_exp(x, mbv8_exp(_mm256_min_ps(_mm256_set1_ps(20.0f), x)));
+}
+
+/* mbv8_softplus of four vectors, their exps side by side (mbv8_exp4; the same values): the
+ * scan's dt for a tile of positions (0.74 -> 0.68 ns an update at 2048 x 896). */
+static inline void mbv8_softplus4(const __m256 x[4], __m256 out[4]) {
+  __m256 xc[4], ex[4];
+  for (int g = 0; g < 4; g++) xc[g] = _mm256_min_ps(_mm256_set1_ps(20.0f), x[g]);
+  mbv8_exp4(xc, ex);
+  for (int g = 0; g < 4; g++) out[g] = mbv8_softplus_from_exp(x[g], ex[g]);
 }
 
 static inline __m256 mbv8_silu(__m256 x) {
