@@ -298,6 +298,14 @@ static inline float vbest_lane(int is_max, __m512 e, __mmask16 m, int *lane) {
 #endif
 
 #if MB_AVX2
+/* v's 8 values (squared when sq) added into two float64 accumulators of 4 lanes */
+static inline void sum8_add(__m256 v, int sq, __m256d *lo, __m256d *hi) {
+  const __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+  const __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+  *lo = sq ? _mm256_fmadd_pd(a, a, *lo) : _mm256_add_pd(*lo, a);
+  *hi = sq ? _mm256_fmadd_pd(b, b, *hi) : _mm256_add_pd(*hi, b);
+}
+
 /* E[t, c, s .. s+k) in 8 lanes, k <= 8 (lanes past k: 0) */
 static inline __m256 vrow8(float dt, const float *a, int64_t s, int k) {
   const __m256 e = mbv8_exp(_mm256_mul_ps(_mm256_set1_ps(dt), mbv8_load_part(a + s, k)));
@@ -514,7 +522,7 @@ static void da_position(const da_job *j, const da_tls *w, int64_t t, double *psu
   const int sum8 = j->vec && (red == MB_REDUCE_FRO || (all && !minmax));
   __m256d v_lo = _mm256_setzero_pd(), v_hi = _mm256_setzero_pd();
   int64_t c_first = 0;
-  if (sum8 && n == 16) /* two channels a turn, their four exps interleaved (mbv8_exp4); the same
+  if (sum8 && n == 16) /* two channels a turn, their four exps together (mbv8_exp4); the same
                         * sums in the same order, and a quarter fewer of da_position's samples in
                         * tiny's fro extraction */
     for (; c_first + 2 <= d; c_first += 2) {
@@ -523,12 +531,7 @@ static void da_position(const da_job *j, const da_tls *w, int64_t t, double *psu
         x[g] = _mm256_mul_ps(_mm256_set1_ps(sp[c_first + g / 2]),
                              _mm256_loadu_ps(A + (c_first + g / 2) * 16 + (g % 2) * 8));
       mbv8_exp4(x, v);
-      for (int g = 0; g < 4; g++) {
-        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v[g]));
-        const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v[g], 1));
-        v_lo = sq ? _mm256_fmadd_pd(lo, lo, v_lo) : _mm256_add_pd(v_lo, lo);
-        v_hi = sq ? _mm256_fmadd_pd(hi, hi, v_hi) : _mm256_add_pd(v_hi, hi);
-      }
+      for (int g = 0; g < 4; g++) sum8_add(v[g], sq, &v_lo, &v_hi);
     }
 #else
   const int64_t c_first = 0;
@@ -537,11 +540,7 @@ static void da_position(const da_job *j, const da_tls *w, int64_t t, double *psu
 #if MB_AVX2
     if (sum8) { /* row_e's values, straight from the registers */
       for (int64_t s = 0; s < n; s += 8) {
-        const __m256 v = vrow8(sp[c], A + c * n, s, n - s < 8 ? (int)(n - s) : 8);
-        __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-        __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
-        v_lo = sq ? _mm256_fmadd_pd(lo, lo, v_lo) : _mm256_add_pd(v_lo, lo);
-        v_hi = sq ? _mm256_fmadd_pd(hi, hi, v_hi) : _mm256_add_pd(v_hi, hi);
+        sum8_add(vrow8(sp[c], A + c * n, s, n - s < 8 ? (int)(n - s) : 8), sq, &v_lo, &v_hi);
       }
       continue;
     }

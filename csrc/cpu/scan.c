@@ -297,6 +297,13 @@ static void hb_store8(const float *hb, int64_t n, int64_t nt8, int k, float *dst
     for (int64_t s = nt8; s < n; s++) dst[i * n + s] = hb[s * 8 + i];
 }
 
+/* One state of 8 channels at one position: h = e h + du b into hb, and acc + c h returned. */
+static inline __m256 state8(float *hb, __m256 e, __m256 du, float b, float c, __m256 acc) {
+  const __m256 h = _mm256_fmadd_ps(e, _mm256_load_ps(hb), _mm256_mul_ps(du, _mm256_set1_ps(b)));
+  _mm256_store_ps(hb, h);
+  return _mm256_fmadd_ps(_mm256_set1_ps(c), h, acc);
+}
+
 static void scan_block8(const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
                         const float *delta_bias, const float *A, const float *Bm, int64_t ldb,
                         const float *Cm, int64_t ldc, const float *Dskip, const float *z,
@@ -358,38 +365,17 @@ static void scan_block8(const float *u, int64_t ldu, const float *delta, int64_t
     const float *b = Bm + t * ldb, *cm = Cm + t * ldc;
     __m256 acc = _mm256_setzero_ps();
     int64_t s = 0;
-    /* four states a turn, their exps interleaved (independent chains) */
+    /* four states a turn, their exps behind one range check (mbv8_exp4) */
     for (; s + 4 <= n; s += 4) {
       __m256 xs[4], e[4];
       for (int g = 0; g < 4; g++) xs[g] = _mm256_mul_ps(dt, _mm256_load_ps(at + (s + g) * 8));
       mbv8_exp4(xs, e);
-      for (int g = 0; g < 4; g++) {
-        const __m256 h = _mm256_fmadd_ps(e[g], _mm256_load_ps(hb + (s + g) * 8),
-                                         _mm256_mul_ps(du, _mm256_set1_ps(b[s + g])));
-        _mm256_store_ps(hb + (s + g) * 8, h);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(cm[s + g]), h, acc);
-      }
+      for (int g = 0; g < 4; g++)
+        acc = state8(hb + (s + g) * 8, e[g], du, b[s + g], cm[s + g], acc);
     }
-    /* two states a turn: their exps are independent chains */
-    for (; s + 2 <= n; s += 2) {
-      const __m256 e0 = mbv8_exp(_mm256_mul_ps(dt, _mm256_load_ps(at + s * 8)));
-      const __m256 e1 = mbv8_exp(_mm256_mul_ps(dt, _mm256_load_ps(at + s * 8 + 8)));
-      const __m256 h0 = _mm256_fmadd_ps(e0, _mm256_load_ps(hb + s * 8),
-                                        _mm256_mul_ps(du, _mm256_set1_ps(b[s])));
-      const __m256 h1 = _mm256_fmadd_ps(e1, _mm256_load_ps(hb + s * 8 + 8),
-                                        _mm256_mul_ps(du, _mm256_set1_ps(b[s + 1])));
-      _mm256_store_ps(hb + s * 8, h0);
-      _mm256_store_ps(hb + s * 8 + 8, h1);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(cm[s]), h0, acc);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(cm[s + 1]), h1, acc);
-    }
-    for (; s < n; s++) {
-      const __m256 e0 = mbv8_exp(_mm256_mul_ps(dt, _mm256_load_ps(at + s * 8)));
-      const __m256 h0 = _mm256_fmadd_ps(e0, _mm256_load_ps(hb + s * 8),
-                                        _mm256_mul_ps(du, _mm256_set1_ps(b[s])));
-      _mm256_store_ps(hb + s * 8, h0);
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(cm[s]), h0, acc);
-    }
+    for (; s < n; s++)
+      acc = state8(hb + s * 8, mbv8_exp(_mm256_mul_ps(dt, _mm256_load_ps(at + s * 8))), du, b[s],
+                   cm[s], acc);
     if (states_all) hb_store8(hb, n, nt8, k, states_all + (t * d + c0) * n);
     __m256 yv = _mm256_fmadd_ps(dskip, uv, acc);
     if (z) yv = _mm256_mul_ps(yv, _mm256_load_ps(szb[ti]));
