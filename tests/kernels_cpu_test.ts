@@ -1381,9 +1381,11 @@ function checkLinearConv1dStep(be: Backend, seed: number): void {
     [3, 17, 30, 30, 3, "bf16", false],
     [2, 9, 12, 5, 1, "f32", true],
     [10, 16, 8, 4, 4, "bf16", true],
-    // threaded (>= 64 KiB of weights): each thread convolves the channels of its own rows
+    // threaded (>= 64 KiB of weights): each thread takes a share of the conv's rows (and
+    // convolves those channels) and a share of the rows after them; all rows the conv's
     [2, 160, 330, 165, 4, "bf16", true],
     [1, 100, 400, 200, 3, "f32", false],
+    [1, 200, 200, 200, 4, "f32", true],
   ];
   for (const [n, inF, outF, dc, k, wdtype, opt] of cases) {
     const ldx = inF + 1, ldy = outF + 2, ldo = dc + 3, km = Math.max(k - 1, 1);
@@ -1843,8 +1845,12 @@ Deno.test("vector kernels equal the scalar kernels on the same inputs", () => {
       ]);
     }
   }
-  // a scan, then decoding steps whose states are whole 8 x 8 blocks plus a remainder (n = 12)
-  for (const [batch, len, d, n] of [[2, 33, 37, 16], [3, 1, 37, 12], [1, 1, 2048, 16]]) {
+  // a scan, then decoding steps whose states are whole 8 x 8 blocks plus a remainder (n = 12),
+  // and steps of two sequences whose last block of 8 channels is partial (the 8-lane build's
+  // step form takes a sequence's whole blocks, the block kernel the rest)
+  for (
+    const [batch, len, d, n] of [[2, 33, 37, 16], [3, 1, 37, 12], [1, 1, 2048, 16], [2, 1, 37, 16]]
+  ) {
     const sc = scanCase(r, batch, len, d, n, { pad: 1 });
     cases.push([`selective_scan ${batch}x${len}x${d}x${n}`, (be) => {
       const o = runScan(be, sc, true);

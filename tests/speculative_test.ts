@@ -105,13 +105,13 @@ for (const [label, make] of CONTEXTS) {
       for (const unfused of [false, true]) {
         be.setFlags(unfused ? FLAG_UNFUSED_STEPS : 0);
         for (
-          const [d, n, R, len, wdtype] of [[40, 16, 5, 9, "f32"], [64, 16, 8, 4, "bf16"], [
-            24,
-            7,
-            3,
-            3,
-            "f32",
-          ], [16, 20, 4, 5, "bf16"]] as const
+          const [d, n, R, len, wdtype] of [
+            [40, 16, 5, 9, "f32"],
+            [64, 16, 8, 4, "bf16"],
+            [24, 7, 3, 3, "f32"],
+            [16, 20, 4, 5, "bf16"],
+            [27, 8, 3, 4, "f32"], // one vector of states a channel, a partial block of channels
+          ] as const
         ) {
           const cols = R + 2 * n;
           const xDbl = rand(r, len * cols);

@@ -722,17 +722,31 @@ typedef struct {
   const conv_step *cv;
 } skinny_job;
 
+static void skinny_rows(const skinny_job *j, int64_t o0, int64_t o1) {
+  if (o0 < o1)
+    rows_any(j->vec, j->x, j->ldx, j->xp, j->xsplit, j->kp, j->w, j->wdtype, j->bias, j->n,
+             j->in_f, o0, o1, j->y, j->ldy);
+}
+
 static void skinny_slice(void *raw, int tid, int nt) {
   const skinny_job *j = (const skinny_job *)raw;
-  int64_t b0, b1;
-  mbcpu_range_blocks(j->out_f, j->blk, tid, nt, &b0, &b1);
-  if (b0 < b1)
-    rows_any(j->vec, j->x, j->ldx, j->xp, j->xsplit, j->kp, j->w, j->wdtype, j->bias, j->n,
-             j->in_f, b0, b1, j->y, j->ldy);
   const conv_step *cv = j->cv;
-  if (cv && b0 < cv->d)
+  int64_t b0, b1;
+  if (!cv) {
+    mbcpu_range_blocks(j->out_f, j->blk, tid, nt, &b0, &b1);
+    skinny_rows(j, b0, b1);
+    return;
+  }
+  /* With the conv: a share of the conv's channels (whose rows come first, in_proj's x half) and
+   * a share of the rows after them (the z half). One contiguous slice of all rows gave the whole
+   * conv to the first thread while the other waited. */
+  mbcpu_range_blocks(cv->d, j->blk, tid, nt, &b0, &b1);
+  skinny_rows(j, b0, b1);
+  if (b0 < b1)
     mbcpu_conv1_step_range(j->y, j->ldy, cv->w, cv->bias, cv->state, j->n, cv->d, cv->k, cv->out,
-                           cv->ldo, b0, b1 < cv->d ? b1 : cv->d);
+                           cv->ldo, b0, b1);
+  mbcpu_range_blocks(j->out_f - cv->d, 8, tid, nt, &b0, &b1);
+  skinny_rows(j, cv->d + b0, cv->d + b1);
 }
 
 static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
@@ -747,7 +761,7 @@ static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w
   int nt = ctx->num_threads;
   /* below ~64 KiB of weights the fork/join costs more than it saves */
   if ((size_t)out_f * (size_t)in_f * es < 65536) nt = 1;
-  /* thread slices are multiples of 8 rows (the kernels' row blocks), of 16 with the conv (its
+  /* thread slices are multiples of 8 rows (the kernels' row blocks), of 16 for the conv's rows (its
    * channel blocks): each thread convolves the channels whose in_proj rows it has just written */
   skinny_job job = {.vec = vec, .n = n, .xsplit = bf16_x_split(n), .x = x, .xp = xp,
                     .bias = bias, .ldx = ldx, .kp = kp, .in_f = in_f, .out_f = out_f, .ldy = ldy,

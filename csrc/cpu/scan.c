@@ -44,12 +44,15 @@ static void scan_channel_scalar(const float *u, int64_t ldu, const float *delta,
 
 /* A decoding step's update of at most this many (sequence, channel, state) values runs on one
  * thread (~20 us and less: the fork/join would cost more). The 8-lane kernel is slower per value
- * (a step of 2048 x 16 took 60 us on one thread of a Zen 2 EPYC, 34 on two), so its bar is lower. */
+ * (~1.4 ns on a Zen 2 EPYC, where a hand-off to the pool's spinning worker is ~1 us), so its bar
+ * is far lower: at 16,384, `small`'s 896 x 16 update (~20 us a layer) ran on one thread while the
+ * other waited, and bf16 decoding went 1,790 -> 2,150 bytes/s with it split (tiny's 256 x 16:
+ * 7,400 -> 8,350-9,050). */
 #ifndef MB_SU_THR
 #define MB_SU_THR 131072
 #endif
 #ifndef MB_SU_THR8
-#define MB_SU_THR8 16384
+#define MB_SU_THR8 4096
 #endif
 
 #ifdef __AVX512F__
@@ -304,6 +307,64 @@ static inline __m256 state8(float *hb, __m256 e, __m256 du, float b, float c, __
   return _mm256_fmadd_ps(_mm256_set1_ps(c), h, acc);
 }
 
+/* A decoding step of 8 whole channels with a state of n = 8m states: the states are updated in
+ * their rows (a channel's states 8 to a vector: A, B and the state read and the state written
+ * without the 6 block transposes of scan_block8), then only the new states go to channel lanes (two
+ * transposes at n = 16) for y's chain over the states. Each value comes from the same operations on
+ * the same operands as in scan_block8 (dt u b and dt A are the same products, the exps are lane by
+ * lane, y's chain runs over the states in order), so a step has the bits of a scan over positions. */
+static void step_block8(const float *u, __m256 dt, const float *A, const float *Bm,
+                        const float *Cm, const float *Dskip, const float *z, float *state,
+                        int64_t n, float *y, int64_t c0, float *hb) {
+  const __m256 uv = _mm256_loadu_ps(u + c0);
+  float dts[8] __attribute__((aligned(32))), dus[8] __attribute__((aligned(32)));
+  _mm256_store_ps(dts, dt);
+  _mm256_store_ps(dus, _mm256_mul_ps(dt, uv));
+  const int64_t per = n / 8; /* vectors a channel */
+  float *h0 = state + c0 * n;
+  const float *a0 = A + c0 * n;
+  /* the block's 8n states as n vectors, four at a time (their exps side by side) */
+  for (int64_t q = 0; q < n; q += 4) {
+    __m256 xs[4], e[4];
+    for (int g = 0; g < 4; g++) {
+      const int64_t i = (q + g) / per;
+      xs[g] = _mm256_mul_ps(_mm256_set1_ps(dts[i]), _mm256_loadu_ps(a0 + (q + g) * 8));
+    }
+    mbv8_exp4(xs, e);
+    for (int g = 0; g < 4; g++) {
+      const int64_t i = (q + g) / per, s = (q + g) % per * 8;
+      const __m256 du_b = _mm256_mul_ps(_mm256_set1_ps(dus[i]), _mm256_loadu_ps(Bm + s));
+      _mm256_storeu_ps(h0 + (q + g) * 8,
+                       _mm256_fmadd_ps(e[g], _mm256_loadu_ps(h0 + (q + g) * 8), du_b));
+    }
+  }
+  for (int64_t s = 0; s < n; s += 8) mbv8_transpose8(h0 + s, n, hb + s * 8, 8);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t s = 0; s < n; s++)
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(Cm[s]), _mm256_load_ps(hb + s * 8), acc);
+  __m256 yv = _mm256_fmadd_ps(Dskip ? _mm256_loadu_ps(Dskip + c0) : _mm256_setzero_ps(), uv, acc);
+  if (z) yv = _mm256_mul_ps(yv, mbv8_silu(_mm256_loadu_ps(z + c0)));
+  _mm256_storeu_ps(y + c0, yv);
+}
+
+/* A decoding step's dt for blocks [0, nb) of 8 channels from c0 into dt (nb x 8): softplus four
+ * blocks at a time (mbv8_softplus4, the values of mbv8_softplus), ahead of the blocks' states.
+ * Computed at its block's start, each softplus (~150 cycles deep) held up that block's exps. */
+static void step_dt8(const float *delta, const float *delta_bias, int delta_softplus, int64_t c0,
+                     int64_t nb, float *dt) {
+  for (int64_t b = 0; b < nb; b += 4) {
+    const int m = nb - b < 4 ? (int)(nb - b) : 4;
+    __m256 v[4];
+    for (int g = 0; g < 4; g++) {
+      const int64_t c = c0 + (b + (g < m ? g : 0)) * 8;
+      v[g] = _mm256_loadu_ps(delta + c);
+      if (delta_bias) v[g] = _mm256_add_ps(v[g], _mm256_loadu_ps(delta_bias + c));
+    }
+    if (delta_softplus) mbv8_softplus4(v, v);
+    for (int g = 0; g < m; g++) _mm256_store_ps(dt + (b + g) * 8, v[g]);
+  }
+}
+
 static void scan_block8(const float *u, int64_t ldu, const float *delta, int64_t ld_delta,
                         const float *delta_bias, const float *A, const float *Bm, int64_t ldb,
                         const float *Cm, int64_t ldc, const float *Dskip, const float *z,
@@ -452,6 +513,23 @@ static void scan_items(void *raw, int64_t t0, int64_t t1) {
     }
     for (int64_t task = t0; task < t1; task++) {
       const int64_t b = task / nblk, c0 = (task % nblk) * 8, r = b * len;
+      if (len == 1 && n % 8 == 0 && j->state && !j->states_all && c0 + 8 <= d) {
+        /* a decoding step: this sequence's whole blocks from here at once (step_block8) */
+        int64_t nb = 1;
+        while (task + nb < t1 && (task + nb) % nblk != 0 && c0 + (nb + 1) * 8 <= d) nb++;
+        for (int64_t q = 0; q < nb; q += 16) {
+          const int64_t m = nb - q < 16 ? nb - q : 16;
+          float dt[16 * 8] __attribute__((aligned(32)));
+          step_dt8(j->delta + r * j->ld_delta, j->delta_bias, j->delta_softplus, c0 + q * 8, m,
+                   dt);
+          for (int64_t i = 0; i < m; i++)
+            step_block8(j->u + r * j->ldu, _mm256_load_ps(dt + i * 8), j->A, j->Bm + r * j->ldb,
+                        j->Cm + r * j->ldc, j->Dskip, j->z ? j->z + r * j->ldz : NULL,
+                        j->state + b * d * n, n, j->y + r * j->ldy, c0 + (q + i) * 8, hb);
+        }
+        task += nb - 1;
+        continue;
+      }
       scan_block8(j->u + r * j->ldu, j->ldu, j->delta + r * j->ld_delta, j->ld_delta,
                   j->delta_bias, j->A, j->Bm + r * j->ldb, j->ldb, j->Cm + r * j->ldc, j->ldc,
                   j->Dskip, j->z ? j->z + r * j->ldz : NULL, j->ldz,
