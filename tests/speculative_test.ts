@@ -52,7 +52,8 @@ const CONTEXTS: [string, () => Backend][] = [
 ];
 
 for (const [label, make] of CONTEXTS) {
-  Deno.test(`linear: each row of an n <= 8 call has the bits of a one-row call (${label}) [seed ${SEED}]`, () => {
+  // bf16 weights up to 32 rows (batch decoding): the library's own tiles, not BLAS (linear.c)
+  Deno.test(`linear: each row of an n <= 8 call (bf16: n <= 32) has the bits of a one-row call (${label}) [seed ${SEED}]`, () => {
     const be = make();
     const r = mulberry32(SEED);
     try {
@@ -63,11 +64,12 @@ for (const [label, make] of CONTEXTS) {
             ? Tensor.fromHost(be, wf, [outF, inF])
             : Tensor.fromHost(be, toBf16(wf), [outF, inF], "bf16");
           const bias = Tensor.fromHost(be, rand(r, outF), [outF]);
-          const x = Tensor.fromHost(be, rand(r, 8 * inF), [8, inF]);
-          const y = Tensor.zeros(be, "f32", [8, outF]);
+          const x = Tensor.fromHost(be, rand(r, 32 * inF), [32, inF]);
+          const y = Tensor.zeros(be, "f32", [32, outF]);
           const y1 = Tensor.zeros(be, "f32", [outF]);
+          const ns = wdtype === "f32" ? [2, 3, 4, 5, 6, 7, 8] : [2, 3, 4, 5, 6, 7, 8, 9, 16, 32];
           try {
-            for (let n = 2; n <= 8; n++) {
+            for (const n of ns) {
               be.linear({ x: x.ptr, w: w.ptr, wdtype, bias: bias.ptr, n, inF, outF, y: y.ptr });
               const all = y.toHost() as Float32Array;
               for (let i = 0; i < n; i++) {

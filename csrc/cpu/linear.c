@@ -11,8 +11,9 @@
  *   the bits of one-position decoding steps.
  * larger n (prefill): cblas_sgemm(RowMajor, NoTrans x, Trans W) when BLAS is available (bf16 W
  *   converted to fp32 in the context's scratch first), one single-threaded call per pool thread
- *   on its slice; otherwise the library's own GEMM: W in L2-sized row tiles, each tile applied to
- *   the x rows 8 at a time with the skinny kernel.
+ *   on its slice; otherwise (and for bf16 W against at most MBCPU_TILED_BF16_MAX rows: batch
+ *   decoding) the library's own GEMM: W in L2-sized row tiles, each tile applied to the x rows 8
+ *   at a time with the skinny kernel.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -95,10 +96,18 @@ static void permute_x_bf16(const float *x, int64_t ldx, int64_t n, int64_t in_f,
 #define MB_BF16_DP 0
 #endif
 
+/* bf16 weights against at most this many x rows take the library's own GEMM, whose tiles widen
+ * each weight in registers, rather than BLAS, which needs all of W widened to fp32 first (a pass
+ * over W writing twice its bytes): `small`'s in_proj (448 -> 1792) over 16 rows took 219 us against
+ * 309, the two meeting near 40 rows (Zen 2 EPYC, two threads, weights out of cache). Batch decoding
+ * of 9 to 32 sequences; every row then has the bits of a one-row call, as below 9. */
+#define MBCPU_TILED_BF16_MAX 32
+
 /* x's layout for the vector bf16 kernels of a call with n rows: 1 = split (xs: per row, kp hi then
- * kp lo bf16 values), 0 = permuted fp32 rows. The skinny path splits whenever the machine has
- * vdpbf16ps (every row as n = 1 computes it); the tiled GEMM (n > 8) permutes. */
-static int bf16_x_split(int64_t n) { return MB_BF16_DP && n <= MBCPU_SKINNY_MAX; }
+ * kp lo bf16 values), 0 = permuted fp32 rows. Calls of up to MBCPU_TILED_BF16_MAX rows split
+ * whenever the machine has vdpbf16ps (every row as n = 1 computes it, the tiled GEMM's too); longer
+ * ones (the tiled GEMM without BLAS) permute. */
+static int bf16_x_split(int64_t n) { return MB_BF16_DP && n <= MBCPU_TILED_BF16_MAX; }
 
 #if MB_BF16_DP
 static void split_x_bf16(const float *x, int64_t in_f, int64_t kp, uint16_t *xs) {
@@ -789,7 +798,7 @@ int mbcpu_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const voi
 
 /* Tiles handed out one at a time (OpenMP's dynamic schedule): the last x rows' tiles are short. */
 typedef struct {
-  int vec;
+  int vec, xsplit;
   const float *x, *xp, *bias;
   int64_t ldx, kp, n, in_f, out_f, ldy, ntile, ntask;
   const void *w;
@@ -812,8 +821,8 @@ static void tiled_worker(void *raw, int tid, int nt) {
     const int64_t i1 = i0 + MBCPU_TILE_XROWS < j->n ? i0 + MBCPU_TILE_XROWS : j->n;
     for (int64_t i = i0; i < i1; i += MBCPU_SKINNY_MAX) {
       const int cnt = (int)(i1 - i < MBCPU_SKINNY_MAX ? i1 - i : MBCPU_SKINNY_MAX);
-      rows_any(j->vec, j->x + i * j->ldx, j->ldx, j->xp ? j->xp + i * j->kp : NULL, 0, j->kp,
-               j->w, j->wdtype, j->bias, cnt, j->in_f, o0, o1, j->y + i * j->ldy, j->ldy);
+      rows_any(j->vec, j->x + i * j->ldx, j->ldx, j->xp ? j->xp + i * j->kp : NULL, j->xsplit,
+               j->kp, j->w, j->wdtype, j->bias, cnt, j->in_f, o0, o1, j->y + i * j->ldy, j->ldy);
     }
   }
 }
@@ -828,9 +837,9 @@ static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
   if (failed) return mb_fail(MB_ERR_OOM, "mb_linear: out of memory (scratch)");
   const int64_t ntile = (out_f + MBCPU_TILE_ROWS - 1) / MBCPU_TILE_ROWS;
   const int64_t nxt = (n + MBCPU_TILE_XROWS - 1) / MBCPU_TILE_XROWS;
-  tiled_job job = {.vec = vec, .x = x, .xp = xp, .bias = bias, .ldx = ldx, .kp = kp, .n = n,
-                   .in_f = in_f, .out_f = out_f, .ldy = ldy, .ntile = ntile,
-                   .ntask = ntile * nxt, .w = w, .wdtype = wdtype, .y = y};
+  tiled_job job = {.vec = vec, .xsplit = bf16_x_split(n), .x = x, .xp = xp, .bias = bias,
+                   .ldx = ldx, .kp = kp, .n = n, .in_f = in_f, .out_f = out_f, .ldy = ldy,
+                   .ntile = ntile, .ntask = ntile * nxt, .w = w, .wdtype = wdtype, .y = y};
   mbcpu_parallel(ctx, ctx->num_threads, tiled_worker, &job);
   return MB_OK;
 }
@@ -941,7 +950,8 @@ int mbcpu_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wd
   if (n <= MBCPU_SKINNY_MAX)
     return linear_skinny(ctx, x, ldx, w, wdtype, bias, (int)n, in_f, out_f, y, ldy, NULL);
 #ifdef MB_WITH_BLAS
-  if (mbcpu(ctx)->use_blas && in_f > 0 && n <= INT32_MAX && in_f <= INT32_MAX &&
+  const int bf16_tiled = wdtype == MB_DTYPE_BF16 && n <= MBCPU_TILED_BF16_MAX;
+  if (mbcpu(ctx)->use_blas && !bf16_tiled && in_f > 0 && n <= INT32_MAX && in_f <= INT32_MAX &&
       out_f <= INT32_MAX && ldx <= INT32_MAX && ldy <= INT32_MAX)
     return linear_blas(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
 #endif
