@@ -8,13 +8,16 @@
  *   read per step / read bandwidth. The host's bandwidth can move by 2x within seconds, so decoding
  *   runs in `--repeats` segments, each framed by its own probes; the row gives the median segment
  *   and the range of ratios and bandwidths;
+ * - bf16 decoding of `--batches` sequences at once (default 8,32; all sequences' bytes/s) against
+ *   the lower of two roofs: the weights read once a step at the read bandwidth, and the step's
+ *   FLOPs at the sgemm rate (a batch of 32 is compute-bound here);
  * - prefill bytes/s over 2048 bytes and its achieved GFLOP/s over the measured sgemm rate;
  * - for the bundled small models (`--call_models`, default tiny,small), greedy decoding with each
  *   step's layers in one native call (mb_decode_layers) against five calls a layer, alternated
  *   in the same run: the ratio is what the calls themselves cost.
  *
  * Usage: deno task bench:cpu [--model_id 353M] [--decode_steps 24] [--repeats 5] [--prefill 2048]
- *        [--threads N] [--call_models tiny,small]
+ *        [--threads N] [--call_models tiny,small] [--batches 8,32]
  */
 import { createParser, parseArgs, runMain, UsageError } from "../src/cli/mod.ts";
 import { Backend } from "../src/backend/backend.ts";
@@ -32,6 +35,7 @@ parser.add_argument("--repeats", { type: "int", default: 5 });
 parser.add_argument("--prefill", { type: "int", default: 2048 });
 parser.add_argument("--threads", { type: "int", default: 0 });
 parser.add_argument("--call_models", { default: "tiny,small" });
+parser.add_argument("--batches", { default: "8,32" });
 // deno-lint-ignore no-explicit-any
 type Args = Record<string, any>;
 
@@ -55,6 +59,14 @@ function flopsPerPosition(d: ModelDims): number {
 
 async function main(argv: string[]): Promise<void> {
   const args = parseArgs<Args>(parser, argv);
+  const batches = String(args.batches).split(",").filter((x) => x).map(Number);
+  if (!batches.every((b) => Number.isInteger(b) && b >= 1 && b <= 256)) {
+    throw new UsageError(
+      "bench_cpu",
+      `argument --batches: integers in 1..256 (got ${args.batches})`,
+      "",
+    );
+  }
   for (
     const [flag, min] of [["decode_steps", 2], ["repeats", 1], ["prefill", 1], [
       "threads",
@@ -148,29 +160,37 @@ async function main(argv: string[]): Promise<void> {
       threads: args.threads,
     });
     try {
-      await model.generate(prompt, { maxNewTokens: 2, topK: 1 }); // warm-up
       const bytesPerStep = weightBytesPerStep(model.dims, dtype === "bf16" ? 2 : 4);
-      const segments: { rate: number; bw: number; ratio: number }[] = [];
-      for (let r = 0; r < args.repeats; r++) {
-        const before = probe();
-        const stamps: number[] = [];
-        await model.generate(prompt, {
-          maxNewTokens: args.decode_steps + 1,
-          topK: 1,
-          onBytes: () => {
-            stamps.push(performance.now());
-          },
-        });
-        const steps: number[] = [];
-        for (let i = 1; i < stamps.length; i++) steps.push((stamps[i] - stamps[i - 1]) / 1000);
-        const rate = 1 / median(steps);
-        const bw = median([before, probe()]);
-        segments.push({ rate, bw, ratio: rate / (bw / bytesPerStep) });
-      }
-      const mid = [...segments].sort((a, b) => a.ratio - b.ratio)[Math.floor(segments.length / 2)];
       const span = (xs: number[], f: (x: number) => string) =>
         `${f(Math.min(...xs))}..${f(Math.max(...xs))}`;
-      const ratios = segments.map((g) => g.ratio), bws = segments.map((g) => g.bw / 1e9);
+      /** `repeats` segments of `batch` sequences, each framed by probes; `roof(bw)` in bytes/s. */
+      async function segmentsOf(batch: number, roof: (bw: number) => number) {
+        await model.generate(prompt, { maxNewTokens: 2, topK: 1, numSamples: batch }); // warm-up
+        const segments: { rate: number; bw: number; ratio: number }[] = [];
+        for (let r = 0; r < args.repeats; r++) {
+          const before = probe();
+          const stamps: number[] = [];
+          await model.generate(prompt, {
+            maxNewTokens: args.decode_steps + 1,
+            topK: 1,
+            numSamples: batch,
+            onBytes: () => {
+              stamps.push(performance.now());
+            },
+          });
+          const steps: number[] = [];
+          for (let i = 1; i < stamps.length; i++) steps.push((stamps[i] - stamps[i - 1]) / 1000);
+          const rate = batch / median(steps);
+          const bw = median([before, probe()]);
+          segments.push({ rate, bw, ratio: rate / roof(bw) });
+        }
+        const mid = [...segments].sort((a, b) =>
+          a.ratio - b.ratio
+        )[Math.floor(segments.length / 2)];
+        return { segments, mid, ratios: segments.map((g) => g.ratio) };
+      }
+      const { segments, mid, ratios } = await segmentsOf(1, (bw) => bw / bytesPerStep);
+      const bws = segments.map((g) => g.bw / 1e9);
       rows.push([
         `decode ${dtype}`,
         `${mid.rate.toFixed(2)} bytes/s`,
@@ -181,6 +201,23 @@ async function main(argv: string[]): Promise<void> {
           span(ratios, (x) => x.toFixed(2))
         } at ${span(bws, (x) => x.toFixed(0))} GB/s)`,
       ]);
+      if (dtype === "bf16") {
+        const flopRoof = sgemmRate / flopsPerPosition(model.dims);
+        for (const batch of batches.filter((b) => b > 1)) {
+          const memRoof = (bw: number) => (batch * bw) / bytesPerStep;
+          const got = await segmentsOf(batch, (bw) => Math.min(memRoof(bw), flopRoof));
+          rows.push([
+            `decode bf16 batch ${batch}`,
+            `${got.mid.rate.toFixed(0)} bytes/s (all sequences)`,
+            `roofline ${Math.min(memRoof(got.mid.bw), flopRoof).toFixed(0)} bytes/s (read ${
+              memRoof(got.mid.bw).toFixed(0)
+            }, sgemm ${flopRoof.toFixed(0)})`,
+            `ratio ${got.mid.ratio.toFixed(2)} (median of ${got.segments.length} segments; ${
+              span(got.ratios, (x) => x.toFixed(2))
+            })`,
+          ]);
+        }
+      }
       if (dtype === "fp32") {
         const text = new Uint8Array(args.prefill).map((_, i) => 32 + (i * 7) % 90);
         await model.forwardChunks(text.subarray(0, 64)).then((s) => s.free()); // warm-up
