@@ -164,7 +164,7 @@ async function main(argv: string[]): Promise<void> {
       const span = (xs: number[], f: (x: number) => string) =>
         `${f(Math.min(...xs))}..${f(Math.max(...xs))}`;
       /** `repeats` segments of `batch` sequences, each framed by probes; `roof(bw)` in bytes/s. */
-      async function segmentsOf(batch: number, roof: (bw: number) => number) {
+      const segmentsOf = async (batch: number, roof: (bw: number) => number) => {
         await model.generate(prompt, { maxNewTokens: 2, topK: 1, numSamples: batch }); // warm-up
         const segments: { rate: number; bw: number; ratio: number }[] = [];
         for (let r = 0; r < args.repeats; r++) {
@@ -188,7 +188,7 @@ async function main(argv: string[]): Promise<void> {
           a.ratio - b.ratio
         )[Math.floor(segments.length / 2)];
         return { segments, mid, ratios: segments.map((g) => g.ratio) };
-      }
+      };
       const { segments, mid, ratios } = await segmentsOf(1, (bw) => bw / bytesPerStep);
       const bws = segments.map((g) => g.bw / 1e9);
       rows.push([
