@@ -44,9 +44,9 @@ static void scan_channel_scalar(const float *u, int64_t ldu, const float *delta,
 
 /* A decoding step's update of at most this many (sequence, channel, state) values runs on one
  * thread (~20 us and less: the fork/join would cost more). The 8-lane kernel is slower per value
- * (~1.4 ns on a Zen 2 EPYC, where a hand-off to the pool's spinning worker is ~1 us), so its bar
- * is far lower: at 16,384, `small`'s 896 x 16 update (~20 us a layer) ran on one thread while the
- * other waited, and bf16 decoding went 1,790 -> 2,150 bytes/s with it split (tiny's 256 x 16:
+ * (1.0-1.4 ns on a Zen 2 EPYC, where a hand-off to the pool's spinning worker is ~1 us), so its
+ * bar is far lower: at 16,384, `small`'s 896 x 16 update (~20 us a layer) ran on one thread while
+ * the other waited, and bf16 decoding went 1,790 -> 2,150 bytes/s with it split (tiny's 256 x 16:
  * 7,400 -> 8,350-9,050). */
 #ifndef MB_SU_THR
 #define MB_SU_THR 131072
@@ -287,9 +287,10 @@ static void step_blocks_vec(const float *u, int64_t ldu, const float *delta, int
  * The 8-lane scan (AVX2 + FMA): channels [c0, c0 + k) of one sequence (k <= 8), one channel a
  * lane, the n states in a loop. Per channel the arithmetic is the scalar path's, in its order
  * (h = exp(dt A) h + du B, then y += C h over the states, then y + D u, times silu(z)), with
- * mbv8_exp for expf, so no reduction across lanes is needed. Every length runs this one function,
- * so a decoding step and a scan over positions give the same bits. hb and at: n x 8 floats
- * (32-byte aligned): the states with the channels innermost, and A transposed so.
+ * mbv8_exp for expf, so no reduction across lanes is needed. Every length runs this one function
+ * (a decoding step's whole blocks run step_block8, the same operations), so a decoding step and a
+ * scan over positions give the same bits. hb and at: n x 8 floats (32-byte aligned): the states
+ * with the channels innermost, and A transposed so.
  */
 /* The block's states (hb: n x 8, channels innermost) back to k channels' rows of n at dst: states
  * [0, nt8) by 8 x 8 transposes (nt8 = 0 unless k = 8), the rest one by one. The final state and
