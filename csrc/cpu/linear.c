@@ -720,11 +720,16 @@ typedef struct {
   float *out;
 } conv_step;
 
-/* One skinny product as a pool job: thread slices of `blk` rows. */
+/* Thread slices of a skinny product are whole blocks of rows: 8 (the row kernels' blocks), 16 for
+ * the rows of a fused conv step (its channel blocks: 16 in the AVX-512 build, 8 in AVX2's). */
+#define MBCPU_SLICE_ROWS 8
+#define MBCPU_SLICE_CONV_ROWS 16
+
+/* One skinny product as a pool job. */
 typedef struct {
   int vec, n, xsplit;
   const float *x, *xp, *bias;
-  int64_t ldx, kp, in_f, out_f, ldy, blk;
+  int64_t ldx, kp, in_f, out_f, ldy;
   const void *w;
   int wdtype;
   float *y;
@@ -742,19 +747,19 @@ static void skinny_slice(void *raw, int tid, int nt) {
   const conv_step *cv = j->cv;
   int64_t b0, b1;
   if (!cv) {
-    mbcpu_range_blocks(j->out_f, j->blk, tid, nt, &b0, &b1);
+    mbcpu_range_blocks(j->out_f, MBCPU_SLICE_ROWS, tid, nt, &b0, &b1);
     skinny_rows(j, b0, b1);
     return;
   }
   /* With the conv: a share of the conv's channels (whose rows come first, in_proj's x half) and
    * a share of the rows after them (the z half). One contiguous slice of all rows gave the whole
    * conv to the first thread while the other waited. */
-  mbcpu_range_blocks(cv->d, j->blk, tid, nt, &b0, &b1);
+  mbcpu_range_blocks(cv->d, MBCPU_SLICE_CONV_ROWS, tid, nt, &b0, &b1);
   skinny_rows(j, b0, b1);
   if (b0 < b1)
     mbcpu_conv1_step_range(j->y, j->ldy, cv->w, cv->bias, cv->state, j->n, cv->d, cv->k, cv->out,
                            cv->ldo, b0, b1);
-  mbcpu_range_blocks(j->out_f - cv->d, 8, tid, nt, &b0, &b1);
+  mbcpu_range_blocks(j->out_f - cv->d, MBCPU_SLICE_ROWS, tid, nt, &b0, &b1);
   skinny_rows(j, cv->d + b0, cv->d + b1);
 }
 
@@ -770,11 +775,9 @@ static int linear_skinny(mb_ctx *ctx, const float *x, int64_t ldx, const void *w
   int nt = ctx->num_threads;
   /* below ~64 KiB of weights the fork/join costs more than it saves */
   if ((size_t)out_f * (size_t)in_f * es < 65536) nt = 1;
-  /* thread slices are multiples of 8 rows (the kernels' row blocks), of 16 for the conv's rows (its
-   * channel blocks): each thread convolves the channels whose in_proj rows it has just written */
   skinny_job job = {.vec = vec, .n = n, .xsplit = bf16_x_split(n), .x = x, .xp = xp,
                     .bias = bias, .ldx = ldx, .kp = kp, .in_f = in_f, .out_f = out_f, .ldy = ldy,
-                    .blk = cv ? 16 : 8, .w = w, .wdtype = wdtype, .y = y, .cv = cv};
+                    .w = w, .wdtype = wdtype, .y = y, .cv = cv};
   mbcpu_parallel(ctx, nt, skinny_slice, &job);
   return MB_OK;
 }

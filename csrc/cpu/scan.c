@@ -321,20 +321,23 @@ static void step_block8(const float *u, __m256 dt, const float *A, const float *
   float dts[8] __attribute__((aligned(32))), dus[8] __attribute__((aligned(32)));
   _mm256_store_ps(dts, dt);
   _mm256_store_ps(dus, _mm256_mul_ps(dt, uv));
-  const int64_t per = n / 8; /* vectors a channel */
   float *h0 = state + c0 * n;
   const float *a0 = A + c0 * n;
-  /* the block's 8n states as n vectors, four at a time (their exps side by side) */
+  /* the block's 8n states as n vectors, four at a time (their exps side by side); vector q holds
+   * channel q / (n / 8)'s states (q % (n / 8)) * 8 on: ch and st follow q without a division */
+  int64_t ch = 0, st = 0;
   for (int64_t q = 0; q < n; q += 4) {
     __m256 xs[4], e[4];
+    int64_t chs[4], sts[4];
     for (int g = 0; g < 4; g++) {
-      const int64_t i = (q + g) / per;
-      xs[g] = _mm256_mul_ps(_mm256_set1_ps(dts[i]), _mm256_loadu_ps(a0 + (q + g) * 8));
+      chs[g] = ch, sts[g] = st;
+      xs[g] = _mm256_mul_ps(_mm256_set1_ps(dts[ch]), _mm256_loadu_ps(a0 + (q + g) * 8));
+      st += 8;
+      if (st == n) st = 0, ch++;
     }
     mbv8_exp4(xs, e);
     for (int g = 0; g < 4; g++) {
-      const int64_t i = (q + g) / per, s = (q + g) % per * 8;
-      const __m256 du_b = _mm256_mul_ps(_mm256_set1_ps(dus[i]), _mm256_loadu_ps(Bm + s));
+      const __m256 du_b = _mm256_mul_ps(_mm256_set1_ps(dus[chs[g]]), _mm256_loadu_ps(Bm + sts[g]));
       _mm256_storeu_ps(h0 + (q + g) * 8,
                        _mm256_fmadd_ps(e[g], _mm256_loadu_ps(h0 + (q + g) * 8), du_b));
     }
