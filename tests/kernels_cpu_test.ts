@@ -544,9 +544,18 @@ function checkConv(be: Backend, seed: number): void {
       }
     }
   }
-  // continuity: a call over a positions then one over b == one call over a + b
-  for (const [a, b, k] of [[1, 1, 4], [2, 7, 4], [5, 1, 3], [3, 40, 4]]) {
-    const d = 21, batch = 2;
+  // continuity: a call over a positions then one over b == one call over a + b (len-1 calls with
+  // k = 4 take the decoding step's kernel: whole and partial 8-channel blocks, and at 20 x 821
+  // pairs a thread's share that starts inside a block)
+  const continuity = [
+    [1, 1, 4, 2, 21],
+    [2, 7, 4, 2, 21],
+    [5, 1, 3, 2, 21],
+    [3, 40, 4, 2, 21],
+    [4, 1, 4, 9, 45],
+    [1, 1, 4, 20, 821],
+  ];
+  for (const [a, b, k, batch, d] of continuity) {
     const whole = convCase(r, batch, a + b, d, k, 0, true);
     const one = runConv(be, whole, false);
     const sliceX = (t0: number, n: number) => {

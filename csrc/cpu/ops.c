@@ -185,8 +185,10 @@ int mbcpu_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
 
 /* ---- causal depthwise conv1d -------------------------------------------------------------- */
 
-/* A decoding step's conv over fewer (sequence, channel) pairs than this runs on one thread. */
+/* A decoding step's conv over fewer (sequence, channel) pairs than this runs on one thread (the
+ * AVX2 build's step kernel: ~1.7 ns a pair on one Zen 2 core, so 16384 pairs are ~27 us). */
 #define MB_CONV1_THR 65536
+#define MB_CONV8_THR 16384
 
 static void conv_channel_scalar(const float *x, int64_t ldx, const float *w, const float *bias,
                                 float *st, int64_t len, int64_t d, int64_t k, int64_t c,
@@ -515,6 +517,76 @@ static void conv_block8(const float *x, int64_t ldx, const float *w, const float
   }
 }
 
+/* A decoding step's k = 4 state, 8 whole channels: rows of 3 (channel-major, the ABI's layout)
+ * <-> three 8-lane vectors, tap-major. Element (c, j) lies at 3c + j, so tap j's channels sit in
+ * the three loaded vectors at disjoint lane sets that cover all 8 lanes: two blends gather them
+ * (in the order c = 3L mod 8 and its shifts) and one permutation sorts them; the store runs the
+ * same steps backwards. 9 shuffles each way, where conv8_load_k4 and conv8_store_state_k4 take 15
+ * and 21 with their index arithmetic. */
+static inline void conv8_state_load(const float *s, __m256 *t0, __m256 *t1, __m256 *t2) {
+  const __m256 v0 = _mm256_loadu_ps(s), v1 = _mm256_loadu_ps(s + 8), v2 = _mm256_loadu_ps(s + 16);
+  const __m256 u0 = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x92), v2, 0x24);
+  const __m256 u1 = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x24), v2, 0x49);
+  const __m256 u2 = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x49), v2, 0x92);
+  *t0 = _mm256_permutevar8x32_ps(u0, _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5));
+  *t1 = _mm256_permutevar8x32_ps(u1, _mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6));
+  *t2 = _mm256_permutevar8x32_ps(u2, _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7));
+}
+
+static inline void conv8_state_store(float *s, __m256 t0, __m256 t1, __m256 t2) {
+  const __m256 u0 = _mm256_permutevar8x32_ps(t0, _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5));
+  const __m256 u1 = _mm256_permutevar8x32_ps(t1, _mm256_setr_epi32(5, 0, 3, 6, 1, 4, 7, 2));
+  const __m256 u2 = _mm256_permutevar8x32_ps(t2, _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7));
+  _mm256_storeu_ps(s, _mm256_blend_ps(_mm256_blend_ps(u0, u1, 0x92), u2, 0x24));
+  _mm256_storeu_ps(s + 8, _mm256_blend_ps(_mm256_blend_ps(u0, u1, 0x24), u2, 0x49));
+  _mm256_storeu_ps(s + 16, _mm256_blend_ps(_mm256_blend_ps(u0, u1, 0x49), u2, 0x92));
+}
+
+/* A decoding step (len 1, k = 4, a state) of the 8 whole channels from c0 for sequences [b0, b1):
+ * the taps transposed once for all of them, then conv_block8's arithmetic for one position (the
+ * bias, then the taps in turn), so the bits are a longer call's. */
+static void conv8_step_k4(const float *x, int64_t ldx, const float *w, const float *bias,
+                          float *conv_state, int64_t d, int64_t c0, float *out, int64_t ldo,
+                          int64_t b0, int64_t b1) {
+  float wt[4][8] __attribute__((aligned(32)));
+  float unused[3][8] __attribute__((aligned(32)));
+  conv8_load_k4(w + c0 * 4, NULL, wt, unused);
+  const __m256 w0 = _mm256_load_ps(wt[0]), w1 = _mm256_load_ps(wt[1]);
+  const __m256 w2 = _mm256_load_ps(wt[2]), w3 = _mm256_load_ps(wt[3]);
+  const __m256 bv = bias ? _mm256_loadu_ps(bias + c0) : _mm256_setzero_ps();
+  for (int64_t b = b0; b < b1; b++) {
+    float *st = conv_state + (b * d + c0) * 3;
+    __m256 s0, s1, s2;
+    conv8_state_load(st, &s0, &s1, &s2);
+    const __m256 xv = _mm256_loadu_ps(x + b * ldx + c0);
+    __m256 acc = _mm256_fmadd_ps(w0, s0, bv);
+    acc = _mm256_fmadd_ps(w1, s1, acc);
+    acc = _mm256_fmadd_ps(w2, s2, acc);
+    acc = _mm256_fmadd_ps(w3, xv, acc);
+    _mm256_storeu_ps(out + b * ldo + c0, mbv8_silu(acc));
+    conv8_state_store(st, s1, s2, xv);
+  }
+}
+
+/* A decoding step's items ordered block-major (item = block * batch + b), so a thread's run of
+ * items shares each block's transposed taps; a last partial block runs conv_block8. */
+static void conv8_step_items(const float *x, int64_t ldx, const float *w, const float *bias,
+                             float *conv_state, int64_t batch, int64_t d, float *out, int64_t ldo,
+                             int64_t t0, int64_t t1) {
+  while (t0 < t1) {
+    const int64_t blk = t0 / batch, b0 = t0 % batch;
+    const int64_t b1 = t1 - blk * batch < batch ? t1 - blk * batch : batch;
+    const int64_t c0 = blk * 8;
+    if (c0 + 8 <= d)
+      conv8_step_k4(x, ldx, w, bias, conv_state, d, c0, out, ldo, b0, b1);
+    else
+      for (int64_t b = b0; b < b1; b++)
+        conv_block8(x + b * ldx, ldx, w, bias, conv_state + b * d * 3, 1, d, 4, c0, (int)(d - c0),
+                    out + b * ldo, ldo, NULL);
+    t0 = blk * batch + b1;
+  }
+}
+
 /* Tasks [task0, task1) of 8-channel blocks over the sequences (as conv1_rows: task = b * nblk +
  * block), each sequence's len rows at x + b * len * ldx. */
 static void conv8_rows(const float *x, int64_t ldx, const float *w, const float *bias,
@@ -556,6 +628,10 @@ void mbcpu_conv1_step_range(const float *x, int64_t ldx, const float *w, const f
                b * nblk + j1);
 #elif MB_AVX2
   const int64_t nblk = (d + 7) / 8, j0 = c0 / 8, j1 = (c1 + 7) / 8;
+  if (k == 4 && conv_state) {
+    conv8_step_items(x, ldx, w, bias, conv_state, batch, d, out, ldo, j0 * batch, j1 * batch);
+    return;
+  }
   for (int64_t b = 0; b < batch; b++)
     conv8_rows(x, ldx, w, bias, conv_state, 1, d, k, out, ldo, NULL, b * nblk + j0, b * nblk + j1);
 #else
@@ -567,7 +643,8 @@ void mbcpu_conv1_step_range(const float *x, int64_t ldx, const float *w, const f
 /* The conv's kernels as pool jobs: items are 16-channel blocks (len == 1, or any len), 8-channel
  * blocks (AVX2) or single channels (scalar), over all sequences. */
 typedef struct {
-  int kind; /* 0: len-1 step blocks, 1: vector blocks, 2: scalar channels, 3: 8-lane blocks */
+  int kind; /* 0: len-1 step blocks, 1: vector blocks, 2: scalar channels, 3: 8-lane blocks,
+             * 4: 8-lane len-1 k-4 steps, block-major */
 #ifdef __AVX512F__
   const conv1_tables *tables;
 #endif
@@ -575,7 +652,7 @@ typedef struct {
   int64_t ldx;
   const float *w, *bias;
   float *state;
-  int64_t len, d, k;
+  int64_t batch, len, d, k;
   float *out;
   int64_t ldo;
   float *pre;
@@ -604,6 +681,10 @@ static void conv_items(void *raw, int64_t t0, int64_t t1) {
 #if MB_AVX2
   if (j->kind == 3) {
     conv8_rows(j->x, ldx, j->w, j->bias, j->state, len, d, k, j->out, ldo, j->pre, t0, t1);
+    return;
+  }
+  if (j->kind == 4) {
+    conv8_step_items(j->x, ldx, j->w, j->bias, j->state, j->batch, d, j->out, ldo, t0, t1);
     return;
   }
 #endif
@@ -637,7 +718,7 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int
   }
   int nt = threads_for(ctx, batch * len * d * k);
   conv_job job = {.kind = 2, .x = x, .ldx = ldx, .w = w, .bias = bias, .state = conv_state,
-                  .len = len, .d = d, .k = k, .out = out, .ldo = ldo,
+                  .batch = batch, .len = len, .d = d, .k = k, .out = out, .ldo = ldo,
                   .pre = out_preact};
   int64_t items = batch * d;
 #ifdef __AVX512F__
@@ -654,9 +735,9 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int
   }
 #elif MB_AVX2
   if (mbcpu_vec8(ctx) && k <= MB_CONV8_KMAX) {
-    job.kind = 3;
+    job.kind = len == 1 && k == 4 && conv_state && !out_preact ? 4 : 3;
     items = batch * ((d + 7) / 8);
-    if (len == 1) nt = batch * d < MB_CONV1_THR ? 1 : ctx->num_threads;
+    if (len == 1) nt = batch * d < MB_CONV8_THR ? 1 : ctx->num_threads;
   }
 #endif
   mbcpu_parallel_for(ctx, nt, items, conv_items, &job);
