@@ -52,12 +52,15 @@ const CONTEXTS: [string, () => Backend][] = [
 ];
 
 for (const [label, make] of CONTEXTS) {
-  // bf16 weights up to 32 rows (batch decoding): the library's own tiles, not BLAS (linear.c)
+  // bf16 weights up to 32 rows (batch decoding): the library's own tiles, not BLAS (linear.c;
+  // with in_f <= 512 x rows 12 and 8 at a time packed, the rest by the n <= 8 kernels)
   Deno.test(`linear: each row of an n <= 8 call (bf16: n <= 32) has the bits of a one-row call (${label}) [seed ${SEED}]`, () => {
     const be = make();
     const r = mulberry32(SEED);
     try {
-      for (const [inF, outF] of [[64, 48], [37, 19], [448, 896], [200, 256], [28, 896]]) {
+      for (
+        const [inF, outF] of [[64, 48], [37, 19], [448, 896], [200, 256], [28, 896], [520, 24]]
+      ) {
         for (const wdtype of ["f32", "bf16"] as const) {
           const wf = rand(r, outF * inF, 0.2);
           const w = wdtype === "f32"
@@ -67,7 +70,9 @@ for (const [label, make] of CONTEXTS) {
           const x = Tensor.fromHost(be, rand(r, 32 * inF), [32, inF]);
           const y = Tensor.zeros(be, "f32", [32, outF]);
           const y1 = Tensor.zeros(be, "f32", [outF]);
-          const ns = wdtype === "f32" ? [2, 3, 4, 5, 6, 7, 8] : [2, 3, 4, 5, 6, 7, 8, 9, 16, 32];
+          const ns = wdtype === "f32"
+            ? [2, 3, 4, 5, 6, 7, 8]
+            : [2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 21, 29, 32];
           try {
             for (const n of ns) {
               be.linear({ x: x.ptr, w: w.ptr, wdtype, bias: bias.ptr, n, inF, outF, y: y.ptr });

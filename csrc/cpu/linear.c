@@ -501,7 +501,7 @@ MB_INLINE8 void dots8_tail(const void *const *wr, const int R, int bf16, const f
 MB_INLINE8 void dots8(const void *const *wr, const int R, int bf16, const float *x, int64_t ldx,
                       int64_t in_f, const int M, const int tail, float *out) {
   const size_t es = bf16 ? 2 : 4;
-  __m256 a[8];
+  __m256 a[12]; /* R * M <= 12 */
   for (int q = 0; q < R * M; q++) a[q] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= in_f; k += 16) {
@@ -573,7 +573,7 @@ MB_INLINE8 void rows8_group(const char *base, size_t rb, int bf16, const float *
                             int64_t in_f, const float *bias, int64_t o, int64_t per, const int R,
                             const int M, float *yi, int64_t ldy) {
   const void *wr[MBCPU_N1_LANES];
-  float d[8];
+  float d[12];
   for (int r = 0; r < R; r++) wr[r] = base + (size_t)(o + r * per) * rb;
   /* a separate copy for in_f % 16 != 0: with the partial loads beside it, gcc no longer kept the
    * weights in registers in the main loop (8-row products at 2/3 of the speed) */
@@ -646,6 +646,85 @@ static __attribute__((noinline)) void rows8_bf16(const float *x, int64_t ldx, co
                                                  const float *bias, int n, int64_t in_f, int64_t o0,
                                                  int64_t o1, float *y, int64_t ldy) {
   rows8_t(x, ldx, w, 1, bias, n, in_f, o0, o1, y, ldy);
+}
+
+/* x rows [0, m) packed for dots8_px: their inputs 8 at a time, row by row (block b of row r at
+ * (b * m + r) * 8), a partial last block zero-filled as mbv8_load_part reads it. */
+static void pack_x8(const float *x, int64_t ldx, int m, int64_t in_f, float *xp) {
+  for (int64_t b = 0; b * 8 < in_f; b++) {
+    const int c = in_f - b * 8 < 8 ? (int)(in_f - b * 8) : 8;
+    for (int r = 0; r < m; r++)
+      _mm256_store_ps(xp + (b * m + r) * 8, mbv8_load_part(x + r * ldx + b * 8, c));
+  }
+}
+
+/* R bf16 weight rows (from wr, rb elements apart) against M packed x rows (pack_x8), R * M <= 12
+ * accumulators; pair (r, i) to yo[i * ldy + r]. Each pair's dot is dots8's: 8 inputs a turn in
+ * order, the widened weights times x, then hsum8 and the bias. With the rows packed, the loads
+ * share one pointer: addressing 12 rows of x, gcc ran out of general registers and reloaded row
+ * pointers inside the loop. */
+MB_INLINE8 void px_rows(const uint16_t *wr, int64_t rb, const float *xp, int64_t in_f, const int R,
+                        const int M, const float *bias, float *yo, int64_t ldy) {
+  __m256 a[12];
+  for (int q = 0; q < R * M; q++) a[q] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= in_f; k += 8, xp += M * 8)
+    for (int r = 0; r < R; r++) {
+      const __m256 wv = w8(wr + r * rb, 1, k, 8);
+      for (int i = 0; i < M; i++)
+        a[r * M + i] = _mm256_fmadd_ps(wv, _mm256_load_ps(xp + i * 8), a[r * M + i]);
+    }
+  if (k < in_f)
+    for (int r = 0; r < R; r++) {
+      const __m256 wv = w8(wr + r * rb, 1, k, (int)(in_f - k));
+      for (int i = 0; i < M; i++)
+        a[r * M + i] = _mm256_fmadd_ps(wv, _mm256_load_ps(xp + i * 8), a[r * M + i]);
+    }
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < M; i++)
+      yo[i * ldy + r] = hsum8(a[r * M + i]) + (bias ? bias[r] : 0.0f);
+}
+
+/* Weight rows [o, o + r) of bf16 W asked for (the first group's pass over a tile reads it from
+ * memory; a prefetch inside px_rows' loop cost its registers). */
+static inline void prefetch_rows_bf16(const uint16_t *w, int64_t in_f, int64_t o, int64_t r) {
+  const char *p = (const char *)(w + o * in_f), *e = (const char *)(w + (o + r) * in_f);
+  for (; p < e; p += 64) _mm_prefetch(p, _MM_HINT_T0);
+}
+
+/* The own tiles' bf16 rows [o0, o1) against x rows [0, n) with in_f <= MBCPU_TILE8_KMAX, W's tile
+ * in the cache (n > 8): x rows 12 at a time packed into xp (pack_x8; 12 x in_f rounded up to 8
+ * floats, 32-byte aligned), each weight row against them with 12 accumulators (with 8, as rows8_t's
+ * turns, the FMAs' latency binds: 5 cycles, two pipes), then 8 rows a turn, the last few by
+ * rows8_bf16. Every pair gets a one-row call's bits. Over longer rows 12 packed rows no longer fit
+ * L1 beside the weights: two weight rows against 6 measured no faster there than rows8_t's turns
+ * (in_f 896: 62-67 against 66-67 GFLOP/s on one Zen 2 core), so those keep rows8_bf16. */
+#define MBCPU_TILE8_KMAX 512
+static __attribute__((noinline)) void tile8_bf16(const float *x, int64_t ldx, const void *w,
+                                                 const float *bias, int n, int64_t in_f,
+                                                 int64_t o0, int64_t o1, float *y, int64_t ldy,
+                                                 float *xp) {
+  const uint16_t *wb = (const uint16_t *)w;
+  int i = 0;
+  for (; n - i >= 12; i += 12) {
+    pack_x8(x + (int64_t)i * ldx, ldx, 12, in_f, xp);
+    for (int64_t o = o0; o < o1; o++) {
+      if (i == 0 && o + 2 < o1) prefetch_rows_bf16(wb, in_f, o + 2, 1);
+      px_rows(wb + o * in_f, in_f, xp, in_f, 1, 12, bias ? bias + o : NULL,
+              y + (int64_t)i * ldy + o, ldy);
+    }
+  }
+  for (; n - i >= 8; i += 8) {
+    pack_x8(x + (int64_t)i * ldx, ldx, 8, in_f, xp);
+    for (int64_t o = o0; o < o1; o++) {
+      if (i == 0 && o + 2 < o1) prefetch_rows_bf16(wb, in_f, o + 2, 1);
+      px_rows(wb + o * in_f, in_f, xp, in_f, 1, 8, bias ? bias + o : NULL,
+              y + (int64_t)i * ldy + o, ldy);
+    }
+  }
+  if (i < n)
+    rows8_bf16(x + (int64_t)i * ldx, ldx, w, bias, n - i, in_f, o0, o1, y + (int64_t)i * ldy,
+               ldy);
 }
 
 static void rows_avx2(const float *x, int64_t ldx, const void *w, int wdtype, const float *bias,
@@ -814,20 +893,33 @@ static void tiled_worker(void *raw, int tid, int nt) {
   (void)tid;
   (void)nt;
   tiled_job *j = (tiled_job *)raw;
+  float *xp = NULL; /* tile8_bf16's packed x rows (without it, the n <= 8 kernels: the same bits) */
+#if MB_AVX2
+  if (j->vec && j->wdtype == MB_DTYPE_BF16 && j->in_f <= MBCPU_TILE8_KMAX)
+    xp = (float *)aligned_alloc(32, (size_t)((j->in_f + 7) / 8) * 8 * 12 * sizeof(float));
+#endif
   for (;;) {
     const int64_t t = (int64_t)atomic_fetch_add(&j->next, 1);
-    if (t >= j->ntask) return;
+    if (t >= j->ntask) break;
     const int64_t tile = t % j->ntile, xt = t / j->ntile;
     const int64_t o0 = tile * MBCPU_TILE_ROWS;
     const int64_t o1 = o0 + MBCPU_TILE_ROWS < j->out_f ? o0 + MBCPU_TILE_ROWS : j->out_f;
     const int64_t i0 = xt * MBCPU_TILE_XROWS;
     const int64_t i1 = i0 + MBCPU_TILE_XROWS < j->n ? i0 + MBCPU_TILE_XROWS : j->n;
+#if MB_AVX2
+    if (xp) {
+      tile8_bf16(j->x + i0 * j->ldx, j->ldx, j->w, j->bias, (int)(i1 - i0), j->in_f, o0, o1,
+                 j->y + i0 * j->ldy, j->ldy, xp);
+      continue;
+    }
+#endif
     for (int64_t i = i0; i < i1; i += MBCPU_SKINNY_MAX) {
       const int cnt = (int)(i1 - i < MBCPU_SKINNY_MAX ? i1 - i : MBCPU_SKINNY_MAX);
       rows_any(j->vec, j->x + i * j->ldx, j->ldx, j->xp ? j->xp + i * j->kp : NULL, j->xsplit,
                j->kp, j->w, j->wdtype, j->bias, cnt, j->in_f, o0, o1, j->y + i * j->ldy, j->ldy);
     }
   }
+  free(xp);
 }
 
 static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
