@@ -32,7 +32,7 @@
 #define MB_VEC512 0
 #endif
 
-#define MBCPU_TILE_ROWS 64  /* own GEMM: rows of W per tile */
+#define MBCPU_TILE_ROWS 64  /* own GEMM: rows of W per tile (at most; see tile_rows) */
 #define MBCPU_TILE_XROWS 64 /* own GEMM: x rows per task */
 /* Skinny products: weight streams per thread and how far ahead each is prefetched (see
  * lanes_n1_f32 and rows8_t). */
@@ -882,12 +882,21 @@ int mbcpu_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const voi
 typedef struct {
   int vec, xsplit;
   const float *x, *xp, *bias;
-  int64_t ldx, kp, n, in_f, out_f, ldy, ntile, ntask;
+  int64_t ldx, kp, n, in_f, out_f, ldy, tile_rows, ntile, ntask;
   const void *w;
   int wdtype;
   float *y;
   atomic_llong next;
 } tiled_job;
+
+/* Rows of W per tile: MBCPU_TILE_ROWS, halved (down to 16) until there are 4 tiles a thread; with
+ * few rows (x_proj's 60: one tile) one thread did the whole product while the others waited, and
+ * out_proj's 448 rows made 7 tiles for 2 threads. */
+static int64_t tile_rows(int64_t out_f, int nt) {
+  int64_t tr = MBCPU_TILE_ROWS;
+  while (tr > 16 && (out_f + tr - 1) / tr < 4 * (int64_t)nt) tr /= 2;
+  return tr;
+}
 
 static void tiled_worker(void *raw, int tid, int nt) {
   (void)tid;
@@ -902,8 +911,8 @@ static void tiled_worker(void *raw, int tid, int nt) {
     const int64_t t = (int64_t)atomic_fetch_add(&j->next, 1);
     if (t >= j->ntask) break;
     const int64_t tile = t % j->ntile, xt = t / j->ntile;
-    const int64_t o0 = tile * MBCPU_TILE_ROWS;
-    const int64_t o1 = o0 + MBCPU_TILE_ROWS < j->out_f ? o0 + MBCPU_TILE_ROWS : j->out_f;
+    const int64_t o0 = tile * j->tile_rows;
+    const int64_t o1 = o0 + j->tile_rows < j->out_f ? o0 + j->tile_rows : j->out_f;
     const int64_t i0 = xt * MBCPU_TILE_XROWS;
     const int64_t i1 = i0 + MBCPU_TILE_XROWS < j->n ? i0 + MBCPU_TILE_XROWS : j->n;
 #if MB_AVX2
@@ -930,11 +939,13 @@ static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
   int failed;
   const float *xp = permuted_x(ctx, vec, wdtype, x, ldx, n, in_f, &kp, &failed);
   if (failed) return mb_fail(MB_ERR_OOM, "mb_linear: out of memory (scratch)");
-  const int64_t ntile = (out_f + MBCPU_TILE_ROWS - 1) / MBCPU_TILE_ROWS;
+  const int64_t tr = tile_rows(out_f, ctx->num_threads);
+  const int64_t ntile = (out_f + tr - 1) / tr;
   const int64_t nxt = (n + MBCPU_TILE_XROWS - 1) / MBCPU_TILE_XROWS;
   tiled_job job = {.vec = vec, .xsplit = bf16_x_split(n), .x = x, .xp = xp, .bias = bias,
                    .ldx = ldx, .kp = kp, .n = n, .in_f = in_f, .out_f = out_f, .ldy = ldy,
-                   .ntile = ntile, .ntask = ntile * nxt, .w = w, .wdtype = wdtype, .y = y};
+                   .tile_rows = tr, .ntile = ntile, .ntask = ntile * nxt, .w = w,
+                   .wdtype = wdtype, .y = y};
   mbcpu_parallel(ctx, ctx->num_threads, tiled_worker, &job);
   return MB_OK;
 }
