@@ -34,6 +34,7 @@
 
 #define MBCPU_TILE_ROWS 64  /* own GEMM: rows of W per tile (at most; see tile_rows) */
 #define MBCPU_TILE_XROWS 64 /* own GEMM: x rows per task */
+#define MBCPU_TILED_THR (1 << 16) /* own GEMM: multiply-adds below which one thread runs it */
 /* Skinny products: weight streams per thread and how far ahead each is prefetched (see
  * lanes_n1_f32 and rows8_t). */
 #define MBCPU_N1_LANES 4
@@ -658,38 +659,43 @@ static void pack_x8(const float *x, int64_t ldx, int m, int64_t in_f, float *xp)
   }
 }
 
-/* R bf16 weight rows (from wr, rb elements apart) against M packed x rows (pack_x8), R * M <= 12
- * accumulators; pair (r, i) to yo[i * ldy + r]. Each pair's dot is dots8's: 8 inputs a turn in
- * order, the widened weights times x, then hsum8 and the bias. With the rows packed, the loads
- * share one pointer: addressing 12 rows of x, gcc ran out of general registers and reloaded row
- * pointers inside the loop. */
-MB_INLINE8 void px_rows(const uint16_t *wr, int64_t rb, const float *xp, int64_t in_f, const int R,
-                        const int M, const float *bias, float *yo, int64_t ldy) {
+/* One bf16 weight row against M packed x rows (pack_x8), M <= 12 accumulators; pair i to
+ * yo[i * ldy]. Each pair's dot is dots8's: 8 inputs a turn in order, the widened weights times x,
+ * then hsum8 and the bias. With the rows packed the loads share one pointer: addressing 12 rows of
+ * x, gcc ran out of general registers and reloaded row pointers inside the loop. */
+MB_INLINE8 void px_row(const uint16_t *wr, const float *xp, int64_t in_f, const int M,
+                       const float *bias, float *yo, int64_t ldy) {
   __m256 a[12];
-  for (int q = 0; q < R * M; q++) a[q] = _mm256_setzero_ps();
+  for (int i = 0; i < M; i++) a[i] = _mm256_setzero_ps();
   int64_t k = 0;
-  for (; k + 8 <= in_f; k += 8, xp += M * 8)
-    for (int r = 0; r < R; r++) {
-      const __m256 wv = w8(wr + r * rb, 1, k, 8);
-      for (int i = 0; i < M; i++)
-        a[r * M + i] = _mm256_fmadd_ps(wv, _mm256_load_ps(xp + i * 8), a[r * M + i]);
-    }
-  if (k < in_f)
-    for (int r = 0; r < R; r++) {
-      const __m256 wv = w8(wr + r * rb, 1, k, (int)(in_f - k));
-      for (int i = 0; i < M; i++)
-        a[r * M + i] = _mm256_fmadd_ps(wv, _mm256_load_ps(xp + i * 8), a[r * M + i]);
-    }
-  for (int r = 0; r < R; r++)
-    for (int i = 0; i < M; i++)
-      yo[i * ldy + r] = hsum8(a[r * M + i]) + (bias ? bias[r] : 0.0f);
+  for (; k + 8 <= in_f; k += 8, xp += M * 8) {
+    const __m256 wv = w8(wr, 1, k, 8);
+    for (int i = 0; i < M; i++) a[i] = _mm256_fmadd_ps(wv, _mm256_load_ps(xp + i * 8), a[i]);
+  }
+  if (k < in_f) {
+    const __m256 wv = w8(wr, 1, k, (int)(in_f - k));
+    for (int i = 0; i < M; i++) a[i] = _mm256_fmadd_ps(wv, _mm256_load_ps(xp + i * 8), a[i]);
+  }
+  for (int i = 0; i < M; i++) yo[i * ldy] = hsum8(a[i]) + (bias ? bias[0] : 0.0f);
 }
 
 /* Weight rows [o, o + r) of bf16 W asked for (the first group's pass over a tile reads it from
- * memory; a prefetch inside px_rows' loop cost its registers). */
+ * memory; a prefetch inside px_row's loop cost its registers). */
 static inline void prefetch_rows_bf16(const uint16_t *w, int64_t in_f, int64_t o, int64_t r) {
   const char *p = (const char *)(w + o * in_f), *e = (const char *)(w + (o + r) * in_f);
   for (; p < e; p += 64) _mm_prefetch(p, _MM_HINT_T0);
+}
+
+/* M x rows packed into xp, then each of the tile's rows [o0, o1) against them (px_row); `first`:
+ * the tile's first pass, which asks for the rows two ahead. */
+MB_INLINE8 void px_group(const float *x, int64_t ldx, const uint16_t *wb, const float *bias,
+                         int64_t in_f, int64_t o0, int64_t o1, float *y, int64_t ldy, float *xp,
+                         int first, const int M) {
+  pack_x8(x, ldx, M, in_f, xp);
+  for (int64_t o = o0; o < o1; o++) {
+    if (first && o + 2 < o1) prefetch_rows_bf16(wb, in_f, o + 2, 1);
+    px_row(wb + o * in_f, xp, in_f, M, bias ? bias + o : NULL, y + o, ldy);
+  }
 }
 
 /* The own tiles' bf16 rows [o0, o1) against x rows [0, n) with in_f <= MBCPU_TILE8_KMAX, W's tile
@@ -706,22 +712,12 @@ static __attribute__((noinline)) void tile8_bf16(const float *x, int64_t ldx, co
                                                  float *xp) {
   const uint16_t *wb = (const uint16_t *)w;
   int i = 0;
-  for (; n - i >= 12; i += 12) {
-    pack_x8(x + (int64_t)i * ldx, ldx, 12, in_f, xp);
-    for (int64_t o = o0; o < o1; o++) {
-      if (i == 0 && o + 2 < o1) prefetch_rows_bf16(wb, in_f, o + 2, 1);
-      px_rows(wb + o * in_f, in_f, xp, in_f, 1, 12, bias ? bias + o : NULL,
-              y + (int64_t)i * ldy + o, ldy);
-    }
-  }
-  for (; n - i >= 8; i += 8) {
-    pack_x8(x + (int64_t)i * ldx, ldx, 8, in_f, xp);
-    for (int64_t o = o0; o < o1; o++) {
-      if (i == 0 && o + 2 < o1) prefetch_rows_bf16(wb, in_f, o + 2, 1);
-      px_rows(wb + o * in_f, in_f, xp, in_f, 1, 8, bias ? bias + o : NULL,
-              y + (int64_t)i * ldy + o, ldy);
-    }
-  }
+  for (; n - i >= 12; i += 12)
+    px_group(x + (int64_t)i * ldx, ldx, wb, bias, in_f, o0, o1, y + (int64_t)i * ldy, ldy, xp,
+             i == 0, 12);
+  for (; n - i >= 8; i += 8)
+    px_group(x + (int64_t)i * ldx, ldx, wb, bias, in_f, o0, o1, y + (int64_t)i * ldy, ldy, xp,
+             i == 0, 8);
   if (i < n)
     rows8_bf16(x + (int64_t)i * ldx, ldx, w, bias, n - i, in_f, o0, o1, y + (int64_t)i * ldy,
                ldy);
@@ -939,14 +935,16 @@ static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
   int failed;
   const float *xp = permuted_x(ctx, vec, wdtype, x, ldx, n, in_f, &kp, &failed);
   if (failed) return mb_fail(MB_ERR_OOM, "mb_linear: out of memory (scratch)");
-  const int64_t tr = tile_rows(out_f, ctx->num_threads);
+  /* below 2^16 multiply-adds (~1 us) the fork/join costs more than it saves */
+  const int nt = n * in_f * out_f < MBCPU_TILED_THR ? 1 : ctx->num_threads;
+  const int64_t tr = tile_rows(out_f, nt);
   const int64_t ntile = (out_f + tr - 1) / tr;
   const int64_t nxt = (n + MBCPU_TILE_XROWS - 1) / MBCPU_TILE_XROWS;
   tiled_job job = {.vec = vec, .xsplit = bf16_x_split(n), .x = x, .xp = xp, .bias = bias,
                    .ldx = ldx, .kp = kp, .n = n, .in_f = in_f, .out_f = out_f, .ldy = ldy,
                    .tile_rows = tr, .ntile = ntile, .ntask = ntile * nxt, .w = w,
                    .wdtype = wdtype, .y = y};
-  mbcpu_parallel(ctx, ctx->num_threads, tiled_worker, &job);
+  mbcpu_parallel(ctx, nt, tiled_worker, &job);
   return MB_OK;
 }
 
