@@ -53,14 +53,13 @@ const CONTEXTS: [string, () => Backend][] = [
 
 for (const [label, make] of CONTEXTS) {
   // bf16 weights up to 32 rows (batch decoding): the library's own tiles, not BLAS (linear.c;
-  // with in_f <= 512 x rows 12 and 8 at a time packed, the rest by the n <= 8 kernels)
+  // x rows 12 at a time packed, in chunks of their inputs past 512, the rest by the n <= 8 kernels)
   Deno.test(`linear: each row of an n <= 8 call (bf16: n <= 32) has the bits of a one-row call (${label}) [seed ${SEED}]`, () => {
     const be = make();
     const r = mulberry32(SEED);
     try {
-      for (
-        const [inF, outF] of [[64, 48], [37, 19], [448, 896], [200, 256], [28, 896], [520, 24]]
-      ) {
+      const shapes = [[64, 48], [37, 19], [448, 896], [200, 256], [28, 896], [520, 24], [601, 20]];
+      for (const [inF, outF] of shapes) {
         for (const wdtype of ["f32", "bf16"] as const) {
           const wf = rand(r, outF * inF, 0.2);
           const w = wdtype === "f32"

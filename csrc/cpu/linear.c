@@ -659,68 +659,95 @@ static void pack_x8(const float *x, int64_t ldx, int m, int64_t in_f, float *xp)
   }
 }
 
-/* One bf16 weight row against M packed x rows (pack_x8), M <= 12 accumulators; pair i to
- * yo[i * ldy]. Each pair's dot is dots8's: 8 inputs a turn in order, the widened weights times x,
- * then hsum8 and the bias. With the rows packed the loads share one pointer: addressing 12 rows of
- * x, gcc ran out of general registers and reloaded row pointers inside the loop. */
-MB_INLINE8 void px_row(const uint16_t *wr, const float *xp, int64_t in_f, const int M,
-                       const float *bias, float *yo, int64_t ldy) {
+/* One bf16 weight row's inputs [k0, k0 + kc) against M packed x rows (pack_x8 of those inputs),
+ * M <= 12 accumulators carried in acc (M x 8 floats) between a row's chunks: zeros before the
+ * first (k0 == 0), and after the last (k0 + kc == in_f) the sums with the bias to yo[i * ldy]
+ * instead. Each pair's dot is dots8's: 8 inputs a turn in order, the widened weights times x (the
+ * last turn partial), then hsum8 and the bias; an accumulator stored and reloaded is exact. With
+ * the rows packed the loads share one pointer: addressing 12 rows of x, gcc ran out of general
+ * registers and reloaded row pointers inside the loop. */
+MB_INLINE8 void px_row(const uint16_t *wr, const float *xp, int64_t k0, int64_t kc, int64_t in_f,
+                       const int M, float *acc, const float *bias, float *yo, int64_t ldy) {
   __m256 a[12];
-  for (int i = 0; i < M; i++) a[i] = _mm256_setzero_ps();
-  int64_t k = 0;
-  for (; k + 8 <= in_f; k += 8, xp += M * 8) {
+  for (int i = 0; i < M; i++) a[i] = k0 == 0 ? _mm256_setzero_ps() : _mm256_load_ps(acc + i * 8);
+  int64_t k = k0;
+  const int64_t k1 = k0 + kc;
+  for (; k + 8 <= k1; k += 8, xp += M * 8) {
     const __m256 wv = w8(wr, 1, k, 8);
     for (int i = 0; i < M; i++) a[i] = _mm256_fmadd_ps(wv, _mm256_load_ps(xp + i * 8), a[i]);
   }
-  if (k < in_f) {
-    const __m256 wv = w8(wr, 1, k, (int)(in_f - k));
+  if (k < k1) {
+    const __m256 wv = w8(wr, 1, k, (int)(k1 - k));
     for (int i = 0; i < M; i++) a[i] = _mm256_fmadd_ps(wv, _mm256_load_ps(xp + i * 8), a[i]);
   }
-  for (int i = 0; i < M; i++) yo[i * ldy] = hsum8(a[i]) + (bias ? bias[0] : 0.0f);
+  if (k1 < in_f)
+    for (int i = 0; i < M; i++) _mm256_store_ps(acc + i * 8, a[i]);
+  else
+    for (int i = 0; i < M; i++) yo[i * ldy] = hsum8(a[i]) + (bias ? bias[0] : 0.0f);
 }
 
-/* Weight rows [o, o + r) of bf16 W asked for (the first group's pass over a tile reads it from
- * memory; a prefetch inside px_row's loop cost its registers). */
-static inline void prefetch_rows_bf16(const uint16_t *w, int64_t in_f, int64_t o, int64_t r) {
-  const char *p = (const char *)(w + o * in_f), *e = (const char *)(w + (o + r) * in_f);
-  for (; p < e; p += 64) _mm_prefetch(p, _MM_HINT_T0);
+/* The packed rows' inputs per chunk (tile8_chunk): rows of up to 512 inputs whole (12 packed rows
+ * of 512 floats are 24 KiB, in L1 beside a tile's row), longer ones in equal chunks of at most 256
+ * (all of a row's inputs did not fit L1 past ~512: at 896, 12 rows are 42 KiB). One Zen 2 core:
+ * 448 inputs in two chunks took 290 against 244 us whole (-> 1792 rows, 9 x rows), 1024 in
+ * chunks of 256 1,457 against 1,715 us in chunks of 512 (-> 4096, 9). */
+#define MBCPU_TILE8_WHOLE 512
+#define MBCPU_TILE8_KC 256
+
+static int64_t tile8_chunk(int64_t in_f) {
+  if (in_f <= MBCPU_TILE8_WHOLE) return in_f;
+  const int64_t nc = (in_f + MBCPU_TILE8_KC - 1) / MBCPU_TILE8_KC;
+  return ((in_f + nc - 1) / nc + 7) / 8 * 8;
 }
 
-/* M x rows packed into xp, then each of the tile's rows [o0, o1) against them (px_row); `first`:
- * the tile's first pass, which asks for the rows two ahead. */
+/* Floats of tile8_bf16's buffer: the packed rows of a chunk, then the tile's accumulators. */
+static size_t tile8_floats(void) {
+  return (size_t)12 * MBCPU_TILE8_WHOLE + (size_t)MBCPU_TILE_ROWS * 12 * 8;
+}
+
+/* M x rows against the tile's rows [o0, o1), chunk by chunk of their inputs: the chunk packed
+ * into xp (pack_x8), then each row against it (px_row, accumulators in acc). `first`: the tile's
+ * first pass, which asks for the rows' chunk two rows ahead. */
 MB_INLINE8 void px_group(const float *x, int64_t ldx, const uint16_t *wb, const float *bias,
                          int64_t in_f, int64_t o0, int64_t o1, float *y, int64_t ldy, float *xp,
-                         int first, const int M) {
-  pack_x8(x, ldx, M, in_f, xp);
-  for (int64_t o = o0; o < o1; o++) {
-    if (first && o + 2 < o1) prefetch_rows_bf16(wb, in_f, o + 2, 1);
-    px_row(wb + o * in_f, xp, in_f, M, bias ? bias + o : NULL, y + o, ldy);
+                         float *acc, int first, const int M) {
+  const int64_t chunk = tile8_chunk(in_f);
+  for (int64_t k0 = 0; k0 < in_f; k0 += chunk) {
+    const int64_t kc = in_f - k0 < chunk ? in_f - k0 : chunk;
+    pack_x8(x + k0, ldx, M, kc, xp);
+    for (int64_t o = o0; o < o1; o++) {
+      if (first && o + 2 < o1) {
+        const char *p = (const char *)(wb + (o + 2) * in_f + k0);
+        for (int64_t b = 0; b < kc * 2; b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+      }
+      px_row(wb + o * in_f, xp, k0, kc, in_f, M, acc + (o - o0) * M * 8, bias ? bias + o : NULL,
+             y + o, ldy);
+    }
   }
 }
 
-/* The own tiles' bf16 rows [o0, o1) against x rows [0, n) with in_f <= MBCPU_TILE8_KMAX, W's tile
- * in the cache (n > 8): x rows 12 at a time packed into xp (pack_x8; 12 x in_f rounded up to 8
- * floats, 32-byte aligned), each weight row against them with 12 accumulators (with 8, as rows8_t's
- * turns, the FMAs' latency binds: 5 cycles, two pipes), then 8 rows a turn, the last few by
- * rows8_bf16. Every pair gets a one-row call's bits. Over longer rows 12 packed rows no longer fit
- * L1 beside the weights: two weight rows against 6 measured no faster there than rows8_t's turns
- * (in_f 896: 62-67 against 66-67 GFLOP/s on one Zen 2 core), so those keep rows8_bf16. */
-#define MBCPU_TILE8_KMAX 512
+/* The own tiles' bf16 rows [o0, o1) against x rows [0, n), W's tile in the cache (n > 8): x rows
+ * 12 at a time, each weight row against them with 12 accumulators (with 8, as rows8_t's turns,
+ * the FMAs' latency binds: 5 cycles, two pipes), the inputs in chunks (tile8_chunk, px_group);
+ * then, for rows of up to 512 inputs, 8 rows a turn; the last few by rows8_bf16. buf:
+ * tile8_floats() floats, 32-byte aligned. Every pair gets a one-row call's bits. */
 static __attribute__((noinline)) void tile8_bf16(const float *x, int64_t ldx, const void *w,
                                                  const float *bias, int n, int64_t in_f,
                                                  int64_t o0, int64_t o1, float *y, int64_t ldy,
-                                                 float *xp) {
+                                                 float *buf) {
   const uint16_t *wb = (const uint16_t *)w;
+  float *acc = buf + 12 * MBCPU_TILE8_WHOLE;
   int i = 0;
   for (; n - i >= 12; i += 12)
-    px_group(x + (int64_t)i * ldx, ldx, wb, bias, in_f, o0, o1, y + (int64_t)i * ldy, ldy, xp,
-             i == 0, 12);
-  for (; n - i >= 8; i += 8)
-    px_group(x + (int64_t)i * ldx, ldx, wb, bias, in_f, o0, o1, y + (int64_t)i * ldy, ldy, xp,
-             i == 0, 8);
-  if (i < n)
-    rows8_bf16(x + (int64_t)i * ldx, ldx, w, bias, n - i, in_f, o0, o1, y + (int64_t)i * ldy,
-               ldy);
+    px_group(x + (int64_t)i * ldx, ldx, wb, bias, in_f, o0, o1, y + (int64_t)i * ldy, ldy, buf,
+             acc, i == 0, 12);
+  if (in_f <= MBCPU_TILE8_WHOLE) /* in chunks, 8 packed rows lost to rows8_t's turns */
+    for (; n - i >= 8; i += 8)
+      px_group(x + (int64_t)i * ldx, ldx, wb, bias, in_f, o0, o1, y + (int64_t)i * ldy, ldy, buf,
+               acc, i == 0, 8);
+  for (; i < n; i += 8)
+    rows8_bf16(x + (int64_t)i * ldx, ldx, w, bias, n - i < 8 ? n - i : 8, in_f, o0, o1,
+               y + (int64_t)i * ldy, ldy);
 }
 
 static void rows_avx2(const float *x, int64_t ldx, const void *w, int wdtype, const float *bias,
@@ -898,10 +925,10 @@ static void tiled_worker(void *raw, int tid, int nt) {
   (void)tid;
   (void)nt;
   tiled_job *j = (tiled_job *)raw;
-  float *xp = NULL; /* tile8_bf16's packed x rows (without it, the n <= 8 kernels: the same bits) */
+  float *xp = NULL; /* tile8_bf16's buffer (without it, the n <= 8 kernels: the same bits) */
 #if MB_AVX2
-  if (j->vec && j->wdtype == MB_DTYPE_BF16 && j->in_f <= MBCPU_TILE8_KMAX)
-    xp = (float *)aligned_alloc(32, (size_t)((j->in_f + 7) / 8) * 8 * 12 * sizeof(float));
+  if (j->vec && j->wdtype == MB_DTYPE_BF16)
+    xp = (float *)aligned_alloc(32, tile8_floats() * sizeof(float));
 #endif
   for (;;) {
     const int64_t t = (int64_t)atomic_fetch_add(&j->next, 1);
