@@ -502,7 +502,7 @@ MB_INLINE8 void dots8_tail(const void *const *wr, const int R, int bf16, const f
 MB_INLINE8 void dots8(const void *const *wr, const int R, int bf16, const float *x, int64_t ldx,
                       int64_t in_f, const int M, const int tail, float *out) {
   const size_t es = bf16 ? 2 : 4;
-  __m256 a[12]; /* R * M <= 12 */
+  __m256 a[8];
   for (int q = 0; q < R * M; q++) a[q] = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 16 <= in_f; k += 16) {
@@ -574,7 +574,7 @@ MB_INLINE8 void rows8_group(const char *base, size_t rb, int bf16, const float *
                             int64_t in_f, const float *bias, int64_t o, int64_t per, const int R,
                             const int M, float *yi, int64_t ldy) {
   const void *wr[MBCPU_N1_LANES];
-  float d[12];
+  float d[8];
   for (int r = 0; r < R; r++) wr[r] = base + (size_t)(o + r * per) * rb;
   /* a separate copy for in_f % 16 != 0: with the partial loads beside it, gcc no longer kept the
    * weights in registers in the main loop (8-row products at 2/3 of the speed) */
@@ -649,7 +649,7 @@ static __attribute__((noinline)) void rows8_bf16(const float *x, int64_t ldx, co
   rows8_t(x, ldx, w, 1, bias, n, in_f, o0, o1, y, ldy);
 }
 
-/* x rows [0, m) packed for dots8_px: their inputs 8 at a time, row by row (block b of row r at
+/* x rows [0, m) packed for px_row: their inputs 8 at a time, row by row (block b of row r at
  * (b * m + r) * 8), a partial last block zero-filled as mbv8_load_part reads it. */
 static void pack_x8(const float *x, int64_t ldx, int m, int64_t in_f, float *xp) {
   for (int64_t b = 0; b * 8 < in_f; b++) {
@@ -925,10 +925,10 @@ static void tiled_worker(void *raw, int tid, int nt) {
   (void)tid;
   (void)nt;
   tiled_job *j = (tiled_job *)raw;
-  float *xp = NULL; /* tile8_bf16's buffer (without it, the n <= 8 kernels: the same bits) */
+  float *buf = NULL; /* tile8_bf16's (without it, the n <= 8 kernels: the same bits) */
 #if MB_AVX2
   if (j->vec && j->wdtype == MB_DTYPE_BF16)
-    xp = (float *)aligned_alloc(32, tile8_floats() * sizeof(float));
+    buf = (float *)aligned_alloc(32, tile8_floats() * sizeof(float));
 #endif
   for (;;) {
     const int64_t t = (int64_t)atomic_fetch_add(&j->next, 1);
@@ -939,9 +939,9 @@ static void tiled_worker(void *raw, int tid, int nt) {
     const int64_t i0 = xt * MBCPU_TILE_XROWS;
     const int64_t i1 = i0 + MBCPU_TILE_XROWS < j->n ? i0 + MBCPU_TILE_XROWS : j->n;
 #if MB_AVX2
-    if (xp) {
+    if (buf) {
       tile8_bf16(j->x + i0 * j->ldx, j->ldx, j->w, j->bias, (int)(i1 - i0), j->in_f, o0, o1,
-                 j->y + i0 * j->ldy, j->ldy, xp);
+                 j->y + i0 * j->ldy, j->ldy, buf);
       continue;
     }
 #endif
@@ -951,7 +951,7 @@ static void tiled_worker(void *raw, int tid, int nt) {
                j->kp, j->w, j->wdtype, j->bias, cnt, j->in_f, o0, o1, j->y + i * j->ldy, j->ldy);
     }
   }
-  free(xp);
+  free(buf);
 }
 
 static int linear_tiled(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,

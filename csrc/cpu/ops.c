@@ -185,8 +185,9 @@ int mbcpu_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
 
 /* ---- causal depthwise conv1d -------------------------------------------------------------- */
 
-/* A decoding step's conv over fewer (sequence, channel) pairs than this runs on one thread (the
- * AVX2 build's step kernel: ~1.7 ns a pair on one Zen 2 core, so 16384 pairs are ~27 us). */
+/* A decoding step's conv over fewer (sequence, channel) pairs than this runs on one thread: the
+ * AVX-512 build's, and the AVX2 build's (its step kernel takes ~1.7 ns a pair on one Zen 2 core, so
+ * 16384 pairs are ~27 us). */
 #define MB_CONV1_THR 65536
 #define MB_CONV8_THR 16384
 
