@@ -287,6 +287,11 @@ Deno.test("legacy: hostile and broken files, each one clear CheckpointError", as
         await file("twice.pt", legacyTorchFile(two, { keys: ["0", "0", "1"] })),
         /storage "0" is listed twice/,
       );
+      // a key from the file is shown escaped: the message stays one line (found by the fuzzer)
+      await rejects(
+        await file("newline.pt", legacyTorchFile(two, { keys: ["0", "1", "100\n\u001b[2J"] })),
+        /^[^\n]*storage "100\\x0a\\x1b\[2J" is listed but no tensor refers to it$/,
+      );
     });
 
     await t.step("a disallowed global and a bad protocol version", async () => {

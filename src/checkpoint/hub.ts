@@ -21,6 +21,7 @@
 
 import { join } from "node:path";
 import { CheckpointError } from "./errors.ts";
+import { quote } from "./show.ts";
 // The sizes the readers of a local folder accept: a download is refused at the same bound.
 import { MAX_HF_CONFIG_BYTES, MAX_HF_INDEX_BYTES } from "./limits.ts";
 import {
@@ -92,13 +93,15 @@ export function isHubSpec(path: string): boolean {
 /** Parses `hf://owner/name[@revision]`; a malformed spec is a {@link CheckpointError}. */
 export function parseHubSpec(spec: string): HubSpec {
   const m = SPEC.exec(spec);
+  // a malformed spec is shown as typed when it is printable, else quoted (one line, escaped)
+  const shown = /^[\x21-\x7e]{1,200}$/.test(spec) ? spec : quote(spec);
   const bad = (why: string) =>
-    new CheckpointError(`${spec}: ${why} (expected hf://owner/name or hf://owner/name@revision)`);
+    new CheckpointError(`${shown}: ${why} (expected hf://owner/name or hf://owner/name@revision)`);
   if (!m) throw bad("not a hub repo");
   const [, owner, name, rev] = m;
   for (const part of [owner, name]) {
     if (!REPO_PART.test(part) || part.includes("--") || part.includes("..")) {
-      throw bad(`invalid repo name part "${part}"`);
+      throw bad(`invalid repo name part ${quote(part)}`);
     }
   }
   const revision = rev ?? "main";
@@ -106,7 +109,7 @@ export function parseHubSpec(spec: string): HubSpec {
     revision.length > 255 || !REVISION.test(revision) ||
     revision.split("/").some((s) => s === "." || s === "..")
   ) {
-    throw bad(`invalid revision "${revision}"`);
+    throw bad(`invalid revision ${quote(revision)}`);
   }
   return { owner, name, revision };
 }

@@ -11,6 +11,7 @@
 
 import { createHash } from "node:crypto";
 import { CheckpointError } from "./errors.ts";
+import { quote } from "./show.ts";
 
 /** How to talk to the hub, and the `hf://` spec that names the repo in messages. */
 export interface HubHttp {
@@ -92,7 +93,7 @@ function statusError(
     );
   }
   if (code === "RevisionNotFound") {
-    return new CheckpointError(`${http.label}: revision "${revision}" not found (${at})`);
+    return new CheckpointError(`${http.label}: revision ${quote(revision)} not found (${at})`);
   }
   if (code === "EntryNotFound") return new CheckpointError(`${base}: no such file in the repo`);
   if (res.status === 404) {

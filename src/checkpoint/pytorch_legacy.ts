@@ -16,6 +16,7 @@
 import type { ByteSource } from "./byte_source.ts";
 import { DTYPE_SIZE, type RawTensor } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
+import { quote } from "./show.ts";
 import { findStateDict, parseStorageId, stateDictTensors } from "./torch_storage.ts";
 import {
   type PyValue,
@@ -102,7 +103,7 @@ function parsePickles(head: Uint8Array, label: string): LegacyLayout {
       a.dtype !== b.dtype || a.numel !== b.numel || known.root !== e.root ||
       known.offset !== e.offset
     ) {
-      fail(`storage "${key}" is described inconsistently`);
+      fail(`storage ${quote(key)} is described inconsistently`);
     }
     return a;
   };
@@ -111,7 +112,7 @@ function parsePickles(head: Uint8Array, label: string): LegacyLayout {
     const rootRef = new StorageRef(id.key, id.dtype, id.numel, id.location);
     const root = remember(id.key, { ref: rootRef, root: id.key, offset: 0 });
     if (!id.view) return root;
-    if (id.view.key === id.key) fail(`storage "${id.key}" is a view of itself`);
+    if (id.view.key === id.key) fail(`storage ${quote(id.key)} is a view of itself`);
     const v = new StorageRef(id.view.key, id.dtype, id.view.numel, id.location);
     return remember(id.view.key, { ref: v, root: id.key, offset: id.view.offset });
   };
@@ -157,25 +158,25 @@ export async function readLegacyPytorch(src: ByteSource): Promise<Map<string, Ra
   const dataAt = new Map<string, number>();
   let offset = dataStart;
   for (const key of keys) {
-    if (dataAt.has(key)) fail(`storage "${key}" is listed twice`);
+    if (dataAt.has(key)) fail(`storage ${quote(key)} is listed twice`);
     const e = storages.get(key);
-    if (!e || e.root !== key) fail(`storage "${key}" is listed but no tensor refers to it`);
+    if (!e || e.root !== key) fail(`storage ${quote(key)} is listed but no tensor refers to it`);
     const ref = e!.ref;
     if (offset + 8 > src.size) {
       fail(
-        `storage "${key}": its header at byte ${offset} is past the end of the file ` +
+        `storage ${quote(key)}: its header at byte ${offset} is past the end of the file ` +
           `(${src.size} bytes); the file is truncated`,
       );
     }
     const head = await src.read(offset, 8);
     const count = new DataView(head.buffer, head.byteOffset, 8).getBigInt64(0, true);
     if (count !== BigInt(ref.numel)) {
-      fail(`storage "${key}" holds ${count} elements but the pickle declares ${ref.numel}`);
+      fail(`storage ${quote(key)} holds ${count} elements but the pickle declares ${ref.numel}`);
     }
     const bytes = ref.numel * DTYPE_SIZE[ref.dtype];
     if (offset + 8 + bytes > src.size) {
       fail(
-        `storage "${key}" needs ${bytes} bytes at byte ${offset + 8} but the file has ` +
+        `storage ${quote(key)} needs ${bytes} bytes at byte ${offset + 8} but the file has ` +
           `${src.size} bytes; the file is truncated`,
       );
     }
@@ -184,7 +185,7 @@ export async function readLegacyPytorch(src: ByteSource): Promise<Map<string, Ra
   }
   for (const [key, e] of storages) {
     if (e.root === key && !dataAt.has(key)) {
-      fail(`storage "${key}" is not in the file's storage list`);
+      fail(`storage ${quote(key)} is not in the file's storage list`);
     }
   }
   const sd = findStateDict(root);

@@ -214,7 +214,7 @@ export function encodeSafetensorsHeader(
       throw new CheckpointError(`tensor name "__metadata__" is reserved`);
     }
     if (Object.hasOwn(header, t.name)) {
-      throw new CheckpointError(`duplicate tensor name "${t.name}"`);
+      throw new CheckpointError(`duplicate tensor name ${quote(t.name)}`);
     }
     header[t.name] = {
       dtype: t.dtype,
@@ -265,15 +265,21 @@ function checkedHeader(
 ): Uint8Array {
   for (const t of tensors) {
     if (!Object.hasOwn(DTYPE_SIZE, t.dtype)) {
-      throw new CheckpointError(`${label}: tensor "${t.name}" has unsupported dtype ${t.dtype}`);
+      throw new CheckpointError(
+        `${label}: tensor ${quote(t.name)} has unsupported dtype ${t.dtype}`,
+      );
     }
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new CheckpointError(`${label}: tensor "${t.name}" has invalid shape [${t.shape}]`);
+      throw new CheckpointError(
+        `${label}: tensor ${quote(t.name)} has invalid shape [${t.shape}]`,
+      );
     }
     const need = numel(t.shape) * DTYPE_SIZE[t.dtype];
     if (t.data.length !== need) {
       throw new CheckpointError(
-        `${label}: tensor "${t.name}" has ${t.data.length} bytes, shape [${t.shape}] of ${t.dtype} needs ${need}`,
+        `${label}: tensor ${
+          quote(t.name)
+        } has ${t.data.length} bytes, shape [${t.shape}] of ${t.dtype} needs ${need}`,
       );
     }
   }

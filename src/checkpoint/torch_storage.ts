@@ -8,6 +8,7 @@
 
 import { DTYPE_SIZE, numel, type RawTensor, type SafetensorsDType } from "./dtypes.ts";
 import { PickledTensor, PyGlobal, type PyValue, TORCH_STORAGE_DTYPES } from "./unpickle.ts";
+import { quote } from "./show.ts";
 
 /** Keys under which training scripts nest the state dict. */
 const WRAPPER_KEYS = ["model", "state_dict", "model_state_dict", "module"];
@@ -47,7 +48,7 @@ export function parseStorageId(
     : undefined;
   if (!dtype) return fail(`storage of an unsupported type in ${where}`);
   if (typeof key !== "string" || !KEY_PATTERN.test(key)) return fail("malformed storage key");
-  if (!isCount(count)) return fail(`storage "${key}" has an invalid element count`);
+  if (!isCount(count)) return fail(`storage ${quote(key)} has an invalid element count`);
   let view: StorageId["view"] = null;
   if (viewMeta !== undefined && viewMeta !== null) {
     const [vkey, offset, size] = Array.isArray(viewMeta) ? viewMeta : [];
@@ -55,11 +56,13 @@ export function parseStorageId(
       !Array.isArray(viewMeta) || viewMeta.length !== 3 || typeof vkey !== "string" ||
       !KEY_PATTERN.test(vkey) || !isCount(offset) || !isCount(size)
     ) {
-      return fail(`storage "${key}" has a malformed view description`);
+      return fail(`storage ${quote(key)} has a malformed view description`);
     }
     if (offset + size > count) {
       return fail(
-        `storage view "${vkey}" (${size} elements at ${offset}) does not fit in storage "${key}" ` +
+        `storage view ${quote(vkey)} (${size} elements at ${offset}) does not fit in storage ${
+          quote(key)
+        } ` +
           `of ${count} elements`,
       );
     }

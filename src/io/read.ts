@@ -10,6 +10,7 @@
 // Versioned inline: a project importing mod.ts by URL does not see our deno.json import map.
 import { Decoder } from "npm:@msgpack/msgpack@3.1.3";
 import { openSafetensors } from "../checkpoint/safetensors.ts";
+import { quote } from "../checkpoint/show.ts";
 import { MambaByteError } from "../errors.ts";
 import { readPickleBytes } from "./pickle_read.ts";
 import { ARRAY_OF, HOST_DTYPE_BYTES, type HostDType, type HostTensor } from "./tensor.ts";
@@ -115,8 +116,8 @@ async function readSafetensorsRecord(path: string): Promise<Record<string, unkno
     const record: Record<string, unknown> = {};
     for (const [name, raw] of st.tensors) {
       const dtype = SAFETENSORS_HOST[raw.dtype];
-      if (dtype === undefined) throw new Error(`tensor "${name}" has dtype ${raw.dtype}`);
-      const t = tensorFrom(dtype, [...raw.shape], await raw.read(), `tensor "${name}"`);
+      if (dtype === undefined) throw new Error(`tensor ${quote(name)} has dtype ${raw.dtype}`);
+      const t = tensorFrom(dtype, [...raw.shape], await raw.read(), `tensor ${quote(name)}`);
       // "<key>.<layer>" is a per-layer result, "<key>" a plain tensor.
       const dot = name.lastIndexOf(".");
       const tail = dot > 0 ? name.slice(dot + 1) : "";

@@ -8,6 +8,7 @@
  */
 
 import { writeSafetensorsTo } from "../checkpoint/safetensors.ts";
+import { quote } from "../checkpoint/show.ts";
 import { atomicWrite } from "./atomic.ts";
 import { OutputError } from "./errors.ts";
 import { type HostDType, type HostTensor, tensorBytes } from "./tensor.ts";
@@ -94,7 +95,7 @@ export function flattenRecord(
   const seen = new Set<string>();
   const claim = (name: string, path: unknown[]) => {
     if (seen.has(name)) {
-      throw new OutputError(`${keyPath(path)}: duplicate safetensors name "${name}"`);
+      throw new OutputError(`${keyPath(path)}: duplicate safetensors name ${quote(name)}`);
     }
     seen.add(name);
   };
