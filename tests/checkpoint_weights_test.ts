@@ -324,6 +324,15 @@ Deno.test("hf folder: safetensors, pytorch_model.bin, sharded index", async () =
       JSON.stringify({ weight_map: { x: "../../etc/passwd" } }),
     );
     await assert.rejects(openCheckpoint(f3), /is not a file in the folder/);
+    // a shard name with a control character is refused, shown escaped (the message one line)
+    await Deno.writeTextFile(
+      join(f3, "model.safetensors.index.json"),
+      JSON.stringify({ weight_map: { x: "model-00001-of-0002\n.safetensors" } }),
+    );
+    await assert.rejects(
+      openCheckpoint(f3),
+      /^[^\n]*shard name "model-00001-of-0002\\x0a\.safetensors" is not a file in the folder$/,
+    );
     const empty = join(dir, "empty");
     await Deno.mkdir(empty);
     await assert.rejects(openCheckpoint(empty), /folder has no model\.safetensors/);

@@ -15,7 +15,7 @@ import { CheckpointError } from "./errors.ts";
 import { type HfDims, readHfConfig } from "./hf_config.ts";
 import { type HubOptions, isHubSpec, resolveHubSnapshot } from "./hub.ts";
 import { readPytorch } from "./pytorch.ts";
-import { quote } from "./show.ts";
+import { quote, showPath } from "./show.ts";
 import { readSafetensors } from "./safetensors.ts";
 import { HF_WEIGHT_FILES, readShardIndex } from "./shard_index.ts";
 
@@ -50,9 +50,9 @@ export async function openCheckpoint(
     info = await Deno.stat(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      throw new CheckpointError(`checkpoint not found: ${path}`);
+      throw new CheckpointError(`checkpoint not found: ${showPath(path)}`);
     }
-    throw new CheckpointError(`${path}: cannot open (${(e as Error).message})`);
+    throw new CheckpointError(`${showPath(path)}: cannot open (${(e as Error).message})`);
   }
   if (info.isDirectory) return await openHfFolder(path);
   const { tensors, close, format } = await openFile(path);
@@ -68,15 +68,15 @@ async function openFile(
   } catch (e) {
     if (e instanceof CheckpointError) throw e;
     if (e instanceof Deno.errors.NotFound) {
-      throw new CheckpointError(`checkpoint not found: ${path}`);
+      throw new CheckpointError(`checkpoint not found: ${showPath(path)}`);
     }
-    throw new CheckpointError(`${path}: cannot open (${(e as Error).message})`);
+    throw new CheckpointError(`${showPath(path)}: cannot open (${(e as Error).message})`);
   }
   try {
     const format = await sniff(src);
     if (!format) {
       throw new CheckpointError(
-        `${path} is not a checkpoint (expected .safetensors, a PyTorch .pt/.bin, ` +
+        `${showPath(path)} is not a checkpoint (expected .safetensors, a PyTorch .pt/.bin, ` +
           `or a Hugging Face folder)`,
       );
     }

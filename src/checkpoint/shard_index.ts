@@ -11,7 +11,7 @@ import { readTextFileLimited } from "../io/read_limited.ts";
 import { CheckpointError } from "./errors.ts";
 import { JsonSyntaxError, parseJsonStrict } from "./json.ts";
 import { MAX_HF_INDEX_BYTES } from "./limits.ts";
-import { kindOf, quote } from "./show.ts";
+import { hasControl, kindOf, quote } from "./show.ts";
 
 /** The weight files of a Hugging Face folder, in the order they are looked for. */
 export const HF_WEIGHT_FILES = [
@@ -36,7 +36,10 @@ export function parseShardIndex(text: string, label: string): string[] {
   }
   const files = [...new Set(Object.values(map as Record<string, unknown>))];
   for (const f of files) {
-    if (typeof f !== "string" || f !== basename(f) || f === "" || f === "." || f === "..") {
+    if (
+      typeof f !== "string" || f !== basename(f) || f === "" || f === "." || f === ".." ||
+      hasControl(f)
+    ) {
       throw new CheckpointError(
         `${label}: shard name ${
           typeof f === "string" ? quote(f) : kindOf(f)

@@ -26,6 +26,20 @@ export function quote(s: string, max = MAX_SHOWN): string {
   return `"${out}"${cut ? `... (${s.length} characters)` : ""}`;
 }
 
+/** Whether `s` holds a control character (C0 or DEL): a new line, a terminal escape, ... */
+export function hasControl(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}
+
+/** A path as given when it has no control characters, else {@link quote}d (one line, escaped). */
+export function showPath(p: string): string {
+  return p.length <= 4096 && !hasControl(p) ? p : quote(p, 200);
+}
+
 /** A tensor name as it is when it is short and plain (`layers.0.mixer.D`), else {@link quote}d. */
 export function showName(s: string): string {
   return /^[\w.\-:/\[\]]{1,80}$/.test(s) ? s : quote(s);
