@@ -16,3 +16,11 @@ export class MambaByteError extends Error {
     this.exitCode = exitCode;
   }
 }
+
+/**
+ * `s` made one printable line of at most `max` characters for an error message: every character
+ * outside printable ASCII becomes "?" (a foreign message, a parser's or a file's, may quote bytes).
+ */
+export function printable(s: string, max: number): string {
+  return s.replace(/[^\x20-\x7e]/g, "?").slice(0, max);
+}

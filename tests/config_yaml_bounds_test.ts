@@ -77,3 +77,11 @@ Deno.test("yaml: string values with control characters other than line breaks an
   );
   assert.deepEqual(parseYaml("p: |\n  two\n  \tlines\n"), { p: "two\n\tlines\n" });
 });
+
+Deno.test("yaml: a parser message that quotes the file's bytes is made printable", () => {
+  // Found by tests/fuzz: npm:yaml's message for a bad block scalar header repeats the header's
+  // bytes, control characters and all.
+  const e = configError("a: >\u0001\u001b[2J\u00ff\n  x\n");
+  assert.match(e.message, /^c\.yml: invalid YAML: [\x20-\x7e]+$/);
+  assert.ok(e.message.length < 300, e.message);
+});

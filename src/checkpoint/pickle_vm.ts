@@ -73,11 +73,6 @@ export interface PickleRules<X> {
   persistentLoad?: (pid: PickleValue<X>) => PickleValue<X>;
 }
 
-/** Makes `s` printable on one line and at most `max` characters long, for an error message. */
-export function printable(s: string, max: number): string {
-  return s.replace(/[^\x20-\x7e]/g, "?").slice(0, max);
-}
-
 /**
  * Runs the pickle starting at byte `start` of `data` (several pickles may follow one another, as
  * in torch's legacy format); returns the object and the offset just past its STOP.

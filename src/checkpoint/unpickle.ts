@@ -13,13 +13,8 @@
 
 import { DTYPE_SIZE, numel, type SafetensorsDType } from "./dtypes.ts";
 import { CheckpointError } from "./errors.ts";
-import {
-  type PickleFail,
-  type PickleLimits,
-  type PickleValue,
-  printable,
-  runPickle,
-} from "./pickle_vm.ts";
+import { printable } from "../errors.ts";
+import { type PickleFail, type PickleLimits, type PickleValue, runPickle } from "./pickle_vm.ts";
 import { kindOf, quote, showInts } from "./show.ts";
 
 /**

@@ -11,7 +11,7 @@
 
 import { dirname, isAbsolute, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { MambaByteError } from "../errors.ts";
+import { MambaByteError, printable } from "../errors.ts";
 import { BOUNDS, checkBounded, DEFAULTS, describe, TEMPERATURE_RANGE } from "./defaults.ts";
 import { completeDims, type ModelDims, type NormKind } from "./dims.ts";
 import { readTextFileLimited } from "../io/read_limited.ts";
@@ -172,7 +172,8 @@ export function parseConfig(text: string, path: string): MambaByteConfig {
   try {
     doc = parseYaml(text);
   } catch (e) {
-    throw new ConfigError(`${path}: invalid YAML: ${String((e as Error).message).split("\n")[0]}`);
+    const first = String((e as Error).message).split("\n")[0];
+    throw new ConfigError(`${path}: invalid YAML: ${printable(first, 200)}`);
   }
   if (!isRecord(doc)) throw new ConfigError(`${path}: expected a mapping at the top level`);
   const fail = (msg: string): never => {

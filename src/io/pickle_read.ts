@@ -15,9 +15,9 @@ import {
   type PickleFail,
   type PickleLimits,
   type PickleValue,
-  printable,
   runPickle,
 } from "../checkpoint/pickle_vm.ts";
+import { printable } from "../errors.ts";
 import { ARRAY_OF, type HostData, type HostDType, type HostTensor } from "./tensor.ts";
 
 /** numpy dtype strings our writer uses -> result dtypes. */
