@@ -45,6 +45,20 @@ Deno.test("subword tokenizer: token bytes, partial UTF-8, the best extension", a
   assert.equal(tok.bestExtension(logits, Uint8Array.of(0xff, 0xfe)), undefined);
 });
 
+Deno.test("subword tokenizer: a file that is not JSON is one printable error line", async () => {
+  // V8's JSON.parse message quotes the text it failed on, new lines and escapes included
+  const file = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await Deno.writeTextFile(file, "x\u0001\u001b[2J\nsecond line");
+    await assert.rejects(
+      () => SubwordTokenizer.load(file),
+      (e: Error) => /^cannot read the tokenizer .*: [\x20-\x7e]+$/.test(e.message),
+    );
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
 Deno.test({
   name: "the subword drafter's logits (our model code, 703 tokens) equal the training code's",
   ignore: noTorch,

@@ -15,7 +15,7 @@
 
 // Versioned inline: a project importing mod.ts by URL does not see our deno.json import map.
 import { Tokenizer } from "npm:@huggingface/tokenizers@0.2.0";
-import { MambaByteError } from "../errors.ts";
+import { MambaByteError, printable } from "../errors.ts";
 import { readTextFileLimited } from "../io/read_limited.ts";
 
 /** tokenizer.json files larger than this are refused (they hold vocabularies and merges). */
@@ -95,14 +95,17 @@ export class SubwordTokenizer {
     try {
       json = JSON.parse(await readTextFileLimited(file, MAX_TOKENIZER_BYTES, "tokenizer"));
     } catch (e) {
-      throw new MambaByteError(`cannot read the tokenizer ${file}: ${(e as Error).message}`);
+      // JSON.parse's message quotes the text it failed on: made one printable line
+      throw new MambaByteError(
+        `cannot read the tokenizer ${file}: ${printable((e as Error).message, 200)}`,
+      );
     }
     let tk: Tokenizer;
     try {
       tk = new Tokenizer(json, {});
     } catch (e) {
       throw new MambaByteError(
-        `${file} is not a tokenizer.json it can run: ${(e as Error).message}`,
+        `${file} is not a tokenizer.json it can run: ${printable((e as Error).message, 200)}`,
       );
     }
     const vocab = tk.get_vocab() as Map<string, number> | Record<string, number>;

@@ -11,7 +11,7 @@
 import { Decoder } from "npm:@msgpack/msgpack@3.1.3";
 import { openSafetensors } from "../checkpoint/safetensors.ts";
 import { quote } from "../checkpoint/show.ts";
-import { MambaByteError } from "../errors.ts";
+import { MambaByteError, printable } from "../errors.ts";
 import { readPickleBytes } from "./pickle_read.ts";
 import { ARRAY_OF, HOST_DTYPE_BYTES, type HostDType, type HostTensor } from "./tensor.ts";
 import { isPlainObject } from "./value.ts";
@@ -180,7 +180,7 @@ export async function readOutputs(path: string): Promise<Record<string, unknown>
       value = normalise(value, "record");
     }
   } catch (e) {
-    const why = (e as Error).message.replace(`${path}: `, "");
+    const why = printable((e as Error).message.replace(`${path}: `, ""), 300);
     throw new OutputsFileError(`cannot read outputs file ${path}: ${why}`, { cause: e });
   }
   if (value instanceof Map) value = Object.fromEntries(value);
