@@ -19,6 +19,7 @@ export const TARGETS = [
   "hf-folder",
   "raw",
   "write",
+  "read",
 ] as const;
 /** One of {@link TARGETS}. */
 export type Target = (typeof TARGETS)[number];

@@ -4,8 +4,16 @@
  * @module
  */
 
-import { float32, type HostTensor, tuple } from "../../src/io/mod.ts";
+import {
+  encodeMsgpack,
+  encodePickle,
+  float32,
+  type HostTensor,
+  tuple,
+  writeSafetensorsRecord,
+} from "../../src/io/mod.ts";
 import { enc, type FuzzCase, nastyString } from "./case.ts";
+import { mutateBytes } from "./mutate.ts";
 import type { Rng } from "./rng.ts";
 
 // ---- not checkpoints at all --------------------------------------------------------------------
@@ -156,3 +164,47 @@ export function genWrite(rng: Rng): FuzzCase {
 }
 
 /** Builds case `seed` for `target` (chosen by the caller). */
+
+// ---- output records read back ------------------------------------------------------------------
+
+/** The bytes writeOutputs' encoder for `ext` makes of `record`. */
+async function encodeRecord(ext: string, record: Record<string, unknown>): Promise<Uint8Array> {
+  if (ext === ".msgpack") return await encodeMsgpack(record);
+  if (ext === ".pkl") return await encodePickle(record);
+  const path = await Deno.makeTempFile({ suffix: ext });
+  try {
+    await writeSafetensorsRecord(path, record);
+    return await Deno.readFile(path);
+  } finally {
+    await Deno.remove(path);
+  }
+}
+
+/**
+ * An outputs file (the extraction scripts' records, as `scripts/visualize.ts` and users' tools
+ * read them back with readOutputs): written by our encoders, then mostly byte-mutated.
+ */
+export async function genRead(rng: Rng): Promise<FuzzCase> {
+  const ext = rng.pick([".msgpack", ".pkl", ".safetensors"]);
+  const n = rng.size(16);
+  const record: Record<string, unknown> = {
+    prompt: nastyString(rng).slice(0, 200),
+    log_probs: float32([n], new Float32Array(n).fill(-1.5)),
+    discrete_A: float32([2, n], new Float32Array(2 * n).fill(0.5)),
+  };
+  if (ext !== ".safetensors" && rng.chance(0.5)) record.extra = randomValue(rng, 3);
+  let data: Uint8Array;
+  try {
+    data = await encodeRecord(ext, record);
+  } catch {
+    delete record.extra; // a value that format cannot hold
+    data = await encodeRecord(ext, record);
+  }
+  let desc = `read ${ext}`;
+  if (rng.chance(0.85)) {
+    const m = mutateBytes(rng, data);
+    data = m.data;
+    desc += ` ${m.ops.join(",")}`;
+  }
+  return { target: "read", desc, files: [{ path: `o${ext}`, data }], entry: `o${ext}` };
+}

@@ -15,6 +15,7 @@ import { loadWeights } from "../../src/checkpoint/weights.ts";
 import { parseConfig } from "../../src/config/config.ts";
 import { MambaByteError } from "../../src/errors.ts";
 import { writeOutputs } from "../../src/io/mod.ts";
+import { readOutputs } from "../../src/io/read.ts";
 import { FUZZ_DIMS, type FuzzCase } from "./generators.ts";
 
 /** What a case did. Only "clean-error" and "success" are acceptable. */
@@ -145,6 +146,9 @@ async function runTarget(c: FuzzCase, dir: string): Promise<void> {
     }
     case "write":
       return await writeOutputs(entry, c.record!);
+    case "read":
+      await readOutputs(entry);
+      return;
     default:
       return await readCheckpoint(entry);
   }
