@@ -59,6 +59,45 @@ Deno.test("subword tokenizer: a file that is not JSON is one printable error lin
   }
 });
 
+Deno.test("subword tokenizer: hostile token ids are one clear error, before any table is built", async () => {
+  // Found by tests/fuzz: an id of 2e9 had the tokenizers library's get_vocab run for minutes, one
+  // of 1e12 in added_tokens threw a RangeError, a string id a TypeError.
+  const base = JSON.parse(await Deno.readTextFile(`${DRAFTER}/tokenizer.json`));
+  const file = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    const cases: [(d: Record<string, unknown>) => void, RegExp][] = [
+      [
+        (d) => void ((d.model as { vocab: Record<string, unknown> }).vocab.a = 2e9),
+        /token id 2000000000 is not in 0\.\.\d+/,
+      ],
+      [
+        (d) => void (d.added_tokens = [{ id: 1e12, content: "<x>" }]),
+        /token id 1000000000000 is not in/,
+      ],
+      [
+        (d) => void ((d.model as { vocab: Record<string, unknown> }).vocab.a = "7"),
+        /token id 7 is not in/,
+      ],
+      [(d) => void (d.added_tokens = { id: 1 }), /added_tokens is not a list/],
+    ];
+    for (const [mutate, pattern] of cases) {
+      const doc = structuredClone(base);
+      mutate(doc);
+      await Deno.writeTextFile(file, JSON.stringify(doc));
+      const t0 = performance.now();
+      await assert.rejects(
+        () => SubwordTokenizer.load(file),
+        (e: Error) => pattern.test(e.message),
+      );
+      assert.ok(performance.now() - t0 < 5000, `took ${performance.now() - t0} ms`);
+    }
+    await Deno.writeTextFile(file, "5");
+    await assert.rejects(() => SubwordTokenizer.load(file), /its JSON is not an object/);
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
 Deno.test({
   name: "the subword drafter's logits (our model code, 703 tokens) equal the training code's",
   ignore: noTorch,

@@ -61,6 +61,36 @@ export function completeUtf8Length(bytes: Uint8Array): number {
   return n;
 }
 
+/**
+ * The added tokens' ids of a tokenizer.json, once every id it gives (the model's vocab map, the
+ * added tokens) is checked to be a whole number below the count of tokens: ids index tables, and
+ * a hostile id of 2e9 had the tokenizers library's get_vocab run for minutes (one of 1e12: a
+ * RangeError).
+ */
+function checkedIds(json: unknown, file: string): Set<number> {
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new MambaByteError(`${file} is not a tokenizer.json (its JSON is not an object)`);
+  }
+  const doc = json as Record<string, unknown>;
+  const list = doc.added_tokens ?? [];
+  if (!Array.isArray(list)) throw new MambaByteError(`${file}: added_tokens is not a list`);
+  const added = new Set(list.map((a) => (a as { id?: unknown } | null)?.id as number));
+  const vocab = (doc.model as { vocab?: unknown } | null)?.vocab;
+  const ids = vocab && typeof vocab === "object" && !Array.isArray(vocab)
+    ? Object.values(vocab as Record<string, unknown>)
+    : [];
+  const count = ids.length + added.size;
+  for (const id of [...ids, ...added]) {
+    if (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= count) {
+      throw new MambaByteError(
+        `${file}: token id ${printable(String(id), 40)} is not in 0..${count - 1} ` +
+          `(the vocabulary's and added tokens' count)`,
+      );
+    }
+  }
+  return added;
+}
+
 /** A loaded tokenizer with the drafting helpers. */
 export class SubwordTokenizer {
   /** Where it was read from. */
@@ -100,6 +130,7 @@ export class SubwordTokenizer {
         `cannot read the tokenizer ${file}: ${printable((e as Error).message, 200)}`,
       );
     }
+    const added = checkedIds(json, file);
     let tk: Tokenizer;
     try {
       tk = new Tokenizer(json, {});
@@ -114,8 +145,6 @@ export class SubwordTokenizer {
       : Object.entries(vocab);
     let size = 0;
     for (const [, id] of entries) size = Math.max(size, id + 1);
-    const added = new Set<number>();
-    for (const a of (json.added_tokens as { id: number }[] | undefined) ?? []) added.add(a.id);
     for (const a of added) size = Math.max(size, a + 1);
     const byteLevel = JSON.stringify([json.pre_tokenizer, json.decoder]).includes('"ByteLevel"');
     const table = byteLevelTable();

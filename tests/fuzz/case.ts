@@ -20,6 +20,7 @@ export const TARGETS = [
   "raw",
   "write",
   "read",
+  "tokenizer",
 ] as const;
 /** One of {@link TARGETS}. */
 export type Target = (typeof TARGETS)[number];

@@ -23,7 +23,18 @@ Deno.test({
       const n = Object.values(s.byTarget[t] ?? {}).reduce((a, b) => a + b, 0);
       assert.ok(n >= CASES / TARGETS.length - 1, `${t}: ${n} cases`);
     }
-    for (const t of ["safetensors", "torch-zip", "hf-folder", "pickle", "yaml", "write", "read"]) {
+    for (
+      const t of [
+        "safetensors",
+        "torch-zip",
+        "hf-folder",
+        "pickle",
+        "yaml",
+        "write",
+        "read",
+        "tokenizer",
+      ]
+    ) {
       assert.ok((s.byTarget[t]["success"] ?? 0) > 0, `${t}: no successful case`);
       assert.ok((s.byTarget[t]["clean-error"] ?? 0) > 0, `${t}: no clean error`);
     }

@@ -13,7 +13,7 @@ import {
   writeSafetensorsRecord,
 } from "../../src/io/mod.ts";
 import { enc, type FuzzCase, nastyString } from "./case.ts";
-import { mutateBytes } from "./mutate.ts";
+import { mutateBytes, mutateText } from "./mutate.ts";
 import type { Rng } from "./rng.ts";
 
 // ---- not checkpoints at all --------------------------------------------------------------------
@@ -207,4 +207,62 @@ export async function genRead(rng: Rng): Promise<FuzzCase> {
     desc += ` ${m.ops.join(",")}`;
   }
   return { target: "read", desc, files: [{ path: `o${ext}`, data }], entry: `o${ext}` };
+}
+
+// ---- tokenizer.json (the subword drafter's) ----------------------------------------------------
+
+const TOKENIZER_FIXTURE = new URL("../fixtures/subword_drafter/tokenizer.json", import.meta.url);
+let tokenizerText: string | undefined;
+
+/** The fixture drafter's tokenizer.json, with a structural, text or byte mutation (or none). */
+export async function genTokenizer(rng: Rng): Promise<FuzzCase> {
+  tokenizerText ??= await Deno.readTextFile(TOKENIZER_FIXTURE);
+  const doc = JSON.parse(tokenizerText) as Record<string, unknown>;
+  const model = doc.model as { vocab: Record<string, unknown>; merges?: unknown[] };
+  const kind = rng.pick(["none", "id", "added", "model", "merges", "shape", "text", "bytes"]);
+  const keys = Object.keys(model.vocab);
+  const nasty = () =>
+    rng.pick<unknown>([2 ** 31, 2e9, 1e12, -1, 1.5, NaN, "7", null, 2 ** 53, keys.length + 5]);
+  switch (kind) {
+    case "id":
+      model.vocab[rng.pick(keys)] = nasty();
+      break;
+    case "added":
+      doc.added_tokens = rng.pick<unknown>([
+        [{ id: nasty(), content: "<x>", special: true }],
+        { id: 1 },
+        "x",
+        [null, 5],
+        Array.from({ length: rng.size(2000) }, (_, i) => ({ id: i, content: `<${i}>` })),
+      ]);
+      break;
+    case "model":
+      (doc.model as Record<string, unknown>).type = rng.pick(["WordPiece", "Unigram", "X", 5]);
+      break;
+    case "merges":
+      model.merges = rng.pick<unknown[]>([
+        ["a b c"],
+        [5],
+        Array.from({ length: rng.size(5000) }, () => "\u0120 \u0120"),
+      ]);
+      break;
+    case "shape":
+      doc[rng.pick(["model", "pre_tokenizer", "decoder", "normalizer"])] = rng.pick<unknown>([
+        null,
+        [],
+        "ByteLevel",
+        { type: "ByteLevel", add_prefix_space: "yes" },
+      ]);
+      break;
+  }
+  let text = JSON.stringify(doc);
+  if (kind === "text") text = mutateText(rng, text.replace(/,/g, ",\n"), ["1e12", "-1", '"x"']);
+  let data: Uint8Array = enc.encode(text);
+  if (kind === "bytes") data = mutateBytes(rng, data).data;
+  return {
+    target: "tokenizer",
+    desc: `tokenizer ${kind}`,
+    files: [{ path: "tokenizer.json", data }],
+    entry: "tokenizer.json",
+  };
 }

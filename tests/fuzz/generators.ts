@@ -9,7 +9,7 @@
 import type { FuzzCase, Target } from "./case.ts";
 import { genLegacy, genSafetensors, genTorchZip } from "./gen_checkpoints.ts";
 import { genHfFolder, genYaml } from "./gen_folders.ts";
-import { genRaw, genRead, genWrite } from "./gen_other.ts";
+import { genRaw, genRead, genTokenizer, genWrite } from "./gen_other.ts";
 import { genPickle, zipPickle } from "./gen_pickle.ts";
 import { Rng } from "./rng.ts";
 
@@ -46,5 +46,7 @@ export async function generate(target: Target, seed: number): Promise<FuzzCase> 
       return genWrite(rng);
     case "read":
       return await genRead(rng);
+    case "tokenizer":
+      return await genTokenizer(rng);
   }
 }

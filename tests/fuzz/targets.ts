@@ -16,6 +16,7 @@ import { parseConfig } from "../../src/config/config.ts";
 import { MambaByteError } from "../../src/errors.ts";
 import { writeOutputs } from "../../src/io/mod.ts";
 import { readOutputs } from "../../src/io/read.ts";
+import { SubwordTokenizer } from "../../src/generate/tokenizer.ts";
 import { FUZZ_DIMS, type FuzzCase } from "./generators.ts";
 
 /** What a case did. Only "clean-error" and "success" are acceptable. */
@@ -130,6 +131,8 @@ function persistentLoad(pid: unknown): StorageRef {
   return new StorageRef(String(pid[2]).slice(0, 20), "F32", n, "cpu");
 }
 
+const enc = new TextEncoder();
+
 async function runTarget(c: FuzzCase, dir: string): Promise<void> {
   const entry = join(dir, c.entry);
   switch (c.target) {
@@ -149,6 +152,11 @@ async function runTarget(c: FuzzCase, dir: string): Promise<void> {
     case "read":
       await readOutputs(entry);
       return;
+    case "tokenizer": {
+      const tk = await SubwordTokenizer.load(entry);
+      tk.encodeBytes(enc.encode("To be, or not to be: that is the question. 3\u00e9\u4e2d"));
+      return;
+    }
     default:
       return await readCheckpoint(entry);
   }
