@@ -5,6 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { CONFIG, pool, runScript, runScriptOk } from "./helpers/scripts.ts";
+import { writeOutputs } from "../src/io/mod.ts";
+import { readOutputs } from "../src/io/read.ts";
 
 const MODEL = ["--config_path", CONFIG, "--model_id", "test-48x2", "--device", "cpu", "--quiet"];
 const PROMPT = ["--prompt", "The quick brown fox jumps over the lazy dog."];
@@ -138,6 +140,12 @@ const CASES: Case[] = [
     says: /dt_proj went through 'relu'.*--nonlinearity softplus/,
   },
   {
+    name: "a field with control characters shown printable",
+    args: (d) => ["--from_outputs", `${d}/dA_hostile.msgpack`, "--output", `${d}/o.html`],
+    code: 1,
+    says: /discrete_A was reduced with 'fro\?\?\[2J'.*--reduction fro/,
+  },
+  {
     name: "outputs files of different prompts",
     args: (
       d,
@@ -225,6 +233,10 @@ Deno.test("visualize: error paths give one line, exit 2 or 1, and no output", as
         ...scores,
       ], "dt_other.msgpack"),
     ]);
+    // a record whose reduction holds a new line and a terminal escape (an edited file)
+    const hostile = await readOutputs(`${dir}/dA.msgpack`);
+    hostile.reduction = "fro\n\u001b[2J";
+    await writeOutputs(`${dir}/dA_hostile.msgpack`, hostile);
     await Deno.writeTextFile(`${dir}/notes.txt`, "not an outputs file\n");
     await Deno.writeFile(
       `${dir}/corrupt.pkl`,

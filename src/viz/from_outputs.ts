@@ -9,7 +9,7 @@
  */
 
 import { applyNonlinearity } from "../analysis/nonlinearity.ts";
-import { MambaByteError } from "../errors.ts";
+import { MambaByteError, printable } from "../errors.ts";
 import { readOutputs } from "../io/read.ts";
 import { type HostTensor, isHostTensor } from "../io/tensor.ts";
 import { type LayerQuantity, meanOverFeatures, type VizInputs } from "./data.ts";
@@ -70,7 +70,7 @@ function discreteAFro(rec: Record<string, unknown>, path: string, L: number) {
   const reduction = rec.reduction ?? null;
   const out = new Map<number, Float32Array>();
   for (const [l, t] of layerField(rec, "discrete_A", path)) {
-    const what = `${path}: discrete_A of layer ${l}`;
+    const what = `${path}: discrete_A of layer ${printable(String(l), 20)}`;
     if (reduction === "fro") {
       if (t.shape.length !== 1 || t.shape[0] !== L) {
         throw missing(`${what} has shape [${t.shape}], expected [${L}] (the prompt's bytes)`);
@@ -81,7 +81,9 @@ function discreteAFro(rec: Record<string, unknown>, path: string, L: number) {
       out.set(l, frobeniusPerPosition(floatData(t, what), L, D * N));
     } else {
       throw missing(
-        `${path}: discrete_A was reduced with '${String(reduction)}'; the page needs one ` +
+        `${path}: discrete_A was reduced with '${
+          printable(String(reduction), 40)
+        }'; the page needs one ` +
           `Frobenius norm per position: rerun extract_discrete_A.ts with --reduction fro`,
       );
     }
@@ -94,13 +96,15 @@ function deltaMean(rec: Record<string, unknown>, key: string, path: string, L: n
   const nl = rec.nonlinearity ?? "linear";
   if (nl !== "softplus" && nl !== "linear") {
     throw missing(
-      `${path}: ${key} went through '${String(nl)}'; delta is softplus(dt_proj): rerun ` +
+      `${path}: ${key} went through '${
+        printable(String(nl), 40)
+      }'; delta is softplus(dt_proj): rerun ` +
         `extract_module_outputs.ts with --nonlinearity softplus`,
     );
   }
   const out = new Map<number, Float32Array>();
   for (const [l, t] of layerField(rec, key, path)) {
-    const what = `${path}: ${key} of layer ${l}`;
+    const what = `${path}: ${key} of layer ${printable(String(l), 20)}`;
     if (t.shape.length !== 2 || t.shape[0] !== L) {
       throw missing(`${what} has shape [${t.shape}], expected [${L}, d_inner]`);
     }
@@ -120,7 +124,10 @@ function agreed(records: [string, Record<string, unknown>][], key: string, what:
     if (v === null || v === undefined) continue;
     if (typeof v !== "string") throw missing(`${path}: ${key} is not a string`);
     if (value !== null && v !== value) {
-      throw missing(`${from} and ${path} come from different ${what} (${value} vs ${v})`);
+      throw missing(
+        `${from} and ${path} come from different ${what} ` +
+          `(${printable(value, 80)} vs ${printable(v, 80)})`,
+      );
     }
     value = v;
     from = path;

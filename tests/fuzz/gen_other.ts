@@ -186,11 +186,22 @@ async function encodeRecord(ext: string, record: Record<string, unknown>): Promi
  */
 export async function genRead(rng: Rng): Promise<FuzzCase> {
   const ext = rng.pick([".msgpack", ".pkl", ".safetensors"]);
-  const n = rng.size(16);
+  // an extraction's record as the page reads it: the prompt, log-probs and ranks of its bytes,
+  // discrete-A's fro norm and dt_proj per layer (or, half the time, a nasty prompt)
+  const prompt = rng.chance(0.5) ? "To be, or not" : nastyString(rng).slice(0, 200);
+  const L = enc.encode(prompt).length, D = 4;
+  const perLayer = (shape: number[], v: number) =>
+    new Map(
+      [0, 1].map((l) => [l, float32(shape, new Float32Array(shape[0] * (shape[1] ?? 1)).fill(v))]),
+    );
   const record: Record<string, unknown> = {
-    prompt: nastyString(rng).slice(0, 200),
-    log_probs: float32([n], new Float32Array(n).fill(-1.5)),
-    discrete_A: float32([2, n], new Float32Array(2 * n).fill(0.5)),
+    prompt,
+    model_id: "fuzz",
+    log_probs: float32([Math.max(L - 1, 0)], new Float32Array(Math.max(L - 1, 0)).fill(-1.5)),
+    reduction: "fro",
+    discrete_A: perLayer([L], 0.5),
+    nonlinearity: "softplus",
+    dt_proj: perLayer([L, D], 0.25),
   };
   if (ext !== ".safetensors" && rng.chance(0.5)) record.extra = randomValue(rng, 3);
   let data: Uint8Array;

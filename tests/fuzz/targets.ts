@@ -16,6 +16,7 @@ import { parseConfig } from "../../src/config/config.ts";
 import { MambaByteError } from "../../src/errors.ts";
 import { writeOutputs } from "../../src/io/mod.ts";
 import { readOutputs } from "../../src/io/read.ts";
+import { vizInputsFromOutputs } from "../../src/viz/from_outputs.ts";
 import { SubwordTokenizer } from "../../src/generate/tokenizer.ts";
 import { FUZZ_DIMS, type FuzzCase } from "./generators.ts";
 
@@ -150,7 +151,9 @@ async function runTarget(c: FuzzCase, dir: string): Promise<void> {
     case "write":
       return await writeOutputs(entry, c.record!);
     case "read":
+      // read back, then made into the page's inputs as visualize.ts --outputs does
       await readOutputs(entry);
+      await vizInputsFromOutputs([entry], { quantities: ["discrete_A", "delta"], ranks: false });
       return;
     case "tokenizer": {
       const tk = await SubwordTokenizer.load(entry);
