@@ -264,22 +264,17 @@ function checkedHeader(
   metadata?: Record<string, string>,
 ): Uint8Array {
   for (const t of tensors) {
+    const name = `${label}: tensor ${quote(t.name)}`;
     if (!Object.hasOwn(DTYPE_SIZE, t.dtype)) {
-      throw new CheckpointError(
-        `${label}: tensor ${quote(t.name)} has unsupported dtype ${t.dtype}`,
-      );
+      throw new CheckpointError(`${name} has unsupported dtype ${t.dtype}`);
     }
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new CheckpointError(
-        `${label}: tensor ${quote(t.name)} has invalid shape [${t.shape}]`,
-      );
+      throw new CheckpointError(`${name} has invalid shape [${t.shape}]`);
     }
     const need = numel(t.shape) * DTYPE_SIZE[t.dtype];
     if (t.data.length !== need) {
       throw new CheckpointError(
-        `${label}: tensor ${
-          quote(t.name)
-        } has ${t.data.length} bytes, shape [${t.shape}] of ${t.dtype} needs ${need}`,
+        `${name} has ${t.data.length} bytes, shape [${t.shape}] of ${t.dtype} needs ${need}`,
       );
     }
   }
