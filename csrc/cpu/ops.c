@@ -420,10 +420,10 @@ static void conv1_rows(const conv1_tables *t, const float *x, int64_t ldx, const
 #if MB_AVX2
 #define MB_CONV8_KMAX 32
 
-/* Mamba's k = 4, 8 whole channels: the taps (8 x 4, rows of 4) and the state (8 x 3, rows of 3)
- * transposed in registers into wt[j][c] and st[j][c] (element-wise stores and a wide reload had
- * cost a decoding step's conv ~140 cycles a block). */
-static void conv8_load_k4(const float *w, const float *state, float (*wt)[8], float (*st)[8]) {
+/* Mamba's k = 4, 8 whole channels: the taps (8 x 4, rows of 4) transposed in registers into
+ * wt[j][c] (element-wise stores and a wide reload had cost a decoding step's conv ~140 cycles a
+ * block). */
+static void conv8_taps_k4(const float *w, float (*wt)[8]) {
   const __m256 r0 = _mm256_loadu_ps(w), r1 = _mm256_loadu_ps(w + 8);
   const __m256 r2 = _mm256_loadu_ps(w + 16), r3 = _mm256_loadu_ps(w + 24);
   /* a = channels 0 | 4, b = 1 | 5, c = 2 | 6, d = 3 | 7 (4 taps each half) */
@@ -435,44 +435,33 @@ static void conv8_load_k4(const float *w, const float *state, float (*wt)[8], fl
   _mm256_store_ps(wt[1], _mm256_shuffle_ps(ab0, cd0, 0xEE));
   _mm256_store_ps(wt[2], _mm256_shuffle_ps(ab1, cd1, 0x44));
   _mm256_store_ps(wt[3], _mm256_shuffle_ps(ab1, cd1, 0xEE));
-  if (!state) {
-    for (int j = 0; j < 3; j++) _mm256_store_ps(st[j], _mm256_setzero_ps());
-    return;
-  }
-  /* element 3c + j of the 24 lies in vector (3c + j) / 8 at lane (3c + j) % 8 */
-  const __m256 s[3] = {_mm256_loadu_ps(state), _mm256_loadu_ps(state + 8),
-                       _mm256_loadu_ps(state + 16)};
-  const __m256i c3 = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
-  for (int j = 0; j < 3; j++) {
-    const __m256i g = _mm256_add_epi32(c3, _mm256_set1_epi32(j));
-    const __m256i lane = _mm256_and_si256(g, _mm256_set1_epi32(7));
-    const __m256i src = _mm256_srli_epi32(g, 3);
-    __m256 v = _mm256_permutevar8x32_ps(s[0], lane);
-    v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(s[1], lane),
-                         _mm256_castsi256_ps(_mm256_cmpeq_epi32(src, _mm256_set1_epi32(1))));
-    v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(s[2], lane),
-                         _mm256_castsi256_ps(_mm256_cmpeq_epi32(src, _mm256_set1_epi32(2))));
-    _mm256_store_ps(st[j], v);
-  }
 }
 
-/* The inverse for the state: nw[j][c] back to state[3c + j], 8 whole channels. */
-static void conv8_store_state_k4(float (*nw)[8], float *state) {
-  const __m256 n[3] = {_mm256_load_ps(nw[0]), _mm256_load_ps(nw[1]), _mm256_load_ps(nw[2])};
-  for (int o = 0; o < 3; o++) { /* output element 8o + i is channel (8o + i) / 3, tap % 3 */
-    const __m256i g = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                       _mm256_set1_epi32(8 * o));
-    /* g / 3 for g < 24: (g * 11) >> 5 */
-    const __m256i ch = _mm256_srli_epi32(_mm256_mullo_epi32(g, _mm256_set1_epi32(11)), 5);
-    const __m256i tap = _mm256_sub_epi32(g, _mm256_mullo_epi32(ch, _mm256_set1_epi32(3)));
-    __m256 v = _mm256_permutevar8x32_ps(n[0], ch);
-    v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(n[1], ch),
-                         _mm256_castsi256_ps(_mm256_cmpeq_epi32(tap, _mm256_set1_epi32(1))));
-    v = _mm256_blendv_ps(v, _mm256_permutevar8x32_ps(n[2], ch),
-                         _mm256_castsi256_ps(_mm256_cmpeq_epi32(tap, _mm256_set1_epi32(2))));
-    _mm256_storeu_ps(state + 8 * o, v);
-  }
+/* The k = 4 state, 8 whole channels: rows of 3 (channel-major, the ABI's layout)
+ * <-> three 8-lane vectors, tap-major. Element (c, j) lies at 3c + j, so tap j's channels sit in
+ * the three loaded vectors at disjoint lane sets that cover all 8 lanes: two blends gather them
+ * (in the order c = 3L mod 8 and its shifts) and one permutation sorts them; the store runs the
+ * same steps backwards: 9 shuffles each way (the gathers by index vectors before took 15 and 21,
+ * part of a decoding step's ~140 cycles a block). */
+static inline void conv8_state_load(const float *s, __m256 *t0, __m256 *t1, __m256 *t2) {
+  const __m256 v0 = _mm256_loadu_ps(s), v1 = _mm256_loadu_ps(s + 8), v2 = _mm256_loadu_ps(s + 16);
+  const __m256 u0 = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x92), v2, 0x24);
+  const __m256 u1 = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x24), v2, 0x49);
+  const __m256 u2 = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x49), v2, 0x92);
+  *t0 = _mm256_permutevar8x32_ps(u0, _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5));
+  *t1 = _mm256_permutevar8x32_ps(u1, _mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6));
+  *t2 = _mm256_permutevar8x32_ps(u2, _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7));
 }
+
+static inline void conv8_state_store(float *s, __m256 t0, __m256 t1, __m256 t2) {
+  const __m256 u0 = _mm256_permutevar8x32_ps(t0, _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5));
+  const __m256 u1 = _mm256_permutevar8x32_ps(t1, _mm256_setr_epi32(5, 0, 3, 6, 1, 4, 7, 2));
+  const __m256 u2 = _mm256_permutevar8x32_ps(t2, _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7));
+  _mm256_storeu_ps(s, _mm256_blend_ps(_mm256_blend_ps(u0, u1, 0x92), u2, 0x24));
+  _mm256_storeu_ps(s + 8, _mm256_blend_ps(_mm256_blend_ps(u0, u1, 0x24), u2, 0x49));
+  _mm256_storeu_ps(s + 16, _mm256_blend_ps(_mm256_blend_ps(u0, u1, 0x49), u2, 0x92));
+}
+
 /* 8 channels [c0, c0 + nc) of one sequence, k <= MB_CONV8_KMAX: conv_block_vec's arithmetic in
  * 8 lanes (the scalar path's order, bias then the taps in turn), for every length, so a decoding
  * step equals one position of a longer call bit for bit. */
@@ -482,9 +471,14 @@ static void conv_block8(const float *x, int64_t ldx, const float *w, const float
   float wt[MB_CONV8_KMAX][8] __attribute__((aligned(32)));
   float st[MB_CONV8_KMAX][8] __attribute__((aligned(32)));
   const int k4 = k == 4 && nc == 8;
-  if (k4)
-    conv8_load_k4(w + c0 * 4, state ? state + c0 * 3 : NULL, wt, st);
-  else
+  if (k4) {
+    conv8_taps_k4(w + c0 * 4, wt);
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0;
+    if (state) conv8_state_load(state + c0 * 3, &s0, &s1, &s2);
+    _mm256_store_ps(st[0], s0);
+    _mm256_store_ps(st[1], s1);
+    _mm256_store_ps(st[2], s2);
+  } else
     for (int64_t j = 0; j < k; j++)
       for (int c = 0; c < 8; c++) {
         wt[j][c] = c < nc ? w[(c0 + c) * k + j] : 0.0f;
@@ -511,36 +505,12 @@ static void conv_block8(const float *x, int64_t ldx, const float *w, const float
       _mm256_store_ps(nw[j], v);
     }
     if (k4)
-      conv8_store_state_k4(nw, state + c0 * 3);
+      conv8_state_store(state + c0 * 3, _mm256_load_ps(nw[0]), _mm256_load_ps(nw[1]),
+                        _mm256_load_ps(nw[2]));
     else
       for (int c = 0; c < nc; c++)
         for (int64_t j = 0; j < k - 1; j++) state[(c0 + c) * (k - 1) + j] = nw[j][c];
   }
-}
-
-/* A decoding step's k = 4 state, 8 whole channels: rows of 3 (channel-major, the ABI's layout)
- * <-> three 8-lane vectors, tap-major. Element (c, j) lies at 3c + j, so tap j's channels sit in
- * the three loaded vectors at disjoint lane sets that cover all 8 lanes: two blends gather them
- * (in the order c = 3L mod 8 and its shifts) and one permutation sorts them; the store runs the
- * same steps backwards. 9 shuffles each way, where conv8_load_k4 and conv8_store_state_k4 take 15
- * and 21 with their index arithmetic. */
-static inline void conv8_state_load(const float *s, __m256 *t0, __m256 *t1, __m256 *t2) {
-  const __m256 v0 = _mm256_loadu_ps(s), v1 = _mm256_loadu_ps(s + 8), v2 = _mm256_loadu_ps(s + 16);
-  const __m256 u0 = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x92), v2, 0x24);
-  const __m256 u1 = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x24), v2, 0x49);
-  const __m256 u2 = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x49), v2, 0x92);
-  *t0 = _mm256_permutevar8x32_ps(u0, _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5));
-  *t1 = _mm256_permutevar8x32_ps(u1, _mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6));
-  *t2 = _mm256_permutevar8x32_ps(u2, _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7));
-}
-
-static inline void conv8_state_store(float *s, __m256 t0, __m256 t1, __m256 t2) {
-  const __m256 u0 = _mm256_permutevar8x32_ps(t0, _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5));
-  const __m256 u1 = _mm256_permutevar8x32_ps(t1, _mm256_setr_epi32(5, 0, 3, 6, 1, 4, 7, 2));
-  const __m256 u2 = _mm256_permutevar8x32_ps(t2, _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7));
-  _mm256_storeu_ps(s, _mm256_blend_ps(_mm256_blend_ps(u0, u1, 0x92), u2, 0x24));
-  _mm256_storeu_ps(s + 8, _mm256_blend_ps(_mm256_blend_ps(u0, u1, 0x24), u2, 0x49));
-  _mm256_storeu_ps(s + 16, _mm256_blend_ps(_mm256_blend_ps(u0, u1, 0x49), u2, 0x92));
 }
 
 /* A decoding step (len 1, k = 4, a state) of the 8 whole channels from c0 for sequences [b0, b1):
@@ -550,8 +520,7 @@ static void conv8_step_k4(const float *x, int64_t ldx, const float *w, const flo
                           float *conv_state, int64_t d, int64_t c0, float *out, int64_t ldo,
                           int64_t b0, int64_t b1) {
   float wt[4][8] __attribute__((aligned(32)));
-  float unused[3][8] __attribute__((aligned(32)));
-  conv8_load_k4(w + c0 * 4, NULL, wt, unused);
+  conv8_taps_k4(w + c0 * 4, wt);
   const __m256 w0 = _mm256_load_ps(wt[0]), w1 = _mm256_load_ps(wt[1]);
   const __m256 w2 = _mm256_load_ps(wt[2]), w3 = _mm256_load_ps(wt[3]);
   const __m256 bv = bias ? _mm256_loadu_ps(bias + c0) : _mm256_setzero_ps();
