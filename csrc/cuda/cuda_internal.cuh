@@ -236,11 +236,11 @@ static inline void mbcuda_launched(mb_ctx *ctx) {
   if (mbcuda_st(ctx)->capturing && mbcuda_st(ctx)->graph_edges) mbcuda_note_launch(ctx);
 }
 
-/* Launches kern on the context's stream, with the programmatic-serialization attribute when the
- * context uses PDL. */
+/* Launches kern on the context's stream, with the programmatic-serialization attribute when
+ * `pdl` (and the context uses PDL). */
 template <typename... KArgs, typename... Args>
-static inline cudaError_t mbcuda_launch(mb_ctx *ctx, void (*kern)(KArgs...), dim3 grid, dim3 block,
-                                        size_t smem, Args... args) {
+static inline cudaError_t mbcuda_launch_pdl(mb_ctx *ctx, bool pdl, void (*kern)(KArgs...),
+                                            dim3 grid, dim3 block, size_t smem, Args... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -250,10 +250,18 @@ static inline cudaError_t mbcuda_launch(mb_ctx *ctx, void (*kern)(KArgs...), dim
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = mbcuda_st(ctx)->pdl ? 1 : 0;
+  cfg.numAttrs = pdl && mbcuda_st(ctx)->pdl ? 1 : 0;
   const cudaError_t e = cudaLaunchKernelEx(&cfg, kern, static_cast<KArgs>(args)...);
   if (e == cudaSuccess) mbcuda_launched(ctx);
   return e;
+}
+
+/* mbcuda_launch_pdl with PDL wherever the context uses it (every kernel of ours but the tile
+ * scan, scan.cu). */
+template <typename... KArgs, typename... Args>
+static inline cudaError_t mbcuda_launch(mb_ctx *ctx, void (*kern)(KArgs...), dim3 grid, dim3 block,
+                                        size_t smem, Args... args) {
+  return mbcuda_launch_pdl(ctx, true, kern, grid, block, smem, args...);
 }
 #define MBCUDA_LAUNCH(op, ...) MBCUDA_CHECK(mbcuda_launch(ctx, __VA_ARGS__), op)
 

@@ -559,14 +559,12 @@ static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
   /* Launched without the programmatic attribute, so its blocks are placed once the product
    * before it has left the SMs: under cuBLAS's TF32 dt_proj (PDL) they ran ~1.4x slower, the fp32 +
    * TF32 forward over 8192 bytes 83.7 against 74.8 ms on the H200 (688 against 481 us a layer of
-   * scan), the bf16 forward the same either way (docs/cuda_notes.md, "The tile scan's launch") */
-  const int pdl = st->pdl;
-  st->pdl = 0;
-  const cudaError_t e = mbcuda_launch(ctx, k_scan_tile<SCAN_TILE_NMAX, K, HB>,
-                                      dim3((unsigned)tiles, (unsigned)a.batch), dim3(T::THREADS),
-                                      T::smem(a.n), a);
-  st->pdl = pdl;
-  MBCUDA_CHECK(e, "selective_scan (tile)");
+   * scan), the bf16 forward the same either way (docs/cuda_notes.md, "The tile scan's launch, its
+   * forms and one carveout: measured") */
+  MBCUDA_CHECK(mbcuda_launch_pdl(ctx, false, k_scan_tile<SCAN_TILE_NMAX, K, HB>,
+                                 dim3((unsigned)tiles, (unsigned)a.batch), dim3(T::THREADS),
+                                 T::smem(a.n), a),
+               "selective_scan (tile)");
   return MB_OK;
 }
 
