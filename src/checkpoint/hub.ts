@@ -21,7 +21,7 @@
 
 import { join } from "node:path";
 import { CheckpointError } from "./errors.ts";
-import { quote } from "./show.ts";
+import { quote, showPath } from "./show.ts";
 // The sizes the readers of a local folder accept: a download is refused at the same bound.
 import { MAX_HF_CONFIG_BYTES, MAX_HF_INDEX_BYTES } from "./limits.ts";
 import {
@@ -93,10 +93,10 @@ export function isHubSpec(path: string): boolean {
 /** Parses `hf://owner/name[@revision]`; a malformed spec is a {@link CheckpointError}. */
 export function parseHubSpec(spec: string): HubSpec {
   const m = SPEC.exec(spec);
-  // a malformed spec is shown as typed when it is printable, else quoted (one line, escaped)
-  const shown = /^[\x21-\x7e]{1,200}$/.test(spec) ? spec : quote(spec);
   const bad = (why: string) =>
-    new CheckpointError(`${shown}: ${why} (expected hf://owner/name or hf://owner/name@revision)`);
+    new CheckpointError(
+      `${showPath(spec)}: ${why} (expected hf://owner/name or hf://owner/name@revision)`,
+    );
   if (!m) throw bad("not a hub repo");
   const [, owner, name, rev] = m;
   for (const part of [owner, name]) {

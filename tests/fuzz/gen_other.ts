@@ -4,14 +4,16 @@
  * @module
  */
 
+import { writeSafetensorsTo } from "../../src/checkpoint/safetensors.ts";
 import {
   encodeMsgpack,
   encodePickle,
+  flattenRecord,
   float32,
   type HostTensor,
   tuple,
-  writeSafetensorsRecord,
 } from "../../src/io/mod.ts";
+import { MemoryWriter } from "../../src/io/sink.ts";
 import { enc, type FuzzCase, nastyString } from "./case.ts";
 import { mutateBytes, mutateText } from "./mutate.ts";
 import type { Rng } from "./rng.ts";
@@ -171,13 +173,10 @@ export function genWrite(rng: Rng): FuzzCase {
 async function encodeRecord(ext: string, record: Record<string, unknown>): Promise<Uint8Array> {
   if (ext === ".msgpack") return await encodeMsgpack(record);
   if (ext === ".pkl") return await encodePickle(record);
-  const path = await Deno.makeTempFile({ suffix: ext });
-  try {
-    await writeSafetensorsRecord(path, record);
-    return await Deno.readFile(path);
-  } finally {
-    await Deno.remove(path);
-  }
+  const { tensors, metadata } = flattenRecord(record); // writeSafetensorsRecord's body, in memory
+  const w = new MemoryWriter();
+  await writeSafetensorsTo(w, tensors, metadata, "fuzz record");
+  return w.bytes();
 }
 
 /**

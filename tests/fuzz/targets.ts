@@ -18,6 +18,7 @@ import { writeOutputs } from "../../src/io/mod.ts";
 import { readOutputs } from "../../src/io/read.ts";
 import { vizInputsFromOutputs } from "../../src/viz/from_outputs.ts";
 import { SubwordTokenizer } from "../../src/generate/tokenizer.ts";
+import { enc } from "./case.ts";
 import { FUZZ_DIMS, type FuzzCase } from "./generators.ts";
 
 /** What a case did. Only "clean-error" and "success" are acceptable. */
@@ -131,8 +132,6 @@ function persistentLoad(pid: unknown): StorageRef {
   const n = typeof pid[4] === "number" && Number.isSafeInteger(pid[4]) ? pid[4] : 0;
   return new StorageRef(String(pid[2]).slice(0, 20), "F32", n, "cpu");
 }
-
-const enc = new TextEncoder();
 
 async function runTarget(c: FuzzCase, dir: string): Promise<void> {
   const entry = join(dir, c.entry);
