@@ -12,8 +12,9 @@
  * larger n (prefill): cblas_sgemm(RowMajor, NoTrans x, Trans W) when BLAS is available (bf16 W
  *   converted to fp32 in the context's scratch first), one single-threaded call per pool thread
  *   on its slice; otherwise (and for bf16 W against at most MBCPU_TILED_BF16_MAX rows: batch
- *   decoding) the library's own GEMM: W in L2-sized row tiles, each tile applied to the x rows 8
- *   at a time with the skinny kernel.
+ *   decoding) the library's own GEMM: W in L2-sized row tiles (at least 4 a thread), each tile
+ *   applied to the x rows 8 at a time with the skinny kernel, or, in the 8-lane build with bf16 W,
+ *   12 at a time packed (tile8_bf16).
  */
 #include <stdatomic.h>
 #include <stdlib.h>
