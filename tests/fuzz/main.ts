@@ -8,6 +8,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { BUILD_COMMAND, findLibrary, libraryCandidates } from "../../src/native/lib.ts";
 import { runFuzz } from "./runner.ts";
 import { OUTCOMES } from "./targets.ts";
 
@@ -32,6 +33,16 @@ const num = (name: keyof typeof values): number => {
   }
   return v;
 };
+
+// Without the native library every case that loads weights would end as an internal error and be
+// counted as a crash of the parser under test: say what is missing instead.
+if (!findLibrary()) {
+  console.error(
+    `fuzz: the native library is not built (looked at ${libraryCandidates().join(", ")}); ` +
+      `run \`${BUILD_COMMAND}\` first`,
+  );
+  Deno.exit(1);
+}
 
 const cases = num("cases");
 let done = 0;
