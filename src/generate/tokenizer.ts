@@ -151,7 +151,9 @@ export class SubwordTokenizer {
     const enc = new TextEncoder();
     const bytes: Uint8Array[] = Array.from({ length: size }, () => new Uint8Array(0));
     for (const [token, id] of entries) {
-      if (added.has(id)) continue;
+      // a vocab where two tokens share an id leaves another id without one: get_vocab then lists
+      // it with an undefined token (found by tests/fuzz); such an id spells no bytes
+      if (added.has(id) || typeof token !== "string") continue;
       if (byteLevel) {
         const out: number[] = [];
         let ok = true;
