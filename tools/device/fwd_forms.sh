@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# fwd_forms.sh — forms of a forward kernel behind an environment switch, measured and checked in one
+# GPU call, most telling first so that a call cut short still answers. Carry .gpu-build/ (from
+# tools/device/prebuild.sh) and, for step 5, .gpu/ (tools/device/pack_gpu.sh):
+#   1. cuda_bench --timeline-fwd LEN both for each value of VAR (the default first: "-"), ROUNDS
+#      rounds in turn: each peer's untraced forward and its scan row printed;
+#   2. cuda_vs_cpu --only ONLY with each value;
+#   3. cuda_vs_cpu, every case, on the defaults;
+#   4. compute-sanitizer memcheck and racecheck on cuda_vs_cpu --small --only ONLY with SAN_VALUE;
+#   5. the CUDA model tests through Deno, on the defaults.
+#   OUT=$OUT VAR=MAMBABYTE_CUDA_SCAN_FORM VALUES="- 0 4 6" ONLY=scan SAN_VALUE=6 \
+#     bash tools/device/fwd_forms.sh
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/fwd_forms_out}"
+mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+VAR=${VAR:?VAR: the switch to vary}
+VALUES=${VALUES:--}
+ONLY=${ONLY:-scan}
+B=build-cuda
+with() { if [ "$1" = - ]; then shift; env "$@"; else local v=$1; shift; env "$VAR=$v" "$@"; fi; }
+
+step "build"
+build_cuda -DMAMBABYTE_TESTS=ON
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm --format=csv,noheader
+for r in $(seq 1 "${ROUNDS:-2}"); do
+  for v in $VALUES; do
+    log="$OUT/fwd_${r}_${v}.log"
+    with "$v" timeout "${BENCH_T:-120}" ./$B/cuda_bench --timeline-fwd "${LEN:-8192}" both >"$log" 2>&1 || fail
+    grep -E "ROW timeline|ROW   k_scan_tile  |alone" "$log" | sed "s/^/[$VAR=$v round $r] /"
+  done
+done
+for v in $VALUES; do
+  note "cuda_vs_cpu --only $ONLY ($VAR=$v): $(with "$v" timeout "${TEST_T:-120}" ./$B/cuda_vs_cpu --only "$ONLY" 2>&1 | tail -1)"
+done
+step "cuda_vs_cpu (all, defaults)"
+timeout "${TEST_T:-150}" ./$B/cuda_vs_cpu >"$OUT/test.log" 2>&1 || fail
+grep -E "FAIL|FATAL" "$OUT/test.log" | head -10
+note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
+if [ -n "${SAN_VALUE:-}" ]; then
+  for t in memcheck racecheck; do
+    r=$(with "$SAN_VALUE" timeout "${SAN_T:-90}" compute-sanitizer --tool $t \
+      ./$B/cuda_vs_cpu --small --only "$ONLY" 2>&1 | grep -E "SUMMARY|cases" | tr '\n' ' ')
+    note "$t --small --only $ONLY ($VAR=$SAN_VALUE): $r"
+  done
+fi
+setup_deno
+if [ $? -ne 1 ]; then
+  cuda_model_tests "${DENO_T:-150}" tests/cuda_model_test.ts
+fi
+print_summary fwd_forms
+exit $status
