@@ -7,7 +7,9 @@
 #   2. cuda_vs_cpu --only ONLY with each value;
 #   3. cuda_vs_cpu, every case, on the defaults;
 #   4. compute-sanitizer memcheck and racecheck on cuda_vs_cpu --small --only ONLY with SAN_VALUE;
-#   5. the CUDA model tests through Deno, on the defaults.
+#   5. the CUDA model tests through Deno, on the defaults;
+#   6. BENCH_GPU_CASES=<cases>: bench:gpu on those cases, on the defaults (mod.ts's forward beside
+#      step 1's direct one from C).
 #   OUT=$OUT VAR=MAMBABYTE_CUDA_SCAN_FORM VALUES="- 0 4 6" ONLY=scan SAN_VALUE=6 \
 #     bash tools/device/fwd_forms.sh
 set -u -o pipefail
@@ -49,6 +51,11 @@ fi
 setup_deno
 if [ $? -ne 1 ]; then
   cuda_model_tests "${DENO_T:-150}" tests/cuda_model_test.ts
+  if [ -n "${BENCH_GPU_CASES:-}" ]; then
+    step "bench:gpu $BENCH_GPU_CASES"
+    timeout "${BENCH_T:-150}" deno run --cached-only --no-check -A scripts/bench_gpu.ts \
+      --cases "$BENCH_GPU_CASES" 2>&1 | tee "$OUT/bench_gpu.log" | grep -E "forward|decode" || fail
+  fi
 fi
 print_summary fwd_forms
 exit $status
