@@ -146,6 +146,9 @@ Deno.test("cpu context: info, flags, CUDA without CUDA, graphs unsupported", () 
   assert.equal(info.backend, "cpu");
   assert.ok((info.threads as number) >= 1);
   assert.ok(["openblas", "none"].includes(info.blas as string));
+  // OpenBLAS's kernel set (what its sgemm rate depends on), named where OpenBLAS runs the products
+  assert.equal(info.blas === "openblas", /^[A-Za-z0-9]+$/.test(info.blas_core as string));
+  assert.equal(NOBLAS.info().blas_core, "");
   assert.ok(["avx512", "avx2", "scalar"].includes(info.simd as string));
   assert.equal(SCALAR.info().simd, "scalar");
   assert.equal(NOBLAS.info().blas, "none");
