@@ -406,28 +406,36 @@ __device__ __forceinline__ float scan_sum(const float (&v)[K]) {
   return (t0 + t1) + (t2 + t3);
 }
 
-/* State s of one chunk for one lane (ll: its index among its channel's L lanes, whose shuffles
- * stay within the channel: width L). a2_l / carry_l: A * log2(e) and the carry of state `ll`,
- * held one state per lane. */
+/* A tile scan state's decays for one lane: dA[k] = exp(dt[k] A) and their product pa, with A
+ * broadcast from lane s of the channel (a2_l: A * log2(e), one state per lane). */
 template <int K>
-__device__ __forceinline__ void scan_state(int s, int ll, float a2_l, float &carry_l,
-                                           const float *Bs, const float *Cs, const float (&dt)[K],
-                                           float dt_sum, const float (&du)[K], float (&y)[K]) {
+__device__ __forceinline__ void scan_state_exps(int s, float a2_l, const float (&dt)[K],
+                                                float dt_sum, float (&dA)[K], float &pa) {
+  const float A2 = __shfl_sync(0xffffffffu, a2_l, s, ScanTile<K>::L);
+#pragma unroll
+  for (int k = 0; k < K; k++) dA[k] = mb_fast_ex2(dt[k] * A2);
+  /* the decays' product over the lane's positions is one exp of the summed dt (a multiply and an
+   * exp where a product took K - 1 multiplies per state: 206 M warp instructions a 972M layer at
+   * 8192 positions against 236 M, 459-462 us against 464-465) */
+  pa = mb_fast_ex2(dt_sum * A2);
+}
+
+/* The rest of state s for one lane (ll: its index among its channel's L lanes, whose shuffles
+ * stay within the channel: width L): its positions composed into one map, the shuffle scan over
+ * the channel's lanes, and the rerun of its positions into y from the entering state. carry_l: the
+ * carry of state `ll`, held one state per lane. */
+template <int K>
+__device__ __forceinline__ void scan_state_run(int s, int ll, float &carry_l, const float *Bs,
+                                               const float *Cs, const float (&dA)[K], float pa,
+                                               const float (&du)[K], float (&y)[K]) {
   using T = ScanTile<K>;
   constexpr int L = T::L;
-  const float A2 = __shfl_sync(0xffffffffu, a2_l, s, L);
   const float cin = __shfl_sync(0xffffffffu, carry_l, s, L);
-  float Bv[K], dA[K], bx[K];
+  float Bv[K], bx[K];
   scan_ldsk<K>(Bs + s * T::ROW + ll * T::STRIDE, Bv);
 #pragma unroll
-  for (int k = 0; k < K; k++) {
-    dA[k] = mb_fast_ex2(dt[k] * A2);
-    bx[k] = du[k] * Bv[k];
-  }
-  /* the lane's positions as one affine map h -> pa * h + pb; the decays' product is one exp of
-   * the summed dt (a multiply and an exp where a product took K - 1 multiplies per state: 206 M
-   * warp instructions a 972M layer at 8192 positions against 236 M, 459-462 us against 464-465) */
-  float pa = mb_fast_ex2(dt_sum * A2);
+  for (int k = 0; k < K; k++) bx[k] = du[k] * Bv[k];
+  /* the lane's positions as one affine map h -> pa * h + pb */
   float pb = bx[0];
 #pragma unroll
   for (int k = 1; k < K; k++) pb = dA[k] * pb + bx[k];
@@ -466,6 +474,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   using T = ScanTile<K>;
   static_assert(2 * (2 * NMAX + 2 * SCAN_TILE_CH) * T::ROW * 4 <= 227 * 1024, "two blocks per SM");
   static_assert(NMAX <= T::L, "one state per lane");
+  static_assert(NMAX % 2 == 0, "the state loop takes states two at a time");
   extern __shared__ float4 scan_smem[];
   const int n = a.n;
   float *const Bs = (float *)scan_smem, *const Cs = Bs + n * T::ROW;
@@ -518,9 +527,26 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
       else scan_stage_rows<K>(a, b, c0, t0, rows, a.z, a.ldz, Ds);
       cp_async_commit();
     }
+    /* Each state's exps are issued inside the guard of the state before, so they fly beside its
+     * composition, shuffle scan and rerun (one state of decays more in registers; the same
+     * operations in the same order, so the same bits). Past n they are exp(0) (a2_l is 0 on lanes
+     * >= n) and unused. Against a state at a time, H200, 972M shape, 8192 positions: the bf16
+     * scan 422.9 against 427.9 us a layer, the fp32 + TF32 forward's 478.6-481.3 against 487.1-487.2
+     * (docs/cuda_notes.md, "The tile scan's exps a state ahead"). */
+    {
+      float dA0[K], dA1[K], pa0, pa1;
+      scan_state_exps<K>(0, a2_l, dt, dt_sum, dA0, pa0);
 #pragma unroll
-    for (int s = 0; s < NMAX; s++) {
-      if (s < n) scan_state<K>(s, ll, a2_l, carry_l, Bs, Cs, dt, dt_sum, du, y);
+      for (int s = 0; s < NMAX; s += 2) {
+        if (s < n) {
+          scan_state_exps<K>(s + 1, a2_l, dt, dt_sum, dA1, pa1);
+          scan_state_run<K>(s, ll, carry_l, Bs, Cs, dA0, pa0, du, y);
+        }
+        if (s + 1 < n) {
+          if (s + 2 < NMAX) scan_state_exps<K>(s + 2, a2_l, dt, dt_sum, dA0, pa0);
+          scan_state_run<K>(s + 1, ll, carry_l, Bs, Cs, dA1, pa1, du, y);
+        }
+      }
     }
     if (has_z) {
       cp_async_wait_all();
