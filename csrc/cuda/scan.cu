@@ -530,9 +530,9 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
     /* Each state's exps are issued inside the guard of the state before, so they fly beside its
      * composition, shuffle scan and rerun (one state of decays more in registers; the same
      * operations in the same order, so the same bits). Past n they are exp(0) (a2_l is 0 on lanes
-     * >= n) and unused. Against a state at a time, H200, 972M shape, 8192 positions: the bf16
-     * scan 422.9 against 427.9 us a layer, the fp32 + TF32 forward's 478.6-481.3 against 487.1-487.2
-     * (docs/cuda_notes.md, "The tile scan's exps a state ahead"). */
+     * >= n) and unused. Against a state at a time, H200, 972M shape, 8192 positions: the scan
+     * 422.9 against 427.9 us a layer on bf16 pairs, 478.6-481.3 against 487.1-487.2 in the fp32
+     * + TF32 forward (docs/cuda_notes.md, "The tile scan's exps a state ahead"). */
     {
       float dA0[K], dA1[K], pa0, pa1;
       scan_state_exps<K>(0, a2_l, dt, dt_sum, dA0, pa0);
