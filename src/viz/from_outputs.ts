@@ -54,6 +54,11 @@ function layerField(rec: Record<string, unknown>, key: string, path: string) {
   return v as Map<number, HostTensor>;
 }
 
+/** "PATH: KEY of layer L" for messages; the layer key comes from the file, so it is shown printable. */
+function ofLayer(path: string, key: string, layer: unknown): string {
+  return `${path}: ${key} of layer ${printable(String(layer), 20)}`;
+}
+
 /** The Frobenius norm of each position's (D, N) matrix in an unreduced (L, D, N) tensor. */
 function frobeniusPerPosition(x: Float32Array, L: number, perPosition: number): Float32Array {
   const out = new Float32Array(L);
@@ -70,7 +75,7 @@ function discreteAFro(rec: Record<string, unknown>, path: string, L: number) {
   const reduction = rec.reduction ?? null;
   const out = new Map<number, Float32Array>();
   for (const [l, t] of layerField(rec, "discrete_A", path)) {
-    const what = `${path}: discrete_A of layer ${printable(String(l), 20)}`;
+    const what = ofLayer(path, "discrete_A", l);
     if (reduction === "fro") {
       if (t.shape.length !== 1 || t.shape[0] !== L) {
         throw missing(`${what} has shape [${t.shape}], expected [${L}] (the prompt's bytes)`);
@@ -80,11 +85,10 @@ function discreteAFro(rec: Record<string, unknown>, path: string, L: number) {
       const [, D, N] = t.shape;
       out.set(l, frobeniusPerPosition(floatData(t, what), L, D * N));
     } else {
+      const shown = printable(String(reduction), 40);
       throw missing(
-        `${path}: discrete_A was reduced with '${
-          printable(String(reduction), 40)
-        }'; the page needs one ` +
-          `Frobenius norm per position: rerun extract_discrete_A.ts with --reduction fro`,
+        `${path}: discrete_A was reduced with '${shown}'; the page needs one Frobenius norm ` +
+          `per position: rerun extract_discrete_A.ts with --reduction fro`,
       );
     }
   }
@@ -95,16 +99,15 @@ function discreteAFro(rec: Record<string, unknown>, path: string, L: number) {
 function deltaMean(rec: Record<string, unknown>, key: string, path: string, L: number) {
   const nl = rec.nonlinearity ?? "linear";
   if (nl !== "softplus" && nl !== "linear") {
+    const shown = printable(String(nl), 40);
     throw missing(
-      `${path}: ${key} went through '${
-        printable(String(nl), 40)
-      }'; delta is softplus(dt_proj): rerun ` +
+      `${path}: ${key} went through '${shown}'; delta is softplus(dt_proj): rerun ` +
         `extract_module_outputs.ts with --nonlinearity softplus`,
     );
   }
   const out = new Map<number, Float32Array>();
   for (const [l, t] of layerField(rec, key, path)) {
-    const what = `${path}: ${key} of layer ${printable(String(l), 20)}`;
+    const what = ofLayer(path, key, l);
     if (t.shape.length !== 2 || t.shape[0] !== L) {
       throw missing(`${what} has shape [${t.shape}], expected [${L}, d_inner]`);
     }

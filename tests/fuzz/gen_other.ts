@@ -165,8 +165,6 @@ export function genWrite(rng: Rng): FuzzCase {
   return { target: "write", desc: `write ${out}`, files: [], entry: out, record };
 }
 
-/** Builds case `seed` for `target` (chosen by the caller). */
-
 // ---- output records read back ------------------------------------------------------------------
 
 /** The bytes writeOutputs' encoder for `ext` makes of `record`. */

@@ -15,7 +15,6 @@ import { loadWeights } from "../../src/checkpoint/weights.ts";
 import { parseConfig } from "../../src/config/config.ts";
 import { MambaByteError } from "../../src/errors.ts";
 import { writeOutputs } from "../../src/io/mod.ts";
-import { readOutputs } from "../../src/io/read.ts";
 import { vizInputsFromOutputs } from "../../src/viz/from_outputs.ts";
 import { SubwordTokenizer } from "../../src/generate/tokenizer.ts";
 import { enc } from "./case.ts";
@@ -150,8 +149,7 @@ async function runTarget(c: FuzzCase, dir: string): Promise<void> {
     case "write":
       return await writeOutputs(entry, c.record!);
     case "read":
-      // read back, then made into the page's inputs as visualize.ts --outputs does
-      await readOutputs(entry);
+      // read back (readOutputs) and made into the page's inputs, as visualize.ts --from_outputs does
       await vizInputsFromOutputs([entry], { quantities: ["discrete_A", "delta"], ranks: false });
       return;
     case "tokenizer": {
