@@ -309,24 +309,24 @@ __global__ void __launch_bounds__(SSU_ROW_C *B, MINB)
   /* with MMA, warps 0 and 1 run dt_proj's tiles for the block once its rows are staged */
   const auto dt_tiles = [&] {
     if constexpr (MMA) {
-      const int live = (int)min((int64_t)B, a.batch - (int64_t)blockIdx.y * B);
-      if (ty < 2) ssu_rows_dt_mma<B>(sW, m.ws, smem_rows + m.rows, m.rp + 2 * NP, R, live, sDt);
+      const int seqs = (int)min((int64_t)B, a.batch - (int64_t)blockIdx.y * B);
+      if (ty < 2) ssu_rows_dt_mma<B>(sW, m.ws, smem_rows + m.rows, m.rp + 2 * NP, R, seqs, sDt);
       __syncthreads();
     }
   };
-  if (b >= a.batch) { /* a whole warp (one sequence per warp): only the barriers are owed */
-    __syncthreads();
-    dt_tiles();
-    return;
-  }
+  /* a warp past the batch (one sequence per warp) stages nothing but meets the block's barriers
+   * at the same call sites as the others (a barrier reached from different places in different
+   * warps is undefined in CUDA C++; compute-sanitizer's synccheck reports it) */
+  const bool live = b < a.batch;
   /* this warp's sequence: its states (contiguous over the block's channels), x_dbl, B, C. With a
    * full block of 16-state channels and dt_rank <= 128 (the models' shapes) every load is issued
    * before the first store to shared memory, the states as 16-byte chunks (loops of a load and a
    * store each kept a few loads in flight a thread: the op at b64 went from 18.4 to 13.2 us) */
-  float *st = a.state + (b * a.d + c0) * n;
-  const float *xrow = a.xdbl + b * a.ldx;
-  const float uu = cok ? a.u[b * a.ldu + c] : 0.f;
-  const float zz = cok && a.z ? a.z[b * a.ldz + c] : 0.f;
+  const int64_t bl = live ? b : 0; /* rows of a warp past the batch are never read */
+  float *st = a.state + (bl * a.d + c0) * n;
+  const float *xrow = a.xdbl + bl * a.ldx;
+  const float uu = live && cok ? a.u[bl * a.ldu + c] : 0.f;
+  const float zz = live && cok && a.z ? a.z[bl * a.ldz + c] : 0.f;
   constexpr int Q = NP / 4 > 0 ? NP / 4 : 1; /* 16-byte chunks a thread (32 NP / 4 a warp) */
   constexpr int XQ = 4;                      /* x_dbl values a thread: rp <= 4 x 32 */
   const bool vec_state = NP % 4 == 0 && NP <= SSU_ROW_C && n == NP && cn == SSU_ROW_C &&
@@ -340,7 +340,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *B, MINB)
     return sS + ssu_slot((int)(i / NP), (int)(i % NP), m.as);
   };
   constexpr bool SW = NP == SSU_SW_NP; /* whole 16-byte chunks (and 16-byte aligned) */
-  if (vec_state) {
+  if (live && vec_state) {
     float4 q[Q];
     float xv[XQ];
 #pragma unroll
@@ -363,7 +363,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *B, MINB)
     for (int j = 0; j < XQ; j++)
       if (tx + j * SSU_ROW_C < m.rp) xs[tx + j * SSU_ROW_C] = xv[j];
     if (tx < NP) sB[tx] = bv, sC[tx] = cv;
-  } else {
+  } else if (live) {
     for (int i = tx; i < SSU_ROW_C * NP; i += SSU_ROW_C) {
       const int cc = i / NP, s = i % NP;
       sS[ssu_slot(cc, s, m.as)] = (cc < cn && s < n) ? st[cc * n + s] : 0.f;
@@ -376,6 +376,7 @@ __global__ void __launch_bounds__(SSU_ROW_C *B, MINB)
   }
   __syncthreads();
   dt_tiles();
+  if (!live) return;
   if (cok) {
     /* dt_proj: the tensor cores' tile (MMA), or lane gi's chunks j = gi, gi + L, ... in order,
      * then the lanes' butterfly */
