@@ -1,6 +1,7 @@
 // runMain exit codes and stderr, checked by running tiny scripts in a child Deno process.
 
 import assert from "node:assert/strict";
+import { oneLine } from "../src/cli/main.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SCRIPT = `
@@ -20,6 +21,7 @@ await runMain(async (argv) => {
   if (mode === "ok") console.log("fine");
   if (mode === "prompt") await resolvePrompt(args);
   if (mode === "user") throw new UserError("bad\\nthing");
+  if (mode === "ctl") throw new UserError("unknown model id '\\x1b[31mred\\x1b[0m\\u202e'");
   if (mode === "output") await writeOutputs("/tmp/x.json", {});
   if (mode === "fs") await Deno.readFile("/nonexistent/mambabyte");
   if (mode === "bug") (null as unknown as { x: number }).x;
@@ -69,6 +71,13 @@ Deno.test("runMain: exit codes and one-line stderr", async (t) => {
       assert.equal(r.code, 2);
       assert.equal(lines(r.stderr).length, 1);
       assert.match(r.stderr, /^tiny\.ts: error: argument --reduction: invalid choice: 'median'/);
+    });
+    await t.step("control and format characters in a message are shown escaped", async () => {
+      const r = await run(["ctl"]);
+      assert.equal(r.code, 1);
+      assert.deepEqual(lines(r.stderr), [
+        "error: unknown model id '\\u001b[31mred\\u001b[0m\\u202e'",
+      ]);
     });
     await t.step("--help -> 0, help on stdout", async () => {
       const r = await run(["ok", "--help"]);
@@ -135,4 +144,18 @@ Deno.test("runMain: exit codes and one-line stderr", async (t) => {
   } finally {
     if (scriptPath !== null) await Deno.remove(scriptPath);
   }
+});
+
+Deno.test("oneLine: breaks folded, control and format characters escaped, long lines cut", () => {
+  assert.equal(oneLine("  a\n  b \r\n c\td"), "a b c\\u0009d");
+  assert.equal(
+    oneLine("x\u0000y\u007fz\u009b\u200b\u202e"),
+    "x\\u0000y\\u007fz\\u009b\\u200b\\u202e",
+  );
+  assert.equal(oneLine("é中🦀 ok"), "é中🦀 ok");
+  const long = oneLine("v".repeat(1500));
+  assert.equal(long, `${"v".repeat(1000)}... (500 more characters)`);
+  // a cut never splits a surrogate pair
+  const pairs = oneLine(`${"v".repeat(999)}${"🦀".repeat(10)}`);
+  assert.equal(pairs, `${"v".repeat(999)}... (20 more characters)`);
 });

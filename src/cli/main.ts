@@ -40,8 +40,23 @@ export function isUserFacing(err: unknown): err is Error {
   return named && typeof (err as { exitCode?: unknown }).exitCode === "number";
 }
 
-function oneLine(s: string): string {
-  return s.replace(/\s*\n\s*/g, " ").trim();
+/** Characters of an error line past which the rest is cut (a value the user gave may be quoted). */
+const MAX_LINE = 1000;
+
+/**
+ * `s` as one printable line for a terminal: line breaks (and the space around them) become one
+ * space, control and format characters (escape sequences, NUL, bidi overrides) are shown as
+ * `\uXXXX`, so that a quoted flag value or file name cannot restyle or reorder what the terminal
+ * shows, and a line longer than {@link MAX_LINE} characters is cut, saying how much was left out.
+ */
+export function oneLine(s: string): string {
+  const t = s.replace(/\s*\n\s*/g, " ").trim().replace(
+    /[\p{Cc}\p{Cf}]/gu,
+    (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, "0")}`,
+  );
+  if (t.length <= MAX_LINE) return t;
+  const cut = /[\ud800-\udbff]/.test(t[MAX_LINE - 1]) ? MAX_LINE - 1 : MAX_LINE; // whole pairs
+  return `${t.slice(0, cut)}... (${t.length - cut} more characters)`;
 }
 
 /** What to print and which exit code to use for `err`, given whether debug output is on. */

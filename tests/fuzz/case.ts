@@ -21,6 +21,7 @@ export const TARGETS = [
   "write",
   "read",
   "tokenizer",
+  "argv",
 ] as const;
 /** One of {@link TARGETS}. */
 export type Target = (typeof TARGETS)[number];
@@ -50,6 +51,9 @@ export interface FuzzCase {
   yaml?: string;
   /** write: the record and the output file name. */
   record?: Record<string, unknown>;
+  /** argv: the command line (`@DIR@` stands for the case folder) and the script it runs. */
+  argv?: string[];
+  script?: "discrete_A" | "module_outputs" | "input_sim";
   /** Also run the command line on the entry (a child process; see targets.ts). */
   cli?: boolean;
 }

@@ -18,6 +18,7 @@ const BOTH_OUTCOMES = [
   "write",
   "read",
   "tokenizer",
+  "argv",
 ];
 
 Deno.test({

@@ -11,6 +11,7 @@ import { genLegacy, genSafetensors, genTorchZip } from "./gen_checkpoints.ts";
 import { genHfFolder, genYaml } from "./gen_folders.ts";
 import { genRaw, genRead, genTokenizer, genWrite } from "./gen_other.ts";
 import { genPickle, zipPickle } from "./gen_pickle.ts";
+import { genArgv } from "./gen_argv.ts";
 import { Rng } from "./rng.ts";
 
 export {
@@ -48,5 +49,7 @@ export async function generate(target: Target, seed: number): Promise<FuzzCase> 
       return await genRead(rng);
     case "tokenizer":
       return await genTokenizer(rng);
+    case "argv":
+      return genArgv(rng);
   }
 }

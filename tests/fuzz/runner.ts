@@ -66,7 +66,14 @@ export interface FuzzSummary {
 }
 
 const WORKER = new URL("./worker.ts", import.meta.url).pathname;
-const CLI_TARGETS = new Set(["safetensors", "torch-zip", "legacy-torch", "hf-folder", "raw"]);
+const CLI_TARGETS = new Set([
+  "safetensors",
+  "torch-zip",
+  "legacy-torch",
+  "hf-folder",
+  "raw",
+  "argv",
+]);
 
 /** Sends SIGKILL unless the process has already ended (kill() throws then). */
 function killChild(child: Deno.ChildProcess): void {

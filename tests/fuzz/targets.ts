@@ -17,7 +17,15 @@ import { MambaByteError } from "../../src/errors.ts";
 import { writeOutputs } from "../../src/io/mod.ts";
 import { vizInputsFromOutputs } from "../../src/viz/from_outputs.ts";
 import { SubwordTokenizer } from "../../src/generate/tokenizer.ts";
+import {
+  EXTRACT_DISCRETE_A,
+  EXTRACT_INPUT_SIM,
+  EXTRACT_MODULE_OUTPUTS,
+} from "../../src/cli/extractions.ts";
+import { describeError } from "../../src/cli/main.ts";
+import { type ExtractionScript, runExtractionScript } from "../../src/cli/session.ts";
 import { enc } from "./case.ts";
+import { type ArgvScript, FUZZ_CLI_CONFIG } from "./gen_argv.ts";
 import { FUZZ_DIMS, type FuzzCase } from "./generators.ts";
 
 /** What a case did. Only "clean-error" and "success" are acceptable. */
@@ -49,13 +57,30 @@ export interface Verdict {
   detail?: string;
 }
 
-/** The config the command-line cases run with: one model of the fuzz dimensions. */
-const CLI_CONFIG = `general: {device: cpu, dtype: fp32, seed: 1, threads: 1}
-model:
-  default_model_id: fuzz
-  common: {vocab_size: 256, d_state: 4, d_conv: 4, expand: 2, chunk_size: 64}
-  fuzz: {d_model: 8, n_layer: 2}
-`;
+/** The argv target's scripts: their definitions (in-process) and files (through the CLI). */
+const ARGV_SPECS: Record<ArgvScript, { spec: ExtractionScript; file: string }> = {
+  discrete_A: { spec: EXTRACT_DISCRETE_A, file: "scripts/extract_discrete_A.ts" },
+  module_outputs: { spec: EXTRACT_MODULE_OUTPUTS, file: "scripts/extract_module_outputs.ts" },
+  input_sim: { spec: EXTRACT_INPUT_SIM, file: "scripts/extract_input_sim_with_discrete_A.ts" },
+};
+
+/** An argv case's command line with the case folder in place of `@DIR@`. */
+function argvIn(c: FuzzCase, dir: string): string[] {
+  return c.argv!.map((a) => a.replaceAll("@DIR@", dir));
+}
+
+/** The output file (relative to the case folder) a successful argv case writes, if any. */
+function argvOutput(c: FuzzCase): string | null {
+  let out: string | null = null;
+  const argv = c.argv!;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--filepath_to_store_outputs") out = argv[i + 1] ?? null;
+    else if (a.startsWith("--filepath_to_store_outputs=")) out = a.slice(a.indexOf("=") + 1);
+  }
+  if (argv.includes("--help")) return null; // help, or an error before it: nothing written
+  return out?.startsWith("@DIR@/") ? out.slice("@DIR@/".length) : null;
+}
 
 const REPO = new URL("../../", import.meta.url).pathname;
 
@@ -92,6 +117,21 @@ function hasControl(s: string): boolean {
     if (c < 0x20 || c === 0x7f) return true;
   }
   return false;
+}
+
+/** A script's error is clean when runMain would print one short printable line that is not an
+ * internal error (its exit code 1 or 2); --help is a success. */
+function judgeScriptError(e: unknown): Verdict {
+  const r = describeError(e);
+  if (r.code === 0) return { outcome: "success" };
+  const line = r.lines[0] ?? "";
+  if (r.lines.length !== 1 || line.includes("internal error")) {
+    return { outcome: "crash", detail: line.slice(0, 300) };
+  }
+  if (line.length > 2000 || hasControl(line)) {
+    return { outcome: "bad-message", detail: JSON.stringify(line.slice(0, 300)) };
+  }
+  return { outcome: "clean-error" };
 }
 
 /** A user-facing error is clean when its message is one short printable line. */
@@ -157,34 +197,28 @@ async function runTarget(c: FuzzCase, dir: string): Promise<void> {
       tk.encodeBytes(enc.encode("To be, or not to be: that is the question. 3\u00e9\u4e2d"));
       return;
     }
+    case "argv":
+      return await runExtractionScript(ARGV_SPECS[c.script!].spec, argvIn(c, dir));
     default:
       return await readCheckpoint(entry);
   }
 }
 
-/** Runs the command line on the case's checkpoint: one error line or success, nothing else. */
+/** Runs the command line (generate on the case's checkpoint, or an argv case's script and
+ * command line): one error line or success, nothing else. */
 async function runCli(c: FuzzCase, dir: string, timeoutMs: number): Promise<Verdict> {
   const config = join(dir, "fuzz-cli.yml");
-  await Deno.writeTextFile(config, CLI_CONFIG);
+  await Deno.writeTextFile(config, FUZZ_CLI_CONFIG);
+  const args = c.target === "argv"
+    ? ["run", "-A", join(REPO, ARGV_SPECS[c.script!].file), ...argvIn(c, dir)]
+    : generateArgs(c, dir, config);
+  // a process's arguments cannot hold NUL (the in-process run has had that command line)
+  if (args.some((a) => a.includes("\0"))) {
+    await Deno.remove(config);
+    return { outcome: "success" };
+  }
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      join(REPO, "scripts/generate.ts"),
-      "--config_path",
-      config,
-      "--model_id",
-      "fuzz",
-      "--pretrained_model_filepath",
-      join(dir, c.entry),
-      "--prompt",
-      "a",
-      "--max_new_tokens",
-      "1",
-      "--device",
-      "cpu",
-      "--quiet",
-    ],
+    args,
     cwd: REPO,
     env: { NO_COLOR: "1", OMP_NUM_THREADS: "1" },
     stdin: "null",
@@ -198,6 +232,7 @@ async function runCli(c: FuzzCase, dir: string, timeoutMs: number): Promise<Verd
   const stderr = new TextDecoder().decode(out.stderr).trim();
   if (out.signal === "SIGKILL") return { outcome: "hang", detail: "command line timed out" };
   if (out.code === 0) return { outcome: "success" };
+  // a successful extraction says where it stored its outputs on stderr; an error is one line
   const lines = stderr.split("\n");
   if (/^\s+at /m.test(stderr)) return { outcome: "stack-trace", detail: lines[0] };
   if (out.code !== 1 && out.code !== 2) {
@@ -208,6 +243,28 @@ async function runCli(c: FuzzCase, dir: string, timeoutMs: number): Promise<Verd
   }
   if (lines[0].includes("internal error")) return { outcome: "crash", detail: lines[0] };
   return { outcome: "clean-error" };
+}
+
+/** generate.ts on the case's checkpoint, one byte. */
+function generateArgs(c: FuzzCase, dir: string, config: string): string[] {
+  return [
+    "run",
+    "-A",
+    join(REPO, "scripts/generate.ts"),
+    "--config_path",
+    config,
+    "--model_id",
+    "fuzz",
+    "--pretrained_model_filepath",
+    join(dir, c.entry),
+    "--prompt",
+    "a",
+    "--max_new_tokens",
+    "1",
+    "--device",
+    "cpu",
+    "--quiet",
+  ];
 }
 
 /** Runs case `c` in the empty folder `dir`; never throws. */
@@ -229,7 +286,7 @@ export async function runCase(
     await runTarget(c, dir);
     verdict = { outcome: "success" };
   } catch (e) {
-    verdict = judgeError(e);
+    verdict = c.target === "argv" ? judgeScriptError(e) : judgeError(e);
   } finally {
     Object.assign(console, saved);
   }
@@ -239,11 +296,15 @@ export async function runCase(
   }
   const after = await filesUnder(dir);
   const made = after.filter((f) => !before.has(f));
-  const expected = c.target === "write" && verdict.outcome === "success" ? [c.entry] : [];
+  const written = c.target === "argv" ? argvOutput(c) : c.entry;
+  const expected = (c.target === "write" || c.target === "argv") &&
+      verdict.outcome === "success" && written
+    ? [written]
+    : [];
   const extra = made.filter((f) => !expected.includes(f));
   if (extra.length > 0) return { outcome: "partial-file", detail: extra.join(", ").slice(0, 300) };
-  if (expected.length && !made.includes(c.entry)) {
-    return { outcome: "partial-file", detail: `success without ${c.entry}` };
+  if (expected.length && !made.includes(expected[0])) {
+    return { outcome: "partial-file", detail: `success without ${expected[0]}` };
   }
   if (c.cli && verdict.outcome !== "crash") {
     const cli = await runCli(c, dir, opts.cliTimeoutMs ?? 60_000);

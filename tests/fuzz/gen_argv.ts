@@ -1,0 +1,221 @@
+/**
+ * Fuzz generator of command lines for the three extraction scripts: a valid command line of the
+ * original's flags (on the fuzz model of a small config in the case folder), then a few mutations:
+ * flags dropped, repeated, left without a value or given another script's, unknown flags, stray
+ * words, and values that are odd (negative, huge, non-numeric, empty, control characters, paths
+ * that are folders, missing, FIFOs or too large). `@DIR@` in an argument stands for the case
+ * folder (targets.ts puts it in).
+ *
+ * @module
+ */
+
+import { enc, type FuzzCase, nastyString } from "./case.ts";
+import type { Rng } from "./rng.ts";
+
+/** The scripts an argv case runs (see targets.ts for their definitions). */
+export const ARGV_SCRIPTS = ["discrete_A", "module_outputs", "input_sim"] as const;
+/** One of {@link ARGV_SCRIPTS}. */
+export type ArgvScript = (typeof ARGV_SCRIPTS)[number];
+
+/** The config every argv case runs with: one small model, on the CPU. */
+export const FUZZ_CLI_CONFIG = `general: {device: cpu, dtype: fp32, seed: 1, threads: 1}
+model:
+  default_model_id: fuzz
+  common: {vocab_size: 256, d_state: 4, d_conv: 4, expand: 2, chunk_size: 64}
+  fuzz: {d_model: 8, n_layer: 2}
+`;
+
+const MODULES = ["dt_proj", "mixer.dt_proj", "conv1d", "norm", "in_proj", "x_proj", "out_proj"];
+const NONLINEARITIES = ["linear", "relu", "lrelu", "elu", "gelu", "silu", "tanh", "softplus"];
+const REDUCTIONS = ["mean", "min", "max", "norm", "fro", "nuc"];
+const OUTPUT_EXTS = [".pkl", ".pickle", ".npz", ".json", ".msgpack", ".safetensors"];
+
+/** Odd values of every kind, for any flag. */
+function oddValue(rng: Rng): string {
+  return rng.pick([
+    "",
+    "-1",
+    "0",
+    "2",
+    "-0",
+    "1.5",
+    "1e3",
+    "0x10",
+    "NaN",
+    "Infinity",
+    "99999999999999999999",
+    "9007199254740993",
+    " 1",
+    "--prompt",
+    "@DIR@",
+    "@DIR@/missing.pkl",
+    "@DIR@/prompt.txt",
+    "@DIR@/fifo",
+    nastyString(rng),
+  ]);
+}
+
+/** A value for `flag`: mostly valid, sometimes one of its own odd ones. */
+function valueFor(rng: Rng, flag: string): string[] {
+  const valid = rng.chance(0.7);
+  switch (flag) {
+    case "--layer_idxs":
+      return valid
+        ? rng.pick([["0"], ["1"], ["1", "0"], ["0", "1"]])
+        : rng.pick([[], ["0", "0"], ["-1"], ["2"], ["-3"], ["a"], ["1", "x"], [oddValue(rng)]]);
+    case "--module_ids":
+    case "--module_id":
+      return valid
+        ? [rng.pick(MODULES)]
+        : rng.pick([[], ["DT_PROJ"], ["dt_proj.weight"], ["mixer"], ["dt_proj", "conv1d"], [
+          oddValue(rng),
+        ]]);
+    case "--nonlinearity":
+      return [valid ? rng.pick(NONLINEARITIES) : rng.pick(["Softplus", "none", "softmax"])];
+    case "--reduction":
+      return [valid ? rng.pick(REDUCTIONS) : rng.pick(["sum", "FRO", oddValue(rng)])];
+    case "--reduction_dim":
+      return [valid ? rng.pick(["-1", "-2", "0", "1", "2"]) : rng.pick(["3", "-4", oddValue(rng)])];
+    case "--seed":
+      return [valid ? rng.pick(["0", "1", "4740"]) : oddValue(rng)];
+    case "--device":
+      return [valid ? "cpu" : rng.pick(["cuda", "cuda:0", "cuda:-1", "gpu", "cpu:0", ""])];
+    case "--dtype":
+      return [valid ? rng.pick(["fp32", "bf16"]) : rng.pick(["fp16", "float32", ""])];
+    case "--filepath_to_store_outputs":
+      return [
+        valid ? `@DIR@/${rng.pick(["out", "sub/dir/out"])}${rng.pick(OUTPUT_EXTS)}` : rng.pick([
+          "@DIR@/out.txt",
+          "@DIR@/.pkl",
+          "@DIR@/",
+          "@DIR@/prompt.txt/out.pkl",
+          "@DIR@/out",
+          `@DIR@/${"x".repeat(rng.size(300))}.pkl`,
+          oddValue(rng),
+        ]),
+      ];
+    case "--output_layout":
+      return [valid ? "original" : rng.pick(["ours", "ORIGINAL", ""])];
+    case "--prompt":
+      return [valid ? rng.pick(["a", "High up on the hillside", "é中🦀"]) : nastyString(rng)];
+    case "--prompt_file":
+      return [
+        valid ? "@DIR@/prompt.txt" : rng.pick([
+          "@DIR@/empty.txt",
+          "@DIR@/big.txt",
+          "@DIR@/fifo",
+          "@DIR@",
+          "@DIR@/missing.txt",
+        ]),
+      ];
+    case "--config_path":
+      return [valid ? "@DIR@/fuzz.yml" : rng.pick(["@DIR@/prompt.txt", "@DIR@", "@DIR@/no.yml"])];
+    case "--model_id":
+      return [valid ? "fuzz" : rng.pick(["972M", "", "Fuzz", nastyString(rng)])];
+    case "--pretrained_model_filepath":
+      return [rng.pick(["@DIR@/prompt.txt", "@DIR@/missing.pt", "@DIR@", "@DIR@/fifo"])];
+    default:
+      return [oddValue(rng)];
+  }
+}
+
+/** The flags a script takes, besides the common ones. */
+function scriptFlags(script: ArgvScript): string[] {
+  switch (script) {
+    case "discrete_A":
+      return ["--reduction", "--reduction_dim", "--output_layout"];
+    case "module_outputs":
+      return ["--module_ids", "--nonlinearity", "--output_layout"];
+    case "input_sim":
+      return ["--output_layout"];
+  }
+}
+
+const COMMON = [
+  "--layer_idxs",
+  "--seed",
+  "--device",
+  "--dtype",
+  "--filepath_to_store_outputs",
+  "--return_log_probs",
+  "--return_ranks",
+  "--quiet",
+];
+const BOOLEAN = new Set(["--return_log_probs", "--return_ranks", "--quiet", "--help"]);
+const FOREIGN = [
+  "--reduction",
+  "--module_id",
+  "--max_new_tokens",
+  "--top_k",
+  "--foo",
+  "-x",
+  "--layer-idxs",
+  "--",
+  "--help",
+  "--pretrained_model_filepath",
+];
+
+/** A command line for one of the extraction scripts, valid or mutated. */
+export function genArgv(rng: Rng): FuzzCase {
+  const script = rng.pick(ARGV_SCRIPTS);
+  // the command line as flag groups, so that mutations keep or break them whole
+  const groups: string[][] = [
+    ["--config_path", ...valueFor(rng, "--config_path")],
+    ["--model_id", ...valueFor(rng, "--model_id")],
+    rng.chance(0.8)
+      ? ["--prompt", ...valueFor(rng, "--prompt")]
+      : ["--prompt_file", ...valueFor(rng, "--prompt_file")],
+  ];
+  if (script === "module_outputs") groups.push(["--module_ids", ...valueFor(rng, "--module_ids")]);
+  for (const flag of [...COMMON, ...scriptFlags(script)]) {
+    if (flag === "--module_ids" || !rng.chance(0.35)) continue;
+    groups.push(BOOLEAN.has(flag) ? [flag] : [flag, ...valueFor(rng, flag)]);
+  }
+  const mutations: string[] = [];
+  for (let m = rng.int(4); m > 0; m--) {
+    const kind = rng.pick(["drop", "repeat", "no-value", "foreign", "stray", "equals"]);
+    const i = rng.int(groups.length);
+    mutations.push(kind);
+    switch (kind) {
+      case "drop":
+        groups.splice(i, 1);
+        break;
+      case "repeat": {
+        const g = groups[i];
+        if (g) groups.push(BOOLEAN.has(g[0]) ? [g[0]] : [g[0], ...valueFor(rng, g[0])]);
+        break;
+      }
+      case "no-value":
+        if (groups[i]) groups[i] = [groups[i][0]];
+        break;
+      case "foreign": {
+        const f = rng.pick(FOREIGN);
+        groups.splice(i, 0, BOOLEAN.has(f) || f === "--" ? [f] : [f, ...valueFor(rng, f)]);
+        break;
+      }
+      case "stray":
+        groups.splice(i, 0, [oddValue(rng)]);
+        break;
+      case "equals": // --flag=value, which argparse also reads
+        if (groups[i]?.length === 2) groups[i] = [`${groups[i][0]}=${groups[i][1]}`];
+        break;
+    }
+  }
+  const argv = rng.chance(0.03) ? [] : groups.flat();
+  return {
+    target: "argv",
+    desc: `argv ${script}${mutations.length ? ` (${mutations.join(",")})` : ""}: ${
+      JSON.stringify(argv).slice(0, 160)
+    }`,
+    files: [
+      { path: "fuzz.yml", data: enc.encode(FUZZ_CLI_CONFIG) },
+      { path: "prompt.txt", data: enc.encode("To be, or not to be: that is the question.\n") },
+      { path: "empty.txt", data: new Uint8Array() },
+      { path: "big.txt", data: new Uint8Array(), size: 65 * 1024 * 1024 },
+      { path: "fifo", kind: "fifo" },
+    ],
+    entry: "fuzz.yml",
+    argv,
+    script,
+  };
+}
