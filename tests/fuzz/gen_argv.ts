@@ -1,6 +1,6 @@
 /**
- * Fuzz generator of command lines for the three extraction scripts: a valid command line of the
- * original's flags (on the fuzz model of a small config in the case folder), then a few mutations:
+ * Fuzz generator of command lines for the three extraction scripts and generate.ts: a valid
+ * command line of the original's flags (on the fuzz model of a small config in the case folder), then a few mutations:
  * flags dropped, repeated, left without a value or given another script's, unknown flags, stray
  * words, and values that are odd (negative, huge, non-numeric, empty, control characters, paths
  * that are folders, missing, FIFOs or too large). `@DIR@` in an argument stands for the case
@@ -13,7 +13,7 @@ import { enc, type FuzzCase, nastyString } from "./case.ts";
 import type { Rng } from "./rng.ts";
 
 /** The scripts an argv case runs (see targets.ts for their definitions). */
-export const ARGV_SCRIPTS = ["discrete_A", "module_outputs", "input_sim"] as const;
+export const ARGV_SCRIPTS = ["discrete_A", "module_outputs", "input_sim", "generate"] as const;
 /** One of {@link ARGV_SCRIPTS}. */
 export type ArgvScript = (typeof ARGV_SCRIPTS)[number];
 
@@ -113,7 +113,33 @@ function valueFor(rng: Rng, flag: string): string[] {
     case "--model_id":
       return [valid ? "fuzz" : rng.pick(["972M", "", "Fuzz", nastyString(rng)])];
     case "--pretrained_model_filepath":
+    case "--draft_pretrained_model_filepath":
       return [rng.pick(["@DIR@/prompt.txt", "@DIR@/missing.pt", "@DIR@", "@DIR@/fifo"])];
+    // generate.ts: valid values keep a run short on the fuzz model
+    case "--max_new_tokens":
+      return [
+        valid ? String(rng.int(9)) : rng.pick(["-1", "1.5", "2147483648", "1e2", oddValue(rng)]),
+      ];
+    case "--num_samples":
+      return [valid ? String(1 + rng.int(3)) : rng.pick(["0", "4097", "-2", oddValue(rng)])];
+    case "--temperature":
+      return [valid ? rng.pick(["0.5", "1", "1.3"]) : rng.pick(["0", "-1", "NaN", oddValue(rng)])];
+    case "--top_k":
+      return [valid ? rng.pick(["0", "1", "5", "256"]) : rng.pick(["-1", "257", oddValue(rng)])];
+    case "--top_p":
+      return [
+        valid ? rng.pick(["0", "0.5", "0.98", "1"]) : rng.pick(["1.5", "-0.1", oddValue(rng)]),
+      ];
+    case "--stop":
+      return [
+        valid ? rng.pick(["\\n", "a", "\\x41"]) : rng.pick(["", "\\x", "\\q", nastyString(rng)]),
+      ];
+    case "--draft_length":
+      return [valid ? String(1 + rng.int(8)) : rng.pick(["0", "65", oddValue(rng)])];
+    case "--draft_model_id":
+      return [valid ? "fuzz" : rng.pick(["972M", "", nastyString(rng)])];
+    case "--draft_tokenizer":
+      return [rng.pick(["@DIR@/prompt.txt", "@DIR@/missing.json", "@DIR@", "@DIR@/fifo"])];
     default:
       return [oddValue(rng)];
   }
@@ -128,6 +154,18 @@ function scriptFlags(script: ArgvScript): string[] {
       return ["--module_ids", "--nonlinearity", "--output_layout"];
     case "input_sim":
       return ["--output_layout"];
+    case "generate":
+      return [
+        "--max_new_tokens",
+        "--num_samples",
+        "--temperature",
+        "--top_k",
+        "--top_p",
+        "--stop",
+        "--draft_length",
+        "--draft_model_id",
+        "--verbose",
+      ];
   }
 }
 
@@ -141,7 +179,9 @@ const COMMON = [
   "--return_ranks",
   "--quiet",
 ];
-const BOOLEAN = new Set(["--return_log_probs", "--return_ranks", "--quiet", "--help"]);
+const BOOLEAN = new Set(["--return_log_probs", "--return_ranks", "--quiet", "--help", "--verbose"]);
+/** generate.ts has none of these (they are foreign there) and always sets --max_new_tokens. */
+const EXTRACTION_ONLY = new Set(["--layer_idxs", "--return_log_probs", "--return_ranks"]);
 const FOREIGN = [
   "--reduction",
   "--module_id",
@@ -153,6 +193,9 @@ const FOREIGN = [
   "--",
   "--help",
   "--pretrained_model_filepath",
+  "--draft_pretrained_model_filepath",
+  "--draft_tokenizer",
+  "--return_ranks",
 ];
 
 /** A command line for one of the extraction scripts, valid or mutated. */
@@ -167,8 +210,13 @@ export function genArgv(rng: Rng): FuzzCase {
       : ["--prompt_file", ...valueFor(rng, "--prompt_file")],
   ];
   if (script === "module_outputs") groups.push(["--module_ids", ...valueFor(rng, "--module_ids")]);
+  // generate's default is 100 bytes: keep a valid run short
+  if (script === "generate") {
+    groups.push(["--max_new_tokens", ...valueFor(rng, "--max_new_tokens")]);
+  }
   for (const flag of [...COMMON, ...scriptFlags(script)]) {
-    if (flag === "--module_ids" || !rng.chance(0.35)) continue;
+    if (flag === "--max_new_tokens" || !rng.chance(0.35)) continue;
+    if (script === "generate" && EXTRACTION_ONLY.has(flag)) continue;
     groups.push(BOOLEAN.has(flag) ? [flag] : [flag, ...valueFor(rng, flag)]);
   }
   const mutations: string[] = [];

@@ -57,11 +57,13 @@ export interface Verdict {
   detail?: string;
 }
 
-/** The argv target's scripts: their definitions (in-process) and files (through the CLI). */
-const ARGV_SPECS: Record<ArgvScript, { spec: ExtractionScript; file: string }> = {
+/** The argv target's scripts: their definitions (in-process) and files (through the CLI).
+ * generate.ts runs only as the script (it writes to the process's stdout, the worker's channel). */
+const ARGV_SPECS: Record<ArgvScript, { spec?: ExtractionScript; file: string }> = {
   discrete_A: { spec: EXTRACT_DISCRETE_A, file: "scripts/extract_discrete_A.ts" },
   module_outputs: { spec: EXTRACT_MODULE_OUTPUTS, file: "scripts/extract_module_outputs.ts" },
   input_sim: { spec: EXTRACT_INPUT_SIM, file: "scripts/extract_input_sim_with_discrete_A.ts" },
+  generate: { file: "scripts/generate.ts" },
 };
 
 /** An argv case's command line with the case folder in place of `@DIR@`. */
@@ -198,7 +200,7 @@ async function runTarget(c: FuzzCase, dir: string): Promise<void> {
       return;
     }
     case "argv":
-      return await runExtractionScript(ARGV_SPECS[c.script!].spec, argvIn(c, dir));
+      return await runExtractionScript(ARGV_SPECS[c.script!].spec!, argvIn(c, dir));
     default:
       return await readCheckpoint(entry);
   }
@@ -274,6 +276,11 @@ export async function runCase(
   opts: { cliTimeoutMs?: number; onStart?: () => void } = {},
 ): Promise<Verdict> {
   await materialise(c, dir);
+  // generate.ts runs only as the script: its verdict is the command line's
+  if (c.script === "generate") {
+    opts.onStart?.();
+    return await runCli(c, dir, opts.cliTimeoutMs ?? 60_000);
+  }
   const before = new Set(await filesUnder(dir));
   opts.onStart?.();
   // Anything printed while the case runs: the library itself must print nothing.
