@@ -249,7 +249,9 @@ export function genArgv(rng: Rng): FuzzCase {
         break;
     }
   }
-  const argv = rng.chance(0.03) ? [] : groups.flat();
+  // generate.ts runs only as a process, whose arguments cannot hold NUL and are bounded in size
+  const argv = (rng.chance(0.03) ? [] : groups.flat())
+    .map((a) => script === "generate" ? a.replaceAll("\0", "").slice(0, 20_000) : a);
   return {
     target: "argv",
     desc: `argv ${script}${mutations.length ? ` (${mutations.join(",")})` : ""}: ${

@@ -214,8 +214,13 @@ async function runCli(c: FuzzCase, dir: string, timeoutMs: number): Promise<Verd
   const args = c.target === "argv"
     ? ["run", "-A", join(REPO, ARGV_SPECS[c.script!].file), ...argvIn(c, dir)]
     : generateArgs(c, dir, config);
-  // a process's arguments cannot hold NUL (the in-process run has had that command line)
-  if (args.some((a) => a.includes("\0"))) {
+  // a process's arguments cannot hold NUL, nor one over 128 KiB or all over ~2 MiB (Linux):
+  // such a command line cannot reach a script (the in-process run has had it)
+  const bytes = args.map((a) => enc.encode(a).length);
+  if (
+    args.some((a) => a.includes("\0")) || Math.max(...bytes) >= 131_072 ||
+    bytes.reduce((x, y) => x + y, 0) >= 1 << 20
+  ) {
     await Deno.remove(config);
     return { outcome: "success" };
   }
@@ -276,26 +281,26 @@ export async function runCase(
   opts: { cliTimeoutMs?: number; onStart?: () => void } = {},
 ): Promise<Verdict> {
   await materialise(c, dir);
-  // generate.ts runs only as the script: its verdict is the command line's
-  if (c.script === "generate") {
-    opts.onStart?.();
-    return await runCli(c, dir, opts.cliTimeoutMs ?? 60_000);
-  }
   const before = new Set(await filesUnder(dir));
   opts.onStart?.();
   // Anything printed while the case runs: the library itself must print nothing.
   const printed: string[] = [];
-  const saved = { error: console.error, warn: console.warn, log: console.log };
-  const capture = (...args: unknown[]) => void printed.push(args.map(String).join(" "));
-  console.error = console.warn = console.log = capture;
   let verdict: Verdict;
-  try {
-    await runTarget(c, dir);
-    verdict = { outcome: "success" };
-  } catch (e) {
-    verdict = c.target === "argv" ? judgeScriptError(e) : judgeError(e);
-  } finally {
-    Object.assign(console, saved);
+  // generate.ts runs only as the script (the files it leaves are checked below all the same)
+  const asScript = c.script === "generate";
+  if (asScript) verdict = await runCli(c, dir, opts.cliTimeoutMs ?? 60_000);
+  else {
+    const saved = { error: console.error, warn: console.warn, log: console.log };
+    const capture = (...args: unknown[]) => void printed.push(args.map(String).join(" "));
+    console.error = console.warn = console.log = capture;
+    try {
+      await runTarget(c, dir);
+      verdict = { outcome: "success" };
+    } catch (e) {
+      verdict = c.target === "argv" ? judgeScriptError(e) : judgeError(e);
+    } finally {
+      Object.assign(console, saved);
+    }
   }
   const text = printed.join("\n");
   if (/^\s+at /m.test(text)) {
@@ -313,7 +318,7 @@ export async function runCase(
   if (expected.length && !made.includes(expected[0])) {
     return { outcome: "partial-file", detail: `success without ${expected[0]}` };
   }
-  if (c.cli && verdict.outcome !== "crash") {
+  if (c.cli && !asScript && verdict.outcome !== "crash") {
     const cli = await runCli(c, dir, opts.cliTimeoutMs ?? 60_000);
     if (cli.outcome !== "success" && cli.outcome !== "clean-error") return cli;
   }
