@@ -4,7 +4,8 @@
 # build-asan/), so that an out-of-bounds access, a use after free or undefined behaviour in the C
 # code fails the run even where the results come out right.
 #
-#   tools/sanitized_test.sh [test files...]      (default: every test file but those below)
+#   tools/sanitized_test.sh [test files...]      (default: every test file under tests/, the
+#                                                 fuzz's fixed cases included, but those below)
 #
 # Deno itself is not instrumented: the sanitizers' runtimes are preloaded (LD_PRELOAD) and the
 # library loaded as MAMBABYTE_LIB. Every process the tests start inherits that, and each writes its
@@ -35,7 +36,7 @@ bash tools/build.sh --build-dir build-asan -DMAMBABYTE_CUDA=OFF \
 if [ $# -gt 0 ]; then
   files=("$@")
 else
-  mapfile -t files < <(ls tests/*_test.ts | grep -Ev "$LEFT_OUT")
+  mapfile -t files < <(ls tests/*_test.ts tests/fuzz/*_test.ts | grep -Ev "$LEFT_OUT")
 fi
 reports=$(mktemp -d)
 out=$(mktemp)
