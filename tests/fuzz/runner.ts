@@ -190,7 +190,6 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzSummary> {
       const target = targets[index % targets.length];
       const seed = caseSeed(opts.seed, index);
       const cli = cliEvery > 0 && CLI_TARGETS.has(target) && seed % cliEvery === 0;
-      if (cli) cliCases++;
       const limit = cli ? timeoutMs * 6 : timeoutMs;
       worker ??= new Worker(memoryMB);
       const w: Worker = worker;
@@ -215,7 +214,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzSummary> {
       let report: CaseReport;
       if (line !== null && watchdog === null) {
         const r = JSON.parse(line);
-        report = { ...r, seed, target, cli };
+        report = { ...r, seed, target, cli: r.cli ?? cli }; // the worker says if it ran the CLI
         if (report.growthMB > memoryMB) {
           report.detail = `grew ${report.growthMB.toFixed(0)} MiB; ${report.detail ?? ""}`;
           report.outcome = "memory";
@@ -244,6 +243,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzSummary> {
         };
         worker = null;
       }
+      if (report.cli) cliCases++;
       counts[report.outcome]++;
       const bt = byTarget[target] ??= {};
       bt[report.outcome] = (bt[report.outcome] ?? 0) + 1;

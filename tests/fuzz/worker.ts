@@ -1,7 +1,8 @@
 /**
  * The fuzz worker: a child process that reads cases (one JSON line each: index, seed, target,
  * cli) on stdin, runs each in a fresh folder, and answers one line per case on stdout:
- * `@@fuzz {"index", "outcome", "detail", "ms", "peakMB", "growthMB"}`: peakMB is this process's
+ * `@@fuzz {"index", "outcome", "detail", "ms", "peakMB", "growthMB", "cli"}` (cli: whether the
+ * command line ran; generate.ts argv cases always do): peakMB is this process's
  * peak resident memory while the library ran (Linux: VmHWM, reset through /proc/self/clear_refs
  * once the case's files are written), growthMB that peak less the resident memory at the reset,
  * i.e. what the case cost beyond the harness's own (generating a case can leave garbage).
@@ -74,6 +75,7 @@ async function one(
   let verdict: Verdict;
   let desc = req.target as string;
   let baseKB = 0;
+  let ranCli = req.cli;
   const onStart = () => {
     if ((procStatusKB("VmRSS") ?? 0) > 200 * 1024) gc?.();
     baseKB = procStatusKB("VmRSS") ?? 0;
@@ -82,6 +84,7 @@ async function one(
   try {
     const c = await generate(req.target, req.seed);
     c.cli = req.cli;
+    ranCli = req.cli || c.script === "generate"; // that one runs only as the script
     desc = c.desc;
     verdict = await runCase(c, dir, { cliTimeoutMs: req.cliTimeoutMs, onStart });
   } catch (e) {
@@ -100,7 +103,15 @@ async function one(
   const peakMB = peakKB / 1024;
   const growthMB = Math.max(0, peakKB - baseKB) / 1024;
   await Deno.remove(dir, { recursive: true }).catch(() => {});
-  const result = { index: req.index, desc: desc.slice(0, 200), ...verdict, ms, peakMB, growthMB };
+  const result = {
+    index: req.index,
+    desc: desc.slice(0, 200),
+    ...verdict,
+    ms,
+    peakMB,
+    growthMB,
+    cli: ranCli,
+  };
   const bytes = enc.encode(`@@fuzz ${JSON.stringify(result)}\n`);
   for (let off = 0; off < bytes.length;) off += await Deno.stdout.write(bytes.subarray(off));
 }
