@@ -1,10 +1,10 @@
 /**
  * Fuzz generator of command lines for the three extraction scripts and generate.ts: a valid
- * command line of the original's flags (on the fuzz model of a small config in the case folder), then a few mutations:
- * flags dropped, repeated, left without a value or given another script's, unknown flags, stray
- * words, and values that are odd (negative, huge, non-numeric, empty, control characters, paths
- * that are folders, missing, FIFOs or too large). `@DIR@` in an argument stands for the case
- * folder (targets.ts puts it in).
+ * command line of the original's flags (on the fuzz model of a small config in the case folder),
+ * then a few mutations: flags dropped, repeated, left without a value or given another script's,
+ * unknown flags, stray words, and values that are odd (negative, huge, non-numeric, empty,
+ * control characters, paths that are folders, missing, FIFOs or too large). `@DIR@` in an
+ * argument stands for the case folder (targets.ts puts it in).
  *
  * @module
  */
@@ -180,7 +180,7 @@ const COMMON = [
   "--quiet",
 ];
 const BOOLEAN = new Set(["--return_log_probs", "--return_ranks", "--quiet", "--help", "--verbose"]);
-/** generate.ts has none of these (they are foreign there) and always sets --max_new_tokens. */
+/** Flags generate.ts does not take: its command lines have them only as foreign ones. */
 const EXTRACTION_ONLY = new Set(["--layer_idxs", "--return_log_probs", "--return_ranks"]);
 const FOREIGN = [
   "--reduction",
@@ -198,7 +198,7 @@ const FOREIGN = [
   "--return_ranks",
 ];
 
-/** A command line for one of the extraction scripts, valid or mutated. */
+/** A command line for one of {@link ARGV_SCRIPTS}, valid or mutated. */
 export function genArgv(rng: Rng): FuzzCase {
   const script = rng.pick(ARGV_SCRIPTS);
   // the command line as flag groups, so that mutations keep or break them whole
@@ -214,8 +214,9 @@ export function genArgv(rng: Rng): FuzzCase {
   if (script === "generate") {
     groups.push(["--max_new_tokens", ...valueFor(rng, "--max_new_tokens")]);
   }
+  const given = new Set(groups.map((g) => g[0]));
   for (const flag of [...COMMON, ...scriptFlags(script)]) {
-    if (flag === "--max_new_tokens" || !rng.chance(0.35)) continue;
+    if (given.has(flag) || !rng.chance(0.35)) continue;
     if (script === "generate" && EXTRACTION_ONLY.has(flag)) continue;
     groups.push(BOOLEAN.has(flag) ? [flag] : [flag, ...valueFor(rng, flag)]);
   }

@@ -7,9 +7,9 @@
 # TOOLS (default "memcheck racecheck synccheck initcheck"), SAN_GROUPS (default: every group of
 # cuda_vs_cpu, then "all": every case, those outside the groups among them), SAN_T seconds a run
 # (default 90). A failed run's distinct reports are printed (tools/device/san_sum.py: kernel,
-# offset, count, the case running at the first); logs in $OUT/san_<tool>_<group>.log. Exits 1 when any run
-# reported an error or failed a case, 0 when every run was clean (a run cut short by SAN_T counts
-# as neither, and says so).
+# offset, count, the case running at the first); logs in $OUT/san_<tool>_<group>.log. Exits 1
+# when any run reported an error or failed a case, 0 when every run was clean (a run cut short by
+# SAN_T counts as neither, and says so).
 # Known: initcheck over "all" reports reads of what cuBLAS's Hopper kernels wrote (the graph
 # cases from 9 rows on, cuBLAS's own split-K reduction among the readers): the tool does not see
 # those kernels' stores. Every --only group is clean (docs/cuda_notes.md, "Every sanitizer").
@@ -36,8 +36,8 @@ for tool in $TOOLS; do
     log="$OUT/san_${tool}_$g.log"
     step "$tool $g"
     t0=$(date +%s)
-    timeout "${SAN_T:-90}" compute-sanitizer --tool "$tool" "${extra[@]}" --print-limit 1000000 --error-exitcode 9 \
-      ./$B/cuda_vs_cpu --small "${only[@]}" >"$log" 2>&1
+    timeout "${SAN_T:-90}" compute-sanitizer --tool "$tool" "${extra[@]}" --print-limit 1000000 \
+      --error-exitcode 9 ./$B/cuda_vs_cpu --small "${only[@]}" >"$log" 2>&1
     rc=$?
     secs=$(($(date +%s) - t0))
     summary_line=$(grep -E "(ERROR|RACECHECK|SYNCCHECK|INITCHECK) SUMMARY" "$log" | tail -1)
