@@ -53,7 +53,7 @@ export interface FuzzCase {
   record?: Record<string, unknown>;
   /** argv: the command line (`@DIR@` stands for the case folder) and the script it runs. */
   argv?: string[];
-  script?: "discrete_A" | "module_outputs" | "input_sim" | "generate";
+  script?: "discrete_A" | "module_outputs" | "input_sim" | "generate" | "evaluate";
   /** Also run the command line on the entry (a child process; see targets.ts). */
   cli?: boolean;
 }

@@ -1,9 +1,9 @@
 /**
- * Fuzz generator of command lines for the three extraction scripts and generate.ts: a valid
- * command line of the original's flags (on the fuzz model of a small config in the case folder),
- * then a few mutations: flags dropped, repeated, left without a value or given another script's,
- * unknown flags, stray words, and values that are odd (negative, huge, non-numeric, empty,
- * control characters, paths that are folders, missing, FIFOs or too large). `@DIR@` in an
+ * Fuzz generator of command lines for the three extraction scripts, generate.ts and evaluate.ts:
+ * a valid command line of the original's flags (on the fuzz model of a small config in the case
+ * folder), then a few mutations: flags dropped, repeated, left without a value or given another
+ * script's, unknown flags, stray words, and values that are odd (negative, huge, non-numeric,
+ * empty, control characters, paths that are folders, missing, FIFOs or too large). `@DIR@` in an
  * argument stands for the case folder (targets.ts puts it in).
  *
  * @module
@@ -13,9 +13,17 @@ import { enc, type FuzzCase, nastyString } from "./case.ts";
 import type { Rng } from "./rng.ts";
 
 /** The scripts an argv case runs (see targets.ts for their definitions). */
-export const ARGV_SCRIPTS = ["discrete_A", "module_outputs", "input_sim", "generate"] as const;
+export const ARGV_SCRIPTS = [
+  "discrete_A",
+  "module_outputs",
+  "input_sim",
+  "generate",
+  "evaluate",
+] as const;
 /** One of {@link ARGV_SCRIPTS}. */
 export type ArgvScript = (typeof ARGV_SCRIPTS)[number];
+/** The scripts an argv case runs only as a process (they write to the process's stdout). */
+export const RUN_AS_SCRIPT: ReadonlySet<string> = new Set(["generate", "evaluate"]);
 
 /** The config every argv case runs with: one small model, on the CPU. */
 export const FUZZ_CLI_CONFIG = `general: {device: cpu, dtype: fp32, seed: 1, threads: 1}
@@ -138,6 +146,15 @@ function valueFor(rng: Rng, flag: string): string[] {
       return [valid ? String(1 + rng.int(8)) : rng.pick(["0", "65", oddValue(rng)])];
     case "--draft_model_id":
       return [valid ? "fuzz" : rng.pick(["972M", "", nastyString(rng)])];
+    // evaluate.ts (no file above the 64 MiB prompt limit: a valid one would be scored whole)
+    case "--text_files":
+      return valid
+        ? rng.pick([["@DIR@/prompt.txt"], ["@DIR@/prompt.txt", "@DIR@/empty.txt"]])
+        : rng.pick([[], ["@DIR@/missing.txt"], ["@DIR@"], ["@DIR@/fifo"], [oddValue(rng)]]);
+    case "--context":
+      return [
+        valid ? rng.pick(["1", "7", "64", "4096"]) : rng.pick(["0", "16777217", oddValue(rng)]),
+      ];
     case "--draft_tokenizer":
       return [rng.pick(["@DIR@/prompt.txt", "@DIR@/missing.json", "@DIR@", "@DIR@/fifo"])];
     default:
@@ -154,6 +171,8 @@ function scriptFlags(script: ArgvScript): string[] {
       return ["--module_ids", "--nonlinearity", "--output_layout"];
     case "input_sim":
       return ["--output_layout"];
+    case "evaluate":
+      return ["--context"];
     case "generate":
       return [
         "--max_new_tokens",
@@ -180,7 +199,8 @@ const COMMON = [
   "--quiet",
 ];
 const BOOLEAN = new Set(["--return_log_probs", "--return_ranks", "--quiet", "--help", "--verbose"]);
-/** Flags generate.ts does not take: its command lines have them only as foreign ones. */
+/** Flags generate.ts and evaluate.ts do not take: their command lines have them only as foreign
+ * ones. */
 const EXTRACTION_ONLY = new Set(["--layer_idxs", "--return_log_probs", "--return_ranks"]);
 const FOREIGN = [
   "--reduction",
@@ -205,7 +225,9 @@ export function genArgv(rng: Rng): FuzzCase {
   const groups: string[][] = [
     ["--config_path", ...valueFor(rng, "--config_path")],
     ["--model_id", ...valueFor(rng, "--model_id")],
-    rng.chance(0.8)
+    script === "evaluate"
+      ? ["--text_files", ...valueFor(rng, "--text_files")]
+      : rng.chance(0.8)
       ? ["--prompt", ...valueFor(rng, "--prompt")]
       : ["--prompt_file", ...valueFor(rng, "--prompt_file")],
   ];
@@ -217,7 +239,7 @@ export function genArgv(rng: Rng): FuzzCase {
   const given = new Set(groups.map((g) => g[0]));
   for (const flag of [...COMMON, ...scriptFlags(script)]) {
     if (given.has(flag) || !rng.chance(0.35)) continue;
-    if (script === "generate" && EXTRACTION_ONLY.has(flag)) continue;
+    if (RUN_AS_SCRIPT.has(script) && EXTRACTION_ONLY.has(flag)) continue;
     groups.push(BOOLEAN.has(flag) ? [flag] : [flag, ...valueFor(rng, flag)]);
   }
   const mutations: string[] = [];
@@ -250,9 +272,10 @@ export function genArgv(rng: Rng): FuzzCase {
         break;
     }
   }
-  // generate.ts runs only as a process, whose arguments cannot hold NUL and are bounded in size
+  // generate.ts and evaluate.ts run only as a process, whose arguments cannot hold NUL and are
+  // bounded in size
   const argv = (rng.chance(0.03) ? [] : groups.flat())
-    .map((a) => script === "generate" ? a.replaceAll("\0", "").slice(0, 20_000) : a);
+    .map((a) => RUN_AS_SCRIPT.has(script) ? a.replaceAll("\0", "").slice(0, 20_000) : a);
   return {
     target: "argv",
     desc: `argv ${script}${mutations.length ? ` (${mutations.join(",")})` : ""}: ${

@@ -25,7 +25,7 @@ import {
 import { describeError } from "../../src/cli/main.ts";
 import { type ExtractionScript, runExtractionScript } from "../../src/cli/session.ts";
 import { enc } from "./case.ts";
-import { type ArgvScript, FUZZ_CLI_CONFIG } from "./gen_argv.ts";
+import { type ArgvScript, FUZZ_CLI_CONFIG, RUN_AS_SCRIPT } from "./gen_argv.ts";
 import { FUZZ_DIMS, type FuzzCase } from "./generators.ts";
 
 /** What a case did. Only "clean-error" and "success" are acceptable. */
@@ -58,12 +58,14 @@ export interface Verdict {
 }
 
 /** The argv target's scripts: their definitions (in-process) and files (through the CLI).
- * generate.ts runs only as the script (it writes to the process's stdout, the worker's channel). */
+ * generate.ts and evaluate.ts run only as the script (they write to the process's stdout, the
+ * worker's channel). */
 const ARGV_SPECS: Record<ArgvScript, { spec?: ExtractionScript; file: string }> = {
   discrete_A: { spec: EXTRACT_DISCRETE_A, file: "scripts/extract_discrete_A.ts" },
   module_outputs: { spec: EXTRACT_MODULE_OUTPUTS, file: "scripts/extract_module_outputs.ts" },
   input_sim: { spec: EXTRACT_INPUT_SIM, file: "scripts/extract_input_sim_with_discrete_A.ts" },
   generate: { file: "scripts/generate.ts" },
+  evaluate: { file: "scripts/evaluate.ts" },
 };
 
 /** An argv case's command line with the case folder in place of `@DIR@`. */
@@ -286,8 +288,9 @@ export async function runCase(
   // Anything printed while the case runs: the library itself must print nothing.
   const printed: string[] = [];
   let verdict: Verdict;
-  // generate.ts runs only as the script (the files it leaves are checked below all the same)
-  const asScript = c.script === "generate";
+  // generate.ts and evaluate.ts run only as the script (the files they leave are checked below
+  // all the same)
+  const asScript = RUN_AS_SCRIPT.has(c.script ?? "");
   if (asScript) verdict = await runCli(c, dir, opts.cliTimeoutMs ?? 60_000);
   else {
     const saved = { error: console.error, warn: console.warn, log: console.log };

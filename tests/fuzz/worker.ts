@@ -2,7 +2,7 @@
  * The fuzz worker: a child process that reads cases (one JSON line each: index, seed, target,
  * cli) on stdin, runs each in a fresh folder, and answers one line per case on stdout:
  * `@@fuzz {"index", "outcome", "detail", "ms", "peakMB", "growthMB", "cli"}` (cli: whether the
- * command line ran; generate.ts argv cases always do): peakMB is this process's
+ * command line ran; argv cases of generate.ts and evaluate.ts always do): peakMB is this process's
  * peak resident memory while the library ran (Linux: VmHWM, reset through /proc/self/clear_refs
  * once the case's files are written), growthMB that peak less the resident memory at the reset,
  * i.e. what the case cost beyond the harness's own (generating a case can leave garbage).
@@ -14,6 +14,7 @@
 import { join } from "node:path";
 import { generate, initGenerators, type Target } from "./generators.ts";
 import { runCase, type Verdict } from "./targets.ts";
+import { RUN_AS_SCRIPT } from "./gen_argv.ts";
 
 const enc = new TextEncoder();
 
@@ -84,7 +85,7 @@ async function one(
   try {
     const c = await generate(req.target, req.seed);
     c.cli = req.cli;
-    ranCli = req.cli || c.script === "generate"; // that one runs only as the script
+    ranCli = req.cli || RUN_AS_SCRIPT.has(c.script ?? "");
     desc = c.desc;
     verdict = await runCase(c, dir, { cliTimeoutMs: req.cliTimeoutMs, onStart });
   } catch (e) {
