@@ -272,6 +272,12 @@ export function genArgv(rng: Rng): FuzzCase {
         break;
     }
   }
+  // Without the case's config the toolkit's own applies, whose default model is the 972M shape
+  // (random weights, ~4 GB): a valid command line then loads it, past the worker's memory cap.
+  // The last --model_id wins, so name a small model there.
+  if (!groups.some((g) => g[0] === "--config_path" || g[0].startsWith("--config_path="))) {
+    groups.push(["--model_id", "tiny"]);
+  }
   // generate.ts and evaluate.ts run only as a process, whose arguments cannot hold NUL and are
   // bounded in size
   const argv = (rng.chance(0.03) ? [] : groups.flat())
