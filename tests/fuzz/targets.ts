@@ -132,8 +132,13 @@ function judgeScriptError(e: unknown): Verdict {
   if (r.lines.length !== 1 || line.includes("internal error")) {
     return { outcome: "crash", detail: line.slice(0, 300) };
   }
-  if (line.length > 2000 || hasControl(line)) {
-    return { outcome: "bad-message", detail: JSON.stringify(line.slice(0, 300)) };
+  return judgeMessage(line);
+}
+
+/** A clean error's message is short and printable. */
+function judgeMessage(m: string): Verdict {
+  if (m.length > 2000 || hasControl(m)) {
+    return { outcome: "bad-message", detail: JSON.stringify(m.slice(0, 300)) };
   }
   return { outcome: "clean-error" };
 }
@@ -145,11 +150,7 @@ function judgeError(e: unknown): Verdict {
     const where = err.stack?.split("\n").find((l) => l.includes("/src/"))?.trim() ?? "";
     return { outcome: "crash", detail: `${err.name}: ${err.message.slice(0, 300)} ${where}` };
   }
-  const m = e.message;
-  if (m.length > 2000 || hasControl(m)) {
-    return { outcome: "bad-message", detail: JSON.stringify(m.slice(0, 300)) };
-  }
-  return { outcome: "clean-error" };
+  return judgeMessage(e.message);
 }
 
 /** Opens and reads every tensor, then loads the weights for the fuzz model and reads them. */
@@ -211,9 +212,9 @@ async function runTarget(c: FuzzCase, dir: string): Promise<void> {
 /** Runs the command line (generate on the case's checkpoint, or an argv case's script and
  * command line): one error line or success, nothing else. */
 async function runCli(c: FuzzCase, dir: string, timeoutMs: number): Promise<Verdict> {
-  const config = join(dir, "fuzz-cli.yml");
-  await Deno.writeTextFile(config, FUZZ_CLI_CONFIG);
-  const args = c.target === "argv"
+  // an argv case brings its own config in the case folder; generate on a checkpoint gets one here
+  const config = c.target === "argv" ? null : join(dir, "fuzz-cli.yml");
+  const args = config === null
     ? ["run", "-A", join(REPO, ARGV_SPECS[c.script!].file), ...argvIn(c, dir)]
     : generateArgs(c, dir, config);
   // a process's arguments cannot hold NUL, nor one over 128 KiB or all over ~2 MiB (Linux):
@@ -222,10 +223,8 @@ async function runCli(c: FuzzCase, dir: string, timeoutMs: number): Promise<Verd
   if (
     args.some((a) => a.includes("\0")) || Math.max(...bytes) >= 131_072 ||
     bytes.reduce((x, y) => x + y, 0) >= 1 << 20
-  ) {
-    await Deno.remove(config);
-    return { outcome: "success" };
-  }
+  ) return { outcome: "success" };
+  if (config !== null) await Deno.writeTextFile(config, FUZZ_CLI_CONFIG);
   const child = new Deno.Command(Deno.execPath(), {
     args,
     cwd: REPO,
@@ -237,7 +236,7 @@ async function runCli(c: FuzzCase, dir: string, timeoutMs: number): Promise<Verd
   const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
   const out = await child.output();
   clearTimeout(timer);
-  await Deno.remove(config);
+  if (config !== null) await Deno.remove(config);
   const stderr = new TextDecoder().decode(out.stderr).trim();
   if (out.signal === "SIGKILL") return { outcome: "hang", detail: "command line timed out" };
   if (out.code === 0) return { outcome: "success" };
