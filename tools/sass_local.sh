@@ -3,8 +3,10 @@
 #
 #   bash tools/sass_local.sh csrc/cuda/scan.cu [KERNEL_SUBSTRING]
 #
-# nvcc 13 compiles the source to an sm_90 cubin; Debian's nvidia-cuda-toolkit (11.8, non-free,
-# fetched once into ~/.cache/mb-nvdisasm without installing it) disassembles it. CUDA 13 writes a
+# nvcc 13 compiles the source to an sm_90 cubin (MB_WITH_CUDA defined as in the library's build,
+# and cuBLAS's headers from tools/device/cublas_stub, so gemm.cu and blas_lt.cu compile too);
+# Debian's nvidia-cuda-toolkit (11.8, non-free, fetched once into ~/.cache/mb-nvdisasm without
+# installing it) disassembles it. CUDA 13 writes a
 # newer ELF header (OS ABI 0x41, ABI version 8, the SM in e_flags' second byte), which 11.8's
 # nvdisasm refuses, so the header is rewritten to the older form first; the code sections are
 # unchanged, and instruction counts match cuobjdump's on the GPU machine. Prints, per kernel whose
@@ -28,7 +30,7 @@ fi
 out=/tmp/mb-sass
 mkdir -p "$out"
 base=$(basename "$src" .cu)
-nvcc -arch=sm_90 -O3 -cubin -I"$root/csrc/include" -I"$root/csrc" -I"$root/csrc/cuda" \
+nvcc -arch=sm_90 -O3 -cubin -DMB_WITH_CUDA -I"$root/tools/device/cublas_stub" -I"$root/csrc/include" -I"$root/csrc" -I"$root/csrc/cuda" \
   -o "$out/$base.cubin" "$src"
 python3 - "$out/$base.cubin" "$out/$base.old.cubin" <<'EOF'
 import struct, sys

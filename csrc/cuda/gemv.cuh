@@ -200,6 +200,27 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
             q[u][r] = ch < nch ? __ldcs(w4[r] + ch) : make_uint4(0, 0, 0, 0);
         }
       }
+      /* a block-a-row product of one input with fp32 weights (x_proj at batch 1): every x chunk
+       * of this pass asked for at once, before any arithmetic, where the loop below (a branch a
+       * chunk) waited for each chunk's load after the previous chunk's FMAs: one L2 round trip a
+       * chunk after the PDL wait (SASS), 3-4 of them at 972M's 3584 inputs. The same operations in
+       * the same order, so the same bits. H100, one call against the tree before: x_proj 2.36
+       * against 2.77 us exposed a layer, the fp32 step 1,596-1,598 against 1,634-1,636 us; bf16
+       * weights (two chunks a thread) 2.02 against 1.93, so they keep the loop
+       * (docs/cuda_notes.md, "Loads the compiler had put one after another"). */
+      constexpr bool XFIRST =
+          N == 1 && R == 1 && G == 256 && sizeof(WT) == 4 && XL != XLoad::Generic;
+      float4 xf[XFIRST ? U : 1][EPC / 4];
+      if constexpr (XFIRST) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+          const int64_t ch = base + (int64_t)u * G;
+          const float4 *xp = (const float4 *)(x + ch * EPC);
+#pragma unroll
+          for (int e = 0; e < EPC / 4; e++)
+            xf[u][e] = ch < nch ? xload(xp + e, XLC()) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+      }
 #pragma unroll
       for (int u = 0; u < U; u++) {
         int64_t ch = base + (int64_t)u * G;
@@ -213,7 +234,7 @@ __device__ __forceinline__ void gemv_block(const float *__restrict__ x, int64_t 
               const float4 *xp = (const float4 *)(x + j * ldx + ch * EPC);
 #pragma unroll
               for (int e = 0; e < EPC / 4; e++) {
-                const float4 xv = xload(xp + e, XLC());
+                const float4 xv = XFIRST ? xf[XFIRST ? u : 0][e] : xload(xp + e, XLC());
 #pragma unroll
                 for (int r = 0; r < R; r++) acc[r][j] = dot4_acc(acc[r][j], &wf[r][4 * e], xv);
               }

@@ -171,6 +171,26 @@ __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, in
     const int tn = TILE == 1 ? 1 : (int)min((int64_t)TT, a.len - t0);
     const int64_t r0 = b * a.len + t0;
     if (t0 > 0) __syncthreads(); /* every lane is done with the previous tile's rows */
+    /* u and z: with fp32 weights asked for first, beside the rows' loads; after the rows' stores
+     * into shared memory (which a generic load may alias) they are a second global round trip
+     * after the PDL wait (SASS). H100, against the tree before, graph replay: the fp32 batch-1
+     * update 4.87-4.90 against 5.21-5.23 us exposed a layer; with bf16 weights the update gained
+     * 0.05 us and out_proj after it lost 0.13 (the step 1,023 against 1,014 us), so bf16 keeps
+     * them after the stores (docs/cuda_notes.md, "Loads the compiler had put one after
+     * another") */
+    constexpr bool UZ_FIRST = sizeof(WT) == 4;
+    float uu[TILE], zz[TILE];
+    const auto load_uz = [&] {
+#pragma unroll
+      for (int tt = 0; tt < TILE; tt++) {
+        uu[tt] = 0.f, zz[tt] = 0.f;
+        if (tt < tn && cok) {
+          uu[tt] = xload(a.u + (r0 + tt) * a.ldu + c, XLC());
+          if (a.z) zz[tt] = xload(a.z + (r0 + tt) * a.ldz + c, XLC());
+        }
+      }
+    };
+    if constexpr (UZ_FIRST) load_uz();
     if (Rp <= 2 * nthr && NP <= nthr) {
       /* every load of the tile's rows first, then the stores: interleaved, each load waited for
        * the store before it (a generic load may alias shared memory), one global latency per
@@ -207,15 +227,7 @@ __device__ __forceinline__ void ssu_dt_block(const SsuDtArgs &a, unsigned bx, in
         }
       }
     }
-    float uu[TILE], zz[TILE];
-#pragma unroll
-    for (int tt = 0; tt < TILE; tt++) {
-      uu[tt] = 0.f, zz[tt] = 0.f;
-      if (tt < tn && cok) {
-        uu[tt] = xload(a.u + (r0 + tt) * a.ldu + c, XLC());
-        if (a.z) zz[tt] = xload(a.z + (r0 + tt) * a.ldz + c, XLC());
-      }
-    }
+    if constexpr (!UZ_FIRST) load_uz();
     __syncthreads();
     /* Phase 1: what does not depend on the state (dt_proj's dot, softplus, the decay and the
      * input term), for every position of the tile: independent chains the GPU overlaps. Every

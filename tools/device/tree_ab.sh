@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# tree_ab.sh — this tree's CUDA build against a peer commit's (.gpu-build/peer.tar.xz from
+# tools/device/prebuild_peer.sh) in one GPU call, for changes that are not environment switches.
+# Carry .gpu-build (and .gpu for the Deno steps):
+#   OUT=$OUT TIMELINE="1 64" ROUNDS=2 BENCH_GPU_CASES=b1-bf16,b64-bf16 bash tools/device/tree_ab.sh
+#   1. this tree's build (prebuilt), the peer's into build-peer;
+#   2. cuda_vs_cpu on this tree, every case (ONLY=group: that group);
+#   3. TIMELINE="B ...": cuda_bench --timeline B ... for this tree and the peer in turn, ROUNDS
+#      times (default 2), the untraced replay and the kernels' table printed;
+#   4. BENCH_GPU_CASES: bench:gpu on those cases for each build in turn (MAMBABYTE_LIB),
+#      BENCH_ROUNDS times (default 1);
+#   5. the CUDA model tests on this tree (SKIP_MODEL=1: not).
+# Logs in $OUT.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/tree_ab_out}"
+mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+ROUNDS=${ROUNDS:-2}
+step "build"
+build_cuda -DMAMBABYTE_TESTS=ON
+rm -rf build-peer && mkdir -p build-peer && tar -C build-peer -xJf .gpu-build/peer.tar.xz || {
+  echo "no peer build (.gpu-build/peer.tar.xz)"
+  exit 1
+}
+note "peer: $(cat .gpu-build/PEER 2>/dev/null || echo '?')"
+step "cuda_vs_cpu ${ONLY:+--only $ONLY}"
+# shellcheck disable=SC2086 # the option is two words or none
+timeout "${TEST_T:-200}" ./build-cuda/cuda_vs_cpu ${ONLY:+--only $ONLY} >"$OUT/test.log" 2>&1 || fail
+grep -E "FAIL|FATAL" "$OUT/test.log" | head -10
+note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
+if [ -n "${TIMELINE:-}" ]; then
+  for r in $(seq "$ROUNDS"); do
+    for t in build-cuda build-peer; do
+      step "cuda_bench --timeline $TIMELINE ($t, round $r)"
+      # shellcheck disable=SC2086 # the batches are words
+      timeout "${BENCH_T:-150}" ./$t/cuda_bench --timeline $TIMELINE >"$OUT/timeline_${t}_$r.log" 2>&1 || fail
+      sed -n '/^====/,$p' "$OUT/timeline_${t}_$r.log"
+    done
+  done
+fi
+if setup_deno; then
+  if [ -n "${BENCH_GPU_CASES:-}" ]; then
+    for r in $(seq "${BENCH_ROUNDS:-1}"); do
+      for t in build-cuda build-peer; do
+        step "bench:gpu $BENCH_GPU_CASES ($t, round $r)"
+        MAMBABYTE_LIB=$PWD/$t/libmambabyte.so timeout "${BENCH_T:-150}" deno run --cached-only \
+          --no-check -A scripts/bench_gpu.ts --cases "$BENCH_GPU_CASES" 2>&1 |
+          tee "$OUT/bench_gpu_${t}_$r.log" || fail
+      done
+    done
+  fi
+  [ -z "${SKIP_MODEL:-}" ] &&
+    cuda_model_tests "${DENO_T:-150}" tests/decode_layers_test.ts tests/cuda_model_test.ts
+fi
+print_summary tree_ab
+exit $status
