@@ -208,6 +208,24 @@ __device__ __forceinline__ void mb_pdl_wait() {
 #endif
 }
 
+/* Release / acquire at GPU scope for the grid-wide barriers (the pattern of CUTLASS's
+ * GenericBarrier): an arrival that publishes the block's earlier writes (the block's threads meet
+ * at __syncthreads first), and a load that sees them, without a full sequentially consistent
+ * fence (__threadfence: MEMBAR.SC.GPU) on either side. */
+__device__ __forceinline__ unsigned mb_atom_add_acq_rel_gpu(unsigned *p, unsigned v) {
+  unsigned old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+__device__ __forceinline__ void mb_red_add_release_gpu(unsigned *p, unsigned v) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ unsigned mb_ld_acquire_gpu(const unsigned *p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
 /* A 16-byte load of constant data (weights) meant to be issued before a later mb_pdl_wait().
  * ptxas may move a read-only load (__ldg, ld.global.nc) past the wait: in k_ssu_dt's SASS (ncu,
  * 972M batch-1 step) dt_proj's chunks were asked for only after it, while its plain loads (A, D,
