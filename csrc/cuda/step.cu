@@ -351,12 +351,12 @@ __global__ void __launch_bounds__(SSU_ROW_C *B, MINB)
       xv[j] = k < R ? xrow[k] : 0.f;
     }
     const float bv = tx < n ? a.Bm[b * a.ldb + tx] : 0.f, cv = tx < n ? a.Cm[b * a.ldc + tx] : 0.f;
-    /* ptxas sank the later chunks' and x_dbl's loads below the first chunk's store (which waits
-     * for its load): two global round trips after the PDL wait where the loads were written as
-     * one (SASS). A warp barrier orders memory, so no load is moved past it. H100, two calls
-     * against the tree before, graph replay: the update 11.70-11.85 against 12.05-12.09 us
-     * exposed a layer at b64, the step 2,407-2,417 against 2,420-2,426 us. */
-    __syncwarp();
+    /* ptxas sinks the later chunks' and x_dbl's loads below the first chunk's store (two global
+     * round trips after the PDL wait where the loads are written as one, SASS). A __syncwarp()
+     * here kept them together: the update 11.62 against 11.96 us exposed a layer at b64, but the
+     * step no faster (2,119 against 2,114 us: out_proj after it took the difference), and at
+     * b256 the register-capped form spilled and lost 1.6% (H200, against the tree before, one
+     * call; docs/cuda_notes.md, "Loads the compiler had put one after another"). Not kept. */
 #pragma unroll
     for (int k = 0; k < Q; k++) {
       float *d = chunk_smem(k);
