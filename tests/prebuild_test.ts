@@ -35,7 +35,20 @@ Deno.test({
   name: "prebuild.sh: a CUDA build made without cuBLAS or a GPU, taken only for the same csrc",
   ignore: missing !== null,
 }, async () => {
+  // a peer commit's build (prebuild_peer.sh) is left where it is: a stand-in unless one is there
+  const peer = `${ROOT}.gpu-build/peer.tar.xz`;
+  const hadPeer = await Deno.stat(peer).then(() => true, () => false);
+  if (!hadPeer) {
+    await Deno.mkdir(`${ROOT}.gpu-build`, { recursive: true });
+    await Deno.writeTextFile(peer, "stand-in");
+  }
+  const peerBefore = await Deno.readFile(peer);
   const built = await sh("OUT=$(mktemp -d) bash tools/device/prebuild.sh", ROOT);
+  try {
+    assert.deepEqual(await Deno.readFile(peer), peerBefore, "the peer's build kept");
+  } finally {
+    if (!hadPeer) await Deno.remove(peer).catch(() => {});
+  }
   assert.equal(built.code, 0, built.text);
   assert.match(built.text, /prebuilt: \.gpu-build\/prebuilt\.tar\.xz/);
   const list = await sh("tar -tJf .gpu-build/prebuilt.tar.xz", ROOT);
@@ -65,5 +78,22 @@ Deno.test({
     );
     assert.match(changed.text, /csrc changed since it was built; building here/);
     assert.match(changed.text, /rc=1/);
+  });
+});
+
+Deno.test("tree_ab.sh: without a peer's build, one line naming the script that makes it", async () => {
+  await withTempDir("mb-tree-ab-", async (dir) => {
+    const copy = await sh(
+      `mkdir -p tools/device && cp "${ROOT}tools/device/tree_ab.sh" "${ROOT}tools/device/lib.sh" ` +
+        "tools/device/",
+      dir,
+    );
+    assert.equal(copy.code, 0, copy.text);
+    const run = await sh("OUT=$PWD/out bash tools/device/tree_ab.sh", dir);
+    assert.equal(run.code, 2, run.text);
+    assert.equal(
+      run.text.trim(),
+      "no peer build (.gpu-build/peer.tar.xz: run tools/device/prebuild_peer.sh here first)",
+    );
   });
 });

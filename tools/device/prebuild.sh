@@ -31,7 +31,7 @@ cmake --build "$B" -j "$(nproc)" >"$B/prebuild.log" 2>&1 || {
   exit 1
 }
 P=.gpu-build/p
-rm -rf .gpu-build
+rm -rf "$P" .gpu-build/prebuilt.tar.xz # a peer's build (prebuild_peer.sh) stays
 mkdir -p "$P"
 strip --strip-unneeded -o "$P/libmambabyte.so" "$B/libmambabyte.so"
 cp "$B/cuda_vs_cpu" "$B/cuda_bench" "$P/"

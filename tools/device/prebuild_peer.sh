@@ -4,7 +4,7 @@
 # .gpu-build/peer.tar.xz, so that one GPU call measures a change against the code before it
 # (tools/device/tree_ab.sh) where the change is not an environment switch:
 #   bash tools/device/prebuild.sh && PEER=HEAD bash tools/device/prebuild_peer.sh
-# (prebuild.sh first: it starts .gpu-build afresh). The peer is built in a worktree under /tmp.
+# (prebuild.sh leaves it alone). The peer is built in a worktree under /tmp.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rev=$(git rev-parse --short "${PEER:-HEAD}")

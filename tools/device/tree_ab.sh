@@ -18,12 +18,13 @@ mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
 . tools/device/lib.sh
 ROUNDS=${ROUNDS:-2}
+[ -f .gpu-build/peer.tar.xz ] || {
+  echo "no peer build (.gpu-build/peer.tar.xz: run tools/device/prebuild_peer.sh here first)"
+  exit 2
+}
 step "build"
 build_cuda -DMAMBABYTE_TESTS=ON
-rm -rf build-peer && mkdir -p build-peer && tar -C build-peer -xJf .gpu-build/peer.tar.xz || {
-  echo "no peer build (.gpu-build/peer.tar.xz)"
-  exit 1
-}
+rm -rf build-peer && mkdir -p build-peer && tar -C build-peer -xJf .gpu-build/peer.tar.xz || exit 1
 note "peer: $(cat .gpu-build/PEER 2>/dev/null || echo '?')"
 step "cuda_vs_cpu ${ONLY:+--only $ONLY}"
 # shellcheck disable=SC2086 # the option is two words or none
