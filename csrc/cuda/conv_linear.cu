@@ -78,24 +78,11 @@ __device__ __forceinline__ float cxl_weight(const uint16_t *w, int64_t i) {
  * earlier one's through the counter's release sequence), the new generation a release, and the
  * waiters' reads acquires: no sequentially consistent fence (H100, against the __threadfence()
  * form in one call: k_conv_linear 11.37-11.40 against 11.52-11.58 us exposed a layer at b64,
- * 23.49-23.58 against 23.73-23.85 at b256; MB_CXL_SC_BARRIER defined at build time gives that
- * form back). */
+ * 23.49-23.58 against 23.73-23.85 at b256; that form is commit da426c0's, a peer for
+ * tools/device/tree_ab.sh). */
 __device__ __forceinline__ void cxl_grid_sync(unsigned *bar) {
   __syncthreads();
   if (threadIdx.x == 0) {
-#ifdef MB_CXL_SC_BARRIER
-    volatile unsigned *gen = bar + 1;
-    const unsigned g0 = *gen;
-    __threadfence();
-    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
-      atomicExch(bar, 0u);
-      __threadfence();
-      atomicAdd(bar + 1, 1u);
-    } else {
-      while (*gen == g0) __nanosleep(32);
-    }
-    __threadfence();
-#else
     unsigned *gen = bar + 1;
     const unsigned g0 = mb_ld_acquire_gpu(gen);
     if (mb_atom_add_acq_rel_gpu(bar, 1u) == gridDim.x - 1) {
@@ -104,7 +91,6 @@ __device__ __forceinline__ void cxl_grid_sync(unsigned *bar) {
     } else {
       while (mb_ld_acquire_gpu(gen) == g0) __nanosleep(32);
     }
-#endif
   }
   __syncthreads();
 }

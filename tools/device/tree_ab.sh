@@ -3,13 +3,14 @@
 # tools/device/prebuild_peer.sh) in one GPU call, for changes that are not environment switches.
 # Carry .gpu-build (and .gpu for the Deno steps):
 #   OUT=$OUT TIMELINE="1 64" ROUNDS=2 BENCH_GPU_CASES=b1-bf16,b64-bf16 bash tools/device/tree_ab.sh
-#   1. this tree's build (prebuilt), the peer's into build-peer;
-#   2. cuda_vs_cpu on this tree, every case (ONLY=group: that group);
-#   3. TIMELINE="B ...": cuda_bench --timeline B ... for this tree and the peer in turn, ROUNDS
+#   1. this tree's build (prebuilt) and cuda_vs_cpu on it, every case (lib.sh's
+#      build_and_check_ops; SKIP_SAN= with SAN_ONLY=group adds its sanitizers), the peer's build
+#      into build-peer;
+#   2. TIMELINE="B ...": cuda_bench --timeline B ... for this tree and the peer in turn, ROUNDS
 #      times (default 2), the untraced replay and the kernels' table printed;
-#   4. BENCH_GPU_CASES: bench:gpu on those cases for each build in turn (MAMBABYTE_LIB),
+#   3. BENCH_GPU_CASES: bench:gpu on those cases for each build in turn (MAMBABYTE_LIB),
 #      BENCH_ROUNDS times (default 1);
-#   5. the CUDA model tests on this tree (SKIP_MODEL=1: not).
+#   4. the CUDA model tests on this tree (SKIP_MODEL=1: not).
 # Logs in $OUT.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
@@ -22,15 +23,9 @@ ROUNDS=${ROUNDS:-2}
   echo "no peer build (.gpu-build/peer.tar.xz: run tools/device/prebuild_peer.sh here first)"
   exit 2
 }
-step "build"
-build_cuda -DMAMBABYTE_TESTS=ON
+SKIP_SAN=${SKIP_SAN-1} build_and_check_ops
 rm -rf build-peer && mkdir -p build-peer && tar -C build-peer -xJf .gpu-build/peer.tar.xz || exit 1
 note "peer: $(cat .gpu-build/PEER 2>/dev/null || echo '?')"
-step "cuda_vs_cpu ${ONLY:+--only $ONLY}"
-# shellcheck disable=SC2086 # the option is two words or none
-timeout "${TEST_T:-200}" ./build-cuda/cuda_vs_cpu ${ONLY:+--only $ONLY} >"$OUT/test.log" 2>&1 || fail
-grep -E "FAIL|FATAL" "$OUT/test.log" | head -10
-note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
 if [ -n "${TIMELINE:-}" ]; then
   for r in $(seq "$ROUNDS"); do
     for t in build-cuda build-peer; do
