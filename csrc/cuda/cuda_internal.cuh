@@ -226,6 +226,22 @@ __device__ __forceinline__ unsigned mb_ld_acquire_gpu(const unsigned *p) {
   return v;
 }
 
+/* cp.async (sm_80+): global -> shared copies that hold no register while in flight (so no
+ * compiler schedule can put one behind a store that waits for another's data). 4 bytes (valid =
+ * false writes a zero), or 16 bytes through L2 only (both addresses 16-byte aligned). */
+__device__ __forceinline__ void cp_async4(float *dst, const float *src, bool valid) {
+  unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
+               "r"(valid ? 4 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void cp_async16_cg(void *dst, const void *src) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
 /* A 16-byte load of constant data (weights) meant to be issued before a later mb_pdl_wait().
  * ptxas may move a read-only load (__ldg, ld.global.nc) past the wait: in k_ssu_dt's SASS (ncu,
  * 972M batch-1 step) dt_proj's chunks were asked for only after it, while its plain loads (A, D,

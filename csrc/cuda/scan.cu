@@ -220,17 +220,6 @@ struct ScanTile {
   static size_t smem(int n) { return (size_t)(2 * n + 2 * SCAN_TILE_CH) * ROW * sizeof(float); }
 };
 
-/* cp.async (sm_80+): a 4-byte global -> shared copy that does not hold a register while in
- * flight; valid = false writes a zero. */
-__device__ __forceinline__ void cp_async4(float *dst, const float *src, bool valid) {
-  unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src),
-               "r"(valid ? 4 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-
 /* Thread i of the block stages channel w = i % SCAN_TILE_CH of rows tl0 + R j (tl0 = i /
  * SCAN_TILE_CH, R = THREADS / SCAN_TILE_CH = L rows per pass): consecutive threads along the
  * channels, the row pointer advanced by R rows. `rows`: the chunk's positions before the end. */

@@ -340,7 +340,25 @@ __global__ void __launch_bounds__(SSU_ROW_C *B, MINB)
     return sS + ssu_slot((int)(i / NP), (int)(i % NP), m.as);
   };
   constexpr bool SW = NP == SSU_SW_NP; /* whole 16-byte chunks (and 16-byte aligned) */
-  if (live && vec_state) {
+  if (live && vec_state && SW) {
+    /* every operand straight into shared memory by cp.async: ptxas sinks register loads below
+     * the first chunk's store (two global round trips after the PDL wait, SASS; a __syncwarp()
+     * that kept them together made the capped b256 form spill: docs/cuda_notes.md, "Loads the
+     * compiler had put one after another") */
+#pragma unroll
+    for (int k = 0; k < Q; k++) cp_async16_cg(chunk_smem(k), (const float4 *)st + tx + k * SSU_ROW_C);
+#pragma unroll
+    for (int j = 0; j < XQ; j++) {
+      const int k = tx + j * SSU_ROW_C;
+      if (k < m.rp) cp_async4(xs + k, xrow + (k < R ? k : 0), k < R);
+    }
+    if (tx < NP) {
+      cp_async4(sB + tx, a.Bm + b * a.ldb + (tx < n ? tx : 0), tx < n);
+      cp_async4(sC + tx, a.Cm + b * a.ldc + (tx < n ? tx : 0), tx < n);
+    }
+    cp_async_commit();
+    cp_async_wait_all();
+  } else if (live && vec_state) {
     float4 q[Q];
     float xv[XQ];
 #pragma unroll
@@ -351,19 +369,10 @@ __global__ void __launch_bounds__(SSU_ROW_C *B, MINB)
       xv[j] = k < R ? xrow[k] : 0.f;
     }
     const float bv = tx < n ? a.Bm[b * a.ldb + tx] : 0.f, cv = tx < n ? a.Cm[b * a.ldc + tx] : 0.f;
-    /* ptxas sinks the later chunks' and x_dbl's loads below the first chunk's store (two global
-     * round trips after the PDL wait where the loads are written as one, SASS). A __syncwarp()
-     * here kept them together: the update 11.62 against 11.96 us exposed a layer at b64, but the
-     * step no faster (2,119 against 2,114 us: out_proj after it took the difference), and at
-     * b256 the register-capped form spilled and lost 1.6% (H200, against the tree before, one
-     * call; docs/cuda_notes.md, "Loads the compiler had put one after another"). Not kept. */
 #pragma unroll
     for (int k = 0; k < Q; k++) {
       float *d = chunk_smem(k);
-      if constexpr (SW)
-        *(float4 *)d = q[k];
-      else
-        d[0] = q[k].x, d[1] = q[k].y, d[2] = q[k].z, d[3] = q[k].w;
+      d[0] = q[k].x, d[1] = q[k].y, d[2] = q[k].z, d[3] = q[k].w;
     }
 #pragma unroll
     for (int j = 0; j < XQ; j++)
