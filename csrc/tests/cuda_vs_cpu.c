@@ -1017,6 +1017,10 @@ static void t_ssu_dt(void) {
       {64, 3584, 16, 112, MB_DTYPE_BF16, 1, 1, 1, 1}, {19, 101, 16, 112, MB_DTYPE_BF16, 1, 1, 1, 1},
       {33, 300, 16, 112, MB_DTYPE_F32, 1, 0, 1, 1},   {16, 37, 16, 64, MB_DTYPE_BF16, 0, 1, 0, 1},
       {3, 101, 16, 112, MB_DTYPE_BF16, 1, 1, 1, 1},   {256, 200, 16, 112, MB_DTYPE_BF16, 1, 1, 0, 1},
+      /* whole 32-channel blocks of 16 states with a partial last block of sequences (one real
+       * sequence in it at 21), dt_rank 64 */
+      {20, 64, 16, 112, MB_DTYPE_BF16, 1, 1, 1, 1},   {21, 96, 16, 112, MB_DTYPE_F32, 1, 0, 1, 1},
+      {50, 128, 16, 64, MB_DTYPE_BF16, 0, 1, 0, 1},
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     int64_t B = cs[ci].batch, d = cs[ci].d, n = cs[ci].n, R = cs[ci].R;
