@@ -110,6 +110,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_srb = getenv("MAMBABYTE_CUDA_SSU_ROWS_B");
     const int srb = e_srb ? atoi(e_srb) : 0;
     st->ssu_rows_b = srb == 4 || srb == 8 ? srb : 0;
+    const char *e_spread = getenv("MAMBABYTE_CUDA_SPREAD");
+    st->spread = !(e_spread && e_spread[0] == '0');
     const char *e_g256 = getenv("MAMBABYTE_CUDA_GEMV_G256_ROWS");
     /* 16 (8 gave bf16 out_proj a warp a row: batch-1 decoding 10% faster, batches 4 and 8 and
      * the verification pass 13% slower; docs/cuda_notes.md) */
@@ -174,6 +176,8 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
   st->scratch_bytes = MBCUDA_SCRATCH_INIT;
   st->blas_ws_bytes = MBCUDA_BLAS_WS;
   st->sm_count = prop.multiProcessorCount;
+  st->smem_per_sm = prop.sharedMemPerMultiprocessor;
+  st->smem_reserved = prop.reservedSharedMemPerBlock;
   st->cc_major = prop.major;
   st->cc_minor = prop.minor;
   snprintf(st->name, sizeof st->name, "%s", prop.name);
@@ -577,4 +581,21 @@ extern "C" int mbcuda_graph_destroy(mb_ctx *ctx, int graph) {
     st->n_scratch_old = 0;
   }
   return MB_OK;
+}
+
+size_t mbcuda_spread_smem(mb_ctx *ctx, const void *func, int threads, size_t smem, int64_t blocks) {
+  const mbcuda_state *st = mbcuda_st(ctx);
+  const int64_t cap = (blocks + st->sm_count - 1) / st->sm_count;
+  int fit = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, func, threads, smem) != cudaSuccess ||
+      cap >= fit)
+    return smem;
+  /* cap + 1 blocks no longer fit an SM's shared memory */
+  const size_t padded = st->smem_per_sm / (size_t)(cap + 1) - st->smem_reserved + 1;
+  if (padded <= smem) return smem;
+  if (padded > 48 * 1024 &&
+      cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)padded) !=
+          cudaSuccess)
+    return smem;
+  return padded;
 }

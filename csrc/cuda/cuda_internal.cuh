@@ -83,6 +83,8 @@ struct mbcuda_state {
                           * (MAMBABYTE_CUDA_SSU_ROWS_FAST=0: the accurate ones, A/B runs) */
   int ssu_rows_b;        /* ... its sequences a block: 4 or 8 (MAMBABYTE_CUDA_SSU_ROWS_B, A/B
                           * runs), else (0, the default) by batch (step.cu's ssu_rows_b) */
+  int spread;            /* ... its one-wave grids capped at ceil(blocks / SMs) blocks an SM
+                          * (mbcuda_spread_smem; MAMBABYTE_CUDA_SPREAD=0 off, A/B runs) */
   int gemv_g256_rows;    /* n <= 8 GEMVs of fewer rows than this per SM take a block a row (16;
                           * MAMBABYTE_CUDA_GEMV_G256_ROWS, A/B runs) */
   int ssu_pos;           /* mb_selective_scan_dt over several positions: a warp per position
@@ -127,6 +129,7 @@ struct mbcuda_state {
   int scan_tile_smem_set; /* its shared-memory opt-in done (per device, so per
                            * context) */
   int sm_count;
+  size_t smem_per_sm, smem_reserved; /* shared memory an SM, and the runtime's share a block */
   int cc_major, cc_minor;
   char name[256];
   cudaStream_t copy_stream; /* mb_download_async's device-to-host copies (created on first use) */
@@ -136,6 +139,13 @@ struct mbcuda_state {
 
 static inline mbcuda_state *mbcuda_st(mb_ctx *ctx) { return (mbcuda_state *)ctx->cuda; }
 static inline cudaStream_t mbcuda_stream(mb_ctx *ctx) { return mbcuda_st(ctx)->stream; }
+
+/* The dynamic shared memory a launch of `blocks` blocks of `func` (threads each, smem bytes asked
+ * for) should ask for so that at most ceil(blocks / SMs) of them share an SM: launched under a
+ * running kernel (PDL), a grid's blocks go to whichever SMs have room first, so a short grid crowds
+ * onto the SMs its predecessor leaves free. smem itself where that cap would not bind; sets the
+ * function's opt-in above 48 KB. */
+size_t mbcuda_spread_smem(mb_ctx *ctx, const void *func, int threads, size_t smem, int64_t blocks);
 
 /* Checks a runtime call; on failure records "cuda: <op>: <message>" and returns MB_ERR_DEVICE
  * (MB_ERR_OOM for cudaErrorMemoryAllocation). */

@@ -501,10 +501,18 @@ static size_t ssu_dt_rows_smem(const SsuDtArgs &a, int B, bool mma) {
 template <int L, typename WT, int B, bool MMA, bool FAST, int MINB = 0>
 static int ssu_dt_rows_launch_b(mb_ctx *ctx, const SsuDtArgs &a) {
   static_assert(!MMA || sizeof(WT) == 2, "the tensor cores' dt_proj takes bf16 weights");
-  const size_t smem = ssu_dt_rows_smem<L, WT>(a, B, MMA);
+  size_t smem = ssu_dt_rows_smem<L, WT>(a, B, MMA);
   if (smem > 48 * 1024)
     MBCUDA_CHECK(cudaFuncSetAttribute(k_ssu_dt_rows<L, WT, B, MMA, FAST, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem), "selective_state_update_dt (smem attribute)");
   const dim3 grid(mbcuda_blocks(a.d, SSU_ROW_C), (unsigned)((a.batch + B - 1) / B));
+  /* A grid of one wave spread evenly: at 16 and 32 sequences (448 and 896 blocks of up to 10 an
+   * SM) the update launches under k_conv_linear (PDL), and its blocks crowded onto the SMs that
+   * kernel's 112 blocks leave room on. H100, graph replay, against the switch off
+   * (MAMBABYTE_CUDA_SPREAD=0) in one call, two rounds: b16 1.684-1.685 against 1.808-1.813 ms a
+   * step, b32 1.865-1.867 against 1.926-1.932, b64 to b256 unchanged (the cap does not bind);
+   * the same cap on the batch-1 update lost 1.7% (docs/cuda_notes.md, "Short grids spread") */
+  if (mbcuda_st(ctx)->spread)
+    smem = mbcuda_spread_smem(ctx, (const void *)k_ssu_dt_rows<L, WT, B, MMA, FAST, MINB>, SSU_ROW_C * B, smem, (int64_t)grid.x * grid.y);
   MBCUDA_LAUNCH("selective_state_update_dt (rows)", (k_ssu_dt_rows<L, WT, B, MMA, FAST, MINB>), grid, dim3(SSU_ROW_C, B), smem, a);
   return MB_OK;
 }
