@@ -587,15 +587,20 @@ size_t mbcuda_spread_smem(mb_ctx *ctx, const void *func, int threads, size_t sme
   const mbcuda_state *st = mbcuda_st(ctx);
   const int64_t cap = (blocks + st->sm_count - 1) / st->sm_count;
   int fit = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, func, threads, smem) != cudaSuccess ||
-      cap >= fit)
+  /* a failed query leaves the launch as asked (and not its error for the launch's check) */
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, func, threads, smem) != cudaSuccess) {
+    (void)cudaGetLastError();
     return smem;
+  }
+  if (cap >= fit) return smem;
   /* cap + 1 blocks no longer fit an SM's shared memory */
   const size_t padded = st->smem_per_sm / (size_t)(cap + 1) - st->smem_reserved + 1;
   if (padded <= smem) return smem;
   if (padded > 48 * 1024 &&
       cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)padded) !=
-          cudaSuccess)
+          cudaSuccess) {
+    (void)cudaGetLastError();
     return smem;
+  }
   return padded;
 }
