@@ -583,16 +583,32 @@ extern "C" int mbcuda_graph_destroy(mb_ctx *ctx, int graph) {
   return MB_OK;
 }
 
-size_t mbcuda_spread_smem(mb_ctx *ctx, const void *func, int threads, size_t smem, int64_t blocks) {
-  const mbcuda_state *st = mbcuda_st(ctx);
-  const int64_t cap = (blocks + st->sm_count - 1) / st->sm_count;
+/* Blocks of func (threads each, smem bytes) that fit an SM at once: the runtime's answer, kept per
+ * context so that a decoding step's launches (one a layer) ask the driver once; 0 if it fails. */
+static int spread_fit(mbcuda_state *st, const void *func, int threads, size_t smem) {
+  const int n = st->spread_fits;
+  for (int i = 0; i < n; i++)
+    if (st->spread_fit[i].func == func && st->spread_fit[i].threads == threads &&
+        st->spread_fit[i].smem == smem)
+      return st->spread_fit[i].fit;
   int fit = 0;
   /* a failed query leaves the launch as asked (and not its error for the launch's check) */
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, func, threads, smem) != cudaSuccess) {
     (void)cudaGetLastError();
-    return smem;
+    return 0;
   }
-  if (cap >= fit) return smem;
+  if (n < (int)(sizeof st->spread_fit / sizeof st->spread_fit[0])) { /* full: asked each time */
+    st->spread_fit[n].func = func, st->spread_fit[n].threads = threads;
+    st->spread_fit[n].smem = smem, st->spread_fit[n].fit = fit;
+    st->spread_fits = n + 1;
+  }
+  return fit;
+}
+
+size_t mbcuda_spread_smem(mb_ctx *ctx, const void *func, int threads, size_t smem, int64_t blocks) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  const int64_t cap = (blocks + st->sm_count - 1) / st->sm_count;
+  if (cap >= spread_fit(st, func, threads, smem)) return smem;
   /* cap + 1 blocks no longer fit an SM's shared memory */
   const size_t padded = st->smem_per_sm / (size_t)(cap + 1) - st->smem_reserved + 1;
   if (padded <= smem) return smem;

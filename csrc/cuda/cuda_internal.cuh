@@ -130,6 +130,13 @@ struct mbcuda_state {
                            * context) */
   int sm_count;
   size_t smem_per_sm, smem_reserved; /* shared memory an SM, and the runtime's share a block */
+  struct {                           /* mbcuda_spread_smem's occupancy queries, answered once */
+    const void *func;
+    int threads;
+    size_t smem;
+    int fit;
+  } spread_fit[8];
+  int spread_fits;
   int cc_major, cc_minor;
   char name[256];
   cudaStream_t copy_stream; /* mb_download_async's device-to-host copies (created on first use) */

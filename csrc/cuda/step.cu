@@ -319,9 +319,10 @@ __global__ void __launch_bounds__(SSU_ROW_C *B, MINB)
    * warps is undefined in CUDA C++; compute-sanitizer's synccheck reports it) */
   const bool live = b < a.batch;
   /* this warp's sequence: its states (contiguous over the block's channels), x_dbl, B, C. With a
-   * full block of 16-state channels and dt_rank <= 128 (the models' shapes) every load is issued
-   * before the first store to shared memory, the states as 16-byte chunks (loops of a load and a
-   * store each kept a few loads in flight a thread: the op at b64 went from 18.4 to 13.2 us) */
+   * full block of channels and dt_rank <= 128 (vec_state) every copy is issued before the first
+   * is waited for, the states as 16-byte chunks (by cp.async with 16-state rows, the models'; loops
+   * of a load and a store each kept a few loads in flight a thread: the op at b64 went from 18.4
+   * to 13.2 us) */
   const int64_t bl = live ? b : 0; /* rows of a warp past the batch are never read */
   float *st = a.state + (bl * a.d + c0) * n;
   const float *xrow = a.xdbl + bl * a.ldx;
