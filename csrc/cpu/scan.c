@@ -158,16 +158,37 @@ static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int6
   }
   const __m512 dv_skip = Dskip ? _mm512_maskz_loadu_ps(m, Dskip + c0) : _mm512_setzero_ps();
   const __m512 dv_bias = delta_bias ? _mm512_maskz_loadu_ps(m, delta_bias + c0) : _mm512_setzero_ps();
-  float dts[16] __attribute__((aligned(64)));
-  float dus[16] __attribute__((aligned(64)));
+  /* dt (softplus), dt * u and SiLU(z) for a tile of positions ahead of their states, as
+   * scan_block8 does: each softplus is a long dependency chain, and computed at its position's
+   * start it waited there while the state loop filled the reorder window; in a loop of their own
+   * the tile's chains overlap. The same operations, so the same values. */
+  enum { TILE = 16 };
+  float dtb[TILE][16] __attribute__((aligned(64)));
+  float dub[TILE][16] __attribute__((aligned(64)));
+  float szb[TILE][16] __attribute__((aligned(64)));
   float ys[16] __attribute__((aligned(64)));
   for (int64_t t = 0; t < len; t++) {
+    const int64_t ti = t % TILE;
+    if (ti == 0) {
+      const int64_t tn = len - t < TILE ? len - t : TILE;
+      for (int64_t i = 0; i < tn; i++) {
+        const __m512 ui = _mm512_maskz_loadu_ps(m, u + (t + i) * ldu + c0);
+        __m512 dt = _mm512_maskz_loadu_ps(m, delta + (t + i) * ld_delta + c0);
+        if (delta_bias) dt = _mm512_add_ps(dt, dv_bias);
+        if (delta_softplus) dt = mbv_softplus(dt);
+        _mm512_store_ps(dtb[i], dt);
+        _mm512_store_ps(dub[i], _mm512_mul_ps(dt, ui));
+        if (z) _mm512_store_ps(szb[i], mbv_silu(_mm512_maskz_loadu_ps(m, z + (t + i) * ldz + c0)));
+      }
+    }
+    if (t + TILE < len) { /* a task walks its 16 channels down the rows: a new line each, asked
+                           * for a tile ahead */
+      _mm_prefetch((const char *)(u + (t + TILE) * ldu + c0), _MM_HINT_T0);
+      _mm_prefetch((const char *)(delta + (t + TILE) * ld_delta + c0), _MM_HINT_T0);
+      if (z) _mm_prefetch((const char *)(z + (t + TILE) * ldz + c0), _MM_HINT_T0);
+    }
     const __m512 uv = _mm512_maskz_loadu_ps(m, u + t * ldu + c0);
-    __m512 dt = _mm512_maskz_loadu_ps(m, delta + t * ld_delta + c0);
-    if (delta_bias) dt = _mm512_add_ps(dt, dv_bias);
-    if (delta_softplus) dt = mbv_softplus(dt);
-    _mm512_store_ps(dts, dt);
-    _mm512_store_ps(dus, _mm512_mul_ps(dt, uv));
+    const float *dts = dtb[ti], *dus = dub[ti];
     const float *b = Bm + t * ldb, *cm = Cm + t * ldc;
     float *sa = states_all ? states_all + (t * d + c0) * n : NULL;
     if (n <= 16 && nc == 16) {
@@ -204,7 +225,7 @@ static void scan_block_vec(const float *u, int64_t ldu, const float *delta, int6
       }
     }
     __m512 yv = _mm512_fmadd_ps(dv_skip, uv, _mm512_maskz_load_ps(m, ys));
-    if (z) yv = _mm512_mul_ps(yv, mbv_silu(_mm512_maskz_loadu_ps(m, z + t * ldz + c0)));
+    if (z) yv = _mm512_mul_ps(yv, _mm512_load_ps(szb[ti]));
     _mm512_mask_storeu_ps(y + t * ldy + c0, m, yv);
   }
   if (state)
