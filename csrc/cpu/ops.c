@@ -235,6 +235,8 @@ static void conv_block_vec(const float *x, int64_t ldx, const float *w, const fl
     }
   const __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + c0) : _mm512_setzero_ps();
   for (int64_t t = 0; t < len; t++) {
+    /* the block walks down the rows: each is a new line, asked for ahead (as conv_block8) */
+    if (t + 8 < len) _mm_prefetch((const char *)(x + (t + 8) * ldx + c0), _MM_HINT_T0);
     __m512 acc = bv;
     for (int64_t j = 0; j < k; j++) {
       int64_t p = t - (k - 1) + j;
