@@ -9,7 +9,9 @@
  * with OpenMP regions between pool jobs), so OpenMP is not used at all.
  *
  * Workers spin for a while after each job (the next one comes microseconds later while decoding)
- * and then sleep on a condition variable, so an idle context costs no CPU. With more threads than
+ * and then sleep on a condition variable, so an idle context costs no CPU. Every wait spins alone
+ * for its first 20 us only, then yields the CPU at each turn (MB_POOL_YIELD_NS): two of the
+ * pool's threads on one CPU must not hold it from each other for a time slice. With more threads than
  * CPUs they sleep at once (spinning would take the CPUs the busy threads need). OpenBLAS products
  * run as single-threaded slices on this pool too (linear.c), so no other runtime's threads spin
  * beside it. The caller is thread 0 and runs its share itself.
@@ -36,6 +38,15 @@
 /* How long an idle worker spins before it sleeps; longer than a decoding step's host-side gaps
  * (sampling, the caller's callbacks), short enough not to matter after the last step. */
 #define MB_POOL_SPIN_NS 2000000LL
+/* After this long a waiting thread (a worker for its next job, the caller for the workers) yields
+ * the CPU on every turn of its spin: the scheduler may have put two of the pool's threads on one
+ * CPU (at a pool's start, before it balances them, or beside the host's other threads), and a
+ * pure spin then holds the CPU the other needs until its time slice ends. Measured on a 2-vCPU
+ * VM (docs/cpu_notes.md, "The pool's waits yield"): a 2048 x 896 conv on two threads took 3-9 ms
+ * a call for its first calls and 4.4-4.9 ms with both threads on one CPU (taskset), against 0.43
+ * once apart and 0.85 on one thread; with the yields 0.83-0.85 on one CPU. Alone on its CPU,
+ * sched_yield returns at once, so a wait past this point only spins slower. */
+#define MB_POOL_YIELD_NS 20000LL
 
 struct mbcpu_pool {
   int workers;        /* threads besides the caller */
@@ -65,15 +76,20 @@ static long long now_ns(void) {
  * or the publisher sees the sleeper and signals. */
 static unsigned wait_generation(struct mbcpu_pool *p, unsigned seen) {
   unsigned g;
-  long long deadline = 0;
+  long long start = 0;
+  int yielding = 0;
   for (unsigned spins = 0; !p->oversubscribed; spins++) {
     g = atomic_load_explicit(&p->generation, memory_order_acquire);
     if (g != seen) return g;
-    MB_SPIN_PAUSE();
-    if ((spins & 1023) == 1023) {
+    if (yielding)
+      sched_yield();
+    else
+      MB_SPIN_PAUSE();
+    if ((spins & 255) == 255) {
       const long long t = now_ns();
-      if (!deadline) deadline = t + MB_POOL_SPIN_NS;
-      if (t > deadline) break;
+      if (!start) start = t;
+      if (t - start > MB_POOL_SPIN_NS) break;
+      yielding = t - start > MB_POOL_YIELD_NS;
     }
   }
   pthread_mutex_lock(&p->mu);
@@ -185,11 +201,20 @@ void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg) {
   in_job = 1;
   fn(arg, 0, nt);
   in_job = 0;
-  while (atomic_load_explicit(&p->done, memory_order_acquire) < p->workers) {
-    if (p->oversubscribed)
-      sched_yield(); /* the workers need this CPU */
-    else
-      MB_SPIN_PAUSE();
+  long long start = 0;
+  int yielding = p->oversubscribed; /* then the workers need this CPU from the start */
+  for (unsigned spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->workers;
+       spins++) {
+    if (yielding) {
+      sched_yield();
+      continue;
+    }
+    MB_SPIN_PAUSE();
+    if ((spins & 255) == 255) { /* a worker this late may be waiting for this CPU */
+      const long long t = now_ns();
+      if (!start) start = t;
+      yielding = t - start > MB_POOL_YIELD_NS;
+    }
   }
 }
 
