@@ -42,6 +42,18 @@
 #define MBCPU_N1_PREFETCH 1024
 #define MB_PREFETCH_AHEAD(p) _mm_prefetch((const char *)(p) + MBCPU_N1_PREFETCH, _MM_HINT_T0)
 
+/* The bf16 block kernels (2 to 8 x rows) read their rows of W one block after another and ask for
+ * the rows at least this many bytes ahead (at least the next block). One block ahead was 2 KiB at
+ * the 353M in_proj's 1024 inputs: 8 rows against it took 0.36 ms a product on two threads (W out of
+ * cache), 0.24-0.26 with 8 KiB ahead; `small`'s in_proj and out_proj 5-10% less (2-vCPU AVX-512
+ * EPYC; docs/cpu_notes.md). A hint, so the same bits. */
+#define MB_BLOCK_PF_BYTES 8192
+/* W's elements ahead of a block kernel's current ones to ask for (rows of in_f bf16 values). */
+static inline int64_t block_pf_ahead(int R, int64_t in_f) {
+  const int64_t rows = (MB_BLOCK_PF_BYTES + 2 * in_f - 1) / (2 * in_f);
+  return (rows > R ? rows : R) * in_f;
+}
+
 /* ---- scalar ------------------------------------------------------------------------------- */
 
 static float dot_scalar(const void *w, int wdtype, const float *x, int64_t n) {
@@ -334,6 +346,7 @@ MB_INLINE void block_kernel_bf16(const float *xp, int64_t kp, const uint16_t *w,
                                  int64_t ldy) {
   const uint16_t *wr[8];
   for (int r = 0; r < R; r++) wr[r] = w + (size_t)(o + r) * (size_t)in_f;
+  const int64_t pf_ahead = block_pf_ahead(R, in_f);
   const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
   __m512 a[4][8], c[4][8];
   for (int r = 0; r < R; r++)
@@ -342,8 +355,8 @@ MB_INLINE void block_kernel_bf16(const float *xp, int64_t kp, const uint16_t *w,
     const __mmask32 m = in_f - k >= 32 ? (__mmask32)0xFFFFFFFFu
                                        : (__mmask32)((1u << (in_f - k)) - 1u);
     for (int r = 0; r < R; r++) {
-      /* rows are short streams (2 KiB for in_f = 1024): prefetch the next block's rows */
-      _mm_prefetch((const char *)(wr[r] + k + (int64_t)R * in_f), _MM_HINT_T0);
+      /* rows are short streams (2 KiB for in_f = 1024): ask for rows ahead */
+      _mm_prefetch((const char *)(wr[r] + k + pf_ahead), _MM_HINT_T0);
       __m512i v = m == (__mmask32)0xFFFFFFFFu ? _mm512_loadu_si512((const void *)(wr[r] + k))
                                               : _mm512_maskz_loadu_epi16(m, wr[r] + k);
       __m512 lo = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
@@ -368,6 +381,7 @@ MB_INLINE void block_kernel_bf16dp(const uint16_t *xs, int64_t kp, const uint16_
                                    int64_t o, float *y, int64_t ldy) {
   const uint16_t *wr[8];
   for (int r = 0; r < R; r++) wr[r] = w + (size_t)(o + r) * (size_t)in_f;
+  const int64_t pf_ahead = block_pf_ahead(R, in_f);
   __m512 a[4][8], c[4][8];
   for (int r = 0; r < R; r++)
     for (int i = 0; i < N; i++) a[r][i] = c[r][i] = _mm512_setzero_ps();
@@ -375,7 +389,7 @@ MB_INLINE void block_kernel_bf16dp(const uint16_t *xs, int64_t kp, const uint16_
     const __mmask32 m = in_f - k >= 32 ? (__mmask32)0xFFFFFFFFu
                                        : (__mmask32)((1u << (in_f - k)) - 1u);
     for (int r = 0; r < R; r++) {
-      _mm_prefetch((const char *)(wr[r] + k + (int64_t)R * in_f), _MM_HINT_T0);
+      _mm_prefetch((const char *)(wr[r] + k + pf_ahead), _MM_HINT_T0);
       const __m512i v = m == (__mmask32)0xFFFFFFFFu ? _mm512_loadu_si512((const void *)(wr[r] + k))
                                                      : _mm512_maskz_loadu_epi16(m, wr[r] + k);
       for (int i = 0; i < N; i++) {
