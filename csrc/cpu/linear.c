@@ -42,15 +42,16 @@
 #define MBCPU_N1_PREFETCH 1024
 #define MB_PREFETCH_AHEAD(p) _mm_prefetch((const char *)(p) + MBCPU_N1_PREFETCH, _MM_HINT_T0)
 
-/* The bf16 block kernels (2 to 8 x rows) read their rows of W one block after another and ask for
- * the rows at least this many bytes ahead (at least the next block). One block ahead was 2 KiB at
- * the 353M in_proj's 1024 inputs: 8 rows against it took 0.36 ms a product on two threads (W out of
- * cache), 0.24-0.26 with 8 KiB ahead; `small`'s in_proj and out_proj 5-10% less (2-vCPU AVX-512
- * EPYC; docs/cpu_notes.md). A hint, so the same bits. */
+/* The block kernels (2 to 8 x rows) read their rows of W one block after another and ask for the
+ * rows at least this many bytes ahead (at least the next block). bf16: one block ahead was 2 KiB at
+ * the 353M in_proj's 1024 inputs, and 8 rows against it took 0.36 ms a product on two threads (W out
+ * of cache), 0.24-0.26 with 8 KiB ahead (16 and 32 KiB the same); `small`'s in_proj and out_proj
+ * 5-10% less. fp32 asked for nothing ahead: 8 rows 1.10-1.12 -> 0.72-0.74 ms (2-vCPU AVX-512 EPYC;
+ * docs/cpu_notes.md). A hint, so the same bits. */
 #define MB_BLOCK_PF_BYTES 8192
-/* W's elements ahead of a block kernel's current ones to ask for (rows of in_f bf16 values). */
-static inline int64_t block_pf_ahead(int R, int64_t in_f) {
-  const int64_t rows = (MB_BLOCK_PF_BYTES + 2 * in_f - 1) / (2 * in_f);
+/* W's elements ahead of a block kernel's current ones to ask for (rows of in_f values of es bytes). */
+static inline int64_t block_pf_ahead(int R, int64_t in_f, int64_t es) {
+  const int64_t rows = (MB_BLOCK_PF_BYTES + es * in_f - 1) / (es * in_f);
   return (rows > R ? rows : R) * in_f;
 }
 
@@ -175,12 +176,15 @@ MB_INLINE void block_kernel(const float *x, int64_t ldx, const float *w, const f
                             int64_t ldy) {
   const float *wr[8];
   for (int r = 0; r < R; r++) wr[r] = w + (size_t)(o + r) * (size_t)in_f;
+  const int64_t pf_ahead = block_pf_ahead(R, in_f, 4);
   __m512 a[4][8], c[4][8];
   for (int r = 0; r < R; r++)
     for (int i = 0; i < N; i++) a[r][i] = c[r][i] = _mm512_setzero_ps();
   int64_t k = 0;
   for (; k + 32 <= in_f; k += 32) {
     for (int r = 0; r < R; r++) {
+      _mm_prefetch((const char *)(wr[r] + k + pf_ahead), _MM_HINT_T0);
+      _mm_prefetch((const char *)(wr[r] + k + pf_ahead + 16), _MM_HINT_T0);
       const __m512 w0 = _mm512_loadu_ps(wr[r] + k), w1 = _mm512_loadu_ps(wr[r] + k + 16);
       for (int i = 0; i < N; i++) {
         a[r][i] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i * ldx + k), a[r][i]);
@@ -346,7 +350,7 @@ MB_INLINE void block_kernel_bf16(const float *xp, int64_t kp, const uint16_t *w,
                                  int64_t ldy) {
   const uint16_t *wr[8];
   for (int r = 0; r < R; r++) wr[r] = w + (size_t)(o + r) * (size_t)in_f;
-  const int64_t pf_ahead = block_pf_ahead(R, in_f);
+  const int64_t pf_ahead = block_pf_ahead(R, in_f, 2);
   const __m512i hi_mask = _mm512_set1_epi32((int)0xFFFF0000u);
   __m512 a[4][8], c[4][8];
   for (int r = 0; r < R; r++)
@@ -381,7 +385,7 @@ MB_INLINE void block_kernel_bf16dp(const uint16_t *xs, int64_t kp, const uint16_
                                    int64_t o, float *y, int64_t ldy) {
   const uint16_t *wr[8];
   for (int r = 0; r < R; r++) wr[r] = w + (size_t)(o + r) * (size_t)in_f;
-  const int64_t pf_ahead = block_pf_ahead(R, in_f);
+  const int64_t pf_ahead = block_pf_ahead(R, in_f, 2);
   __m512 a[4][8], c[4][8];
   for (int r = 0; r < R; r++)
     for (int i = 0; i < N; i++) a[r][i] = c[r][i] = _mm512_setzero_ps();
