@@ -49,7 +49,7 @@
  * 5-10% less. fp32 asked for nothing ahead: 8 rows 1.10-1.12 -> 0.72-0.74 ms (2-vCPU AVX-512 EPYC;
  * docs/cpu_notes.md). A hint, so the same bits. */
 #define MB_BLOCK_PF_BYTES 8192
-/* W's elements ahead of a block kernel's current ones to ask for (rows of in_f values of es bytes). */
+/* W's elements ahead of a block kernel's current ones to ask for (rows of in_f es-byte values). */
 static inline int64_t block_pf_ahead(int R, int64_t in_f, int64_t es) {
   const int64_t rows = (MB_BLOCK_PF_BYTES + es * in_f - 1) / (es * in_f);
   return (rows > R ? rows : R) * in_f;
