@@ -185,7 +185,10 @@ MB_INLINE void block_kernel(const float *x, int64_t ldx, const float *w, const f
     for (int r = 0; r < R; r++) {
       _mm_prefetch((const char *)(wr[r] + k + pf_ahead), _MM_HINT_T0);
       _mm_prefetch((const char *)(wr[r] + k + pf_ahead + 16), _MM_HINT_T0);
-      const __m512 w0 = _mm512_loadu_ps(wr[r] + k), w1 = _mm512_loadu_ps(wr[r] + k + 16);
+      __m512 w0 = _mm512_loadu_ps(wr[r] + k), w1 = _mm512_loadu_ps(wr[r] + k + 16);
+      /* held in registers: left alone, gcc loaded W again for every x row (a load beside each
+       * FMA's own load of x) */
+      __asm__("" : "+v"(w0), "+v"(w1));
       for (int i = 0; i < N; i++) {
         a[r][i] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i * ldx + k), a[r][i]);
         c[r][i] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i * ldx + k + 16), c[r][i]);
