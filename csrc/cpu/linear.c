@@ -43,11 +43,11 @@
 #define MB_PREFETCH_AHEAD(p) _mm_prefetch((const char *)(p) + MBCPU_N1_PREFETCH, _MM_HINT_T0)
 
 /* The block kernels (2 to 8 x rows) read their rows of W one block after another and ask for the
- * rows at least this many bytes ahead (at least the next block). bf16: one block ahead was 2 KiB at
- * the 353M in_proj's 1024 inputs, and 8 rows against it took 0.36 ms a product on two threads (W out
- * of cache), 0.24-0.26 with 8 KiB ahead (16 and 32 KiB the same); `small`'s in_proj and out_proj
- * 5-10% less. fp32 asked for nothing ahead: 8 rows 1.10-1.12 -> 0.72-0.74 ms (2-vCPU AVX-512 EPYC;
- * docs/cpu_notes.md). A hint, so the same bits. */
+ * rows at least this many bytes ahead (at least the next block). bf16: one block ahead was 2 KiB
+ * at the 353M in_proj's 1024 inputs, and 8 rows against it took 0.36 ms a product on two threads
+ * (W out of cache), 0.24-0.26 with 8 KiB ahead (16 and 32 KiB the same); `small`'s in_proj and
+ * out_proj 5-10% less. fp32 asked for nothing ahead: 8 rows 1.10-1.12 -> 0.72-0.74 ms (2-vCPU
+ * AVX-512 EPYC; docs/cpu_notes.md). A hint, so the same bits. */
 #define MB_BLOCK_PF_BYTES 8192
 /* W's elements ahead of a block kernel's current ones to ask for (rows of in_f es-byte values). */
 static inline int64_t block_pf_ahead(int R, int64_t in_f, int64_t es) {

@@ -11,10 +11,10 @@
  * Workers spin for a while after each job (the next one comes microseconds later while decoding)
  * and then sleep on a condition variable, so an idle context costs no CPU. Every wait spins alone
  * for its first 20 us only, then yields the CPU at each turn (MB_POOL_YIELD_NS): two of the
- * pool's threads on one CPU must not hold it from each other for a time slice. With more threads than
- * CPUs they sleep at once (spinning would take the CPUs the busy threads need). OpenBLAS products
- * run as single-threaded slices on this pool too (linear.c), so no other runtime's threads spin
- * beside it. The caller is thread 0 and runs its share itself.
+ * pool's threads on one CPU must not hold it from each other for a time slice. With more threads
+ * than CPUs they sleep at once (spinning would take the CPUs the busy threads need). OpenBLAS
+ * products run as single-threaded slices on this pool too (linear.c), so no other runtime's threads
+ * spin beside it. The caller is thread 0 and runs its share itself.
  *
  * One job at a time per context (contexts are not shared between threads); a job that itself
  * asks for a parallel region runs it on its own thread.
