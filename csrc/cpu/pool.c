@@ -70,27 +70,38 @@ static long long now_ns(void) {
   return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* The turns of one wait: a pause each, a yield each from MB_POOL_YIELD_NS on (see there). */
+typedef struct {
+  unsigned turns;
+  int yielding;
+  long long start;
+} spin_wait;
+
+/* One turn of a wait; returns how long the wait has lasted, in ns, every 256 turns (else 0). */
+static long long spin_turn(spin_wait *w) {
+  if (w->yielding)
+    sched_yield();
+  else
+    MB_SPIN_PAUSE();
+  if ((++w->turns & 255) != 0) return 0;
+  const long long t = now_ns();
+  if (!w->start) w->start = t;
+  const long long age = t - w->start;
+  if (age > MB_POOL_YIELD_NS) w->yielding = 1;
+  return age;
+}
+
 /* Waits until `generation` differs from `seen`: spin first, then sleep. A worker counts itself in
  * `sleepers` and re-reads `generation` under the mutex; the publisher bumps `generation` before it
  * reads `sleepers` (both sequentially consistent), so either the worker sees the new generation
  * or the publisher sees the sleeper and signals. */
 static unsigned wait_generation(struct mbcpu_pool *p, unsigned seen) {
   unsigned g;
-  long long start = 0;
-  int yielding = 0;
-  for (unsigned spins = 0; !p->oversubscribed; spins++) {
+  spin_wait w = {0, 0, 0};
+  while (!p->oversubscribed) {
     g = atomic_load_explicit(&p->generation, memory_order_acquire);
     if (g != seen) return g;
-    if (yielding)
-      sched_yield();
-    else
-      MB_SPIN_PAUSE();
-    if ((spins & 255) == 255) {
-      const long long t = now_ns();
-      if (!start) start = t;
-      if (t - start > MB_POOL_SPIN_NS) break;
-      yielding = t - start > MB_POOL_YIELD_NS;
-    }
+    if (spin_turn(&w) > MB_POOL_SPIN_NS) break;
   }
   pthread_mutex_lock(&p->mu);
   atomic_fetch_add(&p->sleepers, 1);
@@ -201,21 +212,9 @@ void mbcpu_parallel(mb_ctx *ctx, int nt, mbcpu_pool_fn fn, void *arg) {
   in_job = 1;
   fn(arg, 0, nt);
   in_job = 0;
-  long long start = 0;
-  int yielding = p->oversubscribed; /* then the workers need this CPU from the start */
-  for (unsigned spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->workers;
-       spins++) {
-    if (yielding) {
-      sched_yield();
-      continue;
-    }
-    MB_SPIN_PAUSE();
-    if ((spins & 255) == 255) { /* a worker this late may be waiting for this CPU */
-      const long long t = now_ns();
-      if (!start) start = t;
-      yielding = t - start > MB_POOL_YIELD_NS;
-    }
-  }
+  /* oversubscribed: the workers need this CPU from the start */
+  spin_wait w = {0, p->oversubscribed, 0};
+  while (atomic_load_explicit(&p->done, memory_order_acquire) < p->workers) spin_turn(&w);
 }
 
 /* ---- loops over items --------------------------------------------------------------------- */
