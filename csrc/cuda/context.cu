@@ -584,13 +584,18 @@ extern "C" int mbcuda_graph_destroy(mb_ctx *ctx, int graph) {
 }
 
 /* Blocks of func (threads each, smem bytes) that fit an SM at once: the runtime's answer, kept per
- * context so that a decoding step's launches (one a layer) ask the driver once; 0 if it fails. */
-static int spread_fit(mbcuda_state *st, const void *func, int threads, size_t smem) {
+ * context so that a decoding step's launches (one a layer) ask the driver once; 0 if it fails.
+ * *opted: its entry's opt-in record (NULL when the cache is full: asked each time). */
+static int spread_fit(mbcuda_state *st, const void *func, int threads, size_t smem,
+                      size_t **opted) {
   const int n = st->spread_fits;
+  *opted = NULL;
   for (int i = 0; i < n; i++)
     if (st->spread_fit[i].func == func && st->spread_fit[i].threads == threads &&
-        st->spread_fit[i].smem == smem)
+        st->spread_fit[i].smem == smem) {
+      *opted = &st->spread_fit[i].opted;
       return st->spread_fit[i].fit;
+    }
   int fit = 0;
   /* a failed query leaves the launch as asked (and not its error for the launch's check) */
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, func, threads, smem) != cudaSuccess) {
@@ -599,8 +604,9 @@ static int spread_fit(mbcuda_state *st, const void *func, int threads, size_t sm
   }
   if (n < (int)(sizeof st->spread_fit / sizeof st->spread_fit[0])) { /* full: asked each time */
     st->spread_fit[n].func = func, st->spread_fit[n].threads = threads;
-    st->spread_fit[n].smem = smem, st->spread_fit[n].fit = fit;
+    st->spread_fit[n].smem = smem, st->spread_fit[n].fit = fit, st->spread_fit[n].opted = 0;
     st->spread_fits = n + 1;
+    *opted = &st->spread_fit[n].opted;
   }
   return fit;
 }
@@ -608,15 +614,19 @@ static int spread_fit(mbcuda_state *st, const void *func, int threads, size_t sm
 size_t mbcuda_spread_smem(mb_ctx *ctx, const void *func, int threads, size_t smem, int64_t blocks) {
   mbcuda_state *st = mbcuda_st(ctx);
   const int64_t cap = (blocks + st->sm_count - 1) / st->sm_count;
-  if (cap >= spread_fit(st, func, threads, smem)) return smem;
+  size_t *opted;
+  if (cap >= spread_fit(st, func, threads, smem, &opted)) return smem;
   /* cap + 1 blocks no longer fit an SM's shared memory */
   const size_t padded = st->smem_per_sm / (size_t)(cap + 1) - st->smem_reserved + 1;
   if (padded <= smem) return smem;
-  if (padded > 48 * 1024 &&
-      cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)padded) !=
-          cudaSuccess) {
-    (void)cudaGetLastError();
-    return smem;
+  /* the opt-in is a maximum: once a context has set it this high, a launch need not again */
+  if (padded > 48 * 1024 && !(opted && *opted >= padded)) {
+    if (cudaFuncSetAttribute(func, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)padded) !=
+        cudaSuccess) {
+      (void)cudaGetLastError();
+      return smem;
+    }
+    if (opted) *opted = padded;
   }
   return padded;
 }

@@ -135,6 +135,7 @@ struct mbcuda_state {
     int threads;
     size_t smem;
     int fit;
+    size_t opted;                    /* the largest padding its function was opted in to (0) */
   } spread_fit[8];
   int spread_fits;
   int cc_major, cc_minor;
