@@ -82,7 +82,8 @@ int main(int argc, char **argv) {
       const int zon = argc > 7 ? atoi(argv[7]) : 1;
       float *u = frand_array((size_t)(len * d), -2, 2), *dl = frand_array((size_t)(len * d), -4, 1);
       float *z = frand_array((size_t)(len * d), -3, 3);
-      float *bc = frand_array((size_t)(len * 2 * n), -1, 1), *A = frand_array((size_t)(d * n), 0, 1);
+      float *bc = frand_array((size_t)(len * 2 * n), -1, 1);
+      float *A = frand_array((size_t)(d * n), 0, 1);
       float *D = frand_array((size_t)d, -1, 1), *db = frand_array((size_t)d, -2, 0.5f);
       float *st = (float *)malloc((size_t)(d * n) * sizeof(float));
       for (int64_t i = 0; i < d * n; i++) A[i] = -expf(logf((float)(i % n + 1)) * A[i]);
@@ -99,7 +100,8 @@ int main(int argc, char **argv) {
       report(what, t, reps, h, (double)len * d * n, "G updates/s");
     } else {
       const int64_t k = 4;
-      float *x = frand_array((size_t)(len * 2 * d), -0.5f, 0.5f), *w = frand_array((size_t)(d * k), -1, 1);
+      float *x = frand_array((size_t)(len * 2 * d), -0.5f, 0.5f);
+      float *w = frand_array((size_t)(d * k), -1, 1);
       float *b = frand_array((size_t)d, -1, 1), *st = (float *)malloc((size_t)(d * (k - 1)) * 4);
       for (int r = 0; r < reps; r++) {
         memset(st, 0, (size_t)(d * (k - 1)) * 4);
