@@ -10,7 +10,7 @@
  *                                                        from memory
  * Prints the best call, the median of the second half of the calls (the first ones pay for page
  * faults and, on a new thread pool, for where the scheduler puts its threads) and the hash;
- * PER=1 also prints every call's time (ms) to stderr.
+ * BENCH_CPU_OPS_PER_CALL=1 also prints every call's time (ms) to stderr.
  */
 #include <math.h>
 #include <stdint.h>
@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *op = argv[1];
-  const int per = getenv("PER") != NULL;
+  const int per = getenv("BENCH_CPU_OPS_PER_CALL") != NULL;
   mb_ctx *ctx;
   char what[160];
   if (!strcmp(op, "scan") || !strcmp(op, "conv")) {
