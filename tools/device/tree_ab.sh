@@ -7,7 +7,8 @@
 #      build_and_check_ops; SKIP_SAN= with SAN_ONLY=group adds its sanitizers), the peer's build
 #      into build-peer;
 #   2. TIMELINE="B ...": cuda_bench --timeline B ... for this tree and the peer in turn, ROUNDS
-#      times (default 2), the untraced replay and the kernels' table printed;
+#      times (default 2), the untraced replay and the kernels' table printed; TIMELINE_FWD="LEN
+#      [bf16|tf32|both]" the same for cuda_bench --timeline-fwd (a forward's kernels);
 #   3. BENCH_GPU_CASES: bench:gpu on those cases for each build in turn (MAMBABYTE_LIB),
 #      BENCH_ROUNDS times (default 1);
 #   4. the CUDA model tests on this tree (SKIP_MODEL=1: not).
@@ -33,6 +34,17 @@ if [ -n "${TIMELINE:-}" ]; then
       # shellcheck disable=SC2086 # the batches are words
       timeout "${BENCH_T:-150}" ./$t/cuda_bench --timeline $TIMELINE >"$OUT/timeline_${t}_$r.log" 2>&1 || fail
       sed -n '/^====/,$p' "$OUT/timeline_${t}_$r.log"
+    done
+  done
+fi
+if [ -n "${TIMELINE_FWD:-}" ]; then
+  for r in $(seq "$ROUNDS"); do
+    for t in build-cuda build-peer; do
+      step "cuda_bench --timeline-fwd $TIMELINE_FWD ($t, round $r)"
+      # shellcheck disable=SC2086 # the length and the kinds are words
+      timeout "${BENCH_T:-150}" ./$t/cuda_bench --timeline-fwd $TIMELINE_FWD \
+        >"$OUT/timeline_fwd_${t}_$r.log" 2>&1 || fail
+      grep -E '^ROW' "$OUT/timeline_fwd_${t}_$r.log" || tail -40 "$OUT/timeline_fwd_${t}_$r.log"
     done
   done
 fi
