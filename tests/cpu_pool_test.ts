@@ -251,3 +251,74 @@ Deno.test("pool: closing a context stops its threads", { ignore: threadCount() =
   be.close();
   assert.equal(threadCount(), before);
 });
+
+/** Ids of this process's threads named as the calling thread (the library's threads; Linux). */
+function libraryThreads(): Set<string> {
+  const main = Deno.readTextFileSync("/proc/thread-self/comm").trim();
+  const out = new Set<string>();
+  for (const e of Deno.readDirSync("/proc/self/task")) {
+    try {
+      if (Deno.readTextFileSync(`/proc/self/task/${e.name}/comm`).trim() === main) out.add(e.name);
+    } catch { /* the thread ended */ }
+  }
+  return out;
+}
+
+/** The CPUs a thread may run on (the thread-self or a task's status), as the kernel lists them. */
+const cpusAllowed = (statusPath: string) =>
+  /Cpus_allowed_list:\s*(\S+)/.exec(Deno.readTextFileSync(statusPath))![1];
+
+const libc = (() => {
+  if (Deno.build.os !== "linux") return null;
+  try {
+    return Deno.dlopen("libc.so.6", {
+      sched_getaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+      sched_setaffinity: { parameters: ["i32", "usize", "buffer"], result: "i32" },
+    });
+  } catch {
+    return null;
+  }
+})();
+
+/** The CPUs the pool's worker of a new 2-thread context may run on once its first jobs ran (more
+ * threads than CPUs would leave the placement to the scheduler). */
+function newWorkersAllowed(): string[] {
+  const before = libraryThreads();
+  const be = Backend.create("cpu", { threads: 2 });
+  const job = new Job(be);
+  try {
+    assert.deepEqual(job.run(5), reference);
+    return [...libraryThreads()].filter((t) => !before.has(t))
+      .map((t) => cpusAllowed(`/proc/self/task/${t}/status`));
+  } finally {
+    job.free();
+    be.close();
+  }
+}
+
+// A new worker starts on a CPU other than the caller's (csrc/cpu/pool.c: left to the scheduler,
+// it often shared the caller's CPU for the pool's first ~100 ms, and the first jobs ran at one
+// thread's speed; measured by build/bench_cpu_ops with BENCH_CPU_OPS_PER_CALL=1). What a test can
+// hold without timing: that start leaves no worker pinned, and never takes one outside the CPUs
+// the caller may use.
+Deno.test({
+  name: "pool: new workers may run on every CPU the caller may, no more",
+  ignore: libc === null,
+  fn() {
+    const mine = cpusAllowed("/proc/thread-self/status");
+    assert.deepEqual(newWorkersAllowed(), [mine]);
+    // the caller held to one CPU: so are its workers (they inherit it; no placement is possible)
+    const whole = new Uint8Array(128);
+    assert.equal(libc!.symbols.sched_getaffinity(0, BigInt(whole.length), whole), 0);
+    const first = [...Array(whole.length * 8).keys()].find((c) => whole[c >> 3] & (1 << (c & 7)))!;
+    const one = new Uint8Array(128);
+    one[first >> 3] = 1 << (first & 7);
+    assert.equal(libc!.symbols.sched_setaffinity(0, BigInt(one.length), one), 0);
+    try {
+      assert.deepEqual(newWorkersAllowed(), [String(first)]);
+    } finally {
+      libc!.symbols.sched_setaffinity(0, BigInt(whole.length), whole);
+    }
+    assert.equal(cpusAllowed("/proc/thread-self/status"), mine);
+  },
+});

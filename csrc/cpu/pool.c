@@ -19,6 +19,9 @@
  * One job at a time per context (contexts are not shared between threads); a job that itself
  * asks for a parallel region runs it on its own thread.
  */
+#ifdef __linux__
+#define _GNU_SOURCE /* sched_getcpu, CPU_SET, pthread_attr_setaffinity_np */
+#endif
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -117,12 +120,70 @@ static _Thread_local int in_job;
 typedef struct {
   struct mbcpu_pool *pool;
   int tid;
+#ifdef __linux__
+  int placed;        /* started on one CPU (place_worker): widened back to `allowed` at once */
+  cpu_set_t allowed; /* the caller's CPUs when the pool started */
+#endif
 } worker_arg;
+
+/*
+ * Each worker starts on a CPU of the caller's set other than the caller's own, and then may run
+ * anywhere in that set. Left to the scheduler, a new worker often started on the caller's CPU and
+ * stayed there for the pool's first ~60-100 ms (until the load balancer's averages ramped up), so
+ * the first parallel calls of a process ran at one thread's speed: on a 2-vCPU VM, 10 of 12 and 5
+ * of 16 fresh processes timed a 2048 x 896 -> 448 product at 13 ms a call for their first 5-7
+ * calls, against 6.6 once apart (docs/cpu_notes.md, "The pool's workers start apart"). Linux
+ * only; with more threads than CPUs the scheduler places them.
+ */
+#ifdef __linux__
+struct placement {
+  cpu_set_t allowed; /* the caller's CPUs */
+  int here;          /* the caller's CPU, or -1: no placement */
+  int next;          /* the CPU to try first for the next worker */
+};
+
+static void placement_begin(struct placement *pl, int oversubscribed) {
+  pl->next = 0;
+  pl->here = oversubscribed || sched_getaffinity(0, sizeof pl->allowed, &pl->allowed) != 0
+                 ? -1
+                 : sched_getcpu();
+}
+
+/* Gives the worker's start the next allowed CPU after the last one given that is not the
+ * caller's (round robin); nothing when none is (one CPU) or the attribute is refused. */
+static void place_worker(struct placement *pl, pthread_attr_t *attr, worker_arg *wa) {
+  wa->placed = 0;
+  if (pl->here < 0) return;
+  for (int k = 0; k < CPU_SETSIZE && !wa->placed; k++) {
+    const int cpu = pl->next;
+    pl->next = (pl->next + 1) % CPU_SETSIZE;
+    if (cpu == pl->here || !CPU_ISSET(cpu, &pl->allowed)) continue;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    wa->placed = pthread_attr_setaffinity_np(attr, sizeof one, &one) == 0;
+    wa->allowed = pl->allowed;
+  }
+}
+#else
+struct placement {
+  int none;
+};
+static void placement_begin(struct placement *pl, int oversubscribed) {
+  (void)pl, (void)oversubscribed;
+}
+static void place_worker(struct placement *pl, pthread_attr_t *attr, worker_arg *wa) {
+  (void)pl, (void)attr, (void)wa;
+}
+#endif
 
 static void *worker_main(void *raw) {
   worker_arg *wa = (worker_arg *)raw;
   struct mbcpu_pool *p = wa->pool;
   const int tid = wa->tid;
+#ifdef __linux__
+  if (wa->placed) pthread_setaffinity_np(pthread_self(), sizeof wa->allowed, &wa->allowed);
+#endif
   free(wa);
   unsigned seen = 0;
   for (;;) {
@@ -168,10 +229,20 @@ static struct mbcpu_pool *pool_create(int workers) {
   atomic_init(&p->quit, 0);
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->wake, NULL);
+  struct placement where;
+  placement_begin(&where, p->oversubscribed);
   for (int i = 0; i < workers; i++) {
     worker_arg *wa = (worker_arg *)malloc(sizeof *wa);
-    if (wa) *wa = (worker_arg){p, i + 1};
-    if (!wa || pthread_create(&p->threads[i], NULL, worker_main, wa) != 0) {
+    pthread_attr_t attr;
+    const int attr_ok = pthread_attr_init(&attr) == 0;
+    if (wa) {
+      *wa = (worker_arg){.pool = p, .tid = i + 1};
+      if (attr_ok) place_worker(&where, &attr, wa);
+    }
+    const int ok =
+        wa && pthread_create(&p->threads[i], attr_ok ? &attr : NULL, worker_main, wa) == 0;
+    if (attr_ok) pthread_attr_destroy(&attr);
+    if (!ok) {
       free(wa);
       pool_destroy(p, i);
       return NULL;
