@@ -395,6 +395,24 @@ __device__ __forceinline__ float scan_sum(const float (&v)[K]) {
   return (t0 + t1) + (t2 + t3);
 }
 
+/* A lane's K deltas from dt_proj's output: the bias, the softplus when SP, and 0 past the chunk's
+ * rows (h passes unchanged). The softplus flag is a template parameter so that the K positions'
+ * exps and logs form one straight block the scheduler interleaves: tested at run time inside the
+ * loop, it made each position a branch of its own, 16 dependent exp -> log chains one after another
+ * in the SASS. The same operations in the same order, so the same bits. */
+template <int K, bool SP>
+__device__ __forceinline__ void scan_prep_deltas(bool bias, float dbias, int first, int rows,
+                                                 float (&dt)[K]) {
+#pragma unroll
+  for (int k = 0; k < K; k++) {
+    float d = dt[k];
+    if (bias) d += dbias;
+    if (SP) d = mb_fast_softplus(d);
+    if (first + k >= rows) d = 0.f;
+    dt[k] = d;
+  }
+}
+
 /* A tile scan state's decays for one lane: dA[k] = exp(dt[k] A) and their product pa, with A
  * broadcast from lane s of the channel (a2_l: A * log2(e), one state per lane). */
 template <int K>
@@ -499,14 +517,11 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
       scan_ldsk<K>(Us + lo, uu);
       scan_ldsk<K>(Ds + lo, dt);
     }
+    if (a.softplus) scan_prep_deltas<K, true>(a.delta_bias != nullptr, dbias, ll * K, rows, dt);
+    else scan_prep_deltas<K, false>(a.delta_bias != nullptr, dbias, ll * K, rows, dt);
 #pragma unroll
     for (int k = 0; k < K; k++) {
-      float d = dt[k];
-      if (a.delta_bias) d += dbias;
-      if (a.softplus) d = mb_fast_softplus(d);
-      if (ll * K + k >= rows) d = 0.f; /* h passes unchanged */
-      dt[k] = d;
-      du[k] = d * uu[k];
+      du[k] = dt[k] * uu[k];
       y[k] = Dc * uu[k];
     }
     const float dt_sum = scan_sum<K>(dt);
