@@ -214,24 +214,29 @@ Deno.test({
 });
 
 /**
- * Threads of this process (Linux) named as the thread running this code is, or null elsewhere.
- * The library's threads inherit that name (they are started from it); the runtime's own workers
- * ("V8 DefaultWorke", "tokio-runtime-w"), which it may start at any moment, do not count (one
- * starting mid-test had the process's total off by one in a CI run).
+ * Ids of this process's threads (Linux) named as the thread running this code is. The library's
+ * threads inherit that name (they are started from it); the runtime's own workers ("V8
+ * DefaultWorke", "tokio-runtime-w"), which it may start at any moment, do not count (one starting
+ * mid-test had the process's total off by one in a CI run).
  */
+function libraryThreads(): Set<string> {
+  const comm = (tid: string) => Deno.readTextFileSync(`/proc/self/task/${tid}/comm`).trim();
+  const main = Deno.readTextFileSync("/proc/thread-self/comm").trim();
+  const out = new Set<string>();
+  for (const e of Deno.readDirSync("/proc/self/task")) {
+    try {
+      if (comm(e.name) === main) out.add(e.name);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return out;
+}
+
+/** How many of those threads there are, or null where /proc cannot tell. */
 function threadCount(): number | null {
   try {
-    const comm = (tid: string) => Deno.readTextFileSync(`/proc/self/task/${tid}/comm`).trim();
-    const main = Deno.readTextFileSync("/proc/thread-self/comm").trim();
-    let n = 0;
-    for (const e of Deno.readDirSync("/proc/self/task")) {
-      try {
-        if (comm(e.name) === main) n++;
-      } catch {
-        // the thread ended between the listing and the read
-      }
-    }
-    return n;
+    return libraryThreads().size;
   } catch {
     return null;
   }
@@ -251,18 +256,6 @@ Deno.test("pool: closing a context stops its threads", { ignore: threadCount() =
   be.close();
   assert.equal(threadCount(), before);
 });
-
-/** Ids of this process's threads named as the calling thread (the library's threads; Linux). */
-function libraryThreads(): Set<string> {
-  const main = Deno.readTextFileSync("/proc/thread-self/comm").trim();
-  const out = new Set<string>();
-  for (const e of Deno.readDirSync("/proc/self/task")) {
-    try {
-      if (Deno.readTextFileSync(`/proc/self/task/${e.name}/comm`).trim() === main) out.add(e.name);
-    } catch { /* the thread ended */ }
-  }
-  return out;
-}
 
 /** The CPUs a thread may run on (the thread-self or a task's status), as the kernel lists them. */
 const cpusAllowed = (statusPath: string) =>

@@ -65,6 +65,9 @@ struct mbcpu_pool {
   atomic_int quit;
   pthread_mutex_t mu;
   pthread_cond_t wake;
+#ifdef __linux__
+  cpu_set_t allowed; /* the caller's CPUs when the pool started: where its workers may run */
+#endif
 };
 
 static long long now_ns(void) {
@@ -121,8 +124,7 @@ typedef struct {
   struct mbcpu_pool *pool;
   int tid;
 #ifdef __linux__
-  int placed;        /* started on one CPU (place_worker): widened back to `allowed` at once */
-  cpu_set_t allowed; /* the caller's CPUs when the pool started */
+  int placed; /* started on one CPU (place_worker): widened to the pool's `allowed` at once */
 #endif
 } worker_arg;
 
@@ -137,43 +139,41 @@ typedef struct {
  */
 #ifdef __linux__
 struct placement {
-  cpu_set_t allowed; /* the caller's CPUs */
-  int here;          /* the caller's CPU, or -1: no placement */
-  int next;          /* the CPU to try first for the next worker */
+  int here; /* the caller's CPU, or -1: no placement */
+  int next; /* the CPU to try first for the next worker */
 };
 
-static void placement_begin(struct placement *pl, int oversubscribed) {
+static void placement_begin(struct placement *pl, struct mbcpu_pool *p) {
   pl->next = 0;
-  pl->here = oversubscribed || sched_getaffinity(0, sizeof pl->allowed, &pl->allowed) != 0
+  pl->here = p->oversubscribed || sched_getaffinity(0, sizeof p->allowed, &p->allowed) != 0
                  ? -1
                  : sched_getcpu();
 }
 
-/* Gives the worker's start the next allowed CPU after the last one given that is not the
- * caller's (round robin); nothing when none is (one CPU) or the attribute is refused. */
-static void place_worker(struct placement *pl, pthread_attr_t *attr, worker_arg *wa) {
+/* Gives the worker's start the next CPU of the pool's set after the last one given that is not
+ * the caller's (round robin); nothing when none is (one CPU) or the attribute is refused. */
+static void place_worker(struct placement *pl, const struct mbcpu_pool *p, pthread_attr_t *attr,
+                         worker_arg *wa) {
   wa->placed = 0;
   if (pl->here < 0) return;
   for (int k = 0; k < CPU_SETSIZE && !wa->placed; k++) {
     const int cpu = pl->next;
     pl->next = (pl->next + 1) % CPU_SETSIZE;
-    if (cpu == pl->here || !CPU_ISSET(cpu, &pl->allowed)) continue;
+    if (cpu == pl->here || !CPU_ISSET(cpu, &p->allowed)) continue;
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(cpu, &one);
     wa->placed = pthread_attr_setaffinity_np(attr, sizeof one, &one) == 0;
-    wa->allowed = pl->allowed;
   }
 }
 #else
 struct placement {
   int none;
 };
-static void placement_begin(struct placement *pl, int oversubscribed) {
-  (void)pl, (void)oversubscribed;
-}
-static void place_worker(struct placement *pl, pthread_attr_t *attr, worker_arg *wa) {
-  (void)pl, (void)attr, (void)wa;
+static void placement_begin(struct placement *pl, struct mbcpu_pool *p) { (void)pl, (void)p; }
+static void place_worker(struct placement *pl, const struct mbcpu_pool *p, pthread_attr_t *attr,
+                         worker_arg *wa) {
+  (void)pl, (void)p, (void)attr, (void)wa;
 }
 #endif
 
@@ -182,7 +182,7 @@ static void *worker_main(void *raw) {
   struct mbcpu_pool *p = wa->pool;
   const int tid = wa->tid;
 #ifdef __linux__
-  if (wa->placed) pthread_setaffinity_np(pthread_self(), sizeof wa->allowed, &wa->allowed);
+  if (wa->placed) pthread_setaffinity_np(pthread_self(), sizeof p->allowed, &p->allowed);
 #endif
   free(wa);
   unsigned seen = 0;
@@ -230,14 +230,14 @@ static struct mbcpu_pool *pool_create(int workers) {
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->wake, NULL);
   struct placement where;
-  placement_begin(&where, p->oversubscribed);
+  placement_begin(&where, p);
   for (int i = 0; i < workers; i++) {
     worker_arg *wa = (worker_arg *)malloc(sizeof *wa);
     pthread_attr_t attr;
     const int attr_ok = pthread_attr_init(&attr) == 0;
     if (wa) {
       *wa = (worker_arg){.pool = p, .tid = i + 1};
-      if (attr_ok) place_worker(&where, &attr, wa);
+      if (attr_ok) place_worker(&where, p, &attr, wa);
     }
     const int ok =
         wa && pthread_create(&p->threads[i], attr_ok ? &attr : NULL, worker_main, wa) == 0;

@@ -27,27 +27,22 @@ ROUNDS=${ROUNDS:-2}
 SKIP_SAN=${SKIP_SAN-1} build_and_check_ops
 rm -rf build-peer && mkdir -p build-peer && tar -C build-peer -xJf .gpu-build/peer.tar.xz || exit 1
 note "peer: $(cat .gpu-build/PEER 2>/dev/null || echo '?')"
-if [ -n "${TIMELINE:-}" ]; then
+# cuda_bench MODE ARGS for this tree's build and the peer's in turn, ROUNDS times; each run's log
+# in $OUT/LOG_<build>_<round>.log, its results table printed
+peer_rounds() {
+  local log=$1 mode=$2 args=$3
   for r in $(seq "$ROUNDS"); do
     for t in build-cuda build-peer; do
-      step "cuda_bench --timeline $TIMELINE ($t, round $r)"
-      # shellcheck disable=SC2086 # the batches are words
-      timeout "${BENCH_T:-150}" ./$t/cuda_bench --timeline $TIMELINE >"$OUT/timeline_${t}_$r.log" 2>&1 || fail
-      sed -n '/^====/,$p' "$OUT/timeline_${t}_$r.log"
+      step "cuda_bench $mode $args ($t, round $r)"
+      local f="$OUT/${log}_${t}_$r.log"
+      # shellcheck disable=SC2086 # the arguments are words
+      timeout "${BENCH_T:-150}" ./$t/cuda_bench "$mode" $args >"$f" 2>&1 || fail
+      sed -n '/^====/,$p' "$f"
     done
   done
-fi
-if [ -n "${TIMELINE_FWD:-}" ]; then
-  for r in $(seq "$ROUNDS"); do
-    for t in build-cuda build-peer; do
-      step "cuda_bench --timeline-fwd $TIMELINE_FWD ($t, round $r)"
-      # shellcheck disable=SC2086 # the length and the kinds are words
-      timeout "${BENCH_T:-150}" ./$t/cuda_bench --timeline-fwd $TIMELINE_FWD \
-        >"$OUT/timeline_fwd_${t}_$r.log" 2>&1 || fail
-      grep -E '^ROW' "$OUT/timeline_fwd_${t}_$r.log" || tail -40 "$OUT/timeline_fwd_${t}_$r.log"
-    done
-  done
-fi
+}
+[ -n "${TIMELINE:-}" ] && peer_rounds timeline --timeline "$TIMELINE"
+[ -n "${TIMELINE_FWD:-}" ] && peer_rounds timeline_fwd --timeline-fwd "$TIMELINE_FWD"
 if setup_deno; then
   if [ -n "${BENCH_GPU_CASES:-}" ]; then
     for r in $(seq "${BENCH_ROUNDS:-1}"); do
