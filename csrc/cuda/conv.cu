@@ -3,7 +3,9 @@
  * or many channels (k_conv_seq, state updated in the same kernel); otherwise (prefill) one thread
  * per (b, channel, tile of CONV_TILE positions) with the window in registers, so each input is
  * read about once (k_conv_tile; k_conv_tile_pair, two channels a thread, for the forward's bf16
- * xz -> bf16 u), followed by the state update (k_conv_state).
+ * xz -> bf16 u), followed by the state update (k_conv_state). The tile kernels take SiLU by the
+ * MUFU forms (mb_fast_silu, as the forward's scan gate does); k_conv_seq (decoding, short
+ * chunks) and k_conv_par (windows above CONV_KMAX) keep the accurate expf and division.
  * (The fused in_proj + conv step, mb_linear_conv1d_step, is in gemm.cu's GEMV epilogue.)
  */
 #include <stdint.h>
@@ -173,7 +175,10 @@ __global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *
   /* one position: its input xv, its outputs at offset i rows from op / pp / bp */
   const auto position = [&](float xv, int64_t i) {
     const float acc = conv_tile_step<K>(win, wc, bc, xv);
-    const float o = mb_silu(acc);
+    /* SiLU by the MUFU forms (__expf, __fdividef: within ~2e-6 of the accurate one, as the
+     * scan's gate; k_conv_tile_pair the same, so the bf16 copy is the fp32 output's rounding):
+     * expf and the IEEE division took ~40% of the pair kernel's instructions */
+    const float o = mb_fast_silu(acc);
     if (op) op[i * ldo] = o;
     if (pp) pp[i * d] = acc;
     if (bp) bp[i * d] = mb_f32_to_bf16(o);
@@ -236,7 +241,7 @@ __global__ void k_conv_tile_pair(const uint16_t *__restrict__ x, int64_t ldx,
   const auto position = [&](uint32_t v, int64_t i) {
     const float a0 = conv_tile_step<K>(win0, wc0, bc0, __uint_as_float(v << 16));
     const float a1 = conv_tile_step<K>(win1, wc1, bc1, __uint_as_float(v & 0xffff0000u));
-    const uint32_t o0 = mb_f32_to_bf16(mb_silu(a0)), o1 = mb_f32_to_bf16(mb_silu(a1));
+    const uint32_t o0 = mb_f32_to_bf16(mb_fast_silu(a0)), o1 = mb_f32_to_bf16(mb_fast_silu(a1));
     bp[i * d2] = o0 | (o1 << 16);
   };
   int64_t t = t0;
