@@ -175,9 +175,8 @@ __global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *
   /* one position: its input xv, its outputs at offset i rows from op / pp / bp */
   const auto position = [&](float xv, int64_t i) {
     const float acc = conv_tile_step<K>(win, wc, bc, xv);
-    /* SiLU by the MUFU forms (__expf, __fdividef: within ~2e-6 of the accurate one, as the
-     * scan's gate; k_conv_tile_pair the same, so the bf16 copy is the fp32 output's rounding):
-     * expf and the IEEE division took ~40% of the pair kernel's instructions */
+    /* the MUFU form (file header): expf and the IEEE division took ~40% of the instructions;
+     * k_conv_tile_pair takes the same, so its bf16 copy is this fp32 output's rounding */
     const float o = mb_fast_silu(acc);
     if (op) op[i * ldo] = o;
     if (pp) pp[i * d] = acc;
