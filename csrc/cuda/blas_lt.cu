@@ -20,6 +20,7 @@ struct LtKey {
   int64_t m, n, k, lda, ldb, ldc;
   int atype, btype, ctype, compute;
   int beta_nonzero;
+  int device_scalars; /* alpha and beta read from device memory */
   int index;         /* the heuristic list's entry */
   uint32_t align[3]; /* of A, B and C/D, in bytes (at most 256) */
 };
@@ -93,6 +94,11 @@ static bool plan_try(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey &k
   LT_TRY(cublasLtMatmulDescCreate(&p->desc, (cublasComputeType_t)key.compute, CUDA_R_32F));
   LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
   LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  if (key.device_scalars) {
+    const int32_t pm = CUBLASLT_POINTER_MODE_DEVICE;
+    LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm,
+                                          sizeof pm));
+  }
   /* column-major, as cuBLAS: A is (k, m) read transposed, B (k, n), C (m, n) */
   LT_TRY(cublasLtMatrixLayoutCreate(&p->la, (cudaDataType)key.atype, key.k, key.m, key.lda));
   LT_TRY(cublasLtMatrixLayoutCreate(&p->lb, (cudaDataType)key.btype, key.k, key.n, key.ldb));
@@ -137,10 +143,13 @@ static void plan_build(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey 
 
 /* y (out_f x n, ld ldy, of type ytype) = w x (+ beta y) through cuBLASLt with entry `index` of
  * its heuristic list, when index >= 0 and n >= lt_min_rows: w (out_f, in_f) read transposed, x
- * rows of in_f at ldx. *done = 0 when it did not run the product (the caller runs cublasGemmEx). */
+ * rows of in_f at ldx; alpha 1, or with dev_ab alpha and beta read from dev_ab[0] and dev_ab[1] in
+ * device memory (beta then only says whether it is zero). *done = 0 when it did not run the
+ * product (the caller runs cublasGemmEx). */
 int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void *x, int xtype,
                    int64_t ldx, int64_t n, int64_t in_f, int64_t out_f, void *y, int ytype,
-                   int64_t ldy, float beta, int compute, const char *op, int *done) {
+                   int64_t ldy, float beta, const float *dev_ab, int compute, const char *op,
+                   int *done) {
   *done = 0;
   mbcuda_state *st = mbcuda_st(ctx);
   mbcuda_lt *lt = (mbcuda_lt *)st->lt;
@@ -150,6 +159,7 @@ int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void 
   key.m = out_f, key.n = n, key.k = in_f, key.lda = in_f, key.ldb = ldx, key.ldc = ldy;
   key.atype = wtype, key.btype = xtype, key.ctype = ytype, key.compute = compute;
   key.beta_nonzero = beta != 0.f;
+  key.device_scalars = dev_ab != NULL;
   key.index = index;
   key.align[0] = ptr_align(w), key.align[1] = ptr_align(x), key.align[2] = ptr_align(y);
   LtPlan *p = NULL;
@@ -163,9 +173,10 @@ int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void 
   }
   if (!p->have_algo) return MB_OK;
   const float alpha = 1.f;
-  const cublasStatus_t s = cublasLtMatmul(lt->h, p->desc, &alpha, w, p->la, x, p->lb, &beta, y,
-                                          p->lc, y, p->lc, &p->algo, st->blas_ws,
-                                          st->blas_ws_bytes, st->stream);
+  const cublasStatus_t s = cublasLtMatmul(
+      lt->h, p->desc, dev_ab ? (const void *)dev_ab : &alpha, w, p->la, x, p->lb,
+      dev_ab ? (const void *)(dev_ab + 1) : &beta, y, p->lc, y, p->lc, &p->algo, st->blas_ws,
+      st->blas_ws_bytes, st->stream);
   if (s != CUBLAS_STATUS_SUCCESS)
     return mb_fail(MB_ERR_DEVICE, "cuda: %s: cublasLtMatmul failed (status %d)", op, (int)s);
   *done = 1;

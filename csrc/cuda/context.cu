@@ -44,6 +44,7 @@ static void mbcuda_free_state(mbcuda_state *st) {
   }
   if (st->copy_stream) cudaStreamDestroy(st->copy_stream);
   if (st->scratch) cudaFree(st->scratch);
+  if (st->scratch_f16) cudaFree(st->scratch_f16);
   for (int i = 0; i < st->n_scratch_old; i++) cudaFree(st->scratch_old[i]);
   if (st->blas_ws) cudaFree(st->blas_ws);
   if (st->done) cudaFree(st->done);
@@ -160,6 +161,11 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->lt_min_rows = e_ltr && atoi(e_ltr) > 0 ? atoi(e_ltr) : MBCUDA_ACC_MIN_ROWS + 1;
     /* fp32 weights' forward out_proj in place with TF32 on entry 3 (a split-K form with its own
      * reduction): 310.9 against GemmEx's 337.5 us alone (GemmEx's in place lost to the two calls) */
+    /* fp32 weights where TF32 is allowed: wide forward products on the fp16 tensor cores, with
+     * power-of-two scales (gemm.cu); "0" off, "2" every product of more than 8 rows (tests) */
+    const char *e_tf = getenv("MAMBABYTE_CUDA_TF32_F16");
+    st->tf32_f16 = e_tf && e_tf[0] == '0' ? 0 : e_tf && e_tf[0] == '2' ? 2 : 1;
+    st->lt_f16 = lt_entry(getenv("MAMBABYTE_CUDA_LT_F16_ALGO"), -1);
     const char *e_fa = getenv("MAMBABYTE_CUDA_F32_ACC");
     st->f32_acc = !e_fa || !e_fa[0] || !strcmp(e_fa, "tf32") ? 1 : e_fa[0] == '1' ? 2 : 0;
     st->lt_acc_f32 = lt_entry(getenv("MAMBABYTE_CUDA_LT_F32_ACC"), 3);
@@ -411,33 +417,46 @@ static int mbcuda_live_graphs(const mbcuda_state *st) {
   return live;
 }
 
-int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out) {
+/* Grows one of the context's scratch buffers (*buf of *have bytes) to at least bytes, outside
+ * graph capture; an outgrown buffer that live graphs may still refer to is retired, not freed. */
+static int scratch_grow(mb_ctx *ctx, void **buf, size_t *have, size_t bytes, const char *op,
+                        void **out) {
   mbcuda_state *st = mbcuda_st(ctx);
-  if (bytes > st->scratch_bytes) {
+  if (bytes > *have) {
     if (st->capturing)
       return mb_fail(MB_ERR_INVALID,
                      "cuda: %s: needs %zu bytes of scratch (has %zu) while a graph is being "
                      "captured; run the op once at this size before capturing",
-                     op, bytes, st->scratch_bytes);
+                     op, bytes, *have);
     size_t nb = bytes + bytes / 4;
     MBCUDA_CHECK(cudaStreamSynchronize(st->stream), "scratch (synchronize)");
-    if (mbcuda_live_graphs(st)) { /* their kernels hold the old buffer's address: keep it */
+    if (*buf && mbcuda_live_graphs(st)) { /* their kernels hold the old buffer's address */
       if (st->n_scratch_old == MBCUDA_MAX_RETIRED)
         return mb_fail(MB_ERR_INVALID,
                        "cuda: %s: the scratch buffer must grow to %zu bytes, and %d outgrown "
                        "ones are still held by live graphs; destroy the graphs first",
                        op, bytes, MBCUDA_MAX_RETIRED);
-      st->scratch_old[st->n_scratch_old++] = st->scratch;
-    } else {
-      MBCUDA_CHECK(cudaFree(st->scratch), "scratch (cudaFree)");
+      st->scratch_old[st->n_scratch_old++] = *buf;
+    } else if (*buf) {
+      MBCUDA_CHECK(cudaFree(*buf), "scratch (cudaFree)");
     }
-    st->scratch = NULL;
-    st->scratch_bytes = 0;
-    MBCUDA_CHECK(cudaMalloc(&st->scratch, nb), "scratch (cudaMalloc)");
-    st->scratch_bytes = nb;
+    *buf = NULL;
+    *have = 0;
+    MBCUDA_CHECK(cudaMalloc(buf, nb), "scratch (cudaMalloc)");
+    *have = nb;
   }
-  *out = st->scratch;
+  *out = *buf;
   return MB_OK;
+}
+
+int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  return scratch_grow(ctx, &st->scratch, &st->scratch_bytes, bytes, op, out);
+}
+
+int mbcuda_scratch_f16(mb_ctx *ctx, size_t bytes, const char *op, void **out) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  return scratch_grow(ctx, &st->scratch_f16, &st->scratch_f16_bytes, bytes, op, out);
 }
 
 /* ---- graphs ---------------------------------------------------------------------------------- */

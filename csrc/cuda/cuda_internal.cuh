@@ -54,6 +54,12 @@ struct mbcuda_state {
   size_t blas_ws_bytes;
   void *scratch;         /* bf16 copies of x for the tensor-core path of mb_linear */
   size_t scratch_bytes;
+  void *scratch_f16;     /* fp16 operands of TF32 products (mbcuda_scratch_f16) */
+  size_t scratch_f16_bytes;
+  int tf32_f16;          /* TF32 products on fp16 operands: 0 off, 1 where the cost model gains
+                          * (default), 2 from 9 rows on (MAMBABYTE_CUDA_TF32_F16) */
+  int lt_f16;            /* their product on this cuBLASLt entry (MAMBABYTE_CUDA_LT_F16_ALGO;
+                          * -1: cublasGemmEx) */
   void *scratch_old[MBCUDA_MAX_RETIRED]; /* outgrown scratch buffers that live graphs may still
                                           * use: freed when the last graph is destroyed */
   int n_scratch_old;
@@ -171,6 +177,9 @@ size_t mbcuda_spread_smem(mb_ctx *ctx, const void *func, int threads, size_t sme
 
 /* Ensures the scratch buffer holds at least bytes; grows it only outside graph capture. */
 int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out);
+/* The same for the fp16 operands of TF32 products (gemm.cu): a buffer of its own, since callers
+ * of mb_linear may hold rows in the other. */
+int mbcuda_scratch_f16(mb_ctx *ctx, size_t bytes, const char *op, void **out);
 
 /* norm.cu: mb_linear_add_norm's norm (rows of d <= 2048): row i's h is the sum of nparts (2, 4, 8
  * or 16) parts at parts + p * part_stride (rows of d) in that order, + h_bias (may be NULL), then
@@ -196,7 +205,8 @@ void mbcuda_lt_init(mb_ctx *ctx);
 void mbcuda_lt_destroy(mb_ctx *ctx);
 int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void *x, int xtype,
                    int64_t ldx, int64_t n, int64_t in_f, int64_t out_f, void *y, int ytype,
-                   int64_t ldy, float beta, int compute, const char *op, int *done);
+                   int64_t ldy, float beta, const float *dev_ab, int compute, const char *op,
+                   int *done);
 
 /* How the decoding device functions (gemv.cuh, norm_row.cuh, ssu.cuh) read activations: through
  * the read-only path (written by an earlier kernel), from L2 only (written by other blocks of the

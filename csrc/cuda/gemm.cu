@@ -12,6 +12,7 @@
  */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 #include <type_traits>
@@ -261,8 +262,8 @@ static int gemm(mb_ctx *ctx, cudaDataType t, cublasComputeType_t ct, const void 
   mbcuda_state *st = mbcuda_st(ctx);
   const int index = beta == 0.f ? st->lt_algo : t == CUDA_R_16BF ? st->lt_acc : st->lt_acc_f32;
   int done = 0;
-  int rc = mbcuda_gemm_lt(ctx, index, w, t, x, t, ldx, n, in_f, out_f, y, yt, ldy, beta, ct, op,
-                          &done);
+  int rc = mbcuda_gemm_lt(ctx, index, w, t, x, t, ldx, n, in_f, out_f, y, yt, ldy, beta, NULL, ct,
+                          op, &done);
   if (rc || done) return rc;
   const float alpha = 1.f;
   BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n,
@@ -280,12 +281,198 @@ static int gemm_bf16(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int
               beta, op);
 }
 
-/* gemm with fp32 rows and weights, on TF32 where the context allows it. */
+/* ---- TF32 products on fp16 operands ------------------------------------------------------------
+ * Where TF32 is allowed, a wide forward product (in_proj's 8192 x 1792 x 7168) runs ~2x faster on
+ * the fp16 tensor cores than on TF32's. fp16 keeps TF32's 11-bit significand (both round an fp32
+ * value to 10 stored bits) but not its exponent range, so each operand is first scaled by a power
+ * of two that puts its largest magnitude in [2^14, 2^15): no value can overflow, every value within
+ * 2^-24 of the largest keeps the full significand (smaller ones, fp16 subnormals, are off by at
+ * most 2^-25 of the largest, below the accumulation's own rounding), and the product is scaled back
+ * exactly by cuBLAS's alpha (read from device memory: the scales are known only there). Costs two
+ * passes over each operand (its largest magnitude, then the conversion), ~10 bytes an element, so
+ * f16_worth takes this path only where the tensor cores' saving is well above them. */
+
+struct F16Operand { /* rows of cols floats at ld -> dense fp16 rows */
+  const float *src;
+  int64_t ld, rows, cols;
+  __half *dst;
+};
+
+/* The power of two that puts a largest magnitude of `bits` (an fp32's bits) in [2^14, 2^15): its
+ * exponent (1 for zero, inf or NaN, which then pass as they are), kept within +-60 so that the
+ * product of two scales and its inverse stay normal floats. */
+__device__ __forceinline__ int f16_scale_exp(unsigned bits) {
+  const float a = __uint_as_float(bits);
+  if (!(a > 0.f) || a > 3.0e38f) return 0;
+  int e;
+  (void)frexpf(a, &e); /* a = m 2^e, m in [0.5, 1) */
+  const int s = 15 - e;
+  return s < -60 ? -60 : s > 60 ? 60 : s;
+}
+
+/* slots[y] = max |element| of operand y (blockIdx.y: 0 a, 1 b), as the bits of a non-negative
+ * float (ordered as unsigned); rows striped over the blocks, a block's columns over its threads. */
+template <int V>
+__device__ __forceinline__ float f16_absmax(const float *p) {
+  if (V == 4) {
+    const float4 v = *(const float4 *)p;
+    return fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+  }
+  return fabsf(*p);
+}
+
+/* Rows a block takes at a time in the two kernels below: their loads are all asked for before
+ * the first is used (one row at a time left ~1.7 TB/s of the H100's ~3). */
+#define F16_ROWS 4
+
+template <int V>
+__global__ void k_f16_amax(F16Operand a, F16Operand b, unsigned *slots) {
+  MB_PDL_ENTRY();
+  const F16Operand &o = blockIdx.y ? b : a;
+  float m = 0.f;
+  const int64_t cv = o.cols / V;
+  for (int64_t r0 = (int64_t)blockIdx.x * F16_ROWS; r0 < o.rows;
+       r0 += (int64_t)gridDim.x * F16_ROWS) {
+    const int nr = o.rows - r0 < F16_ROWS ? (int)(o.rows - r0) : F16_ROWS;
+    const float *row = o.src + r0 * o.ld;
+    for (int64_t c = threadIdx.x; c < cv; c += blockDim.x) {
+      float v[F16_ROWS];
+#pragma unroll
+      for (int i = 0; i < F16_ROWS; i++)
+        v[i] = i < nr ? f16_absmax<V>(row + i * o.ld + V * c) : 0.f;
+#pragma unroll
+      for (int i = 0; i < F16_ROWS; i++) m = fmaxf(m, v[i]);
+    }
+  }
+  for (int off = 16; off; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  __shared__ float wm[32];
+  if ((threadIdx.x & 31) == 0) wm[threadIdx.x >> 5] = m;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < (int)(blockDim.x >> 5); w++) m = fmaxf(m, wm[w]);
+    atomicMax(slots + blockIdx.y, __float_as_uint(m));
+  }
+}
+
+/* dst = src scaled by its power of two, rounded to fp16 (nearest even); block (0, 0) also writes
+ * the product's alpha (the inverse of both scales) and beta for cuBLAS. */
+template <int V>
+__global__ void k_f16_convert(F16Operand a, F16Operand b, const unsigned *slots, float *ab,
+                              float beta) {
+  MB_PDL_ENTRY();
+  const F16Operand &o = blockIdx.y ? b : a;
+  const float scale = ldexpf(1.f, f16_scale_exp(slots[blockIdx.y]));
+  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
+    ab[0] = ldexpf(1.f, -(f16_scale_exp(slots[0]) + f16_scale_exp(slots[1])));
+    ab[1] = beta;
+  }
+  const int64_t cv = o.cols / V;
+  for (int64_t r0 = (int64_t)blockIdx.x * F16_ROWS; r0 < o.rows;
+       r0 += (int64_t)gridDim.x * F16_ROWS) {
+    const int nr = o.rows - r0 < F16_ROWS ? (int)(o.rows - r0) : F16_ROWS;
+    const float *row = o.src + r0 * o.ld;
+    __half *out = o.dst + r0 * o.cols;
+    for (int64_t c = threadIdx.x; c < cv; c += blockDim.x) {
+      if (V == 4) {
+        float4 v[F16_ROWS];
+#pragma unroll
+        for (int i = 0; i < F16_ROWS; i++)
+          if (i < nr) v[i] = *(const float4 *)(row + i * o.ld + 4 * c);
+#pragma unroll
+        for (int i = 0; i < F16_ROWS; i++)
+          if (i < nr) {
+            __half2 h[2] = {__floats2half2_rn(v[i].x * scale, v[i].y * scale),
+                            __floats2half2_rn(v[i].z * scale, v[i].w * scale)};
+            *(uint2 *)(out + i * o.cols + 4 * c) = *(const uint2 *)h;
+          }
+      } else {
+        float v[F16_ROWS];
+#pragma unroll
+        for (int i = 0; i < F16_ROWS; i++)
+          if (i < nr) v[i] = row[i * o.ld + c];
+#pragma unroll
+        for (int i = 0; i < F16_ROWS; i++)
+          if (i < nr) out[i * o.cols + c] = __float2half_rn(v[i] * scale);
+      }
+    }
+  }
+}
+
+/* Whether a TF32 product of n x in_f x out_f gains on fp16 operands: the tensor cores' time saved
+ * (fp16 at ~1.9x TF32's rate: ~750 against ~400 TFLOP/s on the H100 and H200) at least twice the
+ * two passes' traffic (~10 bytes an element of x and of w at ~3 TB/s). By that, in_proj over a
+ * forward chunk of 8192 rows (246 us saved, 92 us of passes) takes it; out_proj (123, 119), x_proj
+ * and dt_proj do not, nor chunks of fewer than ~4,000 rows. Products with in_f < 512 never do:
+ * their output's traffic, not the tensor cores, bounds them. */
+static bool f16_worth(const mbcuda_state *st, int64_t n, int64_t in_f, int64_t out_f) {
+  if (st->tf32_f16 != 1) return st->tf32_f16 == 2;
+  if (in_f < 512) return false; /* shallow products are bound by their output, not their math */
+  const double saved = 2.0 * n * in_f * out_f * (1.0 / 400e12 - 1.0 / 750e12);
+  const double passes = 10.0 * (double)(n + out_f) * in_f / 3.0e12;
+  return saved > 2.0 * passes;
+}
+
+/* y = x w^T + beta y on the fp16 tensor cores (fp32 accumulation and output), each operand scaled
+ * by its power of two into the f16 scratch; cuBLAS reads alpha and beta from device memory. */
+/* The f16 scratch gemm_f32_via_f16 takes: 256 bytes of scales, then x's rows, then w's. */
+static size_t f16_x_bytes(int64_t n, int64_t in_f) {
+  return ((size_t)(n * in_f) * 2 + 255) & ~(size_t)255;
+}
+static size_t f16_scratch_bytes(int64_t n, int64_t in_f, int64_t out_f) {
+  return 256 + f16_x_bytes(n, in_f) + (size_t)(out_f * in_f) * 2;
+}
+
+static int gemm_f32_via_f16(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int64_t n,
+                            int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
+                            const char *op) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  const size_t head = 256, xb = f16_x_bytes(n, in_f);
+  void *scr = NULL;
+  int rc = mbcuda_scratch_f16(ctx, f16_scratch_bytes(n, in_f, out_f), op, &scr);
+  if (rc) return rc;
+  unsigned *slots = (unsigned *)scr;            /* [0] x's largest magnitude, [1] w's */
+  float *ab = (float *)((char *)scr + 64);      /* alpha, beta */
+  __half *xh = (__half *)((char *)scr + head), *wh = (__half *)((char *)scr + head + xb);
+  const F16Operand ox = {x, ldx, n, in_f, xh}, ow = {(const float *)w, in_f, out_f, in_f, wh};
+  const bool v4 = in_f % 4 == 0 && ldx % 4 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
+  const int64_t groups = ((n > out_f ? n : out_f) + F16_ROWS - 1) / F16_ROWS;
+  const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count), 2);
+  MBCUDA_CHECK(cudaMemsetAsync(slots, 0, 2 * sizeof(unsigned), st->stream), op);
+  const unsigned *cslots = slots;
+  if (v4) {
+    MBCUDA_LAUNCH(op, k_f16_amax<4>, grid, dim3(256), 0, ox, ow, slots);
+    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, ox, ow, cslots, ab, beta);
+  } else {
+    MBCUDA_LAUNCH(op, k_f16_amax<1>, grid, dim3(256), 0, ox, ow, slots);
+    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, ox, ow, cslots, ab, beta);
+  }
+  int done = 0;
+  rc = mbcuda_gemm_lt(ctx, st->lt_f16, wh, CUDA_R_16F, xh, CUDA_R_16F, in_f, n, in_f, out_f, y,
+                      CUDA_R_32F, ldy, beta, ab, CUBLAS_COMPUTE_32F, op, &done);
+  if (rc || done) return rc;
+  cublasHandle_t h = (cublasHandle_t)st->blas;
+  BLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_DEVICE), op);
+  const cublasStatus_t bs =
+      cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, ab, wh,
+                   CUDA_R_16F, (int)in_f, xh, CUDA_R_16F, (int)in_f, ab + 1, y, CUDA_R_32F,
+                   (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  BLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), op);
+  BLAS_CHECK(bs, op);
+  return MB_OK;
+}
+
+/* gemm with fp32 rows and weights, on TF32 where the context allows it (wide forward products on
+ * fp16 operands, as above). */
 static int gemm_f32(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int64_t n,
                     int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
                     const char *op) {
-  const cublasComputeType_t ct =
-      (ctx->flags & MB_FLAG_ALLOW_TF32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const bool tf32 = (ctx->flags & MB_FLAG_ALLOW_TF32) != 0;
+  const mbcuda_state *st = mbcuda_st(ctx);
+  /* a graph being captured cannot grow the scratch: TF32 as it is then */
+  if (tf32 && n > 8 && f16_worth(st, n, in_f, out_f) &&
+      (!st->capturing || f16_scratch_bytes(n, in_f, out_f) <= st->scratch_f16_bytes))
+    return gemm_f32_via_f16(ctx, x, ldx, w, n, in_f, out_f, y, ldy, beta, op);
+  const cublasComputeType_t ct = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   return gemm(ctx, CUDA_R_32F, ct, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy, beta, op);
 }
 

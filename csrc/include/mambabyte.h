@@ -80,7 +80,9 @@ extern "C" {
 #define MB_DL_PTRS 15
 
 /* Context flags (mb_ctx_set_flags). */
-#define MB_FLAG_ALLOW_TF32 1u    /* CUDA: fp32 GEMMs may use TF32 tensor cores */
+/* CUDA: fp32 GEMMs may round their operands to 11 significant bits: on the TF32 tensor cores, or
+ * (wide forward products) on the fp16 ones with each operand scaled by a power of two. */
+#define MB_FLAG_ALLOW_TF32 1u
 #define MB_FLAG_UNFUSED_STEPS 2u /* the fused decoding ops run as their two plain ops (A/B runs) */
 
 typedef struct mb_ctx mb_ctx;

@@ -350,7 +350,9 @@ static void t_linear(void) {
                        /* forward chunks (cuBLASLt's plans with MAMBABYTE_CUDA_LT_ALGO): in_proj-,
                         * out_proj-, x_proj- and dt_proj-like, and rows at odd strides */
                        {600, 512, 1024, 0}, {520, 1024, 256, 0}, {1030, 768, 144, 0},
-                       {700, 112, 448, 0}, {600, 200, 96, 3}, {260, 64, 96, 0}};
+                       {700, 112, 448, 0}, {600, 200, 96, 3}, {260, 64, 96, 0},
+                       /* wide enough that TF32 runs on fp16 operands by default (gemm.cu) */
+                       {6144, 512, 6144, 4}};
   int nc = (int)(sizeof cfgs / sizeof cfgs[0]);
   for (int ci = 0; ci < nc; ci++)
     for (int mode = 0; mode < 3; mode++) { /* 0 f32 strict, 1 f32 tf32, 2 bf16 */
@@ -382,6 +384,45 @@ static void t_linear(void) {
       /* the padding between rows must stay untouched (NaN poison on both) */
       pfree(&Wp), pfree(&X), pfree(&B), pfree(&Y);
     }
+}
+
+/* TF32 products on fp16 operands (run with MAMBABYTE_CUDA_TF32_F16=2, so every product of more
+ * than 8 rows takes them): operands whose magnitudes fp16 could not hold unscaled (3e5, 1e-6),
+ * rows spread over 2^20 below the largest (each row within TF32's 1e-3 of the CPU: the scale is
+ * one per operand), and an all-zero x (y is the bias, exactly). */
+static void t_linear_f16_range(void) {
+  const int64_t n = 300, in_f = 512, out_f = 384, ldx = 516;
+  const float xs[3] = {3e5f, 1e-6f, 1.f}, ws[3] = {1.f, 1e3f, 1e-5f};
+  for (int k = 0; k < 4; k++) {
+    float *xh = hrand(n * ldx, -1, 1), *wh = hrand(out_f * in_f, -1, 1);
+    for (int64_t r = 0; r < n; r++)
+      for (int64_t c = 0; c < ldx; c++)
+        xh[r * ldx + c] = k == 3 ? 0.f : k == 2 ? ldexpf(xh[r * ldx + c], -(int)(r % 21))
+                                                : xh[r * ldx + c] * xs[k];
+    for (int64_t i = 0; i < out_f * in_f; i++) wh[i] *= ws[k < 3 ? k : 0];
+    pair X = pf(xh, n * ldx), W = pf(wh, out_f * in_f), B = prand(out_f, -1, 1);
+    pair Y = pf(NULL, n * out_f);
+    MBX(mb_ctx_set_flags(GPU, MB_FLAG_ALLOW_TF32));
+    MBX(mb_linear(CPU, C(X), ldx, W.c, MB_DTYPE_F32, C(B), n, in_f, out_f, C(Y), out_f));
+    MBX(mb_linear(GPU, G(X), ldx, W.g, MB_DTYPE_F32, G(B), n, in_f, out_f, G(Y), out_f));
+    MBX(mb_ctx_set_flags(GPU, 0));
+    float *g = (float *)malloc(Y.bytes), *c = (float *)malloc(Y.bytes);
+    MBX(mb_ctx_synchronize(GPU));
+    MBX(mb_memcpy_d2h(GPU, g, Y.g, Y.bytes));
+    MBX(mb_memcpy_d2h(CPU, c, Y.c, Y.bytes));
+    double worst = 0;
+    for (int64_t r = 0; r < n; r++) {
+      const double e = rel_of(g + r * out_f, c + r * out_f, (size_t)out_f, 1, out_f, 0);
+      worst = e > worst ? e : worst;
+    }
+    static const char *what[4] = {"x*3e5", "x*1e-6 w*1e3", "rows 2^0..2^-20 w*1e-5", "x=0"};
+    char cfg[80];
+    snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld tf32 f16 %s", (long long)n,
+             (long long)in_f, (long long)out_f, what[k]);
+    check("linear", cfg, "worst row", worst, k == 3 ? 0 : 1e-3);
+    pfree(&X), pfree(&W), pfree(&B), pfree(&Y);
+    free(xh), free(wh), free(g), free(c);
+  }
 }
 
 /* Elements (n rows of m at ld ld) of two device buffers whose bits differ. */
@@ -2442,6 +2483,15 @@ static void t_ssu_dt_all(void) {
   env_restore("MAMBABYTE_CUDA_SSU_ROWS", old);
 }
 
+/* The products where TF32 is allowed, every one of more than 8 rows on fp16 operands (the context
+ * made with MAMBABYTE_CUDA_TF32_F16=2): mb_linear's and mb_linear_add_norm's cases, and operands
+ * of ranges fp16 holds only scaled. */
+static void t_tf32_f16(void) {
+  t_linear();
+  t_linear_add_norm();
+  t_linear_f16_range();
+}
+
 /* The run's end: both contexts destroyed, the summary line (`label`: which cases ran), the exit
  * status. */
 static int finish_run(const char *label) {
@@ -2533,6 +2583,7 @@ int main(int argc, char **argv) {
   }
   if (g_only_lin) {
     t_linear();
+    with_gpu_env("MAMBABYTE_CUDA_TF32_F16", "2", "TF32 on fp16 operands from 9 rows", t_tf32_f16);
     t_linear_bf16();
     t_linear_to_bf16();
     t_linear_add_norm();
@@ -2549,6 +2600,7 @@ int main(int argc, char **argv) {
   t_linear_bf16();
   t_linear_to_bf16();
   t_linear_add_norm();
+  with_gpu_env("MAMBABYTE_CUDA_TF32_F16", "2", "TF32 on fp16 operands from 9 rows", t_tf32_f16);
   /* its peer: the two calls everywhere */
   with_gpu_env("MAMBABYTE_CUDA_OUT_SPLIT", "0", "out_proj and the norm as two calls",
                t_linear_add_norm);

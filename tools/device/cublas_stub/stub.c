@@ -6,6 +6,7 @@ int cublasDestroy_v2(void) { return 1; }
 int cublasSetStream_v2(void) { return 1; }
 int cublasSetWorkspace_v2(void) { return 1; }
 int cublasSetMathMode(void) { return 1; }
+int cublasSetPointerMode_v2(void) { return 1; }
 int cublasGemmEx(void) { return 1; }
 int cublasGemmStridedBatchedEx(void) { return 1; }
 int cublasLtCreate(void) { return 1; }
