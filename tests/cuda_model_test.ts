@@ -82,19 +82,24 @@ Deno.test({
 
 /** Weight formats the GPU is held to the CPU in, with the tolerance of each. */
 const WEIGHT_FORMS = [
-  ["fp32 strict", "fp32", true, 1e-5],
-  ["fp32 TF32", "fp32", false, 1e-3],
-  ["bf16 weights", "bf16", false, 1e-2],
+  ["fp32 strict", "fp32", true, 1e-5, undefined],
+  ["fp32 TF32", "fp32", false, 1e-3, undefined],
+  ["fp32 TF32, every product of more than 8 rows on fp16 operands", "fp32", false, 1e-3, "2"],
+  ["bf16 weights", "bf16", false, 1e-2, undefined],
 ] as const;
 
 for (
-  const [label, dtype, strict, tol] of WEIGHT_FORMS
+  const [label, dtype, strict, tol, tf32F16] of WEIGHT_FORMS
 ) {
   Deno.test({
     name: `cuda forward and taps equal the CPU: ${label}`,
     ignore,
     async fn() {
-      const [cpu, gpu] = await pair(dtype, strict);
+      // MAMBABYTE_CUDA_TF32_F16 is read when the GPU model's context is made
+      if (tf32F16) Deno.env.set("MAMBABYTE_CUDA_TF32_F16", tf32F16);
+      const [cpu, gpu] = await pair(dtype, strict).finally(() => {
+        if (tf32F16) Deno.env.delete("MAMBABYTE_CUDA_TF32_F16");
+      });
       try {
         const opts = { taps: ["dt_proj", "conv1d", "mixer"] as const, layers: [0, 2] };
         const a = await cpu.forward(TEXT, opts);
@@ -521,35 +526,54 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "cuda matches the independent references (fixtures)",
-  ignore: ignore || !(await Deno.stat(`${FIXTURES}expected.safetensors`).catch(() => null)),
-  async fn() {
-    const ck = await openCheckpoint(`${FIXTURES}expected.safetensors`);
-    const get = async (k: string) => (await ck.tensors.get(k)!.read()).slice().buffer;
-    for (const [kind, path] of [["ln", "ln_model.safetensors"], ["rms", "rms_hf"]] as const) {
-      const ids = new Int32Array(await get(`${kind}.input_ids`));
-      const model = await loadModel({
-        configPath: CONFIG,
-        modelId: "test-48x2",
-        checkpoint: `${FIXTURES}${path}`,
-        device: "cuda",
-        strictFp32: true,
-      });
+/**
+ * The fixtures' forwards on the GPU: strict fp32 (logits within 1e-4, greedy bytes equal), and
+ * with TF32 allowed with every product of more than 8 rows on fp16 operands
+ * (`MAMBABYTE_CUDA_TF32_F16=2`: the path wide forward products take), within TF32's 1e-3.
+ */
+const REFERENCE_FORMS = [
+  ["strict fp32", true, undefined, 1e-4],
+  ["TF32 on fp16 operands", false, "2", 1e-3],
+] as const;
+
+for (const [label, strictFp32, tf32F16, tol] of REFERENCE_FORMS) {
+  Deno.test({
+    name: `cuda matches the independent references (fixtures, ${label})`,
+    ignore: ignore || !(await Deno.stat(`${FIXTURES}expected.safetensors`).catch(() => null)),
+    async fn() {
+      const ck = await openCheckpoint(`${FIXTURES}expected.safetensors`);
+      const get = async (k: string) => (await ck.tensors.get(k)!.read()).slice().buffer;
+      // the backend reads its switches when the model's context is made
+      if (tf32F16) Deno.env.set("MAMBABYTE_CUDA_TF32_F16", tf32F16);
       try {
-        const bytes = Uint8Array.from(ids);
-        const { logits } = await model.forward(bytes);
-        const e = maxRelError(logits, new Float32Array(await get(`${kind}.logits`)));
-        assert.ok(e < 1e-4, `${kind} logits ${e}`);
-        const [greedy] = await model.generate(bytes, { maxNewTokens: 32, topK: 1 });
-        assert.deepEqual([...greedy], [...new Int32Array(await get(`${kind}.greedy`))]);
+        for (const [kind, path] of [["ln", "ln_model.safetensors"], ["rms", "rms_hf"]] as const) {
+          const ids = new Int32Array(await get(`${kind}.input_ids`));
+          const model = await loadModel({
+            configPath: CONFIG,
+            modelId: "test-48x2",
+            checkpoint: `${FIXTURES}${path}`,
+            device: "cuda",
+            strictFp32,
+          });
+          try {
+            const bytes = Uint8Array.from(ids);
+            const { logits } = await model.forward(bytes);
+            const e = maxRelError(logits, new Float32Array(await get(`${kind}.logits`)));
+            assert.ok(e < tol, `${kind} logits ${e}`);
+            if (!strictFp32) continue;
+            const [greedy] = await model.generate(bytes, { maxNewTokens: 32, topK: 1 });
+            assert.deepEqual([...greedy], [...new Int32Array(await get(`${kind}.greedy`))]);
+          } finally {
+            model.close();
+          }
+        }
       } finally {
-        model.close();
+        if (tf32F16) Deno.env.delete("MAMBABYTE_CUDA_TF32_F16");
+        ck.close();
       }
-    }
-    ck.close();
-  },
-});
+    },
+  });
+}
 
 // ---- speculative decoding on CUDA: bit-exact verification, the same bytes as plain decoding ----
 

@@ -298,6 +298,14 @@ struct F16Operand { /* rows of cols floats at ld -> dense fp16 rows */
   __half *dst;
 };
 
+/* a or b by blockIdx.y, field by field: a reference chosen at run time would make the compiler
+ * copy both parameter structs to local memory to address them */
+__device__ __forceinline__ F16Operand f16_pick(const F16Operand &a, const F16Operand &b) {
+  const bool y = blockIdx.y != 0;
+  return F16Operand{y ? b.src : a.src, y ? b.ld : a.ld, y ? b.rows : a.rows,
+                    y ? b.cols : a.cols, y ? b.dst : a.dst};
+}
+
 /* The power of two that puts a largest magnitude of `bits` (an fp32's bits) in [2^14, 2^15): its
  * exponent (1 for zero, inf or NaN, which then pass as they are), kept within +-60 so that the
  * product of two scales and its inverse stay normal floats. */
@@ -328,7 +336,7 @@ __device__ __forceinline__ float f16_absmax(const float *p) {
 template <int V>
 __global__ void k_f16_amax(F16Operand a, F16Operand b, unsigned *slots) {
   MB_PDL_ENTRY();
-  const F16Operand &o = blockIdx.y ? b : a;
+  const F16Operand o = f16_pick(a, b);
   float m = 0.f;
   const int64_t cv = o.cols / V;
   for (int64_t r0 = (int64_t)blockIdx.x * F16_ROWS; r0 < o.rows;
@@ -360,7 +368,7 @@ template <int V>
 __global__ void k_f16_convert(F16Operand a, F16Operand b, const unsigned *slots, float *ab,
                               float beta) {
   MB_PDL_ENTRY();
-  const F16Operand &o = blockIdx.y ? b : a;
+  const F16Operand o = f16_pick(a, b);
   const float scale = ldexpf(1.f, f16_scale_exp(slots[blockIdx.y]));
   if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
     ab[0] = ldexpf(1.f, -(f16_scale_exp(slots[0]) + f16_scale_exp(slots[1])));
