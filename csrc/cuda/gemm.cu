@@ -307,7 +307,7 @@ __device__ __forceinline__ F16Operand f16_pick(const F16Operand &a, const F16Ope
 }
 
 /* The power of two that puts a largest magnitude of `bits` (an fp32's bits) in [2^14, 2^15): its
- * exponent (1 for zero, inf or NaN, which then pass as they are), kept within +-60 so that the
+ * exponent (0 for zero, inf or NaN, which then pass as they are), kept within +-60 so that the
  * product of two scales and its inverse stay normal floats. */
 __device__ __forceinline__ int f16_scale_exp(unsigned bits) {
   const float a = __uint_as_float(bits);
@@ -318,8 +318,6 @@ __device__ __forceinline__ int f16_scale_exp(unsigned bits) {
   return s < -60 ? -60 : s > 60 ? 60 : s;
 }
 
-/* slots[y] = max |element| of operand y (blockIdx.y: 0 a, 1 b), as the bits of a non-negative
- * float (ordered as unsigned); rows striped over the blocks, a block's columns over its threads. */
 template <int V>
 __device__ __forceinline__ float f16_absmax(const float *p) {
   if (V == 4) {
@@ -333,6 +331,9 @@ __device__ __forceinline__ float f16_absmax(const float *p) {
  * the first is used (one row at a time left ~1.7 TB/s of the H100's ~3). */
 #define F16_ROWS 4
 
+/* slots[y] = max |element| of operand y (blockIdx.y: 0 a, 1 b), as the bits of a non-negative
+ * float (ordered as unsigned); row groups striped over the blocks, a row's columns over the
+ * block's threads. */
 template <int V>
 __global__ void k_f16_amax(F16Operand a, F16Operand b, unsigned *slots) {
   MB_PDL_ENTRY();
