@@ -387,19 +387,20 @@ static void t_linear(void) {
 }
 
 /* TF32 products on fp16 operands (run with MAMBABYTE_CUDA_TF32_F16=2, so every product of more
- * than 8 rows takes them): operands whose magnitudes fp16 could not hold unscaled (3e5, 1e-6),
- * rows spread over 2^20 below the largest (each row within TF32's 1e-3 of the CPU: the scale is
- * one per operand), and an all-zero x (y is the bias, exactly). */
+ * than 8 rows takes them): operands whose magnitudes fp16 could not hold unscaled (3e5, 1e-6, and
+ * 1e36 against 1e-36, the latter's scale 2^134 beyond a float), rows spread over 2^20 below the
+ * largest (each row within TF32's 1e-3 of the CPU: the scale is one per operand), and an all-zero
+ * x (y is the bias, exactly). */
 static void t_linear_f16_range(void) {
   const int64_t n = 300, in_f = 512, out_f = 384, ldx = 516;
-  const float xs[3] = {3e5f, 1e-6f, 1.f}, ws[3] = {1.f, 1e3f, 1e-5f};
-  for (int k = 0; k < 4; k++) {
+  const float xs[5] = {3e5f, 1e-6f, 1.f, 1.f, 1e36f}, ws[5] = {1.f, 1e3f, 1e-5f, 1.f, 1e-36f};
+  for (int k = 0; k < 5; k++) {
     float *xh = hrand(n * ldx, -1, 1), *wh = hrand(out_f * in_f, -1, 1);
     for (int64_t r = 0; r < n; r++)
       for (int64_t c = 0; c < ldx; c++)
         xh[r * ldx + c] = k == 3 ? 0.f : k == 2 ? ldexpf(xh[r * ldx + c], -(int)(r % 21))
                                                 : xh[r * ldx + c] * xs[k];
-    for (int64_t i = 0; i < out_f * in_f; i++) wh[i] *= ws[k < 3 ? k : 0];
+    for (int64_t i = 0; i < out_f * in_f; i++) wh[i] *= ws[k];
     pair X = pf(xh, n * ldx), W = pf(wh, out_f * in_f), B = prand(out_f, -1, 1);
     pair Y = pf(NULL, n * out_f);
     MBX(mb_ctx_set_flags(GPU, MB_FLAG_ALLOW_TF32));
@@ -415,7 +416,8 @@ static void t_linear_f16_range(void) {
       const double e = rel_of(g + r * out_f, c + r * out_f, (size_t)out_f, 1, out_f, 0);
       worst = e > worst ? e : worst;
     }
-    static const char *what[4] = {"x*3e5", "x*1e-6 w*1e3", "rows 2^0..2^-20 w*1e-5", "x=0"};
+    static const char *what[5] = {"x*3e5", "x*1e-6 w*1e3", "rows 2^0..2^-20 w*1e-5", "x=0",
+                                  "x*1e36 w*1e-36"};
     char cfg[80];
     snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld tf32 f16 %s", (long long)n,
              (long long)in_f, (long long)out_f, what[k]);
