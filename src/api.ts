@@ -61,7 +61,10 @@ export interface LoadModelOptions {
   seed?: number;
   /** CPU threads (default: the config's general.threads; 0 = all cores). */
   threads?: number;
-  /** Forbid TF32 in fp32 GEMMs on CUDA (default false: allowed, as the original sets allow_tf32). */
+  /**
+   * Forbid TF32 in fp32 GEMMs on CUDA (default false: allowed, as the original sets allow_tf32;
+   * wide forward products then run on fp16 operands scaled by powers of two, at TF32's precision).
+   */
   strictFp32?: boolean;
   /** Forward chunk length in positions (default: the config's chunk_size). */
   chunkSize?: number;
