@@ -351,14 +351,9 @@ __global__ void k_f16_amax(F16Operand a, F16Operand b, unsigned *slots) {
       for (int i = 0; i < F16_ROWS; i++) m = fmaxf(m, v[i]);
     }
   }
-  for (int off = 16; off; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-  __shared__ float wm[32];
-  if ((threadIdx.x & 31) == 0) wm[threadIdx.x >> 5] = m;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < (int)(blockDim.x >> 5); w++) m = fmaxf(m, wm[w]);
-    atomicMax(slots + blockIdx.y, __float_as_uint(m));
-  }
+  __shared__ float red[32];
+  m = block_max(m, red);
+  if (threadIdx.x == 0) atomicMax(slots + blockIdx.y, __float_as_uint(m));
 }
 
 /* dst = src scaled by its power of two, rounded to fp16 (nearest even); block (0, 0) also writes
@@ -426,24 +421,25 @@ static bool f16_worth(const mbcuda_state *st, int64_t n, int64_t in_f, int64_t o
 /* y = x w^T + beta y on the fp16 tensor cores (fp32 accumulation and output), each operand scaled
  * by its power of two into the f16 scratch; cuBLAS reads alpha and beta from device memory. */
 /* The f16 scratch gemm_f32_via_f16 takes: 256 bytes of scales, then x's rows, then w's. */
+#define F16_HEAD 256 /* the slots (offset 0) and alpha, beta (offset 64) */
 static size_t f16_x_bytes(int64_t n, int64_t in_f) {
   return ((size_t)(n * in_f) * 2 + 255) & ~(size_t)255;
 }
 static size_t f16_scratch_bytes(int64_t n, int64_t in_f, int64_t out_f) {
-  return 256 + f16_x_bytes(n, in_f) + (size_t)(out_f * in_f) * 2;
+  return F16_HEAD + f16_x_bytes(n, in_f) + (size_t)(out_f * in_f) * 2;
 }
 
 static int gemm_f32_via_f16(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int64_t n,
                             int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
                             const char *op) {
   mbcuda_state *st = mbcuda_st(ctx);
-  const size_t head = 256, xb = f16_x_bytes(n, in_f);
+  const size_t xb = f16_x_bytes(n, in_f);
   void *scr = NULL;
   int rc = mbcuda_scratch_f16(ctx, f16_scratch_bytes(n, in_f, out_f), op, &scr);
   if (rc) return rc;
   unsigned *slots = (unsigned *)scr;            /* [0] x's largest magnitude, [1] w's */
   float *ab = (float *)((char *)scr + 64);      /* alpha, beta */
-  __half *xh = (__half *)((char *)scr + head), *wh = (__half *)((char *)scr + head + xb);
+  __half *xh = (__half *)((char *)scr + F16_HEAD), *wh = (__half *)((char *)scr + F16_HEAD + xb);
   const F16Operand ox = {x, ldx, n, in_f, xh}, ow = {(const float *)w, in_f, out_f, in_f, wh};
   const bool v4 = in_f % 4 == 0 && ldx % 4 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
   const int64_t groups = ((n > out_f ? n : out_f) + F16_ROWS - 1) / F16_ROWS;

@@ -3,7 +3,8 @@
 # GPU call, most telling first so that a call cut short still answers. Carry .gpu-build/ (from
 # tools/device/prebuild.sh) and, for step 5, .gpu/ (tools/device/pack_gpu.sh):
 #   1. cuda_bench --timeline-fwd LEN both for each value of VAR (the default first: "-"), ROUNDS
-#      rounds in turn: each peer's untraced forward and its scan row printed;
+#      rounds in turn: each peer's untraced forward and its scan rows printed (ROWS_RE: an
+#      extended regex for other rows, matched after "ROW ");
 #   2. cuda_vs_cpu --only ONLY with each value;
 #   3. cuda_vs_cpu, every case, on the defaults;
 #   4. compute-sanitizer memcheck and racecheck on cuda_vs_cpu --small --only ONLY with SAN_VALUE;
@@ -22,6 +23,7 @@ VAR=${VAR:?VAR: the switch to vary}
 VALUES=${VALUES:--}
 ONLY=${ONLY:-scan}
 B=build-cuda
+ROWS_RE=${ROWS_RE:-"  k_scan_tile  |  layer 0.s scan alone"}
 with() { if [ "$1" = - ]; then shift; env "$@"; else local v=$1; shift; env "$VAR=$v" "$@"; fi; }
 
 step "build"
@@ -31,7 +33,7 @@ for r in $(seq 1 "${ROUNDS:-2}"); do
   for v in $VALUES; do
     log="$OUT/fwd_${r}_${v}.log"
     with "$v" timeout "${BENCH_T:-120}" ./$B/cuda_bench --timeline-fwd "${LEN:-8192}" both >"$log" 2>&1 || fail
-    grep -E "^ROW (timeline|  k_scan_tile  |  layer 0's scan alone)" "$log" |
+    grep -E "^ROW (timeline|$ROWS_RE)" "$log" |
       sed "s/^/[$VAR=$v round $r] /"
   done
 done
