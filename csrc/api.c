@@ -449,6 +449,64 @@ MB_EXPORT int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_
            residual, accumulate, norm_weight, norm_bias, norm_kind, eps, out, out_bf16);
 }
 
+MB_EXPORT int mb_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows,
+                               int64_t cols, uint16_t *out, int32_t *out_exp) {
+  CHECK_CTX("mb_to_f16_scaled");
+  NONNEG("mb_to_f16_scaled", rows);
+  NONNEG("mb_to_f16_scaled", cols);
+  if (rows == 0 || cols == 0) return MB_OK; /* nothing written, out_exp included */
+  LD_OK("mb_to_f16_scaled", ldx, cols);
+  NONNULL("mb_to_f16_scaled", x);
+  NONNULL("mb_to_f16_scaled", out);
+  NONNULL("mb_to_f16_scaled", out_exp);
+  DISPATCH(to_f16_scaled, ctx, x, ldx, rows, cols, out, out_exp);
+}
+
+MB_EXPORT int mb_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
+                            const int32_t *x_exp, int64_t ldx, const uint16_t *w_f16,
+                            const int32_t *w_exp, const float *bias, int64_t n, int64_t in_f,
+                            int64_t out_f, float *y, int64_t ldy, int accumulate) {
+  CHECK_CTX("mb_linear_f16");
+  NONNEG("mb_linear_f16", n);
+  REQUIRE(in_f >= 1, "mb_linear_f16: in_f (%lld) < 1", (ll)in_f);
+  NONNEG("mb_linear_f16", out_f);
+  if (n == 0 || out_f == 0) return MB_OK;
+  REQUIRE((x != NULL) != (x_f16 != NULL),
+          "mb_linear_f16: exactly one of x and x_f16 must be given");
+  if (x_f16) NONNULL("mb_linear_f16", x_exp);
+  LD_OK("mb_linear_f16", ldx, in_f);
+  LD_OK("mb_linear_f16", ldy, out_f);
+  NONNULL("mb_linear_f16", w_f16);
+  NONNULL("mb_linear_f16", w_exp);
+  NONNULL("mb_linear_f16", y);
+  DISPATCH(linear_f16, ctx, x, x_f16, x_exp, ldx, w_f16, w_exp, bias, n, in_f, out_f, y, ldy,
+           accumulate);
+}
+
+MB_EXPORT int mb_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int accumulate,
+                              const float *weight, const float *bias, int norm_kind, float eps,
+                              int64_t n, int64_t d, uint16_t *out_f16, int32_t *out_exp) {
+  CHECK_CTX("mb_add_norm_f16");
+  NONNEG("mb_add_norm_f16", n);
+  NONNEG("mb_add_norm_f16", d);
+  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
+          "mb_add_norm_f16: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)",
+          norm_kind);
+  REQUIRE(eps >= 0.0f && isfinite(eps), "mb_add_norm_f16: eps (%g) must be finite and >= 0",
+          (double)eps);
+  if (n == 0 || d == 0) return MB_OK;
+  NONNULL("mb_add_norm_f16", x);
+  NONNULL("mb_add_norm_f16", residual);
+  NONNULL("mb_add_norm_f16", weight);
+  NONNULL("mb_add_norm_f16", out_f16);
+  NONNULL("mb_add_norm_f16", out_exp);
+  /* the residual would be added to itself: the sum is meant to be in it already */
+  REQUIRE(!(accumulate && x == residual),
+          "mb_add_norm_f16: x equals residual with accumulate set");
+  DISPATCH(add_norm_f16, ctx, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out_f16,
+           out_exp);
+}
+
 MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
                                const float *w, const float *bias, float *conv_state,
                                int64_t batch, int64_t len, int64_t d, int64_t k, float *out,

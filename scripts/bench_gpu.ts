@@ -24,7 +24,7 @@
  * Usage: deno task bench:gpu [--model_id 972M] [--decode_steps 200] [--forward_len 8192]
  *        [--chunk_size N (the forward's chunk; default: the config's, auto: 8192 with room)]
  *        [--cases b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd-bf16,fwd-tf32,fwd1m-bf16,
- *                 fwd-bf16-f32acts,b64-bf16-f32acts]
+ *                 fwd-bf16-f32acts,b64-bf16-f32acts,fwd-tf32-no-twins]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel } from "../src/api.ts";
@@ -94,8 +94,10 @@ async function main(argv: string[]): Promise<void> {
     strict: boolean,
     fn: (m: MambaByteLM) => Promise<void>,
     bf16Activations = true,
+    f16Products?: boolean,
   ) {
     const model = await loadModel({
+      f16Products,
       configPath: args.config_path,
       modelId: args.model_id,
       checkpoint: null,
@@ -173,40 +175,47 @@ async function main(argv: string[]): Promise<void> {
     strict: boolean,
     len: number,
     bf16Activations = true,
+    f16Products?: boolean,
   ) {
-    await withModel(dtype, strict, async (model) => {
-      const text = new Uint8Array(len).map((_, i) => 32 + (i * 7) % 90);
-      let peak = 0;
-      const run = async () => {
-        const st = await model.forwardChunks(text, { skipHead: false });
-        model.backend.sync();
-        peak = Math.max(peak, memUsed(model)); // the workspace and the state still held
-        st.free();
-      };
-      // A long prompt runs chunk by chunk (the state carried): one timed pass after a short one.
-      const long = len > 65536;
-      if (long) {
-        await model.forwardChunks(text.subarray(0, 4096), { skipHead: false }).then((s) =>
-          s.free()
+    await withModel(
+      dtype,
+      strict,
+      async (model) => {
+        const text = new Uint8Array(len).map((_, i) => 32 + (i * 7) % 90);
+        let peak = 0;
+        const run = async () => {
+          const st = await model.forwardChunks(text, { skipHead: false });
+          model.backend.sync();
+          peak = Math.max(peak, memUsed(model)); // the workspace and the state still held
+          st.free();
+        };
+        // A long prompt runs chunk by chunk (the state carried): one timed pass after a short one.
+        const long = len > 65536;
+        if (long) {
+          await model.forwardChunks(text.subarray(0, 4096), { skipHead: false }).then((s) =>
+            s.free()
+          );
+        } else await run();
+        const times: number[] = [];
+        for (let i = 0; i < (long ? 1 : 5); i++) {
+          const t0 = performance.now();
+          await run();
+          times.push(performance.now() - t0);
+        }
+        const ms = median(times);
+        const rate = inProjRate(model, Math.min(len, 8192));
+        const floorMs = len * gemmFlopsPerPosition(model.dims) / rate * 1000;
+        report(
+          `${label} | chunk ${model.chunkSize} | ${ms.toFixed(1)} ms | ${
+            (len / (ms / 1000)).toFixed(0)
+          } bytes/s | GEMM floor ${floorMs.toFixed(1)} ms at ${
+            (rate / 1e12).toFixed(0)
+          } TFLOP/s | ratio ${(floorMs / ms).toFixed(2)} | ${peakGB(peak, "after a pass")}`,
         );
-      } else await run();
-      const times: number[] = [];
-      for (let i = 0; i < (long ? 1 : 5); i++) {
-        const t0 = performance.now();
-        await run();
-        times.push(performance.now() - t0);
-      }
-      const ms = median(times);
-      const rate = inProjRate(model, Math.min(len, 8192));
-      const floorMs = len * gemmFlopsPerPosition(model.dims) / rate * 1000;
-      report(
-        `${label} | chunk ${model.chunkSize} | ${ms.toFixed(1)} ms | ${
-          (len / (ms / 1000)).toFixed(0)
-        } bytes/s | GEMM floor ${floorMs.toFixed(1)} ms at ${
-          (rate / 1e12).toFixed(0)
-        } TFLOP/s | ratio ${(floorMs / ms).toFixed(2)} | ${peakGB(peak, "after a pass")}`,
-      );
-    }, bf16Activations);
+      },
+      bf16Activations,
+      f16Products,
+    );
   }
 
   if (args.decode_steps < 8) throw new UserError("bench:gpu: --decode_steps must be >= 8");
@@ -221,6 +230,10 @@ async function main(argv: string[]): Promise<void> {
   const fl = args.forward_len;
   if (cases.has("fwd-bf16")) await forward(`forward ${fl} bf16`, "bf16", false, fl);
   if (cases.has("fwd-tf32")) await forward(`forward ${fl} fp32/tf32`, "fp32", false, fl);
+  if (cases.has("fwd-tf32-no-twins")) {
+    // its peer: the weights without fp16 twins (in_proj's operands converted a call)
+    await forward(`forward ${fl} fp32/tf32, no fp16 twins`, "fp32", false, fl, true, false);
+  }
   if (cases.has("fwd-bf16-f32acts")) {
     await forward(`forward ${fl} bf16, fp32 activations`, "bf16", false, fl, false);
   }

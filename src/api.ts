@@ -5,7 +5,8 @@
  * @module
  */
 
-import { Backend, cudaDeviceCount, FLAG_ALLOW_TF32, hasCuda } from "./backend/backend.ts";
+import { Backend, cudaDeviceCount, envValue, FLAG_ALLOW_TF32, hasCuda } from "./backend/backend.ts";
+import { f16TwinBytes } from "./model/f16_twins.ts";
 import { basename } from "node:path";
 import { checkpointModel, describeShape, sameDims } from "./checkpoint/describe.ts";
 import {
@@ -66,6 +67,12 @@ export interface LoadModelOptions {
    * wide forward products then run on fp16 operands scaled by powers of two, at TF32's precision).
    */
   strictFp32?: boolean;
+  /**
+   * With fp32 weights and TF32 allowed, whether forwards run in_proj and out_proj on the weights'
+   * fp16 twins (MambaByteLMOptions.f16Products). Default: on CUDA unless
+   * MAMBABYTE_CUDA_TF32_F16=0; true on the CPU gives its forward the same rounding (tests).
+   */
+  f16Products?: boolean;
   /** Forward chunk length in positions (default: the config's chunk_size). */
   chunkSize?: number;
   /** CUDA with bf16 weights: the forward's bf16 activations (see MambaByteLMOptions; default on). */
@@ -221,7 +228,11 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<MambaBy
   try {
     options.beforeAllocate?.(mc);
     const matrixBytes = dtype === "bf16" ? 2 : 4;
-    const need = weightBytes(mc.dims, matrixBytes, {
+    // fp32 weights with TF32 allowed (on CUDA by default): in_proj's and out_proj's fp16 twins
+    const f16 = dtype !== "bf16" && !options.strictFp32 &&
+      (options.f16Products ?? (kind === "cuda" && envValue("MAMBABYTE_CUDA_TF32_F16") !== "0"));
+    const twins = f16 ? f16TwinBytes(mc.dims) : 0;
+    const need = twins + weightBytes(mc.dims, matrixBytes, {
       vocabRows: reader.has("embedding.weight") ? reader.shape("embedding.weight")[0] : undefined,
       untiedHead: !reader.lmHeadTied,
     });
@@ -233,6 +244,8 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<MambaBy
       if (free > 0) ensureMemory(need, `model '${mc.id}'`, hint, 0.95 * free, "GPU memory");
       if (!options.strictFp32) backend.setFlags(backend.flags | FLAG_ALLOW_TF32);
     }
+    // the CPU's products are fp32 whatever the flag; it asks for the twins' rounding here
+    if (f16 && kind !== "cuda") backend.setFlags(backend.flags | FLAG_ALLOW_TF32);
     const weights = await uploadWeights(
       backend,
       reader,
@@ -248,6 +261,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<MambaBy
       bf16Activations: options.bf16Activations,
       bf16MixerActivations: options.bf16MixerActivations,
       decodeLayers: options.decodeLayers,
+      f16Products: f16,
     });
   } catch (e) {
     backend?.close();

@@ -533,7 +533,9 @@ Deno.test({
  */
 const REFERENCE_FORMS = [
   ["strict fp32", true, undefined, 1e-4],
+  ["TF32 by default: in_proj and out_proj on fp16 twins", false, undefined, 1e-3],
   ["TF32 on fp16 operands", false, "2", 1e-3],
+  ["TF32 without fp16 operands", false, "0", 1e-3],
 ] as const;
 
 for (const [label, strictFp32, tf32F16, tol] of REFERENCE_FORMS) {
@@ -556,6 +558,8 @@ for (const [label, strictFp32, tf32F16, tol] of REFERENCE_FORMS) {
             strictFp32,
           });
           try {
+            // the weights' fp16 twins: with TF32, unless the switch says 0
+            assert.equal(model.f16Products, !strictFp32 && tf32F16 !== "0");
             const bytes = Uint8Array.from(ids);
             const { logits } = await model.forward(bytes);
             const e = maxRelError(logits, new Float32Array(await get(`${kind}.logits`)));

@@ -1797,12 +1797,370 @@ function checkSpecCommit(be: Backend, seed: number): void {
   });
 }
 
+// ---- scaled fp16 operands (to_f16_scaled, linear_f16, add_norm_f16) -------------------------
+
+/** fp16 bits -> the value they stand for (exact). */
+function fromF16(h: number): number {
+  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e === 0x1f) return m ? NaN : s * Infinity;
+  return s * (e === 0 ? m * 2 ** -24 : (1024 + m) * 2 ** (e - 25));
+}
+
+/** floor(log2(a)) of a finite a > 0, exactly (Math.log2 alone may be off by one near 2^k). */
+function ilog2(a: number): number {
+  let e = Math.floor(Math.log2(a));
+  while (2 ** e > a) e--;
+  while (2 ** (e + 1) <= a) e++;
+  return e;
+}
+
+/** v (exact in float64) rounded to fp16's value: nearest even, inf from 65520 up, -0 kept. */
+function roundF16(v: number): number {
+  if (v === 0 || !Number.isFinite(v)) return v;
+  const a = Math.abs(v);
+  if (a >= 65520) return v < 0 ? -Infinity : Infinity;
+  const q = 2 ** (Math.max(ilog2(a), -14) - 10); // fp16's spacing at a (2^-24 for subnormals)
+  const t = a / q, f = Math.floor(t), d = t - f;
+  const r = (d > 0.5 || (d === 0.5 && f % 2 === 1) ? f + 1 : f) * q;
+  return v < 0 ? -r : r;
+}
+
+/** The header's power of two for a largest magnitude: amax = m 2^E, m in [0.5, 1) -> 15 - E;
+ * 0 for 0, inf and NaN. */
+function scaleExp(amax: number): number {
+  return amax > 0 && Number.isFinite(amax) ? 14 - ilog2(amax) : 0;
+}
+
+/** max |v| over the elements, NaN skipped (inf counts). */
+function amaxOf(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) if (Math.abs(a[i]) > m) m = Math.abs(a[i]);
+  return m;
+}
+
+/** fp32 bits of a Float32Array (bit-for-bit comparisons: -0 and NaN payloads included). */
+const bitsOf = (a: Float32Array) => new Uint32Array(a.slice().buffer);
+
+/** Runs to_f16_scaled on (rows, cols) of x at ld ldx: the fp16 bits (dense) and e. */
+function toF16(
+  be: Backend,
+  m: Mem,
+  x: Ptr,
+  ldx: number,
+  rows: number,
+  cols: number,
+): { h: Uint16Array; e: number } {
+  const out = m.zeros(rows * cols * 2), outExp = m.put(new Int32Array([12345]));
+  be.toF16Scaled({ x, ldx, rows, cols, out, outExp });
+  return { h: m.u16(out, rows * cols), e: m.i32(outExp, 1)[0] };
+}
+
+function checkToF16Scaled(be: Backend, seed: number): void {
+  const r = rng(seed);
+  const spread = (n: number) =>
+    Float32Array.from(
+      { length: n },
+      (_, i) =>
+        i % 11 === 0 ? 0 : (r() < 0.5 ? -1 : 1) * (0.5 + r()) * 10 ** Math.round(-12 + 24 * r()),
+    );
+  const blocks: [string, number, number, number, Float32Array][] = [
+    // name, rows, cols, ldx, the rows' values (rows x cols, padded to ldx below)
+    ["spread", 5, 37, 40, spread(5 * 37)],
+    ["uniform", 17, 33, 33, randArray(r, 17 * 33)],
+    [
+      "1e30 and 1e-30",
+      2,
+      9,
+      11,
+      Float32Array.from([1e30, 1e-30, -1e30, 3, -2e-30, 1e29, ...randArray(r, 12)]),
+    ],
+    ["all zero", 3, 4, 5, Float32Array.from([0, -0, 0, 0, 0, 0, -0, 0, 0, 0, 0, 0])],
+    [
+      "inf",
+      2,
+      6,
+      6,
+      Float32Array.from([Infinity, -3, 1e5, 1e-6, 0.5, -Infinity, 7, 65519, 65520, -1e-8, 0, 2]),
+    ],
+    ["nan", 2, 7, 9, Float32Array.from([NaN, 0.25, -3.5, 1e-3, -NaN, 2, 1, ...randArray(r, 7)])],
+    // largest 2^14 (e = 0): ties of fp16 subnormals and normals, to nearest even
+    [
+      "ties",
+      1,
+      10,
+      10,
+      Float32Array.from([
+        2 ** 14,
+        2 ** -25,
+        3 * 2 ** -25,
+        5 * 2 ** -25,
+        -3 * 2 ** -25,
+        1 + 2 ** -11,
+        1 + 3 * 2 ** -11,
+        2 ** -14 - 2 ** -25,
+        2 ** -26 + 2 ** -40,
+        -(2 ** -25),
+      ]),
+    ],
+    [
+      "float subnormals",
+      1,
+      8,
+      8,
+      Float32Array.from([1e-40, 3e-45, -1.4e-45, 1e-39, -5e-41, 0, 2e-44, 1.1e-38]),
+    ],
+    ["near fp32's largest", 1, 5, 5, Float32Array.from([3e38, -1e38, 1, -3.4028234e38, 1e30])],
+  ];
+  for (const [name, rows, cols, ldx, vals] of blocks) {
+    withMem(be, (m) => {
+      // padding columns hold huge values: read, they would change e
+      const x = new Float32Array(rows * ldx).fill(3e38);
+      for (let i = 0; i < rows; i++) x.set(vals.subarray(i * cols, (i + 1) * cols), i * ldx);
+      const { h, e } = toF16(be, m, m.put(x), ldx, rows, cols);
+      const amax = amaxOf(vals);
+      const tag = `to_f16_scaled ${name}`;
+      assert.equal(e, scaleExp(amax), `${tag}: e`);
+      if (amax > 0 && Number.isFinite(amax)) {
+        const top = amax * 2 ** e;
+        assert.ok(top >= 2 ** 14 && top < 2 ** 15, `${tag}: largest scaled to ${top}`);
+      }
+      for (let i = 0; i < rows; i++) {
+        for (let j = 0; j < cols; j++) {
+          const v = x[i * ldx + j], got = fromF16(h[i * cols + j]);
+          const at = `${tag}: (${i}, ${j}) = ${v}: got ${got} (bits ${h[i * cols + j]})`;
+          if (Number.isNaN(v)) {
+            assert.ok(Number.isNaN(got), at);
+            continue;
+          }
+          // the value scaled (exact in float64) and rounded to nearest even, bit for bit
+          assert.ok(Object.is(got, roundF16(v * 2 ** e)), `${at}, want ${roundF16(v * 2 ** e)}`);
+          if (!Number.isFinite(amax) || amax === 0) continue; // unscaled: overflow allowed
+          const err = Math.abs(got * 2 ** -e - v);
+          if (Math.abs(v) >= 2 ** -24 * amax) assert.ok(err <= 2 ** -11 * Math.abs(v), at);
+          else assert.ok(err <= 2 ** -25 * amax, at);
+        }
+      }
+    });
+  }
+}
+
+function checkLinearF16(be: Backend, seed: number): void {
+  const r = rng(seed);
+  for (
+    const [n, inF, outF, mag] of [[1, 5, 7, 0], [3, 33, 7, 0], [17, 5, 7, 0], [17, 33, 7, 0], [
+      3,
+      33,
+      7,
+      1,
+    ]]
+  ) {
+    for (const withBias of [false, true]) {
+      for (const accumulate of [false, true]) {
+        withMem(be, (m) => {
+          const ldx = n === 1 ? inF : inF + 3, ldy = n === 1 ? outF : outF + 2;
+          // mag 1: operands far from 1 (x ~ 2^70, w ~ 2^-80), so the exponents matter
+          const xs = mag ? 2 ** 70 : 1, ws = mag ? 2 ** -80 : 1;
+          const x = randArray(r, n * ldx).map((v, k) => k % ldx < inF ? v * xs : 1e30);
+          const w = randArray(r, outF * inF).map((v) => v * ws);
+          const bias = withBias ? randArray(r, outF) : null;
+          const y0 = randArray(r, n * ldy);
+          const xp = m.put(x);
+          const wh = toF16(be, m, m.put(w), inF, outF, inF), xh = toF16(be, m, xp, ldx, n, inF);
+          const wF16 = m.put(wh.h), wExp = m.put(new Int32Array([wh.e]));
+          // x_f16 at ldx, its padding NaN (read, it would poison the sums)
+          const xhPad = new Uint16Array(n * ldx).fill(0x7e00);
+          for (let i = 0; i < n; i++) xhPad.set(xh.h.subarray(i * inF, (i + 1) * inF), i * ldx);
+          const common = {
+            ldx,
+            wF16,
+            wExp,
+            bias: bias ? m.put(bias) : null,
+            n,
+            inF,
+            outF,
+            ldy,
+            accumulate,
+          };
+          const yA = m.put(y0), yB = m.put(y0);
+          be.linearF16({ ...common, x: xp, y: yA });
+          be.linearF16({
+            ...common,
+            xF16: m.put(xhPad),
+            xExp: m.put(new Int32Array([xh.e])),
+            y: yB,
+          });
+          const got = m.f32(yA, n * ldy);
+          const tag = `linear_f16 n=${n} in=${inF} out=${outF} mag=${mag} bias=${withBias} ` +
+            `acc=${accumulate}`;
+          // x as fp32 is rounded as to_f16_scaled rounds it: the same product either way
+          assert.deepEqual(bitsOf(got), bitsOf(m.f32(yB, n * ldy)), `${tag}: x vs x_f16`);
+          const s = 2 ** -(xh.e + wh.e);
+          const expR = Float64Array.from(y0), scaleR = new Float64Array(n * ldy);
+          const expF = Float64Array.from(y0), scaleF = new Float64Array(n * ldy);
+          for (let i = 0; i < n; i++) {
+            for (let o = 0; o < outF; o++) {
+              const base = (bias ? bias[o] : 0) + (accumulate ? y0[i * ldy + o] : 0);
+              const abase = Math.abs(bias ? bias[o] : 0) +
+                (accumulate ? Math.abs(y0[i * ldy + o]) : 0);
+              let sr = 0, ar = 0, sf = 0, af = 0;
+              for (let k = 0; k < inF; k++) {
+                const pr = fromF16(xh.h[i * inF + k]) * fromF16(wh.h[o * inF + k]);
+                const pf = x[i * ldx + k] * w[o * inF + k];
+                sr += pr;
+                ar += Math.abs(pr);
+                sf += pf;
+                af += Math.abs(pf);
+              }
+              expR[i * ldy + o] = s * sr + base;
+              scaleR[i * ldy + o] = s * ar + abase;
+              expF[i * ldy + o] = sf + base;
+              scaleF[i * ldy + o] = af + abase;
+            }
+          }
+          // padding columns of y stay untouched (exact); the product of the rounded operands
+          // within fp32 accumulation's error, that of the fp32 operands within fp16 rounding's
+          assertClose(`${tag} (rounded operands)`, got, expR, 1e-5, 1e-12, scaleR);
+          assertClose(`${tag} (fp32 operands)`, got, expF, 2e-3, 1e-12, scaleF);
+        });
+      }
+    }
+  }
+}
+
+function checkAddNormF16(be: Backend, seed: number): void {
+  const r = rng(seed);
+  for (const [normKind, withBias] of [["layernorm", true], ["rmsnorm", false]] as const) {
+    for (const [n, d] of [[1, 1], [3, 37], [2, 1024]]) {
+      for (const [accumulate, alias] of [[false, false], [true, false], [false, true]]) {
+        withMem(be, (m) => {
+          const x = randArray(r, n * d, -2, 2), res = randArray(r, n * d, -3, 3);
+          const w = randArray(r, d, -1.5, 1.5), b = withBias ? randArray(r, d) : null;
+          const eps = 1e-5;
+          const common = {
+            accumulate,
+            weight: m.put(w),
+            bias: b ? m.put(b) : null,
+            normKind,
+            eps,
+            n,
+            d,
+          };
+          // mb_add_norm on copies: the fp32 rows and residual to match
+          const rRef = m.put(res), outRef = m.zeros(n * d * 4);
+          be.addNorm({ ...common, x: alias ? rRef : m.put(x), residual: rRef, out: outRef });
+          const rp = m.put(res), outF16 = m.zeros(n * d * 2), outExp = m.put(new Int32Array([9]));
+          be.addNormF16({ ...common, x: alias ? rp : m.put(x), residual: rp, outF16, outExp });
+          const tag = `add_norm_f16 ${normKind} n=${n} d=${d} acc=${accumulate} alias=${alias}`;
+          assert.deepEqual(
+            bitsOf(m.f32(rp, n * d)),
+            bitsOf(m.f32(rRef, n * d)),
+            `${tag}: residual`,
+          );
+          // e from the bound sqrtf(d) max|w| + max|b|, in fp32 as the backends compute it
+          const f = Math.fround;
+          const bound = f(f(f(Math.sqrt(d)) * amaxOf(w)) + (b ? amaxOf(b) : 0));
+          const e = m.i32(outExp, 1)[0];
+          assert.equal(e, scaleExp(bound), `${tag}: e`);
+          assert.ok(bound * 2 ** e >= 2 ** 14 && bound * 2 ** e < 2 ** 15, `${tag}: bound`);
+          const ref = m.f32(outRef, n * d), h = m.u16(outF16, n * d);
+          const got = Float64Array.from(h, (v) => fromF16(v) * 2 ** -e);
+          assertClose(`${tag}: out`, got, ref, 1e-3, 1e-6);
+          // on the CPU: mb_add_norm's fp32 rows, scaled and rounded (bit for bit)
+          for (let i = 0; i < n * d; i++) {
+            assert.ok(Object.is(fromF16(h[i]), roundF16(ref[i] * 2 ** e)), `${tag}: element ${i}`);
+          }
+        });
+      }
+    }
+  }
+}
+
+Deno.test("fp16 operands: argument validation, zero sizes, the scale's range", () => {
+  withMem(VEC, (m) => {
+    const x = m.zeros(4096), h = m.zeros(4096), y = m.zeros(4096);
+    const ex = m.put(new Int32Array([0])), ew = m.put(new Int32Array([0]));
+    const lin = { x, wF16: h, wExp: ew, n: 2, inF: 4, outF: 3, y };
+    const oneOf = /mb_linear_f16: exactly one of x and x_f16/;
+    assertInvalid(() => VEC.linearF16({ ...lin, xF16: h, xExp: ex }), oneOf);
+    assertInvalid(() => VEC.linearF16({ ...lin, x: null }), oneOf);
+    assertInvalid(
+      () => VEC.linearF16({ ...lin, x: null, xF16: h }),
+      /mb_linear_f16: x_exp is NULL/,
+    );
+    assertInvalid(() => VEC.linearF16({ ...lin, inF: 0 }), /mb_linear_f16: in_f \(0\) < 1/);
+    assertInvalid(() => VEC.linearF16({ ...lin, ldx: 3 }), /ldx \(3\) < in_f \(4\)/);
+    assertInvalid(() => VEC.linearF16({ ...lin, ldy: 2 }), /ldy \(2\) < out_f \(3\)/);
+    assertInvalid(() => VEC.linearF16({ ...lin, wExp: null }), /mb_linear_f16: w_exp is NULL/);
+    assertInvalid(() => VEC.linearF16({ ...lin, y: null }), /mb_linear_f16: y is NULL/);
+    VEC.linearF16({ ...lin, n: 0, y: null }); // zero rows: nothing to do
+    const an = {
+      x,
+      residual: y,
+      accumulate: true,
+      weight: x,
+      bias: null,
+      normKind: "rmsnorm" as const,
+      eps: 1e-5,
+      n: 1,
+      d: 4,
+      outF16: h,
+      outExp: ex,
+    };
+    assertInvalid(
+      () => VEC.addNormF16({ ...an, x: y }),
+      /mb_add_norm_f16: x equals residual with accumulate set/,
+    );
+    assertInvalid(
+      () => VEC.addNormF16({ ...an, outExp: null }),
+      /mb_add_norm_f16: out_exp is NULL/,
+    );
+    assertInvalid(
+      () => VEC.addNormF16({ ...an, outF16: null }),
+      /mb_add_norm_f16: out_f16 is NULL/,
+    );
+    assertInvalid(() => VEC.addNormF16({ ...an, eps: -1 }), /mb_add_norm_f16: eps/);
+    VEC.addNormF16({ ...an, x: y, accumulate: false }); // the sum already in the residual
+    const conv = { x, ldx: 4, rows: 2, cols: 4, out: h, outExp: ex };
+    assertInvalid(() => VEC.toF16Scaled({ ...conv, ldx: 3 }), /mb_to_f16_scaled: ldx \(3\) < cols/);
+    assertInvalid(() => VEC.toF16Scaled({ ...conv, rows: -1 }), /rows \(-1\) < 0/);
+    assertInvalid(() => VEC.toF16Scaled({ ...conv, outExp: null }), /out_exp is NULL/);
+    // zero sizes: nothing written, e included
+    const kept = m.put(new Int32Array([77]));
+    VEC.toF16Scaled({ x: null, rows: 0, cols: 4, out: null, outExp: kept });
+    VEC.toF16Scaled({ x: null, rows: 3, cols: 0, out: null, outExp: kept });
+    assert.equal(m.i32(kept, 1)[0], 77);
+  });
+  // 2^-(ex + ew) leaves fp32's range exactly where the product does: inf, or 0 (+ the bias)
+  for (const [p, want] of [[2 ** 100, Infinity], [2 ** -100, 0.5]]) {
+    for (const [name, be] of ALL) {
+      withMem(be, (m) => {
+        const v = m.put(new Float32Array(5).fill(p)), wh = toF16(be, m, v, 5, 1, 5);
+        const y = m.zeros(4);
+        be.linearF16({
+          x: v,
+          wF16: m.put(wh.h),
+          wExp: m.put(new Int32Array([wh.e])),
+          bias: m.put(new Float32Array([0.5])),
+          n: 1,
+          inF: 5,
+          outF: 1,
+          y,
+        });
+        assert.equal(m.f32(y, 1)[0], want, `linear_f16 (${name}) of 5 x ${p}^2`);
+      });
+    }
+  }
+});
+
 // ---- registration --------------------------------------------------------------------------
 
 const CHECKS: [string, (be: Backend, seed: number) => void][] = [
   ["embedding", checkEmbedding],
   ["add_norm", checkAddNorm],
   ["linear", checkLinear],
+  ["to_f16_scaled", checkToF16Scaled],
+  ["linear_f16", checkLinearF16],
+  ["add_norm_f16", checkAddNormF16],
   ["causal_conv1d", checkConv],
   ["selective_scan", checkScan],
   ["selective_state_update_dt", checkStateUpdateDt],

@@ -91,3 +91,42 @@ for (const c of CASES) {
     },
   });
 }
+
+// The forward on the weights' fp16 twins (in_proj and out_proj on operands rounded as TF32
+// rounds them, the norm writing in_proj's input as scaled fp16): the CPU runs the same rounding
+// when asked, so the path is held to the independent references here, not only on a GPU.
+for (const c of [CASES[1], CASES[2]]) {
+  Deno.test({
+    name: `reference logits on fp16 twins (TF32's rounding, CPU): ${c.label}`,
+    ignore: !haveFixtures,
+    async fn() {
+      const exp = await expected();
+      const bytes = Uint8Array.from(exp.get(`${c.kind}.input_ids`) as Int32Array);
+      const load = (f16Products: boolean) =>
+        loadModel({
+          configPath: CONFIG,
+          modelId: MODEL_ID,
+          checkpoint: `${FIXTURES}${c.path}`,
+          device: "cpu",
+          f16Products,
+        });
+      const [model, strict] = [await load(true), await load(false)];
+      try {
+        assert.equal(model.f16Products, true);
+        assert.equal(strict.f16Products, false);
+        const r = await model.forward(bytes);
+        const e = maxRelError(r.logits, exp.get(`${c.kind}.logits`) as Float32Array);
+        assert.ok(e < 1e-3, `logits relative error ${e}`);
+        // the twins' path was taken: its rounding moves the logits off the fp32 forward's
+        const s = await strict.forward(bytes);
+        assert.ok(maxRelError(r.logits, s.logits) > 0, "the same logits as the fp32 forward");
+        // with taps the forward keeps its fp32 products (the modules' outputs are the original's)
+        const t = await model.forward(bytes, { taps: ["in_proj"], layers: [0] });
+        assert.deepEqual(t.logits, s.logits);
+      } finally {
+        model.close();
+        strict.close();
+      }
+    },
+  });
+}

@@ -194,6 +194,10 @@ int mbcuda_sum_add_norm(mb_ctx *ctx, const float *parts, int nparts, int64_t par
  * rows (mbcuda_norm_rows_fit). */
 bool mbcuda_norm_rows_fit(int64_t n, int64_t d, const float *res, const float *weight,
                           const float *bias, const float *out, const uint16_t *out_bf16);
+/* dst (n, cols) dense fp16 = rows (n of cols floats at ld) scaled by the power of two that
+ * puts the magnitude whose bits are at *bound_bits in [2^14, 2^15) (gemm.cu). */
+int mbcuda_f16_scale_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
+                          const unsigned *bound_bits, uint16_t *dst, const char *op);
 int mbcuda_norm_rows(mb_ctx *ctx, const float *res, const float *weight, const float *bias,
                      int norm_kind, float eps, int64_t n, int64_t d, float *out,
                      uint16_t *out_bf16);
@@ -377,6 +381,24 @@ __device__ __forceinline__ void mb_mma_bf16_16816(float (&d)[4], uint32_t a0, ui
       "{%8,%9}, {%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* The power of two that puts a largest magnitude of `bits` (an fp32's bits) in [2^14, 2^15): its
+ * exponent, -113 to 164 (0 for zero, inf or NaN, which then pass as they are): the scaled fp16
+ * rows' rule (mb_to_f16_scaled). */
+__device__ __forceinline__ int mb_f16_scale_exp(unsigned bits) {
+  const float a = __uint_as_float(bits);
+  if (!(a > 0.f) || isinf(a)) return 0;
+  int e;
+  (void)frexpf(a, &e); /* a = m 2^e, m in [0.5, 1) */
+  return 15 - e;
+}
+
+/* 2^e as two floats s1, s2 (2^164 is not one): v * s1 * s2 is v * 2^e exactly wherever the
+ * result is an fp16 normal. */
+__device__ __forceinline__ void mb_f16_scale_factors(int e, float *s1, float *s2) {
+  *s1 = ldexpf(1.f, e / 2);
+  *s2 = ldexpf(1.f, e - e / 2);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -286,8 +286,8 @@ static int gemm_bf16(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int
  * the fp16 tensor cores than on TF32's. fp16 keeps TF32's 11-bit significand (both round an fp32
  * value to 10 stored bits) but not its exponent range, so each operand is first scaled by a power
  * of two that puts its largest magnitude in [2^14, 2^15): no value can overflow, every value within
- * 2^-24 of the largest keeps the full significand (smaller ones, fp16 subnormals, are off by at
- * most 2^-25 of the largest, below the accumulation's own rounding), and the product is scaled back
+ * 2^-28 of the largest keeps the full significand (smaller ones, fp16 subnormals, are off by at
+ * most 2^-39 of the largest, far below the accumulation's own rounding), and the product is scaled back
  * exactly by cuBLAS's alpha (read from device memory: the scales are known only there). Costs two
  * passes over each operand (its largest magnitude, then the conversion), ~10 bytes an element, so
  * f16_worth takes this path only where the tensor cores' saving is well above them. */
@@ -304,16 +304,6 @@ __device__ __forceinline__ F16Operand f16_pick(const F16Operand &a, const F16Ope
   const bool y = blockIdx.y != 0;
   return F16Operand{y ? b.src : a.src, y ? b.ld : a.ld, y ? b.rows : a.rows,
                     y ? b.cols : a.cols, y ? b.dst : a.dst};
-}
-
-/* The power of two that puts a largest magnitude of `bits` (an fp32's bits) in [2^14, 2^15): its
- * exponent, -113 to 164 (0 for zero, inf or NaN, which then pass as they are). */
-__device__ __forceinline__ int f16_scale_exp(unsigned bits) {
-  const float a = __uint_as_float(bits);
-  if (!(a > 0.f) || isinf(a)) return 0;
-  int e;
-  (void)frexpf(a, &e); /* a = m 2^e, m in [0.5, 1) */
-  return 15 - e;
 }
 
 template <int V>
@@ -356,21 +346,26 @@ __global__ void k_f16_amax(F16Operand a, F16Operand b, unsigned *slots) {
   if (threadIdx.x == 0) atomicMax(slots + blockIdx.y, __float_as_uint(m));
 }
 
-/* dst = src scaled by its power of two, rounded to fp16 (nearest even); block (0, 0) also writes
- * the product's alpha (the inverse of both scales) and beta for cuBLAS. */
+/* dst = src scaled by its power of two, rounded to fp16 (nearest even). Block (0, y) writes
+ * operand y's exponent to exps (when not NULL); block (0, 0) the product's alpha (the inverse of
+ * both scales) and beta for cuBLAS (when ab is not NULL). */
 template <int V>
 __global__ void k_f16_convert(F16Operand a, F16Operand b, const unsigned *slots, float *ab,
-                              float beta) {
+                              float beta, int32_t *exps) {
   MB_PDL_ENTRY();
   const F16Operand o = f16_pick(a, b);
   /* 2^s as two floats (2^164 is not one); v * s1 * s2 is v * 2^s exactly wherever the result is
    * an fp16 normal */
-  const int se = f16_scale_exp(slots[blockIdx.y]);
-  const float s1 = ldexpf(1.f, se / 2), s2 = ldexpf(1.f, se - se / 2);
-  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
+  const int se = mb_f16_scale_exp(slots[blockIdx.y]);
+  float s1, s2;
+  mb_f16_scale_factors(se, &s1, &s2);
+  if (blockIdx.x == 0 && threadIdx.x == 0) {
+    if (exps) exps[blockIdx.y] = se;
     /* 2^-(s_x + s_w): inf or 0 where the product itself leaves fp32's range, as TF32's would */
-    ab[0] = ldexpf(1.f, -(f16_scale_exp(slots[0]) + f16_scale_exp(slots[1])));
-    ab[1] = beta;
+    if (ab && blockIdx.y == 0) {
+      ab[0] = ldexpf(1.f, -(mb_f16_scale_exp(slots[0]) + mb_f16_scale_exp(slots[1])));
+      ab[1] = beta;
+    }
   }
   const int64_t cv = o.cols / V;
   for (int64_t r0 = (int64_t)blockIdx.x * F16_ROWS; r0 < o.rows;
@@ -418,10 +413,20 @@ static bool f16_worth(const mbcuda_state *st, int64_t n, int64_t in_f, int64_t o
   return saved > 2.0 * passes;
 }
 
-/* y = x w^T + beta y on the fp16 tensor cores (fp32 accumulation and output), each operand scaled
- * by its power of two into the f16 scratch; cuBLAS reads alpha and beta from device memory. */
-/* The f16 scratch gemm_f32_via_f16 takes: 256 bytes of scales, then x's rows, then w's. */
-#define F16_HEAD 256 /* the slots (offset 0) and alpha, beta (offset 64) */
+/* alpha = 2^-(ex + ew) and beta for cuBLAS, from operands' exponents in device memory. */
+__global__ void k_f16_alpha(const int32_t *ex, const int32_t *ew, float *ab, float beta) {
+  MB_PDL_ENTRY();
+  if (threadIdx.x == 0) {
+    ab[0] = ldexpf(1.f, -(*ex + *ew));
+    ab[1] = beta;
+  }
+}
+
+/* The f16 scratch's head (F16_HEAD bytes): the largest magnitudes' bits (offset 0), alpha and
+ * beta (F16_AB), exponents of conversions made by a call (F16_EXPS); then x's rows, then w's. */
+#define F16_HEAD 256
+#define F16_AB 64
+#define F16_EXPS 128
 static size_t f16_x_bytes(int64_t n, int64_t in_f) {
   return ((size_t)(n * in_f) * 2 + 255) & ~(size_t)255;
 }
@@ -429,42 +434,131 @@ static size_t f16_scratch_bytes(int64_t n, int64_t in_f, int64_t out_f) {
   return F16_HEAD + f16_x_bytes(n, in_f) + (size_t)(out_f * in_f) * 2;
 }
 
-static int gemm_f32_via_f16(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int64_t n,
-                            int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
-                            const char *op) {
+/* The amax and conversion passes over one or two operands (a; b when b.src is not NULL) into
+ * the scratch whose head is `head`: exps (when not NULL) receives their exponents, ab (when not
+ * NULL) alpha and beta for a product of the two. */
+static int f16_passes(mb_ctx *ctx, const F16Operand &a, const F16Operand &b, void *head,
+                      int32_t *exps, float *ab, float beta, const char *op) {
   mbcuda_state *st = mbcuda_st(ctx);
-  const size_t xb = f16_x_bytes(n, in_f);
-  void *scr = NULL;
-  int rc = mbcuda_scratch_f16(ctx, f16_scratch_bytes(n, in_f, out_f), op, &scr);
-  if (rc) return rc;
-  unsigned *slots = (unsigned *)scr;            /* [0] x's largest magnitude, [1] w's */
-  float *ab = (float *)((char *)scr + 64);      /* alpha, beta */
-  __half *xh = (__half *)((char *)scr + F16_HEAD), *wh = (__half *)((char *)scr + F16_HEAD + xb);
-  const F16Operand ox = {x, ldx, n, in_f, xh}, ow = {(const float *)w, in_f, out_f, in_f, wh};
-  const bool v4 = in_f % 4 == 0 && ldx % 4 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
-  const int64_t groups = ((n > out_f ? n : out_f) + F16_ROWS - 1) / F16_ROWS;
-  const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count), 2);
+  unsigned *slots = (unsigned *)head; /* [0] a's largest magnitude, [1] b's */
+  const int two = b.src != NULL;
+  bool v4 = a.cols % 4 == 0 && a.ld % 4 == 0 && (uintptr_t)a.src % 16 == 0;
+  if (two) v4 = v4 && b.cols % 4 == 0 && b.ld % 4 == 0 && (uintptr_t)b.src % 16 == 0;
+  const int64_t rows = two && b.rows > a.rows ? b.rows : a.rows;
+  const int64_t groups = (rows + F16_ROWS - 1) / F16_ROWS;
+  const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count),
+                  two ? 2 : 1);
   MBCUDA_CHECK(cudaMemsetAsync(slots, 0, 2 * sizeof(unsigned), st->stream), op);
   const unsigned *cslots = slots;
   if (v4) {
-    MBCUDA_LAUNCH(op, k_f16_amax<4>, grid, dim3(256), 0, ox, ow, slots);
-    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, ox, ow, cslots, ab, beta);
+    MBCUDA_LAUNCH(op, k_f16_amax<4>, grid, dim3(256), 0, a, b, slots);
+    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, a, b, cslots, ab, beta, exps);
   } else {
-    MBCUDA_LAUNCH(op, k_f16_amax<1>, grid, dim3(256), 0, ox, ow, slots);
-    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, ox, ow, cslots, ab, beta);
+    MBCUDA_LAUNCH(op, k_f16_amax<1>, grid, dim3(256), 0, a, b, slots);
+    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, a, b, cslots, ab, beta, exps);
   }
+  return MB_OK;
+}
+
+/* y = alpha (x_h w_h^T) + beta y on the fp16 tensor cores, fp32 accumulation and output, x_h
+ * (n rows at ldxh) and w_h (out_f, in_f) fp16, alpha and beta read from ab in device memory. */
+static int f16_product(mb_ctx *ctx, const __half *xh, int64_t ldxh, const __half *wh, int64_t n,
+                       int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
+                       const float *ab, const char *op) {
+  mbcuda_state *st = mbcuda_st(ctx);
   int done = 0;
-  rc = mbcuda_gemm_lt(ctx, st->lt_f16, wh, CUDA_R_16F, xh, CUDA_R_16F, in_f, n, in_f, out_f, y,
-                      CUDA_R_32F, ldy, beta, ab, CUBLAS_COMPUTE_32F, op, &done);
+  int rc = mbcuda_gemm_lt(ctx, st->lt_f16, wh, CUDA_R_16F, xh, CUDA_R_16F, ldxh, n, in_f, out_f,
+                          y, CUDA_R_32F, ldy, beta, ab, CUBLAS_COMPUTE_32F, op, &done);
   if (rc || done) return rc;
   cublasHandle_t h = (cublasHandle_t)st->blas;
   BLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_DEVICE), op);
   const cublasStatus_t bs =
       cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, ab, wh,
-                   CUDA_R_16F, (int)in_f, xh, CUDA_R_16F, (int)in_f, ab + 1, y, CUDA_R_32F,
+                   CUDA_R_16F, (int)in_f, xh, CUDA_R_16F, (int)ldxh, ab + 1, y, CUDA_R_32F,
                    (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   BLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), op);
   BLAS_CHECK(bs, op);
+  return MB_OK;
+}
+
+static int gemm_f32_via_f16(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int64_t n,
+                            int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
+                            const char *op) {
+  const size_t xb = f16_x_bytes(n, in_f);
+  void *scr = NULL;
+  int rc = mbcuda_scratch_f16(ctx, f16_scratch_bytes(n, in_f, out_f), op, &scr);
+  if (rc) return rc;
+  float *ab = (float *)((char *)scr + F16_AB);
+  __half *xh = (__half *)((char *)scr + F16_HEAD), *wh = (__half *)((char *)scr + F16_HEAD + xb);
+  const F16Operand ox = {x, ldx, n, in_f, xh}, ow = {(const float *)w, in_f, out_f, in_f, wh};
+  rc = f16_passes(ctx, ox, ow, scr, NULL, ab, beta, op);
+  if (rc) return rc;
+  return f16_product(ctx, xh, in_f, wh, n, in_f, out_f, y, ldy, beta, ab, op);
+}
+
+int mbcuda_f16_scale_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
+                          const unsigned *bound_bits, uint16_t *dst, const char *op) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  const F16Operand o = {rows, ld, n, cols, (__half *)dst}, none = {NULL, 0, 0, 0, NULL};
+  const int64_t groups = (n + F16_ROWS - 1) / F16_ROWS;
+  const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count));
+  const bool v4 = cols % 4 == 0 && ld % 4 == 0 && (uintptr_t)rows % 16 == 0;
+  if (v4)
+    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, o, none, bound_bits, (float *)NULL,
+                  0.f, (int32_t *)NULL);
+  else
+    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, o, none, bound_bits, (float *)NULL,
+                  0.f, (int32_t *)NULL);
+  return MB_OK;
+}
+
+extern "C" int mbcuda_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows,
+                                    int64_t cols, uint16_t *out, int32_t *out_exp) {
+  if (rows <= 0 || cols <= 0) return MB_OK;
+  void *head = NULL;
+  int rc = mbcuda_scratch_f16(ctx, F16_HEAD, "to_f16_scaled", &head);
+  if (rc) return rc;
+  const F16Operand o = {x, ldx, rows, cols, (__half *)out}, none = {NULL, 0, 0, 0, NULL};
+  return f16_passes(ctx, o, none, head, out_exp, NULL, 0.f, "to_f16_scaled");
+}
+
+extern "C" int mbcuda_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
+                                 const int32_t *x_exp, int64_t ldx, const uint16_t *w_f16,
+                                 const int32_t *w_exp, const float *bias, int64_t n, int64_t in_f,
+                                 int64_t out_f, float *y, int64_t ldy, int accumulate) {
+  if (n <= 0 || out_f <= 0) return MB_OK;
+  if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
+    return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_f16: dimensions beyond 2^31");
+  const char *op = "linear_f16";
+  const float beta = accumulate ? 1.f : 0.f;
+  const __half *xh = (const __half *)x_f16;
+  int64_t ldxh = ldx;
+  void *scr = NULL;
+  /* a graph being captured cannot grow the scratch: x's rows need it there already */
+  const size_t need = x ? F16_HEAD + f16_x_bytes(n, in_f) : F16_HEAD;
+  if (mbcuda_st(ctx)->capturing && need > mbcuda_st(ctx)->scratch_f16_bytes)
+    return mb_fail(MB_ERR_INVALID, "cuda: linear_f16: fp32 rows in a graph capture need %zu bytes "
+                   "of scratch, %zu held (run the call once before capturing)", need,
+                   mbcuda_st(ctx)->scratch_f16_bytes);
+  int rc = mbcuda_scratch_f16(ctx, need, op, &scr);
+  if (rc) return rc;
+  float *ab = (float *)((char *)scr + F16_AB);
+  if (x) { /* x's rows scaled and rounded first, their exponent in the head */
+    int32_t *exps = (int32_t *)((char *)scr + F16_EXPS);
+    __half *dst = (__half *)((char *)scr + F16_HEAD);
+    const F16Operand ox = {x, ldx, n, in_f, dst}, none = {NULL, 0, 0, 0, NULL};
+    rc = f16_passes(ctx, ox, none, scr, exps, NULL, 0.f, op);
+    if (rc) return rc;
+    xh = dst;
+    ldxh = in_f;
+    x_exp = exps;
+  }
+  MBCUDA_LAUNCH(op, k_f16_alpha, dim3(1), dim3(32), 0, x_exp, w_exp, ab, beta);
+  rc = f16_product(ctx, xh, ldxh, (const __half *)w_f16, n, in_f, out_f, y, ldy, beta, ab, op);
+  if (rc) return rc;
+  if (bias)
+    MBCUDA_LAUNCH("linear_f16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy,
+                  bias, n, out_f);
   return MB_OK;
 }
 

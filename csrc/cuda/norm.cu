@@ -6,6 +6,7 @@
  * verification (n <= 65 rows) keep k_add_norm_reg, so a verified position still gets the bits of a
  * decoding step, and every decoding batch the same kernel.
  */
+#include <cuda_fp16.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -131,13 +132,15 @@ int mbcuda_sum_add_norm(mb_ctx *ctx, const float *parts, int nparts, int64_t par
 
 /* A warp per row, V4 float4s per lane (row element 4 (lane + 32 j) + e), the row in registers;
  * the statistics as k_add_norm_reg's (sum, then the squared deviations) with warp reductions.
- * STORE_RES false: the row is not stored back (mbcuda_norm_rows: x is the residual already). */
-template <int V4, bool STORE_RES = true>
+ * STORE_RES false: the row is not stored back (mbcuda_norm_rows: x is the residual already).
+ * F16: out_bf16 receives scaled fp16 rows instead, by the exponent at f16_exp
+ * (mb_add_norm_f16). */
+template <int V4, bool STORE_RES = true, bool F16 = false>
 __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
     k_add_norm_warp(const float *x, float *residual, int accumulate,
                     const float *__restrict__ weight, const float *__restrict__ bias,
                     int norm_kind, float eps, int64_t n, int64_t d, float *out,
-                    uint16_t *out_bf16) {
+                    uint16_t *out_bf16, const int32_t *f16_exp) {
   MB_PDL_ENTRY();
   const int lane = threadIdx.x & 31;
   const int64_t row = (int64_t)blockIdx.x * ADD_NORM_WARPS + (threadIdx.x >> 5);
@@ -192,6 +195,8 @@ __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
     rstd = 1.f / sqrtf(v / (float)d + eps);
   }
   const float4 *w4 = (const float4 *)weight, *b4 = (const float4 *)bias;
+  float s1 = 1.f, s2 = 1.f;
+  if (F16) mb_f16_scale_factors(*f16_exp, &s1, &s2);
 #pragma unroll
   for (int j = 0; j < V4; j++) {
     const int64_t c = lane + 32 * j;
@@ -204,7 +209,13 @@ __global__ void __launch_bounds__(ADD_NORM_WARPS * 32)
       o.z = (rv[j].z - mean) * rstd * wv.z + bv.z;
       o.w = (rv[j].w - mean) * rstd * wv.w + bv.w;
       if (orow) orow[c] = o;
-      if (brow) brow[c] = mb_f32x4_to_bf16(o);
+      if (F16) {
+        const __half2 h[2] = {__floats2half2_rn(o.x * s1 * s2, o.y * s1 * s2),
+                              __floats2half2_rn(o.z * s1 * s2, o.w * s1 * s2)};
+        brow[c] = *(const uint2 *)h;
+      } else if (brow) {
+        brow[c] = mb_f32x4_to_bf16(o);
+      }
     }
   }
 }
@@ -221,19 +232,19 @@ static bool warp_rows_fit(int64_t n, int64_t d, const float *x, const float *res
 }
 
 /* k_add_norm_warp over n rows, its V4 by d (rows that warp_rows_fit). */
-template <bool STORE_RES>
+template <bool STORE_RES, bool F16 = false>
 static int add_norm_warp_launch(mb_ctx *ctx, const char *op, const float *x, float *residual,
                                 int accumulate, const float *weight, const float *bias,
                                 int norm_kind, float eps, int64_t n, int64_t d, float *out,
-                                uint16_t *out_bf16) {
+                                uint16_t *out_bf16, const int32_t *f16_exp = nullptr) {
   const dim3 grid((unsigned)((n + ADD_NORM_WARPS - 1) / ADD_NORM_WARPS));
   const dim3 block(ADD_NORM_WARPS * 32);
   if (d <= 512)
-    MBCUDA_LAUNCH(op, (k_add_norm_warp<4, STORE_RES>), grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
+    MBCUDA_LAUNCH(op, (k_add_norm_warp<4, STORE_RES, F16>), grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16, f16_exp);
   else if (d <= 1024)
-    MBCUDA_LAUNCH(op, (k_add_norm_warp<8, STORE_RES>), grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
+    MBCUDA_LAUNCH(op, (k_add_norm_warp<8, STORE_RES, F16>), grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16, f16_exp);
   else
-    MBCUDA_LAUNCH(op, (k_add_norm_warp<16, STORE_RES>), grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16);
+    MBCUDA_LAUNCH(op, (k_add_norm_warp<16, STORE_RES, F16>), grid, block, 0, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out, out_bf16, f16_exp);
   return MB_OK;
 }
 
@@ -274,4 +285,55 @@ extern "C" int mbcuda_add_norm(mb_ctx *ctx, const float *x, float *residual, int
   }
   MBCUDA_LAUNCH("add_norm", k_add_norm, dim3((unsigned)n), dim3(row_threads(d)), 0, x, residual, accumulate, weight, bias, norm_kind, eps, d, out, out_bf16);
   return MB_OK;
+}
+
+/* ---- mb_add_norm_f16 --------------------------------------------------------------------------
+ * The rows' exponent comes first, from a bound on every normed element (sqrt(d) max|weight| +
+ * max|bias|), so the rows are normed and stored as scaled fp16 in one pass. */
+
+/* One block: *out_exp = the exponent of the bound; bound_bits (when not NULL) = its bits, as
+ * the largest magnitude k_f16_convert scales by (the generic path below). */
+__global__ void k_norm_f16_exp(const float *__restrict__ weight, const float *__restrict__ bias,
+                               int64_t d, int32_t *out_exp, unsigned *bound_bits) {
+  MB_PDL_ENTRY();
+  __shared__ float red[32];
+  float mw = 0.f, mb = 0.f;
+  for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+    mw = fmaxf(mw, fabsf(weight[c]));
+    if (bias) mb = fmaxf(mb, fabsf(bias[c]));
+  }
+  mw = block_max(mw, red);
+  mb = block_max(mb, red);
+  if (threadIdx.x == 0) {
+    /* no fused multiply-add: the CPU's bound, the same float operations */
+    const float b = __fadd_rn(__fmul_rn(sqrtf((float)d), mw), mb);
+    *out_exp = mb_f16_scale_exp(__float_as_uint(b));
+    if (bound_bits) *bound_bits = __float_as_uint(b);
+  }
+}
+
+extern "C" int mbcuda_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int accumulate,
+                                   const float *weight, const float *bias, int norm_kind,
+                                   float eps, int64_t n, int64_t d, uint16_t *out_f16,
+                                   int32_t *out_exp) {
+  if (n <= 0 || d <= 0) return MB_OK;
+  if (n > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: add_norm_f16: too many rows");
+  const char *op = "add_norm_f16";
+  if (warp_rows_fit(n, d, x, residual, weight, bias, NULL, out_f16)) {
+    MBCUDA_LAUNCH(op, k_norm_f16_exp, dim3(1), dim3(256), 0, weight, bias, d, out_exp,
+                  (unsigned *)NULL);
+    return add_norm_warp_launch<true, true>(ctx, op, x, residual, accumulate, weight, bias,
+                                            norm_kind, eps, n, d, NULL, out_f16, out_exp);
+  }
+  /* other shapes: mb_add_norm's fp32 rows in the scratch, then scaled by the bound */
+  void *rows = NULL, *head = NULL;
+  int rc = mbcuda_scratch(ctx, (size_t)(n * d) * sizeof(float), op, &rows);
+  if (!rc) rc = mbcuda_scratch_f16(ctx, 64, op, &head);
+  if (!rc) rc = mbcuda_add_norm(ctx, x, residual, accumulate, weight, bias, norm_kind, eps, n, d,
+                                (float *)rows, NULL);
+  if (rc) return rc;
+  MBCUDA_LAUNCH(op, k_norm_f16_exp, dim3(1), dim3(256), 0, weight, bias, d, out_exp,
+                (unsigned *)head);
+  return mbcuda_f16_scale_rows(ctx, (const float *)rows, d, n, d, (const unsigned *)head,
+                               out_f16, op);
 }

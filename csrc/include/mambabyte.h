@@ -267,6 +267,48 @@ int mb_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int6
                        float *out, uint16_t *out_bf16);
 
 /**
+ * Scaled fp16 rows, the operands of mb_linear_f16 (TF32's precision on the fp16 tensor cores):
+ *   out[i, j] = fp16(x[i * ldx + j] * 2^e)          (round to nearest even), i < rows, j < cols
+ *   *out_exp  = e
+ * e (one int32, written where the call's other outputs are: device memory on CUDA) puts the
+ * block's largest finite magnitude in [2^14, 2^15): no value overflows, and every value within
+ * 2^-28 of the largest keeps an 11-bit significand, as TF32 rounds it; smaller ones become fp16
+ * subnormals (absolute error at most 2^-39 of the largest). e = 0 when every value is 0 or the
+ * largest magnitude is infinite (values then pass unscaled); NaN stays NaN. out: dense (rows,
+ * cols). Weights are converted once, at load, with this.
+ */
+int mb_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int64_t cols,
+                     uint16_t *out, int32_t *out_exp);
+
+/**
+ * A product of scaled fp16 operands (mb_to_f16_scaled's), fp32 accumulation and output:
+ *   y[i, o] = 2^-(ex + ew) * sum_k xh[i, k] * wh[o, k] + bias[o] (+ y[i, o] when accumulate)
+ * x is given either as fp32 rows (x, ld ldx: the call scales and rounds them first, as
+ * mb_to_f16_scaled does) or as scaled fp16 rows (x_f16 with its exponent x_exp, ld ldx); exactly
+ * one. w_f16: (out_f, in_f) dense with its exponent w_exp. x_exp and w_exp are read where the
+ * operands are (device memory on CUDA). bias may be NULL. On CUDA the fp16 tensor cores (for
+ * n <= 8 too); 2^-(ex + ew) is inf or 0 exactly where the product leaves fp32's range. in_f >= 1.
+ */
+int mb_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16, const int32_t *x_exp,
+                  int64_t ldx, const uint16_t *w_f16, const int32_t *w_exp, const float *bias,
+                  int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy, int accumulate);
+
+/**
+ * mb_add_norm with its output as scaled fp16 rows (in_proj's operand for mb_linear_f16):
+ * residual is updated as mb_add_norm updates it, and
+ *   out_f16[i, :] = fp16((norm(residual[i, :]) * weight + bias) * 2^e)   (dense (n, d))
+ *   *out_exp      = e
+ * with e from a bound known before any row is normed, sqrt(d) max|weight| + max|bias| (a normed
+ * row's elements are at most sqrt(d) in magnitude), put in [2^14, 2^15) as mb_to_f16_scaled
+ * puts a largest magnitude: one pass, no overflow, and a row's elements keep 11 significant bits
+ * down to 2^-28 of the bound. x may equal residual when accumulate is 0 (the residual already
+ * holds the sum: the forward's out_proj added its product in place).
+ */
+int mb_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int accumulate,
+                    const float *weight, const float *bias, int norm_kind, float eps, int64_t n,
+                    int64_t d, uint16_t *out_f16, int32_t *out_exp);
+
+/**
  * Causal depthwise conv1d over `batch` sequences of `len` positions and d channels, kernel width k:
  *   pre[b, t, c] = bias[c] + sum_j w[c, j] * xin[b, t - (k-1) + j, c]
  * where positions before 0 come from conv_state (b, c, 0..k-2), oldest first (zeros when

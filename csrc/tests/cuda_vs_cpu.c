@@ -16,7 +16,8 @@
  *     [--only discrete_a|draft_greedy|linear|bf16|scan|ssu|decode|download|sample]
  *     [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
- *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm (and the norm's NT form)
+ *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm (and the norm's NT form),
+ *     the scaled fp16 ops (mb_to_f16_scaled, mb_linear_f16, mb_add_norm_f16)
  *     and mb_conv1d_step_linear;
  *     --only bf16: only the bf16 xz and delta ops (mb_linear_to_bf16, the conv of bf16 x, the scan
  *     of bf16 delta and z; with --small also the tile scan's pairs, at 256 x 3584);
@@ -425,6 +426,131 @@ static void t_linear_f16_range(void) {
     pfree(&X), pfree(&W), pfree(&B), pfree(&Y);
     free(xh), free(wh), free(g), free(c);
   }
+}
+
+/* fp16 bits -> float (exact). */
+static float f16_to_f32(uint16_t h) {
+  const int e = (h >> 10) & 31, m = h & 1023;
+  const float v = e == 0 ? ldexpf((float)m, -24)
+                  : e == 31 ? (m ? NAN : INFINITY)
+                            : ldexpf((float)(m | 1024), e - 25);
+  return h & 0x8000 ? -v : v;
+}
+
+/* A scaled fp16 buffer of each context (n values, exponent e), decoded to floats. */
+static float *f16_decoded(mb_ctx *ctx, const void *dev, int64_t n, int32_t e) {
+  uint16_t *h = (uint16_t *)malloc((size_t)(n > 0 ? n : 1) * 2);
+  MBX(mb_ctx_synchronize(GPU));
+  MBX(mb_memcpy_d2h(ctx, h, dev, (size_t)n * 2));
+  float *f = (float *)malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+  for (int64_t i = 0; i < n; i++) f[i] = ldexpf(f16_to_f32(h[i]), -e);
+  free(h);
+  return f;
+}
+static int32_t exp_of(mb_ctx *ctx, const void *dev) {
+  int32_t e;
+  MBX(mb_ctx_synchronize(GPU));
+  MBX(mb_memcpy_d2h(ctx, &e, dev, 4));
+  return e;
+}
+
+/* mb_to_f16_scaled: the same exponent and bits on both (a maximum, a power of two and a rounding
+ * are exact), over magnitudes fp16 holds only scaled, an all-zero block and an infinite one. */
+static void t_to_f16_scaled(void) {
+  const int64_t shapes[][3] = {{1, 5, 5}, {37, 33, 40}, {300, 512, 516}, {64, 1792, 1792}};
+  const float mags[] = {1.f, 3e5f, 1e-30f, 1e36f, 0.f, INFINITY};
+  for (int si = 0; si < 4; si++)
+    for (int mi = 0; mi < 6; mi++) {
+      const int64_t rows = shapes[si][0], cols = shapes[si][1], ld = shapes[si][2];
+      if (g_small && si == 3) continue;
+      float *h = hrand(rows * ld, -1, 1);
+      for (int64_t i = 0; i < rows * ld; i++)
+        h[i] = mags[mi] == 0.f ? 0.f : isinf(mags[mi]) ? h[i] : h[i] * mags[mi];
+      if (isinf(mags[mi])) h[(rows / 2) * ld + cols / 2] = -INFINITY;
+      pair X = pf(h, rows * ld), O = pb16(rows * cols), E = pnew(NULL, 4);
+      MBX(mb_to_f16_scaled(CPU, C(X), ld, rows, cols, (uint16_t *)O.c, (int32_t *)E.c));
+      MBX(mb_to_f16_scaled(GPU, G(X), ld, rows, cols, (uint16_t *)O.g, (int32_t *)E.g));
+      char cfg[80];
+      snprintf(cfg, sizeof cfg, "rows=%lld cols=%lld ld=%lld mag=%g", (long long)rows,
+               (long long)cols, (long long)ld, (double)mags[mi]);
+      const int32_t ec = exp_of(CPU, E.c), eg = exp_of(GPU, E.g);
+      check("to_f16_scaled", cfg, "exp", ec == eg ? 0 : 1, 0);
+      uint16_t *a = (uint16_t *)malloc(O.bytes), *b = (uint16_t *)malloc(O.bytes);
+      MBX(mb_memcpy_d2h(CPU, a, O.c, O.bytes));
+      MBX(mb_memcpy_d2h(GPU, b, O.g, O.bytes));
+      check("to_f16_scaled", cfg, "bits", memcmp(a, b, O.bytes) ? 1 : 0, 0);
+      free(a), free(b), free(h);
+      pfree(&X), pfree(&O), pfree(&E);
+    }
+}
+
+/* mb_linear_f16 from fp32 rows and from scaled fp16 ones, bias or not, added to y or not: within
+ * fp32's 1e-5 of the CPU (products of fp16 values are exact in fp32; only the order of the sums
+ * differs). */
+static void t_linear_f16(void) {
+  const int64_t shapes[][4] = {{1, 5, 7, 0}, {3, 33, 7, 3}, {9, 512, 384, 4},
+                               {300, 512, 384, 0}, {257, 1792, 1000, 8}};
+  for (int si = 0; si < 5; si++)
+    for (int form = 0; form < 4; form++) {
+      const int64_t n = shapes[si][0], in_f = shapes[si][1], out_f = shapes[si][2];
+      const int64_t ldx = in_f + shapes[si][3];
+      if (g_small && si == 4) continue;
+      const int from_f32 = form & 1, acc = (form >> 1) & 1, hasb = (form + si) % 2;
+      pair X = prand(n * ldx, -3, 3), W = prand(out_f * in_f, -0.2f, 0.2f);
+      pair B = prand(out_f, -1, 1), Y = prand(n * out_f, -1, 1);
+      pair XH = pb16(n * ldx), WH = pb16(out_f * in_f), E = pnew(NULL, 8);
+      mb_ctx *ctxs[2] = {CPU, GPU};
+      for (int k = 0; k < 2; k++) {
+        mb_ctx *cx = ctxs[k];
+        void *x = k ? X.g : X.c, *xh = k ? XH.g : XH.c, *w = k ? W.g : W.c;
+        void *wh = k ? WH.g : WH.c, *e = k ? E.g : E.c, *b = k ? B.g : B.c, *y = k ? Y.g : Y.c;
+        MBX(mb_to_f16_scaled(cx, (const float *)w, in_f, out_f, in_f, (uint16_t *)wh,
+                             (int32_t *)e + 1));
+        if (!from_f32)
+          MBX(mb_to_f16_scaled(cx, (const float *)x, ldx, n, in_f, (uint16_t *)xh, (int32_t *)e));
+        MBX(mb_linear_f16(cx, from_f32 ? (const float *)x : NULL,
+                          from_f32 ? NULL : (const uint16_t *)xh, from_f32 ? NULL : (int32_t *)e,
+                          from_f32 ? ldx : in_f, (const uint16_t *)wh, (const int32_t *)e + 1,
+                          hasb ? (const float *)b : NULL, n, in_f, out_f, (float *)y, out_f, acc));
+      }
+      char cfg[80];
+      snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ldx=%lld %s acc=%d bias=%d",
+               (long long)n, (long long)in_f, (long long)out_f, (long long)ldx,
+               from_f32 ? "x fp32" : "x f16", acc, hasb);
+      check("linear_f16", cfg, "y", rel_all(&Y), 1e-5);
+      pfree(&X), pfree(&W), pfree(&B), pfree(&Y), pfree(&XH), pfree(&WH), pfree(&E);
+    }
+}
+
+/* mb_add_norm_f16 on both of the CUDA backend's paths (the warp kernel from 257 rows of d % 4 ==
+ * 0; the fp32 norm then its scaling otherwise): the residual as mb_add_norm's within 1e-5, the
+ * same exponent, the decoded rows within fp16's rounding of the CPU's. */
+static void t_add_norm_f16(void) {
+  const int64_t shapes[][2] = {{1, 37}, {7, 1792}, {300, 1792}, {257, 1000}, {300, 1030},
+                               {2000, 512}};
+  for (int si = 0; si < 6; si++)
+    for (int form = 0; form < 4; form++) {
+      const int64_t n = shapes[si][0], d = shapes[si][1];
+      if (g_small && n > 300) continue;
+      const int kind = form & 1, acc = (form >> 1) & 1, hasb = !kind;
+      const int same = !acc && (si + form) % 3 == 0; /* x is the residual */
+      pair X = prand(n * d, -2, 2), R = prand(n * d, -1, 3), W = prand(d, -1.5f, 1.5f);
+      pair B = prand(d, -0.5f, 0.5f), O = pb16(n * d), E = pnew(NULL, 4);
+      MBX(mb_add_norm_f16(CPU, same ? C(R) : C(X), C(R), acc, C(W), hasb ? C(B) : NULL, kind,
+                          1e-5f, n, d, (uint16_t *)O.c, (int32_t *)E.c));
+      MBX(mb_add_norm_f16(GPU, same ? G(R) : G(X), G(R), acc, G(W), hasb ? G(B) : NULL, kind,
+                          1e-5f, n, d, (uint16_t *)O.g, (int32_t *)E.g));
+      char cfg[80];
+      snprintf(cfg, sizeof cfg, "n=%lld d=%lld %s acc=%d bias=%d x=res:%d", (long long)n,
+               (long long)d, kind ? "rms" : "layer", acc, hasb, same);
+      check("add_norm_f16", cfg, "residual", rel_all(&R), 1e-5);
+      const int32_t ec = exp_of(CPU, E.c), eg = exp_of(GPU, E.g);
+      check("add_norm_f16", cfg, "exp", ec == eg ? 0 : 1, 0);
+      float *c = f16_decoded(CPU, O.c, n * d, ec), *g = f16_decoded(GPU, O.g, n * d, eg);
+      check("add_norm_f16", cfg, "out", rel_of(g, c, (size_t)(n * d), 1, n * d, 0), 1e-3);
+      free(c), free(g);
+      pfree(&X), pfree(&R), pfree(&W), pfree(&B), pfree(&O), pfree(&E);
+    }
 }
 
 /* Elements (n rows of m at ld ld) of two device buffers whose bits differ. */
@@ -2585,6 +2711,9 @@ int main(int argc, char **argv) {
   }
   if (g_only_lin) {
     t_linear();
+    t_to_f16_scaled();
+    t_linear_f16();
+    t_add_norm_f16();
     with_gpu_env("MAMBABYTE_CUDA_TF32_F16", "2", "TF32 on fp16 operands from 9 rows", t_tf32_f16);
     t_linear_bf16();
     t_linear_to_bf16();
@@ -2602,6 +2731,9 @@ int main(int argc, char **argv) {
   t_linear_bf16();
   t_linear_to_bf16();
   t_linear_add_norm();
+  t_to_f16_scaled();
+  t_linear_f16();
+  t_add_norm_f16();
   with_gpu_env("MAMBABYTE_CUDA_TF32_F16", "2", "TF32 on fp16 operands from 9 rows", t_tf32_f16);
   /* its peer: the two calls everywhere */
   with_gpu_env("MAMBABYTE_CUDA_OUT_SPLIT", "0", "out_proj and the norm as two calls",

@@ -557,6 +557,114 @@ export class Backend {
     );
   }
 
+  /**
+   * Scaled fp16 rows (mb_to_f16_scaled, the operands of {@link Backend.linearF16}): out (rows,
+   * cols, dense) = fp16(x * 2^e), rounded to nearest even, and `outExp` (one int32 in backend
+   * memory) = e, the power of two that puts the largest finite magnitude in [2^14, 2^15) (0 when
+   * every value is 0 or the largest is infinite). ldx defaults to cols.
+   */
+  toF16Scaled(a: {
+    x: Ptr;
+    ldx?: number;
+    rows: number;
+    cols: number;
+    out: Ptr;
+    outExp: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_to_f16_scaled(
+        this.#c,
+        a.x,
+        I(a.ldx ?? a.cols),
+        I(a.rows),
+        I(a.cols),
+        a.out,
+        a.outExp,
+      ),
+      "to_f16_scaled",
+    );
+  }
+
+  /**
+   * A product of scaled fp16 operands (mb_linear_f16): y = 2^-(ex + ew) xh wh^T + bias (+ y with
+   * `accumulate`), fp32 accumulation. x is given as fp32 rows (`x`, scaled and rounded first as
+   * toF16Scaled does) or as scaled fp16 rows (`xF16` with its exponent `xExp`); exactly one. `wF16`
+   * (outF, inF) dense with its exponent `wExp` (toF16Scaled's). ldx defaults to inF, ldy to outF.
+   */
+  linearF16(a: {
+    x?: Ptr;
+    xF16?: Ptr;
+    xExp?: Ptr;
+    ldx?: number;
+    wF16: Ptr;
+    wExp: Ptr;
+    bias?: Ptr;
+    n: number;
+    inF: number;
+    outF: number;
+    y: Ptr;
+    ldy?: number;
+    accumulate?: boolean;
+  }): void {
+    check(
+      this.#lib.mb_linear_f16(
+        this.#c,
+        a.x ?? null,
+        a.xF16 ?? null,
+        a.xExp ?? null,
+        I(a.ldx ?? a.inF),
+        a.wF16,
+        a.wExp,
+        a.bias ?? null,
+        I(a.n),
+        I(a.inF),
+        I(a.outF),
+        a.y,
+        I(a.ldy ?? a.outF),
+        a.accumulate ? 1 : 0,
+      ),
+      "linear_f16",
+    );
+  }
+
+  /**
+   * {@link Backend.addNorm} with its output as scaled fp16 rows (mb_add_norm_f16, in_proj's operand
+   * for {@link Backend.linearF16}): the residual is updated as addNorm updates it, `outF16` (n, d)
+   * = fp16(out * 2^e) and `outExp` = e, from the bound sqrt(d) max|weight| + max|bias|. x may equal
+   * residual when accumulate is false.
+   */
+  addNormF16(a: {
+    x: Ptr;
+    residual: Ptr;
+    accumulate: boolean;
+    weight: Ptr;
+    bias: Ptr;
+    normKind: NormKindCode;
+    eps: number;
+    n: number;
+    d: number;
+    outF16: Ptr;
+    outExp: Ptr;
+  }): void {
+    check(
+      this.#lib.mb_add_norm_f16(
+        this.#c,
+        a.x,
+        a.residual,
+        a.accumulate ? 1 : 0,
+        a.weight,
+        a.bias,
+        NORM_CODE[a.normKind],
+        a.eps,
+        I(a.n),
+        I(a.d),
+        a.outF16,
+        a.outExp,
+      ),
+      "add_norm_f16",
+    );
+  }
+
   /** mb_linear and mb_linear_bf16: one signature, x's type aside. */
   #product(fn: "mb_linear" | "mb_linear_bf16", a: LinearArgs, op: string): void {
     check(

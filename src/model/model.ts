@@ -14,6 +14,7 @@ import type { DraftModel } from "../generate/drafter.ts";
 import {
   type Backend,
   envValue,
+  FLAG_ALLOW_TF32,
   type LayerBuffers,
   type LayerShape,
   offsetPtr,
@@ -30,6 +31,7 @@ import { generateBytes, type GenerateOptions } from "../generate/decode.ts";
 import { type DecodeContext, keepDecodeContexts } from "../generate/decode_context.ts";
 import { generateSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
+import { f16TwinBytes, F16Twins } from "./f16_twins.ts";
 import { HostRegistry } from "./host_registry.ts";
 import { TapPipeline } from "./tap_pipeline.ts";
 import { RecurrentState, type VerifyBuffers, Workspace } from "./workspace.ts";
@@ -274,6 +276,15 @@ export interface MambaByteLMOptions {
   decodeLayers?: boolean;
   /** Whether close() frees the weights (default true; false: {@link MambaByteLM.onBackend}). */
   ownsWeights?: boolean;
+  /**
+   * Whether forwards without taps run in_proj and out_proj of chunks over 8 positions on fp16
+   * operands scaled by powers of two (Backend.linearF16: TF32's rounding of every operand, on the
+   * fp16 tensor cores): the weights' fp16 twins are made here, once (3 d_inner d_model 2 bytes a
+   * layer), and the norm writes in_proj's input as such. fp32 weights only; used while the backend
+   * allows TF32. Default: on for a CUDA model with fp32 weights whose backend allows TF32 unless
+   * MAMBABYTE_CUDA_TF32_F16=0; the CPU (exact fp32 products of the rounded operands) when asked.
+   */
+  f16Products?: boolean;
 }
 
 /**
@@ -317,6 +328,10 @@ export class MambaByteLM {
   #decodeKept: DecodeContext | null = null;
   #closed = false;
   readonly #ownsWeights: boolean;
+  /** The weights' fp16 twins (MambaByteLMOptions.f16Products), or null. */
+  #f16: F16Twins | null;
+  /** Whether close() frees them (not a model of onBackend's, which shares them). */
+  #ownsF16: boolean;
 
   /**
    * Binds weights uploaded for `config.dims` to the backend (norm epsilon and chunk length from
@@ -343,10 +358,19 @@ export class MambaByteLM {
       (options.bf16MixerActivations ?? envValue("MAMBABYTE_CUDA_BF16_MIXER") !== "0");
     // (the environment is read only where it matters: a CUDA model with bf16 activations)
     this.#tcMinBatch = this.bf16Activations ? tensorCoreMinBatch() : Infinity;
+    const f16 = weights.wdtype === "f32" &&
+      (options.f16Products ??
+        (backend.kind === "cuda" && (backend.flags & FLAG_ALLOW_TF32) !== 0 &&
+          envValue("MAMBABYTE_CUDA_TF32_F16") !== "0"));
+    this.#ownsF16 = f16;
+    // the twins made below come out of the memory an automatic chunk size may take
+    const twinBytes = this.#ownsF16 ? f16TwinBytes(config.dims) : 0;
     this.chunkSize = resolveChunkSize(options.chunkSize ?? config.chunkSize, {
       device: backend.kind === "cuda" ? "cuda" : "cpu",
       dims: config.dims,
-      freeBytes: backend.kind === "cuda" ? Number(backend.info().mem_free ?? 0) : 0,
+      freeBytes: backend.kind === "cuda"
+        ? Math.max(0, Number(backend.info().mem_free ?? 0) - twinBytes)
+        : 0,
       logitsWidth: this.vocabOut,
       bf16Activations: this.bf16Activations,
     });
@@ -360,6 +384,12 @@ export class MambaByteLM {
         `vocabOut ${this.vocabOut} is outside 1..${weights.vocabRows} (the embedding's rows)`,
       );
     }
+    this.#f16 = f16 ? F16Twins.make(backend, weights, config.dims) : null;
+  }
+
+  /** Whether forwards run in_proj and out_proj on fp16 twins (MambaByteLMOptions.f16Products). */
+  get f16Products(): boolean {
+    return this.#f16 !== null;
   }
 
   /**
@@ -371,7 +401,7 @@ export class MambaByteLM {
   onBackend(be: Backend): MambaByteLM | null {
     if (be === this.backend) return this;
     if (be.kind !== this.backend.kind || be.device !== this.backend.device) return null;
-    return new MambaByteLM(be, this.config, this.weights, {
+    const m = new MambaByteLM(be, this.config, this.weights, {
       source: this.source,
       chunkSize: this.chunkSize,
       vocabOut: this.vocabOut,
@@ -379,7 +409,10 @@ export class MambaByteLM {
       bf16MixerActivations: this.bf16MixerActivations,
       decodeLayers: this.decodeLayers,
       ownsWeights: false,
+      f16Products: false, // this model's twins, below
     });
+    m.#f16 = this.#f16;
+    return m;
   }
 
   /** "cpu" or "cuda". */
@@ -469,7 +502,9 @@ export class MambaByteLM {
    * `afterLayer`, chunks of more than 8 positions run out_proj with the next layer's add + norm,
    * and with bf16MixerActivations in_proj writes xz and dt_proj delta as bf16 bits into the first
    * half of ws.xz's and ws.delta's bytes, which the conv and the scan read as such; the conv then
-   * writes only its bf16 copy, which the scan reads as u.
+   * writes only its bf16 copy, which the scan reads as u. With the weights' fp16 twins
+   * (f16Products) and TF32 allowed, such chunks run in_proj and out_proj on the twins: the norm
+   * writes in_proj's input as scaled fp16, out_proj adds into the residual in place.
    */
   forwardLayers(
     ws: Workspace,
@@ -488,14 +523,32 @@ export class MambaByteLM {
     const fuseNorm = afterLayer === undefined && len > 8;
     // xz and delta as bf16 (no taps read them)
     const mixBf16 = bf !== null && afterLayer === undefined && this.bf16MixerActivations;
+    // in_proj and out_proj on the weights' fp16 twins while TF32 is allowed (fp32 weights)
+    const f16 = fuseNorm && bf === null && (be.flags & FLAG_ALLOW_TF32) !== 0 &&
+        ws.rows * this.dims.dModel >= 16
+      ? this.#f16
+      : null;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
-      if (!fuseNorm || i === 0) {
-        this.#norm(ws, i, len, bf?.normed, bf !== null && afterLayer === undefined);
+      if (f16) {
+        if (i === 0) this.#normF16(ws, i, len, ws.hidden.ptr, false);
+        be.linearF16({
+          ...this.#inProj(ws, i, len),
+          x: null,
+          xF16: ws.normed.ptr,
+          xExp: this.#normF16Exp(ws),
+          wF16: f16.inProj(i).w,
+          wExp: f16.inProj(i).exp,
+        });
+      } else {
+        if (!fuseNorm || i === 0) {
+          this.#norm(ws, i, len, bf?.normed, bf !== null && afterLayer === undefined);
+        }
+        if (mixBf16) {
+          be.linearToBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr, xBf16: true });
+        } else if (bf) be.linearBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr });
+        else be.linear(this.#inProj(ws, i, len));
       }
-      if (mixBf16) be.linearToBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr, xBf16: true });
-      else if (bf) be.linearBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr });
-      else be.linear(this.#inProj(ws, i, len));
       this.#conv(ws, i, ws.xz.ptr, state.conv[i].ptr, 1, len, {
         xBf16: mixBf16,
         outPreact: convPre(i) ? ws.convPre.ptr : null,
@@ -535,11 +588,57 @@ export class MambaByteLM {
         y: bf ? null : ws.y.ptr,
         yBf16: bf?.y.ptr ?? null,
       });
-      if (fuseNorm && i + 1 < this.dims.nLayer) this.#outProjNorm(ws, i, len, bf);
+      if (f16) this.#outProjF16(ws, i, len, f16);
+      else if (fuseNorm && i + 1 < this.dims.nLayer) this.#outProjNorm(ws, i, len, bf);
       else if (bf) be.linearBf16({ ...this.#outProjOperands(ws, i, len), x: bf.y.ptr });
       else be.linear(this.#outProjOperands(ws, i, len));
       afterLayer?.(i);
     }
+  }
+
+  /**
+   * Layer i's add + norm with its output as scaled fp16 rows for in_proj's twin: x (+ ws.residual)
+   * -> ws.residual, and the rows into the first half of ws.normed's bytes (an fp32 normed row is
+   * not needed then), their exponent after them ({@link #normF16Exp}).
+   */
+  #normF16(ws: Workspace, i: number, rows: number, x: Ptr, accumulate: boolean): void {
+    const w = this.weights.layers[i];
+    this.backend.addNormF16({
+      x,
+      residual: ws.residual.ptr,
+      accumulate,
+      weight: w.normWeight.ptr,
+      bias: w.normBias?.ptr ?? null,
+      normKind: this.weights.normKind,
+      eps: this.eps,
+      n: rows,
+      d: this.dims.dModel,
+      outF16: ws.normed.ptr,
+      outExp: this.#normF16Exp(ws),
+    });
+  }
+
+  /** Where {@link #normF16} puts its rows' exponent: past ws.rows fp16 rows, 16-byte aligned. */
+  #normF16Exp(ws: Workspace): Ptr {
+    return offsetPtr(ws.normed.ptr, Math.ceil((ws.rows * this.dims.dModel * 2) / 16) * 16);
+  }
+
+  /**
+   * Layer i's out_proj on its fp16 twin (ws.y scaled and rounded by the call): added to
+   * ws.residual in place, then layer i + 1's norm of it; the last layer's into ws.hidden (the
+   * head adds it).
+   */
+  #outProjF16(ws: Workspace, i: number, rows: number, f16: F16Twins): void {
+    const last = i + 1 === this.dims.nLayer;
+    const { y: _, ...product } = this.#outProjOperands(ws, i, rows);
+    this.backend.linearF16({
+      ...product,
+      wF16: f16.outProj(i).w,
+      wExp: f16.outProj(i).exp,
+      y: last ? ws.hidden.ptr : ws.residual.ptr,
+      accumulate: !last,
+    });
+    if (!last) this.#normF16(ws, i + 1, rows, ws.residual.ptr, false);
   }
 
   /**
@@ -1327,6 +1426,7 @@ export class MambaByteLM {
     this.releaseDecodeBuffers();
     this.#tapPipe?.free();
     this.#hostRegistry?.clear();
+    if (this.#ownsF16) this.#f16?.free();
     if (this.#ownsWeights) freeWeights(this.weights);
     if (this.ownsBackend) this.backend.close();
   }

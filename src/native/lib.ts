@@ -147,6 +147,54 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  mb_to_f16_scaled: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "i64", // ldx
+      "i64", // rows
+      "i64", // cols
+      "pointer", // out (fp16 bits)
+      "pointer", // out_exp (int32)
+    ],
+    result: "i32",
+  },
+  mb_linear_f16: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "pointer", // x_f16
+      "pointer", // x_exp
+      "i64", // ldx
+      "pointer", // w_f16
+      "pointer", // w_exp
+      "pointer", // bias
+      "i64", // n
+      "i64", // in_f
+      "i64", // out_f
+      "pointer", // y
+      "i64", // ldy
+      "i32", // accumulate
+    ],
+    result: "i32",
+  },
+  mb_add_norm_f16: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "pointer", // residual
+      "i32", // accumulate
+      "pointer", // weight
+      "pointer", // bias
+      "i32", // norm_kind
+      "f32", // eps
+      "i64", // n
+      "i64", // d
+      "pointer", // out_f16
+      "pointer", // out_exp (int32)
+    ],
+    result: "i32",
+  },
   mb_causal_conv1d: {
     parameters: [
       "pointer", // ctx
