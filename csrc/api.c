@@ -623,11 +623,12 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_b
                                 const float *z, const uint16_t *z_bf16, int64_t ldz, float *state,
                                 float *states_all, int64_t batch, int64_t len, int64_t d,
                                 int64_t n, int delta_softplus, float *y, int64_t ldy,
-                                uint16_t *y_bf16) {
+                                uint16_t *y_bf16, int32_t *y_f16_exp) {
   static const char fn[] = "mb_selective_scan";
   REQUIRE(!(u && u_bf16), "%s: u and u_bf16 are both given", fn);
   REQUIRE(!(delta && delta_bf16), "%s: delta and delta_bf16 are both given", fn);
   REQUIRE(!(z && z_bf16), "%s: z and z_bf16 are both given", fn);
+  REQUIRE(!y_f16_exp || y, "%s: y_f16_exp needs y", fn);
   /* the checks see each operand as given, fp32 or bf16 */
   const float *uu = u ? u : (const float *)u_bf16;
   const float *dd = delta ? delta : (const float *)delta_bf16;
@@ -637,7 +638,7 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_b
   if (st != MB_OK) return st < 0 ? MB_OK : st;
   DISPATCH(selective_scan, ctx, u, u_bf16, ldu, delta, delta_bf16, ld_delta, delta_bias, A, Bm,
            ldb, Cm, ldc, Dskip, z, z_bf16, ldz, state, states_all, batch, len, d, n,
-           delta_softplus, y, ldy, y_bf16);
+           delta_softplus, y, ldy, y_bf16, y_f16_exp);
 }
 
 /* The checks of the two ops that compute delta from x_dbl (dt_proj) before the update: delta is
@@ -684,7 +685,7 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
     if (st != MB_OK) return st;
     return mb_selective_scan(ctx, u, NULL, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc,
                              Dskip, z, NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y,
-                             ldy, y_bf16);
+                             ldy, y_bf16, NULL);
   }
   DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
            A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n, delta_softplus, delta_out, y,
@@ -714,7 +715,7 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
     }
     return mb_selective_scan(ctx, u, NULL, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc,
                              Dskip, z, NULL, ldz, state, states_all, batch, len, d, n,
-                             delta_softplus, y, ldy, NULL);
+                             delta_softplus, y, ldy, NULL, NULL);
   }
   DISPATCH(selective_scan_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A, Bm,
            ldb, Cm, ldc, Dskip, z, ldz, state, states_all, batch, len, d, n, delta_softplus,

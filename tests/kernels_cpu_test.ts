@@ -2152,6 +2152,193 @@ Deno.test("fp16 operands: argument validation, zero sizes, the scale's range", (
   }
 });
 
+/**
+ * mb_selective_scan's y_f16_exp: the exponent mb_to_f16_scaled would choose for y's batch * len
+ * rows of d (not their padding), and y itself bit for bit as without it. Padding columns of y hold
+ * 3e38: read, they would change the exponent. The decoding form (len 1), the sequence form on
+ * several threads, magnitudes far from 1, and bf16 u (widened first). Every CPU context.
+ */
+Deno.test("selective_scan: y_f16_exp is to_f16_scaled's exponent of y's rows, y unchanged", () => {
+  const r = rng(testSeed() + 11);
+  for (const [name, be] of ALL) {
+    for (
+      const [batch, len, d, n, uScale, uBf16] of [
+        [2, 1, 37, 16, 1, false],
+        [2, 33, 37, 16, 1, false],
+        [2, 9, 20, 5, 2 ** 20, false],
+        [2, 5, 11, 4, 2 ** -30, false],
+        [2, 17, 24, 16, 1, true],
+      ] as const
+    ) {
+      const c = scanCase(r, batch, len, d, n, { pad: 3 });
+      const u = c.u.map((v) => v * uScale);
+      const rows = batch * len;
+      const run = (withExp: boolean) =>
+        withMem(be, (m) => {
+          const y = m.put(new Float32Array(rows * c.ld).fill(3e38));
+          const sp = m.put(c.state!);
+          const yF16Exp = withExp ? m.put(new Int32Array([12345])) : null;
+          be.selectiveScan({
+            u: m.put(uBf16 ? toBf16(u) : u),
+            uBf16,
+            ldu: c.ld,
+            delta: m.put(c.delta),
+            ldDelta: c.ld,
+            A: m.put(c.A),
+            B: m.put(c.B),
+            ldb: c.ldbc,
+            C: m.put(c.C),
+            ldc: c.ldbc,
+            D: m.put(c.D!),
+            z: m.put(c.z!),
+            ldz: c.ld,
+            state: sp,
+            statesAll: null,
+            batch,
+            len,
+            d,
+            n,
+            deltaSoftplus: true,
+            y,
+            ldy: c.ld,
+            yF16Exp,
+          });
+          return {
+            y: m.f32(y, rows * c.ld),
+            state: m.f32(sp, batch * d * n),
+            e: yF16Exp ? m.i32(yF16Exp, 1)[0] : null,
+            // to_f16_scaled on the same rows afterwards
+            want: toF16(be, m, y, c.ld, rows, d).e,
+          };
+        });
+      const plain = run(false), got = run(true);
+      const tag = `${name} b=${batch} len=${len} d=${d} n=${n} u*${uScale} uBf16=${uBf16}`;
+      assert.deepEqual(bitsOf(got.y), bitsOf(plain.y), `${tag}: y`);
+      assert.deepEqual(bitsOf(got.state), bitsOf(plain.state), `${tag}: state`);
+      assert.equal(got.e, got.want, `${tag}: y_f16_exp vs to_f16_scaled`);
+      const rowsOnly = new Float32Array(rows * d);
+      for (let i = 0; i < rows; i++) {
+        rowsOnly.set(got.y.subarray(i * c.ld, i * c.ld + d), i * d);
+      }
+      assert.equal(got.e, scaleExp(amaxOf(rowsOnly)), `${tag}: y_f16_exp vs the rule`);
+    }
+  }
+});
+
+Deno.test("selective_scan: y_f16_exp needs y; zero sizes write nothing", () => {
+  withMem(VEC, (m) => {
+    const c = scanCase(rng(testSeed() + 12), 1, 2, 4, 3);
+    const kept = m.put(new Int32Array([77]));
+    const a = {
+      u: m.put(c.u),
+      ldu: c.ld,
+      delta: m.put(c.delta),
+      ldDelta: c.ld,
+      A: m.put(c.A),
+      B: m.put(c.B),
+      ldb: c.ldbc,
+      C: m.put(c.C),
+      ldc: c.ldbc,
+      D: null,
+      z: null,
+      ldz: c.ld,
+      state: null,
+      statesAll: null,
+      batch: 1,
+      len: 2,
+      d: 4,
+      n: 3,
+      deltaSoftplus: true,
+      y: m.zeros(2 * c.ld * 4),
+      ldy: c.ld,
+      yF16Exp: kept,
+    };
+    const needsY = /mb_selective_scan: y_f16_exp needs y/;
+    assertInvalid(() => VEC.selectiveScan({ ...a, y: null, yBf16: m.zeros(2 * c.ld * 2) }), needsY);
+    assertInvalid(() => VEC.selectiveScan({ ...a, y: null }), needsY);
+    VEC.selectiveScan({ ...a, batch: 0 });
+    VEC.selectiveScan({ ...a, len: 0 });
+    assert.equal(m.i32(kept, 1)[0], 77, "zero sizes: y_f16_exp untouched");
+    VEC.selectiveScan(a);
+    assert.notEqual(m.i32(kept, 1)[0], 77, "y_f16_exp written");
+  });
+});
+
+/**
+ * mb_linear_f16 with fp32 x and x_exp: x scaled by 2^x_exp with no pass of its own. With
+ * to_f16_scaled's exponent it gives the bits of the x_f16 form; one below (a smaller scale) stays
+ * the product of the operands rounded at that scale, within fp16's error of the float64 product;
+ * two above overflows fp16 at x's largest magnitude (so x_exp is not ignored). Every CPU context.
+ */
+Deno.test("linear_f16: fp32 x with x_exp scales by x_exp (the x_f16 form's bits at the rule's)", () => {
+  const r = rng(testSeed() + 13);
+  for (const [name, be] of ALL) {
+    for (
+      const [n, inF, outF, mag] of [[1, 5, 7, 0], [3, 33, 7, 0], [17, 33, 7, 1], [17, 64, 20, 0]]
+    ) {
+      withMem(be, (m) => {
+        const ldx = inF + 3, ldy = outF + 2, accumulate = n !== 1;
+        const xs = mag ? 2 ** 70 : 1, ws = mag ? 2 ** -80 : 1;
+        const x = randArray(r, n * ldx).map((v, k) => k % ldx < inF ? v * xs : 1e30);
+        const w = randArray(r, outF * inF).map((v) => v * ws);
+        const bias = randArray(r, outF), y0 = randArray(r, n * ldy);
+        const xp = m.put(x);
+        const wh = toF16(be, m, m.put(w), inF, outF, inF), xh = toF16(be, m, xp, ldx, n, inF);
+        const xhPad = new Uint16Array(n * ldx).fill(0x7e00);
+        for (let i = 0; i < n; i++) xhPad.set(xh.h.subarray(i * inF, (i + 1) * inF), i * ldx);
+        const common = {
+          ldx,
+          wF16: m.put(wh.h),
+          wExp: m.put(new Int32Array([wh.e])),
+          bias: m.put(bias),
+          n,
+          inF,
+          outF,
+          ldy,
+          accumulate,
+        };
+        const withExp = (e: number) => {
+          const y = m.put(y0);
+          be.linearF16({ ...common, x: xp, xExp: m.put(new Int32Array([e])), y });
+          return m.f32(y, n * ldy);
+        };
+        const yH = m.put(y0);
+        be.linearF16({ ...common, xF16: m.put(xhPad), xExp: m.put(new Int32Array([xh.e])), y: yH });
+        const tag = `linear_f16 (${name}) n=${n} in=${inF} out=${outF} mag=${mag}`;
+        assert.deepEqual(bitsOf(withExp(xh.e)), bitsOf(m.f32(yH, n * ldy)), `${tag}: x_exp = e`);
+        // one below the rule: the operands rounded at 2^(e-1)
+        const e = xh.e - 1, got = withExp(e), s = 2 ** -(e + wh.e);
+        const expR = Float64Array.from(y0), scaleR = new Float64Array(n * ldy);
+        const expF = Float64Array.from(y0), scaleF = new Float64Array(n * ldy);
+        for (let i = 0; i < n; i++) {
+          for (let o = 0; o < outF; o++) {
+            const base = bias[o] + (accumulate ? y0[i * ldy + o] : 0);
+            const abase = Math.abs(bias[o]) + (accumulate ? Math.abs(y0[i * ldy + o]) : 0);
+            let sr = 0, ar = 0, sf = 0, af = 0;
+            for (let k = 0; k < inF; k++) {
+              const pr = roundF16(x[i * ldx + k] * 2 ** e) * fromF16(wh.h[o * inF + k]);
+              const pf = x[i * ldx + k] * w[o * inF + k];
+              sr += pr;
+              ar += Math.abs(pr);
+              sf += pf;
+              af += Math.abs(pf);
+            }
+            expR[i * ldy + o] = s * sr + base;
+            scaleR[i * ldy + o] = s * ar + abase;
+            expF[i * ldy + o] = sf + base;
+            scaleF[i * ldy + o] = af + abase;
+          }
+        }
+        assertClose(`${tag}: x_exp = e - 1 (rounded operands)`, got, expR, 1e-5, 1e-12, scaleR);
+        assertClose(`${tag}: x_exp = e - 1 (fp32 operands)`, got, expF, 2e-3, 1e-12, scaleF);
+        // two above: x's largest magnitude scaled past 65520 rounds to inf
+        const over = withExp(xh.e + 2);
+        assert.ok(over.some((v) => !Number.isFinite(v)), `${tag}: x_exp = e + 2 overflows`);
+      });
+    }
+  }
+});
+
 // ---- registration --------------------------------------------------------------------------
 
 const CHECKS: [string, (be: Backend, seed: number) => void][] = [

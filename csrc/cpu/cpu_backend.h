@@ -108,6 +108,10 @@ void mbcpu_rows_to_bf16(const float *x, int64_t ldx, int64_t rows, int64_t cols,
 /** bfloat16 rows widened into a new (rows, cols) fp32 matrix (free() it); NULL without memory. */
 float *mbcpu_widen_rows(const uint16_t *x, int64_t ldx, int64_t rows, int64_t cols);
 
+/** f16.c: the power of two mb_to_f16_scaled chooses for (rows, cols) at ld ldx (f16.h's
+ * mbcpu_f16_scale_exp of the largest magnitude, NaN skipped); rows, cols >= 1. */
+int mbcpu_f16_rows_exp(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int64_t cols);
+
 /** mb_linear's skinny (decoding) path: at most this many input rows. */
 #define MBCPU_SKINNY_MAX 8
 

@@ -50,6 +50,10 @@ static float block_amax(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, 
   return m;
 }
 
+int mbcpu_f16_rows_exp(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int64_t cols) {
+  return mbcpu_f16_scale_exp(block_amax(ctx, x, ldx, rows, cols));
+}
+
 /* ---- conversions -------------------------------------------------------------------------- */
 
 /* Rows of cols values into dense rows: fp32 source scaled by 2^e and rounded to fp16 (into h
@@ -82,7 +86,7 @@ static void convert(mb_ctx *ctx, const convert_job *job, int64_t rows) {
 
 int mbcpu_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int64_t cols,
                         uint16_t *out, int32_t *out_exp) {
-  const int e = mbcpu_f16_scale_exp(block_amax(ctx, x, ldx, rows, cols));
+  const int e = mbcpu_f16_rows_exp(ctx, x, ldx, rows, cols);
   const convert_job job = {.src = x, .lds = ldx, .cols = cols, .e = e, .h = out};
   convert(ctx, &job, rows);
   *out_exp = e;
@@ -116,8 +120,8 @@ static int linear_f16_into(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
                            int64_t out_f, float *y, int64_t ldy, int accumulate, float *xf,
                            float *wf, float *acc) {
   int ex;
-  if (x) { /* rounded as mb_to_f16_scaled rounds it */
-    ex = mbcpu_f16_scale_exp(block_amax(ctx, x, ldx, n, in_f));
+  if (x) { /* rounded as mb_to_f16_scaled rounds it, by the given exponent when there is one */
+    ex = x_exp ? *x_exp : mbcpu_f16_rows_exp(ctx, x, ldx, n, in_f);
     const convert_job jx = {.src = x, .lds = ldx, .cols = in_f, .e = ex, .f = xf};
     convert(ctx, &jx, n);
   } else {

@@ -597,7 +597,7 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, in
                          const uint16_t *z_bf16,
                          int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
                          int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy,
-                         uint16_t *y_bf16) {
+                         uint16_t *y_bf16, int32_t *y_f16_exp) {
   if (u_bf16 || delta_bf16 || z_bf16) { /* the floats the bits stand for, then the fp32 scan */
     const int64_t rows = batch * len;
     float *uf = u_bf16 ? mbcpu_widen_rows(u_bf16, ldu, rows, d) : NULL;
@@ -611,7 +611,7 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, in
                                 df ? d : ld_delta,
                                 delta_bias, A, Bm, ldb, Cm, ldc, Dskip, zf ? zf : z, NULL,
                                 zf ? d : ldz, state, states_all, batch, len, d, n, delta_softplus,
-                                y, ldy, y_bf16);
+                                y, ldy, y_bf16, y_f16_exp);
     free(uf);
     free(df);
     free(zf);
@@ -653,6 +653,8 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, in
   free(tmp);
   if (atomic_load(&job.failed))
     return mb_fail(MB_ERR_OOM, "mb_selective_scan: out of memory (state buffer)");
+  /* out_proj's exponent: mb_to_f16_scaled's over y's rows (y is given: api.c) */
+  if (y_f16_exp) *y_f16_exp = mbcpu_f16_rows_exp(ctx, y, ldy, batch * len, d);
   return MB_OK;
 }
 
@@ -745,7 +747,7 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
   if (st == MB_OK)
     st = mbcpu_selective_scan(ctx, u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip,
                               z, NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y, ldy,
-                              y_bf16);
+                              y_bf16, NULL);
   if (delta != delta_out) free(delta);
   return st;
 }
@@ -777,7 +779,7 @@ int mbcpu_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const floa
   if (st == MB_OK)
     st = mbcpu_selective_scan(ctx, u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip,
                               z, NULL, ldz, state, states_all, batch, len, d, n, delta_softplus, y,
-                              ldy, NULL);
+                              ldy, NULL, NULL);
   if (delta != delta_out) free(delta);
   return st;
 }

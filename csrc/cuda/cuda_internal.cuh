@@ -18,6 +18,7 @@
 #define MBCUDA_MAX_RETIRED 16
 #define MBCUDA_ROW_DONE 16384 /* row groups of the pass's in_proj with the conv (2 d_inner at most) */
 #define MBCUDA_DONE_GRID_BAR 32 /* index in mbcuda_state.done of a grid barrier's two counters */
+#define MBCUDA_DONE_SCAN_AMAX 40 /* ... of the tile scan's largest |y| and its blocks done */
 #define MBCUDA_DL_SLOTS 8 /* staging buffers of mb_download_async (downloads in flight) */
 /* mb_linear_bf16 and mb_linear_add_norm with bf16 weights take the tensor cores from this many
  * rows (mb_linear keeps its GEMV, one row's bits a row, up to 8) */
@@ -64,7 +65,8 @@ struct mbcuda_state {
                                           * use: freed when the last graph is destroyed */
   int n_scratch_old;
   unsigned int *done;    /* device counters: [0] the last-block pattern of mb_sample,
-                          * [MBCUDA_DONE_GRID_BAR..+1] k_conv_linear's grid barrier */
+                          * [MBCUDA_DONE_GRID_BAR..+1] k_conv_linear's grid barrier,
+                          * [MBCUDA_DONE_SCAN_AMAX..+1] the tile scan's y_f16_exp */
   unsigned int *row_done; /* the verification pass's in_proj: arrivals a row group
                            * (MBCUDA_ROW_DONE of them), back to 0 after each launch */
   cudaGraphExec_t graphs[MBCUDA_MAX_GRAPHS];
@@ -196,6 +198,10 @@ bool mbcuda_norm_rows_fit(int64_t n, int64_t d, const float *res, const float *w
                           const float *bias, const float *out, const uint16_t *out_bf16);
 /* dst (n, cols) dense fp16 = rows (n of cols floats at ld) scaled by the power of two that
  * puts the magnitude whose bits are at *bound_bits in [2^14, 2^15) (gemm.cu). */
+/* *exp = the scaled fp16 rows' exponent (mb_to_f16_scaled's rule) of n rows of cols floats at
+ * ld, from a pass for their largest magnitude (gemm.cu). */
+int mbcuda_f16_exp_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
+                        int32_t *exp, const char *op);
 int mbcuda_f16_scale_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
                           const unsigned *bound_bits, uint16_t *dst, const char *op);
 int mbcuda_norm_rows(mb_ctx *ctx, const float *res, const float *weight, const float *bias,

@@ -346,17 +346,18 @@ __global__ void k_f16_amax(F16Operand a, F16Operand b, unsigned *slots) {
   if (threadIdx.x == 0) atomicMax(slots + blockIdx.y, __float_as_uint(m));
 }
 
-/* dst = src scaled by its power of two, rounded to fp16 (nearest even). Block (0, y) writes
- * operand y's exponent to exps (when not NULL); block (0, 0) the product's alpha (the inverse of
- * both scales) and beta for cuBLAS (when ab is not NULL). */
+/* dst = src scaled by its power of two (from its largest magnitude's bits in slots, or given:
+ * exp_in, one operand), rounded to fp16 (nearest even). Block (0, y) writes operand y's exponent
+ * to exps (when not NULL); block (0, 0) the product's alpha (the inverse of both scales) and beta
+ * for cuBLAS (when ab is not NULL). */
 template <int V>
-__global__ void k_f16_convert(F16Operand a, F16Operand b, const unsigned *slots, float *ab,
-                              float beta, int32_t *exps) {
+__global__ void k_f16_convert(F16Operand a, F16Operand b, const unsigned *slots,
+                              const int32_t *exp_in, float *ab, float beta, int32_t *exps) {
   MB_PDL_ENTRY();
   const F16Operand o = f16_pick(a, b);
   /* 2^s as two floats (2^164 is not one); v * s1 * s2 is v * 2^s exactly wherever the result is
    * an fp16 normal */
-  const int se = mb_f16_scale_exp(slots[blockIdx.y]);
+  const int se = exp_in ? *exp_in : mb_f16_scale_exp(slots[blockIdx.y]);
   float s1, s2;
   mb_f16_scale_factors(se, &s1, &s2);
   if (blockIdx.x == 0 && threadIdx.x == 0) {
@@ -452,10 +453,12 @@ static int f16_passes(mb_ctx *ctx, const F16Operand &a, const F16Operand &b, voi
   const unsigned *cslots = slots;
   if (v4) {
     MBCUDA_LAUNCH(op, k_f16_amax<4>, grid, dim3(256), 0, a, b, slots);
-    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, a, b, cslots, ab, beta, exps);
+    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, a, b, cslots, (const int32_t *)NULL,
+                  ab, beta, exps);
   } else {
     MBCUDA_LAUNCH(op, k_f16_amax<1>, grid, dim3(256), 0, a, b, slots);
-    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, a, b, cslots, ab, beta, exps);
+    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, a, b, cslots, (const int32_t *)NULL,
+                  ab, beta, exps);
   }
   return MB_OK;
 }
@@ -504,11 +507,52 @@ int mbcuda_f16_scale_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n,
   const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count));
   const bool v4 = cols % 4 == 0 && ld % 4 == 0 && (uintptr_t)rows % 16 == 0;
   if (v4)
-    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, o, none, bound_bits, (float *)NULL,
-                  0.f, (int32_t *)NULL);
+    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, o, none, bound_bits,
+                  (const int32_t *)NULL, (float *)NULL, 0.f, (int32_t *)NULL);
   else
-    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, o, none, bound_bits, (float *)NULL,
-                  0.f, (int32_t *)NULL);
+    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, o, none, bound_bits,
+                  (const int32_t *)NULL, (float *)NULL, 0.f, (int32_t *)NULL);
+  return MB_OK;
+}
+
+/* One operand's conversion by an exponent already known (exp_in, device memory). */
+static int f16_scale_by(mb_ctx *ctx, const F16Operand &o, const int32_t *exp_in, const char *op) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  const F16Operand none = {NULL, 0, 0, 0, NULL};
+  const int64_t groups = (o.rows + F16_ROWS - 1) / F16_ROWS;
+  const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count));
+  if (o.cols % 4 == 0 && o.ld % 4 == 0 && (uintptr_t)o.src % 16 == 0)
+    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, o, none, (const unsigned *)NULL,
+                  exp_in, (float *)NULL, 0.f, (int32_t *)NULL);
+  else
+    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, o, none, (const unsigned *)NULL,
+                  exp_in, (float *)NULL, 0.f, (int32_t *)NULL);
+  return MB_OK;
+}
+
+/* *exp = the exponent of the largest magnitude whose bits are at slots[0]. */
+__global__ void k_f16_exp_of(const unsigned *slots, int32_t *exp) {
+  MB_PDL_ENTRY();
+  if (threadIdx.x == 0) *exp = mb_f16_scale_exp(slots[0]);
+}
+
+int mbcuda_f16_exp_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
+                        int32_t *exp, const char *op) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  void *head = NULL;
+  int rc = mbcuda_scratch_f16(ctx, F16_HEAD, op, &head);
+  if (rc) return rc;
+  unsigned *slots = (unsigned *)head;
+  const F16Operand o = {rows, ld, n, cols, NULL}, none = {NULL, 0, 0, 0, NULL};
+  const int64_t groups = (n + F16_ROWS - 1) / F16_ROWS;
+  const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count));
+  MBCUDA_CHECK(cudaMemsetAsync(slots, 0, sizeof(unsigned), st->stream), op);
+  if (cols % 4 == 0 && ld % 4 == 0 && (uintptr_t)rows % 16 == 0)
+    MBCUDA_LAUNCH(op, k_f16_amax<4>, grid, dim3(256), 0, o, none, slots);
+  else
+    MBCUDA_LAUNCH(op, k_f16_amax<1>, grid, dim3(256), 0, o, none, slots);
+  const unsigned *cslots = slots;
+  MBCUDA_LAUNCH(op, k_f16_exp_of, dim3(1), dim3(32), 0, cslots, exp);
   return MB_OK;
 }
 
@@ -543,15 +587,17 @@ extern "C" int mbcuda_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_
   int rc = mbcuda_scratch_f16(ctx, need, op, &scr);
   if (rc) return rc;
   float *ab = (float *)((char *)scr + F16_AB);
-  if (x) { /* x's rows scaled and rounded first, their exponent in the head */
+  if (x) { /* x's rows scaled and rounded first (by x_exp when given; else their exponent is
+            * found and put in the head) */
     int32_t *exps = (int32_t *)((char *)scr + F16_EXPS);
     __half *dst = (__half *)((char *)scr + F16_HEAD);
     const F16Operand ox = {x, ldx, n, in_f, dst}, none = {NULL, 0, 0, 0, NULL};
-    rc = f16_passes(ctx, ox, none, scr, exps, NULL, 0.f, op);
+    rc = x_exp ? f16_scale_by(ctx, ox, x_exp, op)
+               : f16_passes(ctx, ox, none, scr, exps, NULL, 0.f, op);
     if (rc) return rc;
     xh = dst;
     ldxh = in_f;
-    x_exp = exps;
+    if (!x_exp) x_exp = exps;
   }
   MBCUDA_LAUNCH(op, k_f16_alpha, dim3(1), dim3(32), 0, x_exp, w_exp, ab, beta);
   rc = f16_product(ctx, xh, ldxh, (const __half *)w_f16, n, in_f, out_f, y, ldy, beta, ab, op);

@@ -322,6 +322,9 @@ extern "C" int mbcuda_add_norm_f16(mb_ctx *ctx, const float *x, float *residual,
   if (warp_rows_fit(n, d, x, residual, weight, bias, NULL, out_f16)) {
     MBCUDA_LAUNCH(op, k_norm_f16_exp, dim3(1), dim3(256), 0, weight, bias, d, out_exp,
                   (unsigned *)NULL);
+    if (x == residual && !accumulate) /* the residual holds the sum already: not stored back */
+      return add_norm_warp_launch<false, true>(ctx, op, x, residual, 0, weight, bias, norm_kind,
+                                               eps, n, d, NULL, out_f16, out_exp);
     return add_norm_warp_launch<true, true>(ctx, op, x, residual, accumulate, weight, bias,
                                             norm_kind, eps, n, d, NULL, out_f16, out_exp);
   }

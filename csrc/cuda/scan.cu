@@ -36,6 +36,9 @@ struct ScanArgs {
   int softplus;
   float *y; int64_t ldy;
   uint16_t *y_bf16;   /* (rows, ldy) bf16 bits of y, or NULL; y may be NULL then */
+  int32_t *y_exp;     /* y's scaled fp16 exponent (mb_selective_scan's y_f16_exp), or NULL */
+  unsigned *y_amax;   /* the tile scan's [0] largest |y| (bits), [1] blocks done: both 0
+                       * between launches (the last block puts them back) */
   /* chunked scan */
   int64_t chunk;      /* positions per chunk */
   int64_t nchunks;
@@ -332,10 +335,11 @@ __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t
 }
 
 /* Writes the chunk's y rows (in Us, per channel) to global memory, fp32 and/or bf16, coalesced
- * (the staging's thread pattern). */
+ * (the staging's thread pattern); with a.y_exp, the largest |y| written goes into *ymax (bits, in
+ * shared memory: a register held across the whole kernel made the state loop spill). */
 template <int K>
 __device__ __forceinline__ void scan_store_y(const ScanArgs &a, int64_t b, int64_t c0, int64_t t0,
-                                             int rows, const float *Ys) {
+                                             int rows, const float *Ys, unsigned *ymax) {
   using T = ScanTile<K>;
   constexpr int R = T::L;
   const int w = threadIdx.x % SCAN_TILE_CH, tl0 = threadIdx.x / SCAN_TILE_CH;
@@ -345,12 +349,17 @@ __device__ __forceinline__ void scan_store_y(const ScanArgs &a, int64_t b, int64
   const float *q = Ys + w * T::ROW + T::pos(tl0);
   const bool whole = rows == SCAN_TC; /* no per-row predicate */
   if (a.y) {
-    float *p = a.y + o;
+    float *p = a.y + o, m = 0.f;
 #pragma unroll
     for (int j = 0; j < SCAN_TC / R; j++) {
-      if (whole || tl0 + R * j < rows) *p = q[j * (R / K) * T::STRIDE];
+      if (whole || tl0 + R * j < rows) {
+        const float v = q[j * (R / K) * T::STRIDE];
+        *p = v;
+        m = fmaxf(m, fabsf(v)); /* NaN skipped */
+      }
       p += step;
     }
+    if (a.y_exp) atomicMax(ymax, __float_as_uint(m));
   }
   if (a.y_bf16) {
     uint16_t *p = a.y_bf16 + o;
@@ -359,6 +368,19 @@ __device__ __forceinline__ void scan_store_y(const ScanArgs &a, int64_t b, int64
       if (whole || tl0 + R * j < rows) *p = mb_f32_to_bf16(q[j * (R / K) * T::STRIDE]);
       p += step;
     }
+  }
+}
+
+/* y_f16_exp from the tile scan's blocks (one thread each): each adds its largest |y| to
+ * a.y_amax[0] (non-negative floats order as their bits), the last to finish writes the exponent
+ * and puts both counters back to 0 for the next launch. */
+__device__ void scan_y_exp_finish(const ScanArgs &a, float ymax) {
+  atomicMax(a.y_amax, __float_as_uint(ymax));
+  __threadfence();
+  if (atomicAdd(a.y_amax + 1, 1u) == gridDim.x * gridDim.y - 1) {
+    __threadfence();
+    *a.y_exp = mb_f16_scale_exp(atomicExch(a.y_amax, 0u));
+    atomicExch(a.y_amax + 1, 0u);
   }
 }
 
@@ -501,6 +523,8 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   const int lo = w * T::ROW + ll * T::STRIDE; /* this lane's positions in Us/Ds */
   const int lo_pair = (w >> 1) * T::ROW + ll * T::STRIDE; /* ... in pair rows (HB) */
   const bool has_z = HB ? a.z_h != nullptr : a.z != nullptr;
+  __shared__ unsigned ymax; /* y_exp: the block's largest |y| so far (bits; scan_store_y) */
+  if (threadIdx.x == 0) ymax = 0u; /* seen after the loop's first barrier */
 
   for (int64_t t0 = 0; t0 < a.len; t0 += SCAN_TC) {
     const int rows = a.len - t0 < SCAN_TC ? (int)(a.len - t0) : SCAN_TC;
@@ -569,9 +593,13 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
     for (int k = 0; k < K; k += 4)
       *(float4 *)(Us + lo + k) = make_float4(y[k], y[k + 1], y[k + 2], y[k + 3]);
     __syncthreads();
-    scan_store_y<K>(a, b, c0, t0, rows, Us);
+    scan_store_y<K>(a, b, c0, t0, rows, Us, &ymax);
   }
   if (st && ll < n) st[ll] = carry_l;
+  if (a.y_exp) {
+    __syncthreads(); /* every thread's atomicMax on ymax is done */
+    if (threadIdx.x == 0) scan_y_exp_finish(a, __uint_as_float(ymax));
+  }
 }
 
 template <int K, bool HB>
@@ -667,20 +695,25 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, const uint16_t
                                      const float *Dskip, const float *z, const uint16_t *z_bf16,
                                      int64_t ldz, float *state, float *states_all, int64_t batch,
                                      int64_t len, int64_t d, int64_t n, int delta_softplus,
-                                     float *y, int64_t ldy, uint16_t *y_bf16) {
+                                     float *y, int64_t ldy, uint16_t *y_bf16,
+                                     int32_t *y_f16_exp) {
   if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
   ScanArgs a = {u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
                 u_bf16, delta_bf16, z_bf16, state, states_all, batch, len, d, (int)n,
-                delta_softplus, y, ldy, y_bf16, 0, 0, nullptr, nullptr};
+                delta_softplus, y, ldy, y_bf16, y_f16_exp,
+                mbcuda_st(ctx)->done + MBCUDA_DONE_SCAN_AMAX, 0, 0, nullptr, nullptr};
   /* n >= 1 here: api.c rejects n < 1 */
   int launched = 0;
   int rc = scan_tile_launch(ctx, a, &launched);
-  if (rc || launched) return rc;
-  if (n <= 4) return scan_launch<4>(ctx, a);
-  if (n <= 8) return scan_launch<8>(ctx, a);
-  if (n <= 16) return scan_launch<16>(ctx, a);
-  if (n <= 32) return scan_launch<32>(ctx, a);
-  if (n <= 64) return scan_launch<64>(ctx, a);
-  return mb_fail(MB_ERR_UNSUPPORTED, "cuda: selective_scan: d_state %lld > 64 is not supported",
-                 (long long)n);
+  if (rc || launched) return rc; /* the tile scan's blocks found y's exponent */
+  if (n <= 4) rc = scan_launch<4>(ctx, a);
+  else if (n <= 8) rc = scan_launch<8>(ctx, a);
+  else if (n <= 16) rc = scan_launch<16>(ctx, a);
+  else if (n <= 32) rc = scan_launch<32>(ctx, a);
+  else if (n <= 64) rc = scan_launch<64>(ctx, a);
+  else
+    return mb_fail(MB_ERR_UNSUPPORTED,
+                   "cuda: selective_scan: d_state %lld > 64 is not supported", (long long)n);
+  if (rc || !y_f16_exp) return rc;
+  return mbcuda_f16_exp_rows(ctx, y, ldy, batch * len, d, y_f16_exp, "selective_scan (y_f16_exp)");
 }

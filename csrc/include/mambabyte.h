@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 14
+#define MB_ABI_VERSION 15
 
 /* Status codes. */
 #define MB_OK 0
@@ -285,8 +285,10 @@ int mb_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int
  *   y[i, o] = 2^-(ex + ew) * sum_k xh[i, k] * wh[o, k] + bias[o] (+ y[i, o] when accumulate)
  * x is given either as fp32 rows (x, ld ldx: the call scales and rounds them first, as
  * mb_to_f16_scaled does) or as scaled fp16 rows (x_f16 with its exponent x_exp, ld ldx); exactly
- * one. w_f16: (out_f, in_f) dense with its exponent w_exp. x_exp and w_exp are read where the
- * operands are (device memory on CUDA). bias may be NULL. On CUDA the fp16 tensor cores (for
+ * one. With fp32 rows, x_exp may give their exponent (mb_selective_scan's y_f16_exp: no pass for
+ * the largest magnitude then; an exponent above the rule's can overflow fp16). w_f16: (out_f,
+ * in_f) dense with its exponent w_exp. x_exp and w_exp are read where the operands are (device
+ * memory on CUDA). bias may be NULL. On CUDA the fp16 tensor cores (for
  * n <= 8 too); 2^-(ex + ew) is inf or 0 exactly where the product leaves fp32's range. in_f >= 1.
  */
 int mb_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16, const int32_t *x_exp,
@@ -372,6 +374,9 @@ int mb_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx, const float 
  * u_bf16, delta_bf16 and z_bf16 are u, delta and z as bfloat16 bits (read as the floats they
  * stand for; the forward's bf16 activations: the conv's out_bf16, mb_linear_to_bf16's output):
  * exactly one of u and u_bf16 and of delta and delta_bf16 is given, at most one of z and z_bf16.
+ * y_f16_exp (ABI 15), when not NULL (y then required), receives the exponent mb_to_f16_scaled
+ * would choose for y's batch*len rows of d (one int32, where y is): out_proj then takes the fp32 y
+ * by mb_linear_f16 without a pass for its largest magnitude (on CUDA the scan's blocks find it).
  */
 int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, int64_t ldu,
                       const float *delta,
@@ -380,7 +385,8 @@ int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, int64
                       const float *Dskip, const float *z, const uint16_t *z_bf16, int64_t ldz,
                       float *state,
                       float *states_all, int64_t batch, int64_t len, int64_t d, int64_t n,
-                      int delta_softplus, float *y, int64_t ldy, uint16_t *y_bf16);
+                      int delta_softplus, float *y, int64_t ldy, uint16_t *y_bf16,
+                      int32_t *y_f16_exp);
 
 /**
  * One decoding step of the SSM (mamba_ssm's selective_state_update) with dt_proj fused in (one

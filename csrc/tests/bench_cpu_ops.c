@@ -91,7 +91,8 @@ int main(int argc, char **argv) {
         for (int64_t i = 0; i < d * n; i++) st[i] = 0.1f * (float)(i % 7);
         const double t0 = now();
         CK(mb_selective_scan(ctx, u, NULL, d, dl, NULL, d, db, A, bc, 2 * n, bc + n, 2 * n, D,
-                             zon ? z : NULL, NULL, d, st, NULL, 1, len, d, n, 1, y, d, NULL));
+                             zon ? z : NULL, NULL, d, st, NULL, 1, len, d, n, 1, y, d, NULL,
+                             NULL));
         t[r] = timed(t0, per);
       }
       h = hash_bytes(hash_bytes(h, y, (size_t)(len * d) * 4), st, (size_t)(d * n) * 4);

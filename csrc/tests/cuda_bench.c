@@ -270,9 +270,18 @@ enum { DM = 1792, DI = 3584, NS = 16, R = 112, KC = 4, V = 256, NL = 48, XP = R 
 typedef struct {
   float *nw, *nb, *cw, *cb, *dtb, *A, *D;
   void *in, *xp, *dt, *out;
+  uint16_t *in16, *out16; /* fp32 weights: in_proj's and out_proj's fp16 twins (as the model) */
+  int32_t *e16;           /* their exponents */
 } layer;
+/* Whether the context allows TF32 (set with it): the fp32 forward then takes the twins. */
+static int g_tf32 = 0;
+static void set_tf32(int on) {
+  MBX(mb_ctx_set_flags(G, on ? MB_FLAG_ALLOW_TF32 : 0));
+  g_tf32 = on;
+}
 typedef struct {
   int dtype;
+  int twins; /* fp32 weights with fp16 twins (MAMBABYTE_CUDA_TF32_F16 not 0, as the model) */
   layer l[NL];
   void *emb;
   float *nfw, *nfb;
@@ -300,6 +309,7 @@ static void model_init(model *m, int dtype) {
     MBX(mb_memcpy_h2d(G, L->A, ah, DI * NS * 4));
     L->D = fconst(DI, 1.0f);
     L->out = wnew((size_t)DM * DI, dtype);
+    L->in16 = L->out16 = NULL, L->e16 = NULL;
     m->weight_bytes += (double)es * (2.0 * DI * DM + XP * DI + DI * R + DM * DI) +
                        4.0 * (2 * DM + DI * KC + DI + DI + DI * NS + DI);
   }
@@ -308,12 +318,23 @@ static void model_init(model *m, int dtype) {
   m->nfb = fconst(DM, 0.0f);
   m->weight_bytes += (double)es * V * DM + 8.0 * DM;
   free(ah);
+  const char *tw = getenv("MAMBABYTE_CUDA_TF32_F16");
+  m->twins = dtype == MB_DTYPE_F32 && !(tw && tw[0] == '0');
+  for (int i = 0; i < NL && m->twins; i++) {
+    layer *L = &m->l[i];
+    L->in16 = (uint16_t *)fbuf((size_t)DI * DM), L->out16 = (uint16_t *)fbuf((size_t)DM * DI / 2);
+    L->e16 = (int32_t *)fbuf(2);
+    MBX(mb_to_f16_scaled(G, (const float *)L->in, DM, 2 * DI, DM, L->in16, L->e16));
+    MBX(mb_to_f16_scaled(G, (const float *)L->out, DI, DM, DI, L->out16, L->e16 + 1));
+  }
 }
 static void model_free(model *m) {
   for (int i = 0; i < NL; i++) {
     layer *L = &m->l[i];
     void *p[] = {L->nw, L->nb, L->in, L->cw, L->cb, L->xp, L->dt, L->dtb, L->A, L->D, L->out};
     for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) MBX(mb_free(G, p[j]));
+    void *t[] = {L->in16, L->out16, L->e16};
+    for (size_t j = 0; j < 3 && L->in16; j++) MBX(mb_free(G, t[j]));
   }
   MBX(mb_free(G, m->emb));
   MBX(mb_free(G, m->nfw));
@@ -327,6 +348,7 @@ typedef struct {
   float *conv_state, *ssm_state; /* NL x batch x ... */
   int32_t *ids;
   int64_t *ctr;
+  int32_t *e16; /* exponents: [0] the norm's scaled fp16 rows (in hn's first half), [1] y's */
 } acts;
 static void acts_init(acts *a, int64_t B, int64_t seqs) {
   a->B = B;
@@ -344,10 +366,11 @@ static void acts_init(acts *a, int64_t B, int64_t seqs) {
   MBX(mb_alloc(G, 8, &p));
   MBX(mb_memset(G, p, 0, 8));
   a->ctr = (int64_t *)p;
+  a->e16 = (int32_t *)fbuf(2);
 }
 static void acts_free(acts *a) {
   void *p[] = {a->h, a->res, a->hn, a->xz, a->xc, a->dbc, a->dt, a->y, a->logits,
-               a->conv_state, a->ssm_state, a->ids, a->ctr, a->hnb, a->xcb, a->yb};
+               a->conv_state, a->ssm_state, a->ids, a->ctr, a->hnb, a->xcb, a->yb, a->e16};
   for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) MBX(mb_free(G, p[j]));
 }
 
@@ -356,15 +379,15 @@ static void acts_free(acts *a) {
  * buffers hold bf16 in their first halves) and y as bf16; else fp32 rows and y. dt_proj's bias is
  * added by the scan. */
 static void forward_scan(const layer *L, acts *a, int64_t batch, int64_t len, float *ss,
-                         int bf16_pairs) {
+                         int bf16_pairs, int32_t *y_exp) {
   if (bf16_pairs)
     MBX(mb_selective_scan(G, NULL, a->xcb, DI, NULL, (uint16_t *)a->dt, DI, L->dtb, L->A,
                           a->dbc + R, XP, a->dbc + R + NS, XP, L->D, NULL, (uint16_t *)a->xz + DI,
-                          2 * DI, ss, NULL, batch, len, DI, NS, 1, NULL, DI, a->yb));
+                          2 * DI, ss, NULL, batch, len, DI, NS, 1, NULL, DI, a->yb, NULL));
   else
     MBX(mb_selective_scan(G, a->xc, NULL, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP,
                           a->dbc + R + NS, XP, L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch,
-                          len, DI, NS, 1, a->y, DI, NULL));
+                          len, DI, NS, 1, a->y, DI, NULL, y_exp));
 }
 
 /* One pass over `len` positions of `batch` sequences (rows = batch*len); decode: len = 1. */
@@ -415,7 +438,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
                              DI, NULL, a->xcb));
         MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
         MBX(mb_linear_to_bf16(G, a->dbc, NULL, XP, L->dt, dt, NULL, rows, R, DI, dtb, DI));
-        forward_scan(L, a, batch, len, ss, 1);
+        forward_scan(L, a, batch, len, ss, 1, NULL);
       } else {
         MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
         MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc,
@@ -424,7 +447,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
         MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
         MBX(mb_selective_scan(G, a->xc, NULL, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP,
                               a->dbc + R + NS, XP, L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch,
-                              len, DI, NS, 1, NULL, DI, a->yb));
+                              len, DI, NS, 1, NULL, DI, a->yb, NULL));
       }
       if (fwd_fuse && N)
         MBX(mb_linear_add_norm(G, NULL, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, a->res, 1,
@@ -472,14 +495,33 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
         RUN(SKIP_OUT, mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
       continue;
     }
-    MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
+    /* as the model's forward with TF32: in_proj and out_proj on the weights' fp16 twins, the norm
+     * writing in_proj's input as scaled fp16 in hn's first half */
+    const int tw = m->twins && g_tf32 && fwd_fuse;
+    uint16_t *hn16 = (uint16_t *)a->hn;
+    if (tw && i == 0)
+      MBX(mb_add_norm_f16(G, a->h, a->res, 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, hn16,
+                          a->e16));
+    if (tw)
+      MBX(mb_linear_f16(G, NULL, hn16, a->e16, DM, L->in16, L->e16, NULL, rows, DM, 2 * DI, a->xz,
+                        2 * DI, 0));
+    else
+      MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
     MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI, NULL,
                          NULL));
     MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
     /* as the model's forward: dt_proj's bias added by the scan (delta_bias) */
     MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
-    forward_scan(L, a, batch, len, ss, 0);
-    if (fwd_fuse && N) /* as the model's forward (fp32 activations) */
+    forward_scan(L, a, batch, len, ss, 0, tw ? a->e16 + 1 : NULL);
+    if (tw && N) { /* out_proj added into the residual in place, then the next layer's norm */
+      MBX(mb_linear_f16(G, a->y, NULL, a->e16 + 1, DI, L->out16, L->e16 + 1, NULL, rows, DI, DM,
+                        a->res, DM, 1));
+      MBX(mb_add_norm_f16(G, a->res, a->res, 0, N->nw, N->nb, MB_NORM_LAYER, 1e-5f, rows, DM, hn16,
+                          a->e16));
+    } else if (tw) {
+      MBX(mb_linear_f16(G, a->y, NULL, a->e16 + 1, DI, L->out16, L->e16 + 1, NULL, rows, DI, DM, a->h,
+                        DM, 0));
+    } else if (fwd_fuse && N) /* as the model's forward (fp32 activations) */
       MBX(mb_linear_add_norm(G, a->y, NULL, DI, L->out, dt, NULL, rows, DI, DM, a->h, a->res, 1,
                              N->nw, N->nb, MB_NORM_LAYER, 1e-5f, a->hn, NULL));
     else
@@ -667,7 +709,7 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
         case 2: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL)); break;
         case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
         case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, len > 1 ? NULL : L->dtb, rows, R, DI, a.dt, DI)); break;
-        case 5: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL)); break;
+        case 5: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL, NULL)); break;
         case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
         case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
         default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI, NULL)); break;
@@ -707,11 +749,11 @@ static void breakdown_mixer(model *m, int64_t len, const char *label) {
         case 0: MBX(mb_linear_bf16(G, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, a.xz, 2 * DI)); break;
         case 1: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb)); break;
         case 2: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, NULL, len, R, DI, a.dt, DI)); break;
-        case 3: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
+        case 3: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL)); break;
         case 4: MBX(mb_linear_to_bf16(G, NULL, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, xzb, 2 * DI)); break;
         case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, NULL, DI, NULL, a.xcb)); break;
         case 6: MBX(mb_linear_to_bf16(G, a.dbc, NULL, XP, L->dt, dt, NULL, len, R, DI, dtb, DI)); break;
-        case 7: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb)); break;
+        case 7: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL)); break;
         case 8: MBX(mb_linear_bf16(G, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, DM)); break;
         default: MBX(mb_linear_add_norm(G, NULL, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, a.res, 1, N->nw, N->nb, MB_NORM_LAYER, 1e-5f, NULL, a.hnb)); break;
       }
@@ -736,7 +778,7 @@ static void scan_alone(model *m, int64_t len, const char *label) {
     for (int i = 0; i < 3; i++)
       MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
                             a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI,
-                            NULL));
+                            NULL, NULL));
     MBX(mb_ctx_synchronize(G));
     t[r] = (now() - t0) / 3;
   }
@@ -1251,7 +1293,7 @@ static void timelines(int nb, const int64_t *batches) {
 static void fwd_timeline_one(int dtype, int64_t len) {
   model m;
   model_init(&m, dtype);
-  if (dtype == MB_DTYPE_F32) MBX(mb_ctx_set_flags(G, MB_FLAG_ALLOW_TF32));
+  if (dtype == MB_DTYPE_F32) set_tf32(1);
   acts a;
   acts_init(&a, len, 1);
   MBX(mb_memset(G, a.ids, 0, (size_t)len * 4));
@@ -1275,11 +1317,11 @@ static void fwd_timeline_one(int dtype, int64_t len) {
   const layer *L = &m.l[0];
   const int hb = dtype == MB_DTYPE_BF16 && g_bf16_acts && bf16_mixer();
   double ts;
-  TIME_OP(ts, 5, forward_scan(L, &a, 1, len, a.ssm_state, hb));
+  TIME_OP(ts, 5, forward_scan(L, &a, 1, len, a.ssm_state, hb, NULL));
   ROW("  layer 0's scan alone on the forward's rows (%s): %.1f us", hb ? "bf16 pairs" : "fp32 rows",
       ts * 1e6);
   acts_free(&a);
-  MBX(mb_ctx_set_flags(G, 0));
+  set_tf32(0);
   model_free(&m);
 }
 
@@ -1480,10 +1522,10 @@ int main(int argc, char **argv) {
     g_fused = 0;
     decode_bench(&m, bw, 1, "f32,unfus");
     g_fused = 1;
-    MBX(mb_ctx_set_flags(G, MB_FLAG_ALLOW_TF32));
+    set_tf32(1);
     forward_bench(&m, 8192, "tf32");
     breakdown(&m, 1, 8192, "tf32");
-    MBX(mb_ctx_set_flags(G, 0));
+    set_tf32(0);
     if (!quick) forward_bench(&m, 8192, "f32");
     model_free(&m);
   }

@@ -491,11 +491,13 @@ static void t_linear_f16(void) {
   const int64_t shapes[][4] = {{1, 5, 7, 0}, {3, 33, 7, 3}, {9, 512, 384, 4},
                                {300, 512, 384, 0}, {257, 1792, 1000, 8}};
   for (int si = 0; si < 5; si++)
-    for (int form = 0; form < 4; form++) {
+    for (int form = 0; form < 6; form++) {
       const int64_t n = shapes[si][0], in_f = shapes[si][1], out_f = shapes[si][2];
       const int64_t ldx = in_f + shapes[si][3];
       if (g_small && si == 4) continue;
-      const int from_f32 = form & 1, acc = (form >> 1) & 1, hasb = (form + si) % 2;
+      /* forms 4, 5: fp32 rows with their exponent given (as the scan's y_f16_exp gives it) */
+      const int given = form >= 4, from_f32 = (form & 1) || given;
+      const int acc = given ? form & 1 : (form >> 1) & 1, hasb = (form + si) % 2;
       pair X = prand(n * ldx, -3, 3), W = prand(out_f * in_f, -0.2f, 0.2f);
       pair B = prand(out_f, -1, 1), Y = prand(n * out_f, -1, 1);
       pair XH = pb16(n * ldx), WH = pb16(out_f * in_f), E = pnew(NULL, 8);
@@ -506,17 +508,18 @@ static void t_linear_f16(void) {
         void *wh = k ? WH.g : WH.c, *e = k ? E.g : E.c, *b = k ? B.g : B.c, *y = k ? Y.g : Y.c;
         MBX(mb_to_f16_scaled(cx, (const float *)w, in_f, out_f, in_f, (uint16_t *)wh,
                              (int32_t *)e + 1));
-        if (!from_f32)
+        if (!from_f32 || given)
           MBX(mb_to_f16_scaled(cx, (const float *)x, ldx, n, in_f, (uint16_t *)xh, (int32_t *)e));
         MBX(mb_linear_f16(cx, from_f32 ? (const float *)x : NULL,
-                          from_f32 ? NULL : (const uint16_t *)xh, from_f32 ? NULL : (int32_t *)e,
+                          from_f32 ? NULL : (const uint16_t *)xh,
+                          from_f32 && !given ? NULL : (int32_t *)e,
                           from_f32 ? ldx : in_f, (const uint16_t *)wh, (const int32_t *)e + 1,
                           hasb ? (const float *)b : NULL, n, in_f, out_f, (float *)y, out_f, acc));
       }
       char cfg[80];
       snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ldx=%lld %s acc=%d bias=%d",
                (long long)n, (long long)in_f, (long long)out_f, (long long)ldx,
-               from_f32 ? "x fp32" : "x f16", acc, hasb);
+               given ? "x fp32, exp" : from_f32 ? "x fp32" : "x f16", acc, hasb);
       check("linear_f16", cfg, "y", rel_all(&Y), 1e-5);
       pfree(&X), pfree(&W), pfree(&B), pfree(&Y), pfree(&XH), pfree(&WH), pfree(&E);
     }
@@ -901,13 +904,14 @@ static void t_scan_bf16(void) {
                         (float *)A.P, (float *)BC.P, ldbc, (float *)BC.P + n, ldbc,               \
                         (float *)Dk.P, zfp, zb ? (uint16_t *)ZH.P : NULL, ldz,                    \
                         cs[i].st ? (float *)SS.P : NULL, NULL, batch, len, d, n, 1,               \
-                        (float *)y.P, ldy, NULL))
+                        (float *)y.P, ldy, NULL, NULL))
     SCAN_BF(CPU, c, S, Y, zf ? C(Z) : NULL);
     SCAN_BF(GPU, g, S, Y, zf ? G(Z) : NULL);
 #undef SCAN_BF
     MBX(mb_selective_scan(GPU, G(U), NULL, ldu, G(D), NULL, ldd, G(DB), G(A), G(BC), ldbc, G(BC) + n,
                           ldbc, G(Dk), (zb || zf) ? G(Z) : NULL, NULL, ldz,
-                          cs[i].st ? G(S2) : NULL, NULL, batch, len, d, n, 1, G(Y2), ldy, NULL));
+                          cs[i].st ? G(S2) : NULL, NULL, batch, len, d, n, 1, G(Y2), ldy, NULL,
+                          NULL));
     char cfg[96];
     snprintf(cfg, sizeof cfg, "u=%s delta=bf16 z=%s b=%lld len=%lld d=%lld n=%lld ldd+%lld st=%d",
              ub ? "bf16" : "f32", zb ? "bf16" : zf ? "f32" : "-", (long long)batch, (long long)len, (long long)d,
@@ -944,14 +948,17 @@ static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t
   if (update) len = 1, use_state = 1, use_all = 0;
   /* y as bf16 too in some cases, in some of them alone (y NULL) */
   const int bf = !update && (len + n) % 2 == 1, only_bf = bf && batch > 1;
+  /* y's scaled fp16 exponent in every other case with a fp32 y (the tile scan's blocks find it) */
+  const int ye = !only_bf && (len + d + n) % 2 == 0;
+  pair E = pnew(NULL, 4);
   MBX(mb_selective_scan(CPU, C(U), NULL, ldu, C(D), NULL, ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + n, ldbc,
                         use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, NULL, ldz, use_state ? C(S) : NULL,
                         use_all ? C(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : C(Y), ldy,
-                        bf ? (uint16_t *)YB.c : NULL));
+                        bf ? (uint16_t *)YB.c : NULL, ye ? (int32_t *)E.c : NULL));
   MBX(mb_selective_scan(GPU, G(U), NULL, ldu, G(D), NULL, ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + n, ldbc,
                         use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, NULL, ldz, use_state ? G(S) : NULL,
                         use_all ? G(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : G(Y), ldy,
-                        bf ? (uint16_t *)YB.g : NULL));
+                        bf ? (uint16_t *)YB.g : NULL, ye ? (int32_t *)E.g : NULL));
   char cfg[96];
   snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d db=%d bf=%d",
            (long long)batch, (long long)len, (long long)d, (long long)n, use_state, use_all, use_D,
@@ -961,8 +968,24 @@ static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t
   if (bf) check_bf16(op, cfg, &YB, only_bf ? NULL : &Y, rows, d, ldy, ldy);
   if (use_state) check(op, cfg, "state", rel_all(&S), 1e-5);
   if (use_all) check(op, cfg, "states_all", rel_all(&SA), 1e-5);
+  if (ye) { /* each backend's exponent is the rule's on its own y (their y differ by 1e-5) */
+    float *yh = (float *)malloc(Y.bytes);
+    for (int k = 0; k < 2; k++) {
+      MBX(mb_ctx_synchronize(GPU));
+      MBX(mb_memcpy_d2h(k ? GPU : CPU, yh, k ? Y.g : Y.c, Y.bytes));
+      float m = 0.f;
+      for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < d; c++) m = fmaxf(m, fabsf(yh[r * ldy + c]));
+      int fe = 0;
+      (void)frexpf(m, &fe);
+      const int32_t want = m > 0.f && !isinf(m) ? 15 - fe : 0;
+      check(op, cfg, k ? "y_exp gpu" : "y_exp cpu", exp_of(k ? GPU : CPU, k ? E.g : E.c) != want,
+            0);
+    }
+    free(yh);
+  }
   pfree(&U), pfree(&D), pfree(&A), pfree(&BC), pfree(&Dk), pfree(&Z), pfree(&S);
-  pfree(&SA), pfree(&Y), pfree(&DB), pfree(&YB);
+  pfree(&SA), pfree(&Y), pfree(&DB), pfree(&YB), pfree(&E);
 }
 
 static void t_scan(int update) {
@@ -2384,7 +2407,7 @@ static void t_graph(int fused, int64_t B) {
           MBX(mb_selective_scan(GPU, (float *)xc, NULL, di, (float *)xz, NULL, 2 * di, NULL, (float *)A,
                                 (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
                                 (float *)xz + di, NULL, 2 * di, (float *)ss, NULL, B, 1, di, n, 1,
-                                (float *)y, di, NULL));
+                                (float *)y, di, NULL, NULL));
         MBX(mb_linear(GPU, (float *)y, di, head, MB_DTYPE_F32, NULL, B, di, V, (float *)lg, V));
         MBX(mb_sample(GPU, (float *)lg, B, V, 1.0f, 0, 0.9f, 77, (int64_t *)ctr,
                       (int32_t *)ids));

@@ -588,8 +588,10 @@ export class Backend {
   /**
    * A product of scaled fp16 operands (mb_linear_f16): y = 2^-(ex + ew) xh wh^T + bias (+ y with
    * `accumulate`), fp32 accumulation. x is given as fp32 rows (`x`, scaled and rounded first as
-   * toF16Scaled does) or as scaled fp16 rows (`xF16` with its exponent `xExp`); exactly one. `wF16`
-   * (outF, inF) dense with its exponent `wExp` (toF16Scaled's). ldx defaults to inF, ldy to outF.
+   * toF16Scaled does) or as scaled fp16 rows (`xF16` with its exponent `xExp`); exactly one. With
+   * `x`, `xExp` may give the exponent (selectiveScan's `yF16Exp`): x is then scaled by 2^xExp, with
+   * no pass for its largest magnitude (one above toF16Scaled's can overflow fp16). `wF16` (outF,
+   * inF) dense with its exponent `wExp` (toF16Scaled's). ldx defaults to inF, ldy to outF.
    */
   linearF16(a: {
     x?: Ptr;
@@ -816,7 +818,9 @@ export class Backend {
    * when given, is added to delta before the softplus (dt_proj's bias, mamba_ssm's delta_bias).
    * `yBf16`, when given, receives y as bfloat16 bits (row r at r * ldy); `y` may then be null.
    * With `uBf16` / `deltaBf16` / `zBf16`, u / delta / z hold bfloat16 bits (the forward's bf16
-   * activations), read as the floats they stand for.
+   * activations), read as the floats they stand for. `yF16Exp` (one int32 in backend memory), when
+   * given (`y` then required), receives the exponent {@link Backend.toF16Scaled} would choose for
+   * y's batch * len rows: out_proj's `xExp` for {@link Backend.linearF16} with the fp32 y.
    */
   selectiveScan(
     a: ScanOperands & {
@@ -830,6 +834,7 @@ export class Backend {
       batch: number;
       len: number;
       yBf16?: Ptr;
+      yF16Exp?: Ptr;
     },
   ): void {
     check(
@@ -861,6 +866,7 @@ export class Backend {
         a.y,
         I(a.ldy),
         a.yBf16 ?? null,
+        a.yF16Exp ?? null,
       ),
       "selective_scan",
     );

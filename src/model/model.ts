@@ -587,6 +587,8 @@ export class MambaByteLM {
         len,
         y: bf ? null : ws.y.ptr,
         yBf16: bf?.y.ptr ?? null,
+        // out_proj's twin takes y with this exponent: no pass for y's largest magnitude
+        yF16Exp: f16 ? this.#yF16Exp(ws) : null,
       });
       if (f16) this.#outProjF16(ws, i, len, f16);
       else if (fuseNorm && i + 1 < this.dims.nLayer) this.#outProjNorm(ws, i, len, bf);
@@ -623,8 +625,14 @@ export class MambaByteLM {
     return offsetPtr(ws.normed.ptr, Math.ceil((ws.rows * this.dims.dModel * 2) / 16) * 16);
   }
 
+  /** Where the scan puts y's scaled fp16 exponent for out_proj's twin: after the norm's. */
+  #yF16Exp(ws: Workspace): Ptr {
+    return offsetPtr(this.#normF16Exp(ws), 4);
+  }
+
   /**
-   * Layer i's out_proj on its fp16 twin (ws.y scaled and rounded by the call): added to
+   * Layer i's out_proj on its fp16 twin (ws.y scaled by the exponent the scan found, and rounded
+   * by the call): added to
    * ws.residual in place, then layer i + 1's norm of it; the last layer's into ws.hidden (the
    * head adds it).
    */
@@ -633,6 +641,7 @@ export class MambaByteLM {
     const { y: _, ...product } = this.#outProjOperands(ws, i, rows);
     this.backend.linearF16({
       ...product,
+      xExp: this.#yF16Exp(ws), // the scan's
       wF16: f16.outProj(i).w,
       wExp: f16.outProj(i).exp,
       y: last ? ws.hidden.ptr : ws.residual.ptr,

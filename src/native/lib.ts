@@ -279,6 +279,7 @@ export const SYMBOLS = {
       "pointer", // y
       "i64", // ldy
       "pointer", // y_bf16
+      "pointer", // y_f16_exp
     ],
     result: "i32",
   },
@@ -524,7 +525,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 14;
+export const ABI_VERSION = 15;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {
