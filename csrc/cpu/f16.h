@@ -57,7 +57,7 @@ static inline float mbcpu_f16_to_f32(uint16_t h) {
 
 /** The power of two e that puts a block's largest magnitude amax (NaN already skipped) in
  * [2^14, 2^15): amax = m 2^E with m in [0.5, 1), e = 15 - E (-113 to 163); 0 when amax is 0, inf
- * or NaN (the values then pass unscaled). CUDA's f16_scale_exp is this rule. */
+ * or NaN (the values then pass unscaled). CUDA's mb_f16_scale_exp is this rule. */
 static inline int mbcpu_f16_scale_exp(float amax) {
   if (!(amax > 0.0f) || isinf(amax)) return 0;
   int E;
