@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { loadModel } from "../mod.ts";
+import { Backend, FLAG_ALLOW_TF32 } from "../src/backend/backend.ts";
 import { openCheckpoint } from "../src/checkpoint/mod.ts";
 import { maxRelError } from "./helpers/compare.ts";
 
@@ -123,6 +124,20 @@ for (const c of [CASES[1], CASES[2]]) {
         // with taps the forward keeps its fp32 products (the modules' outputs are the original's)
         const t = await model.forward(bytes, { taps: ["in_proj"], layers: [0] });
         assert.deepEqual(t.logits, s.logits);
+        // a model on another backend shares the twins; its close() leaves them to their owner
+        const be = Backend.create("cpu", { threads: 1 });
+        be.setFlags(be.flags | FLAG_ALLOW_TF32); // the twins' path is taken while TF32 is allowed
+        try {
+          const other = model.onBackend(be)!;
+          assert.equal(other.f16Products, true);
+          // (another thread count: the CPU's products may sum in another order)
+          const o = maxRelError((await other.forward(bytes)).logits, r.logits);
+          assert.ok(o < 1e-5, `on another backend: ${o}`);
+          other.close();
+          assert.deepEqual((await model.forward(bytes)).logits, r.logits);
+        } finally {
+          be.close();
+        }
       } finally {
         model.close();
         strict.close();
