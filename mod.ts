@@ -85,6 +85,7 @@ export {
   type LayerShape,
   type LinearArgs,
   type NormKindCode,
+  type NormOperands,
   type Ptr,
   type ScanOperands,
   type WeightDType,

@@ -332,16 +332,24 @@ MB_EXPORT int mb_embedding(mb_ctx *ctx, const int32_t *ids, int64_t n, const voi
   DISPATCH(embedding, ctx, ids, n, table, wdtype, vocab, d, out);
 }
 
+/* The checks mb_add_norm and mb_add_norm_f16 begin with (in this order, with these messages):
+ * n, d >= 0, a known norm_kind, a finite eps >= 0. */
+static int check_norm_shape(const char *fn, int64_t n, int64_t d, int norm_kind, float eps) {
+  REQUIRE(n >= 0, "%s: n (%lld) < 0", fn, (ll)n);
+  REQUIRE(d >= 0, "%s: d (%lld) < 0", fn, (ll)d);
+  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
+          "%s: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)", fn, norm_kind);
+  REQUIRE(eps >= 0.0f && isfinite(eps), "%s: eps (%g) must be finite and >= 0", fn,
+          (double)eps);
+  return MB_OK;
+}
+
 MB_EXPORT int mb_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                           const float *weight, const float *bias, int norm_kind, float eps,
                           int64_t n, int64_t d, float *out, uint16_t *out_bf16) {
   CHECK_CTX("mb_add_norm");
-  NONNEG("mb_add_norm", n);
-  NONNEG("mb_add_norm", d);
-  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
-          "mb_add_norm: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)", norm_kind);
-  REQUIRE(eps >= 0.0f && isfinite(eps), "mb_add_norm: eps (%g) must be finite and >= 0",
-          (double)eps);
+  const int st = check_norm_shape("mb_add_norm", n, d, norm_kind, eps);
+  if (st != MB_OK) return st;
   if (n == 0 || d == 0) return MB_OK;
   NONNULL("mb_add_norm", x);
   NONNULL("mb_add_norm", residual);
@@ -487,13 +495,8 @@ MB_EXPORT int mb_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int 
                               const float *weight, const float *bias, int norm_kind, float eps,
                               int64_t n, int64_t d, uint16_t *out_f16, int32_t *out_exp) {
   CHECK_CTX("mb_add_norm_f16");
-  NONNEG("mb_add_norm_f16", n);
-  NONNEG("mb_add_norm_f16", d);
-  REQUIRE(norm_kind == MB_NORM_LAYER || norm_kind == MB_NORM_RMS,
-          "mb_add_norm_f16: unknown norm_kind %d (MB_NORM_LAYER = 0, MB_NORM_RMS = 1)",
-          norm_kind);
-  REQUIRE(eps >= 0.0f && isfinite(eps), "mb_add_norm_f16: eps (%g) must be finite and >= 0",
-          (double)eps);
+  const int st = check_norm_shape("mb_add_norm_f16", n, d, norm_kind, eps);
+  if (st != MB_OK) return st;
   if (n == 0 || d == 0) return MB_OK;
   NONNULL("mb_add_norm_f16", x);
   NONNULL("mb_add_norm_f16", residual);

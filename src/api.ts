@@ -5,8 +5,8 @@
  * @module
  */
 
-import { Backend, cudaDeviceCount, envValue, FLAG_ALLOW_TF32, hasCuda } from "./backend/backend.ts";
-import { f16TwinBytes } from "./model/f16_twins.ts";
+import { Backend, cudaDeviceCount, FLAG_ALLOW_TF32, hasCuda } from "./backend/backend.ts";
+import { f16ProductsByDefault, f16TwinBytes } from "./model/f16_twins.ts";
 import { basename } from "node:path";
 import { checkpointModel, describeShape, sameDims } from "./checkpoint/describe.ts";
 import {
@@ -230,7 +230,7 @@ export async function loadModel(options: LoadModelOptions = {}): Promise<MambaBy
     const matrixBytes = dtype === "bf16" ? 2 : 4;
     // fp32 weights with TF32 allowed (on CUDA by default): in_proj's and out_proj's fp16 twins
     const f16 = dtype !== "bf16" && !options.strictFp32 &&
-      (options.f16Products ?? (kind === "cuda" && envValue("MAMBABYTE_CUDA_TF32_F16") !== "0"));
+      (options.f16Products ?? f16ProductsByDefault(kind));
     const twins = f16 ? f16TwinBytes(mc.dims) : 0;
     const need = twins + weightBytes(mc.dims, matrixBytes, {
       vocabRows: reader.has("embedding.weight") ? reader.shape("embedding.weight")[0] : undefined,

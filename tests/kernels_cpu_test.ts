@@ -1994,29 +1994,21 @@ function checkLinearF16(be: Backend, seed: number): void {
             `acc=${accumulate}`;
           // x as fp32 is rounded as to_f16_scaled rounds it: the same product either way
           assert.deepEqual(bitsOf(got), bitsOf(m.f32(yB, n * ldy)), `${tag}: x vs x_f16`);
-          const s = 2 ** -(xh.e + wh.e);
-          const expR = Float64Array.from(y0), scaleR = new Float64Array(n * ldy);
-          const expF = Float64Array.from(y0), scaleF = new Float64Array(n * ldy);
-          for (let i = 0; i < n; i++) {
-            for (let o = 0; o < outF; o++) {
-              const base = (bias ? bias[o] : 0) + (accumulate ? y0[i * ldy + o] : 0);
-              const abase = Math.abs(bias ? bias[o] : 0) +
-                (accumulate ? Math.abs(y0[i * ldy + o]) : 0);
-              let sr = 0, ar = 0, sf = 0, af = 0;
-              for (let k = 0; k < inF; k++) {
-                const pr = fromF16(xh.h[i * inF + k]) * fromF16(wh.h[o * inF + k]);
-                const pf = x[i * ldx + k] * w[o * inF + k];
-                sr += pr;
-                ar += Math.abs(pr);
-                sf += pf;
-                af += Math.abs(pf);
-              }
-              expR[i * ldy + o] = s * sr + base;
-              scaleR[i * ldy + o] = s * ar + abase;
-              expF[i * ldy + o] = sf + base;
-              scaleF[i * ldy + o] = af + abase;
-            }
-          }
+          const { expR, scaleR, expF, scaleF } = f16ProductRefs({
+            n,
+            inF,
+            outF,
+            ldx,
+            ldy,
+            x,
+            w,
+            wh: wh.h,
+            xr: (i, k) => fromF16(xh.h[i * inF + k]),
+            s: 2 ** -(xh.e + wh.e),
+            bias,
+            y0,
+            accumulate,
+          });
           // padding columns of y stay untouched (exact); the product of the rounded operands
           // within fp32 accumulation's error, that of the fp32 operands within fp16 rounding's
           assertClose(`${tag} (rounded operands)`, got, expR, 1e-5, 1e-12, scaleR);
@@ -2025,6 +2017,52 @@ function checkLinearF16(be: Backend, seed: number): void {
       }
     }
   }
+}
+
+/**
+ * float64 references of mb_linear_f16's y = s (xr wh^T) + bias (+ y0 when accumulating): with the
+ * rounded operands (xr(i, k): x's row i, column k as scaled fp16; wh: the weight's fp16 bits),
+ * and with the fp32 ones (x, w); each with its sum of magnitudes, the tolerances' scale. Rows of y
+ * at ldy, padding columns left as y0.
+ */
+function f16ProductRefs(a: {
+  n: number;
+  inF: number;
+  outF: number;
+  ldx: number;
+  ldy: number;
+  x: ArrayLike<number>;
+  w: ArrayLike<number>;
+  wh: Uint16Array;
+  xr: (i: number, k: number) => number;
+  s: number;
+  bias: ArrayLike<number> | null;
+  y0: ArrayLike<number>;
+  accumulate: boolean;
+}) {
+  const { n, inF, outF, ldx, ldy, x, w, wh, bias, y0, accumulate, s } = a;
+  const expR = Float64Array.from(y0), scaleR = new Float64Array(n * ldy);
+  const expF = Float64Array.from(y0), scaleF = new Float64Array(n * ldy);
+  for (let i = 0; i < n; i++) {
+    for (let o = 0; o < outF; o++) {
+      const base = (bias ? bias[o] : 0) + (accumulate ? y0[i * ldy + o] : 0);
+      const abase = Math.abs(bias ? bias[o] : 0) + (accumulate ? Math.abs(y0[i * ldy + o]) : 0);
+      let sr = 0, ar = 0, sf = 0, af = 0;
+      for (let k = 0; k < inF; k++) {
+        const pr = a.xr(i, k) * fromF16(wh[o * inF + k]);
+        const pf = x[i * ldx + k] * w[o * inF + k];
+        sr += pr;
+        ar += Math.abs(pr);
+        sf += pf;
+        af += Math.abs(pf);
+      }
+      expR[i * ldy + o] = s * sr + base;
+      scaleR[i * ldy + o] = s * ar + abase;
+      expF[i * ldy + o] = sf + base;
+      scaleF[i * ldy + o] = af + abase;
+    }
+  }
+  return { expR, scaleR, expF, scaleF };
 }
 
 function checkAddNormF16(be: Backend, seed: number): void {
@@ -2307,28 +2345,22 @@ Deno.test("linear_f16: fp32 x with x_exp scales by x_exp (the x_f16 form's bits 
         const tag = `linear_f16 (${name}) n=${n} in=${inF} out=${outF} mag=${mag}`;
         assert.deepEqual(bitsOf(withExp(xh.e)), bitsOf(m.f32(yH, n * ldy)), `${tag}: x_exp = e`);
         // one below the rule: the operands rounded at 2^(e-1)
-        const e = xh.e - 1, got = withExp(e), s = 2 ** -(e + wh.e);
-        const expR = Float64Array.from(y0), scaleR = new Float64Array(n * ldy);
-        const expF = Float64Array.from(y0), scaleF = new Float64Array(n * ldy);
-        for (let i = 0; i < n; i++) {
-          for (let o = 0; o < outF; o++) {
-            const base = bias[o] + (accumulate ? y0[i * ldy + o] : 0);
-            const abase = Math.abs(bias[o]) + (accumulate ? Math.abs(y0[i * ldy + o]) : 0);
-            let sr = 0, ar = 0, sf = 0, af = 0;
-            for (let k = 0; k < inF; k++) {
-              const pr = roundF16(x[i * ldx + k] * 2 ** e) * fromF16(wh.h[o * inF + k]);
-              const pf = x[i * ldx + k] * w[o * inF + k];
-              sr += pr;
-              ar += Math.abs(pr);
-              sf += pf;
-              af += Math.abs(pf);
-            }
-            expR[i * ldy + o] = s * sr + base;
-            scaleR[i * ldy + o] = s * ar + abase;
-            expF[i * ldy + o] = sf + base;
-            scaleF[i * ldy + o] = af + abase;
-          }
-        }
+        const e = xh.e - 1, got = withExp(e);
+        const { expR, scaleR, expF, scaleF } = f16ProductRefs({
+          n,
+          inF,
+          outF,
+          ldx,
+          ldy,
+          x,
+          w,
+          wh: wh.h,
+          xr: (i, k) => roundF16(x[i * ldx + k] * 2 ** e),
+          s: 2 ** -(e + wh.e),
+          bias,
+          y0,
+          accumulate,
+        });
         assertClose(`${tag}: x_exp = e - 1 (rounded operands)`, got, expR, 1e-5, 1e-12, scaleR);
         assertClose(`${tag}: x_exp = e - 1 (fp32 operands)`, got, expF, 2e-3, 1e-12, scaleF);
         // two above: x's largest magnitude scaled past 65520 rounds to inf

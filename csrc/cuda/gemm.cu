@@ -435,6 +435,48 @@ static size_t f16_scratch_bytes(int64_t n, int64_t in_f, int64_t out_f) {
   return F16_HEAD + f16_x_bytes(n, in_f) + (size_t)(out_f * in_f) * 2;
 }
 
+/* The passes' grid: row groups striped over at most 8 blocks an SM, a row per operand (y). */
+static dim3 f16_grid(const mbcuda_state *st, const F16Operand &a, const F16Operand &b) {
+  const bool two = b.src != NULL;
+  const int64_t rows = two && b.rows > a.rows ? b.rows : a.rows;
+  const int64_t groups = (rows + F16_ROWS - 1) / F16_ROWS;
+  return dim3((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count),
+              two ? 2 : 1);
+}
+
+/* Whether both operands (b absent: a alone) take float4 loads. */
+static bool f16_v4(const F16Operand &a, const F16Operand &b) {
+  const auto ok = [](const F16Operand &o) {
+    return o.cols % 4 == 0 && o.ld % 4 == 0 && (uintptr_t)o.src % 16 == 0;
+  };
+  return ok(a) && (b.src == NULL || ok(b));
+}
+
+/* k_f16_amax over a (and b when b.src is not NULL) into slots, zeroed by the caller. */
+static int f16_amax(mb_ctx *ctx, const F16Operand &a, const F16Operand &b, unsigned *slots,
+                    const char *op) {
+  const dim3 grid = f16_grid(mbcuda_st(ctx), a, b);
+  if (f16_v4(a, b)) MBCUDA_LAUNCH(op, k_f16_amax<4>, grid, dim3(256), 0, a, b, slots);
+  else MBCUDA_LAUNCH(op, k_f16_amax<1>, grid, dim3(256), 0, a, b, slots);
+  return MB_OK;
+}
+
+/* k_f16_convert of a (and b): by the largest magnitudes in slots, or (one operand) by the
+ * exponent at exp_in; exps and ab as the kernel writes them (either may be NULL). */
+static int f16_convert(mb_ctx *ctx, const F16Operand &a, const F16Operand &b,
+                       const unsigned *slots, const int32_t *exp_in, float *ab, float beta,
+                       int32_t *exps, const char *op) {
+  const dim3 grid = f16_grid(mbcuda_st(ctx), a, b);
+  if (f16_v4(a, b))
+    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, a, b, slots, exp_in, ab, beta, exps);
+  else
+    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, a, b, slots, exp_in, ab, beta, exps);
+  return MB_OK;
+}
+
+/* An absent second operand (the passes over one). */
+static const F16Operand F16_NONE = {NULL, 0, 0, 0, NULL};
+
 /* The amax and conversion passes over one or two operands (a; b when b.src is not NULL) into
  * the scratch whose head is `head`: exps (when not NULL) receives their exponents, ab (when not
  * NULL) alpha and beta for a product of the two. */
@@ -442,25 +484,10 @@ static int f16_passes(mb_ctx *ctx, const F16Operand &a, const F16Operand &b, voi
                       int32_t *exps, float *ab, float beta, const char *op) {
   mbcuda_state *st = mbcuda_st(ctx);
   unsigned *slots = (unsigned *)head; /* [0] a's largest magnitude, [1] b's */
-  const int two = b.src != NULL;
-  bool v4 = a.cols % 4 == 0 && a.ld % 4 == 0 && (uintptr_t)a.src % 16 == 0;
-  if (two) v4 = v4 && b.cols % 4 == 0 && b.ld % 4 == 0 && (uintptr_t)b.src % 16 == 0;
-  const int64_t rows = two && b.rows > a.rows ? b.rows : a.rows;
-  const int64_t groups = (rows + F16_ROWS - 1) / F16_ROWS;
-  const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count),
-                  two ? 2 : 1);
   MBCUDA_CHECK(cudaMemsetAsync(slots, 0, 2 * sizeof(unsigned), st->stream), op);
-  const unsigned *cslots = slots;
-  if (v4) {
-    MBCUDA_LAUNCH(op, k_f16_amax<4>, grid, dim3(256), 0, a, b, slots);
-    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, a, b, cslots, (const int32_t *)NULL,
-                  ab, beta, exps);
-  } else {
-    MBCUDA_LAUNCH(op, k_f16_amax<1>, grid, dim3(256), 0, a, b, slots);
-    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, a, b, cslots, (const int32_t *)NULL,
-                  ab, beta, exps);
-  }
-  return MB_OK;
+  int rc = f16_amax(ctx, a, b, slots, op);
+  if (rc) return rc;
+  return f16_convert(ctx, a, b, slots, NULL, ab, beta, exps, op);
 }
 
 /* y = alpha (x_h w_h^T) + beta y on the fp16 tensor cores, fp32 accumulation and output, x_h
@@ -501,33 +528,8 @@ static int gemm_f32_via_f16(mb_ctx *ctx, const float *x, int64_t ldx, const void
 
 int mbcuda_f16_scale_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
                           const unsigned *bound_bits, uint16_t *dst, const char *op) {
-  mbcuda_state *st = mbcuda_st(ctx);
-  const F16Operand o = {rows, ld, n, cols, (__half *)dst}, none = {NULL, 0, 0, 0, NULL};
-  const int64_t groups = (n + F16_ROWS - 1) / F16_ROWS;
-  const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count));
-  const bool v4 = cols % 4 == 0 && ld % 4 == 0 && (uintptr_t)rows % 16 == 0;
-  if (v4)
-    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, o, none, bound_bits,
-                  (const int32_t *)NULL, (float *)NULL, 0.f, (int32_t *)NULL);
-  else
-    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, o, none, bound_bits,
-                  (const int32_t *)NULL, (float *)NULL, 0.f, (int32_t *)NULL);
-  return MB_OK;
-}
-
-/* One operand's conversion by an exponent already known (exp_in, device memory). */
-static int f16_scale_by(mb_ctx *ctx, const F16Operand &o, const int32_t *exp_in, const char *op) {
-  mbcuda_state *st = mbcuda_st(ctx);
-  const F16Operand none = {NULL, 0, 0, 0, NULL};
-  const int64_t groups = (o.rows + F16_ROWS - 1) / F16_ROWS;
-  const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count));
-  if (o.cols % 4 == 0 && o.ld % 4 == 0 && (uintptr_t)o.src % 16 == 0)
-    MBCUDA_LAUNCH(op, k_f16_convert<4>, grid, dim3(256), 0, o, none, (const unsigned *)NULL,
-                  exp_in, (float *)NULL, 0.f, (int32_t *)NULL);
-  else
-    MBCUDA_LAUNCH(op, k_f16_convert<1>, grid, dim3(256), 0, o, none, (const unsigned *)NULL,
-                  exp_in, (float *)NULL, 0.f, (int32_t *)NULL);
-  return MB_OK;
+  const F16Operand o = {rows, ld, n, cols, (__half *)dst};
+  return f16_convert(ctx, o, F16_NONE, bound_bits, NULL, NULL, 0.f, NULL, op);
 }
 
 /* *exp = the exponent of the largest magnitude whose bits are at slots[0]. */
@@ -538,19 +540,14 @@ __global__ void k_f16_exp_of(const unsigned *slots, int32_t *exp) {
 
 int mbcuda_f16_exp_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
                         int32_t *exp, const char *op) {
-  mbcuda_state *st = mbcuda_st(ctx);
   void *head = NULL;
   int rc = mbcuda_scratch_f16(ctx, F16_HEAD, op, &head);
   if (rc) return rc;
   unsigned *slots = (unsigned *)head;
-  const F16Operand o = {rows, ld, n, cols, NULL}, none = {NULL, 0, 0, 0, NULL};
-  const int64_t groups = (n + F16_ROWS - 1) / F16_ROWS;
-  const dim3 grid((unsigned)(groups < 8 * (int64_t)st->sm_count ? groups : 8 * st->sm_count));
-  MBCUDA_CHECK(cudaMemsetAsync(slots, 0, sizeof(unsigned), st->stream), op);
-  if (cols % 4 == 0 && ld % 4 == 0 && (uintptr_t)rows % 16 == 0)
-    MBCUDA_LAUNCH(op, k_f16_amax<4>, grid, dim3(256), 0, o, none, slots);
-  else
-    MBCUDA_LAUNCH(op, k_f16_amax<1>, grid, dim3(256), 0, o, none, slots);
+  const F16Operand o = {rows, ld, n, cols, NULL};
+  MBCUDA_CHECK(cudaMemsetAsync(slots, 0, sizeof(unsigned), mbcuda_st(ctx)->stream), op);
+  rc = f16_amax(ctx, o, F16_NONE, slots, op);
+  if (rc) return rc;
   const unsigned *cslots = slots;
   MBCUDA_LAUNCH(op, k_f16_exp_of, dim3(1), dim3(32), 0, cslots, exp);
   return MB_OK;
@@ -562,8 +559,8 @@ extern "C" int mbcuda_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, in
   void *head = NULL;
   int rc = mbcuda_scratch_f16(ctx, F16_HEAD, "to_f16_scaled", &head);
   if (rc) return rc;
-  const F16Operand o = {x, ldx, rows, cols, (__half *)out}, none = {NULL, 0, 0, 0, NULL};
-  return f16_passes(ctx, o, none, head, out_exp, NULL, 0.f, "to_f16_scaled");
+  const F16Operand o = {x, ldx, rows, cols, (__half *)out};
+  return f16_passes(ctx, o, F16_NONE, head, out_exp, NULL, 0.f, "to_f16_scaled");
 }
 
 extern "C" int mbcuda_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
@@ -591,9 +588,9 @@ extern "C" int mbcuda_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_
             * found and put in the head) */
     int32_t *exps = (int32_t *)((char *)scr + F16_EXPS);
     __half *dst = (__half *)((char *)scr + F16_HEAD);
-    const F16Operand ox = {x, ldx, n, in_f, dst}, none = {NULL, 0, 0, 0, NULL};
-    rc = x_exp ? f16_scale_by(ctx, ox, x_exp, op)
-               : f16_passes(ctx, ox, none, scr, exps, NULL, 0.f, op);
+    const F16Operand ox = {x, ldx, n, in_f, dst};
+    rc = x_exp ? f16_convert(ctx, ox, F16_NONE, NULL, x_exp, NULL, 0.f, NULL, op)
+               : f16_passes(ctx, ox, F16_NONE, scr, exps, NULL, 0.f, op);
     if (rc) return rc;
     xh = dst;
     ldxh = in_f;

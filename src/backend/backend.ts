@@ -82,6 +82,28 @@ export interface DtProjOperands {
   dtRank: number;
 }
 
+/** The operands of {@link Backend.addNorm} and {@link Backend.addNormF16} before their outputs. */
+export interface NormOperands {
+  /** The rows added to the residual (may be the residual itself when not accumulating). */
+  x: Ptr;
+  /** The residual stream, updated in place. */
+  residual: Ptr;
+  /** residual = residual + x (true) or x (false). */
+  accumulate: boolean;
+  /** The norm's weight, (d). */
+  weight: Ptr;
+  /** Its bias, (d), or null. */
+  bias: Ptr;
+  /** LayerNorm or RMSNorm. */
+  normKind: NormKindCode;
+  /** The norm's epsilon. */
+  eps: number;
+  /** Rows. */
+  n: number;
+  /** Row width. */
+  d: number;
+}
+
 /** The operands of {@link Backend.linear} and {@link Backend.linearBf16}. */
 export interface LinearArgs {
   /** The input rows: fp32 for linear, bfloat16 bits for linearBf16. */
@@ -448,36 +470,24 @@ export class Backend {
    * residual (+)= x; out = norm(residual) * weight + bias. `outBf16` (n, d), when given, receives
    * out as bfloat16 bits (for {@link Backend.linearBf16}); `out` may then be null.
    */
-  addNorm(a: {
-    x: Ptr;
-    residual: Ptr;
-    accumulate: boolean;
-    weight: Ptr;
-    bias: Ptr;
-    normKind: NormKindCode;
-    eps: number;
-    n: number;
-    d: number;
-    out: Ptr;
-    outBf16?: Ptr;
-  }): void {
-    check(
-      this.#lib.mb_add_norm(
-        this.#c,
-        a.x,
-        a.residual,
-        a.accumulate ? 1 : 0,
-        a.weight,
-        a.bias,
-        NORM_CODE[a.normKind],
-        a.eps,
-        I(a.n),
-        I(a.d),
-        a.out,
-        a.outBf16 ?? null,
-      ),
-      "add_norm",
-    );
+  addNorm(a: NormOperands & { out: Ptr; outBf16?: Ptr }): void {
+    check(this.#lib.mb_add_norm(...this.#normArgs(a), a.out, a.outBf16 ?? null), "add_norm");
+  }
+
+  /** mb_add_norm's and mb_add_norm_f16's arguments before their outputs. */
+  #normArgs(a: NormOperands) {
+    return [
+      this.#c,
+      a.x,
+      a.residual,
+      a.accumulate ? 1 : 0,
+      a.weight,
+      a.bias,
+      NORM_CODE[a.normKind],
+      a.eps,
+      I(a.n),
+      I(a.d),
+    ] as const;
   }
 
   /** y = x W^T + bias, W (outF, inF). ldx defaults to inF, ldy to outF. */
@@ -635,36 +645,8 @@ export class Backend {
    * = fp16(out * 2^e) and `outExp` = e, from the bound sqrt(d) max|weight| + max|bias|. x may equal
    * residual when accumulate is false.
    */
-  addNormF16(a: {
-    x: Ptr;
-    residual: Ptr;
-    accumulate: boolean;
-    weight: Ptr;
-    bias: Ptr;
-    normKind: NormKindCode;
-    eps: number;
-    n: number;
-    d: number;
-    outF16: Ptr;
-    outExp: Ptr;
-  }): void {
-    check(
-      this.#lib.mb_add_norm_f16(
-        this.#c,
-        a.x,
-        a.residual,
-        a.accumulate ? 1 : 0,
-        a.weight,
-        a.bias,
-        NORM_CODE[a.normKind],
-        a.eps,
-        I(a.n),
-        I(a.d),
-        a.outF16,
-        a.outExp,
-      ),
-      "add_norm_f16",
-    );
+  addNormF16(a: NormOperands & { outF16: Ptr; outExp: Ptr }): void {
+    check(this.#lib.mb_add_norm_f16(...this.#normArgs(a), a.outF16, a.outExp), "add_norm_f16");
   }
 
   /** mb_linear and mb_linear_bf16: one signature, x's type aside. */

@@ -8,7 +8,13 @@
  * @module
  */
 
-import { type Backend, offsetPtr, type Ptr } from "../backend/backend.ts";
+import {
+  type Backend,
+  type DeviceKind,
+  envValue,
+  offsetPtr,
+  type Ptr,
+} from "../backend/backend.ts";
 import type { ModelDims } from "../config/dims.ts";
 import type { ModelWeights } from "./weights.ts";
 
@@ -18,6 +24,14 @@ export interface F16Weight {
   w: Ptr;
   /** e (one int32 in backend memory). */
   exp: Ptr;
+}
+
+/**
+ * Whether a model with fp32 weights and TF32 allowed takes the twins unless told
+ * (MambaByteLMOptions.f16Products): on CUDA, unless MAMBABYTE_CUDA_TF32_F16=0.
+ */
+export function f16ProductsByDefault(kind: DeviceKind): boolean {
+  return kind === "cuda" && envValue("MAMBABYTE_CUDA_TF32_F16") !== "0";
 }
 
 /** Bytes {@link F16Twins.make} allocates for a model of `dims`. */

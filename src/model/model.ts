@@ -31,7 +31,7 @@ import { generateBytes, type GenerateOptions } from "../generate/decode.ts";
 import { type DecodeContext, keepDecodeContexts } from "../generate/decode_context.ts";
 import { generateSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
-import { f16TwinBytes, F16Twins } from "./f16_twins.ts";
+import { f16ProductsByDefault, f16TwinBytes, F16Twins } from "./f16_twins.ts";
 import { HostRegistry } from "./host_registry.ts";
 import { TapPipeline } from "./tap_pipeline.ts";
 import { RecurrentState, type VerifyBuffers, Workspace } from "./workspace.ts";
@@ -360,8 +360,7 @@ export class MambaByteLM {
     this.#tcMinBatch = this.bf16Activations ? tensorCoreMinBatch() : Infinity;
     const f16 = weights.wdtype === "f32" &&
       (options.f16Products ??
-        (backend.kind === "cuda" && (backend.flags & FLAG_ALLOW_TF32) !== 0 &&
-          envValue("MAMBABYTE_CUDA_TF32_F16") !== "0"));
+        ((backend.flags & FLAG_ALLOW_TF32) !== 0 && f16ProductsByDefault(backend.kind)));
     this.#ownsF16 = f16;
     // the twins made below come out of the memory an automatic chunk size may take
     const twinBytes = this.#ownsF16 ? f16TwinBytes(config.dims) : 0;
@@ -604,17 +603,8 @@ export class MambaByteLM {
    * not needed then), their exponent after them ({@link #normF16Exp}).
    */
   #normF16(ws: Workspace, i: number, rows: number, x: Ptr, accumulate: boolean): void {
-    const w = this.weights.layers[i];
     this.backend.addNormF16({
-      x,
-      residual: ws.residual.ptr,
-      accumulate,
-      weight: w.normWeight.ptr,
-      bias: w.normBias?.ptr ?? null,
-      normKind: this.weights.normKind,
-      eps: this.eps,
-      n: rows,
-      d: this.dims.dModel,
+      ...this.#normOperands(ws, i, rows, x, accumulate),
       outF16: ws.normed.ptr,
       outExp: this.#normF16Exp(ws),
     });
@@ -929,20 +919,27 @@ export class MambaByteLM {
    * bf16 bits when given (then ws.normed is skipped when `bf16Only`).
    */
   #norm(ws: Workspace, i: number, rows: number, bf16?: Tensor, bf16Only = false): void {
-    const w = this.weights.layers[i];
     this.backend.addNorm({
-      x: ws.hidden.ptr,
+      ...this.#normOperands(ws, i, rows, ws.hidden.ptr, i > 0),
+      out: bf16Only ? null : ws.normed.ptr,
+      outBf16: bf16?.ptr ?? null,
+    });
+  }
+
+  /** Layer i's add + norm of x into ws.residual over `rows` rows, before its outputs. */
+  #normOperands(ws: Workspace, i: number, rows: number, x: Ptr, accumulate: boolean) {
+    const w = this.weights.layers[i];
+    return {
+      x,
       residual: ws.residual.ptr,
-      accumulate: i > 0,
+      accumulate,
       weight: w.normWeight.ptr,
       bias: w.normBias?.ptr ?? null,
       normKind: this.weights.normKind,
       eps: this.eps,
       n: rows,
       d: this.dims.dModel,
-      out: bf16Only ? null : ws.normed.ptr,
-      outBf16: bf16?.ptr ?? null,
-    });
+    };
   }
 
   /** Layer i's in_proj: ws.normed -> ws.xz (x | z). */

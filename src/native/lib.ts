@@ -15,6 +15,20 @@ const PRODUCT_SHAPE = [
   "i64", // out_f
 ] as const;
 
+/** mb_add_norm's arguments before its outputs, which mb_add_norm_f16 shares. */
+const ADD_NORM = [
+  "pointer", // ctx
+  "pointer", // x
+  "pointer", // residual
+  "i32", // accumulate
+  "pointer", // weight
+  "pointer", // bias
+  "i32", // norm_kind
+  "f32", // eps
+  "i64", // n
+  "i64", // d
+] as const;
+
 /**
  * mb_linear's signature, which mb_linear_bf16 shares (its x holds bf16 bits) and
  * mb_linear_conv1d_step begins with.
@@ -107,16 +121,7 @@ export const SYMBOLS = {
   },
   mb_add_norm: {
     parameters: [
-      "pointer", // ctx
-      "pointer", // x
-      "pointer", // residual
-      "i32", // accumulate
-      "pointer", // weight
-      "pointer", // bias
-      "i32", // norm_kind
-      "f32", // eps
-      "i64", // n
-      "i64", // d
+      ...ADD_NORM,
       "pointer", // out
       "pointer", // out_bf16
     ],
@@ -180,16 +185,7 @@ export const SYMBOLS = {
   },
   mb_add_norm_f16: {
     parameters: [
-      "pointer", // ctx
-      "pointer", // x
-      "pointer", // residual
-      "i32", // accumulate
-      "pointer", // weight
-      "pointer", // bias
-      "i32", // norm_kind
-      "f32", // eps
-      "i64", // n
-      "i64", // d
+      ...ADD_NORM,
       "pointer", // out_f16
       "pointer", // out_exp (int32)
     ],
