@@ -12,6 +12,7 @@
 #include "common/internal.h"
 #include "common/rng.h"
 #include "cpu/cpu_backend.h"
+#include "cpu/f16.h"
 
 #define MB_EXPORT __attribute__((visibility("default")))
 
@@ -32,6 +33,15 @@ typedef long long ll;
 #define DTYPE_OK(fn, dt)                                                                          \
   REQUIRE((dt) == MB_DTYPE_F32 || (dt) == MB_DTYPE_BF16,                                          \
           fn ": unknown wdtype %d (MB_DTYPE_F32 = 0, MB_DTYPE_BF16 = 1)", (dt))
+/* the products that take fp16 weights too (the decoding twins: mb_linear, mb_linear_conv1d_step) */
+#define DTYPE16_OK(fn, dt)                                                                        \
+  REQUIRE((dt) == MB_DTYPE_F32 || (dt) == MB_DTYPE_BF16 || (dt) == MB_DTYPE_F16,                  \
+          fn ": unknown wdtype %d (MB_DTYPE_F32 = 0, MB_DTYPE_BF16 = 1, MB_DTYPE_F16 = 2)", (dt))
+/* the layer tables of mb_decode_layers and mb_verify_layers: fp32 with fp16 in_proj / out_proj */
+#define DTYPE_TABLE_OK(fn, dt)                                                                    \
+  REQUIRE((dt) == MB_DTYPE_F32 || (dt) == MB_DTYPE_BF16 || (dt) == MB_DTYPE_F32_F16IO,            \
+          fn ": unknown wdtype %d (MB_DTYPE_F32 = 0, MB_DTYPE_BF16 = 1, MB_DTYPE_F32_F16IO = 3)", \
+          (dt))
 
 #ifdef MB_WITH_CUDA
 #define IS_CUDA(ctx) ((ctx)->backend == MB_BACKEND_CUDA)
@@ -41,6 +51,19 @@ typedef long long ll;
 #define IS_CUDA(ctx) 0
 #define DISPATCH(name, ...) return mbcpu_##name(__VA_ARGS__)
 #endif
+
+/* fp16 weights (MB_DTYPE_F16) widened to a malloc'd fp32 copy for the CPU backend, whose products
+ * are fp32 (exact: every fp16 value is a float); NULL after an error set for fn. */
+static float *widen_f16(const void *w, int64_t count, const char *fn) {
+  float *wf = (float *)malloc((size_t)(count > 0 ? count : 1) * sizeof(float));
+  if (!wf) {
+    mb_fail(MB_ERR_OOM, "%s: no memory to widen %lld fp16 weights", fn, (long long)count);
+    return NULL;
+  }
+  const uint16_t *h = (const uint16_t *)w;
+  for (int64_t i = 0; i < count; i++) wf[i] = mbcpu_f16_to_f32(h[i]);
+  return wf;
+}
 
 /* ---- library ---------------------------------------------------------------------------------- */
 
@@ -366,14 +389,24 @@ MB_EXPORT int mb_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
   NONNEG("mb_linear", n);
   NONNEG("mb_linear", in_f);
   NONNEG("mb_linear", out_f);
-  DTYPE_OK("mb_linear", wdtype);
+  DTYPE16_OK("mb_linear", wdtype);
   if (n == 0 || out_f == 0) return MB_OK;
   LD_OK("mb_linear", ldx, in_f);
   LD_OK("mb_linear", ldy, out_f);
   NONNULL("mb_linear", y);
+  REQUIRE(wdtype != MB_DTYPE_F16 || !IS_CUDA(ctx) || n <= 8,
+          "mb_linear: fp16 weights on CUDA: products of at most 8 rows (the decoding GEMV), "
+          "not %lld", (ll)n);
   if (in_f > 0) {
     NONNULL("mb_linear", x);
     NONNULL("mb_linear", w);
+    if (wdtype == MB_DTYPE_F16 && !IS_CUDA(ctx)) { /* the CPU widens them (its products are fp32) */
+      float *wf = widen_f16(w, out_f * in_f, "mb_linear");
+      if (!wf) return MB_ERR_OOM;
+      const int st = mbcpu_linear(ctx, x, ldx, wf, MB_DTYPE_F32, bias, n, in_f, out_f, y, ldy);
+      free(wf);
+      return st;
+    }
   } else if (IS_CUDA(ctx) || !x || !w) {
     /* an empty sum: y = bias (or 0), done here so backends never see in_f == 0 */
 #ifdef MB_WITH_CUDA
@@ -540,8 +573,10 @@ MB_EXPORT int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, co
   NONNEG("mb_linear_conv1d_step", n);
   NONNEG("mb_linear_conv1d_step", out_f);
   NONNEG("mb_linear_conv1d_step", d_conv);
-  DTYPE_OK("mb_linear_conv1d_step", wdtype);
+  DTYPE16_OK("mb_linear_conv1d_step", wdtype);
   REQUIRE(in_f >= 1, "%s: in_f (%lld) < 1", fn, (ll)in_f);
+  REQUIRE(wdtype != MB_DTYPE_F16 || !IS_CUDA(ctx) || n <= 8,
+          "%s: fp16 weights on CUDA: at most 8 rows (the decoding GEMV), not %lld", fn, (ll)n);
   REQUIRE(k >= 1, "%s: k (%lld) < 1", fn, (ll)k);
   REQUIRE(d_conv <= out_f, "%s: d_conv (%lld) > out_f (%lld)", fn, (ll)d_conv, (ll)out_f);
   if (n == 0 || out_f == 0) return MB_OK;
@@ -555,6 +590,14 @@ MB_EXPORT int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, co
     NONNULL("mb_linear_conv1d_step", conv_w);
     NONNULL("mb_linear_conv1d_step", conv_state);
     NONNULL("mb_linear_conv1d_step", xc);
+  }
+  if (wdtype == MB_DTYPE_F16 && !IS_CUDA(ctx)) { /* the CPU widens them (its products are fp32) */
+    float *wf = widen_f16(w, out_f * in_f, fn);
+    if (!wf) return MB_ERR_OOM;
+    const int st = mb_linear_conv1d_step(ctx, x, ldx, wf, MB_DTYPE_F32, bias, n, in_f, out_f, y,
+                                         ldy, conv_w, conv_bias, conv_state, d_conv, k, xc, ldo);
+    free(wf);
+    return st;
   }
   if (ctx->flags & MB_FLAG_UNFUSED_STEPS) { /* the two plain ops, as the header spells them */
     int st = mb_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
@@ -751,6 +794,15 @@ static int check_layer_table(const char *fn, const uint64_t *layers, int64_t n_l
   return MB_OK;
 }
 
+/* A layer table's dtype (MB_DTYPE_F32_F16IO or a plain one): in_proj's and out_proj's, the
+ * other matrices'. */
+static int table_io_dtype(int wdtype) {
+  return wdtype == MB_DTYPE_F32_F16IO ? MB_DTYPE_F16 : wdtype;
+}
+static int table_mat_dtype(int wdtype) {
+  return wdtype == MB_DTYPE_F32_F16IO ? MB_DTYPE_F32 : wdtype;
+}
+
 MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer,
                                int64_t batch, int64_t d_model, int64_t d_inner, int64_t d_state,
                                int64_t dt_rank, int64_t d_conv, int wdtype, int norm_kind,
@@ -760,7 +812,7 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   CHECK_CTX("mb_decode_layers");
   NONNEG("mb_decode_layers", n_layer);
   NONNEG("mb_decode_layers", batch);
-  DTYPE_OK("mb_decode_layers", wdtype);
+  DTYPE_TABLE_OK("mb_decode_layers", wdtype);
   int st = check_layer_shape(fn, norm_kind, d_model, d_inner, d_state, dt_rank, d_conv);
   if (st != MB_OK) return st;
   if (n_layer == 0 || batch == 0) return MB_OK;
@@ -776,6 +828,7 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   st = check_layer_table(fn, layers, n_layer, STEP_REQUIRED, N_STEP_REQUIRED);
   if (st != MB_OK) return st;
   const int64_t dx = dt_rank + 2 * d_state;
+  const int io_dt = table_io_dtype(wdtype), mat_dt = table_mat_dtype(wdtype);
   /* CUDA at batch 1: the norm runs inside in_proj's kernel and the residual add in the previous
    * out_proj's, one kernel fewer a layer with the same bits (decided once, before any work) */
   int fused = 0;
@@ -792,7 +845,7 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
       const mbcuda_norm_in_proj a = {
           i == 0 ? hidden : residual, i == 0 ? residual : NULL, i > 0,
           DL_PTR(const float *, NORM_W), DL_PTR(const float *, NORM_B), norm_kind, eps, d_model,
-          DL_PTR(const void *, IN_W), wdtype, DL_PTR(const float *, IN_B), 2 * d_inner, xz,
+          DL_PTR(const void *, IN_W), io_dt, DL_PTR(const float *, IN_B), 2 * d_inner, xz,
           DL_PTR(const float *, CONV_W), DL_PTR(const float *, CONV_B),
           DL_PTR(float *, CONV_STATE), d_inner, d_conv, xc, normed};
       st = mbcuda_norm_in_proj_step(ctx, &a);
@@ -803,18 +856,18 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
                        DL_PTR(const float *, NORM_B), norm_kind, eps, batch, d_model, normed,
                        NULL);
       if (st == MB_OK)
-        st = mb_linear_conv1d_step(ctx, normed, d_model, DL_PTR(const void *, IN_W), wdtype,
+        st = mb_linear_conv1d_step(ctx, normed, d_model, DL_PTR(const void *, IN_W), io_dt,
                                    DL_PTR(const float *, IN_B), batch, d_model, 2 * d_inner, xz,
                                    2 * d_inner, DL_PTR(const float *, CONV_W),
                                    DL_PTR(const float *, CONV_B), DL_PTR(float *, CONV_STATE),
                                    d_inner, d_conv, xc, d_inner);
     }
     if (st == MB_OK)
-      st = mb_linear(ctx, xc, d_inner, DL_PTR(const void *, X_W), wdtype, NULL, batch, d_inner,
+      st = mb_linear(ctx, xc, d_inner, DL_PTR(const void *, X_W), mat_dt, NULL, batch, d_inner,
                      dx, x_dbl, dx);
     if (st == MB_OK)
       st = mb_selective_state_update_dt(
-          ctx, xc, d_inner, x_dbl, dx, DL_PTR(const void *, DT_W), wdtype,
+          ctx, xc, d_inner, x_dbl, dx, DL_PTR(const void *, DT_W), mat_dt,
           DL_PTR(const float *, DT_B), dt_rank, DL_PTR(const float *, A), x_dbl + dt_rank, dx,
           x_dbl + dt_rank + d_state, dx, DL_PTR(const float *, D), xz + d_inner, 2 * d_inner,
           DL_PTR(float *, SSM_STATE), batch, d_inner, d_state, 1, delta, y, d_inner, NULL);
@@ -823,15 +876,15 @@ MB_EXPORT int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
      * wait: ~2.8 against 5.9 us exposed as the ops' GEMV on the H200; fp32's 4 rows a block did not
      * show a gain) */
     const int last = i + 1 == n_layer;
-    const int res_epi = fused && (!last || wdtype == MB_DTYPE_BF16);
+    const int res_epi = fused && (!last || io_dt != MB_DTYPE_F32);
 #ifdef MB_WITH_CUDA
     if (st == MB_OK && res_epi)
-      st = mbcuda_linear_residual(ctx, y, DL_PTR(const void *, OUT_W), wdtype,
+      st = mbcuda_linear_residual(ctx, y, DL_PTR(const void *, OUT_W), io_dt,
                                   DL_PTR(const float *, OUT_B), d_inner, d_model, hidden,
                                   last ? NULL : residual);
 #endif
     if (st == MB_OK && !res_epi)
-      st = mb_linear(ctx, y, d_inner, DL_PTR(const void *, OUT_W), wdtype,
+      st = mb_linear(ctx, y, d_inner, DL_PTR(const void *, OUT_W), io_dt,
                      DL_PTR(const float *, OUT_B), batch, d_inner, d_model, hidden, d_model);
 #undef DL_PTR
     if (st != MB_OK) return st;
@@ -882,7 +935,7 @@ MB_EXPORT int mb_verify_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   static const char fn[] = "mb_verify_layers";
   CHECK_CTX("mb_verify_layers");
   NONNEG("mb_verify_layers", n_layer);
-  DTYPE_OK("mb_verify_layers", wdtype);
+  DTYPE_TABLE_OK("mb_verify_layers", wdtype);
   REQUIRE(len >= 1 && len <= VERIFY_MAX_LEN, "%s: len %lld is outside 1..%d", fn, (ll)len,
           VERIFY_MAX_LEN);
   int st = check_layer_shape(fn, norm_kind, d_model, d_inner, d_state, dt_rank, d_conv);
@@ -902,13 +955,14 @@ MB_EXPORT int mb_verify_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
   st = check_layer_table(fn, layers, n_layer, STEP_REQUIRED, N_STEP_REQUIRED);
   if (st != MB_OK) return st;
   const int64_t dx = dt_rank + 2 * d_state, win = d_conv - 1;
+  const int io_dt = table_io_dtype(wdtype), mat_dt = table_mat_dtype(wdtype);
   /* CUDA: add + norm inside in_proj's kernel (one kernel fewer a layer, the same bits). The
    * residual sums alternate between `normed` (then unused) and `residual`, ending in `residual`:
    * layer i writes `residual` when n_layer - 1 - i is even. */
   int fused = 0, fused_conv = 0;
 #ifdef MB_WITH_CUDA
   if (IS_CUDA(ctx) && !(ctx->flags & MB_FLAG_UNFUSED_STEPS)) {
-    fused = mbcuda_verify_in_proj_ok(ctx, d_model, 2 * d_inner, len, wdtype);
+    fused = mbcuda_verify_in_proj_ok(ctx, d_model, 2 * d_inner, len, io_dt);
     /* and the conv in that kernel's last block of each row group */
     fused_conv = fused && mbcuda_verify_conv_ok(ctx, len, d_inner, d_conv);
   }
@@ -925,7 +979,7 @@ MB_EXPORT int mb_verify_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
       const mbcuda_norm_in_proj_rows a = {
           hidden, sum_to == residual ? normed : residual, sum_to, i > 0,
           VL_PTR(const float *, NORM_W), VL_PTR(const float *, NORM_B), norm_kind, eps, d_model,
-          len, VL_PTR(const void *, IN_W), wdtype, VL_PTR(const float *, IN_B), 2 * d_inner, xz,
+          len, VL_PTR(const void *, IN_W), io_dt, VL_PTR(const float *, IN_B), 2 * d_inner, xz,
           2 * d_inner, normed,
           fused_conv ? VL_PTR(const float *, CONV_W) : NULL, VL_PTR(const float *, CONV_B),
           VL_PTR(float *, CONV_STATE), conv_save, xc, d_inner, d_conv, d_inner};
@@ -936,23 +990,23 @@ MB_EXPORT int mb_verify_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_la
       st = mb_add_norm(ctx, hidden, residual, i > 0, VL_PTR(const float *, NORM_W),
                        VL_PTR(const float *, NORM_B), norm_kind, eps, len, d_model, normed, NULL);
       if (st == MB_OK)
-        st = linear_rows8(ctx, normed, d_model, VL_PTR(const void *, IN_W), wdtype,
+        st = linear_rows8(ctx, normed, d_model, VL_PTR(const void *, IN_W), io_dt,
                           VL_PTR(const float *, IN_B), len, d_model, 2 * d_inner, xz, 2 * d_inner);
     }
     if (st == MB_OK && !fused_conv)
       st = verify_conv(ctx, P, xz, conv_save, len, d_inner, d_conv, xc);
     if (st == MB_OK)
-      st = linear_rows8(ctx, xc, d_inner, VL_PTR(const void *, X_W), wdtype, NULL, len, d_inner,
+      st = linear_rows8(ctx, xc, d_inner, VL_PTR(const void *, X_W), mat_dt, NULL, len, d_inner,
                         dx, x_dbl, dx);
     if (st == MB_OK)
-      st = mb_selective_scan_dt(ctx, xc, d_inner, x_dbl, dx, VL_PTR(const void *, DT_W), wdtype,
+      st = mb_selective_scan_dt(ctx, xc, d_inner, x_dbl, dx, VL_PTR(const void *, DT_W), mat_dt,
                                 VL_PTR(const float *, DT_B), dt_rank, VL_PTR(const float *, A),
                                 x_dbl + dt_rank, dx, x_dbl + dt_rank + d_state, dx,
                                 VL_PTR(const float *, D), xz + d_inner, 2 * d_inner,
                                 VL_PTR(float *, SSM_STATE), ssm_all, 1, len, d_inner, d_state, 1,
                                 delta, y, d_inner);
     if (st == MB_OK)
-      st = linear_rows8(ctx, y, d_inner, VL_PTR(const void *, OUT_W), wdtype,
+      st = linear_rows8(ctx, y, d_inner, VL_PTR(const void *, OUT_W), io_dt,
                         VL_PTR(const float *, OUT_B), len, d_inner, d_model, hidden, d_model);
 #undef VL_PTR
   }

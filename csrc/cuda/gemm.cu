@@ -638,6 +638,8 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
     cudaError_t e = wdtype == MB_DTYPE_BF16
                         ? gemv<uint16_t>(ctx, x, ldx, (const uint16_t *)w, bias, (int)n, in_f, out_f, y, ldy, none)
+                    : wdtype == MB_DTYPE_F16
+                        ? gemv<__half>(ctx, x, ldx, (const __half *)w, bias, (int)n, in_f, out_f, y, ldy, none)
                         : gemv<float>(ctx, x, ldx, (const float *)w, bias, (int)n, in_f, out_f, y, ldy, none);
     MBCUDA_CHECK(e, "linear (gemv)");
     return MB_OK;
@@ -847,6 +849,8 @@ extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ld
   const ConvEpi ce = {conv_w, conv_bias, conv_state, xc, ldo, d_conv, (int)k};
   cudaError_t e = wdtype == MB_DTYPE_BF16
                       ? gemv<uint16_t>(ctx, x, ldx, (const uint16_t *)w, bias, (int)n, in_f, out_f, y, ldy, ce)
+                  : wdtype == MB_DTYPE_F16
+                      ? gemv<__half>(ctx, x, ldx, (const __half *)w, bias, (int)n, in_f, out_f, y, ldy, ce)
                       : gemv<float>(ctx, x, ldx, (const float *)w, bias, (int)n, in_f, out_f, y, ldy, ce);
   MBCUDA_CHECK(e, "linear_conv1d_step (gemv)");
   return MB_OK;
@@ -1100,8 +1104,9 @@ extern "C" int mbcuda_norm_in_proj_step(mb_ctx *ctx, const mbcuda_norm_in_proj *
   norm_reg_shape(a->d_model, &thr, &vpt);
   const NormPro np = {a->x, a->res_out, a->norm_w, a->norm_b, a->norm_kind, thr, a->eps};
   const ConvEpi ce = {a->conv_w, a->conv_b, a->conv_state, a->xc, a->d_conv, a->d_conv, (int)a->k};
-  const cudaError_t e = a->wdtype == MB_DTYPE_BF16 ? norm_in_proj_wt<uint16_t>(ctx, a, vpt, np, ce)
-                                                   : norm_in_proj_wt<float>(ctx, a, vpt, np, ce);
+  const cudaError_t e = a->wdtype == MB_DTYPE_BF16  ? norm_in_proj_wt<uint16_t>(ctx, a, vpt, np, ce)
+                        : a->wdtype == MB_DTYPE_F16 ? norm_in_proj_wt<__half>(ctx, a, vpt, np, ce)
+                                                    : norm_in_proj_wt<float>(ctx, a, vpt, np, ce);
   MBCUDA_CHECK(e, "norm_in_proj (gemv)");
   return MB_OK;
 }
@@ -1237,7 +1242,7 @@ extern "C" int mbcuda_verify_in_proj_ok(mb_ctx *ctx, int64_t d_model, int64_t ou
   /* Only where the ops' GEMV gives each block one position anyway (small products: the weights
    * are read once per position either way); where it gives a block several, one a block would
    * read them more often. */
-  const int64_t epc = wdtype == MB_DTYPE_BF16 ? 8 : 4;
+  const int64_t epc = wdtype == MB_DTYPE_F32 ? 4 : 8; /* weights a 16-byte chunk */
   const int g = gemv_group_size(out_f, d_model % epc == 0 ? d_model / epc : d_model, st->sm_count,
                                 st->gemv_g256_rows);
   return gemv_rows_per_thread(ctx, (int)(len < 8 ? len : 8), out_f * g) == 1;
@@ -1275,8 +1280,9 @@ extern "C" int mbcuda_verify_in_proj(mb_ctx *ctx, const mbcuda_norm_in_proj_rows
                        a->ldo,
                        (int)a->k,
                        mbcuda_st(ctx)->row_done};
-  const cudaError_t e = a->wdtype == MB_DTYPE_BF16 ? norm_in_proj_rows_wt<uint16_t>(ctx, a, nr, vpt)
-                                                   : norm_in_proj_rows_wt<float>(ctx, a, nr, vpt);
+  const cudaError_t e = a->wdtype == MB_DTYPE_BF16  ? norm_in_proj_rows_wt<uint16_t>(ctx, a, nr, vpt)
+                        : a->wdtype == MB_DTYPE_F16 ? norm_in_proj_rows_wt<__half>(ctx, a, nr, vpt)
+                                                    : norm_in_proj_rows_wt<float>(ctx, a, nr, vpt);
   MBCUDA_CHECK(e, "norm_in_proj_rows (gemv)");
   return MB_OK;
 }
@@ -1334,6 +1340,8 @@ extern "C" int mbcuda_linear_residual(mb_ctx *ctx, const float *x, const void *w
   const cudaError_t e =
       wdtype == MB_DTYPE_BF16
           ? linear_residual_wt<uint16_t>(ctx, x, (const uint16_t *)w, bias, in_f, out_f, y, residual)
+      : wdtype == MB_DTYPE_F16
+          ? linear_residual_wt<__half>(ctx, x, (const __half *)w, bias, in_f, out_f, y, residual)
           : linear_residual_wt<float>(ctx, x, (const float *)w, bias, in_f, out_f, y, residual);
   MBCUDA_CHECK(e, "linear_residual (gemv)");
   return MB_OK;

@@ -6,6 +6,7 @@
 #ifndef MAMBABYTE_GEMV_CUH
 #define MAMBABYTE_GEMV_CUH
 
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 #include "cuda_internal.cuh"
@@ -24,7 +25,18 @@ __device__ __forceinline__ void unpack(const uint4 &q, float (&f)[4], float) {
   f[2] = __uint_as_float(q.z);
   f[3] = __uint_as_float(q.w);
 }
+/* fp16 weights (MB_DTYPE_F16: the decoding twins of fp32 in_proj and out_proj) */
+__device__ __forceinline__ void unpack(const uint4 &q, float (&f)[8], __half) {
+  const uint32_t v[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const float2 t = __half22float2(*(const __half2 *)&v[i]); /* .x: the low half, as bf16's */
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
 __device__ __forceinline__ float wload(const uint16_t *p) { return __uint_as_float(((uint32_t)*p) << 16); }
+__device__ __forceinline__ float wload(const __half *p) { return __half2float(*p); }
 __device__ __forceinline__ float wload(const float *p) { return *p; }
 
 #define GEMV_UNROLL 4

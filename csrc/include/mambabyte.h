@@ -47,6 +47,13 @@ extern "C" {
 /* Weight dtypes. */
 #define MB_DTYPE_F32 0
 #define MB_DTYPE_BF16 1
+/* IEEE binary16 weights (fp16 bits): mb_linear (on CUDA up to 8 rows, the decoding GEMV) and
+ * mb_linear_conv1d_step only; the CPU widens them. The model's decoding twins of in_proj and
+ * out_proj: fp16 of w 2^e, the inputs carrying 2^-e (MambaByteLM, src/model/f16_twins.ts). */
+#define MB_DTYPE_F16 2
+/* mb_decode_layers' and mb_verify_layers' tables only: fp32 weights whose IN_W and OUT_W are
+ * MB_DTYPE_F16 (every other matrix fp32). */
+#define MB_DTYPE_F32_F16IO 3
 
 /* Norm kinds. */
 #define MB_NORM_LAYER 0 /* LayerNorm with weight and (optional) bias: MambaByte */
@@ -214,7 +221,8 @@ int mb_add_norm(mb_ctx *ctx, const float *x, float *residual, int accumulate, co
 
 /**
  * y[i, o] = sum_k x[i, k] * w[o, k] + bias[o]   for i < n, o < out_f   (bias may be NULL).
- * w: (out_f, in_f) row-major, PyTorch's nn.Linear layout, float32 or bfloat16; fp32 accumulation.
+ * w: (out_f, in_f) row-major, PyTorch's nn.Linear layout, float32 or bfloat16 (or fp16,
+ * MB_DTYPE_F16: on CUDA for n <= 8 only); fp32 accumulation.
  * For n <= 8 every row of y has the bits it has in a call with n = 1 (on each backend), so
  * several positions can be run as one product with the results of one-position decoding steps.
  */
@@ -448,7 +456,8 @@ int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const float *
  * in_proj's kernel and the residual add in the previous out_proj's, one kernel fewer a layer
  * with the same bits; normed is then not written). layers: n_layer * MB_DL_PTRS context
  * pointers as uint64 values, in host memory (read during the call only); the buffers are (batch,
- * width) rows in context memory.
+ * width) rows in context memory. wdtype MB_DTYPE_F32_F16IO: in_proj's and out_proj's calls take
+ * MB_DTYPE_F16, x_proj's and dt_proj's MB_DTYPE_F32.
  */
 int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t batch,
                      int64_t d_model, int64_t d_inner, int64_t d_state, int64_t dt_rank,
@@ -478,7 +487,8 @@ int mb_decode_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64
  * each add + norm, and for up to 8 positions the conv, inside in_proj's kernel with the same
  * bits, and `normed` then holds residual sums, not the normed rows). Afterwards
  * the table's conv windows and SSM states are those after the last position; mb_resume_layers moves
- * them back to just after any position. 1 <= len <= 65; buffers in context memory.
+ * them back to just after any position. 1 <= len <= 65; buffers in context memory. wdtype as in
+ * mb_decode_layers (MB_DTYPE_F32_F16IO too).
  */
 int mb_verify_layers(mb_ctx *ctx, const uint64_t *layers, int64_t n_layer, int64_t len,
                      int64_t d_model, int64_t d_inner, int64_t d_state, int64_t dt_rank,

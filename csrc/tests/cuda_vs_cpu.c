@@ -144,6 +144,16 @@ static pair weights(int64_t rows, int64_t cols, int wdt, float lo, float hi) {
 #define C(p) ((float *)(p).c)
 #define G(p) ((float *)(p).g)
 
+/* A (rows, cols) fp16 weight matrix (MB_DTYPE_F16 bits, the decoding twins' form): random values
+ * scaled and rounded by the CPU's mb_to_f16_scaled, the same bits on both contexts. */
+static pair weights_f16(int64_t rows, int64_t cols) {
+  pair X = prand(rows * cols, -1, 1), W = pnew(NULL, (size_t)(rows * cols) * 2), E = pnew(NULL, 4);
+  MBX(mb_to_f16_scaled(CPU, C(X), cols, rows, cols, (uint16_t *)W.c, (int32_t *)E.c));
+  MBX(mb_memcpy_h2d(GPU, W.g, W.c, W.bytes)); /* CPU memory is host memory */
+  pfree(&X), pfree(&E);
+  return W;
+}
+
 /* Relative error (the norm of a - b over the norm of b) over the strided region (rows x cols, ld)
  * of two host copies of nf floats. NaN (an unwritten element) gives +inf. */
 static double rel_of(const float *a, const float *b, size_t nf, int64_t rows, int64_t cols,
@@ -356,13 +366,14 @@ static void t_linear(void) {
                        {6144, 512, 6144, 4}};
   int nc = (int)(sizeof cfgs / sizeof cfgs[0]);
   for (int ci = 0; ci < nc; ci++)
-    for (int mode = 0; mode < 3; mode++) { /* 0 f32 strict, 1 f32 tf32, 2 bf16 */
+    for (int mode = 0; mode < 4; mode++) { /* 0 f32 strict, 1 f32 tf32, 2 bf16, 3 f16 (n <= 8) */
       int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2], pad = cfgs[ci][3];
       if (g_small && n * in_f * out_f > 2000000) continue;
+      if (mode == 3 && n > 8) continue; /* fp16 weights: the decoding GEMV only */
       int64_t ldx = in_f + pad, ldy = out_f + pad;
       int hasb = (ci + mode) % 2;
-      int dt = mode == 2 ? MB_DTYPE_BF16 : MB_DTYPE_F32;
-      pair Wp = weights(out_f, in_f, dt, -1, 1);
+      int dt = mode == 2 ? MB_DTYPE_BF16 : mode == 3 ? MB_DTYPE_F16 : MB_DTYPE_F32;
+      pair Wp = mode == 3 ? weights_f16(out_f, in_f) : weights(out_f, in_f, dt, -1, 1);
       pair X = prand(n * ldx, -1, 1), B = prand(out_f, -1, 1), Y = pf(NULL, n * ldy);
       MBX(mb_ctx_set_flags(GPU, mode == 1 ? MB_FLAG_ALLOW_TF32 : 0));
       MBX(mb_linear(CPU, C(X), ldx, Wp.c, dt, hasb ? C(B) : NULL, n, in_f, out_f, C(Y), ldy));
@@ -372,7 +383,7 @@ static void t_linear(void) {
       char cfg[80];
       snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ld+%lld %s bias=%d", (long long)n,
                (long long)in_f, (long long)out_f, (long long)pad,
-               mode == 0 ? "f32" : (mode == 1 ? "tf32" : "bf16"), hasb);
+               mode == 0 ? "f32" : mode == 1 ? "tf32" : mode == 2 ? "bf16" : "f16", hasb);
       check("linear", cfg, "y", rel_err(&Y, n, out_f, ldy), tol);
       if (n > 256) { /* a forward chunk's product: the same bits when run again */
         pair Y2 = pf(NULL, n * ldy);

@@ -24,6 +24,16 @@ export type Ptr = Deno.PointerValue;
 export type DeviceKind = "cpu" | "cuda";
 /** Dtypes of the large weight matrices. */
 export type WeightDType = "f32" | "bf16";
+/**
+ * A product's weight type: a model's, or "f16" (IEEE binary16 bits: the decoding twins of fp32
+ * in_proj and out_proj; {@link Backend.linear} on CUDA up to 8 rows).
+ */
+export type ProductDType = WeightDType | "f16";
+/**
+ * A layer table's weight type ({@link LayerShape}): a model's, or "f32-f16io" (fp32 matrices but
+ * in_proj and out_proj as "f16" twins: decodeLayers and verifyLayers).
+ */
+export type LayerDType = WeightDType | "f32-f16io";
 /** Norm kinds understood by {@link Backend.addNorm}. */
 export type NormKindCode = "layernorm" | "rmsnorm";
 
@@ -112,8 +122,8 @@ export interface LinearArgs {
   ldx?: number;
   /** The weight, (outF, inF) row-major. */
   w: Ptr;
-  /** The weight's type. */
-  wdtype: WeightDType;
+  /** The weight's type ("f16" for linear only: the decoding twins). */
+  wdtype: ProductDType;
   /** (outF) or null. */
   bias: Ptr;
   /** Rows. */
@@ -129,7 +139,12 @@ export interface LinearArgs {
 }
 
 const BACKEND_CODE: Record<DeviceKind, number> = { cpu: BackendCode.CPU, cuda: BackendCode.CUDA };
-const WDTYPE_CODE: Record<WeightDType, number> = { f32: DTypeCode.F32, bf16: DTypeCode.BF16 };
+const WDTYPE_CODE: Record<ProductDType | LayerDType, number> = {
+  f32: DTypeCode.F32,
+  bf16: DTypeCode.BF16,
+  f16: DTypeCode.F16,
+  "f32-f16io": DTypeCode.F32_F16IO,
+};
 
 /** A product's weight and shape arguments (lib.ts's PRODUCT_SHAPE), after its input rows. */
 function productShape(a: Omit<LinearArgs, "x" | "ldx" | "y" | "ldy">) {
@@ -1355,8 +1370,8 @@ export interface LayerShape {
   dtRank: number;
   /** Conv window length. */
   dConv: number;
-  /** Storage type of the large matrices. */
-  wdtype: WeightDType;
+  /** Storage type of the large matrices ("f32-f16io": the table's in_proj and out_proj are fp16). */
+  wdtype: LayerDType;
   /** LayerNorm or RMSNorm. */
   normKind: NormKindCode;
   /** The norms' epsilon. */

@@ -31,7 +31,7 @@ import { generateBytes, type GenerateOptions } from "../generate/decode.ts";
 import { type DecodeContext, keepDecodeContexts } from "../generate/decode_context.ts";
 import { generateSpeculative, type SpeculativeStats } from "../generate/speculative.ts";
 import { freeWeights, type ModelWeights } from "./weights.ts";
-import { f16ProductsByDefault, f16TwinBytes, F16Twins } from "./f16_twins.ts";
+import { type F16DecodeLayer, f16ProductsByDefault, f16TwinBytes, F16Twins } from "./f16_twins.ts";
 import { HostRegistry } from "./host_registry.ts";
 import { TapPipeline } from "./tap_pipeline.ts";
 import { RecurrentState, type VerifyBuffers, Workspace } from "./workspace.ts";
@@ -442,8 +442,12 @@ export class MambaByteLM {
     return table;
   }
 
-  /** Backend.decodeLayers' pointers of every layer: this model's weights and `state`'s buffers. */
-  #decodeTable(state: RecurrentState): BigUint64Array {
+  /**
+   * Backend.decodeLayers' pointers of every layer: this model's weights and `state`'s buffers;
+   * with fp16 twins (unless `plain`), in_proj and out_proj on them with the scaled norm, x_proj
+   * and D copies ({@link #layerShape}'s "f32-f16io").
+   */
+  #decodeTable(state: RecurrentState, plain = false): BigUint64Array {
     const P = DecodeLayerPtr;
     const t = new BigUint64Array(this.dims.nLayer * P.PTRS);
     const v = (p: Ptr | undefined) => p ? BigInt(Deno.UnsafePointer.value(p)) : 0n;
@@ -464,6 +468,14 @@ export class MambaByteLM {
       at(P.SSM_STATE, state.ssm[i].ptr);
       at(P.OUT_W, w.outProj.ptr);
       at(P.OUT_B, w.outProjBias?.ptr);
+      const tw = plain ? undefined : this.#f16?.decodeLayer(i);
+      if (!tw) return;
+      at(P.NORM_W, tw.normW);
+      at(P.NORM_B, tw.normB);
+      at(P.IN_W, tw.inW);
+      at(P.X_W, tw.xW);
+      at(P.D, tw.D);
+      at(P.OUT_W, tw.outW);
     });
     return t;
   }
@@ -670,11 +682,15 @@ export class MambaByteLM {
     // Without taps, those steps run each out_proj but the last with the next layer's add + norm
     // (Backend.linearAddNorm: on CUDA the product's parts are summed by the norm's kernel).
     const fuseNorm = many && afterLayer === undefined;
+    // up to 8 sequences without taps: on the fp16 twins, as decodeLayers' table (the same bits);
+    // taps see the modules' own values, so a step with taps keeps the fp32 weights
+    const twins = !many && afterLayer === undefined ? this.#f16 : null;
     for (let i = 0; i < this.dims.nLayer; i++) {
       const w = this.weights.layers[i];
+      const tw = twins?.decodeLayer(i);
       const lastLayer = i + 1 === this.dims.nLayer;
       if (!fuseNorm || i === 0) {
-        this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined);
+        this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined, tw);
       }
       if (many) {
         if (bf) be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
@@ -683,6 +699,7 @@ export class MambaByteLM {
       } else {
         be.linearConv1dStep({
           ...this.#inProj(ws, i, batch),
+          ...(tw ? { w: tw.inW, wdtype: "f16" as const } : {}),
           convW: w.convWeight.ptr,
           convBias: w.convBias?.ptr ?? null,
           convState: state.conv[i].ptr,
@@ -691,10 +708,11 @@ export class MambaByteLM {
           xc: ws.xConv.ptr,
           ldo: di,
         });
-        this.#xProj(ws, i, batch);
+        be.linear({ ...this.#xProjOperands(ws, i, batch), ...(tw ? { w: tw.xW } : {}) });
       }
       be.stateUpdateDt({
         ...this.#scanOperands(ws, state, i),
+        ...(tw ? { D: tw.D } : {}),
         ...this.#dtProjOperands(ws, i),
         batch,
         deltaOut: afterLayer !== undefined || stepDeltaOut() ? ws.delta.ptr : null,
@@ -703,6 +721,7 @@ export class MambaByteLM {
       // out_proj on the update's bf16 y: the bits its conversion of the fp32 y would make
       if (fuseNorm && !lastLayer) this.#outProjNorm(ws, i, batch, bf);
       else if (bf) be.linearBf16({ ...this.#outProjOperands(ws, i, batch), x: bf.y.ptr });
+      else if (tw) be.linear({ ...this.#outProjOperands(ws, i, batch), w: tw.outW, wdtype: "f16" });
       else this.#outProj(ws, i, batch);
       afterLayer?.(i);
     }
@@ -731,8 +750,11 @@ export class MambaByteLM {
     });
   }
 
-  /** The table `layers` with this model's dimensions and kinds (every per-layer call's). */
-  #layerShape(layers: BigUint64Array): LayerShape {
+  /**
+   * The table `layers` with this model's dimensions and kinds (every per-layer call's); `plain`:
+   * a table of the fp32 weights alone (a drafter's, {@link draftGreedy}), not the twins'.
+   */
+  #layerShape(layers: BigUint64Array, plain = false): LayerShape {
     const d = this.dims;
     return {
       layers,
@@ -742,7 +764,7 @@ export class MambaByteLM {
       dState: d.dState,
       dtRank: d.dtRank,
       dConv: d.dConv,
-      wdtype: this.weights.wdtype,
+      wdtype: this.#f16 && !plain ? "f32-f16io" : this.weights.wdtype,
       normKind: this.weights.normKind,
       eps: this.eps,
     };
@@ -792,8 +814,11 @@ export class MambaByteLM {
     a: { readId?: Ptr | null; logits: Ptr; counter: Ptr; stack: Ptr; ids: Ptr; k: number },
   ): void {
     const w = this.weights;
+    // the drafting kernel takes the fp32 weights: a plain table (drafts are proposals; the
+    // target's verification and steps share the twins' bits)
+    const table = this.#f16 ? this.#decodeTable(state, true) : this.#layerTable(state);
     this.backend.draftGreedy({
-      ...this.#layerShape(this.#layerTable(state)),
+      ...this.#layerShape(table, true),
       ...this.#layerBuffers(ws),
       xz: ws.xz.ptr,
       embedding: w.embedding.ptr,
@@ -916,11 +941,21 @@ export class MambaByteLM {
 
   /**
    * Layer i's residual add and norm: ws.hidden (+ ws.residual) -> ws.normed, and into `bf16` as
-   * bf16 bits when given (then ws.normed is skipped when `bf16Only`).
+   * bf16 bits when given (then ws.normed is skipped when `bf16Only`); `twin`: a decoding step's
+   * weights on the fp16 twins.
    */
-  #norm(ws: Workspace, i: number, rows: number, bf16?: Tensor, bf16Only = false): void {
+  #norm(
+    ws: Workspace,
+    i: number,
+    rows: number,
+    bf16?: Tensor,
+    bf16Only = false,
+    twin?: F16DecodeLayer,
+  ): void {
     this.backend.addNorm({
       ...this.#normOperands(ws, i, rows, ws.hidden.ptr, i > 0),
+      // on the twins, the weight and bias times 2^-e_in (in_proj's input carries the scale)
+      ...(twin ? { weight: twin.normW, bias: twin.normB } : {}),
       out: bf16Only ? null : ws.normed.ptr,
       outBf16: bf16?.ptr ?? null,
     });
@@ -1015,10 +1050,6 @@ export class MambaByteLM {
   }
 
   /** Layer i's x_proj: ws.xConv -> ws.xDbl (dt | B | C). */
-  #xProj(ws: Workspace, i: number, rows: number): void {
-    this.backend.linear(this.#xProjOperands(ws, i, rows));
-  }
-
   #xProjOperands(ws: Workspace, i: number, rows: number) {
     return {
       x: ws.xConv.ptr,

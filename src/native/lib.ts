@@ -537,7 +537,7 @@ export const Status = {
 export const BackendCode = { CPU: 0, CUDA: 1 } as const;
 
 /** Storage types of the large weight matrices (MB_DTYPE_*). */
-export const DTypeCode = { F32: 0, BF16: 1 } as const;
+export const DTypeCode = { F32: 0, BF16: 1, F16: 2, F32_F16IO: 3 } as const;
 
 /** Norm kinds of mb_add_norm (MB_NORM_*). */
 export const NormCode = { LAYER: 0, RMS: 1 } as const;
