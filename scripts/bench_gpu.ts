@@ -24,7 +24,7 @@
  * Usage: deno task bench:gpu [--model_id 972M] [--decode_steps 200] [--forward_len 8192]
  *        [--chunk_size N (the forward's chunk; default: the config's, auto: 8192 with room)]
  *        [--cases b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd-bf16,fwd-tf32,fwd1m-bf16,
- *                 fwd-bf16-f32acts,b64-bf16-f32acts,fwd-tf32-no-twins]
+ *                 fwd-bf16-f32acts,b64-bf16-f32acts,fwd-tf32-no-twins,b1-fp32-tf32]
  */
 import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel } from "../src/api.ts";
@@ -119,8 +119,9 @@ async function main(argv: string[]): Promise<void> {
     dtype: "fp32" | "bf16",
     batch: number,
     bf16Activations = true,
+    strict = true,
   ) {
-    await withModel(dtype, true, async (model) => {
+    await withModel(dtype, strict, async (model) => {
       // the warm-up samples the memory at each step, while the batch's state is held (the timed
       // run makes the same allocations, and is not slowed by the sampling)
       let peak = 0;
@@ -221,6 +222,8 @@ async function main(argv: string[]): Promise<void> {
   if (args.decode_steps < 8) throw new UserError("bench:gpu: --decode_steps must be >= 8");
   if (cases.has("b1-bf16")) await decode("decode b1 bf16", "bf16", 1);
   if (cases.has("b1-fp32")) await decode("decode b1 fp32", "fp32", 1);
+  // fp32 weights with TF32 allowed (loadModel's default): in_proj and out_proj on the fp16 twins
+  if (cases.has("b1-fp32-tf32")) await decode("decode b1 fp32, TF32", "fp32", 1, true, false);
   if (cases.has("b8-bf16")) await decode("decode b8 bf16", "bf16", 8);
   if (cases.has("b64-bf16")) await decode("decode b64 bf16", "bf16", 64);
   if (cases.has("b64-bf16-f32acts")) {
