@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { loadModel, type MambaByteLM } from "../mod.ts";
-import { Backend, cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
+import { type Backend, cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
 import { Tensor } from "../src/backend/tensor.ts";
 import { maxRelError } from "./helpers/compare.ts";
 
