@@ -155,7 +155,10 @@ async function main(argv: string[]): Promise<void> {
       // A copy moves (read + written) bytes at the HBM rate; a decoding step reads its weights and
       // reads and writes its state at that same rate, so the roofline is steps/s = copy bandwidth
       // / (weight bytes + state bytes) per step.
-      const roofline = copyBw / stepBytes(model.dims, dtype === "bf16" ? 2 : 4, batch);
+      // fp32 weights with TF32 allowed decode batches up to 8 on the fp16 twins of in_proj and
+      // out_proj, so their roofline counts those at 2 bytes a weight
+      const twins = model.f16Products && batch <= 8;
+      const roofline = copyBw / stepBytes(model.dims, dtype === "bf16" ? 2 : 4, batch, twins);
       report(
         `${label} | ${(stepsPerS * batch).toFixed(0)} bytes/s | roofline ${
           (roofline * batch).toFixed(0)

@@ -33,6 +33,12 @@ Deno.test("weight bytes per decoding step count the matrices once, bf16 and fp32
   const vectors = (3584 * (4 + 3 + 16) + 2 * 1792) * 4;
   assert.equal(weightBytesPerStep(DIMS_972M, 2), 48 * (perLayer * 2 + vectors) + 257 * 1792 * 2);
   assert.equal(weightBytesPerStep(DIMS_972M, 4), 48 * (perLayer * 4 + vectors) + 257 * 1792 * 4);
+  // fp32 on the fp16 twins: in_proj (7168 x 1792) and out_proj (1792 x 3584) at 2 bytes a weight
+  const inOut = 12_845_056 + 6_422_528;
+  assert.equal(
+    weightBytesPerStep(DIMS_972M, 4, true),
+    48 * (perLayer * 4 - inOut * 2 + vectors) + 257 * 1792 * 4,
+  );
 });
 
 Deno.test("a decoding step's bytes add each sequence's state, read and written", () => {

@@ -20,11 +20,13 @@ export function median(xs: readonly number[]): number {
 /**
  * Bytes of weights one decoding step reads: every matrix once (`bytesPerWeight` each: 4 for fp32,
  * 2 for bf16), one embedding row and the lm_head, and the small fp32 vectors (conv weights and
- * bias, dt_proj bias, A, D, the norms).
+ * bias, dt_proj bias, A, D, the norms). `f16Twins`: fp32 weights decoded on their fp16 twins
+ * (TF32 allowed, batch <= 8), so in_proj and out_proj are read at 2 bytes a weight.
  */
-export function weightBytesPerStep(d: ModelDims, bytesPerWeight: number): number {
+export function weightBytesPerStep(d: ModelDims, bytesPerWeight: number, f16Twins = false): number {
   const vectors = (d.dInner * (d.dConv + 1 + 1 + 1 + d.dState) + 2 * d.dModel) * 4;
-  return d.nLayer * (matrixWeightsPerLayer(d) * bytesPerWeight + vectors) +
+  const twinSaving = f16Twins ? inOutWeightsPerLayer(d) * (bytesPerWeight - 2) : 0;
+  return d.nLayer * (matrixWeightsPerLayer(d) * bytesPerWeight - twinSaving + vectors) +
     (256 + 1) * d.dModel * bytesPerWeight;
 }
 
@@ -42,14 +44,24 @@ export function stateBytesPerStep(d: ModelDims, batch: number): number {
  * state read and written (the numerator of the decoding rooflines, with a copy's bandwidth
  * counting bytes read plus written).
  */
-export function stepBytes(d: ModelDims, bytesPerWeight: number, batch: number): number {
-  return weightBytesPerStep(d, bytesPerWeight) + stateBytesPerStep(d, batch);
+export function stepBytes(
+  d: ModelDims,
+  bytesPerWeight: number,
+  batch: number,
+  f16Twins = false,
+): number {
+  return weightBytesPerStep(d, bytesPerWeight, f16Twins) + stateBytesPerStep(d, batch);
 }
 
 /** Entries of a layer's four matrices: in_proj, x_proj, dt_proj, out_proj. */
 export function matrixWeightsPerLayer(d: ModelDims): number {
   return 2 * d.dInner * d.dModel + (d.dtRank + 2 * d.dState) * d.dInner + d.dInner * d.dtRank +
     d.dModel * d.dInner;
+}
+
+/** Entries of a layer's in_proj and out_proj (the matrices the fp16 twins hold). */
+export function inOutWeightsPerLayer(d: ModelDims): number {
+  return 3 * d.dInner * d.dModel;
 }
 
 /**
