@@ -526,7 +526,8 @@ MB_EXPORT int mb_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
 
 MB_EXPORT int mb_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                               const float *weight, const float *bias, int norm_kind, float eps,
-                              int64_t n, int64_t d, uint16_t *out_f16, int32_t *out_exp) {
+                              int64_t n, int64_t d, uint16_t *out_f16, int32_t *out_exp,
+                              int exp_given) {
   CHECK_CTX("mb_add_norm_f16");
   const int st = check_norm_shape("mb_add_norm_f16", n, d, norm_kind, eps);
   if (st != MB_OK) return st;
@@ -539,14 +540,17 @@ MB_EXPORT int mb_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int 
   /* the residual would be added to itself: the sum is meant to be in it already */
   REQUIRE(!(accumulate && x == residual),
           "mb_add_norm_f16: x equals residual with accumulate set");
+  REQUIRE(exp_given == 0 || exp_given == 1, "mb_add_norm_f16: exp_given (%d) is not 0 or 1",
+          exp_given);
   DISPATCH(add_norm_f16, ctx, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, out_f16,
-           out_exp);
+           out_exp, exp_given);
 }
 
 MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
                                const float *w, const float *bias, float *conv_state,
                                int64_t batch, int64_t len, int64_t d, int64_t k, float *out,
-                               int64_t ldo, float *out_preact, uint16_t *out_bf16) {
+                               int64_t ldo, float *out_preact, uint16_t *out16,
+                               const int32_t *out16_f16_exp) {
   CHECK_CTX("mb_causal_conv1d");
   NONNEG("mb_causal_conv1d", batch);
   NONNEG("mb_causal_conv1d", len);
@@ -558,9 +562,11 @@ MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf
   REQUIRE((x != NULL) != (x_bf16 != NULL),
           "mb_causal_conv1d: exactly one of x and x_bf16 must be given");
   NONNULL("mb_causal_conv1d", w);
-  REQUIRE(out || out_bf16, "mb_causal_conv1d: out and out_bf16 are both NULL");
+  REQUIRE(out || out16, "mb_causal_conv1d: out and out16 are both NULL");
+  REQUIRE(!out16_f16_exp || (out && out16),
+          "mb_causal_conv1d: out16_f16_exp needs out and out16");
   DISPATCH(causal_conv1d, ctx, x, x_bf16, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
-           out_preact, out_bf16);
+           out_preact, out16, out16_f16_exp);
 }
 
 MB_EXPORT int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const void *w,
@@ -603,7 +609,7 @@ MB_EXPORT int mb_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, co
     int st = mb_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
     if (st != MB_OK || d_conv == 0) return st;
     return mb_causal_conv1d(ctx, y, NULL, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc,
-                            ldo, NULL, NULL);
+                            ldo, NULL, NULL, NULL);
   }
   DISPATCH(linear_conv1d_step, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy, conv_w,
            conv_bias, conv_state, d_conv, k, xc, ldo);
@@ -922,7 +928,7 @@ static int verify_conv(mb_ctx *ctx, const uint64_t *P, const float *xz, float *c
   int st = mb_memcpy_d2d(ctx, conv_save, state, (size_t)(d_inner * (d_conv - 1)) * sizeof(float));
   if (st == MB_OK)
     st = mb_causal_conv1d(ctx, xz, NULL, 2 * d_inner, w, b, state, 1, len, d_inner, d_conv, xc,
-                          d_inner, NULL, NULL);
+                          d_inner, NULL, NULL, NULL);
   return st;
 }
 

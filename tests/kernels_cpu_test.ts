@@ -939,6 +939,28 @@ Deno.test("bf16 inputs of conv and scan read as their floats; linear_to_bf16 is 
           `${name} bf16 alone`,
         );
         assert.deepEqual(m.u16(ob2, rows * dc), m.u16(ob, rows * dc), `${name} bf16 alone = both`);
+        // the scaled fp16 copy (outF16Exp: x_proj's operand on the twins): the fp32 output times
+        // 2^e rounded to fp16, bit for bit, the fp32 output unchanged
+        for (const e of [-3, 0, 5]) {
+          const o16 = m.zeros(rows * dc * 4), h = m.zeros(rows * dc * 2);
+          be.conv1d({
+            ...conv,
+            x: m.put(xb),
+            xBf16: true,
+            state: m.put(st0),
+            out: o16,
+            outBf16: h,
+            outF16Exp: m.put(new Int32Array([e])),
+          });
+          const ref = m.f32(out, rows * dc), got = m.u16(h, rows * dc);
+          assert.deepEqual(m.f32(o16, rows * dc), ref, `${name} fp16 copy: out e=${e}`);
+          for (let i = 0; i < rows * dc; i++) {
+            assert.ok(
+              Object.is(fromF16(got[i]), roundF16(ref[i] * 2 ** e)),
+              `${name} fp16 copy e=${e}: element ${i}`,
+            );
+          }
+        }
       }
       // selective scan: u, delta and z as bf16 bits, each alone and all
       {
@@ -2107,6 +2129,26 @@ function checkAddNormF16(be: Backend, seed: number): void {
           for (let i = 0; i < n * d; i++) {
             assert.ok(Object.is(fromF16(h[i]), roundF16(ref[i] * 2 ** e)), `${tag}: element ${i}`);
           }
+          // expGiven: the exponent in outExp is read (one below the bound's), not found again
+          if (!accumulate && !alias) {
+            const given = m.put(new Int32Array([e - 1])), h2 = m.zeros(n * d * 2);
+            be.addNormF16({
+              ...common,
+              x: m.put(x),
+              residual: m.put(res),
+              outF16: h2,
+              outExp: given,
+              expGiven: true,
+            });
+            assert.equal(m.i32(given, 1)[0], e - 1, `${tag}: given e kept`);
+            const g = m.u16(h2, n * d);
+            for (let i = 0; i < n * d; i++) {
+              assert.ok(
+                Object.is(fromF16(g[i]), roundF16(ref[i] * 2 ** (e - 1))),
+                `${tag}: given e, element ${i}`,
+              );
+            }
+          }
         });
       }
     }
@@ -2158,6 +2200,28 @@ Deno.test("fp16 operands: argument validation, zero sizes, the scale's range", (
     );
     assertInvalid(() => VEC.addNormF16({ ...an, eps: -1 }), /mb_add_norm_f16: eps/);
     VEC.addNormF16({ ...an, x: y, accumulate: false }); // the sum already in the residual
+    const cv = {
+      x,
+      ldx: 4,
+      w: x,
+      bias: null,
+      state: null,
+      batch: 1,
+      len: 2,
+      d: 4,
+      k: 2,
+      out: y,
+      ldo: 4,
+      outPreact: null,
+    };
+    assertInvalid(
+      () => VEC.conv1d({ ...cv, outF16Exp: ex }),
+      /mb_causal_conv1d: out16_f16_exp needs out and out16/,
+    );
+    assertInvalid(
+      () => VEC.conv1d({ ...cv, out: null, outBf16: h, outF16Exp: ex }),
+      /mb_causal_conv1d: out16_f16_exp needs out and out16/,
+    );
     const conv = { x, ldx: 4, rows: 2, cols: 4, out: h, outExp: ex };
     assertInvalid(() => VEC.toF16Scaled({ ...conv, ldx: 3 }), /mb_to_f16_scaled: ldx \(3\) < cols/);
     assertInvalid(() => VEC.toF16Scaled({ ...conv, rows: -1 }), /rows \(-1\) < 0/);

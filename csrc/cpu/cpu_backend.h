@@ -111,6 +111,10 @@ float *mbcpu_widen_rows(const uint16_t *x, int64_t ldx, int64_t rows, int64_t co
 /** f16.c: the power of two mb_to_f16_scaled chooses for (rows, cols) at ld ldx (f16.h's
  * mbcpu_f16_scale_exp of the largest magnitude, NaN skipped); rows, cols >= 1. */
 int mbcpu_f16_rows_exp(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int64_t cols);
+/** f16.c: rows of x (ld ldx) times 2^e rounded to fp16, dense into out (mb_to_f16_scaled's
+ * conversion by a given exponent). */
+void mbcpu_rows_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int64_t cols,
+                              int e, uint16_t *out);
 
 /** mb_linear's skinny (decoding) path: at most this many input rows. */
 #define MBCPU_SKINNY_MAX 8

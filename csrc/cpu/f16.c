@@ -84,6 +84,12 @@ static void convert(mb_ctx *ctx, const convert_job *job, int64_t rows) {
   mbcpu_parallel_for(ctx, f16_threads(ctx, rows * job->cols), rows, convert_rows, (void *)job);
 }
 
+void mbcpu_rows_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int64_t cols,
+                              int e, uint16_t *out) {
+  const convert_job job = {.src = x, .lds = ldx, .cols = cols, .e = e, .h = out};
+  convert(ctx, &job, rows);
+}
+
 int mbcpu_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int64_t cols,
                         uint16_t *out, int32_t *out_exp) {
   const int e = mbcpu_f16_rows_exp(ctx, x, ldx, rows, cols);
@@ -170,16 +176,19 @@ int mbcpu_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16, const i
  * of two of the bound sqrt(d) max|weight| + max|bias| and rounded to fp16. */
 int mbcpu_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                        const float *weight, const float *bias, int norm_kind, float eps, int64_t n,
-                       int64_t d, uint16_t *out_f16, int32_t *out_exp) {
+                       int64_t d, uint16_t *out_f16, int32_t *out_exp, int exp_given) {
   float *o = (float *)malloc((size_t)(n * d) * sizeof(float));
   if (!o) return mb_fail(MB_ERR_OOM, "cpu: add_norm_f16: no memory for %lld x %lld floats",
                          (long long)n, (long long)d);
   int st = mbcpu_add_norm(ctx, x, residual, accumulate, weight, bias, norm_kind, eps, n, d, o,
                           NULL);
   if (st == MB_OK) {
-    const float wmax = block_amax(ctx, weight, d, 1, d);
-    const float bmax = bias ? block_amax(ctx, bias, d, 1, d) : 0.0f;
-    const int e = mbcpu_f16_scale_exp(sqrtf((float)d) * wmax + bmax);
+    int e = *out_exp; /* exp_given: an earlier call's, with this weight and bias */
+    if (!exp_given) {
+      const float wmax = block_amax(ctx, weight, d, 1, d);
+      const float bmax = bias ? block_amax(ctx, bias, d, 1, d) : 0.0f;
+      e = mbcpu_f16_scale_exp(sqrtf((float)d) * wmax + bmax);
+    }
     const convert_job job = {.src = o, .lds = d, .cols = d, .e = e, .h = out_f16};
     convert(ctx, &job, n);
     *out_exp = e;

@@ -918,7 +918,7 @@ int mbcpu_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   int st = mbcpu_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
   if (st != MB_OK || d_conv == 0) return st;
   return mbcpu_causal_conv1d(ctx, y, NULL, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k, xc,
-                             ldo, NULL, NULL);
+                             ldo, NULL, NULL, NULL);
 }
 
 /* ---- own GEMM (no BLAS) ------------------------------------------------------------------- */
@@ -1118,7 +1118,7 @@ int mbcpu_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx, const flo
                              int64_t k, float *xc, int64_t ldo, const void *w, int wdtype,
                              const float *bias, int64_t out_f, float *y, int64_t ldy) {
   int st = mbcpu_causal_conv1d(ctx, x, NULL, ldx, conv_w, conv_bias, conv_state, n, 1, d, k, xc,
-                               ldo, NULL, NULL);
+                               ldo, NULL, NULL, NULL);
   if (st != MB_OK || out_f == 0) return st;
   return mbcpu_linear(ctx, xc, ldo, w, wdtype, bias, n, d, out_f, y, ldy);
 }

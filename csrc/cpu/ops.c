@@ -671,12 +671,12 @@ static void conv_items(void *raw, int64_t t0, int64_t t1) {
 int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
                         const float *w, const float *bias, float *conv_state, int64_t batch,
                         int64_t len, int64_t d, int64_t k, float *out, int64_t ldo,
-                        float *out_preact, uint16_t *out_bf16) {
+                        float *out_preact, uint16_t *out16, const int32_t *out16_f16_exp) {
   if (x_bf16) { /* the floats the bits stand for, then the fp32 conv: the same arithmetic */
     float *xf = mbcpu_widen_rows(x_bf16, ldx, batch * len, d);
     if (!xf) return mb_fail(MB_ERR_OOM, "cpu: causal_conv1d: no memory to widen x");
     int st = mbcpu_causal_conv1d(ctx, xf, NULL, d, w, bias, conv_state, batch, len, d, k, out, ldo,
-                                 out_preact, out_bf16);
+                                 out_preact, out16, out16_f16_exp);
     free(xf);
     return st;
   }
@@ -684,7 +684,7 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int
     float *of = (float *)malloc((size_t)(batch * len * d) * sizeof(float) + 1);
     if (!of) return mb_fail(MB_ERR_OOM, "cpu: causal_conv1d: no memory for the fp32 output");
     int st = mbcpu_causal_conv1d(ctx, x, NULL, ldx, w, bias, conv_state, batch, len, d, k, of, d,
-                                 out_preact, out_bf16);
+                                 out_preact, out16, out16_f16_exp);
     free(of);
     return st;
   }
@@ -713,7 +713,9 @@ int mbcpu_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int
   }
 #endif
   mbcpu_parallel_for(ctx, nt, items, conv_items, &job);
-  if (out_bf16) mbcpu_rows_to_bf16(out, ldo, batch * len, d, out_bf16, d);
+  if (out16 && out16_f16_exp) /* the scaled fp16 copy (x_proj's operand on the twins) */
+    mbcpu_rows_to_f16_scaled(ctx, out, ldo, batch * len, d, *out16_f16_exp, out16);
+  else if (out16) mbcpu_rows_to_bf16(out, ldo, batch * len, d, out16, d);
   return MB_OK;
 }
 

@@ -8,6 +8,7 @@
  * chunks) and k_conv_par (windows above CONV_KMAX) keep the accurate expf and division.
  * (The fused in_proj + conv step, mb_linear_conv1d_step, is in gemm.cu's GEMV epilogue.)
  */
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 #include <type_traits>
@@ -151,7 +152,7 @@ __global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *
                             const float *__restrict__ bias, const float *__restrict__ conv_state,
                             int64_t len, int64_t d, int64_t T, float *__restrict__ out,
                             int64_t ldo, float *__restrict__ pre_out,
-                            uint16_t *__restrict__ out_bf16) {
+                            uint16_t *__restrict__ out_bf16, const int32_t *__restrict__ f16_exp) {
   mb_pdl_trigger();
   int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (c >= d) return;
@@ -162,6 +163,10 @@ __global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *
   for (int j = 0; j < K; j++) wc[j] = w[c * K + j];
   float bc = bias ? bias[c] : 0.f;
   mb_pdl_wait();
+  /* f16_exp: out_bf16 takes the scaled fp16 rows, fp16(o 2^e) (v s1 s2 is v 2^e exactly wherever
+   * the result is an fp16 normal, as k_f16_convert scales) */
+  float s1 = 1.f, s2 = 1.f;
+  if (f16_exp) mb_f16_scale_factors(*f16_exp, &s1, &s2);
   const float *st = conv_state ? conv_state + (b * d + c) * (K - 1) : nullptr;
 #pragma unroll
   for (int j = 0; j < K - 1; j++) {
@@ -180,7 +185,8 @@ __global__ void k_conv_tile(const XT *__restrict__ x, int64_t ldx, const float *
     const float o = mb_fast_silu(acc);
     if (op) op[i * ldo] = o;
     if (pp) pp[i * d] = acc;
-    if (bp) bp[i * d] = mb_f32_to_bf16(o);
+    if (bp)
+      bp[i * d] = f16_exp ? __half_as_ushort(__float2half_rn(o * s1 * s2)) : mb_f32_to_bf16(o);
   };
   int64_t t = t0;
   for (; t + CONV_GROUP <= t1; t += CONV_GROUP) {
@@ -328,12 +334,23 @@ __global__ void k_conv_state(const XT *__restrict__ x, int64_t ldx, float *conv_
   }
 }
 
+/* f16_exp (out16_f16_exp): out_bf16 takes the scaled fp16 rows of out instead, in the tile
+ * kernel's stores; the other forms write out, then convert it (mbcuda_f16_rows_given). */
 template <typename XT>
 static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, const float *bias,
                          float *conv_state, int64_t batch, int64_t len, int64_t d, int64_t k,
-                         float *out, int64_t ldo, float *out_preact, uint16_t *out_bf16) {
+                         float *out, int64_t ldo, float *out_preact, uint16_t *out_bf16,
+                         const int32_t *f16_exp) {
   cudaStream_t s = mbcuda_stream(ctx);
   int64_t chans = batch * d;
+  const bool tile = k <= CONV_KMAX && !(len <= 8 || chans >= 65536) && batch <= 65535;
+  if (f16_exp && !tile) {
+    int rc = causal_conv1d(ctx, x, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
+                           out_preact, (uint16_t *)NULL, (const int32_t *)NULL);
+    if (rc) return rc;
+    return mbcuda_f16_rows_given(ctx, out, ldo, batch * len, d, f16_exp, out_bf16,
+                                 "causal_conv1d (fp16 copy)");
+  }
   if (k <= CONV_KMAX && (len <= 8 || chans >= 65536)) {
     MBCUDA_LAUNCH("causal_conv1d", k_conv_seq<XT>, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, (float *)NULL, batch, len, d, (int)k, out, ldo, out_preact, out_bf16);
     return MB_OK;
@@ -342,7 +359,8 @@ static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, 
   if ((len + T - 1) / T > 65535) T = (len + 65534) / 65535;
   bool pairs = false;
   if constexpr (std::is_same<XT, uint16_t>::value)
-    pairs = k <= CONV_KMAX && batch <= 65535 && conv_pairs_ok(x, ldx, d, out, out_preact, out_bf16);
+    pairs = !f16_exp && k <= CONV_KMAX && batch <= 65535 &&
+            conv_pairs_ok(x, ldx, d, out, out_preact, out_bf16);
   if (pairs) {
     dim3 grid(mbcuda_blocks(d / 2, 128), (unsigned)((len + T - 1) / T), (unsigned)batch);
     MBCUDA_CHECK(with_window(k,
@@ -358,7 +376,7 @@ static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, 
                              [&](auto K) {
                                return mbcuda_launch(ctx, k_conv_tile<K(), XT>, grid, dim3(128), 0,
                                                     x, ldx, w, bias, conv_state, len, d, T, out,
-                                                    ldo, out_preact, out_bf16);
+                                                    ldo, out_preact, out_bf16, f16_exp);
                              }),
                  "causal_conv1d");
   } else {
@@ -380,13 +398,13 @@ extern "C" int mbcuda_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t 
                                     int64_t ldx, const float *w, const float *bias,
                                     float *conv_state, int64_t batch, int64_t len, int64_t d,
                                     int64_t k, float *out, int64_t ldo, float *out_preact,
-                                    uint16_t *out_bf16) {
+                                    uint16_t *out16, const int32_t *out16_f16_exp) {
   if (batch <= 0 || len <= 0 || d <= 0 || k <= 0) return MB_OK;
   if (x_bf16)
     return causal_conv1d(ctx, x_bf16, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
-                         out_preact, out_bf16);
+                         out_preact, out16, out16_f16_exp);
   return causal_conv1d(ctx, x, ldx, w, bias, conv_state, batch, len, d, k, out, ldo, out_preact,
-                       out_bf16);
+                       out16, out16_f16_exp);
 }
 
 /* The verification pass's conv over up to POS_CONV positions of one sequence: a thread per

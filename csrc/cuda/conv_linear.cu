@@ -451,7 +451,7 @@ extern "C" int mbcuda_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ld
   }
   if (!fused) {
     int e = mbcuda_causal_conv1d(ctx, x, NULL, ldx, conv_w, conv_bias, conv_state, n, 1, d, k, xc,
-                                 ldo, NULL, NULL);
+                                 ldo, NULL, NULL, NULL);
     if (e != MB_OK || out_f == 0) return e;
     return mbcuda_linear(ctx, xc, ldo, w, wdtype, bias, n, d, out_f, y, ldy);
   }

@@ -196,14 +196,17 @@ int mbcuda_sum_add_norm(mb_ctx *ctx, const float *parts, int nparts, int64_t par
  * rows (mbcuda_norm_rows_fit). */
 bool mbcuda_norm_rows_fit(int64_t n, int64_t d, const float *res, const float *weight,
                           const float *bias, const float *out, const uint16_t *out_bf16);
-/* dst (n, cols) dense fp16 = rows (n of cols floats at ld) scaled by the power of two that
- * puts the magnitude whose bits are at *bound_bits in [2^14, 2^15) (gemm.cu). */
 /* *exp = the scaled fp16 rows' exponent (mb_to_f16_scaled's rule) of n rows of cols floats at
  * ld, from a pass for their largest magnitude (gemm.cu). */
 int mbcuda_f16_exp_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
                         int32_t *exp, const char *op);
+/* dst (n, cols) dense fp16 = rows (n of cols floats at ld) scaled by the power of two that
+ * puts the magnitude whose bits are at *bound_bits in [2^14, 2^15) (gemm.cu). */
 int mbcuda_f16_scale_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
                           const unsigned *bound_bits, uint16_t *dst, const char *op);
+/* The same, scaled by 2^*exp (an exponent in device memory) (gemm.cu). */
+int mbcuda_f16_rows_given(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
+                          const int32_t *exp, uint16_t *dst, const char *op);
 int mbcuda_norm_rows(mb_ctx *ctx, const float *res, const float *weight, const float *bias,
                      int norm_kind, float eps, int64_t n, int64_t d, float *out,
                      uint16_t *out_bf16);

@@ -532,6 +532,12 @@ int mbcuda_f16_scale_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n,
   return f16_convert(ctx, o, F16_NONE, bound_bits, NULL, NULL, 0.f, NULL, op);
 }
 
+int mbcuda_f16_rows_given(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
+                          const int32_t *exp, uint16_t *dst, const char *op) {
+  const F16Operand o = {rows, ld, n, cols, (__half *)dst};
+  return f16_convert(ctx, o, F16_NONE, NULL, exp, NULL, 0.f, NULL, op);
+}
+
 /* *exp = the exponent of the largest magnitude whose bits are at slots[0]. */
 __global__ void k_f16_exp_of(const unsigned *slots, int32_t *exp) {
   MB_PDL_ENTRY();
@@ -844,7 +850,7 @@ extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ld
     int rc = mbcuda_linear(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
     if (rc || d_conv <= 0) return rc;
     return mbcuda_causal_conv1d(ctx, y, NULL, ldy, conv_w, conv_bias, conv_state, n, 1, d_conv, k,
-                                xc, ldo, NULL, NULL);
+                                xc, ldo, NULL, NULL, NULL);
   }
   const ConvEpi ce = {conv_w, conv_bias, conv_state, xc, ldo, d_conv, (int)k};
   cudaError_t e = wdtype == MB_DTYPE_BF16

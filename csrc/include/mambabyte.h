@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 15
+#define MB_ABI_VERSION 16
 
 /* Status codes. */
 #define MB_OK 0
@@ -313,19 +313,26 @@ int mb_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16, const int3
  * puts a largest magnitude: one pass, no overflow, and a row's elements keep 11 significant bits
  * down to 2^-28 of the bound. x may equal residual when accumulate is 0 (the residual already
  * holds the sum: the forward's out_proj added its product in place).
+ * exp_given (ABI 16): 1 when *out_exp already holds e, written by an earlier call with this weight
+ * and bias (it depends on nothing else), so it is read, not found again (the model's twins hold
+ * each layer's); 0 to find and write it.
  */
 int mb_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int accumulate,
                     const float *weight, const float *bias, int norm_kind, float eps, int64_t n,
-                    int64_t d, uint16_t *out_f16, int32_t *out_exp);
+                    int64_t d, uint16_t *out_f16, int32_t *out_exp, int exp_given);
 
 /**
  * Causal depthwise conv1d over `batch` sequences of `len` positions and d channels, kernel width k:
  *   pre[b, t, c] = bias[c] + sum_j w[c, j] * xin[b, t - (k-1) + j, c]
  * where positions before 0 come from conv_state (b, c, 0..k-2), oldest first (zeros when
  * conv_state is NULL). out = silu(pre) (ld ldo); out_preact, when not NULL, receives pre
- * (contiguous, (batch*len, d)); out_bf16, when not NULL, receives out as bfloat16 bits
+ * (contiguous, (batch*len, d)); out16, when not NULL, receives out as bfloat16 bits
  * (contiguous, (batch*len, d)), and out may then be NULL (the forward's bf16 u). conv_state, when
  * not NULL, is updated to hold the last k-1 inputs.
+ * out16_f16_exp (ABI 16), when not NULL (out16 and out then required): out16 receives instead
+ * the scaled fp16 rows of out, fp16(out * 2^e) rounded to nearest even with e = *out16_f16_exp
+ * (one int32 in backend memory), mb_linear_f16's x_f16 with x_exp = out16_f16_exp (x_proj's operand
+ * in a TF32 forward on the fp16 twins, whose e comes from a bound of the layer's weights).
  * w: (d, k) float32. bias may be NULL. x is read with leading dimension ldx; exactly one of x and
  * x_bf16 (bfloat16 bits, read as the floats they stand for: a bf16 xz from mb_linear_to_bf16) is
  * given. conv_state then holds those floats.
@@ -333,7 +340,8 @@ int mb_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int accumulate
 int mb_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf16, int64_t ldx,
                      const float *w, const float *bias,
                      float *conv_state, int64_t batch, int64_t len, int64_t d, int64_t k, float *out,
-                     int64_t ldo, float *out_preact, uint16_t *out_bf16);
+                     int64_t ldo, float *out_preact, uint16_t *out16,
+                     const int32_t *out16_f16_exp);
 
 /**
  * Decoding: mb_linear then the conv1d step on the first d_conv output columns, in one kernel on
@@ -380,7 +388,7 @@ int mb_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx, const float 
  * Row r = b*len + t of u, delta, Bm, Cm, z, y is read/written at base + r * ld. y_bf16, when not
  * NULL, receives y as bfloat16 bits (row r at y_bf16 + r * ldy); y may then be NULL.
  * u_bf16, delta_bf16 and z_bf16 are u, delta and z as bfloat16 bits (read as the floats they
- * stand for; the forward's bf16 activations: the conv's out_bf16, mb_linear_to_bf16's output):
+ * stand for; the forward's bf16 activations: the conv's out16, mb_linear_to_bf16's output):
  * exactly one of u and u_bf16 and of delta and delta_bf16 is given, at most one of z and z_bf16.
  * y_f16_exp (ABI 15), when not NULL (y then required), receives the exponent mb_to_f16_scaled
  * would choose for y's batch*len rows of d (one int32, where y is): out_proj then takes the fp32 y

@@ -107,7 +107,7 @@ int main(int argc, char **argv) {
       for (int r = 0; r < reps; r++) {
         memset(st, 0, (size_t)(d * (k - 1)) * 4);
         const double t0 = now();
-        CK(mb_causal_conv1d(ctx, x, NULL, 2 * d, w, b, st, 1, len, d, k, y, d, NULL, NULL));
+        CK(mb_causal_conv1d(ctx, x, NULL, 2 * d, w, b, st, 1, len, d, k, y, d, NULL, NULL, NULL));
         t[r] = timed(t0, per);
       }
       h = hash_bytes(hash_bytes(h, y, (size_t)(len * d) * 4), st, (size_t)(d * (k - 1)) * 4);

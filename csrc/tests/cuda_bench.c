@@ -271,7 +271,8 @@ typedef struct {
   float *nw, *nb, *cw, *cb, *dtb, *A, *D;
   void *in, *xp, *dt, *out;
   uint16_t *in16, *out16; /* fp32 weights: in_proj's and out_proj's fp16 twins (as the model) */
-  int32_t *e16;           /* their exponents */
+  uint16_t *xp16;         /* ... and x_proj's */
+  int32_t *e16;           /* exponents: [0] in, [1] out, [2] x_proj, [3] u, [4] the norm's */
 } layer;
 /* Whether the context allows TF32 (set with it): the fp32 forward then takes the twins. */
 static int g_tf32 = 0;
@@ -309,7 +310,7 @@ static void model_init(model *m, int dtype) {
     MBX(mb_memcpy_h2d(G, L->A, ah, DI * NS * 4));
     L->D = fconst(DI, 1.0f);
     L->out = wnew((size_t)DM * DI, dtype);
-    L->in16 = L->out16 = NULL, L->e16 = NULL;
+    L->in16 = L->out16 = L->xp16 = NULL, L->e16 = NULL;
     m->weight_bytes += (double)es * (2.0 * DI * DM + XP * DI + DI * R + DM * DI) +
                        4.0 * (2 * DM + DI * KC + DI + DI + DI * NS + DI);
   }
@@ -323,9 +324,21 @@ static void model_init(model *m, int dtype) {
   for (int i = 0; i < NL && m->twins; i++) {
     layer *L = &m->l[i];
     L->in16 = (uint16_t *)fbuf((size_t)DI * DM), L->out16 = (uint16_t *)fbuf((size_t)DM * DI / 2);
-    L->e16 = (int32_t *)fbuf(2);
+    L->xp16 = (uint16_t *)fbuf((size_t)XP * DI / 2);
+    L->e16 = (int32_t *)fbuf(5);
     MBX(mb_to_f16_scaled(G, (const float *)L->in, DM, 2 * DI, DM, L->in16, L->e16));
     MBX(mb_to_f16_scaled(G, (const float *)L->out, DI, DM, DI, L->out16, L->e16 + 1));
+    MBX(mb_to_f16_scaled(G, (const float *)L->xp, DI, XP, DI, L->xp16, L->e16 + 2));
+    /* u's exponent: the model's comes from a bound of the layer's weights (f16_twins.ts); the
+     * timing does not depend on it, and these weights keep u well inside fp16 unscaled */
+    const int32_t eu = 0;
+    MBX(mb_memcpy_h2d(G, L->e16 + 3, &eu, 4));
+    /* the norm's, found once as the model's twins find it (a one-row call) */
+    float *r1 = fbuf(2 * DM);
+    MBX(mb_add_norm_f16(G, r1, r1 + DM, 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, 1, DM,
+                        (uint16_t *)r1, L->e16 + 4, 0));
+    MBX(mb_ctx_synchronize(G));
+    MBX(mb_free(G, r1));
   }
 }
 static void model_free(model *m) {
@@ -333,8 +346,8 @@ static void model_free(model *m) {
     layer *L = &m->l[i];
     void *p[] = {L->nw, L->nb, L->in, L->cw, L->cb, L->xp, L->dt, L->dtb, L->A, L->D, L->out};
     for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) MBX(mb_free(G, p[j]));
-    void *t[] = {L->in16, L->out16, L->e16};
-    for (size_t j = 0; j < 3 && L->in16; j++) MBX(mb_free(G, t[j]));
+    void *t[] = {L->in16, L->out16, L->xp16, L->e16};
+    for (size_t j = 0; j < 4 && L->in16; j++) MBX(mb_free(G, t[j]));
   }
   MBX(mb_free(G, m->emb));
   MBX(mb_free(G, m->nfw));
@@ -348,7 +361,7 @@ typedef struct {
   float *conv_state, *ssm_state; /* NL x batch x ... */
   int32_t *ids;
   int64_t *ctr;
-  int32_t *e16; /* exponents: [0] the norm's scaled fp16 rows (in hn's first half), [1] y's */
+  int32_t *e16; /* exponents: [1] y's (the norms' are the layers', found once) */
 } acts;
 static void acts_init(acts *a, int64_t B, int64_t seqs) {
   a->B = B;
@@ -435,14 +448,14 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
         uint16_t *xzb = (uint16_t *)a->xz, *dtb = (uint16_t *)a->dt;
         MBX(mb_linear_to_bf16(G, NULL, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, xzb, 2 * DI));
         MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, NULL,
-                             DI, NULL, a->xcb));
+                             DI, NULL, a->xcb, NULL));
         MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
         MBX(mb_linear_to_bf16(G, a->dbc, NULL, XP, L->dt, dt, NULL, rows, R, DI, dtb, DI));
         forward_scan(L, a, batch, len, ss, 1, NULL);
       } else {
         MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
         MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc,
-                             DI, NULL, a->xcb));
+                             DI, NULL, a->xcb, NULL));
         MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
         MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
         MBX(mb_selective_scan(G, a->xc, NULL, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP,
@@ -495,21 +508,26 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
         RUN(SKIP_OUT, mb_linear(G, a->y, DI, L->out, dt, NULL, rows, DI, DM, a->h, DM));
       continue;
     }
-    /* as the model's forward with TF32: in_proj and out_proj on the weights' fp16 twins, the norm
-     * writing in_proj's input as scaled fp16 in hn's first half */
+    /* as the model's forward with TF32: in_proj, x_proj and out_proj on the weights' fp16 twins,
+     * the norm writing in_proj's input as scaled fp16 in hn's first half (by the exponent found
+     * once), the conv x_proj's in y's first half (y is written later, by the scan) */
     const int tw = m->twins && g_tf32 && fwd_fuse;
-    uint16_t *hn16 = (uint16_t *)a->hn;
+    uint16_t *hn16 = (uint16_t *)a->hn, *u16 = (uint16_t *)a->y;
     if (tw && i == 0)
       MBX(mb_add_norm_f16(G, a->h, a->res, 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, hn16,
-                          a->e16));
+                          L->e16 + 4, 1));
     if (tw)
-      MBX(mb_linear_f16(G, NULL, hn16, a->e16, DM, L->in16, L->e16, NULL, rows, DM, 2 * DI, a->xz,
-                        2 * DI, 0));
+      MBX(mb_linear_f16(G, NULL, hn16, L->e16 + 4, DM, L->in16, L->e16, NULL, rows, DM, 2 * DI,
+                        a->xz, 2 * DI, 0));
     else
       MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
-    MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI, NULL,
-                         NULL));
-    MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
+    MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI,
+                         NULL, tw ? u16 : NULL, tw ? L->e16 + 3 : NULL));
+    if (tw)
+      MBX(mb_linear_f16(G, NULL, u16, L->e16 + 3, DI, L->xp16, L->e16 + 2, NULL, rows, DI, XP,
+                        a->dbc, XP, 0));
+    else
+      MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
     /* as the model's forward: dt_proj's bias added by the scan (delta_bias) */
     MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
     forward_scan(L, a, batch, len, ss, 0, tw ? a->e16 + 1 : NULL);
@@ -517,7 +535,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       MBX(mb_linear_f16(G, a->y, NULL, a->e16 + 1, DI, L->out16, L->e16 + 1, NULL, rows, DI, DM,
                         a->res, DM, 1));
       MBX(mb_add_norm_f16(G, a->res, a->res, 0, N->nw, N->nb, MB_NORM_LAYER, 1e-5f, rows, DM, hn16,
-                          a->e16));
+                          N->e16 + 4, 1));
     } else if (tw) {
       MBX(mb_linear_f16(G, a->y, NULL, a->e16 + 1, DI, L->out16, L->e16 + 1, NULL, rows, DI, DM, a->h,
                         DM, 0));
@@ -706,7 +724,7 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
       switch (op) {
         case 0: MBX(mb_add_norm(G, a.h, a.res, 1, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, a.hn, NULL)); break;
         case 1: MBX(mb_linear(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI)); break;
-        case 2: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL)); break;
+        case 2: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL, NULL)); break;
         case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
         case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, len > 1 ? NULL : L->dtb, rows, R, DI, a.dt, DI)); break;
         case 5: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL, NULL)); break;
@@ -747,11 +765,11 @@ static void breakdown_mixer(model *m, int64_t len, const char *label) {
     TIME_OP(tm, reps, {
       switch (op) {
         case 0: MBX(mb_linear_bf16(G, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, a.xz, 2 * DI)); break;
-        case 1: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb)); break;
+        case 1: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb, NULL)); break;
         case 2: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, NULL, len, R, DI, a.dt, DI)); break;
         case 3: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL)); break;
         case 4: MBX(mb_linear_to_bf16(G, NULL, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, xzb, 2 * DI)); break;
-        case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, NULL, DI, NULL, a.xcb)); break;
+        case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, NULL, DI, NULL, a.xcb, NULL)); break;
         case 6: MBX(mb_linear_to_bf16(G, a.dbc, NULL, XP, L->dt, dt, NULL, len, R, DI, dtb, DI)); break;
         case 7: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL)); break;
         case 8: MBX(mb_linear_bf16(G, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, DM)); break;

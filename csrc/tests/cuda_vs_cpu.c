@@ -17,8 +17,8 @@
  *     [--draft_cases N]
  *     --small: the sizes used under compute-sanitizer; --only discrete_a: only the discrete-A ops;
  *     --only linear: only mb_linear, mb_linear_bf16, mb_linear_add_norm (and the norm's NT form),
- *     the scaled fp16 ops (mb_to_f16_scaled, mb_linear_f16, mb_add_norm_f16)
- *     and mb_conv1d_step_linear;
+ *     the scaled fp16 ops (mb_to_f16_scaled, mb_linear_f16, mb_add_norm_f16, mb_causal_conv1d's
+ *     fp16 copy) and mb_conv1d_step_linear;
  *     --only bf16: only the bf16 xz and delta ops (mb_linear_to_bf16, the conv of bf16 x, the scan
  *     of bf16 delta and z; with --small also the tile scan's pairs, at 256 x 3584);
  *     --only scan: only mb_selective_scan (sequential, chunked, tile and bf16 cases);
@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "mambabyte.h"
+#include "../cpu/f16.h" /* the fp16 rounding the backends' scaled copies are held to */
 
 static mb_ctx *CPU, *GPU;
 static int g_fail = 0, g_cases = 0, g_small = 0, g_only_da = 0, g_only_dg = 0, g_dg_cases = 0;
@@ -458,6 +459,29 @@ static float *f16_decoded(mb_ctx *ctx, const void *dev, int64_t n, int32_t e) {
   free(h);
   return f;
 }
+/* A scaled fp16 copy (n rows of m, dense) of fp32 rows O (at ld), 2^e: on each backend its bits
+ * those of its own fp32 rows times 2^e rounded (f16.h's rounding), and the GPU's decoded values
+ * the CPU's within fp16's rounding. */
+static void check_f16_copy(const char *op, const char *cfg, const pair *H, const pair *O,
+                           int64_t n, int64_t m, int64_t ld, int32_t e) {
+  uint16_t *h = (uint16_t *)malloc((size_t)(n * m) * 2 + 2);
+  float *o = (float *)malloc(O->bytes);
+  for (int k = 0; k < 2; k++) {
+    mb_ctx *cx = k ? GPU : CPU;
+    MBX(mb_ctx_synchronize(GPU));
+    MBX(mb_memcpy_d2h(cx, h, k ? H->g : H->c, (size_t)(n * m) * 2));
+    MBX(mb_memcpy_d2h(cx, o, k ? O->g : O->c, O->bytes));
+    double miss = 0;
+    for (int64_t r = 0; r < n; r++)
+      for (int64_t c = 0; c < m; c++)
+        if (h[r * m + c] != mbcpu_f32_to_f16(ldexpf(o[r * ld + c], e))) miss++;
+    check(op, cfg, k ? "f16 bits gpu" : "f16 bits cpu", miss, 0);
+  }
+  float *c = f16_decoded(CPU, H->c, n * m, e), *g = f16_decoded(GPU, H->g, n * m, e);
+  check(op, cfg, "f16 copy", rel_of(g, c, (size_t)(n * m), 1, n * m, 0), 1e-3);
+  free(c), free(g), free(h), free(o);
+}
+
 static int32_t exp_of(mb_ctx *ctx, const void *dev) {
   int32_t e;
   MBX(mb_ctx_synchronize(GPU));
@@ -551,9 +575,9 @@ static void t_add_norm_f16(void) {
       pair X = prand(n * d, -2, 2), R = prand(n * d, -1, 3), W = prand(d, -1.5f, 1.5f);
       pair B = prand(d, -0.5f, 0.5f), O = pb16(n * d), E = pnew(NULL, 4);
       MBX(mb_add_norm_f16(CPU, same ? C(R) : C(X), C(R), acc, C(W), hasb ? C(B) : NULL, kind,
-                          1e-5f, n, d, (uint16_t *)O.c, (int32_t *)E.c));
+                          1e-5f, n, d, (uint16_t *)O.c, (int32_t *)E.c, 0));
       MBX(mb_add_norm_f16(GPU, same ? G(R) : G(X), G(R), acc, G(W), hasb ? G(B) : NULL, kind,
-                          1e-5f, n, d, (uint16_t *)O.g, (int32_t *)E.g));
+                          1e-5f, n, d, (uint16_t *)O.g, (int32_t *)E.g, 0));
       char cfg[80];
       snprintf(cfg, sizeof cfg, "n=%lld d=%lld %s acc=%d bias=%d x=res:%d", (long long)n,
                (long long)d, kind ? "rms" : "layer", acc, hasb, same);
@@ -563,6 +587,21 @@ static void t_add_norm_f16(void) {
       float *c = f16_decoded(CPU, O.c, n * d, ec), *g = f16_decoded(GPU, O.g, n * d, eg);
       check("add_norm_f16", cfg, "out", rel_of(g, c, (size_t)(n * d), 1, n * d, 0), 1e-3);
       free(c), free(g);
+      if (!acc && !same) { /* exp_given: an exponent 2 below the bound's is read, not replaced */
+        const int32_t eq = ec - 2;
+        MBX(mb_memcpy_h2d(CPU, E.c, &eq, 4));
+        MBX(mb_memcpy_h2d(GPU, E.g, &eq, 4));
+        MBX(mb_add_norm_f16(CPU, C(X), C(R), 0, C(W), hasb ? C(B) : NULL, kind, 1e-5f, n, d,
+                            (uint16_t *)O.c, (int32_t *)E.c, 1));
+        MBX(mb_add_norm_f16(GPU, G(X), G(R), 0, G(W), hasb ? G(B) : NULL, kind, 1e-5f, n, d,
+                            (uint16_t *)O.g, (int32_t *)E.g, 1));
+        check("add_norm_f16", cfg, "given exp",
+              exp_of(CPU, E.c) != eq || exp_of(GPU, E.g) != eq, 0);
+        float *c2 = f16_decoded(CPU, O.c, n * d, eq), *g2 = f16_decoded(GPU, O.g, n * d, eq);
+        check("add_norm_f16", cfg, "out, given exp",
+              rel_of(g2, c2, (size_t)(n * d), 1, n * d, 0), 1e-3);
+        free(c2), free(g2);
+      }
       pfree(&X), pfree(&R), pfree(&W), pfree(&B), pfree(&O), pfree(&E);
     }
 }
@@ -812,18 +851,24 @@ static void t_conv(void) {
         pair X = prand(rows * ldx, -2, 2), W = prand(d * k, -1, 1), B = prand(d, -1, 1);
         pair S = prand(batch * d * (k > 1 ? k - 1 : 1), -2, 2);
         pair O = pf(NULL, rows * ldo), P = pf(NULL, rows * d), OB = pb16(rows * d);
-        const int bf = (li + di + bi) % 2 == 0;
+        /* the 16-bit copy: none, bf16, or scaled fp16 (out16_f16_exp; len 300 is the tile
+         * kernel's store, 1 and 7 the conversion after the other kernels) */
+        const int copy = (int)((li + 2 * di + bi) % 3), bf = copy == 1, f16 = copy == 2;
+        const int32_t e16 = (li + di) % 2 ? 3 : -2;
+        pair E = pnew(&e16, 4);
         MBX(mb_causal_conv1d(CPU, C(X), NULL, ldx, C(W), hasb ? C(B) : NULL, use_state ? C(S) : NULL,
                              batch, len, d, k, C(O), ldo, use_pre ? C(P) : NULL,
-                             bf ? (uint16_t *)OB.c : NULL));
+                             copy ? (uint16_t *)OB.c : NULL, f16 ? (int32_t *)E.c : NULL));
         MBX(mb_causal_conv1d(GPU, G(X), NULL, ldx, G(W), hasb ? G(B) : NULL, use_state ? G(S) : NULL,
                              batch, len, d, k, G(O), ldo, use_pre ? G(P) : NULL,
-                             bf ? (uint16_t *)OB.g : NULL));
+                             copy ? (uint16_t *)OB.g : NULL, f16 ? (int32_t *)E.g : NULL));
         char cfg[80];
-        snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld k=%lld st=%d pre=%d bias=%d bf=%d",
+        snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld k=%lld st=%d pre=%d bias=%d copy=%s",
                  (long long)batch, (long long)len, (long long)d, (long long)k, use_state, use_pre,
-                 hasb, bf);
+                 hasb, bf ? "bf16" : f16 ? "f16" : "-");
         if (bf) check_bf16("causal_conv1d", cfg, &OB, &O, rows, d, d, ldo);
+        if (f16) check_f16_copy("causal_conv1d", cfg, &OB, &O, rows, d, ldo, e16);
+        pfree(&E);
         check("causal_conv1d", cfg, "out", rel_err(&O, rows, d, ldo), 1e-5);
         if (use_pre) check("causal_conv1d", cfg, "preact", rel_all(&P), 1e-5);
         if (use_state && k > 1) check("causal_conv1d", cfg, "state", rel_all(&S), 1e-6);
@@ -853,11 +898,11 @@ static void t_conv_bf16(void) {
     float *st = cs[i].st ? C(S) : NULL;
     const int ob = cs[i].only_bf; /* the bf16 output alone (the forward's bf16 u) */
     MBX(mb_causal_conv1d(CPU, NULL, (uint16_t *)XB.c, ldx, C(W), C(B), st, batch, len, d, k,
-                         ob ? NULL : C(O), ldo, NULL, (uint16_t *)OB.c));
+                         ob ? NULL : C(O), ldo, NULL, (uint16_t *)OB.c, NULL));
     MBX(mb_causal_conv1d(GPU, NULL, (uint16_t *)XB.g, ldx, G(W), G(B), cs[i].st ? G(S) : NULL,
-                         batch, len, d, k, ob ? NULL : G(O), ldo, NULL, (uint16_t *)OB.g));
+                         batch, len, d, k, ob ? NULL : G(O), ldo, NULL, (uint16_t *)OB.g, NULL));
     MBX(mb_causal_conv1d(GPU, G(X), NULL, ldx, G(W), G(B), cs[i].st ? G(S2) : NULL, batch, len, d,
-                         k, G(O2), ldo, NULL, NULL));
+                         k, G(O2), ldo, NULL, NULL, NULL));
     char cfg[80];
     snprintf(cfg, sizeof cfg, "x=bf16 b=%lld len=%lld d=%lld k=%lld st=%d out=%s",
              (long long)batch, (long long)len, (long long)d, (long long)k, cs[i].st,
@@ -1169,7 +1214,7 @@ static void t_conv_linear(void) {
     if (k > 1) check("conv_linear", cfg, "conv_state", rel_all(&CS), 1e-5);
     /* xc and the window: mb_causal_conv1d's bits */
     MBX(mb_memcpy_d2d(GPU, CS2.g, CS0.g, CS0.bytes));
-    MBX(mb_causal_conv1d(GPU, G(X), NULL, ldx, G(CW), cb_g, G(CS2), n, 1, d, k, G(XC2), ldo, NULL, NULL));
+    MBX(mb_causal_conv1d(GPU, G(X), NULL, ldx, G(CW), cb_g, G(CS2), n, 1, d, k, G(XC2), ldo, NULL, NULL, NULL));
     check("conv_linear", cfg, "xc=conv", diff_bits(G(XC), G(XC2), XC.bytes), 0);
     if (k > 1) check("conv_linear", cfg, "state=conv", diff_bits(G(CS), G(CS2), CS.bytes), 0);
     /* a rerun from the same window, then a graph's replay: the first run's bits */
@@ -1440,7 +1485,7 @@ static void t_spec(void) {
       if (mode == 0) {
         MBX(mb_linear(GPU, G(X), in_f, W.g, dt, NULL, L, in_f, out_f, G(Y), out_f));
         MBX(mb_causal_conv1d(GPU, G(Y), NULL, out_f, G(CW), G(CB), G(CS), 1, L, di, k, G(XC), di, NULL,
-                             NULL));
+                             NULL, NULL));
       } else {
         MBX(mb_linear_conv1d_step(GPU, G(X), in_f, W.g, dt, NULL, L, in_f, out_f, G(Y), out_f,
                                   G(CW), G(CB), G(CS), di, k, G(XC), di));
@@ -2406,7 +2451,7 @@ static void t_graph(int fused, int64_t B) {
           MBX(mb_linear(GPU, (float *)hn, dm, win, MB_DTYPE_BF16, NULL, B, dm, 2 * di,
                         (float *)xz, 2 * di));
           MBX(mb_causal_conv1d(GPU, (float *)xz, NULL, 2 * di, (float *)cw, NULL, (float *)cs, B, 1, di,
-                               k, (float *)xc, di, NULL, NULL));
+                               k, (float *)xc, di, NULL, NULL, NULL));
         }
         MBX(mb_linear(GPU, (float *)xc, di, xp, MB_DTYPE_F32, NULL, B, di, L, (float *)dbc, L));
         if (fused) /* delta = dt_proj(dbc[:, :r]) inside the update */
@@ -2748,6 +2793,7 @@ int main(int argc, char **argv) {
     t_to_f16_scaled();
     t_linear_f16();
     t_add_norm_f16();
+    t_conv(); /* its scaled fp16 copy: x_proj's operand on the twins */
     with_gpu_env("MAMBABYTE_CUDA_TF32_F16", "2", "TF32 on fp16 operands from 9 rows", t_tf32_f16);
     t_linear_bf16();
     t_linear_to_bf16();

@@ -658,10 +658,14 @@ export class Backend {
    * {@link Backend.addNorm} with its output as scaled fp16 rows (mb_add_norm_f16, in_proj's operand
    * for {@link Backend.linearF16}): the residual is updated as addNorm updates it, `outF16` (n, d)
    * = fp16(out * 2^e) and `outExp` = e, from the bound sqrt(d) max|weight| + max|bias|. x may equal
-   * residual when accumulate is false.
+   * residual when accumulate is false. `expGiven`: `outExp` already holds e, from an earlier call
+   * with this weight and bias, and is read, not found again.
    */
-  addNormF16(a: NormOperands & { outF16: Ptr; outExp: Ptr }): void {
-    check(this.#lib.mb_add_norm_f16(...this.#normArgs(a), a.outF16, a.outExp), "add_norm_f16");
+  addNormF16(a: NormOperands & { outF16: Ptr; outExp: Ptr; expGiven?: boolean }): void {
+    check(
+      this.#lib.mb_add_norm_f16(...this.#normArgs(a), a.outF16, a.outExp, a.expGiven ? 1 : 0),
+      "add_norm_f16",
+    );
   }
 
   /** mb_linear and mb_linear_bf16: one signature, x's type aside. */
@@ -682,7 +686,9 @@ export class Backend {
   /**
    * Causal depthwise conv1d with state; out = silu(conv), outPreact = conv (optional), outBf16 =
    * out as bfloat16 bits, (batch * len, d) (optional; `out` may then be null). With `xBf16`, x
-   * holds bfloat16 bits (a bf16 xz from linearToBf16), read as the floats they stand for.
+   * holds bfloat16 bits (a bf16 xz from linearToBf16), read as the floats they stand for. With
+   * `outF16Exp` (an int32 e in backend memory; `out` required), `outBf16` receives instead the
+   * scaled fp16 rows fp16(out * 2^e), {@link Backend.linearF16}'s `xF16` with `xExp` = outF16Exp.
    */
   conv1d(a: {
     x: Ptr;
@@ -699,6 +705,7 @@ export class Backend {
     ldo: number;
     outPreact: Ptr;
     outBf16?: Ptr;
+    outF16Exp?: Ptr;
   }): void {
     check(
       this.#lib.mb_causal_conv1d(
@@ -717,6 +724,7 @@ export class Backend {
         I(a.ldo),
         a.outPreact,
         a.outBf16 ?? null,
+        a.outF16Exp ?? null,
       ),
       "causal_conv1d",
     );

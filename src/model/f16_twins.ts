@@ -1,9 +1,14 @@
 /**
- * fp16 twins of a model's fp32 in_proj and out_proj weights, for TF32 products on the fp16 tensor
- * cores (Backend.linearF16): each matrix scaled by its own power of two and rounded once, at load
- * (Backend.toF16Scaled), so that a forward's products make no pass over their weights. fp16 keeps
- * TF32's significand (11 bits) and the scale keeps every value in its range (docs/DESIGN.md,
+ * fp16 twins of a model's fp32 in_proj, x_proj and out_proj weights, for TF32 products on the fp16
+ * tensor cores (Backend.linearF16): each matrix scaled by its own power of two and rounded once, at
+ * load (Backend.toF16Scaled), so that a forward's products make no pass over their weights. fp16
+ * keeps TF32's significand (11 bits) and the scale keeps every value in its range (docs/DESIGN.md,
  * "TF32 products on fp16 operands").
+ *
+ * The forward's operands need exponents too. The norm's comes from a bound of its weight and bias
+ * (mb_add_norm_f16), found once here. x_proj's input u = silu(conv(x)) is written by the conv as
+ * scaled fp16 rows (Backend.conv1d's outF16Exp) by an exponent found here from a bound of the
+ * layer's weights alone ({@link uBound}), so that no pass over u is needed either.
  *
  * Decoding reads them too (half the bytes of a step's fp32 weights), by GEMVs that do not know the
  * scales: the twin holds w 2^e, so its input must carry 2^-e, exactly. in_proj's input is the
@@ -25,6 +30,9 @@ import {
 import { Tensor } from "../backend/tensor.ts";
 import type { ModelDims } from "../config/dims.ts";
 import type { ModelWeights } from "./weights.ts";
+
+/** Int32 exponents a layer keeps (in_proj, out_proj, x_proj, u, the norm; three spare). */
+const EXPS = 8;
 
 /** One twin: the fp16 rows and the device int32 holding their exponent. */
 export interface F16Weight {
@@ -61,13 +69,60 @@ export interface F16DecodeLayer {
 export function f16TwinBytes(dims: ModelDims): number {
   const { dModel: d, dInner: di, dState: n, dtRank: r, nLayer } = dims;
   const decode = 4 * (2 * d + (r + 2 * n) * di + di); // the scaled norm, x_proj and D copies
-  return (layerStride(dims) + decode) * nLayer + 8 * nLayer;
+  return (layerStride(dims) + decode) * nLayer + 4 * EXPS * nLayer;
 }
 
-/** A layer's twins, in_proj's rows then out_proj's, padded to 256 bytes (aligned operands). */
+/** Bytes of a layer's twins before each (in_proj's, out_proj's, x_proj's), then the stride. */
+function layerOffsets(dims: ModelDims): [number, number, number, number] {
+  const { dModel: d, dInner: di, dState: n, dtRank: r } = dims;
+  const out = align256(2 * 2 * di * d);
+  const x = out + align256(2 * d * di);
+  return [0, out, x, x + align256(2 * (r + 2 * n) * di)];
+}
+
+/** A layer's twins, padded to 256 bytes each (aligned operands). */
 function layerStride(dims: ModelDims): number {
-  const out = align256(2 * 2 * dims.dInner * dims.dModel);
-  return out + align256(2 * dims.dModel * dims.dInner);
+  return layerOffsets(dims)[3];
+}
+
+/**
+ * A bound of |u| = |silu(conv(x))| over every position a layer's forward can see, from its
+ * weights alone: the norm's rows are at most sqrt(d) max|w| + max|b| in magnitude (mb_add_norm_f16's
+ * bound), so in_proj's x is at most d max|W_in| that + max|b_in| (max|W_in| < 2^(15 - e_in), from
+ * in_proj's twin), the conv's sum at most max_c(|b_c| + sum_j |w_cj| x), and |silu(v)| <= |v|.
+ * Doubled for the fp16 rounding of the norm's rows and of in_proj's operands. Loose by the ratio of
+ * max|W_in| to a row's mean magnitude (~5-10x), which costs fp16 no precision: a value keeps 11
+ * significant bits down to 2^-28 of the bound.
+ */
+export function uBound(
+  d: number,
+  eIn: number,
+  norm: { w: Float32Array; b: Float32Array | null },
+  inBias: Float32Array | null,
+  conv: { w: Float32Array; b: Float32Array | null; k: number },
+): number {
+  const amax = (a: Float32Array | null) => a ? a.reduce((m, v) => Math.max(m, Math.abs(v)), 0) : 0;
+  const normBound = Math.sqrt(d) * amax(norm.w) + amax(norm.b);
+  const x = d * Math.pow(2, 15 - eIn) * normBound + amax(inBias);
+  let pre = 0; // the largest |conv sum| a channel can reach
+  for (let c = 0; c * conv.k < conv.w.length; c++) {
+    let taps = 0;
+    for (let j = 0; j < conv.k; j++) taps += Math.abs(conv.w[c * conv.k + j]);
+    pre = Math.max(pre, (conv.b ? Math.abs(conv.b[c]) : 0) + taps * x);
+  }
+  return 2 * pre;
+}
+
+/**
+ * The exponent e that puts `bound` in [2^14, 2^15) (mb_to_f16_scaled's rule, f16.h's
+ * mbcpu_f16_scale_exp); 0 for a bound that is 0 or not finite (the values then pass unscaled).
+ */
+export function f16ScaleExp(bound: number): number {
+  if (!(bound > 0) || !Number.isFinite(bound)) return 0;
+  let E = Math.floor(Math.log2(bound)) + 1; // bound = m 2^E, m in [0.5, 1)
+  while (bound >= Math.pow(2, E)) E++;
+  while (bound < Math.pow(2, E - 1)) E--;
+  return 15 - E;
 }
 
 function align256(bytes: number): number {
@@ -96,17 +151,22 @@ export class F16Twins {
     if (weights.wdtype !== "f32") throw new Error("fp16 twins are made of fp32 weights");
     const twins = new F16Twins(
       backend,
-      backend.alloc(layerStride(dims) * dims.nLayer + 8 * dims.nLayer),
+      backend.alloc(layerStride(dims) * dims.nLayer + 4 * EXPS * dims.nLayer),
       dims,
     );
     try {
-      const { dModel: d, dInner: di } = dims;
+      const { dModel: d, dInner: di, dState: n, dtRank: r } = dims;
       for (let i = 0; i < dims.nLayer; i++) {
         const l = weights.layers[i], a = twins.inProj(i), b = twins.outProj(i);
+        const x = twins.xProj(i);
         backend.toF16Scaled({ x: l.inProj.ptr, rows: 2 * di, cols: d, out: a.w, outExp: a.exp });
         backend.toF16Scaled({ x: l.outProj.ptr, rows: d, cols: di, out: b.w, outExp: b.exp });
+        backend.toF16Scaled({ x: l.xProj.ptr, rows: r + 2 * n, cols: di, out: x.w, outExp: x.exp });
       }
-      twins.#makeDecodeCopies(weights);
+      const exps = new Int32Array(EXPS * dims.nLayer);
+      backend.download(exps, twins.#exp(0, 0));
+      twins.#makeForwardExps(weights, exps);
+      twins.#makeDecodeCopies(weights, exps);
     } catch (e) {
       twins.free();
       throw e;
@@ -114,11 +174,45 @@ export class F16Twins {
     return twins;
   }
 
-  /** The exponents (read back once) and the copies scaled by them (exact: powers of two). */
-  #makeDecodeCopies(weights: ModelWeights): void {
+  /** Each layer's exponent of u (from {@link uBound}) and of its norm's rows (a one-row call). */
+  #makeForwardExps(weights: ModelWeights, exps: Int32Array): void {
+    const be = this.#backend, { dModel: d, dConv: k, nLayer } = this.#dims;
+    const host = (t: Tensor | null) => t ? t.toHost() as Float32Array : null;
+    const rows = be.alloc(3 * d * 4); // x, residual, the fp16 row
+    try {
+      for (let i = 0; i < nLayer; i++) {
+        const l = weights.layers[i];
+        const e = f16ScaleExp(uBound(
+          d,
+          exps[EXPS * i],
+          { w: host(l.normWeight)!, b: host(l.normBias) },
+          host(l.inProjBias),
+          { w: host(l.convWeight)!, b: host(l.convBias), k },
+        ));
+        be.upload(this.uExp(i), new Int32Array([e]));
+        be.upload(rows, new Float32Array(2 * d));
+        be.addNormF16({
+          x: rows,
+          residual: offsetPtr(rows, d * 4),
+          accumulate: false,
+          weight: l.normWeight.ptr,
+          bias: l.normBias?.ptr ?? null,
+          normKind: "layernorm", // the exponent depends on the weight and bias alone
+          eps: 1e-5,
+          n: 1,
+          d,
+          outF16: offsetPtr(rows, 2 * d * 4),
+          outExp: this.normExp(i),
+        });
+      }
+    } finally {
+      be.free(rows);
+    }
+  }
+
+  /** The copies scaled by the exponents (exact: powers of two). */
+  #makeDecodeCopies(weights: ModelWeights, exps: Int32Array): void {
     const { dInner: di, dState: n, dtRank: r, nLayer } = this.#dims;
-    const exps = new Int32Array(2 * nLayer);
-    this.#backend.download(exps, this.inProj(0).exp);
     const scaled = (
       t: Tensor,
       scale: number,
@@ -131,7 +225,7 @@ export class F16Twins {
     };
     for (let i = 0; i < nLayer; i++) {
       const l = weights.layers[i];
-      const sIn = Math.pow(2, -exps[2 * i]), sOut = Math.pow(2, -exps[2 * i + 1]);
+      const sIn = Math.pow(2, -exps[EXPS * i]), sOut = Math.pow(2, -exps[EXPS * i + 1]);
       this.#decode.push({
         normW: scaled(l.normWeight, sIn),
         normB: l.normBias ? scaled(l.normBias, sIn) : null,
@@ -151,6 +245,21 @@ export class F16Twins {
     return this.#at(i, 1);
   }
 
+  /** Layer i's x_proj twin, (dt_rank + 2 d_state, d_inner). */
+  xProj(i: number): F16Weight {
+    return this.#at(i, 2);
+  }
+
+  /** The exponent of layer i's u as the conv writes it for x_proj's twin (one device int32). */
+  uExp(i: number): Ptr {
+    return this.#exp(i, 3);
+  }
+
+  /** The exponent of layer i's norm's scaled fp16 rows (addNormF16 with expGiven). */
+  normExp(i: number): Ptr {
+    return this.#exp(i, 4);
+  }
+
   /** Layer i's weights for a decoding step on the twins. */
   decodeLayer(i: number): F16DecodeLayer {
     const c = this.#decode[i];
@@ -164,14 +273,18 @@ export class F16Twins {
     };
   }
 
-  // Layout: layerStride bytes a layer, then the 2 n_layer exponents.
-  #at(i: number, which: 0 | 1): F16Weight {
-    const { dModel: d, dInner: di, nLayer } = this.#dims;
-    const layer = layerStride(this.#dims);
+  // Layout: layerStride bytes a layer, then EXPS exponents a layer.
+  #at(i: number, which: 0 | 1 | 2): F16Weight {
+    const offsets = layerOffsets(this.#dims);
     return {
-      w: offsetPtr(this.#base, i * layer + which * align256(2 * 2 * di * d)),
-      exp: offsetPtr(this.#base, nLayer * layer + (2 * i + which) * 4),
+      w: offsetPtr(this.#base, i * offsets[3] + offsets[which]),
+      exp: this.#exp(i, which),
     };
+  }
+
+  #exp(i: number, which: number): Ptr {
+    const { nLayer } = this.#dims;
+    return offsetPtr(this.#base, nLayer * layerStride(this.#dims) + (EXPS * i + which) * 4);
   }
 
   /** Frees the twins and the copies (idempotent). */

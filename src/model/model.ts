@@ -514,8 +514,10 @@ export class MambaByteLM {
    * and with bf16MixerActivations in_proj writes xz and dt_proj delta as bf16 bits into the first
    * half of ws.xz's and ws.delta's bytes, which the conv and the scan read as such; the conv then
    * writes only its bf16 copy, which the scan reads as u. With the weights' fp16 twins
-   * (f16Products) and TF32 allowed, such chunks run in_proj and out_proj on the twins: the norm
-   * writes in_proj's input as scaled fp16, out_proj adds into the residual in place.
+   * (f16Products) and TF32 allowed, such chunks run in_proj, x_proj and out_proj on the twins: the
+   * norm writes in_proj's input as scaled fp16, the conv x_proj's (into ws.y's bytes, which the
+   * scan fills only later), both by exponents the twins found at load; out_proj adds into the
+   * residual in place.
    */
   forwardLayers(
     ws: Workspace,
@@ -547,7 +549,7 @@ export class MambaByteLM {
           ...this.#inProj(ws, i, len),
           x: null,
           xF16: ws.normed.ptr,
-          xExp: this.#normF16Exp(ws),
+          xExp: f16.normExp(i),
           wF16: f16.inProj(i).w,
           wExp: f16.inProj(i).exp,
         });
@@ -563,10 +565,21 @@ export class MambaByteLM {
       this.#conv(ws, i, ws.xz.ptr, state.conv[i].ptr, 1, len, {
         xBf16: mixBf16,
         outPreact: convPre(i) ? ws.convPre.ptr : null,
-        outBf16: bf?.xConv.ptr ?? null,
+        // on the twins, u's scaled fp16 rows for x_proj's, in ws.y (the scan writes y later)
+        outBf16: f16 ? ws.y.ptr : bf?.xConv.ptr ?? null,
+        outF16Exp: f16?.uExp(i),
         outF32: !mixBf16, // with bf16 xz the scan reads the bf16 copy as u
       });
-      if (bf) be.linearBf16({ ...this.#xProjOperands(ws, i, len), x: bf.xConv.ptr });
+      if (f16) {
+        be.linearF16({
+          ...this.#xProjOperands(ws, i, len),
+          x: null,
+          xF16: ws.y.ptr,
+          xExp: f16.uExp(i),
+          wF16: f16.xProj(i).w,
+          wExp: f16.xProj(i).exp,
+        });
+      } else if (bf) be.linearBf16({ ...this.#xProjOperands(ws, i, len), x: bf.xConv.ptr });
       else be.linear(this.#xProjOperands(ws, i, len));
       const biasInScan = !dtProjOut(i);
       const deltaBf16 = mixBf16 && biasInScan;
@@ -612,24 +625,23 @@ export class MambaByteLM {
   /**
    * Layer i's add + norm with its output as scaled fp16 rows for in_proj's twin: x (+ ws.residual)
    * -> ws.residual, and the rows into the first half of ws.normed's bytes (an fp32 normed row is
-   * not needed then), their exponent after them ({@link #normF16Exp}).
+   * not needed then), by the exponent the twins found at load (F16Twins.normExp).
    */
   #normF16(ws: Workspace, i: number, rows: number, x: Ptr, accumulate: boolean): void {
     this.backend.addNormF16({
       ...this.#normOperands(ws, i, rows, x, accumulate),
       outF16: ws.normed.ptr,
-      outExp: this.#normF16Exp(ws),
+      outExp: this.#f16!.normExp(i),
+      expGiven: true,
     });
   }
 
-  /** Where {@link #normF16} puts its rows' exponent: past ws.rows fp16 rows, 16-byte aligned. */
-  #normF16Exp(ws: Workspace): Ptr {
-    return offsetPtr(ws.normed.ptr, Math.ceil((ws.rows * this.dims.dModel * 2) / 16) * 16);
-  }
-
-  /** Where the scan puts y's scaled fp16 exponent for out_proj's twin: after the norm's. */
+  /**
+   * Where the scan puts y's scaled fp16 exponent for out_proj's twin: past ws.rows fp16 rows of
+   * ws.normed (the norm's), 16-byte aligned.
+   */
   #yF16Exp(ws: Workspace): Ptr {
-    return offsetPtr(this.#normF16Exp(ws), 4);
+    return offsetPtr(ws.normed.ptr, Math.ceil((ws.rows * this.dims.dModel * 2) / 16) * 16);
   }
 
   /**
@@ -995,7 +1007,7 @@ export class MambaByteLM {
   /**
    * Layer i's conv over `len` positions of `batch` sequences: x (in_proj's x half, ld 2 d_inner)
    * -> ws.xConv, the window carried in `state`; optionally the pre-activation and a bf16 copy
-   * (`outF32: false`: that copy alone).
+   * (`outF32: false`: that copy alone), or with `outF16Exp` that copy as scaled fp16 rows.
    */
   #conv(
     ws: Workspace,
@@ -1004,7 +1016,13 @@ export class MambaByteLM {
     state: Ptr,
     batch: number,
     len: number,
-    extra: { xBf16?: boolean; outPreact?: Ptr; outBf16?: Ptr; outF32?: boolean } = {},
+    extra: {
+      xBf16?: boolean;
+      outPreact?: Ptr;
+      outBf16?: Ptr;
+      outF16Exp?: Ptr;
+      outF32?: boolean;
+    } = {},
   ): void {
     const w = this.weights.layers[i];
     const di = this.dims.dInner;
@@ -1023,6 +1041,7 @@ export class MambaByteLM {
       ldo: di,
       outPreact: extra.outPreact ?? null,
       outBf16: extra.outBf16 ?? null,
+      outF16Exp: extra.outF16Exp ?? null,
     });
   }
 

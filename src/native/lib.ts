@@ -188,6 +188,7 @@ export const SYMBOLS = {
       ...ADD_NORM,
       "pointer", // out_f16
       "pointer", // out_exp (int32)
+      "i32", // exp_given
     ],
     result: "i32",
   },
@@ -207,7 +208,8 @@ export const SYMBOLS = {
       "pointer", // out
       "i64", // ldo
       "pointer", // out_preact
-      "pointer", // out_bf16
+      "pointer", // out16
+      "pointer", // out16_f16_exp (int32)
     ],
     result: "i32",
   },
@@ -521,7 +523,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 15;
+export const ABI_VERSION = 16;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {

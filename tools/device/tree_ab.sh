@@ -10,7 +10,8 @@
 #      times (default 2), the untraced replay and the kernels' table printed; TIMELINE_FWD="LEN
 #      [bf16|tf32|both]" the same for cuda_bench --timeline-fwd (a forward's kernels);
 #   3. BENCH_GPU_CASES: bench:gpu on those cases for each build in turn (MAMBABYTE_LIB),
-#      BENCH_ROUNDS times (default 1);
+#      BENCH_ROUNDS times (default 1); BENCH_PEER=0: this tree's alone (a peer of another ABI
+#      version cannot load under this tree's TypeScript);
 #   4. the CUDA model tests on this tree (SKIP_MODEL=1: not).
 # Logs in $OUT.
 set -u -o pipefail
@@ -45,8 +46,10 @@ peer_rounds() {
 [ -n "${TIMELINE_FWD:-}" ] && peer_rounds timeline_fwd --timeline-fwd "$TIMELINE_FWD"
 if setup_deno; then
   if [ -n "${BENCH_GPU_CASES:-}" ]; then
+    builds="build-cuda build-peer"
+    [ "${BENCH_PEER:-1}" = 0 ] && builds=build-cuda
     for r in $(seq "${BENCH_ROUNDS:-1}"); do
-      for t in build-cuda build-peer; do
+      for t in $builds; do
         step "bench:gpu $BENCH_GPU_CASES ($t, round $r)"
         MAMBABYTE_LIB=$PWD/$t/libmambabyte.so timeout "${BENCH_T:-150}" deno run --cached-only \
           --no-check -A scripts/bench_gpu.ts --cases "$BENCH_GPU_CASES" 2>&1 |
@@ -55,7 +58,8 @@ if setup_deno; then
     done
   fi
   [ -z "${SKIP_MODEL:-}" ] &&
-    cuda_model_tests "${DENO_T:-150}" tests/decode_layers_test.ts tests/cuda_model_test.ts
+    cuda_model_tests "${DENO_T:-150}" tests/decode_layers_test.ts tests/cuda_model_test.ts \
+      tests/decode_twins_test.ts
 fi
 print_summary tree_ab
 exit $status
