@@ -563,8 +563,7 @@ MB_EXPORT int mb_causal_conv1d(mb_ctx *ctx, const float *x, const uint16_t *x_bf
           "mb_causal_conv1d: exactly one of x and x_bf16 must be given");
   NONNULL("mb_causal_conv1d", w);
   REQUIRE(out || out16, "mb_causal_conv1d: out and out16 are both NULL");
-  REQUIRE(!out16_f16_exp || (out && out16),
-          "mb_causal_conv1d: out16_f16_exp needs out and out16");
+  REQUIRE(!out16_f16_exp || out16, "mb_causal_conv1d: out16_f16_exp needs out16");
   DISPATCH(causal_conv1d, ctx, x, x_bf16, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
            out_preact, out16, out16_f16_exp);
 }
@@ -675,12 +674,14 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_b
                                 const float *z, const uint16_t *z_bf16, int64_t ldz, float *state,
                                 float *states_all, int64_t batch, int64_t len, int64_t d,
                                 int64_t n, int delta_softplus, float *y, int64_t ldy,
-                                uint16_t *y_bf16, int32_t *y_f16_exp) {
+                                uint16_t *y_bf16, int32_t *y_f16_exp,
+                                const int32_t *u_f16_exp) {
   static const char fn[] = "mb_selective_scan";
   REQUIRE(!(u && u_bf16), "%s: u and u_bf16 are both given", fn);
   REQUIRE(!(delta && delta_bf16), "%s: delta and delta_bf16 are both given", fn);
   REQUIRE(!(z && z_bf16), "%s: z and z_bf16 are both given", fn);
   REQUIRE(!y_f16_exp || y, "%s: y_f16_exp needs y", fn);
+  REQUIRE(!u_f16_exp || u_bf16, "%s: u_f16_exp needs u_bf16 (u's fp16 rows)", fn);
   /* the checks see each operand as given, fp32 or bf16 */
   const float *uu = u ? u : (const float *)u_bf16;
   const float *dd = delta ? delta : (const float *)delta_bf16;
@@ -690,7 +691,7 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_b
   if (st != MB_OK) return st < 0 ? MB_OK : st;
   DISPATCH(selective_scan, ctx, u, u_bf16, ldu, delta, delta_bf16, ld_delta, delta_bias, A, Bm,
            ldb, Cm, ldc, Dskip, z, z_bf16, ldz, state, states_all, batch, len, d, n,
-           delta_softplus, y, ldy, y_bf16, y_f16_exp);
+           delta_softplus, y, ldy, y_bf16, y_f16_exp, u_f16_exp);
 }
 
 /* The checks of the two ops that compute delta from x_dbl (dt_proj) before the update: delta is
@@ -737,7 +738,7 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
     if (st != MB_OK) return st;
     return mb_selective_scan(ctx, u, NULL, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc,
                              Dskip, z, NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y,
-                             ldy, y_bf16, NULL);
+                             ldy, y_bf16, NULL, NULL);
   }
   DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
            A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n, delta_softplus, delta_out, y,
@@ -767,7 +768,7 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
     }
     return mb_selective_scan(ctx, u, NULL, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc,
                              Dskip, z, NULL, ldz, state, states_all, batch, len, d, n,
-                             delta_softplus, y, ldy, NULL, NULL);
+                             delta_softplus, y, ldy, NULL, NULL, NULL);
   }
   DISPATCH(selective_scan_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A, Bm,
            ldb, Cm, ldc, Dskip, z, ldz, state, states_all, batch, len, d, n, delta_softplus,

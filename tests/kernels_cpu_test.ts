@@ -954,6 +954,18 @@ Deno.test("bf16 inputs of conv and scan read as their floats; linear_to_bf16 is 
           });
           const ref = m.f32(out, rows * dc), got = m.u16(h, rows * dc);
           assert.deepEqual(m.f32(o16, rows * dc), ref, `${name} fp16 copy: out e=${e}`);
+          // the copy alone (out null): the same bits
+          const h2 = m.zeros(rows * dc * 2);
+          be.conv1d({
+            ...conv,
+            x: m.put(xb),
+            xBf16: true,
+            state: m.put(st0),
+            out: null,
+            outBf16: h2,
+            outF16Exp: m.put(new Int32Array([e])),
+          });
+          assert.deepEqual(m.u16(h2, rows * dc), got, `${name} fp16 copy alone e=${e}`);
           for (let i = 0; i < rows * dc; i++) {
             assert.ok(
               Object.is(fromF16(got[i]), roundF16(ref[i] * 2 ** e)),
@@ -1012,6 +1024,43 @@ Deno.test("bf16 inputs of conv and scan read as their floats; linear_to_bf16 is 
             `${name} scan u bf16 ${uBf} delta bf16 ${dBf} z bf16 ${zBf}`,
           );
         }
+        // u as scaled fp16 rows (uF16Exp: the conv's copy on the twins): the scan of the floats
+        // 2^-e h they stand for, bit for bit
+        const rows = c.batch * c.len;
+        const { h, e } = toF16(be, m, m.put(c.u), c.ld, rows, c.d);
+        const widened = Float32Array.from(h, (v) => fromF16(v) * 2 ** -e);
+        const scanU = (f16: boolean) =>
+          withMem(be, (mm) => {
+            const y = mm.zeros(rows * c.ld * 4), state = mm.put(c.state!);
+            be.selectiveScan({
+              u: f16 ? mm.put(h) : mm.put(widened),
+              uBf16: f16,
+              uF16Exp: f16 ? mm.put(new Int32Array([e])) : undefined,
+              ldu: c.d,
+              delta: mm.put(c.delta),
+              ldDelta: c.ld,
+              A: mm.put(c.A),
+              B: mm.put(c.B),
+              ldb: c.ldbc,
+              C: mm.put(c.C),
+              ldc: c.ldbc,
+              D: mm.put(c.D!),
+              z: mm.put(c.z!),
+              ldz: c.ld,
+              state,
+              statesAll: null,
+              batch: c.batch,
+              len: c.len,
+              d: c.d,
+              n: c.n,
+              deltaSoftplus: true,
+              y,
+              ldy: c.ld,
+            });
+            return [mm.f32(y, rows * c.ld), mm.f32(state, c.batch * c.d * c.n)];
+          });
+        assert.deepEqual(scanU(true), scanU(false), `${name} scan of u as scaled fp16 rows`);
+        assert.ok(e !== 0, "the fp16 rows were scaled");
       }
       // linear_to_bf16 against linear rounded (the skinny path and the GEMM; with a bias)
       for (
@@ -2216,12 +2265,36 @@ Deno.test("fp16 operands: argument validation, zero sizes, the scale's range", (
     };
     assertInvalid(
       () => VEC.conv1d({ ...cv, outF16Exp: ex }),
-      /mb_causal_conv1d: out16_f16_exp needs out and out16/,
+      /mb_causal_conv1d: out16_f16_exp needs out16/,
     );
+    const sc = {
+      u: x,
+      ldu: 4,
+      delta: x,
+      ldDelta: 4,
+      A: x,
+      B: x,
+      ldb: 2,
+      C: x,
+      ldc: 2,
+      D: null,
+      z: null,
+      ldz: 4,
+      state: null,
+      statesAll: null,
+      batch: 1,
+      len: 2,
+      d: 4,
+      n: 1,
+      deltaSoftplus: true,
+      y,
+      ldy: 4,
+    };
     assertInvalid(
-      () => VEC.conv1d({ ...cv, out: null, outBf16: h, outF16Exp: ex }),
-      /mb_causal_conv1d: out16_f16_exp needs out and out16/,
+      () => VEC.selectiveScan({ ...sc, uF16Exp: ex }),
+      /mb_selective_scan: u_f16_exp needs u_bf16/,
     );
+    VEC.selectiveScan({ ...sc, uBf16: true, uF16Exp: ex }); // fp16 rows of u: accepted
     const conv = { x, ldx: 4, rows: 2, cols: 4, out: h, outExp: ex };
     assertInvalid(() => VEC.toF16Scaled({ ...conv, ldx: 3 }), /mb_to_f16_scaled: ldx \(3\) < cols/);
     assertInvalid(() => VEC.toF16Scaled({ ...conv, rows: -1 }), /rows \(-1\) < 0/);

@@ -115,6 +115,9 @@ int mbcpu_f16_rows_exp(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, i
  * conversion by a given exponent). */
 void mbcpu_rows_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int64_t cols,
                               int e, uint16_t *out);
+/** f16.c: scaled fp16 rows (ld ldx) widened to a malloc'd dense fp32 copy times 2^-e (exact), or
+ * NULL when out of memory. */
+float *mbcpu_widen_f16_rows(const uint16_t *x, int64_t ldx, int64_t rows, int64_t cols, int e);
 
 /** mb_linear's skinny (decoding) path: at most this many input rows. */
 #define MBCPU_SKINNY_MAX 8

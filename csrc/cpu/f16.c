@@ -90,6 +90,15 @@ void mbcpu_rows_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t 
   convert(ctx, &job, rows);
 }
 
+float *mbcpu_widen_f16_rows(const uint16_t *x, int64_t ldx, int64_t rows, int64_t cols, int e) {
+  float *f = (float *)malloc((size_t)(rows * cols) * sizeof(float) + 1);
+  if (!f) return NULL;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++)
+      f[r * cols + c] = ldexpf(mbcpu_f16_to_f32(x[r * ldx + c]), -e);
+  return f;
+}
+
 int mbcpu_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int64_t cols,
                         uint16_t *out, int32_t *out_exp) {
   const int e = mbcpu_f16_rows_exp(ctx, x, ldx, rows, cols);

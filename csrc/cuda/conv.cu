@@ -335,7 +335,8 @@ __global__ void k_conv_state(const XT *__restrict__ x, int64_t ldx, float *conv_
 }
 
 /* f16_exp (out16_f16_exp): out_bf16 takes the scaled fp16 rows of out instead, in the tile
- * kernel's stores; the other forms write out, then convert it (mbcuda_f16_rows_given). */
+ * kernel's stores; the other forms write out (the scratch when out is NULL), then convert it
+ * (mbcuda_f16_rows_given). */
 template <typename XT>
 static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, const float *bias,
                          float *conv_state, int64_t batch, int64_t len, int64_t d, int64_t k,
@@ -345,8 +346,15 @@ static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, 
   int64_t chans = batch * d;
   const bool tile = k <= CONV_KMAX && !(len <= 8 || chans >= 65536) && batch <= 65535;
   if (f16_exp && !tile) {
-    int rc = causal_conv1d(ctx, x, ldx, w, bias, conv_state, batch, len, d, k, out, ldo,
-                           out_preact, (uint16_t *)NULL, (const int32_t *)NULL);
+    int rc = MB_OK;
+    if (!out) { /* the fp16 copy alone: the fp32 rows into the scratch first */
+      void *scr = NULL;
+      rc = mbcuda_scratch(ctx, (size_t)(batch * len * d) * sizeof(float), "causal_conv1d", &scr);
+      out = (float *)scr, ldo = d;
+    }
+    if (!rc)
+      rc = causal_conv1d(ctx, x, ldx, w, bias, conv_state, batch, len, d, k, out, ldo, out_preact,
+                         (uint16_t *)NULL, (const int32_t *)NULL);
     if (rc) return rc;
     return mbcuda_f16_rows_given(ctx, out, ldo, batch * len, d, f16_exp, out_bf16,
                                  "causal_conv1d (fp16 copy)");

@@ -12,6 +12,7 @@
  *   across chunks, output), the carries in the context's scratch. It also serves states_all.
  * The CPU version (csrc/cpu/scan.c) is the reference; csrc/tests/cuda_vs_cpu.c holds the two equal.
  */
+#include <cuda_fp16.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -29,6 +30,8 @@ struct ScanArgs {
   const uint16_t *u_h;     /* u as bf16 bits (then u is NULL), ld ldu */
   const uint16_t *delta_h; /* delta as bf16 bits (then delta is NULL), ld ld_delta */
   const uint16_t *z_h;     /* z as bf16 bits (then z is NULL), ld ldz */
+  const int32_t *u_exp;    /* u_h holds u's scaled fp16 rows, fp16(u 2^e) with e = *u_exp
+                            * (mb_selective_scan's u_f16_exp), or NULL */
   float *state;
   float *states_all;
   int64_t batch, len, d;
@@ -46,8 +49,19 @@ struct ScanArgs {
   float *dtsum;       /* (batch, nchunks, d): sum of dt over the chunk */
 };
 
-/* u, delta and z at row r, channel c, from fp32 or bf16 rows (the same value either way). */
+/* 2^-e as two floats (2^-e may not be one): v * s1 * s2 is v 2^-e exactly for the values of a
+ * scaled fp16 row (their products with 2^-e are fp32 normals or zero). */
+__device__ __forceinline__ void scan_unscale_factors(const int32_t *e, float *s1, float *s2) {
+  mb_f16_scale_factors(-*e, s1, s2);
+}
+
+/* u, delta and z at row r, channel c, from fp32, bf16 or scaled fp16 rows (the same value). */
 __device__ __forceinline__ float scan_u_at(const ScanArgs &a, int64_t r, int64_t c) {
+  if (a.u_h && a.u_exp) {
+    float s1, s2;
+    scan_unscale_factors(a.u_exp, &s1, &s2);
+    return __half2float(__ushort_as_half(a.u_h[r * a.ldu + c])) * s1 * s2;
+  }
   return a.u_h ? mb_bf16_to_f32(a.u_h[r * a.ldu + c]) : __ldg(a.u + r * a.ldu + c);
 }
 __device__ __forceinline__ float scan_delta_at(const ScanArgs &a, int64_t r, int64_t c) {
@@ -280,8 +294,9 @@ __device__ __forceinline__ void scan_stage_pairs(const ScanArgs &a, int64_t b, i
   }
 }
 
-/* Stages B, C (consecutive threads along a row's states), u and delta of the chunk at t0. */
-template <int NMAX, int K, bool HB>
+/* Stages B, C (consecutive threads along a row's states), u and delta of the chunk at t0 (HB:
+ * both as bf16 pairs; UF: u as scaled fp16 pairs, delta as fp32 rows). */
+template <int NMAX, int K, bool HB, bool UF>
 __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t c0, int64_t t0,
                                            int rows, float *Bs, float *Cs, float *Us, float *Ds) {
   using T = ScanTile<K>;
@@ -329,7 +344,8 @@ __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t
     scan_stage_pairs<K>(a, b, c0, t0, rows, a.u_h, a.ldu, Us);
     scan_stage_pairs<K>(a, b, c0, t0, rows, a.delta_h, a.ld_delta, Ds);
   } else {
-    scan_stage_rows<K>(a, b, c0, t0, rows, a.u, a.ldu, Us);
+    if (UF) scan_stage_pairs<K>(a, b, c0, t0, rows, a.u_h, a.ldu, Us);
+    else scan_stage_rows<K>(a, b, c0, t0, rows, a.u, a.ldu, Us);
     scan_stage_rows<K>(a, b, c0, t0, rows, a.delta, a.ld_delta, Ds);
   }
 }
@@ -403,6 +419,19 @@ __device__ __forceinline__ void scan_ldsk_pair(const float *p, bool odd, float (
   for (int k = 0; k < K; k++) {
     const uint32_t w = __float_as_uint(v[k]);
     v[k] = __uint_as_float(odd ? (w & 0xffff0000u) : (w << 16));
+  }
+}
+
+/* A lane's K values of u from its scaled fp16 pair row (UF): the half of each word for the lane's
+ * channel, widened, times 2^-e (s1 s2: exact). */
+template <int K>
+__device__ __forceinline__ void scan_ldsk_f16_pair(const float *p, bool odd, float s1, float s2,
+                                                   float (&v)[K]) {
+  scan_ldsk<K>(p, v);
+#pragma unroll
+  for (int k = 0; k < K; k++) {
+    const uint32_t w = __float_as_uint(v[k]);
+    v[k] = __half2float(__ushort_as_half((unsigned short)(odd ? w >> 16 : w & 0xffffu))) * s1 * s2;
   }
 }
 
@@ -498,7 +527,7 @@ __device__ __forceinline__ void scan_state_run(int s, int ll, float &carry_l, co
  * delta's rows while the states are computed; two blocks per multiprocessor overlap one's copies
  * with the other's arithmetic. The per-state carry and A of a lane's channel are held one state
  * per lane (lane s of the channel) and broadcast by shuffles. */
-template <int NMAX, int K, bool HB>
+template <int NMAX, int K, bool HB, bool UF>
 __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs a) {
   using T = ScanTile<K>;
   static_assert(2 * (2 * NMAX + 2 * SCAN_TILE_CH) * T::ROW * 4 <= 227 * 1024, "two blocks per SM");
@@ -521,7 +550,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   float *st = (active && a.state) ? a.state + (b * a.d + c) * n : nullptr;
   float carry_l = (st && ll < n) ? st[ll] : 0.f;
   const int lo = w * T::ROW + ll * T::STRIDE; /* this lane's positions in Us/Ds */
-  const int lo_pair = (w >> 1) * T::ROW + ll * T::STRIDE; /* ... in pair rows (HB) */
+  const int lo_pair = (w >> 1) * T::ROW + ll * T::STRIDE; /* ... in pair rows (HB, UF's u) */
   const bool has_z = HB ? a.z_h != nullptr : a.z != nullptr;
   __shared__ unsigned ymax; /* y_exp: the block's largest |y| so far (bits; scan_store_y) */
   if (threadIdx.x == 0) ymax = 0u; /* seen after the loop's first barrier */
@@ -529,7 +558,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   for (int64_t t0 = 0; t0 < a.len; t0 += SCAN_TC) {
     const int rows = a.len - t0 < SCAN_TC ? (int)(a.len - t0) : SCAN_TC;
     __syncthreads(); /* the previous chunk's y is out of Us */
-    scan_stage<NMAX, K, HB>(a, b, c0, t0, rows, Bs, Cs, Us, Ds);
+    scan_stage<NMAX, K, HB, UF>(a, b, c0, t0, rows, Bs, Cs, Us, Ds);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
@@ -538,7 +567,13 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
       scan_ldsk_pair<K>(Us + lo_pair, w & 1, uu);
       scan_ldsk_pair<K>(Ds + lo_pair, w & 1, dt);
     } else {
-      scan_ldsk<K>(Us + lo, uu);
+      if (UF) { /* the exponent read again each chunk: no register held through the states */
+        float s1, s2;
+        scan_unscale_factors(a.u_exp, &s1, &s2);
+        scan_ldsk_f16_pair<K>(Us + lo_pair, w & 1, s1, s2, uu);
+      } else {
+        scan_ldsk<K>(Us + lo, uu);
+      }
       scan_ldsk<K>(Ds + lo, dt);
     }
     if (a.softplus) scan_prep_deltas<K, true>(a.delta_bias != nullptr, dbias, ll * K, rows, dt);
@@ -585,9 +620,9 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
 #pragma unroll
       for (int k = 0; k < K; k++) y[k] *= mb_fast_silu(zz[k]);
     }
-    /* HB: u's pair rows are read by two channels' lanes, and y's rows are per channel: every warp
-     * must have read u (z's barrier above is that, where there is a z) */
-    if (HB && !has_z) __syncthreads();
+    /* HB, UF: u's pair rows are read by two channels' lanes, and y's rows are per channel: every
+     * warp must have read u (z's barrier above is that, where there is a z) */
+    if ((HB || UF) && !has_z) __syncthreads();
     /* y replaces u in the lane's own row (u was read above) */
 #pragma unroll
     for (int k = 0; k < K; k += 4)
@@ -602,13 +637,14 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   }
 }
 
-template <int K, bool HB>
+template <int K, bool HB, bool UF>
 static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
   using T = ScanTile<K>;
   mbcuda_state *st = mbcuda_st(ctx);
-  const int set = HB ? 2 : 1; /* > 48 KiB of dynamic shared memory needs the opt-in, per kernel */
+  /* > 48 KiB of dynamic shared memory needs the opt-in, per kernel */
+  const int set = HB ? 2 : UF ? 4 : 1;
   if (!(st->scan_tile_smem_set & set)) {
-    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, K, HB>,
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, K, HB, UF>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)T::smem(SCAN_TILE_NMAX)),
                  "selective_scan (tile)");
@@ -619,7 +655,7 @@ static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
    * TF32 forward over 8192 bytes 83.7 against 74.8 ms on the H200 (688 against 481 us a layer of
    * scan), the bf16 forward the same either way (docs/cuda_notes.md, "The tile scan's launch, its
    * forms and one carveout: measured") */
-  MBCUDA_CHECK(mbcuda_launch_pdl(ctx, false, k_scan_tile<SCAN_TILE_NMAX, K, HB>,
+  MBCUDA_CHECK(mbcuda_launch_pdl(ctx, false, k_scan_tile<SCAN_TILE_NMAX, K, HB, UF>,
                                  dim3((unsigned)tiles, (unsigned)a.batch), dim3(T::THREADS),
                                  T::smem(a.n), a),
                "selective_scan (tile)");
@@ -630,7 +666,7 @@ static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
  * d, the leading dimensions and the rows' starts even, so no pair straddles a row's end. */
 static bool scan_tile_pairs_ok(const ScanArgs &a) {
   const auto even = [](const void *p) { return ((uintptr_t)p & 3) == 0; };
-  if (!a.u_h || !a.delta_h || a.z) return false;
+  if (!a.u_h || !a.delta_h || a.z || a.u_exp) return false;
   if (a.d % 2 || a.ldu % 2 || a.ld_delta % 2 || !even(a.u_h) || !even(a.delta_h)) return false;
   return !a.z_h || (a.ldz % 2 == 0 && even(a.z_h));
 }
@@ -644,11 +680,14 @@ static int scan_tile_launch(mb_ctx *ctx, ScanArgs &a, int *launched) {
   int64_t tiles = (a.d + SCAN_TILE_CH - 1) / SCAN_TILE_CH;
   if (tiles * a.batch < st->sm_count || tiles > 0x7fffffff || a.batch > 65535) return MB_OK;
   int rc;
-  if (a.u_h || a.delta_h || a.z_h) {
+  if (a.u_exp && !a.delta_h && !a.z_h) { /* u as scaled fp16 pairs, delta and z fp32 rows */
+    if (a.d % 2 || a.ldu % 2 || ((uintptr_t)a.u_h & 3)) return MB_OK;
+    rc = scan_tile_run<16, false, true>(ctx, a, tiles);
+  } else if (a.u_h || a.delta_h || a.z_h) {
     if (!scan_tile_pairs_ok(a)) return MB_OK; /* k_scan_seq reads any mix of fp32 and bf16 */
-    rc = scan_tile_run<16, true>(ctx, a, tiles);
+    rc = scan_tile_run<16, true, false>(ctx, a, tiles);
   } else {
-    rc = scan_tile_run<16, false>(ctx, a, tiles);
+    rc = scan_tile_run<16, false, false>(ctx, a, tiles);
   }
   if (rc == MB_OK) *launched = 1;
   return rc;
@@ -696,10 +735,10 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, const uint16_t
                                      int64_t ldz, float *state, float *states_all, int64_t batch,
                                      int64_t len, int64_t d, int64_t n, int delta_softplus,
                                      float *y, int64_t ldy, uint16_t *y_bf16,
-                                     int32_t *y_f16_exp) {
+                                     int32_t *y_f16_exp, const int32_t *u_f16_exp) {
   if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
   ScanArgs a = {u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
-                u_bf16, delta_bf16, z_bf16, state, states_all, batch, len, d, (int)n,
+                u_bf16, delta_bf16, z_bf16, u_f16_exp, state, states_all, batch, len, d, (int)n,
                 delta_softplus, y, ldy, y_bf16, y_f16_exp,
                 mbcuda_st(ctx)->done + MBCUDA_DONE_SCAN_AMAX, 0, 0, nullptr, nullptr};
   /* n >= 1 here: api.c rejects n < 1 */

@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 16
+#define MB_ABI_VERSION 17
 
 /* Status codes. */
 #define MB_OK 0
@@ -329,10 +329,11 @@ int mb_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int accumulate
  * (contiguous, (batch*len, d)); out16, when not NULL, receives out as bfloat16 bits
  * (contiguous, (batch*len, d)), and out may then be NULL (the forward's bf16 u). conv_state, when
  * not NULL, is updated to hold the last k-1 inputs.
- * out16_f16_exp (ABI 16), when not NULL (out16 and out then required): out16 receives instead
- * the scaled fp16 rows of out, fp16(out * 2^e) rounded to nearest even with e = *out16_f16_exp
- * (one int32 in backend memory), mb_linear_f16's x_f16 with x_exp = out16_f16_exp (x_proj's operand
- * in a TF32 forward on the fp16 twins, whose e comes from a bound of the layer's weights).
+ * out16_f16_exp (ABI 16), when not NULL (out16 then required; out may be NULL, ABI 17): out16
+ * receives instead the scaled fp16 rows of out, fp16(out * 2^e) rounded to nearest even with e =
+ * *out16_f16_exp (one int32 in backend memory): mb_linear_f16's x_f16 with x_exp = out16_f16_exp
+ * and mb_selective_scan's u_bf16 with u_f16_exp (x_proj's and the scan's u in a TF32 forward on the
+ * fp16 twins, whose e comes from a bound of the layer's weights).
  * w: (d, k) float32. bias may be NULL. x is read with leading dimension ldx; exactly one of x and
  * x_bf16 (bfloat16 bits, read as the floats they stand for: a bf16 xz from mb_linear_to_bf16) is
  * given. conv_state then holds those floats.
@@ -393,6 +394,9 @@ int mb_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx, const float 
  * y_f16_exp (ABI 15), when not NULL (y then required), receives the exponent mb_to_f16_scaled
  * would choose for y's batch*len rows of d (one int32, where y is): out_proj then takes the fp32 y
  * by mb_linear_f16 without a pass for its largest magnitude (on CUDA the scan's blocks find it).
+ * u_f16_exp (ABI 17), when not NULL (u_bf16 then required): u_bf16 holds u's scaled fp16 rows
+ * instead, fp16(u 2^e) with e = *u_f16_exp (the conv's out16 with out16_f16_exp), read as the
+ * floats 2^-e times their values (exact).
  */
 int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, int64_t ldu,
                       const float *delta,
@@ -402,7 +406,7 @@ int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, int64
                       float *state,
                       float *states_all, int64_t batch, int64_t len, int64_t d, int64_t n,
                       int delta_softplus, float *y, int64_t ldy, uint16_t *y_bf16,
-                      int32_t *y_f16_exp);
+                      int32_t *y_f16_exp, const int32_t *u_f16_exp);
 
 /**
  * One decoding step of the SSM (mamba_ssm's selective_state_update) with dt_proj fused in (one

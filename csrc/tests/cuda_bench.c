@@ -391,16 +391,18 @@ static void acts_free(acts *a) {
  * it: with bf16 pairs, u (the conv's bf16 copy), delta and z as bf16 bits (xz's and delta's
  * buffers hold bf16 in their first halves) and y as bf16; else fp32 rows and y. dt_proj's bias is
  * added by the scan. */
+/* u_exp (the TF32 forward on the twins): u as the conv's scaled fp16 rows in xc's first half */
 static void forward_scan(const layer *L, acts *a, int64_t batch, int64_t len, float *ss,
-                         int bf16_pairs, int32_t *y_exp) {
+                         int bf16_pairs, int32_t *y_exp, const int32_t *u_exp) {
   if (bf16_pairs)
     MBX(mb_selective_scan(G, NULL, a->xcb, DI, NULL, (uint16_t *)a->dt, DI, L->dtb, L->A,
                           a->dbc + R, XP, a->dbc + R + NS, XP, L->D, NULL, (uint16_t *)a->xz + DI,
-                          2 * DI, ss, NULL, batch, len, DI, NS, 1, NULL, DI, a->yb, NULL));
+                          2 * DI, ss, NULL, batch, len, DI, NS, 1, NULL, DI, a->yb, NULL, NULL));
   else
-    MBX(mb_selective_scan(G, a->xc, NULL, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP,
-                          a->dbc + R + NS, XP, L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch,
-                          len, DI, NS, 1, a->y, DI, NULL, y_exp));
+    MBX(mb_selective_scan(G, u_exp ? NULL : a->xc, u_exp ? (uint16_t *)a->xc : NULL, DI, a->dt,
+                          NULL, DI, L->dtb, L->A, a->dbc + R, XP, a->dbc + R + NS, XP, L->D,
+                          a->xz + DI, NULL, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI,
+                          NULL, y_exp, u_exp));
 }
 
 /* One pass over `len` positions of `batch` sequences (rows = batch*len); decode: len = 1. */
@@ -451,7 +453,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
                              DI, NULL, a->xcb, NULL));
         MBX(mb_linear_bf16(G, a->xcb, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
         MBX(mb_linear_to_bf16(G, a->dbc, NULL, XP, L->dt, dt, NULL, rows, R, DI, dtb, DI));
-        forward_scan(L, a, batch, len, ss, 1, NULL);
+        forward_scan(L, a, batch, len, ss, 1, NULL, NULL);
       } else {
         MBX(mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
         MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc,
@@ -460,7 +462,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
         MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
         MBX(mb_selective_scan(G, a->xc, NULL, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP,
                               a->dbc + R + NS, XP, L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch,
-                              len, DI, NS, 1, NULL, DI, a->yb, NULL));
+                              len, DI, NS, 1, NULL, DI, a->yb, NULL, NULL));
       }
       if (fwd_fuse && N)
         MBX(mb_linear_add_norm(G, NULL, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, a->res, 1,
@@ -510,9 +512,9 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     }
     /* as the model's forward with TF32: in_proj, x_proj and out_proj on the weights' fp16 twins,
      * the norm writing in_proj's input as scaled fp16 in hn's first half (by the exponent found
-     * once), the conv x_proj's in y's first half (y is written later, by the scan) */
+     * once), the conv u only as scaled fp16 rows in xc's first half (x_proj's and the scan's) */
     const int tw = m->twins && g_tf32 && fwd_fuse;
-    uint16_t *hn16 = (uint16_t *)a->hn, *u16 = (uint16_t *)a->y;
+    uint16_t *hn16 = (uint16_t *)a->hn, *u16 = (uint16_t *)a->xc;
     if (tw && i == 0)
       MBX(mb_add_norm_f16(G, a->h, a->res, 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f, rows, DM, hn16,
                           L->e16 + 4, 1));
@@ -521,8 +523,8 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
                         a->xz, 2 * DI, 0));
     else
       MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
-    MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC, a->xc, DI,
-                         NULL, tw ? u16 : NULL, tw ? L->e16 + 3 : NULL));
+    MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC,
+                         tw ? NULL : a->xc, DI, NULL, tw ? u16 : NULL, tw ? L->e16 + 3 : NULL));
     if (tw)
       MBX(mb_linear_f16(G, NULL, u16, L->e16 + 3, DI, L->xp16, L->e16 + 2, NULL, rows, DI, XP,
                         a->dbc, XP, 0));
@@ -530,7 +532,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
     /* as the model's forward: dt_proj's bias added by the scan (delta_bias) */
     MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
-    forward_scan(L, a, batch, len, ss, 0, tw ? a->e16 + 1 : NULL);
+    forward_scan(L, a, batch, len, ss, 0, tw ? a->e16 + 1 : NULL, tw ? L->e16 + 3 : NULL);
     if (tw && N) { /* out_proj added into the residual in place, then the next layer's norm */
       MBX(mb_linear_f16(G, a->y, NULL, a->e16 + 1, DI, L->out16, L->e16 + 1, NULL, rows, DI, DM,
                         a->res, DM, 1));
@@ -727,7 +729,7 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
         case 2: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL, NULL)); break;
         case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
         case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, len > 1 ? NULL : L->dtb, rows, R, DI, a.dt, DI)); break;
-        case 5: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL, NULL)); break;
+        case 5: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL, NULL, NULL)); break;
         case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
         case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
         default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI, NULL)); break;
@@ -767,11 +769,11 @@ static void breakdown_mixer(model *m, int64_t len, const char *label) {
         case 0: MBX(mb_linear_bf16(G, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, a.xz, 2 * DI)); break;
         case 1: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb, NULL)); break;
         case 2: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, NULL, len, R, DI, a.dt, DI)); break;
-        case 3: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL)); break;
+        case 3: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL, NULL)); break;
         case 4: MBX(mb_linear_to_bf16(G, NULL, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, xzb, 2 * DI)); break;
         case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, NULL, DI, NULL, a.xcb, NULL)); break;
         case 6: MBX(mb_linear_to_bf16(G, a.dbc, NULL, XP, L->dt, dt, NULL, len, R, DI, dtb, DI)); break;
-        case 7: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL)); break;
+        case 7: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL, NULL)); break;
         case 8: MBX(mb_linear_bf16(G, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, DM)); break;
         default: MBX(mb_linear_add_norm(G, NULL, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, a.res, 1, N->nw, N->nb, MB_NORM_LAYER, 1e-5f, NULL, a.hnb)); break;
       }
@@ -796,7 +798,7 @@ static void scan_alone(model *m, int64_t len, const char *label) {
     for (int i = 0; i < 3; i++)
       MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
                             a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI,
-                            NULL, NULL));
+                            NULL, NULL, NULL));
     MBX(mb_ctx_synchronize(G));
     t[r] = (now() - t0) / 3;
   }
@@ -1331,13 +1333,15 @@ static void fwd_timeline_one(int dtype, int64_t len) {
            (long long)len);
   kt_report(passes, untraced, l);
   /* layer 0's scan alone on the forward's own rows, back to back: the scan's time in the forward
-   * against its time with nothing around it (fp32 rows here; bf16 weights: the bf16 pairs) */
+   * against its time with nothing around it (fp32 rows; on the twins u as scaled fp16 rows; bf16
+   * weights: the bf16 pairs) */
   const layer *L = &m.l[0];
   const int hb = dtype == MB_DTYPE_BF16 && g_bf16_acts && bf16_mixer();
+  const int32_t *ue = dtype == MB_DTYPE_F32 && m.twins ? L->e16 + 3 : NULL;
   double ts;
-  TIME_OP(ts, 5, forward_scan(L, &a, 1, len, a.ssm_state, hb, NULL));
-  ROW("  layer 0's scan alone on the forward's rows (%s): %.1f us", hb ? "bf16 pairs" : "fp32 rows",
-      ts * 1e6);
+  TIME_OP(ts, 5, forward_scan(L, &a, 1, len, a.ssm_state, hb, NULL, ue));
+  ROW("  layer 0's scan alone on the forward's rows (%s): %.1f us",
+      hb ? "bf16 pairs" : ue ? "fp32 rows, u fp16" : "fp32 rows", ts * 1e6);
   acts_free(&a);
   set_tf32(0);
   model_free(&m);

@@ -21,7 +21,7 @@
  *     fp16 copy) and mb_conv1d_step_linear;
  *     --only bf16: only the bf16 xz and delta ops (mb_linear_to_bf16, the conv of bf16 x, the scan
  *     of bf16 delta and z; with --small also the tile scan's pairs, at 256 x 3584);
- *     --only scan: only mb_selective_scan (sequential, chunked, tile and bf16 cases);
+ *     --only scan: only mb_selective_scan (sequential, chunked, tile, bf16 and fp16-u cases);
  *     --only ssu: only mb_selective_state_update_dt, with its kernels' environment peers;
  *     --only decode: only mb_decode_layers (with its in_proj ring's peers) and mb_verify_layers;
  *     --only download: only mb_download_async and mb_download_async_direct;
@@ -960,14 +960,14 @@ static void t_scan_bf16(void) {
                         (float *)A.P, (float *)BC.P, ldbc, (float *)BC.P + n, ldbc,               \
                         (float *)Dk.P, zfp, zb ? (uint16_t *)ZH.P : NULL, ldz,                    \
                         cs[i].st ? (float *)SS.P : NULL, NULL, batch, len, d, n, 1,               \
-                        (float *)y.P, ldy, NULL, NULL))
+                        (float *)y.P, ldy, NULL, NULL, NULL))
     SCAN_BF(CPU, c, S, Y, zf ? C(Z) : NULL);
     SCAN_BF(GPU, g, S, Y, zf ? G(Z) : NULL);
 #undef SCAN_BF
     MBX(mb_selective_scan(GPU, G(U), NULL, ldu, G(D), NULL, ldd, G(DB), G(A), G(BC), ldbc, G(BC) + n,
                           ldbc, G(Dk), (zb || zf) ? G(Z) : NULL, NULL, ldz,
                           cs[i].st ? G(S2) : NULL, NULL, batch, len, d, n, 1, G(Y2), ldy, NULL,
-                          NULL));
+                          NULL, NULL));
     char cfg[96];
     snprintf(cfg, sizeof cfg, "u=%s delta=bf16 z=%s b=%lld len=%lld d=%lld n=%lld ldd+%lld st=%d",
              ub ? "bf16" : "f32", zb ? "bf16" : zf ? "f32" : "-", (long long)batch, (long long)len, (long long)d,
@@ -981,6 +981,67 @@ static void t_scan_bf16(void) {
     pfree(&DH), pfree(&D), pfree(&ZH), pfree(&Z), pfree(&UH), pfree(&U), pfree(&BC), pfree(&Dk);
     pfree(&DB);
     pfree(&A), pfree(&S), pfree(&S2), pfree(&Y), pfree(&Y2), free(ah), free(sh);
+  }
+}
+
+/* mb_selective_scan with u as scaled fp16 rows (u_f16_exp: the TF32 forward on the twins reads
+ * the conv's fp16 copy): GPU vs CPU, and on the GPU the bits of the same call on the fp32 rows
+ * the fp16 ones stand for (the tile scan's fp16 pair staging, or the other forms' loads). */
+static void t_scan_f16u(void) {
+  /* same: both calls take the same form (an odd d keeps the fp16 rows off the tile scan's pair
+   * staging while the fp32 rows take the tile scan: then within fp32's tolerance) */
+  struct { int64_t batch, len, d, n; int e, z, st, same; } cs[] = {
+      {1, 700, 4100, 16, 3, 1, 1, 1}, {1, 256, 3584, 16, -2, 1, 0, 1},
+      {2, 300, 4100, 5, 0, 0, 1, 1},  {1, 513, 4099, 16, 1, 1, 1, 0},
+      {3, 7, 37, 16, 5, 1, 1, 1},     {1, 2100, 101, 3, -4, 1, 0, 1},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+    const int64_t batch = cs[i].batch, len = cs[i].len, d = cs[i].d, n = cs[i].n;
+    /* --small --only scan keeps one tile case (the sanitizers' view of the fp16 pair staging) */
+    if (g_small && !(g_only_scan && len * d < 1000000) && batch * len * d > 100000) continue;
+    const int64_t rows = batch * len, ldbc = 2 * n, ldz = 2 * d;
+    const int32_t e = cs[i].e;
+    /* u's fp16 rows and the floats they stand for */
+    float *uh = hrand(rows * d, -2, 2);
+    uint16_t *u16 = (uint16_t *)malloc((size_t)(rows * d) * 2);
+    for (int64_t j = 0; j < rows * d; j++) {
+      u16[j] = mbcpu_f32_to_f16(ldexpf(uh[j], e));
+      uh[j] = ldexpf(mbcpu_f16_to_f32(u16[j]), -e);
+    }
+    pair UH = pnew(u16, (size_t)(rows * d) * 2), U = pf(uh, rows * d), E = pnew(&e, 4);
+    pair D = prand(rows * d, -4, 1), Z = prand(rows * ldz, -3, 3);
+    pair BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1), DB = prand(d, -2, 0.5f);
+    float *ah = hrand(d * n, 0, 1);
+    for (int64_t j = 0; j < d * n; j++) ah[j] = -expf(logf((float)(j % n + 1)) * ah[j]);
+    pair A = pf(ah, d * n);
+    float *sh = hrand(batch * d * n, -1, 1);
+    pair S = pf(sh, batch * d * n), S2 = pf(sh, batch * d * n);
+    pair Y = pf(NULL, rows * d), Y2 = pf(NULL, rows * d);
+    for (int k = 0; k < 2; k++) {
+      mb_ctx *cx = k ? GPU : CPU;
+#define P(X) (k ? G(X) : C(X))
+      MBX(mb_selective_scan(cx, NULL, (const uint16_t *)(k ? UH.g : UH.c), d, P(D), NULL, d,
+                            P(DB), P(A), P(BC), ldbc, P(BC) + n, ldbc, P(Dk),
+                            cs[i].z ? P(Z) : NULL, NULL, ldz, cs[i].st ? P(S) : NULL, NULL,
+                            batch, len, d, n, 1, P(Y), d, NULL, NULL,
+                            (const int32_t *)(k ? E.g : E.c)));
+#undef P
+    }
+    MBX(mb_selective_scan(GPU, G(U), NULL, d, G(D), NULL, d, G(DB), G(A), G(BC), ldbc, G(BC) + n,
+                          ldbc, G(Dk), cs[i].z ? G(Z) : NULL, NULL, ldz, cs[i].st ? G(S2) : NULL,
+                          NULL, batch, len, d, n, 1, G(Y2), d, NULL, NULL, NULL));
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "u=f16 e=%d z=%d b=%lld len=%lld d=%lld n=%lld st=%d", e, cs[i].z,
+             (long long)batch, (long long)len, (long long)d, (long long)n, cs[i].st);
+    check("selective_scan", cfg, "y", rel_err(&Y, rows, d, d), 1e-5);
+    if (cs[i].same)
+      check("selective_scan", cfg, "=f32 rows bits", bits_differ(&Y, &Y2, rows, d, d), 0);
+    else
+      check("selective_scan", cfg, "=f32 rows", rel_gpu(&Y, &Y2, rows, d, d), 1e-5);
+    if (cs[i].st) check("selective_scan", cfg, "state", rel_all(&S), 1e-5);
+    pfree(&UH), pfree(&U), pfree(&E), pfree(&D), pfree(&Z), pfree(&BC), pfree(&Dk), pfree(&DB);
+    pfree(&A), pfree(&S), pfree(&S2), pfree(&Y), pfree(&Y2);
+    free(uh), free(u16), free(ah), free(sh);
   }
 }
 
@@ -1010,11 +1071,11 @@ static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t
   MBX(mb_selective_scan(CPU, C(U), NULL, ldu, C(D), NULL, ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + n, ldbc,
                         use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, NULL, ldz, use_state ? C(S) : NULL,
                         use_all ? C(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : C(Y), ldy,
-                        bf ? (uint16_t *)YB.c : NULL, ye ? (int32_t *)E.c : NULL));
+                        bf ? (uint16_t *)YB.c : NULL, ye ? (int32_t *)E.c : NULL, NULL));
   MBX(mb_selective_scan(GPU, G(U), NULL, ldu, G(D), NULL, ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + n, ldbc,
                         use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, NULL, ldz, use_state ? G(S) : NULL,
                         use_all ? G(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : G(Y), ldy,
-                        bf ? (uint16_t *)YB.g : NULL, ye ? (int32_t *)E.g : NULL));
+                        bf ? (uint16_t *)YB.g : NULL, ye ? (int32_t *)E.g : NULL, NULL));
   char cfg[96];
   snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d db=%d bf=%d",
            (long long)batch, (long long)len, (long long)d, (long long)n, use_state, use_all, use_D,
@@ -2463,7 +2524,7 @@ static void t_graph(int fused, int64_t B) {
           MBX(mb_selective_scan(GPU, (float *)xc, NULL, di, (float *)xz, NULL, 2 * di, NULL, (float *)A,
                                 (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
                                 (float *)xz + di, NULL, 2 * di, (float *)ss, NULL, B, 1, di, n, 1,
-                                (float *)y, di, NULL, NULL));
+                                (float *)y, di, NULL, NULL, NULL));
         MBX(mb_linear(GPU, (float *)y, di, head, MB_DTYPE_F32, NULL, B, di, V, (float *)lg, V));
         MBX(mb_sample(GPU, (float *)lg, B, V, 1.0f, 0, 0.9f, 77, (int64_t *)ctr,
                       (int32_t *)ids));
@@ -2767,6 +2828,7 @@ int main(int argc, char **argv) {
     t_scan(1);
     t_scan_tile();
     t_scan_bf16();
+    t_scan_f16u();
     return finish_run(" (selective_scan only)");
   }
   if (g_only_ssu) {
@@ -2824,6 +2886,7 @@ int main(int argc, char **argv) {
   t_scan(1);
   t_scan_tile();
   t_scan_bf16();
+  t_scan_f16u();
   t_ssu_dt_all();
   t_linear_conv();
   t_conv_linear();

@@ -687,8 +687,9 @@ export class Backend {
    * Causal depthwise conv1d with state; out = silu(conv), outPreact = conv (optional), outBf16 =
    * out as bfloat16 bits, (batch * len, d) (optional; `out` may then be null). With `xBf16`, x
    * holds bfloat16 bits (a bf16 xz from linearToBf16), read as the floats they stand for. With
-   * `outF16Exp` (an int32 e in backend memory; `out` required), `outBf16` receives instead the
-   * scaled fp16 rows fp16(out * 2^e), {@link Backend.linearF16}'s `xF16` with `xExp` = outF16Exp.
+   * `outF16Exp` (an int32 e in backend memory), `outBf16` receives instead the scaled fp16 rows
+   * fp16(out * 2^e): {@link Backend.linearF16}'s `xF16` with `xExp` = outF16Exp, and
+   * {@link Backend.selectiveScan}'s u with `uBf16` and `uF16Exp`.
    */
   conv1d(a: {
     x: Ptr;
@@ -826,6 +827,8 @@ export class Backend {
    * activations), read as the floats they stand for. `yF16Exp` (one int32 in backend memory), when
    * given (`y` then required), receives the exponent {@link Backend.toF16Scaled} would choose for
    * y's batch * len rows: out_proj's `xExp` for {@link Backend.linearF16} with the fp32 y.
+   * `uF16Exp` (with `uBf16`): u holds scaled fp16 rows instead, fp16(u 2^e) with e the int32 there
+   * ({@link Backend.conv1d}'s `outF16Exp` copy), read as 2^-e times their values.
    */
   selectiveScan(
     a: ScanOperands & {
@@ -840,6 +843,7 @@ export class Backend {
       len: number;
       yBf16?: Ptr;
       yF16Exp?: Ptr;
+      uF16Exp?: Ptr;
     },
   ): void {
     check(
@@ -872,6 +876,7 @@ export class Backend {
         I(a.ldy),
         a.yBf16 ?? null,
         a.yF16Exp ?? null,
+        a.uF16Exp ?? null,
       ),
       "selective_scan",
     );

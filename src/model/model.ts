@@ -515,9 +515,9 @@ export class MambaByteLM {
    * half of ws.xz's and ws.delta's bytes, which the conv and the scan read as such; the conv then
    * writes only its bf16 copy, which the scan reads as u. With the weights' fp16 twins
    * (f16Products) and TF32 allowed, such chunks run in_proj, x_proj and out_proj on the twins: the
-   * norm writes in_proj's input as scaled fp16, the conv x_proj's (into ws.y's bytes, which the
-   * scan fills only later), both by exponents the twins found at load; out_proj adds into the
-   * residual in place.
+   * norm writes in_proj's input as scaled fp16, the conv u only as scaled fp16 rows (x_proj's and
+   * the scan's input, in ws.xConv's bytes), both by exponents the twins found at load; out_proj
+   * adds into the residual in place.
    */
   forwardLayers(
     ws: Workspace,
@@ -565,16 +565,17 @@ export class MambaByteLM {
       this.#conv(ws, i, ws.xz.ptr, state.conv[i].ptr, 1, len, {
         xBf16: mixBf16,
         outPreact: convPre(i) ? ws.convPre.ptr : null,
-        // on the twins, u's scaled fp16 rows for x_proj's, in ws.y (the scan writes y later)
-        outBf16: f16 ? ws.y.ptr : bf?.xConv.ptr ?? null,
+        // on the twins, u only as scaled fp16 rows (x_proj's twin and the scan read them), in the
+        // first half of ws.xConv's bytes
+        outBf16: f16 ? ws.xConv.ptr : bf?.xConv.ptr ?? null,
         outF16Exp: f16?.uExp(i),
-        outF32: !mixBf16, // with bf16 xz the scan reads the bf16 copy as u
+        outF32: !mixBf16 && !f16, // with bf16 xz the scan reads the bf16 copy as u
       });
       if (f16) {
         be.linearF16({
           ...this.#xProjOperands(ws, i, len),
           x: null,
-          xF16: ws.y.ptr,
+          xF16: ws.xConv.ptr,
           xExp: f16.uExp(i),
           wF16: f16.xProj(i).w,
           wExp: f16.xProj(i).exp,
@@ -602,6 +603,8 @@ export class MambaByteLM {
         ...(mixBf16
           ? { u: bf.xConv.ptr, uBf16: true, z: offsetPtr(ws.xz.ptr, di * 2), zBf16: true }
           : {}),
+        // on the twins: u's scaled fp16 rows (the conv's), by their exponent
+        ...(f16 ? { u: ws.xConv.ptr, uBf16: true, uF16Exp: f16.uExp(i) } : {}),
         delta: ws.delta.ptr,
         deltaBf16,
         ldDelta: di,

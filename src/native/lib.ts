@@ -278,6 +278,7 @@ export const SYMBOLS = {
       "i64", // ldy
       "pointer", // y_bf16
       "pointer", // y_f16_exp
+      "pointer", // u_f16_exp
     ],
     result: "i32",
   },
@@ -523,7 +524,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 16;
+export const ABI_VERSION = 17;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {
