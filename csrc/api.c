@@ -506,7 +506,8 @@ MB_EXPORT int mb_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t
 MB_EXPORT int mb_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
                             const int32_t *x_exp, int64_t ldx, const uint16_t *w_f16,
                             const int32_t *w_exp, const float *bias, int64_t n, int64_t in_f,
-                            int64_t out_f, float *y, int64_t ldy, int accumulate) {
+                            int64_t out_f, float *y, int64_t ldy, int accumulate,
+                            uint16_t *y_f16, int32_t *y_exp) {
   CHECK_CTX("mb_linear_f16");
   NONNEG("mb_linear_f16", n);
   REQUIRE(in_f >= 1, "mb_linear_f16: in_f (%lld) < 1", (ll)in_f);
@@ -519,9 +520,15 @@ MB_EXPORT int mb_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
   LD_OK("mb_linear_f16", ldy, out_f);
   NONNULL("mb_linear_f16", w_f16);
   NONNULL("mb_linear_f16", w_exp);
-  NONNULL("mb_linear_f16", y);
+  if (y_f16) {
+    REQUIRE(!y && !bias && !accumulate,
+            "mb_linear_f16: y_f16 is given with y, a bias or accumulate set");
+    NONNULL("mb_linear_f16", y_exp);
+  } else {
+    NONNULL("mb_linear_f16", y);
+  }
   DISPATCH(linear_f16, ctx, x, x_f16, x_exp, ldx, w_f16, w_exp, bias, n, in_f, out_f, y, ldy,
-           accumulate);
+           accumulate, y_f16, y_exp);
 }
 
 MB_EXPORT int mb_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int accumulate,
@@ -675,13 +682,15 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_b
                                 float *states_all, int64_t batch, int64_t len, int64_t d,
                                 int64_t n, int delta_softplus, float *y, int64_t ldy,
                                 uint16_t *y_bf16, int32_t *y_f16_exp,
-                                const int32_t *u_f16_exp) {
+                                const int32_t *u_f16_exp, const int32_t *delta_f16_exp) {
   static const char fn[] = "mb_selective_scan";
   REQUIRE(!(u && u_bf16), "%s: u and u_bf16 are both given", fn);
   REQUIRE(!(delta && delta_bf16), "%s: delta and delta_bf16 are both given", fn);
   REQUIRE(!(z && z_bf16), "%s: z and z_bf16 are both given", fn);
   REQUIRE(!y_f16_exp || y, "%s: y_f16_exp needs y", fn);
   REQUIRE(!u_f16_exp || u_bf16, "%s: u_f16_exp needs u_bf16 (u's fp16 rows)", fn);
+  REQUIRE(!delta_f16_exp || delta_bf16, "%s: delta_f16_exp needs delta_bf16 (delta's fp16 rows)",
+          fn);
   /* the checks see each operand as given, fp32 or bf16 */
   const float *uu = u ? u : (const float *)u_bf16;
   const float *dd = delta ? delta : (const float *)delta_bf16;
@@ -691,7 +700,7 @@ MB_EXPORT int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_b
   if (st != MB_OK) return st < 0 ? MB_OK : st;
   DISPATCH(selective_scan, ctx, u, u_bf16, ldu, delta, delta_bf16, ld_delta, delta_bias, A, Bm,
            ldb, Cm, ldc, Dskip, z, z_bf16, ldz, state, states_all, batch, len, d, n,
-           delta_softplus, y, ldy, y_bf16, y_f16_exp, u_f16_exp);
+           delta_softplus, y, ldy, y_bf16, y_f16_exp, u_f16_exp, delta_f16_exp);
 }
 
 /* The checks of the two ops that compute delta from x_dbl (dt_proj) before the update: delta is
@@ -738,7 +747,7 @@ MB_EXPORT int mb_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t 
     if (st != MB_OK) return st;
     return mb_selective_scan(ctx, u, NULL, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc,
                              Dskip, z, NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y,
-                             ldy, y_bf16, NULL, NULL);
+                             ldy, y_bf16, NULL, NULL, NULL);
   }
   DISPATCH(selective_state_update_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank,
            A, Bm, ldb, Cm, ldc, Dskip, z, ldz, state, batch, d, n, delta_softplus, delta_out, y,
@@ -768,7 +777,7 @@ MB_EXPORT int mb_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, con
     }
     return mb_selective_scan(ctx, u, NULL, ldu, delta_out, NULL, d, NULL, A, Bm, ldb, Cm, ldc,
                              Dskip, z, NULL, ldz, state, states_all, batch, len, d, n,
-                             delta_softplus, y, ldy, NULL, NULL, NULL);
+                             delta_softplus, y, ldy, NULL, NULL, NULL, NULL);
   }
   DISPATCH(selective_scan_dt, ctx, u, ldu, x_dbl, ld_xdbl, dt_w, wdtype, dt_bias, dt_rank, A, Bm,
            ldb, Cm, ldc, Dskip, z, ldz, state, states_all, batch, len, d, n, delta_softplus,

@@ -1061,6 +1061,42 @@ Deno.test("bf16 inputs of conv and scan read as their floats; linear_to_bf16 is 
           });
         assert.deepEqual(scanU(true), scanU(false), `${name} scan of u as scaled fp16 rows`);
         assert.ok(e !== 0, "the fp16 rows were scaled");
+        // delta too (deltaF16Exp: dt_proj's fp16 rows on the twins)
+        const dq = toF16(be, m, m.put(c.delta), c.ld, rows, c.d);
+        const dWidened = Float32Array.from(dq.h, (v) => fromF16(v) * 2 ** -dq.e);
+        const scanUD = (f16: boolean) =>
+          withMem(be, (mm) => {
+            const y = mm.zeros(rows * c.ld * 4), state = mm.put(c.state!);
+            be.selectiveScan({
+              u: mm.put(h),
+              uBf16: true,
+              uF16Exp: mm.put(new Int32Array([e])),
+              ldu: c.d,
+              delta: f16 ? mm.put(dq.h) : mm.put(dWidened),
+              deltaBf16: f16,
+              deltaF16Exp: f16 ? mm.put(new Int32Array([dq.e])) : undefined,
+              ldDelta: c.d,
+              A: mm.put(c.A),
+              B: mm.put(c.B),
+              ldb: c.ldbc,
+              C: mm.put(c.C),
+              ldc: c.ldbc,
+              D: mm.put(c.D!),
+              z: mm.put(c.z!),
+              ldz: c.ld,
+              state,
+              statesAll: null,
+              batch: c.batch,
+              len: c.len,
+              d: c.d,
+              n: c.n,
+              deltaSoftplus: true,
+              y,
+              ldy: c.ld,
+            });
+            return [mm.f32(y, rows * c.ld), mm.f32(state, c.batch * c.d * c.n)];
+          });
+        assert.deepEqual(scanUD(true), scanUD(false), `${name} scan of delta as scaled fp16 rows`);
       }
       // linear_to_bf16 against linear rounded (the skinny path and the GEMM; with a bias)
       for (
@@ -2084,6 +2120,21 @@ function checkLinearF16(be: Backend, seed: number): void {
           // within fp32 accumulation's error, that of the fp32 operands within fp16 rounding's
           assertClose(`${tag} (rounded operands)`, got, expR, 1e-5, 1e-12, scaleR);
           assertClose(`${tag} (fp32 operands)`, got, expF, 2e-3, 1e-12, scaleF);
+          // yF16 (no bias, no accumulate): the fp32 y times 2^(ex + ew - 15 - c) rounded to fp16
+          // at ldy, c = ceil(log2(inF)); the exponent written to yExp
+          if (!withBias && !accumulate) {
+            const yh = m.zeros(n * ldy * 2), yExp = m.put(new Int32Array([77]));
+            be.linearF16({ ...common, x: xp, y: null, yF16: yh, yExp });
+            const c = Math.ceil(Math.log2(inF)), ey = xh.e + wh.e - 15 - c;
+            assert.equal(m.i32(yExp, 1)[0], ey, `${tag}: yF16's exponent`);
+            const h = m.u16(yh, n * ldy);
+            for (let i = 0; i < n; i++) {
+              for (let o = 0; o < outF; o++) {
+                const want = roundF16(got[i * ldy + o] * 2 ** ey);
+                assert.ok(Object.is(fromF16(h[i * ldy + o]), want), `${tag}: yF16 ${i},${o}`);
+              }
+            }
+          }
         });
       }
     }
@@ -2293,6 +2344,18 @@ Deno.test("fp16 operands: argument validation, zero sizes, the scale's range", (
     assertInvalid(
       () => VEC.selectiveScan({ ...sc, uF16Exp: ex }),
       /mb_selective_scan: u_f16_exp needs u_bf16/,
+    );
+    assertInvalid(
+      () => VEC.selectiveScan({ ...sc, deltaF16Exp: ex }),
+      /mb_selective_scan: delta_f16_exp needs delta_bf16/,
+    );
+    assertInvalid(
+      () => VEC.linearF16({ ...lin, yF16: h, yExp: ex }),
+      /mb_linear_f16: y_f16 is given with y, a bias or accumulate set/,
+    );
+    assertInvalid(
+      () => VEC.linearF16({ ...lin, y: null, yF16: h }),
+      /mb_linear_f16: y_exp is NULL/,
     );
     VEC.selectiveScan({ ...sc, uBf16: true, uF16Exp: ex }); // fp16 rows of u: accepted
     const conv = { x, ldx: 4, rows: 2, cols: 4, out: h, outExp: ex };

@@ -65,13 +65,14 @@ typedef struct {
   int e;
   uint16_t *h;
   float *f;
+  int64_t ldh; /* h's row stride (0: dense) */
 } convert_job;
 
 static void convert_rows(void *raw, int64_t i0, int64_t i1) {
   const convert_job *j = (const convert_job *)raw;
   for (int64_t i = i0; i < i1; i++)
     for (int64_t c = 0; c < j->cols; c++) {
-      const int64_t s = i * j->lds + c, o = i * j->cols + c;
+      const int64_t s = i * j->lds + c, o = i * (j->ldh ? j->ldh : j->cols) + c;
       /* ldexpf is exact wherever the result is a float normal, so only the fp16 rounding rounds
        * (a result below fp32's normals is fp16's zero either way) */
       const uint16_t v = j->src ? mbcpu_f32_to_f16(ldexpf(j->src[s], j->e)) : j->src16[s];
@@ -132,8 +133,8 @@ static void scale_rows(void *raw, int64_t i0, int64_t i1) {
 static int linear_f16_into(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
                            const int32_t *x_exp, int64_t ldx, const uint16_t *w_f16,
                            const int32_t *w_exp, const float *bias, int64_t n, int64_t in_f,
-                           int64_t out_f, float *y, int64_t ldy, int accumulate, float *xf,
-                           float *wf, float *acc) {
+                           int64_t out_f, float *y, int64_t ldy, int accumulate,
+                           uint16_t *y_f16, int32_t *y_exp, float *xf, float *wf, float *acc) {
   int ex;
   if (x) { /* rounded as mb_to_f16_scaled rounds it, by the given exponent when there is one */
     ex = x_exp ? *x_exp : mbcpu_f16_rows_exp(ctx, x, ldx, n, in_f);
@@ -148,6 +149,15 @@ static int linear_f16_into(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
   convert(ctx, &jw, out_f);
   const int st = mbcpu_linear(ctx, xf, in_f, wf, MB_DTYPE_F32, NULL, n, in_f, out_f, acc, out_f);
   if (st != MB_OK) return st;
+  if (y_f16) { /* the sum times 2^-(15 + c), c = ceil(log2(in_f)): below 2^15, rounded to fp16 */
+    int c = 0;
+    while (((int64_t)1 << c) < in_f) c++;
+    const convert_job jy = {.src = acc, .lds = out_f, .cols = out_f, .e = -15 - c, .h = y_f16,
+                            .ldh = ldy};
+    convert(ctx, &jy, n);
+    *y_exp = ex + *w_exp - 15 - c;
+    return MB_OK;
+  }
   /* 2^-(ex + ew) as one float: inf or 0 where the product leaves fp32's range (as on CUDA); the
    * exponents are the caller's int32s, so their sum is taken wide and clamped for ldexpf */
   int64_t se = -((int64_t)ex + (int64_t)*w_exp);
@@ -162,7 +172,7 @@ static int linear_f16_into(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
 int mbcpu_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16, const int32_t *x_exp,
                      int64_t ldx, const uint16_t *w_f16, const int32_t *w_exp, const float *bias,
                      int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
-                     int accumulate) {
+                     int accumulate, uint16_t *y_f16, int32_t *y_exp) {
   float *xf = (float *)malloc((size_t)(n * in_f) * sizeof(float));
   float *wf = (float *)malloc((size_t)(out_f * in_f) * sizeof(float));
   float *acc = (float *)malloc((size_t)(n * out_f) * sizeof(float));
@@ -172,7 +182,7 @@ int mbcpu_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16, const i
                                 " and %lld x %lld floats)", (long long)n, (long long)in_f,
                     (long long)out_f, (long long)in_f)
           : linear_f16_into(ctx, x, x_f16, x_exp, ldx, w_f16, w_exp, bias, n, in_f, out_f, y,
-                            ldy, accumulate, xf, wf, acc);
+                            ldy, accumulate, y_f16, y_exp, xf, wf, acc);
   free(xf);
   free(wf);
   free(acc);

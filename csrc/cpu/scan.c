@@ -597,13 +597,16 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, in
                          const uint16_t *z_bf16,
                          int64_t ldz, float *state, float *states_all, int64_t batch, int64_t len,
                          int64_t d, int64_t n, int delta_softplus, float *y, int64_t ldy,
-                         uint16_t *y_bf16, int32_t *y_f16_exp, const int32_t *u_f16_exp) {
+                         uint16_t *y_bf16, int32_t *y_f16_exp, const int32_t *u_f16_exp,
+                         const int32_t *delta_f16_exp) {
   if (u_bf16 || delta_bf16 || z_bf16) { /* the floats the bits stand for, then the fp32 scan */
     const int64_t rows = batch * len;
     float *uf = !u_bf16    ? NULL
                 : u_f16_exp ? mbcpu_widen_f16_rows(u_bf16, ldu, rows, d, *u_f16_exp)
                             : mbcpu_widen_rows(u_bf16, ldu, rows, d);
-    float *df = delta_bf16 ? mbcpu_widen_rows(delta_bf16, ld_delta, rows, d) : NULL;
+    float *df = !delta_bf16    ? NULL
+                : delta_f16_exp ? mbcpu_widen_f16_rows(delta_bf16, ld_delta, rows, d, *delta_f16_exp)
+                                : mbcpu_widen_rows(delta_bf16, ld_delta, rows, d);
     float *zf = z_bf16 ? mbcpu_widen_rows(z_bf16, ldz, rows, d) : NULL;
     int st = MB_OK;
     if ((u_bf16 && !uf) || (delta_bf16 && !df) || (z_bf16 && !zf))
@@ -613,7 +616,7 @@ int mbcpu_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, in
                                 df ? d : ld_delta,
                                 delta_bias, A, Bm, ldb, Cm, ldc, Dskip, zf ? zf : z, NULL,
                                 zf ? d : ldz, state, states_all, batch, len, d, n, delta_softplus,
-                                y, ldy, y_bf16, y_f16_exp, NULL);
+                                y, ldy, y_bf16, y_f16_exp, NULL, NULL);
     free(uf);
     free(df);
     free(zf);
@@ -749,7 +752,7 @@ int mbcpu_selective_state_update_dt(mb_ctx *ctx, const float *u, int64_t ldu, co
   if (st == MB_OK)
     st = mbcpu_selective_scan(ctx, u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip,
                               z, NULL, ldz, state, NULL, batch, 1, d, n, delta_softplus, y, ldy,
-                              y_bf16, NULL, NULL);
+                              y_bf16, NULL, NULL, NULL);
   if (delta != delta_out) free(delta);
   return st;
 }
@@ -781,7 +784,7 @@ int mbcpu_selective_scan_dt(mb_ctx *ctx, const float *u, int64_t ldu, const floa
   if (st == MB_OK)
     st = mbcpu_selective_scan(ctx, u, NULL, ldu, delta, NULL, d, NULL, A, Bm, ldb, Cm, ldc, Dskip,
                               z, NULL, ldz, state, states_all, batch, len, d, n, delta_softplus, y,
-                              ldy, NULL, NULL, NULL);
+                              ldy, NULL, NULL, NULL, NULL);
   if (delta != delta_out) free(delta);
   return st;
 }

@@ -414,12 +414,16 @@ static bool f16_worth(const mbcuda_state *st, int64_t n, int64_t in_f, int64_t o
   return saved > 2.0 * passes;
 }
 
-/* alpha = 2^-(ex + ew) and beta for cuBLAS, from operands' exponents in device memory. */
-__global__ void k_f16_alpha(const int32_t *ex, const int32_t *ew, float *ab, float beta) {
+/* alpha = 2^-(ex + ew) and beta for cuBLAS, from operands' exponents in device memory; with
+ * y_exp (fp16 output, c = ceil(log2(in_f))): alpha 2^-(15 + c), the output's exponent
+ * ex + ew - 15 - c into *y_exp (mb_linear_f16's y_f16). */
+__global__ void k_f16_alpha(const int32_t *ex, const int32_t *ew, float *ab, float beta, int c,
+                            int32_t *y_exp) {
   MB_PDL_ENTRY();
   if (threadIdx.x == 0) {
-    ab[0] = ldexpf(1.f, -(*ex + *ew));
+    ab[0] = y_exp ? ldexpf(1.f, -15 - c) : ldexpf(1.f, -(*ex + *ew));
     ab[1] = beta;
+    if (y_exp) *y_exp = *ex + *ew - 15 - c;
   }
 }
 
@@ -490,21 +494,42 @@ static int f16_passes(mb_ctx *ctx, const F16Operand &a, const F16Operand &b, voi
   return f16_convert(ctx, a, b, slots, NULL, ab, beta, exps, op);
 }
 
-/* y = alpha (x_h w_h^T) + beta y on the fp16 tensor cores, fp32 accumulation and output, x_h
- * (n rows at ldxh) and w_h (out_f, in_f) fp16, alpha and beta read from ab in device memory. */
+/* fp32 rows (n, cols) dense -> fp16 rows at ldd (nearest even; no scale: alpha has scaled them). */
+__global__ void k_f16_rows_plain(const float *src, int64_t n, int64_t cols, __half *dst,
+                                 int64_t ldd) {
+  MB_PDL_ENTRY();
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n * cols;
+       i += (int64_t)gridDim.x * blockDim.x)
+    dst[(i / cols) * ldd + i % cols] = __float2half_rn(src[i]);
+}
+
+/* y = alpha (x_h w_h^T) + beta y on the fp16 tensor cores, fp32 accumulation, fp32 output (yt
+ * CUDA_R_32F) or fp16 (CUDA_R_16F, rounded from the fp32 alpha (x_h w_h^T)), x_h (n rows at
+ * ldxh) and w_h (out_f, in_f) fp16, alpha and beta read from ab in device memory. */
 static int f16_product(mb_ctx *ctx, const __half *xh, int64_t ldxh, const __half *wh, int64_t n,
-                       int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
-                       const float *ab, const char *op) {
+                       int64_t in_f, int64_t out_f, void *y, cudaDataType_t yt, int64_t ldy,
+                       float beta, const float *ab, const char *op) {
   mbcuda_state *st = mbcuda_st(ctx);
   int done = 0;
   int rc = mbcuda_gemm_lt(ctx, st->lt_f16, wh, CUDA_R_16F, xh, CUDA_R_16F, ldxh, n, in_f, out_f,
-                          y, CUDA_R_32F, ldy, beta, ab, CUBLAS_COMPUTE_32F, op, &done);
+                          y, yt, ldy, beta, ab, CUBLAS_COMPUTE_32F, op, &done);
   if (rc || done) return rc;
+  if (yt == CUDA_R_16F) { /* GemmEx's reductions cannot be chosen: fp32 rows, then rounded */
+    void *tmp = NULL;
+    rc = mbcuda_scratch(ctx, (size_t)(n * out_f) * sizeof(float), op, &tmp);
+    if (!rc) rc = f16_product(ctx, xh, ldxh, wh, n, in_f, out_f, tmp, CUDA_R_32F, out_f, 0.f, ab,
+                              op);
+    if (rc) return rc;
+    const int64_t blocks = (n * out_f + 255) / 256;
+    MBCUDA_LAUNCH(op, k_f16_rows_plain, dim3((unsigned)(blocks < 65535 ? blocks : 65535)),
+                  dim3(256), 0, (const float *)tmp, n, out_f, (__half *)y, ldy);
+    return MB_OK;
+  }
   cublasHandle_t h = (cublasHandle_t)st->blas;
   BLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_DEVICE), op);
   const cublasStatus_t bs =
       cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, ab, wh,
-                   CUDA_R_16F, (int)in_f, xh, CUDA_R_16F, (int)ldxh, ab + 1, y, CUDA_R_32F,
+                   CUDA_R_16F, (int)in_f, xh, CUDA_R_16F, (int)ldxh, ab + 1, y, yt,
                    (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   BLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), op);
   BLAS_CHECK(bs, op);
@@ -523,7 +548,7 @@ static int gemm_f32_via_f16(mb_ctx *ctx, const float *x, int64_t ldx, const void
   const F16Operand ox = {x, ldx, n, in_f, xh}, ow = {(const float *)w, in_f, out_f, in_f, wh};
   rc = f16_passes(ctx, ox, ow, scr, NULL, ab, beta, op);
   if (rc) return rc;
-  return f16_product(ctx, xh, in_f, wh, n, in_f, out_f, y, ldy, beta, ab, op);
+  return f16_product(ctx, xh, in_f, wh, n, in_f, out_f, y, CUDA_R_32F, ldy, beta, ab, op);
 }
 
 int mbcuda_f16_scale_rows(mb_ctx *ctx, const float *rows, int64_t ld, int64_t n, int64_t cols,
@@ -572,7 +597,8 @@ extern "C" int mbcuda_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, in
 extern "C" int mbcuda_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16,
                                  const int32_t *x_exp, int64_t ldx, const uint16_t *w_f16,
                                  const int32_t *w_exp, const float *bias, int64_t n, int64_t in_f,
-                                 int64_t out_f, float *y, int64_t ldy, int accumulate) {
+                                 int64_t out_f, float *y, int64_t ldy, int accumulate,
+                                 uint16_t *y_f16, int32_t *y_exp) {
   if (n <= 0 || out_f <= 0) return MB_OK;
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_f16: dimensions beyond 2^31");
@@ -602,8 +628,14 @@ extern "C" int mbcuda_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_
     ldxh = in_f;
     if (!x_exp) x_exp = exps;
   }
-  MBCUDA_LAUNCH(op, k_f16_alpha, dim3(1), dim3(32), 0, x_exp, w_exp, ab, beta);
-  rc = f16_product(ctx, xh, ldxh, (const __half *)w_f16, n, in_f, out_f, y, ldy, beta, ab, op);
+  int c = 0; /* y_f16: in_f <= 2^c */
+  while (((int64_t)1 << c) < in_f) c++;
+  MBCUDA_LAUNCH(op, k_f16_alpha, dim3(1), dim3(32), 0, x_exp, w_exp, ab, beta, c,
+                y_f16 ? y_exp : (int32_t *)NULL);
+  rc = y_f16 ? f16_product(ctx, xh, ldxh, (const __half *)w_f16, n, in_f, out_f, y_f16,
+                           CUDA_R_16F, ldy, 0.f, ab, op)
+             : f16_product(ctx, xh, ldxh, (const __half *)w_f16, n, in_f, out_f, y, CUDA_R_32F,
+                           ldy, beta, ab, op);
   if (rc) return rc;
   if (bias)
     MBCUDA_LAUNCH("linear_f16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy,

@@ -32,6 +32,7 @@ struct ScanArgs {
   const uint16_t *z_h;     /* z as bf16 bits (then z is NULL), ld ldz */
   const int32_t *u_exp;    /* u_h holds u's scaled fp16 rows, fp16(u 2^e) with e = *u_exp
                             * (mb_selective_scan's u_f16_exp), or NULL */
+  const int32_t *delta_exp; /* the same for delta_h (delta_f16_exp), or NULL */
   float *state;
   float *states_all;
   int64_t batch, len, d;
@@ -65,6 +66,11 @@ __device__ __forceinline__ float scan_u_at(const ScanArgs &a, int64_t r, int64_t
   return a.u_h ? mb_bf16_to_f32(a.u_h[r * a.ldu + c]) : __ldg(a.u + r * a.ldu + c);
 }
 __device__ __forceinline__ float scan_delta_at(const ScanArgs &a, int64_t r, int64_t c) {
+  if (a.delta_h && a.delta_exp) {
+    float s1, s2;
+    scan_unscale_factors(a.delta_exp, &s1, &s2);
+    return __half2float(__ushort_as_half(a.delta_h[r * a.ld_delta + c])) * s1 * s2;
+  }
   return a.delta_h ? mb_bf16_to_f32(a.delta_h[r * a.ld_delta + c])
                    : __ldg(a.delta + r * a.ld_delta + c);
 }
@@ -295,8 +301,8 @@ __device__ __forceinline__ void scan_stage_pairs(const ScanArgs &a, int64_t b, i
 }
 
 /* Stages B, C (consecutive threads along a row's states), u and delta of the chunk at t0 (HB:
- * both as bf16 pairs; UF: u as scaled fp16 pairs, delta as fp32 rows). */
-template <int NMAX, int K, bool HB, bool UF>
+ * both as bf16 pairs; UF: u as scaled fp16 pairs, and delta too with DF, else fp32 rows). */
+template <int NMAX, int K, bool HB, bool UF, bool DF>
 __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t c0, int64_t t0,
                                            int rows, float *Bs, float *Cs, float *Us, float *Ds) {
   using T = ScanTile<K>;
@@ -346,7 +352,8 @@ __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t
   } else {
     if (UF) scan_stage_pairs<K>(a, b, c0, t0, rows, a.u_h, a.ldu, Us);
     else scan_stage_rows<K>(a, b, c0, t0, rows, a.u, a.ldu, Us);
-    scan_stage_rows<K>(a, b, c0, t0, rows, a.delta, a.ld_delta, Ds);
+    if (DF) scan_stage_pairs<K>(a, b, c0, t0, rows, a.delta_h, a.ld_delta, Ds);
+    else scan_stage_rows<K>(a, b, c0, t0, rows, a.delta, a.ld_delta, Ds);
   }
 }
 
@@ -527,7 +534,7 @@ __device__ __forceinline__ void scan_state_run(int s, int ll, float &carry_l, co
  * delta's rows while the states are computed; two blocks per multiprocessor overlap one's copies
  * with the other's arithmetic. The per-state carry and A of a lane's channel are held one state
  * per lane (lane s of the channel) and broadcast by shuffles. */
-template <int NMAX, int K, bool HB, bool UF>
+template <int NMAX, int K, bool HB, bool UF, bool DF>
 __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs a) {
   using T = ScanTile<K>;
   static_assert(2 * (2 * NMAX + 2 * SCAN_TILE_CH) * T::ROW * 4 <= 227 * 1024, "two blocks per SM");
@@ -558,7 +565,7 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   for (int64_t t0 = 0; t0 < a.len; t0 += SCAN_TC) {
     const int rows = a.len - t0 < SCAN_TC ? (int)(a.len - t0) : SCAN_TC;
     __syncthreads(); /* the previous chunk's y is out of Us */
-    scan_stage<NMAX, K, HB, UF>(a, b, c0, t0, rows, Bs, Cs, Us, Ds);
+    scan_stage<NMAX, K, HB, UF, DF>(a, b, c0, t0, rows, Bs, Cs, Us, Ds);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
@@ -574,7 +581,13 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
       } else {
         scan_ldsk<K>(Us + lo, uu);
       }
-      scan_ldsk<K>(Ds + lo, dt);
+      if (DF) {
+        float s1, s2;
+        scan_unscale_factors(a.delta_exp, &s1, &s2);
+        scan_ldsk_f16_pair<K>(Ds + lo_pair, w & 1, s1, s2, dt);
+      } else {
+        scan_ldsk<K>(Ds + lo, dt);
+      }
     }
     if (a.softplus) scan_prep_deltas<K, true>(a.delta_bias != nullptr, dbias, ll * K, rows, dt);
     else scan_prep_deltas<K, false>(a.delta_bias != nullptr, dbias, ll * K, rows, dt);
@@ -637,14 +650,14 @@ __global__ void __launch_bounds__(ScanTile<K>::THREADS, 2) k_scan_tile(ScanArgs 
   }
 }
 
-template <int K, bool HB, bool UF>
+template <int K, bool HB, bool UF, bool DF>
 static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
   using T = ScanTile<K>;
   mbcuda_state *st = mbcuda_st(ctx);
   /* > 48 KiB of dynamic shared memory needs the opt-in, per kernel */
-  const int set = HB ? 2 : UF ? 4 : 1;
+  const int set = HB ? 2 : DF ? 8 : UF ? 4 : 1;
   if (!(st->scan_tile_smem_set & set)) {
-    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, K, HB, UF>,
+    MBCUDA_CHECK(cudaFuncSetAttribute(k_scan_tile<SCAN_TILE_NMAX, K, HB, UF, DF>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)T::smem(SCAN_TILE_NMAX)),
                  "selective_scan (tile)");
@@ -655,7 +668,7 @@ static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
    * TF32 forward over 8192 bytes 83.7 against 74.8 ms on the H200 (688 against 481 us a layer of
    * scan), the bf16 forward the same either way (docs/cuda_notes.md, "The tile scan's launch, its
    * forms and one carveout: measured") */
-  MBCUDA_CHECK(mbcuda_launch_pdl(ctx, false, k_scan_tile<SCAN_TILE_NMAX, K, HB, UF>,
+  MBCUDA_CHECK(mbcuda_launch_pdl(ctx, false, k_scan_tile<SCAN_TILE_NMAX, K, HB, UF, DF>,
                                  dim3((unsigned)tiles, (unsigned)a.batch), dim3(T::THREADS),
                                  T::smem(a.n), a),
                "selective_scan (tile)");
@@ -666,7 +679,7 @@ static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
  * d, the leading dimensions and the rows' starts even, so no pair straddles a row's end. */
 static bool scan_tile_pairs_ok(const ScanArgs &a) {
   const auto even = [](const void *p) { return ((uintptr_t)p & 3) == 0; };
-  if (!a.u_h || !a.delta_h || a.z || a.u_exp) return false;
+  if (!a.u_h || !a.delta_h || a.z || a.u_exp || a.delta_exp) return false;
   if (a.d % 2 || a.ldu % 2 || a.ld_delta % 2 || !even(a.u_h) || !even(a.delta_h)) return false;
   return !a.z_h || (a.ldz % 2 == 0 && even(a.z_h));
 }
@@ -680,14 +693,17 @@ static int scan_tile_launch(mb_ctx *ctx, ScanArgs &a, int *launched) {
   int64_t tiles = (a.d + SCAN_TILE_CH - 1) / SCAN_TILE_CH;
   if (tiles * a.batch < st->sm_count || tiles > 0x7fffffff || a.batch > 65535) return MB_OK;
   int rc;
-  if (a.u_exp && !a.delta_h && !a.z_h) { /* u as scaled fp16 pairs, delta and z fp32 rows */
+  const bool df = a.delta_exp != nullptr; /* delta as scaled fp16 pairs too */
+  if (a.u_exp && !a.z_h && (df || !a.delta_h)) { /* u (and delta) as fp16 pairs, z fp32 rows */
     if (a.d % 2 || a.ldu % 2 || ((uintptr_t)a.u_h & 3)) return MB_OK;
-    rc = scan_tile_run<16, false, true>(ctx, a, tiles);
+    if (df && (a.ld_delta % 2 || ((uintptr_t)a.delta_h & 3))) return MB_OK;
+    rc = df ? scan_tile_run<16, false, true, true>(ctx, a, tiles)
+            : scan_tile_run<16, false, true, false>(ctx, a, tiles);
   } else if (a.u_h || a.delta_h || a.z_h) {
     if (!scan_tile_pairs_ok(a)) return MB_OK; /* k_scan_seq reads any mix of fp32 and bf16 */
-    rc = scan_tile_run<16, true, false>(ctx, a, tiles);
+    rc = scan_tile_run<16, true, false, false>(ctx, a, tiles);
   } else {
-    rc = scan_tile_run<16, false, false>(ctx, a, tiles);
+    rc = scan_tile_run<16, false, false, false>(ctx, a, tiles);
   }
   if (rc == MB_OK) *launched = 1;
   return rc;
@@ -735,10 +751,12 @@ extern "C" int mbcuda_selective_scan(mb_ctx *ctx, const float *u, const uint16_t
                                      int64_t ldz, float *state, float *states_all, int64_t batch,
                                      int64_t len, int64_t d, int64_t n, int delta_softplus,
                                      float *y, int64_t ldy, uint16_t *y_bf16,
-                                     int32_t *y_f16_exp, const int32_t *u_f16_exp) {
+                                     int32_t *y_f16_exp, const int32_t *u_f16_exp,
+                                     const int32_t *delta_f16_exp) {
   if (batch <= 0 || len <= 0 || d <= 0) return MB_OK;
   ScanArgs a = {u, ldu, delta, ld_delta, delta_bias, A, Bm, ldb, Cm, ldc, Dskip, z, ldz,
-                u_bf16, delta_bf16, z_bf16, u_f16_exp, state, states_all, batch, len, d, (int)n,
+                u_bf16, delta_bf16, z_bf16, u_f16_exp, delta_f16_exp, state, states_all, batch,
+                len, d, (int)n,
                 delta_softplus, y, ldy, y_bf16, y_f16_exp,
                 mbcuda_st(ctx)->done + MBCUDA_DONE_SCAN_AMAX, 0, 0, nullptr, nullptr};
   /* n >= 1 here: api.c rejects n < 1 */

@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define MB_ABI_VERSION 17
+#define MB_ABI_VERSION 18
 
 /* Status codes. */
 #define MB_OK 0
@@ -298,10 +298,16 @@ int mb_to_f16_scaled(mb_ctx *ctx, const float *x, int64_t ldx, int64_t rows, int
  * in_f) dense with its exponent w_exp. x_exp and w_exp are read where the operands are (device
  * memory on CUDA). bias may be NULL. On CUDA the fp16 tensor cores (for
  * n <= 8 too); 2^-(ex + ew) is inf or 0 exactly where the product leaves fp32's range. in_f >= 1.
+ * y_f16 (ABI 18), given instead of y (bias NULL, accumulate 0): the product as scaled fp16 rows,
+ * row i at y_f16 + i * ldy, fp16(y 2^ey) rounded to nearest even, with ey = ex + ew - 15 - c and
+ * c = ceil(log2(in_f)) written to *y_exp: the scaled operands' products sum to less than in_f 2^30
+ * in their units, so no output can overflow, whatever the values (dt_proj's delta for the scan, in
+ * a TF32 forward on the twins: half the bytes of fp32 rows).
  */
 int mb_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_f16, const int32_t *x_exp,
                   int64_t ldx, const uint16_t *w_f16, const int32_t *w_exp, const float *bias,
-                  int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy, int accumulate);
+                  int64_t n, int64_t in_f, int64_t out_f, float *y, int64_t ldy, int accumulate,
+                  uint16_t *y_f16, int32_t *y_exp);
 
 /**
  * mb_add_norm with its output as scaled fp16 rows (in_proj's operand for mb_linear_f16):
@@ -396,7 +402,8 @@ int mb_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx, const float 
  * by mb_linear_f16 without a pass for its largest magnitude (on CUDA the scan's blocks find it).
  * u_f16_exp (ABI 17), when not NULL (u_bf16 then required): u_bf16 holds u's scaled fp16 rows
  * instead, fp16(u 2^e) with e = *u_f16_exp (the conv's out16 with out16_f16_exp), read as the
- * floats 2^-e times their values (exact).
+ * floats 2^-e times their values (exact). delta_f16_exp (ABI 18) the same for delta_bf16
+ * (mb_linear_f16's y_f16 with y_exp).
  */
 int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, int64_t ldu,
                       const float *delta,
@@ -406,7 +413,8 @@ int mb_selective_scan(mb_ctx *ctx, const float *u, const uint16_t *u_bf16, int64
                       float *state,
                       float *states_all, int64_t batch, int64_t len, int64_t d, int64_t n,
                       int delta_softplus, float *y, int64_t ldy, uint16_t *y_bf16,
-                      int32_t *y_f16_exp, const int32_t *u_f16_exp);
+                      int32_t *y_f16_exp, const int32_t *u_f16_exp,
+                      const int32_t *delta_f16_exp);
 
 /**
  * One decoding step of the SSM (mamba_ssm's selective_state_update) with dt_proj fused in (one

@@ -271,8 +271,8 @@ typedef struct {
   float *nw, *nb, *cw, *cb, *dtb, *A, *D;
   void *in, *xp, *dt, *out;
   uint16_t *in16, *out16; /* fp32 weights: in_proj's and out_proj's fp16 twins (as the model) */
-  uint16_t *xp16;         /* ... and x_proj's */
-  int32_t *e16;           /* exponents: [0] in, [1] out, [2] x_proj, [3] u, [4] the norm's */
+  uint16_t *xp16, *dt16;  /* ... and x_proj's, dt_proj's */
+  int32_t *e16; /* exponents: [0] in, [1] out, [2] x_proj, [3] u, [4] the norm's, [5] dt_proj */
 } layer;
 /* Whether the context allows TF32 (set with it): the fp32 forward then takes the twins. */
 static int g_tf32 = 0;
@@ -310,7 +310,7 @@ static void model_init(model *m, int dtype) {
     MBX(mb_memcpy_h2d(G, L->A, ah, DI * NS * 4));
     L->D = fconst(DI, 1.0f);
     L->out = wnew((size_t)DM * DI, dtype);
-    L->in16 = L->out16 = L->xp16 = NULL, L->e16 = NULL;
+    L->in16 = L->out16 = L->xp16 = L->dt16 = NULL, L->e16 = NULL;
     m->weight_bytes += (double)es * (2.0 * DI * DM + XP * DI + DI * R + DM * DI) +
                        4.0 * (2 * DM + DI * KC + DI + DI + DI * NS + DI);
   }
@@ -325,10 +325,12 @@ static void model_init(model *m, int dtype) {
     layer *L = &m->l[i];
     L->in16 = (uint16_t *)fbuf((size_t)DI * DM), L->out16 = (uint16_t *)fbuf((size_t)DM * DI / 2);
     L->xp16 = (uint16_t *)fbuf((size_t)XP * DI / 2);
-    L->e16 = (int32_t *)fbuf(5);
+    L->dt16 = (uint16_t *)fbuf((size_t)DI * R / 2);
+    L->e16 = (int32_t *)fbuf(8);
     MBX(mb_to_f16_scaled(G, (const float *)L->in, DM, 2 * DI, DM, L->in16, L->e16));
     MBX(mb_to_f16_scaled(G, (const float *)L->out, DI, DM, DI, L->out16, L->e16 + 1));
     MBX(mb_to_f16_scaled(G, (const float *)L->xp, DI, XP, DI, L->xp16, L->e16 + 2));
+    MBX(mb_to_f16_scaled(G, (const float *)L->dt, R, DI, R, L->dt16, L->e16 + 5));
     /* u's exponent: the model's comes from a bound of the layer's weights (f16_twins.ts); the
      * timing does not depend on it, and these weights keep u well inside fp16 unscaled */
     const int32_t eu = 0;
@@ -346,8 +348,8 @@ static void model_free(model *m) {
     layer *L = &m->l[i];
     void *p[] = {L->nw, L->nb, L->in, L->cw, L->cb, L->xp, L->dt, L->dtb, L->A, L->D, L->out};
     for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) MBX(mb_free(G, p[j]));
-    void *t[] = {L->in16, L->out16, L->xp16, L->e16};
-    for (size_t j = 0; j < 4 && L->in16; j++) MBX(mb_free(G, t[j]));
+    void *t[] = {L->in16, L->out16, L->xp16, L->dt16, L->e16};
+    for (size_t j = 0; j < 5 && L->in16; j++) MBX(mb_free(G, t[j]));
   }
   MBX(mb_free(G, m->emb));
   MBX(mb_free(G, m->nfw));
@@ -361,7 +363,7 @@ typedef struct {
   float *conv_state, *ssm_state; /* NL x batch x ... */
   int32_t *ids;
   int64_t *ctr;
-  int32_t *e16; /* exponents: [1] y's (the norms' are the layers', found once) */
+  int32_t *e16; /* exponents: [0] delta's, [1] y's (the norms' are the layers', found once) */
 } acts;
 static void acts_init(acts *a, int64_t B, int64_t seqs) {
   a->B = B;
@@ -391,18 +393,20 @@ static void acts_free(acts *a) {
  * it: with bf16 pairs, u (the conv's bf16 copy), delta and z as bf16 bits (xz's and delta's
  * buffers hold bf16 in their first halves) and y as bf16; else fp32 rows and y. dt_proj's bias is
  * added by the scan. */
-/* u_exp (the TF32 forward on the twins): u as the conv's scaled fp16 rows in xc's first half */
+/* u_exp (the TF32 forward on the twins): u as the conv's scaled fp16 rows in xc's first half, and
+ * delta as dt_proj's in dt's (its exponent in a->e16[0]) */
 static void forward_scan(const layer *L, acts *a, int64_t batch, int64_t len, float *ss,
                          int bf16_pairs, int32_t *y_exp, const int32_t *u_exp) {
   if (bf16_pairs)
     MBX(mb_selective_scan(G, NULL, a->xcb, DI, NULL, (uint16_t *)a->dt, DI, L->dtb, L->A,
                           a->dbc + R, XP, a->dbc + R + NS, XP, L->D, NULL, (uint16_t *)a->xz + DI,
-                          2 * DI, ss, NULL, batch, len, DI, NS, 1, NULL, DI, a->yb, NULL, NULL));
+                          2 * DI, ss, NULL, batch, len, DI, NS, 1, NULL, DI, a->yb, NULL, NULL, NULL));
   else
-    MBX(mb_selective_scan(G, u_exp ? NULL : a->xc, u_exp ? (uint16_t *)a->xc : NULL, DI, a->dt,
-                          NULL, DI, L->dtb, L->A, a->dbc + R, XP, a->dbc + R + NS, XP, L->D,
-                          a->xz + DI, NULL, 2 * DI, ss, NULL, batch, len, DI, NS, 1, a->y, DI,
-                          NULL, y_exp, u_exp));
+    MBX(mb_selective_scan(G, u_exp ? NULL : a->xc, u_exp ? (uint16_t *)a->xc : NULL, DI,
+                          u_exp ? NULL : a->dt, u_exp ? (uint16_t *)a->dt : NULL, DI, L->dtb, L->A,
+                          a->dbc + R, XP, a->dbc + R + NS, XP, L->D, a->xz + DI, NULL, 2 * DI, ss,
+                          NULL, batch, len, DI, NS, 1, a->y, DI, NULL, y_exp, u_exp,
+                          u_exp ? a->e16 : NULL));
 }
 
 /* One pass over `len` positions of `batch` sequences (rows = batch*len); decode: len = 1. */
@@ -462,7 +466,7 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
         MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
         MBX(mb_selective_scan(G, a->xc, NULL, DI, a->dt, NULL, DI, L->dtb, L->A, a->dbc + R, XP,
                               a->dbc + R + NS, XP, L->D, a->xz + DI, NULL, 2 * DI, ss, NULL, batch,
-                              len, DI, NS, 1, NULL, DI, a->yb, NULL, NULL));
+                              len, DI, NS, 1, NULL, DI, a->yb, NULL, NULL, NULL));
       }
       if (fwd_fuse && N)
         MBX(mb_linear_add_norm(G, NULL, a->yb, DI, L->out, dt, NULL, rows, DI, DM, a->h, a->res, 1,
@@ -520,27 +524,32 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
                           L->e16 + 4, 1));
     if (tw)
       MBX(mb_linear_f16(G, NULL, hn16, L->e16 + 4, DM, L->in16, L->e16, NULL, rows, DM, 2 * DI,
-                        a->xz, 2 * DI, 0));
+                        a->xz, 2 * DI, 0, NULL, NULL));
     else
       MBX(mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
     MBX(mb_causal_conv1d(G, a->xz, NULL, 2 * DI, L->cw, L->cb, cs, batch, len, DI, KC,
                          tw ? NULL : a->xc, DI, NULL, tw ? u16 : NULL, tw ? L->e16 + 3 : NULL));
     if (tw)
       MBX(mb_linear_f16(G, NULL, u16, L->e16 + 3, DI, L->xp16, L->e16 + 2, NULL, rows, DI, XP,
-                        a->dbc, XP, 0));
+                        a->dbc, XP, 0, NULL, NULL));
     else
       MBX(mb_linear(G, a->xc, DI, L->xp, dt, NULL, rows, DI, XP, a->dbc, XP));
-    /* as the model's forward: dt_proj's bias added by the scan (delta_bias) */
-    MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
+    /* as the model's forward: dt_proj's bias added by the scan (delta_bias); on the twins delta as
+     * scaled fp16 rows in dt's first half */
+    if (tw)
+      MBX(mb_linear_f16(G, a->dbc, NULL, NULL, XP, L->dt16, L->e16 + 5, NULL, rows, R, DI, NULL,
+                        DI, 0, (uint16_t *)a->dt, a->e16));
+    else
+      MBX(mb_linear(G, a->dbc, XP, L->dt, dt, NULL, rows, R, DI, a->dt, DI));
     forward_scan(L, a, batch, len, ss, 0, tw ? a->e16 + 1 : NULL, tw ? L->e16 + 3 : NULL);
     if (tw && N) { /* out_proj added into the residual in place, then the next layer's norm */
       MBX(mb_linear_f16(G, a->y, NULL, a->e16 + 1, DI, L->out16, L->e16 + 1, NULL, rows, DI, DM,
-                        a->res, DM, 1));
+                        a->res, DM, 1, NULL, NULL));
       MBX(mb_add_norm_f16(G, a->res, a->res, 0, N->nw, N->nb, MB_NORM_LAYER, 1e-5f, rows, DM, hn16,
                           N->e16 + 4, 1));
     } else if (tw) {
       MBX(mb_linear_f16(G, a->y, NULL, a->e16 + 1, DI, L->out16, L->e16 + 1, NULL, rows, DI, DM, a->h,
-                        DM, 0));
+                        DM, 0, NULL, NULL));
     } else if (fwd_fuse && N) /* as the model's forward (fp32 activations) */
       MBX(mb_linear_add_norm(G, a->y, NULL, DI, L->out, dt, NULL, rows, DI, DM, a->h, a->res, 1,
                              N->nw, N->nb, MB_NORM_LAYER, 1e-5f, a->hn, NULL));
@@ -729,7 +738,7 @@ static void breakdown(model *m, int64_t batch, int64_t len, const char *label) {
         case 2: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, batch, len, DI, KC, a.xc, DI, NULL, NULL, NULL)); break;
         case 3: MBX(mb_linear(G, a.xc, DI, L->xp, dt, NULL, rows, DI, XP, a.dbc, XP)); break;
         case 4: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, len > 1 ? NULL : L->dtb, rows, R, DI, a.dt, DI)); break;
-        case 5: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL, NULL, NULL)); break;
+        case 5: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, len > 1 ? L->dtb : NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, batch, len, DI, NS, 1, a.y, DI, NULL, NULL, NULL, NULL)); break;
         case 6: MBX(mb_linear(G, a.y, DI, L->out, dt, NULL, rows, DI, DM, a.h, DM)); break;
         case 8: MBX(mb_linear_conv1d_step(G, a.hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a.xz, 2 * DI, L->cw, L->cb, a.conv_state, DI, KC, a.xc, DI)); break;
         default: MBX(mb_selective_state_update_dt(G, a.xc, DI, a.dbc, XP, L->dt, dt, L->dtb, R, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, 2 * DI, a.ssm_state, batch, DI, NS, 1, NULL, a.y, DI, NULL)); break;
@@ -769,11 +778,11 @@ static void breakdown_mixer(model *m, int64_t len, const char *label) {
         case 0: MBX(mb_linear_bf16(G, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, a.xz, 2 * DI)); break;
         case 1: MBX(mb_causal_conv1d(G, a.xz, NULL, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, a.xc, DI, NULL, a.xcb, NULL)); break;
         case 2: MBX(mb_linear(G, a.dbc, XP, L->dt, dt, NULL, len, R, DI, a.dt, DI)); break;
-        case 3: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL, NULL)); break;
+        case 3: MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL, NULL, NULL)); break;
         case 4: MBX(mb_linear_to_bf16(G, NULL, a.hnb, DM, L->in, dt, NULL, len, DM, 2 * DI, xzb, 2 * DI)); break;
         case 5: MBX(mb_causal_conv1d(G, NULL, xzb, 2 * DI, L->cw, L->cb, a.conv_state, 1, len, DI, KC, NULL, DI, NULL, a.xcb, NULL)); break;
         case 6: MBX(mb_linear_to_bf16(G, a.dbc, NULL, XP, L->dt, dt, NULL, len, R, DI, dtb, DI)); break;
-        case 7: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL, NULL)); break;
+        case 7: MBX(mb_selective_scan(G, NULL, a.xcb, DI, NULL, dtb, DI, L->dtb, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D, NULL, xzb + DI, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, NULL, DI, a.yb, NULL, NULL, NULL)); break;
         case 8: MBX(mb_linear_bf16(G, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, DM)); break;
         default: MBX(mb_linear_add_norm(G, NULL, a.yb, DI, L->out, dt, NULL, len, DI, DM, a.h, a.res, 1, N->nw, N->nb, MB_NORM_LAYER, 1e-5f, NULL, a.hnb)); break;
       }
@@ -798,7 +807,7 @@ static void scan_alone(model *m, int64_t len, const char *label) {
     for (int i = 0; i < 3; i++)
       MBX(mb_selective_scan(G, a.xc, NULL, DI, a.dt, NULL, DI, NULL, L->A, a.dbc + R, XP, a.dbc + R + NS, XP, L->D,
                             a.xz + DI, NULL, 2 * DI, a.ssm_state, NULL, 1, len, DI, NS, 1, a.y, DI,
-                            NULL, NULL, NULL));
+                            NULL, NULL, NULL, NULL));
     MBX(mb_ctx_synchronize(G));
     t[r] = (now() - t0) / 3;
   }

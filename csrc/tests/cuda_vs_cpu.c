@@ -549,13 +549,51 @@ static void t_linear_f16(void) {
                           from_f32 ? NULL : (const uint16_t *)xh,
                           from_f32 && !given ? NULL : (int32_t *)e,
                           from_f32 ? ldx : in_f, (const uint16_t *)wh, (const int32_t *)e + 1,
-                          hasb ? (const float *)b : NULL, n, in_f, out_f, (float *)y, out_f, acc));
+                          hasb ? (const float *)b : NULL, n, in_f, out_f, (float *)y, out_f, acc,
+                          NULL, NULL));
       }
       char cfg[80];
       snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld ldx=%lld %s acc=%d bias=%d",
                (long long)n, (long long)in_f, (long long)out_f, (long long)ldx,
                given ? "x fp32, exp" : from_f32 ? "x fp32" : "x f16", acc, hasb);
       check("linear_f16", cfg, "y", rel_all(&Y), 1e-5);
+      /* y_f16 (dt_proj's delta for the scan): the same product as scaled fp16 rows (ld out_f +
+       * 2), its exponent ex + ew - 15 - ceil(log2(in_f)) on both backends, the values the fp32
+       * product's within fp16's rounding */
+      if (!acc && !hasb) {
+        const int64_t ldh = out_f + 2;
+        pair YH = pb16(n * ldh), E2 = pnew(NULL, 4);
+        for (int k = 0; k < 2; k++) {
+          mb_ctx *cx = ctxs[k];
+          void *x = k ? X.g : X.c, *xh = k ? XH.g : XH.c, *wh = k ? WH.g : WH.c;
+          void *e = k ? E.g : E.c;
+          MBX(mb_linear_f16(cx, from_f32 ? (const float *)x : NULL,
+                            from_f32 ? NULL : (const uint16_t *)xh,
+                            from_f32 && !given ? NULL : (int32_t *)e, from_f32 ? ldx : in_f,
+                            (const uint16_t *)wh, (const int32_t *)e + 1, NULL, n, in_f, out_f,
+                            NULL, ldh, 0, (uint16_t *)(k ? YH.g : YH.c),
+                            (int32_t *)(k ? E2.g : E2.c)));
+        }
+        int c = 0;
+        while (((int64_t)1 << c) < in_f) c++;
+        const int32_t ey = exp_of(GPU, E2.g), ex = exp_of(CPU, E.c);
+        const int32_t ew = exp_of(CPU, (int32_t *)E.c + 1);
+        /* (x's exponent is in E where it was given or made above) */
+        const int wrong = ey != exp_of(CPU, E2.c) ||
+                          ((!from_f32 || given) && ey != ex + ew - 15 - c);
+        check("linear_f16", cfg, "y_f16 exp", wrong, 0);
+        float *yc = f16_decoded(CPU, YH.c, n * ldh, ey), *yg = f16_decoded(GPU, YH.g, n * ldh, ey);
+        float *yr = (float *)malloc(Y.bytes);
+        MBX(mb_memcpy_d2h(GPU, yr, Y.g, Y.bytes));
+        check("linear_f16", cfg, "y_f16 gpu=cpu", rel_of(yg, yc, (size_t)(n * ldh), n, out_f, ldh),
+              1e-3);
+        double err = 0, den = 0; /* against the fp32 product (rows at out_f) */
+        for (int64_t i = 0; i < n; i++)
+          for (int64_t o = 0; o < out_f; o++)
+            err += fabs(yg[i * ldh + o] - yr[i * out_f + o]), den += fabs(yr[i * out_f + o]);
+        check("linear_f16", cfg, "y_f16 = y", den > 0 ? err / den : err, 1e-3);
+        free(yc), free(yg), free(yr), pfree(&YH), pfree(&E2);
+      }
       pfree(&X), pfree(&W), pfree(&B), pfree(&Y), pfree(&XH), pfree(&WH), pfree(&E);
     }
 }
@@ -960,14 +998,14 @@ static void t_scan_bf16(void) {
                         (float *)A.P, (float *)BC.P, ldbc, (float *)BC.P + n, ldbc,               \
                         (float *)Dk.P, zfp, zb ? (uint16_t *)ZH.P : NULL, ldz,                    \
                         cs[i].st ? (float *)SS.P : NULL, NULL, batch, len, d, n, 1,               \
-                        (float *)y.P, ldy, NULL, NULL, NULL))
+                        (float *)y.P, ldy, NULL, NULL, NULL, NULL))
     SCAN_BF(CPU, c, S, Y, zf ? C(Z) : NULL);
     SCAN_BF(GPU, g, S, Y, zf ? G(Z) : NULL);
 #undef SCAN_BF
     MBX(mb_selective_scan(GPU, G(U), NULL, ldu, G(D), NULL, ldd, G(DB), G(A), G(BC), ldbc, G(BC) + n,
                           ldbc, G(Dk), (zb || zf) ? G(Z) : NULL, NULL, ldz,
                           cs[i].st ? G(S2) : NULL, NULL, batch, len, d, n, 1, G(Y2), ldy, NULL,
-                          NULL, NULL));
+                          NULL, NULL, NULL));
     char cfg[96];
     snprintf(cfg, sizeof cfg, "u=%s delta=bf16 z=%s b=%lld len=%lld d=%lld n=%lld ldd+%lld st=%d",
              ub ? "bf16" : "f32", zb ? "bf16" : zf ? "f32" : "-", (long long)batch, (long long)len, (long long)d,
@@ -984,16 +1022,18 @@ static void t_scan_bf16(void) {
   }
 }
 
-/* mb_selective_scan with u as scaled fp16 rows (u_f16_exp: the TF32 forward on the twins reads
- * the conv's fp16 copy): GPU vs CPU, and on the GPU the bits of the same call on the fp32 rows
- * the fp16 ones stand for (the tile scan's fp16 pair staging, or the other forms' loads). */
+/* mb_selective_scan with u, and delta where df, as scaled fp16 rows (u_f16_exp, delta_f16_exp:
+ * the TF32 forward on the twins reads the conv's fp16 copy and dt_proj's fp16 output): GPU vs
+ * CPU, and on the GPU the bits of the same call on the fp32 rows the fp16 ones stand for (the tile
+ * scan's fp16 pair staging, or the other forms' loads). */
 static void t_scan_f16u(void) {
   /* same: both calls take the same form (an odd d keeps the fp16 rows off the tile scan's pair
    * staging while the fp32 rows take the tile scan: then within fp32's tolerance) */
-  struct { int64_t batch, len, d, n; int e, z, st, same; } cs[] = {
-      {1, 700, 4100, 16, 3, 1, 1, 1}, {1, 256, 3584, 16, -2, 1, 0, 1},
-      {2, 300, 4100, 5, 0, 0, 1, 1},  {1, 513, 4099, 16, 1, 1, 1, 0},
-      {3, 7, 37, 16, 5, 1, 1, 1},     {1, 2100, 101, 3, -4, 1, 0, 1},
+  struct { int64_t batch, len, d, n; int e, z, st, same, df; } cs[] = {
+      {1, 700, 4100, 16, 3, 1, 1, 1, 1}, {1, 256, 3584, 16, -2, 1, 0, 1, 1},
+      {2, 300, 4100, 5, 0, 0, 1, 1, 0},  {1, 513, 4099, 16, 1, 1, 1, 0, 1},
+      {3, 7, 37, 16, 5, 1, 1, 1, 1},     {1, 2100, 101, 3, -4, 1, 0, 1, 1},
+      {1, 300, 4100, 16, 2, 1, 1, 1, 0},
   };
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     const int64_t batch = cs[i].batch, len = cs[i].len, d = cs[i].d, n = cs[i].n;
@@ -1009,7 +1049,16 @@ static void t_scan_f16u(void) {
       uh[j] = ldexpf(mbcpu_f16_to_f32(u16[j]), -e);
     }
     pair UH = pnew(u16, (size_t)(rows * d) * 2), U = pf(uh, rows * d), E = pnew(&e, 4);
-    pair D = prand(rows * d, -4, 1), Z = prand(rows * ldz, -3, 3);
+    /* delta's fp16 rows (by e - 1) and the floats they stand for, where df */
+    const int32_t ed = e - 1;
+    float *dh = hrand(rows * d, -4, 1);
+    uint16_t *d16 = (uint16_t *)malloc((size_t)(rows * d) * 2);
+    for (int64_t j = 0; j < rows * d; j++) {
+      d16[j] = mbcpu_f32_to_f16(ldexpf(dh[j], ed));
+      if (cs[i].df) dh[j] = ldexpf(mbcpu_f16_to_f32(d16[j]), -ed);
+    }
+    pair DH = pnew(d16, (size_t)(rows * d) * 2), D = pf(dh, rows * d), ED = pnew(&ed, 4);
+    pair Z = prand(rows * ldz, -3, 3);
     pair BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1), DB = prand(d, -2, 0.5f);
     float *ah = hrand(d * n, 0, 1);
     for (int64_t j = 0; j < d * n; j++) ah[j] = -expf(logf((float)(j % n + 1)) * ah[j]);
@@ -1020,19 +1069,22 @@ static void t_scan_f16u(void) {
     for (int k = 0; k < 2; k++) {
       mb_ctx *cx = k ? GPU : CPU;
 #define P(X) (k ? G(X) : C(X))
-      MBX(mb_selective_scan(cx, NULL, (const uint16_t *)(k ? UH.g : UH.c), d, P(D), NULL, d,
-                            P(DB), P(A), P(BC), ldbc, P(BC) + n, ldbc, P(Dk),
-                            cs[i].z ? P(Z) : NULL, NULL, ldz, cs[i].st ? P(S) : NULL, NULL,
-                            batch, len, d, n, 1, P(Y), d, NULL, NULL,
-                            (const int32_t *)(k ? E.g : E.c)));
+      const int df = cs[i].df;
+      MBX(mb_selective_scan(cx, NULL, (const uint16_t *)(k ? UH.g : UH.c), d, df ? NULL : P(D),
+                            df ? (const uint16_t *)(k ? DH.g : DH.c) : NULL, d, P(DB), P(A),
+                            P(BC), ldbc, P(BC) + n, ldbc, P(Dk), cs[i].z ? P(Z) : NULL, NULL,
+                            ldz, cs[i].st ? P(S) : NULL, NULL, batch, len, d, n, 1, P(Y), d, NULL,
+                            NULL, (const int32_t *)(k ? E.g : E.c),
+                            df ? (const int32_t *)(k ? ED.g : ED.c) : NULL));
 #undef P
     }
     MBX(mb_selective_scan(GPU, G(U), NULL, d, G(D), NULL, d, G(DB), G(A), G(BC), ldbc, G(BC) + n,
                           ldbc, G(Dk), cs[i].z ? G(Z) : NULL, NULL, ldz, cs[i].st ? G(S2) : NULL,
-                          NULL, batch, len, d, n, 1, G(Y2), d, NULL, NULL, NULL));
+                          NULL, batch, len, d, n, 1, G(Y2), d, NULL, NULL, NULL, NULL));
     char cfg[96];
-    snprintf(cfg, sizeof cfg, "u=f16 e=%d z=%d b=%lld len=%lld d=%lld n=%lld st=%d", e, cs[i].z,
-             (long long)batch, (long long)len, (long long)d, (long long)n, cs[i].st);
+    snprintf(cfg, sizeof cfg, "u=f16 e=%d delta=%s z=%d b=%lld len=%lld d=%lld n=%lld st=%d", e,
+             cs[i].df ? "f16" : "f32", cs[i].z, (long long)batch, (long long)len, (long long)d,
+             (long long)n, cs[i].st);
     check("selective_scan", cfg, "y", rel_err(&Y, rows, d, d), 1e-5);
     if (cs[i].same)
       check("selective_scan", cfg, "=f32 rows bits", bits_differ(&Y, &Y2, rows, d, d), 0);
@@ -1040,8 +1092,8 @@ static void t_scan_f16u(void) {
       check("selective_scan", cfg, "=f32 rows", rel_gpu(&Y, &Y2, rows, d, d), 1e-5);
     if (cs[i].st) check("selective_scan", cfg, "state", rel_all(&S), 1e-5);
     pfree(&UH), pfree(&U), pfree(&E), pfree(&D), pfree(&Z), pfree(&BC), pfree(&Dk), pfree(&DB);
-    pfree(&A), pfree(&S), pfree(&S2), pfree(&Y), pfree(&Y2);
-    free(uh), free(u16), free(ah), free(sh);
+    pfree(&A), pfree(&S), pfree(&S2), pfree(&Y), pfree(&Y2), pfree(&DH), pfree(&ED);
+    free(uh), free(u16), free(ah), free(sh), free(dh), free(d16);
   }
 }
 
@@ -1071,11 +1123,11 @@ static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t
   MBX(mb_selective_scan(CPU, C(U), NULL, ldu, C(D), NULL, ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + n, ldbc,
                         use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, NULL, ldz, use_state ? C(S) : NULL,
                         use_all ? C(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : C(Y), ldy,
-                        bf ? (uint16_t *)YB.c : NULL, ye ? (int32_t *)E.c : NULL, NULL));
+                        bf ? (uint16_t *)YB.c : NULL, ye ? (int32_t *)E.c : NULL, NULL, NULL));
   MBX(mb_selective_scan(GPU, G(U), NULL, ldu, G(D), NULL, ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + n, ldbc,
                         use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, NULL, ldz, use_state ? G(S) : NULL,
                         use_all ? G(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : G(Y), ldy,
-                        bf ? (uint16_t *)YB.g : NULL, ye ? (int32_t *)E.g : NULL, NULL));
+                        bf ? (uint16_t *)YB.g : NULL, ye ? (int32_t *)E.g : NULL, NULL, NULL));
   char cfg[96];
   snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d db=%d bf=%d",
            (long long)batch, (long long)len, (long long)d, (long long)n, use_state, use_all, use_D,
@@ -2524,7 +2576,7 @@ static void t_graph(int fused, int64_t B) {
           MBX(mb_selective_scan(GPU, (float *)xc, NULL, di, (float *)xz, NULL, 2 * di, NULL, (float *)A,
                                 (float *)dbc + r, L, (float *)dbc + r + n, L, NULL,
                                 (float *)xz + di, NULL, 2 * di, (float *)ss, NULL, B, 1, di, n, 1,
-                                (float *)y, di, NULL, NULL, NULL));
+                                (float *)y, di, NULL, NULL, NULL, NULL));
         MBX(mb_linear(GPU, (float *)y, di, head, MB_DTYPE_F32, NULL, B, di, V, (float *)lg, V));
         MBX(mb_sample(GPU, (float *)lg, B, V, 1.0f, 0, 0.9f, 77, (int64_t *)ctr,
                       (int32_t *)ids));

@@ -617,6 +617,8 @@ export class Backend {
    * `x`, `xExp` may give the exponent (selectiveScan's `yF16Exp`): x is then scaled by 2^xExp, with
    * no pass for its largest magnitude (one above toF16Scaled's can overflow fp16). `wF16` (outF,
    * inF) dense with its exponent `wExp` (toF16Scaled's). ldx defaults to inF, ldy to outF.
+   * `yF16` instead of `y` (no bias, no accumulate): the product as scaled fp16 rows (ld ldy), its
+   * exponent ex + ew - 15 - ceil(log2(inF)) written to `yExp` (no value can overflow).
    */
   linearF16(a: {
     x?: Ptr;
@@ -632,6 +634,8 @@ export class Backend {
     y: Ptr;
     ldy?: number;
     accumulate?: boolean;
+    yF16?: Ptr;
+    yExp?: Ptr;
   }): void {
     check(
       this.#lib.mb_linear_f16(
@@ -649,6 +653,8 @@ export class Backend {
         a.y,
         I(a.ldy ?? a.outF),
         a.accumulate ? 1 : 0,
+        a.yF16 ?? null,
+        a.yExp ?? null,
       ),
       "linear_f16",
     );
@@ -828,7 +834,8 @@ export class Backend {
    * given (`y` then required), receives the exponent {@link Backend.toF16Scaled} would choose for
    * y's batch * len rows: out_proj's `xExp` for {@link Backend.linearF16} with the fp32 y.
    * `uF16Exp` (with `uBf16`): u holds scaled fp16 rows instead, fp16(u 2^e) with e the int32 there
-   * ({@link Backend.conv1d}'s `outF16Exp` copy), read as 2^-e times their values.
+   * ({@link Backend.conv1d}'s `outF16Exp` copy), read as 2^-e times their values; `deltaF16Exp`
+   * (with `deltaBf16`) the same for delta ({@link Backend.linearF16}'s `yF16`).
    */
   selectiveScan(
     a: ScanOperands & {
@@ -844,6 +851,7 @@ export class Backend {
       yBf16?: Ptr;
       yF16Exp?: Ptr;
       uF16Exp?: Ptr;
+      deltaF16Exp?: Ptr;
     },
   ): void {
     check(
@@ -877,6 +885,7 @@ export class Backend {
         a.yBf16 ?? null,
         a.yF16Exp ?? null,
         a.uF16Exp ?? null,
+        a.deltaF16Exp ?? null,
       ),
       "selective_scan",
     );

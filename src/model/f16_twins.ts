@@ -31,8 +31,12 @@ import { Tensor } from "../backend/tensor.ts";
 import type { ModelDims } from "../config/dims.ts";
 import type { ModelWeights } from "./weights.ts";
 
-/** Int32 exponents a layer keeps (in_proj, out_proj, x_proj, u, the norm; three spare). */
+/** Int32 exponents a layer keeps (in_proj, out_proj, x_proj, u, the norm, dt_proj; 2 spare). */
 const EXPS = 8;
+
+/** The twins a layer holds, in layout order, and where each one's exponent is kept. */
+const TWINS = ["in", "out", "x", "dt"] as const;
+const TWIN_EXP = { in: 0, out: 1, x: 2, dt: 5 } as const;
 
 /** One twin: the fp16 rows and the device int32 holding their exponent. */
 export interface F16Weight {
@@ -72,17 +76,19 @@ export function f16TwinBytes(dims: ModelDims): number {
   return (layerStride(dims) + decode) * nLayer + 4 * EXPS * nLayer;
 }
 
-/** Bytes of a layer's twins before each (in_proj's, out_proj's, x_proj's), then the stride. */
-function layerOffsets(dims: ModelDims): [number, number, number, number] {
+/** Bytes of a layer's twins before each (in_proj's, out_proj's, x_proj's, dt_proj's), and the
+ * stride after them. */
+function layerOffsets(dims: ModelDims): [number, number, number, number, number] {
   const { dModel: d, dInner: di, dState: n, dtRank: r } = dims;
   const out = align256(2 * 2 * di * d);
   const x = out + align256(2 * d * di);
-  return [0, out, x, x + align256(2 * (r + 2 * n) * di)];
+  const dt = x + align256(2 * (r + 2 * n) * di);
+  return [0, out, x, dt, dt + align256(2 * di * r)];
 }
 
 /** A layer's twins, padded to 256 bytes each (aligned operands). */
 function layerStride(dims: ModelDims): number {
-  return layerOffsets(dims)[3];
+  return layerOffsets(dims)[4];
 }
 
 /**
@@ -162,6 +168,8 @@ export class F16Twins {
         backend.toF16Scaled({ x: l.inProj.ptr, rows: 2 * di, cols: d, out: a.w, outExp: a.exp });
         backend.toF16Scaled({ x: l.outProj.ptr, rows: d, cols: di, out: b.w, outExp: b.exp });
         backend.toF16Scaled({ x: l.xProj.ptr, rows: r + 2 * n, cols: di, out: x.w, outExp: x.exp });
+        const dt = twins.dtProj(i);
+        backend.toF16Scaled({ x: l.dtProj.ptr, rows: di, cols: r, out: dt.w, outExp: dt.exp });
       }
       const exps = new Int32Array(EXPS * dims.nLayer);
       backend.download(exps, twins.#exp(0, 0));
@@ -237,17 +245,22 @@ export class F16Twins {
 
   /** Layer i's in_proj twin, (2 d_inner, d_model). */
   inProj(i: number): F16Weight {
-    return this.#at(i, 0);
+    return this.#at(i, "in");
   }
 
   /** Layer i's out_proj twin, (d_model, d_inner). */
   outProj(i: number): F16Weight {
-    return this.#at(i, 1);
+    return this.#at(i, "out");
   }
 
   /** Layer i's x_proj twin, (dt_rank + 2 d_state, d_inner). */
   xProj(i: number): F16Weight {
-    return this.#at(i, 2);
+    return this.#at(i, "x");
+  }
+
+  /** Layer i's dt_proj twin, (d_inner, dt_rank). */
+  dtProj(i: number): F16Weight {
+    return this.#at(i, "dt");
   }
 
   /** The exponent of layer i's u as the conv writes it for x_proj's twin (one device int32). */
@@ -274,11 +287,11 @@ export class F16Twins {
   }
 
   // Layout: layerStride bytes a layer, then EXPS exponents a layer.
-  #at(i: number, which: 0 | 1 | 2): F16Weight {
+  #at(i: number, which: typeof TWINS[number]): F16Weight {
     const offsets = layerOffsets(this.#dims);
     return {
-      w: offsetPtr(this.#base, i * offsets[3] + offsets[which]),
-      exp: this.#exp(i, which),
+      w: offsetPtr(this.#base, i * offsets[4] + offsets[TWINS.indexOf(which)]),
+      exp: this.#exp(i, TWIN_EXP[which]),
     };
   }
 

@@ -516,8 +516,9 @@ export class MambaByteLM {
    * writes only its bf16 copy, which the scan reads as u. With the weights' fp16 twins
    * (f16Products) and TF32 allowed, such chunks run in_proj, x_proj and out_proj on the twins: the
    * norm writes in_proj's input as scaled fp16, the conv u only as scaled fp16 rows (x_proj's and
-   * the scan's input, in ws.xConv's bytes), both by exponents the twins found at load; out_proj
-   * adds into the residual in place.
+   * the scan's input, in ws.xConv's bytes), both by exponents the twins found at load; dt_proj
+   * runs on its twin too, writing delta as scaled fp16 rows for the scan; out_proj adds into the
+   * residual in place.
    */
   forwardLayers(
     ws: Workspace,
@@ -584,6 +585,7 @@ export class MambaByteLM {
       else be.linear(this.#xProjOperands(ws, i, len));
       const biasInScan = !dtProjOut(i);
       const deltaBf16 = mixBf16 && biasInScan;
+      const deltaF16 = f16 !== null && biasInScan; // (always so: the twins run without taps)
       const dtProj = {
         x: ws.xDbl.ptr,
         ldx: this.#xDblCols,
@@ -595,7 +597,18 @@ export class MambaByteLM {
         outF: di,
         y: ws.delta.ptr,
       };
-      if (deltaBf16) be.linearToBf16(dtProj);
+      // on the twins: delta as scaled fp16 rows in ws.delta's first half, its exponent found by the
+      // product (no output can overflow)
+      if (deltaF16) {
+        be.linearF16({
+          ...dtProj,
+          wF16: f16!.dtProj(i).w,
+          wExp: f16!.dtProj(i).exp,
+          y: null,
+          yF16: ws.delta.ptr,
+          yExp: this.#deltaF16Exp(ws),
+        });
+      } else if (deltaBf16) be.linearToBf16(dtProj);
       else be.linear(dtProj);
       be.selectiveScan({
         ...this.#scanOperands(ws, state, i),
@@ -606,7 +619,8 @@ export class MambaByteLM {
         // on the twins: u's scaled fp16 rows (the conv's), by their exponent
         ...(f16 ? { u: ws.xConv.ptr, uBf16: true, uF16Exp: f16.uExp(i) } : {}),
         delta: ws.delta.ptr,
-        deltaBf16,
+        deltaBf16: deltaBf16 || deltaF16,
+        deltaF16Exp: deltaF16 ? this.#deltaF16Exp(ws) : undefined, // ... and delta's (dt_proj's)
         ldDelta: di,
         deltaBias: biasInScan ? w.dtProjBias.ptr : null,
         statesAll: null,
@@ -645,6 +659,11 @@ export class MambaByteLM {
    */
   #yF16Exp(ws: Workspace): Ptr {
     return offsetPtr(ws.normed.ptr, Math.ceil((ws.rows * this.dims.dModel * 2) / 16) * 16);
+  }
+
+  /** Where dt_proj's twin puts delta's scaled fp16 exponent for the scan: after y's. */
+  #deltaF16Exp(ws: Workspace): Ptr {
+    return offsetPtr(this.#yF16Exp(ws), 4);
   }
 
   /**

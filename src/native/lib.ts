@@ -180,6 +180,8 @@ export const SYMBOLS = {
       "pointer", // y
       "i64", // ldy
       "i32", // accumulate
+      "pointer", // y_f16
+      "pointer", // y_exp (int32)
     ],
     result: "i32",
   },
@@ -279,6 +281,7 @@ export const SYMBOLS = {
       "pointer", // y_bf16
       "pointer", // y_f16_exp
       "pointer", // u_f16_exp
+      "pointer", // delta_f16_exp
     ],
     result: "i32",
   },
@@ -524,7 +527,7 @@ export const TEST_ONLY_SYMBOLS: readonly (keyof typeof SYMBOLS)[] = ["mb_uniform
 export type NativeSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
 /** The ABI version these bindings were written for (MB_ABI_VERSION). */
-export const ABI_VERSION = 17;
+export const ABI_VERSION = 18;
 
 /** Status codes of the C ABI (MB_OK, MB_ERR_*). */
 export const Status = {

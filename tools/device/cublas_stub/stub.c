@@ -21,3 +21,4 @@ int cublasLtMatmulPreferenceDestroy(void) { return 1; }
 int cublasLtMatmulPreferenceSetAttribute(void) { return 1; }
 int cublasLtMatmulAlgoGetHeuristic(void) { return 1; }
 int cublasLtMatmul(void) { return 1; }
+int cublasLtMatmulAlgoConfigGetAttribute(void) { return 1; }
