@@ -116,37 +116,12 @@ static bool plan_try(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey &k
                                               sizeof(uint32_t)) == CUBLAS_STATUS_SUCCESS;
   cublasLtMatmulHeuristicResult_t res[8];
   int got = 0;
-  const bool f16_out = key.ctype == CUDA_R_16F; /* entries are filtered below: ask for all 8 */
-  const int want = f16_out ? 8 : key.index + 1 < 8 ? key.index + 1 : 8;
+  const int want = key.index + 1 < 8 ? key.index + 1 : 8;
   if (ok)
     ok = cublasLtMatmulAlgoGetHeuristic(lt->h, p->desc, p->la, p->lb, p->lc, p->lc, pref, want,
                                         res, &got) == CUBLAS_STATUS_SUCCESS;
   cublasLtMatmulPreferenceDestroy(pref);
   if (!ok) return false;
-  if (f16_out) { /* the key.index-th entry that splits K only with fp32 partial sums (or the
-                  * last such): partials kept in fp16, or added in place there, can leave its
-                  * range before alpha scales them (a 257 x 1792 x 1000 product gave inf on the
-                  * H100), however far below 2^15 the scaled result stays */
-    int seen = 0;
-    for (int i = 0; i < got && seen <= key.index; i++) {
-      uint32_t splits = 1, scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
-      size_t wrote = 0;
-      const bool known =
-          cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
-                                               &splits, sizeof splits, &wrote) ==
-              CUBLAS_STATUS_SUCCESS &&
-          cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
-                                               &scheme, sizeof scheme, &wrote) ==
-              CUBLAS_STATUS_SUCCESS;
-      const bool safe = known && (splits <= 1 || scheme == CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE);
-      if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= ws && safe) {
-        p->algo = res[i].algo;
-        p->have_algo = 1;
-        seen++;
-      }
-    }
-    return true;
-  }
   for (int i = (key.index < got ? key.index : got - 1); i >= 0; i--) {
     if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= ws) {
       p->algo = res[i].algo;

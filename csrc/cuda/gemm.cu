@@ -494,15 +494,6 @@ static int f16_passes(mb_ctx *ctx, const F16Operand &a, const F16Operand &b, voi
   return f16_convert(ctx, a, b, slots, NULL, ab, beta, exps, op);
 }
 
-/* fp32 rows (n, cols) dense -> fp16 rows at ldd (nearest even; no scale: alpha has scaled them). */
-__global__ void k_f16_rows_plain(const float *src, int64_t n, int64_t cols, __half *dst,
-                                 int64_t ldd) {
-  MB_PDL_ENTRY();
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n * cols;
-       i += (int64_t)gridDim.x * blockDim.x)
-    dst[(i / cols) * ldd + i % cols] = __float2half_rn(src[i]);
-}
-
 /* y = alpha (x_h w_h^T) + beta y on the fp16 tensor cores, fp32 accumulation, fp32 output (yt
  * CUDA_R_32F) or fp16 (CUDA_R_16F, rounded from the fp32 alpha (x_h w_h^T)), x_h (n rows at
  * ldxh) and w_h (out_f, in_f) fp16, alpha and beta read from ab in device memory. */
@@ -511,26 +502,26 @@ static int f16_product(mb_ctx *ctx, const __half *xh, int64_t ldxh, const __half
                        float beta, const float *ab, const char *op) {
   mbcuda_state *st = mbcuda_st(ctx);
   int done = 0;
-  int rc = mbcuda_gemm_lt(ctx, st->lt_f16, wh, CUDA_R_16F, xh, CUDA_R_16F, ldxh, n, in_f, out_f,
-                          y, yt, ldy, beta, ab, CUBLAS_COMPUTE_32F, op, &done);
-  if (rc || done) return rc;
-  if (yt == CUDA_R_16F) { /* GemmEx's reductions cannot be chosen: fp32 rows, then rounded */
-    void *tmp = NULL;
-    rc = mbcuda_scratch(ctx, (size_t)(n * out_f) * sizeof(float), op, &tmp);
-    if (!rc) rc = f16_product(ctx, xh, ldxh, wh, n, in_f, out_f, tmp, CUDA_R_32F, out_f, 0.f, ab,
-                              op);
-    if (rc) return rc;
-    const int64_t blocks = (n * out_f + 255) / 256;
-    MBCUDA_LAUNCH(op, k_f16_rows_plain, dim3((unsigned)(blocks < 65535 ? blocks : 65535)),
-                  dim3(256), 0, (const float *)tmp, n, out_f, (__half *)y, ldy);
-    return MB_OK;
+  /* fp16 outputs take GemmEx alone, with reductions in fp32: a split K's partial sums kept in
+   * fp16 can leave its range before alpha scales them (a 257 x 1792 x 1000 product gave inf on
+   * the H100), however far below 2^15 the scaled result stays; cuBLASLt's entries say nothing of
+   * it */
+  const bool f16_out = yt == CUDA_R_16F;
+  int rc = MB_OK;
+  if (!f16_out) {
+    rc = mbcuda_gemm_lt(ctx, st->lt_f16, wh, CUDA_R_16F, xh, CUDA_R_16F, ldxh, n, in_f, out_f, y,
+                        yt, ldy, beta, ab, CUBLAS_COMPUTE_32F, op, &done);
+    if (rc || done) return rc;
   }
   cublasHandle_t h = (cublasHandle_t)st->blas;
   BLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_DEVICE), op);
+  if (f16_out)
+    BLAS_CHECK(cublasSetMathMode(h, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION), op);
   const cublasStatus_t bs =
       cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n, (int)in_f, ab, wh,
                    CUDA_R_16F, (int)in_f, xh, CUDA_R_16F, (int)ldxh, ab + 1, y, yt,
                    (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  if (f16_out) BLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), op); /* the context's */
   BLAS_CHECK(cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST), op);
   BLAS_CHECK(bs, op);
   return MB_OK;

@@ -12,7 +12,7 @@ typedef enum { CUBLAS_STATUS_SUCCESS=0, CUBLAS_STATUS_NOT_INITIALIZED=1, CUBLAS_
 typedef struct cublasContext *cublasHandle_t;
 typedef enum { CUBLAS_OP_N=0, CUBLAS_OP_T=1, CUBLAS_OP_C=2 } cublasOperation_t;
 typedef enum { CUBLAS_COMPUTE_32F=68, CUBLAS_COMPUTE_32F_FAST_TF32=77 } cublasComputeType_t;
-typedef enum { CUBLAS_DEFAULT_MATH=0, CUBLAS_TF32_TENSOR_OP_MATH=3 } cublasMath_t;
+typedef enum { CUBLAS_DEFAULT_MATH=0, CUBLAS_TF32_TENSOR_OP_MATH=3, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION=16 } cublasMath_t;
 typedef enum { CUBLAS_GEMM_DEFAULT=-1 } cublasGemmAlgo_t;
 typedef enum { CUBLAS_POINTER_MODE_HOST=0, CUBLAS_POINTER_MODE_DEVICE=1 } cublasPointerMode_t;
 cublasStatus_t cublasCreate_v2(cublasHandle_t*);

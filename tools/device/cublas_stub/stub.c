@@ -21,4 +21,3 @@ int cublasLtMatmulPreferenceDestroy(void) { return 1; }
 int cublasLtMatmulPreferenceSetAttribute(void) { return 1; }
 int cublasLtMatmulAlgoGetHeuristic(void) { return 1; }
 int cublasLtMatmul(void) { return 1; }
-int cublasLtMatmulAlgoConfigGetAttribute(void) { return 1; }
