@@ -977,27 +977,33 @@ Deno.test("bf16 inputs of conv and scan read as their floats; linear_to_bf16 is 
       // selective scan: u, delta and z as bf16 bits, each alone and all
       {
         const c = scanCase(r, 2, 19, 20, 16, { pad: 2 });
-        const uB = toBf16(c.u), deltaB = toBf16(c.delta), zB = toBf16(c.z!);
-        const run = (dBf: boolean, zBf: boolean, uBf = false) =>
+        const rows = c.batch * c.len;
+        // an operand's rows: fp32, bf16 bits, or scaled fp16 bits with their exponent
+        type Rows = { rows: Float32Array | Uint16Array; ld: number; bf16?: true; exp?: number };
+        const scanOf = (u: Rows, delta: Rows, z: Rows) =>
           withMem(be, (mm) => {
-            const rows = c.batch * c.len, y = mm.zeros(rows * c.ld * 4);
-            const state = mm.put(c.state!);
+            const y = mm.zeros(rows * c.ld * 4), state = mm.put(c.state!);
+            const expOf = (o: Rows) =>
+              o.exp === undefined ? undefined : mm.put(new Int32Array([o.exp]));
+            const bits = (o: Rows) => o.bf16 === true || o.exp !== undefined;
             be.selectiveScan({
-              u: uBf ? mm.put(uB) : mm.put(fromBf16(uB)),
-              uBf16: uBf,
-              ldu: c.ld,
-              delta: dBf ? mm.put(deltaB) : mm.put(fromBf16(deltaB)),
-              deltaBf16: dBf,
-              ldDelta: c.ld,
+              u: mm.put(u.rows),
+              uBf16: bits(u),
+              uF16Exp: expOf(u),
+              ldu: u.ld,
+              delta: mm.put(delta.rows),
+              deltaBf16: bits(delta),
+              deltaF16Exp: expOf(delta),
+              ldDelta: delta.ld,
               A: mm.put(c.A),
               B: mm.put(c.B),
               ldb: c.ldbc,
               C: mm.put(c.C),
               ldc: c.ldbc,
               D: mm.put(c.D!),
-              z: zBf ? mm.put(zB) : mm.put(fromBf16(zB)),
-              zBf16: zBf,
-              ldz: c.ld,
+              z: mm.put(z.rows),
+              zBf16: bits(z),
+              ldz: z.ld,
               state,
               statesAll: null,
               batch: c.batch,
@@ -1010,6 +1016,11 @@ Deno.test("bf16 inputs of conv and scan read as their floats; linear_to_bf16 is 
             });
             return [mm.f32(y, rows * c.ld), mm.f32(state, c.batch * c.d * c.n)];
           });
+        // each operand as bf16 bits, or as the floats they stand for
+        const asBf16 = (v: Float32Array, bf: boolean): Rows =>
+          bf ? { rows: toBf16(v), ld: c.ld, bf16: true } : { rows: fromBf16(toBf16(v)), ld: c.ld };
+        const run = (dBf: boolean, zBf: boolean, uBf = false) =>
+          scanOf(asBf16(c.u, uBf), asBf16(c.delta, dBf), asBf16(c.z!, zBf));
         const ref = run(false, false);
         for (
           const [dBf, zBf, uBf] of [[true, true, true], [true, false], [false, true], [
@@ -1026,77 +1037,24 @@ Deno.test("bf16 inputs of conv and scan read as their floats; linear_to_bf16 is 
         }
         // u as scaled fp16 rows (uF16Exp: the conv's copy on the twins): the scan of the floats
         // 2^-e h they stand for, bit for bit
-        const rows = c.batch * c.len;
         const { h, e } = toF16(be, m, m.put(c.u), c.ld, rows, c.d);
         const widened = Float32Array.from(h, (v) => fromF16(v) * 2 ** -e);
-        const scanU = (f16: boolean) =>
-          withMem(be, (mm) => {
-            const y = mm.zeros(rows * c.ld * 4), state = mm.put(c.state!);
-            be.selectiveScan({
-              u: f16 ? mm.put(h) : mm.put(widened),
-              uBf16: f16,
-              uF16Exp: f16 ? mm.put(new Int32Array([e])) : undefined,
-              ldu: c.d,
-              delta: mm.put(c.delta),
-              ldDelta: c.ld,
-              A: mm.put(c.A),
-              B: mm.put(c.B),
-              ldb: c.ldbc,
-              C: mm.put(c.C),
-              ldc: c.ldbc,
-              D: mm.put(c.D!),
-              z: mm.put(c.z!),
-              ldz: c.ld,
-              state,
-              statesAll: null,
-              batch: c.batch,
-              len: c.len,
-              d: c.d,
-              n: c.n,
-              deltaSoftplus: true,
-              y,
-              ldy: c.ld,
-            });
-            return [mm.f32(y, rows * c.ld), mm.f32(state, c.batch * c.d * c.n)];
-          });
-        assert.deepEqual(scanU(true), scanU(false), `${name} scan of u as scaled fp16 rows`);
+        const delta32 = { rows: c.delta, ld: c.ld }, z32 = { rows: c.z!, ld: c.ld };
+        assert.deepEqual(
+          scanOf({ rows: h, exp: e, ld: c.d }, delta32, z32),
+          scanOf({ rows: widened, ld: c.d }, delta32, z32),
+          `${name} scan of u as scaled fp16 rows`,
+        );
         assert.ok(e !== 0, "the fp16 rows were scaled");
         // delta too (deltaF16Exp: dt_proj's fp16 rows on the twins)
         const dq = toF16(be, m, m.put(c.delta), c.ld, rows, c.d);
         const dWidened = Float32Array.from(dq.h, (v) => fromF16(v) * 2 ** -dq.e);
-        const scanUD = (f16: boolean) =>
-          withMem(be, (mm) => {
-            const y = mm.zeros(rows * c.ld * 4), state = mm.put(c.state!);
-            be.selectiveScan({
-              u: mm.put(h),
-              uBf16: true,
-              uF16Exp: mm.put(new Int32Array([e])),
-              ldu: c.d,
-              delta: f16 ? mm.put(dq.h) : mm.put(dWidened),
-              deltaBf16: f16,
-              deltaF16Exp: f16 ? mm.put(new Int32Array([dq.e])) : undefined,
-              ldDelta: c.d,
-              A: mm.put(c.A),
-              B: mm.put(c.B),
-              ldb: c.ldbc,
-              C: mm.put(c.C),
-              ldc: c.ldbc,
-              D: mm.put(c.D!),
-              z: mm.put(c.z!),
-              ldz: c.ld,
-              state,
-              statesAll: null,
-              batch: c.batch,
-              len: c.len,
-              d: c.d,
-              n: c.n,
-              deltaSoftplus: true,
-              y,
-              ldy: c.ld,
-            });
-            return [mm.f32(y, rows * c.ld), mm.f32(state, c.batch * c.d * c.n)];
-          });
-        assert.deepEqual(scanUD(true), scanUD(false), `${name} scan of delta as scaled fp16 rows`);
+        const u16 = { rows: h, exp: e, ld: c.d };
+        assert.deepEqual(
+          scanOf(u16, { rows: dq.h, exp: dq.e, ld: c.d }, z32),
+          scanOf(u16, { rows: dWidened, ld: c.d }, z32),
+          `${name} scan of delta as scaled fp16 rows`,
+        );
       }
       // linear_to_bf16 against linear rounded (the skinny path and the GEMM; with a bias)
       for (
