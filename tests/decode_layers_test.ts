@@ -7,20 +7,13 @@
  */
 import assert from "node:assert/strict";
 import { loadModel, type MambaByteLM } from "../mod.ts";
-import { cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
 import { DecodeLayerPtr, NativeError, Status } from "../src/native/lib.ts";
 import type { RecurrentState, Workspace } from "../src/model/workspace.ts";
+import { gpuPresent, stepLogits } from "./helpers/decode_steps.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
 const TEXT = new TextEncoder().encode("Every layer in one call — ÆØÅ ünïcödé 0123.\n".repeat(2));
 
-function gpuPresent(): boolean {
-  try {
-    return hasCuda() && cudaDeviceCount() > 0;
-  } catch {
-    return false;
-  }
-}
 const DEVICES: ("cpu" | "cuda")[] = gpuPresent() ? ["cpu", "cuda"] : ["cpu"];
 if (DEVICES.length === 1) console.warn("decode_layers_test: no GPU: the CUDA cases are skipped");
 
@@ -33,35 +26,13 @@ function load(
   return loadModel({ configPath: CONFIG, modelId, device, seed: 11, dtype, decodeLayers });
 }
 
-/** The logits of every step over TEXT, `batch` sequences fed the same bytes shifted by b. */
-function stepLogits(model: MambaByteLM, batch: number): Float32Array[] {
-  const ws = model.newWorkspace(batch), state = model.newState(batch);
-  const out: Float32Array[] = [];
-  try {
-    for (let t = 0; t < TEXT.length; t++) {
-      const ids = Int32Array.from({ length: batch }, (_, b) => TEXT[(t + b) % TEXT.length]);
-      model.backend.upload(ws.ids.ptr, ids);
-      model.embed(ws, batch);
-      model.stepLayers(ws, state, batch);
-      model.runHead(ws, batch);
-      const row = new Float32Array(batch * 256);
-      model.backend.download(row, ws.logits.ptr);
-      out.push(row);
-    }
-  } finally {
-    ws.free();
-    state.free();
-  }
-  return out;
-}
-
 for (const device of DEVICES) {
   for (const dtype of ["fp32", "bf16"] as const) {
     Deno.test(`decodeLayers gives the per-op steps' bits: ${device}, ${dtype}, batch 1 and 3`, async () => {
       const one = await load(device, dtype, true), ops = await load(device, dtype, false);
       try {
         for (const batch of [1, 3]) {
-          const a = stepLogits(one, batch), b = stepLogits(ops, batch);
+          const a = stepLogits(one, TEXT, batch), b = stepLogits(ops, TEXT, batch);
           a.forEach((row, t) => assert.deepEqual(row, b[t], `batch ${batch}, step ${t}`));
         }
       } finally {
@@ -81,7 +52,7 @@ for (const device of DEVICES) {
     const one = await loadModel(opts), ops = await loadModel({ ...opts, decodeLayers: false });
     try {
       assert.equal(one.weights.normKind, "rmsnorm");
-      const a = stepLogits(one, 1), b = stepLogits(ops, 1);
+      const a = stepLogits(one, TEXT, 1), b = stepLogits(ops, TEXT, 1);
       a.forEach((row, t) => assert.deepEqual(row, b[t], `step ${t}`));
     } finally {
       one.close();

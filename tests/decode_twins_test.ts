@@ -7,21 +7,15 @@
  * against the CPU's within fp32's tolerance, and decodeLayers against the per-op steps, bit for bit.
  */
 import assert from "node:assert/strict";
-import { loadModel, type MambaByteLM } from "../mod.ts";
-import { type Backend, cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
+import { loadModel } from "../mod.ts";
+import type { Backend } from "../src/backend/backend.ts";
 import { Tensor } from "../src/backend/tensor.ts";
 import { maxRelError } from "./helpers/compare.ts";
+import { gpuPresent, stepLogits } from "./helpers/decode_steps.ts";
+import { fromF16 } from "./helpers/f16.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
 const TEXT = new TextEncoder().encode("KING RICHARD III:\nNow is the winter of our discontent");
-
-function gpuPresent(): boolean {
-  try {
-    return hasCuda() && cudaDeviceCount() > 0;
-  } catch {
-    return false;
-  }
-}
 
 function load(device: "cpu" | "cuda", f16Products: boolean, decodeLayers = true) {
   return loadModel({
@@ -34,36 +28,6 @@ function load(device: "cpu" | "cuda", f16Products: boolean, decodeLayers = true)
   });
 }
 
-/** Each step's logits over TEXT, one sequence (or `batch`, fed the text shifted by b). */
-function stepLogits(model: MambaByteLM, batch = 1): Float32Array[] {
-  const ws = model.newWorkspace(batch), state = model.newState(batch);
-  const out: Float32Array[] = [];
-  try {
-    for (let t = 0; t < TEXT.length; t++) {
-      const ids = Int32Array.from({ length: batch }, (_, b) => TEXT[(t + b) % TEXT.length]);
-      model.backend.upload(ws.ids.ptr, ids);
-      model.embed(ws, batch);
-      model.stepLayers(ws, state, batch);
-      model.runHead(ws, batch);
-      const row = new Float32Array(batch * 256);
-      model.backend.download(row, ws.logits.ptr);
-      out.push(row);
-    }
-  } finally {
-    ws.free();
-    state.free();
-  }
-  return out;
-}
-
-/** fp16 bits -> number. */
-function f16(h: number): number {
-  const e = (h >> 10) & 31, m = h & 1023, s = h & 0x8000 ? -1 : 1;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1024 + m) * 2 ** (e - 25);
-}
-
 /** A weight rounded as its twin rounds it: fp16 of w 2^e (mb_to_f16_scaled), times 2^-e. */
 function roundedAsTwin(be: Backend, w: Tensor): Float32Array {
   const [rows, cols] = w.shape;
@@ -71,7 +35,7 @@ function roundedAsTwin(be: Backend, w: Tensor): Float32Array {
   try {
     be.toF16Scaled({ x: w.ptr, rows, cols, out: bits.ptr, outExp: exp.ptr });
     const h = bits.toHost() as Uint16Array, e = (exp.toHost() as Int32Array)[0];
-    return Float32Array.from(h, (v) => f16(v) * 2 ** -e);
+    return Float32Array.from(h, (v) => fromF16(v) * 2 ** -e);
   } finally {
     bits.free();
     exp.free();
@@ -88,7 +52,9 @@ Deno.test("decoding on the fp16 twins is the fp16-rounded weights' decoding, bit
       ref.backend.upload(l.outProj.ptr, roundedAsTwin(ref.backend, l.outProj));
     }
     for (const batch of [1, 3]) {
-      const a = stepLogits(twins, batch), b = stepLogits(perOp, batch), c = stepLogits(ref, batch);
+      const a = stepLogits(twins, TEXT, batch),
+        b = stepLogits(perOp, TEXT, batch),
+        c = stepLogits(ref, TEXT, batch);
       a.forEach((row, t) => {
         assert.deepEqual(row, c[t], `batch ${batch}, step ${t}: twins against rounded weights`);
         assert.deepEqual(row, b[t], `batch ${batch}, step ${t}: decodeLayers against the ops`);
@@ -97,7 +63,7 @@ Deno.test("decoding on the fp16 twins is the fp16-rounded weights' decoding, bit
     // and not the fp32 weights' (the rounding is real)
     const plain = await load("cpu", false);
     try {
-      assert.ok(maxRelError(stepLogits(twins)[5], stepLogits(plain)[5]) > 0);
+      assert.ok(maxRelError(stepLogits(twins, TEXT)[5], stepLogits(plain, TEXT)[5]) > 0);
     } finally {
       plain.close();
     }
@@ -117,7 +83,9 @@ Deno.test({
     try {
       assert.equal(gpu.f16Products, true);
       for (const batch of [1, 3]) {
-        const a = stepLogits(gpu, batch), b = stepLogits(ops, batch), c = stepLogits(cpu, batch);
+        const a = stepLogits(gpu, TEXT, batch),
+          b = stepLogits(ops, TEXT, batch),
+          c = stepLogits(cpu, TEXT, batch);
         a.forEach((row, t) => {
           assert.deepEqual(row, b[t], `batch ${batch}, step ${t}: decodeLayers against the ops`);
           const e = maxRelError(row, c[t]);

@@ -20,6 +20,7 @@ import {
 import { NativeError, Status } from "../src/native/lib.ts";
 import { mulberry32, testSeed } from "./helpers/compare.ts";
 import { cpuContext } from "./helpers/cpu_contexts.ts";
+import { fromF16 } from "./helpers/f16.ts";
 
 // ---- contexts ------------------------------------------------------------------------------
 
@@ -1863,13 +1864,6 @@ function checkSpecCommit(be: Backend, seed: number): void {
 }
 
 // ---- scaled fp16 operands (to_f16_scaled, linear_f16, add_norm_f16) -------------------------
-
-/** fp16 bits -> the value they stand for (exact). */
-function fromF16(h: number): number {
-  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-  if (e === 0x1f) return m ? NaN : s * Infinity;
-  return s * (e === 0 ? m * 2 ** -24 : (1024 + m) * 2 ** (e - 25));
-}
 
 /** floor(log2(a)) of a finite a > 0, exactly (Math.log2 alone may be off by one near 2^k). */
 function ilog2(a: number): number {

@@ -210,7 +210,7 @@ int mbcpu_add_norm_f16(mb_ctx *ctx, const float *x, float *residual, int accumul
     }
     const convert_job job = {.src = o, .lds = d, .cols = d, .e = e, .h = out_f16};
     convert(ctx, &job, n);
-    *out_exp = e;
+    if (!exp_given) *out_exp = e;
   }
   free(o);
   return st;

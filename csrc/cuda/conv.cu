@@ -344,7 +344,9 @@ static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, 
                          const int32_t *f16_exp) {
   cudaStream_t s = mbcuda_stream(ctx);
   int64_t chans = batch * d;
-  const bool tile = k <= CONV_KMAX && !(len <= 8 || chans >= 65536) && batch <= 65535;
+  /* the forms: k_conv_seq, else the tile kernels (pairs or not), else k_conv_par */
+  const bool seq = k <= CONV_KMAX && (len <= 8 || chans >= 65536);
+  const bool tile = !seq && k <= CONV_KMAX && batch <= 65535;
   if (f16_exp && !tile) {
     int rc = MB_OK;
     if (!out) { /* the fp16 copy alone: the fp32 rows into the scratch first */
@@ -359,7 +361,7 @@ static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, 
     return mbcuda_f16_rows_given(ctx, out, ldo, batch * len, d, f16_exp, out_bf16,
                                  "causal_conv1d (fp16 copy)");
   }
-  if (k <= CONV_KMAX && (len <= 8 || chans >= 65536)) {
+  if (seq) {
     MBCUDA_LAUNCH("causal_conv1d", k_conv_seq<XT>, dim3(mbcuda_blocks(chans, 128)), dim3(128), 0, x, ldx, w, bias, conv_state, (float *)NULL, batch, len, d, (int)k, out, ldo, out_preact, out_bf16);
     return MB_OK;
   }
@@ -367,8 +369,7 @@ static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, 
   if ((len + T - 1) / T > 65535) T = (len + 65534) / 65535;
   bool pairs = false;
   if constexpr (std::is_same<XT, uint16_t>::value)
-    pairs = !f16_exp && k <= CONV_KMAX && batch <= 65535 &&
-            conv_pairs_ok(x, ldx, d, out, out_preact, out_bf16);
+    pairs = tile && !f16_exp && conv_pairs_ok(x, ldx, d, out, out_preact, out_bf16);
   if (pairs) {
     dim3 grid(mbcuda_blocks(d / 2, 128), (unsigned)((len + T - 1) / T), (unsigned)batch);
     MBCUDA_CHECK(with_window(k,
@@ -378,7 +379,7 @@ static int causal_conv1d(mb_ctx *ctx, const XT *x, int64_t ldx, const float *w, 
                                                     len, d, T, out_bf16);
                              }),
                  "causal_conv1d (pairs)");
-  } else if (k <= CONV_KMAX && batch <= 65535) {
+  } else if (tile) {
     dim3 grid(mbcuda_blocks(d, 128), (unsigned)((len + T - 1) / T), (unsigned)batch);
     MBCUDA_CHECK(with_window(k,
                              [&](auto K) {

@@ -332,7 +332,7 @@ extern "C" int mbcuda_add_norm_f16(mb_ctx *ctx, const float *x, float *residual,
   /* other shapes: mb_add_norm's fp32 rows in the scratch, then scaled by the bound */
   void *rows = NULL, *head = NULL;
   int rc = mbcuda_scratch(ctx, (size_t)(n * d) * sizeof(float), op, &rows);
-  if (!rc) rc = mbcuda_scratch_f16(ctx, 64, op, &head);
+  if (!rc && !exp_given) rc = mbcuda_scratch_f16(ctx, 64, op, &head); /* the bound's bits */
   if (!rc) rc = mbcuda_add_norm(ctx, x, residual, accumulate, weight, bias, norm_kind, eps, n, d,
                                 (float *)rows, NULL);
   if (rc) return rc;

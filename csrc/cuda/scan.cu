@@ -675,13 +675,18 @@ static int scan_tile_run(mb_ctx *ctx, ScanArgs &a, int64_t tiles) {
   return MB_OK;
 }
 
-/* Whether the tile scan can stage u, delta and z as bf16 pairs: all bf16 (z may be absent), with
- * d, the leading dimensions and the rows' starts even, so no pair straddles a row's end. */
+/* Whether 16-bit rows at p (ld ld) can be staged as pairs (scan_stage_pairs): with d even too, no
+ * pair straddles a row's end. */
+static bool pair_rows_ok(const void *p, int64_t ld) {
+  return ld % 2 == 0 && ((uintptr_t)p & 3) == 0;
+}
+
+/* Whether the tile scan can stage u, delta and z as bf16 pairs: all bf16 (z may be absent), d even
+ * and each one's rows pair_rows_ok. */
 static bool scan_tile_pairs_ok(const ScanArgs &a) {
-  const auto even = [](const void *p) { return ((uintptr_t)p & 3) == 0; };
   if (!a.u_h || !a.delta_h || a.z || a.u_exp || a.delta_exp) return false;
-  if (a.d % 2 || a.ldu % 2 || a.ld_delta % 2 || !even(a.u_h) || !even(a.delta_h)) return false;
-  return !a.z_h || (a.ldz % 2 == 0 && even(a.z_h));
+  if (a.d % 2 || !pair_rows_ok(a.u_h, a.ldu) || !pair_rows_ok(a.delta_h, a.ld_delta)) return false;
+  return !a.z_h || pair_rows_ok(a.z_h, a.ldz);
 }
 
 /* The tiled form when it applies (see the file comment): *launched = 1 when it ran, 0 to fall
@@ -695,8 +700,8 @@ static int scan_tile_launch(mb_ctx *ctx, ScanArgs &a, int *launched) {
   int rc;
   const bool df = a.delta_exp != nullptr; /* delta as scaled fp16 pairs too */
   if (a.u_exp && !a.z_h && (df || !a.delta_h)) { /* u (and delta) as fp16 pairs, z fp32 rows */
-    if (a.d % 2 || a.ldu % 2 || ((uintptr_t)a.u_h & 3)) return MB_OK;
-    if (df && (a.ld_delta % 2 || ((uintptr_t)a.delta_h & 3))) return MB_OK;
+    if (a.d % 2 || !pair_rows_ok(a.u_h, a.ldu)) return MB_OK;
+    if (df && !pair_rows_ok(a.delta_h, a.ld_delta)) return MB_OK;
     rc = df ? scan_tile_run<16, false, true, true>(ctx, a, tiles)
             : scan_tile_run<16, false, true, false>(ctx, a, tiles);
   } else if (a.u_h || a.delta_h || a.z_h) {

@@ -38,12 +38,13 @@ const EXPS = 8;
 const TWINS = ["in", "out", "x", "dt"] as const;
 const TWIN_EXP = { in: 0, out: 1, x: 2, dt: 5 } as const;
 
-/** One twin: the fp16 rows and the device int32 holding their exponent. */
+/** One twin, named as Backend.linearF16 takes it: the fp16 rows and the device int32 holding
+ * their exponent. */
 export interface F16Weight {
   /** fp16 bits of w * 2^e, (out_f, in_f) dense. */
-  w: Ptr;
+  wF16: Ptr;
   /** e (one int32 in backend memory). */
-  exp: Ptr;
+  wExp: Ptr;
 }
 
 /**
@@ -162,14 +163,14 @@ export class F16Twins {
     );
     try {
       const { dModel: d, dInner: di, dState: n, dtRank: r } = dims;
+      const twin = (w: Ptr, rows: number, cols: number, t: F16Weight) =>
+        backend.toF16Scaled({ x: w, rows, cols, out: t.wF16, outExp: t.wExp });
       for (let i = 0; i < dims.nLayer; i++) {
-        const l = weights.layers[i], a = twins.inProj(i), b = twins.outProj(i);
-        const x = twins.xProj(i);
-        backend.toF16Scaled({ x: l.inProj.ptr, rows: 2 * di, cols: d, out: a.w, outExp: a.exp });
-        backend.toF16Scaled({ x: l.outProj.ptr, rows: d, cols: di, out: b.w, outExp: b.exp });
-        backend.toF16Scaled({ x: l.xProj.ptr, rows: r + 2 * n, cols: di, out: x.w, outExp: x.exp });
-        const dt = twins.dtProj(i);
-        backend.toF16Scaled({ x: l.dtProj.ptr, rows: di, cols: r, out: dt.w, outExp: dt.exp });
+        const l = weights.layers[i];
+        twin(l.inProj.ptr, 2 * di, d, twins.inProj(i));
+        twin(l.outProj.ptr, d, di, twins.outProj(i));
+        twin(l.xProj.ptr, r + 2 * n, di, twins.xProj(i));
+        twin(l.dtProj.ptr, di, r, twins.dtProj(i));
       }
       const exps = new Int32Array(EXPS * dims.nLayer);
       backend.download(exps, twins.#exp(0, 0));
@@ -279,10 +280,10 @@ export class F16Twins {
     return {
       normW: c.normW.ptr,
       normB: c.normB?.ptr ?? null,
-      inW: this.inProj(i).w,
+      inW: this.inProj(i).wF16,
       xW: c.xW.ptr,
       D: c.D.ptr,
-      outW: this.outProj(i).w,
+      outW: this.outProj(i).wF16,
     };
   }
 
@@ -290,8 +291,8 @@ export class F16Twins {
   #at(i: number, which: typeof TWINS[number]): F16Weight {
     const offsets = layerOffsets(this.#dims);
     return {
-      w: offsetPtr(this.#base, i * offsets[4] + offsets[TWINS.indexOf(which)]),
-      exp: this.#exp(i, TWIN_EXP[which]),
+      wF16: offsetPtr(this.#base, i * offsets[4] + offsets[TWINS.indexOf(which)]),
+      wExp: this.#exp(i, TWIN_EXP[which]),
     };
   }
 

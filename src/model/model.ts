@@ -551,8 +551,7 @@ export class MambaByteLM {
           x: null,
           xF16: ws.normed.ptr,
           xExp: f16.normExp(i),
-          wF16: f16.inProj(i).w,
-          wExp: f16.inProj(i).exp,
+          ...f16.inProj(i),
         });
       } else {
         if (!fuseNorm || i === 0) {
@@ -578,8 +577,7 @@ export class MambaByteLM {
           x: null,
           xF16: ws.xConv.ptr,
           xExp: f16.uExp(i),
-          wF16: f16.xProj(i).w,
-          wExp: f16.xProj(i).exp,
+          ...f16.xProj(i),
         });
       } else if (bf) be.linearBf16({ ...this.#xProjOperands(ws, i, len), x: bf.xConv.ptr });
       else be.linear(this.#xProjOperands(ws, i, len));
@@ -602,8 +600,7 @@ export class MambaByteLM {
       if (deltaF16) {
         be.linearF16({
           ...dtProj,
-          wF16: f16!.dtProj(i).w,
-          wExp: f16!.dtProj(i).exp,
+          ...f16!.dtProj(i),
           y: null,
           yF16: ws.delta.ptr,
           yExp: this.#deltaF16Exp(ws),
@@ -678,8 +675,7 @@ export class MambaByteLM {
     this.backend.linearF16({
       ...product,
       xExp: this.#yF16Exp(ws), // the scan's
-      wF16: f16.outProj(i).w,
-      wExp: f16.outProj(i).exp,
+      ...f16.outProj(i),
       y: last ? ws.hidden.ptr : ws.residual.ptr,
       accumulate: !last,
     });
