@@ -85,7 +85,9 @@ function reportCounts(
 function unfinished(w: CorpusProcess): string | undefined {
   const started = w.lines.flatMap((l) => /: start (\S+) \(try/.exec(l)?.[1] ?? []);
   const last = started.at(-1);
-  const reported = w.lines.some((l) => new RegExp(`: (already )?done ${last}: `).test(l));
+  const reported = w.lines.some((l) =>
+    l.includes(`: done ${last}: `) || l.includes(`: already done ${last}: `)
+  );
   return last !== undefined && !reported ? last : undefined;
 }
 
