@@ -102,6 +102,9 @@ Deno.test({
       assert.equal(embedded.code, 0, embedded.stderr.join("\n"));
       const workers = startWorkers(2, redis.url("same"));
       try {
+        // Both ready before any document is queued: a worker slow to start under load would find
+        // the other had taken all 30 (~50 ms each).
+        await Promise.all(workers.map((w) => w.waitFor(/taking documents from/)));
         const queued = await runCorpus([
           ...inputs,
           ...["--output_dir", `${dir}/b`, "--queue", redis.url("same")],
