@@ -961,6 +961,22 @@ static void t_conv_bf16(void) {
   }
 }
 
+/* A scan case's checks: y against the CPU's; against the GPU's call on the fp32 rows the 16-bit
+ * ones stand for (`peer`), bit for bit where both take the same form (`same`), else within fp32's
+ * tolerance; and the final state where there is one. */
+static void check_scan_peer(const char *cfg, const char *peer, pair *Y, pair *Y2, pair *S,
+                            int64_t rows, int64_t d, int64_t ldy, int same, int st) {
+  check("selective_scan", cfg, "y", rel_err(Y, rows, d, ldy), 1e-5);
+  if (same) {
+    char what[32];
+    snprintf(what, sizeof what, "%s bits", peer);
+    check("selective_scan", cfg, what, bits_differ(Y, Y2, rows, d, ldy), 0);
+  } else {
+    check("selective_scan", cfg, peer, rel_gpu(Y, Y2, rows, d, ldy), 1e-5);
+  }
+  if (st) check("selective_scan", cfg, "state", rel_all(S), 1e-5);
+}
+
 /* mb_selective_scan of bf16 u, delta and z (the forward's bf16 activations): GPU vs CPU, and on the
  * GPU the bits of the same call on the floats they stand for where both run the same kernel
  * (`same`). The tile scan stages them as pairs of channels (d and the leading dimensions even:
@@ -1010,16 +1026,21 @@ static void t_scan_bf16(void) {
     snprintf(cfg, sizeof cfg, "u=%s delta=bf16 z=%s b=%lld len=%lld d=%lld n=%lld ldd+%lld st=%d",
              ub ? "bf16" : "f32", zb ? "bf16" : zf ? "f32" : "-", (long long)batch, (long long)len, (long long)d,
              (long long)n, (long long)cs[i].ldd_pad, cs[i].st);
-    check("selective_scan", cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
-    if (cs[i].same)
-      check("selective_scan", cfg, "=f32 bits", bits_differ(&Y, &Y2, rows, d, ldy), 0);
-    else
-      check("selective_scan", cfg, "=f32", rel_gpu(&Y, &Y2, rows, d, ldy), 1e-5);
-    if (cs[i].st) check("selective_scan", cfg, "state", rel_all(&S), 1e-5);
+    check_scan_peer(cfg, "=f32", &Y, &Y2, &S, rows, d, ldy, cs[i].same, cs[i].st);
     pfree(&DH), pfree(&D), pfree(&ZH), pfree(&Z), pfree(&UH), pfree(&U), pfree(&BC), pfree(&Dk);
     pfree(&DB);
     pfree(&A), pfree(&S), pfree(&S2), pfree(&Y), pfree(&Y2), free(ah), free(sh);
   }
+}
+
+/* fp16(h[j] 2^e) of n floats (malloc'd); where snap, h[j] becomes the float that stands for. */
+static uint16_t *f16_scaled_rows(float *h, int64_t n, int32_t e, int snap) {
+  uint16_t *r = (uint16_t *)malloc((size_t)n * 2);
+  for (int64_t j = 0; j < n; j++) {
+    r[j] = mbcpu_f32_to_f16(ldexpf(h[j], e));
+    if (snap) h[j] = ldexpf(mbcpu_f16_to_f32(r[j]), -e);
+  }
+  return r;
 }
 
 /* mb_selective_scan with u, and delta where df, as scaled fp16 rows (u_f16_exp, delta_f16_exp:
@@ -1043,20 +1064,12 @@ static void t_scan_f16u(void) {
     const int32_t e = cs[i].e;
     /* u's fp16 rows and the floats they stand for */
     float *uh = hrand(rows * d, -2, 2);
-    uint16_t *u16 = (uint16_t *)malloc((size_t)(rows * d) * 2);
-    for (int64_t j = 0; j < rows * d; j++) {
-      u16[j] = mbcpu_f32_to_f16(ldexpf(uh[j], e));
-      uh[j] = ldexpf(mbcpu_f16_to_f32(u16[j]), -e);
-    }
+    uint16_t *u16 = f16_scaled_rows(uh, rows * d, e, 1);
     pair UH = pnew(u16, (size_t)(rows * d) * 2), U = pf(uh, rows * d), E = pnew(&e, 4);
     /* delta's fp16 rows (by e - 1) and the floats they stand for, where df */
     const int32_t ed = e - 1;
     float *dh = hrand(rows * d, -4, 1);
-    uint16_t *d16 = (uint16_t *)malloc((size_t)(rows * d) * 2);
-    for (int64_t j = 0; j < rows * d; j++) {
-      d16[j] = mbcpu_f32_to_f16(ldexpf(dh[j], ed));
-      if (cs[i].df) dh[j] = ldexpf(mbcpu_f16_to_f32(d16[j]), -ed);
-    }
+    uint16_t *d16 = f16_scaled_rows(dh, rows * d, ed, cs[i].df);
     pair DH = pnew(d16, (size_t)(rows * d) * 2), D = pf(dh, rows * d), ED = pnew(&ed, 4);
     pair Z = prand(rows * ldz, -3, 3);
     pair BC = prand(rows * ldbc, -1, 1), Dk = prand(d, -1, 1), DB = prand(d, -2, 0.5f);
@@ -1085,12 +1098,7 @@ static void t_scan_f16u(void) {
     snprintf(cfg, sizeof cfg, "u=f16 e=%d delta=%s z=%d b=%lld len=%lld d=%lld n=%lld st=%d", e,
              cs[i].df ? "f16" : "f32", cs[i].z, (long long)batch, (long long)len, (long long)d,
              (long long)n, cs[i].st);
-    check("selective_scan", cfg, "y", rel_err(&Y, rows, d, d), 1e-5);
-    if (cs[i].same)
-      check("selective_scan", cfg, "=f32 rows bits", bits_differ(&Y, &Y2, rows, d, d), 0);
-    else
-      check("selective_scan", cfg, "=f32 rows", rel_gpu(&Y, &Y2, rows, d, d), 1e-5);
-    if (cs[i].st) check("selective_scan", cfg, "state", rel_all(&S), 1e-5);
+    check_scan_peer(cfg, "=f32 rows", &Y, &Y2, &S, rows, d, d, cs[i].same, cs[i].st);
     pfree(&UH), pfree(&U), pfree(&E), pfree(&D), pfree(&Z), pfree(&BC), pfree(&Dk), pfree(&DB);
     pfree(&A), pfree(&S), pfree(&S2), pfree(&Y), pfree(&Y2), pfree(&DH), pfree(&ED);
     free(uh), free(u16), free(ah), free(sh), free(dh), free(d16);

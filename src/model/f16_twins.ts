@@ -132,11 +132,25 @@ export function f16ScaleExp(bound: number): number {
   return 15 - E;
 }
 
+/** A layer norm's weight and bias on the host (bias null for RMSNorm). */
+interface HostNorm {
+  w: Float32Array;
+  b: Float32Array | null;
+}
+
+/** A tensor's fp32 values on the host, or null for none. */
+function hostF32(t: Tensor | null): Float32Array | null {
+  return t ? t.toHost() as Float32Array : null;
+}
+
 function align256(bytes: number): number {
   return Math.ceil(bytes / 256) * 256;
 }
 
-/** Every layer's in_proj and out_proj twin, in one allocation (freed by {@link F16Twins.free}). */
+/**
+ * Every layer's in_proj, out_proj, x_proj and dt_proj twin and their exponents, in one allocation,
+ * and the scaled copies decoding takes (freed by {@link F16Twins.free}).
+ */
 export class F16Twins {
   readonly #backend: Backend;
   readonly #base: Ptr;
@@ -151,8 +165,8 @@ export class F16Twins {
   }
 
   /**
-   * Converts every layer's fp32 in_proj and out_proj (weights.wdtype must be "f32"), and makes
-   * the scaled copies decoding takes with them.
+   * Converts every layer's fp32 in_proj, out_proj, x_proj and dt_proj (weights.wdtype must be
+   * "f32"), finds the forward's exponents, and makes the scaled copies decoding takes with them.
    */
   static make(backend: Backend, weights: ModelWeights, dims: ModelDims): F16Twins {
     if (weights.wdtype !== "f32") throw new Error("fp16 twins are made of fp32 weights");
@@ -174,8 +188,13 @@ export class F16Twins {
       }
       const exps = new Int32Array(EXPS * dims.nLayer);
       backend.download(exps, twins.#exp(0, 0));
-      twins.#makeForwardExps(weights, exps);
-      twins.#makeDecodeCopies(weights, exps);
+      // each norm's weight and bias downloaded once, for u's bound and for decoding's copies
+      const norms = weights.layers.map((l) => ({
+        w: hostF32(l.normWeight)!,
+        b: hostF32(l.normBias),
+      }));
+      twins.#makeForwardExps(weights, exps, norms);
+      twins.#makeDecodeCopies(weights, exps, norms);
     } catch (e) {
       twins.free();
       throw e;
@@ -184,9 +203,8 @@ export class F16Twins {
   }
 
   /** Each layer's exponent of u (from {@link uBound}) and of its norm's rows (a one-row call). */
-  #makeForwardExps(weights: ModelWeights, exps: Int32Array): void {
+  #makeForwardExps(weights: ModelWeights, exps: Int32Array, norms: HostNorm[]): void {
     const be = this.#backend, { dModel: d, dConv: k, nLayer } = this.#dims;
-    const host = (t: Tensor | null) => t ? t.toHost() as Float32Array : null;
     const rows = be.alloc(3 * d * 4); // x, residual, the fp16 row
     try {
       for (let i = 0; i < nLayer; i++) {
@@ -194,9 +212,9 @@ export class F16Twins {
         const e = f16ScaleExp(uBound(
           d,
           exps[EXPS * i],
-          { w: host(l.normWeight)!, b: host(l.normBias) },
-          host(l.inProjBias),
-          { w: host(l.convWeight)!, b: host(l.convBias), k },
+          norms[i],
+          hostF32(l.inProjBias),
+          { w: hostF32(l.convWeight)!, b: hostF32(l.convBias), k },
         ));
         be.upload(this.uExp(i), new Int32Array([e]));
         be.upload(rows, new Float32Array(2 * d));
@@ -220,26 +238,21 @@ export class F16Twins {
   }
 
   /** The copies scaled by the exponents (exact: powers of two). */
-  #makeDecodeCopies(weights: ModelWeights, exps: Int32Array): void {
+  #makeDecodeCopies(weights: ModelWeights, exps: Int32Array, norms: HostNorm[]): void {
     const { dInner: di, dState: n, dtRank: r, nLayer } = this.#dims;
-    const scaled = (
-      t: Tensor,
-      scale: number,
-      from = 0,
-      to = t.shape.reduce((x, y) => x * y, 1),
-    ) => {
-      const h = t.toHost() as Float32Array;
+    // values of t (h: on the host, changed here) times scale in [from, to), as a new tensor
+    const scaled = (t: Tensor, h: Float32Array, scale: number, from = 0, to = h.length) => {
       for (let k = from; k < to; k++) h[k] *= scale; // a float times 2^-e: exact (no subnormals here)
       return Tensor.fromHost(this.#backend, h, t.shape, "f32");
     };
     for (let i = 0; i < nLayer; i++) {
-      const l = weights.layers[i];
+      const l = weights.layers[i], norm = norms[i];
       const sIn = Math.pow(2, -exps[EXPS * i]), sOut = Math.pow(2, -exps[EXPS * i + 1]);
       this.#decode.push({
-        normW: scaled(l.normWeight, sIn),
-        normB: l.normBias ? scaled(l.normBias, sIn) : null,
-        xW: scaled(l.xProj, sOut, (r + n) * di, (r + 2 * n) * di), // the C rows
-        D: scaled(l.D, sOut),
+        normW: scaled(l.normWeight, norm.w.slice(), sIn),
+        normB: l.normBias && norm.b ? scaled(l.normBias, norm.b.slice(), sIn) : null,
+        xW: scaled(l.xProj, hostF32(l.xProj)!, sOut, (r + n) * di, (r + 2 * n) * di), // the C rows
+        D: scaled(l.D, hostF32(l.D)!, sOut),
       });
     }
   }
