@@ -91,6 +91,11 @@ static int g_skip = 0;
   do {                                   \
     if (!(g_skip & (bit))) MBX(call);    \
   } while (0)
+/* Whether the environment variable name is set to value. */
+static int env_is(const char *name, const char *value) {
+  const char *e = getenv(name);
+  return e && !strcmp(e, value);
+}
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -485,13 +490,21 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     if (len == 1 && g_fused) { /* 5 kernels: norm, in_proj+conv, x_proj, dt_proj+update, out */
       if (many) { /* as the model for more than 8 sequences: in_proj (on bf16 rows with bf16
                    * weights), then the conv step with x_proj in one call */
-        if (bf_step)
+        /* as the model (MAMBABYTE_IN_SIDE=1): in_proj's x half, then its z half on the side
+         * branch beside the conv step with x_proj, joined before the update */
+        const int side = bf_step && env_is("MAMBABYTE_IN_SIDE", "1");
+        if (side) {
+          RUN(SKIP_IN, mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, DI, a->xz, 2 * DI));
+          RUN(SKIP_IN, mb_linear_bf16_side(G, a->hnb, DM, (const uint16_t *)L->in + DI * DM, dt,
+                                           NULL, rows, DM, DI, a->xz + DI, 2 * DI));
+        } else if (bf_step)
           RUN(SKIP_IN, mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
                                       2 * DI));
         else
           RUN(SKIP_IN, mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
         RUN(SKIP_XPROJ, mb_conv1d_step_linear(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, DI, KC,
                                               a->xc, DI, L->xp, dt, NULL, XP, a->dbc, XP));
+        if (side) MBX(mb_side_join(G));
       } else {
         RUN(SKIP_IN, mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
                                            2 * DI, L->cw, L->cb, cs, DI, KC, a->xc, DI));
@@ -1026,9 +1039,16 @@ static void host_big_bench(void) {
  * context creation); the model's device memory serves both. */
 static mb_ctx *ctx_with_env(const char *name, const char *value) {
   mb_ctx *c = NULL;
+  const char *e = getenv(name);
+  char before[64] = "";
+  const int had = e != NULL; /* restored after the context is made */
+  if (had) snprintf(before, sizeof before, "%s", e);
   setenv(name, value, 1);
   MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &c));
-  unsetenv(name);
+  if (had)
+    setenv(name, before, 1);
+  else
+    unsetenv(name);
   return c;
 }
 
@@ -1066,16 +1086,22 @@ static void run_peers(model *m, const char *base, peer_body body, void *arg) {
   for (int r = 0; r < rounds; r++) {
     for (int p = -1; p < np; p++) {
       mb_ctx *g1 = G;
-      char label[96];
+      char label[96], before[64] = "";
+      int had = 0; /* the switch's value before the peer (the base may set it too), restored */
       snprintf(label, sizeof label, "%s", base);
       if (p >= 0) {
+        const char *e = getenv(names[p]);
+        if (e) had = 1, snprintf(before, sizeof before, "%s", e);
         G = ctx_with_env(names[p], values[p]);
         snprintf(label, sizeof label, "%s=%s", names[p], values[p]);
         setenv(names[p], values[p], 1);
       }
       body(m, label, r, p, arg);
       if (p >= 0) {
-        unsetenv(names[p]);
+        if (had)
+          setenv(names[p], before, 1);
+        else
+          unsetenv(names[p]);
         MBX(mb_ctx_destroy(G));
         G = g1;
       }
