@@ -213,6 +213,7 @@ extern "C" int mbcuda_ctx_destroy(mb_ctx *ctx) {
     if (g) cudaGraphDestroy(g);
     (void)cudaGetLastError();
   }
+  (void)mbcuda_side_join(ctx); /* the side branch's handle goes first: its work must be over */
   if (st->stream) cudaStreamSynchronize(st->stream);
   mbcuda_blas_destroy(ctx);
   mbcuda_free_state(st);
