@@ -432,54 +432,19 @@ static int check_product_shape(const char *fn, int64_t n, int64_t in_f, int64_t 
   return MB_OK;
 }
 
-/* mb_linear_bf16's and mb_linear_bf16_side's checks (fn names the function): MB_OK with *empty
- * set where there is nothing to compute. */
-static int check_linear_bf16(const char *fn, const uint16_t *x, int64_t ldx, const void *w,
-                             int wdtype, int64_t n, int64_t in_f, int64_t out_f, const float *y,
-                             int64_t ldy, int *empty) {
-  int st = check_product_shape(fn, n, in_f, out_f, wdtype);
-  if (st != MB_OK) return st;
-  *empty = n == 0 || out_f == 0;
-  if (*empty) return MB_OK;
-  REQUIRE(ldx >= in_f, "%s: ldx (%lld) < in_f (%lld)", fn, (ll)ldx, (ll)in_f);
-  REQUIRE(ldy >= out_f, "%s: ldy (%lld) < out_f (%lld)", fn, (ll)ldy, (ll)out_f);
-  REQUIRE(x != NULL, "%s: x is NULL", fn);
-  REQUIRE(w != NULL, "%s: w is NULL", fn);
-  REQUIRE(y != NULL, "%s: y is NULL", fn);
-  return MB_OK;
-}
-
 MB_EXPORT int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w,
                              int wdtype, const float *bias, int64_t n, int64_t in_f,
                              int64_t out_f, float *y, int64_t ldy) {
   CHECK_CTX("mb_linear_bf16");
-  int empty = 0;
-  int st = check_linear_bf16("mb_linear_bf16", x, ldx, w, wdtype, n, in_f, out_f, y, ldy, &empty);
-  if (st != MB_OK || empty) return st;
+  int st = check_product_shape("mb_linear_bf16", n, in_f, out_f, wdtype);
+  if (st != MB_OK) return st;
+  if (n == 0 || out_f == 0) return MB_OK;
+  LD_OK("mb_linear_bf16", ldx, in_f);
+  LD_OK("mb_linear_bf16", ldy, out_f);
+  NONNULL("mb_linear_bf16", x);
+  NONNULL("mb_linear_bf16", w);
+  NONNULL("mb_linear_bf16", y);
   DISPATCH(linear_bf16, ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
-}
-
-MB_EXPORT int mb_linear_bf16_side(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w,
-                                  int wdtype, const float *bias, int64_t n, int64_t in_f,
-                                  int64_t out_f, float *y, int64_t ldy) {
-  CHECK_CTX("mb_linear_bf16_side");
-  int empty = 0;
-  int st = check_linear_bf16("mb_linear_bf16_side", x, ldx, w, wdtype, n, in_f, out_f, y, ldy,
-                             &empty);
-  if (st != MB_OK || empty) return st;
-#ifdef MB_WITH_CUDA
-  if (IS_CUDA(ctx))
-    return mbcuda_linear_bf16_side(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
-#endif
-  return mbcpu_linear_bf16(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
-}
-
-MB_EXPORT int mb_side_join(mb_ctx *ctx) {
-  CHECK_CTX("mb_side_join");
-#ifdef MB_WITH_CUDA
-  if (IS_CUDA(ctx)) return mbcuda_side_join(ctx);
-#endif
-  return MB_OK;
 }
 
 MB_EXPORT int mb_linear_to_bf16(mb_ctx *ctx, const float *x, const uint16_t *x_bf16,

@@ -43,11 +43,6 @@ static void mbcuda_free_state(mbcuda_state *st) {
     if (st->dl[i].done) cudaEventDestroy(st->dl[i].done);
   }
   if (st->copy_stream) cudaStreamDestroy(st->copy_stream);
-  if (st->side) cudaStreamSynchronize(st->side);
-  if (st->side_ws) cudaFree(st->side_ws);
-  if (st->side_fork) cudaEventDestroy(st->side_fork);
-  if (st->side_done) cudaEventDestroy(st->side_done);
-  if (st->side) cudaStreamDestroy(st->side);
   if (st->scratch) cudaFree(st->scratch);
   if (st->scratch_f16) cudaFree(st->scratch_f16);
   for (int i = 0; i < st->n_scratch_old; i++) cudaFree(st->scratch_old[i]);
@@ -113,8 +108,6 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     st->ssu_rows_mma = !(e_srm && e_srm[0] == '0');
     const char *e_srf = getenv("MAMBABYTE_CUDA_SSU_ROWS_FAST");
     st->ssu_rows_fast = !(e_srf && e_srf[0] == '0');
-    const char *e_side = getenv("MAMBABYTE_CUDA_SIDE");
-    st->side_off = e_side && e_side[0] == '0';
     const char *e_srb = getenv("MAMBABYTE_CUDA_SSU_ROWS_B");
     const int srb = e_srb ? atoi(e_srb) : 0;
     st->ssu_rows_b = srb == 4 || srb == 8 ? srb : 0;
@@ -208,12 +201,10 @@ extern "C" int mbcuda_ctx_destroy(mb_ctx *ctx) {
   if (!st) return MB_OK;
   if (st->capturing) {
     cudaGraph_t g = NULL;
-    (void)mbcuda_side_join(ctx);
     cudaStreamEndCapture(st->stream, &g);
     if (g) cudaGraphDestroy(g);
     (void)cudaGetLastError();
   }
-  (void)mbcuda_side_join(ctx); /* the side branch's handle goes first: its work must be over */
   if (st->stream) cudaStreamSynchronize(st->stream);
   mbcuda_blas_destroy(ctx);
   mbcuda_free_state(st);
@@ -221,19 +212,7 @@ extern "C" int mbcuda_ctx_destroy(mb_ctx *ctx) {
   return MB_OK;
 }
 
-/* The compute stream waits for the products mb_linear_bf16_side queued since the last join. */
-extern "C" int mbcuda_side_join(mb_ctx *ctx) {
-  mbcuda_state *st = mbcuda_st(ctx);
-  if (!st->side_pending) return MB_OK;
-  st->side_pending = 0;
-  MBCUDA_CHECK(cudaEventRecord(st->side_done, st->side), "side_join (record)");
-  MBCUDA_CHECK(cudaStreamWaitEvent(st->stream, st->side_done, 0), "side_join (wait)");
-  return MB_OK;
-}
-
 extern "C" int mbcuda_ctx_synchronize(mb_ctx *ctx) {
-  int rc = mbcuda_side_join(ctx);
-  if (rc) return rc;
   MBCUDA_CHECK(cudaStreamSynchronize(mbcuda_stream(ctx)), "synchronize");
   return MB_OK;
 }
@@ -278,8 +257,6 @@ extern "C" int mbcuda_alloc(mb_ctx *ctx, size_t bytes, void **out) {
 extern "C" int mbcuda_free(mb_ctx *ctx, void *ptr) {
   if (!ptr) return MB_OK;
   /* cudaFree may run before queued work that reads ptr finishes on a non-blocking stream. */
-  int rc = mbcuda_side_join(ctx);
-  if (rc) return rc;
   MBCUDA_CHECK(cudaStreamSynchronize(mbcuda_stream(ctx)), "free (synchronize)");
   MBCUDA_CHECK(cudaFree(ptr), "cudaFree");
   return MB_OK;
@@ -295,8 +272,6 @@ extern "C" int mbcuda_memcpy_h2d(mb_ctx *ctx, void *dst, const void *host_src, s
 
 extern "C" int mbcuda_memcpy_d2h(mb_ctx *ctx, void *host_dst, const void *src, size_t bytes) {
   if (bytes == 0) return MB_OK;
-  int rc = mbcuda_side_join(ctx);
-  if (rc) return rc;
   cudaStream_t s = mbcuda_stream(ctx);
   MBCUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s), "memcpy_d2h");
   MBCUDA_CHECK(cudaStreamSynchronize(s), "memcpy_d2h (synchronize)");
@@ -385,7 +360,6 @@ static int download(mb_ctx *ctx, const char *op, void *host_dst, const void *src
   if (st->capturing)
     return mb_fail(MB_ERR_INVALID, "cuda: %s: not allowed while a graph is being captured", op);
   int rc = mbcuda_dl_init(st);
-  if (rc == MB_OK) rc = mbcuda_side_join(ctx);
   if (rc) return rc;
   const uint64_t ticket = ctx->downloads + 1;
   mbcuda_dl_slot *sl = &st->dl[ticket % MBCUDA_DL_SLOTS];
@@ -564,12 +538,9 @@ static cudaError_t rewrite_foreign_edges(const mbcuda_state *st, cudaGraph_t g) 
 extern "C" int mbcuda_graph_end(mb_ctx *ctx, int *out_graph) {
   mbcuda_state *st = mbcuda_st(ctx);
   if (!st->capturing) return mb_fail(MB_ERR_INVALID, "cuda: graph_end: no capture in progress");
-  /* a capture ends on the stream it began on, with every branch joined */
-  const int joined = mbcuda_side_join(ctx);
   st->capturing = 0;
   cudaGraph_t g = NULL;
   cudaError_t e = cudaStreamEndCapture(st->stream, &g);
-  if (joined != MB_OK && e == cudaSuccess) e = cudaErrorStreamCaptureUnjoined;
   if (e != cudaSuccess) {
     if (g) cudaGraphDestroy(g);
     (void)cudaGetLastError();

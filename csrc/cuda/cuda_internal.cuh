@@ -149,15 +149,6 @@ struct mbcuda_state {
   int cc_major, cc_minor;
   char name[256];
   cudaStream_t copy_stream; /* mb_download_async's device-to-host copies (created on first use) */
-  /* mb_linear_bf16_side's branch (gemm.cu; created on its first use outside a capture): a stream,
-   * a cuBLAS handle on it with a workspace of its own, the events that fork it from the compute
-   * stream and join it back, and whether products are queued on it since the last join */
-  cudaStream_t side;
-  void *side_blas;
-  void *side_ws;
-  cudaEvent_t side_fork, side_done;
-  int side_pending;
-  int side_off; /* MAMBABYTE_CUDA_SIDE=0: mb_linear_bf16_side runs as mb_linear_bf16 (A/B runs) */
   mbcuda_dl_slot dl[MBCUDA_DL_SLOTS];
   uint64_t dl_done;         /* every download up to this ticket is known to be in host memory */
 };

@@ -64,43 +64,6 @@ void mbcuda_blas_destroy(mb_ctx *ctx) {
     cublasDestroy((cublasHandle_t)st->blas);
     st->blas = NULL;
   }
-  if (st && st->side_blas) {
-    cublasDestroy((cublasHandle_t)st->side_blas);
-    st->side_blas = NULL;
-  }
-}
-
-/* mb_linear_bf16_side's branch, made on first use: a stream, its fork and join events, and a
- * cuBLAS handle on it with a workspace of its own (the compute stream's products may run while
- * it does). Freed with the context (mbcuda_free_state, mbcuda_blas_destroy). */
-static int side_init(mb_ctx *ctx) {
-  mbcuda_state *st = mbcuda_st(ctx);
-  if (st->side_blas) return MB_OK;
-  if (!st->side)
-    MBCUDA_CHECK(cudaStreamCreateWithFlags(&st->side, cudaStreamNonBlocking), "side stream");
-  if (!st->side_fork)
-    MBCUDA_CHECK(cudaEventCreateWithFlags(&st->side_fork, cudaEventDisableTiming), "side event");
-  if (!st->side_done)
-    MBCUDA_CHECK(cudaEventCreateWithFlags(&st->side_done, cudaEventDisableTiming), "side event");
-  if (!st->side_ws)
-    MBCUDA_CHECK(cudaMalloc(&st->side_ws, st->blas_ws_bytes), "side workspace (cudaMalloc)");
-  cublasHandle_t h = NULL;
-  BLAS_CHECK(cublasCreate(&h), "cublasCreate (side)");
-  st->side_blas = h;
-  BLAS_CHECK(cublasSetStream(h, st->side), "cublasSetStream (side)");
-  BLAS_CHECK(cublasSetWorkspace(h, st->side_ws, st->blas_ws_bytes), "cublasSetWorkspace (side)");
-  BLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode (side)");
-  return MB_OK;
-}
-
-/* The compute stream's and the side branch's stream, cuBLAS handle and workspace, exchanged. */
-static void side_swap(mbcuda_state *st) {
-  cudaStream_t s = st->stream;
-  st->stream = st->side, st->side = s;
-  void *h = st->blas;
-  st->blas = st->side_blas, st->side_blas = h;
-  void *ws = st->blas_ws;
-  st->blas_ws = st->side_ws, st->side_ws = ws;
 }
 
 /* ---- GEMV (n <= 8) --------------------------------------------------------------------------- */
@@ -756,30 +719,6 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
     MBCUDA_LAUNCH("linear_bf16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
   }
   return MB_OK;
-}
-
-/* mb_linear_bf16_side: where the product runs on cuBLAS, the side branch waits for the compute
- * stream's work so far (an event), and the product is queued there with the branch's handle and
- * workspace (the context's stream, handle and workspace swapped for the call, so every launch of
- * the call, the capture's bookkeeping included, goes there); mb_side_join joins it back. Inside a
- * capture the branch joins the capture through the fork event. Elsewhere, with MAMBABYTE_CUDA_SIDE
- * =0, or in a capture before the branch exists (made only outside one), mb_linear_bf16. */
-extern "C" int mbcuda_linear_bf16_side(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w,
-                                       int wdtype, const float *bias, int64_t n, int64_t in_f,
-                                       int64_t out_f, float *y, int64_t ldy) {
-  mbcuda_state *st = mbcuda_st(ctx);
-  const bool blas = wdtype == MB_DTYPE_BF16 && n >= MBCUDA_TC_MIN_ROWS;
-  if (!blas || st->side_off || (st->capturing && !st->side_blas))
-    return mbcuda_linear_bf16(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
-  int rc = side_init(ctx);
-  if (rc) return rc;
-  MBCUDA_CHECK(cudaEventRecord(st->side_fork, st->stream), "linear_bf16_side (fork)");
-  MBCUDA_CHECK(cudaStreamWaitEvent(st->side, st->side_fork, 0), "linear_bf16_side (fork wait)");
-  st->side_pending = 1;
-  side_swap(st);
-  rc = mbcuda_linear_bf16(ctx, x, ldx, w, wdtype, bias, n, in_f, out_f, y, ldy);
-  side_swap(st);
-  return rc;
 }
 
 /* mb_linear_to_bf16: with bf16 weights, more than 8 rows and no bias, cuBLAS writes the bf16

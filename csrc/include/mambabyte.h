@@ -241,23 +241,6 @@ int mb_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w, i
                    int64_t ldy);
 
 /**
- * mb_linear_bf16 on the context's side branch: on CUDA, where the product runs on cuBLAS (bf16
- * weights, n > 8), it is queued on a second stream after all work queued so far, so that it runs
- * beside the calls that follow until mb_side_join (a decoding batch's in_proj z half beside the
- * conv step with x_proj). Until then the calls queued after it must neither read nor write y.
- * Otherwise (the CPU, other weights, fewer rows) it is mb_linear_bf16. The same bits either way.
- */
-int mb_linear_bf16_side(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w, int wdtype,
-                        const float *bias, int64_t n, int64_t in_f, int64_t out_f, float *y,
-                        int64_t ldy);
-
-/**
- * The work queued after this call waits for every product queued by mb_linear_bf16_side before
- * it. mb_graph_end, mb_ctx_synchronize and the downloads join by themselves. A no-op on the CPU.
- */
-int mb_side_join(mb_ctx *ctx);
-
-/**
  * A product whose output is stored as bfloat16 bits (the forward's in_proj -> xz and dt_proj ->
  * delta with bf16 activations): y = bf16(x w^T + bias), the fp32 result rounded to nearest even,
  * from x (fp32) or x_bf16 (bfloat16 bits; exactly one is given), ld ldx; y: n rows of out_f, ld

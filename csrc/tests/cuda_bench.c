@@ -91,11 +91,6 @@ static int g_skip = 0;
   do {                                   \
     if (!(g_skip & (bit))) MBX(call);    \
   } while (0)
-/* Whether the environment variable name is set to value. */
-static int env_is(const char *name, const char *value) {
-  const char *e = getenv(name);
-  return e && !strcmp(e, value);
-}
 static double now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -490,21 +485,13 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
     if (len == 1 && g_fused) { /* 5 kernels: norm, in_proj+conv, x_proj, dt_proj+update, out */
       if (many) { /* as the model for more than 8 sequences: in_proj (on bf16 rows with bf16
                    * weights), then the conv step with x_proj in one call */
-        /* as the model (MAMBABYTE_IN_SIDE=1): in_proj's x half, then its z half on the side
-         * branch beside the conv step with x_proj, joined before the update */
-        const int side = bf_step && env_is("MAMBABYTE_IN_SIDE", "1");
-        if (side) {
-          RUN(SKIP_IN, mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, DI, a->xz, 2 * DI));
-          RUN(SKIP_IN, mb_linear_bf16_side(G, a->hnb, DM, (const uint16_t *)L->in + DI * DM, dt,
-                                           NULL, rows, DM, DI, a->xz + DI, 2 * DI));
-        } else if (bf_step)
+        if (bf_step)
           RUN(SKIP_IN, mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
                                       2 * DI));
         else
           RUN(SKIP_IN, mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
         RUN(SKIP_XPROJ, mb_conv1d_step_linear(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, DI, KC,
                                               a->xc, DI, L->xp, dt, NULL, XP, a->dbc, XP));
-        if (side) MBX(mb_side_join(G));
       } else {
         RUN(SKIP_IN, mb_linear_conv1d_step(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
                                            2 * DI, L->cw, L->cb, cs, DI, KC, a->xc, DI));

@@ -709,17 +709,6 @@ static void t_linear_bf16(void) {
                            out_f, G(Y2), ldy));
         check("linear_bf16", cfg, "rerun bits", bits_differ(&Y, &Y2, n, out_f, ldy), 0);
       }
-      /* on the side branch (cuBLAS's products), joined: the same bits; on the CPU it is the op */
-      MBX(mb_memset(GPU, G(Y2), 0, Y2.bytes));
-      MBX(mb_linear_bf16_side(GPU, (uint16_t *)XB.g, ldx, Wp.g, dt, hasb ? G(B) : NULL, n, in_f,
-                              out_f, G(Y2), ldy));
-      MBX(mb_side_join(GPU));
-      check("linear_bf16", cfg, "side bits", bits_differ(&Y, &Y2, n, out_f, ldy), 0);
-      MBX(mb_linear_bf16_side(CPU, (uint16_t *)XB.c, ldx, Wp.c, dt, hasb ? C(B) : NULL, n, in_f,
-                              out_f, C(Y2), ldy));
-      MBX(mb_side_join(CPU));
-      check("linear_bf16", cfg, "cpu side=op",
-            memcmp(C(Y), C(Y2), (size_t)((n - 1) * ldy + out_f) * 4) ? 1 : 0, 0);
       if (dt == MB_DTYPE_BF16 && n > 8 && pad == 0) { /* mb_linear's own rows are dense */
         MBX(mb_linear(GPU, G(X), ldx, Wp.g, dt, hasb ? G(B) : NULL, n, in_f, out_f, G(Y2), ldy));
         check("linear_bf16", cfg, "=linear", bits_differ(&Y, &Y2, n, out_f, ldy), 0);
@@ -2518,15 +2507,13 @@ static void t_discrete_a(void) {
 }
 
 /* A decode-like step on the GPU: norm -> linear (bf16 GEMV) -> conv (len 1, state) -> linear
- * (x_proj, f32) -> state update -> linear (head) -> sample (fused 1: in_proj with the conv step,
- * the update with dt_proj; 2: in_proj's z half on the side branch beside the conv step with
- * x_proj). Captured once, replayed twice, and compared with the same ops run directly twice from
- * the same starting buffers. */
+ * (x_proj, f32) -> state update -> linear (head) -> sample. Captured once, replayed twice, and
+ * compared with the same ops run directly twice from the same starting buffers. */
 static void t_graph(int fused, int64_t B) {
   const int64_t dm = 40, di = 72, n = 16, k = 4, V = 256, r = 8;
   char gcase[96]; /* from 9 rows the products run on cuBLAS: graph edges out of its kernels */
   snprintf(gcase, sizeof gcase, "%sdecode-like step of %lld, replayed twice",
-           fused == 2 ? "side-branch " : fused ? "fused " : "", (long long)B);
+           fused ? "fused " : "", (long long)B);
   float *hx = hrand(B * dm, -1, 1), *hres = hrand(B * dm, -1, 1), *hnw = hrand(dm, 0.5f, 1.5f);
   float *hwin = hrand(2 * di * dm, -0.2f, 0.2f), *hcw = hrand(di * k, -1, 1);
   float *hcs = hrand(B * di * (k - 1), -1, 1), *hxp = hrand((r + 2 * n) * di, -0.2f, 0.2f);
@@ -2535,9 +2522,8 @@ static void t_graph(int fused, int64_t B) {
   uint16_t *wbf = (uint16_t *)malloc((size_t)(2 * di * dm) * 2);
   for (int64_t i = 0; i < 2 * di * dm; i++) wbf[i] = f2bf(hwin[i]);
   void *x, *res, *nw, *win, *cw, *cs, *xp, *A, *ss, *head, *hn, *xz, *xc, *dbc, *y, *lg, *ids, *ctr;
-  void *dtw, *hnb;
+  void *dtw;
   MBX(mb_alloc(GPU, (size_t)(di * r) * 4, &dtw));
-  MBX(mb_alloc(GPU, (size_t)(B * dm) * 2, &hnb));
   MBX(mb_memcpy_h2d(GPU, dtw, hdtw, (size_t)(di * r) * 4));
   MBX(mb_alloc(GPU, (size_t)(B * dm) * 4, &x));
   MBX(mb_alloc(GPU, (size_t)(B * dm) * 4, &res));
@@ -2577,19 +2563,8 @@ static void t_graph(int fused, int64_t B) {
       if (mode == 1 && step == 0) MBX(mb_graph_begin(GPU));
       if (mode == 0 || step == 0) {
         MBX(mb_add_norm(GPU, (float *)x, (float *)res, 1, (float *)nw, NULL, MB_NORM_RMS, 1e-5f, B,
-                        dm, (float *)hn, fused == 2 ? (uint16_t *)hnb : NULL));
-        if (fused == 2) { /* as the model's steps of more than 8 sequences on bf16 rows: in_proj's
-                           * x half, its z half on the side branch beside the conv step with
-                           * x_proj, joined before the update reads z */
-          MBX(mb_linear_bf16(GPU, (uint16_t *)hnb, dm, win, MB_DTYPE_BF16, NULL, B, dm, di,
-                             (float *)xz, 2 * di));
-          MBX(mb_linear_bf16_side(GPU, (uint16_t *)hnb, dm, (uint16_t *)win + di * dm,
-                                  MB_DTYPE_BF16, NULL, B, dm, di, (float *)xz + di, 2 * di));
-          MBX(mb_conv1d_step_linear(GPU, (float *)xz, 2 * di, (float *)cw, NULL, (float *)cs, B, di,
-                                    k, (float *)xc, di, xp, MB_DTYPE_F32, NULL, L, (float *)dbc,
-                                    L));
-          MBX(mb_side_join(GPU));
-        } else if (fused) {
+                        dm, (float *)hn, NULL));
+        if (fused) {
           MBX(mb_linear_conv1d_step(GPU, (float *)hn, dm, win, MB_DTYPE_BF16, NULL, B, dm, 2 * di,
                                     (float *)xz, 2 * di, (float *)cw, NULL, (float *)cs, di, k,
                                     (float *)xc, di));
@@ -2599,8 +2574,7 @@ static void t_graph(int fused, int64_t B) {
           MBX(mb_causal_conv1d(GPU, (float *)xz, NULL, 2 * di, (float *)cw, NULL, (float *)cs, B, 1, di,
                                k, (float *)xc, di, NULL, NULL, NULL));
         }
-        if (fused != 2)
-          MBX(mb_linear(GPU, (float *)xc, di, xp, MB_DTYPE_F32, NULL, B, di, L, (float *)dbc, L));
+        MBX(mb_linear(GPU, (float *)xc, di, xp, MB_DTYPE_F32, NULL, B, di, L, (float *)dbc, L));
         if (fused) /* delta = dt_proj(dbc[:, :r]) inside the update */
           MBX(mb_selective_state_update_dt(GPU, (float *)xc, di, (float *)dbc, L, dtw,
                                            MB_DTYPE_F32, NULL, r, (float *)A, (float *)dbc + r, L,
@@ -2648,8 +2622,7 @@ static void t_graph(int fused, int64_t B) {
   check("graph", gcase, "counter=5", cend == 5 ? 0 : 1, 0);
   for (int m = 0; m < 2; m++)
     for (int i = 0; i < 4; i++) free(out[m][i]);
-  void *all[] = {x, res, nw, win, cw, cs, xp, A, ss, head, hn, xz, xc, dbc, y, lg, ids, ctr, dtw,
-                 hnb};
+  void *all[] = {x, res, nw, win, cw, cs, xp, A, ss, head, hn, xz, xc, dbc, y, lg, ids, ctr, dtw};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) MBX(mb_free(GPU, all[i]));
   free(hx), free(hres), free(hnw), free(hwin), free(hcw), free(hcs), free(hxp), free(hA);
   free(hss), free(hhead), free(wbf), free(hdtw);
@@ -3009,8 +2982,6 @@ int main(int argc, char **argv) {
   t_graph(1, 2);
   t_graph(0, 12);
   t_graph(1, 64);
-  t_graph(2, 12);
-  t_graph(2, 64);
   t_graph_scratch();
   t_misc();
   t_draft_greedy();

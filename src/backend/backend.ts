@@ -520,20 +520,6 @@ export class Backend {
   }
 
   /**
-   * {@link Backend.linearBf16} on the side branch (mb_linear_bf16_side): on CUDA, where the
-   * product runs on cuBLAS, it runs beside the calls that follow until {@link Backend.sideJoin},
-   * and those must neither read nor write y; elsewhere linearBf16. The same bits either way.
-   */
-  linearBf16Side(a: LinearArgs): void {
-    this.#product("mb_linear_bf16_side", a, "linear_bf16_side");
-  }
-
-  /** The calls after this one wait for the products {@link Backend.linearBf16Side} queued. */
-  sideJoin(): void {
-    check(this.#lib.mb_side_join(this.#c), "side_join");
-  }
-
-  /**
    * {@link Backend.linear} with y stored as bfloat16 bits (mb_linear_to_bf16: the forward's
    * in_proj -> xz and dt_proj -> delta with bf16 activations): the fp32 result rounded to nearest
    * even; x is fp32, or bfloat16 bits with `xBf16`. On CUDA with bf16 weights, n > 8 and no bias
@@ -688,12 +674,8 @@ export class Backend {
     );
   }
 
-  /** mb_linear, mb_linear_bf16 and mb_linear_bf16_side: one signature, x's type aside. */
-  #product(
-    fn: "mb_linear" | "mb_linear_bf16" | "mb_linear_bf16_side",
-    a: LinearArgs,
-    op: string,
-  ): void {
+  /** mb_linear and mb_linear_bf16: one signature, x's type aside. */
+  #product(fn: "mb_linear" | "mb_linear_bf16", a: LinearArgs, op: string): void {
     check(
       this.#lib[fn](
         this.#c,

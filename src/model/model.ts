@@ -62,15 +62,6 @@ function tensorCoreMinBatch(): number {
   return Number.isInteger(v) && v >= 2 ? v : 4;
 }
 
-/**
- * MAMBABYTE_IN_SIDE=1: steps of more than 8 sequences on bf16 rows run in_proj as its x half, then
- * its z half on the side branch beside the conv step with x_proj, not as one product (A/B runs).
- */
-let inProjSideFlag: boolean | undefined;
-function inProjSide(): boolean {
-  return (inProjSideFlag ??= envValue("MAMBABYTE_IN_SIDE") === "1");
-}
-
 /** MAMBABYTE_STEP_DELTA_OUT=1: stepLayers writes dt_proj's output without taps too (A/B runs). */
 let stepDeltaOutFlag: boolean | undefined;
 function stepDeltaOut(): boolean {
@@ -731,20 +722,7 @@ export class MambaByteLM {
       if (!fuseNorm || i === 0) {
         this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined, tw);
       }
-      if (many && bf && inProjSide()) {
-        // in_proj's x half first; its z half (read only by the state update) on the side branch,
-        // beside the conv step with x_proj, whose blocks leave the memory bus mostly idle
-        const ip = { ...this.#inProj(ws, i, batch), x: bf.normed.ptr, outF: di, ldy: 2 * di };
-        be.linearBf16(ip);
-        be.linearBf16Side({
-          ...ip,
-          w: w.inProj.at(di * this.dims.dModel),
-          bias: w.inProjBias?.at(di) ?? null,
-          y: ws.xz.at(di),
-        });
-        this.#convXProj(ws, i, state.conv[i].ptr, batch);
-        be.sideJoin();
-      } else if (many) {
+      if (many) {
         if (bf) be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
         else be.linear(this.#inProj(ws, i, batch));
         this.#convXProj(ws, i, state.conv[i].ptr, batch);

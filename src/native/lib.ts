@@ -30,8 +30,8 @@ const ADD_NORM = [
 ] as const;
 
 /**
- * mb_linear's signature, which mb_linear_bf16 and mb_linear_bf16_side share (their x holds bf16
- * bits) and mb_linear_conv1d_step begins with.
+ * mb_linear's signature, which mb_linear_bf16 shares (its x holds bf16 bits) and
+ * mb_linear_conv1d_step begins with.
  */
 const LINEAR = {
   parameters: [
@@ -129,8 +129,6 @@ export const SYMBOLS = {
   },
   mb_linear: LINEAR,
   mb_linear_bf16: LINEAR, // x as bf16 bits
-  mb_linear_bf16_side: LINEAR,
-  mb_side_join: { parameters: ["pointer"], result: "i32" },
   mb_linear_to_bf16: {
     parameters: [
       ...PRODUCT_OF_X_OR_BF16,
