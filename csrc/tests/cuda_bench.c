@@ -1022,20 +1022,34 @@ static void host_big_bench(void) {
   MBX(mb_host_free(G, pin));
 }
 
+/* An environment switch set for a while and then put back as it was (a run's base may set the
+ * same switch a peer changes): env_set saves the value before into *saved, env_restore puts it
+ * back (or unsets the switch if it had none). */
+typedef struct {
+  int had;
+  char value[64];
+} env_saved;
+static void env_set(const char *name, const char *value, env_saved *saved) {
+  const char *e = getenv(name);
+  saved->had = e != NULL;
+  snprintf(saved->value, sizeof saved->value, "%s", e ? e : "");
+  setenv(name, value, 1);
+}
+static void env_restore(const char *name, const env_saved *saved) {
+  if (saved->had)
+    setenv(name, saved->value, 1);
+  else
+    unsetenv(name);
+}
+
 /* A second CUDA context made with one environment variable set (the A/B switches are read at
  * context creation); the model's device memory serves both. */
 static mb_ctx *ctx_with_env(const char *name, const char *value) {
   mb_ctx *c = NULL;
-  const char *e = getenv(name);
-  char before[64] = "";
-  const int had = e != NULL; /* restored after the context is made */
-  if (had) snprintf(before, sizeof before, "%s", e);
-  setenv(name, value, 1);
+  env_saved saved;
+  env_set(name, value, &saved);
   MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &c));
-  if (had)
-    setenv(name, before, 1);
-  else
-    unsetenv(name);
+  env_restore(name, &saved);
   return c;
 }
 
@@ -1073,22 +1087,17 @@ static void run_peers(model *m, const char *base, peer_body body, void *arg) {
   for (int r = 0; r < rounds; r++) {
     for (int p = -1; p < np; p++) {
       mb_ctx *g1 = G;
-      char label[96], before[64] = "";
-      int had = 0; /* the switch's value before the peer (the base may set it too), restored */
+      char label[96];
+      env_saved saved;
       snprintf(label, sizeof label, "%s", base);
-      if (p >= 0) {
-        const char *e = getenv(names[p]);
-        if (e) had = 1, snprintf(before, sizeof before, "%s", e);
-        G = ctx_with_env(names[p], values[p]);
+      if (p >= 0) { /* the switch stays set while the peer runs, for what the passes read */
+        env_set(names[p], values[p], &saved);
+        MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &G));
         snprintf(label, sizeof label, "%s=%s", names[p], values[p]);
-        setenv(names[p], values[p], 1);
       }
       body(m, label, r, p, arg);
       if (p >= 0) {
-        if (had)
-          setenv(names[p], before, 1);
-        else
-          unsetenv(names[p]);
+        env_restore(names[p], &saved);
         MBX(mb_ctx_destroy(G));
         G = g1;
       }
@@ -1237,9 +1246,10 @@ static void gemv8_sweep(double bw) {
   for (int ri = 0; ri < 4; ri++)
     for (int oi = 0; oi < 2; oi++) {
       mb_ctx *g0 = G;
-      setenv("MAMBABYTE_CUDA_GEMV_ROWS", rows[ri], 1);
+      env_saved saved;
+      env_set("MAMBABYTE_CUDA_GEMV_ROWS", rows[ri], &saved);
       G = ctx_with_env("MAMBABYTE_CUDA_GEMV_OUT", outs[oi]);
-      unsetenv("MAMBABYTE_CUDA_GEMV_ROWS");
+      env_restore("MAMBABYTE_CUDA_GEMV_ROWS", &saved);
       ROW("-- GEMV_ROWS=%s GEMV_OUT=%s", rows[ri], outs[oi]);
       for (int i = 0; i < 4; i++)
         gemv_bench(bw, names[i], shapes[i][0], shapes[i][1], MB_DTYPE_BF16, 8);
