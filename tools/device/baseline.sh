@@ -10,7 +10,9 @@
 #   3. tests/decode_layers_test.ts and tests/cuda_model_test.ts (DENO_T, default 120);
 #   4. cuda_bench --batch-peers with PEERS (default MAMBABYTE_CUDA_OUT_SPLIT=0): graph replay at
 #      batches 16 to 256 against a peer, and the batch ops alone (PEERS_T, default 60).
-# The sanitizers are tools/device/sanitize_all.sh's (a call of their own: racecheck is slow).
+# REQUIRE=H200: exit 3 at once, before the build, on any other GPU (a call asked for an H200 that
+# an H100 answered costs only the machine's start). The sanitizers are tools/device/sanitize_all.sh's
+# (a call of their own: racecheck is slow).
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/baseline_out}"
@@ -19,6 +21,11 @@ mkdir -p "$OUT"
 . tools/device/lib.sh
 CASES=${CASES:-fwd-tf32,b1-fp32-tf32,fwd-bf16,b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd1m-bf16}
 
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+if [ -n "${REQUIRE:-}" ] && [[ "$gpu" != *"$REQUIRE"* ]]; then
+  echo "baseline: $gpu is not an ${REQUIRE}; nothing run"
+  exit 3
+fi
 build_cuda -DMAMBABYTE_TESTS=ON
 setup_deno || {
   echo "no .gpu/deno.xz: run tools/device/pack_gpu.sh here first"
