@@ -997,7 +997,14 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
   for (int i = 0; i < mine; i++) {
     const int64_t row = (blockIdx.x + (int64_t)i * gridDim.x) * IN_RING_ROWS + warp;
     float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
-    if (row < out_f && row < ce.dc) conv_consts(ce, row, cw, cb); /* every lane: the epilogue's */
+    float old[CONV_EPI_KMAX - 1] = {0.f, 0.f, 0.f};
+    /* every lane: the epilogue's constants and window, asked for before the stage's wait (loaded
+     * in the epilogue, the window held each conv row's FMAs back: 3.4% of the ring's stall
+     * samples on one line, ncu on an H100, docs/cuda_notes.md) */
+    if (row < out_f && row < ce.dc) {
+      conv_consts(ce, row, cw, cb);
+      conv_window(ce, row, old);
+    }
     mbar_wait(&bar[i % RING], (unsigned)(i / RING) & 1u);
     /* the next kernels may start once this block's last weights are in: triggered at entry,
      * their waiting blocks took the SM room this kernel's blocks and copies needed (CUPTI
@@ -1026,7 +1033,7 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
     if (row < out_f) {
       const float v = acc + (bias ? bias[row] : 0.f);
       if (lane == 0) y[row] = v;
-      if (row < ce.dc) conv_epi_warp(ce, cw, cb, row, v, lane == 0);
+      if (row < ce.dc) conv_epi_warp(ce, cw, cb, old, row, v, lane == 0);
     }
     if (i + RING < mine) {
       __syncthreads(); /* every warp is done with stage i % RING */

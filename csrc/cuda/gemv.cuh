@@ -72,22 +72,33 @@ __device__ __forceinline__ void conv_epi(const ConvEpi &ce, const float (&cw)[CO
   ce.out[(int64_t)j * ce.ldo + row] = acc / (1.f + expf(-acc));
 }
 
+/* The window conv_epi_warp reads (the row's state, oldest first; zeros past k - 1, and all zeros
+ * when k > CONV_EPI_KMAX, where conv_epi reads its own): loaded apart, so that a caller can ask for
+ * it before it waits for the row's value. */
+__device__ __forceinline__ void conv_window(const ConvEpi &ce, int64_t row,
+                                            float (&old)[CONV_EPI_KMAX - 1]) {
+  const int k = ce.k;
+  const float *st = ce.state + row * (k - 1);
+#pragma unroll
+  for (int i = 0; i < CONV_EPI_KMAX - 1; i++)
+    old[i] = k <= CONV_EPI_KMAX && i < k - 1 ? st[i] : 0.f;
+}
+
 /* conv_epi (input 0) run by every lane of a warp that holds the same xv, with only `store` (one
- * lane) writing: no branch a lane, so the warp's next row need not wait for one lane's tail. The
- * same operations in the same order as conv_epi, so the same bits. A function of its own: conv_epi
- * written this way (or given a store flag) changed the register allocation of the GEMV kernels
- * that call it, spilling in three of them (ptxas), which no H200 run has measured. */
+ * lane) writing: no branch a lane, so the warp's next row need not wait for one lane's tail. `old`:
+ * the row's window (conv_window). The same operations in the same order as conv_epi, so the same
+ * bits. A function of its own: conv_epi written this way (or given a store flag) changed the
+ * register allocation of the GEMV kernels that call it, spilling in three of them (ptxas), which no
+ * H200 run has measured. */
 __device__ __forceinline__ void conv_epi_warp(const ConvEpi &ce, const float (&cw)[CONV_EPI_KMAX],
-                                              float cb, int64_t row, float xv, bool store) {
+                                              float cb, const float (&old)[CONV_EPI_KMAX - 1],
+                                              int64_t row, float xv, bool store) {
   const int k = ce.k;
   if (k > CONV_EPI_KMAX) {
     if (store) conv_epi(ce, cw, cb, 0, row, xv);
     return;
   }
   float *st = ce.state + row * (k - 1);
-  float old[CONV_EPI_KMAX - 1];
-#pragma unroll
-  for (int i = 0; i < CONV_EPI_KMAX - 1; i++) old[i] = i < k - 1 ? st[i] : 0.f;
   float acc = cb;
 #pragma unroll
   for (int i = 0; i < CONV_EPI_KMAX - 1; i++)
