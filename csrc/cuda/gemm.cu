@@ -972,8 +972,8 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
         in_f, np.thr, xs, nullptr, red, pdl_wait);
   }
   __syncthreads(); /* xs complete (and the barriers' initialisation seen) */
-  /* the conv windows and taps of this warp's rows asked into L1 now, so that each group's
-   * epilogue does not wait on an L2 round trip (its windows are written only here) */
+  /* the conv windows and taps of this warp's rows asked into L1 now, so that each group's loads
+   * of them (before its stage's wait) find them there (its windows are written only here) */
   for (int i = lane; i < mine; i += 32) {
     const int64_t row = (blockIdx.x + (int64_t)i * gridDim.x) * IN_RING_ROWS + warp;
     if (row < out_f && row < ce.dc) {

@@ -6,7 +6,7 @@
 # Steps, each printed as it ends:
 #   1. bench:gpu on CASES (default: every decoding and forward case of the issues' tables, with
 #      their rooflines, ratios and peak device memory; BENCH_T seconds, default 330);
-#   2. cuda_vs_cpu, every case (TEST_T, default 120);
+#   2. cuda_vs_cpu, every case (lib.sh's cuda_vs_cpu_with; TEST_T, default 150);
 #   3. tests/decode_layers_test.ts and tests/cuda_model_test.ts (DENO_T, default 120);
 #   4. cuda_bench --batch-peers with PEERS (default MAMBABYTE_CUDA_OUT_SPLIT=0): graph replay at
 #      batches 16 to 256 against a peer, and the batch ops alone (PEERS_T, default 60).
@@ -21,26 +21,23 @@ mkdir -p "$OUT"
 . tools/device/lib.sh
 CASES=${CASES:-fwd-tf32,b1-fp32-tf32,fwd-bf16,b1-bf16,b1-fp32,b8-bf16,b64-bf16,b256-bf16,fwd1m-bf16}
 
-gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+gpu=$(nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader | head -1)
+echo "$gpu"
 if [ -n "${REQUIRE:-}" ] && [[ "$gpu" != *"$REQUIRE"* ]]; then
   echo "baseline: $gpu is not an ${REQUIRE}; nothing run"
   exit 3
 fi
 build_cuda -DMAMBABYTE_TESTS=ON
 setup_deno || {
-  echo "no .gpu/deno.xz: run tools/device/pack_gpu.sh here first"
+  echo "deno: .gpu/deno.xz missing or not unpacked (make it with tools/device/pack_gpu.sh)"
   exit 1
 }
-nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 
 step "bench:gpu $CASES"
 timeout "${BENCH_T:-330}" deno run --cached-only --no-check -A scripts/bench_gpu.ts \
   --cases "$CASES" 2>&1 | tee "$OUT/bench_gpu.log" || fail
 
-step "cuda_vs_cpu (all)"
-timeout "${TEST_T:-120}" ./build-cuda/cuda_vs_cpu >"$OUT/test.log" 2>&1 || fail
-grep -E "FAIL|FATAL" "$OUT/test.log" | head -10
-note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
+cuda_vs_cpu_with MB_LABEL=baseline test.log
 
 cuda_model_tests "${DENO_T:-120}" tests/decode_layers_test.ts tests/cuda_model_test.ts
 
