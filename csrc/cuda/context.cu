@@ -123,6 +123,9 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const int ir = e_ir && (!strcmp(e_ir, "0") || !strcmp(e_ir, "1")) ? atoi(e_ir) : -1;
     st->in_ring = prop.major < 9 ? 0 : ir; /* bulk copies: sm_90 on */
     memset(st->in_ring_per_sm, 0xff, sizeof st->in_ring_per_sm);
+    memset(st->in_ring_tc_per_sm, 0xff, sizeof st->in_ring_tc_per_sm);
+    const char *e_tc = getenv("MAMBABYTE_CUDA_GEMV_TC");
+    st->gemv_tc = !(e_tc && e_tc[0] == '0');
     const char *e_nn = getenv("MAMBABYTE_CUDA_NORM_NT");
     st->norm_nt = !(e_nn && e_nn[0] == '0');
     const char *e_dc = getenv("MAMBABYTE_CUDA_DRAFT_CLUSTER");

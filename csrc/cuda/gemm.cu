@@ -20,6 +20,7 @@
 #include "bulk_copy.cuh"
 #include "cuda_internal.cuh"
 #include "gemv.cuh"
+#include "gemv_tc.cuh"
 #include "norm_row.cuh"
 
 static const char *blas_status_str(cublasStatus_t s) {
@@ -149,8 +150,53 @@ static cudaError_t gemv_launch_rows(mb_ctx *ctx, bool vec, const float *x, int64
 #undef GL
 }
 
+/* The ops' GEMV on the tensor cores (gemv_tc.cuh): block (b, j) takes row group b of input j,
+ * its parts split from x after the PDL wait; the epilogue as gemv_block's (bias, the residual
+ * add, the conv step of input j). */
+template <bool CONV, bool RES>
+__global__ void __launch_bounds__(256)
+k_gemv_tc(const float *__restrict__ x, int64_t ldx, const uint16_t *__restrict__ w,
+          const float *__restrict__ bias, int64_t in_f, int64_t out_f, float *__restrict__ y,
+          int64_t ldy, ConvEpi ce, float *__restrict__ res) {
+  __shared__ __align__(16) uint16_t xp[3 * TC_XP_PITCH_MAX];
+  __shared__ __align__(16) float red[TC_WARPS][TC_ROWS];
+  mb_pdl_trigger();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, j = (int)blockIdx.y;
+  const int64_t pitch = tc_pitch(in_f), row = (int64_t)blockIdx.x * TC_ROWS + warp;
+  float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
+  if (CONV && lane == 0 && row < out_f && row < ce.dc) conv_consts(ce, row, cw, cb);
+  const float s = tc_group_block(xp, pitch, w, in_f, out_f, (int64_t)blockIdx.x * TC_ROWS, red, [&] {
+    mb_pdl_wait();
+    tc_split_row<XLoad::Ldg>(x + j * ldx, in_f, xp, pitch);
+    __syncthreads();
+  });
+  if (lane != 0 || row >= out_f) return;
+  const float v = s + (bias ? bias[row] : 0.f);
+  y[j * ldy + row] = v;
+  if (RES && res) res[j * ldy + row] += v;
+  if (CONV && row < ce.dc) conv_epi(ce, cw, cb, j, row, v);
+}
+
+static cudaError_t gemv_tc_launch(mb_ctx *ctx, const float *x, int64_t ldx, const uint16_t *w,
+                                  const float *bias, int n, int64_t in_f, int64_t out_f, float *y,
+                                  int64_t ldy, const ConvEpi &ce, float *res) {
+  const dim3 grid((unsigned)((out_f + TC_ROWS - 1) / TC_ROWS), (unsigned)n), block(256);
+  if (ce.w)
+    return mbcuda_launch(ctx, k_gemv_tc<true, false>, grid, block, 0, x, ldx, w, bias, in_f, out_f,
+                         y, ldy, ce, res);
+  if (res)
+    return mbcuda_launch(ctx, k_gemv_tc<false, true>, grid, block, 0, x, ldx, w, bias, in_f, out_f,
+                         y, ldy, ce, res);
+  return mbcuda_launch(ctx, k_gemv_tc<false, false>, grid, block, 0, x, ldx, w, bias, in_f, out_f,
+                       y, ldy, ce, res);
+}
+
+/* gemv_dispatch's tag for the tensor-core form (not a group size) */
+#define GEMV_TC 1
+
 /* Calls f(G, VEC) with gemv_block's group size for these rows (gemv_group_size) and whether its
- * loads are 16-byte ones (gemv_vec), as compile-time constants (std::integral_constant). Every
+ * loads are 16-byte ones (gemv_vec), as compile-time constants (std::integral_constant); G =
+ * GEMV_TC (VEC true) where the tensor-core form takes the shape (gemv_tc_fits, bf16 only). Every
  * n <= 8 GEMV launcher picks its kernel through it, so they all take the same path for the same
  * shape: the condition of their giving the same bits. */
 template <typename WT, typename F>
@@ -158,6 +204,9 @@ static cudaError_t gemv_dispatch(mb_ctx *ctx, int64_t in_f, int64_t ldx, int64_t
                                  const void *x, const void *w, F f) {
   constexpr int EPC = 16 / (int)sizeof(WT);
   const bool vec = gemv_vec(in_f, ldx, x, w, (int)sizeof(WT));
+  if constexpr (std::is_same<WT, uint16_t>::value)
+    if (gemv_tc_fits(mbcuda_st(ctx)->gemv_tc, true, vec, in_f, out_f))
+      return f(std::integral_constant<int, GEMV_TC>(), std::true_type());
   const auto go = [&](auto g) {
     return vec ? f(g, std::true_type()) : f(g, std::false_type());
   };
@@ -175,8 +224,12 @@ static cudaError_t gemv(mb_ctx *ctx, const float *x, int64_t ldx, const WT *w, c
                         int n, int64_t in_f, int64_t out_f, float *y, int64_t ldy,
                         const ConvEpi &ce) {
   return gemv_dispatch<WT>(ctx, in_f, ldx, out_f, x, w, [&](auto g, auto v) {
-    return gemv_launch_rows<WT, decltype(g)::value>(ctx, decltype(v)::value, x, ldx, w, bias, n,
-                                                    in_f, out_f, y, ldy, ce);
+    if constexpr (decltype(g)::value == GEMV_TC)
+      return gemv_tc_launch(ctx, x, ldx, (const uint16_t *)w, bias, n, in_f, out_f, y, ldy, ce,
+                            nullptr);
+    else
+      return gemv_launch_rows<WT, decltype(g)::value>(ctx, decltype(v)::value, x, ldx, w, bias, n,
+                                                      in_f, out_f, y, ldy, ce);
   });
 }
 
@@ -1042,6 +1095,146 @@ k_gemv_norm_ring(NormPro np, const WT *__restrict__ w, const float *__restrict__
   }
 }
 
+/* k_gemv_norm's tensor-core form (gemv_tc.cuh): a block a row group, the norm's output split
+ * into the parts' rows; the conv step in lane 0 of each row's warp. */
+template <int VPT, bool PLAIN>
+__global__ void __launch_bounds__(256)
+k_gemv_norm_tc(NormPro np, const uint16_t *__restrict__ w, const float *__restrict__ bias,
+               int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce) {
+  __shared__ __align__(16) uint16_t xp[3 * TC_XP_PITCH_MAX];
+  __shared__ __align__(16) float red[TC_WARPS][TC_ROWS];
+  __shared__ float nred[32];
+  mb_pdl_trigger();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t pitch = tc_pitch(in_f), row = (int64_t)blockIdx.x * TC_ROWS + warp;
+  float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
+  if (lane == 0 && row < out_f && row < ce.dc) conv_consts(ce, row, cw, cb);
+  const float s = tc_group_block(xp, pitch, w, in_f, out_f, (int64_t)blockIdx.x * TC_ROWS, red, [&] {
+    auto pdl_wait = [] { mb_pdl_wait(); };
+    add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), PLAIN, 0, 0, false, true>(
+        np.x, nullptr, blockIdx.x == 0 ? np.res_out : nullptr, 0, np.w, np.b, np.kind, np.eps,
+        in_f, np.thr, nullptr, xp, nred, pdl_wait, 0, nullptr, pitch);
+    __syncthreads();
+  });
+  if (lane != 0 || row >= out_f) return;
+  const float v = s + (bias ? bias[row] : 0.f);
+  y[row] = v;
+  if (row < ce.dc) conv_epi(ce, cw, cb, 0, row, v);
+}
+
+/* The ring kernel's tensor-core form: k_gemv_norm_ring's grid, ring and norm, each warp a k-slice
+ * of every group (gemv_tc.cuh) with its x parts in registers (loaded once: the same for every
+ * group). A group's slices wait in shared memory (a slot a group, so the warps run through their
+ * groups without meeting but where a stage is given back, as k_gemv_norm_ring's do); after the
+ * last group, lane i of warp n sums and finishes row n of group i, every group's epilogue at once
+ * (a group's sums and epilogue after a barrier each, the step took 1,090 us against 1,002-1,008
+ * for k_gemv_norm_ring; with the slots 1,016-1,022, still at three stages). Two
+ * stages: with three, the stages asked for at entry (23 MB at 972M's shape) held out_proj's stream
+ * back (k_gemv_res 5.4-5.8 against 2.9 us exposed a layer). A stage's rows are one bulk copy, 3,584
+ * bytes apart, so a quarter-warp's loads of two rows meet on the same banks (2-way); rows copied one
+ * a lane into padded rows, without the conflicts, took the same time (H100, docs/cuda_notes.md). */
+#define TC_XS (NORM_PRO_MAX / 32 / TC_WARPS) /* a warp's steps at most */
+#define TC_RING_GROUPS 16                    /* a block's groups at most (its slots) */
+#define TC_RING_STAGES 2
+
+template <int VPT, bool PLAIN, int RING, int NT>
+__global__ void __launch_bounds__(256)
+k_gemv_norm_ring_tc(NormPro np, const uint16_t *__restrict__ w, const float *__restrict__ bias,
+                    int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce) {
+  extern __shared__ __align__(128) unsigned char in_ring_smem[];
+  __shared__ __align__(16) uint16_t xp[3 * ((NORM_PRO_MAX / 8 + 4) * 8)];
+  __shared__ __align__(16) float red[TC_RING_GROUPS][TC_WARPS][TC_ROWS];
+  __shared__ float nred[32];
+  __shared__ uint64_t bar[RING];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int64_t ngroups = (out_f + TC_ROWS - 1) / TC_ROWS;
+  const int mine = (int)((ngroups - blockIdx.x + gridDim.x - 1) / gridDim.x); /* <= 16 */
+  const int64_t pitch = tc_pitch(in_f); /* of the x parts */
+  const size_t stage = (size_t)TC_ROWS * in_f; /* elements */
+  uint16_t *const ring = (uint16_t *)in_ring_smem;
+  const auto issue = [&](int i) { /* thread 0: this block's i-th group into stage i % RING */
+    const int64_t g0 = (blockIdx.x + (int64_t)i * gridDim.x) * TC_ROWS;
+    const int64_t rows = min((int64_t)TC_ROWS, out_f - g0);
+    bulk_load(ring + (size_t)(i % RING) * stage, w + g0 * in_f,
+              (unsigned)(rows * in_f * (int64_t)sizeof(uint16_t)), &bar[i % RING]);
+  };
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < RING; s++) mbar_init(&bar[s], 1);
+    for (int i = 0; i < RING && i < mine; i++) issue(i); /* constant weights: before the wait */
+  }
+  {
+    auto pdl_wait = [] { mb_pdl_wait(); };
+    add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), PLAIN, 0, NT, false, true>(
+        np.x, nullptr, blockIdx.x == 0 ? np.res_out : nullptr, 0, np.w, np.b, np.kind, np.eps,
+        in_f, np.thr, nullptr, xp, nred, pdl_wait, 0, nullptr, pitch);
+  }
+  __syncthreads(); /* the parts complete (and the barriers' initialisation seen) */
+  /* the epilogue's row (row `warp` of group `lane`): its conv constants and window, asked for
+   * now and used after the last group */
+  const int64_t erow = (blockIdx.x + (int64_t)lane * gridDim.x) * TC_ROWS + warp;
+  const bool eon = lane < mine && erow < out_f;
+  float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
+  float old[CONV_EPI_KMAX - 1] = {0.f, 0.f, 0.f};
+  if (eon && erow < ce.dc) {
+    conv_consts(ce, erow, cw, cb);
+    conv_window(ce, erow, old);
+  }
+  const int nss = (int)(in_f / 32);
+  uint4 xa[TC_XS]; /* the lane's part chunks of its steps warp + 8 q */
+#pragma unroll
+  for (int q = 0; q < TC_XS; q++) {
+    const int s = warp + TC_WARPS * q;
+    xa[q] = g < 3 && s < nss ? ((const uint4 *)(xp + g * pitch))[4 * s + t]
+                             : make_uint4(0u, 0u, 0u, 0u);
+  }
+  for (int i = 0; i < mine; i++) {
+    mbar_wait(&bar[i % RING], (unsigned)(i / RING) & 1u);
+    if (i == mine - 1) mb_pdl_trigger(); /* as k_gemv_norm_ring */
+    const uint4 *ws = (const uint4 *)(ring + (size_t)(i % RING) * stage + (size_t)g * in_f) + t;
+    uint4 wq[TC_XS];
+#pragma unroll
+    for (int q = 0; q < TC_XS; q++) {
+      const int s = warp + TC_WARPS * q;
+      wq[q] = s < nss ? ws[4 * s] : make_uint4(0u, 0u, 0u, 0u);
+    }
+    float ca[4] = {0.f, 0.f, 0.f, 0.f}, cb4[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int q = 0; q < TC_XS; q++)
+      if (warp + TC_WARPS * q < nss) tc_step(ca, cb4, xa[q], wq[q]);
+    const float2 v = tc_parts(make_float2(__fadd_rn(ca[0], cb4[0]), __fadd_rn(ca[1], cb4[1])));
+    if (lane < 4) *(float2 *)&red[i][warp][2 * lane] = v;
+    if (i + RING < mine) {
+      __syncthreads(); /* every warp is done with stage i % RING */
+      if (threadIdx.x == 0) issue(i + RING);
+    }
+  }
+  __syncthreads(); /* every group's slices in */
+  if (eon) {
+    const float r = tc_row_sum(red[lane], warp) + (bias ? bias[erow] : 0.f);
+    y[erow] = r;
+    if (erow < ce.dc) conv_epi_warp(ce, cw, cb, old, erow, r, true);
+  }
+}
+
+/* The shared memory of a ring kernel's launch, opted in to and its resident blocks an SM asked for
+ * once a size (*per_sm, *smem_set: the context's cache of them) */
+template <typename K>
+static int ring_blocks_per_sm(K kern, size_t smem, int *per_sm, size_t *smem_set) {
+  if (*per_sm < 0 || *smem_set != smem) {
+    int n = 0;
+    cudaError_t e =
+        cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kern, 256, smem);
+    if (e != cudaSuccess) { /* more shared memory than a block may have: not an error of the op */
+      (void)cudaGetLastError();
+      n = 0;
+    }
+    *per_sm = n;
+    *smem_set = smem;
+  }
+  return *per_sm;
+}
+
 /* The ring kernel's launch: as many blocks as the GPU holds at once (asked once a context), the
  * row groups dealt out in turn. *fits = false, launching nothing, where not one block fits an SM
  * (its stages need more shared memory than the device gives a block: fp32 rows on a GPU with
@@ -1051,20 +1244,10 @@ static cudaError_t in_ring_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a, c
                                     const ConvEpi &ce, bool *fits) {
   mbcuda_state *st = mbcuda_st(ctx);
   const size_t smem = (size_t)RING * IN_RING_ROWS * a->d_model * sizeof(WT);
-  int &per_sm = st->in_ring_per_sm[sizeof(WT) == 2][VPT == 8][PLAIN][FULL + (NT > 0)];
-  if (per_sm < 0) {
-    int n = 0;
-    cudaError_t e = cudaFuncSetAttribute(k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL, NT>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e == cudaSuccess)
-      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &n, k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL, NT>, 256, smem);
-    if (e != cudaSuccess) { /* more shared memory than a block may have: not an error of the op */
-      (void)cudaGetLastError();
-      n = 0;
-    }
-    per_sm = n;
-  }
+  const int idx[4] = {sizeof(WT) == 2, VPT == 8, PLAIN, FULL + (NT > 0)};
+  const int per_sm = ring_blocks_per_sm(k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL, NT>, smem,
+                                        &st->in_ring_per_sm[idx[0]][idx[1]][idx[2]][idx[3]],
+                                        &st->in_ring_smem[idx[0]][idx[1]][idx[2]][idx[3]]);
   *fits = per_sm >= 1;
   if (!*fits) return cudaSuccess;
   const int64_t ngroups = (a->out_f + IN_RING_ROWS - 1) / IN_RING_ROWS;
@@ -1090,6 +1273,45 @@ static cudaError_t in_ring_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, con
   });
 }
 
+/* k_gemv_norm_ring_tc's launch, as in_ring_launch_f's (*fits false where not one block fits) */
+template <int VPT, bool PLAIN, int NT>
+static cudaError_t in_ring_tc_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a,
+                                       const NormPro &np, const ConvEpi &ce, bool *fits) {
+  mbcuda_state *st = mbcuda_st(ctx);
+  constexpr int RING = TC_RING_STAGES;
+  const size_t smem = (size_t)RING * TC_ROWS * a->d_model * sizeof(uint16_t);
+  const int per_sm = ring_blocks_per_sm(k_gemv_norm_ring_tc<VPT, PLAIN, RING, NT>, smem,
+                                        &st->in_ring_tc_per_sm[VPT == 8][PLAIN][NT > 0],
+                                        &st->in_ring_tc_smem[VPT == 8][PLAIN][NT > 0]);
+  *fits = per_sm >= 1;
+  if (!*fits) return cudaSuccess;
+  const int64_t ngroups = (a->out_f + TC_ROWS - 1) / TC_ROWS;
+  const int64_t cap = (int64_t)per_sm * st->sm_count;
+  /* at most TC_RING_GROUPS a block (its slots): else k_gemv_norm_tc */
+  *fits = *fits && ngroups <= cap * TC_RING_GROUPS;
+  if (!*fits) return cudaSuccess;
+  const dim3 grid((unsigned)(ngroups < cap ? ngroups : cap)), block(256);
+  return mbcuda_launch(ctx, k_gemv_norm_ring_tc<VPT, PLAIN, RING, NT>, grid, block, smem, np,
+                       (const uint16_t *)a->w, a->bias, a->d_model, a->out_f, a->y, ce);
+}
+
+/* in_proj's batch-1 kernel in the tensor-core form: the ring where it is on and fits, else
+ * k_gemv_norm_tc (the same bits) */
+template <int VPT, bool PLAIN>
+static cudaError_t norm_in_proj_tc(mb_ctx *ctx, const mbcuda_norm_in_proj *a, const NormPro &np,
+                                   const ConvEpi &ce) {
+  if (mbcuda_st(ctx)->in_ring != 0) {
+    bool fits = true;
+    const cudaError_t e = norm_nt_dispatch(a->d_model, np.thr, mbcuda_st(ctx)->norm_nt, [&](auto nt) {
+      return in_ring_tc_launch_f<VPT, PLAIN, decltype(nt)::value>(ctx, a, np, ce, &fits);
+    });
+    if (e != cudaSuccess || fits) return e;
+  }
+  const dim3 grid((unsigned)((a->out_f + TC_ROWS - 1) / TC_ROWS)), block(256);
+  return mbcuda_launch(ctx, k_gemv_norm_tc<VPT, PLAIN>, grid, block, 0, np, (const uint16_t *)a->w,
+                       a->bias, a->d_model, a->out_f, a->y, ce);
+}
+
 template <typename WT, int G, bool VEC>
 static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a, int vpt,
                                        const NormPro &np, const ConvEpi &ce) {
@@ -1097,24 +1319,31 @@ static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a
    * k_gemv_norm (1,418.8 against 1,413.0 us a step) until the ring's rows took fewer instructions;
    * then 1,337.1 against 1,418.5 us (H200, docs/cuda_notes.md) */
   const int ring = mbcuda_st(ctx)->in_ring;
-  if constexpr (G == 32 && VEC) { /* the ring's rows are the warp-a-row GEMV's */
-    if (ring != 0) {
-      bool fits = true;
+  if constexpr (G == GEMV_TC) {
+    if (vpt == 4) return a->plain ? norm_in_proj_tc<4, true>(ctx, a, np, ce)
+                                  : norm_in_proj_tc<4, false>(ctx, a, np, ce);
+    return a->plain ? norm_in_proj_tc<8, true>(ctx, a, np, ce)
+                    : norm_in_proj_tc<8, false>(ctx, a, np, ce);
+  } else {
+    if constexpr (G == 32 && VEC) { /* the ring's rows are the warp-a-row GEMV's */
+      if (ring != 0) {
+        bool fits = true;
 #define IRL(V, P) in_ring_launch<WT, V, P, IN_RING_STAGES>(ctx, a, np, ce, &fits)
-      const cudaError_t e = vpt == 4 ? (a->plain ? IRL(4, true) : IRL(4, false))
-                                     : (a->plain ? IRL(8, true) : IRL(8, false));
+        const cudaError_t e = vpt == 4 ? (a->plain ? IRL(4, true) : IRL(4, false))
+                                       : (a->plain ? IRL(8, true) : IRL(8, false));
 #undef IRL
-      if (e != cudaSuccess || fits) return e;
+        if (e != cudaSuccess || fits) return e;
+      }
     }
-  }
-  const dim3 grid((unsigned)((a->out_f + 256 / G - 1) / (256 / G))), block(256);
-  const WT *w = (const WT *)a->w;
-  constexpr int UN = gemv1_unroll<WT, VEC && G == 32>();
+    const dim3 grid((unsigned)((a->out_f + 256 / G - 1) / (256 / G))), block(256);
+    const WT *w = (const WT *)a->w;
+    constexpr int UN = gemv1_unroll<WT, VEC && G == 32>();
 #define NPL(V, P) mbcuda_launch(ctx, k_gemv_norm<WT, G, VEC, V, P, UN>, grid, block, 0, np, w, \
                                 a->bias, a->d_model, a->out_f, a->y, ce)
-  if (vpt == 4) return a->plain ? NPL(4, true) : NPL(4, false);
-  return a->plain ? NPL(8, true) : NPL(8, false);
+    if (vpt == 4) return a->plain ? NPL(4, true) : NPL(4, false);
+    return a->plain ? NPL(8, true) : NPL(8, false);
 #undef NPL
+  }
 }
 
 template <typename WT>
@@ -1210,6 +1439,29 @@ __device__ __forceinline__ void row_group_conv(const NormRows &nr, const float *
   }
 }
 
+/* The conv of the block's row group (rpb rows a block), by the last of its len blocks to finish
+ * (threadFenceReduction's pattern: every writer fences, one arrival a block, the last fences again
+ * and reads). Every thread of the block calls it. */
+__device__ __forceinline__ void rows_conv_tail(const NormRows &nr, const float *y, int64_t ldy,
+                                               int rpb) {
+  if (!nr.conv_w) return;
+  const unsigned rg = blockIdx.x / (unsigned)nr.len;
+  const int64_t c0 = (int64_t)rg * rpb;
+  if (c0 >= nr.dc) return; /* z rows: no conv */
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(nr.done + rg, 1u) == (unsigned)nr.len - 1;
+    if (last) nr.done[rg] = 0; /* every block of the group has arrived: ready for the next launch */
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int64_t rows = nr.dc - c0 < rpb ? nr.dc - c0 : rpb;
+  row_group_conv(nr, y, ldy, c0, (int)rows);
+}
+
 template <typename WT, int G, bool VEC, int VPT>
 __global__ void __launch_bounds__(256)
 k_gemv_norm_rows(NormRows nr, const WT *__restrict__ w, const float *__restrict__ bias,
@@ -1230,24 +1482,32 @@ k_gemv_norm_rows(NormRows nr, const WT *__restrict__ w, const float *__restrict_
   const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
   gemv_block<WT, 1, G, VEC, false, XLoad::Generic, decltype(norm)>(
       xs, 0, w, bias, nr.len, in_f, out_f, y, ldy, none, nr.len, blockIdx.x, blockDim.x, norm);
-  if (!nr.conv_w) return;
-  /* the last of the row group's len blocks runs its channels' conv (threadFenceReduction's
-   * pattern: every writer fences, one arrival a block, the last fences again and reads) */
-  const unsigned rg = blockIdx.x / (unsigned)nr.len;
-  const int64_t c0 = (int64_t)rg * (256 / G);
-  if (c0 >= nr.dc) return; /* z rows: no conv */
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    last = atomicAdd(nr.done + rg, 1u) == (unsigned)nr.len - 1;
-    if (last) nr.done[rg] = 0; /* every block of the group has arrived: ready for the next launch */
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const int64_t rows = nr.dc - c0 < 256 / G ? nr.dc - c0 : 256 / G;
-  row_group_conv(nr, y, ldy, c0, (int)rows);
+  rows_conv_tail(nr, y, ldy, 256 / G);
+}
+
+/* k_gemv_norm_rows' tensor-core form (gemv_tc.cuh): block b takes row group b / len of position
+ * b % len, the norm's output split into the parts' rows. */
+template <int VPT>
+__global__ void __launch_bounds__(256)
+k_gemv_norm_rows_tc(NormRows nr, const uint16_t *__restrict__ w, const float *__restrict__ bias,
+                    int64_t in_f, int64_t out_f, float *__restrict__ y, int64_t ldy) {
+  __shared__ __align__(16) uint16_t xp[3 * ((NORM_PRO_MAX / 8 + 4) * 8)];
+  __shared__ __align__(16) float red[TC_WARPS][TC_ROWS];
+  __shared__ float nred[32];
+  mb_pdl_trigger();
+  const int64_t j = blockIdx.x % (unsigned)nr.len, row0 = (int64_t)(blockIdx.x / (unsigned)nr.len) * TC_ROWS;
+  const bool first = blockIdx.x < (unsigned)nr.len;
+  const int64_t pitch = tc_pitch(in_f), row = row0 + (threadIdx.x >> 5);
+  const float s = tc_group_block(xp, pitch, w, in_f, out_f, row0, red, [&] {
+    auto pdl_wait = [] { mb_pdl_wait(); };
+    add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), false, 0, 0, false, true>(
+        nr.x + j * in_f, nr.accumulate ? nr.res_in + j * in_f : nullptr,
+        first ? nr.res_out + j * in_f : nullptr, nr.accumulate, nr.w, nr.b, nr.kind, nr.eps, in_f,
+        nr.thr, nullptr, xp, nred, pdl_wait, 0, nullptr, pitch);
+    __syncthreads();
+  });
+  if ((threadIdx.x & 31) == 0 && row < out_f) y[j * ldy + row] = s + (bias ? bias[row] : 0.f);
+  rows_conv_tail(nr, y, ldy, TC_ROWS);
 }
 
 template <typename WT>
@@ -1258,14 +1518,25 @@ static cudaError_t norm_in_proj_rows_wt(mb_ctx *ctx, const mbcuda_norm_in_proj_r
                            [&](auto g, auto v) {
     constexpr int G = decltype(g)::value;
     constexpr bool VEC = decltype(v)::value;
-    const int64_t groups = (a->out_f + 256 / G - 1) / (256 / G);
-    const dim3 grid((unsigned)(groups * a->len)), block(256);
-    const WT *w = (const WT *)a->w;
-    if (vpt == 4)
-      return mbcuda_launch(ctx, k_gemv_norm_rows<WT, G, VEC, 4>, grid, block, 0, nr, w, a->bias,
+    if constexpr (G == GEMV_TC) {
+      const int64_t groups = (a->out_f + TC_ROWS - 1) / TC_ROWS;
+      const dim3 grid((unsigned)(groups * a->len)), block(256);
+      const uint16_t *w = (const uint16_t *)a->w;
+      if (vpt == 4)
+        return mbcuda_launch(ctx, k_gemv_norm_rows_tc<4>, grid, block, 0, nr, w, a->bias,
+                             a->d_model, a->out_f, a->y, a->ldy);
+      return mbcuda_launch(ctx, k_gemv_norm_rows_tc<8>, grid, block, 0, nr, w, a->bias,
                            a->d_model, a->out_f, a->y, a->ldy);
-    return mbcuda_launch(ctx, k_gemv_norm_rows<WT, G, VEC, 8>, grid, block, 0, nr, w, a->bias,
-                         a->d_model, a->out_f, a->y, a->ldy);
+    } else {
+      const int64_t groups = (a->out_f + 256 / G - 1) / (256 / G);
+      const dim3 grid((unsigned)(groups * a->len)), block(256);
+      const WT *w = (const WT *)a->w;
+      if (vpt == 4)
+        return mbcuda_launch(ctx, k_gemv_norm_rows<WT, G, VEC, 4>, grid, block, 0, nr, w, a->bias,
+                             a->d_model, a->out_f, a->y, a->ldy);
+      return mbcuda_launch(ctx, k_gemv_norm_rows<WT, G, VEC, 8>, grid, block, 0, nr, w, a->bias,
+                           a->d_model, a->out_f, a->y, a->ldy);
+    }
   });
 }
 
@@ -1278,6 +1549,9 @@ extern "C" int mbcuda_verify_in_proj_ok(mb_ctx *ctx, int64_t d_model, int64_t ou
   /* Only where the ops' GEMV gives each block one position anyway (small products: the weights
    * are read once per position either way); where it gives a block several, one a block would
    * read them more often. */
+  /* the tensor-core form runs a block a position and row group whatever the shape */
+  if (gemv_tc_fits(st->gemv_tc, wdtype == MB_DTYPE_BF16, d_model % 8 == 0, d_model, out_f))
+    return 1;
   const int64_t epc = wdtype == MB_DTYPE_F32 ? 4 : 8; /* weights a 16-byte chunk */
   const int g = gemv_group_size(out_f, d_model % epc == 0 ? d_model / epc : d_model, st->sm_count,
                                 st->gemv_g256_rows);
@@ -1357,7 +1631,11 @@ static cudaError_t linear_residual_wt(mb_ctx *ctx, const float *x, const WT *w, 
     constexpr int G = decltype(g)::value;
     constexpr bool VEC = decltype(v)::value;
     const dim3 block(256);
-    if constexpr (G == 256 && VEC) {
+    if constexpr (G == GEMV_TC) {
+      const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
+      return gemv_tc_launch(ctx, x, in_f, (const uint16_t *)w, bias, 1, in_f, out_f, y, out_f,
+                            none, res);
+    } else if constexpr (G == 256 && VEC) {
       constexpr int RB = gemv1_res_rows<WT>();
       const dim3 grid((unsigned)((out_f + RB - 1) / RB));
       return mbcuda_launch(ctx, k_gemv_res<WT, G, VEC, gemv1_res_unroll<WT>(), RB>, grid, block, 0,

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "cuda_internal.cuh"
+#include "gemv_tc.cuh"
 
 /* Element c of a normed row: into the fp32 row and/or its bf16 copy (either may be NULL). */
 __device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t c, float o) {
@@ -40,9 +41,11 @@ __device__ __forceinline__ void norm_store(float *orow, uint16_t *brow, int64_t 
  * and order, so the same bits. The norm kernels take it (batch-64 step -4.5%, batch 256 -2%); in
  * in_proj's ring prologue (PLAIN_X) ptxas put each element's select right behind its load, and
  * the batch-1 step took 973 against 880 us, so the prologues keep the branches (H200,
- * docs/cuda_notes.md). */
+ * docs/cuda_notes.md).
+ * SPLIT: the normed row goes out as its three bf16 parts (tc_split_store: brow's rows
+ * split_pitch elements apart) for the tensor-core GEMV, orow unused. */
 template <int VPT, XLoad XL, typename Wait, bool PLAIN_X = false, int PARTS = 0, int NT = 0,
-          bool HOIST = false>
+          bool HOIST = false, bool SPLIT = false>
 __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *res_in,
                                                  float *res_out, int accumulate,
                                                  const float *__restrict__ weight,
@@ -50,7 +53,8 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
                                                  float eps, int64_t d, int nthr, float *orow,
                                                  uint16_t *brow, float *red, Wait wait,
                                                  int64_t part_stride = 0,
-                                                 const float *h_bias = nullptr) {
+                                                 const float *h_bias = nullptr,
+                                                 int64_t split_pitch = 0) {
   using XLC = XLoadTag<XL>;
   static_assert(!(HOIST && PLAIN_X), "the hoisted loads: rows with a residual add (norm.cu)");
   static_assert(PARTS == 0 || HOIST, "a product's parts: the hoisted form only");
@@ -134,7 +138,13 @@ __device__ __forceinline__ void add_norm_reg_row(const float *xr, const float *r
 #pragma unroll
   for (int i = 0; i < VPT; i++) {
     const int c = col(i);
-    if (in_row(i)) norm_store(orow, brow, c, fmaf((rv[i] - mean) * rstd, wv[i], bv[i]));
+    if (in_row(i)) {
+      const float o = fmaf((rv[i] - mean) * rstd, wv[i], bv[i]);
+      if constexpr (SPLIT)
+        tc_split_store(brow, split_pitch, c, o);
+      else
+        norm_store(orow, brow, c, o);
+    }
   }
 }
 

@@ -1205,6 +1205,8 @@ static void t_linear_conv(void) {
       {1, 1792, 7168, 3584, 4, MB_DTYPE_BF16, 0, 1}, {2, 33, 30, 30, 3, MB_DTYPE_F32, 0, 0},
       {8, 128, 96, 48, 1, MB_DTYPE_BF16, 1, 1},  {5, 72, 4000, 2000, 5, MB_DTYPE_F32, 1, 1},
       {12, 64, 200, 100, 4, MB_DTYPE_F32, 1, 1}, {1, 256, 90, 0, 4, MB_DTYPE_BF16, 1, 1},
+      /* the tensor-core form (bf16, in_f % 32 == 0, out_f >= 2 in_f): a partial last group */
+      {1, 96, 200, 100, 4, MB_DTYPE_BF16, 1, 1}, {3, 128, 260, 130, 4, MB_DTYPE_BF16, 1, 0},
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     int64_t n = cs[ci].n, in_f = cs[ci].in_f, out_f = cs[ci].out_f, dc = cs[ci].dc, k = cs[ci].k;
@@ -1562,7 +1564,7 @@ static void t_spec(void) {
 
   /* linear rows: n <= 8 rows == n one-row calls (the shapes of the bundled and paper models) */
   int64_t ls[][2] = {{448, 1792}, {896, 60}, {28, 896}, {448, 256}, {1792, 7168}, {3584, 1792},
-                     {37, 101}, {1024, 256}};
+                     {37, 101}, {1024, 256}, {96, 300}};
   for (size_t li = 0; li < sizeof ls / sizeof ls[0]; li++)
     for (int dt = 0; dt < 2; dt++) {
       int64_t in_f = ls[li][0], out_f = ls[li][1];
@@ -1744,6 +1746,11 @@ static void t_decode_layers(void) {
       /* in_proj's ring kernel at a size the sanitizers run (a warp a row from 512 fp32 inputs
        * and 2112 rows on 132 SMs): 276 row groups, the last one partial */
       {2, 1, 512, 1101, 16, 32, 4, MB_DTYPE_F32, MB_NORM_LAYER, 1},
+      /* its tensor-core form (bf16, d_model a multiple of 32): several groups a block, the last
+       * partial; and one group a block, 196 rows */
+      {2, 1, 512, 1101, 16, 32, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1},
+      {2, 1, 96, 98, 16, 6, 4, MB_DTYPE_BF16, MB_NORM_RMS, 1},
+      {2, 1, 256, 2200, 16, 16, 4, MB_DTYPE_BF16, MB_NORM_LAYER, 1}, /* 550 groups: stages reused */
   };
   for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
     const dl_case *c = &cs[ci];
@@ -1826,13 +1833,19 @@ static void t_decode_layers(void) {
   MBX(mb_ctx_destroy(g_gpu_ops));
 }
 
-/* mb_decode_layers with batch 1's in_proj in both of its forms, the ring kernel (the default for
- * both weight types) and k_gemv_norm (a block per 8 rows), each held to the ops' bits */
+/* mb_decode_layers with batch 1's in_proj in each of its forms, the ring kernel (the default for
+ * both weight types) and k_gemv_norm (a block per 8 rows), each held to the ops' bits; with bf16
+ * weights at in_proj's shapes both on the tensor cores (gemv_tc.cuh), and with that form off
+ * (MAMBABYTE_CUDA_GEMV_TC=0) the FMA forms */
 static void with_gpu_env(const char *name, const char *value, const char *what,
                          void (*test)(void));
 static void t_decode_layers_all(void) {
   t_decode_layers();
   with_gpu_env("MAMBABYTE_CUDA_IN_RING", "0", "in_proj a block per 8 rows", t_decode_layers);
+  /* set while the test runs too, so that the ops' context (g_gpu_ops) has the same form */
+  char *old_tc = env_swap("MAMBABYTE_CUDA_GEMV_TC", "0");
+  with_gpu_env("MAMBABYTE_CUDA_GEMV_TC", "0", "the n <= 8 GEMV's FMA form", t_decode_layers);
+  env_restore("MAMBABYTE_CUDA_GEMV_TC", old_tc);
 }
 
 /* ---- mb_verify_layers and mb_resume_layers (speculative decoding) ----------------------------
