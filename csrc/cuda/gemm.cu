@@ -992,7 +992,14 @@ k_gemv_norm(NormPro np, const WT *__restrict__ w, const float *__restrict__ bias
  * chunks (lane l sums chunks l, l + 32, ... in order, the same shuffle reduction, bias and conv
  * epilogue), so its bits are k_gemv_norm's and the ops'. */
 #define IN_RING_ROWS 8   /* rows a group: a warp each */
-#define IN_RING_STAGES 3 /* 2 blocks an SM at 972M's bf16 shape (2 stages, 3 an SM: 2% slower) */
+/* Stages a block: 2 for 2-byte weights (bf16, or fp32's fp16 twins; two blocks an SM): with 3, the
+ * stages asked for at entry (23 MB at 972M's shape) held out_proj's stream back (H100: bf16 962-965
+ * against 1,001-1,008 us a step in graph replay, the fp16 twins' step 1,018 against 1,049 in
+ * bench:gpu); 3 for fp32 (one block an SM: 1,590 against 1,612 us at 2; docs/cuda_notes.md) */
+template <typename WT>
+constexpr int in_ring_stages() {
+  return sizeof(WT) == 4 ? 3 : 2;
+}
 
 template <typename WT, int VPT, bool PLAIN, int RING, bool FULL, int NT>
 __global__ void __launch_bounds__(256)
@@ -1126,16 +1133,14 @@ k_gemv_norm_tc(NormPro np, const uint16_t *__restrict__ w, const float *__restri
  * of every group (gemv_tc.cuh) with its x parts in registers (loaded once: the same for every
  * group). A group's slices wait in shared memory (a slot a group, so the warps run through their
  * groups without meeting but where a stage is given back, as k_gemv_norm_ring's do); after the
- * last group, lane i of warp n sums and finishes row n of group i, every group's epilogue at once
- * (a group's sums and epilogue after a barrier each, the step took 1,090 us against 1,002-1,008
- * for k_gemv_norm_ring; with the slots 1,016-1,022, still at three stages). Two
- * stages: with three, the stages asked for at entry (23 MB at 972M's shape) held out_proj's stream
- * back (k_gemv_res 5.4-5.8 against 2.9 us exposed a layer). A stage's rows are one bulk copy, 3,584
- * bytes apart, so a quarter-warp's loads of two rows meet on the same banks (2-way); rows copied one
- * a lane into padded rows, without the conflicts, took the same time (H100, docs/cuda_notes.md). */
+ * last group, lane i of warp n sums and finishes row n of group i, every group's epilogue at once.
+ * With a group's sums and epilogue after a barrier each the step took 1,090 us against 1,002-1,008
+ * for k_gemv_norm_ring, with the slots 1,016-1,022 (both at three stages); at two stages 938-946
+ * against 962-965. A stage's rows are one bulk copy, 3,584 bytes apart, so a quarter-warp's loads
+ * of two rows meet on the same banks (2-way); rows copied one a lane into padded rows, without the
+ * conflicts, took the same time (H100 graph replay, 972M bf16 step; docs/cuda_notes.md). */
 #define TC_XS (NORM_PRO_MAX / 32 / TC_WARPS) /* a warp's steps at most */
 #define TC_RING_GROUPS 16                    /* a block's groups at most (its slots) */
-#define TC_RING_STAGES 2
 
 template <int VPT, bool PLAIN, int RING, int NT>
 __global__ void __launch_bounds__(256)
@@ -1278,7 +1283,7 @@ template <int VPT, bool PLAIN, int NT>
 static cudaError_t in_ring_tc_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a,
                                        const NormPro &np, const ConvEpi &ce, bool *fits) {
   mbcuda_state *st = mbcuda_st(ctx);
-  constexpr int RING = TC_RING_STAGES;
+  constexpr int RING = in_ring_stages<uint16_t>();
   const size_t smem = (size_t)RING * TC_ROWS * a->d_model * sizeof(uint16_t);
   const int per_sm = ring_blocks_per_sm(k_gemv_norm_ring_tc<VPT, PLAIN, RING, NT>, smem,
                                         &st->in_ring_tc_per_sm[VPT == 8][PLAIN][NT > 0],
@@ -1328,7 +1333,7 @@ static cudaError_t norm_in_proj_launch(mb_ctx *ctx, const mbcuda_norm_in_proj *a
     if constexpr (G == 32 && VEC) { /* the ring's rows are the warp-a-row GEMV's */
       if (ring != 0) {
         bool fits = true;
-#define IRL(V, P) in_ring_launch<WT, V, P, IN_RING_STAGES>(ctx, a, np, ce, &fits)
+#define IRL(V, P) in_ring_launch<WT, V, P, in_ring_stages<WT>()>(ctx, a, np, ce, &fits)
         const cudaError_t e = vpt == 4 ? (a->plain ? IRL(4, true) : IRL(4, false))
                                        : (a->plain ? IRL(8, true) : IRL(8, false));
 #undef IRL
