@@ -942,6 +942,7 @@ extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ld
  * out_proj's epilogue (one kernel fewer a layer; every value keeps the ops' bits) ------------ */
 
 #define NORM_PRO_MAX 2048 /* d_model: mb_add_norm's register rows */
+#define TC_XP_PITCH_NORM ((NORM_PRO_MAX / 8 + 4) * 8) /* tc_pitch(NORM_PRO_MAX) */
 
 struct NormPro {
   const float *x;
@@ -1108,7 +1109,7 @@ template <int VPT, bool PLAIN>
 __global__ void __launch_bounds__(256)
 k_gemv_norm_tc(NormPro np, const uint16_t *__restrict__ w, const float *__restrict__ bias,
                int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce) {
-  __shared__ __align__(16) uint16_t xp[3 * TC_XP_PITCH_MAX];
+  __shared__ __align__(16) uint16_t xp[3 * TC_XP_PITCH_NORM];
   __shared__ __align__(16) float red[TC_WARPS][TC_ROWS];
   __shared__ float nred[32];
   mb_pdl_trigger();
@@ -1147,7 +1148,7 @@ __global__ void __launch_bounds__(256)
 k_gemv_norm_ring_tc(NormPro np, const uint16_t *__restrict__ w, const float *__restrict__ bias,
                     int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce) {
   extern __shared__ __align__(128) unsigned char in_ring_smem[];
-  __shared__ __align__(16) uint16_t xp[3 * ((NORM_PRO_MAX / 8 + 4) * 8)];
+  __shared__ __align__(16) uint16_t xp[3 * TC_XP_PITCH_NORM];
   __shared__ __align__(16) float red[TC_RING_GROUPS][TC_WARPS][TC_ROWS];
   __shared__ float nred[32];
   __shared__ uint64_t bar[RING];
@@ -1496,7 +1497,7 @@ template <int VPT>
 __global__ void __launch_bounds__(256)
 k_gemv_norm_rows_tc(NormRows nr, const uint16_t *__restrict__ w, const float *__restrict__ bias,
                     int64_t in_f, int64_t out_f, float *__restrict__ y, int64_t ldy) {
-  __shared__ __align__(16) uint16_t xp[3 * ((NORM_PRO_MAX / 8 + 4) * 8)];
+  __shared__ __align__(16) uint16_t xp[3 * TC_XP_PITCH_NORM];
   __shared__ __align__(16) float red[TC_WARPS][TC_ROWS];
   __shared__ float nred[32];
   mb_pdl_trigger();
