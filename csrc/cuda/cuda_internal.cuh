@@ -127,10 +127,10 @@ struct mbcuda_state {
   int in_ring_per_sm[2][2][2][3]; /* its kernels' resident blocks an SM (-1: not asked yet), by
                                    * bf16, 8 values a thread, plain row, and the form (0: any
                                    * shape, 1: whole chunk rounds, 2: and the norm's NT form) */
-  size_t in_ring_smem[2][2][2][3]; /* ... at this much dynamic shared memory (a block's) */
+  size_t in_ring_smem_set[2][2][2][3]; /* ... at this much dynamic shared memory (a block's) */
   int in_ring_tc_per_sm[2][2][2]; /* ... the same for its tensor-core form (gemv_tc.cuh), by 8
                                    * values a thread, plain row, and the norm's NT form */
-  size_t in_ring_tc_smem[2][2][2];
+  size_t in_ring_tc_smem_set[2][2][2];
   int gemv_tc;           /* n <= 8 GEMVs of in_proj's shape with bf16 weights on the tensor cores
                           * (gemv_tc.cuh; MAMBABYTE_CUDA_GEMV_TC=0: the FMA form, A/B runs) */
   int norm_nt;           /* the decoding norms' rows of 256 threads with a bound the block shares

@@ -158,14 +158,13 @@ __global__ void __launch_bounds__(256)
 k_gemv_tc(const float *__restrict__ x, int64_t ldx, const uint16_t *__restrict__ w,
           const float *__restrict__ bias, int64_t in_f, int64_t out_f, float *__restrict__ y,
           int64_t ldy, ConvEpi ce, float *__restrict__ res) {
-  __shared__ __align__(16) uint16_t xp[3 * TC_XP_PITCH_MAX];
-  __shared__ __align__(16) float red[TC_WARPS][TC_ROWS];
   mb_pdl_trigger();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, j = (int)blockIdx.y;
-  const int64_t pitch = tc_pitch(in_f), row = (int64_t)blockIdx.x * TC_ROWS + warp;
+  const int64_t row = (int64_t)blockIdx.x * TC_ROWS + warp;
   float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
   if (CONV && lane == 0 && row < out_f && row < ce.dc) conv_consts(ce, row, cw, cb);
-  const float s = tc_group_block(xp, pitch, w, in_f, out_f, (int64_t)blockIdx.x * TC_ROWS, red, [&] {
+  const float s = tc_group_block<TC_MAX_IN>(w, in_f, out_f, (int64_t)blockIdx.x * TC_ROWS,
+                                            [&](uint16_t *xp, int64_t pitch) {
     mb_pdl_wait();
     tc_split_row<XLoad::Ldg>(x + j * ldx, in_f, xp, pitch);
     __syncthreads();
@@ -942,7 +941,6 @@ extern "C" int mbcuda_linear_conv1d_step(mb_ctx *ctx, const float *x, int64_t ld
  * out_proj's epilogue (one kernel fewer a layer; every value keeps the ops' bits) ------------ */
 
 #define NORM_PRO_MAX 2048 /* d_model: mb_add_norm's register rows */
-#define TC_XP_PITCH_NORM ((NORM_PRO_MAX / 8 + 4) * 8) /* tc_pitch(NORM_PRO_MAX) */
 
 struct NormPro {
   const float *x;
@@ -1109,15 +1107,14 @@ template <int VPT, bool PLAIN>
 __global__ void __launch_bounds__(256)
 k_gemv_norm_tc(NormPro np, const uint16_t *__restrict__ w, const float *__restrict__ bias,
                int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce) {
-  __shared__ __align__(16) uint16_t xp[3 * TC_XP_PITCH_NORM];
-  __shared__ __align__(16) float red[TC_WARPS][TC_ROWS];
   __shared__ float nred[32];
   mb_pdl_trigger();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t pitch = tc_pitch(in_f), row = (int64_t)blockIdx.x * TC_ROWS + warp;
+  const int64_t row = (int64_t)blockIdx.x * TC_ROWS + warp;
   float cw[CONV_EPI_KMAX] = {0.f, 0.f, 0.f, 0.f}, cb = 0.f;
   if (lane == 0 && row < out_f && row < ce.dc) conv_consts(ce, row, cw, cb);
-  const float s = tc_group_block(xp, pitch, w, in_f, out_f, (int64_t)blockIdx.x * TC_ROWS, red, [&] {
+  const float s = tc_group_block<NORM_PRO_MAX>(w, in_f, out_f, (int64_t)blockIdx.x * TC_ROWS,
+                                               [&](uint16_t *xp, int64_t pitch) {
     auto pdl_wait = [] { mb_pdl_wait(); };
     add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), PLAIN, 0, 0, false, true>(
         np.x, nullptr, blockIdx.x == 0 ? np.res_out : nullptr, 0, np.w, np.b, np.kind, np.eps,
@@ -1148,7 +1145,7 @@ __global__ void __launch_bounds__(256)
 k_gemv_norm_ring_tc(NormPro np, const uint16_t *__restrict__ w, const float *__restrict__ bias,
                     int64_t in_f, int64_t out_f, float *__restrict__ y, ConvEpi ce) {
   extern __shared__ __align__(128) unsigned char in_ring_smem[];
-  __shared__ __align__(16) uint16_t xp[3 * TC_XP_PITCH_NORM];
+  __shared__ __align__(16) uint16_t xp[3 * TC_PITCH_OF(NORM_PRO_MAX)];
   __shared__ __align__(16) float red[TC_RING_GROUPS][TC_WARPS][TC_ROWS];
   __shared__ float nred[32];
   __shared__ uint64_t bar[RING];
@@ -1250,10 +1247,10 @@ static cudaError_t in_ring_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a, c
                                     const ConvEpi &ce, bool *fits) {
   mbcuda_state *st = mbcuda_st(ctx);
   const size_t smem = (size_t)RING * IN_RING_ROWS * a->d_model * sizeof(WT);
-  const int idx[4] = {sizeof(WT) == 2, VPT == 8, PLAIN, FULL + (NT > 0)};
+  constexpr int BF = sizeof(WT) == 2, V8 = VPT == 8, FORM = FULL + (NT > 0);
   const int per_sm = ring_blocks_per_sm(k_gemv_norm_ring<WT, VPT, PLAIN, RING, FULL, NT>, smem,
-                                        &st->in_ring_per_sm[idx[0]][idx[1]][idx[2]][idx[3]],
-                                        &st->in_ring_smem[idx[0]][idx[1]][idx[2]][idx[3]]);
+                                        &st->in_ring_per_sm[BF][V8][PLAIN][FORM],
+                                        &st->in_ring_smem_set[BF][V8][PLAIN][FORM]);
   *fits = per_sm >= 1;
   if (!*fits) return cudaSuccess;
   const int64_t ngroups = (a->out_f + IN_RING_ROWS - 1) / IN_RING_ROWS;
@@ -1288,7 +1285,7 @@ static cudaError_t in_ring_tc_launch_f(mb_ctx *ctx, const mbcuda_norm_in_proj *a
   const size_t smem = (size_t)RING * TC_ROWS * a->d_model * sizeof(uint16_t);
   const int per_sm = ring_blocks_per_sm(k_gemv_norm_ring_tc<VPT, PLAIN, RING, NT>, smem,
                                         &st->in_ring_tc_per_sm[VPT == 8][PLAIN][NT > 0],
-                                        &st->in_ring_tc_smem[VPT == 8][PLAIN][NT > 0]);
+                                        &st->in_ring_tc_smem_set[VPT == 8][PLAIN][NT > 0]);
   *fits = per_sm >= 1;
   if (!*fits) return cudaSuccess;
   const int64_t ngroups = (a->out_f + TC_ROWS - 1) / TC_ROWS;
@@ -1497,14 +1494,14 @@ template <int VPT>
 __global__ void __launch_bounds__(256)
 k_gemv_norm_rows_tc(NormRows nr, const uint16_t *__restrict__ w, const float *__restrict__ bias,
                     int64_t in_f, int64_t out_f, float *__restrict__ y, int64_t ldy) {
-  __shared__ __align__(16) uint16_t xp[3 * TC_XP_PITCH_NORM];
-  __shared__ __align__(16) float red[TC_WARPS][TC_ROWS];
   __shared__ float nred[32];
   mb_pdl_trigger();
-  const int64_t j = blockIdx.x % (unsigned)nr.len, row0 = (int64_t)(blockIdx.x / (unsigned)nr.len) * TC_ROWS;
+  const int64_t j = blockIdx.x % (unsigned)nr.len,
+                row0 = (int64_t)(blockIdx.x / (unsigned)nr.len) * TC_ROWS;
   const bool first = blockIdx.x < (unsigned)nr.len;
-  const int64_t pitch = tc_pitch(in_f), row = row0 + (threadIdx.x >> 5);
-  const float s = tc_group_block(xp, pitch, w, in_f, out_f, row0, red, [&] {
+  const int64_t row = row0 + (threadIdx.x >> 5);
+  const float s = tc_group_block<NORM_PRO_MAX>(w, in_f, out_f, row0, [&](uint16_t *xp,
+                                                                          int64_t pitch) {
     auto pdl_wait = [] { mb_pdl_wait(); };
     add_norm_reg_row<VPT, XLoad::Generic, decltype(pdl_wait), false, 0, 0, false, true>(
         nr.x + j * in_f, nr.accumulate ? nr.res_in + j * in_f : nullptr,

@@ -50,20 +50,27 @@ __host__ __device__ __forceinline__ int64_t tc_pitch(int64_t in_f) {
   const int64_t ch = (in_f + 7) / 8;
   return (ch + (12 - ch % 8) % 8) * 8;
 }
-#define TC_XP_PITCH_MAX ((TC_MAX_IN / 8 + 4) * 8) /* tc_pitch(TC_MAX_IN) */
+/* tc_pitch(n) as a constant, for n a multiple of 64 (shared-memory arrays' sizes) */
+#define TC_PITCH_OF(n) (((n) / 8 + 4) * 8)
+
+/* The three parts of one input as fp32 bit patterns whose top 16 bits are the bf16 parts (hi: the
+ * input's own bits; mid: those of v - hi; lo: the rest, exact in bf16). */
+__device__ __forceinline__ void tc_split(float v, uint32_t &hi, uint32_t &mid, uint32_t &lo) {
+  hi = __float_as_uint(v);
+  const float r = __fsub_rn(v, __uint_as_float(hi & 0xffff0000u));
+  mid = __float_as_uint(r);
+  lo = __float_as_uint(__fsub_rn(r, __uint_as_float(mid & 0xffff0000u)));
+}
 
 /* The three parts of 2 inputs (v0 the lower k), each pair packed as an mma operand register. */
 __device__ __forceinline__ void tc_split2(float v0, float v1, uint32_t &hi, uint32_t &mid,
                                           uint32_t &lo) {
-  const uint32_t b0 = __float_as_uint(v0), b1 = __float_as_uint(v1);
-  const float r0 = __fsub_rn(v0, __uint_as_float(b0 & 0xffff0000u));
-  const float r1 = __fsub_rn(v1, __uint_as_float(b1 & 0xffff0000u));
-  const uint32_t q0 = __float_as_uint(r0), q1 = __float_as_uint(r1);
-  const float l0 = __fsub_rn(r0, __uint_as_float(q0 & 0xffff0000u));
-  const float l1 = __fsub_rn(r1, __uint_as_float(q1 & 0xffff0000u));
-  hi = __byte_perm(b0, b1, 0x7632); /* the top halves: v0's in the low 16 bits */
-  mid = __byte_perm(q0, q1, 0x7632);
-  lo = __byte_perm(__float_as_uint(l0), __float_as_uint(l1), 0x7632);
+  uint32_t h0, m0, l0, h1, m1, l1;
+  tc_split(v0, h0, m0, l0);
+  tc_split(v1, h1, m1, l1);
+  hi = __byte_perm(h0, h1, 0x7632); /* the top halves: v0's in the low 16 bits */
+  mid = __byte_perm(m0, m1, 0x7632);
+  lo = __byte_perm(l0, l1, 0x7632);
 }
 
 /* x[0..in_f) split into the parts' rows xp, xp + pitch, xp + 2 pitch (shared memory), by a
@@ -85,13 +92,11 @@ __device__ __forceinline__ void tc_split_row(const float *x, int64_t in_f, uint1
 
 /* One input's three parts stored at column c of the parts' rows (the norm prologue's store). */
 __device__ __forceinline__ void tc_split_store(uint16_t *xp, int64_t pitch, int64_t c, float v) {
-  const uint32_t b = __float_as_uint(v);
-  const float r = __fsub_rn(v, __uint_as_float(b & 0xffff0000u));
-  const uint32_t q = __float_as_uint(r);
-  const float l = __fsub_rn(r, __uint_as_float(q & 0xffff0000u));
-  xp[c] = (uint16_t)(b >> 16);
-  xp[pitch + c] = (uint16_t)(q >> 16);
-  xp[2 * pitch + c] = (uint16_t)(__float_as_uint(l) >> 16);
+  uint32_t h, m, l;
+  tc_split(v, h, m, l);
+  xp[c] = (uint16_t)(h >> 16);
+  xp[pitch + c] = (uint16_t)(m >> 16);
+  xp[2 * pitch + c] = (uint16_t)(l >> 16);
 }
 
 /* The two mma of a step: xq the lane's part chunk (8 inputs), wq its row's weight chunk. */
@@ -140,20 +145,22 @@ __device__ __forceinline__ float tc_row_sum(const float (&red)[TC_WARPS][TC_ROWS
   return s;
 }
 
-/* A block's row group from global weights (rows row0.. of w, in_f each; rows past out_f read as
- * zeros) on one input whose parts `pro()` writes into xp (pitch elements apart) and makes visible
- * (every thread calls it once: the PDL wait, the split or the norm, a __syncthreads). The first
- * step of each warp's weights is loaded before it. Returns the row's sum (no bias) in lane 0 of
- * warp n for row row0 + n; `red`: the block's TC_WARPS x TC_ROWS floats. Ends with a
- * __syncthreads (red complete). */
-template <typename Pro>
-__device__ __forceinline__ float tc_group_block(const uint16_t *xp, int64_t pitch,
-                                                const uint16_t *__restrict__ w, int64_t in_f,
-                                                int64_t out_f, int64_t row0,
-                                                float (&red)[TC_WARPS][TC_ROWS], Pro pro) {
+/* A block's row group from global weights (rows row0.. of w, in_f <= XP_MAX each; rows past out_f
+ * read as zeros) on one input whose parts `pro(xp, pitch)` writes into the block's parts rows and
+ * makes visible (every thread calls it once: the PDL wait, the split or the norm, a
+ * __syncthreads). The first step of each warp's weights is loaded before it. Returns the row's sum
+ * (no bias) in lane 0 of warp n for row row0 + n. Ends with a __syncthreads (the warps' sums
+ * complete). */
+template <int XP_MAX, typename Pro>
+__device__ __forceinline__ float tc_group_block(const uint16_t *__restrict__ w, int64_t in_f,
+                                                int64_t out_f, int64_t row0, Pro pro) {
   constexpr int U = 4;
+  static_assert(XP_MAX % 64 == 0, "TC_PITCH_OF");
+  __shared__ __align__(16) uint16_t xp[3 * TC_PITCH_OF(XP_MAX)];
+  __shared__ __align__(16) float red[TC_WARPS][TC_ROWS];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int nss = (int)(in_f / 32);
+  const int64_t pitch = tc_pitch(in_f);
   const bool wrow = row0 + g < out_f;
   const uint4 *wr = (const uint4 *)(w + (wrow ? row0 + g : 0) * in_f) + t;
   const uint4 *xr = (const uint4 *)(xp + (g < 3 ? g : 0) * pitch) + t;
@@ -165,7 +172,7 @@ __device__ __forceinline__ float tc_group_block(const uint16_t *xp, int64_t pitc
     const int s = warp + u * TC_WARPS;
     first[u] = s < nss ? wf(s) : make_uint4(0u, 0u, 0u, 0u);
   }
-  pro();
+  pro(xp, pitch);
   const float2 v = tc_parts(tc_warp_slice<U>(nss, warp, xf, wf, first));
   if (lane < 4) *(float2 *)&red[warp][2 * lane] = v;
   __syncthreads();
