@@ -39,6 +39,30 @@ __device__ __forceinline__ void bulk_load(void *dst, const void *src, unsigned b
 #endif
 }
 
+/* One thread: arrives on the barrier announcing `bytes` that several bulk_copy calls will bring
+ * (a stage made of pieces), after fencing earlier generic-proxy accesses of the stage as
+ * bulk_load does. */
+__device__ __forceinline__ void mbar_expect(uint64_t *bar, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
+               "r"(bytes)
+               : "memory");
+#endif
+}
+
+/* A piece of a stage whose bytes mbar_expect announced: global `src` to shared `dst` (16-byte
+ * aligned, bytes a multiple of 16), completing on `bar`. */
+__device__ __forceinline__ void bulk_copy(void *dst, const void *src, unsigned bytes, uint64_t *bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+          smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar))
+      : "memory");
+#endif
+}
+
 /* Waits until the barrier's phase of this parity (0 for its first use, then alternating) completed. */
 __device__ __forceinline__ void mbar_wait(uint64_t *bar, unsigned parity) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
