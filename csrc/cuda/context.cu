@@ -196,6 +196,7 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
   st->blas_ws_bytes = MBCUDA_BLAS_WS;
   st->sm_count = prop.multiProcessorCount;
   st->smem_per_sm = prop.sharedMemPerMultiprocessor;
+  st->smem_optin = prop.sharedMemPerBlockOptin;
   st->smem_reserved = prop.reservedSharedMemPerBlock;
   st->cc_major = prop.major;
   st->cc_minor = prop.minor;

@@ -152,6 +152,7 @@ struct mbcuda_state {
                            * context) */
   int sm_count;
   size_t smem_per_sm, smem_reserved; /* shared memory an SM, and the runtime's share a block */
+  size_t smem_optin;                 /* the most dynamic shared memory a block may opt in to */
   struct {                           /* mbcuda_spread_smem's occupancy queries, answered once */
     const void *func;
     int threads;

@@ -31,9 +31,9 @@ namespace cg = cooperative_groups;
 
 #define BR_WARPS 16
 #define BR_THREADS (BR_WARPS * 32)
-#define BR_ROWS 8     /* weight rows a group: the mma's n */
-#define BR_XS 8       /* a warp's steps at most (its x chunks live in registers) */
-#define BR_STAGES 4   /* ring stages of a block */
+#define BR_ROWS 8        /* weight rows a group: the mma's n */
+#define BR_XS 8          /* a warp's steps at most (its x chunks live in registers) */
+#define BR_STAGES_MAX 12 /* ring stages of a block at most */
 #define BR_MAX_ROWS 64
 
 struct BrArgs {
@@ -47,19 +47,23 @@ struct BrArgs {
   int64_t part_stride;
   int64_t columns;   /* the grid's columns of `parts` blocks; column c takes groups c, c +
                       * columns, ... */
+  int stages;        /* ring stages (<= BR_STAGES_MAX) */
 };
 
-/* the slots' floats a group: KP slices x MT * 16 rows x 8 columns (the same for every MT) */
+/* floats of a group's warp slices (KP slices x MT * 16 rows x 8 columns, the same for every MT),
+ * and of its block sum (64 rows x 8) */
 #define BR_SLOT (BR_WARPS * 16 * BR_ROWS)
+#define BR_SUM (BR_MAX_ROWS * BR_ROWS)
 
 /* CLUSTER: a column is a cluster of 2 blocks whose halves are summed into y (in_proj); else each
  * block writes its part's sums, which the caller adds (out_proj's parts, summed by the norm). */
 template <int MT, bool CLUSTER>
 __global__ void __launch_bounds__(BR_THREADS, 1) k_linear_ring_batch(const BrArgs a) {
   constexpr int KP = BR_WARPS / MT;
-  constexpr size_t GS = (size_t)KP * MT * 16 * BR_ROWS; /* a group's slots */
+  constexpr int SL = MT * 16 * BR_ROWS; /* a warp slice's floats */
   extern __shared__ __align__(128) unsigned char br_smem[];
-  __shared__ uint64_t bar[BR_STAGES];
+  __shared__ uint64_t bar[BR_STAGES_MAX];
+  const int S = a.stages;
   const unsigned rank = (unsigned)(blockIdx.x % a.parts);
   const int64_t cid = blockIdx.x / a.parts;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -68,19 +72,20 @@ __global__ void __launch_bounds__(BR_THREADS, 1) k_linear_ring_batch(const BrArg
   const int64_t ngroups = a.out_f / BR_ROWS;
   const int mine = (int)((ngroups - cid + a.columns - 1) / a.columns);
   uint16_t *const ring = (uint16_t *)br_smem;
-  float *const red = (float *)(br_smem + BR_STAGES * stage * sizeof(uint16_t));
+  float *const tmp = (float *)(br_smem + (size_t)S * stage * sizeof(uint16_t)); /* 2 slots */
+  float *const sums = tmp + 2 * BR_SLOT; /* CLUSTER: each group's block sum */
   const auto issue = [&](int i) { /* thread 0: this block's part of its i-th group */
     const int64_t g0 = (cid + (int64_t)i * a.columns) * BR_ROWS;
-    uint64_t *b = &bar[i % BR_STAGES];
-    uint16_t *dst = ring + (size_t)(i % BR_STAGES) * stage;
+    uint64_t *b = &bar[i % S];
+    uint16_t *dst = ring + (size_t)(i % S) * stage;
     mbar_expect(b, (unsigned)(BR_ROWS * kpart * sizeof(uint16_t)));
     for (int j = 0; j < BR_ROWS; j++)
       bulk_copy(dst + j * pitch, a.w + (g0 + j) * a.in_f + rank * kpart,
                 (unsigned)(kpart * sizeof(uint16_t)), b);
   };
   if (threadIdx.x == 0) {
-    for (int s = 0; s < BR_STAGES; s++) mbar_init(&bar[s], 1);
-    for (int i = 0; i < BR_STAGES && i < mine; i++) issue(i); /* constants: before the wait */
+    for (int s = 0; s < S; s++) mbar_init(&bar[s], 1);
+    for (int i = 0; i < S && i < mine; i++) issue(i); /* constants: before the wait */
   }
   mb_pdl_wait();
   /* the warp's x chunks: rows mt * 16 + g and + 8, its steps of this block's part */
@@ -96,10 +101,12 @@ __global__ void __launch_bounds__(BR_THREADS, 1) k_linear_ring_batch(const BrArg
     xa[q][1] = s < nsh && r1 < a.n ? *(const uint4 *)(a.x + r1 * a.ldx + k) : z;
   }
   __syncthreads(); /* the barriers' initialisation seen */
+  const int outs = (int)a.n * BR_ROWS;
+  float *const yp = a.y + rank * a.part_stride;
   for (int i = 0; i < mine; i++) {
-    mbar_wait(&bar[i % BR_STAGES], (unsigned)(i / BR_STAGES) & 1u);
+    mbar_wait(&bar[i % S], (unsigned)(i / S) & 1u);
     if (i == mine - 1) mb_pdl_trigger();
-    const uint4 *ws = (const uint4 *)(ring + (size_t)(i % BR_STAGES) * stage + g * pitch) + t;
+    const uint4 *ws = (const uint4 *)(ring + (size_t)(i % S) * stage + g * pitch) + t;
     float ca[4] = {0.f, 0.f, 0.f, 0.f}, cb[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int q = 0; q < BR_XS; q++) {
@@ -110,56 +117,41 @@ __global__ void __launch_bounds__(BR_THREADS, 1) k_linear_ring_batch(const BrArg
         mb_mma_bf16_16816(cb, xa[q][0].z, xa[q][1].z, xa[q][0].w, xa[q][1].w, wq.z, wq.w);
       }
     }
-    float *slot = red + (size_t)i * GS + (size_t)kp * (MT * 16 * BR_ROWS);
+    float *slot = tmp + (i & 1) * BR_SLOT + kp * SL;
     *(float2 *)&slot[r0 * BR_ROWS + 2 * t] =
         make_float2(__fadd_rn(ca[0], cb[0]), __fadd_rn(ca[1], cb[1]));
     *(float2 *)&slot[r1 * BR_ROWS + 2 * t] =
         make_float2(__fadd_rn(ca[2], cb[2]), __fadd_rn(ca[3], cb[3]));
-    if (i + BR_STAGES < mine) {
-      __syncthreads(); /* every warp is done with stage i % BR_STAGES */
-      if (threadIdx.x == 0) issue(i + BR_STAGES);
+    __syncthreads(); /* stage i % S read and the group's slices in (tmp slot i & 1) */
+    if (threadIdx.x == 0 && i + S < mine) issue(i + S);
+    /* the block's sum of the group (its slices in k order): kept for the cluster's sum, or its
+     * part's output; slot i & 1 is written again only after the next iteration's barrier */
+    const float *sl = tmp + (i & 1) * BR_SLOT;
+    const int64_t g0 = (cid + (int64_t)i * a.columns) * BR_ROWS;
+    for (int e = threadIdx.x; e < outs; e += BR_THREADS) {
+      float v[KP];
+#pragma unroll
+      for (int j = 0; j < KP; j++) v[j] = sl[j * SL + e];
+      float sum = v[0];
+#pragma unroll
+      for (int j = 1; j < KP; j++) sum = __fadd_rn(sum, v[j]);
+      if (CLUSTER) sums[(size_t)i * BR_SUM + e] = sum;
+      else yp[(e / BR_ROWS) * a.ldy + g0 + e % BR_ROWS] = sum;
     }
   }
-  const int outs = (int)a.n * BR_ROWS;
   if constexpr (CLUSTER) {
-    /* every other group of both blocks' slots, rank 0's slices first */
+    /* every other group: rank 0's block sum + rank 1's */
     cg::cluster_group cl = cg::this_cluster();
-    cl.sync(); /* both blocks' slots complete and visible */
-    const float *s0 = cl.map_shared_rank(red, 0), *s1 = cl.map_shared_rank(red, 1);
+    cl.sync(); /* both blocks' sums complete and visible */
+    const float *s0 = cl.map_shared_rank(sums, 0), *s1 = cl.map_shared_rank(sums, 1);
     for (int i = (int)rank; i < mine; i += 2) {
       const int64_t g0 = (cid + (int64_t)i * a.columns) * BR_ROWS;
-      const size_t base = (size_t)i * GS;
       for (int e = threadIdx.x; e < outs; e += BR_THREADS) {
-        float v[2 * KP];
-#pragma unroll
-        for (int j = 0; j < KP; j++) {
-          v[j] = s0[base + (size_t)j * (MT * 16 * BR_ROWS) + e];
-          v[KP + j] = s1[base + (size_t)j * (MT * 16 * BR_ROWS) + e];
-        }
-        float sum = v[0];
-#pragma unroll
-        for (int j = 1; j < 2 * KP; j++) sum = __fadd_rn(sum, v[j]);
-        a.y[(e / BR_ROWS) * a.ldy + g0 + e % BR_ROWS] = sum;
+        const float v0 = s0[(size_t)i * BR_SUM + e], v1 = s1[(size_t)i * BR_SUM + e];
+        a.y[(e / BR_ROWS) * a.ldy + g0 + e % BR_ROWS] = __fadd_rn(v0, v1);
       }
     }
-    cl.sync(); /* the other block is done reading this one's slots */
-  } else {
-    /* every group of this block's slots, its part's sums */
-    __syncthreads();
-    float *yp = a.y + rank * a.part_stride;
-    for (int i = 0; i < mine; i++) {
-      const int64_t g0 = (cid + (int64_t)i * a.columns) * BR_ROWS;
-      const float *sl = red + (size_t)i * GS;
-      for (int e = threadIdx.x; e < outs; e += BR_THREADS) {
-        float v[KP];
-#pragma unroll
-        for (int j = 0; j < KP; j++) v[j] = sl[(size_t)j * (MT * 16 * BR_ROWS) + e];
-        float sum = v[0];
-#pragma unroll
-        for (int j = 1; j < KP; j++) sum = __fadd_rn(sum, v[j]);
-        yp[(e / BR_ROWS) * a.ldy + g0 + e % BR_ROWS] = sum;
-      }
-    }
+    cl.sync(); /* the other block is done reading this one's sums */
   }
 }
 
@@ -206,14 +198,24 @@ static cudaError_t ring_batch_launch(mb_ctx *ctx, BrArgs a, bool *fits) {
   mbcuda_state *st = mbcuda_st(ctx);
   constexpr int idx = (MT == 1 ? 0 : MT == 2 ? 1 : 2) + (CLUSTER ? 0 : 3);
   const int64_t ngroups = a.out_f / BR_ROWS;
-  const size_t smem_stages =
-      (size_t)BR_STAGES * BR_ROWS * (a.in_f / a.parts + 32) * sizeof(uint16_t);
+  const size_t stage_bytes = (size_t)BR_ROWS * (a.in_f / a.parts + 32) * sizeof(uint16_t);
   int64_t c = st->sm_count / a.parts < ngroups ? st->sm_count / a.parts : ngroups;
   if (st->ring_batch_groups[idx] == ngroups * 64 + a.parts) c = st->ring_batch_c[idx];
   size_t smem = 0;
   *fits = false;
   for (int tries = 0; tries < 3 && !*fits && c >= 1; tries++) {
-    smem = smem_stages + (size_t)((ngroups + c - 1) / c) * BR_SLOT * sizeof(float);
+    /* as many stages as a column has groups, up to BR_STAGES_MAX and what fits beside the two
+     * slice slots and (clusters) the groups' sums */
+    const int64_t mine = (ngroups + c - 1) / c;
+    const size_t fixed =
+        (2 * BR_SLOT + (CLUSTER ? (size_t)mine * BR_SUM : 0)) * sizeof(float) + 1024;
+    const size_t room = st->smem_optin > fixed ? st->smem_optin - fixed : 0;
+    int64_t stages = (int64_t)(room / stage_bytes);
+    if (stages > BR_STAGES_MAX) stages = BR_STAGES_MAX;
+    if (stages > mine) stages = mine;
+    if (stages < 2) break;
+    a.stages = (int)stages;
+    smem = fixed - 1024 + (size_t)stages * stage_bytes;
     const int64_t n = ring_batch_columns<MT, CLUSTER>(ctx, smem, a.parts);
     if (n >= c) *fits = true;
     else c = n; /* fewer columns, each with more groups' slots: ask again */
@@ -270,7 +272,7 @@ int mbcuda_linear_ring_batch(mb_ctx *ctx, const void *x, int64_t ldx, const void
       !ring_batch_fits(ctx, mbcuda_st(ctx)->ring_batch, x, ldx, w, n, in_f, out_f, 2))
     return MB_OK;
   const BrArgs a = {(const uint16_t *)x, ldx, (const uint16_t *)w, n, in_f, out_f, y, ldy, 2, 0,
-                    0};
+                    0, 0};
   bool fits = false;
   MBCUDA_CHECK(ring_batch_dispatch<true>(ctx, a, &fits), "linear (batch ring)");
   *done = fits;
@@ -284,7 +286,7 @@ int mbcuda_linear_ring_parts(mb_ctx *ctx, const void *x, int64_t ldx, const void
       !ring_batch_fits(ctx, mbcuda_st(ctx)->ring_parts, x, ldx, w, n, in_f, out_f, parts))
     return MB_OK;
   const BrArgs a = {(const uint16_t *)x, ldx, (const uint16_t *)w, n, in_f, out_f, y, out_f,
-                    parts, n * out_f, 0};
+                    parts, n * out_f, 0, 0};
   bool fits = false;
   MBCUDA_CHECK(ring_batch_dispatch<false>(ctx, a, &fits), "linear_add_norm (batch ring parts)");
   *done = fits;
