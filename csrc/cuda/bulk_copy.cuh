@@ -21,37 +21,22 @@ __device__ __forceinline__ void mbar_init(uint64_t *bar, unsigned count) {
 #endif
 }
 
-/* One thread: arrives on the barrier announcing `bytes` that several bulk_copy calls will bring
- * (a stage made of pieces), after fencing earlier generic-proxy accesses of the stage from the
- * copies' writes (see bulk_load). */
-__device__ __forceinline__ void mbar_expect(uint64_t *bar, unsigned bytes) {
+/* One thread: arrives on the barrier announcing `bytes`, then copies them from global `src` to
+ * shared `dst` (both 16-byte aligned, bytes a multiple of 16); the barrier's phase completes when
+ * they are there. Earlier generic-proxy accesses of dst (reads of the stage's previous contents,
+ * ordered before this by a __syncthreads) are fenced from the copy's writes. */
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, unsigned bytes, uint64_t *bar) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
                "r"(bytes)
                : "memory");
-#endif
-}
-
-/* A piece of a stage whose bytes mbar_expect announced: global `src` to shared `dst` (16-byte
- * aligned, bytes a multiple of 16), completing on `bar`. */
-__device__ __forceinline__ void bulk_copy(void *dst, const void *src, unsigned bytes, uint64_t *bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
           smem_u32(dst)),
       "l"(src), "r"(bytes), "r"(smem_u32(bar))
       : "memory");
 #endif
-}
-
-/* One thread: arrives on the barrier announcing `bytes`, then copies them from global `src` to
- * shared `dst` (both 16-byte aligned, bytes a multiple of 16); the barrier's phase completes when
- * they are there. Earlier generic-proxy accesses of dst (reads of the stage's previous contents,
- * ordered before this by a __syncthreads) are fenced from the copy's writes. */
-__device__ __forceinline__ void bulk_load(void *dst, const void *src, unsigned bytes, uint64_t *bar) {
-  mbar_expect(bar, bytes);
-  bulk_copy(dst, src, bytes, bar);
 }
 
 /* Waits until the barrier's phase of this parity (0 for its first use, then alternating) completed. */

@@ -126,16 +126,6 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     memset(st->in_ring_tc_per_sm, 0xff, sizeof st->in_ring_tc_per_sm);
     const char *e_tc = getenv("MAMBABYTE_CUDA_GEMV_TC");
     st->gemv_tc = !(e_tc && e_tc[0] == '0');
-    /* gemm_ring.cu's rings up to N rows (MAMBABYTE_CUDA_RING_BATCH=N, MAMBABYTE_CUDA_RING_PARTS=N;
-     * off by default until measured against cuBLAS on a GPU) */
-    const char *e_rb = getenv("MAMBABYTE_CUDA_RING_BATCH");
-    st->ring_batch = e_rb && e_rb[0] ? atoi(e_rb) : 0;
-    if (prop.major < 9 || st->ring_batch < 0) st->ring_batch = 0;
-    const char *e_rp = getenv("MAMBABYTE_CUDA_RING_PARTS");
-    st->ring_parts = e_rp && e_rp[0] ? atoi(e_rp) : 0;
-    if (prop.major < 9 || st->ring_parts < 0) st->ring_parts = 0;
-    memset(st->ring_batch_smem_set, 0, sizeof st->ring_batch_smem_set);
-    memset(st->ring_batch_groups, 0, sizeof st->ring_batch_groups);
     const char *e_nn = getenv("MAMBABYTE_CUDA_NORM_NT");
     st->norm_nt = !(e_nn && e_nn[0] == '0');
     const char *e_dc = getenv("MAMBABYTE_CUDA_DRAFT_CLUSTER");
@@ -196,7 +186,6 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
   st->blas_ws_bytes = MBCUDA_BLAS_WS;
   st->sm_count = prop.multiProcessorCount;
   st->smem_per_sm = prop.sharedMemPerMultiprocessor;
-  st->smem_optin = prop.sharedMemPerBlockOptin;
   st->smem_reserved = prop.reservedSharedMemPerBlock;
   st->cc_major = prop.major;
   st->cc_minor = prop.minor;

@@ -133,14 +133,6 @@ struct mbcuda_state {
   size_t in_ring_tc_smem_set[2][2][2];
   int gemv_tc;           /* n <= 8 GEMVs of in_proj's shape with bf16 weights on the tensor cores
                           * (gemv_tc.cuh; MAMBABYTE_CUDA_GEMV_TC=0: the FMA form, A/B runs) */
-  int ring_batch;        /* in_proj's bf16 GEMM at up to this many rows (<= 64) as gemm_ring.cu's
-                          * ring in clusters (MAMBABYTE_CUDA_RING_BATCH=N; 0, the default: cuBLAS) */
-  int ring_parts;        /* ... and out_proj's parts (mb_linear_add_norm's split) the same way,
-                          * a block a part (MAMBABYTE_CUDA_RING_PARTS=N; 0, the default: cuBLAS) */
-  int ring_batch_fit[6];          /* ... its blocks the GPU holds at once, by m-tiles (1, 2, 4) and
-                                   * form (clusters, parts), */
-  size_t ring_batch_smem_set[6];  /* ... at this much dynamic shared memory (0: not asked yet) */
-  int64_t ring_batch_c[6], ring_batch_groups[6]; /* ... the columns launched for that shape */
   int norm_nt;           /* the decoding norms' rows of 256 threads with a bound the block shares
                           * (add_norm_reg_row's NT form, where norm_nt_fits; MAMBABYTE_CUDA_NORM_NT=0
                           * off, A/B runs) */
@@ -152,7 +144,6 @@ struct mbcuda_state {
                            * context) */
   int sm_count;
   size_t smem_per_sm, smem_reserved; /* shared memory an SM, and the runtime's share a block */
-  size_t smem_optin;                 /* the most dynamic shared memory a block may opt in to */
   struct {                           /* mbcuda_spread_smem's occupancy queries, answered once */
     const void *func;
     int threads;
@@ -191,17 +182,6 @@ size_t mbcuda_spread_smem(mb_ctx *ctx, const void *func, int threads, size_t sme
 
 /* After a kernel launch: checks the launch error (not a sync). */
 #define MBCUDA_LAUNCHED(op) MBCUDA_CHECK(cudaGetLastError(), op)
-
-/* in_proj's bf16 GEMM (y = x w^T, beta 0) at decoding batches on gemm_ring.cu's ring where it
- * fits and is on: *done = 1 when launched, 0 (nothing launched) for cuBLAS. */
-int mbcuda_linear_ring_batch(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int64_t n,
-                             int64_t in_f, int64_t out_f, float *y, int64_t ldy, int *done);
-
-/* out_proj's bf16 GEMM in `parts` slices of in_f at decoding batches (part p's n x out_f sums at
- * y + p n out_f, which mb_linear_add_norm's norm adds) on gemm_ring.cu's ring, a block a part:
- * *done as above. */
-int mbcuda_linear_ring_parts(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int64_t n,
-                             int64_t in_f, int64_t out_f, int64_t parts, float *y, int *done);
 
 /* Ensures the scratch buffer holds at least bytes; grows it only outside graph capture. */
 int mbcuda_scratch(mb_ctx *ctx, size_t bytes, const char *op, void **out);

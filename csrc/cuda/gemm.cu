@@ -329,11 +329,6 @@ static int gemm(mb_ctx *ctx, cudaDataType t, cublasComputeType_t ct, const void 
 static int gemm_bf16(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int64_t n,
                      int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
                      const char *op) {
-  if (beta == 0.f) { /* in_proj at decoding batches: gemm_ring.cu where it fits */
-    int done = 0;
-    const int rc = mbcuda_linear_ring_batch(ctx, x, ldx, w, n, in_f, out_f, y, ldy, &done);
-    if (rc || done) return rc;
-  }
   return gemm(ctx, CUDA_R_16BF, CUBLAS_COMPUTE_32F, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy,
               beta, op);
 }
@@ -904,13 +899,6 @@ extern "C" int mbcuda_linear_add_norm(mb_ctx *ctx, const float *x, const uint16_
                             h_scratch, residual, accumulate, norm_weight, norm_bias, norm_kind,
                             eps, out, out_bf16);
   const int64_t kp = in_f / parts;
-  int done = 0; /* gemm_ring.cu's ring, a block a part, where it fits */
-  rc = mbcuda_linear_ring_parts(ctx, xb, ldb, w, n, in_f, out_f, parts, (float *)scr, &done);
-  if (rc) return rc;
-  if (done)
-    return mbcuda_sum_add_norm(ctx, (const float *)scr, parts, n * out_f, bias, residual,
-                               accumulate, norm_weight, norm_bias, norm_kind, eps, n, out_f, out,
-                               out_bf16);
   const float alpha = 1.f, beta = 0.f;
   BLAS_CHECK(cublasGemmStridedBatchedEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N,
                                         (int)out_f, (int)n, (int)kp, &alpha, w, CUDA_R_16BF,

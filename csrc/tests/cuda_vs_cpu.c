@@ -683,13 +683,7 @@ static void t_linear_bf16(void) {
                        {40, 1792, 1000, 8}, {9, 3584, 144, 0}, {64, 1792, 7168, 0},
                        {23, 3584, 1792, 8}, {64, 128, 64, 0}, {12, 256, 100, 8},
                        /* 2 to 8 rows: the tensor cores with bf16 weights (decoding batches) */
-                       {4, 1792, 7168, 0}, {8, 3584, 1792, 3}, {2, 112, 300, 0},
-                       /* in_proj's shape at 2 to 64 rows: gemm_ring.cu's ring in clusters (1, 2
-                        * and 4 m-tiles, partial ones, uneven k-slices, the largest halves, row
-                        * groups not a multiple of the clusters, padded rows) */
-                       {17, 1792, 7168, 8}, {33, 1024, 4096, 0}, {61, 256, 520, 0},
-                       {9, 2048, 4096, 0}, {64, 2048, 4096, 8}, {3, 64, 136, 0},
-                       {32, 1792, 3592, 0}};
+                       {4, 1792, 7168, 0}, {8, 3584, 1792, 3}, {2, 112, 300, 0}};
   for (int ci = 0; ci < (int)(sizeof cfgs / sizeof cfgs[0]); ci++)
     for (int dt = 0; dt < 2; dt++) {
       int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2], pad = cfgs[ci][3];
@@ -2685,43 +2679,6 @@ static void t_graph_scratch(void) {
   pfree(&W), pfree(&X), pfree(&Y0), pfree(&Y1), pfree(&WB), pfree(&XB), pfree(&YB);
 }
 
-/* gemm_ring.cu's ring (in_proj's shape at decoding batches; run with MAMBABYTE_CUDA_RING_BATCH
- * set): a captured product replays with a direct run's bits, and it agrees with cuBLAS's product
- * (the context with the ring off) within fp32's tolerance. */
-static void t_ring_batch(void) {
-  /* the last: 512 row groups, so each cluster's four stages come round again (--small) */
-  int64_t cfgs[][3] = {{64, 1792, 7168}, {20, 1024, 4096}, {5, 256, 1032}, {2, 64, 4096}};
-  for (int ci = 0; ci < 4; ci++) {
-    const int64_t n = cfgs[ci][0], in_f = cfgs[ci][1], out_f = cfgs[ci][2];
-    if (g_small && n * in_f * out_f > 2000000) continue;
-    pair W = weights(out_f, in_f, 1, -1, 1), X = prand_bf16(n * in_f);
-    pair Y0 = pf(NULL, n * out_f), Y1 = pf(NULL, n * out_f), Y2 = pf(NULL, n * out_f);
-    const uint16_t *x = (const uint16_t *)X.g;
-    char cfg[64];
-    snprintf(cfg, sizeof cfg, "n=%lld in=%lld out=%lld", (long long)n, (long long)in_f,
-             (long long)out_f);
-    MBX(mb_linear_bf16(GPU, x, in_f, W.g, MB_DTYPE_BF16, NULL, n, in_f, out_f, G(Y0), out_f));
-    int graph = 0;
-    MBX(mb_graph_begin(GPU));
-    MBX(mb_linear_bf16(GPU, x, in_f, W.g, MB_DTYPE_BF16, NULL, n, in_f, out_f, G(Y1), out_f));
-    MBX(mb_graph_end(GPU, &graph));
-    MBX(mb_graph_launch(GPU, graph));
-    MBX(mb_ctx_synchronize(GPU));
-    check("ring_batch", cfg, "graph replay bits", diff_bits(G(Y0), G(Y1), Y0.bytes), 0);
-    MBX(mb_graph_destroy(GPU, graph));
-    /* cuBLAS's product of the same rows, on a context with the ring off */
-    mb_ctx *peer = NULL;
-    setenv("MAMBABYTE_CUDA_RING_BATCH", "0", 1);
-    MBX(mb_ctx_create(MB_BACKEND_CUDA, 0, 0, &peer));
-    unsetenv("MAMBABYTE_CUDA_RING_BATCH");
-    MBX(mb_linear_bf16(peer, x, in_f, W.g, MB_DTYPE_BF16, NULL, n, in_f, out_f, G(Y2), out_f));
-    MBX(mb_ctx_synchronize(peer));
-    MBX(mb_ctx_destroy(peer));
-    check("ring_batch", cfg, "=cuBLAS", rel_gpu(&Y0, &Y2, n, out_f, out_f), 1e-5);
-    pfree(&W), pfree(&X), pfree(&Y0), pfree(&Y1), pfree(&Y2);
-  }
-}
-
 static void t_misc(void) {
   /* read_probe runs and writes a finite value */
   void *p, *s;
@@ -2974,12 +2931,8 @@ int main(int argc, char **argv) {
     t_conv(); /* its scaled fp16 copy: x_proj's operand on the twins */
     with_gpu_env("MAMBABYTE_CUDA_TF32_F16", "2", "TF32 on fp16 operands from 9 rows", t_tf32_f16);
     t_linear_bf16();
-    with_gpu_env("MAMBABYTE_CUDA_RING_BATCH", "64", "in_proj's batches on the ring", t_ring_batch);
-    with_gpu_env("MAMBABYTE_CUDA_RING_BATCH", "64", "in_proj's batches on the ring", t_linear_bf16);
     t_linear_to_bf16();
     t_linear_add_norm();
-    with_gpu_env("MAMBABYTE_CUDA_RING_PARTS", "64", "out_proj's parts on the ring",
-                 t_linear_add_norm);
     t_norm_nt();
     t_conv_linear();
     with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR_MAX", "64", "the tensor-core form up to 64 rows",
@@ -2991,9 +2944,6 @@ int main(int argc, char **argv) {
   t_norm_nt();
   t_linear();
   t_linear_bf16();
-  /* gemm_ring.cu's ring for in_proj's shape at 2 to 64 rows */
-  with_gpu_env("MAMBABYTE_CUDA_RING_BATCH", "64", "in_proj's batches on the ring", t_ring_batch);
-  with_gpu_env("MAMBABYTE_CUDA_RING_BATCH", "64", "in_proj's batches on the ring", t_linear_bf16);
   t_linear_to_bf16();
   t_linear_add_norm();
   t_to_f16_scaled();
@@ -3003,8 +2953,6 @@ int main(int argc, char **argv) {
   /* its peer: the two calls everywhere */
   with_gpu_env("MAMBABYTE_CUDA_OUT_SPLIT", "0", "out_proj and the norm as two calls",
                t_linear_add_norm);
-  /* and its parts on gemm_ring.cu's ring, a block a part */
-  with_gpu_env("MAMBABYTE_CUDA_RING_PARTS", "64", "out_proj's parts on the ring", t_linear_add_norm);
   t_conv();
   t_conv_bf16();
   t_scan(0);
