@@ -526,6 +526,54 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "cuda extractions with TF32 allowed run on the fp16 twins, within TF32's 1e-3 of the CPU",
+  ignore,
+  async fn() {
+    // TF32 allowed: the GPU model takes the weights' twins, and so do extractions whose taps the
+    // twins' path writes in fp32 (TAPS_ON_TWINS); the CPU's twins run the same operand rounding
+    const [cpu, gpu] = await pair("fp32", false, 50);
+    const common = { configPath: CONFIG, modelId: "test-64x3", seed: 3, chunkSize: 50 } as const;
+    const cpuTwins = await loadModel({ ...common, device: "cpu", f16Products: true });
+    try {
+      assert.equal(gpu.f16Products, true);
+      const mods = ["in_proj", "x_proj", "dt_proj"] as const;
+      const a = await extractModuleOutputs(cpu, TEXT, { modules: mods });
+      const t = await extractModuleOutputs(cpuTwins, TEXT, { modules: mods });
+      const b = await extractModuleOutputs(gpu, TEXT, { modules: mods });
+      const at = (r: typeof a, m: (typeof mods)[number], l: number) =>
+        r.modules.get(m)!.get(l)!.data as Float32Array;
+      for (const m of mods) {
+        for (const l of [0, 1, 2]) {
+          const e = maxRelError(at(b, m, l), at(a, m, l));
+          assert.ok(e < 1e-3, `${m}.${l}: ${e} from the CPU's fp32`);
+        }
+      }
+      // layer 0's in_proj is the twin's product alone (its input, the embedding's norm, is the
+      // same on both): the CPU's twin up to the order of the sums, not fp32's
+      const twin = maxRelError(at(b, "in_proj", 0), at(t, "in_proj", 0));
+      const fp32 = maxRelError(at(b, "in_proj", 0), at(a, "in_proj", 0));
+      assert.ok(twin < 1e-5 && twin < fp32, `in_proj.0: ${twin} from the twins, ${fp32} from fp32`);
+      const opts = { reduction: "fro" as const, logProbs: true };
+      const da = await extractDiscreteA(cpu, TEXT, opts);
+      const db = await extractDiscreteA(gpu, TEXT, opts);
+      for (const l of [0, 1, 2]) {
+        const e = maxRelError(
+          db.perLayer.get(l)!.data as Float32Array,
+          da.perLayer.get(l)!.data as Float32Array,
+        );
+        assert.ok(e < 1e-3, `discrete-A fro layer ${l}: ${e}`);
+      }
+      const lp = maxRelError(db.logProbs!.data as Float32Array, da.logProbs!.data as Float32Array);
+      assert.ok(lp < 1e-3, `log-probabilities: ${lp}`);
+    } finally {
+      cpu.close();
+      gpu.close();
+      cpuTwins.close();
+    }
+  },
+});
+
 /**
  * The fixtures' forwards on the GPU: strict fp32 (logits within 1e-4, greedy bytes equal), and
  * with TF32 allowed with every product of more than 8 rows on fp16 operands

@@ -121,9 +121,24 @@ for (const c of [CASES[1], CASES[2]]) {
         // the twins' path was taken: its rounding moves the logits off the fp32 forward's
         const s = await strict.forward(bytes);
         assert.ok(maxRelError(r.logits, s.logits) > 0, "the same logits as the fp32 forward");
-        // with taps the forward keeps its fp32 products (the modules' outputs are the original's)
-        const t = await model.forward(bytes, { taps: ["in_proj"], layers: [0] });
-        assert.deepEqual(t.logits, s.logits);
+        // taps that the twins' path writes in fp32 (TAPS_ON_TWINS) leave it on the twins, so an
+        // extraction runs the plain forward's products; the others keep the fp32 products
+        const t = await model.forward(bytes, { taps: ["in_proj", "x_proj"], layers: [0] });
+        assert.deepEqual(t.logits, r.logits);
+        const u = await strict.forward(bytes, { taps: ["in_proj"], layers: [0] });
+        const ti = maxRelError(t.taps.get("in_proj")!.get(0)!, u.taps.get("in_proj")!.get(0)!);
+        assert.ok(ti > 0 && ti < 1e-3, `in_proj tap on the twins against fp32: ${ti}`);
+        // a dt_proj tap takes that layer's delta in fp32 (with its bias) where the twin writes
+        // scaled fp16 rows (9e-5 and 3e-4 of the logits on these fixtures): within TF32's
+        // tolerance of the reference, as the untapped forward
+        const d = await model.forward(bytes, { taps: ["dt_proj"], layers: [0] });
+        const de = maxRelError(d.logits, exp.get(`${c.kind}.logits`) as Float32Array);
+        assert.ok(de < 1e-3, `a dt_proj tap on the twins: logits relative error ${de}`);
+        assert.ok(maxRelError(d.logits, s.logits) > 0, "a dt_proj tap left the twins");
+        for (const other of ["norm", "conv1d", "out_proj", "mixer"] as const) {
+          const o = await model.forward(bytes, { taps: [other, "dt_proj"], layers: [0] });
+          assert.deepEqual(o.logits, s.logits, `a ${other} tap keeps the fp32 products`);
+        }
         // a model on another backend shares the twins; its close() leaves them to their owner
         const be = Backend.create("cpu", { threads: 1 });
         be.setFlags(be.flags | FLAG_ALLOW_TF32); // the twins' path is taken while TF32 is allowed

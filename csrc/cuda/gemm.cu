@@ -150,6 +150,21 @@ static cudaError_t gemv_launch_rows(mb_ctx *ctx, bool vec, const float *x, int64
 #undef GL
 }
 
+/* The end of a tensor-core row (lane 0 of its warp, row < out_f; gemv_block's epilogue): the bias,
+ * y[at], with add_res the residual add res[at], with conv the conv step of input j. (Not a
+ * template: nvcc 13.0's front end fails on a call of a template here from k_gemv_norm_tc, whose
+ * prologue has a lambda in a lambda; the constant flags fold away as template ones would.) */
+__device__ __forceinline__ void tc_row_end(bool conv, bool add_res, float s,
+                                           const float *__restrict__ bias, int64_t row,
+                                           float *__restrict__ y, float *__restrict__ res,
+                                           int64_t at, const ConvEpi &ce,
+                                           const float (&cw)[CONV_EPI_KMAX], float cb, int j) {
+  const float v = s + (bias ? bias[row] : 0.f);
+  y[at] = v;
+  if (add_res && res) res[at] += v;
+  if (conv && row < ce.dc) conv_epi(ce, cw, cb, j, row, v);
+}
+
 /* The ops' GEMV on the tensor cores (gemv_tc.cuh): block (b, j) takes row group b of input j,
  * its parts split from x after the PDL wait; the epilogue as gemv_block's (bias, the residual
  * add, the conv step of input j). */
@@ -170,10 +185,7 @@ k_gemv_tc(const float *__restrict__ x, int64_t ldx, const uint16_t *__restrict__
     __syncthreads();
   });
   if (lane != 0 || row >= out_f) return;
-  const float v = s + (bias ? bias[row] : 0.f);
-  y[j * ldy + row] = v;
-  if (RES && res) res[j * ldy + row] += v;
-  if (CONV && row < ce.dc) conv_epi(ce, cw, cb, j, row, v);
+  tc_row_end(CONV, RES, s, bias, row, y, res, j * ldy + row, ce, cw, cb, j);
 }
 
 static cudaError_t gemv_tc_launch(mb_ctx *ctx, const float *x, int64_t ldx, const uint16_t *w,
@@ -1122,9 +1134,7 @@ k_gemv_norm_tc(NormPro np, const uint16_t *__restrict__ w, const float *__restri
     __syncthreads();
   });
   if (lane != 0 || row >= out_f) return;
-  const float v = s + (bias ? bias[row] : 0.f);
-  y[row] = v;
-  if (row < ce.dc) conv_epi(ce, cw, cb, 0, row, v);
+  tc_row_end(true, false, s, bias, row, y, nullptr, row, ce, cw, cb, 0);
 }
 
 /* The ring kernel's tensor-core form: k_gemv_norm_ring's grid, ring and norm, each warp a k-slice

@@ -82,6 +82,15 @@ export const TAP_NAMES = [
 export type TapName = typeof TAP_NAMES[number];
 
 /**
+ * The taps a forward on the weights' fp16 twins still writes as fp32 rows (in_proj's xz, x_proj's
+ * x_dbl, dt_proj's delta with its bias): with only these asked for, a forward with taps takes the
+ * twins where one without would (MambaByteLMOptions.f16Products), so an extraction runs the plain
+ * forward's products. The others (the norm's rows, the conv's pre-activation, out_proj's output,
+ * which the twins' norm and in-place out_proj never write) keep the fp32 products.
+ */
+export const TAPS_ON_TWINS: readonly TapName[] = ["in_proj", "x_proj", "dt_proj"];
+
+/**
  * The layers to run taps on: `layers` (default all), checked against a model of `nLayer` layers,
  * sorted, without repeats. An index out of range is a {@link MambaByteError} with exit code 2, a
  * usage error, since layers come from the command line's --layer_idxs.
@@ -277,7 +286,8 @@ export interface MambaByteLMOptions {
   /** Whether close() frees the weights (default true; false: {@link MambaByteLM.onBackend}). */
   ownsWeights?: boolean;
   /**
-   * Whether forwards without taps run in_proj and out_proj of chunks over 8 positions on fp16
+   * Whether forwards without taps (or with taps only of TAPS_ON_TWINS) run in_proj and out_proj of
+   * chunks over 8 positions on fp16
    * operands scaled by powers of two (Backend.linearF16: TF32's rounding of every operand, on the
    * fp16 tensor cores): the weights' fp16 twins are made here, once (3 d_inner d_model 2 bytes a
    * layer), and the norm writes in_proj's input as such. fp32 weights only; used while the backend
@@ -518,7 +528,8 @@ export class MambaByteLM {
    * norm writes in_proj's input as scaled fp16, the conv u only as scaled fp16 rows (x_proj's and
    * the scan's input, in ws.xConv's bytes), both by exponents the twins found at load; dt_proj
    * runs on its twin too, writing delta as scaled fp16 rows for the scan; out_proj adds into the
-   * residual in place.
+   * residual in place. `tapsOnTwins`: `afterLayer` reads only TAPS_ON_TWINS, so the twins are
+   * taken with it too (dt_proj then writes fp32 delta with its bias where dtProjOut asks).
    */
   forwardLayers(
     ws: Workspace,
@@ -527,6 +538,7 @@ export class MambaByteLM {
     convPre: (layer: number) => boolean = () => false,
     afterLayer?: (layer: number) => void,
     dtProjOut: (layer: number) => boolean = () => afterLayer !== undefined,
+    tapsOnTwins = false,
   ): void {
     const be = this.backend;
     const { dInner: di, dtRank: r } = this.dims;
@@ -537,9 +549,10 @@ export class MambaByteLM {
     const fuseNorm = afterLayer === undefined && len > 8;
     // xz and delta as bf16 (no taps read them)
     const mixBf16 = bf !== null && afterLayer === undefined && this.bf16MixerActivations;
-    // in_proj and out_proj on the weights' fp16 twins while TF32 is allowed (fp32 weights)
-    const f16 = fuseNorm && bf === null && (be.flags & FLAG_ALLOW_TF32) !== 0 &&
-        ws.rows * this.dims.dModel >= 16
+    // in_proj and out_proj on the weights' fp16 twins while TF32 is allowed (fp32 weights); with
+    // taps only where they read what the twins' path writes in fp32
+    const f16 = len > 8 && (afterLayer === undefined || tapsOnTwins) && bf === null &&
+        (be.flags & FLAG_ALLOW_TF32) !== 0 && ws.rows * this.dims.dModel >= 16
       ? this.#f16
       : null;
     for (let i = 0; i < this.dims.nLayer; i++) {
@@ -583,7 +596,7 @@ export class MambaByteLM {
       else be.linear(this.#xProjOperands(ws, i, len));
       const biasInScan = !dtProjOut(i);
       const deltaBf16 = mixBf16 && biasInScan;
-      const deltaF16 = f16 !== null && biasInScan; // (always so: the twins run without taps)
+      const deltaF16 = f16 !== null && biasInScan; // (a dt_proj tap takes fp32 delta)
       const dtProj = {
         x: ws.xDbl.ptr,
         ldx: this.#xDblCols,
@@ -1218,6 +1231,7 @@ export class MambaByteLM {
     const ids = new Int32Array(ws.rows);
     const wantTaps = taps.length > 0 &&
       (options.onTap !== undefined || options.onDeviceTap !== undefined);
+    const tapsOnTwins = taps.every((t) => TAPS_ON_TWINS.includes(t));
     const pipe = wantTaps && options.onTap &&
         (options.overlapTaps ?? this.backend.kind === "cuda")
       ? (this.#tapPipe ??= new TapPipeline(this.backend, 4, this.#registry()))
@@ -1261,7 +1275,7 @@ export class MambaByteLM {
         if (rows === 1 && !(wantTaps && taps.includes("conv1d"))) {
           this.stepLayers(ws, state, 1, afterLayer);
         } else {
-          this.forwardLayers(ws, state, rows, convPre, afterLayer, dtProjOut);
+          this.forwardLayers(ws, state, rows, convPre, afterLayer, dtProjOut, tapsOnTwins);
         }
         pipe?.drain();
         for (const c of pending) await options.onTap!(c);

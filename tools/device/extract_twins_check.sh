@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# extract_twins_check.sh — extractions whose taps the twins' path writes in fp32 (TAPS_ON_TWINS in
+# src/model/model.ts) run on the weights' fp16 twins, as the plain forward does; one GPU call:
+#   1. bench:extract, the 972M shape, fp32 weights with TF32 allowed (the twins) and bf16 weights,
+#      REPEATS repeats each (default 5; BENCH_T seconds each, default 240): the plain forward, the
+#      discrete-A extraction, module outputs, and each one's ratio to the forward (target <= 2);
+#   2. cuda_vs_cpu --only linear and --only decode (TEST_T, default 150 each);
+#   3. the CUDA model tests: tests/cuda_model_test.ts (its extraction on the twins within TF32's
+#      1e-3 of the CPU among them) and tests/decode_twins_test.ts (DENO_T, default 240).
+# Carry .gpu/ (tools/device/pack_gpu.sh) and .gpu-build/ (tools/device/prebuild.sh):
+#   OUT=$OUT bash tools/device/extract_twins_check.sh
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/extract_twins_out}"
+mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+
+nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader | head -1
+build_cuda -DMAMBABYTE_TESTS=ON
+setup_deno || {
+  echo "deno: .gpu/deno.xz missing or not unpacked (make it with tools/device/pack_gpu.sh)"
+  exit 1
+}
+
+for dtype in fp32 bf16; do
+  step "bench:extract 972M $dtype"
+  timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A scripts/bench_extract.ts \
+    --device cuda --model_id 972M --dtype "$dtype" --repeats "${REPEATS:-5}" 2>&1 |
+    tee "$OUT/bench_extract_$dtype.log" | grep -vE "^\[" || fail
+done
+
+for group in linear decode; do
+  step "cuda_vs_cpu --only $group"
+  timeout "${TEST_T:-150}" ./build-cuda/cuda_vs_cpu --only "$group" >"$OUT/test_$group.log" 2>&1 ||
+    fail
+  grep -E "FAIL|FATAL" "$OUT/test_$group.log" | head -10
+  note "cuda_vs_cpu --only $group: $(grep -E "cases" "$OUT/test_$group.log" | tail -1)"
+done
+
+cuda_model_tests "${DENO_T:-240}" tests/cuda_model_test.ts tests/decode_twins_test.ts
+
+print_summary extract_twins
+exit $status
