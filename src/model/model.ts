@@ -287,12 +287,12 @@ export interface MambaByteLMOptions {
   ownsWeights?: boolean;
   /**
    * Whether forwards without taps (or with taps only of TAPS_ON_TWINS) run in_proj and out_proj of
-   * chunks over 8 positions on fp16
-   * operands scaled by powers of two (Backend.linearF16: TF32's rounding of every operand, on the
-   * fp16 tensor cores): the weights' fp16 twins are made here, once (3 d_inner d_model 2 bytes a
-   * layer), and the norm writes in_proj's input as such. fp32 weights only; used while the backend
-   * allows TF32. Default: on for a CUDA model with fp32 weights whose backend allows TF32 unless
-   * MAMBABYTE_CUDA_TF32_F16=0; the CPU (exact fp32 products of the rounded operands) when asked.
+   * chunks over 8 positions on fp16 operands scaled by powers of two (Backend.linearF16: TF32's
+   * rounding of every operand, on the fp16 tensor cores): the weights' fp16 twins are made here,
+   * once (3 d_inner d_model 2 bytes a layer), and the norm writes in_proj's input as such. fp32
+   * weights only; used while the backend allows TF32. Default: on for a CUDA model with fp32
+   * weights whose backend allows TF32 unless MAMBABYTE_CUDA_TF32_F16=0; the CPU (exact fp32
+   * products of the rounded operands) when asked.
    */
   f16Products?: boolean;
 }

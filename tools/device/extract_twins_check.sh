@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # extract_twins_check.sh — extractions whose taps the twins' path writes in fp32 (TAPS_ON_TWINS in
 # src/model/model.ts) run on the weights' fp16 twins, as the plain forward does; one GPU call:
-#   1. bench:extract, the 972M shape, fp32 weights with TF32 allowed (the twins) and bf16 weights,
-#      REPEATS repeats each (default 5; BENCH_T seconds each, default 240): the plain forward, the
-#      discrete-A extraction, module outputs, and each one's ratio to the forward (target <= 2);
-#   2. cuda_vs_cpu --only linear and --only decode (TEST_T, default 150 each);
-#   3. the CUDA model tests: tests/cuda_model_test.ts (its extraction on the twins within TF32's
-#      1e-3 of the CPU among them) and tests/decode_twins_test.ts (DENO_T, default 240).
+#   1. bench:extract, the 972M shape, fp32 weights with TF32 allowed (the twins), REPEATS repeats
+#      (default 5; BENCH_T seconds, default 240): the plain forward, the discrete-A extraction,
+#      module outputs, and each one's ratio to the forward (target <= 2);
+#   2. the CUDA model tests, tests/cuda_model_test.ts (its extraction on the twins within TF32's
+#      1e-3 of the CPU among them; DENO_T, default 240);
+#   3. cuda_vs_cpu --only linear and --only decode (TEST_T, default 150 each);
+#   4. bench:extract with bf16 weights, as step 1.
+# The order puts what a call cut short most needs first.
 # Carry .gpu/ (tools/device/pack_gpu.sh) and .gpu-build/ (tools/device/prebuild.sh):
 #   OUT=$OUT bash tools/device/extract_twins_check.sh
 set -u -o pipefail
@@ -23,13 +25,15 @@ setup_deno || {
   exit 1
 }
 
-for dtype in fp32 bf16; do
-  step "bench:extract 972M $dtype"
+bench_extract_dtype() {
+  step "bench:extract 972M $1"
   timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A scripts/bench_extract.ts \
-    --device cuda --model_id 972M --dtype "$dtype" --repeats "${REPEATS:-5}" 2>&1 |
-    tee "$OUT/bench_extract_$dtype.log" | grep -vE "^\[" || fail
-done
+    --device cuda --model_id 972M --dtype "$1" --repeats "${REPEATS:-5}" 2>&1 |
+    tee "$OUT/bench_extract_$1.log" | grep -vE "^\[" || fail
+}
 
+bench_extract_dtype fp32
+cuda_model_tests "${DENO_T:-240}" tests/cuda_model_test.ts
 for group in linear decode; do
   step "cuda_vs_cpu --only $group"
   timeout "${TEST_T:-150}" ./build-cuda/cuda_vs_cpu --only "$group" >"$OUT/test_$group.log" 2>&1 ||
@@ -37,8 +41,7 @@ for group in linear decode; do
   grep -E "FAIL|FATAL" "$OUT/test_$group.log" | head -10
   note "cuda_vs_cpu --only $group: $(grep -E "cases" "$OUT/test_$group.log" | tail -1)"
 done
-
-cuda_model_tests "${DENO_T:-240}" tests/cuda_model_test.ts tests/decode_twins_test.ts
+bench_extract_dtype bf16
 
 print_summary extract_twins
 exit $status
