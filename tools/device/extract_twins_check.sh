@@ -4,8 +4,8 @@
 #   1. bench:extract, the 972M shape, fp32 weights with TF32 allowed (the twins), REPEATS repeats
 #      (default 5; BENCH_T seconds, default 240): the plain forward, the discrete-A extraction,
 #      module outputs, and each one's ratio to the forward (target <= 2);
-#   2. the CUDA model tests, tests/cuda_model_test.ts (its extraction on the twins within TF32's
-#      1e-3 of the CPU among them; DENO_T, default 240);
+#   2. the CUDA model tests: the extraction on the twins against the CPU first, then all of
+#      tests/cuda_model_test.ts (DENO_T, default 240);
 #   3. cuda_vs_cpu --only linear and --only decode (TEST_T, default 150 each);
 #   4. bench:extract with bf16 weights, as step 1.
 # The order puts what a call cut short most needs first.
@@ -33,6 +33,13 @@ bench_extract_dtype() {
 }
 
 bench_extract_dtype fp32
+step "the twins' extraction test"
+timeout 120 deno test --cached-only --no-check -A --filter "run on the fp16 twins" \
+  tests/cuda_model_test.ts 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -E "ok|FAIL|rror|passed" || fail
+if [ -n "${MINIMAL:-}" ]; then # MINIMAL=1: steps 1 and the first test only (a short budget)
+  print_summary extract_twins
+  exit $status
+fi
 cuda_model_tests "${DENO_T:-240}" tests/cuda_model_test.ts
 for group in linear decode; do
   step "cuda_vs_cpu --only $group"
