@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # extract_twins_check.sh — extractions whose taps the twins' path writes in fp32 (TAPS_ON_TWINS in
 # src/model/model.ts) run on the weights' fp16 twins, as the plain forward does; one GPU call:
-#   1. bench:extract, the 972M shape, fp32 weights with TF32 allowed (the twins), REPEATS repeats
-#      (default 5; BENCH_T seconds, default 240): the plain forward, the discrete-A extraction,
-#      module outputs, and each one's ratio to the forward (target <= 2);
+#   1. bench:extract (lib.sh's bench_extract_with: the 972M shape, REPEATS repeats, default 3,
+#      BENCH_T seconds), fp32 weights with TF32 allowed (the twins): the plain forward, the
+#      discrete-A extraction, module outputs, and each one's ratio to the forward (target <= 2);
 #   2. the CUDA model tests: the extraction on the twins against the CPU first, then all of
 #      tests/cuda_model_test.ts (DENO_T, default 240);
 #   3. cuda_vs_cpu --only linear and --only decode (TEST_T, default 150 each);
@@ -25,14 +25,7 @@ setup_deno || {
   exit 1
 }
 
-bench_extract_dtype() {
-  step "bench:extract 972M $1"
-  timeout "${BENCH_T:-240}" deno run --cached-only --no-check -A scripts/bench_extract.ts \
-    --device cuda --model_id 972M --dtype "$1" --repeats "${REPEATS:-5}" 2>&1 |
-    tee "$OUT/bench_extract_$1.log" | grep -vE "^\[" || fail
-}
-
-bench_extract_dtype fp32
+bench_extract_with MB_LABEL=fp32
 step "the twins' extraction test"
 timeout 120 deno test --cached-only --no-check -A --filter "run on the fp16 twins" \
   tests/cuda_model_test.ts 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -E "ok|FAIL|rror|passed" || fail
@@ -48,7 +41,7 @@ for group in linear decode; do
   grep -E "FAIL|FATAL" "$OUT/test_$group.log" | head -10
   note "cuda_vs_cpu --only $group: $(grep -E "cases" "$OUT/test_$group.log" | tail -1)"
 done
-bench_extract_dtype bf16
+bench_extract_with MB_LABEL=bf16 bf16
 
 print_summary extract_twins
 exit $status
