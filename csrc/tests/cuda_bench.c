@@ -32,6 +32,8 @@
  *                        decoding at batch 4 and 8)
  *   cuda_bench --ablate  where a decoding step goes (bf16 at batch 1, 8, 64; fp32 at 1): the
  *                        step's graph without one kind of op at a time
+ *   cuda_bench --discrete-a  the discrete_a rows alone (mb_discrete_a per reduction, and the
+ *                        input similarity)
  *   cuda_bench --host    where module outputs' host copies go: a 29 MiB tap chunk's download and
  *                        copies, and 5.4 GB of fresh result arrays filled with and without
  *                        mb_host_prefault, registered and unregistered
@@ -1463,6 +1465,10 @@ int main(int argc, char **argv) {
     }
     fwd_timelines(len, which);
     return finish("cuda_bench --timeline-fwd (CUPTI kernel records of a forward)");
+  }
+  if (argc > 1 && !strcmp(argv[1], "--discrete-a")) {
+    discrete_a_bench();
+    return finish("cuda_bench --discrete-a (mb_discrete_a alone, us a call)");
   }
   if (argc > 1 && !strcmp(argv[1], "--host")) {
     host_bench();

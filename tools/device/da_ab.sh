@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# da_ab.sh — a change to the discrete-A kernels (csrc/cuda/discrete_a.cu) against the commit before
+# it, in one GPU call. Prepare here (carry .gpu and .gpu-build):
+#   bash tools/device/prebuild.sh && PEER=HEAD bash tools/device/prebuild_peer.sh
+# then on the GPU machine: OUT=$OUT bash tools/device/da_ab.sh
+#   1. this tree's build and the peer's; cuda_vs_cpu --only discrete_a on this tree's;
+#   2. cuda_bench --discrete-a (mb_discrete_a alone, a 972M chunk, each reduction) for this tree
+#      and the peer in turn, ROUNDS times (default 2);
+#   3. bench:extract (972M, fp32 weights, TF32 allowed) for this tree and the peer in turn, then
+#      with bf16 weights for this tree (DTYPES, default "fp32 bf16");
+#   4. memcheck and racecheck on cuda_vs_cpu --small --only discrete_a, and the CUDA extraction
+#      tests through Deno.
+# What a cut-short call most needs comes first; a summary is printed last.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-$PWD/da_ab_out}"
+mkdir -p "$OUT"
+# shellcheck source=SCRIPTDIR/lib.sh
+. tools/device/lib.sh
+step "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+use_prebuilt || build_cuda -DMAMBABYTE_TESTS=ON || exit 1
+[ -f .gpu-build/peer.tar.xz ] || {
+  echo "no peer build (.gpu-build/peer.tar.xz: run tools/device/prebuild_peer.sh here first)"
+  exit 2
+}
+rm -rf build-peer && mkdir -p build-peer && tar -C build-peer -xJf .gpu-build/peer.tar.xz || exit 1
+note "peer: $(cat .gpu-build/PEER 2>/dev/null || echo '?')"
+
+step "cuda_vs_cpu --only discrete_a"
+timeout "${TEST_T:-120}" ./build-cuda/cuda_vs_cpu --only discrete_a >"$OUT/test.log" 2>&1 || fail
+grep -E "FAIL|FATAL" "$OUT/test.log" | head -20
+note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
+
+for r in $(seq "${ROUNDS:-2}"); do
+  for t in build-cuda build-peer; do
+    step "cuda_bench --discrete-a ($t, round $r)"
+    timeout 120 ./$t/cuda_bench --discrete-a >"$OUT/da_${t}_$r.log" 2>&1 || fail
+    grep -E "^discrete_a" "$OUT/da_${t}_$r.log"
+  done
+done
+
+if setup_deno; then
+  for dtype in ${DTYPES:-fp32 bf16}; do
+    builds="build-cuda build-peer"
+    [ "$dtype" = fp32 ] || builds=build-cuda
+    for t in $builds; do
+      step "bench:extract 972M $dtype ($t)"
+      MAMBABYTE_LIB=$PWD/$t/libmambabyte.so timeout "${BENCH_T:-200}" deno run --cached-only \
+        --no-check -A scripts/bench_extract.ts --device cuda --model_id 972M --dtype "$dtype" \
+        --repeats "${REPEATS:-3}" 2>&1 | tee "$OUT/bench_extract_${dtype}_$t.log" |
+        grep -E "forward|discrete|module|floor" || fail
+    done
+  done
+fi
+
+for tool in memcheck racecheck; do
+  step "compute-sanitizer $tool (--small --only discrete_a)"
+  extra=()
+  [ $tool = memcheck ] && extra=(--leak-check full)
+  timeout "${SAN_T:-90}" compute-sanitizer --tool $tool "${extra[@]}" --error-exitcode 9 \
+    ./build-cuda/cuda_vs_cpu --small --only discrete_a >"$OUT/$tool.log" 2>&1 || fail
+  note "$tool: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/$tool.log" | tail -1)"
+done
+
+if command -v deno >/dev/null; then
+  cuda_model_tests "${DENO_T:-150}" tests/cuda_model_test.ts --filter extractions
+fi
+print_summary da_ab
+exit $status
