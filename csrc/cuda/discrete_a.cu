@@ -156,8 +156,8 @@ __global__ void __launch_bounds__(DA_THREADS)
  * 99 us here (tools/device/da_ab.sh). Here block (x, y) takes channels [256 x, 256 x + 256) over
  * positions [32 y, 32 y + 32): a thread loads its channel's A row into registers once, then each
  * position's squares sum in float64 (as before), over the warp by shuffles and over the block's
- * warps in warp order into psum[t][x]; k_da_fro_merge sums each position's channel tiles in order. NS: n when it is 16
- * (the states' loop without guards), else 0. */
+ * warps in warp order into psum[t][x]; k_da_fro_merge sums each position's channel tiles in
+ * order. NS: n when it is 16 (the states' loop without guards), else 0. */
 #define DA_FRO_T 32    /* positions a block */
 #define DA_FRO_NMAX 16 /* states a thread keeps in registers */
 
