@@ -20,12 +20,7 @@ mkdir -p "$OUT"
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 use_prebuilt || build_cuda -DMAMBABYTE_TESTS=ON || exit 1
-[ -f .gpu-build/peer.tar.xz ] || {
-  echo "no peer build (.gpu-build/peer.tar.xz: run tools/device/prebuild_peer.sh here first)"
-  exit 2
-}
-rm -rf build-peer && mkdir -p build-peer && tar -C build-peer -xJf .gpu-build/peer.tar.xz || exit 1
-note "peer: $(cat .gpu-build/PEER 2>/dev/null || echo '?')"
+unpack_peer
 
 step "cuda_vs_cpu --only discrete_a"
 timeout "${TEST_T:-120}" ./build-cuda/cuda_vs_cpu --only discrete_a >"$OUT/test.log" 2>&1 || fail
@@ -45,23 +40,12 @@ if setup_deno; then
     builds="build-cuda build-peer"
     [ "$dtype" = fp32 ] || builds=build-cuda
     for t in $builds; do
-      step "bench:extract 972M $dtype ($t)"
-      MAMBABYTE_LIB=$PWD/$t/libmambabyte.so timeout "${BENCH_T:-200}" deno run --cached-only \
-        --no-check -A scripts/bench_extract.ts --device cuda --model_id 972M --dtype "$dtype" \
-        --repeats "${REPEATS:-3}" 2>&1 | tee "$OUT/bench_extract_${dtype}_$t.log" |
-        grep -E "forward|discrete|module|floor" || fail
+      MAMBABYTE_LIB=$PWD/$t/libmambabyte.so bench_extract_with "MB_LABEL=${dtype}_$t" "$dtype"
     done
   done
 fi
 
-for tool in memcheck racecheck; do
-  step "compute-sanitizer $tool (--small --only discrete_a)"
-  extra=()
-  [ $tool = memcheck ] && extra=(--leak-check full)
-  timeout "${SAN_T:-90}" compute-sanitizer --tool $tool "${extra[@]}" --error-exitcode 9 \
-    ./build-cuda/cuda_vs_cpu --small --only discrete_a >"$OUT/$tool.log" 2>&1 || fail
-  note "$tool: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/$tool.log" | tail -1)"
-done
+SAN_ONLY=discrete_a SAN_T=${SAN_T:-90} check_sanitizers
 
 if command -v deno >/dev/null; then
   cuda_model_tests "${DENO_T:-150}" tests/cuda_model_test.ts --filter extractions

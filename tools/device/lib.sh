@@ -92,8 +92,8 @@ print_summary() {
 
 # build_and_check_ops: the C tests built with the library (build_cuda -DMAMBABYTE_TESTS=ON), then
 # cuda_vs_cpu, every case (TEST_T seconds, default 150; log $OUT/test.log), then unless SKIP_SAN is
-# set compute-sanitizer memcheck and racecheck on every --small case (SAN_T each, default 120;
-# $OUT/memcheck.log, $OUT/racecheck.log). Each result is a `note`; a failure calls `fail`.
+# set check_sanitizers' memcheck and racecheck on every --small case (SAN_ONLY: one group).
+# Each result is a `note`; a failure calls `fail`.
 build_and_check_ops() {
   local t0 b=build-cuda
   step "build"
@@ -105,18 +105,35 @@ build_and_check_ops() {
   grep -E "FAIL|FATAL" "$OUT/test.log" | head -30
   note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
   [ -n "${SKIP_SAN:-}" ] && return 0
-  # SAN_ONLY=linear: the sanitizers on `cuda_vs_cpu --only linear` (the products) alone
-  local only=()
+  check_sanitizers
+}
+
+# check_sanitizers: compute-sanitizer memcheck and racecheck on build-cuda's cuda_vs_cpu --small
+# (SAN_ONLY=group: `--only group` alone; SKIP_RACE=1: memcheck only; SAN_T seconds each, default
+# 120; $OUT/memcheck.log, $OUT/racecheck.log). Each result is a `note`; a failure calls `fail`.
+check_sanitizers() {
+  local b=build-cuda only=()
   [ -n "${SAN_ONLY:-}" ] && only=(--only "$SAN_ONLY")
   step "memcheck --small ${only[*]:-(all)}"
   timeout "${SAN_T:-120}" compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 \
     ./$b/cuda_vs_cpu --small "${only[@]}" >"$OUT/memcheck.log" 2>&1 || fail
   note "memcheck: $(grep -E "ERROR SUMMARY" "$OUT/memcheck.log" | tail -1) / $(grep -E "cases" "$OUT/memcheck.log" | tail -1)"
-  [ -n "${SKIP_RACE:-}" ] && return 0 # SKIP_RACE=1: memcheck only (kernels without shared memory)
+  [ -n "${SKIP_RACE:-}" ] && return 0 # kernels without shared memory
   step "racecheck --small ${only[*]:-(all)}"
   timeout "${SAN_T:-120}" compute-sanitizer --tool racecheck --error-exitcode 9 \
     ./$b/cuda_vs_cpu --small "${only[@]}" >"$OUT/racecheck.log" 2>&1 || fail
   note "racecheck: $(grep -E "RACECHECK SUMMARY|ERROR SUMMARY" "$OUT/racecheck.log" | tail -1)"
+}
+
+# unpack_peer: the peer commit's build (.gpu-build/peer.tar.xz, tools/device/prebuild_peer.sh) into
+# build-peer, its commit kept as a note; exits the script (2) when there is none.
+unpack_peer() {
+  [ -f .gpu-build/peer.tar.xz ] || {
+    echo "no peer build (.gpu-build/peer.tar.xz: run tools/device/prebuild_peer.sh here first)"
+    exit 2
+  }
+  rm -rf build-peer && mkdir -p build-peer && tar -C build-peer -xJf .gpu-build/peer.tar.xz || exit 1
+  note "peer: $(cat .gpu-build/PEER 2>/dev/null || echo '?')"
 }
 
 # cuda_vs_cpu_with NAME=VALUE LOG: cuda_vs_cpu, every case, with that environment switch set (TEST_T

@@ -21,13 +21,8 @@ mkdir -p "$OUT"
 # shellcheck source=SCRIPTDIR/lib.sh
 . tools/device/lib.sh
 ROUNDS=${ROUNDS:-2}
-[ -f .gpu-build/peer.tar.xz ] || {
-  echo "no peer build (.gpu-build/peer.tar.xz: run tools/device/prebuild_peer.sh here first)"
-  exit 2
-}
+unpack_peer
 SKIP_SAN=${SKIP_SAN-1} build_and_check_ops
-rm -rf build-peer && mkdir -p build-peer && tar -C build-peer -xJf .gpu-build/peer.tar.xz || exit 1
-note "peer: $(cat .gpu-build/PEER 2>/dev/null || echo '?')"
 # cuda_bench MODE ARGS for this tree's build and the peer's in turn, ROUNDS times; each run's log
 # in $OUT/LOG_<build>_<round>.log, its results table printed
 peer_rounds() {
