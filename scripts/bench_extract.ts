@@ -3,7 +3,10 @@
  * (7,850 bytes: PG19 sample 860 when ../shared/pg19_samples/860.txt or pg19_samples/860.txt
  * exists, else seeded random bytes of that length), times
  *   forward    the plain forward (layers and head, logits left on the backend),
- *   discrete-A extractDiscreteA: fro per position, all layers, with log-probabilities and ranks,
+ *   discrete-A extractDiscreteA: fro per position, all layers, with log-probabilities and ranks
+ *              (the seed README's PG19 example), and `norm` over d_inner (dim -2, its first
+ *              example),
+ *   input sim  extractInputSimilarity: all layers, with log-probabilities and ranks (its third),
  *   modules    extractModuleOutputs: dt_proj, all layers (every (L, d_inner) output on the host),
  *              into fresh arrays, into the previous repeat's arrays (`into`: registered as
  *              download destinations, the default), and into such arrays through the staging
@@ -20,7 +23,11 @@
  */
 import process from "node:process";
 import { loadModel } from "../src/api.ts";
-import { extractDiscreteA, extractModuleOutputs } from "../src/analysis/extract.ts";
+import {
+  extractDiscreteA,
+  extractInputSimilarity,
+  extractModuleOutputs,
+} from "../src/analysis/extract.ts";
 import { createParser, parseArgs, runMain, UsageError } from "../src/cli/mod.ts";
 import { gemmFlopsPerPosition, inProjRate, median } from "./lib/bench.ts";
 
@@ -103,6 +110,20 @@ async function main(argv: string[]): Promise<void> {
         "discrete-A",
         () => extractDiscreteA(model, bytes, { reduction: "fro", logProbs: true, ranks: true }),
       ],
+      [
+        "discrete-A-norm",
+        () =>
+          extractDiscreteA(model, bytes, {
+            reduction: "norm",
+            reductionDim: -2,
+            logProbs: true,
+            ranks: true,
+          }),
+      ],
+      [
+        "input-sim",
+        () => extractInputSimilarity(model, bytes, { logProbs: true, ranks: true }),
+      ],
       ["modules", () => extractModuleOutputs(model, bytes, { modules: ["dt_proj"] })],
       // the same into the previous repeat's arrays (`into`, registered as download destinations
       // by default; CUDA: no copy on the host). Registered in the warm-up, so that registering
@@ -126,6 +147,8 @@ async function main(argv: string[]): Promise<void> {
     const warm = bytes.subarray(0, Math.min(bytes.length, 300));
     await model.forwardChunks(warm).then((s) => s.free());
     await extractDiscreteA(model, warm, { reduction: "fro", logProbs: true, ranks: true });
+    await extractDiscreteA(model, warm, { reduction: "norm", reductionDim: -2 });
+    await extractInputSimilarity(model, warm, {});
     await extractModuleOutputs(model, warm, { modules: ["dt_proj"] });
     into = (await extractModuleOutputs(model, bytes, { modules: ["dt_proj"] })).modules;
     pinned = (await extractModuleOutputs(model, bytes, { modules: ["dt_proj"] })).modules;
@@ -150,6 +173,8 @@ async function main(argv: string[]): Promise<void> {
     const labels: Record<string, string> = {
       forward: "plain forward (layers + head)",
       "discrete-A": "discrete-A fro, all layers, log-probs + ranks",
+      "discrete-A-norm": "discrete-A norm over d_inner, the same",
+      "input-sim": "input similarity, the same",
       modules: "module outputs dt_proj, all layers",
       "modules-pinned": "  the same, into the last result's arrays (registered)",
       "modules-into": "  the same, staged copy (pinInto: false)",

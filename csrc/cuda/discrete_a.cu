@@ -12,6 +12,8 @@
  *   FRO, dim 1, sim     one block per position: threads over channels, float64 partials, then a
  *                       block reduction (min / max with index: ties to the lower index, NaN first,
  *                       an order-free rule, so the result does not depend on the reduction tree).
+ *   dims 2 and -1       read A by states (k_da_by_states: a copy of A as (n, d) in scratch), so
+ *                       that a warp's 32 channels take a state's values from one line.
  *   dim 0               threads over (c, s) x splits of the positions (partials in scratch), then
  *                       one thread per (c, s) merges the splits in order with the carried result.
  *   dim -1              one partial per block of (t, c) rows, then one block merges them in a
@@ -83,6 +85,31 @@ __device__ void block_sum_d(double (&v)[K], double *red) {
     }
 }
 
+/* ---- A by states -------------------------------------------------------------------------------
+ * dims 2 and -1 take a thread a (position, channel), so a warp's 32 threads read state s of 32
+ * channels at once: from A's rows (d, n) 32 values n floats apart, 32 lines a load. From A by states,
+ * At = A as (n, d), made once a call (a 972M layer's A: 229 KB), they are one line: the same values
+ * in the same order, so the same bits, and on an H100 a 2048-position 972M chunk's `mean` over dim 2
+ * took 122 us against 234, `max` 176 against 239, `mean` over dim -1 122 against 253. dim 1 and the
+ * input similarity (a block a position, a thread 14 channels) ran slower from At (`norm` 304 against
+ * 185 us, `min` 428 against 333, the similarity 350 against 328; docs/cuda_notes.md) and keep A's
+ * rows. */
+__global__ void k_da_by_states(const float *__restrict__ A, int64_t d, int64_t n,
+                               float *__restrict__ At) {
+  MB_PDL_ENTRY(); /* At is the scratch an earlier op may still read */
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= d * n) return;
+  const int64_t s = i / d, c = i - s * d;
+  At[i] = A[c * n + s];
+}
+
+/* State s0 + k of channel c in At: a[k]. */
+struct DaStates {
+  const float *p;
+  int64_t d;
+  __device__ __forceinline__ float operator[](int k) const { return p[k * d]; }
+};
+
 /* ---- NONE: one thread per element ------------------------------------------------------------ */
 
 __global__ void k_da_none(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
@@ -98,7 +125,7 @@ __global__ void k_da_none(const float *__restrict__ delta, int64_t ld, const flo
 
 /* ---- dim 2: one thread per (t, c) ------------------------------------------------------------- */
 
-__global__ void k_da_dim2(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
+__global__ void k_da_dim2(const float *__restrict__ delta, int64_t ld, const float *__restrict__ At,
                           int64_t len, int64_t d, int64_t n, int red, float *__restrict__ out,
                           int64_t *__restrict__ idx) {
   MB_PDL_ENTRY();
@@ -108,11 +135,11 @@ __global__ void k_da_dim2(const float *__restrict__ delta, int64_t ld, const flo
        r += (int64_t)gridDim.x * blockDim.x) {
     const int64_t t = r / d, c = r - t * d;
     const float sp = da_softplus(delta[t * ld + c]);
-    const float *a = A + c * n;
+    const DaStates a{At + c, d};
     if (minmax) {
       float b = expf(sp * a[0]);
       int64_t bi = 0;
-      for (int64_t s = 1; s < n; s++) {
+      for (int s = 1; s < n; s++) {
         const float e = expf(sp * a[s]);
         if (da_better(is_max, e, b)) b = e, bi = s;
       }
@@ -120,7 +147,7 @@ __global__ void k_da_dim2(const float *__restrict__ delta, int64_t ld, const flo
       if (idx) idx[r] = bi;
     } else {
       double acc = 0.0;
-      for (int64_t s = 0; s < n; s++) {
+      for (int s = 0; s < n; s++) {
         const double e = expf(sp * a[s]);
         acc += red == MB_REDUCE_NORM ? e * e : e;
       }
@@ -383,7 +410,7 @@ __global__ void k_da_dim0_merge(int64_t len, int64_t dn, int red, int64_t pos0, 
 /* ---- dim -1: block partials over (t, c) rows, then one block merges ---------------------------- */
 
 __global__ void __launch_bounds__(DA_THREADS)
-    k_da_all_part(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
+    k_da_all_part(const float *__restrict__ delta, int64_t ld, const float *__restrict__ At,
                   int64_t len, int64_t d, int64_t n, int red, double *__restrict__ psum,
                   float *__restrict__ pval, int *__restrict__ phas) {
   MB_PDL_ENTRY();
@@ -400,7 +427,7 @@ __global__ void __launch_bounds__(DA_THREADS)
     const int64_t t = r / d, c = r - t * d;
     const float sp = da_softplus(delta[t * ld + c]);
     for (int64_t s = 0; s < n; s++) {
-      const float e = expf(sp * A[c * n + s]);
+      const float e = expf(sp * At[s * d + c]);
       if (minmax) {
         if (has < 0 || da_better(is_max, e, b)) b = e, has = 0;
       } else {
@@ -563,7 +590,7 @@ __global__ void k_da_jacobi(int64_t len, int64_t n, double *__restrict__ gram,
 
 /* ---- input similarity: one block per position, 16 states at a time -----------------------------
  * (A's rows staged as dim 1 stages them lost here: 136 registers, one block an SM, 417 against 330
- * us a 2048-position 972M chunk on an H100.) */
+ * us a 2048-position 972M chunk on an H100; so did A by states, 350 against 328.) */
 
 __global__ void __launch_bounds__(DA_THREADS)
     k_da_sim(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
@@ -607,6 +634,23 @@ __global__ void __launch_bounds__(DA_THREADS)
 }
 
 /* ---- entry points ------------------------------------------------------------------------------- */
+
+/* A by states in the context's scratch (*at), made on the stream before the kernels that read it,
+ * after `before` bytes of the op's own (*own: the scratch's start; may be NULL when before is 0). */
+static int da_by_states(mb_ctx *ctx, const float *A, int64_t d, int64_t n, size_t before,
+                        const char *op, const float **at, void **own) {
+  before = (before + 255) & ~(size_t)255;
+  void *g;
+  int st = mbcuda_scratch(ctx, before + (size_t)(d * n) * sizeof(float), op, &g);
+  if (st != MB_OK) return st;
+  float *t = (float *)((char *)g + before);
+  MBCUDA_LAUNCH(op, k_da_by_states, dim3(mbcuda_blocks(d * n, DA_THREADS)), dim3(DA_THREADS), 0,
+                A, d, n, t);
+  *at = t;
+  if (own) *own = g;
+  return MB_OK;
+}
+
 
 /* da_rows16's case: rows of 16 states from a 16-byte aligned A */
 static bool da_rows16_ok(const float *A, int64_t n) {
@@ -668,8 +712,11 @@ extern "C" int mbcuda_discrete_a(mb_ctx *ctx, const float *delta, int64_t ld_del
     return MB_OK;
   }
   if (dim == 2) {
+    const float *at;
+    int st = da_by_states(ctx, A, d, n, 0, "discrete_a", &at, NULL);
+    if (st != MB_OK) return st;
     MBCUDA_LAUNCH("discrete_a", k_da_dim2, dim3(da_grid(len * d, DA_THREADS)), blk, 0, delta,
-                  ld_delta, A, len, d, n, reduction, out, idx);
+                  ld_delta, at, len, d, n, reduction, out, idx);
     return MB_OK;
   }
   if (dim == 1) {
@@ -708,13 +755,15 @@ extern "C" int mbcuda_discrete_a(mb_ctx *ctx, const float *delta, int64_t ld_del
   const int64_t blocks = (len * d + DA_THREADS - 1) / DA_THREADS;
   if (blocks > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: discrete_a: len * d too large");
   void *p;
-  int st = mbcuda_scratch(ctx, (size_t)blocks * (sizeof(double) + sizeof(float) + sizeof(int)) + 256,
-                          "discrete_a", &p);
+  const float *at;
+  int st = da_by_states(ctx, A, d, n,
+                        (size_t)blocks * (sizeof(double) + sizeof(float) + sizeof(int)),
+                        "discrete_a", &at, &p);
   if (st != MB_OK) return st;
   double *psum = (double *)p;
   float *pval = (float *)(psum + blocks);
   int *phas = (int *)(pval + blocks);
-  MBCUDA_LAUNCH("discrete_a", k_da_all_part, dim3((unsigned)blocks), blk, 0, delta, ld_delta, A,
+  MBCUDA_LAUNCH("discrete_a", k_da_all_part, dim3((unsigned)blocks), blk, 0, delta, ld_delta, at,
                 len, d, n, reduction, psum, pval, phas);
   MBCUDA_LAUNCH("discrete_a", k_da_all_merge, dim3(1), dim3(DA_MERGE_THREADS), 0, blocks,
                 (pos0 + len) * d * n, reduction, pos0, psum, pval, phas, acc, out);
