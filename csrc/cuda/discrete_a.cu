@@ -9,9 +9,13 @@
  * Kernels (each op only enqueues on the context's stream; partials go to the context's scratch):
  *   NONE                one thread per element (coalesced stores of the (len, d, n) tensor).
  *   dim 2               one thread per (t, c): its n states in a loop.
- *   FRO, dim 1, sim     one block per position: threads over channels, float64 partials, then a
- *                       block reduction (min / max with index: ties to the lower index, NaN first,
- *                       an order-free rule, so the result does not depend on the reduction tree).
+ *   FRO, dim 1, sim     n == 16 (min / max over dim 1 aside): tiles of 256 channels x positions,
+ *                       a thread's row of A in registers, each position's sums over the warp, the
+ *                       block's warps and the channel tiles in a fixed order (k_da_fro_part,
+ *                       k_da_dim1_part, k_da_sim_part and their merges). Otherwise one block per
+ *                       position: threads over channels, float64 partials, then a block reduction
+ *                       (min / max with index: ties to the lower index, NaN first, an order-free
+ *                       rule, so the result does not depend on the reduction tree).
  *   dims 2 and -1       read A by states (k_da_by_states: a copy of A as (n, d) in scratch), so
  *                       that a warp's 32 channels take a state's values from one line.
  *   dim 0               threads over (c, s) x splits of the positions (partials in scratch), then
@@ -633,6 +637,149 @@ __global__ void __launch_bounds__(DA_THREADS)
   }
 }
 
+/* ---- dim 1 (mean, norm) and the input similarity for n == 16: tiles of channels x positions ------
+ * As the fro tiles: block (x, y) takes channels [256 x, 256 x + 256) over DA_TP positions, each
+ * thread its channel's A row in registers for them all, where k_da_dim1 and k_da_sim (a block a
+ * position) read every row again at each position from L2. Each position's per-state sums (dim 1:
+ * 16; the similarity: 16 dots with x, 16 squares, and x's square) are summed over the warp by
+ * da_warp_transpose_sum, over the block's warps in order into psum[t][x][.], and over the channel
+ * tiles in order by the merge kernels. Every value is made and summed in float64 as before; only
+ * the order of the sums changed (within cuda_vs_cpu's 1e-5). H100, a 2048-position 972M chunk:
+ * `norm` over dim 1 121 against 185 us, the similarity 203 against 328 (tools/device/da_ab.sh). */
+#define DA_TP 16 /* positions a tile block */
+
+/* v[0..V) of each of the warp's 32 lanes summed over the lanes, V a power of two <= 32: at each of
+ * the levels (offsets 16, 8, ...) a lane keeps half of its values (the lower half where its offset
+ * bit is 0) and adds its partner's of that half, so lane l ends with the sum of value (l % 32) * V /
+ * 32 ... in v[0] (lane l: value l >> (5 - log2 V)). Sums of two floats commute, so both lanes of a
+ * pair hold the same bits. */
+template <int H, int V>
+__device__ __forceinline__ void da_transpose_level(double (&v)[V], int lane) {
+  constexpr int O = 16 * 2 * H / V; /* this level's lane offset: 16 at the first */
+  const bool up = lane & O;
+#pragma unroll
+  for (int j = 0; j < H; j++) {
+    const double send = up ? v[j] : v[j + H];
+    const double keep = up ? v[j + H] : v[j];
+    v[j] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+  }
+  if constexpr (H > 1) da_transpose_level<H / 2, V>(v, lane);
+}
+
+template <int V>
+__device__ __forceinline__ void da_warp_transpose_sum(double (&v)[V]) {
+  static_assert(V == 16 || V == 32, "16 or 32 values");
+  const int lane = threadIdx.x & 31;
+  da_transpose_level<V / 2, V>(v, lane); /* templated levels: v's indices stay constants */
+  if constexpr (V == 16) v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
+}
+
+__global__ void __launch_bounds__(DA_THREADS)
+    k_da_dim1_part(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
+                   int64_t len, int64_t d, bool sq, int tiles, double *__restrict__ psum) {
+  MB_PDL_ENTRY();
+  __shared__ double red[DA_WARPS][DA_TP][16];
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  const int64_t c = (int64_t)blockIdx.x * DA_THREADS + threadIdx.x;
+  const int64_t t0 = (int64_t)blockIdx.y * DA_TP;
+  float a[16];
+#pragma unroll
+  for (int s = 0; s < 16; s++) a[s] = c < d ? A[c * 16 + s] : 0.f;
+  for (int k = 0; k < DA_TP; k++) {
+    const int64_t t = t0 + k;
+    double v[16];
+    const bool on = c < d && t < len;
+    const float sp = on ? da_softplus(delta[t * ld + c]) : 0.f;
+#pragma unroll
+    for (int s = 0; s < 16; s++) {
+      const float e = expf(sp * a[s]);
+      v[s] = on ? (sq ? (double)e * e : (double)e) : 0.0;
+    }
+    da_warp_transpose_sum<16>(v);
+    if (!(lane & 1)) red[wid][k][lane >> 1] = v[0];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < DA_TP * 16; i += DA_THREADS) {
+    const int k = i >> 4, s = i & 15;
+    if (t0 + k >= len) continue;
+    double v = red[0][k][s];
+#pragma unroll
+    for (int w = 1; w < DA_WARPS; w++) v += red[w][k][s];
+    psum[((t0 + k) * tiles + blockIdx.x) * 16 + s] = v;
+  }
+}
+
+__global__ void k_da_dim1_merge(int64_t len, int64_t d, bool sq, int tiles,
+                                const double *__restrict__ psum, float *__restrict__ out) {
+  MB_PDL_ENTRY();
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; /* (t, s) */
+  if (i >= len * 16) return;
+  const int64_t t = i >> 4, s = i & 15;
+  double v = 0.0;
+  for (int x = 0; x < tiles; x++) v += psum[(t * tiles + x) * 16 + s];
+  out[i] = (float)(sq ? sqrt(v) : v / (double)d);
+}
+
+/* psum[t][x][0..31]: the dots with x of states 0..15, then the squares; [32]: x's square */
+#define DA_SIM_W 33
+
+__global__ void __launch_bounds__(DA_THREADS)
+    k_da_sim_part(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
+                  const float *__restrict__ x, int64_t ldx, int64_t len, int64_t d, int tiles,
+                  double *__restrict__ psum) {
+  MB_PDL_ENTRY();
+  __shared__ double red[DA_WARPS][DA_TP][DA_SIM_W];
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+  const int64_t c = (int64_t)blockIdx.x * DA_THREADS + threadIdx.x;
+  const int64_t t0 = (int64_t)blockIdx.y * DA_TP;
+  float a[16];
+#pragma unroll
+  for (int s = 0; s < 16; s++) a[s] = c < d ? A[c * 16 + s] : 0.f;
+  for (int k = 0; k < DA_TP; k++) {
+    const int64_t t = t0 + k;
+    const bool on = c < d && t < len;
+    const float sp = on ? da_softplus(delta[t * ld + c]) : 0.f;
+    const double xv = on ? (double)x[t * ldx + c] : 0.0;
+    double v[32];
+#pragma unroll
+    for (int s = 0; s < 16; s++) {
+      const double e = on ? (double)expf(sp * a[s]) : 0.0;
+      v[s] = e * xv;
+      v[16 + s] = e * e;
+    }
+    const double xx = warp_sum_d(xv * xv);
+    da_warp_transpose_sum<32>(v);
+    red[wid][k][lane] = v[0];
+    if (lane == 0) red[wid][k][32] = xx;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < DA_TP * DA_SIM_W; i += DA_THREADS) {
+    const int k = i / DA_SIM_W, j = i - k * DA_SIM_W;
+    if (t0 + k >= len) continue;
+    double v = red[0][k][j];
+#pragma unroll
+    for (int w = 1; w < DA_WARPS; w++) v += red[w][k][j];
+    psum[((t0 + k) * tiles + blockIdx.x) * DA_SIM_W + j] = v;
+  }
+}
+
+__global__ void k_da_sim_merge(int64_t len, float eps, int tiles, const double *__restrict__ psum,
+                               float *__restrict__ out) {
+  MB_PDL_ENTRY();
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; /* (t, s) */
+  if (i >= len * 16) return;
+  const int64_t t = i >> 4, s = i & 15;
+  double dot = 0.0, ee = 0.0, xx = 0.0;
+  for (int x = 0; x < tiles; x++) {
+    const double *p = psum + (t * tiles + x) * DA_SIM_W;
+    dot += p[s], ee += p[16 + s], xx += p[32];
+  }
+  double nx = sqrt(xx), ne = sqrt(ee);
+  nx = nx < (double)eps ? (double)eps : nx; /* torch's clamp; a NaN stays NaN */
+  ne = ne < (double)eps ? (double)eps : ne;
+  out[i] = (float)(dot / (ne * nx));
+}
+
 /* ---- entry points ------------------------------------------------------------------------------- */
 
 /* A by states in the context's scratch (*at), made on the stream before the kernels that read it,
@@ -719,6 +866,19 @@ extern "C" int mbcuda_discrete_a(mb_ctx *ctx, const float *delta, int64_t ld_del
                   ld_delta, at, len, d, n, reduction, out, idx);
     return MB_OK;
   }
+  if (dim == 1 && n == 16 && !minmax && (len + DA_TP - 1) / DA_TP <= 65535) {
+    const int tiles = (int)((d + DA_THREADS - 1) / DA_THREADS);
+    void *g;
+    int st = mbcuda_scratch(ctx, (size_t)(len * tiles * 16) * sizeof(double), "discrete_a", &g);
+    if (st != MB_OK) return st;
+    const bool sq = reduction == MB_REDUCE_NORM;
+    MBCUDA_LAUNCH("discrete_a", k_da_dim1_part,
+                  dim3((unsigned)tiles, (unsigned)((len + DA_TP - 1) / DA_TP)), blk, 0, delta,
+                  ld_delta, A, len, d, sq, tiles, (double *)g);
+    MBCUDA_LAUNCH("discrete_a", k_da_dim1_merge, dim3(mbcuda_blocks(len * 16, DA_THREADS)), blk, 0,
+                  len, d, sq, tiles, (const double *)g, out);
+    return MB_OK;
+  }
   if (dim == 1) {
     if (da_rows16_ok(A, n))
       MBCUDA_LAUNCH("discrete_a", k_da_dim1<true>, dim3((unsigned)len), blk, 0, delta, ld_delta, A,
@@ -776,6 +936,20 @@ extern "C" int mbcuda_discrete_a_input_sim(mb_ctx *ctx, const float *delta, int6
                                            float *out) {
   if (len <= 0) return MB_OK;
   if (len > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: discrete_a_input_sim: len too large");
+  if (n == 16 && (len + DA_TP - 1) / DA_TP <= 65535) {
+    const int tiles = (int)((d + DA_THREADS - 1) / DA_THREADS);
+    void *g;
+    int st = mbcuda_scratch(ctx, (size_t)(len * tiles * DA_SIM_W) * sizeof(double),
+                            "discrete_a_input_sim", &g);
+    if (st != MB_OK) return st;
+    MBCUDA_LAUNCH("discrete_a_input_sim", k_da_sim_part,
+                  dim3((unsigned)tiles, (unsigned)((len + DA_TP - 1) / DA_TP)), dim3(DA_THREADS), 0,
+                  delta, ld_delta, A, x, ldx, len, d, tiles, (double *)g);
+    MBCUDA_LAUNCH("discrete_a_input_sim", k_da_sim_merge,
+                  dim3(mbcuda_blocks(len * 16, DA_THREADS)), dim3(DA_THREADS), 0, len, eps, tiles,
+                  (const double *)g, out);
+    return MB_OK;
+  }
   MBCUDA_LAUNCH("discrete_a_input_sim", k_da_sim, dim3((unsigned)len), dim3(DA_THREADS), 0, delta,
                 ld_delta, A, x, ldx, d, n, eps, out);
   return MB_OK;

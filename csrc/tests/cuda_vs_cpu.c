@@ -2407,6 +2407,7 @@ static void t_discrete_a(void) {
   struct { int64_t len, d, n, pad; int initA; } cs[] = {
       {7, 37, 16, 3, 0}, {300, 101, 16, 1, 1}, {5, 19, 5, 0, 0},      {4, 33, 17, 2, 0},
       {3, 40, 64, 0, 1}, {2, 9, 70, 1, 0},     {2048, 3584, 16, 0, 1}, /* a 972M chunk */
+      {50, 600, 16, 2, 0}, /* the tile kernels' partial channel and position tiles */
   };
   const int reds[] = {MB_REDUCE_NONE, MB_REDUCE_FRO, MB_REDUCE_NUC, MB_REDUCE_MEAN,
                       MB_REDUCE_MIN,  MB_REDUCE_MAX, MB_REDUCE_NORM};

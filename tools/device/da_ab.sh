@@ -3,7 +3,7 @@
 # it, in one GPU call. Prepare here (carry .gpu and .gpu-build):
 #   bash tools/device/prebuild.sh && PEER=HEAD bash tools/device/prebuild_peer.sh
 # then on the GPU machine: OUT=$OUT bash tools/device/da_ab.sh
-#   1. this tree's build and the peer's; cuda_vs_cpu --only discrete_a on this tree's;
+#   1. this tree's build and the peer's; cuda_vs_cpu --only discrete_a on each (either may land);
 #   2. cuda_bench --discrete-a (mb_discrete_a alone, a 972M chunk, each reduction) for this tree
 #      and the peer in turn, ROUNDS times (default 2);
 #   3. bench:extract (972M, fp32 weights, TF32 allowed) for this tree and the peer in turn, then
@@ -22,10 +22,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 use_prebuilt || build_cuda -DMAMBABYTE_TESTS=ON || exit 1
 unpack_peer
 
-step "cuda_vs_cpu --only discrete_a"
-timeout "${TEST_T:-120}" ./build-cuda/cuda_vs_cpu --only discrete_a >"$OUT/test.log" 2>&1 || fail
-grep -E "FAIL|FATAL" "$OUT/test.log" | head -20
-note "cuda_vs_cpu: $(grep -E "cases" "$OUT/test.log" | tail -1)"
+for t in build-cuda build-peer; do
+  step "cuda_vs_cpu --only discrete_a ($t)"
+  timeout "${TEST_T:-120}" ./$t/cuda_vs_cpu --only discrete_a >"$OUT/test_$t.log" 2>&1 || fail
+  grep -E "FAIL|FATAL" "$OUT/test_$t.log" | head -20
+  note "cuda_vs_cpu ($t): $(grep -E "cases" "$OUT/test_$t.log" | tail -1)"
+done
 
 for r in $(seq "${ROUNDS:-2}"); do
   for t in build-cuda build-peer; do
