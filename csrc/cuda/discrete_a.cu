@@ -648,11 +648,11 @@ __global__ void __launch_bounds__(DA_THREADS)
  * `norm` over dim 1 121 against 185 us, the similarity 203 against 328 (tools/device/da_ab.sh). */
 #define DA_TP 16 /* positions a tile block */
 
-/* v[0..V) of each of the warp's 32 lanes summed over the lanes, V a power of two <= 32: at each of
- * the levels (offsets 16, 8, ...) a lane keeps half of its values (the lower half where its offset
- * bit is 0) and adds its partner's of that half, so lane l ends with the sum of value (l % 32) * V /
- * 32 ... in v[0] (lane l: value l >> (5 - log2 V)). Sums of two floats commute, so both lanes of a
- * pair hold the same bits. */
+/* v[0..V) of each of the warp's 32 lanes summed over the lanes (V: 16 or 32): at each level (lane
+ * offsets 16, 8, ...) a lane keeps half of its values (the lower half where its offset bit is 0)
+ * and adds its partner's copy of that half, V - 1 shuffles in all where a tree for each value takes
+ * 5 V. Lane l ends with the sum of value l (V = 32) or l / 2 (V = 16: one more level, so both lanes
+ * of a pair hold it; a + b and b + a are the same bits) in v[0]. */
 template <int H, int V>
 __device__ __forceinline__ void da_transpose_level(double (&v)[V], int lane) {
   constexpr int O = 16 * 2 * H / V; /* this level's lane offset: 16 at the first */
@@ -797,7 +797,6 @@ static int da_by_states(mb_ctx *ctx, const float *A, int64_t d, int64_t n, size_
   if (own) *own = g;
   return MB_OK;
 }
-
 
 /* da_rows16's case: rows of 16 states from a 16-byte aligned A */
 static bool da_rows16_ok(const float *A, int64_t n) {
