@@ -91,13 +91,13 @@ __device__ void block_sum_d(double (&v)[K], double *red) {
 
 /* ---- A by states -------------------------------------------------------------------------------
  * dims 2 and -1 take a thread a (position, channel), so a warp's 32 threads read state s of 32
- * channels at once: from A's rows (d, n) 32 values n floats apart, 32 lines a load. From A by states,
- * At = A as (n, d), made once a call (a 972M layer's A: 229 KB), they are one line: the same values
- * in the same order, so the same bits, and on an H100 a 2048-position 972M chunk's `mean` over dim 2
- * took 122 us against 234, `max` 176 against 239, `mean` over dim -1 122 against 253. dim 1 and the
- * input similarity (a block a position, a thread 14 channels) ran slower from At (`norm` 304 against
- * 185 us, `min` 428 against 333, the similarity 350 against 328; docs/cuda_notes.md) and keep A's
- * rows. */
+ * channels at once: from A's rows (d, n) 32 values n floats apart, 32 lines a load. From A by
+ * states, At = A as (n, d), made once a call (a 972M layer's A: 229 KB), they are one line: the
+ * same values in the same order, so the same bits, and on an H100 a 2048-position 972M chunk's
+ * `mean` over dim 2 took 122 us against 234, `max` 176 against 239, `mean` over dim -1 122 against
+ * 253. dim 1 and the input similarity (a block a position, a thread 14 channels) ran slower from At
+ * (`norm` 304 against 185 us, `min` 428 against 333, the similarity 350 against 328;
+ * docs/cuda_notes.md) and keep A's rows. */
 __global__ void k_da_by_states(const float *__restrict__ A, int64_t d, int64_t n,
                                float *__restrict__ At) {
   MB_PDL_ENTRY(); /* At is the scratch an earlier op may still read */
@@ -783,7 +783,7 @@ __global__ void k_da_sim_merge(int64_t len, float eps, int tiles, const double *
 /* ---- entry points ------------------------------------------------------------------------------- */
 
 /* A by states in the context's scratch (*at), made on the stream before the kernels that read it,
- * after `before` bytes of the op's own (*own: the scratch's start; may be NULL when before is 0). */
+ * after `before` bytes of the op's own (*own: the scratch's start; may be NULL if before is 0). */
 static int da_by_states(mb_ctx *ctx, const float *A, int64_t d, int64_t n, size_t before,
                         const char *op, const float **at, void **own) {
   before = (before + 255) & ~(size_t)255;
