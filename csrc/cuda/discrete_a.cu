@@ -674,6 +674,29 @@ __device__ __forceinline__ void da_warp_transpose_sum(double (&v)[V]) {
   if constexpr (V == 16) v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
 }
 
+/* A tile block's thread: its channel's row of A (zeros past d). */
+__device__ __forceinline__ void da_tile_row(const float *__restrict__ A, int64_t c, int64_t d,
+                                            float (&a)[16]) {
+#pragma unroll
+  for (int s = 0; s < 16; s++) a[s] = c < d ? A[c * 16 + s] : 0.f;
+}
+
+/* A tile block's W sums a position, each summed over the block's warps in order into
+ * psum[t][blockIdx.x][.] (tiles channel tiles a position). */
+template <int W>
+__device__ __forceinline__ void da_tile_store(const double (&red)[DA_WARPS][DA_TP][W], int64_t t0,
+                                              int64_t len, int tiles, double *__restrict__ psum) {
+  __syncthreads();
+  for (int i = threadIdx.x; i < DA_TP * W; i += DA_THREADS) {
+    const int k = W == 16 ? i >> 4 : i / W, j = W == 16 ? i & 15 : i - k * W; /* i >= 0 */
+    if (t0 + k >= len) continue;
+    double v = red[0][k][j];
+#pragma unroll
+    for (int w = 1; w < DA_WARPS; w++) v += red[w][k][j];
+    psum[((t0 + k) * tiles + blockIdx.x) * W + j] = v;
+  }
+}
+
 __global__ void __launch_bounds__(DA_THREADS)
     k_da_dim1_part(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
                    int64_t len, int64_t d, bool sq, int tiles, double *__restrict__ psum) {
@@ -683,8 +706,7 @@ __global__ void __launch_bounds__(DA_THREADS)
   const int64_t c = (int64_t)blockIdx.x * DA_THREADS + threadIdx.x;
   const int64_t t0 = (int64_t)blockIdx.y * DA_TP;
   float a[16];
-#pragma unroll
-  for (int s = 0; s < 16; s++) a[s] = c < d ? A[c * 16 + s] : 0.f;
+  da_tile_row(A, c, d, a);
   for (int k = 0; k < DA_TP; k++) {
     const int64_t t = t0 + k;
     double v[16];
@@ -698,15 +720,7 @@ __global__ void __launch_bounds__(DA_THREADS)
     da_warp_transpose_sum<16>(v);
     if (!(lane & 1)) red[wid][k][lane >> 1] = v[0];
   }
-  __syncthreads();
-  for (int i = threadIdx.x; i < DA_TP * 16; i += DA_THREADS) {
-    const int k = i >> 4, s = i & 15;
-    if (t0 + k >= len) continue;
-    double v = red[0][k][s];
-#pragma unroll
-    for (int w = 1; w < DA_WARPS; w++) v += red[w][k][s];
-    psum[((t0 + k) * tiles + blockIdx.x) * 16 + s] = v;
-  }
+  da_tile_store<16>(red, t0, len, tiles, psum);
 }
 
 __global__ void k_da_dim1_merge(int64_t len, int64_t d, bool sq, int tiles,
@@ -733,8 +747,7 @@ __global__ void __launch_bounds__(DA_THREADS)
   const int64_t c = (int64_t)blockIdx.x * DA_THREADS + threadIdx.x;
   const int64_t t0 = (int64_t)blockIdx.y * DA_TP;
   float a[16];
-#pragma unroll
-  for (int s = 0; s < 16; s++) a[s] = c < d ? A[c * 16 + s] : 0.f;
+  da_tile_row(A, c, d, a);
   for (int k = 0; k < DA_TP; k++) {
     const int64_t t = t0 + k;
     const bool on = c < d && t < len;
@@ -752,15 +765,7 @@ __global__ void __launch_bounds__(DA_THREADS)
     red[wid][k][lane] = v[0];
     if (lane == 0) red[wid][k][32] = xx;
   }
-  __syncthreads();
-  for (int i = threadIdx.x; i < DA_TP * DA_SIM_W; i += DA_THREADS) {
-    const int k = i / DA_SIM_W, j = i - k * DA_SIM_W;
-    if (t0 + k >= len) continue;
-    double v = red[0][k][j];
-#pragma unroll
-    for (int w = 1; w < DA_WARPS; w++) v += red[w][k][j];
-    psum[((t0 + k) * tiles + blockIdx.x) * DA_SIM_W + j] = v;
-  }
+  da_tile_store<DA_SIM_W>(red, t0, len, tiles, psum);
 }
 
 __global__ void k_da_sim_merge(int64_t len, float eps, int tiles, const double *__restrict__ psum,
