@@ -107,13 +107,6 @@ __global__ void k_da_by_states(const float *__restrict__ A, int64_t d, int64_t n
   At[i] = A[c * n + s];
 }
 
-/* State s0 + k of channel c in At: a[k]. */
-struct DaStates {
-  const float *p;
-  int64_t d;
-  __device__ __forceinline__ float operator[](int k) const { return p[k * d]; }
-};
-
 /* ---- NONE: one thread per element ------------------------------------------------------------ */
 
 __global__ void k_da_none(const float *__restrict__ delta, int64_t ld, const float *__restrict__ A,
@@ -139,12 +132,12 @@ __global__ void k_da_dim2(const float *__restrict__ delta, int64_t ld, const flo
        r += (int64_t)gridDim.x * blockDim.x) {
     const int64_t t = r / d, c = r - t * d;
     const float sp = da_softplus(delta[t * ld + c]);
-    const DaStates a{At + c, d};
+    const float *a = At + c; /* state s at a[s * d] */
     if (minmax) {
       float b = expf(sp * a[0]);
       int64_t bi = 0;
       for (int s = 1; s < n; s++) {
-        const float e = expf(sp * a[s]);
+        const float e = expf(sp * a[s * d]);
         if (da_better(is_max, e, b)) b = e, bi = s;
       }
       out[r] = b;
@@ -152,7 +145,7 @@ __global__ void k_da_dim2(const float *__restrict__ delta, int64_t ld, const flo
     } else {
       double acc = 0.0;
       for (int s = 0; s < n; s++) {
-        const double e = expf(sp * a[s]);
+        const double e = expf(sp * a[s * d]);
         acc += red == MB_REDUCE_NORM ? e * e : e;
       }
       out[r] = (float)(red == MB_REDUCE_NORM ? sqrt(acc) : acc / (double)n);
