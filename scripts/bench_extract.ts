@@ -11,12 +11,16 @@
  *              into fresh arrays, into the previous repeat's arrays (`into`: registered as
  *              download destinations, the default), and into such arrays through the staging
  *              buffers (`pinInto: false`, the peer),
- * each run in turn `--repeats` times (so the three see the same machine load), and prints the
- * median of each and the median over repeats of each extraction's ratio to the forward of its own
- * repeat (target: <= 2), and each case's ratio to the GEMM floor (the forward's matrix-product
- * FLOPs at the rate of the model's in_proj over a chunk's positions, timed in the same run). On
- * the CPU it also prints CPU time (user + system of this process), which the neighbours' load
- * disturbs less than wall time.
+ * in two phases, the forward with the discrete-A workflows, then the forward with the module
+ * outputs: in each, the cases run in turn `--repeats` times (so they see the same machine load).
+ * (Two phases, because the module outputs leave ~5 GB of result arrays (972M) for the collector,
+ * whose release slowed the next repeat's discrete-A cases: on an H100, the `norm` over d_inner took
+ * 101 ms in turn with them against 76 ms alone.) It prints the median of each case and the median
+ * over repeats of each extraction's ratio to the forward of its own phase and repeat (target: <=
+ * 2), and each case's ratio to the GEMM floor (the forward's matrix-product FLOPs at the rate of
+ * the model's in_proj over a chunk's positions, timed in the same run). On the CPU it also prints
+ * CPU time (user + system of this process), which the neighbours' load disturbs less than wall
+ * time.
  *
  * Usage: deno task bench:extract [--model_id tiny] [--device auto|cpu|cuda] [--dtype fp32|bf16]
  *        [--len 7850] [--prompt_file F] [--repeats 5] [--threads N] [--chunk_size N]
@@ -100,18 +104,22 @@ async function main(argv: string[]): Promise<void> {
     );
     let into: Awaited<ReturnType<typeof extractModuleOutputs>>["modules"] | undefined;
     let pinned: typeof into;
-    const cases: [string, () => Promise<unknown>][] = [
-      ["forward", async () => {
-        const st = await model.forwardChunks(bytes, { skipHead: false });
-        be.sync();
-        st.free();
-      }],
+    const forward = async () => {
+      const st = await model.forwardChunks(bytes, { skipHead: false });
+      be.sync();
+      st.free();
+    };
+    // [name, phase, run]: each phase's first case is its forward
+    const cases: [string, number, () => Promise<unknown>][] = [
+      ["forward", 0, forward],
       [
         "discrete-A",
+        0,
         () => extractDiscreteA(model, bytes, { reduction: "fro", logProbs: true, ranks: true }),
       ],
       [
         "discrete-A-norm",
+        0,
         () =>
           extractDiscreteA(model, bytes, {
             reduction: "norm",
@@ -122,20 +130,22 @@ async function main(argv: string[]): Promise<void> {
       ],
       [
         "input-sim",
+        0,
         () => extractInputSimilarity(model, bytes, { logProbs: true, ranks: true }),
       ],
-      ["modules", () => extractModuleOutputs(model, bytes, { modules: ["dt_proj"] })],
+      ["forward-modules", 1, forward],
+      ["modules", 1, () => extractModuleOutputs(model, bytes, { modules: ["dt_proj"] })],
       // the same into the previous repeat's arrays (`into`, registered as download destinations
       // by default; CUDA: no copy on the host). Registered in the warm-up, so that registering
       // stays out of the timed runs.
-      ["modules-pinned", async () => {
+      ["modules-pinned", 1, async () => {
         pinned = (await extractModuleOutputs(model, bytes, {
           modules: ["dt_proj"],
           into: pinned,
         })).modules;
       }],
       // the peer: into mapped arrays through the staging buffers (pinInto: false)
-      ["modules-into", async () => {
+      ["modules-into", 1, async () => {
         into = (await extractModuleOutputs(model, bytes, {
           modules: ["dt_proj"],
           into,
@@ -158,20 +168,23 @@ async function main(argv: string[]): Promise<void> {
     const floorS = bytes.length * gemmFlopsPerPosition(dims) / rate;
     const wall = new Map<string, number[]>(), cpu = new Map<string, number[]>();
     for (const [name] of cases) wall.set(name, []), cpu.set(name, []);
-    for (let r = 0; r < args.repeats; r++) {
-      for (const [name, run] of cases) {
-        const c0 = cpuSeconds(), t0 = performance.now();
-        await run();
-        be.sync();
-        wall.get(name)!.push((performance.now() - t0) / 1000);
-        cpu.get(name)!.push(cpuSeconds() - c0);
+    for (const phase of [0, 1]) {
+      for (let r = 0; r < args.repeats; r++) {
+        for (const [name, p, run] of cases) {
+          if (p !== phase) continue;
+          const c0 = cpuSeconds(), t0 = performance.now();
+          await run();
+          be.sync();
+          wall.get(name)!.push((performance.now() - t0) / 1000);
+          cpu.get(name)!.push(cpuSeconds() - c0);
+        }
       }
     }
-    const fw = wall.get("forward")!, fc = cpu.get("forward")!;
     const fmt = (x: number) => x < 1 ? `${(x * 1000).toFixed(1)} ms` : `${x.toFixed(3)} s`;
     const span = (xs: number[]) => `${Math.min(...xs).toFixed(2)}..${Math.max(...xs).toFixed(2)}`;
     const labels: Record<string, string> = {
       forward: "plain forward (layers + head)",
+      "forward-modules": "plain forward (module outputs' phase)",
       "discrete-A": "discrete-A fro, all layers, log-probs + ranks",
       "discrete-A-norm": "discrete-A norm over d_inner, the same",
       "input-sim": "input similarity, the same",
@@ -185,13 +198,15 @@ async function main(argv: string[]): Promise<void> {
         (rate / 1e9).toFixed(0)
       } GFLOP/s)`,
     );
-    console.log(`${args.repeats} repeats, each case in turn; medians:`);
-    for (const [name] of cases) {
+    console.log(`${args.repeats} repeats of each phase, its cases in turn; medians:`);
+    for (const [name, phase] of cases) {
       const w = wall.get(name)!, c = cpu.get(name)!;
+      const forwardName = phase === 0 ? "forward" : "forward-modules";
+      const fw = wall.get(forwardName)!, fc = cpu.get(forwardName)!;
       let line = `${labels[name].padEnd(46)} wall ${fmt(median(w)).padStart(9)}`;
       line += ` | floor/wall ${(floorS / median(w)).toFixed(2)}`;
       if (be.kind === "cpu") line += ` | cpu ${fmt(median(c)).padStart(9)}`;
-      if (name !== "forward") {
+      if (name !== forwardName) {
         const rw = w.map((x, i) => x / fw[i]);
         line += ` | ratio to forward: wall ${median(rw).toFixed(2)} (${span(rw)})`;
         if (be.kind === "cpu") {

@@ -14,7 +14,7 @@ import {
 import { openCheckpoint } from "../src/checkpoint/mod.ts";
 import { workspaceBytes } from "../src/model/workspace.ts";
 import { AUTO_CHUNKS } from "../src/model/chunk_size.ts";
-import { maxRelError } from "./helpers/compare.ts";
+import { firstDifference, maxRelError } from "./helpers/compare.ts";
 import { forkStates, stepByte, verifyRows, withVerifyWorkspaces } from "./helpers/verify_pass.ts";
 
 const CONFIG = new URL("../configs/mambabyte_lm.yml", import.meta.url).pathname;
@@ -221,7 +221,9 @@ Deno.test({
 // within the bf16 weights' tolerance of the CPU (1e-2, as above) and differ from the fp32 ones'
 // (the path ran); forwards with taps keep fp32 xz, u and delta, so their logits keep those bits.
 Deno.test({
-  name: "cuda bf16 xz, u and delta: a forward without taps within 1e-2 of the CPU; with taps, fp32",
+  name:
+    "cuda bf16 xz, u and delta: a forward without taps within 1e-2 of the CPU; a dt_proj tap keeps " +
+    "them, an in_proj tap takes fp32 xz",
   ignore,
   async fn() {
     const mix = await loadModel({ ...BF16_GPU, chunkSize: 512 });
@@ -240,9 +242,27 @@ Deno.test({
           `bf16 xz, u and delta, ${text.length} bytes: max rel. error ${eFp32.toExponential(2)} ` +
             `against fp32 xz, ${eCpu.toExponential(2)} against the CPU`,
         );
-        const opts = { taps: ["dt_proj"] as const, layers: [1] };
-        const ta = await mix.forward(text, opts), tb = await fp32.forward(text, opts);
-        assert.deepEqual(ta.logits, tb.logits, `with taps (${text.length} bytes)`);
+        // a dt_proj tap: the plain forward's bf16 xz, u and delta (its logits to the bit), and
+        // the tap's fp32 delta with its bias (from dt_proj's own fp32 product) near the others'
+        const dt = { taps: ["dt_proj"] as const, layers: [1] };
+        const ta = await mix.forward(text, dt), tb = await fp32.forward(text, dt);
+        const tc = await cpu.forward(text, dt);
+        const at = firstDifference(ta.logits, a.logits);
+        assert.equal(at, -1, `dt_proj tap: logits differ at ${at} (${text.length} bytes)`);
+        const [da, db, dc] = [ta, tb, tc].map((r) => r.taps.get("dt_proj")!.get(1)!);
+        const eTap = maxRelError(da, db), eTapCpu = maxRelError(da, dc);
+        assert.ok(eTap < 1e-2, `dt_proj tap against fp32 xz's: ${eTap} (${text.length} bytes)`);
+        assert.ok(eTapCpu < 1e-2, `dt_proj tap against the CPU's: ${eTapCpu}`);
+        // an in_proj tap reads xz: fp32 xz, as the model without bf16 xz
+        const xz = { taps: ["in_proj", "dt_proj"] as const, layers: [1] };
+        const xa = await mix.forward(text, xz), xb = await fp32.forward(text, xz);
+        const ax = firstDifference(xa.logits, xb.logits);
+        assert.equal(ax, -1, `in_proj tap: logits differ at ${ax} (${text.length} bytes)`);
+        const ix = firstDifference(
+          xa.taps.get("in_proj")!.get(1)!,
+          xb.taps.get("in_proj")!.get(1)!,
+        );
+        assert.equal(ix, -1, `in_proj tap: xz differs at ${ix} (${text.length} bytes)`);
       }
     } finally {
       mix.close();

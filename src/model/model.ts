@@ -336,6 +336,8 @@ export class MambaByteLM {
   #tapPipe: TapPipeline | undefined;
   #hostRegistry: HostRegistry | undefined;
   #decodeKept: DecodeContext | null = null;
+  /** The last layer forwardLayers ran left its dt_proj tap in ws.y (bf16 xz), not ws.delta. */
+  #deltaTapInY = false;
   #closed = false;
   readonly #ownsWeights: boolean;
   /** The weights' fp16 twins (MambaByteLMOptions.f16Products), or null. */
@@ -529,7 +531,10 @@ export class MambaByteLM {
    * the scan's input, in ws.xConv's bytes), both by exponents the twins found at load; dt_proj
    * runs on its twin too, writing delta as scaled fp16 rows for the scan; out_proj adds into the
    * residual in place. `tapsOnTwins`: `afterLayer` reads only TAPS_ON_TWINS, so the twins are
-   * taken with it too (dt_proj then writes fp32 delta with its bias where dtProjOut asks).
+   * taken with it too (dt_proj then writes fp32 delta with its bias where dtProjOut asks), and so
+   * are out_proj with the next layer's add + norm and, unless `xzTapped` (in_proj's output is
+   * read), bf16 xz and delta: dt_proj then also writes fp32 delta with its bias into ws.y (which
+   * bf16 activations leave unused) for the tap, where {@link #tapSource} finds it.
    */
   forwardLayers(
     ws: Workspace,
@@ -539,19 +544,24 @@ export class MambaByteLM {
     afterLayer?: (layer: number) => void,
     dtProjOut: (layer: number) => boolean = () => afterLayer !== undefined,
     tapsOnTwins = false,
+    xzTapped = true,
   ): void {
     const be = this.backend;
     const { dInner: di, dtRank: r } = this.dims;
     const bf = len > 8 ? ws.bf16 : null;
-    // Without taps, a chunk of more than 8 positions runs each out_proj but the last with the next
-    // layer's add + norm (Backend.linearAddNorm: on CUDA the GEMM adds the product to the residual
-    // itself); shorter chunks keep the products of up to 8 rows (a one-row call's bits).
-    const fuseNorm = afterLayer === undefined && len > 8;
-    // xz and delta as bf16 (no taps read them)
-    const mixBf16 = bf !== null && afterLayer === undefined && this.bf16MixerActivations;
+    // taps that read only what the plain forward's forms still write in fp32 (TAPS_ON_TWINS) leave
+    // the layer to those forms
+    const plain = afterLayer === undefined || tapsOnTwins;
+    // A chunk of more than 8 positions runs each out_proj but the last with the next layer's add +
+    // norm (Backend.linearAddNorm: on CUDA the GEMM adds the product to the residual itself);
+    // shorter chunks keep the products of up to 8 rows (a one-row call's bits).
+    const fuseNorm = plain && len > 8;
+    // xz and delta as bf16 (no tap reads xz; a dt_proj tap gets its fp32 copy in ws.y)
+    const mixBf16 = bf !== null && plain && !(afterLayer && xzTapped) &&
+      this.bf16MixerActivations;
     // in_proj and out_proj on the weights' fp16 twins while TF32 is allowed (fp32 weights); with
     // taps only where they read what the twins' path writes in fp32
-    const f16 = len > 8 && (afterLayer === undefined || tapsOnTwins) && bf === null &&
+    const f16 = len > 8 && plain && bf === null &&
         (be.flags & FLAG_ALLOW_TF32) !== 0 && ws.rows * this.dims.dModel >= 16
       ? this.#f16
       : null;
@@ -567,9 +577,7 @@ export class MambaByteLM {
           ...f16.inProj(i),
         });
       } else {
-        if (!fuseNorm || i === 0) {
-          this.#norm(ws, i, len, bf?.normed, bf !== null && afterLayer === undefined);
-        }
+        if (!fuseNorm || i === 0) this.#norm(ws, i, len, bf?.normed, bf !== null && plain);
         if (mixBf16) {
           be.linearToBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr, xBf16: true });
         } else if (bf) be.linearBf16({ ...this.#inProj(ws, i, len), x: bf.normed.ptr });
@@ -594,8 +602,12 @@ export class MambaByteLM {
         });
       } else if (bf) be.linearBf16({ ...this.#xProjOperands(ws, i, len), x: bf.xConv.ptr });
       else be.linear(this.#xProjOperands(ws, i, len));
-      const biasInScan = !dtProjOut(i);
-      const deltaBf16 = mixBf16 && biasInScan;
+      const tapDelta = dtProjOut(i);
+      // with bf16 xz a dt_proj tap takes its own fp32 delta with the bias, in ws.y; the scan's
+      // delta stays bf16 (a tile scan reads bf16 u and z only with bf16 delta)
+      const deltaInY = mixBf16 && tapDelta;
+      const biasInScan = !tapDelta || deltaInY;
+      const deltaBf16 = mixBf16;
       const deltaF16 = f16 !== null && biasInScan; // (a dt_proj tap takes fp32 delta)
       const dtProj = {
         x: ws.xDbl.ptr,
@@ -608,6 +620,8 @@ export class MambaByteLM {
         outF: di,
         y: ws.delta.ptr,
       };
+      if (deltaInY) be.linear({ ...dtProj, bias: w.dtProjBias.ptr, y: ws.y.ptr });
+      this.#deltaTapInY = deltaInY;
       // on the twins: delta as scaled fp16 rows in ws.delta's first half, its exponent found by the
       // product (no output can overflow)
       if (deltaF16) {
@@ -1234,7 +1248,7 @@ export class MambaByteLM {
     const tapsOnTwins = taps.every((t) => TAPS_ON_TWINS.includes(t));
     const pipe = wantTaps && options.onTap &&
         (options.overlapTaps ?? this.backend.kind === "cuda")
-      ? (this.#tapPipe ??= new TapPipeline(this.backend, 4, this.#registry()))
+      ? this.downloadPipeline()
       : undefined;
     try {
       for (let start = 0; start < L; start += ws.rows) {
@@ -1272,10 +1286,20 @@ export class MambaByteLM {
         // A one-position chunk is a decoding step (as mamba_simple's forward hands a single cached
         // position to step), unless a conv1d tap needs the pre-activation conv only the scan path
         // writes.
+        this.#deltaTapInY = false; // forwardLayers sets it where it applies
         if (rows === 1 && !(wantTaps && taps.includes("conv1d"))) {
           this.stepLayers(ws, state, 1, afterLayer);
         } else {
-          this.forwardLayers(ws, state, rows, convPre, afterLayer, dtProjOut, tapsOnTwins);
+          this.forwardLayers(
+            ws,
+            state,
+            rows,
+            convPre,
+            afterLayer,
+            dtProjOut,
+            tapsOnTwins,
+            taps.includes("in_proj"),
+          );
         }
         pipe?.drain();
         for (const c of pending) await options.onTap!(c);
@@ -1306,6 +1330,7 @@ export class MambaByteLM {
 
   /** The workspace buffer that holds a tap's output after its layer (rows of tapWidth floats). */
   #tapSource(ws: Workspace, tap: TapName): Tensor {
+    if (tap === "dt_proj" && this.#deltaTapInY) return ws.y;
     return {
       norm: ws.normed,
       in_proj: ws.xz,
@@ -1497,6 +1522,16 @@ export class MambaByteLM {
   releaseDecodeBuffers(): void {
     this.#decodeKept?.free();
     this.#decodeKept = null;
+  }
+
+  /**
+   * The model's downloads that overlap the layers after them ({@link TapPipeline}): forwardChunks'
+   * onTap chunks go through it, and an extraction's own results may too in a pass without onTap
+   * (drained before the pass ends).
+   */
+  downloadPipeline(): TapPipeline {
+    this.#assertOpen();
+    return this.#tapPipe ??= new TapPipeline(this.backend, 4, this.#registry());
   }
 
   #registry(): HostRegistry {

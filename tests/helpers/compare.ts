@@ -14,6 +14,17 @@ export function maxRelError(a: ArrayLike<number>, b: ArrayLike<number>): number 
   return scale === 0 ? diff : diff / scale;
 }
 
+/**
+ * The first index where a and b differ (bits, as Object.is: NaN equals NaN), or -1; a length
+ * mismatch differs at the shorter length. For large arrays, where a failing assert.deepEqual spends
+ * minutes writing its diff.
+ */
+export function firstDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (!Object.is(a[i], b[i])) return i;
+  return a.length === b.length ? -1 : n;
+}
+
 /** mulberry32: a small seeded PRNG of uniforms in [0, 1), the one every test draws from. */
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;

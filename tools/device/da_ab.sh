@@ -6,10 +6,12 @@
 #   1. this tree's build and the peer's; cuda_vs_cpu --only discrete_a on each (either may land);
 #   2. cuda_bench --discrete-a (mb_discrete_a alone, a 972M chunk, each reduction) for this tree
 #      and the peer in turn, ROUNDS times (default 2);
-#   3. bench:extract (972M, fp32 weights, TF32 allowed) for this tree and the peer in turn, then
-#      with bf16 weights for this tree (DTYPES, default "fp32 bf16");
-#   4. memcheck and racecheck on cuda_vs_cpu --small --only discrete_a, and the CUDA extraction
-#      tests through Deno.
+#   3. bench:extract (972M, fp32 weights, TF32 allowed) for this tree and the peer in turn
+#      (PEER_EXTRACT=0: this tree only), then with bf16 weights for this tree (DTYPES, default
+#      "fp32 bf16");
+#   4. with GAP=1, tools/device/extract_gap.ts for each of DTYPES (where an extraction's time goes);
+#   5. memcheck and racecheck on cuda_vs_cpu --small --only discrete_a, and the CUDA extraction
+#      tests through Deno (ALL_MODEL_TESTS=1: every CUDA model test).
 # What a cut-short call most needs comes first; a summary is printed last.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
@@ -40,17 +42,29 @@ done
 if setup_deno; then
   for dtype in ${DTYPES:-fp32 bf16}; do
     builds="build-cuda build-peer"
-    [ "$dtype" = fp32 ] || builds=build-cuda
+    [ "$dtype" = fp32 ] && [ "${PEER_EXTRACT:-1}" = 1 ] || builds=build-cuda
     for t in $builds; do
       MAMBABYTE_LIB=$PWD/$t/libmambabyte.so bench_extract_with "MB_LABEL=${dtype}_$t" "$dtype"
     done
   done
 fi
 
+if [ "${GAP:-0}" = 1 ] && command -v deno >/dev/null; then
+  for dtype in ${DTYPES:-fp32 bf16}; do
+    step "extract_gap.ts $dtype"
+    timeout "${GAP_T:-150}" deno run --cached-only --no-check -A tools/device/extract_gap.ts \
+      "$dtype" 2>&1 | tee "$OUT/gap_$dtype.log" || fail
+  done
+fi
+
 SAN_ONLY=discrete_a SAN_T=${SAN_T:-90} check_sanitizers
 
 if command -v deno >/dev/null; then
-  cuda_model_tests "${DENO_T:-150}" tests/cuda_model_test.ts --filter extractions
+  if [ "${ALL_MODEL_TESTS:-0}" = 1 ]; then
+    cuda_model_tests "${DENO_T:-150}" tests/cuda_model_test.ts
+  else
+    cuda_model_tests "${DENO_T:-150}" tests/cuda_model_test.ts --filter extractions
+  fi
 fi
 print_summary da_ab
 exit $status
