@@ -2,9 +2,12 @@
  * discrete_a.cu — the CUDA twins of csrc/cpu/discrete_a.c: discrete-A of a layer,
  * E[t, c, s] = exp(softplus(delta[t, c]) * A[c, s]), reduced as it is made (mb_discrete_a), and its
  * cosine similarity with the input (mb_discrete_a_input_sim). E lives only in registers and shared
- * memory unless MB_REDUCE_NONE asks for it. Sums accumulate in float64 (the H200 runs float64 FMAs
- * at half the float32 rate; the exps dominate anyway), as on the CPU, so the two backends differ
- * only by expf's rounding (CUDA's expf: <= 2 ulp) and the order of float64 additions.
+ * memory unless MB_REDUCE_NONE asks for it. Sums accumulate in float64, as on the CPU, so the two
+ * backends differ by expf's rounding (CUDA's expf: <= 2 ulp) and the order of the additions; the
+ * tile kernels (fro, dim 1's mean / norm, the similarity, n == 16 where named) differ a little
+ * more: E by ex2 (da_pair_sum's comment), and their first sums, over a thread's 16 states or a
+ * warp's 32 channels, in float32 before float64 takes over (each within 5 float32 roundings of
+ * the sum of its terms' magnitudes; cuda_vs_cpu holds them to the CPU within 1e-5).
  *
  * Kernels (each op only enqueues on the context's stream; partials go to the context's scratch):
  *   NONE                one thread per element (coalesced stores of the (len, d, n) tensor).
@@ -35,6 +38,50 @@
 #define DA_WARPS (DA_THREADS / 32)
 
 __device__ __forceinline__ float da_softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
+
+/* The tile kernels' E = exp(sp A) as 2^(sp (log2(e) A)) on the MUFU unit alone (mb_fast_ex2), with
+ * log2(e) A (or 2 log2(e) A for E^2) made once a channel: expf's range reduction took ~8
+ * instructions an element, the kernels' bound with the float64 sums. Relative to expf(sp A): the
+ * extra rounding of the scaled row and of the product, |sp A| 2^-23 or so, and ex2's ~2^-22. */
+#define DA_LOG2E 1.4426950408889634f
+#define DA_2LOG2E 2.8853900817779268f
+
+/* v[0] + ... + v[N - 1] as a pairwise tree in float32 (N a power of two; the terms of a tile
+ * kernel's thread, >= 0, so its error stays within log2(N) float32 roundings of the sum). */
+template <int N>
+__device__ __forceinline__ float da_pair_sum(float (&v)[N]) {
+#pragma unroll
+  for (int h = N / 2; h >= 1; h >>= 1)
+#pragma unroll
+    for (int j = 0; j < h; j++) v[j] += v[j + h];
+  return v[0];
+}
+
+/* v[0..V) of each of the warp's 32 lanes summed over the lanes (V: 16 or 32): at each level (lane
+ * offsets 16, 8, ...) a lane keeps half of its values (the lower half where its offset bit is 0)
+ * and adds its partner's copy of that half, V - 1 shuffles in all where a tree for each value takes
+ * 5 V. Lane l ends with the sum of value l (V = 32) or l / 2 (V = 16: one more level, so both lanes
+ * of a pair hold it; a + b and b + a are the same bits) in v[0]. */
+template <int H, int V>
+__device__ __forceinline__ void da_transpose_level(float (&v)[V], int lane) {
+  constexpr int O = 16 * 2 * H / V; /* this level's lane offset: 16 at the first */
+  const bool up = lane & O;
+#pragma unroll
+  for (int j = 0; j < H; j++) {
+    const float send = up ? v[j] : v[j + H];
+    const float keep = up ? v[j + H] : v[j];
+    v[j] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+  }
+  if constexpr (H > 1) da_transpose_level<H / 2, V>(v, lane);
+}
+
+template <int V>
+__device__ __forceinline__ void da_warp_transpose_sum(float (&v)[V]) {
+  static_assert(V == 16 || V == 32, "16 or 32 values");
+  const int lane = threadIdx.x & 31;
+  da_transpose_level<V / 2, V>(v, lane); /* templated levels: v's indices stay constants */
+  if constexpr (V == 16) v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
+}
 
 /* Does x replace the running best b (torch's rule, as the CPU's better())? */
 __device__ __forceinline__ bool da_better(bool is_max, float x, float b) {
@@ -97,14 +144,16 @@ __device__ void block_sum_d(double (&v)[K], double *red) {
  * `mean` over dim 2 took 122 us against 234, `max` 176 against 239, `mean` over dim -1 122 against
  * 253. dim 1 and the input similarity (a block a position, a thread 14 channels) ran slower from At
  * (`norm` 304 against 185 us, `min` 428 against 333, the similarity 350 against 328;
- * docs/cuda_notes.md) and keep A's rows. */
-__global__ void k_da_by_states(const float *__restrict__ A, int64_t d, int64_t n,
+ * docs/cuda_notes.md) and keep A's rows. The sums (mean, norm) take At scaled by log2(e) (or
+ * 2 log2(e) for the squares), so that E (E^2) is one ex2, as in the tile kernels; min / max take A
+ * as it is (scale 1) and expf, whose rounding orders near ties as the CPU's does. */
+__global__ void k_da_by_states(const float *__restrict__ A, int64_t d, int64_t n, float scale,
                                float *__restrict__ At) {
   MB_PDL_ENTRY(); /* At is the scratch an earlier op may still read */
   const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= d * n) return;
   const int64_t s = i / d, c = i - s * d;
-  At[i] = A[c * n + s];
+  At[i] = A[c * n + s] * scale;
 }
 
 /* ---- NONE: one thread per element ------------------------------------------------------------ */
@@ -143,11 +192,8 @@ __global__ void k_da_dim2(const float *__restrict__ delta, int64_t ld, const flo
       out[r] = b;
       if (idx) idx[r] = bi;
     } else {
-      double acc = 0.0;
-      for (int s = 0; s < n; s++) {
-        const double e = expf(sp * a[s * d]);
-        acc += red == MB_REDUCE_NORM ? e * e : e;
-      }
+      double acc = 0.0; /* At by log2(e), or 2 log2(e) for the norm: E or E^2 by one ex2 */
+      for (int s = 0; s < n; s++) acc += (double)mb_fast_ex2(sp * a[s * d]);
       out[r] = (float)(red == MB_REDUCE_NORM ? sqrt(acc) : acc / (double)n);
     }
   }
@@ -179,9 +225,11 @@ __global__ void __launch_bounds__(DA_THREADS)
  * apart across the warp (32 lines a load): 238 us a 2048-position 972M chunk on an H100, against
  * 99 us here (tools/device/da_ab.sh). Here block (x, y) takes channels [256 x, 256 x + 256) over
  * positions [32 y, 32 y + 32): a thread loads its channel's A row into registers once, then each
- * position's squares sum in float64 (as before), over the warp by shuffles and over the block's
- * warps in warp order into psum[t][x]; k_da_fro_merge sums each position's channel tiles in
- * order. NS: n when it is 16 (the states' loop without guards), else 0. */
+ * position's squares (by ex2) sum over the thread's states as a float32 tree, then 16 positions'
+ * sums at once over the warp in float32 (da_warp_transpose_sum: a float64 tree a position took
+ * 10 shuffles a lane, its float64 adds and a conversion), then in float64 over the block's warps
+ * in warp order into psum[t][x]; k_da_fro_merge sums each position's channel tiles in order. NS:
+ * n when it is 16 (the states' loop without guards), else 0. */
 #define DA_FRO_T 32    /* positions a block */
 #define DA_FRO_NMAX 16 /* states a thread keeps in registers */
 
@@ -195,24 +243,23 @@ __global__ void __launch_bounds__(DA_THREADS)
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
   const int64_t c = (int64_t)blockIdx.x * DA_THREADS + threadIdx.x;
   const int64_t t0 = (int64_t)blockIdx.y * DA_FRO_T;
-  float a[DA_FRO_NMAX];
+  float a[DA_FRO_NMAX]; /* 2 log2(e) A: E^2 = 2^(sp a[s]) */
 #pragma unroll
-  for (int s = 0; s < DA_FRO_NMAX; s++) a[s] = c < d && s < n ? A[c * n + s] : 0.f;
-  for (int k = 0; k < DA_FRO_T; k++) {
-    const int64_t t = t0 + k;
-    double acc = 0.0;
-    if (c < d && t < len) {
-      const float sp = da_softplus(delta[t * ld + c]);
+  for (int s = 0; s < DA_FRO_NMAX; s++) a[s] = c < d && s < n ? A[c * n + s] * DA_2LOG2E : 0.f;
+  for (int g = 0; g < DA_FRO_T; g += 16) { /* 16 positions' sums over the warp at once */
+    float v[16];
 #pragma unroll
-      for (int s = 0; s < DA_FRO_NMAX; s++) {
-        if (s < n) {
-          const double e = expf(sp * a[s]);
-          acc += e * e;
-        }
-      }
+    for (int k = 0; k < 16; k++) {
+      const int64_t t = t0 + g + k;
+      float e2[DA_FRO_NMAX];
+      const bool on = c < d && t < len;
+      const float sp = on ? da_softplus(delta[t * ld + c]) : 0.f;
+#pragma unroll
+      for (int s = 0; s < DA_FRO_NMAX; s++) e2[s] = on && s < n ? mb_fast_ex2(sp * a[s]) : 0.f;
+      v[k] = da_pair_sum<DA_FRO_NMAX>(e2);
     }
-    acc = warp_sum_d(acc);
-    if (lane == 0) red[wid][k] = acc;
+    da_warp_transpose_sum<16>(v);
+    if (!(lane & 1)) red[wid][g + (lane >> 1)] = v[0];
   }
   __syncthreads();
   if (threadIdx.x < DA_FRO_T && t0 + threadIdx.x < len) {
@@ -415,7 +462,6 @@ __global__ void __launch_bounds__(DA_THREADS)
   __shared__ float sv[DA_WARPS];
   __shared__ int sh[DA_WARPS];
   const bool minmax = red == MB_REDUCE_MIN || red == MB_REDUCE_MAX, is_max = red == MB_REDUCE_MAX;
-  const bool sq = red == MB_REDUCE_NORM;
   const int64_t r = blockIdx.x * (int64_t)DA_THREADS + threadIdx.x;
   double acc[1] = {0.0};
   float b = 0.f;
@@ -424,11 +470,11 @@ __global__ void __launch_bounds__(DA_THREADS)
     const int64_t t = r / d, c = r - t * d;
     const float sp = da_softplus(delta[t * ld + c]);
     for (int64_t s = 0; s < n; s++) {
-      const float e = expf(sp * At[s * d + c]);
       if (minmax) {
+        const float e = expf(sp * At[s * d + c]);
         if (has < 0 || da_better(is_max, e, b)) b = e, has = 0;
-      } else {
-        acc[0] += sq ? (double)e * e : (double)e;
+      } else { /* At by log2(e), or 2 log2(e) for the norm: E or E^2 by one ex2 */
+        acc[0] += (double)mb_fast_ex2(sp * At[s * d + c]);
       }
     }
   }
@@ -636,42 +682,17 @@ __global__ void __launch_bounds__(DA_THREADS)
  * position) read every row again at each position from L2. Each position's per-state sums (dim 1:
  * 16; the similarity: 16 dots with x, 16 squares, and x's square) are summed over the warp by
  * da_warp_transpose_sum, over the block's warps in order into psum[t][x][.], and over the channel
- * tiles in order by the merge kernels. Every value is made and summed in float64 as before; only
- * the order of the sums changed (within cuda_vs_cpu's 1e-5). H100, a 2048-position 972M chunk:
- * `norm` over dim 1 121 against 185 us, the similarity 203 against 328 (tools/device/da_ab.sh). */
+ * tiles in order by the merge kernels. The warp's sums are float32 (its 32 channels' terms, by
+ * ex2; half the shuffles of float64 and no conversion a term), the block's and the tiles' float64.
+ * H100, a 2048-position 972M chunk with float64 warp sums and expf: `norm` over dim 1 121 against
+ * 185 us a block a position, the similarity 203 against 328 (tools/device/da_ab.sh). */
 #define DA_TP 16 /* positions a tile block */
 
-/* v[0..V) of each of the warp's 32 lanes summed over the lanes (V: 16 or 32): at each level (lane
- * offsets 16, 8, ...) a lane keeps half of its values (the lower half where its offset bit is 0)
- * and adds its partner's copy of that half, V - 1 shuffles in all where a tree for each value takes
- * 5 V. Lane l ends with the sum of value l (V = 32) or l / 2 (V = 16: one more level, so both lanes
- * of a pair hold it; a + b and b + a are the same bits) in v[0]. */
-template <int H, int V>
-__device__ __forceinline__ void da_transpose_level(double (&v)[V], int lane) {
-  constexpr int O = 16 * 2 * H / V; /* this level's lane offset: 16 at the first */
-  const bool up = lane & O;
-#pragma unroll
-  for (int j = 0; j < H; j++) {
-    const double send = up ? v[j] : v[j + H];
-    const double keep = up ? v[j + H] : v[j];
-    v[j] = keep + __shfl_xor_sync(0xffffffffu, send, O);
-  }
-  if constexpr (H > 1) da_transpose_level<H / 2, V>(v, lane);
-}
-
-template <int V>
-__device__ __forceinline__ void da_warp_transpose_sum(double (&v)[V]) {
-  static_assert(V == 16 || V == 32, "16 or 32 values");
-  const int lane = threadIdx.x & 31;
-  da_transpose_level<V / 2, V>(v, lane); /* templated levels: v's indices stay constants */
-  if constexpr (V == 16) v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
-}
-
-/* A tile block's thread: its channel's row of A (zeros past d). */
+/* A tile block's thread: its channel's row of A times scale (zeros past d). */
 __device__ __forceinline__ void da_tile_row(const float *__restrict__ A, int64_t c, int64_t d,
-                                            float (&a)[16]) {
+                                            float scale, float (&a)[16]) {
 #pragma unroll
-  for (int s = 0; s < 16; s++) a[s] = c < d ? A[c * 16 + s] : 0.f;
+  for (int s = 0; s < 16; s++) a[s] = c < d ? A[c * 16 + s] * scale : 0.f;
 }
 
 /* A tile block's W sums a position, each summed over the block's warps in order into
@@ -698,18 +719,15 @@ __global__ void __launch_bounds__(DA_THREADS)
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
   const int64_t c = (int64_t)blockIdx.x * DA_THREADS + threadIdx.x;
   const int64_t t0 = (int64_t)blockIdx.y * DA_TP;
-  float a[16];
-  da_tile_row(A, c, d, a);
+  float a[16]; /* log2(e) A, or 2 log2(e) A for the squares: E = 2^(sp a[s]) */
+  da_tile_row(A, c, d, sq ? DA_2LOG2E : DA_LOG2E, a);
   for (int k = 0; k < DA_TP; k++) {
     const int64_t t = t0 + k;
-    double v[16];
+    float v[16];
     const bool on = c < d && t < len;
     const float sp = on ? da_softplus(delta[t * ld + c]) : 0.f;
 #pragma unroll
-    for (int s = 0; s < 16; s++) {
-      const float e = expf(sp * a[s]);
-      v[s] = on ? (sq ? (double)e * e : (double)e) : 0.0;
-    }
+    for (int s = 0; s < 16; s++) v[s] = on ? mb_fast_ex2(sp * a[s]) : 0.f;
     da_warp_transpose_sum<16>(v);
     if (!(lane & 1)) red[wid][k][lane >> 1] = v[0];
   }
@@ -739,21 +757,21 @@ __global__ void __launch_bounds__(DA_THREADS)
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
   const int64_t c = (int64_t)blockIdx.x * DA_THREADS + threadIdx.x;
   const int64_t t0 = (int64_t)blockIdx.y * DA_TP;
-  float a[16];
-  da_tile_row(A, c, d, a);
+  float a[16]; /* log2(e) A: E = 2^(sp a[s]) */
+  da_tile_row(A, c, d, DA_LOG2E, a);
   for (int k = 0; k < DA_TP; k++) {
     const int64_t t = t0 + k;
     const bool on = c < d && t < len;
     const float sp = on ? da_softplus(delta[t * ld + c]) : 0.f;
-    const double xv = on ? (double)x[t * ldx + c] : 0.0;
-    double v[32];
+    const float xv = on ? x[t * ldx + c] : 0.f;
+    float v[32];
 #pragma unroll
     for (int s = 0; s < 16; s++) {
-      const double e = on ? (double)expf(sp * a[s]) : 0.0;
+      const float e = on ? mb_fast_ex2(sp * a[s]) : 0.f;
       v[s] = e * xv;
       v[16 + s] = e * e;
     }
-    const double xx = warp_sum_d(xv * xv);
+    const double xx = warp_sum_d((double)xv * xv);
     da_warp_transpose_sum<32>(v);
     red[wid][k][lane] = v[0];
     if (lane == 0) red[wid][k][32] = xx;
@@ -782,18 +800,23 @@ __global__ void k_da_sim_merge(int64_t len, float eps, int tiles, const double *
 
 /* A by states in the context's scratch (*at), made on the stream before the kernels that read it,
  * after `before` bytes of the op's own (*own: the scratch's start; may be NULL if before is 0). */
-static int da_by_states(mb_ctx *ctx, const float *A, int64_t d, int64_t n, size_t before,
-                        const char *op, const float **at, void **own) {
+static int da_by_states(mb_ctx *ctx, const float *A, int64_t d, int64_t n, float scale,
+                        size_t before, const char *op, const float **at, void **own) {
   before = (before + 255) & ~(size_t)255;
   void *g;
   int st = mbcuda_scratch(ctx, before + (size_t)(d * n) * sizeof(float), op, &g);
   if (st != MB_OK) return st;
   float *t = (float *)((char *)g + before);
   MBCUDA_LAUNCH(op, k_da_by_states, dim3(mbcuda_blocks(d * n, DA_THREADS)), dim3(DA_THREADS), 0,
-                A, d, n, t);
+                A, d, n, scale, t);
   *at = t;
   if (own) *own = g;
   return MB_OK;
+}
+
+/* A by states' scale for a reduction (k_da_by_states) */
+static float da_sum_scale(int reduction) {
+  return reduction == MB_REDUCE_NORM ? DA_2LOG2E : reduction == MB_REDUCE_MEAN ? DA_LOG2E : 1.f;
 }
 
 /* da_rows16's case: rows of 16 states from a 16-byte aligned A */
@@ -857,7 +880,7 @@ extern "C" int mbcuda_discrete_a(mb_ctx *ctx, const float *delta, int64_t ld_del
   }
   if (dim == 2) {
     const float *at;
-    int st = da_by_states(ctx, A, d, n, 0, "discrete_a", &at, NULL);
+    int st = da_by_states(ctx, A, d, n, da_sum_scale(reduction), 0, "discrete_a", &at, NULL);
     if (st != MB_OK) return st;
     MBCUDA_LAUNCH("discrete_a", k_da_dim2, dim3(da_grid(len * d, DA_THREADS)), blk, 0, delta,
                   ld_delta, at, len, d, n, reduction, out, idx);
@@ -913,7 +936,7 @@ extern "C" int mbcuda_discrete_a(mb_ctx *ctx, const float *delta, int64_t ld_del
   if (blocks > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: discrete_a: len * d too large");
   void *p;
   const float *at;
-  int st = da_by_states(ctx, A, d, n,
+  int st = da_by_states(ctx, A, d, n, da_sum_scale(reduction),
                         (size_t)blocks * (sizeof(double) + sizeof(float) + sizeof(int)),
                         "discrete_a", &at, &p);
   if (st != MB_OK) return st;
