@@ -3,11 +3,12 @@
  * E[t, c, s] = exp(softplus(delta[t, c]) * A[c, s]), reduced as it is made (mb_discrete_a), and its
  * cosine similarity with the input (mb_discrete_a_input_sim). E lives only in registers and shared
  * memory unless MB_REDUCE_NONE asks for it. Sums accumulate in float64, as on the CPU, so the two
- * backends differ by expf's rounding (CUDA's expf: <= 2 ulp) and the order of the additions; the
- * tile kernels (fro, dim 1's mean / norm, the similarity, n == 16 where named) differ a little
- * more: E by ex2 (da_pair_sum's comment), and their first sums, over a thread's 16 states or a
- * warp's 32 channels, in float32 before float64 takes over (each within 5 float32 roundings of
- * the sum of its terms' magnitudes; cuda_vs_cpu holds them to the CPU within 1e-5).
+ * backends differ by expf's rounding (CUDA's expf: <= 2 ulp) and the order of the additions. The
+ * sums (mean, norm, fro, the similarity; min / max keep expf) differ a little more: E by one ex2 of
+ * a log2(e)-scaled A (DA_LOG2E's comment), and in the tile kernels (fro, dim 1, the similarity)
+ * the first sums, over a thread's 16 states or a warp's 32 channels, in float32 before float64
+ * takes over (each within 5 float32 roundings of the sum of its terms' magnitudes; cuda_vs_cpu
+ * holds every result to the CPU's within 1e-5).
  *
  * Kernels (each op only enqueues on the context's stream; partials go to the context's scratch):
  *   NONE                one thread per element (coalesced stores of the (len, d, n) tensor).
@@ -39,7 +40,7 @@
 
 __device__ __forceinline__ float da_softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
-/* The tile kernels' E = exp(sp A) as 2^(sp (log2(e) A)) on the MUFU unit alone (mb_fast_ex2), with
+/* The sums' E = exp(sp A) as 2^(sp (log2(e) A)) on the MUFU unit alone (mb_fast_ex2), with
  * log2(e) A (or 2 log2(e) A for E^2) made once a channel: expf's range reduction took ~8
  * instructions an element, the kernels' bound with the float64 sums. Relative to expf(sp A): the
  * extra rounding of the scaled row and of the product, |sp A| 2^-23 or so, and ex2's ~2^-22. */
