@@ -50,11 +50,7 @@ if setup_deno; then
 fi
 
 if [ "${GAP:-0}" = 1 ] && command -v deno >/dev/null; then
-  for dtype in ${DTYPES:-fp32 bf16}; do
-    step "extract_gap.ts $dtype"
-    timeout "${GAP_T:-150}" deno run --cached-only --no-check -A tools/device/extract_gap.ts \
-      "$dtype" 2>&1 | tee "$OUT/gap_$dtype.log" || fail
-  done
+  for dtype in ${DTYPES:-fp32 bf16}; do extract_gap "$dtype"; done
 fi
 
 SAN_ONLY=discrete_a SAN_T=${SAN_T:-90} check_sanitizers

@@ -15,11 +15,7 @@ step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 build_cuda -DMAMBABYTE_TESTS=ON
 setup_deno || { echo "no Deno"; exit 1; }
-for dtype in ${DTYPES:-fp32 bf16}; do
-  step "extract_gap.ts $dtype"
-  timeout "${GAP_T:-150}" deno run --cached-only --no-check -A tools/device/extract_gap.ts "$dtype" \
-    2>&1 | tee "$OUT/gap_$dtype.log" || fail
-done
+for dtype in ${DTYPES:-fp32 bf16}; do extract_gap "$dtype"; done
 [ "${BF16_BENCH:-1}" = 0 ] || bench_extract_with MB_LABEL=bf16 bf16
 print_summary extract_gap
 exit $status

@@ -161,6 +161,15 @@ bench_extract_with() {
     tee -a "$OUT/bench_extract_${1#*=}.log" | grep -E "forward|discrete|module|the same" || fail
 }
 
+# extract_gap DTYPE: tools/device/extract_gap.ts (where an extraction's time goes beyond the
+# forward) with DTYPE weights, within GAP_T seconds (default 150), its log in $OUT/gap_DTYPE.log
+# (call setup_deno first)
+extract_gap() {
+  step "extract_gap.ts $1"
+  timeout "${GAP_T:-150}" deno run --cached-only --no-check -A tools/device/extract_gap.ts "$1" \
+    2>&1 | tee "$OUT/gap_$1.log" || fail
+}
+
 # The Nsight Compute sections the kernel profiles print (ncu_ssu64.sh, ncu_step.sh): speed of light,
 # memory, occupancy, the schedulers' issue figures, warp state and launch shape.
 NCU_SECTIONS=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy
