@@ -2392,10 +2392,11 @@ static void t_sample_rows(void) {
 }
 
 /* mb_discrete_a / mb_discrete_a_input_sim: every reduction and dim, fed in chunks (positions
- * carried across calls), GPU vs CPU. Values: relative error over the whole output <= 1e-5 (both
- * sum in float64; E differs by expf's rounding, ~2 ulp). Indices (min / max over dim 0, 1, 2):
- * equal, except where the two picked elements are within 1e-6 of each other in float64 (a near tie
- * that the two exps may order differently). */
+ * carried across calls), GPU vs CPU. Values: relative error over the whole output <= 1e-5 (the
+ * CPU sums in float64; CUDA's E differs by expf's rounding, ~2 ulp, or in its sums by ex2's and a
+ * scaled A's, and its tile kernels' first sums are float32: discrete_a.cu). Indices (min / max
+ * over dim 0, 1, 2): equal, except where the two picked elements are within 1e-6 of each other in
+ * float64 (a near tie that the two exps may order differently). */
 static double da_e(const float *delta, int64_t ld, const float *A, int64_t n, int64_t t, int64_t c,
                    int64_t s) {
   double x = delta[t * ld + c];
