@@ -299,7 +299,17 @@ __global__ void k_add_bias(float *y, int64_t ldy, const float *__restrict__ bias
   mb_pdl_wait();
   for (int64_t r0 = (int64_t)blockIdx.y * EW_ROWS; r0 < n; r0 += (int64_t)gridDim.y * EW_ROWS) {
     const int64_t r1 = r0 + EW_ROWS < n ? r0 + EW_ROWS : n;
-    for (int64_t r = r0; r < r1; r++) y[r * ldy + c] += b;
+    if (r1 - r0 == EW_ROWS) {
+      /* the group's loads first: as `y[r] += b` row after row, each load waited for the store
+       * before it (the compiler cannot rule out that they alias), 8 round trips a thread */
+      float v[EW_ROWS];
+#pragma unroll
+      for (int k = 0; k < EW_ROWS; k++) v[k] = y[(r0 + k) * ldy + c];
+#pragma unroll
+      for (int k = 0; k < EW_ROWS; k++) y[(r0 + k) * ldy + c] = v[k] + b;
+    } else {
+      for (int64_t r = r0; r < r1; r++) y[r * ldy + c] += b;
+    }
   }
 }
 
