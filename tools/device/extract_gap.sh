@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # extract_gap.sh — where the discrete-A extractions spend their time beyond the forward, in one GPU
-# call (carry .gpu and .gpu-build from tools/device/prebuild.sh):
-#   OUT=$OUT bash tools/device/extract_gap.sh
-#   1. tools/device/extract_gap.ts for each of DTYPES (default "fp32 bf16"): the forward alone,
+# call (carry .gpu and .gpu-build from tools/device/prebuild.sh, and with PEER=1 the peer from
+# tools/device/prebuild_peer.sh):
+#   OUT=$OUT [PEER=1] [ONLY=linear] bash tools/device/extract_gap.sh
+#   1. with ONLY, cuda_vs_cpu --only ONLY on this tree's build (and the peer's);
+#   2. tools/device/extract_gap.ts for each of DTYPES (default "fp32 bf16"): the forward alone,
 #      with taps, with log-probabilities, with the discrete-A ops enqueued, the whole extractions;
-#   2. bench:extract with bf16 weights (BF16_BENCH=0 skips it).
+#      with PEER=1 this tree's build and the peer's in turn, ROUNDS times (default 1);
+#   3. bench:extract with bf16 weights (BF16_BENCH=0 skips it).
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-$PWD/extract_gap_out}"
@@ -14,8 +17,28 @@ mkdir -p "$OUT"
 step "device"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 build_cuda -DMAMBABYTE_TESTS=ON
+builds=build-cuda
+if [ "${PEER:-0}" = 1 ]; then
+  unpack_peer
+  builds="build-cuda build-peer"
+fi
+if [ -n "${ONLY:-}" ]; then
+  for t in $builds; do
+    step "cuda_vs_cpu --only $ONLY ($t)"
+    timeout "${TEST_T:-120}" ./$t/cuda_vs_cpu --only "$ONLY" >"$OUT/test_$t.log" 2>&1 || fail
+    grep -E "FAIL|FATAL" "$OUT/test_$t.log" | head -20
+    note "cuda_vs_cpu ($t): $(grep -E "cases" "$OUT/test_$t.log" | tail -1)"
+  done
+fi
 setup_deno || { echo "no Deno"; exit 1; }
-for dtype in ${DTYPES:-fp32 bf16}; do extract_gap "$dtype"; done
+for r in $(seq "${ROUNDS:-1}"); do
+  for dtype in ${DTYPES:-fp32 bf16}; do
+    for t in $builds; do
+      echo "-- $t, round $r"
+      MAMBABYTE_LIB=$PWD/$t/libmambabyte.so extract_gap "$dtype"
+    done
+  done
+done
 [ "${BF16_BENCH:-1}" = 0 ] || bench_extract_with MB_LABEL=bf16 bf16
 print_summary extract_gap
 exit $status

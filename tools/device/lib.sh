@@ -167,7 +167,7 @@ bench_extract_with() {
 extract_gap() {
   step "extract_gap.ts $1"
   timeout "${GAP_T:-150}" deno run --cached-only --no-check -A tools/device/extract_gap.ts "$1" \
-    2>&1 | tee "$OUT/gap_$1.log" || fail
+    2>&1 | tee -a "$OUT/gap_$1.log" || fail
 }
 
 # The Nsight Compute sections the kernel profiles print (ncu_ssu64.sh, ncu_step.sh): speed of light,
