@@ -65,6 +65,7 @@ export {
   type LogProbResult,
   MambaByteLM,
   type MambaByteLMOptions,
+  type OverlappedDownloads,
   TAP_NAMES,
   type TapChunk,
   type TapName,

@@ -13,8 +13,7 @@
 import type { Backend, DiscreteAReduction, Ptr } from "../backend/backend.ts";
 import { MambaByteError } from "../errors.ts";
 import type { HostTensor } from "../io/tensor.ts";
-import type { MambaByteLM } from "../model/model.ts";
-import type { TapPipeline } from "../model/tap_pipeline.ts";
+import type { MambaByteLM, OverlappedDownloads } from "../model/model.ts";
 import { normalizeDim, type Reduction } from "./reductions.ts";
 
 /** Shape of the result of a reduction of an (L, D, N) tensor, as torch. */
@@ -42,7 +41,7 @@ const DEFERRED_BYTES = 512 * 2 ** 20;
  * them downloaded after the pass took ~6 ms of an ~88 ms extraction on an H100). Null on the CPU,
  * where a download is a copy done at once.
  */
-function overlapped(lm: MambaByteLM): TapPipeline | null {
+function overlapped(lm: MambaByteLM): OverlappedDownloads | null {
   return lm.backend.kind === "cuda" ? lm.downloadPipeline() : null;
 }
 
@@ -81,7 +80,7 @@ export class DiscreteAExtraction {
   readonly #indices = new Map<number, BigInt64Array>();
   #pending: { layer: number; start: number; rows: number }[] = [];
   /** Per-position values in flight to the host (deferred results on a GPU), else null. */
-  #pipe: TapPipeline | null = null;
+  #pipe: OverlappedDownloads | null = null;
   #freed = false;
 
   /**
@@ -260,7 +259,7 @@ export class InputSimilarityExtraction {
   readonly #dev = new Map<number, Ptr>();
   #pending: { layer: number; start: number; rows: number }[] = [];
   /** Results in flight to the host (on a GPU), else null. */
-  readonly #pipe: TapPipeline | null;
+  readonly #pipe: OverlappedDownloads | null;
   #freed = false;
 
   /** For `layers` of `lm` over L positions. */

@@ -68,6 +68,22 @@ function stepDeltaOut(): boolean {
   return (stepDeltaOutFlag ??= envValue("MAMBABYTE_STEP_DELTA_OUT") === "1");
 }
 
+/**
+ * Downloads from backend memory that run while the ops enqueued after them do
+ * ({@link MambaByteLM.downloadPipeline}): at most a few in flight, each delivered in push order.
+ */
+export interface OverlappedDownloads {
+  /**
+   * Starts downloading dst.length floats at src into dst (the bytes the ops enqueued before leave
+   * there); `done(dst)` runs once they are there, from a later push or from drain.
+   */
+  push(src: Ptr, dst: Float32Array, done: (dst: Float32Array) => void): void;
+  /** Waits for every download in flight and delivers it. */
+  drain(): void;
+  /** Waits for the downloads in flight without delivering them (after a failure). */
+  abandon(): void;
+}
+
 /** Module outputs that can be tapped, per layer. */
 export const TAP_NAMES = [
   "norm",
@@ -1525,11 +1541,11 @@ export class MambaByteLM {
   }
 
   /**
-   * The model's downloads that overlap the layers after them ({@link TapPipeline}): forwardChunks'
-   * onTap chunks go through it, and an extraction's own results may too in a pass without onTap
+   * The model's downloads that overlap the layers after them (a TapPipeline): forwardChunks' onTap
+   * chunks go through it, and an extraction's own results may too in a pass without onTap
    * (drained before the pass ends).
    */
-  downloadPipeline(): TapPipeline {
+  downloadPipeline(): OverlappedDownloads {
     this.#assertOpen();
     return this.#tapPipe ??= new TapPipeline(this.backend, 4, this.#registry());
   }
