@@ -33,7 +33,7 @@ import {
   extractModuleOutputs,
 } from "../src/analysis/extract.ts";
 import { createParser, parseArgs, runMain, UsageError } from "../src/cli/mod.ts";
-import { gemmFlopsPerPosition, inProjRate, median } from "./lib/bench.ts";
+import { gemmFlopsPerPosition, inProjRate, median, printableBytes } from "./lib/bench.ts";
 
 const parser = createParser("bench_extract", "discrete-A and module-output extraction vs forward");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
@@ -64,11 +64,7 @@ async function input(args: Args): Promise<{ bytes: Uint8Array; what: string }> {
       if (args.prompt_file) throw e;
     }
   }
-  let s = 860;
-  const bytes = new Uint8Array(args.len).map(() => {
-    s = (s * 1103515245 + 12345) >>> 0;
-    return 32 + (s >>> 16) % 95;
-  });
+  const bytes = printableBytes(args.len);
   return { bytes, what: `random printable bytes (${bytes.length}; no PG19 sample 860 found)` };
 }
 

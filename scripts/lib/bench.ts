@@ -18,6 +18,18 @@ export function median(xs: readonly number[]): number {
 }
 
 /**
+ * `len` seeded printable bytes (32..126, a linear congruential generator from `seed`):
+ * bench:extract's input when no PG19 sample 860 is at hand, and tools/device/extract_gap.ts's.
+ */
+export function printableBytes(len: number, seed = 860): Uint8Array {
+  let s = seed;
+  return new Uint8Array(len).map(() => {
+    s = (s * 1103515245 + 12345) >>> 0;
+    return 32 + (s >>> 16) % 95;
+  });
+}
+
+/**
  * Bytes of weights one decoding step reads: every matrix once (`bytesPerWeight` each: 4 for fp32,
  * 2 for bf16), one embedding row and the lm_head, and the small fp32 vectors (conv weights and
  * bias, dt_proj bias, A, D, the norms). `f16Twins`: fp32 weights decoded on their fp16 twins

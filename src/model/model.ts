@@ -623,7 +623,6 @@ export class MambaByteLM {
       // delta stays bf16 (a tile scan reads bf16 u and z only with bf16 delta)
       const deltaInY = mixBf16 && tapDelta;
       const biasInScan = !tapDelta || deltaInY;
-      const deltaBf16 = mixBf16;
       const deltaF16 = f16 !== null && biasInScan; // (a dt_proj tap takes fp32 delta)
       const dtProj = {
         x: ws.xDbl.ptr,
@@ -648,7 +647,7 @@ export class MambaByteLM {
           yF16: ws.delta.ptr,
           yExp: this.#deltaF16Exp(ws),
         });
-      } else if (deltaBf16) be.linearToBf16(dtProj);
+      } else if (mixBf16) be.linearToBf16(dtProj);
       else be.linear(dtProj);
       be.selectiveScan({
         ...this.#scanOperands(ws, state, i),
@@ -659,7 +658,7 @@ export class MambaByteLM {
         // on the twins: u's scaled fp16 rows (the conv's), by their exponent
         ...(f16 ? { u: ws.xConv.ptr, uBf16: true, uF16Exp: f16.uExp(i) } : {}),
         delta: ws.delta.ptr,
-        deltaBf16: deltaBf16 || deltaF16,
+        deltaBf16: mixBf16 || deltaF16,
         deltaF16Exp: deltaF16 ? this.#deltaF16Exp(ws) : undefined, // ... and delta's (dt_proj's)
         ldDelta: di,
         deltaBias: biasInScan ? w.dtProjBias.ptr : null,

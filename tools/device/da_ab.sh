@@ -24,12 +24,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 use_prebuilt || build_cuda -DMAMBABYTE_TESTS=ON || exit 1
 unpack_peer
 
-for t in build-cuda build-peer; do
-  step "cuda_vs_cpu --only discrete_a ($t)"
-  timeout "${TEST_T:-120}" ./$t/cuda_vs_cpu --only discrete_a >"$OUT/test_$t.log" 2>&1 || fail
-  grep -E "FAIL|FATAL" "$OUT/test_$t.log" | head -20
-  note "cuda_vs_cpu ($t): $(grep -E "cases" "$OUT/test_$t.log" | tail -1)"
-done
+for t in build-cuda build-peer; do cuda_vs_cpu_only discrete_a "$t"; done
 
 for r in $(seq "${ROUNDS:-2}"); do
   for t in build-cuda build-peer; do

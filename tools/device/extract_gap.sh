@@ -23,12 +23,7 @@ if [ "${PEER:-0}" = 1 ]; then
   builds="build-cuda build-peer"
 fi
 if [ -n "${ONLY:-}" ]; then
-  for t in $builds; do
-    step "cuda_vs_cpu --only $ONLY ($t)"
-    timeout "${TEST_T:-120}" ./$t/cuda_vs_cpu --only "$ONLY" >"$OUT/test_$t.log" 2>&1 || fail
-    grep -E "FAIL|FATAL" "$OUT/test_$t.log" | head -20
-    note "cuda_vs_cpu ($t): $(grep -E "cases" "$OUT/test_$t.log" | tail -1)"
-  done
+  for t in $builds; do cuda_vs_cpu_only "$ONLY" "$t"; done
 fi
 setup_deno || { echo "no Deno"; exit 1; }
 for r in $(seq "${ROUNDS:-1}"); do

@@ -9,6 +9,7 @@ import { loadModel } from "../../src/api.ts";
 import { DiscreteAExtraction, InputSimilarityExtraction } from "../../src/analysis/discrete_a.ts";
 import { extractDiscreteA, extractInputSimilarity } from "../../src/analysis/extract.ts";
 import type { DeviceTap, TapName } from "../../src/model/model.ts";
+import { median, printableBytes } from "../../scripts/lib/bench.ts";
 
 const dtype = Deno.args[0] === "bf16" ? "bf16" : "fp32";
 const model = await loadModel({
@@ -19,11 +20,7 @@ const model = await loadModel({
   dtype,
 });
 const be = model.backend;
-let s = 860; // bench:extract's bytes when no PG19 sample is at hand
-const bytes = new Uint8Array(7850).map(() => {
-  s = (s * 1103515245 + 12345) >>> 0;
-  return 32 + (s >>> 16) % 95;
-});
+const bytes = printableBytes(7850); // bench:extract's bytes when no PG19 sample is at hand
 const layers = [...Array(model.dims.nLayer).keys()];
 console.log(`${dtype}: chunk ${model.chunkSize}, ${bytes.length} bytes`);
 
@@ -41,9 +38,16 @@ async function time(label: string, f: (parts: Map<string, number>) => Promise<vo
     t.push(performance.now() - t0);
     for (const [k, v] of p) parts.set(k, [...(parts.get(k) ?? []), v]);
   }
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  const extra = [...parts].map(([k, v]) => `, ${k} ${med(v).toFixed(2)}`).join("");
-  console.log(`${dtype} ${label.padEnd(52)} ${med(t).toFixed(2).padStart(8)} ms${extra}`);
+  const extra = [...parts].map(([k, v]) => `, ${k} ${median(v).toFixed(2)}`).join("");
+  console.log(`${dtype} ${label.padEnd(52)} ${median(t).toFixed(2).padStart(8)} ms${extra}`);
+}
+
+/** After the pass's ops have run: how long reading the results takes (their downloads). */
+function timeResults(parts: Map<string, number>, results: () => unknown) {
+  be.sync();
+  const t0 = performance.now();
+  results();
+  parts.set("results()", performance.now() - t0);
 }
 
 /** A forward with `taps` handed to `onDeviceTap`, and log-probabilities when `scores`. */
@@ -94,10 +98,7 @@ for (
     const ex = new DiscreteAExtraction(model, layers, bytes.length, reduction, dim);
     try {
       await pass(["dt_proj"], false, (t) => ex.push(t.layer, t.ptr, t.ld, t.start, t.rows), p);
-      be.sync();
-      const t0 = performance.now();
-      ex.results();
-      p.set("results()", performance.now() - t0);
+      timeResults(p, () => ex.results());
     } finally {
       ex.free();
     }
@@ -111,10 +112,7 @@ await time("forward, taps, input similarity enqueued", async (p) => {
       if (t.tap === "in_proj") x = { ptr: t.ptr, ld: t.ld };
       else sim.push(t.layer, t.ptr, t.ld, x!.ptr, x!.ld, t.start, t.rows);
     }, p);
-    be.sync();
-    const t0 = performance.now();
-    sim.results();
-    p.set("results()", performance.now() - t0);
+    timeResults(p, () => sim.results());
   } finally {
     sim.free();
   }
