@@ -21,6 +21,7 @@ struct LtKey {
   int atype, btype, ctype, compute;
   int beta_nonzero;
   int device_scalars; /* alpha and beta read from device memory */
+  int bias_epi;       /* a bias vector added in the epilogue (its pointer set at each call) */
   int index;         /* the heuristic list's entry */
   uint32_t align[3]; /* of A, B and C/D, in bytes (at most 256) */
 };
@@ -99,6 +100,11 @@ static bool plan_try(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey &k
     LT_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_POINTER_MODE, &pm,
                                           sizeof pm));
   }
+  if (key.bias_epi) { /* D = alpha (A B) + bias, the bias of D's type (fp32) */
+    const uint32_t epi = CUBLASLT_EPILOGUE_BIAS;
+    LT_TRY(
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+  }
   /* column-major, as cuBLAS: A is (k, m) read transposed, B (k, n), C (m, n) */
   LT_TRY(cublasLtMatrixLayoutCreate(&p->la, (cudaDataType)key.atype, key.k, key.m, key.lda));
   LT_TRY(cublasLtMatrixLayoutCreate(&p->lb, (cudaDataType)key.btype, key.k, key.n, key.ldb));
@@ -141,25 +147,27 @@ static void plan_build(const mbcuda_state *st, const mbcuda_lt *lt, const LtKey 
   p->key = key;
 }
 
-/* y (out_f x n, ld ldy, of type ytype) = w x (+ beta y) through cuBLASLt with entry `index` of
- * its heuristic list, when index >= 0 and n >= lt_min_rows: w (out_f, in_f) read transposed, x
- * rows of in_f at ldx; alpha 1, or with dev_ab alpha and beta read from dev_ab[0] and dev_ab[1] in
- * device memory (beta then only says whether it is zero). *done = 0 when it did not run the
- * product (the caller runs cublasGemmEx). */
+/* y (out_f x n, ld ldy, of type ytype) = w x (+ beta y) (+ bias, a vector of out_f floats)
+ * through cuBLASLt with entry `index` of its heuristic list, when index >= 0 and n >= lt_min_rows:
+ * w (out_f, in_f) read transposed, x rows of in_f at ldx; alpha 1, or with dev_ab alpha and beta
+ * read from dev_ab[0] and dev_ab[1] in device memory (beta then only says whether it is zero).
+ * *done = 0 when it did not run the product (the caller runs cublasGemmEx, and adds the bias). */
 int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void *x, int xtype,
                    int64_t ldx, int64_t n, int64_t in_f, int64_t out_f, void *y, int ytype,
-                   int64_t ldy, float beta, const float *dev_ab, int compute, const char *op,
-                   int *done) {
+                   int64_t ldy, float beta, const float *dev_ab, const float *bias, int compute,
+                   const char *op, int *done) {
   *done = 0;
   mbcuda_state *st = mbcuda_st(ctx);
   mbcuda_lt *lt = (mbcuda_lt *)st->lt;
   if (index < 0 || n < st->lt_min_rows || !lt) return MB_OK;
+  if (bias && (ytype != CUDA_R_32F || ptr_align(bias) < 16)) return MB_OK;
   LtKey key;
   memset(&key, 0, sizeof key); /* padding too: keys are compared with memcmp */
   key.m = out_f, key.n = n, key.k = in_f, key.lda = in_f, key.ldb = ldx, key.ldc = ldy;
   key.atype = wtype, key.btype = xtype, key.ctype = ytype, key.compute = compute;
   key.beta_nonzero = beta != 0.f;
   key.device_scalars = dev_ab != NULL;
+  key.bias_epi = bias != NULL;
   key.index = index;
   key.align[0] = ptr_align(w), key.align[1] = ptr_align(x), key.align[2] = ptr_align(y);
   LtPlan *p = NULL;
@@ -172,6 +180,9 @@ int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void 
     plan_build(st, lt, key, p);
   }
   if (!p->have_algo) return MB_OK;
+  if (bias && cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                             sizeof bias) != CUBLAS_STATUS_SUCCESS)
+    return MB_OK;
   const float alpha = 1.f;
   const cublasStatus_t s = cublasLtMatmul(
       lt->h, p->desc, dev_ab ? (const void *)dev_ab : &alpha, w, p->la, x, p->lb,

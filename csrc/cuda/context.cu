@@ -172,6 +172,10 @@ extern "C" int mbcuda_ctx_init(mb_ctx *ctx) {
     const char *e_fa = getenv("MAMBABYTE_CUDA_F32_ACC");
     st->f32_acc = !e_fa || !e_fa[0] || !strcmp(e_fa, "tf32") ? 1 : e_fa[0] == '1' ? 2 : 0;
     st->lt_acc_f32 = lt_entry(getenv("MAMBABYTE_CUDA_LT_F32_ACC"), 3);
+    /* a forward chunk's bias (a tapped dt_proj's) in the product's epilogue, not a pass that reads
+     * and writes the whole output again (docs/cuda_notes.md) */
+    const char *e_lb = getenv("MAMBABYTE_CUDA_LT_BIAS");
+    st->lt_bias = !(e_lb && e_lb[0] == '0');
     /* 5/8 of L2 (31 MiB of the H200's 50): decoding b64 +1.1-1.5%, b128 +2.4% in graph replay;
      * b256's 59 MB of states, asked for with a 64 MiB cap, lost 2.5% (docs/cuda_notes.md) */
     const char *e_sl2 = getenv("MAMBABYTE_CUDA_SSU_L2");

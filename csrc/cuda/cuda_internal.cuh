@@ -48,6 +48,8 @@ struct mbcuda_state {
                           * forward out_proj: MAMBABYTE_CUDA_LT_ACC_ALGO, default 2; -1 GemmEx) */
   int lt_min_rows;       /* (MAMBABYTE_CUDA_LT_MIN_ROWS, default 257: forward chunks) */
   int lt_acc_f32;        /* lt_acc for fp32 weights (MAMBABYTE_CUDA_LT_F32_ACC, default 3) */
+  int lt_bias;           /* a bias of a product over lt_min_rows rows or more added by cuBLASLt's
+                          * epilogue (MAMBABYTE_CUDA_LT_BIAS, default 1; 0: a pass of its own) */
   int f32_acc;           /* fp32 weights: mb_linear_add_norm over forward chunks adds the product
                           * into the residual in the GEMM: 1 with TF32 (the default), 2 also in
                           * strict fp32, 0 never (MAMBABYTE_CUDA_F32_ACC=tf32|1|0; A/B runs) */
@@ -224,8 +226,8 @@ void mbcuda_lt_init(mb_ctx *ctx);
 void mbcuda_lt_destroy(mb_ctx *ctx);
 int mbcuda_gemm_lt(mb_ctx *ctx, int index, const void *w, int wtype, const void *x, int xtype,
                    int64_t ldx, int64_t n, int64_t in_f, int64_t out_f, void *y, int ytype,
-                   int64_t ldy, float beta, const float *dev_ab, int compute, const char *op,
-                   int *done);
+                   int64_t ldy, float beta, const float *dev_ab, const float *bias, int compute,
+                   const char *op, int *done);
 
 /* How the decoding device functions (gemv.cuh, norm_row.cuh, ssu.cuh) read activations: through
  * the read-only path (written by an earlier kernel), from L2 only (written by other blocks of the

@@ -329,15 +329,26 @@ static int rows_to_bf16(mb_ctx *ctx, const float *x, int64_t ldx, int64_t n, int
  * bf16 for mb_linear_to_bf16) at ld ldy; the one call of every product here that is not a GEMV
  * or mb_linear_add_norm's split. Forward chunks run through cuBLASLt's plans where the context
  * says so (blas_lt.cu): products added in place (beta != 0) on lt_acc (bf16) or lt_acc_f32
- * (fp32), the others on lt_algo (dt_proj writing bf16 on entry 2 or 0 measured as GemmEx). */
+ * (fp32), the others on lt_algo (dt_proj writing bf16 on entry 2 or 0 measured as GemmEx).
+ * With `bias` (fp32 y, beta 0) a forward chunk's product adds it in cuBLASLt's epilogue (lt_algo's
+ * entry, or the heuristic's first) and sets *bias_done; elsewhere the caller adds it. */
 static int gemm(mb_ctx *ctx, cudaDataType t, cublasComputeType_t ct, const void *x, int64_t ldx,
                 const void *w, int64_t n, int64_t in_f, int64_t out_f, void *y, cudaDataType yt,
-                int64_t ldy, float beta, const char *op) {
+                int64_t ldy, float beta, const char *op, const float *bias = NULL,
+                bool *bias_done = NULL) {
   mbcuda_state *st = mbcuda_st(ctx);
-  const int index = beta == 0.f ? st->lt_algo : t == CUDA_R_16BF ? st->lt_acc : st->lt_acc_f32;
   int done = 0;
-  int rc = mbcuda_gemm_lt(ctx, index, w, t, x, t, ldx, n, in_f, out_f, y, yt, ldy, beta, NULL, ct,
-                          op, &done);
+  if (bias && st->lt_bias && beta == 0.f && yt == CUDA_R_32F) {
+    const int rc = mbcuda_gemm_lt(ctx, st->lt_algo >= 0 ? st->lt_algo : 0, w, t, x, t, ldx, n,
+                                  in_f, out_f, y, yt, ldy, 0.f, NULL, bias, ct, op, &done);
+    if (rc || done) {
+      *bias_done = done != 0;
+      return rc;
+    }
+  }
+  const int index = beta == 0.f ? st->lt_algo : t == CUDA_R_16BF ? st->lt_acc : st->lt_acc_f32;
+  int rc = mbcuda_gemm_lt(ctx, index, w, t, x, t, ldx, n, in_f, out_f, y, yt, ldy, beta, NULL,
+                          NULL, ct, op, &done);
   if (rc || done) return rc;
   const float alpha = 1.f;
   BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n,
@@ -347,12 +358,12 @@ static int gemm(mb_ctx *ctx, cudaDataType t, cublasComputeType_t ct, const void 
   return MB_OK;
 }
 
-/* gemm on the tensor cores: bf16 rows and weights. */
+/* gemm on the tensor cores: bf16 rows and weights (a bias as gemm takes it). */
 static int gemm_bf16(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int64_t n,
                      int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
-                     const char *op) {
+                     const char *op, const float *bias = NULL, bool *bias_done = NULL) {
   return gemm(ctx, CUDA_R_16BF, CUBLAS_COMPUTE_32F, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy,
-              beta, op);
+              beta, op, bias, bias_done);
 }
 
 /* ---- TF32 products on fp16 operands ------------------------------------------------------------
@@ -584,7 +595,7 @@ static int f16_product(mb_ctx *ctx, const __half *xh, int64_t ldxh, const __half
   int rc = MB_OK;
   if (!f16_out) {
     rc = mbcuda_gemm_lt(ctx, st->lt_f16, wh, CUDA_R_16F, xh, CUDA_R_16F, ldxh, n, in_f, out_f, y,
-                        yt, ldy, beta, ab, CUBLAS_COMPUTE_32F, op, &done);
+                        yt, ldy, beta, ab, NULL, CUBLAS_COMPUTE_32F, op, &done);
     if (rc || done) return rc;
   }
   cublasHandle_t h = (cublasHandle_t)st->blas;
@@ -709,10 +720,10 @@ extern "C" int mbcuda_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_
 }
 
 /* gemm with fp32 rows and weights, on TF32 where the context allows it (wide forward products on
- * fp16 operands, as above). */
+ * fp16 operands, as above, which leave a bias to the caller). */
 static int gemm_f32(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int64_t n,
                     int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
-                    const char *op) {
+                    const char *op, const float *bias = NULL, bool *bias_done = NULL) {
   const bool tf32 = (ctx->flags & MB_FLAG_ALLOW_TF32) != 0;
   const mbcuda_state *st = mbcuda_st(ctx);
   /* a graph being captured cannot grow the scratch: TF32 as it is then */
@@ -720,7 +731,8 @@ static int gemm_f32(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int
       (!st->capturing || f16_scratch_bytes(n, in_f, out_f) <= st->scratch_f16_bytes))
     return gemm_f32_via_f16(ctx, x, ldx, w, n, in_f, out_f, y, ldy, beta, op);
   const cublasComputeType_t ct = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  return gemm(ctx, CUDA_R_32F, ct, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy, beta, op);
+  return gemm(ctx, CUDA_R_32F, ct, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy, beta, op, bias,
+              bias_done);
 }
 
 extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
@@ -749,6 +761,7 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear: dimensions beyond 2^31");
+  bool bias_done = false; /* by the product's epilogue */
   if (wdtype == MB_DTYPE_BF16) {
     void *scr = NULL;
     int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * 2, "linear", &scr);
@@ -756,13 +769,15 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     __nv_bfloat16 *xb = (__nv_bfloat16 *)scr;
     rc = rows_to_bf16(ctx, x, ldx, n, in_f, xb, "linear (x to bf16)");
     if (rc) return rc;
-    rc = gemm_bf16(ctx, xb, in_f, w, n, in_f, out_f, y, ldy, 0.f, "linear (cublasGemmEx bf16)");
+    rc = gemm_bf16(ctx, xb, in_f, w, n, in_f, out_f, y, ldy, 0.f, "linear (cublasGemmEx bf16)",
+                   bias, &bias_done);
     if (rc) return rc;
   } else {
-    int rc = gemm_f32(ctx, x, ldx, w, n, in_f, out_f, y, ldy, 0.f, "linear (cublasGemmEx fp32)");
+    int rc = gemm_f32(ctx, x, ldx, w, n, in_f, out_f, y, ldy, 0.f, "linear (cublasGemmEx fp32)",
+                      bias, &bias_done);
     if (rc) return rc;
   }
-  if (bias) {
+  if (bias && !bias_done) {
     MBCUDA_LAUNCH("linear (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
   }
   return MB_OK;
@@ -786,10 +801,11 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_bf16: dimensions beyond 2^31");
-  int rc =
-      gemm_bf16(ctx, x, ldx, w, n, in_f, out_f, y, ldy, 0.f, "linear_bf16 (cublasGemmEx bf16)");
+  bool bias_done = false; /* by the product's epilogue */
+  int rc = gemm_bf16(ctx, x, ldx, w, n, in_f, out_f, y, ldy, 0.f,
+                     "linear_bf16 (cublasGemmEx bf16)", bias, &bias_done);
   if (rc) return rc;
-  if (bias) {
+  if (bias && !bias_done) {
     MBCUDA_LAUNCH("linear_bf16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
   }
   return MB_OK;

@@ -83,6 +83,18 @@ note() {
   echo "$1"
 }
 fail() { status=1; }
+# with_env VAR=VALUE CMD [ARGS...]: CMD (a function too, in this shell: its fail and note count)
+# with VAR set to VALUE, VAR's earlier value (or its absence) restored after
+with_env() {
+  local var=${1%%=*} had=0 old=
+  [ -z "${!var+x}" ] || { had=1; old=${!var}; }
+  export "$1"
+  shift
+  "$@"
+  local rc=$?
+  if [ "$had" = 1 ]; then export "$var=$old"; else unset "$var"; fi
+  return $rc
+}
 print_summary() {
   echo
   echo "==== $1 summary"
