@@ -97,3 +97,22 @@ Deno.test("tree_ab.sh: without a peer's build, one line naming the script that m
     );
   });
 });
+
+Deno.test("lib.sh's with_env: a setting for one call, the variable's earlier state restored", async () => {
+  // extract_gap.sh's SWITCHES run the same functions under each setting in turn, so a setting
+  // that leaked into the next run would make an A/B compare a setting with itself
+  const script = `OUT=. . "${ROOT}tools/device/lib.sh"
+show() { echo "in:\${MB_T:-unset}"; fail; }
+with_env MB_T=1 show
+echo "after:\${MB_T:-unset} status:\${status:-0}"
+export MB_T=keep
+with_env MB_T=2 show
+echo "after:$MB_T"
+with_env MB_T=3 bash -c 'echo "child:$MB_T"'`;
+  const run = await sh(script, ROOT);
+  assert.equal(run.code, 0, run.text);
+  assert.equal(
+    run.text.trim(),
+    ["in:1", "after:unset status:1", "in:2", "after:keep", "child:3"].join("\n"),
+  );
+});
