@@ -330,40 +330,42 @@ static int rows_to_bf16(mb_ctx *ctx, const float *x, int64_t ldx, int64_t n, int
  * or mb_linear_add_norm's split. Forward chunks run through cuBLASLt's plans where the context
  * says so (blas_lt.cu): products added in place (beta != 0) on lt_acc (bf16) or lt_acc_f32
  * (fp32), the others on lt_algo (dt_proj writing bf16 on entry 2 or 0 measured as GemmEx).
- * With `bias` (fp32 y, beta 0) a forward chunk's product adds it in cuBLASLt's epilogue (lt_algo's
- * entry, or the heuristic's first) and sets *bias_done; elsewhere the caller adds it. */
+ * `bias` (out_f floats, with fp32 y and beta 0) is added to every row: by cuBLASLt's epilogue where
+ * it takes a forward chunk's product (lt_algo's entry, or the heuristic's first; lt_bias), else by
+ * a pass of its own after the product. */
 static int gemm(mb_ctx *ctx, cudaDataType t, cublasComputeType_t ct, const void *x, int64_t ldx,
                 const void *w, int64_t n, int64_t in_f, int64_t out_f, void *y, cudaDataType yt,
-                int64_t ldy, float beta, const char *op, const float *bias = NULL,
-                bool *bias_done = NULL) {
+                int64_t ldy, float beta, const char *op, const float *bias = NULL) {
   mbcuda_state *st = mbcuda_st(ctx);
   int done = 0;
-  if (bias && st->lt_bias && beta == 0.f && yt == CUDA_R_32F) {
+  if (bias && st->lt_bias) {
     const int rc = mbcuda_gemm_lt(ctx, st->lt_algo >= 0 ? st->lt_algo : 0, w, t, x, t, ldx, n,
-                                  in_f, out_f, y, yt, ldy, 0.f, NULL, bias, ct, op, &done);
-    if (rc || done) {
-      *bias_done = done != 0;
-      return rc;
-    }
+                                  in_f, out_f, y, yt, ldy, beta, NULL, bias, ct, op, &done);
+    if (rc || done) return rc;
   }
   const int index = beta == 0.f ? st->lt_algo : t == CUDA_R_16BF ? st->lt_acc : st->lt_acc_f32;
   int rc = mbcuda_gemm_lt(ctx, index, w, t, x, t, ldx, n, in_f, out_f, y, yt, ldy, beta, NULL,
                           NULL, ct, op, &done);
-  if (rc || done) return rc;
-  const float alpha = 1.f;
-  BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f, (int)n,
-                          (int)in_f, &alpha, w, t, (int)in_f, x, t, (int)ldx, &beta, y, yt,
-                          (int)ldy, ct, CUBLAS_GEMM_DEFAULT),
-             op);
+  if (rc) return rc;
+  if (!done) {
+    const float alpha = 1.f;
+    BLAS_CHECK(cublasGemmEx((cublasHandle_t)st->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out_f,
+                            (int)n, (int)in_f, &alpha, w, t, (int)in_f, x, t, (int)ldx, &beta, y,
+                            yt, (int)ldy, ct, CUBLAS_GEMM_DEFAULT),
+               op);
+  }
+  if (bias)
+    MBCUDA_LAUNCH("linear (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, (float *)y,
+                  ldy, bias, n, out_f);
   return MB_OK;
 }
 
-/* gemm on the tensor cores: bf16 rows and weights (a bias as gemm takes it). */
+/* gemm on the tensor cores: bf16 rows and weights. */
 static int gemm_bf16(mb_ctx *ctx, const void *x, int64_t ldx, const void *w, int64_t n,
                      int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
-                     const char *op, const float *bias = NULL, bool *bias_done = NULL) {
+                     const char *op, const float *bias = NULL) {
   return gemm(ctx, CUDA_R_16BF, CUBLAS_COMPUTE_32F, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy,
-              beta, op, bias, bias_done);
+              beta, op, bias);
 }
 
 /* ---- TF32 products on fp16 operands ------------------------------------------------------------
@@ -719,20 +721,24 @@ extern "C" int mbcuda_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_
   return MB_OK;
 }
 
-/* gemm with fp32 rows and weights, on TF32 where the context allows it (wide forward products on
- * fp16 operands, as above, which leave a bias to the caller). */
+/* gemm with fp32 rows and weights (and a bias as gemm takes it), on TF32 where the context allows
+ * it (wide forward products on fp16 operands, as above, their bias in a pass of its own). */
 static int gemm_f32(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int64_t n,
                     int64_t in_f, int64_t out_f, float *y, int64_t ldy, float beta,
-                    const char *op, const float *bias = NULL, bool *bias_done = NULL) {
+                    const char *op, const float *bias = NULL) {
   const bool tf32 = (ctx->flags & MB_FLAG_ALLOW_TF32) != 0;
   const mbcuda_state *st = mbcuda_st(ctx);
   /* a graph being captured cannot grow the scratch: TF32 as it is then */
   if (tf32 && n > 8 && f16_worth(st, n, in_f, out_f) &&
-      (!st->capturing || f16_scratch_bytes(n, in_f, out_f) <= st->scratch_f16_bytes))
-    return gemm_f32_via_f16(ctx, x, ldx, w, n, in_f, out_f, y, ldy, beta, op);
+      (!st->capturing || f16_scratch_bytes(n, in_f, out_f) <= st->scratch_f16_bytes)) {
+    const int rc = gemm_f32_via_f16(ctx, x, ldx, w, n, in_f, out_f, y, ldy, beta, op);
+    if (rc || !bias) return rc;
+    MBCUDA_LAUNCH("linear (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy,
+                  bias, n, out_f);
+    return MB_OK;
+  }
   const cublasComputeType_t ct = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  return gemm(ctx, CUDA_R_32F, ct, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy, beta, op, bias,
-              bias_done);
+  return gemm(ctx, CUDA_R_32F, ct, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy, beta, op, bias);
 }
 
 extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int wdtype,
@@ -761,7 +767,6 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear: dimensions beyond 2^31");
-  bool bias_done = false; /* by the product's epilogue */
   if (wdtype == MB_DTYPE_BF16) {
     void *scr = NULL;
     int rc = mbcuda_scratch(ctx, (size_t)(n * in_f) * 2, "linear", &scr);
@@ -769,18 +774,10 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
     __nv_bfloat16 *xb = (__nv_bfloat16 *)scr;
     rc = rows_to_bf16(ctx, x, ldx, n, in_f, xb, "linear (x to bf16)");
     if (rc) return rc;
-    rc = gemm_bf16(ctx, xb, in_f, w, n, in_f, out_f, y, ldy, 0.f, "linear (cublasGemmEx bf16)",
-                   bias, &bias_done);
-    if (rc) return rc;
-  } else {
-    int rc = gemm_f32(ctx, x, ldx, w, n, in_f, out_f, y, ldy, 0.f, "linear (cublasGemmEx fp32)",
-                      bias, &bias_done);
-    if (rc) return rc;
+    return gemm_bf16(ctx, xb, in_f, w, n, in_f, out_f, y, ldy, 0.f,
+                     "linear (cublasGemmEx bf16)", bias);
   }
-  if (bias && !bias_done) {
-    MBCUDA_LAUNCH("linear (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
-  }
-  return MB_OK;
+  return gemm_f32(ctx, x, ldx, w, n, in_f, out_f, y, ldy, 0.f, "linear (cublasGemmEx fp32)", bias);
 }
 
 /* mb_linear_bf16: bf16 weights and n >= MBCUDA_TC_MIN_ROWS take x to the tensor cores as it is
@@ -801,14 +798,8 @@ extern "C" int mbcuda_linear_bf16(mb_ctx *ctx, const uint16_t *x, int64_t ldx, c
   }
   if (n > INT32_MAX || in_f > INT32_MAX || out_f > INT32_MAX || ldx > INT32_MAX || ldy > INT32_MAX)
     return mb_fail(MB_ERR_UNSUPPORTED, "cuda: linear_bf16: dimensions beyond 2^31");
-  bool bias_done = false; /* by the product's epilogue */
-  int rc = gemm_bf16(ctx, x, ldx, w, n, in_f, out_f, y, ldy, 0.f,
-                     "linear_bf16 (cublasGemmEx bf16)", bias, &bias_done);
-  if (rc) return rc;
-  if (bias && !bias_done) {
-    MBCUDA_LAUNCH("linear_bf16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
-  }
-  return MB_OK;
+  return gemm_bf16(ctx, x, ldx, w, n, in_f, out_f, y, ldy, 0.f, "linear_bf16 (cublasGemmEx bf16)",
+                   bias);
 }
 
 /* mb_linear_to_bf16: with bf16 weights, more than 8 rows and no bias, cuBLAS writes the bf16
