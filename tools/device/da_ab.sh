@@ -3,7 +3,8 @@
 # it, in one GPU call. Prepare here (carry .gpu and .gpu-build):
 #   bash tools/device/prebuild.sh && PEER=HEAD bash tools/device/prebuild_peer.sh
 # then on the GPU machine: OUT=$OUT bash tools/device/da_ab.sh
-#   1. this tree's build and the peer's; cuda_vs_cpu --only discrete_a on each (either may land);
+#   1. this tree's build and the peer's; cuda_vs_cpu --only discrete_a on each (either may land),
+#      and --only each of EXTRA_ONLY (e.g. "linear") on this tree's;
 #   2. cuda_bench --discrete-a (mb_discrete_a alone, a 972M chunk, each reduction) for this tree
 #      and the peer in turn, ROUNDS times (default 2);
 #   3. bench:extract (972M, fp32 weights, TF32 allowed) for this tree and the peer in turn
@@ -25,6 +26,7 @@ use_prebuilt || build_cuda -DMAMBABYTE_TESTS=ON || exit 1
 unpack_peer
 
 for t in build-cuda build-peer; do cuda_vs_cpu_only discrete_a "$t"; done
+for only in ${EXTRA_ONLY:-}; do cuda_vs_cpu_only "$only" build-cuda; done
 
 for r in $(seq "${ROUNDS:-2}"); do
   for t in build-cuda build-peer; do

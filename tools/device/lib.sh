@@ -158,12 +158,12 @@ cuda_vs_cpu_with() {
 }
 
 # cuda_vs_cpu_only GROUP BUILD: BUILD's cuda_vs_cpu --only GROUP (within TEST_T seconds, default
-# 120), its log in $OUT/test_BUILD.log, the failures printed and the summary kept as a note
+# 120), its log in $OUT/test_BUILD_GROUP.log, the failures printed and the summary kept as a note
 cuda_vs_cpu_only() {
   step "cuda_vs_cpu --only $1 ($2)"
-  timeout "${TEST_T:-120}" "./$2/cuda_vs_cpu" --only "$1" >"$OUT/test_$2.log" 2>&1 || fail
-  grep -E "FAIL|FATAL" "$OUT/test_$2.log" | head -20
-  note "cuda_vs_cpu ($2): $(grep -E "cases" "$OUT/test_$2.log" | tail -1)"
+  timeout "${TEST_T:-120}" "./$2/cuda_vs_cpu" --only "$1" >"$OUT/test_$2_$1.log" 2>&1 || fail
+  grep -E "FAIL|FATAL" "$OUT/test_$2_$1.log" | head -20
+  note "cuda_vs_cpu --only $1 ($2): $(grep -E "cases" "$OUT/test_$2_$1.log" | tail -1)"
 }
 
 # print_thp: the system's transparent huge page modes (what fresh host arrays get)
