@@ -13,9 +13,10 @@
  * Kernels (each op only enqueues on the context's stream; partials go to the context's scratch):
  *   NONE                one thread per element (coalesced stores of the (len, d, n) tensor).
  *   dim 2               one thread per (t, c): its n states in a loop.
- *   FRO, dim 1, sim     n == 16 (min / max over dim 1 aside): tiles of 256 channels x positions,
- *                       a thread's row of A in registers, each position's sums over the warp, the
- *                       block's warps and the channel tiles in a fixed order (k_da_fro_part,
+ *   FRO, dim 1, sim     n == 16 (min / max over dim 1 aside): tiles of 256 (FRO) or 512 channels
+ *                       x positions, a thread's rows of A in registers, each position's sums over
+ *                       the thread's channels (dim 1, sim), the warp, the block's warps and the
+ *                       channel tiles in a fixed order (k_da_fro_part,
  *                       k_da_dim1_part, k_da_sim_part and their merges). Otherwise one block per
  *                       position: threads over channels, float64 partials, then a block reduction
  *                       (min / max with index: ties to the lower index, NaN first, an order-free
@@ -690,16 +691,22 @@ __global__ void __launch_bounds__(DA_THREADS)
 }
 
 /* ---- dim 1 (mean, norm) and the input similarity for n == 16: tiles of channels x positions ------
- * As the fro tiles: block (x, y) takes channels [256 x, 256 x + 256) over DA_TP positions, each
- * thread its channel's A row in registers for them all, where k_da_dim1 and k_da_sim (a block a
- * position) read every row again at each position from L2. Each position's per-state sums (dim 1:
- * 16; the similarity: 16 dots with x, 16 squares, and x's square) are summed over the warp by
+ * As the fro tiles: block (x, y) takes channels [512 x, 512 x + 512) over DA_TP positions, each
+ * thread its DA_TILE_CPT channels' A rows in registers for them all, where k_da_dim1 and k_da_sim
+ * (a block a position) read every row again at each position from L2. Each position's per-state
+ * sums (dim 1: 16; the similarity: 16 dots with x, 16 squares, and x's square) are summed over
+ * the thread's channels in order, then over the warp by
  * da_warp_transpose_sum, over the block's warps in order into psum[t][x][.], and over the channel
  * tiles in order by the merge kernels. The warp's sums are float32 (its 32 channels' terms, by
  * ex2; half the shuffles of float64 and no conversion a term), the block's and the tiles' float64.
  * H100, a 2048-position 972M chunk with float64 warp sums and expf: `norm` over dim 1 121 against
  * 185 us a block a position, the similarity 203 against 328 (tools/device/da_ab.sh). */
 #define DA_TP 16 /* positions a tile block */
+/* Channels a thread in the dim-1 and similarity tiles (c, c + 256, ...): its terms summed in the
+ * thread before the warp's transposing sum, whose shuffles and selects (~4 instructions a term for
+ * one channel a thread, ~8 for the similarity's 32 sums) then serve twice the terms. */
+#define DA_TILE_CPT 2
+#define DA_TILE_CH (DA_THREADS * DA_TILE_CPT) /* channels a dim-1 or similarity tile block */
 
 /* A tile block's thread: its channel's row of A times scale (zeros past d). */
 __device__ __forceinline__ void da_tile_row(const float *__restrict__ A, int64_t c, int64_t d,
@@ -730,20 +737,31 @@ __global__ void __launch_bounds__(DA_THREADS)
   MB_PDL_ENTRY();
   __shared__ double red[DA_WARPS][DA_TP][16];
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  const int64_t c = (int64_t)blockIdx.x * DA_THREADS + threadIdx.x;
+  const int64_t c0 = (int64_t)blockIdx.x * DA_TILE_CH + threadIdx.x; /* + j DA_THREADS */
   const int64_t t0 = (int64_t)blockIdx.y * DA_TP;
-  float a[16]; /* log2(e) A, or 2 log2(e) A for the squares: E = 2^(sp a[s]) */
-  da_tile_row(A, c, d, sq ? DA_2LOG2E : DA_LOG2E, a);
-  float next = da_tile_load(delta, ld, c, d, t0, len); /* a position ahead (da_tile_load) */
+  float a[DA_TILE_CPT][16]; /* log2(e) A, or 2 log2(e) A for the squares: E = 2^(sp a[s]) */
+  float next[DA_TILE_CPT];  /* each channel's delta a position ahead (da_tile_load) */
+#pragma unroll
+  for (int j = 0; j < DA_TILE_CPT; j++) {
+    da_tile_row(A, c0 + j * DA_THREADS, d, sq ? DA_2LOG2E : DA_LOG2E, a[j]);
+    next[j] = da_tile_load(delta, ld, c0 + j * DA_THREADS, d, t0, len);
+  }
   for (int k = 0; k < DA_TP; k++) {
     const int64_t t = t0 + k;
-    const float dv = next;
-    if (k + 1 < DA_TP) next = da_tile_load(delta, ld, c, d, t + 1, len);
     float v[16];
-    const bool on = c < d && t < len;
-    const float sp = on ? da_softplus(dv) : 0.f;
 #pragma unroll
-    for (int s = 0; s < 16; s++) v[s] = on ? mb_fast_ex2(sp * a[s]) : 0.f;
+    for (int j = 0; j < DA_TILE_CPT; j++) { /* the thread's channels summed in order */
+      const int64_t c = c0 + j * DA_THREADS;
+      const float dv = next[j];
+      if (k + 1 < DA_TP) next[j] = da_tile_load(delta, ld, c, d, t + 1, len);
+      const bool on = c < d && t < len;
+      const float sp = on ? da_softplus(dv) : 0.f;
+#pragma unroll
+      for (int s = 0; s < 16; s++) {
+        const float e = on ? mb_fast_ex2(sp * a[j][s]) : 0.f;
+        v[s] = j == 0 ? e : v[s] + e;
+      }
+    }
     da_warp_transpose_sum<16>(v);
     if (!(lane & 1)) red[wid][k][lane >> 1] = v[0];
   }
@@ -771,23 +789,30 @@ __global__ void __launch_bounds__(DA_THREADS)
   MB_PDL_ENTRY();
   __shared__ double red[DA_WARPS][DA_TP][DA_SIM_W];
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  const int64_t c = (int64_t)blockIdx.x * DA_THREADS + threadIdx.x;
+  const int64_t c0 = (int64_t)blockIdx.x * DA_TILE_CH + threadIdx.x; /* + j DA_THREADS */
   const int64_t t0 = (int64_t)blockIdx.y * DA_TP;
-  float a[16]; /* log2(e) A: E = 2^(sp a[s]) */
-  da_tile_row(A, c, d, DA_LOG2E, a);
+  float a[DA_TILE_CPT][16]; /* log2(e) A: E = 2^(sp a[s]) */
+#pragma unroll
+  for (int j = 0; j < DA_TILE_CPT; j++) da_tile_row(A, c0 + j * DA_THREADS, d, DA_LOG2E, a[j]);
   for (int k = 0; k < DA_TP; k++) {
     const int64_t t = t0 + k;
-    const bool on = c < d && t < len;
-    const float sp = on ? da_softplus(delta[t * ld + c]) : 0.f;
-    const float xv = on ? x[t * ldx + c] : 0.f;
     float v[32];
+    double xx = 0.0;
 #pragma unroll
-    for (int s = 0; s < 16; s++) {
-      const float e = on ? mb_fast_ex2(sp * a[s]) : 0.f;
-      v[s] = e * xv;
-      v[16 + s] = e * e;
+    for (int j = 0; j < DA_TILE_CPT; j++) { /* the thread's channels summed in order */
+      const int64_t c = c0 + j * DA_THREADS;
+      const bool on = c < d && t < len;
+      const float sp = on ? da_softplus(delta[t * ld + c]) : 0.f;
+      const float xv = on ? x[t * ldx + c] : 0.f;
+#pragma unroll
+      for (int s = 0; s < 16; s++) {
+        const float e = on ? mb_fast_ex2(sp * a[j][s]) : 0.f;
+        v[s] = j == 0 ? e * xv : v[s] + e * xv;
+        v[16 + s] = j == 0 ? e * e : v[16 + s] + e * e;
+      }
+      xx += (double)xv * xv;
     }
-    const double xx = warp_sum_d((double)xv * xv);
+    xx = warp_sum_d(xx);
     da_warp_transpose_sum<32>(v);
     red[wid][k][lane] = v[0];
     if (lane == 0) red[wid][k][32] = xx;
@@ -903,7 +928,7 @@ extern "C" int mbcuda_discrete_a(mb_ctx *ctx, const float *delta, int64_t ld_del
     return MB_OK;
   }
   if (dim == 1 && n == 16 && !minmax && (len + DA_TP - 1) / DA_TP <= 65535) {
-    const int tiles = (int)((d + DA_THREADS - 1) / DA_THREADS);
+    const int tiles = (int)((d + DA_TILE_CH - 1) / DA_TILE_CH);
     void *g;
     int st = mbcuda_scratch(ctx, (size_t)(len * tiles * 16) * sizeof(double), "discrete_a", &g);
     if (st != MB_OK) return st;
@@ -973,7 +998,7 @@ extern "C" int mbcuda_discrete_a_input_sim(mb_ctx *ctx, const float *delta, int6
   if (len <= 0) return MB_OK;
   if (len > 0x7fffffff) return mb_fail(MB_ERR_INVALID, "cuda: discrete_a_input_sim: len too large");
   if (n == 16 && (len + DA_TP - 1) / DA_TP <= 65535) {
-    const int tiles = (int)((d + DA_THREADS - 1) / DA_THREADS);
+    const int tiles = (int)((d + DA_TILE_CH - 1) / DA_TILE_CH);
     void *g;
     int st = mbcuda_scratch(ctx, (size_t)(len * tiles * DA_SIM_W) * sizeof(double),
                             "discrete_a_input_sim", &g);
