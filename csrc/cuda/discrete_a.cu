@@ -41,11 +41,12 @@
 
 __device__ __forceinline__ float da_softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
-/* Row t's value of channel c of rows p (0 past the rows or the channels), for the tile kernels
- * that ask for a position's delta before the position before it is done: loaded where it was
- * used, behind the softplus's branches, each position waited for its own load (H100, a
- * 2048-position 972M chunk: `fro` 75.0 against 78.8 us, dim 1's `norm` 65.1 against 69.9; the
- * input similarity, its x asked for early too, 108.2 against 107.3, so it loads as it did). */
+/* Row t's value of channel c of rows p (0 past the rows or the channels), for the tile kernels.
+ * `fro` and dim 1 ask for a position's delta before the position before it is done: loaded where
+ * it was used, behind the softplus's branches, each position waited for its own load (H100, a
+ * 2048-position 972M chunk: `fro` 75.0 against 78.8 us, dim 1's `norm` 65.1 against 69.9). The
+ * input similarity loads at each position: its delta and x asked for early ran 108.2 against
+ * 107.3. */
 __device__ __forceinline__ float da_tile_load(const float *__restrict__ p, int64_t ld, int64_t c,
                                               int64_t d, int64_t t, int64_t len) {
   return c < d && t < len ? p[t * ld + c] : 0.f;
@@ -802,8 +803,8 @@ __global__ void __launch_bounds__(DA_THREADS)
     for (int j = 0; j < DA_TILE_CPT; j++) { /* the thread's channels summed in order */
       const int64_t c = c0 + j * DA_THREADS;
       const bool on = c < d && t < len;
-      const float sp = on ? da_softplus(delta[t * ld + c]) : 0.f;
-      const float xv = on ? x[t * ldx + c] : 0.f;
+      const float sp = on ? da_softplus(da_tile_load(delta, ld, c, d, t, len)) : 0.f;
+      const float xv = da_tile_load(x, ldx, c, d, t, len);
 #pragma unroll
       for (int s = 0; s < 16; s++) {
         const float e = on ? mb_fast_ex2(sp * a[j][s]) : 0.f;

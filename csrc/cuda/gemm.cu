@@ -313,6 +313,13 @@ __global__ void k_add_bias(float *y, int64_t ldy, const float *__restrict__ bias
   }
 }
 
+/* A product's bias added by a pass of its own (where no epilogue added it): y[r, c] += bias[c]. */
+static int add_bias(mb_ctx *ctx, float *y, int64_t ldy, const float *bias, int64_t n,
+                    int64_t out_f, const char *op) {
+  MBCUDA_LAUNCH(op, k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
+  return MB_OK;
+}
+
 /* x (n rows of in_f floats at ld ldx) rounded to bf16 into dst (dense rows): the bits of the
  * tensor-core path's input, as the producers' _bf16 outputs round them too. */
 static int rows_to_bf16(mb_ctx *ctx, const float *x, int64_t ldx, int64_t n, int64_t in_f,
@@ -354,10 +361,7 @@ static int gemm(mb_ctx *ctx, cudaDataType t, cublasComputeType_t ct, const void 
                             yt, (int)ldy, ct, CUBLAS_GEMM_DEFAULT),
                op);
   }
-  if (bias)
-    MBCUDA_LAUNCH("linear (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, (float *)y,
-                  ldy, bias, n, out_f);
-  return MB_OK;
+  return bias ? add_bias(ctx, (float *)y, ldy, bias, n, out_f, "linear (bias)") : MB_OK;
 }
 
 /* gemm on the tensor cores: bf16 rows and weights. */
@@ -715,10 +719,7 @@ extern "C" int mbcuda_linear_f16(mb_ctx *ctx, const float *x, const uint16_t *x_
              : f16_product(ctx, xh, ldxh, (const __half *)w_f16, n, in_f, out_f, y, CUDA_R_32F,
                            ldy, beta, ab, op);
   if (rc) return rc;
-  if (bias)
-    MBCUDA_LAUNCH("linear_f16 (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy,
-                  bias, n, out_f);
-  return MB_OK;
+  return bias ? add_bias(ctx, y, ldy, bias, n, out_f, "linear_f16 (bias)") : MB_OK;
 }
 
 /* gemm with fp32 rows and weights (and a bias as gemm takes it), on TF32 where the context allows
@@ -733,9 +734,7 @@ static int gemm_f32(mb_ctx *ctx, const float *x, int64_t ldx, const void *w, int
       (!st->capturing || f16_scratch_bytes(n, in_f, out_f) <= st->scratch_f16_bytes)) {
     const int rc = gemm_f32_via_f16(ctx, x, ldx, w, n, in_f, out_f, y, ldy, beta, op);
     if (rc || !bias) return rc;
-    MBCUDA_LAUNCH("linear (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy,
-                  bias, n, out_f);
-    return MB_OK;
+    return add_bias(ctx, y, ldy, bias, n, out_f, "linear (bias)");
   }
   const cublasComputeType_t ct = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   return gemm(ctx, CUDA_R_32F, ct, x, ldx, w, n, in_f, out_f, y, CUDA_R_32F, ldy, beta, op, bias);
@@ -750,10 +749,7 @@ extern "C" int mbcuda_linear(mb_ctx *ctx, const float *x, int64_t ldx, const voi
   if (in_f <= 0) { /* y = bias (or 0) */
     for (int64_t r = 0; r < n; r++)
       MBCUDA_CHECK(cudaMemsetAsync(y + r * ldy, 0, (size_t)out_f * sizeof(float), s), "linear");
-    if (bias) {
-      MBCUDA_LAUNCH("linear (bias)", k_add_bias, ew_grid(out_f, n), dim3(EW_THREADS), 0, y, ldy, bias, n, out_f);
-    }
-    return MB_OK;
+    return bias ? add_bias(ctx, y, ldy, bias, n, out_f, "linear (bias)") : MB_OK;
   }
   if (n <= 8) {
     const ConvEpi none = {nullptr, nullptr, nullptr, nullptr, 0, 0, 0};
