@@ -10,8 +10,9 @@
 #   3. tests/decode_layers_test.ts and tests/cuda_model_test.ts (DENO_T, default 120);
 #   4. cuda_bench --batch-peers with PEERS (default MAMBABYTE_CUDA_OUT_SPLIT=0): graph replay at
 #      batches 16 to 256 against a peer, and the batch ops alone (PEERS_T, default 60).
-# EXTRACT=1 adds bench:extract (972M, lib.sh's bench_extract_with) right after step 1; CHECKS=0
-# stops there (a call that only measures).
+# EXTRACT=1 adds bench:extract (972M, lib.sh's bench_extract_with) right after step 1, once for
+# each of EXTRACT_DTYPES (default fp32; "fp32 bf16" for both); CHECKS=0 stops there (a call that
+# only measures).
 # REQUIRE=H200: exit 3 at once, before the build, on any other GPU (a call asked for an H200 that
 # an H100 answered costs only the machine's start). The sanitizers are tools/device/sanitize_all.sh's
 # (a call of their own: racecheck is slow).
@@ -39,7 +40,9 @@ step "bench:gpu $CASES"
 timeout "${BENCH_T:-330}" deno run --cached-only --no-check -A scripts/bench_gpu.ts \
   --cases "$CASES" 2>&1 | tee "$OUT/bench_gpu.log" || fail
 
-[ -z "${EXTRACT:-}" ] || bench_extract_with MB_LABEL=baseline
+if [ -n "${EXTRACT:-}" ]; then
+  for dtype in ${EXTRACT_DTYPES:-fp32}; do bench_extract_with MB_LABEL=baseline "$dtype"; done
+fi
 if [ "${CHECKS:-1}" = 0 ]; then
   print_summary baseline
   exit $status
