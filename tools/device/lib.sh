@@ -172,12 +172,13 @@ print_thp() {
 }
 
 # bench_extract_with NAME=VALUE [DTYPE]: bench:extract (972M, DTYPE weights, default fp32;
-# REPEATS repeats, default 3; within BENCH_T seconds, default 200) with that environment switch
+# REPEATS repeats, default 3; within EXTRACT_T or else BENCH_T seconds, default 200) with that switch
 # set, its rows printed and appended to $OUT/bench_extract_VALUE.log (call setup_deno first)
 bench_extract_with() {
   local dtype=${2:-fp32}
   step "bench:extract 972M $dtype ($1)"
-  env "$1" timeout "${BENCH_T:-200}" deno run --cached-only --no-check -A scripts/bench_extract.ts \
+  env "$1" timeout "${EXTRACT_T:-${BENCH_T:-200}}" deno run --cached-only --no-check -A \
+    scripts/bench_extract.ts \
     --device cuda --model_id 972M --dtype "$dtype" --repeats "${REPEATS:-3}" 2>&1 |
     tee -a "$OUT/bench_extract_${1#*=}.log" | grep -E "forward|discrete|module|the same" || fail
 }
