@@ -25,7 +25,7 @@ import { Tensor } from "../src/backend/tensor.ts";
 import { loadModel } from "../src/api.ts";
 import type { MambaByteLM } from "../src/model/model.ts";
 import type { ModelDims } from "../src/config/dims.ts";
-import { median, weightBytesPerStep } from "./lib/bench.ts";
+import { median, strideBytes, weightBytesPerStep } from "./lib/bench.ts";
 
 const parser = createParser("bench_cpu", "CPU speed vs roofline");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
@@ -219,7 +219,7 @@ async function main(argv: string[]): Promise<void> {
         }
       }
       if (dtype === "fp32") {
-        const text = new Uint8Array(args.prefill).map((_, i) => 32 + (i * 7) % 90);
+        const text = strideBytes(args.prefill);
         await model.forwardChunks(text.subarray(0, 64)).then((s) => s.free()); // warm-up
         const t0 = performance.now();
         const st = await model.forwardChunks(text);

@@ -30,7 +30,7 @@ import { createParser, parseArgs, runMain, UserError } from "../src/cli/mod.ts";
 import { loadModel } from "../src/api.ts";
 import type { MambaByteLM } from "../src/model/model.ts";
 import { Backend, cudaDeviceCount, hasCuda } from "../src/backend/backend.ts";
-import { gemmFlopsPerPosition, inProjRate, median, stepBytes } from "./lib/bench.ts";
+import { gemmFlopsPerPosition, inProjRate, median, stepBytes, strideBytes } from "./lib/bench.ts";
 
 const parser = createParser("bench_gpu", "GPU speed vs roofline");
 parser.add_argument("--config_path", { default: "configs/mambabyte_lm.yml" });
@@ -185,7 +185,7 @@ async function main(argv: string[]): Promise<void> {
       dtype,
       strict,
       async (model) => {
-        const text = new Uint8Array(len).map((_, i) => 32 + (i * 7) % 90);
+        const text = strideBytes(len);
         let peak = 0;
         const run = async () => {
           const st = await model.forwardChunks(text, { skipHead: false });

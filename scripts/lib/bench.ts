@@ -30,6 +30,15 @@ export function printableBytes(len: number, seed = 860): Uint8Array {
 }
 
 /**
+ * The benchmarks' forward input: `len` printable bytes (32..121) in a fixed stride pattern, the
+ * prompt of bench:gpu's and bench:cpu's forwards and of the tools/device probes that compare with
+ * them.
+ */
+export function strideBytes(len: number): Uint8Array {
+  return new Uint8Array(len).map((_, i) => 32 + (i * 7) % 90);
+}
+
+/**
  * Bytes of weights one decoding step reads: every matrix once (`bytesPerWeight` each: 4 for fp32,
  * 2 for bf16), one embedding row and the lm_head, and the small fp32 vectors (conv weights and
  * bias, dt_proj bias, A, D, the norms). `f16Twins`: fp32 weights decoded on their fp16 twins

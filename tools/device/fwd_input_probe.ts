@@ -4,6 +4,7 @@
 // cuda_bench: the input, not mod.ts"). On the GPU machine, after tools/device/lib.sh's setup_deno:
 //   deno run --cached-only --no-check -A tools/device/fwd_input_probe.ts [fp32|bf16]
 import { loadModel } from "../../src/api.ts";
+import { strideBytes } from "../../scripts/lib/bench.ts";
 
 const dtype = Deno.args[0] === "bf16" ? "bf16" : "fp32";
 const model = await loadModel({
@@ -13,7 +14,7 @@ const model = await loadModel({
   device: "cuda",
   dtype,
 });
-const text = new Uint8Array(8192).map((_, i) => 32 + (i * 7) % 90); // bench:gpu's bytes
+const text = strideBytes(8192); // bench:gpu's bytes
 const zeros = new Uint8Array(8192);
 
 /** The median of five timed runs after one untimed, in ms. */
