@@ -1,11 +1,11 @@
 /*
- * mufu_rate.cu — the rate of the exps the tile scan runs (ex2.approx.ftz.f32, the MUFU unit), per SM
- * per clock and per second, beside fp32 FMAs for scale: the figure behind the scan's floor in
+ * mufu_rate.cu — the rate of the exps the tile scan runs (ex2.approx.ftz.f32, the MUFU unit), per
+ * SM per clock and per second, beside fp32 FMAs for scale: the figure behind the scan's floor in
  * docs/cuda_notes.md ("Each missed target against the sum of its ops' floors"), measured instead of
  * taken from the datasheet. An experiment, not part of the library:
  *   nvcc -O3 -arch=sm_90 -o mufu_rate tools/device/mufu_rate.cu && ./mufu_rate
  * Each thread runs 8 independent chains (so the unit's throughput, not one chain's latency, bounds
- * it), 2 blocks of 512 threads an SM; each block times itself with clock64, and the host with events.
+ * it), 2 blocks of 512 threads an SM; each block times itself with clock64, the host with events.
  */
 #include <cuda_runtime.h>
 #include <stdio.h>
@@ -23,8 +23,8 @@ __device__ __forceinline__ float ex2_ftz(float x) {
   return y;
 }
 
-/* EXP: each step of a chain is one ex2 of the last value scaled back into [-1, 0) (one FFMA, on its
- * own pipe); else one FFMA a step. */
+/* EXP: each step of a chain is one ex2 of the last value mapped into [-1, -0.25) by one FFMA (on
+ * its own pipe), so the values stay in [0.5, 0.85); else one FFMA a step. */
 template <bool EXP>
 __global__ void __launch_bounds__(THREADS) k_rate(int iters, float *sink, long long *cycles) {
   float v[CHAINS];
@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(THREADS) k_rate(int iters, float *sink, long l
   for (int i = 0; i < iters; i++) {
 #pragma unroll
     for (int j = 0; j < CHAINS; j++) {
-      if (EXP) v[j] = ex2_ftz(fmaf(v[j], 0.5f, -0.75f)); /* stays in (0.5, 1): input in [-1, -0.25) */
+      if (EXP) v[j] = ex2_ftz(fmaf(v[j], 0.5f, -0.75f));
       else v[j] = fmaf(v[j], 0.999f, 0.0001f);
     }
   }
