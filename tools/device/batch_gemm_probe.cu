@@ -1,0 +1,381 @@
+/*
+ * batch_gemm_probe.cu — can a product of our own stream a decoding batch's weights faster than
+ * cuBLAS? At 64 sequences cuBLAS runs in_proj (64 x 1792 -> 7168, bf16) and out_proj (64 x 3584 ->
+ * 1792) at ~0.55-0.6 of the copy rate, and the two rings of our own built before streamed at ~1.4-2
+ * TB/s ("in_proj and out_proj's parts at decoding batches on a ring of weight stages",
+ * docs/cuda_notes.md): many small copies a stage, rows 3,584 bytes apart. This probe takes the step
+ * that note left untried: weights laid out at load in 64 x 64 tiles (8 KB, contiguous, their
+ * 16-byte chunks swizzled so that ldmatrix meets no bank twice), so that a stage is two bulk copies
+ * of 8 KB (a weight tile and the matching tile of x), STAGES stages in flight, a producer warp and
+ * four mma.sync warps a CTA, one CTA an SM; out_proj's inner dimension split over 4 CTAs, the
+ * partials summed by a second kernel in a fixed order. It checks both products against a plain
+ * fp32 reference, then times each (a graph of 48 calls over 48 weight copies, as a step's layers,
+ * so no layer's weights are in L2) against cublasGemmEx's default on the same data and against the
+ * device's copy rate. An experiment, not part of the library:
+ *   nvcc -O3 -arch=sm_90 -Itools/device -o batch_gemm_probe tools/device/batch_gemm_probe.cu \
+ *     -lcublas && ./batch_gemm_probe
+ */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "device_check.h"
+
+#define MROWS 64  /* the batch: every CTA's x tile holds all of it */
+#define TN 64     /* weight rows (outputs) a tile */
+#define TK 64     /* inputs a tile */
+#define TILE (TN * TK)   /* elements of a tile: 8 KB of bf16 */
+#define CONSUMERS 4      /* mma warps: 16 weight rows each */
+#define THREADS ((CONSUMERS + 1) * 32)
+#define LAYERS 48
+
+/* element (r, k) of a 64 x 64 tile: row-major, 16-byte chunk c of row r stored at c ^ (r % 8) */
+__host__ __device__ __forceinline__ int tile_at(int r, int k) {
+  return r * TK + ((((k >> 3) ^ r) & 7) << 3) + (k & 7);
+}
+
+__global__ void k_fill(uint16_t *p, size_t n, uint32_t seed, int exp_bits) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+    h ^= h >> 13;
+    h *= 0x5bd1e995u;
+    h ^= h >> 15;
+    p[i] = (uint16_t)((h & 0x8000u) | (uint32_t)exp_bits | ((h >> 16) & 0x7fu));
+  }
+}
+
+/* rows x cols row-major -> tiles [rows / TN][cols / TK], each tile_at-ordered */
+__global__ void k_to_tiles(const uint16_t *src, int rows, int cols, uint16_t *dst) {
+  const size_t n = (size_t)rows * cols;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    const int r = (int)(i / cols), k = (int)(i % cols);
+    const size_t t = (size_t)(r / TN) * (cols / TK) + k / TK;
+    dst[t * TILE + tile_at(r % TN, k % TK)] = src[i];
+  }
+}
+
+/* y[b][n] = sum_k x[b][k] w[n][k] in fp32, k in order: the check's reference */
+__global__ void k_ref(const uint16_t *x, const uint16_t *w, int N, int K, float *y) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (n >= N) return;
+  float s = 0.f;
+  for (int k = 0; k < K; k++)
+    s = fmaf(__uint_as_float((uint32_t)x[(size_t)b * K + k] << 16),
+             __uint_as_float((uint32_t)w[(size_t)n * K + k] << 16), s);
+  y[(size_t)b * N + n] = s;
+}
+
+__device__ __forceinline__ unsigned su32(const void *p) {
+  return (unsigned)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void bar_init(uint64_t *b, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(su32(b)), "r"(count));
+}
+__device__ __forceinline__ void bar_arrive(uint64_t *b) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(su32(b)) : "memory");
+}
+__device__ __forceinline__ void bar_wait(uint64_t *b, unsigned parity) {
+  unsigned done = 0;
+  while (!done)
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(su32(b)), "r"(parity)
+        : "memory");
+}
+/* the stage's two tiles into shared memory, completing on `full` (one arrival, 2 x 8 KB) */
+__device__ __forceinline__ void stage_load(uint16_t *dst, const uint16_t *w, const uint16_t *x,
+                                           uint64_t *full) {
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(su32(full)),
+               "r"(2 * TILE * 2)
+               : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(su32(dst)),
+      "l"(w), "r"(TILE * 2), "r"(su32(full))
+      : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(su32(dst + TILE)),
+      "l"(x), "r"(TILE * 2), "r"(su32(full))
+      : "memory");
+}
+__device__ __forceinline__ void ldsm4(unsigned addr, unsigned (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
+                                         unsigned b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Grid (N / TN, split): CTA (n, s) takes weight tile row n and the s-th of `split` slices of the
+ * inner tiles; y (split 1) or part[s] (64 x N fp32 each) gets its sums. Warp CONSUMERS is the
+ * producer (its lane 0 issues every stage); consumer warp w owns weight rows 16 w to 16 w + 15 of
+ * the tile against all 64 batch rows (8 n8 tiles, 32 accumulators a thread). */
+template <int STAGES>
+__global__ void __launch_bounds__(THREADS, 1)
+    k_probe(const uint16_t *__restrict__ wt, const uint16_t *__restrict__ xt, int N, int K,
+            float *__restrict__ y) {
+  extern __shared__ __align__(128) uint16_t sm[];
+  __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int kt_all = K / TK, split = gridDim.y;
+  const int kt0 = blockIdx.y * kt_all / split, kt1 = (blockIdx.y + 1) * kt_all / split;
+  const int nk = kt1 - kt0;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; s++) bar_init(&full[s], 1), bar_init(&empty[s], CONSUMERS);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+  if (warp == CONSUMERS) {
+    if (lane == 0) {
+      const uint16_t *wrow = wt + (size_t)blockIdx.x * kt_all * TILE;
+      for (int i = 0; i < nk; i++) {
+        const int s = i % STAGES;
+        if (i >= STAGES) bar_wait(&empty[s], (unsigned)(i / STAGES - 1) & 1u);
+        stage_load(sm + (size_t)s * 2 * TILE, wrow + (size_t)(kt0 + i) * TILE,
+                   xt + (size_t)(kt0 + i) * TILE, &full[s]);
+      }
+    }
+    return;
+  }
+  float acc[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  const int mi = lane >> 3, mr = lane & 7;
+  for (int i = 0; i < nk; i++) {
+    const int s = i % STAGES;
+    bar_wait(&full[s], (unsigned)(i / STAGES) & 1u);
+    const uint16_t *wtile = sm + (size_t)s * 2 * TILE, *xtile = wtile + TILE;
+#pragma unroll
+    for (int kk = 0; kk < TK / 16; kk++) {
+      unsigned a[4];
+      { /* A: rows 16 warp + mr (+8 for matrices 1, 3), chunk 2 kk (+1 for matrices 2, 3) */
+        const int r = 16 * warp + mr + 8 * (mi & 1), c = 2 * kk + (mi >> 1);
+        ldsm4(su32(wtile + tile_at(r, 8 * c)), a);
+      }
+#pragma unroll
+      for (int p = 0; p < 4; p++) { /* B: batch rows 16 p + mr (+8 for 2, 3), chunk 2 kk (+1 odd) */
+        unsigned b[4];
+        const int r = 16 * p + mr + 8 * (mi >> 1), c = 2 * kk + (mi & 1);
+        ldsm4(su32(xtile + tile_at(r, 8 * c)), b);
+        mma16816(acc[2 * p], a, b[0], b[1]);
+        mma16816(acc[2 * p + 1], a, b[2], b[3]);
+      }
+    }
+    __syncwarp();
+    if (lane == 0) bar_arrive(&empty[s]);
+  }
+  /* d0, d1: weight row g, batch 2t, 2t + 1 of the n8 tile; d2, d3: row g + 8 */
+  float *out = y + (size_t)blockIdx.y * MROWS * N;
+  const int g = lane >> 2, t = lane & 3, n = blockIdx.x * TN + 16 * warp + g;
+#pragma unroll
+  for (int j = 0; j < 8; j++) {
+    const int b = 8 * j + 2 * t;
+    out[(size_t)b * N + n] = acc[j][0];
+    out[(size_t)(b + 1) * N + n] = acc[j][1];
+    out[(size_t)b * N + n + 8] = acc[j][2];
+    out[(size_t)(b + 1) * N + n + 8] = acc[j][3];
+  }
+}
+
+/* y = the split's partials summed in order */
+__global__ void k_sum_parts(const float *part, int split, size_t n, float *y) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    float s = part[i];
+    for (int p = 1; p < split; p++) s += part[(size_t)p * n + i];
+    y[i] = s;
+  }
+}
+
+/* Replays a graph of what `launch_all` enqueues, `reps` times; the best of 5 timings, us per
+ * replay. */
+template <typename F>
+static double time_graph(cudaStream_t st, int reps, F &&launch_all) {
+  cudaGraph_t gr;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  launch_all();
+  CK(cudaStreamEndCapture(st, &gr));
+  CK(cudaGraphInstantiate(&ge, gr, 0));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  CK(cudaGraphLaunch(ge, st));
+  CK(cudaStreamSynchronize(st));
+  double best = 1e30;
+  for (int round = 0; round < 5; round++) {
+    CK(cudaEventRecord(e0, st));
+    for (int r = 0; r < reps; r++) CK(cudaGraphLaunch(ge, st));
+    CK(cudaEventRecord(e1, st));
+    CK(cudaEventSynchronize(e1));
+    float ms = 0.f;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    best = fmin(best, 1e3 * ms / reps);
+  }
+  CK(cudaGraphExecDestroy(ge));
+  CK(cudaGraphDestroy(gr));
+  return best;
+}
+
+/* the largest relative difference of a against the reference r over n values (against r's
+ * largest magnitude, as cuda_vs_cpu's rel_err) */
+static double rel_diff(const float *a, const float *r, size_t n) {
+  double m = 0.0, d = 0.0;
+  for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)r[i]));
+  for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)a[i] - r[i]));
+  return m > 0 ? d / m : d;
+}
+
+struct Case {
+  const char *name;
+  int N, K, split;
+};
+
+/* sum: the split's partials summed into y (else left in part, as the library's out_proj leaves
+ * its parts for the next norm's kernel to sum) */
+template <int STAGES>
+static void launch_probe(cudaStream_t st, const uint16_t *wt, const uint16_t *xt, const Case &c,
+                         float *y, float *part, bool sum = true) {
+  const size_t smem = (size_t)STAGES * 2 * TILE * 2;
+  k_probe<STAGES><<<dim3(c.N / TN, c.split), THREADS, smem, st>>>(wt, xt, c.N, c.K,
+                                                                 c.split > 1 ? part : y);
+  if (c.split > 1 && sum) k_sum_parts<<<264, 256, 0, st>>>(part, c.split, (size_t)MROWS * c.N, y);
+}
+
+template <int STAGES>
+static void run_stages(cudaStream_t st, const Case &c, uint16_t *const *wts, const uint16_t *xt,
+                       const uint16_t *w0, const uint16_t *x, float *y, float *part, float *yref,
+                       float *h, float *href, double copy_tbs) {
+  CK(cudaFuncSetAttribute(k_probe<STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                          STAGES * 2 * TILE * 2));
+  const size_t ny = (size_t)MROWS * c.N;
+  launch_probe<STAGES>(st, wts[0], xt, c, y, part);
+  CK(cudaStreamSynchronize(st));
+  CK(cudaMemcpy(h, y, ny * 4, cudaMemcpyDeviceToHost));
+  const double err = rel_diff(h, href, ny);
+  const double us = time_graph(st, 20, [&] {
+                      for (int l = 0; l < LAYERS; l++)
+                        launch_probe<STAGES>(st, wts[l], xt, c, y, part);
+                    }) / LAYERS;
+  const double gbs = (double)c.N * c.K * 2 / (us * 1e-6) / 1e12;
+  printf("%-9s probe, %2d stages x 16 KB: %7.2f us a call, weights at %.2f TB/s (%.2f of the "
+         "copy rate), rel. diff %.1e %s\n",
+         c.name, STAGES, us, gbs, gbs / copy_tbs, err, err < 1e-4 ? "ok" : "FAILED");
+  if (c.split > 1) {
+    const double up = time_graph(st, 20, [&] {
+                        for (int l = 0; l < LAYERS; l++)
+                          launch_probe<STAGES>(st, wts[l], xt, c, y, part, false);
+                      }) / LAYERS;
+    printf("%-9s   ... its %d partials left unsummed: %7.2f us a call\n", c.name, c.split, up);
+  }
+  (void)w0, (void)x, (void)yref;
+}
+
+int main() {
+  int dev = 0;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, dev));
+  printf("batch_gemm_probe: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  if (prop.major < 9) {
+    printf("needs sm_90 (bulk copies)\n");
+    return 1;
+  }
+  cudaStream_t st;
+  CK(cudaStreamCreate(&st));
+  cublasHandle_t hb;
+  BK(cublasCreate(&hb));
+  BK(cublasSetStream(hb, st));
+  void *ws;
+  CK(cudaMalloc(&ws, (size_t)32 << 20));
+  BK(cublasSetWorkspace(hb, ws, (size_t)32 << 20));
+
+  /* the copy rate: a device-to-device copy of 1 GiB, read + written */
+  double copy_tbs;
+  {
+    const size_t bytes = (size_t)1 << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, bytes));
+    CK(cudaMalloc(&b, bytes));
+    const double us = time_graph(
+        st, 5, [&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, st)); });
+    copy_tbs = 2.0 * bytes / (us * 1e-6) / 1e12;
+    printf("copy rate (1 GiB device to device, read + written): %.2f TB/s\n", copy_tbs);
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+  }
+
+  const Case cases[] = {{"in_proj", 7168, 1792, 1}, {"out_proj", 1792, 3584, 4}};
+  for (const Case &c : cases) {
+    const size_t nw = (size_t)c.N * c.K, nx = (size_t)MROWS * c.K, ny = (size_t)MROWS * c.N;
+    uint16_t *w[LAYERS], *wt[LAYERS], *x, *xt;
+    for (int l = 0; l < LAYERS; l++) {
+      CK(cudaMalloc(&w[l], nw * 2));
+      CK(cudaMalloc(&wt[l], nw * 2));
+      k_fill<<<1024, 256, 0, st>>>(w[l], nw, 1234u + l, 0x3c80); /* |w| in [1/64, 1/32) */
+      k_to_tiles<<<1024, 256, 0, st>>>(w[l], c.N, c.K, wt[l]);
+    }
+    CK(cudaMalloc(&x, nx * 2));
+    CK(cudaMalloc(&xt, nx * 2));
+    k_fill<<<256, 256, 0, st>>>(x, nx, 99u, 0x3f00); /* |x| in [0.5, 1) */
+    k_to_tiles<<<256, 256, 0, st>>>(x, MROWS, c.K, xt);
+    float *y, *yref, *part;
+    CK(cudaMalloc(&y, ny * 4));
+    CK(cudaMalloc(&yref, ny * 4));
+    CK(cudaMalloc(&part, ny * 4 * c.split));
+    k_ref<<<dim3((c.N + 127) / 128, MROWS), 128, 0, st>>>(x, w[0], c.N, c.K, yref);
+    CK(cudaStreamSynchronize(st));
+    CK(cudaGetLastError());
+    float *h = (float *)malloc(ny * 4), *href = (float *)malloc(ny * 4);
+    CK(cudaMemcpy(href, yref, ny * 4, cudaMemcpyDeviceToHost));
+
+    /* cuBLAS as the library calls it: y^T (N x 64) = W (row-major N x K, op T) x^T */
+    const float one = 1.f, zero = 0.f;
+    const auto gemm = [&](const uint16_t *wl) {
+      BK(cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, c.N, MROWS, c.K, &one, wl, CUDA_R_16BF, c.K,
+                      x, CUDA_R_16BF, c.K, &zero, y, CUDA_R_32F, c.N, CUBLAS_COMPUTE_32F,
+                      CUBLAS_GEMM_DEFAULT));
+    };
+    gemm(w[0]);
+    CK(cudaStreamSynchronize(st));
+    CK(cudaMemcpy(h, y, ny * 4, cudaMemcpyDeviceToHost));
+    const double err = rel_diff(h, href, ny);
+    const double us = time_graph(st, 20, [&] {
+                        for (int l = 0; l < LAYERS; l++) gemm(w[l]);
+                      }) / LAYERS;
+    const double gbs = (double)nw * 2 / (us * 1e-6) / 1e12;
+    printf("%-9s cuBLAS GemmEx (64 x %d -> %d, bf16): %7.2f us a call, weights at %.2f TB/s "
+           "(%.2f of the copy rate), rel. diff %.1e\n",
+           c.name, c.K, c.N, us, gbs, gbs / copy_tbs, err);
+    run_stages<6>(st, c, wt, xt, w[0], x, y, part, yref, h, href, copy_tbs);
+    run_stages<8>(st, c, wt, xt, w[0], x, y, part, yref, h, href, copy_tbs);
+    run_stages<12>(st, c, wt, xt, w[0], x, y, part, yref, h, href, copy_tbs);
+    for (int l = 0; l < LAYERS; l++) {
+      CK(cudaFree(w[l]));
+      CK(cudaFree(wt[l]));
+    }
+    CK(cudaFree(x));
+    CK(cudaFree(xt));
+    CK(cudaFree(y));
+    CK(cudaFree(yref));
+    CK(cudaFree(part));
+    free(h);
+    free(href);
+  }
+  return 0;
+}
