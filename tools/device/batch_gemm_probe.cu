@@ -13,7 +13,7 @@
  * so no layer's weights are in L2) against cublasGemmEx's default on the same data and against the
  * device's copy rate. An experiment, not part of the library:
  *   nvcc -O3 -arch=sm_90 -Itools/device -o batch_gemm_probe tools/device/batch_gemm_probe.cu \
- *     -lcublas && ./batch_gemm_probe
+ *     -lcublas && timeout 120 ./batch_gemm_probe
  */
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
