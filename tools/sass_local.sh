@@ -10,8 +10,8 @@
 # newer ELF header (OS ABI 0x41, ABI version 8, the SM in e_flags' second byte), which 11.8's
 # nvdisasm refuses, so the header is rewritten to the older form first; the code sections are
 # unchanged, and instruction counts match cuobjdump's on the GPU machine. Prints, per kernel whose
-# mangled name contains KERNEL_SUBSTRING, the static opcode counts with ptxas's registers and spills;
-# the full text is left in /tmp/mb-sass/<source>.sass.
+# mangled name contains KERNEL_SUBSTRING, the static opcode counts with ptxas's registers and
+# spills; the full text is left in /tmp/mb-sass/<source>.sass.
 set -euo pipefail
 src=${1:?usage: sass_local.sh SOURCE.cu [KERNEL_SUBSTRING]}
 pick=${2:-}
