@@ -24,6 +24,7 @@
 #include <stdlib.h>
 
 #include "device_check.h"
+#include "probe_common.cuh"
 
 #define MROWS 64  /* the batch: every CTA's x tile holds all of it */
 #define TN 64     /* weight rows (outputs) a tile */
@@ -36,17 +37,6 @@
 /* element (r, k) of a 64 x 64 tile: row-major, 16-byte chunk c of row r stored at c ^ (r % 8) */
 __host__ __device__ __forceinline__ int tile_at(int r, int k) {
   return r * TK + ((((k >> 3) ^ r) & 7) << 3) + (k & 7);
-}
-
-__global__ void k_fill(uint16_t *p, size_t n, uint32_t seed, int exp_bits) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-    h ^= h >> 13;
-    h *= 0x5bd1e995u;
-    h ^= h >> 15;
-    p[i] = (uint16_t)((h & 0x8000u) | (uint32_t)exp_bits | ((h >> 16) & 0x7fu));
-  }
 }
 
 /* rows x cols row-major -> tiles [rows / TN][cols / TK], each tile_at-ordered */
@@ -71,9 +61,6 @@ __global__ void k_ref(const uint16_t *x, const uint16_t *w, int N, int K, float 
   y[(size_t)b * N + n] = s;
 }
 
-__device__ __forceinline__ unsigned su32(const void *p) {
-  return (unsigned)__cvta_generic_to_shared(p);
-}
 __device__ __forceinline__ void bar_init(uint64_t *b, unsigned count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(su32(b)), "r"(count));
 }
@@ -107,19 +94,6 @@ __device__ __forceinline__ void stage_load(uint16_t *dst, const uint16_t *w, con
           "r"(su32(dst + TILE)),
       "l"(x), "r"(TILE * 2), "r"(su32(full))
       : "memory");
-}
-__device__ __forceinline__ void ldsm4(unsigned addr, unsigned (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
-                                         unsigned b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 /* Grid (N / TN, split): CTA (n, s) takes weight tile row n and the s-th of `split` slices of the
@@ -203,36 +177,6 @@ __global__ void k_sum_parts(const float *part, int split, size_t n, float *y) {
   }
 }
 
-/* Replays a graph of what `launch_all` enqueues, `reps` times; the best of 5 timings, us per
- * replay. */
-template <typename F>
-static double time_graph(cudaStream_t st, int reps, F &&launch_all) {
-  cudaGraph_t gr;
-  cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  launch_all();
-  CK(cudaStreamEndCapture(st, &gr));
-  CK(cudaGraphInstantiate(&ge, gr, 0));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  CK(cudaGraphLaunch(ge, st));
-  CK(cudaStreamSynchronize(st));
-  double best = 1e30;
-  for (int round = 0; round < 5; round++) {
-    CK(cudaEventRecord(e0, st));
-    for (int r = 0; r < reps; r++) CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0.f;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    best = fmin(best, 1e3 * ms / reps);
-  }
-  CK(cudaGraphExecDestroy(ge));
-  CK(cudaGraphDestroy(gr));
-  return best;
-}
-
 /* the largest relative difference of a against the reference r over n values (against r's
  * largest magnitude, as cuda_vs_cpu's rel_err) */
 static double rel_diff(const float *a, const float *r, size_t n) {
@@ -297,27 +241,9 @@ int main() {
   }
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
-  cublasHandle_t hb;
-  BK(cublasCreate(&hb));
-  BK(cublasSetStream(hb, st));
-  void *ws;
-  CK(cudaMalloc(&ws, (size_t)32 << 20));
-  BK(cublasSetWorkspace(hb, ws, (size_t)32 << 20));
+  cublasHandle_t hb = cublas_for(st);
 
-  /* the copy rate: a device-to-device copy of 1 GiB, read + written */
-  double copy_tbs;
-  {
-    const size_t bytes = (size_t)1 << 30;
-    void *a, *b;
-    CK(cudaMalloc(&a, bytes));
-    CK(cudaMalloc(&b, bytes));
-    const double us = time_graph(
-        st, 5, [&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, st)); });
-    copy_tbs = 2.0 * bytes / (us * 1e-6) / 1e12;
-    printf("copy rate (1 GiB device to device, read + written): %.2f TB/s\n", copy_tbs);
-    CK(cudaFree(a));
-    CK(cudaFree(b));
-  }
+  const double copy_tbs = copy_rate(st);
 
   /* in_proj also split in two (224 CTAs: two an SM where the stages fit, 6 x 16 KB) */
   const Case cases[] = {

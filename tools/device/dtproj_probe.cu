@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "device_check.h"
+#include "probe_common.cuh"
 
 #define M_ALL 8192  /* positions */
 #define N_ALL 3584  /* d_inner */
@@ -36,17 +37,6 @@
 #define THREADS 256
 #define LAYERS 48
 
-__global__ void k_fill(uint16_t *p, size_t n, uint32_t seed, int exp_bits) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-    h ^= h >> 13;
-    h *= 0x5bd1e995u;
-    h ^= h >> 15;
-    p[i] = (uint16_t)((h & 0x8000u) | (uint32_t)exp_bits | ((h >> 16) & 0x7fu));
-  }
-}
-
 /* y[m][n] = sum_k x[m][k] w[n][k] in fp32, k in order (ld of x: ldx) */
 __global__ void k_ref(const uint16_t *x, int ldx, const uint16_t *w, float *y) {
   const int n = blockIdx.x * blockDim.x + threadIdx.x, m = blockIdx.y;
@@ -58,24 +48,8 @@ __global__ void k_ref(const uint16_t *x, int ldx, const uint16_t *w, float *y) {
   y[(size_t)m * N_ALL + n] = s;
 }
 
-__device__ __forceinline__ unsigned su32(const void *p) {
-  return (unsigned)__cvta_generic_to_shared(p);
-}
 __device__ __forceinline__ void cp16(void *dst, const void *src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(su32(dst)), "l"(src) : "memory");
-}
-__device__ __forceinline__ void ldsm4(unsigned addr, unsigned (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0,
-                                         unsigned b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 /* Grid (N_ALL / BN, M_ALL / BM). x: rows of ldx bf16 (x_dbl's first KD columns), w: N_ALL x KD,
@@ -137,34 +111,6 @@ __global__ void __launch_bounds__(THREADS, 2)
   }
 }
 
-template <typename F>
-static double time_graph(cudaStream_t st, int reps, F &&launch_all) {
-  cudaGraph_t gr;
-  cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  launch_all();
-  CK(cudaStreamEndCapture(st, &gr));
-  CK(cudaGraphInstantiate(&ge, gr, 0));
-  cudaEvent_t e0, e1;
-  CK(cudaEventCreate(&e0));
-  CK(cudaEventCreate(&e1));
-  CK(cudaGraphLaunch(ge, st));
-  CK(cudaStreamSynchronize(st));
-  double best = 1e30;
-  for (int round = 0; round < 5; round++) {
-    CK(cudaEventRecord(e0, st));
-    for (int r = 0; r < reps; r++) CK(cudaGraphLaunch(ge, st));
-    CK(cudaEventRecord(e1, st));
-    CK(cudaEventSynchronize(e1));
-    float ms = 0.f;
-    CK(cudaEventElapsedTime(&ms, e0, e1));
-    best = fmin(best, 1e3 * ms / reps);
-  }
-  CK(cudaGraphExecDestroy(ge));
-  CK(cudaGraphDestroy(gr));
-  return best;
-}
-
 /* the largest difference of bf16 results a from the fp32 reference r, in units of r's largest
  * magnitude */
 static double rel_diff_bf16(const uint16_t *a, const float *r, size_t n) {
@@ -186,26 +132,9 @@ int main() {
          prop.name, prop.multiProcessorCount, KD, M_ALL, KD, N_ALL, KD);
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
-  cublasHandle_t hb;
-  BK(cublasCreate(&hb));
-  BK(cublasSetStream(hb, st));
-  void *ws;
-  CK(cudaMalloc(&ws, (size_t)32 << 20));
-  BK(cublasSetWorkspace(hb, ws, (size_t)32 << 20));
+  cublasHandle_t hb = cublas_for(st);
 
-  double copy_tbs;
-  {
-    const size_t bytes = (size_t)1 << 30;
-    void *a, *b;
-    CK(cudaMalloc(&a, bytes));
-    CK(cudaMalloc(&b, bytes));
-    const double us = time_graph(
-        st, 5, [&] { CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, st)); });
-    copy_tbs = 2.0 * bytes / (us * 1e-6) / 1e12;
-    printf("copy rate (1 GiB device to device, read + written): %.2f TB/s\n", copy_tbs);
-    CK(cudaFree(a));
-    CK(cudaFree(b));
-  }
+  const double copy_tbs = copy_rate(st);
 
   /* x as x_dbl's rows (144 bf16 columns, of which dt_proj reads the first 112), as a forward's */
   const int ldx = 144;
