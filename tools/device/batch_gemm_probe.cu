@@ -50,50 +50,9 @@ __global__ void k_to_tiles(const uint16_t *src, int rows, int cols, uint16_t *ds
   }
 }
 
-/* y[b][n] = sum_k x[b][k] w[n][k] in fp32, k in order: the check's reference */
-__global__ void k_ref(const uint16_t *x, const uint16_t *w, int N, int K, float *y) {
-  const int n = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
-  if (n >= N) return;
-  float s = 0.f;
-  for (int k = 0; k < K; k++)
-    s = fmaf(__uint_as_float((uint32_t)x[(size_t)b * K + k] << 16),
-             __uint_as_float((uint32_t)w[(size_t)n * K + k] << 16), s);
-  y[(size_t)b * N + n] = s;
-}
-
-__device__ __forceinline__ void bar_init(uint64_t *b, unsigned count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(su32(b)), "r"(count));
-}
+/* a consumer's arrival on a barrier (bulk_copy.cuh has the producer's side) */
 __device__ __forceinline__ void bar_arrive(uint64_t *b) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(su32(b)) : "memory");
-}
-__device__ __forceinline__ void bar_wait(uint64_t *b, unsigned parity) {
-  unsigned done = 0;
-  while (!done)
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(su32(b)), "r"(parity)
-        : "memory");
-}
-/* the stage's two tiles into shared memory, completing on `full` (one arrival, 2 x 8 KB) */
-__device__ __forceinline__ void stage_load(uint16_t *dst, const uint16_t *w, const uint16_t *x,
-                                           uint64_t *full) {
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(su32(full)),
-               "r"(2 * TILE * 2)
-               : "memory");
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
-          "r"(su32(dst)),
-      "l"(w), "r"(TILE * 2), "r"(su32(full))
-      : "memory");
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
-          "r"(su32(dst + TILE)),
-      "l"(x), "r"(TILE * 2), "r"(su32(full))
-      : "memory");
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
 }
 
 /* Grid (N / TN, split): CTA (n, s) takes weight tile row n and the s-th of `split` slices of the
@@ -111,8 +70,8 @@ __global__ void __launch_bounds__(THREADS, 1)
   const int kt0 = blockIdx.y * kt_all / split, kt1 = (blockIdx.y + 1) * kt_all / split;
   const int nk = kt1 - kt0;
   if (threadIdx.x == 0) {
-    for (int s = 0; s < STAGES; s++) bar_init(&full[s], 1), bar_init(&empty[s], CONSUMERS);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    /* full: the stage's two bulk copies (an arrival each); empty: the consumer warps */
+    for (int s = 0; s < STAGES; s++) mbar_init(&full[s], 2), mbar_init(&empty[s], CONSUMERS);
   }
   __syncthreads();
   if (warp == CONSUMERS) {
@@ -120,9 +79,10 @@ __global__ void __launch_bounds__(THREADS, 1)
       const uint16_t *wrow = wt + (size_t)blockIdx.x * kt_all * TILE;
       for (int i = 0; i < nk; i++) {
         const int s = i % STAGES;
-        if (i >= STAGES) bar_wait(&empty[s], (unsigned)(i / STAGES - 1) & 1u);
-        stage_load(sm + (size_t)s * 2 * TILE, wrow + (size_t)(kt0 + i) * TILE,
-                   xt + (size_t)(kt0 + i) * TILE, &full[s]);
+        if (i >= STAGES) mbar_wait(&empty[s], (unsigned)(i / STAGES - 1) & 1u);
+        uint16_t *const dst = sm + (size_t)s * 2 * TILE;
+        bulk_load(dst, wrow + (size_t)(kt0 + i) * TILE, TILE * 2, &full[s]);
+        bulk_load(dst + TILE, xt + (size_t)(kt0 + i) * TILE, TILE * 2, &full[s]);
       }
     }
     return;
@@ -133,20 +93,20 @@ __global__ void __launch_bounds__(THREADS, 1)
   const int mi = lane >> 3, mr = lane & 7;
   for (int i = 0; i < nk; i++) {
     const int s = i % STAGES;
-    bar_wait(&full[s], (unsigned)(i / STAGES) & 1u);
+    mbar_wait(&full[s], (unsigned)(i / STAGES) & 1u);
     const uint16_t *wtile = sm + (size_t)s * 2 * TILE, *xtile = wtile + TILE;
 #pragma unroll
     for (int kk = 0; kk < TK / 16; kk++) {
       unsigned a[4];
       { /* A: rows 16 warp + mr (+8 for matrices 1, 3), chunk 2 kk (+1 for matrices 2, 3) */
         const int r = 16 * warp + mr + 8 * (mi & 1), c = 2 * kk + (mi >> 1);
-        ldsm4(su32(wtile + tile_at(r, 8 * c)), a);
+        ldsm4(smem_u32(wtile + tile_at(r, 8 * c)), a);
       }
 #pragma unroll
       for (int p = 0; p < 4; p++) { /* B: batch rows 16 p + mr (+8 for 2, 3), chunk 2 kk (+1 odd) */
         unsigned b[4];
         const int r = 16 * p + mr + 8 * (mi >> 1), c = 2 * kk + (mi & 1);
-        ldsm4(su32(xtile + tile_at(r, 8 * c)), b);
+        ldsm4(smem_u32(xtile + tile_at(r, 8 * c)), b);
         mma16816(acc[2 * p], a, b[0], b[1]);
         mma16816(acc[2 * p + 1], a, b[2], b[3]);
       }
@@ -265,7 +225,7 @@ int main() {
     CK(cudaMalloc(&y, ny * 4));
     CK(cudaMalloc(&yref, ny * 4));
     CK(cudaMalloc(&part, ny * 4 * c.split));
-    k_ref<<<dim3((c.N + 127) / 128, MROWS), 128, 0, st>>>(x, w[0], c.N, c.K, yref);
+    k_ref<<<dim3((c.N + 127) / 128, MROWS), 128, 0, st>>>(x, c.K, w[0], c.N, c.K, yref);
     CK(cudaStreamSynchronize(st));
     CK(cudaGetLastError());
     float *h = (float *)malloc(ny * 4), *href = (float *)malloc(ny * 4);

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "device_check.h"
+#include "probe_common.cuh"
 
 struct Shape {
   const char *name;
@@ -27,49 +28,14 @@ struct Shape {
   bool out_bf16 = false; /* y as bf16 (fp32 accumulation): in_proj writing xz for the conv and scan */
 };
 
-__global__ void k_fill(uint16_t *p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-    h ^= h >> 13;
-    h *= 0x5bd1e995u;
-    /* a bf16 in [-1/32, 1/32): sign, exponent 0x79..0x7a, random mantissa */
-    p[i] = (uint16_t)((h & 0x8000u) | 0x3c80u | ((h >> 16) & 0x7fu));
-  }
-}
-
 static const int LAYERS = 48;
 static size_t g_ws_bytes = (size_t)32 << 20; /* the library's (MBCUDA_BLAS_WS, context.cu) */
 
-/* Replays a graph of `LAYERS` calls `reps` times; returns us per call (the best of 5 timings). */
+/* A graph of `LAYERS` calls, replayed 4 times (probe_common.cuh's timer); us per call, the best
+ * of 5 timings. */
 template <typename F>
-static double time_graph(cudaStream_t s, F &&launch_all) {
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
-  launch_all();
-  CK(cudaStreamEndCapture(s, &g));
-  CK(cudaGraphInstantiate(&ge, g, 0));
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  CK(cudaGraphLaunch(ge, s));
-  CK(cudaStreamSynchronize(s));
-  double best = 1e30;
-  for (int r = 0; r < 5; r++) {
-    CK(cudaEventRecord(a, s));
-    for (int k = 0; k < 4; k++) CK(cudaGraphLaunch(ge, s));
-    CK(cudaEventRecord(b, s));
-    CK(cudaEventSynchronize(b));
-    float ms = 0;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    double us = ms * 1000.0 / (4 * LAYERS);
-    if (us < best) best = us;
-  }
-  CK(cudaGraphExecDestroy(ge));
-  CK(cudaGraphDestroy(g));
-  CK(cudaEventDestroy(a));
-  CK(cudaEventDestroy(b));
-  return best;
+static double time_layers(cudaStream_t s, F &&launch_all) {
+  return time_graph(s, 4, launch_all) / LAYERS;
 }
 
 static int cfg(const cublasLtMatmulAlgo_t *algo, cublasLtMatmulAlgoConfigAttributes_t at) {
@@ -145,8 +111,8 @@ int main(int argc, char **argv) {
     CK(cudaMalloc(&w, wbytes * copies));
     CK(cudaMalloc(&x, (size_t)sh.n * sh.in_f * esz));
     CK(cudaMalloc(&y, (size_t)sh.n * sh.out_f * 4));
-    k_fill<<<1024, 256>>>((uint16_t *)w, wbytes * copies / 2, 1);
-    k_fill<<<1024, 256>>>((uint16_t *)x, (size_t)sh.n * sh.in_f * esz / 2, 2);
+    k_fill<<<1024, 256>>>((uint16_t *)w, wbytes * copies / 2, 1, 0x3c80); /* [-1/32, 1/32) */
+    k_fill<<<1024, 256>>>((uint16_t *)x, (size_t)sh.n * sh.in_f * esz / 2, 2, 0x3c80);
     CK(cudaDeviceSynchronize());
     const float alpha = 1.f, beta = sh.beta;
     const cudaDataType_t dt = sh.bf16 ? CUDA_R_16BF : CUDA_R_32F;
@@ -158,7 +124,7 @@ int main(int argc, char **argv) {
       BK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.out_f, sh.n, sh.in_f, &alpha, w + (l % copies) * wbytes, dt,
                       sh.in_f, x, dt, sh.in_f, &beta, y, yt, sh.out_f, ct, CUBLAS_GEMM_DEFAULT));
     };
-    const double t_def = time_graph(s, [&] {
+    const double t_def = time_layers(s, [&] {
       for (int l = 0; l < LAYERS; l++) gemm_ex(l);
     });
     printf("\n%-22s out %d in %d n %d: GemmEx default %8.2f us (%.0f GB/s of weights, %.0f TFLOP/s)\n", sh.name,
@@ -170,10 +136,10 @@ int main(int argc, char **argv) {
     if (dirty > 0 && sh.n < 8192) {
       char *dbuf;
       CK(cudaMalloc(&dbuf, dirty * 2));
-      const double t_mem = time_graph(s, [&] {
+      const double t_mem = time_layers(s, [&] {
         for (int l = 0; l < LAYERS; l++) CK(cudaMemsetAsync(dbuf + (l % 2) * dirty, l & 0xff, dirty, s));
       });
-      const double t_both = time_graph(s, [&] {
+      const double t_both = time_layers(s, [&] {
         for (int l = 0; l < LAYERS; l++) {
           CK(cudaMemsetAsync(dbuf + (l % 2) * dirty, l & 0xff, dirty, s));
           gemm_ex(l);
@@ -192,7 +158,7 @@ int main(int argc, char **argv) {
       for (int parts = 2; parts <= 8; parts *= 2) {
         if (sh.in_f % (8 * parts)) continue;
         const int kp = sh.in_f / parts;
-        const double t = time_graph(s, [&] {
+        const double t = time_layers(s, [&] {
           for (int l = 0; l < LAYERS; l++)
             BK(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, sh.out_f, sh.n, kp, &alpha,
                                           w + (l % copies) * wbytes, dt, sh.in_f, (long long)kp, x, dt,
@@ -224,7 +190,7 @@ int main(int argc, char **argv) {
     BK(cublasLtMatmulAlgoGetHeuristic(lt, md, la, lb, lc, lc, pref, want, res, &got));
     /* the 48 layers' products on one cuBLASLt algorithm, us a call */
     const auto time_lt = [&](const cublasLtMatmulAlgo_t *algo) {
-      return time_graph(s, [&] {
+      return time_layers(s, [&] {
         for (int l = 0; l < LAYERS; l++)
           BK(cublasLtMatmul(lt, md, &alpha, w + (l % copies) * wbytes, la, x, lb, &beta, y, lc, y, lc,
                             algo, ws, g_ws_bytes, s));

@@ -1,7 +1,9 @@
 /*
- * probe_common.cuh — what the standalone tensor-core probes (batch_gemm_probe.cu and
- * dtproj_probe.cu) share: a seeded bf16 fill, ldmatrix and mma.sync as inline PTX, a graph timer,
- * the device's copy rate and a cuBLAS handle set up as the library's. Not part of the library.
+ * probe_common.cuh — what the standalone device tools (batch_gemm_probe.cu, dtproj_probe.cu,
+ * blas_sweep.cu) share: a seeded bf16 fill, an fp32 reference product, ldmatrix and mma.sync as
+ * inline PTX (shared-memory addresses and bulk copies from the library's bulk_copy.cuh), a graph
+ * timer, the device's copy rate and a cuBLAS handle set up as the library's. Not part of the
+ * library.
  */
 #ifndef MAMBABYTE_PROBE_COMMON_CUH
 #define MAMBABYTE_PROBE_COMMON_CUH
@@ -12,6 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "../../csrc/cuda/bulk_copy.cuh"
 #include "device_check.h"
 
 /* n bf16 values of random sign and mantissa with the exponent field exp_bits (0x3c80: [1/64,
@@ -22,14 +25,22 @@ __global__ void k_fill(uint16_t *p, size_t n, uint32_t seed, int exp_bits) {
     uint32_t h = (uint32_t)i * 2654435761u ^ seed;
     h ^= h >> 13;
     h *= 0x5bd1e995u;
-    h ^= h >> 15;
     p[i] = (uint16_t)((h & 0x8000u) | (uint32_t)exp_bits | ((h >> 16) & 0x7fu));
   }
 }
 
-__device__ __forceinline__ unsigned su32(const void *p) {
-  return (unsigned)__cvta_generic_to_shared(p);
+/* y[m][n] = sum_k x[m][k] w[n][k] in fp32, k in order (bf16 x with rows ldx apart, w N x K): the
+ * probes' reference. Grid ((N + 127) / 128, M), 128 threads. */
+__global__ void k_ref(const uint16_t *x, int ldx, const uint16_t *w, int N, int K, float *y) {
+  const int n = blockIdx.x * blockDim.x + threadIdx.x, m = blockIdx.y;
+  if (n >= N) return;
+  float s = 0.f;
+  for (int k = 0; k < K; k++)
+    s = fmaf(__uint_as_float((uint32_t)x[(size_t)m * ldx + k] << 16),
+             __uint_as_float((uint32_t)w[(size_t)n * K + k] << 16), s);
+  y[(size_t)m * N + n] = s;
 }
+
 __device__ __forceinline__ void ldsm4(unsigned addr, unsigned (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -71,11 +82,13 @@ static double time_graph(cudaStream_t st, int reps, F &&launch_all) {
   }
   CK(cudaGraphExecDestroy(ge));
   CK(cudaGraphDestroy(gr));
+  CK(cudaEventDestroy(e0));
+  CK(cudaEventDestroy(e1));
   return best;
 }
 
 /* The copy rate, TB/s: a device-to-device copy of 1 GiB, bytes read and written; printed. */
-static double copy_rate(cudaStream_t st) {
+static inline double copy_rate(cudaStream_t st) {
   const size_t bytes = (size_t)1 << 30;
   void *a, *b;
   CK(cudaMalloc(&a, bytes));
@@ -90,7 +103,7 @@ static double copy_rate(cudaStream_t st) {
 }
 
 /* A cuBLAS handle on st with the library's 32 MiB workspace (a graph capture needs one). */
-static cublasHandle_t cublas_for(cudaStream_t st) {
+static inline cublasHandle_t cublas_for(cudaStream_t st) {
   cublasHandle_t hb;
   BK(cublasCreate(&hb));
   BK(cublasSetStream(hb, st));
