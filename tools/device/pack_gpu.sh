@@ -16,6 +16,9 @@ for p in bullmq ioredis @ioredis luxon msgpackr msgpackr-extract @msgpackr-extra
   node-gyp-build-optional-packages; do
   rm -rf "${R:?}/$p"
 done
+# Deno's emit cache of our own files (~1.8 MB): the device transpiles them again in a second or two,
+# and with it the tree, .gpu and a peer's .gpu-build went past the carry limit (2026-12-07)
+rm -rf .gpu/deno_dir/gen
 # xz-compressed (0.36 of 1.1 MB): with the tracked tree, .gpu and .gpu-build it fits the carry;
 # the device scripts unpack it (lib.sh's unpack_corpus)
 if [ -n "${CORPUS:-}" ]; then
