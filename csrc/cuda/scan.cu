@@ -292,11 +292,72 @@ __device__ __forceinline__ void scan_stage_pairs(const ScanArgs &a, int64_t b, i
   const bool cok = c0 + 2 * p < a.d;
   const uint16_t *q = src + (b * a.len + t0 + tl0) * ld + (cok ? c0 + 2 * p : 0);
   float *o = dst + p * T::ROW + T::pos(tl0);
+  if (cok && rows == SCAN_TC) { /* a whole chunk of real channels: no per-row predicate and select
+                                 * (~10 instructions a copy, then ~3) */
+#pragma unroll
+    for (int j = 0; j < SCAN_TC / R; j++) {
+      cp_async4(o + j * (R / K) * T::STRIDE, (const float *)q, true);
+      q += R * ld;
+    }
+    return;
+  }
 #pragma unroll
   for (int j = 0; j < SCAN_TC / R; j++) {
     const bool valid = cok && tl0 + R * j < rows;
     cp_async4(o + j * (R / K) * T::STRIDE, (const float *)(valid ? q : src), valid);
     q += R * ld;
+  }
+}
+
+/* B and C of a whole chunk with n == NMAX (Cs = Bs + NMAX ROW). Thread (s, g), g < G = THREADS /
+ * NMAX, copies state s of the rows at position g of every lane's K (rows g + K j: shared-memory
+ * offsets STRIDE apart, constants), then rows at positions G..K-1 the same way. A row costs its
+ * two copies and a pointer add (~4 instructions, where rows a pass apart took ~20: pos() of a
+ * runtime row and 64-bit products). In the model's x_dbl C follows B in the same rows, so C's copy
+ * takes B's pointer plus a constant. The same copies as scan_stage's other paths. */
+template <int NMAX, int K>
+__device__ __forceinline__ void scan_stage_bc_whole(const ScanArgs &a, int64_t b, int64_t t0,
+                                                    float *Bs) {
+  using T = ScanTile<K>;
+  constexpr int G = T::THREADS / NMAX, SEGS = SCAN_TC / K, CS = NMAX * T::ROW;
+  static_assert(G <= K && T::THREADS % NMAX == 0, "a thread a state and a position of the K");
+  const int s = threadIdx.x % NMAX, g = threadIdx.x / NMAX;
+  const bool adj = a.Cm == a.Bm + NMAX && a.ldc == a.ldb;
+  const int64_t r0 = b * a.len + t0;
+  {
+    const float *pb = a.Bm + (r0 + g) * a.ldb + s, *pc = a.Cm + (r0 + g) * a.ldc + s;
+    const int64_t sb = K * a.ldb, sc = K * a.ldc;
+    float *const q = Bs + s * T::ROW + g;
+    if (adj) {
+#pragma unroll
+      for (int j = 0; j < SEGS; j++, pb += sb) {
+        cp_async4(q + j * T::STRIDE, pb, true);
+        cp_async4(q + CS + j * T::STRIDE, pb + NMAX, true);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < SEGS; j++, pb += sb, pc += sc) {
+        cp_async4(q + j * T::STRIDE, pb, true);
+        cp_async4(q + CS + j * T::STRIDE, pc, true);
+      }
+    }
+  }
+  if constexpr (G < K) {
+    /* positions G..K-1 of every lane: thread g takes position G + g % H of segments g / H + (G / H)
+     * m (H = K - G), so these rows too are constants apart */
+    constexpr int H = K - G, SP = G / H;
+    static_assert(G % H == 0, "whole rounds of the other positions");
+    const int pos = G + g % H, seg0 = g / H;
+    const float *pb = a.Bm + (r0 + seg0 * K + pos) * a.ldb + s;
+    const float *pc = a.Cm + (r0 + seg0 * K + pos) * a.ldc + s;
+    const int64_t sb = SP * K * a.ldb, sc = SP * K * a.ldc;
+    float *const q = Bs + s * T::ROW + seg0 * T::STRIDE + pos;
+#pragma unroll
+    for (int m = 0; m < (SEGS + SP - 1) / SP; m++, pb += sb, pc += sc) {
+      if (SEGS % SP && seg0 + SP * m >= SEGS) break; /* the last round only */
+      cp_async4(q + m * SP * T::STRIDE, pb, true);
+      cp_async4(q + CS + m * SP * T::STRIDE, adj ? pb + NMAX : pc, true);
+    }
   }
 }
 
@@ -314,14 +375,7 @@ __device__ __forceinline__ void scan_stage(const ScanArgs &a, int64_t b, int64_t
     const float *pb = a.Bm + r0 * a.ldb + s, *pc = a.Cm + r0 * a.ldc + s;
     const int64_t sb = per_pass * a.ldb, sc = per_pass * a.ldc;
     if (rows == SCAN_TC) { /* a whole chunk: no per-row predicate */
-#pragma unroll 4
-      for (int tl = tl0; tl < SCAN_TC; tl += per_pass) {
-        const int o = s * T::ROW + T::pos(tl);
-        cp_async4(Bs + o, pb, true);
-        cp_async4(Cs + o, pc, true);
-        pb += sb;
-        pc += sc;
-      }
+      scan_stage_bc_whole<NMAX, K>(a, b, t0, Bs);
     } else {
 #pragma unroll 4
       for (int tl = tl0; tl < SCAN_TC; tl += per_pass) {
@@ -373,22 +427,36 @@ __device__ __forceinline__ void scan_store_y(const ScanArgs &a, int64_t b, int64
   const bool whole = rows == SCAN_TC; /* no per-row predicate */
   if (a.y) {
     float *p = a.y + o, m = 0.f;
+    if (whole) { /* its own loop, as y_bf16's below */
 #pragma unroll
-    for (int j = 0; j < SCAN_TC / R; j++) {
-      if (whole || tl0 + R * j < rows) {
+      for (int j = 0; j < SCAN_TC / R; j++, p += step) {
         const float v = q[j * (R / K) * T::STRIDE];
         *p = v;
         m = fmaxf(m, fabsf(v)); /* NaN skipped */
       }
-      p += step;
+    } else {
+#pragma unroll
+      for (int j = 0; j < SCAN_TC / R; j++, p += step) {
+        if (tl0 + R * j < rows) {
+          const float v = q[j * (R / K) * T::STRIDE];
+          *p = v;
+          m = fmaxf(m, fabsf(v));
+        }
+      }
     }
     if (a.y_exp) atomicMax(ymax, __float_as_uint(m));
   }
   if (a.y_bf16) {
     uint16_t *p = a.y_bf16 + o;
+    if (whole) { /* its own loop: with `whole ||` in the condition every row stayed predicated */
+#pragma unroll
+      for (int j = 0; j < SCAN_TC / R; j++, p += step)
+        *p = mb_f32_to_bf16(q[j * (R / K) * T::STRIDE]);
+      return;
+    }
 #pragma unroll
     for (int j = 0; j < SCAN_TC / R; j++) {
-      if (whole || tl0 + R * j < rows) *p = mb_f32_to_bf16(q[j * (R / K) * T::STRIDE]);
+      if (tl0 + R * j < rows) *p = mb_f32_to_bf16(q[j * (R / K) * T::STRIDE]);
       p += step;
     }
   }
@@ -422,11 +490,11 @@ __device__ __forceinline__ void scan_ldsk(const float *p, float (&v)[K]) {
 template <int K>
 __device__ __forceinline__ void scan_ldsk_pair(const float *p, bool odd, float (&v)[K]) {
   scan_ldsk<K>(p, v);
+  /* the half into the high bits, zeros below: one byte permute a value (a mask or a shift chosen
+   * by the lane took a LOP3 and a predicated SHF) */
+  const unsigned sel = odd ? 0x3244u : 0x1044u;
 #pragma unroll
-  for (int k = 0; k < K; k++) {
-    const uint32_t w = __float_as_uint(v[k]);
-    v[k] = __uint_as_float(odd ? (w & 0xffff0000u) : (w << 16));
-  }
+  for (int k = 0; k < K; k++) v[k] = __uint_as_float(__byte_perm(__float_as_uint(v[k]), 0u, sel));
 }
 
 /* A lane's K values of u from its scaled fp16 pair row (UF): the half of each word for the lane's
@@ -461,13 +529,20 @@ __device__ __forceinline__ float scan_sum(const float (&v)[K]) {
 template <int K, bool SP>
 __device__ __forceinline__ void scan_prep_deltas(bool bias, float dbias, int first, int rows,
                                                  float (&dt)[K]) {
+  /* the bias and the rows' bound each as a loop of its own behind a test the warp shares (bias) or
+   * that holds only in a chunk's last rows: inside the loop they cost a select a position each */
+  if (bias) {
 #pragma unroll
-  for (int k = 0; k < K; k++) {
-    float d = dt[k];
-    if (bias) d += dbias;
-    if (SP) d = mb_fast_softplus(d);
-    if (first + k >= rows) d = 0.f;
-    dt[k] = d;
+    for (int k = 0; k < K; k++) dt[k] += dbias;
+  }
+  if (SP) {
+#pragma unroll
+    for (int k = 0; k < K; k++) dt[k] = mb_fast_softplus(dt[k]);
+  }
+  if (rows - first < K) {
+#pragma unroll
+    for (int k = 0; k < K; k++)
+      if (first + k >= rows) dt[k] = 0.f;
   }
 }
 
@@ -483,6 +558,40 @@ __device__ __forceinline__ void scan_state_exps(int s, float a2_l, const float (
    * exp where a product took K - 1 multiplies per state: 206 M warp instructions a 972M layer at
    * 8192 positions against 236 M, 459-462 us against 464-465) */
   pa = mb_fast_ex2(dt_sum * A2);
+}
+
+/* One level of the shuffle scan of the lanes' maps (segments of L lanes): the map `off` lanes
+ * before, composed into this lane's where there is one, i.e. `if (ll >= off) { pb = pa * ub + pb;
+ * pa *= ua; }` with ua, ub shuffled up from pa, pb. shfl.up's own predicate says whether the source
+ * lane lies in the segment, so the level needs no compare of the lane index and the two updates run
+ * predicated in place; ptxas made of the `if` a compare, an unpredicated product and a select in
+ * the chain from one shuffle to the next. The same fma and multiply (what the compiler contracts
+ * the C form to), so the same bits. */
+template <int L>
+__device__ __forceinline__ void scan_level(float &pa, float &pb, int off) {
+  asm("{\n\t.reg .pred p;\n\t.reg .f32 ua, ub;\n\t"
+      "shfl.sync.up.b32 ua|p, %0, %2, %3, -1;\n\t"
+      "shfl.sync.up.b32 ub, %1, %2, %3, -1;\n\t"
+      "@p fma.rn.f32 %1, %0, ub, %1;\n\t"
+      "@p mul.rn.f32 %0, %0, ua;\n\t}"
+      : "+f"(pa), "+f"(pb)
+      : "r"(off), "n"((32 - L) << 8));
+}
+
+/* A lane's entering state from the scanned maps: the carry cin through the map of the lanes
+ * before it, `ll == 0 ? cin : ea * cin + eb` with ea, eb shuffled up by one (scan_level's
+ * predicate again; the fma's operands commute, so the same bits). */
+template <int L>
+__device__ __forceinline__ float scan_enter(float pa, float pb, float cin) {
+  float h;
+  asm("{\n\t.reg .pred p;\n\t.reg .f32 ea, eb;\n\t"
+      "shfl.sync.up.b32 ea|p, %1, 1, %4, -1;\n\t"
+      "shfl.sync.up.b32 eb, %2, 1, %4, -1;\n\t"
+      "mov.f32 %0, %3;\n\t"
+      "@p fma.rn.f32 %0, ea, %3, eb;\n\t}"
+      : "=f"(h)
+      : "f"(pa), "f"(pb), "f"(cin), "n"((32 - L) << 8));
+  return h;
 }
 
 /* The rest of state s for one lane (ll: its index among its channel's L lanes, whose shuffles
@@ -506,17 +615,8 @@ __device__ __forceinline__ void scan_state_run(int s, int ll, float &carry_l, co
   for (int k = 1; k < K; k++) pb = dA[k] * pb + bx[k];
   /* inclusive scan of the maps over the channel's lanes (earlier lanes first) */
 #pragma unroll
-  for (int off = 1; off < L; off <<= 1) {
-    float ua = __shfl_up_sync(0xffffffffu, pa, off, L);
-    float ub = __shfl_up_sync(0xffffffffu, pb, off, L);
-    if (ll >= off) {
-      pb = pa * ub + pb;
-      pa *= ua;
-    }
-  }
-  float ea = __shfl_up_sync(0xffffffffu, pa, 1, L);
-  float eb = __shfl_up_sync(0xffffffffu, pb, 1, L);
-  float h = ll == 0 ? cin : ea * cin + eb;
+  for (int off = 1; off < L; off <<= 1) scan_level<L>(pa, pb, off);
+  float h = scan_enter<L>(pa, pb, cin);
   float Cv[K];
   scan_ldsk<K>(Cs + s * T::ROW + ll * T::STRIDE, Cv);
 #pragma unroll

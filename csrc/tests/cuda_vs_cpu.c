@@ -1109,9 +1109,10 @@ static void t_scan_f16u(void) {
 }
 
 /* One selective-scan case (update: a decoding step, the scan over one position with a required
- * state), GPU vs CPU. */
+ * state), GPU vs CPU. C follows B in the same rows as in the model's x_dbl, or with sep_bc in rows
+ * of its own (the tile scan stages the two apart then). */
 static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t n, int use_state,
-                      int use_all, int use_D, int use_z, int sp, int use_bias) {
+                      int use_all, int use_D, int use_z, int sp, int use_bias, int sep_bc) {
   int64_t rows = batch * len;
   int64_t ldu = d + 3, ldd = d + 1, ldbc = 2 * n + 5, ldz = 2 * d, ldy = d + 2;
   pair U = prand(rows * ldu, -2, 2), D = prand(rows * ldd, sp ? -4 : 0.001f, sp ? 1 : 0.3f);
@@ -1125,24 +1126,27 @@ static void scan_case(int update, int64_t batch, int64_t len, int64_t d, int64_t
   pair S = prand(batch * d * n, -1, 1), SA = pf(NULL, use_all ? rows * d * n : 1);
   pair Y = pf(NULL, rows * ldy), YB = pb16(rows * ldy);
   const float *bc_c = C(BC), *bc_g = G(BC);
+  /* sep_bc: C from the rows' far end, n + 1 apart (ldc = ldbc still, C not at B + n) */
+  const int64_t c_off = sep_bc ? n + 4 : n;
   if (update) len = 1, use_state = 1, use_all = 0;
   /* y as bf16 too in some cases, in some of them alone (y NULL) */
   const int bf = !update && (len + n) % 2 == 1, only_bf = bf && batch > 1;
   /* y's scaled fp16 exponent in every other case with a fp32 y (the tile scan's blocks find it) */
   const int ye = !only_bf && (len + d + n) % 2 == 0;
   pair E = pnew(NULL, 4);
-  MBX(mb_selective_scan(CPU, C(U), NULL, ldu, C(D), NULL, ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + n, ldbc,
+  MBX(mb_selective_scan(CPU, C(U), NULL, ldu, C(D), NULL, ldd, use_bias ? C(DB) : NULL, C(A), bc_c, ldbc, bc_c + c_off, ldbc,
                         use_D ? C(Dk) : NULL, use_z ? C(Z) : NULL, NULL, ldz, use_state ? C(S) : NULL,
                         use_all ? C(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : C(Y), ldy,
                         bf ? (uint16_t *)YB.c : NULL, ye ? (int32_t *)E.c : NULL, NULL, NULL));
-  MBX(mb_selective_scan(GPU, G(U), NULL, ldu, G(D), NULL, ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + n, ldbc,
+  MBX(mb_selective_scan(GPU, G(U), NULL, ldu, G(D), NULL, ldd, use_bias ? G(DB) : NULL, G(A), bc_g, ldbc, bc_g + c_off, ldbc,
                         use_D ? G(Dk) : NULL, use_z ? G(Z) : NULL, NULL, ldz, use_state ? G(S) : NULL,
                         use_all ? G(SA) : NULL, batch, len, d, n, sp, only_bf ? NULL : G(Y), ldy,
                         bf ? (uint16_t *)YB.g : NULL, ye ? (int32_t *)E.g : NULL, NULL, NULL));
   char cfg[96];
-  snprintf(cfg, sizeof cfg, "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d db=%d bf=%d",
+  snprintf(cfg, sizeof cfg,
+           "b=%lld len=%lld d=%lld n=%lld st=%d all=%d D=%d z=%d sp=%d db=%d bf=%d%s",
            (long long)batch, (long long)len, (long long)d, (long long)n, use_state, use_all, use_D,
-           use_z, sp, use_bias, bf + only_bf);
+           use_z, sp, use_bias, bf + only_bf, sep_bc ? " bc=apart" : "");
   const char *op = update ? "state_update" : "selective_scan";
   if (!only_bf) check(op, cfg, "y", rel_err(&Y, rows, d, ldy), 1e-5);
   if (bf) check_bf16(op, cfg, &YB, only_bf ? NULL : &Y, rows, d, ldy, ldy);
@@ -1182,7 +1186,8 @@ static void t_scan(int update) {
           int use_state = update || (var + li) % 2 == 0, use_all = !update && (var + bi) % 2 == 0;
           int use_D = (di + var) % 2 == 0, use_z = (bi + var + li) % 2 == 1 || var;
           int sp = (di + bi + var) % 2 == 0 || update;
-          scan_case(update, batch, len, d, n, use_state, use_all, use_D, use_z, sp, (li + di + var) % 2);
+          scan_case(update, batch, len, d, n, use_state, use_all, use_D, use_z, sp,
+                    (li + di + var) % 2, 0);
         }
 }
 
@@ -1197,8 +1202,10 @@ static void t_scan_tile(void) {
   for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
     if (g_small && i > 1) continue;
     scan_case(0, cs[i].batch, cs[i].len, cs[i].d, cs[i].n, cs[i].st, 0, cs[i].D, cs[i].z, cs[i].sp,
-              (int)(i % 2));
+              (int)(i % 2), 0);
   }
+  /* B and C apart (whole chunks and a partial one, n = 16: the whole-chunk staging's other path) */
+  scan_case(0, 1, 700, 4099, 16, 1, 0, 1, 1, 1, 1, 1);
 }
 
 /* mb_linear_conv1d_step: GPU (conv in the GEMV epilogue for n <= 8) vs CPU (linear + conv). */

@@ -1,8 +1,9 @@
-// scan_trim_staging_check.cpp — scan_trim.patch's staging checked without a GPU: its own staging
-// functions (extracted from the patched csrc/cuda/scan.cu by scan_trim_staging_check.sh into
+// scan_staging_check.cpp — the tile scan's staging of whole chunks checked without a GPU: the
+// staging functions of csrc/cuda/scan.cu (extracted by tools/scan_staging_check.sh into
 // staging.inc) compiled for the host, with a cp_async4 that records each copy, against the copies
-// the unpatched code makes (every (state, row) of B and C to pos()'s place; the pair rows' whole
-// path against the predicated loop). Goes with the patch.
+// the general paths make (every (state, row) of B and C to pos()'s place, C after B in the rows or
+// apart from them; the pair rows' whole path against the predicated loop, a block with channels
+// past d among them).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -56,7 +57,7 @@ int main() {
       scan_stage_pairs<K>(a, 0, c0, 256, 256, src, ld, smem);
       got.insert(rec.begin(), rec.end());
     }
-    constexpr int P = 7, R = T::THREADS / P; // the unpatched loop's copies
+    constexpr int P = 7, R = T::THREADS / P; // the predicated loop's copies
     for (unsigned t = 0; t < (unsigned)T::THREADS; t++) {
       const int p = t % P, tl0 = t / P;
       const bool cok = c0 + 2 * p < a.d;
@@ -67,6 +68,6 @@ int main() {
     }
     fails += got != want;
   }
-  printf("scan_trim staging: %s (%d mismatches)\n", fails ? "FAILED" : "ok", fails);
+  printf("scan staging: %s (%d mismatches)\n", fails ? "FAILED" : "ok", fails);
   return fails != 0;
 }
