@@ -16,8 +16,9 @@ def block(start, end):  # from `start` to the end marker after it
     return s[i:s.index(end, i) + len(end)]
 parts = [block("struct ScanArgs {", "};"),
          s[s.index("#define SCAN_TC 256"):s.index("/* Thread i of the block stages channel")],
-         block("template <int K>\n__device__ __forceinline__ void scan_stage_pairs", "\n}\n"),
-         block("/* B and C of a whole chunk with n == NMAX", "\n}\n")]
+         # scan_stage_pairs and the B and C copies of whole chunks, up to scan_stage
+         s[s.index("template <int K>\n__device__ __forceinline__ void scan_stage_pairs"):
+           s.index("/* Stages B, C (consecutive threads along a row's states)")]]
 open(sys.argv[2], "w").write("\n".join(parts))
 PY
 g++ -O1 -std=c++17 -I"$tmp" -o "$tmp/check" tools/scan_staging_check.cpp
