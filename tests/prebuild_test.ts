@@ -10,19 +10,11 @@
  */
 import assert from "node:assert/strict";
 import { withTempDir } from "./helpers/temp_dir.ts";
+import { missingTool } from "./helpers/tools.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
-async function runs(cmd: string, args: string[]): Promise<boolean> {
-  return await new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).output()
-    .then((o) => o.success, () => false);
-}
-
-const missing = !(await runs("nvcc", ["--version"]))
-  ? "nvcc not found"
-  : !(await runs("cmake", ["--version"]))
-  ? "cmake not found"
-  : null;
+const missing = await missingTool("nvcc", "cmake");
 if (missing) console.warn(`prebuild_test: skipped: ${missing}`);
 
 async function sh(script: string, cwd: string) {

@@ -7,19 +7,11 @@
  */
 import assert from "node:assert/strict";
 import { withTempDir } from "./helpers/temp_dir.ts";
+import { missingTool } from "./helpers/tools.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
-async function runs(cmd: string, args: string[]): Promise<boolean> {
-  return await new Deno.Command(cmd, { args, stdout: "null", stderr: "null" }).output()
-    .then((o) => o.success, () => false);
-}
-
-const missing = !(await runs("g++", ["--version"]))
-  ? "g++ not found"
-  : !(await runs("python3", ["--version"]))
-  ? "python3 not found"
-  : null;
+const missing = await missingTool("g++", "python3");
 if (missing) console.warn(`scan_staging_test: skipped: ${missing}`);
 
 async function check(scanCu?: string) {
