@@ -195,8 +195,81 @@ static bool check_dtproj_probe() {
   return r < 1e-5 && !conflicts;
 }
 
+// fused_inproj_probe.cu's x_proj: P[b][o] = sum_c U[b][c] Wx[o][c] over a CTA's 64 channels, the
+// slice (144 rows of 64 bf16) placed as CU_TENSOR_MAP_SWIZZLE_128B places a box 128 bytes wide
+// into a 1024-byte aligned destination (the PTX ISA's pattern: byte address bits 4-6 XOR bits 7-9),
+// read with the probe's tile_at; u stored at tile_at(b, c); 4 warps taking m-tiles w, w + 4, w + 8
+// of the 9; the sums into ps[b][o] with rows PS_LD apart
+static bool check_fused_probe() {
+  const int XO = 144, TK = 64, MB = 64, PS_LD = XO + 4;
+  std::vector<float> Wx(XO * TK), U(MB * TK), Wxs(XO * TK, NAN), Ut(MB * TK, NAN);
+  std::vector<float> Ps(MB * PS_LD, NAN);
+  for (auto &v : Wx) v = rnd();
+  for (auto &v : U) v = rnd();
+  for (int o = 0; o < XO; o++)
+    for (int c = 0; c < TK; c++) {
+      const int byte = o * 128 + 2 * c, sw = byte ^ (((byte >> 7) & 7) << 4);
+      Wxs[sw / 2] = Wx[o * TK + c];
+    }
+  for (int b = 0; b < MB; b++)
+    for (int c = 0; c < TK; c++) Ut[tile_at(b, c)] = U[b * TK + c];
+  int conflicts = 0, misplaced = 0;
+  for (int o = 0; o < XO; o++) // the copy's pattern is the tile_at the kernel reads with
+    for (int c = 0; c < TK; c++) misplaced += Wxs[tile_at(o, c)] != Wx[o * TK + c];
+  for (int warp = 0; warp < 4; warp++)
+    for (int mt = warp; mt < XO / 16; mt += 4) {
+      static float d[8][32][4];
+      for (auto &x : d)
+        for (auto &l : x)
+          for (auto &q : l) q = 0;
+      for (int kk = 0; kk < TK / 16; kk++) {
+        int addr[32];
+        float a[32][4][2], b[32][4][2];
+        for (int lane = 0; lane < 32; lane++) {
+          const int mi = lane >> 3, mr = lane & 7;
+          addr[lane] = tile_at(16 * mt + mr + 8 * (mi & 1), 8 * (2 * kk + (mi >> 1)));
+        }
+        ldsm4(Wxs.data(), addr, a, &conflicts);
+        for (int p = 0; p < 4; p++) {
+          for (int lane = 0; lane < 32; lane++) {
+            const int mi = lane >> 3, mr = lane & 7;
+            addr[lane] = tile_at(16 * p + mr + 8 * (mi >> 1), 8 * (2 * kk + (mi & 1)));
+          }
+          ldsm4(Ut.data(), addr, b, &conflicts);
+          mma(d[2 * p], a, b, 0, 1);
+          mma(d[2 * p + 1], a, b, 2, 3);
+        }
+      }
+      for (int lane = 0; lane < 32; lane++) {
+        const int g = lane >> 2, t = lane & 3, o = 16 * mt + g;
+        for (int j = 0; j < 8; j++) {
+          const int b = 8 * j + 2 * t;
+          Ps[b * PS_LD + o] = d[j][lane][0];
+          Ps[(b + 1) * PS_LD + o] = d[j][lane][1];
+          Ps[b * PS_LD + o + 8] = d[j][lane][2];
+          Ps[(b + 1) * PS_LD + o + 8] = d[j][lane][3];
+        }
+      }
+    }
+  std::vector<double> exact(MB * XO);
+  std::vector<float> got(MB * XO);
+  for (int b = 0; b < MB; b++)
+    for (int o = 0; o < XO; o++) {
+      double s = 0;
+      for (int c = 0; c < TK; c++) s += (double)U[b * TK + c] * Wx[o * TK + c];
+      exact[b * XO + o] = s;
+      got[b * XO + o] = Ps[b * PS_LD + o];
+    }
+  const double r = rel(exact, got);
+  const bool ok = r < 1e-5 && !conflicts && !misplaced;
+  printf("fused_inproj_probe x_proj: %d x %d x %d within %.1e of float64, %d misplaced by the "
+         "swizzle, %d bank conflicts: %s\n",
+         MB, XO, TK, r, misplaced, conflicts, ok ? "ok" : "FAILED");
+  return ok;
+}
+
 int main() {
   srand(7);
-  const bool a = check_batch_probe(), b = check_dtproj_probe();
-  return a && b ? 0 : 1;
+  const bool a = check_batch_probe(), b = check_dtproj_probe(), c = check_fused_probe();
+  return a && b && c ? 0 : 1;
 }

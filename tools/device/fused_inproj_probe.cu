@@ -1,0 +1,581 @@
+/*
+ * fused_inproj_probe.cu — can a decoding batch's conv step and x_proj ride on in_proj's epilogue?
+ * At 64 sequences a layer's step runs cuBLAS's in_proj (9.5 us exposed on the H200), then
+ * k_conv_linear (the conv step, x_proj's partial products, a grid barrier and their reduction:
+ * 10.4 us with the bus nearly idle, "Batch 64 kernel by kernel" in docs/cuda_notes.md). Each in_proj
+ * tile of 64 channels x 64 sequences holds every input the conv step of those channels needs, and
+ * x_proj's partial product over them, so the second kernel's weights round trip, its start and its
+ * conv loads could go. This probe builds that product outside the library and times three things in
+ * one process (a graph of 48 calls over 48 weight copies each, as a step's layers):
+ *   1. cuBLAS's in_proj (as the library calls it);
+ *   2. in_proj as a kernel of our own whose weights come by 2D tensor copies (TMA, 128-byte
+ *      swizzle) straight from the row-major matrix, no tiled copy made at load: the stages of
+ *      batch_gemm_probe.cu (which reached cuBLAS's rate from tiles made at load), a producer warp
+ *      and four mma.sync warps, one CTA an SM;
+ *   3. the same product with the fused epilogue: CTAs of the x half run the conv step of their 64
+ *      channels from the tile (the conv states and x_proj's slice of weights asked for by tensor
+ *      copies behind the first stages), write u and the new states, multiply u (bf16) by the slice
+ *      into x_proj's partial sums, meet at a barrier of the x half's 56 CTAs and sum the partials in
+ *      a fixed order; CTAs of the z half store z.
+ * Each result is checked against plain fp32 reference kernels first. What decides: (3) - (1)
+ * against k_conv_linear's exposed time in the same call (cuda_bench --timeline 64). An experiment,
+ * not part of the library:
+ *   nvcc -O3 -arch=sm_90 -Itools/device -o fused_inproj_probe tools/device/fused_inproj_probe.cu \
+ *     -lcublas && timeout 120 ./fused_inproj_probe
+ */
+#include <cublas_v2.h>
+#include <cuda.h> /* CUtensorMap and its encoder's type (found through the runtime: no -lcuda) */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <type_traits>
+
+#include "device_check.h"
+#include "probe_common.cuh"
+
+#define MB 64             /* sequences: every CTA's x tile holds all of them */
+#define DM 1792           /* d_model: in_proj's inputs */
+#define DI 3584           /* d_inner: the x half, then the z half of in_proj's outputs */
+#define NI (2 * DI)       /* in_proj's outputs */
+#define XO 144            /* x_proj's outputs: dt_rank 112 + 2 d_state */
+#define KC 4              /* conv width */
+#define TN 64             /* in_proj's outputs a CTA (channels of the x half) */
+#define TK 64             /* inputs a stage */
+#define TILE (TN * TK)    /* bf16 elements of a 64 x 64 tile */
+#define NXC (DI / TN)     /* CTAs of the x half: 56 */
+#define CONSUMERS 4       /* mma warps: 16 output rows each */
+#define CT (CONSUMERS * 32)
+#define THREADS (CT + 32) /* and the producer warp */
+#define LAYERS 48
+#define XZ_LD 68                /* fp32 rows of the staged tile (16-byte aligned, banks apart) */
+#define PS_LD (XO + 4)          /* fp32 rows of the staged partial sums */
+#define ST_ROW (TN * (KC - 1))  /* a sequence's conv states of the CTA's channels: 192 floats */
+
+/* dynamic shared memory, from a 1024-byte aligned base (the 128-byte swizzle's pattern repeats
+ * every 1024 bytes and the tensor copies place it from the destination's address) */
+template <int STAGES>
+struct Smem {
+  static constexpr int WX = STAGES * 2 * TILE * 2;    /* x_proj's slice: XO rows of 64 bf16 */
+  static constexpr int ST = WX + XO * TK * 2;         /* the conv states: MB x ST_ROW fp32 */
+  static constexpr int UT = ST + MB * ST_ROW * 4;     /* u as a swizzled 64 x 64 bf16 tile */
+  static constexpr int BYTES = UT + TILE * 2 + 1024;  /* and the alignment's slack */
+  static_assert(WX % 1024 == 0 && ST % 1024 == 0 && UT % 1024 == 0, "1024-byte aligned parts");
+  static_assert(MB * XZ_LD * 4 <= WX && MB * PS_LD * 4 <= WX, "the epilogue's tiles fit the stages");
+};
+
+/* element (r, k) of a swizzled tile of 64-element rows: 16-byte chunk c of row r at c ^ (r % 8),
+ * the layout a 2D tensor copy with CU_TENSOR_MAP_SWIZZLE_128B writes for a box 128 bytes wide */
+__host__ __device__ __forceinline__ int tile_at(int r, int k) {
+  return r * TK + ((((k >> 3) ^ r) & 7) << 3) + (k & 7);
+}
+
+__device__ __forceinline__ void expect_tx(uint64_t *bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
+               "r"(bytes)
+               : "memory");
+}
+/* the box at coordinates (c0: inner, c1: rows) of the tensor map into shared memory */
+__device__ __forceinline__ void tma2d(void *dst, const CUtensorMap *m, int c0, int c1,
+                                      uint64_t *bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], "
+      "[%1, {%2, %3}], [%4];" ::"r"(smem_u32(dst)),
+      "l"((uint64_t)m), "r"(c0), "r"(c1), "r"(smem_u32(bar))
+      : "memory");
+}
+__device__ __forceinline__ void bar_arrive(uint64_t *b) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
+}
+/* the four mma warps alone (the producer warp has left) */
+__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(CT)); }
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ unsigned atom_add_acq_rel(unsigned *p, unsigned v) {
+  unsigned old;
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+__device__ __forceinline__ void red_add_release(unsigned *p, unsigned v) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+/* The x half's CTAs meet (all resident: main() checks one CTA an SM fits on every SM the grid
+ * takes): k_conv_linear's barrier, over NXC CTAs. bar[0] arrivals (back to 0 for the next
+ * launch), bar[1] the generation. */
+__device__ __forceinline__ void xhalf_sync(unsigned *bar) {
+  consumers_sync();
+  if (threadIdx.x == 0) {
+    const unsigned g0 = ld_acquire(bar + 1);
+    if (atom_add_acq_rel(bar, 1u) == NXC - 1) {
+      atomicExch(bar, 0u);
+      red_add_release(bar + 1, 1u);
+    } else {
+      while (ld_acquire(bar + 1) == g0) __nanosleep(32);
+    }
+  }
+  consumers_sync();
+}
+
+__device__ __forceinline__ uint16_t f32_to_bf16(float f) { /* nearest even (finite values) */
+  const uint32_t u = __float_as_uint(f);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ float silu(float x) { return x / (1.f + expf(-x)); }
+
+struct Args {
+  float *y;             /* plain: MB x NI; fused: z, MB x DI */
+  const float *cw, *cb; /* conv weight (DI, KC), bias (DI) */
+  float *state;         /* (MB, DI, KC - 1): what the state map reads, written back */
+  float *xc;            /* u: MB x DI */
+  float *part;          /* NXC x MB x XO partial sums */
+  float *dbl;           /* MB x XO */
+  unsigned *bar;
+};
+
+/* CTA n: outputs 64 n .. 64 n + 63 of in_proj for all MB sequences. Warp CONSUMERS is the
+ * producer (its lane 0 asks for every stage); consumer warp w owns output rows 16 w .. 16 w + 15
+ * against the 64 sequences (8 n8 tiles, 32 accumulators a thread). FUSED: CTAs n < NXC run the
+ * conv step and x_proj's partials of their channels, the rest store z. */
+template <int STAGES, bool FUSED>
+__global__ void __launch_bounds__(THREADS, 1)
+    k_inproj(const __grid_constant__ CUtensorMap tw, const __grid_constant__ CUtensorMap tx,
+             const __grid_constant__ CUtensorMap tst, const __grid_constant__ CUtensorMap twx,
+             Args a) {
+  using S = Smem<STAGES>;
+  extern __shared__ uint8_t smraw[];
+  __shared__ __align__(8) uint64_t full[STAGES], empty[STAGES], aux;
+  const unsigned raw = smem_u32(smraw);
+  uint8_t *const sm = smraw + (((raw + 1023u) & ~1023u) - raw);
+  uint16_t *const stg = (uint16_t *)sm;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, nt = blockIdx.x;
+  const bool xcta = FUSED && nt < NXC;
+  constexpr int NK = DM / TK;
+  static_assert(NK >= STAGES, "the aux copies go after the first stages");
+  if (tid == 0) {
+    for (int s = 0; s < STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], CONSUMERS);
+    mbar_init(&aux, 1);
+  }
+  __syncthreads();
+  if (warp == CONSUMERS) {
+    if (lane == 0) {
+      for (int i = 0; i < NK; i++) {
+        const int s = i % STAGES;
+        if (i >= STAGES) mbar_wait(&empty[s], (unsigned)(i / STAGES - 1) & 1u);
+        uint16_t *const dst = stg + (size_t)s * 2 * TILE;
+        expect_tx(&full[s], 2 * TILE * 2);
+        tma2d(dst, &tw, i * TK, nt * TN, &full[s]);
+        tma2d(dst + TILE, &tx, i * TK, 0, &full[s]);
+        if (xcta && i == STAGES - 1) { /* the epilogue's operands, behind the first stages */
+          expect_tx(&aux, XO * TK * 2 + MB * ST_ROW * 4);
+          tma2d(sm + S::WX, &twx, nt * TN, 0, &aux);
+          tma2d(sm + S::ST, &tst, nt * ST_ROW, 0, &aux);
+        }
+      }
+    }
+    return;
+  }
+  /* the conv's constants of this thread's channel (c = tid % 64 in the epilogue) */
+  const int cme = tid & (TN - 1), ch = nt * TN + cme;
+  float wc[KC], bc = 0.f;
+  if (xcta) {
+#pragma unroll
+    for (int j = 0; j < KC; j++) wc[j] = a.cw[ch * KC + j];
+    bc = a.cb[ch];
+  }
+  float acc[8][4];
+#pragma unroll
+  for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+  const int mi = lane >> 3, mr = lane & 7;
+  for (int i = 0; i < NK; i++) {
+    const int s = i % STAGES;
+    mbar_wait(&full[s], (unsigned)(i / STAGES) & 1u);
+    const uint16_t *wtile = stg + (size_t)s * 2 * TILE, *xtile = wtile + TILE;
+#pragma unroll
+    for (int kk = 0; kk < TK / 16; kk++) {
+      unsigned af[4];
+      { /* A: rows 16 warp + mr (+8 for matrices 1, 3), chunk 2 kk (+1 for matrices 2, 3) */
+        const int r = 16 * warp + mr + 8 * (mi & 1), c = 2 * kk + (mi >> 1);
+        ldsm4(smem_u32(wtile + tile_at(r, 8 * c)), af);
+      }
+#pragma unroll
+      for (int p = 0; p < 4; p++) { /* B: sequences 16 p + mr (+8 for 2, 3), chunk 2 kk (+1 odd) */
+        unsigned b[4];
+        const int r = 16 * p + mr + 8 * (mi >> 1), c = 2 * kk + (mi & 1);
+        ldsm4(smem_u32(xtile + tile_at(r, 8 * c)), b);
+        mma16816(acc[2 * p], af, b[0], b[1]);
+        mma16816(acc[2 * p + 1], af, b[2], b[3]);
+      }
+    }
+    __syncwarp();
+    if (lane == 0) bar_arrive(&empty[s]);
+  }
+  /* the tile through shared memory (the stages are free once every warp is past its last one):
+   * xz[b][r], d0, d1 = row g, sequences 2t, 2t + 1 of n8 tile j; d2, d3 = row g + 8 */
+  consumers_sync();
+  float *const xz = (float *)sm;
+  {
+    const int g = lane >> 2, t = lane & 3, r = 16 * warp + g;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const int b = 8 * j + 2 * t;
+      xz[b * XZ_LD + r] = acc[j][0];
+      xz[(b + 1) * XZ_LD + r] = acc[j][1];
+      xz[b * XZ_LD + r + 8] = acc[j][2];
+      xz[(b + 1) * XZ_LD + r + 8] = acc[j][3];
+    }
+  }
+  consumers_sync();
+  if (!xcta) { /* plain rows (or z): 16 float4 a sequence's 64 outputs */
+    const int ld = FUSED ? DI : NI, col = (FUSED ? nt - NXC : nt) * TN;
+    for (int i = tid; i < MB * TN / 4; i += CT) {
+      const int b = i / (TN / 4), q = i % (TN / 4);
+      *(float4 *)(a.y + (size_t)b * ld + col + 4 * q) = *(const float4 *)(xz + b * XZ_LD + 4 * q);
+    }
+    return;
+  }
+  /* the conv step of channel cme for sequences tid / 64, + 2, ...: k_conv_linear's arithmetic */
+  mbar_wait(&aux, 0);
+  const float *const st = (const float *)(sm + S::ST);
+  uint16_t *const ut = (uint16_t *)(sm + S::UT);
+  for (int b = tid / TN; b < MB; b += CT / TN) {
+    const float xv = xz[b * XZ_LD + cme];
+    const float *w = st + b * ST_ROW + cme * (KC - 1);
+    float c = bc;
+#pragma unroll
+    for (int j = 0; j < KC - 1; j++) c += wc[j] * w[j];
+    c += wc[KC - 1] * xv;
+    const float o = silu(c);
+    a.xc[(size_t)b * DI + ch] = o;
+    float *so = a.state + ((size_t)b * DI + ch) * (KC - 1);
+#pragma unroll
+    for (int j = 0; j < KC - 2; j++) so[j] = w[j + 1];
+    so[KC - 2] = xv;
+    ut[tile_at(b, cme)] = f32_to_bf16(o);
+  }
+  consumers_sync();
+  /* x_proj's partial sums over the 64 channels: P[o][b] = sum_c Wx[o][c] u[b][c], A = the slice
+   * (XO = 9 m16 tiles, warp w takes w, w + 4, w + 8), B = u; into ps[b][o] (over xz, now read) */
+  const uint16_t *const wxs = (const uint16_t *)(sm + S::WX);
+  float *const ps = (float *)sm;
+  for (int mt = warp; mt < XO / 16; mt += CONSUMERS) {
+    float d[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < TK / 16; kk++) {
+      unsigned af[4];
+      {
+        const int r = 16 * mt + mr + 8 * (mi & 1), c = 2 * kk + (mi >> 1);
+        ldsm4(smem_u32(wxs + tile_at(r, 8 * c)), af);
+      }
+#pragma unroll
+      for (int p = 0; p < 4; p++) {
+        unsigned b[4];
+        const int r = 16 * p + mr + 8 * (mi >> 1), c = 2 * kk + (mi & 1);
+        ldsm4(smem_u32(ut + tile_at(r, 8 * c)), b);
+        mma16816(d[2 * p], af, b[0], b[1]);
+        mma16816(d[2 * p + 1], af, b[2], b[3]);
+      }
+    }
+    const int g = lane >> 2, t = lane & 3, o = 16 * mt + g;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      const int b = 8 * j + 2 * t;
+      ps[b * PS_LD + o] = d[j][0];
+      ps[(b + 1) * PS_LD + o] = d[j][1];
+      ps[b * PS_LD + o + 8] = d[j][2];
+      ps[(b + 1) * PS_LD + o + 8] = d[j][3];
+    }
+  }
+  consumers_sync();
+  float *const mypart = a.part + (size_t)nt * MB * XO;
+  for (int i = tid; i < MB * XO / 4; i += CT) {
+    const int b = i / (XO / 4), q = i % (XO / 4);
+    __stcg((float4 *)(mypart + b * XO + 4 * q), *(const float4 *)(ps + b * PS_LD + 4 * q));
+  }
+  xhalf_sync(a.bar);
+  /* outputs j and j + NXC * CT of the MB x XO, each summed over the NXC partials in CTA order,
+   * every load in flight before the first add */
+  for (int j = nt * CT + tid; j < MB * XO; j += NXC * CT) {
+    float v[NXC];
+#pragma unroll
+    for (int p = 0; p < NXC; p++) v[p] = __ldcg(a.part + (size_t)p * MB * XO + j);
+    float s = v[0];
+#pragma unroll
+    for (int p = 1; p < NXC; p++) s += v[p];
+    a.dbl[j] = s;
+  }
+}
+
+/* the references: in_proj's rows are k_ref's; the conv step from them (fp32), u rounded to bf16 */
+__global__ void k_conv_ref(const float *xz, const float *cw, const float *cb, const float *st_in,
+                           float *u, float *st_out, uint16_t *ub) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x, b = blockIdx.y;
+  if (c >= DI) return;
+  const float *w = st_in + ((size_t)b * DI + c) * (KC - 1);
+  const float xv = xz[(size_t)b * NI + c];
+  float acc = cb[c];
+  for (int j = 0; j < KC - 1; j++) acc += cw[c * KC + j] * w[j];
+  acc += cw[c * KC + KC - 1] * xv;
+  const float o = acc / (1.f + expf(-acc));
+  u[(size_t)b * DI + c] = o;
+  ub[(size_t)b * DI + c] = f32_to_bf16(o);
+  float *so = st_out + ((size_t)b * DI + c) * (KC - 1);
+  for (int j = 0; j < KC - 2; j++) so[j] = w[j + 1];
+  so[KC - 2] = xv;
+}
+
+/* fp32 values in [-1, 1) (the conv states and weights) */
+__global__ void k_fill_f32(float *p, size_t n, uint32_t seed, float scale) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6du;
+    h ^= h >> 12;
+    p[i] = scale * ((float)(h >> 8) * (1.f / 8388608.f) - 1.f);
+  }
+}
+
+/* largest |a - r| over the largest |r|, with a column slice: a (rows x acols, ld lda) against r
+ * (ld ldr) from column r0 */
+static double rel_diff2(const float *a, int lda, const float *r, int ldr, int r0, int rows,
+                        int cols) {
+  double m = 0.0, d = 0.0;
+  for (int i = 0; i < rows; i++)
+    for (int j = 0; j < cols; j++) {
+      const double rv = r[(size_t)i * ldr + r0 + j], av = a[(size_t)i * lda + j];
+      m = fmax(m, fabs(rv));
+      d = fmax(d, fabs(av - rv));
+    }
+  return m > 0 ? d / m : d;
+}
+
+typedef CUresult (*EncodeTiled)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                                const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+/* a 2D map of a row-major (rows x cols) matrix of esize-byte elements, boxes (bc x br) */
+static CUtensorMap map2d(EncodeTiled enc, void *p, CUtensorMapDataType ty, int esize,
+                         uint64_t rows, uint64_t cols, uint32_t br, uint32_t bc,
+                         CUtensorMapSwizzle sw) {
+  CUtensorMap m;
+  const cuuint64_t dim[2] = {cols, rows}, stride[1] = {cols * esize};
+  const cuuint32_t box[2] = {bc, br}, es[2] = {1, 1};
+  const CUresult r = enc(&m, ty, 2, p, dim, stride, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE, sw,
+                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    fprintf(stderr, "cuTensorMapEncodeTiled: error %d\n", (int)r);
+    exit(1);
+  }
+  return m;
+}
+
+struct Layer {
+  uint16_t *w, *wx;
+  float *state;
+  CUtensorMap tw, twx, tst;
+};
+
+template <int STAGES, bool FUSED>
+static void launch(cudaStream_t st, const Layer &l, const CUtensorMap &tx, const Args &a) {
+  k_inproj<STAGES, FUSED><<<NI / TN, THREADS, Smem<STAGES>::BYTES, st>>>(l.tw, tx, l.tst, l.twx,
+                                                                           a);
+}
+
+template <int STAGES, bool FUSED>
+static bool prepare(int sms) {
+  CK(cudaFuncSetAttribute(k_inproj<STAGES, FUSED>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                          Smem<STAGES>::BYTES));
+  int per_sm = 0;
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_inproj<STAGES, FUSED>, THREADS,
+                                                   Smem<STAGES>::BYTES));
+  if (per_sm * sms < NI / TN) { /* the x half's barrier needs every CTA resident */
+    printf("%d stages: %d CTAs an SM on %d SMs cannot hold the %d CTAs; not run\n", STAGES, per_sm,
+           sms, NI / TN);
+    return false;
+  }
+  return true;
+}
+
+int main() {
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("fused_inproj_probe: %s, %d SMs; 64 sequences, in_proj %d -> %d, conv %d, x_proj %d -> %d\n",
+         prop.name, prop.multiProcessorCount, DM, NI, KC, DI, XO);
+  if (prop.major < 9) {
+    printf("needs sm_90 (tensor copies)\n");
+    return 1;
+  }
+  EncodeTiled enc = nullptr;
+  cudaDriverEntryPointQueryResult q;
+  CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&enc, 12000,
+                                      cudaEnableDefault, &q));
+  if (!enc || q != cudaDriverEntryPointSuccess) {
+    printf("cuTensorMapEncodeTiled not found\n");
+    return 1;
+  }
+  cudaStream_t st;
+  CK(cudaStreamCreate(&st));
+  cublasHandle_t hb = cublas_for(st);
+  const double copy_tbs = copy_rate(st);
+
+  Layer L[LAYERS];
+  for (int l = 0; l < LAYERS; l++) {
+    CK(cudaMalloc(&L[l].w, (size_t)NI * DM * 2));
+    CK(cudaMalloc(&L[l].wx, (size_t)XO * DI * 2));
+    CK(cudaMalloc(&L[l].state, (size_t)MB * DI * (KC - 1) * 4));
+    k_fill<<<1024, 256, 0, st>>>(L[l].w, (size_t)NI * DM, 1234u + l, 0x3c80); /* [1/64, 1/32) */
+    k_fill<<<256, 256, 0, st>>>(L[l].wx, (size_t)XO * DI, 777u + l, 0x3c00);  /* [1/128, 1/64) */
+    k_fill_f32<<<256, 256, 0, st>>>(L[l].state, (size_t)MB * DI * (KC - 1), 55u + l, 1.f);
+    L[l].tw = map2d(enc, L[l].w, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, NI, DM, TN, TK,
+                    CU_TENSOR_MAP_SWIZZLE_128B);
+    L[l].twx = map2d(enc, L[l].wx, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, XO, DI, XO, TK,
+                     CU_TENSOR_MAP_SWIZZLE_128B);
+    L[l].tst = map2d(enc, L[l].state, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, MB, (size_t)DI * (KC - 1),
+                     MB, ST_ROW, CU_TENSOR_MAP_SWIZZLE_NONE);
+  }
+  uint16_t *x, *ub;
+  float *cw, *cb, *y, *z, *xc, *part, *dbl, *xz_ref, *u_ref, *st_ref, *st0, *dbl_ref;
+  unsigned *bar;
+  CK(cudaMalloc(&x, (size_t)MB * DM * 2));
+  CK(cudaMalloc(&ub, (size_t)MB * DI * 2));
+  CK(cudaMalloc(&cw, (size_t)DI * KC * 4));
+  CK(cudaMalloc(&cb, (size_t)DI * 4));
+  CK(cudaMalloc(&y, (size_t)MB * NI * 4));
+  CK(cudaMalloc(&z, (size_t)MB * DI * 4));
+  CK(cudaMalloc(&xc, (size_t)MB * DI * 4));
+  CK(cudaMalloc(&part, (size_t)NXC * MB * XO * 4));
+  CK(cudaMalloc(&dbl, (size_t)MB * XO * 4));
+  CK(cudaMalloc(&xz_ref, (size_t)MB * NI * 4));
+  CK(cudaMalloc(&u_ref, (size_t)MB * DI * 4));
+  CK(cudaMalloc(&st_ref, (size_t)MB * DI * (KC - 1) * 4));
+  CK(cudaMalloc(&st0, (size_t)MB * DI * (KC - 1) * 4));
+  CK(cudaMalloc(&dbl_ref, (size_t)MB * XO * 4));
+  CK(cudaMalloc(&bar, 2 * sizeof(unsigned)));
+  CK(cudaMemsetAsync(bar, 0, 2 * sizeof(unsigned), st));
+  k_fill<<<256, 256, 0, st>>>(x, (size_t)MB * DM, 99u, 0x3f00); /* [0.5, 1) */
+  k_fill_f32<<<64, 256, 0, st>>>(cw, (size_t)DI * KC, 3u, 0.5f);
+  k_fill_f32<<<16, 256, 0, st>>>(cb, DI, 4u, 0.25f);
+  const CUtensorMap tx = map2d(enc, x, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, MB, DM, MB, TK,
+                               CU_TENSOR_MAP_SWIZZLE_128B);
+  /* references from layer 0's weights and states (kept in st0: the fused kernel rewrites them) */
+  CK(cudaMemcpyAsync(st0, L[0].state, (size_t)MB * DI * (KC - 1) * 4, cudaMemcpyDeviceToDevice, st));
+  k_ref<<<dim3((NI + 127) / 128, MB), 128, 0, st>>>(x, DM, L[0].w, NI, DM, xz_ref);
+  k_conv_ref<<<dim3((DI + 127) / 128, MB), 128, 0, st>>>(xz_ref, cw, cb, st0, u_ref, st_ref, ub);
+  k_ref<<<dim3((XO + 127) / 128, MB), 128, 0, st>>>(ub, DI, L[0].wx, XO, DI, dbl_ref);
+  CK(cudaStreamSynchronize(st));
+  CK(cudaGetLastError());
+  const size_t nh = (size_t)MB * NI, ns = (size_t)MB * DI * (KC - 1);
+  /* h: a result (the largest: the conv states), hr: in_proj's reference rows, hs: the others */
+  float *h = (float *)malloc(ns * 4), *hr = (float *)malloc(nh * 4), *hs = (float *)malloc(ns * 4);
+  const auto fetch = [&](float *dst, const float *src, size_t n) {
+    CK(cudaMemcpy(dst, src, n * 4, cudaMemcpyDeviceToHost));
+  };
+  bool ok = true;
+  const auto report = [&](const char *what, double e, double tol) {
+    printf("  %-34s rel. diff %.1e %s\n", what, e, e < tol ? "ok" : "FAILED");
+    ok = ok && e < tol;
+  };
+
+  /* 1. cuBLAS, as the library calls it: y^T (NI x 64) = W (row-major NI x DM, op T) x^T */
+  const float one = 1.f, zero = 0.f;
+  const auto gemm = [&](const uint16_t *wl) {
+    BK(cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, NI, MB, DM, &one, wl, CUDA_R_16BF, DM, x,
+                    CUDA_R_16BF, DM, &zero, y, CUDA_R_32F, NI, CUBLAS_COMPUTE_32F,
+                    CUBLAS_GEMM_DEFAULT));
+  };
+  gemm(L[0].w);
+  CK(cudaStreamSynchronize(st));
+  fetch(hr, xz_ref, nh);
+  fetch(h, y, nh);
+  printf("checks (layer 0 against fp32 reference kernels):\n");
+  report("cuBLAS in_proj", rel_diff2(h, NI, hr, NI, 0, MB, NI), 1e-4);
+  const double us_blas = time_graph(st, 20, [&] {
+                           for (int l = 0; l < LAYERS; l++) gemm(L[l].w);
+                         }) / LAYERS;
+  const double wbytes = (double)NI * DM * 2;
+  const auto rate = [&](double us) { return wbytes / (us * 1e-6) / 1e12; };
+
+  Args a = {y, cw, cb, nullptr, xc, part, dbl, bar};
+  const auto run_plain = [&](auto stages_tag) -> double {
+    constexpr int S = decltype(stages_tag)::value;
+    if (!prepare<S, false>(prop.multiProcessorCount)) return 0.0;
+    Args p = a;
+    p.y = y;
+    CK(cudaMemsetAsync(y, 0, nh * 4, st));
+    launch<S, false>(st, L[0], tx, p);
+    CK(cudaGetLastError());
+    CK(cudaStreamSynchronize(st));
+    fetch(h, y, nh);
+    char what[64];
+    snprintf(what, sizeof what, "in_proj, tensor copies, %d stages", S);
+    report(what, rel_diff2(h, NI, hr, NI, 0, MB, NI), 1e-4);
+    return time_graph(st, 20, [&] {
+             for (int l = 0; l < LAYERS; l++) launch<S, false>(st, L[l], tx, p);
+           }) / LAYERS;
+  };
+  const auto run_fused = [&](auto stages_tag) -> double {
+    constexpr int S = decltype(stages_tag)::value;
+    if (!prepare<S, true>(prop.multiProcessorCount)) return 0.0;
+    Args p = a;
+    p.y = z;
+    p.state = L[0].state;
+    CK(cudaMemcpyAsync(L[0].state, st0, (size_t)MB * DI * (KC - 1) * 4, cudaMemcpyDeviceToDevice,
+                       st));
+    launch<S, true>(st, L[0], tx, p);
+    CK(cudaGetLastError());
+    CK(cudaStreamSynchronize(st));
+    char what[64];
+    snprintf(what, sizeof what, "fused, %d stages: z", S);
+    fetch(h, z, (size_t)MB * DI);
+    report(what, rel_diff2(h, DI, hr, NI, DI, MB, DI), 1e-4);
+    fetch(h, xc, (size_t)MB * DI);
+    fetch(hs, u_ref, (size_t)MB * DI);
+    report("  ... u (the conv's outputs)", rel_diff2(h, DI, hs, DI, 0, MB, DI), 1e-4);
+    fetch(h, L[0].state, ns);
+    fetch(hs, st_ref, ns);
+    report("  ... the conv states", rel_diff2(h, DI * (KC - 1), hs, DI * (KC - 1), 0, MB,
+                                              DI * (KC - 1)),
+           1e-4);
+    fetch(h, dbl, (size_t)MB * XO);
+    fetch(hs, dbl_ref, (size_t)MB * XO);
+    /* u is rounded to bf16 on both sides from fp32 values that differ in their last bits (the
+     * sums' order), so a value near a bf16 midpoint may round the other way (~3e-6 each) */
+    report("  ... x_proj (dt, B, C)", rel_diff2(h, XO, hs, XO, 0, MB, XO), 1e-3);
+    return time_graph(st, 20, [&] {
+             for (int l = 0; l < LAYERS; l++) {
+               Args pl = p;
+               pl.state = L[l].state;
+               launch<S, true>(st, L[l], tx, pl);
+             }
+           }) / LAYERS;
+  };
+  const double p6 = run_plain(std::integral_constant<int, 6>{});
+  const double p8 = run_plain(std::integral_constant<int, 8>{});
+  const double f6 = run_fused(std::integral_constant<int, 6>{});
+  const double f8 = run_fused(std::integral_constant<int, 8>{});
+  printf("timings (a graph of %d calls over %d weight copies; us a call):\n", LAYERS, LAYERS);
+  printf("  cuBLAS in_proj                        %7.2f us, weights at %.2f TB/s (%.2f of the copy rate)\n",
+         us_blas, rate(us_blas), rate(us_blas) / copy_tbs);
+  const auto row = [&](const char *what, double us) {
+    if (us > 0)
+      printf("  %-37s %7.2f us, weights at %.2f TB/s (%.2f), %+.2f us against cuBLAS's in_proj\n",
+             what, us, rate(us), rate(us) / copy_tbs, us - us_blas);
+  };
+  row("in_proj, tensor copies, 6 stages", p6);
+  row("in_proj, tensor copies, 8 stages", p8);
+  row("fused (in_proj, conv, x_proj), 6 st.", f6);
+  row("fused (in_proj, conv, x_proj), 8 st.", f8);
+  printf("the fused form gains where its excess over cuBLAS's in_proj is below k_conv_linear's "
+         "exposed time in the step (cuda_bench --timeline 64)\n");
+  printf("%s\n", ok ? "all checks ok" : "CHECKS FAILED");
+  return ok ? 0 : 1;
+}
