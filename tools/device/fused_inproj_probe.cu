@@ -1,9 +1,10 @@
 /*
  * fused_inproj_probe.cu — can a decoding batch's conv step and x_proj ride on in_proj's epilogue?
- * At 64 sequences a layer's step runs cuBLAS's in_proj (9.5 us exposed on the H200), then
- * k_conv_linear (the conv step, x_proj's partial products, a grid barrier and their reduction:
- * 10.4 us with the bus nearly idle, "Batch 64 kernel by kernel" in docs/cuda_notes.md). Each in_proj
- * tile of 64 channels x 64 sequences holds every input the conv step of those channels needs, and
+ * At 64 sequences a layer's step runs cuBLAS's in_proj (9.5 us exposed), then k_conv_linear (the
+ * conv step, x_proj's partial products, a grid barrier and their reduction: 10.4 us with the bus
+ * nearly idle; docs/cuda_notes.md, "The conv step and x_proj in in_proj's epilogue at decoding
+ * batches: a probe"). Each in_proj tile of 64 channels x 64 sequences holds every input the conv
+ * step of those channels needs, and
  * x_proj's partial product over them, so the second kernel's weights round trip, its start and its
  * conv loads could go. This probe builds that product outside the library and times three things in
  * one process (a graph of 48 calls over 48 weight copies each, as a step's layers):
@@ -15,11 +16,15 @@
  *   3. the same product with the fused epilogue: CTAs of the x half run the conv step of their 64
  *      channels from the tile (the conv states and x_proj's slice of weights asked for by tensor
  *      copies behind the first stages), write u and the new states, multiply u (bf16) by the slice
- *      into x_proj's partial sums, meet at a barrier of the x half's 56 CTAs and sum the partials in
- *      a fixed order; CTAs of the z half store z.
- * Each result is checked against plain fp32 reference kernels first. What decides: (3) - (1)
- * against k_conv_linear's exposed time in the same call (cuda_bench --timeline 64). An experiment,
- * not part of the library:
+ *      into x_proj's partial sums, meet at a barrier of the x half's 56 CTAs and sum the partials
+ *      in a fixed order; CTAs of the z half store z.
+ * Each result is checked against plain fp32 reference kernels first. Then the same behind the
+ * kernel that comes before in_proj in a step (a norm of the residual plus out_proj's 4 parts into
+ * x's bf16 rows, one block a sequence), where only a kernel of our own can start early: with the
+ * programmatic launch it asks for its first weight stages before griddepcontrol.wait, and for x
+ * (the norm's output) after it. What decides: the fused chain less cuBLAS's chain, against
+ * k_conv_linear's exposed time in the same call (cuda_bench --timeline 64). An experiment, not part
+ * of the library:
  *   nvcc -O3 -arch=sm_90 -Itools/device -o fused_inproj_probe tools/device/fused_inproj_probe.cu \
  *     -lcublas && timeout 120 ./fused_inproj_probe
  */
@@ -63,7 +68,8 @@ struct Smem {
   static constexpr int UT = ST + MB * ST_ROW * 4;     /* u as a swizzled 64 x 64 bf16 tile */
   static constexpr int BYTES = UT + TILE * 2 + 1024;  /* and the alignment's slack */
   static_assert(WX % 1024 == 0 && ST % 1024 == 0 && UT % 1024 == 0, "1024-byte aligned parts");
-  static_assert(MB * XZ_LD * 4 <= WX && MB * PS_LD * 4 <= WX, "the epilogue's tiles fit the stages");
+  static_assert(MB * XZ_LD * 4 <= WX && MB * PS_LD * 4 <= WX,
+                "the epilogue's tiles fit the stages");
 };
 
 /* element (r, k) of a swizzled tile of 64-element rows: 16-byte chunk c of row r at c ^ (r % 8),
@@ -89,6 +95,10 @@ __device__ __forceinline__ void tma2d(void *dst, const CUtensorMap *m, int c0, i
 __device__ __forceinline__ void bar_arrive(uint64_t *b) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
 }
+__device__ __forceinline__ void pdl_trigger() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 /* the four mma warps alone (the producer warp has left) */
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, %0;" ::"n"(CT)); }
 
@@ -99,7 +109,10 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
 }
 __device__ __forceinline__ unsigned atom_add_acq_rel(unsigned *p, unsigned v) {
   unsigned old;
-  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;"
+               : "=r"(old)
+               : "l"(p), "r"(v)
+               : "memory");
   return old;
 }
 __device__ __forceinline__ void red_add_release(unsigned *p, unsigned v) {
@@ -139,9 +152,13 @@ struct Args {
 };
 
 /* CTA n: outputs 64 n .. 64 n + 63 of in_proj for all MB sequences. Warp CONSUMERS is the
- * producer (its lane 0 asks for every stage); consumer warp w owns output rows 16 w .. 16 w + 15
- * against the 64 sequences (8 n8 tiles, 32 accumulators a thread). FUSED: CTAs n < NXC run the
- * conv step and x_proj's partials of their channels, the rest store z. */
+ * producer (its lane 0 asks for every stage: the weights' boxes of the first STAGES stages, then
+ * x's, then the rest in turn); consumer warp w owns output rows 16 w .. 16 w + 15 against the 64
+ * sequences (8 n8 tiles, 32 accumulators a thread). FUSED: CTAs n < NXC run the conv step and
+ * x_proj's partials of their channels, the rest store z. Launched programmatically, the weights'
+ * first boxes go before griddepcontrol.wait (nothing in a step writes weights) and x's, the conv
+ * states' and everything the consumers store after it (the consumers touch no global memory
+ * before x's boxes, which the wait orders, have landed). */
 template <int STAGES, bool FUSED>
 __global__ void __launch_bounds__(THREADS, 1)
     k_inproj(const __grid_constant__ CUtensorMap tw, const __grid_constant__ CUtensorMap tx,
@@ -156,26 +173,37 @@ __global__ void __launch_bounds__(THREADS, 1)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, nt = blockIdx.x;
   const bool xcta = FUSED && nt < NXC;
   constexpr int NK = DM / TK;
-  static_assert(NK >= STAGES, "the aux copies go after the first stages");
+  static_assert(NK >= STAGES, "the first stages' boxes before the rest");
   if (tid == 0) {
-    for (int s = 0; s < STAGES; s++) mbar_init(&full[s], 1), mbar_init(&empty[s], CONSUMERS);
+    for (int s = 0; s < STAGES; s++) mbar_init(&full[s], 2), mbar_init(&empty[s], CONSUMERS);
     mbar_init(&aux, 1);
   }
   __syncthreads();
   if (warp == CONSUMERS) {
     if (lane == 0) {
-      for (int i = 0; i < NK; i++) {
-        const int s = i % STAGES;
-        if (i >= STAGES) mbar_wait(&empty[s], (unsigned)(i / STAGES - 1) & 1u);
-        uint16_t *const dst = stg + (size_t)s * 2 * TILE;
-        expect_tx(&full[s], 2 * TILE * 2);
-        tma2d(dst, &tw, i * TK, nt * TN, &full[s]);
-        tma2d(dst + TILE, &tx, i * TK, 0, &full[s]);
-        if (xcta && i == STAGES - 1) { /* the epilogue's operands, behind the first stages */
-          expect_tx(&aux, XO * TK * 2 + MB * ST_ROW * 4);
-          tma2d(sm + S::WX, &twx, nt * TN, 0, &aux);
-          tma2d(sm + S::ST, &tst, nt * ST_ROW, 0, &aux);
-        }
+      /* a stage's barrier takes two arrivals, each announcing its box's bytes */
+      const auto wbox = [&](int i) {
+        uint16_t *const dst = stg + (size_t)(i % STAGES) * 2 * TILE;
+        expect_tx(&full[i % STAGES], TILE * 2);
+        tma2d(dst, &tw, i * TK, nt * TN, &full[i % STAGES]);
+      };
+      const auto xbox = [&](int i) {
+        uint16_t *const dst = stg + (size_t)(i % STAGES) * 2 * TILE + TILE;
+        expect_tx(&full[i % STAGES], TILE * 2);
+        tma2d(dst, &tx, i * TK, 0, &full[i % STAGES]);
+      };
+      for (int i = 0; i < STAGES; i++) wbox(i);
+      pdl_wait(); /* returns at once without the programmatic launch */
+      for (int i = 0; i < STAGES; i++) xbox(i);
+      if (xcta) { /* the epilogue's operands, behind the first stages */
+        expect_tx(&aux, XO * TK * 2 + MB * ST_ROW * 4);
+        tma2d(sm + S::WX, &twx, nt * TN, 0, &aux);
+        tma2d(sm + S::ST, &tst, nt * ST_ROW, 0, &aux);
+      }
+      for (int i = STAGES; i < NK; i++) {
+        mbar_wait(&empty[i % STAGES], (unsigned)(i / STAGES - 1) & 1u);
+        wbox(i);
+        xbox(i);
       }
     }
     return;
@@ -313,6 +341,45 @@ __global__ void __launch_bounds__(THREADS, 1)
   }
 }
 
+/* The kernel before in_proj in a step, in the probe's terms: row b's residual plus out_proj's 4
+ * partial sums, its LayerNorm (no affine) into x's bf16 row. One block of 256 threads a sequence;
+ * it lets its dependents start at once, as the library's kernels do. */
+#define NORM_T 256
+__global__ void __launch_bounds__(NORM_T) k_norm_like(const float *parts, const float *resid,
+                                                     float *resid_out, uint16_t *x) {
+  pdl_trigger();
+  __shared__ float red[2][NORM_T / 32];
+  const int b = blockIdx.x, tid = threadIdx.x;
+  constexpr int PER = DM / NORM_T;
+  float v[PER], s = 0.f;
+#pragma unroll
+  for (int i = 0; i < PER; i++) {
+    const size_t at = (size_t)b * DM + tid + i * NORM_T;
+    v[i] = resid[at];
+#pragma unroll
+    for (int p = 0; p < 4; p++) v[i] += parts[(size_t)p * MB * DM + at];
+    resid_out[at] = v[i];
+    s += v[i];
+  }
+  const auto block_sum = [&](float x, int slot) {
+    for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    if ((tid & 31) == 0) red[slot][tid >> 5] = x;
+    __syncthreads();
+    float t = 0.f;
+    for (int w = 0; w < NORM_T / 32; w++) t += red[slot][w];
+    return t;
+  };
+  const float mean = block_sum(s, 0) / DM;
+  float q = 0.f;
+#pragma unroll
+  for (int i = 0; i < PER; i++) q += (v[i] - mean) * (v[i] - mean);
+  const float rstd = rsqrtf(block_sum(q, 1) / DM + 1e-5f);
+#pragma unroll
+  for (int i = 0; i < PER; i++)
+    x[(size_t)b * DM + tid + i * NORM_T] = f32_to_bf16((v[i] - mean) * rstd);
+}
+static_assert(DM % NORM_T == 0, "whole rows a block");
+
 /* the references: in_proj's rows are k_ref's; the conv step from them (fp32), u rounded to bf16 */
 __global__ void k_conv_ref(const float *xz, const float *cw, const float *cb, const float *st_in,
                            float *u, float *st_out, uint16_t *ub) {
@@ -384,10 +451,21 @@ struct Layer {
   CUtensorMap tw, twx, tst;
 };
 
+/* pdl: launched programmatically (it may start once the kernel before let its dependents go) */
 template <int STAGES, bool FUSED>
-static void launch(cudaStream_t st, const Layer &l, const CUtensorMap &tx, const Args &a) {
-  k_inproj<STAGES, FUSED><<<NI / TN, THREADS, Smem<STAGES>::BYTES, st>>>(l.tw, tx, l.tst, l.twx,
-                                                                           a);
+static void launch(cudaStream_t st, const Layer &l, const CUtensorMap &tx, const Args &a,
+                   bool pdl = false) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(NI / TN);
+  cfg.blockDim = dim3(THREADS);
+  cfg.dynamicSmemBytes = Smem<STAGES>::BYTES;
+  cfg.stream = st;
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  at[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = at;
+  cfg.numAttrs = pdl ? 1 : 0;
+  CK(cudaLaunchKernelEx(&cfg, k_inproj<STAGES, FUSED>, l.tw, tx, l.tst, l.twx, a));
 }
 
 template <int STAGES, bool FUSED>
@@ -408,7 +486,8 @@ static bool prepare(int sms) {
 int main() {
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
-  printf("fused_inproj_probe: %s, %d SMs; 64 sequences, in_proj %d -> %d, conv %d, x_proj %d -> %d\n",
+  printf("fused_inproj_probe: %s, %d SMs; 64 sequences, in_proj %d -> %d, conv %d, "
+         "x_proj %d -> %d\n",
          prop.name, prop.multiProcessorCount, DM, NI, KC, DI, XO);
   if (prop.major < 9) {
     printf("needs sm_90 (tensor copies)\n");
@@ -466,24 +545,40 @@ int main() {
   k_fill_f32<<<16, 256, 0, st>>>(cb, DI, 4u, 0.25f);
   const CUtensorMap tx = map2d(enc, x, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, MB, DM, MB, TK,
                                CU_TENSOR_MAP_SWIZZLE_128B);
-  /* references from layer 0's weights and states (kept in st0: the fused kernel rewrites them) */
-  CK(cudaMemcpyAsync(st0, L[0].state, (size_t)MB * DI * (KC - 1) * 4, cudaMemcpyDeviceToDevice, st));
-  k_ref<<<dim3((NI + 127) / 128, MB), 128, 0, st>>>(x, DM, L[0].w, NI, DM, xz_ref);
-  k_conv_ref<<<dim3((DI + 127) / 128, MB), 128, 0, st>>>(xz_ref, cw, cb, st0, u_ref, st_ref, ub);
-  k_ref<<<dim3((XO + 127) / 128, MB), 128, 0, st>>>(ub, DI, L[0].wx, XO, DI, dbl_ref);
-  CK(cudaStreamSynchronize(st));
-  CK(cudaGetLastError());
+  /* the kernel before in_proj in a step (the chains below): out_proj's parts and the residual */
+  float *parts, *resid, *resid_out;
+  CK(cudaMalloc(&parts, (size_t)4 * MB * DM * 4));
+  CK(cudaMalloc(&resid, (size_t)MB * DM * 4));
+  CK(cudaMalloc(&resid_out, (size_t)MB * DM * 4));
+  k_fill_f32<<<256, 256, 0, st>>>(parts, (size_t)4 * MB * DM, 5u, 0.1f);
+  k_fill_f32<<<256, 256, 0, st>>>(resid, (size_t)MB * DM, 6u, 1.f);
+  const auto norm = [&] { k_norm_like<<<MB, NORM_T, 0, st>>>(parts, resid, resid_out, x); };
+  CK(cudaMemcpyAsync(st0, L[0].state, (size_t)MB * DI * (KC - 1) * 4, cudaMemcpyDeviceToDevice,
+                     st));
   const size_t nh = (size_t)MB * NI, ns = (size_t)MB * DI * (KC - 1);
   /* h: a result (the largest: the conv states), hr: in_proj's reference rows, hs: the others */
   float *h = (float *)malloc(ns * 4), *hr = (float *)malloc(nh * 4), *hs = (float *)malloc(ns * 4);
   const auto fetch = [&](float *dst, const float *src, size_t n) {
     CK(cudaMemcpy(dst, src, n * 4, cudaMemcpyDeviceToHost));
   };
+  /* the references from x as it is now, layer 0's weights and the states kept in st0 (the fused
+   * kernel rewrites layer 0's) */
+  const auto make_refs = [&] {
+    k_ref<<<dim3((NI + 127) / 128, MB), 128, 0, st>>>(x, DM, L[0].w, NI, DM, xz_ref);
+    k_conv_ref<<<dim3((DI + 127) / 128, MB), 128, 0, st>>>(xz_ref, cw, cb, st0, u_ref, st_ref, ub);
+    k_ref<<<dim3((XO + 127) / 128, MB), 128, 0, st>>>(ub, DI, L[0].wx, XO, DI, dbl_ref);
+    CK(cudaStreamSynchronize(st));
+    CK(cudaGetLastError());
+    fetch(hr, xz_ref, nh);
+  };
+  make_refs();
   bool ok = true;
   const auto report = [&](const char *what, double e, double tol) {
-    printf("  %-34s rel. diff %.1e %s\n", what, e, e < tol ? "ok" : "FAILED");
+    printf("  %-40s rel. diff %.1e %s\n", what, e, e < tol ? "ok" : "FAILED");
     ok = ok && e < tol;
   };
+  const double wbytes = (double)NI * DM * 2;
+  const auto rate = [&](double us) { return wbytes / (us * 1e-6) / 1e12; };
 
   /* 1. cuBLAS, as the library calls it: y^T (NI x 64) = W (row-major NI x DM, op T) x^T */
   const float one = 1.f, zero = 0.f;
@@ -492,49 +587,28 @@ int main() {
                     CUDA_R_16BF, DM, &zero, y, CUDA_R_32F, NI, CUBLAS_COMPUTE_32F,
                     CUBLAS_GEMM_DEFAULT));
   };
+  printf("each alone (checked on layer 0 against fp32 reference kernels, then a graph of %d calls "
+         "over %d weight copies, us a call):\n",
+         LAYERS, LAYERS);
   gemm(L[0].w);
   CK(cudaStreamSynchronize(st));
-  fetch(hr, xz_ref, nh);
   fetch(h, y, nh);
-  printf("checks (layer 0 against fp32 reference kernels):\n");
   report("cuBLAS in_proj", rel_diff2(h, NI, hr, NI, 0, MB, NI), 1e-4);
   const double us_blas = time_graph(st, 20, [&] {
                            for (int l = 0; l < LAYERS; l++) gemm(L[l].w);
                          }) / LAYERS;
-  const double wbytes = (double)NI * DM * 2;
-  const auto rate = [&](double us) { return wbytes / (us * 1e-6) / 1e12; };
+  printf("  = %7.2f us, weights at %.2f TB/s (%.2f of the copy rate)\n", us_blas, rate(us_blas),
+         rate(us_blas) / copy_tbs);
+  const auto row = [&](double us) {
+    printf("  = %7.2f us, weights at %.2f TB/s (%.2f), %+.2f us against cuBLAS's in_proj\n", us,
+           rate(us), rate(us) / copy_tbs, us - us_blas);
+  };
 
   Args a = {y, cw, cb, nullptr, xc, part, dbl, bar};
-  const auto run_plain = [&](auto stages_tag) -> double {
-    constexpr int S = decltype(stages_tag)::value;
-    if (!prepare<S, false>(prop.multiProcessorCount)) return 0.0;
-    Args p = a;
-    p.y = y;
-    CK(cudaMemsetAsync(y, 0, nh * 4, st));
-    launch<S, false>(st, L[0], tx, p);
-    CK(cudaGetLastError());
-    CK(cudaStreamSynchronize(st));
-    fetch(h, y, nh);
-    char what[64];
-    snprintf(what, sizeof what, "in_proj, tensor copies, %d stages", S);
-    report(what, rel_diff2(h, NI, hr, NI, 0, MB, NI), 1e-4);
-    return time_graph(st, 20, [&] {
-             for (int l = 0; l < LAYERS; l++) launch<S, false>(st, L[l], tx, p);
-           }) / LAYERS;
-  };
-  const auto run_fused = [&](auto stages_tag) -> double {
-    constexpr int S = decltype(stages_tag)::value;
-    if (!prepare<S, true>(prop.multiProcessorCount)) return 0.0;
-    Args p = a;
-    p.y = z;
-    p.state = L[0].state;
-    CK(cudaMemcpyAsync(L[0].state, st0, (size_t)MB * DI * (KC - 1) * 4, cudaMemcpyDeviceToDevice,
-                       st));
-    launch<S, true>(st, L[0], tx, p);
-    CK(cudaGetLastError());
-    CK(cudaStreamSynchronize(st));
-    char what[64];
-    snprintf(what, sizeof what, "fused, %d stages: z", S);
+  /* the fused kernel's outputs on layer 0 against the references */
+  const auto check_fused = [&](const char *label) {
+    char what[96];
+    snprintf(what, sizeof what, "%s: z", label);
     fetch(h, z, (size_t)MB * DI);
     report(what, rel_diff2(h, DI, hr, NI, DI, MB, DI), 1e-4);
     fetch(h, xc, (size_t)MB * DI);
@@ -542,40 +616,109 @@ int main() {
     report("  ... u (the conv's outputs)", rel_diff2(h, DI, hs, DI, 0, MB, DI), 1e-4);
     fetch(h, L[0].state, ns);
     fetch(hs, st_ref, ns);
-    report("  ... the conv states", rel_diff2(h, DI * (KC - 1), hs, DI * (KC - 1), 0, MB,
-                                              DI * (KC - 1)),
-           1e-4);
+    report("  ... the conv states",
+           rel_diff2(h, DI * (KC - 1), hs, DI * (KC - 1), 0, MB, DI * (KC - 1)), 1e-4);
     fetch(h, dbl, (size_t)MB * XO);
     fetch(hs, dbl_ref, (size_t)MB * XO);
     /* u is rounded to bf16 on both sides from fp32 values that differ in their last bits (the
      * sums' order), so a value near a bf16 midpoint may round the other way (~3e-6 each) */
     report("  ... x_proj (dt, B, C)", rel_diff2(h, XO, hs, XO, 0, MB, XO), 1e-3);
-    return time_graph(st, 20, [&] {
-             for (int l = 0; l < LAYERS; l++) {
-               Args pl = p;
-               pl.state = L[l].state;
-               launch<S, true>(st, L[l], tx, pl);
-             }
-           }) / LAYERS;
   };
-  const double p6 = run_plain(std::integral_constant<int, 6>{});
-  const double p8 = run_plain(std::integral_constant<int, 8>{});
-  const double f6 = run_fused(std::integral_constant<int, 6>{});
-  const double f8 = run_fused(std::integral_constant<int, 8>{});
-  printf("timings (a graph of %d calls over %d weight copies; us a call):\n", LAYERS, LAYERS);
-  printf("  cuBLAS in_proj                        %7.2f us, weights at %.2f TB/s (%.2f of the copy rate)\n",
-         us_blas, rate(us_blas), rate(us_blas) / copy_tbs);
-  const auto row = [&](const char *what, double us) {
-    if (us > 0)
-      printf("  %-37s %7.2f us, weights at %.2f TB/s (%.2f), %+.2f us against cuBLAS's in_proj\n",
-             what, us, rate(us), rate(us) / copy_tbs, us - us_blas);
+  const auto fused_args = [&](int l) {
+    Args p = a;
+    p.y = z;
+    p.state = L[l].state;
+    return p;
   };
-  row("in_proj, tensor copies, 6 stages", p6);
-  row("in_proj, tensor copies, 8 stages", p8);
-  row("fused (in_proj, conv, x_proj), 6 st.", f6);
-  row("fused (in_proj, conv, x_proj), 8 st.", f8);
-  printf("the fused form gains where its excess over cuBLAS's in_proj is below k_conv_linear's "
-         "exposed time in the step (cuda_bench --timeline 64)\n");
+  const auto reset_state0 = [&] {
+    CK(cudaMemcpyAsync(L[0].state, st0, ns * 4, cudaMemcpyDeviceToDevice, st));
+  };
+  bool fits[2][2] = {{false, false}, {false, false}}; /* [plain, fused][6, 8 stages] */
+  const auto alone = [&](auto stages_tag, auto fused_tag) {
+    constexpr int S = decltype(stages_tag)::value;
+    constexpr bool F = decltype(fused_tag)::value;
+    char what[96];
+    snprintf(what, sizeof what, "%s, tensor copies, %d stages", F ? "fused" : "in_proj", S);
+    if (!prepare<S, F>(prop.multiProcessorCount)) return;
+    fits[F][S == 8] = true;
+    if (F) {
+      reset_state0();
+      launch<S, true>(st, L[0], tx, fused_args(0));
+    } else {
+      CK(cudaMemsetAsync(y, 0, nh * 4, st));
+      launch<S, false>(st, L[0], tx, a);
+    }
+    CK(cudaGetLastError());
+    CK(cudaStreamSynchronize(st));
+    if (F) {
+      check_fused(what);
+    } else {
+      fetch(h, y, nh);
+      report(what, rel_diff2(h, NI, hr, NI, 0, MB, NI), 1e-4);
+    }
+    row(time_graph(st, 20, [&] {
+          for (int l = 0; l < LAYERS; l++)
+            launch<S, F>(st, L[l], tx, F ? fused_args(l) : a);
+        }) / LAYERS);
+  };
+  using S6 = std::integral_constant<int, 6>;
+  using S8 = std::integral_constant<int, 8>;
+  using Plain = std::false_type;
+  using Fused = std::true_type;
+  alone(S6{}, Plain{});
+  alone(S8{}, Plain{});
+  alone(S6{}, Fused{});
+  alone(S8{}, Fused{});
+
+  /* 2. behind the norm, a layer = the norm, then in_proj (and the fused epilogue) */
+  printf("behind the norm (out_proj's 4 parts + the residual, LayerNorm into x's bf16 rows), us a "
+         "layer:\n");
+  const double us_norm = time_graph(st, 20, [&] {
+                           for (int l = 0; l < LAYERS; l++) norm();
+                         }) / LAYERS;
+  printf("  the norm alone                              %7.2f\n", us_norm);
+  const double us_nb = time_graph(st, 20, [&] {
+                         for (int l = 0; l < LAYERS; l++) norm(), gemm(L[l].w);
+                       }) / LAYERS;
+  printf("  the norm, then cuBLAS's in_proj             %7.2f (%.2f beyond the norm)\n", us_nb,
+         us_nb - us_norm);
+  const auto chain = [&](auto stages_tag, auto fused_tag, bool pdl) {
+    constexpr int S = decltype(stages_tag)::value;
+    constexpr bool F = decltype(fused_tag)::value;
+    if (!fits[F][S == 8]) return;
+    const double us = time_graph(st, 20, [&] {
+                        for (int l = 0; l < LAYERS; l++) {
+                          norm();
+                          launch<S, F>(st, L[l], tx, F ? fused_args(l) : a, pdl);
+                        }
+                      }) / LAYERS;
+    printf("  the norm, then %-7s %d stages%-14s %7.2f (%+.2f against the norm and cuBLAS)\n",
+           F ? "fused" : "in_proj", S, pdl ? ", early start" : "", us, us - us_nb);
+  };
+  chain(S6{}, Plain{}, false);
+  chain(S6{}, Plain{}, true);
+  chain(S8{}, Plain{}, true);
+  chain(S6{}, Fused{}, false);
+  chain(S6{}, Fused{}, true);
+  chain(S8{}, Fused{}, false);
+  chain(S8{}, Fused{}, true);
+  /* the early start's order checked: x is the norm's output, read after the wait */
+  norm();
+  CK(cudaStreamSynchronize(st));
+  make_refs();
+  for (int S8f = 0; S8f < 2; S8f++) {
+    if (!fits[1][S8f]) continue;
+    reset_state0();
+    norm();
+    if (S8f) launch<8, true>(st, L[0], tx, fused_args(0), true);
+    else launch<6, true>(st, L[0], tx, fused_args(0), true);
+    CK(cudaGetLastError());
+    CK(cudaStreamSynchronize(st));
+    check_fused(S8f ? "behind the norm, early start, 8 stages"
+                    : "behind the norm, early start, 6 stages");
+  }
+  printf("the fused form gains where its chain's excess over the norm and cuBLAS is below "
+         "k_conv_linear's exposed time in the step (cuda_bench --timeline 64)\n");
   printf("%s\n", ok ? "all checks ok" : "CHECKS FAILED");
   return ok ? 0 : 1;
 }
