@@ -23,8 +23,10 @@
  * x's bf16 rows, one block a sequence), where only a kernel of our own can start early: with the
  * programmatic launch it asks for its first weight stages before griddepcontrol.wait, and for x
  * (the norm's output) after it. What decides: the fused chain less cuBLAS's chain, against
- * k_conv_linear's exposed time in the same call (cuda_bench --timeline 64). An experiment, not part
- * of the library:
+ * k_conv_linear's exposed time in the same call (cuda_bench --timeline 64). Last, the same early
+ * start for out_proj (4 parts over its inputs, left unsummed as the library leaves them) behind a
+ * stand-in for the state update (29 MB of states read and written), against cuBLAS's strided
+ * batch. An experiment, not part of the library:
  *   nvcc -O3 -arch=sm_90 -Itools/device -o fused_inproj_probe tools/device/fused_inproj_probe.cu \
  *     -lcublas && timeout 120 ./fused_inproj_probe
  */
@@ -59,6 +61,15 @@
 #define XZ_LD 68                /* fp32 rows of the staged tile (16-byte aligned, banks apart) */
 #define PS_LD (XO + 4)          /* fp32 rows of the staged partial sums */
 #define ST_ROW (TN * (KC - 1))  /* a sequence's conv states of the CTA's channels: 192 floats */
+
+/* the products' shapes: outputs, inputs, and the parts the inputs are split into (a CTA a part,
+ * the parts' sums left unsummed, as the library's out_proj leaves them to the next norm) */
+struct InProj {
+  static constexpr int N = NI, K = DM, SPLIT = 1;
+};
+struct OutProj {
+  static constexpr int N = DM, K = DI, SPLIT = 4;
+};
 
 /* dynamic shared memory, from a 1024-byte aligned base (the 128-byte swizzle's pattern repeats
  * every 1024 bytes and the tensor copies place it from the destination's address) */
@@ -155,7 +166,7 @@ __device__ __forceinline__ unsigned long long now_ns() {
 }
 
 struct Args {
-  float *y;             /* plain: MB x NI; fused: z, MB x DI */
+  float *y;             /* plain: SPLIT x MB x N; fused: z, MB x DI */
   const float *cw, *cb; /* conv weight (DI, KC), bias (DI) */
   float *state;         /* (MB, DI, KC - 1): what the state map reads, written back */
   float *xc;            /* u: MB x DI */
@@ -165,7 +176,8 @@ struct Args {
   unsigned long long *stamps; /* NSTAMPS of them, or NULL */
 };
 
-/* CTA n: outputs 64 n .. 64 n + 63 of in_proj for all MB sequences. Warp CONSUMERS is the
+/* CTA (n, p): outputs 64 n .. 64 n + 63 of the product (in_proj unless SH says otherwise) over
+ * part p of its inputs, for all MB sequences. Warp CONSUMERS is the
  * producer (its lane 0 asks for every stage: the weights' boxes of the first STAGES stages, then
  * x's, then the rest in turn); consumer warp w owns output rows 16 w .. 16 w + 15 against the 64
  * sequences (8 n8 tiles, 32 accumulators a thread). FUSED: CTAs n < NXC run the conv step and
@@ -173,7 +185,7 @@ struct Args {
  * first boxes go before griddepcontrol.wait (nothing in a step writes weights) and x's, the conv
  * states' and everything the consumers store after it (the consumers touch no global memory
  * before x's boxes, which the wait orders, have landed). */
-template <int STAGES, bool FUSED>
+template <int STAGES, bool FUSED, class SH>
 __global__ void __launch_bounds__(THREADS, 1)
     k_inproj(const __grid_constant__ CUtensorMap tw, const __grid_constant__ CUtensorMap tx,
              const __grid_constant__ CUtensorMap tst, const __grid_constant__ CUtensorMap twx,
@@ -186,8 +198,12 @@ __global__ void __launch_bounds__(THREADS, 1)
   uint16_t *const stg = (uint16_t *)sm;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, nt = blockIdx.x;
   const bool xcta = FUSED && nt < NXC;
-  constexpr int NK = DM / TK;
+  constexpr int NK = SH::K / TK / SH::SPLIT; /* the CTA's stages */
   static_assert(NK >= STAGES, "the first stages' boxes before the rest");
+  static_assert(SH::K % (TK * SH::SPLIT) == 0 && SH::N % TN == 0, "whole tiles");
+  static_assert(!FUSED || (SH::N == NI && SH::K == DM && SH::SPLIT == 1),
+                "the fused form: in_proj");
+  const int kt0 = blockIdx.y * NK;
   if (tid == 0) {
     for (int s = 0; s < STAGES; s++) mbar_init(&full[s], 2), mbar_init(&empty[s], CONSUMERS);
     mbar_init(&aux, 1);
@@ -203,12 +219,12 @@ __global__ void __launch_bounds__(THREADS, 1)
       const auto wbox = [&](int i) {
         uint16_t *const dst = stg + (size_t)(i % STAGES) * 2 * TILE;
         expect_tx(&full[i % STAGES], TILE * 2);
-        tma2d(dst, &tw, i * TK, nt * TN, &full[i % STAGES]);
+        tma2d(dst, &tw, (kt0 + i) * TK, nt * TN, &full[i % STAGES]);
       };
       const auto xbox = [&](int i) {
         uint16_t *const dst = stg + (size_t)(i % STAGES) * 2 * TILE + TILE;
         expect_tx(&full[i % STAGES], TILE * 2);
-        tma2d(dst, &tx, i * TK, 0, &full[i % STAGES]);
+        tma2d(dst, &tx, (kt0 + i) * TK, 0, &full[i % STAGES]);
       };
       for (int i = 0; i < STAGES; i++) wbox(i);
       pdl_wait(); /* returns at once without the programmatic launch */
@@ -280,10 +296,11 @@ __global__ void __launch_bounds__(THREADS, 1)
   }
   consumers_sync();
   if (!xcta) { /* plain rows (or z): 16 float4 a sequence's 64 outputs */
-    const int ld = FUSED ? DI : NI, col = (FUSED ? nt - NXC : nt) * TN;
+    const int ld = FUSED ? DI : SH::N, col = (FUSED ? nt - NXC : nt) * TN;
+    float *const yp = a.y + (size_t)blockIdx.y * MB * SH::N;
     for (int i = tid; i < MB * TN / 4; i += CT) {
       const int b = i / (TN / 4), q = i % (TN / 4);
-      *(float4 *)(a.y + (size_t)b * ld + col + 4 * q) = *(const float4 *)(xz + b * XZ_LD + 4 * q);
+      *(float4 *)(yp + (size_t)b * ld + col + 4 * q) = *(const float4 *)(xz + b * XZ_LD + 4 * q);
     }
     stamp(END);
     if (a.stamps && tid == 0 && nt == NXC) a.stamps[Z_END] = now_ns();
@@ -415,6 +432,28 @@ __global__ void __launch_bounds__(NORM_T) k_norm_like(const float *parts, const 
 }
 static_assert(DM % NORM_T == 0, "whole rows a block");
 
+/* The kernel before out_proj in a step, in the probe's terms: the batch state update's traffic
+ * (each (sequence, channel)'s 16 fp32 states read and written, 29 MB at 64 sequences) and its
+ * output y, x's bf16 rows of out_proj. A thread a (sequence, channel); it lets its dependents
+ * start at once. */
+#define NSTATE 16
+__global__ void __launch_bounds__(256) k_update_like(float *state, uint16_t *y) {
+  pdl_trigger();
+  const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; /* b * DI + c */
+  if (i >= (size_t)MB * DI) return;
+  float4 *h = (float4 *)(state + i * NSTATE);
+  float acc = 0.f;
+#pragma unroll
+  for (int q = 0; q < NSTATE / 4; q++) {
+    float4 v = __ldcs(h + q);
+    v.x = 0.9f * v.x + 0.01f, v.y = 0.9f * v.y + 0.01f;
+    v.z = 0.9f * v.z + 0.01f, v.w = 0.9f * v.w + 0.01f;
+    __stcs(h + q, v);
+    acc += (v.x + v.y) + (v.z + v.w);
+  }
+  y[i] = f32_to_bf16(acc * (1.f / NSTATE));
+}
+
 /* the references: in_proj's rows are k_ref's; the conv step from them (fp32), u rounded to bf16 */
 __global__ void k_conv_ref(const float *xz, const float *cw, const float *cb, const float *st_in,
                            float *u, float *st_out, uint16_t *ub) {
@@ -487,11 +526,11 @@ struct Layer {
 };
 
 /* pdl: launched programmatically (it may start once the kernel before let its dependents go) */
-template <int STAGES, bool FUSED>
-static void launch(cudaStream_t st, const Layer &l, const CUtensorMap &tx, const Args &a,
-                   bool pdl = false) {
+template <int STAGES, bool FUSED, class SH = InProj>
+static void launch_maps(cudaStream_t st, const CUtensorMap &tw, const CUtensorMap &tx,
+                        const CUtensorMap &tst, const CUtensorMap &twx, const Args &a, bool pdl) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(NI / TN);
+  cfg.gridDim = dim3(SH::N / TN, SH::SPLIT);
   cfg.blockDim = dim3(THREADS);
   cfg.dynamicSmemBytes = Smem<STAGES>::BYTES;
   cfg.stream = st;
@@ -500,19 +539,29 @@ static void launch(cudaStream_t st, const Layer &l, const CUtensorMap &tx, const
   at[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = at;
   cfg.numAttrs = pdl ? 1 : 0;
-  CK(cudaLaunchKernelEx(&cfg, k_inproj<STAGES, FUSED>, l.tw, tx, l.tst, l.twx, a));
+  CK(cudaLaunchKernelEx(&cfg, k_inproj<STAGES, FUSED, SH>, tw, tx, tst, twx, a));
+}
+/* in_proj, plain or fused, with layer l's maps */
+template <int STAGES, bool FUSED>
+static void launch(cudaStream_t st, const Layer &l, const CUtensorMap &tx, const Args &a,
+                   bool pdl = false) {
+  launch_maps<STAGES, FUSED>(st, l.tw, tx, l.tst, l.twx, a, pdl);
 }
 
-template <int STAGES, bool FUSED>
+template <int STAGES, bool FUSED, class SH = InProj>
 static bool prepare(int sms) {
-  CK(cudaFuncSetAttribute(k_inproj<STAGES, FUSED>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                          Smem<STAGES>::BYTES));
+  CK(cudaFuncSetAttribute(k_inproj<STAGES, FUSED, SH>,
+                          cudaFuncAttributeMaxDynamicSharedMemorySize, Smem<STAGES>::BYTES));
   int per_sm = 0;
-  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_inproj<STAGES, FUSED>, THREADS,
+  CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_inproj<STAGES, FUSED, SH>, THREADS,
                                                    Smem<STAGES>::BYTES));
-  if (per_sm * sms < NI / TN) { /* the x half's barrier needs every CTA resident */
+  if (FUSED && per_sm * sms < NI / TN) { /* the x half's barrier needs every CTA resident */
     printf("%d stages: %d CTAs an SM on %d SMs cannot hold the %d CTAs; not run\n", STAGES, per_sm,
            sms, NI / TN);
+    return false;
+  }
+  if (per_sm < 1) {
+    printf("%d stages: no CTA fits an SM; not run\n", STAGES);
     return false;
   }
   return true;
@@ -746,6 +795,8 @@ int main() {
   for (int S8f = 0; S8f < 2; S8f++) {
     if (!fits[1][S8f]) continue;
     reset_state0();
+    /* x scrambled first, so that a read of it before the norm rewrote it would show */
+    k_fill<<<256, 256, 0, st>>>(x, (size_t)MB * DM, 1000u + S8f, 0x3f00);
     norm();
     if (S8f) launch<8, true>(st, L[0], tx, fused_args(0), true);
     else launch<6, true>(st, L[0], tx, fused_args(0), true);
@@ -797,6 +848,136 @@ int main() {
     CK(cudaGraphExecDestroy(ge));
     CK(cudaGraphDestroy(gr));
     CK(cudaFree(dst));
+  }
+  /* 3. out_proj (64 x 3,584 -> 1,792 in 4 parts over its inputs, left unsummed) behind the state
+   * update: cuBLAS's strided batch, as the library runs it, against ours with and without the
+   * early start (its first weight stages while the update streams the states) */
+  {
+    const size_t nwo = (size_t)DM * DI, nst = (size_t)MB * DI * NSTATE, nop = (size_t)4 * MB * DM;
+    uint16_t *wo[LAYERS], *yb;
+    float *ust[LAYERS], *op, *op_ref;
+    CUtensorMap two[LAYERS];
+    for (int l = 0; l < LAYERS; l++) {
+      CK(cudaMalloc(&wo[l], nwo * 2));
+      CK(cudaMalloc(&ust[l], nst * 4));
+      k_fill<<<1024, 256, 0, st>>>(wo[l], nwo, 4321u + l, 0x3c80);
+      k_fill_f32<<<1024, 256, 0, st>>>(ust[l], nst, 77u + l, 1.f);
+      two[l] = map2d(enc, wo[l], CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, DM, DI, TN, TK,
+                     CU_TENSOR_MAP_SWIZZLE_128B);
+    }
+    CK(cudaMalloc(&yb, (size_t)MB * DI * 2));
+    CK(cudaMalloc(&op, nop * 4));
+    CK(cudaMalloc(&op_ref, (size_t)MB * DM * 4));
+    k_fill<<<256, 256, 0, st>>>(yb, (size_t)MB * DI, 98u, 0x3f00);
+    const CUtensorMap tyo = map2d(enc, yb, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, MB, DI, MB, TK,
+                                  CU_TENSOR_MAP_SWIZZLE_128B);
+    k_ref<<<dim3((DM + 127) / 128, MB), 128, 0, st>>>(yb, DI, wo[0], DM, DI, op_ref);
+    CK(cudaStreamSynchronize(st));
+    CK(cudaGetLastError());
+    fetch(hr, op_ref, (size_t)MB * DM);
+    const auto parts_summed = [&] { /* the 4 parts' sum on the host, into h */
+      fetch(hs, op, nop);
+      for (size_t i = 0; i < (size_t)MB * DM; i++)
+        h[i] = ((hs[i] + hs[i + MB * DM]) + hs[i + 2 * MB * DM]) + hs[i + 3 * MB * DM];
+    };
+    const auto blas_out = [&](const uint16_t *w) {
+      BK(cublasGemmStridedBatchedEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, DM, MB, DI / 4, &one, w,
+                                    CUDA_R_16BF, DI, DI / 4, yb, CUDA_R_16BF, DI, DI / 4, &zero,
+                                    op, CUDA_R_32F, DM, (long long)MB * DM, 4, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+    };
+    const double wob = (double)nwo * 2;
+    printf("out_proj (64 x %d -> %d, 4 parts) alone, us a call:\n", DI, DM);
+    blas_out(wo[0]);
+    CK(cudaStreamSynchronize(st));
+    parts_summed();
+    report("cuBLAS out_proj (strided batch)", rel_diff2(h, DM, hr, DM, 0, MB, DM), 1e-4);
+    const double us_bo = time_graph(st, 20, [&] {
+                           for (int l = 0; l < LAYERS; l++) blas_out(wo[l]);
+                         }) / LAYERS;
+    printf("  = %7.2f us, weights at %.2f TB/s (%.2f of the copy rate)\n", us_bo,
+           wob / (us_bo * 1e-6) / 1e12, wob / (us_bo * 1e-6) / 1e12 / copy_tbs);
+    Args ao = a;
+    ao.y = op;
+    bool ofits[2] = {false, false};
+    const auto out_alone = [&](auto stages_tag) {
+      constexpr int S = decltype(stages_tag)::value;
+      if (!prepare<S, false, OutProj>(prop.multiProcessorCount)) return;
+      ofits[S == 8] = true;
+      CK(cudaMemsetAsync(op, 0, nop * 4, st));
+      launch_maps<S, false, OutProj>(st, two[0], tyo, two[0], two[0], ao, false);
+      CK(cudaGetLastError());
+      CK(cudaStreamSynchronize(st));
+      parts_summed();
+      char what[64];
+      snprintf(what, sizeof what, "out_proj, tensor copies, %d stages", S);
+      report(what, rel_diff2(h, DM, hr, DM, 0, MB, DM), 1e-4);
+      const double us = time_graph(st, 20, [&] {
+                          for (int l = 0; l < LAYERS; l++)
+                            launch_maps<S, false, OutProj>(st, two[l], tyo, two[l], two[l], ao,
+                                                           false);
+                        }) / LAYERS;
+      printf("  = %7.2f us, weights at %.2f TB/s (%.2f), %+.2f us against cuBLAS's\n", us,
+             wob / (us * 1e-6) / 1e12, wob / (us * 1e-6) / 1e12 / copy_tbs, us - us_bo);
+    };
+    out_alone(S6{});
+    out_alone(S8{});
+    const auto update = [&](int l) {
+      k_update_like<<<(MB * DI + 255) / 256, 256, 0, st>>>(ust[l], yb);
+    };
+    printf("behind the state update (29 MB of states read and written, y's bf16 rows), us a "
+           "layer:\n");
+    const double us_up = time_graph(st, 20, [&] {
+                           for (int l = 0; l < LAYERS; l++) update(l);
+                         }) / LAYERS;
+    printf("  the update alone                            %7.2f\n", us_up);
+    const double us_ub = time_graph(st, 20, [&] {
+                           for (int l = 0; l < LAYERS; l++) update(l), blas_out(wo[l]);
+                         }) / LAYERS;
+    printf("  the update, then cuBLAS's out_proj          %7.2f (%.2f beyond the update)\n", us_ub,
+           us_ub - us_up);
+    const auto out_chain = [&](auto stages_tag, bool pdl) {
+      constexpr int S = decltype(stages_tag)::value;
+      if (!ofits[S == 8]) return;
+      const double us = time_graph(st, 20, [&] {
+                          for (int l = 0; l < LAYERS; l++) {
+                            update(l);
+                            launch_maps<S, false, OutProj>(st, two[l], tyo, two[l], two[l], ao,
+                                                           pdl);
+                          }
+                        }) / LAYERS;
+      printf("  the update, then out_proj %d stages%-14s %7.2f (%+.2f against the update and "
+             "cuBLAS)\n",
+             S, pdl ? ", early start" : "", us, us - us_ub);
+    };
+    out_chain(S6{}, false);
+    out_chain(S6{}, true);
+    out_chain(S8{}, false);
+    out_chain(S8{}, true);
+    /* the early start's order checked: y is the update's output, read after the wait */
+    for (int si = 0; si < 2; si++) {
+      if (!ofits[si]) continue;
+      update(0);
+      if (si) launch_maps<8, false, OutProj>(st, two[0], tyo, two[0], two[0], ao, true);
+      else launch_maps<6, false, OutProj>(st, two[0], tyo, two[0], two[0], ao, true);
+      CK(cudaGetLastError());
+      CK(cudaStreamSynchronize(st));
+      /* the reference from the y that update wrote (nothing has written it since) */
+      k_ref<<<dim3((DM + 127) / 128, MB), 128, 0, st>>>(yb, DI, wo[0], DM, DI, op_ref);
+      CK(cudaStreamSynchronize(st));
+      fetch(hr, op_ref, (size_t)MB * DM);
+      parts_summed();
+      report(si ? "out_proj behind the update, early, 8 st."
+                : "out_proj behind the update, early, 6 st.",
+             rel_diff2(h, DM, hr, DM, 0, MB, DM), 1e-4);
+    }
+    for (int l = 0; l < LAYERS; l++) {
+      CK(cudaFree(wo[l]));
+      CK(cudaFree(ust[l]));
+    }
+    CK(cudaFree(yb));
+    CK(cudaFree(op));
+    CK(cudaFree(op_ref));
   }
   printf("the fused form gains where its chain's excess over the norm and cuBLAS is below "
          "k_conv_linear's exposed time in the step (cuda_bench --timeline 64)\n");
