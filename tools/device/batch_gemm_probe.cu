@@ -34,10 +34,8 @@
 #define THREADS ((CONSUMERS + 1) * 32)
 #define LAYERS 48
 
-/* element (r, k) of a 64 x 64 tile: row-major, 16-byte chunk c of row r stored at c ^ (r % 8) */
-__host__ __device__ __forceinline__ int tile_at(int r, int k) {
-  return r * TK + ((((k >> 3) ^ r) & 7) << 3) + (k & 7);
-}
+/* tiles in probe_common.cuh's tile_at layout (64 x 64: TN = TK = 64) */
+static_assert(TN == 64 && TK == 64, "tile_at's tiles");
 
 /* rows x cols row-major -> tiles [rows / TN][cols / TK], each tile_at-ordered */
 __global__ void k_to_tiles(const uint16_t *src, int rows, int cols, uint16_t *dst) {
@@ -90,41 +88,16 @@ __global__ void __launch_bounds__(THREADS, 1)
   float acc[8][4];
 #pragma unroll
   for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-  const int mi = lane >> 3, mr = lane & 7;
   for (int i = 0; i < nk; i++) {
     const int s = i % STAGES;
     mbar_wait(&full[s], (unsigned)(i / STAGES) & 1u);
     const uint16_t *wtile = sm + (size_t)s * 2 * TILE, *xtile = wtile + TILE;
-#pragma unroll
-    for (int kk = 0; kk < TK / 16; kk++) {
-      unsigned a[4];
-      { /* A: rows 16 warp + mr (+8 for matrices 1, 3), chunk 2 kk (+1 for matrices 2, 3) */
-        const int r = 16 * warp + mr + 8 * (mi & 1), c = 2 * kk + (mi >> 1);
-        ldsm4(smem_u32(wtile + tile_at(r, 8 * c)), a);
-      }
-#pragma unroll
-      for (int p = 0; p < 4; p++) { /* B: batch rows 16 p + mr (+8 for 2, 3), chunk 2 kk (+1 odd) */
-        unsigned b[4];
-        const int r = 16 * p + mr + 8 * (mi >> 1), c = 2 * kk + (mi & 1);
-        ldsm4(smem_u32(xtile + tile_at(r, 8 * c)), b);
-        mma16816(acc[2 * p], a, b[0], b[1]);
-        mma16816(acc[2 * p + 1], a, b[2], b[3]);
-      }
-    }
+    mma_rows16_x64(wtile, 16 * warp, xtile, acc);
     __syncwarp();
     if (lane == 0) bar_arrive(&empty[s]);
   }
-  /* d0, d1: weight row g, batch 2t, 2t + 1 of the n8 tile; d2, d3: row g + 8 */
-  float *out = y + (size_t)blockIdx.y * MROWS * N;
-  const int g = lane >> 2, t = lane & 3, n = blockIdx.x * TN + 16 * warp + g;
-#pragma unroll
-  for (int j = 0; j < 8; j++) {
-    const int b = 8 * j + 2 * t;
-    out[(size_t)b * N + n] = acc[j][0];
-    out[(size_t)(b + 1) * N + n] = acc[j][1];
-    out[(size_t)b * N + n + 8] = acc[j][2];
-    out[(size_t)(b + 1) * N + n + 8] = acc[j][3];
-  }
+  /* y[b][n]: the warp's 16 weight rows against the 64 batch rows */
+  store_acc_t(y + (size_t)blockIdx.y * MROWS * N, N, blockIdx.x * TN + 16 * warp, acc);
 }
 
 /* y = the split's partials summed in order */

@@ -84,11 +84,8 @@ struct Smem {
                 "the epilogue's tiles fit the stages");
 };
 
-/* element (r, k) of a swizzled tile of 64-element rows: 16-byte chunk c of row r at c ^ (r % 8),
- * the layout a 2D tensor copy with CU_TENSOR_MAP_SWIZZLE_128B writes for a box 128 bytes wide */
-__host__ __device__ __forceinline__ int tile_at(int r, int k) {
-  return r * TK + ((((k >> 3) ^ r) & 7) << 3) + (k & 7);
-}
+/* tiles in probe_common.cuh's tile_at layout: what the 128-byte swizzle writes for 64 bf16 a row */
+static_assert(TK == 64 && TN == 64 && MB == 64, "tile_at's tiles, mma_rows16_x64's 64 columns");
 
 __device__ __forceinline__ void expect_tx(uint64_t *bar, unsigned bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
@@ -254,27 +251,11 @@ __global__ void __launch_bounds__(THREADS, 1)
   float acc[8][4];
 #pragma unroll
   for (int j = 0; j < 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-  const int mi = lane >> 3, mr = lane & 7;
   for (int i = 0; i < NK; i++) {
     const int s = i % STAGES;
     mbar_wait(&full[s], (unsigned)(i / STAGES) & 1u);
     const uint16_t *wtile = stg + (size_t)s * 2 * TILE, *xtile = wtile + TILE;
-#pragma unroll
-    for (int kk = 0; kk < TK / 16; kk++) {
-      unsigned af[4];
-      { /* A: rows 16 warp + mr (+8 for matrices 1, 3), chunk 2 kk (+1 for matrices 2, 3) */
-        const int r = 16 * warp + mr + 8 * (mi & 1), c = 2 * kk + (mi >> 1);
-        ldsm4(smem_u32(wtile + tile_at(r, 8 * c)), af);
-      }
-#pragma unroll
-      for (int p = 0; p < 4; p++) { /* B: sequences 16 p + mr (+8 for 2, 3), chunk 2 kk (+1 odd) */
-        unsigned b[4];
-        const int r = 16 * p + mr + 8 * (mi >> 1), c = 2 * kk + (mi & 1);
-        ldsm4(smem_u32(xtile + tile_at(r, 8 * c)), b);
-        mma16816(acc[2 * p], af, b[0], b[1]);
-        mma16816(acc[2 * p + 1], af, b[2], b[3]);
-      }
-    }
+    mma_rows16_x64(wtile, 16 * warp, xtile, acc);
     __syncwarp();
     if (lane == 0) bar_arrive(&empty[s]);
   }
@@ -283,17 +264,7 @@ __global__ void __launch_bounds__(THREADS, 1)
    * xz[b][r], d0, d1 = row g, sequences 2t, 2t + 1 of n8 tile j; d2, d3 = row g + 8 */
   consumers_sync();
   float *const xz = (float *)sm;
-  {
-    const int g = lane >> 2, t = lane & 3, r = 16 * warp + g;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      const int b = 8 * j + 2 * t;
-      xz[b * XZ_LD + r] = acc[j][0];
-      xz[(b + 1) * XZ_LD + r] = acc[j][1];
-      xz[b * XZ_LD + r + 8] = acc[j][2];
-      xz[(b + 1) * XZ_LD + r + 8] = acc[j][3];
-    }
-  }
+  store_acc_t(xz, XZ_LD, 16 * warp, acc);
   consumers_sync();
   if (!xcta) { /* plain rows (or z): 16 float4 a sequence's 64 outputs */
     const int ld = FUSED ? DI : SH::N, col = (FUSED ? nt - NXC : nt) * TN;
@@ -337,31 +308,8 @@ __global__ void __launch_bounds__(THREADS, 1)
     float d[8][4];
 #pragma unroll
     for (int j = 0; j < 8; j++) d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < TK / 16; kk++) {
-      unsigned af[4];
-      {
-        const int r = 16 * mt + mr + 8 * (mi & 1), c = 2 * kk + (mi >> 1);
-        ldsm4(smem_u32(wxs + tile_at(r, 8 * c)), af);
-      }
-#pragma unroll
-      for (int p = 0; p < 4; p++) {
-        unsigned b[4];
-        const int r = 16 * p + mr + 8 * (mi >> 1), c = 2 * kk + (mi & 1);
-        ldsm4(smem_u32(ut + tile_at(r, 8 * c)), b);
-        mma16816(d[2 * p], af, b[0], b[1]);
-        mma16816(d[2 * p + 1], af, b[2], b[3]);
-      }
-    }
-    const int g = lane >> 2, t = lane & 3, o = 16 * mt + g;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      const int b = 8 * j + 2 * t;
-      ps[b * PS_LD + o] = d[j][0];
-      ps[(b + 1) * PS_LD + o] = d[j][1];
-      ps[b * PS_LD + o + 8] = d[j][2];
-      ps[(b + 1) * PS_LD + o + 8] = d[j][3];
-    }
+    mma_rows16_x64(wxs, 16 * mt, ut, d);
+    store_acc_t(ps, PS_LD, 16 * mt, d);
   }
   consumers_sync();
   stamp(XPROJ);
@@ -470,18 +418,6 @@ __global__ void k_conv_ref(const float *xz, const float *cw, const float *cb, co
   float *so = st_out + ((size_t)b * DI + c) * (KC - 1);
   for (int j = 0; j < KC - 2; j++) so[j] = w[j + 1];
   so[KC - 2] = xv;
-}
-
-/* fp32 values in [-1, 1) (the conv states and weights) */
-__global__ void k_fill_f32(float *p, size_t n, uint32_t seed, float scale) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-       i += (size_t)gridDim.x * blockDim.x) {
-    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 0x2c1b3c6du;
-    h ^= h >> 12;
-    p[i] = scale * ((float)(h >> 8) * (1.f / 8388608.f) - 1.f);
-  }
 }
 
 /* largest |a - r| over the largest |r|, with a column slice: a (rows x acols, ld lda) against r

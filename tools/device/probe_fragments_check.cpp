@@ -1,9 +1,11 @@
 // probe_fragments_check.cpp — the tensor-core probes' fragment arithmetic checked on a machine
 // without a GPU: ldmatrix.x4 and mma.sync.m16n8k16 emulated on the host (the PTX ISA's fragment
-// layouts), fed with the address formulas and the output mapping of batch_gemm_probe.cu (swizzled
-// 64 x 64 tiles) and of dtproj_probe.cu (rows padded to 240 bytes), each product compared with a
-// float64 one, every ldmatrix phase checked for two rows on one bank group. The formulas are
-// copied from the probes, so a change there must be made here too:
+// layouts), fed with the address formulas and the output mappings of probe_common.cuh's
+// mma_rows16_x64 and store_acc_t over swizzled 64-wide tiles (batch_gemm_probe.cu's product;
+// fused_inproj_probe.cu's x_proj, its slice placed by a tensor copy's 128-byte swizzle) and of
+// dtproj_probe.cu (rows padded to 240 bytes), each product compared with a float64 one, every
+// ldmatrix phase checked for two rows on one bank group. The formulas are copied from the probes,
+// so a change there must be made here too:
 //   g++ -O2 -std=c++17 -o /tmp/pfc tools/device/probe_fragments_check.cpp && /tmp/pfc
 #include <cmath>
 #include <cstdio>
