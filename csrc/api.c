@@ -649,6 +649,48 @@ MB_EXPORT int mb_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx,
            wdtype, bias, out_f, y, ldy);
 }
 
+MB_EXPORT int mb_linear_bf16_conv1d_step_linear(mb_ctx *ctx, const uint16_t *x, int64_t ldx,
+                                                const void *w, int wdtype, int64_t n,
+                                                int64_t in_f, int64_t out_f, float *y,
+                                                int64_t ldy, const float *conv_w,
+                                                const float *conv_bias, float *conv_state,
+                                                int64_t d, int64_t k, float *xc, int64_t ldo,
+                                                const void *w2, int64_t out_f2, float *y2,
+                                                int64_t ldy2) {
+  static const char fn[] = "mb_linear_bf16_conv1d_step_linear";
+  CHECK_CTX("mb_linear_bf16_conv1d_step_linear");
+  int st = check_product_shape(fn, n, in_f, out_f, wdtype);
+  if (st != MB_OK) return st;
+  NONNEG("mb_linear_bf16_conv1d_step_linear", out_f2);
+  REQUIRE(d >= 1 && d <= out_f, "%s: d (%lld) not in 1..out_f (%lld)", fn, (ll)d, (ll)out_f);
+  REQUIRE(k >= 1, "%s: k (%lld) < 1", fn, (ll)k);
+  if (n == 0) return MB_OK;
+  LD_OK("mb_linear_bf16_conv1d_step_linear", ldx, in_f);
+  LD_OK("mb_linear_bf16_conv1d_step_linear", ldy, out_f);
+  LD_OK("mb_linear_bf16_conv1d_step_linear", ldo, d);
+  NONNULL("mb_linear_bf16_conv1d_step_linear", x);
+  NONNULL("mb_linear_bf16_conv1d_step_linear", w);
+  NONNULL("mb_linear_bf16_conv1d_step_linear", y);
+  NONNULL("mb_linear_bf16_conv1d_step_linear", conv_w);
+  NONNULL("mb_linear_bf16_conv1d_step_linear", conv_state);
+  NONNULL("mb_linear_bf16_conv1d_step_linear", xc);
+  if (out_f2 > 0) {
+    LD_OK("mb_linear_bf16_conv1d_step_linear", ldy2, out_f2);
+    NONNULL("mb_linear_bf16_conv1d_step_linear", w2);
+    NONNULL("mb_linear_bf16_conv1d_step_linear", y2);
+  }
+#ifdef MB_WITH_CUDA
+  if (IS_CUDA(ctx) && !(ctx->flags & MB_FLAG_UNFUSED_STEPS))
+    return mbcuda_linear_bf16_conv1d_step_linear(ctx, x, ldx, w, wdtype, n, in_f, out_f, y, ldy,
+                                                 conv_w, conv_bias, conv_state, d, k, xc, ldo,
+                                                 w2, out_f2, y2, ldy2);
+#endif
+  st = mb_linear_bf16(ctx, x, ldx, w, wdtype, NULL, n, in_f, out_f, y, ldy);
+  if (st != MB_OK) return st;
+  return mb_conv1d_step_linear(ctx, y, ldy, conv_w, conv_bias, conv_state, n, d, k, xc, ldo, w2,
+                               wdtype, NULL, out_f2, y2, ldy2);
+}
+
 static int scan_check(const char *fn, mb_ctx *ctx, const float *u, int64_t ldu,
                       const float *delta, int64_t ld_delta, const float *A, const float *Bm,
                       int64_t ldb, const float *Cm, int64_t ldc, const float *z, int64_t ldz,

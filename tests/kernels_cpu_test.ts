@@ -1628,6 +1628,116 @@ function checkConv1dStepLinear(be: Backend, seed: number): void {
   });
 }
 
+// ---- linear_bf16_conv1d_step_linear (in_proj, conv step, x_proj: decoding batches) -----------
+
+function checkLinearBf16Conv1dStepLinear(be: Backend, seed: number): void {
+  const r = rng(seed);
+  const cases: [number, number, number, number, number, number, "f32" | "bf16", boolean][] = [
+    // n, inF, d, outF, outF2, k, wdtype, conv bias
+    [9, 64, 48, 96, 20, 4, "bf16", true],
+    [1, 30, 20, 50, 7, 3, "f32", false],
+    [12, 128, 64, 128, 36, 4, "bf16", true],
+    [3, 16, 8, 8, 0, 2, "bf16", false],
+  ];
+  for (const [n, inF, d, outF, outF2, k, wdtype, cbias] of cases) {
+    const ldx = inF + 3, ldy = outF + 1, ldo = d + 2, ldy2 = outF2 + 5;
+    const xb = toBf16(randArray(r, n * ldx)), xf = fromBf16(xb);
+    const weight = (count: number) => {
+      const w32 = randArray(r, count, -0.3, 0.3);
+      return wdtype === "f32"
+        ? { data: w32 as Float32Array | Uint16Array, f: w32 }
+        : { data: toBf16(w32), f: fromBf16(toBf16(w32)) };
+    };
+    const w = weight(outF * inF), w2 = weight(outF2 * d);
+    const cw = randArray(r, d * k), cb = randArray(r, d), st = randArray(r, n * d * (k - 1));
+    // in_proj in float64 from the bf16 rows; the conv reads its float32 output, x_proj the conv's
+    const xz = linearRef(n, inF, outF, (i, j) => xf[i * ldx + j], w.f, null);
+    const conv = convRef({
+      batch: n,
+      len: 1,
+      d,
+      k,
+      ldx: outF,
+      ldo: d,
+      x: Float32Array.from(xz),
+      w: cw,
+      bias: cbias ? cb : null,
+      state: st,
+    });
+    const expY2 = linearRef(n, d, outF2, (i, c) => Math.fround(conv.out[i * d + c]), w2.f, null);
+    withMem(be, (m) => {
+      const yp = m.zeros(n * ldy * 4), xcp = m.zeros(n * ldo * 4), sp = m.put(st);
+      const y2p = m.zeros(Math.max(n * ldy2, 1) * 4);
+      be.linearBf16Conv1dStepLinear({
+        x: m.put(xb),
+        ldx,
+        w: m.put(w.data),
+        wdtype,
+        n,
+        inF,
+        outF,
+        y: yp,
+        ldy,
+        convW: m.put(cw),
+        convBias: cbias ? m.put(cb) : null,
+        convState: sp,
+        d,
+        k,
+        xc: xcp,
+        ldo,
+        w2: m.put(w2.data),
+        outF2,
+        y2: y2p,
+        ldy2,
+      });
+      const tag = `linear_bf16_conv1d_step_linear n=${n} in=${inF} d=${d} out=${outF} ` +
+        `out2=${outF2} k=${k} ${wdtype}`;
+      // y's columns past d (z); its first d may be left unwritten by a fused backend
+      const y = m.f32(yp, n * ldy);
+      for (let i = 0; i < n; i++) {
+        assertClose(
+          `${tag} y[${i}] past d`,
+          y.subarray(i * ldy + d, i * ldy + outF),
+          xz.subarray(i * outF + d, (i + 1) * outF),
+          1e-5,
+          1e-5,
+        );
+      }
+      assertRowsClose(`${tag} xc`, m.f32(xcp, n * ldo), ldo, conv.out, d, n);
+      if (k > 1) assertClose(`${tag} state`, m.f32(sp, n * d * (k - 1)), conv.state, 1e-5, 1e-5);
+      if (outF2 > 0) assertRowsClose(`${tag} y2`, m.f32(y2p, n * ldy2), ldy2, expY2, outF2, n);
+    });
+  }
+  withMem(be, (m) => {
+    const p = m.zeros(4096);
+    const base = {
+      x: p,
+      w: p,
+      wdtype: "bf16" as const,
+      n: 2,
+      inF: 8,
+      outF: 8,
+      y: p,
+      convW: p,
+      convBias: null,
+      convState: p,
+      d: 4,
+      k: 4,
+      xc: p,
+      w2: p,
+      outF2: 4,
+      y2: p,
+    };
+    const call = (o: Partial<typeof base> & { ldx?: number }) =>
+      be.linearBf16Conv1dStepLinear({ ...base, ...o });
+    assertInvalid(() => call({ d: 9 }), /d \(9\) not in 1\.\.out_f \(8\)/);
+    assertInvalid(() => call({ ldx: 7 }), /ldx \(7\) < in_f \(8\)/);
+    assertInvalid(() => call({ convState: null }), /conv_state is NULL/);
+    assertInvalid(() => call({ k: 0 }), /k \(0\) < 1/);
+    assertInvalid(() => call({ y2: null }), /y2 is NULL/);
+  });
+}
+
 // ---- log-softmax, log-prob and rank ----------------------------------------------------------
 
 function checkLogSoftmax(be: Backend, seed: number): void {
@@ -2537,6 +2647,7 @@ const CHECKS: [string, (be: Backend, seed: number) => void][] = [
   ["selective_state_update_dt", checkStateUpdateDt],
   ["linear_conv1d_step", checkLinearConv1dStep],
   ["conv1d_step_linear", checkConv1dStepLinear],
+  ["linear_bf16_conv1d_step_linear", checkLinearBf16Conv1dStepLinear],
   ["log_softmax + logprob_rank", checkLogSoftmax],
   ["sample", checkSample],
   ["read_probe", checkReadProbe],

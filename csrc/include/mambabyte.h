@@ -380,6 +380,24 @@ int mb_conv1d_step_linear(mb_ctx *ctx, const float *x, int64_t ldx, const float 
                           const float *bias, int64_t out_f, float *y, int64_t ldy);
 
 /**
+ * Decoding batches with bf16 activations: in_proj, the conv1d step and x_proj in one call,
+ *   mb_linear_bf16(x, ldx, w, wdtype, NULL, n, in_f, out_f, y, ldy);
+ *   mb_conv1d_step_linear(y, ldy, conv_w, conv_bias, conv_state, n, d, k, xc, ldo, w2, wdtype,
+ *                         NULL, out_f2, y2, ldy2);
+ * (x: n rows of bfloat16 bits; w: out_f x in_f and w2: out_f2 x d, both of wdtype; the conv runs
+ * on y's first d columns, d <= out_f). Those two calls on every backend; the call is where a
+ * backend may run the three as one kernel (the product's tile of a batch's channels holds every
+ * input of their conv step and of x_proj's partial sums over them), in which case y's first d
+ * columns (the conv's input) may be left unwritten.
+ */
+int mb_linear_bf16_conv1d_step_linear(mb_ctx *ctx, const uint16_t *x, int64_t ldx, const void *w,
+                                      int wdtype, int64_t n, int64_t in_f, int64_t out_f,
+                                      float *y, int64_t ldy, const float *conv_w,
+                                      const float *conv_bias, float *conv_state, int64_t d,
+                                      int64_t k, float *xc, int64_t ldo, const void *w2,
+                                      int64_t out_f2, float *y2, int64_t ldy2);
+
+/**
  * Selective scan (mamba_ssm's selective_scan_fn) over `batch` sequences of `len` positions, d
  * channels, n states. For each b, t, c:
  *   d    = delta[b,t,c] + delta_bias[c]                                 (delta_bias may be NULL)

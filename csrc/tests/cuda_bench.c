@@ -485,13 +485,13 @@ static void model_pass(model *m, acts *a, int64_t batch, int64_t len, int sample
       RUN(SKIP_NORM, mb_add_norm(G, a->h, a->res, i > 0, L->nw, L->nb, MB_NORM_LAYER, 1e-5f,
                                  rows, DM, bf_step ? NULL : a->hn, bf_step ? a->hnb : NULL));
     if (len == 1 && g_fused) { /* 5 kernels: norm, in_proj+conv, x_proj, dt_proj+update, out */
-      if (many) { /* as the model for more than 8 sequences: in_proj (on bf16 rows with bf16
-                   * weights), then the conv step with x_proj in one call */
-        if (bf_step)
-          RUN(SKIP_IN, mb_linear_bf16(G, a->hnb, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz,
-                                      2 * DI));
-        else
-          RUN(SKIP_IN, mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
+      if (many && bf_step) { /* as the model for more than 8 sequences with bf16 rows: in_proj,
+                              * the conv step and x_proj in one call */
+        RUN(SKIP_IN, mb_linear_bf16_conv1d_step_linear(G, a->hnb, DM, L->in, dt, rows, DM, 2 * DI,
+                                                       a->xz, 2 * DI, L->cw, L->cb, cs, DI, KC,
+                                                       a->xc, DI, L->xp, XP, a->dbc, XP));
+      } else if (many) { /* in_proj, then the conv step with x_proj in one call */
+        RUN(SKIP_IN, mb_linear(G, a->hn, DM, L->in, dt, NULL, rows, DM, 2 * DI, a->xz, 2 * DI));
         RUN(SKIP_XPROJ, mb_conv1d_step_linear(G, a->xz, 2 * DI, L->cw, L->cb, cs, batch, DI, KC,
                                               a->xc, DI, L->xp, dt, NULL, XP, a->dbc, XP));
       } else {
@@ -654,13 +654,15 @@ static void split_bench(model *m, double bw, int64_t batch, int k) {
  * what PDL does not overlap); the sum of the costs against the whole step shows the overlap. */
 static void ablate_bench(model *m, int64_t batch, const char *label) {
   /* more than 8 sequences: the conv step runs with x_proj (mb_conv1d_step_linear), and with
-   * bf16 weights (from g_tc_min sequences) out_proj with the next layer's norm (only layer 0's
-   * norm is a call of its own) */
+   * bf16 weights (from g_tc_min sequences) in one call with in_proj
+   * (mb_linear_bf16_conv1d_step_linear: "without x_proj" leaves nothing out there) and out_proj
+   * with the next layer's norm (only layer 0's norm is a call of its own) */
   const int norm_in_out =
       (batch > 8 || batch >= g_tc_min) && m->dtype == MB_DTYPE_BF16 && g_fused && g_bf16_acts;
   const int many = batch > 8 || norm_in_out;
   const char *names[] = {norm_in_out ? "add_norm(0)" : "add_norm",
-                         many ? "in_proj" : "in_proj+conv", many ? "conv+x_proj" : "x_proj",
+                         norm_in_out ? "in+conv+x_proj" : many ? "in_proj" : "in_proj+conv",
+                         norm_in_out ? "(nothing)" : many ? "conv+x_proj" : "x_proj",
                          "ssu_dt",
                          norm_in_out ? "out+norm" : "out_proj", "head"};
   const double full = step_seconds(m, batch, NULL);

@@ -1370,6 +1370,88 @@ static void t_conv_linear(void) {
   }
 }
 
+/* mb_linear_bf16_conv1d_step_linear (a decoding batch's in_proj, conv step and x_proj; n rows of
+ * bf16 input): GPU vs CPU. y's columns past d (z) and xc within 1e-5 (both products exact in fp32,
+ * summed in another order); x_proj (y2) within 1e-5 of the CPU's product of the GPU's own xc
+ * rounded to bf16 with bf16 weights (the rows the GPU's tensor cores multiply: the CPU's xc
+ * differs in its last bits, and a value near a bf16 midpoint would round the other way), of the
+ * CPU's own with fp32 weights; a rerun from the same window and a graph's replay keep the bits.
+ * y's first d columns are not compared: a fused form may leave them unwritten. */
+static void t_in_conv_xproj(void) {
+  struct { int64_t n, in_f, d, out_f, out_f2, k; int wdt, cbias; } cs[] = {
+      {64, 1792, 3584, 7168, 144, 4, MB_DTYPE_BF16, 1}, {9, 1024, 2048, 4096, 96, 4, MB_DTYPE_BF16, 1},
+      {33, 256, 512, 1024, 80, 4, MB_DTYPE_BF16, 0},    {12, 100, 200, 400, 37, 3, MB_DTYPE_F32, 1},
+      /* small ones for the sanitizers: a z part wider than d, x_proj's rows past a 16-row tile */
+      {16, 128, 256, 640, 40, 4, MB_DTYPE_BF16, 1},     {40, 64, 128, 256, 20, 4, MB_DTYPE_BF16, 0},
+  };
+  for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+    const int64_t n = cs[ci].n, in_f = cs[ci].in_f, d = cs[ci].d, out_f = cs[ci].out_f;
+    const int64_t out_f2 = cs[ci].out_f2, k = cs[ci].k;
+    const int wdt = cs[ci].wdt;
+    if (g_small && n * in_f * out_f > 2000000) continue;
+    const int64_t ldx = in_f, ldy = out_f, ldo = d, ldy2 = out_f2, sw = n * d * (k - 1);
+    pair XB, X = prand_bf16_pair(n * ldx, -1, 1, &XB);
+    pair W = weights(out_f, in_f, wdt, -0.1f, 0.1f), W2 = weights(out_f2, d, wdt, -0.1f, 0.1f);
+    pair CW = prand(d * k, -1, 1), CB = prand(d, -1, 1), CS = prand(sw, -1, 1);
+    pair Y = pf(NULL, n * ldy), XC = pf(NULL, n * ldo), Y2 = pf(NULL, n * ldy2);
+    pair CS0 = pf(NULL, sw), CS2 = pf(NULL, sw), YB = pf(NULL, n * ldy2), XC2 = pf(NULL, n * ldo);
+    pair YY = pf(NULL, n * ldy);
+    MBX(mb_memcpy_d2d(GPU, CS0.g, CS.g, CS.bytes)); /* the window before the call */
+    const float *cb_c = cs[ci].cbias ? C(CB) : NULL, *cb_g = cs[ci].cbias ? G(CB) : NULL;
+    MBX(mb_linear_bf16_conv1d_step_linear(CPU, (uint16_t *)XB.c, ldx, W.c, wdt, n, in_f, out_f,
+                                          C(Y), ldy, C(CW), cb_c, C(CS), d, k, C(XC), ldo, W2.c,
+                                          out_f2, C(Y2), ldy2));
+    MBX(mb_linear_bf16_conv1d_step_linear(GPU, (uint16_t *)XB.g, ldx, W.g, wdt, n, in_f, out_f,
+                                          G(Y), ldy, G(CW), cb_g, G(CS), d, k, G(XC), ldo, W2.g,
+                                          out_f2, G(Y2), ldy2));
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "n=%lld in=%lld d=%lld out=%lld out2=%lld k=%lld %s", (long long)n,
+             (long long)in_f, (long long)d, (long long)out_f, (long long)out_f2, (long long)k,
+             wdt ? "bf16" : "f32");
+    /* z: the columns past d, as rows of their own */
+    pair Z = {C(Y) + d, G(Y) + d, (size_t)(n * ldy - d) * 4};
+    check("in_conv_xproj", cfg, "z", rel_err(&Z, n, out_f - d, ldy), 1e-5);
+    check("in_conv_xproj", cfg, "xc", rel_err(&XC, n, d, ldo), 1e-5);
+    if (k > 1) check("in_conv_xproj", cfg, "conv_state", rel_all(&CS), 1e-5);
+    if (wdt == MB_DTYPE_BF16) {
+      pair XR = pf(NULL, n * ldo);
+      float *xg = dl(GPU, G(XC), XC.bytes);
+      for (int64_t i = 0; i < n * ldo; i++) {
+        const uint32_t u = (uint32_t)f2bf(xg[i]) << 16;
+        memcpy(&C(XR)[i], &u, 4);
+      }
+      free(xg);
+      MBX(mb_linear(CPU, C(XR), ldo, W2.c, wdt, NULL, n, d, out_f2, C(YB), ldy2));
+      pair YG = {YB.c, Y2.g, Y2.bytes};
+      check("in_conv_xproj", cfg, "y2=rounded", rel_err(&YG, n, out_f2, ldy2), 1e-5);
+      pfree(&XR);
+    } else {
+      check("in_conv_xproj", cfg, "y2", rel_err(&Y2, n, out_f2, ldy2), 1e-5);
+    }
+    /* a rerun from the same window, then a graph's replay: the first run's bits */
+    MBX(mb_memcpy_d2d(GPU, CS2.g, CS0.g, CS0.bytes));
+    MBX(mb_linear_bf16_conv1d_step_linear(GPU, (uint16_t *)XB.g, ldx, W.g, wdt, n, in_f, out_f,
+                                          G(YY), ldy, G(CW), cb_g, G(CS2), d, k, G(XC2), ldo,
+                                          W2.g, out_f2, G(YB), ldy2));
+    check("in_conv_xproj", cfg, "y2 rerun", diff_bits(G(Y2), G(YB), Y2.bytes), 0);
+    check("in_conv_xproj", cfg, "xc rerun", diff_bits(G(XC), G(XC2), XC.bytes), 0);
+    int graph = 0;
+    MBX(mb_graph_begin(GPU));
+    MBX(mb_linear_bf16_conv1d_step_linear(GPU, (uint16_t *)XB.g, ldx, W.g, wdt, n, in_f, out_f,
+                                          G(YY), ldy, G(CW), cb_g, G(CS2), d, k, G(XC2), ldo,
+                                          W2.g, out_f2, G(YB), ldy2));
+    MBX(mb_graph_end(GPU, &graph));
+    MBX(mb_memcpy_d2d(GPU, CS2.g, CS0.g, CS0.bytes));
+    MBX(mb_memset(GPU, G(YB), 0xff, YB.bytes));
+    MBX(mb_graph_launch(GPU, graph));
+    check("in_conv_xproj", cfg, "y2 graph", diff_bits(G(Y2), G(YB), Y2.bytes), 0);
+    check("in_conv_xproj", cfg, "state graph", diff_bits(G(CS), G(CS2), CS.bytes), 0);
+    MBX(mb_graph_destroy(GPU, graph));
+    pfree(&XB), pfree(&X), pfree(&W), pfree(&W2), pfree(&CW), pfree(&CB), pfree(&CS), pfree(&Y);
+    pfree(&XC), pfree(&Y2), pfree(&CS0), pfree(&CS2), pfree(&YB), pfree(&XC2), pfree(&YY);
+  }
+}
+
 /* The GPU context's state update takes its rows kernel from this batch on (MAMBABYTE_CUDA_SSU_ROWS,
  * default 16; 0 never); there, with bf16 weights in 16-byte rows, dt_proj runs on the tensor cores
  * from x_dbl's first R columns rounded to bf16, with the MUFU forms of exp2, softplus and SiLU by
@@ -2949,6 +3031,7 @@ int main(int argc, char **argv) {
     t_conv_linear();
     with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR_MAX", "64", "the tensor-core form up to 64 rows",
                  t_conv_linear);
+    t_in_conv_xproj();
     return finish_run(" (linear only)");
   }
   t_embedding();
@@ -2975,6 +3058,7 @@ int main(int argc, char **argv) {
   t_ssu_dt_all();
   t_linear_conv();
   t_conv_linear();
+  t_in_conv_xproj();
   /* its peer: the conv then mb_linear (cuBLAS from 9 rows) */
   with_gpu_env("MAMBABYTE_CUDA_CONV_LINEAR", "0", "the conv step and x_proj as two ops",
                t_conv_linear);

@@ -826,6 +826,63 @@ export class Backend {
   }
 
   /**
+   * Decoding batches with bf16 activations: {@link linearBf16} (in_proj, no bias: x bfloat16
+   * bits, W (outF, inF)) into `y` (ld `ldy`, default outF), then {@link conv1dStepLinear} of y's
+   * first `d` columns with x_proj's `w2` (outF2, d) into `y2` (ld `ldy2`, default outF2). A
+   * backend may run the three as one kernel and leave y's first d columns (the conv's input)
+   * unwritten, so a caller that reads them (a tap) makes the two calls instead.
+   */
+  linearBf16Conv1dStepLinear(a: {
+    x: Ptr;
+    ldx?: number;
+    w: Ptr;
+    wdtype: WeightDType;
+    n: number;
+    inF: number;
+    outF: number;
+    y: Ptr;
+    ldy?: number;
+    convW: Ptr;
+    convBias: Ptr;
+    convState: Ptr;
+    d: number;
+    k: number;
+    xc: Ptr;
+    ldo?: number;
+    w2: Ptr;
+    outF2: number;
+    y2: Ptr;
+    ldy2?: number;
+  }): void {
+    check(
+      this.#lib.mb_linear_bf16_conv1d_step_linear(
+        this.#c,
+        a.x,
+        I(a.ldx ?? a.inF),
+        a.w,
+        WDTYPE_CODE[a.wdtype],
+        I(a.n),
+        I(a.inF),
+        I(a.outF),
+        a.y,
+        I(a.ldy ?? a.outF),
+        a.convW,
+        a.convBias,
+        a.convState,
+        I(a.d),
+        I(a.k),
+        a.xc,
+        I(a.ldo ?? a.d),
+        a.w2,
+        I(a.outF2),
+        a.y2,
+        I(a.ldy2 ?? a.outF2),
+      ),
+      "linear_bf16_conv1d_step_linear",
+    );
+  }
+
+  /**
    * Selective scan with initial/final state and optional every-position states; `deltaBias` (d),
    * when given, is added to delta before the softplus (dt_proj's bias, mamba_ssm's delta_bias).
    * `yBf16`, when given, receives y as bfloat16 bits (row r at r * ldy); `y` may then be null.

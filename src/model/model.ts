@@ -765,9 +765,15 @@ export class MambaByteLM {
         this.#norm(ws, i, batch, bf?.normed, bf !== null && afterLayer === undefined, tw);
       }
       if (many) {
-        if (bf) be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
-        else be.linear(this.#inProj(ws, i, batch));
-        this.#convXProj(ws, i, state.conv[i].ptr, batch);
+        // in_proj, the conv step and x_proj in one call where nothing reads xz's x half after it
+        // (no taps; in_proj without a bias, which the call does not take)
+        if (bf && afterLayer === undefined && !w.inProjBias) {
+          this.#inConvXProj(ws, i, state.conv[i].ptr, batch, bf.normed.ptr);
+        } else {
+          if (bf) be.linearBf16({ ...this.#inProj(ws, i, batch), x: bf.normed.ptr });
+          else be.linear(this.#inProj(ws, i, batch));
+          this.#convXProj(ws, i, state.conv[i].ptr, batch);
+        }
       } else {
         be.linearConv1dStep({
           ...this.#inProj(ws, i, batch),
@@ -1125,6 +1131,34 @@ export class MambaByteLM {
       bias: null,
       outF: this.#xDblCols,
       y: ws.xDbl.ptr,
+    });
+  }
+
+  /**
+   * Layer i's decoding in_proj (no bias) on the norm's bf16 rows `xBf16`, conv step and x_proj in
+   * one call: -> ws.xz's z half (the x half may be left unwritten), ws.xConv, ws.xDbl.
+   */
+  #inConvXProj(ws: Workspace, i: number, state: Ptr, batch: number, xBf16: Ptr): void {
+    const w = this.weights.layers[i];
+    const { dModel, dInner: di, dConv: k } = this.dims;
+    this.backend.linearBf16Conv1dStepLinear({
+      x: xBf16,
+      w: w.inProj.ptr,
+      wdtype: this.weights.wdtype,
+      n: batch,
+      inF: dModel,
+      outF: 2 * di,
+      y: ws.xz.ptr,
+      convW: w.convWeight.ptr,
+      convBias: w.convBias?.ptr ?? null,
+      convState: state,
+      d: di,
+      k,
+      xc: ws.xConv.ptr,
+      ldo: di,
+      w2: w.xProj.ptr,
+      outF2: this.#xDblCols,
+      y2: ws.xDbl.ptr,
     });
   }
 

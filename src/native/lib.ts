@@ -250,6 +250,32 @@ export const SYMBOLS = {
     ],
     result: "i32",
   },
+  mb_linear_bf16_conv1d_step_linear: {
+    parameters: [
+      "pointer", // ctx
+      "pointer", // x
+      "i64", // ldx
+      "pointer", // w
+      "i32", // wdtype
+      "i64", // n
+      "i64", // in_f
+      "i64", // out_f
+      "pointer", // y
+      "i64", // ldy
+      "pointer", // conv_w
+      "pointer", // conv_bias
+      "pointer", // conv_state
+      "i64", // d
+      "i64", // k
+      "pointer", // xc
+      "i64", // ldo
+      "pointer", // w2
+      "i64", // out_f2
+      "pointer", // y2
+      "i64", // ldy2
+    ],
+    result: "i32",
+  },
   mb_selective_scan: {
     parameters: [
       "pointer", // ctx
