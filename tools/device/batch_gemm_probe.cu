@@ -48,11 +48,6 @@ __global__ void k_to_tiles(const uint16_t *src, int rows, int cols, uint16_t *ds
   }
 }
 
-/* a consumer's arrival on a barrier (bulk_copy.cuh has the producer's side) */
-__device__ __forceinline__ void bar_arrive(uint64_t *b) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
-}
-
 /* Grid (N / TN, split): CTA (n, s) takes weight tile row n and the s-th of `split` slices of the
  * inner tiles; y (split 1) or part[s] (64 x N fp32 each) gets its sums. Warp CONSUMERS is the
  * producer (its lane 0 issues every stage); consumer warp w owns weight rows 16 w to 16 w + 15 of
@@ -94,7 +89,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     const uint16_t *wtile = sm + (size_t)s * 2 * TILE, *xtile = wtile + TILE;
     mma_rows16_x64(wtile, 16 * warp, xtile, acc);
     __syncwarp();
-    if (lane == 0) bar_arrive(&empty[s]);
+    if (lane == 0) mbar_arrive(&empty[s]);
   }
   /* y[b][n]: the warp's 16 weight rows against the 64 batch rows */
   store_acc_t(y + (size_t)blockIdx.y * MROWS * N, N, blockIdx.x * TN + 16 * warp, acc);

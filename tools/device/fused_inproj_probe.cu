@@ -87,23 +87,6 @@ struct Smem {
 /* tiles in probe_common.cuh's tile_at layout: what the 128-byte swizzle writes for 64 bf16 a row */
 static_assert(TK == 64 && TN == 64 && MB == 64, "tile_at's tiles, mma_rows16_x64's 64 columns");
 
-__device__ __forceinline__ void expect_tx(uint64_t *bar, unsigned bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
-               "r"(bytes)
-               : "memory");
-}
-/* the box at coordinates (c0: inner, c1: rows) of the tensor map into shared memory */
-__device__ __forceinline__ void tma2d(void *dst, const CUtensorMap *m, int c0, int c1,
-                                      uint64_t *bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], "
-      "[%1, {%2, %3}], [%4];" ::"r"(smem_u32(dst)),
-      "l"((uint64_t)m), "r"(c0), "r"(c1), "r"(smem_u32(bar))
-      : "memory");
-}
-__device__ __forceinline__ void bar_arrive(uint64_t *b) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
-}
 __device__ __forceinline__ void pdl_trigger() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }
@@ -215,22 +198,22 @@ __global__ void __launch_bounds__(THREADS, 1)
       /* a stage's barrier takes two arrivals, each announcing its box's bytes */
       const auto wbox = [&](int i) {
         uint16_t *const dst = stg + (size_t)(i % STAGES) * 2 * TILE;
-        expect_tx(&full[i % STAGES], TILE * 2);
-        tma2d(dst, &tw, (kt0 + i) * TK, nt * TN, &full[i % STAGES]);
+        mbar_expect_tx(&full[i % STAGES], TILE * 2);
+        tensor_load_2d(dst, &tw, (kt0 + i) * TK, nt * TN, &full[i % STAGES]);
       };
       const auto xbox = [&](int i) {
         uint16_t *const dst = stg + (size_t)(i % STAGES) * 2 * TILE + TILE;
-        expect_tx(&full[i % STAGES], TILE * 2);
-        tma2d(dst, &tx, (kt0 + i) * TK, 0, &full[i % STAGES]);
+        mbar_expect_tx(&full[i % STAGES], TILE * 2);
+        tensor_load_2d(dst, &tx, (kt0 + i) * TK, 0, &full[i % STAGES]);
       };
       for (int i = 0; i < STAGES; i++) wbox(i);
       pdl_wait(); /* returns at once without the programmatic launch */
       if (a.stamps && nt == 0) a.stamps[WAITED] = now_ns();
       for (int i = 0; i < STAGES; i++) xbox(i);
       if (xcta) { /* the epilogue's operands, behind the first stages */
-        expect_tx(&aux, XO * TK * 2 + MB * ST_ROW * 4);
-        tma2d(sm + S::WX, &twx, nt * TN, 0, &aux);
-        tma2d(sm + S::ST, &tst, nt * ST_ROW, 0, &aux);
+        mbar_expect_tx(&aux, XO * TK * 2 + MB * ST_ROW * 4);
+        tensor_load_2d(sm + S::WX, &twx, nt * TN, 0, &aux);
+        tensor_load_2d(sm + S::ST, &tst, nt * ST_ROW, 0, &aux);
       }
       for (int i = STAGES; i < NK; i++) {
         mbar_wait(&empty[i % STAGES], (unsigned)(i / STAGES - 1) & 1u);
@@ -257,7 +240,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     const uint16_t *wtile = stg + (size_t)s * 2 * TILE, *xtile = wtile + TILE;
     mma_rows16_x64(wtile, 16 * warp, xtile, acc);
     __syncwarp();
-    if (lane == 0) bar_arrive(&empty[s]);
+    if (lane == 0) mbar_arrive(&empty[s]);
   }
   stamp(PRODUCT);
   /* the tile through shared memory (the stages are free once every warp is past its last one):
